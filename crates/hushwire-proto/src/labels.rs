@@ -1,0 +1,32 @@
+//! Every domain-separation string Hushwire uses, in one place so a reviewer can check that no two
+//! uses share a label. `docs/protocol.md` cites each by name.
+//!
+//! Signature contexts are prefixed to the signed bytes; KDF labels are HKDF `info` strings or
+//! prefixes of hashed input. All are ASCII and end without a terminator; the structures they
+//! prefix have fixed layouts, so no ambiguity arises from concatenation.
+
+/// The protocol version byte that starts every wire structure.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Signature context: an identity's Ed25519 key binds its X25519 identity key.
+pub const SIG_IDENTITY_BINDING: &[u8] = b"Hushwire v1 identity binding";
+/// Signature context: an identity signs an X25519 signed prekey.
+pub const SIG_SIGNED_PREKEY: &[u8] = b"Hushwire v1 signed prekey";
+/// Signature context: an identity signs an ML-KEM-1024 prekey (one-time or last-resort).
+pub const SIG_KEM_PREKEY: &[u8] = b"Hushwire v1 kem prekey";
+
+/// Hash prefix for an identity's fingerprint.
+pub const FINGERPRINT: &[u8] = b"Hushwire v1 fingerprint";
+/// Hash prefix for one half of a safety number.
+pub const SAFETY_NUMBER: &[u8] = b"Hushwire v1 safety number";
+
+/// HKDF info for the hybrid handshake's shared secret.
+pub const KDF_HANDSHAKE: &[u8] = b"Hushwire v1 PQXDH X25519 SHA-256 ML-KEM-1024";
+/// HKDF info for the root chain step of the Double Ratchet.
+pub const KDF_ROOT: &[u8] = b"Hushwire v1 root chain";
+/// HKDF info that expands a message key into an AEAD key and nonce.
+pub const KDF_MESSAGE_KEYS: &[u8] = b"Hushwire v1 message keys";
+/// HKDF info for the key that seals persisted state.
+pub const KDF_SEAL_KEY: &[u8] = b"Hushwire v1 seal key";
+/// HKDF info for the key-check value stored beside sealed state.
+pub const KDF_SEAL_KEY_CHECK: &[u8] = b"Hushwire v1 seal key check";

@@ -1,0 +1,24 @@
+//! # hushwire-proto
+//!
+//! What Hushwire clients and the relay share, with **no decryption in it**: the explicit wire
+//! codec, public keys, prekeys and bundles with their signature checks, and safety numbers.
+//! The relay depends on this crate and never on the `hushwire` core, so the relay binary cannot
+//! contain code that decrypts a message.
+//!
+//! Every decoder here is bounded and total: untrusted bytes yield a value or a [`DecodeError`].
+//! The byte layouts are in `docs/wire-format.md`.
+
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod codec;
+pub mod keys;
+pub mod labels;
+pub mod safety;
+
+pub use bundle::{
+    BundleError, KemPreKey, KemPreKeyKind, KemPublicKey, OneTimePreKey, PreKeyBundle, SignedPreKey,
+};
+pub use codec::{Codec, DecodeError, Reader};
+pub use keys::{Fingerprint, IdentityKey, X25519PublicKey};
+pub use safety::SafetyNumber;

@@ -1,0 +1,193 @@
+//! Errors, one enum per operation. Messages say what was wrong with the input and never include
+//! key material or plaintext.
+
+use core::fmt;
+
+use hushwire_proto::{BundleError, DecodeError};
+
+/// Why a session could not be created, from a bundle (initiator) or a prekey message (responder).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionCreationError {
+    /// A signature in the bundle does not verify.
+    InvalidBundle(BundleError),
+    /// The bundle's ML-KEM key fails FIPS 203's encapsulation-key check.
+    InvalidKemPublicKey,
+    /// A Diffie-Hellman output was all zeros (the peer sent a key of small order).
+    NonContributoryKey,
+    /// The prekey message names a signed prekey this account does not hold.
+    UnknownSignedPreKey(u32),
+    /// The prekey message names a one-time prekey this account does not hold: it was never
+    /// issued, or it was already used (a replayed or duplicated handshake).
+    UnknownOneTimePreKey(u32),
+    /// The prekey message names an ML-KEM prekey this account does not hold (never issued, or a
+    /// one-time ML-KEM prekey that was already used).
+    UnknownKemPreKey(u32),
+    /// The message embedded in the prekey message failed to decrypt.
+    Decryption(DecryptionError),
+}
+
+impl fmt::Display for SessionCreationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidBundle(e) => write!(f, "prekey bundle rejected: {e}"),
+            Self::InvalidKemPublicKey => f.write_str("prekey bundle holds an invalid ML-KEM key"),
+            Self::NonContributoryKey => f.write_str("peer key has small order (all-zero DH output)"),
+            Self::UnknownSignedPreKey(id) => write!(f, "unknown signed prekey {id}"),
+            Self::UnknownOneTimePreKey(id) => {
+                write!(f, "one-time prekey {id} is unknown or already used")
+            }
+            Self::UnknownKemPreKey(id) => write!(f, "ML-KEM prekey {id} is unknown or already used"),
+            Self::Decryption(e) => write!(f, "first message failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionCreationError {}
+
+impl From<BundleError> for SessionCreationError {
+    fn from(e: BundleError) -> Self {
+        Self::InvalidBundle(e)
+    }
+}
+
+impl From<DecryptionError> for SessionCreationError {
+    fn from(e: DecryptionError) -> Self {
+        Self::Decryption(e)
+    }
+}
+
+/// Why a message could not be decrypted. The session is unchanged after any of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecryptionError {
+    /// The bytes are not a well-formed message.
+    Malformed(DecodeError),
+    /// Authentication failed: the message was altered, forged, or belongs to another session.
+    AuthenticationFailed,
+    /// The message was already decrypted, or its key was discarded to keep the skipped-key store
+    /// within its bound (the session reported it as lost).
+    DuplicateMessage {
+        /// The message's index in its chain.
+        index: u32,
+    },
+    /// The message is further ahead of the last one received in its chain than the session will
+    /// skip ([`crate::ratchet::MAX_SKIP`]).
+    TooFarAhead {
+        /// The message's index in its chain.
+        index: u32,
+        /// How many messages would have to be skipped.
+        skip: u32,
+    },
+    /// The message claims its sender's previous chain had fewer messages than were already
+    /// received from it, which an honest sender never does.
+    InconsistentChainLength,
+    /// The peer's key has small order (all-zero DH output).
+    NonContributoryKey,
+    /// A prekey message that starts a different session (another base key) than this one; the
+    /// caller should create a new session from it with `Account::accept`.
+    OtherSession,
+}
+
+impl fmt::Display for DecryptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(e) => write!(f, "malformed message: {e}"),
+            Self::AuthenticationFailed => f.write_str("message failed authentication"),
+            Self::DuplicateMessage { index } => {
+                write!(f, "message {index} was already decrypted or its key was discarded")
+            }
+            Self::TooFarAhead { index, skip } => write!(
+                f,
+                "message {index} would skip {skip} messages, more than the limit of {}",
+                crate::ratchet::MAX_SKIP
+            ),
+            Self::InconsistentChainLength => {
+                f.write_str("message's previous-chain length contradicts messages already received")
+            }
+            Self::NonContributoryKey => f.write_str("peer ratchet key has small order"),
+            Self::OtherSession => f.write_str("prekey message belongs to a different session"),
+        }
+    }
+}
+
+impl std::error::Error for DecryptionError {}
+
+impl From<DecodeError> for DecryptionError {
+    fn from(e: DecodeError) -> Self {
+        Self::Malformed(e)
+    }
+}
+
+/// Why a message could not be encrypted. The session is unchanged after any of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncryptionError {
+    /// The plaintext is longer than [`crate::wire::MAX_PLAINTEXT_LEN`].
+    PlaintextTooLong {
+        /// The plaintext's length.
+        len: usize,
+    },
+    /// The sending chain has produced 2^32 messages without a reply; the wire's 32-bit index
+    /// cannot go further until the peer replies (which starts a new chain).
+    ChainExhausted,
+    /// The session cannot send yet (a responder before its first message was accepted). Not
+    /// reachable through the public constructors, which return only sessions that can send.
+    NoSendingChain,
+}
+
+impl fmt::Display for EncryptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PlaintextTooLong { len } => write!(
+                f,
+                "plaintext of {len} bytes exceeds the limit of {} bytes",
+                crate::wire::MAX_PLAINTEXT_LEN
+            ),
+            Self::ChainExhausted => f.write_str("sending chain exhausted; wait for a reply"),
+            Self::NoSendingChain => f.write_str("session has no sending chain yet"),
+        }
+    }
+}
+
+impl std::error::Error for EncryptionError {}
+
+/// Why sealed state could not be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnsealError {
+    /// Shorter than the sealed header.
+    Truncated,
+    /// Larger than any state Hushwire seals ([`crate::seal::MAX_SEALED_LEN`]).
+    TooLarge,
+    /// The version byte is not one this build reads.
+    UnsupportedVersion(u8),
+    /// The blob holds another kind of state (for example an account where a session was expected).
+    WrongKind {
+        /// The kind byte expected.
+        expected: u8,
+        /// The kind byte found.
+        found: u8,
+    },
+    /// The key-check value does not match: this blob was sealed under another key.
+    WrongKey,
+    /// The key is right but authentication failed: the blob was altered or damaged.
+    Corrupt,
+    /// Authenticated, but the contents do not decode as this version's state (a bug, or state
+    /// written by an incompatible build).
+    InvalidContents,
+}
+
+impl fmt::Display for UnsealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated => f.write_str("sealed state is truncated"),
+            Self::TooLarge => f.write_str("sealed state exceeds the size limit"),
+            Self::UnsupportedVersion(v) => write!(f, "sealed state has unsupported version {v}"),
+            Self::WrongKind { expected, found } => {
+                write!(f, "sealed state is of kind {found:#04x}, expected {expected:#04x}")
+            }
+            Self::WrongKey => f.write_str("sealed state was sealed under a different key"),
+            Self::Corrupt => f.write_str("sealed state failed authentication (altered or damaged)"),
+            Self::InvalidContents => f.write_str("sealed state contents do not decode"),
+        }
+    }
+}
+
+impl std::error::Error for UnsealError {}

@@ -1,0 +1,120 @@
+//! Sealing persisted state (sessions, accounts) under a key the caller owns.
+//!
+//! ```text
+//! sealed = version[1]=0x01 ‖ kind[1] ‖ key_check[16] ‖ nonce[24] ‖ XChaCha20-Poly1305(contents)
+//! enc_key   = HKDF-SHA256(salt = 0^32, ikm = storage_key, info = KDF_SEAL_KEY, L = 32)
+//! key_check = HKDF-SHA256(salt = 0^32, ikm = storage_key, info = KDF_SEAL_KEY_CHECK, L = 16)
+//! AEAD associated data = the 42 header bytes before the ciphertext
+//! ```
+//!
+//! The key-check value lets unsealing say "wrong key" rather than "corrupt" (ChaCha20-Poly1305
+//! alone cannot tell the two apart); it reveals nothing about the key beyond a 128-bit tag. The
+//! random 24-byte nonce makes nonce reuse under one storage key negligible however often state is
+//! saved. Contents are a postcard encoding of a versioned serde enum.
+
+use core::fmt;
+
+use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hushwire_proto::labels;
+use rand_core::CryptoRng;
+use subtle::ConstantTimeEq as _;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::UnsealError;
+use crate::kdf::hkdf;
+
+/// The sealed format's version byte.
+pub const SEAL_VERSION: u8 = 1;
+/// Kind byte of a sealed [`crate::Session`].
+pub const KIND_SESSION: u8 = 0x30;
+/// Kind byte of a sealed [`crate::Account`].
+pub const KIND_ACCOUNT: u8 = 0x31;
+/// Largest sealed blob accepted (16 MiB): more than any account or session reaches.
+pub const MAX_SEALED_LEN: usize = 16 * 1024 * 1024;
+const HEADER_LEN: usize = 2 + 16 + 24;
+
+/// A 32-byte key, owned by the caller, under which state is sealed. Zeroized on drop; `Debug`
+/// prints nothing of it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct StorageKey([u8; 32]);
+
+impl StorageKey {
+    /// Wraps key bytes (from a KDF over a passphrase, a platform keystore, …).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    fn derive(&self) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 16]>) {
+        (
+            hkdf::<32>(&[0u8; 32], &self.0, labels::KDF_SEAL_KEY),
+            hkdf::<16>(&[0u8; 32], &self.0, labels::KDF_SEAL_KEY_CHECK),
+        )
+    }
+}
+
+impl fmt::Debug for StorageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StorageKey(<redacted>)")
+    }
+}
+
+/// Seals `contents` as `kind`, drawing the 24-byte nonce from `rng`.
+pub(crate) fn seal<R: CryptoRng + ?Sized>(
+    kind: u8,
+    contents: &[u8],
+    key: &StorageKey,
+    rng: &mut R,
+) -> Vec<u8> {
+    let (enc_key, check) = key.derive();
+    let mut nonce = [0u8; 24];
+    rng.fill_bytes(&mut nonce);
+    let mut out = Vec::with_capacity(HEADER_LEN + contents.len() + 16);
+    out.push(SEAL_VERSION);
+    out.push(kind);
+    out.extend_from_slice(check.as_slice());
+    out.extend_from_slice(&nonce);
+    let cipher = XChaCha20Poly1305::new(&(*enc_key).into());
+    // Fails only beyond 256 GiB; sealed state is bounded far below.
+    let ciphertext = cipher
+        .encrypt(&XNonce::from(nonce), Payload { msg: contents, aad: &out })
+        .unwrap_or_default();
+    out.extend_from_slice(&ciphertext);
+    out
+}
+
+/// Opens a blob sealed as `kind`.
+pub(crate) fn unseal(
+    kind: u8,
+    sealed: &[u8],
+    key: &StorageKey,
+) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
+    if sealed.len() > MAX_SEALED_LEN {
+        return Err(UnsealError::TooLarge);
+    }
+    if sealed.len() < HEADER_LEN + 16 {
+        return Err(UnsealError::Truncated);
+    }
+    let (header, ciphertext) = sealed.split_at(HEADER_LEN);
+    let (fixed, nonce) = header.split_at(18);
+    let (version_kind, stored_check) = fixed.split_at(2);
+    if let [version, found] = version_kind {
+        if *version != SEAL_VERSION {
+            return Err(UnsealError::UnsupportedVersion(*version));
+        }
+        if *found != kind {
+            return Err(UnsealError::WrongKind { expected: kind, found: *found });
+        }
+    }
+    let (enc_key, check) = key.derive();
+    if !bool::from(check.as_slice().ct_eq(stored_check)) {
+        return Err(UnsealError::WrongKey);
+    }
+    let mut nonce_bytes = [0u8; 24];
+    nonce_bytes.copy_from_slice(nonce);
+    let cipher = XChaCha20Poly1305::new(&(*enc_key).into());
+    cipher
+        .decrypt(&XNonce::from(nonce_bytes), Payload { msg: ciphertext, aad: header })
+        .map(Zeroizing::new)
+        .map_err(|_| UnsealError::Corrupt)
+}

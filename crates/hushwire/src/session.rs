@@ -1,0 +1,395 @@
+//! A session with one peer device: the public face of the handshake and the Double Ratchet.
+//!
+//! ```text
+//! initiator: Session::initiate(bundle) ──encrypt──▶ PreKeyMessage ──▶ Account::accept ─▶ responder
+//!            (keeps sending PreKeyMessages until the first reply decrypts)
+//! ```
+
+use core::fmt;
+use std::collections::VecDeque;
+
+use hushwire_proto::codec::Codec;
+use hushwire_proto::keys::KEM_CIPHERTEXT_LEN;
+use hushwire_proto::{IdentityKey, PreKeyBundle, SafetyNumber, X25519PublicKey};
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{DecryptionError, EncryptionError, SessionCreationError, UnsealError};
+use crate::handshake::{self, ASSOCIATED_DATA_LEN};
+use crate::keys::{IdentityKeyPair, x25519_from_secret};
+use crate::ratchet::{ChainKey, DoubleRatchet, Gap, RatchetKeyPair, ReceivingChain, RootKey, SkippedKeys};
+use crate::seal::{self, KIND_SESSION, StorageKey};
+use crate::wire::{MAX_PLAINTEXT_LEN, Message, PreKeyMessage};
+
+/// The handshake values an initiator repeats in every message until the responder replies.
+#[derive(Clone)]
+struct PendingPreKey {
+    signed_prekey_id: u32,
+    one_time_prekey_id: Option<u32>,
+    kem_prekey_id: u32,
+    kem_ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>,
+}
+
+/// An end-to-end encrypted session with one device.
+///
+/// `Debug` shows the two identities and nothing secret. Persist it with [`Session::seal`].
+#[derive(Clone)]
+pub struct Session {
+    local_identity: IdentityKey,
+    remote_identity: IdentityKey,
+    associated_data: [u8; ASSOCIATED_DATA_LEN],
+    /// The initiator's handshake key: identifies this session in prekey messages.
+    base_key: X25519PublicKey,
+    ratchet: DoubleRatchet,
+    pending_prekey: Option<PendingPreKey>,
+}
+
+/// The session and first plaintext that accepting a prekey message yields.
+#[derive(Debug)]
+pub struct InboundSession {
+    /// The new session.
+    pub session: Session,
+    /// The first message's plaintext.
+    pub plaintext: Vec<u8>,
+}
+
+/// The secrets behind one encrypted message, published in the test vectors. Only built with the
+/// `test-vectors` feature.
+#[cfg(feature = "test-vectors")]
+#[derive(Clone, Debug)]
+pub struct MessageTrace {
+    /// The sending chain key the message key was derived from.
+    pub chain_key: [u8; 32],
+    /// The message key.
+    pub message_key: [u8; 32],
+    /// The ChaCha20-Poly1305 key expanded from it.
+    pub aead_key: [u8; 32],
+    /// The nonce expanded from it.
+    pub nonce: [u8; 12],
+    /// The sender's root key after this message.
+    pub root_key: [u8; 32],
+}
+
+impl Session {
+    /// Starts a session with the device that published `bundle`: verifies it, runs the
+    /// initiator's half of the handshake and the first DH ratchet step. Draws from `rng`, in
+    /// order: `EK_A` (32 bytes), the ML-KEM encapsulation randomness (32), the first ratchet
+    /// key (32).
+    pub fn initiate<R: CryptoRng + ?Sized>(
+        identity: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+        rng: &mut R,
+    ) -> Result<Self, SessionCreationError> {
+        let handshake = handshake::initiate(identity, bundle, rng)?;
+        let ratchet =
+            DoubleRatchet::initiator(&handshake.shared_secret, &bundle.signed_prekey.key, rng)
+                .map_err(|_| SessionCreationError::NonContributoryKey)?;
+        Ok(Self {
+            local_identity: identity.public().clone(),
+            remote_identity: bundle.identity.clone(),
+            associated_data: handshake.associated_data,
+            base_key: handshake.base_key,
+            ratchet,
+            pending_prekey: Some(PendingPreKey {
+                signed_prekey_id: bundle.signed_prekey.id,
+                one_time_prekey_id: bundle.one_time_prekey.as_ref().map(|k| k.id),
+                kem_prekey_id: bundle.kem_prekey.id,
+                kem_ciphertext: handshake.kem_ciphertext,
+            }),
+        })
+    }
+
+    /// [`Session::initiate`], also returning the handshake's intermediate secrets.
+    #[cfg(feature = "test-vectors")]
+    pub fn initiate_traced<R: CryptoRng + ?Sized>(
+        identity: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+        rng: &mut R,
+    ) -> Result<(Self, handshake::HandshakeTrace), SessionCreationError> {
+        let handshake = handshake::initiate(identity, bundle, rng)?;
+        let trace = handshake.trace.clone();
+        let ratchet =
+            DoubleRatchet::initiator(&handshake.shared_secret, &bundle.signed_prekey.key, rng)
+                .map_err(|_| SessionCreationError::NonContributoryKey)?;
+        Ok((
+            Self {
+                local_identity: identity.public().clone(),
+                remote_identity: bundle.identity.clone(),
+                associated_data: handshake.associated_data,
+                base_key: handshake.base_key,
+                ratchet,
+                pending_prekey: Some(PendingPreKey {
+                    signed_prekey_id: bundle.signed_prekey.id,
+                    one_time_prekey_id: bundle.one_time_prekey.as_ref().map(|k| k.id),
+                    kem_prekey_id: bundle.kem_prekey.id,
+                    kem_ciphertext: handshake.kem_ciphertext,
+                }),
+            },
+            trace,
+        ))
+    }
+
+    /// Builds the responder's session once `Account::accept` has run the handshake.
+    pub(crate) fn accept_first<R: CryptoRng + ?Sized>(
+        identity: &IdentityKeyPair,
+        message: &PreKeyMessage,
+        shared_secret: &[u8; 32],
+        associated_data: [u8; ASSOCIATED_DATA_LEN],
+        signed_prekey: RatchetKeyPair,
+        rng: &mut R,
+    ) -> Result<InboundSession, DecryptionError> {
+        let mut ratchet = DoubleRatchet::responder(shared_secret, signed_prekey);
+        let plaintext = ratchet.decrypt(&associated_data, &message.message, rng)?;
+        Ok(InboundSession {
+            session: Self {
+                local_identity: identity.public().clone(),
+                remote_identity: message.identity.clone(),
+                associated_data,
+                base_key: message.base_key,
+                ratchet,
+                pending_prekey: None,
+            },
+            plaintext,
+        })
+    }
+
+    /// Encrypts `plaintext` (at most [`MAX_PLAINTEXT_LEN`] bytes) as the next message. Until the
+    /// peer's first reply has been decrypted, the result is a prekey message.
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, EncryptionError> {
+        self.encrypt_inner(plaintext).map(|(bytes, _)| bytes)
+    }
+
+    /// [`Session::encrypt`], also returning the secrets behind the message.
+    #[cfg(feature = "test-vectors")]
+    pub fn encrypt_traced(&mut self, plaintext: &[u8]) -> Result<(Vec<u8>, MessageTrace), EncryptionError> {
+        let chain_key = self.ratchet.sending.as_ref().map(|c| c.key).unwrap_or_default();
+        let (bytes, key) = self.encrypt_inner(plaintext)?;
+        let (aead_key, nonce) = key.aead_key_and_nonce();
+        Ok((
+            bytes,
+            MessageTrace { chain_key, message_key: key.key, aead_key, nonce, root_key: self.ratchet.root.0 },
+        ))
+    }
+
+    fn encrypt_inner(
+        &mut self,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, crate::ratchet::MessageKey), EncryptionError> {
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(EncryptionError::PlaintextTooLong { len: plaintext.len() });
+        }
+        let (message, key) = self.ratchet.encrypt(&self.associated_data, plaintext)?;
+        let bytes = match &self.pending_prekey {
+            Some(p) => PreKeyMessage {
+                identity: self.local_identity.clone(),
+                base_key: self.base_key,
+                signed_prekey_id: p.signed_prekey_id,
+                one_time_prekey_id: p.one_time_prekey_id,
+                kem_prekey_id: p.kem_prekey_id,
+                kem_ciphertext: p.kem_ciphertext.clone(),
+                message,
+            }
+            .to_bytes(),
+            None => message.to_bytes(),
+        };
+        Ok((bytes, key))
+    }
+
+    /// Decrypts a message of this session. On any error the session is unchanged. Draws 32 bytes
+    /// from `rng` when the message starts a new chain (a DH ratchet step).
+    ///
+    /// A prekey message is accepted here if it carries this session's base key (the initiator
+    /// repeats the handshake until it hears back); one with another base key is
+    /// [`DecryptionError::OtherSession`].
+    pub fn decrypt<R: CryptoRng + ?Sized>(
+        &mut self,
+        message: &[u8],
+        rng: &mut R,
+    ) -> Result<Vec<u8>, DecryptionError> {
+        let message = Message::from_bytes(message)?;
+        let ratchet_message = match &message {
+            Message::Ratchet(m) => m,
+            Message::PreKey(p) => {
+                if p.base_key != self.base_key || p.identity != self.remote_identity {
+                    return Err(DecryptionError::OtherSession);
+                }
+                &p.message
+            }
+        };
+        let plaintext = self.ratchet.decrypt(&self.associated_data, ratchet_message, rng)?;
+        // The peer has the session: stop repeating the handshake.
+        self.pending_prekey = None;
+        Ok(plaintext)
+    }
+
+    /// Our identity in this session.
+    pub fn local_identity(&self) -> &IdentityKey {
+        &self.local_identity
+    }
+
+    /// The peer's identity, as authenticated by the handshake.
+    pub fn remote_identity(&self) -> &IdentityKey {
+        &self.remote_identity
+    }
+
+    /// The safety number both users compare to confirm the peer's identity.
+    pub fn safety_number(&self) -> SafetyNumber {
+        SafetyNumber::compute(&self.local_identity, &self.remote_identity)
+    }
+
+    /// The initiator's handshake key, which names this session in prekey messages.
+    pub fn base_key(&self) -> &X25519PublicKey {
+        &self.base_key
+    }
+
+    /// True until a reply from the peer has been decrypted (our messages are prekey messages).
+    pub fn awaiting_reply(&self) -> bool {
+        self.pending_prekey.is_some()
+    }
+
+    /// Messages the peer sent that have not arrived, by chain. A message missing from the
+    /// current chain may still be in flight; one missing from an earlier chain was sent before
+    /// the peer's last reply and is more likely lost. The app decides when to call it lost.
+    pub fn missing_messages(&self) -> Vec<Gap> {
+        self.ratchet.gaps()
+    }
+
+    /// How many missing messages' keys were discarded to stay within the skipped-key bounds:
+    /// those messages can no longer be decrypted.
+    pub fn discarded_message_keys(&self) -> u64 {
+        self.ratchet.skipped.discarded()
+    }
+
+    /// How many message keys are kept for messages that have not arrived.
+    pub fn skipped_message_keys(&self) -> usize {
+        self.ratchet.skipped.len()
+    }
+
+    /// Seals the session under `key` (24-byte nonce from `rng`). See `docs/protocol.md` §7.
+    pub fn seal<R: CryptoRng + ?Sized>(&self, key: &StorageKey, rng: &mut R) -> Vec<u8> {
+        let pickle = VersionedSessionPickle::V1(SessionPickleV1::from(self));
+        let contents = Zeroizing::new(postcard::to_allocvec(&pickle).unwrap_or_default());
+        seal::seal(KIND_SESSION, &contents, key, rng)
+    }
+
+    /// Opens a session sealed by [`Session::seal`].
+    pub fn unseal(sealed: &[u8], key: &StorageKey) -> Result<Self, UnsealError> {
+        let contents = seal::unseal(KIND_SESSION, sealed, key)?;
+        let pickle: VersionedSessionPickle =
+            postcard::from_bytes(&contents).map_err(|_| UnsealError::InvalidContents)?;
+        match pickle {
+            VersionedSessionPickle::V1(p) => p.restore().ok_or(UnsealError::InvalidContents),
+        }
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("local", &self.local_identity)
+            .field("remote", &self.remote_identity)
+            .field("awaiting_reply", &self.awaiting_reply())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Persisted form. A new field or meaning gets a new variant; old variants stay readable.
+#[derive(Serialize, Deserialize)]
+enum VersionedSessionPickle {
+    V1(SessionPickleV1),
+}
+
+#[derive(Serialize, Deserialize)]
+struct PendingPickle {
+    signed_prekey_id: u32,
+    one_time_prekey_id: Option<u32>,
+    kem_prekey_id: u32,
+    kem_ciphertext: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionPickleV1 {
+    local_identity: Vec<u8>,
+    remote_identity: Vec<u8>,
+    base_key: [u8; 32],
+    /// Which side we were: decides the order of the identities in the associated data.
+    we_initiated: bool,
+    root: RootKey,
+    our_ratchet_secret: Zeroizing<[u8; 32]>,
+    sending: Option<ChainKey>,
+    previous_sending_length: u32,
+    receiving: Option<([u8; 32], ChainKey)>,
+    retired: Vec<[u8; 32]>,
+    skipped: SkippedKeys,
+    pending: Option<PendingPickle>,
+}
+
+impl From<&Session> for SessionPickleV1 {
+    fn from(s: &Session) -> Self {
+        let r = &s.ratchet;
+        Self {
+            local_identity: s.local_identity.to_bytes(),
+            remote_identity: s.remote_identity.to_bytes(),
+            base_key: *s.base_key.as_bytes(),
+            we_initiated: s.associated_data == handshake::associated_data(&s.local_identity, &s.remote_identity),
+            root: r.root.clone(),
+            our_ratchet_secret: Zeroizing::new(r.ours.secret.to_bytes()),
+            sending: r.sending.clone(),
+            previous_sending_length: r.previous_sending_length,
+            receiving: r.receiving.as_ref().map(|c| (*c.ratchet_key.as_bytes(), c.chain.clone())),
+            retired: r.retired.iter().map(|k| *k.as_bytes()).collect(),
+            skipped: r.skipped.clone(),
+            pending: s.pending_prekey.as_ref().map(|p| PendingPickle {
+                signed_prekey_id: p.signed_prekey_id,
+                one_time_prekey_id: p.one_time_prekey_id,
+                kem_prekey_id: p.kem_prekey_id,
+                kem_ciphertext: p.kem_ciphertext.to_vec(),
+            }),
+        }
+    }
+}
+
+impl SessionPickleV1 {
+    /// Rebuilds the session, re-validating every public key as if it came off the wire.
+    fn restore(self) -> Option<Session> {
+        let local_identity = IdentityKey::from_bytes(&self.local_identity).ok()?;
+        let remote_identity = IdentityKey::from_bytes(&self.remote_identity).ok()?;
+        let key = |bytes: [u8; 32]| X25519PublicKey::from_array(bytes, "key").ok();
+        let (secret, public) = x25519_from_secret(*self.our_ratchet_secret)?;
+        let receiving = match self.receiving {
+            Some((k, chain)) => Some(ReceivingChain { ratchet_key: key(k)?, chain }),
+            None => None,
+        };
+        let retired = self.retired.into_iter().map(key).collect::<Option<VecDeque<_>>>()?;
+        let pending_prekey = match self.pending {
+            Some(p) => Some(PendingPreKey {
+                signed_prekey_id: p.signed_prekey_id,
+                one_time_prekey_id: p.one_time_prekey_id,
+                kem_prekey_id: p.kem_prekey_id,
+                kem_ciphertext: Box::new(p.kem_ciphertext.try_into().ok()?),
+            }),
+            None => None,
+        };
+        Some(Session {
+            associated_data: if self.we_initiated {
+                handshake::associated_data(&local_identity, &remote_identity)
+            } else {
+                handshake::associated_data(&remote_identity, &local_identity)
+            },
+            local_identity,
+            remote_identity,
+            base_key: key(self.base_key)?,
+            ratchet: DoubleRatchet {
+                root: self.root,
+                ours: RatchetKeyPair { secret, public },
+                sending: self.sending,
+                previous_sending_length: self.previous_sending_length,
+                receiving,
+                retired,
+                skipped: self.skipped,
+            },
+            pending_prekey,
+        })
+    }
+}

@@ -1,0 +1,182 @@
+//! Session messages on the wire. The layouts are in `docs/wire-format.md`; the codec
+//! primitives are `hushwire_proto::codec`.
+
+use hushwire_proto::codec::{Codec, DecodeError, Reader, put_bytes_u32, read_header};
+use hushwire_proto::keys::KEM_CIPHERTEXT_LEN;
+use hushwire_proto::{IdentityKey, X25519PublicKey, labels};
+
+/// Wire type byte of a [`RatchetMessage`].
+pub const RATCHET_MESSAGE_TYPE: u8 = 0x01;
+/// Wire type byte of a [`PreKeyMessage`].
+pub const PREKEY_MESSAGE_TYPE: u8 = 0x02;
+/// The largest plaintext one message carries (64 KiB). Larger payloads (attachments) are
+/// encrypted separately and their key sent in a message.
+pub const MAX_PLAINTEXT_LEN: usize = 64 * 1024;
+/// Poly1305 tag length.
+pub const TAG_LEN: usize = 16;
+/// The largest ciphertext field: plaintext limit plus the tag.
+pub const MAX_CIPHERTEXT_LEN: usize = MAX_PLAINTEXT_LEN + TAG_LEN;
+/// Length of an encoded [`MessageHeader`], version and type bytes included.
+pub const HEADER_LEN: usize = 2 + 32 + 4 + 4;
+
+/// The Double Ratchet header: the sender's current ratchet key, how many messages it sent in its
+/// previous sending chain, and this message's index in the current one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageHeader {
+    /// The sender's ratchet public key.
+    pub ratchet_key: X25519PublicKey,
+    /// Number of messages in the sender's previous sending chain (`PN`).
+    pub previous_chain_length: u32,
+    /// This message's index in its chain (`N`).
+    pub index: u32,
+}
+
+impl MessageHeader {
+    /// `version[1] ‖ type[1]=0x01 ‖ ratchet_key[32] ‖ previous_chain_length[4] ‖ index[4]`:
+    /// the bytes that follow the session's associated data in the AEAD's associated data.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let (head, rest) = out.split_at_mut(2);
+        head.copy_from_slice(&[labels::PROTOCOL_VERSION, RATCHET_MESSAGE_TYPE]);
+        let (key, rest) = rest.split_at_mut(32);
+        key.copy_from_slice(self.ratchet_key.as_bytes());
+        let (pn, n) = rest.split_at_mut(4);
+        pn.copy_from_slice(&self.previous_chain_length.to_be_bytes());
+        n.copy_from_slice(&self.index.to_be_bytes());
+        out
+    }
+}
+
+/// A message in an established session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RatchetMessage {
+    /// The ratchet header.
+    pub header: MessageHeader,
+    /// ChaCha20-Poly1305 ciphertext and tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl Codec for RatchetMessage {
+    const NAME: &'static str = "ratchet message";
+
+    /// `header[42] ‖ ciphertext_len[4] ‖ ciphertext`, with
+    /// `16 <= ciphertext_len <= MAX_CIPHERTEXT_LEN`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.header.to_bytes());
+        put_bytes_u32(out, &self.ciphertext);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        read_header(r, RATCHET_MESSAGE_TYPE, Self::NAME)?;
+        let header = MessageHeader {
+            ratchet_key: X25519PublicKey::read_field(r, "ratchet key")?,
+            previous_chain_length: r.u32("previous chain length")?,
+            index: r.u32("message index")?,
+        };
+        let ciphertext = r.bytes_u32(MAX_CIPHERTEXT_LEN, "ciphertext")?;
+        if ciphertext.len() < TAG_LEN {
+            return Err(DecodeError::InvalidValue { field: "ciphertext" });
+        }
+        Ok(Self { header, ciphertext: ciphertext.to_vec() })
+    }
+}
+
+/// What an initiator sends until it receives a reply: the handshake values the responder needs,
+/// and a ratchet message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreKeyMessage {
+    /// The initiator's identity.
+    pub identity: IdentityKey,
+    /// The initiator's ephemeral handshake key (`EK_A`).
+    pub base_key: X25519PublicKey,
+    /// Which of the responder's signed prekeys was used.
+    pub signed_prekey_id: u32,
+    /// Which one-time prekey was used, if the bundle had one.
+    pub one_time_prekey_id: Option<u32>,
+    /// Which ML-KEM prekey was used.
+    pub kem_prekey_id: u32,
+    /// The ML-KEM-1024 ciphertext.
+    pub kem_ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>,
+    /// The first (or a further) message of the session.
+    pub message: RatchetMessage,
+}
+
+impl Codec for PreKeyMessage {
+    const NAME: &'static str = "prekey message";
+
+    /// `version[1] ‖ type[1]=0x02 ‖ identity[128] ‖ base_key[32] ‖ signed_prekey_id[4] ‖
+    /// has_one_time[1] ‖ (one_time_prekey_id[4])? ‖ kem_prekey_id[4] ‖ kem_ciphertext[1568] ‖
+    /// message (a complete ratchet message)`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(labels::PROTOCOL_VERSION);
+        out.push(PREKEY_MESSAGE_TYPE);
+        self.identity.encode(out);
+        out.extend_from_slice(self.base_key.as_bytes());
+        out.extend_from_slice(&self.signed_prekey_id.to_be_bytes());
+        match self.one_time_prekey_id {
+            Some(id) => {
+                out.push(1);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&self.kem_prekey_id.to_be_bytes());
+        out.extend_from_slice(self.kem_ciphertext.as_slice());
+        self.message.encode(out);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        read_header(r, PREKEY_MESSAGE_TYPE, Self::NAME)?;
+        let identity = IdentityKey::read(r)?;
+        let base_key = X25519PublicKey::read_field(r, "base key")?;
+        let signed_prekey_id = r.u32("signed prekey id")?;
+        let one_time_prekey_id =
+            if r.flag("has one-time prekey")? { Some(r.u32("one-time prekey id")?) } else { None };
+        let kem_prekey_id = r.u32("kem prekey id")?;
+        let kem_ciphertext = Box::new(r.array("kem ciphertext")?);
+        let message = RatchetMessage::read(r)?;
+        Ok(Self {
+            identity,
+            base_key,
+            signed_prekey_id,
+            one_time_prekey_id,
+            kem_prekey_id,
+            kem_ciphertext,
+            message,
+        })
+    }
+}
+
+/// Any session message, told apart by its type byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A message in an established session.
+    Ratchet(RatchetMessage),
+    /// A message that also carries a handshake.
+    PreKey(PreKeyMessage),
+}
+
+impl Codec for Message {
+    const NAME: &'static str = "message";
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Ratchet(m) => m.encode(out),
+            Self::PreKey(m) => m.encode(out),
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        // Peek at version and type without consuming them; each variant reads its own header.
+        let mut peek = Reader::new(r.peek(2));
+        let version = peek.u8("version")?;
+        if version != labels::PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion { version });
+        }
+        match peek.u8("type")? {
+            RATCHET_MESSAGE_TYPE => RatchetMessage::read(r).map(Self::Ratchet),
+            PREKEY_MESSAGE_TYPE => PreKeyMessage::read(r).map(Self::PreKey),
+            tag => Err(DecodeError::UnknownType { structure: Self::NAME, tag }),
+        }
+    }
+}
