@@ -8,9 +8,7 @@
 use core::fmt;
 
 use crate::codec::{Codec, DecodeError, Reader, read_header};
-use crate::keys::{
-    IdentityKey, KEM_PUBLIC_KEY_LEN, SIGNATURE_LEN, X25519PublicKey, short_hex,
-};
+use crate::keys::{IdentityKey, KEM_PUBLIC_KEY_LEN, SIGNATURE_LEN, X25519PublicKey, short_hex};
 use crate::labels;
 
 /// Wire type byte of a [`PreKeyBundle`].
@@ -136,7 +134,9 @@ impl KemPreKeyKind {
         match b {
             0 => Ok(Self::LastResort),
             1 => Ok(Self::OneTime),
-            _ => Err(DecodeError::InvalidValue { field: "kem prekey kind" }),
+            _ => Err(DecodeError::InvalidValue {
+                field: "kem prekey kind",
+            }),
         }
     }
 }
@@ -277,6 +277,12 @@ impl Codec for PreKeyBundle {
             None
         };
         let kem_prekey = KemPreKey::read(r)?;
-        Ok(Self { device_id, identity, signed_prekey, one_time_prekey, kem_prekey })
+        Ok(Self {
+            device_id,
+            identity,
+            signed_prekey,
+            one_time_prekey,
+            kem_prekey,
+        })
     }
 }

@@ -59,7 +59,10 @@ impl fmt::Display for DecodeError {
                 write!(f, "unexpected bytes after a complete {structure}")
             }
             Self::TooLong { field, len, max } => {
-                write!(f, "field `{field}` announces {len} bytes, more than its maximum of {max}")
+                write!(
+                    f,
+                    "field `{field}` announces {len} bytes, more than its maximum of {max}"
+                )
             }
             Self::UnsupportedVersion { version } => {
                 write!(f, "unsupported protocol version {version}")
@@ -232,7 +235,10 @@ mod tests {
         assert_eq!(r.u32("b"), Err(DecodeError::Truncated { field: "b" }));
         // A failed read consumes nothing.
         assert_eq!(r.left(), 1);
-        assert_eq!(r.expect_empty("s"), Err(DecodeError::TrailingBytes { structure: "s" }));
+        assert_eq!(
+            r.expect_empty("s"),
+            Err(DecodeError::TrailingBytes { structure: "s" })
+        );
     }
 
     #[test]
@@ -242,7 +248,11 @@ mod tests {
         let mut r = Reader::new(&input);
         assert_eq!(
             r.bytes_u32(16, "payload"),
-            Err(DecodeError::TooLong { field: "payload", len: u32::MAX as usize, max: 16 })
+            Err(DecodeError::TooLong {
+                field: "payload",
+                len: u32::MAX as usize,
+                max: 16
+            })
         );
     }
 
@@ -250,6 +260,9 @@ mod tests {
     fn flags_have_one_encoding() {
         assert_eq!(Reader::new(&[0]).flag("f"), Ok(false));
         assert_eq!(Reader::new(&[1]).flag("f"), Ok(true));
-        assert_eq!(Reader::new(&[2]).flag("f"), Err(DecodeError::InvalidValue { field: "f" }));
+        assert_eq!(
+            Reader::new(&[2]).flag("f"),
+            Err(DecodeError::InvalidValue { field: "f" })
+        );
     }
 }

@@ -154,16 +154,25 @@ impl IdentityKey {
         dh: X25519PublicKey,
         binding: [u8; SIGNATURE_LEN],
     ) -> Result<Self, DecodeError> {
-        let key = VerifyingKey::from_bytes(&signing)
-            .map_err(|_| DecodeError::InvalidValue { field: "identity signing key" })?;
+        let key = VerifyingKey::from_bytes(&signing).map_err(|_| DecodeError::InvalidValue {
+            field: "identity signing key",
+        })?;
         if key.is_weak() {
-            return Err(DecodeError::InvalidValue { field: "identity signing key" });
+            return Err(DecodeError::InvalidValue {
+                field: "identity signing key",
+            });
         }
         let message = identity_binding_message(&signing, dh.as_bytes());
         if !verify_signature(&key, labels::SIG_IDENTITY_BINDING, &message, &binding) {
-            return Err(DecodeError::InvalidValue { field: "identity binding signature" });
+            return Err(DecodeError::InvalidValue {
+                field: "identity binding signature",
+            });
         }
-        Ok(Self { signing: key, dh, binding })
+        Ok(Self {
+            signing: key,
+            dh,
+            binding,
+        })
     }
 
     /// The Ed25519 key that signs prekeys, checkpoints and relay challenges.

@@ -6,7 +6,9 @@ use core::fmt;
 use std::collections::BTreeMap;
 
 use hushwire_proto::codec::Codec;
-use hushwire_proto::{IdentityKey, KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
+use hushwire_proto::{
+    IdentityKey, KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey,
+};
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -91,11 +93,17 @@ impl Account {
 
     /// The current last-resort ML-KEM prekey.
     pub fn last_resort_kem_prekey(&self) -> Option<&KemPreKey> {
-        self.last_resort_kem_prekeys.last().map(KemPreKeySecret::public)
+        self.last_resort_kem_prekeys
+            .last()
+            .map(KemPreKeySecret::public)
     }
 
     /// Makes a new signed prekey current, keeping the previous one for in-flight handshakes.
-    pub fn rotate_signed_prekey<R: CryptoRng + ?Sized>(&mut self, now: u64, rng: &mut R) -> SignedPreKey {
+    pub fn rotate_signed_prekey<R: CryptoRng + ?Sized>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+    ) -> SignedPreKey {
         let id = self.allocate_id();
         let key = SignedPreKeySecret::generate(&self.identity, id, now, rng);
         let public = key.public().clone();
@@ -107,7 +115,10 @@ impl Account {
     }
 
     /// Makes a new last-resort ML-KEM prekey current, keeping the previous one.
-    pub fn rotate_last_resort_kem_prekey<R: CryptoRng + ?Sized>(&mut self, rng: &mut R) -> KemPreKey {
+    pub fn rotate_last_resort_kem_prekey<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> KemPreKey {
         let id = self.allocate_id();
         let key = KemPreKeySecret::generate(&self.identity, id, KemPreKeyKind::LastResort, rng);
         let public = key.public().clone();
@@ -148,7 +159,8 @@ impl Account {
         (0..count.min(room))
             .map(|_| {
                 let id = self.allocate_id();
-                let key = KemPreKeySecret::generate(&self.identity, id, KemPreKeyKind::OneTime, rng);
+                let key =
+                    KemPreKeySecret::generate(&self.identity, id, KemPreKeyKind::OneTime, rng);
                 let public = key.public().clone();
                 self.one_time_kem_prekeys.insert(id, key);
                 public
@@ -173,7 +185,11 @@ impl Account {
             device_id: self.device_id,
             identity: self.identity_key().clone(),
             signed_prekey: self.signed_prekey()?.clone(),
-            one_time_prekey: self.one_time_prekeys.values().next().map(|k| k.public().clone()),
+            one_time_prekey: self
+                .one_time_prekeys
+                .values()
+                .next()
+                .map(|k| k.public().clone()),
             kem_prekey,
         })
     }
@@ -194,10 +210,14 @@ impl Account {
             .signed_prekeys
             .iter()
             .find(|k| k.public().id == message.signed_prekey_id)
-            .ok_or(SessionCreationError::UnknownSignedPreKey(message.signed_prekey_id))?;
+            .ok_or(SessionCreationError::UnknownSignedPreKey(
+                message.signed_prekey_id,
+            ))?;
         let one_time = match message.one_time_prekey_id {
             Some(id) => Some(
-                self.one_time_prekeys.get(&id).ok_or(SessionCreationError::UnknownOneTimePreKey(id))?,
+                self.one_time_prekeys
+                    .get(&id)
+                    .ok_or(SessionCreationError::UnknownOneTimePreKey(id))?,
             ),
             None => None,
         };
@@ -205,7 +225,11 @@ impl Account {
         let kem = self
             .one_time_kem_prekeys
             .get(&kem_id)
-            .or_else(|| self.last_resort_kem_prekeys.iter().find(|k| k.public().id == kem_id))
+            .or_else(|| {
+                self.last_resort_kem_prekeys
+                    .iter()
+                    .find(|k| k.public().id == kem_id)
+            })
             .ok_or(SessionCreationError::UnknownKemPreKey(kem_id))?;
 
         let (shared_secret, associated_data) = handshake::respond(
@@ -217,7 +241,10 @@ impl Account {
             kem,
             &message.kem_ciphertext,
         )?;
-        let ratchet_key = RatchetKeyPair { secret: signed.secret.clone(), public: signed.public().key };
+        let ratchet_key = RatchetKeyPair {
+            secret: signed.secret.clone(),
+            public: signed.public().key,
+        };
         let inbound = Session::accept_first(
             &self.identity,
             &message,
@@ -337,7 +364,8 @@ impl From<&Account> for AccountPickleV1 {
 
 impl AccountPickleV1 {
     fn restore(self) -> Option<Account> {
-        let identity = IdentityKeyPair::from_secret_bytes(*self.identity_signing, *self.identity_dh)?;
+        let identity =
+            IdentityKeyPair::from_secret_bytes(*self.identity_signing, *self.identity_dh)?;
         let signed_prekeys = self
             .signed_prekeys
             .iter()
@@ -352,7 +380,11 @@ impl AccountPickleV1 {
         let mut one_time_kem_prekeys = BTreeMap::new();
         for k in &self.kem_prekeys {
             let seed: [u8; 64] = k.seed.as_slice().try_into().ok()?;
-            let kind = if k.one_time { KemPreKeyKind::OneTime } else { KemPreKeyKind::LastResort };
+            let kind = if k.one_time {
+                KemPreKeyKind::OneTime
+            } else {
+                KemPreKeyKind::LastResort
+            };
             let secret = KemPreKeySecret::from_seed(&identity, k.id, kind, Zeroizing::new(seed));
             if k.one_time {
                 one_time_kem_prekeys.insert(k.id, secret);

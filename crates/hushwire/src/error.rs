@@ -31,12 +31,16 @@ impl fmt::Display for SessionCreationError {
         match self {
             Self::InvalidBundle(e) => write!(f, "prekey bundle rejected: {e}"),
             Self::InvalidKemPublicKey => f.write_str("prekey bundle holds an invalid ML-KEM key"),
-            Self::NonContributoryKey => f.write_str("peer key has small order (all-zero DH output)"),
+            Self::NonContributoryKey => {
+                f.write_str("peer key has small order (all-zero DH output)")
+            }
             Self::UnknownSignedPreKey(id) => write!(f, "unknown signed prekey {id}"),
             Self::UnknownOneTimePreKey(id) => {
                 write!(f, "one-time prekey {id} is unknown or already used")
             }
-            Self::UnknownKemPreKey(id) => write!(f, "ML-KEM prekey {id} is unknown or already used"),
+            Self::UnknownKemPreKey(id) => {
+                write!(f, "ML-KEM prekey {id} is unknown or already used")
+            }
             Self::Decryption(e) => write!(f, "first message failed: {e}"),
         }
     }
@@ -93,7 +97,10 @@ impl fmt::Display for DecryptionError {
             Self::Malformed(e) => write!(f, "malformed message: {e}"),
             Self::AuthenticationFailed => f.write_str("message failed authentication"),
             Self::DuplicateMessage { index } => {
-                write!(f, "message {index} was already decrypted or its key was discarded")
+                write!(
+                    f,
+                    "message {index} was already decrypted or its key was discarded"
+                )
             }
             Self::TooFarAhead { index, skip } => write!(
                 f,
@@ -181,7 +188,10 @@ impl fmt::Display for UnsealError {
             Self::TooLarge => f.write_str("sealed state exceeds the size limit"),
             Self::UnsupportedVersion(v) => write!(f, "sealed state has unsupported version {v}"),
             Self::WrongKind { expected, found } => {
-                write!(f, "sealed state is of kind {found:#04x}, expected {expected:#04x}")
+                write!(
+                    f,
+                    "sealed state is of kind {found:#04x}, expected {expected:#04x}"
+                )
             }
             Self::WrongKey => f.write_str("sealed state was sealed under a different key"),
             Self::Corrupt => f.write_str("sealed state failed authentication (altered or damaged)"),

@@ -161,7 +161,9 @@ pub(crate) fn respond(
     let ciphertext = Ciphertext::<MlKem1024>::from(*kem_ciphertext);
     // ML-KEM decapsulation never fails: a wrong ciphertext yields an unrelated secret (implicit
     // rejection), and the first message then fails authentication.
-    let kem_secret = Zeroizing::new(<[u8; 32]>::from(kem_prekey.decapsulation_key.decapsulate(&ciphertext)));
+    let kem_secret = Zeroizing::new(<[u8; 32]>::from(
+        kem_prekey.decapsulation_key.decapsulate(&ciphertext),
+    ));
 
     let mut dhs: Vec<&[u8; 32]> = vec![&dh1, &dh2, &dh3];
     if let Some(dh4) = &dh4 {

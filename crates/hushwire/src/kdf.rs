@@ -28,12 +28,23 @@ pub(crate) fn hmac(key: &[u8; 32], data: &[u8]) -> Zeroizing<[u8; 32]> {
 }
 
 /// ChaCha20-Poly1305 encryption; the output is `ciphertext ‖ tag[16]`.
-pub(crate) fn aead_encrypt(key: &[u8; 32], nonce: &[u8; 12], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+pub(crate) fn aead_encrypt(
+    key: &[u8; 32],
+    nonce: &[u8; 12],
+    ad: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
     let cipher = ChaCha20Poly1305::new(&Key::from(*key));
     // Encryption fails only for inputs beyond ChaCha20's 256 GiB block counter; callers bound
     // plaintexts far below that.
     cipher
-        .encrypt(&Nonce::from(*nonce), Payload { msg: plaintext, aad: ad })
+        .encrypt(
+            &Nonce::from(*nonce),
+            Payload {
+                msg: plaintext,
+                aad: ad,
+            },
+        )
         .unwrap_or_default()
 }
 
@@ -45,5 +56,13 @@ pub(crate) fn aead_decrypt(
     ciphertext: &[u8],
 ) -> Option<Vec<u8>> {
     let cipher = ChaCha20Poly1305::new(&Key::from(*key));
-    cipher.decrypt(&Nonce::from(*nonce), Payload { msg: ciphertext, aad: ad }).ok()
+    cipher
+        .decrypt(
+            &Nonce::from(*nonce),
+            Payload {
+                msg: ciphertext,
+                aad: ad,
+            },
+        )
+        .ok()
 }

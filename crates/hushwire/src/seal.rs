@@ -77,7 +77,13 @@ pub(crate) fn seal<R: CryptoRng + ?Sized>(
     let cipher = XChaCha20Poly1305::new(&(*enc_key).into());
     // Fails only beyond 256 GiB; sealed state is bounded far below.
     let ciphertext = cipher
-        .encrypt(&XNonce::from(nonce), Payload { msg: contents, aad: &out })
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: contents,
+                aad: &out,
+            },
+        )
         .unwrap_or_default();
     out.extend_from_slice(&ciphertext);
     out
@@ -103,7 +109,10 @@ pub(crate) fn unseal(
             return Err(UnsealError::UnsupportedVersion(*version));
         }
         if *found != kind {
-            return Err(UnsealError::WrongKind { expected: kind, found: *found });
+            return Err(UnsealError::WrongKind {
+                expected: kind,
+                found: *found,
+            });
         }
     }
     let (enc_key, check) = key.derive();
@@ -114,7 +123,13 @@ pub(crate) fn unseal(
     nonce_bytes.copy_from_slice(nonce);
     let cipher = XChaCha20Poly1305::new(&(*enc_key).into());
     cipher
-        .decrypt(&XNonce::from(nonce_bytes), Payload { msg: ciphertext, aad: header })
+        .decrypt(
+            &XNonce::from(nonce_bytes),
+            Payload {
+                msg: ciphertext,
+                aad: header,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| UnsealError::Corrupt)
 }

@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 use crate::error::{DecryptionError, EncryptionError, SessionCreationError, UnsealError};
 use crate::handshake::{self, ASSOCIATED_DATA_LEN};
 use crate::keys::{IdentityKeyPair, x25519_from_secret};
-use crate::ratchet::{ChainKey, DoubleRatchet, Gap, RatchetKeyPair, ReceivingChain, RootKey, SkippedKeys};
+use crate::ratchet::{
+    ChainKey, DoubleRatchet, Gap, RatchetKeyPair, ReceivingChain, RootKey, SkippedKeys,
+};
 use crate::seal::{self, KIND_SESSION, StorageKey};
 use crate::wire::{MAX_PLAINTEXT_LEN, Message, PreKeyMessage};
 
@@ -41,6 +43,9 @@ pub struct Session {
     associated_data: [u8; ASSOCIATED_DATA_LEN],
     /// The initiator's handshake key: identifies this session in prekey messages.
     base_key: X25519PublicKey,
+    /// Responder only: digest of the handshake part of the prekey message that created the
+    /// session; repeated prekey messages must match it exactly.
+    handshake_digest: Option<[u8; 32]>,
     ratchet: DoubleRatchet,
     pending_prekey: Option<PendingPreKey>,
 }
@@ -90,6 +95,7 @@ impl Session {
             remote_identity: bundle.identity.clone(),
             associated_data: handshake.associated_data,
             base_key: handshake.base_key,
+            handshake_digest: None,
             ratchet,
             pending_prekey: Some(PendingPreKey {
                 signed_prekey_id: bundle.signed_prekey.id,
@@ -118,6 +124,7 @@ impl Session {
                 remote_identity: bundle.identity.clone(),
                 associated_data: handshake.associated_data,
                 base_key: handshake.base_key,
+                handshake_digest: None,
                 ratchet,
                 pending_prekey: Some(PendingPreKey {
                     signed_prekey_id: bundle.signed_prekey.id,
@@ -147,6 +154,7 @@ impl Session {
                 remote_identity: message.identity.clone(),
                 associated_data,
                 base_key: message.base_key,
+                handshake_digest: Some(message.handshake_digest()),
                 ratchet,
                 pending_prekey: None,
             },
@@ -162,13 +170,27 @@ impl Session {
 
     /// [`Session::encrypt`], also returning the secrets behind the message.
     #[cfg(feature = "test-vectors")]
-    pub fn encrypt_traced(&mut self, plaintext: &[u8]) -> Result<(Vec<u8>, MessageTrace), EncryptionError> {
-        let chain_key = self.ratchet.sending.as_ref().map(|c| c.key).unwrap_or_default();
+    pub fn encrypt_traced(
+        &mut self,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, MessageTrace), EncryptionError> {
+        let chain_key = self
+            .ratchet
+            .sending
+            .as_ref()
+            .map(|c| c.key)
+            .unwrap_or_default();
         let (bytes, key) = self.encrypt_inner(plaintext)?;
         let (aead_key, nonce) = key.aead_key_and_nonce();
         Ok((
             bytes,
-            MessageTrace { chain_key, message_key: key.key, aead_key, nonce, root_key: self.ratchet.root.0 },
+            MessageTrace {
+                chain_key,
+                message_key: key.key,
+                aead_key,
+                nonce,
+                root_key: self.ratchet.root.0,
+            },
         ))
     }
 
@@ -177,7 +199,9 @@ impl Session {
         plaintext: &[u8],
     ) -> Result<(Vec<u8>, crate::ratchet::MessageKey), EncryptionError> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(EncryptionError::PlaintextTooLong { len: plaintext.len() });
+            return Err(EncryptionError::PlaintextTooLong {
+                len: plaintext.len(),
+            });
         }
         let (message, key) = self.ratchet.encrypt(&self.associated_data, plaintext)?;
         let bytes = match &self.pending_prekey {
@@ -214,10 +238,15 @@ impl Session {
                 if p.base_key != self.base_key || p.identity != self.remote_identity {
                     return Err(DecryptionError::OtherSession);
                 }
+                if self.handshake_digest != Some(p.handshake_digest()) {
+                    return Err(DecryptionError::AuthenticationFailed);
+                }
                 &p.message
             }
         };
-        let plaintext = self.ratchet.decrypt(&self.associated_data, ratchet_message, rng)?;
+        let plaintext = self
+            .ratchet
+            .decrypt(&self.associated_data, ratchet_message, rng)?;
         // The peer has the session: stop repeating the handshake.
         self.pending_prekey = None;
         Ok(plaintext)
@@ -313,6 +342,7 @@ struct SessionPickleV1 {
     local_identity: Vec<u8>,
     remote_identity: Vec<u8>,
     base_key: [u8; 32],
+    handshake_digest: Option<[u8; 32]>,
     /// Which side we were: decides the order of the identities in the associated data.
     we_initiated: bool,
     root: RootKey,
@@ -332,12 +362,17 @@ impl From<&Session> for SessionPickleV1 {
             local_identity: s.local_identity.to_bytes(),
             remote_identity: s.remote_identity.to_bytes(),
             base_key: *s.base_key.as_bytes(),
-            we_initiated: s.associated_data == handshake::associated_data(&s.local_identity, &s.remote_identity),
+            handshake_digest: s.handshake_digest,
+            we_initiated: s.associated_data
+                == handshake::associated_data(&s.local_identity, &s.remote_identity),
             root: r.root.clone(),
             our_ratchet_secret: Zeroizing::new(r.ours.secret.to_bytes()),
             sending: r.sending.clone(),
             previous_sending_length: r.previous_sending_length,
-            receiving: r.receiving.as_ref().map(|c| (*c.ratchet_key.as_bytes(), c.chain.clone())),
+            receiving: r
+                .receiving
+                .as_ref()
+                .map(|c| (*c.ratchet_key.as_bytes(), c.chain.clone())),
             retired: r.retired.iter().map(|k| *k.as_bytes()).collect(),
             skipped: r.skipped.clone(),
             pending: s.pending_prekey.as_ref().map(|p| PendingPickle {
@@ -358,10 +393,17 @@ impl SessionPickleV1 {
         let key = |bytes: [u8; 32]| X25519PublicKey::from_array(bytes, "key").ok();
         let (secret, public) = x25519_from_secret(*self.our_ratchet_secret)?;
         let receiving = match self.receiving {
-            Some((k, chain)) => Some(ReceivingChain { ratchet_key: key(k)?, chain }),
+            Some((k, chain)) => Some(ReceivingChain {
+                ratchet_key: key(k)?,
+                chain,
+            }),
             None => None,
         };
-        let retired = self.retired.into_iter().map(key).collect::<Option<VecDeque<_>>>()?;
+        let retired = self
+            .retired
+            .into_iter()
+            .map(key)
+            .collect::<Option<VecDeque<_>>>()?;
         let pending_prekey = match self.pending {
             Some(p) => Some(PendingPreKey {
                 signed_prekey_id: p.signed_prekey_id,
@@ -380,6 +422,7 @@ impl SessionPickleV1 {
             local_identity,
             remote_identity,
             base_key: key(self.base_key)?,
+            handshake_digest: self.handshake_digest,
             ratchet: DoubleRatchet {
                 root: self.root,
                 ours: RatchetKeyPair { secret, public },

@@ -4,6 +4,7 @@
 use hushwire_proto::codec::{Codec, DecodeError, Reader, put_bytes_u32, read_header};
 use hushwire_proto::keys::KEM_CIPHERTEXT_LEN;
 use hushwire_proto::{IdentityKey, X25519PublicKey, labels};
+use sha2::{Digest as _, Sha256};
 
 /// Wire type byte of a [`RatchetMessage`].
 pub const RATCHET_MESSAGE_TYPE: u8 = 0x01;
@@ -75,9 +76,14 @@ impl Codec for RatchetMessage {
         };
         let ciphertext = r.bytes_u32(MAX_CIPHERTEXT_LEN, "ciphertext")?;
         if ciphertext.len() < TAG_LEN {
-            return Err(DecodeError::InvalidValue { field: "ciphertext" });
+            return Err(DecodeError::InvalidValue {
+                field: "ciphertext",
+            });
         }
-        Ok(Self { header, ciphertext: ciphertext.to_vec() })
+        Ok(Self {
+            header,
+            ciphertext: ciphertext.to_vec(),
+        })
     }
 }
 
@@ -108,20 +114,7 @@ impl Codec for PreKeyMessage {
     /// has_one_time[1] ‖ (one_time_prekey_id[4])? ‖ kem_prekey_id[4] ‖ kem_ciphertext[1568] ‖
     /// message (a complete ratchet message)`.
     fn encode(&self, out: &mut Vec<u8>) {
-        out.push(labels::PROTOCOL_VERSION);
-        out.push(PREKEY_MESSAGE_TYPE);
-        self.identity.encode(out);
-        out.extend_from_slice(self.base_key.as_bytes());
-        out.extend_from_slice(&self.signed_prekey_id.to_be_bytes());
-        match self.one_time_prekey_id {
-            Some(id) => {
-                out.push(1);
-                out.extend_from_slice(&id.to_be_bytes());
-            }
-            None => out.push(0),
-        }
-        out.extend_from_slice(&self.kem_prekey_id.to_be_bytes());
-        out.extend_from_slice(self.kem_ciphertext.as_slice());
+        self.encode_handshake(out);
         self.message.encode(out);
     }
 
@@ -130,8 +123,11 @@ impl Codec for PreKeyMessage {
         let identity = IdentityKey::read(r)?;
         let base_key = X25519PublicKey::read_field(r, "base key")?;
         let signed_prekey_id = r.u32("signed prekey id")?;
-        let one_time_prekey_id =
-            if r.flag("has one-time prekey")? { Some(r.u32("one-time prekey id")?) } else { None };
+        let one_time_prekey_id = if r.flag("has one-time prekey")? {
+            Some(r.u32("one-time prekey id")?)
+        } else {
+            None
+        };
         let kem_prekey_id = r.u32("kem prekey id")?;
         let kem_ciphertext = Box::new(r.array("kem ciphertext")?);
         let message = RatchetMessage::read(r)?;
@@ -147,13 +143,43 @@ impl Codec for PreKeyMessage {
     }
 }
 
+impl PreKeyMessage {
+    /// Appends everything before the embedded ratchet message: the handshake part, which is
+    /// the same in every prekey message of one session.
+    pub fn encode_handshake(&self, out: &mut Vec<u8>) {
+        out.push(labels::PROTOCOL_VERSION);
+        out.push(PREKEY_MESSAGE_TYPE);
+        self.identity.encode(out);
+        out.extend_from_slice(self.base_key.as_bytes());
+        out.extend_from_slice(&self.signed_prekey_id.to_be_bytes());
+        match self.one_time_prekey_id {
+            Some(id) => {
+                out.push(1);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&self.kem_prekey_id.to_be_bytes());
+        out.extend_from_slice(self.kem_ciphertext.as_slice());
+    }
+
+    /// SHA-256 of the handshake part. A responder's session remembers it, so a later prekey
+    /// message whose handshake fields were altered (fields the ratchet message's AEAD does
+    /// not cover) is refused instead of silently accepted.
+    pub fn handshake_digest(&self) -> [u8; 32] {
+        let mut bytes = Vec::with_capacity(1800);
+        self.encode_handshake(&mut bytes);
+        Sha256::digest(&bytes).into()
+    }
+}
+
 /// Any session message, told apart by its type byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// A message in an established session.
     Ratchet(RatchetMessage),
-    /// A message that also carries a handshake.
-    PreKey(PreKeyMessage),
+    /// A message that also carries a handshake (boxed: it is 1.8 KB before its ciphertext).
+    PreKey(Box<PreKeyMessage>),
 }
 
 impl Codec for Message {
@@ -175,8 +201,11 @@ impl Codec for Message {
         }
         match peek.u8("type")? {
             RATCHET_MESSAGE_TYPE => RatchetMessage::read(r).map(Self::Ratchet),
-            PREKEY_MESSAGE_TYPE => PreKeyMessage::read(r).map(Self::PreKey),
-            tag => Err(DecodeError::UnknownType { structure: Self::NAME, tag }),
+            PREKEY_MESSAGE_TYPE => PreKeyMessage::read(r).map(|m| Self::PreKey(Box::new(m))),
+            tag => Err(DecodeError::UnknownType {
+                structure: Self::NAME,
+                tag,
+            }),
         }
     }
 }

@@ -1,5 +1,13 @@
 //! Session behaviour and every rejection the spec names.
 
+// Test helpers outside #[test] fns may unwrap: a failure is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use hushwire::proto::{Codec, DecodeError, PreKeyBundle};
 use hushwire::wire::{MAX_PLAINTEXT_LEN, Message};
 use hushwire::{
@@ -35,7 +43,12 @@ fn established() -> Pair {
     let mut bob = inbound.session;
     let reply = bob.encrypt(b"reply").unwrap();
     assert_eq!(alice.decrypt(&reply, &mut rng).unwrap(), b"reply");
-    Pair { alice, bob, bob_account, rng }
+    Pair {
+        alice,
+        bob,
+        bob_account,
+        rng,
+    }
 }
 
 /// The session's full state as bytes: sealing is deterministic for a fixed key and nonce RNG.
@@ -49,11 +62,17 @@ fn initiator_repeats_prekey_message_until_reply() {
     let alice_account = Account::new(1, 0, &mut rng);
     let mut bob_account = Account::new(2, 0, &mut rng);
     let bundle = bob_account.prekey_bundle().unwrap();
-    assert!(bundle.one_time_prekey.is_none(), "no one-time prekey was generated");
+    assert!(
+        bundle.one_time_prekey.is_none(),
+        "no one-time prekey was generated"
+    );
     let mut alice = Session::initiate(alice_account.identity(), &bundle, &mut rng).unwrap();
     let m1 = alice.encrypt(b"one").unwrap();
     let m2 = alice.encrypt(b"two").unwrap();
-    assert!(matches!(Message::from_bytes(&m2).unwrap(), Message::PreKey(_)));
+    assert!(matches!(
+        Message::from_bytes(&m2).unwrap(),
+        Message::PreKey(_)
+    ));
 
     let mut inbound = bob_account.accept(&m1, &mut rng).unwrap();
     // The second prekey message names the same base key: the existing session decrypts it.
@@ -63,7 +82,10 @@ fn initiator_repeats_prekey_message_until_reply() {
     alice.decrypt(&reply, &mut rng).unwrap();
     assert!(!alice.awaiting_reply());
     let m3 = alice.encrypt(b"three").unwrap();
-    assert!(matches!(Message::from_bytes(&m3).unwrap(), Message::Ratchet(_)));
+    assert!(matches!(
+        Message::from_bytes(&m3).unwrap(),
+        Message::Ratchet(_)
+    ));
     assert_eq!(inbound.session.decrypt(&m3, &mut rng).unwrap(), b"three");
 }
 
@@ -118,7 +140,9 @@ fn identity_with_foreign_binding_is_refused_on_decode() {
     bytes[38..70].copy_from_slice(mallory.identity_key().dh_key().as_bytes());
     assert_eq!(
         PreKeyBundle::from_bytes(&bytes).unwrap_err(),
-        DecodeError::InvalidValue { field: "identity binding signature" }
+        DecodeError::InvalidValue {
+            field: "identity binding signature"
+        }
     );
 }
 
@@ -135,10 +159,16 @@ fn reused_one_time_prekey_is_refused() {
     bob.accept(&first, &mut rng).unwrap();
     assert_eq!(bob.one_time_prekey_counts().0, 0);
     // Replaying the same handshake, or a new one using the same bundle, is refused.
-    assert_eq!(bob.accept(&first, &mut rng).unwrap_err(), SessionCreationError::UnknownOneTimePreKey(otpk));
+    assert_eq!(
+        bob.accept(&first, &mut rng).unwrap_err(),
+        SessionCreationError::UnknownOneTimePreKey(otpk)
+    );
     let mut again = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
     let m = again.encrypt(b"hi again").unwrap();
-    assert_eq!(bob.accept(&m, &mut rng).unwrap_err(), SessionCreationError::UnknownOneTimePreKey(otpk));
+    assert_eq!(
+        bob.accept(&m, &mut rng).unwrap_err(),
+        SessionCreationError::UnknownOneTimePreKey(otpk)
+    );
 }
 
 #[test]
@@ -157,7 +187,11 @@ fn failed_handshake_consumes_nothing() {
         bob.accept(&first, &mut rng).unwrap_err(),
         SessionCreationError::Decryption(DecryptionError::AuthenticationFailed)
     ));
-    assert_eq!(bob.one_time_prekey_counts(), (1, 1), "a forged handshake must not burn prekeys");
+    assert_eq!(
+        bob.one_time_prekey_counts(),
+        (1, 1),
+        "a forged handshake must not burn prekeys"
+    );
     first[last] ^= 0x80;
     assert_eq!(bob.accept(&first, &mut rng).unwrap().plaintext, b"hi");
     assert_eq!(bob.one_time_prekey_counts(), (0, 0));
@@ -174,7 +208,9 @@ fn low_order_ratchet_key_is_refused() {
     let before = state(&p.bob);
     assert_eq!(
         p.bob.decrypt(&m, &mut p.rng).unwrap_err(),
-        DecryptionError::Malformed(DecodeError::InvalidValue { field: "ratchet key" })
+        DecryptionError::Malformed(DecodeError::InvalidValue {
+            field: "ratchet key"
+        })
     );
     assert_eq!(state(&p.bob), before);
 }
@@ -185,7 +221,10 @@ fn replay_is_refused_and_changes_nothing() {
     let m = p.alice.encrypt(b"once").unwrap();
     assert_eq!(p.bob.decrypt(&m, &mut p.rng).unwrap(), b"once");
     let before = state(&p.bob);
-    assert_eq!(p.bob.decrypt(&m, &mut p.rng).unwrap_err(), DecryptionError::DuplicateMessage { index: 0 });
+    assert_eq!(
+        p.bob.decrypt(&m, &mut p.rng).unwrap_err(),
+        DecryptionError::DuplicateMessage { index: 0 }
+    );
     assert_eq!(state(&p.bob), before);
 
     // A replay from a chain that has since been replaced.
@@ -194,7 +233,10 @@ fn replay_is_refused_and_changes_nothing() {
     let m2 = p.alice.encrypt(b"new chain").unwrap();
     p.bob.decrypt(&m2, &mut p.rng).unwrap();
     let before = state(&p.bob);
-    assert_eq!(p.bob.decrypt(&m, &mut p.rng).unwrap_err(), DecryptionError::DuplicateMessage { index: 0 });
+    assert_eq!(
+        p.bob.decrypt(&m, &mut p.rng).unwrap_err(),
+        DecryptionError::DuplicateMessage { index: 0 }
+    );
     assert_eq!(state(&p.bob), before);
 }
 
@@ -206,7 +248,10 @@ fn tampered_message_fails_and_changes_nothing() {
     for i in 0..m.len() {
         let mut t = m.clone();
         t[i] ^= 0x01;
-        assert!(p.bob.decrypt(&t, &mut p.rng).is_err(), "flip at byte {i} accepted");
+        assert!(
+            p.bob.decrypt(&t, &mut p.rng).is_err(),
+            "flip at byte {i} accepted"
+        );
         assert_eq!(state(&p.bob), before, "flip at byte {i} changed state");
     }
     assert_eq!(p.bob.decrypt(&m, &mut p.rng).unwrap(), b"payload");
@@ -216,12 +261,17 @@ fn tampered_message_fails_and_changes_nothing() {
 fn skip_beyond_bound_is_refused() {
     let mut p = established();
     let max = hushwire::ratchet::MAX_SKIP as usize;
-    let mut messages: Vec<Vec<u8>> = (0..max + 2).map(|_| p.alice.encrypt(b"m").unwrap()).collect();
+    let mut messages: Vec<Vec<u8>> = (0..max + 2)
+        .map(|_| p.alice.encrypt(b"m").unwrap())
+        .collect();
     let before = state(&p.bob);
     let too_far = messages.pop().unwrap();
     assert_eq!(
         p.bob.decrypt(&too_far, &mut p.rng).unwrap_err(),
-        DecryptionError::TooFarAhead { index: (max + 1) as u32, skip: (max + 1) as u32 }
+        DecryptionError::TooFarAhead {
+            index: (max + 1) as u32,
+            skip: (max + 1) as u32
+        }
     );
     assert_eq!(state(&p.bob), before);
     // Exactly MAX_SKIP ahead is allowed, and leaves MAX_SKIP gaps that then fill in.
@@ -248,7 +298,10 @@ fn skipped_key_store_discards_oldest_and_keeps_working() {
         let reply = p.bob.encrypt(b"r").unwrap();
         p.alice.decrypt(&reply, &mut p.rng).unwrap();
     }
-    assert_eq!(p.bob.skipped_message_keys(), hushwire::ratchet::MAX_SKIPPED_KEYS);
+    assert_eq!(
+        p.bob.skipped_message_keys(),
+        hushwire::ratchet::MAX_SKIPPED_KEYS
+    );
     assert_eq!(p.bob.discarded_message_keys(), 3 * 899 - 2000);
     // The oldest held-back message is gone; the newest is still readable.
     assert!(matches!(
@@ -267,7 +320,9 @@ fn gaps_name_chain_and_indices() {
     let gaps = p.bob.missing_messages();
     assert_eq!(gaps.len(), 1);
     assert_eq!(gaps[0].missing, vec![1, 2]);
-    let Message::Ratchet(r) = Message::from_bytes(&ms[0]).unwrap() else { panic!("not a ratchet message") };
+    let Message::Ratchet(r) = Message::from_bytes(&ms[0]).unwrap() else {
+        panic!("not a ratchet message")
+    };
     assert_eq!(gaps[0].chain, r.header.ratchet_key);
     // Message 4 is not a gap: nothing after it has arrived.
     p.bob.decrypt(&ms[2], &mut p.rng).unwrap();
@@ -284,19 +339,34 @@ fn sealed_session_round_trips_and_refuses_wrong_key_and_corruption() {
     let m = p.alice.encrypt(b"after restore").unwrap();
     assert_eq!(restored.decrypt(&m, &mut p.rng).unwrap(), b"after restore");
 
-    assert_eq!(Session::unseal(&sealed, &StorageKey::from_bytes([43; 32])).unwrap_err(), UnsealError::WrongKey);
+    assert_eq!(
+        Session::unseal(&sealed, &StorageKey::from_bytes([43; 32])).unwrap_err(),
+        UnsealError::WrongKey
+    );
     let mut corrupt = sealed.clone();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
-    assert_eq!(Session::unseal(&corrupt, &key).unwrap_err(), UnsealError::Corrupt);
-    assert_eq!(Session::unseal(&sealed[..30], &key).unwrap_err(), UnsealError::Truncated);
+    assert_eq!(
+        Session::unseal(&corrupt, &key).unwrap_err(),
+        UnsealError::Corrupt
+    );
+    assert_eq!(
+        Session::unseal(&sealed[..30], &key).unwrap_err(),
+        UnsealError::Truncated
+    );
     let mut version = sealed.clone();
     version[0] = 9;
-    assert_eq!(Session::unseal(&version, &key).unwrap_err(), UnsealError::UnsupportedVersion(9));
+    assert_eq!(
+        Session::unseal(&version, &key).unwrap_err(),
+        UnsealError::UnsupportedVersion(9)
+    );
     let account_blob = p.bob_account.seal(&key, &mut p.rng);
     assert_eq!(
         Session::unseal(&account_blob, &key).unwrap_err(),
-        UnsealError::WrongKind { expected: 0x30, found: 0x31 }
+        UnsealError::WrongKind {
+            expected: 0x30,
+            found: 0x31
+        }
     );
 }
 
@@ -315,7 +385,8 @@ fn sealed_account_round_trips() {
     // The restored account accepts a handshake made against the original's bundle.
     let alice = Account::new(1, 0, &mut rng);
     let mut restored = restored;
-    let mut s = Session::initiate(alice.identity(), &bob.prekey_bundle().unwrap(), &mut rng).unwrap();
+    let mut s =
+        Session::initiate(alice.identity(), &bob.prekey_bundle().unwrap(), &mut rng).unwrap();
     let m = s.encrypt(b"hello").unwrap();
     assert_eq!(restored.accept(&m, &mut rng).unwrap().plaintext, b"hello");
 }
@@ -344,29 +415,44 @@ fn handshake_against_previous_signed_prekey_still_completes() {
 fn oversized_and_truncated_input_is_refused() {
     let mut p = established();
     assert_eq!(
-        p.alice.encrypt(&vec![0; MAX_PLAINTEXT_LEN + 1]).unwrap_err(),
-        EncryptionError::PlaintextTooLong { len: MAX_PLAINTEXT_LEN + 1 }
+        p.alice
+            .encrypt(&vec![0; MAX_PLAINTEXT_LEN + 1])
+            .unwrap_err(),
+        EncryptionError::PlaintextTooLong {
+            len: MAX_PLAINTEXT_LEN + 1
+        }
     );
     let max = p.alice.encrypt(&vec![7; MAX_PLAINTEXT_LEN]).unwrap();
-    assert_eq!(p.bob.decrypt(&max, &mut p.rng).unwrap().len(), MAX_PLAINTEXT_LEN);
+    assert_eq!(
+        p.bob.decrypt(&max, &mut p.rng).unwrap().len(),
+        MAX_PLAINTEXT_LEN
+    );
 
     let m = p.alice.encrypt(b"hello").unwrap();
     let before = state(&p.bob);
     for len in 0..m.len() {
-        assert!(p.bob.decrypt(&m[..len], &mut p.rng).is_err(), "prefix of {len} bytes accepted");
+        assert!(
+            p.bob.decrypt(&m[..len], &mut p.rng).is_err(),
+            "prefix of {len} bytes accepted"
+        );
     }
     let mut long = m.clone();
     long.push(0);
     assert_eq!(
         p.bob.decrypt(&long, &mut p.rng).unwrap_err(),
-        DecryptionError::Malformed(DecodeError::TrailingBytes { structure: "message" })
+        DecryptionError::Malformed(DecodeError::TrailingBytes {
+            structure: "message"
+        })
     );
     // A length prefix beyond the limit is refused before allocating.
     let mut huge = m[..42].to_vec();
     huge.extend_from_slice(&u32::MAX.to_be_bytes());
     assert!(matches!(
         p.bob.decrypt(&huge, &mut p.rng).unwrap_err(),
-        DecryptionError::Malformed(DecodeError::TooLong { field: "ciphertext", .. })
+        DecryptionError::Malformed(DecodeError::TooLong {
+            field: "ciphertext",
+            ..
+        })
     ));
     assert_eq!(state(&p.bob), before);
     assert_eq!(p.bob.decrypt(&m, &mut p.rng).unwrap(), b"hello");
@@ -378,10 +464,21 @@ fn prekey_message_for_another_session_is_reported() {
     let mut rng = rng(10);
     let carol = Account::new(3, 0, &mut rng);
     let mut bob_account = p.bob_account;
-    let mut s = Session::initiate(carol.identity(), &bob_account.prekey_bundle().unwrap(), &mut rng).unwrap();
+    let mut s = Session::initiate(
+        carol.identity(),
+        &bob_account.prekey_bundle().unwrap(),
+        &mut rng,
+    )
+    .unwrap();
     let m = s.encrypt(b"from carol").unwrap();
-    assert_eq!(p.bob.decrypt(&m, &mut p.rng).unwrap_err(), DecryptionError::OtherSession);
-    assert_eq!(bob_account.accept(&m, &mut rng).unwrap().plaintext, b"from carol");
+    assert_eq!(
+        p.bob.decrypt(&m, &mut p.rng).unwrap_err(),
+        DecryptionError::OtherSession
+    );
+    assert_eq!(
+        bob_account.accept(&m, &mut rng).unwrap().plaintext,
+        b"from carol"
+    );
 }
 
 #[test]
@@ -398,7 +495,13 @@ fn debug_output_never_shows_secrets() {
         assert!(!text.contains("secret:"), "{text}");
         assert!(text.len() < 2000, "Debug output unexpectedly large: {text}");
     }
-    assert!(session_debug.starts_with("Session { local: IdentityKey("), "{session_debug}");
-    assert!(identity_debug.starts_with("IdentityKeyPair("), "{identity_debug}");
+    assert!(
+        session_debug.starts_with("Session { local: IdentityKey("),
+        "{session_debug}"
+    );
+    assert!(
+        identity_debug.starts_with("IdentityKeyPair("),
+        "{identity_debug}"
+    );
     assert!(!sealed.is_empty());
 }

@@ -27,11 +27,16 @@ impl IdentityKeyPair {
         rng.fill_bytes(seed.as_mut());
         let signing = SigningKey::from_bytes(&seed);
         let (dh, dh_public) = generate_x25519(rng);
-        let message = identity_binding_message(signing.verifying_key().as_bytes(), dh_public.as_bytes());
+        let message =
+            identity_binding_message(signing.verifying_key().as_bytes(), dh_public.as_bytes());
         let binding = sign(&signing, labels::SIG_IDENTITY_BINDING, &message);
         // Our own signature over our own keys always verifies; `from_parts` re-checks it anyway.
         match IdentityKey::new(signing.verifying_key().to_bytes(), dh_public, binding) {
-            Ok(public) => Self { signing, dh, public },
+            Ok(public) => Self {
+                signing,
+                dh,
+                public,
+            },
             // Unreachable for a correct Ed25519 implementation; retrying keeps this total.
             Err(_) => Self::generate(rng),
         }
@@ -60,10 +65,16 @@ impl IdentityKeyPair {
     pub(crate) fn from_secret_bytes(signing: [u8; 32], dh: [u8; 32]) -> Option<Self> {
         let signing = SigningKey::from_bytes(&signing);
         let (dh, dh_public) = x25519_from_secret(dh)?;
-        let message = identity_binding_message(signing.verifying_key().as_bytes(), dh_public.as_bytes());
+        let message =
+            identity_binding_message(signing.verifying_key().as_bytes(), dh_public.as_bytes());
         let binding = sign(&signing, labels::SIG_IDENTITY_BINDING, &message);
-        let public = IdentityKey::new(signing.verifying_key().to_bytes(), dh_public, binding).ok()?;
-        Some(Self { signing, dh, public })
+        let public =
+            IdentityKey::new(signing.verifying_key().to_bytes(), dh_public, binding).ok()?;
+        Some(Self {
+            signing,
+            dh,
+            public,
+        })
     }
 }
 

@@ -15,12 +15,15 @@ use zeroize::Zeroizing;
 /// A fresh X25519 key pair from `rng`. The public key of a clamped secret is always canonical
 /// and of large order, so the check in `X25519PublicKey::from_array` passes; the loop only makes
 /// that fact not depend on reasoning (it never repeats).
-pub(crate) fn generate_x25519<R: CryptoRng + ?Sized>(rng: &mut R) -> (StaticSecret, X25519PublicKey) {
+pub(crate) fn generate_x25519<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+) -> (StaticSecret, X25519PublicKey) {
     loop {
         let mut bytes = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(bytes.as_mut());
         let secret = StaticSecret::from(*bytes);
-        if let Ok(public) = X25519PublicKey::from_array(PublicKey::from(&secret).to_bytes(), "key") {
+        if let Ok(public) = X25519PublicKey::from_array(PublicKey::from(&secret).to_bytes(), "key")
+        {
             return (secret, public);
         }
     }

@@ -2,9 +2,7 @@
 
 use core::fmt;
 
-use hushwire_proto::{
-    KemPreKey, KemPreKeyKind, KemPublicKey, OneTimePreKey, SignedPreKey, labels,
-};
+use hushwire_proto::{KemPreKey, KemPreKeyKind, KemPublicKey, OneTimePreKey, SignedPreKey, labels};
 use ml_kem::{DecapsulationKey, KeyExport as _, MlKem1024, Seed};
 use rand_core::CryptoRng;
 use x25519_dalek::StaticSecret;
@@ -40,9 +38,15 @@ impl SignedPreKeySecret {
         secret: StaticSecret,
         key: hushwire_proto::X25519PublicKey,
     ) -> Self {
-        let signature =
-            identity.sign(labels::SIG_SIGNED_PREKEY, &SignedPreKey::signed_message(id, &key));
-        Self { secret, public: SignedPreKey { id, key, signature }, created_at }
+        let signature = identity.sign(
+            labels::SIG_SIGNED_PREKEY,
+            &SignedPreKey::signed_message(id, &key),
+        );
+        Self {
+            secret,
+            public: SignedPreKey { id, key, signature },
+            created_at,
+        }
     }
 
     /// The public, signed prekey to upload.
@@ -63,7 +67,11 @@ impl SignedPreKeySecret {
 
 impl fmt::Debug for SignedPreKeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SignedPreKeySecret {{ id: {}, created_at: {} }}", self.public.id, self.created_at)
+        write!(
+            f,
+            "SignedPreKeySecret {{ id: {}, created_at: {} }}",
+            self.public.id, self.created_at
+        )
     }
 }
 
@@ -78,7 +86,10 @@ impl OneTimePreKeySecret {
     /// Generates a one-time prekey (32 bytes from `rng`).
     pub fn generate<R: CryptoRng + ?Sized>(id: u32, rng: &mut R) -> Self {
         let (secret, key) = generate_x25519(rng);
-        Self { secret, public: OneTimePreKey { id, key } }
+        Self {
+            secret,
+            public: OneTimePreKey { id, key },
+        }
     }
 
     /// The public prekey to upload.
@@ -88,7 +99,10 @@ impl OneTimePreKeySecret {
 
     pub(crate) fn restore(id: u32, secret: [u8; 32]) -> Option<Self> {
         let (secret, key) = x25519_from_secret(secret)?;
-        Some(Self { secret, public: OneTimePreKey { id, key } })
+        Some(Self {
+            secret,
+            public: OneTimePreKey { id, key },
+        })
     }
 }
 
@@ -130,9 +144,20 @@ impl KemPreKeySecret {
         let mut bytes = [0u8; hushwire_proto::keys::KEM_PUBLIC_KEY_LEN];
         bytes.copy_from_slice(encoded.as_slice());
         let key = KemPublicKey::from_array(bytes);
-        let signature =
-            identity.sign(labels::SIG_KEM_PREKEY, &KemPreKey::signed_message(kind, id, &key));
-        Self { seed, decapsulation_key, public: KemPreKey { id, kind, key, signature } }
+        let signature = identity.sign(
+            labels::SIG_KEM_PREKEY,
+            &KemPreKey::signed_message(kind, id, &key),
+        );
+        Self {
+            seed,
+            decapsulation_key,
+            public: KemPreKey {
+                id,
+                kind,
+                key,
+                signature,
+            },
+        }
     }
 
     /// The public, signed prekey to upload.
@@ -143,6 +168,10 @@ impl KemPreKeySecret {
 
 impl fmt::Debug for KemPreKeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KemPreKeySecret {{ id: {}, kind: {:?} }}", self.public.id, self.public.kind)
+        write!(
+            f,
+            "KemPreKeySecret {{ id: {}, kind: {:?} }}",
+            self.public.id, self.public.kind
+        )
     }
 }

@@ -34,7 +34,13 @@ impl RootKey {
         let (a, b) = okm.split_at(32);
         root.copy_from_slice(a);
         chain.copy_from_slice(b);
-        (RootKey(root), ChainKey { key: chain, index: 0 })
+        (
+            RootKey(root),
+            ChainKey {
+                key: chain,
+                index: 0,
+            },
+        )
     }
 }
 
@@ -51,12 +57,18 @@ redacted_debug!(ChainKey);
 impl ChainKey {
     /// `MK = HMAC-SHA256(CK, 0x01)`.
     pub(crate) fn message_key(&self) -> MessageKey {
-        MessageKey { key: *hmac(&self.key, &[0x01]), index: self.index }
+        MessageKey {
+            key: *hmac(&self.key, &[0x01]),
+            index: self.index,
+        }
     }
 
     /// `CK' = HMAC-SHA256(CK, 0x02)`.
     pub(crate) fn next(&self) -> ChainKey {
-        ChainKey { key: *hmac(&self.key, &[0x02]), index: self.index + 1 }
+        ChainKey {
+            key: *hmac(&self.key, &[0x02]),
+            index: self.index + 1,
+        }
     }
 }
 
@@ -104,7 +116,10 @@ mod tests {
     #[test]
     fn debug_output_is_redacted() {
         let root = RootKey([7; 32]);
-        let chain = ChainKey { key: [7; 32], index: 3 };
+        let chain = ChainKey {
+            key: [7; 32],
+            index: 3,
+        };
         let message = chain.message_key();
         assert_eq!(format!("{root:?}"), "RootKey(<redacted>)");
         assert_eq!(format!("{chain:?}"), "ChainKey(<redacted>)");
@@ -113,7 +128,10 @@ mod tests {
 
     #[test]
     fn chain_and_message_keys_differ() {
-        let chain = ChainKey { key: [1; 32], index: 0 };
+        let chain = ChainKey {
+            key: [1; 32],
+            index: 0,
+        };
         assert_ne!(chain.next().key, chain.message_key().key);
         assert_eq!(chain.next().index, 1);
     }

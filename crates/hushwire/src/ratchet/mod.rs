@@ -77,7 +77,10 @@ fn advance(
     }
     let skip = target - chain.index;
     if skip > u64::from(MAX_SKIP) {
-        return Err(DecryptionError::TooFarAhead { index, skip: u32::try_from(skip).unwrap_or(u32::MAX) });
+        return Err(DecryptionError::TooFarAhead {
+            index,
+            skip: u32::try_from(skip).unwrap_or(u32::MAX),
+        });
     }
     let mut skipped = Vec::with_capacity(usize::try_from(skip).unwrap_or(0));
     let mut current = chain.clone();
@@ -166,7 +169,10 @@ impl DoubleRatchet {
         session_ad: &[u8],
         plaintext: &[u8],
     ) -> Result<(RatchetMessage, MessageKey), EncryptionError> {
-        let chain = self.sending.as_ref().ok_or(EncryptionError::NoSendingChain)?;
+        let chain = self
+            .sending
+            .as_ref()
+            .ok_or(EncryptionError::NoSendingChain)?;
         let index = u32::try_from(chain.index).map_err(|_| EncryptionError::ChainExhausted)?;
         let header = MessageHeader {
             ratchet_key: self.ours.public,
@@ -189,28 +195,29 @@ impl DoubleRatchet {
         let header = &message.header;
         let ad = message_ad(session_ad, header);
         let open = |key: &MessageKey| {
-            key.decrypt(&ad, &message.ciphertext).ok_or(DecryptionError::AuthenticationFailed)
+            key.decrypt(&ad, &message.ciphertext)
+                .ok_or(DecryptionError::AuthenticationFailed)
         };
 
         // 1. The peer's current chain, this message or one after the next expected.
-        if let Some(receiving) = &self.receiving {
-            if receiving.ratchet_key == header.ratchet_key
-                && u64::from(header.index) >= receiving.chain.index
-            {
-                let (skipped, key, next) = advance(&receiving.chain, header.index)?;
-                let plaintext = open(&key)?;
-                let ratchet_key = receiving.ratchet_key;
-                self.skipped.extend(&ratchet_key, skipped);
-                if let Some(receiving) = &mut self.receiving {
-                    receiving.chain = next;
-                }
-                return Ok(plaintext);
-            }
+        if let Some(receiving) = &mut self.receiving
+            && receiving.ratchet_key == header.ratchet_key
+            && u64::from(header.index) >= receiving.chain.index
+        {
+            let (skipped, key, next) = advance(&receiving.chain, header.index)?;
+            let plaintext = open(&key)?;
+            receiving.chain = next;
+            self.skipped.extend(&header.ratchet_key, skipped);
+            return Ok(plaintext);
         }
 
         // 2. A message that arrived late: its key was kept when later ones arrived first.
         if let Some(position) = self.skipped.position(&header.ratchet_key, header.index) {
-            let plaintext = self.skipped.get(position).map(&open).ok_or(DecryptionError::AuthenticationFailed)??;
+            let plaintext = self
+                .skipped
+                .get(position)
+                .map(&open)
+                .ok_or(DecryptionError::AuthenticationFailed)??;
             self.skipped.remove(position);
             return Ok(plaintext);
         }
@@ -218,7 +225,9 @@ impl DoubleRatchet {
         // 3. Anything else from a chain we already know is a replay (or its key was discarded).
         let known = self.receiving.as_ref().map(|r| r.ratchet_key);
         if known == Some(header.ratchet_key) || self.retired.contains(&header.ratchet_key) {
-            return Err(DecryptionError::DuplicateMessage { index: header.index });
+            return Err(DecryptionError::DuplicateMessage {
+                index: header.index,
+            });
         }
 
         // 4. A new chain: DH ratchet step.
@@ -245,7 +254,11 @@ impl DoubleRatchet {
     ) -> Result<RatchetStep, DecryptionError> {
         let (secret, public) = generate_x25519(rng);
         let (root, sending) = root.step(&dh(&secret, their_key)?);
-        Ok(RatchetStep { root, ours: RatchetKeyPair { secret, public }, sending })
+        Ok(RatchetStep {
+            root,
+            ours: RatchetKeyPair { secret, public },
+            sending,
+        })
     }
 
     fn commit_step(
@@ -271,7 +284,10 @@ impl DoubleRatchet {
         self.root = step.root;
         self.ours = step.ours;
         self.sending = Some(step.sending);
-        self.receiving = Some(ReceivingChain { ratchet_key: header.ratchet_key, chain: next });
+        self.receiving = Some(ReceivingChain {
+            ratchet_key: header.ratchet_key,
+            chain: next,
+        });
     }
 
     /// Missing messages of the peer's chains, oldest chain first.

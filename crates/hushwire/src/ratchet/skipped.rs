@@ -44,9 +44,9 @@ pub(crate) struct SkippedKeys {
 
 impl SkippedKeys {
     pub(crate) fn position(&self, ratchet_key: &X25519PublicKey, index: u32) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|e| e.key.index == u64::from(index) && &e.ratchet_key == ratchet_key.as_bytes())
+        self.entries.iter().position(|e| {
+            e.key.index == u64::from(index) && &e.ratchet_key == ratchet_key.as_bytes()
+        })
     }
 
     pub(crate) fn get(&self, position: usize) -> Option<&MessageKey> {
@@ -60,7 +60,10 @@ impl SkippedKeys {
     /// Adds keys for one chain, then enforces both bounds by discarding the oldest.
     pub(crate) fn extend(&mut self, ratchet_key: &X25519PublicKey, keys: Vec<MessageKey>) {
         for key in keys {
-            self.entries.push_back(SkippedKey { ratchet_key: *ratchet_key.as_bytes(), key });
+            self.entries.push_back(SkippedKey {
+                ratchet_key: *ratchet_key.as_bytes(),
+                key,
+            });
         }
         while self.entries.len() > MAX_SKIPPED_KEYS {
             self.entries.pop_front();
@@ -107,7 +110,10 @@ impl SkippedKeys {
                 Some(g) if g.chain.as_bytes() == &e.ratchet_key => g.missing.push(index),
                 _ => {
                     if let Ok(chain) = X25519PublicKey::from_array(e.ratchet_key, "ratchet key") {
-                        gaps.push(Gap { chain, missing: vec![index] });
+                        gaps.push(Gap {
+                            chain,
+                            missing: vec![index],
+                        });
                     }
                 }
             }
