@@ -17,13 +17,14 @@ use hushwire_proto::{IdentityKey, PreKeyBundle, X25519PublicKey, labels};
 use ml_kem::kem::{Decapsulate as _, Encapsulate as _};
 use ml_kem::{Ciphertext, EncapsulationKey, MlKem1024};
 use rand_core::CryptoRng;
-use x25519_dalek::{PublicKey, StaticSecret};
+use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use crate::error::SessionCreationError;
 use crate::kdf::hkdf;
 use crate::keys::{
-    IdentityKeyPair, KemPreKeySecret, OneTimePreKeySecret, SignedPreKeySecret, generate_x25519,
+    IdentityKeyPair, KemPreKeySecret, OneTimePreKeySecret, SignedPreKeySecret, diffie_hellman,
+    generate_x25519,
 };
 
 /// Length of the session's associated data: both identities' public bytes.
@@ -70,17 +71,11 @@ pub(crate) fn associated_data(
     ad
 }
 
-/// X25519 that refuses an all-zero output: the peer's key had small order. (Decoding already
-/// refuses small-order encodings; this is the second, independent check the spec requires.)
-pub(crate) fn dh(
+fn dh(
     secret: &StaticSecret,
     public: &X25519PublicKey,
 ) -> Result<Zeroizing<[u8; 32]>, SessionCreationError> {
-    let shared = secret.diffie_hellman(&PublicKey::from(*public.as_bytes()));
-    if !shared.was_contributory() {
-        return Err(SessionCreationError::NonContributoryKey);
-    }
-    Ok(Zeroizing::new(shared.to_bytes()))
+    diffie_hellman(secret, public).ok_or(SessionCreationError::NonContributoryKey)
 }
 
 /// Derives `SK` from the DH outputs and the ML-KEM secret.

@@ -87,6 +87,32 @@ impl Session {
         rng: &mut R,
     ) -> Result<Self, SessionCreationError> {
         let handshake = handshake::initiate(identity, bundle, rng)?;
+        Self::from_handshake(identity, bundle, handshake, rng)
+    }
+
+    /// [`Session::initiate`], also returning the handshake's intermediate secrets.
+    #[cfg(feature = "test-vectors")]
+    pub fn initiate_traced<R: CryptoRng + ?Sized>(
+        identity: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+        rng: &mut R,
+    ) -> Result<(Self, handshake::HandshakeTrace), SessionCreationError> {
+        let handshake = handshake::initiate(identity, bundle, rng)?;
+        let trace = handshake.trace.clone();
+        Ok((
+            Self::from_handshake(identity, bundle, handshake, rng)?,
+            trace,
+        ))
+    }
+
+    /// The initiator's session: the first DH ratchet step against the bundle's signed prekey,
+    /// and the handshake values to repeat until the first reply.
+    fn from_handshake<R: CryptoRng + ?Sized>(
+        identity: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+        handshake: handshake::InitiatorHandshake,
+        rng: &mut R,
+    ) -> Result<Self, SessionCreationError> {
         let ratchet =
             DoubleRatchet::initiator(&handshake.shared_secret, &bundle.signed_prekey.key, rng)
                 .map_err(|_| SessionCreationError::NonContributoryKey)?;
@@ -104,37 +130,6 @@ impl Session {
                 kem_ciphertext: handshake.kem_ciphertext,
             }),
         })
-    }
-
-    /// [`Session::initiate`], also returning the handshake's intermediate secrets.
-    #[cfg(feature = "test-vectors")]
-    pub fn initiate_traced<R: CryptoRng + ?Sized>(
-        identity: &IdentityKeyPair,
-        bundle: &PreKeyBundle,
-        rng: &mut R,
-    ) -> Result<(Self, handshake::HandshakeTrace), SessionCreationError> {
-        let handshake = handshake::initiate(identity, bundle, rng)?;
-        let trace = handshake.trace.clone();
-        let ratchet =
-            DoubleRatchet::initiator(&handshake.shared_secret, &bundle.signed_prekey.key, rng)
-                .map_err(|_| SessionCreationError::NonContributoryKey)?;
-        Ok((
-            Self {
-                local_identity: identity.public().clone(),
-                remote_identity: bundle.identity.clone(),
-                associated_data: handshake.associated_data,
-                base_key: handshake.base_key,
-                handshake_digest: None,
-                ratchet,
-                pending_prekey: Some(PendingPreKey {
-                    signed_prekey_id: bundle.signed_prekey.id,
-                    one_time_prekey_id: bundle.one_time_prekey.as_ref().map(|k| k.id),
-                    kem_prekey_id: bundle.kem_prekey.id,
-                    kem_ciphertext: handshake.kem_ciphertext,
-                }),
-            },
-            trace,
-        ))
     }
 
     /// Builds the responder's session once `Account::accept` has run the handshake.

@@ -29,6 +29,18 @@ pub(crate) fn generate_x25519<R: CryptoRng + ?Sized>(
     }
 }
 
+/// X25519, refusing an all-zero output (the peer's key had small order). Decoding already
+/// refuses small-order encodings; this is the second, independent check the spec requires.
+pub(crate) fn diffie_hellman(
+    secret: &StaticSecret,
+    public: &X25519PublicKey,
+) -> Option<Zeroizing<[u8; 32]>> {
+    let shared = secret.diffie_hellman(&PublicKey::from(*public.as_bytes()));
+    shared
+        .was_contributory()
+        .then(|| Zeroizing::new(shared.to_bytes()))
+}
+
 /// Rebuilds an X25519 key pair from stored secret bytes.
 pub(crate) fn x25519_from_secret(bytes: [u8; 32]) -> Option<(StaticSecret, X25519PublicKey)> {
     let secret = StaticSecret::from(bytes);

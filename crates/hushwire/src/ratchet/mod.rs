@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use hushwire_proto::X25519PublicKey;
 use rand_core::CryptoRng;
 use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
 
 pub use skipped::{Gap, MAX_SKIPPED_CHAINS, MAX_SKIPPED_KEYS};
 
@@ -19,7 +20,7 @@ pub(crate) use keys::{ChainKey, MessageKey, RootKey};
 pub(crate) use skipped::SkippedKeys;
 
 use crate::error::{DecryptionError, EncryptionError};
-use crate::keys::generate_x25519;
+use crate::keys::{diffie_hellman, generate_x25519};
 use crate::wire::{MessageHeader, RatchetMessage};
 
 /// The furthest ahead of the next expected message, in one chain, that a message may be. Each
@@ -112,12 +113,11 @@ fn finish(chain: &ChainKey, length: u32) -> Result<Vec<MessageKey>, DecryptionEr
     Ok(keys)
 }
 
-fn dh(ours: &StaticSecret, theirs: &X25519PublicKey) -> Result<[u8; 32], DecryptionError> {
-    let shared = ours.diffie_hellman(&x25519_dalek::PublicKey::from(*theirs.as_bytes()));
-    if !shared.was_contributory() {
-        return Err(DecryptionError::NonContributoryKey);
-    }
-    Ok(shared.to_bytes())
+fn dh(
+    ours: &StaticSecret,
+    theirs: &X25519PublicKey,
+) -> Result<Zeroizing<[u8; 32]>, DecryptionError> {
+    diffie_hellman(ours, theirs).ok_or(DecryptionError::NonContributoryKey)
 }
 
 /// AD for one message: the session's associated data, then the encoded header.
@@ -137,7 +137,7 @@ impl DoubleRatchet {
         rng: &mut R,
     ) -> Result<Self, DecryptionError> {
         let (secret, public) = generate_x25519(rng);
-        let (root, sending) = RootKey(*shared_secret).step(&dh(&secret, their_signed_prekey)?);
+        let (root, sending) = RootKey(*shared_secret).step(&*dh(&secret, their_signed_prekey)?);
         Ok(Self {
             root,
             ours: RatchetKeyPair { secret, public },
@@ -235,7 +235,9 @@ impl DoubleRatchet {
             Some(r) => finish(&r.chain, header.previous_chain_length)?,
             None => Vec::new(),
         };
-        let (root, receiving_chain) = self.root.step(&dh(&self.ours.secret, &header.ratchet_key)?);
+        let (root, receiving_chain) = self
+            .root
+            .step(&*dh(&self.ours.secret, &header.ratchet_key)?);
         let (skipped, key, next) = advance(&receiving_chain, header.index)?;
         let plaintext = open(&key)?;
 
@@ -253,7 +255,7 @@ impl DoubleRatchet {
         rng: &mut R,
     ) -> Result<RatchetStep, DecryptionError> {
         let (secret, public) = generate_x25519(rng);
-        let (root, sending) = root.step(&dh(&secret, their_key)?);
+        let (root, sending) = root.step(&*dh(&secret, their_key)?);
         Ok(RatchetStep {
             root,
             ours: RatchetKeyPair { secret, public },
