@@ -15,6 +15,7 @@ pub mod codec;
 pub mod keys;
 pub mod labels;
 pub mod safety;
+pub mod signer;
 
 pub use bundle::{
     BundleError, KemPreKey, KemPreKeyKind, KemPublicKey, OneTimePreKey, PreKeyBundle, SignedPreKey,
@@ -22,3 +23,4 @@ pub use bundle::{
 pub use codec::{Codec, DecodeError, Reader};
 pub use keys::{Fingerprint, IdentityKey, X25519PublicKey};
 pub use safety::SafetyNumber;
+pub use signer::Signer;

@@ -85,6 +85,16 @@ fn sign(key: &SigningKey, context: &[u8], message: &[u8]) -> [u8; 64] {
     key.sign(&signed).to_bytes()
 }
 
+impl hushwire_proto::Signer for IdentityKeyPair {
+    fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    fn sign(&self, context: &[u8], message: &[u8]) -> [u8; 64] {
+        sign(&self.signing, context, message)
+    }
+}
+
 impl fmt::Debug for IdentityKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "IdentityKeyPair({})", self.public.fingerprint())
