@@ -14,7 +14,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{SeedableRng as _, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 
-/// The seed of every vector's RNG: the ASCII bytes "Hushwire test vectors, seed v1.." padded.
+/// The seed of every vector's RNG: the 32 ASCII bytes `Hushwire test vectors seed v1...`.
 pub const SEED: [u8; 32] = *b"Hushwire test vectors seed v1...";
 
 /// Where the vectors live in the repository.
