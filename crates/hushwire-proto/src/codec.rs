@@ -172,8 +172,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Appends a `u32` length prefix and the bytes. The caller guarantees `bytes.len()` fits the
-/// field's maximum (which is far below `u32::MAX`); encoders check their inputs on construction.
+/// Appends a `u32` length prefix and the bytes. Encoding does not check the field's maximum:
+/// the core only builds values within their limits, and a hand-built value that exceeds one
+/// encodes to bytes the decoder refuses.
 pub fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());

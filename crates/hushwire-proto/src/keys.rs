@@ -23,8 +23,9 @@ pub const KEM_PUBLIC_KEY_LEN: usize = 1568;
 /// Length of an ML-KEM-1024 ciphertext.
 pub const KEM_CIPHERTEXT_LEN: usize = 1568;
 
-/// The canonical encodings of the X25519 points of small order (from the curve's 8-torsion).
-/// A DH with any of them yields an output the attacker knows, so they are refused on decode.
+/// The canonical u-coordinates of small order on Curve25519 or its twist (the list libsodium
+/// refuses). A DH with any of them yields an output the attacker knows, so they are refused on
+/// decode.
 const SMALL_ORDER_POINTS: [[u8; 32]; 5] = [
     // 0
     [0; 32],
@@ -46,7 +47,7 @@ const SMALL_ORDER_POINTS: [[u8; 32]; 5] = [
         0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
         0x11, 0x57,
     ],
-    // p - 1 (order 2)
+    // p - 1
     [
         0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,

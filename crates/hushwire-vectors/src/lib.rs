@@ -14,7 +14,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{SeedableRng as _, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 
-/// The seed of every vector's RNG: the 32 ASCII bytes `Hushwire test vectors seed v1...`.
+/// Alice's RNG seed: the 32 ASCII bytes `Hushwire test vectors seed v1...`; Bob's is the same
+/// with the last byte `b`.
 pub const SEED: [u8; 32] = *b"Hushwire test vectors seed v1...";
 
 /// Where the vectors live in the repository.

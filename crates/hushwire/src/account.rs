@@ -60,10 +60,21 @@ impl Account {
     }
 
     fn allocate_id(&mut self) -> u32 {
-        let id = self.next_prekey_id;
-        // Ids wrap after 2^32 prekeys; by then every earlier key is long gone.
-        self.next_prekey_id = self.next_prekey_id.wrapping_add(1).max(1);
-        id
+        // Ids wrap after 2^32 prekeys; skip any id still held so a wrap never replaces a key.
+        loop {
+            let id = self.next_prekey_id;
+            self.next_prekey_id = self.next_prekey_id.wrapping_add(1).max(1);
+            if !self.holds_prekey_id(id) {
+                return id;
+            }
+        }
+    }
+
+    fn holds_prekey_id(&self, id: u32) -> bool {
+        self.one_time_prekeys.contains_key(&id)
+            || self.one_time_kem_prekeys.contains_key(&id)
+            || self.signed_prekeys.iter().any(|k| k.public().id == id)
+            || self.last_resort_kem_prekeys.iter().any(|k| k.public().id == id)
     }
 
     /// This device's number.

@@ -67,8 +67,10 @@ pub enum DecryptionError {
     Malformed(DecodeError),
     /// Authentication failed: the message was altered, forged, or belongs to another session.
     AuthenticationFailed,
-    /// The message was already decrypted, or its key was discarded to keep the skipped-key store
-    /// within its bound (the session reported it as lost).
+    /// The message belongs to the peer's current chain or one of its last
+    /// [`crate::ratchet::MAX_SKIPPED_CHAINS`] chains, and no key is held for it: it was already
+    /// decrypted, or its key was discarded to keep the skipped-key store within its bound (counted
+    /// by `Session::discarded_message_keys`). Returned before the message is authenticated.
     DuplicateMessage {
         /// The message's index in its chain.
         index: u32,
@@ -76,7 +78,8 @@ pub enum DecryptionError {
     /// The message is further ahead of the last one received in its chain than the session will
     /// skip ([`crate::ratchet::MAX_SKIP`]).
     TooFarAhead {
-        /// The message's index in its chain.
+        /// The message's index in its chain or, when the sender's previous chain would need
+        /// finishing first, the length the header announces for that chain.
         index: u32,
         /// How many messages would have to be skipped.
         skip: u32,

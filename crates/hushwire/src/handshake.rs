@@ -8,9 +8,9 @@
 //! AD = IK_A.signing ‖ IK_A.dh ‖ IK_B.signing ‖ IK_B.dh
 //! ```
 //!
-//! The 0xFF prefix makes the input never a valid X25519 output sequence alone (as in X3DH), and
-//! the ML-KEM secret in the same HKDF input means an attacker must break both X25519 and
-//! ML-KEM-1024 to learn `SK`.
+//! The 0xFF prefix keeps the KDF input laid out as in X3DH/PQXDH (where it separates X25519
+//! from XEdDSA inputs; harmless here). The ML-KEM secret in the same HKDF input means an
+//! attacker must break both X25519 and ML-KEM-1024 to learn `SK`.
 
 use hushwire_proto::keys::KEM_CIPHERTEXT_LEN;
 use hushwire_proto::{IdentityKey, PreKeyBundle, X25519PublicKey, labels};

@@ -218,9 +218,11 @@ impl Session {
     /// Decrypts a message of this session. On any error the session is unchanged. Draws 32 bytes
     /// from `rng` when the message starts a new chain (a DH ratchet step).
     ///
-    /// A prekey message is accepted here if it carries this session's base key (the initiator
-    /// repeats the handshake until it hears back); one with another base key is
-    /// [`DecryptionError::OtherSession`].
+    /// A prekey message is accepted here only by the responder's session it created (the
+    /// initiator repeats the handshake until it hears back): its base key and identity must be
+    /// this session's, else [`DecryptionError::OtherSession`]; its handshake fields must match
+    /// the first one's byte for byte, else [`DecryptionError::AuthenticationFailed`] (which is
+    /// also what an initiator's session answers to a prekey message naming its own base key).
     pub fn decrypt<R: CryptoRng + ?Sized>(
         &mut self,
         message: &[u8],
@@ -318,7 +320,8 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Persisted form. A new field or meaning gets a new variant; old variants stay readable.
+/// Persisted form. From the first release on, a new field or meaning gets a new variant and old
+/// variants stay readable (before it, V1 may still change).
 #[derive(Serialize, Deserialize)]
 enum VersionedSessionPickle {
     V1(SessionPickleV1),

@@ -30,7 +30,7 @@ impl IdentityKeyPair {
         let message =
             identity_binding_message(signing.verifying_key().as_bytes(), dh_public.as_bytes());
         let binding = sign(&signing, labels::SIG_IDENTITY_BINDING, &message);
-        // Our own signature over our own keys always verifies; `from_parts` re-checks it anyway.
+        // Our own signature over our own keys always verifies; `IdentityKey::new` re-checks it anyway.
         match IdentityKey::new(signing.verifying_key().to_bytes(), dh_public, binding) {
             Ok(public) => Self {
                 signing,

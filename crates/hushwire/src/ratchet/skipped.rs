@@ -4,8 +4,10 @@
 //! Bounds (see `docs/protocol.md` §5.4): at most [`MAX_SKIPPED_KEYS`] keys across at most
 //! [`MAX_SKIPPED_CHAINS`] chains. Past either bound the oldest keys are discarded and counted in
 //! [`SkippedKeys::discarded`]; later messages keep decrypting, so a burst of reordering never
-//! wedges a session. (vodozemac keeps only 40 keys per chain: one message held back behind more
-//! than 40 later ones in its chain becomes undecryptable.)
+//! wedges a session. (vodozemac keeps at most 40 skipped keys per chain: a message is lost for
+//! good if the first later message of its chain to arrive is more than 40 ahead of it, or if 40
+//! more keys of that chain are stored after its own — routine when a relay drains a large
+//! mailbox out of order. Here one chain may use the whole budget of 2000.)
 
 use std::collections::VecDeque;
 
