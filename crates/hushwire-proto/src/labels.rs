@@ -30,3 +30,16 @@ pub const KDF_MESSAGE_KEYS: &[u8] = b"Hushwire v1 message keys";
 pub const KDF_SEAL_KEY: &[u8] = b"Hushwire v1 seal key";
 /// HKDF info for the key-check value stored beside sealed state.
 pub const KDF_SEAL_KEY_CHECK: &[u8] = b"Hushwire v1 seal key check";
+
+/// HKDF info for the key that seals a transcript's records (salt: the transcript id).
+pub const KDF_TRANSCRIPT_RECORD: &[u8] = b"Hushwire v1 transcript record key";
+/// Hash prefix of a transcript's genesis value.
+pub const TRANSCRIPT_GENESIS: &[u8] = b"Hushwire v1 transcript genesis";
+/// Hash prefix of a sealed transcript record's chain hash.
+pub const TRANSCRIPT_RECORD_HASH: &[u8] = b"Hushwire v1 transcript record hash";
+/// Signature context: a device signs a transcript checkpoint.
+pub const SIG_TRANSCRIPT_CHECKPOINT: &[u8] = b"Hushwire v1 transcript checkpoint";
+/// HKDF info that wraps an export's file key to one recipient.
+pub const KDF_EXPORT_WRAP: &[u8] = b"Hushwire v1 export key wrap";
+/// HKDF info for an export's payload key (salt: SHA-256 of the export header).
+pub const KDF_EXPORT_PAYLOAD: &[u8] = b"Hushwire v1 export payload";

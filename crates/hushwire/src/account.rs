@@ -74,7 +74,10 @@ impl Account {
         self.one_time_prekeys.contains_key(&id)
             || self.one_time_kem_prekeys.contains_key(&id)
             || self.signed_prekeys.iter().any(|k| k.public().id == id)
-            || self.last_resort_kem_prekeys.iter().any(|k| k.public().id == id)
+            || self
+                .last_resort_kem_prekeys
+                .iter()
+                .any(|k| k.public().id == id)
     }
 
     /// This device's number.

@@ -45,6 +45,7 @@ pub mod keys;
 pub mod ratchet;
 pub mod seal;
 mod session;
+pub mod transcript;
 pub mod wire;
 
 pub use account::{Account, KEPT_ROTATED_PREKEYS, MAX_ONE_TIME_PREKEYS};
