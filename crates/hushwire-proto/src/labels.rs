@@ -15,10 +15,18 @@ pub const SIG_SIGNED_PREKEY: &[u8] = b"Hushwire v1 signed prekey";
 /// Signature context: an identity signs an ML-KEM-1024 prekey (one-time or last-resort).
 pub const SIG_KEM_PREKEY: &[u8] = b"Hushwire v1 kem prekey";
 
+/// Signature context: a relay or device signs the head of its audit chain (an audit checkpoint).
+pub const SIG_AUDIT_CHECKPOINT: &[u8] = b"Hushwire v1 audit checkpoint";
+
 /// Hash prefix for an identity's fingerprint.
 pub const FINGERPRINT: &[u8] = b"Hushwire v1 fingerprint";
 /// Hash prefix for one half of a safety number.
 pub const SAFETY_NUMBER: &[u8] = b"Hushwire v1 safety number";
+
+/// Hash prefix for the `previous_hash` of an audit chain's first record, followed by the chain id.
+pub const AUDIT_GENESIS: &[u8] = b"Hushwire v1 audit genesis";
+/// Hash prefix for an audit record's hash, followed by the record's encoding.
+pub const AUDIT_RECORD: &[u8] = b"Hushwire v1 audit record";
 
 /// HKDF info for the hybrid handshake's shared secret.
 pub const KDF_HANDSHAKE: &[u8] = b"Hushwire v1 PQXDH X25519 SHA-256 ML-KEM-1024";

@@ -1,7 +1,8 @@
 //! # hushwire-proto
 //!
 //! What Hushwire clients and the relay share, with **no decryption in it**: the explicit wire
-//! codec, public keys, prekeys and bundles with their signature checks, and safety numbers.
+//! codec, public keys, prekeys and bundles with their signature checks, safety numbers, and the
+//! tamper-evident audit chain of metadata events that the relay and clients keep.
 //! The relay depends on this crate and never on the `hushwire` core, so the relay binary cannot
 //! contain code that decrypts a message.
 //!
@@ -10,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod bundle;
 pub mod codec;
 pub mod keys;
@@ -17,6 +19,10 @@ pub mod labels;
 pub mod safety;
 pub mod signer;
 
+pub use audit::{
+    AuditChain, AuditCheckpoint, AuditEvent, AuditFault, AuditRecord, AuditReport, AuditVerifier,
+    AuthFailure, ConversationId, DeviceRef, EnvelopeId, TranscriptId,
+};
 pub use bundle::{
     BundleError, KemPreKey, KemPreKeyKind, KemPublicKey, OneTimePreKey, PreKeyBundle, SignedPreKey,
 };
