@@ -51,3 +51,6 @@ pub const SIG_TRANSCRIPT_CHECKPOINT: &[u8] = b"Hushwire v1 transcript checkpoint
 pub const KDF_EXPORT_WRAP: &[u8] = b"Hushwire v1 export key wrap";
 /// HKDF info for an export's payload key (salt: SHA-256 of the export header).
 pub const KDF_EXPORT_PAYLOAD: &[u8] = b"Hushwire v1 export payload";
+
+/// Signature context: a device answers a relay's authentication challenge.
+pub const SIG_RELAY_AUTH: &[u8] = b"Hushwire v1 relay auth";

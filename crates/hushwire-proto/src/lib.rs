@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod codec;
 pub mod keys;
 pub mod labels;
+pub mod relay;
 pub mod safety;
 pub mod signer;
 

@@ -1,0 +1,557 @@
+//! Frames between clients and the relay (`docs/relay-protocol.md`). Every frame travels in one
+//! binary WebSocket message:
+//!
+//! ```text
+//! frame = version[1] ‖ type[1] ‖ request_id[4] ‖ body
+//! ```
+//!
+//! `request_id` is chosen by the client and echoed in the relay's answer; frames the relay sends
+//! on its own (challenge, delivery, prekey count) carry 0. Envelope payloads are opaque
+//! ciphertext: nothing here can decrypt them.
+
+use crate::codec::{Codec, DecodeError, Reader, put_bytes_u32};
+use crate::keys::SIGNATURE_LEN;
+use crate::{IdentityKey, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey, labels};
+
+/// Largest envelope payload (96 KiB, as Signal's server): a 64 KiB message plus its prekey
+/// header fits with room to spare.
+pub const MAX_ENVELOPE_LEN: usize = 96 * 1024;
+/// Most envelopes (recipient devices) in one `Send` frame.
+pub const MAX_ENVELOPES_PER_FRAME: usize = 16;
+/// Most prekeys of one kind in one upload.
+pub const MAX_PREKEYS_PER_UPLOAD: usize = 100;
+/// Most server ids in one `Ack` frame.
+pub const MAX_ACKS_PER_FRAME: usize = 256;
+/// Longest invite token.
+pub const MAX_INVITE_LEN: usize = 64;
+/// Largest frame either side sends: a full `Send` frame.
+pub const MAX_FRAME_LEN: usize = 6 + 1 + MAX_ENVELOPES_PER_FRAME * (36 + 4 + MAX_ENVELOPE_LEN);
+
+/// A device's address: its identity's fingerprint and its device number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceAddress {
+    /// SHA-256 fingerprint of the device's identity key.
+    pub fingerprint: [u8; 32],
+    /// The owner's number for the device.
+    pub device_id: u32,
+}
+
+impl DeviceAddress {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&self.device_id.to_be_bytes());
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            fingerprint: r.array("fingerprint")?,
+            device_id: r.u32("device id")?,
+        })
+    }
+}
+
+/// The relay's fresh challenge, sent as the first frame of every connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// 32 random bytes, single use.
+    pub nonce: [u8; 32],
+    /// The relay's identifier (so a signature for one relay is useless at another).
+    pub relay_id: [u8; 16],
+    /// When the challenge stops being accepted (relay clock, Unix milliseconds).
+    pub expires_at_ms: u64,
+}
+
+impl Challenge {
+    /// What a device signs (after the `SIG_RELAY_AUTH` context) to answer this challenge as
+    /// `device_id`: `relay_id[16] ‖ nonce[32] ‖ expires_at_ms[8] ‖ device_id[4]`.
+    pub fn signed_message(&self, device_id: u32) -> [u8; 60] {
+        let mut m = [0u8; 60];
+        let (a, rest) = m.split_at_mut(16);
+        a.copy_from_slice(&self.relay_id);
+        let (b, rest) = rest.split_at_mut(32);
+        b.copy_from_slice(&self.nonce);
+        let (c, d) = rest.split_at_mut(8);
+        c.copy_from_slice(&self.expires_at_ms.to_be_bytes());
+        d.copy_from_slice(&device_id.to_be_bytes());
+        m
+    }
+}
+
+/// A device's answer to the challenge: who it is and its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The device's identity.
+    pub identity: IdentityKey,
+    /// The device's number.
+    pub device_id: u32,
+    /// Signature over `SIG_RELAY_AUTH ‖ challenge.signed_message(device_id)`.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl Credentials {
+    /// Checks the signature against `challenge`.
+    pub fn verify(&self, challenge: &Challenge) -> bool {
+        self.identity.verify(
+            labels::SIG_RELAY_AUTH,
+            &challenge.signed_message(self.device_id),
+            &self.signature,
+        )
+    }
+
+    /// The address these credentials claim.
+    pub fn address(&self) -> DeviceAddress {
+        DeviceAddress {
+            fingerprint: self.identity.fingerprint().0,
+            device_id: self.device_id,
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.identity.encode(out);
+        out.extend_from_slice(&self.device_id.to_be_bytes());
+        out.extend_from_slice(&self.signature);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            identity: IdentityKey::read(r)?,
+            device_id: r.u32("device id")?,
+            signature: r.array("signature")?,
+        })
+    }
+}
+
+/// One envelope a client sends: a recipient device and the ciphertext for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingEnvelope {
+    /// The recipient device.
+    pub recipient: DeviceAddress,
+    /// The ciphertext (a Hushwire session message), at most [`MAX_ENVELOPE_LEN`] bytes.
+    pub payload: Vec<u8>,
+}
+
+/// An envelope the relay delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The relay's id for this envelope; the recipient acks it, and a redelivery repeats it.
+    pub server_id: [u8; 16],
+    /// The authenticated sender device.
+    pub sender: DeviceAddress,
+    /// When the relay stored it (Unix milliseconds).
+    pub server_time_ms: u64,
+    /// The ciphertext.
+    pub payload: Vec<u8>,
+}
+
+/// The relay's receipt for one stored envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The relay's id for the envelope.
+    pub server_id: [u8; 16],
+    /// When it became durable (Unix milliseconds).
+    pub server_time_ms: u64,
+}
+
+/// Why the relay refused a frame. Codes are stable; `docs/relay-protocol.md` lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The frame did not decode.
+    Malformed = 1,
+    /// The frame is too large.
+    TooLarge = 2,
+    /// Authentication is required first.
+    Unauthenticated = 3,
+    /// The challenge signature does not verify.
+    BadSignature = 4,
+    /// The challenge expired.
+    ChallengeExpired = 5,
+    /// The challenge was already answered on this connection.
+    ChallengeReplayed = 6,
+    /// No such device is registered.
+    UnknownDevice = 7,
+    /// Registration refused (closed policy, bad or used invite, or identity already taken).
+    RegistrationRefused = 8,
+    /// A prekey signature does not verify under the device's identity.
+    BadPreKey = 9,
+    /// The target device has no prekeys to hand out.
+    NoPreKeys = 10,
+    /// The recipient's mailbox is full.
+    QuotaExceeded = 11,
+    /// Too many requests; retry after the given delay.
+    RateLimited = 12,
+    /// The frame is not allowed in this state (for example authenticating twice).
+    OutOfOrder = 13,
+    /// The relay failed internally; retry later.
+    Internal = 14,
+}
+
+impl ErrorCode {
+    fn from_u16(v: u16) -> Result<Self, DecodeError> {
+        use ErrorCode::*;
+        Ok(match v {
+            1 => Malformed,
+            2 => TooLarge,
+            3 => Unauthenticated,
+            4 => BadSignature,
+            5 => ChallengeExpired,
+            6 => ChallengeReplayed,
+            7 => UnknownDevice,
+            8 => RegistrationRefused,
+            9 => BadPreKey,
+            10 => NoPreKeys,
+            11 => QuotaExceeded,
+            12 => RateLimited,
+            13 => OutOfOrder,
+            14 => Internal,
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "error code",
+                });
+            }
+        })
+    }
+}
+
+/// Every frame body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameBody {
+    /// Client: register a new device (with an invite token where the relay requires one).
+    Register {
+        /// The device's answer to the challenge.
+        credentials: Credentials,
+        /// The invite token, if any.
+        invite: Option<Vec<u8>>,
+    },
+    /// Client: authenticate as a registered device.
+    Authenticate(Credentials),
+    /// Client: publish prekeys (each part optional).
+    UploadPreKeys {
+        /// A new signed prekey.
+        signed_prekey: Option<SignedPreKey>,
+        /// A new last-resort ML-KEM prekey.
+        last_resort_kem_prekey: Option<KemPreKey>,
+        /// One-time X25519 prekeys.
+        one_time_prekeys: Vec<OneTimePreKey>,
+        /// One-time ML-KEM prekeys.
+        one_time_kem_prekeys: Vec<KemPreKey>,
+    },
+    /// Client: fetch (and claim) a bundle for a device.
+    FetchBundle(DeviceAddress),
+    /// Client: store envelopes for one or more recipient devices.
+    Send(Vec<OutgoingEnvelope>),
+    /// Client: these delivered envelopes may be deleted.
+    Ack(Vec<[u8; 16]>),
+    /// Relay: the connection's challenge.
+    Challenge(Challenge),
+    /// Relay: the request succeeded.
+    Ok,
+    /// Relay: the request failed.
+    Error {
+        /// Why.
+        code: ErrorCode,
+        /// For [`ErrorCode::RateLimited`]: when to retry, in milliseconds (else 0).
+        retry_after_ms: u32,
+    },
+    /// Relay: the requested bundle.
+    Bundle(PreKeyBundle),
+    /// Relay: the envelopes of a `Send` are durable, in the order sent.
+    Sent(Vec<Receipt>),
+    /// Relay: an envelope for this device.
+    Deliver(Delivery),
+    /// Relay: how many one-time prekeys the device has left (sent after authentication and
+    /// when they run low).
+    PreKeyCount {
+        /// One-time X25519 prekeys left.
+        one_time: u32,
+        /// One-time ML-KEM prekeys left.
+        kem_one_time: u32,
+    },
+}
+
+/// A frame: a request id and a body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Client-chosen id, echoed in the answer; 0 for unsolicited relay frames.
+    pub request_id: u32,
+    /// The body.
+    pub body: FrameBody,
+}
+
+fn put_list<T>(out: &mut Vec<u8>, items: &[T], mut encode: impl FnMut(&T, &mut Vec<u8>)) {
+    out.extend_from_slice(&u16::try_from(items.len()).unwrap_or(u16::MAX).to_be_bytes());
+    for item in items {
+        encode(item, out);
+    }
+}
+
+fn read_list<T>(
+    r: &mut Reader<'_>,
+    max: usize,
+    field: &'static str,
+    mut read: impl FnMut(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
+    let len = usize::from(r.u16(field)?);
+    if len > max {
+        return Err(DecodeError::TooLong { field, len, max });
+    }
+    let mut items = Vec::with_capacity(len);
+    for _ in 0..len {
+        items.push(read(r)?);
+    }
+    Ok(items)
+}
+
+fn put_option<T>(out: &mut Vec<u8>, value: &Option<T>, encode: impl FnOnce(&T, &mut Vec<u8>)) {
+    match value {
+        Some(v) => {
+            out.push(1);
+            encode(v, out);
+        }
+        None => out.push(0),
+    }
+}
+
+impl Codec for Frame {
+    const NAME: &'static str = "relay frame";
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(labels::PROTOCOL_VERSION);
+        out.push(self.type_byte());
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        match &self.body {
+            FrameBody::Register {
+                credentials,
+                invite,
+            } => {
+                credentials.encode(out);
+                put_option(out, invite, |t, out| put_bytes_u32(out, t));
+            }
+            FrameBody::Authenticate(c) => c.encode(out),
+            FrameBody::UploadPreKeys {
+                signed_prekey,
+                last_resort_kem_prekey,
+                one_time_prekeys,
+                one_time_kem_prekeys,
+            } => {
+                put_option(out, signed_prekey, |k, out| k.encode(out));
+                put_option(out, last_resort_kem_prekey, |k, out| k.encode(out));
+                put_list(out, one_time_prekeys, |k, out| k.encode(out));
+                put_list(out, one_time_kem_prekeys, |k, out| k.encode(out));
+            }
+            FrameBody::FetchBundle(a) => a.encode(out),
+            FrameBody::Send(envelopes) => put_list(out, envelopes, |e, out| {
+                e.recipient.encode(out);
+                put_bytes_u32(out, &e.payload);
+            }),
+            FrameBody::Ack(ids) => put_list(out, ids, |id, out| out.extend_from_slice(id)),
+            FrameBody::Challenge(c) => {
+                out.extend_from_slice(&c.nonce);
+                out.extend_from_slice(&c.relay_id);
+                out.extend_from_slice(&c.expires_at_ms.to_be_bytes());
+            }
+            FrameBody::Ok => {}
+            FrameBody::Error {
+                code,
+                retry_after_ms,
+            } => {
+                out.extend_from_slice(&(*code as u16).to_be_bytes());
+                out.extend_from_slice(&retry_after_ms.to_be_bytes());
+            }
+            FrameBody::Bundle(b) => b.encode(out),
+            FrameBody::Sent(receipts) => put_list(out, receipts, |r, out| {
+                out.extend_from_slice(&r.server_id);
+                out.extend_from_slice(&r.server_time_ms.to_be_bytes());
+            }),
+            FrameBody::Deliver(d) => {
+                out.extend_from_slice(&d.server_id);
+                d.sender.encode(out);
+                out.extend_from_slice(&d.server_time_ms.to_be_bytes());
+                put_bytes_u32(out, &d.payload);
+            }
+            FrameBody::PreKeyCount {
+                one_time,
+                kem_one_time,
+            } => {
+                out.extend_from_slice(&one_time.to_be_bytes());
+                out.extend_from_slice(&kem_one_time.to_be_bytes());
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let version = r.u8("version")?;
+        if version != labels::PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion { version });
+        }
+        let tag = r.u8("type")?;
+        let request_id = r.u32("request id")?;
+        let body = match tag {
+            0x01 => FrameBody::Register {
+                credentials: Credentials::read(r)?,
+                invite: if r.flag("has invite")? {
+                    Some(r.bytes_u32(MAX_INVITE_LEN, "invite")?.to_vec())
+                } else {
+                    None
+                },
+            },
+            0x02 => FrameBody::Authenticate(Credentials::read(r)?),
+            0x03 => FrameBody::UploadPreKeys {
+                signed_prekey: if r.flag("has signed prekey")? {
+                    Some(SignedPreKey::read(r)?)
+                } else {
+                    None
+                },
+                last_resort_kem_prekey: if r.flag("has last-resort kem prekey")? {
+                    Some(KemPreKey::read(r)?)
+                } else {
+                    None
+                },
+                one_time_prekeys: read_list(
+                    r,
+                    MAX_PREKEYS_PER_UPLOAD,
+                    "one-time prekeys",
+                    OneTimePreKey::read,
+                )?,
+                one_time_kem_prekeys: read_list(
+                    r,
+                    MAX_PREKEYS_PER_UPLOAD,
+                    "one-time kem prekeys",
+                    KemPreKey::read,
+                )?,
+            },
+            0x04 => FrameBody::FetchBundle(DeviceAddress::read(r)?),
+            0x05 => FrameBody::Send(read_list(r, MAX_ENVELOPES_PER_FRAME, "envelopes", |r| {
+                Ok(OutgoingEnvelope {
+                    recipient: DeviceAddress::read(r)?,
+                    payload: r.bytes_u32(MAX_ENVELOPE_LEN, "envelope payload")?.to_vec(),
+                })
+            })?),
+            0x06 => FrameBody::Ack(read_list(r, MAX_ACKS_PER_FRAME, "acks", |r| {
+                r.array("server id")
+            })?),
+            0x80 => FrameBody::Challenge(Challenge {
+                nonce: r.array("nonce")?,
+                relay_id: r.array("relay id")?,
+                expires_at_ms: r.u64("expires at")?,
+            }),
+            0x81 => FrameBody::Ok,
+            0x82 => FrameBody::Error {
+                code: ErrorCode::from_u16(r.u16("error code")?)?,
+                retry_after_ms: r.u32("retry after")?,
+            },
+            0x83 => FrameBody::Bundle(PreKeyBundle::read(r)?),
+            0x84 => FrameBody::Sent(read_list(r, MAX_ENVELOPES_PER_FRAME, "receipts", |r| {
+                Ok(Receipt {
+                    server_id: r.array("server id")?,
+                    server_time_ms: r.u64("server time")?,
+                })
+            })?),
+            0x85 => FrameBody::Deliver(Delivery {
+                server_id: r.array("server id")?,
+                sender: DeviceAddress::read(r)?,
+                server_time_ms: r.u64("server time")?,
+                payload: r.bytes_u32(MAX_ENVELOPE_LEN, "envelope payload")?.to_vec(),
+            }),
+            0x86 => FrameBody::PreKeyCount {
+                one_time: r.u32("one-time count")?,
+                kem_one_time: r.u32("kem one-time count")?,
+            },
+            tag => {
+                return Err(DecodeError::UnknownType {
+                    structure: Self::NAME,
+                    tag,
+                });
+            }
+        };
+        Ok(Self { request_id, body })
+    }
+}
+
+impl Frame {
+    fn type_byte(&self) -> u8 {
+        match self.body {
+            FrameBody::Register { .. } => 0x01,
+            FrameBody::Authenticate(_) => 0x02,
+            FrameBody::UploadPreKeys { .. } => 0x03,
+            FrameBody::FetchBundle(_) => 0x04,
+            FrameBody::Send(_) => 0x05,
+            FrameBody::Ack(_) => 0x06,
+            FrameBody::Challenge(_) => 0x80,
+            FrameBody::Ok => 0x81,
+            FrameBody::Error { .. } => 0x82,
+            FrameBody::Bundle(_) => 0x83,
+            FrameBody::Sent(_) => 0x84,
+            FrameBody::Deliver(_) => 0x85,
+            FrameBody::PreKeyCount { .. } => 0x86,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::X25519PublicKey;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Frame> {
+        let address = DeviceAddress { fingerprint: [7; 32], device_id: 3 };
+        let mut nine = [0u8; 32];
+        nine[0] = 9;
+        let key = X25519PublicKey::from_array(nine, "k").unwrap();
+        let bodies = vec![
+            FrameBody::FetchBundle(address),
+            FrameBody::Send(vec![
+                OutgoingEnvelope { recipient: address, payload: vec![1, 2, 3] },
+                OutgoingEnvelope { recipient: address, payload: vec![] },
+            ]),
+            FrameBody::Ack(vec![[1; 16], [2; 16]]),
+            FrameBody::Challenge(Challenge { nonce: [3; 32], relay_id: [4; 16], expires_at_ms: 99 }),
+            FrameBody::Ok,
+            FrameBody::Error { code: ErrorCode::RateLimited, retry_after_ms: 250 },
+            FrameBody::Sent(vec![Receipt { server_id: [5; 16], server_time_ms: 6 }]),
+            FrameBody::Deliver(Delivery { server_id: [6; 16], sender: address, server_time_ms: 7, payload: vec![8; 10] }),
+            FrameBody::PreKeyCount { one_time: 1, kem_one_time: 2 },
+            FrameBody::UploadPreKeys {
+                signed_prekey: Some(SignedPreKey { id: 1, key, signature: [0; 64] }),
+                last_resort_kem_prekey: None,
+                one_time_prekeys: vec![OneTimePreKey { id: 2, key }],
+                one_time_kem_prekeys: vec![],
+            },
+        ];
+        bodies.into_iter().enumerate().map(|(i, body)| Frame { request_id: i as u32, body }).collect()
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        for frame in samples() {
+            let bytes = frame.to_bytes();
+            assert_eq!(Frame::from_bytes(&bytes).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn list_counts_are_bounded_before_allocation() {
+        let mut bytes = vec![labels::PROTOCOL_VERSION, 0x06, 0, 0, 0, 1];
+        bytes.extend_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(
+            Frame::from_bytes(&bytes).unwrap_err(),
+            DecodeError::TooLong { field: "acks", len: usize::from(u16::MAX), max: MAX_ACKS_PER_FRAME }
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn decoding_is_total_and_canonical(which in 0usize..10, at in any::<usize>(), value in any::<u8>(), cut in any::<usize>()) {
+            let mut bytes = samples()[which].to_bytes();
+            let i = at % bytes.len();
+            bytes[i] = value;
+            bytes.truncate(cut % (bytes.len() + 1) + bytes.len() / 2);
+            if let Ok(frame) = Frame::from_bytes(&bytes) {
+                prop_assert_eq!(frame.to_bytes(), bytes);
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The relay's configuration: one struct, read from (in increasing precedence) built-in
+//! defaults, a TOML file (`--config`), `HUSHWIRE_RELAY_*` environment variables and flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::RegistrationPolicy;
+
+/// Settings as given on the command line or in the environment (all optional: unset ones fall
+/// back to the file, then to the defaults).
+#[derive(Args, Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Settings {
+    /// Address to listen on. Non-loopback addresses require TLS in front (see
+    /// --allow-plaintext-non-loopback).
+    #[arg(long, env = "HUSHWIRE_RELAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the embedded SQLite database (created if missing).
+    #[arg(long, env = "HUSHWIRE_RELAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://…). When set, PostgreSQL replaces the embedded SQLite store,
+    /// so several relay instances can share one database.
+    #[arg(long, env = "HUSHWIRE_RELAY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema to use (created if missing); default: the connection's search path.
+    #[arg(long, env = "HUSHWIRE_RELAY_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+    /// Who may register: `open`, or `invite` (single-use tokens from `hushwire-relay invite`).
+    #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION", value_enum)]
+    pub registration: Option<RegistrationPolicy>,
+    /// Days an undelivered envelope is kept before it expires.
+    #[arg(long, env = "HUSHWIRE_RELAY_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
+    /// Most envelopes waiting for one device.
+    #[arg(long, env = "HUSHWIRE_RELAY_MAILBOX_QUOTA")]
+    pub mailbox_quota: Option<u32>,
+    /// Most simultaneous connections.
+    #[arg(long, env = "HUSHWIRE_RELAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds without traffic before a connection is pinged, and twice that before it is
+    /// closed.
+    #[arg(long, env = "HUSHWIRE_RELAY_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Frames per second one device may send (token bucket; bursts of twice this).
+    #[arg(long, env = "HUSHWIRE_RELAY_DEVICE_RATE")]
+    pub device_rate: Option<u32>,
+    /// Unauthenticated frames (connection attempts) per second from one IP address.
+    #[arg(long, env = "HUSHWIRE_RELAY_ADDRESS_RATE")]
+    pub address_rate: Option<u32>,
+    /// The relay's name; devices sign challenges bound to it. Give every instance of one
+    /// deployment the same name.
+    #[arg(long, env = "HUSHWIRE_RELAY_NAME")]
+    pub relay_name: Option<String>,
+    /// DANGER: serve plaintext WebSocket on a non-loopback address. Only for a TLS-terminating
+    /// proxy on a trusted network segment.
+    #[arg(long, env = "HUSHWIRE_RELAY_ALLOW_PLAINTEXT_NON_LOOPBACK")]
+    #[serde(default)]
+    pub allow_plaintext_non_loopback: bool,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// SQLite data directory.
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL, if PostgreSQL is used. Never printed (it may hold a password).
+    #[serde(skip)]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema.
+    pub database_schema: Option<String>,
+    /// Registration policy.
+    pub registration: RegistrationPolicy,
+    /// Retention in days.
+    pub retention_days: u64,
+    /// Mailbox quota per device.
+    pub mailbox_quota: u32,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Idle timeout in seconds.
+    pub idle_timeout_secs: u64,
+    /// Per-device frame rate.
+    pub device_rate: u32,
+    /// Per-IP unauthenticated frame rate.
+    pub address_rate: u32,
+    /// Relay name.
+    pub relay_name: String,
+    /// Plaintext on non-loopback allowed.
+    pub allow_plaintext_non_loopback: bool,
+}
+
+/// The default port: unassigned by IANA, easy to remember.
+pub const DEFAULT_PORT: u16 = 7700;
+
+impl Settings {
+    /// Fills unset values from `file`, then from defaults.
+    pub fn resolve(self, file: Settings) -> Config {
+        Config {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("hushwire-relay-data")),
+            database_url: self.database_url.or(file.database_url),
+            database_schema: self.database_schema.or(file.database_schema),
+            registration: self
+                .registration
+                .or(file.registration)
+                .unwrap_or(RegistrationPolicy::Open),
+            retention_days: self.retention_days.or(file.retention_days).unwrap_or(30),
+            mailbox_quota: self.mailbox_quota.or(file.mailbox_quota).unwrap_or(10_000),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(20_000),
+            idle_timeout_secs: self
+                .idle_timeout_secs
+                .or(file.idle_timeout_secs)
+                .unwrap_or(60)
+                .max(1),
+            device_rate: self.device_rate.or(file.device_rate).unwrap_or(500).max(1),
+            address_rate: self.address_rate.or(file.address_rate).unwrap_or(50).max(1),
+            relay_name: self
+                .relay_name
+                .or(file.relay_name)
+                .unwrap_or_else(|| "hushwire-relay".into()),
+            allow_plaintext_non_loopback: self.allow_plaintext_non_loopback
+                || file.allow_plaintext_non_loopback,
+        }
+    }
+}
+
+impl Config {
+    /// Refuses configurations that would be unsafe to run.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && !self.allow_plaintext_non_loopback {
+            return Err(format!(
+                "refusing to serve plaintext WebSocket on non-loopback address {}: this build serves \
+                 plaintext only, so put a TLS-terminating proxy in front and pass \
+                 --allow-plaintext-non-loopback, or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}

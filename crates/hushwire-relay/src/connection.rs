@@ -1,0 +1,475 @@
+//! One client connection: challenge, authentication, then requests and live delivery.
+//!
+//! ```text
+//! relay ─ Challenge ─▶ client ─ Register|Authenticate ─▶ relay ─ Ok, PreKeyCount, Deliver* ─▶
+//! then any order: UploadPreKeys, FetchBundle, Send, Ack  ◀─▶  Ok | Bundle | Sent | Error
+//! ```
+//!
+//! A malformed, oversized, unauthenticated or out-of-order frame gets an `Error` frame and the
+//! connection is closed; other connections are unaffected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt as _;
+use hushwire_proto::codec::Codec;
+use hushwire_proto::relay::{
+    Challenge, Credentials, DeviceAddress, ErrorCode, Frame, FrameBody, MAX_PREKEYS_PER_UPLOAD,
+};
+use hushwire_proto::{IdentityKey, KemPreKeyKind, PreKeyBundle};
+use sha2::Digest as _;
+
+use crate::storage::{ClaimedBundle, Enqueued, PreKeyUpload, Registration, Store};
+use crate::{Relay, Wakers, fill_random, now_ms};
+
+/// How long a challenge may be answered.
+const CHALLENGE_LIFETIME_MS: u64 = 60_000;
+/// Envelopes fetched from storage per delivery round.
+const DELIVERY_BATCH: u32 = 64;
+/// Below this many one-time prekeys the relay tells the device to upload more.
+const LOW_PREKEYS: u32 = 10;
+/// Most one-time prekeys of each kind the relay keeps per device.
+const MAX_ONE_TIME_PREKEYS: u32 = 1000;
+
+/// Why the connection ends.
+enum Close {
+    /// Send this error, then close.
+    Error(u32, ErrorCode, u32),
+    /// The peer went away or the socket failed.
+    Gone,
+}
+
+fn error(request_id: u32, code: ErrorCode) -> Close {
+    Close::Error(request_id, code, 0)
+}
+
+struct Connection<S> {
+    relay: Arc<Relay<S>>,
+    socket: WebSocket,
+    peer: SocketAddr,
+    challenge: Challenge,
+    challenge_used: bool,
+    device: Option<(DeviceAddress, IdentityKey)>,
+    wakers: Arc<Wakers>,
+    /// Position of the last envelope delivered on this connection.
+    cursor: i64,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub(crate) async fn serve<S: Store>(relay: Arc<Relay<S>>, socket: WebSocket, peer: SocketAddr) {
+    relay.metrics.connections.inc();
+    relay.metrics.open_connections.inc();
+    let mut nonce = [0u8; 32];
+    fill_random(&mut nonce);
+    let challenge = Challenge {
+        nonce,
+        relay_id: relay.relay_id,
+        expires_at_ms: now_ms() + CHALLENGE_LIFETIME_MS,
+    };
+    let mut conn = Connection {
+        relay: relay.clone(),
+        socket,
+        peer,
+        challenge,
+        challenge_used: false,
+        device: None,
+        wakers: Arc::new(Wakers::default()),
+        cursor: 0,
+    };
+    let outcome = conn.run().await;
+    if let Close::Error(request_id, code, retry_after_ms) = outcome {
+        tracing::debug!(peer = %conn.peer, ?code, "closing connection after error");
+        let _ = conn
+            .send(&Frame {
+                request_id,
+                body: FrameBody::Error {
+                    code,
+                    retry_after_ms,
+                },
+            })
+            .await;
+    }
+    let _ = conn.socket.send(Message::Close(None)).await;
+    if let Some((address, _)) = &conn.device
+        && let Ok(mut map) = relay.connected.lock()
+        && map
+            .get(address)
+            .is_some_and(|w| Arc::ptr_eq(w, &conn.wakers))
+    {
+        map.remove(address);
+    }
+    relay.metrics.open_connections.dec();
+}
+
+impl<S: Store> Connection<S> {
+    async fn send(&mut self, frame: &Frame) -> Result<(), Close> {
+        self.relay.metrics.frames_out.inc();
+        self.socket
+            .send(Message::Binary(frame.to_bytes().into()))
+            .await
+            .map_err(|_| Close::Gone)
+    }
+
+    async fn run(&mut self) -> Close {
+        let challenge = Frame {
+            request_id: 0,
+            body: FrameBody::Challenge(self.challenge),
+        };
+        if let Err(close) = self.send(&challenge).await {
+            return close;
+        }
+        let idle = Duration::from_secs(self.relay.config.idle_timeout_secs);
+        let mut shutdown = self.relay.shutdown.clone();
+        let mut last_seen = Instant::now();
+        let mut pinged = false;
+        loop {
+            let wakers = self.wakers.clone();
+            tokio::select! {
+                message = self.socket.next() => {
+                    last_seen = Instant::now();
+                    pinged = false;
+                    let bytes = match message {
+                        Some(Ok(Message::Binary(b))) => b,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Text(_))) => return error(0, ErrorCode::Malformed),
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Close::Gone,
+                    };
+                    self.relay.metrics.frames_in.inc();
+                    if let Err(close) = self.handle(&bytes).await {
+                        return close;
+                    }
+                }
+                () = wakers.mail.notified(), if self.device.is_some() => {
+                    if let Err(close) = self.deliver_pending().await {
+                        return close;
+                    }
+                }
+                () = wakers.prekeys_low.notified(), if self.device.is_some() => {
+                    if let Err(close) = self.send_prekey_count().await {
+                        return close;
+                    }
+                }
+                () = tokio::time::sleep(idle.saturating_sub(last_seen.elapsed())) => {
+                    if pinged {
+                        return Close::Gone;
+                    }
+                    pinged = true;
+                    last_seen = Instant::now();
+                    if self.socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return Close::Gone;
+                    }
+                }
+                _ = shutdown.changed() => return Close::Gone,
+            }
+        }
+    }
+
+    async fn handle(&mut self, bytes: &[u8]) -> Result<(), Close> {
+        let frame = Frame::from_bytes(bytes).map_err(|_| error(0, ErrorCode::Malformed))?;
+        let id = frame.request_id;
+        let Some((device, identity)) = self.device.clone() else {
+            return match frame.body {
+                FrameBody::Register {
+                    credentials,
+                    invite,
+                } => self.register(id, credentials, invite).await,
+                FrameBody::Authenticate(credentials) => self.authenticate(id, credentials).await,
+                _ => Err(error(id, ErrorCode::Unauthenticated)),
+            };
+        };
+        if let Err(wait) = self.relay.device_limits.check(&device, Instant::now()) {
+            // Rate limiting answers but keeps the connection: the client just slows down.
+            return self
+                .send(&Frame {
+                    request_id: id,
+                    body: FrameBody::Error {
+                        code: ErrorCode::RateLimited,
+                        retry_after_ms: wait,
+                    },
+                })
+                .await;
+        }
+        match frame.body {
+            FrameBody::UploadPreKeys {
+                signed_prekey,
+                last_resort_kem_prekey,
+                one_time_prekeys,
+                one_time_kem_prekeys,
+            } => {
+                let signatures_ok = signed_prekey
+                    .as_ref()
+                    .is_none_or(|k| k.verify(&identity).is_ok())
+                    && last_resort_kem_prekey.as_ref().is_none_or(|k| {
+                        k.kind == KemPreKeyKind::LastResort && k.verify(&identity).is_ok()
+                    })
+                    && one_time_kem_prekeys
+                        .iter()
+                        .all(|k| k.kind == KemPreKeyKind::OneTime && k.verify(&identity).is_ok());
+                if !signatures_ok || one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD {
+                    return Err(error(id, ErrorCode::BadPreKey));
+                }
+                let upload = PreKeyUpload {
+                    signed_prekey: signed_prekey.map(|k| k.to_bytes()),
+                    last_resort_kem_prekey: last_resort_kem_prekey.map(|k| k.to_bytes()),
+                    one_time: one_time_prekeys
+                        .iter()
+                        .map(|k| (k.id, k.to_bytes()))
+                        .collect(),
+                    kem_one_time: one_time_kem_prekeys
+                        .iter()
+                        .map(|k| (k.id, k.to_bytes()))
+                        .collect(),
+                };
+                self.relay
+                    .store
+                    .upload_prekeys(device, upload, MAX_ONE_TIME_PREKEYS)
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                self.send(&Frame {
+                    request_id: id,
+                    body: FrameBody::Ok,
+                })
+                .await
+            }
+            FrameBody::FetchBundle(target) => {
+                let claimed = self
+                    .relay
+                    .store
+                    .claim_bundle(target)
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                let Some(bundle) = claimed.and_then(|c| assemble(target, c)) else {
+                    return self
+                        .send(&Frame {
+                            request_id: id,
+                            body: FrameBody::Error {
+                                code: ErrorCode::NoPreKeys,
+                                retry_after_ms: 0,
+                            },
+                        })
+                        .await;
+                };
+                self.send(&Frame {
+                    request_id: id,
+                    body: FrameBody::Bundle(bundle),
+                })
+                .await?;
+                warn_if_low(&self.relay.clone(), target).await;
+                Ok(())
+            }
+            FrameBody::Send(envelopes) => {
+                let recipients: Vec<DeviceAddress> =
+                    envelopes.iter().map(|e| e.recipient).collect();
+                let started = Instant::now();
+                let count = envelopes.len() as u64;
+                let outcome = self
+                    .relay
+                    .store
+                    .enqueue(device, envelopes, now_ms(), self.relay.config.mailbox_quota)
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                self.relay
+                    .metrics
+                    .store_latency
+                    .observe(started.elapsed().as_secs_f64());
+                let body = match outcome {
+                    Enqueued::Stored(receipts) => {
+                        self.relay.metrics.envelopes_stored.inc_by(count);
+                        for r in &recipients {
+                            self.relay.wake(r);
+                        }
+                        FrameBody::Sent(receipts)
+                    }
+                    Enqueued::UnknownRecipient(_) => FrameBody::Error {
+                        code: ErrorCode::UnknownDevice,
+                        retry_after_ms: 0,
+                    },
+                    Enqueued::QuotaExceeded(_) => FrameBody::Error {
+                        code: ErrorCode::QuotaExceeded,
+                        retry_after_ms: 0,
+                    },
+                };
+                self.send(&Frame {
+                    request_id: id,
+                    body,
+                })
+                .await
+            }
+            FrameBody::Ack(ids) => {
+                self.relay
+                    .store
+                    .ack(device, ids)
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                self.send(&Frame {
+                    request_id: id,
+                    body: FrameBody::Ok,
+                })
+                .await
+            }
+            FrameBody::Register { .. } | FrameBody::Authenticate(_) => {
+                Err(error(id, ErrorCode::OutOfOrder))
+            }
+            // Frames only the relay sends.
+            _ => Err(error(id, ErrorCode::Malformed)),
+        }
+    }
+
+    /// Checks the challenge answer; on success the connection belongs to that device.
+    fn check_challenge(&mut self, id: u32, credentials: &Credentials) -> Result<(), Close> {
+        if self.challenge_used {
+            return Err(error(id, ErrorCode::ChallengeReplayed));
+        }
+        self.challenge_used = true;
+        if now_ms() > self.challenge.expires_at_ms {
+            return Err(error(id, ErrorCode::ChallengeExpired));
+        }
+        if !credentials.verify(&self.challenge) {
+            return Err(error(id, ErrorCode::BadSignature));
+        }
+        Ok(())
+    }
+
+    async fn register(
+        &mut self,
+        id: u32,
+        credentials: Credentials,
+        invite: Option<Vec<u8>>,
+    ) -> Result<(), Close> {
+        self.check_challenge(id, &credentials)?;
+        let address = credentials.address();
+        let invite_hash = invite.map(|t| <[u8; 32]>::from(sha2::Sha256::digest(&t)));
+        let outcome = self
+            .relay
+            .store
+            .register(
+                address,
+                credentials.identity.to_bytes(),
+                invite_hash,
+                self.relay.config.registration,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| internal(id, &e))?;
+        if outcome == Registration::Refused {
+            return Err(error(id, ErrorCode::RegistrationRefused));
+        }
+        tracing::info!(device = address.device_id, "device registered");
+        self.authenticated(id, address, credentials.identity).await
+    }
+
+    async fn authenticate(&mut self, id: u32, credentials: Credentials) -> Result<(), Close> {
+        self.check_challenge(id, &credentials)?;
+        let address = credentials.address();
+        let registered = self
+            .relay
+            .store
+            .identity(address)
+            .await
+            .map_err(|e| internal(id, &e))?;
+        if registered.as_deref() != Some(credentials.identity.to_bytes().as_slice()) {
+            return Err(error(id, ErrorCode::UnknownDevice));
+        }
+        self.authenticated(id, address, credentials.identity).await
+    }
+
+    async fn authenticated(
+        &mut self,
+        id: u32,
+        address: DeviceAddress,
+        identity: IdentityKey,
+    ) -> Result<(), Close> {
+        self.device = Some((address, identity));
+        if let Ok(mut map) = self.relay.connected.lock() {
+            // A newer connection of the same device takes over live delivery.
+            map.insert(address, self.wakers.clone());
+        }
+        self.send(&Frame {
+            request_id: id,
+            body: FrameBody::Ok,
+        })
+        .await?;
+        self.send_prekey_count().await?;
+        self.deliver_pending().await
+    }
+
+    async fn send_prekey_count(&mut self) -> Result<(), Close> {
+        let Some((device, _)) = self.device else {
+            return Ok(());
+        };
+        let (one_time, kem_one_time) = self
+            .relay
+            .store
+            .prekey_counts(device)
+            .await
+            .map_err(|e| internal(0, &e))?;
+        self.send(&Frame {
+            request_id: 0,
+            body: FrameBody::PreKeyCount {
+                one_time,
+                kem_one_time,
+            },
+        })
+        .await
+    }
+
+    /// Sends every stored envelope not yet sent on this connection.
+    async fn deliver_pending(&mut self) -> Result<(), Close> {
+        let Some((device, _)) = self.device else {
+            return Ok(());
+        };
+        loop {
+            let batch = self
+                .relay
+                .store
+                .pending(device, self.cursor, DELIVERY_BATCH)
+                .await
+                .map_err(|e| internal(0, &e))?;
+            let full = batch.len() == DELIVERY_BATCH as usize;
+            for (position, delivery) in batch {
+                self.cursor = position;
+                self.send(&Frame {
+                    request_id: 0,
+                    body: FrameBody::Deliver(delivery),
+                })
+                .await?;
+                self.relay.metrics.envelopes_delivered.inc();
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Tells a connected device (on this instance) that its one-time prekeys run low.
+async fn warn_if_low<S: Store>(relay: &Relay<S>, target: DeviceAddress) {
+    if let Ok((one_time, kem)) = relay.store.prekey_counts(target).await
+        && (one_time < LOW_PREKEYS || kem < LOW_PREKEYS)
+    {
+        relay.wake_prekeys_low(&target);
+    }
+}
+
+/// Rebuilds a bundle from stored parts. Stored parts were checked on upload; a part that no
+/// longer decodes (a damaged database) yields no bundle rather than a wrong one.
+fn assemble(target: DeviceAddress, c: ClaimedBundle) -> Option<PreKeyBundle> {
+    let identity = IdentityKey::from_bytes(&c.identity).ok()?;
+    Some(PreKeyBundle {
+        device_id: target.device_id,
+        identity,
+        signed_prekey: hushwire_proto::SignedPreKey::from_bytes(&c.signed_prekey).ok()?,
+        one_time_prekey: match c.one_time {
+            Some(b) => Some(hushwire_proto::OneTimePreKey::from_bytes(&b).ok()?),
+            None => None,
+        },
+        kem_prekey: hushwire_proto::KemPreKey::from_bytes(&c.kem).ok()?,
+    })
+}
+
+fn internal(request_id: u32, e: &crate::storage::StoreError) -> Close {
+    tracing::error!("storage failed: {e}");
+    error(request_id, ErrorCode::Internal)
+}

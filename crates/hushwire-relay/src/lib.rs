@@ -1,0 +1,251 @@
+//! # hushwire-relay
+//!
+//! The store-and-forward relay: devices authenticate by signing a fresh challenge with their
+//! identity key, publish prekeys, fetch each other's bundles, and exchange envelopes that the
+//! relay keeps durably until the recipient acknowledges them. It depends on `hushwire-proto`
+//! only: the relay cannot decrypt what it carries. Protocol: `docs/relay-protocol.md`.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod connection;
+pub mod metrics;
+pub mod rate_limit;
+pub mod storage;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hushwire_proto::relay::DeviceAddress;
+use sha2::Digest as _;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::storage::Store;
+
+/// 16 random bytes from the operating system (server ids, nonces).
+pub(crate) fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    fill_random(&mut id);
+    id
+}
+
+/// Fills `buf` from the operating system's generator. If the OS cannot supply randomness the
+/// relay must not continue (ids and challenges would repeat): this is the one deliberate abort.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    if let Err(e) = getrandom::fill(buf) {
+        tracing::error!("operating system RNG failed: {e}; aborting");
+        std::process::abort();
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The relay id devices sign challenges for: the first 16 bytes of SHA-256 of the name. It
+/// keeps a signature made for one deployment from being replayed at another.
+pub fn relay_id_from_name(name: &str) -> [u8; 16] {
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
+    id
+}
+
+/// What wakes a connected device's connection.
+#[derive(Default)]
+pub(crate) struct Wakers {
+    /// Envelopes arrived.
+    pub(crate) mail: Notify,
+    /// Its one-time prekeys run low.
+    pub(crate) prekeys_low: Notify,
+}
+
+/// Shared state of one relay instance.
+pub struct Relay<S> {
+    pub(crate) store: S,
+    pub(crate) config: Config,
+    pub(crate) relay_id: [u8; 16],
+    pub(crate) metrics: Metrics,
+    pub(crate) device_limits: RateLimiter<DeviceAddress>,
+    pub(crate) address_limits: RateLimiter<IpAddr>,
+    /// Devices connected to this instance, woken when mail arrives for them.
+    pub(crate) connected: Mutex<HashMap<DeviceAddress, Arc<Wakers>>>,
+    pub(crate) connection_slots: Arc<Semaphore>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl<S: Store> Relay<S> {
+    /// Builds the shared state.
+    pub fn new(store: S, config: Config, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Self {
+            relay_id: relay_id_from_name(&config.relay_name),
+            device_limits: RateLimiter::new(config.device_rate),
+            address_limits: RateLimiter::new(config.address_rate),
+            connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            metrics: Metrics::new(),
+            connected: Mutex::new(HashMap::new()),
+            store,
+            config,
+            shutdown,
+        })
+    }
+
+    /// Wakes the connection of `device` on this instance, if any, to deliver new envelopes.
+    pub fn wake(&self, device: &DeviceAddress) {
+        if let Ok(map) = self.connected.lock()
+            && let Some(w) = map.get(device)
+        {
+            w.mail.notify_one();
+        }
+    }
+
+    /// Tells the connection of `device` on this instance, if any, to report its prekey count.
+    pub(crate) fn wake_prekeys_low(&self, device: &DeviceAddress) {
+        if let Ok(map) = self.connected.lock()
+            && let Some(w) = map.get(device)
+        {
+            w.prekeys_low.notify_one();
+        }
+    }
+
+    /// The HTTP routes: `/v1/websocket`, `/healthz`, `/metrics`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/websocket", get(websocket::<S>))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics::<S>))
+            .with_state(self.clone())
+    }
+
+    /// Deletes envelopes past retention, every minute, until shutdown.
+    pub async fn run_expiry(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let retention_ms = self.config.retention_days.saturating_mul(86_400_000);
+        loop {
+            match self
+                .store
+                .expire(now_ms().saturating_sub(retention_ms))
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    tracing::info!(expired = n, "expired undelivered envelopes past retention");
+                    self.metrics.envelopes_expired.inc_by(n);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("expiry sweep failed: {e}"),
+            }
+            if let Ok(depth) = self.store.queue_depth().await {
+                self.metrics
+                    .queue_depth
+                    .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+async fn websocket<S: Store>(
+    State(relay): State<Arc<Relay<S>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Err(wait) = relay
+        .address_limits
+        .check(&peer.ip(), std::time::Instant::now())
+    {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", (wait / 1000 + 1).to_string())],
+        )
+            .into_response();
+    }
+    let Ok(slot) = relay.connection_slots.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached\n",
+        )
+            .into_response();
+    };
+    upgrade
+        // Small buffers: the default 128 KiB read buffer is zero-filled on every read and cost
+        // 135 KiB of RSS per idle connection here.
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_message_size(hushwire_proto::relay::MAX_FRAME_LEN)
+        .max_frame_size(hushwire_proto::relay::MAX_FRAME_LEN)
+        .on_upgrade(move |socket| async move {
+            connection::serve(relay, socket, peer).await;
+            drop(slot);
+        })
+}
+
+async fn metrics<S: Store>(State(relay): State<Arc<Relay<S>>>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        relay.metrics.render(),
+    )
+}
+
+/// Listens for PostgreSQL `NOTIFY`s of stored envelopes (from any instance) and wakes the
+/// recipient's connection if it is on this instance. Reconnects after a failure.
+pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool) {
+    let mut shutdown = relay.shutdown.clone();
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("cannot LISTEN for mail: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(storage::NOTIFY_CHANNEL).await {
+            tracing::warn!("cannot LISTEN for mail: {e}; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(n) => {
+                        if let Some(device) = parse_notification(n.payload()) {
+                            relay.wake(&device);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("mail LISTEN connection lost: {e}; reconnecting");
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// `hex(fingerprint):device_id` back to an address.
+fn parse_notification(payload: &str) -> Option<DeviceAddress> {
+    let (fingerprint, device) = payload.split_once(':')?;
+    let fingerprint: [u8; 32] = hex::decode(fingerprint).ok()?.try_into().ok()?;
+    Some(DeviceAddress {
+        fingerprint,
+        device_id: device.parse().ok()?,
+    })
+}

@@ -1,0 +1,230 @@
+//! `hushwire-relay`: run the relay, or administer it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hushwire_relay::Relay;
+use hushwire_relay::config::{Config, Settings};
+use hushwire_relay::storage::{PostgresStore, SqliteStore, Store};
+use sha2::Digest as _;
+use tokio::sync::watch;
+
+/// Hushwire's store-and-forward relay. It carries end-to-end encrypted envelopes between
+/// devices and cannot read them.
+///
+/// With no arguments it listens on 127.0.0.1:7700 and keeps its data in SQLite under
+/// ./hushwire-relay-data. Settings come from flags, then HUSHWIRE_RELAY_* environment
+/// variables, then the --config TOML file, then defaults.
+///
+/// Examples:
+///   hushwire-relay                                   # serve with defaults
+///   hushwire-relay --registration invite             # only invited devices may register
+///   hushwire-relay invite --valid-days 7             # print a single-use invite token
+///   hushwire-relay --database-url postgres://relay@db/hushwire   # one of several instances
+#[derive(Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// TOML file with any of the settings below (keys in snake_case, e.g. `listen = "127.0.0.1:7700"`).
+    #[arg(long, env = "HUSHWIRE_RELAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Issue a single-use invite token for registration (prints it once; only its hash is
+    /// stored).
+    Invite {
+        /// Days until the token expires.
+        #[arg(long, default_value_t = 7)]
+        valid_days: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HUSHWIRE_RELAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let file = match &cli.config {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<Settings>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot read config file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => Settings::default(),
+    };
+    let config = cli.settings.resolve(file);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Invite { valid_days } => invite(config, valid_days).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_sqlite(config: &Config) -> Result<SqliteStore, String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let path = config.data_dir.join("relay.db");
+    SqliteStore::open(&path)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+async fn open_postgres(config: &Config, url: &str) -> Result<PostgresStore, String> {
+    PostgresStore::connect(url, config.database_schema.as_deref())
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))
+}
+
+async fn invite(config: Config, valid_days: u64) -> Result<(), String> {
+    let mut token = [0u8; 24];
+    getrandom::fill(&mut token).map_err(|e| format!("no randomness: {e}"))?;
+    let token_text = hex::encode(token);
+    let hash: [u8; 32] = sha2::Sha256::digest(token_text.as_bytes()).into();
+    let expires = now_ms() + valid_days.saturating_mul(86_400_000);
+    match &config.database_url {
+        Some(url) => {
+            open_postgres(&config, url)
+                .await?
+                .create_invite(hash, expires)
+                .await
+        }
+        None => {
+            open_sqlite(&config)
+                .await?
+                .create_invite(hash, expires)
+                .await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    println!("{token_text}");
+    eprintln!("single-use invite, valid for {valid_days} days; give it to one device's owner");
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    config.check()?;
+    match config.database_url.clone() {
+        Some(url) => {
+            let store = open_postgres(&config, &url).await?;
+            let pool = store.pool().clone();
+            run(store, config, Some(pool)).await
+        }
+        None => {
+            let store = open_sqlite(&config).await?;
+            run(store, config, None).await
+        }
+    }
+}
+
+async fn run<S: Store>(
+    store: S,
+    config: Config,
+    listen_pool: Option<sqlx::PgPool>,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let printed = settings_line(&config);
+    let (stop, shutdown) = watch::channel(false);
+    let relay = Relay::new(store, config, shutdown.clone());
+    tokio::spawn(relay.clone().run_expiry());
+    if let Some(pool) = listen_pool {
+        tokio::spawn(hushwire_relay::listen_for_mail(relay.clone(), pool));
+    }
+    tracing::info!(settings = %printed, "configuration");
+    tracing::info!(
+        "listening on ws://{address}/v1/websocket (health: /healthz, metrics: /metrics)"
+    );
+    let app = relay
+        .router()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let mut graceful = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    });
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections; finishing writes in progress");
+        let _ = stop.send(true);
+    };
+    let (served, ()) = tokio::join!(server, signal);
+    served.map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The settings as one line of `key=value` pairs (the database URL is never printed).
+fn settings_line(config: &Config) -> String {
+    toml::to_string(config)
+        .map(|s| s.lines().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,193 @@
+//! Durable state behind one trait: devices, invites, prekeys and the mailbox. SQLite (WAL, group
+//! commit) is the embedded default; PostgreSQL serves several relay instances.
+//!
+//! Everything stored is public or ciphertext: identity keys, signed prekeys and opaque envelope
+//! payloads. Nothing here can decrypt a message.
+
+mod postgres;
+mod sqlite;
+
+use std::future::Future;
+
+use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
+
+pub use postgres::{NOTIFY_CHANNEL, PostgresStore};
+pub use sqlite::SqliteStore;
+
+/// A storage failure. Details go to the log; clients only learn that it was internal.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database failed.
+    Database(sqlx::Error),
+    /// The write queue is gone (the relay is shutting down).
+    Closed,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Database(e) => write!(f, "database error: {e}"),
+            Self::Closed => f.write_str("storage is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+/// How new devices may register.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationPolicy {
+    /// Anyone may register.
+    Open,
+    /// Only with a single-use invite token issued by `hushwire-relay invite`.
+    Invite,
+}
+
+/// The result of a registration attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// The device is now registered.
+    Registered,
+    /// The device was already registered with this same identity (a retried registration).
+    AlreadyRegistered,
+    /// Refused: the address is taken by another identity, or the invite is missing, unknown,
+    /// expired or used.
+    Refused,
+}
+
+/// A prekey upload, already signature-checked, as encoded bytes with ids.
+#[derive(Clone, Debug, Default)]
+pub struct PreKeyUpload {
+    /// Encoded signed prekey.
+    pub signed_prekey: Option<Vec<u8>>,
+    /// Encoded last-resort ML-KEM prekey.
+    pub last_resort_kem_prekey: Option<Vec<u8>>,
+    /// `(id, encoded)` one-time X25519 prekeys.
+    pub one_time: Vec<(u32, Vec<u8>)>,
+    /// `(id, encoded)` one-time ML-KEM prekeys.
+    pub kem_one_time: Vec<(u32, Vec<u8>)>,
+}
+
+/// A bundle's parts as claimed from storage (encoded), assembled by the caller.
+#[derive(Clone, Debug)]
+pub struct ClaimedBundle {
+    /// Encoded identity key.
+    pub identity: Vec<u8>,
+    /// Encoded signed prekey.
+    pub signed_prekey: Vec<u8>,
+    /// Encoded one-time prekey, if one was left (now removed).
+    pub one_time: Option<Vec<u8>>,
+    /// Encoded ML-KEM prekey: one-time if one was left (now removed), else last-resort.
+    pub kem: Vec<u8>,
+}
+
+/// Outcome of storing envelopes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// All stored durably, in order.
+    Stored(Vec<Receipt>),
+    /// Nothing stored: a recipient is unknown.
+    UnknownRecipient(DeviceAddress),
+    /// Nothing stored: a recipient's mailbox is full.
+    QuotaExceeded(DeviceAddress),
+}
+
+/// The relay's storage. Implementations must make each method atomic, and `enqueue` durable
+/// before it returns.
+pub trait Store: Send + Sync + 'static {
+    /// Registers `address` with `identity` (encoded), consuming `invite` when the policy asks
+    /// for one.
+    fn register(
+        &self,
+        address: DeviceAddress,
+        identity: Vec<u8>,
+        invite: Option<[u8; 32]>,
+        policy: RegistrationPolicy,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Registration, StoreError>> + Send;
+
+    /// Records an invite (by the SHA-256 of its token) valid until `expires_at_ms`.
+    fn create_invite(
+        &self,
+        token_hash: [u8; 32],
+        expires_at_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The encoded identity registered at `address`.
+    fn identity(
+        &self,
+        address: DeviceAddress,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Stores prekeys, keeping at most `max_one_time` of each one-time kind (extra are ignored).
+    fn upload_prekeys(
+        &self,
+        address: DeviceAddress,
+        upload: PreKeyUpload,
+        max_one_time: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many one-time prekeys `address` has left: (X25519, ML-KEM).
+    fn prekey_counts(
+        &self,
+        address: DeviceAddress,
+    ) -> impl Future<Output = Result<(u32, u32), StoreError>> + Send;
+
+    /// Claims a bundle for `address`, removing the one-time keys it hands out: no key is ever
+    /// handed out twice, whatever the concurrency. `None` if the device has no signed prekey or
+    /// no ML-KEM prekey at all.
+    fn claim_bundle(
+        &self,
+        address: DeviceAddress,
+    ) -> impl Future<Output = Result<Option<ClaimedBundle>, StoreError>> + Send;
+
+    /// Stores envelopes from `sender`, all or none, durably before returning.
+    fn enqueue(
+        &self,
+        sender: DeviceAddress,
+        envelopes: Vec<OutgoingEnvelope>,
+        now_ms: u64,
+        quota: u32,
+    ) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
+
+    /// Envelopes for `recipient` stored after position `after` (0 for all), oldest first, with
+    /// the position of the last one returned.
+    fn pending(
+        &self,
+        recipient: DeviceAddress,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(i64, Delivery)>, StoreError>> + Send;
+
+    /// Deletes acknowledged envelopes of `recipient`; returns how many existed.
+    fn ack(
+        &self,
+        recipient: DeviceAddress,
+        server_ids: Vec<[u8; 16]>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes envelopes stored before `before_ms`; returns how many.
+    fn expire(&self, before_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Envelopes waiting in all mailboxes.
+    fn queue_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// `i64` view of a `u64` time or count for databases without unsigned integers.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Back from the database's `i64`.
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

@@ -1,0 +1,413 @@
+//! End-to-end tests against the real relay process on an ephemeral loopback port.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{Client, Device, RelayProcess, connect};
+use hushwire_proto::codec::Codec;
+use hushwire_proto::relay::{ErrorCode, Frame, FrameBody, OutgoingEnvelope};
+
+#[tokio::test]
+async fn two_devices_exchange_messages_online_and_offline() {
+    let relay = RelayProcess::start("exchange", &[]);
+    let (alice, bob) = (Device::new(1, 1), Device::new(2, 1));
+    let mut a = Client::register(&relay.url(), &alice).await;
+    let mut b = Client::register(&relay.url(), &bob).await;
+    b.upload(&bob, 10..13).await;
+
+    // Alice fetches Bob's bundle: signatures check out, a one-time prekey is claimed.
+    let bundle = a.fetch(bob.address()).await.expect("bundle");
+    bundle.verify().unwrap();
+    assert_eq!(bundle.identity, bob.identity);
+    assert_eq!(bundle.one_time_prekey.as_ref().map(|k| k.id), Some(10));
+
+    // Live delivery.
+    let FrameBody::Sent(receipts) = a.send_to(bob.address(), b"ciphertext 1").await else {
+        panic!("not stored")
+    };
+    let got = b.receive(1).await;
+    assert_eq!(got[0].payload, b"ciphertext 1");
+    assert_eq!(got[0].sender, alice.address());
+    assert_eq!(got[0].server_id, receipts[0].server_id);
+    assert_eq!(
+        b.call(FrameBody::Ack(vec![got[0].server_id])).await,
+        FrameBody::Ok
+    );
+
+    // Bob replies.
+    assert!(matches!(
+        b.send_to(alice.address(), b"reply").await,
+        FrameBody::Sent(_)
+    ));
+    assert_eq!(a.receive(1).await[0].payload, b"reply");
+
+    // Offline: Bob disconnects, Alice sends two; Bob reconnects and gets both, in order.
+    drop(b);
+    for text in [&b"offline 1"[..], b"offline 2"] {
+        assert!(matches!(
+            a.send_to(bob.address(), text).await,
+            FrameBody::Sent(_)
+        ));
+    }
+    let (mut b, mut early) = Client::login(&relay.url(), &bob).await;
+    if early.len() < 2 {
+        early.extend(b.receive(2 - early.len()).await);
+    }
+    assert_eq!(
+        early.iter().map(|d| d.payload.clone()).collect::<Vec<_>>(),
+        vec![b"offline 1".to_vec(), b"offline 2".to_vec()]
+    );
+
+    // Unacked envelopes are delivered again on the next connection; acked ones never.
+    assert_eq!(
+        b.call(FrameBody::Ack(vec![early[0].server_id])).await,
+        FrameBody::Ok
+    );
+    drop(b);
+    let (mut b, mut again) = Client::login(&relay.url(), &bob).await;
+    if again.is_empty() {
+        again = b.receive(1).await;
+    }
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].server_id, early[1].server_id,
+        "a redelivery carries the same server id"
+    );
+    assert_eq!(
+        b.call(FrameBody::Ack(vec![again[0].server_id])).await,
+        FrameBody::Ok
+    );
+    drop(b);
+    let (_b, none) = Client::login(&relay.url(), &bob).await;
+    assert!(none.is_empty(), "acked envelopes are gone");
+}
+
+#[tokio::test]
+async fn one_time_prekeys_are_handed_out_at_most_once_under_concurrency() {
+    let relay = RelayProcess::start("claims", &[]);
+    let bob = Device::new(3, 1);
+    let mut b = Client::register(&relay.url(), &bob).await;
+    b.upload(&bob, 100..110).await;
+    let url = relay.url();
+    let mut tasks = Vec::new();
+    for i in 0..50u8 {
+        let url = url.clone();
+        let target = bob.address();
+        tasks.push(tokio::spawn(async move {
+            let fetcher = Device::new(100 + i, 1);
+            let mut c = Client::register(&url, &fetcher).await;
+            c.fetch(target)
+                .await
+                .expect("a bundle, with or without one-time keys")
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut kem_seen = HashSet::new();
+    let mut with_one_time = 0;
+    for t in tasks {
+        let bundle = t.await.unwrap();
+        if let Some(k) = bundle.one_time_prekey {
+            assert!(
+                seen.insert(k.id),
+                "one-time prekey {} handed out twice",
+                k.id
+            );
+            with_one_time += 1;
+        }
+        if bundle.kem_prekey.kind == hushwire_proto::KemPreKeyKind::OneTime {
+            assert!(
+                kem_seen.insert(bundle.kem_prekey.id),
+                "ML-KEM prekey handed out twice"
+            );
+        }
+    }
+    assert_eq!(
+        with_one_time, 10,
+        "all ten keys used, none twice, the rest fall back"
+    );
+    assert_eq!(kem_seen.len(), 10);
+}
+
+/// Connects, optionally authenticates, sends `bytes`, and returns the error code the relay answers.
+async fn error_for(url: &str, device: Option<&Device>, bytes: Vec<u8>) -> ErrorCode {
+    let mut c = connect(url).await;
+    if let Some(d) = device {
+        let creds = d.credentials(&c.challenge);
+        assert_eq!(c.call(FrameBody::Authenticate(creds)).await, FrameBody::Ok);
+    }
+    c.send_raw(bytes).await;
+    loop {
+        let frame = common::next_frame(&mut c.socket)
+            .await
+            .expect("an error frame before close");
+        if let FrameBody::Error { code, .. } = frame.body {
+            // And then the relay closes this connection.
+            assert!(
+                common::next_frame(&mut c.socket).await.is_none(),
+                "connection stays open after {code:?}"
+            );
+            return code;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
+    let relay = RelayProcess::start("bad-input", &[]);
+    let url = relay.url();
+    let alice = Device::new(4, 1);
+    let bob = Device::new(5, 1);
+    let mut a = Client::register(&url, &alice).await;
+    let _b = Client::register(&url, &bob).await;
+
+    let valid_send = Frame {
+        request_id: 7,
+        body: FrameBody::Send(vec![OutgoingEnvelope {
+            recipient: bob.address(),
+            payload: b"x".to_vec(),
+        }]),
+    }
+    .to_bytes();
+    // Truncated.
+    assert_eq!(
+        error_for(
+            &url,
+            Some(&alice),
+            valid_send[..valid_send.len() - 1].to_vec()
+        )
+        .await,
+        ErrorCode::Malformed
+    );
+    // Wrong version.
+    let mut wrong_version = valid_send.clone();
+    wrong_version[0] = 9;
+    assert_eq!(
+        error_for(&url, Some(&alice), wrong_version).await,
+        ErrorCode::Malformed
+    );
+    // Random bytes.
+    assert_eq!(
+        error_for(&url, Some(&alice), vec![0x42; 100]).await,
+        ErrorCode::Malformed
+    );
+    // Unauthenticated.
+    assert_eq!(
+        error_for(&url, None, valid_send.clone()).await,
+        ErrorCode::Unauthenticated
+    );
+    // A frame only the relay sends.
+    assert_eq!(
+        error_for(
+            &url,
+            Some(&alice),
+            Frame {
+                request_id: 1,
+                body: FrameBody::Ok
+            }
+            .to_bytes()
+        )
+        .await,
+        ErrorCode::Malformed
+    );
+    // Oversized envelope (over 96 KiB) is refused by the decoder.
+    let oversized = Frame {
+        request_id: 2,
+        body: FrameBody::Send(vec![OutgoingEnvelope {
+            recipient: bob.address(),
+            payload: vec![0; 97 * 1024],
+        }]),
+    }
+    .to_bytes();
+    assert_eq!(
+        error_for(&url, Some(&alice), oversized).await,
+        ErrorCode::Malformed
+    );
+
+    // Replayed challenge answer: a signature made for one connection's challenge, reused.
+    let mut c1 = connect(&url).await;
+    let creds = alice.credentials(&c1.challenge);
+    assert_eq!(
+        c1.call(FrameBody::Authenticate(creds.clone())).await,
+        FrameBody::Ok
+    );
+    assert_eq!(
+        error_for(
+            &url,
+            None,
+            Frame {
+                request_id: 3,
+                body: FrameBody::Authenticate(creds.clone())
+            }
+            .to_bytes()
+        )
+        .await,
+        ErrorCode::BadSignature
+    );
+    // Answering twice on one connection.
+    let mut c2 = connect(&url).await;
+    let creds2 = alice.credentials(&c2.challenge);
+    assert_eq!(
+        c2.call(FrameBody::Authenticate(creds2.clone())).await,
+        FrameBody::Ok
+    );
+    assert_eq!(
+        c2.call(FrameBody::Authenticate(creds2)).await,
+        FrameBody::Error {
+            code: ErrorCode::OutOfOrder,
+            retry_after_ms: 0
+        }
+    );
+    // Unknown device.
+    let stranger = Device::new(6, 1);
+    let mut c3 = connect(&url).await;
+    let creds3 = stranger.credentials(&c3.challenge);
+    assert_eq!(
+        c3.call(FrameBody::Authenticate(creds3)).await,
+        FrameBody::Error {
+            code: ErrorCode::UnknownDevice,
+            retry_after_ms: 0
+        }
+    );
+    // A prekey signed by someone else.
+    let forged = FrameBody::UploadPreKeys {
+        signed_prekey: Some(bob.signed_prekey(9)),
+        last_resort_kem_prekey: None,
+        one_time_prekeys: vec![],
+        one_time_kem_prekeys: vec![],
+    };
+    assert_eq!(
+        error_for(
+            &url,
+            Some(&alice),
+            Frame {
+                request_id: 4,
+                body: forged
+            }
+            .to_bytes()
+        )
+        .await,
+        ErrorCode::BadPreKey
+    );
+
+    // Through all of that, Alice's first connection kept working.
+    assert!(matches!(
+        a.send_to(bob.address(), b"still here").await,
+        FrameBody::Sent(_)
+    ));
+}
+
+#[tokio::test]
+async fn invite_policy_refuses_without_a_valid_single_use_token() {
+    let relay = RelayProcess::start("invite", &["--registration", "invite"]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
+        .args([
+            "--data-dir",
+            &relay.data_dir.display().to_string(),
+            "invite",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let url = relay.url();
+    let register = |device: Device, invite: Option<Vec<u8>>| {
+        let url = url.clone();
+        async move {
+            let mut c = connect(&url).await;
+            let credentials = device.credentials(&c.challenge);
+            c.call(FrameBody::Register {
+                credentials,
+                invite,
+            })
+            .await
+        }
+    };
+    let refused = FrameBody::Error {
+        code: ErrorCode::RegistrationRefused,
+        retry_after_ms: 0,
+    };
+    assert_eq!(register(Device::new(7, 1), None).await, refused);
+    assert_eq!(
+        register(Device::new(7, 1), Some(b"not a token".to_vec())).await,
+        refused
+    );
+    assert_eq!(
+        register(Device::new(7, 1), Some(token.as_bytes().to_vec())).await,
+        FrameBody::Ok
+    );
+    assert_eq!(
+        register(Device::new(8, 1), Some(token.as_bytes().to_vec())).await,
+        refused,
+        "tokens are single use"
+    );
+}
+
+#[tokio::test]
+async fn acked_sends_survive_sigkill() {
+    let mut relay = RelayProcess::start("crash", &[]);
+    let (alice, bob) = (Device::new(9, 1), Device::new(10, 1));
+    let mut a = Client::register(&relay.url(), &alice).await;
+    drop(Client::register(&relay.url(), &bob).await);
+    // Stream sends; kill the relay while they are in flight.
+    let mut acked = Vec::new();
+    let sender = async {
+        for i in 0..2000u32 {
+            let id = a
+                .request(FrameBody::Send(vec![OutgoingEnvelope {
+                    recipient: bob.address(),
+                    payload: i.to_be_bytes().to_vec(),
+                }]))
+                .await;
+            let answer = loop {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    common::next_frame(&mut a.socket),
+                )
+                .await
+                {
+                    Ok(Some(Frame { request_id: 0, .. })) => continue,
+                    Ok(Some(frame)) if frame.request_id == id => break Some(frame.body),
+                    _ => break None,
+                }
+            };
+            match answer {
+                Some(FrameBody::Sent(r)) => acked.push((i, r[0].server_id)),
+                _ => break,
+            }
+        }
+    };
+    let killer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        relay.crash_and_restart();
+    };
+    tokio::join!(sender, killer);
+    assert!(!acked.is_empty(), "some sends were acked before the kill");
+    let (mut b, mut got) = Client::login(&relay.url(), &bob).await;
+    while got.len() < acked.len() {
+        got.extend(b.receive(1).await);
+    }
+    let delivered: HashSet<[u8; 16]> = got.iter().map(|d| d.server_id).collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(_, id)| !delivered.contains(id))
+        .collect();
+    eprintln!(
+        "crash test: {} acked before SIGKILL, {} delivered after restart, {} lost",
+        acked.len(),
+        got.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acked envelopes lost: {lost:?}");
+}
