@@ -63,6 +63,12 @@ KDF_ROOT = b"Hushwire v1 root chain"
 KDF_MESSAGE_KEYS = b"Hushwire v1 message keys"
 KDF_SEAL_KEY = b"Hushwire v1 seal key"
 KDF_SEAL_KEY_CHECK = b"Hushwire v1 seal key check"
+KDF_TRANSCRIPT_RECORD = b"Hushwire v1 transcript record key"
+TRANSCRIPT_GENESIS = b"Hushwire v1 transcript genesis"
+TRANSCRIPT_RECORD_HASH = b"Hushwire v1 transcript record hash"
+SIG_TRANSCRIPT_CHECKPOINT = b"Hushwire v1 transcript checkpoint"
+KDF_EXPORT_WRAP = b"Hushwire v1 export key wrap"
+KDF_EXPORT_PAYLOAD = b"Hushwire v1 export payload"
 
 BUNDLE_TYPE = 0x10
 RATCHET_MESSAGE_TYPE = 0x01
@@ -82,6 +88,22 @@ HEADER_LEN = 2 + 32 + 4 + 4
 TAG_LEN = 16
 MAX_PLAINTEXT_LEN = 64 * 1024
 MAX_CIPHERTEXT_LEN = MAX_PLAINTEXT_LEN + TAG_LEN
+
+# Sealed transcripts and exports (crates/hushwire/src/transcript/, docs/transcripts.md).
+SEALED_RECORD_TYPE = 0x50
+CHECKPOINT_TYPE = 0x51
+EXPORT_TYPE = 0x60
+SEALED_HEADER_LEN = 2 + 8 + 32 + 24
+RECORD_FIXED_LEN = 1 + 32 + 16 + 8 + 8 + 1 + 4
+MAX_CONTENT_LEN = 64 * 1024
+MAX_RECORD_CIPHERTEXT_LEN = RECORD_FIXED_LEN + MAX_CONTENT_LEN + TAG_LEN
+CHECKPOINT_LEN = 2 + 16 + 8 + 32 + 8 + 1 + 64
+CHUNK_LEN = 64 * 1024
+MAX_RECIPIENTS = 16
+RECIPIENT_LEN = 32 + 32 + 48
+MAX_ITEM_LEN = SEALED_HEADER_LEN + 4 + MAX_RECORD_CIPHERTEXT_LEN
+ITEM_TRANSCRIPT_START, ITEM_CHECKPOINT, ITEM_RECORD, ITEM_TRANSCRIPT_END, ITEM_EXPORT_END = 0x01, 0x02, 0x03, 0x04, 0xFF
+TRANSCRIPT_CHECKPOINT_INTERVAL = 2
 
 SAFETY_NUMBER_ITERATIONS = 5200
 
@@ -353,6 +375,9 @@ class Reader:
 
     def u32(self, field):
         return int.from_bytes(self.take(4, field), "big")
+
+    def u64(self, field):
+        return int.from_bytes(self.take(8, field), "big")
 
     def flag(self, field):
         v = self.u8(field)
@@ -1138,6 +1163,499 @@ def check_sealed(c, sj, alice_party, alice_identity, bob_identity):
 
 
 # ---------------------------------------------------------------------------------------------
+# 5. transcript.json (docs/transcripts.md)
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_transcript_record(buf):
+    """direction[1] || sender[32] || message_id[16] || sent_at_ms[8] || received_at_ms[8] ||
+    content_type[1] || content_len[4] || content (at most 65 536 bytes)."""
+    r = Reader(buf)
+    d = r.u8("direction")
+    if d not in (0, 1):
+        raise DecodeError(f"direction {d} is not 0 or 1")
+    rec = {
+        "direction": "sent" if d == 0 else "received",
+        "sender": r.take(32, "sender"),
+        "message_id": r.take(16, "message id"),
+        "sent_at_ms": r.u64("sent at"),
+        "received_at_ms": r.u64("received at"),
+        "content_type": r.u8("content type"),
+    }
+    n = r.u32("content length")
+    if n > MAX_CONTENT_LEN:
+        raise DecodeError(f"content length {n} > {MAX_CONTENT_LEN}")
+    rec["content"] = r.take(n, "content")
+    r.expect_empty("transcript record")
+    return rec
+
+
+def encode_transcript_record(rec):
+    return (
+        bytes([0 if rec["direction"] == "sent" else 1])
+        + rec["sender"]
+        + rec["message_id"]
+        + rec["sent_at_ms"].to_bytes(8, "big")
+        + rec["received_at_ms"].to_bytes(8, "big")
+        + bytes([rec["content_type"]])
+        + len(rec["content"]).to_bytes(4, "big")
+        + rec["content"]
+    )
+
+
+def parse_sealed_record(buf):
+    """version || 0x50 || sequence[8] || previous_hash[32] || nonce[24] || ct_len[4] || ct."""
+    r = Reader(buf)
+    r.header(SEALED_RECORD_TYPE, "sealed transcript record")
+    s = {"sequence": r.u64("sequence"), "previous_hash": r.take(32, "previous hash"), "nonce": r.take(24, "nonce")}
+    n = r.u32("ciphertext length")
+    if n > MAX_RECORD_CIPHERTEXT_LEN:
+        raise DecodeError(f"record ciphertext length {n} > {MAX_RECORD_CIPHERTEXT_LEN}")
+    s["ciphertext"] = r.take(n, "record ciphertext")
+    r.expect_empty("sealed transcript record")
+    s["header_bytes"] = buf[:SEALED_HEADER_LEN]
+    return s
+
+
+def encode_sealed_record(sequence, previous_hash, nonce, ciphertext):
+    return (
+        bytes([PROTOCOL_VERSION, SEALED_RECORD_TYPE])
+        + sequence.to_bytes(8, "big")
+        + previous_hash
+        + nonce
+        + len(ciphertext).to_bytes(4, "big")
+        + ciphertext
+    )
+
+
+def checkpoint_message(tid, count, head_hash, time_ms, closed):
+    """transcript_id[16] || count[8] || head_hash[32] || time_ms[8] || closed[1] (65 bytes)."""
+    return tid + count.to_bytes(8, "big") + head_hash + time_ms.to_bytes(8, "big") + bytes([1 if closed else 0])
+
+
+def parse_checkpoint(buf):
+    """version || 0x51 || signed message[65] || signature[64] (131 bytes)."""
+    r = Reader(buf)
+    r.header(CHECKPOINT_TYPE, "transcript checkpoint")
+    cp = {
+        "transcript": r.take(16, "transcript id"),
+        "count": r.u64("count"),
+        "head_hash": r.take(32, "head hash"),
+        "time_ms": r.u64("time"),
+        "closed": r.flag("closed"),
+        "signature": r.take(SIG_LEN, "signature"),
+    }
+    r.expect_empty("transcript checkpoint")
+    cp["signed_message"] = buf[2 : 2 + 65]
+    return cp
+
+
+def transcript_record_key(tid, key):
+    return hkdf(tid, key, KDF_TRANSCRIPT_RECORD, 32)
+
+
+def transcript_genesis(tid):
+    return sha256(TRANSCRIPT_GENESIS + tid)
+
+
+def record_hash(tid, sealed_bytes):
+    return sha256(TRANSCRIPT_RECORD_HASH + tid + sealed_bytes)
+
+
+def open_sealed_record(tid, record_key, sealed_bytes):
+    """The plaintext fields, or None if the record fails authentication or does not decode."""
+    s = parse_sealed_record(sealed_bytes)
+    pt = xchacha20poly1305_decrypt(record_key, s["nonce"], tid + s["header_bytes"], s["ciphertext"])
+    if pt is None:
+        return None
+    try:
+        return parse_transcript_record(pt)
+    except DecodeError:
+        return None
+
+
+def verify_transcript(tid, key, signing_public, checkpoint_encodings, record_encodings):
+    """TranscriptVerifier (verify.rs), written from docs/transcripts.md §5. Returns
+    {"ok": report} or {"fault": fault}."""
+    record_key = transcript_record_key(tid, key)
+    # Checkpoints: the first that names another transcript or fails its signature is the fault;
+    # valid ones are kept by count; two valid ones for one count must agree on the head (keep a
+    # closing one already held, else the later one).
+    checkpoint_fault = None
+    by_count = {}
+    for enc in checkpoint_encodings:
+        cp = parse_checkpoint(enc)
+        if cp["transcript"] != tid:
+            fault = {"fault": "WrongTranscript"}
+        elif not ed25519_verify(signing_public, SIG_TRANSCRIPT_CHECKPOINT + cp["signed_message"], cp["signature"]):
+            fault = {"fault": "BadCheckpointSignature", "count": cp["count"]}
+        else:
+            fault = None
+        if fault is not None:
+            checkpoint_fault = checkpoint_fault or fault
+            continue
+        existing = by_count.get(cp["count"])
+        if existing is not None and existing["head_hash"] != cp["head_hash"]:
+            checkpoint_fault = checkpoint_fault or {"fault": "CheckpointMismatch", "count": cp["count"]}
+        elif existing is not None and existing["closed"]:
+            pass
+        else:
+            by_count[cp["count"]] = cp
+
+    # One pass over the stored records.
+    head = transcript_genesis(tid)
+    seen = []  # (sequence, authentic)
+    link_breaks = set()
+    checkpoint_mismatch = None
+    for pos, enc in enumerate(record_encodings):
+        s = parse_sealed_record(enc)
+        authentic = open_sealed_record(tid, record_key, enc) is not None
+        if s["previous_hash"] != head:
+            link_breaks.add(pos)
+        head = record_hash(tid, enc)
+        c = by_count.get(pos + 1)
+        if c is not None and c["head_hash"] != head and checkpoint_mismatch is None:
+            checkpoint_mismatch = pos + 1
+        seen.append((s["sequence"], authentic))
+
+    def first_record_fault():
+        for p, (seq, authentic) in enumerate(seen):
+            if not authentic:
+                nxt = seen[p + 1] if p + 1 < len(seen) else None
+                if nxt is not None and nxt[1] and nxt[0] == p:
+                    return {"fault": "Inserted", "position": p}
+                return {"fault": "Modified", "sequence": p}
+            if seq < p:
+                return {"fault": "Duplicated", "sequence": seq}
+            if seq > p:
+                later = any(a and sq == p for sq, a in seen[p + 1 :])
+                return {"fault": "Reordered" if later else "Removed", "sequence": p}
+            if p in link_breaks:
+                next_broken = (p + 1) in link_breaks or (p + 1 == len(seen) and checkpoint_mismatch == p + 1)
+                return {"fault": "Modified", "sequence": p if (next_broken or p == 0) else p - 1}
+        return None
+
+    if checkpoint_fault is not None:
+        return {"fault": checkpoint_fault}
+    fault = first_record_fault()
+    if fault is not None:
+        return {"fault": fault}
+    records = len(seen)
+    if checkpoint_mismatch is not None:
+        return {"fault": {"fault": "CheckpointMismatch", "count": checkpoint_mismatch}}
+    last = by_count[max(by_count)] if by_count else None
+    if last is not None and last["count"] > records:
+        return {"fault": {"fault": "Truncated", "checkpoint_count": last["count"], "records": records}}
+    closing = next((by_count[k] for k in sorted(by_count) if by_count[k]["closed"]), None)
+    if closing is not None and closing["count"] < records:
+        return {"fault": {"fault": "RecordsAfterClose", "closed_at": closing["count"]}}
+    covered = last["count"] if last is not None else 0
+    return {
+        "ok": {
+            "records": records,
+            "checkpoints": len(by_count),
+            "unsigned_tail": records - covered,
+            "closed": last is not None and last["closed"] and last["count"] == records,
+            "head_hash": head.hex(),
+        }
+    }
+
+
+def chunk_nonce(index, last):
+    """STREAM nonce: index[8, big-endian] || 0x00 0x00 0x00 || last[1]."""
+    return index.to_bytes(8, "big") + b"\x00\x00\x00" + bytes([1 if last else 0])
+
+
+def export_wrap_key(shared, ephemeral_public, recipient_public):
+    return hkdf(ephemeral_public + recipient_public, shared, KDF_EXPORT_WRAP, 32)
+
+
+def export_payload_key(header, file_key):
+    return hkdf(sha256(header), file_key, KDF_EXPORT_PAYLOAD, 32)
+
+
+def read_export(data, auditor_secret):
+    """An independent ExportReader (export.rs), stricter where the format allows: a chunk must
+    open under the nonce whose last flag says whether it ends the stream. Returns the header,
+    payload key, chunk list and item list."""
+    r = Reader(data)
+    v, t, count = r.u8("version"), r.u8("type"), r.u8("recipient count")
+    if v != PROTOCOL_VERSION or t != EXPORT_TYPE:
+        raise DecodeError(f"export header {v:#04x} {t:#04x}")
+    if not 1 <= count <= MAX_RECIPIENTS:
+        raise DecodeError(f"recipient count {count}")
+    auditor_public = x25519_public(auditor_secret)
+    file_key = None
+    for _ in range(count):
+        recipient = r.take(32, "recipient key")
+        ephemeral = r.x25519("ephemeral key")
+        wrapped = r.take(48, "wrapped file key")
+        if recipient == auditor_public and file_key is None:
+            wrap = export_wrap_key(x25519(auditor_secret, ephemeral), ephemeral, recipient)
+            file_key = aead_decrypt(wrap, bytes(12), b"", wrapped)
+            if file_key is None or len(file_key) != 32:
+                raise DecodeError("the file key does not unwrap")
+    if file_key is None:
+        raise DecodeError("not a recipient")
+    header = data[: r.pos]
+    payload_key = export_payload_key(header, file_key)
+    chunks, stream, index = [], b"", 0
+    while r.pos < len(data):
+        offset = r.pos
+        n = r.u32("chunk length")
+        if not TAG_LEN <= n <= CHUNK_LEN + TAG_LEN:
+            raise DecodeError(f"chunk length {n}")
+        sealed = r.take(n, "chunk")
+        last = r.pos == len(data)
+        plain = aead_decrypt(payload_key, chunk_nonce(index, last), b"", sealed)
+        if plain is None:
+            raise DecodeError(f"chunk {index} does not open with last = {last}")
+        if aead_decrypt(payload_key, chunk_nonce(index, not last), b"", sealed) is not None:
+            raise DecodeError(f"chunk {index} also opens with last = {not last}")
+        if not last and len(plain) != CHUNK_LEN:
+            raise DecodeError(f"chunk {index} is not last but holds {len(plain)} bytes")
+        chunks.append({"index": index, "last": last, "offset": offset, "sealed_len": n,
+                       "plaintext_len": len(plain), "nonce": chunk_nonce(index, last).hex()})
+        stream += plain
+        index += 1
+    if not chunks or not chunks[-1]["last"]:
+        raise DecodeError("no last chunk")
+    # Items: tag[1] || length[4] || body. Grammar: (start checkpoint* record* end)* export-end.
+    items, sr, state = [], Reader(stream), "between"
+    while sr.pos < len(stream):
+        if state == "done":
+            raise DecodeError("data after the export end item")
+        offset = sr.pos
+        tag, n = sr.u8("item tag"), sr.u32("item length")
+        if n > MAX_ITEM_LEN:
+            raise DecodeError(f"item length {n} > {MAX_ITEM_LEN}")
+        body = sr.take(n, "item body")
+        item = {"offset": offset, "tag": tag, "length": n, "body": body}
+        if tag == ITEM_TRANSCRIPT_START and state == "between":
+            b = Reader(body)
+            item["manifest"] = {"id": b.take(16, "transcript id"), "signer": read_identity(b),
+                                "key": b.take(32, "transcript key"), "record_count": b.u64("record count")}
+            b.expect_empty("transcript start")
+            state = "checkpoints"
+        elif tag == ITEM_CHECKPOINT and state == "checkpoints":
+            item["checkpoint"] = parse_checkpoint(body)
+        elif tag == ITEM_RECORD and state in ("checkpoints", "records"):
+            item["record"] = parse_sealed_record(body)
+            state = "records"
+        elif tag == ITEM_TRANSCRIPT_END and state in ("checkpoints", "records") and n == 0:
+            state = "between"
+        elif tag == ITEM_EXPORT_END and state == "between" and n == 0:
+            state = "done"
+        else:
+            raise DecodeError(f"item tag {tag:#04x} unexpected here")
+        items.append(item)
+    if state != "done":
+        raise DecodeError("the export ends without its end item")
+    return {"header": header, "file_key": file_key, "payload_key": payload_key, "chunks": chunks,
+            "items": items, "stream": stream}
+
+
+def write_export(header, payload_key, stream):
+    """Seal the item stream in CHUNK_LEN pieces; the final piece (1..CHUNK_LEN bytes) is last."""
+    out, index, pos = header, 0, 0
+    while len(stream) - pos > CHUNK_LEN:
+        sealed = aead_encrypt(payload_key, chunk_nonce(index, False), b"", stream[pos : pos + CHUNK_LEN])
+        out += len(sealed).to_bytes(4, "big") + sealed
+        pos += CHUNK_LEN
+        index += 1
+    sealed = aead_encrypt(payload_key, chunk_nonce(index, True), b"", stream[pos:])
+    return out + len(sealed).to_bytes(4, "big") + sealed
+
+
+def item_bytes(tag, body):
+    return bytes([tag]) + len(body).to_bytes(4, "big") + body
+
+
+def check_transcript(c, tj, keys):
+    # The signer is Alice (keys.json), recomputed here from her draws so this section stands alone.
+    alice = derive_account(keys["alice"]["draws"])
+    bob = derive_account(keys["bob"]["account"]["draws"])
+    signer = tj["signer"]
+    c.eq("transcript: signer identity = alice's (keys.json)", h(signer["identity_key"]), alice["identity"])
+    c.eq("transcript: signer signing key = Ed25519 public of alice.draws[0]", h(signer["signing_key"]), alice["signing"])
+    c.eq("transcript: signer fingerprint", signer["fingerprint"], alice["fingerprint"].hex())
+    c.eq("transcript: checkpoint interval", TRANSCRIPT_CHECKPOINT_INTERVAL, tj["checkpoint_interval"])
+
+    c.eq("transcript: TranscriptWriter::new draw sizes (id, key)", [16, 32], [len(h(d)) for d in tj["draws"]])
+    tid, key = (h(d) for d in tj["draws"])
+    c.eq("transcript: transcript_id is the first draw", h(tj["transcript_id"]), tid)
+    c.eq("transcript: transcript_key is the second draw", h(tj["transcript_key"]), key)
+    record_key = transcript_record_key(tid, key)
+    c.eq("transcript: record_key = HKDF(salt = id, ikm = key, KDF_TRANSCRIPT_RECORD, 32)", h(tj["record_key"]), record_key)
+    genesis = transcript_genesis(tid)
+    c.eq("transcript: genesis_hash = SHA-256(TRANSCRIPT_GENESIS || id)", h(tj["genesis_hash"]), genesis)
+
+    fingerprints = {"sent": alice["fingerprint"], "received": bob["fingerprint"]}
+    records = tj["records"]
+    c.eq("transcript: 5 records numbered 0..4", list(range(5)), [r["sequence"] for r in records])
+    previous = genesis
+    sealed_bytes, hashes = [], []
+    for i, rj in enumerate(records):
+        tag = f"transcript: record {i}"
+        c.eq(f"{tag} draw sizes (one 24-byte nonce)", [24], [len(h(d)) for d in rj["draws"]])
+        nonce = h(rj["draws"][0])
+        plaintext = h(rj["plaintext"])
+        rec = parse_transcript_record(plaintext)
+        c.eq(
+            f"{tag} plaintext fields (direction, sender, message id, times, content type, length)",
+            (rj["direction"], h(rj["sender"]), h(rj["message_id"]), rj["sent_at_ms"], rj["received_at_ms"],
+             rj["content_type"], rj["content_len"]),
+            (rec["direction"], rec["sender"], rec["message_id"], rec["sent_at_ms"], rec["received_at_ms"],
+             rec["content_type"], len(rec["content"])),
+        )
+        c.eq(f"{tag} sender is the {rj['direction']} side's fingerprint (keys.json)", fingerprints[rj["direction"]], rec["sender"])
+        c.eq(f"{tag} content SHA-256", h(rj["content_sha256"]), sha256(rec["content"]))
+        if "content_text" in rj:
+            c.eq(f"{tag} content text (type 1)", (1, rj["content_text"]), (rec["content_type"], rec["content"].decode("utf-8")))
+        c.eq(f"{tag} plaintext re-encodes byte for byte", plaintext, encode_transcript_record(rec))
+
+        sealed = h(rj["sealed"])
+        s = parse_sealed_record(sealed)
+        c.eq(f"{tag} sealed header (sequence, previous hash = hash of the record before, nonce = draw)",
+             (i, previous, nonce), (s["sequence"], s["previous_hash"], s["nonce"]))
+        c.eq(f"{tag} published previous_hash and nonce", (h(rj["previous_hash"]), h(rj["nonce"])), (previous, nonce))
+        ad = tid + sealed[:SEALED_HEADER_LEN]
+        c.eq(f"{tag} associated_data = transcript_id || the 66 sealed header bytes", h(rj["associated_data"]), ad)
+        opened = xchacha20poly1305_decrypt(record_key, nonce, ad, s["ciphertext"])
+        c.eq(f"{tag} XChaCha20-Poly1305(record_key, nonce, AD) opens to the plaintext", plaintext, opened)
+        resealed = encode_sealed_record(i, previous, nonce, xchacha20poly1305_encrypt(record_key, nonce, ad, plaintext))
+        c.eq(f"{tag} re-sealing gives the published bytes", sealed, resealed)
+        c.true(f"{tag} does not open under another transcript id",
+               xchacha20poly1305_decrypt(record_key, nonce, bytes(16) + sealed[:SEALED_HEADER_LEN], s["ciphertext"]) is None)
+        digest = record_hash(tid, sealed)
+        c.eq(f"{tag} hash = SHA-256(TRANSCRIPT_RECORD_HASH || id || sealed)", h(rj["hash"]), digest)
+        previous = digest
+        sealed_bytes.append(sealed)
+        hashes.append(digest)
+
+    # Checkpoints: every interval, and on close.
+    cps = tj["checkpoints"]
+    n = len(records)
+    expected = [(k, False) for k in range(TRANSCRIPT_CHECKPOINT_INTERVAL, n + 1, TRANSCRIPT_CHECKPOINT_INTERVAL)] + [(n, True)]
+    c.eq("transcript: checkpoints (count, closed): every 2 records, then the closing one",
+         expected, [(cp["count"], cp["closed"]) for cp in cps])
+    checkpoint_bytes = []
+    for k, cj in enumerate(cps):
+        tag = f"transcript: checkpoint {k} (count {cj['count']})"
+        head = hashes[cj["count"] - 1] if cj["count"] else genesis
+        c.eq(f"{tag} head_hash = hash of record count-1", h(cj["head_hash"]), head)
+        message = checkpoint_message(tid, cj["count"], head, cj["time_ms"], cj["closed"])
+        c.eq(f"{tag} signed_message = id || count || head || time || closed", h(cj["signed_message"]), message)
+        c.true(f"{tag} Ed25519 signature verifies over SIG_TRANSCRIPT_CHECKPOINT || message",
+               ed25519_verify(alice["signing"], SIG_TRANSCRIPT_CHECKPOINT + message, h(cj["signature"])))
+        c.eq(f"{tag} re-signing (deterministic Ed25519) gives the signature", h(cj["signature"]),
+             ed25519_sign(alice["ed_seed"], SIG_TRANSCRIPT_CHECKPOINT + message))
+        encoded = bytes([PROTOCOL_VERSION, CHECKPOINT_TYPE]) + message + h(cj["signature"])
+        c.eq(f"{tag} encoding (131 bytes)", h(cj["encoded"]), encoded)
+        p = parse_checkpoint(h(cj["encoded"]))
+        c.eq(f"{tag} parses back", (tid, cj["count"], cj["time_ms"], cj["closed"]), (p["transcript"], p["count"], p["time_ms"], p["closed"]))
+        checkpoint_bytes.append(encoded)
+
+    # Verification, as stored and tampered.
+    for case in tj["verification"]["cases"]:
+        stored = [sealed_bytes[x] if isinstance(x, int) else h(x["sealed"]) for x in case["records"]]
+        given = [checkpoint_bytes[x] if isinstance(x, int) else h(x["encoded"]) for x in case["checkpoints"]]
+        verdict = verify_transcript(tid, key, alice["signing"], given, stored)
+        c.eq(f"transcript: verify {case['name']}", case["verdict"], verdict)
+
+    check_export(c, tj["export"], tid, key, alice, sealed_bytes, checkpoint_bytes)
+
+
+def check_export(c, ej, tid, key, alice, sealed_bytes, checkpoint_bytes):
+    aj = ej["auditor"]
+    c.eq("export: auditor draw sizes", [32], [len(h(d)) for d in aj["draws"]])
+    auditor_secret = h(aj["draws"][0])
+    c.eq("export: auditor secret is its draw", h(aj["secret"]), auditor_secret)
+    auditor_public = x25519_public(auditor_secret)
+    c.eq("export: auditor public = X25519(secret, 9)", h(aj["public"]), auditor_public)
+    c.eq("export: ExportWriter::new draw sizes (file key, ephemeral secret)", [32, 32], [len(h(d)) for d in ej["draws"]])
+    file_key, eph_secret = (h(d) for d in ej["draws"])
+    c.eq("export: file_key / ephemeral_secret are the draws", (h(ej["file_key"]), h(ej["ephemeral_secret"])), (file_key, eph_secret))
+    eph_public = x25519_public(eph_secret)
+    c.eq("export: ephemeral public", h(ej["ephemeral_public"]), eph_public)
+    shared = x25519(eph_secret, auditor_public)
+    c.eq("export: shared secret = X25519(ephemeral, auditor)", h(ej["shared_secret"]), shared)
+    c.eq("export: the auditor computes the same shared secret", shared, x25519(auditor_secret, eph_public))
+    wrap = export_wrap_key(shared, eph_public, auditor_public)
+    c.eq("export: wrap_key = HKDF(salt = ephemeral || recipient, ikm = shared, KDF_EXPORT_WRAP, 32)", h(ej["wrap_key"]), wrap)
+    wrapped = aead_encrypt(wrap, bytes(12), b"", file_key)
+    c.eq("export: wrapped_file_key = ChaCha20-Poly1305(wrap_key, 0^12, AD empty, file_key)", h(ej["wrapped_file_key"]), wrapped)
+    header = bytes([PROTOCOL_VERSION, EXPORT_TYPE, 1]) + auditor_public + eph_public + wrapped
+    c.eq("export: header = 01 60 01 || recipient || ephemeral || wrapped (115 bytes)", h(ej["header"]), header)
+    c.eq("export: header_sha256", h(ej["header_sha256"]), sha256(header))
+    payload_key = export_payload_key(header, file_key)
+    c.eq("export: payload_key = HKDF(salt = SHA-256(header), ikm = file_key, KDF_EXPORT_PAYLOAD, 32)", h(ej["payload_key"]), payload_key)
+    c.eq("export: chunk_len", CHUNK_LEN, ej["chunk_len"])
+
+    data = h(ej["bytes"])
+    c.eq("export: bytes start with the header", header, data[: len(header)])
+    x = read_export(data, auditor_secret)
+    c.ok("export: reads with the auditor's secret alone (unwrap, payload key, every chunk, every item)")
+    c.eq("export: reader's payload key", payload_key, x["payload_key"])
+    c.eq("export: chunks (offset, lengths, nonce with index and last flag)", ej["chunks"], x["chunks"])
+    c.true("export: more than one chunk, so both last flags are exercised", len(x["chunks"]) > 1)
+    published_items = [{k: v for k, v in it.items() if k in ("offset", "tag", "length")} for it in ej["items"]]
+    c.eq("export: item offsets, tags and lengths", published_items,
+         [{"offset": it["offset"], "tag": it["tag"], "length": it["length"]} for it in x["items"]])
+
+    items = x["items"]
+    m = items[0]["manifest"]
+    c.eq("export: transcript start = id || alice identity || transcript key || record count",
+         (tid, alice["identity"], key, len(sealed_bytes)), (m["id"], m["signer"]["bytes"], m["key"], m["record_count"]))
+    c.eq("export: transcript start body as published", h(ej["items"][0]["body"]), items[0]["body"])
+    c.eq("export: checkpoint items are the published checkpoints, in order, before the records",
+         checkpoint_bytes, [it["body"] for it in items if it["tag"] == ITEM_CHECKPOINT])
+    c.eq("export: record items are the published sealed records, in order",
+         sealed_bytes, [it["body"] for it in items if it["tag"] == ITEM_RECORD])
+    c.eq("export: published item names (checkpoint / record indices)",
+         [it.get("checkpoint", it.get("record")) for it in ej["items"]],
+         [None] + list(range(len(checkpoint_bytes))) + list(range(len(sealed_bytes))) + [None, None])
+    c.eq("export: items end with transcript end (0x04) and export end (0xff)", [ITEM_TRANSCRIPT_END, ITEM_EXPORT_END],
+         [it["tag"] for it in items[-2:]])
+
+    # Rebuild the whole export from the published parts and the draws.
+    stream = item_bytes(ITEM_TRANSCRIPT_START, tid + alice["identity"] + key + len(sealed_bytes).to_bytes(8, "big"))
+    stream += b"".join(item_bytes(ITEM_CHECKPOINT, cp) for cp in checkpoint_bytes)
+    stream += b"".join(item_bytes(ITEM_RECORD, r) for r in sealed_bytes)
+    stream += item_bytes(ITEM_TRANSCRIPT_END, b"") + item_bytes(ITEM_EXPORT_END, b"")
+    c.eq("export: the decrypted item stream is exactly the framed items", stream, x["stream"])
+    c.eq("export: re-sealing the item stream in 64 KiB chunks gives the published bytes", data, write_export(header, payload_key, stream))
+
+    # What the auditor concludes: the exported transcript verifies, closed, with no unsigned tail.
+    verdict = verify_transcript(m["id"], m["key"], m["signer"]["signing"],
+                                [it["body"] for it in items if it["tag"] == ITEM_CHECKPOINT],
+                                [it["body"] for it in items if it["tag"] == ITEM_RECORD])
+    c.eq("export: the exported transcript verifies (5 records, 3 checkpoints, closed)",
+         (5, 3, 0, True), tuple(verdict.get("ok", {}).get(k) for k in ("records", "checkpoints", "unsigned_tail", "closed")))
+
+    # Tampering with the export is refused.
+    refused = []
+    for name, bad in (
+        ("a header byte", data[:40] + bytes([data[40] ^ 1]) + data[41:]),
+        ("a body byte", data[:200] + bytes([data[200] ^ 1]) + data[201:]),
+        ("the last chunk dropped", data[: x["chunks"][-1]["offset"]]),
+        ("the chunks swapped", header + data[x["chunks"][1]["offset"]:] + data[len(header) : x["chunks"][1]["offset"]]),
+        ("a byte appended", data + b"\x00"),
+    ):
+        try:
+            read_export(bad, auditor_secret)
+        except DecodeError:
+            continue
+        refused.append(name)
+    c.eq("export: altered header, altered body, dropped last chunk, swapped chunks, trailing byte are refused", [], refused)
+    try:
+        read_export(data, bytes(31) + b"\x01")
+        c.fail("export: another key is not a recipient", ["read succeeded"])
+    except DecodeError:
+        c.ok("export: another key is not a recipient")
+
+
+# ---------------------------------------------------------------------------------------------
 # Self-tests of the hand-written parts (draft-irtf-cfrg-xchacha-03)
 # ---------------------------------------------------------------------------------------------
 
@@ -1188,6 +1706,9 @@ def main():
                 print("skipped: sealed (it needs alice's state at the end of the conversation)")
             else:
                 c.section("sealed", check_sealed, c, sj, alice_party, alice["identity"], bob["identity"])
+
+    # Transcripts recompute what they need from keys.json themselves.
+    c.section("transcript", check_transcript, c, load("transcript.json"), keys)
 
     print(f"{c.passed} passed, {c.failed} failed")
     return 0 if c.failed == 0 else 1

@@ -7,16 +7,29 @@
 use std::convert::Infallible;
 use std::path::PathBuf;
 
-use hushwire::proto::{Codec, PreKeyBundle, SafetyNumber};
+use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use hushwire::proto::{Codec, PreKeyBundle, SafetyNumber, labels};
+use hushwire::transcript::{
+    AuditorKey, ContentType, Direction, ExportItem, ExportReader, ExportWriter, SealedRecord,
+    TranscriptCheckpoint, TranscriptFault, TranscriptManifest, TranscriptRecord, TranscriptReport,
+    TranscriptVerifier, TranscriptWriter, genesis_hash,
+};
 use hushwire::wire::Message;
 use hushwire::{Account, Session, StorageKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{SeedableRng as _, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 
 /// Alice's RNG seed: the 32 ASCII bytes `Hushwire test vectors seed v1...`; Bob's is the same
 /// with the last byte `b`.
 pub const SEED: [u8; 32] = *b"Hushwire test vectors seed v1...";
+
+/// The transcript vectors' RNG seed (`transcript.json`), separate so that adding them changed no
+/// other file.
+pub const TRANSCRIPT_SEED: [u8; 32] = *b"Hushwire transcript vectors v1..";
 
 /// Where the vectors live in the repository.
 pub fn default_dir() -> PathBuf {
@@ -179,11 +192,15 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
         "next_message": hex::encode(&after),
     });
 
+    // Sealed transcript and export: Alice's record of her conversation with Bob.
+    let transcript = transcript(&alice, &bob)?;
+
     Ok(vec![
         ("keys.json", pretty(&keys)?),
         ("handshake.json", pretty(&handshake)?),
         ("conversation.json", pretty(&conversation)?),
         ("sealed_session.json", pretty(&sealed_session)?),
+        ("transcript.json", pretty(&transcript)?),
     ])
 }
 
@@ -381,4 +398,675 @@ fn conversation(
 /// Parses a bundle the vectors published; used by the test to check they are self-consistent.
 pub fn parse_bundle(hex_bytes: &str) -> Result<PreKeyBundle, Error> {
     Ok(PreKeyBundle::from_bytes(&hex::decode(hex_bytes)?)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// transcript.json
+// ---------------------------------------------------------------------------------------------
+
+/// Records appended per interval checkpoint in `transcript.json`.
+const CHECKPOINT_INTERVAL: u64 = 2;
+/// When the transcript is closed (Unix milliseconds).
+const CLOSED_AT_MS: u64 = 1_700_000_400_000;
+/// Plaintext bytes per export chunk (`hushwire::transcript::CHUNK_LEN`).
+const CHUNK_LEN: usize = hushwire::transcript::CHUNK_LEN;
+
+/// The five records of Alice's transcript. Record 2 is an attachment-sized binary payload at the
+/// content limit, so that the export needs two chunks; record 4 has a content type this version
+/// does not name, which must survive unchanged.
+fn transcript_records(alice: &Account, bob: &Account) -> Vec<TranscriptRecord> {
+    let a = alice.identity_key().fingerprint();
+    let b = bob.identity_key().fingerprint();
+    let id = |n: u8| {
+        let mut m = *b"vector message 0";
+        if let Some(last) = m.last_mut() {
+            *last = b'0' + n;
+        }
+        m
+    };
+    let attachment: Vec<u8> = (0..hushwire::transcript::MAX_CONTENT_LEN)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    vec![
+        TranscriptRecord {
+            direction: Direction::Sent,
+            sender: a,
+            message_id: id(0),
+            sent_at_ms: 1_700_000_100_000,
+            received_at_ms: 1_700_000_100_000,
+            content_type: ContentType::Text,
+            content: b"Hello, this is Alice. Is the clinic open today?".to_vec(),
+        },
+        TranscriptRecord {
+            direction: Direction::Received,
+            sender: b,
+            message_id: id(1),
+            sent_at_ms: 1_700_000_160_000,
+            received_at_ms: 1_700_000_161_250,
+            content_type: ContentType::Text,
+            content: b"Yes, until 6 pm. Please fill in the attached intake form.".to_vec(),
+        },
+        TranscriptRecord {
+            direction: Direction::Received,
+            sender: b,
+            message_id: id(2),
+            sent_at_ms: 1_700_000_220_000,
+            received_at_ms: 1_700_000_222_500,
+            content_type: ContentType::Binary,
+            content: attachment,
+        },
+        TranscriptRecord {
+            direction: Direction::Sent,
+            sender: a,
+            message_id: id(3),
+            sent_at_ms: 1_700_000_280_000,
+            received_at_ms: 1_700_000_280_000,
+            content_type: ContentType::Text,
+            content: "Thank you. I will come at 4 pm — no allergies to report.".into(),
+        },
+        TranscriptRecord {
+            direction: Direction::Received,
+            sender: b,
+            message_id: id(4),
+            sent_at_ms: 1_700_000_340_000,
+            received_at_ms: 1_700_000_340_900,
+            content_type: ContentType::Other(0x07),
+            content: br#"{"read":"vector message 3"}"#.to_vec(),
+        },
+    ]
+}
+
+fn hkdf32(salt: &[u8], ikm: &[u8], info: &[u8]) -> Result<[u8; 32], Error> {
+    let mut okm = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand(info, &mut okm)
+        .map_err(|_| "HKDF expand failed")?;
+    Ok(okm)
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+fn content_type_byte(t: ContentType) -> u8 {
+    match t {
+        ContentType::Text => 1,
+        ContentType::Binary => 2,
+        ContentType::Other(b) => b,
+    }
+}
+
+fn report_json(r: &TranscriptReport) -> Value {
+    json!({
+        "records": r.records,
+        "checkpoints": r.checkpoints,
+        "unsigned_tail": r.unsigned_tail,
+        "closed": r.closed,
+        "head_hash": hex::encode(r.head_hash),
+    })
+}
+
+fn fault_json(f: TranscriptFault) -> Value {
+    use TranscriptFault as F;
+    match f {
+        F::BadCheckpointSignature { count } => {
+            json!({"fault": "BadCheckpointSignature", "count": count})
+        }
+        F::WrongTranscript => json!({"fault": "WrongTranscript"}),
+        F::Modified { sequence } => json!({"fault": "Modified", "sequence": sequence}),
+        F::Inserted { position } => json!({"fault": "Inserted", "position": position}),
+        F::Duplicated { sequence } => json!({"fault": "Duplicated", "sequence": sequence}),
+        F::Removed { sequence } => json!({"fault": "Removed", "sequence": sequence}),
+        F::Reordered { sequence } => json!({"fault": "Reordered", "sequence": sequence}),
+        F::Truncated {
+            checkpoint_count,
+            records,
+        } => {
+            json!({"fault": "Truncated", "checkpoint_count": checkpoint_count, "records": records})
+        }
+        F::RecordsAfterClose { closed_at } => {
+            json!({"fault": "RecordsAfterClose", "closed_at": closed_at})
+        }
+        F::CheckpointMismatch { count } => json!({"fault": "CheckpointMismatch", "count": count}),
+    }
+}
+
+/// One stored record in a tampering case: a published record by index, or other bytes.
+enum Stored {
+    Published(usize),
+    Bytes(SealedRecord),
+}
+
+/// One checkpoint given to the verifier in a tampering case.
+enum Given {
+    Published(usize),
+    Bytes(TranscriptCheckpoint),
+}
+
+struct Case {
+    name: &'static str,
+    records: Vec<Stored>,
+    checkpoints: Vec<Given>,
+}
+
+fn transcript(alice: &Account, bob: &Account) -> Result<Value, Error> {
+    let mut rng = RecordingRng::new(TRANSCRIPT_SEED);
+    let device = alice.identity();
+    let signing_key = *alice.identity_key().signing_key();
+
+    // The transcript: id and key drawn by TranscriptWriter::new.
+    let mut writer = TranscriptWriter::new(CHECKPOINT_INTERVAL, &mut rng);
+    let writer_draws = rng.take();
+    let id = writer.id();
+    let key = writer.key().to_bytes();
+    if writer_draws != [hex::encode(id.0), hex::encode(*key)] {
+        return Err("TranscriptWriter::new did not draw the id, then the key".into());
+    }
+    let record_key = hkdf32(&id.0, key.as_slice(), labels::KDF_TRANSCRIPT_RECORD)?;
+    let genesis = sha256(&[labels::TRANSCRIPT_GENESIS, &id.0]);
+    if genesis != genesis_hash(&id) || genesis != writer.head() {
+        return Err("genesis hash differs from SHA-256(TRANSCRIPT_GENESIS || id)".into());
+    }
+    let cipher = XChaCha20Poly1305::new(&record_key.into());
+
+    // Append the records; a checkpoint every CHECKPOINT_INTERVAL records, one more on close.
+    let plain = transcript_records(alice, bob);
+    let mut sealed = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut records_json = Vec::new();
+    let mut made_after = Vec::new();
+    for (i, record) in plain.iter().enumerate() {
+        let appended = writer.append(record, device, record.received_at_ms, &mut rng)?;
+        let draws = rng.take();
+        let r = appended.record;
+        let encoding = r.to_bytes();
+        let plaintext = record.to_bytes();
+        if TranscriptRecord::from_bytes(&plaintext)? != *record {
+            return Err(format!("record {i} does not round-trip its encoding").into());
+        }
+        // Recompute what the core keeps private: the AD, and the AEAD under the record key.
+        let ad: Vec<u8> = [&id.0[..], encoding.get(..66).ok_or("short record")?].concat();
+        let opened = cipher
+            .decrypt(
+                &XNonce::from(r.nonce),
+                Payload {
+                    msg: &r.ciphertext,
+                    aad: &ad,
+                },
+            )
+            .map_err(|_| format!("record {i} does not open under the derived record key"))?;
+        if opened != plaintext || draws != [hex::encode(r.nonce)] {
+            return Err(format!("record {i}: plaintext or nonce draw differs").into());
+        }
+        let hash = sha256(&[labels::TRANSCRIPT_RECORD_HASH, &id.0, &encoding]);
+        if hash != r.hash(&id) || hash != writer.head() {
+            return Err(format!("record {i}: hash differs from the chain hash formula").into());
+        }
+        let mut entry = serde_json::Map::new();
+        let mut put = |k: &str, v: Value| entry.insert(k.to_owned(), v);
+        put("sequence", json!(r.sequence));
+        put("draws", json!(draws));
+        put(
+            "direction",
+            json!(match record.direction {
+                Direction::Sent => "sent",
+                Direction::Received => "received",
+            }),
+        );
+        put("sender", json!(record.sender.to_string()));
+        put("message_id", json!(hex::encode(record.message_id)));
+        put("sent_at_ms", json!(record.sent_at_ms));
+        put("received_at_ms", json!(record.received_at_ms));
+        put(
+            "content_type",
+            json!(content_type_byte(record.content_type)),
+        );
+        put("content_len", json!(record.content.len()));
+        put(
+            "content_sha256",
+            json!(hex::encode(sha256(&[&record.content]))),
+        );
+        if record.content_type == ContentType::Text {
+            put(
+                "content_text",
+                json!(String::from_utf8_lossy(&record.content)),
+            );
+        }
+        put("plaintext", json!(hex::encode(&plaintext)));
+        put("previous_hash", json!(hex::encode(r.previous_hash)));
+        put("nonce", json!(hex::encode(r.nonce)));
+        put("associated_data", json!(hex::encode(&ad)));
+        put("sealed", json!(hex::encode(&encoding)));
+        put("hash", json!(hex::encode(hash)));
+        records_json.push(Value::Object(entry));
+        if let Some(c) = appended.checkpoint {
+            checkpoints.push(c);
+            made_after.push(format!("interval: after record {i}"));
+        }
+        sealed.push(r);
+    }
+    checkpoints.push(writer.close(device, CLOSED_AT_MS));
+    made_after.push("close".to_owned());
+    if !rng.take().is_empty() {
+        return Err("signing a checkpoint drew from the RNG".into());
+    }
+    let mut checkpoints_json = Vec::new();
+    for (c, made) in checkpoints.iter().zip(&made_after) {
+        let message = TranscriptCheckpoint::signed_message(
+            &c.transcript,
+            c.count,
+            &c.head_hash,
+            c.time_ms,
+            c.closed,
+        );
+        if !c.verify(&signing_key) {
+            return Err("a checkpoint does not verify under alice's signing key".into());
+        }
+        checkpoints_json.push(json!({
+            "made": made,
+            "count": c.count,
+            "head_hash": hex::encode(c.head_hash),
+            "time_ms": c.time_ms,
+            "closed": c.closed,
+            "signed_message": hex::encode(&message),
+            "signature": hex::encode(c.signature),
+            "encoded": hex::encode(c.to_bytes()),
+        }));
+    }
+
+    let verification = transcript_verification(alice, &writer, &sealed, &checkpoints)?;
+    let export = transcript_export(alice, &writer, &sealed, &checkpoints, &mut rng)?;
+
+    Ok(json!({
+        "description": "Alice's sealed transcript of her conversation with Bob (docs/transcripts.md): five records, a checkpoint every 2 records, then closed; verified as stored and under tampering; exported to one auditor key. The RNG is a ChaCha20 RNG seeded with TRANSCRIPT_SEED; `draws` are its outputs in order: TranscriptWriter::new draws the transcript id (16) then the transcript key (32); each append draws its record's nonce (24); checkpoints draw nothing (Ed25519 signing is deterministic); then AuditorKey::generate draws the auditor's X25519 secret (32) and ExportWriter::new the file key (32) then one ephemeral X25519 secret (32) per recipient. The signer is Alice's identity from keys.json (Ed25519 seed = keys.json alice.draws[0]). The record key is one key per transcript, the same for every record. Record contents are given by `content_sha256` (and `content_text` for text records); the full content is inside `plaintext`. Record 2 is 65 536 bytes (the content limit), so the export's body is two chunks.",
+        "signer": {
+            "identity_key": hex::encode(alice.identity_key().to_bytes()),
+            "signing_key": hex::encode(signing_key.as_bytes()),
+            "fingerprint": alice.identity_key().fingerprint().to_string(),
+        },
+        "checkpoint_interval": CHECKPOINT_INTERVAL,
+        "draws": writer_draws,
+        "transcript_id": hex::encode(id.0),
+        "transcript_key": hex::encode(*key),
+        "record_key": hex::encode(record_key),
+        "genesis_hash": hex::encode(genesis),
+        "records": records_json,
+        "checkpoints": checkpoints_json,
+        "verification": verification,
+        "export": export,
+    }))
+}
+
+/// The verifier's verdict on the transcript as stored and on tampered copies of it.
+fn transcript_verification(
+    alice: &Account,
+    writer: &TranscriptWriter,
+    sealed: &[SealedRecord],
+    checkpoints: &[TranscriptCheckpoint],
+) -> Result<Value, Error> {
+    use Given as G;
+    use Stored as S;
+    let record = |i: usize| sealed.get(i).cloned().ok_or("no such record");
+    let checkpoint = |i: usize| checkpoints.get(i).cloned().ok_or("no such checkpoint");
+
+    let mut flipped = record(1)?;
+    if let Some(b) = flipped.ciphertext.get_mut(3) {
+        *b ^= 0x04;
+    }
+    let mut forged = record(3)?;
+    if let Some(b) = forged.nonce.first_mut() {
+        *b ^= 0xff;
+    }
+    let mut bad_signature = checkpoint(0)?;
+    if let Some(b) = bad_signature.signature.get_mut(10) {
+        *b ^= 0x01;
+    }
+    // A checkpoint the device key signed over another history: count 4 with record 2's hash.
+    let other_head = record(2)?.hash(&writer.id());
+    let message =
+        TranscriptCheckpoint::signed_message(&writer.id(), 4, &other_head, CLOSED_AT_MS, false);
+    let resigned = TranscriptCheckpoint {
+        transcript: writer.id(),
+        count: 4,
+        head_hash: other_head,
+        time_ms: CLOSED_AT_MS,
+        closed: false,
+        signature: alice
+            .identity()
+            .sign(labels::SIG_TRANSCRIPT_CHECKPOINT, &message),
+    };
+
+    let all = || (0..sealed.len()).map(S::Published).collect::<Vec<_>>();
+    let all_checkpoints = || (0..checkpoints.len()).map(G::Published).collect::<Vec<_>>();
+    let cases = vec![
+        Case {
+            name: "as stored",
+            records: all(),
+            checkpoints: all_checkpoints(),
+        },
+        Case {
+            name: "one bit of record 1's ciphertext flipped (byte 3, 0x04)",
+            records: vec![
+                S::Published(0),
+                S::Bytes(flipped),
+                S::Published(2),
+                S::Published(3),
+                S::Published(4),
+            ],
+            checkpoints: all_checkpoints(),
+        },
+        Case {
+            name: "record 2 removed",
+            records: [0, 1, 3, 4].map(S::Published).into(),
+            checkpoints: all_checkpoints(),
+        },
+        Case {
+            name: "records 1 and 3 swapped",
+            records: [0, 3, 2, 1, 4].map(S::Published).into(),
+            checkpoints: all_checkpoints(),
+        },
+        Case {
+            name: "record 0 stored twice",
+            records: [0, 0, 1, 2, 3, 4].map(S::Published).into(),
+            checkpoints: all_checkpoints(),
+        },
+        Case {
+            name: "a forged record (record 3 with its first nonce byte inverted) inserted before record 3",
+            records: vec![
+                S::Published(0),
+                S::Published(1),
+                S::Published(2),
+                S::Bytes(forged),
+                S::Published(3),
+                S::Published(4),
+            ],
+            checkpoints: all_checkpoints(),
+        },
+        Case {
+            name: "record 4 cut off",
+            records: [0, 1, 2, 3].map(S::Published).into(),
+            checkpoints: all_checkpoints(),
+        },
+        Case {
+            name: "checkpoint 0's signature altered (byte 10, 0x01)",
+            records: all(),
+            checkpoints: vec![G::Bytes(bad_signature), G::Published(1), G::Published(2)],
+        },
+        Case {
+            name: "checkpoint at 4 replaced by one the device key signed over record 2's hash",
+            records: all(),
+            checkpoints: vec![G::Published(0), G::Bytes(resigned), G::Published(2)],
+        },
+        Case {
+            name: "LIMITATION: record 4 and the closing checkpoint both withheld (undetectable)",
+            records: [0, 1, 2, 3].map(S::Published).into(),
+            checkpoints: vec![G::Published(0), G::Published(1)],
+        },
+        Case {
+            name: "LIMITATION: no checkpoints given (every record is an unsigned tail)",
+            records: all(),
+            checkpoints: Vec::new(),
+        },
+    ];
+
+    let mut out = Vec::new();
+    for case in cases {
+        let mut given = Vec::new();
+        let mut given_json = Vec::new();
+        for g in &case.checkpoints {
+            match g {
+                G::Published(i) => {
+                    given.push(checkpoint(*i)?);
+                    given_json.push(json!(i));
+                }
+                G::Bytes(c) => {
+                    given.push(c.clone());
+                    given_json.push(json!({"encoded": hex::encode(c.to_bytes())}));
+                }
+            }
+        }
+        let mut v = TranscriptVerifier::new(
+            writer.id(),
+            writer.key().clone(),
+            *alice.identity_key().signing_key(),
+            given,
+        );
+        let mut stored_json = Vec::new();
+        for s in &case.records {
+            match s {
+                S::Published(i) => {
+                    v.push(&record(*i)?);
+                    stored_json.push(json!(i));
+                }
+                S::Bytes(r) => {
+                    v.push(r);
+                    stored_json.push(json!({"sealed": hex::encode(r.to_bytes())}));
+                }
+            }
+        }
+        let verdict = match v.finish() {
+            Ok(report) => json!({"ok": report_json(&report)}),
+            Err(fault) => json!({"fault": fault_json(fault)}),
+        };
+        out.push(json!({
+            "name": case.name,
+            "records": stored_json,
+            "checkpoints": given_json,
+            "verdict": verdict,
+        }));
+    }
+    Ok(json!({
+        "description": "TranscriptVerifier over stored records and given checkpoints. A number names a published record or checkpoint of this file by index; an object gives other bytes. `verdict` is the report or the first fault (docs/transcripts.md §5).",
+        "cases": out,
+    }))
+}
+
+/// 12-byte STREAM nonce of chunk `index`: `index[8] ‖ 0x00 0x00 0x00 ‖ last[1]`.
+fn chunk_nonce(index: u64, last: bool) -> [u8; 12] {
+    let mut nonce = [0u8; 12];
+    for (n, b) in nonce.iter_mut().zip(index.to_be_bytes()) {
+        *n = b;
+    }
+    if let Some(flag) = nonce.last_mut() {
+        *flag = u8::from(last);
+    }
+    nonce
+}
+
+fn transcript_export(
+    alice: &Account,
+    writer: &TranscriptWriter,
+    sealed: &[SealedRecord],
+    checkpoints: &[TranscriptCheckpoint],
+    rng: &mut RecordingRng,
+) -> Result<Value, Error> {
+    let auditor = AuditorKey::generate(rng);
+    let auditor_draws = rng.take();
+    let auditor_secret = auditor.to_secret_bytes();
+    if auditor_draws != [hex::encode(*auditor_secret)] {
+        return Err("the auditor's secret is not its draw".into());
+    }
+    let (mut export, header) =
+        ExportWriter::new(&[*auditor.public()], rng).ok_or("export refused its recipient")?;
+    let export_draws = rng.take();
+    let manifest = TranscriptManifest {
+        id: writer.id(),
+        signer: alice.identity_key().clone(),
+        key: writer.key().clone(),
+        record_count: sealed.len() as u64,
+    };
+    let mut bytes = header.clone();
+    bytes.extend(export.begin_transcript(&manifest, checkpoints));
+    for r in sealed {
+        bytes.extend(export.record(r));
+    }
+    bytes.extend(export.end_transcript());
+    bytes.extend(export.finish());
+
+    // Recompute the key wrap and the payload key from the draws.
+    let [file_key, ephemeral_secret] = export_draws
+        .iter()
+        .map(|d| -> Result<[u8; 32], Error> {
+            hex::decode(d)?
+                .try_into()
+                .map_err(|_| "draw is not 32 bytes".into())
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .try_into()
+        .map_err(|_| "ExportWriter::new made other than two draws")?;
+    let ephemeral = x25519_dalek::StaticSecret::from(ephemeral_secret);
+    let ephemeral_public = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
+    let auditor_public = *auditor.public().as_bytes();
+    let shared = ephemeral
+        .diffie_hellman(&x25519_dalek::PublicKey::from(auditor_public))
+        .to_bytes();
+    let auditor_shared = x25519_dalek::StaticSecret::from(*auditor_secret)
+        .diffie_hellman(&x25519_dalek::PublicKey::from(ephemeral_public))
+        .to_bytes();
+    if shared != auditor_shared {
+        return Err("X25519 disagrees between the two sides".into());
+    }
+    let wrap_salt = [ephemeral_public, auditor_public].concat();
+    let wrap_key = hkdf32(&wrap_salt, &shared, labels::KDF_EXPORT_WRAP)?;
+    let wrapped = ChaCha20Poly1305::new(&wrap_key.into())
+        .encrypt(&[0u8; 12].into(), file_key.as_slice())
+        .map_err(|_| "wrap failed")?;
+    let expected_header = [
+        &[labels::PROTOCOL_VERSION, 0x60, 1][..],
+        &auditor_public,
+        &ephemeral_public,
+        &wrapped,
+    ]
+    .concat();
+    if expected_header != header {
+        return Err("the export header differs from its recomputation".into());
+    }
+    let header_hash = sha256(&[&header]);
+    let payload_key = hkdf32(&header_hash, &file_key, labels::KDF_EXPORT_PAYLOAD)?;
+
+    // Open the body chunk by chunk with the recomputed payload key.
+    let payload = ChaCha20Poly1305::new(&payload_key.into());
+    let mut rest = bytes.get(header.len()..).ok_or("no body")?;
+    let mut offset = header.len();
+    let mut stream = Vec::new();
+    let mut chunks = Vec::new();
+    let mut index = 0u64;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_at_checked(4).ok_or("chunk length cut")?;
+        let len = u32::from_be_bytes(len.try_into()?) as usize;
+        let (sealed_chunk, tail) = tail.split_at_checked(len).ok_or("chunk cut")?;
+        let last = tail.is_empty();
+        let nonce = chunk_nonce(index, last);
+        let plain = payload
+            .decrypt(&nonce.into(), sealed_chunk)
+            .map_err(|_| format!("chunk {index} does not open"))?;
+        chunks.push(json!({
+            "index": index,
+            "last": last,
+            "offset": offset,
+            "sealed_len": len,
+            "plaintext_len": plain.len(),
+            "nonce": hex::encode(nonce),
+        }));
+        stream.extend_from_slice(&plain);
+        offset += 4 + len;
+        rest = tail;
+        index += 1;
+    }
+
+    // Parse the items and name each body by what it is.
+    let encodings: Vec<Vec<u8>> = sealed.iter().map(Codec::to_bytes).collect();
+    let checkpoint_encodings: Vec<Vec<u8>> = checkpoints.iter().map(Codec::to_bytes).collect();
+    let mut items = Vec::new();
+    let mut at = 0usize;
+    while at < stream.len() {
+        let tag = *stream.get(at).ok_or("item cut")?;
+        let len = u32::from_be_bytes(stream.get(at + 1..at + 5).ok_or("item cut")?.try_into()?);
+        let body = stream
+            .get(at + 5..at + 5 + len as usize)
+            .ok_or("item body cut")?;
+        let mut item = json!({"offset": at, "tag": tag, "length": len});
+        let o = item.as_object_mut().ok_or("not an object")?;
+        match tag {
+            0x01 => {
+                o.insert("kind".into(), json!("transcript start"));
+                o.insert("body".into(), json!(hex::encode(body)));
+            }
+            0x02 => {
+                let k = checkpoint_encodings.iter().position(|e| e == body);
+                o.insert("kind".into(), json!("checkpoint"));
+                o.insert("checkpoint".into(), json!(k.ok_or("unknown checkpoint")?));
+            }
+            0x03 => {
+                let k = encodings.iter().position(|e| e == body);
+                o.insert("kind".into(), json!("record"));
+                o.insert("record".into(), json!(k.ok_or("unknown record")?));
+            }
+            0x04 => {
+                o.insert("kind".into(), json!("transcript end"));
+            }
+            0xff => {
+                o.insert("kind".into(), json!("export end"));
+            }
+            _ => return Err("unknown item tag".into()),
+        }
+        items.push(item);
+        at += 5 + len as usize;
+    }
+
+    // The core's reader must agree.
+    let mut reader = ExportReader::new(&auditor);
+    let mut read = 0usize;
+    for item in reader.feed(&bytes)? {
+        read += 1;
+        match item {
+            ExportItem::TranscriptStart(m) => {
+                if m.id != writer.id() || m.record_count != sealed.len() as u64 {
+                    return Err("manifest differs".into());
+                }
+            }
+            ExportItem::Checkpoint(c) => {
+                if !checkpoints.contains(&c) {
+                    return Err("unknown checkpoint read back".into());
+                }
+            }
+            ExportItem::Record(r) => {
+                if !sealed.contains(&r) {
+                    return Err("unknown record read back".into());
+                }
+            }
+            ExportItem::TranscriptEnd => {}
+        }
+    }
+    reader.finish()?;
+    if read + 1 != items.len() {
+        return Err("the reader returned another number of items".into());
+    }
+
+    Ok(json!({
+        "description": "The transcript exported to one auditor key: ExportWriter::new, begin_transcript with all three checkpoints, the five records in order, end_transcript, finish. `file_key` and `ephemeral_secret` are the two draws of ExportWriter::new. `chunks` gives each body chunk's position in `bytes`, its nonce and lengths (every chunk but the last carries exactly 65 536 plaintext bytes); `items` gives each item's offset in the decrypted plaintext stream, its tag and length, and which published checkpoint or record its body is.",
+        "auditor": {
+            "draws": auditor_draws,
+            "secret": hex::encode(*auditor_secret),
+            "public": hex::encode(auditor_public),
+        },
+        "draws": export_draws,
+        "file_key": hex::encode(file_key),
+        "ephemeral_secret": hex::encode(ephemeral_secret),
+        "ephemeral_public": hex::encode(ephemeral_public),
+        "shared_secret": hex::encode(shared),
+        "wrap_key": hex::encode(wrap_key),
+        "wrapped_file_key": hex::encode(&wrapped),
+        "header": hex::encode(&header),
+        "header_sha256": hex::encode(header_hash),
+        "payload_key": hex::encode(payload_key),
+        "chunk_len": CHUNK_LEN,
+        "chunks": chunks,
+        "items": items,
+        "bytes": hex::encode(&bytes),
+    }))
 }
