@@ -495,31 +495,69 @@ mod tests {
     use proptest::prelude::*;
 
     fn samples() -> Vec<Frame> {
-        let address = DeviceAddress { fingerprint: [7; 32], device_id: 3 };
+        let address = DeviceAddress {
+            fingerprint: [7; 32],
+            device_id: 3,
+        };
         let mut nine = [0u8; 32];
         nine[0] = 9;
         let key = X25519PublicKey::from_array(nine, "k").unwrap();
         let bodies = vec![
             FrameBody::FetchBundle(address),
             FrameBody::Send(vec![
-                OutgoingEnvelope { recipient: address, payload: vec![1, 2, 3] },
-                OutgoingEnvelope { recipient: address, payload: vec![] },
+                OutgoingEnvelope {
+                    recipient: address,
+                    payload: vec![1, 2, 3],
+                },
+                OutgoingEnvelope {
+                    recipient: address,
+                    payload: vec![],
+                },
             ]),
             FrameBody::Ack(vec![[1; 16], [2; 16]]),
-            FrameBody::Challenge(Challenge { nonce: [3; 32], relay_id: [4; 16], expires_at_ms: 99 }),
+            FrameBody::Challenge(Challenge {
+                nonce: [3; 32],
+                relay_id: [4; 16],
+                expires_at_ms: 99,
+            }),
             FrameBody::Ok,
-            FrameBody::Error { code: ErrorCode::RateLimited, retry_after_ms: 250 },
-            FrameBody::Sent(vec![Receipt { server_id: [5; 16], server_time_ms: 6 }]),
-            FrameBody::Deliver(Delivery { server_id: [6; 16], sender: address, server_time_ms: 7, payload: vec![8; 10] }),
-            FrameBody::PreKeyCount { one_time: 1, kem_one_time: 2 },
+            FrameBody::Error {
+                code: ErrorCode::RateLimited,
+                retry_after_ms: 250,
+            },
+            FrameBody::Sent(vec![Receipt {
+                server_id: [5; 16],
+                server_time_ms: 6,
+            }]),
+            FrameBody::Deliver(Delivery {
+                server_id: [6; 16],
+                sender: address,
+                server_time_ms: 7,
+                payload: vec![8; 10],
+            }),
+            FrameBody::PreKeyCount {
+                one_time: 1,
+                kem_one_time: 2,
+            },
             FrameBody::UploadPreKeys {
-                signed_prekey: Some(SignedPreKey { id: 1, key, signature: [0; 64] }),
+                signed_prekey: Some(SignedPreKey {
+                    id: 1,
+                    key,
+                    signature: [0; 64],
+                }),
                 last_resort_kem_prekey: None,
                 one_time_prekeys: vec![OneTimePreKey { id: 2, key }],
                 one_time_kem_prekeys: vec![],
             },
         ];
-        bodies.into_iter().enumerate().map(|(i, body)| Frame { request_id: i as u32, body }).collect()
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| Frame {
+                request_id: i as u32,
+                body,
+            })
+            .collect()
     }
 
     #[test]
@@ -536,7 +574,11 @@ mod tests {
         bytes.extend_from_slice(&u16::MAX.to_be_bytes());
         assert_eq!(
             Frame::from_bytes(&bytes).unwrap_err(),
-            DecodeError::TooLong { field: "acks", len: usize::from(u16::MAX), max: MAX_ACKS_PER_FRAME }
+            DecodeError::TooLong {
+                field: "acks",
+                len: usize::from(u16::MAX),
+                max: MAX_ACKS_PER_FRAME
+            }
         );
     }
 

@@ -21,6 +21,9 @@ use hushwire_proto::relay::{
 use hushwire_proto::{IdentityKey, KemPreKeyKind, PreKeyBundle};
 use sha2::Digest as _;
 
+use hushwire_proto::audit::{AuditEvent, AuthFailure, EnvelopeId};
+
+use crate::audit_log::device_ref;
 use crate::storage::{ClaimedBundle, Enqueued, PreKeyUpload, Registration, Store};
 use crate::{Relay, Wakers, fill_random, now_ms};
 
@@ -181,6 +184,12 @@ impl<S: Store> Connection<S> {
         };
         if let Err(wait) = self.relay.device_limits.check(&device, Instant::now()) {
             // Rate limiting answers but keeps the connection: the client just slows down.
+            self.relay.audit.record(
+                now_ms(),
+                AuditEvent::RateLimited {
+                    device: device_ref(&device),
+                },
+            );
             return self
                 .send(&Frame {
                     request_id: id,
@@ -210,6 +219,14 @@ impl<S: Store> Connection<S> {
                 if !signatures_ok || one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD {
                     return Err(error(id, ErrorCode::BadPreKey));
                 }
+                self.relay.audit.record(
+                    now_ms(),
+                    AuditEvent::PreKeysUploaded {
+                        device: device_ref(&device),
+                        one_time: one_time_prekeys.len() as u32,
+                        kem_one_time: one_time_kem_prekeys.len() as u32,
+                    },
+                );
                 let upload = PreKeyUpload {
                     signed_prekey: signed_prekey.map(|k| k.to_bytes()),
                     last_resort_kem_prekey: last_resort_kem_prekey.map(|k| k.to_bytes()),
@@ -256,12 +273,22 @@ impl<S: Store> Connection<S> {
                     body: FrameBody::Bundle(bundle),
                 })
                 .await?;
-                warn_if_low(&self.relay.clone(), target).await;
+                let one_time_left = warn_if_low(&self.relay.clone(), target).await;
+                self.relay.audit.record(
+                    now_ms(),
+                    AuditEvent::BundleFetched {
+                        requester: device_ref(&device),
+                        target: device_ref(&target),
+                        one_time_left,
+                    },
+                );
                 Ok(())
             }
             FrameBody::Send(envelopes) => {
-                let recipients: Vec<DeviceAddress> =
-                    envelopes.iter().map(|e| e.recipient).collect();
+                let recipients: Vec<(DeviceAddress, u32)> = envelopes
+                    .iter()
+                    .map(|e| (e.recipient, e.payload.len() as u32))
+                    .collect();
                 let started = Instant::now();
                 let count = envelopes.len() as u64;
                 let outcome = self
@@ -277,8 +304,17 @@ impl<S: Store> Connection<S> {
                 let body = match outcome {
                     Enqueued::Stored(receipts) => {
                         self.relay.metrics.envelopes_stored.inc_by(count);
-                        for r in &recipients {
-                            self.relay.wake(r);
+                        for ((recipient, size), receipt) in recipients.iter().zip(&receipts) {
+                            self.relay.audit.record(
+                                receipt.server_time_ms,
+                                AuditEvent::EnvelopeStored {
+                                    sender: device_ref(&device),
+                                    recipient: device_ref(recipient),
+                                    envelope: EnvelopeId(receipt.server_id),
+                                    size: *size,
+                                },
+                            );
+                            self.relay.wake(recipient);
                         }
                         FrameBody::Sent(receipts)
                     }
@@ -298,6 +334,15 @@ impl<S: Store> Connection<S> {
                 .await
             }
             FrameBody::Ack(ids) => {
+                for server_id in &ids {
+                    self.relay.audit.record(
+                        now_ms(),
+                        AuditEvent::EnvelopeAcknowledged {
+                            recipient: device_ref(&device),
+                            envelope: EnvelopeId(*server_id),
+                        },
+                    );
+                }
                 self.relay
                     .store
                     .ack(device, ids)
@@ -319,17 +364,27 @@ impl<S: Store> Connection<S> {
 
     /// Checks the challenge answer; on success the connection belongs to that device.
     fn check_challenge(&mut self, id: u32, credentials: &Credentials) -> Result<(), Close> {
-        if self.challenge_used {
-            return Err(error(id, ErrorCode::ChallengeReplayed));
-        }
+        let failure = if self.challenge_used {
+            Some((AuthFailure::ReplayedChallenge, ErrorCode::ChallengeReplayed))
+        } else if now_ms() > self.challenge.expires_at_ms {
+            Some((AuthFailure::ExpiredChallenge, ErrorCode::ChallengeExpired))
+        } else if !credentials.verify(&self.challenge) {
+            Some((AuthFailure::BadSignature, ErrorCode::BadSignature))
+        } else {
+            None
+        };
         self.challenge_used = true;
-        if now_ms() > self.challenge.expires_at_ms {
-            return Err(error(id, ErrorCode::ChallengeExpired));
+        match failure {
+            Some((reason, code)) => Err(self.auth_failed(id, reason, code)),
+            None => Ok(()),
         }
-        if !credentials.verify(&self.challenge) {
-            return Err(error(id, ErrorCode::BadSignature));
-        }
-        Ok(())
+    }
+
+    fn auth_failed(&self, id: u32, reason: AuthFailure, code: ErrorCode) -> Close {
+        self.relay
+            .audit
+            .record(now_ms(), AuditEvent::AuthenticationFailed { reason });
+        error(id, code)
     }
 
     async fn register(
@@ -354,7 +409,19 @@ impl<S: Store> Connection<S> {
             .await
             .map_err(|e| internal(id, &e))?;
         if outcome == Registration::Refused {
-            return Err(error(id, ErrorCode::RegistrationRefused));
+            return Err(self.auth_failed(
+                id,
+                AuthFailure::RegistrationRefused,
+                ErrorCode::RegistrationRefused,
+            ));
+        }
+        if outcome == Registration::Registered {
+            self.relay.audit.record(
+                now_ms(),
+                AuditEvent::DeviceRegistered {
+                    device: device_ref(&address),
+                },
+            );
         }
         tracing::info!(device = address.device_id, "device registered");
         self.authenticated(id, address, credentials.identity).await
@@ -370,7 +437,7 @@ impl<S: Store> Connection<S> {
             .await
             .map_err(|e| internal(id, &e))?;
         if registered.as_deref() != Some(credentials.identity.to_bytes().as_slice()) {
-            return Err(error(id, ErrorCode::UnknownDevice));
+            return Err(self.auth_failed(id, AuthFailure::UnknownDevice, ErrorCode::UnknownDevice));
         }
         self.authenticated(id, address, credentials.identity).await
     }
@@ -381,6 +448,12 @@ impl<S: Store> Connection<S> {
         address: DeviceAddress,
         identity: IdentityKey,
     ) -> Result<(), Close> {
+        self.relay.audit.record(
+            now_ms(),
+            AuditEvent::DeviceAuthenticated {
+                device: device_ref(&address),
+            },
+        );
         self.device = Some((address, identity));
         if let Ok(mut map) = self.relay.connected.lock() {
             // A newer connection of the same device takes over live delivery.
@@ -430,12 +503,20 @@ impl<S: Store> Connection<S> {
             let full = batch.len() == DELIVERY_BATCH as usize;
             for (position, delivery) in batch {
                 self.cursor = position;
+                let envelope = EnvelopeId(delivery.server_id);
                 self.send(&Frame {
                     request_id: 0,
                     body: FrameBody::Deliver(delivery),
                 })
                 .await?;
                 self.relay.metrics.envelopes_delivered.inc();
+                self.relay.audit.record(
+                    now_ms(),
+                    AuditEvent::EnvelopeDelivered {
+                        recipient: device_ref(&device),
+                        envelope,
+                    },
+                );
             }
             if !full {
                 return Ok(());
@@ -444,13 +525,16 @@ impl<S: Store> Connection<S> {
     }
 }
 
-/// Tells a connected device (on this instance) that its one-time prekeys run low.
-async fn warn_if_low<S: Store>(relay: &Relay<S>, target: DeviceAddress) {
-    if let Ok((one_time, kem)) = relay.store.prekey_counts(target).await
-        && (one_time < LOW_PREKEYS || kem < LOW_PREKEYS)
-    {
+/// Tells a connected device (on this instance) that its one-time prekeys run low; returns how
+/// many X25519 one-time prekeys it has left.
+async fn warn_if_low<S: Store>(relay: &Relay<S>, target: DeviceAddress) -> u32 {
+    let Ok((one_time, kem)) = relay.store.prekey_counts(target).await else {
+        return 0;
+    };
+    if one_time < LOW_PREKEYS || kem < LOW_PREKEYS {
         relay.wake_prekeys_low(&target);
     }
+    one_time
 }
 
 /// Rebuilds a bundle from stored parts. Stored parts were checked on upload; a part that no

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit_log;
 pub mod config;
 mod connection;
 pub mod metrics;
@@ -85,13 +86,20 @@ pub struct Relay<S> {
     /// Devices connected to this instance, woken when mail arrives for them.
     pub(crate) connected: Mutex<HashMap<DeviceAddress, Arc<Wakers>>>,
     pub(crate) connection_slots: Arc<Semaphore>,
+    pub(crate) audit: audit_log::AuditLog,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 impl<S: Store> Relay<S> {
     /// Builds the shared state.
-    pub fn new(store: S, config: Config, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(
+        store: S,
+        config: Config,
+        audit: audit_log::AuditLog,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            audit,
             relay_id: relay_id_from_name(&config.relay_name),
             device_limits: RateLimiter::new(config.device_rate),
             address_limits: RateLimiter::new(config.address_rate),
@@ -141,11 +149,25 @@ impl<S: Store> Relay<S> {
                 .expire(now_ms().saturating_sub(retention_ms))
                 .await
             {
-                Ok(n) if n > 0 => {
-                    tracing::info!(expired = n, "expired undelivered envelopes past retention");
-                    self.metrics.envelopes_expired.inc_by(n);
+                Ok(expired) => {
+                    let total: u64 = expired.iter().map(|(_, n)| n).sum();
+                    if total > 0 {
+                        tracing::info!(
+                            expired = total,
+                            "expired undelivered envelopes past retention"
+                        );
+                        self.metrics.envelopes_expired.inc_by(total);
+                    }
+                    for (recipient, count) in expired {
+                        self.audit.record(
+                            now_ms(),
+                            hushwire_proto::audit::AuditEvent::EnvelopesExpired {
+                                recipient: audit_log::device_ref(&recipient),
+                                count: u32::try_from(count).unwrap_or(u32::MAX),
+                            },
+                        );
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!("expiry sweep failed: {e}"),
             }
             if let Ok(depth) = self.store.queue_depth().await {

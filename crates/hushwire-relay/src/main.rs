@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hushwire_proto::audit::{AuditCheckpoint, AuditFault, AuditReport, AuditVerifier};
+use hushwire_proto::codec::Codec;
 use hushwire_relay::Relay;
+use hushwire_relay::audit_log::{AuditIdentity, AuditLog};
 use hushwire_relay::config::{Config, Settings};
 use hushwire_relay::storage::{PostgresStore, SqliteStore, Store};
 use sha2::Digest as _;
@@ -45,6 +48,23 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         valid_days: u64,
     },
+    /// Audit chain commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify this instance's audit chain: every record's hash link and every checkpoint's
+    /// signature by the relay's audit key (in --data-dir). Exits 1 and names the first fault
+    /// (which record was modified, removed, inserted or reordered, or a truncation).
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +104,9 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::Invite { valid_days } => invite(config, valid_days).await,
+            Command::Audit {
+                command: AuditCommand::Verify { json },
+            } => audit_verify(config, json).await,
         }
     });
     match result {
@@ -161,18 +184,113 @@ async fn serve(config: Config) -> Result<(), String> {
     }
 }
 
-async fn run<S: Store>(
+async fn audit_verify(config: Config, json: bool) -> Result<(), String> {
+    let identity = AuditIdentity::load_or_create(&config.data_dir)?;
+    let outcome = match &config.database_url {
+        Some(url) => verify_chain(&open_postgres(&config, url).await?, &identity).await?,
+        None => verify_chain(&open_sqlite(&config).await?, &identity).await?,
+    };
+    let key = hex::encode(identity.key.verifying_key().as_bytes());
+    let chain = hex::encode(identity.chain_id);
+    match outcome {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{{\"ok\":true,\"chain\":\"{chain}\",\"signer\":\"{key}\",\"records\":{},\"checkpoints\":{},\"unsigned_tail\":{},\"head\":\"{}\"}}",
+                    report.records,
+                    report.checkpoints,
+                    report.unsigned_tail,
+                    hex::encode(report.head_hash)
+                );
+            } else {
+                println!(
+                    "audit chain {chain} verifies: {} records, {} checkpoints signed by {key}",
+                    report.records, report.checkpoints
+                );
+                if report.unsigned_tail > 0 {
+                    println!(
+                        "note: the last {} records are not yet covered by a checkpoint",
+                        report.unsigned_tail
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(fault) => {
+            if json {
+                println!("{{\"ok\":false,\"chain\":\"{chain}\",\"fault\":\"{fault}\"}}");
+            }
+            Err(format!("audit chain {chain} does NOT verify: {fault}"))
+        }
+    }
+}
+
+/// Streams the stored chain through the verifier, 1000 records at a time.
+async fn verify_chain<S: Store>(
+    store: &S,
+    identity: &AuditIdentity,
+) -> Result<Result<AuditReport, AuditFault>, String> {
+    let mut verifier = AuditVerifier::new(identity.chain_id, identity.key.verifying_key());
+    let mut checkpoints = Vec::new();
+    for bytes in store
+        .audit_checkpoints(identity.chain_id)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        match AuditCheckpoint::from_bytes(&bytes) {
+            Ok(c) => checkpoints.push(c),
+            Err(e) => return Err(format!("a stored checkpoint does not decode: {e}")),
+        }
+    }
+    checkpoints.sort_by_key(|c| c.count);
+    let mut next_checkpoint = checkpoints.into_iter().peekable();
+    let mut from = 0u64;
+    loop {
+        let batch = store
+            .audit_records(identity.chain_id, from, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            break;
+        }
+        for bytes in &batch {
+            if let Err(fault) = verifier.push_encoded_record(bytes) {
+                return Ok(Err(fault));
+            }
+            from += 1;
+            while let Some(c) = next_checkpoint.next_if(|c| c.count <= from) {
+                if let Err(fault) = verifier.push_checkpoint(&c) {
+                    return Ok(Err(fault));
+                }
+            }
+        }
+        eprint!("\rverified {from} records");
+    }
+    eprintln!();
+    for c in next_checkpoint {
+        if let Err(fault) = verifier.push_checkpoint(&c) {
+            return Ok(Err(fault));
+        }
+    }
+    Ok(verifier.finish())
+}
+
+async fn run<S: Store + Clone>(
     store: S,
     config: Config,
     listen_pool: Option<sqlx::PgPool>,
 ) -> Result<(), String> {
+    let (stop, shutdown) = watch::channel(false);
+    let identity = AuditIdentity::load_or_create(&config.data_dir)?;
+    let audit = AuditLog::start(store.clone(), identity, shutdown.clone())
+        .await
+        .map_err(|e| format!("cannot resume the audit chain: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let printed = settings_line(&config);
-    let (stop, shutdown) = watch::channel(false);
-    let relay = Relay::new(store, config, shutdown.clone());
+    let relay = Relay::new(store, config, audit, shutdown.clone());
     tokio::spawn(relay.clone().run_expiry());
     if let Some(pool) = listen_pool {
         tokio::spawn(hushwire_relay::listen_for_mail(relay.clone(), pool));
@@ -195,6 +313,8 @@ async fn run<S: Store>(
     };
     let (served, ()) = tokio::join!(server, signal);
     served.map_err(|e| format!("server failed: {e}"))?;
+    // Give the audit writer its final flush and checkpoint.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -411,3 +411,90 @@ async fn acked_sends_survive_sigkill() {
     );
     assert!(lost.is_empty(), "acked envelopes lost: {lost:?}");
 }
+
+#[tokio::test]
+async fn audit_chain_records_metadata_and_verify_detects_tampering() {
+    let mut relay = RelayProcess::start("audit", &[]);
+    let (alice, bob) = (Device::new(11, 1), Device::new(12, 1));
+    let mut a = Client::register(&relay.url(), &alice).await;
+    let mut b = Client::register(&relay.url(), &bob).await;
+    b.upload(&bob, 1..3).await;
+    a.fetch(bob.address()).await.unwrap();
+    for i in 0..5u8 {
+        assert!(matches!(
+            a.send_to(bob.address(), &[i; 40]).await,
+            FrameBody::Sent(_)
+        ));
+    }
+    let got = b.receive(5).await;
+    assert_eq!(
+        b.call(FrameBody::Ack(got.iter().map(|d| d.server_id).collect()))
+            .await,
+        FrameBody::Ok
+    );
+    drop((a, b));
+    // Graceful stop: the audit writer flushes and signs a final checkpoint.
+    let pid = relay.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = relay.child.wait();
+
+    let verify = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
+            .args([
+                "--data-dir",
+                &dir.display().to_string(),
+                "audit",
+                "verify",
+                "--json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&relay.data_dir);
+    let report = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(
+        ok.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        report.contains("\"ok\":true") && report.contains("\"unsigned_tail\":0"),
+        "{report}"
+    );
+    // 2 registrations, 2 authentications (the registrations), 1 upload, 1 fetch, 5 stored,
+    // 5 delivered, 5 acknowledged.
+    assert!(report.contains("\"records\":21"), "{report}");
+
+    // Change one byte of one stored record: verification fails and names it.
+    let db = relay.data_dir.join("relay.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let record: Vec<u8> = sqlx::query_scalar("SELECT record FROM audit_records WHERE sequence = 7")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut tampered = record.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    sqlx::query("UPDATE audit_records SET record = ? WHERE sequence = 7")
+        .bind(tampered)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let bad = verify(&relay.data_dir);
+    let out =
+        String::from_utf8_lossy(&bad.stdout).to_string() + &String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "tampered chain verified: {out}");
+    assert!(
+        out.contains("\"ok\":false") && out.contains("record 7 was modified"),
+        "{out}"
+    );
+}

@@ -21,6 +21,8 @@ pub enum StoreError {
     Database(sqlx::Error),
     /// The write queue is gone (the relay is shutting down).
     Closed,
+    /// Stored data does not decode.
+    Corrupt(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -28,6 +30,7 @@ impl std::fmt::Display for StoreError {
         match self {
             Self::Database(e) => write!(f, "database error: {e}"),
             Self::Closed => f.write_str("storage is shutting down"),
+            Self::Corrupt(what) => write!(f, "stored data is damaged: {what}"),
         }
     }
 }
@@ -175,8 +178,40 @@ pub trait Store: Send + Sync + 'static {
         server_ids: Vec<[u8; 16]>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Deletes envelopes stored before `before_ms`; returns how many.
-    fn expire(&self, before_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Deletes envelopes stored before `before_ms`; returns how many, per recipient.
+    fn expire(
+        &self,
+        before_ms: u64,
+    ) -> impl Future<Output = Result<Vec<(DeviceAddress, u64)>, StoreError>> + Send;
+
+    /// The encoding of the last audit record of `chain_id`.
+    fn audit_last(
+        &self,
+        chain_id: [u8; 16],
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Appends encoded audit records `(sequence, bytes)` and, optionally, a checkpoint
+    /// `(count, bytes)`, in one transaction.
+    fn append_audit(
+        &self,
+        chain_id: [u8; 16],
+        records: Vec<(u64, Vec<u8>)>,
+        checkpoint: Option<(u64, Vec<u8>)>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` encoded audit records of `chain_id` with sequence `>= from`, in order.
+    fn audit_records(
+        &self,
+        chain_id: [u8; 16],
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
+
+    /// Every encoded checkpoint of `chain_id`, by count.
+    fn audit_checkpoints(
+        &self,
+        chain_id: [u8; 16],
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
 
     /// Envelopes waiting in all mailboxes.
     fn queue_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

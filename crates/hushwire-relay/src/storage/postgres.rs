@@ -10,7 +10,7 @@ use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 
-use super::sqlite::row_to_delivery;
+use super::sqlite::{count_by_recipient, row_to_delivery};
 use super::{
     ClaimedBundle, Enqueued, PreKeyUpload, Registration, RegistrationPolicy, Store, StoreError,
     to_i64, to_u64,
@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS envelopes (
 CREATE INDEX IF NOT EXISTS envelopes_by_recipient
     ON envelopes (recipient_fingerprint, recipient_device, position);
 CREATE INDEX IF NOT EXISTS envelopes_by_time ON envelopes (server_time);
+CREATE TABLE IF NOT EXISTS audit_records (
+    chain_id BYTEA NOT NULL, sequence BIGINT NOT NULL, record BYTEA NOT NULL,
+    PRIMARY KEY (chain_id, sequence));
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    chain_id BYTEA NOT NULL, count BIGINT NOT NULL, checkpoint BYTEA NOT NULL,
+    PRIMARY KEY (chain_id, count));
 ";
 
 /// PostgreSQL-backed [`Store`].
@@ -409,12 +415,85 @@ impl Store for PostgresStore {
         .rows_affected())
     }
 
-    async fn expire(&self, before_ms: u64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM envelopes WHERE server_time < $1")
+    async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
+        let rows = sqlx::query("DELETE FROM envelopes WHERE server_time < $1 RETURNING recipient_fingerprint, recipient_device")
             .bind(to_i64(before_ms))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(count_by_recipient(rows.iter().filter_map(|r| {
+            let fingerprint: Vec<u8> = r.try_get(0).ok()?;
+            let device: i64 = r.try_get(1).ok()?;
+            Some(DeviceAddress {
+                fingerprint: fingerprint.try_into().ok()?,
+                device_id: u32::try_from(device).ok()?,
+            })
+        })))
+    }
+
+    async fn audit_last(&self, chain_id: [u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT record FROM audit_records WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(chain_id.to_vec())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn append_audit(
+        &self,
+        chain_id: [u8; 16],
+        records: Vec<(u64, Vec<u8>)>,
+        checkpoint: Option<(u64, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (sequence, record) in records {
+            sqlx::query(
+                "INSERT INTO audit_records (chain_id, sequence, record) VALUES ($1, $2, $3)",
+            )
+            .bind(chain_id.to_vec())
+            .bind(to_i64(sequence))
+            .bind(record)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((count, bytes)) = checkpoint {
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (chain_id, count, checkpoint) VALUES ($1, $2, $3)
+                 ON CONFLICT (chain_id, count) DO UPDATE SET checkpoint = EXCLUDED.checkpoint",
+            )
+            .bind(chain_id.to_vec())
+            .bind(to_i64(count))
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_records(
+        &self,
+        chain_id: [u8; 16],
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT record FROM audit_records WHERE chain_id = $1 AND sequence >= $2 ORDER BY sequence LIMIT $3",
+        )
+        .bind(chain_id.to_vec())
+        .bind(to_i64(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn audit_checkpoints(&self, chain_id: [u8; 16]) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT checkpoint FROM audit_checkpoints WHERE chain_id = $1 ORDER BY count",
+        )
+        .bind(chain_id.to_vec())
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {

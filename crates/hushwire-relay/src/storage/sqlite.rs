@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS envelopes (
 CREATE INDEX IF NOT EXISTS envelopes_by_recipient
     ON envelopes (recipient_fingerprint, recipient_device, position);
 CREATE INDEX IF NOT EXISTS envelopes_by_time ON envelopes (server_time);
+CREATE TABLE IF NOT EXISTS audit_records (
+    chain_id BLOB NOT NULL, sequence INTEGER NOT NULL, record BLOB NOT NULL,
+    PRIMARY KEY (chain_id, sequence));
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    chain_id BLOB NOT NULL, count INTEGER NOT NULL, checkpoint BLOB NOT NULL,
+    PRIMARY KEY (chain_id, count));
 ";
 
 /// What a job gives back to the writer: whether its savepoint should be kept, and how to answer
@@ -455,17 +461,87 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn expire(&self, before_ms: u64) -> Result<u64, StoreError> {
+    async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
         self.write(move |c| {
             Box::pin(async move {
-                Ok(sqlx::query("DELETE FROM envelopes WHERE server_time < ?")
-                    .bind(to_i64(before_ms))
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected())
+                let rows = sqlx::query(
+                    "DELETE FROM envelopes WHERE server_time < ? RETURNING recipient_fingerprint, recipient_device",
+                )
+                .bind(to_i64(before_ms))
+                .fetch_all(&mut *c)
+                .await?;
+                Ok(count_by_recipient(rows.iter().filter_map(|r| {
+                    let fingerprint: Vec<u8> = r.try_get(0).ok()?;
+                    let device: i64 = r.try_get(1).ok()?;
+                    Some(DeviceAddress { fingerprint: fingerprint.try_into().ok()?, device_id: u32::try_from(device).ok()? })
+                })))
             })
         })
         .await
+    }
+
+    async fn audit_last(&self, chain_id: [u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT record FROM audit_records WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(chain_id.to_vec())
+        .fetch_optional(&self.reads)
+        .await?)
+    }
+
+    async fn append_audit(
+        &self,
+        chain_id: [u8; 16],
+        records: Vec<(u64, Vec<u8>)>,
+        checkpoint: Option<(u64, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                for (sequence, record) in records {
+                    sqlx::query("INSERT INTO audit_records (chain_id, sequence, record) VALUES (?, ?, ?)")
+                        .bind(chain_id.to_vec())
+                        .bind(to_i64(sequence))
+                        .bind(record)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                if let Some((count, bytes)) = checkpoint {
+                    sqlx::query("INSERT OR REPLACE INTO audit_checkpoints (chain_id, count, checkpoint) VALUES (?, ?, ?)")
+                        .bind(chain_id.to_vec())
+                        .bind(to_i64(count))
+                        .bind(bytes)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn audit_records(
+        &self,
+        chain_id: [u8; 16],
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT record FROM audit_records WHERE chain_id = ? AND sequence >= ? ORDER BY sequence LIMIT ?",
+        )
+        .bind(chain_id.to_vec())
+        .bind(to_i64(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?)
+    }
+
+    async fn audit_checkpoints(&self, chain_id: [u8; 16]) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT checkpoint FROM audit_checkpoints WHERE chain_id = ? ORDER BY count",
+        )
+        .bind(chain_id.to_vec())
+        .fetch_all(&self.reads)
+        .await?)
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
@@ -474,6 +550,17 @@ impl Store for SqliteStore {
             .await?;
         Ok(to_u64(n))
     }
+}
+
+/// Counts addresses: the per-recipient tally of expired envelopes.
+pub(crate) fn count_by_recipient(
+    addresses: impl Iterator<Item = DeviceAddress>,
+) -> Vec<(DeviceAddress, u64)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for a in addresses {
+        *counts.entry(a).or_insert(0u64) += 1;
+    }
+    counts.into_iter().collect()
 }
 
 /// Decodes one `envelopes` row (shared by both engines' column order).

@@ -1,0 +1,182 @@
+//! The relay's audit chain (`docs/audit.md`): every registration, authentication, prekey upload,
+//! bundle fetch, stored, acknowledged and expired envelope becomes a hash-chained record of
+//! metadata, signed by the relay's own Ed25519 key at regular checkpoints.
+//!
+//! Records are appended in memory under a lock (so sequence numbers follow the order of
+//! events) and written to storage by one task in batches. A crash can lose the records of the
+//! last batch (at most a second): the chain resumes from the last stored head, so what was stored
+//! always verifies.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use hushwire_proto::audit::{AuditChain, AuditEvent, AuditRecord, DeviceRef};
+use hushwire_proto::codec::Codec;
+use hushwire_proto::keys::Fingerprint;
+use hushwire_proto::relay::DeviceAddress;
+use tokio::sync::{mpsc, watch};
+
+use crate::storage::{Store, StoreError};
+
+/// A checkpoint is signed after this many records (and at least every flush interval).
+const CHECKPOINT_EVERY: u64 = 1000;
+/// How often buffered records are written.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// The longest records stay unsigned while events keep coming.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The relay's identity for audit purposes: its signing key and its chain's id.
+pub struct AuditIdentity {
+    /// Signs checkpoints.
+    pub key: SigningKey,
+    /// This instance's chain.
+    pub chain_id: [u8; 16],
+}
+
+impl AuditIdentity {
+    /// Loads `<dir>/audit-key` (32-byte secret ‖ 16-byte chain id), creating it on first start
+    /// with owner-only permissions.
+    pub fn load_or_create(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("audit-key");
+        if let Ok(bytes) = std::fs::read(&path) {
+            let secret: [u8; 32] = bytes
+                .get(..32)
+                .and_then(|b| b.try_into().ok())
+                .ok_or("audit-key is damaged")?;
+            let chain_id: [u8; 16] = bytes
+                .get(32..48)
+                .and_then(|b| b.try_into().ok())
+                .ok_or("audit-key is damaged")?;
+            return Ok(Self {
+                key: SigningKey::from_bytes(&secret),
+                chain_id,
+            });
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut bytes = [0u8; 48];
+        crate::fill_random(&mut bytes);
+        write_private(&path, &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Self::load_or_create(dir)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// A device address as the audit chain names it.
+pub fn device_ref(a: &DeviceAddress) -> DeviceRef {
+    DeviceRef {
+        fingerprint: Fingerprint(a.fingerprint),
+        device_id: a.device_id,
+    }
+}
+
+/// The appending side, shared by all connections.
+pub struct AuditLog {
+    chain: Mutex<AuditChain>,
+    records: mpsc::UnboundedSender<AuditRecord>,
+}
+
+impl AuditLog {
+    /// Resumes the chain from storage and starts the writer task.
+    pub async fn start<S: Store + Clone>(
+        store: S,
+        identity: AuditIdentity,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, StoreError> {
+        let chain = match store.audit_last(identity.chain_id).await? {
+            Some(bytes) => {
+                let last = AuditRecord::from_bytes(&bytes).map_err(|e| {
+                    StoreError::Corrupt(format!("last audit record does not decode: {e}"))
+                })?;
+                AuditChain::resume(identity.chain_id, last.sequence + 1, last.hash())
+            }
+            None => AuditChain::new(identity.chain_id),
+        };
+        let (records, queue) = mpsc::unbounded_channel();
+        tokio::spawn(write_records(store, identity, queue, shutdown));
+        Ok(Self {
+            chain: Mutex::new(chain),
+            records,
+        })
+    }
+
+    /// Appends one event.
+    pub fn record(&self, time_ms: u64, event: AuditEvent) {
+        if let Ok(mut chain) = self.chain.lock() {
+            let record = chain.append(time_ms, event);
+            let _ = self.records.send(record);
+        }
+    }
+}
+
+async fn write_records<S: Store>(
+    store: S,
+    identity: AuditIdentity,
+    mut queue: mpsc::UnboundedReceiver<AuditRecord>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut unsigned = 0u64;
+    let mut last_checkpoint = Instant::now();
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            tokio::select! {
+                () = tokio::time::sleep(FLUSH_INTERVAL) => {}
+                _ = shutdown.changed() => stopping = true,
+            }
+        }
+        let mut batch = Vec::new();
+        while let Ok(r) = queue.try_recv() {
+            batch.push(r);
+        }
+        let Some(last) = batch.last() else {
+            if stopping {
+                return;
+            }
+            continue;
+        };
+        // Sign exactly what this write makes durable: the head after the batch's last record.
+        let head = AuditChain::resume(identity.chain_id, last.sequence + 1, last.hash());
+        unsigned += batch.len() as u64;
+        let due = unsigned >= CHECKPOINT_EVERY
+            || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+            || stopping;
+        let checkpoint = due.then(|| {
+            unsigned = 0;
+            last_checkpoint = Instant::now();
+            let c = head.checkpoint(&identity.key, crate::now_ms());
+            (c.count, c.to_bytes())
+        });
+        let encoded: Vec<(u64, Vec<u8>)> =
+            batch.iter().map(|r| (r.sequence, r.to_bytes())).collect();
+        if let Err(e) = store
+            .append_audit(identity.chain_id, encoded, checkpoint)
+            .await
+        {
+            tracing::error!("audit records could not be stored: {e}");
+        }
+        if stopping && queue.is_empty() {
+            return;
+        }
+    }
+}
