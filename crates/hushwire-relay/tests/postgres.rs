@@ -19,21 +19,21 @@ use hushwire_proto::relay::FrameBody;
 /// Two relay processes on one fresh PostgreSQL schema.
 fn two_instances(url: &str, name: &str) -> (RelayProcess, RelayProcess) {
     let schema = format!("hw_{name}_{}", common::rand_u64() % 1_000_000_000);
+    // Each instance has its own data dir: its own audit key and chain.
     let start = || {
-        RelayProcess::spawn(
-            temp_dir(name),
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                url,
-                "--database-schema",
-                &schema,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        )
+        let dir = temp_dir(name);
+        let data_dir = dir.display().to_string();
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+            "--database-url",
+            url,
+            "--database-schema",
+            &schema,
+        ];
+        RelayProcess::spawn(dir, args.iter().map(|s| s.to_string()).collect())
     };
     (start(), start())
 }
