@@ -464,3 +464,94 @@ fn writer_state_survives_sealing() {
     v.push(&second);
     assert_eq!(v.finish().unwrap().records, 2);
 }
+
+#[test]
+fn tail_faults_blame_the_right_record() {
+    // A forged record after the closing checkpoint is an insertion, not a modification.
+    let f = fixture(6, 2);
+    let mut records = f.records.clone();
+    let mut forged = records[5].clone();
+    forged.sequence = 6;
+    forged.nonce[0] ^= 1;
+    records.push(forged);
+    assert_eq!(
+        verify(&f, &records).unwrap_err(),
+        TranscriptFault::Inserted { position: 6 }
+    );
+
+    // The last record of an unsigned tail replaced by another version of itself: the checkpoint
+    // at count 3 proves record 2 genuine, so record 3 is the odd one.
+    let (device, a, ra, rb) = forked();
+    let checkpoint_at_3 = {
+        // A checkpoint over ra[0..3], signed as the writer would have signed it.
+        let mut v = TranscriptVerifier::new(a.id(), a.key().clone(), device.verifying_key(), []);
+        for r in &ra[..3] {
+            v.push(r);
+        }
+        let head = v.finish().unwrap().head_hash;
+        let message = TranscriptCheckpoint::signed_message(&a.id(), 3, &head, 7, false);
+        TranscriptCheckpoint {
+            transcript: a.id(),
+            count: 3,
+            head_hash: head,
+            time_ms: 7,
+            closed: false,
+            signature: device.sign(hushwire::proto::labels::SIG_TRANSCRIPT_CHECKPOINT, &message),
+        }
+    };
+    let mut v = TranscriptVerifier::new(
+        a.id(),
+        a.key().clone(),
+        device.verifying_key(),
+        [checkpoint_at_3],
+    );
+    for r in [&ra[0], &ra[1], &ra[2], &rb[3]] {
+        v.push(r);
+    }
+    // rb[3] chains to rb[2], not ra[2].
+    assert_eq!(
+        v.finish().unwrap_err(),
+        TranscriptFault::Modified { sequence: 3 }
+    );
+}
+
+#[test]
+fn export_reader_enforces_item_order_and_counts() {
+    let f = fixture(4, 2);
+    let auditor = AuditorKey::generate(&mut ChaCha20Rng::from_seed([61; 32]));
+    let manifest = |count: u64| TranscriptManifest {
+        id: f.writer.id(),
+        signer: f.device.public().clone(),
+        key: f.writer.key().clone(),
+        record_count: count,
+    };
+    let read_all = |bytes: &[u8]| -> Result<(), ExportError> {
+        let mut r = ExportReader::new(&auditor);
+        r.feed(bytes)?;
+        r.finish()
+    };
+    // Announces 5 records, holds 4.
+    let mut rng = ChaCha20Rng::from_seed([62; 32]);
+    let (mut w, mut out) = ExportWriter::new(&[*auditor.public()], &mut rng).unwrap();
+    out.extend(w.begin_transcript(&manifest(5), &[]));
+    for r in &f.records {
+        out.extend(w.record(r));
+    }
+    out.extend(w.end_transcript());
+    out.extend(w.finish());
+    assert_eq!(
+        read_all(&out).unwrap_err(),
+        ExportError::RecordCountMismatch {
+            announced: 5,
+            found: 4
+        }
+    );
+    // A transcript started inside another (the writer's API cannot put a checkpoint after a
+    // record, so this is the ordering fault a hand-made export can still contain).
+    let (mut w, mut out) = ExportWriter::new(&[*auditor.public()], &mut rng).unwrap();
+    out.extend(w.begin_transcript(&manifest(4), &[]));
+    out.extend(w.record(&f.records[0]));
+    out.extend(w.begin_transcript(&manifest(4), &f.checkpoints));
+    out.extend(w.finish());
+    assert_eq!(read_all(&out).unwrap_err(), ExportError::UnexpectedItem);
+}

@@ -3,7 +3,7 @@
 //! (`docs/transcripts.md` §6).
 //!
 //! ```text
-//! header  = version[1] ‖ type[1]=0x60 ‖ recipient_count[1] ‖ recipients ‖ salt[32]
+//! header  = version[1] ‖ type[1]=0x60 ‖ recipient_count[1] ‖ recipients
 //! recipient = recipient_key[32] ‖ ephemeral_key[32] ‖ wrapped_file_key[48]
 //! body    = chunk*   chunk = length[4] ‖ ChaCha20-Poly1305(payload_key, nonce(i, last), chunk_plaintext)
 //! ```
@@ -106,8 +106,16 @@ pub enum ExportError {
     Truncated,
     /// Data follows the final chunk.
     TrailingData,
-    /// Items are out of their required order (for example a record outside a transcript).
+    /// Items are out of their required order (for example a record outside a transcript, a
+    /// checkpoint after a record, or more records than the transcript announced).
     UnexpectedItem,
+    /// A transcript ended with fewer records than its start announced.
+    RecordCountMismatch {
+        /// Records the transcript start announced.
+        announced: u64,
+        /// Records present.
+        found: u64,
+    },
 }
 
 impl fmt::Display for ExportError {
@@ -127,6 +135,12 @@ impl fmt::Display for ExportError {
             Self::Truncated => f.write_str("export is truncated: its final chunk is missing"),
             Self::TrailingData => f.write_str("data follows the export's final chunk"),
             Self::UnexpectedItem => f.write_str("export items are out of order"),
+            Self::RecordCountMismatch { announced, found } => {
+                write!(
+                    f,
+                    "a transcript announced {announced} records but holds {found}"
+                )
+            }
         }
     }
 }
@@ -184,7 +198,6 @@ pub struct ExportWriter {
     payload_key: Zeroizing<[u8; 32]>,
     buffer: Zeroizing<Vec<u8>>,
     chunk_index: u64,
-    finished: bool,
 }
 
 impl ExportWriter {
@@ -217,7 +230,6 @@ impl ExportWriter {
             payload_key: payload_key(&header, &file_key),
             buffer: Zeroizing::new(Vec::with_capacity(CHUNK_LEN + MAX_ITEM_LEN)),
             chunk_index: 0,
-            finished: false,
         };
         Some((writer, header))
     }
@@ -285,7 +297,6 @@ impl ExportWriter {
         let mut out = self.item(ITEM_EXPORT_END, &[]);
         let rest = std::mem::take(&mut *self.buffer);
         self.seal_chunk(&rest, true, &mut out);
-        self.finished = true;
         out
     }
 }
@@ -316,7 +327,8 @@ pub struct ExportReader {
     chunk_index: u64,
     saw_last_chunk: bool,
     saw_export_end: bool,
-    in_transcript: bool,
+    /// Inside a transcript: (records announced, records seen).
+    transcript: Option<(u64, u64)>,
 }
 
 impl ExportReader {
@@ -331,7 +343,7 @@ impl ExportReader {
             chunk_index: 0,
             saw_last_chunk: false,
             saw_export_end: false,
-            in_transcript: false,
+            transcript: None,
         }
     }
 
@@ -342,60 +354,72 @@ impl ExportReader {
             return Ok(Vec::new());
         }
         let mut items = Vec::new();
-        loop {
+        // Consume from an offset and drain once: draining per chunk would move the rest of a
+        // large input again for every chunk.
+        let mut offset = 0;
+        let result = loop {
+            let rest = self.input.get(offset..).unwrap_or_default();
             if self.saw_last_chunk {
-                if !self.input.is_empty() {
-                    return Err(ExportError::TrailingData);
-                }
-                break;
+                break if rest.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ExportError::TrailingData)
+                };
             }
-            let mut r = Reader::new(&self.input);
+            let mut r = Reader::new(rest);
             let Ok(len) = r.u32("chunk length") else {
-                break;
+                break Ok(());
             };
             let len = len as usize;
-            if !(16..=CHUNK_LEN + 16).contains(&len) {
-                return Err(ExportError::Malformed(DecodeError::TooLong {
+            if len > CHUNK_LEN + 16 {
+                break Err(DecodeError::TooLong {
                     field: "chunk",
                     len,
                     max: CHUNK_LEN + 16,
-                }));
+                }
+                .into());
+            }
+            if len < 16 {
+                break Err(DecodeError::InvalidValue {
+                    field: "chunk length",
+                }
+                .into());
             }
             let Ok(sealed) = r.take(len, "chunk") else {
-                break;
+                break Ok(());
             };
-            let key = self.payload_key.as_ref().ok_or(ExportError::Truncated)?;
-            let (plain, last) =
-                match aead_decrypt(key, &chunk_nonce(self.chunk_index, false), &[], sealed) {
-                    Some(p) => (p, false),
-                    None => {
-                        match aead_decrypt(key, &chunk_nonce(self.chunk_index, true), &[], sealed) {
-                            Some(p) => (p, true),
-                            None => {
-                                return Err(ExportError::ChunkAuthenticationFailed {
-                                    chunk: self.chunk_index,
-                                });
-                            }
-                        }
-                    }
-                };
-            let consumed = 4 + len;
-            self.input.drain(..consumed);
+            let Some(key) = self.payload_key.as_ref() else {
+                break Err(ExportError::Truncated);
+            };
+            let opened = aead_decrypt(key, &chunk_nonce(self.chunk_index, false), &[], sealed)
+                .map(|p| (p, false))
+                .or_else(|| {
+                    aead_decrypt(key, &chunk_nonce(self.chunk_index, true), &[], sealed)
+                        .map(|p| (p, true))
+                });
+            let Some((plain, last)) = opened else {
+                break Err(ExportError::ChunkAuthenticationFailed {
+                    chunk: self.chunk_index,
+                });
+            };
+            offset += 4 + len;
             self.chunk_index += 1;
             self.saw_last_chunk = last;
             self.plaintext.extend_from_slice(&plain);
-            self.parse_items(&mut items)?;
-        }
-        Ok(items)
+            if let Err(e) = self.parse_items(&mut items) {
+                break Err(e);
+            }
+        };
+        self.input.drain(..offset);
+        result.map(|()| items)
     }
 
     /// Checks that the export ended properly.
     pub fn finish(self) -> Result<(), ExportError> {
+        // The export-end item is only accepted outside a transcript, so a complete export
+        // cannot end inside one.
         if !self.saw_last_chunk || !self.saw_export_end || !self.plaintext.is_empty() {
             return Err(ExportError::Truncated);
-        }
-        if self.in_transcript {
-            return Err(ExportError::UnexpectedItem);
         }
         Ok(())
     }
@@ -456,8 +480,20 @@ impl ExportReader {
     }
 
     fn parse_items(&mut self, items: &mut Vec<ExportItem>) -> Result<(), ExportError> {
+        let mut offset = 0;
+        let result = self.parse_items_from(&mut offset, items);
+        self.plaintext.drain(..offset);
+        result
+    }
+
+    /// Parses complete items starting at `offset`, advancing it past each.
+    fn parse_items_from(
+        &mut self,
+        offset: &mut usize,
+        items: &mut Vec<ExportItem>,
+    ) -> Result<(), ExportError> {
         loop {
-            let mut r = Reader::new(&self.plaintext);
+            let mut r = Reader::new(self.plaintext.get(*offset..).unwrap_or_default());
             let Ok(tag) = r.u8("item tag") else {
                 return Ok(());
             };
@@ -479,15 +515,15 @@ impl ExportReader {
             if self.saw_export_end {
                 return Err(ExportError::TrailingData);
             }
-            let item = match tag {
-                ITEM_TRANSCRIPT_START if !self.in_transcript => {
+            let item = match (tag, self.transcript) {
+                (ITEM_TRANSCRIPT_START, None) => {
                     let mut b = Reader::new(body);
                     let id = TranscriptId(b.array("transcript id")?);
                     let signer = IdentityKey::read(&mut b)?;
                     let key = TranscriptKey::from_bytes(b.array("transcript key")?);
                     let record_count = b.u64("record count")?;
                     b.expect_empty("transcript start")?;
-                    self.in_transcript = true;
+                    self.transcript = Some((record_count, 0));
                     Some(ExportItem::TranscriptStart(Box::new(TranscriptManifest {
                         id,
                         signer,
@@ -495,23 +531,31 @@ impl ExportReader {
                         record_count,
                     })))
                 }
-                ITEM_CHECKPOINT if self.in_transcript => Some(ExportItem::Checkpoint(
+                // Checkpoints precede every record of their transcript.
+                (ITEM_CHECKPOINT, Some((_, 0))) => Some(ExportItem::Checkpoint(
                     TranscriptCheckpoint::from_bytes(body)?,
                 )),
-                ITEM_RECORD if self.in_transcript => {
+                (ITEM_RECORD, Some((expected, seen))) if seen < expected => {
+                    self.transcript = Some((expected, seen + 1));
                     Some(ExportItem::Record(SealedRecord::from_bytes(body)?))
                 }
-                ITEM_TRANSCRIPT_END if self.in_transcript && body.is_empty() => {
-                    self.in_transcript = false;
+                (ITEM_TRANSCRIPT_END, Some((expected, seen))) if body.is_empty() => {
+                    if seen != expected {
+                        return Err(ExportError::RecordCountMismatch {
+                            announced: expected,
+                            found: seen,
+                        });
+                    }
+                    self.transcript = None;
                     Some(ExportItem::TranscriptEnd)
                 }
-                ITEM_EXPORT_END if !self.in_transcript && body.is_empty() => {
+                (ITEM_EXPORT_END, None) if body.is_empty() => {
                     self.saw_export_end = true;
                     None
                 }
                 _ => return Err(ExportError::UnexpectedItem),
             };
-            self.plaintext.drain(..5 + len);
+            *offset += 5 + len;
             items.extend(item);
         }
     }

@@ -228,6 +228,13 @@ impl TranscriptVerifier {
             return Err(fault);
         }
         let records = self.seen.len() as u64;
+        if self
+            .checkpoints
+            .get(&0)
+            .is_some_and(|c| c.head_hash != genesis_hash(&self.id))
+        {
+            return Err(TranscriptFault::CheckpointMismatch { count: 0 });
+        }
         if let Some(count) = self.checkpoint_mismatch {
             return Err(TranscriptFault::CheckpointMismatch { count });
         }
@@ -264,17 +271,23 @@ impl TranscriptVerifier {
     ///    (removed);
     /// 4. it is record `p` but was chained to something other than the record before it: one of
     ///    the two is another version of itself. If record `p`'s own successor link is broken too
-    ///    (or, for the last record, the checkpoint disagrees), record `p` is the odd one;
-    ///    otherwise record `p - 1` is.
+    ///    (or, for the last record, the checkpoint disagrees, or a checkpoint at count `p`
+    ///    proves record `p - 1` genuine), record `p` is the odd one; otherwise record `p - 1` is.
     fn first_record_fault(&self) -> Option<TranscriptFault> {
         for (p, seen) in self.seen.iter().enumerate() {
             let p64 = p as u64;
             if !seen.authentic {
                 let next = self.seen.get(p + 1);
+                let closed_before = self
+                    .checkpoints
+                    .values()
+                    .any(|c| c.closed && c.count <= p64);
                 return Some(match next {
                     Some(n) if n.authentic && n.sequence == p64 => {
                         TranscriptFault::Inserted { position: p64 }
                     }
+                    // Nothing genuine can follow a closing checkpoint: this record was added.
+                    _ if closed_before => TranscriptFault::Inserted { position: p64 },
                     _ => TranscriptFault::Modified { sequence: p64 },
                 });
             }
@@ -299,8 +312,13 @@ impl TranscriptVerifier {
                 // Records p-1 and p both authenticate but do not link: one of them is another
                 // version of itself. The one whose *outgoing* link is also broken is the odd one
                 // out (for the last record, the checkpoint plays the successor's part).
+                // A checkpoint covering exactly records 0..p that matched proves record p-1
+                // genuine.
+                let predecessor_signed =
+                    self.checkpoints.contains_key(&p64) && self.checkpoint_mismatch != Some(p64);
                 let next_broken = self.link_breaks.binary_search(&(p64 + 1)).is_ok()
-                    || (p + 1 == self.seen.len() && self.checkpoint_mismatch == Some(p64 + 1));
+                    || (p + 1 == self.seen.len() && self.checkpoint_mismatch == Some(p64 + 1))
+                    || predecessor_signed;
                 let sequence = if next_broken || p == 0 { p64 } else { p64 - 1 };
                 return Some(TranscriptFault::Modified { sequence });
             }
