@@ -264,8 +264,9 @@ impl TranscriptVerifier {
 
     /// The fault at the first position where the stored records stop being the genuine
     /// sequence 0, 1, 2, … Rules, in order, for position `p`:
-    /// 1. the record does not authenticate: if the next record is the genuine record `p`, a
-    ///    forged record was inserted; otherwise record `p` was modified;
+    /// 1. the record does not authenticate: if the next record is the genuine record `p`, or a
+    ///    closing checkpoint already covers everything before it, a forged record was inserted;
+    ///    otherwise record `p` was modified;
     /// 2. it claims a sequence number already seen: a duplicate;
     /// 3. it claims a later number: record `p` is later in the file (reordered) or nowhere
     ///    (removed);
