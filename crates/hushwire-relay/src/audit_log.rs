@@ -97,12 +97,13 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Resumes the chain from storage and starts the writer task.
+    /// Resumes the chain from storage and starts the writer task (which ends after its final
+    /// flush once `shutdown` turns true).
     pub async fn start<S: Store + Clone>(
         store: S,
         identity: AuditIdentity,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), StoreError> {
         let chain = match store.audit_last(identity.chain_id).await? {
             Some(bytes) => {
                 let last = AuditRecord::from_bytes(&bytes).map_err(|e| {
@@ -113,11 +114,14 @@ impl AuditLog {
             None => AuditChain::new(identity.chain_id),
         };
         let (records, queue) = mpsc::unbounded_channel();
-        tokio::spawn(write_records(store, identity, queue, shutdown));
-        Ok(Self {
-            chain: Mutex::new(chain),
-            records,
-        })
+        let writer = tokio::spawn(write_records(store, identity, queue, shutdown));
+        Ok((
+            Self {
+                chain: Mutex::new(chain),
+                records,
+            },
+            writer,
+        ))
     }
 
     /// Appends one event.

@@ -54,6 +54,12 @@ pub struct Settings {
     /// deployment the same name.
     #[arg(long, env = "HUSHWIRE_RELAY_NAME")]
     pub relay_name: Option<String>,
+    /// TLS certificate chain (PEM). With --tls-key, the relay serves wss:// itself.
+    #[arg(long, env = "HUSHWIRE_RELAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HUSHWIRE_RELAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// DANGER: serve plaintext WebSocket on a non-loopback address. Only for a TLS-terminating
     /// proxy on a trusted network segment.
     #[arg(long, env = "HUSHWIRE_RELAY_ALLOW_PLAINTEXT_NON_LOOPBACK")]
@@ -89,6 +95,10 @@ pub struct Config {
     pub address_rate: u32,
     /// Relay name.
     pub relay_name: String,
+    /// TLS certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key.
+    pub tls_key: Option<PathBuf>,
     /// Plaintext on non-loopback allowed.
     pub allow_plaintext_non_loopback: bool,
 }
@@ -131,6 +141,8 @@ impl Settings {
                 .relay_name
                 .or(file.relay_name)
                 .unwrap_or_else(|| "hushwire-relay".into()),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
             allow_plaintext_non_loopback: self.allow_plaintext_non_loopback
                 || file.allow_plaintext_non_loopback,
         }
@@ -140,11 +152,15 @@ impl Settings {
 impl Config {
     /// Refuses configurations that would be unsafe to run.
     pub fn check(&self) -> Result<(), String> {
-        if !self.listen.ip().is_loopback() && !self.allow_plaintext_non_loopback {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("TLS needs both --tls-cert and --tls-key".into());
+        }
+        let tls = self.tls_cert.is_some();
+        if !tls && !self.listen.ip().is_loopback() && !self.allow_plaintext_non_loopback {
             return Err(format!(
-                "refusing to serve plaintext WebSocket on non-loopback address {}: this build serves \
-                 plaintext only, so put a TLS-terminating proxy in front and pass \
-                 --allow-plaintext-non-loopback, or listen on 127.0.0.1",
+                "refusing to serve plaintext WebSocket on non-loopback address {}: give \
+                 --tls-cert and --tls-key, or listen on 127.0.0.1, or (only behind a \
+                 TLS-terminating proxy) pass --allow-plaintext-non-loopback",
                 self.listen
             ));
         }

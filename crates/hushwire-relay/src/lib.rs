@@ -12,10 +12,12 @@ pub mod config;
 mod connection;
 pub mod metrics;
 pub mod rate_limit;
+pub mod server;
 pub mod storage;
+pub mod tls;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -185,7 +187,7 @@ impl<S: Store> Relay<S> {
 
 async fn websocket<S: Store>(
     State(relay): State<Arc<Relay<S>>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(server::PeerAddr(peer)): ConnectInfo<server::PeerAddr>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if let Err(wait) = relay

@@ -6,12 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hushwire_proto::audit::{AuditCheckpoint, AuditFault, AuditReport, AuditVerifier};
 use hushwire_proto::codec::Codec;
-use hushwire_relay::Relay;
-use hushwire_relay::audit_log::{AuditIdentity, AuditLog};
+use hushwire_relay::audit_log::AuditIdentity;
 use hushwire_relay::config::{Config, Settings};
 use hushwire_relay::storage::{PostgresStore, SqliteStore, Store};
 use sha2::Digest as _;
-use tokio::sync::watch;
 
 /// Hushwire's store-and-forward relay. It carries end-to-end encrypted envelopes between
 /// devices and cannot read them.
@@ -170,7 +168,6 @@ fn now_ms() -> u64 {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    config.check()?;
     match config.database_url.clone() {
         Some(url) => {
             let store = open_postgres(&config, &url).await?;
@@ -280,41 +277,16 @@ async fn run<S: Store + Clone>(
     config: Config,
     listen_pool: Option<sqlx::PgPool>,
 ) -> Result<(), String> {
-    let (stop, shutdown) = watch::channel(false);
-    let identity = AuditIdentity::load_or_create(&config.data_dir)?;
-    let audit = AuditLog::start(store.clone(), identity, shutdown.clone())
-        .await
-        .map_err(|e| format!("cannot resume the audit chain: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
     let printed = settings_line(&config);
-    let relay = Relay::new(store, config, audit, shutdown.clone());
-    tokio::spawn(relay.clone().run_expiry());
-    if let Some(pool) = listen_pool {
-        tokio::spawn(hushwire_relay::listen_for_mail(relay.clone(), pool));
-    }
+    let running = hushwire_relay::server::start(store, config, listen_pool).await?;
     tracing::info!(settings = %printed, "configuration");
     tracing::info!(
-        "listening on ws://{address}/v1/websocket (health: /healthz, metrics: /metrics)"
+        "listening on {} (health: /healthz, metrics: /metrics)",
+        running.url()
     );
-    let app = relay
-        .router()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let mut graceful = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|stop| *stop).await;
-    });
-    let signal = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new connections; finishing writes in progress");
-        let _ = stop.send(true);
-    };
-    let (served, ()) = tokio::join!(server, signal);
-    served.map_err(|e| format!("server failed: {e}"))?;
-    // Give the audit writer its final flush and checkpoint.
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; finishing writes in progress");
+    running.stop().await?;
     tracing::info!("stopped");
     Ok(())
 }

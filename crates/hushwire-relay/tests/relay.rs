@@ -498,3 +498,81 @@ async fn audit_chain_records_metadata_and_verify_detects_tampering() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn tls_serves_wss_and_refuses_plaintext_on_public_addresses() {
+    // A self-signed certificate for 127.0.0.1.
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = common::temp_dir("tls");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let relay = RelayProcess::start(
+        "tls",
+        &[
+            "--tls-cert",
+            &cert_path.display().to_string(),
+            "--tls-key",
+            &key_path.display().to_string(),
+        ],
+    );
+    assert!(
+        relay.banner.contains("wss://127.0.0.1:"),
+        "{}",
+        relay.banner
+    );
+
+    // A client that trusts only that certificate completes the handshake and gets a challenge.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://127.0.0.1:{}/v1/websocket", relay.port);
+    let (mut socket, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    let frame = loop {
+        use futures_util::StreamExt as _;
+        match socket.next().await.unwrap().unwrap() {
+            tokio_tungstenite::tungstenite::Message::Binary(b) => {
+                break Frame::from_bytes(&b).unwrap();
+            }
+            _ => continue,
+        }
+    };
+    assert!(matches!(frame.body, FrameBody::Challenge(_)));
+
+    // A plaintext client gets nowhere.
+    let plain =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/v1/websocket", relay.port))
+            .await;
+    assert!(plain.is_err(), "plaintext WebSocket accepted on a TLS port");
+
+    // Without TLS the relay refuses a non-loopback address, and says why.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+            &dir.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to serve plaintext"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -36,6 +36,8 @@ pub struct RelayProcess {
     pub data_dir: PathBuf,
     pub args: Vec<String>,
     pub log: PathBuf,
+    /// Everything the relay printed up to and including its listening line.
+    pub banner: String,
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -86,8 +88,8 @@ impl RelayProcess {
             let line = line.unwrap();
             seen.push_str(&line);
             seen.push('\n');
-            if let Some(i) = line.find("ws://127.0.0.1:") {
-                let rest = &line[i + "ws://127.0.0.1:".len()..];
+            if let Some(i) = line.find("://127.0.0.1:") {
+                let rest = &line[i + "://127.0.0.1:".len()..];
                 port = rest.split('/').next().and_then(|p| p.parse().ok());
                 break;
             }
@@ -95,6 +97,7 @@ impl RelayProcess {
         let port = port.unwrap_or_else(|| panic!("relay did not report its port; output:\n{seen}"));
         // Keep draining stderr into a log file so the relay never blocks on a full pipe.
         let log_path = log.clone();
+        let banner = seen.clone();
         std::thread::spawn(move || {
             use std::io::Write as _;
             let mut f = std::fs::File::create(log_path).unwrap();
@@ -109,6 +112,7 @@ impl RelayProcess {
             data_dir,
             args,
             log,
+            banner,
         }
     }
 
