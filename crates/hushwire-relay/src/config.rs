@@ -50,6 +50,9 @@ pub struct Settings {
     /// Unauthenticated frames (connection attempts) per second from one IP address.
     #[arg(long, env = "HUSHWIRE_RELAY_ADDRESS_RATE")]
     pub address_rate: Option<u32>,
+    /// Seconds between sweeps that delete envelopes past retention.
+    #[arg(long, env = "HUSHWIRE_RELAY_EXPIRY_INTERVAL_SECS")]
+    pub expiry_interval_secs: Option<u64>,
     /// The relay's name; devices sign challenges bound to it. Give every instance of one
     /// deployment the same name.
     #[arg(long, env = "HUSHWIRE_RELAY_NAME")]
@@ -93,6 +96,8 @@ pub struct Config {
     pub device_rate: u32,
     /// Per-IP unauthenticated frame rate.
     pub address_rate: u32,
+    /// Seconds between expiry sweeps.
+    pub expiry_interval_secs: u64,
     /// Relay name.
     pub relay_name: String,
     /// TLS certificate chain.
@@ -137,6 +142,11 @@ impl Settings {
                 .max(1),
             device_rate: self.device_rate.or(file.device_rate).unwrap_or(500).max(1),
             address_rate: self.address_rate.or(file.address_rate).unwrap_or(50).max(1),
+            expiry_interval_secs: self
+                .expiry_interval_secs
+                .or(file.expiry_interval_secs)
+                .unwrap_or(60)
+                .max(1),
             relay_name: self
                 .relay_name
                 .or(file.relay_name)

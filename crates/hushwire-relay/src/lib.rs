@@ -141,7 +141,7 @@ impl<S: Store> Relay<S> {
             .with_state(self.clone())
     }
 
-    /// Deletes envelopes past retention, every minute, until shutdown.
+    /// Deletes envelopes past retention every `expiry_interval_secs`, until shutdown.
     pub async fn run_expiry(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
         let retention_ms = self.config.retention_days.saturating_mul(86_400_000);
@@ -178,7 +178,7 @@ impl<S: Store> Relay<S> {
                     .set(i64::try_from(depth).unwrap_or(i64::MAX));
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(self.config.expiry_interval_secs)) => {}
                 _ = shutdown.changed() => return,
             }
         }

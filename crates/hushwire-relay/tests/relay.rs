@@ -576,3 +576,100 @@ async fn tls_serves_wss_and_refuses_plaintext_on_public_addresses() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn limits_quota_rate_and_retention_are_enforced() {
+    // Mailbox quota.
+    let relay = RelayProcess::start("quota", &["--mailbox-quota", "3"]);
+    let (alice, bob) = (Device::new(40, 1), Device::new(41, 1));
+    let mut a = Client::register(&relay.url(), &alice).await;
+    drop(Client::register(&relay.url(), &bob).await);
+    for i in 0..3u8 {
+        assert!(matches!(
+            a.send_to(bob.address(), &[i]).await,
+            FrameBody::Sent(_)
+        ));
+    }
+    assert_eq!(
+        a.send_to(bob.address(), b"one too many").await,
+        FrameBody::Error {
+            code: ErrorCode::QuotaExceeded,
+            retry_after_ms: 0
+        }
+    );
+
+    // Per-device rate: bursts of 2 x 5 frames, then RateLimited with a retry delay; the
+    // connection stays usable.
+    let relay = RelayProcess::start("rate", &["--device-rate", "5"]);
+    let mut a = Client::register(&relay.url(), &alice).await;
+    drop(Client::register(&relay.url(), &bob).await);
+    let mut limited = None;
+    for i in 0..30u8 {
+        if let FrameBody::Error {
+            code: ErrorCode::RateLimited,
+            retry_after_ms,
+        } = a.send_to(bob.address(), &[i]).await
+        {
+            limited = Some(retry_after_ms);
+            break;
+        }
+    }
+    let wait = limited.expect("30 frames at once exceed a rate of 5/s");
+    assert!((1..=1000).contains(&wait), "retry after {wait} ms");
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(wait) + 50)).await;
+    assert!(matches!(
+        a.send_to(bob.address(), b"after waiting").await,
+        FrameBody::Sent(_)
+    ));
+
+    // Retention: with 0 days, a sweep deletes what nobody fetched.
+    let relay = RelayProcess::start(
+        "retention",
+        &["--retention-days", "0", "--expiry-interval-secs", "1"],
+    );
+    let mut a = Client::register(&relay.url(), &alice).await;
+    drop(Client::register(&relay.url(), &bob).await);
+    assert!(matches!(
+        a.send_to(bob.address(), b"never fetched").await,
+        FrameBody::Sent(_)
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (mut b, got) = Client::login(&relay.url(), &bob).await;
+    assert!(got.is_empty(), "expired envelope delivered");
+    let late = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+        loop {
+            if let FrameBody::Deliver(d) = common::next_frame(&mut b.socket).await?.body {
+                return Some(d);
+            }
+        }
+    })
+    .await;
+    assert!(
+        !matches!(late, Ok(Some(_))),
+        "expired envelope delivered late"
+    );
+}
+
+#[tokio::test]
+async fn device_is_told_when_its_one_time_prekeys_run_low() {
+    let relay = RelayProcess::start("low", &[]);
+    let (alice, bob) = (Device::new(42, 1), Device::new(43, 1));
+    let mut b = Client::register(&relay.url(), &bob).await;
+    b.upload(&bob, 1..4).await;
+    let mut a = Client::register(&relay.url(), &alice).await;
+    a.fetch(bob.address()).await.unwrap();
+    loop {
+        let frame = common::next_frame(&mut b.socket)
+            .await
+            .expect("a prekey count");
+        if let FrameBody::PreKeyCount {
+            one_time,
+            kem_one_time,
+        } = frame.body
+            && one_time == 2
+        {
+            assert_eq!(kem_one_time, 2);
+            break;
+        }
+    }
+}
