@@ -107,6 +107,11 @@ pub(crate) async fn serve<S: Store>(relay: Arc<Relay<S>>, socket: WebSocket, pee
 }
 
 impl<S: Store> Connection<S> {
+    /// Answers request `request_id`.
+    async fn reply(&mut self, request_id: u32, body: FrameBody) -> Result<(), Close> {
+        self.send(&Frame { request_id, body }).await
+    }
+
     async fn send(&mut self, frame: &Frame) -> Result<(), Close> {
         self.relay.metrics.frames_out.inc();
         self.socket
@@ -244,11 +249,7 @@ impl<S: Store> Connection<S> {
                     .upload_prekeys(device, upload, MAX_ONE_TIME_PREKEYS)
                     .await
                     .map_err(|e| internal(id, &e))?;
-                self.send(&Frame {
-                    request_id: id,
-                    body: FrameBody::Ok,
-                })
-                .await
+                self.reply(id, FrameBody::Ok).await
             }
             FrameBody::FetchBundle(target) => {
                 let claimed = self
@@ -268,11 +269,7 @@ impl<S: Store> Connection<S> {
                         })
                         .await;
                 };
-                self.send(&Frame {
-                    request_id: id,
-                    body: FrameBody::Bundle(bundle),
-                })
-                .await?;
+                self.reply(id, FrameBody::Bundle(bundle)).await?;
                 let one_time_left = warn_if_low(&self.relay.clone(), target).await;
                 self.relay.audit.record(
                     now_ms(),
@@ -348,11 +345,7 @@ impl<S: Store> Connection<S> {
                     .ack(device, ids)
                     .await
                     .map_err(|e| internal(id, &e))?;
-                self.send(&Frame {
-                    request_id: id,
-                    body: FrameBody::Ok,
-                })
-                .await
+                self.reply(id, FrameBody::Ok).await
             }
             FrameBody::Register { .. } | FrameBody::Authenticate(_) => {
                 Err(error(id, ErrorCode::OutOfOrder))
@@ -459,11 +452,7 @@ impl<S: Store> Connection<S> {
             // A newer connection of the same device takes over live delivery.
             map.insert(address, self.wakers.clone());
         }
-        self.send(&Frame {
-            request_id: id,
-            body: FrameBody::Ok,
-        })
-        .await?;
+        self.reply(id, FrameBody::Ok).await?;
         self.send_prekey_count().await?;
         self.deliver_pending().await
     }

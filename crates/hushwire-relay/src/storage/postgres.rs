@@ -10,7 +10,7 @@ use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 
-use super::sqlite::{count_by_recipient, row_to_delivery};
+use super::sqlite::{expired_by_recipient, row_to_delivery};
 use super::{
     ClaimedBundle, Enqueued, PreKeyUpload, Registration, RegistrationPolicy, Store, StoreError,
     to_i64, to_u64,
@@ -420,14 +420,7 @@ impl Store for PostgresStore {
             .bind(to_i64(before_ms))
             .fetch_all(&self.pool)
             .await?;
-        Ok(count_by_recipient(rows.iter().filter_map(|r| {
-            let fingerprint: Vec<u8> = r.try_get(0).ok()?;
-            let device: i64 = r.try_get(1).ok()?;
-            Some(DeviceAddress {
-                fingerprint: fingerprint.try_into().ok()?,
-                device_id: u32::try_from(device).ok()?,
-            })
-        })))
+        Ok(expired_by_recipient(&rows))
     }
 
     async fn audit_last(&self, chain_id: [u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {

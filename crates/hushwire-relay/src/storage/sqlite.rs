@@ -470,11 +470,7 @@ impl Store for SqliteStore {
                 .bind(to_i64(before_ms))
                 .fetch_all(&mut *c)
                 .await?;
-                Ok(count_by_recipient(rows.iter().filter_map(|r| {
-                    let fingerprint: Vec<u8> = r.try_get(0).ok()?;
-                    let device: i64 = r.try_get(1).ok()?;
-                    Some(DeviceAddress { fingerprint: fingerprint.try_into().ok()?, device_id: u32::try_from(device).ok()? })
-                })))
+                Ok(expired_by_recipient(&rows))
             })
         })
         .await
@@ -552,13 +548,33 @@ impl Store for SqliteStore {
     }
 }
 
-/// Counts addresses: the per-recipient tally of expired envelopes.
-pub(crate) fn count_by_recipient(
-    addresses: impl Iterator<Item = DeviceAddress>,
-) -> Vec<(DeviceAddress, u64)> {
+/// Tallies deleted `(recipient_fingerprint, recipient_device)` rows per recipient (shared by
+/// both engines' `expire`). A row that does not decode was still deleted; it is left out of the
+/// tally rather than failing the sweep.
+pub(crate) fn expired_by_recipient<R: sqlx::Row>(rows: &[R]) -> Vec<(DeviceAddress, u64)>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
     let mut counts = std::collections::BTreeMap::new();
-    for a in addresses {
-        *counts.entry(a).or_insert(0u64) += 1;
+    for row in rows {
+        let fingerprint: Option<[u8; 32]> = row
+            .try_get::<Vec<u8>, _>(0)
+            .ok()
+            .and_then(|f| f.try_into().ok());
+        let device = row
+            .try_get::<i64, _>(1)
+            .ok()
+            .and_then(|d| u32::try_from(d).ok());
+        if let (Some(fingerprint), Some(device_id)) = (fingerprint, device) {
+            *counts
+                .entry(DeviceAddress {
+                    fingerprint,
+                    device_id,
+                })
+                .or_insert(0u64) += 1;
+        }
     }
     counts.into_iter().collect()
 }
