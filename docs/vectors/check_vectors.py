@@ -1681,6 +1681,40 @@ def self_tests(c):
 # ---------------------------------------------------------------------------------------------
 
 
+def check_audit(c, aj):
+    """audit.json: hashes, links and checkpoint signatures, from the published bytes alone."""
+    chain_id = h(aj["chain_id"])
+    genesis = sha256(b"Hushwire v1 audit genesis" + chain_id)
+    c.eq("audit: genesis hash", h(aj["genesis_hash"]), genesis)
+    c.eq("audit: signer public key", h(aj["signer_public"]), ed25519_public(h(aj["signer_secret"])))
+    head = genesis
+    hashes = {}
+    for rec in aj["records"]:
+        enc = h(rec["encoded"])
+        seq = rec["sequence"]
+        c.eq(f"audit: record {seq} header (version, type)", b"\x01\x40", enc[0:2])
+        c.eq(f"audit: record {seq} sequence field", seq, int.from_bytes(enc[2:10], "big"))
+        c.eq(f"audit: record {seq} time field", rec["time_ms"], int.from_bytes(enc[10:18], "big"))
+        c.eq(f"audit: record {seq} links to the previous hash", head, enc[18:50])
+        head = sha256(b"Hushwire v1 audit record" + enc)
+        c.eq(f"audit: record {seq} hash", h(rec["hash"]), head)
+        hashes[seq + 1] = head
+    secret = h(aj["signer_secret"])
+    for cp in aj["checkpoints"]:
+        enc = h(cp["encoded"])
+        count = cp["count"]
+        c.eq(f"audit: checkpoint {count} head is record {count - 1}'s hash", hashes.get(count), h(cp["head_hash"]))
+        message = chain_id + count.to_bytes(8, "big") + h(cp["head_hash"]) + cp["time_ms"].to_bytes(8, "big")
+        c.eq(f"audit: checkpoint {count} layout", b"\x01\x41" + message, enc[:66])
+        signed = b"Hushwire v1 audit checkpoint" + message
+        c.eq(f"audit: checkpoint {count} signature (deterministic Ed25519)", enc[66:130], ed25519_sign(secret, signed))
+        c.true(f"audit: checkpoint {count} verifies", ed25519_verify(h(aj["signer_public"]), signed, enc[66:130]))
+    verdict = aj["verdict"]
+    c.eq("audit: verdict record count", len(aj["records"]), verdict["records"])
+    c.eq("audit: verdict unsigned tail", len(aj["records"]) - max(cp["count"] for cp in aj["checkpoints"]), verdict["unsigned_tail"])
+    return True
+
+
 def main():
     here = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
@@ -1709,6 +1743,7 @@ def main():
 
     # Transcripts recompute what they need from keys.json themselves.
     c.section("transcript", check_transcript, c, load("transcript.json"), keys)
+    c.section("audit", check_audit, c, load("audit.json"))
 
     print(f"{c.passed} passed, {c.failed} failed")
     return 0 if c.failed == 0 else 1

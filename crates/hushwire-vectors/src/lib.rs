@@ -195,12 +195,16 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
     // Sealed transcript and export: Alice's record of her conversation with Bob.
     let transcript = transcript(&alice, &bob)?;
 
+    // A short audit chain, as a relay writes it.
+    let audit = audit_chain()?;
+
     Ok(vec![
         ("keys.json", pretty(&keys)?),
         ("handshake.json", pretty(&handshake)?),
         ("conversation.json", pretty(&conversation)?),
         ("sealed_session.json", pretty(&sealed_session)?),
         ("transcript.json", pretty(&transcript)?),
+        ("audit.json", pretty(&audit)?),
     ])
 }
 
@@ -1068,5 +1072,92 @@ fn transcript_export(
         "chunks": chunks,
         "items": items,
         "bytes": hex::encode(&bytes),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit.json
+
+/// Six metadata events of a relay, with checkpoints after records 3 and 6. Everything is fixed
+/// (chain id, times, the signer's Ed25519 secret), and Ed25519 is deterministic, so nothing is
+/// drawn from an RNG.
+fn audit_chain() -> Result<Value, Error> {
+    use hushwire::proto::audit::{
+        self, AuditChain, AuditEvent, AuthFailure, DeviceRef, EnvelopeId,
+    };
+    use hushwire::proto::{Fingerprint, Signer as _};
+
+    let chain_id = [0x11u8; 16];
+    let signer_secret = [0x44u8; 32];
+    let signer = ed25519_dalek::SigningKey::from_bytes(&signer_secret);
+    let alice = DeviceRef {
+        fingerprint: Fingerprint([0xa1; 32]),
+        device_id: 1,
+    };
+    let bob = DeviceRef {
+        fingerprint: Fingerprint([0xb0; 32]),
+        device_id: 2,
+    };
+    let envelope = EnvelopeId([0xe1; 16]);
+    let events = [
+        AuditEvent::DeviceRegistered { device: alice },
+        AuditEvent::AuthenticationFailed {
+            reason: AuthFailure::BadSignature,
+        },
+        AuditEvent::BundleFetched {
+            requester: alice,
+            target: bob,
+            one_time_left: 9,
+        },
+        AuditEvent::EnvelopeStored {
+            sender: alice,
+            recipient: bob,
+            envelope,
+            size: 1849,
+        },
+        AuditEvent::EnvelopeDelivered {
+            recipient: bob,
+            envelope,
+        },
+        AuditEvent::EnvelopeAcknowledged {
+            recipient: bob,
+            envelope,
+        },
+    ];
+    let mut chain = AuditChain::new(chain_id);
+    let mut records = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut time_ms = 1_700_000_000_000u64;
+    let mut hashes = Vec::new();
+    for event in events {
+        time_ms += 250;
+        let record = chain.append(time_ms, event);
+        hashes.push(hex::encode(record.hash()));
+        records.push(record);
+        if chain.len() % 3 == 0 {
+            checkpoints.push(chain.checkpoint(&signer, time_ms + 1));
+        }
+    }
+    let report = audit::verify(chain_id, &signer.verifying_key(), &records, &checkpoints)
+        .map_err(|e| format!("the published audit chain does not verify: {e}"))?;
+    Ok(json!({
+        "description": "A relay's audit chain of six metadata events (docs/audit.md). genesis_hash = SHA-256(\"Hushwire v1 audit genesis\" || chain_id); each record's hash = SHA-256(\"Hushwire v1 audit record\" || encoded record), and each record carries the previous hash at bytes 18..50. Checkpoints after records 3 and 6 are Ed25519 signatures by signer_secret over \"Hushwire v1 audit checkpoint\" || chain_id || count || head_hash || time_ms.",
+        "chain_id": hex::encode(chain_id),
+        "signer_secret": hex::encode(signer_secret),
+        "signer_public": hex::encode(signer.verifying_key().as_bytes()),
+        "genesis_hash": hex::encode(audit::genesis_hash(&chain_id)),
+        "records": records.iter().zip(&hashes).map(|(r, h)| json!({
+            "sequence": r.sequence,
+            "time_ms": r.time_ms,
+            "encoded": hex::encode(r.to_bytes()),
+            "hash": h,
+        })).collect::<Vec<_>>(),
+        "checkpoints": checkpoints.iter().map(|c| json!({
+            "count": c.count,
+            "time_ms": c.time_ms,
+            "head_hash": hex::encode(c.head_hash),
+            "encoded": hex::encode(c.to_bytes()),
+        })).collect::<Vec<_>>(),
+        "verdict": { "records": report.records, "checkpoints": report.checkpoints, "unsigned_tail": report.unsigned_tail },
     }))
 }
