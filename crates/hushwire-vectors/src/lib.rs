@@ -1082,10 +1082,10 @@ fn transcript_export(
 /// (chain id, times, the signer's Ed25519 secret), and Ed25519 is deterministic, so nothing is
 /// drawn from an RNG.
 fn audit_chain() -> Result<Value, Error> {
+    use hushwire::proto::Fingerprint;
     use hushwire::proto::audit::{
         self, AuditChain, AuditEvent, AuthFailure, DeviceRef, EnvelopeId,
     };
-    use hushwire::proto::{Fingerprint, Signer as _};
 
     let chain_id = [0x11u8; 16];
     let signer_secret = [0x44u8; 32];
@@ -1134,7 +1134,7 @@ fn audit_chain() -> Result<Value, Error> {
         let record = chain.append(time_ms, event);
         hashes.push(hex::encode(record.hash()));
         records.push(record);
-        if chain.len() % 3 == 0 {
+        if chain.len().is_multiple_of(3) {
             checkpoints.push(chain.checkpoint(&signer, time_ms + 1));
         }
     }
