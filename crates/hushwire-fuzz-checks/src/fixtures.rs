@@ -1,0 +1,119 @@
+//! The fixed keys and sessions the targets start from.
+//!
+//! Each is built from a fixed ChaCha20 seed, once per process: generating accounts (ML-KEM-1024
+//! above all) costs far more than running one input, and a fixed starting point makes every
+//! crash reproducible from its input alone. The seed generator (`examples/make-seeds.rs`) uses
+//! the same fixtures, so its seeds reach past the signature and AEAD checks.
+
+use std::sync::OnceLock;
+
+use hushwire::proto::Codec;
+use hushwire::proto::relay::Challenge;
+use hushwire::transcript::AuditorKey;
+use hushwire::wire::{Message, PREKEY_MESSAGE_TYPE, RatchetMessage};
+use hushwire::{Account, IdentityKeyPair, Session, StorageKey};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng as _;
+
+/// The key sealed sessions, accounts and transcript writers are opened with in [`crate::unseal`].
+pub const UNSEAL_KEY: [u8; 32] = [3; 32];
+
+/// The chain id [`crate::audit_record`] verifies logs against.
+pub const AUDIT_CHAIN_ID: [u8; 16] = *b"hushwire-fuzz-au";
+
+/// The challenge relay-frame credentials are checked against in [`crate::relay_frame`].
+pub const RELAY_CHALLENGE: Challenge = Challenge {
+    nonce: [0x0c; 32],
+    relay_id: *b"hushwire-fuzz-rl",
+    expires_at_ms: 1_700_000_000_000,
+};
+
+/// What the first message of [`Pair::first`] says.
+pub const FIRST_PLAINTEXT: &[u8] = b"hello";
+
+/// An established session between Alice (initiator) and Bob (responder), as
+/// `crates/hushwire/tests/interleavings.rs` builds it.
+pub struct Pair {
+    /// Alice's session. She has not heard back yet, so she still sends prekey messages.
+    pub alice: Session,
+    /// Bob's session, created by accepting [`Pair::first`].
+    pub bob: Session,
+    /// Alice's first (prekey) message, already accepted by Bob.
+    pub first: Vec<u8>,
+    /// [`session_state`] of [`Pair::bob`], computed once.
+    pub bob_state: Vec<u8>,
+    /// Length of the handshake part every prekey message of Alice's starts with.
+    handshake_len: usize,
+}
+
+/// The established pair, built on first use.
+pub fn pair() -> &'static Pair {
+    static PAIR: OnceLock<Pair> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let mut rng = ChaCha20Rng::from_seed([7; 32]);
+        let alice_account = Account::new(1, 0, &mut rng);
+        let mut bob_account = Account::new(2, 0, &mut rng);
+        bob_account.generate_one_time_prekeys(1, &mut rng);
+        let bundle = bob_account
+            .prekey_bundle()
+            .expect("a new account has a bundle");
+        let mut alice = Session::initiate(alice_account.identity(), &bundle, &mut rng)
+            .expect("initiate from a fresh bundle");
+        let first = alice.encrypt(FIRST_PLAINTEXT).expect("encrypt");
+        let bob = bob_account
+            .accept(&first, &mut rng)
+            .expect("accept the first message")
+            .session;
+        let bob_state = session_state(&bob);
+        let Ok(Message::PreKey(prekey)) = Message::from_bytes(&first) else {
+            panic!("an initiator's first message is a prekey message");
+        };
+        let mut handshake = Vec::new();
+        prekey.encode_handshake(&mut handshake);
+        Pair {
+            alice,
+            bob,
+            first,
+            bob_state,
+            handshake_len: handshake.len(),
+        }
+    })
+}
+
+/// A session's whole persistent state, as bytes: sealed under a fixed key with a fixed nonce,
+/// so two equal states give equal bytes.
+pub fn session_state(session: &Session) -> Vec<u8> {
+    session.seal(
+        &StorageKey::from_bytes([5; 32]),
+        &mut ChaCha20Rng::from_seed([0; 32]),
+    )
+}
+
+/// `(ratchet key, index)` from the header of a message one of [`pair`]'s sessions encrypted:
+/// which chain and position it holds.
+pub fn message_id(bytes: &[u8]) -> ([u8; 32], u32) {
+    // A prekey message is the session's fixed handshake part, then a ratchet message. Skip the
+    // handshake rather than decode it: decoding checks the identity's signature, which would
+    // cost the conversation target a sixth of its time.
+    let ratchet = if bytes.get(1) == Some(&PREKEY_MESSAGE_TYPE) {
+        &bytes[pair().handshake_len..]
+    } else {
+        bytes
+    };
+    let header = RatchetMessage::from_bytes(ratchet)
+        .expect("a message we encrypted decodes")
+        .header;
+    (*header.ratchet_key.as_bytes(), header.index)
+}
+
+/// The auditor key [`crate::export_reader`] reads exports with.
+pub fn auditor_key() -> &'static AuditorKey {
+    static KEY: OnceLock<AuditorKey> = OnceLock::new();
+    KEY.get_or_init(|| AuditorKey::generate(&mut ChaCha20Rng::from_seed([0x0a; 32])))
+}
+
+/// The identity that signs the checkpoints of the audit chain [`AUDIT_CHAIN_ID`].
+pub fn audit_signer() -> &'static IdentityKeyPair {
+    static SIGNER: OnceLock<IdentityKeyPair> = OnceLock::new();
+    SIGNER.get_or_init(|| IdentityKeyPair::generate(&mut ChaCha20Rng::from_seed([0x0b; 32])))
+}
