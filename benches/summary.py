@@ -14,7 +14,8 @@ root = os.path.join(sys.argv[1] if len(sys.argv) > 1 else "target", "criterion")
 
 
 def estimate(group, bench):
-    path = os.path.join(root, group, bench, "new", "estimates.json")
+    # criterion stores "a/b" benchmark ids in directories named "a_b".
+    path = os.path.join(root, group, bench.replace("/", "_"), "new", "estimates.json")
     try:
         with open(path) as f:
             data = json.load(f)

@@ -1,0 +1,555 @@
+//! `hushwire-load`: N simulated devices against a real relay process on loopback.
+//!
+//! It starts the relay itself (fresh data directory, ephemeral port) so it can read the relay's
+//! RSS and, in crash mode, SIGKILL and restart it. Half the devices send to the other half,
+//! each with up to `--in-flight` unanswered sends; receivers acknowledge every delivery. At the
+//! end it prints msgs/s, send→ack and send→deliver latency percentiles, the relay's RSS at
+//! start, per idle connection and under load, and sent / acked / delivered / lost / duplicated
+//! counts (an acked message that is never delivered is lost).
+//!
+//! ```sh
+//! cargo build --release -p hushwire-relay -p hushwire-load
+//! target/release/hushwire-load --devices 200 --messages 100000
+//! target/release/hushwire-load --devices 20 --messages 20000 --kills 10      # crash mode
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::{SinkExt as _, StreamExt as _};
+use hushwire::IdentityKeyPair;
+use hushwire::proto::codec::Codec;
+use hushwire::proto::labels;
+use hushwire::proto::relay::{Credentials, DeviceAddress, Frame, FrameBody, OutgoingEnvelope};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng as _;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Load and crash tool for the Hushwire relay.
+#[derive(Parser, Clone)]
+#[command(version)]
+struct Args {
+    /// Simulated devices (half send, half receive).
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// Messages to send in total.
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Unanswered sends each sender keeps in flight.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Envelope payload size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Crash mode: SIGKILL and restart the relay this many times during the run.
+    #[arg(long, default_value_t = 0)]
+    kills: u32,
+    /// The relay binary (default: `hushwire-relay` beside this one).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// Extra devices that only connect and idle, to measure memory per idle connection.
+    #[arg(long, default_value_t = 1000)]
+    idle: usize,
+}
+
+/// A relay process this tool owns.
+struct RelayProcess {
+    child: Child,
+    port: u16,
+}
+
+impl RelayProcess {
+    fn start(bin: &Path, data_dir: &Path) -> Result<Self, String> {
+        let mut child = Command::new(bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data_dir.display().to_string(),
+            ])
+            .args([
+                "--device-rate",
+                "1000000",
+                "--address-rate",
+                "1000000",
+                "--mailbox-quota",
+                "1000000",
+            ])
+            .env("HUSHWIRE_RELAY_LOG", "warn,hushwire_relay=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .ok_or("relay exited before listening")?
+                .map_err(|e| e.to_string())?;
+            if let Some(i) = line.find("://127.0.0.1:") {
+                let rest = line.get(i + "://127.0.0.1:".len()..).unwrap_or_default();
+                break rest
+                    .split('/')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or("unparsable port")?;
+            }
+        };
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Ok(Self { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/websocket", self.port)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .map(str::to_owned)
+            })
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Device {
+    identity: IdentityKeyPair,
+    address: DeviceAddress,
+}
+
+impl Device {
+    fn new(seed: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let identity = IdentityKeyPair::generate(&mut rng);
+        let address = DeviceAddress {
+            fingerprint: identity.public().fingerprint().0,
+            device_id: 1,
+        };
+        Self { identity, address }
+    }
+
+    /// Connects and registers (first time) or authenticates.
+    async fn connect(&self, url: &str, register: bool) -> Result<Socket, String> {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let challenge = loop {
+            match next_frame(&mut socket).await?.body {
+                FrameBody::Challenge(c) => break c,
+                _ => continue,
+            }
+        };
+        let credentials = Credentials {
+            identity: self.identity.public().clone(),
+            device_id: 1,
+            signature: self
+                .identity
+                .sign(labels::SIG_RELAY_AUTH, &challenge.signed_message(1)),
+        };
+        let body = if register {
+            FrameBody::Register {
+                credentials,
+                invite: None,
+            }
+        } else {
+            FrameBody::Authenticate(credentials)
+        };
+        send(
+            &mut socket,
+            Frame {
+                request_id: 1,
+                body,
+            },
+        )
+        .await?;
+        loop {
+            let f = next_frame(&mut socket).await?;
+            if f.request_id == 1 {
+                return match f.body {
+                    FrameBody::Ok => Ok(socket),
+                    other => Err(format!("authentication refused: {other:?}")),
+                };
+            }
+        }
+    }
+}
+
+async fn next_frame(socket: &mut Socket) -> Result<Frame, String> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                return Frame::from_bytes(&b).map_err(|e| e.to_string());
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("connection closed".into()),
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, frame: Frame) -> Result<(), String> {
+    socket
+        .send(Message::Binary(frame.to_bytes().into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Shared counters and latency samples.
+#[derive(Default)]
+struct Stats {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    ack_latency_us: Mutex<Vec<u64>>,
+    deliver_latency_us: Mutex<Vec<u64>>,
+    /// (sender, seq) acked by the relay.
+    acked_ids: Mutex<HashSet<(u32, u64)>>,
+    /// (sender, seq) delivered, with how many times.
+    delivered: Mutex<HashMap<(u32, u64), u32>>,
+}
+
+fn payload(sender: u32, seq: u64, start: Instant, size: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(size.max(20));
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
+    p.resize(size.max(20), 0x5a);
+    p
+}
+
+/// Sends `count` messages to `to`, keeping `in_flight` unanswered; reconnects and resends the
+/// unanswered ones whenever the connection drops (at least once).
+/// What every device task shares: the current relay URL (it changes on restart), the
+/// counters, and the run's start (payloads carry send times relative to it).
+#[derive(Clone)]
+struct Shared {
+    url: Arc<Mutex<String>>,
+    stats: Arc<Stats>,
+    start: Instant,
+}
+
+async fn run_sender(
+    device: Arc<Device>,
+    index: u32,
+    to: DeviceAddress,
+    count: u64,
+    args: Args,
+    shared: Shared,
+) {
+    let Shared { url, stats, start } = shared;
+    let mut next = 0u64;
+    while next < count {
+        let current = url.lock().map(|u| u.clone()).unwrap_or_default();
+        let Ok(mut socket) = device.connect(&current, false).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut pending: HashMap<u32, (u64, Instant)> = HashMap::new();
+        let mut failed = false;
+        while next < count || !pending.is_empty() {
+            while pending.len() < args.in_flight && next < count {
+                let request_id = u32::try_from(next % u64::from(u32::MAX - 2)).unwrap_or(0) + 2;
+                let frame = Frame {
+                    request_id,
+                    body: FrameBody::Send(vec![OutgoingEnvelope {
+                        recipient: to,
+                        payload: payload(index, next, start, args.size),
+                    }]),
+                };
+                if send(&mut socket, frame).await.is_err() {
+                    failed = true;
+                    break;
+                }
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                pending.insert(request_id, (next, Instant::now()));
+                next += 1;
+            }
+            if failed {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), next_frame(&mut socket)).await {
+                Ok(Ok(Frame {
+                    request_id,
+                    body: FrameBody::Sent(_),
+                })) => {
+                    if let Some((seq, at)) = pending.remove(&request_id) {
+                        stats.acked.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut l) = stats.ack_latency_us.lock() {
+                            l.push(at.elapsed().as_micros() as u64);
+                        }
+                        if let Ok(mut ids) = stats.acked_ids.lock() {
+                            ids.insert((index, seq));
+                        }
+                    }
+                }
+                Ok(Ok(_)) => {}
+                _ => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            // Resend everything unanswered after reconnecting.
+            if let Some(min) = pending.values().map(|(seq, _)| *seq).min() {
+                next = next.min(min);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Receives until `expected` distinct messages arrived or `deadline`; acks each delivery.
+async fn run_receiver(device: Arc<Device>, expected: u64, shared: Shared, deadline: Instant) {
+    let Shared { url, stats, start } = shared;
+    let mut seen = HashSet::new();
+    while (seen.len() as u64) < expected && Instant::now() < deadline {
+        let current = url.lock().map(|u| u.clone()).unwrap_or_default();
+        let Ok(mut socket) = device.connect(&current, false).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut ack_id = 2u32;
+        while (seen.len() as u64) < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Ok(frame)) = tokio::time::timeout(left, next_frame(&mut socket)).await else {
+                break;
+            };
+            let FrameBody::Deliver(d) = frame.body else {
+                continue;
+            };
+            let sender = u32::from_be_bytes(
+                d.payload
+                    .get(0..4)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or_default(),
+            );
+            let seq = u64::from_be_bytes(
+                d.payload
+                    .get(4..12)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or_default(),
+            );
+            let sent_at = u64::from_be_bytes(
+                d.payload
+                    .get(12..20)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or_default(),
+            );
+            let now = start.elapsed().as_micros() as u64;
+            if let Ok(mut l) = stats.deliver_latency_us.lock() {
+                l.push(now.saturating_sub(sent_at));
+            }
+            if let Ok(mut delivered) = stats.delivered.lock() {
+                *delivered.entry((sender, seq)).or_insert(0) += 1;
+            }
+            seen.insert((sender, seq));
+            ack_id = ack_id.wrapping_add(1).max(2);
+            if send(
+                &mut socket,
+                Frame {
+                    request_id: ack_id,
+                    body: FrameBody::Ack(vec![d.server_id]),
+                },
+            )
+            .await
+            .is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0)
+}
+
+fn latency_line(name: &str, samples: &Mutex<Vec<u64>>) -> String {
+    let mut v = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    v.sort_unstable();
+    format!(
+        "{name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        percentile(&v, 0.50) as f64 / 1000.0,
+        percentile(&v, 0.99) as f64 / 1000.0,
+        v.last().copied().unwrap_or(0) as f64 / 1000.0,
+        v.len()
+    )
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let bin = match &args.relay_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("hushwire-relay"),
+    };
+    let data_dir = std::env::temp_dir().join(format!("hushwire-load-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
+    let mut relay = RelayProcess::start(&bin, &data_dir)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_start = relay.rss_kib();
+    let url = Arc::new(Mutex::new(relay.url()));
+
+    // Register everyone.
+    let pairs = (args.devices / 2).max(1);
+    let devices: Vec<Arc<Device>> = (0..pairs * 2)
+        .map(|i| Arc::new(Device::new(i as u64)))
+        .collect();
+    for d in &devices {
+        drop(d.connect(&relay.url(), true).await?);
+    }
+    eprintln!("registered {} devices", devices.len());
+
+    // Idle connections, for memory per connection.
+    let mut idle_sockets = Vec::new();
+    let mut idle_per_connection = None;
+    if args.idle > 0 {
+        let idle_device = Device::new(u64::MAX);
+        drop(idle_device.connect(&relay.url(), true).await?);
+        for _ in 0..args.idle {
+            idle_sockets.push(idle_device.connect(&relay.url(), false).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_idle = relay.rss_kib();
+        idle_per_connection = Some(rss_idle.saturating_sub(rss_start) as f64 / args.idle as f64);
+        eprintln!("{} idle connections: relay RSS {} KiB", args.idle, rss_idle);
+    }
+    drop(idle_sockets);
+
+    let stats = Arc::new(Stats::default());
+    let start = Instant::now();
+    let per_sender = args.messages / pairs as u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut tasks = Vec::new();
+    let shared = Shared {
+        url: url.clone(),
+        stats: stats.clone(),
+        start,
+    };
+    for (p, pair) in devices.chunks_exact(2).enumerate() {
+        let [sender, receiver] = pair else { continue };
+        tasks.push(tokio::spawn(run_receiver(
+            receiver.clone(),
+            per_sender,
+            shared.clone(),
+            deadline,
+        )));
+        tasks.push(tokio::spawn(run_sender(
+            sender.clone(),
+            p as u32,
+            receiver.address,
+            per_sender,
+            args.clone(),
+            shared.clone(),
+        )));
+    }
+
+    // Crash mode: kill and restart the relay `kills` times while traffic flows.
+    let mut rss_peak = 0;
+    let mut kills_done = 0;
+    let kill_every = Duration::from_millis(700);
+    let mut last_kill = Instant::now();
+    while tasks.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss_peak = rss_peak.max(relay.rss_kib());
+        if kills_done < args.kills && last_kill.elapsed() >= kill_every {
+            relay.kill();
+            relay = RelayProcess::start(&bin, &data_dir)?;
+            if let Ok(mut u) = url.lock() {
+                *u = relay.url();
+            }
+            kills_done += 1;
+            last_kill = Instant::now();
+            eprintln!(
+                "killed and restarted the relay ({kills_done}/{})",
+                args.kills
+            );
+        }
+    }
+    let elapsed = start.elapsed();
+    relay.kill();
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let acked_ids = stats
+        .acked_ids
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let delivered = stats
+        .delivered
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
+    let lost = acked_ids
+        .iter()
+        .filter(|id| !delivered.contains_key(id))
+        .count();
+    let duplicates: u32 = delivered.values().map(|n| n - 1).sum();
+    let unique = delivered.len() as u64;
+    println!(
+        "devices {}, messages {}, in flight {}, payload {} B, kills {kills_done}",
+        devices.len(),
+        per_sender * pairs as u64,
+        args.in_flight,
+        args.size
+    );
+    println!(
+        "throughput: {:.0} msgs/s delivered ({unique} in {:.2} s)",
+        unique as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!("{}", latency_line("send→ack", &stats.ack_latency_us));
+    println!(
+        "{}",
+        latency_line("send→deliver", &stats.deliver_latency_us)
+    );
+    println!("relay RSS: start {rss_start} KiB, peak under load {rss_peak} KiB");
+    if let Some(per) = idle_per_connection {
+        println!(
+            "relay RSS per idle connection: {per:.1} KiB ({} connections)",
+            args.idle
+        );
+    }
+    println!(
+        "sent {sent}, acked {}, delivered {unique}, lost {lost}, duplicated {duplicates}",
+        acked_ids.len()
+    );
+    Ok(lost == 0)
+}
