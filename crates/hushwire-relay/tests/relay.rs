@@ -673,3 +673,57 @@ async fn device_is_told_when_its_one_time_prekeys_run_low() {
         }
     }
 }
+
+#[tokio::test]
+async fn connection_caps_address_rate_and_idle_timeout() {
+    // Per-address rate: 1 new connection per second (bursts of 2), then HTTP 429.
+    let relay = RelayProcess::start("address-rate", &["--address-rate", "1"]);
+    let _c1 = connect(&relay.url()).await;
+    let _c2 = connect(&relay.url()).await;
+    match tokio_tungstenite::connect_async(relay.url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!(
+            "third connection in a burst of 2 was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+
+    // Connection cap: the third concurrent connection gets HTTP 503.
+    let relay = RelayProcess::start("max-connections", &["--max-connections", "2"]);
+    let _c1 = connect(&relay.url()).await;
+    let _c2 = connect(&relay.url()).await;
+    match tokio_tungstenite::connect_async(relay.url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!(
+            "connection over the cap was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+
+    // Idle timeout: a client that never answers the relay's ping is closed after two idle
+    // periods (the test does not poll the socket, so no pong goes out).
+    let relay = RelayProcess::start("idle", &["--idle-timeout-secs", "1"]);
+    let mut idle = connect(&relay.url()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    let mut closed = false;
+    while let Ok(Some(message)) = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut idle.socket),
+    )
+    .await
+    {
+        match message {
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(closed, "an unresponsive connection was not closed");
+}
