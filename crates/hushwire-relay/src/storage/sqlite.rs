@@ -6,8 +6,10 @@
 //! (about 50,000 rows/s here against 4,000 with a commit per row), and an envelope is acked only
 //! once it is on disk. Reads use a separate pool and never block the writer (WAL).
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -58,13 +60,26 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 /// What a job gives back to the writer: whether its savepoint should be kept, and how to answer
 /// its caller once the transaction's fate is known.
 type Reply = (bool, Box<dyn FnOnce(bool) + Send>);
+// The bool says whether the job succeeded; a failed job has already undone its own writes.
 type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Reply> + Send>;
 
-/// SQLite-backed [`Store`].
+/// What the writer knows without asking the database, so that storing or deleting an envelope
+/// is one statement and the quota check is O(1) in mailbox size. Only the writer task touches
+/// it; a failed commit clears it (it is reloaded lazily, one query per device).
+#[derive(Default)]
+struct MailboxCache {
+    /// Devices known to be registered (registrations are never undone).
+    registered: HashSet<DeviceAddress>,
+    /// Envelopes waiting per device, for devices whose count was loaded.
+    sizes: HashMap<DeviceAddress, i64>,
+}
+
+/// SQLite-backed [`Store`]. One relay process per database file.
 #[derive(Clone)]
 pub struct SqliteStore {
     reads: SqlitePool,
     writes: mpsc::Sender<Job>,
+    cache: Arc<Mutex<MailboxCache>>,
 }
 
 impl SqliteStore {
@@ -83,13 +98,32 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let (writes, jobs) = mpsc::channel(4096);
-        tokio::spawn(run_writer(writer, jobs));
-        Ok(Self { reads, writes })
+        let cache = Arc::new(Mutex::new(MailboxCache::default()));
+        tokio::spawn(run_writer(writer, jobs, cache.clone()));
+        Ok(Self {
+            reads,
+            writes,
+            cache,
+        })
     }
 
-    /// Runs `work` in the writer's next batch; answers after the batch commits.
+    /// Runs a multi-statement `work` atomically (in its own savepoint) in the writer's next
+    /// batch; answers after the batch commits.
     async fn write<T: Send + 'static>(
         &self,
+        work: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+        + Send
+        + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(true, work).await
+    }
+
+    /// Queues `work` for the writer, in its own savepoint when `savepoint` is set (work of more
+    /// than one write statement must ask for one: a single statement is atomic by itself, and
+    /// skipping the savepoint saves two round trips on the hot path).
+    async fn submit<T: Send + 'static>(
+        &self,
+        savepoint: bool,
         work: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
         + Send
         + 'static,
@@ -97,8 +131,17 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
-                let result = work(conn).await;
+                if savepoint {
+                    let _ = sqlx::query("SAVEPOINT job").execute(&mut *conn).await;
+                }
+                let result = work(&mut *conn).await;
                 let ok = result.is_ok();
+                if savepoint {
+                    if !ok {
+                        let _ = sqlx::query("ROLLBACK TO job").execute(&mut *conn).await;
+                    }
+                    let _ = sqlx::query("RELEASE job").execute(&mut *conn).await;
+                }
                 let answer: Box<dyn FnOnce(bool) + Send> = Box::new(move |committed| {
                     let _ = tx.send(match result {
                         Ok(v) if committed => Ok(v),
@@ -117,7 +160,11 @@ impl SqliteStore {
     }
 }
 
-async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>) {
+async fn run_writer(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::Receiver<Job>,
+    cache: Arc<Mutex<MailboxCache>>,
+) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -136,12 +183,7 @@ async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>) {
                 answers.push(job_failed());
                 continue;
             }
-            let _ = sqlx::query("SAVEPOINT job").execute(&mut conn).await;
-            let (ok, answer) = job(&mut conn).await;
-            if !ok {
-                let _ = sqlx::query("ROLLBACK TO job").execute(&mut conn).await;
-            }
-            let _ = sqlx::query("RELEASE job").execute(&mut conn).await;
+            let (_, answer) = job(&mut conn).await;
             answers.push(answer);
         }
         let committed = began && sqlx::query("COMMIT").execute(&mut conn).await.is_ok();
@@ -149,9 +191,71 @@ async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>) {
             tracing::error!("sqlite commit failed; {} writes refused", answers.len());
             let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
         }
+        if !committed && let Ok(mut cache) = cache.lock() {
+            // The jobs' cache updates describe writes that did not happen.
+            *cache = MailboxCache::default();
+        }
         for answer in answers {
             answer(committed);
         }
+    }
+}
+
+/// Whether `address` is registered, from the cache or (once) from the database.
+async fn is_registered(
+    c: &mut SqliteConnection,
+    cache: &Mutex<MailboxCache>,
+    address: DeviceAddress,
+) -> Result<bool, sqlx::Error> {
+    if cache.lock().is_ok_and(|m| m.registered.contains(&address)) {
+        return Ok(true);
+    }
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM devices WHERE fingerprint = ? AND device_id = ?")
+            .bind(fp(&address))
+            .bind(address.device_id)
+            .fetch_optional(&mut *c)
+            .await?;
+    if known.is_some()
+        && let Ok(mut m) = cache.lock()
+    {
+        m.registered.insert(address);
+    }
+    Ok(known.is_some())
+}
+
+/// Envelopes waiting for `address`, from the cache or (once) counted in the database.
+async fn mailbox_size(
+    c: &mut SqliteConnection,
+    cache: &Mutex<MailboxCache>,
+    address: DeviceAddress,
+) -> Result<i64, sqlx::Error> {
+    if let Some(n) = cache
+        .lock()
+        .ok()
+        .and_then(|m| m.sizes.get(&address).copied())
+    {
+        return Ok(n);
+    }
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM envelopes WHERE recipient_fingerprint = ? AND recipient_device = ?",
+    )
+    .bind(fp(&address))
+    .bind(address.device_id)
+    .fetch_one(&mut *c)
+    .await?;
+    if let Ok(mut m) = cache.lock() {
+        m.sizes.insert(address, n);
+    }
+    Ok(n)
+}
+
+/// Adds `delta` to a cached mailbox size (an uncached one is counted when next needed).
+fn adjust_size(cache: &Mutex<MailboxCache>, address: DeviceAddress, delta: i64) {
+    if let Ok(mut m) = cache.lock()
+        && let Some(n) = m.sizes.get_mut(&address)
+    {
+        *n = (*n + delta).max(0);
     }
 }
 
@@ -367,30 +471,17 @@ impl Store for SqliteStore {
         now_ms: u64,
         quota: u32,
     ) -> Result<Enqueued, StoreError> {
-        let mut ids = Vec::with_capacity(envelopes.len());
-        for _ in &envelopes {
-            ids.push(crate::random_id());
-        }
-        self.write(move |c| {
+        let ids: Vec<[u8; 16]> = envelopes.iter().map(|_| crate::random_id()).collect();
+        let cache = self.cache.clone();
+        // One envelope is one INSERT, atomic by itself; several need a savepoint (all or none).
+        let savepoint = envelopes.len() > 1;
+        self.submit(savepoint, move |c| {
             Box::pin(async move {
                 for e in &envelopes {
-                    let known: Option<i64> =
-                        sqlx::query_scalar("SELECT 1 FROM devices WHERE fingerprint = ? AND device_id = ?")
-                            .bind(fp(&e.recipient))
-                            .bind(e.recipient.device_id)
-                            .fetch_optional(&mut *c)
-                            .await?;
-                    if known.is_none() {
+                    if !is_registered(c, &cache, e.recipient).await? {
                         return Ok(Enqueued::UnknownRecipient(e.recipient));
                     }
-                    let queued: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM envelopes WHERE recipient_fingerprint = ? AND recipient_device = ?",
-                    )
-                    .bind(fp(&e.recipient))
-                    .bind(e.recipient.device_id)
-                    .fetch_one(&mut *c)
-                    .await?;
-                    if queued >= i64::from(quota) {
+                    if mailbox_size(c, &cache, e.recipient).await? >= i64::from(quota) {
                         return Ok(Enqueued::QuotaExceeded(e.recipient));
                     }
                 }
@@ -409,6 +500,7 @@ impl Store for SqliteStore {
                     .bind(e.payload)
                     .execute(&mut *c)
                     .await?;
+                    adjust_size(&cache, e.recipient, 1);
                     receipts.push(Receipt { server_id: id, server_time_ms: now_ms });
                 }
                 Ok(Enqueued::Stored(receipts))
@@ -441,7 +533,9 @@ impl Store for SqliteStore {
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
     ) -> Result<u64, StoreError> {
-        self.write(move |c| {
+        let cache = self.cache.clone();
+        let savepoint = server_ids.len() > 1;
+        self.submit(savepoint, move |c| {
             Box::pin(async move {
                 let mut deleted = 0;
                 for id in server_ids {
@@ -455,6 +549,7 @@ impl Store for SqliteStore {
                     .await?
                     .rows_affected();
                 }
+                adjust_size(&cache, recipient, -(deleted as i64));
                 Ok(deleted)
             })
         })
@@ -462,6 +557,7 @@ impl Store for SqliteStore {
     }
 
     async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
+        let cache = self.cache.clone();
         self.write(move |c| {
             Box::pin(async move {
                 let rows = sqlx::query(
@@ -470,7 +566,11 @@ impl Store for SqliteStore {
                 .bind(to_i64(before_ms))
                 .fetch_all(&mut *c)
                 .await?;
-                Ok(expired_by_recipient(&rows))
+                let expired = expired_by_recipient(&rows);
+                for (recipient, n) in &expired {
+                    adjust_size(&cache, *recipient, -(*n as i64));
+                }
+                Ok(expired)
             })
         })
         .await
