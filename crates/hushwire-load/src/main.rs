@@ -53,6 +53,9 @@ struct Args {
     /// The relay binary (default: `hushwire-relay` beside this one).
     #[arg(long)]
     relay_bin: Option<PathBuf>,
+    /// PostgreSQL URL: run two relay instances on it (senders on one, receivers on the other).
+    #[arg(long)]
+    database_url: Option<String>,
     /// Extra devices that only connect and idle, to measure memory per idle connection.
     #[arg(long, default_value_t = 1000)]
     idle: usize,
@@ -65,8 +68,9 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
-    fn start(bin: &Path, data_dir: &Path) -> Result<Self, String> {
+    fn start(bin: &Path, data_dir: &Path, extra: &[String]) -> Result<Self, String> {
         let mut child = Command::new(bin)
+            .args(extra)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -421,7 +425,31 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     let data_dir = std::env::temp_dir().join(format!("hushwire-load-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
-    let mut relay = RelayProcess::start(&bin, &data_dir)?;
+    // With PostgreSQL, two instances share one schema: senders use the first, receivers the
+    // second, so every delivery crosses instances (LISTEN/NOTIFY).
+    let extra: Vec<String> = match &args.database_url {
+        Some(url) => vec![
+            "--database-url".into(),
+            url.clone(),
+            "--database-schema".into(),
+            format!("hushwire_load_{}", std::process::id()),
+        ],
+        None => Vec::new(),
+    };
+    let mut relay = RelayProcess::start(&bin, &data_dir, &extra)?;
+    let second = match &args.database_url {
+        Some(_) => {
+            let dir = data_dir.join("second");
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            Some(RelayProcess::start(&bin, &dir, &extra)?)
+        }
+        None => None,
+    };
+    let receiver_url = Arc::new(Mutex::new(
+        second
+            .as_ref()
+            .map_or_else(|| relay.url(), RelayProcess::url),
+    ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_start = relay.rss_kib();
     let url = Arc::new(Mutex::new(relay.url()));
@@ -464,10 +492,14 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     for (p, pair) in devices.chunks_exact(2).enumerate() {
         let [sender, receiver] = pair else { continue };
+        let receiving = Shared {
+            url: receiver_url.clone(),
+            ..shared.clone()
+        };
         tasks.push(tokio::spawn(run_receiver(
             receiver.clone(),
             per_sender,
-            shared.clone(),
+            receiving,
             deadline,
         )));
         tasks.push(tokio::spawn(run_sender(
@@ -490,7 +522,7 @@ async fn run(args: Args) -> Result<bool, String> {
         rss_peak = rss_peak.max(relay.rss_kib());
         if kills_done < args.kills && last_kill.elapsed() >= kill_every {
             relay.kill();
-            relay = RelayProcess::start(&bin, &data_dir)?;
+            relay = RelayProcess::start(&bin, &data_dir, &extra)?;
             if let Ok(mut u) = url.lock() {
                 *u = relay.url();
             }
@@ -504,6 +536,9 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let elapsed = start.elapsed();
     relay.kill();
+    if let Some(mut second) = second {
+        second.kill();
+    }
     let _ = std::fs::remove_dir_all(&data_dir);
 
     let sent = stats.sent.load(Ordering::Relaxed);
