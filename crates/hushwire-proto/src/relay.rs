@@ -24,8 +24,9 @@ pub const MAX_PREKEYS_PER_UPLOAD: usize = 100;
 pub const MAX_ACKS_PER_FRAME: usize = 256;
 /// Longest invite token.
 pub const MAX_INVITE_LEN: usize = 64;
-/// Largest frame either side sends: a full `Send` frame.
-pub const MAX_FRAME_LEN: usize = 6 + 1 + MAX_ENVELOPES_PER_FRAME * (36 + 4 + MAX_ENVELOPE_LEN);
+/// Largest frame either side sends: a full `Send` frame (header 6, list count 2, then per
+/// envelope an address 36, a length 4 and the payload).
+pub const MAX_FRAME_LEN: usize = 6 + 2 + MAX_ENVELOPES_PER_FRAME * (36 + 4 + MAX_ENVELOPE_LEN);
 
 /// A device's address: its identity's fingerprint and its device number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

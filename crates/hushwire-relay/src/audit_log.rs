@@ -141,6 +141,7 @@ async fn write_records<S: Store>(
 ) {
     let mut unsigned = 0u64;
     let mut last_checkpoint = Instant::now();
+    let mut unwritten: Vec<AuditRecord> = Vec::new();
     let mut stopping = false;
     loop {
         if !stopping {
@@ -149,7 +150,8 @@ async fn write_records<S: Store>(
                 _ = shutdown.changed() => stopping = true,
             }
         }
-        let mut batch = Vec::new();
+        // Records whose write failed go first: the chain on disk must never skip one.
+        let mut batch = std::mem::take(&mut unwritten);
         while let Ok(r) = queue.try_recv() {
             batch.push(r);
         }
@@ -161,23 +163,53 @@ async fn write_records<S: Store>(
         };
         // Sign exactly what this write makes durable: the head after the batch's last record.
         let head = AuditChain::resume(identity.chain_id, last.sequence + 1, last.hash());
-        unsigned += batch.len() as u64;
-        let due = unsigned >= CHECKPOINT_EVERY
+        let due = unsigned + batch.len() as u64 >= CHECKPOINT_EVERY
             || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
             || stopping;
         let checkpoint = due.then(|| {
-            unsigned = 0;
-            last_checkpoint = Instant::now();
             let c = head.checkpoint(&identity.key, crate::now_ms());
             (c.count, c.to_bytes())
         });
         let encoded: Vec<(u64, Vec<u8>)> =
             batch.iter().map(|r| (r.sequence, r.to_bytes())).collect();
-        if let Err(e) = store
-            .append_audit(identity.chain_id, encoded, checkpoint)
+        match store
+            .append_audit(identity.chain_id, encoded, checkpoint.clone())
             .await
         {
-            tracing::error!("audit records could not be stored: {e}");
+            Ok(()) => {
+                unsigned = if checkpoint.is_some() {
+                    0
+                } else {
+                    unsigned + batch.len() as u64
+                };
+                if checkpoint.is_some() {
+                    last_checkpoint = Instant::now();
+                }
+            }
+            Err(e) => {
+                tracing::error!("audit records could not be stored, will retry: {e}");
+                unwritten = batch;
+                if stopping {
+                    // One last attempt after a pause; what still fails is reported, not lost
+                    // silently.
+                    tokio::time::sleep(FLUSH_INTERVAL).await;
+                    let encoded = unwritten
+                        .iter()
+                        .map(|r| (r.sequence, r.to_bytes()))
+                        .collect();
+                    if let Err(e) = store
+                        .append_audit(identity.chain_id, encoded, checkpoint)
+                        .await
+                    {
+                        tracing::error!(
+                            "{} audit records could not be stored at shutdown: {e}",
+                            unwritten.len()
+                        );
+                    }
+                    return;
+                }
+                continue;
+            }
         }
         if stopping && queue.is_empty() {
             return;

@@ -132,9 +132,15 @@ impl<S: Store> Connection<S> {
         let mut shutdown = self.relay.shutdown.clone();
         let mut last_seen = Instant::now();
         let mut pinged = false;
+        // A connection that has not authenticated when its challenge expires is closed, whatever
+        // else it sends: otherwise pings alone could hold a connection slot for ever.
+        let unauthenticated_until = Instant::now() + Duration::from_millis(CHALLENGE_LIFETIME_MS);
         loop {
             let wakers = self.wakers.clone();
             tokio::select! {
+                () = tokio::time::sleep_until(unauthenticated_until.into()), if self.device.is_none() => {
+                    return error(0, ErrorCode::ChallengeExpired);
+                }
                 message = self.socket.next() => {
                     last_seen = Instant::now();
                     pinged = false;
@@ -224,14 +230,11 @@ impl<S: Store> Connection<S> {
                 if !signatures_ok || one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD {
                     return Err(error(id, ErrorCode::BadPreKey));
                 }
-                self.relay.audit.record(
-                    now_ms(),
-                    AuditEvent::PreKeysUploaded {
-                        device: device_ref(&device),
-                        one_time: one_time_prekeys.len() as u32,
-                        kem_one_time: one_time_kem_prekeys.len() as u32,
-                    },
-                );
+                let uploaded = AuditEvent::PreKeysUploaded {
+                    device: device_ref(&device),
+                    one_time: one_time_prekeys.len() as u32,
+                    kem_one_time: one_time_kem_prekeys.len() as u32,
+                };
                 let upload = PreKeyUpload {
                     signed_prekey: signed_prekey.map(|k| k.to_bytes()),
                     last_resort_kem_prekey: last_resort_kem_prekey.map(|k| k.to_bytes()),
@@ -249,6 +252,7 @@ impl<S: Store> Connection<S> {
                     .upload_prekeys(device, upload, MAX_ONE_TIME_PREKEYS)
                     .await
                     .map_err(|e| internal(id, &e))?;
+                self.relay.audit.record(now_ms(), uploaded);
                 self.reply(id, FrameBody::Ok).await
             }
             FrameBody::FetchBundle(target) => {
@@ -331,20 +335,22 @@ impl<S: Store> Connection<S> {
                 .await
             }
             FrameBody::Ack(ids) => {
-                for server_id in &ids {
-                    self.relay.audit.record(
-                        now_ms(),
-                        AuditEvent::EnvelopeAcknowledged {
-                            recipient: device_ref(&device),
-                            envelope: EnvelopeId(*server_id),
-                        },
-                    );
-                }
-                self.relay
+                let deleted = self
+                    .relay
                     .store
                     .ack(device, ids)
                     .await
                     .map_err(|e| internal(id, &e))?;
+                // Only what was really this device's and really deleted enters the audit chain.
+                for server_id in deleted {
+                    self.relay.audit.record(
+                        now_ms(),
+                        AuditEvent::EnvelopeAcknowledged {
+                            recipient: device_ref(&device),
+                            envelope: EnvelopeId(server_id),
+                        },
+                    );
+                }
                 self.reply(id, FrameBody::Ok).await
             }
             FrameBody::Register { .. } | FrameBody::Authenticate(_) => {

@@ -727,3 +727,58 @@ async fn connection_caps_address_rate_and_idle_timeout() {
     }
     assert!(closed, "an unresponsive connection was not closed");
 }
+
+#[tokio::test]
+async fn review_findings_stay_fixed() {
+    let relay = RelayProcess::start("review", &["--mailbox-quota", "3"]);
+    let (alice, bob) = (Device::new(50, 1), Device::new(51, 1));
+    let mut a = Client::register(&relay.url(), &alice).await;
+    let mut b = Client::register(&relay.url(), &bob).await;
+
+    // A fetch while the target has no ML-KEM key at all must not burn its one-time X25519 keys.
+    let only_x25519 = FrameBody::UploadPreKeys {
+        signed_prekey: Some(bob.signed_prekey(1)),
+        last_resort_kem_prekey: None,
+        one_time_prekeys: (10..12).map(|i| bob.one_time_prekey(i)).collect(),
+        one_time_kem_prekeys: vec![],
+    };
+    assert_eq!(b.call(only_x25519).await, FrameBody::Ok);
+    assert_eq!(
+        a.call(FrameBody::FetchBundle(bob.address())).await,
+        FrameBody::Error {
+            code: ErrorCode::NoPreKeys,
+            retry_after_ms: 0
+        }
+    );
+    let kem = FrameBody::UploadPreKeys {
+        signed_prekey: None,
+        last_resort_kem_prekey: Some(bob.kem_prekey(2, hushwire_proto::KemPreKeyKind::LastResort)),
+        one_time_prekeys: vec![],
+        one_time_kem_prekeys: vec![],
+    };
+    assert_eq!(b.call(kem).await, FrameBody::Ok);
+    let bundle = a.fetch(bob.address()).await.unwrap();
+    assert_eq!(
+        bundle.one_time_prekey.map(|k| k.id),
+        Some(10),
+        "the failed fetch burned a one-time prekey"
+    );
+
+    // One frame with more envelopes for one device than its quota allows is refused whole.
+    let four = (0..4u8)
+        .map(|i| OutgoingEnvelope {
+            recipient: bob.address(),
+            payload: vec![i],
+        })
+        .collect();
+    assert_eq!(
+        a.call(FrameBody::Send(four)).await,
+        FrameBody::Error {
+            code: ErrorCode::QuotaExceeded,
+            retry_after_ms: 0
+        }
+    );
+    let (_bob_again, got) = Client::login(&relay.url(), &bob).await;
+    assert!(got.is_empty(), "part of a refused frame was stored");
+    drop(b);
+}

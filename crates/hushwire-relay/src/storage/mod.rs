@@ -171,12 +171,13 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(i64, Delivery)>, StoreError>> + Send;
 
-    /// Deletes acknowledged envelopes of `recipient`; returns how many existed.
+    /// Deletes acknowledged envelopes of `recipient`; returns the ids that were deleted (ids of
+    /// other devices' envelopes, or of none, delete nothing).
     fn ack(
         &self,
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<[u8; 16]>, StoreError>> + Send;
 
     /// Deletes envelopes stored before `before_ms`; returns how many, per recipient.
     fn expire(

@@ -323,6 +323,9 @@ impl Store for PostgresStore {
         quota: u32,
     ) -> Result<Enqueued, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Several envelopes of one frame may go to the same device: the quota counts them all.
+        let mut in_frame: std::collections::HashMap<DeviceAddress, i64> =
+            std::collections::HashMap::new();
         for e in &envelopes {
             let known: Option<i32> = sqlx::query_scalar(
                 "SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2",
@@ -341,7 +344,9 @@ impl Store for PostgresStore {
             .bind(dev(&e.recipient))
             .fetch_one(&mut *tx)
             .await?;
-            if queued >= i64::from(quota) {
+            let pending = in_frame.entry(e.recipient).or_insert(0);
+            *pending += 1;
+            if queued + *pending > i64::from(quota) {
                 return Ok(Enqueued::QuotaExceeded(e.recipient));
             }
         }
@@ -402,17 +407,21 @@ impl Store for PostgresStore {
         &self,
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
         let ids: Vec<Vec<u8>> = server_ids.iter().map(|i| i.to_vec()).collect();
-        Ok(sqlx::query(
-            "DELETE FROM envelopes WHERE server_id = ANY($1) AND recipient_fingerprint = $2 AND recipient_device = $3",
+        let deleted: Vec<Vec<u8>> = sqlx::query_scalar(
+            "DELETE FROM envelopes WHERE server_id = ANY($1) AND recipient_fingerprint = $2 AND recipient_device = $3
+             RETURNING server_id",
         )
         .bind(ids)
         .bind(fp(&recipient))
         .bind(dev(&recipient))
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(deleted
+            .into_iter()
+            .filter_map(|id| id.try_into().ok())
+            .collect())
     }
 
     async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {

@@ -428,6 +428,13 @@ impl Store for SqliteStore {
                         .fetch_optional(&mut *c)
                         .await?;
                 let (Some(identity), Some(signed_prekey)) = (identity, signed) else { return Ok(None) };
+                let last_resort: Option<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT prekey FROM last_resort_kem_prekeys WHERE fingerprint = ? AND device_id = ?",
+                )
+                .bind(fp(&address))
+                .bind(address.device_id)
+                .fetch_optional(&mut *c)
+                .await?;
                 let mut take = async |kem: i64| -> Result<Option<Vec<u8>>, sqlx::Error> {
                     sqlx::query_scalar(
                         "DELETE FROM one_time_prekeys WHERE rowid = (SELECT rowid FROM one_time_prekeys
@@ -439,23 +446,16 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *c)
                     .await
                 };
-                let one_time = take(0).await?;
+                // The ML-KEM key first: a device without any leaves its one-time X25519 keys
+                // untouched (returning Ok(None) commits whatever was deleted before it).
                 let kem = match take(1).await? {
                     Some(k) => k,
-                    None => {
-                        let last: Option<Vec<u8>> = sqlx::query_scalar(
-                            "SELECT prekey FROM last_resort_kem_prekeys WHERE fingerprint = ? AND device_id = ?",
-                        )
-                        .bind(fp(&address))
-                        .bind(address.device_id)
-                        .fetch_optional(&mut *c)
-                        .await?;
-                        match last {
-                            Some(k) => k,
-                            None => return Ok(None),
-                        }
-                    }
+                    None => match last_resort {
+                        Some(k) => k,
+                        None => return Ok(None),
+                    },
                 };
+                let one_time = take(0).await?;
                 Ok(Some(ClaimedBundle { identity, signed_prekey, one_time, kem }))
             })
         })
@@ -475,11 +475,15 @@ impl Store for SqliteStore {
         let savepoint = envelopes.len() > 1;
         self.submit(savepoint, move |c| {
             Box::pin(async move {
+                // Several envelopes of one frame may go to the same device: the quota counts them all.
+                let mut in_frame: HashMap<DeviceAddress, i64> = HashMap::new();
                 for e in &envelopes {
                     if !is_registered(c, &cache, e.recipient).await? {
                         return Ok(Enqueued::UnknownRecipient(e.recipient));
                     }
-                    if mailbox_size(c, &cache, e.recipient).await? >= i64::from(quota) {
+                    let pending = in_frame.entry(e.recipient).or_insert(0);
+                    *pending += 1;
+                    if mailbox_size(c, &cache, e.recipient).await? + *pending > i64::from(quota) {
                         return Ok(Enqueued::QuotaExceeded(e.recipient));
                     }
                 }
@@ -530,24 +534,27 @@ impl Store for SqliteStore {
         &self,
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
         let cache = self.cache.clone();
         let savepoint = server_ids.len() > 1;
         self.submit(savepoint, move |c| {
             Box::pin(async move {
-                let mut deleted = 0;
+                let mut deleted = Vec::new();
                 for id in server_ids {
-                    deleted += sqlx::query(
-                        "DELETE FROM envelopes WHERE server_id = ? AND recipient_fingerprint = ? AND recipient_device = ?",
+                    let gone: Option<Vec<u8>> = sqlx::query_scalar(
+                        "DELETE FROM envelopes WHERE server_id = ? AND recipient_fingerprint = ? AND recipient_device = ?
+                         RETURNING server_id",
                     )
                     .bind(id.to_vec())
                     .bind(fp(&recipient))
                     .bind(recipient.device_id)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected();
+                    .fetch_optional(&mut *c)
+                    .await?;
+                    if gone.is_some() {
+                        deleted.push(id);
+                    }
                 }
-                adjust_size(&cache, recipient, -(deleted as i64));
+                adjust_size(&cache, recipient, -(deleted.len() as i64));
                 Ok(deleted)
             })
         })
