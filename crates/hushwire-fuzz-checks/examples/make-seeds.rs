@@ -142,6 +142,18 @@ fn hex_at(json: &Value, pointer: &str) -> Result<Vec<u8>> {
     Ok(hex::decode(text)?)
 }
 
+/// Decodes `<array>/<i><field>` as `T` for every element of the array at `array`.
+fn decode_each<T: Codec>(json: &Value, array: &str, field: &str) -> Result<Vec<T>> {
+    (0..array_len(json, array)?)
+        .map(|i| {
+            Ok(T::from_bytes(&hex_at(
+                json,
+                &format!("{array}/{i}{field}"),
+            )?)?)
+        })
+        .collect()
+}
+
 fn array_len(json: &Value, pointer: &str) -> Result<usize> {
     Ok(json
         .pointer(pointer)
@@ -460,22 +472,9 @@ fn vector_transcript(
     Vec<TranscriptCheckpoint>,
     Vec<SealedRecord>,
 )> {
-    let records = (0..array_len(&v.transcript, "/records")?)
-        .map(|i| {
-            Ok(SealedRecord::from_bytes(&hex_at(
-                &v.transcript,
-                &format!("/records/{i}/sealed"),
-            )?)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let checkpoints = (0..array_len(&v.transcript, "/checkpoints")?)
-        .map(|i| {
-            Ok(TranscriptCheckpoint::from_bytes(&hex_at(
-                &v.transcript,
-                &format!("/checkpoints/{i}/encoded"),
-            )?)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let records: Vec<SealedRecord> = decode_each(&v.transcript, "/records", "/sealed")?;
+    let checkpoints: Vec<TranscriptCheckpoint> =
+        decode_each(&v.transcript, "/checkpoints", "/encoded")?;
     let manifest = TranscriptManifest {
         id: TranscriptId(
             hex_at(&v.transcript, "/transcript_id")?
