@@ -1,0 +1,182 @@
+//! One error type for the client, precise and non-leaking: no variant carries plaintext, key
+//! material or a contact's name beyond what the caller passed in.
+
+use core::fmt;
+
+use hushwire::proto::codec::DecodeError;
+use hushwire::proto::relay::ErrorCode;
+
+/// Why a client operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No store exists at the path: run `Client::create` (`hushwire init`) first.
+    NotInitialized(std::path::PathBuf),
+    /// A store already exists at the path.
+    AlreadyInitialized(std::path::PathBuf),
+    /// The passphrase or key does not open this store.
+    WrongSecret,
+    /// The store was created with a passphrase and opened with a raw key, or the reverse.
+    SecretKindMismatch {
+        /// What the store expects: "passphrase" or "key".
+        expected: &'static str,
+    },
+    /// The passphrase is empty or too short.
+    WeakPassphrase {
+        /// The minimum length in characters.
+        min_chars: usize,
+    },
+    /// The store was written by a newer version of this library.
+    StoreTooNew {
+        /// The store's schema version.
+        found: i64,
+        /// The newest this library understands.
+        supported: i64,
+    },
+    /// A stored value failed to open: the file was altered or is corrupt.
+    CorruptStore(&'static str),
+    /// The local database failed.
+    Database(sqlx::Error),
+    /// No contact by that name or id.
+    UnknownContact(String),
+    /// A contact with that name already exists with another address.
+    ContactExists(String),
+    /// The text is not a Hushwire address (`<64 hex digits>:<device id>`).
+    BadAddress(String),
+    /// The contact's identity key changed; sending is blocked until the user re-verifies the
+    /// safety number.
+    IdentityChangedUnverified(String),
+    /// The contact's identity key is not known yet (no session and no relay to fetch it from).
+    IdentityUnknown(String),
+    /// The safety number given does not match the one computed.
+    SafetyNumberMismatch,
+    /// The relay returned a bundle for another identity than the contact's: the relay is
+    /// misbehaving or compromised. Nothing was sent.
+    RelayIdentityMismatch(String),
+    /// The message is larger than one message may be.
+    MessageTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// This device is not registered with a relay yet (`register`).
+    NotRegistered,
+    /// The relay URL is not `ws://` or `wss://`, or a plain `ws://` URL names a non-loopback host.
+    BadRelayUrl(String),
+    /// The relay could not be reached or the connection dropped.
+    Connection(String),
+    /// The relay refused a request.
+    Relay(ErrorCode),
+    /// The relay sent bytes that do not decode.
+    RelayProtocol(DecodeError),
+    /// The relay did not answer in time.
+    Timeout,
+    /// A session operation failed.
+    Session(String),
+    /// Reading or writing a file failed.
+    Io(std::io::Error),
+    /// A transcript or export failed verification.
+    Transcript(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotInitialized(p) => write!(
+                f,
+                "no Hushwire store at {}: create one first (`hushwire init`)",
+                p.display()
+            ),
+            Self::AlreadyInitialized(p) => write!(
+                f,
+                "a Hushwire store already exists at {}; open it instead, or choose another home",
+                p.display()
+            ),
+            Self::WrongSecret => f.write_str("wrong passphrase: the store did not open"),
+            Self::SecretKindMismatch { expected } => {
+                write!(f, "this store is unlocked with a {expected}, not the other kind of secret")
+            }
+            Self::WeakPassphrase { min_chars } => {
+                write!(f, "the passphrase must have at least {min_chars} characters")
+            }
+            Self::StoreTooNew { found, supported } => write!(
+                f,
+                "the store has schema version {found}; this version understands up to {supported}: upgrade Hushwire"
+            ),
+            Self::CorruptStore(what) => write!(
+                f,
+                "the local store is damaged ({what} did not authenticate): restore it from a backup"
+            ),
+            Self::Database(e) => write!(f, "local database error: {e}"),
+            Self::UnknownContact(c) => {
+                write!(f, "no contact named {c:?} (see `hushwire contact list`)")
+            }
+            Self::ContactExists(c) => write!(
+                f,
+                "a contact named {c:?} already exists with another address; pass --replace if their identity really changed"
+            ),
+            Self::BadAddress(a) => write!(
+                f,
+                "{a:?} is not a Hushwire address: expected 64 hex digits, a colon and a device id (see `hushwire whoami`)"
+            ),
+            Self::IdentityChangedUnverified(c) => write!(
+                f,
+                "the identity key of {c:?} changed: compare safety numbers and run `hushwire verify {c}` before sending"
+            ),
+            Self::IdentityUnknown(c) => write!(
+                f,
+                "the identity of {c:?} is not known yet: connect to the relay first (it fetches their prekey bundle)"
+            ),
+            Self::SafetyNumberMismatch => f.write_str(
+                "the safety number does not match: do not trust this contact until you find out why",
+            ),
+            Self::RelayIdentityMismatch(c) => write!(
+                f,
+                "the relay returned another identity than {c:?}'s: the relay may be compromised; nothing was sent"
+            ),
+            Self::MessageTooLong { len, max } => {
+                write!(f, "the message has {len} bytes; the limit is {max}")
+            }
+            Self::NotRegistered => {
+                f.write_str("this device is not registered with a relay yet (`hushwire register URL`)")
+            }
+            Self::BadRelayUrl(u) => write!(
+                f,
+                "{u:?} is not a usable relay URL: use wss://host[:port], or ws:// on a loopback address"
+            ),
+            Self::Connection(reason) => write!(f, "relay connection failed: {reason}"),
+            Self::Relay(code) => write!(f, "the relay refused the request: {code:?}"),
+            Self::RelayProtocol(e) => write!(f, "the relay sent a malformed frame: {e}"),
+            Self::Timeout => f.write_str("the relay did not answer in time"),
+            Self::Session(e) => write!(f, "session error: {e}"),
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Transcript(e) => write!(f, "transcript verification failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Database(e) => Some(e),
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ClientError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Shorthand for results of client operations.
+pub type Result<T, E = ClientError> = core::result::Result<T, E>;

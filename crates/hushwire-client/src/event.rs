@@ -1,0 +1,135 @@
+//! What the client tells the app, as it happens: [`crate::Client::events`].
+
+use core::fmt;
+
+use hushwire::transcript::ContentType;
+use zeroize::Zeroizing;
+
+use crate::address::Address;
+use crate::contact::ContactId;
+
+/// A message's id: 16 random bytes chosen by the sending client, shown as hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub [u8; 16]);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// A message received from a contact. Its content is PHI: `Debug` shows its length only, and
+/// the buffer is wiped when dropped.
+#[derive(Clone)]
+pub struct ReceivedMessage {
+    /// Who sent it.
+    pub contact: ContactId,
+    /// The contact's name in this store.
+    pub contact_name: String,
+    /// The sender's id for it.
+    pub id: MessageId,
+    /// When the sender sent it (sender's clock, Unix ms).
+    pub sent_at_ms: u64,
+    /// When this device stored it (Unix ms).
+    pub received_at_ms: u64,
+    /// What the content is.
+    pub content_type: ContentType,
+    /// The content.
+    pub content: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for ReceivedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceivedMessage")
+            .field("contact", &self.contact)
+            .field("id", &self.id)
+            .field("sent_at_ms", &self.sent_at_ms)
+            .field("content_type", &self.content_type)
+            .field("content_len", &self.content.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state of the relay connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Dialling the relay.
+    Connecting,
+    /// Authenticated; messages flow.
+    Connected,
+    /// The connection dropped or failed; the client retries after `retry_in_ms`.
+    Disconnected {
+        /// Why (no secrets).
+        reason: String,
+        /// Backoff before the next attempt.
+        retry_in_ms: u64,
+    },
+    /// Stopped by [`crate::Client::disconnect`].
+    Stopped,
+}
+
+/// Something the app should know about.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message arrived and is stored (session state, transcript and dedupe marker committed).
+    MessageReceived(ReceivedMessage),
+    /// The relay holds a sent message durably.
+    MessageSent {
+        /// To whom.
+        contact: ContactId,
+        /// Which message.
+        id: MessageId,
+    },
+    /// The recipient's device stored the message (an end-to-end encrypted receipt).
+    MessageDelivered {
+        /// Who confirmed.
+        contact: ContactId,
+        /// Which message.
+        id: MessageId,
+    },
+    /// Messages from a contact are missing: later ones arrived, these have not (yet).
+    GapDetected {
+        /// Whose messages.
+        contact: ContactId,
+        /// How many are missing in the contact's session right now.
+        missing: usize,
+    },
+    /// A message could not be decrypted. It was acknowledged to the relay (it could never be
+    /// read) and recorded; nothing else changed.
+    DecryptFailed {
+        /// The sending device as the relay claims it.
+        sender: Address,
+        /// Why, without secrets.
+        reason: String,
+    },
+    /// Someone not in the contacts started a session; they were added, unverified.
+    NewContact {
+        /// The new contact.
+        contact: ContactId,
+        /// The name given to it (`unknown-` and the start of the fingerprint).
+        name: String,
+    },
+    /// A contact's identity key changed; sending to them is blocked until re-verified.
+    IdentityChanged {
+        /// Which contact.
+        contact: ContactId,
+    },
+    /// One-time prekeys were generated and published to the relay.
+    PreKeysReplenished {
+        /// X25519 one-time prekeys published.
+        one_time: u32,
+        /// ML-KEM one-time prekeys published.
+        kem_one_time: u32,
+    },
+    /// The signed prekey (and last-resort ML-KEM prekey) were rotated and published.
+    SignedPreKeyRotated,
+    /// The connection state changed.
+    Connection(ConnectionState),
+}

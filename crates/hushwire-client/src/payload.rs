@@ -1,0 +1,156 @@
+//! What the client puts inside a session message (the ratchet's plaintext), byte for byte in
+//! `docs/client.md` §4:
+//!
+//! ```text
+//! version u8 = 1
+//! kind    u8 = 0x01 message | 0x02 receipt
+//! message: message_id[16] sent_at_ms u64 content_type u8 content (u32 length ‖ bytes)
+//! receipt: count u16 (1..=256) message_id[16] × count
+//! ```
+
+use hushwire::proto::codec::{DecodeError, Reader, put_bytes_u32};
+use hushwire::transcript::ContentType;
+use hushwire::wire::MAX_PLAINTEXT_LEN;
+use zeroize::Zeroizing;
+
+use crate::MessageId;
+
+/// Payload format version.
+pub const PAYLOAD_VERSION: u8 = 1;
+const KIND_MESSAGE: u8 = 0x01;
+const KIND_RECEIPT: u8 = 0x02;
+/// Bytes a message payload adds around its content.
+const MESSAGE_OVERHEAD: usize = 1 + 1 + 16 + 8 + 1 + 4;
+/// Largest content one message carries.
+pub const MAX_CONTENT_LEN: usize = MAX_PLAINTEXT_LEN - MESSAGE_OVERHEAD;
+/// Most message ids one receipt acknowledges.
+pub const MAX_RECEIPT_IDS: usize = 256;
+
+/// A decoded payload.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// A message for the user.
+    Message {
+        id: MessageId,
+        sent_at_ms: u64,
+        content_type: ContentType,
+        content: Zeroizing<Vec<u8>>,
+    },
+    /// The sender's device durably stored these messages.
+    Receipt(Vec<MessageId>),
+}
+
+pub(crate) fn content_type_byte(t: ContentType) -> u8 {
+    match t {
+        ContentType::Text => 1,
+        ContentType::Binary => 2,
+        ContentType::Other(b) => b,
+    }
+}
+
+fn content_type_from(b: u8) -> ContentType {
+    match b {
+        1 => ContentType::Text,
+        2 => ContentType::Binary,
+        other => ContentType::Other(other),
+    }
+}
+
+impl Payload {
+    pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::new());
+        out.push(PAYLOAD_VERSION);
+        match self {
+            Self::Message {
+                id,
+                sent_at_ms,
+                content_type,
+                content,
+            } => {
+                out.push(KIND_MESSAGE);
+                out.extend_from_slice(&id.0);
+                out.extend_from_slice(&sent_at_ms.to_be_bytes());
+                out.push(content_type_byte(*content_type));
+                put_bytes_u32(&mut out, content);
+            }
+            Self::Receipt(ids) => {
+                out.push(KIND_RECEIPT);
+                let count = u16::try_from(ids.len().min(MAX_RECEIPT_IDS)).unwrap_or(0);
+                out.extend_from_slice(&count.to_be_bytes());
+                for id in ids.iter().take(MAX_RECEIPT_IDS) {
+                    out.extend_from_slice(&id.0);
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes a payload; bounded and total.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8("payload version")?;
+        if version != PAYLOAD_VERSION {
+            return Err(DecodeError::UnsupportedVersion { version });
+        }
+        let payload = match r.u8("payload kind")? {
+            KIND_MESSAGE => Self::Message {
+                id: MessageId(r.array("message id")?),
+                sent_at_ms: r.u64("sent at")?,
+                content_type: content_type_from(r.u8("content type")?),
+                content: Zeroizing::new(r.bytes_u32(MAX_CONTENT_LEN, "content")?.to_vec()),
+            },
+            KIND_RECEIPT => {
+                let count = usize::from(r.u16("receipt count")?);
+                if count == 0 || count > MAX_RECEIPT_IDS {
+                    return Err(DecodeError::InvalidValue {
+                        field: "receipt count",
+                    });
+                }
+                let mut ids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    ids.push(MessageId(r.array("message id")?));
+                }
+                Self::Receipt(ids)
+            }
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "payload kind",
+                });
+            }
+        };
+        r.expect_empty("payload")?;
+        Ok(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_bad_bytes_are_errors() {
+        let message = Payload::Message {
+            id: MessageId([7; 16]),
+            sent_at_ms: 1_700_000_000_000,
+            content_type: ContentType::Text,
+            content: Zeroizing::new(b"hello".to_vec()),
+        };
+        let bytes = message.encode();
+        assert!(Payload::decode(&bytes).unwrap() == message);
+        let receipt = Payload::Receipt(vec![MessageId([1; 16]), MessageId([2; 16])]);
+        assert!(Payload::decode(&receipt.encode()).unwrap() == receipt);
+        for cut in 0..bytes.len() {
+            assert!(Payload::decode(&bytes[..cut]).is_err());
+        }
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert!(Payload::decode(&trailing).is_err());
+        assert!(
+            Payload::decode(&[1, 2, 0, 0]).is_err(),
+            "an empty receipt is refused"
+        );
+        assert!(Payload::decode(&[2, 1]).is_err(), "unknown version");
+        assert!(Payload::decode(&[1, 9]).is_err(), "unknown kind");
+    }
+}

@@ -1,0 +1,529 @@
+//! The local SQLite store: schema, versioned migrations and every query (`docs/client.md` §3).
+//!
+//! What is in the clear: row ids, which rows belong to one contact, counts, times, relay
+//! envelope ids, message ids (random) and session base keys (public). Contacts are found by a
+//! blind index (a keyed hash of the address). Everything else — keys, sessions, contact names
+//! and addresses, queued messages, transcript contents — is sealed (see [`crate::vault`])
+//! before it reaches this module.
+
+use std::path::Path;
+use std::str::FromStr as _;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row as _, SqliteConnection, SqlitePool};
+
+use crate::error::{ClientError, Result};
+
+/// The schema version this library writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
+/// migration is never edited: changes come as a new entry.
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1: the first schema.
+    r"
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE contacts (
+        id INTEGER PRIMARY KEY,
+        address_index BLOB NOT NULL UNIQUE,
+        sealed BLOB NOT NULL
+    );
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        contact_id INTEGER NOT NULL REFERENCES contacts(id),
+        base_key BLOB NOT NULL,
+        active INTEGER NOT NULL,
+        last_used_ms INTEGER NOT NULL,
+        sealed BLOB NOT NULL,
+        UNIQUE (contact_id, base_key)
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        contact_id INTEGER NOT NULL REFERENCES contacts(id),
+        sealed BLOB NOT NULL,
+        ciphertext BLOB
+    );
+    CREATE TABLE transcripts (
+        contact_id INTEGER PRIMARY KEY REFERENCES contacts(id),
+        writer BLOB NOT NULL
+    );
+    CREATE TABLE transcript_records (
+        contact_id INTEGER NOT NULL,
+        sequence INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        PRIMARY KEY (contact_id, sequence)
+    );
+    CREATE TABLE transcript_checkpoints (
+        contact_id INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        checkpoint BLOB NOT NULL
+    );
+    CREATE TABLE seen_envelopes (server_id BLOB PRIMARY KEY, seen_ms INTEGER NOT NULL);
+    CREATE TABLE seen_messages (
+        contact_id INTEGER NOT NULL,
+        message_id BLOB NOT NULL,
+        PRIMARY KEY (contact_id, message_id)
+    );
+    CREATE TABLE failures (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, sealed BLOB NOT NULL);
+    ",
+];
+
+/// Opens (creating if asked) the database and brings its schema up to date.
+pub(crate) async fn open(path: &Path, create: bool) -> Result<SqlitePool> {
+    let url = format!("sqlite://{}", path.display());
+    let options = SqliteConnectOptions::from_str(&url)?
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Durability first: a message acknowledged to the relay must survive a power cut.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true);
+    // One connection: every write is serialised by the client anyway, and a single connection
+    // keeps transactions simple.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    if version > SCHEMA_VERSION {
+        return Err(ClientError::StoreTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (from, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        // The version is a number we computed, not input.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            from + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn get_meta(c: &mut SqliteConnection, name: &str) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+        .bind(name)
+        .fetch_optional(c)
+        .await?)
+}
+
+pub(crate) async fn put_meta(c: &mut SqliteConnection, name: &str, value: &[u8]) -> Result<()> {
+    sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+        .bind(name)
+        .bind(value)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// A stored contact row: id and sealed record.
+pub(crate) struct ContactRow {
+    pub id: i64,
+    pub sealed: Vec<u8>,
+}
+
+pub(crate) async fn contacts(c: &mut SqliteConnection) -> Result<Vec<ContactRow>> {
+    let rows = sqlx::query("SELECT id, sealed FROM contacts ORDER BY id")
+        .fetch_all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ContactRow {
+            id: r.get(0),
+            sealed: r.get(1),
+        })
+        .collect())
+}
+
+pub(crate) async fn contact_by_id(c: &mut SqliteConnection, id: i64) -> Result<Option<ContactRow>> {
+    let row = sqlx::query("SELECT id, sealed FROM contacts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(c)
+        .await?;
+    Ok(row.map(|r| ContactRow {
+        id: r.get(0),
+        sealed: r.get(1),
+    }))
+}
+
+pub(crate) async fn contact_by_address(
+    c: &mut SqliteConnection,
+    address: &[u8],
+) -> Result<Option<ContactRow>> {
+    let row = sqlx::query("SELECT id, sealed FROM contacts WHERE address_index = ?")
+        .bind(address)
+        .fetch_optional(c)
+        .await?;
+    Ok(row.map(|r| ContactRow {
+        id: r.get(0),
+        sealed: r.get(1),
+    }))
+}
+
+/// Reserves a contact row (its id is part of the sealed value's context) and returns its id.
+pub(crate) async fn insert_contact(c: &mut SqliteConnection, address: &[u8]) -> Result<i64> {
+    Ok(
+        sqlx::query("INSERT INTO contacts (address_index, sealed) VALUES (?, x'') RETURNING id")
+            .bind(address)
+            .fetch_one(c)
+            .await?
+            .get(0),
+    )
+}
+
+pub(crate) async fn update_contact(
+    c: &mut SqliteConnection,
+    id: i64,
+    address: &[u8],
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query("UPDATE contacts SET address_index = ?, sealed = ? WHERE id = ?")
+        .bind(address)
+        .bind(sealed)
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// A stored session row.
+pub(crate) struct SessionRow {
+    pub active: bool,
+    pub sealed: Vec<u8>,
+}
+
+/// A contact's sessions, the active one first, then most recently used.
+pub(crate) async fn sessions(c: &mut SqliteConnection, contact_id: i64) -> Result<Vec<SessionRow>> {
+    let rows = sqlx::query(
+        "SELECT active, sealed FROM sessions WHERE contact_id = ? ORDER BY active DESC, last_used_ms DESC, id DESC",
+    )
+    .bind(contact_id)
+    .fetch_all(c)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SessionRow {
+            active: r.get::<i64, _>(0) != 0,
+            sealed: r.get(1),
+        })
+        .collect())
+}
+
+/// Inserts or replaces the session with this base key.
+pub(crate) async fn put_session(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    base_key: &[u8],
+    now_ms: u64,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sessions (contact_id, base_key, active, last_used_ms, sealed) VALUES (?, ?, 0, ?, ?)
+         ON CONFLICT (contact_id, base_key) DO UPDATE SET sealed = excluded.sealed, last_used_ms = excluded.last_used_ms",
+    )
+    .bind(contact_id)
+    .bind(base_key)
+    .bind(i64::try_from(now_ms).unwrap_or(i64::MAX))
+    .bind(sealed)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Makes the session with `base_key` the contact's active one and keeps at most `keep` sessions
+/// (the least recently used inactive ones go).
+pub(crate) async fn activate_session(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    base_key: &[u8],
+    keep: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE sessions SET active = (base_key = ?) WHERE contact_id = ?")
+        .bind(base_key)
+        .bind(contact_id)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query(
+        "DELETE FROM sessions WHERE contact_id = ? AND id NOT IN (
+            SELECT id FROM sessions WHERE contact_id = ? ORDER BY active DESC, last_used_ms DESC, id DESC LIMIT ?)",
+    )
+    .bind(contact_id)
+    .bind(contact_id)
+    .bind(keep)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_sessions(c: &mut SqliteConnection, contact_id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE contact_id = ?")
+        .bind(contact_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// A queued outgoing payload.
+pub(crate) struct OutboxRow {
+    pub id: i64,
+    pub contact_id: i64,
+    pub sealed: Vec<u8>,
+    pub ciphertext: Option<Vec<u8>>,
+}
+
+pub(crate) async fn push_outbox(c: &mut SqliteConnection, contact_id: i64) -> Result<i64> {
+    Ok(
+        sqlx::query("INSERT INTO outbox (contact_id, sealed) VALUES (?, x'') RETURNING id")
+            .bind(contact_id)
+            .fetch_one(c)
+            .await?
+            .get(0),
+    )
+}
+
+pub(crate) async fn set_outbox_sealed(
+    c: &mut SqliteConnection,
+    id: i64,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query("UPDATE outbox SET sealed = ? WHERE id = ?")
+        .bind(sealed)
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn outbox(c: &mut SqliteConnection) -> Result<Vec<OutboxRow>> {
+    let rows = sqlx::query("SELECT id, contact_id, sealed, ciphertext FROM outbox ORDER BY id")
+        .fetch_all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| OutboxRow {
+            id: r.get(0),
+            contact_id: r.get(1),
+            sealed: r.get(2),
+            ciphertext: r.get(3),
+        })
+        .collect())
+}
+
+pub(crate) async fn set_outbox_ciphertext(
+    c: &mut SqliteConnection,
+    id: i64,
+    ciphertext: &[u8],
+) -> Result<()> {
+    sqlx::query("UPDATE outbox SET ciphertext = ? WHERE id = ?")
+        .bind(ciphertext)
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_outbox(c: &mut SqliteConnection, id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM outbox WHERE id = ?")
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Forgets the ciphertexts queued for a contact (their session is gone): they are encrypted
+/// again under the next session.
+pub(crate) async fn reset_outbox_ciphertexts(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE outbox SET ciphertext = NULL WHERE contact_id = ?")
+        .bind(contact_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn transcript_writer(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+) -> Result<Option<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT writer FROM transcripts WHERE contact_id = ?")
+            .bind(contact_id)
+            .fetch_optional(c)
+            .await?,
+    )
+}
+
+pub(crate) async fn transcript_contacts(c: &mut SqliteConnection) -> Result<Vec<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT contact_id FROM transcripts ORDER BY contact_id")
+            .fetch_all(c)
+            .await?,
+    )
+}
+
+pub(crate) async fn put_transcript_writer(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    writer: &[u8],
+) -> Result<()> {
+    sqlx::query("INSERT INTO transcripts (contact_id, writer) VALUES (?, ?) ON CONFLICT (contact_id) DO UPDATE SET writer = excluded.writer")
+        .bind(contact_id)
+        .bind(writer)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn put_transcript_record(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    sequence: u64,
+    record: &[u8],
+) -> Result<()> {
+    sqlx::query("INSERT INTO transcript_records (contact_id, sequence, record) VALUES (?, ?, ?)")
+        .bind(contact_id)
+        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+        .bind(record)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn put_transcript_checkpoint(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    count: u64,
+    checkpoint: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO transcript_checkpoints (contact_id, count, checkpoint) VALUES (?, ?, ?)",
+    )
+    .bind(contact_id)
+    .bind(i64::try_from(count).unwrap_or(i64::MAX))
+    .bind(checkpoint)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn transcript_checkpoints(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+) -> Result<Vec<Vec<u8>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT checkpoint FROM transcript_checkpoints WHERE contact_id = ? ORDER BY rowid",
+    )
+    .bind(contact_id)
+    .fetch_all(c)
+    .await?)
+}
+
+pub(crate) async fn transcript_record_count(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transcript_records WHERE contact_id = ?")
+        .bind(contact_id)
+        .fetch_one(c)
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Up to `limit` records stored after position `after` (exclusive; `-1` for the start), in
+/// stored order: `(rowid, bytes)`. Stored order is what the verifier must see, so this pages
+/// by rowid, not by the sequence number a tamperer could edit.
+pub(crate) async fn transcript_records_page(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    after_rowid: i64,
+    limit: i64,
+) -> Result<Vec<(i64, Vec<u8>)>> {
+    let rows = sqlx::query(
+        "SELECT rowid, record FROM transcript_records WHERE contact_id = ? AND rowid > ? ORDER BY rowid LIMIT ?",
+    )
+    .bind(contact_id)
+    .bind(after_rowid)
+    .bind(limit)
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+pub(crate) async fn envelope_seen(c: &mut SqliteConnection, server_id: &[u8]) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT 1 FROM seen_envelopes WHERE server_id = ?")
+            .bind(server_id)
+            .fetch_optional(c)
+            .await?
+            .is_some(),
+    )
+}
+
+pub(crate) async fn mark_envelope_seen(
+    c: &mut SqliteConnection,
+    server_id: &[u8],
+    now_ms: u64,
+) -> Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO seen_envelopes (server_id, seen_ms) VALUES (?, ?)")
+        .bind(server_id)
+        .bind(i64::try_from(now_ms).unwrap_or(i64::MAX))
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Forgets envelope ids older than `before_ms`: the relay has expired those envelopes, so they
+/// cannot come again.
+pub(crate) async fn prune_seen_envelopes(c: &mut SqliteConnection, before_ms: u64) -> Result<()> {
+    sqlx::query("DELETE FROM seen_envelopes WHERE seen_ms < ?")
+        .bind(i64::try_from(before_ms).unwrap_or(i64::MAX))
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Marks a message id as received from a contact; false if it already was.
+pub(crate) async fn mark_message_seen(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    message_id: &[u8],
+) -> Result<bool> {
+    let done =
+        sqlx::query("INSERT OR IGNORE INTO seen_messages (contact_id, message_id) VALUES (?, ?)")
+            .bind(contact_id)
+            .bind(message_id)
+            .execute(c)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn record_failure(
+    c: &mut SqliteConnection,
+    now_ms: u64,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query("INSERT INTO failures (at_ms, sealed) VALUES (?, ?)")
+        .bind(i64::try_from(now_ms).unwrap_or(i64::MAX))
+        .bind(sealed)
+        .execute(c)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Sealed transcripts as the app and the auditor use them: list, verify and open the local
+//! ones; export them re-sealed to auditor keys; read and verify an export with an auditor key.
+//! Formats and guarantees: `docs/transcripts.md`.
+
+use std::io::{Read, Write};
+
+use hushwire::proto::X25519PublicKey;
+use hushwire::proto::codec::Codec as _;
+use hushwire::transcript::{
+    AuditorKey, ExportItem, ExportReader, ExportWriter, SealedRecord, TranscriptCheckpoint,
+    TranscriptManifest, TranscriptRecord, TranscriptReport, TranscriptVerifier, TranscriptWriter,
+};
+use sqlx::SqliteConnection;
+
+use crate::client::{Client, rng};
+use crate::contact::ContactId;
+use crate::error::{ClientError, Result};
+use crate::store;
+
+/// Records read from the store per query.
+const PAGE: i64 = 512;
+
+/// One local transcript.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranscriptInfo {
+    /// Whose conversation.
+    pub contact: ContactId,
+    /// The contact's name.
+    pub contact_name: String,
+    /// The transcript id (hex).
+    pub id: String,
+    /// Records stored.
+    pub records: u64,
+}
+
+/// What an export wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Transcripts exported.
+    pub transcripts: u64,
+    /// Records exported.
+    pub records: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// One transcript of an export, verified.
+#[derive(Clone, Debug)]
+pub struct AuditedTranscript {
+    /// The transcript id (hex).
+    pub id: String,
+    /// Fingerprint of the identity that signed its checkpoints (hex).
+    pub signer: String,
+    /// What verification established.
+    pub report: TranscriptReport,
+}
+
+fn fault(context: &str, e: impl core::fmt::Display) -> ClientError {
+    ClientError::Transcript(format!("{context}: {e}"))
+}
+
+impl Client {
+    async fn writer(
+        &self,
+        c: &mut SqliteConnection,
+        contact: ContactId,
+    ) -> Result<TranscriptWriter> {
+        let sealed = store::transcript_writer(c, contact.0)
+            .await?
+            .ok_or_else(|| ClientError::Transcript("no messages with this contact yet".into()))?;
+        TranscriptWriter::unseal(&sealed, self.storage_key())
+            .map_err(|_| ClientError::CorruptStore("transcript writer"))
+    }
+
+    async fn checkpoints(
+        &self,
+        c: &mut SqliteConnection,
+        contact: ContactId,
+    ) -> Result<Vec<TranscriptCheckpoint>> {
+        store::transcript_checkpoints(c, contact.0)
+            .await?
+            .iter()
+            .map(|b| {
+                TranscriptCheckpoint::from_bytes(b).map_err(|e| fault("a stored checkpoint", e))
+            })
+            .collect()
+    }
+
+    /// Every local transcript.
+    pub async fn transcripts(&self) -> Result<Vec<TranscriptInfo>> {
+        let contacts = self.contacts().await?;
+        let mut c = self.db().acquire().await?;
+        let mut out = Vec::new();
+        for contact_id in store::transcript_contacts(&mut c).await? {
+            let contact = ContactId(contact_id);
+            let writer = self.writer(&mut c, contact).await?;
+            out.push(TranscriptInfo {
+                contact,
+                contact_name: contacts
+                    .iter()
+                    .find(|k| k.id == contact)
+                    .map(|k| k.name.clone())
+                    .unwrap_or_default(),
+                id: hex::encode(writer.id().0),
+                records: store::transcript_record_count(&mut c, contact_id).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Verifies a contact's transcript as stored (every record authentic, chained, in order,
+    /// none missing up to the last checkpoint) and returns its records. `progress` is called
+    /// with (records read, records stored).
+    pub async fn open_transcript(
+        &self,
+        contact: ContactId,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<(TranscriptReport, Vec<TranscriptRecord>)> {
+        let mut c = self.db().acquire().await?;
+        let writer = self.writer(&mut c, contact).await?;
+        let signer = *self.identity_key().await.signing_key();
+        let total = store::transcript_record_count(&mut c, contact.0).await?;
+        let checkpoints = self.checkpoints(&mut c, contact).await?;
+        let mut verifier =
+            TranscriptVerifier::new(writer.id(), writer.key().clone(), signer, checkpoints);
+        let mut records = Vec::new();
+        let mut after = -1;
+        let mut done = 0;
+        loop {
+            let page = store::transcript_records_page(&mut c, contact.0, after, PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, bytes) in &page {
+                let sealed =
+                    SealedRecord::from_bytes(bytes).map_err(|e| fault("a stored record", e))?;
+                if let Some(record) = verifier.push(&sealed) {
+                    records.push(record);
+                }
+                done += 1;
+            }
+            progress(done, total);
+        }
+        let report = verifier
+            .finish()
+            .map_err(|e| fault("the local transcript", e))?;
+        Ok((report, records))
+    }
+
+    /// Exports the transcripts of `contacts` (all if empty), sealed to `recipients` (1 to 16
+    /// auditor public keys), into `out`. Memory stays bounded by one page of records and one
+    /// 64 KiB chunk, whatever the transcripts' size. `progress` gets (records done, total).
+    pub async fn export_transcripts(
+        &self,
+        contacts: &[ContactId],
+        recipients: &[X25519PublicKey],
+        out: &mut (dyn Write + Send),
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<ExportSummary> {
+        let identity = self.identity_key().await;
+        let mut c = self.db().acquire().await?;
+        let chosen: Vec<ContactId> = if contacts.is_empty() {
+            store::transcript_contacts(&mut c)
+                .await?
+                .into_iter()
+                .map(ContactId)
+                .collect()
+        } else {
+            contacts.to_vec()
+        };
+        let mut total = 0;
+        for contact in &chosen {
+            total += store::transcript_record_count(&mut c, contact.0).await?;
+        }
+        let (mut export, header) = ExportWriter::new(recipients, &mut rng()).ok_or_else(|| {
+            ClientError::Transcript(format!(
+                "an export needs 1 to {} auditor keys",
+                hushwire::transcript::MAX_RECIPIENTS
+            ))
+        })?;
+        let mut summary = ExportSummary {
+            transcripts: 0,
+            records: 0,
+            bytes: 0,
+        };
+        let mut write = |bytes: &[u8], summary: &mut ExportSummary| -> Result<()> {
+            out.write_all(bytes)?;
+            summary.bytes += bytes.len() as u64;
+            Ok(())
+        };
+        write(&header, &mut summary)?;
+        for contact in chosen {
+            let writer = self.writer(&mut c, contact).await?;
+            let count = store::transcript_record_count(&mut c, contact.0).await?;
+            let checkpoints = self.checkpoints(&mut c, contact).await?;
+            let manifest = TranscriptManifest {
+                id: writer.id(),
+                signer: identity.clone(),
+                key: writer.key().clone(),
+                record_count: count,
+            };
+            write(
+                &export.begin_transcript(&manifest, &checkpoints),
+                &mut summary,
+            )?;
+            let mut after = -1;
+            loop {
+                let page = store::transcript_records_page(&mut c, contact.0, after, PAGE).await?;
+                let Some((last, _)) = page.last() else { break };
+                after = *last;
+                for (_, bytes) in &page {
+                    let sealed =
+                        SealedRecord::from_bytes(bytes).map_err(|e| fault("a stored record", e))?;
+                    write(&export.record(&sealed), &mut summary)?;
+                    summary.records += 1;
+                }
+                progress(summary.records, total);
+            }
+            write(&export.end_transcript(), &mut summary)?;
+            summary.transcripts += 1;
+        }
+        write(&export.finish(), &mut summary)?;
+        out.flush()?;
+        Ok(summary)
+    }
+}
+
+/// A transcript being read from an export: its manifest and checkpoints arrive before its
+/// records.
+struct Reading {
+    manifest: TranscriptManifest,
+    checkpoints: Vec<TranscriptCheckpoint>,
+    verifier: Option<TranscriptVerifier>,
+    records: Vec<TranscriptRecord>,
+}
+
+impl Reading {
+    fn verifier(&mut self) -> &mut TranscriptVerifier {
+        let manifest = &self.manifest;
+        let checkpoints = &mut self.checkpoints;
+        self.verifier.get_or_insert_with(|| {
+            TranscriptVerifier::new(
+                manifest.id,
+                manifest.key.clone(),
+                *manifest.signer.signing_key(),
+                std::mem::take(checkpoints),
+            )
+        })
+    }
+}
+
+/// Reads an export with an auditor key, verifies every transcript in it, and hands each one's
+/// records to `on_transcript` once that transcript has verified. Any change to the file — one
+/// flipped byte, a cut, an extension — is an error. `progress` gets the bytes read so far.
+pub fn read_export(
+    input: &mut dyn Read,
+    key: &AuditorKey,
+    on_transcript: &mut dyn FnMut(&AuditedTranscript, Vec<TranscriptRecord>),
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<AuditedTranscript>> {
+    let mut reader = ExportReader::new(key);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut current: Option<Reading> = None;
+    let mut audited = Vec::new();
+    let mut read = 0u64;
+    loop {
+        let n = input.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        let items = reader
+            .feed(buffer.get(..n).unwrap_or_default())
+            .map_err(|e| fault("the export", e))?;
+        for item in items {
+            match item {
+                ExportItem::TranscriptStart(manifest) => {
+                    current = Some(Reading {
+                        manifest: *manifest,
+                        checkpoints: Vec::new(),
+                        verifier: None,
+                        records: Vec::new(),
+                    });
+                }
+                ExportItem::Checkpoint(c) => {
+                    if let Some(r) = current.as_mut() {
+                        r.checkpoints.push(c);
+                    }
+                }
+                ExportItem::Record(sealed) => {
+                    if let Some(r) = current.as_mut()
+                        && let Some(record) = r.verifier().push(&sealed)
+                    {
+                        r.records.push(record);
+                    }
+                }
+                ExportItem::TranscriptEnd => {
+                    if let Some(mut r) = current.take() {
+                        let id = hex::encode(r.manifest.id.0);
+                        let signer = r.manifest.signer.fingerprint().to_string();
+                        let verifier = r.verifier.take().unwrap_or_else(|| {
+                            TranscriptVerifier::new(
+                                r.manifest.id,
+                                r.manifest.key.clone(),
+                                *r.manifest.signer.signing_key(),
+                                std::mem::take(&mut r.checkpoints),
+                            )
+                        });
+                        let report = verifier
+                            .finish()
+                            .map_err(|e| fault(&format!("transcript {id}"), e))?;
+                        let done = AuditedTranscript { id, signer, report };
+                        on_transcript(&done, r.records);
+                        audited.push(done);
+                    }
+                }
+            }
+        }
+        progress(read);
+    }
+    reader.finish().map_err(|e| fault("the export", e))?;
+    Ok(audited)
+}
