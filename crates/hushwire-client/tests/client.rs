@@ -1,0 +1,539 @@
+//! The client library against a real relay (in this process, on an ephemeral loopback port):
+//! conversations both ways with a party offline, restarts, simultaneous session starts,
+//! identity changes, prekey upkeep, transcripts and their export, and what the store holds.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hushwire_client::{
+    AuditorKey, Client, ClientError, ClientOptions, ContactId, Direction, Event, KdfParams, Secret,
+    read_export,
+};
+use hushwire_relay::config::Settings;
+use hushwire_relay::storage::SqliteStore;
+use rand_core::SeedableRng as _;
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Relay {
+    url: String,
+    _running: hushwire_relay::server::Running,
+    _dir: tempfile::TempDir,
+}
+
+async fn relay() -> Relay {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Settings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(dir.path().to_owned()),
+        ..Settings::default()
+    }
+    .resolve(Settings::default());
+    let store = SqliteStore::open(&dir.path().join("relay.db"))
+        .await
+        .unwrap();
+    let running = hushwire_relay::server::start(store, config, None)
+        .await
+        .unwrap();
+    Relay {
+        url: running.url(),
+        _running: running,
+        _dir: dir,
+    }
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        kdf: KdfParams::INSECURE_FOR_TESTS,
+        ..ClientOptions::default()
+    }
+}
+
+fn secret() -> Secret {
+    Secret::passphrase("correct horse battery staple")
+}
+
+async fn user(dir: &Path, name: &str, relay: &Relay) -> (Client, PathBuf) {
+    let path = dir.join(format!("{name}.db"));
+    let client = Client::create(&path, &secret(), options()).await.unwrap();
+    client.register(&relay.url, None).await.unwrap();
+    (client, path)
+}
+
+async fn reopen(path: &Path) -> Client {
+    Client::open(path, &secret(), options()).await.unwrap()
+}
+
+async fn befriend(
+    a: &Client,
+    b: &Client,
+    a_calls_b: &str,
+    b_calls_a: &str,
+) -> (ContactId, ContactId) {
+    let ab = a
+        .add_contact(a_calls_b, b.address().await, false)
+        .await
+        .unwrap();
+    let ba = b
+        .add_contact(b_calls_a, a.address().await, false)
+        .await
+        .unwrap();
+    (ab, ba)
+}
+
+/// Texts of the messages received until `n` have arrived.
+async fn received(events: &mut broadcast::Receiver<Event>, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while out.len() < n {
+            if let Event::MessageReceived(m) = events.recv().await.unwrap() {
+                out.push(String::from_utf8(m.content.to_vec()).unwrap());
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {n} messages arrived: {out:?}", out.len()));
+    out
+}
+
+fn drain_texts(events: &mut broadcast::Receiver<Event>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let Event::MessageReceived(m) = e {
+            out.push(String::from_utf8(m.content.to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_chat_both_ways_with_one_offline_then_restart_and_continue() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, alice_path) = user(dir.path(), "alice", &relay).await;
+    let (bob, bob_path) = user(dir.path(), "bob", &relay).await;
+    let (to_bob, to_alice) = befriend(&alice, &bob, "bob", "alice").await;
+
+    // Bob is offline: Alice's messages wait at the relay.
+    let mut alice_events = alice.events();
+    let mut alice_receipts = alice.events();
+    alice.connect().await.unwrap();
+    let mut sent_ids = Vec::new();
+    for i in 0..3 {
+        sent_ids.push(
+            alice
+                .send_text(to_bob, &format!("hello {i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    alice.sync(WAIT).await.unwrap();
+    assert_eq!(alice.outbox_len().await.unwrap(), 0);
+
+    let mut bob_events = bob.events();
+    bob.connect().await.unwrap();
+    bob.sync(WAIT).await.unwrap();
+    assert_eq!(
+        drain_texts(&mut bob_events),
+        ["hello 0", "hello 1", "hello 2"],
+        "in order, once each"
+    );
+
+    // Safety numbers agree on both sides; verifying with the wrong digits fails.
+    let a_number = alice.safety_number(to_bob).await.unwrap();
+    let b_number = bob.safety_number(to_alice).await.unwrap();
+    assert_eq!(a_number.digits(), b_number.digits());
+    assert!(matches!(
+        alice.mark_verified(to_bob, "12345").await,
+        Err(ClientError::SafetyNumberMismatch)
+    ));
+    alice
+        .mark_verified(to_bob, &b_number.to_string())
+        .await
+        .unwrap();
+    assert!(alice.contact("bob").await.unwrap().verified);
+
+    bob.send_text(to_alice, "hi alice").await.unwrap();
+    assert_eq!(received(&mut alice_events, 1).await, ["hi alice"]);
+
+    // Bob's receipts tell Alice each of her messages reached his device.
+    let delivered = tokio::time::timeout(WAIT, async {
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            if let Event::MessageDelivered { id, .. } = alice_receipts.recv().await.unwrap() {
+                seen.push(id);
+            }
+        }
+        seen
+    })
+    .await
+    .expect("receipts for all three messages");
+    for id in &sent_ids {
+        assert!(delivered.contains(id));
+    }
+
+    // Both restart (the stores are reopened from disk) and carry on.
+    alice.disconnect().await;
+    bob.disconnect().await;
+    drop((alice, bob));
+    let alice = reopen(&alice_path).await;
+    let bob = reopen(&bob_path).await;
+    let mut alice_events = alice.events();
+    let mut bob_events = bob.events();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    alice.send_text(to_bob, "after restart").await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["after restart"]);
+    bob.send_text(to_alice, "still here").await.unwrap();
+    assert_eq!(received(&mut alice_events, 1).await, ["still here"]);
+
+    // Each side's transcript holds the whole conversation, verified.
+    let (report, records) = alice.open_transcript(to_bob, &mut |_, _| {}).await.unwrap();
+    assert_eq!(report.records, 6);
+    let texts: Vec<_> = records
+        .iter()
+        .map(|r| (r.direction, String::from_utf8(r.content.clone()).unwrap()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (Direction::Sent, "hello 0".to_owned()),
+            (Direction::Sent, "hello 1".to_owned()),
+            (Direction::Sent, "hello 2".to_owned()),
+            (Direction::Received, "hi alice".to_owned()),
+            (Direction::Sent, "after restart".to_owned()),
+            (Direction::Received, "still here".to_owned()),
+        ]
+    );
+    let (bob_report, _) = bob.open_transcript(to_alice, &mut |_, _| {}).await.unwrap();
+    assert_eq!(bob_report.records, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_store_says_precisely_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    assert!(matches!(
+        Client::open(&path, &secret(), options()).await,
+        Err(ClientError::NotInitialized(_))
+    ));
+    assert!(matches!(
+        Client::create(&path, &Secret::passphrase("short"), options()).await,
+        Err(ClientError::WeakPassphrase { .. })
+    ));
+    let client = Client::create(&path, &secret(), options()).await.unwrap();
+    let address = client.address().await;
+    drop(client);
+    assert!(matches!(
+        Client::create(&path, &secret(), options()).await,
+        Err(ClientError::AlreadyInitialized(_))
+    ));
+    assert!(matches!(
+        Client::open(
+            &path,
+            &Secret::passphrase("correct horse battery stapler"),
+            options()
+        )
+        .await,
+        Err(ClientError::WrongSecret)
+    ));
+    assert!(matches!(
+        Client::open(&path, &Secret::key([7; 32]), options()).await,
+        Err(ClientError::SecretKindMismatch { .. })
+    ));
+    // The right passphrase still opens it, unchanged by the failed attempts.
+    assert_eq!(reopen(&path).await.address().await, address);
+
+    // An app-supplied key works the same way.
+    let keyed = dir.path().join("k.db");
+    drop(
+        Client::create(&keyed, &Secret::key([1; 32]), options())
+            .await
+            .unwrap(),
+    );
+    assert!(
+        Client::open(&keyed, &Secret::key([1; 32]), options())
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        Client::open(&keyed, &Secret::key([2; 32]), options()).await,
+        Err(ClientError::WrongSecret)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_starting_at_once_converge_on_one_session() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, _) = user(dir.path(), "alice", &relay).await;
+    let (bob, _) = user(dir.path(), "bob", &relay).await;
+    let (to_bob, to_alice) = befriend(&alice, &bob, "bob", "alice").await;
+    let mut alice_events = alice.events();
+    let mut bob_events = bob.events();
+
+    // Each queues a first message before either connects: both start a session.
+    alice.send_text(to_bob, "a1").await.unwrap();
+    bob.send_text(to_alice, "b1").await.unwrap();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    alice.sync(WAIT).await.unwrap();
+    bob.sync(WAIT).await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["a1"]);
+    assert_eq!(received(&mut alice_events, 1).await, ["b1"]);
+
+    // From here on both use the same session: a long exchange never fails to decrypt.
+    for round in 0..5 {
+        alice
+            .send_text(to_bob, &format!("a{round}x"))
+            .await
+            .unwrap();
+        bob.send_text(to_alice, &format!("b{round}x"))
+            .await
+            .unwrap();
+    }
+    let at_bob = received(&mut bob_events, 5).await;
+    let at_alice = received(&mut alice_events, 5).await;
+    assert_eq!(at_bob, (0..5).map(|r| format!("a{r}x")).collect::<Vec<_>>());
+    assert_eq!(
+        at_alice,
+        (0..5).map(|r| format!("b{r}x")).collect::<Vec<_>>()
+    );
+    bob.sync(WAIT).await.unwrap();
+    alice.sync(WAIT).await.unwrap();
+    for e in std::iter::from_fn(|| alice_events.try_recv().ok())
+        .chain(std::iter::from_fn(|| bob_events.try_recv().ok()))
+    {
+        assert!(!matches!(e, Event::DecryptFailed { .. }), "{e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_identity_blocks_sending_until_verified_again() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, _) = user(dir.path(), "alice", &relay).await;
+    let (bob, _) = user(dir.path(), "bob", &relay).await;
+    let (new_bob, _) = user(dir.path(), "bob2", &relay).await;
+    let (to_bob, _) = befriend(&alice, &bob, "bob", "alice").await;
+    alice.connect().await.unwrap();
+    alice.send_text(to_bob, "first").await.unwrap();
+    alice.sync(WAIT).await.unwrap();
+
+    // Same name, another address: refused unless replaced on purpose.
+    assert!(matches!(
+        alice
+            .add_contact("bob", new_bob.address().await, false)
+            .await,
+        Err(ClientError::ContactExists(_))
+    ));
+    let mut events = alice.events();
+    assert_eq!(
+        alice
+            .add_contact("bob", new_bob.address().await, true)
+            .await
+            .unwrap(),
+        to_bob
+    );
+    assert!(
+        matches!(events.try_recv(), Ok(Event::IdentityChanged { contact }) if contact == to_bob)
+    );
+    assert!(matches!(
+        alice.send_text(to_bob, "blocked").await,
+        Err(ClientError::IdentityChangedUnverified(_))
+    ));
+    let number = alice.safety_number(to_bob).await.unwrap();
+    alice.mark_verified(to_bob, number.digits()).await.unwrap();
+
+    let mut new_bob_events = new_bob.events();
+    new_bob.connect().await.unwrap();
+    alice.send_text(to_bob, "to the new device").await.unwrap();
+    assert_eq!(
+        received(&mut new_bob_events, 1).await,
+        ["to the new device"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_time_prekeys_are_topped_up_when_they_run_low() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bob.db");
+    let small = ClientOptions {
+        one_time_prekeys: 8,
+        ..options()
+    };
+    let bob = Client::create(&path, &secret(), small).await.unwrap();
+    bob.register(&relay.url, None).await.unwrap();
+    let mut bob_events = bob.events();
+    bob.connect().await.unwrap();
+    bob.sync(WAIT).await.unwrap();
+    // Seven patients write first: each session claims one of Bob's 8 one-time prekeys.
+    for i in 0..7 {
+        let (patient, _) = user(dir.path(), &format!("p{i}"), &relay).await;
+        let to_bob = patient
+            .add_contact("bob", bob.address().await, false)
+            .await
+            .unwrap();
+        patient.connect().await.unwrap();
+        patient.send_text(to_bob, "hello").await.unwrap();
+        patient.sync(WAIT).await.unwrap();
+        patient.disconnect().await;
+    }
+    let replenished = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::PreKeysReplenished {
+                one_time,
+                kem_one_time,
+            } = bob_events.recv().await.unwrap()
+            {
+                return (one_time, kem_one_time);
+            }
+        }
+    })
+    .await
+    .expect("a top-up after the prekeys ran low");
+    assert!(replenished.0 >= 6 && replenished.1 >= 6, "{replenished:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_opens_with_the_auditor_key_only_and_any_changed_byte_is_refused() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, _) = user(dir.path(), "alice", &relay).await;
+    let (bob, _) = user(dir.path(), "bob", &relay).await;
+    let (to_bob, to_alice) = befriend(&alice, &bob, "bob", "alice").await;
+    let mut bob_events = bob.events();
+    let mut alice_events = alice.events();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    alice
+        .send_text(to_bob, "my blood sugar was 140 this morning")
+        .await
+        .unwrap();
+    assert_eq!(received(&mut bob_events, 1).await.len(), 1);
+    bob.send_text(to_alice, "thanks, that is in range")
+        .await
+        .unwrap();
+    assert_eq!(received(&mut alice_events, 1).await.len(), 1);
+
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
+    let auditor = AuditorKey::generate(&mut rng);
+    let stranger = AuditorKey::generate(&mut rng);
+    assert_eq!(alice.checkpoint_transcripts().await.unwrap(), 1);
+    let mut export = Vec::new();
+    let summary = alice
+        .export_transcripts(&[], &[*auditor.public()], &mut export, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((summary.transcripts, summary.records), (1, 2));
+
+    let mut opened = Vec::new();
+    let audited = read_export(
+        &mut export.as_slice(),
+        &auditor,
+        &mut |_, records| opened.extend(records),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0].report.records, 2);
+    assert_eq!(audited[0].report.unsigned_tail, 0);
+    assert_eq!(
+        audited[0].signer,
+        alice.address().await.fingerprint.to_string()
+    );
+    let texts: Vec<_> = opened
+        .iter()
+        .map(|r| String::from_utf8(r.content.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "my blood sugar was 140 this morning",
+            "thanks, that is in range"
+        ]
+    );
+
+    assert!(
+        read_export(
+            &mut export.as_slice(),
+            &stranger,
+            &mut |_, _| {},
+            &mut |_| {}
+        )
+        .is_err()
+    );
+    for position in [10, export.len() / 2, export.len() - 1] {
+        let mut tampered = export.clone();
+        tampered[position] ^= 0x01;
+        assert!(
+            read_export(
+                &mut tampered.as_slice(),
+                &auditor,
+                &mut |_, _| {},
+                &mut |_| {}
+            )
+            .is_err(),
+            "a flipped byte at {position} was accepted"
+        );
+    }
+    let cut = &export[..export.len() - 10];
+    assert!(read_export(&mut &cut[..], &auditor, &mut |_, _| {}, &mut |_| {}).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_file_holds_no_message_text_and_no_contact_name() {
+    const MARKER: &str = "PHI-MARKER-insulin-4f1e";
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, alice_path) = user(dir.path(), "alice", &relay).await;
+    let (bob, bob_path) = user(dir.path(), "bob", &relay).await;
+    let (to_bob, _) = befriend(&alice, &bob, "Dr-Marker-Name", "Patient-Marker-Name").await;
+    let mut bob_events = bob.events();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    for i in 0..5 {
+        alice
+            .send_text(to_bob, &format!("{MARKER} {i}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(received(&mut bob_events, 5).await.len(), 5);
+    // One more queued while offline: the outbox is sealed too.
+    alice.disconnect().await;
+    alice.send_text(to_bob, MARKER).await.unwrap();
+    bob.disconnect().await;
+    drop((alice, bob));
+
+    for path in [&alice_path, &bob_path] {
+        let mut bytes = std::fs::read(path).unwrap();
+        if let Ok(wal) = std::fs::read(path.with_extension("db-wal")) {
+            bytes.extend(wal);
+        }
+        assert!(bytes.len() > 10_000, "the scan reads the real store");
+        for needle in [
+            MARKER,
+            "Dr-Marker-Name",
+            "Patient-Marker-Name",
+            "correct horse",
+        ] {
+            let hits = bytes
+                .windows(needle.len())
+                .filter(|w| *w == needle.as_bytes())
+                .count();
+            assert_eq!(hits, 0, "{needle:?} found in {}", path.display());
+        }
+    }
+    // Positive control: the same scan finds text that is stored in the clear (the schema).
+    let bytes = std::fs::read(&alice_path).unwrap();
+    assert!(bytes.windows(11).any(|w| w == b"transcripts"));
+}
