@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use hushwire::proto::audit::{self, AuditEvent, DeviceRef};
 use hushwire::proto::codec::Codec as _;
 use hushwire::proto::relay::{
     Delivery, ErrorCode, FrameBody, MAX_PREKEYS_PER_UPLOAD, OutgoingEnvelope,
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use crate::address::Address;
+use crate::audit_log::{device_ref, own_ref};
 use crate::contact::{Contact, ContactId, ContactRecord};
 use crate::error::{ClientError, Result};
 use crate::event::{ConnectionState, Event, MessageId, ReceivedMessage};
@@ -194,7 +196,8 @@ impl Client {
     }
 
     /// Opens the store at `path` with `secret`. A wrong passphrase or key is
-    /// [`ClientError::WrongSecret`], and nothing is changed.
+    /// [`ClientError::WrongSecret`]. Nothing is written before the secret is checked except a
+    /// schema migration, which a newer library version applies to any store it opens.
     pub async fn open(path: &Path, secret: &Secret, options: ClientOptions) -> Result<Self> {
         if !path.exists() {
             return Err(ClientError::NotInitialized(path.to_owned()));
@@ -225,7 +228,17 @@ impl Client {
             None => Profile::default(),
         };
         drop(c);
-        Ok(Self::assemble(path, db, vault, account, profile, options))
+        let client = Self::assemble(path, db, vault, account, profile, options);
+        {
+            let state = client.inner.state.lock().await;
+            let mut tx = client.inner.db.begin().await?;
+            let event = AuditEvent::StoreUnlocked {
+                device: own_ref(&state.account),
+            };
+            client.audit(&mut tx, &state.account, event).await?;
+            tx.commit().await?;
+        }
+        Ok(client)
     }
 
     fn assemble(
@@ -392,11 +405,9 @@ impl Client {
     ) -> Result<ContactId> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-            return Err(ClientError::UnknownContact(
-                "a contact name must have 1 to 64 printable characters".into(),
-            ));
+            return Err(ClientError::BadContactName(name.chars().take(80).collect()));
         }
-        let _state = self.inner.state.lock().await;
+        let state = self.inner.state.lock().await;
         let mut tx = self.inner.db.begin().await?;
         let contacts = self.all_contacts(&mut tx).await?;
         if let Some((id, existing)) = contacts.iter().find(|(_, r)| r.name == name) {
@@ -420,6 +431,11 @@ impl Client {
             self.save_contact(&mut tx, *id, &updated).await?;
             store::delete_sessions(&mut tx, *id).await?;
             store::reset_outbox_ciphertexts(&mut tx, *id).await?;
+            let event = AuditEvent::IdentityChanged {
+                device: own_ref(&state.account),
+                peer: device_ref(address),
+            };
+            self.audit(&mut tx, &state.account, event).await?;
             tx.commit().await?;
             self.emit(Event::IdentityChanged {
                 contact: ContactId(*id),
@@ -501,12 +517,17 @@ impl Client {
         )) {
             return Err(ClientError::SafetyNumberMismatch);
         }
-        let _state = self.inner.state.lock().await;
+        let state = self.inner.state.lock().await;
         let mut tx = self.inner.db.begin().await?;
         let mut record = self.load_contact(&mut tx, contact.0).await?;
         record.verified = true;
         record.identity_changed = false;
         self.save_contact(&mut tx, contact.0, &record).await?;
+        let event = AuditEvent::ContactVerified {
+            device: own_ref(&state.account),
+            peer: device_ref(record.address()),
+        };
+        self.audit(&mut tx, &state.account, event).await?;
         tx.commit().await?;
         self.inner.outbox_changed.notify_one();
         Ok(())
@@ -625,6 +646,11 @@ impl Client {
                 &checkpoint.to_bytes(),
             )
             .await?;
+            let event = AuditEvent::TranscriptCheckpointed {
+                transcript: audit::TranscriptId(writer.id().0),
+                records: checkpoint.count,
+            };
+            self.audit(c, account, event).await?;
         }
         store::put_transcript_writer(
             c,
@@ -655,8 +681,14 @@ impl Client {
                 &checkpoint.to_bytes(),
             )
             .await?;
+            let event = AuditEvent::TranscriptCheckpointed {
+                transcript: audit::TranscriptId(writer.id().0),
+                records: checkpoint.count,
+            };
+            self.audit(&mut tx, &state.account, event).await?;
             signed += 1;
         }
+        self.checkpoint_audit(&mut tx, &state.account).await?;
         tx.commit().await?;
         Ok(signed)
     }
@@ -748,6 +780,8 @@ impl Client {
             SESSIONS_PER_CONTACT,
         )
         .await?;
+        let event = session_started(&state.account, record.address(), &session);
+        self.audit(&mut tx, &state.account, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -948,7 +982,8 @@ impl Client {
             if started.elapsed() > Duration::from_secs(30) {
                 backoff = Duration::from_millis(250);
             }
-            // Full jitter keeps a clinic's clients from reconnecting in lockstep after an outage.
+            // "Equal jitter" (a wait between half the backoff and all of it) keeps a clinic's
+            // clients from reconnecting in lockstep after an outage.
             let jitter = rand_core::Rng::next_u64(&mut rng()) % (backoff.as_millis() as u64 + 1);
             let wait = Duration::from_millis(backoff.as_millis() as u64 / 2 + jitter / 2);
             tracing::info!(%reason, retry_in_ms = wait.as_millis() as u64, "relay connection lost");
@@ -1006,11 +1041,17 @@ impl Client {
         };
         let upkeep = async {
             let mut counts_rx = counts_rx;
-            self.rotate_if_due(&link).await?;
-            while let Some((one_time, kem)) = counts_rx.recv().await {
-                self.replenish(&link, one_time, kem).await?;
+            // Rotation is checked at every connection and hourly while connected.
+            let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = hourly.tick() => self.rotate_if_due(&link).await?,
+                    counts = counts_rx.recv() => match counts {
+                        Some((one_time, kem)) => self.replenish(&link, one_time, kem).await?,
+                        None => return Ok(()),
+                    },
+                }
             }
-            std::future::pending::<Result<()>>().await
         };
         let sender = self.flush_outbox(&link);
         let result = tokio::select! {
@@ -1024,6 +1065,8 @@ impl Client {
 
     /// Sends queued payloads in order, for as long as the connection lasts.
     async fn flush_outbox(&self, link: &Link) -> Result<()> {
+        // Why each held contact is held, so each reason is reported once.
+        let mut reported = std::collections::HashMap::<i64, String>::new();
         loop {
             let changed = self.inner.outbox_changed.notified();
             tokio::pin!(changed);
@@ -1033,21 +1076,46 @@ impl Client {
                 store::outbox(&mut c).await?
             };
             let mut progressed = false;
+            // Contacts whose messages cannot move in this pass; their later messages wait too,
+            // so that one contact's messages never overtake each other.
+            let mut held = std::collections::HashSet::new();
             for row in rows {
+                if held.contains(&row.contact_id) {
+                    continue;
+                }
                 let record = {
                     let mut c = self.inner.db.acquire().await?;
                     self.load_contact(&mut c, row.contact_id).await?
                 };
                 if record.identity_changed {
-                    continue; // held until the user re-verifies
+                    held.insert(row.contact_id); // until the user re-verifies
+                    continue;
                 }
                 let ciphertext = match row.ciphertext {
                     Some(c) => c,
-                    None => {
-                        self.ensure_session(link, row.contact_id).await?;
-                        self.encrypt_outbox_row(row.id, row.contact_id, &row.sealed)
-                            .await?
-                    }
+                    None => match self
+                        .prepare(link, row.id, row.contact_id, &row.sealed)
+                        .await
+                    {
+                        Ok(c) => {
+                            reported.remove(&row.contact_id);
+                            c
+                        }
+                        Err(e) if is_per_contact(&e) => {
+                            held.insert(row.contact_id);
+                            let reason = e.to_string();
+                            if reported.get(&row.contact_id) != Some(&reason) {
+                                tracing::warn!(%reason, "messages to a contact are held");
+                                reported.insert(row.contact_id, reason.clone());
+                                self.emit(Event::SendHeld {
+                                    contact: ContactId(row.contact_id),
+                                    reason,
+                                });
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    },
                 };
                 let sent = link
                     .call(FrameBody::Send(vec![OutgoingEnvelope {
@@ -1066,6 +1134,7 @@ impl Client {
                         ErrorCode::QuotaExceeded | ErrorCode::UnknownDevice,
                     )) => {
                         // This recipient cannot take it now; the others should not wait.
+                        held.insert(row.contact_id);
                         continue;
                     }
                     Err(ClientError::Relay(ErrorCode::RateLimited)) => {
@@ -1096,6 +1165,18 @@ impl Client {
                 let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
             }
         }
+    }
+
+    /// Makes sure the contact has a session, then encrypts the queued payload.
+    async fn prepare(
+        &self,
+        link: &Link,
+        row_id: i64,
+        contact_id: i64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.ensure_session(link, contact_id).await?;
+        self.encrypt_outbox_row(row_id, contact_id, sealed).await
     }
 
     /// Encrypts a queued payload with the contact's active session and stores the ciphertext
@@ -1195,16 +1276,7 @@ impl Client {
             }
             Ok(None) => {} // a duplicate
             Err(Failure(reason)) => {
-                let record = FailureRecord {
-                    sender: sender.to_string(),
-                    reason: reason.clone(),
-                };
-                let sealed = self
-                    .inner
-                    .vault
-                    .seal_value("failure", b"", &record, &mut rng());
-                store::record_failure(&mut tx, now, &sealed).await?;
-                tracing::warn!(%reason, "a delivered message could not be decrypted");
+                self.record_failure(&mut tx, sender, &reason, now).await?;
                 events.push(Event::DecryptFailed { sender, reason });
             }
         }
@@ -1214,6 +1286,26 @@ impl Client {
             self.emit(event);
         }
         Ok(())
+    }
+
+    /// Records, sealed, a delivery that could not be read.
+    async fn record_failure(
+        &self,
+        c: &mut SqliteConnection,
+        sender: Address,
+        reason: &str,
+        now: u64,
+    ) -> Result<()> {
+        let record = FailureRecord {
+            sender: sender.to_string(),
+            reason: reason.to_owned(),
+        };
+        let sealed = self
+            .inner
+            .vault
+            .seal_value("failure", b"", &record, &mut rng());
+        tracing::warn!(%reason, "a delivered message could not be read");
+        store::record_failure(c, now, &sealed).await
     }
 
     /// Decrypts a message from `sender`: with one of the contact's sessions, else as a new
@@ -1321,6 +1413,8 @@ impl Client {
         };
         self.save_session(c, contact_id, &session).await?;
         store::activate_session(c, contact_id, &active_base, SESSIONS_PER_CONTACT).await?;
+        let event = session_started(&account, sender, &session);
+        self.audit(c, &account, event).await?;
         self.save_account(c, &account).await?;
         state.account = account;
         Ok(Ok(Some(Decrypted {
@@ -1347,10 +1441,10 @@ impl Client {
         } = decrypted;
         match Payload::decode(&plaintext) {
             Err(e) => {
-                events.push(Event::DecryptFailed {
-                    sender: self.load_contact(c, contact_id).await?.address(),
-                    reason: format!("the message decrypted but its payload is malformed: {e}"),
-                });
+                let sender = self.load_contact(c, contact_id).await?.address();
+                let reason = format!("the message decrypted but its payload is malformed: {e}");
+                self.record_failure(c, sender, &reason, now).await?;
+                events.push(Event::DecryptFailed { sender, reason });
             }
             Ok(Payload::Receipt(ids)) => {
                 for id in ids {
@@ -1410,8 +1504,46 @@ impl Client {
         &self.inner.db
     }
 
+    pub(crate) fn vault(&self) -> &Vault {
+        &self.inner.vault
+    }
+
+    /// Appends one event to the audit chain in a transaction of its own.
+    pub(crate) async fn audit_now(&self, event: AuditEvent) -> Result<()> {
+        let state = self.inner.state.lock().await;
+        let mut tx = self.inner.db.begin().await?;
+        self.audit(&mut tx, &state.account, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// This device's reference in audit records.
+    pub(crate) async fn own_device_ref(&self) -> DeviceRef {
+        own_ref(&self.inner.state.lock().await.account)
+    }
+
     pub(crate) fn storage_key(&self) -> &StorageKey {
         &self.inner.storage_key
+    }
+}
+
+/// Errors that concern one contact only: their messages are held, the connection goes on.
+fn is_per_contact(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Relay(ErrorCode::NoPreKeys | ErrorCode::UnknownDevice | ErrorCode::BadPreKey)
+            | ClientError::RelayIdentityMismatch(_)
+            | ClientError::Session(_)
+    )
+}
+
+fn session_started(account: &Account, peer: Address, session: &Session) -> AuditEvent {
+    let mut conversation = [0u8; 16];
+    conversation.copy_from_slice(session.base_key().as_bytes().get(..16).unwrap_or(&[0; 16]));
+    AuditEvent::SessionStarted {
+        device: own_ref(account),
+        peer: device_ref(peer),
+        conversation: audit::ConversationId(conversation),
     }
 }
 
@@ -1444,5 +1576,44 @@ fn fault_point(name: &str) {
     if std::env::var(FAULT_VAR).is_ok_and(|v| v == name) {
         tracing::error!(point = name, "fault injection: aborting");
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The relay is not trusted: a bundle for another identity than the contact's address pins
+    /// is refused before any session exists, and nothing is stored.
+    #[tokio::test]
+    async fn a_bundle_for_another_identity_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ClientOptions {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            ..ClientOptions::default()
+        };
+        let secret = Secret::passphrase("correct horse battery staple");
+        let alice = Client::create(&dir.path().join("a.db"), &secret, options)
+            .await
+            .unwrap();
+        let mut rng = rng();
+        let bob = Account::new(1, 0, &mut rng);
+        let mut mallory = Account::new(1, 0, &mut rng);
+        mallory.generate_one_time_prekeys(1, &mut rng);
+        let bob_address = Address {
+            fingerprint: bob.identity_key().fingerprint(),
+            device_id: 1,
+        };
+        let contact = alice.add_contact("bob", bob_address, false).await.unwrap();
+        let forged = mallory.prekey_bundle().unwrap();
+        assert!(matches!(
+            alice.start_session(contact.0, &forged).await,
+            Err(ClientError::RelayIdentityMismatch(name)) if name == "bob"
+        ));
+        let mut c = alice.inner.db.acquire().await.unwrap();
+        assert!(store::sessions(&mut c, contact.0).await.unwrap().is_empty());
+        drop(c);
+        assert!(!alice.contacts().await.unwrap()[0].identity_known);
     }
 }

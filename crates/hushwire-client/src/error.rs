@@ -39,6 +39,8 @@ pub enum ClientError {
     Database(sqlx::Error),
     /// No contact by that name or id.
     UnknownContact(String),
+    /// A contact name must have 1 to 64 printable characters.
+    BadContactName(String),
     /// A contact with that name already exists with another address.
     ContactExists(String),
     /// The text is not a Hushwire address (`<64 hex digits>:<device id>`).
@@ -76,6 +78,8 @@ pub enum ClientError {
     Session(String),
     /// Reading or writing a file failed.
     Io(std::io::Error),
+    /// The device's audit chain failed verification.
+    Audit(String),
     /// A transcript or export failed verification.
     Transcript(String),
 }
@@ -112,6 +116,10 @@ impl fmt::Display for ClientError {
             Self::UnknownContact(c) => {
                 write!(f, "no contact named {c:?} (see `hushwire contact list`)")
             }
+            Self::BadContactName(c) => write!(
+                f,
+                "{c:?} is not a usable contact name: use 1 to 64 printable characters"
+            ),
             Self::ContactExists(c) => write!(
                 f,
                 "a contact named {c:?} already exists with another address; pass --replace if their identity really changed"
@@ -152,6 +160,7 @@ impl fmt::Display for ClientError {
             Self::Session(e) => write!(f, "session error: {e}"),
             Self::Io(e) => write!(f, "{e}"),
             Self::Transcript(e) => write!(f, "transcript verification failed: {e}"),
+            Self::Audit(e) => write!(f, "audit chain verification failed: {e}"),
         }
     }
 }

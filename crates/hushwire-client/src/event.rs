@@ -109,6 +109,15 @@ pub enum Event {
         /// Why, without secrets.
         reason: String,
     },
+    /// Messages to a contact are held in the outbox: the relay has no prekeys for them, returned
+    /// a bundle for another identity, or their device is unknown. Reported once per reason;
+    /// retried every few seconds.
+    SendHeld {
+        /// Whose messages.
+        contact: ContactId,
+        /// Why (no secrets).
+        reason: String,
+    },
     /// Someone not in the contacts started a session; they were added, unverified.
     NewContact {
         /// The new contact.

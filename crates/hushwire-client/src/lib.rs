@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod address;
+mod audit_log;
 mod client;
 mod contact;
 mod error;
@@ -41,10 +42,12 @@ mod transcripts;
 mod vault;
 
 pub use address::Address;
+pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
 pub use client::{Client, ClientOptions};
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};
 pub use event::{ConnectionState, Event, MessageId, ReceivedMessage};
+pub use hushwire::proto::audit::{AuditEvent, AuditRecord, AuditReport};
 pub use hushwire::transcript::{
     AuditorKey, ContentType, Direction, TranscriptRecord, TranscriptReport,
 };

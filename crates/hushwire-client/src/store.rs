@@ -65,6 +65,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (contact_id, message_id)
     );
     CREATE TABLE failures (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, sealed BLOB NOT NULL);
+    CREATE TABLE audit_records (sequence INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
+    CREATE TABLE audit_checkpoints (id INTEGER PRIMARY KEY, checkpoint BLOB NOT NULL);
     ",
 ];
 
@@ -526,4 +528,53 @@ pub(crate) async fn record_failure(
         .execute(c)
         .await?;
     Ok(())
+}
+
+pub(crate) async fn last_audit_record(c: &mut SqliteConnection) -> Result<Option<(i64, Vec<u8>)>> {
+    let row =
+        sqlx::query("SELECT sequence, sealed FROM audit_records ORDER BY sequence DESC LIMIT 1")
+            .fetch_optional(c)
+            .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+pub(crate) async fn put_audit_record(
+    c: &mut SqliteConnection,
+    sequence: i64,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query("INSERT INTO audit_records (sequence, sealed) VALUES (?, ?)")
+        .bind(sequence)
+        .bind(sealed)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Every audit record in stored order (by rowid, which a tamperer editing sequence numbers
+/// cannot reorder without rewriting the rows).
+pub(crate) async fn audit_records(c: &mut SqliteConnection) -> Result<Vec<(i64, Vec<u8>)>> {
+    let rows = sqlx::query("SELECT sequence, sealed FROM audit_records ORDER BY rowid")
+        .fetch_all(c)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+pub(crate) async fn put_audit_checkpoint(
+    c: &mut SqliteConnection,
+    checkpoint: &[u8],
+) -> Result<()> {
+    sqlx::query("INSERT INTO audit_checkpoints (checkpoint) VALUES (?)")
+        .bind(checkpoint)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn audit_checkpoints(c: &mut SqliteConnection) -> Result<Vec<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT checkpoint FROM audit_checkpoints ORDER BY id")
+            .fetch_all(c)
+            .await?,
+    )
 }

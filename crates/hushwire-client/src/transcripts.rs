@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 
 use hushwire::proto::X25519PublicKey;
+use hushwire::proto::audit::{self, AuditEvent};
 use hushwire::proto::codec::Codec as _;
 use hushwire::transcript::{
     AuditorKey, ExportItem, ExportReader, ExportWriter, SealedRecord, TranscriptCheckpoint,
@@ -116,9 +117,11 @@ impl Client {
         contact: ContactId,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(TranscriptReport, Vec<TranscriptRecord>)> {
+        // Lock order everywhere is state, then database connection: take what needs the state
+        // before holding the (single) connection.
+        let signer = *self.identity_key().await.signing_key();
         let mut c = self.db().acquire().await?;
         let writer = self.writer(&mut c, contact).await?;
-        let signer = *self.identity_key().await.signing_key();
         let total = store::transcript_record_count(&mut c, contact.0).await?;
         let checkpoints = self.checkpoints(&mut c, contact).await?;
         let mut verifier =
@@ -143,6 +146,13 @@ impl Client {
         let report = verifier
             .finish()
             .map_err(|e| fault("the local transcript", e))?;
+        drop(c);
+        let by = self.own_device_ref().await;
+        self.audit_now(AuditEvent::TranscriptOpened {
+            transcript: audit::TranscriptId(writer.id().0),
+            by,
+        })
+        .await?;
         Ok((report, records))
     }
 
@@ -188,6 +198,7 @@ impl Client {
             Ok(())
         };
         write(&header, &mut summary)?;
+        let mut exported = Vec::new();
         for contact in chosen {
             let writer = self.writer(&mut c, contact).await?;
             let count = store::transcript_record_count(&mut c, contact.0).await?;
@@ -217,9 +228,18 @@ impl Client {
             }
             write(&export.end_transcript(), &mut summary)?;
             summary.transcripts += 1;
+            exported.push(AuditEvent::TranscriptExported {
+                transcript: audit::TranscriptId(writer.id().0),
+                records: count,
+                recipients: u8::try_from(recipients.len()).unwrap_or(u8::MAX),
+            });
         }
         write(&export.finish(), &mut summary)?;
         out.flush()?;
+        drop(c);
+        for event in exported {
+            self.audit_now(event).await?;
+        }
         Ok(summary)
     }
 }

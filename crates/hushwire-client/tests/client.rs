@@ -537,3 +537,128 @@ async fn the_store_file_holds_no_message_text_and_no_contact_name() {
     let bytes = std::fs::read(&alice_path).unwrap();
     assert!(bytes.windows(11).any(|w| w == b"transcripts"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_relay_is_reached_with_the_clinic_ca_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let config = Settings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(dir.path().to_owned()),
+        tls_cert: Some(cert_path),
+        tls_key: Some(key_path),
+        ..Settings::default()
+    }
+    .resolve(Settings::default());
+    let store = SqliteStore::open(&dir.path().join("relay.db"))
+        .await
+        .unwrap();
+    let running = hushwire_relay::server::start(store, config, None)
+        .await
+        .unwrap();
+    let url = running.url();
+    assert!(url.starts_with("wss://"), "{url}");
+
+    let trusting = ClientOptions {
+        tls: hushwire_client::TlsRoots {
+            extra: vec![cert.cert.der().clone()],
+        },
+        ..options()
+    };
+    let alice = Client::create(&dir.path().join("a.db"), &secret(), trusting.clone())
+        .await
+        .unwrap();
+    let bob = Client::create(&dir.path().join("b.db"), &secret(), trusting)
+        .await
+        .unwrap();
+    alice.register(&url, None).await.unwrap();
+    bob.register(&url, None).await.unwrap();
+    let (to_bob, _) = befriend(&alice, &bob, "bob", "alice").await;
+    let mut bob_events = bob.events();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    alice.send_text(to_bob, "over TLS").await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["over TLS"]);
+
+    // Without the clinic's CA the certificate is not trusted: no connection, a clear error.
+    let stranger = Client::create(&dir.path().join("c.db"), &secret(), options())
+        .await
+        .unwrap();
+    let refused = stranger.register(&url, None).await.unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Connection(reason) if reason.contains("TLS")),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_chain_records_access_and_any_edit_is_detected() {
+    use hushwire_client::AuditEvent;
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, alice_path) = user(dir.path(), "alice", &relay).await;
+    let (bob, _) = user(dir.path(), "bob", &relay).await;
+    let (to_bob, _) = befriend(&alice, &bob, "bob", "alice").await;
+    let mut bob_events = bob.events();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    alice.send_text(to_bob, "hello").await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await.len(), 1);
+    let number = alice.safety_number(to_bob).await.unwrap();
+    alice.mark_verified(to_bob, number.digits()).await.unwrap();
+    alice.open_transcript(to_bob, &mut |_, _| {}).await.unwrap();
+    let mut export = Vec::new();
+    let auditor = AuditorKey::generate(&mut rand_chacha::ChaCha20Rng::from_seed([6; 32]));
+    alice
+        .export_transcripts(&[], &[*auditor.public()], &mut export, &mut |_, _| {})
+        .await
+        .unwrap();
+    alice.checkpoint_transcripts().await.unwrap();
+    alice.disconnect().await;
+    drop(alice);
+    let alice = reopen(&alice_path).await;
+
+    let (report, records) = alice.verify_audit().await.unwrap();
+    let kinds: Vec<u8> = records.iter().map(|r| r.event.tag()).collect();
+    // Session started, contact verified, transcript opened, exported, checkpointed, and the
+    // store unlocked on reopening, in that order.
+    let expected = [0x20, 0x22, 0x32, 0x31, 0x30, 0x23];
+    assert_eq!(kinds, expected, "{records:?}");
+    assert!(matches!(records[5].event, AuditEvent::StoreUnlocked { .. }));
+    assert_eq!(report.records, 6);
+    assert_eq!(
+        report.unsigned_tail, 1,
+        "the checkpoint covers all but the last unlock"
+    );
+    alice.disconnect().await;
+    drop(alice);
+
+    // Edit one stored record: the next verification fails and says where.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", alice_path.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_records SET sealed = sealed || x'00' WHERE sequence = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let alice = reopen(&alice_path).await;
+    let err = alice.verify_audit().await.unwrap_err();
+    assert!(err.to_string().contains("record 2"), "{err}");
+    drop(alice);
+
+    // Removing a record (after undoing the edit is impossible: it was sealed) is detected too.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", alice_path.display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_records WHERE sequence = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let alice = reopen(&alice_path).await;
+    assert!(alice.verify_audit().await.is_err());
+}

@@ -291,6 +291,19 @@ pub enum AuditEvent {
         /// The peer, under its new identity.
         peer: DeviceRef,
     },
+    /// `0x22 ‖ device[36] ‖ peer[36]` (73 bytes): the user confirmed the peer's safety number.
+    ContactVerified {
+        /// The logging device.
+        device: DeviceRef,
+        /// The verified peer.
+        peer: DeviceRef,
+    },
+    /// `0x23 ‖ device[36]` (37 bytes): the device's local store was unlocked (opened with its
+    /// passphrase or key): the access to stored ePHI that HIPAA audit controls ask to record.
+    StoreUnlocked {
+        /// The device.
+        device: DeviceRef,
+    },
     /// `0x30 ‖ transcript[16] ‖ records[8]` (25 bytes): a transcript checkpoint was signed.
     TranscriptCheckpointed {
         /// The transcript.
@@ -338,6 +351,8 @@ impl AuditEvent {
             Self::EnvelopesExpired { .. } => 0x13,
             Self::SessionStarted { .. } => 0x20,
             Self::IdentityChanged { .. } => 0x21,
+            Self::ContactVerified { .. } => 0x22,
+            Self::StoreUnlocked { .. } => 0x23,
             Self::TranscriptCheckpointed { .. } => 0x30,
             Self::TranscriptExported { .. } => 0x31,
             Self::TranscriptOpened { .. } => 0x32,
@@ -355,7 +370,8 @@ impl Codec for AuditEvent {
         match self {
             Self::DeviceRegistered { device }
             | Self::DeviceAuthenticated { device }
-            | Self::RateLimited { device } => device.encode(out),
+            | Self::RateLimited { device }
+            | Self::StoreUnlocked { device } => device.encode(out),
             Self::AuthenticationFailed { reason } => out.push(reason.to_byte()),
             Self::PreKeysUploaded {
                 device,
@@ -410,7 +426,7 @@ impl Codec for AuditEvent {
                 peer.encode(out);
                 conversation.encode(out);
             }
-            Self::IdentityChanged { device, peer } => {
+            Self::IdentityChanged { device, peer } | Self::ContactVerified { device, peer } => {
                 device.encode(out);
                 peer.encode(out);
             }
@@ -489,6 +505,13 @@ impl Codec for AuditEvent {
             0x21 => Self::IdentityChanged {
                 device: DeviceRef::read(r)?,
                 peer: DeviceRef::read(r)?,
+            },
+            0x22 => Self::ContactVerified {
+                device: DeviceRef::read(r)?,
+                peer: DeviceRef::read(r)?,
+            },
+            0x23 => Self::StoreUnlocked {
+                device: DeviceRef::read(r)?,
             },
             0x30 => Self::TranscriptCheckpointed {
                 transcript: TranscriptId::read(r)?,
@@ -1371,6 +1394,8 @@ mod tests {
                 conversation: ConversationId([5; 16]),
             },
             AuditEvent::IdentityChanged { device: a, peer: b },
+            AuditEvent::ContactVerified { device: a, peer: b },
+            AuditEvent::StoreUnlocked { device: a },
             AuditEvent::TranscriptCheckpointed {
                 transcript,
                 records: 10,
@@ -1419,7 +1444,7 @@ mod tests {
 
     #[test]
     fn every_event_round_trips_with_its_documented_tag_and_length() {
-        let expected: [(u8, usize); 16] = [
+        let expected: [(u8, usize); 18] = [
             (0x01, 37),
             (0x02, 37),
             (0x03, 2),
@@ -1432,6 +1457,8 @@ mod tests {
             (0x13, 41),
             (0x20, 89),
             (0x21, 73),
+            (0x22, 73),
+            (0x23, 37),
             (0x30, 25),
             (0x31, 26),
             (0x32, 53),
@@ -1906,6 +1933,8 @@ mod tests {
                 conversation: ConversationId(c)
             }),
             (d(), d()).prop_map(|(device, peer)| AuditEvent::IdentityChanged { device, peer }),
+            (d(), d()).prop_map(|(device, peer)| AuditEvent::ContactVerified { device, peer }),
+            d().prop_map(|device| AuditEvent::StoreUnlocked { device }),
             (id(), any::<u64>()).prop_map(|(t, records)| AuditEvent::TranscriptCheckpointed {
                 transcript: TranscriptId(t),
                 records
