@@ -176,6 +176,32 @@ impl IdentityKey {
         })
     }
 
+    /// Decodes an identity that this program verified before storing it under authenticated
+    /// encryption (inside a sealed session), without verifying the binding signature again:
+    /// the seal's authentication already proves the bytes are the ones that were verified.
+    /// The signing key is still decoded and checked for weakness. Never use this on bytes that
+    /// did not come out of such a seal: use [`Codec::from_bytes`], which verifies.
+    pub fn from_sealed_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let signing: [u8; ED25519_KEY_LEN] = r.array("identity signing key")?;
+        let dh = X25519PublicKey::read_field(&mut r, "identity dh key")?;
+        let binding = r.array("identity binding signature")?;
+        r.expect_empty(Self::NAME)?;
+        let key = VerifyingKey::from_bytes(&signing).map_err(|_| DecodeError::InvalidValue {
+            field: "identity signing key",
+        })?;
+        if key.is_weak() {
+            return Err(DecodeError::InvalidValue {
+                field: "identity signing key",
+            });
+        }
+        Ok(Self {
+            signing: key,
+            dh,
+            binding,
+        })
+    }
+
     /// The Ed25519 key that signs prekeys, checkpoints and relay challenges.
     pub fn signing_key(&self) -> &VerifyingKey {
         &self.signing
@@ -255,6 +281,7 @@ impl fmt::Debug for Fingerprint {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
 
     #[test]
@@ -279,5 +306,41 @@ mod tests {
         let mut nine = [0u8; 32];
         nine[0] = 9;
         assert!(X25519PublicKey::from_array(nine, "k").is_ok());
+    }
+
+    #[test]
+    fn sealed_identity_decoding_skips_only_the_binding_signature() {
+        use crate::signer::Signer as _;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let mut nine = [0u8; 32];
+        nine[0] = 9;
+        let dh = X25519PublicKey::from_array(nine, "k").unwrap_or_else(|_| unreachable!());
+        let message = identity_binding_message(signing.verifying_key().as_bytes(), dh.as_bytes());
+        let binding = signing.sign(labels::SIG_IDENTITY_BINDING, &message);
+        let identity = IdentityKey::new(signing.verifying_key().to_bytes(), dh, binding)
+            .unwrap_or_else(|_| unreachable!());
+        let bytes = identity.to_bytes();
+        assert_eq!(
+            IdentityKey::from_sealed_bytes(&bytes).ok(),
+            Some(identity.clone())
+        );
+
+        // What it does not re-check: a damaged binding signature (the seal's AEAD guards it).
+        let mut bad_binding = bytes.clone();
+        bad_binding[127] ^= 1;
+        assert!(IdentityKey::from_bytes(&bad_binding).is_err());
+        assert!(IdentityKey::from_sealed_bytes(&bad_binding).is_ok());
+
+        // What it still refuses: wrong lengths, a weak signing key, a small-order DH key.
+        assert!(IdentityKey::from_sealed_bytes(&bytes[..127]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(IdentityKey::from_sealed_bytes(&long).is_err());
+        let mut weak = bytes.clone();
+        weak[..32].copy_from_slice(&[0; 32]);
+        assert!(IdentityKey::from_sealed_bytes(&weak).is_err());
+        let mut small = bytes.clone();
+        small[32..64].copy_from_slice(&[0; 32]);
+        assert!(IdentityKey::from_sealed_bytes(&small).is_err());
     }
 }
