@@ -162,6 +162,17 @@ pub(crate) fn rng() -> ChaCha20Rng {
     ChaCha20Rng::from_seed(*seed)
 }
 
+/// Runs the key derivation (Argon2id takes a while by design) off the async workers.
+async fn derive_master(derivation: KeyDerivation, secret: &Secret) -> Result<Zeroizing<[u8; 32]>> {
+    let secret = match secret {
+        Secret::Passphrase(p) => Secret::Passphrase(p.clone()),
+        Secret::Key(k) => Secret::Key(k.clone()),
+    };
+    tokio::task::spawn_blocking(move || derivation.master_key(&secret))
+        .await
+        .map_err(|_| ClientError::CorruptStore("key derivation"))?
+}
+
 fn session_error(e: impl core::fmt::Display) -> ClientError {
     ClientError::Session(e.to_string())
 }
@@ -174,7 +185,7 @@ impl Client {
         }
         let mut rng = rng();
         let derivation = KeyDerivation::new_for(secret, options.kdf, &mut rng)?;
-        let master = derivation.master_key(secret)?;
+        let master = derive_master(derivation.clone(), secret).await?;
         let vault = Vault::from_master(&master);
         let db = store::open(path, true).await?;
         let storage_key = vault.storage_key();
@@ -209,7 +220,7 @@ impl Client {
             .ok_or(ClientError::CorruptStore("key derivation parameters"))?;
         let derivation: KeyDerivation = postcard::from_bytes(&kdf)
             .map_err(|_| ClientError::CorruptStore("key derivation parameters"))?;
-        let master = derivation.master_key(secret)?;
+        let master = derive_master(derivation.clone(), secret).await?;
         let vault = Vault::from_master(&master);
         let check = store::get_meta(&mut c, "check")
             .await?
@@ -239,6 +250,26 @@ impl Client {
             tx.commit().await?;
         }
         Ok(client)
+    }
+
+    /// Checks `secret` against this store again — after an idle lock, say — and records the
+    /// unlock in the audit chain. [`ClientError::WrongSecret`] if it does not match; the client
+    /// keeps running either way.
+    pub async fn unlock(&self, secret: &Secret) -> Result<()> {
+        let kdf = {
+            let mut c = self.inner.db.acquire().await?;
+            store::get_meta(&mut c, "kdf")
+                .await?
+                .ok_or(ClientError::CorruptStore("key derivation parameters"))?
+        };
+        let derivation: KeyDerivation = postcard::from_bytes(&kdf)
+            .map_err(|_| ClientError::CorruptStore("key derivation parameters"))?;
+        let master = derive_master(derivation, secret).await?;
+        if !Vault::from_master(&master).matches(&self.inner.vault.check_value()) {
+            return Err(ClientError::WrongSecret);
+        }
+        let device = self.own_device_ref().await;
+        self.audit_now(AuditEvent::StoreUnlocked { device }).await
     }
 
     fn assemble(
@@ -1105,7 +1136,12 @@ impl Client {
                             held.insert(row.contact_id);
                             let reason = e.to_string();
                             if reported.get(&row.contact_id) != Some(&reason) {
-                                tracing::warn!(%reason, "messages to a contact are held");
+                                // The reason may name the contact (a name can be PHI): it goes
+                                // to the app in the event, never to the log.
+                                tracing::warn!(
+                                    contact = row.contact_id,
+                                    "messages to a contact are held"
+                                );
                                 reported.insert(row.contact_id, reason.clone());
                                 self.emit(Event::SendHeld {
                                     contact: ContactId(row.contact_id),

@@ -109,9 +109,10 @@ pub enum Event {
         /// Why, without secrets.
         reason: String,
     },
-    /// Messages to a contact are held in the outbox: the relay has no prekeys for them, returned
-    /// a bundle for another identity, or their device is unknown. Reported once per reason;
-    /// retried every few seconds.
+    /// Messages to a contact are held in the outbox: the relay has no prekeys for them or
+    /// refused their bundle, returned a bundle for another identity, does not know their
+    /// device, or a session could not be started. Reported once per reason; retried every few
+    /// seconds.
     SendHeld {
         /// Whose messages.
         contact: ContactId,

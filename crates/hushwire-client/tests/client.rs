@@ -250,7 +250,26 @@ async fn opening_a_store_says_precisely_what_is_wrong() {
         Err(ClientError::SecretKindMismatch { .. })
     ));
     // The right passphrase still opens it, unchanged by the failed attempts.
-    assert_eq!(reopen(&path).await.address().await, address);
+    let client = reopen(&path).await;
+    assert_eq!(client.address().await, address);
+    // After an idle lock the running client checks the passphrase again.
+    assert!(matches!(
+        client
+            .unlock(&Secret::passphrase("not the passphrase"))
+            .await,
+        Err(ClientError::WrongSecret)
+    ));
+    client.unlock(&secret()).await.unwrap();
+    let (_, audit) = client.verify_audit().await.unwrap();
+    let unlocks = audit
+        .iter()
+        .filter(|r| matches!(r.event, hushwire_client::AuditEvent::StoreUnlocked { .. }))
+        .count();
+    assert_eq!(
+        unlocks, 2,
+        "the open and the unlock are recorded, the failure is not"
+    );
+    drop(client);
 
     // An app-supplied key works the same way.
     let keyed = dir.path().join("k.db");
