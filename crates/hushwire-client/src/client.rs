@@ -65,6 +65,20 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// Trust roots for `wss://` relays.
     pub tls: TlsRoots,
+    /// Automatic archive exports of every transcript to the clinic's archive key (its
+    /// emergency-access and retention copy), or `None`.
+    pub archive: Option<ArchiveSettings>,
+}
+
+/// Where and how often the client writes archive exports (`docs/client.md` §7.3).
+#[derive(Clone, Debug)]
+pub struct ArchiveSettings {
+    /// The archive's public keys (1 to 16): whoever holds a matching secret can open it.
+    pub recipients: Vec<hushwire::proto::X25519PublicKey>,
+    /// The directory the exports are written to (`hushwire-archive-<unix ms>.hwx`).
+    pub directory: PathBuf,
+    /// How often, while connected (checked hourly, and at every connection).
+    pub every: Duration,
 }
 
 impl Default for ClientOptions {
@@ -78,6 +92,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(30),
             tls: TlsRoots::default(),
+            archive: None,
         }
     }
 }
@@ -1076,7 +1091,10 @@ impl Client {
             let mut hourly = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 tokio::select! {
-                    _ = hourly.tick() => self.rotate_if_due(&link).await?,
+                    _ = hourly.tick() => {
+                        self.rotate_if_due(&link).await?;
+                        self.archive_if_due().await?;
+                    }
                     counts = counts_rx.recv() => match counts {
                         Some((one_time, kem)) => self.replenish(&link, one_time, kem).await?,
                         None => return Ok(()),
@@ -1556,6 +1574,10 @@ impl Client {
     /// This device's reference in audit records.
     pub(crate) async fn own_device_ref(&self) -> DeviceRef {
         own_ref(&self.inner.state.lock().await.account)
+    }
+
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.inner.options
     }
 
     pub(crate) fn storage_key(&self) -> &StorageKey {

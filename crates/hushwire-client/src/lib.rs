@@ -43,7 +43,7 @@ mod vault;
 
 pub use address::Address;
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
-pub use client::{Client, ClientOptions};
+pub use client::{ArchiveSettings, Client, ClientOptions};
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};
 pub use event::{ConnectionState, Event, MessageId, ReceivedMessage};

@@ -13,7 +13,7 @@ use hushwire::transcript::{
 };
 use sqlx::SqliteConnection;
 
-use crate::client::{Client, rng};
+use crate::client::{Client, now_ms, rng};
 use crate::contact::ContactId;
 use crate::error::{ClientError, Result};
 use crate::store;
@@ -241,6 +241,48 @@ impl Client {
             self.audit_now(event).await?;
         }
         Ok(summary)
+    }
+}
+
+impl Client {
+    /// Writes an archive export now if archiving is configured and the last archive is older
+    /// than its interval. The file appears under its final name only once complete (written
+    /// as `.partial`, synced, renamed). Returns the path written, if any.
+    pub async fn archive_if_due(&self) -> Result<Option<std::path::PathBuf>> {
+        let Some(settings) = self.options().archive.clone() else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let last = {
+            let mut c = self.db().acquire().await?;
+            store::get_meta(&mut c, "last_archive_ms")
+                .await?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map_or(0, u64::from_be_bytes)
+        };
+        let every = u64::try_from(settings.every.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) < every {
+            return Ok(None);
+        }
+        self.checkpoint_transcripts().await?;
+        std::fs::create_dir_all(&settings.directory)?;
+        let path = settings
+            .directory
+            .join(format!("hushwire-archive-{now}.hwx"));
+        let partial = path.with_extension("hwx.partial");
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+        self.export_transcripts(&[], &settings.recipients, &mut file, &mut |_, _| {})
+            .await?;
+        let file = file
+            .into_inner()
+            .map_err(|e| ClientError::Io(e.into_error()))?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&partial, &path)?;
+        let mut c = self.db().acquire().await?;
+        store::put_meta(&mut c, "last_archive_ms", &now.to_be_bytes()).await?;
+        tracing::info!("archive export written");
+        Ok(Some(path))
     }
 }
 

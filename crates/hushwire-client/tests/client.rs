@@ -681,3 +681,72 @@ async fn the_audit_chain_records_access_and_any_edit_is_detected() {
     let alice = reopen(&alice_path).await;
     assert!(alice.verify_audit().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_exports_are_written_automatically_and_open_with_the_archive_key() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive_dir = dir.path().join("archive");
+    let archive_key = AuditorKey::generate(&mut rand_chacha::ChaCha20Rng::from_seed([8; 32]));
+    let archiving = ClientOptions {
+        archive: Some(hushwire_client::ArchiveSettings {
+            recipients: vec![*archive_key.public()],
+            directory: archive_dir.clone(),
+            every: Duration::ZERO,
+        }),
+        ..options()
+    };
+    let agent = Client::create(&dir.path().join("agent.db"), &secret(), archiving)
+        .await
+        .unwrap();
+    agent.register(&relay.url, None).await.unwrap();
+    let (patient, _) = user(dir.path(), "patient", &relay).await;
+    let (to_patient, to_agent) = befriend(&agent, &patient, "patient", "agent").await;
+
+    // Connecting runs the first archive by itself.
+    agent.connect().await.unwrap();
+    let archives = || {
+        std::fs::read_dir(&archive_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "hwx"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    tokio::time::timeout(WAIT, async {
+        while archives().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("an archive written on connection");
+
+    let mut agent_events = agent.events();
+    patient.connect().await.unwrap();
+    patient.send_text(to_agent, "refill please").await.unwrap();
+    assert_eq!(received(&mut agent_events, 1).await, ["refill please"]);
+    agent.send_text(to_patient, "done").await.unwrap();
+    let path = agent
+        .archive_if_due()
+        .await
+        .unwrap()
+        .expect("due (interval 0)");
+    assert!(!path.with_extension("hwx.partial").exists());
+
+    let mut texts = Vec::new();
+    read_export(
+        &mut std::fs::File::open(&path).unwrap(),
+        &archive_key,
+        &mut |_, records| {
+            texts.extend(
+                records
+                    .into_iter()
+                    .map(|r| String::from_utf8(r.content).unwrap()),
+            )
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(texts, ["refill please", "done"]);
+}
