@@ -750,3 +750,143 @@ async fn archive_exports_are_written_automatically_and_open_with_the_archive_key
     .unwrap();
     assert_eq!(texts, ["refill please", "done"]);
 }
+
+/// Plays a device over the raw relay protocol (a core account, no client library), to send
+/// what no honest client would.
+async fn raw_send(url: &str, to: hushwire_client::Address, payloads: Vec<Vec<u8>>) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use hushwire::proto::codec::Codec as _;
+    use hushwire::proto::labels;
+    use hushwire::proto::relay::{Credentials, Frame, FrameBody, OutgoingEnvelope};
+    use tokio_tungstenite::tungstenite::Message;
+
+    async fn next(
+        socket: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> Frame {
+        loop {
+            if let Message::Binary(b) = socket.next().await.unwrap().unwrap() {
+                return Frame::from_bytes(&b).unwrap();
+            }
+        }
+    }
+    let account = hushwire::Account::new(9, 0, &mut rand_chacha::ChaCha20Rng::from_seed([9; 32]));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let FrameBody::Challenge(challenge) = next(&mut socket).await.body else {
+        panic!("no challenge")
+    };
+    let credentials = Credentials {
+        identity: account.identity_key().clone(),
+        device_id: account.device_id(),
+        signature: account.identity().sign(
+            labels::SIG_RELAY_AUTH,
+            &challenge.signed_message(account.device_id()),
+        ),
+    };
+    let frames = [FrameBody::Register {
+        credentials,
+        invite: None,
+    }]
+    .into_iter()
+    .chain(payloads.into_iter().map(|payload| {
+        FrameBody::Send(vec![OutgoingEnvelope {
+            recipient: to.to_device_address(),
+            payload,
+        }])
+    }));
+    for (id, body) in (1..).zip(frames) {
+        let frame = Frame {
+            request_id: id,
+            body,
+        };
+        socket
+            .send(Message::Binary(frame.to_bytes().into()))
+            .await
+            .unwrap();
+        loop {
+            let answer = next(&mut socket).await;
+            if answer.request_id == id {
+                assert!(
+                    matches!(answer.body, FrameBody::Ok | FrameBody::Sent(_)),
+                    "{answer:?}"
+                );
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecryptable_message_is_reported_acknowledged_and_not_shown() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (bob, bob_path) = user(dir.path(), "bob", &relay).await;
+    let bob_address = bob.address().await;
+    // Garbage, and a well-formed ratchet message from nobody Bob has a session with.
+    raw_send(
+        &relay.url,
+        bob_address,
+        vec![b"not a message".to_vec(), {
+            let mut forged = vec![1u8, 1];
+            forged.extend_from_slice(&[0u8; 200]);
+            forged
+        }],
+    )
+    .await;
+    let mut events = bob.events();
+    bob.connect().await.unwrap();
+    bob.sync(WAIT).await.unwrap();
+    let mut failures = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        assert!(!matches!(e, Event::MessageReceived(_)), "{e:?}");
+        if let Event::DecryptFailed { sender, reason } = e {
+            failures.push((sender, reason));
+        }
+    }
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(failures[0].1.contains("malformed"), "{failures:?}");
+
+    // They were acknowledged: a restart does not bring them back.
+    bob.disconnect().await;
+    drop(bob);
+    let bob = reopen(&bob_path).await;
+    let mut events = bob.events();
+    bob.connect().await.unwrap();
+    bob.sync(WAIT).await.unwrap();
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, Event::DecryptFailed { .. }),
+            "redelivered: {e:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_signed_prekey_is_rotated_on_connect_and_new_sessions_use_it() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rotating = ClientOptions {
+        signed_prekey_max_age: Duration::ZERO,
+        ..options()
+    };
+    let bob = Client::create(&dir.path().join("bob.db"), &secret(), rotating)
+        .await
+        .unwrap();
+    bob.register(&relay.url, None).await.unwrap();
+    let mut bob_events = bob.events();
+    bob.connect().await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while !matches!(bob_events.recv().await.unwrap(), Event::SignedPreKeyRotated) {}
+    })
+    .await
+    .expect("rotated");
+    let (alice, _) = user(dir.path(), "alice", &relay).await;
+    let to_bob = alice
+        .add_contact("bob", bob.address().await, false)
+        .await
+        .unwrap();
+    alice.connect().await.unwrap();
+    alice.send_text(to_bob, "after rotation").await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["after rotation"]);
+}
