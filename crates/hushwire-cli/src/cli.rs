@@ -1,0 +1,332 @@
+//! The command line: global options and every command, with the help text `--help` shows.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// End-to-end encrypted chat for healthcare over a Hushwire relay.
+///
+/// Keeps an encrypted store (identity, sessions, contacts, sealed transcripts) in --home and
+/// talks to the relay you registered with. The relay carries only ciphertext.
+#[derive(Parser, Debug)]
+#[command(
+    name = "hushwire",
+    version,
+    after_help = "\
+Getting started (two people, one relay):
+  hushwire init                                   # create your store, prints your address
+  hushwire register ws://127.0.0.1:7700/v1/websocket
+  hushwire contact add bob 3fa2…e9:1              # the address bob got from `hushwire whoami`
+  hushwire verify bob                             # compare the safety number with bob
+  hushwire chat bob
+
+Environment:
+  HUSHWIRE_HOME                 the store's directory (like --home)
+  HUSHWIRE_PASSPHRASE           the passphrase, for scripts (else --passphrase-file, else a prompt)
+  HUSHWIRE_LOG                  log filter for diagnostics on stderr, e.g. `info`
+  HUSHWIRE_INSECURE_FAST_KDF=1  TEST-ONLY: `init` derives the store key with insecure, fast
+                                Argon2 parameters. Never use it for a real store."
+)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug)]
+pub struct Global {
+    /// The directory of the store (`<home>/client.db`) [default: $HOME/.hushwire]
+    #[arg(long, env = "HUSHWIRE_HOME", global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Machine-readable JSON output (read commands: whoami, contact list, verify, recv,
+    /// transcript list/verify/open, auditor verify/open, audit verify).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Read the passphrase from the first line of FILE (otherwise $HUSHWIRE_PASSPHRASE, otherwise
+    /// a prompt on the terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Also trust this CA certificate (PEM) for wss:// relays with a private CA.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the encrypted store with a new identity and print this device's address.
+    #[command(after_help = "\
+Example:
+  hushwire --home /tmp/alice init
+  hushwire init --device-id 2        # a second device of the same person
+
+You are asked for a passphrase twice (at least 8 characters). It cannot be recovered.
+TEST-ONLY: with HUSHWIRE_INSECURE_FAST_KDF=1 the store key is derived with insecure, fast
+Argon2 parameters (for automated tests); a warning is printed. Never use it for a real store.")]
+    Init {
+        /// The device id of this store's account.
+        #[arg(long, default_value_t = 1)]
+        device_id: u32,
+    },
+    /// Register this device with a relay and publish its prekeys.
+    #[command(after_help = "\
+Examples:
+  hushwire register ws://127.0.0.1:7700/v1/websocket
+  hushwire register wss://relay.clinic.example --invite 6f1c…   # a relay that requires invites
+  hushwire --ca-cert clinic-ca.pem register wss://relay.internal")]
+    Register {
+        /// The relay's WebSocket URL (wss://host, or ws:// on a loopback address).
+        relay_url: String,
+        /// Invite token, for relays that only let invited devices register.
+        #[arg(long)]
+        invite: Option<String>,
+    },
+    /// Show this device's address (give it to your contacts) and fingerprint.
+    #[command(after_help = "\
+Examples:
+  hushwire whoami
+  hushwire whoami --json | jq -r .address")]
+    Whoami,
+    /// Manage contacts.
+    #[command(after_help = "\
+Examples:
+  hushwire contact add clinic 3fa2…e9:1
+  hushwire contact list --json")]
+    Contact {
+        /// Which contact command.
+        #[command(subcommand)]
+        command: ContactCommand,
+    },
+    /// Show the safety number shared with a contact and mark the contact verified.
+    #[command(after_help = "\
+Compare the 60 digits with your contact in person or over a trusted channel (a phone call).
+If they match, the relay cannot be reading along.
+
+Examples:
+  hushwire verify bob                                 # shows the number, asks whether it matches
+  hushwire verify bob --confirm '12345 67890 …'       # marks bob verified if the digits match
+  hushwire verify bob --json")]
+    Verify {
+        /// The contact's name.
+        name: String,
+        /// Mark the contact verified if these digits (spaces ignored) are the safety number.
+        #[arg(long, value_name = "DIGITS")]
+        confirm: Option<String>,
+        /// Seconds to wait for the relay when the contact's identity must be fetched.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Send a message and wait until the relay holds it.
+    #[command(after_help = "\
+Exits 0 once the relay holds the message, 3 if it is only queued (the relay was not reachable
+within --wait; it goes out the next time any hushwire command connects), 1 on an error.
+
+Examples:
+  hushwire send bob 'Your results are ready.'
+  echo 'Please call the clinic.' | hushwire send bob")]
+    Send {
+        /// The contact's name.
+        name: String,
+        /// The text (read from standard input when absent).
+        message: Option<String>,
+        /// Seconds to wait for the relay to take the message.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Fetch and print everything waiting at the relay, then exit.
+    #[command(after_help = "\
+Prints each message received (time, contact, text), delivery receipts and warnings (gaps,
+undecryptable messages, identity changes, new contacts). With --json: one JSON object per line.
+
+Examples:
+  hushwire recv
+  hushwire recv --json --wait 10")]
+    Recv {
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Chat interactively: incoming messages appear as they arrive, each line you type is sent.
+    #[command(after_help = "\
+Type /quit (or press Ctrl-D) to leave. After --lock-after seconds without keyboard input the
+screen is cleared and locked (automatic logoff); messages that arrive meanwhile are kept and
+shown once you enter the passphrase again.
+
+Examples:
+  hushwire chat bob
+  hushwire chat clinic --lock-after 120")]
+    Chat {
+        /// The contact's name.
+        name: String,
+        /// Seconds without keyboard input before the screen locks.
+        #[arg(long, default_value_t = 300, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        lock_after: u64,
+    },
+    /// Local sealed transcripts: list, verify, open, export to auditors.
+    #[command(after_help = "\
+Examples:
+  hushwire transcript list
+  hushwire transcript open bob
+  hushwire transcript export --to 8c1f…42 --out bob.hwx bob")]
+    Transcript {
+        /// Which transcript command.
+        #[command(subcommand)]
+        command: TranscriptCommand,
+    },
+    /// Auditor tools: make a key pair, verify and open exports sealed to it (no store needed).
+    #[command(after_help = "\
+Examples:
+  hushwire auditor keygen --out auditor.key
+  hushwire auditor verify bob.hwx --key auditor.key
+  hushwire auditor open bob.hwx --key auditor.key --json")]
+    Auditor {
+        /// Which auditor command.
+        #[command(subcommand)]
+        command: AuditorCommand,
+    },
+    /// This device's tamper-evidence check.
+    #[command(after_help = "\
+Example:
+  hushwire audit verify")]
+    Audit {
+        /// Which audit command.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Contact commands.
+#[derive(Subcommand, Debug)]
+pub enum ContactCommand {
+    /// Add a contact by the address they gave you (`hushwire whoami` on their side).
+    #[command(after_help = "\
+Examples:
+  hushwire contact add bob 3fa2…e9:1
+  hushwire contact add bob 77c0…1d:1 --replace     # bob really has a new identity")]
+    Add {
+        /// A name of your choice (1 to 64 printable characters).
+        name: String,
+        /// The contact's address: 64 hex digits, a colon, the device id.
+        address: String,
+        /// Replace the address of an existing contact of that name (their identity changed);
+        /// sending is blocked until you verify them again.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List contacts: name, address, verified, identity changed.
+    #[command(after_help = "\
+Examples:
+  hushwire contact list
+  hushwire contact list --json")]
+    List,
+}
+
+/// Transcript commands.
+#[derive(Subcommand, Debug)]
+pub enum TranscriptCommand {
+    /// List local transcripts (one per contact with messages).
+    #[command(after_help = "\
+Example:
+  hushwire transcript list --json")]
+    List,
+    /// Verify a contact's transcript: every record authentic, chained, in order, none missing.
+    #[command(after_help = "\
+Example:
+  hushwire transcript verify bob")]
+    Verify {
+        /// The contact's name.
+        name: String,
+    },
+    /// Verify a contact's transcript and print its records.
+    #[command(after_help = "\
+Examples:
+  hushwire transcript open bob
+  hushwire transcript open bob --json")]
+    Open {
+        /// The contact's name.
+        name: String,
+    },
+    /// Export transcripts sealed to auditor public keys (all transcripts if no NAME is given).
+    #[command(after_help = "\
+The export is written to FILE.partial and renamed to FILE once complete, so FILE is never a
+truncated export. Open it with `hushwire auditor open FILE --key KEYFILE`.
+
+Examples:
+  hushwire transcript export --to 8c1f…42 --out bob.hwx bob
+  hushwire transcript export --to 8c1f…42 --to 19ab…07 --out all.hwx")]
+    Export {
+        /// An auditor's public key (64 hex digits, from `hushwire auditor keygen`); 1 to 16.
+        #[arg(long, required = true, value_name = "AUDITOR_PUBLIC_HEX")]
+        to: Vec<String>,
+        /// The export file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Contacts whose transcripts to export (default: all).
+        names: Vec<String>,
+    },
+}
+
+/// Auditor commands.
+#[derive(Subcommand, Debug)]
+pub enum AuditorCommand {
+    /// Generate an auditor key pair: the secret goes to FILE (mode 0600), the public key is
+    /// printed (give it to the clinics that export to you).
+    #[command(after_help = "\
+Example:
+  hushwire auditor keygen --out auditor.key")]
+    Keygen {
+        /// Where to write the secret key (hex). Never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verify an export: per transcript its id, signer, records, checkpoints and unsigned tail.
+    /// Any change to the file fails.
+    #[command(after_help = "\
+Example:
+  hushwire auditor verify bob.hwx --key auditor.key")]
+    Verify {
+        /// The export file.
+        export: PathBuf,
+        /// The auditor's secret key file (from `hushwire auditor keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Verify an export and print its records.
+    #[command(after_help = "\
+Examples:
+  hushwire auditor open bob.hwx --key auditor.key
+  hushwire auditor open bob.hwx --key auditor.key --json")]
+    Open {
+        /// The export file.
+        export: PathBuf,
+        /// The auditor's secret key file (from `hushwire auditor keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+}
+
+/// Audit commands.
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Verify every local transcript (the same check as `hushwire transcript verify`, over all
+    /// of them) and this device's audit chain, and report each: this is the client's
+    /// tamper-evidence check. The relay has its own, `hushwire-relay audit verify`, for its
+    /// audit chain.
+    #[command(after_help = "\
+The device audit chain records metadata only (store unlocked, sessions started, identities
+changed, contacts verified, transcripts checkpointed), hash-chained and signed by this device.
+Exits non-zero if any transcript or the chain fails.
+
+Examples:
+  hushwire audit verify
+  hushwire audit verify --json")]
+    Verify,
+}

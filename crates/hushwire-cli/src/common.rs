@@ -1,0 +1,456 @@
+//! What every command shares: errors and exit codes, the store's location, passphrases, client
+//! options, and how events, times and reports are shown.
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hushwire_client::{
+    Client, ClientError, ClientOptions, ConnectionState, ContactId, ContentType, Event, KdfParams,
+    Secret, TlsRoots, TranscriptReport,
+};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+/// A command's failure: the message printed after `error: ` and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong and, where possible, what to do.
+    pub message: String,
+    /// The process exit code.
+    pub code: u8,
+}
+
+/// The result of a command.
+pub type CliResult<T> = Result<T, Failure>;
+
+/// A failure with exit code 1.
+pub fn fail(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        code: 1,
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        fail(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        fail(e.to_string())
+    }
+}
+
+/// The environment variable that selects insecure, fast Argon2 parameters at `init` (tests).
+pub const FAST_KDF_VAR: &str = "HUSHWIRE_INSECURE_FAST_KDF";
+/// The environment variable holding the passphrase for scripts and tests.
+pub const PASSPHRASE_VAR: &str = "HUSHWIRE_PASSPHRASE";
+
+/// The home directory: `--home`, `$HUSHWIRE_HOME`, or `$HOME/.hushwire`.
+pub fn home(g: &crate::cli::Global) -> CliResult<PathBuf> {
+    if let Some(h) = &g.home {
+        return Ok(h.clone());
+    }
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => Ok(PathBuf::from(h).join(".hushwire")),
+        _ => Err(fail(
+            "no home directory: pass --home DIR or set HUSHWIRE_HOME",
+        )),
+    }
+}
+
+/// The store file inside the home directory.
+pub fn store_path(g: &crate::cli::Global) -> CliResult<PathBuf> {
+    Ok(home(g)?.join("client.db"))
+}
+
+/// Client options: the defaults, plus a private CA from `--ca-cert`.
+pub fn options(g: &crate::cli::Global) -> CliResult<ClientOptions> {
+    let mut options = ClientOptions::default();
+    if let Some(path) = &g.ca_cert {
+        options.tls = load_ca(path)?;
+    }
+    Ok(options)
+}
+
+fn load_ca(path: &Path) -> CliResult<TlsRoots> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| {
+            fail(format!(
+                "cannot read CA certificate {}: {e}",
+                path.display()
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("bad CA certificate in {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(fail(format!(
+            "no PEM certificate found in {}",
+            path.display()
+        )));
+    }
+    Ok(TlsRoots { extra: certs })
+}
+
+/// Where the passphrase comes from.
+enum Source {
+    File(PathBuf),
+    Env(Zeroizing<String>),
+    Prompt,
+}
+
+fn source(g: &crate::cli::Global) -> Source {
+    if let Some(f) = &g.passphrase_file {
+        return Source::File(f.clone());
+    }
+    match std::env::var(PASSPHRASE_VAR) {
+        Ok(p) => Source::Env(Zeroizing::new(p)),
+        Err(_) => Source::Prompt,
+    }
+}
+
+/// The first line of a passphrase file, without its line ending.
+fn read_passphrase_file(path: &Path) -> CliResult<Zeroizing<String>> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        fail(format!(
+            "cannot read the passphrase file {}: {e}",
+            path.display()
+        ))
+    })?);
+    let line = text.lines().next().unwrap_or_default();
+    Ok(Zeroizing::new(line.to_owned()))
+}
+
+fn prompt(text: &str) -> CliResult<Zeroizing<String>> {
+    rpassword::prompt_password(text)
+        .map(Zeroizing::new)
+        .map_err(|e| {
+            fail(format!(
+                "cannot ask for the passphrase ({e}): there is no terminal; use --passphrase-file \
+                 FILE or set {PASSPHRASE_VAR}"
+            ))
+        })
+}
+
+/// The passphrase that opens an existing store.
+pub fn passphrase(g: &crate::cli::Global) -> CliResult<Secret> {
+    let text = match source(g) {
+        Source::File(f) => read_passphrase_file(&f)?,
+        Source::Env(p) => p,
+        Source::Prompt => prompt("Passphrase: ")?,
+    };
+    Ok(Secret::passphrase(text.as_str()))
+}
+
+/// A new store's passphrase; asked twice when typed.
+pub fn new_passphrase(g: &crate::cli::Global) -> CliResult<Secret> {
+    let text = match source(g) {
+        Source::File(f) => read_passphrase_file(&f)?,
+        Source::Env(p) => p,
+        Source::Prompt => {
+            let first = prompt(&format!(
+                "New passphrase (at least {} characters): ",
+                hushwire_client::MIN_PASSPHRASE_CHARS
+            ))?;
+            let second = prompt("Repeat the passphrase: ")?;
+            if first != second {
+                return Err(fail("the two passphrases differ; nothing was created"));
+            }
+            first
+        }
+    };
+    Ok(Secret::passphrase(text.as_str()))
+}
+
+/// Whether the test-only fast key derivation was asked for.
+pub fn fast_kdf() -> Option<KdfParams> {
+    std::env::var(FAST_KDF_VAR)
+        .is_ok_and(|v| v == "1")
+        .then_some(KdfParams::INSECURE_FOR_TESTS)
+}
+
+/// Opens the store: asks for the passphrase only once the store is known to exist.
+pub async fn open(g: &crate::cli::Global) -> CliResult<Client> {
+    let path = store_path(g)?;
+    if !path.exists() {
+        return Err(ClientError::NotInitialized(path).into());
+    }
+    let secret = passphrase(g)?;
+    Ok(Client::open(&path, &secret, options(g)?).await?)
+}
+
+/// Waits until the client is connected, or fails after `wait` with the last reason.
+pub async fn wait_connected(client: &Client, wait: Duration) -> CliResult<()> {
+    let mut state = client.connection_state();
+    let connected = tokio::time::timeout(wait, async {
+        loop {
+            if *state.borrow_and_update() == ConnectionState::Connected {
+                return true;
+            }
+            if state.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    match connected {
+        Ok(true) => Ok(()),
+        _ => Err(fail(format!(
+            "could not connect to the relay within {} s{}",
+            wait.as_secs(),
+            connection_reason(client)
+        ))),
+    }
+}
+
+/// `: <reason>` if the connection is down for a known reason, else nothing.
+pub fn connection_reason(client: &Client) -> String {
+    match &*client.connection_state().borrow() {
+        ConnectionState::Disconnected { reason, .. } => format!(": {reason}"),
+        _ => String::new(),
+    }
+}
+
+/// Is standard input a terminal?
+pub fn stdin_is_tty() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+/// Is standard error a terminal (progress bars go there)?
+pub fn stderr_is_tty() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// `YYYY-MM-DD HH:MM:SSZ` (UTC) for Unix milliseconds.
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `HH:MM:SS` (UTC) for Unix milliseconds.
+pub fn format_clock(ms: u64) -> String {
+    let rem = ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+/// A content type's name in JSON.
+pub fn content_type_name(t: ContentType) -> String {
+    match t {
+        ContentType::Text => "text".into(),
+        ContentType::Binary => "binary".into(),
+        ContentType::Other(b) => format!("other-{b}"),
+    }
+}
+
+/// Content as shown to a person: the text, or a placeholder for bytes.
+pub fn content_text(t: ContentType, content: &[u8]) -> String {
+    match t {
+        ContentType::Text => String::from_utf8_lossy(content).into_owned(),
+        _ => format!("<{} bytes of {}>", content.len(), content_type_name(t)),
+    }
+}
+
+/// Content in JSON: `text` for text, `content_hex` otherwise.
+pub fn content_json(obj: &mut serde_json::Map<String, Value>, t: ContentType, content: &[u8]) {
+    obj.insert("content_type".into(), json!(content_type_name(t)));
+    match t {
+        ContentType::Text => {
+            obj.insert(
+                "text".into(),
+                json!(String::from_utf8_lossy(content).into_owned()),
+            );
+        }
+        _ => {
+            obj.insert("content_hex".into(), json!(hex::encode(content)));
+        }
+    }
+}
+
+/// A verification report as JSON.
+pub fn report_json(r: &TranscriptReport) -> Value {
+    json!({
+        "records": r.records,
+        "checkpoints": r.checkpoints,
+        "unsigned_tail": r.unsigned_tail,
+        "closed": r.closed,
+        "head": hex::encode(r.head_hash),
+    })
+}
+
+/// A verification report in words.
+pub fn report_text(r: &TranscriptReport) -> String {
+    let end = if r.closed {
+        "closed".to_owned()
+    } else if r.unsigned_tail == 0 {
+        "no unsigned tail".to_owned()
+    } else {
+        format!(
+            "{} record(s) in the unsigned tail (their removal would not be detectable)",
+            r.unsigned_tail
+        )
+    };
+    format!(
+        "{} record(s), {} checkpoint(s), {end}",
+        r.records, r.checkpoints
+    )
+}
+
+/// Contact names by id, refreshed when an unknown id shows up.
+pub struct Names {
+    client: Client,
+    names: HashMap<ContactId, String>,
+}
+
+impl Names {
+    /// An empty cache over `client`'s contacts.
+    pub fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+            names: HashMap::new(),
+        }
+    }
+
+    /// The name of a contact (its id if it has none).
+    pub async fn get(&mut self, id: ContactId) -> String {
+        if !self.names.contains_key(&id)
+            && let Ok(contacts) = self.client.contacts().await
+        {
+            self.names = contacts.into_iter().map(|c| (c.id, c.name)).collect();
+        }
+        self.names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("contact #{id}"))
+    }
+}
+
+/// How an event is shown: a line for people and an object for `--json` (`clock_only`: the
+/// chat's short form, times as HH:MM:SS and brief receipts). `None` for events a
+/// user does not need to see (connection changes, prekey upkeep, sent confirmations).
+pub async fn describe(
+    names: &mut Names,
+    event: &Event,
+    clock_only: bool,
+) -> Option<(Zeroizing<String>, Value)> {
+    let time = |ms: u64| {
+        if clock_only {
+            format_clock(ms)
+        } else {
+            format_time(ms)
+        }
+    };
+    match event {
+        Event::MessageReceived(m) => {
+            let mut obj = serde_json::Map::new();
+            obj.insert("event".into(), json!("message"));
+            obj.insert("contact".into(), json!(m.contact_name));
+            obj.insert("id".into(), json!(m.id.to_string()));
+            obj.insert("sent_at_ms".into(), json!(m.sent_at_ms));
+            obj.insert("received_at_ms".into(), json!(m.received_at_ms));
+            content_json(&mut obj, m.content_type, &m.content);
+            let line = format!(
+                "[{}] {}: {}",
+                time(m.received_at_ms),
+                m.contact_name,
+                content_text(m.content_type, &m.content)
+            );
+            Some((Zeroizing::new(line), Value::Object(obj)))
+        }
+        Event::MessageDelivered { contact, id } => {
+            let name = names.get(*contact).await;
+            // The chat shows a short line; recv names the message.
+            let line = if clock_only {
+                format!("(delivered to {name})")
+            } else {
+                format!("(delivered to {name}: message {id})")
+            };
+            Some((
+                Zeroizing::new(line),
+                json!({"event": "delivered", "contact": name, "id": id.to_string()}),
+            ))
+        }
+        Event::GapDetected { contact, missing } => {
+            let name = names.get(*contact).await;
+            Some((
+                Zeroizing::new(format!(
+                    "warning: {missing} message(s) from {name} are missing so far (later ones arrived first)"
+                )),
+                json!({"event": "gap", "contact": name, "missing": missing}),
+            ))
+        }
+        Event::DecryptFailed { sender, reason } => Some((
+            Zeroizing::new(format!(
+                "warning: a message from {sender} could not be decrypted: {reason}"
+            )),
+            json!({"event": "decrypt_failed", "sender": sender.to_string(), "reason": reason}),
+        )),
+        Event::IdentityChanged { contact } => {
+            let name = names.get(*contact).await;
+            Some((
+                Zeroizing::new(format!(
+                    "warning: the identity key of {name} changed; sending is blocked until you run `hushwire verify {name}`"
+                )),
+                json!({"event": "identity_changed", "contact": name}),
+            ))
+        }
+        Event::SendHeld { contact, reason } => {
+            let name = names.get(*contact).await;
+            Some((
+                Zeroizing::new(format!(
+                    "warning: messages to {name} are held in the outbox: {reason} (retried automatically)"
+                )),
+                json!({"event": "send_held", "contact": name, "reason": reason}),
+            ))
+        }
+        Event::NewContact { contact, name } => {
+            let address = names
+                .client
+                .contacts()
+                .await
+                .ok()
+                .and_then(|cs| cs.into_iter().find(|c| c.id == *contact))
+                .map(|c| c.address.to_string())
+                .unwrap_or_default();
+            Some((
+                Zeroizing::new(format!(
+                    "new contact {name} ({address}), not verified: rename it with `hushwire contact add NAME {address}`"
+                )),
+                json!({"event": "new_contact", "contact": name, "address": address}),
+            ))
+        }
+        _ => None,
+    }
+}

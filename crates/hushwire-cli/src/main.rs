@@ -1,0 +1,103 @@
+//! `hushwire`: chat over Hushwire from a terminal — a thin shell over `hushwire-client`.
+//!
+//! Every command opens the encrypted store in `--home` (default `~/.hushwire`), does one thing
+//! and exits; `chat` stays until `/quit`. Errors print `error: <message>` and exit non-zero.
+
+#![forbid(unsafe_code)]
+
+mod chat;
+mod cli;
+mod common;
+mod messages;
+mod transcripts;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{AuditCommand, AuditorCommand, Cli, Command, ContactCommand, TranscriptCommand};
+use crate::common::{CliResult, Failure};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Ok(filter) = std::env::var("HUSHWIRE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Do not wait for background tasks (a reconnect backoff, a blocked stdin read).
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(Failure { message, code }) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { device_id } => messages::init(g, device_id).await,
+        Command::Register { relay_url, invite } => {
+            messages::register(g, &relay_url, invite.as_deref()).await
+        }
+        Command::Whoami => messages::whoami(g).await,
+        Command::Contact { command } => match command {
+            ContactCommand::Add {
+                name,
+                address,
+                replace,
+            } => messages::contact_add(g, &name, &address, replace).await,
+            ContactCommand::List => messages::contact_list(g).await,
+        },
+        Command::Verify {
+            name,
+            confirm,
+            wait,
+        } => messages::verify(g, &name, confirm.as_deref(), wait).await,
+        Command::Send {
+            name,
+            message,
+            wait,
+        } => messages::send(g, &name, message, wait).await,
+        Command::Recv { wait } => messages::recv(g, wait).await,
+        Command::Chat { name, lock_after } => chat::chat(g, &name, lock_after).await,
+        Command::Transcript { command } => match command {
+            TranscriptCommand::List => transcripts::list(g).await,
+            TranscriptCommand::Verify { name } => transcripts::verify(g, &name, false).await,
+            TranscriptCommand::Open { name } => transcripts::verify(g, &name, true).await,
+            TranscriptCommand::Export {
+                to,
+                out,
+                force,
+                names,
+            } => transcripts::export(g, &to, &out, force, &names).await,
+        },
+        Command::Auditor { command } => match command {
+            AuditorCommand::Keygen { out } => transcripts::auditor_keygen(g, &out),
+            AuditorCommand::Verify { export, key } => {
+                transcripts::auditor_read(g, &export, &key, false)
+            }
+            AuditorCommand::Open { export, key } => {
+                transcripts::auditor_read(g, &export, &key, true)
+            }
+        },
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => transcripts::audit_verify(g).await,
+    }
+}

@@ -1,0 +1,499 @@
+//! Store, contacts and messaging commands: init, register, whoami, contact, verify, send, recv.
+
+use std::io::{Read as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hushwire_client::{Address, Client, ClientError, ConnectionState, Contact, Event};
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use crate::cli::Global;
+use crate::common::{
+    self, CliResult, FAST_KDF_VAR, Names, connection_reason, describe, fail, open,
+};
+
+/// Exit code of `send` when the message is only queued.
+const EXIT_QUEUED: u8 = 3;
+
+/// `init`: create the store and print the address.
+pub async fn init(g: &Global, device_id: u32) -> CliResult<ExitCode> {
+    let home = common::home(g)?;
+    let path = home.join("client.db");
+    if path.exists() {
+        return Err(ClientError::AlreadyInitialized(path).into());
+    }
+    create_home(&home)?;
+    let mut options = common::options(g)?;
+    options.device_id = device_id;
+    if let Some(kdf) = common::fast_kdf() {
+        eprintln!(
+            "WARNING: {FAST_KDF_VAR}=1: the store key is derived with INSECURE test parameters.\n\
+             WARNING: the passphrase gives this store NO protection. Use only for automated tests."
+        );
+        options.kdf = kdf;
+    }
+    let secret = common::new_passphrase(g)?;
+    let client = Client::create(&path, &secret, options).await?;
+    let address = client.address().await;
+    if g.json {
+        println!(
+            "{}",
+            json!({"address": address.to_string(), "store": path.display().to_string()})
+        );
+    } else {
+        println!("Created {}", path.display());
+        println!("Your address (give it to your contacts): {address}");
+        println!("Next: hushwire register RELAY_URL");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the home directory, private to the user.
+fn create_home(home: &std::path::Path) -> CliResult<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(home)
+        .map_err(|e| fail(format!("cannot create {}: {e}", home.display())))
+}
+
+/// `register`.
+pub async fn register(g: &Global, url: &str, invite: Option<&str>) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    client.register(url, invite).await?;
+    if g.json {
+        println!("{}", json!({"registered": url}));
+    } else {
+        println!("Registered with {url} and published prekeys.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `whoami`.
+pub async fn whoami(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let address = client.address().await;
+    let relay = client.relay_url().await;
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "address": address.to_string(),
+                "fingerprint": address.fingerprint.to_string(),
+                "device_id": address.device_id,
+                "relay": relay,
+            })
+        );
+    } else {
+        println!("address:     {address}");
+        println!("fingerprint: {}", address.fingerprint);
+        println!("device id:   {}", address.device_id);
+        println!(
+            "relay:       {}",
+            relay.as_deref().unwrap_or("(not registered)")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `contact add`.
+pub async fn contact_add(
+    g: &Global,
+    name: &str,
+    address: &str,
+    replace: bool,
+) -> CliResult<ExitCode> {
+    let address: Address = address.parse()?;
+    let client = open(g).await?;
+    client.add_contact(name, address, replace).await?;
+    let contact = client.contact(name.trim()).await?;
+    if g.json {
+        println!("{}", contact_json(&contact));
+    } else if contact.identity_changed {
+        println!(
+            "{} now has the address {address}; sending is blocked until you run `hushwire verify {}`",
+            contact.name, contact.name
+        );
+    } else {
+        println!(
+            "Added {} ({address}). Compare safety numbers: hushwire verify {}",
+            contact.name, contact.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn contact_json(c: &Contact) -> serde_json::Value {
+    json!({
+        "name": c.name,
+        "address": c.address.to_string(),
+        "verified": c.verified,
+        "identity_changed": c.identity_changed,
+        "identity_known": c.identity_known,
+    })
+}
+
+/// `contact list`.
+pub async fn contact_list(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let contacts = client.contacts().await?;
+    if g.json {
+        let list: Vec<_> = contacts.iter().map(contact_json).collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if contacts.is_empty() {
+        println!("No contacts yet: hushwire contact add NAME ADDRESS");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = contacts
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:width$}  {:<8}  {:<16}  ADDRESS",
+        "NAME", "VERIFIED", "IDENTITY CHANGED"
+    );
+    for c in &contacts {
+        println!(
+            "{:width$}  {:<8}  {:<16}  {}",
+            c.name,
+            if c.verified { "yes" } else { "no" },
+            if c.identity_changed {
+                "YES (verify!)"
+            } else {
+                "no"
+            },
+            c.address
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The 60 digits as three lines of four groups of five.
+fn safety_lines(digits: &str) -> String {
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .chunks(5)
+        .filter_map(|c| core::str::from_utf8(c).ok())
+        .collect();
+    groups
+        .chunks(4)
+        .map(|row| format!("    {}", row.join(" ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `verify`.
+pub async fn verify(
+    g: &Global,
+    name: &str,
+    confirm: Option<&str>,
+    wait: u64,
+) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let contact = client.contact(name).await?;
+    let mut events = client.events();
+    let connected = !contact.identity_known;
+    if connected {
+        // Their identity key comes with their prekey bundle, fetched over the connection.
+        client.connect().await?;
+        common::wait_connected(&client, Duration::from_secs(wait)).await?;
+    }
+    let result = verify_connected(g, &client, &contact, confirm).await;
+    if connected {
+        client.disconnect().await;
+        report_side_events(&client, &drain(&mut events)).await;
+    }
+    result
+}
+
+async fn verify_connected(
+    g: &Global,
+    client: &Client,
+    contact: &Contact,
+    confirm: Option<&str>,
+) -> CliResult<ExitCode> {
+    let number = client.safety_number(contact.id).await?;
+    let digits = number.digits().to_owned();
+    let mut verified = contact.verified && !contact.identity_changed;
+    if let Some(confirmed) = confirm {
+        client.mark_verified(contact.id, confirmed).await?;
+        verified = true;
+    }
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "contact": contact.name,
+                "address": contact.address.to_string(),
+                "safety_number": number.to_string(),
+                "digits": digits,
+                "verified": verified,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Safety number with {}:\n", contact.name);
+    println!("{}\n", safety_lines(&digits));
+    if confirm.is_some() {
+        println!("{} is now verified.", contact.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if verified {
+        println!("{} is verified.", contact.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !common::stdin_is_tty() {
+        println!(
+            "Compare it with {} (in person or by phone), then run: hushwire verify {} --confirm DIGITS",
+            contact.name, contact.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!(
+        "Compare it with {} (in person or by phone). Do the numbers match? [y/N] ",
+        contact.name
+    );
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        client.mark_verified(contact.id, &digits).await?;
+        println!("{} is now verified.", contact.name);
+    } else {
+        println!(
+            "Not marked verified. If the numbers differ, someone may be in the middle: do not share anything sensitive."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every event received so far.
+fn drain(events: &mut broadcast::Receiver<Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    loop {
+        match events.try_recv() {
+            Ok(event) => out.push(event),
+            Err(TryRecvError::Lagged(n)) => lagged(n),
+            Err(_) => return out,
+        }
+    }
+}
+
+/// Tells (on stderr) about messages that arrived while another command held the connection:
+/// they are stored, and `recv` will not show them again. Delivery receipts are left out.
+async fn report_side_events(client: &Client, events: &[Event]) {
+    let mut names = Names::new(client);
+    for event in events {
+        if matches!(event, Event::MessageDelivered { .. }) {
+            continue;
+        }
+        if let Some((line, _)) = describe(&mut names, event, false).await {
+            eprintln!("{}", line.as_str());
+        }
+    }
+}
+
+/// `send`.
+pub async fn send(
+    g: &Global,
+    name: &str,
+    message: Option<String>,
+    wait: u64,
+) -> CliResult<ExitCode> {
+    let text = match message {
+        Some(m) => zeroize::Zeroizing::new(m),
+        None => {
+            if common::stdin_is_tty() {
+                eprintln!("Type the message, then Ctrl-D:");
+            }
+            let mut s = zeroize::Zeroizing::new(String::new());
+            std::io::stdin().read_to_string(&mut s)?;
+            let trimmed = s.strip_suffix('\n').unwrap_or(&s);
+            let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+            zeroize::Zeroizing::new(trimmed.to_owned())
+        }
+    };
+    if text.is_empty() {
+        return Err(fail("the message is empty; nothing was sent"));
+    }
+    let client = open(g).await?;
+    let contact = client.contact(name).await?;
+    if client.relay_url().await.is_none() {
+        return Err(ClientError::NotRegistered.into());
+    }
+    let mut events = client.events();
+    let id = client.send_text(contact.id, &text).await?;
+    client.connect().await?;
+    // Wait for the sync, unless the client reports this contact's messages held (no prekeys
+    // at the relay, an unknown device, a forged bundle): that does not clear up by waiting.
+    let mut seen = Vec::new();
+    let mut held = None;
+    let synced = {
+        let sync = client.sync(Duration::from_secs(wait));
+        tokio::pin!(sync);
+        loop {
+            tokio::select! {
+                r = &mut sync => break r,
+                event = events.recv() => match event {
+                    Ok(Event::SendHeld { contact: c, reason }) if c == contact.id => {
+                        held = Some(reason);
+                        break Err(ClientError::Timeout);
+                    }
+                    // Ours is at the relay: done (another contact's held messages need not
+                    // hold this command up).
+                    Ok(Event::MessageSent { id: sent, .. }) if sent == id => break Ok(()),
+                    Ok(event) => seen.push(event),
+                    Err(RecvError::Lagged(n)) => lagged(n),
+                    Err(RecvError::Closed) => break sync.await,
+                },
+            }
+        }
+    };
+    let reason = connection_reason(&client);
+    client.disconnect().await;
+    seen.extend(drain(&mut events));
+    let sent = synced.is_ok()
+        || seen
+            .iter()
+            .any(|e| matches!(e, Event::MessageSent { id: sent, .. } if *sent == id));
+    report_side_events(&client, &seen).await;
+    if sent {
+        if g.json {
+            println!(
+                "{}",
+                json!({"sent": true, "contact": contact.name, "id": id.to_string()})
+            );
+        } else {
+            println!("Sent to {} (message {id}).", contact.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let why = match synced {
+        _ if held.is_some() => format!(
+            "the relay cannot take messages to {} now: {}",
+            contact.name,
+            held.unwrap_or_default()
+        ),
+        Err(ClientError::Timeout) if reason.is_empty() => format!(
+            "the relay did not take it within {wait} s (is {}'s device registered?)",
+            contact.name
+        ),
+        Err(ClientError::Timeout) => format!("the relay was not reachable within {wait} s{reason}"),
+        Err(e) => e.to_string(),
+        Ok(()) => String::new(),
+    };
+    if g.json {
+        println!(
+            "{}",
+            json!({"sent": false, "queued": true, "contact": contact.name, "id": id.to_string(), "reason": why})
+        );
+    }
+    eprintln!(
+        "queued: {why}. The message to {} is stored and goes out on the next connection \
+         (any hushwire send, recv or chat).",
+        contact.name
+    );
+    Ok(ExitCode::from(EXIT_QUEUED))
+}
+
+/// `recv`.
+pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let mut names = Names::new(&client);
+    // Subscribe before connecting so nothing received is missed.
+    let mut events = client.events();
+    client.connect().await?;
+    let sync = client.sync(Duration::from_secs(wait));
+    tokio::pin!(sync);
+    let mut shown = 0u64;
+    // Contacts whose messages the client reported held (they keep the outbox from draining).
+    let mut held: Vec<String> = Vec::new();
+    let result = loop {
+        tokio::select! {
+            biased;
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if let Event::SendHeld { contact, .. } = &event {
+                        let name = names.get(*contact).await;
+                        if !held.contains(&name) {
+                            held.push(name);
+                        }
+                    }
+                    shown += show(g, &mut names, &event).await;
+                }
+                Err(RecvError::Lagged(n)) => lagged(n),
+                Err(RecvError::Closed) => break Ok(()),
+            },
+            r = &mut sync => break r,
+        }
+    };
+    // Everything stored before the sync finished has been announced by now.
+    loop {
+        match events.try_recv() {
+            Ok(event) => shown += show(g, &mut names, &event).await,
+            Err(TryRecvError::Lagged(n)) => lagged(n),
+            Err(_) => break,
+        }
+    }
+    let reason = connection_reason(&client);
+    let connected = *client.connection_state().borrow() == ConnectionState::Connected;
+    client.disconnect().await;
+    match result {
+        Ok(()) => {
+            if !g.json && shown == 0 {
+                eprintln!("No new messages.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ClientError::Timeout) if connected && !held.is_empty() => {
+            eprintln!(
+                "note: messages to {} are held in the outbox (see the warning above) and stay \
+                 queued; incoming messages were fetched for {wait} s (run recv again if more are \
+                 expected)",
+                held.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ClientError::Timeout) if connected => {
+            let waiting = client.outbox_len().await.unwrap_or(0);
+            Err(fail(format!(
+                "not finished within {wait} s: connected, but {waiting} outgoing message(s) or \
+                 receipt(s) are still waiting to be sent (see any warnings above); run recv again"
+            )))
+        }
+        Err(ClientError::Timeout) => Err(fail(format!(
+            "the relay did not answer within {wait} s{reason}; messages stay at the relay until the next recv"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn lagged(n: u64) {
+    eprintln!(
+        "note: {n} event(s) were not shown (too many at once); see `hushwire transcript open`"
+    );
+}
+
+/// Prints one event; returns 1 if it was a message.
+async fn show(g: &Global, names: &mut Names, event: &Event) -> u64 {
+    let Some((line, value)) = describe(names, event, false).await else {
+        return 0;
+    };
+    if g.json {
+        println!("{value}");
+    } else {
+        println!("{}", line.as_str());
+    }
+    u64::from(matches!(event, Event::MessageReceived(_)))
+}

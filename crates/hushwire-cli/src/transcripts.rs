@@ -1,0 +1,500 @@
+//! Transcript and audit commands: list, verify, open and export local transcripts; auditor key
+//! generation and reading exports; `audit verify` over every local transcript.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use hushwire_client::{
+    AuditedTranscript, AuditorKey, Client, ContactId, Direction, TranscriptInfo, TranscriptRecord,
+    TranscriptReport, read_export,
+};
+use hushwire_proto::X25519PublicKey;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::cli::Global;
+use crate::common::{
+    self, CliResult, content_json, content_text, fail, format_time, open, report_json, report_text,
+};
+
+/// A progress bar on stderr when it is a terminal, else a hidden one.
+fn progress_bar(unit: &str) -> ProgressBar {
+    if !common::stderr_is_tty() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit} ({{eta}})");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// `transcript list`.
+pub async fn list(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let transcripts = client.transcripts().await?;
+    if g.json {
+        let list: Vec<Value> = transcripts
+            .iter()
+            .map(|t| json!({"contact": t.contact_name, "id": t.id, "records": t.records}))
+            .collect();
+        println!("{}", Value::Array(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if transcripts.is_empty() {
+        println!("No transcripts yet (they start with the first message).");
+    }
+    for t in &transcripts {
+        println!("{}  {} record(s)  id {}", t.contact_name, t.records, t.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn transcript_of(client: &Client, name: &str) -> CliResult<TranscriptInfo> {
+    let contact = client.contact(name).await?;
+    client
+        .transcripts()
+        .await?
+        .into_iter()
+        .find(|t| t.contact == contact.id)
+        .ok_or_else(|| fail(format!("no transcript with {name:?} yet (no messages)")))
+}
+
+/// Verifies a local transcript with a progress bar.
+async fn verify_local(
+    client: &Client,
+    contact: ContactId,
+) -> CliResult<(TranscriptReport, Vec<TranscriptRecord>)> {
+    let bar = progress_bar("records");
+    let progress_bar = bar.clone();
+    let mut progress = move |done: u64, total: u64| {
+        progress_bar.set_length(total);
+        progress_bar.set_position(done);
+    };
+    let result = client.open_transcript(contact, &mut progress).await;
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+/// One record as JSON. `me` is this side's fingerprint (hex) and `peer` the other side's name.
+fn record_json(r: &TranscriptRecord, peer: Option<&str>) -> Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert(
+        "direction".into(),
+        json!(match r.direction {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        }),
+    );
+    obj.insert("sender".into(), json!(r.sender.to_string()));
+    if let Some(peer) = peer {
+        obj.insert(
+            "sender_name".into(),
+            json!(match r.direction {
+                Direction::Sent => "me",
+                Direction::Received => peer,
+            }),
+        );
+    }
+    obj.insert("message_id".into(), json!(hex::encode(r.message_id)));
+    obj.insert("sent_at_ms".into(), json!(r.sent_at_ms));
+    obj.insert("received_at_ms".into(), json!(r.received_at_ms));
+    content_json(&mut obj, r.content_type, &r.content);
+    Value::Object(obj)
+}
+
+/// One record as a line.
+fn record_line(r: &TranscriptRecord, peer: Option<&str>) -> Zeroizing<String> {
+    let (arrow, who) = match (r.direction, peer) {
+        (Direction::Sent, Some(_)) => ("->", "me".to_owned()),
+        (Direction::Received, Some(p)) => ("<-", p.to_owned()),
+        (Direction::Sent, None) => ("sent", r.sender.to_string()),
+        (Direction::Received, None) => ("received", r.sender.to_string()),
+    };
+    Zeroizing::new(format!(
+        "[{}] {arrow} {who}: {}",
+        format_time(r.sent_at_ms),
+        content_text(r.content_type, &r.content)
+    ))
+}
+
+/// `transcript verify NAME` and (with `show_records`) `transcript open NAME`.
+pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let info = transcript_of(&client, name).await?;
+    let (report, records) = match verify_local(&client, info.contact).await {
+        Ok(r) => r,
+        Err(e) => {
+            if g.json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "contact": info.contact_name, "id": info.id, "error": e.message})
+                );
+            }
+            return Err(e);
+        }
+    };
+    if g.json {
+        let mut obj = json!({
+            "ok": true,
+            "contact": info.contact_name,
+            "id": info.id,
+            "report": report_json(&report),
+        });
+        if show_records && let Some(map) = obj.as_object_mut() {
+            let list: Vec<Value> = records
+                .iter()
+                .map(|r| record_json(r, Some(&info.contact_name)))
+                .collect();
+            map.insert("records".into(), Value::Array(list));
+        }
+        println!("{obj}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if show_records {
+        for r in &records {
+            println!("{}", record_line(r, Some(&info.contact_name)).as_str());
+        }
+        println!();
+    }
+    println!(
+        "Transcript with {} (id {}): verified: {}",
+        info.contact_name,
+        info.id,
+        report_text(&report)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify`: every local transcript, then the device's audit chain.
+pub async fn audit_verify(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let transcripts = client.transcripts().await?;
+    let mut failures = 0usize;
+    let mut results = Vec::new();
+    for info in &transcripts {
+        match verify_local(&client, info.contact).await {
+            Ok((report, _)) => {
+                if !g.json {
+                    println!(
+                        "OK      {} (id {}): {}",
+                        info.contact_name,
+                        info.id,
+                        report_text(&report)
+                    );
+                }
+                results.push(json!({
+                    "contact": info.contact_name, "id": info.id, "ok": true,
+                    "report": report_json(&report),
+                }));
+            }
+            Err(e) => {
+                failures += 1;
+                if !g.json {
+                    println!(
+                        "FAILED  {} (id {}): {}",
+                        info.contact_name, info.id, e.message
+                    );
+                }
+                results.push(json!({
+                    "contact": info.contact_name, "id": info.id, "ok": false, "error": e.message,
+                }));
+            }
+        }
+    }
+    if !g.json && transcripts.is_empty() {
+        println!("No transcripts yet.");
+    }
+    // The device's own audit chain (store unlocked, sessions, verifications, checkpoints).
+    let chain = match client.verify_audit().await {
+        Ok((report, _)) => {
+            if !g.json {
+                println!(
+                    "OK      device audit chain: {} record(s), {} checkpoint(s), {} in the unsigned tail",
+                    report.records, report.checkpoints, report.unsigned_tail
+                );
+            }
+            json!({
+                "ok": true,
+                "records": report.records,
+                "checkpoints": report.checkpoints,
+                "unsigned_tail": report.unsigned_tail,
+                "head": hex::encode(report.head_hash),
+            })
+        }
+        Err(e) => {
+            failures += 1;
+            if !g.json {
+                println!("FAILED  device audit chain: {e}");
+            }
+            json!({"ok": false, "error": e.to_string()})
+        }
+    };
+    if g.json {
+        println!(
+            "{}",
+            json!({"ok": failures == 0, "transcripts": results, "audit_chain": chain})
+        );
+    }
+    if failures > 0 {
+        return Err(fail(format!(
+            "{failures} check(s) failed ({} transcript(s) and the device audit chain checked): \
+             the store was altered or damaged",
+            transcripts.len()
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_public(hex_text: &str) -> CliResult<X25519PublicKey> {
+    let bad = || {
+        fail(format!(
+            "{hex_text:?} is not an auditor public key: expected 64 hex digits (from `hushwire auditor keygen`)"
+        ))
+    };
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hex_text.trim(), &mut bytes).map_err(|_| bad())?;
+    X25519PublicKey::from_array(bytes, "auditor public key").map_err(|_| bad())
+}
+
+/// The temporary name an export is written under.
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// `transcript export`.
+pub async fn export(
+    g: &Global,
+    to: &[String],
+    out: &Path,
+    force: bool,
+    names: &[String],
+) -> CliResult<ExitCode> {
+    let recipients = to
+        .iter()
+        .map(|t| parse_public(t))
+        .collect::<CliResult<Vec<_>>>()?;
+    if out.exists() && !force {
+        return Err(fail(format!(
+            "{} exists; pass --force to overwrite it",
+            out.display()
+        )));
+    }
+    let client = open(g).await?;
+    let mut contacts = Vec::new();
+    for name in names {
+        contacts.push(client.contact(name).await?.id);
+    }
+    // Sign a checkpoint over every record so none is left in an unsigned tail.
+    client.checkpoint_transcripts().await?;
+    let partial = partial_path(out);
+    let file = File::create(&partial)
+        .map_err(|e| fail(format!("cannot create {}: {e}", partial.display())))?;
+    let mut writer = BufWriter::new(file);
+    let bar = progress_bar("records");
+    let progress_bar = bar.clone();
+    let mut progress = move |done: u64, total: u64| {
+        progress_bar.set_length(total);
+        progress_bar.set_position(done);
+    };
+    let result = client
+        .export_transcripts(&contacts, &recipients, &mut writer, &mut progress)
+        .await;
+    bar.finish_and_clear();
+    let summary = match result.map_err(crate::common::Failure::from).and_then(|s| {
+        let file = writer
+            .into_inner()
+            .map_err(|e| fail(format!("cannot write {}: {e}", partial.display())))?;
+        file.sync_all()?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, out).map_err(|e| {
+        fail(format!(
+            "cannot rename {} to {}: {e}",
+            partial.display(),
+            out.display()
+        ))
+    })?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "file": out.display().to_string(),
+                "transcripts": summary.transcripts,
+                "records": summary.records,
+                "bytes": summary.bytes,
+                "recipients": recipients.len(),
+            })
+        );
+    } else {
+        println!(
+            "Exported {} transcript(s), {} record(s), {} bytes to {}, sealed to {} auditor key(s).",
+            summary.transcripts,
+            summary.records,
+            summary.bytes,
+            out.display(),
+            recipients.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `auditor keygen`.
+pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
+    let key = loop {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        getrandom::fill(secret.as_mut())
+            .map_err(|e| fail(format!("no randomness from the system: {e}")))?;
+        if let Some(key) = AuditorKey::from_secret_bytes(*secret) {
+            break key;
+        }
+    };
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            fail(format!(
+                "{} exists: refusing to overwrite an auditor key",
+                out.display()
+            ))
+        } else {
+            fail(format!("cannot create {}: {e}", out.display()))
+        }
+    })?;
+    let secret_hex = Zeroizing::new(hex::encode(key.to_secret_bytes().as_ref()));
+    file.write_all(secret_hex.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    let public = hex::encode(key.public().as_bytes());
+    if g.json {
+        println!(
+            "{}",
+            json!({"public": public, "key_file": out.display().to_string()})
+        );
+    } else {
+        println!("{public}");
+        eprintln!(
+            "Secret key written to {} (keep it safe: it opens every export sealed to the public key above).",
+            out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_auditor_key(path: &Path) -> CliResult<AuditorKey> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read the key file {}: {e}", path.display())))?,
+    );
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim(), bytes.as_mut()).map_err(|_| {
+        fail(format!(
+            "{} is not an auditor key file (64 hex digits from `hushwire auditor keygen`)",
+            path.display()
+        ))
+    })?;
+    AuditorKey::from_secret_bytes(*bytes)
+        .ok_or_else(|| fail(format!("{} holds an invalid auditor key", path.display())))
+}
+
+fn audited_json(t: &AuditedTranscript) -> Value {
+    json!({
+        "id": t.id,
+        "signer": t.signer,
+        "report": report_json(&t.report),
+    })
+}
+
+/// `auditor verify` and (with `show_records`) `auditor open`.
+pub fn auditor_read(
+    g: &Global,
+    export: &Path,
+    key_file: &Path,
+    show_records: bool,
+) -> CliResult<ExitCode> {
+    let key = load_auditor_key(key_file)?;
+    let file =
+        File::open(export).map_err(|e| fail(format!("cannot open {}: {e}", export.display())))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut input = BufReader::new(file);
+    let bar = progress_bar("bytes");
+    bar.set_length(size);
+    let progress_bar = bar.clone();
+    let mut progress = move |read: u64| progress_bar.set_position(read);
+    let mut opened: Vec<Value> = Vec::new();
+    let json_mode = g.json;
+    let mut on_transcript = |t: &AuditedTranscript, records: Vec<TranscriptRecord>| {
+        if !show_records {
+            return;
+        }
+        if json_mode {
+            let mut obj = audited_json(t);
+            if let Some(map) = obj.as_object_mut() {
+                let list: Vec<Value> = records.iter().map(|r| record_json(r, None)).collect();
+                map.insert("records".into(), Value::Array(list));
+            }
+            opened.push(obj);
+        } else {
+            println!("Transcript {} (signed by {}):", t.id, t.signer);
+            for r in &records {
+                println!("  {}", record_line(r, None).as_str());
+            }
+        }
+    };
+    let result = read_export(&mut input, &key, &mut on_transcript, &mut progress);
+    bar.finish_and_clear();
+    let audited = match result {
+        Ok(a) => a,
+        Err(e) => {
+            if g.json {
+                println!("{}", json!({"ok": false, "error": e.to_string()}));
+            }
+            return Err(fail(format!("{}: {e}", export.display())));
+        }
+    };
+    if g.json {
+        let transcripts = if show_records {
+            opened
+        } else {
+            audited.iter().map(audited_json).collect()
+        };
+        println!("{}", json!({"ok": true, "transcripts": transcripts}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for t in &audited {
+        println!(
+            "OK  transcript {}  signer {}  {}",
+            t.id,
+            t.signer,
+            report_text(&t.report)
+        );
+    }
+    println!(
+        "{}: {} transcript(s) verified.",
+        export.display(),
+        audited.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,870 @@
+//! End to end: the real relay binary and real `hushwire` processes, each user with a home in a
+//! temporary directory. A "restart" is simply a new process on the same home.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+const PASSPHRASE: &str = "correct horse battery staple";
+/// Longest any one CLI process may take before the test fails.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn cli_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hushwire"))
+}
+
+/// The relay binary beside the CLI binary; built (same profile, same target dir) if missing.
+fn relay_bin() -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let cli = cli_bin();
+    let profile_dir = cli.parent().unwrap().to_owned();
+    let relay = profile_dir.join(format!("hushwire-relay{}", std::env::consts::EXE_SUFFIX));
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if relay.exists() {
+        return relay;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let profile = profile_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "-p", "hushwire-relay", "--target-dir"])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "building hushwire-relay failed");
+    assert!(relay.exists(), "{} still missing", relay.display());
+    relay
+}
+
+/// A relay process on a loopback port; killed on drop.
+struct Relay {
+    child: Child,
+    url: String,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Relay {
+    /// A relay with a fresh data directory on an ephemeral port, serving wss:// with this
+    /// certificate and key (PEM files).
+    fn start_tls(cert: &Path, key: &Path) -> Self {
+        let dir = TempDir::new().unwrap();
+        let args = [
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ];
+        let (child, url, port) = Self::spawn(dir.path(), "127.0.0.1:0", &args);
+        assert!(url.starts_with("wss://"), "{url}");
+        Self {
+            child,
+            url,
+            port,
+            dir,
+        }
+    }
+
+    /// A relay with a fresh data directory on an ephemeral port.
+    fn start() -> Self {
+        let dir = TempDir::new().unwrap();
+        let (child, url, port) = Self::spawn(dir.path(), "127.0.0.1:0", &[]);
+        Self {
+            child,
+            url,
+            port,
+            dir,
+        }
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same port and data directory (after [`Relay::kill`]).
+    fn restart(&mut self) {
+        self.kill();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let (child, url, _) = Self::spawn(self.dir.path(), &listen, &[]);
+        assert_eq!(url, self.url, "the relay came back elsewhere");
+        self.child = child;
+    }
+
+    fn spawn(dir: &Path, listen: &str, extra: &[&std::ffi::OsStr]) -> (Child, String, u16) {
+        let mut child = Command::new(relay_bin())
+            .arg("--listen")
+            .arg(listen)
+            .arg("--data-dir")
+            .arg(dir.join("relay-data"))
+            .args(extra)
+            .arg("serve")
+            .env("HUSHWIRE_RELAY_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(i) = line.find("://127.0.0.1:") {
+                let start = line[..i].rfind(char::is_whitespace).map_or(0, |s| s + 1);
+                let rest = &line[start..];
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                url = Some(rest[..end].to_owned());
+                break;
+            }
+        }
+        let url = url.unwrap_or_else(|| panic!("the relay did not say where it listens:\n{seen}"));
+        assert!(url.ends_with("/v1/websocket"), "unexpected relay URL {url}");
+        let port = url[url.find("://127.0.0.1:").unwrap() + "://127.0.0.1:".len()..]
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Keep draining its log so it never blocks on a full pipe.
+        let log = dir.join(format!("relay-{port}-{}.log", child.id()));
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(log).unwrap();
+            for line in lines.map_while(Result::ok) {
+                let _ = writeln!(f, "{line}");
+            }
+        });
+        (child, url, port)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a finished CLI process left.
+struct Out {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self, what: &str) -> Self {
+        assert!(
+            self.status.success(),
+            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn failed(self, what: &str) -> Self {
+        assert!(
+            !self.status.success(),
+            "{what} should have failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+}
+
+/// One person: a home directory with a store.
+struct User {
+    home: PathBuf,
+    _dir: TempDir,
+}
+
+impl User {
+    fn new() -> Self {
+        let dir = TempDir::new().unwrap();
+        Self {
+            home: dir.path().join("home"),
+            _dir: dir,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(cli_bin());
+        c.arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .env("HUSHWIRE_PASSPHRASE", PASSPHRASE)
+            .env("HUSHWIRE_INSECURE_FAST_KDF", "1")
+            .env_remove("HUSHWIRE_HOME")
+            .env_remove("HUSHWIRE_CLIENT_FAULT")
+            .env_remove("HUSHWIRE_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        run(self.command(args), &self.home)
+    }
+
+    fn run_ok(&self, args: &[&str]) -> Out {
+        self.run(args).ok(&args.join(" "))
+    }
+
+    /// init + register, returning the address from `whoami --json`.
+    fn setup(&self, relay: &Relay) -> String {
+        let init = self.run_ok(&["init"]);
+        assert!(init.stderr.contains("INSECURE"), "no test-KDF warning");
+        self.run_ok(&["register", &relay.url]);
+        let me = self.run_ok(&["whoami", "--json"]).json();
+        let address = me["address"].as_str().unwrap().to_owned();
+        let fingerprint = me["fingerprint"].as_str().unwrap();
+        assert_eq!(fingerprint.len(), 64);
+        assert_eq!(address, format!("{fingerprint}:1"));
+        assert_eq!(me["relay"].as_str(), Some(relay.url.as_str()));
+        address
+    }
+
+    fn send(&self, to: &str, text: &str) -> String {
+        let out = self.run_ok(&["send", to, text, "--json"]).json();
+        assert_eq!(out["sent"], true);
+        out["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `recv --json`: (messages as (contact, text, id), delivered ids).
+    fn recv(&self) -> (Vec<(String, String, String)>, Vec<String>) {
+        let out = self.run_ok(&["recv", "--json", "--wait", "20"]);
+        split_events(&out.json_lines())
+    }
+}
+
+fn split_events(events: &[Value]) -> (Vec<(String, String, String)>, Vec<String>) {
+    let mut messages = Vec::new();
+    let mut delivered = Vec::new();
+    for e in events {
+        match e["event"].as_str().unwrap() {
+            "message" => messages.push((
+                e["contact"].as_str().unwrap().to_owned(),
+                e["text"].as_str().unwrap().to_owned(),
+                e["id"].as_str().unwrap().to_owned(),
+            )),
+            "delivered" => delivered.push(e["id"].as_str().unwrap().to_owned()),
+            "new_contact" | "send_held" => {} // checked where expected
+            other => panic!("unexpected event {other}: {e}"),
+        }
+    }
+    (messages, delivered)
+}
+
+/// Runs a command to completion (at most [`PROCESS_TIMEOUT`]), output captured in files.
+fn run(mut command: Command, scratch: &Path) -> Out {
+    std::fs::create_dir_all(scratch.parent().unwrap()).unwrap();
+    let n = {
+        static COUNTER: Mutex<u64> = Mutex::new(0);
+        let mut c = COUNTER.lock().unwrap();
+        *c += 1;
+        *c
+    };
+    let base = scratch.parent().unwrap();
+    let out_path = base.join(format!("out-{n}"));
+    let err_path = base.join(format!("err-{n}"));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("hushwire starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > PROCESS_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish in {PROCESS_TIMEOUT:?}; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Out {
+        status,
+        stdout: std::fs::read_to_string(&out_path).unwrap(),
+        stderr: std::fs::read_to_string(&err_path).unwrap(),
+    }
+}
+
+fn texts(messages: &[(String, String, String)]) -> Vec<&str> {
+    messages.iter().map(|(_, t, _)| t.as_str()).collect()
+}
+
+/// Two users who know each other's address.
+fn pair(relay: &Relay) -> (User, User) {
+    let alice = User::new();
+    let bob = User::new();
+    let a = alice.setup(relay);
+    let b = bob.setup(relay);
+    alice.run_ok(&["contact", "add", "bob", &b]);
+    bob.run_ok(&["contact", "add", "alice", &a]);
+    (alice, bob)
+}
+
+/// (direction, text) of a contact's transcript, from `transcript open --json`.
+fn transcript(user: &User, name: &str) -> Vec<(String, String)> {
+    let t = user.run_ok(&["transcript", "open", name, "--json"]).json();
+    assert_eq!(t["ok"], true);
+    assert_eq!(t["contact"], name);
+    t["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["direction"].as_str().unwrap().to_owned(),
+                r["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_users_verify_chat_offline_and_continue_after_restart() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+
+    let contacts = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(contacts.as_array().unwrap().len(), 1);
+    assert_eq!(contacts[0]["name"], "bob");
+    assert_eq!(contacts[0]["verified"], false);
+    assert_eq!(contacts[0]["identity_changed"], false);
+
+    // Safety numbers: both sides compute the same 60 digits.
+    let a_view = alice.run_ok(&["verify", "bob", "--json"]).json();
+    let b_view = bob.run_ok(&["verify", "alice", "--json"]).json();
+    let digits = a_view["digits"].as_str().unwrap().to_owned();
+    assert_eq!(digits.len(), 60);
+    assert!(digits.chars().all(|c| c.is_ascii_digit()));
+    assert_eq!(b_view["digits"].as_str().unwrap(), digits);
+    assert_eq!(a_view["verified"], false);
+    let grouped = a_view["safety_number"].as_str().unwrap();
+    assert_eq!(grouped.split(' ').count(), 12, "groups of 5: {grouped}");
+    assert!(grouped.split(' ').all(|g| g.len() == 5));
+
+    // A wrong number is refused and changes nothing.
+    let wrong: String = digits
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+    let refused = alice
+        .run(&["verify", "bob", "--confirm", &wrong])
+        .failed("verify with wrong digits");
+    assert!(refused.stderr.contains("error: "), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("does not match"),
+        "{}",
+        refused.stderr
+    );
+    let contacts = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(contacts[0]["verified"], false);
+
+    let human = alice.run_ok(&["verify", "bob", "--confirm", grouped]);
+    assert!(
+        human.stdout.contains("bob is now verified"),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains(&digits[..5]));
+    bob.run_ok(&["verify", "alice", "--confirm", &digits]);
+    for (user, name) in [(&alice, "bob"), (&bob, "alice")] {
+        let contacts = user.run_ok(&["contact", "list", "--json"]).json();
+        assert_eq!(contacts[0]["name"], name);
+        assert_eq!(contacts[0]["verified"], true);
+        assert_eq!(contacts[0]["identity_known"], true);
+    }
+
+    // Round 1: alice writes while bob is offline.
+    let sent: Vec<String> = ["first", "second", "third"]
+        .iter()
+        .map(|t| alice.send("bob", &format!("round 1: {t}")))
+        .collect();
+    let (got, _) = bob.recv();
+    assert_eq!(
+        texts(&got),
+        ["round 1: first", "round 1: second", "round 1: third"]
+    );
+    assert!(got.iter().all(|(from, _, _)| from == "alice"));
+    let got_ids: Vec<&str> = got.iter().map(|(_, _, id)| id.as_str()).collect();
+    assert_eq!(got_ids, sent.iter().map(String::as_str).collect::<Vec<_>>());
+    // Nothing twice.
+    let (again, _) = bob.recv();
+    assert!(again.is_empty(), "shown twice: {again:?}");
+
+    let reply = bob.send("alice", "round 1: reply from bob");
+    let (got, delivered) = alice.recv();
+    assert_eq!(texts(&got), ["round 1: reply from bob"]);
+    assert_eq!(got[0].0, "bob");
+    assert_eq!(got[0].2, reply);
+    let mut delivered_sorted = delivered.clone();
+    delivered_sorted.sort();
+    let mut sent_sorted = sent.clone();
+    sent_sorted.sort();
+    assert_eq!(delivered_sorted, sent_sorted, "a receipt for each message");
+
+    // Round 2: fresh processes on the same homes, both ways.
+    alice.send("bob", "round 2: from alice");
+    let (got, _) = bob.recv();
+    assert_eq!(texts(&got), ["round 2: from alice"]);
+    bob.send("alice", "round 2: from bob");
+    let (got, _) = alice.recv();
+    assert_eq!(texts(&got), ["round 2: from bob"]);
+
+    // Both transcripts hold the whole conversation, mirrored, and verify.
+    let expected = [
+        ("sent", "round 1: first"),
+        ("sent", "round 1: second"),
+        ("sent", "round 1: third"),
+        ("received", "round 1: reply from bob"),
+        ("sent", "round 2: from alice"),
+        ("received", "round 2: from bob"),
+    ];
+    let a_t = transcript(&alice, "bob");
+    assert_eq!(
+        a_t.iter()
+            .map(|(d, t)| (d.as_str(), t.as_str()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    let b_t = transcript(&bob, "alice");
+    let mirrored: Vec<(&str, &str)> = expected
+        .iter()
+        .map(|(d, t)| (if *d == "sent" { "received" } else { "sent" }, *t))
+        .collect();
+    assert_eq!(
+        b_t.iter()
+            .map(|(d, t)| (d.as_str(), t.as_str()))
+            .collect::<Vec<_>>(),
+        mirrored
+    );
+    let audit = alice.run_ok(&["audit", "verify", "--json"]).json();
+    assert_eq!(audit["ok"], true);
+    assert_eq!(audit["transcripts"][0]["report"]["records"], 6);
+    // The device's own audit chain (unlocks, sessions, verifications) verifies too.
+    assert_eq!(audit["audit_chain"]["ok"], true);
+    assert!(audit["audit_chain"]["records"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_client_killed_between_decrypt_and_ack_loses_and_repeats_nothing() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    let sent: Vec<String> = (1..=4)
+        .map(|i| alice.send("bob", &format!("message {i}")))
+        .collect();
+
+    // The client aborts right after committing its first delivery, before acknowledging it.
+    let mut faulty = bob.command(&["recv", "--json", "--wait", "20"]);
+    faulty.env("HUSHWIRE_CLIENT_FAULT", "before-ack");
+    let crashed = run(faulty, &bob.home).failed("recv with the before-ack fault");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        assert!(
+            crashed.status.signal().is_some(),
+            "aborted: {}",
+            crashed.status
+        );
+    }
+    let (first_run, _) = split_events(&crashed.json_lines());
+    assert!(
+        first_run.len() <= 1,
+        "aborted after one delivery: {first_run:?}"
+    );
+
+    // The relay redelivers the unacknowledged envelope: it is recognised, not shown again.
+    let (second_run, _) = bob.recv();
+    let mut shown: Vec<&str> = texts(&first_run);
+    shown.extend(texts(&second_run));
+    for i in 2..=4 {
+        let t = format!("message {i}");
+        assert_eq!(
+            shown.iter().filter(|s| **s == t).count(),
+            1,
+            "{t} shown once: {shown:?}"
+        );
+    }
+    assert!(
+        shown.iter().filter(|s| **s == "message 1").count() <= 1,
+        "{shown:?}"
+    );
+    let (third_run, _) = bob.recv();
+    assert!(third_run.is_empty(), "{third_run:?}");
+
+    // The transcript has every message exactly once, in order.
+    let t = transcript(&bob, "alice");
+    let expected: Vec<(String, String)> = (1..=4)
+        .map(|i| ("received".to_owned(), format!("message {i}")))
+        .collect();
+    assert_eq!(t, expected);
+
+    // Every message's receipt reached alice exactly once (the first one's survived the crash).
+    let (_, delivered) = alice.recv();
+    let mut delivered_sorted = delivered.clone();
+    delivered_sorted.sort();
+    let mut sent_sorted = sent.clone();
+    sent_sorted.sort();
+    assert_eq!(delivered_sorted, sent_sorted);
+}
+
+#[test]
+fn an_auditor_opens_exactly_what_both_saw_and_detects_one_flipped_byte() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    alice.send("bob", "Is my prescription ready?");
+    let (bob_saw, _) = bob.recv();
+    bob.send("alice", "Yes, pick it up after 3 pm.");
+    let (alice_saw, _) = alice.recv();
+    assert_eq!(texts(&bob_saw), ["Is my prescription ready?"]);
+    assert_eq!(texts(&alice_saw), ["Yes, pick it up after 3 pm."]);
+
+    let work = TempDir::new().unwrap();
+    let key = work.path().join("auditor.key");
+    let key_s = key.to_str().unwrap();
+    let keygen = alice.run_ok(&["auditor", "keygen", "--out", key_s]);
+    let public = keygen.stdout.trim().to_owned();
+    assert_eq!(public.len(), 64);
+    assert!(hex_only(&public));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = alice
+        .run(&["auditor", "keygen", "--out", key_s])
+        .failed("keygen over an existing key");
+    assert!(
+        again.stderr.contains("refusing to overwrite"),
+        "{}",
+        again.stderr
+    );
+
+    let export = work.path().join("bob.hwx");
+    let export_s = export.to_str().unwrap();
+    alice.run_ok(&[
+        "transcript",
+        "export",
+        "--to",
+        &public,
+        "--out",
+        export_s,
+        "bob",
+    ]);
+    assert!(export.exists());
+    assert!(!work.path().join("bob.hwx.partial").exists());
+    let refused = alice
+        .run(&[
+            "transcript",
+            "export",
+            "--to",
+            &public,
+            "--out",
+            export_s,
+            "bob",
+        ])
+        .failed("export over an existing file");
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+
+    let opened = alice
+        .run_ok(&["auditor", "open", export_s, "--key", key_s, "--json"])
+        .json();
+    assert_eq!(opened["ok"], true);
+    let transcripts = opened["transcripts"].as_array().unwrap();
+    assert_eq!(transcripts.len(), 1);
+    let alice_fp = alice.run_ok(&["whoami", "--json"]).json()["fingerprint"].clone();
+    let bob_fp = bob.run_ok(&["whoami", "--json"]).json()["fingerprint"].clone();
+    assert_eq!(transcripts[0]["signer"], alice_fp);
+    let records: Vec<(String, String, Value)> = transcripts[0]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["direction"].as_str().unwrap().to_owned(),
+                r["text"].as_str().unwrap().to_owned(),
+                r["sender"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (
+                "sent".to_owned(),
+                "Is my prescription ready?".to_owned(),
+                alice_fp
+            ),
+            (
+                "received".to_owned(),
+                "Yes, pick it up after 3 pm.".to_owned(),
+                bob_fp
+            ),
+        ]
+    );
+    // The export was checkpointed first: nothing in an unsigned tail.
+    assert_eq!(transcripts[0]["report"]["unsigned_tail"], 0);
+    assert_eq!(transcripts[0]["report"]["records"], 2);
+    let verified = alice.run_ok(&["auditor", "verify", export_s, "--key", key_s]);
+    assert!(
+        verified.stdout.contains("2 record(s)"),
+        "{}",
+        verified.stdout
+    );
+
+    // Another auditor's key opens nothing.
+    let other = work.path().join("other.key");
+    alice.run_ok(&["auditor", "keygen", "--out", other.to_str().unwrap()]);
+    alice
+        .run(&[
+            "auditor",
+            "verify",
+            export_s,
+            "--key",
+            other.to_str().unwrap(),
+        ])
+        .failed("verify with another auditor's key");
+
+    // One flipped byte in the middle is detected.
+    let mut bytes = std::fs::read(&export).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let tampered = work.path().join("tampered.hwx");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let failed = alice
+        .run(&[
+            "auditor",
+            "verify",
+            tampered.to_str().unwrap(),
+            "--key",
+            key_s,
+        ])
+        .failed("verify a tampered export");
+    assert!(failed.stderr.starts_with("error: "), "{}", failed.stderr);
+    assert!(failed.stderr.contains("tampered.hwx"), "{}", failed.stderr);
+    let failed_json = alice
+        .run(&[
+            "auditor",
+            "open",
+            tampered.to_str().unwrap(),
+            "--key",
+            key_s,
+            "--json",
+        ])
+        .failed("open a tampered export");
+    assert!(
+        !failed_json.stdout.contains("prescription"),
+        "{}",
+        failed_json.stdout
+    );
+}
+
+fn hex_only(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+#[test]
+fn wrong_passphrase_and_unknown_contact_are_clear_errors() {
+    let alice = User::new();
+    let missing = alice.run(&["whoami"]).failed("whoami without a store");
+    assert!(
+        missing.stderr.contains("hushwire init"),
+        "{}",
+        missing.stderr
+    );
+
+    alice.run_ok(&["init"]);
+    let again = alice.run(&["init"]).failed("a second init");
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+
+    let mut wrong = alice.command(&["whoami"]);
+    wrong.env("HUSHWIRE_PASSPHRASE", "not the passphrase");
+    let out = run(wrong, &alice.home).failed("whoami with a wrong passphrase");
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+    assert!(out.stderr.contains("wrong passphrase"), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+
+    // --passphrase-file takes precedence over the environment.
+    let file = alice.home.parent().unwrap().join("pass.txt");
+    std::fs::write(&file, format!("{PASSPHRASE}\n")).unwrap();
+    let mut from_file = alice.command(&["whoami", "--passphrase-file", file.to_str().unwrap()]);
+    from_file.env("HUSHWIRE_PASSPHRASE", "not the passphrase");
+    run(from_file, &alice.home).ok("whoami with --passphrase-file");
+
+    let unknown = alice
+        .run(&["send", "carol", "hello"])
+        .failed("send to an unknown contact");
+    assert!(unknown.stderr.starts_with("error: "), "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("\"carol\""), "{}", unknown.stderr);
+
+    let bad = alice
+        .run(&["contact", "add", "dave", "not-an-address"])
+        .failed("a bad address");
+    assert!(
+        bad.stderr.contains("not a Hushwire address"),
+        "{}",
+        bad.stderr
+    );
+
+    let unregistered = alice.run(&["recv"]).failed("recv before register");
+    assert!(
+        unregistered.stderr.contains("register"),
+        "{}",
+        unregistered.stderr
+    );
+}
+
+#[test]
+fn a_message_queued_while_the_relay_is_down_goes_out_on_the_next_connection() {
+    let mut relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    alice.send("bob", "before the outage");
+
+    relay.kill();
+    let queued = alice.run(&["send", "bob", "during the outage", "--wait", "3"]);
+    assert_eq!(queued.status.code(), Some(3), "{}", queued.stderr);
+    assert!(queued.stderr.contains("queued"), "{}", queued.stderr);
+    assert!(queued.stderr.contains("not reachable"), "{}", queued.stderr);
+
+    relay.restart();
+    // Any command that connects sends the outbox; recv does.
+    alice.recv();
+    let (got, _) = bob.recv();
+    assert_eq!(texts(&got), ["before the outage", "during the outage"]);
+
+    // A contact whose device the relay does not know: held, reported at once, not an error.
+    let ghost = format!("{}:1", "ab".repeat(32));
+    alice.run_ok(&["contact", "add", "ghost", &ghost]);
+    let started = Instant::now();
+    let held = alice.run(&["send", "ghost", "anyone there?", "--wait", "20"]);
+    assert_eq!(held.status.code(), Some(3), "{}", held.stderr);
+    assert!(held.stderr.contains("ghost"), "{}", held.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a held message should be reported without waiting out --wait"
+    );
+    // The held message holds nothing else up: sending to bob and receiving still work.
+    let started = Instant::now();
+    alice.send("bob", "after the ghost");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (got, _) = bob.recv();
+    assert_eq!(texts(&got), ["after the ghost"]);
+    let recv = alice.run_ok(&["recv", "--json", "--wait", "3"]);
+    assert!(recv.stderr.contains("ghost"), "{}", recv.stderr);
+    assert!(
+        recv.json_lines()
+            .iter()
+            .any(|e| e["event"] == "send_held" && e["contact"] == "ghost"),
+        "{}",
+        recv.stdout
+    );
+}
+
+#[test]
+fn a_wss_relay_with_a_private_ca_is_trusted_with_ca_cert() {
+    let work = TempDir::new().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_path, key_path) = (work.path().join("ca.pem"), work.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let relay = Relay::start_tls(&cert_path, &key_path);
+    let ca = cert_path.to_str().unwrap();
+
+    let alice = User::new();
+    let bob = User::new();
+    alice.run_ok(&["init"]);
+    bob.run_ok(&["init"]);
+    // Without the clinic's CA the relay's certificate is not trusted.
+    let untrusted = alice
+        .run(&["register", &relay.url])
+        .failed("register with an untrusted certificate");
+    assert!(untrusted.stderr.contains("TLS"), "{}", untrusted.stderr);
+
+    alice.run_ok(&["--ca-cert", ca, "register", &relay.url]);
+    bob.run_ok(&["register", &relay.url, "--ca-cert", ca]);
+    let b = bob.run_ok(&["whoami", "--json"]).json()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice.run_ok(&["contact", "add", "bob", &b]);
+    alice.run_ok(&["--ca-cert", ca, "send", "bob", "over TLS"]);
+    let got = bob.run_ok(&["--ca-cert", ca, "recv", "--json"]);
+    let events = got.json_lines();
+    let (messages, _) = split_events(&events);
+    assert_eq!(texts(&messages), ["over TLS"]);
+    // Bob had not added alice: she shows up as a new, unverified contact.
+    let name = format!("unknown-{}", &alice_fingerprint(&alice)[..8]);
+    assert_eq!(messages[0].0, name);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "new_contact" && e["contact"] == name.as_str()),
+        "{events:?}"
+    );
+
+    let not_pem = work.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let bad = alice
+        .run(&["--ca-cert", not_pem.to_str().unwrap(), "whoami"])
+        .failed("a --ca-cert without a certificate");
+    assert!(bad.stderr.contains("no PEM certificate"), "{}", bad.stderr);
+}
+
+fn alice_fingerprint(user: &User) -> String {
+    user.run_ok(&["whoami", "--json"]).json()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
