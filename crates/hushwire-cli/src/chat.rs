@@ -89,6 +89,16 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
     let mut deadline = Instant::now() + lock_after;
     let mut locked = false;
     let mut held: Vec<Zeroizing<String>> = Vec::new();
+    // Messages printed are marked read; those held behind the lock are marked at unlock.
+    let mut held_ids = Vec::new();
+    for message in client.unread().await? {
+        let id = message.id;
+        if let Some((line, _)) = describe(&mut names, &Event::MessageReceived(message), true).await
+        {
+            println!("{}", line.as_str());
+        }
+        client.mark_read(&[id]).await?;
+    }
     let mut last_state_connected: Option<bool> = None;
     loop {
         let idle = tokio::time::sleep_until(deadline);
@@ -104,6 +114,8 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                         for h in held.drain(..) {
                             println!("{}", h.as_str());
                         }
+                        let shown = std::mem::take(&mut held_ids);
+                        client.mark_read(&shown).await?;
                         deadline = Instant::now() + lock_after;
                     } else {
                         print!("Enter passphrase to unlock: ");
@@ -152,6 +164,13 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                 }
                 if let Some((line, _)) = describe(&mut names, &event, true).await {
                     show(locked, &mut held, line);
+                }
+                if let Event::MessageReceived(m) = &event {
+                    if locked {
+                        held_ids.push(m.id);
+                    } else {
+                        client.mark_read(&[m.id]).await?;
+                    }
                 }
             }
             () = idle, if !locked => {

@@ -430,7 +430,10 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
                             held.push(name);
                         }
                     }
-                    shown += show(g, &mut names, &event).await;
+                    // Messages are shown from the unread list below, once each.
+                    if !matches!(event, Event::MessageReceived(_)) {
+                        show(g, &mut names, &event).await;
+                    }
                 }
                 Err(RecvError::Lagged(n)) => lagged(n),
                 Err(RecvError::Closed) => break Ok(()),
@@ -438,13 +441,22 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
             r = &mut sync => break r,
         }
     };
-    // Everything stored before the sync finished has been announced by now.
     loop {
         match events.try_recv() {
-            Ok(event) => shown += show(g, &mut names, &event).await,
+            Ok(Event::MessageReceived(_)) => {}
+            Ok(event) => {
+                show(g, &mut names, &event).await;
+            }
             Err(TryRecvError::Lagged(n)) => lagged(n),
             Err(_) => break,
         }
+    }
+    // Every message stored and not yet shown — also one stored just before a crash of an
+    // earlier run — is in the unread list; each is marked read once printed.
+    for message in client.unread().await? {
+        let id = message.id;
+        shown += show(g, &mut names, &Event::MessageReceived(message)).await;
+        client.mark_read(&[id]).await?;
     }
     let reason = connection_reason(&client);
     let connected = *client.connection_state().borrow() == ConnectionState::Connected;
@@ -453,6 +465,13 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
         Ok(()) => {
             if !g.json && shown == 0 {
                 eprintln!("No new messages.");
+            }
+            if !held.is_empty() {
+                eprintln!(
+                    "note: messages to {} are held in the outbox (see the warning above) and stay \
+                     queued until the relay can take them",
+                    held.join(", ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

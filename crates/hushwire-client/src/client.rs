@@ -24,7 +24,7 @@ use hushwire::proto::relay::{
 };
 use hushwire::proto::{IdentityKey, PreKeyBundle, SafetyNumber};
 use hushwire::transcript::{
-    ContentType, Direction, TranscriptCheckpoint, TranscriptRecord, TranscriptWriter,
+    ContentType, Direction, SealedRecord, TranscriptCheckpoint, TranscriptRecord, TranscriptWriter,
 };
 use hushwire::wire::Message;
 use hushwire::{Account, DecryptionError, Session, SessionCreationError, StorageKey};
@@ -141,6 +141,8 @@ struct Inner {
     outbox_changed: Notify,
     connection: watch::Sender<ConnectionState>,
     link: StdMutex<Option<Arc<Link>>>,
+    /// Contacts whose outgoing messages are held (SendHeld): `sync` does not wait for them.
+    held: StdMutex<std::collections::HashSet<i64>>,
     supervisor: StdMutex<Option<JoinHandle<()>>>,
     options: ClientOptions,
 }
@@ -307,6 +309,7 @@ impl Client {
                 outbox_changed: Notify::new(),
                 connection: watch::channel(ConnectionState::Stopped).0,
                 link: StdMutex::new(None),
+                held: StdMutex::new(std::collections::HashSet::new()),
                 supervisor: StdMutex::new(None),
                 options,
             }),
@@ -672,7 +675,7 @@ impl Client {
         account: &Account,
         contact_id: i64,
         record: &TranscriptRecord,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut rng = rng();
         let mut writer = match store::transcript_writer(c, contact_id).await? {
             Some(sealed) => TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
@@ -703,7 +706,8 @@ impl Client {
             contact_id,
             &writer.seal(&self.inner.storage_key, &mut rng),
         )
-        .await
+        .await?;
+        Ok(sequence)
     }
 
     /// Signs a checkpoint of every transcript as it stands now, so that no record is left in
@@ -1148,6 +1152,9 @@ impl Client {
                     {
                         Ok(c) => {
                             reported.remove(&row.contact_id);
+                            if let Ok(mut shared) = self.inner.held.lock() {
+                                shared.remove(&row.contact_id);
+                            }
                             c
                         }
                         Err(e) if is_per_contact(&e) => {
@@ -1165,6 +1172,10 @@ impl Client {
                                     contact: ContactId(row.contact_id),
                                     reason,
                                 });
+                            }
+                            // After the event: whoever sees sync() finish has the event too.
+                            if let Ok(mut shared) = self.inner.held.lock() {
+                                shared.insert(row.contact_id);
                             }
                             continue;
                         }
@@ -1290,19 +1301,100 @@ impl Client {
         .map_err(|_| ClientError::Timeout)?
     }
 
+    /// Outbox entries that can go out now: not for a contact awaiting re-verification, nor for
+    /// one whose messages are held (no prekeys, unknown device, forged bundle).
     async fn pending_sendable(&self) -> Result<usize> {
+        let held = self
+            .inner
+            .held
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
         let mut c = self.inner.db.acquire().await?;
         let mut n = 0;
         for row in store::outbox(&mut c).await? {
-            if !self
-                .load_contact(&mut c, row.contact_id)
-                .await?
-                .identity_changed
+            if !held.contains(&row.contact_id)
+                && !self
+                    .load_contact(&mut c, row.contact_id)
+                    .await?
+                    .identity_changed
             {
                 n += 1;
             }
         }
         Ok(n)
+    }
+
+    /// Waits until the relay connection is up (after [`Client::connect`]).
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
+        let mut state = self.connection_state();
+        tokio::time::timeout(timeout, async {
+            while *state.borrow_and_update() != ConnectionState::Connected {
+                if state.changed().await.is_err() {
+                    return Err(ClientError::Connection("the client stopped".into()));
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| ClientError::Timeout)?
+    }
+
+    /// Messages received and stored but not yet marked read, oldest first. Every received
+    /// message is here until [`Client::mark_read`] — also one whose `MessageReceived` event was
+    /// lost to a crash — so an app that shows these and then marks them shows each message
+    /// exactly once.
+    pub async fn unread(&self) -> Result<Vec<ReceivedMessage>> {
+        let names: std::collections::HashMap<i64, String> = self
+            .contacts()
+            .await?
+            .into_iter()
+            .map(|c| (c.id.0, c.name))
+            .collect();
+        let mut c = self.inner.db.acquire().await?;
+        let mut writers = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (contact_id, sequence) in store::inbox(&mut c).await? {
+            if let std::collections::hash_map::Entry::Vacant(slot) = writers.entry(contact_id) {
+                let sealed = store::transcript_writer(&mut c, contact_id)
+                    .await?
+                    .ok_or(ClientError::CorruptStore("transcript writer"))?;
+                slot.insert(
+                    TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
+                        .map_err(|_| ClientError::CorruptStore("transcript writer"))?,
+                );
+            }
+            let Some(writer) = writers.get(&contact_id) else {
+                continue;
+            };
+            let bytes = store::transcript_record_at(&mut c, contact_id, sequence)
+                .await?
+                .ok_or(ClientError::CorruptStore("transcript record"))?;
+            let record = SealedRecord::from_bytes(&bytes)
+                .ok()
+                .and_then(|r| r.open(&writer.id(), writer.key()))
+                .ok_or(ClientError::CorruptStore("transcript record"))?;
+            out.push(ReceivedMessage {
+                contact: ContactId(contact_id),
+                contact_name: names.get(&contact_id).cloned().unwrap_or_default(),
+                id: MessageId(record.message_id),
+                sent_at_ms: record.sent_at_ms,
+                received_at_ms: record.received_at_ms,
+                content_type: record.content_type,
+                content: Zeroizing::new(record.content),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Marks messages read: they leave [`Client::unread`].
+    pub async fn mark_read(&self, ids: &[MessageId]) -> Result<()> {
+        let mut tx = self.inner.db.begin().await?;
+        for id in ids {
+            store::remove_from_inbox(&mut tx, &id.0).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     // ----- receiving ------------------------------------------------------------------------
@@ -1522,21 +1614,25 @@ impl Client {
                     .await?
                     .address()
                     .fingerprint;
-                self.append_transcript(
-                    c,
-                    &state.account,
-                    contact_id,
-                    &TranscriptRecord {
-                        direction: Direction::Received,
-                        sender,
-                        message_id: id.0,
-                        sent_at_ms,
-                        received_at_ms: now,
-                        content_type,
-                        content: content.to_vec(),
-                    },
-                )
-                .await?;
+                let sequence = self
+                    .append_transcript(
+                        c,
+                        &state.account,
+                        contact_id,
+                        &TranscriptRecord {
+                            direction: Direction::Received,
+                            sender,
+                            message_id: id.0,
+                            sent_at_ms,
+                            received_at_ms: now,
+                            content_type,
+                            content: content.to_vec(),
+                        },
+                    )
+                    .await?;
+                // Unread until the app says it showed it: a crash between storing and showing
+                // still shows it once, after the restart.
+                store::push_inbox(c, contact_id, sequence, &id.0).await?;
                 self.queue(c, contact_id, None, &Payload::Receipt(vec![id]))
                     .await?;
                 self.inner.outbox_changed.notify_one();

@@ -18,7 +18,8 @@ use crate::error::{ClientError, Result};
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
-/// migration is never edited: changes come as a new entry.
+/// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
+/// first release, migration 0 is still the place for schema changes.)
 const MIGRATIONS: &[&str] = &[
     // 0 → 1: the first schema.
     r"
@@ -65,6 +66,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (contact_id, message_id)
     );
     CREATE TABLE failures (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, sealed BLOB NOT NULL);
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        contact_id INTEGER NOT NULL,
+        sequence INTEGER NOT NULL,
+        message_id BLOB NOT NULL
+    );
     CREATE TABLE audit_records (sequence INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
     CREATE TABLE audit_checkpoints (id INTEGER PRIMARY KEY, checkpoint BLOB NOT NULL);
     ",
@@ -577,4 +584,49 @@ pub(crate) async fn audit_checkpoints(c: &mut SqliteConnection) -> Result<Vec<Ve
             .fetch_all(c)
             .await?,
     )
+}
+
+pub(crate) async fn push_inbox(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    sequence: u64,
+    message_id: &[u8],
+) -> Result<()> {
+    sqlx::query("INSERT INTO inbox (contact_id, sequence, message_id) VALUES (?, ?, ?)")
+        .bind(contact_id)
+        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+        .bind(message_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Unread messages in arrival order: `(contact_id, transcript sequence)`.
+pub(crate) async fn inbox(c: &mut SqliteConnection) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query("SELECT contact_id, sequence FROM inbox ORDER BY id")
+        .fetch_all(c)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+pub(crate) async fn transcript_record_at(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    sequence: i64,
+) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT record FROM transcript_records WHERE contact_id = ? AND sequence = ?",
+    )
+    .bind(contact_id)
+    .bind(sequence)
+    .fetch_optional(c)
+    .await?)
+}
+
+pub(crate) async fn remove_from_inbox(c: &mut SqliteConnection, message_id: &[u8]) -> Result<()> {
+    sqlx::query("DELETE FROM inbox WHERE message_id = ?")
+        .bind(message_id)
+        .execute(c)
+        .await?;
+    Ok(())
 }

@@ -146,6 +146,18 @@ async fn two_clients_chat_both_ways_with_one_offline_then_restart_and_continue()
         ["hello 0", "hello 1", "hello 2"],
         "in order, once each"
     );
+    // Until the app marks them read they stay unread, whatever happened to the events.
+    let unread = bob.unread().await.unwrap();
+    let texts: Vec<_> = unread
+        .iter()
+        .map(|m| String::from_utf8(m.content.to_vec()).unwrap())
+        .collect();
+    assert_eq!(texts, ["hello 0", "hello 1", "hello 2"]);
+    assert_eq!(unread[0].contact_name, "alice");
+    bob.mark_read(&unread.iter().map(|m| m.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(bob.unread().await.unwrap().is_empty());
 
     // Safety numbers agree on both sides; verifying with the wrong digits fails.
     let a_number = alice.safety_number(to_bob).await.unwrap();
@@ -889,4 +901,42 @@ async fn an_old_signed_prekey_is_rotated_on_connect_and_new_sessions_use_it() {
     alice.connect().await.unwrap();
     alice.send_text(to_bob, "after rotation").await.unwrap();
     assert_eq!(received(&mut bob_events, 1).await, ["after rotation"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_to_an_unreachable_contact_are_held_without_blocking_others_or_sync() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, _) = user(dir.path(), "alice", &relay).await;
+    let (bob, _) = user(dir.path(), "bob", &relay).await;
+    let (to_bob, _) = befriend(&alice, &bob, "bob", "alice").await;
+    // Nobody registered this address: the relay has no bundle for it.
+    let ghost: hushwire_client::Address = format!("{}:1", "ab".repeat(32)).parse().unwrap();
+    let to_ghost = alice.add_contact("ghost", ghost, false).await.unwrap();
+    let mut alice_events = alice.events();
+    let mut bob_events = bob.events();
+    alice.send_text(to_ghost, "anyone there?").await.unwrap();
+    alice.send_text(to_bob, "hi bob").await.unwrap();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["hi bob"]);
+    alice
+        .sync(WAIT)
+        .await
+        .expect("a held contact does not block sync");
+    let held = std::iter::from_fn(|| alice_events.try_recv().ok()).find_map(|e| match e {
+        Event::SendHeld { contact, reason } => Some((contact, reason)),
+        _ => None,
+    });
+    let (contact, reason) = held.expect("SendHeld reported");
+    assert_eq!(contact, to_ghost);
+    assert!(
+        reason.contains("NoPreKeys") || reason.contains("UnknownDevice"),
+        "{reason}"
+    );
+    assert_eq!(
+        alice.outbox_len().await.unwrap(),
+        1,
+        "still queued, not dropped"
+    );
 }
