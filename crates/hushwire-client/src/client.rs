@@ -688,18 +688,8 @@ impl Client {
             .map_err(session_error)?;
         store::put_transcript_record(c, contact_id, sequence, &appended.record.to_bytes()).await?;
         if let Some(checkpoint) = appended.checkpoint {
-            store::put_transcript_checkpoint(
-                c,
-                contact_id,
-                checkpoint.count,
-                &checkpoint.to_bytes(),
-            )
-            .await?;
-            let event = AuditEvent::TranscriptCheckpointed {
-                transcript: audit::TranscriptId(writer.id().0),
-                records: checkpoint.count,
-            };
-            self.audit(c, account, event).await?;
+            self.store_checkpoint(c, account, contact_id, &writer, &checkpoint)
+                .await?;
         }
         store::put_transcript_writer(
             c,
@@ -708,6 +698,24 @@ impl Client {
         )
         .await?;
         Ok(sequence)
+    }
+
+    /// Stores a transcript checkpoint and its audit record.
+    async fn store_checkpoint(
+        &self,
+        c: &mut SqliteConnection,
+        account: &Account,
+        contact_id: i64,
+        writer: &TranscriptWriter,
+        checkpoint: &TranscriptCheckpoint,
+    ) -> Result<()> {
+        store::put_transcript_checkpoint(c, contact_id, checkpoint.count, &checkpoint.to_bytes())
+            .await?;
+        let event = AuditEvent::TranscriptCheckpointed {
+            transcript: audit::TranscriptId(writer.id().0),
+            records: checkpoint.count,
+        };
+        self.audit(c, account, event).await
     }
 
     /// Signs a checkpoint of every transcript as it stands now, so that no record is left in
@@ -722,20 +730,9 @@ impl Client {
             };
             let writer = TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
                 .map_err(|_| ClientError::CorruptStore("transcript writer"))?;
-            let checkpoint: TranscriptCheckpoint =
-                writer.checkpoint(state.account.identity(), now_ms());
-            store::put_transcript_checkpoint(
-                &mut tx,
-                contact_id,
-                checkpoint.count,
-                &checkpoint.to_bytes(),
-            )
-            .await?;
-            let event = AuditEvent::TranscriptCheckpointed {
-                transcript: audit::TranscriptId(writer.id().0),
-                records: checkpoint.count,
-            };
-            self.audit(&mut tx, &state.account, event).await?;
+            let checkpoint = writer.checkpoint(state.account.identity(), now_ms());
+            self.store_checkpoint(&mut tx, &state.account, contact_id, &writer, &checkpoint)
+                .await?;
             signed += 1;
         }
         self.checkpoint_audit(&mut tx, &state.account).await?;

@@ -127,16 +127,11 @@ impl Client {
         let mut verifier =
             TranscriptVerifier::new(writer.id(), writer.key().clone(), signer, checkpoints);
         let mut records = Vec::new();
-        let mut after = -1;
+        let mut pages = RecordPages::new(contact);
         let mut done = 0;
-        loop {
-            let page = store::transcript_records_page(&mut c, contact.0, after, PAGE).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = *last;
-            for (_, bytes) in &page {
-                let sealed =
-                    SealedRecord::from_bytes(bytes).map_err(|e| fault("a stored record", e))?;
-                if let Some(record) = verifier.push(&sealed) {
+        while let Some(page) = pages.next(&mut c).await? {
+            for sealed in &page {
+                if let Some(record) = verifier.push(sealed) {
                     records.push(record);
                 }
                 done += 1;
@@ -213,15 +208,10 @@ impl Client {
                 &export.begin_transcript(&manifest, &checkpoints),
                 &mut summary,
             )?;
-            let mut after = -1;
-            loop {
-                let page = store::transcript_records_page(&mut c, contact.0, after, PAGE).await?;
-                let Some((last, _)) = page.last() else { break };
-                after = *last;
-                for (_, bytes) in &page {
-                    let sealed =
-                        SealedRecord::from_bytes(bytes).map_err(|e| fault("a stored record", e))?;
-                    write(&export.record(&sealed), &mut summary)?;
+            let mut pages = RecordPages::new(contact);
+            while let Some(page) = pages.next(&mut c).await? {
+                for sealed in &page {
+                    write(&export.record(sealed), &mut summary)?;
                     summary.records += 1;
                 }
                 progress(summary.records, total);
@@ -283,6 +273,38 @@ impl Client {
         store::put_meta(&mut c, "last_archive_ms", &now.to_be_bytes()).await?;
         tracing::info!("archive export written");
         Ok(Some(path))
+    }
+}
+
+/// Reads a contact's stored records a page at a time, in stored order, so memory stays bounded
+/// by one page whatever the transcript's size.
+struct RecordPages {
+    contact: ContactId,
+    after_rowid: i64,
+}
+
+impl RecordPages {
+    fn new(contact: ContactId) -> Self {
+        Self {
+            contact,
+            after_rowid: -1,
+        }
+    }
+
+    /// The next page, or `None` after the last record.
+    async fn next(&mut self, c: &mut SqliteConnection) -> Result<Option<Vec<SealedRecord>>> {
+        let page =
+            store::transcript_records_page(c, self.contact.0, self.after_rowid, PAGE).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(None);
+        };
+        self.after_rowid = *last;
+        page.iter()
+            .map(|(_, bytes)| {
+                SealedRecord::from_bytes(bytes).map_err(|e| fault("a stored record", e))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 }
 

@@ -625,6 +625,15 @@ async fn a_tls_relay_is_reached_with_the_clinic_ca_and_refused_without_it() {
     );
 }
 
+/// Changes a closed store behind the client's back, as someone with the file could.
+async fn tamper(path: &Path, sql: &'static str) {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_chain_records_access_and_any_edit_is_detected() {
     use hushwire_client::AuditEvent;
@@ -668,28 +677,18 @@ async fn the_audit_chain_records_access_and_any_edit_is_detected() {
     drop(alice);
 
     // Edit one stored record: the next verification fails and says where.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", alice_path.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_records SET sealed = sealed || x'00' WHERE sequence = 2")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    tamper(
+        &alice_path,
+        "UPDATE audit_records SET sealed = sealed || x'00' WHERE sequence = 2",
+    )
+    .await;
     let alice = reopen(&alice_path).await;
     let err = alice.verify_audit().await.unwrap_err();
     assert!(err.to_string().contains("record 2"), "{err}");
     drop(alice);
 
-    // Removing a record (after undoing the edit is impossible: it was sealed) is detected too.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", alice_path.display()))
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM audit_records WHERE sequence = 2")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    // Removing the record is detected too.
+    tamper(&alice_path, "DELETE FROM audit_records WHERE sequence = 2").await;
     let alice = reopen(&alice_path).await;
     assert!(alice.verify_audit().await.is_err());
 }
