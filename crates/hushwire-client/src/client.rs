@@ -97,6 +97,8 @@ impl Default for ClientOptions {
     }
 }
 
+/// Two sessions started within this long of each other count as a simultaneous start.
+const SIMULTANEOUS_START_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// Sessions kept per contact (the active one and recent others, for messages still in flight).
 const SESSIONS_PER_CONTACT: i64 = 4;
 /// Relay envelope ids are remembered this long (beyond the relay's longest retention).
@@ -115,8 +117,8 @@ struct Profile {
 struct OutboxItem {
     /// The message id, for `MessageSent`; `None` for receipts.
     message_id: Option<[u8; 16]>,
-    /// The payload to encrypt.
-    payload: Vec<u8>,
+    /// The payload to encrypt (wiped when dropped).
+    payload: Zeroizing<Vec<u8>>,
 }
 
 /// A recorded decryption failure (sealed).
@@ -208,7 +210,7 @@ impl Client {
         let storage_key = vault.storage_key();
         let account = Account::new(options.device_id, now_ms() / 1000, &mut rng);
         let profile = Profile::default();
-        let mut tx = db.begin().await?;
+        let mut tx = store::begin(&db).await?;
         let kdf = postcard::to_allocvec(&derivation).unwrap_or_default();
         store::put_meta(&mut tx, "kdf", &kdf).await?;
         store::put_meta(&mut tx, "check", &vault.check_value()).await?;
@@ -259,7 +261,7 @@ impl Client {
         let client = Self::assemble(path, db, vault, account, profile, options);
         {
             let state = client.inner.state.lock().await;
-            let mut tx = client.inner.db.begin().await?;
+            let mut tx = store::begin(&client.inner.db).await?;
             let event = AuditEvent::StoreUnlocked {
                 device: own_ref(&state.account),
             };
@@ -457,7 +459,7 @@ impl Client {
             return Err(ClientError::BadContactName(name.chars().take(80).collect()));
         }
         let state = self.inner.state.lock().await;
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         let contacts = self.all_contacts(&mut tx).await?;
         if let Some((id, existing)) = contacts.iter().find(|(_, r)| r.name == name) {
             if existing.address() == address {
@@ -567,7 +569,7 @@ impl Client {
             return Err(ClientError::SafetyNumberMismatch);
         }
         let state = self.inner.state.lock().await;
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         let mut record = self.load_contact(&mut tx, contact.0).await?;
         record.verified = true;
         record.identity_changed = false;
@@ -606,7 +608,7 @@ impl Client {
         let id = MessageId(id);
         let now = now_ms();
         let state = self.inner.state.lock().await;
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         let record = self.load_contact(&mut tx, contact.0).await?;
         if record.identity_changed {
             return Err(ClientError::IdentityChangedUnverified(record.name));
@@ -654,7 +656,7 @@ impl Client {
         let row = store::push_outbox(c, contact_id).await?;
         let item = OutboxItem {
             message_id: message_id.map(|m| m.0),
-            payload: payload.encode().to_vec(),
+            payload: payload.encode(),
         };
         let sealed = self
             .inner
@@ -722,7 +724,7 @@ impl Client {
     /// an unsigned tail (run before an export or at the end of a shift).
     pub async fn checkpoint_transcripts(&self) -> Result<u64> {
         let state = self.inner.state.lock().await;
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         let mut signed = 0;
         for contact_id in store::transcript_contacts(&mut tx).await? {
             let Some(sealed) = store::transcript_writer(&mut tx, contact_id).await? else {
@@ -747,12 +749,16 @@ impl Client {
         &self,
         c: &mut SqliteConnection,
         contact_id: i64,
-    ) -> Result<Vec<(bool, Session)>> {
+    ) -> Result<Vec<StoredSession>> {
         let mut out = Vec::new();
         for row in store::sessions(c, contact_id).await? {
             let session = Session::unseal(&row.sealed, &self.inner.storage_key)
                 .map_err(|_| ClientError::CorruptStore("session"))?;
-            out.push((row.active, session));
+            out.push(StoredSession {
+                active: row.active,
+                last_used_ms: row.last_used_ms,
+                session,
+            });
         }
         Ok(out)
     }
@@ -803,7 +809,7 @@ impl Client {
 
     async fn start_session(&self, contact_id: i64, bundle: &PreKeyBundle) -> Result<()> {
         let state = self.inner.state.lock().await;
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         let mut record = self.load_contact(&mut tx, contact_id).await?;
         // The relay is not trusted: the bundle must belong to the identity the address pins.
         if bundle.identity.fingerprint().0 != record.fingerprint {
@@ -827,6 +833,7 @@ impl Client {
             SESSIONS_PER_CONTACT,
         )
         .await?;
+        store::remember_base_key(&mut tx, contact_id, session.base_key().as_bytes()).await?;
         let event = session_started(&state.account, record.address(), &session);
         self.audit(&mut tx, &state.account, event).await?;
         tx.commit().await?;
@@ -946,10 +953,25 @@ impl Client {
         if one_time >= target / 4 && kem_one_time >= target / 4 {
             return Ok(());
         }
+        // The relay's counts are not trusted alone: a relay reporting zero again and again
+        // must not grow the account without bound. Secrets kept locally (published, or handed
+        // out and not yet used by a prekey message) stay below twice the target.
+        let (local_x, local_k) = {
+            let state = self.inner.state.lock().await;
+            let (x, k) = state.account.one_time_prekey_counts();
+            (
+                u32::try_from(x).unwrap_or(u32::MAX),
+                u32::try_from(k).unwrap_or(u32::MAX),
+            )
+        };
+        let room = |local: u32| (2 * target).saturating_sub(local);
         let (mut x_left, mut k_left) = (
-            target.saturating_sub(one_time),
-            target.saturating_sub(kem_one_time),
+            target.saturating_sub(one_time).min(room(local_x)),
+            target.saturating_sub(kem_one_time).min(room(local_k)),
         );
+        if x_left == 0 && k_left == 0 {
+            return Ok(());
+        }
         let (mut x_sent, mut k_sent) = (0, 0);
         while x_left > 0 || k_left > 0 {
             let chunk = u32::try_from(MAX_PREKEYS_PER_UPLOAD).unwrap_or(100);
@@ -1141,6 +1163,14 @@ impl Client {
                     held.insert(row.contact_id); // until the user re-verifies
                     continue;
                 }
+                // Re-read the row: while this pass waited on the network, a replaced identity
+                // may have cleared its ciphertext (made for the old identity).
+                let Some(row) = ({
+                    let mut c = self.inner.db.acquire().await?;
+                    store::outbox_row(&mut c, row.id).await?
+                }) else {
+                    continue;
+                };
                 let ciphertext = match row.ciphertext {
                     Some(c) => c,
                     None => match self
@@ -1250,14 +1280,14 @@ impl Client {
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
         let _state = self.inner.state.lock().await;
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         let item: OutboxItem =
             self.inner
                 .vault
                 .open_value("outbox", &row_id.to_be_bytes(), sealed)?;
-        let payload = Zeroizing::new(item.payload);
+        let payload = item.payload;
         let mut sessions = self.load_sessions(&mut tx, contact_id).await?;
-        let Some((_, session)) = sessions.first_mut() else {
+        let Some(StoredSession { session, .. }) = sessions.first_mut() else {
             return Err(ClientError::Session("no session with the contact".into()));
         };
         let ciphertext = session.encrypt(&payload).map_err(session_error)?;
@@ -1386,7 +1416,7 @@ impl Client {
 
     /// Marks messages read: they leave [`Client::unread`].
     pub async fn mark_read(&self, ids: &[MessageId]) -> Result<()> {
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         for id in ids {
             store::remove_from_inbox(&mut tx, &id.0).await?;
         }
@@ -1399,8 +1429,17 @@ impl Client {
     /// Stores one delivery: decrypt, then commit session, transcript record and dedupe markers
     /// in one transaction. Returns once it is durable; the caller acknowledges it afterwards.
     async fn receive(&self, delivery: Delivery) -> Result<()> {
+        // In a task of its own: the connection's select! may drop the reader at any await, and
+        // a receive must either finish (commit, then update memory) or not start.
+        let client = self.clone();
+        tokio::spawn(async move { client.receive_now(delivery).await })
+            .await
+            .map_err(|_| ClientError::Connection("the receive task failed".into()))?
+    }
+
+    async fn receive_now(&self, delivery: Delivery) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         if store::envelope_seen(&mut tx, &delivery.server_id).await? {
             return Ok(()); // stored before a crash or lost ack: acknowledge again, show nothing
         }
@@ -1409,12 +1448,15 @@ impl Client {
         store::prune_seen_envelopes(&mut tx, now.saturating_sub(SEEN_ENVELOPE_TTL_MS)).await?;
         let sender = Address::from_device_address(delivery.sender);
         let mut events = Vec::new();
+        let mut new_account = None;
         match self
-            .decrypt(&mut tx, &mut state, sender, &delivery.payload, &mut events)
+            .decrypt(&mut tx, &state, sender, &delivery.payload, &mut events)
             .await?
         {
-            Ok(Some(decrypted)) => {
-                self.deliver_payload(&mut tx, &state, decrypted, now, &mut events)
+            Ok(Some(mut decrypted)) => {
+                new_account = decrypted.account.take();
+                let signer = new_account.as_ref().unwrap_or(&state.account);
+                self.deliver_payload(&mut tx, signer, decrypted, now, &mut events)
                     .await?;
             }
             Ok(None) => {} // a duplicate
@@ -1424,6 +1466,9 @@ impl Client {
             }
         }
         tx.commit().await?;
+        if let Some(account) = new_account {
+            state.account = account;
+        }
         drop(state);
         for event in events {
             self.emit(event);
@@ -1459,7 +1504,7 @@ impl Client {
     async fn decrypt(
         &self,
         c: &mut SqliteConnection,
-        state: &mut State,
+        state: &State,
         sender: Address,
         bytes: &[u8],
         events: &mut Vec<Event>,
@@ -1471,7 +1516,12 @@ impl Client {
         let contact = self.find_by_address(c, sender).await?;
         let mut last_error = None;
         if let Some((contact_id, record)) = &contact {
-            for (_, mut session) in self.load_sessions(c, *contact_id).await? {
+            // The blind index found this row; the row itself must agree (a store edited behind
+            // our back could have moved the index onto another contact).
+            if record.address() != sender {
+                return Err(ClientError::CorruptStore("contact index"));
+            }
+            for StoredSession { mut session, .. } in self.load_sessions(c, *contact_id).await? {
                 let missing_before = missing_count(&session);
                 match session.decrypt(bytes, &mut rng()) {
                     Ok(plaintext) => {
@@ -1487,6 +1537,7 @@ impl Client {
                             contact_id: *contact_id,
                             name: record.name.clone(),
                             plaintext: Zeroizing::new(plaintext),
+                            account: None,
                         })));
                     }
                     Err(DecryptionError::DuplicateMessage { .. }) => return Ok(Ok(None)),
@@ -1502,6 +1553,14 @@ impl Client {
             return Ok(Err(Failure(
                 "the message's identity is not the sender the relay named".into(),
             )));
+        }
+        // A prekey message for a session this contact already had is a replay (its session
+        // has moved on, or was pruned): accepting it again would overwrite or resurrect a
+        // session. Treated as a duplicate.
+        if let Some((contact_id, _)) = &contact
+            && store::base_key_known(c, *contact_id, prekey.base_key.as_bytes()).await?
+        {
+            return Ok(Ok(None));
         }
         let mut account = state.account.clone();
         let inbound = match account.accept(bytes, &mut rng()) {
@@ -1544,26 +1603,36 @@ impl Client {
         // Which session sends from now on. If ours is still unanswered, both sides started at
         // once: both pick the session with the smaller base key, so they agree without talking.
         // Otherwise the peer started afresh (a reinstall, a lost session): follow them.
+        // "At once" means within SIMULTANEOUS_START_WINDOW: an old unanswered session (made
+        // only to show a safety number, or whose first message was lost) must not win over
+        // the peer's fresh one, which the peer can actually use.
         let new_base = *session.base_key().as_bytes();
+        let now = now_ms();
         let active_base = match self
             .load_sessions(c, contact_id)
             .await?
             .iter()
-            .find(|(active, _)| *active)
+            .find(|s| s.active)
         {
-            Some((_, ours)) if ours.awaiting_reply() => (*ours.base_key().as_bytes()).min(new_base),
+            Some(ours)
+                if ours.session.awaiting_reply()
+                    && now.saturating_sub(ours.last_used_ms) < SIMULTANEOUS_START_WINDOW_MS =>
+            {
+                (*ours.session.base_key().as_bytes()).min(new_base)
+            }
             _ => new_base,
         };
+        store::remember_base_key(c, contact_id, &new_base).await?;
         self.save_session(c, contact_id, &session).await?;
         store::activate_session(c, contact_id, &active_base, SESSIONS_PER_CONTACT).await?;
         let event = session_started(&account, sender, &session);
         self.audit(c, &account, event).await?;
         self.save_account(c, &account).await?;
-        state.account = account;
         Ok(Ok(Some(Decrypted {
             contact_id,
             name,
             plaintext: Zeroizing::new(inbound.plaintext),
+            account: Some(account),
         })))
     }
 
@@ -1572,7 +1641,7 @@ impl Client {
     async fn deliver_payload(
         &self,
         c: &mut SqliteConnection,
-        state: &State,
+        account: &Account,
         decrypted: Decrypted,
         now: u64,
         events: &mut Vec<Event>,
@@ -1581,6 +1650,7 @@ impl Client {
             contact_id,
             name,
             plaintext,
+            ..
         } = decrypted;
         match Payload::decode(&plaintext) {
             Err(e) => {
@@ -1614,7 +1684,7 @@ impl Client {
                 let sequence = self
                     .append_transcript(
                         c,
-                        &state.account,
+                        account,
                         contact_id,
                         &TranscriptRecord {
                             direction: Direction::Received,
@@ -1658,7 +1728,7 @@ impl Client {
     /// Appends one event to the audit chain in a transaction of its own.
     pub(crate) async fn audit_now(&self, event: AuditEvent) -> Result<()> {
         let state = self.inner.state.lock().await;
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = store::begin(&self.inner.db).await?;
         self.audit(&mut tx, &state.account, event).await?;
         tx.commit().await?;
         Ok(())
@@ -1714,6 +1784,16 @@ struct Decrypted {
     contact_id: i64,
     name: String,
     plaintext: Zeroizing<Vec<u8>>,
+    /// For a new session: the account with the one-time prekeys it used removed, to become
+    /// the in-memory account once (and only once) the transaction has committed.
+    account: Option<Account>,
+}
+
+/// A session as stored for a contact.
+struct StoredSession {
+    active: bool,
+    last_used_ms: u64,
+    session: Session,
 }
 
 /// Reads a connection until it ends, only so that answers reach their callers.
@@ -1766,5 +1846,68 @@ mod tests {
         assert!(store::sessions(&mut c, contact.0).await.unwrap().is_empty());
         drop(c);
         assert!(!alice.contacts().await.unwrap()[0].identity_known);
+    }
+
+    /// A relay replaying a prekey message after the session it started is gone (pruned, or
+    /// moved on too far to recognise it) must not bring that session back.
+    #[tokio::test]
+    async fn a_replayed_prekey_message_never_resurrects_its_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ClientOptions {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            ..ClientOptions::default()
+        };
+        let secret = Secret::passphrase("correct horse battery staple");
+        let bob = Client::create(&dir.path().join("b.db"), &secret, options)
+            .await
+            .unwrap();
+        let mut rng = rng();
+        let alice = Account::new(1, 0, &mut rng);
+        // No one-time prekeys: the bundle a relay hands out once they run out.
+        let bundle = bob
+            .inner
+            .state
+            .lock()
+            .await
+            .account
+            .prekey_bundle()
+            .unwrap();
+        let mut to_bob = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
+        let payload = Payload::Message {
+            id: MessageId([7; 16]),
+            sent_at_ms: 1,
+            content_type: ContentType::Text,
+            content: Zeroizing::new(b"hello".to_vec()),
+        };
+        let first = to_bob.encrypt(&payload.encode()).unwrap();
+        let sender = hushwire::proto::relay::DeviceAddress {
+            fingerprint: alice.identity_key().fingerprint().0,
+            device_id: 1,
+        };
+        let deliver = |server_id: u8| Delivery {
+            server_id: [server_id; 16],
+            sender,
+            server_time_ms: 1,
+            payload: first.clone(),
+        };
+        bob.receive_now(deliver(1)).await.unwrap();
+        assert_eq!(bob.unread().await.unwrap().len(), 1);
+        let contact = bob.contacts().await.unwrap()[0].id;
+
+        // The session goes (as the per-contact cap would drop it); the relay replays.
+        {
+            let mut c = bob.inner.db.acquire().await.unwrap();
+            store::delete_sessions(&mut c, contact.0).await.unwrap();
+        }
+        let mut events = bob.events();
+        bob.receive_now(deliver(2)).await.unwrap();
+        let mut c = bob.inner.db.acquire().await.unwrap();
+        assert!(
+            store::sessions(&mut c, contact.0).await.unwrap().is_empty(),
+            "the replay recreated the session"
+        );
+        drop(c);
+        assert!(events.try_recv().is_err(), "a replay is silent");
+        assert_eq!(bob.unread().await.unwrap().len(), 1);
     }
 }

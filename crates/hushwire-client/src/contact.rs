@@ -47,8 +47,9 @@ impl ContactRecord {
     }
 }
 
-/// What the app sees of a contact.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the app sees of a contact. `Debug` leaves the name out: a patient's name is PHI and
+/// `Debug` output ends up in logs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Contact {
     /// Its id.
     pub id: ContactId,
@@ -62,6 +63,17 @@ pub struct Contact {
     pub identity_changed: bool,
     /// Its identity key is known (a session exists or existed).
     pub identity_known: bool,
+}
+
+impl core::fmt::Debug for Contact {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Contact")
+            .field("id", &self.id)
+            .field("address", &self.address)
+            .field("verified", &self.verified)
+            .field("identity_changed", &self.identity_changed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Contact {

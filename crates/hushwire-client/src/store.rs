@@ -66,6 +66,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (contact_id, message_id)
     );
     CREATE TABLE failures (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, sealed BLOB NOT NULL);
+    CREATE TABLE session_base_keys (
+        contact_id INTEGER NOT NULL,
+        base_key BLOB NOT NULL,
+        PRIMARY KEY (contact_id, base_key)
+    );
     CREATE TABLE inbox (
         id INTEGER PRIMARY KEY,
         contact_id INTEGER NOT NULL,
@@ -86,18 +91,39 @@ pub(crate) async fn open(path: &Path, create: bool) -> Result<SqlitePool> {
         // Durability first: a message acknowledged to the relay must survive a power cut.
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true);
-    // One connection: every write is serialised by the client anyway, and a single connection
-    // keeps transactions simple.
+    // Several connections, so a long read (an export, a verification) never starves message
+    // handling; WAL lets readers run beside the writer. Every write transaction starts with
+    // BEGIN IMMEDIATE (see `begin`), so writers queue on SQLite's lock (busy timeout) instead
+    // of failing when a reader's snapshot goes stale.
+    let options = options.busy_timeout(std::time::Duration::from_secs(30));
+    #[cfg(unix)]
+    if create && !path.exists() {
+        // Owner-only from the start: the key-check value and sealed blobs are nobody else's
+        // to copy for an offline passphrase search.
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+    }
     let pool = SqlitePoolOptions::new()
-        .max_connections(1)
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(60))
         .connect_with(options)
         .await?;
     migrate(&pool).await?;
     Ok(pool)
 }
 
+/// A write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock at once, so two writers
+/// never both read and then collide on the upgrade.
+pub(crate) async fn begin(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
 async fn migrate(pool: &SqlitePool) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut *tx)
         .await?;
@@ -214,13 +240,14 @@ pub(crate) async fn update_contact(
 /// A stored session row.
 pub(crate) struct SessionRow {
     pub active: bool,
+    pub last_used_ms: u64,
     pub sealed: Vec<u8>,
 }
 
 /// A contact's sessions, the active one first, then most recently used.
 pub(crate) async fn sessions(c: &mut SqliteConnection, contact_id: i64) -> Result<Vec<SessionRow>> {
     let rows = sqlx::query(
-        "SELECT active, sealed FROM sessions WHERE contact_id = ? ORDER BY active DESC, last_used_ms DESC, id DESC",
+        "SELECT active, sealed, last_used_ms FROM sessions WHERE contact_id = ? ORDER BY active DESC, last_used_ms DESC, id DESC",
     )
     .bind(contact_id)
     .fetch_all(c)
@@ -230,6 +257,7 @@ pub(crate) async fn sessions(c: &mut SqliteConnection, contact_id: i64) -> Resul
         .map(|r| SessionRow {
             active: r.get::<i64, _>(0) != 0,
             sealed: r.get(1),
+            last_used_ms: u64::try_from(r.get::<i64, _>(2)).unwrap_or(0),
         })
         .collect())
 }
@@ -524,11 +552,61 @@ pub(crate) async fn mark_message_seen(
     Ok(done.rows_affected() == 1)
 }
 
+/// Remembers that a session with `base_key` existed with a contact; false if it already did.
+/// Never pruned: a prekey message naming a known base key is a replay, whatever became of its
+/// session.
+pub(crate) async fn remember_base_key(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    base_key: &[u8],
+) -> Result<bool> {
+    let done =
+        sqlx::query("INSERT OR IGNORE INTO session_base_keys (contact_id, base_key) VALUES (?, ?)")
+            .bind(contact_id)
+            .bind(base_key)
+            .execute(c)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn base_key_known(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    base_key: &[u8],
+) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT 1 FROM session_base_keys WHERE contact_id = ? AND base_key = ?",
+    )
+    .bind(contact_id)
+    .bind(base_key)
+    .fetch_optional(c)
+    .await?
+    .is_some())
+}
+
+pub(crate) async fn outbox_row(c: &mut SqliteConnection, id: i64) -> Result<Option<OutboxRow>> {
+    let row = sqlx::query("SELECT id, contact_id, sealed, ciphertext FROM outbox WHERE id = ?")
+        .bind(id)
+        .fetch_optional(c)
+        .await?;
+    Ok(row.map(|r| OutboxRow {
+        id: r.get(0),
+        contact_id: r.get(1),
+        sealed: r.get(2),
+        ciphertext: r.get(3),
+    }))
+}
+
 pub(crate) async fn record_failure(
     c: &mut SqliteConnection,
     now_ms: u64,
     sealed: &[u8],
 ) -> Result<()> {
+    // Failures are kept 90 days: anyone can mail garbage, and the table must not grow for ever.
+    sqlx::query("DELETE FROM failures WHERE at_ms < ?")
+        .bind(i64::try_from(now_ms.saturating_sub(90 * 24 * 3600 * 1000)).unwrap_or(0))
+        .execute(&mut *c)
+        .await?;
     sqlx::query("INSERT INTO failures (at_ms, sealed) VALUES (?, ?)")
         .bind(i64::try_from(now_ms).unwrap_or(i64::MAX))
         .bind(sealed)
