@@ -120,7 +120,8 @@ impl Client {
     /// checkpoint signed by this device's identity and matching — and returns it.
     pub async fn verify_audit(&self) -> Result<(AuditReport, Vec<AuditRecord>)> {
         let signer = *self.identity_key().await.signing_key();
-        let mut c = self.db().acquire().await?;
+        // One snapshot: a record or checkpoint added meanwhile is not half in it.
+        let mut c = self.db().begin().await?;
         let chain_id = self.audit_chain_id(&mut c).await?;
         let mut records = Vec::new();
         for (sequence, sealed) in store::audit_records(&mut c).await? {

@@ -118,9 +118,10 @@ impl Client {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(TranscriptReport, Vec<TranscriptRecord>)> {
         // Lock order everywhere is state, then database connection: take what needs the state
-        // before holding the (single) connection.
+        // before holding a connection. The read transaction is one snapshot: a message stored
+        // meanwhile is not half in it.
         let signer = *self.identity_key().await.signing_key();
-        let mut c = self.db().acquire().await?;
+        let mut c = self.db().begin().await?;
         let writer = self.writer(&mut c, contact).await?;
         let total = store::transcript_record_count(&mut c, contact.0).await?;
         let checkpoints = self.checkpoints(&mut c, contact).await?;
@@ -162,7 +163,9 @@ impl Client {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<ExportSummary> {
         let identity = self.identity_key().await;
-        let mut c = self.db().acquire().await?;
+        // One snapshot for the whole export (WAL readers do not block the writer): each
+        // transcript's announced record count matches the records that follow it.
+        let mut c = self.db().begin().await?;
         let chosen: Vec<ContactId> = if contacts.is_empty() {
             store::transcript_contacts(&mut c)
                 .await?
