@@ -15,7 +15,8 @@ set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${HUSHWIRE_BIN_DIR:-$ROOT/target/debug}
-LOCK_AFTER=3
+# Long enough for bob's recv and reply to finish before alice's screen locks, even on a busy machine.
+LOCK_AFTER=${LOCK_AFTER:-10}
 
 if ! command -v tmux >/dev/null; then
     echo "FAIL: tmux is not installed (apt-get install -y tmux)"
