@@ -865,3 +865,59 @@ fn alice_fingerprint(user: &User) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Edits a closed store with SQL, as someone holding the file (not the passphrase) could.
+fn tamper(home: &Path, sql: &str) {
+    let db = home.join("client.db");
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()")
+        .arg(&db)
+        .arg(sql)
+        .status()
+        .expect("python3 runs (it edits the store for this test)");
+    assert!(status.success(), "the edit {sql:?} failed");
+}
+
+#[test]
+fn transcript_and_audit_verification_fail_after_the_store_is_altered() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    for i in 1..=3 {
+        alice.send("bob", &format!("record {i}"));
+    }
+    assert_eq!(bob.recv().0.len(), 3);
+
+    // Untouched: both checks pass.
+    let report = bob
+        .run_ok(&["transcript", "verify", "alice", "--json"])
+        .json();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["report"]["records"], 3, "{report}");
+    bob.run_ok(&["audit", "verify"]);
+
+    // The second record replaced by a copy of the first (each is validly sealed on its own).
+    tamper(
+        &bob.home,
+        "UPDATE transcript_records SET record = \
+         (SELECT record FROM transcript_records WHERE sequence = 0) WHERE sequence = 1",
+    );
+    let transcript = bob
+        .run(&["transcript", "verify", "alice"])
+        .failed("transcript verify after the edit");
+    assert!(
+        transcript.stderr.contains("record 0 appears twice"),
+        "the fault is named and located:\n{}\n{}",
+        transcript.stdout,
+        transcript.stderr
+    );
+    let audit = bob
+        .run(&["audit", "verify"])
+        .failed("audit verify after the edit");
+    assert!(
+        format!("{}{}", audit.stdout, audit.stderr).contains("FAILED"),
+        "{}\n{}",
+        audit.stdout,
+        audit.stderr
+    );
+}
