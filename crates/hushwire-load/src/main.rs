@@ -526,6 +526,12 @@ async fn run(args: Args) -> Result<bool, String> {
             if let Ok(mut u) = url.lock() {
                 *u = relay.url();
             }
+            // On SQLite the receivers use the restarted relay too.
+            if second.is_none()
+                && let Ok(mut u) = receiver_url.lock()
+            {
+                *u = relay.url();
+            }
             kills_done += 1;
             last_kill = Instant::now();
             eprintln!(

@@ -1,17 +1,22 @@
 //! SQLite storage: WAL mode, `synchronous = FULL`, and group commit.
 //!
 //! Every write goes through one writer task that owns the only writing connection. It takes
-//! whatever jobs are queued (up to [`MAX_BATCH`]), runs them in one transaction (a job of
-//! several write statements inside its own savepoint, so it applies all or nothing), commits
-//! once, and only then answers each job. One fsync thus covers many sends
-//! (about 50,000 rows/s here against 4,000 with a commit per row), and an envelope is acked only
-//! once it is on disk. Reads use a separate pool and never block the writer (WAL).
+//! whatever jobs are queued (up to [`MAX_BATCH`]), runs them in one transaction, commits once,
+//! and only then answers each job. One fsync thus covers many sends, and an envelope is acked
+//! only once it is on disk. Reads use a separate pool and never block the writer (WAL).
+//!
+//! Each statement is a round trip to sqlx's SQLite worker thread, so the hot path is batched:
+//! all of a batch's stored envelopes go into multi-row `INSERT`s and all of its acknowledged
+//! envelopes into one `DELETE ... RETURNING`, whatever the number of jobs. Other writes run one
+//! job at a time, each with several statements in its own savepoint (all or nothing). A batched
+//! statement that fails rolls the whole batch back: nothing of it is committed and every job in
+//! it is answered with an error (so no job is ever half applied).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr as _;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
@@ -61,10 +66,103 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 /// What a job gives back to the writer: how to answer its caller once the transaction's fate
 /// (committed or not) is known. A failed job has already undone its own writes.
 type Reply = Box<dyn FnOnce(bool) + Send>;
-type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Reply> + Send>;
+/// A write run on its own (everything but storing and acknowledging envelopes).
+type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Reply> + Send>;
+
+/// One queued write.
+enum Job {
+    /// Envelopes to store: a batch's all go into multi-row `INSERT`s.
+    Enqueue(EnqueueJob),
+    /// Acknowledged envelopes to delete: a batch's all go into one `DELETE`.
+    Ack(AckJob),
+    /// Anything else, run alone.
+    Work(Work),
+}
+
+/// [`Store::enqueue`] as data, so that the writer can batch it.
+struct EnqueueJob {
+    sender: DeviceAddress,
+    envelopes: Vec<OutgoingEnvelope>,
+    ids: Vec<[u8; 16]>,
+    now_ms: u64,
+    quota: u32,
+    reply: EnqueueReply,
+}
+
+/// Where an enqueue job's outcome goes.
+type EnqueueReply = oneshot::Sender<Result<Enqueued, StoreError>>;
+
+/// [`Store::ack`] as data, so that the writer can batch it.
+struct AckJob {
+    recipient: DeviceAddress,
+    server_ids: Vec<[u8; 16]>,
+    reply: oneshot::Sender<Result<Vec<[u8; 16]>, StoreError>>,
+}
+
+/// Most rows in one envelope `INSERT` (7 parameters each; SQLite allows 32,766 per statement).
+/// A batch holds at most [`MAX_BATCH`] × 16 envelopes, so one statement takes them all.
+const MAX_INSERT_ROWS: usize = 4096;
+/// Most `(server_id, recipient)` tuples in one acknowledgement `DELETE` (3 parameters each).
+const MAX_DELETE_ROWS: usize = 10_000;
+/// Most rows in one audit record `INSERT` (3 parameters each).
+const MAX_AUDIT_ROWS: usize = 1024;
+
+/// `INSERT` of `rows` envelopes.
+fn insert_envelopes_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, \
+         sender_fingerprint, sender_device, server_time, payload) VALUES {};\n",
+        placeholders(rows, 7)
+    )
+}
+
+/// `DELETE` of up to `rows` acknowledged envelopes, each named by `(server_id,
+/// recipient_fingerprint, recipient_device)`: an id only deletes its own recipient's envelope.
+/// Each is found through the unique index on `server_id` (a row-value `IN` would scan).
+fn delete_acked_sql(rows: usize) -> String {
+    format!(
+        "DELETE FROM envelopes WHERE position IN (SELECT e.position FROM (VALUES {}) AS v \
+         JOIN envelopes AS e ON e.server_id = v.column1 AND e.recipient_fingerprint = v.column2 \
+         AND e.recipient_device = v.column3) \
+         RETURNING server_id, recipient_fingerprint, recipient_device;\n",
+        placeholders(rows, 3)
+    )
+}
+
+/// `INSERT`s of 1, 2, 4, ... [`MAX_AUDIT_ROWS`] audit records.
+static INSERT_AUDIT: LazyLock<Vec<String>> = LazyLock::new(|| {
+    powers_of_two(MAX_AUDIT_ROWS)
+        .map(|n| {
+            format!(
+                "INSERT INTO audit_records (chain_id, sequence, record) VALUES {}",
+                placeholders(n, 3)
+            )
+        })
+        .collect()
+});
+
+/// 1, 2, 4, ... up to `max` (a power of two).
+fn powers_of_two(max: usize) -> impl Iterator<Item = usize> {
+    (0..=max.trailing_zeros()).map(|k| 1 << k)
+}
+
+/// `(?, ?), (?, ?)` for `rows` rows of `columns` columns.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// The statement of `sizes` (1, 2, 4, ... rows) for `rows` rows: the largest that fits, so
+/// `n` rows take one statement per bit set in `n` (and sqlx's statement cache, 100 per
+/// connection, holds every size).
+fn chunk(sizes: &'static [String], rows: usize) -> (usize, &'static str) {
+    let k = (usize::BITS - 1 - rows.max(1).leading_zeros()) as usize;
+    let k = k.min(sizes.len().saturating_sub(1));
+    (1 << k, sizes.get(k).map_or("", String::as_str))
+}
 
 /// What the writer knows without asking the database, so that storing or deleting an envelope
-/// is one statement and the quota check is O(1) in mailbox size. Only the writer task touches
+/// needs no query before it and the quota check is O(1) in mailbox size. Only the writer task touches
 /// it; a failed commit clears it (it is reloaded lazily, one query per device).
 #[derive(Default)]
 struct MailboxCache {
@@ -119,8 +217,7 @@ impl SqliteStore {
     }
 
     /// Queues `work` for the writer, in its own savepoint when `savepoint` is set (work of more
-    /// than one write statement must ask for one: a single statement is atomic by itself, and
-    /// skipping the savepoint saves two round trips on the hot path).
+    /// than one write statement must ask for one: a single statement is atomic by itself).
     async fn submit<T: Send + 'static>(
         &self,
         savepoint: bool,
@@ -129,7 +226,7 @@ impl SqliteStore {
         + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
-        let job: Job = Box::new(move |conn| {
+        let job: Work = Box::new(move |conn| {
             Box::pin(async move {
                 if savepoint {
                     let _ = sqlx::query("SAVEPOINT job").execute(&mut *conn).await;
@@ -141,16 +238,18 @@ impl SqliteStore {
                     }
                     let _ = sqlx::query("RELEASE job").execute(&mut *conn).await;
                 }
-                let answer: Reply = Box::new(move |committed| {
-                    let _ = tx.send(match result {
-                        Ok(v) if committed => Ok(v),
-                        Ok(_) => Err(StoreError::Closed),
-                        Err(e) => Err(StoreError::Database(e)),
-                    });
-                });
-                answer
+                answer(tx, result.map_err(StoreError::Database))
             })
         });
+        self.queue(Job::Work(job), rx).await
+    }
+
+    /// Hands `job` to the writer and waits for its answer (given after the batch's commit).
+    async fn queue<T>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         self.writes
             .send(job)
             .await
@@ -159,11 +258,67 @@ impl SqliteStore {
     }
 }
 
+/// The answer to send on `tx` once the batch's fate is known: `result` if it committed (an
+/// error stands either way: its job wrote nothing).
+fn answer<T: Send + 'static>(
+    tx: oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> Reply {
+    Box::new(move |committed| {
+        let _ = tx.send(match result {
+            Ok(v) if committed => Ok(v),
+            Ok(_) => Err(StoreError::Closed),
+            Err(e) => Err(e),
+        });
+    })
+}
+
+/// Time the writer spent per phase, logged (at debug level) every [`STATS_EVERY`].
+#[derive(Default)]
+struct WriterStats {
+    batches: u64,
+    jobs: u64,
+    envelopes: u64,
+    acks: u64,
+    /// Round trips to the SQLite worker thread (statements sent; a batch's hot path is one).
+    round_trips: u64,
+    /// `BEGIN` and the other jobs, in batches that had some.
+    work: Duration,
+    /// Quota and registration checks (from the cache, or one query on a miss).
+    admit: Duration,
+    /// The batched `DELETE`, `INSERT` and the `COMMIT` (with its fsync).
+    write: Duration,
+}
+
+/// How often the writer logs its [`WriterStats`].
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+impl WriterStats {
+    fn log(&self, over: Duration) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::debug!(
+            "sqlite writer over {:.1} s: {} batches, {} jobs, {} envelopes stored, {} acked, \
+             {} round trips; ms in other jobs {:.0}, checks {:.0}, delete+insert+commit {:.0}",
+            over.as_secs_f64(),
+            self.batches,
+            self.jobs,
+            self.envelopes,
+            self.acks,
+            self.round_trips,
+            ms(self.work),
+            ms(self.admit),
+            ms(self.write),
+        );
+    }
+}
+
 async fn run_writer(
     mut conn: SqliteConnection,
     mut jobs: mpsc::Receiver<Job>,
     cache: Arc<Mutex<MailboxCache>>,
 ) {
+    let mut stats = WriterStats::default();
+    let mut stats_since = Instant::now();
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -172,31 +327,285 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        let mut answers = Vec::with_capacity(batch.len());
-        let began = sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .is_ok();
+        stats.batches += 1;
+        stats.jobs += batch.len() as u64;
+        let mut works = Vec::new();
+        let mut enqueues = Vec::new();
+        let mut acks = Vec::new();
         for job in batch {
-            if !began {
-                answers.push(job_failed());
-                continue;
+            match job {
+                Job::Work(w) => works.push(w),
+                Job::Enqueue(e) => enqueues.push(e),
+                Job::Ack(a) => acks.push(a),
             }
-            answers.push(job(&mut conn).await);
         }
-        let committed = began && sqlx::query("COMMIT").execute(&mut conn).await.is_ok();
-        if !committed && began {
-            tracing::error!("sqlite commit failed; {} writes refused", answers.len());
+        stats.envelopes += enqueues.iter().map(|e| e.ids.len() as u64).sum::<u64>();
+        stats.acks += acks.iter().map(|a| a.server_ids.len() as u64).sum::<u64>();
+        let mut answers: Vec<Reply> = Vec::with_capacity(works.len() + enqueues.len() + acks.len());
+        let mut clock = Instant::now();
+        let mut lap = |phase: &mut Duration| {
+            let now = Instant::now();
+            *phase += now - clock;
+            clock = now;
+        };
+        // Every job of a batch was queued before any was answered, so any order is one their
+        // callers could have seen. Other jobs (registrations, prekeys, audit, expiry) run first,
+        // one by one; then the enqueue checks; then, in one round trip, the acknowledgements'
+        // DELETE, the envelopes' INSERT and the COMMIT (with BEGIN too if no job came before).
+        let mut began = false;
+        let mut ok = true;
+        if !works.is_empty() {
+            stats.round_trips += 1;
+            began = sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .is_ok();
+            ok = began;
+            if began {
+                for work in works {
+                    answers.push(work(&mut conn).await);
+                }
+            }
+            // Jobs that did not run are dropped unanswered: their callers see `Closed`.
+        }
+        lap(&mut stats.work);
+        let mut hot = HotPath::default();
+        if ok {
+            // Outside a transaction when nothing came before: this connection is the only
+            // writer, so what it reads cannot change before its own write.
+            hot.admit(&mut conn, &cache, enqueues, &mut answers).await;
+            hot.wanted(&acks);
+        }
+        lap(&mut stats.admit);
+        let committed = if !ok {
+            false
+        } else if hot.is_empty() && !began {
+            // Nothing to write (every enqueue refused, or only empty acks: a client's "mailbox
+            // drained" barrier). The acks are still answered, with nothing deleted.
+            hot.answer(&cache, acks, HashSet::new(), &mut answers);
+            true
+        } else {
+            stats.round_trips += 1;
+            match hot.write(&mut conn, !began).await {
+                Ok(deleted) => {
+                    hot.answer(&cache, acks, deleted, &mut answers);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!("sqlite batch failed: {e}");
+                    false
+                }
+            }
+        };
+        lap(&mut stats.write);
+        if !committed {
+            tracing::error!(
+                "sqlite batch not committed; {} writes refused",
+                answers.len()
+            );
             let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-        }
-        if !committed && let Ok(mut cache) = cache.lock() {
-            // The jobs' cache updates describe writes that did not happen.
-            *cache = MailboxCache::default();
+            if let Ok(mut cache) = cache.lock() {
+                // Cache updates made for this batch may describe writes that did not happen.
+                *cache = MailboxCache::default();
+            }
         }
         for answer in answers {
             answer(committed);
         }
+        if stats_since.elapsed() >= STATS_EVERY {
+            stats.log(stats_since.elapsed());
+            stats = WriterStats::default();
+            stats_since = Instant::now();
+        }
     }
+}
+
+/// One envelope row as stored.
+struct EnvelopeRow {
+    id: [u8; 16],
+    recipient: DeviceAddress,
+    sender: DeviceAddress,
+    time_ms: u64,
+    payload: Vec<u8>,
+}
+
+/// A batch's stores and acknowledgements, written in one round trip.
+#[derive(Default)]
+struct HotPath {
+    /// Accepted envelopes, in order (so each frame's keep theirs: positions only grow).
+    rows: Vec<EnvelopeRow>,
+    /// Accepted envelopes per recipient, applied to the cache once written.
+    added: HashMap<DeviceAddress, i64>,
+    /// Accepted enqueue jobs' answers, sent once written.
+    stored: Vec<(EnqueueReply, Vec<Receipt>)>,
+    /// `(server_id, recipient)` to delete, without repeats.
+    wanted: Vec<([u8; 16], DeviceAddress)>,
+}
+
+impl HotPath {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.wanted.is_empty()
+    }
+
+    /// Checks each enqueue job in turn (registration, then quota counting what the jobs before
+    /// it add): refusals and errors are answered now, accepted jobs wait for the write.
+    async fn admit(
+        &mut self,
+        c: &mut SqliteConnection,
+        cache: &Mutex<MailboxCache>,
+        jobs: Vec<EnqueueJob>,
+        answers: &mut Vec<Reply>,
+    ) {
+        for job in jobs {
+            match admit(c, cache, &job, &self.added).await {
+                Err(e) => answers.push(answer(job.reply, Err(StoreError::Database(e)))),
+                Ok(Some(refused)) => answers.push(answer(job.reply, Ok(refused))),
+                Ok(None) => {
+                    let mut receipts = Vec::with_capacity(job.envelopes.len());
+                    for (e, id) in job.envelopes.into_iter().zip(job.ids) {
+                        *self.added.entry(e.recipient).or_insert(0) += 1;
+                        receipts.push(Receipt {
+                            server_id: id,
+                            server_time_ms: job.now_ms,
+                        });
+                        self.rows.push(EnvelopeRow {
+                            id,
+                            recipient: e.recipient,
+                            sender: job.sender,
+                            time_ms: job.now_ms,
+                            payload: e.payload,
+                        });
+                    }
+                    self.stored.push((job.reply, receipts));
+                }
+            }
+        }
+    }
+
+    /// Collects the acknowledged ids to delete.
+    fn wanted(&mut self, jobs: &[AckJob]) {
+        let mut seen = HashSet::new();
+        for job in jobs {
+            for id in &job.server_ids {
+                if seen.insert((*id, job.recipient)) {
+                    self.wanted.push((*id, job.recipient));
+                }
+            }
+        }
+    }
+
+    /// One query: `BEGIN` (if `begin`), the `DELETE`, the `INSERT` and `COMMIT`. sqlx runs a
+    /// query of several statements in one call to its worker thread, binding the arguments in
+    /// order. Not cached (its text depends on the batch's size); preparing it costs far less
+    /// than the round trips it saves. Returns the `(server_id, recipient)` deleted. On `Err`
+    /// the statements after the failing one did not run: the caller rolls back.
+    async fn write(
+        &mut self,
+        c: &mut SqliteConnection,
+        begin: bool,
+    ) -> Result<HashSet<([u8; 16], DeviceAddress)>, sqlx::Error> {
+        let mut sql = String::new();
+        if begin {
+            sql.push_str("BEGIN IMMEDIATE;\n");
+        }
+        for part in self.wanted.chunks(MAX_DELETE_ROWS) {
+            sql.push_str(&delete_acked_sql(part.len()));
+        }
+        for part in self.rows.chunks(MAX_INSERT_ROWS) {
+            sql.push_str(&insert_envelopes_sql(part.len()));
+        }
+        sql.push_str("COMMIT;");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for (id, recipient) in &self.wanted {
+            query = query
+                .bind(id.to_vec())
+                .bind(fp(recipient))
+                .bind(recipient.device_id);
+        }
+        for row in std::mem::take(&mut self.rows) {
+            query = query
+                .bind(row.id.to_vec())
+                .bind(fp(&row.recipient))
+                .bind(row.recipient.device_id)
+                .bind(fp(&row.sender))
+                .bind(row.sender.device_id)
+                .bind(to_i64(row.time_ms))
+                .bind(row.payload);
+        }
+        let mut deleted = HashSet::new();
+        for row in query.fetch_all(&mut *c).await? {
+            let id: Vec<u8> = row.try_get(0)?;
+            let fingerprint: Vec<u8> = row.try_get(1)?;
+            let device_id: i64 = row.try_get(2)?;
+            if let (Ok(id), Ok(fingerprint), Ok(device_id)) = (
+                <[u8; 16]>::try_from(id),
+                <[u8; 32]>::try_from(fingerprint),
+                u32::try_from(device_id),
+            ) {
+                deleted.insert((
+                    id,
+                    DeviceAddress {
+                        fingerprint,
+                        device_id,
+                    },
+                ));
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// After the write: updates the cache and answers. Each ack job gets the ids of its own
+    /// recipient that were deleted, each id once over the batch, as if the jobs had run one
+    /// after the other.
+    fn answer(
+        self,
+        cache: &Mutex<MailboxCache>,
+        acks: Vec<AckJob>,
+        mut deleted: HashSet<([u8; 16], DeviceAddress)>,
+        answers: &mut Vec<Reply>,
+    ) {
+        for (recipient, n) in self.added {
+            adjust_size(cache, recipient, n);
+        }
+        answers.extend(
+            self.stored
+                .into_iter()
+                .map(|(tx, receipts)| answer(tx, Ok(Enqueued::Stored(receipts)))),
+        );
+        for job in acks {
+            let mine: Vec<[u8; 16]> = job
+                .server_ids
+                .into_iter()
+                .filter(|id| deleted.remove(&(*id, job.recipient)))
+                .collect();
+            adjust_size(cache, job.recipient, -(mine.len() as i64));
+            answers.push(answer(job.reply, Ok(mine)));
+        }
+    }
+}
+
+/// Whether `job` may be stored: `Some` refusal if a recipient is unknown or would go over
+/// quota, counting the envelopes accepted before it in this batch (`added`) and in its own frame.
+async fn admit(
+    c: &mut SqliteConnection,
+    cache: &Mutex<MailboxCache>,
+    job: &EnqueueJob,
+    added: &HashMap<DeviceAddress, i64>,
+) -> Result<Option<Enqueued>, sqlx::Error> {
+    // Several envelopes of one frame may go to the same device: the quota counts them all.
+    let mut in_frame: HashMap<DeviceAddress, i64> = HashMap::new();
+    for e in &job.envelopes {
+        if !is_registered(c, cache, e.recipient).await? {
+            return Ok(Some(Enqueued::UnknownRecipient(e.recipient)));
+        }
+        let pending = in_frame.entry(e.recipient).or_insert(0);
+        *pending += 1;
+        let earlier = added.get(&e.recipient).copied().unwrap_or(0);
+        if mailbox_size(c, cache, e.recipient).await? + earlier + *pending > i64::from(job.quota) {
+            return Ok(Some(Enqueued::QuotaExceeded(e.recipient)));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether `address` is registered, from the cache or (once) from the database.
@@ -255,10 +664,6 @@ fn adjust_size(cache: &Mutex<MailboxCache>, address: DeviceAddress, delta: i64) 
     {
         *n = (*n + delta).max(0);
     }
-}
-
-fn job_failed() -> Box<dyn FnOnce(bool) + Send> {
-    Box::new(|_| {})
 }
 
 fn fp(a: &DeviceAddress) -> Vec<u8> {
@@ -470,45 +875,16 @@ impl Store for SqliteStore {
         quota: u32,
     ) -> Result<Enqueued, StoreError> {
         let ids: Vec<[u8; 16]> = envelopes.iter().map(|_| crate::random_id()).collect();
-        let cache = self.cache.clone();
-        // One envelope is one INSERT, atomic by itself; several need a savepoint (all or none).
-        let savepoint = envelopes.len() > 1;
-        self.submit(savepoint, move |c| {
-            Box::pin(async move {
-                // Several envelopes of one frame may go to the same device: the quota counts them all.
-                let mut in_frame: HashMap<DeviceAddress, i64> = HashMap::new();
-                for e in &envelopes {
-                    if !is_registered(c, &cache, e.recipient).await? {
-                        return Ok(Enqueued::UnknownRecipient(e.recipient));
-                    }
-                    let pending = in_frame.entry(e.recipient).or_insert(0);
-                    *pending += 1;
-                    if mailbox_size(c, &cache, e.recipient).await? + *pending > i64::from(quota) {
-                        return Ok(Enqueued::QuotaExceeded(e.recipient));
-                    }
-                }
-                let mut receipts = Vec::with_capacity(envelopes.len());
-                for (e, id) in envelopes.into_iter().zip(ids) {
-                    sqlx::query(
-                        "INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
-                         sender_device, server_time, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(id.to_vec())
-                    .bind(fp(&e.recipient))
-                    .bind(e.recipient.device_id)
-                    .bind(fp(&sender))
-                    .bind(sender.device_id)
-                    .bind(to_i64(now_ms))
-                    .bind(e.payload)
-                    .execute(&mut *c)
-                    .await?;
-                    adjust_size(&cache, e.recipient, 1);
-                    receipts.push(Receipt { server_id: id, server_time_ms: now_ms });
-                }
-                Ok(Enqueued::Stored(receipts))
-            })
-        })
-        .await
+        let (reply, rx) = oneshot::channel();
+        let job = EnqueueJob {
+            sender,
+            envelopes,
+            ids,
+            now_ms,
+            quota,
+            reply,
+        };
+        self.queue(Job::Enqueue(job), rx).await
     }
 
     async fn pending(
@@ -535,30 +911,13 @@ impl Store for SqliteStore {
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
     ) -> Result<Vec<[u8; 16]>, StoreError> {
-        let cache = self.cache.clone();
-        let savepoint = server_ids.len() > 1;
-        self.submit(savepoint, move |c| {
-            Box::pin(async move {
-                let mut deleted = Vec::new();
-                for id in server_ids {
-                    let gone: Option<Vec<u8>> = sqlx::query_scalar(
-                        "DELETE FROM envelopes WHERE server_id = ? AND recipient_fingerprint = ? AND recipient_device = ?
-                         RETURNING server_id",
-                    )
-                    .bind(id.to_vec())
-                    .bind(fp(&recipient))
-                    .bind(recipient.device_id)
-                    .fetch_optional(&mut *c)
-                    .await?;
-                    if gone.is_some() {
-                        deleted.push(id);
-                    }
-                }
-                adjust_size(&cache, recipient, -(deleted.len() as i64));
-                Ok(deleted)
-            })
-        })
-        .await
+        let (reply, rx) = oneshot::channel();
+        let job = AckJob {
+            recipient,
+            server_ids,
+            reply,
+        };
+        self.queue(Job::Ack(job), rx).await
     }
 
     async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
@@ -598,13 +957,16 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |c| {
             Box::pin(async move {
-                for (sequence, record) in records {
-                    sqlx::query("INSERT INTO audit_records (chain_id, sequence, record) VALUES (?, ?, ?)")
-                        .bind(chain_id.to_vec())
-                        .bind(to_i64(sequence))
-                        .bind(record)
-                        .execute(&mut *c)
-                        .await?;
+                // A flush holds half a second of events (thousands of records under load): a few
+                // multi-row statements, not one statement (one worker round trip) per record.
+                let mut records = records.into_iter().peekable();
+                while records.peek().is_some() {
+                    let (n, sql) = chunk(&INSERT_AUDIT, records.len());
+                    let mut query = sqlx::query(sql);
+                    for (sequence, record) in records.by_ref().take(n) {
+                        query = query.bind(chain_id.to_vec()).bind(to_i64(sequence)).bind(record);
+                    }
+                    query.execute(&mut *c).await?;
                 }
                 if let Some((count, bytes)) = checkpoint {
                     sqlx::query("INSERT OR REPLACE INTO audit_checkpoints (chain_id, count, checkpoint) VALUES (?, ?, ?)")
@@ -714,4 +1076,168 @@ where
             payload,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+
+    use futures_util::future::join_all;
+
+    use super::*;
+    use crate::storage::{Registration, RegistrationPolicy};
+
+    fn device(n: u8) -> DeviceAddress {
+        DeviceAddress {
+            fingerprint: [n; 32],
+            device_id: 1,
+        }
+    }
+
+    fn to(recipient: DeviceAddress, payload: u8) -> OutgoingEnvelope {
+        OutgoingEnvelope {
+            recipient,
+            payload: vec![payload; 8],
+        }
+    }
+
+    /// An ack of nothing, alone in its batch, is answered (clients use it as a "mailbox
+    /// drained" barrier: `docs/relay-protocol.md` §2). A batch with nothing to write once left
+    /// it unanswered.
+    #[tokio::test]
+    async fn an_empty_ack_alone_is_answered() {
+        let dir = std::env::temp_dir().join(format!(
+            "hushwire-sqlite-empty-ack-{}-{}",
+            std::process::id(),
+            hex::encode(crate::random_id())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("relay.db")).await.unwrap();
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            store.ack(device(1), Vec::new()),
+        )
+        .await
+        .expect("answered");
+        assert_eq!(answered.unwrap(), Vec::<[u8; 16]>::new());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Many jobs queued at once share batches: quota, ownership of acks, each id deleted once,
+    /// and the order of a frame's envelopes hold as if the jobs had run one by one.
+    #[tokio::test]
+    async fn batched_jobs_behave_as_if_run_one_by_one() {
+        let dir = std::env::temp_dir().join(format!(
+            "hushwire-sqlite-batch-{}-{}",
+            std::process::id(),
+            hex::encode(crate::random_id())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("relay.db")).await.unwrap();
+        let (a, b, c) = (device(1), device(2), device(3));
+        for d in [a, b, c] {
+            let r = store
+                .register(
+                    d,
+                    vec![d.fingerprint[0]; 32],
+                    None,
+                    RegistrationPolicy::Open,
+                    1,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r, Registration::Registered);
+        }
+        let unknown = device(9);
+
+        // Eight single sends to `a` with room for five, plus one to an unknown device.
+        let mut sends: Vec<_> = (0..8u8)
+            .map(|i| store.enqueue(b, vec![to(a, i)], 10, 5))
+            .collect();
+        sends.push(store.enqueue(b, vec![to(unknown, 0)], 10, 5));
+        let outcomes: Vec<Enqueued> = join_all(sends)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let stored: Vec<[u8; 16]> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Enqueued::Stored(r) => Some(r[0].server_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stored.len(), 5, "{outcomes:?}");
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == Enqueued::QuotaExceeded(a))
+                .count(),
+            3
+        );
+        assert_eq!(outcomes[8], Enqueued::UnknownRecipient(unknown));
+
+        // One frame of three envelopes keeps its order.
+        let Enqueued::Stored(frame) = store
+            .enqueue(b, vec![to(c, 1), to(c, 2), to(c, 3)], 10, 5)
+            .await
+            .unwrap()
+        else {
+            panic!("frame refused");
+        };
+        let waiting = store.pending(c, 0, 10).await.unwrap();
+        let order: Vec<[u8; 16]> = waiting.iter().map(|(_, d)| d.server_id).collect();
+        let sent: Vec<[u8; 16]> = frame.iter().map(|r| r.server_id).collect();
+        assert_eq!(order, sent);
+        assert_eq!(
+            waiting
+                .iter()
+                .map(|(_, d)| d.payload[0])
+                .collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+
+        // Acks at once: `c` naming `a`'s envelopes deletes nothing; `a` naming one twice in a
+        // frame and again in another frame deletes it once; `a` naming `c`'s deletes nothing.
+        let (x, y) = (stored[0], stored[1]);
+        let acks = join_all([
+            store.ack(c, vec![x, y]),
+            store.ack(a, vec![x, x, y]),
+            store.ack(a, vec![x]),
+            store.ack(a, vec![sent[0]]),
+        ])
+        .await;
+        let acks: Vec<Vec<[u8; 16]>> = acks.into_iter().map(Result::unwrap).collect();
+        assert!(acks[0].is_empty());
+        assert!(acks[3].is_empty());
+        let mut deleted: Vec<[u8; 16]> = acks[1].iter().chain(&acks[2]).copied().collect();
+        deleted.sort_unstable();
+        let mut expected = vec![x, y];
+        expected.sort_unstable();
+        assert_eq!(deleted, expected);
+        assert_eq!(store.pending(a, 0, 10).await.unwrap().len(), 3);
+        assert_eq!(store.pending(c, 0, 10).await.unwrap().len(), 3);
+
+        // The two freed places are usable again, and no more.
+        let again: Vec<Enqueued> =
+            join_all((0..3u8).map(|i| store.enqueue(b, vec![to(a, i)], 10, 5)))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        assert_eq!(
+            again
+                .iter()
+                .filter(|o| matches!(o, Enqueued::Stored(_)))
+                .count(),
+            2,
+            "{again:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
