@@ -59,6 +59,11 @@ struct Args {
     /// Extra devices that only connect and idle, to measure memory per idle connection.
     #[arg(long, default_value_t = 1000)]
     idle: usize,
+    /// Offered load in messages per second over all senders (0: as fast as acks allow). Each
+    /// sender sends on a fixed schedule, so latency is measured at that rate; give enough
+    /// --in-flight that the schedule never waits for an ack.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 /// A relay process this tool owns.
@@ -260,6 +265,11 @@ async fn run_sender(
     shared: Shared,
 ) {
     let Shared { url, stats, start } = shared;
+    // With --rate, message n of this sender is due at `begin + n × pace`.
+    let senders = (args.devices / 2).max(1) as f64;
+    let pace = (args.rate > 0).then(|| Duration::from_secs_f64(senders / args.rate as f64));
+    let begin = Instant::now();
+    let due = |n: u64| pace.map(|p| begin + p.mul_f64(n as f64));
     let mut next = 0u64;
     while next < count {
         let current = url.lock().map(|u| u.clone()).unwrap_or_default();
@@ -270,7 +280,14 @@ async fn run_sender(
         let mut pending: HashMap<u32, (u64, Instant)> = HashMap::new();
         let mut failed = false;
         while next < count || !pending.is_empty() {
+            let mut waiting_for_schedule = None;
             while pending.len() < args.in_flight && next < count {
+                if let Some(at) = due(next)
+                    && Instant::now() < at
+                {
+                    waiting_for_schedule = Some(at);
+                    break;
+                }
                 let request_id = u32::try_from(next % u64::from(u32::MAX - 2)).unwrap_or(0) + 2;
                 let frame = Frame {
                     request_id,
@@ -290,7 +307,19 @@ async fn run_sender(
             if failed {
                 break;
             }
-            match tokio::time::timeout(Duration::from_secs(10), next_frame(&mut socket)).await {
+            let wait = match waiting_for_schedule {
+                Some(at) if pending.is_empty() => {
+                    tokio::time::sleep_until(at.into()).await;
+                    continue;
+                }
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(10),
+            };
+            let frame = tokio::time::timeout(wait, next_frame(&mut socket)).await;
+            if frame.is_err() && waiting_for_schedule.is_some() {
+                continue; // the next message is due: no ack yet is fine
+            }
+            match frame {
                 Ok(Ok(Frame {
                     request_id,
                     body: FrameBody::Sent(_),
