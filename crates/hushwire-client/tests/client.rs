@@ -89,6 +89,30 @@ async fn befriend(
     (ab, ba)
 }
 
+/// Alice and Bob, registered, each in the other's contacts.
+struct Two {
+    alice: Client,
+    alice_path: PathBuf,
+    bob: Client,
+    bob_path: PathBuf,
+    to_bob: ContactId,
+    to_alice: ContactId,
+}
+
+async fn alice_and_bob(dir: &Path, relay: &Relay) -> Two {
+    let (alice, alice_path) = user(dir, "alice", relay).await;
+    let (bob, bob_path) = user(dir, "bob", relay).await;
+    let (to_bob, to_alice) = befriend(&alice, &bob, "bob", "alice").await;
+    Two {
+        alice,
+        alice_path,
+        bob,
+        bob_path,
+        to_bob,
+        to_alice,
+    }
+}
+
 /// Texts of the messages received until `n` have arrived.
 async fn received(events: &mut broadcast::Receiver<Event>, n: usize) -> Vec<String> {
     let mut out = Vec::new();
@@ -118,9 +142,15 @@ fn drain_texts(events: &mut broadcast::Receiver<Event>) -> Vec<String> {
 async fn two_clients_chat_both_ways_with_one_offline_then_restart_and_continue() {
     let relay = relay().await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, alice_path) = user(dir.path(), "alice", &relay).await;
-    let (bob, bob_path) = user(dir.path(), "bob", &relay).await;
-    let (to_bob, to_alice) = befriend(&alice, &bob, "bob", "alice").await;
+    let Two {
+        alice,
+        alice_path,
+        bob,
+        bob_path,
+        to_bob,
+        to_alice,
+        ..
+    } = alice_and_bob(dir.path(), &relay).await;
 
     // Bob is offline: Alice's messages wait at the relay.
     let mut alice_events = alice.events();
@@ -305,9 +335,13 @@ async fn opening_a_store_says_precisely_what_is_wrong() {
 async fn both_sides_starting_at_once_converge_on_one_session() {
     let relay = relay().await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, _) = user(dir.path(), "alice", &relay).await;
-    let (bob, _) = user(dir.path(), "bob", &relay).await;
-    let (to_bob, to_alice) = befriend(&alice, &bob, "bob", "alice").await;
+    let Two {
+        alice,
+        bob,
+        to_bob,
+        to_alice,
+        ..
+    } = alice_and_bob(dir.path(), &relay).await;
     let mut alice_events = alice.events();
     let mut bob_events = bob.events();
 
@@ -351,10 +385,13 @@ async fn both_sides_starting_at_once_converge_on_one_session() {
 async fn a_changed_identity_blocks_sending_until_verified_again() {
     let relay = relay().await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, _) = user(dir.path(), "alice", &relay).await;
-    let (bob, _) = user(dir.path(), "bob", &relay).await;
+    let Two {
+        alice,
+        bob: _bob,
+        to_bob,
+        ..
+    } = alice_and_bob(dir.path(), &relay).await;
     let (new_bob, _) = user(dir.path(), "bob2", &relay).await;
-    let (to_bob, _) = befriend(&alice, &bob, "bob", "alice").await;
     alice.connect().await.unwrap();
     alice.send_text(to_bob, "first").await.unwrap();
     alice.sync(WAIT).await.unwrap();
@@ -439,9 +476,13 @@ async fn one_time_prekeys_are_topped_up_when_they_run_low() {
 async fn an_export_opens_with_the_auditor_key_only_and_any_changed_byte_is_refused() {
     let relay = relay().await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, _) = user(dir.path(), "alice", &relay).await;
-    let (bob, _) = user(dir.path(), "bob", &relay).await;
-    let (to_bob, to_alice) = befriend(&alice, &bob, "bob", "alice").await;
+    let Two {
+        alice,
+        bob,
+        to_bob,
+        to_alice,
+        ..
+    } = alice_and_bob(dir.path(), &relay).await;
     let mut bob_events = bob.events();
     let mut alice_events = alice.events();
     alice.connect().await.unwrap();
@@ -639,9 +680,13 @@ async fn the_audit_chain_records_access_and_any_edit_is_detected() {
     use hushwire_client::AuditEvent;
     let relay = relay().await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, alice_path) = user(dir.path(), "alice", &relay).await;
-    let (bob, _) = user(dir.path(), "bob", &relay).await;
-    let (to_bob, _) = befriend(&alice, &bob, "bob", "alice").await;
+    let Two {
+        alice,
+        alice_path,
+        bob,
+        to_bob,
+        ..
+    } = alice_and_bob(dir.path(), &relay).await;
     let mut bob_events = bob.events();
     alice.connect().await.unwrap();
     bob.connect().await.unwrap();
@@ -906,9 +951,9 @@ async fn an_old_signed_prekey_is_rotated_on_connect_and_new_sessions_use_it() {
 async fn messages_to_an_unreachable_contact_are_held_without_blocking_others_or_sync() {
     let relay = relay().await;
     let dir = tempfile::tempdir().unwrap();
-    let (alice, _) = user(dir.path(), "alice", &relay).await;
-    let (bob, _) = user(dir.path(), "bob", &relay).await;
-    let (to_bob, _) = befriend(&alice, &bob, "bob", "alice").await;
+    let Two {
+        alice, bob, to_bob, ..
+    } = alice_and_bob(dir.path(), &relay).await;
     // Nobody registered this address: the relay has no bundle for it.
     let ghost: hushwire_client::Address = format!("{}:1", "ab".repeat(32)).parse().unwrap();
     let to_ghost = alice.add_contact("ghost", ghost, false).await.unwrap();

@@ -1106,18 +1106,24 @@ mod tests {
         }
     }
 
-    /// An ack of nothing, alone in its batch, is answered (clients use it as a "mailbox
-    /// drained" barrier: `docs/relay-protocol.md` §2). A batch with nothing to write once left
-    /// it unanswered.
-    #[tokio::test]
-    async fn an_empty_ack_alone_is_answered() {
+    /// A store in a fresh temporary directory (returned, for the caller to remove).
+    async fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!(
-            "hushwire-sqlite-empty-ack-{}-{}",
+            "hushwire-sqlite-{name}-{}-{}",
             std::process::id(),
             hex::encode(crate::random_id())
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let store = SqliteStore::open(&dir.join("relay.db")).await.unwrap();
+        (store, dir)
+    }
+
+    /// An ack of nothing, alone in its batch, is answered (clients use it as a "mailbox
+    /// drained" barrier: `docs/relay-protocol.md` §2). A batch with nothing to write once left
+    /// it unanswered.
+    #[tokio::test]
+    async fn an_empty_ack_alone_is_answered() {
+        let (store, dir) = temp_store("empty-ack").await;
         let answered = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             store.ack(device(1), Vec::new()),
@@ -1132,13 +1138,7 @@ mod tests {
     /// and the order of a frame's envelopes hold as if the jobs had run one by one.
     #[tokio::test]
     async fn batched_jobs_behave_as_if_run_one_by_one() {
-        let dir = std::env::temp_dir().join(format!(
-            "hushwire-sqlite-batch-{}-{}",
-            std::process::id(),
-            hex::encode(crate::random_id())
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = SqliteStore::open(&dir.join("relay.db")).await.unwrap();
+        let (store, dir) = temp_store("batch").await;
         let (a, b, c) = (device(1), device(2), device(3));
         for d in [a, b, c] {
             let r = store
