@@ -17,7 +17,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::Account;
 use hushwire::proto::codec::Codec as _;
-use hushwire::proto::labels;
 use hushwire::proto::relay::{Credentials, Frame, FrameBody};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -207,14 +206,12 @@ pub(crate) async fn connect(
             ));
         }
     };
-    let credentials = Credentials {
-        identity: account.identity_key().clone(),
-        device_id: account.device_id(),
-        signature: account.identity().sign(
-            labels::SIG_RELAY_AUTH,
-            &challenge.signed_message(account.device_id()),
-        ),
-    };
+    let credentials = Credentials::answer(
+        account.identity_key().clone(),
+        account.device_id(),
+        &challenge,
+        account.identity(),
+    );
     let body = match greeting {
         Greeting::Register(invite) => FrameBody::Register {
             credentials,

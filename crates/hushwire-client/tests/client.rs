@@ -812,7 +812,6 @@ async fn archive_exports_are_written_automatically_and_open_with_the_archive_key
 async fn raw_send(url: &str, to: hushwire_client::Address, payloads: Vec<Vec<u8>>) {
     use futures_util::{SinkExt as _, StreamExt as _};
     use hushwire::proto::codec::Codec as _;
-    use hushwire::proto::labels;
     use hushwire::proto::relay::{Credentials, Frame, FrameBody, OutgoingEnvelope};
     use tokio_tungstenite::tungstenite::Message;
 
@@ -832,14 +831,12 @@ async fn raw_send(url: &str, to: hushwire_client::Address, payloads: Vec<Vec<u8>
     let FrameBody::Challenge(challenge) = next(&mut socket).await.body else {
         panic!("no challenge")
     };
-    let credentials = Credentials {
-        identity: account.identity_key().clone(),
-        device_id: account.device_id(),
-        signature: account.identity().sign(
-            labels::SIG_RELAY_AUTH,
-            &challenge.signed_message(account.device_id()),
-        ),
-    };
+    let credentials = Credentials::answer(
+        account.identity_key().clone(),
+        account.device_id(),
+        &challenge,
+        account.identity(),
+    );
     let frames = [FrameBody::Register {
         credentials,
         invite: None,

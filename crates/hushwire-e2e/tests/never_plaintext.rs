@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::proto::codec::Codec;
-use hushwire::proto::labels;
 use hushwire::proto::relay::{Credentials, DeviceAddress, Frame, FrameBody, OutgoingEnvelope};
 use hushwire::{Account, Session};
 use hushwire_relay::config::Settings;
@@ -82,14 +81,12 @@ async fn register(url: &str, account: &Account) -> Socket {
     let FrameBody::Challenge(challenge) = frame(&mut socket).await.body else {
         panic!("no challenge")
     };
-    let credentials = Credentials {
-        identity: account.identity_key().clone(),
-        device_id: account.device_id(),
-        signature: account.identity().sign(
-            labels::SIG_RELAY_AUTH,
-            &challenge.signed_message(account.device_id()),
-        ),
-    };
+    let credentials = Credentials::answer(
+        account.identity_key().clone(),
+        account.device_id(),
+        &challenge,
+        account.identity(),
+    );
     let request = Frame {
         request_id: 1,
         body: FrameBody::Register {

@@ -24,7 +24,7 @@ use hushwire::proto::relay::{
 };
 use hushwire::proto::{
     Codec, Fingerprint, IdentityKey, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey,
-    Signer as _, labels,
+    Signer as _,
 };
 use hushwire::transcript::{
     ExportItem, ExportReader, ExportWriter, SealedRecord, TranscriptCheckpoint, TranscriptId,
@@ -204,11 +204,7 @@ fn decode_bundle(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
 fn relay_frame(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
     let t = "relay_frame";
     let device = IdentityKeyPair::generate(&mut ChaCha20Rng::from_seed([0x0e; 32]));
-    let credentials = Credentials {
-        identity: device.public().clone(),
-        device_id: 3,
-        signature: device.sign(labels::SIG_RELAY_AUTH, &RELAY_CHALLENGE.signed_message(3)),
-    };
+    let credentials = Credentials::answer(device.public().clone(), 3, &RELAY_CHALLENGE, &device);
     if !credentials.verify(&RELAY_CHALLENGE) {
         return Err("made credentials do not verify".into());
     }

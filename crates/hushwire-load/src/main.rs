@@ -25,7 +25,6 @@ use clap::Parser;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::IdentityKeyPair;
 use hushwire::proto::codec::Codec;
-use hushwire::proto::labels;
 use hushwire::proto::relay::{Credentials, DeviceAddress, Frame, FrameBody, OutgoingEnvelope};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng as _;
@@ -168,13 +167,12 @@ impl Device {
                 _ => continue,
             }
         };
-        let credentials = Credentials {
-            identity: self.identity.public().clone(),
-            device_id: 1,
-            signature: self
-                .identity
-                .sign(labels::SIG_RELAY_AUTH, &challenge.signed_message(1)),
-        };
+        let credentials = Credentials::answer(
+            self.identity.public().clone(),
+            1,
+            &challenge,
+            &self.identity,
+        );
         let body = if register {
             FrameBody::Register {
                 credentials,

@@ -11,6 +11,7 @@
 
 use crate::codec::{Codec, DecodeError, Reader, put_bytes_u32};
 use crate::keys::SIGNATURE_LEN;
+use crate::signer::Signer;
 use crate::{IdentityKey, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey, labels};
 
 /// Largest envelope payload (96 KiB, as Signal's server): a 64 KiB message plus its prekey
@@ -90,6 +91,22 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Answers `challenge` as device `device_id` of `identity`, signing with `signer` (the
+    /// identity's signing key): the counterpart of [`Credentials::verify`], so every client
+    /// signs exactly what the relay checks.
+    pub fn answer<S: Signer + ?Sized>(
+        identity: IdentityKey,
+        device_id: u32,
+        challenge: &Challenge,
+        signer: &S,
+    ) -> Self {
+        Self {
+            identity,
+            device_id,
+            signature: signer.sign(labels::SIG_RELAY_AUTH, &challenge.signed_message(device_id)),
+        }
+    }
+
     /// Checks the signature against `challenge`.
     pub fn verify(&self, challenge: &Challenge) -> bool {
         self.identity.verify(

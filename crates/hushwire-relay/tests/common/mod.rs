@@ -179,14 +179,12 @@ impl Device {
     }
 
     pub fn credentials(&self, challenge: &Challenge) -> Credentials {
-        Credentials {
-            identity: self.identity.clone(),
-            device_id: self.device_id,
-            signature: self.signing.sign(
-                labels::SIG_RELAY_AUTH,
-                &challenge.signed_message(self.device_id),
-            ),
-        }
+        Credentials::answer(
+            self.identity.clone(),
+            self.device_id,
+            challenge,
+            &self.signing,
+        )
     }
 
     fn x25519(seed: u8) -> X25519PublicKey {
