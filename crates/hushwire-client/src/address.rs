@@ -6,7 +6,9 @@
 use core::fmt;
 use core::str::FromStr;
 
+use hushwire::Account;
 use hushwire::proto::Fingerprint;
+use hushwire::proto::audit::DeviceRef;
 use hushwire::proto::relay::DeviceAddress;
 
 use crate::error::ClientError;
@@ -78,6 +80,22 @@ impl FromStr for Address {
             fingerprint: Fingerprint(fingerprint),
             device_id,
         })
+    }
+}
+
+/// The audit chain's reference to a contact's device.
+pub(crate) fn device_ref(a: Address) -> DeviceRef {
+    DeviceRef {
+        fingerprint: a.fingerprint,
+        device_id: a.device_id,
+    }
+}
+
+/// The audit chain's reference to this device.
+pub(crate) fn own_ref(account: &Account) -> DeviceRef {
+    DeviceRef {
+        fingerprint: account.identity_key().fingerprint(),
+        device_id: account.device_id(),
     }
 }
 

@@ -30,20 +30,21 @@
 #![forbid(unsafe_code)]
 
 mod address;
-mod audit_log;
 mod client;
 mod contact;
 mod error;
 mod event;
 mod link;
+mod os;
 mod payload;
 mod store;
-mod transcripts;
 mod vault;
 
 pub use address::Address;
-pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
-pub use client::{ArchiveSettings, Client, ClientOptions};
+pub use client::{
+    AUDIT_CHECKPOINT_INTERVAL, ArchiveSettings, AuditedTranscript, Client, ClientOptions,
+    ExportSummary, TranscriptInfo, read_export,
+};
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};
 pub use event::{ConnectionState, Event, MessageId, ReceivedMessage};
@@ -54,5 +55,4 @@ pub use hushwire::transcript::{
 pub use link::TlsRoots;
 pub use payload::MAX_CONTENT_LEN;
 pub use store::SCHEMA_VERSION;
-pub use transcripts::{AuditedTranscript, ExportSummary, TranscriptInfo, read_export};
 pub use vault::{KdfParams, MIN_PASSPHRASE_CHARS, Secret};

@@ -6,33 +6,19 @@
 
 use hushwire::Account;
 use hushwire::proto::audit::{
-    self, AuditChain, AuditCheckpoint, AuditEvent, AuditRecord, AuditReport, DeviceRef,
+    self, AuditChain, AuditCheckpoint, AuditEvent, AuditRecord, AuditReport,
 };
 use hushwire::proto::codec::Codec as _;
 use sqlx::SqliteConnection;
 
-use crate::address::Address;
-use crate::client::{Client, now_ms, rng};
+use super::Client;
 use crate::error::{ClientError, Result};
+use crate::os::{now_ms, rng};
 use crate::store;
 
 /// A checkpoint of the device's audit chain is signed every this many records (and whenever
 /// transcripts are checkpointed).
 pub const AUDIT_CHECKPOINT_INTERVAL: u64 = 100;
-
-pub(crate) fn device_ref(a: Address) -> DeviceRef {
-    DeviceRef {
-        fingerprint: a.fingerprint,
-        device_id: a.device_id,
-    }
-}
-
-pub(crate) fn own_ref(account: &Account) -> DeviceRef {
-    DeviceRef {
-        fingerprint: account.identity_key().fingerprint(),
-        device_id: account.device_id(),
-    }
-}
 
 fn audit_error(e: impl core::fmt::Display) -> ClientError {
     ClientError::Audit(e.to_string())

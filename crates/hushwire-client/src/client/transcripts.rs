@@ -13,9 +13,10 @@ use hushwire::transcript::{
 };
 use sqlx::SqliteConnection;
 
-use crate::client::{Client, now_ms, rng};
+use super::Client;
 use crate::contact::ContactId;
 use crate::error::{ClientError, Result};
+use crate::os::{now_ms, rng};
 use crate::store;
 
 /// Records read from the store per query.

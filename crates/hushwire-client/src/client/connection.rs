@@ -1,0 +1,259 @@
+//! The relay connection: registration, the supervisor that reconnects with backoff, and the
+//! connection loop that runs the reader, the upkeep and the sender side by side
+//! (`docs/client.md` §5).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hushwire::proto::relay::FrameBody;
+
+use crate::error::{ClientError, Result};
+use crate::event::{ConnectionState, Event};
+use crate::link::{self, Greeting, Incoming, Link, RelayUrl};
+use crate::os::rng;
+use crate::store;
+
+use super::Client;
+
+/// Name of the fault-injection variable for crash tests (see `docs/client.md` §6).
+pub(super) const FAULT_VAR: &str = "HUSHWIRE_CLIENT_FAULT";
+
+impl Client {
+    // ----- connection -----------------------------------------------------------------------
+
+    pub(super) fn current_link(&self) -> Option<Arc<Link>> {
+        self.inner.link.lock().ok().and_then(|l| l.clone())
+    }
+
+    pub(super) async fn relay(&self) -> Result<RelayUrl> {
+        let url = self
+            .inner
+            .state
+            .lock()
+            .await
+            .profile
+            .relay_url
+            .clone()
+            .ok_or(ClientError::NotRegistered)?;
+        RelayUrl::parse(&url)
+    }
+
+    /// Registers this device with the relay at `relay_url` (with an invite token where the relay
+    /// requires one) and publishes its prekeys. Remembers the relay for [`Client::connect`].
+    pub async fn register(&self, relay_url: &str, invite: Option<&str>) -> Result<()> {
+        let url = RelayUrl::parse(relay_url)?;
+        let account = self.inner.state.lock().await.account.clone();
+        let (link, incoming) = link::connect(
+            &url,
+            &self.inner.options.tls,
+            &account,
+            Greeting::Register(invite.map(str::as_bytes)),
+            self.inner.options.request_timeout,
+        )
+        .await?;
+        // Route answers while we upload.
+        let reader = tokio::spawn(drain(incoming));
+        let result = async {
+            self.publish_signed_prekeys(&link).await?;
+            self.replenish(&link, 0, 0).await
+        }
+        .await;
+        link.close().await;
+        reader.abort();
+        result?;
+        let mut state = self.inner.state.lock().await;
+        state.profile.relay_url = Some(url.as_str().to_owned());
+        let sealed = self
+            .inner
+            .vault
+            .seal_value("profile", b"", &state.profile, &mut rng());
+        let mut c = self.inner.db.acquire().await?;
+        store::put_meta(&mut c, "profile", &sealed).await
+    }
+    /// Starts keeping a connection to the relay in the background: reconnects with exponential
+    /// backoff, sends the outbox, receives and stores messages. Idempotent.
+    pub async fn connect(&self) -> Result<()> {
+        self.relay().await?;
+        let mut supervisor = self
+            .inner
+            .supervisor
+            .lock()
+            .map_err(|_| ClientError::Connection("poisoned".into()))?;
+        if supervisor.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        let client = self.clone();
+        *supervisor = Some(tokio::spawn(async move { client.supervise().await }));
+        Ok(())
+    }
+
+    /// Stops the background connection.
+    pub async fn disconnect(&self) {
+        let handle = self.inner.supervisor.lock().ok().and_then(|mut s| s.take());
+        if let Some(handle) = handle {
+            handle.abort();
+            let _ = handle.await;
+        }
+        if let Some(link) = self.inner.link.lock().ok().and_then(|mut l| l.take()) {
+            link.close().await;
+        }
+        self.inner.connection.send_replace(ConnectionState::Stopped);
+    }
+
+    pub(super) async fn supervise(self) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            self.set_state(ConnectionState::Connecting);
+            let started = std::time::Instant::now();
+            let reason = match self.run_connection().await {
+                Ok(()) => "the relay closed the connection".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if let Ok(mut l) = self.inner.link.lock() {
+                *l = None;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(250);
+            }
+            // "Equal jitter" (a wait between half the backoff and all of it) keeps a clinic's
+            // clients from reconnecting in lockstep after an outage.
+            let jitter = rand_core::Rng::next_u64(&mut rng()) % (backoff.as_millis() as u64 + 1);
+            let wait = Duration::from_millis(backoff.as_millis() as u64 / 2 + jitter / 2);
+            tracing::info!(%reason, retry_in_ms = wait.as_millis() as u64, "relay connection lost");
+            self.set_state(ConnectionState::Disconnected {
+                reason,
+                retry_in_ms: wait.as_millis() as u64,
+            });
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(self.inner.options.max_backoff);
+        }
+    }
+
+    pub(super) fn set_state(&self, state: ConnectionState) {
+        self.inner.connection.send_replace(state.clone());
+        self.emit(Event::Connection(state));
+    }
+
+    pub(super) async fn run_connection(&self) -> Result<()> {
+        let url = self.relay().await?;
+        let account = self.inner.state.lock().await.account.clone();
+        let (link, mut incoming) = link::connect(
+            &url,
+            &self.inner.options.tls,
+            &account,
+            Greeting::Authenticate,
+            self.inner.options.request_timeout,
+        )
+        .await?;
+        drop(account);
+        if let Ok(mut l) = self.inner.link.lock() {
+            *l = Some(link.clone());
+        }
+        self.set_state(ConnectionState::Connected);
+        let (counts_tx, counts_rx) = tokio::sync::mpsc::channel::<(u32, u32)>(4);
+        let reader = async {
+            while let Some(body) = incoming.next().await? {
+                match body {
+                    FrameBody::Deliver(delivery) => {
+                        let server_id = delivery.server_id;
+                        self.receive(delivery).await?;
+                        fault_point("before-ack");
+                        link.post(FrameBody::Ack(vec![server_id])).await?;
+                    }
+                    FrameBody::PreKeyCount {
+                        one_time,
+                        kem_one_time,
+                    } => {
+                        let _ = counts_tx.try_send((one_time, kem_one_time));
+                    }
+                    FrameBody::Error { code, .. } => return Err(ClientError::Relay(code)),
+                    _ => {}
+                }
+            }
+            Ok::<(), ClientError>(())
+        };
+        let upkeep = async {
+            let mut counts_rx = counts_rx;
+            // Rotation is checked at every connection and hourly while connected.
+            let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = hourly.tick() => {
+                        self.rotate_if_due(&link).await?;
+                        self.archive_if_due().await?;
+                    }
+                    counts = counts_rx.recv() => match counts {
+                        Some((one_time, kem)) => self.replenish(&link, one_time, kem).await?,
+                        None => return Ok(()),
+                    },
+                }
+            }
+        };
+        let sender = self.flush_outbox(&link);
+        let result = tokio::select! {
+            r = reader => r,
+            r = upkeep => r,
+            r = sender => r,
+        };
+        link.close().await;
+        result
+    }
+    /// Waits until the connection is up, every envelope the relay held at that point is stored,
+    /// and the outbox is empty (or only holds messages for blocked contacts), or `timeout` passes.
+    pub async fn sync(&self, timeout: Duration) -> Result<()> {
+        tokio::time::timeout(timeout, async {
+            let mut state = self.connection_state();
+            loop {
+                if *state.borrow_and_update() == ConnectionState::Connected
+                    && let Some(link) = self.current_link()
+                {
+                    // The relay answers in order: this Ok comes after every pending delivery,
+                    // and the reader stores each delivery before reading the next frame.
+                    if link.call(FrameBody::Ack(Vec::new())).await.is_ok() {
+                        break;
+                    }
+                }
+                if state.changed().await.is_err() {
+                    return Err(ClientError::Connection("the client stopped".into()));
+                }
+            }
+            loop {
+                let changed = self.inner.outbox_changed.notified();
+                if self.pending_sendable().await? == 0 {
+                    return Ok(());
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
+            }
+        })
+        .await
+        .map_err(|_| ClientError::Timeout)?
+    }
+    /// Waits until the relay connection is up (after [`Client::connect`]).
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
+        let mut state = self.connection_state();
+        tokio::time::timeout(timeout, async {
+            while *state.borrow_and_update() != ConnectionState::Connected {
+                if state.changed().await.is_err() {
+                    return Err(ClientError::Connection("the client stopped".into()));
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| ClientError::Timeout)?
+    }
+}
+
+/// Reads a connection until it ends, only so that answers reach their callers.
+pub(super) async fn drain(mut incoming: Incoming) {
+    while let Ok(Some(_)) = incoming.next().await {}
+}
+
+/// Crash-test hook: if `HUSHWIRE_CLIENT_FAULT` names this point, the process aborts here, as a
+/// power cut would stop it. Documented in `docs/client.md` §6; unset in normal use.
+pub(super) fn fault_point(name: &str) {
+    if std::env::var(FAULT_VAR).is_ok_and(|v| v == name) {
+        tracing::error!(point = name, "fault injection: aborting");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,507 @@
+//! The receive pipeline (`docs/client.md` §5.2): decrypt, then one transaction holding the
+//! session, the transcript record, the dedupe markers, the unread entry and the receipt; the
+//! relay is acknowledged only after it commits.
+
+use hushwire::proto::codec::Codec as _;
+use hushwire::proto::relay::Delivery;
+use hushwire::transcript::{Direction, SealedRecord, TranscriptRecord, TranscriptWriter};
+use hushwire::wire::Message;
+use hushwire::{Account, DecryptionError, SessionCreationError};
+use serde::{Deserialize, Serialize};
+use sqlx::SqliteConnection;
+use zeroize::Zeroizing;
+
+use crate::address::Address;
+use crate::contact::{ContactId, ContactRecord};
+use crate::error::{ClientError, Result};
+use crate::event::{Event, MessageId, ReceivedMessage};
+use crate::os::{now_ms, rng};
+use crate::payload::Payload;
+use crate::store;
+
+use super::sessions::{StoredSession, missing_count, session_started};
+
+use super::sessions::SESSIONS_PER_CONTACT;
+use super::{Client, State};
+
+/// Two sessions started within this long of each other count as a simultaneous start.
+pub(super) const SIMULTANEOUS_START_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Relay envelope ids are remembered this long (beyond the relay's longest retention).
+pub(super) const SEEN_ENVELOPE_TTL_MS: u64 = 90 * 24 * 3600 * 1000;
+
+/// A recorded decryption failure (sealed).
+#[derive(Serialize, Deserialize)]
+pub(super) struct FailureRecord {
+    sender: String,
+    reason: String,
+}
+
+impl Client {
+    /// Messages received and stored but not yet marked read, oldest first. Every received
+    /// message is here until [`Client::mark_read`] — also one whose `MessageReceived` event was
+    /// lost to a crash — so an app that shows these and then marks them shows each message
+    /// exactly once.
+    pub async fn unread(&self) -> Result<Vec<ReceivedMessage>> {
+        let names: std::collections::HashMap<i64, String> = self
+            .contacts()
+            .await?
+            .into_iter()
+            .map(|c| (c.id.0, c.name))
+            .collect();
+        let mut c = self.inner.db.acquire().await?;
+        let mut writers = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (contact_id, sequence) in store::inbox(&mut c).await? {
+            if let std::collections::hash_map::Entry::Vacant(slot) = writers.entry(contact_id) {
+                let sealed = store::transcript_writer(&mut c, contact_id)
+                    .await?
+                    .ok_or(ClientError::CorruptStore("transcript writer"))?;
+                slot.insert(
+                    TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
+                        .map_err(|_| ClientError::CorruptStore("transcript writer"))?,
+                );
+            }
+            let Some(writer) = writers.get(&contact_id) else {
+                continue;
+            };
+            let bytes = store::transcript_record_at(&mut c, contact_id, sequence)
+                .await?
+                .ok_or(ClientError::CorruptStore("transcript record"))?;
+            let record = SealedRecord::from_bytes(&bytes)
+                .ok()
+                .and_then(|r| r.open(&writer.id(), writer.key()))
+                .ok_or(ClientError::CorruptStore("transcript record"))?;
+            out.push(ReceivedMessage {
+                contact: ContactId(contact_id),
+                contact_name: names.get(&contact_id).cloned().unwrap_or_default(),
+                id: MessageId(record.message_id),
+                sent_at_ms: record.sent_at_ms,
+                received_at_ms: record.received_at_ms,
+                content_type: record.content_type,
+                content: Zeroizing::new(record.content),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Marks messages read: they leave [`Client::unread`].
+    pub async fn mark_read(&self, ids: &[MessageId]) -> Result<()> {
+        let mut tx = store::begin(&self.inner.db).await?;
+        for id in ids {
+            store::remove_from_inbox(&mut tx, &id.0).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+    // ----- receiving ------------------------------------------------------------------------
+
+    /// Stores one delivery: decrypt, then commit session, transcript record and dedupe markers
+    /// in one transaction. Returns once it is durable; the caller acknowledges it afterwards.
+    pub(super) async fn receive(&self, delivery: Delivery) -> Result<()> {
+        // In a task of its own: the connection's select! may drop the reader at any await, and
+        // a receive must either finish (commit, then update memory) or not start.
+        let client = self.clone();
+        tokio::spawn(async move { client.receive_now(delivery).await })
+            .await
+            .map_err(|_| ClientError::Connection("the receive task failed".into()))?
+    }
+
+    pub(super) async fn receive_now(&self, delivery: Delivery) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        if store::envelope_seen(&mut tx, &delivery.server_id).await? {
+            return Ok(()); // stored before a crash or lost ack: acknowledge again, show nothing
+        }
+        let now = now_ms();
+        store::mark_envelope_seen(&mut tx, &delivery.server_id, now).await?;
+        store::prune_seen_envelopes(&mut tx, now.saturating_sub(SEEN_ENVELOPE_TTL_MS)).await?;
+        let sender = Address::from_device_address(delivery.sender);
+        let mut events = Vec::new();
+        let mut new_account = None;
+        match self
+            .decrypt(&mut tx, &state, sender, &delivery.payload, &mut events)
+            .await?
+        {
+            Ok(Some(mut decrypted)) => {
+                new_account = decrypted.account.take();
+                let signer = new_account.as_ref().unwrap_or(&state.account);
+                self.deliver_payload(&mut tx, signer, decrypted, now, &mut events)
+                    .await?;
+            }
+            Ok(None) => {} // a duplicate
+            Err(Failure(reason)) => {
+                self.record_failure(&mut tx, sender, &reason, now).await?;
+                events.push(Event::DecryptFailed { sender, reason });
+            }
+        }
+        tx.commit().await?;
+        if let Some(account) = new_account {
+            state.account = account;
+        }
+        drop(state);
+        for event in events {
+            self.emit(event);
+        }
+        Ok(())
+    }
+
+    /// Records, sealed, a delivery that could not be read.
+    pub(super) async fn record_failure(
+        &self,
+        c: &mut SqliteConnection,
+        sender: Address,
+        reason: &str,
+        now: u64,
+    ) -> Result<()> {
+        let record = FailureRecord {
+            sender: sender.to_string(),
+            reason: reason.to_owned(),
+        };
+        let sealed = self
+            .inner
+            .vault
+            .seal_value("failure", b"", &record, &mut rng());
+        tracing::warn!(%reason, "a delivered message could not be read");
+        store::record_failure(c, now, &sealed).await
+    }
+
+    /// Decrypts a message from `sender`: with one of the contact's sessions, else as a new
+    /// session from a prekey message. Returns the contact and plaintext, `None` for a
+    /// duplicate, or the reason the message cannot be read. On success the session (and
+    /// account, for a new session) are saved in `c`; `state` changes only once that succeeded.
+    /// A database error is an `Err`: the delivery is then neither stored nor acknowledged.
+    pub(super) async fn decrypt(
+        &self,
+        c: &mut SqliteConnection,
+        state: &State,
+        sender: Address,
+        bytes: &[u8],
+        events: &mut Vec<Event>,
+    ) -> Result<Result<Option<Decrypted>, Failure>> {
+        let message = match Message::from_bytes(bytes) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(Failure(format!("malformed: {e}")))),
+        };
+        let contact = self.find_by_address(c, sender).await?;
+        let mut last_error = None;
+        if let Some((contact_id, record)) = &contact {
+            // The blind index found this row; the row itself must agree (a store edited behind
+            // our back could have moved the index onto another contact).
+            if record.address() != sender {
+                return Err(ClientError::CorruptStore("contact index"));
+            }
+            for StoredSession { mut session, .. } in self.load_sessions(c, *contact_id).await? {
+                let missing_before = missing_count(&session);
+                match session.decrypt(bytes, &mut rng()) {
+                    Ok(plaintext) => {
+                        self.save_session(c, *contact_id, &session).await?;
+                        let missing = missing_count(&session);
+                        if missing > missing_before {
+                            events.push(Event::GapDetected {
+                                contact: ContactId(*contact_id),
+                                missing,
+                            });
+                        }
+                        return Ok(Ok(Some(Decrypted {
+                            contact_id: *contact_id,
+                            name: record.name.clone(),
+                            plaintext: Zeroizing::new(plaintext),
+                            account: None,
+                        })));
+                    }
+                    Err(DecryptionError::DuplicateMessage { .. }) => return Ok(Ok(None)),
+                    Err(e) => last_error = Some(e.to_string()),
+                }
+            }
+        }
+        let Message::PreKey(prekey) = message else {
+            let reason = last_error.unwrap_or_else(|| "no session with this sender".into());
+            return Ok(Err(Failure(reason)));
+        };
+        if prekey.identity.fingerprint() != sender.fingerprint {
+            return Ok(Err(Failure(
+                "the message's identity is not the sender the relay named".into(),
+            )));
+        }
+        // A prekey message for a session this contact already had is a replay (its session
+        // has moved on, or was pruned): accepting it again would overwrite or resurrect a
+        // session. Treated as a duplicate.
+        if let Some((contact_id, _)) = &contact
+            && store::base_key_known(c, *contact_id, prekey.base_key.as_bytes()).await?
+        {
+            return Ok(Ok(None));
+        }
+        let mut account = state.account.clone();
+        let inbound = match account.accept(bytes, &mut rng()) {
+            Ok(inbound) => inbound,
+            Err(SessionCreationError::UnknownOneTimePreKey(_)) => {
+                return Ok(Err(Failure(
+                    "a repeated prekey message (its one-time prekey is used up)".into(),
+                )));
+            }
+            Err(e) => return Ok(Err(Failure(e.to_string()))),
+        };
+        let session = inbound.session;
+        let (contact_id, name) = match contact {
+            Some((id, mut record)) => {
+                if record.identity.is_none() {
+                    record.identity = Some(session.remote_identity().to_bytes());
+                    self.save_contact(c, id, &record).await?;
+                }
+                (id, record.name)
+            }
+            None => {
+                let name = format!("unknown-{}", sender.short());
+                let record = ContactRecord {
+                    name: name.clone(),
+                    fingerprint: sender.fingerprint.0,
+                    device_id: sender.device_id,
+                    identity: Some(session.remote_identity().to_bytes()),
+                    verified: false,
+                    identity_changed: false,
+                    added_at_ms: now_ms(),
+                };
+                let id = self.insert_contact(c, &record).await?;
+                events.push(Event::NewContact {
+                    contact: ContactId(id),
+                    name: name.clone(),
+                });
+                (id, name)
+            }
+        };
+        // Which session sends from now on. If ours is still unanswered, both sides started at
+        // once: both pick the session with the smaller base key, so they agree without talking.
+        // Otherwise the peer started afresh (a reinstall, a lost session): follow them.
+        // "At once" means within SIMULTANEOUS_START_WINDOW: an old unanswered session (made
+        // only to show a safety number, or whose first message was lost) must not win over
+        // the peer's fresh one, which the peer can actually use.
+        let new_base = *session.base_key().as_bytes();
+        let now = now_ms();
+        let active_base = match self
+            .load_sessions(c, contact_id)
+            .await?
+            .iter()
+            .find(|s| s.active)
+        {
+            Some(ours)
+                if ours.session.awaiting_reply()
+                    && now.saturating_sub(ours.last_used_ms) < SIMULTANEOUS_START_WINDOW_MS =>
+            {
+                (*ours.session.base_key().as_bytes()).min(new_base)
+            }
+            _ => new_base,
+        };
+        store::remember_base_key(c, contact_id, &new_base).await?;
+        self.save_session(c, contact_id, &session).await?;
+        store::activate_session(c, contact_id, &active_base, SESSIONS_PER_CONTACT).await?;
+        let event = session_started(&account, sender, &session);
+        self.audit(c, &account, event).await?;
+        self.save_account(c, &account).await?;
+        Ok(Ok(Some(Decrypted {
+            contact_id,
+            name,
+            plaintext: Zeroizing::new(inbound.plaintext),
+            account: Some(account),
+        })))
+    }
+
+    /// Acts on a decrypted payload: a message is recorded, deduplicated and answered with a
+    /// receipt; a receipt becomes `MessageDelivered` events.
+    pub(super) async fn deliver_payload(
+        &self,
+        c: &mut SqliteConnection,
+        account: &Account,
+        decrypted: Decrypted,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let Decrypted {
+            contact_id,
+            name,
+            plaintext,
+            ..
+        } = decrypted;
+        match Payload::decode(&plaintext) {
+            Err(e) => {
+                let sender = self.load_contact(c, contact_id).await?.address();
+                let reason = format!("the message decrypted but its payload is malformed: {e}");
+                self.record_failure(c, sender, &reason, now).await?;
+                events.push(Event::DecryptFailed { sender, reason });
+            }
+            Ok(Payload::Receipt(ids)) => {
+                for id in ids {
+                    events.push(Event::MessageDelivered {
+                        contact: ContactId(contact_id),
+                        id,
+                    });
+                }
+            }
+            Ok(Payload::Message {
+                id,
+                sent_at_ms,
+                content_type,
+                content,
+            }) => {
+                if !store::mark_message_seen(c, contact_id, &id.0).await? {
+                    return Ok(()); // the sender sent it twice (a resend after a crash)
+                }
+                let sender = self
+                    .load_contact(c, contact_id)
+                    .await?
+                    .address()
+                    .fingerprint;
+                let sequence = self
+                    .append_transcript(
+                        c,
+                        account,
+                        contact_id,
+                        &TranscriptRecord {
+                            direction: Direction::Received,
+                            sender,
+                            message_id: id.0,
+                            sent_at_ms,
+                            received_at_ms: now,
+                            content_type,
+                            content: content.to_vec(),
+                        },
+                    )
+                    .await?;
+                // Unread until the app says it showed it: a crash between storing and showing
+                // still shows it once, after the restart.
+                store::push_inbox(c, contact_id, sequence, &id.0).await?;
+                self.queue(c, contact_id, None, &Payload::Receipt(vec![id]))
+                    .await?;
+                self.inner.outbox_changed.notify_one();
+                events.push(Event::MessageReceived(ReceivedMessage {
+                    contact: ContactId(contact_id),
+                    contact_name: name,
+                    id,
+                    sent_at_ms,
+                    received_at_ms: now,
+                    content_type,
+                    content,
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A delivery that cannot be read, and why (no secrets in the text).
+pub(super) struct Failure(String);
+
+/// A decrypted delivery.
+pub(super) struct Decrypted {
+    contact_id: i64,
+    name: String,
+    plaintext: Zeroizing<Vec<u8>>,
+    /// For a new session: the account with the one-time prekeys it used removed, to become
+    /// the in-memory account once (and only once) the transaction has committed.
+    account: Option<Account>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::client::ClientOptions;
+    use crate::vault::{KdfParams, Secret};
+    use hushwire::transcript::ContentType;
+    use hushwire::{Account, Session};
+
+    /// The relay is not trusted: a bundle for another identity than the contact's address pins
+    /// is refused before any session exists, and nothing is stored.
+    #[tokio::test]
+    async fn a_bundle_for_another_identity_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ClientOptions {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            ..ClientOptions::default()
+        };
+        let secret = Secret::passphrase("correct horse battery staple");
+        let alice = Client::create(&dir.path().join("a.db"), &secret, options)
+            .await
+            .unwrap();
+        let mut rng = rng();
+        let bob = Account::new(1, 0, &mut rng);
+        let mut mallory = Account::new(1, 0, &mut rng);
+        mallory.generate_one_time_prekeys(1, &mut rng);
+        let bob_address = Address {
+            fingerprint: bob.identity_key().fingerprint(),
+            device_id: 1,
+        };
+        let contact = alice.add_contact("bob", bob_address, false).await.unwrap();
+        let forged = mallory.prekey_bundle().unwrap();
+        assert!(matches!(
+            alice.start_session(contact.0, &forged).await,
+            Err(ClientError::RelayIdentityMismatch(name)) if name == "bob"
+        ));
+        let mut c = alice.inner.db.acquire().await.unwrap();
+        assert!(store::sessions(&mut c, contact.0).await.unwrap().is_empty());
+        drop(c);
+        assert!(!alice.contacts().await.unwrap()[0].identity_known);
+    }
+
+    /// A relay replaying a prekey message after the session it started is gone (pruned, or
+    /// moved on too far to recognise it) must not bring that session back.
+    #[tokio::test]
+    async fn a_replayed_prekey_message_never_resurrects_its_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ClientOptions {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            ..ClientOptions::default()
+        };
+        let secret = Secret::passphrase("correct horse battery staple");
+        let bob = Client::create(&dir.path().join("b.db"), &secret, options)
+            .await
+            .unwrap();
+        let mut rng = rng();
+        let alice = Account::new(1, 0, &mut rng);
+        // No one-time prekeys: the bundle a relay hands out once they run out.
+        let bundle = bob
+            .inner
+            .state
+            .lock()
+            .await
+            .account
+            .prekey_bundle()
+            .unwrap();
+        let mut to_bob = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
+        let payload = Payload::Message {
+            id: MessageId([7; 16]),
+            sent_at_ms: 1,
+            content_type: ContentType::Text,
+            content: Zeroizing::new(b"hello".to_vec()),
+        };
+        let first = to_bob.encrypt(&payload.encode()).unwrap();
+        let sender = hushwire::proto::relay::DeviceAddress {
+            fingerprint: alice.identity_key().fingerprint().0,
+            device_id: 1,
+        };
+        let deliver = |server_id: u8| Delivery {
+            server_id: [server_id; 16],
+            sender,
+            server_time_ms: 1,
+            payload: first.clone(),
+        };
+        bob.receive_now(deliver(1)).await.unwrap();
+        assert_eq!(bob.unread().await.unwrap().len(), 1);
+        let contact = bob.contacts().await.unwrap()[0].id;
+
+        // The session goes (as the per-contact cap would drop it); the relay replays.
+        {
+            let mut c = bob.inner.db.acquire().await.unwrap();
+            store::delete_sessions(&mut c, contact.0).await.unwrap();
+        }
+        let mut events = bob.events();
+        bob.receive_now(deliver(2)).await.unwrap();
+        let mut c = bob.inner.db.acquire().await.unwrap();
+        assert!(
+            store::sessions(&mut c, contact.0).await.unwrap().is_empty(),
+            "the replay recreated the session"
+        );
+        drop(c);
+        assert!(events.try_recv().is_err(), "a replay is silent");
+        assert_eq!(bob.unread().await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,316 @@
+//! The send pipeline (`docs/client.md` §5.1): a message goes into the transcript and the
+//! outbox in one transaction, is encrypted with the contact's active session (the ciphertext
+//! stored with the advanced session, so a resend after a crash sends the same bytes), and leaves
+//! the outbox once the relay holds it durably.
+
+use std::time::Duration;
+
+use hushwire::proto::relay::{ErrorCode, FrameBody, OutgoingEnvelope};
+use hushwire::transcript::{ContentType, Direction, TranscriptRecord};
+use serde::{Deserialize, Serialize};
+use sqlx::SqliteConnection;
+use zeroize::Zeroizing;
+
+use crate::contact::ContactId;
+use crate::error::{ClientError, Result};
+use crate::event::{Event, MessageId};
+use crate::link::Link;
+use crate::os::{now_ms, rng};
+use crate::payload::{MAX_CONTENT_LEN, Payload};
+use crate::store;
+
+use super::sessions::StoredSession;
+
+use super::{Client, session_error};
+
+/// What a queued outbox entry holds (sealed).
+#[derive(Serialize, Deserialize)]
+pub(super) struct OutboxItem {
+    /// The message id, for `MessageSent`; `None` for receipts.
+    message_id: Option<[u8; 16]>,
+    /// The payload to encrypt (wiped when dropped).
+    payload: Zeroizing<Vec<u8>>,
+}
+
+impl Client {
+    // ----- sending --------------------------------------------------------------------------
+
+    /// Queues a message to a contact and returns its id. It is in the transcript and the outbox
+    /// when this returns; it goes out as soon as the relay is connected
+    /// ([`Event::MessageSent`], then [`Event::MessageDelivered`] once the contact's device has
+    /// it).
+    pub async fn send(
+        &self,
+        contact: ContactId,
+        content_type: ContentType,
+        content: &[u8],
+    ) -> Result<MessageId> {
+        if content.len() > MAX_CONTENT_LEN {
+            return Err(ClientError::MessageTooLong {
+                len: content.len(),
+                max: MAX_CONTENT_LEN,
+            });
+        }
+        let mut rng = rng();
+        let mut id = [0u8; 16];
+        rand_core::Rng::fill_bytes(&mut rng, &mut id);
+        let id = MessageId(id);
+        let now = now_ms();
+        let state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let record = self.load_contact(&mut tx, contact.0).await?;
+        if record.identity_changed {
+            return Err(ClientError::IdentityChangedUnverified(record.name));
+        }
+        self.append_transcript(
+            &mut tx,
+            &state.account,
+            contact.0,
+            &TranscriptRecord {
+                direction: Direction::Sent,
+                sender: state.account.identity_key().fingerprint(),
+                message_id: id.0,
+                sent_at_ms: now,
+                received_at_ms: now,
+                content_type,
+                content: content.to_vec(),
+            },
+        )
+        .await?;
+        let payload = Payload::Message {
+            id,
+            sent_at_ms: now,
+            content_type,
+            content: Zeroizing::new(content.to_vec()),
+        };
+        self.queue(&mut tx, contact.0, Some(id), &payload).await?;
+        tx.commit().await?;
+        drop(state);
+        self.inner.outbox_changed.notify_one();
+        Ok(id)
+    }
+
+    /// Sends UTF-8 text.
+    pub async fn send_text(&self, contact: ContactId, text: &str) -> Result<MessageId> {
+        self.send(contact, ContentType::Text, text.as_bytes()).await
+    }
+
+    pub(super) async fn queue(
+        &self,
+        c: &mut SqliteConnection,
+        contact_id: i64,
+        message_id: Option<MessageId>,
+        payload: &Payload,
+    ) -> Result<()> {
+        let row = store::push_outbox(c, contact_id).await?;
+        let item = OutboxItem {
+            message_id: message_id.map(|m| m.0),
+            payload: payload.encode(),
+        };
+        let sealed = self
+            .inner
+            .vault
+            .seal_value("outbox", &row.to_be_bytes(), &item, &mut rng());
+        store::set_outbox_sealed(c, row, &sealed).await
+    }
+
+    /// Messages waiting to be sent (not yet durable at the relay).
+    pub async fn outbox_len(&self) -> Result<usize> {
+        let mut c = self.inner.db.acquire().await?;
+        Ok(store::outbox(&mut c).await?.len())
+    }
+    /// Sends queued payloads in order, for as long as the connection lasts.
+    pub(super) async fn flush_outbox(&self, link: &Link) -> Result<()> {
+        // Why each held contact is held, so each reason is reported once.
+        let mut reported = std::collections::HashMap::<i64, String>::new();
+        loop {
+            let changed = self.inner.outbox_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let rows = {
+                let mut c = self.inner.db.acquire().await?;
+                store::outbox(&mut c).await?
+            };
+            let mut progressed = false;
+            // Contacts whose messages cannot move in this pass; their later messages wait too,
+            // so that one contact's messages never overtake each other.
+            let mut held = std::collections::HashSet::new();
+            for row in rows {
+                if held.contains(&row.contact_id) {
+                    continue;
+                }
+                let record = {
+                    let mut c = self.inner.db.acquire().await?;
+                    self.load_contact(&mut c, row.contact_id).await?
+                };
+                if record.identity_changed {
+                    held.insert(row.contact_id); // until the user re-verifies
+                    continue;
+                }
+                // Re-read the row: while this pass waited on the network, a replaced identity
+                // may have cleared its ciphertext (made for the old identity).
+                let Some(row) = ({
+                    let mut c = self.inner.db.acquire().await?;
+                    store::outbox_row(&mut c, row.id).await?
+                }) else {
+                    continue;
+                };
+                let ciphertext = match row.ciphertext {
+                    Some(c) => c,
+                    None => match self
+                        .prepare(link, row.id, row.contact_id, &row.sealed)
+                        .await
+                    {
+                        Ok(c) => {
+                            reported.remove(&row.contact_id);
+                            if let Ok(mut shared) = self.inner.held.lock() {
+                                shared.remove(&row.contact_id);
+                            }
+                            c
+                        }
+                        Err(e) if is_per_contact(&e) => {
+                            held.insert(row.contact_id);
+                            let reason = e.to_string();
+                            if reported.get(&row.contact_id) != Some(&reason) {
+                                // The reason may name the contact (a name can be PHI): it goes
+                                // to the app in the event, never to the log.
+                                tracing::warn!(
+                                    contact = row.contact_id,
+                                    "messages to a contact are held"
+                                );
+                                reported.insert(row.contact_id, reason.clone());
+                                self.emit(Event::SendHeld {
+                                    contact: ContactId(row.contact_id),
+                                    reason,
+                                });
+                            }
+                            // After the event: whoever sees sync() finish has the event too.
+                            if let Ok(mut shared) = self.inner.held.lock() {
+                                shared.insert(row.contact_id);
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    },
+                };
+                let sent = link
+                    .call(FrameBody::Send(vec![OutgoingEnvelope {
+                        recipient: record.address().to_device_address(),
+                        payload: ciphertext,
+                    }]))
+                    .await;
+                match sent {
+                    Ok(FrameBody::Sent(_)) => {}
+                    Ok(_) => {
+                        return Err(ClientError::Connection(
+                            "unexpected answer to a send".into(),
+                        ));
+                    }
+                    Err(ClientError::Relay(
+                        ErrorCode::QuotaExceeded | ErrorCode::UnknownDevice,
+                    )) => {
+                        // This recipient cannot take it now; the others should not wait.
+                        held.insert(row.contact_id);
+                        continue;
+                    }
+                    Err(ClientError::Relay(ErrorCode::RateLimited)) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+                let item: OutboxItem =
+                    self.inner
+                        .vault
+                        .open_value("outbox", &row.id.to_be_bytes(), &row.sealed)?;
+                {
+                    let mut c = self.inner.db.acquire().await?;
+                    store::delete_outbox(&mut c, row.id).await?;
+                }
+                progressed = true;
+                if let Some(id) = item.message_id {
+                    self.emit(Event::MessageSent {
+                        contact: ContactId(row.contact_id),
+                        id: MessageId(id),
+                    });
+                }
+            }
+            if !progressed {
+                // Nothing could move: wait for news (a new message, a verification) or retry in
+                // a while (a full mailbox drains).
+                let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
+            }
+        }
+    }
+
+    /// Makes sure the contact has a session, then encrypts the queued payload.
+    pub(super) async fn prepare(
+        &self,
+        link: &Link,
+        row_id: i64,
+        contact_id: i64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.ensure_session(link, contact_id).await?;
+        self.encrypt_outbox_row(row_id, contact_id, sealed).await
+    }
+
+    /// Encrypts a queued payload with the contact's active session and stores the ciphertext
+    /// with the advanced session, so a resend after a crash sends the very same bytes.
+    pub(super) async fn encrypt_outbox_row(
+        &self,
+        row_id: i64,
+        contact_id: i64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let _state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let item: OutboxItem =
+            self.inner
+                .vault
+                .open_value("outbox", &row_id.to_be_bytes(), sealed)?;
+        let payload = item.payload;
+        let mut sessions = self.load_sessions(&mut tx, contact_id).await?;
+        let Some(StoredSession { session, .. }) = sessions.first_mut() else {
+            return Err(ClientError::Session("no session with the contact".into()));
+        };
+        let ciphertext = session.encrypt(&payload).map_err(session_error)?;
+        self.save_session(&mut tx, contact_id, session).await?;
+        store::set_outbox_ciphertext(&mut tx, row_id, &ciphertext).await?;
+        tx.commit().await?;
+        Ok(ciphertext)
+    }
+    /// Outbox entries that can go out now: not for a contact awaiting re-verification, nor for
+    /// one whose messages are held (no prekeys, unknown device, forged bundle).
+    pub(super) async fn pending_sendable(&self) -> Result<usize> {
+        let held = self
+            .inner
+            .held
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
+        let mut c = self.inner.db.acquire().await?;
+        let mut n = 0;
+        for row in store::outbox(&mut c).await? {
+            if !held.contains(&row.contact_id)
+                && !self
+                    .load_contact(&mut c, row.contact_id)
+                    .await?
+                    .identity_changed
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Errors that concern one contact only: their messages are held, the connection goes on.
+pub(super) fn is_per_contact(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Relay(ErrorCode::NoPreKeys | ErrorCode::UnknownDevice | ErrorCode::BadPreKey)
+            | ClientError::RelayIdentityMismatch(_)
+            | ClientError::Session(_)
+    )
+}

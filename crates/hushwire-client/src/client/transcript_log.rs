@@ -1,0 +1,87 @@
+//! Appending to the sealed transcripts and signing their checkpoints, inside the caller's
+//! transaction (`docs/client.md` §7).
+
+use hushwire::Account;
+use hushwire::proto::audit::{self, AuditEvent};
+use hushwire::proto::codec::Codec as _;
+use hushwire::transcript::{TranscriptCheckpoint, TranscriptRecord, TranscriptWriter};
+use sqlx::SqliteConnection;
+
+use crate::error::{ClientError, Result};
+use crate::os::{now_ms, rng};
+use crate::store;
+
+use super::{Client, session_error};
+
+impl Client {
+    pub(super) async fn append_transcript(
+        &self,
+        c: &mut SqliteConnection,
+        account: &Account,
+        contact_id: i64,
+        record: &TranscriptRecord,
+    ) -> Result<u64> {
+        let mut rng = rng();
+        let mut writer = match store::transcript_writer(c, contact_id).await? {
+            Some(sealed) => TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
+                .map_err(|_| ClientError::CorruptStore("transcript writer"))?,
+            None => TranscriptWriter::new(self.inner.options.checkpoint_interval, &mut rng),
+        };
+        let sequence = writer.len();
+        let appended = writer
+            .append(record, account.identity(), now_ms(), &mut rng)
+            .map_err(session_error)?;
+        store::put_transcript_record(c, contact_id, sequence, &appended.record.to_bytes()).await?;
+        if let Some(checkpoint) = appended.checkpoint {
+            self.store_checkpoint(c, account, contact_id, &writer, &checkpoint)
+                .await?;
+        }
+        store::put_transcript_writer(
+            c,
+            contact_id,
+            &writer.seal(&self.inner.storage_key, &mut rng),
+        )
+        .await?;
+        Ok(sequence)
+    }
+
+    /// Stores a transcript checkpoint and its audit record.
+    pub(super) async fn store_checkpoint(
+        &self,
+        c: &mut SqliteConnection,
+        account: &Account,
+        contact_id: i64,
+        writer: &TranscriptWriter,
+        checkpoint: &TranscriptCheckpoint,
+    ) -> Result<()> {
+        store::put_transcript_checkpoint(c, contact_id, checkpoint.count, &checkpoint.to_bytes())
+            .await?;
+        let event = AuditEvent::TranscriptCheckpointed {
+            transcript: audit::TranscriptId(writer.id().0),
+            records: checkpoint.count,
+        };
+        self.audit(c, account, event).await
+    }
+
+    /// Signs a checkpoint of every transcript as it stands now, so that no record is left in
+    /// an unsigned tail (run before an export or at the end of a shift).
+    pub async fn checkpoint_transcripts(&self) -> Result<u64> {
+        let state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let mut signed = 0;
+        for contact_id in store::transcript_contacts(&mut tx).await? {
+            let Some(sealed) = store::transcript_writer(&mut tx, contact_id).await? else {
+                continue;
+            };
+            let writer = TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
+                .map_err(|_| ClientError::CorruptStore("transcript writer"))?;
+            let checkpoint = writer.checkpoint(state.account.identity(), now_ms());
+            self.store_checkpoint(&mut tx, &state.account, contact_id, &writer, &checkpoint)
+                .await?;
+            signed += 1;
+        }
+        self.checkpoint_audit(&mut tx, &state.account).await?;
+        tx.commit().await?;
+        Ok(signed)
+    }
+}
