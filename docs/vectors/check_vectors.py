@@ -109,6 +109,7 @@ SAFETY_NUMBER_ITERATIONS = 5200
 
 # Double Ratchet bounds (crates/hushwire/src/ratchet/{mod,skipped}.rs).
 MAX_SKIP = 1000
+MAX_JUMP = 25000
 MAX_SKIPPED_KEYS = 2000
 MAX_SKIPPED_CHAINS = 5
 RETIRED_CHAINS = MAX_SKIPPED_CHAINS
@@ -691,7 +692,8 @@ class Party:
         }
         return wire, trace
 
-    def _add_skipped(self, ratchet_key, keys):
+    def _add_skipped(self, ratchet_key, keys, given_up=0):
+        self.discarded += given_up
         for idx, mk in keys:
             self.skipped.append([ratchet_key, idx, mk])
         while len(self.skipped) > MAX_SKIPPED_KEYS:
@@ -705,15 +707,20 @@ class Party:
 
     @staticmethod
     def _skip(ck, start, until):
-        """Message keys for indices start..until-1 and the chain key at `until`."""
-        if until - start > MAX_SKIP:
+        """Walks a chain from `start` to `until` (at most MAX_JUMP): the kept message keys (the
+        last MAX_SKIP indices before `until`), how many earlier ones were given up, and the chain
+        key at `until` (protocol.md §5.3)."""
+        if until - start > MAX_JUMP:
             raise RatchetError("too far ahead")
+        keep_from = max(until - MAX_SKIP, start)
+        given_up = keep_from - start
         keys = []
         while start < until:
-            keys.append((start, message_key(ck)))
+            if start >= keep_from:
+                keys.append((start, message_key(ck)))
             ck = next_chain_key(ck)
             start += 1
-        return keys, ck
+        return keys, given_up, ck
 
     def decrypt(self, wire, draws):
         """Signal's RatchetDecrypt with skipped keys; `draws` is an iterator over the receiver's
@@ -748,10 +755,10 @@ class Party:
             _, ck, n = self.receiving
             if idx < n:
                 raise RatchetError("duplicate message")
-            keys, ck = self._skip(ck, n, idx)
+            keys, given_up, ck = self._skip(ck, n, idx)
             pt = open_with(message_key(ck))
             self.receiving = [rk, next_chain_key(ck), idx + 1]
-            self._add_skipped(rk, keys)
+            self._add_skipped(rk, keys, given_up)
             self.pending_handshake = None
             return pt, False
 
@@ -763,11 +770,14 @@ class Party:
             old_rk, old_ck, old_n = self.receiving
             if pn < old_n:
                 raise RatchetError("inconsistent previous chain length")
-            finished, _ = self._skip(old_ck, old_n, pn)
+            if pn - old_n > MAX_JUMP:
+                finished, finished_given_up = [], pn - old_n  # not walked: all given up
+            else:
+                finished, finished_given_up, _ = self._skip(old_ck, old_n, pn)
         else:
-            finished = []
+            finished, finished_given_up = [], 0
         root, recv_ck = kdf_rk(self.root, x25519(self.our_secret, rk))
-        keys, recv_ck = self._skip(recv_ck, 0, idx)
+        keys, given_up, recv_ck = self._skip(recv_ck, 0, idx)
         pt = open_with(message_key(recv_ck))
         new_secret = next(draws, None)
         if new_secret is None:
@@ -778,10 +788,10 @@ class Party:
         new_root, send_ck = kdf_rk(root, x25519(new_secret, rk))
         # Commit.
         if self.receiving is not None:
-            self._add_skipped(self.receiving[0], finished)
+            self._add_skipped(self.receiving[0], finished, finished_given_up)
             self.retired.append(self.receiving[0])
             self.retired = self.retired[-RETIRED_CHAINS:]
-        self._add_skipped(rk, keys)
+        self._add_skipped(rk, keys, given_up)
         self.pn = self.sending[1] if self.sending is not None else 0
         self.root = new_root
         self.our_secret = new_secret

@@ -76,7 +76,8 @@ pub enum DecryptionError {
         index: u32,
     },
     /// The message is further ahead of the last one received in its chain than the session will
-    /// skip ([`crate::ratchet::MAX_SKIP`]).
+    /// walk ([`crate::ratchet::MAX_JUMP`]). The session cannot read this chain any more; the
+    /// client heals it by starting a new session (`docs/client.md` §5.7).
     TooFarAhead {
         /// The message's index in its chain or, when the sender's previous chain would need
         /// finishing first, the length the header announces for that chain.
@@ -108,7 +109,7 @@ impl fmt::Display for DecryptionError {
             Self::TooFarAhead { index, skip } => write!(
                 f,
                 "message {index} would skip {skip} messages, more than the limit of {}",
-                crate::ratchet::MAX_SKIP
+                crate::ratchet::MAX_JUMP
             ),
             Self::InconsistentChainLength => {
                 f.write_str("message's previous-chain length contradicts messages already received")

@@ -257,11 +257,67 @@ fn tampered_message_fails_and_changes_nothing() {
     assert_eq!(p.bob.decrypt(&m, &mut p.rng).unwrap(), b"payload");
 }
 
+/// Issue 10, case 1: Alice encrypts 1,002 messages and only the last reaches Bob. The jump is
+/// past `MAX_SKIP`, so the oldest skipped key is given up (counted), the other 1,000 are kept,
+/// and every later message still decrypts, in both directions.
 #[test]
-fn skip_beyond_bound_is_refused() {
+fn a_burst_of_losses_past_max_skip_costs_only_the_lost_messages() {
     let mut p = established();
     let max = hushwire::ratchet::MAX_SKIP as usize;
-    let mut messages: Vec<Vec<u8>> = (0..max + 2)
+    let messages: Vec<Vec<u8>> = (0..max + 2)
+        .map(|_| p.alice.encrypt(b"m").unwrap())
+        .collect();
+    p.bob.decrypt(messages.last().unwrap(), &mut p.rng).unwrap();
+    assert_eq!(p.bob.skipped_message_keys(), max);
+    assert_eq!(p.bob.discarded_message_keys(), 1);
+    assert_eq!(p.bob.missing_messages()[0].missing.len(), max);
+    // The given-up message cannot be read; every kept one can.
+    let before = state(&p.bob);
+    assert_eq!(
+        p.bob.decrypt(&messages[0], &mut p.rng).unwrap_err(),
+        DecryptionError::DuplicateMessage { index: 0 }
+    );
+    assert_eq!(state(&p.bob), before);
+    for m in &messages[1..=max] {
+        assert_eq!(p.bob.decrypt(m, &mut p.rng).unwrap(), b"m");
+    }
+    assert!(p.bob.missing_messages().is_empty());
+    // They keep talking.
+    for round in 0..3u8 {
+        let a = p.alice.encrypt(&[round]).unwrap();
+        assert_eq!(p.bob.decrypt(&a, &mut p.rng).unwrap(), [round]);
+        let b = p.bob.encrypt(&[round, 1]).unwrap();
+        assert_eq!(p.alice.decrypt(&b, &mut p.rng).unwrap(), [round, 1]);
+    }
+}
+
+/// A loss in the chain that a new ratchet key closes: 3,000 of Alice's messages are lost, then
+/// she turns her ratchet. Bob keeps the last `MAX_SKIP` keys of the closed chain, counts the
+/// rest, and reads her new chain.
+#[test]
+fn a_loss_in_a_closed_chain_costs_only_the_lost_messages() {
+    let mut p = established();
+    let max = hushwire::ratchet::MAX_SKIP as usize;
+    // Bob has read Alice's current chain up to index 1; its remaining 3,000 are lost.
+    let m0 = p.alice.encrypt(b"0").unwrap();
+    p.bob.decrypt(&m0, &mut p.rng).unwrap();
+    let lost: Vec<Vec<u8>> = (0..3000).map(|_| p.alice.encrypt(b"x").unwrap()).collect();
+    let b = p.bob.encrypt(b"from bob").unwrap();
+    p.alice.decrypt(&b, &mut p.rng).unwrap();
+    let a = p.alice.encrypt(b"new chain").unwrap();
+    assert_eq!(p.bob.decrypt(&a, &mut p.rng).unwrap(), b"new chain");
+    assert_eq!(p.bob.skipped_message_keys(), max);
+    assert_eq!(p.bob.discarded_message_keys(), 2000);
+    assert_eq!(p.bob.decrypt(&lost[2999], &mut p.rng).unwrap(), b"x");
+}
+
+/// Past `MAX_JUMP` a message is refused before any work beyond the bound, and the session is
+/// unchanged; a closed chain longer than `MAX_JUMP` is given up whole without walking it.
+#[test]
+fn a_jump_past_max_jump_is_refused_and_a_longer_closed_chain_is_given_up() {
+    let mut p = established();
+    let jump = hushwire::ratchet::MAX_JUMP;
+    let mut messages: Vec<Vec<u8>> = (0..jump + 2)
         .map(|_| p.alice.encrypt(b"m").unwrap())
         .collect();
     let before = state(&p.bob);
@@ -269,20 +325,32 @@ fn skip_beyond_bound_is_refused() {
     assert_eq!(
         p.bob.decrypt(&too_far, &mut p.rng).unwrap_err(),
         DecryptionError::TooFarAhead {
-            index: (max + 1) as u32,
-            skip: (max + 1) as u32
+            index: jump + 1,
+            skip: jump + 1
         }
     );
     assert_eq!(state(&p.bob), before);
-    // Exactly MAX_SKIP ahead is allowed, and leaves MAX_SKIP gaps that then fill in.
+    // Exactly MAX_JUMP ahead is walked.
     let at_bound = messages.pop().unwrap();
     p.bob.decrypt(&at_bound, &mut p.rng).unwrap();
-    assert_eq!(p.bob.skipped_message_keys(), max);
-    assert_eq!(p.bob.missing_messages()[0].missing.len(), max);
-    for m in messages.iter().rev() {
-        p.bob.decrypt(m, &mut p.rng).unwrap();
+    assert_eq!(
+        p.bob.discarded_message_keys(),
+        u64::from(jump - hushwire::ratchet::MAX_SKIP)
+    );
+
+    // Now a closed chain of MAX_JUMP + 5 unread messages.
+    let mut q = established();
+    let m0 = q.alice.encrypt(b"0").unwrap();
+    q.bob.decrypt(&m0, &mut q.rng).unwrap();
+    for _ in 0..jump + 5 {
+        q.alice.encrypt(b"lost").unwrap();
     }
-    assert!(p.bob.missing_messages().is_empty());
+    let b = q.bob.encrypt(b"from bob").unwrap();
+    q.alice.decrypt(&b, &mut q.rng).unwrap();
+    let a = q.alice.encrypt(b"after").unwrap();
+    assert_eq!(q.bob.decrypt(&a, &mut q.rng).unwrap(), b"after");
+    assert_eq!(q.bob.discarded_message_keys(), u64::from(jump + 5));
+    assert_eq!(q.bob.skipped_message_keys(), 0);
 }
 
 #[test]

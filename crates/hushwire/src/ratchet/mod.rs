@@ -23,10 +23,18 @@ use crate::error::{DecryptionError, EncryptionError};
 use crate::keys::{diffie_hellman, generate_x25519};
 use crate::wire::{MessageHeader, RatchetMessage};
 
-/// The furthest ahead of the next expected message, in one chain, that a message may be. Each
-/// skipped message costs two HMACs before the message is authenticated, so this also bounds the
-/// work a forged header can cause.
+/// The most message keys of one jump that are kept: a message may be up to [`MAX_JUMP`] ahead of
+/// the next expected one, but only the keys of the `MAX_SKIP` messages just before it are
+/// stored; the earlier ones are given up as lost and counted (`docs/protocol.md` §5.4).
 pub const MAX_SKIP: u32 = 1000;
+
+/// The furthest ahead of the next expected message, in one chain, that a message may be (the
+/// same bound as libsignal's forward jumps). Walking the chain costs one HMAC per position
+/// (two for the last [`MAX_SKIP`], whose keys are kept), so this bounds the work a forged header
+/// can cause before it is authenticated: at most `2 × MAX_JUMP + 2 × MAX_SKIP` HMACs and one
+/// X25519 per message (§5.3). A loss larger than this wedges the session; the client then
+/// starts a new one (`docs/client.md` §5.7).
+pub const MAX_JUMP: u32 = 25_000;
 
 /// How many of the peer's earlier ratchet keys are remembered, so a message replayed from an
 /// old chain is reported as a duplicate rather than as a failed DH step.
@@ -66,51 +74,73 @@ struct RatchetStep {
     sending: ChainKey,
 }
 
-/// The keys for `chain.index ..= index`: skipped ones, the message's own key, and the chain key
-/// after it. Refuses to skip more than [`MAX_SKIP`].
-fn advance(
+/// What walking a chain forward yields: the keys kept for the messages skipped on the way (at
+/// most [`MAX_SKIP`], the nearest ones), how many earlier skipped ones were given up, the
+/// message's own key and the chain key after it.
+struct Walk {
+    kept: Vec<MessageKey>,
+    given_up: u64,
+    key: MessageKey,
+    next: ChainKey,
+}
+
+/// Walks `chain` from its index to `target`, keeping the keys of the last [`MAX_SKIP`] positions
+/// before `target` and only stepping the chain key over the earlier ones. Refuses a walk longer
+/// than [`MAX_JUMP`] (`error` builds the refusal from the distance).
+fn walk(
     chain: &ChainKey,
-    index: u32,
-) -> Result<(Vec<MessageKey>, MessageKey, ChainKey), DecryptionError> {
+    target: u64,
+    error: impl FnOnce(u32) -> DecryptionError,
+) -> Result<(Vec<MessageKey>, u64, ChainKey), DecryptionError> {
+    let distance = target.saturating_sub(chain.index);
+    if distance > u64::from(MAX_JUMP) {
+        return Err(error(u32::try_from(distance).unwrap_or(u32::MAX)));
+    }
+    let keep_from = target.saturating_sub(u64::from(MAX_SKIP));
+    let given_up = keep_from.saturating_sub(chain.index);
+    let mut kept = Vec::with_capacity(usize::try_from(distance - given_up).unwrap_or(0));
+    let mut current = chain.clone();
+    while current.index < target {
+        if current.index >= keep_from {
+            kept.push(current.message_key());
+        }
+        current = current.next();
+    }
+    Ok((kept, given_up, current))
+}
+
+/// The keys for `chain.index ..= index`: see [`Walk`]. Refuses to walk more than [`MAX_JUMP`].
+fn advance(chain: &ChainKey, index: u32) -> Result<Walk, DecryptionError> {
     let target = u64::from(index);
     if target < chain.index {
         return Err(DecryptionError::DuplicateMessage { index });
     }
-    let skip = target - chain.index;
-    if skip > u64::from(MAX_SKIP) {
-        return Err(DecryptionError::TooFarAhead {
-            index,
-            skip: u32::try_from(skip).unwrap_or(u32::MAX),
-        });
-    }
-    let mut skipped = Vec::with_capacity(usize::try_from(skip).unwrap_or(0));
-    let mut current = chain.clone();
-    while current.index < target {
-        skipped.push(current.message_key());
-        current = current.next();
-    }
-    Ok((skipped, current.message_key(), current.next()))
+    let (kept, given_up, current) = walk(chain, target, |skip| DecryptionError::TooFarAhead {
+        index,
+        skip,
+    })?;
+    Ok(Walk {
+        kept,
+        given_up,
+        key: current.message_key(),
+        next: current.next(),
+    })
 }
 
-/// Keys for the rest of a chain that has ended after `length` messages.
-fn finish(chain: &ChainKey, length: u32) -> Result<Vec<MessageKey>, DecryptionError> {
+/// Keys for the rest of a chain that has ended after `length` messages: the last [`MAX_SKIP`]
+/// are kept. A tail longer than [`MAX_JUMP`] is not walked at all; all of it is given up (the
+/// chain is over, so nothing after it depends on walking it).
+fn finish(chain: &ChainKey, length: u32) -> Result<(Vec<MessageKey>, u64), DecryptionError> {
     let end = u64::from(length);
     if end < chain.index {
         return Err(DecryptionError::InconsistentChainLength);
     }
-    if end - chain.index > u64::from(MAX_SKIP) {
-        return Err(DecryptionError::TooFarAhead {
-            index: length,
-            skip: u32::try_from(end - chain.index).unwrap_or(u32::MAX),
-        });
+    let tail = end - chain.index;
+    if tail > u64::from(MAX_JUMP) {
+        return Ok((Vec::new(), tail));
     }
-    let mut keys = Vec::new();
-    let mut current = chain.clone();
-    while current.index < end {
-        keys.push(current.message_key());
-        current = current.next();
-    }
-    Ok(keys)
+    let (kept, given_up, _) = walk(chain, end, |_| DecryptionError::InconsistentChainLength)?;
+    Ok((kept, given_up))
 }
 
 fn dh(
@@ -204,10 +234,11 @@ impl DoubleRatchet {
             && receiving.ratchet_key == header.ratchet_key
             && u64::from(header.index) >= receiving.chain.index
         {
-            let (skipped, key, next) = advance(&receiving.chain, header.index)?;
-            let plaintext = open(&key)?;
-            receiving.chain = next;
-            self.skipped.extend(&header.ratchet_key, skipped);
+            let walk = advance(&receiving.chain, header.index)?;
+            let plaintext = open(&walk.key)?;
+            receiving.chain = walk.next;
+            self.skipped
+                .extend(&header.ratchet_key, walk.kept, walk.given_up);
             return Ok(plaintext);
         }
 
@@ -233,16 +264,16 @@ impl DoubleRatchet {
         // 4. A new chain: DH ratchet step.
         let finished = match &self.receiving {
             Some(r) => finish(&r.chain, header.previous_chain_length)?,
-            None => Vec::new(),
+            None => (Vec::new(), 0),
         };
         let (root, receiving_chain) = self
             .root
             .step(&*dh(&self.ours.secret, &header.ratchet_key)?);
-        let (skipped, key, next) = advance(&receiving_chain, header.index)?;
-        let plaintext = open(&key)?;
+        let walk = advance(&receiving_chain, header.index)?;
+        let plaintext = open(&walk.key)?;
 
         let step = self.plan_sending_step(&root, &header.ratchet_key, rng)?;
-        self.commit_step(step, header, finished, skipped, next);
+        self.commit_step(step, header, finished, walk);
         Ok(plaintext)
     }
 
@@ -267,18 +298,19 @@ impl DoubleRatchet {
         &mut self,
         step: RatchetStep,
         header: &MessageHeader,
-        finished: Vec<MessageKey>,
-        skipped: Vec<MessageKey>,
-        next: ChainKey,
+        (finished, finished_given_up): (Vec<MessageKey>, u64),
+        walk: Walk,
     ) {
         if let Some(old) = self.receiving.take() {
-            self.skipped.extend(&old.ratchet_key, finished);
+            self.skipped
+                .extend(&old.ratchet_key, finished, finished_given_up);
             self.retired.push_back(old.ratchet_key);
             while self.retired.len() > RETIRED_CHAINS {
                 self.retired.pop_front();
             }
         }
-        self.skipped.extend(&header.ratchet_key, skipped);
+        self.skipped
+            .extend(&header.ratchet_key, walk.kept, walk.given_up);
         self.previous_sending_length = self
             .sending
             .as_ref()
@@ -288,7 +320,7 @@ impl DoubleRatchet {
         self.sending = Some(step.sending);
         self.receiving = Some(ReceivingChain {
             ratchet_key: header.ratchet_key,
-            chain: next,
+            chain: walk.next,
         });
     }
 

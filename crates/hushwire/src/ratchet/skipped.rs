@@ -59,8 +59,15 @@ impl SkippedKeys {
         self.entries.remove(position);
     }
 
-    /// Adds keys for one chain, then enforces both bounds by discarding the oldest.
-    pub(crate) fn extend(&mut self, ratchet_key: &X25519PublicKey, keys: Vec<MessageKey>) {
+    /// Adds keys for one chain, counting `given_up` earlier keys of it that were never stored
+    /// (a jump past [`super::MAX_SKIP`]), then enforces both bounds by discarding the oldest.
+    pub(crate) fn extend(
+        &mut self,
+        ratchet_key: &X25519PublicKey,
+        keys: Vec<MessageKey>,
+        given_up: u64,
+    ) {
+        self.discarded += given_up;
         for key in keys {
             self.entries.push_back(SkippedKey {
                 ratchet_key: *ratchet_key.as_bytes(),
