@@ -142,4 +142,85 @@ pub enum Event {
     SignedPreKeyRotated,
     /// The connection state changed.
     Connection(ConnectionState),
+    /// A sent message changed state (`docs/client.md` §5.13): every change after
+    /// [`MessageState::Queued`] is reported, so an app can show each message's delivery.
+    MessageStateChanged {
+        /// To whom.
+        contact: ContactId,
+        /// Which message.
+        id: MessageId,
+        /// Its new state.
+        state: MessageState,
+    },
+    /// A conversation healed itself: a session with the contact was replaced
+    /// (`docs/client.md` §5.13). Show it to the person as a one-line notice.
+    SessionReset {
+        /// With whom.
+        contact: ContactId,
+        /// True when the contact's device could not read this device's messages and asked;
+        /// false when this device could not read the contact's and asked.
+        requested_by_peer: bool,
+        /// How many unconfirmed messages were queued again (when `requested_by_peer`).
+        resent: usize,
+    },
+    /// Messages from a contact can no longer be read: more were lost in a row than a session
+    /// keeps keys for (`docs/protocol.md` §5.4), or they arrived after their keys were given up.
+    MessagesLost {
+        /// Whose messages.
+        contact: ContactId,
+        /// How many.
+        count: u64,
+    },
+    /// A contact's device sent a different message under a message key already used: its store
+    /// was restored from a copy or its state rolled back. The message was not shown; the session
+    /// is replaced (`docs/client.md` §5.13). A security event: the two messages' ciphertexts,
+    /// XORed, reveal the XOR of their plaintexts to whoever holds both (the relay).
+    KeyReuseDetected {
+        /// Whose device.
+        contact: ContactId,
+    },
+}
+
+/// Where a sent message is (`docs/client.md` §5.13), from [`crate::Client::message_state`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageState {
+    /// In the outbox, not yet held by the relay.
+    Queued,
+    /// The relay holds it durably; no receipt yet.
+    Sent,
+    /// The contact's device stored it (an end-to-end receipt arrived).
+    Delivered,
+    /// The contact's device could not read it; it is queued again on a new session.
+    Retrying,
+    /// Sent, but no receipt came within `ClientOptions::receipt_timeout`: the app should show it
+    /// as not confirmed. A receipt that comes later still makes it `Delivered`.
+    NotConfirmed,
+    /// Given up after `MAX_RESENDS` resends: it will not be sent again on its own.
+    Failed,
+}
+
+impl MessageState {
+    /// The stored code (`sent_messages.state`).
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            Self::Queued => 1,
+            Self::Sent => 2,
+            Self::Delivered => 3,
+            Self::Retrying => 4,
+            Self::NotConfirmed => 5,
+            Self::Failed => 6,
+        }
+    }
+
+    pub(crate) fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            1 => Self::Queued,
+            2 => Self::Sent,
+            3 => Self::Delivered,
+            4 => Self::Retrying,
+            5 => Self::NotConfirmed,
+            6 => Self::Failed,
+            _ => return None,
+        })
+    }
 }

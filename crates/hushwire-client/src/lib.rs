@@ -43,11 +43,11 @@ mod vault;
 pub use address::Address;
 pub use client::{
     AUDIT_CHECKPOINT_INTERVAL, ArchiveSettings, AuditedTranscript, Client, ClientOptions,
-    ExportSummary, TranscriptInfo, read_export,
+    ExportSummary, MAX_RESENDS, TranscriptInfo, read_export,
 };
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};
-pub use event::{ConnectionState, Event, MessageId, ReceivedMessage};
+pub use event::{ConnectionState, Event, MessageId, MessageState, ReceivedMessage};
 pub use hushwire::proto::audit::{AuditEvent, AuditRecord, AuditReport};
 pub use hushwire::transcript::{
     AuditorKey, ContentType, Direction, TranscriptRecord, TranscriptReport,

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! version u8 = 1
-//! kind    u8 = 0x01 message | 0x02 receipt
+//! kind    u8 = 0x01 message | 0x02 receipt | 0x03 session reset
 //! message: message_id[16] sent_at_ms u64 content_type u8 content (u32 length ‖ bytes)
 //! receipt: count u16 (1..=256) message_id[16] × count
+//! session reset: reason u8 (0x01 undecryptable | 0x02 key reused | 0x03 chain too far ahead)
 //! ```
 
 use hushwire::proto::codec::{DecodeError, Reader, put_bytes_u32};
@@ -19,6 +20,7 @@ use crate::MessageId;
 pub const PAYLOAD_VERSION: u8 = 1;
 const KIND_MESSAGE: u8 = 0x01;
 const KIND_RECEIPT: u8 = 0x02;
+const KIND_SESSION_RESET: u8 = 0x03;
 /// Bytes a message payload adds around its content.
 const MESSAGE_OVERHEAD: usize = 1 + 1 + 16 + 8 + 1 + 4;
 /// Largest content one message carries.
@@ -38,6 +40,20 @@ pub(crate) enum Payload {
     },
     /// The sender's device durably stored these messages.
     Receipt(Vec<MessageId>),
+    /// The sender's device could not read a message from us: start a new session and send
+    /// again what it has not confirmed (`docs/client.md` §5.13).
+    SessionReset(ResetReason),
+}
+
+/// Why a device asks for a new session (`docs/client.md` §4, §5.13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResetReason {
+    /// No session could read the message (unknown prekey, failed authentication, lost state).
+    Undecryptable = 0x01,
+    /// A different message arrived under a message key already used (a rolled-back sender).
+    KeyReused = 0x02,
+    /// More messages were lost in a row than a session walks (`protocol.md` §5.4).
+    TooFarAhead = 0x03,
 }
 
 pub(crate) fn content_type_byte(t: ContentType) -> u8 {
@@ -81,6 +97,10 @@ impl Payload {
                     out.extend_from_slice(&id.0);
                 }
             }
+            Self::SessionReset(reason) => {
+                out.push(KIND_SESSION_RESET);
+                out.push(*reason as u8);
+            }
         }
         out
     }
@@ -112,6 +132,16 @@ impl Payload {
                 }
                 Self::Receipt(ids)
             }
+            KIND_SESSION_RESET => Self::SessionReset(match r.u8("reset reason")? {
+                0x01 => ResetReason::Undecryptable,
+                0x02 => ResetReason::KeyReused,
+                0x03 => ResetReason::TooFarAhead,
+                _ => {
+                    return Err(DecodeError::InvalidValue {
+                        field: "reset reason",
+                    });
+                }
+            }),
             _ => {
                 return Err(DecodeError::InvalidValue {
                     field: "payload kind",
@@ -151,6 +181,13 @@ mod tests {
             "an empty receipt is refused"
         );
         assert!(Payload::decode(&[2, 1]).is_err(), "unknown version");
+        // The session reset's bytes are fixed by the spec (client.md §4): 01 03 reason.
+        let reset = Payload::SessionReset(ResetReason::KeyReused);
+        assert_eq!(reset.encode().as_slice(), [1, 3, 2]);
+        assert!(Payload::decode(&[1, 3, 2]).unwrap() == reset);
+        assert!(Payload::decode(&[1, 3, 9]).is_err(), "unknown reason");
+        assert!(Payload::decode(&[1, 3]).is_err(), "no reason");
+        assert!(Payload::decode(&[1, 3, 1, 0]).is_err(), "trailing byte");
         assert!(Payload::decode(&[1, 9]).is_err(), "unknown kind");
     }
 }

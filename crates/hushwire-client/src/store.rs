@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -79,6 +79,31 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE audit_records (sequence INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
     CREATE TABLE audit_checkpoints (id INTEGER PRIMARY KEY, checkpoint BLOB NOT NULL);
+    ",
+    // 1 → 2: healing (`docs/client.md` §5.13). Each message sent keeps its state and, until a
+    // receipt confirms it, its sealed payload, so a reset can send it again; resets are bounded
+    // per contact; received message headers are remembered by a keyed digest so a different
+    // message under a key already used is told apart from a duplicate.
+    r"
+    CREATE TABLE sent_messages (
+        message_id BLOB PRIMARY KEY,
+        contact_id INTEGER NOT NULL REFERENCES contacts(id),
+        state INTEGER NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        resends INTEGER NOT NULL DEFAULT 0,
+        sealed BLOB
+    );
+    CREATE INDEX sent_messages_by_contact ON sent_messages (contact_id, state);
+    CREATE TABLE session_resets (
+        contact_id INTEGER PRIMARY KEY REFERENCES contacts(id),
+        last_ms INTEGER NOT NULL
+    );
+    CREATE TABLE received_headers (
+        header_index BLOB PRIMARY KEY,
+        message_digest BLOB NOT NULL,
+        seen_ms INTEGER NOT NULL
+    );
     ",
 ];
 
@@ -569,19 +594,17 @@ pub(crate) async fn remember_base_key(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn base_key_known(
-    c: &mut SqliteConnection,
-    contact_id: i64,
-    base_key: &[u8],
-) -> Result<bool> {
-    Ok(sqlx::query_scalar::<_, i64>(
-        "SELECT 1 FROM session_base_keys WHERE contact_id = ? AND base_key = ?",
+/// Whether any session, with any contact past or present, ever had this base key: replay
+/// detection is account-wide, so a replaced or removed contact cannot make an old prekey message
+/// new again.
+pub(crate) async fn base_key_known(c: &mut SqliteConnection, base_key: &[u8]) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT 1 FROM session_base_keys WHERE base_key = ? LIMIT 1")
+            .bind(base_key)
+            .fetch_optional(c)
+            .await?
+            .is_some(),
     )
-    .bind(contact_id)
-    .bind(base_key)
-    .fetch_optional(c)
-    .await?
-    .is_some())
 }
 
 pub(crate) async fn outbox_row(c: &mut SqliteConnection, id: i64) -> Result<Option<OutboxRow>> {
@@ -704,6 +727,209 @@ pub(crate) async fn transcript_record_at(
 pub(crate) async fn remove_from_inbox(c: &mut SqliteConnection, message_id: &[u8]) -> Result<()> {
     sqlx::query("DELETE FROM inbox WHERE message_id = ?")
         .bind(message_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Marks every session with a contact inactive: they still decrypt what is in flight, but the
+/// next send starts a new session (`docs/client.md` §5.13).
+pub(crate) async fn deactivate_sessions(c: &mut SqliteConnection, contact_id: i64) -> Result<()> {
+    sqlx::query("UPDATE sessions SET active = 0 WHERE contact_id = ?")
+        .bind(contact_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// A message this device sent, as `sent_messages` keeps it.
+pub(crate) struct SentRow {
+    pub message_id: [u8; 16],
+    pub contact_id: i64,
+    pub state: i64,
+    pub updated_ms: u64,
+    pub resends: i64,
+    pub sealed: Option<Vec<u8>>,
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) async fn insert_sent(
+    c: &mut SqliteConnection,
+    message_id: &[u8; 16],
+    contact_id: i64,
+    state: i64,
+    now_ms: u64,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sent_messages (message_id, contact_id, state, sent_at_ms, updated_ms, sealed)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&message_id[..])
+    .bind(contact_id)
+    .bind(state)
+    .bind(ms(now_ms))
+    .bind(ms(now_ms))
+    .bind(sealed)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Moves a sent message to `state` if it is in one of `from`; true if it moved. A delivered
+/// message drops its payload: nothing will ever resend it.
+pub(crate) async fn set_sent_state(
+    c: &mut SqliteConnection,
+    message_id: &[u8; 16],
+    from: &[i64],
+    state: i64,
+    drop_payload: bool,
+    now_ms: u64,
+) -> Result<bool> {
+    let mut moved = false;
+    for f in from {
+        let done = sqlx::query(
+            "UPDATE sent_messages SET state = ?, updated_ms = ?,
+                 sealed = CASE WHEN ? THEN NULL ELSE sealed END
+             WHERE message_id = ? AND state = ?",
+        )
+        .bind(state)
+        .bind(ms(now_ms))
+        .bind(drop_payload)
+        .bind(&message_id[..])
+        .bind(f)
+        .execute(&mut *c)
+        .await?;
+        moved |= done.rows_affected() > 0;
+    }
+    Ok(moved)
+}
+
+fn sent_row(r: &sqlx::sqlite::SqliteRow) -> SentRow {
+    let id: Vec<u8> = r.get(0);
+    let mut message_id = [0u8; 16];
+    if id.len() == 16 {
+        message_id.copy_from_slice(&id);
+    }
+    SentRow {
+        message_id,
+        contact_id: r.get(1),
+        state: r.get(2),
+        resends: r.get(4),
+        sealed: r.get(5),
+        updated_ms: u64::try_from(r.get::<i64, _>(6)).unwrap_or(0),
+    }
+}
+
+const SENT_COLUMNS: &str = "message_id, contact_id, state, sent_at_ms, resends, sealed, updated_ms";
+
+pub(crate) async fn sent_message(
+    c: &mut SqliteConnection,
+    message_id: &[u8; 16],
+) -> Result<Option<SentRow>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SENT_COLUMNS} FROM sent_messages WHERE message_id = ?"
+    )))
+    .bind(&message_id[..])
+    .fetch_optional(c)
+    .await?;
+    Ok(row.as_ref().map(sent_row))
+}
+
+/// A contact's sent messages in `states`, oldest first (all contacts when `contact_id` is
+/// `None`).
+pub(crate) async fn sent_messages(
+    c: &mut SqliteConnection,
+    contact_id: Option<i64>,
+    states: &[i64],
+) -> Result<Vec<SentRow>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SENT_COLUMNS} FROM sent_messages WHERE (? IS NULL OR contact_id = ?)
+         ORDER BY sent_at_ms, rowid"
+    )))
+    .bind(contact_id)
+    .bind(contact_id)
+    .fetch_all(c)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(sent_row)
+        .filter(|r| states.contains(&r.state))
+        .collect())
+}
+
+pub(crate) async fn count_resend(c: &mut SqliteConnection, message_id: &[u8; 16]) -> Result<()> {
+    sqlx::query("UPDATE sent_messages SET resends = resends + 1 WHERE message_id = ?")
+        .bind(&message_id[..])
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// When this device last asked a contact for a new session, if ever.
+pub(crate) async fn last_reset(c: &mut SqliteConnection, contact_id: i64) -> Result<Option<u64>> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT last_ms FROM session_resets WHERE contact_id = ?")
+            .bind(contact_id)
+            .fetch_optional(c)
+            .await?
+            .map(|v| u64::try_from(v).unwrap_or(0)),
+    )
+}
+
+pub(crate) async fn set_last_reset(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    now_ms: u64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO session_resets (contact_id, last_ms) VALUES (?, ?)
+         ON CONFLICT (contact_id) DO UPDATE SET last_ms = excluded.last_ms",
+    )
+    .bind(contact_id)
+    .bind(ms(now_ms))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The digest of the message received under a header (keyed index of chain and position), if
+/// one was.
+pub(crate) async fn received_header(
+    c: &mut SqliteConnection,
+    header_index: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar::<_, Vec<u8>>(
+        "SELECT message_digest FROM received_headers WHERE header_index = ?",
+    )
+    .bind(header_index)
+    .fetch_optional(c)
+    .await?)
+}
+
+pub(crate) async fn remember_received_header(
+    c: &mut SqliteConnection,
+    header_index: &[u8],
+    digest: &[u8],
+    now_ms: u64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO received_headers (header_index, message_digest, seen_ms) VALUES (?, ?, ?)",
+    )
+    .bind(header_index)
+    .bind(digest)
+    .bind(ms(now_ms))
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn prune_received_headers(c: &mut SqliteConnection, before_ms: u64) -> Result<()> {
+    sqlx::query("DELETE FROM received_headers WHERE seen_ms < ?")
+        .bind(ms(before_ms))
         .execute(c)
         .await?;
     Ok(())

@@ -298,6 +298,18 @@ pub enum AuditEvent {
         /// The verified peer.
         peer: DeviceRef,
     },
+    /// `0x24 ‖ device[36] ‖ peer[36] ‖ requested_by_peer[1]` (74 bytes): a session with the peer
+    /// was replaced to heal a conversation (`client.md` §5.13). `requested_by_peer` is 0x00 when
+    /// this device could not read the peer's message and asked for the reset, 0x01 when the peer
+    /// asked and this device started again and re-sent what was not confirmed.
+    SessionReset {
+        /// The logging device.
+        device: DeviceRef,
+        /// The other device.
+        peer: DeviceRef,
+        /// Whether the peer asked for the reset (else this device did).
+        requested_by_peer: bool,
+    },
     /// `0x23 ‖ device[36]` (37 bytes): the device's local store was unlocked (opened with its
     /// passphrase or key): the access to stored ePHI that HIPAA audit controls ask to record.
     StoreUnlocked {
@@ -353,6 +365,7 @@ impl AuditEvent {
             Self::IdentityChanged { .. } => 0x21,
             Self::ContactVerified { .. } => 0x22,
             Self::StoreUnlocked { .. } => 0x23,
+            Self::SessionReset { .. } => 0x24,
             Self::TranscriptCheckpointed { .. } => 0x30,
             Self::TranscriptExported { .. } => 0x31,
             Self::TranscriptOpened { .. } => 0x32,
@@ -429,6 +442,15 @@ impl Codec for AuditEvent {
             Self::IdentityChanged { device, peer } | Self::ContactVerified { device, peer } => {
                 device.encode(out);
                 peer.encode(out);
+            }
+            Self::SessionReset {
+                device,
+                peer,
+                requested_by_peer,
+            } => {
+                device.encode(out);
+                peer.encode(out);
+                out.push(u8::from(*requested_by_peer));
             }
             Self::TranscriptCheckpointed {
                 transcript,
@@ -509,6 +531,19 @@ impl Codec for AuditEvent {
             0x22 => Self::ContactVerified {
                 device: DeviceRef::read(r)?,
                 peer: DeviceRef::read(r)?,
+            },
+            0x24 => Self::SessionReset {
+                device: DeviceRef::read(r)?,
+                peer: DeviceRef::read(r)?,
+                requested_by_peer: match r.u8("requested by peer")? {
+                    0 => false,
+                    1 => true,
+                    _ => {
+                        return Err(DecodeError::InvalidValue {
+                            field: "requested by peer",
+                        });
+                    }
+                },
             },
             0x23 => Self::StoreUnlocked {
                 device: DeviceRef::read(r)?,
@@ -1396,6 +1431,11 @@ mod tests {
             AuditEvent::IdentityChanged { device: a, peer: b },
             AuditEvent::ContactVerified { device: a, peer: b },
             AuditEvent::StoreUnlocked { device: a },
+            AuditEvent::SessionReset {
+                device: a,
+                peer: b,
+                requested_by_peer: true,
+            },
             AuditEvent::TranscriptCheckpointed {
                 transcript,
                 records: 10,
@@ -1444,7 +1484,7 @@ mod tests {
 
     #[test]
     fn every_event_round_trips_with_its_documented_tag_and_length() {
-        let expected: [(u8, usize); 18] = [
+        let expected: [(u8, usize); 19] = [
             (0x01, 37),
             (0x02, 37),
             (0x03, 2),
@@ -1459,6 +1499,7 @@ mod tests {
             (0x21, 73),
             (0x22, 73),
             (0x23, 37),
+            (0x24, 74),
             (0x30, 25),
             (0x31, 26),
             (0x32, 53),
@@ -1934,6 +1975,13 @@ mod tests {
             }),
             (d(), d()).prop_map(|(device, peer)| AuditEvent::IdentityChanged { device, peer }),
             (d(), d()).prop_map(|(device, peer)| AuditEvent::ContactVerified { device, peer }),
+            (d(), d(), any::<bool>()).prop_map(|(device, peer, requested_by_peer)| {
+                AuditEvent::SessionReset {
+                    device,
+                    peer,
+                    requested_by_peer,
+                }
+            }),
             d().prop_map(|device| AuditEvent::StoreUnlocked { device }),
             (id(), any::<u64>()).prop_map(|(t, records)| AuditEvent::TranscriptCheckpointed {
                 transcript: TranscriptId(t),

@@ -22,8 +22,11 @@ use crate::session::{InboundSession, Session};
 use crate::wire::PreKeyMessage;
 
 /// How many signed prekeys (and last-resort ML-KEM prekeys) are kept: the current one and the
-/// one before it, so handshakes begun just before a rotation still complete.
-pub const KEPT_ROTATED_PREKEYS: usize = 2;
+/// four before it, so a session started from a bundle and left unanswered still completes for
+/// about a month at the client's weekly rotation (libsignal keeps old signed prekeys for a
+/// while for the same reason). An older one is refused with
+/// [`SessionCreationError::RetiredSignedPreKey`] and the client heals with a new session.
+pub const KEPT_ROTATED_PREKEYS: usize = 5;
 /// The most unused one-time prekeys of each kind an account holds.
 pub const MAX_ONE_TIME_PREKEYS: usize = 10_000;
 
@@ -68,6 +71,13 @@ impl Account {
                 return id;
             }
         }
+    }
+
+    /// Whether this account issued `id`: ids are handed out in ascending order from 1. (Only
+    /// the error's wording depends on this; after 2^32 prekeys, when ids wrap, an old id may be
+    /// named "never issued".)
+    fn issued(&self, id: u32) -> bool {
+        id != 0 && id < self.next_prekey_id
     }
 
     fn holds_prekey_id(&self, id: u32) -> bool {
@@ -211,6 +221,7 @@ impl Account {
     /// Accepts a prekey message: runs the responder's handshake with the prekeys it names,
     /// decrypts the first message, and only if that authenticates, consumes the one-time
     /// prekeys it used. A second message naming the same one-time prekey is refused with
+    /// [`SessionCreationError::UsedOneTimePreKey`]; one naming an id never issued with
     /// [`SessionCreationError::UnknownOneTimePreKey`]. Draws 32 bytes from `rng` (the
     /// responder's first ratchet key). On any error the account is unchanged.
     pub fn accept<R: CryptoRng + ?Sized>(
@@ -224,15 +235,17 @@ impl Account {
             .signed_prekeys
             .iter()
             .find(|k| k.public().id == message.signed_prekey_id)
-            .ok_or(SessionCreationError::UnknownSignedPreKey(
-                message.signed_prekey_id,
-            ))?;
+            .ok_or(if self.issued(message.signed_prekey_id) {
+                SessionCreationError::RetiredSignedPreKey(message.signed_prekey_id)
+            } else {
+                SessionCreationError::UnknownSignedPreKey(message.signed_prekey_id)
+            })?;
         let one_time = match message.one_time_prekey_id {
-            Some(id) => Some(
-                self.one_time_prekeys
-                    .get(&id)
-                    .ok_or(SessionCreationError::UnknownOneTimePreKey(id))?,
-            ),
+            Some(id) => Some(self.one_time_prekeys.get(&id).ok_or(if self.issued(id) {
+                SessionCreationError::UsedOneTimePreKey(id)
+            } else {
+                SessionCreationError::UnknownOneTimePreKey(id)
+            })?),
             None => None,
         };
         let kem_id = message.kem_prekey_id;
@@ -244,7 +257,11 @@ impl Account {
                     .iter()
                     .find(|k| k.public().id == kem_id)
             })
-            .ok_or(SessionCreationError::UnknownKemPreKey(kem_id))?;
+            .ok_or(if self.issued(kem_id) {
+                SessionCreationError::UsedKemPreKey(kem_id)
+            } else {
+                SessionCreationError::UnknownKemPreKey(kem_id)
+            })?;
 
         let (shared_secret, associated_data) = handshake::respond(
             &self.identity,

@@ -14,14 +14,24 @@ pub enum SessionCreationError {
     InvalidKemPublicKey,
     /// A Diffie-Hellman output was all zeros (the peer sent a key of small order).
     NonContributoryKey,
-    /// The prekey message names a signed prekey this account does not hold.
+    /// The prekey message names a signed prekey id this account never issued (the sender used
+    /// another device's bundle, or the store lost keys).
     UnknownSignedPreKey(u32),
-    /// The prekey message names a one-time prekey this account does not hold: it was never
-    /// issued, or it was already used (a replayed or duplicated handshake).
+    /// The prekey message names a signed prekey this account issued but has since rotated out
+    /// (more than [`crate::KEPT_ROTATED_PREKEYS`] rotations ago): the sender's session is older
+    /// than the prekeys kept, and must start again from a fresh bundle.
+    RetiredSignedPreKey(u32),
+    /// The prekey message names a one-time prekey id this account never issued (the relay or
+    /// the store is at fault, not a replay).
     UnknownOneTimePreKey(u32),
-    /// The prekey message names an ML-KEM prekey this account does not hold (never issued, or a
-    /// one-time ML-KEM prekey that was already used).
+    /// The prekey message names a one-time prekey this account issued and that is used up: a
+    /// repeated or replayed handshake.
+    UsedOneTimePreKey(u32),
+    /// The prekey message names an ML-KEM prekey id this account never issued.
     UnknownKemPreKey(u32),
+    /// The prekey message names an ML-KEM prekey this account issued and no longer holds: a
+    /// used one-time ML-KEM prekey (a replay) or a rotated-out last-resort one.
+    UsedKemPreKey(u32),
     /// The message embedded in the prekey message failed to decrypt.
     Decryption(DecryptionError),
 }
@@ -34,13 +44,27 @@ impl fmt::Display for SessionCreationError {
             Self::NonContributoryKey => {
                 f.write_str("peer key has small order (all-zero DH output)")
             }
-            Self::UnknownSignedPreKey(id) => write!(f, "unknown signed prekey {id}"),
+            Self::UnknownSignedPreKey(id) => {
+                write!(f, "signed prekey {id} was never issued by this device")
+            }
+            Self::RetiredSignedPreKey(id) => write!(
+                f,
+                "signed prekey {id} was rotated out: the sender's session is too old"
+            ),
             Self::UnknownOneTimePreKey(id) => {
-                write!(f, "one-time prekey {id} is unknown or already used")
+                write!(f, "one-time prekey {id} was never issued by this device")
             }
+            Self::UsedOneTimePreKey(id) => write!(
+                f,
+                "one-time prekey {id} is already used: a repeated or replayed prekey message"
+            ),
             Self::UnknownKemPreKey(id) => {
-                write!(f, "ML-KEM prekey {id} is unknown or already used")
+                write!(f, "ML-KEM prekey {id} was never issued by this device")
             }
+            Self::UsedKemPreKey(id) => write!(
+                f,
+                "ML-KEM prekey {id} is used up or rotated out: a replayed or too old prekey message"
+            ),
             Self::Decryption(e) => write!(f, "first message failed: {e}"),
         }
     }
@@ -77,7 +101,7 @@ pub enum DecryptionError {
     },
     /// The message is further ahead of the last one received in its chain than the session will
     /// walk ([`crate::ratchet::MAX_JUMP`]). The session cannot read this chain any more; the
-    /// client heals it by starting a new session (`docs/client.md` §5.7).
+    /// client heals it by starting a new session (`docs/client.md` §5.13).
     TooFarAhead {
         /// The message's index in its chain or, when the sender's previous chain would need
         /// finishing first, the length the header announces for that chain.

@@ -161,13 +161,13 @@ fn reused_one_time_prekey_is_refused() {
     // Replaying the same handshake, or a new one using the same bundle, is refused.
     assert_eq!(
         bob.accept(&first, &mut rng).unwrap_err(),
-        SessionCreationError::UnknownOneTimePreKey(otpk)
+        SessionCreationError::UsedOneTimePreKey(otpk)
     );
     let mut again = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
     let m = again.encrypt(b"hi again").unwrap();
     assert_eq!(
         bob.accept(&m, &mut rng).unwrap_err(),
-        SessionCreationError::UnknownOneTimePreKey(otpk)
+        SessionCreationError::UsedOneTimePreKey(otpk)
     );
 }
 
@@ -469,13 +469,15 @@ fn handshake_against_previous_signed_prekey_still_completes() {
     let mut s = Session::initiate(alice.identity(), &old_bundle, &mut rng).unwrap();
     let m = s.encrypt(b"late").unwrap();
     assert_eq!(bob.accept(&m, &mut rng).unwrap().plaintext, b"late");
-    // After two rotations the old key is gone.
-    bob.rotate_signed_prekey(20, &mut rng);
+    // After KEPT_ROTATED_PREKEYS rotations the old key is gone, and the error says so.
+    for t in 1..hushwire::KEPT_ROTATED_PREKEYS as u64 {
+        bob.rotate_signed_prekey(20 + t, &mut rng);
+    }
     let mut s = Session::initiate(alice.identity(), &old_bundle, &mut rng).unwrap();
     let m = s.encrypt(b"too late").unwrap();
     assert_eq!(
         bob.accept(&m, &mut rng).unwrap_err(),
-        SessionCreationError::UnknownSignedPreKey(old_bundle.signed_prekey.id)
+        SessionCreationError::RetiredSignedPreKey(old_bundle.signed_prekey.id)
     );
 }
 
@@ -572,4 +574,35 @@ fn debug_output_never_shows_secrets() {
         "{identity_debug}"
     );
     assert!(!sealed.is_empty());
+}
+
+/// Issue 10, case 6: a one-time prekey id the account never issued is reported as such, not as
+/// a replay; a used one is reported as used.
+#[test]
+fn a_never_issued_one_time_prekey_is_told_apart_from_a_used_one() {
+    let mut rng = rng(21);
+    let alice = Account::new(1, 0, &mut rng);
+    let mut bob = Account::new(2, 0, &mut rng);
+    bob.generate_one_time_prekeys(1, &mut rng);
+    let mut bundle = bob.prekey_bundle().unwrap();
+    let real = bundle.one_time_prekey.clone().unwrap();
+    let mut bogus = real.clone();
+    bogus.id = 4_000_000;
+    bundle.one_time_prekey = Some(bogus);
+    let mut s = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
+    let m = s.encrypt(b"x").unwrap();
+    assert_eq!(
+        bob.accept(&m, &mut rng).unwrap_err(),
+        SessionCreationError::UnknownOneTimePreKey(4_000_000)
+    );
+    assert!(
+        SessionCreationError::UnknownOneTimePreKey(4_000_000)
+            .to_string()
+            .contains("never issued")
+    );
+    assert!(
+        SessionCreationError::UsedOneTimePreKey(real.id)
+            .to_string()
+            .contains("already used")
+    );
 }

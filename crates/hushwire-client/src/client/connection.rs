@@ -176,11 +176,19 @@ impl Client {
             let mut counts_rx = counts_rx;
             // Rotation is checked at every connection and hourly while connected.
             let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+            // Receipts are checked often enough that "not confirmed" shows within seconds of
+            // the timeout (§5.13).
+            let receipt_check = (self.inner.options.receipt_timeout / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(15));
+            let mut receipts = tokio::time::interval(receipt_check);
             loop {
                 tokio::select! {
                     _ = hourly.tick() => {
                         self.rotate_if_due(&link).await?;
                         self.archive_if_due().await?;
+                    }
+                    _ = receipts.tick() => {
+                        self.check_receipts().await?;
                     }
                     counts = counts_rx.recv() => match counts {
                         Some((one_time, kem)) => self.replenish(&link, one_time, kem).await?,

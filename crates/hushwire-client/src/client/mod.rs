@@ -34,6 +34,7 @@ use zeroize::Zeroizing;
 mod audit_log;
 mod connection;
 mod contacts;
+mod healing;
 mod prekeys;
 mod receive;
 mod send;
@@ -42,6 +43,7 @@ mod transcript_log;
 mod transcripts;
 
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
+pub use healing::MAX_RESENDS;
 pub use transcripts::{AuditedTranscript, ExportSummary, TranscriptInfo, read_export};
 
 use crate::address::Address;
@@ -75,6 +77,12 @@ pub struct ClientOptions {
     /// Automatic archive exports of every transcript to the clinic's archive key (its
     /// emergency-access and retention copy), or `None`.
     pub archive: Option<ArchiveSettings>,
+    /// A sent message with no receipt after this long becomes `MessageState::NotConfirmed`
+    /// (`docs/client.md` §5.13).
+    pub receipt_timeout: Duration,
+    /// This device asks one contact for a new session at most once per this long, however many
+    /// unreadable messages arrive (`docs/client.md` §5.13).
+    pub reset_interval: Duration,
 }
 
 /// Where and how often the client writes archive exports (`docs/client.md` §7.3).
@@ -100,6 +108,8 @@ impl Default for ClientOptions {
             max_backoff: Duration::from_secs(30),
             tls: TlsRoots::default(),
             archive: None,
+            receipt_timeout: Duration::from_secs(120),
+            reset_interval: Duration::from_secs(60),
         }
     }
 }

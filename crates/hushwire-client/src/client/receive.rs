@@ -6,7 +6,7 @@ use hushwire::proto::codec::Codec as _;
 use hushwire::proto::relay::Delivery;
 use hushwire::transcript::{Direction, SealedRecord, TranscriptRecord, TranscriptWriter};
 use hushwire::wire::Message;
-use hushwire::{Account, DecryptionError, SessionCreationError};
+use hushwire::{Account, DecryptionError};
 use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 use zeroize::Zeroizing;
@@ -23,6 +23,8 @@ use super::sessions::{StoredSession, missing_count, session_started};
 
 use super::sessions::SESSIONS_PER_CONTACT;
 use super::{Client, State};
+use crate::event::MessageState;
+use crate::payload::ResetReason;
 
 /// Two sessions started within this long of each other count as a simultaneous start.
 pub(super) const SIMULTANEOUS_START_WINDOW_MS: u64 = 10 * 60 * 1000;
@@ -129,16 +131,23 @@ impl Client {
                     .await?;
             }
             Ok(None) => {} // a duplicate
-            Err(Failure(reason)) => {
+            Err(Failure { reason, reset }) => {
                 self.record_failure(&mut tx, sender, &reason, now).await?;
                 events.push(Event::DecryptFailed { sender, reason });
+                if let Some((contact_id, why)) = reset {
+                    self.request_reset(&mut tx, &state.account, contact_id, why, &mut events)
+                        .await?;
+                }
             }
         }
+        store::prune_received_headers(&mut tx, now.saturating_sub(SEEN_ENVELOPE_TTL_MS)).await?;
         tx.commit().await?;
         if let Some(account) = new_account {
             state.account = account;
         }
         drop(state);
+        // After the commit: a sender woken now finds the receipt (and any reset) in the outbox.
+        self.inner.outbox_changed.notify_one();
         for event in events {
             self.emit(event);
         }
@@ -180,10 +189,24 @@ impl Client {
     ) -> Result<Result<Option<Decrypted>, Failure>> {
         let message = match Message::from_bytes(bytes) {
             Ok(m) => m,
-            Err(e) => return Ok(Err(Failure(format!("malformed: {e}")))),
+            Err(e) => return Ok(Err(Failure::new(format!("malformed: {e}")))),
         };
+        // The message's place in its sender's chains, and what arrived there: a second, different
+        // message at a place already used is a key reused by a rolled-back sender, never a
+        // duplicate (`docs/client.md` §5.13).
+        let header = match &message {
+            Message::PreKey(p) => &p.message.header,
+            Message::Ratchet(m) => &m.header,
+        };
+        let mut place = Vec::with_capacity(41);
+        place.extend_from_slice(b"header:");
+        place.extend_from_slice(header.ratchet_key.as_bytes());
+        place.extend_from_slice(&header.index.to_be_bytes());
+        let place = self.inner.vault.blind_index(&place);
+        let digest = self.inner.vault.blind_index(bytes);
         let contact = self.find_by_address(c, sender).await?;
         let mut last_error = None;
+        let mut reset_reason = ResetReason::Undecryptable;
         if let Some((contact_id, record)) = &contact {
             // The blind index found this row; the row itself must agree (a store edited behind
             // our back could have moved the index onto another contact).
@@ -192,9 +215,11 @@ impl Client {
             }
             for StoredSession { mut session, .. } in self.load_sessions(c, *contact_id).await? {
                 let missing_before = missing_count(&session);
+                let discarded_before = session.discarded_message_keys();
                 match session.decrypt(bytes, &mut rng()) {
                     Ok(plaintext) => {
                         self.save_session(c, *contact_id, &session).await?;
+                        store::remember_received_header(c, &place, &digest, now_ms()).await?;
                         let missing = missing_count(&session);
                         if missing > missing_before {
                             events.push(Event::GapDetected {
@@ -202,44 +227,83 @@ impl Client {
                                 missing,
                             });
                         }
+                        let lost = session.discarded_message_keys() - discarded_before;
+                        if lost > 0 {
+                            events.push(Event::MessagesLost {
+                                contact: ContactId(*contact_id),
+                                count: lost,
+                            });
+                        }
                         return Ok(Ok(Some(Decrypted {
                             contact_id: *contact_id,
                             name: record.name.clone(),
                             plaintext: Zeroizing::new(plaintext),
                             account: None,
+                            new_session: None,
                         })));
                     }
-                    Err(DecryptionError::DuplicateMessage { .. }) => return Ok(Ok(None)),
+                    Err(DecryptionError::DuplicateMessage { .. }) => {
+                        return Ok(match store::received_header(c, &place).await? {
+                            Some(seen) if seen == digest => Ok(None), // a true duplicate
+                            Some(_) => {
+                                events.push(Event::KeyReuseDetected {
+                                    contact: ContactId(*contact_id),
+                                });
+                                Err(Failure {
+                                    reason: "a different message under a message key already \
+                                             used: the sender's state was rolled back"
+                                        .into(),
+                                    reset: Some((*contact_id, ResetReason::KeyReused)),
+                                })
+                            }
+                            None => {
+                                events.push(Event::MessagesLost {
+                                    contact: ContactId(*contact_id),
+                                    count: 1,
+                                });
+                                Err(Failure::new(
+                                    "the message arrived after its key was given up (§5.4)".into(),
+                                ))
+                            }
+                        });
+                    }
+                    Err(e @ DecryptionError::TooFarAhead { .. }) => {
+                        reset_reason = ResetReason::TooFarAhead;
+                        last_error = Some(e.to_string());
+                    }
                     Err(e) => last_error = Some(e.to_string()),
                 }
             }
         }
+        // Only a known contact is asked to heal: nothing is sent to a stranger.
+        let reset = contact.as_ref().map(|(id, _)| (*id, reset_reason));
         let Message::PreKey(prekey) = message else {
             let reason = last_error.unwrap_or_else(|| "no session with this sender".into());
-            return Ok(Err(Failure(reason)));
+            return Ok(Err(Failure { reason, reset }));
         };
         if prekey.identity.fingerprint() != sender.fingerprint {
-            return Ok(Err(Failure(
+            return Ok(Err(Failure::new(
                 "the message's identity is not the sender the relay named".into(),
             )));
         }
-        // A prekey message for a session this contact already had is a replay (its session
-        // has moved on, or was pruned): accepting it again would overwrite or resurrect a
-        // session. Treated as a duplicate.
-        if let Some((contact_id, _)) = &contact
-            && store::base_key_known(c, *contact_id, prekey.base_key.as_bytes()).await?
-        {
+        // A prekey message for a session this account ever had, with any contact, is a replay
+        // (its session has moved on, was pruned, or belonged to a contact since replaced):
+        // accepting it again would overwrite or resurrect a session. Treated as a duplicate.
+        if store::base_key_known(c, prekey.base_key.as_bytes()).await? {
+            tracing::info!("a replayed prekey message was ignored");
             return Ok(Ok(None));
         }
         let mut account = state.account.clone();
         let inbound = match account.accept(bytes, &mut rng()) {
             Ok(inbound) => inbound,
-            Err(SessionCreationError::UnknownOneTimePreKey(_)) => {
-                return Ok(Err(Failure(
-                    "a repeated prekey message (its one-time prekey is used up)".into(),
-                )));
+            // Every refusal names its prekey precisely (never issued, used, or retired); a
+            // known contact is asked for a new session, which heals all of them.
+            Err(e) => {
+                return Ok(Err(Failure {
+                    reason: e.to_string(),
+                    reset,
+                }));
             }
-            Err(e) => return Ok(Err(Failure(e.to_string()))),
         };
         let session = inbound.session;
         let (contact_id, name) = match contact {
@@ -292,6 +356,7 @@ impl Client {
             _ => new_base,
         };
         store::remember_base_key(c, contact_id, &new_base).await?;
+        store::remember_received_header(c, &place, &digest, now).await?;
         self.save_session(c, contact_id, &session).await?;
         store::activate_session(c, contact_id, &active_base, SESSIONS_PER_CONTACT).await?;
         let event = session_started(&account, sender, &session);
@@ -302,6 +367,7 @@ impl Client {
             name,
             plaintext: Zeroizing::new(inbound.plaintext),
             account: Some(account),
+            new_session: Some(new_base),
         })))
     }
 
@@ -319,6 +385,7 @@ impl Client {
             contact_id,
             name,
             plaintext,
+            new_session,
             ..
         } = decrypted;
         match Payload::decode(&plaintext) {
@@ -330,11 +397,36 @@ impl Client {
             }
             Ok(Payload::Receipt(ids)) => {
                 for id in ids {
+                    // Only the contact the message went to can confirm it.
+                    let ours = store::sent_message(c, &id.0).await?;
+                    if ours.is_some_and(|m| m.contact_id != contact_id) {
+                        continue;
+                    }
+                    let from = [
+                        MessageState::Queued,
+                        MessageState::Sent,
+                        MessageState::Retrying,
+                        MessageState::NotConfirmed,
+                        MessageState::Failed,
+                    ]
+                    .map(MessageState::code);
+                    let state = MessageState::Delivered.code();
+                    if store::set_sent_state(c, &id.0, &from, state, true, now).await? {
+                        events.push(Event::MessageStateChanged {
+                            contact: ContactId(contact_id),
+                            id,
+                            state: MessageState::Delivered,
+                        });
+                    }
                     events.push(Event::MessageDelivered {
                         contact: ContactId(contact_id),
                         id,
                     });
                 }
+            }
+            Ok(Payload::SessionReset(_)) => {
+                self.accept_reset(c, account, contact_id, new_session, events)
+                    .await?;
             }
             Ok(Payload::Message {
                 id,
@@ -371,7 +463,6 @@ impl Client {
                 store::push_inbox(c, contact_id, sequence, &id.0).await?;
                 self.queue(c, contact_id, None, &Payload::Receipt(vec![id]))
                     .await?;
-                self.inner.outbox_changed.notify_one();
                 events.push(Event::MessageReceived(ReceivedMessage {
                     contact: ContactId(contact_id),
                     contact_name: name,
@@ -388,7 +479,20 @@ impl Client {
 }
 
 /// A delivery that cannot be read, and why (no secrets in the text).
-pub(super) struct Failure(String);
+pub(super) struct Failure {
+    reason: String,
+    /// The contact to ask for a new session, and why (`docs/client.md` §5.13).
+    reset: Option<(i64, ResetReason)>,
+}
+
+impl Failure {
+    fn new(reason: String) -> Self {
+        Self {
+            reason,
+            reset: None,
+        }
+    }
+}
 
 /// A decrypted delivery.
 pub(super) struct Decrypted {
@@ -398,6 +502,8 @@ pub(super) struct Decrypted {
     /// For a new session: the account with the one-time prekeys it used removed, to become
     /// the in-memory account once (and only once) the transaction has committed.
     account: Option<Account>,
+    /// For a new session started by the contact: its base key.
+    new_session: Option<[u8; 32]>,
 }
 
 #[cfg(test)]
@@ -405,6 +511,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::client::ClientOptions;
+    use crate::event::MessageId;
     use crate::vault::{KdfParams, Secret};
     use hushwire::transcript::ContentType;
     use hushwire::{Account, Session};
@@ -503,5 +610,176 @@ mod tests {
         drop(c);
         assert!(events.try_recv().is_err(), "a replay is silent");
         assert_eq!(bob.unread().await.unwrap().len(), 1);
+    }
+
+    fn test_options() -> ClientOptions {
+        ClientOptions {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            ..ClientOptions::default()
+        }
+    }
+
+    fn text(id: u8, body: &str) -> Vec<u8> {
+        Payload::Message {
+            id: MessageId([id; 16]),
+            sent_at_ms: 1,
+            content_type: ContentType::Text,
+            content: Zeroizing::new(body.as_bytes().to_vec()),
+        }
+        .encode()
+        .to_vec()
+    }
+
+    fn delivery(from: &Account, server_id: u8, payload: Vec<u8>) -> Delivery {
+        Delivery {
+            server_id: [server_id; 16],
+            sender: hushwire::proto::relay::DeviceAddress {
+                fingerprint: from.identity_key().fingerprint().0,
+                device_id: from.device_id(),
+            },
+            server_time_ms: 1,
+            payload,
+        }
+    }
+
+    /// Issue 10, case 4: once Bob replaced the contact the first message came from, the relay
+    /// replaying that prekey message creates no contact and shows nothing: replay detection is
+    /// account-wide.
+    #[tokio::test]
+    async fn a_replayed_prekey_message_is_refused_after_its_contact_was_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = Secret::passphrase("correct horse battery staple");
+        let bob = Client::create(&dir.path().join("b.db"), &secret, test_options())
+            .await
+            .unwrap();
+        let mut rng = rng();
+        let alice = Account::new(1, 0, &mut rng);
+        let bundle = bob
+            .inner
+            .state
+            .lock()
+            .await
+            .account
+            .prekey_bundle()
+            .unwrap();
+        let mut to_bob = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
+        let first = to_bob.encrypt(&text(7, "hello")).unwrap();
+        bob.receive_now(delivery(&alice, 1, first.clone()))
+            .await
+            .unwrap();
+        let alice_address = crate::Address {
+            fingerprint: alice.identity_key().fingerprint(),
+            device_id: 1,
+        };
+        bob.add_contact("alice", alice_address, false)
+            .await
+            .unwrap();
+        let other = Account::new(1, 0, &mut rng);
+        let other_address = crate::Address {
+            fingerprint: other.identity_key().fingerprint(),
+            device_id: 1,
+        };
+        bob.add_contact("alice", other_address, true).await.unwrap();
+        let unread = bob.unread().await.unwrap().len();
+
+        let mut events = bob.events();
+        bob.receive_now(delivery(&alice, 2, first)).await.unwrap();
+        assert_eq!(
+            bob.contacts().await.unwrap().len(),
+            1,
+            "a contact was created"
+        );
+        assert_eq!(bob.unread().await.unwrap().len(), unread, "shown again");
+        assert!(events.try_recv().is_err(), "a replay is silent");
+    }
+
+    /// Issue 10, case 3 at the receiver: a different message under a message key already used
+    /// (a sender restored from a copy) is a security event and asks for a new session, never a
+    /// duplicate; the very same bytes again are a duplicate.
+    #[tokio::test]
+    async fn a_different_message_under_a_used_key_is_reported_and_heals() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = Secret::passphrase("correct horse battery staple");
+        let bob = Client::create(&dir.path().join("b.db"), &secret, test_options())
+            .await
+            .unwrap();
+        let mut rng = rng();
+        let alice = Account::new(1, 0, &mut rng);
+        let alice_address = crate::Address {
+            fingerprint: alice.identity_key().fingerprint(),
+            device_id: 1,
+        };
+        let contact = bob
+            .add_contact("alice", alice_address, false)
+            .await
+            .unwrap();
+        let bundle = bob
+            .inner
+            .state
+            .lock()
+            .await
+            .account
+            .prekey_bundle()
+            .unwrap();
+        let mut to_bob = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
+        let m0 = to_bob.encrypt(&text(1, "first")).unwrap();
+        bob.receive_now(delivery(&alice, 1, m0)).await.unwrap();
+        let copy = to_bob.clone(); // Alice's store, backed up here
+        let m1 = to_bob.encrypt(&text(2, "m1")).unwrap();
+        bob.receive_now(delivery(&alice, 2, m1.clone()))
+            .await
+            .unwrap();
+        // The relay delivering m1 again (new envelope id): a plain duplicate, silent.
+        let mut events = bob.events();
+        bob.receive_now(delivery(&alice, 3, m1)).await.unwrap();
+        assert!(events.try_recv().is_err(), "a duplicate is silent");
+
+        // Alice restored the copy and sends m2: same key and nonce as m1.
+        let mut restored = copy;
+        let m2 = restored.encrypt(&text(3, "m2")).unwrap();
+        let outbox_before = bob.outbox_len().await.unwrap();
+        bob.receive_now(delivery(&alice, 4, m2)).await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e);
+        }
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, Event::KeyReuseDetected { contact: c } if *c == contact)),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter().any(|e| matches!(
+                e,
+                Event::SessionReset {
+                    requested_by_peer: false,
+                    ..
+                }
+            )),
+            "{seen:?}"
+        );
+        assert!(!seen.iter().any(|e| matches!(e, Event::MessageReceived(_))));
+        assert_eq!(
+            bob.outbox_len().await.unwrap(),
+            outbox_before + 1,
+            "a reset is queued"
+        );
+        let texts: Vec<_> = bob
+            .unread()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| String::from_utf8(m.content.to_vec()).unwrap())
+            .collect();
+        assert_eq!(texts, ["first", "m1"]);
+        // Every session is retired: the next send starts a new one.
+        let mut c = bob.inner.db.acquire().await.unwrap();
+        assert!(
+            store::sessions(&mut c, contact.0)
+                .await
+                .unwrap()
+                .iter()
+                .all(|s| !s.active)
+        );
     }
 }

@@ -22,14 +22,15 @@ use crate::store;
 use super::sessions::StoredSession;
 
 use super::{Client, session_error};
+use crate::event::MessageState;
 
 /// What a queued outbox entry holds (sealed).
 #[derive(Serialize, Deserialize)]
 pub(super) struct OutboxItem {
     /// The message id, for `MessageSent`; `None` for receipts.
-    message_id: Option<[u8; 16]>,
+    pub(super) message_id: Option<[u8; 16]>,
     /// The payload to encrypt (wiped when dropped).
-    payload: Zeroizing<Vec<u8>>,
+    pub(super) payload: Zeroizing<Vec<u8>>,
 }
 
 impl Client {
@@ -84,6 +85,21 @@ impl Client {
             content: Zeroizing::new(content.to_vec()),
         };
         self.queue(&mut tx, contact.0, Some(id), &payload).await?;
+        // Kept until a receipt confirms it, so a session reset can send it again (§5.13).
+        let kept = OutboxItem {
+            message_id: Some(id.0),
+            payload: payload.encode(),
+        };
+        let sealed = self.inner.vault.seal_value("sent", &id.0, &kept, &mut rng);
+        store::insert_sent(
+            &mut tx,
+            &id.0,
+            contact.0,
+            MessageState::Queued.code(),
+            now,
+            &sealed,
+        )
+        .await?;
         tx.commit().await?;
         drop(state);
         self.inner.outbox_changed.notify_one();
@@ -223,12 +239,31 @@ impl Client {
                     self.inner
                         .vault
                         .open_value("outbox", &row.id.to_be_bytes(), &row.sealed)?;
-                {
-                    let mut c = self.inner.db.acquire().await?;
-                    store::delete_outbox(&mut c, row.id).await?;
-                }
+                // The entry leaves the outbox and its message becomes Sent in one transaction.
+                let moved = {
+                    let mut tx = store::begin(&self.inner.db).await?;
+                    store::delete_outbox(&mut tx, row.id).await?;
+                    let moved = match item.message_id {
+                        Some(id) => {
+                            let from = [MessageState::Queued.code(), MessageState::Retrying.code()];
+                            let sent = MessageState::Sent.code();
+                            store::set_sent_state(&mut tx, &id, &from, sent, false, now_ms())
+                                .await?
+                        }
+                        None => false,
+                    };
+                    tx.commit().await?;
+                    moved
+                };
                 progressed = true;
                 if let Some(id) = item.message_id {
+                    if moved {
+                        self.emit(Event::MessageStateChanged {
+                            contact: ContactId(row.contact_id),
+                            id: MessageId(id),
+                            state: MessageState::Sent,
+                        });
+                    }
                     self.emit(Event::MessageSent {
                         contact: ContactId(row.contact_id),
                         id: MessageId(id),
@@ -271,8 +306,11 @@ impl Client {
                 .open_value("outbox", &row_id.to_be_bytes(), sealed)?;
         let payload = item.payload;
         let mut sessions = self.load_sessions(&mut tx, contact_id).await?;
-        let Some(StoredSession { session, .. }) = sessions.first_mut() else {
-            return Err(ClientError::Session("no session with the contact".into()));
+        // Only the active session sends: retired ones (after a reset, §5.13) only decrypt.
+        let Some(StoredSession { session, .. }) = sessions.first_mut().filter(|s| s.active) else {
+            return Err(ClientError::Session(
+                "no active session with the contact".into(),
+            ));
         };
         let ciphertext = session.encrypt(&payload).map_err(session_error)?;
         self.save_session(&mut tx, contact_id, session).await?;

@@ -64,7 +64,12 @@ impl Client {
     pub(super) async fn ensure_session(&self, link: &Link, contact_id: i64) -> Result<()> {
         {
             let mut c = self.inner.db.acquire().await?;
-            if !store::sessions(&mut c, contact_id).await?.is_empty() {
+            // Only an active session sends; after a reset (§5.13) all are retired.
+            if store::sessions(&mut c, contact_id)
+                .await?
+                .iter()
+                .any(|s| s.active)
+            {
                 return Ok(());
             }
         }
@@ -94,7 +99,11 @@ impl Client {
         if bundle.identity.fingerprint().0 != record.fingerprint {
             return Err(ClientError::RelayIdentityMismatch(record.name));
         }
-        if !store::sessions(&mut tx, contact_id).await?.is_empty() {
+        if store::sessions(&mut tx, contact_id)
+            .await?
+            .iter()
+            .any(|s| s.active)
+        {
             // A session appeared meanwhile (the contact wrote first): use it.
             return Ok(());
         }

@@ -33,7 +33,7 @@ pub const MAX_SKIP: u32 = 1000;
 /// (two for the last [`MAX_SKIP`], whose keys are kept), so this bounds the work a forged header
 /// can cause before it is authenticated: at most `2 × MAX_JUMP + 2 × MAX_SKIP` HMACs and one
 /// X25519 per message (§5.3). A loss larger than this wedges the session; the client then
-/// starts a new one (`docs/client.md` §5.7).
+/// starts a new one (`docs/client.md` §5.13).
 pub const MAX_JUMP: u32 = 25_000;
 
 /// How many of the peer's earlier ratchet keys are remembered, so a message replayed from an

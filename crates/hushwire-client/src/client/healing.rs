@@ -1,0 +1,232 @@
+//! Healing (`docs/client.md` §5.13): a conversation never stays broken, and no loss goes unseen.
+//!
+//! ```text
+//! receiver: cannot read a known contact's message ──▶ request_reset: sessions inactive,
+//!           SessionReset queued ──▶ send pipeline starts a new session from the pinned bundle
+//! sender:   SessionReset arrives (authenticated by its session) ──▶ accept_reset: that new
+//!           session becomes active (or all go inactive), unconfirmed messages queued again
+//! both:     each sent message has a MessageState; no receipt within receipt_timeout ──▶
+//!           NotConfirmed, shown to the person
+//! ```
+//!
+//! Only what decrypts under a session with the contact's pinned identity can make this device
+//! resend, and it resends only to that identity (a fresh bundle must match the pinned
+//! fingerprint, `sessions.rs`): a forged reset from a relay cannot move plaintext anywhere else.
+//! Resets are bounded per contact (`ClientOptions::reset_interval`) and each message is resent
+//! at most [`MAX_RESENDS`] times, so two devices cannot loop.
+
+use hushwire::Account;
+use hushwire::proto::audit::AuditEvent;
+use sqlx::SqliteConnection;
+
+use super::Client;
+use super::send::OutboxItem;
+use super::sessions::SESSIONS_PER_CONTACT;
+use crate::address::{device_ref, own_ref};
+use crate::contact::ContactId;
+use crate::error::Result;
+use crate::event::{Event, MessageId, MessageState};
+use crate::os::now_ms;
+use crate::payload::{Payload, ResetReason};
+use crate::store;
+
+/// How many times one message is sent again after resets before it is marked
+/// [`MessageState::Failed`].
+pub const MAX_RESENDS: i64 = 3;
+
+/// States from which a reset sends a message again: it left, but no receipt says it arrived.
+const UNCONFIRMED: [MessageState; 3] = [
+    MessageState::Sent,
+    MessageState::NotConfirmed,
+    MessageState::Retrying,
+];
+
+impl Client {
+    /// This device could not read a message from a known contact: unless it asked that contact
+    /// within `reset_interval`, it retires every session with them (they still decrypt what is
+    /// in flight), queues a [`Payload::SessionReset`] that the send pipeline carries in a new
+    /// session from the contact's pinned bundle, and records the reset.
+    pub(super) async fn request_reset(
+        &self,
+        c: &mut SqliteConnection,
+        account: &Account,
+        contact_id: i64,
+        reason: ResetReason,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let interval = u64::try_from(self.inner.options.reset_interval.as_millis()).unwrap_or(0);
+        if let Some(last) = store::last_reset(c, contact_id).await?
+            && now.saturating_sub(last) < interval
+        {
+            return Ok(()); // asked recently: the contact's resends are on their way
+        }
+        store::set_last_reset(c, contact_id, now).await?;
+        store::deactivate_sessions(c, contact_id).await?;
+        // Anything already encrypted for the contact was made under a session we give up.
+        store::reset_outbox_ciphertexts(c, contact_id).await?;
+        self.queue(c, contact_id, None, &Payload::SessionReset(reason))
+            .await?;
+        let peer = self.load_contact(c, contact_id).await?.address();
+        let event = AuditEvent::SessionReset {
+            device: own_ref(account),
+            peer: device_ref(peer),
+            requested_by_peer: false,
+        };
+        self.audit(c, account, event).await?;
+        tracing::info!(
+            contact = contact_id,
+            "asked a contact for a new session to heal"
+        );
+        events.push(Event::SessionReset {
+            contact: ContactId(contact_id),
+            requested_by_peer: false,
+            resent: 0,
+        });
+        Ok(())
+    }
+
+    /// The contact could not read our messages and asked for a new session. If the request
+    /// came in a session the contact just started (`new_session`), that session becomes the
+    /// active one, whatever the simultaneous-start rule chose; otherwise every session is
+    /// retired and the next send starts a new one. Every message the contact has not confirmed
+    /// is queued again (same message id, so the contact shows it once), up to [`MAX_RESENDS`].
+    pub(super) async fn accept_reset(
+        &self,
+        c: &mut SqliteConnection,
+        account: &Account,
+        contact_id: i64,
+        new_session: Option<[u8; 32]>,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let now = now_ms();
+        match new_session {
+            Some(base) => {
+                store::activate_session(c, contact_id, &base, SESSIONS_PER_CONTACT).await?;
+            }
+            None => store::deactivate_sessions(c, contact_id).await?,
+        }
+        store::reset_outbox_ciphertexts(c, contact_id).await?;
+        let states = UNCONFIRMED.map(MessageState::code);
+        let mut resent = 0;
+        for row in store::sent_messages(c, Some(contact_id), &states).await? {
+            let id = MessageId(row.message_id);
+            let Some(sealed) = row.sealed else { continue };
+            let state = if row.resends >= MAX_RESENDS {
+                MessageState::Failed
+            } else {
+                let item: OutboxItem =
+                    self.inner
+                        .vault
+                        .open_value("sent", &row.message_id, &sealed)?;
+                let payload = Payload::decode(&item.payload)
+                    .map_err(|_| crate::error::ClientError::CorruptStore("sent message"))?;
+                self.queue(c, contact_id, Some(id), &payload).await?;
+                store::count_resend(c, &row.message_id).await?;
+                resent += 1;
+                MessageState::Retrying
+            };
+            store::set_sent_state(
+                c,
+                &row.message_id,
+                &[row.state],
+                state.code(),
+                state == MessageState::Failed,
+                now,
+            )
+            .await?;
+            events.push(Event::MessageStateChanged {
+                contact: ContactId(contact_id),
+                id,
+                state,
+            });
+        }
+        let peer = self.load_contact(c, contact_id).await?.address();
+        let event = AuditEvent::SessionReset {
+            device: own_ref(account),
+            peer: device_ref(peer),
+            requested_by_peer: true,
+        };
+        self.audit(c, account, event).await?;
+        tracing::info!(
+            contact = contact_id,
+            resent,
+            "a contact asked for a new session"
+        );
+        events.push(Event::SessionReset {
+            contact: ContactId(contact_id),
+            requested_by_peer: true,
+            resent,
+        });
+        Ok(())
+    }
+
+    /// Marks sent messages with no receipt after `receipt_timeout` as
+    /// [`MessageState::NotConfirmed`] and reports each once. Run by the connection's upkeep
+    /// every few seconds, and callable by an app at any time.
+    pub async fn check_receipts(&self) -> Result<usize> {
+        let now = now_ms();
+        let timeout = u64::try_from(self.inner.options.receipt_timeout.as_millis()).unwrap_or(0);
+        let mut events = Vec::new();
+        {
+            let _state = self.inner.state.lock().await;
+            let mut tx = store::begin(&self.inner.db).await?;
+            let from = [MessageState::Sent.code(), MessageState::Retrying.code()];
+            for row in store::sent_messages(&mut tx, None, &from).await? {
+                if now.saturating_sub(row.updated_ms) < timeout {
+                    continue;
+                }
+                store::set_sent_state(
+                    &mut tx,
+                    &row.message_id,
+                    &[row.state],
+                    MessageState::NotConfirmed.code(),
+                    false,
+                    now,
+                )
+                .await?;
+                events.push(Event::MessageStateChanged {
+                    contact: ContactId(row.contact_id),
+                    id: MessageId(row.message_id),
+                    state: MessageState::NotConfirmed,
+                });
+            }
+            tx.commit().await?;
+        }
+        let n = events.len();
+        for event in events {
+            self.emit(event);
+        }
+        Ok(n)
+    }
+
+    /// Where a message this device sent is, or `None` for an id it never sent.
+    pub async fn message_state(&self, id: MessageId) -> Result<Option<MessageState>> {
+        let mut c = self.inner.db.acquire().await?;
+        Ok(store::sent_message(&mut c, &id.0)
+            .await?
+            .and_then(|r| MessageState::from_code(r.state)))
+    }
+
+    /// Every message sent to a contact with its state, oldest first.
+    pub async fn sent_messages(
+        &self,
+        contact: ContactId,
+    ) -> Result<Vec<(MessageId, MessageState)>> {
+        let mut c = self.inner.db.acquire().await?;
+        let all = [
+            MessageState::Queued,
+            MessageState::Sent,
+            MessageState::Delivered,
+            MessageState::Retrying,
+            MessageState::NotConfirmed,
+            MessageState::Failed,
+        ]
+        .map(MessageState::code);
+        Ok(store::sent_messages(&mut c, Some(contact.0), &all)
+            .await?
+            .into_iter()
+            .filter_map(|r| Some((MessageId(r.message_id), MessageState::from_code(r.state)?)))
+            .collect())
+    }
+}
