@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hushwire_client::{
-    AuditorKey, Client, ClientError, ClientOptions, ContactId, Direction, Event, KdfParams, Secret,
-    read_export,
+    AuditorKey, Client, ClientError, ClientOptions, ContactId, Direction, Event, KdfParams,
+    MessageState, Secret, read_export,
 };
 use hushwire_relay::config::Settings;
 use hushwire_relay::storage::SqliteStore;
@@ -979,5 +979,190 @@ async fn messages_to_an_unreachable_contact_are_held_without_blocking_others_or_
         alice.outbox_len().await.unwrap(),
         1,
         "still queued, not dropped"
+    );
+}
+
+/// Waits for an event matching `want`, returning every event seen until then.
+async fn until(
+    events: &mut broadcast::Receiver<Event>,
+    what: &str,
+    want: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let e = events.recv().await.unwrap();
+            let hit = want(&e);
+            seen.push(e);
+            if hit {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what}; saw {seen:?}"));
+    seen
+}
+
+/// Issue 10, cases 2 and 5: Alice starts a session from Bob's bundle and leaves it unanswered
+/// while Bob's signed prekey rotates out; her three messages cannot be read at Bob. Without
+/// anyone acting, Bob asks for a new session, Alice adopts it and sends the three again, Bob
+/// shows each exactly once, both see a reset notice, Alice's states end Delivered, and the
+/// conversation goes on both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_session_whose_prekey_rotated_out_heals_and_loses_nothing() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, _) = user(dir.path(), "alice", &relay).await;
+    let rotating = ClientOptions {
+        signed_prekey_max_age: Duration::ZERO,
+        ..options()
+    };
+    let bob_path = dir.path().join("bob.db");
+    let bob = Client::create(&bob_path, &secret(), rotating.clone())
+        .await
+        .unwrap();
+    bob.register(&relay.url, None).await.unwrap();
+    let (to_bob, to_alice) = befriend(&alice, &bob, "bob", "alice").await;
+    alice.connect().await.unwrap();
+    alice.wait_connected(WAIT).await.unwrap();
+    // Showing the safety number starts Alice's session from Bob's current bundle.
+    alice.safety_number(to_bob).await.unwrap();
+    alice.disconnect().await;
+
+    // Bob's signed prekey rotates (every connection, at max age zero) until Alice's is gone.
+    for _ in 0..hushwire::KEPT_ROTATED_PREKEYS {
+        let mut events = bob.events();
+        bob.connect().await.unwrap();
+        until(&mut events, "rotation", |e| {
+            matches!(e, Event::SignedPreKeyRotated)
+        })
+        .await;
+        bob.disconnect().await;
+    }
+
+    let mut alice_events = alice.events();
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        ids.push(alice.send_text(to_bob, text).await.unwrap());
+    }
+    alice.connect().await.unwrap();
+    alice.sync(WAIT).await.unwrap();
+    for id in &ids {
+        assert_eq!(
+            alice.message_state(*id).await.unwrap(),
+            Some(MessageState::Sent)
+        );
+    }
+
+    let mut bob_events = bob.events();
+    bob.connect().await.unwrap();
+    let texts = received(&mut bob_events, 3).await;
+    assert_eq!(texts, ["one", "two", "three"]);
+    until(&mut alice_events, "reset notice at alice", |e| {
+        matches!(
+            e,
+            Event::SessionReset {
+                requested_by_peer: true,
+                resent: 3,
+                ..
+            }
+        )
+    })
+    .await;
+    for id in &ids {
+        let id = *id;
+        until(&mut alice_events, "delivered", |e| {
+            matches!(e, Event::MessageStateChanged { id: i, state: MessageState::Delivered, .. } if *i == id)
+        })
+        .await;
+    }
+    // Nothing was shown twice, and the conversation goes on both ways.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut rest = drain_texts(&mut bob_events);
+    bob.send_text(to_alice, "got them").await.unwrap();
+    assert_eq!(received(&mut alice_events, 1).await, ["got them"]);
+    alice.send_text(to_bob, "good").await.unwrap();
+    rest.extend(received(&mut bob_events, 1).await);
+    assert_eq!(rest, ["good"], "a message was shown twice");
+    let unread: Vec<_> = bob
+        .unread()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| String::from_utf8(m.content.to_vec()).unwrap())
+        .collect();
+    assert_eq!(unread, ["one", "two", "three", "good"]);
+    // Both audit chains record the reset.
+    let has_reset = |records: &[hushwire_client::AuditRecord]| {
+        records
+            .iter()
+            .any(|r| matches!(r.event, hushwire_client::AuditEvent::SessionReset { .. }))
+    };
+    assert!(has_reset(&alice.verify_audit().await.unwrap().1));
+    assert!(has_reset(&bob.verify_audit().await.unwrap().1));
+}
+
+/// Issue 10, case 5: while the recipient is away, a sent message is `Sent`, then, with no
+/// receipt within the timeout, `NotConfirmed`; the late receipt makes it `Delivered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_a_receipt_becomes_not_confirmed_then_delivered() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ClientOptions {
+        receipt_timeout: Duration::from_millis(300),
+        ..options()
+    };
+    let alice = Client::create(&dir.path().join("alice.db"), &secret(), quick)
+        .await
+        .unwrap();
+    alice.register(&relay.url, None).await.unwrap();
+    let (bob, _) = user(dir.path(), "bob", &relay).await;
+    let (to_bob, _) = befriend(&alice, &bob, "bob", "alice").await;
+    let mut events = alice.events();
+    alice.connect().await.unwrap();
+    let id = alice.send_text(to_bob, "are you there?").await.unwrap();
+    assert_eq!(
+        alice.message_state(id).await.unwrap(),
+        Some(MessageState::Queued)
+    );
+    let seen = until(&mut events, "not confirmed", |e| {
+        matches!(
+            e,
+            Event::MessageStateChanged {
+                state: MessageState::NotConfirmed,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::MessageStateChanged {
+                state: MessageState::Sent,
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(
+        alice.sent_messages(to_bob).await.unwrap(),
+        [(id, MessageState::NotConfirmed)]
+    );
+    bob.connect().await.unwrap();
+    until(&mut events, "delivered", |e| {
+        matches!(
+            e,
+            Event::MessageStateChanged {
+                state: MessageState::Delivered,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(
+        alice.message_state(id).await.unwrap(),
+        Some(MessageState::Delivered)
     );
 }
