@@ -179,6 +179,13 @@ pub enum Event {
         /// Whose device.
         contact: ContactId,
     },
+    /// This store is an older copy than the one the relay last saw (a backup restored, or a
+    /// copy used elsewhere): every session was retired before anything was sent, so no message
+    /// key is used twice; new sessions start with each contact (`docs/client.md` §5.14).
+    StoreRollbackDetected {
+        /// The contacts whose sessions start again.
+        contacts: Vec<ContactId>,
+    },
 }
 
 /// Where a sent message is (`docs/client.md` §5.13), from [`crate::Client::message_state`].

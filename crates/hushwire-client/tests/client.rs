@@ -1166,3 +1166,71 @@ async fn a_message_without_a_receipt_becomes_not_confirmed_then_delivered() {
         Some(MessageState::Delivered)
     );
 }
+
+/// Issue 10, case 3 over a real relay: Alice backs her store up, sends m1, restores the backup
+/// and sends m2. Her first connection finds the store older than the relay's record and starts
+/// a new session before anything is encrypted, so m2 is not sent under m1's key: Bob shows it
+/// (no key reuse, no duplicate), and the conversation goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_restored_from_a_backup_never_reuses_a_message_key() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two = alice_and_bob(dir.path(), &relay).await;
+    let mut bob_events = two.bob.events();
+    two.alice.connect().await.unwrap();
+    two.bob.connect().await.unwrap();
+    two.alice.send_text(two.to_bob, "hi").await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["hi"]);
+
+    let backup = dir.path().join("alice-backup.db");
+    two.alice.backup(&backup).await.unwrap();
+    assert!(matches!(
+        two.alice.backup(&backup).await,
+        Err(ClientError::AlreadyInitialized(_))
+    ));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the backup is readable by others: {mode:o}"
+        );
+    }
+    two.alice.send_text(two.to_bob, "m1").await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["m1"]);
+    two.alice.sync(WAIT).await.unwrap();
+
+    // Restore: the backup goes back over the store while no client has it open.
+    two.alice.disconnect().await;
+    drop(two.alice);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", two.alice_path.display()));
+    }
+    std::fs::copy(&backup, &two.alice_path).unwrap();
+    let alice = reopen(&two.alice_path).await;
+    let mut alice_events = alice.events();
+    alice.connect().await.unwrap();
+    until(&mut alice_events, "rollback detected", |e| {
+        matches!(e, Event::StoreRollbackDetected { .. })
+    })
+    .await;
+    alice.send_text(two.to_bob, "m2").await.unwrap();
+    let seen = until(
+        &mut bob_events,
+        "m2",
+        |e| matches!(e, Event::MessageReceived(m) if m.content.as_slice() == b"m2"),
+    )
+    .await;
+    assert!(
+        !seen.iter().any(|e| matches!(
+            e,
+            Event::KeyReuseDetected { .. } | Event::DecryptFailed { .. }
+        )),
+        "{seen:?}"
+    );
+    two.bob.send_text(two.to_alice, "still here").await.unwrap();
+    assert_eq!(received(&mut alice_events, 1).await, ["still here"]);
+}

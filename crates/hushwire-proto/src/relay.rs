@@ -260,6 +260,10 @@ pub enum FrameBody {
     Send(Vec<OutgoingEnvelope>),
     /// Client: these delivered envelopes may be deleted.
     Ack(Vec<[u8; 16]>),
+    /// Client: this connection's store epoch (`relay-protocol.md` §5.1, `client.md` §5.14).
+    /// The relay keeps the highest epoch each device reported and answers with the one it held
+    /// before, so a device running from an older copy of its store learns so before it sends.
+    StoreEpoch(u64),
     /// Relay: the connection's challenge.
     Challenge(Challenge),
     /// Relay: the request succeeded.
@@ -277,6 +281,9 @@ pub enum FrameBody {
     Sent(Vec<Receipt>),
     /// Relay: an envelope for this device.
     Deliver(Delivery),
+    /// Relay: the answer to `StoreEpoch`: the highest epoch this device reported before it
+    /// (0 if none).
+    StoreEpochSeen(u64),
     /// Relay: how many one-time prekeys the device has left (sent after authentication and
     /// when they run low).
     PreKeyCount {
@@ -363,6 +370,9 @@ impl Codec for Frame {
                 put_bytes_u32(out, &e.payload);
             }),
             FrameBody::Ack(ids) => put_list(out, ids, |id, out| out.extend_from_slice(id)),
+            FrameBody::StoreEpoch(epoch) | FrameBody::StoreEpochSeen(epoch) => {
+                out.extend_from_slice(&epoch.to_be_bytes());
+            }
             FrameBody::Challenge(c) => {
                 out.extend_from_slice(&c.nonce);
                 out.extend_from_slice(&c.relay_id);
@@ -448,6 +458,8 @@ impl Codec for Frame {
             0x06 => FrameBody::Ack(read_list(r, MAX_ACKS_PER_FRAME, "acks", |r| {
                 r.array("server id")
             })?),
+            0x07 => FrameBody::StoreEpoch(r.u64("store epoch")?),
+            0x87 => FrameBody::StoreEpochSeen(r.u64("store epoch")?),
             0x80 => FrameBody::Challenge(Challenge {
                 nonce: r.array("nonce")?,
                 relay_id: r.array("relay id")?,
@@ -495,6 +507,8 @@ impl Frame {
             FrameBody::FetchBundle(_) => 0x04,
             FrameBody::Send(_) => 0x05,
             FrameBody::Ack(_) => 0x06,
+            FrameBody::StoreEpoch(_) => 0x07,
+            FrameBody::StoreEpochSeen(_) => 0x87,
             FrameBody::Challenge(_) => 0x80,
             FrameBody::Ok => 0x81,
             FrameBody::Error { .. } => 0x82,
@@ -533,6 +547,8 @@ mod tests {
                 },
             ]),
             FrameBody::Ack(vec![[1; 16], [2; 16]]),
+            FrameBody::StoreEpoch(7),
+            FrameBody::StoreEpochSeen(u64::MAX),
             FrameBody::Challenge(Challenge {
                 nonce: [3; 32],
                 relay_id: [4; 16],

@@ -353,6 +353,15 @@ impl<S: Store> Connection<S> {
                 }
                 self.reply(id, FrameBody::Ok).await
             }
+            FrameBody::StoreEpoch(epoch) => {
+                let before = self
+                    .relay
+                    .store
+                    .record_store_epoch(device, epoch)
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                self.reply(id, FrameBody::StoreEpochSeen(before)).await
+            }
             FrameBody::Register { .. } | FrameBody::Authenticate(_) => {
                 Err(error(id, ErrorCode::OutOfOrder))
             }

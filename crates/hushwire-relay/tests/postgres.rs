@@ -91,3 +91,32 @@ async fn postgres_delivers_live_across_instances() {
         vec![0, 1, 2, 3, 4]
     );
 }
+
+/// `client.md` §5.14 over two PostgreSQL instances: the highest store epoch is shared, so a
+/// device reporting an old epoch to either instance learns it is behind.
+#[tokio::test]
+async fn postgres_store_epochs_are_shared_across_instances() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let (r1, r2) = two_instances(&url, "epochs");
+    let alice = Device::new(31, 1);
+    let mut a1 = Client::register(&r1.url(), &alice).await;
+    assert_eq!(
+        a1.call(FrameBody::StoreEpoch(5)).await,
+        FrameBody::StoreEpochSeen(0)
+    );
+    let (mut a2, _) = Client::login(&r2.url(), &alice).await;
+    assert_eq!(
+        a2.call(FrameBody::StoreEpoch(3)).await,
+        FrameBody::StoreEpochSeen(5)
+    );
+    assert_eq!(
+        a2.call(FrameBody::StoreEpoch(9)).await,
+        FrameBody::StoreEpochSeen(5)
+    );
+    assert_eq!(
+        a1.call(FrameBody::StoreEpoch(10)).await,
+        FrameBody::StoreEpochSeen(9)
+    );
+}

@@ -782,3 +782,38 @@ async fn review_findings_stay_fixed() {
     assert!(got.is_empty(), "part of a refused frame was stored");
     drop(b);
 }
+
+/// `client.md` §5.14: the relay keeps the highest store epoch a device reported, across
+/// restarts, and answers each report with the one before, so a device running from an older
+/// copy of its store learns so before it sends.
+#[tokio::test]
+async fn store_epochs_keep_the_highest_and_survive_a_restart() {
+    let mut relay = RelayProcess::start("epochs", &[]);
+    let alice = Device::new(41, 1);
+    let mut a = Client::register(&relay.url(), &alice).await;
+    assert_eq!(
+        a.call(FrameBody::StoreEpoch(1)).await,
+        FrameBody::StoreEpochSeen(0)
+    );
+    assert_eq!(
+        a.call(FrameBody::StoreEpoch(4)).await,
+        FrameBody::StoreEpochSeen(1)
+    );
+    // A lower report (a restored copy) is answered with the higher one and changes nothing.
+    assert_eq!(
+        a.call(FrameBody::StoreEpoch(2)).await,
+        FrameBody::StoreEpochSeen(4)
+    );
+    relay.crash_and_restart();
+    let (mut a, _) = Client::login(&relay.url(), &alice).await;
+    assert_eq!(
+        a.call(FrameBody::StoreEpoch(5)).await,
+        FrameBody::StoreEpochSeen(4)
+    );
+    // Another device's epochs are its own.
+    let mut b = Client::register(&relay.url(), &Device::new(42, 1)).await;
+    assert_eq!(
+        b.call(FrameBody::StoreEpoch(1)).await,
+        FrameBody::StoreEpochSeen(0)
+    );
+}

@@ -197,6 +197,11 @@ impl Client {
                 }
             }
         };
+        // Nothing is encrypted on this connection before the relay has confirmed that this
+        // store is not an older copy (§5.14): the sender's first pass asks.
+        self.inner
+            .epoch_unreported
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let sender = self.flush_outbox(&link);
         let result = tokio::select! {
             r = reader => r,

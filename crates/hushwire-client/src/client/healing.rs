@@ -19,13 +19,17 @@ use hushwire::Account;
 use hushwire::proto::audit::AuditEvent;
 use sqlx::SqliteConnection;
 
+use hushwire::proto::relay::{ErrorCode, FrameBody};
+
 use super::Client;
 use super::send::OutboxItem;
 use super::sessions::SESSIONS_PER_CONTACT;
 use crate::address::{device_ref, own_ref};
 use crate::contact::ContactId;
+use crate::error::ClientError;
 use crate::error::Result;
 use crate::event::{Event, MessageId, MessageState};
+use crate::link::Link;
 use crate::os::now_ms;
 use crate::payload::{Payload, ResetReason};
 use crate::store;
@@ -41,7 +45,69 @@ const UNCONFIRMED: [MessageState; 3] = [
     MessageState::Retrying,
 ];
 
+/// The `meta` row holding this store's epoch (§5.14).
+const STORE_EPOCH: &str = "store_epoch";
+
 impl Client {
+    /// Starts a connection's epoch (§5.14): the stored epoch plus one, committed before the
+    /// relay hears it, so a copy of the store taken before this moment reports a lower or equal
+    /// number next time.
+    pub(super) async fn next_store_epoch(&self) -> Result<u64> {
+        let _state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let epoch = read_epoch(&mut tx).await? + 1;
+        store::put_meta(&mut tx, STORE_EPOCH, &epoch.to_be_bytes()).await?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    /// Reports this connection's store epoch to the relay and acts on its answer (§5.14). A
+    /// relay that predates the exchange answers `Malformed`: the check is skipped, and said.
+    pub(super) async fn check_store_epoch(&self, link: &Link) -> Result<bool> {
+        let epoch = self.next_store_epoch().await?;
+        match link.call(FrameBody::StoreEpoch(epoch)).await {
+            Ok(FrameBody::StoreEpochSeen(before)) => self.store_epoch_seen(epoch, before).await,
+            Ok(_) => Err(ClientError::Connection(
+                "unexpected answer to a store epoch".into(),
+            )),
+            Err(ClientError::Relay(ErrorCode::Malformed)) => {
+                tracing::warn!(
+                    "the relay does not check store epochs: a restored copy of this store is not detected before it sends"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The relay answered that it had already seen `highest_before` for this device. If that
+    /// is not below `ours`, this store is a copy that fell behind (a backup restored, a copy
+    /// run elsewhere): its sessions' sending chains may already have been used, so every
+    /// session is retired (new ones start from fresh bundles, so no message key is used twice),
+    /// queued ciphertexts are encrypted again, and the epoch jumps past the relay's. Returns
+    /// whether a rollback was found.
+    pub(super) async fn store_epoch_seen(&self, ours: u64, highest_before: u64) -> Result<bool> {
+        if highest_before < ours {
+            return Ok(false);
+        }
+        let contacts = {
+            let _state = self.inner.state.lock().await;
+            let mut tx = store::begin(&self.inner.db).await?;
+            store::put_meta(&mut tx, STORE_EPOCH, &(highest_before + 1).to_be_bytes()).await?;
+            let mut contacts = Vec::new();
+            for row in store::contacts(&mut tx).await? {
+                store::deactivate_sessions(&mut tx, row.id).await?;
+                store::reset_outbox_ciphertexts(&mut tx, row.id).await?;
+                contacts.push(ContactId(row.id));
+            }
+            tx.commit().await?;
+            contacts
+        };
+        tracing::warn!("this store is an older copy: every session starts again");
+        self.emit(Event::StoreRollbackDetected { contacts });
+        Ok(true)
+    }
+
     /// This device could not read a message from a known contact: unless it asked that contact
     /// within `reset_interval`, it retires every session with them (they still decrypt what is
     /// in flight), queues a [`Payload::SessionReset`] that the send pipeline carries in a new
@@ -120,7 +186,7 @@ impl Client {
                         .vault
                         .open_value("sent", &row.message_id, &sealed)?;
                 let payload = Payload::decode(&item.payload)
-                    .map_err(|_| crate::error::ClientError::CorruptStore("sent message"))?;
+                    .map_err(|_| ClientError::CorruptStore("sent message"))?;
                 self.queue(c, contact_id, Some(id), &payload).await?;
                 store::count_resend(c, &row.message_id).await?;
                 resent += 1;
@@ -200,6 +266,46 @@ impl Client {
         Ok(n)
     }
 
+    /// Writes a consistent copy of the store to `to` while the client runs (SQLite's
+    /// `VACUUM INTO`), owner-only: every secret in it stays sealed under the same passphrase or
+    /// key. Restoring it is copying it back over the store while no client has it open; the
+    /// first connection after that finds the store older than the relay's record, if this
+    /// store encrypted anything since, and starts every session again, so no message key is
+    /// used twice (§5.14). Fails with
+    /// [`ClientError::AlreadyInitialized`] if `to` exists.
+    pub async fn backup(&self, to: &std::path::Path) -> Result<()> {
+        // Created empty and owner-only first (VACUUM INTO accepts an empty file), so the copy is
+        // never readable by others, not even for a moment; create_new refuses an existing file.
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        file.open(to).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => ClientError::AlreadyInitialized(to.to_owned()),
+            _ => ClientError::Io(e),
+        })?;
+        let target = to
+            .to_str()
+            .ok_or_else(|| ClientError::Io(std::io::Error::other("backup path is not UTF-8")))?;
+        // VACUUM INTO takes a file name as an SQL string literal: quote it.
+        let sql = format!("VACUUM INTO '{}'", target.replace('\'', "''"));
+        {
+            // Under the state lock no session advances while the copy is taken.
+            let _state = self.inner.state.lock().await;
+            let mut c = self.inner.db.acquire().await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *c)
+                .await?;
+        }
+        // The copy holds epoch E. Before this store encrypts again it reports a higher one, so
+        // the copy, restored, reports at most what the relay has already seen and is caught.
+        self.inner
+            .epoch_unreported
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.outbox_changed.notify_one();
+        Ok(())
+    }
+
     /// Where a message this device sent is, or `None` for an id it never sent.
     pub async fn message_state(&self, id: MessageId) -> Result<Option<MessageState>> {
         let mut c = self.inner.db.acquire().await?;
@@ -229,4 +335,14 @@ impl Client {
             .filter_map(|r| Some((MessageId(r.message_id), MessageState::from_code(r.state)?)))
             .collect())
     }
+}
+
+async fn read_epoch(c: &mut SqliteConnection) -> Result<u64> {
+    Ok(match store::get_meta(c, STORE_EPOCH).await? {
+        Some(v) => u64::from_be_bytes(
+            v.try_into()
+                .map_err(|_| ClientError::CorruptStore("store epoch"))?,
+        ),
+        None => 0,
+    })
 }

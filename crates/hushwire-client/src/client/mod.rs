@@ -34,6 +34,8 @@ use zeroize::Zeroizing;
 mod audit_log;
 mod connection;
 mod contacts;
+#[cfg(test)]
+mod convergence_tests;
 mod healing;
 mod prekeys;
 mod receive;
@@ -138,6 +140,9 @@ struct Inner {
     /// Contacts whose outgoing messages are held (SendHeld): `sync` does not wait for them.
     held: StdMutex<std::collections::HashSet<i64>>,
     supervisor: StdMutex<Option<JoinHandle<()>>>,
+    /// Set when the store epoch must be reported before the next encryption: at each
+    /// connection and after a backup (`docs/client.md` §5.14).
+    epoch_unreported: std::sync::atomic::AtomicBool,
     options: ClientOptions,
 }
 
@@ -288,6 +293,7 @@ impl Client {
                 link: StdMutex::new(None),
                 held: StdMutex::new(std::collections::HashSet::new()),
                 supervisor: StdMutex::new(None),
+                epoch_unreported: std::sync::atomic::AtomicBool::new(true),
                 options,
             }),
         }

@@ -143,6 +143,19 @@ impl Client {
             let changed = self.inner.outbox_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            // The store epoch is reported before anything is encrypted on a new connection or
+            // after a backup (§5.14).
+            if self
+                .inner
+                .epoch_unreported
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+                && let Err(e) = self.check_store_epoch(link).await
+            {
+                self.inner
+                    .epoch_unreported
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e);
+            }
             let rows = {
                 let mut c = self.inner.db.acquire().await?;
                 store::outbox(&mut c).await?
@@ -235,40 +248,9 @@ impl Client {
                     }
                     Err(e) => return Err(e),
                 }
-                let item: OutboxItem =
-                    self.inner
-                        .vault
-                        .open_value("outbox", &row.id.to_be_bytes(), &row.sealed)?;
-                // The entry leaves the outbox and its message becomes Sent in one transaction.
-                let moved = {
-                    let mut tx = store::begin(&self.inner.db).await?;
-                    store::delete_outbox(&mut tx, row.id).await?;
-                    let moved = match item.message_id {
-                        Some(id) => {
-                            let from = [MessageState::Queued.code(), MessageState::Retrying.code()];
-                            let sent = MessageState::Sent.code();
-                            store::set_sent_state(&mut tx, &id, &from, sent, false, now_ms())
-                                .await?
-                        }
-                        None => false,
-                    };
-                    tx.commit().await?;
-                    moved
-                };
+                self.outbox_entry_sent(row.id, row.contact_id, &row.sealed)
+                    .await?;
                 progressed = true;
-                if let Some(id) = item.message_id {
-                    if moved {
-                        self.emit(Event::MessageStateChanged {
-                            contact: ContactId(row.contact_id),
-                            id: MessageId(id),
-                            state: MessageState::Sent,
-                        });
-                    }
-                    self.emit(Event::MessageSent {
-                        contact: ContactId(row.contact_id),
-                        id: MessageId(id),
-                    });
-                }
             }
             if !progressed {
                 // Nothing could move: wait for news (a new message, a verification) or retry in
@@ -276,6 +258,48 @@ impl Client {
                 let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
             }
         }
+    }
+
+    /// The relay holds an outbox entry: it leaves the outbox and its message (if it is one)
+    /// becomes `Sent` in one transaction; then `MessageStateChanged` and `MessageSent`.
+    pub(super) async fn outbox_entry_sent(
+        &self,
+        row_id: i64,
+        contact_id: i64,
+        sealed: &[u8],
+    ) -> Result<()> {
+        let item: OutboxItem =
+            self.inner
+                .vault
+                .open_value("outbox", &row_id.to_be_bytes(), sealed)?;
+        let moved = {
+            let mut tx = store::begin(&self.inner.db).await?;
+            store::delete_outbox(&mut tx, row_id).await?;
+            let moved = match item.message_id {
+                Some(id) => {
+                    let from = [MessageState::Queued.code(), MessageState::Retrying.code()];
+                    let sent = MessageState::Sent.code();
+                    store::set_sent_state(&mut tx, &id, &from, sent, false, now_ms()).await?
+                }
+                None => false,
+            };
+            tx.commit().await?;
+            moved
+        };
+        if let Some(id) = item.message_id {
+            if moved {
+                self.emit(Event::MessageStateChanged {
+                    contact: ContactId(contact_id),
+                    id: MessageId(id),
+                    state: MessageState::Sent,
+                });
+            }
+            self.emit(Event::MessageSent {
+                contact: ContactId(contact_id),
+                id: MessageId(id),
+            });
+        }
+        Ok(())
     }
 
     /// Makes sure the contact has a session, then encrypts the queued payload.

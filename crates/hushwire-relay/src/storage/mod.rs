@@ -216,6 +216,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Envelopes waiting in all mailboxes.
     fn queue_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Records that `device` reported store epoch `epoch` (`relay-protocol.md` §5.1): keeps the
+    /// highest epoch seen, atomically, and returns the highest before this report (0 if none).
+    fn record_store_epoch(
+        &self,
+        device: DeviceAddress,
+        epoch: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// `i64` view of a `u64` time or count for databases without unsigned integers.

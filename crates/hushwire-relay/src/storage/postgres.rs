@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS audit_records (
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     chain_id BYTEA NOT NULL, count BIGINT NOT NULL, checkpoint BYTEA NOT NULL,
     PRIMARY KEY (chain_id, count));
+CREATE TABLE IF NOT EXISTS store_epochs (
+    fingerprint BYTEA NOT NULL, device_id BIGINT NOT NULL, epoch BIGINT NOT NULL,
+    PRIMARY KEY (fingerprint, device_id));
 ";
 
 /// PostgreSQL-backed [`Store`].
@@ -503,5 +506,34 @@ impl Store for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(to_u64(n))
+    }
+
+    async fn record_store_epoch(
+        &self,
+        device: DeviceAddress,
+        epoch: u64,
+    ) -> Result<u64, StoreError> {
+        // The row lock (FOR UPDATE, then the upsert) serialises two instances reporting for one
+        // device; only two first-ever reports can both read "none", and both then get 0.
+        let mut tx = self.pool.begin().await?;
+        let before: Option<i64> = sqlx::query_scalar(
+            "SELECT epoch FROM store_epochs WHERE fingerprint = $1 AND device_id = $2 FOR UPDATE",
+        )
+        .bind(fp(&device))
+        .bind(i64::from(device.device_id))
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO store_epochs (fingerprint, device_id, epoch) VALUES ($1, $2, $3)
+             ON CONFLICT (fingerprint, device_id)
+             DO UPDATE SET epoch = GREATEST(store_epochs.epoch, excluded.epoch)",
+        )
+        .bind(fp(&device))
+        .bind(i64::from(device.device_id))
+        .bind(to_i64(epoch))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(before.map_or(0, to_u64))
     }
 }

@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS audit_records (
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     chain_id BLOB NOT NULL, count INTEGER NOT NULL, checkpoint BLOB NOT NULL,
     PRIMARY KEY (chain_id, count));
+CREATE TABLE IF NOT EXISTS store_epochs (
+    fingerprint BLOB NOT NULL, device_id INTEGER NOT NULL, epoch INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, device_id));
 ";
 
 /// What a job gives back to the writer: how to answer its caller once the transaction's fate
@@ -1012,6 +1015,36 @@ impl Store for SqliteStore {
             .fetch_one(&self.reads)
             .await?;
         Ok(to_u64(n))
+    }
+
+    async fn record_store_epoch(
+        &self,
+        device: DeviceAddress,
+        epoch: u64,
+    ) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let before: Option<i64> = sqlx::query_scalar(
+                    "SELECT epoch FROM store_epochs WHERE fingerprint = ? AND device_id = ?",
+                )
+                .bind(fp(&device))
+                .bind(i64::from(device.device_id))
+                .fetch_optional(&mut *c)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO store_epochs (fingerprint, device_id, epoch) VALUES (?, ?, ?)
+                     ON CONFLICT (fingerprint, device_id)
+                     DO UPDATE SET epoch = MAX(epoch, excluded.epoch)",
+                )
+                .bind(fp(&device))
+                .bind(i64::from(device.device_id))
+                .bind(to_i64(epoch))
+                .execute(&mut *c)
+                .await?;
+                Ok(before.map_or(0, to_u64))
+            })
+        })
+        .await
     }
 }
 

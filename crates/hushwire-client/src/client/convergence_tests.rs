@@ -1,0 +1,373 @@
+//! Issue 10's property: two clients driven through random interleavings of sending, loss,
+//! reordering, duplication, restarts, restores from old copies and signed prekey rotations
+//! always converge: once the faults stop, both outboxes drain within a bounded number of rounds,
+//! a message sent by each side afterwards arrives exactly once, no message is shown twice, and
+//! no (chain, index) — so no message key and nonce — ever carries two different messages.
+//!
+//! The network and the relay are played here: each pump is a connection (with the relay's
+//! store-epoch answer, `docs/client.md` §5.14), each delivery goes through the real receive
+//! pipeline, each encryption through the real send pipeline.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hushwire::proto::codec::Codec as _;
+use hushwire::proto::relay::Delivery;
+use hushwire::wire::Message;
+use proptest::prelude::*;
+
+use super::{Client, ClientOptions};
+use crate::address::Address;
+use crate::contact::ContactId;
+use crate::os::{now_ms, rng};
+use crate::store;
+use crate::vault::{KdfParams, Secret};
+
+/// Rounds of "every side sends what it has, every envelope is delivered" that a settled
+/// conversation may need: a reset request, the resends, their receipts, and a margin.
+const SETTLE_ROUNDS: usize = 8;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Send(usize),
+    Pump(usize),
+    Deliver(usize, usize),
+    Drop(usize, usize),
+    Duplicate(usize, usize),
+    Restart(usize),
+    Snapshot(usize),
+    Restore(usize),
+    Rotate(usize),
+    /// Issue 10, case 3 in one step: copy the store, send, restore the copy, send again.
+    RollBackAndSend(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let side = 0..2usize;
+    prop_oneof![
+        6 => side.clone().prop_map(Op::Send),
+        5 => side.clone().prop_map(Op::Pump),
+        8 => (side.clone(), any::<usize>()).prop_map(|(s, k)| Op::Deliver(s, k)),
+        1 => (side.clone(), any::<usize>()).prop_map(|(s, k)| Op::Drop(s, k)),
+        1 => (side.clone(), any::<usize>()).prop_map(|(s, k)| Op::Duplicate(s, k)),
+        1 => side.clone().prop_map(Op::Restart),
+        2 => side.clone().prop_map(Op::Snapshot),
+        2 => side.clone().prop_map(Op::Restore),
+        2 => side.clone().prop_map(Op::Rotate),
+        2 => side.prop_map(Op::RollBackAndSend),
+    ]
+}
+
+struct Device {
+    client: Option<Client>,
+    path: PathBuf,
+    snapshot: PathBuf,
+    has_snapshot: bool,
+    peer: ContactId,
+    address: Address,
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    devices: [Device; 2],
+    /// Envelopes in flight to each device.
+    network: [Vec<Vec<u8>>; 2],
+    /// The relay's highest store epoch per device.
+    relay_epochs: [u64; 2],
+    /// (sender, chain, index) → the digest of the one message sent there.
+    places: HashMap<(usize, [u8; 32], u32), Vec<u8>>,
+    next_server_id: u128,
+    sent: usize,
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        kdf: KdfParams::INSECURE_FOR_TESTS,
+        reset_interval: Duration::ZERO,
+        ..ClientOptions::default()
+    }
+}
+
+fn secret() -> Secret {
+    Secret::passphrase("correct horse battery staple")
+}
+
+impl World {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut clients = Vec::new();
+        for name in ["a", "b"] {
+            let path = dir.path().join(format!("{name}.db"));
+            clients.push((
+                Client::create(&path, &secret(), options()).await.unwrap(),
+                path,
+            ));
+        }
+        let addresses = [clients[0].0.address().await, clients[1].0.address().await];
+        let mut devices = Vec::new();
+        for (i, (client, path)) in clients.into_iter().enumerate() {
+            let peer = client
+                .add_contact("peer", addresses[1 - i], false)
+                .await
+                .unwrap();
+            devices.push(Device {
+                client: Some(client),
+                snapshot: path.with_extension("snapshot"),
+                path,
+                has_snapshot: false,
+                peer,
+                address: addresses[i],
+            });
+        }
+        let [a, b] = <[Device; 2]>::try_from(devices).ok().unwrap();
+        Self {
+            _dir: dir,
+            devices: [a, b],
+            network: [Vec::new(), Vec::new()],
+            relay_epochs: [0, 0],
+            places: HashMap::new(),
+            next_server_id: 1,
+            sent: 0,
+        }
+    }
+
+    fn client(&self, i: usize) -> &Client {
+        self.devices[i].client.as_ref().unwrap()
+    }
+
+    async fn close(&mut self, i: usize) {
+        let client = self.devices[i].client.take().unwrap();
+        client.inner.db.close().await;
+    }
+
+    async fn reopen(&mut self, i: usize) {
+        let client = Client::open(&self.devices[i].path, &secret(), options())
+            .await
+            .unwrap();
+        self.devices[i].client = Some(client);
+    }
+
+    /// One connection of device `i`: the store-epoch exchange, then every queued payload
+    /// encrypted and handed to the network.
+    async fn pump(&mut self, i: usize) {
+        let client = self.client(i).clone();
+        let epoch = client.next_store_epoch().await.unwrap();
+        let before = self.relay_epochs[i];
+        self.relay_epochs[i] = before.max(epoch);
+        client.store_epoch_seen(epoch, before).await.unwrap();
+        let bundle = {
+            let peer = self.client(1 - i);
+            peer.inner
+                .state
+                .lock()
+                .await
+                .account
+                .prekey_bundle()
+                .unwrap()
+        };
+        let rows = {
+            let mut c = client.inner.db.acquire().await.unwrap();
+            store::outbox(&mut c).await.unwrap()
+        };
+        for row in rows {
+            let ciphertext = match row.ciphertext {
+                Some(c) => c,
+                None => {
+                    client.start_session(row.contact_id, &bundle).await.unwrap();
+                    client
+                        .encrypt_outbox_row(row.id, row.contact_id, &row.sealed)
+                        .await
+                        .unwrap()
+                }
+            };
+            client
+                .outbox_entry_sent(row.id, row.contact_id, &row.sealed)
+                .await
+                .unwrap();
+            self.record_place(i, &ciphertext);
+            self.network[1 - i].push(ciphertext);
+        }
+    }
+
+    /// Remembers where in its chains a message was sent; the same place twice with different
+    /// bytes would be a message key and nonce used twice.
+    fn record_place(&mut self, sender: usize, ciphertext: &[u8]) {
+        let message = Message::from_bytes(ciphertext).unwrap();
+        let header = match &message {
+            Message::PreKey(p) => &p.message.header,
+            Message::Ratchet(m) => &m.header,
+        };
+        let body = match &message {
+            Message::PreKey(p) => p.message.ciphertext.clone(),
+            Message::Ratchet(m) => m.ciphertext.clone(),
+        };
+        let place = (sender, *header.ratchet_key.as_bytes(), header.index);
+        if let Some(earlier) = self.places.insert(place, body.clone()) {
+            assert_eq!(earlier, body, "a message key and nonce were used twice");
+        }
+    }
+
+    async fn deliver(&mut self, i: usize, k: usize) {
+        if self.network[i].is_empty() {
+            return;
+        }
+        let payload = self.network[i].remove(k % self.network[i].len());
+        let server_id = self.next_server_id.to_be_bytes();
+        self.next_server_id += 1;
+        let sender = self.devices[1 - i].address.to_device_address();
+        self.client(i)
+            .receive_now(Delivery {
+                server_id,
+                sender,
+                server_time_ms: now_ms(),
+                payload,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::RollBackAndSend(i) => {
+                for step in [
+                    Op::Snapshot(i),
+                    Op::Send(i),
+                    Op::Pump(i),
+                    Op::Restore(i),
+                    Op::Send(i),
+                    Op::Pump(i),
+                ] {
+                    Box::pin(self.apply(&step)).await;
+                }
+            }
+            Op::Send(i) => {
+                self.sent += 1;
+                let peer = self.devices[i].peer;
+                let text = format!("m{}", self.sent);
+                self.client(i).send_text(peer, &text).await.unwrap();
+            }
+            Op::Pump(i) => self.pump(i).await,
+            Op::Deliver(i, k) => self.deliver(i, k).await,
+            Op::Drop(i, k) => {
+                if !self.network[i].is_empty() {
+                    let n = self.network[i].len();
+                    self.network[i].remove(k % n);
+                }
+            }
+            Op::Duplicate(i, k) => {
+                if !self.network[i].is_empty() {
+                    let n = self.network[i].len();
+                    let copy = self.network[i][k % n].clone();
+                    self.network[i].push(copy);
+                }
+            }
+            Op::Restart(i) => {
+                self.close(i).await;
+                self.reopen(i).await;
+            }
+            Op::Snapshot(i) => {
+                let snapshot = self.devices[i].snapshot.clone();
+                let _ = std::fs::remove_file(&snapshot);
+                let into = format!("VACUUM INTO '{}'", snapshot.display());
+                let mut c = self.client(i).inner.db.acquire().await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(into))
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                self.devices[i].has_snapshot = true;
+            }
+            Op::Restore(i) => {
+                if !self.devices[i].has_snapshot {
+                    return;
+                }
+                self.close(i).await;
+                let path = self.devices[i].path.clone();
+                for suffix in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                std::fs::copy(&self.devices[i].snapshot, &path).unwrap();
+                self.reopen(i).await;
+            }
+            Op::Rotate(i) => {
+                let client = self.client(i).clone();
+                let mut state = client.inner.state.lock().await;
+                let mut account = state.account.clone();
+                account.rotate_signed_prekey(now_ms() / 1000, &mut rng());
+                let mut c = client.inner.db.acquire().await.unwrap();
+                client.save_account(&mut c, &account).await.unwrap();
+                state.account = account;
+            }
+        }
+    }
+
+    async fn outbox_len(&self, i: usize) -> usize {
+        self.client(i).outbox_len().await.unwrap()
+    }
+
+    /// Rounds of pumping both sides and delivering everything in order, until nothing moves.
+    /// Returns how many rounds it took, or `None` if it did not settle.
+    async fn settle(&mut self) -> Option<usize> {
+        for round in 0..SETTLE_ROUNDS {
+            if self.network.iter().all(Vec::is_empty)
+                && self.outbox_len(0).await == 0
+                && self.outbox_len(1).await == 0
+            {
+                return Some(round);
+            }
+            for i in 0..2 {
+                self.pump(i).await;
+            }
+            for i in 0..2 {
+                while !self.network[i].is_empty() {
+                    self.deliver(i, 0).await;
+                }
+            }
+        }
+        None
+    }
+
+    async fn unread_texts(&self, i: usize) -> Vec<String> {
+        self.client(i)
+            .unread()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| String::from_utf8(m.content.to_vec()).unwrap())
+            .collect()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn two_clients_always_converge_after_any_faults(ops in proptest::collection::vec(op(), 10..60)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut world = World::new().await;
+            for op in &ops {
+                world.apply(op).await;
+            }
+            let rounds = world.settle().await;
+            assert!(rounds.is_some(), "did not settle within {SETTLE_ROUNDS} rounds after {ops:?}");
+
+            // Afterwards each side's next message arrives exactly once.
+            for i in 0..2 {
+                let peer = world.devices[i].peer;
+                world.client(i).send_text(peer, &format!("final-{i}")).await.unwrap();
+            }
+            let rounds = world.settle().await;
+            assert!(rounds.is_some(), "final messages did not settle after {ops:?}");
+            for i in 0..2 {
+                let texts = world.unread_texts(1 - i).await;
+                let finals = texts.iter().filter(|t| **t == format!("final-{i}")).count();
+                assert_eq!(finals, 1, "final-{i} at the peer {finals} times after {ops:?}: {texts:?}");
+                let unique: HashSet<_> = texts.iter().collect();
+                assert_eq!(unique.len(), texts.len(), "a message shown twice after {ops:?}: {texts:?}");
+            }
+        });
+    }
+}
