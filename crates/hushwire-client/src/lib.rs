@@ -36,7 +36,7 @@ mod error;
 mod event;
 mod link;
 mod os;
-mod payload;
+pub mod payload;
 mod store;
 mod vault;
 

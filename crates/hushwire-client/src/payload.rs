@@ -28,14 +28,19 @@ pub const MAX_CONTENT_LEN: usize = MAX_PLAINTEXT_LEN - MESSAGE_OVERHEAD;
 /// Most message ids one receipt acknowledges.
 pub const MAX_RECEIPT_IDS: usize = 256;
 
-/// A decoded payload.
+/// A decoded payload (`docs/client.md` §4). Public so that other implementations (a browser
+/// client, a fuzzer, a test-vector checker) share this one codec.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) enum Payload {
-    /// A message for the user.
+pub enum Payload {
+    /// A message for the user (§4.1).
     Message {
+        /// Chosen by the sender: 16 random bytes.
         id: MessageId,
+        /// The sender's clock, Unix milliseconds.
         sent_at_ms: u64,
+        /// What the content is.
         content_type: ContentType,
+        /// At most [`MAX_CONTENT_LEN`] bytes, wiped when dropped.
         content: Zeroizing<Vec<u8>>,
     },
     /// The sender's device durably stored these messages.
@@ -45,9 +50,9 @@ pub(crate) enum Payload {
     SessionReset(ResetReason),
 }
 
-/// Why a device asks for a new session (`docs/client.md` §4, §5.13).
+/// Why a device asks for a new session (`docs/client.md` §4.3, §5.13).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ResetReason {
+pub enum ResetReason {
     /// No session could read the message (unknown prekey, failed authentication, lost state).
     Undecryptable = 0x01,
     /// A different message arrived under a message key already used (a rolled-back sender).
@@ -56,7 +61,8 @@ pub(crate) enum ResetReason {
     TooFarAhead = 0x03,
 }
 
-pub(crate) fn content_type_byte(t: ContentType) -> u8 {
+/// The content type's byte (§4.1).
+pub fn content_type_byte(t: ContentType) -> u8 {
     match t {
         ContentType::Text => 1,
         ContentType::Binary => 2,
@@ -73,7 +79,8 @@ fn content_type_from(b: u8) -> ContentType {
 }
 
 impl Payload {
-    pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {
+    /// The payload's bytes (`docs/client.md` §4), in a buffer wiped when dropped.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::new());
         out.push(PAYLOAD_VERSION);
         match self {
@@ -105,8 +112,9 @@ impl Payload {
         out
     }
 
-    /// Decodes a payload; bounded and total.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes a payload; bounded and total (`docs/client.md` §4.4): every refusal is a
+    /// [`DecodeError`], and whatever decodes re-encodes to the same bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8("payload version")?;
         if version != PAYLOAD_VERSION {
