@@ -861,6 +861,23 @@ pub(crate) async fn sent_messages(
         .collect())
 }
 
+/// Forgets settled messages (delivered or failed) whose state last changed before `before_ms`:
+/// their outcome was reported long ago, and the table must not grow for ever.
+pub(crate) async fn prune_settled_sent(
+    c: &mut SqliteConnection,
+    settled: &[i64],
+    before_ms: u64,
+) -> Result<()> {
+    for state in settled {
+        sqlx::query("DELETE FROM sent_messages WHERE state = ? AND updated_ms < ?")
+            .bind(state)
+            .bind(ms(before_ms))
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn count_resend(c: &mut SqliteConnection, message_id: &[u8; 16]) -> Result<()> {
     sqlx::query("UPDATE sent_messages SET resends = resends + 1 WHERE message_id = ?")
         .bind(&message_id[..])

@@ -38,6 +38,9 @@ use crate::store;
 /// [`MessageState::Failed`].
 pub const MAX_RESENDS: i64 = 3;
 
+/// Delivered and failed messages keep their state this long (then `message_state` says `None`).
+const SETTLED_KEPT_MS: u64 = 90 * 24 * 3600 * 1000;
+
 /// States from which a reset sends a message again: it left, but no receipt says it arrived.
 const UNCONFIRMED: [MessageState; 3] = [
     MessageState::Sent,
@@ -257,6 +260,9 @@ impl Client {
                     state: MessageState::NotConfirmed,
                 });
             }
+            let settled = [MessageState::Delivered.code(), MessageState::Failed.code()];
+            store::prune_settled_sent(&mut tx, &settled, now.saturating_sub(SETTLED_KEPT_MS))
+                .await?;
             tx.commit().await?;
         }
         let n = events.len();
