@@ -29,14 +29,45 @@ pub struct Settings {
     #[arg(long, env = "HUSHWIRE_RELAY_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
     /// Who may register: `open`, or `invite` (single-use tokens from `hushwire-relay invite`).
+    /// Default: open. A clinic deployment reachable over a network should use `invite`.
     #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION", value_enum)]
     pub registration: Option<RegistrationPolicy>,
     /// Days an undelivered envelope is kept before it expires.
     #[arg(long, env = "HUSHWIRE_RELAY_RETENTION_DAYS")]
     pub retention_days: Option<u64>,
-    /// Most envelopes waiting for one device.
+    /// Most envelopes waiting for one device, from all senders together. Default: 10000.
     #[arg(long, env = "HUSHWIRE_RELAY_MAILBOX_QUOTA")]
     pub mailbox_quota: Option<u32>,
+    /// Most payload bytes waiting for one device, from all senders together. Default:
+    /// 268435456 (256 MiB).
+    #[arg(long, env = "HUSHWIRE_RELAY_MAILBOX_BYTES")]
+    pub mailbox_bytes: Option<u64>,
+    /// Most envelopes one sender may have waiting in one device's mailbox (its share).
+    /// Default: 1000.
+    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_QUOTA")]
+    pub sender_quota: Option<u32>,
+    /// Most payload bytes one sender may have waiting in one device's mailbox. Default:
+    /// 33554432 (32 MiB).
+    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_QUOTA_BYTES")]
+    pub sender_quota_bytes: Option<u64>,
+    /// Envelopes per second one sender may send to one recipient (bursts of twice this).
+    /// Default: 50.
+    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_RATE")]
+    pub sender_rate: Option<u32>,
+    /// Payload bytes per second one sender may send to one recipient (bursts of twice this;
+    /// at least 49152, so that one largest envelope fits a burst). Default: 4194304 (4 MiB/s).
+    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_BYTE_RATE")]
+    pub sender_byte_rate: Option<u64>,
+    /// Bundle fetches per minute one device may make (bursts of this many). Default: 60.
+    #[arg(long, env = "HUSHWIRE_RELAY_FETCH_RATE")]
+    pub fetch_rate: Option<u32>,
+    /// One-time prekeys per minute the relay hands out of one device's bundle (bursts of this
+    /// many); fetches beyond it get a bundle without one-time keys. Default: 20.
+    #[arg(long, env = "HUSHWIRE_RELAY_TARGET_PREKEY_RATE")]
+    pub target_prekey_rate: Option<u32>,
+    /// Registration attempts per minute from one IP address (bursts of this many). Default: 20.
+    #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION_RATE")]
+    pub registration_rate: Option<u32>,
     /// Most simultaneous connections.
     #[arg(long, env = "HUSHWIRE_RELAY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -86,8 +117,24 @@ pub struct Config {
     pub registration: RegistrationPolicy,
     /// Retention in days.
     pub retention_days: u64,
-    /// Mailbox quota per device.
+    /// Envelopes waiting per device, all senders.
     pub mailbox_quota: u32,
+    /// Payload bytes waiting per device, all senders.
+    pub mailbox_bytes: u64,
+    /// Envelopes one sender may have waiting per device.
+    pub sender_quota: u32,
+    /// Payload bytes one sender may have waiting per device.
+    pub sender_quota_bytes: u64,
+    /// Envelopes per second per (sender, recipient).
+    pub sender_rate: u32,
+    /// Payload bytes per second per (sender, recipient).
+    pub sender_byte_rate: u64,
+    /// Bundle fetches per minute per requesting device.
+    pub fetch_rate: u32,
+    /// One-time prekeys handed out per minute per target device.
+    pub target_prekey_rate: u32,
+    /// Registrations per minute per IP address.
+    pub registration_rate: u32,
     /// Connection cap.
     pub max_connections: usize,
     /// Idle timeout in seconds.
@@ -107,6 +154,10 @@ pub struct Config {
     /// Plaintext on non-loopback allowed.
     pub allow_plaintext_non_loopback: bool,
 }
+
+/// The least `sender_byte_rate`: its burst (twice the rate) must hold one largest envelope
+/// payload (96 KiB), or such an envelope could never be sent.
+pub const MIN_SENDER_BYTE_RATE: u64 = 48 * 1024;
 
 /// The default port: unassigned by IANA, easy to remember.
 pub const DEFAULT_PORT: u16 = 7700;
@@ -131,6 +182,32 @@ impl Settings {
                 .unwrap_or(RegistrationPolicy::Open),
             retention_days: self.retention_days.or(file.retention_days).unwrap_or(30),
             mailbox_quota: self.mailbox_quota.or(file.mailbox_quota).unwrap_or(10_000),
+            mailbox_bytes: self
+                .mailbox_bytes
+                .or(file.mailbox_bytes)
+                .unwrap_or(256 << 20),
+            sender_quota: self.sender_quota.or(file.sender_quota).unwrap_or(1000),
+            sender_quota_bytes: self
+                .sender_quota_bytes
+                .or(file.sender_quota_bytes)
+                .unwrap_or(32 << 20),
+            sender_rate: self.sender_rate.or(file.sender_rate).unwrap_or(50).max(1),
+            sender_byte_rate: self
+                .sender_byte_rate
+                .or(file.sender_byte_rate)
+                .unwrap_or(4 << 20)
+                .max(MIN_SENDER_BYTE_RATE),
+            fetch_rate: self.fetch_rate.or(file.fetch_rate).unwrap_or(60).max(1),
+            target_prekey_rate: self
+                .target_prekey_rate
+                .or(file.target_prekey_rate)
+                .unwrap_or(20)
+                .max(1),
+            registration_rate: self
+                .registration_rate
+                .or(file.registration_rate)
+                .unwrap_or(20)
+                .max(1),
             max_connections: self
                 .max_connections
                 .or(file.max_connections)

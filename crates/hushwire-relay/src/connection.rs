@@ -112,6 +112,23 @@ impl<S: Store> Connection<S> {
         self.send(&Frame { request_id, body }).await
     }
 
+    /// Answers request `request_id` with an error that keeps the connection open.
+    async fn refuse(
+        &mut self,
+        request_id: u32,
+        code: ErrorCode,
+        retry_after_ms: u32,
+    ) -> Result<(), Close> {
+        self.reply(
+            request_id,
+            FrameBody::Error {
+                code,
+                retry_after_ms,
+            },
+        )
+        .await
+    }
+
     async fn send(&mut self, frame: &Frame) -> Result<(), Close> {
         self.relay.metrics.frames_out.inc();
         self.socket
@@ -201,15 +218,8 @@ impl<S: Store> Connection<S> {
                     device: device_ref(&device),
                 },
             );
-            return self
-                .send(&Frame {
-                    request_id: id,
-                    body: FrameBody::Error {
-                        code: ErrorCode::RateLimited,
-                        retry_after_ms: wait,
-                    },
-                })
-                .await;
+            self.relay.refused("device_rate", self.peer.ip());
+            return self.refuse(id, ErrorCode::RateLimited, wait).await;
         }
         match frame.body {
             FrameBody::UploadPreKeys {
@@ -256,10 +266,26 @@ impl<S: Store> Connection<S> {
                 self.reply(id, FrameBody::Ok).await
             }
             FrameBody::FetchBundle(target) => {
+                // One requester may not fetch faster than `fetch_rate`; and however many
+                // requesters there are, a target hands out at most `target_prekey_rate`
+                // one-time keys: beyond that, bundles come without them (the last-resort
+                // ML-KEM key stands in), so nobody can drain a device's one-time keys.
+                if let Err(wait) = self.relay.fetch_limits.check(&device, Instant::now()) {
+                    self.relay.refused("fetch_rate", self.peer.ip());
+                    return self.refuse(id, ErrorCode::RateLimited, wait).await;
+                }
+                let one_time = self
+                    .relay
+                    .target_prekey_limits
+                    .check(&target, Instant::now())
+                    .is_ok();
+                if !one_time {
+                    self.relay.refused("target_prekey_rate", self.peer.ip());
+                }
                 let claimed = self
                     .relay
                     .store
-                    .claim_bundle(target)
+                    .claim_bundle(target, one_time)
                     .await
                     .map_err(|e| internal(id, &e))?;
                 let Some(bundle) = claimed.and_then(|c| assemble(target, c)) else {
@@ -290,12 +316,26 @@ impl<S: Store> Connection<S> {
                     .iter()
                     .map(|e| (e.recipient, e.payload.len() as u32))
                     .collect();
+                // The per-(sender, recipient) rate, in envelopes and bytes: one sender cannot
+                // flood one mailbox faster than the recipient can plausibly read it.
+                for (recipient, adding) in crate::storage::frame_usage(&envelopes) {
+                    let taken = self.relay.send_limits.take(
+                        &(device, recipient),
+                        u32::try_from(adding.envelopes).unwrap_or(u32::MAX),
+                        u64::try_from(adding.bytes).unwrap_or(u64::MAX),
+                        Instant::now(),
+                    );
+                    if let Err(wait) = taken {
+                        self.relay.refused("sender_rate", self.peer.ip());
+                        return self.refuse(id, ErrorCode::RateLimited, wait).await;
+                    }
+                }
                 let started = Instant::now();
                 let count = envelopes.len() as u64;
                 let outcome = self
                     .relay
                     .store
-                    .enqueue(device, envelopes, now_ms(), self.relay.config.mailbox_quota)
+                    .enqueue(device, envelopes, now_ms(), self.relay.mailbox_limits())
                     .await
                     .map_err(|e| internal(id, &e))?;
                 self.relay
@@ -323,10 +363,20 @@ impl<S: Store> Connection<S> {
                         code: ErrorCode::UnknownDevice,
                         retry_after_ms: 0,
                     },
-                    Enqueued::QuotaExceeded(_) => FrameBody::Error {
-                        code: ErrorCode::QuotaExceeded,
-                        retry_after_ms: 0,
-                    },
+                    Enqueued::MailboxFull(_) => {
+                        self.relay.refused("mailbox_full", self.peer.ip());
+                        FrameBody::Error {
+                            code: ErrorCode::MailboxFull,
+                            retry_after_ms: 0,
+                        }
+                    }
+                    Enqueued::SenderQuota(_) => {
+                        self.relay.refused("sender_quota", self.peer.ip());
+                        FrameBody::Error {
+                            code: ErrorCode::SenderQuota,
+                            retry_after_ms: 0,
+                        }
+                    }
                 };
                 self.send(&Frame {
                     request_id: id,
@@ -392,6 +442,16 @@ impl<S: Store> Connection<S> {
         credentials: Credentials,
         invite: Option<Vec<u8>>,
     ) -> Result<(), Close> {
+        // Before the challenge is used: a refused attempt may be retried on this connection
+        // while its challenge lasts.
+        if let Err(wait) = self
+            .relay
+            .registration_limits
+            .check(&self.peer.ip(), Instant::now())
+        {
+            self.relay.refused("registration_rate", self.peer.ip());
+            return self.refuse(id, ErrorCode::RateLimited, wait).await;
+        }
         self.check_challenge(id, &credentials)?;
         let address = credentials.address();
         let invite_hash = invite.map(|t| <[u8; 32]>::from(sha2::Sha256::digest(&t)));

@@ -33,7 +33,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{PairLimiter, RateLimiter};
 use crate::storage::Store;
 
 /// 16 random bytes from the operating system (server ids, nonces).
@@ -85,6 +85,14 @@ pub struct Relay<S> {
     pub(crate) metrics: Metrics,
     pub(crate) device_limits: RateLimiter<DeviceAddress>,
     pub(crate) address_limits: RateLimiter<IpAddr>,
+    /// Envelopes and bytes per (sender, recipient).
+    pub(crate) send_limits: PairLimiter<(DeviceAddress, DeviceAddress)>,
+    /// Bundle fetches per requesting device.
+    pub(crate) fetch_limits: RateLimiter<DeviceAddress>,
+    /// One-time prekeys handed out per target device.
+    pub(crate) target_prekey_limits: RateLimiter<DeviceAddress>,
+    /// Registration attempts per IP address.
+    pub(crate) registration_limits: RateLimiter<IpAddr>,
     /// Devices connected to this instance, woken when mail arrives for them.
     pub(crate) connected: Mutex<HashMap<DeviceAddress, Arc<Wakers>>>,
     pub(crate) connection_slots: Arc<Semaphore>,
@@ -105,6 +113,10 @@ impl<S: Store> Relay<S> {
             relay_id: relay_id_from_name(&config.relay_name),
             device_limits: RateLimiter::new(config.device_rate),
             address_limits: RateLimiter::new(config.address_rate),
+            send_limits: PairLimiter::new(config.sender_rate, config.sender_byte_rate),
+            fetch_limits: RateLimiter::per_minute(config.fetch_rate),
+            target_prekey_limits: RateLimiter::per_minute(config.target_prekey_rate),
+            registration_limits: RateLimiter::per_minute(config.registration_rate),
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
             metrics: Metrics::new(),
             connected: Mutex::new(HashMap::new()),
@@ -112,6 +124,23 @@ impl<S: Store> Relay<S> {
             config,
             shutdown,
         })
+    }
+
+    /// The limits of one device's mailbox, from the configuration.
+    pub(crate) fn mailbox_limits(&self) -> storage::MailboxLimits {
+        storage::MailboxLimits {
+            envelopes: self.config.mailbox_quota,
+            bytes: self.config.mailbox_bytes,
+            sender_envelopes: self.config.sender_quota,
+            sender_bytes: self.config.sender_quota_bytes,
+        }
+    }
+
+    /// Counts a refusal under `reason` (a fixed name: `docs/relay-protocol.md` §6) and logs it
+    /// at INFO with the peer's address: metadata only, never a key or a payload.
+    pub(crate) fn refused(&self, reason: &'static str, peer: IpAddr) {
+        self.metrics.refused(reason);
+        tracing::info!(reason, %peer, "refused");
     }
 
     /// Wakes the connection of `device` on this instance, if any, to deliver new envelopes.
@@ -194,6 +223,7 @@ async fn websocket<S: Store>(
         .address_limits
         .check(&peer.ip(), std::time::Instant::now())
     {
+        relay.refused("address_rate", peer.ip());
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", (wait / 1000 + 1).to_string())],
@@ -201,6 +231,7 @@ async fn websocket<S: Store>(
             .into_response();
     }
     let Ok(slot) = relay.connection_slots.clone().try_acquire_owned() else {
+        relay.refused("max_connections", peer.ip());
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "connection limit reached\n",

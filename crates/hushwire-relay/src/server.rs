@@ -68,6 +68,15 @@ pub async fn start<S: Store + Clone>(
     listen_pool: Option<sqlx::PgPool>,
 ) -> Result<Running, String> {
     config.check()?;
+    if config.registration == crate::storage::RegistrationPolicy::Open
+        && !config.listen.ip().is_loopback()
+    {
+        tracing::warn!(
+            listen = %config.listen,
+            "registration is open on a non-loopback address: anyone who reaches it can create \
+             devices; a clinic deployment should use --registration invite"
+        );
+    }
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,

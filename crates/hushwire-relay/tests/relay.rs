@@ -593,7 +593,7 @@ async fn limits_quota_rate_and_retention_are_enforced() {
     assert_eq!(
         a.send_to(bob.address(), b"one too many").await,
         FrameBody::Error {
-            code: ErrorCode::QuotaExceeded,
+            code: ErrorCode::MailboxFull,
             retry_after_ms: 0
         }
     );
@@ -774,7 +774,7 @@ async fn review_findings_stay_fixed() {
     assert_eq!(
         a.call(FrameBody::Send(four)).await,
         FrameBody::Error {
-            code: ErrorCode::QuotaExceeded,
+            code: ErrorCode::MailboxFull,
             retry_after_ms: 0
         }
     );

@@ -3,17 +3,29 @@
 //! claims on any number of instances never hand out the same key. A `NOTIFY` on channel
 //! `hushwire_mailbox` after each stored envelope wakes whichever instance holds the recipient's
 //! connection.
+//!
+//! Each mailbox has a row in `mailboxes` (envelopes, bytes, next position) and one per sender in
+//! `mailbox_senders`. A send locks the recipient's row (`FOR UPDATE`, recipients in a fixed
+//! order, so two sends cannot deadlock), checks the quotas against the counters, gives each
+//! envelope the recipient's next position and updates the counters, all in one transaction:
+//!
+//! - the quota is atomic, whatever the number of senders and instances, and O(1) in mailbox size;
+//! - positions of one mailbox are handed out under that lock and the lock is held until commit,
+//!   so they become visible in order: a connection that has delivered position `p` can never
+//!   later see a lower one appear (a global sequence would let a slower transaction's lower
+//!   position commit after a higher one, and delivery by `position > last sent` skipped it).
 
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr as _;
 
 use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 
-use super::sqlite::{expired_by_recipient, row_to_delivery};
+use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
-    ClaimedBundle, Enqueued, PreKeyUpload, Registration, RegistrationPolicy, Store, StoreError,
-    to_i64, to_u64,
+    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy, Store,
+    StoreError, Usage, frame_usage, to_i64, to_u64,
 };
 
 /// The channel on which stored envelopes are announced (payload: hex fingerprint and device).
@@ -41,6 +53,18 @@ CREATE TABLE IF NOT EXISTS envelopes (
     server_time BIGINT NOT NULL, payload BYTEA NOT NULL);
 CREATE INDEX IF NOT EXISTS envelopes_by_recipient
     ON envelopes (recipient_fingerprint, recipient_device, position);
+ALTER TABLE envelopes ADD COLUMN IF NOT EXISTS mailbox_position BIGINT;
+CREATE INDEX IF NOT EXISTS envelopes_by_mailbox_position
+    ON envelopes (recipient_fingerprint, recipient_device, mailbox_position);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    recipient_fingerprint BYTEA NOT NULL, recipient_device BIGINT NOT NULL,
+    envelopes BIGINT NOT NULL, bytes BIGINT NOT NULL, last_position BIGINT NOT NULL,
+    PRIMARY KEY (recipient_fingerprint, recipient_device));
+CREATE TABLE IF NOT EXISTS mailbox_senders (
+    recipient_fingerprint BYTEA NOT NULL, recipient_device BIGINT NOT NULL,
+    sender_fingerprint BYTEA NOT NULL, sender_device BIGINT NOT NULL,
+    envelopes BIGINT NOT NULL, bytes BIGINT NOT NULL,
+    PRIMARY KEY (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device));
 CREATE INDEX IF NOT EXISTS envelopes_by_time ON envelopes (server_time);
 CREATE TABLE IF NOT EXISTS audit_records (
     chain_id BYTEA NOT NULL, sequence BIGINT NOT NULL, record BYTEA NOT NULL,
@@ -49,6 +73,73 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     chain_id BYTEA NOT NULL, count BIGINT NOT NULL, checkpoint BYTEA NOT NULL,
     PRIMARY KEY (chain_id, count));
 ";
+
+/// Fills the counters and positions for envelopes stored before they existed (a database from
+/// an earlier relay version). Runs once, when `mailboxes` is created.
+const BACKFILL: &str = "
+UPDATE envelopes SET mailbox_position = position WHERE mailbox_position IS NULL;
+INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
+    SELECT recipient_fingerprint, recipient_device, COUNT(*), SUM(length(payload)), MAX(mailbox_position)
+    FROM envelopes GROUP BY recipient_fingerprint, recipient_device;
+INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device,
+    envelopes, bytes)
+    SELECT recipient_fingerprint, recipient_device, sender_fingerprint, sender_device, COUNT(*),
+    SUM(length(payload)) FROM envelopes
+    GROUP BY recipient_fingerprint, recipient_device, sender_fingerprint, sender_device;
+";
+
+/// Takes deleted envelopes (rows of `recipient_fingerprint, recipient_device,
+/// sender_fingerprint, sender_device, length(payload)`) off their mailboxes' counters, in the
+/// same transaction as the delete. Mailboxes are updated in the same fixed order as a send
+/// locks them, so the two never deadlock.
+async fn release(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<(), StoreError> {
+    let mut freed: BTreeMap<(DeviceAddress, DeviceAddress), Usage> = BTreeMap::new();
+    for row in rows {
+        let (Some(recipient), Some(sender)) = (address_at(row, 0), address_at(row, 2)) else {
+            continue;
+        };
+        let len: i32 = row.try_get(4)?;
+        freed
+            .entry((recipient, sender))
+            .or_default()
+            .add(Usage::one(usize::try_from(len).unwrap_or(0)));
+    }
+    let mut per_recipient: BTreeMap<DeviceAddress, Usage> = BTreeMap::new();
+    for ((recipient, _), u) in &freed {
+        per_recipient.entry(*recipient).or_default().add(*u);
+    }
+    for (recipient, u) in &per_recipient {
+        sqlx::query(
+            "UPDATE mailboxes SET envelopes = GREATEST(envelopes - $3, 0), bytes = GREATEST(bytes - $4, 0)
+             WHERE recipient_fingerprint = $1 AND recipient_device = $2",
+        )
+        .bind(fp(recipient))
+        .bind(dev(recipient))
+        .bind(u.envelopes)
+        .bind(u.bytes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for ((recipient, sender), u) in &freed {
+        sqlx::query(
+            "UPDATE mailbox_senders SET envelopes = GREATEST(envelopes - $5, 0), bytes = GREATEST(bytes - $6, 0)
+             WHERE recipient_fingerprint = $1 AND recipient_device = $2 AND sender_fingerprint = $3
+             AND sender_device = $4",
+        )
+        .bind(fp(recipient))
+        .bind(dev(recipient))
+        .bind(fp(sender))
+        .bind(dev(sender))
+        .bind(u.envelopes)
+        .bind(u.bytes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
 
 /// PostgreSQL-backed [`Store`].
 #[derive(Clone)]
@@ -91,7 +182,13 @@ impl PostgresStore {
         sqlx::query("SELECT pg_advisory_xact_lock(7251)")
             .execute(&mut *tx)
             .await?;
+        let fresh: bool = sqlx::query_scalar("SELECT to_regclass('mailboxes') IS NULL")
+            .fetch_one(&mut *tx)
+            .await?;
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        if fresh {
+            sqlx::raw_sql(BACKFILL).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(Self { pool })
     }
@@ -256,6 +353,7 @@ impl Store for PostgresStore {
     async fn claim_bundle(
         &self,
         address: DeviceAddress,
+        one_time: bool,
     ) -> Result<Option<ClaimedBundle>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let identity: Option<Vec<u8>> = sqlx::query_scalar(
@@ -278,18 +376,24 @@ impl Store for PostgresStore {
         let take = "DELETE FROM one_time_prekeys WHERE ctid = (SELECT ctid FROM one_time_prekeys
                     WHERE fingerprint = $1 AND device_id = $2 AND kem = $3 ORDER BY key_id LIMIT 1
                     FOR UPDATE SKIP LOCKED) RETURNING prekey";
-        let one_time: Option<Vec<u8>> = sqlx::query_scalar(take)
-            .bind(fp(&address))
-            .bind(dev(&address))
-            .bind(0i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let kem_one_time: Option<Vec<u8>> = sqlx::query_scalar(take)
-            .bind(fp(&address))
-            .bind(dev(&address))
-            .bind(1i64)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let (one_time, kem_one_time): (Option<Vec<u8>>, Option<Vec<u8>>) = if one_time {
+            (
+                sqlx::query_scalar(take)
+                    .bind(fp(&address))
+                    .bind(dev(&address))
+                    .bind(0i64)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                sqlx::query_scalar(take)
+                    .bind(fp(&address))
+                    .bind(dev(&address))
+                    .bind(1i64)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+            )
+        } else {
+            (None, None)
+        };
         let kem = match kem_one_time {
             Some(k) => k,
             None => {
@@ -320,42 +424,78 @@ impl Store for PostgresStore {
         sender: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
         now_ms: u64,
-        quota: u32,
+        limits: MailboxLimits,
     ) -> Result<Enqueued, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Several envelopes of one frame may go to the same device: the quota counts them all.
-        let mut in_frame: std::collections::HashMap<DeviceAddress, i64> =
-            std::collections::HashMap::new();
-        for e in &envelopes {
+        // Lock every recipient's counter row in one fixed order: two sends to overlapping
+        // recipients then wait for each other instead of deadlocking.
+        let mut adding = frame_usage(&envelopes);
+        adding.sort_by_key(|(r, _)| *r);
+        let mut last_positions = HashMap::new();
+        for (recipient, add) in &adding {
             let known: Option<i32> = sqlx::query_scalar(
                 "SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2",
             )
-            .bind(fp(&e.recipient))
-            .bind(dev(&e.recipient))
+            .bind(fp(recipient))
+            .bind(dev(recipient))
             .fetch_optional(&mut *tx)
             .await?;
             if known.is_none() {
-                return Ok(Enqueued::UnknownRecipient(e.recipient));
+                return Ok(Enqueued::UnknownRecipient(*recipient));
             }
-            let queued: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM envelopes WHERE recipient_fingerprint = $1 AND recipient_device = $2",
+            // Two statements: the SELECT must run on a snapshot taken after a concurrent insert
+            // of the same row (which ON CONFLICT waited for) committed.
+            sqlx::query(
+                "INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
+                 VALUES ($1, $2, 0, 0, 0) ON CONFLICT DO NOTHING",
             )
-            .bind(fp(&e.recipient))
-            .bind(dev(&e.recipient))
+            .bind(fp(recipient))
+            .bind(dev(recipient))
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(
+                "SELECT envelopes, bytes, last_position FROM mailboxes
+                 WHERE recipient_fingerprint = $1 AND recipient_device = $2 FOR UPDATE",
+            )
+            .bind(fp(recipient))
+            .bind(dev(recipient))
             .fetch_one(&mut *tx)
             .await?;
-            let pending = in_frame.entry(e.recipient).or_insert(0);
-            *pending += 1;
-            if queued + *pending > i64::from(quota) {
-                return Ok(Enqueued::QuotaExceeded(e.recipient));
+            let total = Usage {
+                envelopes: row.try_get(0)?,
+                bytes: row.try_get(1)?,
+            };
+            let last_position: i64 = row.try_get(2)?;
+            let from_sender = sqlx::query(
+                "SELECT envelopes, bytes FROM mailbox_senders WHERE recipient_fingerprint = $1
+                 AND recipient_device = $2 AND sender_fingerprint = $3 AND sender_device = $4",
+            )
+            .bind(fp(recipient))
+            .bind(dev(recipient))
+            .bind(fp(&sender))
+            .bind(dev(&sender))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let from_sender = match from_sender {
+                Some(row) => Usage {
+                    envelopes: row.try_get(0)?,
+                    bytes: row.try_get(1)?,
+                },
+                None => Usage::default(),
+            };
+            if let Some(refused) = limits.refusal(*recipient, total, from_sender, *add) {
+                return Ok(refused);
             }
+            last_positions.insert(*recipient, last_position);
         }
         let mut receipts = Vec::with_capacity(envelopes.len());
         for e in envelopes {
             let id = crate::random_id();
+            let position = last_positions.entry(e.recipient).or_insert(0);
+            *position += 1;
             sqlx::query(
                 "INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
-                 sender_device, server_time, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 sender_device, server_time, payload, mailbox_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(id.to_vec())
             .bind(fp(&e.recipient))
@@ -364,21 +504,50 @@ impl Store for PostgresStore {
             .bind(dev(&sender))
             .bind(to_i64(now_ms))
             .bind(e.payload)
+            .bind(*position)
+            .execute(&mut *tx)
+            .await?;
+            receipts.push(Receipt {
+                server_id: id,
+                server_time_ms: now_ms,
+            });
+        }
+        for (recipient, add) in &adding {
+            sqlx::query(
+                "UPDATE mailboxes SET envelopes = envelopes + $3, bytes = bytes + $4, last_position = $5
+                 WHERE recipient_fingerprint = $1 AND recipient_device = $2",
+            )
+            .bind(fp(recipient))
+            .bind(dev(recipient))
+            .bind(add.envelopes)
+            .bind(add.bytes)
+            .bind(last_positions.get(recipient).copied().unwrap_or(0))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fingerprint,
+                 sender_device, envelopes, bytes) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device)
+                 DO UPDATE SET envelopes = mailbox_senders.envelopes + EXCLUDED.envelopes,
+                 bytes = mailbox_senders.bytes + EXCLUDED.bytes",
+            )
+            .bind(fp(recipient))
+            .bind(dev(recipient))
+            .bind(fp(&sender))
+            .bind(dev(&sender))
+            .bind(add.envelopes)
+            .bind(add.bytes)
             .execute(&mut *tx)
             .await?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTIFY_CHANNEL)
                 .bind(format!(
                     "{}:{}",
-                    hex::encode(e.recipient.fingerprint),
-                    e.recipient.device_id
+                    hex::encode(recipient.fingerprint),
+                    recipient.device_id
                 ))
                 .execute(&mut *tx)
                 .await?;
-            receipts.push(Receipt {
-                server_id: id,
-                server_time_ms: now_ms,
-            });
         }
         tx.commit().await?;
         Ok(Enqueued::Stored(receipts))
@@ -391,8 +560,9 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<(i64, Delivery)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT position, server_id, sender_fingerprint, sender_device, server_time, payload FROM envelopes
-             WHERE recipient_fingerprint = $1 AND recipient_device = $2 AND position > $3 ORDER BY position LIMIT $4",
+            "SELECT mailbox_position, server_id, sender_fingerprint, sender_device, server_time, payload
+             FROM envelopes WHERE recipient_fingerprint = $1 AND recipient_device = $2 AND mailbox_position > $3
+             ORDER BY mailbox_position LIMIT $4",
         )
         .bind(fp(&recipient))
         .bind(dev(&recipient))
@@ -409,26 +579,36 @@ impl Store for PostgresStore {
         server_ids: Vec<[u8; 16]>,
     ) -> Result<Vec<[u8; 16]>, StoreError> {
         let ids: Vec<Vec<u8>> = server_ids.iter().map(|i| i.to_vec()).collect();
-        let deleted: Vec<Vec<u8>> = sqlx::query_scalar(
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
             "DELETE FROM envelopes WHERE server_id = ANY($1) AND recipient_fingerprint = $2 AND recipient_device = $3
-             RETURNING server_id",
+             RETURNING recipient_fingerprint, recipient_device, sender_fingerprint, sender_device,
+             length(payload), server_id",
         )
         .bind(ids)
         .bind(fp(&recipient))
         .bind(dev(&recipient))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(deleted
-            .into_iter()
-            .filter_map(|id| id.try_into().ok())
+        release(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.try_get::<Vec<u8>, _>(5).ok()?.try_into().ok())
             .collect())
     }
 
     async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
-        let rows = sqlx::query("DELETE FROM envelopes WHERE server_time < $1 RETURNING recipient_fingerprint, recipient_device")
-            .bind(to_i64(before_ms))
-            .fetch_all(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "DELETE FROM envelopes WHERE server_time < $1 RETURNING recipient_fingerprint, recipient_device,
+             sender_fingerprint, sender_device, length(payload)",
+        )
+        .bind(to_i64(before_ms))
+        .fetch_all(&mut *tx)
+        .await?;
+        release(&mut tx, &rows).await?;
+        tx.commit().await?;
         Ok(expired_by_recipient(&rows))
     }
 

@@ -75,6 +75,11 @@ impl RelayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
             .args(&args)
             .env("HUSHWIRE_RELAY_LOG", "info")
+            // Tests register and fetch from one address far faster than a clinic does; the
+            // tests of these limits give them as flags, which win over the environment.
+            .env("HUSHWIRE_RELAY_REGISTRATION_RATE", "1000000")
+            .env("HUSHWIRE_RELAY_FETCH_RATE", "1000000")
+            .env("HUSHWIRE_RELAY_TARGET_PREKEY_RATE", "1000000")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -397,6 +402,29 @@ pub async fn postgres_url() -> Option<String> {
             None
         }
     }
+}
+
+/// The relay's `/metrics` text (plain HTTP/1.1 over loopback).
+pub async fn metrics(port: u16) -> String {
+    http_get(port, "/metrics").await
+}
+
+/// `GET path` on the relay; the whole response, status line included.
+pub async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of the Prometheus sample `name` (with its labels, as printed) in `text`.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
