@@ -432,3 +432,58 @@ pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
         .map(|b| b.windows(needle.len()).any(|w| w == needle))
         .unwrap_or(false)
 }
+
+/// A storage engine the same test runs against.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// One relay process on its own SQLite file.
+    Sqlite,
+    /// Two relay processes sharing a fresh schema of this PostgreSQL database.
+    Postgres(String),
+}
+
+impl Engine {
+    /// SQLite always; PostgreSQL when it answers (else a loud SKIPPED line for it).
+    pub async fn all() -> Vec<Engine> {
+        let mut engines = vec![Engine::Sqlite];
+        if let Some(url) = postgres_url().await {
+            engines.push(Engine::Postgres(url));
+        }
+        engines
+    }
+
+    /// The relay processes of this engine, each started with `extra` flags.
+    pub fn start(&self, name: &str, extra: &[&str]) -> Vec<RelayProcess> {
+        match self {
+            Engine::Sqlite => vec![RelayProcess::start(name, extra)],
+            Engine::Postgres(url) => {
+                let schema = format!(
+                    "hw_{}_{}",
+                    name.replace('-', "_"),
+                    rand_u64() % 1_000_000_000
+                );
+                (0..2)
+                    .map(|_| {
+                        // Each instance has its own data dir: its own audit key and chain.
+                        let dir = temp_dir(name);
+                        let mut args: Vec<String> = [
+                            "--listen",
+                            "127.0.0.1:0",
+                            "--data-dir",
+                            &dir.display().to_string(),
+                            "--database-url",
+                            url,
+                            "--database-schema",
+                            &schema,
+                        ]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                        args.extend(extra.iter().map(|s| s.to_string()));
+                        RelayProcess::spawn(dir, args)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
