@@ -75,6 +75,10 @@ pub struct Settings {
     /// closed.
     #[arg(long, env = "HUSHWIRE_RELAY_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds one write to a connection may take; a peer that does not read for that long is
+    /// closed (its envelopes stay in the mailbox). Default: 10.
+    #[arg(long, env = "HUSHWIRE_RELAY_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
     /// Frames per second one device may send (token bucket; bursts of twice this).
     #[arg(long, env = "HUSHWIRE_RELAY_DEVICE_RATE")]
     pub device_rate: Option<u32>,
@@ -139,6 +143,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Idle timeout in seconds.
     pub idle_timeout_secs: u64,
+    /// Write timeout in seconds.
+    pub write_timeout_secs: u64,
     /// Per-device frame rate.
     pub device_rate: u32,
     /// Per-IP unauthenticated frame rate.
@@ -216,6 +222,11 @@ impl Settings {
                 .idle_timeout_secs
                 .or(file.idle_timeout_secs)
                 .unwrap_or(60)
+                .max(1),
+            write_timeout_secs: self
+                .write_timeout_secs
+                .or(file.write_timeout_secs)
+                .unwrap_or(10)
                 .max(1),
             device_rate: self.device_rate.or(file.device_rate).unwrap_or(500).max(1),
             address_rate: self.address_rate.or(file.address_rate).unwrap_or(50).max(1),

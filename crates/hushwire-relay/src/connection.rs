@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::StreamExt as _;
 use hushwire_proto::codec::Codec;
 use hushwire_proto::relay::{
@@ -31,6 +31,9 @@ use crate::{Relay, Wakers, fill_random, now_ms};
 const CHALLENGE_LIFETIME_MS: u64 = 60_000;
 /// Envelopes fetched from storage per delivery round.
 const DELIVERY_BATCH: u32 = 64;
+/// Most payload bytes one connection holds to write at a time (its outbound queue); always at
+/// least one envelope. With the write timeout this bounds what a slow reader costs.
+const DELIVERY_BYTES: usize = 1024 * 1024;
 /// Below this many one-time prekeys the relay tells the device to upload more.
 const LOW_PREKEYS: u32 = 10;
 /// Most one-time prekeys of each kind the relay keeps per device.
@@ -42,6 +45,19 @@ enum Close {
     Error(u32, ErrorCode, u32),
     /// The peer went away or the socket failed.
     Gone,
+    /// A newer connection of the same device took over: close with code 4001.
+    Replaced,
+    /// A write did not complete within the write timeout: the peer does not read.
+    SlowReader,
+    /// A message over `MAX_FRAME_LEN`: close with code 1009.
+    TooBig,
+}
+
+/// Whether a read failed because the message was over the size limit.
+fn too_big(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast::<tungstenite::Error>()
+        .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)))
 }
 
 fn error(request_id: u32, code: ErrorCode) -> Close {
@@ -82,19 +98,49 @@ pub(crate) async fn serve<S: Store>(relay: Arc<Relay<S>>, socket: WebSocket, pee
         cursor: 0,
     };
     let outcome = conn.run().await;
-    if let Close::Error(request_id, code, retry_after_ms) = outcome {
-        tracing::debug!(peer = %conn.peer, ?code, "closing connection after error");
-        let _ = conn
-            .send(&Frame {
-                request_id,
-                body: FrameBody::Error {
-                    code,
-                    retry_after_ms,
-                },
-            })
-            .await;
+    let close_frame = match outcome {
+        Close::Error(request_id, code, retry_after_ms) => {
+            tracing::debug!(peer = %conn.peer, ?code, "closing connection after error");
+            let _ = conn
+                .send(&Frame {
+                    request_id,
+                    body: FrameBody::Error {
+                        code,
+                        retry_after_ms,
+                    },
+                })
+                .await;
+            Some(None)
+        }
+        Close::Gone => Some(None),
+        Close::Replaced => {
+            tracing::info!(peer = %conn.peer, "connection replaced by a newer one of its device");
+            Some(Some(CloseFrame {
+                code: crate::CLOSE_CONNECTED_ELSEWHERE,
+                reason: "connected elsewhere".into(),
+            }))
+        }
+        Close::TooBig => {
+            relay.refused("too_big", conn.peer.ip());
+            Some(Some(CloseFrame {
+                code: crate::CLOSE_TOO_BIG,
+                reason: "message too big".into(),
+            }))
+        }
+        Close::SlowReader => {
+            relay.refused("slow_reader", conn.peer.ip());
+            // Its writes do not drain: a close frame would wait as well. Dropping the socket
+            // closes the TCP connection; undelivered envelopes stay in the mailbox.
+            None
+        }
+    };
+    if let Some(frame) = close_frame {
+        let _ = tokio::time::timeout(
+            relay.write_timeout(),
+            conn.socket.send(Message::Close(frame)),
+        )
+        .await;
     }
-    let _ = conn.socket.send(Message::Close(None)).await;
     if let Some((address, _)) = &conn.device
         && let Ok(mut map) = relay.connected.lock()
         && map
@@ -131,10 +177,17 @@ impl<S: Store> Connection<S> {
 
     async fn send(&mut self, frame: &Frame) -> Result<(), Close> {
         self.relay.metrics.frames_out.inc();
-        self.socket
-            .send(Message::Binary(frame.to_bytes().into()))
-            .await
-            .map_err(|_| Close::Gone)
+        self.write(Message::Binary(frame.to_bytes().into())).await
+    }
+
+    /// Writes and flushes one message, within the write timeout: a peer that does not read
+    /// is closed instead of holding the relay's memory and this task for ever.
+    async fn write(&mut self, message: Message) -> Result<(), Close> {
+        match tokio::time::timeout(self.relay.write_timeout(), self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Close::Gone),
+            Err(_) => Err(Close::SlowReader),
+        }
     }
 
     async fn run(&mut self) -> Close {
@@ -165,7 +218,8 @@ impl<S: Store> Connection<S> {
                         Some(Ok(Message::Binary(b))) => b,
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Text(_))) => return error(0, ErrorCode::Malformed),
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Close::Gone,
+                        Some(Err(e)) => return if too_big(e) { Close::TooBig } else { Close::Gone },
+                        Some(Ok(Message::Close(_))) | None => return Close::Gone,
                     };
                     self.relay.metrics.frames_in.inc();
                     if let Err(close) = self.handle(&bytes).await {
@@ -176,6 +230,9 @@ impl<S: Store> Connection<S> {
                     if let Err(close) = self.deliver_pending().await {
                         return close;
                     }
+                }
+                () = wakers.replaced.notified(), if self.device.is_some() => {
+                    return Close::Replaced;
                 }
                 () = wakers.prekeys_low.notified(), if self.device.is_some() => {
                     if let Err(close) = self.send_prekey_count().await {
@@ -188,8 +245,8 @@ impl<S: Store> Connection<S> {
                     }
                     pinged = true;
                     last_seen = Instant::now();
-                    if self.socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                        return Close::Gone;
+                    if let Err(close) = self.write(Message::Ping(Vec::new().into())).await {
+                        return close;
                     }
                 }
                 _ = shutdown.changed() => return Close::Gone,
@@ -514,9 +571,12 @@ impl<S: Store> Connection<S> {
             },
         );
         self.device = Some((address, identity));
-        if let Ok(mut map) = self.relay.connected.lock() {
-            // A newer connection of the same device takes over live delivery.
-            map.insert(address, self.wakers.clone());
+        if let Ok(mut map) = self.relay.connected.lock()
+            && let Some(older) = map.insert(address, self.wakers.clone())
+        {
+            // A newer connection of the same device takes over live delivery; the older one
+            // (on this instance) is closed, never left open and silent.
+            older.replaced.notify_one();
         }
         self.reply(id, FrameBody::Ok).await?;
         self.send_prekey_count().await?;
@@ -549,13 +609,27 @@ impl<S: Store> Connection<S> {
             return Ok(());
         };
         loop {
-            let batch = self
+            let mut batch = self
                 .relay
                 .store
                 .pending(device, self.cursor, DELIVERY_BATCH)
                 .await
                 .map_err(|e| internal(0, &e))?;
-            let full = batch.len() == DELIVERY_BATCH as usize;
+            let mut full = batch.len() == DELIVERY_BATCH as usize;
+            // Bound what this connection holds while it writes: the rest is fetched again.
+            let mut bytes = 0;
+            let keep = batch
+                .iter()
+                .take_while(|(_, d)| {
+                    let fits = bytes == 0 || bytes + d.payload.len() <= DELIVERY_BYTES;
+                    bytes += d.payload.len();
+                    fits
+                })
+                .count();
+            if keep < batch.len() {
+                batch.truncate(keep);
+                full = true;
+            }
             for (position, delivery) in batch {
                 self.cursor = position;
                 let envelope = EnvelopeId(delivery.server_id);

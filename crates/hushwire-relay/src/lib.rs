@@ -75,7 +75,18 @@ pub(crate) struct Wakers {
     pub(crate) mail: Notify,
     /// Its one-time prekeys run low.
     pub(crate) prekeys_low: Notify,
+    /// A newer connection of the same device authenticated: this one closes with
+    /// [`CLOSE_CONNECTED_ELSEWHERE`].
+    pub(crate) replaced: Notify,
 }
+
+/// WebSocket close code of a connection that another connection of the same device replaced
+/// (`docs/relay-protocol.md` §1): only the newest connection receives live deliveries, so the
+/// older one is closed rather than left open and silent.
+pub const CLOSE_CONNECTED_ELSEWHERE: u16 = 4001;
+/// WebSocket close code of a message over `MAX_FRAME_LEN` (RFC 6455 "message too big";
+/// `docs/relay-protocol.md` §1).
+pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Shared state of one relay instance.
 pub struct Relay<S> {
@@ -124,6 +135,11 @@ impl<S: Store> Relay<S> {
             config,
             shutdown,
         })
+    }
+
+    /// How long one write to a connection may take before its peer counts as not reading.
+    pub(crate) fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.write_timeout_secs)
     }
 
     /// The limits of one device's mailbox, from the configuration.
