@@ -68,9 +68,22 @@ pub struct Settings {
     /// Registration attempts per minute from one IP address (bursts of this many). Default: 20.
     #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION_RATE")]
     pub registration_rate: Option<u32>,
-    /// Most simultaneous connections.
+    /// Most simultaneous WebSocket connections (HTTP 503 beyond). The relay raises its
+    /// open-file limit at start-up and lowers this, with a warning, if the limit leaves too
+    /// little headroom. Default: 20000.
     #[arg(long, env = "HUSHWIRE_RELAY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most connections one IP address may hold before its device authenticates (HTTP
+    /// requests not yet upgraded, challenges not yet answered); more are closed at once.
+    /// Default: 128.
+    #[arg(long, env = "HUSHWIRE_RELAY_MAX_PENDING_PER_ADDRESS")]
+    pub max_pending_per_address: Option<usize>,
+    /// Most not-yet-authenticated connections from all addresses together. Default: 4096.
+    #[arg(long, env = "HUSHWIRE_RELAY_MAX_PENDING")]
+    pub max_pending: Option<usize>,
+    /// Seconds a new connection has to send its HTTP request headers. Default: 10.
+    #[arg(long, env = "HUSHWIRE_RELAY_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
     /// Seconds without traffic before a connection is pinged, and twice that before it is
     /// closed.
     #[arg(long, env = "HUSHWIRE_RELAY_IDLE_TIMEOUT_SECS")]
@@ -141,6 +154,12 @@ pub struct Config {
     pub registration_rate: u32,
     /// Connection cap.
     pub max_connections: usize,
+    /// Pending connections per IP address.
+    pub max_pending_per_address: usize,
+    /// Pending connections in total.
+    pub max_pending: usize,
+    /// HTTP header read timeout in seconds.
+    pub header_read_timeout_secs: u64,
     /// Idle timeout in seconds.
     pub idle_timeout_secs: u64,
     /// Write timeout in seconds.
@@ -218,6 +237,17 @@ impl Settings {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(20_000),
+            max_pending_per_address: self
+                .max_pending_per_address
+                .or(file.max_pending_per_address)
+                .unwrap_or(128)
+                .max(1),
+            max_pending: self.max_pending.or(file.max_pending).unwrap_or(4096).max(1),
+            header_read_timeout_secs: self
+                .header_read_timeout_secs
+                .or(file.header_read_timeout_secs)
+                .unwrap_or(10)
+                .max(1),
             idle_timeout_secs: self
                 .idle_timeout_secs
                 .or(file.idle_timeout_secs)

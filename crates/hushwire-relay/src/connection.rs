@@ -74,10 +74,17 @@ struct Connection<S> {
     wakers: Arc<Wakers>,
     /// Position of the last envelope delivered on this connection.
     cursor: i64,
+    /// This connection's place among pending connections, given back at authentication.
+    pending: Option<Arc<crate::pending::PendingPlace>>,
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn serve<S: Store>(relay: Arc<Relay<S>>, socket: WebSocket, peer: SocketAddr) {
+pub(crate) async fn serve<S: Store>(
+    relay: Arc<Relay<S>>,
+    socket: WebSocket,
+    peer: SocketAddr,
+    pending: Option<Arc<crate::pending::PendingPlace>>,
+) {
     relay.metrics.connections.inc();
     relay.metrics.open_connections.inc();
     let mut nonce = [0u8; 32];
@@ -96,6 +103,7 @@ pub(crate) async fn serve<S: Store>(relay: Arc<Relay<S>>, socket: WebSocket, pee
         device: None,
         wakers: Arc::new(Wakers::default()),
         cursor: 0,
+        pending,
     };
     let outcome = conn.run().await;
     let close_frame = match outcome {
@@ -571,6 +579,7 @@ impl<S: Store> Connection<S> {
             },
         );
         self.device = Some((address, identity));
+        self.pending = None;
         if let Ok(mut map) = self.relay.connected.lock()
             && let Some(older) = map.insert(address, self.wakers.clone())
         {

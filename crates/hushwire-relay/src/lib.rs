@@ -11,6 +11,7 @@ pub mod audit_log;
 pub mod config;
 mod connection;
 pub mod metrics;
+pub mod pending;
 pub mod rate_limit;
 pub mod server;
 pub mod storage;
@@ -107,6 +108,8 @@ pub struct Relay<S> {
     /// Devices connected to this instance, woken when mail arrives for them.
     pub(crate) connected: Mutex<HashMap<DeviceAddress, Arc<Wakers>>>,
     pub(crate) connection_slots: Arc<Semaphore>,
+    /// Connections accepted but not yet authenticated.
+    pub(crate) pending: Arc<pending::PendingConnections>,
     pub(crate) audit: audit_log::AuditLog,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -129,6 +132,10 @@ impl<S: Store> Relay<S> {
             target_prekey_limits: RateLimiter::per_minute(config.target_prekey_rate),
             registration_limits: RateLimiter::per_minute(config.registration_rate),
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            pending: pending::PendingConnections::new(
+                config.max_pending_per_address,
+                config.max_pending,
+            ),
             metrics: Metrics::new(),
             connected: Mutex::new(HashMap::new()),
             store,
@@ -233,6 +240,7 @@ impl<S: Store> Relay<S> {
 async fn websocket<S: Store>(
     State(relay): State<Arc<Relay<S>>>,
     ConnectInfo(server::PeerAddr(peer)): ConnectInfo<server::PeerAddr>,
+    place: Option<axum::Extension<Arc<pending::PendingPlace>>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if let Err(wait) = relay
@@ -262,7 +270,8 @@ async fn websocket<S: Store>(
         .max_message_size(hushwire_proto::relay::MAX_FRAME_LEN)
         .max_frame_size(hushwire_proto::relay::MAX_FRAME_LEN)
         .on_upgrade(move |socket| async move {
-            connection::serve(relay, socket, peer).await;
+            // The pending place is held until the device authenticates.
+            connection::serve(relay, socket, peer, place.map(|p| p.0)).await;
             drop(slot);
         })
 }

@@ -132,3 +132,111 @@ async fn an_oversized_message_closes_with_1009() {
     assert_eq!(u16::from(close.expect("a close code").code), 1009);
     drop(Client::register(&relay.url(), &Device::new(114, 1)).await);
 }
+
+/// Reads until the relay closes the connection (EOF or reset), or 20 s pass: whether it
+/// closed, and what it sent.
+async fn closed_by_relay(s: &mut tokio::net::TcpStream) -> (bool, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (closed, got)
+}
+
+/// Slowloris: a request whose headers never finish is closed after the header-read timeout
+/// instead of being held for as long as the client likes.
+#[tokio::test]
+async fn a_request_whose_headers_never_finish_is_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let relay = RelayProcess::start("slowloris", &["--header-read-timeout-secs", "1"]);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /v1/websocket HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (closed, _) = closed_by_relay(&mut s).await;
+    assert!(closed, "a half-sent request was held open");
+    // The relay raised its open-file limit at start-up and said so.
+    assert!(
+        relay.log_text().contains("open_file_limit"),
+        "{}",
+        relay.log_text()
+    );
+    assert!(
+        common::http_get(relay.port, "/healthz")
+            .await
+            .contains("ok")
+    );
+}
+
+/// One address can hold only `--max-pending-per-address` connections that have not
+/// authenticated; one more is closed at once (counted as `pending_per_address`), other work
+/// goes on, and the places come back when those connections end or authenticate.
+#[tokio::test]
+async fn pending_connections_are_capped_per_address() {
+    let relay = RelayProcess::start(
+        "pending",
+        &[
+            "--max-pending-per-address",
+            "3",
+            "--header-read-timeout-secs",
+            "60",
+        ],
+    );
+    // Three idle TCP connections (nothing sent) hold this address's places.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Give the relay time to accept all three (it closes a fourth only once it accepted it).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    let (closed, got) = closed_by_relay(&mut fourth).await;
+    assert!(
+        closed && got.is_empty(),
+        "a 4th pending connection was served"
+    );
+    drop(idle);
+    // Places come back when connections end; an authenticated connection holds none.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = metrics(relay.port).await;
+        if text.contains("hushwire_relay") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // At least the 4th; a metrics request made before the relay saw the idle ones close
+    // may have been refused as well.
+    let refused = sample(
+        &text,
+        r#"hushwire_relay_refusals_total{reason="pending_per_address"}"#,
+    );
+    assert!(refused.is_some_and(|n| n >= 1.0), "{text}");
+    assert!(relay.log_text().contains("pending_per_address"));
+    let mut clients = Vec::new();
+    for n in 0..5u8 {
+        clients.push(Client::register(&relay.url(), &Device::new(120 + n, 1)).await);
+    }
+    assert!(
+        common::http_get(relay.port, "/healthz")
+            .await
+            .contains("ok")
+    );
+}
