@@ -15,10 +15,16 @@ use crate::storage::RegistrationPolicy;
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Settings {
     /// Address to listen on. Non-loopback addresses require TLS in front (see
-    /// --allow-plaintext-non-loopback).
+    /// --allow-plaintext-non-loopback). Default: 127.0.0.1:7700.
     #[arg(long, env = "HUSHWIRE_RELAY_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Directory for the embedded SQLite database (created if missing).
+    /// Serve `/metrics` (and `/healthz`) on this address instead of the main one, so that
+    /// metrics need not be reachable where clients connect (plain HTTP). Default: on the main
+    /// address.
+    #[arg(long, env = "HUSHWIRE_RELAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Directory for the embedded SQLite database and the audit key (created if missing).
+    /// Default: ./hushwire-relay-data.
     #[arg(long, env = "HUSHWIRE_RELAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL (postgres://…). When set, PostgreSQL replaces the embedded SQLite store,
@@ -32,7 +38,7 @@ pub struct Settings {
     /// Default: open. A clinic deployment reachable over a network should use `invite`.
     #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION", value_enum)]
     pub registration: Option<RegistrationPolicy>,
-    /// Days an undelivered envelope is kept before it expires.
+    /// Days an undelivered envelope is kept before it expires. Default: 30.
     #[arg(long, env = "HUSHWIRE_RELAY_RETENTION_DAYS")]
     pub retention_days: Option<u64>,
     /// Most envelopes waiting for one device, from all senders together. Default: 10000.
@@ -85,24 +91,25 @@ pub struct Settings {
     #[arg(long, env = "HUSHWIRE_RELAY_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
     /// Seconds without traffic before a connection is pinged, and twice that before it is
-    /// closed.
+    /// closed. Default: 60.
     #[arg(long, env = "HUSHWIRE_RELAY_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
     /// Seconds one write to a connection may take; a peer that does not read for that long is
     /// closed (its envelopes stay in the mailbox). Default: 10.
     #[arg(long, env = "HUSHWIRE_RELAY_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
-    /// Frames per second one device may send (token bucket; bursts of twice this).
+    /// Frames per second one device may send (token bucket; bursts of twice this). Default: 500.
     #[arg(long, env = "HUSHWIRE_RELAY_DEVICE_RATE")]
     pub device_rate: Option<u32>,
-    /// Unauthenticated frames (connection attempts) per second from one IP address.
+    /// New connections per second from one IP address (bursts of twice this; HTTP 429
+    /// beyond). Default: 50.
     #[arg(long, env = "HUSHWIRE_RELAY_ADDRESS_RATE")]
     pub address_rate: Option<u32>,
-    /// Seconds between sweeps that delete envelopes past retention.
+    /// Seconds between sweeps that delete envelopes past retention. Default: 60.
     #[arg(long, env = "HUSHWIRE_RELAY_EXPIRY_INTERVAL_SECS")]
     pub expiry_interval_secs: Option<u64>,
     /// The relay's name; devices sign challenges bound to it. Give every instance of one
-    /// deployment the same name.
+    /// deployment the same name. Default: hushwire-relay.
     #[arg(long, env = "HUSHWIRE_RELAY_NAME")]
     pub relay_name: Option<String>,
     /// TLS certificate chain (PEM). With --tls-key, the relay serves wss:// itself.
@@ -123,6 +130,8 @@ pub struct Settings {
 pub struct Config {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Separate metrics address.
+    pub metrics_listen: Option<SocketAddr>,
     /// SQLite data directory.
     pub data_dir: PathBuf,
     /// PostgreSQL URL, if PostgreSQL is used. Never printed (it may hold a password).
@@ -195,6 +204,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             data_dir: self
                 .data_dir
                 .or(file.data_dir)

@@ -495,6 +495,15 @@ impl<S: Store> Connection<S> {
     }
 
     fn auth_failed(&self, id: u32, reason: AuthFailure, code: ErrorCode) -> Close {
+        let name = match reason {
+            AuthFailure::ReplayedChallenge => "replayed_challenge",
+            AuthFailure::ExpiredChallenge => "expired_challenge",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::UnknownDevice => "unknown_device",
+            AuthFailure::RegistrationRefused => "registration_refused",
+        };
+        self.relay.metrics.auth_failed(name);
+        tracing::info!(reason = name, peer = %self.peer.ip(), "authentication failed");
         self.relay
             .audit
             .record(now_ms(), AuditEvent::AuthenticationFailed { reason });
@@ -540,6 +549,7 @@ impl<S: Store> Connection<S> {
             ));
         }
         if outcome == Registration::Registered {
+            self.relay.metrics.registrations.inc();
             self.relay.audit.record(
                 now_ms(),
                 AuditEvent::DeviceRegistered {

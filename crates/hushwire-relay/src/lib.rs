@@ -184,12 +184,25 @@ impl<S: Store> Relay<S> {
         }
     }
 
-    /// The HTTP routes: `/v1/websocket`, `/healthz`, `/metrics`.
+    /// The HTTP routes: `/v1/websocket`, `/healthz`, and `/metrics` unless metrics have an
+    /// address of their own (`--metrics-listen`).
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/v1/websocket", get(websocket::<S>))
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(|| async { "ok\n" }));
+        let router = if self.config.metrics_listen.is_none() {
+            router.route("/metrics", get(metrics::<S>))
+        } else {
+            router
+        };
+        router.with_state(self.clone())
+    }
+
+    /// The routes of the separate metrics address: `/metrics` and `/healthz`.
+    pub fn metrics_router(self: &Arc<Self>) -> Router {
+        Router::new()
             .route("/metrics", get(metrics::<S>))
+            .route("/healthz", get(|| async { "ok\n" }))
             .with_state(self.clone())
     }
 

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub store_latency: Histogram,
     /// Refusals, by `reason` (names in `docs/relay-protocol.md` §6).
     refusals: Family<Vec<(&'static str, &'static str)>, Counter>,
+    /// Failed authentications and registrations, by `reason`.
+    auth_failures: Family<Vec<(&'static str, &'static str)>, Counter>,
+    /// Devices registered (new registrations only, not retried ones).
+    pub registrations: Counter,
 }
 
 impl Metrics {
@@ -47,6 +51,8 @@ impl Metrics {
             queue_depth: Gauge::default(),
             store_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             refusals: Family::default(),
+            auth_failures: Family::default(),
+            registrations: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections accepted", m.connections.clone());
@@ -83,7 +89,24 @@ impl Metrics {
             "Requests and connections refused, by reason",
             m.refusals.clone(),
         );
+        registry.register(
+            "auth_failures",
+            "Failed authentications and registrations, by reason",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Devices registered",
+            m.registrations.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts one failed authentication or registration under `reason`.
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
     }
 
     /// Counts one refusal under `reason`.

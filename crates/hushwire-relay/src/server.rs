@@ -151,6 +151,8 @@ pub struct Running {
     pub address: SocketAddr,
     /// `wss` with TLS, else `ws`.
     pub scheme: &'static str,
+    /// Where `/metrics` is served when it has an address of its own (`--metrics-listen`).
+    pub metrics_address: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), String>>,
     audit_writer: JoinHandle<()>,
@@ -212,6 +214,26 @@ pub async fn start<S: Store + Clone>(
         tokio::spawn(listen_for_mail(relay.clone(), pool));
     }
     let router = relay.router();
+    let metrics_address = match relay.config.metrics_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {at}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let mut stop = shutdown.clone();
+            let serve =
+                axum::serve(listener, relay.metrics_router()).with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                });
+            tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!("metrics server failed: {e}");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
     let (scheme, server) = match tls {
         Some(config) => {
             let listener = TlsListener::new(listener, config).map_err(|e| e.to_string())?;
@@ -227,6 +249,7 @@ pub async fn start<S: Store + Clone>(
     };
     Ok(Running {
         address,
+        metrics_address,
         scheme,
         stop,
         server,

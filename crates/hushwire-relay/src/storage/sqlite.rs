@@ -213,6 +213,12 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer task.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "cannot create {} with mode 0600: {e}",
+                path.display()
+            ))
+        })?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -286,6 +292,28 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// Creates the database file readable by its owner only (mode 0600), if it does not exist:
+/// it holds who talks to whom. SQLite gives its `-wal` and `-shm` files the same mode.
+#[cfg(unix)]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// The answer to send on `tx` once the batch's fate is known: `result` if it committed (an
