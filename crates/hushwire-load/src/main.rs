@@ -90,6 +90,24 @@ impl RelayProcess {
                 "1000000",
             ])
             .env("HUSHWIRE_RELAY_LOG", "warn,hushwire_relay=info")
+            // The per-sender, per-address and per-pair limits (docs/relay-protocol.md section 6)
+            // protect a clinic from one abusive user; this tool is one trusted user measuring
+            // throughput from one address. As variables, not flags, so that an older relay
+            // binary (measured side by side) ignores them.
+            .envs(
+                [
+                    "HUSHWIRE_RELAY_REGISTRATION_RATE",
+                    "HUSHWIRE_RELAY_SENDER_RATE",
+                    "HUSHWIRE_RELAY_SENDER_BYTE_RATE",
+                    "HUSHWIRE_RELAY_SENDER_QUOTA",
+                    "HUSHWIRE_RELAY_SENDER_QUOTA_BYTES",
+                    "HUSHWIRE_RELAY_MAILBOX_BYTES",
+                    "HUSHWIRE_RELAY_FETCH_RATE",
+                    "HUSHWIRE_RELAY_TARGET_PREKEY_RATE",
+                    "HUSHWIRE_RELAY_MAX_PENDING_PER_ADDRESS",
+                ]
+                .map(|k| (k, "1000000000")),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -495,10 +513,11 @@ async fn run(args: Args) -> Result<bool, String> {
     let mut idle_sockets = Vec::new();
     let mut idle_per_connection = None;
     if args.idle > 0 {
-        let idle_device = Device::new(u64::MAX);
-        drop(idle_device.connect(&relay.url(), true).await?);
-        for _ in 0..args.idle {
-            idle_sockets.push(idle_device.connect(&relay.url(), false).await?);
+        // One device per idle connection: a device's newer connection replaces its older one
+        // (close code 4001), so one device cannot hold many.
+        for i in 0..args.idle {
+            let idle_device = Device::new(u64::MAX - i as u64);
+            idle_sockets.push(idle_device.connect(&relay.url(), true).await?);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_idle = relay.rss_kib();
