@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Client, Device, RelayProcess, connect, metrics, sample};
+use common::{Client, Device, Engine, RelayProcess, connect, metrics, sample};
 use hushwire_proto::relay::{ErrorCode, FrameBody, MAX_ENVELOPE_LEN};
 
 fn refused(code: ErrorCode) -> FrameBody {
@@ -26,7 +26,15 @@ fn refused(code: ErrorCode) -> FrameBody {
 /// flooder's share again.
 #[tokio::test]
 async fn one_sender_fills_only_its_share_of_a_mailbox() {
-    let relay = RelayProcess::start(
+    for engine in Engine::all().await {
+        one_sender_fills_only_its_share_on(&engine).await;
+    }
+}
+
+/// The mailbox-share scenario on one engine (counters in memory on SQLite, in counter rows
+/// on PostgreSQL: both must agree, acknowledgements included).
+async fn one_sender_fills_only_its_share_on(engine: &Engine) {
+    let relays = engine.start(
         "share",
         &[
             "--sender-quota",
@@ -37,6 +45,7 @@ async fn one_sender_fills_only_its_share_of_a_mailbox() {
             "5",
         ],
     );
+    let relay = &relays[0];
     let (mallory, alice, carol, bob) = (
         Device::new(60, 1),
         Device::new(61, 1),

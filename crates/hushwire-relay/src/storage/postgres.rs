@@ -433,42 +433,26 @@ impl Store for PostgresStore {
         adding.sort_by_key(|(r, _)| *r);
         let mut last_positions = HashMap::new();
         for (recipient, add) in &adding {
-            let known: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2",
-            )
-            .bind(fp(recipient))
-            .bind(dev(recipient))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if known.is_none() {
-                return Ok(Enqueued::UnknownRecipient(*recipient));
-            }
-            // Two statements: the SELECT must run on a snapshot taken after a concurrent insert
-            // of the same row (which ON CONFLICT waited for) committed.
+            // A counter row exists for every registered device that was ever sent to (devices
+            // are never removed), so its absence below means "not registered". Two statements:
+            // the locking SELECT must run on a snapshot taken after a concurrent insert of the
+            // same row (which ON CONFLICT waited for) committed.
             sqlx::query(
                 "INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
-                 VALUES ($1, $2, 0, 0, 0) ON CONFLICT DO NOTHING",
+                 SELECT $1, $2, 0, 0, 0 WHERE EXISTS
+                 (SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(fp(recipient))
             .bind(dev(recipient))
             .execute(&mut *tx)
             .await?;
             let row = sqlx::query(
-                "SELECT envelopes, bytes, last_position FROM mailboxes
-                 WHERE recipient_fingerprint = $1 AND recipient_device = $2 FOR UPDATE",
-            )
-            .bind(fp(recipient))
-            .bind(dev(recipient))
-            .fetch_one(&mut *tx)
-            .await?;
-            let total = Usage {
-                envelopes: row.try_get(0)?,
-                bytes: row.try_get(1)?,
-            };
-            let last_position: i64 = row.try_get(2)?;
-            let from_sender = sqlx::query(
-                "SELECT envelopes, bytes FROM mailbox_senders WHERE recipient_fingerprint = $1
-                 AND recipient_device = $2 AND sender_fingerprint = $3 AND sender_device = $4",
+                "SELECT m.envelopes, m.bytes, m.last_position, COALESCE(s.envelopes, 0), COALESCE(s.bytes, 0)
+                 FROM mailboxes m LEFT JOIN mailbox_senders s
+                 ON s.recipient_fingerprint = m.recipient_fingerprint AND s.recipient_device = m.recipient_device
+                 AND s.sender_fingerprint = $3 AND s.sender_device = $4
+                 WHERE m.recipient_fingerprint = $1 AND m.recipient_device = $2 FOR UPDATE OF m",
             )
             .bind(fp(recipient))
             .bind(dev(recipient))
@@ -476,79 +460,100 @@ impl Store for PostgresStore {
             .bind(dev(&sender))
             .fetch_optional(&mut *tx)
             .await?;
-            let from_sender = match from_sender {
-                Some(row) => Usage {
-                    envelopes: row.try_get(0)?,
-                    bytes: row.try_get(1)?,
-                },
-                None => Usage::default(),
+            let Some(row) = row else {
+                return Ok(Enqueued::UnknownRecipient(*recipient));
+            };
+            let total = Usage {
+                envelopes: row.try_get(0)?,
+                bytes: row.try_get(1)?,
+            };
+            let from_sender = Usage {
+                envelopes: row.try_get(3)?,
+                bytes: row.try_get(4)?,
             };
             if let Some(refused) = limits.refusal(*recipient, total, from_sender, *add) {
                 return Ok(refused);
             }
-            last_positions.insert(*recipient, last_position);
+            last_positions.insert(*recipient, row.try_get::<i64, _>(2)?);
         }
+        // One statement stores the envelopes, updates both counters and notifies.
         let mut receipts = Vec::with_capacity(envelopes.len());
+        let (mut ids, mut to_fp, mut to_dev, mut positions, mut payloads) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for e in envelopes {
             let id = crate::random_id();
             let position = last_positions.entry(e.recipient).or_insert(0);
             *position += 1;
-            sqlx::query(
-                "INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
-                 sender_device, server_time, payload, mailbox_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(id.to_vec())
-            .bind(fp(&e.recipient))
-            .bind(dev(&e.recipient))
-            .bind(fp(&sender))
-            .bind(dev(&sender))
-            .bind(to_i64(now_ms))
-            .bind(e.payload)
-            .bind(*position)
-            .execute(&mut *tx)
-            .await?;
+            ids.push(id.to_vec());
+            to_fp.push(fp(&e.recipient));
+            to_dev.push(dev(&e.recipient));
+            positions.push(*position);
+            payloads.push(e.payload);
             receipts.push(Receipt {
                 server_id: id,
                 server_time_ms: now_ms,
             });
         }
+        let (mut m_fp, mut m_dev, mut m_envelopes, mut m_bytes, mut m_last, mut notices) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for (recipient, add) in &adding {
-            sqlx::query(
-                "UPDATE mailboxes SET envelopes = envelopes + $3, bytes = bytes + $4, last_position = $5
-                 WHERE recipient_fingerprint = $1 AND recipient_device = $2",
-            )
-            .bind(fp(recipient))
-            .bind(dev(recipient))
-            .bind(add.envelopes)
-            .bind(add.bytes)
-            .bind(last_positions.get(recipient).copied().unwrap_or(0))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fingerprint,
-                 sender_device, envelopes, bytes) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device)
-                 DO UPDATE SET envelopes = mailbox_senders.envelopes + EXCLUDED.envelopes,
-                 bytes = mailbox_senders.bytes + EXCLUDED.bytes",
-            )
-            .bind(fp(recipient))
-            .bind(dev(recipient))
-            .bind(fp(&sender))
-            .bind(dev(&sender))
-            .bind(add.envelopes)
-            .bind(add.bytes)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(format!(
-                    "{}:{}",
-                    hex::encode(recipient.fingerprint),
-                    recipient.device_id
-                ))
-                .execute(&mut *tx)
-                .await?;
+            m_fp.push(fp(recipient));
+            m_dev.push(dev(recipient));
+            m_envelopes.push(add.envelopes);
+            m_bytes.push(add.bytes);
+            m_last.push(last_positions.get(recipient).copied().unwrap_or(0));
+            notices.push(format!(
+                "{}:{}",
+                hex::encode(recipient.fingerprint),
+                recipient.device_id
+            ));
         }
+        sqlx::query(
+            "WITH stored AS (
+                INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
+                  sender_device, server_time, payload, mailbox_position)
+                SELECT e.id, e.rf, e.rd, $6, $7, $8, e.payload, e.position
+                FROM UNNEST($1::bytea[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[])
+                  AS e(id, rf, rd, payload, position)),
+             totals AS (
+                UPDATE mailboxes AS m SET envelopes = m.envelopes + u.n, bytes = m.bytes + u.b,
+                  last_position = u.last
+                FROM UNNEST($9::bytea[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
+                  AS u(rf, rd, n, b, last)
+                WHERE m.recipient_fingerprint = u.rf AND m.recipient_device = u.rd),
+             shares AS (
+                INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fingerprint,
+                  sender_device, envelopes, bytes)
+                SELECT u.rf, u.rd, $6, $7, u.n, u.b
+                FROM UNNEST($9::bytea[], $10::bigint[], $11::bigint[], $12::bigint[]) AS u(rf, rd, n, b)
+                ON CONFLICT (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device)
+                DO UPDATE SET envelopes = mailbox_senders.envelopes + EXCLUDED.envelopes,
+                  bytes = mailbox_senders.bytes + EXCLUDED.bytes)
+             SELECT pg_notify($14, n) FROM UNNEST($15::text[]) AS n",
+        )
+        .bind(ids)
+        .bind(to_fp)
+        .bind(to_dev)
+        .bind(payloads)
+        .bind(positions)
+        .bind(fp(&sender))
+        .bind(dev(&sender))
+        .bind(to_i64(now_ms))
+        .bind(m_fp)
+        .bind(m_dev)
+        .bind(m_envelopes)
+        .bind(m_bytes)
+        .bind(m_last)
+        .bind(NOTIFY_CHANNEL)
+        .bind(notices)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Enqueued::Stored(receipts))
     }
