@@ -5,6 +5,7 @@
 //! payloads. Nothing here can decrypt a message.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::future::Future;

@@ -25,7 +25,7 @@ use sqlx::{PgPool, Row as _};
 use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
     ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy, Store,
-    StoreError, Usage, frame_usage, to_i64, to_u64,
+    StoreError, Usage, frame_usage, sql, to_i64, to_u64,
 };
 
 /// The channel on which stored envelopes are announced (payload: hex fingerprint and device).
@@ -258,7 +258,7 @@ impl Store for PostgresStore {
         token_hash: [u8; 32],
         expires_at_ms: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO invites (token_hash, expires_at) VALUES ($1, $2)")
+        sqlx::query(sql::INSERT_INVITE.postgres.as_str())
             .bind(token_hash.to_vec())
             .bind(to_i64(expires_at_ms))
             .execute(&self.pool)
@@ -267,13 +267,11 @@ impl Store for PostgresStore {
     }
 
     async fn identity(&self, address: DeviceAddress) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT identity FROM devices WHERE fingerprint = $1 AND device_id = $2",
-        )
-        .bind(fp(&address))
-        .bind(dev(&address))
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::IDENTITY.postgres.as_str())
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn upload_prekeys(
@@ -306,14 +304,12 @@ impl Store for PostgresStore {
             .await?;
         }
         for (kem, keys) in [(0i64, upload.one_time), (1, upload.kem_one_time)] {
-            let held: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM one_time_prekeys WHERE fingerprint = $1 AND device_id = $2 AND kem = $3",
-            )
-            .bind(fp(&address))
-            .bind(dev(&address))
-            .bind(kem)
-            .fetch_one(&mut *tx)
-            .await?;
+            let held: i64 = sqlx::query_scalar(sql::ONE_TIME_HELD.postgres.as_str())
+                .bind(fp(&address))
+                .bind(dev(&address))
+                .bind(kem)
+                .fetch_one(&mut *tx)
+                .await?;
             let room = usize::try_from(i64::from(max_one_time) - held).unwrap_or(0);
             for (id, key) in keys.into_iter().take(room) {
                 sqlx::query(
@@ -334,13 +330,11 @@ impl Store for PostgresStore {
     }
 
     async fn prekey_counts(&self, address: DeviceAddress) -> Result<(u32, u32), StoreError> {
-        let rows = sqlx::query(
-            "SELECT kem, COUNT(*) FROM one_time_prekeys WHERE fingerprint = $1 AND device_id = $2 GROUP BY kem",
-        )
-        .bind(fp(&address))
-        .bind(dev(&address))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql::PREKEY_COUNTS.postgres.as_str())
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .fetch_all(&self.pool)
+            .await?;
         let mut counts = (0, 0);
         for row in rows {
             let kem: i64 = row.try_get(0)?;
@@ -356,20 +350,16 @@ impl Store for PostgresStore {
         one_time: bool,
     ) -> Result<Option<ClaimedBundle>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let identity: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT identity FROM devices WHERE fingerprint = $1 AND device_id = $2",
-        )
-        .bind(fp(&address))
-        .bind(dev(&address))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let signed: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT prekey FROM signed_prekeys WHERE fingerprint = $1 AND device_id = $2",
-        )
-        .bind(fp(&address))
-        .bind(dev(&address))
-        .fetch_optional(&mut *tx)
-        .await?;
+        let identity: Option<Vec<u8>> = sqlx::query_scalar(sql::IDENTITY.postgres.as_str())
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let signed: Option<Vec<u8>> = sqlx::query_scalar(sql::SIGNED_PREKEY.postgres.as_str())
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .fetch_optional(&mut *tx)
+            .await?;
         let (Some(identity), Some(signed_prekey)) = (identity, signed) else {
             return Ok(None);
         };
@@ -397,13 +387,12 @@ impl Store for PostgresStore {
         let kem = match kem_one_time {
             Some(k) => k,
             None => {
-                let last: Option<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT prekey FROM last_resort_kem_prekeys WHERE fingerprint = $1 AND device_id = $2",
-                )
-                .bind(fp(&address))
-                .bind(dev(&address))
-                .fetch_optional(&mut *tx)
-                .await?;
+                let last: Option<Vec<u8>> =
+                    sqlx::query_scalar(sql::LAST_RESORT_PREKEY.postgres.as_str())
+                        .bind(fp(&address))
+                        .bind(dev(&address))
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 match last {
                     Some(k) => k,
                     None => return Ok(None),
@@ -618,12 +607,10 @@ impl Store for PostgresStore {
     }
 
     async fn audit_last(&self, chain_id: [u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT record FROM audit_records WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(chain_id.to_vec())
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_LAST.postgres.as_str())
+            .bind(chain_id.to_vec())
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn append_audit(
@@ -664,27 +651,23 @@ impl Store for PostgresStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT record FROM audit_records WHERE chain_id = $1 AND sequence >= $2 ORDER BY sequence LIMIT $3",
-        )
-        .bind(chain_id.to_vec())
-        .bind(to_i64(from))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_RECORDS.postgres.as_str())
+            .bind(chain_id.to_vec())
+            .bind(to_i64(from))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn audit_checkpoints(&self, chain_id: [u8; 16]) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT checkpoint FROM audit_checkpoints WHERE chain_id = $1 ORDER BY count",
-        )
-        .bind(chain_id.to_vec())
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_CHECKPOINTS.postgres.as_str())
+            .bind(chain_id.to_vec())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes")
+        let n: i64 = sqlx::query_scalar(sql::QUEUE_DEPTH.postgres.as_str())
             .fetch_one(&self.pool)
             .await?;
         Ok(to_u64(n))

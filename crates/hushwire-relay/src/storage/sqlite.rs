@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy, Store,
-    StoreError, Usage, frame_usage, to_i64, to_u64,
+    StoreError, Usage, frame_usage, sql, to_i64, to_u64,
 };
 
 /// Most jobs committed together.
@@ -775,7 +775,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             Box::pin(async move {
                 let existing: Option<Vec<u8>> =
-                    sqlx::query_scalar("SELECT identity FROM devices WHERE fingerprint = ? AND device_id = ?")
+                    sqlx::query_scalar(sql::IDENTITY.sqlite)
                         .bind(fp(&address))
                         .bind(address.device_id)
                         .fetch_optional(&mut *c)
@@ -814,7 +814,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |c| {
             Box::pin(async move {
-                sqlx::query("INSERT INTO invites (token_hash, expires_at) VALUES (?, ?)")
+                sqlx::query(sql::INSERT_INVITE.sqlite)
                     .bind(token_hash.to_vec())
                     .bind(to_i64(expires_at_ms))
                     .execute(&mut *c)
@@ -826,13 +826,11 @@ impl Store for SqliteStore {
     }
 
     async fn identity(&self, address: DeviceAddress) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT identity FROM devices WHERE fingerprint = ? AND device_id = ?",
-        )
-        .bind(fp(&address))
-        .bind(address.device_id)
-        .fetch_optional(&self.reads)
-        .await?)
+        Ok(sqlx::query_scalar(sql::IDENTITY.sqlite)
+            .bind(fp(&address))
+            .bind(address.device_id)
+            .fetch_optional(&self.reads)
+            .await?)
     }
 
     async fn upload_prekeys(
@@ -861,7 +859,7 @@ impl Store for SqliteStore {
                 }
                 for (kem, keys) in [(0i64, upload.one_time), (1, upload.kem_one_time)] {
                     let held: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM one_time_prekeys WHERE fingerprint = ? AND device_id = ? AND kem = ?",
+                        sql::ONE_TIME_HELD.sqlite,
                     )
                     .bind(fp(&address))
                     .bind(address.device_id)
@@ -889,13 +887,11 @@ impl Store for SqliteStore {
     }
 
     async fn prekey_counts(&self, address: DeviceAddress) -> Result<(u32, u32), StoreError> {
-        let rows = sqlx::query(
-            "SELECT kem, COUNT(*) FROM one_time_prekeys WHERE fingerprint = ? AND device_id = ? GROUP BY kem",
-        )
-        .bind(fp(&address))
-        .bind(address.device_id)
-        .fetch_all(&self.reads)
-        .await?;
+        let rows = sqlx::query(sql::PREKEY_COUNTS.sqlite)
+            .bind(fp(&address))
+            .bind(address.device_id)
+            .fetch_all(&self.reads)
+            .await?;
         let mut counts = (0, 0);
         for row in rows {
             let kem: i64 = row.try_get(0)?;
@@ -915,20 +911,20 @@ impl Store for SqliteStore {
         self.write(move |c| {
             Box::pin(async move {
                 let identity: Option<Vec<u8>> =
-                    sqlx::query_scalar("SELECT identity FROM devices WHERE fingerprint = ? AND device_id = ?")
+                    sqlx::query_scalar(sql::IDENTITY.sqlite)
                         .bind(fp(&address))
                         .bind(address.device_id)
                         .fetch_optional(&mut *c)
                         .await?;
                 let signed: Option<Vec<u8>> =
-                    sqlx::query_scalar("SELECT prekey FROM signed_prekeys WHERE fingerprint = ? AND device_id = ?")
+                    sqlx::query_scalar(sql::SIGNED_PREKEY.sqlite)
                         .bind(fp(&address))
                         .bind(address.device_id)
                         .fetch_optional(&mut *c)
                         .await?;
                 let (Some(identity), Some(signed_prekey)) = (identity, signed) else { return Ok(None) };
                 let last_resort: Option<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT prekey FROM last_resort_kem_prekeys WHERE fingerprint = ? AND device_id = ?",
+                    sql::LAST_RESORT_PREKEY.sqlite,
                 )
                 .bind(fp(&address))
                 .bind(address.device_id)
@@ -1041,12 +1037,10 @@ impl Store for SqliteStore {
     }
 
     async fn audit_last(&self, chain_id: [u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT record FROM audit_records WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(chain_id.to_vec())
-        .fetch_optional(&self.reads)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_LAST.sqlite)
+            .bind(chain_id.to_vec())
+            .fetch_optional(&self.reads)
+            .await?)
     }
 
     async fn append_audit(
@@ -1088,27 +1082,23 @@ impl Store for SqliteStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT record FROM audit_records WHERE chain_id = ? AND sequence >= ? ORDER BY sequence LIMIT ?",
-        )
-        .bind(chain_id.to_vec())
-        .bind(to_i64(from))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reads)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_RECORDS.sqlite)
+            .bind(chain_id.to_vec())
+            .bind(to_i64(from))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?)
     }
 
     async fn audit_checkpoints(&self, chain_id: [u8; 16]) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT checkpoint FROM audit_checkpoints WHERE chain_id = ? ORDER BY count",
-        )
-        .bind(chain_id.to_vec())
-        .fetch_all(&self.reads)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_CHECKPOINTS.sqlite)
+            .bind(chain_id.to_vec())
+            .fetch_all(&self.reads)
+            .await?)
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes")
+        let n: i64 = sqlx::query_scalar(sql::QUEUE_DEPTH.sqlite)
             .fetch_one(&self.reads)
             .await?;
         Ok(to_u64(n))
