@@ -573,22 +573,37 @@ impl Store for PostgresStore {
         server_ids: Vec<[u8; 16]>,
     ) -> Result<Vec<[u8; 16]>, StoreError> {
         let ids: Vec<Vec<u8>> = server_ids.iter().map(|i| i.to_vec()).collect();
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "DELETE FROM envelopes WHERE server_id = ANY($1) AND recipient_fingerprint = $2 AND recipient_device = $3
-             RETURNING recipient_fingerprint, recipient_device, sender_fingerprint, sender_device,
-             length(payload), server_id",
+        // One statement (one round trip, atomic on its own): delete, then take what was deleted
+        // off the mailbox's counters, the total row before the sender rows as a send locks them.
+        let deleted: Vec<Vec<u8>> = sqlx::query_scalar(
+            "WITH gone AS (
+                DELETE FROM envelopes WHERE server_id = ANY($1) AND recipient_fingerprint = $2
+                  AND recipient_device = $3
+                RETURNING server_id, sender_fingerprint, sender_device, length(payload) AS len),
+             per_sender AS (
+                SELECT sender_fingerprint, sender_device, COUNT(*) AS n, SUM(len) AS b FROM gone
+                GROUP BY sender_fingerprint, sender_device),
+             total AS (
+                UPDATE mailboxes SET envelopes = GREATEST(envelopes - (SELECT COUNT(*) FROM gone), 0),
+                  bytes = GREATEST(bytes - (SELECT COALESCE(SUM(len), 0) FROM gone), 0)
+                WHERE recipient_fingerprint = $2 AND recipient_device = $3 AND EXISTS (SELECT 1 FROM gone)
+                RETURNING 1),
+             shares AS (
+                UPDATE mailbox_senders AS s SET envelopes = GREATEST(s.envelopes - p.n, 0),
+                  bytes = GREATEST(s.bytes - p.b, 0)
+                FROM per_sender p, (SELECT COUNT(*) FROM total) AS after_total
+                WHERE s.recipient_fingerprint = $2 AND s.recipient_device = $3
+                  AND s.sender_fingerprint = p.sender_fingerprint AND s.sender_device = p.sender_device)
+             SELECT server_id FROM gone",
         )
         .bind(ids)
         .bind(fp(&recipient))
         .bind(dev(&recipient))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        release(&mut tx, &rows).await?;
-        tx.commit().await?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| row.try_get::<Vec<u8>, _>(5).ok()?.try_into().ok())
+        Ok(deleted
+            .into_iter()
+            .filter_map(|id| id.try_into().ok())
             .collect())
     }
 
