@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+mod attack;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::IdentityKeyPair;
 use hushwire::proto::codec::Codec;
@@ -58,6 +60,15 @@ struct Args {
     /// Extra devices that only connect and idle, to measure memory per idle connection.
     #[arg(long, default_value_t = 1000)]
     idle: usize,
+    /// Instead of a throughput run, an abuse scenario against the relay's default limits,
+    /// ending in PASS or FAIL against a stated bound (exit status 0 or 1): `flood` (one sender
+    /// fills a mailbox), `slow-readers` (--attackers clients stop reading), `pending`
+    /// (--attackers half-open HTTP requests from one address).
+    #[arg(long, value_enum)]
+    attack: Option<attack::Attack>,
+    /// Attacking clients or connections for --attack.
+    #[arg(long, default_value_t = 100)]
+    attackers: usize,
     /// Offered load in messages per second over all senders (0: as fast as acks allow). Each
     /// sender sends on a fixed schedule, so latency is measured at that rate; give enough
     /// --in-flight that the schedule never waits for an ack.
@@ -72,7 +83,47 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
+    /// The relay with every per-user limit lifted (throughput and crash measurements).
     fn start(bin: &Path, data_dir: &Path, extra: &[String]) -> Result<Self, String> {
+        Self::start_with(bin, data_dir, extra, true, &[])
+    }
+
+    /// The relay with `extra` flags and `env` variables; `lift_limits` lifts every per-user
+    /// limit (attack modes keep them: they check that the limits hold).
+    fn start_with(
+        bin: &Path,
+        data_dir: &Path,
+        extra: &[String],
+        lift_limits: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let lifted: &[&str] = if lift_limits {
+            &[
+                "--device-rate",
+                "1000000",
+                "--address-rate",
+                "1000000",
+                "--mailbox-quota",
+                "1000000",
+            ]
+        } else {
+            &[]
+        };
+        let lifted_env: &[&str] = if lift_limits {
+            &[
+                "HUSHWIRE_RELAY_REGISTRATION_RATE",
+                "HUSHWIRE_RELAY_SENDER_RATE",
+                "HUSHWIRE_RELAY_SENDER_BYTE_RATE",
+                "HUSHWIRE_RELAY_SENDER_QUOTA",
+                "HUSHWIRE_RELAY_SENDER_QUOTA_BYTES",
+                "HUSHWIRE_RELAY_MAILBOX_BYTES",
+                "HUSHWIRE_RELAY_FETCH_RATE",
+                "HUSHWIRE_RELAY_TARGET_PREKEY_RATE",
+                "HUSHWIRE_RELAY_MAX_PENDING_PER_ADDRESS",
+            ]
+        } else {
+            &[]
+        };
         let mut child = Command::new(bin)
             .args(extra)
             .args([
@@ -81,15 +132,14 @@ impl RelayProcess {
                 "--data-dir",
                 &data_dir.display().to_string(),
             ])
-            .args([
-                "--device-rate",
-                "1000000",
-                "--address-rate",
-                "1000000",
-                "--mailbox-quota",
-                "1000000",
-            ])
+            .args(lifted)
             .env("HUSHWIRE_RELAY_LOG", "warn,hushwire_relay=info")
+            // The per-sender, per-address and per-pair limits (docs/relay-protocol.md section 6)
+            // protect a clinic from one abusive user; this tool is one trusted user measuring
+            // throughput from one address. As variables, not flags, so that an older relay
+            // binary (measured side by side) ignores them.
+            .envs(lifted_env.iter().map(|k| (*k, "1000000000")))
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -450,6 +500,9 @@ async fn run(args: Args) -> Result<bool, String> {
             .map_err(|e| e.to_string())?
             .with_file_name("hushwire-relay"),
     };
+    if let Some(mode) = args.attack {
+        return attack::run(mode, &bin, &args).await;
+    }
     let data_dir = std::env::temp_dir().join(format!("hushwire-load-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
     // With PostgreSQL, two instances share one schema: senders use the first, receivers the
@@ -495,10 +548,11 @@ async fn run(args: Args) -> Result<bool, String> {
     let mut idle_sockets = Vec::new();
     let mut idle_per_connection = None;
     if args.idle > 0 {
-        let idle_device = Device::new(u64::MAX);
-        drop(idle_device.connect(&relay.url(), true).await?);
-        for _ in 0..args.idle {
-            idle_sockets.push(idle_device.connect(&relay.url(), false).await?);
+        // One device per idle connection: a device's newer connection replaces its older one
+        // (close code 4001), so one device cannot hold many.
+        for i in 0..args.idle {
+            let idle_device = Device::new(u64::MAX - i as u64);
+            idle_sockets.push(idle_device.connect(&relay.url(), true).await?);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_idle = relay.rss_kib();

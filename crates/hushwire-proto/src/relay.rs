@@ -194,14 +194,28 @@ pub enum ErrorCode {
     BadPreKey = 9,
     /// The target device has no prekeys to hand out.
     NoPreKeys = 10,
-    /// The recipient's mailbox is full.
-    QuotaExceeded = 11,
+    /// The recipient's mailbox is full: it holds its total quota of envelopes or bytes
+    /// (`docs/relay-protocol.md` §5). Not the sender's doing; retry once the recipient has read
+    /// its mail (`retry_after_ms` is 0).
+    MailboxFull = 11,
     /// Too many requests; retry after the given delay.
     RateLimited = 12,
     /// The frame is not allowed in this state (for example authenticating twice).
     OutOfOrder = 13,
     /// The relay failed internally; retry later.
     Internal = 14,
+    /// This sender's share of the recipient's mailbox (envelopes or bytes) is used up
+    /// (`docs/relay-protocol.md` §5): the sender must wait until the recipient acknowledges
+    /// what it already holds (`retry_after_ms` is 0). Other senders are not affected. (A
+    /// sender that only sends too fast to one recipient gets `RateLimited`.)
+    SenderQuota = 15,
+}
+
+impl ErrorCode {
+    /// The former name of [`ErrorCode::MailboxFull`] (code 11), kept so that existing matches
+    /// still compile; new code should say `MailboxFull`.
+    #[allow(non_upper_case_globals)]
+    pub const QuotaExceeded: Self = Self::MailboxFull;
 }
 
 impl ErrorCode {
@@ -218,10 +232,11 @@ impl ErrorCode {
             8 => RegistrationRefused,
             9 => BadPreKey,
             10 => NoPreKeys,
-            11 => QuotaExceeded,
+            11 => MailboxFull,
             12 => RateLimited,
             13 => OutOfOrder,
             14 => Internal,
+            15 => SenderQuota,
             _ => {
                 return Err(DecodeError::InvalidValue {
                     field: "error code",
@@ -600,6 +615,28 @@ mod tests {
             let bytes = frame.to_bytes();
             assert_eq!(Frame::from_bytes(&bytes).unwrap(), frame);
         }
+    }
+
+    /// Codes are stable numbers (`docs/relay-protocol.md` §6): 11 is `MailboxFull` (once
+    /// `QuotaExceeded`, still accepted as a name), 15 `SenderQuota`; an unassigned code is refused.
+    #[test]
+    fn error_codes_keep_their_numbers() {
+        let error = |code: u16| {
+            let mut bytes = vec![labels::PROTOCOL_VERSION, 0x82, 0, 0, 0, 7];
+            bytes.extend_from_slice(&code.to_be_bytes());
+            bytes.extend_from_slice(&250u32.to_be_bytes());
+            Frame::from_bytes(&bytes).map(|f| f.body)
+        };
+        let body = |code| FrameBody::Error {
+            code,
+            retry_after_ms: 250,
+        };
+        assert_eq!(error(11).unwrap(), body(ErrorCode::MailboxFull));
+        assert_eq!(ErrorCode::QuotaExceeded, ErrorCode::MailboxFull);
+        assert_eq!(error(15).unwrap(), body(ErrorCode::SenderQuota));
+        assert_eq!(ErrorCode::SenderQuota as u16, 15);
+        assert!(error(16).is_err());
+        assert!(error(0).is_err());
     }
 
     #[test]

@@ -36,6 +36,19 @@ pub struct AuditIdentity {
 }
 
 impl AuditIdentity {
+    /// Loads `<dir>/audit-key`; an error if it is missing (for commands that must not create
+    /// a relay where there is none, such as `audit verify`).
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("audit-key");
+        if !path.exists() {
+            return Err(format!(
+                "no audit key at {}: this is not a relay's data directory (give --data-dir)",
+                path.display()
+            ));
+        }
+        Self::load_or_create(dir)
+    }
+
     /// Loads `<dir>/audit-key` (32-byte secret ‖ 16-byte chain id), creating it on first start
     /// with owner-only permissions.
     pub fn load_or_create(dir: &Path) -> Result<Self, String> {
@@ -104,17 +117,49 @@ impl AuditLog {
         identity: AuditIdentity,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), StoreError> {
-        let chain = match store.audit_last(identity.chain_id).await? {
+        let (chain, head) = match store.audit_last(identity.chain_id).await? {
             Some(bytes) => {
                 let last = AuditRecord::from_bytes(&bytes).map_err(|e| {
                     StoreError::Corrupt(format!("last audit record does not decode: {e}"))
                 })?;
-                AuditChain::resume(identity.chain_id, last.sequence + 1, last.hash())
+                let head = (last.sequence + 1, last.hash());
+                (
+                    AuditChain::resume(identity.chain_id, head.0, head.1),
+                    Some(head),
+                )
             }
-            None => AuditChain::new(identity.chain_id),
+            None => (AuditChain::new(identity.chain_id), None),
         };
+        // A crash (kill -9) ends without the shutdown checkpoint: sign the tail it left before
+        // serving, so unsigned records never pile up over restarts.
+        if let Some((count, hash)) = head {
+            let signed_up_to = store
+                .audit_checkpoints(identity.chain_id)
+                .await?
+                .iter()
+                .filter_map(|b| hushwire_proto::audit::AuditCheckpoint::from_bytes(b).ok())
+                .map(|c| c.count)
+                .max()
+                .unwrap_or(0);
+            if signed_up_to < count {
+                let checkpoint = AuditChain::resume(identity.chain_id, count, hash)
+                    .checkpoint(&identity.key, crate::now_ms());
+                store
+                    .append_audit(
+                        identity.chain_id,
+                        Vec::new(),
+                        Some((checkpoint.count, checkpoint.to_bytes())),
+                    )
+                    .await?;
+                tracing::info!(
+                    records = count,
+                    unsigned = count - signed_up_to,
+                    "signed the audit chain's unsigned tail left by an unclean stop"
+                );
+            }
+        }
         let (records, queue) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_records(store, identity, queue, shutdown));
+        let writer = tokio::spawn(write_records(store, identity, queue, shutdown, head));
         Ok((
             Self {
                 chain: Mutex::new(chain),
@@ -138,7 +183,9 @@ async fn write_records<S: Store>(
     identity: AuditIdentity,
     mut queue: mpsc::UnboundedReceiver<AuditRecord>,
     mut shutdown: watch::Receiver<bool>,
+    mut head: Option<(u64, [u8; 32])>,
 ) {
+    // The chain was signed up to its head at start-up.
     let mut unsigned = 0u64;
     let mut last_checkpoint = Instant::now();
     let mut unwritten: Vec<AuditRecord> = Vec::new();
@@ -157,17 +204,30 @@ async fn write_records<S: Store>(
         }
         let Some(last) = batch.last() else {
             if stopping {
+                // Nothing new to write, but records written earlier may be unsigned: the
+                // shutdown checkpoint covers them.
+                if let Some((count, hash)) = head.filter(|_| unsigned > 0) {
+                    let c = AuditChain::resume(identity.chain_id, count, hash)
+                        .checkpoint(&identity.key, crate::now_ms());
+                    if let Err(e) = store
+                        .append_audit(identity.chain_id, Vec::new(), Some((c.count, c.to_bytes())))
+                        .await
+                    {
+                        tracing::error!("the shutdown audit checkpoint could not be stored: {e}");
+                    }
+                }
                 return;
             }
             continue;
         };
+        let last_head = (last.sequence + 1, last.hash());
         // Sign exactly what this write makes durable: the head after the batch's last record.
-        let head = AuditChain::resume(identity.chain_id, last.sequence + 1, last.hash());
+        let batch_head = AuditChain::resume(identity.chain_id, last.sequence + 1, last.hash());
         let due = unsigned + batch.len() as u64 >= CHECKPOINT_EVERY
             || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
             || stopping;
         let checkpoint = due.then(|| {
-            let c = head.checkpoint(&identity.key, crate::now_ms());
+            let c = batch_head.checkpoint(&identity.key, crate::now_ms());
             (c.count, c.to_bytes())
         });
         let encoded: Vec<(u64, Vec<u8>)> =
@@ -177,6 +237,7 @@ async fn write_records<S: Store>(
             .await
         {
             Ok(()) => {
+                head = Some(last_head);
                 unsigned = if checkpoint.is_some() {
                     0
                 } else {

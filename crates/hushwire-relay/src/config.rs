@@ -15,10 +15,16 @@ use crate::storage::RegistrationPolicy;
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Settings {
     /// Address to listen on. Non-loopback addresses require TLS in front (see
-    /// --allow-plaintext-non-loopback).
+    /// --allow-plaintext-non-loopback). Default: 127.0.0.1:7700.
     #[arg(long, env = "HUSHWIRE_RELAY_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Directory for the embedded SQLite database (created if missing).
+    /// Serve `/metrics` (and `/healthz`) on this address instead of the main one, so that
+    /// metrics need not be reachable where clients connect (plain HTTP). Default: on the main
+    /// address.
+    #[arg(long, env = "HUSHWIRE_RELAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Directory for the embedded SQLite database and the audit key (created if missing).
+    /// Default: ./hushwire-relay-data.
     #[arg(long, env = "HUSHWIRE_RELAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL (postgres://…). When set, PostgreSQL replaces the embedded SQLite store,
@@ -29,32 +35,81 @@ pub struct Settings {
     #[arg(long, env = "HUSHWIRE_RELAY_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
     /// Who may register: `open`, or `invite` (single-use tokens from `hushwire-relay invite`).
+    /// Default: open. A clinic deployment reachable over a network should use `invite`.
     #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION", value_enum)]
     pub registration: Option<RegistrationPolicy>,
-    /// Days an undelivered envelope is kept before it expires.
+    /// Days an undelivered envelope is kept before it expires. Default: 30.
     #[arg(long, env = "HUSHWIRE_RELAY_RETENTION_DAYS")]
     pub retention_days: Option<u64>,
-    /// Most envelopes waiting for one device.
+    /// Most envelopes waiting for one device, from all senders together. Default: 10000.
     #[arg(long, env = "HUSHWIRE_RELAY_MAILBOX_QUOTA")]
     pub mailbox_quota: Option<u32>,
-    /// Most simultaneous connections.
+    /// Most payload bytes waiting for one device, from all senders together. Default:
+    /// 268435456 (256 MiB).
+    #[arg(long, env = "HUSHWIRE_RELAY_MAILBOX_BYTES")]
+    pub mailbox_bytes: Option<u64>,
+    /// Most envelopes one sender may have waiting in one device's mailbox (its share).
+    /// Default: 1000.
+    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_QUOTA")]
+    pub sender_quota: Option<u32>,
+    /// Most payload bytes one sender may have waiting in one device's mailbox. Default:
+    /// 33554432 (32 MiB).
+    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_QUOTA_BYTES")]
+    pub sender_quota_bytes: Option<u64>,
+    /// Envelopes per second one sender may send to one recipient (bursts of twice this).
+    /// Default: 50.
+    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_RATE")]
+    pub sender_rate: Option<u32>,
+    /// Payload bytes per second one sender may send to one recipient (bursts of twice this;
+    /// at least 49152, so that one largest envelope fits a burst). Default: 4194304 (4 MiB/s).
+    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_BYTE_RATE")]
+    pub sender_byte_rate: Option<u64>,
+    /// Bundle fetches per minute one device may make (bursts of this many). Default: 60.
+    #[arg(long, env = "HUSHWIRE_RELAY_FETCH_RATE")]
+    pub fetch_rate: Option<u32>,
+    /// One-time prekeys per minute the relay hands out of one device's bundle (bursts of this
+    /// many); fetches beyond it get a bundle without one-time keys. Default: 20.
+    #[arg(long, env = "HUSHWIRE_RELAY_TARGET_PREKEY_RATE")]
+    pub target_prekey_rate: Option<u32>,
+    /// Registration attempts per minute from one IP address (bursts of this many). Default: 20.
+    #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION_RATE")]
+    pub registration_rate: Option<u32>,
+    /// Most simultaneous WebSocket connections (HTTP 503 beyond). The relay raises its
+    /// open-file limit at start-up and lowers this, with a warning, if the limit leaves too
+    /// little headroom. Default: 20000.
     #[arg(long, env = "HUSHWIRE_RELAY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most connections one IP address may hold before its device authenticates (HTTP
+    /// requests not yet upgraded, challenges not yet answered); more are closed at once.
+    /// Default: 128.
+    #[arg(long, env = "HUSHWIRE_RELAY_MAX_PENDING_PER_ADDRESS")]
+    pub max_pending_per_address: Option<usize>,
+    /// Most not-yet-authenticated connections from all addresses together. Default: 4096.
+    #[arg(long, env = "HUSHWIRE_RELAY_MAX_PENDING")]
+    pub max_pending: Option<usize>,
+    /// Seconds a new connection has to send its HTTP request headers. Default: 10.
+    #[arg(long, env = "HUSHWIRE_RELAY_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
     /// Seconds without traffic before a connection is pinged, and twice that before it is
-    /// closed.
+    /// closed. Default: 60.
     #[arg(long, env = "HUSHWIRE_RELAY_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
-    /// Frames per second one device may send (token bucket; bursts of twice this).
+    /// Seconds one write to a connection may take; a peer that does not read for that long is
+    /// closed (its envelopes stay in the mailbox). Default: 10.
+    #[arg(long, env = "HUSHWIRE_RELAY_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
+    /// Frames per second one device may send (token bucket; bursts of twice this). Default: 500.
     #[arg(long, env = "HUSHWIRE_RELAY_DEVICE_RATE")]
     pub device_rate: Option<u32>,
-    /// Unauthenticated frames (connection attempts) per second from one IP address.
+    /// New connections per second from one IP address (bursts of twice this; HTTP 429
+    /// beyond). Default: 50.
     #[arg(long, env = "HUSHWIRE_RELAY_ADDRESS_RATE")]
     pub address_rate: Option<u32>,
-    /// Seconds between sweeps that delete envelopes past retention.
+    /// Seconds between sweeps that delete envelopes past retention. Default: 60.
     #[arg(long, env = "HUSHWIRE_RELAY_EXPIRY_INTERVAL_SECS")]
     pub expiry_interval_secs: Option<u64>,
     /// The relay's name; devices sign challenges bound to it. Give every instance of one
-    /// deployment the same name.
+    /// deployment the same name. Default: hushwire-relay.
     #[arg(long, env = "HUSHWIRE_RELAY_NAME")]
     pub relay_name: Option<String>,
     /// TLS certificate chain (PEM). With --tls-key, the relay serves wss:// itself.
@@ -75,6 +130,8 @@ pub struct Settings {
 pub struct Config {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Separate metrics address.
+    pub metrics_listen: Option<SocketAddr>,
     /// SQLite data directory.
     pub data_dir: PathBuf,
     /// PostgreSQL URL, if PostgreSQL is used. Never printed (it may hold a password).
@@ -86,12 +143,36 @@ pub struct Config {
     pub registration: RegistrationPolicy,
     /// Retention in days.
     pub retention_days: u64,
-    /// Mailbox quota per device.
+    /// Envelopes waiting per device, all senders.
     pub mailbox_quota: u32,
+    /// Payload bytes waiting per device, all senders.
+    pub mailbox_bytes: u64,
+    /// Envelopes one sender may have waiting per device.
+    pub sender_quota: u32,
+    /// Payload bytes one sender may have waiting per device.
+    pub sender_quota_bytes: u64,
+    /// Envelopes per second per (sender, recipient).
+    pub sender_rate: u32,
+    /// Payload bytes per second per (sender, recipient).
+    pub sender_byte_rate: u64,
+    /// Bundle fetches per minute per requesting device.
+    pub fetch_rate: u32,
+    /// One-time prekeys handed out per minute per target device.
+    pub target_prekey_rate: u32,
+    /// Registrations per minute per IP address.
+    pub registration_rate: u32,
     /// Connection cap.
     pub max_connections: usize,
+    /// Pending connections per IP address.
+    pub max_pending_per_address: usize,
+    /// Pending connections in total.
+    pub max_pending: usize,
+    /// HTTP header read timeout in seconds.
+    pub header_read_timeout_secs: u64,
     /// Idle timeout in seconds.
     pub idle_timeout_secs: u64,
+    /// Write timeout in seconds.
+    pub write_timeout_secs: u64,
     /// Per-device frame rate.
     pub device_rate: u32,
     /// Per-IP unauthenticated frame rate.
@@ -108,6 +189,10 @@ pub struct Config {
     pub allow_plaintext_non_loopback: bool,
 }
 
+/// The least `sender_byte_rate`: its burst (twice the rate) must hold one largest envelope
+/// payload (96 KiB), or such an envelope could never be sent.
+pub const MIN_SENDER_BYTE_RATE: u64 = 48 * 1024;
+
 /// The default port: unassigned by IANA, easy to remember.
 pub const DEFAULT_PORT: u16 = 7700;
 
@@ -119,6 +204,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
@@ -131,14 +217,56 @@ impl Settings {
                 .unwrap_or(RegistrationPolicy::Open),
             retention_days: self.retention_days.or(file.retention_days).unwrap_or(30),
             mailbox_quota: self.mailbox_quota.or(file.mailbox_quota).unwrap_or(10_000),
+            mailbox_bytes: self
+                .mailbox_bytes
+                .or(file.mailbox_bytes)
+                .unwrap_or(256 << 20),
+            sender_quota: self.sender_quota.or(file.sender_quota).unwrap_or(1000),
+            sender_quota_bytes: self
+                .sender_quota_bytes
+                .or(file.sender_quota_bytes)
+                .unwrap_or(32 << 20),
+            sender_rate: self.sender_rate.or(file.sender_rate).unwrap_or(50).max(1),
+            sender_byte_rate: self
+                .sender_byte_rate
+                .or(file.sender_byte_rate)
+                .unwrap_or(4 << 20)
+                .max(MIN_SENDER_BYTE_RATE),
+            fetch_rate: self.fetch_rate.or(file.fetch_rate).unwrap_or(60).max(1),
+            target_prekey_rate: self
+                .target_prekey_rate
+                .or(file.target_prekey_rate)
+                .unwrap_or(20)
+                .max(1),
+            registration_rate: self
+                .registration_rate
+                .or(file.registration_rate)
+                .unwrap_or(20)
+                .max(1),
             max_connections: self
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(20_000),
+            max_pending_per_address: self
+                .max_pending_per_address
+                .or(file.max_pending_per_address)
+                .unwrap_or(128)
+                .max(1),
+            max_pending: self.max_pending.or(file.max_pending).unwrap_or(4096).max(1),
+            header_read_timeout_secs: self
+                .header_read_timeout_secs
+                .or(file.header_read_timeout_secs)
+                .unwrap_or(10)
+                .max(1),
             idle_timeout_secs: self
                 .idle_timeout_secs
                 .or(file.idle_timeout_secs)
                 .unwrap_or(60)
+                .max(1),
+            write_timeout_secs: self
+                .write_timeout_secs
+                .or(file.write_timeout_secs)
+                .unwrap_or(10)
                 .max(1),
             device_rate: self.device_rate.or(file.device_rate).unwrap_or(500).max(1),
             address_rate: self.address_rate.or(file.address_rate).unwrap_or(50).max(1),

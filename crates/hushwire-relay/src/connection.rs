@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::StreamExt as _;
 use hushwire_proto::codec::Codec;
 use hushwire_proto::relay::{
@@ -31,6 +31,9 @@ use crate::{Relay, Wakers, fill_random, now_ms};
 const CHALLENGE_LIFETIME_MS: u64 = 60_000;
 /// Envelopes fetched from storage per delivery round.
 const DELIVERY_BATCH: u32 = 64;
+/// Most payload bytes one connection holds to write at a time (its outbound queue); always at
+/// least one envelope. With the write timeout this bounds what a slow reader costs.
+const DELIVERY_BYTES: usize = 1024 * 1024;
 /// Below this many one-time prekeys the relay tells the device to upload more.
 const LOW_PREKEYS: u32 = 10;
 /// Most one-time prekeys of each kind the relay keeps per device.
@@ -42,6 +45,19 @@ enum Close {
     Error(u32, ErrorCode, u32),
     /// The peer went away or the socket failed.
     Gone,
+    /// A newer connection of the same device took over: close with code 4001.
+    Replaced,
+    /// A write did not complete within the write timeout: the peer does not read.
+    SlowReader,
+    /// A message over `MAX_FRAME_LEN`: close with code 1009.
+    TooBig,
+}
+
+/// Whether a read failed because the message was over the size limit.
+fn too_big(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast::<tungstenite::Error>()
+        .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)))
 }
 
 fn error(request_id: u32, code: ErrorCode) -> Close {
@@ -58,10 +74,17 @@ struct Connection<S> {
     wakers: Arc<Wakers>,
     /// Position of the last envelope delivered on this connection.
     cursor: i64,
+    /// This connection's place among pending connections, given back at authentication.
+    pending: Option<Arc<crate::pending::PendingPlace>>,
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn serve<S: Store>(relay: Arc<Relay<S>>, socket: WebSocket, peer: SocketAddr) {
+pub(crate) async fn serve<S: Store>(
+    relay: Arc<Relay<S>>,
+    socket: WebSocket,
+    peer: SocketAddr,
+    pending: Option<Arc<crate::pending::PendingPlace>>,
+) {
     relay.metrics.connections.inc();
     relay.metrics.open_connections.inc();
     let mut nonce = [0u8; 32];
@@ -80,21 +103,52 @@ pub(crate) async fn serve<S: Store>(relay: Arc<Relay<S>>, socket: WebSocket, pee
         device: None,
         wakers: Arc::new(Wakers::default()),
         cursor: 0,
+        pending,
     };
     let outcome = conn.run().await;
-    if let Close::Error(request_id, code, retry_after_ms) = outcome {
-        tracing::debug!(peer = %conn.peer, ?code, "closing connection after error");
-        let _ = conn
-            .send(&Frame {
-                request_id,
-                body: FrameBody::Error {
-                    code,
-                    retry_after_ms,
-                },
-            })
-            .await;
+    let close_frame = match outcome {
+        Close::Error(request_id, code, retry_after_ms) => {
+            tracing::debug!(peer = %conn.peer, ?code, "closing connection after error");
+            let _ = conn
+                .send(&Frame {
+                    request_id,
+                    body: FrameBody::Error {
+                        code,
+                        retry_after_ms,
+                    },
+                })
+                .await;
+            Some(None)
+        }
+        Close::Gone => Some(None),
+        Close::Replaced => {
+            tracing::info!(peer = %conn.peer, "connection replaced by a newer one of its device");
+            Some(Some(CloseFrame {
+                code: crate::CLOSE_CONNECTED_ELSEWHERE,
+                reason: "connected elsewhere".into(),
+            }))
+        }
+        Close::TooBig => {
+            relay.refused("too_big", conn.peer.ip());
+            Some(Some(CloseFrame {
+                code: crate::CLOSE_TOO_BIG,
+                reason: "message too big".into(),
+            }))
+        }
+        Close::SlowReader => {
+            relay.refused("slow_reader", conn.peer.ip());
+            // Its writes do not drain: a close frame would wait as well. Dropping the socket
+            // closes the TCP connection; undelivered envelopes stay in the mailbox.
+            None
+        }
+    };
+    if let Some(frame) = close_frame {
+        let _ = tokio::time::timeout(
+            relay.write_timeout(),
+            conn.socket.send(Message::Close(frame)),
+        )
+        .await;
     }
-    let _ = conn.socket.send(Message::Close(None)).await;
     if let Some((address, _)) = &conn.device
         && let Ok(mut map) = relay.connected.lock()
         && map
@@ -112,12 +166,36 @@ impl<S: Store> Connection<S> {
         self.send(&Frame { request_id, body }).await
     }
 
+    /// Answers request `request_id` with an error that keeps the connection open.
+    async fn refuse(
+        &mut self,
+        request_id: u32,
+        code: ErrorCode,
+        retry_after_ms: u32,
+    ) -> Result<(), Close> {
+        self.reply(
+            request_id,
+            FrameBody::Error {
+                code,
+                retry_after_ms,
+            },
+        )
+        .await
+    }
+
     async fn send(&mut self, frame: &Frame) -> Result<(), Close> {
         self.relay.metrics.frames_out.inc();
-        self.socket
-            .send(Message::Binary(frame.to_bytes().into()))
-            .await
-            .map_err(|_| Close::Gone)
+        self.write(Message::Binary(frame.to_bytes().into())).await
+    }
+
+    /// Writes and flushes one message, within the write timeout: a peer that does not read
+    /// is closed instead of holding the relay's memory and this task for ever.
+    async fn write(&mut self, message: Message) -> Result<(), Close> {
+        match tokio::time::timeout(self.relay.write_timeout(), self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Close::Gone),
+            Err(_) => Err(Close::SlowReader),
+        }
     }
 
     async fn run(&mut self) -> Close {
@@ -148,7 +226,8 @@ impl<S: Store> Connection<S> {
                         Some(Ok(Message::Binary(b))) => b,
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Text(_))) => return error(0, ErrorCode::Malformed),
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Close::Gone,
+                        Some(Err(e)) => return if too_big(e) { Close::TooBig } else { Close::Gone },
+                        Some(Ok(Message::Close(_))) | None => return Close::Gone,
                     };
                     self.relay.metrics.frames_in.inc();
                     if let Err(close) = self.handle(&bytes).await {
@@ -159,6 +238,9 @@ impl<S: Store> Connection<S> {
                     if let Err(close) = self.deliver_pending().await {
                         return close;
                     }
+                }
+                () = wakers.replaced.notified(), if self.device.is_some() => {
+                    return Close::Replaced;
                 }
                 () = wakers.prekeys_low.notified(), if self.device.is_some() => {
                     if let Err(close) = self.send_prekey_count().await {
@@ -171,8 +253,8 @@ impl<S: Store> Connection<S> {
                     }
                     pinged = true;
                     last_seen = Instant::now();
-                    if self.socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                        return Close::Gone;
+                    if let Err(close) = self.write(Message::Ping(Vec::new().into())).await {
+                        return close;
                     }
                 }
                 _ = shutdown.changed() => return Close::Gone,
@@ -201,15 +283,8 @@ impl<S: Store> Connection<S> {
                     device: device_ref(&device),
                 },
             );
-            return self
-                .send(&Frame {
-                    request_id: id,
-                    body: FrameBody::Error {
-                        code: ErrorCode::RateLimited,
-                        retry_after_ms: wait,
-                    },
-                })
-                .await;
+            self.relay.refused("device_rate", self.peer.ip());
+            return self.refuse(id, ErrorCode::RateLimited, wait).await;
         }
         match frame.body {
             FrameBody::UploadPreKeys {
@@ -256,10 +331,26 @@ impl<S: Store> Connection<S> {
                 self.reply(id, FrameBody::Ok).await
             }
             FrameBody::FetchBundle(target) => {
+                // One requester may not fetch faster than `fetch_rate`; and however many
+                // requesters there are, a target hands out at most `target_prekey_rate`
+                // one-time keys: beyond that, bundles come without them (the last-resort
+                // ML-KEM key stands in), so nobody can drain a device's one-time keys.
+                if let Err(wait) = self.relay.fetch_limits.check(&device, Instant::now()) {
+                    self.relay.refused("fetch_rate", self.peer.ip());
+                    return self.refuse(id, ErrorCode::RateLimited, wait).await;
+                }
+                let one_time = self
+                    .relay
+                    .target_prekey_limits
+                    .check(&target, Instant::now())
+                    .is_ok();
+                if !one_time {
+                    self.relay.refused("target_prekey_rate", self.peer.ip());
+                }
                 let claimed = self
                     .relay
                     .store
-                    .claim_bundle(target)
+                    .claim_bundle(target, one_time)
                     .await
                     .map_err(|e| internal(id, &e))?;
                 let Some(bundle) = claimed.and_then(|c| assemble(target, c)) else {
@@ -290,12 +381,26 @@ impl<S: Store> Connection<S> {
                     .iter()
                     .map(|e| (e.recipient, e.payload.len() as u32))
                     .collect();
+                // The per-(sender, recipient) rate, in envelopes and bytes: one sender cannot
+                // flood one mailbox faster than the recipient can plausibly read it.
+                for (recipient, adding) in crate::storage::frame_usage(&envelopes) {
+                    let taken = self.relay.send_limits.take(
+                        &(device, recipient),
+                        u32::try_from(adding.envelopes).unwrap_or(u32::MAX),
+                        u64::try_from(adding.bytes).unwrap_or(u64::MAX),
+                        Instant::now(),
+                    );
+                    if let Err(wait) = taken {
+                        self.relay.refused("sender_rate", self.peer.ip());
+                        return self.refuse(id, ErrorCode::RateLimited, wait).await;
+                    }
+                }
                 let started = Instant::now();
                 let count = envelopes.len() as u64;
                 let outcome = self
                     .relay
                     .store
-                    .enqueue(device, envelopes, now_ms(), self.relay.config.mailbox_quota)
+                    .enqueue(device, envelopes, now_ms(), self.relay.mailbox_limits())
                     .await
                     .map_err(|e| internal(id, &e))?;
                 self.relay
@@ -323,10 +428,20 @@ impl<S: Store> Connection<S> {
                         code: ErrorCode::UnknownDevice,
                         retry_after_ms: 0,
                     },
-                    Enqueued::QuotaExceeded(_) => FrameBody::Error {
-                        code: ErrorCode::QuotaExceeded,
-                        retry_after_ms: 0,
-                    },
+                    Enqueued::MailboxFull(_) => {
+                        self.relay.refused("mailbox_full", self.peer.ip());
+                        FrameBody::Error {
+                            code: ErrorCode::MailboxFull,
+                            retry_after_ms: 0,
+                        }
+                    }
+                    Enqueued::SenderQuota(_) => {
+                        self.relay.refused("sender_quota", self.peer.ip());
+                        FrameBody::Error {
+                            code: ErrorCode::SenderQuota,
+                            retry_after_ms: 0,
+                        }
+                    }
                 };
                 self.send(&Frame {
                     request_id: id,
@@ -389,6 +504,15 @@ impl<S: Store> Connection<S> {
     }
 
     fn auth_failed(&self, id: u32, reason: AuthFailure, code: ErrorCode) -> Close {
+        let name = match reason {
+            AuthFailure::ReplayedChallenge => "replayed_challenge",
+            AuthFailure::ExpiredChallenge => "expired_challenge",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::UnknownDevice => "unknown_device",
+            AuthFailure::RegistrationRefused => "registration_refused",
+        };
+        self.relay.metrics.auth_failed(name);
+        tracing::info!(reason = name, peer = %self.peer.ip(), "authentication failed");
         self.relay
             .audit
             .record(now_ms(), AuditEvent::AuthenticationFailed { reason });
@@ -401,6 +525,16 @@ impl<S: Store> Connection<S> {
         credentials: Credentials,
         invite: Option<Vec<u8>>,
     ) -> Result<(), Close> {
+        // Before the challenge is used: a refused attempt may be retried on this connection
+        // while its challenge lasts.
+        if let Err(wait) = self
+            .relay
+            .registration_limits
+            .check(&self.peer.ip(), Instant::now())
+        {
+            self.relay.refused("registration_rate", self.peer.ip());
+            return self.refuse(id, ErrorCode::RateLimited, wait).await;
+        }
         self.check_challenge(id, &credentials)?;
         let address = credentials.address();
         let invite_hash = invite.map(|t| <[u8; 32]>::from(sha2::Sha256::digest(&t)));
@@ -424,6 +558,7 @@ impl<S: Store> Connection<S> {
             ));
         }
         if outcome == Registration::Registered {
+            self.relay.metrics.registrations.inc();
             self.relay.audit.record(
                 now_ms(),
                 AuditEvent::DeviceRegistered {
@@ -463,9 +598,13 @@ impl<S: Store> Connection<S> {
             },
         );
         self.device = Some((address, identity));
-        if let Ok(mut map) = self.relay.connected.lock() {
-            // A newer connection of the same device takes over live delivery.
-            map.insert(address, self.wakers.clone());
+        self.pending = None;
+        if let Ok(mut map) = self.relay.connected.lock()
+            && let Some(older) = map.insert(address, self.wakers.clone())
+        {
+            // A newer connection of the same device takes over live delivery; the older one
+            // (on this instance) is closed, never left open and silent.
+            older.replaced.notify_one();
         }
         self.reply(id, FrameBody::Ok).await?;
         self.send_prekey_count().await?;
@@ -498,13 +637,27 @@ impl<S: Store> Connection<S> {
             return Ok(());
         };
         loop {
-            let batch = self
+            let mut batch = self
                 .relay
                 .store
                 .pending(device, self.cursor, DELIVERY_BATCH)
                 .await
                 .map_err(|e| internal(0, &e))?;
-            let full = batch.len() == DELIVERY_BATCH as usize;
+            let mut full = batch.len() == DELIVERY_BATCH as usize;
+            // Bound what this connection holds while it writes: the rest is fetched again.
+            let mut bytes = 0;
+            let keep = batch
+                .iter()
+                .take_while(|(_, d)| {
+                    let fits = bytes == 0 || bytes + d.payload.len() <= DELIVERY_BYTES;
+                    bytes += d.payload.len();
+                    fits
+                })
+                .count();
+            if keep < batch.len() {
+                batch.truncate(keep);
+                full = true;
+            }
             for (position, delivery) in batch {
                 self.cursor = position;
                 let envelope = EnvelopeId(delivery.server_id);

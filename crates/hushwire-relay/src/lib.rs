@@ -11,6 +11,7 @@ pub mod audit_log;
 pub mod config;
 mod connection;
 pub mod metrics;
+pub mod pending;
 pub mod rate_limit;
 pub mod server;
 pub mod storage;
@@ -33,7 +34,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{PairLimiter, RateLimiter};
 use crate::storage::Store;
 
 /// 16 random bytes from the operating system (server ids, nonces).
@@ -75,7 +76,18 @@ pub(crate) struct Wakers {
     pub(crate) mail: Notify,
     /// Its one-time prekeys run low.
     pub(crate) prekeys_low: Notify,
+    /// A newer connection of the same device authenticated: this one closes with
+    /// [`CLOSE_CONNECTED_ELSEWHERE`].
+    pub(crate) replaced: Notify,
 }
+
+/// WebSocket close code of a connection that another connection of the same device replaced
+/// (`docs/relay-protocol.md` §1): only the newest connection receives live deliveries, so the
+/// older one is closed rather than left open and silent.
+pub const CLOSE_CONNECTED_ELSEWHERE: u16 = 4001;
+/// WebSocket close code of a message over `MAX_FRAME_LEN` (RFC 6455 "message too big";
+/// `docs/relay-protocol.md` §1).
+pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Shared state of one relay instance.
 pub struct Relay<S> {
@@ -85,9 +97,19 @@ pub struct Relay<S> {
     pub(crate) metrics: Metrics,
     pub(crate) device_limits: RateLimiter<DeviceAddress>,
     pub(crate) address_limits: RateLimiter<IpAddr>,
+    /// Envelopes and bytes per (sender, recipient).
+    pub(crate) send_limits: PairLimiter<(DeviceAddress, DeviceAddress)>,
+    /// Bundle fetches per requesting device.
+    pub(crate) fetch_limits: RateLimiter<DeviceAddress>,
+    /// One-time prekeys handed out per target device.
+    pub(crate) target_prekey_limits: RateLimiter<DeviceAddress>,
+    /// Registration attempts per IP address.
+    pub(crate) registration_limits: RateLimiter<IpAddr>,
     /// Devices connected to this instance, woken when mail arrives for them.
     pub(crate) connected: Mutex<HashMap<DeviceAddress, Arc<Wakers>>>,
     pub(crate) connection_slots: Arc<Semaphore>,
+    /// Connections accepted but not yet authenticated.
+    pub(crate) pending: Arc<pending::PendingConnections>,
     pub(crate) audit: audit_log::AuditLog,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -105,13 +127,43 @@ impl<S: Store> Relay<S> {
             relay_id: relay_id_from_name(&config.relay_name),
             device_limits: RateLimiter::new(config.device_rate),
             address_limits: RateLimiter::new(config.address_rate),
+            send_limits: PairLimiter::new(config.sender_rate, config.sender_byte_rate),
+            fetch_limits: RateLimiter::per_minute(config.fetch_rate),
+            target_prekey_limits: RateLimiter::per_minute(config.target_prekey_rate),
+            registration_limits: RateLimiter::per_minute(config.registration_rate),
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            pending: pending::PendingConnections::new(
+                config.max_pending_per_address,
+                config.max_pending,
+            ),
             metrics: Metrics::new(),
             connected: Mutex::new(HashMap::new()),
             store,
             config,
             shutdown,
         })
+    }
+
+    /// How long one write to a connection may take before its peer counts as not reading.
+    pub(crate) fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.write_timeout_secs)
+    }
+
+    /// The limits of one device's mailbox, from the configuration.
+    pub(crate) fn mailbox_limits(&self) -> storage::MailboxLimits {
+        storage::MailboxLimits {
+            envelopes: self.config.mailbox_quota,
+            bytes: self.config.mailbox_bytes,
+            sender_envelopes: self.config.sender_quota,
+            sender_bytes: self.config.sender_quota_bytes,
+        }
+    }
+
+    /// Counts a refusal under `reason` (a fixed name: `docs/relay-protocol.md` §6) and logs it
+    /// at INFO with the peer's address: metadata only, never a key or a payload.
+    pub(crate) fn refused(&self, reason: &'static str, peer: IpAddr) {
+        self.metrics.refused(reason);
+        tracing::info!(reason, %peer, "refused");
     }
 
     /// Wakes the connection of `device` on this instance, if any, to deliver new envelopes.
@@ -132,12 +184,25 @@ impl<S: Store> Relay<S> {
         }
     }
 
-    /// The HTTP routes: `/v1/websocket`, `/healthz`, `/metrics`.
+    /// The HTTP routes: `/v1/websocket`, `/healthz`, and `/metrics` unless metrics have an
+    /// address of their own (`--metrics-listen`).
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/v1/websocket", get(websocket::<S>))
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(|| async { "ok\n" }));
+        let router = if self.config.metrics_listen.is_none() {
+            router.route("/metrics", get(metrics::<S>))
+        } else {
+            router
+        };
+        router.with_state(self.clone())
+    }
+
+    /// The routes of the separate metrics address: `/metrics` and `/healthz`.
+    pub fn metrics_router(self: &Arc<Self>) -> Router {
+        Router::new()
             .route("/metrics", get(metrics::<S>))
+            .route("/healthz", get(|| async { "ok\n" }))
             .with_state(self.clone())
     }
 
@@ -188,12 +253,14 @@ impl<S: Store> Relay<S> {
 async fn websocket<S: Store>(
     State(relay): State<Arc<Relay<S>>>,
     ConnectInfo(server::PeerAddr(peer)): ConnectInfo<server::PeerAddr>,
+    place: Option<axum::Extension<Arc<pending::PendingPlace>>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if let Err(wait) = relay
         .address_limits
         .check(&peer.ip(), std::time::Instant::now())
     {
+        relay.refused("address_rate", peer.ip());
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", (wait / 1000 + 1).to_string())],
@@ -201,6 +268,7 @@ async fn websocket<S: Store>(
             .into_response();
     }
     let Ok(slot) = relay.connection_slots.clone().try_acquire_owned() else {
+        relay.refused("max_connections", peer.ip());
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "connection limit reached\n",
@@ -215,7 +283,8 @@ async fn websocket<S: Store>(
         .max_message_size(hushwire_proto::relay::MAX_FRAME_LEN)
         .max_frame_size(hushwire_proto::relay::MAX_FRAME_LEN)
         .on_upgrade(move |socket| async move {
-            connection::serve(relay, socket, peer).await;
+            // The pending place is held until the device authenticates.
+            connection::serve(relay, socket, peer, place.map(|p| p.0)).await;
             drop(slot);
         })
 }

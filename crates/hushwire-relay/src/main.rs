@@ -16,7 +16,10 @@ use sha2::Digest as _;
 ///
 /// With no arguments it listens on 127.0.0.1:7700 and keeps its data in SQLite under
 /// ./hushwire-relay-data. Settings come from flags, then HUSHWIRE_RELAY_* environment
-/// variables, then the --config TOML file, then defaults.
+/// variables, then the --config TOML file, then defaults (each setting names its default).
+///
+/// Logging: HUSHWIRE_RELAY_LOG, else RUST_LOG, is a tracing filter (default `info`; e.g.
+/// `warn,hushwire_relay=debug`). Colour only when stderr is a terminal and NO_COLOR is unset.
 ///
 /// Examples:
 ///   hushwire-relay                                   # serve with defaults
@@ -29,10 +32,19 @@ struct Cli {
     /// TOML file with any of the settings below (keys in snake_case, e.g. `listen = "127.0.0.1:7700"`).
     #[arg(long, env = "HUSHWIRE_RELAY_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Log line format on stderr: `text` or `json` (one JSON object per line).
+    #[arg(long, env = "HUSHWIRE_RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(flatten)]
     settings: Settings,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -62,18 +74,17 @@ enum AuditCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The relay's data directory (its audit key, and its SQLite store unless
+        /// --database-url is given). Default: the relay's --data-dir (./hushwire-relay-data).
+        /// A directory without a relay store is refused, never created.
+        #[arg(long = "data-dir", value_name = "DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HUSHWIRE_RELAY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format);
     let file = match &cli.config {
         Some(path) => match std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
@@ -103,8 +114,14 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Invite { valid_days } => invite(config, valid_days).await,
             Command::Audit {
-                command: AuditCommand::Verify { json },
-            } => audit_verify(config, json).await,
+                command: AuditCommand::Verify { json, data_dir },
+            } => {
+                let mut config = config;
+                if let Some(dir) = data_dir {
+                    config.data_dir = dir;
+                }
+                audit_verify(config, json).await
+            }
         }
     });
     match result {
@@ -113,6 +130,23 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by HUSHWIRE_RELAY_LOG, else RUST_LOG, else `info`; colour only on
+/// a terminal without NO_COLOR; `json`: one JSON object per line.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUSHWIRE_RELAY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(colour).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 
@@ -182,7 +216,15 @@ async fn serve(config: Config) -> Result<(), String> {
 }
 
 async fn audit_verify(config: Config, json: bool) -> Result<(), String> {
-    let identity = AuditIdentity::load_or_create(&config.data_dir)?;
+    // Verifying must not create what it verifies: a wrong directory is an error, not an
+    // empty chain that "verifies".
+    let identity = AuditIdentity::load(&config.data_dir)?;
+    if config.database_url.is_none() && !config.data_dir.join("relay.db").exists() {
+        return Err(format!(
+            "no relay store at {}: relay.db is missing (give --data-dir, or --database-url)",
+            config.data_dir.display()
+        ));
+    }
     let outcome = match &config.database_url {
         Some(url) => verify_chain(&open_postgres(&config, url).await?, &identity).await?,
         None => verify_chain(&open_sqlite(&config).await?, &identity).await?,
@@ -284,6 +326,9 @@ async fn run<S: Store + Clone>(
         "listening on {} (health: /healthz, metrics: /metrics)",
         running.url()
     );
+    if let Some(at) = running.metrics_address {
+        tracing::info!("metrics on http://{at}/metrics (not on the main address)");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; finishing writes in progress");
     running.stop().await?;

@@ -2,6 +2,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -27,6 +28,12 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Time for a store operation to become durable, in seconds.
     pub store_latency: Histogram,
+    /// Refusals, by `reason` (names in `docs/relay-protocol.md` §6).
+    refusals: Family<Vec<(&'static str, &'static str)>, Counter>,
+    /// Failed authentications and registrations, by `reason`.
+    auth_failures: Family<Vec<(&'static str, &'static str)>, Counter>,
+    /// Devices registered (new registrations only, not retried ones).
+    pub registrations: Counter,
 }
 
 impl Metrics {
@@ -43,6 +50,9 @@ impl Metrics {
             envelopes_expired: Counter::default(),
             queue_depth: Gauge::default(),
             store_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            refusals: Family::default(),
+            auth_failures: Family::default(),
+            registrations: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections accepted", m.connections.clone());
@@ -74,7 +84,34 @@ impl Metrics {
             "Time for a store write to become durable",
             m.store_latency.clone(),
         );
+        registry.register(
+            "refusals",
+            "Requests and connections refused, by reason",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed authentications and registrations, by reason",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Devices registered",
+            m.registrations.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts one failed authentication or registration under `reason`.
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Counts one refusal under `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&vec![("reason", reason)]).inc();
     }
 
     /// The Prometheus text exposition.

@@ -2,6 +2,8 @@
 //! (tests, examples).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
@@ -31,12 +33,126 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
     }
 }
 
+/// How long shutdown waits for HTTP connections that have not upgraded to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// File descriptors kept free beyond connections: the database, logs, listeners, TLS files.
+const SPARE_FILES: u64 = 256;
+
+/// Raises the open-file soft limit to the hard limit, and lowers `max_connections` (with a
+/// warning) if even then the limit cannot hold every connection and every pending one plus
+/// spare descriptors: running out of descriptors fails accepts and `/healthz` alike, and
+/// used to do so silently (`docs/relay-protocol.md` §6).
+fn fit_open_file_limit(config: &mut Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}");
+            return;
+        }
+    };
+    let wanted = (config.max_connections as u64)
+        .saturating_add(config.max_pending as u64)
+        .saturating_add(SPARE_FILES);
+    if limit < wanted {
+        let fits = usize::try_from(limit.saturating_sub(config.max_pending as u64 + SPARE_FILES))
+            .unwrap_or(0)
+            .max(1);
+        tracing::warn!(
+            open_file_limit = limit,
+            max_connections = config.max_connections,
+            max_pending = config.max_pending,
+            "the open-file limit cannot hold every connection: lowering max_connections to {fits}"
+        );
+        config.max_connections = fits;
+    } else {
+        tracing::info!(open_file_limit = limit, "open-file limit");
+    }
+}
+
+/// Accepts connections until shutdown: each address may hold only `max_pending_per_address`
+/// connections that have not authenticated (more are closed at once, counted and logged), and
+/// each connection must send its request headers within `header_read_timeout_secs`.
+async fn serve<L, S>(
+    mut listener: L,
+    relay: Arc<Relay<S>>,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    L::Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Store,
+{
+    // Each connection task holds a sender; when all are dropped, every connection is done.
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let header_timeout = Duration::from_secs(relay.config.header_read_timeout_secs);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
+        };
+        let place = match relay.pending.admit(peer.ip()) {
+            Ok(place) => place,
+            Err(refusal) => {
+                relay.refused(refusal.reason(), peer.ip());
+                drop(io);
+                continue;
+            }
+        };
+        let service = {
+            let router = router.clone();
+            let place = place.clone();
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(PeerAddr(peer)));
+                request.extensions_mut().insert(place.clone());
+                let mut router = router.clone();
+                tower_service::Service::call(&mut router, request)
+            })
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let connection = builder
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .with_upgrades();
+        let alive = alive.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            // Ends at the upgrade (the WebSocket then holds `place` until it authenticates),
+            // at the header-read timeout, or when the peer closes.
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = async { drop(stop.wait_for(|stop| *stop).await) } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(place);
+            drop(alive);
+        });
+    }
+    drop(alive);
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_done.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some HTTP connections did not finish within the shutdown grace period");
+    }
+    Ok(())
+}
+
 /// A running relay instance.
 pub struct Running {
     /// Where it listens.
     pub address: SocketAddr,
     /// `wss` with TLS, else `ws`.
     pub scheme: &'static str,
+    /// Where `/metrics` is served when it has an address of its own (`--metrics-listen`).
+    pub metrics_address: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), String>>,
     audit_writer: JoinHandle<()>,
@@ -68,6 +184,15 @@ pub async fn start<S: Store + Clone>(
     listen_pool: Option<sqlx::PgPool>,
 ) -> Result<Running, String> {
     config.check()?;
+    if config.registration == crate::storage::RegistrationPolicy::Open
+        && !config.listen.ip().is_loopback()
+    {
+        tracing::warn!(
+            listen = %config.listen,
+            "registration is open on a non-loopback address: anyone who reaches it can create \
+             devices; a clinic deployment should use --registration invite"
+        );
+    }
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
@@ -81,37 +206,50 @@ pub async fn start<S: Store + Clone>(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut config = config;
+    fit_open_file_limit(&mut config);
     let relay = Relay::new(store, config, audit, shutdown.clone());
     tokio::spawn(relay.clone().run_expiry());
     if let Some(pool) = listen_pool {
         tokio::spawn(listen_for_mail(relay.clone(), pool));
     }
     let router = relay.router();
-    let mut graceful = shutdown.clone();
-    let until_stopped = async move {
-        let _ = graceful.wait_for(|stop| *stop).await;
+    let metrics_address = match relay.config.metrics_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {at}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let mut stop = shutdown.clone();
+            let serve =
+                axum::serve(listener, relay.metrics_router()).with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                });
+            tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!("metrics server failed: {e}");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
     };
     let (scheme, server) = match tls {
         Some(config) => {
             let listener = TlsListener::new(listener, config).map_err(|e| e.to_string())?;
-            let app = router.into_make_service_with_connect_info::<PeerAddr>();
-            let serve = axum::serve(listener, app).with_graceful_shutdown(until_stopped);
             (
                 "wss",
-                tokio::spawn(async move { serve.await.map_err(|e| format!("server failed: {e}")) }),
+                tokio::spawn(serve(listener, relay.clone(), router, shutdown.clone())),
             )
         }
-        None => {
-            let app = router.into_make_service_with_connect_info::<PeerAddr>();
-            let serve = axum::serve(listener, app).with_graceful_shutdown(until_stopped);
-            (
-                "ws",
-                tokio::spawn(async move { serve.await.map_err(|e| format!("server failed: {e}")) }),
-            )
-        }
+        None => (
+            "ws",
+            tokio::spawn(serve(listener, relay.clone(), router, shutdown.clone())),
+        ),
     };
     Ok(Running {
         address,
+        metrics_address,
         scheme,
         stop,
         server,

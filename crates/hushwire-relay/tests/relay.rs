@@ -167,6 +167,10 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
     let bob = Device::new(5, 1);
     let mut a = Client::register(&url, &alice).await;
     let _b = Client::register(&url, &bob).await;
+    // The bad input comes from Carol's connections: a newer connection of Alice's own device
+    // would replace (close, 4001) her first one, which must keep working below.
+    let carol = Device::new(7, 1);
+    drop(Client::register(&url, &carol).await);
 
     let valid_send = Frame {
         request_id: 7,
@@ -180,7 +184,7 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
     assert_eq!(
         error_for(
             &url,
-            Some(&alice),
+            Some(&carol),
             valid_send[..valid_send.len() - 1].to_vec()
         )
         .await,
@@ -190,12 +194,12 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
     let mut wrong_version = valid_send.clone();
     wrong_version[0] = 9;
     assert_eq!(
-        error_for(&url, Some(&alice), wrong_version).await,
+        error_for(&url, Some(&carol), wrong_version).await,
         ErrorCode::Malformed
     );
     // Random bytes.
     assert_eq!(
-        error_for(&url, Some(&alice), vec![0x42; 100]).await,
+        error_for(&url, Some(&carol), vec![0x42; 100]).await,
         ErrorCode::Malformed
     );
     // Unauthenticated.
@@ -207,7 +211,7 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
     assert_eq!(
         error_for(
             &url,
-            Some(&alice),
+            Some(&carol),
             Frame {
                 request_id: 1,
                 body: FrameBody::Ok
@@ -227,13 +231,13 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
     }
     .to_bytes();
     assert_eq!(
-        error_for(&url, Some(&alice), oversized).await,
+        error_for(&url, Some(&carol), oversized).await,
         ErrorCode::Malformed
     );
 
     // Replayed challenge answer: a signature made for one connection's challenge, reused.
     let mut c1 = connect(&url).await;
-    let creds = alice.credentials(&c1.challenge);
+    let creds = carol.credentials(&c1.challenge);
     assert_eq!(
         c1.call(FrameBody::Authenticate(creds.clone())).await,
         FrameBody::Ok
@@ -253,7 +257,7 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
     );
     // Answering twice on one connection.
     let mut c2 = connect(&url).await;
-    let creds2 = alice.credentials(&c2.challenge);
+    let creds2 = carol.credentials(&c2.challenge);
     assert_eq!(
         c2.call(FrameBody::Authenticate(creds2.clone())).await,
         FrameBody::Ok
@@ -286,7 +290,7 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
     assert_eq!(
         error_for(
             &url,
-            Some(&alice),
+            Some(&carol),
             Frame {
                 request_id: 4,
                 body: forged
@@ -593,7 +597,7 @@ async fn limits_quota_rate_and_retention_are_enforced() {
     assert_eq!(
         a.send_to(bob.address(), b"one too many").await,
         FrameBody::Error {
-            code: ErrorCode::QuotaExceeded,
+            code: ErrorCode::MailboxFull,
             retry_after_ms: 0
         }
     );
@@ -774,7 +778,7 @@ async fn review_findings_stay_fixed() {
     assert_eq!(
         a.call(FrameBody::Send(four)).await,
         FrameBody::Error {
-            code: ErrorCode::QuotaExceeded,
+            code: ErrorCode::MailboxFull,
             retry_after_ms: 0
         }
     );

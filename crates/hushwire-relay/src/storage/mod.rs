@@ -5,6 +5,7 @@
 //! payloads. Nothing here can decrypt a message.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::future::Future;
@@ -100,8 +101,102 @@ pub enum Enqueued {
     Stored(Vec<Receipt>),
     /// Nothing stored: a recipient is unknown.
     UnknownRecipient(DeviceAddress),
-    /// Nothing stored: a recipient's mailbox is full.
-    QuotaExceeded(DeviceAddress),
+    /// Nothing stored: a recipient's mailbox would exceed its total envelopes or bytes.
+    MailboxFull(DeviceAddress),
+    /// Nothing stored: the sender's share of a recipient's mailbox (envelopes or bytes) would
+    /// be exceeded.
+    SenderQuota(DeviceAddress),
+}
+
+/// How much one mailbox may hold (`docs/relay-protocol.md` §5): in total, and from any one
+/// sender. Payload bytes count the ciphertext only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxLimits {
+    /// Envelopes waiting, all senders.
+    pub envelopes: u32,
+    /// Payload bytes waiting, all senders.
+    pub bytes: u64,
+    /// Envelopes waiting from one sender.
+    pub sender_envelopes: u32,
+    /// Payload bytes waiting from one sender.
+    pub sender_bytes: u64,
+}
+
+impl MailboxLimits {
+    /// No limit at all (tests of other things).
+    pub const UNLIMITED: Self = Self {
+        envelopes: u32::MAX,
+        bytes: u64::MAX,
+        sender_envelopes: u32::MAX,
+        sender_bytes: u64::MAX,
+    };
+
+    /// Whether `adding` more from one sender fits, given what the mailbox holds in total and
+    /// from that sender: `None` if it fits, else the refusal for `recipient`. The sender's
+    /// share is checked first, so a sender who filled the mailbox itself learns that it is its
+    /// own share (`SenderQuota`), and others learn that the mailbox is full (`MailboxFull`).
+    pub(crate) fn refusal(
+        &self,
+        recipient: DeviceAddress,
+        total: Usage,
+        from_sender: Usage,
+        adding: Usage,
+    ) -> Option<Enqueued> {
+        let over = |held: Usage, envelopes: u32, bytes: u64| {
+            held.envelopes.saturating_add(adding.envelopes) > i64::from(envelopes)
+                || held.bytes.saturating_add(adding.bytes)
+                    > i64::try_from(bytes).unwrap_or(i64::MAX)
+        };
+        if over(from_sender, self.sender_envelopes, self.sender_bytes) {
+            Some(Enqueued::SenderQuota(recipient))
+        } else if over(total, self.envelopes, self.bytes) {
+            Some(Enqueued::MailboxFull(recipient))
+        } else {
+            None
+        }
+    }
+}
+
+/// Envelopes and payload bytes (held in a mailbox, or about to be added).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) envelopes: i64,
+    pub(crate) bytes: i64,
+}
+
+impl Usage {
+    /// One envelope of `len` payload bytes.
+    pub(crate) fn one(len: usize) -> Self {
+        Self {
+            envelopes: 1,
+            bytes: i64::try_from(len).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: Self) {
+        self.envelopes = self.envelopes.saturating_add(other.envelopes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+
+    /// Takes `other` away, never below zero.
+    pub(crate) fn remove(&mut self, other: Self) {
+        self.envelopes = self.envelopes.saturating_sub(other.envelopes).max(0);
+        self.bytes = self.bytes.saturating_sub(other.bytes).max(0);
+    }
+}
+
+/// What a frame adds to each recipient's mailbox, per recipient, in the frame's order of
+/// first appearance (one frame may hold several envelopes for one device).
+pub(crate) fn frame_usage(envelopes: &[OutgoingEnvelope]) -> Vec<(DeviceAddress, Usage)> {
+    let mut out: Vec<(DeviceAddress, Usage)> = Vec::new();
+    for e in envelopes {
+        let one = Usage::one(e.payload.len());
+        match out.iter_mut().find(|(r, _)| *r == e.recipient) {
+            Some((_, u)) => u.add(one),
+            None => out.push((e.recipient, one)),
+        }
+    }
+    out
 }
 
 /// The relay's storage. Implementations must make each method atomic, and `enqueue` durable
@@ -146,24 +241,31 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(u32, u32), StoreError>> + Send;
 
     /// Claims a bundle for `address`, removing the one-time keys it hands out: no key is ever
-    /// handed out twice, whatever the concurrency. `None` if the device has no signed prekey or
-    /// no ML-KEM prekey at all.
+    /// handed out twice, whatever the concurrency. With `one_time` false no one-time key is
+    /// handed out (the X25519 one is left out, the last-resort ML-KEM key is used): the
+    /// target's one-time key budget is spent (`docs/relay-protocol.md` §4). `None` if the
+    /// device has no signed prekey or no ML-KEM prekey at all.
     fn claim_bundle(
         &self,
         address: DeviceAddress,
+        one_time: bool,
     ) -> impl Future<Output = Result<Option<ClaimedBundle>, StoreError>> + Send;
 
-    /// Stores envelopes from `sender`, all or none, durably before returning.
+    /// Stores envelopes from `sender`, all or none, durably before returning, if every
+    /// recipient is registered and its mailbox stays within `limits` (checked atomically with
+    /// the insert, whatever the concurrency and the number of instances).
     fn enqueue(
         &self,
         sender: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
         now_ms: u64,
-        quota: u32,
+        limits: MailboxLimits,
     ) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
 
     /// Envelopes for `recipient` stored after position `after` (0 for all), oldest first, with
-    /// the position of the last one returned.
+    /// the position of each. Positions grow per recipient in the order envelopes become
+    /// visible to this query (commit order), so a reader that has seen position `p` has seen
+    /// every envelope below it: delivery may resume from the last position it sent.
     fn pending(
         &self,
         recipient: DeviceAddress,

@@ -3,17 +3,29 @@
 //! claims on any number of instances never hand out the same key. A `NOTIFY` on channel
 //! `hushwire_mailbox` after each stored envelope wakes whichever instance holds the recipient's
 //! connection.
+//!
+//! Each mailbox has a row in `mailboxes` (envelopes, bytes, next position) and one per sender in
+//! `mailbox_senders`. A send locks the recipient's row (`FOR UPDATE`, recipients in a fixed
+//! order, so two sends cannot deadlock), checks the quotas against the counters, gives each
+//! envelope the recipient's next position and updates the counters, all in one transaction:
+//!
+//! - the quota is atomic, whatever the number of senders and instances, and O(1) in mailbox size;
+//! - positions of one mailbox are handed out under that lock and the lock is held until commit,
+//!   so they become visible in order: a connection that has delivered position `p` can never
+//!   later see a lower one appear (a global sequence would let a slower transaction's lower
+//!   position commit after a higher one, and delivery by `position > last sent` skipped it).
 
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr as _;
 
 use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 
-use super::sqlite::{expired_by_recipient, row_to_delivery};
+use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
-    ClaimedBundle, Enqueued, PreKeyUpload, Registration, RegistrationPolicy, Store, StoreError,
-    to_i64, to_u64,
+    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy, Store,
+    StoreError, Usage, frame_usage, sql, to_i64, to_u64,
 };
 
 /// The channel on which stored envelopes are announced (payload: hex fingerprint and device).
@@ -41,6 +53,18 @@ CREATE TABLE IF NOT EXISTS envelopes (
     server_time BIGINT NOT NULL, payload BYTEA NOT NULL);
 CREATE INDEX IF NOT EXISTS envelopes_by_recipient
     ON envelopes (recipient_fingerprint, recipient_device, position);
+ALTER TABLE envelopes ADD COLUMN IF NOT EXISTS mailbox_position BIGINT;
+CREATE INDEX IF NOT EXISTS envelopes_by_mailbox_position
+    ON envelopes (recipient_fingerprint, recipient_device, mailbox_position);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    recipient_fingerprint BYTEA NOT NULL, recipient_device BIGINT NOT NULL,
+    envelopes BIGINT NOT NULL, bytes BIGINT NOT NULL, last_position BIGINT NOT NULL,
+    PRIMARY KEY (recipient_fingerprint, recipient_device));
+CREATE TABLE IF NOT EXISTS mailbox_senders (
+    recipient_fingerprint BYTEA NOT NULL, recipient_device BIGINT NOT NULL,
+    sender_fingerprint BYTEA NOT NULL, sender_device BIGINT NOT NULL,
+    envelopes BIGINT NOT NULL, bytes BIGINT NOT NULL,
+    PRIMARY KEY (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device));
 CREATE INDEX IF NOT EXISTS envelopes_by_time ON envelopes (server_time);
 CREATE TABLE IF NOT EXISTS audit_records (
     chain_id BYTEA NOT NULL, sequence BIGINT NOT NULL, record BYTEA NOT NULL,
@@ -52,6 +76,73 @@ CREATE TABLE IF NOT EXISTS store_epochs (
     fingerprint BYTEA NOT NULL, device_id BIGINT NOT NULL, epoch BIGINT NOT NULL,
     PRIMARY KEY (fingerprint, device_id));
 ";
+
+/// Fills the counters and positions for envelopes stored before they existed (a database from
+/// an earlier relay version). Runs once, when `mailboxes` is created.
+const BACKFILL: &str = "
+UPDATE envelopes SET mailbox_position = position WHERE mailbox_position IS NULL;
+INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
+    SELECT recipient_fingerprint, recipient_device, COUNT(*), SUM(length(payload)), MAX(mailbox_position)
+    FROM envelopes GROUP BY recipient_fingerprint, recipient_device;
+INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device,
+    envelopes, bytes)
+    SELECT recipient_fingerprint, recipient_device, sender_fingerprint, sender_device, COUNT(*),
+    SUM(length(payload)) FROM envelopes
+    GROUP BY recipient_fingerprint, recipient_device, sender_fingerprint, sender_device;
+";
+
+/// Takes deleted envelopes (rows of `recipient_fingerprint, recipient_device,
+/// sender_fingerprint, sender_device, length(payload)`) off their mailboxes' counters, in the
+/// same transaction as the delete. Mailboxes are updated in the same fixed order as a send
+/// locks them, so the two never deadlock.
+async fn release(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<(), StoreError> {
+    let mut freed: BTreeMap<(DeviceAddress, DeviceAddress), Usage> = BTreeMap::new();
+    for row in rows {
+        let (Some(recipient), Some(sender)) = (address_at(row, 0), address_at(row, 2)) else {
+            continue;
+        };
+        let len: i32 = row.try_get(4)?;
+        freed
+            .entry((recipient, sender))
+            .or_default()
+            .add(Usage::one(usize::try_from(len).unwrap_or(0)));
+    }
+    let mut per_recipient: BTreeMap<DeviceAddress, Usage> = BTreeMap::new();
+    for ((recipient, _), u) in &freed {
+        per_recipient.entry(*recipient).or_default().add(*u);
+    }
+    for (recipient, u) in &per_recipient {
+        sqlx::query(
+            "UPDATE mailboxes SET envelopes = GREATEST(envelopes - $3, 0), bytes = GREATEST(bytes - $4, 0)
+             WHERE recipient_fingerprint = $1 AND recipient_device = $2",
+        )
+        .bind(fp(recipient))
+        .bind(dev(recipient))
+        .bind(u.envelopes)
+        .bind(u.bytes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for ((recipient, sender), u) in &freed {
+        sqlx::query(
+            "UPDATE mailbox_senders SET envelopes = GREATEST(envelopes - $5, 0), bytes = GREATEST(bytes - $6, 0)
+             WHERE recipient_fingerprint = $1 AND recipient_device = $2 AND sender_fingerprint = $3
+             AND sender_device = $4",
+        )
+        .bind(fp(recipient))
+        .bind(dev(recipient))
+        .bind(fp(sender))
+        .bind(dev(sender))
+        .bind(u.envelopes)
+        .bind(u.bytes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
 
 /// PostgreSQL-backed [`Store`].
 #[derive(Clone)]
@@ -94,7 +185,13 @@ impl PostgresStore {
         sqlx::query("SELECT pg_advisory_xact_lock(7251)")
             .execute(&mut *tx)
             .await?;
+        let fresh: bool = sqlx::query_scalar("SELECT to_regclass('mailboxes') IS NULL")
+            .fetch_one(&mut *tx)
+            .await?;
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        if fresh {
+            sqlx::raw_sql(BACKFILL).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(Self { pool })
     }
@@ -164,7 +261,7 @@ impl Store for PostgresStore {
         token_hash: [u8; 32],
         expires_at_ms: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO invites (token_hash, expires_at) VALUES ($1, $2)")
+        sqlx::query(sql::INSERT_INVITE.postgres.as_str())
             .bind(token_hash.to_vec())
             .bind(to_i64(expires_at_ms))
             .execute(&self.pool)
@@ -173,13 +270,11 @@ impl Store for PostgresStore {
     }
 
     async fn identity(&self, address: DeviceAddress) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT identity FROM devices WHERE fingerprint = $1 AND device_id = $2",
-        )
-        .bind(fp(&address))
-        .bind(dev(&address))
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::IDENTITY.postgres.as_str())
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn upload_prekeys(
@@ -212,14 +307,12 @@ impl Store for PostgresStore {
             .await?;
         }
         for (kem, keys) in [(0i64, upload.one_time), (1, upload.kem_one_time)] {
-            let held: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM one_time_prekeys WHERE fingerprint = $1 AND device_id = $2 AND kem = $3",
-            )
-            .bind(fp(&address))
-            .bind(dev(&address))
-            .bind(kem)
-            .fetch_one(&mut *tx)
-            .await?;
+            let held: i64 = sqlx::query_scalar(sql::ONE_TIME_HELD.postgres.as_str())
+                .bind(fp(&address))
+                .bind(dev(&address))
+                .bind(kem)
+                .fetch_one(&mut *tx)
+                .await?;
             let room = usize::try_from(i64::from(max_one_time) - held).unwrap_or(0);
             for (id, key) in keys.into_iter().take(room) {
                 sqlx::query(
@@ -240,13 +333,11 @@ impl Store for PostgresStore {
     }
 
     async fn prekey_counts(&self, address: DeviceAddress) -> Result<(u32, u32), StoreError> {
-        let rows = sqlx::query(
-            "SELECT kem, COUNT(*) FROM one_time_prekeys WHERE fingerprint = $1 AND device_id = $2 GROUP BY kem",
-        )
-        .bind(fp(&address))
-        .bind(dev(&address))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql::PREKEY_COUNTS.postgres.as_str())
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .fetch_all(&self.pool)
+            .await?;
         let mut counts = (0, 0);
         for row in rows {
             let kem: i64 = row.try_get(0)?;
@@ -259,50 +350,52 @@ impl Store for PostgresStore {
     async fn claim_bundle(
         &self,
         address: DeviceAddress,
+        one_time: bool,
     ) -> Result<Option<ClaimedBundle>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let identity: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT identity FROM devices WHERE fingerprint = $1 AND device_id = $2",
-        )
-        .bind(fp(&address))
-        .bind(dev(&address))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let signed: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT prekey FROM signed_prekeys WHERE fingerprint = $1 AND device_id = $2",
-        )
-        .bind(fp(&address))
-        .bind(dev(&address))
-        .fetch_optional(&mut *tx)
-        .await?;
+        let identity: Option<Vec<u8>> = sqlx::query_scalar(sql::IDENTITY.postgres.as_str())
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let signed: Option<Vec<u8>> = sqlx::query_scalar(sql::SIGNED_PREKEY.postgres.as_str())
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .fetch_optional(&mut *tx)
+            .await?;
         let (Some(identity), Some(signed_prekey)) = (identity, signed) else {
             return Ok(None);
         };
         let take = "DELETE FROM one_time_prekeys WHERE ctid = (SELECT ctid FROM one_time_prekeys
                     WHERE fingerprint = $1 AND device_id = $2 AND kem = $3 ORDER BY key_id LIMIT 1
                     FOR UPDATE SKIP LOCKED) RETURNING prekey";
-        let one_time: Option<Vec<u8>> = sqlx::query_scalar(take)
-            .bind(fp(&address))
-            .bind(dev(&address))
-            .bind(0i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let kem_one_time: Option<Vec<u8>> = sqlx::query_scalar(take)
-            .bind(fp(&address))
-            .bind(dev(&address))
-            .bind(1i64)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let (one_time, kem_one_time): (Option<Vec<u8>>, Option<Vec<u8>>) = if one_time {
+            (
+                sqlx::query_scalar(take)
+                    .bind(fp(&address))
+                    .bind(dev(&address))
+                    .bind(0i64)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                sqlx::query_scalar(take)
+                    .bind(fp(&address))
+                    .bind(dev(&address))
+                    .bind(1i64)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+            )
+        } else {
+            (None, None)
+        };
         let kem = match kem_one_time {
             Some(k) => k,
             None => {
-                let last: Option<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT prekey FROM last_resort_kem_prekeys WHERE fingerprint = $1 AND device_id = $2",
-                )
-                .bind(fp(&address))
-                .bind(dev(&address))
-                .fetch_optional(&mut *tx)
-                .await?;
+                let last: Option<Vec<u8>> =
+                    sqlx::query_scalar(sql::LAST_RESORT_PREKEY.postgres.as_str())
+                        .bind(fp(&address))
+                        .bind(dev(&address))
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 match last {
                     Some(k) => k,
                     None => return Ok(None),
@@ -323,66 +416,136 @@ impl Store for PostgresStore {
         sender: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
         now_ms: u64,
-        quota: u32,
+        limits: MailboxLimits,
     ) -> Result<Enqueued, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Several envelopes of one frame may go to the same device: the quota counts them all.
-        let mut in_frame: std::collections::HashMap<DeviceAddress, i64> =
-            std::collections::HashMap::new();
-        for e in &envelopes {
-            let known: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2",
-            )
-            .bind(fp(&e.recipient))
-            .bind(dev(&e.recipient))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if known.is_none() {
-                return Ok(Enqueued::UnknownRecipient(e.recipient));
-            }
-            let queued: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM envelopes WHERE recipient_fingerprint = $1 AND recipient_device = $2",
-            )
-            .bind(fp(&e.recipient))
-            .bind(dev(&e.recipient))
-            .fetch_one(&mut *tx)
-            .await?;
-            let pending = in_frame.entry(e.recipient).or_insert(0);
-            *pending += 1;
-            if queued + *pending > i64::from(quota) {
-                return Ok(Enqueued::QuotaExceeded(e.recipient));
-            }
-        }
-        let mut receipts = Vec::with_capacity(envelopes.len());
-        for e in envelopes {
-            let id = crate::random_id();
+        // Lock every recipient's counter row in one fixed order: two sends to overlapping
+        // recipients then wait for each other instead of deadlocking.
+        let mut adding = frame_usage(&envelopes);
+        adding.sort_by_key(|(r, _)| *r);
+        let mut last_positions = HashMap::new();
+        for (recipient, add) in &adding {
+            // A counter row exists for every registered device that was ever sent to (devices
+            // are never removed), so its absence below means "not registered". Two statements:
+            // the locking SELECT must run on a snapshot taken after a concurrent insert of the
+            // same row (which ON CONFLICT waited for) committed.
             sqlx::query(
-                "INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
-                 sender_device, server_time, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
+                 SELECT $1, $2, 0, 0, 0 WHERE EXISTS
+                 (SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2)
+                 ON CONFLICT DO NOTHING",
             )
-            .bind(id.to_vec())
-            .bind(fp(&e.recipient))
-            .bind(dev(&e.recipient))
-            .bind(fp(&sender))
-            .bind(dev(&sender))
-            .bind(to_i64(now_ms))
-            .bind(e.payload)
+            .bind(fp(recipient))
+            .bind(dev(recipient))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(format!(
-                    "{}:{}",
-                    hex::encode(e.recipient.fingerprint),
-                    e.recipient.device_id
-                ))
-                .execute(&mut *tx)
-                .await?;
+            let row = sqlx::query(
+                "SELECT m.envelopes, m.bytes, m.last_position, COALESCE(s.envelopes, 0), COALESCE(s.bytes, 0)
+                 FROM mailboxes m LEFT JOIN mailbox_senders s
+                 ON s.recipient_fingerprint = m.recipient_fingerprint AND s.recipient_device = m.recipient_device
+                 AND s.sender_fingerprint = $3 AND s.sender_device = $4
+                 WHERE m.recipient_fingerprint = $1 AND m.recipient_device = $2 FOR UPDATE OF m",
+            )
+            .bind(fp(recipient))
+            .bind(dev(recipient))
+            .bind(fp(&sender))
+            .bind(dev(&sender))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(Enqueued::UnknownRecipient(*recipient));
+            };
+            let total = Usage {
+                envelopes: row.try_get(0)?,
+                bytes: row.try_get(1)?,
+            };
+            let from_sender = Usage {
+                envelopes: row.try_get(3)?,
+                bytes: row.try_get(4)?,
+            };
+            if let Some(refused) = limits.refusal(*recipient, total, from_sender, *add) {
+                return Ok(refused);
+            }
+            last_positions.insert(*recipient, row.try_get::<i64, _>(2)?);
+        }
+        // One statement stores the envelopes, updates both counters and notifies.
+        let mut receipts = Vec::with_capacity(envelopes.len());
+        let (mut ids, mut to_fp, mut to_dev, mut positions, mut payloads) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for e in envelopes {
+            let id = crate::random_id();
+            let position = last_positions.entry(e.recipient).or_insert(0);
+            *position += 1;
+            ids.push(id.to_vec());
+            to_fp.push(fp(&e.recipient));
+            to_dev.push(dev(&e.recipient));
+            positions.push(*position);
+            payloads.push(e.payload);
             receipts.push(Receipt {
                 server_id: id,
                 server_time_ms: now_ms,
             });
         }
+        let (mut m_fp, mut m_dev, mut m_envelopes, mut m_bytes, mut m_last, mut notices) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for (recipient, add) in &adding {
+            m_fp.push(fp(recipient));
+            m_dev.push(dev(recipient));
+            m_envelopes.push(add.envelopes);
+            m_bytes.push(add.bytes);
+            m_last.push(last_positions.get(recipient).copied().unwrap_or(0));
+            notices.push(format!(
+                "{}:{}",
+                hex::encode(recipient.fingerprint),
+                recipient.device_id
+            ));
+        }
+        sqlx::query(
+            "WITH stored AS (
+                INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
+                  sender_device, server_time, payload, mailbox_position)
+                SELECT e.id, e.rf, e.rd, $6, $7, $8, e.payload, e.position
+                FROM UNNEST($1::bytea[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[])
+                  AS e(id, rf, rd, payload, position)),
+             totals AS (
+                UPDATE mailboxes AS m SET envelopes = m.envelopes + u.n, bytes = m.bytes + u.b,
+                  last_position = u.last
+                FROM UNNEST($9::bytea[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
+                  AS u(rf, rd, n, b, last)
+                WHERE m.recipient_fingerprint = u.rf AND m.recipient_device = u.rd),
+             shares AS (
+                INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fingerprint,
+                  sender_device, envelopes, bytes)
+                SELECT u.rf, u.rd, $6, $7, u.n, u.b
+                FROM UNNEST($9::bytea[], $10::bigint[], $11::bigint[], $12::bigint[]) AS u(rf, rd, n, b)
+                ON CONFLICT (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device)
+                DO UPDATE SET envelopes = mailbox_senders.envelopes + EXCLUDED.envelopes,
+                  bytes = mailbox_senders.bytes + EXCLUDED.bytes)
+             SELECT pg_notify($14, n) FROM UNNEST($15::text[]) AS n",
+        )
+        .bind(ids)
+        .bind(to_fp)
+        .bind(to_dev)
+        .bind(payloads)
+        .bind(positions)
+        .bind(fp(&sender))
+        .bind(dev(&sender))
+        .bind(to_i64(now_ms))
+        .bind(m_fp)
+        .bind(m_dev)
+        .bind(m_envelopes)
+        .bind(m_bytes)
+        .bind(m_last)
+        .bind(NOTIFY_CHANNEL)
+        .bind(notices)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Enqueued::Stored(receipts))
     }
@@ -394,8 +557,9 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<(i64, Delivery)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT position, server_id, sender_fingerprint, sender_device, server_time, payload FROM envelopes
-             WHERE recipient_fingerprint = $1 AND recipient_device = $2 AND position > $3 ORDER BY position LIMIT $4",
+            "SELECT mailbox_position, server_id, sender_fingerprint, sender_device, server_time, payload
+             FROM envelopes WHERE recipient_fingerprint = $1 AND recipient_device = $2 AND mailbox_position > $3
+             ORDER BY mailbox_position LIMIT $4",
         )
         .bind(fp(&recipient))
         .bind(dev(&recipient))
@@ -412,9 +576,28 @@ impl Store for PostgresStore {
         server_ids: Vec<[u8; 16]>,
     ) -> Result<Vec<[u8; 16]>, StoreError> {
         let ids: Vec<Vec<u8>> = server_ids.iter().map(|i| i.to_vec()).collect();
+        // One statement (one round trip, atomic on its own): delete, then take what was deleted
+        // off the mailbox's counters, the total row before the sender rows as a send locks them.
         let deleted: Vec<Vec<u8>> = sqlx::query_scalar(
-            "DELETE FROM envelopes WHERE server_id = ANY($1) AND recipient_fingerprint = $2 AND recipient_device = $3
-             RETURNING server_id",
+            "WITH gone AS (
+                DELETE FROM envelopes WHERE server_id = ANY($1) AND recipient_fingerprint = $2
+                  AND recipient_device = $3
+                RETURNING server_id, sender_fingerprint, sender_device, length(payload) AS len),
+             per_sender AS (
+                SELECT sender_fingerprint, sender_device, COUNT(*) AS n, SUM(len) AS b FROM gone
+                GROUP BY sender_fingerprint, sender_device),
+             total AS (
+                UPDATE mailboxes SET envelopes = GREATEST(envelopes - (SELECT COUNT(*) FROM gone), 0),
+                  bytes = GREATEST(bytes - (SELECT COALESCE(SUM(len), 0) FROM gone), 0)
+                WHERE recipient_fingerprint = $2 AND recipient_device = $3 AND EXISTS (SELECT 1 FROM gone)
+                RETURNING 1),
+             shares AS (
+                UPDATE mailbox_senders AS s SET envelopes = GREATEST(s.envelopes - p.n, 0),
+                  bytes = GREATEST(s.bytes - p.b, 0)
+                FROM per_sender p, (SELECT COUNT(*) FROM total) AS after_total
+                WHERE s.recipient_fingerprint = $2 AND s.recipient_device = $3
+                  AND s.sender_fingerprint = p.sender_fingerprint AND s.sender_device = p.sender_device)
+             SELECT server_id FROM gone",
         )
         .bind(ids)
         .bind(fp(&recipient))
@@ -428,20 +611,24 @@ impl Store for PostgresStore {
     }
 
     async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
-        let rows = sqlx::query("DELETE FROM envelopes WHERE server_time < $1 RETURNING recipient_fingerprint, recipient_device")
-            .bind(to_i64(before_ms))
-            .fetch_all(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "DELETE FROM envelopes WHERE server_time < $1 RETURNING recipient_fingerprint, recipient_device,
+             sender_fingerprint, sender_device, length(payload)",
+        )
+        .bind(to_i64(before_ms))
+        .fetch_all(&mut *tx)
+        .await?;
+        release(&mut tx, &rows).await?;
+        tx.commit().await?;
         Ok(expired_by_recipient(&rows))
     }
 
     async fn audit_last(&self, chain_id: [u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT record FROM audit_records WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(chain_id.to_vec())
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_LAST.postgres.as_str())
+            .bind(chain_id.to_vec())
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn append_audit(
@@ -482,27 +669,23 @@ impl Store for PostgresStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT record FROM audit_records WHERE chain_id = $1 AND sequence >= $2 ORDER BY sequence LIMIT $3",
-        )
-        .bind(chain_id.to_vec())
-        .bind(to_i64(from))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_RECORDS.postgres.as_str())
+            .bind(chain_id.to_vec())
+            .bind(to_i64(from))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn audit_checkpoints(&self, chain_id: [u8; 16]) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT checkpoint FROM audit_checkpoints WHERE chain_id = $1 ORDER BY count",
-        )
-        .bind(chain_id.to_vec())
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_CHECKPOINTS.postgres.as_str())
+            .bind(chain_id.to_vec())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes")
+        let n: i64 = sqlx::query_scalar(sql::QUEUE_DEPTH.postgres.as_str())
             .fetch_one(&self.pool)
             .await?;
         Ok(to_u64(n))

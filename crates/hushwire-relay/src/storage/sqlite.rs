@@ -25,8 +25,8 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedBundle, Enqueued, PreKeyUpload, Registration, RegistrationPolicy, Store, StoreError,
-    to_i64, to_u64,
+    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy, Store,
+    StoreError, Usage, frame_usage, sql, to_i64, to_u64,
 };
 
 /// Most jobs committed together.
@@ -88,7 +88,7 @@ struct EnqueueJob {
     envelopes: Vec<OutgoingEnvelope>,
     ids: Vec<[u8; 16]>,
     now_ms: u64,
-    quota: u32,
+    limits: MailboxLimits,
     reply: EnqueueReply,
 }
 
@@ -121,13 +121,15 @@ fn insert_envelopes_sql(rows: usize) -> String {
 
 /// `DELETE` of up to `rows` acknowledged envelopes, each named by `(server_id,
 /// recipient_fingerprint, recipient_device)`: an id only deletes its own recipient's envelope.
-/// Each is found through the unique index on `server_id` (a row-value `IN` would scan).
+/// Each is found through the unique index on `server_id` (a row-value `IN` would scan). The
+/// sender and size come back so that the mailbox's per-sender usage can be taken down.
 fn delete_acked_sql(rows: usize) -> String {
     format!(
         "DELETE FROM envelopes WHERE position IN (SELECT e.position FROM (VALUES {}) AS v \
          JOIN envelopes AS e ON e.server_id = v.column1 AND e.recipient_fingerprint = v.column2 \
          AND e.recipient_device = v.column3) \
-         RETURNING server_id, recipient_fingerprint, recipient_device;\n",
+         RETURNING server_id, recipient_fingerprint, recipient_device, sender_fingerprint, \
+         sender_device, length(payload);\n",
         placeholders(rows, 3)
     )
 }
@@ -171,8 +173,36 @@ fn chunk(sizes: &'static [String], rows: usize) -> (usize, &'static str) {
 struct MailboxCache {
     /// Devices known to be registered (registrations are never undone).
     registered: HashSet<DeviceAddress>,
-    /// Envelopes waiting per device, for devices whose count was loaded.
-    sizes: HashMap<DeviceAddress, i64>,
+    /// What waits per device, for devices whose mailbox was loaded.
+    mailboxes: HashMap<DeviceAddress, Mailbox>,
+}
+
+/// What one device's mailbox holds, in total and per sender (for the sender's share).
+#[derive(Clone, Debug, Default)]
+struct Mailbox {
+    total: Usage,
+    senders: HashMap<DeviceAddress, Usage>,
+}
+
+impl Mailbox {
+    fn held_from(&self, sender: &DeviceAddress) -> Usage {
+        self.senders.get(sender).copied().unwrap_or_default()
+    }
+
+    fn add(&mut self, sender: DeviceAddress, u: Usage) {
+        self.total.add(u);
+        self.senders.entry(sender).or_default().add(u);
+    }
+
+    fn remove(&mut self, sender: DeviceAddress, u: Usage) {
+        self.total.remove(u);
+        if let Some(s) = self.senders.get_mut(&sender) {
+            s.remove(u);
+            if s.envelopes == 0 {
+                self.senders.remove(&sender);
+            }
+        }
+    }
 }
 
 /// SQLite-backed [`Store`]. One relay process per database file.
@@ -186,6 +216,12 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer task.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "cannot create {} with mode 0600: {e}",
+                path.display()
+            ))
+        })?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -259,6 +295,28 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// Creates the database file readable by its owner only (mode 0600), if it does not exist:
+/// it holds who talks to whom. SQLite gives its `-wal` and `-shm` files the same mode.
+#[cfg(unix)]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// The answer to send on `tx` once the batch's fate is known: `result` if it committed (an
@@ -385,7 +443,7 @@ async fn run_writer(
         } else if hot.is_empty() && !began {
             // Nothing to write (every enqueue refused, or only empty acks: a client's "mailbox
             // drained" barrier). The acks are still answered, with nothing deleted.
-            hot.answer(&cache, acks, HashSet::new(), &mut answers);
+            hot.answer(&cache, acks, HashMap::new(), &mut answers);
             true
         } else {
             stats.round_trips += 1;
@@ -437,8 +495,8 @@ struct EnvelopeRow {
 struct HotPath {
     /// Accepted envelopes, in order (so each frame's keep theirs: positions only grow).
     rows: Vec<EnvelopeRow>,
-    /// Accepted envelopes per recipient, applied to the cache once written.
-    added: HashMap<DeviceAddress, i64>,
+    /// What accepted envelopes add per recipient, applied to the cache once written.
+    added: HashMap<DeviceAddress, Mailbox>,
     /// Accepted enqueue jobs' answers, sent once written.
     stored: Vec<(EnqueueReply, Vec<Receipt>)>,
     /// `(server_id, recipient)` to delete, without repeats.
@@ -466,7 +524,10 @@ impl HotPath {
                 Ok(None) => {
                     let mut receipts = Vec::with_capacity(job.envelopes.len());
                     for (e, id) in job.envelopes.into_iter().zip(job.ids) {
-                        *self.added.entry(e.recipient).or_insert(0) += 1;
+                        self.added
+                            .entry(e.recipient)
+                            .or_default()
+                            .add(job.sender, Usage::one(e.payload.len()));
                         receipts.push(Receipt {
                             server_id: id,
                             server_time_ms: job.now_ms,
@@ -506,7 +567,7 @@ impl HotPath {
         &mut self,
         c: &mut SqliteConnection,
         begin: bool,
-    ) -> Result<HashSet<([u8; 16], DeviceAddress)>, sqlx::Error> {
+    ) -> Result<HashMap<([u8; 16], DeviceAddress), (DeviceAddress, Usage)>, sqlx::Error> {
         let mut sql = String::new();
         if begin {
             sql.push_str("BEGIN IMMEDIATE;\n");
@@ -535,23 +596,19 @@ impl HotPath {
                 .bind(to_i64(row.time_ms))
                 .bind(row.payload);
         }
-        let mut deleted = HashSet::new();
+        let mut deleted = HashMap::new();
         for row in query.fetch_all(&mut *c).await? {
             let id: Vec<u8> = row.try_get(0)?;
-            let fingerprint: Vec<u8> = row.try_get(1)?;
-            let device_id: i64 = row.try_get(2)?;
-            if let (Ok(id), Ok(fingerprint), Ok(device_id)) = (
-                <[u8; 16]>::try_from(id),
-                <[u8; 32]>::try_from(fingerprint),
-                u32::try_from(device_id),
-            ) {
-                deleted.insert((
-                    id,
-                    DeviceAddress {
-                        fingerprint,
-                        device_id,
-                    },
-                ));
+            let (Some(recipient), Some(sender)) = (address_at(&row, 1), address_at(&row, 3)) else {
+                continue;
+            };
+            let len: i64 = row.try_get(5)?;
+            if let Ok(id) = <[u8; 16]>::try_from(id) {
+                let freed = Usage {
+                    envelopes: 1,
+                    bytes: len,
+                };
+                deleted.insert((id, recipient), (sender, freed));
             }
         }
         Ok(deleted)
@@ -564,11 +621,17 @@ impl HotPath {
         self,
         cache: &Mutex<MailboxCache>,
         acks: Vec<AckJob>,
-        mut deleted: HashSet<([u8; 16], DeviceAddress)>,
+        mut deleted: HashMap<([u8; 16], DeviceAddress), (DeviceAddress, Usage)>,
         answers: &mut Vec<Reply>,
     ) {
-        for (recipient, n) in self.added {
-            adjust_size(cache, recipient, n);
+        if let Ok(mut m) = cache.lock() {
+            for (recipient, added) in self.added {
+                if let Some(mailbox) = m.mailboxes.get_mut(&recipient) {
+                    for (sender, u) in added.senders {
+                        mailbox.add(sender, u);
+                    }
+                }
+            }
         }
         answers.extend(
             self.stored
@@ -576,36 +639,46 @@ impl HotPath {
                 .map(|(tx, receipts)| answer(tx, Ok(Enqueued::Stored(receipts)))),
         );
         for job in acks {
-            let mine: Vec<[u8; 16]> = job
-                .server_ids
-                .into_iter()
-                .filter(|id| deleted.remove(&(*id, job.recipient)))
-                .collect();
-            adjust_size(cache, job.recipient, -(mine.len() as i64));
+            let mut mine = Vec::new();
+            for id in job.server_ids {
+                if let Some((sender, freed)) = deleted.remove(&(id, job.recipient)) {
+                    mine.push(id);
+                    if let Ok(mut m) = cache.lock()
+                        && let Some(mailbox) = m.mailboxes.get_mut(&job.recipient)
+                    {
+                        mailbox.remove(sender, freed);
+                    }
+                }
+            }
             answers.push(answer(job.reply, Ok(mine)));
         }
     }
 }
 
-/// Whether `job` may be stored: `Some` refusal if a recipient is unknown or would go over
-/// quota, counting the envelopes accepted before it in this batch (`added`) and in its own frame.
+/// Whether `job` may be stored: `Some` refusal if a recipient is unknown or its mailbox would
+/// go over its limits, counting the envelopes accepted before it in this batch (`added`) and
+/// all of its own frame's envelopes for that recipient.
 async fn admit(
     c: &mut SqliteConnection,
     cache: &Mutex<MailboxCache>,
     job: &EnqueueJob,
-    added: &HashMap<DeviceAddress, i64>,
+    added: &HashMap<DeviceAddress, Mailbox>,
 ) -> Result<Option<Enqueued>, sqlx::Error> {
-    // Several envelopes of one frame may go to the same device: the quota counts them all.
-    let mut in_frame: HashMap<DeviceAddress, i64> = HashMap::new();
-    for e in &job.envelopes {
-        if !is_registered(c, cache, e.recipient).await? {
-            return Ok(Some(Enqueued::UnknownRecipient(e.recipient)));
+    for (recipient, adding) in frame_usage(&job.envelopes) {
+        if !is_registered(c, cache, recipient).await? {
+            return Ok(Some(Enqueued::UnknownRecipient(recipient)));
         }
-        let pending = in_frame.entry(e.recipient).or_insert(0);
-        *pending += 1;
-        let earlier = added.get(&e.recipient).copied().unwrap_or(0);
-        if mailbox_size(c, cache, e.recipient).await? + earlier + *pending > i64::from(job.quota) {
-            return Ok(Some(Enqueued::QuotaExceeded(e.recipient)));
+        let mut held = mailbox(c, cache, recipient).await?;
+        if let Some(earlier) = added.get(&recipient) {
+            for (sender, u) in &earlier.senders {
+                held.add(*sender, *u);
+            }
+        }
+        let refusal =
+            job.limits
+                .refusal(recipient, held.total, held.held_from(&job.sender), adding);
+        if refusal.is_some() {
+            return Ok(refusal);
         }
     }
     Ok(None)
@@ -634,39 +707,59 @@ async fn is_registered(
     Ok(known.is_some())
 }
 
-/// Envelopes waiting for `address`, from the cache or (once) counted in the database.
-async fn mailbox_size(
+/// What waits for `address`, from the cache or (once) summed in the database per sender.
+async fn mailbox(
     c: &mut SqliteConnection,
     cache: &Mutex<MailboxCache>,
     address: DeviceAddress,
-) -> Result<i64, sqlx::Error> {
-    if let Some(n) = cache
+) -> Result<Mailbox, sqlx::Error> {
+    if let Some(m) = cache
         .lock()
         .ok()
-        .and_then(|m| m.sizes.get(&address).copied())
+        .and_then(|m| m.mailboxes.get(&address).cloned())
     {
-        return Ok(n);
+        return Ok(m);
     }
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM envelopes WHERE recipient_fingerprint = ? AND recipient_device = ?",
+    let rows = sqlx::query(
+        "SELECT sender_fingerprint, sender_device, COUNT(*), SUM(length(payload)) FROM envelopes
+         WHERE recipient_fingerprint = ? AND recipient_device = ? GROUP BY sender_fingerprint, sender_device",
     )
     .bind(fp(&address))
     .bind(address.device_id)
-    .fetch_one(&mut *c)
+    .fetch_all(&mut *c)
     .await?;
-    if let Ok(mut m) = cache.lock() {
-        m.sizes.insert(address, n);
+    let mut mailbox = Mailbox::default();
+    for row in rows {
+        let usage = Usage {
+            envelopes: row.try_get(2)?,
+            bytes: row.try_get(3)?,
+        };
+        // A sender that does not decode still counts towards the total.
+        let sender = address_at(&row, 0).unwrap_or(DeviceAddress {
+            fingerprint: [0; 32],
+            device_id: 0,
+        });
+        mailbox.add(sender, usage);
     }
-    Ok(n)
+    if let Ok(mut m) = cache.lock() {
+        m.mailboxes.insert(address, mailbox.clone());
+    }
+    Ok(mailbox)
 }
 
-/// Adds `delta` to a cached mailbox size (an uncached one is counted when next needed).
-fn adjust_size(cache: &Mutex<MailboxCache>, address: DeviceAddress, delta: i64) {
-    if let Ok(mut m) = cache.lock()
-        && let Some(n) = m.sizes.get_mut(&address)
-    {
-        *n = (*n + delta).max(0);
-    }
+/// The device address in columns `at` (fingerprint) and `at + 1` (device id) of `row`.
+pub(crate) fn address_at<R: sqlx::Row>(row: &R, at: usize) -> Option<DeviceAddress>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let fingerprint: Vec<u8> = row.try_get(at).ok()?;
+    let device_id: i64 = row.try_get(at + 1).ok()?;
+    Some(DeviceAddress {
+        fingerprint: fingerprint.try_into().ok()?,
+        device_id: u32::try_from(device_id).ok()?,
+    })
 }
 
 fn fp(a: &DeviceAddress) -> Vec<u8> {
@@ -685,7 +778,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             Box::pin(async move {
                 let existing: Option<Vec<u8>> =
-                    sqlx::query_scalar("SELECT identity FROM devices WHERE fingerprint = ? AND device_id = ?")
+                    sqlx::query_scalar(sql::IDENTITY.sqlite)
                         .bind(fp(&address))
                         .bind(address.device_id)
                         .fetch_optional(&mut *c)
@@ -724,7 +817,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |c| {
             Box::pin(async move {
-                sqlx::query("INSERT INTO invites (token_hash, expires_at) VALUES (?, ?)")
+                sqlx::query(sql::INSERT_INVITE.sqlite)
                     .bind(token_hash.to_vec())
                     .bind(to_i64(expires_at_ms))
                     .execute(&mut *c)
@@ -736,13 +829,11 @@ impl Store for SqliteStore {
     }
 
     async fn identity(&self, address: DeviceAddress) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT identity FROM devices WHERE fingerprint = ? AND device_id = ?",
-        )
-        .bind(fp(&address))
-        .bind(address.device_id)
-        .fetch_optional(&self.reads)
-        .await?)
+        Ok(sqlx::query_scalar(sql::IDENTITY.sqlite)
+            .bind(fp(&address))
+            .bind(address.device_id)
+            .fetch_optional(&self.reads)
+            .await?)
     }
 
     async fn upload_prekeys(
@@ -771,7 +862,7 @@ impl Store for SqliteStore {
                 }
                 for (kem, keys) in [(0i64, upload.one_time), (1, upload.kem_one_time)] {
                     let held: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM one_time_prekeys WHERE fingerprint = ? AND device_id = ? AND kem = ?",
+                        sql::ONE_TIME_HELD.sqlite,
                     )
                     .bind(fp(&address))
                     .bind(address.device_id)
@@ -799,13 +890,11 @@ impl Store for SqliteStore {
     }
 
     async fn prekey_counts(&self, address: DeviceAddress) -> Result<(u32, u32), StoreError> {
-        let rows = sqlx::query(
-            "SELECT kem, COUNT(*) FROM one_time_prekeys WHERE fingerprint = ? AND device_id = ? GROUP BY kem",
-        )
-        .bind(fp(&address))
-        .bind(address.device_id)
-        .fetch_all(&self.reads)
-        .await?;
+        let rows = sqlx::query(sql::PREKEY_COUNTS.sqlite)
+            .bind(fp(&address))
+            .bind(address.device_id)
+            .fetch_all(&self.reads)
+            .await?;
         let mut counts = (0, 0);
         for row in rows {
             let kem: i64 = row.try_get(0)?;
@@ -818,32 +907,36 @@ impl Store for SqliteStore {
     async fn claim_bundle(
         &self,
         address: DeviceAddress,
+        one_time: bool,
     ) -> Result<Option<ClaimedBundle>, StoreError> {
         // Runs in the single writer: the select and the delete cannot interleave with another
         // claim, so a one-time key is handed out at most once.
         self.write(move |c| {
             Box::pin(async move {
                 let identity: Option<Vec<u8>> =
-                    sqlx::query_scalar("SELECT identity FROM devices WHERE fingerprint = ? AND device_id = ?")
+                    sqlx::query_scalar(sql::IDENTITY.sqlite)
                         .bind(fp(&address))
                         .bind(address.device_id)
                         .fetch_optional(&mut *c)
                         .await?;
                 let signed: Option<Vec<u8>> =
-                    sqlx::query_scalar("SELECT prekey FROM signed_prekeys WHERE fingerprint = ? AND device_id = ?")
+                    sqlx::query_scalar(sql::SIGNED_PREKEY.sqlite)
                         .bind(fp(&address))
                         .bind(address.device_id)
                         .fetch_optional(&mut *c)
                         .await?;
                 let (Some(identity), Some(signed_prekey)) = (identity, signed) else { return Ok(None) };
                 let last_resort: Option<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT prekey FROM last_resort_kem_prekeys WHERE fingerprint = ? AND device_id = ?",
+                    sql::LAST_RESORT_PREKEY.sqlite,
                 )
                 .bind(fp(&address))
                 .bind(address.device_id)
                 .fetch_optional(&mut *c)
                 .await?;
                 let mut take = async |kem: i64| -> Result<Option<Vec<u8>>, sqlx::Error> {
+                    if !one_time {
+                        return Ok(None);
+                    }
                     sqlx::query_scalar(
                         "DELETE FROM one_time_prekeys WHERE rowid = (SELECT rowid FROM one_time_prekeys
                          WHERE fingerprint = ? AND device_id = ? AND kem = ? ORDER BY key_id LIMIT 1) RETURNING prekey",
@@ -875,7 +968,7 @@ impl Store for SqliteStore {
         sender: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
         now_ms: u64,
-        quota: u32,
+        limits: MailboxLimits,
     ) -> Result<Enqueued, StoreError> {
         let ids: Vec<[u8; 16]> = envelopes.iter().map(|_| crate::random_id()).collect();
         let (reply, rx) = oneshot::channel();
@@ -884,7 +977,7 @@ impl Store for SqliteStore {
             envelopes,
             ids,
             now_ms,
-            quota,
+            limits,
             reply,
         };
         self.queue(Job::Enqueue(job), rx).await
@@ -934,8 +1027,11 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *c)
                 .await?;
                 let expired = expired_by_recipient(&rows);
-                for (recipient, n) in &expired {
-                    adjust_size(&cache, *recipient, -(*n as i64));
+                // Their per-sender usage changed: recounted when next needed.
+                if let Ok(mut m) = cache.lock() {
+                    for (recipient, _) in &expired {
+                        m.mailboxes.remove(recipient);
+                    }
                 }
                 Ok(expired)
             })
@@ -944,12 +1040,10 @@ impl Store for SqliteStore {
     }
 
     async fn audit_last(&self, chain_id: [u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT record FROM audit_records WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(chain_id.to_vec())
-        .fetch_optional(&self.reads)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_LAST.sqlite)
+            .bind(chain_id.to_vec())
+            .fetch_optional(&self.reads)
+            .await?)
     }
 
     async fn append_audit(
@@ -991,27 +1085,23 @@ impl Store for SqliteStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT record FROM audit_records WHERE chain_id = ? AND sequence >= ? ORDER BY sequence LIMIT ?",
-        )
-        .bind(chain_id.to_vec())
-        .bind(to_i64(from))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reads)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_RECORDS.sqlite)
+            .bind(chain_id.to_vec())
+            .bind(to_i64(from))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?)
     }
 
     async fn audit_checkpoints(&self, chain_id: [u8; 16]) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT checkpoint FROM audit_checkpoints WHERE chain_id = ? ORDER BY count",
-        )
-        .bind(chain_id.to_vec())
-        .fetch_all(&self.reads)
-        .await?)
+        Ok(sqlx::query_scalar(sql::AUDIT_CHECKPOINTS.sqlite)
+            .bind(chain_id.to_vec())
+            .fetch_all(&self.reads)
+            .await?)
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes")
+        let n: i64 = sqlx::query_scalar(sql::QUEUE_DEPTH.sqlite)
             .fetch_one(&self.reads)
             .await?;
         Ok(to_u64(n))
@@ -1132,6 +1222,14 @@ mod tests {
         }
     }
 
+    /// Room for five envelopes in each mailbox, from any senders.
+    fn five() -> MailboxLimits {
+        MailboxLimits {
+            envelopes: 5,
+            ..MailboxLimits::UNLIMITED
+        }
+    }
+
     fn to(recipient: DeviceAddress, payload: u8) -> OutgoingEnvelope {
         OutgoingEnvelope {
             recipient,
@@ -1190,9 +1288,9 @@ mod tests {
 
         // Eight single sends to `a` with room for five, plus one to an unknown device.
         let mut sends: Vec<_> = (0..8u8)
-            .map(|i| store.enqueue(b, vec![to(a, i)], 10, 5))
+            .map(|i| store.enqueue(b, vec![to(a, i)], 10, five()))
             .collect();
-        sends.push(store.enqueue(b, vec![to(unknown, 0)], 10, 5));
+        sends.push(store.enqueue(b, vec![to(unknown, 0)], 10, five()));
         let outcomes: Vec<Enqueued> = join_all(sends)
             .await
             .into_iter()
@@ -1209,7 +1307,7 @@ mod tests {
         assert_eq!(
             outcomes
                 .iter()
-                .filter(|o| **o == Enqueued::QuotaExceeded(a))
+                .filter(|o| **o == Enqueued::MailboxFull(a))
                 .count(),
             3
         );
@@ -1217,7 +1315,7 @@ mod tests {
 
         // One frame of three envelopes keeps its order.
         let Enqueued::Stored(frame) = store
-            .enqueue(b, vec![to(c, 1), to(c, 2), to(c, 3)], 10, 5)
+            .enqueue(b, vec![to(c, 1), to(c, 2), to(c, 3)], 10, five())
             .await
             .unwrap()
         else {
@@ -1258,7 +1356,7 @@ mod tests {
 
         // The two freed places are usable again, and no more.
         let again: Vec<Enqueued> =
-            join_all((0..3u8).map(|i| store.enqueue(b, vec![to(a, i)], 10, 5)))
+            join_all((0..3u8).map(|i| store.enqueue(b, vec![to(a, i)], 10, five())))
                 .await
                 .into_iter()
                 .map(Result::unwrap)
@@ -1271,6 +1369,113 @@ mod tests {
             2,
             "{again:?}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A sender's share and the mailbox's total are counted in envelopes and in bytes, per
+    /// sender; acknowledging frees the sender's share; a cold cache (a restart) recounts them.
+    #[tokio::test]
+    async fn sender_share_and_bytes_are_counted_per_sender() {
+        let (store, dir) = temp_store("share").await;
+        let (a, b, c) = (device(1), device(2), device(3));
+        for d in [a, b, c] {
+            store
+                .register(
+                    d,
+                    vec![d.fingerprint[0]; 32],
+                    None,
+                    RegistrationPolicy::Open,
+                    1,
+                )
+                .await
+                .unwrap();
+        }
+        let limits = MailboxLimits {
+            envelopes: 4,
+            bytes: 100,
+            sender_envelopes: 2,
+            sender_bytes: 40,
+        };
+        let send = |from, len: usize| {
+            store.enqueue(
+                from,
+                vec![OutgoingEnvelope {
+                    recipient: a,
+                    payload: vec![0; len],
+                }],
+                10,
+                limits,
+            )
+        };
+        let first = send(b, 10).await.unwrap();
+        let Enqueued::Stored(first) = first else {
+            panic!("{first:?}")
+        };
+        assert!(matches!(send(b, 10).await.unwrap(), Enqueued::Stored(_)));
+        assert_eq!(
+            send(b, 1).await.unwrap(),
+            Enqueued::SenderQuota(a),
+            "2 envelopes"
+        );
+        // Another sender still gets in: b's flood does not deny c.
+        assert!(matches!(send(c, 40).await.unwrap(), Enqueued::Stored(_)));
+        assert_eq!(
+            send(c, 1).await.unwrap(),
+            Enqueued::SenderQuota(a),
+            "40 bytes"
+        );
+        // b acks-free one place; now the mailbox total (100 bytes) is what refuses.
+        assert_eq!(
+            store.ack(a, vec![first[0].server_id]).await.unwrap().len(),
+            1
+        );
+        let d = device(4);
+        store
+            .register(d, vec![4; 32], None, RegistrationPolicy::Open, 1)
+            .await
+            .unwrap();
+        assert!(matches!(send(d, 40).await.unwrap(), Enqueued::Stored(_)));
+        assert_eq!(
+            send(b, 20).await.unwrap(),
+            Enqueued::MailboxFull(a),
+            "90 + 20 bytes"
+        );
+        assert!(matches!(send(b, 10).await.unwrap(), Enqueued::Stored(_)));
+        assert_eq!(send(b, 1).await.unwrap(), Enqueued::SenderQuota(a));
+        // A fresh store on the same file (an empty cache) counts the same.
+        drop(store);
+        let store = SqliteStore::open(&dir.join("relay.db")).await.unwrap();
+        let again = store
+            .enqueue(
+                c,
+                vec![OutgoingEnvelope {
+                    recipient: a,
+                    payload: vec![0; 1],
+                }],
+                10,
+                limits,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, Enqueued::SenderQuota(a));
+        let e = device(5);
+        store
+            .register(e, vec![5; 32], None, RegistrationPolicy::Open, 1)
+            .await
+            .unwrap();
+        let again = store
+            .enqueue(
+                e,
+                vec![OutgoingEnvelope {
+                    recipient: a,
+                    payload: vec![],
+                }],
+                10,
+                limits,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, Enqueued::MailboxFull(a), "4 envelopes");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

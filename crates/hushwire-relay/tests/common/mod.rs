@@ -75,6 +75,11 @@ impl RelayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
             .args(&args)
             .env("HUSHWIRE_RELAY_LOG", "info")
+            // Tests register and fetch from one address far faster than a clinic does; the
+            // tests of these limits give them as flags, which win over the environment.
+            .env("HUSHWIRE_RELAY_REGISTRATION_RATE", "1000000")
+            .env("HUSHWIRE_RELAY_FETCH_RATE", "1000000")
+            .env("HUSHWIRE_RELAY_TARGET_PREKEY_RATE", "1000000")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -399,8 +404,86 @@ pub async fn postgres_url() -> Option<String> {
     }
 }
 
+/// The relay's `/metrics` text (plain HTTP/1.1 over loopback).
+pub async fn metrics(port: u16) -> String {
+    http_get(port, "/metrics").await
+}
+
+/// `GET path` on the relay; the whole response, status line included.
+pub async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of the Prometheus sample `name` (with its labels, as printed) in `text`.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
     std::fs::read(path)
         .map(|b| b.windows(needle.len()).any(|w| w == needle))
         .unwrap_or(false)
+}
+
+/// A storage engine the same test runs against.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// One relay process on its own SQLite file.
+    Sqlite,
+    /// Two relay processes sharing a fresh schema of this PostgreSQL database.
+    Postgres(String),
+}
+
+impl Engine {
+    /// SQLite always; PostgreSQL when it answers (else a loud SKIPPED line for it).
+    pub async fn all() -> Vec<Engine> {
+        let mut engines = vec![Engine::Sqlite];
+        if let Some(url) = postgres_url().await {
+            engines.push(Engine::Postgres(url));
+        }
+        engines
+    }
+
+    /// The relay processes of this engine, each started with `extra` flags.
+    pub fn start(&self, name: &str, extra: &[&str]) -> Vec<RelayProcess> {
+        match self {
+            Engine::Sqlite => vec![RelayProcess::start(name, extra)],
+            Engine::Postgres(url) => {
+                let schema = format!(
+                    "hw_{}_{}",
+                    name.replace('-', "_"),
+                    rand_u64() % 1_000_000_000
+                );
+                (0..2)
+                    .map(|_| {
+                        // Each instance has its own data dir: its own audit key and chain.
+                        let dir = temp_dir(name);
+                        let mut args: Vec<String> = [
+                            "--listen",
+                            "127.0.0.1:0",
+                            "--data-dir",
+                            &dir.display().to_string(),
+                            "--database-url",
+                            url,
+                            "--database-schema",
+                            &schema,
+                        ]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                        args.extend(extra.iter().map(|s| s.to_string()));
+                        RelayProcess::spawn(dir, args)
+                    })
+                    .collect()
+            }
+        }
+    }
 }
