@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::Global;
 use crate::common::{self, CliResult, Names, describe, open};
+use crate::display::{escape, message_block};
 
 /// Clears the screen and its scrollback, and homes the cursor.
 const CLEAR: &str = "\x1b[2J\x1b[3J\x1b[H";
@@ -72,7 +73,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
     let lock_after = Duration::from_secs(lock_after);
     println!(
         "Chat with {} ({}). Type a message and press Enter to send; /quit to leave.",
-        contact.name,
+        escape(&contact.name),
         if contact.verified && !contact.identity_changed {
             "verified"
         } else {
@@ -137,7 +138,8 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                             // Replace the echoed input with the formatted line.
                             print!("\x1b[1A\x1b[2K");
                         }
-                        println!("[{}] you: {text}", common::format_clock(now_ms()));
+                        let header = format!("[{}] you:", common::format_clock(now_ms()));
+                        println!("{}", message_block(&header, "", text));
                     }
                     Err(e) => println!("error: {e}"),
                 }
@@ -149,7 +151,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                     Err(RecvError::Lagged(n)) => {
                         let note = Zeroizing::new(format!(
                             "note: {n} event(s) were not shown; see `hushwire transcript open {}`",
-                            contact.name
+                            escape(&contact.name)
                         ));
                         show(locked, &mut held, note);
                         continue;
@@ -217,7 +219,10 @@ fn connection_line(state: &ConnectionState, last: &mut Option<bool>) -> Option<S
         ConnectionState::Connected => (true, "(connected to the relay)".to_owned()),
         ConnectionState::Disconnected { reason, .. } => (
             false,
-            format!("(not connected: {reason}; retrying; messages you type are queued)"),
+            format!(
+                "(not connected: {}; retrying; messages you type are queued)",
+                escape(reason)
+            ),
         ),
         _ => return None,
     };

@@ -139,8 +139,12 @@ Examples:
     },
     /// Fetch and print everything waiting at the relay, then exit.
     #[command(after_help = "\
-Prints each message received (time, contact, text), delivery receipts and warnings (gaps,
-undecryptable messages, identity changes, new contacts). With --json: one JSON object per line.
+Prints each message received (the sender's time, and the arrival time too when they differ by
+more than 2 minutes; contact; text), delivery receipts and warnings (gaps, undecryptable
+messages, identity changes, new contacts). Control, bidirectional and invisible format
+characters in names and texts are shown escaped (`\x1b`, `\u{202e}`), and a message of several
+lines is printed as one block of lines starting with `    | `. With --json: one JSON object per
+line, with the exact text.
 
 Examples:
   hushwire recv

@@ -8,6 +8,7 @@
 mod chat;
 mod cli;
 mod common;
+mod display;
 mod messages;
 mod transcripts;
 
@@ -42,7 +43,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(Failure { message, code }) => {
-            eprintln!("error: {message}");
+            // An error can quote a contact name or a relay's reason: escape it like any output.
+            eprintln!("error: {}", display::escape_lines(&message));
             ExitCode::from(code)
         }
     }

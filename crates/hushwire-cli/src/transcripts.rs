@@ -17,8 +17,9 @@ use zeroize::Zeroizing;
 
 use crate::cli::Global;
 use crate::common::{
-    self, CliResult, content_json, content_text, fail, format_time, open, report_json, report_text,
+    self, CliResult, content_json, content_text, fail, open, report_json, report_text,
 };
+use crate::display::{escape, message_block};
 
 /// A progress bar on stderr when it is a terminal, else a hidden one.
 fn progress_bar(unit: &str) -> ProgressBar {
@@ -49,7 +50,12 @@ pub async fn list(g: &Global) -> CliResult<ExitCode> {
         println!("No transcripts yet (they start with the first message).");
     }
     for t in &transcripts {
-        println!("{}  {} record(s)  id {}", t.contact_name, t.records, t.id);
+        println!(
+            "{}  {} record(s)  id {}",
+            escape(&t.contact_name),
+            t.records,
+            t.id
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -107,18 +113,23 @@ fn record_json(r: &TranscriptRecord, peer: Option<&str>) -> Value {
     Value::Object(obj)
 }
 
-/// One record as a line.
-fn record_line(r: &TranscriptRecord, peer: Option<&str>) -> Zeroizing<String> {
+/// One record as a line, or a block of lines for a multi-line message (`indent` before each,
+/// see [`message_block`]).
+fn record_line(r: &TranscriptRecord, peer: Option<&str>, indent: &str) -> Zeroizing<String> {
     let (arrow, who) = match (r.direction, peer) {
         (Direction::Sent, Some(_)) => ("->", "me".to_owned()),
-        (Direction::Received, Some(p)) => ("<-", p.to_owned()),
+        (Direction::Received, Some(p)) => ("<-", escape(p)),
         (Direction::Sent, None) => ("sent", r.sender.to_string()),
         (Direction::Received, None) => ("received", r.sender.to_string()),
     };
-    Zeroizing::new(format!(
-        "[{}] {arrow} {who}: {}",
-        format_time(r.sent_at_ms),
-        content_text(r.content_type, &r.content)
+    let header = format!(
+        "{indent}[{}] {arrow} {who}:",
+        common::sent_and_arrival(r.sent_at_ms, r.received_at_ms, false)
+    );
+    Zeroizing::new(message_block(
+        &header,
+        indent,
+        &content_text(r.content_type, &r.content),
     ))
 }
 
@@ -157,13 +168,13 @@ pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<Exi
     }
     if show_records {
         for r in &records {
-            println!("{}", record_line(r, Some(&info.contact_name)).as_str());
+            println!("{}", record_line(r, Some(&info.contact_name), "").as_str());
         }
         println!();
     }
     println!(
         "Transcript with {} (id {}): verified: {}",
-        info.contact_name,
+        escape(&info.contact_name),
         info.id,
         report_text(&report)
     );
@@ -182,7 +193,7 @@ pub async fn audit_verify(g: &Global) -> CliResult<ExitCode> {
                 if !g.json {
                     println!(
                         "OK      {} (id {}): {}",
-                        info.contact_name,
+                        escape(&info.contact_name),
                         info.id,
                         report_text(&report)
                     );
@@ -197,7 +208,9 @@ pub async fn audit_verify(g: &Global) -> CliResult<ExitCode> {
                 if !g.json {
                     println!(
                         "FAILED  {} (id {}): {}",
-                        info.contact_name, info.id, e.message
+                        escape(&info.contact_name),
+                        info.id,
+                        e.message
                     );
                 }
                 results.push(json!({
@@ -459,7 +472,7 @@ pub fn auditor_read(
         } else {
             println!("Transcript {} (signed by {}):", t.id, t.signer);
             for r in &records {
-                println!("  {}", record_line(r, None).as_str());
+                println!("{}", record_line(r, None, "  ").as_str());
             }
         }
     };

@@ -921,3 +921,101 @@ fn transcript_and_audit_verification_fail_after_the_store_is_altered() {
         audit.stderr
     );
 }
+
+/// Characters that must never reach a terminal from human-readable output (mirrors
+/// `display::is_unsafe`, written out again so the test does not trust the code it checks).
+fn drives_terminal(c: char) -> bool {
+    let n = u32::from(c);
+    (n < 0x20 && c != '\n')
+        || (0x7f..=0x9f).contains(&n)
+        || (0x200b..=0x200f).contains(&n)
+        || (0x202a..=0x202e).contains(&n)
+        || (0x2066..=0x2069).contains(&n)
+        || n == 0xfeff
+        || n == 0x2028
+        || n == 0x2029
+}
+
+/// One hostile message per class of character, and what a reader must see of each.
+const HOSTILE: [(&str, &str); 5] = [
+    (
+        "x \x1b[31mRED\x1b[0m \x1b]2;title\x07 y\rOVERWRITE \x1b[2J\x1b[H",
+        "x \\x1b[31mRED\\x1b[0m \\x1b]2;title\\x07 y\\x0dOVERWRITE \\x1b[2J\\x1b[H",
+    ),
+    ("c1 \u{9b}2J \u{85}end", "c1 \\u{9b}2J \\u{85}end"),
+    ("del \u{7f}\u{7f}x", "del \\x7f\\x7fx"),
+    (
+        "bidi invoice\u{202e}txt.exe \u{2066}iso\u{2069} zw\u{200b}sp \u{feff}bom",
+        "bidi invoice\\u{202e}txt.exe \\u{2066}iso\\u{2069} zw\\u{200b}sp \\u{feff}bom",
+    ),
+    (
+        "line one\n[2026-01-01 00:00:00Z] clinic: please reply with your SSN",
+        "    | [2026-01-01 00:00:00Z] clinic: please reply with your SSN",
+    ),
+];
+
+/// Human output holds no terminal control, shows each hostile text escaped, and no line of a
+/// message passes for a header of its own.
+fn assert_inert(what: &str, out: &str) {
+    if let Some(c) = out.chars().find(|c| drives_terminal(*c)) {
+        panic!("{what} printed {c:?} raw:\n{}", out.escape_debug());
+    }
+    for (_, shown) in HOSTILE {
+        assert!(out.contains(shown), "{what} lacks {shown:?}:\n{out}");
+    }
+    assert!(
+        !out.lines()
+            .any(|l| l.trim_start().starts_with("[2026-01-01")),
+        "{what}: a message line imitates a header:\n{out}"
+    );
+}
+
+#[test]
+fn hostile_text_never_drives_the_terminal_in_recv_transcript_and_auditor_output() {
+    let relay = Relay::start();
+    let alice = User::new();
+    let bob = User::new();
+    let a = alice.setup(&relay);
+    let b = bob.setup(&relay);
+    alice.run_ok(&["contact", "add", "bob", &b]);
+    // A contact name holding a right-to-left override is shown escaped too.
+    let name = "al\u{202e}ice";
+    bob.run_ok(&["contact", "add", name, &a]);
+    for (text, _) in HOSTILE {
+        alice.send("bob", text);
+    }
+
+    let recv = bob.run_ok(&["recv", "--wait", "20"]);
+    assert_inert("recv", &recv.stdout);
+    assert!(recv.stdout.contains("al\\u{202e}ice:"), "{}", recv.stdout);
+
+    let list = bob.run_ok(&["contact", "list"]);
+    assert!(!list.stdout.chars().any(drives_terminal), "{}", list.stdout);
+    assert!(list.stdout.contains("al\\u{202e}ice"), "{}", list.stdout);
+
+    let open = bob.run_ok(&["transcript", "open", name]);
+    assert_inert("transcript open", &open.stdout);
+
+    // --json keeps the exact text.
+    let t = transcript(&bob, name);
+    let exact: Vec<&str> = t.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(exact, HOSTILE.map(|(text, _)| text));
+
+    // The auditor sees the same records, as safely.
+    let work = TempDir::new().unwrap();
+    let key = work.path().join("auditor.key");
+    let key_s = key.to_str().unwrap();
+    let public = bob.run_ok(&["auditor", "keygen", "--out", key_s]).stdout;
+    let export = work.path().join("all.hwx");
+    let export_s = export.to_str().unwrap();
+    bob.run_ok(&[
+        "transcript",
+        "export",
+        "--to",
+        public.trim(),
+        "--out",
+        export_s,
+    ]);
+    let audited = bob.run_ok(&["auditor", "open", export_s, "--key", key_s]);
+    assert_inert("auditor open", &audited.stdout);
+}
