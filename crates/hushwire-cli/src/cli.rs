@@ -53,6 +53,11 @@ pub struct Global {
     /// Also trust this CA certificate (PEM) for wss:// relays with a private CA.
     #[arg(long, global = true, value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,
+    /// What this process is (`hushwire chat`), written into the store's lock file so that a
+    /// second command on the same store can say who holds it. Set from the command, never from
+    /// its arguments (they can hold message text).
+    #[arg(skip)]
+    pub label: String,
 }
 
 /// The commands.
@@ -333,4 +338,31 @@ Examples:
   hushwire audit verify
   hushwire audit verify --json")]
     Verify,
+}
+
+impl Command {
+    /// The command's name as typed (`chat`, `transcript open`), without its arguments.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Init { .. } => "init",
+            Self::Register { .. } => "register",
+            Self::Whoami => "whoami",
+            Self::Contact { command } => match command {
+                ContactCommand::Add { .. } => "contact add",
+                ContactCommand::List => "contact list",
+            },
+            Self::Verify { .. } => "verify",
+            Self::Send { .. } => "send",
+            Self::Recv { .. } => "recv",
+            Self::Chat { .. } => "chat",
+            Self::Transcript { command } => match command {
+                TranscriptCommand::List => "transcript list",
+                TranscriptCommand::Verify { .. } => "transcript verify",
+                TranscriptCommand::Open { .. } => "transcript open",
+                TranscriptCommand::Export { .. } => "transcript export",
+            },
+            Self::Auditor { .. } => "auditor",
+            Self::Audit { .. } => "audit verify",
+        }
+    }
 }

@@ -72,7 +72,10 @@ pub fn store_path(g: &crate::cli::Global) -> CliResult<PathBuf> {
 
 /// Client options: the defaults, plus a private CA from `--ca-cert`.
 pub fn options(g: &crate::cli::Global) -> CliResult<ClientOptions> {
-    let mut options = ClientOptions::default();
+    let mut options = ClientOptions {
+        process_label: Some(g.label.clone()),
+        ..ClientOptions::default()
+    };
     if let Some(path) = &g.ca_cert {
         options.tls = load_ca(path)?;
     }

@@ -20,7 +20,8 @@ use crate::cli::{AuditCommand, AuditorCommand, Cli, Command, ContactCommand, Tra
 use crate::common::{CliResult, Failure};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.global.label = format!("hushwire {}", cli.command.name());
     if let Ok(filter) = std::env::var("HUSHWIRE_LOG") {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -1019,3 +1019,42 @@ fn hostile_text_never_drives_the_terminal_in_recv_transcript_and_auditor_output(
     let audited = bob.run_ok(&["auditor", "open", export_s, "--key", key_s]);
     assert_inert("auditor open", &audited.stdout);
 }
+
+#[test]
+fn a_second_command_on_a_store_in_use_is_refused_with_the_holder() {
+    let relay = Relay::start();
+    let (alice, _bob) = pair(&relay);
+    // A chat holds alice's store while its input stays open.
+    let mut chat = alice
+        .command(&["chat", "bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = alice.home.join("client.db.lock");
+    let started = Instant::now();
+    let expected = format!("{} hushwire chat\n", chat.id());
+    while std::fs::read_to_string(&lock).unwrap_or_default() != expected {
+        assert!(
+            started.elapsed() < PROCESS_TIMEOUT,
+            "chat never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let busy = alice
+        .run(&["whoami"])
+        .failed("whoami while chat holds the store");
+    assert!(
+        busy.stderr
+            .contains(&format!("in use by process {} (hushwire chat)", chat.id())),
+        "{}",
+        busy.stderr
+    );
+    assert!(busy.stdout.is_empty(), "{}", busy.stdout);
+
+    // End of input ends the chat, which frees the store.
+    drop(chat.stdin.take());
+    assert!(chat.wait().unwrap().success());
+    alice.run_ok(&["whoami"]);
+}

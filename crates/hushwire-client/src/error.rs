@@ -14,6 +14,16 @@ pub enum ClientError {
     NotInitialized(std::path::PathBuf),
     /// A store already exists at the path.
     AlreadyInitialized(std::path::PathBuf),
+    /// Another process (or another open client in this process) has the store open: one store
+    /// has one owner at a time (`docs/client.md` §3.5).
+    StoreInUse {
+        /// The store.
+        path: std::path::PathBuf,
+        /// The holder's process id, as its lock file says.
+        pid: Option<u32>,
+        /// What the holder called itself (for example `hushwire chat`).
+        holder: Option<String>,
+    },
     /// The passphrase or key does not open this store.
     WrongSecret,
     /// The store was created with a passphrase and opened with a raw key, or the reverse.
@@ -97,6 +107,15 @@ impl fmt::Display for ClientError {
                 "a Hushwire store already exists at {}; open it instead, or choose another home",
                 p.display()
             ),
+            Self::StoreInUse { path, pid, holder } => {
+                write!(f, "the store {} is in use", path.display())?;
+                match (pid, holder) {
+                    (Some(pid), Some(holder)) => write!(f, " by process {pid} ({holder})")?,
+                    (Some(pid), None) => write!(f, " by process {pid}")?,
+                    _ => write!(f, " by another process")?,
+                }
+                f.write_str(": close it first (one process at a time per store)")
+            }
             Self::WrongSecret => f.write_str("wrong passphrase: the store did not open"),
             Self::SecretKindMismatch { expected } => {
                 write!(f, "this store is unlocked with a {expected}, not the other kind of secret")
