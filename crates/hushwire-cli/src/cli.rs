@@ -161,9 +161,15 @@ Examples:
     },
     /// Chat interactively: incoming messages appear as they arrive, each line you type is sent.
     #[command(after_help = "\
-Type /quit (or press Ctrl-D) to leave. After --lock-after seconds without keyboard input the
-screen is cleared and locked (automatic logoff); messages that arrive meanwhile are kept and
-shown once you enter the passphrase again.
+Type /quit (or press Ctrl-D) to leave; Ctrl-C leaves at once with exit status 130. Leaving
+clears the screen and its scrollback; /quit waits up to 5 s for the relay to take what you typed
+(the rest stays queued for the next connection). /help lists the commands; any other line starting with / is refused
+and never sent (start a line with // to send one beginning with /). Each message shows the
+sender's time, and its arrival time too when they differ by more than 2 minutes.
+
+After --lock-after seconds without a key pressed (at most 3600) the screen and its scrollback
+are cleared and locked (automatic logoff), and the half-typed line is discarded; messages that
+arrive meanwhile are kept and shown once you enter the passphrase again. /lock locks at once.
 
 Examples:
   hushwire chat bob
@@ -171,9 +177,9 @@ Examples:
     Chat {
         /// The contact's name.
         name: String,
-        /// Seconds without keyboard input before the screen locks.
+        /// Seconds without a key pressed before the screen locks (1 to 3600).
         #[arg(long, default_value_t = 300, value_name = "SECS",
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=crate::chat::MAX_LOCK_AFTER_SECS))]
         lock_after: u64,
     },
     /// Local sealed transcripts: list, verify, open, export to auditors.

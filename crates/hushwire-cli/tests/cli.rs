@@ -1058,3 +1058,49 @@ fn a_second_command_on_a_store_in_use_is_refused_with_the_holder() {
     assert!(chat.wait().unwrap().success());
     alice.run_ok(&["whoami"]);
 }
+
+#[test]
+fn chat_refuses_unknown_commands_locally_and_sends_long_lines_whole() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    let long = format!("long:{}:END", "x".repeat(4991));
+    assert_eq!(long.len(), 5000);
+    let mut chat = alice
+        .command(&["chat", "bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = chat.stdin.take().unwrap();
+        write!(
+            input,
+            "/help\n/qiut\n/etc/passwd is mine\nhello bob\n//shrug\n{long}\n/quit\n"
+        )
+        .unwrap();
+    }
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("/lock"), "/help lists /lock:\n{stdout}");
+    assert!(
+        stdout.contains("unknown command /qiut: nothing was sent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unknown command /etc/passwd"), "{stdout}");
+    assert!(stdout.contains("you: hello bob"), "{stdout}");
+
+    let (got, _) = bob.recv();
+    assert_eq!(texts(&got), ["hello bob", "/shrug", long.as_str()]);
+}
+
+#[test]
+fn chat_lock_after_has_a_maximum_of_an_hour() {
+    let alice = User::new();
+    let out = alice
+        .run(&["chat", "bob", "--lock-after", "3601"])
+        .failed("--lock-after 3601");
+    assert!(out.stderr.contains("3601"), "{}", out.stderr);
+    assert!(out.stderr.contains("1..=3600"), "{}", out.stderr);
+}
