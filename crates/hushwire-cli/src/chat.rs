@@ -341,6 +341,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
     // What each message sent in this chat was, for its delivery line.
     let mut sent: HashMap<MessageId, String> = HashMap::new();
     let mut last_state_connected: Option<bool> = None;
+    let mut held_reported = std::collections::HashSet::new();
     let _ = ask.send(ReadNext { remember: None });
     shared.touch();
     let code = loop {
@@ -425,6 +426,13 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                     let who = escape(&names.get(*c).await);
                     show(locked, &mut held, &mut screen,
                          Zeroizing::new(format!("(delivered to {who}: {what})")));
+                    continue;
+                }
+                // A held contact is reported again at every reconnection: say it once per
+                // reason in this chat.
+                if let Event::SendHeld { contact: c, reason } = &event
+                    && !held_reported.insert((*c, reason.clone()))
+                {
                     continue;
                 }
                 if let Some((line, _)) = describe(&mut names, &event, true).await {

@@ -100,6 +100,8 @@ Examples:
     #[command(after_help = "\
 Examples:
   hushwire contact add clinic 3fa2…e9:1
+  hushwire contact rename clinic clinic-night
+  hushwire contact remove clinic-night
   hushwire contact list --json")]
     Contact {
         /// Which contact command.
@@ -220,6 +222,8 @@ Example:
 pub enum ContactCommand {
     /// Add a contact by the address they gave you (`hushwire whoami` on their side).
     #[command(after_help = "\
+An address that is already another contact's is refused: use `hushwire contact rename`.
+
 Examples:
   hushwire contact add bob 3fa2…e9:1
   hushwire contact add bob 77c0…1d:1 --replace     # bob really has a new identity")]
@@ -232,6 +236,32 @@ Examples:
         /// sending is blocked until you verify them again.
         #[arg(long)]
         replace: bool,
+    },
+    /// Give a contact another name (verification, sessions and transcript stay).
+    #[command(after_help = "\
+Example:
+  hushwire contact rename unknown-3fa2c1d0 clinic")]
+    Rename {
+        /// The contact's current name.
+        old: String,
+        /// Its new name (1 to 64 printable characters).
+        new: String,
+    },
+    /// Remove a contact: its sessions are dropped, its transcript is kept.
+    #[command(after_help = "\
+Refused while messages or receipts to the contact are still queued, unless --discard-queued.
+The transcript stays (transcript list/open/export still show it). Adding the same address again
+(`hushwire contact add NAME ADDRESS`) restores the contact.
+
+Examples:
+  hushwire contact remove robert
+  hushwire contact remove robert --discard-queued")]
+    Remove {
+        /// The contact's name.
+        name: String,
+        /// Also delete the messages and receipts still queued for the contact.
+        #[arg(long)]
+        discard_queued: bool,
     },
     /// List contacts: name, address, verified, identity changed.
     #[command(after_help = "\
@@ -356,6 +386,8 @@ impl Command {
             Self::Contact { command } => match command {
                 ContactCommand::Add { .. } => "contact add",
                 ContactCommand::List => "contact list",
+                ContactCommand::Rename { .. } => "contact rename",
+                ContactCommand::Remove { .. } => "contact remove",
             },
             Self::Verify { .. } => "verify",
             Self::Send { .. } => "send",

@@ -383,6 +383,21 @@ impl Names {
     }
 }
 
+/// What to do about messages held for a contact (`name` already escaped).
+pub fn held_advice(name: &str, reason: &str) -> String {
+    if reason.contains("NoPreKeys") {
+        // The relay has no prekey bundle for the contact: their device never registered, or
+        // was reset, or has not been online to publish new prekeys.
+        format!(
+            "{name}'s device has no prekeys at the relay: ask {name} to run `hushwire register` \
+             or `hushwire recv`, and check their address; retried automatically, or drop the \
+             queued messages with `hushwire contact remove {name} --discard-queued`"
+        )
+    } else {
+        "retried automatically".to_owned()
+    }
+}
+
 /// How an event is shown: a line for people and an object for `--json` (`clock_only`: the
 /// chat's short form, times as HH:MM:SS and brief receipts). `None` for events a
 /// user does not need to see (connection changes, prekey upkeep, sent confirmations).
@@ -447,9 +462,10 @@ pub async fn describe(
             let name = names.get(*contact).await;
             Some((
                 Zeroizing::new(format!(
-                    "warning: messages to {} are held in the outbox: {} (retried automatically)",
+                    "warning: messages to {} are held in the outbox: {} ({})",
                     escape(&name),
-                    escape(reason)
+                    escape(reason),
+                    held_advice(&escape(&name), reason)
                 )),
                 json!({"event": "send_held", "contact": name, "reason": reason}),
             ))
@@ -465,7 +481,7 @@ pub async fn describe(
                 .unwrap_or_default();
             Some((
                 Zeroizing::new(format!(
-                    "new contact {shown} ({address}), not verified: name it with `hushwire contact add NAME {address}`",
+                    "new contact {shown} ({address}), not verified: name it with `hushwire contact rename {shown} NAME`",
                     shown = escape(name)
                 )),
                 json!({"event": "new_contact", "contact": name, "address": address}),
@@ -478,6 +494,20 @@ pub async fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contact_without_prekeys_gets_advice_with_a_way_out() {
+        let advice = held_advice("bob", "the relay refused the request: NoPreKeys");
+        assert!(
+            advice.contains("ask bob to run `hushwire register`"),
+            "{advice}"
+        );
+        assert!(
+            advice.contains("hushwire contact remove bob --discard-queued"),
+            "{advice}"
+        );
+        assert_eq!(held_advice("bob", "timeout"), "retried automatically");
+    }
 
     #[test]
     fn the_sent_time_is_shown_and_a_distant_arrival_is_marked() {

@@ -66,6 +66,11 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
                 replace,
             } => messages::contact_add(g, &name, &address, replace).await,
             ContactCommand::List => messages::contact_list(g).await,
+            ContactCommand::Rename { old, new } => messages::contact_rename(g, &old, &new).await,
+            ContactCommand::Remove {
+                name,
+                discard_queued,
+            } => messages::contact_remove(g, &name, discard_queued).await,
         },
         Command::Verify {
             name,

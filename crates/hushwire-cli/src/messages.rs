@@ -129,6 +129,40 @@ pub async fn contact_add(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `contact rename`.
+pub async fn contact_rename(g: &Global, old: &str, new: &str) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    client.rename_contact(old, new).await?;
+    let contact = client.contact(new.trim()).await?;
+    if g.json {
+        println!("{}", contact_json(&contact));
+    } else {
+        println!("Renamed {} to {}.", escape(old), escape(&contact.name));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `contact remove`.
+pub async fn contact_remove(g: &Global, name: &str, discard_queued: bool) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let contact = client.contact(name).await?;
+    client.remove_contact(contact.id, discard_queued).await?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"removed": contact.name, "address": contact.address.to_string()})
+        );
+    } else {
+        println!(
+            "Removed {} ({}). Its transcript is kept; `hushwire contact add NAME {}` restores it.",
+            escape(&contact.name),
+            contact.address,
+            contact.address
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn contact_json(c: &Contact) -> serde_json::Value {
     json!({
         "name": c.name,

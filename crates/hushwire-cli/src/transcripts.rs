@@ -60,14 +60,20 @@ pub async fn list(g: &Global) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A contact's transcript, by the contact's name (a removed contact's too: transcripts are
+/// listed under the name the contact had).
 async fn transcript_of(client: &Client, name: &str) -> CliResult<TranscriptInfo> {
-    let contact = client.contact(name).await?;
-    client
-        .transcripts()
-        .await?
+    let transcripts = client.transcripts().await?;
+    if let Ok(contact) = client.contact(name).await {
+        return transcripts
+            .into_iter()
+            .find(|t| t.contact == contact.id)
+            .ok_or_else(|| fail(format!("no transcript with {name:?} yet (no messages)")));
+    }
+    transcripts
         .into_iter()
-        .find(|t| t.contact == contact.id)
-        .ok_or_else(|| fail(format!("no transcript with {name:?} yet (no messages)")))
+        .find(|t| t.contact_name == name)
+        .ok_or_else(|| hushwire_client::ClientError::UnknownContact(name.to_owned()).into())
 }
 
 /// Verifies a local transcript with a progress bar.

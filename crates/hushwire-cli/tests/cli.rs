@@ -1104,3 +1104,46 @@ fn chat_lock_after_has_a_maximum_of_an_hour() {
     assert!(out.stderr.contains("3601"), "{}", out.stderr);
     assert!(out.stderr.contains("1..=3600"), "{}", out.stderr);
 }
+
+#[test]
+fn a_contact_is_never_renamed_silently_and_can_be_renamed_and_removed() {
+    let alice = User::new();
+    alice.run_ok(&["init"]);
+    let bob = format!("{}:1", "ab".repeat(32));
+    alice.run_ok(&["contact", "add", "bob", &bob]);
+
+    let refused = alice
+        .run(&["contact", "add", "robert", &bob])
+        .failed("adding bob's address as robert");
+    assert!(
+        refused
+            .stderr
+            .contains("hushwire contact rename bob robert"),
+        "{}",
+        refused.stderr
+    );
+    let list = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(list[0]["name"], "bob");
+
+    alice.run_ok(&["contact", "rename", "bob", "robert"]);
+    let list = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "robert");
+    assert_eq!(list[0]["address"], bob.as_str());
+
+    let removed = alice.run_ok(&["contact", "remove", "robert"]);
+    assert!(
+        removed.stdout.contains("Removed robert"),
+        "{}",
+        removed.stdout
+    );
+    let list = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+    alice
+        .run(&["contact", "remove", "robert"])
+        .failed("removing a contact twice");
+    // The address can be added again.
+    alice.run_ok(&["contact", "add", "bob", &bob]);
+    let list = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(list[0]["name"], "bob");
+}

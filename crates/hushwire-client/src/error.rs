@@ -53,6 +53,20 @@ pub enum ClientError {
     BadContactName(String),
     /// A contact with that name already exists with another address.
     ContactExists(String),
+    /// The address given is already another contact's: rename that one instead.
+    AddressTaken {
+        /// The contact that has the address.
+        existing: String,
+        /// The name asked for.
+        requested: String,
+    },
+    /// The outbox still holds messages or receipts for the contact being removed.
+    OutboxNotEmpty {
+        /// The contact.
+        contact: String,
+        /// How many payloads are queued.
+        queued: usize,
+    },
     /// The text is not a Hushwire address (`<64 hex digits>:<device id>`).
     BadAddress(String),
     /// The contact's identity key changed; sending is blocked until the user re-verifies the
@@ -142,6 +156,16 @@ impl fmt::Display for ClientError {
             Self::ContactExists(c) => write!(
                 f,
                 "a contact named {c:?} already exists with another address; pass --replace if their identity really changed"
+            ),
+            Self::AddressTaken { existing, requested } => write!(
+                f,
+                "that address is already the contact {existing:?}; to call it {requested:?}, run \
+                 `hushwire contact rename {existing} {requested}`"
+            ),
+            Self::OutboxNotEmpty { contact, queued } => write!(
+                f,
+                "{queued} message(s) or receipt(s) to {contact:?} are still queued; send them \
+                 first (`hushwire recv`), or pass --discard-queued to drop them with the contact"
             ),
             Self::BadAddress(a) => write!(
                 f,
