@@ -198,7 +198,8 @@ Examples:
     /// Auditor tools: make a key pair, verify and open exports sealed to it (no store needed).
     #[command(after_help = "\
 Examples:
-  hushwire auditor keygen --out auditor.key
+  hushwire auditor keygen                  # writes ./auditor.key, prints the public key
+  hushwire auditor pubkey --key auditor.key
   hushwire auditor verify bob.hwx --key auditor.key
   hushwire auditor open bob.hwx --key auditor.key --json")]
     Auditor {
@@ -325,12 +326,23 @@ pub enum AuditorCommand {
     /// Generate an auditor key pair: the secret goes to FILE (mode 0600), the public key is
     /// printed (give it to the clinics that export to you).
     #[command(after_help = "\
-Example:
-  hushwire auditor keygen --out auditor.key")]
+Examples:
+  hushwire auditor keygen                      # writes ./auditor.key
+  hushwire auditor keygen --out ~/keys/clinic-audit.key
+  hushwire auditor pubkey --key auditor.key    # the public key again, at any time")]
     Keygen {
-        /// Where to write the secret key (hex). Never overwritten.
-        #[arg(long, value_name = "FILE")]
+        /// Where to write the secret key (64 hex digits). Never overwritten.
+        #[arg(long, value_name = "FILE", default_value = "auditor.key")]
         out: PathBuf,
+    },
+    /// Print the public key of an auditor key file again (give it to the clinics).
+    #[command(after_help = "\
+Example:
+  hushwire auditor pubkey --key auditor.key")]
+    Pubkey {
+        /// The auditor's secret key file (from `hushwire auditor keygen`).
+        #[arg(long, value_name = "FILE", default_value = "auditor.key")]
+        key: PathBuf,
     },
     /// Verify an export: per transcript its id, signer, records, checkpoints and unsigned tail.
     /// Any change to the file fails.

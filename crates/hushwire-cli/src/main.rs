@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         },
         Command::Auditor { command } => match command {
             AuditorCommand::Keygen { out } => transcripts::auditor_keygen(g, &out),
+            AuditorCommand::Pubkey { key } => transcripts::auditor_pubkey(g, &key),
             AuditorCommand::Verify { export, key } => {
                 transcripts::auditor_read(g, &export, &key, false)
             }

@@ -377,6 +377,14 @@ pub async fn export(
 
 /// `auditor keygen`.
 pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
+    if out.exists() {
+        return Err(fail(format!(
+            "{} exists: refusing to overwrite an auditor key (pass --out FILE for another file; \
+             `hushwire auditor pubkey --key {}` prints its public key)",
+            out.display(),
+            out.display()
+        )));
+    }
     let key = loop {
         let mut secret = Zeroizing::new([0u8; 32]);
         getrandom::fill(secret.as_mut())
@@ -402,8 +410,11 @@ pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
             fail(format!("cannot create {}: {e}", out.display()))
         }
     })?;
-    let secret_hex = Zeroizing::new(hex::encode(key.to_secret_bytes().as_ref()));
-    file.write_all(secret_hex.as_bytes())?;
+    // Constant-time hex: the encoding's timing must not depend on the secret's digits.
+    let mut secret_hex = Zeroizing::new([0u8; 64]);
+    let encoded = base16ct::lower::encode(key.to_secret_bytes().as_ref(), secret_hex.as_mut())
+        .map_err(|_| fail("cannot encode the auditor key"))?;
+    file.write_all(encoded)?;
     file.write_all(b"\n")?;
     file.sync_all()?;
     let public = hex::encode(key.public().as_bytes());
@@ -422,18 +433,40 @@ pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `auditor pubkey`: the public key of a key file, printed again.
+pub fn auditor_pubkey(g: &Global, key_file: &Path) -> CliResult<ExitCode> {
+    let key = load_auditor_key(key_file)?;
+    let public = hex::encode(key.public().as_bytes());
+    if g.json {
+        println!(
+            "{}",
+            json!({"public": public, "key_file": key_file.display().to_string()})
+        );
+    } else {
+        println!("{public}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load_auditor_key(path: &Path) -> CliResult<AuditorKey> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| fail(format!("cannot read the key file {}: {e}", path.display())))?,
     );
     let mut bytes = Zeroizing::new([0u8; 32]);
-    hex::decode_to_slice(text.trim(), bytes.as_mut()).map_err(|_| {
-        fail(format!(
+    // Constant-time hex (base16ct): decoding time does not depend on the secret's digits.
+    let digits = text.trim();
+    let decoded = if digits.len() == 64 {
+        base16ct::mixed::decode(digits, bytes.as_mut()).map(<[u8]>::len)
+    } else {
+        Err(base16ct::Error::InvalidLength)
+    };
+    if decoded != Ok(32) {
+        return Err(fail(format!(
             "{} is not an auditor key file (64 hex digits from `hushwire auditor keygen`)",
             path.display()
-        ))
-    })?;
+        )));
+    }
     AuditorKey::from_secret_bytes(*bytes)
         .ok_or_else(|| fail(format!("{} holds an invalid auditor key", path.display())))
 }

@@ -1147,3 +1147,55 @@ fn a_contact_is_never_renamed_silently_and_can_be_renamed_and_removed() {
     let list = alice.run_ok(&["contact", "list", "--json"]).json();
     assert_eq!(list[0]["name"], "bob");
 }
+
+#[test]
+fn auditor_keygen_defaults_to_auditor_key_and_pubkey_prints_it_again() {
+    let auditor = User::new();
+    let work = TempDir::new().unwrap();
+    let mut keygen = auditor.command(&["auditor", "keygen"]);
+    keygen.current_dir(work.path());
+    let out = run(keygen, &auditor.home).ok("auditor keygen without --out");
+    let public = out.stdout.trim().to_owned();
+    assert_eq!(public.len(), 64);
+    let key = work.path().join("auditor.key");
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(secret.trim().len(), 64);
+    assert!(hex_only(secret.trim()));
+    assert!(out.stderr.contains("auditor.key"), "{}", out.stderr);
+
+    // The public key again, from the file (default name, or --key), as text or JSON.
+    let mut pubkey = auditor.command(&["auditor", "pubkey"]);
+    pubkey.current_dir(work.path());
+    assert_eq!(
+        run(pubkey, &auditor.home).ok("pubkey").stdout.trim(),
+        public
+    );
+    let key_s = key.to_str().unwrap();
+    let json = auditor
+        .run_ok(&["auditor", "pubkey", "--key", key_s, "--json"])
+        .json();
+    assert_eq!(json["public"], public.as_str());
+
+    // A second keygen never overwrites the key, and says how to see its public key.
+    let mut again = auditor.command(&["auditor", "keygen"]);
+    again.current_dir(work.path());
+    let again = run(again, &auditor.home).failed("keygen over auditor.key");
+    assert!(again.stderr.contains("auditor pubkey"), "{}", again.stderr);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), secret);
+
+    // Upper-case digits read the same key; a truncated file is refused clearly.
+    let upper = work.path().join("upper.key");
+    std::fs::write(&upper, secret.to_uppercase()).unwrap();
+    let same = auditor.run_ok(&["auditor", "pubkey", "--key", upper.to_str().unwrap()]);
+    assert_eq!(same.stdout.trim(), public);
+    let short = work.path().join("short.key");
+    std::fs::write(&short, &secret.trim()[..63]).unwrap();
+    let bad = auditor
+        .run(&["auditor", "pubkey", "--key", short.to_str().unwrap()])
+        .failed("a 63-digit key file");
+    assert!(
+        bad.stderr.contains("not an auditor key file"),
+        "{}",
+        bad.stderr
+    );
+}
