@@ -94,8 +94,13 @@ Examples:
     #[command(after_help = "\
 Examples:
   hushwire whoami
+  hushwire whoami --address               # the address alone, for scripts
   hushwire whoami --json | jq -r .address")]
-    Whoami,
+    Whoami {
+        /// Print only the address.
+        #[arg(long)]
+        address: bool,
+    },
     /// Manage contacts.
     #[command(after_help = "\
 Examples:
@@ -394,7 +399,7 @@ impl Command {
         match self {
             Self::Init { .. } => "init",
             Self::Register { .. } => "register",
-            Self::Whoami => "whoami",
+            Self::Whoami { .. } => "whoami",
             Self::Contact { command } => match command {
                 ContactCommand::Add { .. } => "contact add",
                 ContactCommand::List => "contact list",

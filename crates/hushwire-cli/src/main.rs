@@ -58,7 +58,7 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Register { relay_url, invite } => {
             messages::register(g, &relay_url, invite.as_deref()).await
         }
-        Command::Whoami => messages::whoami(g).await,
+        Command::Whoami { address } => messages::whoami(g, address).await,
         Command::Contact { command } => match command {
             ContactCommand::Add {
                 name,

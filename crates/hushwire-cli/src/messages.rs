@@ -78,11 +78,13 @@ pub async fn register(g: &Global, url: &str, invite: Option<&str>) -> CliResult<
 }
 
 /// `whoami`.
-pub async fn whoami(g: &Global) -> CliResult<ExitCode> {
+pub async fn whoami(g: &Global, address_only: bool) -> CliResult<ExitCode> {
     let client = open(g).await?;
     let address = client.address().await;
     let relay = client.relay_url().await;
-    if g.json {
+    if address_only && !g.json {
+        println!("{address}");
+    } else if g.json {
         println!(
             "{}",
             json!({
