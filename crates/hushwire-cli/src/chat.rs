@@ -324,13 +324,14 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
         "The screen locks after {} s without typing.",
         lock_after.as_secs()
     ));
+    // Marked read before printing, as in recv: a crash never shows a message twice.
     for message in client.unread().await? {
         let id = message.id;
+        client.mark_read(&[id]).await?;
         if let Some((line, _)) = describe(&mut names, &Event::MessageReceived(message), true).await
         {
             screen.line(line.as_str());
         }
-        client.mark_read(&[id]).await?;
     }
 
     let ctrl_c = tokio::signal::ctrl_c();
@@ -363,11 +364,11 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                     if unlock(&client, &line, &mut screen).await {
                         shared.locked.store(false, Ordering::SeqCst);
                         screen.line("Unlocked.");
+                        let shown = std::mem::take(&mut held_ids);
+                        client.mark_read(&shown).await?;
                         for h in held.drain(..) {
                             screen.line(h.as_str());
                         }
-                        let shown = std::mem::take(&mut held_ids);
-                        client.mark_read(&shown).await?;
                     } else {
                         screen.line("Enter passphrase to unlock:");
                     }
@@ -435,15 +436,15 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                 {
                     continue;
                 }
-                if let Some((line, _)) = describe(&mut names, &event, true).await {
-                    show(locked, &mut held, &mut screen, line);
-                }
                 if let Event::MessageReceived(m) = &event {
                     if locked {
                         held_ids.push(m.id);
                     } else {
                         client.mark_read(&[m.id]).await?;
                     }
+                }
+                if let Some((line, _)) = describe(&mut names, &event, true).await {
+                    show(locked, &mut held, &mut screen, line);
                 }
             }
             () = idle, if !locked => {

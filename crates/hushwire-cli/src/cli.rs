@@ -158,6 +158,10 @@ characters in names and texts are shown escaped (`\x1b`, `\u{202e}`), and a mess
 lines is printed as one block of lines starting with `    | `. With --json: one JSON object per
 line, with the exact text.
 
+Each message is marked read just before it is printed, so a recv that is killed never shows a
+message twice; one killed between the mark and the print is not shown by recv again (it is in
+`hushwire transcript open`).
+
 Examples:
   hushwire recv
   hushwire recv --json --wait 10")]

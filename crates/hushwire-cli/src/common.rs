@@ -47,6 +47,15 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// Crash-test hook, shared with the client library (`docs/client.md` §6): if
+/// `HUSHWIRE_CLIENT_FAULT` names this point, the process aborts here, as `kill -9` would stop
+/// it. Unset in normal use.
+pub fn fault_point(name: &str) {
+    if std::env::var("HUSHWIRE_CLIENT_FAULT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
+}
+
 /// The environment variable that selects insecure, fast Argon2 parameters at `init` (tests).
 pub const FAST_KDF_VAR: &str = "HUSHWIRE_INSECURE_FAST_KDF";
 /// The environment variable holding the passphrase for scripts and tests.

@@ -485,11 +485,15 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
         }
     }
     // Every message stored and not yet shown — also one stored just before a crash of an
-    // earlier run — is in the unread list; each is marked read once printed.
+    // earlier run — is in the unread list. Each is marked read *before* it is printed, so a
+    // crash (kill -9) can never show it twice: shown at most once. The price: a crash between
+    // the mark and the print leaves that message unshown by recv; it is in the transcript
+    // (`hushwire transcript open`), like every message (docs/client.md §6).
     for message in client.unread().await? {
         let id = message.id;
-        shown += show(g, &mut names, &Event::MessageReceived(message)).await;
         client.mark_read(&[id]).await?;
+        shown += show(g, &mut names, &Event::MessageReceived(message)).await;
+        common::fault_point("recv-after-show");
     }
     let reason = connection_reason(&client);
     let connected = *client.connection_state().borrow() == ConnectionState::Connected;

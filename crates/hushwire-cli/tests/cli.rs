@@ -1199,3 +1199,35 @@ fn auditor_keygen_defaults_to_auditor_key_and_pubkey_prints_it_again() {
         bad.stderr
     );
 }
+
+#[test]
+fn recv_killed_right_after_printing_never_shows_that_message_again() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    alice.send("bob", "first, shown once");
+    alice.send("bob", "second");
+
+    // The process dies right after printing its first message, as kill -9 timed to the print.
+    let mut faulty = bob.command(&["recv", "--wait", "20"]);
+    faulty.env("HUSHWIRE_CLIENT_FAULT", "recv-after-show");
+    let crashed = run(faulty, &bob.home).failed("recv with the recv-after-show fault");
+    assert!(
+        crashed.stdout.contains("alice: first, shown once"),
+        "{}",
+        crashed.stdout
+    );
+    assert!(!crashed.stdout.contains("second"), "{}", crashed.stdout);
+
+    let (again, _) = bob.recv();
+    assert_eq!(
+        texts(&again),
+        ["second"],
+        "the first message was shown twice"
+    );
+    // Both are in the transcript, once each.
+    let t = transcript(&bob, "alice");
+    assert_eq!(
+        t.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>(),
+        ["first, shown once", "second"]
+    );
+}
