@@ -252,11 +252,18 @@ fn erase_echo(chars: usize) {
 
 /// `chat NAME`.
 pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode> {
+    if std::io::stdin().is_terminal() && !std::io::stdout().is_terminal() {
+        // The editor could not mask a passphrase typed at the lock: the terminal would echo it.
+        return Err(common::fail(
+            "chat reads from the terminal but its output is redirected: run it with both on \
+             the terminal (or pipe its input too)",
+        ));
+    }
     let client = open(g).await?;
     let contact = client.contact(name).await?;
     let mut events = client.events();
     client.connect().await?;
-    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = std::io::stdin().is_terminal();
     let lock_after = Duration::from_secs(lock_after);
     let shared = Arc::new(Shared {
         start: std::time::Instant::now(),
