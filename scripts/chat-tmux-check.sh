@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Scripted check of the interactive `hushwire chat` in a real terminal (tmux): a message typed in
-# alice's chat reaches bob, bob's reply shows up in the chat, the screen locks after
-# --lock-after seconds without typing (cleared, prompt shown), a wrong passphrase is refused,
-# the right one unlocks, and a message that arrived while locked is shown after the unlock.
+# Scripted check of the interactive `hushwire chat` in a real terminal (tmux): the line editor
+# (/help, an unknown /command refused and never sent, Ctrl-A editing, Up recalling history), a
+# message typed in alice's chat reaches bob, a 5,000-character line is sent whole, a message
+# full of escape sequences is shown escaped, keystrokes without Enter keep the screen unlocked,
+# the screen locks after --lock-after seconds without typing (cleared with its scrollback, the
+# half-typed draft gone and never sent), a wrong passphrase is refused, the right one unlocks, a
+# message that arrived while locked is shown after the unlock, /quit clears the screen and exits
+# 0, and Ctrl-C exits 130.
 #
 #   scripts/chat-tmux-check.sh              # builds hushwire and hushwire-relay (debug) first
 #   SKIP_BUILD=1 HUSHWIRE_BIN_DIR=target/release scripts/chat-tmux-check.sh
@@ -16,7 +20,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${HUSHWIRE_BIN_DIR:-$ROOT/target/debug}
 # Long enough for bob's recv and reply to finish before alice's screen locks, even on a busy machine.
-LOCK_AFTER=${LOCK_AFTER:-10}
+LOCK_AFTER=${LOCK_AFTER:-20}
 
 if ! command -v tmux >/dev/null; then
     echo "FAIL: tmux is not installed (apt-get install -y tmux)"
@@ -99,28 +103,86 @@ fi
 "${TMUX_CMD[@]}" set-option -t "$SESSION" remain-on-exit on >/dev/null
 if wait_for "Chat with bob" 10; then pass "chat started"; else fail "chat started"; fi
 
-"${TMUX_CMD[@]}" send-keys -t "$SESSION" "hello from alice in tmux" Enter
-if wait_for "you: hello from alice in tmux" 3; then pass "typed message shown as sent"; else fail "typed message shown as sent"; fi
+keys() { "${TMUX_CMD[@]}" send-keys -t "$SESSION" "$@"; }
 
-if hw bob recv --json --wait 10 | grep -qF '"text":"hello from alice in tmux"'; then
-    pass "bob received the typed message"
+# ---- the line editor -----------------------------------------------------------------------
+keys "/help" Enter
+if wait_for "/lock   lock the screen now" 3; then pass "/help lists the commands"; else fail "/help lists the commands"; fi
+keys "/nosuch command" Enter
+if wait_for "unknown command /nosuch: nothing was sent" 3; then pass "unknown /command refused locally"; else fail "unknown /command refused locally"; fi
+# Ctrl-A moves to the start of the line: only a line editor in raw mode does that.
+keys -l "from alice in tmux"
+keys C-a
+keys -l "hello "
+keys Enter
+if wait_for "you: hello from alice in tmux" 3; then pass "typed message (edited with Ctrl-A) shown as sent"; else fail "typed message (edited with Ctrl-A) shown as sent"; fi
+keys Up Enter
+sleep 1
+if [ "$(pane | grep -cF "you: hello from alice in tmux")" -ge 2 ]; then pass "Up recalls the sent line"; else fail "Up recalls the sent line"; fi
+
+LONG="long:$(head -c 4991 /dev/zero | tr '\0' 'x'):END"
+keys -l "$LONG"
+keys Enter
+if wait_for "x:END" 10; then pass "5,000-character line shown as sent"; else fail "5,000-character line shown as sent"; fi
+
+BOB_GOT=$(hw bob recv --json --wait 10)
+if [ "$(echo "$BOB_GOT" | grep -cF '"text":"hello from alice in tmux"')" = 2 ]; then
+    pass "bob received the typed message and its recalled copy"
 else
-    fail "bob received the typed message"
+    fail "bob received the typed message and its recalled copy"
+fi
+if echo "$BOB_GOT" | grep -qF "nosuch"; then
+    fail "the unknown /command never reached bob"
+else
+    pass "the unknown /command never reached bob"
+fi
+if echo "$BOB_GOT" | grep -qF "\"text\":\"$LONG\""; then
+    pass "bob received the 5,000-character line whole"
+else
+    fail "bob received the 5,000-character line whole ($(echo "$BOB_GOT" | grep -o '"text":"long:x*' | wc -c) chars)"
 fi
 
-hw bob send alice "reply from bob" >/dev/null
-if wait_for "bob: reply from bob" 5; then pass "bob's reply appeared in alice's chat"; else fail "bob's reply appeared in alice's chat"; fi
+hw bob send alice "$(printf 'reply from bob \033[2J\033[H\033[31mRED\033]2;pwned\007 \342\200\256gnp.exe')" >/dev/null
+if wait_for 'bob: reply from bob \x1b[2J\x1b[H\x1b[31mRED\x1b]2;pwned\x07 \u{202e}gnp.exe' 5; then
+    pass "bob's reply with escape sequences shown escaped"
+else
+    fail "bob's reply with escape sequences shown escaped"
+fi
+if pane | grep -qF "x:END"; then
+    pass "the escape sequences did not clear alice's screen"
+else
+    fail "the escape sequences did not clear alice's screen"
+fi
 
-# ---- automatic lock ------------------------------------------------------------------------
+# ---- keystrokes are activity; the lock discards the draft -------------------------------------
+# Type a draft one key at a time for longer than --lock-after, without Enter.
+DRAFT="zqxdraftzqx"
+steps=$((LOCK_AFTER / 4 + 2))
+for i in $(seq 1 $steps); do
+    keys -l "${DRAFT:$(( (i - 1) % ${#DRAFT} )):1}"
+    sleep 4
+done
+if pane | grep -qF "Locked after"; then
+    fail "keystrokes without Enter keep the screen unlocked ($((steps * 4)) s > $LOCK_AFTER s)"
+else
+    pass "keystrokes without Enter keep the screen unlocked ($((steps * 4)) s > $LOCK_AFTER s)"
+fi
+DRAFT_SHOWN=$(pane | grep -o '> zqx[a-z]*' | head -n 1 | cut -c3-)
+
 if wait_for "Locked after $LOCK_AFTER s idle (automatic logoff). Enter passphrase to unlock:" $((LOCK_AFTER + 5)); then
     pass "locked after $LOCK_AFTER s idle with the unlock prompt"
 else
     fail "locked after $LOCK_AFTER s idle with the unlock prompt"
 fi
-if pane_all | grep -qF -e "hello from alice" -e "reply from bob"; then
+if pane_all | grep -qF -e "hello from alice" -e "reply from bob" -e "x:END"; then
     fail "earlier conversation cleared from the screen and scrollback"
 else
     pass "earlier conversation cleared from the screen and scrollback"
+fi
+if [ -n "$DRAFT_SHOWN" ] && ! pane_all | grep -qF "$DRAFT_SHOWN"; then
+    pass "the half-typed draft ($DRAFT_SHOWN) is gone from the locked screen"
+else
+    fail "the half-typed draft ($DRAFT_SHOWN) is gone from the locked screen"
 fi
 
 hw bob send alice "sent while locked" >/dev/null
@@ -156,19 +218,48 @@ if pane_all | grep -qF "$HUSHWIRE_PASSPHRASE"; then
 else
     pass "passphrase never on screen"
 fi
+if pane_all | grep -qF "zqx"; then
+    fail "the draft is not back after the unlock"
+else
+    pass "the draft is not back after the unlock"
+fi
 
 # ---- leave ---------------------------------------------------------------------------------
-"${TMUX_CMD[@]}" send-keys -t "$SESSION" "/quit" Enter
-dead=0
-for _ in $(seq 1 50); do
-    if [ "$("${TMUX_CMD[@]}" display-message -p -t "$SESSION" '#{pane_dead}')" = 1 ]; then dead=1; break; fi
-    sleep 0.2
-done
-status=$("${TMUX_CMD[@]}" display-message -p -t "$SESSION" '#{pane_dead_status}')
-if [ $dead = 1 ] && [ "$status" = 0 ]; then
-    pass "/quit exits with status 0"
+keys "/quit" Enter
+# wait_dead: until the pane's process has exited; prints its exit status.
+wait_dead() {
+    for _ in $(seq 1 50); do
+        if [ "$("${TMUX_CMD[@]}" display-message -p -t "$SESSION" '#{pane_dead}')" = 1 ]; then
+            # tmux may mark the pane dead a moment before it records the status.
+            local st
+            st=$("${TMUX_CMD[@]}" display-message -p -t "$SESSION" '#{pane_dead_status}#{?pane_dead_signal,signal #{pane_dead_signal},}')
+            if [ -n "$st" ]; then echo "$st"; return 0; fi
+        fi
+        sleep 0.2
+    done
+    echo "alive"
+}
+status=$(wait_dead)
+if [ "$status" = 0 ]; then pass "/quit exits with status 0"; else fail "/quit exits with status 0 (status=$status)"; fi
+if pane_all | grep -qF -e "sent while locked" -e "Unlocked."; then
+    fail "leaving clears the screen and scrollback"
 else
-    fail "/quit exits with status 0 (dead=$dead status=$status)"
+    pass "leaving clears the screen and scrollback"
+fi
+if BOB_GOT=$(hw bob recv --json --wait 10) && echo "$BOB_GOT" | grep -qF -e "zqx" -e "$HUSHWIRE_PASSPHRASE" -e "not-the-passphrase"; then
+    fail "neither the draft nor a passphrase attempt was sent to bob"
+else
+    pass "neither the draft nor a passphrase attempt was sent to bob"
+fi
+
+"${TMUX_CMD[@]}" respawn-pane -k -t "$SESSION" \
+    "env HUSHWIRE_PASSPHRASE='$HUSHWIRE_PASSPHRASE' '$BIN/hushwire' --home '$WORK/alice' chat bob --lock-after $LOCK_AFTER"
+if wait_for "Chat with bob" 10; then
+    keys C-c
+    status=$(wait_dead)
+    if [ "$status" = 130 ]; then pass "Ctrl-C exits with status 130"; else fail "Ctrl-C exits with status 130 (status=$status)"; fi
+else
+    fail "chat started again for Ctrl-C"
 fi
 
 if [ $FAILURES -eq 0 ]; then

@@ -1,147 +1,413 @@
 //! `chat`: an interactive conversation with one contact, with an automatic lock (logoff) after
 //! a stretch without keyboard input.
 //!
-//! Standard input is read by one line reader for the whole session — chat lines and, while
-//! locked, passphrase attempts. (A second reader such as a password prompt on the terminal would
-//! race with the line reader's read already waiting on the same terminal.) While locked, echo is
-//! switched off on the terminal, so the passphrase is not shown.
+//! Input goes through a real line editor (rustyline) on its own thread, in raw mode: lines are
+//! not cut at the terminal's 4,095-byte line limit, editing and history keys work (history is
+//! kept in memory only, and holds only lines that were sent), and every keystroke — not only
+//! Enter — counts as activity for the idle lock. Incoming messages are printed above the line
+//! being typed through the editor's external printer, so they never mix with the draft.
+//!
+//! When the lock falls, the screen and scrollback are cleared and the half-typed draft is hidden
+//! (the line is drawn as blanks from then on) and discarded by the first key pressed, which
+//! starts the passphrase; a passphrase is drawn as blanks too and never enters the history.
+//! (The editor gives no way to empty its buffer from another thread, so the draft stays in its
+//! memory until that first key; it is never shown or sent.)
+//!
+//! Without a terminal (input from a pipe) the editor reads plain lines, and each line counts as
+//! activity.
 
-use std::io::Write as _;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hushwire_client::{Client, ClientError, ConnectionState, Event, Secret};
-use tokio::io::AsyncBufReadExt as _;
+use hushwire_client::{Client, ClientError, ConnectionState, Event, MessageId, Secret};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::{CmdKind, Highlighter};
+use rustyline::history::DefaultHistory;
+use rustyline::{
+    Cmd, ColorMode, ConditionalEventHandler, Config, Editor, EventContext, EventHandler, KeyCode,
+    Modifiers, Movement, RepeatCount,
+};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::cli::Global;
 use crate::common::{self, CliResult, Names, describe, open};
+use crate::display::{escape, message_block};
 
 /// Clears the screen and its scrollback, and homes the cursor.
 const CLEAR: &str = "\x1b[2J\x1b[3J\x1b[H";
 
-/// Switches terminal echo off while locked and back on when dropped.
-struct Echo {
-    tty: bool,
+/// The longest `--lock-after`: an unattended screen must lock within the hour.
+pub const MAX_LOCK_AFTER_SECS: u64 = 3600;
+
+/// Exit code after Ctrl-C (128 + SIGINT), as shells expect.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// How long leaving waits for the relay to take queued messages.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
+
+/// The prompt while typing a message or a passphrase.
+const PROMPT: &str = "> ";
+
+/// The commands a line can start with; anything else starting with `/` is refused locally.
+const HELP: &str = "\
+Commands (never sent):
+  /help   this list
+  /lock   lock the screen now (the passphrase unlocks it)
+  /quit   leave the chat (also Ctrl-D); Ctrl-C leaves with exit status 130
+Any other line is sent. A line starting with / is a command; to send one, start it with //
+(`//shrug` sends `/shrug`). Up and Down recall the lines you sent in this chat; Ctrl-R searches
+them; the usual editing keys work (Ctrl-A, Ctrl-E, Ctrl-W, Ctrl-U, arrows).";
+
+/// State shared between the async chat and the line editor's thread.
+struct Shared {
+    /// When the chat started; activity times are milliseconds since then.
+    start: std::time::Instant,
+    /// The last keystroke, in milliseconds since `start`.
+    last_key_ms: AtomicU64,
+    /// The screen is locked: the line is drawn as blanks.
+    locked: AtomicBool,
+    /// Incremented at every lock.
+    lock_epoch: AtomicU64,
+    /// The lock whose draft the editor has already discarded.
+    cleared_epoch: AtomicU64,
 }
 
-impl Echo {
-    fn set(&self, on: bool) {
-        if self.tty {
-            set_echo(on);
+impl Shared {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_key_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// When the screen locks unless a key is pressed first.
+    fn deadline(&self, lock_after: Duration) -> Instant {
+        let last = Duration::from_millis(self.last_key_ms.load(Ordering::SeqCst));
+        Instant::from_std(self.start + last + lock_after)
+    }
+
+    fn lock(&self) {
+        self.lock_epoch.fetch_add(1, Ordering::SeqCst);
+        self.locked.store(true, Ordering::SeqCst);
+    }
+
+    fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::SeqCst)
+    }
+}
+
+/// Sees every key: records it as activity, and after a lock discards the draft on the first key
+/// (a character then starts the passphrase).
+struct KeyWatch(Arc<Shared>);
+
+impl ConditionalEventHandler for KeyWatch {
+    fn handle(
+        &self,
+        evt: &rustyline::Event,
+        _n: RepeatCount,
+        _positive: bool,
+        _ctx: &EventContext,
+    ) -> Option<Cmd> {
+        self.0.touch();
+        if !self.0.is_locked() {
+            return None;
+        }
+        let epoch = self.0.lock_epoch.load(Ordering::SeqCst);
+        if self.0.cleared_epoch.swap(epoch, Ordering::SeqCst) == epoch {
+            return None;
+        }
+        let key = match evt {
+            rustyline::Event::KeySeq(keys) => keys.first().copied(),
+            _ => None,
+        };
+        match key {
+            Some(rustyline::KeyEvent(KeyCode::Char(c), m))
+                if m == Modifiers::NONE || m == Modifiers::SHIFT =>
+            {
+                Some(Cmd::Replace(Movement::WholeBuffer, Some(c.to_string())))
+            }
+            // Ctrl-C and Ctrl-D keep their meaning (leave) even on a locked screen.
+            Some(rustyline::KeyEvent(KeyCode::Char('C' | 'D'), Modifiers::CTRL)) => None,
+            _ => Some(Cmd::Replace(Movement::WholeBuffer, Some(String::new()))),
         }
     }
 }
 
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.set(true);
+/// Draws the line as blanks while locked (the draft at the lock, then the passphrase).
+struct Mask(Arc<Shared>);
+
+impl Highlighter for Mask {
+    fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
+        if self.0.is_locked() {
+            Cow::Owned(" ".repeat(line.chars().count()))
+        } else {
+            Cow::Borrowed(line)
+        }
+    }
+
+    fn highlight_char(&self, _line: &str, _pos: usize, kind: CmdKind) -> bool {
+        kind != CmdKind::MoveCursor || self.0.is_locked()
     }
 }
 
-#[cfg(unix)]
-fn set_echo(on: bool) {
-    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-    let stdin = std::io::stdin();
-    if let Ok(mut t) = tcgetattr(&stdin) {
-        t.local_modes.set(LocalModes::ECHO, on);
-        // Still echo the newline, so the next output starts on a fresh line.
-        t.local_modes.set(LocalModes::ECHONL, !on);
-        let _ = tcsetattr(&stdin, OptionalActions::Now, &t);
+impl rustyline::completion::Completer for Mask {
+    type Candidate = String;
+}
+impl rustyline::hint::Hinter for Mask {
+    type Hint = String;
+}
+impl rustyline::validate::Validator for Mask {}
+impl rustyline::Helper for Mask {}
+
+/// What the chat asks of the editor's thread: add the last sent line to the history (never a
+/// passphrase), then read the next line.
+struct ReadNext {
+    remember: Option<Zeroizing<String>>,
+}
+
+/// Output while the editor may be reading: through its printer (above the line being typed),
+/// or plainly without a terminal.
+struct Screen {
+    printer: Option<Box<dyn rustyline::ExternalPrinter + Send>>,
+}
+
+impl Screen {
+    fn line(&mut self, text: &str) {
+        if let Some(p) = &mut self.printer
+            && p.print(format!("{text}\n")).is_ok()
+        {
+            return;
+        }
+        println!("{text}");
+        let _ = std::io::stdout().flush();
     }
 }
 
-#[cfg(not(unix))]
-fn set_echo(_on: bool) {}
+/// What to do with a line the user typed (not locked).
+#[derive(Debug, PartialEq, Eq)]
+enum Input<'a> {
+    Nothing,
+    Send(&'a str),
+    Help,
+    Lock,
+    Quit,
+    Unknown(&'a str),
+}
 
-fn flush() {
-    let _ = std::io::stdout().flush();
+fn parse_input(line: &str) -> Input<'_> {
+    let text = line.trim_end_matches(['\r', '\n']);
+    if text.trim().is_empty() {
+        return Input::Nothing;
+    }
+    if text.starts_with("//") {
+        // `//text` sends `/text`.
+        return Input::Send(text.strip_prefix('/').unwrap_or(text));
+    }
+    if text.starts_with('/') {
+        let command = text.split_whitespace().next().unwrap_or(text);
+        return match command {
+            "/help" | "/?" => Input::Help,
+            "/lock" => Input::Lock,
+            "/quit" | "/exit" => Input::Quit,
+            other => Input::Unknown(other),
+        };
+    }
+    Input::Send(text)
+}
+
+/// A short reminder of a sent message for its delivery line: its time and first words.
+fn summary(text: &str, at_ms: u64) -> String {
+    const MAX_CHARS: usize = 32;
+    let first_line = text.lines().next().unwrap_or_default();
+    let mut short: String = first_line.chars().take(MAX_CHARS).collect();
+    if short.chars().count() < text.chars().count() {
+        short.push('…');
+    }
+    format!("{} \"{}\"", common::format_clock(at_ms), escape(&short))
+}
+
+/// Moves the cursor up over the line the editor echoed and clears from there, so the sent line
+/// is shown once, formatted. Counts characters, so a line of wide characters may leave part of
+/// its echo behind, never erase more.
+fn erase_echo(chars: usize) {
+    #[cfg(unix)]
+    {
+        let cols = rustix::termios::tcgetwinsize(std::io::stdout())
+            .map(|w| usize::from(w.ws_col))
+            .unwrap_or(0);
+        if let Some(rows) = (PROMPT.len() + chars).checked_div(cols) {
+            print!("\x1b[{}A\x1b[J", rows + 1);
+            let _ = std::io::stdout().flush();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = chars;
 }
 
 /// `chat NAME`.
 pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode> {
+    if std::io::stdin().is_terminal() && !std::io::stdout().is_terminal() {
+        // The editor could not mask a passphrase typed at the lock: the terminal would echo it.
+        return Err(common::fail(
+            "chat reads from the terminal but its output is redirected: run it with both on \
+             the terminal (or pipe its input too)",
+        ));
+    }
     let client = open(g).await?;
     let contact = client.contact(name).await?;
     let mut events = client.events();
     client.connect().await?;
-    let tty = common::stdin_is_tty();
-    let echo = Echo { tty };
-    let mut names = Names::new(&client);
+    let tty = std::io::stdin().is_terminal();
     let lock_after = Duration::from_secs(lock_after);
-    println!(
-        "Chat with {} ({}). Type a message and press Enter to send; /quit to leave.",
-        contact.name,
+    let shared = Arc::new(Shared {
+        start: std::time::Instant::now(),
+        last_key_ms: AtomicU64::new(0),
+        locked: AtomicBool::new(false),
+        lock_epoch: AtomicU64::new(0),
+        cleared_epoch: AtomicU64::new(0),
+    });
+
+    let config = Config::builder()
+        .auto_add_history(false)
+        .max_history_size(500)
+        .map_err(|e| common::fail(format!("cannot start the line editor: {e}")))?
+        .color_mode(if tty {
+            ColorMode::Forced
+        } else {
+            ColorMode::Disabled
+        })
+        .build();
+    let mut editor: Editor<Mask, DefaultHistory> = Editor::with_config(config)
+        .map_err(|e| common::fail(format!("cannot start the line editor: {e}")))?;
+    editor.set_helper(Some(Mask(shared.clone())));
+    editor.bind_sequence(
+        rustyline::Event::Any,
+        EventHandler::Conditional(Box::new(KeyWatch(shared.clone()))),
+    );
+    let mut screen = Screen {
+        printer: if tty {
+            editor
+                .create_external_printer()
+                .ok()
+                .map(|p| Box::new(p) as Box<dyn rustyline::ExternalPrinter + Send>)
+        } else {
+            None
+        },
+    };
+
+    // The editor blocks on the terminal: it runs on a thread of its own and reads one line
+    // each time it is asked.
+    let (ask, asked) = std::sync::mpsc::channel::<ReadNext>();
+    let (lines_tx, mut lines) = mpsc::channel::<Result<Zeroizing<String>, ReadlineError>>(1);
+    std::thread::spawn(move || {
+        while let Ok(next) = asked.recv() {
+            if let Some(line) = next.remember {
+                let _ = editor.add_history_entry(line.as_str());
+            }
+            let read = editor.readline(PROMPT).map(Zeroizing::new);
+            if lines_tx.blocking_send(read).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut names = Names::new(&client);
+    screen.line(&format!(
+        "Chat with {} ({}). Type a message and press Enter to send; /help lists commands, /quit leaves.",
+        escape(&contact.name),
         if contact.verified && !contact.identity_changed {
             "verified"
         } else {
             "NOT verified: run `hushwire verify` to compare safety numbers"
         }
-    );
-    println!(
+    ));
+    screen.line(&format!(
         "The screen locks after {} s without typing.",
         lock_after.as_secs()
-    );
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    ));
+    // Marked read before printing, as in recv: a crash never shows a message twice.
+    for message in client.unread().await? {
+        let id = message.id;
+        client.mark_read(&[id]).await?;
+        if let Some((line, _)) = describe(&mut names, &Event::MessageReceived(message), true).await
+        {
+            screen.line(line.as_str());
+        }
+    }
+
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut deadline = Instant::now() + lock_after;
-    let mut locked = false;
     let mut held: Vec<Zeroizing<String>> = Vec::new();
     // Messages printed are marked read; those held behind the lock are marked at unlock.
     let mut held_ids = Vec::new();
-    for message in client.unread().await? {
-        let id = message.id;
-        if let Some((line, _)) = describe(&mut names, &Event::MessageReceived(message), true).await
-        {
-            println!("{}", line.as_str());
-        }
-        client.mark_read(&[id]).await?;
-    }
+    // What each message sent in this chat was, for its delivery line.
+    let mut sent: HashMap<MessageId, String> = HashMap::new();
     let mut last_state_connected: Option<bool> = None;
-    loop {
-        let idle = tokio::time::sleep_until(deadline);
+    let mut held_reported = std::collections::HashSet::new();
+    let _ = ask.send(ReadNext { remember: None });
+    shared.touch();
+    let code = loop {
+        let locked = shared.is_locked();
+        let idle = tokio::time::sleep_until(shared.deadline(lock_after));
         tokio::select! {
-            line = lines.next_line() => {
-                let Some(line) = line? else { break };
-                let line = Zeroizing::new(line);
+            read = lines.recv() => {
+                let line = match read {
+                    Some(Ok(line)) => line,
+                    Some(Err(ReadlineError::Interrupted)) => break EXIT_INTERRUPTED,
+                    Some(Err(ReadlineError::Eof)) | None => break 0,
+                    Some(Err(e)) => {
+                        screen.line(&format!("error: the line editor failed: {e}"));
+                        break 1;
+                    }
+                };
+                shared.touch();
                 if locked {
-                    if unlock(&client, &line).await {
-                        locked = false;
-                        echo.set(true);
-                        println!("Unlocked.");
-                        for h in held.drain(..) {
-                            println!("{}", h.as_str());
-                        }
+                    if unlock(&client, &line, &mut screen).await {
+                        shared.locked.store(false, Ordering::SeqCst);
+                        screen.line("Unlocked.");
                         let shown = std::mem::take(&mut held_ids);
                         client.mark_read(&shown).await?;
-                        deadline = Instant::now() + lock_after;
-                    } else {
-                        print!("Enter passphrase to unlock: ");
-                    }
-                    flush();
-                    continue;
-                }
-                deadline = Instant::now() + lock_after;
-                let text = line.trim_end_matches('\r');
-                if text.trim() == "/quit" {
-                    break;
-                }
-                if text.trim().is_empty() {
-                    continue;
-                }
-                match client.send_text(contact.id, text).await {
-                    Ok(_) => {
-                        if tty {
-                            // Replace the echoed input with the formatted line.
-                            print!("\x1b[1A\x1b[2K");
+                        for h in held.drain(..) {
+                            screen.line(h.as_str());
                         }
-                        println!("[{}] you: {text}", common::format_clock(now_ms()));
+                    } else {
+                        screen.line("Enter passphrase to unlock:");
                     }
-                    Err(e) => println!("error: {e}"),
+                    let _ = ask.send(ReadNext { remember: None });
+                    continue;
                 }
-                flush();
+                let mut remember = None;
+                match parse_input(&line) {
+                    Input::Nothing => {}
+                    Input::Quit => break 0,
+                    Input::Help => screen.line(HELP),
+                    Input::Lock => lock_screen(&shared, &mut screen, None),
+                    Input::Unknown(command) => screen.line(&format!(
+                        "unknown command {}: nothing was sent (/help lists commands; start a \
+                         line with // to send a line beginning with /)",
+                        escape(command)
+                    )),
+                    Input::Send(text) => match client.send_text(contact.id, text).await {
+                        Ok(id) => {
+                            let now = now_ms();
+                            if tty {
+                                erase_echo(line.chars().count());
+                            }
+                            let header = format!("[{}] you:", common::format_clock(now));
+                            screen.line(&message_block(&header, "", text));
+                            sent.insert(id, summary(text, now));
+                            remember = Some(line.clone());
+                        }
+                        Err(e) => screen.line(&format!("error: {}", escape(&e.to_string()))),
+                    },
+                }
+                let _ = ask.send(ReadNext { remember });
             }
             event = events.recv() => {
                 let event = match event {
@@ -149,21 +415,33 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                     Err(RecvError::Lagged(n)) => {
                         let note = Zeroizing::new(format!(
                             "note: {n} event(s) were not shown; see `hushwire transcript open {}`",
-                            contact.name
+                            escape(&contact.name)
                         ));
-                        show(locked, &mut held, note);
+                        show(locked, &mut held, &mut screen, note);
                         continue;
                     }
-                    Err(RecvError::Closed) => break,
+                    Err(RecvError::Closed) => break 0,
                 };
                 if let Event::Connection(state) = &event {
                     if let Some(line) = connection_line(state, &mut last_state_connected) {
-                        show(locked, &mut held, Zeroizing::new(line));
+                        show(locked, &mut held, &mut screen, Zeroizing::new(line));
                     }
                     continue;
                 }
-                if let Some((line, _)) = describe(&mut names, &event, true).await {
-                    show(locked, &mut held, line);
+                if let Event::MessageDelivered { contact: c, id } = &event
+                    && let Some(what) = sent.get(id)
+                {
+                    let who = escape(&names.get(*c).await);
+                    show(locked, &mut held, &mut screen,
+                         Zeroizing::new(format!("(delivered to {who}: {what})")));
+                    continue;
+                }
+                // A held contact is reported again at every reconnection: say it once per
+                // reason in this chat.
+                if let Event::SendHeld { contact: c, reason } = &event
+                    && !held_reported.insert((*c, reason.clone()))
+                {
+                    continue;
                 }
                 if let Event::MessageReceived(m) = &event {
                     if locked {
@@ -172,27 +450,53 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                         client.mark_read(&[m.id]).await?;
                     }
                 }
+                if let Some((line, _)) = describe(&mut names, &event, true).await {
+                    show(locked, &mut held, &mut screen, line);
+                }
             }
             () = idle, if !locked => {
-                locked = true;
-                echo.set(false);
-                print!(
-                    "{CLEAR}Locked after {} s idle (automatic logoff). Enter passphrase to unlock: ",
-                    lock_after.as_secs()
-                );
-                flush();
+                // A key pressed since the deadline was computed moves it; check again.
+                if shared.deadline(lock_after) <= Instant::now() {
+                    lock_screen(&shared, &mut screen, Some(lock_after));
+                }
             }
-            _ = &mut ctrl_c => break,
+            _ = &mut ctrl_c => break EXIT_INTERRUPTED,
+        }
+    };
+    // Nothing that arrived while locked is shown; leaving clears the conversation from the
+    // screen and scrollback, as the lock does.
+    held.clear();
+    drop(ask);
+    drop(screen);
+    if tty {
+        print!("{CLEAR}");
+    }
+    let _ = std::io::stdout().flush();
+    if code != EXIT_INTERRUPTED {
+        // Give the relay a moment to take what was just typed; what it does not take stays
+        // queued (Ctrl-C leaves at once).
+        let _ = client.sync(LEAVE_WAIT).await;
+        let queued = client.outbox_len().await.unwrap_or(0);
+        if queued > 0 {
+            eprintln!(
+                "note: {queued} outgoing message(s) or receipt(s) are still queued; they go out \
+                 the next time a hushwire command connects"
+            );
         }
     }
-    drop(echo);
-    if locked {
-        // Leaving while locked shows nothing that arrived meanwhile.
-        held.clear();
-        println!();
-    }
     client.disconnect().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(code))
+}
+
+/// Clears the screen and its scrollback and shows the lock prompt (`idle`: after that long
+/// without typing; `None`: asked for with /lock).
+fn lock_screen(shared: &Shared, screen: &mut Screen, idle: Option<Duration>) {
+    shared.lock();
+    let why = match idle {
+        Some(d) => format!("Locked after {} s idle (automatic logoff).", d.as_secs()),
+        None => "Locked.".to_owned(),
+    };
+    screen.line(&format!("{CLEAR}{why} Enter passphrase to unlock:"));
 }
 
 fn now_ms() -> u64 {
@@ -202,12 +506,16 @@ fn now_ms() -> u64 {
 }
 
 /// Prints a line, or keeps it for after the unlock.
-fn show(locked: bool, held: &mut Vec<Zeroizing<String>>, line: Zeroizing<String>) {
+fn show(
+    locked: bool,
+    held: &mut Vec<Zeroizing<String>>,
+    screen: &mut Screen,
+    line: Zeroizing<String>,
+) {
     if locked {
         held.push(line);
     } else {
-        println!("{}", line.as_str());
-        flush();
+        screen.line(line.as_str());
     }
 }
 
@@ -217,7 +525,10 @@ fn connection_line(state: &ConnectionState, last: &mut Option<bool>) -> Option<S
         ConnectionState::Connected => (true, "(connected to the relay)".to_owned()),
         ConnectionState::Disconnected { reason, .. } => (
             false,
-            format!("(not connected: {reason}; retrying; messages you type are queued)"),
+            format!(
+                "(not connected: {}; retrying; messages you type are queued)",
+                escape(reason)
+            ),
         ),
         _ => return None,
     };
@@ -231,17 +542,52 @@ fn connection_line(state: &ConnectionState, last: &mut Option<bool>) -> Option<S
 
 /// Checks a passphrase against the live client's store (it keeps running; the unlock is
 /// recorded in the device's audit chain).
-async fn unlock(client: &Client, passphrase: &str) -> bool {
+async fn unlock(client: &Client, passphrase: &str, screen: &mut Screen) -> bool {
     let secret = Secret::passphrase(passphrase);
     match client.unlock(&secret).await {
         Ok(()) => true,
         Err(ClientError::WrongSecret) => {
-            println!("wrong passphrase");
+            screen.line("wrong passphrase");
             false
         }
         Err(e) => {
-            println!("error: {e}");
+            screen.line(&format!("error: {}", escape(&e.to_string())));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_commands_messages_or_refused() {
+        assert_eq!(parse_input("hello"), Input::Send("hello"));
+        assert_eq!(parse_input("hello\r"), Input::Send("hello"));
+        assert_eq!(parse_input("   "), Input::Nothing);
+        assert_eq!(parse_input("/quit"), Input::Quit);
+        assert_eq!(parse_input(" /quit"), Input::Send(" /quit"));
+        assert_eq!(parse_input("/help"), Input::Help);
+        assert_eq!(parse_input("/lock"), Input::Lock);
+        assert_eq!(parse_input("/qiut"), Input::Unknown("/qiut"));
+        assert_eq!(
+            parse_input("/etc/passwd is here"),
+            Input::Unknown("/etc/passwd")
+        );
+        assert_eq!(parse_input("//shrug"), Input::Send("/shrug"));
+        assert_eq!(parse_input("//"), Input::Send("/"));
+    }
+
+    #[test]
+    fn a_delivery_names_the_message_by_time_and_first_words() {
+        let at = 1_700_000_000_000;
+        assert_eq!(summary("hello", at), "22:13:20 \"hello\"");
+        let long = "Your results are ready; please call the clinic tomorrow";
+        assert_eq!(
+            summary(long, at),
+            "22:13:20 \"Your results are ready; please c…\""
+        );
+        assert_eq!(summary("a\x1b[2J\nb", at), "22:13:20 \"a\\x1b[2J…\"");
     }
 }

@@ -53,6 +53,11 @@ pub struct Global {
     /// Also trust this CA certificate (PEM) for wss:// relays with a private CA.
     #[arg(long, global = true, value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,
+    /// What this process is (`hushwire chat`), written into the store's lock file so that a
+    /// second command on the same store can say who holds it. Set from the command, never from
+    /// its arguments (they can hold message text).
+    #[arg(skip)]
+    pub label: String,
 }
 
 /// The commands.
@@ -89,12 +94,19 @@ Examples:
     #[command(after_help = "\
 Examples:
   hushwire whoami
+  hushwire whoami --address               # the address alone, for scripts
   hushwire whoami --json | jq -r .address")]
-    Whoami,
+    Whoami {
+        /// Print only the address.
+        #[arg(long)]
+        address: bool,
+    },
     /// Manage contacts.
     #[command(after_help = "\
 Examples:
   hushwire contact add clinic 3fa2…e9:1
+  hushwire contact rename clinic clinic-night
+  hushwire contact remove clinic-night
   hushwire contact list --json")]
     Contact {
         /// Which contact command.
@@ -139,8 +151,16 @@ Examples:
     },
     /// Fetch and print everything waiting at the relay, then exit.
     #[command(after_help = "\
-Prints each message received (time, contact, text), delivery receipts and warnings (gaps,
-undecryptable messages, identity changes, new contacts). With --json: one JSON object per line.
+Prints each message received (the sender's time, and the arrival time too when they differ by
+more than 2 minutes; contact; text), delivery receipts and warnings (gaps, undecryptable
+messages, identity changes, new contacts). Control, bidirectional and invisible format
+characters in names and texts are shown escaped (`\x1b`, `\u{202e}`), and a message of several
+lines is printed as one block of lines starting with `    | `. With --json: one JSON object per
+line, with the exact text.
+
+Each message is marked read just before it is printed, so a recv that is killed never shows a
+message twice; one killed between the mark and the print is not shown by recv again (it is in
+`hushwire transcript open`).
 
 Examples:
   hushwire recv
@@ -152,9 +172,15 @@ Examples:
     },
     /// Chat interactively: incoming messages appear as they arrive, each line you type is sent.
     #[command(after_help = "\
-Type /quit (or press Ctrl-D) to leave. After --lock-after seconds without keyboard input the
-screen is cleared and locked (automatic logoff); messages that arrive meanwhile are kept and
-shown once you enter the passphrase again.
+Type /quit (or press Ctrl-D) to leave; Ctrl-C leaves at once with exit status 130. Leaving
+clears the screen and its scrollback; /quit waits up to 5 s for the relay to take what you typed
+(the rest stays queued for the next connection). /help lists the commands; any other line starting with / is refused
+and never sent (start a line with // to send one beginning with /). Each message shows the
+sender's time, and its arrival time too when they differ by more than 2 minutes.
+
+After --lock-after seconds without a key pressed (at most 3600) the screen and its scrollback
+are cleared and locked (automatic logoff), and the half-typed line is discarded; messages that
+arrive meanwhile are kept and shown once you enter the passphrase again. /lock locks at once.
 
 Examples:
   hushwire chat bob
@@ -162,9 +188,9 @@ Examples:
     Chat {
         /// The contact's name.
         name: String,
-        /// Seconds without keyboard input before the screen locks.
+        /// Seconds without a key pressed before the screen locks (1 to 3600).
         #[arg(long, default_value_t = 300, value_name = "SECS",
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=crate::chat::MAX_LOCK_AFTER_SECS))]
         lock_after: u64,
     },
     /// Local sealed transcripts: list, verify, open, export to auditors.
@@ -181,7 +207,8 @@ Examples:
     /// Auditor tools: make a key pair, verify and open exports sealed to it (no store needed).
     #[command(after_help = "\
 Examples:
-  hushwire auditor keygen --out auditor.key
+  hushwire auditor keygen                  # writes ./auditor.key, prints the public key
+  hushwire auditor pubkey --key auditor.key
   hushwire auditor verify bob.hwx --key auditor.key
   hushwire auditor open bob.hwx --key auditor.key --json")]
     Auditor {
@@ -205,6 +232,8 @@ Example:
 pub enum ContactCommand {
     /// Add a contact by the address they gave you (`hushwire whoami` on their side).
     #[command(after_help = "\
+An address that is already another contact's is refused: use `hushwire contact rename`.
+
 Examples:
   hushwire contact add bob 3fa2…e9:1
   hushwire contact add bob 77c0…1d:1 --replace     # bob really has a new identity")]
@@ -217,6 +246,32 @@ Examples:
         /// sending is blocked until you verify them again.
         #[arg(long)]
         replace: bool,
+    },
+    /// Give a contact another name (verification, sessions and transcript stay).
+    #[command(after_help = "\
+Example:
+  hushwire contact rename unknown-3fa2c1d0 clinic")]
+    Rename {
+        /// The contact's current name.
+        old: String,
+        /// Its new name (1 to 64 printable characters).
+        new: String,
+    },
+    /// Remove a contact: its sessions are dropped, its transcript is kept.
+    #[command(after_help = "\
+Refused while messages or receipts to the contact are still queued, unless --discard-queued.
+The transcript stays (transcript list/open/export still show it). Adding the same address again
+(`hushwire contact add NAME ADDRESS`) restores the contact.
+
+Examples:
+  hushwire contact remove robert
+  hushwire contact remove robert --discard-queued")]
+    Remove {
+        /// The contact's name.
+        name: String,
+        /// Also delete the messages and receipts still queued for the contact.
+        #[arg(long)]
+        discard_queued: bool,
     },
     /// List contacts: name, address, verified, identity changed.
     #[command(after_help = "\
@@ -280,12 +335,23 @@ pub enum AuditorCommand {
     /// Generate an auditor key pair: the secret goes to FILE (mode 0600), the public key is
     /// printed (give it to the clinics that export to you).
     #[command(after_help = "\
-Example:
-  hushwire auditor keygen --out auditor.key")]
+Examples:
+  hushwire auditor keygen                      # writes ./auditor.key
+  hushwire auditor keygen --out ~/keys/clinic-audit.key
+  hushwire auditor pubkey --key auditor.key    # the public key again, at any time")]
     Keygen {
-        /// Where to write the secret key (hex). Never overwritten.
-        #[arg(long, value_name = "FILE")]
+        /// Where to write the secret key (64 hex digits). Never overwritten.
+        #[arg(long, value_name = "FILE", default_value = "auditor.key")]
         out: PathBuf,
+    },
+    /// Print the public key of an auditor key file again (give it to the clinics).
+    #[command(after_help = "\
+Example:
+  hushwire auditor pubkey --key auditor.key")]
+    Pubkey {
+        /// The auditor's secret key file (from `hushwire auditor keygen`).
+        #[arg(long, value_name = "FILE", default_value = "auditor.key")]
+        key: PathBuf,
     },
     /// Verify an export: per transcript its id, signer, records, checkpoints and unsigned tail.
     /// Any change to the file fails.
@@ -329,4 +395,33 @@ Examples:
   hushwire audit verify
   hushwire audit verify --json")]
     Verify,
+}
+
+impl Command {
+    /// The command's name as typed (`chat`, `transcript open`), without its arguments.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Init { .. } => "init",
+            Self::Register { .. } => "register",
+            Self::Whoami { .. } => "whoami",
+            Self::Contact { command } => match command {
+                ContactCommand::Add { .. } => "contact add",
+                ContactCommand::List => "contact list",
+                ContactCommand::Rename { .. } => "contact rename",
+                ContactCommand::Remove { .. } => "contact remove",
+            },
+            Self::Verify { .. } => "verify",
+            Self::Send { .. } => "send",
+            Self::Recv { .. } => "recv",
+            Self::Chat { .. } => "chat",
+            Self::Transcript { command } => match command {
+                TranscriptCommand::List => "transcript list",
+                TranscriptCommand::Verify { .. } => "transcript verify",
+                TranscriptCommand::Open { .. } => "transcript open",
+                TranscriptCommand::Export { .. } => "transcript export",
+            },
+            Self::Auditor { .. } => "auditor",
+            Self::Audit { .. } => "audit verify",
+        }
+    }
 }

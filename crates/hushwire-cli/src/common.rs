@@ -13,6 +13,8 @@ use hushwire_client::{
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use crate::display::{escape, message_block};
+
 /// A command's failure: the message printed after `error: ` and the exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -45,6 +47,15 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// Crash-test hook, shared with the client library (`docs/client.md` §6): if
+/// `HUSHWIRE_CLIENT_FAULT` names this point, the process aborts here, as `kill -9` would stop
+/// it. Unset in normal use.
+pub fn fault_point(name: &str) {
+    if std::env::var("HUSHWIRE_CLIENT_FAULT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
+}
+
 /// The environment variable that selects insecure, fast Argon2 parameters at `init` (tests).
 pub const FAST_KDF_VAR: &str = "HUSHWIRE_INSECURE_FAST_KDF";
 /// The environment variable holding the passphrase for scripts and tests.
@@ -70,7 +81,10 @@ pub fn store_path(g: &crate::cli::Global) -> CliResult<PathBuf> {
 
 /// Client options: the defaults, plus a private CA from `--ca-cert`.
 pub fn options(g: &crate::cli::Global) -> CliResult<ClientOptions> {
-    let mut options = ClientOptions::default();
+    let mut options = ClientOptions {
+        process_label: Some(g.label.clone()),
+        ..ClientOptions::default()
+    };
     if let Some(path) = &g.ca_cert {
         options.tls = load_ca(path)?;
     }
@@ -247,6 +261,27 @@ pub fn format_clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// How far the sender's clock may be from the arrival before the arrival is shown too: a
+/// message that spent a while queued, or a sender whose clock is wrong.
+pub const CLOCK_GAP_MS: u64 = 2 * 60 * 1000;
+
+/// A message's time as shown: when it was sent (the sender's clock), and when it arrived if
+/// that differs by more than [`CLOCK_GAP_MS`] either way (`clock_only`: HH:MM:SS).
+pub fn sent_and_arrival(sent_ms: u64, received_ms: u64, clock_only: bool) -> String {
+    let time = |ms: u64| {
+        if clock_only {
+            format_clock(ms)
+        } else {
+            format_time(ms)
+        }
+    };
+    if sent_ms.abs_diff(received_ms) > CLOCK_GAP_MS {
+        format!("{}, arrived {}", time(sent_ms), time(received_ms))
+    } else {
+        time(sent_ms)
+    }
+}
+
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -357,6 +392,21 @@ impl Names {
     }
 }
 
+/// What to do about messages held for a contact (`name` already escaped).
+pub fn held_advice(name: &str, reason: &str) -> String {
+    if reason.contains("NoPreKeys") {
+        // The relay has no prekey bundle for the contact: their device never registered, or
+        // was reset, or has not been online to publish new prekeys.
+        format!(
+            "{name}'s device has no prekeys at the relay: ask {name} to run `hushwire register` \
+             or `hushwire recv`, and check their address; retried automatically, or drop the \
+             queued messages with `hushwire contact remove {name} --discard-queued`"
+        )
+    } else {
+        "retried automatically".to_owned()
+    }
+}
+
 /// How an event is shown: a line for people and an object for `--json` (`clock_only`: the
 /// chat's short form, times as HH:MM:SS and brief receipts). `None` for events a
 /// user does not need to see (connection changes, prekey upkeep, sent confirmations).
@@ -365,13 +415,6 @@ pub async fn describe(
     event: &Event,
     clock_only: bool,
 ) -> Option<(Zeroizing<String>, Value)> {
-    let time = |ms: u64| {
-        if clock_only {
-            format_clock(ms)
-        } else {
-            format_time(ms)
-        }
-    };
     match event {
         Event::MessageReceived(m) => {
             let mut obj = serde_json::Map::new();
@@ -381,22 +424,17 @@ pub async fn describe(
             obj.insert("sent_at_ms".into(), json!(m.sent_at_ms));
             obj.insert("received_at_ms".into(), json!(m.received_at_ms));
             content_json(&mut obj, m.content_type, &m.content);
-            let line = format!(
-                "[{}] {}: {}",
-                time(m.received_at_ms),
-                m.contact_name,
-                content_text(m.content_type, &m.content)
+            let header = format!(
+                "[{}] {}:",
+                sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
+                escape(&m.contact_name),
             );
+            let line = message_block(&header, "", &content_text(m.content_type, &m.content));
             Some((Zeroizing::new(line), Value::Object(obj)))
         }
         Event::MessageDelivered { contact, id } => {
             let name = names.get(*contact).await;
-            // The chat shows a short line; recv names the message.
-            let line = if clock_only {
-                format!("(delivered to {name})")
-            } else {
-                format!("(delivered to {name}: message {id})")
-            };
+            let line = format!("(delivered to {}: message {id})", escape(&name));
             Some((
                 Zeroizing::new(line),
                 json!({"event": "delivered", "contact": name, "id": id.to_string()}),
@@ -406,14 +444,16 @@ pub async fn describe(
             let name = names.get(*contact).await;
             Some((
                 Zeroizing::new(format!(
-                    "warning: {missing} message(s) from {name} are missing so far (later ones arrived first)"
+                    "warning: {missing} message(s) from {} are missing so far (later ones arrived first)",
+                    escape(&name)
                 )),
                 json!({"event": "gap", "contact": name, "missing": missing}),
             ))
         }
         Event::DecryptFailed { sender, reason } => Some((
             Zeroizing::new(format!(
-                "warning: a message from {sender} could not be decrypted: {reason}"
+                "warning: a message from {sender} could not be decrypted: {}",
+                escape(reason)
             )),
             json!({"event": "decrypt_failed", "sender": sender.to_string(), "reason": reason}),
         )),
@@ -421,7 +461,8 @@ pub async fn describe(
             let name = names.get(*contact).await;
             Some((
                 Zeroizing::new(format!(
-                    "warning: the identity key of {name} changed; sending is blocked until you run `hushwire verify {name}`"
+                    "warning: the identity key of {shown} changed; sending is blocked until you run `hushwire verify {shown}`",
+                    shown = escape(&name)
                 )),
                 json!({"event": "identity_changed", "contact": name}),
             ))
@@ -430,7 +471,10 @@ pub async fn describe(
             let name = names.get(*contact).await;
             Some((
                 Zeroizing::new(format!(
-                    "warning: messages to {name} are held in the outbox: {reason} (retried automatically)"
+                    "warning: messages to {} are held in the outbox: {} ({})",
+                    escape(&name),
+                    escape(reason),
+                    held_advice(&escape(&name), reason)
                 )),
                 json!({"event": "send_held", "contact": name, "reason": reason}),
             ))
@@ -446,11 +490,50 @@ pub async fn describe(
                 .unwrap_or_default();
             Some((
                 Zeroizing::new(format!(
-                    "new contact {name} ({address}), not verified: rename it with `hushwire contact add NAME {address}`"
+                    "new contact {shown} ({address}), not verified: name it with `hushwire contact rename {shown} NAME`",
+                    shown = escape(name)
                 )),
                 json!({"event": "new_contact", "contact": name, "address": address}),
             ))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contact_without_prekeys_gets_advice_with_a_way_out() {
+        let advice = held_advice("bob", "the relay refused the request: NoPreKeys");
+        assert!(
+            advice.contains("ask bob to run `hushwire register`"),
+            "{advice}"
+        );
+        assert!(
+            advice.contains("hushwire contact remove bob --discard-queued"),
+            "{advice}"
+        );
+        assert_eq!(held_advice("bob", "timeout"), "retried automatically");
+    }
+
+    #[test]
+    fn the_sent_time_is_shown_and_a_distant_arrival_is_marked() {
+        let sent = 1_700_000_000_000;
+        assert_eq!(sent_and_arrival(sent, sent + 1_000, true), "22:13:20");
+        assert_eq!(
+            sent_and_arrival(sent, sent + CLOCK_GAP_MS, true),
+            "22:13:20"
+        );
+        assert_eq!(
+            sent_and_arrival(sent, sent + 3_600_000, true),
+            "22:13:20, arrived 23:13:20"
+        );
+        // A sender whose clock runs ahead is marked as well.
+        assert_eq!(
+            sent_and_arrival(sent + 3_600_000, sent, false),
+            "2023-11-14 23:13:20Z, arrived 2023-11-14 22:13:20Z"
+        );
     }
 }

@@ -8,6 +8,7 @@
 mod chat;
 mod cli;
 mod common;
+mod display;
 mod messages;
 mod transcripts;
 
@@ -19,7 +20,8 @@ use crate::cli::{AuditCommand, AuditorCommand, Cli, Command, ContactCommand, Tra
 use crate::common::{CliResult, Failure};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.global.label = format!("hushwire {}", cli.command.name());
     if let Ok(filter) = std::env::var("HUSHWIRE_LOG") {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -42,7 +44,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(Failure { message, code }) => {
-            eprintln!("error: {message}");
+            // An error can quote a contact name or a relay's reason: escape it like any output.
+            eprintln!("error: {}", display::escape_lines(&message));
             ExitCode::from(code)
         }
     }
@@ -55,7 +58,7 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Register { relay_url, invite } => {
             messages::register(g, &relay_url, invite.as_deref()).await
         }
-        Command::Whoami => messages::whoami(g).await,
+        Command::Whoami { address } => messages::whoami(g, address).await,
         Command::Contact { command } => match command {
             ContactCommand::Add {
                 name,
@@ -63,6 +66,11 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
                 replace,
             } => messages::contact_add(g, &name, &address, replace).await,
             ContactCommand::List => messages::contact_list(g).await,
+            ContactCommand::Rename { old, new } => messages::contact_rename(g, &old, &new).await,
+            ContactCommand::Remove {
+                name,
+                discard_queued,
+            } => messages::contact_remove(g, &name, discard_queued).await,
         },
         Command::Verify {
             name,
@@ -89,6 +97,7 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         },
         Command::Auditor { command } => match command {
             AuditorCommand::Keygen { out } => transcripts::auditor_keygen(g, &out),
+            AuditorCommand::Pubkey { key } => transcripts::auditor_pubkey(g, &key),
             AuditorCommand::Verify { export, key } => {
                 transcripts::auditor_read(g, &export, &key, false)
             }

@@ -17,8 +17,9 @@ use zeroize::Zeroizing;
 
 use crate::cli::Global;
 use crate::common::{
-    self, CliResult, content_json, content_text, fail, format_time, open, report_json, report_text,
+    self, CliResult, content_json, content_text, fail, open, report_json, report_text,
 };
+use crate::display::{escape, message_block};
 
 /// A progress bar on stderr when it is a terminal, else a hidden one.
 fn progress_bar(unit: &str) -> ProgressBar {
@@ -49,19 +50,30 @@ pub async fn list(g: &Global) -> CliResult<ExitCode> {
         println!("No transcripts yet (they start with the first message).");
     }
     for t in &transcripts {
-        println!("{}  {} record(s)  id {}", t.contact_name, t.records, t.id);
+        println!(
+            "{}  {} record(s)  id {}",
+            escape(&t.contact_name),
+            t.records,
+            t.id
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A contact's transcript, by the contact's name (a removed contact's too: transcripts are
+/// listed under the name the contact had).
 async fn transcript_of(client: &Client, name: &str) -> CliResult<TranscriptInfo> {
-    let contact = client.contact(name).await?;
-    client
-        .transcripts()
-        .await?
+    let transcripts = client.transcripts().await?;
+    if let Ok(contact) = client.contact(name).await {
+        return transcripts
+            .into_iter()
+            .find(|t| t.contact == contact.id)
+            .ok_or_else(|| fail(format!("no transcript with {name:?} yet (no messages)")));
+    }
+    transcripts
         .into_iter()
-        .find(|t| t.contact == contact.id)
-        .ok_or_else(|| fail(format!("no transcript with {name:?} yet (no messages)")))
+        .find(|t| t.contact_name == name)
+        .ok_or_else(|| hushwire_client::ClientError::UnknownContact(name.to_owned()).into())
 }
 
 /// Verifies a local transcript with a progress bar.
@@ -107,18 +119,23 @@ fn record_json(r: &TranscriptRecord, peer: Option<&str>) -> Value {
     Value::Object(obj)
 }
 
-/// One record as a line.
-fn record_line(r: &TranscriptRecord, peer: Option<&str>) -> Zeroizing<String> {
+/// One record as a line, or a block of lines for a multi-line message (`indent` before each,
+/// see [`message_block`]).
+fn record_line(r: &TranscriptRecord, peer: Option<&str>, indent: &str) -> Zeroizing<String> {
     let (arrow, who) = match (r.direction, peer) {
         (Direction::Sent, Some(_)) => ("->", "me".to_owned()),
-        (Direction::Received, Some(p)) => ("<-", p.to_owned()),
+        (Direction::Received, Some(p)) => ("<-", escape(p)),
         (Direction::Sent, None) => ("sent", r.sender.to_string()),
         (Direction::Received, None) => ("received", r.sender.to_string()),
     };
-    Zeroizing::new(format!(
-        "[{}] {arrow} {who}: {}",
-        format_time(r.sent_at_ms),
-        content_text(r.content_type, &r.content)
+    let header = format!(
+        "{indent}[{}] {arrow} {who}:",
+        common::sent_and_arrival(r.sent_at_ms, r.received_at_ms, false)
+    );
+    Zeroizing::new(message_block(
+        &header,
+        indent,
+        &content_text(r.content_type, &r.content),
     ))
 }
 
@@ -157,13 +174,13 @@ pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<Exi
     }
     if show_records {
         for r in &records {
-            println!("{}", record_line(r, Some(&info.contact_name)).as_str());
+            println!("{}", record_line(r, Some(&info.contact_name), "").as_str());
         }
         println!();
     }
     println!(
         "Transcript with {} (id {}): verified: {}",
-        info.contact_name,
+        escape(&info.contact_name),
         info.id,
         report_text(&report)
     );
@@ -182,7 +199,7 @@ pub async fn audit_verify(g: &Global) -> CliResult<ExitCode> {
                 if !g.json {
                     println!(
                         "OK      {} (id {}): {}",
-                        info.contact_name,
+                        escape(&info.contact_name),
                         info.id,
                         report_text(&report)
                     );
@@ -197,7 +214,9 @@ pub async fn audit_verify(g: &Global) -> CliResult<ExitCode> {
                 if !g.json {
                     println!(
                         "FAILED  {} (id {}): {}",
-                        info.contact_name, info.id, e.message
+                        escape(&info.contact_name),
+                        info.id,
+                        e.message
                     );
                 }
                 results.push(json!({
@@ -358,6 +377,14 @@ pub async fn export(
 
 /// `auditor keygen`.
 pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
+    if out.exists() {
+        return Err(fail(format!(
+            "{} exists: refusing to overwrite an auditor key (pass --out FILE for another file; \
+             `hushwire auditor pubkey --key {}` prints its public key)",
+            out.display(),
+            out.display()
+        )));
+    }
     let key = loop {
         let mut secret = Zeroizing::new([0u8; 32]);
         getrandom::fill(secret.as_mut())
@@ -383,8 +410,11 @@ pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
             fail(format!("cannot create {}: {e}", out.display()))
         }
     })?;
-    let secret_hex = Zeroizing::new(hex::encode(key.to_secret_bytes().as_ref()));
-    file.write_all(secret_hex.as_bytes())?;
+    // Constant-time hex: the encoding's timing must not depend on the secret's digits.
+    let mut secret_hex = Zeroizing::new([0u8; 64]);
+    let encoded = base16ct::lower::encode(key.to_secret_bytes().as_ref(), secret_hex.as_mut())
+        .map_err(|_| fail("cannot encode the auditor key"))?;
+    file.write_all(encoded)?;
     file.write_all(b"\n")?;
     file.sync_all()?;
     let public = hex::encode(key.public().as_bytes());
@@ -403,18 +433,40 @@ pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `auditor pubkey`: the public key of a key file, printed again.
+pub fn auditor_pubkey(g: &Global, key_file: &Path) -> CliResult<ExitCode> {
+    let key = load_auditor_key(key_file)?;
+    let public = hex::encode(key.public().as_bytes());
+    if g.json {
+        println!(
+            "{}",
+            json!({"public": public, "key_file": key_file.display().to_string()})
+        );
+    } else {
+        println!("{public}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load_auditor_key(path: &Path) -> CliResult<AuditorKey> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| fail(format!("cannot read the key file {}: {e}", path.display())))?,
     );
     let mut bytes = Zeroizing::new([0u8; 32]);
-    hex::decode_to_slice(text.trim(), bytes.as_mut()).map_err(|_| {
-        fail(format!(
+    // Constant-time hex (base16ct): decoding time does not depend on the secret's digits.
+    let digits = text.trim();
+    let decoded = if digits.len() == 64 {
+        base16ct::mixed::decode(digits, bytes.as_mut()).map(<[u8]>::len)
+    } else {
+        Err(base16ct::Error::InvalidLength)
+    };
+    if decoded != Ok(32) {
+        return Err(fail(format!(
             "{} is not an auditor key file (64 hex digits from `hushwire auditor keygen`)",
             path.display()
-        ))
-    })?;
+        )));
+    }
     AuditorKey::from_secret_bytes(*bytes)
         .ok_or_else(|| fail(format!("{} holds an invalid auditor key", path.display())))
 }
@@ -459,7 +511,7 @@ pub fn auditor_read(
         } else {
             println!("Transcript {} (signed by {}):", t.id, t.signer);
             for r in &records {
-                println!("  {}", record_line(r, None).as_str());
+                println!("{}", record_line(r, None, "  ").as_str());
             }
         }
     };

@@ -921,3 +921,313 @@ fn transcript_and_audit_verification_fail_after_the_store_is_altered() {
         audit.stderr
     );
 }
+
+/// Characters that must never reach a terminal from human-readable output (mirrors
+/// `display::is_unsafe`, written out again so the test does not trust the code it checks).
+fn drives_terminal(c: char) -> bool {
+    let n = u32::from(c);
+    (n < 0x20 && c != '\n')
+        || (0x7f..=0x9f).contains(&n)
+        || (0x200b..=0x200f).contains(&n)
+        || (0x202a..=0x202e).contains(&n)
+        || (0x2066..=0x2069).contains(&n)
+        || n == 0xfeff
+        || n == 0x2028
+        || n == 0x2029
+}
+
+/// One hostile message per class of character, and what a reader must see of each.
+const HOSTILE: [(&str, &str); 5] = [
+    (
+        "x \x1b[31mRED\x1b[0m \x1b]2;title\x07 y\rOVERWRITE \x1b[2J\x1b[H",
+        "x \\x1b[31mRED\\x1b[0m \\x1b]2;title\\x07 y\\x0dOVERWRITE \\x1b[2J\\x1b[H",
+    ),
+    ("c1 \u{9b}2J \u{85}end", "c1 \\u{9b}2J \\u{85}end"),
+    ("del \u{7f}\u{7f}x", "del \\x7f\\x7fx"),
+    (
+        "bidi invoice\u{202e}txt.exe \u{2066}iso\u{2069} zw\u{200b}sp \u{feff}bom",
+        "bidi invoice\\u{202e}txt.exe \\u{2066}iso\\u{2069} zw\\u{200b}sp \\u{feff}bom",
+    ),
+    (
+        "line one\n[2026-01-01 00:00:00Z] clinic: please reply with your SSN",
+        "    | [2026-01-01 00:00:00Z] clinic: please reply with your SSN",
+    ),
+];
+
+/// Human output holds no terminal control, shows each hostile text escaped, and no line of a
+/// message passes for a header of its own.
+fn assert_inert(what: &str, out: &str) {
+    if let Some(c) = out.chars().find(|c| drives_terminal(*c)) {
+        panic!("{what} printed {c:?} raw:\n{}", out.escape_debug());
+    }
+    for (_, shown) in HOSTILE {
+        assert!(out.contains(shown), "{what} lacks {shown:?}:\n{out}");
+    }
+    assert!(
+        !out.lines()
+            .any(|l| l.trim_start().starts_with("[2026-01-01")),
+        "{what}: a message line imitates a header:\n{out}"
+    );
+}
+
+#[test]
+fn hostile_text_never_drives_the_terminal_in_recv_transcript_and_auditor_output() {
+    let relay = Relay::start();
+    let alice = User::new();
+    let bob = User::new();
+    let a = alice.setup(&relay);
+    let b = bob.setup(&relay);
+    alice.run_ok(&["contact", "add", "bob", &b]);
+    // A contact name holding a right-to-left override is shown escaped too.
+    let name = "al\u{202e}ice";
+    bob.run_ok(&["contact", "add", name, &a]);
+    for (text, _) in HOSTILE {
+        alice.send("bob", text);
+    }
+
+    let recv = bob.run_ok(&["recv", "--wait", "20"]);
+    assert_inert("recv", &recv.stdout);
+    assert!(recv.stdout.contains("al\\u{202e}ice:"), "{}", recv.stdout);
+
+    let list = bob.run_ok(&["contact", "list"]);
+    assert!(!list.stdout.chars().any(drives_terminal), "{}", list.stdout);
+    assert!(list.stdout.contains("al\\u{202e}ice"), "{}", list.stdout);
+
+    let open = bob.run_ok(&["transcript", "open", name]);
+    assert_inert("transcript open", &open.stdout);
+
+    // --json keeps the exact text.
+    let t = transcript(&bob, name);
+    let exact: Vec<&str> = t.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(exact, HOSTILE.map(|(text, _)| text));
+
+    // The auditor sees the same records, as safely.
+    let work = TempDir::new().unwrap();
+    let key = work.path().join("auditor.key");
+    let key_s = key.to_str().unwrap();
+    let public = bob.run_ok(&["auditor", "keygen", "--out", key_s]).stdout;
+    let export = work.path().join("all.hwx");
+    let export_s = export.to_str().unwrap();
+    bob.run_ok(&[
+        "transcript",
+        "export",
+        "--to",
+        public.trim(),
+        "--out",
+        export_s,
+    ]);
+    let audited = bob.run_ok(&["auditor", "open", export_s, "--key", key_s]);
+    assert_inert("auditor open", &audited.stdout);
+}
+
+#[test]
+fn a_second_command_on_a_store_in_use_is_refused_with_the_holder() {
+    let relay = Relay::start();
+    let (alice, _bob) = pair(&relay);
+    // A chat holds alice's store while its input stays open.
+    let mut chat = alice
+        .command(&["chat", "bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = alice.home.join("client.db.lock");
+    let started = Instant::now();
+    let expected = format!("{} hushwire chat\n", chat.id());
+    while std::fs::read_to_string(&lock).unwrap_or_default() != expected {
+        assert!(
+            started.elapsed() < PROCESS_TIMEOUT,
+            "chat never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let busy = alice
+        .run(&["whoami"])
+        .failed("whoami while chat holds the store");
+    assert!(
+        busy.stderr
+            .contains(&format!("in use by process {} (hushwire chat)", chat.id())),
+        "{}",
+        busy.stderr
+    );
+    assert!(busy.stdout.is_empty(), "{}", busy.stdout);
+
+    // End of input ends the chat, which frees the store.
+    drop(chat.stdin.take());
+    assert!(chat.wait().unwrap().success());
+    alice.run_ok(&["whoami"]);
+}
+
+#[test]
+fn chat_refuses_unknown_commands_locally_and_sends_long_lines_whole() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    let long = format!("long:{}:END", "x".repeat(4991));
+    assert_eq!(long.len(), 5000);
+    let mut chat = alice
+        .command(&["chat", "bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = chat.stdin.take().unwrap();
+        write!(
+            input,
+            "/help\n/qiut\n/etc/passwd is mine\nhello bob\n//shrug\n{long}\n/quit\n"
+        )
+        .unwrap();
+    }
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("/lock"), "/help lists /lock:\n{stdout}");
+    assert!(
+        stdout.contains("unknown command /qiut: nothing was sent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unknown command /etc/passwd"), "{stdout}");
+    assert!(stdout.contains("you: hello bob"), "{stdout}");
+
+    let (got, _) = bob.recv();
+    assert_eq!(texts(&got), ["hello bob", "/shrug", long.as_str()]);
+}
+
+#[test]
+fn chat_lock_after_has_a_maximum_of_an_hour() {
+    let alice = User::new();
+    let out = alice
+        .run(&["chat", "bob", "--lock-after", "3601"])
+        .failed("--lock-after 3601");
+    assert!(out.stderr.contains("3601"), "{}", out.stderr);
+    assert!(out.stderr.contains("1..=3600"), "{}", out.stderr);
+}
+
+#[test]
+fn a_contact_is_never_renamed_silently_and_can_be_renamed_and_removed() {
+    let alice = User::new();
+    alice.run_ok(&["init"]);
+    let bob = format!("{}:1", "ab".repeat(32));
+    alice.run_ok(&["contact", "add", "bob", &bob]);
+
+    let refused = alice
+        .run(&["contact", "add", "robert", &bob])
+        .failed("adding bob's address as robert");
+    assert!(
+        refused
+            .stderr
+            .contains("hushwire contact rename bob robert"),
+        "{}",
+        refused.stderr
+    );
+    let list = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(list[0]["name"], "bob");
+
+    alice.run_ok(&["contact", "rename", "bob", "robert"]);
+    let list = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "robert");
+    assert_eq!(list[0]["address"], bob.as_str());
+
+    let removed = alice.run_ok(&["contact", "remove", "robert"]);
+    assert!(
+        removed.stdout.contains("Removed robert"),
+        "{}",
+        removed.stdout
+    );
+    let list = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+    alice
+        .run(&["contact", "remove", "robert"])
+        .failed("removing a contact twice");
+    // The address can be added again.
+    alice.run_ok(&["contact", "add", "bob", &bob]);
+    let list = alice.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(list[0]["name"], "bob");
+}
+
+#[test]
+fn auditor_keygen_defaults_to_auditor_key_and_pubkey_prints_it_again() {
+    let auditor = User::new();
+    let work = TempDir::new().unwrap();
+    let mut keygen = auditor.command(&["auditor", "keygen"]);
+    keygen.current_dir(work.path());
+    let out = run(keygen, &auditor.home).ok("auditor keygen without --out");
+    let public = out.stdout.trim().to_owned();
+    assert_eq!(public.len(), 64);
+    let key = work.path().join("auditor.key");
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(secret.trim().len(), 64);
+    assert!(hex_only(secret.trim()));
+    assert!(out.stderr.contains("auditor.key"), "{}", out.stderr);
+
+    // The public key again, from the file (default name, or --key), as text or JSON.
+    let mut pubkey = auditor.command(&["auditor", "pubkey"]);
+    pubkey.current_dir(work.path());
+    assert_eq!(
+        run(pubkey, &auditor.home).ok("pubkey").stdout.trim(),
+        public
+    );
+    let key_s = key.to_str().unwrap();
+    let json = auditor
+        .run_ok(&["auditor", "pubkey", "--key", key_s, "--json"])
+        .json();
+    assert_eq!(json["public"], public.as_str());
+
+    // A second keygen never overwrites the key, and says how to see its public key.
+    let mut again = auditor.command(&["auditor", "keygen"]);
+    again.current_dir(work.path());
+    let again = run(again, &auditor.home).failed("keygen over auditor.key");
+    assert!(again.stderr.contains("auditor pubkey"), "{}", again.stderr);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), secret);
+
+    // Upper-case digits read the same key; a truncated file is refused clearly.
+    let upper = work.path().join("upper.key");
+    std::fs::write(&upper, secret.to_uppercase()).unwrap();
+    let same = auditor.run_ok(&["auditor", "pubkey", "--key", upper.to_str().unwrap()]);
+    assert_eq!(same.stdout.trim(), public);
+    let short = work.path().join("short.key");
+    std::fs::write(&short, &secret.trim()[..63]).unwrap();
+    let bad = auditor
+        .run(&["auditor", "pubkey", "--key", short.to_str().unwrap()])
+        .failed("a 63-digit key file");
+    assert!(
+        bad.stderr.contains("not an auditor key file"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn recv_killed_right_after_printing_never_shows_that_message_again() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    alice.send("bob", "first, shown once");
+    alice.send("bob", "second");
+
+    // The process dies right after printing its first message, as kill -9 timed to the print.
+    let mut faulty = bob.command(&["recv", "--wait", "20"]);
+    faulty.env("HUSHWIRE_CLIENT_FAULT", "recv-after-show");
+    let crashed = run(faulty, &bob.home).failed("recv with the recv-after-show fault");
+    assert!(
+        crashed.stdout.contains("alice: first, shown once"),
+        "{}",
+        crashed.stdout
+    );
+    assert!(!crashed.stdout.contains("second"), "{}", crashed.stdout);
+
+    let (again, _) = bob.recv();
+    assert_eq!(
+        texts(&again),
+        ["second"],
+        "the first message was shown twice"
+    );
+    // Both are in the transcript, once each.
+    let t = transcript(&bob, "alice");
+    assert_eq!(
+        t.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>(),
+        ["first, shown once", "second"]
+    );
+}

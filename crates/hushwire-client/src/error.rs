@@ -14,6 +14,16 @@ pub enum ClientError {
     NotInitialized(std::path::PathBuf),
     /// A store already exists at the path.
     AlreadyInitialized(std::path::PathBuf),
+    /// Another process (or another open client in this process) has the store open: one store
+    /// has one owner at a time (`docs/client.md` §3.5).
+    StoreInUse {
+        /// The store.
+        path: std::path::PathBuf,
+        /// The holder's process id, as its lock file says.
+        pid: Option<u32>,
+        /// What the holder called itself (for example `hushwire chat`).
+        holder: Option<String>,
+    },
     /// The passphrase or key does not open this store.
     WrongSecret,
     /// The store was created with a passphrase and opened with a raw key, or the reverse.
@@ -43,6 +53,20 @@ pub enum ClientError {
     BadContactName(String),
     /// A contact with that name already exists with another address.
     ContactExists(String),
+    /// The address given is already another contact's: rename that one instead.
+    AddressTaken {
+        /// The contact that has the address.
+        existing: String,
+        /// The name asked for.
+        requested: String,
+    },
+    /// The outbox still holds messages or receipts for the contact being removed.
+    OutboxNotEmpty {
+        /// The contact.
+        contact: String,
+        /// How many payloads are queued.
+        queued: usize,
+    },
     /// The text is not a Hushwire address (`<64 hex digits>:<device id>`).
     BadAddress(String),
     /// The contact's identity key changed; sending is blocked until the user re-verifies the
@@ -97,6 +121,15 @@ impl fmt::Display for ClientError {
                 "a Hushwire store already exists at {}; open it instead, or choose another home",
                 p.display()
             ),
+            Self::StoreInUse { path, pid, holder } => {
+                write!(f, "the store {} is in use", path.display())?;
+                match (pid, holder) {
+                    (Some(pid), Some(holder)) => write!(f, " by process {pid} ({holder})")?,
+                    (Some(pid), None) => write!(f, " by process {pid}")?,
+                    _ => write!(f, " by another process")?,
+                }
+                f.write_str(": close it first (one process at a time per store)")
+            }
             Self::WrongSecret => f.write_str("wrong passphrase: the store did not open"),
             Self::SecretKindMismatch { expected } => {
                 write!(f, "this store is unlocked with a {expected}, not the other kind of secret")
@@ -123,6 +156,16 @@ impl fmt::Display for ClientError {
             Self::ContactExists(c) => write!(
                 f,
                 "a contact named {c:?} already exists with another address; pass --replace if their identity really changed"
+            ),
+            Self::AddressTaken { existing, requested } => write!(
+                f,
+                "that address is already the contact {existing:?}; to call it {requested:?}, run \
+                 `hushwire contact rename {existing} {requested}`"
+            ),
+            Self::OutboxNotEmpty { contact, queued } => write!(
+                f,
+                "{queued} message(s) or receipt(s) to {contact:?} are still queued; send them \
+                 first (`hushwire recv`), or pass --discard-queued to drop them with the contact"
             ),
             Self::BadAddress(a) => write!(
                 f,

@@ -38,6 +38,7 @@ mod link;
 mod os;
 pub mod payload;
 mod store;
+mod store_lock;
 mod vault;
 
 pub use address::Address;

@@ -15,6 +15,18 @@ use crate::store;
 
 use super::Client;
 
+/// The `meta` row holding the sealed ids of removed contacts.
+const REMOVED_CONTACTS: &str = "removed_contacts";
+
+/// A contact name, trimmed: 1 to 64 characters, no control character.
+fn check_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ClientError::BadContactName(name.chars().take(80).collect()));
+    }
+    Ok(name)
+}
+
 impl Client {
     // ----- contacts -------------------------------------------------------------------------
 
@@ -94,8 +106,22 @@ impl Client {
         Ok(id)
     }
 
-    /// Every contact, in the order added.
+    /// Every contact, in the order added (removed ones left out, §5.15).
     pub async fn contacts(&self) -> Result<Vec<Contact>> {
+        let _state = self.inner.state.lock().await;
+        let mut c = self.inner.db.acquire().await?;
+        let removed = self.removed_contacts(&mut c).await?;
+        Ok(self
+            .all_contacts(&mut c)
+            .await?
+            .iter()
+            .filter(|(id, _)| !removed.contains(id))
+            .map(|(id, r)| Contact::from_record(*id, r))
+            .collect())
+    }
+
+    /// Every contact, removed ones included (their transcripts are kept and listed).
+    pub(super) async fn contacts_including_removed(&self) -> Result<Vec<Contact>> {
         let _state = self.inner.state.lock().await;
         let mut c = self.inner.db.acquire().await?;
         Ok(self
@@ -104,6 +130,87 @@ impl Client {
             .iter()
             .map(|(id, r)| Contact::from_record(*id, r))
             .collect())
+    }
+
+    /// The ids of removed contacts, sealed in the `meta` row `removed_contacts` (§5.15).
+    async fn removed_contacts(&self, c: &mut SqliteConnection) -> Result<Vec<i64>> {
+        match store::get_meta(c, REMOVED_CONTACTS).await? {
+            Some(sealed) => self
+                .inner
+                .vault
+                .open_value("removed contacts", b"", &sealed),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn save_removed_contacts(&self, c: &mut SqliteConnection, ids: &[i64]) -> Result<()> {
+        let sealed =
+            self.inner
+                .vault
+                .seal_value("removed contacts", b"", &ids.to_vec(), &mut rng());
+        store::put_meta(c, REMOVED_CONTACTS, &sealed).await
+    }
+
+    /// Gives a contact a new name; nothing else changes (verification, sessions, transcript).
+    /// [`ClientError::ContactExists`] if `new` is taken, [`ClientError::BadContactName`] unless
+    /// it has 1 to 64 characters and no control character.
+    pub async fn rename_contact(&self, old: &str, new: &str) -> Result<ContactId> {
+        let new = check_name(new)?;
+        let _state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let removed = self.removed_contacts(&mut tx).await?;
+        let contacts = self.all_contacts(&mut tx).await?;
+        let live = || contacts.iter().filter(|(id, _)| !removed.contains(id));
+        let Some((id, record)) = live().find(|(_, r)| r.name == old) else {
+            return Err(ClientError::UnknownContact(old.to_owned()));
+        };
+        if record.name == new {
+            return Ok(ContactId(*id));
+        }
+        if live().any(|(_, r)| r.name == new) {
+            return Err(ClientError::ContactExists(new.to_owned()));
+        }
+        let mut renamed = record.clone();
+        renamed.name = new.to_owned();
+        self.save_contact(&mut tx, *id, &renamed).await?;
+        tx.commit().await?;
+        Ok(ContactId(*id))
+    }
+
+    /// Removes a contact from the contact list: its sessions are dropped, its transcript is
+    /// kept (and still listed, opened and exported), and adding its address again restores it
+    /// under the name given then. If the outbox still holds messages or receipts for it, this
+    /// fails with [`ClientError::OutboxNotEmpty`] unless `discard_queued` is set, which deletes
+    /// them (§5.15).
+    pub async fn remove_contact(&self, contact: ContactId, discard_queued: bool) -> Result<()> {
+        let _state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let record = self.load_contact(&mut tx, contact.0).await?;
+        let mut removed = self.removed_contacts(&mut tx).await?;
+        if removed.contains(&contact.0) {
+            return Err(ClientError::UnknownContact(record.name));
+        }
+        let queued: Vec<i64> = store::outbox(&mut tx)
+            .await?
+            .into_iter()
+            .filter(|row| row.contact_id == contact.0)
+            .map(|row| row.id)
+            .collect();
+        if !queued.is_empty() && !discard_queued {
+            return Err(ClientError::OutboxNotEmpty {
+                contact: record.name,
+                queued: queued.len(),
+            });
+        }
+        for id in queued {
+            store::delete_outbox(&mut tx, id).await?;
+        }
+        store::delete_sessions(&mut tx, contact.0).await?;
+        removed.push(contact.0);
+        self.save_removed_contacts(&mut tx, &removed).await?;
+        tx.commit().await?;
+        self.inner.outbox_changed.notify_one();
+        Ok(())
     }
 
     /// The contact with this name.
@@ -118,20 +225,41 @@ impl Client {
     /// Adds a contact. Adding a name again with the same address changes nothing; with another
     /// address it fails with [`ClientError::ContactExists`] unless `replace` is set, in which
     /// case the contact's identity is replaced, its sessions dropped, and sending to it blocked
-    /// until [`Client::mark_verified`].
+    /// until [`Client::mark_verified`]. An address that is already another contact's fails with
+    /// [`ClientError::AddressTaken`] (rename with [`Client::rename_contact`]); the address of a
+    /// removed contact restores it under this name.
     pub async fn add_contact(
         &self,
         name: &str,
         address: Address,
         replace: bool,
     ) -> Result<ContactId> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-            return Err(ClientError::BadContactName(name.chars().take(80).collect()));
-        }
+        let name = check_name(name)?;
         let state = self.inner.state.lock().await;
         let mut tx = store::begin(&self.inner.db).await?;
-        let contacts = self.all_contacts(&mut tx).await?;
+        let mut removed = self.removed_contacts(&mut tx).await?;
+        let all = self.all_contacts(&mut tx).await?;
+        if let Some((id, existing)) = all
+            .iter()
+            .find(|(id, r)| removed.contains(id) && r.address() == address)
+        {
+            // A removed contact added again: restored, transcript and all, under this name.
+            if all
+                .iter()
+                .any(|(other, r)| !removed.contains(other) && r.name == name)
+            {
+                return Err(ClientError::ContactExists(name.to_owned()));
+            }
+            let mut restored = existing.clone();
+            restored.name = name.to_owned();
+            self.save_contact(&mut tx, *id, &restored).await?;
+            removed.retain(|r| r != id);
+            self.save_removed_contacts(&mut tx, &removed).await?;
+            tx.commit().await?;
+            return Ok(ContactId(*id));
+        }
+        let contacts: Vec<&(i64, ContactRecord)> =
+            all.iter().filter(|(id, _)| !removed.contains(id)).collect();
         if let Some((id, existing)) = contacts.iter().find(|(_, r)| r.name == name) {
             if existing.address() == address {
                 return Ok(ContactId(*id));
@@ -164,14 +292,13 @@ impl Client {
             });
             return Ok(ContactId(*id));
         }
-        if let Some((id, existing)) = contacts.iter().find(|(_, r)| r.address() == address) {
+        if let Some((_, existing)) = contacts.iter().find(|(_, r)| r.address() == address) {
             // Known under another name (for example an `unknown-…` contact that wrote first):
-            // rename it.
-            let mut renamed = existing.clone();
-            renamed.name = name.to_owned();
-            self.save_contact(&mut tx, *id, &renamed).await?;
-            tx.commit().await?;
-            return Ok(ContactId(*id));
+            // never renamed silently (it may be verified, and the user may have mistyped).
+            return Err(ClientError::AddressTaken {
+                existing: existing.name.clone(),
+                requested: name.to_owned(),
+            });
         }
         let record = ContactRecord {
             name: name.to_owned(),

@@ -55,6 +55,7 @@ use crate::event::{ConnectionState, Event};
 use crate::link::{Link, TlsRoots};
 use crate::os::{now_ms, rng};
 use crate::store;
+use crate::store_lock::{self, StoreLock};
 use crate::vault::{KdfParams, KeyDerivation, Secret, Vault};
 
 /// Settings of an open client. `Default` gives production values.
@@ -85,6 +86,10 @@ pub struct ClientOptions {
     /// This device asks one contact for a new session at most once per this long, however many
     /// unreadable messages arrive (`docs/client.md` §5.13).
     pub reset_interval: Duration,
+    /// What this process is, written beside its id into the store's lock file so that a second
+    /// open can say who holds the store (for example `hushwire chat`); `None`: the program's
+    /// file name. Never put message text or other secrets here: the lock file is not sealed.
+    pub process_label: Option<String>,
 }
 
 /// Where and how often the client writes archive exports (`docs/client.md` §7.3).
@@ -112,6 +117,7 @@ impl Default for ClientOptions {
             archive: None,
             receipt_timeout: Duration::from_secs(120),
             reset_interval: Duration::from_secs(60),
+            process_label: None,
         }
     }
 }
@@ -144,6 +150,8 @@ struct Inner {
     /// connection and after a backup (`docs/client.md` §5.14).
     epoch_unreported: std::sync::atomic::AtomicBool,
     options: ClientOptions,
+    /// Held for as long as any clone lives: one process per store (`store_lock.rs`).
+    _lock: StoreLock,
 }
 
 /// An open Hushwire client. Cheap to clone (all clones share one store and one connection);
@@ -178,7 +186,9 @@ fn session_error(e: impl core::fmt::Display) -> ClientError {
 
 impl Client {
     /// Creates a store at `path` (a SQLite file) with a new identity, locked by `secret`.
+    /// [`ClientError::StoreInUse`] if another process holds `<path>.lock`.
     pub async fn create(path: &Path, secret: &Secret, options: ClientOptions) -> Result<Self> {
+        let lock = Self::lock(path, &options)?;
         if path.exists() {
             return Err(ClientError::AlreadyInitialized(path.to_owned()));
         }
@@ -202,16 +212,30 @@ impl Client {
         )
         .await?;
         tx.commit().await?;
-        Ok(Self::assemble(path, db, vault, account, profile, options))
+        Ok(Self::assemble(
+            path, db, vault, account, profile, options, lock,
+        ))
+    }
+
+    /// Takes the store's lock before anything reads or writes the store (§3.5).
+    fn lock(path: &Path, options: &ClientOptions) -> Result<StoreLock> {
+        let label = options
+            .process_label
+            .clone()
+            .unwrap_or_else(store_lock::default_label);
+        StoreLock::acquire(path, &label)
     }
 
     /// Opens the store at `path` with `secret`. A wrong passphrase or key is
     /// [`ClientError::WrongSecret`]. Nothing is written before the secret is checked except a
     /// schema migration, which a newer library version applies to any store it opens.
+    /// [`ClientError::StoreInUse`] if another process (or another open client) holds the store;
+    /// the lock is released when the last clone of the returned client is dropped.
     pub async fn open(path: &Path, secret: &Secret, options: ClientOptions) -> Result<Self> {
         if !path.exists() {
             return Err(ClientError::NotInitialized(path.to_owned()));
         }
+        let lock = Self::lock(path, &options)?;
         let db = store::open(path, false).await?;
         let mut c = db.acquire().await?;
         let kdf = store::get_meta(&mut c, "kdf")
@@ -238,7 +262,7 @@ impl Client {
             None => Profile::default(),
         };
         drop(c);
-        let client = Self::assemble(path, db, vault, account, profile, options);
+        let client = Self::assemble(path, db, vault, account, profile, options, lock);
         {
             let state = client.inner.state.lock().await;
             let mut tx = store::begin(&client.inner.db).await?;
@@ -278,6 +302,7 @@ impl Client {
         account: Account,
         profile: Profile,
         options: ClientOptions,
+        lock: StoreLock,
     ) -> Self {
         let storage_key = vault.storage_key();
         Self {
@@ -295,6 +320,7 @@ impl Client {
                 supervisor: StdMutex::new(None),
                 epoch_unreported: std::sync::atomic::AtomicBool::new(true),
                 options,
+                _lock: lock,
             }),
         }
     }

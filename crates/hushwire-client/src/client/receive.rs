@@ -671,9 +671,9 @@ mod tests {
             fingerprint: alice.identity_key().fingerprint(),
             device_id: 1,
         };
-        bob.add_contact("alice", alice_address, false)
-            .await
-            .unwrap();
+        // Bob names the contact that wrote first, then replaces its identity.
+        let unknown = bob.contacts().await.unwrap()[0].name.clone();
+        bob.rename_contact(&unknown, "alice").await.unwrap();
         let other = Account::new(1, 0, &mut rng);
         let other_address = crate::Address {
             fingerprint: other.identity_key().fingerprint(),

@@ -90,7 +90,8 @@ impl Client {
 
     /// Every local transcript.
     pub async fn transcripts(&self) -> Result<Vec<TranscriptInfo>> {
-        let contacts = self.contacts().await?;
+        // Removed contacts keep their transcripts, under the name they had (§5.15).
+        let contacts = self.contacts_including_removed().await?;
         let mut c = self.db().acquire().await?;
         let mut out = Vec::new();
         for contact_id in store::transcript_contacts(&mut c).await? {
