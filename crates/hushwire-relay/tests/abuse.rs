@@ -57,6 +57,12 @@ async fn one_sender_fills_only_its_share_on(engine: &Engine) {
     let mut c = Client::register(&relay.url(), &carol).await;
     drop(Client::register(&relay.url(), &bob).await);
     let to = bob.address();
+    // An unregistered recipient is refused as such on both engines (on PostgreSQL, by the
+    // absence of a counter row, which only registered devices get).
+    assert_eq!(
+        m.send_to(Device::new(59, 1).address(), b"nobody").await,
+        refused(ErrorCode::UnknownDevice)
+    );
 
     let mut flood = Vec::new();
     for i in 0..3u8 {

@@ -426,32 +426,41 @@ impl Store for PostgresStore {
         let mut last_positions = HashMap::new();
         for (recipient, add) in &adding {
             // A counter row exists for every registered device that was ever sent to (devices
-            // are never removed), so its absence below means "not registered". Two statements:
-            // the locking SELECT must run on a snapshot taken after a concurrent insert of the
-            // same row (which ON CONFLICT waited for) committed.
-            sqlx::query(
-                "INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
-                 SELECT $1, $2, 0, 0, 0 WHERE EXISTS
-                 (SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(fp(recipient))
-            .bind(dev(recipient))
-            .execute(&mut *tx)
-            .await?;
-            let row = sqlx::query(
-                "SELECT m.envelopes, m.bytes, m.last_position, COALESCE(s.envelopes, 0), COALESCE(s.bytes, 0)
-                 FROM mailboxes m LEFT JOIN mailbox_senders s
-                 ON s.recipient_fingerprint = m.recipient_fingerprint AND s.recipient_device = m.recipient_device
-                 AND s.sender_fingerprint = $3 AND s.sender_device = $4
-                 WHERE m.recipient_fingerprint = $1 AND m.recipient_device = $2 FOR UPDATE OF m",
-            )
-            .bind(fp(recipient))
-            .bind(dev(recipient))
-            .bind(fp(&sender))
-            .bind(dev(&sender))
-            .fetch_optional(&mut *tx)
-            .await?;
+            // are never removed), so once it has been created its absence means "not
+            // registered". Usually it exists: one round trip. Else it is created (only for a
+            // registered device) and read again, by a new statement whose snapshot sees a
+            // concurrent creation of the same row that ON CONFLICT waited for.
+            let mut row = None;
+            for attempt in 0..2 {
+                if attempt == 1 {
+                    sqlx::query(
+                        "INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
+                         SELECT $1, $2, 0, 0, 0 WHERE EXISTS
+                         (SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(fp(recipient))
+                    .bind(dev(recipient))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                row = sqlx::query(
+                    "SELECT m.envelopes, m.bytes, m.last_position, COALESCE(s.envelopes, 0), COALESCE(s.bytes, 0)
+                     FROM mailboxes m LEFT JOIN mailbox_senders s
+                     ON s.recipient_fingerprint = m.recipient_fingerprint AND s.recipient_device = m.recipient_device
+                     AND s.sender_fingerprint = $3 AND s.sender_device = $4
+                     WHERE m.recipient_fingerprint = $1 AND m.recipient_device = $2 FOR UPDATE OF m",
+                )
+                .bind(fp(recipient))
+                .bind(dev(recipient))
+                .bind(fp(&sender))
+                .bind(dev(&sender))
+                .fetch_optional(&mut *tx)
+                .await?;
+                if row.is_some() {
+                    break;
+                }
+            }
             let Some(row) = row else {
                 return Ok(Enqueued::UnknownRecipient(*recipient));
             };
