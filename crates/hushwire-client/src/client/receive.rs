@@ -667,10 +667,6 @@ mod tests {
         bob.receive_now(delivery(&alice, 1, first.clone()))
             .await
             .unwrap();
-        let alice_address = crate::Address {
-            fingerprint: alice.identity_key().fingerprint(),
-            device_id: 1,
-        };
         // Bob names the contact that wrote first, then replaces its identity.
         let unknown = bob.contacts().await.unwrap()[0].name.clone();
         bob.rename_contact(&unknown, "alice").await.unwrap();

@@ -236,10 +236,33 @@ impl Client {
                         ));
                     }
                     Err(ClientError::Relay(
-                        ErrorCode::QuotaExceeded | ErrorCode::UnknownDevice,
+                        code @ (ErrorCode::MailboxFull
+                        | ErrorCode::SenderQuota
+                        | ErrorCode::UnknownDevice),
                     )) => {
-                        // This recipient cannot take it now; the others should not wait.
+                        // This recipient cannot take it now; the others should not wait. The
+                        // person is told why, once per reason (relay-protocol.md §6).
                         held.insert(row.contact_id);
+                        let reason = match code {
+                            ErrorCode::MailboxFull => {
+                                "the contact's mailbox at the relay is full; retrying".to_owned()
+                            }
+                            ErrorCode::SenderQuota => "too many of your messages are waiting \
+                                 undelivered for this contact; retrying as they are read"
+                                .to_owned(),
+                            _ => "the relay does not know the contact's device".to_owned(),
+                        };
+                        if reported.get(&row.contact_id) != Some(&reason) {
+                            reported.insert(row.contact_id, reason.clone());
+                            self.emit(Event::SendHeld {
+                                contact: ContactId(row.contact_id),
+                                reason,
+                            });
+                        }
+                        // After the event: whoever sees sync() finish has the event too.
+                        if let Ok(mut shared) = self.inner.held.lock() {
+                            shared.insert(row.contact_id);
+                        }
                         continue;
                     }
                     Err(ClientError::Relay(ErrorCode::RateLimited)) => {
@@ -250,6 +273,10 @@ impl Client {
                 }
                 self.outbox_entry_sent(row.id, row.contact_id, &row.sealed)
                     .await?;
+                reported.remove(&row.contact_id);
+                if let Ok(mut shared) = self.inner.held.lock() {
+                    shared.remove(&row.contact_id);
+                }
                 progressed = true;
             }
             if !progressed {
