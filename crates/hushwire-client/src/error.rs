@@ -98,6 +98,11 @@ pub enum ClientError {
     RelayProtocol(DecodeError),
     /// The relay did not answer in time.
     Timeout,
+    /// The relay closed this connection because the same device connected again elsewhere
+    /// (close code 4001, `relay-protocol.md` §1): another copy of this store, or another
+    /// process, is online as this device. The client does not reconnect on its own, so two
+    /// copies never knock each other off in a loop.
+    ConnectedElsewhere,
     /// A session operation failed.
     Session(String),
     /// Reading or writing a file failed.
@@ -200,6 +205,10 @@ impl fmt::Display for ClientError {
             Self::Relay(code) => write!(f, "the relay refused the request: {code:?}"),
             Self::RelayProtocol(e) => write!(f, "the relay sent a malformed frame: {e}"),
             Self::Timeout => f.write_str("the relay did not answer in time"),
+            Self::ConnectedElsewhere => f.write_str(
+                "this device connected to the relay elsewhere (another copy of this store is \
+                 online); not reconnecting: close the other one, then connect again",
+            ),
             Self::Session(e) => write!(f, "session error: {e}"),
             Self::Io(e) => write!(f, "{e}"),
             Self::Transcript(e) => write!(f, "transcript verification failed: {e}"),

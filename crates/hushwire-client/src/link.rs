@@ -141,6 +141,10 @@ async fn dial(url: &RelayUrl, roots: &TlsRoots) -> Result<Socket> {
     Ok(socket)
 }
 
+/// The relay's close code when a newer connection of the same device replaced this one
+/// (`relay-protocol.md` §1).
+const CLOSE_CONNECTED_ELSEWHERE: u16 = 4001;
+
 async fn read_frame<S>(stream: &mut S) -> Result<Option<Frame>>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
@@ -151,6 +155,11 @@ where
                 return Frame::from_bytes(&bytes)
                     .map(Some)
                     .map_err(ClientError::RelayProtocol);
+            }
+            Some(Ok(Message::Close(Some(frame))))
+                if u16::from(frame.code) == CLOSE_CONNECTED_ELSEWHERE =>
+            {
+                return Err(ClientError::ConnectedElsewhere);
             }
             Some(Ok(Message::Close(_))) | None => return Ok(None),
             Some(Ok(_)) => continue,

@@ -1234,3 +1234,46 @@ async fn a_store_restored_from_a_backup_never_reuses_a_message_key() {
     two.bob.send_text(two.to_alice, "still here").await.unwrap();
     assert_eq!(received(&mut alice_events, 1).await, ["still here"]);
 }
+
+/// Two copies of one device online: the relay closes the older connection with 4001, and that
+/// client reports "connected elsewhere" and does not reconnect on its own (so the copies do not
+/// knock each other off in a loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_connected_elsewhere_stops_reconnecting_and_says_why() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, _) = user(dir.path(), "alice", &relay).await;
+    let copy_path = dir.path().join("alice-copy.db");
+    alice.backup(&copy_path).await.unwrap();
+    let copy = reopen(&copy_path).await;
+    alice.connect().await.unwrap();
+    alice.wait_connected(WAIT).await.unwrap();
+    let mut state = alice.connection_state();
+    copy.connect().await.unwrap();
+    copy.wait_connected(WAIT).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let hushwire_client::ConnectionState::Disconnected { reason, .. } =
+                &*state.borrow_and_update()
+            {
+                assert!(reason.contains("elsewhere"), "{reason}");
+                return;
+            }
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the older connection is told it was replaced");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        matches!(
+            &*alice.connection_state().borrow(),
+            hushwire_client::ConnectionState::Disconnected { .. }
+        ),
+        "it reconnected on its own"
+    );
+    assert_eq!(
+        *copy.connection_state().borrow(),
+        hushwire_client::ConnectionState::Connected
+    );
+}

@@ -107,6 +107,19 @@ impl Client {
             let started = std::time::Instant::now();
             let reason = match self.run_connection().await {
                 Ok(()) => "the relay closed the connection".to_owned(),
+                Err(e @ ClientError::ConnectedElsewhere) => {
+                    // Another copy of this device is online: reconnecting would only knock it
+                    // off in turn. The app decides (docs/client.md §5.11).
+                    if let Ok(mut l) = self.inner.link.lock() {
+                        *l = None;
+                    }
+                    tracing::warn!("connected elsewhere: not reconnecting");
+                    self.set_state(ConnectionState::Disconnected {
+                        reason: e.to_string(),
+                        retry_in_ms: 0,
+                    });
+                    return;
+                }
                 Err(e) => e.to_string(),
             };
             if let Ok(mut l) = self.inner.link.lock() {
