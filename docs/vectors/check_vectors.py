@@ -1725,6 +1725,115 @@ def check_audit(c, aj):
     return True
 
 
+# ---------------------------------------------------------------------------------------------
+# Client payload (docs/client.md §4): the plaintext a client encrypts with a session
+# ---------------------------------------------------------------------------------------------
+
+PAYLOAD_VERSION = 0x01
+PAYLOAD_MAX_CONTENT_LEN = MAX_PLAINTEXT_LEN - 31  # 65 505: 31 bytes surround the content (§4.1)
+PAYLOAD_MAX_RECEIPT_IDS = 256
+RESET_REASONS = {0x01: "Undecryptable", 0x02: "KeyReused", 0x03: "TooFarAhead"}
+
+
+class PayloadError(Exception):
+    """A refusal, as §4.4 names it: the `DecodeError` variant and its fields."""
+
+    def __init__(self, error, **fields):
+        super().__init__(error)
+        self.json = {"error": error, **fields}
+
+
+def decode_payload(buf):
+    """§4: fields are read in order, and the first check that fails is the error (§4.4)."""
+    pos = 0
+
+    def take(n, field):
+        nonlocal pos
+        if pos + n > len(buf):
+            raise PayloadError("Truncated", field=field)
+        out = buf[pos : pos + n]
+        pos += n
+        return out
+
+    version = take(1, "payload version")[0]
+    if version != PAYLOAD_VERSION:
+        raise PayloadError("UnsupportedVersion", version=version)
+    kind = take(1, "payload kind")[0]
+    if kind == 0x01:  # §4.1 message
+        out = {"kind": 1, "message_id": take(16, "message id").hex()}
+        out["sent_at_ms"] = int.from_bytes(take(8, "sent at"), "big")
+        out["content_type"] = take(1, "content type")[0]
+        n = int.from_bytes(take(4, "content"), "big")
+        if n > PAYLOAD_MAX_CONTENT_LEN:
+            raise PayloadError("TooLong", field="content", len=n, max=PAYLOAD_MAX_CONTENT_LEN)
+        content = take(n, "content")
+        out["content"] = content.hex()
+        # The decoder does not check UTF-8 (§4.4); the vectors show text content as text too.
+        if out["content_type"] == 0x01:
+            try:
+                out["content_text"] = content.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+    elif kind == 0x02:  # §4.2 receipt
+        count = int.from_bytes(take(2, "receipt count"), "big")
+        if not 1 <= count <= PAYLOAD_MAX_RECEIPT_IDS:
+            raise PayloadError("InvalidValue", field="receipt count")
+        out = {"kind": 2, "message_ids": [take(16, "message id").hex() for _ in range(count)]}
+    elif kind == 0x03:  # §4.3 session reset
+        reason = take(1, "reset reason")[0]
+        if reason not in RESET_REASONS:
+            raise PayloadError("InvalidValue", field="reset reason")
+        out = {"kind": 3, "reason": reason, "reason_name": RESET_REASONS[reason]}
+    else:
+        raise PayloadError("InvalidValue", field="payload kind")
+    if pos != len(buf):
+        raise PayloadError("TrailingBytes", structure="payload")
+    return out
+
+
+def encode_payload(p):
+    """§4, from the fields alone."""
+    out = bytes([PAYLOAD_VERSION, p["kind"]])
+    if p["kind"] == 1:
+        content = h(p["content"])
+        out += h(p["message_id"]) + p["sent_at_ms"].to_bytes(8, "big") + bytes([p["content_type"]])
+        out += len(content).to_bytes(4, "big") + content
+    elif p["kind"] == 2:
+        out += len(p["message_ids"]).to_bytes(2, "big") + b"".join(h(i) for i in p["message_ids"])
+    else:
+        out += bytes([p["reason"]])
+    return out
+
+
+def check_payloads(c, pj):
+    """payloads.json: each valid encoding decodes, by §4's layout alone, to the published fields
+    and is re-encoded from them byte for byte; each invalid one is refused with its error."""
+    c.eq("payloads: version", PAYLOAD_VERSION, pj["payload_version"])
+    c.eq("payloads: MAX_CONTENT_LEN", PAYLOAD_MAX_CONTENT_LEN, pj["max_content_len"])
+    c.eq("payloads: MAX_RECEIPT_IDS", PAYLOAD_MAX_RECEIPT_IDS, pj["max_receipt_ids"])
+    seen = set()
+    for v in pj["valid"]:
+        name = v["name"]
+        published = {k: x for k, x in v.items() if k not in ("name", "encoded")}
+        try:
+            decoded = decode_payload(h(v["encoded"]))
+        except PayloadError as e:
+            c.fail(f"payloads: `{name}` decodes", [f"refused: {e.json}"])
+            continue
+        c.eq(f"payloads: `{name}` fields", published, decoded)
+        c.eq(f"payloads: `{name}` re-encodes", h(v["encoded"]), encode_payload(published))
+        seen.add((v["kind"], v.get("reason")))
+    c.eq("payloads: each kind and reset reason", {(1, None), (2, None), (3, 1), (3, 2), (3, 3)}, seen)
+    for v in pj["invalid"]:
+        name = v["name"]
+        try:
+            decoded = decode_payload(h(v["encoded"]))
+            c.fail(f"payloads: invalid `{name}` is refused", [f"decoded to {decoded}"])
+        except PayloadError as e:
+            c.eq(f"payloads: invalid `{name}` is refused with its error", v["error"], e.json)
+    return True
+
+
 def main():
     here = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
@@ -1754,6 +1863,7 @@ def main():
     # Transcripts recompute what they need from keys.json themselves.
     c.section("transcript", check_transcript, c, load("transcript.json"), keys)
     c.section("audit", check_audit, c, load("audit.json"))
+    c.section("payloads", check_payloads, c, load("payloads.json"))
 
     print(f"{c.passed} passed, {c.failed} failed")
     return 0 if c.failed == 0 else 1

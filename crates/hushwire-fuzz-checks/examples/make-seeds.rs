@@ -31,6 +31,8 @@ use hushwire::transcript::{
     TranscriptKey, TranscriptManifest, TranscriptVerifier, TranscriptWriter,
 };
 use hushwire::{Account, IdentityKeyPair, StorageKey};
+use hushwire_client::MessageId;
+use hushwire_client::payload::Payload;
 use hushwire_fuzz_checks::TARGETS;
 use hushwire_fuzz_checks::conversation::Step;
 use hushwire_fuzz_checks::fixtures::{
@@ -77,6 +79,7 @@ fn main() -> Result<()> {
     session_decrypt(&mut seeds, &vectors)?;
     unseal(&mut seeds, &vectors)?;
     conversation(&mut seeds)?;
+    client_payload(&mut seeds, &vectors)?;
     println!("wrote {} seeds under {}", seeds.count, seeds.out.display());
     Ok(())
 }
@@ -113,6 +116,7 @@ struct Vectors {
     sealed_session: Value,
     transcript: Value,
     audit: Value,
+    payloads: Value,
 }
 
 impl Vectors {
@@ -129,6 +133,7 @@ impl Vectors {
             sealed_session: read("sealed_session.json")?,
             transcript: read("transcript.json")?,
             audit: read("audit.json")?,
+            payloads: read("payloads.json")?,
         })
     }
 }
@@ -771,4 +776,71 @@ fn conversation(seeds: &mut Seeds) -> Result<()> {
     let mut random = [0u8; 512];
     ChaCha20Rng::from_seed([0x13; 32]).fill_bytes(&mut random);
     seeds.write("conversation", "made-random-steps", &random)
+}
+
+/// `name` as a file name: lower case, runs of anything but letters and digits made one `-`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_owned()
+}
+
+fn client_payload(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
+    let t = "client_payload";
+    // Every published payload, valid and invalid: each kind, each reset reason, and each way
+    // of being refused that the spec lists.
+    for (list, valid) in [("valid", true), ("invalid", false)] {
+        for i in 0..array_len(&v.payloads, &format!("/{list}"))? {
+            let bytes = hex_at(&v.payloads, &format!("/{list}/{i}/encoded"))?;
+            if Payload::decode(&bytes).is_ok() != valid {
+                return Err(format!("payloads.json {list}/{i} changed validity").into());
+            }
+            let name = v
+                .payloads
+                .pointer(&format!("/{list}/{i}/name"))
+                .and_then(Value::as_str)
+                .ok_or("payload vector name")?;
+            seeds.write(t, &format!("vector-{list}-{}", slug(name)), &bytes)?;
+        }
+    }
+    // What the vectors do not show: a content type other than text, empty content, and a
+    // receipt of more than two ids.
+    let made = [
+        (
+            "made-message-other-type-empty",
+            Payload::Message {
+                id: MessageId([0x3c; 16]),
+                sent_at_ms: u64::MAX,
+                content_type: hushwire::transcript::ContentType::Other(0x2a),
+                content: Default::default(),
+            },
+        ),
+        (
+            "made-message-binary",
+            Payload::Message {
+                id: MessageId([0x3d; 16]),
+                sent_at_ms: 0,
+                content_type: hushwire::transcript::ContentType::Binary,
+                content: vec![0, 0xff, 0x80, 0x7f].into(),
+            },
+        ),
+        (
+            "made-receipt-five",
+            Payload::Receipt((1..=5).map(|n| MessageId([n; 16])).collect()),
+        ),
+    ];
+    for (name, payload) in made {
+        let bytes = payload.encode();
+        if Payload::decode(&bytes).ok().as_ref() != Some(&payload) {
+            return Err(format!("{name} does not round-trip").into());
+        }
+        seeds.write(t, name, &bytes)?;
+    }
+    Ok(())
 }

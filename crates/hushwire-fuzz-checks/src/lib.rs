@@ -27,12 +27,14 @@
 pub mod audit;
 pub mod conversation;
 pub mod fixtures;
+pub mod payload;
 pub mod session;
 pub mod transcript;
 pub mod wire;
 
 pub use audit::audit_record;
 pub use conversation::conversation;
+pub use payload::client_payload;
 pub use session::{session_decrypt, unseal};
 pub use transcript::{export_reader, transcript_record};
 pub use wire::{decode_bundle, decode_message, relay_frame};
@@ -52,4 +54,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("session_decrypt", session_decrypt),
     ("unseal", unseal),
     ("conversation", conversation),
+    ("client_payload", client_payload),
 ];

@@ -23,6 +23,9 @@ use rand_core::{SeedableRng as _, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+mod payloads;
+pub use payloads::{decode_error_json, payload_json, reason_name};
+
 /// Alice's RNG seed: the 32 ASCII bytes `Hushwire test vectors seed v1...`; Bob's is the same
 /// with the last byte `b`.
 pub const SEED: [u8; 32] = *b"Hushwire test vectors seed v1...";
@@ -205,6 +208,7 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
         ("sealed_session.json", pretty(&sealed_session)?),
         ("transcript.json", pretty(&transcript)?),
         ("audit.json", pretty(&audit)?),
+        ("payloads.json", pretty(&payloads::payloads()?)?),
     ])
 }
 

@@ -1,0 +1,47 @@
+//! The client's payload, the plaintext inside every session message (`docs/client.md` §4):
+//! what a peer's device chose to encrypt, so as untrusted as any bytes on the wire.
+
+use hushwire_client::payload::{MAX_CONTENT_LEN, MAX_RECEIPT_IDS, PAYLOAD_VERSION, Payload};
+
+/// A client payload (message, receipt or session reset): decoding never panics, whatever
+/// decodes re-encodes to exactly the same bytes, and a decoded payload is within the limits
+/// §4 sets (so the encoder, which trusts its input, never has to drop or clamp anything).
+pub fn client_payload(data: &[u8]) {
+    let Ok(payload) = Payload::decode(data) else {
+        return;
+    };
+    assert_eq!(
+        payload.encode().as_slice(),
+        data,
+        "non-canonical payload accepted"
+    );
+    assert_eq!(
+        data.first(),
+        Some(&PAYLOAD_VERSION),
+        "wrong version accepted"
+    );
+    match &payload {
+        Payload::Message { content, .. } => {
+            assert!(
+                content.len() <= MAX_CONTENT_LEN,
+                "oversized content accepted"
+            );
+            assert_eq!(data.len(), 31 + content.len(), "message length off");
+        }
+        Payload::Receipt(ids) => {
+            assert!(
+                (1..=MAX_RECEIPT_IDS).contains(&ids.len()),
+                "receipt of {} ids accepted",
+                ids.len()
+            );
+            assert_eq!(data.len(), 4 + 16 * ids.len(), "receipt length off");
+        }
+        Payload::SessionReset(reason) => {
+            assert_eq!(
+                data,
+                [PAYLOAD_VERSION, 0x03, *reason as u8],
+                "reset bytes off"
+            );
+        }
+    }
+}

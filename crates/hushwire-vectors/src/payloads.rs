@@ -1,0 +1,170 @@
+//! `payloads.json`: the client's payload (`docs/client.md` §4), the plaintext inside every
+//! session message. No randomness: every field is fixed here, so the file changes only if the
+//! format does.
+
+use hushwire::proto::codec::DecodeError;
+use hushwire::transcript::ContentType;
+use hushwire_client::MessageId;
+use hushwire_client::payload::{
+    MAX_CONTENT_LEN, MAX_RECEIPT_IDS, PAYLOAD_VERSION, Payload, ResetReason, content_type_byte,
+};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// The message vector's id: the bytes 0x00 to 0x0f.
+const MESSAGE_ID: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+/// The message vector's send time, Unix milliseconds.
+const SENT_AT_MS: u64 = 1_700_000_000_000;
+/// The message vector's text content.
+const TEXT: &str = "Your lab results are ready. Reply here with any questions.";
+
+/// A reset reason's name in the vectors: the Rust variant's.
+pub fn reason_name(reason: ResetReason) -> &'static str {
+    match reason {
+        ResetReason::Undecryptable => "Undecryptable",
+        ResetReason::KeyReused => "KeyReused",
+        ResetReason::TooFarAhead => "TooFarAhead",
+    }
+}
+
+/// A decode error as the vectors publish it: the `DecodeError` variant and its fields.
+pub fn decode_error_json(e: &DecodeError) -> Value {
+    match *e {
+        DecodeError::Truncated { field } => json!({"error": "Truncated", "field": field}),
+        DecodeError::TrailingBytes { structure } => {
+            json!({"error": "TrailingBytes", "structure": structure})
+        }
+        DecodeError::TooLong { field, len, max } => {
+            json!({"error": "TooLong", "field": field, "len": len, "max": max})
+        }
+        DecodeError::UnsupportedVersion { version } => {
+            json!({"error": "UnsupportedVersion", "version": version})
+        }
+        DecodeError::UnknownType { structure, tag } => {
+            json!({"error": "UnknownType", "structure": structure, "tag": tag})
+        }
+        DecodeError::InvalidValue { field } => json!({"error": "InvalidValue", "field": field}),
+    }
+}
+
+/// A payload's fields as the vectors publish them (without its encoding).
+pub fn payload_json(p: &Payload) -> Value {
+    match p {
+        Payload::Message {
+            id,
+            sent_at_ms,
+            content_type,
+            content,
+        } => {
+            let mut v = json!({
+                "kind": 1,
+                "message_id": hex::encode(id.0),
+                "sent_at_ms": sent_at_ms,
+                "content_type": content_type_byte(*content_type),
+                "content": hex::encode(content.as_slice()),
+            });
+            if let (ContentType::Text, Ok(text), Some(o)) = (
+                content_type,
+                std::str::from_utf8(content),
+                v.as_object_mut(),
+            ) {
+                o.insert("content_text".into(), json!(text));
+            }
+            v
+        }
+        Payload::Receipt(ids) => json!({
+            "kind": 2,
+            "message_ids": ids.iter().map(|id| hex::encode(id.0)).collect::<Vec<_>>(),
+        }),
+        Payload::SessionReset(reason) => json!({
+            "kind": 3,
+            "reason": *reason as u8,
+            "reason_name": reason_name(*reason),
+        }),
+    }
+}
+
+/// The whole file.
+pub fn payloads() -> Result<Value, Error> {
+    let message = Payload::Message {
+        id: MessageId(MESSAGE_ID),
+        sent_at_ms: SENT_AT_MS,
+        content_type: ContentType::Text,
+        content: Zeroizing::new(TEXT.as_bytes().to_vec()),
+    };
+    let receipt = Payload::Receipt(vec![MessageId(MESSAGE_ID), MessageId([0xa5; 16])]);
+    let valid = [
+        ("message", message),
+        ("receipt of two messages", receipt),
+        (
+            "session reset, undecryptable",
+            Payload::SessionReset(ResetReason::Undecryptable),
+        ),
+        (
+            "session reset, key reused",
+            Payload::SessionReset(ResetReason::KeyReused),
+        ),
+        (
+            "session reset, too far ahead",
+            Payload::SessionReset(ResetReason::TooFarAhead),
+        ),
+    ];
+    let mut valid_json = Vec::new();
+    for (name, payload) in &valid {
+        let encoded = payload.encode();
+        if Payload::decode(&encoded).ok().as_ref() != Some(payload) {
+            return Err(format!("payload vector `{name}` does not round-trip").into());
+        }
+        let mut v = json!({"name": name});
+        if let (Some(o), Value::Object(fields)) = (v.as_object_mut(), payload_json(payload)) {
+            o.extend(fields);
+            o.insert("encoded".into(), json!(hex::encode(encoded.as_slice())));
+        }
+        valid_json.push(v);
+    }
+
+    let message_bytes = valid[0].1.encode();
+    let mut too_long = message_bytes.get(..27).ok_or("short message")?.to_vec();
+    too_long.extend_from_slice(&u32::try_from(MAX_CONTENT_LEN + 1)?.to_be_bytes());
+    let mut receipt_257 = vec![PAYLOAD_VERSION, 0x02];
+    receipt_257.extend_from_slice(&u16::try_from(MAX_RECEIPT_IDS + 1)?.to_be_bytes());
+    let invalid: [(&str, Vec<u8>); 9] = [
+        ("empty", vec![]),
+        ("unsupported version", vec![0x02, 0x03, 0x01]),
+        ("unknown kind", vec![PAYLOAD_VERSION, 0x04]),
+        (
+            "session reset, unknown reason 0x09",
+            vec![PAYLOAD_VERSION, 0x03, 0x09],
+        ),
+        ("session reset, truncated", vec![PAYLOAD_VERSION, 0x03]),
+        (
+            "session reset, trailing byte",
+            vec![PAYLOAD_VERSION, 0x03, 0x01, 0x00],
+        ),
+        ("empty receipt", vec![PAYLOAD_VERSION, 0x02, 0x00, 0x00]),
+        ("receipt of 257 ids", receipt_257),
+        ("message, content longer than MAX_CONTENT_LEN", too_long),
+    ];
+    let mut invalid_json = Vec::new();
+    for (name, bytes) in &invalid {
+        let Err(e) = Payload::decode(bytes) else {
+            return Err(format!("invalid payload vector `{name}` decodes").into());
+        };
+        invalid_json.push(json!({
+            "name": name,
+            "encoded": hex::encode(bytes),
+            "error": decode_error_json(&e),
+        }));
+    }
+
+    Ok(json!({
+        "description": "The client's payload, the plaintext a client encrypts with a session (docs/client.md §4). `valid`: each payload's fields and its encoding; decoding `encoded` gives the fields, and encoding the fields gives `encoded`. `content` is hex; `content_text` is the same bytes as UTF-8 when the content type is text (0x01). `reason` is the session reset's reason byte. `invalid`: encodings every decoder refuses, with the error the reference decoder gives (`DecodeError` variant and fields, §4.4).",
+        "payload_version": PAYLOAD_VERSION,
+        "max_content_len": MAX_CONTENT_LEN,
+        "max_receipt_ids": MAX_RECEIPT_IDS,
+        "valid": valid_json,
+        "invalid": invalid_json,
+    }))
+}
