@@ -216,6 +216,43 @@ Examples:
         #[command(subcommand)]
         command: AuditorCommand,
     },
+    /// Where each message you sent to a contact is: queued, sent, delivered, not confirmed.
+    #[command(after_help = "\
+A message is `sent` once the relay holds it and `delivered` once the contact's device stored it
+(an encrypted receipt). With no receipt after 2 minutes it shows as NOT CONFIRMED. If the
+contact's device could not read it, the two devices start a new session by themselves and it is
+sent again (`retrying`); after 3 such resends it is FAILED.
+
+Examples:
+  hushwire status bob
+  hushwire status bob --json")]
+    Status {
+        /// The contact's name.
+        name: String,
+    },
+    /// Write an encrypted copy of the store (the supported way to back it up).
+    #[command(after_help = "\
+The copy is consistent and stays encrypted under the store's passphrase. Copying the store's
+files by hand while a hushwire command runs is not safe; this is.
+
+Example:
+  hushwire backup ~/hushwire-backup.db")]
+    Backup {
+        /// Where to write the copy (must not exist).
+        out: std::path::PathBuf,
+    },
+    /// Put a backup in place of the store (no other hushwire command may be running on it).
+    #[command(after_help = "\
+The store's passphrase becomes the backup's. If this device sent messages after the backup, the
+next connection to the relay notices that the store went back in time and starts new sessions
+with every contact before sending anything, so no message key is ever used twice.
+
+Example:
+  hushwire restore ~/hushwire-backup.db")]
+    Restore {
+        /// The backup file (from `hushwire backup`).
+        file: std::path::PathBuf,
+    },
     /// This device's tamper-evidence check.
     #[command(after_help = "\
 Example:
@@ -422,6 +459,9 @@ impl Command {
             },
             Self::Auditor { .. } => "auditor",
             Self::Audit { .. } => "audit verify",
+            Self::Status { .. } => "status",
+            Self::Backup { .. } => "backup",
+            Self::Restore { .. } => "restore",
         }
     }
 }

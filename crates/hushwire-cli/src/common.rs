@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hushwire_client::{
     Client, ClientError, ClientOptions, ConnectionState, ContactId, ContentType, Event, KdfParams,
-    Secret, TlsRoots, TranscriptReport,
+    MessageState, Secret, TlsRoots, TranscriptReport,
 };
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -494,6 +494,70 @@ pub async fn describe(
                     shown = escape(name)
                 )),
                 json!({"event": "new_contact", "contact": name, "address": address}),
+            ))
+        }
+        Event::SessionReset {
+            contact,
+            requested_by_peer,
+            resent,
+        } => {
+            let name = names.get(*contact).await;
+            let shown = escape(&name);
+            let line = if *requested_by_peer {
+                format!(
+                    "notice: {shown}'s device could not read some of your messages; a new secure session was started and {resent} unconfirmed message(s) were sent again"
+                )
+            } else {
+                format!(
+                    "notice: a message from {shown} could not be read; {shown}'s device was asked to start a new secure session and send it again"
+                )
+            };
+            Some((
+                Zeroizing::new(line),
+                json!({"event": "session_reset", "contact": name, "requested_by_peer": requested_by_peer, "resent": resent}),
+            ))
+        }
+        Event::MessagesLost { contact, count } => {
+            let name = names.get(*contact).await;
+            Some((
+                Zeroizing::new(format!(
+                    "warning: {count} message(s) from {} can no longer be read (lost on the way); ask them to send again what you did not get",
+                    escape(&name)
+                )),
+                json!({"event": "messages_lost", "contact": name, "count": count}),
+            ))
+        }
+        Event::KeyReuseDetected { contact } => {
+            let name = names.get(*contact).await;
+            Some((
+                Zeroizing::new(format!(
+                    "SECURITY: {shown}'s device sent a second, different message under an encryption key it had already used (its store was restored from an older copy); it was not shown, and a new session is being started. Tell {shown}",
+                    shown = escape(&name)
+                )),
+                json!({"event": "key_reuse_detected", "contact": name}),
+            ))
+        }
+        Event::StoreRollbackDetected { contacts } => Some((
+            Zeroizing::new(format!(
+                "notice: this store is an older copy than the one last connected (a backup was restored, or a copy is in use elsewhere); new secure sessions are started with {} contact(s) before anything is sent",
+                contacts.len()
+            )),
+            json!({"event": "store_rollback_detected", "contacts": contacts.len()}),
+        )),
+        Event::MessageStateChanged {
+            contact,
+            id,
+            state: state @ (MessageState::NotConfirmed | MessageState::Failed),
+        } => {
+            let name = names.get(*contact).await;
+            let what = if *state == MessageState::Failed {
+                "could not be delivered after several new sessions (FAILED)"
+            } else {
+                "is NOT CONFIRMED: no receipt from their device yet"
+            };
+            Some((
+                Zeroizing::new(format!("warning: message {id} to {} {what}", escape(&name))),
+                json!({"event": "message_state", "contact": name, "id": id.to_string(), "state": format!("{state:?}")}),
             ))
         }
         _ => None,

@@ -9,6 +9,7 @@ mod chat;
 mod cli;
 mod common;
 mod display;
+mod healing;
 mod messages;
 mod transcripts;
 
@@ -108,5 +109,8 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => transcripts::audit_verify(g).await,
+        Command::Status { name } => healing::status(g, &name).await,
+        Command::Backup { out } => healing::backup(g, &out).await,
+        Command::Restore { file } => healing::restore(g, &file).await,
     }
 }

@@ -1202,14 +1202,25 @@ async fn a_store_restored_from_a_backup_never_reuses_a_message_key() {
     assert_eq!(received(&mut bob_events, 1).await, ["m1"]);
     two.alice.sync(WAIT).await.unwrap();
 
-    // Restore: the backup goes back over the store while no client has it open.
+    // Restore: refused while the store is open, and anything but a store is refused.
+    assert!(matches!(
+        Client::restore(&backup, &two.alice_path, &options()).await,
+        Err(ClientError::StoreInUse { .. })
+    ));
     two.alice.disconnect().await;
     drop(two.alice);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", two.alice_path.display()));
-    }
-    std::fs::copy(&backup, &two.alice_path).unwrap();
+    // The connection's tasks let go of their clones (and so of the store's lock) as they end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let not_a_store = dir.path().join("notes.txt");
+    std::fs::write(&not_a_store, b"hello").unwrap();
+    let refused = Client::restore(&not_a_store, &two.alice_path, &options()).await;
+    assert!(
+        matches!(refused, Err(ClientError::CorruptStore(_))),
+        "{refused:?}"
+    );
+    Client::restore(&backup, &two.alice_path, &options())
+        .await
+        .unwrap();
     let alice = reopen(&two.alice_path).await;
     let mut alice_events = alice.events();
     alice.connect().await.unwrap();

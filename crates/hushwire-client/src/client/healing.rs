@@ -312,6 +312,50 @@ impl Client {
         Ok(())
     }
 
+    /// Puts the backup at `backup` (from [`Client::backup`]) in place of the store at `store`,
+    /// which no client may have open: it takes the store's lock (§3.5,
+    /// [`ClientError::StoreInUse`] otherwise), checks that `backup` is a Hushwire store this
+    /// library can open ([`ClientError::CorruptStore`] or [`ClientError::StoreTooNew`] if not),
+    /// copies it beside the store, flushes it to disk and renames it over the store (so a crash
+    /// leaves either the old store or the backup, never half of one), and removes the old
+    /// store's write-ahead log. The passphrase is the backup's. The first connection afterwards
+    /// finds out whether the store had moved on since the backup and, if so, starts every
+    /// session again (§5.14).
+    pub async fn restore(
+        backup: &std::path::Path,
+        store: &std::path::Path,
+        options: &super::ClientOptions,
+    ) -> Result<()> {
+        let _lock = Client::lock(store, options)?;
+        check_backup(backup).await?;
+        let mut temporary = store.as_os_str().to_owned();
+        temporary.push(".restoring");
+        let temporary = std::path::PathBuf::from(temporary);
+        let _ = std::fs::remove_file(&temporary);
+        std::fs::copy(backup, &temporary)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
+        }
+        std::fs::File::open(&temporary)?.sync_all()?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = store.as_os_str().to_owned();
+            side.push(suffix);
+            match std::fs::remove_file(std::path::PathBuf::from(side)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        std::fs::rename(&temporary, store)?;
+        if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The rename itself is durable only once the directory is.
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
     /// Where a message this device sent is, or `None` for an id it never sent.
     pub async fn message_state(&self, id: MessageId) -> Result<Option<MessageState>> {
         let mut c = self.inner.db.acquire().await?;
@@ -351,4 +395,35 @@ async fn read_epoch(c: &mut SqliteConnection) -> Result<u64> {
         ),
         None => 0,
     })
+}
+
+/// Whether `path` holds a Hushwire store this library can open: its schema version is known and
+/// its key-derivation parameters and key check are there. Read-only: nothing is written.
+async fn check_backup(path: &std::path::Path) -> Result<()> {
+    use sqlx::ConnectOptions as _;
+    if !path.is_file() {
+        return Err(ClientError::NotInitialized(path.to_owned()));
+    }
+    let url = format!("sqlite://{}", path.display());
+    let mut c = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)?
+        .read_only(true)
+        .connect()
+        .await
+        .map_err(|_| ClientError::CorruptStore("backup: not a Hushwire store"))?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut c)
+        .await
+        .map_err(|_| ClientError::CorruptStore("backup: not a Hushwire store"))?;
+    if version > store::SCHEMA_VERSION {
+        return Err(ClientError::StoreTooNew {
+            found: version,
+            supported: store::SCHEMA_VERSION,
+        });
+    }
+    for name in ["kdf", "check", "account"] {
+        if store::get_meta(&mut c, name).await.ok().flatten().is_none() {
+            return Err(ClientError::CorruptStore("backup: not a Hushwire store"));
+        }
+    }
+    Ok(())
 }

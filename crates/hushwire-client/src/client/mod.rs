@@ -218,7 +218,7 @@ impl Client {
     }
 
     /// Takes the store's lock before anything reads or writes the store (§3.5).
-    fn lock(path: &Path, options: &ClientOptions) -> Result<StoreLock> {
+    pub(super) fn lock(path: &Path, options: &ClientOptions) -> Result<StoreLock> {
         let label = options
             .process_label
             .clone()

@@ -1,0 +1,104 @@
+//! `backup`, `restore` and `status`: the supported way to copy a store, and where each sent
+//! message is (`docs/client.md` §5.13, §5.14).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use hushwire_client::{Client, MessageState};
+use serde_json::json;
+
+use crate::cli::Global;
+use crate::common::{self, CliResult, fail};
+use crate::display::escape;
+
+/// Writes a consistent, still encrypted copy of the store to `out`. Opening the store takes its
+/// lock, so this runs while no other `hushwire` command has the store open.
+pub async fn backup(g: &Global, out: &Path) -> CliResult<ExitCode> {
+    let client = common::open(g).await?;
+    client.backup(out).await?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"event": "backup", "file": out.display().to_string()})
+        );
+    } else {
+        println!(
+            "Backed up to {}: encrypted under this store's passphrase; keep it somewhere safe.",
+            out.display()
+        );
+        println!("Restore it with `hushwire restore {}`.", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Puts a backup in place of the store, which no other command may have open.
+pub async fn restore(g: &Global, file: &Path) -> CliResult<ExitCode> {
+    let store = common::store_path(g)?;
+    if let Some(dir) = store.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    Client::restore(file, &store, &common::options(g)?).await?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"event": "restored", "file": file.display().to_string(), "store": store.display().to_string()})
+        );
+    } else {
+        println!(
+            "Restored {} from {}. Its passphrase is the backup's.",
+            store.display(),
+            file.display()
+        );
+        println!(
+            "If this device sent messages after the backup, the next connection notices and starts new sessions with every contact, so no key is used twice."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The people-facing word for a state.
+pub fn state_word(state: MessageState) -> &'static str {
+    match state {
+        MessageState::Queued => "queued",
+        MessageState::Sent => "sent (the relay holds it)",
+        MessageState::Delivered => "delivered",
+        MessageState::Retrying => "retrying (sent again on a new session)",
+        MessageState::NotConfirmed => "NOT CONFIRMED (no receipt yet)",
+        MessageState::Failed => "FAILED (given up after several resends)",
+    }
+}
+
+/// Every message sent to a contact, with its state.
+pub async fn status(g: &Global, name: &str) -> CliResult<ExitCode> {
+    let client = common::open(g).await?;
+    let contact = client.contact(name).await?;
+    // States change only as receipts arrive; a check marks overdue ones first.
+    client.check_receipts().await?;
+    let sent = client.sent_messages(contact.id).await?;
+    let mut unconfirmed = 0;
+    for (id, state) in &sent {
+        if matches!(state, MessageState::NotConfirmed | MessageState::Failed) {
+            unconfirmed += 1;
+        }
+        if g.json {
+            println!(
+                "{}",
+                json!({"id": id.to_string(), "contact": contact.name, "state": format!("{state:?}")})
+            );
+        } else {
+            println!("{id}  {}", state_word(*state));
+        }
+    }
+    if !g.json {
+        if sent.is_empty() {
+            println!("No messages sent to {} yet.", escape(&contact.name));
+        } else if unconfirmed > 0 {
+            println!(
+                "{unconfirmed} message(s) to {} are not confirmed: run `hushwire recv` to collect receipts, and ask them to run it too.",
+                escape(&contact.name)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
