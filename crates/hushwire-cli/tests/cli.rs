@@ -1231,3 +1231,50 @@ fn recv_killed_right_after_printing_never_shows_that_message_again() {
         ["first, shown once", "second"]
     );
 }
+
+fn copy_home(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Issue 10, case 3, as a person would do it: copy Alice's home, send m1, put the copy back,
+/// send m2 — and the same with `hushwire backup` and `restore`. Each time Bob reads both
+/// messages (m2 is not dropped as a duplicate, and no key is reused: Bob's `recv` would report
+/// a `key_reuse_detected` event, which `split_events` refuses).
+#[test]
+fn a_home_restored_from_a_copy_never_sends_under_a_used_key() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    alice.send("bob", "hello");
+    assert_eq!(texts(&bob.recv().0), ["hello"]);
+
+    let copy = alice._dir.path().join("home-copy");
+    copy_home(&alice.home, &copy);
+    alice.send("bob", "m1");
+    std::fs::remove_dir_all(&alice.home).unwrap();
+    copy_home(&copy, &alice.home);
+    let out = alice.run_ok(&["send", "bob", "m2"]);
+    assert!(
+        out.stdout.contains("older copy") || out.stderr.contains("older copy"),
+        "the rollback is shown: {} {}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(texts(&bob.recv().0), ["m1", "m2"]);
+
+    let backup = alice._dir.path().join("alice-backup.db");
+    let backup = backup.to_str().unwrap();
+    alice.run_ok(&["backup", backup]);
+    alice.send("bob", "m3");
+    alice.run_ok(&["restore", backup]);
+    alice.send("bob", "m4");
+    assert_eq!(texts(&bob.recv().0), ["m3", "m4"]);
+    let status = alice.run_ok(&["status", "bob", "--json"]).json_lines();
+    assert!(!status.is_empty());
+}
