@@ -1288,3 +1288,65 @@ async fn a_device_connected_elsewhere_stops_reconnecting_and_says_why() {
         hushwire_client::ConnectionState::Connected
     );
 }
+
+/// Issue 11: `sync` returns only once the relay has handled the acknowledgements of what it
+/// delivered, so after a backlog the relay's mailbox is empty at that moment (it used to keep
+/// most of a backlog, to be delivered again next time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_returns_with_the_mailbox_empty_after_a_backlog() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two = alice_and_bob(dir.path(), &relay).await;
+    two.alice.connect().await.unwrap();
+    for i in 0..300 {
+        two.alice
+            .send_text(two.to_bob, &format!("backlog {i}"))
+            .await
+            .unwrap();
+    }
+    two.alice.sync(WAIT).await.unwrap();
+    two.alice.disconnect().await;
+    let waiting = |relay_db: PathBuf| async move {
+        use sqlx::ConnectOptions as _;
+        let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(relay_db)
+            .read_only(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM envelopes")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    let relay_db = relay._dir.path().join("relay.db");
+    assert_eq!(
+        waiting(relay_db.clone()).await,
+        300,
+        "the backlog is at the relay"
+    );
+    two.bob.connect().await.unwrap();
+    two.bob.sync(WAIT).await.unwrap();
+    // As a command does when sync returns: leave at once.
+    two.bob.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(two.bob.unread().await.unwrap().len(), 300);
+    // Bob's receipts to Alice wait in her mailbox; none of the 300 is left in his.
+    let mut c = {
+        use sqlx::ConnectOptions as _;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(relay_db)
+            .read_only(true)
+            .connect()
+            .await
+            .unwrap()
+    };
+    let bob_fingerprint = two.bob.address().await.fingerprint.0.to_vec();
+    let for_bob: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM envelopes WHERE recipient_fingerprint = ?")
+            .bind(bob_fingerprint)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(for_bob, 0, "envelopes left in bob's mailbox after sync");
+}

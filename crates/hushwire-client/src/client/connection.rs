@@ -234,8 +234,13 @@ impl Client {
                     && let Some(link) = self.current_link()
                 {
                     // The relay answers in order: this Ok comes after every pending delivery,
-                    // and the reader stores each delivery before reading the next frame.
-                    if link.call(FrameBody::Ack(Vec::new())).await.is_ok() {
+                    // and the reader stores each delivery and posts its Ack before reading the
+                    // next frame. A second barrier then comes back only after the relay has
+                    // handled every one of those Acks, so the mailbox really is empty when
+                    // sync returns (and a command that exits now leaves nothing behind).
+                    if link.call(FrameBody::Ack(Vec::new())).await.is_ok()
+                        && link.call(FrameBody::Ack(Vec::new())).await.is_ok()
+                    {
                         break;
                     }
                 }
