@@ -230,6 +230,20 @@ Examples:
         /// The contact's name.
         name: String,
     },
+    /// Messages not yet taken by the relay: list them, or cancel one.
+    #[command(after_help = "\
+A message waits in the outbox while the relay cannot be reached (or cannot take it yet). Until
+the relay holds it, it can be cancelled: it is then never sent. Its record in your transcript
+stays (transcripts are append-only), and your device's audit chain records the cancellation.
+
+Examples:
+  hushwire outbox list
+  hushwire outbox cancel 5f0c…e1")]
+    Outbox {
+        /// Which outbox command.
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// Write an encrypted copy of the store (the supported way to back it up).
     #[command(after_help = "\
 The copy is consistent and stays encrypted under the store's passphrase. Copying the store's
@@ -416,6 +430,18 @@ Examples:
     },
 }
 
+/// Outbox commands.
+#[derive(Subcommand, Debug)]
+pub enum OutboxCommand {
+    /// List the queued messages: id, recipient, state.
+    List,
+    /// Take a queued message out of the outbox so it is never sent.
+    Cancel {
+        /// The message id (32 hex digits, from `hushwire outbox list`).
+        id: String,
+    },
+}
+
 /// Audit commands.
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
@@ -460,6 +486,10 @@ impl Command {
             Self::Auditor { .. } => "auditor",
             Self::Audit { .. } => "audit verify",
             Self::Status { .. } => "status",
+            Self::Outbox { command } => match command {
+                OutboxCommand::List => "outbox list",
+                OutboxCommand::Cancel { .. } => "outbox cancel",
+            },
             Self::Backup { .. } => "backup",
             Self::Restore { .. } => "restore",
         }

@@ -66,6 +66,7 @@ pub fn state_word(state: MessageState) -> &'static str {
         MessageState::Retrying => "retrying (sent again on a new session)",
         MessageState::NotConfirmed => "NOT CONFIRMED (no receipt yet)",
         MessageState::Failed => "FAILED (given up after several resends)",
+        MessageState::Cancelled => "cancelled (never sent)",
     }
 }
 
@@ -99,6 +100,52 @@ pub async fn status(g: &Global, name: &str) -> CliResult<ExitCode> {
                 escape(&contact.name)
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The messages still waiting in the outbox.
+pub async fn outbox_list(g: &Global) -> CliResult<ExitCode> {
+    let client = common::open(g).await?;
+    let queued = client.queued_messages().await?;
+    let mut names = common::Names::new(&client);
+    for (contact, id) in &queued {
+        let name = names.get(*contact).await;
+        let state = client
+            .message_state(*id)
+            .await?
+            .unwrap_or(MessageState::Queued);
+        if g.json {
+            println!(
+                "{}",
+                json!({"id": id.to_string(), "contact": name, "state": format!("{state:?}")})
+            );
+        } else {
+            println!("{id}  to {}  {}", escape(&name), state_word(state));
+        }
+    }
+    if !g.json && queued.is_empty() {
+        println!("The outbox is empty: the relay holds everything you sent.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Takes one queued message out of the outbox.
+pub async fn outbox_cancel(g: &Global, id: &str) -> CliResult<ExitCode> {
+    let id: hushwire_client::MessageId = id.parse()?;
+    let client = common::open(g).await?;
+    let contact = client.cancel(id).await?;
+    let name = common::Names::new(&client).get(contact).await;
+    if g.json {
+        println!(
+            "{}",
+            json!({"event": "cancelled", "id": id.to_string(), "contact": name})
+        );
+    } else {
+        println!(
+            "Cancelled message {id} to {}: it will not be sent (it stays in your transcript).",
+            escape(&name)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,7 +17,9 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::{AuditCommand, AuditorCommand, Cli, Command, ContactCommand, TranscriptCommand};
+use crate::cli::{
+    AuditCommand, AuditorCommand, Cli, Command, ContactCommand, OutboxCommand, TranscriptCommand,
+};
 use crate::common::{CliResult, Failure};
 
 fn main() -> ExitCode {
@@ -110,6 +112,10 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             command: AuditCommand::Verify,
         } => transcripts::audit_verify(g).await,
         Command::Status { name } => healing::status(g, &name).await,
+        Command::Outbox { command } => match command {
+            OutboxCommand::List => healing::outbox_list(g).await,
+            OutboxCommand::Cancel { id } => healing::outbox_cancel(g, &id).await,
+        },
         Command::Backup { out } => healing::backup(g, &out).await,
         Command::Restore { file } => healing::restore(g, &file).await,
     }

@@ -103,6 +103,11 @@ pub enum ClientError {
     /// process, is online as this device. The client does not reconnect on its own, so two
     /// copies never knock each other off in a loop.
     ConnectedElsewhere,
+    /// The message is not in the outbox any more (the relay holds it, so it cannot be taken
+    /// back), or this device never queued it.
+    NotCancellable(String),
+    /// Not a message id: 32 hex digits are expected.
+    BadMessageId(String),
     /// A session operation failed.
     Session(String),
     /// Reading or writing a file failed.
@@ -205,6 +210,14 @@ impl fmt::Display for ClientError {
             Self::Relay(code) => write!(f, "the relay refused the request: {code:?}"),
             Self::RelayProtocol(e) => write!(f, "the relay sent a malformed frame: {e}"),
             Self::Timeout => f.write_str("the relay did not answer in time"),
+            Self::BadMessageId(text) => write!(
+                f,
+                "{text:?} is not a message id (32 hex digits, as `hushwire outbox list` shows them)"
+            ),
+            Self::NotCancellable(id) => write!(
+                f,
+                "message {id} is not in the outbox: the relay already holds it (it cannot be taken back), or no such message was queued"
+            ),
             Self::ConnectedElsewhere => f.write_str(
                 "this device connected to the relay elsewhere (another copy of this store is \
                  online); not reconnecting: close the other one, then connect again",

@@ -18,6 +18,18 @@ impl fmt::Display for MessageId {
     }
 }
 
+impl core::str::FromStr for MessageId {
+    type Err = crate::error::ClientError;
+
+    /// 32 hex digits, as [`MessageId`]'s `Display` writes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(s.trim(), &mut id)
+            .map_err(|_| crate::error::ClientError::BadMessageId(s.chars().take(40).collect()))?;
+        Ok(Self(id))
+    }
+}
+
 impl fmt::Debug for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MessageId({self})")
@@ -204,6 +216,8 @@ pub enum MessageState {
     NotConfirmed,
     /// Given up after `MAX_RESENDS` resends: it will not be sent again on its own.
     Failed,
+    /// Taken out of the outbox by the user before the relay had it ([`crate::Client::cancel`]).
+    Cancelled,
 }
 
 impl MessageState {
@@ -216,6 +230,7 @@ impl MessageState {
             Self::Retrying => 4,
             Self::NotConfirmed => 5,
             Self::Failed => 6,
+            Self::Cancelled => 7,
         }
     }
 
@@ -227,6 +242,7 @@ impl MessageState {
             4 => Self::Retrying,
             5 => Self::NotConfirmed,
             6 => Self::Failed,
+            7 => Self::Cancelled,
             _ => return None,
         })
     }

@@ -1350,3 +1350,51 @@ async fn sync_returns_with_the_mailbox_empty_after_a_backlog() {
             .unwrap();
     assert_eq!(for_bob, 0, "envelopes left in bob's mailbox after sync");
 }
+
+/// Issue 11: a message queued while the relay is out of reach can be taken back; one the relay
+/// holds cannot. The cancelled one never arrives, and the audit chain says it never left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_message_can_be_cancelled_until_the_relay_holds_it() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two = alice_and_bob(dir.path(), &relay).await;
+    let oops = two
+        .alice
+        .send_text(two.to_bob, "wrong patient!")
+        .await
+        .unwrap();
+    let fine = two
+        .alice
+        .send_text(two.to_bob, "see you at 3")
+        .await
+        .unwrap();
+    assert_eq!(
+        two.alice.queued_messages().await.unwrap(),
+        [(two.to_bob, oops), (two.to_bob, fine)]
+    );
+    assert_eq!(two.alice.cancel(oops).await.unwrap(), two.to_bob);
+    assert_eq!(
+        two.alice.message_state(oops).await.unwrap(),
+        Some(MessageState::Cancelled)
+    );
+    assert!(matches!(
+        two.alice.cancel(oops).await,
+        Err(ClientError::NotCancellable(_))
+    ));
+    let mut bob_events = two.bob.events();
+    two.alice.connect().await.unwrap();
+    two.bob.connect().await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["see you at 3"]);
+    two.alice.sync(WAIT).await.unwrap();
+    assert!(matches!(
+        two.alice.cancel(fine).await,
+        Err(ClientError::NotCancellable(_))
+    ));
+    two.bob.sync(WAIT).await.unwrap();
+    assert!(drain_texts(&mut bob_events).is_empty());
+    let (_, records) = two.alice.verify_audit().await.unwrap();
+    assert!(records.iter().any(|r| matches!(
+        r.event,
+        hushwire_client::AuditEvent::MessageCancelled { message_id, .. } if message_id == oops.0
+    )));
+}

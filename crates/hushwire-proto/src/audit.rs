@@ -310,6 +310,17 @@ pub enum AuditEvent {
         /// Whether the peer asked for the reset (else this device did).
         requested_by_peer: bool,
     },
+    /// `0x25 ‖ device[36] ‖ peer[36] ‖ message_id[16]` (89 bytes): the user took a queued
+    /// message out of the outbox before the relay had it (`client.md` §5.1); its transcript
+    /// record, written when it was queued, stays and this record says it never left.
+    MessageCancelled {
+        /// The logging device.
+        device: DeviceRef,
+        /// The intended recipient.
+        peer: DeviceRef,
+        /// The message's id (random, chosen by the sender; the transcript record carries it).
+        message_id: [u8; 16],
+    },
     /// `0x23 ‖ device[36]` (37 bytes): the device's local store was unlocked (opened with its
     /// passphrase or key): the access to stored ePHI that HIPAA audit controls ask to record.
     StoreUnlocked {
@@ -366,6 +377,7 @@ impl AuditEvent {
             Self::ContactVerified { .. } => 0x22,
             Self::StoreUnlocked { .. } => 0x23,
             Self::SessionReset { .. } => 0x24,
+            Self::MessageCancelled { .. } => 0x25,
             Self::TranscriptCheckpointed { .. } => 0x30,
             Self::TranscriptExported { .. } => 0x31,
             Self::TranscriptOpened { .. } => 0x32,
@@ -452,6 +464,15 @@ impl Codec for AuditEvent {
                 peer.encode(out);
                 out.push(u8::from(*requested_by_peer));
             }
+            Self::MessageCancelled {
+                device,
+                peer,
+                message_id,
+            } => {
+                device.encode(out);
+                peer.encode(out);
+                out.extend_from_slice(message_id);
+            }
             Self::TranscriptCheckpointed {
                 transcript,
                 records,
@@ -531,6 +552,11 @@ impl Codec for AuditEvent {
             0x22 => Self::ContactVerified {
                 device: DeviceRef::read(r)?,
                 peer: DeviceRef::read(r)?,
+            },
+            0x25 => Self::MessageCancelled {
+                device: DeviceRef::read(r)?,
+                peer: DeviceRef::read(r)?,
+                message_id: r.array("message id")?,
             },
             0x24 => Self::SessionReset {
                 device: DeviceRef::read(r)?,
@@ -1436,6 +1462,11 @@ mod tests {
                 peer: b,
                 requested_by_peer: true,
             },
+            AuditEvent::MessageCancelled {
+                device: a,
+                peer: b,
+                message_id: [6; 16],
+            },
             AuditEvent::TranscriptCheckpointed {
                 transcript,
                 records: 10,
@@ -1484,7 +1515,7 @@ mod tests {
 
     #[test]
     fn every_event_round_trips_with_its_documented_tag_and_length() {
-        let expected: [(u8, usize); 19] = [
+        let expected: [(u8, usize); 20] = [
             (0x01, 37),
             (0x02, 37),
             (0x03, 2),
@@ -1500,6 +1531,7 @@ mod tests {
             (0x22, 73),
             (0x23, 37),
             (0x24, 74),
+            (0x25, 89),
             (0x30, 25),
             (0x31, 26),
             (0x32, 53),
@@ -1975,6 +2007,13 @@ mod tests {
             }),
             (d(), d()).prop_map(|(device, peer)| AuditEvent::IdentityChanged { device, peer }),
             (d(), d()).prop_map(|(device, peer)| AuditEvent::ContactVerified { device, peer }),
+            (d(), d(), any::<[u8; 16]>()).prop_map(|(device, peer, message_id)| {
+                AuditEvent::MessageCancelled {
+                    device,
+                    peer,
+                    message_id,
+                }
+            }),
             (d(), d(), any::<bool>()).prop_map(|(device, peer, requested_by_peer)| {
                 AuditEvent::SessionReset {
                     device,

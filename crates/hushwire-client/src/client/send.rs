@@ -135,6 +135,61 @@ impl Client {
         let mut c = self.inner.db.acquire().await?;
         Ok(store::outbox(&mut c).await?.len())
     }
+    /// The messages still in the outbox (not yet held by the relay), oldest first, with their
+    /// recipients. Receipts and session resets are not listed.
+    pub async fn queued_messages(&self) -> Result<Vec<(ContactId, MessageId)>> {
+        let mut c = self.inner.db.acquire().await?;
+        let mut out = Vec::new();
+        for row in store::outbox(&mut c).await? {
+            let item: OutboxItem =
+                self.inner
+                    .vault
+                    .open_value("outbox", &row.id.to_be_bytes(), &row.sealed)?;
+            if let Some(id) = item.message_id {
+                out.push((ContactId(row.contact_id), MessageId(id)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a message out of the outbox before the relay has it: it will not be sent, its
+    /// state becomes [`MessageState::Cancelled`], and an audit record says so (its transcript
+    /// record, written when it was queued, stays: the transcript is append-only).
+    /// [`ClientError::NotCancellable`] once the relay holds it (or for an unknown id).
+    pub async fn cancel(&self, id: MessageId) -> Result<ContactId> {
+        let state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        for row in store::outbox(&mut tx).await? {
+            let item: OutboxItem =
+                self.inner
+                    .vault
+                    .open_value("outbox", &row.id.to_be_bytes(), &row.sealed)?;
+            if item.message_id != Some(id.0) {
+                continue;
+            }
+            store::delete_outbox(&mut tx, row.id).await?;
+            let from = [MessageState::Queued.code(), MessageState::Retrying.code()];
+            let cancelled = MessageState::Cancelled.code();
+            store::set_sent_state(&mut tx, &id.0, &from, cancelled, true, now_ms()).await?;
+            let peer = self.load_contact(&mut tx, row.contact_id).await?.address();
+            let event = hushwire::proto::audit::AuditEvent::MessageCancelled {
+                device: crate::address::own_ref(&state.account),
+                peer: crate::address::device_ref(peer),
+                message_id: id.0,
+            };
+            self.audit(&mut tx, &state.account, event).await?;
+            tx.commit().await?;
+            drop(state);
+            self.emit(Event::MessageStateChanged {
+                contact: ContactId(row.contact_id),
+                id,
+                state: MessageState::Cancelled,
+            });
+            return Ok(ContactId(row.contact_id));
+        }
+        Err(ClientError::NotCancellable(id.to_string()))
+    }
+
     /// Sends queued payloads in order, for as long as the connection lasts.
     pub(super) async fn flush_outbox(&self, link: &Link) -> Result<()> {
         // Why each held contact is held, so each reason is reported once.
