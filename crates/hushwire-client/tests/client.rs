@@ -1398,3 +1398,100 @@ async fn a_queued_message_can_be_cancelled_until_the_relay_holds_it() {
         hushwire_client::AuditEvent::MessageCancelled { message_id, .. } if message_id == oops.0
     )));
 }
+
+/// Plays a device over the raw relay protocol that fetches `target`'s bundle `n` times (as a
+/// prekey drainer would), returning the one-time prekey id each bundle carried.
+async fn raw_fetch(
+    url: &str,
+    seed: u8,
+    target: hushwire_client::Address,
+    n: usize,
+) -> Vec<Option<u32>> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use hushwire::proto::codec::Codec as _;
+    use hushwire::proto::relay::{Credentials, Frame, FrameBody};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let account =
+        hushwire::Account::new(9, 0, &mut rand_chacha::ChaCha20Rng::from_seed([seed; 32]));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let next = async |socket: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        if let Message::Binary(b) = socket.next().await.unwrap().unwrap() {
+            return Frame::from_bytes(&b).unwrap();
+        }
+    };
+    let FrameBody::Challenge(challenge) = next(&mut socket).await.body else {
+        panic!("no challenge")
+    };
+    let credentials = Credentials::answer(
+        account.identity_key().clone(),
+        account.device_id(),
+        &challenge,
+        account.identity(),
+    );
+    let bodies = std::iter::once(FrameBody::Register {
+        credentials,
+        invite: None,
+    })
+    .chain((0..n).map(|_| FrameBody::FetchBundle(target.to_device_address())));
+    let mut ids = Vec::new();
+    for (id, body) in (1..).zip(bodies) {
+        let frame = Frame {
+            request_id: id,
+            body,
+        };
+        socket
+            .send(Message::Binary(frame.to_bytes().into()))
+            .await
+            .unwrap();
+        loop {
+            let answer = next(&mut socket).await;
+            if answer.request_id == id {
+                match answer.body {
+                    FrameBody::Ok => {}
+                    FrameBody::Bundle(b) => ids.push(b.one_time_prekey.map(|k| k.id)),
+                    other => panic!("{other:?}"),
+                }
+                break;
+            }
+        }
+    }
+    ids
+}
+
+/// Issue 12 on the client: a relay drained of a device's one-time prekeys (bundles fetched and
+/// never used) no longer leaves it without any for good. Past twice its target of unused keys,
+/// the client retires the oldest handed-out ones and keeps publishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_device_keeps_publishing_one_time_prekeys() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let small = ClientOptions {
+        one_time_prekeys: 4,
+        ..options()
+    };
+    let bob = Client::create(&dir.path().join("bob.db"), &secret(), small)
+        .await
+        .unwrap();
+    bob.register(&relay.url, None).await.unwrap();
+    let mut bob_events = bob.events();
+    bob.connect().await.unwrap();
+    bob.sync(WAIT).await.unwrap();
+    // Three rounds of four fetches: twelve keys handed out and never used, more than the eight
+    // (twice the target) the client keeps.
+    for round in 0..3u8 {
+        let ids = raw_fetch(&relay.url, 100 + round, bob.address().await, 4).await;
+        assert!(ids.iter().all(Option::is_some), "round {round}: {ids:?}");
+        until(
+            &mut bob_events,
+            "a top-up",
+            |e| matches!(e, Event::PreKeysReplenished { one_time, .. } if *one_time > 0),
+        )
+        .await;
+    }
+    let ids = raw_fetch(&relay.url, 120, bob.address().await, 1).await;
+    assert!(
+        ids[0].is_some(),
+        "no one-time prekey after the drain: {ids:?}"
+    );
+}

@@ -192,6 +192,30 @@ impl Account {
             .collect()
     }
 
+    /// Deletes the oldest one-time prekeys (lowest ids; a relay hands those out first) until at
+    /// most `keep` X25519 and `keep_kem` ML-KEM ones remain, returning how many went of each.
+    /// For keys handed out whose prekey message never came (a bundle fetched only to show a
+    /// safety number, or a relay drained on purpose): keeping them for ever would stop the
+    /// device from publishing new ones. A prekey message that names a retired key later fails
+    /// with [`SessionCreationError::UsedOneTimePreKey`] or [`SessionCreationError::UsedKemPreKey`],
+    /// and the client heals that session (`docs/client.md` §5.9, §5.13).
+    pub fn retire_oldest_one_time_prekeys(
+        &mut self,
+        keep: usize,
+        keep_kem: usize,
+    ) -> (usize, usize) {
+        let mut retired = (0, 0);
+        while self.one_time_prekeys.len() > keep && self.one_time_prekeys.pop_first().is_some() {
+            retired.0 += 1;
+        }
+        while self.one_time_kem_prekeys.len() > keep_kem
+            && self.one_time_kem_prekeys.pop_first().is_some()
+        {
+            retired.1 += 1;
+        }
+        retired
+    }
+
     /// How many unused one-time prekeys remain: (X25519, ML-KEM).
     pub fn one_time_prekey_counts(&self) -> (usize, usize) {
         (self.one_time_prekeys.len(), self.one_time_kem_prekeys.len())

@@ -85,23 +85,39 @@ impl Client {
         }
         // The relay's counts are not trusted alone: a relay reporting zero again and again
         // must not grow the account without bound. Secrets kept locally (published, or handed
-        // out and not yet used by a prekey message) stay below twice the target.
-        let (local_x, local_k) = {
-            let state = self.inner.state.lock().await;
-            let (x, k) = state.account.one_time_prekey_counts();
-            (
-                u32::try_from(x).unwrap_or(u32::MAX),
-                u32::try_from(k).unwrap_or(u32::MAX),
-            )
-        };
-        let room = |local: u32| (2 * target).saturating_sub(local);
-        let (mut x_left, mut k_left) = (
-            target.saturating_sub(one_time).min(room(local_x)),
-            target.saturating_sub(kem_one_time).min(room(local_k)),
+        // out and not yet used by a prekey message) stay at most twice the target: to make room
+        // for the new ones, the oldest are retired — a relay hands out the lowest ids first, so
+        // those are keys handed out whose prekey message never came (a drained device must
+        // still be able to publish). A late prekey message naming one heals (§5.13).
+        let (x_left, k_left) = (
+            target.saturating_sub(one_time),
+            target.saturating_sub(kem_one_time),
         );
         if x_left == 0 && k_left == 0 {
             return Ok(());
         }
+        {
+            let mut state = self.inner.state.lock().await;
+            let (local_x, local_k) = state.account.one_time_prekey_counts();
+            let keep = |local: usize, new: u32| {
+                let bound = 2 * target as usize;
+                local.min(bound.saturating_sub(new as usize))
+            };
+            let (keep_x, keep_k) = (keep(local_x, x_left), keep(local_k, k_left));
+            if keep_x < local_x || keep_k < local_k {
+                let mut account = state.account.clone();
+                let retired = account.retire_oldest_one_time_prekeys(keep_x, keep_k);
+                let mut c = self.inner.db.acquire().await?;
+                self.save_account(&mut c, &account).await?;
+                state.account = account;
+                tracing::info!(
+                    one_time = retired.0,
+                    kem_one_time = retired.1,
+                    "retired one-time prekeys handed out and never used"
+                );
+            }
+        }
+        let (mut x_left, mut k_left) = (x_left, k_left);
         let (mut x_sent, mut k_sent) = (0, 0);
         while x_left > 0 || k_left > 0 {
             let chunk = u32::try_from(MAX_PREKEYS_PER_UPLOAD).unwrap_or(100);
