@@ -136,23 +136,12 @@ impl Client {
         store::reset_outbox_ciphertexts(c, contact_id).await?;
         self.queue(c, contact_id, None, &Payload::SessionReset(reason))
             .await?;
-        let peer = self.load_contact(c, contact_id).await?.address();
-        let event = AuditEvent::SessionReset {
-            device: own_ref(account),
-            peer: device_ref(peer),
-            requested_by_peer: false,
-        };
-        self.audit(c, account, event).await?;
         tracing::info!(
             contact = contact_id,
             "asked a contact for a new session to heal"
         );
-        events.push(Event::SessionReset {
-            contact: ContactId(contact_id),
-            requested_by_peer: false,
-            resent: 0,
-        });
-        Ok(())
+        self.record_reset(c, account, contact_id, false, 0, events)
+            .await
     }
 
     /// The contact could not read our messages and asked for a new session. If the request
@@ -210,21 +199,35 @@ impl Client {
                 state,
             });
         }
-        let peer = self.load_contact(c, contact_id).await?.address();
-        let event = AuditEvent::SessionReset {
-            device: own_ref(account),
-            peer: device_ref(peer),
-            requested_by_peer: true,
-        };
-        self.audit(c, account, event).await?;
         tracing::info!(
             contact = contact_id,
             resent,
             "a contact asked for a new session"
         );
+        self.record_reset(c, account, contact_id, true, resent, events)
+            .await
+    }
+
+    /// The `SessionReset` audit record and event of either side of a reset.
+    async fn record_reset(
+        &self,
+        c: &mut SqliteConnection,
+        account: &Account,
+        contact_id: i64,
+        requested_by_peer: bool,
+        resent: usize,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let peer = self.load_contact(c, contact_id).await?.address();
+        let event = AuditEvent::SessionReset {
+            device: own_ref(account),
+            peer: device_ref(peer),
+            requested_by_peer,
+        };
+        self.audit(c, account, event).await?;
         events.push(Event::SessionReset {
             contact: ContactId(contact_id),
-            requested_by_peer: true,
+            requested_by_peer,
             resent,
         });
         Ok(())

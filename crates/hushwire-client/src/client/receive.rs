@@ -553,27 +553,7 @@ mod tests {
     /// moved on too far to recognise it) must not bring that session back.
     #[tokio::test]
     async fn a_replayed_prekey_message_never_resurrects_its_session() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = ClientOptions {
-            kdf: KdfParams::INSECURE_FOR_TESTS,
-            ..ClientOptions::default()
-        };
-        let secret = Secret::passphrase("correct horse battery staple");
-        let bob = Client::create(&dir.path().join("b.db"), &secret, options)
-            .await
-            .unwrap();
-        let mut rng = rng();
-        let alice = Account::new(1, 0, &mut rng);
-        // No one-time prekeys: the bundle a relay hands out once they run out.
-        let bundle = bob
-            .inner
-            .state
-            .lock()
-            .await
-            .account
-            .prekey_bundle()
-            .unwrap();
-        let mut to_bob = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
+        let (_dir, bob, alice, mut to_bob) = bob_and_alice().await;
         let payload = Payload::Message {
             id: MessageId([7; 16]),
             sent_at_ms: 1,
@@ -612,6 +592,29 @@ mod tests {
         assert_eq!(bob.unread().await.unwrap().len(), 1);
     }
 
+    /// Bob's client (a store in a temporary directory) and Alice, a bare core account with a
+    /// session started from Bob's bundle (no one-time prekeys: the bundle a relay hands out once
+    /// they run out).
+    async fn bob_and_alice() -> (tempfile::TempDir, Client, Account, Session) {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = Secret::passphrase("correct horse battery staple");
+        let bob = Client::create(&dir.path().join("b.db"), &secret, test_options())
+            .await
+            .unwrap();
+        let mut rng = rng();
+        let alice = Account::new(1, 0, &mut rng);
+        let bundle = bob
+            .inner
+            .state
+            .lock()
+            .await
+            .account
+            .prekey_bundle()
+            .unwrap();
+        let to_bob = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
+        (dir, bob, alice, to_bob)
+    }
+
     fn test_options() -> ClientOptions {
         ClientOptions {
             kdf: KdfParams::INSECURE_FOR_TESTS,
@@ -647,22 +650,8 @@ mod tests {
     /// account-wide.
     #[tokio::test]
     async fn a_replayed_prekey_message_is_refused_after_its_contact_was_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = Secret::passphrase("correct horse battery staple");
-        let bob = Client::create(&dir.path().join("b.db"), &secret, test_options())
-            .await
-            .unwrap();
+        let (_dir, bob, alice, mut to_bob) = bob_and_alice().await;
         let mut rng = rng();
-        let alice = Account::new(1, 0, &mut rng);
-        let bundle = bob
-            .inner
-            .state
-            .lock()
-            .await
-            .account
-            .prekey_bundle()
-            .unwrap();
-        let mut to_bob = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
         let first = to_bob.encrypt(&text(7, "hello")).unwrap();
         bob.receive_now(delivery(&alice, 1, first.clone()))
             .await
@@ -694,13 +683,7 @@ mod tests {
     /// duplicate; the very same bytes again are a duplicate.
     #[tokio::test]
     async fn a_different_message_under_a_used_key_is_reported_and_heals() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = Secret::passphrase("correct horse battery staple");
-        let bob = Client::create(&dir.path().join("b.db"), &secret, test_options())
-            .await
-            .unwrap();
-        let mut rng = rng();
-        let alice = Account::new(1, 0, &mut rng);
+        let (_dir, bob, alice, mut to_bob) = bob_and_alice().await;
         let alice_address = crate::Address {
             fingerprint: alice.identity_key().fingerprint(),
             device_id: 1,
@@ -709,15 +692,6 @@ mod tests {
             .add_contact("alice", alice_address, false)
             .await
             .unwrap();
-        let bundle = bob
-            .inner
-            .state
-            .lock()
-            .await
-            .account
-            .prekey_bundle()
-            .unwrap();
-        let mut to_bob = Session::initiate(alice.identity(), &bundle, &mut rng).unwrap();
         let m0 = to_bob.encrypt(&text(1, "first")).unwrap();
         bob.receive_now(delivery(&alice, 1, m0)).await.unwrap();
         let copy = to_bob.clone(); // Alice's store, backed up here

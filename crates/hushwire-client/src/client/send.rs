@@ -254,24 +254,7 @@ impl Client {
                         }
                         Err(e) if is_per_contact(&e) => {
                             held.insert(row.contact_id);
-                            let reason = e.to_string();
-                            if reported.get(&row.contact_id) != Some(&reason) {
-                                // The reason may name the contact (a name can be PHI): it goes
-                                // to the app in the event, never to the log.
-                                tracing::warn!(
-                                    contact = row.contact_id,
-                                    "messages to a contact are held"
-                                );
-                                reported.insert(row.contact_id, reason.clone());
-                                self.emit(Event::SendHeld {
-                                    contact: ContactId(row.contact_id),
-                                    reason,
-                                });
-                            }
-                            // After the event: whoever sees sync() finish has the event too.
-                            if let Ok(mut shared) = self.inner.held.lock() {
-                                shared.insert(row.contact_id);
-                            }
+                            self.hold(row.contact_id, e.to_string(), &mut reported);
                             continue;
                         }
                         Err(e) => return Err(e),
@@ -307,17 +290,7 @@ impl Client {
                                 .to_owned(),
                             _ => "the relay does not know the contact's device".to_owned(),
                         };
-                        if reported.get(&row.contact_id) != Some(&reason) {
-                            reported.insert(row.contact_id, reason.clone());
-                            self.emit(Event::SendHeld {
-                                contact: ContactId(row.contact_id),
-                                reason,
-                            });
-                        }
-                        // After the event: whoever sees sync() finish has the event too.
-                        if let Ok(mut shared) = self.inner.held.lock() {
-                            shared.insert(row.contact_id);
-                        }
+                        self.hold(row.contact_id, reason, &mut reported);
                         continue;
                     }
                     Err(ClientError::Relay(ErrorCode::RateLimited)) => {
@@ -339,6 +312,30 @@ impl Client {
                 // a while (a full mailbox drains).
                 let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
             }
+        }
+    }
+
+    /// Holds a contact's messages (§5.1): reports why with `SendHeld`, once per reason, then
+    /// counts the contact as held for `sync` — after the event, so whoever sees `sync` finish
+    /// has the event too.
+    fn hold(
+        &self,
+        contact_id: i64,
+        reason: String,
+        reported: &mut std::collections::HashMap<i64, String>,
+    ) {
+        if reported.get(&contact_id) != Some(&reason) {
+            // The reason may name the contact (a name can be PHI): it goes to the app in the
+            // event, never to the log.
+            tracing::warn!(contact = contact_id, "messages to a contact are held");
+            reported.insert(contact_id, reason.clone());
+            self.emit(Event::SendHeld {
+                contact: ContactId(contact_id),
+                reason,
+            });
+        }
+        if let Ok(mut shared) = self.inner.held.lock() {
+            shared.insert(contact_id);
         }
     }
 
