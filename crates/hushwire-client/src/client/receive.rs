@@ -752,4 +752,63 @@ mod tests {
                 .all(|s| !s.active)
         );
     }
+
+    /// A reset request moves only what was sent to the identity it came from: Mallory (anyone
+    /// who can reach Bob through the relay) asking for a reset makes Bob resend nothing meant
+    /// for Alice, and Bob's messages to Alice stay as they were.
+    #[tokio::test]
+    async fn a_reset_from_another_identity_resends_nothing_of_ours() {
+        let (_dir, bob, alice, _) = bob_and_alice().await;
+        let alice_address = crate::Address {
+            fingerprint: alice.identity_key().fingerprint(),
+            device_id: 1,
+        };
+        let to_alice = bob
+            .add_contact("alice", alice_address, false)
+            .await
+            .unwrap();
+        let id = bob.send_text(to_alice, "for alice only").await.unwrap();
+        let outbox = bob.outbox_len().await.unwrap();
+
+        let mut rng = rng();
+        let mallory = Account::new(1, 0, &mut rng);
+        let bundle = bob
+            .inner
+            .state
+            .lock()
+            .await
+            .account
+            .prekey_bundle()
+            .unwrap();
+        let mut to_bob = Session::initiate(mallory.identity(), &bundle, &mut rng).unwrap();
+        let reset = Payload::SessionReset(ResetReason::Undecryptable).encode();
+        let forged = to_bob.encrypt(&reset).unwrap();
+        let mut events = bob.events();
+        bob.receive_now(delivery(&mallory, 1, forged.clone()))
+            .await
+            .unwrap();
+        // The same request stamped by a relay with Alice's address is refused outright.
+        let mut as_alice = delivery(&mallory, 2, forged);
+        as_alice.sender = alice_address.to_device_address();
+        bob.receive_now(as_alice).await.unwrap();
+
+        assert_eq!(
+            bob.outbox_len().await.unwrap(),
+            outbox,
+            "something was queued again"
+        );
+        assert_eq!(
+            bob.message_state(id).await.unwrap(),
+            Some(MessageState::Queued)
+        );
+        while let Ok(e) = events.try_recv() {
+            if let Event::SessionReset {
+                contact, resent, ..
+            } = e
+            {
+                assert_ne!(contact, to_alice);
+                assert_eq!(resent, 0);
+            }
+        }
+    }
 }
