@@ -257,15 +257,22 @@ Example:
     },
     /// Put a backup in place of the store (no other hushwire command may be running on it).
     #[command(after_help = "\
-The store's passphrase becomes the backup's. If this device sent messages after the backup, the
-next connection to the relay notices that the store went back in time and starts new sessions
-with every contact before sending anything, so no message key is ever used twice.
+You are asked for the backup's passphrase, which the store then has. The store it replaces is
+kept beside it (client.db.replaced-<time>), never deleted; a backup of another identity than the
+one in this home is refused unless you pass --replace-other-store. If this device sent messages
+after the backup, the next connection to the relay notices that the store went back in time and
+starts new sessions with every contact before sending anything, so no message key is ever used
+twice. Messages this device received after the backup are not in the restored store.
 
 Example:
   hushwire restore ~/hushwire-backup.db")]
     Restore {
         /// The backup file (from `hushwire backup`).
         file: std::path::PathBuf,
+        /// Restore even though the backup is of another store (another identity) than the one
+        /// in this home; the replaced store is kept aside, not deleted.
+        #[arg(long)]
+        replace_other_store: bool,
     },
     /// This device's tamper-evidence check.
     #[command(after_help = "\

@@ -74,6 +74,20 @@ pub fn home(g: &crate::cli::Global) -> CliResult<PathBuf> {
     }
 }
 
+/// Creates the home directory, private to the user.
+pub fn create_home(home: &std::path::Path) -> CliResult<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(home)
+        .map_err(|e| fail(format!("cannot create {}: {e}", home.display())))
+}
+
 /// The store file inside the home directory.
 pub fn store_path(g: &crate::cli::Global) -> CliResult<PathBuf> {
     Ok(home(g)?.join("client.db"))

@@ -8,7 +8,7 @@ use hushwire_client::{Client, MessageState};
 use serde_json::json;
 
 use crate::cli::Global;
-use crate::common::{self, CliResult, fail};
+use crate::common::{self, CliResult};
 use crate::display::escape;
 
 /// Writes a consistent, still encrypted copy of the store to `out`. Opening the store takes its
@@ -26,23 +26,40 @@ pub async fn backup(g: &Global, out: &Path) -> CliResult<ExitCode> {
             "Backed up to {}: encrypted under this store's passphrase; keep it somewhere safe.",
             out.display()
         );
-        println!("Restore it with `hushwire restore {}`.", out.display());
+        let home = g
+            .home
+            .as_ref()
+            .map(|h| format!("--home '{}' ", h.display()))
+            .unwrap_or_default();
+        println!(
+            "Restore it with `hushwire {home}restore '{}'` (while no other hushwire command uses this home).",
+            out.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Puts a backup in place of the store, which no other command may have open.
-pub async fn restore(g: &Global, file: &Path) -> CliResult<ExitCode> {
+/// Puts a backup in place of the store, which no other command may have open. The passphrase
+/// asked for is the backup's; the replaced store is moved aside, never deleted.
+pub async fn restore(g: &Global, file: &Path, replace_other_store: bool) -> CliResult<ExitCode> {
     let store = common::store_path(g)?;
     if let Some(dir) = store.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        common::create_home(dir)?;
     }
-    Client::restore(file, &store, &common::options(g)?).await?;
+    let secret = common::passphrase(g)?;
+    let kept = Client::restore(
+        file,
+        &store,
+        &secret,
+        &common::options(g)?,
+        replace_other_store,
+    )
+    .await?;
+    let kept = kept.map(|k| k.display().to_string());
     if g.json {
         println!(
             "{}",
-            json!({"event": "restored", "file": file.display().to_string(), "store": store.display().to_string()})
+            json!({"event": "restored", "file": file.display().to_string(), "store": store.display().to_string(), "replaced_store_kept_at": kept})
         );
     } else {
         println!(
@@ -50,6 +67,9 @@ pub async fn restore(g: &Global, file: &Path) -> CliResult<ExitCode> {
             store.display(),
             file.display()
         );
+        if let Some(kept) = &kept {
+            println!("The store it replaced is kept at {kept} (delete it once you are sure).");
+        }
         println!(
             "If this device sent messages after the backup, the next connection notices and starts new sessions with every contact, so no key is used twice."
         );

@@ -117,6 +117,9 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             OutboxCommand::Cancel { id } => healing::outbox_cancel(g, &id).await,
         },
         Command::Backup { out } => healing::backup(g, &out).await,
-        Command::Restore { file } => healing::restore(g, &file).await,
+        Command::Restore {
+            file,
+            replace_other_store,
+        } => healing::restore(g, &file, replace_other_store).await,
     }
 }

@@ -25,7 +25,7 @@ pub async fn init(g: &Global, device_id: u32) -> CliResult<ExitCode> {
     if path.exists() {
         return Err(ClientError::AlreadyInitialized(path).into());
     }
-    create_home(&home)?;
+    common::create_home(&home)?;
     let mut options = common::options(g)?;
     options.device_id = device_id;
     if let Some(kdf) = common::fast_kdf() {
@@ -49,20 +49,6 @@ pub async fn init(g: &Global, device_id: u32) -> CliResult<ExitCode> {
         println!("Next: hushwire register RELAY_URL");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Creates the home directory, private to the user.
-fn create_home(home: &std::path::Path) -> CliResult<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder
-        .create(home)
-        .map_err(|e| fail(format!("cannot create {}: {e}", home.display())))
 }
 
 /// `register`.

@@ -106,6 +106,13 @@ pub enum ClientError {
     /// The message is not in the outbox any more (the relay holds it, so it cannot be taken
     /// back), or this device never queued it.
     NotCancellable(String),
+    /// The backup's path is taken: a backup never overwrites anything.
+    BackupExists(std::path::PathBuf),
+    /// The file given to restore is not a Hushwire store (or cannot be read).
+    NotABackup(std::path::PathBuf),
+    /// The backup is a copy of another store (another identity) than the one it would replace;
+    /// restoring it needs an explicit confirmation.
+    BackupOfAnotherStore(std::path::PathBuf),
     /// Not a message id: 32 hex digits are expected.
     BadMessageId(String),
     /// A session operation failed.
@@ -210,6 +217,21 @@ impl fmt::Display for ClientError {
             Self::Relay(code) => write!(f, "the relay refused the request: {code:?}"),
             Self::RelayProtocol(e) => write!(f, "the relay sent a malformed frame: {e}"),
             Self::Timeout => f.write_str("the relay did not answer in time"),
+            Self::BackupExists(path) => write!(
+                f,
+                "{} exists: a backup never overwrites a file; choose a new file name",
+                path.display()
+            ),
+            Self::NotABackup(path) => write!(
+                f,
+                "{} is not a Hushwire store backup (make one with `hushwire backup FILE`)",
+                path.display()
+            ),
+            Self::BackupOfAnotherStore(path) => write!(
+                f,
+                "the backup is of another store (another identity) than {}; restoring it would replace that identity and its transcripts (they would be kept aside, not deleted): confirm with --replace-other-store",
+                path.display()
+            ),
             Self::BadMessageId(text) => write!(
                 f,
                 "{text:?} is not a message id (32 hex digits, as `hushwire outbox list` shows them)"

@@ -97,7 +97,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sent_messages_by_contact ON sent_messages (contact_id, state);
     CREATE TABLE session_resets (
         contact_id INTEGER PRIMARY KEY REFERENCES contacts(id),
-        last_ms INTEGER NOT NULL
+        last_ms INTEGER NOT NULL,
+        pending INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE received_headers (
         header_index BLOB PRIMARY KEY,
@@ -903,14 +904,34 @@ pub(crate) async fn set_last_reset(
     now_ms: u64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO session_resets (contact_id, last_ms) VALUES (?, ?)
-         ON CONFLICT (contact_id) DO UPDATE SET last_ms = excluded.last_ms",
+        "INSERT INTO session_resets (contact_id, last_ms, pending) VALUES (?, ?, 0)
+         ON CONFLICT (contact_id) DO UPDATE SET last_ms = excluded.last_ms, pending = 0",
     )
     .bind(contact_id)
     .bind(ms(now_ms))
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// Notes that a contact's message could not be read while a reset was held back by the interval:
+/// the reset goes out once the interval has passed (§5.13).
+pub(crate) async fn mark_reset_pending(c: &mut SqliteConnection, contact_id: i64) -> Result<()> {
+    sqlx::query("UPDATE session_resets SET pending = 1 WHERE contact_id = ?")
+        .bind(contact_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Contacts with a held-back reset whose interval ended before `before_ms`.
+pub(crate) async fn due_resets(c: &mut SqliteConnection, before_ms: u64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT contact_id FROM session_resets WHERE pending = 1 AND last_ms <= ?",
+    )
+    .bind(ms(before_ms))
+    .fetch_all(c)
+    .await?)
 }
 
 /// The digest of the message received under a header (keyed index of chain and position), if

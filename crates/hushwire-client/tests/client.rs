@@ -1214,7 +1214,7 @@ async fn a_store_restored_from_a_backup_never_reuses_a_message_key() {
     two.alice.backup(&backup).await.unwrap();
     assert!(matches!(
         two.alice.backup(&backup).await,
-        Err(ClientError::AlreadyInitialized(_))
+        Err(ClientError::BackupExists(_))
     ));
     #[cfg(unix)]
     {
@@ -1230,9 +1230,10 @@ async fn a_store_restored_from_a_backup_never_reuses_a_message_key() {
     assert_eq!(received(&mut bob_events, 1).await, ["m1"]);
     two.alice.sync(WAIT).await.unwrap();
 
-    // Restore: refused while the store is open, and anything but a store is refused.
+    // Restore: refused while the store is open; then anything but a store, a wrong passphrase
+    // and a backup of another store (Bob's) are refused, and nothing is ever deleted.
     assert!(matches!(
-        Client::restore(&backup, &two.alice_path, &options()).await,
+        Client::restore(&backup, &two.alice_path, &secret(), &options(), false).await,
         Err(ClientError::StoreInUse { .. })
     ));
     two.alice.disconnect().await;
@@ -1241,14 +1242,30 @@ async fn a_store_restored_from_a_backup_never_reuses_a_message_key() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let not_a_store = dir.path().join("notes.txt");
     std::fs::write(&not_a_store, b"hello").unwrap();
-    let refused = Client::restore(&not_a_store, &two.alice_path, &options()).await;
+    let refused =
+        Client::restore(&not_a_store, &two.alice_path, &secret(), &options(), false).await;
     assert!(
-        matches!(refused, Err(ClientError::CorruptStore(_))),
+        matches!(refused, Err(ClientError::NotABackup(_))),
         "{refused:?}"
     );
-    Client::restore(&backup, &two.alice_path, &options())
+    let wrong = Secret::passphrase("not the passphrase at all");
+    let refused = Client::restore(&backup, &two.alice_path, &wrong, &options(), false).await;
+    assert!(
+        matches!(refused, Err(ClientError::WrongSecret)),
+        "{refused:?}"
+    );
+    let bobs = dir.path().join("bob-backup.db");
+    two.bob.backup(&bobs).await.unwrap();
+    let refused = Client::restore(&bobs, &two.alice_path, &secret(), &options(), false).await;
+    assert!(
+        matches!(refused, Err(ClientError::BackupOfAnotherStore(_))),
+        "{refused:?}"
+    );
+    let aside = Client::restore(&backup, &two.alice_path, &secret(), &options(), false)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the replaced store is kept");
+    assert!(aside.exists(), "{}", aside.display());
     let alice = reopen(&two.alice_path).await;
     let mut alice_events = alice.events();
     alice.connect().await.unwrap();

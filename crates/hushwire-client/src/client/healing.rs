@@ -128,7 +128,10 @@ impl Client {
         if let Some(last) = store::last_reset(c, contact_id).await?
             && now.saturating_sub(last) < interval
         {
-            return Ok(()); // asked recently: the contact's resends are on their way
+            // Asked recently: the contact's resends are probably on their way. If this message
+            // was not one of them, the reset goes out once the interval has passed
+            // (`check_receipts`), so the conversation never waits for the contact to write.
+            return store::mark_reset_pending(c, contact_id).await;
         }
         store::set_last_reset(c, contact_id, now).await?;
         store::deactivate_sessions(c, contact_id).await?;
@@ -234,14 +237,16 @@ impl Client {
     }
 
     /// Marks sent messages with no receipt after `receipt_timeout` as
-    /// [`MessageState::NotConfirmed`] and reports each once. Run by the connection's upkeep
-    /// every few seconds, and callable by an app at any time.
+    /// [`MessageState::NotConfirmed`] and reports each once; sends the session resets held
+    /// back by `reset_interval` once it has passed. Run by the connection's upkeep
+    /// every few seconds, and callable by an app at any time. Returns how many messages became
+    /// `NotConfirmed`.
     pub async fn check_receipts(&self) -> Result<usize> {
         let now = now_ms();
         let timeout = u64::try_from(self.inner.options.receipt_timeout.as_millis()).unwrap_or(0);
         let mut events = Vec::new();
         {
-            let _state = self.inner.state.lock().await;
+            let state = self.inner.state.lock().await;
             let mut tx = store::begin(&self.inner.db).await?;
             let from = [MessageState::Sent.code(), MessageState::Retrying.code()];
             for row in store::sent_messages(&mut tx, None, &from).await? {
@@ -263,12 +268,28 @@ impl Client {
                     state: MessageState::NotConfirmed,
                 });
             }
+            let interval =
+                u64::try_from(self.inner.options.reset_interval.as_millis()).unwrap_or(0);
+            for contact_id in store::due_resets(&mut tx, now.saturating_sub(interval)).await? {
+                self.request_reset(
+                    &mut tx,
+                    &state.account,
+                    contact_id,
+                    ResetReason::Undecryptable,
+                    &mut events,
+                )
+                .await?;
+            }
             let settled = [MessageState::Delivered.code(), MessageState::Failed.code()];
             store::prune_settled_sent(&mut tx, &settled, now.saturating_sub(SETTLED_KEPT_MS))
                 .await?;
             tx.commit().await?;
         }
-        let n = events.len();
+        self.inner.outbox_changed.notify_one();
+        let n = events
+            .iter()
+            .filter(|e| matches!(e, Event::MessageStateChanged { .. }))
+            .count();
         for event in events {
             self.emit(event);
         }
@@ -281,7 +302,7 @@ impl Client {
     /// first connection after that finds the store older than the relay's record, if this
     /// store encrypted anything since, and starts every session again, so no message key is
     /// used twice (§5.14). Fails with
-    /// [`ClientError::AlreadyInitialized`] if `to` exists.
+    /// [`ClientError::BackupExists`] if `to` exists.
     pub async fn backup(&self, to: &std::path::Path) -> Result<()> {
         // Created empty and owner-only first (VACUUM INTO accepts an empty file), so the copy is
         // never readable by others, not even for a moment; create_new refuses an existing file.
@@ -290,8 +311,11 @@ impl Client {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
         file.open(to).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => ClientError::AlreadyInitialized(to.to_owned()),
-            _ => ClientError::Io(e),
+            std::io::ErrorKind::AlreadyExists => ClientError::BackupExists(to.to_owned()),
+            _ => ClientError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot create the backup {}: {e}", to.display()),
+            )),
         })?;
         let target = to
             .to_str()
@@ -316,47 +340,80 @@ impl Client {
     }
 
     /// Puts the backup at `backup` (from [`Client::backup`]) in place of the store at `store`,
-    /// which no client may have open: it takes the store's lock (§3.5,
-    /// [`ClientError::StoreInUse`] otherwise), checks that `backup` is a Hushwire store this
-    /// library can open ([`ClientError::CorruptStore`] or [`ClientError::StoreTooNew`] if not),
-    /// copies it beside the store, flushes it to disk and renames it over the store (so a crash
-    /// leaves either the old store or the backup, never half of one), and removes the old
-    /// store's write-ahead log. The passphrase is the backup's. The first connection afterwards
+    /// which no client may have open (§5.14). In order, failing with the first that applies:
+    /// it takes the store's lock (§3.5, [`ClientError::StoreInUse`]); checks that `backup` is a
+    /// Hushwire store this library can open ([`ClientError::NotABackup`],
+    /// [`ClientError::StoreTooNew`]) and that `secret` unlocks it ([`ClientError::WrongSecret`]);
+    /// and, when a store already exists, that the backup is a copy of that same store (the
+    /// store's random audit-chain id, kept in the clear, must match) unless
+    /// `replace_other_store` is set ([`ClientError::BackupOfAnotherStore`]). It then copies the
+    /// backup beside the store, flushes it to disk, moves the old store (and its write-ahead
+    /// log) aside to `<store>.replaced-<unix ms>` — nothing is deleted — and renames the copy
+    /// into place, so a crash leaves either the old store or the backup, never half of one.
+    /// Returns where the old store went, if there was one. The first connection afterwards
     /// finds out whether the store had moved on since the backup and, if so, starts every
-    /// session again (§5.14).
+    /// session again.
     pub async fn restore(
         backup: &std::path::Path,
         store: &std::path::Path,
+        secret: &crate::vault::Secret,
         options: &super::ClientOptions,
-    ) -> Result<()> {
+        replace_other_store: bool,
+    ) -> Result<Option<std::path::PathBuf>> {
         let _lock = Client::lock(store, options)?;
-        check_backup(backup).await?;
-        let mut temporary = store.as_os_str().to_owned();
-        temporary.push(".restoring");
-        let temporary = std::path::PathBuf::from(temporary);
-        let _ = std::fs::remove_file(&temporary);
-        std::fs::copy(backup, &temporary)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
-        }
-        std::fs::File::open(&temporary)?.sync_all()?;
-        for suffix in ["-wal", "-shm"] {
-            let mut side = store.as_os_str().to_owned();
-            side.push(suffix);
-            match std::fs::remove_file(std::path::PathBuf::from(side)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+        let backup_chain = check_backup(backup, secret).await?;
+        if store.exists() && !replace_other_store {
+            let current = read_clear_meta(store, "audit_chain").await.ok().flatten();
+            if let (Some(current), Some(theirs)) = (&current, &backup_chain)
+                && current != theirs
+            {
+                return Err(ClientError::BackupOfAnotherStore(store.to_owned()));
             }
+        }
+        let sibling = |suffix: &str| {
+            let mut name = store.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        };
+        let temporary = sibling(".restoring");
+        let _ = std::fs::remove_file(&temporary);
+        let copied = (|| -> std::io::Result<()> {
+            std::fs::copy(backup, &temporary)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
+            }
+            std::fs::File::open(&temporary)?.sync_all()
+        })();
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(e.into());
+        }
+        let mut kept = None;
+        if store.exists() {
+            let aside = sibling(&format!(".replaced-{}", now_ms()));
+            std::fs::rename(store, &aside)?;
+            for suffix in ["-wal", "-shm"] {
+                let mut from = store.as_os_str().to_owned();
+                from.push(suffix);
+                let mut to = aside.as_os_str().to_owned();
+                to.push(suffix);
+                match std::fs::rename(std::path::PathBuf::from(from), std::path::PathBuf::from(to))
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            kept = Some(aside);
         }
         std::fs::rename(&temporary, store)?;
         if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The rename itself is durable only once the directory is.
+            // The renames are durable only once the directory is.
             std::fs::File::open(dir)?.sync_all()?;
         }
-        Ok(())
+        Ok(kept)
     }
 
     /// Where a message this device sent is, or `None` for an id it never sent.
@@ -400,33 +457,59 @@ async fn read_epoch(c: &mut SqliteConnection) -> Result<u64> {
     })
 }
 
-/// Whether `path` holds a Hushwire store this library can open: its schema version is known and
-/// its key-derivation parameters and key check are there. Read-only: nothing is written.
-async fn check_backup(path: &std::path::Path) -> Result<()> {
+/// One clear `meta` value of the store at `path`, read without writing anything.
+async fn read_clear_meta(path: &std::path::Path, name: &str) -> Result<Option<Vec<u8>>> {
     use sqlx::ConnectOptions as _;
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await?;
+    store::get_meta(&mut c, name).await
+}
+
+/// Checks that `path` holds a Hushwire store this library can open and that `secret` unlocks
+/// it; read-only. Returns its audit-chain id (which names the store it is a copy of), if any.
+async fn check_backup(
+    path: &std::path::Path,
+    secret: &crate::vault::Secret,
+) -> Result<Option<Vec<u8>>> {
+    use sqlx::ConnectOptions as _;
+    let not_a_backup = || ClientError::NotABackup(path.to_owned());
     if !path.is_file() {
-        return Err(ClientError::NotInitialized(path.to_owned()));
+        return Err(not_a_backup());
     }
-    let url = format!("sqlite://{}", path.display());
-    let mut c = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)?
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
         .read_only(true)
         .connect()
         .await
-        .map_err(|_| ClientError::CorruptStore("backup: not a Hushwire store"))?;
+        .map_err(|_| not_a_backup())?;
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut c)
         .await
-        .map_err(|_| ClientError::CorruptStore("backup: not a Hushwire store"))?;
+        .map_err(|_| not_a_backup())?;
     if version > store::SCHEMA_VERSION {
         return Err(ClientError::StoreTooNew {
             found: version,
             supported: store::SCHEMA_VERSION,
         });
     }
-    for name in ["kdf", "check", "account"] {
-        if store::get_meta(&mut c, name).await.ok().flatten().is_none() {
-            return Err(ClientError::CorruptStore("backup: not a Hushwire store"));
-        }
+    let meta = async |c: &mut sqlx::SqliteConnection, name: &str| {
+        store::get_meta(c, name).await.ok().flatten()
+    };
+    let (Some(kdf), Some(check), Some(_)) = (
+        meta(&mut c, "kdf").await,
+        meta(&mut c, "check").await,
+        meta(&mut c, "account").await,
+    ) else {
+        return Err(not_a_backup());
+    };
+    let derivation: crate::vault::KeyDerivation =
+        postcard::from_bytes(&kdf).map_err(|_| not_a_backup())?;
+    let master = super::derive_master(derivation, secret).await?;
+    if !crate::vault::Vault::from_master(&master).matches(&check) {
+        return Err(ClientError::WrongSecret);
     }
-    Ok(())
+    Ok(meta(&mut c, "audit_chain").await)
 }

@@ -170,7 +170,10 @@ impl core::fmt::Debug for Client {
 }
 
 /// Runs the key derivation (Argon2id takes a while by design) off the async workers.
-async fn derive_master(derivation: KeyDerivation, secret: &Secret) -> Result<Zeroizing<[u8; 32]>> {
+pub(super) async fn derive_master(
+    derivation: KeyDerivation,
+    secret: &Secret,
+) -> Result<Zeroizing<[u8; 32]>> {
     let secret = match secret {
         Secret::Passphrase(p) => Secret::Passphrase(p.clone()),
         Secret::Key(k) => Secret::Key(k.clone()),

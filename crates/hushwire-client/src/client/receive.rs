@@ -435,7 +435,11 @@ impl Client {
                 content,
             }) => {
                 if !store::mark_message_seen(c, contact_id, &id.0).await? {
-                    return Ok(()); // the sender sent it twice (a resend after a crash)
+                    // Sent twice (a resend after a crash or a reset): shown once, but confirmed
+                    // again, since the first receipt may be what was lost (§5.13).
+                    self.queue(c, contact_id, None, &Payload::Receipt(vec![id]))
+                        .await?;
+                    return Ok(());
                 }
                 let sender = self
                     .load_contact(c, contact_id)
@@ -515,6 +519,7 @@ mod tests {
     use crate::vault::{KdfParams, Secret};
     use hushwire::transcript::ContentType;
     use hushwire::{Account, Session};
+    use std::time::Duration;
 
     /// The relay is not trusted: a bundle for another identity than the contact's address pins
     /// is refused before any session exists, and nothing is stored.
@@ -596,9 +601,15 @@ mod tests {
     /// session started from Bob's bundle (no one-time prekeys: the bundle a relay hands out once
     /// they run out).
     async fn bob_and_alice() -> (tempfile::TempDir, Client, Account, Session) {
+        bob_and_alice_with(test_options()).await
+    }
+
+    async fn bob_and_alice_with(
+        options: ClientOptions,
+    ) -> (tempfile::TempDir, Client, Account, Session) {
         let dir = tempfile::tempdir().unwrap();
         let secret = Secret::passphrase("correct horse battery staple");
-        let bob = Client::create(&dir.path().join("b.db"), &secret, test_options())
+        let bob = Client::create(&dir.path().join("b.db"), &secret, options)
             .await
             .unwrap();
         let mut rng = rng();
@@ -810,5 +821,77 @@ mod tests {
                 assert_eq!(resent, 0);
             }
         }
+    }
+
+    /// A message sent again (a resend after a reset) is shown once but confirmed again: the
+    /// first receipt may be what was lost, and without a new one the sender would show it as
+    /// not confirmed for good and resend it at every reset.
+    #[tokio::test]
+    async fn a_message_received_twice_is_shown_once_and_confirmed_again() {
+        let (_dir, bob, alice, mut to_bob) = bob_and_alice().await;
+        let first = to_bob.encrypt(&text(5, "once")).unwrap();
+        let again = to_bob.encrypt(&text(5, "once")).unwrap();
+        bob.receive_now(delivery(&alice, 1, first)).await.unwrap();
+        let receipts = bob.outbox_len().await.unwrap();
+        bob.receive_now(delivery(&alice, 2, again)).await.unwrap();
+        assert_eq!(bob.unread().await.unwrap().len(), 1, "shown twice");
+        assert_eq!(
+            bob.outbox_len().await.unwrap(),
+            receipts + 1,
+            "no new receipt"
+        );
+    }
+
+    /// A message that cannot be read while a reset is held back by the interval is not left
+    /// waiting for the contact to write again: the reset goes out once the interval has passed.
+    #[tokio::test]
+    async fn a_reset_held_back_by_the_interval_goes_out_when_it_ends() {
+        let options = ClientOptions {
+            reset_interval: Duration::from_secs(2),
+            ..test_options()
+        };
+        let (_dir, bob, alice, _) = bob_and_alice_with(options).await;
+        let alice_address = crate::Address {
+            fingerprint: alice.identity_key().fingerprint(),
+            device_id: 1,
+        };
+        bob.add_contact("alice", alice_address, false)
+            .await
+            .unwrap();
+        // Well-formed prekey messages from Alice that Bob cannot read (made for Carol).
+        let mut rng = rng();
+        let carol = Account::new(3, 0, &mut rng);
+        let mut to_carol =
+            Session::initiate(alice.identity(), &carol.prekey_bundle().unwrap(), &mut rng).unwrap();
+        let mut unreadable = || to_carol.encrypt(&text(9, "for carol")).unwrap();
+        let mut events = bob.events();
+        bob.receive_now(delivery(&alice, 1, unreadable()))
+            .await
+            .unwrap();
+        let queued = bob.outbox_len().await.unwrap();
+        assert_eq!(queued, 1, "the first failure asks at once");
+        bob.receive_now(delivery(&alice, 2, unreadable()))
+            .await
+            .unwrap();
+        assert_eq!(
+            bob.outbox_len().await.unwrap(),
+            1,
+            "held back by the interval"
+        );
+        bob.check_receipts().await.unwrap();
+        assert_eq!(bob.outbox_len().await.unwrap(), 1, "too early");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        bob.check_receipts().await.unwrap();
+        assert_eq!(
+            bob.outbox_len().await.unwrap(),
+            2,
+            "the held-back reset went out"
+        );
+        let resets = std::iter::from_fn(|| events.try_recv().ok())
+            .filter(|e| matches!(e, Event::SessionReset { .. }))
+            .count();
+        assert_eq!(resets, 2);
+        bob.check_receipts().await.unwrap();
+        assert_eq!(bob.outbox_len().await.unwrap(), 2, "sent once only");
     }
 }
