@@ -551,6 +551,12 @@ pub async fn describe(
                 json!({"event": "key_reuse_detected", "contact": name}),
             ))
         }
+        Event::RegisteredAgain => Some((
+            Zeroizing::new(
+                "notice: the relay had lost this device (its data was restored or wiped) and it was registered again; messages the relay held for you are lost, and your contacts' devices send again what you did not confirm".to_owned(),
+            ),
+            json!({"event": "registered_again"}),
+        )),
         Event::StoreRollbackDetected { contacts } => Some((
             Zeroizing::new(format!(
                 "notice: this store is an older copy than the one last connected (a backup was restored, or a copy is in use elsewhere); new secure sessions are started with {} contact(s) before anything is sent",

@@ -191,6 +191,10 @@ pub enum Event {
         /// Whose device.
         contact: ContactId,
     },
+    /// The relay no longer knew this device (its data was restored or wiped) and registered it
+    /// again: whatever it held for this device is lost; contacts' unconfirmed messages come
+    /// back through their receipts and resets (`docs/client.md` §5.11, §5.13).
+    RegisteredAgain,
     /// This store is an older copy than the one the relay last saw (a backup restored, or a
     /// copy used elsewhere): every session was retired before anything was sent, so no message
     /// key is used twice; new sessions start with each contact (`docs/client.md` §5.14).

@@ -1503,3 +1503,50 @@ async fn a_drained_device_keeps_publishing_one_time_prekeys() {
         "no one-time prekey after the drain: {ids:?}"
     );
 }
+
+/// A relay that lost a device (its data wiped or restored from an old copy) answers
+/// `UnknownDevice`: the client registers the same identity again by itself, says so, and the
+/// conversation goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_the_relay_lost_registers_again_by_itself() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two = alice_and_bob(dir.path(), &relay).await;
+    let mut bob_events = two.bob.events();
+    two.alice.connect().await.unwrap();
+    two.bob.connect().await.unwrap();
+    two.alice.send_text(two.to_bob, "before").await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["before"]);
+    two.bob.disconnect().await;
+    {
+        use sqlx::ConnectOptions as _;
+        let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(relay._dir.path().join("relay.db"))
+            .connect()
+            .await
+            .unwrap();
+        let bob = two.bob.address().await.fingerprint.0.to_vec();
+        for table in [
+            "devices",
+            "signed_prekeys",
+            "last_resort_kem_prekeys",
+            "one_time_prekeys",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE fingerprint = ?"
+            )))
+            .bind(&bob)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+    }
+    two.bob.connect().await.unwrap();
+    until(&mut bob_events, "registered again", |e| {
+        matches!(e, Event::RegisteredAgain)
+    })
+    .await;
+    two.bob.wait_connected(WAIT).await.unwrap();
+    two.alice.send_text(two.to_bob, "after").await.unwrap();
+    assert_eq!(received(&mut bob_events, 1).await, ["after"]);
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hushwire::proto::relay::FrameBody;
+use hushwire::proto::relay::{ErrorCode, FrameBody};
 
 use crate::error::{ClientError, Result};
 use crate::event::{ConnectionState, Event};
@@ -150,15 +150,51 @@ impl Client {
     pub(super) async fn run_connection(&self) -> Result<()> {
         let url = self.relay().await?;
         let account = self.inner.state.lock().await.account.clone();
-        let (link, mut incoming) = link::connect(
-            &url,
-            &self.inner.options.tls,
-            &account,
-            Greeting::Authenticate,
-            self.inner.options.request_timeout,
-        )
-        .await?;
+        let connect = |greeting| {
+            link::connect(
+                &url,
+                &self.inner.options.tls,
+                &account,
+                greeting,
+                self.inner.options.request_timeout,
+            )
+        };
+        let (link, mut incoming, registered_again) = match connect(Greeting::Authenticate).await {
+            Ok((link, incoming)) => (link, incoming, false),
+            // The relay lost this device (its data was restored or wiped): register the same
+            // identity again, once, where the relay's policy allows it; its prekeys are
+            // published below and its mailbox starts empty (what it held is lost, and senders
+            // learn it from their missing receipts, §5.13).
+            Err(ClientError::Relay(ErrorCode::UnknownDevice)) => {
+                match connect(Greeting::Register(None)).await {
+                    Ok((link, incoming)) => (link, incoming, true),
+                    Err(e) => {
+                        return Err(ClientError::Connection(format!(
+                            "the relay does not know this device and would not register it again ({e}): run `hushwire register` (with an invite if the relay needs one)"
+                        )));
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        };
         drop(account);
+        if registered_again {
+            tracing::warn!("the relay had lost this device: registered it again");
+            let reader = tokio::spawn(drain(incoming));
+            let published = async {
+                self.publish_signed_prekeys(&link).await?;
+                self.replenish(&link, 0, 0).await
+            }
+            .await;
+            link.close().await;
+            let _ = reader.await;
+            published?;
+            self.emit(Event::RegisteredAgain);
+            // Connect again normally, so every step below runs as on any connection.
+            return Err(ClientError::Connection(
+                "registered again with a relay that had lost this device; reconnecting".into(),
+            ));
+        }
         if let Ok(mut l) = self.inner.link.lock() {
             *l = Some(link.clone());
         }
