@@ -224,6 +224,17 @@ else
     pass "the draft is not back after the unlock"
 fi
 
+# The right passphrase as the very first thing typed after a lock unlocks (the first key after
+# a lock used to end up last in the line, so the first try always failed).
+keys "/lock" Enter
+if wait_for "Enter passphrase to unlock:" 10; then pass "/lock locks"; else fail "/lock locks"; fi
+"${TMUX_CMD[@]}" send-keys -t "$SESSION" "$HUSHWIRE_PASSPHRASE" Enter
+if wait_for "Unlocked." 10; then
+    pass "the right passphrase typed first after a lock unlocks"
+else
+    fail "the right passphrase typed first after a lock unlocks"
+fi
+
 # ---- leave ---------------------------------------------------------------------------------
 keys "/quit" Enter
 # wait_dead: until the pane's process has exited; prints its exit status.

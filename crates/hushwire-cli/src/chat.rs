@@ -78,6 +78,11 @@ struct Shared {
     lock_epoch: AtomicU64,
     /// The lock whose draft the editor has already discarded.
     cleared_epoch: AtomicU64,
+    /// The first character typed after a lock: it discarded the draft, so the editor's buffer
+    /// starts empty and this character is put back in front of the line read (rustyline
+    /// inserts replacement text without moving the cursor, so keeping it in the buffer would
+    /// put it after everything typed next).
+    first_char: std::sync::Mutex<Option<char>>,
 }
 
 impl Shared {
@@ -130,7 +135,10 @@ impl ConditionalEventHandler for KeyWatch {
             Some(rustyline::KeyEvent(KeyCode::Char(c), m))
                 if m == Modifiers::NONE || m == Modifiers::SHIFT =>
             {
-                Some(Cmd::Replace(Movement::WholeBuffer, Some(c.to_string())))
+                if let Ok(mut first) = self.0.first_char.lock() {
+                    *first = Some(c);
+                }
+                Some(Cmd::Replace(Movement::WholeBuffer, Some(String::new())))
             }
             // Ctrl-C and Ctrl-D keep their meaning (leave) even on a locked screen.
             Some(rustyline::KeyEvent(KeyCode::Char('C' | 'D'), Modifiers::CTRL)) => None,
@@ -271,6 +279,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
         locked: AtomicBool::new(false),
         lock_epoch: AtomicU64::new(0),
         cleared_epoch: AtomicU64::new(0),
+        first_char: std::sync::Mutex::new(None),
     });
 
     let config = Config::builder()
@@ -368,6 +377,11 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                 };
                 shared.touch();
                 if locked {
+                    let first = shared.first_char.lock().ok().and_then(|mut f| f.take());
+                    let line = match first {
+                        Some(c) => Zeroizing::new(format!("{c}{}", line.as_str())),
+                        None => Zeroizing::new(line.to_string()),
+                    };
                     if unlock(&client, &line, &mut screen).await {
                         shared.locked.store(false, Ordering::SeqCst);
                         screen.line("Unlocked.");
