@@ -106,6 +106,8 @@ pub enum ClientError {
     /// The message is not in the outbox any more (the relay holds it, so it cannot be taken
     /// back), or this device never queued it.
     NotCancellable(String),
+    /// The address given for a contact is this device's own identity.
+    OwnAddress,
     /// The backup's path is taken: a backup never overwrites anything.
     BackupExists(std::path::PathBuf),
     /// The file given to restore is not a Hushwire store (or cannot be read).
@@ -217,6 +219,9 @@ impl fmt::Display for ClientError {
             Self::Relay(code) => write!(f, "the relay refused the request: {code:?}"),
             Self::RelayProtocol(e) => write!(f, "the relay sent a malformed frame: {e}"),
             Self::Timeout => f.write_str("the relay did not answer in time"),
+            Self::OwnAddress => f.write_str(
+                "that address is this device's own identity: a contact is someone else (their `hushwire whoami` shows theirs)",
+            ),
             Self::BackupExists(path) => write!(
                 f,
                 "{} exists: a backup never overwrites a file; choose a new file name",

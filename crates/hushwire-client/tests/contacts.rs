@@ -78,3 +78,36 @@ async fn contacts_are_renamed_explicitly_and_removed_without_losing_transcripts(
     assert_eq!(alice.add_contact("bob", bob, false).await.unwrap(), id);
     assert_eq!(alice.contact("bob").await.unwrap().id, id);
 }
+
+/// A contact name that shows nothing or blank space where a letter should be could pass for
+/// another contact's name, and one's own address is no contact: both are refused.
+#[tokio::test]
+async fn invisible_characters_in_names_and_ones_own_address_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = hushwire_client::ClientOptions {
+        kdf: hushwire_client::KdfParams::INSECURE_FOR_TESTS,
+        ..hushwire_client::ClientOptions::default()
+    };
+    let secret = hushwire_client::Secret::passphrase("correct horse battery staple");
+    let me = hushwire_client::Client::create(&dir.path().join("me.db"), &secret, options.clone())
+        .await
+        .unwrap();
+    let other = hushwire_client::Client::create(&dir.path().join("o.db"), &secret, options)
+        .await
+        .unwrap();
+    let theirs = other.address().await;
+    for name in ["car\u{200b}ol", "a\u{3000}b", "x\u{2800}", "bob\u{feff}"] {
+        assert!(
+            matches!(
+                me.add_contact(name, theirs, false).await,
+                Err(hushwire_client::ClientError::BadContactName(_))
+            ),
+            "{name:?} accepted"
+        );
+    }
+    assert!(matches!(
+        me.add_contact("me", me.address().await, false).await,
+        Err(hushwire_client::ClientError::OwnAddress)
+    ));
+    me.add_contact("carol", theirs, false).await.unwrap();
+}

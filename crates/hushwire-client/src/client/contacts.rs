@@ -21,10 +21,23 @@ const REMOVED_CONTACTS: &str = "removed_contacts";
 /// A contact name, trimmed: 1 to 64 characters, no control character.
 fn check_name(name: &str) -> Result<&str> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > 64
+        || name.chars().any(|c| c.is_control() || invisible(c))
+    {
         return Err(ClientError::BadContactName(name.chars().take(80).collect()));
     }
     Ok(name)
+}
+
+/// Characters that show nothing, or nothing but blank space, or reorder text: a name holding
+/// one could pass for another contact's name (`"car\u{200b}ol"` for `"carol"`).
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00a0}' | '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}'
+        | '\u{17b4}' | '\u{17b5}' | '\u{180e}' | '\u{2000}'..='\u{200f}'
+        | '\u{2028}'..='\u{202f}' | '\u{205f}'..='\u{206f}' | '\u{2800}' | '\u{3000}'
+        | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}')
 }
 
 impl Client {
@@ -236,6 +249,9 @@ impl Client {
     ) -> Result<ContactId> {
         let name = check_name(name)?;
         let state = self.inner.state.lock().await;
+        if address.fingerprint == state.account.identity_key().fingerprint() {
+            return Err(ClientError::OwnAddress);
+        }
         let mut tx = store::begin(&self.inner.db).await?;
         let mut removed = self.removed_contacts(&mut tx).await?;
         let all = self.all_contacts(&mut tx).await?;
