@@ -23,6 +23,7 @@ use crate::cli::{
 use crate::common::{CliResult, Failure};
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let mut cli = Cli::parse();
     cli.global.label = format!("hushwire {}", cli.command.name());
     if let Ok(filter) = std::env::var("HUSHWIRE_LOG") {
@@ -123,3 +124,23 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         } => healing::restore(g, &file, replace_other_store).await,
     }
 }
+
+/// `hushwire transcript open bob | head` closes the pipe early; `println!` then panics. That is
+/// the reader's choice, not an error: leave quietly with the status a shell expects after
+/// SIGPIPE (128 + 13), without a backtrace. Any other panic is reported as usual.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
