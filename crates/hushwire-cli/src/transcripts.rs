@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use hushwire_client::{
-    AuditedTranscript, AuditorKey, Client, ContactId, Direction, TranscriptInfo, TranscriptRecord,
-    TranscriptReport, read_export,
+    AuditedTranscript, AuditorKey, Client, ContactId, Direction, MessageId, MessageState,
+    TranscriptInfo, TranscriptRecord, TranscriptReport, read_export,
 };
 use hushwire_proto::X25519PublicKey;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -121,15 +121,25 @@ fn record_json(r: &TranscriptRecord, peer: Option<&str>) -> Value {
 
 /// One record as a line, or a block of lines for a multi-line message (`indent` before each,
 /// see [`message_block`]).
-fn record_line(r: &TranscriptRecord, peer: Option<&str>, indent: &str) -> Zeroizing<String> {
+fn record_line(
+    r: &TranscriptRecord,
+    peer: Option<&str>,
+    indent: &str,
+    cancelled: bool,
+) -> Zeroizing<String> {
     let (arrow, who) = match (r.direction, peer) {
         (Direction::Sent, Some(_)) => ("->", "me".to_owned()),
         (Direction::Received, Some(p)) => ("<-", escape(p)),
         (Direction::Sent, None) => ("sent", r.sender.to_string()),
         (Direction::Received, None) => ("received", r.sender.to_string()),
     };
+    let mark = if cancelled {
+        " (cancelled, never sent)"
+    } else {
+        ""
+    };
     let header = format!(
-        "{indent}[{}] {arrow} {who}:",
+        "{indent}[{}] {arrow} {who}{mark}:",
         common::sent_and_arrival(r.sent_at_ms, r.received_at_ms, false)
     );
     Zeroizing::new(message_block(
@@ -155,6 +165,16 @@ pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<Exi
             return Err(e);
         }
     };
+    // Sent records the user took out of the outbox before the relay had them.
+    let mut cancelled = Vec::with_capacity(records.len());
+    for r in &records {
+        cancelled.push(
+            show_records
+                && r.direction == Direction::Sent
+                && client.message_state(MessageId(r.message_id)).await?
+                    == Some(MessageState::Cancelled),
+        );
+    }
     if g.json {
         let mut obj = json!({
             "ok": true,
@@ -165,7 +185,14 @@ pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<Exi
         if show_records && let Some(map) = obj.as_object_mut() {
             let list: Vec<Value> = records
                 .iter()
-                .map(|r| record_json(r, Some(&info.contact_name)))
+                .zip(&cancelled)
+                .map(|(r, &c)| {
+                    let mut v = record_json(r, Some(&info.contact_name));
+                    if c && let Some(o) = v.as_object_mut() {
+                        o.insert("cancelled".into(), json!(true));
+                    }
+                    v
+                })
                 .collect();
             map.insert("records".into(), Value::Array(list));
         }
@@ -173,8 +200,11 @@ pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<Exi
         return Ok(ExitCode::SUCCESS);
     }
     if show_records {
-        for r in &records {
-            println!("{}", record_line(r, Some(&info.contact_name), "").as_str());
+        for (r, &c) in records.iter().zip(&cancelled) {
+            println!(
+                "{}",
+                record_line(r, Some(&info.contact_name), "", c).as_str()
+            );
         }
         println!();
     }
@@ -379,8 +409,8 @@ pub async fn export(
 pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
     if out.exists() {
         return Err(fail(format!(
-            "{} exists: refusing to overwrite an auditor key (pass --out FILE for another file; \
-             `hushwire auditor pubkey --key {}` prints its public key)",
+            "{} exists: refusing to overwrite an auditor key (choose another --out FILE; \
+             `hushwire auditor pubkey --key {}` prints the existing key's public key)",
             out.display(),
             out.display()
         )));
@@ -511,7 +541,7 @@ pub fn auditor_read(
         } else {
             println!("Transcript {} (signed by {}):", t.id, t.signer);
             for r in &records {
-                println!("{}", record_line(r, None, "  ").as_str());
+                println!("{}", record_line(r, None, "  ", false).as_str());
             }
         }
     };

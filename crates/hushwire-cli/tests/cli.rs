@@ -1182,6 +1182,20 @@ fn auditor_keygen_defaults_to_auditor_key_and_pubkey_prints_it_again() {
     let again = run(again, &auditor.home).failed("keygen over auditor.key");
     assert!(again.stderr.contains("auditor pubkey"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&key).unwrap(), secret);
+    // With --out given, the refusal does not tell the user to pass --out.
+    let explicit = auditor
+        .run(&["auditor", "keygen", "--out", key_s])
+        .failed("keygen --out over an existing key");
+    assert!(
+        !explicit.stderr.contains("pass --out"),
+        "{}",
+        explicit.stderr
+    );
+    assert!(
+        explicit.stderr.contains("another --out"),
+        "{}",
+        explicit.stderr
+    );
 
     // Upper-case digits read the same key; a truncated file is refused clearly.
     let upper = work.path().join("upper.key");
@@ -1277,4 +1291,37 @@ fn a_home_restored_from_a_copy_never_sends_under_a_used_key() {
     assert_eq!(texts(&bob.recv().0), ["m3", "m4"]);
     let status = alice.run_ok(&["status", "bob", "--json"]).json_lines();
     assert!(!status.is_empty());
+}
+
+#[test]
+fn a_cancelled_message_is_marked_never_sent_in_transcript_open() {
+    let mut relay = Relay::start();
+    let (alice, _bob) = pair(&relay);
+    relay.kill();
+    let queued = alice.run(&["send", "bob", "take this back", "--wait", "1"]);
+    assert_eq!(queued.status.code(), Some(3), "{}", queued.stderr);
+    let list = alice.run_ok(&["outbox", "list", "--json"]).json_lines();
+    let id = list
+        .iter()
+        .find_map(|v| v["id"].as_str())
+        .unwrap()
+        .to_owned();
+    alice.run_ok(&["outbox", "cancel", &id]);
+
+    let t = alice
+        .run_ok(&["transcript", "open", "bob", "--json"])
+        .json();
+    let records = t["records"].as_array().unwrap();
+    let rec = records
+        .iter()
+        .find(|r| r["text"] == "take this back")
+        .unwrap();
+    assert_eq!(rec["cancelled"], true, "{rec}");
+
+    let human = alice.run_ok(&["transcript", "open", "bob"]).stdout;
+    let line = human
+        .lines()
+        .find(|l| l.contains("take this back"))
+        .unwrap();
+    assert!(line.contains("(cancelled, never sent)"), "{human}");
 }
