@@ -317,6 +317,51 @@ fn partial_path(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The names of the store's files in the home directory, which no output may replace.
+const STORE_FILES: [&str; 4] = [
+    "client.db",
+    "client.db-wal",
+    "client.db-shm",
+    "client.db.lock",
+];
+
+/// `path` with its directory resolved (symbolic links, `..`), the file name kept as given.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(std::fs::canonicalize(dir).ok()?.join(name))
+}
+
+/// Refuses an output path that is one of the store's files, or that exists and is not a
+/// regular file (a directory, a device such as `/dev/stdout`, a symbolic link): `--force`
+/// replaces an old export, never anything else.
+fn check_out(g: &Global, out: &Path) -> CliResult<()> {
+    let store = common::store_path(g)?;
+    let home = common::home(g)?;
+    let target = resolved(out);
+    let home = std::fs::canonicalize(&home).unwrap_or(home);
+    let is_store = STORE_FILES.iter().any(|f| {
+        let f = home.join(f);
+        target.as_ref() == Some(&f) || out == f || out == store
+    });
+    if is_store {
+        return Err(fail(format!(
+            "{} is the client's store; refusing to write over it",
+            out.display()
+        )));
+    }
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if !m.file_type().is_file() => Err(fail(format!(
+            "{} exists and is not a regular file; refusing to write over it",
+            out.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `transcript export`.
 pub async fn export(
     g: &Global,
@@ -329,6 +374,7 @@ pub async fn export(
         .iter()
         .map(|t| parse_public(t))
         .collect::<CliResult<Vec<_>>>()?;
+    check_out(g, out)?;
     if out.exists() && !force {
         return Err(fail(format!(
             "{} exists; pass --force to overwrite it",
@@ -343,7 +389,16 @@ pub async fn export(
     // Sign a checkpoint over every record so none is left in an unsigned tail.
     client.checkpoint_transcripts().await?;
     let partial = partial_path(out);
-    let file = File::create(&partial)
+    check_out(g, &partial)?;
+    if partial.exists() {
+        // A regular file left by an export that was killed: ours to replace.
+        std::fs::remove_file(&partial)
+            .map_err(|e| fail(format!("cannot remove {}: {e}", partial.display())))?;
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
         .map_err(|e| fail(format!("cannot create {}: {e}", partial.display())))?;
     let mut writer = BufWriter::new(file);
     let bar = progress_bar("records");
@@ -370,6 +425,7 @@ pub async fn export(
         }
     };
     std::fs::rename(&partial, out).map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
         fail(format!(
             "cannot rename {} to {}: {e}",
             partial.display(),

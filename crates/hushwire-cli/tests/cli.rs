@@ -1325,3 +1325,61 @@ fn a_cancelled_message_is_marked_never_sent_in_transcript_open() {
         .unwrap();
     assert!(line.contains("(cancelled, never sent)"), "{human}");
 }
+
+#[test]
+fn export_force_never_replaces_the_store_a_directory_or_a_device() {
+    let relay = Relay::start();
+    let (alice, _bob) = pair(&relay);
+    let work = TempDir::new().unwrap();
+    let key = work.path().join("a.key");
+    let public = alice
+        .run_ok(&["auditor", "keygen", "--out", key.to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_owned();
+    let export = |out: &Path| {
+        alice.run(&[
+            "transcript",
+            "export",
+            "--to",
+            &public,
+            "--out",
+            out.to_str().unwrap(),
+            "--force",
+        ])
+    };
+    let store = alice.home.join("client.db");
+    let before = std::fs::read(&store).unwrap();
+    for name in [
+        "client.db",
+        "client.db-wal",
+        "client.db-shm",
+        "client.db.lock",
+    ] {
+        let out = export(&alice.home.join(name)).failed(name);
+        assert!(out.stderr.contains("store"), "{}", out.stderr);
+    }
+    // Through a `..` too.
+    let sneaky = alice.home.join("..").join("home").join("client.db");
+    export(&sneaky).failed("store through ..");
+    assert_eq!(std::fs::read(&store).unwrap(), before);
+
+    // A directory, and a symbolic link (as /dev/stdout is): refused, nothing left behind.
+    let dir = work.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    let out = export(&dir).failed("export over a directory");
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert!(!work.path().join("dir.partial").exists());
+    #[cfg(unix)]
+    {
+        let link = work.path().join("link");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        export(&link).failed("export over a symbolic link");
+        assert!(!work.path().join("link.partial").exists());
+    }
+    // An ordinary earlier export is still replaced with --force.
+    let file = work.path().join("t.hwx");
+    std::fs::write(&file, b"old").unwrap();
+    export(&file).ok("export --force over an old export");
+    assert!(!work.path().join("t.hwx.partial").exists());
+}
