@@ -152,12 +152,18 @@ fn prompt(text: &str) -> CliResult<Zeroizing<String>> {
         })
 }
 
+/// The prompt for an existing store's passphrase: names the home it unlocks, so a user with
+/// several homes knows which passphrase is asked for.
+fn unlock_prompt(home: &Path) -> String {
+    format!("Passphrase for {}: ", escape(&home.display().to_string()))
+}
+
 /// The passphrase that opens an existing store.
 pub fn passphrase(g: &crate::cli::Global) -> CliResult<Secret> {
     let text = match source(g) {
         Source::File(f) => read_passphrase_file(&f)?,
         Source::Env(p) => p,
-        Source::Prompt => prompt("Passphrase: ")?,
+        Source::Prompt => prompt(&unlock_prompt(&home(g)?))?,
     };
     Ok(Secret::passphrase(text.as_str()))
 }
@@ -590,6 +596,14 @@ pub async fn describe(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_passphrase_prompt_names_the_home() {
+        assert_eq!(
+            super::unlock_prompt(std::path::Path::new("/tmp/bob")),
+            "Passphrase for /tmp/bob: "
+        );
+    }
+
     #[test]
     #[allow(clippy::unwrap_used)]
     fn a_decrypt_failure_from_a_contact_names_the_contact() {
