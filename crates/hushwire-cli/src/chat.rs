@@ -537,6 +537,20 @@ fn show(
 fn connection_line(state: &ConnectionState, last: &mut Option<bool>) -> Option<String> {
     let (up, line) = match state {
         ConnectionState::Connected => (true, "(connected to the relay)".to_owned()),
+        // A retry time of 0: the client stopped (another device connected with this
+        // identity) and will not reconnect by itself.
+        ConnectionState::Disconnected {
+            reason,
+            retry_in_ms: 0,
+            ..
+        } => {
+            *last = Some(false);
+            return Some(format!(
+                "(disconnected: {}; stopped, not retrying; type /quit and run `hushwire chat` \
+                 again to reconnect)",
+                escape(reason)
+            ));
+        }
         ConnectionState::Disconnected { reason, .. } => (
             false,
             format!(
@@ -574,6 +588,31 @@ async fn unlock(client: &Client, passphrase: &str, screen: &mut Screen) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_connection_does_not_claim_to_retry() {
+        let mut last = Some(true);
+        let stopped = ConnectionState::Disconnected {
+            reason: "connected elsewhere".into(),
+            retry_in_ms: 0,
+        };
+        let line = connection_line(&stopped, &mut last).unwrap_or_default();
+        assert!(!line.contains("; retrying"), "{line}");
+        assert!(
+            line.contains("not retrying") && line.contains("/quit"),
+            "{line}"
+        );
+        // Even right after a retrying line, the stop is shown.
+        let mut last = Some(false);
+        assert!(connection_line(&stopped, &mut last).is_some());
+        let retrying = ConnectionState::Disconnected {
+            reason: "reset".into(),
+            retry_in_ms: 500,
+        };
+        let mut last = Some(true);
+        let line = connection_line(&retrying, &mut last).unwrap_or_default();
+        assert!(line.contains("retrying"), "{line}");
+    }
 
     #[test]
     fn lines_are_commands_messages_or_refused() {

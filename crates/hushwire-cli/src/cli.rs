@@ -154,7 +154,7 @@ Examples:
 Prints each message received (the sender's time, and the arrival time too when they differ by
 more than 2 minutes; contact; text), delivery receipts and warnings (gaps, undecryptable
 messages, identity changes, new contacts). Control, bidirectional and invisible format
-characters in names and texts are shown escaped (`\x1b`, `\u{202e}`), and a message of several
+characters in names and texts are shown escaped (`\\x1b`, `\\u{202e}`), and a message of several
 lines is printed as one block of lines starting with `    | `. With --json: one JSON object per
 line, with the exact text.
 
@@ -500,5 +500,43 @@ impl Command {
             Self::Backup { .. } => "backup",
             Self::Restore { .. } => "restore",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every `--help` of every command and subcommand, as clap renders it.
+    fn all_help(cmd: &mut clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        let name = format!("{path} {}", cmd.get_name());
+        out.push((name.clone(), cmd.render_long_help().to_string()));
+        out.push((format!("{name} -h"), cmd.render_help().to_string()));
+        for sub in cmd.get_subcommands_mut() {
+            all_help(sub, &name, out);
+        }
+    }
+
+    #[test]
+    fn no_help_text_contains_a_control_or_bidi_character() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut helps = Vec::new();
+        all_help(&mut cmd, "", &mut helps);
+        assert!(helps.len() > 10);
+        for (name, text) in &helps {
+            let bad: Vec<char> = text
+                .chars()
+                .filter(|&c| c != '\n' && crate::display::is_unsafe(c))
+                .collect();
+            assert!(bad.is_empty(), "{name}: {bad:?}");
+        }
+        let recv = helps
+            .iter()
+            .find(|(n, _)| n.ends_with(" recv"))
+            .map(|(_, t)| t.as_str())
+            .unwrap_or_default();
+        assert!(recv.contains(r"(`\x1b`, `\u{202e}`)"), "{recv}");
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hushwire_client::{
-    Client, ClientError, ClientOptions, ConnectionState, ContactId, ContentType, Event, KdfParams,
-    MessageState, Secret, TlsRoots, TranscriptReport,
+    Address, Client, ClientError, ClientOptions, ConnectionState, ContactId, ContentType, Event,
+    KdfParams, MessageState, Secret, TlsRoots, TranscriptReport,
 };
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -166,12 +166,18 @@ fn prompt(text: &str) -> CliResult<Zeroizing<String>> {
         })
 }
 
+/// The prompt for an existing store's passphrase: names the home it unlocks, so a user with
+/// several homes knows which passphrase is asked for.
+fn unlock_prompt(home: &Path) -> String {
+    format!("Passphrase for {}: ", escape(&home.display().to_string()))
+}
+
 /// The passphrase that opens an existing store.
 pub fn passphrase(g: &crate::cli::Global) -> CliResult<Secret> {
     let text = match source(g) {
         Source::File(f) => read_passphrase_file(&f)?,
         Source::Env(p) => p,
-        Source::Prompt => prompt("Passphrase: ")?,
+        Source::Prompt => prompt(&unlock_prompt(&home(g)?))?,
     };
     Ok(Secret::passphrase(text.as_str()))
 }
@@ -406,6 +412,17 @@ impl Names {
     }
 }
 
+/// The name of the contact whose address `sender` is, if any.
+fn contact_at<'a>(
+    contacts: impl IntoIterator<Item = (Address, &'a str)>,
+    sender: &Address,
+) -> Option<&'a str> {
+    contacts
+        .into_iter()
+        .find(|(a, _)| a == sender)
+        .map(|(_, n)| n)
+}
+
 /// What to do about messages held for a contact (`name` already escaped).
 pub fn held_advice(name: &str, reason: &str) -> String {
     if reason.contains("NoPreKeys") {
@@ -464,13 +481,26 @@ pub async fn describe(
                 json!({"event": "gap", "contact": name, "missing": missing}),
             ))
         }
-        Event::DecryptFailed { sender, reason } => Some((
-            Zeroizing::new(format!(
-                "warning: a message from {sender} could not be decrypted: {}",
-                escape(reason)
-            )),
-            json!({"event": "decrypt_failed", "sender": sender.to_string(), "reason": reason}),
-        )),
+        Event::DecryptFailed { sender, reason } => {
+            let contacts = names.client.contacts().await.unwrap_or_default();
+            let name = contact_at(
+                contacts.iter().map(|c| (c.address, c.name.as_str())),
+                sender,
+            );
+            let from = name.map_or_else(|| sender.to_string(), escape);
+            let mut obj =
+                json!({"event": "decrypt_failed", "sender": sender.to_string(), "reason": reason});
+            if let (Some(name), Some(o)) = (name, obj.as_object_mut()) {
+                o.insert("contact".into(), json!(name));
+            }
+            Some((
+                Zeroizing::new(format!(
+                    "warning: a message from {from} could not be decrypted: {}",
+                    escape(reason)
+                )),
+                obj,
+            ))
+        }
         Event::IdentityChanged { contact } => {
             let name = names.get(*contact).await;
             Some((
@@ -586,6 +616,25 @@ pub async fn describe(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_passphrase_prompt_names_the_home() {
+        assert_eq!(
+            super::unlock_prompt(std::path::Path::new("/tmp/bob")),
+            "Passphrase for /tmp/bob: "
+        );
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_decrypt_failure_from_a_contact_names_the_contact() {
+        let bob: super::Address = format!("{}:1", "ab".repeat(32)).parse().unwrap();
+        let other: super::Address = format!("{}:2", "ab".repeat(32)).parse().unwrap();
+        let contacts = [(other, "carol"), (bob, "bob")];
+        assert_eq!(super::contact_at(contacts, &bob), Some("bob"));
+        let stranger: super::Address = format!("{}:1", "cd".repeat(32)).parse().unwrap();
+        assert_eq!(super::contact_at(contacts, &stranger), None);
+    }
+
     use super::*;
 
     #[test]

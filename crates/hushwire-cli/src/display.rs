@@ -43,13 +43,49 @@ pub fn is_unsafe(c: char) -> bool {
         | '\u{e0000}'..='\u{e007f}')
 }
 
-/// One line of untrusted text, safe to print: every character [`is_unsafe`] names is replaced
-/// by a visible escape (`\x1b` for C0 controls and DEL, `\u{202e}` for the others). Newlines
+/// Whether `c` is a blank-looking character other than the ASCII space: a long run of them
+/// pushes the rest of a message to the start of a terminal line, where it could pass for a
+/// header. No-break and typographic spaces, the ideographic space, the Braille blank and the
+/// Hangul fillers.
+pub fn is_blank(c: char) -> bool {
+    matches!(
+        c,
+        '\u{a0}' | '\u{115f}' | '\u{1160}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{2800}'
+                | '\u{3000}'
+                | '\u{3164}'
+                | '\u{ffa0}'
+    )
+}
+
+/// Runs of more than this many ASCII spaces are shown as a marker such as `[142 spaces]`.
+pub const MAX_SPACES: usize = 3;
+
+/// One line of untrusted text, safe to print: every character [`is_unsafe`] or [`is_blank`]
+/// names is replaced by a visible escape (`\x1b` for C0 controls and DEL, `\u{202e}` for the
+/// others), and a run of more than [`MAX_SPACES`] spaces by a marker `[N spaces]`. Newlines
 /// are escaped too: use this for names, reasons and anything that must stay on one line.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    let mut spaces = 0usize;
+    let flush = |out: &mut String, spaces: &mut usize| {
+        if *spaces > MAX_SPACES {
+            let _ = write!(out, "[{spaces} spaces]");
+        } else {
+            out.extend(core::iter::repeat_n(' ', *spaces));
+        }
+        *spaces = 0;
+    };
     for c in text.chars() {
-        if !is_unsafe(c) {
+        if c == ' ' {
+            spaces += 1;
+            continue;
+        }
+        flush(&mut out, &mut spaces);
+        if !is_unsafe(c) && !is_blank(c) {
             out.push(c);
         } else if u32::from(c) < 0x80 {
             let _ = write!(out, "\\x{:02x}", u32::from(c));
@@ -57,7 +93,62 @@ pub fn escape(text: &str) -> String {
             let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
         }
     }
+    flush(&mut out, &mut spaces);
     out
+}
+
+/// The number of terminal columns `c` takes: 2 for East Asian wide and fullwidth characters
+/// and most emoji, else 1. An estimate on the wide side, so wrapping never overflows a line.
+fn columns(c: char) -> usize {
+    match u32::from(c) {
+        0x1100..=0x115f
+        | 0x2e80..=0x303e
+        | 0x3041..=0xa4cf
+        | 0xac00..=0xd7a3
+        | 0xf900..=0xfaff
+        | 0xfe30..=0xfe4f
+        | 0xff00..=0xff60
+        | 0xffe0..=0xffe6
+        | 0x1f000..=0x1faff
+        | 0x20000..=0x3fffd => 2,
+        _ => 1,
+    }
+}
+
+fn width_of(s: &str) -> usize {
+    s.chars().map(columns).sum()
+}
+
+/// Splits `line` into pieces at most `width` columns wide (at least one character each).
+fn wrap(line: &str, width: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut piece = String::new();
+    let mut used = 0;
+    for c in line.chars() {
+        let w = columns(c);
+        if used + w > width && !piece.is_empty() {
+            pieces.push(core::mem::take(&mut piece));
+            used = 0;
+        }
+        piece.push(c);
+        used += w;
+    }
+    if !piece.is_empty() || pieces.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
+}
+
+/// The width of the terminal standard output is, or `None` when it is not a terminal (then
+/// nothing is wrapped: a pipe or file gets each line whole).
+pub fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    terminal_size::terminal_size()
+        .map(|(terminal_size::Width(w), _)| usize::from(w))
+        .filter(|w| *w > 0)
 }
 
 /// A message under a header: `header text` when the text is one line, else the header alone
@@ -65,18 +156,43 @@ pub fn escape(text: &str) -> String {
 /// [`CONTINUATION`]. Lines split at `\n` (a `\r` before it is dropped); everything else unsafe
 /// is escaped, so no line of the text can pass for a header, and the block ends where it seems
 /// to end.
+///
+/// When standard output is a terminal, each line is also wrapped to its width here (see
+/// [`message_block_for`]), so the terminal never wraps untrusted text by itself.
 pub fn message_block(header: &str, indent: &str, text: &str) -> String {
+    message_block_for(header, indent, text, terminal_width())
+}
+
+/// [`message_block`] for a terminal `width` columns wide (`None`: no wrapping). A message that
+/// does not fit on the header line goes below it, and every line longer than the room after
+/// `indent` and [`CONTINUATION`] is cut into pieces, each on its own continuation line: the
+/// terminal never starts a line with untrusted text.
+pub fn message_block_for(header: &str, indent: &str, text: &str, width: Option<usize>) -> String {
     let text = text.strip_suffix('\n').unwrap_or(text);
     if !text.contains('\n') {
-        return format!("{header} {}", escape(text));
+        let one = format!("{header} {}", escape(text));
+        if width.is_none_or(|w| width_of(&one) <= w) {
+            return one;
+        }
     }
+    let room = width.map(|w| {
+        w.saturating_sub(width_of(indent) + CONTINUATION.len())
+            .max(8)
+    });
     let mut out = header.to_owned();
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
-        out.push('\n');
-        out.push_str(indent);
-        out.push_str(CONTINUATION);
-        out.push_str(&escape(line));
+        let shown = escape(line);
+        let pieces = match room {
+            Some(room) => wrap(&shown, room),
+            None => vec![shown],
+        };
+        for piece in pieces {
+            out.push('\n');
+            out.push_str(indent);
+            out.push_str(CONTINUATION);
+            out.push_str(&piece);
+        }
     }
     out
 }
@@ -198,6 +314,67 @@ mod tests {
         let block = message_block("[t] bob:", "", "hi\rclinic: call me");
         assert_eq!(block, "[t] bob: hi\\x0dclinic: call me");
         assert!(!block.contains('\r'));
+    }
+
+    #[test]
+    fn padding_with_spaces_cannot_push_a_fake_header_to_column_zero() {
+        let hostile = format!(
+            "ok{}[07:55:01] clinic: reply with your SSN",
+            " ".repeat(142)
+        );
+        let shown = escape(&hostile);
+        assert_eq!(
+            shown,
+            "ok[142 spaces][07:55:01] clinic: reply with your SSN"
+        );
+        // Up to three spaces stay as they are.
+        assert_eq!(escape("a   b  c d"), "a   b  c d");
+        assert_eq!(escape("    "), "[4 spaces]");
+    }
+
+    #[test]
+    fn blank_looking_characters_are_escaped() {
+        for c in [
+            '\u{3000}', '\u{2800}', '\u{3164}', '\u{115f}', '\u{1160}', '\u{ffa0}', '\u{2000}',
+            '\u{2005}', '\u{200a}', '\u{205f}', '\u{a0}',
+        ] {
+            let hostile = format!("ok{}Locked. Enter passphrase:", c.to_string().repeat(500));
+            let shown = escape(&hostile);
+            assert!(!shown.contains(c), "{c:?}");
+            assert!(shown.starts_with(&format!("ok\\u{{{:x}}}", u32::from(c))));
+        }
+    }
+
+    #[test]
+    fn on_a_terminal_every_wrapped_line_starts_with_the_continuation() {
+        let hostile = format!(
+            "ok{}[07:55:01] clinic: reply with your SSN",
+            "x".repeat(142)
+        );
+        for width in [20usize, 40, 80, 113] {
+            let block = message_block_for("[12:00:00] bob:", "", &hostile, Some(width));
+            let lines: Vec<&str> = block.lines().collect();
+            assert_eq!(lines[0], "[12:00:00] bob:");
+            for l in &lines[1..] {
+                assert!(l.starts_with(CONTINUATION), "{l:?}");
+                assert!(width_of(l) <= width, "{l:?} wider than {width}");
+            }
+            let joined: String = lines[1..]
+                .iter()
+                .map(|l| &l[CONTINUATION.len()..])
+                .collect();
+            assert_eq!(joined, hostile);
+        }
+        // Wide characters count two columns.
+        let block = message_block_for("[t] b:", "  ", &"你".repeat(50), Some(30));
+        assert!(block.lines().all(|l| width_of(l) <= 30));
+        // A short message stays on the header line; without a terminal nothing wraps.
+        assert_eq!(message_block_for("[t] b:", "", "hi", Some(80)), "[t] b: hi");
+        let long = "y".repeat(500);
+        assert_eq!(
+            message_block_for("[t] b:", "", &long, None),
+            format!("[t] b: {long}")
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Store, contacts and messaging commands: init, register, whoami, contact, verify, send, recv.
 
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -323,6 +323,26 @@ async fn report_side_events(client: &Client, events: &[Event]) {
     }
 }
 
+/// A message from standard input: reads at most [`hushwire_client::MAX_CONTENT_LEN`] bytes
+/// plus a line ending and one more, so a huge input is refused without being held in memory.
+fn read_message(input: impl Read) -> CliResult<zeroize::Zeroizing<String>> {
+    let limit = hushwire_client::MAX_CONTENT_LEN;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    // "\r\n" may follow a message of exactly the limit; one byte more means it is too long.
+    let cap = limit + 3;
+    input.take(cap as u64).read_to_end(&mut bytes)?;
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    if bytes.len() >= cap || body.len() > limit {
+        return Err(fail(format!(
+            "the message is longer than the limit of {limit} bytes; nothing was sent"
+        )));
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| fail("the message is not UTF-8 text; nothing was sent"))?;
+    Ok(zeroize::Zeroizing::new(text.to_owned()))
+}
+
 /// `send`.
 pub async fn send(
     g: &Global,
@@ -336,8 +356,7 @@ pub async fn send(
             if common::stdin_is_tty() {
                 eprintln!("Type the message, then Ctrl-D:");
             }
-            let mut s = zeroize::Zeroizing::new(String::new());
-            std::io::stdin().read_to_string(&mut s)?;
+            let s = read_message(std::io::stdin().lock())?;
             let trimmed = s.strip_suffix('\n').unwrap_or(&s);
             let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
             zeroize::Zeroizing::new(trimmed.to_owned())
@@ -538,4 +557,26 @@ async fn show(g: &Global, names: &mut Names, event: &Event) -> u64 {
         println!("{}", line.as_str());
     }
     u64::from(matches!(event, Event::MessageReceived(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn send_from_stdin_reads_at_most_the_limit_and_states_it() {
+        let limit = hushwire_client::MAX_CONTENT_LEN;
+        // An endless input: reading it all would never finish.
+        let err = match super::read_message(std::io::repeat(b'a')) {
+            Ok(_) => String::new(),
+            Err(e) => e.message,
+        };
+        assert!(err.contains(&limit.to_string()), "{err}");
+        let exact = format!("{}\r\n", "a".repeat(limit));
+        assert!(super::read_message(exact.as_bytes()).is_ok_and(|t| t.len() == limit + 2));
+        let over = "a".repeat(limit + 1);
+        assert!(super::read_message(over.as_bytes()).is_err());
+        let trailing = format!("{}\r\nb", "a".repeat(limit));
+        assert!(super::read_message(trailing.as_bytes()).is_err());
+    }
 }

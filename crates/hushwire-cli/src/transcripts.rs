@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use hushwire_client::{
-    AuditedTranscript, AuditorKey, Client, ContactId, Direction, TranscriptInfo, TranscriptRecord,
-    TranscriptReport, read_export,
+    AuditedTranscript, AuditorKey, Client, ContactId, Direction, MessageId, MessageState,
+    TranscriptInfo, TranscriptRecord, TranscriptReport, read_export,
 };
 use hushwire_proto::X25519PublicKey;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -121,15 +121,25 @@ fn record_json(r: &TranscriptRecord, peer: Option<&str>) -> Value {
 
 /// One record as a line, or a block of lines for a multi-line message (`indent` before each,
 /// see [`message_block`]).
-fn record_line(r: &TranscriptRecord, peer: Option<&str>, indent: &str) -> Zeroizing<String> {
+fn record_line(
+    r: &TranscriptRecord,
+    peer: Option<&str>,
+    indent: &str,
+    cancelled: bool,
+) -> Zeroizing<String> {
     let (arrow, who) = match (r.direction, peer) {
         (Direction::Sent, Some(_)) => ("->", "me".to_owned()),
         (Direction::Received, Some(p)) => ("<-", escape(p)),
         (Direction::Sent, None) => ("sent", r.sender.to_string()),
         (Direction::Received, None) => ("received", r.sender.to_string()),
     };
+    let mark = if cancelled {
+        " (cancelled, never sent)"
+    } else {
+        ""
+    };
     let header = format!(
-        "{indent}[{}] {arrow} {who}:",
+        "{indent}[{}] {arrow} {who}{mark}:",
         common::sent_and_arrival(r.sent_at_ms, r.received_at_ms, false)
     );
     Zeroizing::new(message_block(
@@ -155,6 +165,16 @@ pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<Exi
             return Err(e);
         }
     };
+    // Sent records the user took out of the outbox before the relay had them.
+    let mut cancelled = Vec::with_capacity(records.len());
+    for r in &records {
+        cancelled.push(
+            show_records
+                && r.direction == Direction::Sent
+                && client.message_state(MessageId(r.message_id)).await?
+                    == Some(MessageState::Cancelled),
+        );
+    }
     if g.json {
         let mut obj = json!({
             "ok": true,
@@ -165,7 +185,14 @@ pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<Exi
         if show_records && let Some(map) = obj.as_object_mut() {
             let list: Vec<Value> = records
                 .iter()
-                .map(|r| record_json(r, Some(&info.contact_name)))
+                .zip(&cancelled)
+                .map(|(r, &c)| {
+                    let mut v = record_json(r, Some(&info.contact_name));
+                    if c && let Some(o) = v.as_object_mut() {
+                        o.insert("cancelled".into(), json!(true));
+                    }
+                    v
+                })
                 .collect();
             map.insert("records".into(), Value::Array(list));
         }
@@ -173,8 +200,11 @@ pub async fn verify(g: &Global, name: &str, show_records: bool) -> CliResult<Exi
         return Ok(ExitCode::SUCCESS);
     }
     if show_records {
-        for r in &records {
-            println!("{}", record_line(r, Some(&info.contact_name), "").as_str());
+        for (r, &c) in records.iter().zip(&cancelled) {
+            println!(
+                "{}",
+                record_line(r, Some(&info.contact_name), "", c).as_str()
+            );
         }
         println!();
     }
@@ -287,6 +317,51 @@ fn partial_path(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The names of the store's files in the home directory, which no output may replace.
+const STORE_FILES: [&str; 4] = [
+    "client.db",
+    "client.db-wal",
+    "client.db-shm",
+    "client.db.lock",
+];
+
+/// `path` with its directory resolved (symbolic links, `..`), the file name kept as given.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(std::fs::canonicalize(dir).ok()?.join(name))
+}
+
+/// Refuses an output path that is one of the store's files, or that exists and is not a
+/// regular file (a directory, a device such as `/dev/stdout`, a symbolic link): `--force`
+/// replaces an old export, never anything else.
+fn check_out(g: &Global, out: &Path) -> CliResult<()> {
+    let store = common::store_path(g)?;
+    let home = common::home(g)?;
+    let target = resolved(out);
+    let home = std::fs::canonicalize(&home).unwrap_or(home);
+    let is_store = STORE_FILES.iter().any(|f| {
+        let f = home.join(f);
+        target.as_ref() == Some(&f) || out == f || out == store
+    });
+    if is_store {
+        return Err(fail(format!(
+            "{} is the client's store; refusing to write over it",
+            out.display()
+        )));
+    }
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if !m.file_type().is_file() => Err(fail(format!(
+            "{} exists and is not a regular file; refusing to write over it",
+            out.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `transcript export`.
 pub async fn export(
     g: &Global,
@@ -299,6 +374,7 @@ pub async fn export(
         .iter()
         .map(|t| parse_public(t))
         .collect::<CliResult<Vec<_>>>()?;
+    check_out(g, out)?;
     if out.exists() && !force {
         return Err(fail(format!(
             "{} exists; pass --force to overwrite it",
@@ -313,7 +389,16 @@ pub async fn export(
     // Sign a checkpoint over every record so none is left in an unsigned tail.
     client.checkpoint_transcripts().await?;
     let partial = partial_path(out);
-    let file = File::create(&partial)
+    check_out(g, &partial)?;
+    if partial.exists() {
+        // A regular file left by an export that was killed: ours to replace.
+        std::fs::remove_file(&partial)
+            .map_err(|e| fail(format!("cannot remove {}: {e}", partial.display())))?;
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
         .map_err(|e| fail(format!("cannot create {}: {e}", partial.display())))?;
     let mut writer = BufWriter::new(file);
     let bar = progress_bar("records");
@@ -340,6 +425,7 @@ pub async fn export(
         }
     };
     std::fs::rename(&partial, out).map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
         fail(format!(
             "cannot rename {} to {}: {e}",
             partial.display(),
@@ -379,8 +465,8 @@ pub async fn export(
 pub fn auditor_keygen(g: &Global, out: &Path) -> CliResult<ExitCode> {
     if out.exists() {
         return Err(fail(format!(
-            "{} exists: refusing to overwrite an auditor key (pass --out FILE for another file; \
-             `hushwire auditor pubkey --key {}` prints its public key)",
+            "{} exists: refusing to overwrite an auditor key (choose another --out FILE; \
+             `hushwire auditor pubkey --key {}` prints the existing key's public key)",
             out.display(),
             out.display()
         )));
@@ -511,7 +597,7 @@ pub fn auditor_read(
         } else {
             println!("Transcript {} (signed by {}):", t.id, t.signer);
             for r in &records {
-                println!("{}", record_line(r, None, "  ").as_str());
+                println!("{}", record_line(r, None, "  ", false).as_str());
             }
         }
     };

@@ -1182,6 +1182,20 @@ fn auditor_keygen_defaults_to_auditor_key_and_pubkey_prints_it_again() {
     let again = run(again, &auditor.home).failed("keygen over auditor.key");
     assert!(again.stderr.contains("auditor pubkey"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&key).unwrap(), secret);
+    // With --out given, the refusal does not tell the user to pass --out.
+    let explicit = auditor
+        .run(&["auditor", "keygen", "--out", key_s])
+        .failed("keygen --out over an existing key");
+    assert!(
+        !explicit.stderr.contains("pass --out"),
+        "{}",
+        explicit.stderr
+    );
+    assert!(
+        explicit.stderr.contains("another --out"),
+        "{}",
+        explicit.stderr
+    );
 
     // Upper-case digits read the same key; a truncated file is refused clearly.
     let upper = work.path().join("upper.key");
@@ -1277,4 +1291,95 @@ fn a_home_restored_from_a_copy_never_sends_under_a_used_key() {
     assert_eq!(texts(&bob.recv().0), ["m3", "m4"]);
     let status = alice.run_ok(&["status", "bob", "--json"]).json_lines();
     assert!(!status.is_empty());
+}
+
+#[test]
+fn a_cancelled_message_is_marked_never_sent_in_transcript_open() {
+    let mut relay = Relay::start();
+    let (alice, _bob) = pair(&relay);
+    relay.kill();
+    let queued = alice.run(&["send", "bob", "take this back", "--wait", "1"]);
+    assert_eq!(queued.status.code(), Some(3), "{}", queued.stderr);
+    let list = alice.run_ok(&["outbox", "list", "--json"]).json_lines();
+    let id = list
+        .iter()
+        .find_map(|v| v["id"].as_str())
+        .unwrap()
+        .to_owned();
+    alice.run_ok(&["outbox", "cancel", &id]);
+
+    let t = alice
+        .run_ok(&["transcript", "open", "bob", "--json"])
+        .json();
+    let records = t["records"].as_array().unwrap();
+    let rec = records
+        .iter()
+        .find(|r| r["text"] == "take this back")
+        .unwrap();
+    assert_eq!(rec["cancelled"], true, "{rec}");
+
+    let human = alice.run_ok(&["transcript", "open", "bob"]).stdout;
+    let line = human
+        .lines()
+        .find(|l| l.contains("take this back"))
+        .unwrap();
+    assert!(line.contains("(cancelled, never sent)"), "{human}");
+}
+
+#[test]
+fn export_force_never_replaces_the_store_a_directory_or_a_device() {
+    let relay = Relay::start();
+    let (alice, _bob) = pair(&relay);
+    let work = TempDir::new().unwrap();
+    let key = work.path().join("a.key");
+    let public = alice
+        .run_ok(&["auditor", "keygen", "--out", key.to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_owned();
+    let export = |out: &Path| {
+        alice.run(&[
+            "transcript",
+            "export",
+            "--to",
+            &public,
+            "--out",
+            out.to_str().unwrap(),
+            "--force",
+        ])
+    };
+    let store = alice.home.join("client.db");
+    let before = std::fs::read(&store).unwrap();
+    for name in [
+        "client.db",
+        "client.db-wal",
+        "client.db-shm",
+        "client.db.lock",
+    ] {
+        let out = export(&alice.home.join(name)).failed(name);
+        assert!(out.stderr.contains("store"), "{}", out.stderr);
+    }
+    // Through a `..` too.
+    let sneaky = alice.home.join("..").join("home").join("client.db");
+    export(&sneaky).failed("store through ..");
+    assert_eq!(std::fs::read(&store).unwrap(), before);
+
+    // A directory, and a symbolic link (as /dev/stdout is): refused, nothing left behind.
+    let dir = work.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    let out = export(&dir).failed("export over a directory");
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert!(!work.path().join("dir.partial").exists());
+    #[cfg(unix)]
+    {
+        let link = work.path().join("link");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        export(&link).failed("export over a symbolic link");
+        assert!(!work.path().join("link.partial").exists());
+    }
+    // An ordinary earlier export is still replaced with --force.
+    let file = work.path().join("t.hwx");
+    std::fs::write(&file, b"old").unwrap();
+    export(&file).ok("export --force over an old export");
+    assert!(!work.path().join("t.hwx.partial").exists());
 }
