@@ -143,4 +143,3 @@ fn quiet_on_closed_stdout() {
         default(info);
     }));
 }
-
