@@ -626,6 +626,13 @@ mod tests {
         (dir, bob, alice, to_bob)
     }
 
+    fn address_of(account: &Account) -> crate::Address {
+        crate::Address {
+            fingerprint: account.identity_key().fingerprint(),
+            device_id: account.device_id(),
+        }
+    }
+
     fn test_options() -> ClientOptions {
         ClientOptions {
             kdf: KdfParams::INSECURE_FOR_TESTS,
@@ -695,10 +702,7 @@ mod tests {
     #[tokio::test]
     async fn a_different_message_under_a_used_key_is_reported_and_heals() {
         let (_dir, bob, alice, mut to_bob) = bob_and_alice().await;
-        let alice_address = crate::Address {
-            fingerprint: alice.identity_key().fingerprint(),
-            device_id: 1,
-        };
+        let alice_address = address_of(&alice);
         let contact = bob
             .add_contact("alice", alice_address, false)
             .await
@@ -770,10 +774,7 @@ mod tests {
     #[tokio::test]
     async fn a_reset_from_another_identity_resends_nothing_of_ours() {
         let (_dir, bob, alice, _) = bob_and_alice().await;
-        let alice_address = crate::Address {
-            fingerprint: alice.identity_key().fingerprint(),
-            device_id: 1,
-        };
+        let alice_address = address_of(&alice);
         let to_alice = bob
             .add_contact("alice", alice_address, false)
             .await
@@ -851,10 +852,7 @@ mod tests {
             ..test_options()
         };
         let (_dir, bob, alice, _) = bob_and_alice_with(options).await;
-        let alice_address = crate::Address {
-            fingerprint: alice.identity_key().fingerprint(),
-            device_id: 1,
-        };
+        let alice_address = address_of(&alice);
         bob.add_contact("alice", alice_address, false)
             .await
             .unwrap();
