@@ -983,8 +983,16 @@ fn hostile_text_never_drives_the_terminal_in_recv_transcript_and_auditor_output(
     let refused = bob
         .run(&["contact", "add", "al\u{202e}ice", &a])
         .failed("a name with a right-to-left override");
-    assert!(refused.stderr.contains("al\\u{202e}ice"), "{}", refused.stderr);
-    assert!(!refused.stderr.chars().any(drives_terminal), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("al\\u{202e}ice"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.chars().any(drives_terminal),
+        "{}",
+        refused.stderr
+    );
     let name = "alice";
     bob.run_ok(&["contact", "add", name, &a]);
     for (text, _) in HOSTILE {
