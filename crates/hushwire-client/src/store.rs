@@ -790,23 +790,30 @@ pub(crate) async fn set_sent_state(
     drop_payload: bool,
     now_ms: u64,
 ) -> Result<bool> {
-    let mut moved = false;
-    for f in from {
-        let done = sqlx::query(
-            "UPDATE sent_messages SET state = ?, updated_ms = ?,
-                 sealed = CASE WHEN ? THEN NULL ELSE sealed END
-             WHERE message_id = ? AND state = ?",
-        )
+    if from.is_empty() {
+        return Ok(false);
+    }
+    let sql = format!(
+        "UPDATE sent_messages SET state = ?, updated_ms = ?,
+             sealed = CASE WHEN ? THEN NULL ELSE sealed END
+         WHERE message_id = ? AND state IN ({})",
+        placeholders(from.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(state)
         .bind(ms(now_ms))
         .bind(drop_payload)
-        .bind(&message_id[..])
-        .bind(f)
-        .execute(&mut *c)
-        .await?;
-        moved |= done.rows_affected() > 0;
+        .bind(&message_id[..]);
+    for f in from {
+        query = query.bind(f);
     }
-    Ok(moved)
+    Ok(query.execute(c).await?.rows_affected() > 0)
+}
+
+/// `?, ?, …` for an `IN` list of `n` (at least 1) bound values. Only the count enters the SQL,
+/// never a value.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
 fn sent_row(r: &sqlx::sqlite::SqliteRow) -> SentRow {
@@ -847,19 +854,23 @@ pub(crate) async fn sent_messages(
     contact_id: Option<i64>,
     states: &[i64],
 ) -> Result<Vec<SentRow>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SENT_COLUMNS} FROM sent_messages WHERE (? IS NULL OR contact_id = ?)
-         ORDER BY sent_at_ms, rowid"
-    )))
-    .bind(contact_id)
-    .bind(contact_id)
-    .fetch_all(c)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(sent_row)
-        .filter(|r| states.contains(&r.state))
-        .collect())
+    if states.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Filtered in SQL: the periodic receipt check must not read every message ever sent.
+    let sql = format!(
+        "SELECT {SENT_COLUMNS} FROM sent_messages
+         WHERE (? IS NULL OR contact_id = ?) AND state IN ({})
+         ORDER BY sent_at_ms, rowid",
+        placeholders(states.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(contact_id)
+        .bind(contact_id);
+    for state in states {
+        query = query.bind(state);
+    }
+    Ok(query.fetch_all(c).await?.iter().map(sent_row).collect())
 }
 
 /// Forgets settled messages (delivered or failed) whose state last changed before `before_ms`:
