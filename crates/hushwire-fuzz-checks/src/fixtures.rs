@@ -7,10 +7,8 @@
 
 use std::sync::OnceLock;
 
-use hushwire::proto::Codec;
 use hushwire::proto::relay::Challenge;
 use hushwire::transcript::AuditorKey;
-use hushwire::wire::{Message, PREKEY_MESSAGE_TYPE, RatchetMessage};
 use hushwire::{Account, IdentityKeyPair, Session, StorageKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng as _;
@@ -42,8 +40,8 @@ pub struct Pair {
     pub first: Vec<u8>,
     /// [`session_state`] of [`Pair::bob`], computed once.
     pub bob_state: Vec<u8>,
-    /// Length of the handshake part every prekey message of Alice's starts with.
-    handshake_len: usize,
+    /// `(ratchet key, index)` of [`Pair::first`], from its decrypted header.
+    pub first_id: ([u8; 32], u32),
 }
 
 /// The established pair, built on first use.
@@ -60,22 +58,17 @@ pub fn pair() -> &'static Pair {
         let mut alice = Session::initiate(alice_account.identity(), &bundle, &mut rng)
             .expect("initiate from a fresh bundle");
         let first = alice.encrypt(FIRST_PLAINTEXT).expect("encrypt");
-        let bob = bob_account
+        let inbound = bob_account
             .accept(&first, &mut rng)
-            .expect("accept the first message")
-            .session;
+            .expect("accept the first message");
+        let bob = inbound.session;
         let bob_state = session_state(&bob);
-        let Ok(Message::PreKey(prekey)) = Message::from_bytes(&first) else {
-            panic!("an initiator's first message is a prekey message");
-        };
-        let mut handshake = Vec::new();
-        prekey.encode_handshake(&mut handshake);
         Pair {
             alice,
             bob,
             first,
             bob_state,
-            handshake_len: handshake.len(),
+            first_id: (*inbound.header.ratchet_key.as_bytes(), inbound.header.index),
         }
     })
 }
@@ -89,21 +82,11 @@ pub fn session_state(session: &Session) -> Vec<u8> {
     )
 }
 
-/// `(ratchet key, index)` from the header of a message one of [`pair`]'s sessions encrypted:
-/// which chain and position it holds.
-pub fn message_id(bytes: &[u8]) -> ([u8; 32], u32) {
-    // A prekey message is the session's fixed handshake part, then a ratchet message. Skip the
-    // handshake rather than decode it: decoding checks the identity's signature, which would
-    // cost the conversation target a sixth of its time.
-    let ratchet = if bytes.get(1) == Some(&PREKEY_MESSAGE_TYPE) {
-        &bytes[pair().handshake_len..]
-    } else {
-        bytes
-    };
-    let header = RatchetMessage::from_bytes(ratchet)
-        .expect("a message we encrypted decodes")
-        .header;
-    (*header.ratchet_key.as_bytes(), header.index)
+/// Encrypts `plaintext` and returns the message with its `(ratchet key, index)`: which chain
+/// and position it holds (the header itself is encrypted on the wire).
+pub fn encrypt_with_id(session: &mut Session, plaintext: &[u8]) -> (Vec<u8>, ([u8; 32], u32)) {
+    let (bytes, header) = session.encrypt_message(plaintext).expect("encrypt");
+    (bytes, (*header.ratchet_key.as_bytes(), header.index))
 }
 
 /// The auditor key [`crate::export_reader`] reads exports with.

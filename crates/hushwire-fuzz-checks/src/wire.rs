@@ -47,10 +47,10 @@ pub fn relay_frame(data: &[u8]) {
             // identity runs the same code; fuzzed prekeys just never verify under it.
             let identity = crate::fixtures::audit_signer().public();
             if let Some(k) = signed_prekey {
-                let _ = k.verify(identity);
+                let _ = k.verify(identity, 1);
             }
             for k in last_resort_kem_prekey.iter().chain(one_time_kem_prekeys) {
-                let _ = k.verify(identity);
+                let _ = k.verify(identity, 1);
             }
         }
         FrameBody::Bundle(bundle) => {

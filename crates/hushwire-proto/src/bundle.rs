@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use crate::codec::{Codec, DecodeError, Reader, read_header};
+use crate::codec::{Codec, DecodeError, Reader, read_versioned_header};
 use crate::keys::{IdentityKey, KEM_PUBLIC_KEY_LEN, SIGNATURE_LEN, X25519PublicKey, short_hex};
 use crate::labels;
 
@@ -42,23 +42,27 @@ pub struct SignedPreKey {
     pub id: u32,
     /// The public key.
     pub key: X25519PublicKey,
-    /// Signature over `SIG_SIGNED_PREKEY ‖ id ‖ key`.
+    /// Signature over `SIG_SIGNED_PREKEY ‖ device_id ‖ id ‖ key` (`docs/protocol.md` §3.5).
     pub signature: [u8; SIGNATURE_LEN],
 }
 
 impl SignedPreKey {
-    /// The bytes the signature covers after its context: `id[4] ‖ key[32]`.
-    pub fn signed_message(id: u32, key: &X25519PublicKey) -> [u8; 36] {
-        let mut m = [0u8; 36];
-        let (a, b) = m.split_at_mut(4);
+    /// The bytes the signature covers after its context: `device_id[4] ‖ id[4] ‖ key[32]`. The
+    /// device id is signed so a relay cannot present one device's prekeys as another device's
+    /// of the same identity.
+    pub fn signed_message(device_id: u32, id: u32, key: &X25519PublicKey) -> [u8; 40] {
+        let mut m = [0u8; 40];
+        let (d, rest) = m.split_at_mut(4);
+        d.copy_from_slice(&device_id.to_be_bytes());
+        let (a, b) = rest.split_at_mut(4);
         a.copy_from_slice(&id.to_be_bytes());
         b.copy_from_slice(key.as_bytes());
         m
     }
 
-    /// Checks the signature under `identity`.
-    pub fn verify(&self, identity: &IdentityKey) -> Result<(), BundleError> {
-        let message = Self::signed_message(self.id, &self.key);
+    /// Checks the signature under `identity` for the device `device_id`.
+    pub fn verify(&self, identity: &IdentityKey, device_id: u32) -> Result<(), BundleError> {
+        let message = Self::signed_message(device_id, self.id, &self.key);
         if identity.verify(labels::SIG_SIGNED_PREKEY, &message, &self.signature) {
             Ok(())
         } else {
@@ -173,23 +177,30 @@ pub struct KemPreKey {
     pub kind: KemPreKeyKind,
     /// The encapsulation key.
     pub key: KemPublicKey,
-    /// Signature over `SIG_KEM_PREKEY ‖ kind ‖ id ‖ key`.
+    /// Signature over `SIG_KEM_PREKEY ‖ device_id ‖ kind ‖ id ‖ key` (`docs/protocol.md` §3.7).
     pub signature: [u8; SIGNATURE_LEN],
 }
 
 impl KemPreKey {
-    /// The bytes the signature covers after its context: `kind[1] ‖ id[4] ‖ key[1568]`.
-    pub fn signed_message(kind: KemPreKeyKind, id: u32, key: &KemPublicKey) -> Vec<u8> {
-        let mut m = Vec::with_capacity(5 + KEM_PUBLIC_KEY_LEN);
+    /// The bytes the signature covers after its context:
+    /// `device_id[4] ‖ kind[1] ‖ id[4] ‖ key[1568]` (1577 bytes).
+    pub fn signed_message(
+        device_id: u32,
+        kind: KemPreKeyKind,
+        id: u32,
+        key: &KemPublicKey,
+    ) -> Vec<u8> {
+        let mut m = Vec::with_capacity(9 + KEM_PUBLIC_KEY_LEN);
+        m.extend_from_slice(&device_id.to_be_bytes());
         m.push(kind.to_byte());
         m.extend_from_slice(&id.to_be_bytes());
         m.extend_from_slice(key.as_bytes());
         m
     }
 
-    /// Checks the signature under `identity`.
-    pub fn verify(&self, identity: &IdentityKey) -> Result<(), BundleError> {
-        let message = Self::signed_message(self.kind, self.id, &self.key);
+    /// Checks the signature under `identity` for the device `device_id`.
+    pub fn verify(&self, identity: &IdentityKey, device_id: u32) -> Result<(), BundleError> {
+        let message = Self::signed_message(device_id, self.kind, self.id, &self.key);
         if identity.verify(labels::SIG_KEM_PREKEY, &message, &self.signature) {
             Ok(())
         } else {
@@ -237,11 +248,11 @@ pub struct PreKeyBundle {
 }
 
 impl PreKeyBundle {
-    /// Checks both signatures under the bundle's identity. The identity's own binding was
-    /// checked when it was decoded or built.
+    /// Checks both signatures under the bundle's identity and for the bundle's device id. The
+    /// identity's own binding was checked when it was decoded or built.
     pub fn verify(&self) -> Result<(), BundleError> {
-        self.signed_prekey.verify(&self.identity)?;
-        self.kem_prekey.verify(&self.identity)
+        self.signed_prekey.verify(&self.identity, self.device_id)?;
+        self.kem_prekey.verify(&self.identity, self.device_id)
     }
 }
 
@@ -251,7 +262,7 @@ impl Codec for PreKeyBundle {
     /// `version[1] ‖ type[1]=0x10 ‖ device_id[4] ‖ identity[128] ‖ signed_prekey[100] ‖
     /// has_one_time[1] ‖ (one_time_prekey[36])? ‖ kem_prekey[1637]`.
     fn encode(&self, out: &mut Vec<u8>) {
-        out.push(labels::PROTOCOL_VERSION);
+        out.push(labels::SESSION_VERSION);
         out.push(BUNDLE_TYPE);
         out.extend_from_slice(&self.device_id.to_be_bytes());
         self.identity.encode(out);
@@ -267,7 +278,7 @@ impl Codec for PreKeyBundle {
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        read_header(r, BUNDLE_TYPE, Self::NAME)?;
+        read_versioned_header(r, labels::SESSION_VERSION, BUNDLE_TYPE, Self::NAME)?;
         let device_id = r.u32("device id")?;
         let identity = IdentityKey::read(r)?;
         let signed_prekey = SignedPreKey::read(r)?;

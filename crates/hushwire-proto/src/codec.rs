@@ -208,14 +208,25 @@ pub trait Codec: Sized {
     }
 }
 
-/// Reads the `version ‖ type` header every top-level structure starts with.
+/// Reads the `version ‖ type` header of a version-1 structure (relay frames, audit, transcripts).
 pub fn read_header(
     r: &mut Reader<'_>,
     expected_type: u8,
     structure: &'static str,
 ) -> Result<(), DecodeError> {
+    read_versioned_header(r, crate::labels::PROTOCOL_VERSION, expected_type, structure)
+}
+
+/// Reads a `version ‖ type` header, refusing any version but `expected_version` and any type
+/// but `expected_type`.
+pub fn read_versioned_header(
+    r: &mut Reader<'_>,
+    expected_version: u8,
+    expected_type: u8,
+    structure: &'static str,
+) -> Result<(), DecodeError> {
     let version = r.u8("version")?;
-    if version != crate::labels::PROTOCOL_VERSION {
+    if version != expected_version {
         return Err(DecodeError::UnsupportedVersion { version });
     }
     let tag = r.u8("type")?;

@@ -139,6 +139,20 @@ pub struct IdentityKey {
     binding: [u8; SIGNATURE_LEN],
 }
 
+/// Decodes an identity's Ed25519 key, refusing an encoding that is not canonical (a
+/// y-coordinate ≥ p, or a sign bit on x = 0: the same point re-encoded would differ, so one key
+/// would have two fingerprints) and a key of small order (`docs/protocol.md` §3.1).
+fn identity_signing_key(bytes: &[u8; ED25519_KEY_LEN]) -> Result<VerifyingKey, DecodeError> {
+    let invalid = DecodeError::InvalidValue {
+        field: "identity signing key",
+    };
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| invalid)?;
+    if key.is_weak() || key.to_edwards().compress().to_bytes() != *bytes {
+        return Err(invalid);
+    }
+    Ok(key)
+}
+
 /// The bytes an identity's binding signature covers, after the context.
 pub fn identity_binding_message(signing: &[u8; 32], dh: &[u8; 32]) -> [u8; 64] {
     let mut m = [0u8; 64];
@@ -155,14 +169,7 @@ impl IdentityKey {
         dh: X25519PublicKey,
         binding: [u8; SIGNATURE_LEN],
     ) -> Result<Self, DecodeError> {
-        let key = VerifyingKey::from_bytes(&signing).map_err(|_| DecodeError::InvalidValue {
-            field: "identity signing key",
-        })?;
-        if key.is_weak() {
-            return Err(DecodeError::InvalidValue {
-                field: "identity signing key",
-            });
-        }
+        let key = identity_signing_key(&signing)?;
         let message = identity_binding_message(&signing, dh.as_bytes());
         if !verify_signature(&key, labels::SIG_IDENTITY_BINDING, &message, &binding) {
             return Err(DecodeError::InvalidValue {
@@ -187,14 +194,7 @@ impl IdentityKey {
         let dh = X25519PublicKey::read_field(&mut r, "identity dh key")?;
         let binding = r.array("identity binding signature")?;
         r.expect_empty(Self::NAME)?;
-        let key = VerifyingKey::from_bytes(&signing).map_err(|_| DecodeError::InvalidValue {
-            field: "identity signing key",
-        })?;
-        if key.is_weak() {
-            return Err(DecodeError::InvalidValue {
-                field: "identity signing key",
-            });
-        }
+        let key = identity_signing_key(&signing)?;
         Ok(Self {
             signing: key,
             dh,

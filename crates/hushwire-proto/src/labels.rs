@@ -5,15 +5,21 @@
 //! prefixes of hashed input. All are ASCII and end without a terminator; the structures they
 //! prefix have fixed layouts, so no ambiguity arises from concatenation.
 
-/// The protocol version byte that starts every wire structure.
+/// The version byte that starts relay frames, audit structures, sealed transcript records and
+/// exports: their formats are at version 1.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// The version byte that starts prekey bundles, prekey messages and ratchet messages: protocol
+/// version 2 (`docs/protocol.md`), with encrypted headers and a transcript-bound handshake.
+/// Version-1 messages and bundles are refused (`DecodeError::UnsupportedVersion`).
+pub const SESSION_VERSION: u8 = 2;
 
 /// Signature context: an identity's Ed25519 key binds its X25519 identity key.
 pub const SIG_IDENTITY_BINDING: &[u8] = b"Hushwire v1 identity binding";
-/// Signature context: an identity signs an X25519 signed prekey.
-pub const SIG_SIGNED_PREKEY: &[u8] = b"Hushwire v1 signed prekey";
-/// Signature context: an identity signs an ML-KEM-1024 prekey (one-time or last-resort).
-pub const SIG_KEM_PREKEY: &[u8] = b"Hushwire v1 kem prekey";
+/// Signature context: an identity signs an X25519 signed prekey together with its device id.
+pub const SIG_SIGNED_PREKEY: &[u8] = b"Hushwire v2 signed prekey";
+/// Signature context: an identity signs an ML-KEM-1024 prekey (one-time or last-resort)
+/// together with its device id.
+pub const SIG_KEM_PREKEY: &[u8] = b"Hushwire v2 kem prekey";
 
 /// Signature context: a relay or device signs the head of its audit chain (an audit checkpoint).
 pub const SIG_AUDIT_CHECKPOINT: &[u8] = b"Hushwire v1 audit checkpoint";
@@ -28,12 +34,16 @@ pub const AUDIT_GENESIS: &[u8] = b"Hushwire v1 audit genesis";
 /// Hash prefix for an audit record's hash, followed by the record's encoding.
 pub const AUDIT_RECORD: &[u8] = b"Hushwire v1 audit record";
 
-/// HKDF info for the hybrid handshake's shared secret.
-pub const KDF_HANDSHAKE: &[u8] = b"Hushwire v1 PQXDH X25519 SHA-256 ML-KEM-1024";
-/// HKDF info for the root chain step of the Double Ratchet.
-pub const KDF_ROOT: &[u8] = b"Hushwire v1 root chain";
-/// HKDF info that expands a message key into an AEAD key and nonce.
-pub const KDF_MESSAGE_KEYS: &[u8] = b"Hushwire v1 message keys";
+/// HKDF info prefix for the hybrid handshake's outputs (the first root key and the two initial
+/// header keys); the handshake transcript hash follows it.
+pub const KDF_HANDSHAKE: &[u8] = b"Hushwire v2 PQXDH X25519 SHA-256 ML-KEM-1024";
+/// Hash prefix of the handshake transcript: every public value of the handshake.
+pub const HANDSHAKE_TRANSCRIPT: &[u8] = b"Hushwire v2 handshake transcript";
+/// HKDF info for the root chain step of the Double Ratchet (root key, chain key, next header
+/// key).
+pub const KDF_ROOT: &[u8] = b"Hushwire v2 root chain";
+/// HKDF info that expands a message key into an AES-256-GCM key and nonce.
+pub const KDF_MESSAGE_KEYS: &[u8] = b"Hushwire v2 message keys";
 /// HKDF info for the key that seals persisted state.
 pub const KDF_SEAL_KEY: &[u8] = b"Hushwire v1 seal key";
 /// HKDF info for the key-check value stored beside sealed state.

@@ -295,13 +295,15 @@ impl<S: Store> Connection<S> {
             } => {
                 let signatures_ok = signed_prekey
                     .as_ref()
-                    .is_none_or(|k| k.verify(&identity).is_ok())
+                    .is_none_or(|k| k.verify(&identity, device.device_id).is_ok())
                     && last_resort_kem_prekey.as_ref().is_none_or(|k| {
-                        k.kind == KemPreKeyKind::LastResort && k.verify(&identity).is_ok()
+                        k.kind == KemPreKeyKind::LastResort
+                            && k.verify(&identity, device.device_id).is_ok()
                     })
-                    && one_time_kem_prekeys
-                        .iter()
-                        .all(|k| k.kind == KemPreKeyKind::OneTime && k.verify(&identity).is_ok());
+                    && one_time_kem_prekeys.iter().all(|k| {
+                        k.kind == KemPreKeyKind::OneTime
+                            && k.verify(&identity, device.device_id).is_ok()
+                    });
                 if !signatures_ok || one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD {
                     return Err(error(id, ErrorCode::BadPreKey));
                 }

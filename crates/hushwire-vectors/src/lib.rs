@@ -349,10 +349,7 @@ fn conversation(
                 );
                 let session = if from_alice { &mut *alice } else { &mut *bob };
                 let (wire, trace) = session.encrypt_traced(plaintext.as_bytes())?;
-                let header = match Message::from_bytes(&wire)? {
-                    Message::Ratchet(m) => m.header,
-                    Message::PreKey(p) => p.message.header,
-                };
+                let header = trace.header;
                 let entry = json!({
                     "number": n,
                     "sender": if from_alice { "alice" } else { "bob" },
@@ -362,6 +359,7 @@ fn conversation(
                     "index": header.index,
                     "chain_key": hex::encode(trace.chain_key),
                     "message_key": hex::encode(trace.message_key),
+                    "header_key": hex::encode(trace.header_key),
                     "aead_key": hex::encode(trace.aead_key),
                     "nonce": hex::encode(trace.nonce),
                     "root_key_after": hex::encode(trace.root_key),

@@ -49,8 +49,9 @@ impl Account {
     /// prekey (id 2). `now` is the caller's clock in Unix seconds.
     pub fn new<R: CryptoRng + ?Sized>(device_id: u32, now: u64, rng: &mut R) -> Self {
         let identity = IdentityKeyPair::generate(rng);
-        let signed = SignedPreKeySecret::generate(&identity, 1, now, rng);
-        let last_resort = KemPreKeySecret::generate(&identity, 2, KemPreKeyKind::LastResort, rng);
+        let signed = SignedPreKeySecret::generate(&identity, device_id, 1, now, rng);
+        let last_resort =
+            KemPreKeySecret::generate(&identity, device_id, 2, KemPreKeyKind::LastResort, rng);
         Self {
             device_id,
             identity,
@@ -129,7 +130,7 @@ impl Account {
         rng: &mut R,
     ) -> SignedPreKey {
         let id = self.allocate_id();
-        let key = SignedPreKeySecret::generate(&self.identity, id, now, rng);
+        let key = SignedPreKeySecret::generate(&self.identity, self.device_id, id, now, rng);
         let public = key.public().clone();
         self.signed_prekeys.push(key);
         if self.signed_prekeys.len() > KEPT_ROTATED_PREKEYS {
@@ -144,7 +145,13 @@ impl Account {
         rng: &mut R,
     ) -> KemPreKey {
         let id = self.allocate_id();
-        let key = KemPreKeySecret::generate(&self.identity, id, KemPreKeyKind::LastResort, rng);
+        let key = KemPreKeySecret::generate(
+            &self.identity,
+            self.device_id,
+            id,
+            KemPreKeyKind::LastResort,
+            rng,
+        );
         let public = key.public().clone();
         self.last_resort_kem_prekeys.push(key);
         if self.last_resort_kem_prekeys.len() > KEPT_ROTATED_PREKEYS {
@@ -183,8 +190,13 @@ impl Account {
         (0..count.min(room))
             .map(|_| {
                 let id = self.allocate_id();
-                let key =
-                    KemPreKeySecret::generate(&self.identity, id, KemPreKeyKind::OneTime, rng);
+                let key = KemPreKeySecret::generate(
+                    &self.identity,
+                    self.device_id,
+                    id,
+                    KemPreKeyKind::OneTime,
+                    rng,
+                );
                 let public = key.public().clone();
                 self.one_time_kem_prekeys.insert(id, key);
                 public
@@ -287,8 +299,9 @@ impl Account {
                 SessionCreationError::UnknownKemPreKey(kem_id)
             })?;
 
-        let (shared_secret, associated_data) = handshake::respond(
+        let (keys, associated_data) = handshake::respond(
             &self.identity,
+            self.device_id,
             &message.identity,
             &message.base_key,
             signed,
@@ -303,7 +316,7 @@ impl Account {
         let inbound = Session::accept_first(
             &self.identity,
             &message,
-            &shared_secret,
+            &keys,
             associated_data,
             ratchet_key,
             rng,
@@ -424,7 +437,15 @@ impl AccountPickleV1 {
         let signed_prekeys = self
             .signed_prekeys
             .iter()
-            .map(|k| SignedPreKeySecret::restore(&identity, k.id, k.created_at, *k.secret))
+            .map(|k| {
+                SignedPreKeySecret::restore(
+                    &identity,
+                    self.device_id,
+                    k.id,
+                    k.created_at,
+                    *k.secret,
+                )
+            })
             .collect::<Option<Vec<_>>>()?;
         let one_time_prekeys = self
             .one_time_prekeys
@@ -440,7 +461,13 @@ impl AccountPickleV1 {
             } else {
                 KemPreKeyKind::LastResort
             };
-            let secret = KemPreKeySecret::from_seed(&identity, k.id, kind, Zeroizing::new(seed));
+            let secret = KemPreKeySecret::from_seed(
+                &identity,
+                self.device_id,
+                k.id,
+                kind,
+                Zeroizing::new(seed),
+            );
             if k.one_time {
                 one_time_kem_prekeys.insert(k.id, secret);
             } else {

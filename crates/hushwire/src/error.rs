@@ -91,11 +91,14 @@ pub enum DecryptionError {
     Malformed(DecodeError),
     /// Authentication failed: the message was altered, forged, or belongs to another session.
     AuthenticationFailed,
-    /// The message belongs to the peer's current chain or one of its last
-    /// [`crate::ratchet::MAX_SKIPPED_CHAINS`] chains, and no key is held for it: it was already
-    /// decrypted, or its key was discarded to keep the skipped-key store within its bound (counted
-    /// by `Session::discarded_message_keys`). Returned before the message is authenticated.
+    /// The message belongs to the peer's current chain or one of its earlier chains the session
+    /// still knows, and no key is held for it: it was already decrypted, or its key was
+    /// discarded to keep the skipped-key store within its bound (counted by
+    /// `Session::discarded_message_keys`). Returned once the header has authenticated under
+    /// that chain's header key, before the body is authenticated.
     DuplicateMessage {
+        /// The peer's ratchet key that names the chain.
+        chain: hushwire_proto::X25519PublicKey,
         /// The message's index in its chain.
         index: u32,
     },
@@ -124,7 +127,7 @@ impl fmt::Display for DecryptionError {
         match self {
             Self::Malformed(e) => write!(f, "malformed message: {e}"),
             Self::AuthenticationFailed => f.write_str("message failed authentication"),
-            Self::DuplicateMessage { index } => {
+            Self::DuplicateMessage { index, .. } => {
                 write!(
                     f,
                     "message {index} was already decrypted or its key was discarded"
@@ -207,6 +210,11 @@ pub enum UnsealError {
     /// Authenticated, but the contents do not decode as this version's state (a bug, or state
     /// written by an incompatible build).
     InvalidContents,
+    /// A session sealed by protocol version 1 (`docs/protocol.md` §7.5): version 2 cannot
+    /// continue it (its peer would need unencrypted headers and the old handshake). The caller
+    /// starts a new session with the peer; the Hushwire client does so by itself
+    /// (`docs/client.md` §5.13).
+    SessionVersion1,
 }
 
 impl fmt::Display for UnsealError {
@@ -224,6 +232,9 @@ impl fmt::Display for UnsealError {
             Self::WrongKey => f.write_str("sealed state was sealed under a different key"),
             Self::Corrupt => f.write_str("sealed state failed authentication (altered or damaged)"),
             Self::InvalidContents => f.write_str("sealed state contents do not decode"),
+            Self::SessionVersion1 => f.write_str(
+                "the session was made by protocol version 1 and cannot continue: start a new one",
+            ),
         }
     }
 }

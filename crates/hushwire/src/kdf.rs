@@ -16,6 +16,17 @@ pub(crate) fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zero
     okm
 }
 
+/// Splits 96 bytes of KDF output into three 32-byte keys, in order.
+pub(crate) fn split_96(okm: &[u8; 96]) -> [Zeroizing<[u8; 32]>; 3] {
+    let (a, rest) = okm.split_at(32);
+    let (b, c) = rest.split_at(32);
+    [a, b, c].map(|part| {
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(part);
+        key
+    })
+}
+
 /// HMAC-SHA256(key, data).
 pub(crate) fn hmac(key: &[u8; 32], data: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut out = Zeroizing::new([0u8; 32]);

@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 mod account;
+pub mod cipher;
 pub mod error;
 mod handshake;
 mod kdf;
@@ -58,4 +59,4 @@ pub use ratchet::Gap;
 pub use seal::StorageKey;
 #[cfg(feature = "test-vectors")]
 pub use session::MessageTrace;
-pub use session::{InboundSession, Session};
+pub use session::{DecryptedMessage, InboundSession, Session};

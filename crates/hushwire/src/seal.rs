@@ -34,22 +34,27 @@ pub const KIND_ACCOUNT: u8 = 0x31;
 pub const MAX_SEALED_LEN: usize = 16 * 1024 * 1024;
 const HEADER_LEN: usize = 2 + 16 + 24;
 
-/// A 32-byte key, owned by the caller, under which state is sealed. Zeroized on drop; `Debug`
-/// prints nothing of it.
+/// A 32-byte key, owned by the caller, under which state is sealed. It holds the two keys
+/// derived from it (the encryption key and the key-check value), computed once when it is made,
+/// so sealing and unsealing run no KDF. Zeroized on drop; `Debug` prints nothing of it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct StorageKey([u8; 32]);
+pub struct StorageKey {
+    enc_key: [u8; 32],
+    check: [u8; 16],
+}
 
 impl StorageKey {
     /// Wraps key bytes (from a KDF over a passphrase, a platform keystore, …).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        let bytes = Zeroizing::new(bytes);
+        Self {
+            enc_key: *hkdf::<32>(&[0u8; 32], bytes.as_slice(), labels::KDF_SEAL_KEY),
+            check: *hkdf::<16>(&[0u8; 32], bytes.as_slice(), labels::KDF_SEAL_KEY_CHECK),
+        }
     }
 
-    fn derive(&self) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 16]>) {
-        (
-            hkdf::<32>(&[0u8; 32], &self.0, labels::KDF_SEAL_KEY),
-            hkdf::<16>(&[0u8; 32], &self.0, labels::KDF_SEAL_KEY_CHECK),
-        )
+    fn derive(&self) -> (&[u8; 32], &[u8; 16]) {
+        (&self.enc_key, &self.check)
     }
 }
 

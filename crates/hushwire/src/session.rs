@@ -17,12 +17,13 @@ use zeroize::Zeroizing;
 
 use crate::error::{DecryptionError, EncryptionError, SessionCreationError, UnsealError};
 use crate::handshake::{self, ASSOCIATED_DATA_LEN};
-use crate::keys::{IdentityKeyPair, x25519_from_secret};
+use crate::keys::IdentityKeyPair;
 use crate::ratchet::{
-    ChainKey, DoubleRatchet, Gap, RatchetKeyPair, ReceivingChain, RootKey, SkippedKeys,
+    ChainKey, DoubleRatchet, Gap, HeaderKey, RatchetKeyPair, ReceivingChain, RetiredChain, RootKey,
+    SkippedKeys,
 };
 use crate::seal::{self, KIND_SESSION, StorageKey};
-use crate::wire::{MAX_PLAINTEXT_LEN, Message, PreKeyMessage};
+use crate::wire::{MAX_PLAINTEXT_LEN, Message, MessageHeader, PreKeyMessage};
 
 /// The handshake values an initiator repeats in every message until the responder replies.
 #[derive(Clone)]
@@ -57,6 +58,19 @@ pub struct InboundSession {
     pub session: Session,
     /// The first message's plaintext.
     pub plaintext: Vec<u8>,
+    /// The first message's decrypted header.
+    pub header: MessageHeader,
+}
+
+/// A decrypted message: its plaintext and its header, which only the two parties can read (the
+/// header is encrypted on the wire). The header names the message's place in the peer's chains,
+/// `(ratchet_key, index)`, which a client uses to tell a duplicate from a reused key.
+#[derive(Debug)]
+pub struct DecryptedMessage {
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+    /// The decrypted header.
+    pub header: MessageHeader,
 }
 
 /// The secrets behind one encrypted message, published in the test vectors. Only built with the
@@ -64,11 +78,15 @@ pub struct InboundSession {
 #[cfg(feature = "test-vectors")]
 #[derive(Clone, Debug)]
 pub struct MessageTrace {
-    /// The sending chain key the message key was derived from.
+    /// The sending chain key the message key was derived from (`MK = HMAC(chain_key, 0x01)`).
     pub chain_key: [u8; 32],
     /// The message key.
     pub message_key: [u8; 32],
-    /// The ChaCha20-Poly1305 key expanded from it.
+    /// The message's header, as encrypted under `header_key`.
+    pub header: MessageHeader,
+    /// The header key the header was encrypted under.
+    pub header_key: [u8; 32],
+    /// The AES-256-GCM key expanded from the message key.
     pub aead_key: [u8; 32],
     /// The nonce expanded from it.
     pub nonce: [u8; 12],
@@ -113,9 +131,8 @@ impl Session {
         handshake: handshake::InitiatorHandshake,
         rng: &mut R,
     ) -> Result<Self, SessionCreationError> {
-        let ratchet =
-            DoubleRatchet::initiator(&handshake.shared_secret, &bundle.signed_prekey.key, rng)
-                .map_err(|_| SessionCreationError::NonContributoryKey)?;
+        let ratchet = DoubleRatchet::initiator(&handshake.keys, &bundle.signed_prekey.key, rng)
+            .map_err(|_| SessionCreationError::NonContributoryKey)?;
         Ok(Self {
             local_identity: identity.public().clone(),
             remote_identity: bundle.identity.clone(),
@@ -136,13 +153,13 @@ impl Session {
     pub(crate) fn accept_first<R: CryptoRng + ?Sized>(
         identity: &IdentityKeyPair,
         message: &PreKeyMessage,
-        shared_secret: &[u8; 32],
+        keys: &handshake::HandshakeKeys,
         associated_data: [u8; ASSOCIATED_DATA_LEN],
         signed_prekey: RatchetKeyPair,
         rng: &mut R,
     ) -> Result<InboundSession, DecryptionError> {
-        let mut ratchet = DoubleRatchet::responder(shared_secret, signed_prekey);
-        let plaintext = ratchet.decrypt(&associated_data, &message.message, rng)?;
+        let mut ratchet = DoubleRatchet::responder(keys, signed_prekey);
+        let (plaintext, header) = ratchet.decrypt(&associated_data, &message.message, rng)?;
         Ok(InboundSession {
             session: Self {
                 local_identity: identity.public().clone(),
@@ -154,13 +171,38 @@ impl Session {
                 pending_prekey: None,
             },
             plaintext,
+            header,
         })
     }
 
     /// Encrypts `plaintext` (at most [`MAX_PLAINTEXT_LEN`] bytes) as the next message. Until the
     /// peer's first reply has been decrypted, the result is a prekey message.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, EncryptionError> {
-        self.encrypt_inner(plaintext).map(|(bytes, _)| bytes)
+        self.encrypt_inner(plaintext).map(|(bytes, _, _)| bytes)
+    }
+
+    /// [`Session::encrypt`], also returning the message's header (encrypted on the wire): its
+    /// place `(ratchet_key, index)` in our chains, as the peer will see it.
+    pub fn encrypt_message(
+        &mut self,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, MessageHeader), EncryptionError> {
+        let header = self.next_header();
+        self.encrypt_inner(plaintext)
+            .map(|(bytes, _, _)| (bytes, header))
+    }
+
+    /// The header the next message will carry.
+    fn next_header(&self) -> MessageHeader {
+        let r = &self.ratchet;
+        MessageHeader {
+            ratchet_key: r.ours.public,
+            previous_chain_length: r.previous_sending_length,
+            index: r
+                .sending
+                .as_ref()
+                .map_or(0, |c| u32::try_from(c.index).unwrap_or(u32::MAX)),
+        }
     }
 
     /// [`Session::encrypt`], also returning the secrets behind the message.
@@ -175,13 +217,16 @@ impl Session {
             .as_ref()
             .map(|c| c.key)
             .unwrap_or_default();
-        let (bytes, key) = self.encrypt_inner(plaintext)?;
+        let header = self.next_header();
+        let (bytes, key, header_key) = self.encrypt_inner(plaintext)?;
         let (aead_key, nonce) = key.aead_key_and_nonce();
         Ok((
             bytes,
             MessageTrace {
                 chain_key,
                 message_key: key.key,
+                header,
+                header_key: header_key.0,
                 aead_key,
                 nonce,
                 root_key: self.ratchet.root.0,
@@ -192,13 +237,13 @@ impl Session {
     fn encrypt_inner(
         &mut self,
         plaintext: &[u8],
-    ) -> Result<(Vec<u8>, crate::ratchet::MessageKey), EncryptionError> {
+    ) -> Result<(Vec<u8>, crate::ratchet::MessageKey, HeaderKey), EncryptionError> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(EncryptionError::PlaintextTooLong {
                 len: plaintext.len(),
             });
         }
-        let (message, key) = self.ratchet.encrypt(&self.associated_data, plaintext)?;
+        let (message, key, header_key) = self.ratchet.encrypt(&self.associated_data, plaintext)?;
         let bytes = match &self.pending_prekey {
             Some(p) => PreKeyMessage {
                 identity: self.local_identity.clone(),
@@ -212,7 +257,7 @@ impl Session {
             .to_bytes(),
             None => message.to_bytes(),
         };
-        Ok((bytes, key))
+        Ok((bytes, key, header_key))
     }
 
     /// Decrypts a message of this session. On any error the session is unchanged. Draws 32 bytes
@@ -228,6 +273,16 @@ impl Session {
         message: &[u8],
         rng: &mut R,
     ) -> Result<Vec<u8>, DecryptionError> {
+        self.decrypt_message(message, rng).map(|m| m.plaintext)
+    }
+
+    /// [`Session::decrypt`], also returning the decrypted header: the message's place in the
+    /// peer's chains, which the relay cannot see.
+    pub fn decrypt_message<R: CryptoRng + ?Sized>(
+        &mut self,
+        message: &[u8],
+        rng: &mut R,
+    ) -> Result<DecryptedMessage, DecryptionError> {
         let message = Message::from_bytes(message)?;
         let ratchet_message = match &message {
             Message::Ratchet(m) => m,
@@ -241,12 +296,12 @@ impl Session {
                 &p.message
             }
         };
-        let plaintext = self
-            .ratchet
-            .decrypt(&self.associated_data, ratchet_message, rng)?;
+        let (plaintext, header) =
+            self.ratchet
+                .decrypt(&self.associated_data, ratchet_message, rng)?;
         // The peer has the session: stop repeating the handshake.
         self.pending_prekey = None;
-        Ok(plaintext)
+        Ok(DecryptedMessage { plaintext, header })
     }
 
     /// Our identity in this session.
@@ -294,18 +349,20 @@ impl Session {
 
     /// Seals the session under `key` (24-byte nonce from `rng`). See `docs/protocol.md` §7.
     pub fn seal<R: CryptoRng + ?Sized>(&self, key: &StorageKey, rng: &mut R) -> Vec<u8> {
-        let pickle = VersionedSessionPickle::V1(SessionPickleV1::from(self));
+        let pickle = VersionedSessionPickle::V2(Box::new(SessionPickleV2::from(self)));
         let contents = Zeroizing::new(postcard::to_allocvec(&pickle).unwrap_or_default());
         seal::seal(KIND_SESSION, &contents, key, rng)
     }
 
-    /// Opens a session sealed by [`Session::seal`].
+    /// Opens a session sealed by [`Session::seal`]. A session sealed by protocol version 1 is
+    /// refused with [`UnsealError::SessionVersion1`] (§7.5).
     pub fn unseal(sealed: &[u8], key: &StorageKey) -> Result<Self, UnsealError> {
         let contents = seal::unseal(KIND_SESSION, sealed, key)?;
         let pickle: VersionedSessionPickle =
             postcard::from_bytes(&contents).map_err(|_| UnsealError::InvalidContents)?;
         match pickle {
-            VersionedSessionPickle::V1(p) => p.restore().ok_or(UnsealError::InvalidContents),
+            VersionedSessionPickle::V1 => Err(UnsealError::SessionVersion1),
+            VersionedSessionPickle::V2(p) => p.restore().ok_or(UnsealError::InvalidContents),
         }
     }
 }
@@ -320,11 +377,13 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Persisted form. From the first release on, a new field or meaning gets a new variant and old
-/// variants stay readable (before it, V1 may still change).
+/// Persisted form: a postcard enum whose first byte is the variant. A new field or meaning gets
+/// a new variant. `V1` (protocol version 1, unencrypted headers) is recognised only to be
+/// refused: its contents are not read.
 #[derive(Serialize, Deserialize)]
 enum VersionedSessionPickle {
-    V1(SessionPickleV1),
+    V1,
+    V2(Box<SessionPickleV2>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -336,7 +395,7 @@ struct PendingPickle {
 }
 
 #[derive(Serialize, Deserialize)]
-struct SessionPickleV1 {
+struct SessionPickleV2 {
     local_identity: Vec<u8>,
     remote_identity: Vec<u8>,
     base_key: [u8; 32],
@@ -345,15 +404,20 @@ struct SessionPickleV1 {
     we_initiated: bool,
     root: RootKey,
     our_ratchet_secret: Zeroizing<[u8; 32]>,
-    sending: Option<ChainKey>,
+    /// The public half, kept so unsealing needs no scalar multiplication (the seal
+    /// authenticates it).
+    our_ratchet_public: [u8; 32],
+    sending: Option<(ChainKey, HeaderKey)>,
+    next_sending_header: HeaderKey,
     previous_sending_length: u32,
-    receiving: Option<([u8; 32], ChainKey)>,
-    retired: Vec<[u8; 32]>,
+    receiving: Option<([u8; 32], HeaderKey, ChainKey)>,
+    next_receiving_header: HeaderKey,
+    retired: Vec<([u8; 32], HeaderKey)>,
     skipped: SkippedKeys,
     pending: Option<PendingPickle>,
 }
 
-impl From<&Session> for SessionPickleV1 {
+impl From<&Session> for SessionPickleV2 {
     fn from(s: &Session) -> Self {
         let r = &s.ratchet;
         Self {
@@ -365,13 +429,23 @@ impl From<&Session> for SessionPickleV1 {
                 == handshake::associated_data(&s.local_identity, &s.remote_identity),
             root: r.root.clone(),
             our_ratchet_secret: Zeroizing::new(r.ours.secret.to_bytes()),
-            sending: r.sending.clone(),
+            our_ratchet_public: *r.ours.public.as_bytes(),
+            sending: r.sending.clone().zip(r.sending_header.clone()),
+            next_sending_header: r.next_sending_header.clone(),
             previous_sending_length: r.previous_sending_length,
-            receiving: r
-                .receiving
-                .as_ref()
-                .map(|c| (*c.ratchet_key.as_bytes(), c.chain.clone())),
-            retired: r.retired.iter().map(|k| *k.as_bytes()).collect(),
+            receiving: r.receiving.as_ref().map(|c| {
+                (
+                    *c.ratchet_key.as_bytes(),
+                    c.header_key.clone(),
+                    c.chain.clone(),
+                )
+            }),
+            next_receiving_header: r.next_receiving_header.clone(),
+            retired: r
+                .retired
+                .iter()
+                .map(|k| (*k.ratchet_key.as_bytes(), k.header_key.clone()))
+                .collect(),
             skipped: r.skipped.clone(),
             pending: s.pending_prekey.as_ref().map(|p| PendingPickle {
                 signed_prekey_id: p.signed_prekey_id,
@@ -383,19 +457,22 @@ impl From<&Session> for SessionPickleV1 {
     }
 }
 
-impl SessionPickleV1 {
+impl SessionPickleV2 {
     /// Rebuilds the session, re-validating every public key as if it came off the wire, except
-    /// the identities' binding signatures: both were verified before the session was first
-    /// sealed, and the seal authenticates these bytes. (Verifying them again made unsealing
-    /// 9× slower than vodozemac's, for no protection.)
+    /// the identities' binding signatures and our own ratchet public key: all were verified or
+    /// computed before the session was first sealed, and the seal authenticates these bytes.
+    /// (Verifying them again made unsealing several times slower than vodozemac's, for no
+    /// protection.)
     fn restore(self) -> Option<Session> {
         let local_identity = IdentityKey::from_sealed_bytes(&self.local_identity).ok()?;
         let remote_identity = IdentityKey::from_sealed_bytes(&self.remote_identity).ok()?;
         let key = |bytes: [u8; 32]| X25519PublicKey::from_array(bytes, "key").ok();
-        let (secret, public) = x25519_from_secret(*self.our_ratchet_secret)?;
+        let secret = x25519_dalek::StaticSecret::from(*self.our_ratchet_secret);
+        let public = key(self.our_ratchet_public)?;
         let receiving = match self.receiving {
-            Some((k, chain)) => Some(ReceivingChain {
+            Some((k, header_key, chain)) => Some(ReceivingChain {
                 ratchet_key: key(k)?,
+                header_key,
                 chain,
             }),
             None => None,
@@ -403,8 +480,17 @@ impl SessionPickleV1 {
         let retired = self
             .retired
             .into_iter()
-            .map(key)
+            .map(|(k, header_key)| {
+                Some(RetiredChain {
+                    ratchet_key: key(k)?,
+                    header_key,
+                })
+            })
             .collect::<Option<VecDeque<_>>>()?;
+        let (sending, sending_header) = match self.sending {
+            Some((chain, header)) => (Some(chain), Some(header)),
+            None => (None, None),
+        };
         let pending_prekey = match self.pending {
             Some(p) => Some(PendingPreKey {
                 signed_prekey_id: p.signed_prekey_id,
@@ -427,9 +513,12 @@ impl SessionPickleV1 {
             ratchet: DoubleRatchet {
                 root: self.root,
                 ours: RatchetKeyPair { secret, public },
-                sending: self.sending,
+                sending,
+                sending_header,
+                next_sending_header: self.next_sending_header,
                 previous_sending_length: self.previous_sending_length,
                 receiving,
+                next_receiving_header: self.next_receiving_header,
                 retired,
                 skipped: self.skipped,
             },

@@ -15,8 +15,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use hushwire::proto::Codec;
-use hushwire::wire::Message;
+use hushwire::wire::MessageHeader;
 use hushwire::{Account, Session, StorageKey};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
@@ -62,11 +61,7 @@ struct InFlight {
     id: ([u8; 32], u32),
 }
 
-fn header_id(bytes: &[u8]) -> ([u8; 32], u32) {
-    let header = match Message::from_bytes(bytes).unwrap() {
-        Message::Ratchet(m) => m.header,
-        Message::PreKey(p) => p.message.header,
-    };
+fn header_id(header: &MessageHeader) -> ([u8; 32], u32) {
     (*header.ratchet_key.as_bytes(), header.index)
 }
 
@@ -114,8 +109,8 @@ proptest! {
                     let s = &mut sides[usize::from(!from_alice)];
                     let plaintext = format!("{}-{}", if from_alice { 'a' } else { 'b' }, s.sent).into_bytes();
                     s.sent += 1;
-                    let bytes = s.session.encrypt(&plaintext).unwrap();
-                    let id = header_id(&bytes);
+                    let (bytes, header) = s.session.encrypt_message(&plaintext).unwrap();
+                    let id = header_id(&header);
                     s.undelivered.insert(id);
                     s.in_flight.push(InFlight { bytes, plaintext, id });
                 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hushwire::proto::codec::Codec as _;
 use hushwire::proto::relay::Delivery;
-use hushwire::wire::Message;
+use hushwire::wire::{Message, MessageHeader};
 use proptest::prelude::*;
 
 use super::{Client, ClientOptions};
@@ -174,32 +174,30 @@ impl World {
         };
         for row in rows {
             let ciphertext = match row.ciphertext {
+                // A resend: the very bytes stored when they were first encrypted.
                 Some(c) => c,
                 None => {
                     client.start_session(row.contact_id, &bundle).await.unwrap();
-                    client
+                    let (ciphertext, header) = client
                         .encrypt_outbox_row(row.id, row.contact_id, &row.sealed)
                         .await
-                        .unwrap()
+                        .unwrap();
+                    self.record_place(i, &header, &ciphertext);
+                    ciphertext
                 }
             };
             client
                 .outbox_entry_sent(row.id, row.contact_id, &row.sealed)
                 .await
                 .unwrap();
-            self.record_place(i, &ciphertext);
             self.network[1 - i].push(ciphertext);
         }
     }
 
-    /// Remembers where in its chains a message was sent; the same place twice with different
-    /// bytes would be a message key and nonce used twice.
-    fn record_place(&mut self, sender: usize, ciphertext: &[u8]) {
+    /// Remembers where in its chains a message was encrypted; the same place twice with
+    /// different bytes would be a message key and nonce used twice.
+    fn record_place(&mut self, sender: usize, header: &MessageHeader, ciphertext: &[u8]) {
         let message = Message::from_bytes(ciphertext).unwrap();
-        let header = match &message {
-            Message::PreKey(p) => &p.message.header,
-            Message::Ratchet(m) => &m.header,
-        };
         let body = match &message {
             Message::PreKey(p) => p.message.ciphertext.clone(),
             Message::Ratchet(m) => m.ciphertext.clone(),

@@ -2,11 +2,12 @@
 //! session, the transcript record, the dedupe markers, the unread entry and the receipt; the
 //! relay is acknowledged only after it commits.
 
+use hushwire::proto::X25519PublicKey;
 use hushwire::proto::codec::Codec as _;
 use hushwire::proto::relay::Delivery;
 use hushwire::transcript::{Direction, SealedRecord, TranscriptRecord, TranscriptWriter};
 use hushwire::wire::Message;
-use hushwire::{Account, DecryptionError};
+use hushwire::{Account, DecryptedMessage, DecryptionError};
 use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 use zeroize::Zeroizing;
@@ -191,18 +192,16 @@ impl Client {
             Ok(m) => m,
             Err(e) => return Ok(Err(Failure::new(format!("malformed: {e}")))),
         };
-        // The message's place in its sender's chains, and what arrived there: a second, different
-        // message at a place already used is a key reused by a rolled-back sender, never a
-        // duplicate (`docs/client.md` §5.13).
-        let header = match &message {
-            Message::PreKey(p) => &p.message.header,
-            Message::Ratchet(m) => &m.header,
+        // The message's place in its sender's chains (from its header, which only a session can
+        // decrypt), and what arrived there: a second, different message at a place already used
+        // is a key reused by a rolled-back sender, never a duplicate (`docs/client.md` §5.13).
+        let place = |chain: &X25519PublicKey, index: u32| {
+            let mut place = Vec::with_capacity(43);
+            place.extend_from_slice(b"header:");
+            place.extend_from_slice(chain.as_bytes());
+            place.extend_from_slice(&index.to_be_bytes());
+            self.inner.vault.blind_index(&place)
         };
-        let mut place = Vec::with_capacity(41);
-        place.extend_from_slice(b"header:");
-        place.extend_from_slice(header.ratchet_key.as_bytes());
-        place.extend_from_slice(&header.index.to_be_bytes());
-        let place = self.inner.vault.blind_index(&place);
         let digest = self.inner.vault.blind_index(bytes);
         let contact = self.find_by_address(c, sender).await?;
         let mut last_error = None;
@@ -216,9 +215,10 @@ impl Client {
             for StoredSession { mut session, .. } in self.load_sessions(c, *contact_id).await? {
                 let missing_before = missing_count(&session);
                 let discarded_before = session.discarded_message_keys();
-                match session.decrypt(bytes, &mut rng()) {
-                    Ok(plaintext) => {
+                match session.decrypt_message(bytes, &mut rng()) {
+                    Ok(DecryptedMessage { plaintext, header }) => {
                         self.save_session(c, *contact_id, &session).await?;
+                        let place = place(&header.ratchet_key, header.index);
                         store::remember_received_header(c, &place, &digest, now_ms()).await?;
                         let missing = missing_count(&session);
                         if missing > missing_before {
@@ -242,7 +242,8 @@ impl Client {
                             new_session: None,
                         })));
                     }
-                    Err(DecryptionError::DuplicateMessage { .. }) => {
+                    Err(DecryptionError::DuplicateMessage { chain, index }) => {
+                        let place = place(&chain, index);
                         return Ok(match store::received_header(c, &place).await? {
                             Some(seen) if seen == digest => Ok(None), // a true duplicate
                             Some(_) => {
@@ -356,7 +357,8 @@ impl Client {
             _ => new_base,
         };
         store::remember_base_key(c, contact_id, &new_base).await?;
-        store::remember_received_header(c, &place, &digest, now).await?;
+        let first = place(&inbound.header.ratchet_key, inbound.header.index);
+        store::remember_received_header(c, &first, &digest, now).await?;
         self.save_session(c, contact_id, &session).await?;
         store::activate_session(c, contact_id, &active_base, SESSIONS_PER_CONTACT).await?;
         let event = session_started(&account, sender, &session);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hushwire::proto::relay::{ErrorCode, FrameBody, OutgoingEnvelope};
 use hushwire::transcript::{ContentType, Direction, TranscriptRecord};
+use hushwire::wire::MessageHeader;
 use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 use zeroize::Zeroizing;
@@ -390,17 +391,19 @@ impl Client {
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
         self.ensure_session(link, contact_id).await?;
-        self.encrypt_outbox_row(row_id, contact_id, sealed).await
+        let (ciphertext, _header) = self.encrypt_outbox_row(row_id, contact_id, sealed).await?;
+        Ok(ciphertext)
     }
 
     /// Encrypts a queued payload with the contact's active session and stores the ciphertext
-    /// with the advanced session, so a resend after a crash sends the very same bytes.
+    /// with the advanced session, so a resend after a crash sends the very same bytes. Returns
+    /// the ciphertext and its (encrypted) header.
     pub(super) async fn encrypt_outbox_row(
         &self,
         row_id: i64,
         contact_id: i64,
         sealed: &[u8],
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(Vec<u8>, MessageHeader)> {
         let _state = self.inner.state.lock().await;
         let mut tx = store::begin(&self.inner.db).await?;
         let item: OutboxItem =
@@ -415,11 +418,11 @@ impl Client {
                 "no active session with the contact".into(),
             ));
         };
-        let ciphertext = session.encrypt(&payload).map_err(session_error)?;
+        let (ciphertext, header) = session.encrypt_message(&payload).map_err(session_error)?;
         self.save_session(&mut tx, contact_id, session).await?;
         store::set_outbox_ciphertext(&mut tx, row_id, &ciphertext).await?;
         tx.commit().await?;
-        Ok(ciphertext)
+        Ok((ciphertext, header))
     }
     /// Outbox entries that can go out now: not for a contact awaiting re-verification, nor for
     /// one whose messages are held (no prekeys, unknown device, forged bundle).

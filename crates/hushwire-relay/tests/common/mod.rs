@@ -210,7 +210,7 @@ impl Device {
             key,
             signature: self.signing.sign(
                 labels::SIG_SIGNED_PREKEY,
-                &SignedPreKey::signed_message(id, &key),
+                &SignedPreKey::signed_message(self.device_id, id, &key),
             ),
         }
     }
@@ -219,7 +219,7 @@ impl Device {
         let key = KemPublicKey::from_array([id as u8; 1568]);
         let signature = self.signing.sign(
             labels::SIG_KEM_PREKEY,
-            &KemPreKey::signed_message(kind, id, &key),
+            &KemPreKey::signed_message(self.device_id, kind, id, &key),
         );
         KemPreKey {
             id,

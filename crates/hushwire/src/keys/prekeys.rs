@@ -20,19 +20,22 @@ pub struct SignedPreKeySecret {
 }
 
 impl SignedPreKeySecret {
-    /// Generates a prekey (32 bytes from `rng`) and signs it with `identity`.
+    /// Generates a prekey (32 bytes from `rng`) and signs it with `identity` for the device
+    /// `device_id` (`docs/protocol.md` §3.5).
     pub fn generate<R: CryptoRng + ?Sized>(
         identity: &IdentityKeyPair,
+        device_id: u32,
         id: u32,
         created_at: u64,
         rng: &mut R,
     ) -> Self {
         let (secret, key) = generate_x25519(rng);
-        Self::with_secret(identity, id, created_at, secret, key)
+        Self::with_secret(identity, device_id, id, created_at, secret, key)
     }
 
     fn with_secret(
         identity: &IdentityKeyPair,
+        device_id: u32,
         id: u32,
         created_at: u64,
         secret: StaticSecret,
@@ -40,7 +43,7 @@ impl SignedPreKeySecret {
     ) -> Self {
         let signature = identity.sign(
             labels::SIG_SIGNED_PREKEY,
-            &SignedPreKey::signed_message(id, &key),
+            &SignedPreKey::signed_message(device_id, id, &key),
         );
         Self {
             secret,
@@ -56,12 +59,15 @@ impl SignedPreKeySecret {
 
     pub(crate) fn restore(
         identity: &IdentityKeyPair,
+        device_id: u32,
         id: u32,
         created_at: u64,
         secret: [u8; 32],
     ) -> Option<Self> {
         let (secret, key) = x25519_from_secret(secret)?;
-        Some(Self::with_secret(identity, id, created_at, secret, key))
+        Some(Self::with_secret(
+            identity, device_id, id, created_at, secret, key,
+        ))
     }
 }
 
@@ -121,20 +127,23 @@ pub struct KemPreKeySecret {
 }
 
 impl KemPreKeySecret {
-    /// Generates a prekey from a 64-byte seed drawn from `rng` and signs it with `identity`.
+    /// Generates a prekey from a 64-byte seed drawn from `rng` and signs it with `identity` for
+    /// the device `device_id` (`docs/protocol.md` §3.7).
     pub fn generate<R: CryptoRng + ?Sized>(
         identity: &IdentityKeyPair,
+        device_id: u32,
         id: u32,
         kind: KemPreKeyKind,
         rng: &mut R,
     ) -> Self {
         let mut seed = Zeroizing::new([0u8; 64]);
         rng.fill_bytes(seed.as_mut());
-        Self::from_seed(identity, id, kind, seed)
+        Self::from_seed(identity, device_id, id, kind, seed)
     }
 
     pub(crate) fn from_seed(
         identity: &IdentityKeyPair,
+        device_id: u32,
         id: u32,
         kind: KemPreKeyKind,
         seed: Zeroizing<[u8; 64]>,
@@ -146,7 +155,7 @@ impl KemPreKeySecret {
         let key = KemPublicKey::from_array(bytes);
         let signature = identity.sign(
             labels::SIG_KEM_PREKEY,
-            &KemPreKey::signed_message(kind, id, &key),
+            &KemPreKey::signed_message(device_id, kind, id, &key),
         );
         Self {
             seed,

@@ -1,13 +1,17 @@
-//! The Double Ratchet's three kinds of symmetric key, each its own type so one can never be
+//! The Double Ratchet's four kinds of symmetric key, each its own type so one can never be
 //! used where another is meant. All zeroize on drop and print as `<redacted>`.
 
 use core::fmt;
 
+use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hushwire_proto::labels;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::kdf::{aead_decrypt, aead_encrypt, hkdf, hmac};
+use crate::cipher::provider;
+use crate::kdf::{hkdf, hmac, split_96};
+use crate::wire::{ENCRYPTED_HEADER_LEN, HEADER_PLAINTEXT_LEN, TAG_LEN};
 
 macro_rules! redacted_debug {
     ($t:ty) => {
@@ -25,22 +29,86 @@ pub(crate) struct RootKey(pub(crate) [u8; 32]);
 redacted_debug!(RootKey);
 
 impl RootKey {
-    /// `KDF_RK`: `HKDF-SHA256(salt = RK, ikm = dh_output, info = KDF_ROOT, L = 64)` split into
-    /// the next root key and a new chain key (at index 0).
-    pub(crate) fn step(&self, dh_output: &[u8; 32]) -> (RootKey, ChainKey) {
-        let okm = hkdf::<64>(&self.0, dh_output, labels::KDF_ROOT);
-        let mut root = [0u8; 32];
-        let mut chain = [0u8; 32];
-        let (a, b) = okm.split_at(32);
-        root.copy_from_slice(a);
-        chain.copy_from_slice(b);
+    /// `KDF_RK`: `HKDF-SHA256(salt = RK, ikm = dh_output, info = KDF_ROOT, L = 96)` split into
+    /// the next root key, a new chain key (at index 0) and the header key of the chain after
+    /// it (`docs/protocol.md` §5.2).
+    pub(crate) fn step(&self, dh_output: &[u8; 32]) -> (RootKey, ChainKey, HeaderKey) {
+        let [root, chain, header] = split_96(&hkdf::<96>(&self.0, dh_output, labels::KDF_ROOT));
         (
-            RootKey(root),
+            RootKey(*root),
             ChainKey {
-                key: chain,
+                key: *chain,
                 index: 0,
             },
+            HeaderKey(*header),
         )
+    }
+}
+
+/// A header key: encrypts the headers of one sending chain (`docs/protocol.md` §5.3) with
+/// XChaCha20-Poly1305, under the nonce `tag ‖ 0^8` where `tag` is the 16-byte AES-GCM tag of
+/// the message's body. The body's key is used once, so its tag is a fresh pseudorandom value
+/// and the nonce repeats under one header key only with probability about n² / 2^129 for n
+/// messages of the chain; no randomness is drawn and no byte is added to the message.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+pub(crate) struct HeaderKey(pub(crate) [u8; 32]);
+redacted_debug!(HeaderKey);
+
+impl HeaderKey {
+    fn nonce(body: &[u8]) -> XNonce {
+        let mut nonce = [0u8; 24];
+        let tag = body
+            .get(body.len().saturating_sub(TAG_LEN)..)
+            .unwrap_or(&[]);
+        if let Some(prefix) = nonce.get_mut(..tag.len()) {
+            prefix.copy_from_slice(tag);
+        }
+        XNonce::from(nonce)
+    }
+
+    /// Encrypts a header's 40 plaintext bytes for the message whose body (ciphertext and tag)
+    /// is `body`; `ad` is the session's associated data.
+    pub(crate) fn seal(
+        &self,
+        ad: &[u8],
+        header: &[u8; HEADER_PLAINTEXT_LEN],
+        body: &[u8],
+    ) -> [u8; ENCRYPTED_HEADER_LEN] {
+        let cipher = XChaCha20Poly1305::new(&self.0.into());
+        let sealed = cipher
+            .encrypt(
+                &Self::nonce(body),
+                Payload {
+                    msg: header,
+                    aad: ad,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = [0u8; ENCRYPTED_HEADER_LEN];
+        if sealed.len() == ENCRYPTED_HEADER_LEN {
+            out.copy_from_slice(&sealed);
+        }
+        out
+    }
+
+    /// Opens an encrypted header; `None` unless it authenticates under this key.
+    pub(crate) fn open(
+        &self,
+        ad: &[u8],
+        encrypted: &[u8; ENCRYPTED_HEADER_LEN],
+        body: &[u8],
+    ) -> Option<[u8; HEADER_PLAINTEXT_LEN]> {
+        let cipher = XChaCha20Poly1305::new(&self.0.into());
+        let opened = cipher
+            .decrypt(
+                &Self::nonce(body),
+                Payload {
+                    msg: encrypted,
+                    aad: ad,
+                },
+            )
+            .ok()?;
+        opened.try_into().ok()
     }
 }
 
@@ -82,8 +150,8 @@ redacted_debug!(MessageKey);
 
 impl MessageKey {
     /// `HKDF-SHA256(salt = 0^32, ikm = MK, info = KDF_MESSAGE_KEYS, L = 44)` split into the
-    /// ChaCha20-Poly1305 key (32 bytes) and nonce (12 bytes). Every message key is used once,
-    /// so a nonce derived from it is never reused with the same AEAD key.
+    /// AES-256-GCM key (32 bytes) and nonce (12 bytes). Every message key is used once, so a
+    /// nonce derived from it is never reused with the same AEAD key.
     pub(crate) fn aead_key_and_nonce(&self) -> ([u8; 32], [u8; 12]) {
         let okm = hkdf::<44>(&[0u8; 32], &self.key, labels::KDF_MESSAGE_KEYS);
         let mut key = [0u8; 32];
@@ -96,14 +164,14 @@ impl MessageKey {
 
     pub(crate) fn encrypt(&self, ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let (mut key, nonce) = self.aead_key_and_nonce();
-        let out = aead_encrypt(&key, &nonce, ad, plaintext);
+        let out = provider().seal(&key, &nonce, ad, plaintext);
         key.zeroize();
         out
     }
 
     pub(crate) fn decrypt(&self, ad: &[u8], ciphertext: &[u8]) -> Option<Vec<u8>> {
         let (mut key, nonce) = self.aead_key_and_nonce();
-        let out = aead_decrypt(&key, &nonce, ad, ciphertext);
+        let out = provider().open(&key, &nonce, ad, ciphertext);
         key.zeroize();
         out
     }
@@ -121,6 +189,7 @@ mod tests {
             index: 3,
         };
         let message = chain.message_key();
+        assert_eq!(format!("{:?}", HeaderKey([7; 32])), "HeaderKey(<redacted>)");
         assert_eq!(format!("{root:?}"), "RootKey(<redacted>)");
         assert_eq!(format!("{chain:?}"), "ChainKey(<redacted>)");
         assert_eq!(format!("{message:?}"), "MessageKey(<redacted>)");

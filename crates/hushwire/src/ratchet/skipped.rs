@@ -51,6 +51,13 @@ impl SkippedKeys {
         })
     }
 
+    /// True if any key of the chain named by `ratchet_key` is kept.
+    pub(crate) fn has_chain(&self, ratchet_key: &X25519PublicKey) -> bool {
+        self.entries
+            .iter()
+            .any(|e| &e.ratchet_key == ratchet_key.as_bytes())
+    }
+
     pub(crate) fn get(&self, position: usize) -> Option<&MessageKey> {
         self.entries.get(position).map(|e| &e.key)
     }
