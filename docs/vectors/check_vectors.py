@@ -1691,6 +1691,201 @@ def self_tests(c):
 # ---------------------------------------------------------------------------------------------
 
 
+class AuditFaultFound(Exception):
+    def __init__(self, fault):
+        super().__init__(fault["fault"])
+        self.fault = fault
+
+
+def _audit_fault(kind, **fields):
+    return AuditFaultFound(dict({"fault": kind}, **fields))
+
+
+class AuditLogVerifier:
+    """docs/audit.md §7–§8, written from the decision rules: a stream of records and checkpoints,
+    the first fault raised as AuditFaultFound. Records are given as their encodings (§4); only
+    the sequence field, the previous hash and the record hash are read."""
+
+    def __init__(self, chain_id, signer_public):
+        self.chain_id = chain_id
+        self.public = signer_public
+        self.genesis = sha256(b"Hushwire v1 audit genesis" + chain_id)
+        self.genesis_signed = False  # a checkpoint at count 0 named the genesis hash
+        self.expected = 0
+        self.head = self.genesis
+        self.tip = None  # {"in_link_ok", "predecessor_signed", "signed_head"}
+        self.placed = {}  # sequence -> hash of the record placed there (the last 1024)
+        self.waiting = {}  # count -> head, checkpoints ahead of `expected`
+        self.held = None  # ("renumbered", r) or ("skipped", r) or ("stray", r, k) or ("gap", k)
+        self.valid_checkpoints = 0
+        self.signed_count = 0
+
+    @staticmethod
+    def _record(enc):
+        return {"sequence": int.from_bytes(enc[2:10], "big"), "previous_hash": enc[18:50],
+                "hash": sha256(b"Hushwire v1 audit record" + enc)}
+
+    # Rule T: judge the tip; `next_links` is whether the next record links to it (None: no next).
+    def judge_tip(self, next_links):
+        t = self.tip
+        if t is None:
+            return
+        seq = self.expected - 1
+        signed = None if t["signed_head"] is None else (t["signed_head"] == self.head)
+        if t["in_link_ok"]:
+            if signed is False:
+                if next_links is True:
+                    raise _audit_fault("CheckpointMismatch", count=self.expected)
+                raise _audit_fault("Modified", sequence=seq)
+            return
+        if t["predecessor_signed"]:
+            raise _audit_fault("Modified", sequence=seq)
+        tip_intact = signed if signed is not None else (next_links if next_links is not None else True)
+        if not tip_intact:
+            raise _audit_fault("Modified", sequence=seq)
+        if seq == 0:
+            raise _audit_fault("WrongChain")
+        raise _audit_fault("Modified", sequence=seq - 1)
+
+    def place(self, r, in_link_ok):
+        if self.tip is None:
+            predecessor_signed = self.genesis_signed
+        else:
+            predecessor_signed = self.tip["signed_head"] == self.head
+        self.head = r["hash"]
+        self.placed[r["sequence"]] = r["hash"]
+        self.placed.pop(r["sequence"] - 1024, None)
+        self.expected += 1
+        self.tip = {"in_link_ok": in_link_ok, "predecessor_signed": predecessor_signed,
+                    "signed_head": self.waiting.pop(self.expected, None)}
+
+    def repeat(self, r):
+        same = self.placed.get(r["sequence"]) == r["hash"]
+        return _audit_fault("Duplicated" if same else "Inserted", sequence=r["sequence"])
+
+    def in_order(self, r):
+        """Rules 1–5 for a record arriving while nothing is held."""
+        links = r["previous_hash"] == self.head
+        if r["sequence"] == self.expected:  # rules 1 and 2
+            self.judge_tip(links)
+            self.place(r, links)
+        elif links:  # rule 3
+            self.judge_tip(True)
+            self.held = ("renumbered", r)
+        elif r["sequence"] < self.expected:  # rule 4
+            if r["sequence"] != self.expected - 1:
+                self.judge_tip(None)
+            raise self.repeat(r)
+        else:  # rule 5
+            self.held = ("skipped", r)
+
+    def push_record(self, enc):
+        r = self._record(enc)
+        held = self.held
+        if held is None:
+            return self.in_order(r)
+        if held[0] == "renumbered":
+            if r["sequence"] == self.expected and r["previous_hash"] == self.head:
+                raise _audit_fault("Inserted", sequence=held[1]["sequence"])
+            raise _audit_fault("Modified", sequence=self.expected)
+        if held[0] == "skipped":
+            if r["sequence"] == self.expected and r["previous_hash"] == self.head:
+                self.held = ("stray", held[1], self.expected)
+                return self.in_order(r)
+            self.judge_tip(None)
+            self.held = ("gap", self.expected)
+            if r["sequence"] == self.expected:
+                raise _audit_fault("Reordered", sequence=self.expected)
+            return
+        if held[0] == "gap":
+            if r["sequence"] == held[1]:
+                raise _audit_fault("Reordered", sequence=held[1])
+            return
+        _, stray, k = held
+        inserted = _audit_fault("Inserted", sequence=stray["sequence"])
+        if r["sequence"] == stray["sequence"]:  # (a)
+            if r["hash"] == stray["hash"]:
+                raise _audit_fault("Duplicated", sequence=stray["sequence"])
+            raise inserted
+        if self.expected == stray["sequence"]:  # (b)
+            if stray["previous_hash"] == self.head and r["previous_hash"] == stray["hash"]:
+                raise _audit_fault("Reordered", sequence=k)
+            raise inserted
+        if r["sequence"] == self.expected and r["previous_hash"] == self.head:  # (c)
+            try:
+                return self.in_order(r)
+            except AuditFaultFound:
+                raise inserted
+        raise inserted  # (d)
+
+    def push_checkpoint(self, enc):
+        chain_id, count = enc[2:18], int.from_bytes(enc[18:26], "big")
+        head = enc[26:58]
+        if chain_id != self.chain_id:
+            raise _audit_fault("WrongChain")
+        if not ed25519_verify(self.public, b"Hushwire v1 audit checkpoint" + enc[2:66], enc[66:130]):
+            raise _audit_fault("BadCheckpointSignature", count=count)
+        self.valid_checkpoints += 1
+        self.signed_count = max(self.signed_count, count)
+        if self.held is not None and self.held[0] == "gap":
+            return
+        if count < self.expected:
+            raise _audit_fault("CheckpointOutOfOrder", count=count)
+        if count == self.expected:
+            if self.tip is None:
+                if head != self.genesis:
+                    raise _audit_fault("CheckpointMismatch", count=count)
+                self.genesis_signed = True
+            elif self.tip["signed_head"] is not None and self.tip["signed_head"] != head:
+                raise _audit_fault("CheckpointMismatch", count=count)
+            else:
+                self.tip["signed_head"] = head
+            return
+        if self.waiting.get(count, head) != head:
+            raise _audit_fault("CheckpointMismatch", count=count)
+        self.waiting[count] = head
+
+    def finish(self):
+        held = self.held
+        if held is not None:
+            if held[0] == "gap":
+                raise _audit_fault("Removed", sequence=held[1])
+            if held[0] == "renumbered":
+                raise _audit_fault("Modified", sequence=self.expected)
+            if held[0] == "skipped":
+                self.judge_tip(None)
+                raise _audit_fault("Removed", sequence=self.expected)
+            _, stray, k = held
+            try:
+                self.judge_tip(None)
+                fits = self.expected == stray["sequence"] and stray["previous_hash"] == self.head
+            except AuditFaultFound:
+                fits = False
+            raise _audit_fault("Reordered", sequence=k) if fits else _audit_fault("Inserted", sequence=stray["sequence"])
+        self.judge_tip(None)
+        if self.waiting:
+            raise _audit_fault("Truncated", checkpoint_count=max(self.waiting), records=self.expected)
+        return {"records": self.expected, "checkpoints": self.valid_checkpoints,
+                "unsigned_tail": self.expected - self.signed_count, "head_hash": self.head.hex()}
+
+
+def verify_audit(chain_id, signer_public, record_encodings, checkpoint_encodings):
+    """audit::verify (docs/audit.md §7): checkpoints sorted by count, each pushed right after the
+    record at its count's position."""
+    v = AuditLogVerifier(chain_id, signer_public)
+    due = sorted(checkpoint_encodings, key=lambda enc: int.from_bytes(enc[18:26], "big"))
+    try:
+        for i, enc in enumerate(record_encodings):
+            while due and int.from_bytes(due[0][18:26], "big") <= i:
+                v.push_checkpoint(due.pop(0))
+            v.push_record(enc)
+        for enc in due:
+            v.push_checkpoint(enc)
+        return {"ok": v.finish()}
+    except AuditFaultFound as e:
+        return {"fault": e.fault}
+
+
 def check_audit(c, aj):
     """audit.json: hashes, links and checkpoint signatures, from the published bytes alone."""
     chain_id = h(aj["chain_id"])
@@ -1722,7 +1917,27 @@ def check_audit(c, aj):
     verdict = aj["verdict"]
     c.eq("audit: verdict record count", len(aj["records"]), verdict["records"])
     c.eq("audit: verdict unsigned tail", len(aj["records"]) - max(cp["count"] for cp in aj["checkpoints"]), verdict["unsigned_tail"])
+    check_audit_cases(c, aj, chain_id)
     return True
+
+
+def check_audit_cases(c, aj, chain_id):
+    """audit.json's tampered chains: the verdict of the §8 rules, implemented above."""
+    public = h(aj["signer_public"])
+    records = [h(r["encoded"]) for r in aj["records"]]
+    checkpoints = [h(cp["encoded"]) for cp in aj["checkpoints"]]
+    pick = lambda items, ref: items[ref] if isinstance(ref, int) else h(ref["encoded"])
+    cases = aj["verification"]["cases"]
+    kinds = set()
+    for case in cases:
+        log = [pick(records, ref) for ref in case["records"]]
+        given = [pick(checkpoints, ref) for ref in case["checkpoints"]]
+        verdict = verify_audit(chain_id, public, log, given)
+        c.eq(f"audit: verify {case['name']}", case["verdict"], verdict)
+        kinds.add(verdict.get("fault", {}).get("fault", "ok"))
+    c.true("audit: the tampered chains cover every fault of §8 but Malformed and CheckpointOutOfOrder",
+           kinds >= {"ok", "Modified", "Removed", "Inserted", "Duplicated", "Reordered", "Truncated",
+                     "BadCheckpointSignature", "CheckpointMismatch", "WrongChain"}, sorted(kinds))
 
 
 # ---------------------------------------------------------------------------------------------

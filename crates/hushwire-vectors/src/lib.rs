@@ -23,6 +23,7 @@ use rand_core::{SeedableRng as _, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+mod audit_cases;
 mod payloads;
 pub use payloads::{decode_error_json, payload_json, reason_name};
 
@@ -1145,7 +1146,7 @@ fn audit_chain() -> Result<Value, Error> {
     let report = audit::verify(chain_id, &signer.verifying_key(), &records, &checkpoints)
         .map_err(|e| format!("the published audit chain does not verify: {e}"))?;
     Ok(json!({
-        "description": "A relay's audit chain of six metadata events (docs/audit.md). genesis_hash = SHA-256(\"Hushwire v1 audit genesis\" || chain_id); each record's hash = SHA-256(\"Hushwire v1 audit record\" || encoded record), and each record carries the previous hash at bytes 18..50. Checkpoints after records 3 and 6 are Ed25519 signatures by signer_secret over \"Hushwire v1 audit checkpoint\" || chain_id || count || head_hash || time_ms.",
+        "description": "A relay's audit chain of six metadata events (docs/audit.md). genesis_hash = SHA-256(\"Hushwire v1 audit genesis\" || chain_id); each record's hash = SHA-256(\"Hushwire v1 audit record\" || encoded record), and each record carries the previous hash at bytes 18..50. Records are numbered from 0 (their sequence field). The checkpoints at counts 3 and 6 (after records 2 and 5) are Ed25519 signatures by signer_secret over \"Hushwire v1 audit checkpoint\" || chain_id || count || head_hash || time_ms.",
         "chain_id": hex::encode(chain_id),
         "signer_secret": hex::encode(signer_secret),
         "signer_public": hex::encode(signer.verifying_key().as_bytes()),
@@ -1163,5 +1164,6 @@ fn audit_chain() -> Result<Value, Error> {
             "encoded": hex::encode(c.to_bytes()),
         })).collect::<Vec<_>>(),
         "verdict": { "records": report.records, "checkpoints": report.checkpoints, "unsigned_tail": report.unsigned_tail },
+        "verification": audit_cases::verification(chain_id, &signer, &records, &checkpoints)?,
     }))
 }
