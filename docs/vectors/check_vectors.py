@@ -971,9 +971,8 @@ def check_conversation(c, conv, alice_party, bob_party):
     c.eq("conversation: 30 messages numbered 0..29", list(range(30)), [m["number"] for m in messages])
     sent = {}  # number -> our wire
 
-    # The JSON lists sends in number order and deliveries in delivery order; build_schedule
-    # interleaves them (see there). A wrong interleaving cannot pass silently: every header and
-    # key below would then differ.
+    # The JSON lists sends in number order and deliveries in delivery order; `schedule` gives
+    # how they interleave, and is followed as published.
     schedule = build_schedule(conv)
 
     deliveries = conv["deliveries"]
@@ -1029,27 +1028,30 @@ def check_conversation(c, conv, alice_party, bob_party):
 
 
 def build_schedule(conv):
-    """Interleaves sends and deliveries: message k is sent just before the first delivery of a
-    message numbered k or later (messages are numbered in sending order, and one cannot be
-    delivered before it is sent). A party's sending state depends only on what it has sent and
-    received, so this reproduces the generator's run as long as no party receives between
-    sending k in the script and the first delivery numbered >= k; that holds for the published
-    script (crates/hushwire-vectors/src/lib.rs), and any violation would show up as mismatched
-    headers and keys, never as a silent pass.
-    """
-    messages = conv["messages"]
-    deliveries = conv["deliveries"]
+    """The published `schedule` (docs/protocol.md §8.2): the order in which the generator ran
+    sends and deliveries, {"send": n} or {"deliver": n} per step. Followed as given; checked only
+    for being a schedule at all (each message sent once, in number order, and delivered after it
+    was sent, deliveries in the order of `deliveries`)."""
     schedule = []
-    next_send = 0
-    for d in deliveries:
-        # Send everything numbered up to this delivery before it.
-        while next_send <= d["number"]:
-            schedule.append(("send", next_send))
-            next_send += 1
-        schedule.append(("deliver", d["number"]))
-    while next_send < len(messages):
-        schedule.append(("send", next_send))
-        next_send += 1
+    sent = 0
+    delivered = []
+    for step in conv["schedule"]:
+        if set(step) == {"send"}:
+            if step["send"] != sent:
+                raise ValueError(f"schedule sends message {step['send']} where {sent} is next")
+            sent += 1
+            schedule.append(("send", step["send"]))
+        elif set(step) == {"deliver"}:
+            if step["deliver"] >= sent:
+                raise ValueError(f"schedule delivers message {step['deliver']} before it is sent")
+            delivered.append(step["deliver"])
+            schedule.append(("deliver", step["deliver"]))
+        else:
+            raise ValueError(f"unknown schedule step {step}")
+    if sent != len(conv["messages"]):
+        raise ValueError(f"schedule sends {sent} of {len(conv['messages'])} messages")
+    if delivered != [d["number"] for d in conv["deliveries"]]:
+        raise ValueError("schedule delivers in another order than `deliveries`")
     return schedule
 
 
@@ -1691,6 +1693,96 @@ def self_tests(c):
 # ---------------------------------------------------------------------------------------------
 
 
+def check_xchacha_steps(c, what, key, nonce, steps, ad=None, ciphertext=None):
+    """One XChaCha20-Poly1305 use, step by step (docs/protocol.md §8.1): the published HChaCha20
+    input, subkey and ChaCha20-Poly1305 nonce, recomputed from the key and the 24-byte nonce;
+    with `ciphertext`, RFC 8439 ChaCha20-Poly1305 under the subkey opens it."""
+    c.eq(f"{what}: hchacha20_input = nonce[0..16]", nonce[:16], h(steps["hchacha20_input"]))
+    subkey = hchacha20(key, nonce[:16])
+    c.eq(f"{what}: subkey = HChaCha20(key, nonce[0..16])", subkey, h(steps["subkey"]))
+    c.eq(f"{what}: chacha20poly1305_nonce = 0^4 || nonce[16..24]", bytes(4) + nonce[16:], h(steps["chacha20poly1305_nonce"]))
+    if ciphertext is not None:
+        c.true(f"{what}: ChaCha20-Poly1305 under the published subkey opens it",
+               aead_decrypt(h(steps["subkey"]), h(steps["chacha20poly1305_nonce"]), ad, ciphertext) is not None)
+
+
+def check_xchacha_intermediates(c, sj, tj):
+    """sealed_session.json and transcript.json: the HChaCha20 steps of each XChaCha20-Poly1305 use."""
+    storage_key, sealed = h(sj["storage_key"]), h(sj["sealed"])
+    enc_key = hkdf(bytes(32), storage_key, KDF_SEAL_KEY, 32)
+    c.eq("xchacha: sealed session enc_key = HKDF(0^32, storage_key, KDF_SEAL_KEY, 32)", enc_key, h(sj["enc_key"]))
+    check_xchacha_steps(c, "xchacha: sealed session", enc_key, sealed[18:42], sj["xchacha20"], sealed[:42], sealed[42:])
+    key = h(tj["record_key"])
+    for rec in tj["records"]:
+        check_xchacha_steps(c, f"xchacha: transcript record {rec['sequence']}", key, h(rec["nonce"]), rec["xchacha20"])
+    # Test vector of draft-irtf-cfrg-xchacha-03 §2.2.1, so the checker's HChaCha20 is itself checked.
+    c.eq("xchacha: HChaCha20 test vector (draft-irtf-cfrg-xchacha-03 §2.2.1)",
+         h("82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"),
+         hchacha20(bytes(range(32)), h("000000090000004a0000000031415927")))
+    return True
+
+
+# Every field of these files, as docs/protocol.md §8.2 and docs/audit.md §11 list them (paths
+# with [] for "each element"). A field the spec does not list, or one it lists that is missing,
+# fails: the files publish nothing the spec does not explain.
+_ACCOUNT_FIELDS = ["device_id", "draws", "identity_signing_key", "identity_dh_key", "identity_binding_signature",
+                   "identity_key", "fingerprint", "signed_prekey", "signed_prekey.id", "signed_prekey.public",
+                   "signed_prekey.signature", "signed_prekey.encoded", "last_resort_kem_prekey",
+                   "last_resort_kem_prekey.id", "last_resort_kem_prekey.kind", "last_resort_kem_prekey.public",
+                   "last_resort_kem_prekey.signature", "last_resort_kem_prekey.encoded"]
+_XCHACHA_FIELDS = ["hchacha20_input", "subkey", "chacha20poly1305_nonce"]
+DOCUMENTED_FIELDS = {
+    "keys.json": ["description", "alice", "bob", "bob.account", "bob.one_time_prekey", "bob.one_time_kem_prekey",
+                  "bob_bundle", "safety_number"]
+    + [f"alice.{f}" for f in _ACCOUNT_FIELDS] + [f"bob.account.{f}" for f in _ACCOUNT_FIELDS]
+    + [f"bob.one_time_prekey.{f}" for f in ("draws", "id", "public", "encoded")]
+    + [f"bob.one_time_kem_prekey.{f}" for f in ("draws", "id", "kind", "public", "signature", "encoded")],
+    "handshake.json": ["description", "bundle", "initiator_draws", "base_key", "dh1", "dh2", "dh3", "dh4",
+                       "kem_ciphertext", "kem_shared_secret", "shared_secret", "associated_data", "first_message",
+                       "responder_draws"]
+    + [f"first_message.{f}" for f in ("plaintext", "sending_chain_key", "root_key", "message_key", "aead_key",
+                                      "nonce", "handshake_digest", "wire")],
+    "conversation.json": ["description", "messages", "deliveries", "schedule", "schedule[].send", "schedule[].deliver"]
+    + [f"messages[].{f}" for f in ("number", "sender", "plaintext", "ratchet_key", "previous_chain_length", "index",
+                                   "chain_key", "message_key", "aead_key", "nonce", "root_key_after", "wire")]
+    + [f"deliveries[].{f}" for f in ("number", "receiver", "receiver_draws", "missing_after",
+                                     "missing_after[].chain", "missing_after[].missing")],
+    "sealed_session.json": ["description", "storage_key", "draws", "sealed", "enc_key", "xchacha20",
+                            "next_plaintext", "next_message"] + [f"xchacha20.{f}" for f in _XCHACHA_FIELDS],
+    "audit.json": ["description", "chain_id", "signer_secret", "signer_public", "genesis_hash", "records", "checkpoints",
+                   "verdict", "verdict.records", "verdict.checkpoints", "verdict.unsigned_tail", "verification",
+                   "verification.description", "verification.cases", "verification.cases[].name",
+                   "verification.cases[].records", "verification.cases[].records[].encoded",
+                   "verification.cases[].checkpoints", "verification.cases[].checkpoints[].encoded",
+                   "verification.cases[].verdict", "verification.cases[].verdict.ok", "verification.cases[].verdict.fault"]
+    + [f"records[].{f}" for f in ("sequence", "time_ms", "encoded", "hash")]
+    + [f"checkpoints[].{f}" for f in ("count", "time_ms", "head_hash", "encoded")],
+}
+
+
+def field_paths(value, prefix="", stop=("verdict.ok", "verdict.fault")):
+    """Every key path of a JSON value; the inside of a verdict is the report's or fault's own."""
+    paths = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            path = f"{prefix}.{k}" if prefix else k
+            paths.add(path)
+            if not path.endswith(stop):
+                paths |= field_paths(v, path, stop)
+    elif isinstance(value, list):
+        for v in value:
+            paths |= field_paths(v, prefix + "[]", stop)
+    return paths
+
+
+def check_documented_fields(c, load):
+    for name, documented in DOCUMENTED_FIELDS.items():
+        present = field_paths(load(name))
+        c.eq(f"fields: {name} has exactly the fields the spec lists (unlisted, missing)",
+             ([], []), (sorted(present - set(documented)), sorted(set(documented) - present)))
+    return True
+
+
 class AuditFaultFound(Exception):
     def __init__(self, fault):
         super().__init__(fault["fault"])
@@ -2078,6 +2170,8 @@ def main():
     # Transcripts recompute what they need from keys.json themselves.
     c.section("transcript", check_transcript, c, load("transcript.json"), keys)
     c.section("audit", check_audit, c, load("audit.json"))
+    c.section("xchacha", check_xchacha_intermediates, c, load("sealed_session.json"), load("transcript.json"))
+    c.section("fields", check_documented_fields, c, load)
     c.section("payloads", check_payloads, c, load("payloads.json"))
 
     print(f"{c.passed} passed, {c.failed} failed")
