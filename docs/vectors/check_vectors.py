@@ -1783,6 +1783,27 @@ def check_documented_fields(c, load):
     return True
 
 
+# docs/audit.md §3: event tag -> encoded length (tag included).
+AUDIT_EVENT_LEN = {0x01: 37, 0x02: 37, 0x03: 2, 0x04: 37, 0x08: 45, 0x09: 77, 0x10: 93, 0x11: 53, 0x12: 53,
+                   0x13: 41, 0x20: 89, 0x21: 73, 0x22: 73, 0x23: 37, 0x24: 74, 0x25: 89, 0x30: 25, 0x31: 26,
+                   0x32: 53, 0x33: 17}
+
+
+def audit_record_decodes(enc):
+    """docs/audit.md §2–§4: version 0x01, type 0x40, a known event tag, exactly its length, and the
+    two constrained fields (AuthFailure 0x01..0x05, requested_by_peer 0x00/0x01)."""
+    if len(enc) < 51 or enc[0] != PROTOCOL_VERSION or enc[1] != 0x40:
+        return False
+    tag = enc[50]
+    if tag not in AUDIT_EVENT_LEN or len(enc) != 50 + AUDIT_EVENT_LEN[tag]:
+        return False
+    if tag == 0x03 and enc[51] not in range(1, 6):
+        return False
+    if tag == 0x24 and enc[-1] not in (0, 1):
+        return False
+    return True
+
+
 class AuditFaultFound(Exception):
     def __init__(self, fault):
         super().__init__(fault["fault"])
@@ -1811,6 +1832,7 @@ class AuditLogVerifier:
         self.held = None  # ("renumbered", r) or ("skipped", r) or ("stray", r, k) or ("gap", k)
         self.valid_checkpoints = 0
         self.signed_count = 0
+        self.position = 0  # records pushed
 
     @staticmethod
     def _record(enc):
@@ -1870,6 +1892,14 @@ class AuditLogVerifier:
             raise self.repeat(r)
         else:  # rule 5
             self.held = ("skipped", r)
+
+    def push_encoded_record(self, enc):
+        """A record that does not decode is Malformed at its position in the stream."""
+        position = self.position
+        self.position += 1
+        if not audit_record_decodes(enc):
+            raise _audit_fault("Malformed", position=position)
+        self.push_record(enc)
 
     def push_record(self, enc):
         r = self._record(enc)
@@ -1970,7 +2000,7 @@ def verify_audit(chain_id, signer_public, record_encodings, checkpoint_encodings
         for i, enc in enumerate(record_encodings):
             while due and int.from_bytes(due[0][18:26], "big") <= i:
                 v.push_checkpoint(due.pop(0))
-            v.push_record(enc)
+            v.push_encoded_record(enc)
         for enc in due:
             v.push_checkpoint(enc)
         return {"ok": v.finish()}
@@ -1990,6 +2020,7 @@ def check_audit(c, aj):
         enc = h(rec["encoded"])
         seq = rec["sequence"]
         c.eq(f"audit: record {seq} header (version, type)", b"\x01\x40", enc[0:2])
+        c.true(f"audit: record {seq} decodes (§3 tag and length)", audit_record_decodes(enc))
         c.eq(f"audit: record {seq} sequence field", seq, int.from_bytes(enc[2:10], "big"))
         c.eq(f"audit: record {seq} time field", rec["time_ms"], int.from_bytes(enc[10:18], "big"))
         c.eq(f"audit: record {seq} links to the previous hash", head, enc[18:50])
@@ -2027,8 +2058,8 @@ def check_audit_cases(c, aj, chain_id):
         verdict = verify_audit(chain_id, public, log, given)
         c.eq(f"audit: verify {case['name']}", case["verdict"], verdict)
         kinds.add(verdict.get("fault", {}).get("fault", "ok"))
-    c.true("audit: the tampered chains cover every fault of §8 but Malformed and CheckpointOutOfOrder",
-           kinds >= {"ok", "Modified", "Removed", "Inserted", "Duplicated", "Reordered", "Truncated",
+    c.true("audit: the tampered chains cover every fault of §8 but CheckpointOutOfOrder (a use error)",
+           kinds >= {"ok", "Malformed", "Modified", "Removed", "Inserted", "Duplicated", "Reordered", "Truncated",
                      "BadCheckpointSignature", "CheckpointMismatch", "WrongChain"}, sorted(kinds))
 
 

@@ -8,16 +8,18 @@
 use hushwire::proto::Codec;
 use hushwire::proto::audit::{
     self, AuditChain, AuditCheckpoint, AuditEvent, AuditFault, AuditRecord, AuditReport,
-    TranscriptId,
+    AuditVerifier, TranscriptId,
 };
 use serde_json::{Value, json};
 
 use crate::Error;
 
-/// A record or checkpoint of a case: one of the published ones by index, or other bytes.
+/// A record or checkpoint of a case: one of the published ones by index, or another one.
 enum Item<T> {
     Published(usize),
     Other(T),
+    /// Bytes that are not a valid encoding (records only).
+    Undecodable(Vec<u8>),
 }
 
 struct Case {
@@ -70,6 +72,31 @@ fn report_json(report: &AuditReport) -> Value {
         "unsigned_tail": report.unsigned_tail,
         "head_hash": hex::encode(report.head_hash),
     }})
+}
+
+/// What `audit::verify` does, for records given as bytes: each checkpoint pushed right after the
+/// record at its count's position, records pushed with `push_encoded_record`, so that an
+/// undecodable record is `Malformed` at its position.
+fn verify_encoded(
+    chain_id: [u8; 16],
+    public: ed25519_dalek::VerifyingKey,
+    log: &[Vec<u8>],
+    checkpoints: &[AuditCheckpoint],
+) -> Result<AuditReport, AuditFault> {
+    let mut due: Vec<&AuditCheckpoint> = checkpoints.iter().collect();
+    due.sort_by_key(|c| c.count);
+    let mut due = due.into_iter().peekable();
+    let mut verifier = AuditVerifier::new(chain_id, public);
+    for (pushed, bytes) in (0u64..).zip(log) {
+        while let Some(checkpoint) = due.next_if(|c| c.count <= pushed) {
+            verifier.push_checkpoint(checkpoint)?;
+        }
+        verifier.push_encoded_record(bytes)?;
+    }
+    for checkpoint in due {
+        verifier.push_checkpoint(checkpoint)?;
+    }
+    verifier.finish()
 }
 
 /// The `verification` object of `audit.json`: tampered variants of the published chain
@@ -173,6 +200,31 @@ pub(crate) fn verification(
             ],
             checkpoints: both(),
             expected: Err(AuditFault::Modified { sequence: 3 }),
+        },
+        Case {
+            name: "record 3's event tag changed to 0x7f, which no event has (byte 50)",
+            records: vec![
+                Item::Published(0),
+                Item::Published(1),
+                Item::Published(2),
+                Item::Undecodable({
+                    let mut bytes = r3.to_bytes();
+                    if let Some(tag) = bytes.get_mut(50) {
+                        *tag = 0x7f;
+                    }
+                    bytes
+                }),
+                Item::Published(4),
+                Item::Published(5),
+            ],
+            checkpoints: both(),
+            expected: Err(AuditFault::Malformed {
+                position: 3,
+                error: hushwire::proto::DecodeError::UnknownType {
+                    structure: "audit event",
+                    tag: 0x7f,
+                },
+            }),
         },
         Case {
             name: "record 2 removed",
@@ -326,12 +378,16 @@ pub(crate) fn verification(
     let public = signer.verifying_key();
     let mut out = Vec::new();
     for case in cases {
-        let log: Vec<AuditRecord> = case
+        let log: Vec<Vec<u8>> = case
             .records
             .iter()
             .map(|item| match item {
-                Item::Published(i) => records.get(*i).copied().ok_or("no such record"),
-                Item::Other(r) => Ok(*r),
+                Item::Published(i) => records
+                    .get(*i)
+                    .map(|r| r.to_bytes())
+                    .ok_or("no such record"),
+                Item::Other(r) => Ok(r.to_bytes()),
+                Item::Undecodable(bytes) => Ok(bytes.clone()),
             })
             .collect::<Result<_, _>>()?;
         let given: Vec<AuditCheckpoint> = case
@@ -340,9 +396,10 @@ pub(crate) fn verification(
             .map(|item| match item {
                 Item::Published(i) => checkpoints.get(*i).copied().ok_or("no such checkpoint"),
                 Item::Other(c) => Ok(*c),
+                Item::Undecodable(_) => Err("checkpoints are given decoded"),
             })
             .collect::<Result<_, _>>()?;
-        let verdict = audit::verify(chain_id, &public, &log, &given);
+        let verdict = verify_encoded(chain_id, public, &log, &given);
         if verdict.map(|_| ()) != case.expected {
             return Err(format!(
                 "audit case `{}`: the verifier says {verdict:?}, docs/audit.md §8 says {:?}",
@@ -350,15 +407,27 @@ pub(crate) fn verification(
             )
             .into());
         }
+        // Where every record decodes, audit::verify itself says the same.
+        let decoded: Result<Vec<AuditRecord>, _> = log
+            .iter()
+            .map(|bytes| AuditRecord::from_bytes(bytes))
+            .collect();
+        if let Ok(decoded) = decoded
+            && audit::verify(chain_id, &public, &decoded, &given) != verdict
+        {
+            return Err(format!("audit case `{}`: audit::verify disagrees", case.name).into());
+        }
         out.push(json!({
             "name": case.name,
             "records": case.records.iter().map(|item| match item {
                 Item::Published(i) => json!(i),
                 Item::Other(r) => json!({ "encoded": hex::encode(r.to_bytes()) }),
+                Item::Undecodable(bytes) => json!({ "encoded": hex::encode(bytes) }),
             }).collect::<Vec<_>>(),
             "checkpoints": case.checkpoints.iter().map(|item| match item {
                 Item::Published(i) => json!(i),
                 Item::Other(c) => json!({ "encoded": hex::encode(c.to_bytes()) }),
+                Item::Undecodable(bytes) => json!({ "encoded": hex::encode(bytes) }),
             }).collect::<Vec<_>>(),
             "verdict": match verdict {
                 Ok(report) => report_json(&report),
@@ -367,7 +436,7 @@ pub(crate) fn verification(
         }));
     }
     Ok(json!({
-        "description": "Tampered variants of this chain and what audit::verify reports (docs/audit.md §8). In `records` and `checkpoints` a number names a published record or checkpoint of this file by index; an object gives other bytes. The verifier is given the records in this order and the checkpoints sorted by count, each pushed right after the record at its count's position (docs/audit.md §7). `verdict` is the report or the first fault.",
+        "description": "Tampered variants of this chain and what audit::verify reports (docs/audit.md §8). In `records` and `checkpoints` a number names a published record or checkpoint of this file by index; an object gives other bytes. The verifier is given the records in this order (as bytes: one that does not decode is Malformed at its position) and the checkpoints sorted by count, each pushed right after the record at its count's position (docs/audit.md §7). `verdict` is the report or the first fault.",
         "cases": out,
     }))
 }
