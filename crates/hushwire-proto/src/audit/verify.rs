@@ -825,6 +825,53 @@ mod tests {
         );
     }
 
+    /// docs/audit.md §8: a forged record that validly extends the chain is indistinguishable
+    /// from the chain's true next record moved earlier, so placed earlier it is a move; strays
+    /// that never find their place are Inserted under their own number, or, at the very end,
+    /// records missing from the end of the chain.
+    #[test]
+    fn forged_records_beyond_the_end_are_judged_as_the_section_says() {
+        let (records, checkpoints) = chain_with(12, &[6, 12]);
+        let n = records.len() as u64;
+        let forged = |sequence: u64, previous_hash: [u8; 32]| AuditRecord {
+            sequence,
+            time_ms: 7,
+            event: AuditEvent::RateLimited { device: device(9) },
+            previous_hash,
+        };
+        let extension = forged(n, records[11].hash());
+        let with = |at: usize, r: AuditRecord| {
+            let mut log = records.clone();
+            log.insert(at, r);
+            check(&log, &checkpoints)
+        };
+        assert_eq!(
+            with(3, extension),
+            Err(AuditFault::Reordered { sequence: 3 })
+        );
+        let report = with(12, extension).unwrap();
+        assert_eq!((report.records, report.unsigned_tail), (13, 1));
+        assert_eq!(
+            with(3, forged(n + 3, [7; 32])),
+            Err(AuditFault::Inserted { sequence: n + 3 })
+        );
+        assert_eq!(
+            with(12, forged(n + 3, [7; 32])),
+            Err(AuditFault::Removed { sequence: n })
+        );
+        assert_eq!(
+            with(12, forged(n, [7; 32])),
+            Err(AuditFault::Modified { sequence: n })
+        );
+        // Without the checkpoint at 12 nothing confirms record 11: the earlier record is named.
+        let mut log = records.clone();
+        log.push(forged(n, [7; 32]));
+        assert_eq!(
+            check(&log, &checkpoints[..1]),
+            Err(AuditFault::Modified { sequence: n - 1 })
+        );
+    }
+
     proptest! {
         /// Any one byte of any record changed: located at that record.
         #[test]
