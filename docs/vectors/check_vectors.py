@@ -971,9 +971,8 @@ def check_conversation(c, conv, alice_party, bob_party):
     c.eq("conversation: 30 messages numbered 0..29", list(range(30)), [m["number"] for m in messages])
     sent = {}  # number -> our wire
 
-    # The JSON lists sends in number order and deliveries in delivery order; build_schedule
-    # interleaves them (see there). A wrong interleaving cannot pass silently: every header and
-    # key below would then differ.
+    # The JSON lists sends in number order and deliveries in delivery order; `schedule` gives
+    # how they interleave, and is followed as published.
     schedule = build_schedule(conv)
 
     deliveries = conv["deliveries"]
@@ -1029,27 +1028,30 @@ def check_conversation(c, conv, alice_party, bob_party):
 
 
 def build_schedule(conv):
-    """Interleaves sends and deliveries: message k is sent just before the first delivery of a
-    message numbered k or later (messages are numbered in sending order, and one cannot be
-    delivered before it is sent). A party's sending state depends only on what it has sent and
-    received, so this reproduces the generator's run as long as no party receives between
-    sending k in the script and the first delivery numbered >= k; that holds for the published
-    script (crates/hushwire-vectors/src/lib.rs), and any violation would show up as mismatched
-    headers and keys, never as a silent pass.
-    """
-    messages = conv["messages"]
-    deliveries = conv["deliveries"]
+    """The published `schedule` (docs/protocol.md §8.2): the order in which the generator ran
+    sends and deliveries, {"send": n} or {"deliver": n} per step. Followed as given; checked only
+    for being a schedule at all (each message sent once, in number order, and delivered after it
+    was sent, deliveries in the order of `deliveries`)."""
     schedule = []
-    next_send = 0
-    for d in deliveries:
-        # Send everything numbered up to this delivery before it.
-        while next_send <= d["number"]:
-            schedule.append(("send", next_send))
-            next_send += 1
-        schedule.append(("deliver", d["number"]))
-    while next_send < len(messages):
-        schedule.append(("send", next_send))
-        next_send += 1
+    sent = 0
+    delivered = []
+    for step in conv["schedule"]:
+        if set(step) == {"send"}:
+            if step["send"] != sent:
+                raise ValueError(f"schedule sends message {step['send']} where {sent} is next")
+            sent += 1
+            schedule.append(("send", step["send"]))
+        elif set(step) == {"deliver"}:
+            if step["deliver"] >= sent:
+                raise ValueError(f"schedule delivers message {step['deliver']} before it is sent")
+            delivered.append(step["deliver"])
+            schedule.append(("deliver", step["deliver"]))
+        else:
+            raise ValueError(f"unknown schedule step {step}")
+    if sent != len(conv["messages"]):
+        raise ValueError(f"schedule sends {sent} of {len(conv['messages'])} messages")
+    if delivered != [d["number"] for d in conv["deliveries"]]:
+        raise ValueError("schedule delivers in another order than `deliveries`")
     return schedule
 
 
@@ -1691,6 +1693,321 @@ def self_tests(c):
 # ---------------------------------------------------------------------------------------------
 
 
+def check_xchacha_steps(c, what, key, nonce, steps, ad=None, ciphertext=None):
+    """One XChaCha20-Poly1305 use, step by step (docs/protocol.md §8.1): the published HChaCha20
+    input, subkey and ChaCha20-Poly1305 nonce, recomputed from the key and the 24-byte nonce;
+    with `ciphertext`, RFC 8439 ChaCha20-Poly1305 under the subkey opens it."""
+    c.eq(f"{what}: hchacha20_input = nonce[0..16]", nonce[:16], h(steps["hchacha20_input"]))
+    subkey = hchacha20(key, nonce[:16])
+    c.eq(f"{what}: subkey = HChaCha20(key, nonce[0..16])", subkey, h(steps["subkey"]))
+    c.eq(f"{what}: chacha20poly1305_nonce = 0^4 || nonce[16..24]", bytes(4) + nonce[16:], h(steps["chacha20poly1305_nonce"]))
+    if ciphertext is not None:
+        c.true(f"{what}: ChaCha20-Poly1305 under the published subkey opens it",
+               aead_decrypt(h(steps["subkey"]), h(steps["chacha20poly1305_nonce"]), ad, ciphertext) is not None)
+
+
+def check_xchacha_intermediates(c, sj, tj):
+    """sealed_session.json and transcript.json: the HChaCha20 steps of each XChaCha20-Poly1305 use."""
+    storage_key, sealed = h(sj["storage_key"]), h(sj["sealed"])
+    enc_key = hkdf(bytes(32), storage_key, KDF_SEAL_KEY, 32)
+    c.eq("xchacha: sealed session enc_key = HKDF(0^32, storage_key, KDF_SEAL_KEY, 32)", enc_key, h(sj["enc_key"]))
+    check_xchacha_steps(c, "xchacha: sealed session", enc_key, sealed[18:42], sj["xchacha20"], sealed[:42], sealed[42:])
+    key = h(tj["record_key"])
+    for rec in tj["records"]:
+        check_xchacha_steps(c, f"xchacha: transcript record {rec['sequence']}", key, h(rec["nonce"]), rec["xchacha20"])
+    # Test vector of draft-irtf-cfrg-xchacha-03 §2.2.1, so the checker's HChaCha20 is itself checked.
+    c.eq("xchacha: HChaCha20 test vector (draft-irtf-cfrg-xchacha-03 §2.2.1)",
+         h("82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"),
+         hchacha20(bytes(range(32)), h("000000090000004a0000000031415927")))
+    return True
+
+
+# Every field of these files, as docs/protocol.md §8.2 and docs/audit.md §11 list them (paths
+# with [] for "each element"). A field the spec does not list, or one it lists that is missing,
+# fails: the files publish nothing the spec does not explain.
+_ACCOUNT_FIELDS = ["device_id", "draws", "identity_signing_key", "identity_dh_key", "identity_binding_signature",
+                   "identity_key", "fingerprint", "signed_prekey", "signed_prekey.id", "signed_prekey.public",
+                   "signed_prekey.signature", "signed_prekey.encoded", "last_resort_kem_prekey",
+                   "last_resort_kem_prekey.id", "last_resort_kem_prekey.kind", "last_resort_kem_prekey.public",
+                   "last_resort_kem_prekey.signature", "last_resort_kem_prekey.encoded"]
+_XCHACHA_FIELDS = ["hchacha20_input", "subkey", "chacha20poly1305_nonce"]
+DOCUMENTED_FIELDS = {
+    "keys.json": ["description", "alice", "bob", "bob.account", "bob.one_time_prekey", "bob.one_time_kem_prekey",
+                  "bob_bundle", "safety_number"]
+    + [f"alice.{f}" for f in _ACCOUNT_FIELDS] + [f"bob.account.{f}" for f in _ACCOUNT_FIELDS]
+    + [f"bob.one_time_prekey.{f}" for f in ("draws", "id", "public", "encoded")]
+    + [f"bob.one_time_kem_prekey.{f}" for f in ("draws", "id", "kind", "public", "signature", "encoded")],
+    "handshake.json": ["description", "bundle", "initiator_draws", "base_key", "dh1", "dh2", "dh3", "dh4",
+                       "kem_ciphertext", "kem_shared_secret", "shared_secret", "associated_data", "first_message",
+                       "responder_draws"]
+    + [f"first_message.{f}" for f in ("plaintext", "sending_chain_key", "root_key", "message_key", "aead_key",
+                                      "nonce", "handshake_digest", "wire")],
+    "conversation.json": ["description", "messages", "deliveries", "schedule", "schedule[].send", "schedule[].deliver"]
+    + [f"messages[].{f}" for f in ("number", "sender", "plaintext", "ratchet_key", "previous_chain_length", "index",
+                                   "chain_key", "message_key", "aead_key", "nonce", "root_key_after", "wire")]
+    + [f"deliveries[].{f}" for f in ("number", "receiver", "receiver_draws", "missing_after",
+                                     "missing_after[].chain", "missing_after[].missing")],
+    "sealed_session.json": ["description", "storage_key", "draws", "sealed", "enc_key", "xchacha20",
+                            "next_plaintext", "next_message"] + [f"xchacha20.{f}" for f in _XCHACHA_FIELDS],
+    "audit.json": ["description", "chain_id", "signer_secret", "signer_public", "genesis_hash", "records", "checkpoints",
+                   "verdict", "verdict.records", "verdict.checkpoints", "verdict.unsigned_tail", "verification",
+                   "verification.description", "verification.cases", "verification.cases[].name",
+                   "verification.cases[].records", "verification.cases[].records[].encoded",
+                   "verification.cases[].checkpoints", "verification.cases[].checkpoints[].encoded",
+                   "verification.cases[].verdict", "verification.cases[].verdict.ok", "verification.cases[].verdict.fault"]
+    + [f"records[].{f}" for f in ("sequence", "time_ms", "encoded", "hash")]
+    + [f"checkpoints[].{f}" for f in ("count", "time_ms", "head_hash", "encoded")],
+}
+
+
+def field_paths(value, prefix="", stop=("verdict.ok", "verdict.fault")):
+    """Every key path of a JSON value; the inside of a verdict is the report's or fault's own."""
+    paths = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            path = f"{prefix}.{k}" if prefix else k
+            paths.add(path)
+            if not path.endswith(stop):
+                paths |= field_paths(v, path, stop)
+    elif isinstance(value, list):
+        for v in value:
+            paths |= field_paths(v, prefix + "[]", stop)
+    return paths
+
+
+def check_documented_fields(c, load):
+    for name, documented in DOCUMENTED_FIELDS.items():
+        present = field_paths(load(name))
+        c.eq(f"fields: {name} has exactly the fields the spec lists (unlisted, missing)",
+             ([], []), (sorted(present - set(documented)), sorted(set(documented) - present)))
+    return True
+
+
+# docs/audit.md §3: event tag -> encoded length (tag included).
+AUDIT_EVENT_LEN = {0x01: 37, 0x02: 37, 0x03: 2, 0x04: 37, 0x08: 45, 0x09: 77, 0x10: 93, 0x11: 53, 0x12: 53,
+                   0x13: 41, 0x20: 89, 0x21: 73, 0x22: 73, 0x23: 37, 0x24: 74, 0x25: 89, 0x30: 25, 0x31: 26,
+                   0x32: 53, 0x33: 17}
+
+
+def audit_record_decodes(enc):
+    """docs/audit.md §2–§4: version 0x01, type 0x40, a known event tag, exactly its length, and the
+    two constrained fields (AuthFailure 0x01..0x05, requested_by_peer 0x00/0x01)."""
+    if len(enc) < 51 or enc[0] != PROTOCOL_VERSION or enc[1] != 0x40:
+        return False
+    tag = enc[50]
+    if tag not in AUDIT_EVENT_LEN or len(enc) != 50 + AUDIT_EVENT_LEN[tag]:
+        return False
+    if tag == 0x03 and enc[51] not in range(1, 6):
+        return False
+    if tag == 0x24 and enc[-1] not in (0, 1):
+        return False
+    return True
+
+
+class AuditFaultFound(Exception):
+    def __init__(self, fault):
+        super().__init__(fault["fault"])
+        self.fault = fault
+
+
+def _audit_fault(kind, **fields):
+    return AuditFaultFound(dict({"fault": kind}, **fields))
+
+
+class AuditLogVerifier:
+    """docs/audit.md §7–§8, written from the decision rules: a stream of records and checkpoints,
+    the first fault raised as AuditFaultFound. Records are given as their encodings (§4); only
+    the sequence field, the previous hash and the record hash are read."""
+
+    def __init__(self, chain_id, signer_public):
+        self.chain_id = chain_id
+        self.public = signer_public
+        self.genesis = sha256(b"Hushwire v1 audit genesis" + chain_id)
+        self.genesis_signed = False  # a checkpoint at count 0 named the genesis hash
+        self.expected = 0
+        self.head = self.genesis
+        self.tip = None  # {"in_link_ok", "predecessor_signed", "signed_head"}
+        self.placed = {}  # sequence -> hash of the record placed there (the last 1024)
+        self.waiting = {}  # count -> head, checkpoints ahead of `expected`
+        self.held = None  # ("renumbered", r) or ("skipped", r) or ("stray", r, k) or ("gap", k)
+        self.valid_checkpoints = 0
+        self.signed_count = 0
+        self.position = 0  # records pushed
+
+    @staticmethod
+    def _record(enc):
+        return {"sequence": int.from_bytes(enc[2:10], "big"), "previous_hash": enc[18:50],
+                "hash": sha256(b"Hushwire v1 audit record" + enc)}
+
+    # Rule T: judge the tip; `next_links` is whether the next record links to it (None: no next).
+    def judge_tip(self, next_links):
+        t = self.tip
+        if t is None:
+            return
+        seq = self.expected - 1
+        signed = None if t["signed_head"] is None else (t["signed_head"] == self.head)
+        if t["in_link_ok"]:
+            if signed is False:
+                if next_links is True:
+                    raise _audit_fault("CheckpointMismatch", count=self.expected)
+                raise _audit_fault("Modified", sequence=seq)
+            return
+        if t["predecessor_signed"]:
+            raise _audit_fault("Modified", sequence=seq)
+        tip_intact = signed if signed is not None else (next_links if next_links is not None else True)
+        if not tip_intact:
+            raise _audit_fault("Modified", sequence=seq)
+        if seq == 0:
+            raise _audit_fault("WrongChain")
+        raise _audit_fault("Modified", sequence=seq - 1)
+
+    def place(self, r, in_link_ok):
+        if self.tip is None:
+            predecessor_signed = self.genesis_signed
+        else:
+            predecessor_signed = self.tip["signed_head"] == self.head
+        self.head = r["hash"]
+        self.placed[r["sequence"]] = r["hash"]
+        self.placed.pop(r["sequence"] - 1024, None)
+        self.expected += 1
+        self.tip = {"in_link_ok": in_link_ok, "predecessor_signed": predecessor_signed,
+                    "signed_head": self.waiting.pop(self.expected, None)}
+
+    def repeat(self, r):
+        same = self.placed.get(r["sequence"]) == r["hash"]
+        return _audit_fault("Duplicated" if same else "Inserted", sequence=r["sequence"])
+
+    def in_order(self, r):
+        """Rules 1–5 for a record arriving while nothing is held."""
+        links = r["previous_hash"] == self.head
+        if r["sequence"] == self.expected:  # rules 1 and 2
+            self.judge_tip(links)
+            self.place(r, links)
+        elif links:  # rule 3
+            self.judge_tip(True)
+            self.held = ("renumbered", r)
+        elif r["sequence"] < self.expected:  # rule 4
+            if r["sequence"] != self.expected - 1:
+                self.judge_tip(None)
+            raise self.repeat(r)
+        else:  # rule 5
+            self.held = ("skipped", r)
+
+    def push_encoded_record(self, enc):
+        """A record that does not decode is Malformed at its position in the stream."""
+        position = self.position
+        self.position += 1
+        if not audit_record_decodes(enc):
+            raise _audit_fault("Malformed", position=position)
+        self.push_record(enc)
+
+    def push_record(self, enc):
+        r = self._record(enc)
+        held = self.held
+        if held is None:
+            return self.in_order(r)
+        if held[0] == "renumbered":
+            if r["sequence"] == self.expected and r["previous_hash"] == self.head:
+                raise _audit_fault("Inserted", sequence=held[1]["sequence"])
+            raise _audit_fault("Modified", sequence=self.expected)
+        if held[0] == "skipped":
+            if r["sequence"] == self.expected and r["previous_hash"] == self.head:
+                self.held = ("stray", held[1], self.expected)
+                return self.in_order(r)
+            self.judge_tip(None)
+            self.held = ("gap", self.expected)
+            if r["sequence"] == self.expected:
+                raise _audit_fault("Reordered", sequence=self.expected)
+            return
+        if held[0] == "gap":
+            if r["sequence"] == held[1]:
+                raise _audit_fault("Reordered", sequence=held[1])
+            return
+        _, stray, k = held
+        inserted = _audit_fault("Inserted", sequence=stray["sequence"])
+        if r["sequence"] == stray["sequence"]:  # (a)
+            if r["hash"] == stray["hash"]:
+                raise _audit_fault("Duplicated", sequence=stray["sequence"])
+            raise inserted
+        if self.expected == stray["sequence"]:  # (b)
+            if stray["previous_hash"] == self.head and r["previous_hash"] == stray["hash"]:
+                raise _audit_fault("Reordered", sequence=k)
+            raise inserted
+        if r["sequence"] == self.expected and r["previous_hash"] == self.head:  # (c)
+            try:
+                return self.in_order(r)
+            except AuditFaultFound:
+                raise inserted
+        raise inserted  # (d)
+
+    def push_checkpoint(self, enc):
+        chain_id, count = enc[2:18], int.from_bytes(enc[18:26], "big")
+        head = enc[26:58]
+        if chain_id != self.chain_id:
+            raise _audit_fault("WrongChain")
+        if not ed25519_verify(self.public, b"Hushwire v1 audit checkpoint" + enc[2:66], enc[66:130]):
+            raise _audit_fault("BadCheckpointSignature", count=count)
+        self.valid_checkpoints += 1
+        self.signed_count = max(self.signed_count, count)
+        if self.held is not None and self.held[0] == "gap":
+            return
+        if count < self.expected:
+            raise _audit_fault("CheckpointOutOfOrder", count=count)
+        if count == self.expected:
+            if self.tip is None:
+                if head != self.genesis:
+                    raise _audit_fault("CheckpointMismatch", count=count)
+                self.genesis_signed = True
+            elif self.tip["signed_head"] is not None and self.tip["signed_head"] != head:
+                raise _audit_fault("CheckpointMismatch", count=count)
+            else:
+                self.tip["signed_head"] = head
+            return
+        if self.waiting.get(count, head) != head:
+            raise _audit_fault("CheckpointMismatch", count=count)
+        self.waiting[count] = head
+
+    def finish(self):
+        held = self.held
+        if held is not None:
+            if held[0] == "gap":
+                raise _audit_fault("Removed", sequence=held[1])
+            if held[0] == "renumbered":
+                raise _audit_fault("Modified", sequence=self.expected)
+            if held[0] == "skipped":
+                self.judge_tip(None)
+                raise _audit_fault("Removed", sequence=self.expected)
+            _, stray, k = held
+            try:
+                self.judge_tip(None)
+                fits = self.expected == stray["sequence"] and stray["previous_hash"] == self.head
+            except AuditFaultFound:
+                fits = False
+            raise _audit_fault("Reordered", sequence=k) if fits else _audit_fault("Inserted", sequence=stray["sequence"])
+        self.judge_tip(None)
+        if self.waiting:
+            raise _audit_fault("Truncated", checkpoint_count=max(self.waiting), records=self.expected)
+        return {"records": self.expected, "checkpoints": self.valid_checkpoints,
+                "unsigned_tail": self.expected - self.signed_count, "head_hash": self.head.hex()}
+
+
+def verify_audit(chain_id, signer_public, record_encodings, checkpoint_encodings):
+    """audit::verify (docs/audit.md §7): checkpoints sorted by count, each pushed right after the
+    record at its count's position."""
+    v = AuditLogVerifier(chain_id, signer_public)
+    due = sorted(checkpoint_encodings, key=lambda enc: int.from_bytes(enc[18:26], "big"))
+    try:
+        for i, enc in enumerate(record_encodings):
+            while due and int.from_bytes(due[0][18:26], "big") <= i:
+                v.push_checkpoint(due.pop(0))
+            v.push_encoded_record(enc)
+        for enc in due:
+            v.push_checkpoint(enc)
+        return {"ok": v.finish()}
+    except AuditFaultFound as e:
+        return {"fault": e.fault}
+
+
 def check_audit(c, aj):
     """audit.json: hashes, links and checkpoint signatures, from the published bytes alone."""
     chain_id = h(aj["chain_id"])
@@ -1703,6 +2020,7 @@ def check_audit(c, aj):
         enc = h(rec["encoded"])
         seq = rec["sequence"]
         c.eq(f"audit: record {seq} header (version, type)", b"\x01\x40", enc[0:2])
+        c.true(f"audit: record {seq} decodes (§3 tag and length)", audit_record_decodes(enc))
         c.eq(f"audit: record {seq} sequence field", seq, int.from_bytes(enc[2:10], "big"))
         c.eq(f"audit: record {seq} time field", rec["time_ms"], int.from_bytes(enc[10:18], "big"))
         c.eq(f"audit: record {seq} links to the previous hash", head, enc[18:50])
@@ -1722,7 +2040,27 @@ def check_audit(c, aj):
     verdict = aj["verdict"]
     c.eq("audit: verdict record count", len(aj["records"]), verdict["records"])
     c.eq("audit: verdict unsigned tail", len(aj["records"]) - max(cp["count"] for cp in aj["checkpoints"]), verdict["unsigned_tail"])
+    check_audit_cases(c, aj, chain_id)
     return True
+
+
+def check_audit_cases(c, aj, chain_id):
+    """audit.json's tampered chains: the verdict of the §8 rules, implemented above."""
+    public = h(aj["signer_public"])
+    records = [h(r["encoded"]) for r in aj["records"]]
+    checkpoints = [h(cp["encoded"]) for cp in aj["checkpoints"]]
+    pick = lambda items, ref: items[ref] if isinstance(ref, int) else h(ref["encoded"])
+    cases = aj["verification"]["cases"]
+    kinds = set()
+    for case in cases:
+        log = [pick(records, ref) for ref in case["records"]]
+        given = [pick(checkpoints, ref) for ref in case["checkpoints"]]
+        verdict = verify_audit(chain_id, public, log, given)
+        c.eq(f"audit: verify {case['name']}", case["verdict"], verdict)
+        kinds.add(verdict.get("fault", {}).get("fault", "ok"))
+    c.true("audit: the tampered chains cover every fault of §8 but CheckpointOutOfOrder (a use error)",
+           kinds >= {"ok", "Malformed", "Modified", "Removed", "Inserted", "Duplicated", "Reordered", "Truncated",
+                     "BadCheckpointSignature", "CheckpointMismatch", "WrongChain"}, sorted(kinds))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1863,6 +2201,8 @@ def main():
     # Transcripts recompute what they need from keys.json themselves.
     c.section("transcript", check_transcript, c, load("transcript.json"), keys)
     c.section("audit", check_audit, c, load("audit.json"))
+    c.section("xchacha", check_xchacha_intermediates, c, load("sealed_session.json"), load("transcript.json"))
+    c.section("fields", check_documented_fields, c, load)
     c.section("payloads", check_payloads, c, load("payloads.json"))
 
     print(f"{c.passed} passed, {c.failed} failed")

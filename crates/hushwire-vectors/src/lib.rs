@@ -23,7 +23,9 @@ use rand_core::{SeedableRng as _, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+mod audit_cases;
 mod payloads;
+mod xchacha;
 pub use payloads::{decode_error_json, payload_json, reason_name};
 
 /// Alice's RNG seed: the 32 ASCII bytes `Hushwire test vectors seed v1...`; Bob's is the same
@@ -186,7 +188,7 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
     if original.encrypt(b"sent after reload")? != after {
         return Err("reloaded session diverged from the original".into());
     }
-    let sealed_session = json!({
+    let mut sealed_session = json!({
         "description": "Alice's session at the end of conversation.json, sealed under storage_key. The draw is the 24-byte XChaCha20-Poly1305 nonce. The contents are a postcard encoding private to this implementation; what is specified is the envelope (docs/protocol.md §7). `next_message` is what the unsealed session encrypts next for the plaintext given, identical to the original's.",
         "storage_key": hex::encode(storage_key),
         "draws": seal_draws,
@@ -194,9 +196,11 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
         "next_plaintext": "sent after reload",
         "next_message": hex::encode(&after),
     });
+    xchacha::add_to_sealed_session(&mut sealed_session, &storage_key, &sealed)?;
 
     // Sealed transcript and export: Alice's record of her conversation with Bob.
-    let transcript = transcript(&alice, &bob)?;
+    let mut transcript = transcript(&alice, &bob)?;
+    xchacha::add_to_transcript(&mut transcript)?;
 
     // A short audit chain, as a relay writes it.
     let audit = audit_chain()?;
@@ -331,6 +335,22 @@ fn script() -> Vec<Step> {
     ]
 }
 
+/// The script as data for `conversation.json`: `{"send": n}` (the sender's next message, `n`
+/// counting sends from 0) and `{"deliver": n}`, in the order the generator ran them.
+fn schedule_json(script: &[Step]) -> Value {
+    let mut sent = 0usize;
+    script
+        .iter()
+        .map(|step| match step {
+            Step::Send(_) => {
+                sent += 1;
+                json!({ "send": sent - 1 })
+            }
+            Step::Deliver(n) => json!({ "deliver": n }),
+        })
+        .collect()
+}
+
 fn conversation(
     alice: &mut Session,
     bob: &mut Session,
@@ -395,9 +415,10 @@ fn conversation(
         return Err("every message was delivered, yet a gap remains".into());
     }
     Ok(json!({
-        "description": "30 messages after the handshake of handshake.json (which holds message 0 of the session; numbers here start again at 0). `messages` lists them in sending order with the sender's secrets; `deliveries` lists them in delivery order, with the receiver's RNG draws (a new ratchet secret at each DH ratchet step) and the gaps it reports afterwards. AD for each message = handshake.associated_data || the 42 header bytes at the start of the ratchet message (inside a prekey message for Alice's messages before Bob's first reply).",
+        "description": "30 messages after the handshake of handshake.json (which holds message 0 of the session; numbers here start again at 0). `messages` lists them in sending order with the sender's secrets (`chain_key` is the sending chain key the message key came from: message_key = HMAC-SHA256(chain_key, 0x01)); `deliveries` lists them in delivery order, with the receiver's RNG draws (a new ratchet secret at each DH ratchet step) and the gaps it reports afterwards. `schedule` is the order the generator ran, to follow step by step: {\"send\": n} encrypts message n, {\"deliver\": n} hands message n to its receiver (the next entry of `deliveries`). Keys depend on how sends and deliveries interleave: encrypting all 30 first reproduces only 6 of them. AD for each message = handshake.associated_data || the 42 header bytes at the start of the ratchet message (inside a prekey message for Alice's messages before Bob's first reply).",
         "messages": messages.iter().map(|(_, _, _, e)| e.clone()).collect::<Vec<_>>(),
         "deliveries": deliveries,
+        "schedule": schedule_json(&script()),
     }))
 }
 
@@ -1143,7 +1164,7 @@ fn audit_chain() -> Result<Value, Error> {
     let report = audit::verify(chain_id, &signer.verifying_key(), &records, &checkpoints)
         .map_err(|e| format!("the published audit chain does not verify: {e}"))?;
     Ok(json!({
-        "description": "A relay's audit chain of six metadata events (docs/audit.md). genesis_hash = SHA-256(\"Hushwire v1 audit genesis\" || chain_id); each record's hash = SHA-256(\"Hushwire v1 audit record\" || encoded record), and each record carries the previous hash at bytes 18..50. Checkpoints after records 3 and 6 are Ed25519 signatures by signer_secret over \"Hushwire v1 audit checkpoint\" || chain_id || count || head_hash || time_ms.",
+        "description": "A relay's audit chain of six metadata events (docs/audit.md). genesis_hash = SHA-256(\"Hushwire v1 audit genesis\" || chain_id); each record's hash = SHA-256(\"Hushwire v1 audit record\" || encoded record), and each record carries the previous hash at bytes 18..50. Records are numbered from 0 (their sequence field). The checkpoints at counts 3 and 6 (after records 2 and 5) are Ed25519 signatures by signer_secret over \"Hushwire v1 audit checkpoint\" || chain_id || count || head_hash || time_ms.",
         "chain_id": hex::encode(chain_id),
         "signer_secret": hex::encode(signer_secret),
         "signer_public": hex::encode(signer.verifying_key().as_bytes()),
@@ -1161,5 +1182,6 @@ fn audit_chain() -> Result<Value, Error> {
             "encoded": hex::encode(c.to_bytes()),
         })).collect::<Vec<_>>(),
         "verdict": { "records": report.records, "checkpoints": report.checkpoints, "unsigned_tail": report.unsigned_tail },
+        "verification": audit_cases::verification(chain_id, &signer, &records, &checkpoints)?,
     }))
 }
