@@ -208,7 +208,9 @@ impl Device {
 
     /// Connects and registers (first time) or authenticates.
     async fn connect(&self, url: &str, register: bool) -> Result<Socket, String> {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        // Nagle off, as the client library does (`hushwire-client`'s link): with it on, a
+        // small frame can wait for a delayed ACK and the tool measures that, not the relay.
+        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|e| e.to_string())?;
         let challenge = loop {

@@ -33,6 +33,15 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
     }
 }
 
+/// Turns Nagle's algorithm off on an accepted connection. A relay writes small frames (a
+/// receipt, a delivery) that must leave at once: with Nagle on, a frame written while the
+/// previous one is unacknowledged waits for the peer's delayed ACK, up to 40 ms on Linux.
+pub(crate) fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
+    }
+}
+
 /// How long shutdown waits for HTTP connections that have not upgraded to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// File descriptors kept free beyond connections: the database, logs, listeners, TLS files.
@@ -244,7 +253,12 @@ pub async fn start<S: Store + Clone>(
         }
         None => (
             "ws",
-            tokio::spawn(serve(listener, relay.clone(), router, shutdown.clone())),
+            tokio::spawn(serve(
+                axum::serve::ListenerExt::tap_io(listener, no_delay),
+                relay.clone(),
+                router,
+                shutdown.clone(),
+            )),
         ),
     };
     Ok(Running {

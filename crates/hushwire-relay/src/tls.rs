@@ -57,7 +57,7 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
+                let (mut tcp, peer) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
@@ -68,6 +68,7 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                crate::server::no_delay(&mut tcp);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {

@@ -24,6 +24,9 @@ pub enum StoreError {
     Closed,
     /// Stored data does not decode.
     Corrupt(String),
+    /// The group commit this write was part of failed and was rolled back (the cause is
+    /// logged once for the whole batch); nothing of the write was applied.
+    Batch(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -32,6 +35,7 @@ impl std::fmt::Display for StoreError {
             Self::Database(e) => write!(f, "database error: {e}"),
             Self::Closed => f.write_str("storage is shutting down"),
             Self::Corrupt(what) => write!(f, "stored data is damaged: {what}"),
+            Self::Batch(cause) => write!(f, "the batch this write was in failed: {cause}"),
         }
     }
 }

@@ -1,26 +1,39 @@
-//! PostgreSQL storage, for several relay instances sharing one database. Each method is one
-//! transaction; one-time prekeys are claimed with `FOR UPDATE SKIP LOCKED`, so concurrent
-//! claims on any number of instances never hand out the same key. A `NOTIFY` on channel
-//! `hushwire_mailbox` after each stored envelope wakes whichever instance holds the recipient's
-//! connection.
+//! PostgreSQL storage, for several relay instances sharing one database. One-time prekeys are
+//! claimed with `FOR UPDATE SKIP LOCKED`, so concurrent claims on any number of instances never
+//! hand out the same key. A `NOTIFY` on channel `hushwire_mailbox` for each mailbox a commit
+//! stored envelopes in wakes whichever instance holds the recipient's connection.
 //!
-//! Each mailbox has a row in `mailboxes` (envelopes, bytes, next position) and one per sender in
-//! `mailbox_senders`. A send locks the recipient's row (`FOR UPDATE`, recipients in a fixed
-//! order, so two sends cannot deadlock), checks the quotas against the counters, gives each
-//! envelope the recipient's next position and updates the counters, all in one transaction:
+//! **Group commit.** Sends and acknowledgements go through one writer task per instance (as on
+//! SQLite): it takes whatever is queued (up to [`MAX_BATCH`] jobs) and runs it as one
+//! transaction, then answers each job, so one commit (one WAL flush) and one lock of each
+//! counter row cover many sends. Other operations are one transaction each, on the pool.
 //!
-//! - the quota is atomic, whatever the number of senders and instances, and O(1) in mailbox size;
+//! **Counters.** Each mailbox has a row in `mailboxes` (envelopes and bytes ever stored, last
+//! position) and one per sender in `mailbox_senders`; what acknowledgements and expiry delete
+//! is counted in `mailbox_released` and `mailbox_sender_released`. What a mailbox holds is the
+//! stored count minus the released one. Only sends write the first two tables, and they lock
+//! each recipient's `mailboxes` row (`FOR UPDATE`, recipients in one fixed order, so two
+//! instances' batches cannot deadlock) before checking quotas and numbering envelopes; only
+//! deletions write the released tables. So an acknowledgement never waits for a send's lock,
+//! and:
+//!
+//! - the quota is atomic, whatever the number of senders and instances, and O(1) in mailbox
+//!   size: a send sees every send before it (the lock), and every deletion committed before it
+//!   reads; a deletion committing concurrently can only make it count too much, never too
+//!   little (the send is then ordered before that deletion);
 //! - positions of one mailbox are handed out under that lock and the lock is held until commit,
 //!   so they become visible in order: a connection that has delivered position `p` can never
 //!   later see a lower one appear (a global sequence would let a slower transaction's lower
 //!   position commit after a higher one, and delivery by `position > last sent` skipped it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr as _;
+use std::sync::LazyLock;
 
 use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
+use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
@@ -65,6 +78,15 @@ CREATE TABLE IF NOT EXISTS mailbox_senders (
     sender_fingerprint BYTEA NOT NULL, sender_device BIGINT NOT NULL,
     envelopes BIGINT NOT NULL, bytes BIGINT NOT NULL,
     PRIMARY KEY (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device));
+CREATE TABLE IF NOT EXISTS mailbox_released (
+    recipient_fingerprint BYTEA NOT NULL, recipient_device BIGINT NOT NULL,
+    envelopes BIGINT NOT NULL, bytes BIGINT NOT NULL,
+    PRIMARY KEY (recipient_fingerprint, recipient_device));
+CREATE TABLE IF NOT EXISTS mailbox_sender_released (
+    recipient_fingerprint BYTEA NOT NULL, recipient_device BIGINT NOT NULL,
+    sender_fingerprint BYTEA NOT NULL, sender_device BIGINT NOT NULL,
+    envelopes BIGINT NOT NULL, bytes BIGINT NOT NULL,
+    PRIMARY KEY (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device));
 CREATE INDEX IF NOT EXISTS envelopes_by_time ON envelopes (server_time);
 CREATE TABLE IF NOT EXISTS audit_records (
     chain_id BYTEA NOT NULL, sequence BIGINT NOT NULL, record BYTEA NOT NULL,
@@ -91,63 +113,436 @@ INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fin
     GROUP BY recipient_fingerprint, recipient_device, sender_fingerprint, sender_device;
 ";
 
-/// Takes deleted envelopes (rows of `recipient_fingerprint, recipient_device,
-/// sender_fingerprint, sender_device, length(payload)`) off their mailboxes' counters, in the
-/// same transaction as the delete. Mailboxes are updated in the same fixed order as a send
-/// locks them, so the two never deadlock.
-async fn release(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    rows: &[sqlx::postgres::PgRow],
-) -> Result<(), StoreError> {
-    let mut freed: BTreeMap<(DeviceAddress, DeviceAddress), Usage> = BTreeMap::new();
-    for row in rows {
-        let (Some(recipient), Some(sender)) = (address_at(row, 0), address_at(row, 2)) else {
-            continue;
-        };
-        let len: i32 = row.try_get(4)?;
-        freed
-            .entry((recipient, sender))
-            .or_default()
-            .add(Usage::one(usize::try_from(len).unwrap_or(0)));
+/// One statement: the `DELETE ... RETURNING` in `gone` (rows of `server_id`,
+/// `recipient_fingerprint, recipient_device, sender_fingerprint, sender_device, len`), and what it
+/// deleted added to the released counters, per mailbox and per sender (in address order, as
+/// every deletion takes them). Returns `recipient_fingerprint, recipient_device, server_id` of
+/// each deleted envelope. Atomic on its own; it never touches the rows a send locks.
+fn released_sql(gone: &str) -> String {
+    format!(
+        "WITH gone AS ({gone}),
+         totals AS (
+            INSERT INTO mailbox_released (recipient_fingerprint, recipient_device, envelopes, bytes)
+            SELECT recipient_fingerprint, recipient_device, COUNT(*), SUM(len) FROM gone
+            GROUP BY recipient_fingerprint, recipient_device
+            ORDER BY recipient_fingerprint, recipient_device
+            ON CONFLICT (recipient_fingerprint, recipient_device) DO UPDATE SET
+              envelopes = mailbox_released.envelopes + EXCLUDED.envelopes,
+              bytes = mailbox_released.bytes + EXCLUDED.bytes),
+         shares AS (
+            INSERT INTO mailbox_sender_released (recipient_fingerprint, recipient_device,
+              sender_fingerprint, sender_device, envelopes, bytes)
+            SELECT recipient_fingerprint, recipient_device, sender_fingerprint, sender_device,
+              COUNT(*), SUM(len) FROM gone
+            GROUP BY recipient_fingerprint, recipient_device, sender_fingerprint, sender_device
+            ORDER BY recipient_fingerprint, recipient_device, sender_fingerprint, sender_device
+            ON CONFLICT (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device)
+            DO UPDATE SET envelopes = mailbox_sender_released.envelopes + EXCLUDED.envelopes,
+              bytes = mailbox_sender_released.bytes + EXCLUDED.bytes)
+         SELECT recipient_fingerprint, recipient_device, server_id FROM gone"
+    )
+}
+
+/// Deletes acknowledged envelopes, `(server_id, recipient_fingerprint, recipient_device)` in
+/// three arrays: an id deletes only its own recipient's envelope, once however often named.
+static ACK: LazyLock<String> = LazyLock::new(|| {
+    released_sql(
+        "DELETE FROM envelopes AS e
+         USING UNNEST($1::bytea[], $2::bytea[], $3::bigint[]) AS v(id, rf, rd)
+         WHERE e.server_id = v.id AND e.recipient_fingerprint = v.rf AND e.recipient_device = v.rd
+         RETURNING e.server_id, e.recipient_fingerprint, e.recipient_device,
+           e.sender_fingerprint, e.sender_device, length(e.payload) AS len",
+    )
+});
+
+/// Deletes envelopes stored before `$1`.
+static EXPIRE: LazyLock<String> = LazyLock::new(|| {
+    released_sql(
+        "DELETE FROM envelopes WHERE server_time < $1
+         RETURNING server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
+           sender_device, length(payload) AS len",
+    )
+});
+
+/// Creates the counter rows of those of the recipients (two arrays) that are registered and
+/// have none yet. A counter row exists for every registered device that was ever sent to
+/// (devices are never removed), so once created its absence means "not registered". A
+/// concurrent creation of the same row is waited for (`ON CONFLICT`), and the next statement's
+/// snapshot sees it.
+const CREATE_MAILBOXES: &str = "
+    INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
+    SELECT u.rf, u.rd, 0, 0, 0 FROM UNNEST($1::bytea[], $2::bigint[]) AS u(rf, rd)
+    WHERE EXISTS (SELECT 1 FROM devices WHERE fingerprint = u.rf AND device_id = u.rd)
+    ORDER BY u.rf, u.rd
+    ON CONFLICT DO NOTHING";
+
+/// Locks the counter rows of the recipients (two arrays), in address order, and reads what each
+/// mailbox holds and its last position. The released counts read here may be older than the
+/// lock (they are not locked): that can only overstate what a mailbox holds.
+const LOCK_MAILBOXES: &str = "
+    SELECT m.recipient_fingerprint, m.recipient_device, m.envelopes - COALESCE(r.envelopes, 0),
+      m.bytes - COALESCE(r.bytes, 0), m.last_position
+    FROM mailboxes AS m
+    JOIN UNNEST($1::bytea[], $2::bigint[]) AS u(rf, rd)
+      ON m.recipient_fingerprint = u.rf AND m.recipient_device = u.rd
+    LEFT JOIN mailbox_released AS r
+      ON r.recipient_fingerprint = m.recipient_fingerprint AND r.recipient_device = m.recipient_device
+    ORDER BY m.recipient_fingerprint, m.recipient_device
+    FOR UPDATE OF m";
+
+/// What each `(recipient, sender)` pair (four arrays) holds. Run after [`LOCK_MAILBOXES`], in a
+/// statement of its own: only sends holding the recipient's lock change `mailbox_senders`, and
+/// this statement's snapshot, taken after the lock, sees all of them.
+const SENDER_SHARES: &str = "
+    SELECT s.recipient_fingerprint, s.recipient_device, s.sender_fingerprint, s.sender_device,
+      s.envelopes - COALESCE(r.envelopes, 0), s.bytes - COALESCE(r.bytes, 0)
+    FROM mailbox_senders AS s
+    JOIN UNNEST($1::bytea[], $2::bigint[], $3::bytea[], $4::bigint[]) AS u(rf, rd, sf, sd)
+      ON s.recipient_fingerprint = u.rf AND s.recipient_device = u.rd
+      AND s.sender_fingerprint = u.sf AND s.sender_device = u.sd
+    LEFT JOIN mailbox_sender_released AS r
+      ON r.recipient_fingerprint = s.recipient_fingerprint AND r.recipient_device = s.recipient_device
+      AND r.sender_fingerprint = s.sender_fingerprint AND r.sender_device = s.sender_device";
+
+/// One statement for a batch's accepted envelopes: stores them (eight arrays, one element per
+/// envelope), adds them to the counters (per recipient: five arrays; per pair: six) and
+/// notifies each recipient's channel.
+const STORE_BATCH: &str = "
+    WITH stored AS (
+        INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
+          sender_device, server_time, payload, mailbox_position)
+        SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[],
+          $6::bigint[], $7::bytea[], $8::bigint[])),
+     totals AS (
+        UPDATE mailboxes AS m SET envelopes = m.envelopes + u.n, bytes = m.bytes + u.b,
+          last_position = u.last
+        FROM UNNEST($9::bytea[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
+          AS u(rf, rd, n, b, last)
+        WHERE m.recipient_fingerprint = u.rf AND m.recipient_device = u.rd),
+     shares AS (
+        INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fingerprint,
+          sender_device, envelopes, bytes)
+        SELECT * FROM UNNEST($14::bytea[], $15::bigint[], $16::bytea[], $17::bigint[],
+          $18::bigint[], $19::bigint[])
+        ON CONFLICT (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device)
+        DO UPDATE SET envelopes = mailbox_senders.envelopes + EXCLUDED.envelopes,
+          bytes = mailbox_senders.bytes + EXCLUDED.bytes)
+    SELECT pg_notify($20, n) FROM UNNEST($21::text[]) AS n";
+
+/// Most jobs one writer transaction takes.
+const MAX_BATCH: usize = 256;
+
+/// A queued send, answered after its batch commits.
+struct EnqueueJob {
+    sender: DeviceAddress,
+    envelopes: Vec<OutgoingEnvelope>,
+    now_ms: u64,
+    limits: MailboxLimits,
+    reply: oneshot::Sender<Result<Enqueued, StoreError>>,
+}
+
+/// A queued acknowledgement, answered after its batch commits.
+struct AckJob {
+    recipient: DeviceAddress,
+    server_ids: Vec<[u8; 16]>,
+    reply: oneshot::Sender<Result<Vec<[u8; 16]>, StoreError>>,
+}
+
+enum Job {
+    Enqueue(EnqueueJob),
+    Ack(AckJob),
+}
+
+/// The writer: one transaction per batch of queued jobs, each answered after the commit. A
+/// batch that fails is rolled back whole and every job in it gets an error (nothing half
+/// applied; clients retry).
+async fn run_writer(pool: PgPool, mut jobs: mpsc::Receiver<Job>) {
+    // Recipients whose counter row is known to exist (rows are never deleted).
+    let mut known: HashSet<DeviceAddress> = HashSet::new();
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (mut enqueues, mut acks) = (Vec::new(), Vec::new());
+        for job in batch {
+            match job {
+                Job::Enqueue(e) => enqueues.push(e),
+                Job::Ack(a) => acks.push(a),
+            }
+        }
+        match write_batch(&pool, &mut known, &mut enqueues, &acks).await {
+            Ok((stored, deleted)) => {
+                for (job, outcome) in enqueues.into_iter().zip(stored) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+                answer_acks(acks, deleted);
+            }
+            Err(e) => {
+                tracing::error!(
+                    "postgres batch of {} sends and {} acks failed: {e}",
+                    enqueues.len(),
+                    acks.len()
+                );
+                let failed = || StoreError::Batch(e.to_string());
+                for job in enqueues {
+                    let _ = job.reply.send(Err(failed()));
+                }
+                for job in acks {
+                    let _ = job.reply.send(Err(failed()));
+                }
+            }
+        }
     }
-    let mut per_recipient: BTreeMap<DeviceAddress, Usage> = BTreeMap::new();
-    for ((recipient, _), u) in &freed {
-        per_recipient.entry(*recipient).or_default().add(*u);
+}
+
+/// Each ack job gets the ids of its own recipient that were deleted, each id once over the
+/// batch, as if the jobs had run one after the other.
+fn answer_acks(acks: Vec<AckJob>, mut deleted: HashSet<([u8; 16], DeviceAddress)>) {
+    for job in acks {
+        let mine = job
+            .server_ids
+            .into_iter()
+            .filter(|id| deleted.remove(&(*id, job.recipient)))
+            .collect();
+        let _ = job.reply.send(Ok(mine));
     }
-    for (recipient, u) in &per_recipient {
-        sqlx::query(
-            "UPDATE mailboxes SET envelopes = GREATEST(envelopes - $3, 0), bytes = GREATEST(bytes - $4, 0)
-             WHERE recipient_fingerprint = $1 AND recipient_device = $2",
-        )
-        .bind(fp(recipient))
-        .bind(dev(recipient))
-        .bind(u.envelopes)
-        .bind(u.bytes)
-        .execute(&mut **tx)
+}
+
+/// The `(server_id, recipient)` pairs of a batch's acks, without repeats, as three arrays.
+fn ack_arrays(acks: &[AckJob]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<i64>) {
+    let mut seen = HashSet::new();
+    let (mut ids, mut fps, mut devs) = (Vec::new(), Vec::new(), Vec::new());
+    for job in acks {
+        for id in &job.server_ids {
+            if seen.insert((*id, job.recipient)) {
+                ids.push(id.to_vec());
+                fps.push(fp(&job.recipient));
+                devs.push(dev(&job.recipient));
+            }
+        }
+    }
+    (ids, fps, devs)
+}
+
+/// Runs the [`ACK`] statement for `acks` on `conn`; returns the `(server_id, recipient)` deleted.
+async fn delete_acked(
+    conn: &mut sqlx::PgConnection,
+    acks: &[AckJob],
+) -> Result<HashSet<([u8; 16], DeviceAddress)>, sqlx::Error> {
+    let (ids, fps, devs) = ack_arrays(acks);
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = sqlx::query(ACK.as_str())
+        .bind(ids)
+        .bind(fps)
+        .bind(devs)
+        .fetch_all(&mut *conn)
         .await?;
+    let mut deleted = HashSet::new();
+    for row in &rows {
+        let id: Vec<u8> = row.try_get(2)?;
+        if let (Some(recipient), Ok(id)) = (address_at(row, 0), <[u8; 16]>::try_from(id)) {
+            deleted.insert((id, recipient));
+        }
     }
-    for ((recipient, sender), u) in &freed {
-        sqlx::query(
-            "UPDATE mailbox_senders SET envelopes = GREATEST(envelopes - $5, 0), bytes = GREATEST(bytes - $6, 0)
-             WHERE recipient_fingerprint = $1 AND recipient_device = $2 AND sender_fingerprint = $3
-             AND sender_device = $4",
-        )
-        .bind(fp(recipient))
-        .bind(dev(recipient))
-        .bind(fp(sender))
-        .bind(dev(sender))
-        .bind(u.envelopes)
-        .bind(u.bytes)
-        .execute(&mut **tx)
+    Ok(deleted)
+}
+
+/// One batch in one transaction (a batch of acknowledgements only is one statement, atomic on
+/// its own): the acknowledgements' delete first, then the recipients' counter rows locked,
+/// every send checked in queue order against what the jobs before it added, and the accepted
+/// envelopes stored. Returns each send's outcome (in order) and what the acks deleted.
+async fn write_batch(
+    pool: &PgPool,
+    known: &mut HashSet<DeviceAddress>,
+    enqueues: &mut [EnqueueJob],
+    acks: &[AckJob],
+) -> Result<(Vec<Enqueued>, HashSet<([u8; 16], DeviceAddress)>), sqlx::Error> {
+    if enqueues.is_empty() {
+        let mut conn = pool.acquire().await?;
+        return Ok((Vec::new(), delete_acked(&mut conn, acks).await?));
+    }
+    let mut tx = pool.begin().await?;
+    let deleted = delete_acked(&mut tx, acks).await?;
+
+    // Every recipient of the batch, in address order (the lock order).
+    let recipients: BTreeSet<DeviceAddress> = enqueues
+        .iter()
+        .flat_map(|j| j.envelopes.iter().map(|e| e.recipient))
+        .collect();
+    let unknown: Vec<&DeviceAddress> = recipients.iter().filter(|r| !known.contains(r)).collect();
+    if !unknown.is_empty() {
+        sqlx::query(CREATE_MAILBOXES)
+            .bind(unknown.iter().map(|r| fp(r)).collect::<Vec<_>>())
+            .bind(unknown.iter().map(|r| dev(r)).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let rows = sqlx::query(LOCK_MAILBOXES)
+        .bind(recipients.iter().map(fp).collect::<Vec<_>>())
+        .bind(recipients.iter().map(dev).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
         .await?;
+    // Per registered recipient: what it holds, and its last position.
+    let mut held: HashMap<DeviceAddress, (Usage, i64)> = HashMap::new();
+    for row in &rows {
+        if let Some(recipient) = address_at(row, 0) {
+            let total = Usage {
+                envelopes: row.try_get(2)?,
+                bytes: row.try_get(3)?,
+            };
+            held.insert(recipient, (total, row.try_get(4)?));
+        }
     }
-    Ok(())
+    let pairs: BTreeSet<(DeviceAddress, DeviceAddress)> = enqueues
+        .iter()
+        .flat_map(|j| j.envelopes.iter().map(|e| (e.recipient, j.sender)))
+        .filter(|(r, _)| held.contains_key(r))
+        .collect();
+    let mut shares: HashMap<(DeviceAddress, DeviceAddress), Usage> = HashMap::new();
+    if !pairs.is_empty() {
+        let rows = sqlx::query(SENDER_SHARES)
+            .bind(pairs.iter().map(|(r, _)| fp(r)).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|(r, _)| dev(r)).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|(_, s)| fp(s)).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|(_, s)| dev(s)).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            if let (Some(recipient), Some(sender)) = (address_at(row, 0), address_at(row, 2)) {
+                let usage = Usage {
+                    envelopes: row.try_get(4)?,
+                    bytes: row.try_get(5)?,
+                };
+                shares.insert((recipient, sender), usage);
+            }
+        }
+    }
+
+    // Admission, job by job in queue order, counting what the jobs before added.
+    let mut outcomes = Vec::with_capacity(enqueues.len());
+    let mut batch = StoreArrays::default();
+    let mut added: BTreeMap<DeviceAddress, Usage> = BTreeMap::new();
+    let mut added_pairs: BTreeMap<(DeviceAddress, DeviceAddress), Usage> = BTreeMap::new();
+    'jobs: for job in enqueues.iter_mut() {
+        for (recipient, adding) in frame_usage(&job.envelopes) {
+            let Some((total, _)) = held.get(&recipient) else {
+                outcomes.push(Enqueued::UnknownRecipient(recipient));
+                continue 'jobs;
+            };
+            let mut total = *total;
+            total.add(added.get(&recipient).copied().unwrap_or_default());
+            let mut from_sender = shares
+                .get(&(recipient, job.sender))
+                .copied()
+                .unwrap_or_default();
+            from_sender.add(
+                added_pairs
+                    .get(&(recipient, job.sender))
+                    .copied()
+                    .unwrap_or_default(),
+            );
+            if let Some(refused) = job.limits.refusal(recipient, total, from_sender, adding) {
+                outcomes.push(refused);
+                continue 'jobs;
+            }
+        }
+        let mut receipts = Vec::with_capacity(job.envelopes.len());
+        for e in std::mem::take(&mut job.envelopes) {
+            let one = Usage::one(e.payload.len());
+            added.entry(e.recipient).or_default().add(one);
+            added_pairs
+                .entry((e.recipient, job.sender))
+                .or_default()
+                .add(one);
+            let position = held.get_mut(&e.recipient).map_or(0, |(_, last)| {
+                *last += 1;
+                *last
+            });
+            let id = crate::random_id();
+            batch.ids.push(id.to_vec());
+            batch.to_fp.push(fp(&e.recipient));
+            batch.to_dev.push(dev(&e.recipient));
+            batch.from_fp.push(fp(&job.sender));
+            batch.from_dev.push(dev(&job.sender));
+            batch.times.push(to_i64(job.now_ms));
+            batch.payloads.push(e.payload);
+            batch.positions.push(position);
+            receipts.push(Receipt {
+                server_id: id,
+                server_time_ms: job.now_ms,
+            });
+        }
+        outcomes.push(Enqueued::Stored(receipts));
+    }
+    if !batch.ids.is_empty() {
+        let notices: Vec<String> = added
+            .keys()
+            .map(|r| format!("{}:{}", hex::encode(r.fingerprint), r.device_id))
+            .collect();
+        sqlx::query(STORE_BATCH)
+            .bind(batch.ids)
+            .bind(batch.to_fp)
+            .bind(batch.to_dev)
+            .bind(batch.from_fp)
+            .bind(batch.from_dev)
+            .bind(batch.times)
+            .bind(batch.payloads)
+            .bind(batch.positions)
+            .bind(added.keys().map(fp).collect::<Vec<_>>())
+            .bind(added.keys().map(dev).collect::<Vec<_>>())
+            .bind(added.values().map(|u| u.envelopes).collect::<Vec<_>>())
+            .bind(added.values().map(|u| u.bytes).collect::<Vec<_>>())
+            .bind(
+                added
+                    .keys()
+                    .map(|r| held.get(r).map_or(0, |(_, last)| *last))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(added_pairs.keys().map(|(r, _)| fp(r)).collect::<Vec<_>>())
+            .bind(added_pairs.keys().map(|(r, _)| dev(r)).collect::<Vec<_>>())
+            .bind(added_pairs.keys().map(|(_, s)| fp(s)).collect::<Vec<_>>())
+            .bind(added_pairs.keys().map(|(_, s)| dev(s)).collect::<Vec<_>>())
+            .bind(
+                added_pairs
+                    .values()
+                    .map(|u| u.envelopes)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(added_pairs.values().map(|u| u.bytes).collect::<Vec<_>>())
+            .bind(NOTIFY_CHANNEL)
+            .bind(notices)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    known.extend(held.into_keys());
+    Ok((outcomes, deleted))
+}
+
+/// A batch's accepted envelopes, one array per column.
+#[derive(Default)]
+struct StoreArrays {
+    ids: Vec<Vec<u8>>,
+    to_fp: Vec<Vec<u8>>,
+    to_dev: Vec<i64>,
+    from_fp: Vec<Vec<u8>>,
+    from_dev: Vec<i64>,
+    times: Vec<i64>,
+    payloads: Vec<Vec<u8>>,
+    positions: Vec<i64>,
 }
 
 /// PostgreSQL-backed [`Store`].
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    writes: mpsc::Sender<Job>,
 }
 
 fn fp(a: &DeviceAddress) -> Vec<u8> {
@@ -193,7 +588,22 @@ impl PostgresStore {
             sqlx::raw_sql(BACKFILL).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(Self { pool })
+        let (writes, jobs) = mpsc::channel(4096);
+        tokio::spawn(run_writer(pool.clone(), jobs));
+        Ok(Self { pool, writes })
+    }
+
+    /// Hands `job` to the writer and waits for its answer (given after its batch's commit).
+    async fn queue<T>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.writes
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// The pool, for the LISTEN side of cross-instance wake-ups.
@@ -418,145 +828,15 @@ impl Store for PostgresStore {
         now_ms: u64,
         limits: MailboxLimits,
     ) -> Result<Enqueued, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Lock every recipient's counter row in one fixed order: two sends to overlapping
-        // recipients then wait for each other instead of deadlocking.
-        let mut adding = frame_usage(&envelopes);
-        adding.sort_by_key(|(r, _)| *r);
-        let mut last_positions = HashMap::new();
-        for (recipient, add) in &adding {
-            // A counter row exists for every registered device that was ever sent to (devices
-            // are never removed), so once it has been created its absence means "not
-            // registered". Usually it exists: one round trip. Else it is created (only for a
-            // registered device) and read again, by a new statement whose snapshot sees a
-            // concurrent creation of the same row that ON CONFLICT waited for.
-            let mut row = None;
-            for attempt in 0..2 {
-                if attempt == 1 {
-                    sqlx::query(
-                        "INSERT INTO mailboxes (recipient_fingerprint, recipient_device, envelopes, bytes, last_position)
-                         SELECT $1, $2, 0, 0, 0 WHERE EXISTS
-                         (SELECT 1 FROM devices WHERE fingerprint = $1 AND device_id = $2)
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(fp(recipient))
-                    .bind(dev(recipient))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                row = sqlx::query(
-                    "SELECT m.envelopes, m.bytes, m.last_position, COALESCE(s.envelopes, 0), COALESCE(s.bytes, 0)
-                     FROM mailboxes m LEFT JOIN mailbox_senders s
-                     ON s.recipient_fingerprint = m.recipient_fingerprint AND s.recipient_device = m.recipient_device
-                     AND s.sender_fingerprint = $3 AND s.sender_device = $4
-                     WHERE m.recipient_fingerprint = $1 AND m.recipient_device = $2 FOR UPDATE OF m",
-                )
-                .bind(fp(recipient))
-                .bind(dev(recipient))
-                .bind(fp(&sender))
-                .bind(dev(&sender))
-                .fetch_optional(&mut *tx)
-                .await?;
-                if row.is_some() {
-                    break;
-                }
-            }
-            let Some(row) = row else {
-                return Ok(Enqueued::UnknownRecipient(*recipient));
-            };
-            let total = Usage {
-                envelopes: row.try_get(0)?,
-                bytes: row.try_get(1)?,
-            };
-            let from_sender = Usage {
-                envelopes: row.try_get(3)?,
-                bytes: row.try_get(4)?,
-            };
-            if let Some(refused) = limits.refusal(*recipient, total, from_sender, *add) {
-                return Ok(refused);
-            }
-            last_positions.insert(*recipient, row.try_get::<i64, _>(2)?);
-        }
-        // One statement stores the envelopes, updates both counters and notifies.
-        let mut receipts = Vec::with_capacity(envelopes.len());
-        let (mut ids, mut to_fp, mut to_dev, mut positions, mut payloads) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for e in envelopes {
-            let id = crate::random_id();
-            let position = last_positions.entry(e.recipient).or_insert(0);
-            *position += 1;
-            ids.push(id.to_vec());
-            to_fp.push(fp(&e.recipient));
-            to_dev.push(dev(&e.recipient));
-            positions.push(*position);
-            payloads.push(e.payload);
-            receipts.push(Receipt {
-                server_id: id,
-                server_time_ms: now_ms,
-            });
-        }
-        let (mut m_fp, mut m_dev, mut m_envelopes, mut m_bytes, mut m_last, mut notices) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        for (recipient, add) in &adding {
-            m_fp.push(fp(recipient));
-            m_dev.push(dev(recipient));
-            m_envelopes.push(add.envelopes);
-            m_bytes.push(add.bytes);
-            m_last.push(last_positions.get(recipient).copied().unwrap_or(0));
-            notices.push(format!(
-                "{}:{}",
-                hex::encode(recipient.fingerprint),
-                recipient.device_id
-            ));
-        }
-        sqlx::query(
-            "WITH stored AS (
-                INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
-                  sender_device, server_time, payload, mailbox_position)
-                SELECT e.id, e.rf, e.rd, $6, $7, $8, e.payload, e.position
-                FROM UNNEST($1::bytea[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[])
-                  AS e(id, rf, rd, payload, position)),
-             totals AS (
-                UPDATE mailboxes AS m SET envelopes = m.envelopes + u.n, bytes = m.bytes + u.b,
-                  last_position = u.last
-                FROM UNNEST($9::bytea[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
-                  AS u(rf, rd, n, b, last)
-                WHERE m.recipient_fingerprint = u.rf AND m.recipient_device = u.rd),
-             shares AS (
-                INSERT INTO mailbox_senders (recipient_fingerprint, recipient_device, sender_fingerprint,
-                  sender_device, envelopes, bytes)
-                SELECT u.rf, u.rd, $6, $7, u.n, u.b
-                FROM UNNEST($9::bytea[], $10::bigint[], $11::bigint[], $12::bigint[]) AS u(rf, rd, n, b)
-                ON CONFLICT (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device)
-                DO UPDATE SET envelopes = mailbox_senders.envelopes + EXCLUDED.envelopes,
-                  bytes = mailbox_senders.bytes + EXCLUDED.bytes)
-             SELECT pg_notify($14, n) FROM UNNEST($15::text[]) AS n",
-        )
-        .bind(ids)
-        .bind(to_fp)
-        .bind(to_dev)
-        .bind(payloads)
-        .bind(positions)
-        .bind(fp(&sender))
-        .bind(dev(&sender))
-        .bind(to_i64(now_ms))
-        .bind(m_fp)
-        .bind(m_dev)
-        .bind(m_envelopes)
-        .bind(m_bytes)
-        .bind(m_last)
-        .bind(NOTIFY_CHANNEL)
-        .bind(notices)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Enqueued::Stored(receipts))
+        let (reply, rx) = oneshot::channel();
+        let job = EnqueueJob {
+            sender,
+            envelopes,
+            now_ms,
+            limits,
+            reply,
+        };
+        self.queue(Job::Enqueue(job), rx).await
     }
 
     async fn pending(
@@ -584,52 +864,21 @@ impl Store for PostgresStore {
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
     ) -> Result<Vec<[u8; 16]>, StoreError> {
-        let ids: Vec<Vec<u8>> = server_ids.iter().map(|i| i.to_vec()).collect();
-        // One statement (one round trip, atomic on its own): delete, then take what was deleted
-        // off the mailbox's counters, the total row before the sender rows as a send locks them.
-        let deleted: Vec<Vec<u8>> = sqlx::query_scalar(
-            "WITH gone AS (
-                DELETE FROM envelopes WHERE server_id = ANY($1) AND recipient_fingerprint = $2
-                  AND recipient_device = $3
-                RETURNING server_id, sender_fingerprint, sender_device, length(payload) AS len),
-             per_sender AS (
-                SELECT sender_fingerprint, sender_device, COUNT(*) AS n, SUM(len) AS b FROM gone
-                GROUP BY sender_fingerprint, sender_device),
-             total AS (
-                UPDATE mailboxes SET envelopes = GREATEST(envelopes - (SELECT COUNT(*) FROM gone), 0),
-                  bytes = GREATEST(bytes - (SELECT COALESCE(SUM(len), 0) FROM gone), 0)
-                WHERE recipient_fingerprint = $2 AND recipient_device = $3 AND EXISTS (SELECT 1 FROM gone)
-                RETURNING 1),
-             shares AS (
-                UPDATE mailbox_senders AS s SET envelopes = GREATEST(s.envelopes - p.n, 0),
-                  bytes = GREATEST(s.bytes - p.b, 0)
-                FROM per_sender p, (SELECT COUNT(*) FROM total) AS after_total
-                WHERE s.recipient_fingerprint = $2 AND s.recipient_device = $3
-                  AND s.sender_fingerprint = p.sender_fingerprint AND s.sender_device = p.sender_device)
-             SELECT server_id FROM gone",
-        )
-        .bind(ids)
-        .bind(fp(&recipient))
-        .bind(dev(&recipient))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(deleted
-            .into_iter()
-            .filter_map(|id| id.try_into().ok())
-            .collect())
+        let (reply, rx) = oneshot::channel();
+        let job = AckJob {
+            recipient,
+            server_ids,
+            reply,
+        };
+        self.queue(Job::Ack(job), rx).await
     }
 
     async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "DELETE FROM envelopes WHERE server_time < $1 RETURNING recipient_fingerprint, recipient_device,
-             sender_fingerprint, sender_device, length(payload)",
-        )
-        .bind(to_i64(before_ms))
-        .fetch_all(&mut *tx)
-        .await?;
-        release(&mut tx, &rows).await?;
-        tx.commit().await?;
+        // One statement: the delete and the released counters together.
+        let rows = sqlx::query(EXPIRE.as_str())
+            .bind(to_i64(before_ms))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(expired_by_recipient(&rows))
     }
 
@@ -727,5 +976,200 @@ impl Store for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(before.map_or(0, to_u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+
+    use futures_util::future::join_all;
+
+    use super::*;
+
+    fn device(n: u8) -> DeviceAddress {
+        DeviceAddress {
+            fingerprint: [n; 32],
+            device_id: 1,
+        }
+    }
+
+    fn to(recipient: DeviceAddress, payload: u8) -> OutgoingEnvelope {
+        OutgoingEnvelope {
+            recipient,
+            payload: vec![payload; 8],
+        }
+    }
+
+    /// A store on a fresh schema of the test database, or `None` (said loudly) without one.
+    async fn store(name: &str) -> Option<PostgresStore> {
+        let url = std::env::var("HUSHWIRE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("hw_unit_{name}_{}", hex::encode(crate::random_id()));
+        let connected = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            PostgresStore::connect(&url, Some(&schema)),
+        )
+        .await;
+        match connected {
+            Ok(Ok(store)) => Some(store),
+            _ => {
+                eprintln!("\n*** SKIPPED: PostgreSQL is not reachable at {url} ***\n");
+                None
+            }
+        }
+    }
+
+    /// Sends and acks queued at once share the writer's batches: the quota (total and per
+    /// sender, counted with what acks release), ownership of acks, each id deleted once, and
+    /// the order of a frame's envelopes hold as if the jobs had run one by one.
+    #[tokio::test]
+    async fn batched_jobs_behave_as_if_run_one_by_one() {
+        let Some(store) = store("batch").await else {
+            return;
+        };
+        let (a, b, c) = (device(1), device(2), device(3));
+        for d in [a, b, c] {
+            let r = store
+                .register(
+                    d,
+                    vec![d.fingerprint[0]; 32],
+                    None,
+                    RegistrationPolicy::Open,
+                    1,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r, Registration::Registered);
+        }
+        let five = MailboxLimits {
+            envelopes: 5,
+            sender_envelopes: 4,
+            ..MailboxLimits::UNLIMITED
+        };
+        let unknown = device(9);
+
+        // Eight single sends to `a` (four from b, four from c) with room for five, plus one to
+        // an unknown device, all queued at once.
+        let mut sends: Vec<_> = (0..8u8)
+            .map(|i| store.enqueue(if i < 4 { b } else { c }, vec![to(a, i)], 10, five))
+            .collect();
+        sends.push(store.enqueue(b, vec![to(unknown, 0)], 10, five));
+        let outcomes: Vec<Enqueued> = join_all(sends)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let stored: Vec<[u8; 16]> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Enqueued::Stored(r) => Some(r[0].server_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stored.len(), 5, "{outcomes:?}");
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == Enqueued::MailboxFull(a))
+                .count(),
+            3,
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes[8], Enqueued::UnknownRecipient(unknown));
+        assert_eq!(store.pending(a, 0, 10).await.unwrap().len(), 5);
+
+        // One frame of three envelopes keeps its order.
+        let Enqueued::Stored(frame) = store
+            .enqueue(b, vec![to(c, 1), to(c, 2), to(c, 3)], 10, five)
+            .await
+            .unwrap()
+        else {
+            panic!("frame refused");
+        };
+        let waiting = store.pending(c, 0, 10).await.unwrap();
+        let order: Vec<[u8; 16]> = waiting.iter().map(|(_, d)| d.server_id).collect();
+        let sent: Vec<[u8; 16]> = frame.iter().map(|r| r.server_id).collect();
+        assert_eq!(order, sent);
+        assert!(
+            waiting.windows(2).all(|w| w[0].0 < w[1].0),
+            "positions grow"
+        );
+
+        // Acks at once: `c` naming `a`'s envelopes deletes nothing; `a` naming one twice in a
+        // frame and again in another frame deletes it once; `a` naming `c`'s deletes nothing.
+        let (x, y) = (stored[0], stored[1]);
+        let acks: Vec<Vec<[u8; 16]>> = join_all([
+            store.ack(c, vec![x, y]),
+            store.ack(a, vec![x, x, y]),
+            store.ack(a, vec![x]),
+            store.ack(a, vec![sent[0]]),
+        ])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        assert!(acks[0].is_empty());
+        assert!(acks[3].is_empty());
+        let mut deleted: Vec<[u8; 16]> = acks[1].iter().chain(&acks[2]).copied().collect();
+        deleted.sort_unstable();
+        let mut expected = vec![x, y];
+        expected.sort_unstable();
+        assert_eq!(deleted, expected);
+        assert_eq!(store.pending(a, 0, 10).await.unwrap().len(), 3);
+        assert_eq!(store.pending(c, 0, 10).await.unwrap().len(), 3);
+
+        // The two released places are usable again, and no more.
+        let again: Vec<Enqueued> =
+            join_all((0..3u8).map(|i| store.enqueue(b, vec![to(a, i)], 10, five)))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        assert_eq!(
+            again
+                .iter()
+                .filter(|o| matches!(o, Enqueued::Stored(_)))
+                .count(),
+            2,
+            "{again:?}"
+        );
+        // Queue order decides: b's four were stored first, then one of c's; x and y were b's.
+        // The sender's share counts what is released: b holds four in a again, its share.
+        let waiting_from_b = store
+            .pending(a, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|(_, d)| d.sender == b)
+            .count();
+        assert_eq!(waiting_from_b, 4);
+        assert_eq!(
+            store.enqueue(b, vec![to(a, 9)], 10, five).await.unwrap(),
+            Enqueued::SenderQuota(a)
+        );
+        // Expiry releases too: everything expires, then five fit again.
+        let expired: u64 = store.expire(11).await.unwrap().iter().map(|(_, n)| n).sum();
+        assert_eq!(expired, 8);
+        let refill: Vec<Enqueued> = join_all(
+            (0..6u8).map(|i| store.enqueue(if i < 3 { b } else { c }, vec![to(a, i)], 20, five)),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        assert_eq!(
+            refill
+                .iter()
+                .filter(|o| matches!(o, Enqueued::Stored(_)))
+                .count(),
+            5,
+            "{refill:?}"
+        );
     }
 }

@@ -228,8 +228,15 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let mut writer = SqliteConnection::connect_with(&options).await?;
+        // The writer never checkpoints the WAL itself: SQLite's automatic checkpoint runs inside
+        // the commit that crosses its threshold, so every few seconds one batch (and every send
+        // in it) waited for pages to be copied into the database file and that file's fsync.
+        // A separate connection checkpoints instead, beside the writer (see `run_checkpoints`).
+        let mut writer =
+            SqliteConnection::connect_with(&options.clone().pragma("wal_autocheckpoint", "0"))
+                .await?;
         sqlx::raw_sql(SCHEMA).execute(&mut writer).await?;
+        let checkpointer = SqliteConnection::connect_with(&options).await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -237,6 +244,7 @@ impl SqliteStore {
         let (writes, jobs) = mpsc::channel(4096);
         let cache = Arc::new(Mutex::new(MailboxCache::default()));
         tokio::spawn(run_writer(writer, jobs, cache.clone()));
+        tokio::spawn(run_checkpoints(checkpointer, writes.downgrade()));
         Ok(Self {
             reads,
             writes,
@@ -294,6 +302,35 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// How often the WAL is checkpointed into the database file. About as often as SQLite's own
+/// 1,000-page threshold is crossed at a few hundred messages per second, so not more fsyncs
+/// than before at low rates (each checkpoint syncs the WAL and the database file), and at
+/// high rates far fewer pages copied twice.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on its own connection (`PASSIVE`: it copies
+/// what no reader still needs and never blocks the writer, which keeps appending meanwhile).
+/// The WAL is then reset by the writer's next transaction, as with automatic checkpoints. Ends
+/// with the writer (when every handle of the store is dropped), or at a database error, which
+/// is logged: the WAL then only grows until the relay restarts.
+async fn run_checkpoints(mut conn: SqliteConnection, writer: mpsc::WeakSender<Job>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if writer.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::error!("sqlite WAL checkpoint failed: {e}");
+            return;
+        }
     }
 }
 
