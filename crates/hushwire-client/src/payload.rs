@@ -8,6 +8,10 @@
 //! receipt: count u16 (1..=256) message_id[16] × count
 //! session reset: reason u8 (0x01 undecryptable | 0x02 key reused | 0x03 chain too far ahead)
 //! ```
+//!
+//! Before encryption the payload is padded with zero bytes to a multiple of [`PADDING_BLOCK`]
+//! (256) bytes, so a ciphertext's length tells only which 256-byte bucket it falls in
+//! (`docs/client.md` §4.5).
 
 use hushwire::proto::codec::{DecodeError, Reader, put_bytes_u32};
 use hushwire::transcript::ContentType;
@@ -27,6 +31,19 @@ const MESSAGE_OVERHEAD: usize = 1 + 1 + 16 + 8 + 1 + 4;
 pub const MAX_CONTENT_LEN: usize = MAX_PLAINTEXT_LEN - MESSAGE_OVERHEAD;
 /// Most message ids one receipt acknowledges.
 pub const MAX_RECEIPT_IDS: usize = 256;
+/// Payloads are padded to a multiple of this many bytes before encryption (§4.5). It divides
+/// `MAX_PLAINTEXT_LEN` (65 536), so padding never takes a payload past the session's limit.
+pub const PADDING_BLOCK: usize = 256;
+
+/// `payload ‖ 0x00 × k`, with `k` the fewest bytes (0 to 255) that make the length a multiple
+/// of [`PADDING_BLOCK`] (§4.5). The empty payload (never sent) stays empty.
+pub fn pad(payload: &[u8]) -> Zeroizing<Vec<u8>> {
+    let padded_len = payload.len().div_ceil(PADDING_BLOCK) * PADDING_BLOCK;
+    let mut out = Zeroizing::new(Vec::with_capacity(padded_len));
+    out.extend_from_slice(payload);
+    out.resize(padded_len, 0);
+    out
+}
 
 /// A decoded payload (`docs/client.md` §4). Public so that other implementations (a browser
 /// client, a fuzzer, a test-vector checker) share this one codec.
@@ -116,6 +133,24 @@ impl Payload {
     /// [`DecodeError`], and whatever decodes re-encodes to the same bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
+        let payload = Self::read(&mut r)?;
+        r.expect_empty("payload")?;
+        Ok(payload)
+    }
+
+    /// Decodes a decrypted plaintext: a payload followed by its padding (§4.5), which must be
+    /// zero bytes, of any length (0 included). A non-zero byte after the payload is
+    /// `InvalidValue { field: "padding" }`.
+    pub fn decode_padded(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let payload = Self::read(&mut r)?;
+        if r.rest().iter().any(|&b| b != 0) {
+            return Err(DecodeError::InvalidValue { field: "padding" });
+        }
+        Ok(payload)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let version = r.u8("payload version")?;
         if version != PAYLOAD_VERSION {
             return Err(DecodeError::UnsupportedVersion { version });
@@ -156,7 +191,6 @@ impl Payload {
                 });
             }
         };
-        r.expect_empty("payload")?;
         Ok(payload)
     }
 }
@@ -165,6 +199,39 @@ impl Payload {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+
+    #[test]
+    fn padding_rounds_up_to_256_and_decodes_back() {
+        let message = |len: usize| Payload::Message {
+            id: MessageId([7; 16]),
+            sent_at_ms: 1,
+            content_type: ContentType::Binary,
+            content: Zeroizing::new(vec![0u8; len]),
+        };
+        for (content, padded) in [(0, 256), (225, 256), (226, 512), (MAX_CONTENT_LEN, 65_536)] {
+            let payload = message(content);
+            let bytes = pad(&payload.encode());
+            assert_eq!(bytes.len(), padded, "content of {content} bytes");
+            // Content that ends in zero bytes is not mistaken for padding: the payload knows
+            // its own length.
+            assert!(Payload::decode_padded(&bytes).unwrap() == payload);
+            // Strict decoding refuses padding; an exact fit has none.
+            assert_eq!(
+                Payload::decode(&bytes).is_ok(),
+                bytes.len() == payload.encode().len()
+            );
+        }
+        let receipt = Payload::Receipt(vec![MessageId([0; 16])]);
+        assert_eq!(pad(&receipt.encode()).len(), 256);
+        let mut bad = pad(&receipt.encode());
+        *bad.last_mut().unwrap() = 1;
+        assert!(matches!(
+            Payload::decode_padded(&bad),
+            Err(DecodeError::InvalidValue { field: "padding" })
+        ));
+        // Unpadded payloads (older senders) still decode.
+        assert!(Payload::decode_padded(&receipt.encode()).unwrap() == receipt);
+    }
 
     #[test]
     fn payloads_round_trip_and_bad_bytes_are_errors() {

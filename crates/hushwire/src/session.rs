@@ -526,3 +526,29 @@ impl SessionPickleV2 {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng as _;
+
+    use super::*;
+
+    /// The first postcard byte of a version-1 session is its variant index, 0.
+    #[test]
+    fn a_version_1_session_is_refused_by_name() {
+        let key = StorageKey::from_bytes([1; 32]);
+        let mut rng = ChaCha20Rng::from_seed([2; 32]);
+        let sealed = seal::seal(KIND_SESSION, &[0x00, 0x20, 0x01], &key, &mut rng);
+        assert_eq!(
+            Session::unseal(&sealed, &key).unwrap_err(),
+            UnsealError::SessionVersion1
+        );
+        let garbage = seal::seal(KIND_SESSION, &[0x07], &key, &mut rng);
+        assert_eq!(
+            Session::unseal(&garbage, &key).unwrap_err(),
+            UnsealError::InvalidContents
+        );
+    }
+}

@@ -390,7 +390,7 @@ impl Client {
             new_session,
             ..
         } = decrypted;
-        match Payload::decode(&plaintext) {
+        match Payload::decode_padded(&plaintext) {
             Err(e) => {
                 let sender = self.load_contact(c, contact_id).await?.address();
                 let reason = format!("the message decrypted but its payload is malformed: {e}");

@@ -418,7 +418,10 @@ impl Client {
                 "no active session with the contact".into(),
             ));
         };
-        let (ciphertext, header) = session.encrypt_message(&payload).map_err(session_error)?;
+        // Padded to a 256-byte bucket, so the length tells the relay little (`client.md` §4.5).
+        let (ciphertext, header) = session
+            .encrypt_message(&crate::payload::pad(&payload))
+            .map_err(session_error)?;
         self.save_session(&mut tx, contact_id, session).await?;
         store::set_outbox_ciphertext(&mut tx, row_id, &ciphertext).await?;
         tx.commit().await?;

@@ -1,6 +1,7 @@
 //! Sessions with contacts: starting one from a fetched bundle, loading and saving them sealed
 //! (`docs/client.md` §5.6).
 
+use hushwire::UnsealError;
 use hushwire::proto::PreKeyBundle;
 use hushwire::proto::audit::{self, AuditEvent};
 use hushwire::proto::codec::Codec as _;
@@ -31,8 +32,17 @@ impl Client {
     ) -> Result<Vec<StoredSession>> {
         let mut out = Vec::new();
         for row in store::sessions(c, contact_id).await? {
-            let session = Session::unseal(&row.sealed, &self.inner.storage_key)
-                .map_err(|_| ClientError::CorruptStore("session"))?;
+            let session = match Session::unseal(&row.sealed, &self.inner.storage_key) {
+                Ok(session) => session,
+                // A session made by protocol version 1 cannot continue (`protocol.md` §7.5):
+                // left out, it is as if lost, and the contact heals with a new session
+                // (`client.md` §5.13). Pruning removes its row later.
+                Err(UnsealError::SessionVersion1) => {
+                    tracing::info!("a protocol-version-1 session was set aside");
+                    continue;
+                }
+                Err(_) => return Err(ClientError::CorruptStore("session")),
+            };
             out.push(StoredSession {
                 active: row.active,
                 last_used_ms: row.last_used_ms,
