@@ -11,8 +11,11 @@ Each check prints `ok   <name>` or `FAIL <name>` with the expected (published) a
 (recomputed) values. The last line is `N passed, M failed`. Exit status: 0 if every check passed,
 1 if any failed, 2 if the `cryptography` package (with ML-KEM support) is missing.
 
-The protocol as implemented (crates/hushwire-proto, crates/hushwire) is the reference; the
-formulas used here are written out next to each computation.
+This checks protocol version 2 (docs/protocol.md, "Changes from version 1"): prekey signatures
+over the device id, the handshake transcript hash TH and SK || HK_A || NHK_B, the Double Ratchet
+with encrypted headers (XChaCha20-Poly1305 under per-chain header keys) and AES-256-GCM bodies,
+and the version byte 0x02. It is written from docs/protocol.md and docs/wire-format.md; the
+formulas used here are written out next to each computation, with their section numbers.
 """
 
 import copy
@@ -32,7 +35,7 @@ try:
         X25519PrivateKey,
         X25519PublicKey,
     )
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 except ImportError as e:  # pragma: no cover - environment check
     print(f"error: the Python package `cryptography` is required ({e}).")
@@ -51,16 +54,20 @@ except ImportError as e:  # pragma: no cover - environment check
 # Constants (crates/hushwire-proto/src/labels.rs and the wire/seal modules)
 # ---------------------------------------------------------------------------------------------
 
+# Version byte of bundles, prekey messages and ratchet messages (protocol version 2, §1.4);
+# relay frames, audit, transcript and export structures keep PROTOCOL_VERSION = 0x01.
+SESSION_VERSION = 2
 PROTOCOL_VERSION = 1
 
 SIG_IDENTITY_BINDING = b"Hushwire v1 identity binding"
-SIG_SIGNED_PREKEY = b"Hushwire v1 signed prekey"
-SIG_KEM_PREKEY = b"Hushwire v1 kem prekey"
+SIG_SIGNED_PREKEY = b"Hushwire v2 signed prekey"
+SIG_KEM_PREKEY = b"Hushwire v2 kem prekey"
 FINGERPRINT = b"Hushwire v1 fingerprint"
 SAFETY_NUMBER = b"Hushwire v1 safety number"
-KDF_HANDSHAKE = b"Hushwire v1 PQXDH X25519 SHA-256 ML-KEM-1024"
-KDF_ROOT = b"Hushwire v1 root chain"
-KDF_MESSAGE_KEYS = b"Hushwire v1 message keys"
+HANDSHAKE_TRANSCRIPT = b"Hushwire v2 handshake transcript"
+KDF_HANDSHAKE = b"Hushwire v2 PQXDH X25519 SHA-256 ML-KEM-1024"
+KDF_ROOT = b"Hushwire v2 root chain"
+KDF_MESSAGE_KEYS = b"Hushwire v2 message keys"
 KDF_SEAL_KEY = b"Hushwire v1 seal key"
 KDF_SEAL_KEY_CHECK = b"Hushwire v1 seal key check"
 KDF_TRANSCRIPT_RECORD = b"Hushwire v1 transcript record key"
@@ -84,8 +91,9 @@ ED25519_LEN = 32
 SIG_LEN = 64
 KEM_PK_LEN = 1568
 KEM_CT_LEN = 1568
-HEADER_LEN = 2 + 32 + 4 + 4
+HEADER_PLAINTEXT_LEN = 32 + 4 + 4  # ratchet_key || PN || N (wire-format.md §5)
 TAG_LEN = 16
+ENCRYPTED_HEADER_LEN = HEADER_PLAINTEXT_LEN + TAG_LEN
 MAX_PLAINTEXT_LEN = 64 * 1024
 MAX_CIPHERTEXT_LEN = MAX_PLAINTEXT_LEN + TAG_LEN
 
@@ -273,12 +281,25 @@ def mlkem_public(seed):
 
 
 def aead_encrypt(key, nonce, ad, plaintext):
+    """ChaCha20-Poly1305 (RFC 8439): `CAEAD` (exports), and the inner AEAD of XChaCha20."""
     return ChaCha20Poly1305(key).encrypt(nonce, plaintext, ad)
 
 
 def aead_decrypt(key, nonce, ad, ciphertext):
     try:
         return ChaCha20Poly1305(key).decrypt(nonce, ciphertext, ad)
+    except InvalidTag:
+        return None
+
+
+def gcm_encrypt(key, nonce, ad, plaintext):
+    """AES-256-GCM (NIST SP 800-38D): message bodies since protocol version 2 (§1.3, §5.3)."""
+    return AESGCM(key).encrypt(nonce, plaintext, ad)
+
+
+def gcm_decrypt(key, nonce, ad, ciphertext):
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, ad)
     except InvalidTag:
         return None
 
@@ -392,9 +413,9 @@ class Reader:
             raise DecodeError(f"`{field}` is not a valid X25519 public key")
         return k
 
-    def header(self, expected_type, structure):
+    def header(self, expected_type, structure, version=PROTOCOL_VERSION):
         v = self.u8("version")
-        if v != PROTOCOL_VERSION:
+        if v != version:
             raise DecodeError(f"{structure}: unsupported version {v}")
         t = self.u8("type")
         if t != expected_type:
@@ -419,7 +440,7 @@ def parse_bundle(buf):
     """version || 0x10 || device_id[4] || identity[128] || spk(id[4] key[32] sig[64]) ||
     has_otpk[1] || (otpk id[4] key[32])? || kem(id[4] kind[1] key[1568] sig[64])."""
     r = Reader(buf)
-    r.header(BUNDLE_TYPE, "prekey bundle")
+    r.header(BUNDLE_TYPE, "prekey bundle", SESSION_VERSION)
     b = {"device_id": r.u32("device id"), "identity": read_identity(r)}
     b["spk"] = {"id": r.u32("spk id"), "key": r.x25519("spk"), "signature": r.take(SIG_LEN, "spk sig")}
     if r.flag("has one-time prekey"):
@@ -437,11 +458,10 @@ def parse_bundle(buf):
 
 
 def read_ratchet_message(r):
-    """header[42] = version || 0x01 || ratchet_key[32] || pn[4] || n[4]; then ct_len[4] || ct."""
-    start = r.pos
-    r.header(RATCHET_MESSAGE_TYPE, "ratchet message")
-    m = {"ratchet_key": r.x25519("ratchet key"), "pn": r.u32("previous chain length"), "index": r.u32("index")}
-    m["header_bytes"] = r.buf[start : r.pos]
+    """wire-format.md §6: 0x02 || 0x01 || encrypted_header[56] || ct_len[4] || ct. The header is
+    not readable without a header key (§5.3), so the decoder does not interpret it."""
+    r.header(RATCHET_MESSAGE_TYPE, "ratchet message", SESSION_VERSION)
+    m = {"encrypted_header": r.take(ENCRYPTED_HEADER_LEN, "encrypted header")}
     n = r.u32("ciphertext length")
     if n > MAX_CIPHERTEXT_LEN or n < TAG_LEN:
         raise DecodeError(f"ciphertext length {n} outside [{TAG_LEN}, {MAX_CIPHERTEXT_LEN}]")
@@ -451,7 +471,7 @@ def read_ratchet_message(r):
 
 def parse_message(buf):
     """Returns ("ratchet", message) or ("prekey", prekey-message dict with "message")."""
-    if len(buf) < 2 or buf[0] != PROTOCOL_VERSION:
+    if len(buf) < 2 or buf[0] != SESSION_VERSION:
         raise DecodeError("bad version byte")
     r = Reader(buf)
     if buf[1] == RATCHET_MESSAGE_TYPE:
@@ -461,7 +481,7 @@ def parse_message(buf):
     if buf[1] == PREKEY_MESSAGE_TYPE:
         # version || 0x02 || identity[128] || base_key[32] || spk_id[4] || has_otpk[1] ||
         # (otpk_id[4])? || kem_id[4] || kem_ct[1568] || ratchet message
-        r.header(PREKEY_MESSAGE_TYPE, "prekey message")
+        r.header(PREKEY_MESSAGE_TYPE, "prekey message", SESSION_VERSION)
         p = {"identity": read_identity(r), "base_key": r.x25519("base key"), "spk_id": r.u32("spk id")}
         p["otpk_id"] = r.u32("otpk id") if r.flag("has one-time prekey") else None
         p["kem_id"] = r.u32("kem id")
@@ -473,12 +493,42 @@ def parse_message(buf):
     raise DecodeError(f"unknown message type {buf[1]:#04x}")
 
 
-def encode_ratchet_message(header_bytes, ciphertext):
-    return header_bytes + len(ciphertext).to_bytes(4, "big") + ciphertext
+def encode_ratchet_message(encrypted_header, ciphertext):
+    """0x02 || 0x01 || encrypted_header[56] || len[4] || ciphertext (wire-format.md §6)."""
+    assert len(encrypted_header) == ENCRYPTED_HEADER_LEN
+    return bytes([SESSION_VERSION, RATCHET_MESSAGE_TYPE]) + encrypted_header + len(ciphertext).to_bytes(4, "big") + ciphertext
 
 
-def encode_header(ratchet_key, pn, index):
-    return bytes([PROTOCOL_VERSION, RATCHET_MESSAGE_TYPE]) + ratchet_key + pn.to_bytes(4, "big") + index.to_bytes(4, "big")
+def encode_header_plaintext(ratchet_key, pn, index):
+    """header_pt = ratchet_key[32] || previous_chain_length[4] || index[4] (§5.3)."""
+    return ratchet_key + pn.to_bytes(4, "big") + index.to_bytes(4, "big")
+
+
+def decode_header_plaintext(pt):
+    """A header that opened: (K, PN, N), K validated as in §3.9."""
+    if len(pt) != HEADER_PLAINTEXT_LEN or not valid_x25519_public(pt[:32]):
+        raise DecodeError("decrypted header is malformed")
+    return pt[:32], int.from_bytes(pt[32:36], "big"), int.from_bytes(pt[36:40], "big")
+
+
+def body_ad(session_ad, header_pt):
+    """message_AD = AD[128] || 0x02 || 0x01 || header_pt[40] (§5.3)."""
+    return session_ad + bytes([SESSION_VERSION, RATCHET_MESSAGE_TYPE]) + header_pt
+
+
+def header_nonce(body):
+    """The header's XChaCha20 nonce: the last 16 bytes of the body (its AES-GCM tag) || 0^8."""
+    return body[-TAG_LEN:] + bytes(8)
+
+
+def seal_header(hk, session_ad, header_pt, body):
+    """enc_header = XAEAD(HK, tag || 0^8, AD, header_pt), 56 bytes (§5.3)."""
+    return xchacha20poly1305_encrypt(hk, header_nonce(body), session_ad, header_pt)
+
+
+def open_header(hk, session_ad, encrypted_header, body):
+    """`try(HK)` of §5.3: the header plaintext, or None."""
+    return xchacha20poly1305_decrypt(hk, header_nonce(body), session_ad, encrypted_header)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,7 +536,17 @@ def encode_header(ratchet_key, pn, index):
 # ---------------------------------------------------------------------------------------------
 
 
-def derive_account(draws):
+def spk_signed_message(device_id, spk_id, key):
+    """SIG_SIGNED_PREKEY || device_id[4] || id[4] || key[32] (§3.5)."""
+    return SIG_SIGNED_PREKEY + device_id.to_bytes(4, "big") + spk_id.to_bytes(4, "big") + key
+
+
+def kem_signed_message(device_id, kind, kem_id, key):
+    """SIG_KEM_PREKEY || device_id[4] || kind[1] || id[4] || key[1568] (§3.7)."""
+    return SIG_KEM_PREKEY + device_id.to_bytes(4, "big") + bytes([kind]) + kem_id.to_bytes(4, "big") + key
+
+
+def derive_account(draws, device_id):
     """Account::new draws: Ed25519 seed (32), X25519 identity secret (32), signed prekey secret
     (32), last-resort ML-KEM-1024 seed d||z (64)."""
     ed_seed, dh_secret, spk_secret, kem_seed = (h(d) for d in draws)
@@ -494,11 +554,9 @@ def derive_account(draws):
     dh = x25519_public(dh_secret)
     binding = ed25519_sign(ed_seed, SIG_IDENTITY_BINDING + signing + dh)
     spk_pub = x25519_public(spk_secret)
-    spk_sig = ed25519_sign(ed_seed, SIG_SIGNED_PREKEY + SIGNED_PREKEY_ID.to_bytes(4, "big") + spk_pub)
+    spk_sig = ed25519_sign(ed_seed, spk_signed_message(device_id, SIGNED_PREKEY_ID, spk_pub))
     kem_pub = mlkem_public(kem_seed)
-    kem_sig = ed25519_sign(
-        ed_seed, SIG_KEM_PREKEY + bytes([KEM_KIND_LAST_RESORT]) + LAST_RESORT_KEM_ID.to_bytes(4, "big") + kem_pub
-    )
+    kem_sig = ed25519_sign(ed_seed, kem_signed_message(device_id, KEM_KIND_LAST_RESORT, LAST_RESORT_KEM_ID, kem_pub))
     return {
         "ed_seed": ed_seed,
         "dh_secret": dh_secret,
@@ -534,8 +592,10 @@ def safety_number(a_public, b_public):
 def check_account(c, who, j, draws_key="draws"):
     draws = j[draws_key]
     c.eq(f"keys: {who} draw sizes", [32, 32, 32, 64], [len(h(d)) for d in draws])
-    a = derive_account(draws)
-    c.eq(f"keys: {who} device_id", ALICE_DEVICE_ID if who == "alice" else BOB_DEVICE_ID, j["device_id"])
+    device_id = ALICE_DEVICE_ID if who == "alice" else BOB_DEVICE_ID
+    a = derive_account(draws, device_id)
+    a["device_id"] = device_id
+    c.eq(f"keys: {who} device_id", device_id, j["device_id"])
     c.eq(f"keys: {who} identity signing key", h(j["identity_signing_key"]), a["signing"])
     c.eq(f"keys: {who} identity dh key", h(j["identity_dh_key"]), a["dh"])
     c.eq(f"keys: {who} identity binding signature", h(j["identity_binding_signature"]), a["binding"])
@@ -571,9 +631,7 @@ def check_keys(c, keys):
     c.eq("keys: bob one-time kem prekey draw sizes", [64], [len(h(d)) for d in okem["draws"]])
     okem_seed = h(okem["draws"][0])
     okem_pub = mlkem_public(okem_seed)
-    okem_sig = ed25519_sign(
-        bob["ed_seed"], SIG_KEM_PREKEY + bytes([KEM_KIND_ONE_TIME]) + BOB_ONE_TIME_KEM_ID.to_bytes(4, "big") + okem_pub
-    )
+    okem_sig = ed25519_sign(bob["ed_seed"], kem_signed_message(BOB_DEVICE_ID, KEM_KIND_ONE_TIME, BOB_ONE_TIME_KEM_ID, okem_pub))
     okem_enc = BOB_ONE_TIME_KEM_ID.to_bytes(4, "big") + bytes([KEM_KIND_ONE_TIME]) + okem_pub + okem_sig
     c.eq("keys: bob one-time kem prekey id/kind", (BOB_ONE_TIME_KEM_ID, "one-time"), (okem["id"], okem["kind"]))
     c.eq("keys: bob one-time kem prekey public (ML-KEM-1024 from seed)", h(okem["public"]), okem_pub)
@@ -583,7 +641,7 @@ def check_keys(c, keys):
     # The bundle Account::prekey_bundle builds: the one-time ML-KEM prekey is preferred over the
     # last-resort one.
     bundle = (
-        bytes([PROTOCOL_VERSION, BUNDLE_TYPE])
+        bytes([SESSION_VERSION, BUNDLE_TYPE])
         + BOB_DEVICE_ID.to_bytes(4, "big")
         + bob["identity"]
         + bob["spk_encoded"]
@@ -594,15 +652,28 @@ def check_keys(c, keys):
     c.eq("keys: bob_bundle encoding", h(keys["bob_bundle"]), bundle)
     parsed = parse_bundle(h(keys["bob_bundle"]))
     c.true(
-        "keys: bob_bundle parses and its signatures verify under bob's identity",
+        "keys: bob_bundle parses and its signatures verify under bob's identity for the bundle's device_id",
         ed25519_verify(
             parsed["identity"]["signing"],
-            SIG_SIGNED_PREKEY + parsed["spk"]["id"].to_bytes(4, "big") + parsed["spk"]["key"],
+            spk_signed_message(parsed["device_id"], parsed["spk"]["id"], parsed["spk"]["key"]),
             parsed["spk"]["signature"],
         )
         and ed25519_verify(
             parsed["identity"]["signing"],
-            SIG_KEM_PREKEY + bytes([parsed["kem"]["kind"]]) + parsed["kem"]["id"].to_bytes(4, "big") + parsed["kem"]["key"],
+            kem_signed_message(parsed["device_id"], parsed["kem"]["kind"], parsed["kem"]["id"], parsed["kem"]["key"]),
+            parsed["kem"]["signature"],
+        ),
+    )
+    c.true(
+        "keys: bob's prekey signatures do not verify for another device id (device id is signed)",
+        not ed25519_verify(
+            parsed["identity"]["signing"],
+            spk_signed_message(ALICE_DEVICE_ID, parsed["spk"]["id"], parsed["spk"]["key"]),
+            parsed["spk"]["signature"],
+        )
+        and not ed25519_verify(
+            parsed["identity"]["signing"],
+            kem_signed_message(ALICE_DEVICE_ID, parsed["kem"]["kind"], parsed["kem"]["id"], parsed["kem"]["key"]),
             parsed["kem"]["signature"],
         ),
     )
@@ -628,9 +699,10 @@ def check_keys(c, keys):
 
 
 def kdf_rk(root, dh_out):
-    """KDF_RK: HKDF-SHA256(salt = RK, ikm = DH output, info = KDF_ROOT, 64) = RK' || CK."""
-    okm = hkdf(root, dh_out, KDF_ROOT, 64)
-    return okm[:32], okm[32:]
+    """KDF_RK (§5.2): HKDF-SHA256(salt = RK, ikm = DH output, info = KDF_ROOT, 96)
+    = RK' || CK || NHK (NHK: the header key of the chain after the one CK starts)."""
+    okm = hkdf(root, dh_out, KDF_ROOT, 96)
+    return okm[:32], okm[32:64], okm[64:]
 
 
 def message_key(ck):
@@ -651,18 +723,23 @@ class RatchetError(Exception):
 
 
 class Party:
-    """One side's session state, kept independently of the Rust implementation."""
+    """One side's session state, kept independently of the Rust implementation: the Double
+    Ratchet with header encryption of protocol.md §5.1–§5.4."""
 
-    def __init__(self, name, ad, root, our_secret, sending_ck, pending_handshake=None, handshake_digest=None, base_key=None):
+    def __init__(self, name, ad, root, our_secret, sending_ck, hks, nhks, nhkr,
+                 pending_handshake=None, handshake_digest=None, base_key=None):
         self.name = name
         self.ad = ad
         self.root = root
         self.our_secret = our_secret
         self.our_pub = x25519_public(our_secret)
-        self.sending = None if sending_ck is None else [sending_ck, 0]  # [CK, next index]
+        self.sending = None if sending_ck is None else [sending_ck, 0]  # [CKs, Ns]
+        self.hks = hks  # header key of the sending chain; None exactly when `sending` is
+        self.nhks = nhks  # header key of our next sending chain
         self.pn = 0
-        self.receiving = None  # [their ratchet key, CK, next index]
-        self.retired = []
+        self.receiving = None  # [Kr, HKr, CKr, Nr]
+        self.nhkr = nhkr  # header key of the peer's next sending chain
+        self.retired = []  # [(ratchet key, header key)], oldest first
         self.skipped = []  # [ratchet key, index, MK], oldest first
         self.discarded = 0
         self.pending_handshake = pending_handshake  # initiator: handshake part, until a reply decrypts
@@ -670,40 +747,58 @@ class Party:
         self.base_key = base_key
 
     def encrypt(self, plaintext):
-        if self.sending is None:
+        """§5.3 Encrypt: body = AES-256-GCM(key, nonce, AD || 0x02 || 0x01 || header_pt),
+        enc_header = XAEAD(HKs, tag || 0^8, AD, header_pt)."""
+        if self.sending is None or self.hks is None:
             raise RatchetError("no sending chain")
         ck, n = self.sending
-        header = encode_header(self.our_pub, self.pn, n)
+        header_pt = encode_header_plaintext(self.our_pub, self.pn, n)
         mk = message_key(ck)
         key, nonce = aead_key_nonce(mk)
-        ct = aead_encrypt(key, nonce, self.ad + header, plaintext)
+        body = gcm_encrypt(key, nonce, body_ad(self.ad, header_pt), plaintext)
+        enc_header = seal_header(self.hks, self.ad, header_pt, body)
         self.sending = [next_chain_key(ck), n + 1]
-        rm = encode_ratchet_message(header, ct)
+        rm = encode_ratchet_message(enc_header, body)
         wire = (self.pending_handshake + rm) if self.pending_handshake is not None else rm
         trace = {
             "chain_key": ck,
             "message_key": mk,
+            "header_key": self.hks,
             "aead_key": key,
             "nonce": nonce,
             "root_key": self.root,
             "ratchet_key": self.our_pub,
             "pn": self.pn,
             "index": n,
+            "header_plaintext": header_pt,
+            "encrypted_header": enc_header,
         }
         return wire, trace
 
     def _add_skipped(self, ratchet_key, keys, given_up=0):
+        """Append one chain's kept keys, then evict (§5.4)."""
         self.discarded += given_up
         for idx, mk in keys:
             self.skipped.append([ratchet_key, idx, mk])
         while len(self.skipped) > MAX_SKIPPED_KEYS:
             self.skipped.pop(0)
             self.discarded += 1
-        while len({e[0] for e in self.skipped}) > MAX_SKIPPED_CHAINS:
+
+        def runs():
+            return sum(1 for i, e in enumerate(self.skipped) if i == 0 or self.skipped[i - 1][0] != e[0])
+
+        while runs() > MAX_SKIPPED_CHAINS:
             oldest = self.skipped[0][0]
             while self.skipped and self.skipped[0][0] == oldest:
                 self.skipped.pop(0)
                 self.discarded += 1
+
+    def _prune_retired(self):
+        """§5.4: keep the newest RETIRED_CHAINS retired chains, and any older one whose ratchet
+        key still tags a stored key."""
+        keep_from = max(len(self.retired) - RETIRED_CHAINS, 0)
+        tagged = {e[0] for e in self.skipped}
+        self.retired = [r for i, r in enumerate(self.retired) if i >= keep_from or r[0] in tagged]
 
     @staticmethod
     def _skip(ck, start, until):
@@ -722,52 +817,73 @@ class Party:
             start += 1
         return keys, given_up, ck
 
+    def find_header(self, m):
+        """§5.3 "Finding the header": try HKr (current), then each retired chain newest first,
+        then NHKr (next); the first that opens wins."""
+        body = m["ciphertext"]
+        tries = []
+        if self.receiving is not None:
+            tries.append(("current", self.receiving[1]))
+        tries += [("retired", hk) for _, hk in reversed(self.retired)]
+        tries.append(("next", self.nhkr))
+        for which, hk in tries:
+            pt = open_header(hk, self.ad, m["encrypted_header"], body)
+            if pt is not None:
+                try:
+                    return which, pt, decode_header_plaintext(pt)
+                except DecodeError:
+                    raise RatchetError("authentication failed (bad ratchet key in header)")
+        raise RatchetError("authentication failed (no header key opens the header)")
+
     def decrypt(self, wire, draws):
-        """Signal's RatchetDecrypt with skipped keys; `draws` is an iterator over the receiver's
-        published RNG draws (one new ratchet secret per DH ratchet step)."""
+        """§5.3 Decrypt; `draws` is an iterator over the receiver's published RNG draws (one new
+        ratchet secret per DH ratchet step). Returns (plaintext, stepped)."""
         kind, m = parse_message(wire)
         if kind == "prekey":
             if m["base_key"] != self.base_key:
                 raise RatchetError("prekey message of another session")
-            if self.handshake_digest is not None and sha256(m["handshake_bytes"]) != self.handshake_digest:
+            if self.handshake_digest is None or sha256(m["handshake_bytes"]) != self.handshake_digest:
                 raise RatchetError("prekey message's handshake part differs from the session's")
             m = m["message"]
-        rk, pn, idx = m["ratchet_key"], m["pn"], m["index"]
-        ad = self.ad + m["header_bytes"]
+        which, header_pt, (rk, pn, idx) = self.find_header(m)
+        ad = body_ad(self.ad, header_pt)
 
         def open_with(mk):
             key, nonce = aead_key_nonce(mk)
-            pt = aead_decrypt(key, nonce, ad, m["ciphertext"])
+            pt = gcm_decrypt(key, nonce, ad, m["ciphertext"])
             if pt is None:
                 raise RatchetError("authentication failed")
             return pt
 
-        # A kept key for a message that arrived late.
-        for pos, (srk, sidx, smk) in enumerate(self.skipped):
-            if srk == rk and sidx == idx:
-                pt = open_with(smk)
-                del self.skipped[pos]
+        if which == "current":
+            if rk != self.receiving[0]:
+                raise RatchetError("authentication failed (ratchet key changed within a chain)")
+            _, hkr, ck, n = self.receiving
+            if idx >= n:
+                # Rule 1: the current chain, at or after the next expected index.
+                keys, given_up, ck = self._skip(ck, n, idx)
+                pt = open_with(message_key(ck))
+                self.receiving = [rk, hkr, next_chain_key(ck), idx + 1]
+                self._add_skipped(rk, keys, given_up)
                 self.pending_handshake = None
                 return pt, False
 
-        # The current receiving chain.
-        if self.receiving is not None and self.receiving[0] == rk:
-            _, ck, n = self.receiving
-            if idx < n:
-                raise RatchetError("duplicate message")
-            keys, given_up, ck = self._skip(ck, n, idx)
-            pt = open_with(message_key(ck))
-            self.receiving = [rk, next_chain_key(ck), idx + 1]
-            self._add_skipped(rk, keys, given_up)
-            self.pending_handshake = None
-            return pt, False
+        if which in ("current", "retired"):
+            # Rule 2: a kept key; rule 3: otherwise a replay.
+            for pos, (srk, sidx, smk) in enumerate(self.skipped):
+                if srk == rk and sidx == idx:
+                    pt = open_with(smk)
+                    del self.skipped[pos]
+                    self._prune_retired()
+                    self.pending_handshake = None
+                    return pt, False
+            raise RatchetError(f"duplicate message ({which} chain, index {idx})")
 
-        if rk in self.retired:
-            raise RatchetError("message from a retired chain")
-
-        # A new chain: DH ratchet step.
+        # Rule 4: the header opened under NHKr: a new chain, DH ratchet step.
+        if (self.receiving is not None and rk == self.receiving[0]) or any(rk == r for r, _ in self.retired):
+            raise RatchetError("duplicate message (known ratchet key under the next header key)")
         if self.receiving is not None:
-            old_rk, old_ck, old_n = self.receiving
+            old_rk, old_hk, old_ck, old_n = self.receiving
             if pn < old_n:
                 raise RatchetError("inconsistent previous chain length")
             if pn - old_n > MAX_JUMP:
@@ -776,7 +892,7 @@ class Party:
                 finished, finished_given_up, _ = self._skip(old_ck, old_n, pn)
         else:
             finished, finished_given_up = [], 0
-        root, recv_ck = kdf_rk(self.root, x25519(self.our_secret, rk))
+        root, recv_ck, next_hkr = kdf_rk(self.root, x25519(self.our_secret, rk))
         keys, given_up, recv_ck = self._skip(recv_ck, 0, idx)
         pt = open_with(message_key(recv_ck))
         new_secret = next(draws, None)
@@ -785,19 +901,21 @@ class Party:
         new_secret = h(new_secret)
         if len(new_secret) != 32:
             raise RatchetError("ratchet secret draw is not 32 bytes")
-        new_root, send_ck = kdf_rk(root, x25519(new_secret, rk))
-        # Commit.
+        new_root, send_ck, next_hks = kdf_rk(root, x25519(new_secret, rk))
+        # Commit, in the order of §5.3 step 4.7.
         if self.receiving is not None:
-            self._add_skipped(self.receiving[0], finished, finished_given_up)
-            self.retired.append(self.receiving[0])
-            self.retired = self.retired[-RETIRED_CHAINS:]
+            self._add_skipped(old_rk, finished, finished_given_up)
+            self.retired.append((old_rk, old_hk))
         self._add_skipped(rk, keys, given_up)
+        self._prune_retired()
         self.pn = self.sending[1] if self.sending is not None else 0
         self.root = new_root
         self.our_secret = new_secret
         self.our_pub = x25519_public(new_secret)
         self.sending = [send_ck, 0]
-        self.receiving = [rk, next_chain_key(recv_ck), idx + 1]
+        self.hks, self.nhks = self.nhks, next_hks
+        self.receiving = [rk, self.nhkr, next_chain_key(recv_ck), idx + 1]
+        self.nhkr = next_hkr
         self.pending_handshake = None
         return pt, True
 
@@ -819,6 +937,22 @@ class Party:
 # ---------------------------------------------------------------------------------------------
 # 2. handshake.json
 # ---------------------------------------------------------------------------------------------
+
+
+def handshake_transcript(ik_a, ik_b, device_id_b, ek_a, spk_id, spk, opk_id, opk, pqpk_id, pqpk, ct):
+    """The bytes hashed into TH (§4.4): HANDSHAKE_TRANSCRIPT || IK_A.signing || IK_A.dh ||
+    IK_B.signing || IK_B.dh || device_id_B[4] || EK_A || spk_id[4] || SPK_B || has_opk[1] ||
+    (opk_id[4] || OPK_B)? || pqpk_id[4] || PQPK_B[1568] || CT[1568]."""
+    out = HANDSHAKE_TRANSCRIPT + ik_a + ik_b + device_id_b.to_bytes(4, "big") + ek_a
+    out += spk_id.to_bytes(4, "big") + spk
+    out += (b"\x01" + opk_id.to_bytes(4, "big") + opk) if opk_id is not None else b"\x00"
+    return out + pqpk_id.to_bytes(4, "big") + pqpk + ct
+
+
+def handshake_keys(ikm, th):
+    """SK || HK_A || NHK_B = HKDF(salt = 0^32, ikm, info = KDF_HANDSHAKE || TH, L = 96) (§4.4)."""
+    okm = hkdf(bytes(32), ikm, KDF_HANDSHAKE + th, 96)
+    return okm[:32], okm[32:64], okm[64:]
 
 
 def check_handshake(c, hs, keys, alice, bob):
@@ -875,20 +1009,34 @@ def check_handshake(c, hs, keys, alice, bob):
         sha3_512(kem_m + sha3_256(bundle["kem"]["key"]))[:32],
     )
 
+    # §4.4: the transcript hash TH over every public value of the handshake, then
+    # SK || HK_A || NHK_B = HKDF(0^32, 0xFF^32 || DH1..DH4 || SS, KDF_HANDSHAKE || TH, 96).
+    transcript = handshake_transcript(
+        alice["public_bytes"], bundle["identity"]["signing"] + bundle["identity"]["dh"], bundle["device_id"], base_key,
+        bundle["spk"]["id"], spk_b, bundle["otpk"]["id"], opk_b, bundle["kem"]["id"], bundle["kem"]["key"], kem_ct,
+    )
+    c.eq("handshake: transcript = HANDSHAKE_TRANSCRIPT || IK_A || IK_B || device_id_B || EK_A || spk_id || SPK_B || "
+         "0x01 || opk_id || OPK_B || pqpk_id || PQPK_B || CT", h(hs["transcript"]), transcript)
+    c.eq("handshake: transcript is 3409 bytes (with a one-time prekey)", 3409, len(transcript))
+    th = sha256(transcript)
+    c.eq("handshake: transcript_hash = SHA-256(transcript)", h(hs["transcript_hash"]), th)
     ikm = b"\xff" * 32 + dh1 + dh2 + dh3 + dh4 + kem_ss
-    sk = hkdf(bytes(32), ikm, KDF_HANDSHAKE, 32)
-    c.eq("handshake: shared_secret", h(hs["shared_secret"]), sk)
+    sk, hk_a, nhk_b = handshake_keys(ikm, th)
+    c.eq("handshake: shared_secret = okm[0..32]", h(hs["shared_secret"]), sk)
+    c.eq("handshake: initiator_header_key HK_A = okm[32..64]", h(hs["initiator_header_key"]), hk_a)
+    c.eq("handshake: responder_header_key NHK_B = okm[64..96]", h(hs["responder_header_key"]), nhk_b)
     ad = alice["public_bytes"] + bob["public_bytes"]
     c.eq("handshake: associated_data = IK_A.signing||IK_A.dh||IK_B.signing||IK_B.dh", h(hs["associated_data"]), ad)
 
-    # Alice's Double Ratchet initialisation: RK, CKs = KDF_RK(SK, DH(ratchet secret, SPK_B)).
-    root, cks = kdf_rk(sk, x25519(ratchet_secret, spk_b))
+    # Alice's Double Ratchet initialisation (§5.1): (RK, CKs, NHKs) = KDF_RK(SK, DH(a_1, SPK_B)),
+    # HKs = HK_A, NHKr = NHK_B.
+    root, cks, nhks = kdf_rk(sk, x25519(ratchet_secret, spk_b))
     fm = hs["first_message"]
     c.eq("handshake: first message sending_chain_key", h(fm["sending_chain_key"]), cks)
     c.eq("handshake: first message root_key", h(fm["root_key"]), root)
 
     handshake_part = (
-        bytes([PROTOCOL_VERSION, PREKEY_MESSAGE_TYPE])
+        bytes([SESSION_VERSION, PREKEY_MESSAGE_TYPE])
         + alice["identity"]
         + base_key
         + SIGNED_PREKEY_ID.to_bytes(4, "big")
@@ -897,12 +1045,16 @@ def check_handshake(c, hs, keys, alice, bob):
         + BOB_ONE_TIME_KEM_ID.to_bytes(4, "big")
         + kem_ct
     )
-    alice_party = Party("alice", ad, root, ratchet_secret, cks, pending_handshake=handshake_part, base_key=base_key)
+    alice_party = Party("alice", ad, root, ratchet_secret, cks, hk_a, nhks, nhk_b,
+                        pending_handshake=handshake_part, base_key=base_key)
     wire, trace = alice_party.encrypt(FIRST_PLAINTEXT.encode())
     c.eq("handshake: first message plaintext", FIRST_PLAINTEXT, fm["plaintext"])
     c.eq("handshake: first message message_key = HMAC(CK, 0x01)", h(fm["message_key"]), trace["message_key"])
+    c.eq("handshake: first message header_key = HK_A", h(fm["header_key"]), trace["header_key"])
     c.eq("handshake: first message aead_key", h(fm["aead_key"]), trace["aead_key"])
     c.eq("handshake: first message nonce", h(fm["nonce"]), trace["nonce"])
+    c.eq("handshake: first message encrypted_header = XAEAD(HK_A, tag || 0^8, AD, header_pt)",
+         h(fm["encrypted_header"]), trace["encrypted_header"])
     c.eq("handshake: first message wire (recomputed byte for byte)", h(fm["wire"]), wire)
 
     # Parse the published wire and check every field.
@@ -918,13 +1070,36 @@ def check_handshake(c, hs, keys, alice, bob):
     )
     c.eq("handshake: prekey message kem ciphertext", kem_ct, p["kem_ciphertext"])
     rm = p["message"]
+    c.eq("handshake: embedded ratchet message's encrypted_header (bytes 2..58)", h(fm["encrypted_header"]),
+         rm["encrypted_header"])
+    header_pt = open_header(h(fm["header_key"]), h(hs["associated_data"]), rm["encrypted_header"], rm["ciphertext"])
     c.eq(
-        "handshake: embedded ratchet header (ratchet key, pn, index)",
+        "handshake: encrypted header opens under header_key with nonce = body tag || 0^8, AD = associated_data, "
+        "to (ratchet key, pn, index)",
         (x25519_public(ratchet_secret), 0, 0),
-        (rm["ratchet_key"], rm["pn"], rm["index"]),
+        decode_header_plaintext(header_pt) if header_pt is not None else None,
     )
-    pt = aead_decrypt(h(fm["aead_key"]), h(fm["nonce"]), h(hs["associated_data"]) + rm["header_bytes"], rm["ciphertext"])
-    c.eq("handshake: first message decrypts with AD = associated_data || header", fm["plaintext"].encode(), pt)
+    pt = None
+    if header_pt is not None:
+        pt = gcm_decrypt(h(fm["aead_key"]), h(fm["nonce"]), body_ad(h(hs["associated_data"]), header_pt), rm["ciphertext"])
+    c.eq("handshake: first message body opens (AES-256-GCM, AD = associated_data || 0x02 || 0x01 || header_pt)",
+         fm["plaintext"].encode(), pt)
+    # The header's nonce is the body's tag: an altered body no longer lets the header open; nor
+    # does the responder's header key, or another session's AD.
+    altered = rm["ciphertext"][:-1] + bytes([rm["ciphertext"][-1] ^ 1])
+    c.true("handshake: the header does not open once the body's tag is altered, under NHK_B, or with another AD",
+           open_header(h(fm["header_key"]), h(hs["associated_data"]), rm["encrypted_header"], altered) is None
+           and open_header(h(hs["responder_header_key"]), h(hs["associated_data"]), rm["encrypted_header"],
+                           rm["ciphertext"]) is None
+           and open_header(h(fm["header_key"]), bob["public_bytes"] + alice["public_bytes"], rm["encrypted_header"],
+                           rm["ciphertext"]) is None)
+    v1 = bytearray(published)
+    v1[0] = 1
+    try:
+        parse_message(bytes(v1))
+        c.fail("handshake: a version-1 prekey message is refused", ["parsed"])
+    except DecodeError:
+        c.ok("handshake: a version-1 prekey message is refused")
     c.eq(
         "handshake: handshake_digest = SHA-256(prekey message before the ratchet message)",
         h(fm["handshake_digest"]),
@@ -932,22 +1107,28 @@ def check_handshake(c, hs, keys, alice, bob):
     )
     c.eq("handshake: handshake part as recomputed", handshake_part, p["handshake_bytes"])
 
-    # Bob accepts: his own SK from his secrets and Decaps, RK = SK, ratchet key pair = SPK_B.
-    bob_sk = hkdf(
-        bytes(32),
+    # Bob accepts (§4.8): his DHs from his secrets, SS by Decaps, TH from the prekey message, his
+    # own device id and the prekeys it names; RK = SK, ratchet key pair = SPK_B, NHKs = NHK_B,
+    # NHKr = HK_A.
+    bob_th = sha256(handshake_transcript(
+        p["identity"]["signing"] + p["identity"]["dh"], bob["public_bytes"], BOB_DEVICE_ID, p["base_key"],
+        p["spk_id"], bob["spk_pub"], p["otpk_id"], bob["otpk_pub"], p["kem_id"], bob["okem_pub"], p["kem_ciphertext"],
+    ))
+    c.eq("handshake: responder computes the same transcript_hash", th, bob_th)
+    bob_sk, bob_hk_a, bob_nhk_b = handshake_keys(
         b"\xff" * 32
         + x25519(bob["spk_secret"], p["identity"]["dh"])
         + x25519(bob["dh_secret"], p["base_key"])
         + x25519(bob["spk_secret"], p["base_key"])
         + x25519(bob["otpk_secret"], p["base_key"])
         + mlkem_from_seed(bob["okem_seed"]).decapsulate(p["kem_ciphertext"]),
-        KDF_HANDSHAKE,
-        32,
+        bob_th,
     )
-    c.eq("handshake: responder derives the same shared_secret", sk, bob_sk)
+    c.eq("handshake: responder derives the same SK, HK_A, NHK_B", (sk, hk_a, nhk_b), (bob_sk, bob_hk_a, bob_nhk_b))
     bob_ad = p["identity"]["signing"] + p["identity"]["dh"] + bob["public_bytes"]
     bob_party = Party(
-        "bob", bob_ad, bob_sk, bob["spk_secret"], None, handshake_digest=sha256(p["handshake_bytes"]), base_key=p["base_key"]
+        "bob", bob_ad, bob_sk, bob["spk_secret"], None, None, bob_nhk_b, bob_hk_a,
+        handshake_digest=sha256(p["handshake_bytes"]), base_key=p["base_key"],
     )
     rdraws = hs["responder_draws"]
     c.eq("handshake: responder draw sizes (first ratchet secret)", [32], [len(h(d)) for d in rdraws])
@@ -955,8 +1136,10 @@ def check_handshake(c, hs, keys, alice, bob):
     pt, stepped = bob_party.decrypt(published, it)
     c.eq("handshake: responder decrypts the first message", fm["plaintext"].encode(), pt)
     c.true("handshake: responder made one DH ratchet step and used every responder draw", stepped and next(it, None) is None)
-    c.eq("handshake: responder's receiving chain key equals alice's sending chain key after message 0",
-         alice_party.sending[0], bob_party.receiving[1])
+    c.eq("handshake: responder's receiving chain (key, header key) equals alice's sending chain after message 0",
+         (alice_party.sending[0], alice_party.hks), (bob_party.receiving[2], bob_party.receiving[1]))
+    c.eq("handshake: responder sends under HKs = NHK_B, which is alice's NHKr", (nhk_b, nhk_b),
+         (bob_party.hks, alice_party.nhkr))
     return alice_party, bob_party
 
 
@@ -991,18 +1174,28 @@ def check_conversation(c, conv, alice_party, bob_party):
                  (t["ratchet_key"], t["pn"], t["index"]))
             c.eq(f"{tag} chain_key", h(m["chain_key"]), t["chain_key"])
             c.eq(f"{tag} message_key", h(m["message_key"]), t["message_key"])
+            c.eq(f"{tag} header_key (HKs)", h(m["header_key"]), t["header_key"])
             c.eq(f"{tag} aead_key", h(m["aead_key"]), t["aead_key"])
             c.eq(f"{tag} nonce", h(m["nonce"]), t["nonce"])
+            c.eq(f"{tag} encrypted_header = XAEAD(HKs, tag || 0^8, AD, header_pt)", h(m["encrypted_header"]),
+                 t["encrypted_header"])
             c.eq(f"{tag} root_key_after", h(m["root_key_after"]), t["root_key"])
             c.eq(f"{tag} wire (recomputed byte for byte)", h(m["wire"]), wire)
-            # Independently of our encryption: parse the published bytes and open them.
+            # Independently of our encryption: parse the published bytes and open them with the
+            # published keys.
             kind, p = parse_message(h(m["wire"]))
             c.eq(f"{tag} wire type", "prekey" if was_prekey else "ratchet", kind)
             rm = p["message"] if kind == "prekey" else p
-            c.eq(f"{tag} parsed header fields", (h(m["ratchet_key"]), m["previous_chain_length"], m["index"]),
-                 (rm["ratchet_key"], rm["pn"], rm["index"]))
-            pt = aead_decrypt(h(m["aead_key"]), h(m["nonce"]), party.ad + rm["header_bytes"], rm["ciphertext"])
-            c.eq(f"{tag} published aead_key/nonce open the wire with AD = associated_data || header",
+            c.eq(f"{tag} encrypted_header is bytes 2..58 of the ratchet message", h(m["encrypted_header"]),
+                 rm["encrypted_header"])
+            header_pt = open_header(h(m["header_key"]), party.ad, rm["encrypted_header"], rm["ciphertext"])
+            c.eq(f"{tag} header opens under header_key to (ratchet_key, previous_chain_length, index)",
+                 (h(m["ratchet_key"]), m["previous_chain_length"], m["index"]),
+                 decode_header_plaintext(header_pt) if header_pt is not None else None)
+            pt = None
+            if header_pt is not None:
+                pt = gcm_decrypt(h(m["aead_key"]), h(m["nonce"]), body_ad(party.ad, header_pt), rm["ciphertext"])
+            c.eq(f"{tag} published aead_key/nonce open the body with AD = associated_data || 0x02 || 0x01 || header_pt",
                  m["plaintext"].encode(), pt)
         else:
             d = next(d_iter)
@@ -1105,9 +1298,12 @@ class Postcard:
 
 
 def parse_session_pickle(contents):
-    """VersionedSessionPickle::V1(SessionPickleV1) as postcard (session.rs)."""
+    """VersionedSessionPickle::V2(Box<SessionPickleV2>) as postcard (session.rs; protocol.md
+    §7.5): variant index 1, then the boxed struct inline, fields in declaration order."""
     p = Postcard(contents)
     s = {"variant": p.varint()}
+    if s["variant"] != 1:
+        raise DecodeError(f"postcard: session pickle variant {s['variant']}, expected 1 (V2)")
     s["local_identity"] = p.bytes_vec()
     s["remote_identity"] = p.bytes_vec()
     s["base_key"] = p.raw(32)
@@ -1115,10 +1311,13 @@ def parse_session_pickle(contents):
     s["we_initiated"] = p.byte()
     s["root"] = p.raw(32)
     s["our_ratchet_secret"] = p.raw(32)
-    s["sending"] = p.option(p.chain_key)
+    s["our_ratchet_public"] = p.raw(32)
+    s["sending"] = p.option(lambda: (p.chain_key(), p.raw(32)))  # ((CKs, Ns), HKs)
+    s["next_sending_header"] = p.raw(32)
     s["previous_sending_length"] = p.varint()
-    s["receiving"] = p.option(lambda: (p.raw(32), p.chain_key()))
-    s["retired"] = p.seq(lambda: p.raw(32))
+    s["receiving"] = p.option(lambda: (p.raw(32), p.raw(32), p.chain_key()))  # (Kr, HKr, (CKr, Nr))
+    s["next_receiving_header"] = p.raw(32)
+    s["retired"] = p.seq(lambda: (p.raw(32), p.raw(32)))
     s["skipped"] = p.seq(lambda: (p.raw(32), p.raw(32), p.varint()))
     s["discarded"] = p.varint()
     s["pending"] = p.option(lambda: (p.varint(), p.option(p.varint), p.varint(), p.bytes_vec()))
@@ -1152,15 +1351,18 @@ def check_sealed(c, sj, alice_party, alice_identity, bob_identity):
     s = parse_session_pickle(contents)
     a = alice_party
     tag = "sealed: contents (postcard, implementation-private)"
-    c.eq(f"{tag} variant V1", 0, s["variant"])
+    c.eq(f"{tag} variant V2", 1, s["variant"])
     c.eq(f"{tag} identities (local alice, remote bob)", (alice_identity, bob_identity), (s["local_identity"], s["remote_identity"]))
     c.eq(f"{tag} base key / handshake digest / we_initiated", (a.base_key, None, 1), (s["base_key"], s["handshake_digest"], s["we_initiated"]))
     c.eq(f"{tag} root key", a.root, s["root"])
-    c.eq(f"{tag} ratchet secret", a.our_secret, s["our_ratchet_secret"])
-    c.eq(f"{tag} sending chain (key, index)", tuple(a.sending), s["sending"])
+    c.eq(f"{tag} ratchet secret and public key", (a.our_secret, a.our_pub), (s["our_ratchet_secret"], s["our_ratchet_public"]))
+    c.eq(f"{tag} sending chain ((key, index), HKs)", ((a.sending[0], a.sending[1]), a.hks), s["sending"])
+    c.eq(f"{tag} NHKs", a.nhks, s["next_sending_header"])
     c.eq(f"{tag} previous sending length", a.pn, s["previous_sending_length"])
-    c.eq(f"{tag} receiving chain (their key, (key, index))", (a.receiving[0], (a.receiving[1], a.receiving[2])), s["receiving"])
-    c.eq(f"{tag} retired ratchet keys", a.retired, s["retired"])
+    c.eq(f"{tag} receiving chain (their key, HKr, (key, index))",
+         (a.receiving[0], a.receiving[1], (a.receiving[2], a.receiving[3])), s["receiving"])
+    c.eq(f"{tag} NHKr", a.nhkr, s["next_receiving_header"])
+    c.eq(f"{tag} retired chains (ratchet key, header key)", a.retired, s["retired"])
     c.eq(f"{tag} skipped keys / discarded", ([(rk, mk, i) for rk, i, mk in a.skipped], a.discarded), (s["skipped"], s["discarded"]))
     c.eq(f"{tag} no pending prekey", None, s["pending"])
 
@@ -1170,8 +1372,10 @@ def check_sealed(c, sj, alice_party, alice_identity, bob_identity):
     wire, _ = model.encrypt(sj["next_plaintext"].encode())
     c.eq("sealed: next_message = alice's next message for next_plaintext", h(sj["next_message"]), wire)
     kind, rm = parse_message(h(sj["next_message"]))
-    c.eq("sealed: next_message is a ratchet message continuing alice's chain",
-         ("ratchet", a.our_pub, a.pn, a.sending[1]), (kind, rm["ratchet_key"], rm["pn"], rm["index"]))
+    header_pt = open_header(a.hks, a.ad, rm["encrypted_header"], rm["ciphertext"]) if kind == "ratchet" else None
+    c.eq("sealed: next_message is a ratchet message continuing alice's chain (header opens under HKs)",
+         ("ratchet", a.our_pub, a.pn, a.sending[1]),
+         (kind,) + (decode_header_plaintext(header_pt) if header_pt is not None else (None, None, None)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1485,8 +1689,8 @@ def item_bytes(tag, body):
 
 def check_transcript(c, tj, keys):
     # The signer is Alice (keys.json), recomputed here from her draws so this section stands alone.
-    alice = derive_account(keys["alice"]["draws"])
-    bob = derive_account(keys["bob"]["account"]["draws"])
+    alice = derive_account(keys["alice"]["draws"], ALICE_DEVICE_ID)
+    bob = derive_account(keys["bob"]["account"]["draws"], BOB_DEVICE_ID)
     signer = tj["signer"]
     c.eq("transcript: signer identity = alice's (keys.json)", h(signer["identity_key"]), alice["identity"])
     c.eq("transcript: signer signing key = Ed25519 public of alice.draws[0]", h(signer["signing_key"]), alice["signing"])
@@ -1688,6 +1892,12 @@ def self_tests(c):
         bytes(range(0x80, 0xA0)), bytes(range(0x40, 0x58)), h("50515253c0c1c2c3c4c5c6c7"), pt
     )
     c.eq("self-test: XChaCha20-Poly1305 tag (draft-irtf-cfrg-xchacha-03 §A.3.1)", h("c0875924c1c7987947deafd8780acf49"), out[-16:])
+    # The GCM specification's test cases 13 and 14 (AES-256, zero key and IV): the body AEAD.
+    c.eq("self-test: AES-256-GCM, empty plaintext (GCM spec test case 13)",
+         h("530f8afbc74536b9a963b4f1c4cb738b"), gcm_encrypt(bytes(32), bytes(12), b"", b""))
+    c.eq("self-test: AES-256-GCM, 16 zero bytes (GCM spec test case 14)",
+         h("cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"),
+         gcm_encrypt(bytes(32), bytes(12), b"", bytes(16)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1738,13 +1948,15 @@ DOCUMENTED_FIELDS = {
     + [f"bob.one_time_prekey.{f}" for f in ("draws", "id", "public", "encoded")]
     + [f"bob.one_time_kem_prekey.{f}" for f in ("draws", "id", "kind", "public", "signature", "encoded")],
     "handshake.json": ["description", "bundle", "initiator_draws", "base_key", "dh1", "dh2", "dh3", "dh4",
-                       "kem_ciphertext", "kem_shared_secret", "shared_secret", "associated_data", "first_message",
+                       "kem_ciphertext", "kem_shared_secret", "transcript", "transcript_hash", "shared_secret",
+                       "initiator_header_key", "responder_header_key", "associated_data", "first_message",
                        "responder_draws"]
-    + [f"first_message.{f}" for f in ("plaintext", "sending_chain_key", "root_key", "message_key", "aead_key",
-                                      "nonce", "handshake_digest", "wire")],
+    + [f"first_message.{f}" for f in ("plaintext", "sending_chain_key", "root_key", "message_key", "header_key",
+                                      "aead_key", "nonce", "encrypted_header", "handshake_digest", "wire")],
     "conversation.json": ["description", "messages", "deliveries", "schedule", "schedule[].send", "schedule[].deliver"]
     + [f"messages[].{f}" for f in ("number", "sender", "plaintext", "ratchet_key", "previous_chain_length", "index",
-                                   "chain_key", "message_key", "aead_key", "nonce", "root_key_after", "wire")]
+                                   "chain_key", "message_key", "header_key", "aead_key", "nonce", "encrypted_header",
+                                   "root_key_after", "wire")]
     + [f"deliveries[].{f}" for f in ("number", "receiver", "receiver_draws", "missing_after",
                                      "missing_after[].chain", "missing_after[].missing")],
     "sealed_session.json": ["description", "storage_key", "draws", "sealed", "enc_key", "xchacha20",

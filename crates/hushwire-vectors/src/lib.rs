@@ -109,7 +109,7 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
     let bundle = bob.prekey_bundle().ok_or("bob has no signed prekey")?;
 
     let keys = json!({
-        "description": "Identity and prekey generation. `draws` are the RNG outputs each step consumed, in order: Account::new draws the Ed25519 identity seed (32), the X25519 identity secret (32), the signed prekey secret (32), the last-resort ML-KEM-1024 seed d||z (64). Ed25519 signatures are deterministic (RFC 8032).",
+        "description": "Identity and prekey generation. `draws` are the RNG outputs each step consumed, in order: Account::new draws the Ed25519 identity seed (32), the X25519 identity secret (32), the signed prekey secret (32), the last-resort ML-KEM-1024 seed d||z (64). Ed25519 signatures are deterministic (RFC 8032). Protocol version 2: prekey signatures cover the device id (SIG_SIGNED_PREKEY || device_id || id || key; SIG_KEM_PREKEY || device_id || kind || id || key, docs/protocol.md §3.5, §3.7) and bundles start with the version byte 0x02.",
         "alice": account_json(&alice, &alice_draws),
         "bob": {
             "account": account_json(&bob, &bob_draws),
@@ -144,8 +144,12 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
     let Message::PreKey(prekey_message) = Message::from_bytes(&first)? else {
         return Err("first message is not a prekey message".into());
     };
+    let th_input = handshake_transcript(&alice, &bundle, &prekey_message);
+    if <[u8; 32]>::from(Sha256::digest(&th_input)) != trace.transcript_hash {
+        return Err("the transcript as published does not hash to TH".into());
+    }
     let handshake = json!({
-        "description": "Alice starts a session from bob_bundle (keys.json). Session::initiate draws EK_A's secret (32), the ML-KEM encapsulation message m (32, FIPS 203 ML-KEM.Encaps_internal), then Alice's first ratchet secret (32). Bob's Account::accept draws his first ratchet secret (32).",
+        "description": "Alice starts a session from bob_bundle (keys.json). Session::initiate draws EK_A's secret (32), the ML-KEM encapsulation message m (32, FIPS 203 ML-KEM.Encaps_internal), then Alice's first ratchet secret (32). Bob's Account::accept draws his first ratchet secret (32). Protocol version 2 (docs/protocol.md §4.4): `transcript` is the 3409 bytes hashed into `transcript_hash` (TH = SHA-256(transcript)); SK || HK_A || NHK_B = HKDF-SHA256(0^32, 0xFF^32 || DH1..DH4 || SS, KDF_HANDSHAKE || TH, 96) gives `shared_secret`, `initiator_header_key` and `responder_header_key`. The first message's body is AES-256-GCM with AD = associated_data || 0x02 || 0x01 || header plaintext (40 bytes); its `encrypted_header` (56 bytes) is XChaCha20-Poly1305 of the header plaintext under `header_key` (= HK_A), nonce = the body's 16-byte tag || 0^8, AD = associated_data (§5.3).",
         "bundle": hex::encode(bundle.to_bytes()),
         "initiator_draws": initiate_draws,
         "base_key": hex::encode(prekey_message.base_key.as_bytes()),
@@ -155,15 +159,21 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
         "dh4": trace.dh4.map(hex::encode),
         "kem_ciphertext": hex::encode(prekey_message.kem_ciphertext.as_slice()),
         "kem_shared_secret": hex::encode(trace.kem_shared_secret),
+        "transcript": hex::encode(&th_input),
+        "transcript_hash": hex::encode(trace.transcript_hash),
         "shared_secret": hex::encode(trace.shared_secret),
+        "initiator_header_key": hex::encode(trace.initiator_header_key),
+        "responder_header_key": hex::encode(trace.responder_header_key),
         "associated_data": hex::encode(associated_data(&alice, &bob)),
         "first_message": {
             "plaintext": String::from_utf8_lossy(&inbound.plaintext),
             "sending_chain_key": hex::encode(first_trace.chain_key),
             "root_key": hex::encode(first_trace.root_key),
             "message_key": hex::encode(first_trace.message_key),
+            "header_key": hex::encode(first_trace.header_key),
             "aead_key": hex::encode(first_trace.aead_key),
             "nonce": hex::encode(first_trace.nonce),
+            "encrypted_header": hex::encode(prekey_message.message.encrypted_header),
             "handshake_digest": hex::encode(prekey_message.handshake_digest()),
             "wire": hex::encode(&first),
         },
@@ -189,7 +199,7 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
         return Err("reloaded session diverged from the original".into());
     }
     let mut sealed_session = json!({
-        "description": "Alice's session at the end of conversation.json, sealed under storage_key. The draw is the 24-byte XChaCha20-Poly1305 nonce. The contents are a postcard encoding private to this implementation; what is specified is the envelope (docs/protocol.md §7). `next_message` is what the unsealed session encrypts next for the plaintext given, identical to the original's.",
+        "description": "Alice's session at the end of conversation.json, sealed under storage_key. The draw is the 24-byte XChaCha20-Poly1305 nonce. The contents are a postcard encoding private to this implementation (VersionedSessionPickle::V2 since protocol version 2: first byte 0x01, with the header keys HKs, NHKs, HKr, NHKr and the retired chains' header keys); what is specified is the envelope (docs/protocol.md §7). `next_message` is what the unsealed session encrypts next for the plaintext given, identical to the original's.",
         "storage_key": hex::encode(storage_key),
         "draws": seal_draws,
         "sealed": hex::encode(&sealed),
@@ -224,6 +234,43 @@ fn associated_data(initiator: &Account, responder: &Account) -> Vec<u8> {
     let mut ad = initiator.identity_key().public_bytes().to_vec();
     ad.extend_from_slice(&responder.identity_key().public_bytes());
     ad
+}
+
+/// The bytes hashed into the handshake transcript hash `TH` (`docs/protocol.md` §4.4), rebuilt
+/// from public values so the vectors can publish them; generation checks they hash to the
+/// core's `TH`.
+fn handshake_transcript(
+    initiator: &Account,
+    bundle: &PreKeyBundle,
+    message: &hushwire::wire::PreKeyMessage,
+) -> Vec<u8> {
+    let mut t = labels::HANDSHAKE_TRANSCRIPT.to_vec();
+    t.extend_from_slice(&initiator.identity_key().public_bytes());
+    t.extend_from_slice(&bundle.identity.public_bytes());
+    t.extend_from_slice(&bundle.device_id.to_be_bytes());
+    t.extend_from_slice(message.base_key.as_bytes());
+    t.extend_from_slice(&bundle.signed_prekey.id.to_be_bytes());
+    t.extend_from_slice(bundle.signed_prekey.key.as_bytes());
+    match &bundle.one_time_prekey {
+        Some(k) => {
+            t.push(1);
+            t.extend_from_slice(&k.id.to_be_bytes());
+            t.extend_from_slice(k.key.as_bytes());
+        }
+        None => t.push(0),
+    }
+    t.extend_from_slice(&bundle.kem_prekey.id.to_be_bytes());
+    t.extend_from_slice(bundle.kem_prekey.key.as_bytes());
+    t.extend_from_slice(message.kem_ciphertext.as_slice());
+    t
+}
+
+/// The 56-byte encrypted header of a session message (inside a prekey message, if it is one).
+fn encrypted_header(wire: &[u8]) -> Result<[u8; 56], Error> {
+    Ok(match Message::from_bytes(wire)? {
+        Message::Ratchet(m) => m.encrypted_header,
+        Message::PreKey(p) => p.message.encrypted_header,
+    })
 }
 
 fn account_json(account: &Account, draws: &[String]) -> Value {
@@ -382,6 +429,7 @@ fn conversation(
                     "header_key": hex::encode(trace.header_key),
                     "aead_key": hex::encode(trace.aead_key),
                     "nonce": hex::encode(trace.nonce),
+                    "encrypted_header": hex::encode(encrypted_header(&wire)?),
                     "root_key_after": hex::encode(trace.root_key),
                     "wire": hex::encode(&wire),
                 });
@@ -415,7 +463,7 @@ fn conversation(
         return Err("every message was delivered, yet a gap remains".into());
     }
     Ok(json!({
-        "description": "30 messages after the handshake of handshake.json (which holds message 0 of the session; numbers here start again at 0). `messages` lists them in sending order with the sender's secrets (`chain_key` is the sending chain key the message key came from: message_key = HMAC-SHA256(chain_key, 0x01)); `deliveries` lists them in delivery order, with the receiver's RNG draws (a new ratchet secret at each DH ratchet step) and the gaps it reports afterwards. `schedule` is the order the generator ran, to follow step by step: {\"send\": n} encrypts message n, {\"deliver\": n} hands message n to its receiver (the next entry of `deliveries`). Keys depend on how sends and deliveries interleave: encrypting all 30 first reproduces only 6 of them. AD for each message = handshake.associated_data || the 42 header bytes at the start of the ratchet message (inside a prekey message for Alice's messages before Bob's first reply).",
+        "description": "30 messages after the handshake of handshake.json (which holds message 0 of the session; numbers here start again at 0). `messages` lists them in sending order with the sender's secrets (`chain_key` is the sending chain key the message key came from: message_key = HMAC-SHA256(chain_key, 0x01)); `deliveries` lists them in delivery order, with the receiver's RNG draws (a new ratchet secret at each DH ratchet step) and the gaps it reports afterwards. `schedule` is the order the generator ran, to follow step by step: {\"send\": n} encrypts message n, {\"deliver\": n} hands message n to its receiver (the next entry of `deliveries`). Keys depend on how sends and deliveries interleave: encrypting all 30 first reproduces only 6 of them. Protocol version 2 (docs/protocol.md §5.3): each body is AES-256-GCM under `aead_key`/`nonce` with AD = handshake.associated_data || 0x02 || 0x01 || the 40-byte header plaintext (ratchet_key || previous_chain_length || index, big-endian); the header travels only as `encrypted_header` (56 bytes, bytes 2..58 of the ratchet message, which is inside a prekey message for Alice's messages before Bob's first reply): XChaCha20-Poly1305 of the header plaintext under `header_key`, nonce = the body's 16-byte tag || 0^8, AD = handshake.associated_data.",
         "messages": messages.iter().map(|(_, _, _, e)| e.clone()).collect::<Vec<_>>(),
         "deliveries": deliveries,
         "schedule": schedule_json(&script()),
