@@ -217,18 +217,24 @@ Examples:
         command: AuditorCommand,
     },
     /// Where each message you sent to a contact is: queued, sent, delivered, not confirmed.
+    /// Without a contact: the relay and the fingerprint of the relay key this device pinned.
     #[command(after_help = "\
 A message is `sent` once the relay holds it and `delivered` once the contact's device stored it
 (an encrypted receipt). With no receipt after 2 minutes it shows as NOT CONFIRMED. If the
 contact's device could not read it, the two devices start a new session by themselves and it is
 sent again (`retrying`); after 3 such resends it is FAILED.
 
+The relay key is pinned when you register: compare its fingerprint with the one the relay's
+operator publishes (`hushwire-relay relay-key` prints it). A relay that presents another key is
+refused (\"the relay's key changed\"); only `register` pins a new one.
+
 Examples:
+  hushwire status
   hushwire status bob
   hushwire status bob --json")]
     Status {
-        /// The contact's name.
-        name: String,
+        /// The contact's name; without one, the relay and its pinned key.
+        name: Option<String>,
     },
     /// Messages not yet taken by the relay: list them, or cancel one.
     #[command(after_help = "\

@@ -224,8 +224,12 @@ pub async fn wait_connected(client: &Client, wait: Duration) -> CliResult<()> {
     let mut state = client.connection_state();
     let connected = tokio::time::timeout(wait, async {
         loop {
-            if *state.borrow_and_update() == ConnectionState::Connected {
-                return true;
+            match &*state.borrow_and_update() {
+                ConnectionState::Connected => return true,
+                // The client stopped for good (the relay's key changed, or this device
+                // connected elsewhere): waiting longer changes nothing.
+                ConnectionState::Disconnected { retry_in_ms: 0, .. } => return false,
+                _ => {}
             }
             if state.changed().await.is_err() {
                 return false;
@@ -233,6 +237,13 @@ pub async fn wait_connected(client: &Client, wait: Duration) -> CliResult<()> {
         }
     })
     .await;
+    if let ConnectionState::Disconnected {
+        reason,
+        retry_in_ms: 0,
+    } = &*client.connection_state().borrow()
+    {
+        return Err(fail(format!("not connected: {reason}")));
+    }
     match connected {
         Ok(true) => Ok(()),
         _ => Err(fail(format!(

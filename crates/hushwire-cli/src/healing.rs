@@ -124,6 +124,45 @@ pub async fn status(g: &Global, name: &str) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `status` without a contact: the relay and the relay key this device pinned.
+pub async fn relay_status(g: &Global) -> CliResult<ExitCode> {
+    let client = common::open(g).await?;
+    let relay = client.relay_url().await;
+    let pin = client.relay_key_pin().await;
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "relay": relay,
+                "relay_key": pin.as_ref().map(|p| p.fingerprint.clone()),
+                "relay_key_pinned_at_ms": pin.as_ref().map(|p| p.pinned_at_ms),
+                "relay_key_pinned_on_first_login": pin.as_ref().map(|p| p.on_first_login),
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "relay:       {}",
+        relay.as_deref().unwrap_or("(not registered)")
+    );
+    match pin {
+        Some(pin) => println!(
+            "relay key:   {} (pinned {} {})",
+            pin.fingerprint,
+            if pin.on_first_login {
+                "at the first login of this older store,"
+            } else {
+                "at registration,"
+            },
+            common::format_time(pin.pinned_at_ms)
+        ),
+        None => println!(
+            "relay key:   (none pinned yet: it is pinned at registration or the next login)"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The messages still waiting in the outbox.
 pub async fn outbox_list(g: &Global) -> CliResult<ExitCode> {
     let client = common::open(g).await?;

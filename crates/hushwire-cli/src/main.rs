@@ -112,7 +112,8 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => transcripts::audit_verify(g).await,
-        Command::Status { name } => healing::status(g, &name).await,
+        Command::Status { name: Some(name) } => healing::status(g, &name).await,
+        Command::Status { name: None } => healing::relay_status(g).await,
         Command::Outbox { command } => match command {
             OutboxCommand::List => healing::outbox_list(g).await,
             OutboxCommand::Cancel { id } => healing::outbox_cancel(g, &id).await,

@@ -55,10 +55,16 @@ pub async fn init(g: &Global, device_id: u32) -> CliResult<ExitCode> {
 pub async fn register(g: &Global, url: &str, invite: Option<&str>) -> CliResult<ExitCode> {
     let client = open(g).await?;
     client.register(url, invite).await?;
+    let relay_key = client.relay_key_pin().await.map(|p| p.fingerprint);
     if g.json {
-        println!("{}", json!({"registered": url}));
+        println!("{}", json!({"registered": url, "relay_key": relay_key}));
     } else {
         println!("Registered with {url} and published prekeys.");
+        if let Some(key) = relay_key {
+            println!(
+                "Pinned the relay's key {key}: a relay presenting another key will be refused."
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

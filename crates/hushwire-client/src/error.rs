@@ -103,6 +103,16 @@ pub enum ClientError {
     /// process, is online as this device. The client does not reconnect on its own, so two
     /// copies never knock each other off in a loop.
     ConnectedElsewhere,
+    /// The relay presented a relay key other than the one this device pinned
+    /// (`client.md` §5.16): it may be another deployment forwarding its challenge to log in
+    /// there as this device. Nothing was answered and nothing stored; the client does not
+    /// retry on its own. Both are key fingerprints (64 hex digits).
+    RelayKeyChanged {
+        /// The fingerprint this device pinned.
+        pinned: String,
+        /// The fingerprint the relay presented.
+        presented: String,
+    },
     /// The message is not in the outbox any more (the relay holds it, so it cannot be taken
     /// back), or this device never queued it.
     NotCancellable(String),
@@ -248,6 +258,14 @@ impl fmt::Display for ClientError {
             Self::ConnectedElsewhere => f.write_str(
                 "this device connected to the relay elsewhere (another copy of this store is \
                  online); not reconnecting: close the other one, then connect again",
+            ),
+            Self::RelayKeyChanged { pinned, presented } => write!(
+                f,
+                "the relay's key changed: this device pinned relay key {pinned}, but the relay \
+                 presents {presented}. It may be another relay trying to log in elsewhere as this \
+                 device, so nothing was answered and the client will not retry. Ask the relay's \
+                 operator for its key fingerprint; only if it is the new one, run `hushwire \
+                 register` again to pin it"
             ),
             Self::Session(e) => write!(f, "session error: {e}"),
             Self::Io(e) => write!(f, "{e}"),

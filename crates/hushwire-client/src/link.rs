@@ -17,7 +17,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::Account;
 use hushwire::proto::codec::Codec as _;
-use hushwire::proto::relay::{Credentials, Frame, FrameBody};
+use hushwire::proto::relay::{Credentials, Frame, FrameBody, RelayKey};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
@@ -176,6 +176,17 @@ pub(crate) enum Greeting<'a> {
     Authenticate,
 }
 
+/// Which relay key the challenge must carry (`client.md` §5.16).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pin {
+    /// The pinned key: any other is [`ClientError::RelayKeyChanged`], before anything is
+    /// answered.
+    Expect(RelayKey),
+    /// No pin to check (registration, or a store from before pinning): whatever key the relay
+    /// proves it holds; the caller pins it once the relay has said `Ok`.
+    Any,
+}
+
 /// The sending half of an authenticated connection, shared by the tasks that make requests.
 pub(crate) struct Link {
     sink: tokio::sync::Mutex<SplitSink<Socket, Message>>,
@@ -190,14 +201,17 @@ pub(crate) struct Incoming {
     link: Arc<Link>,
 }
 
-/// Dials the relay and answers its challenge as `account`. Returns once the relay said `Ok`.
+/// Dials the relay and answers its challenge as `account`, if the challenge is signed by the
+/// key it carries and that key is the one `pin` expects. Returns once the relay said `Ok`, with
+/// the relay's key.
 pub(crate) async fn connect(
     url: &RelayUrl,
     roots: &TlsRoots,
     account: &Account,
     greeting: Greeting<'_>,
+    pin: Pin,
     timeout: Duration,
-) -> Result<(Arc<Link>, Incoming)> {
+) -> Result<(Arc<Link>, Incoming, RelayKey)> {
     let mut socket = tokio::time::timeout(timeout, dial(url, roots))
         .await
         .map_err(|_| ClientError::Timeout)??;
@@ -215,6 +229,21 @@ pub(crate) async fn connect(
             ));
         }
     };
+    // The key first: a relay showing another key gets no answer at all, so an impostor
+    // forwarding another deployment's challenge learns nothing it could use there.
+    if let Pin::Expect(pinned) = pin
+        && pinned != challenge.relay_key
+    {
+        return Err(ClientError::RelayKeyChanged {
+            pinned: pinned.fingerprint().to_string(),
+            presented: challenge.relay_key.fingerprint().to_string(),
+        });
+    }
+    if !challenge.verify_relay_signature() {
+        return Err(ClientError::Connection(
+            "the relay's challenge is not signed by the relay key it presents".into(),
+        ));
+    }
     let credentials = Credentials::answer(
         account.identity_key().clone(),
         account.device_id(),
@@ -262,7 +291,7 @@ pub(crate) async fn connect(
         stream,
         link: link.clone(),
     };
-    Ok((link, incoming))
+    Ok((link, incoming, challenge.relay_key))
 }
 
 impl Link {

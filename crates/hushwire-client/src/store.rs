@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -106,6 +106,11 @@ const MIGRATIONS: &[&str] = &[
         seen_ms INTEGER NOT NULL
     );
     ",
+    // 2 → 3: the relay key this device pinned (`docs/client.md` §5.16), one sealed row. A
+    // store migrated here has no pin yet: it pins at its first successful login.
+    r"
+    CREATE TABLE relay_pin (id INTEGER PRIMARY KEY CHECK (id = 1), sealed BLOB NOT NULL);
+    ",
 ];
 
 /// Opens (creating if asked) the database and brings its schema up to date.
@@ -188,6 +193,24 @@ pub(crate) async fn put_meta(c: &mut SqliteConnection, name: &str, value: &[u8])
     sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
         .bind(name)
         .bind(value)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The sealed pinned relay key, if any (`docs/client.md` §5.16).
+pub(crate) async fn get_relay_pin(c: &mut SqliteConnection) -> Result<Option<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT sealed FROM relay_pin WHERE id = 1")
+            .fetch_optional(c)
+            .await?,
+    )
+}
+
+/// Replaces the sealed pinned relay key.
+pub(crate) async fn put_relay_pin(c: &mut SqliteConnection, sealed: &[u8]) -> Result<()> {
+    sqlx::query("INSERT INTO relay_pin (id, sealed) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed")
+        .bind(sealed)
         .execute(c)
         .await?;
     Ok(())

@@ -36,7 +36,7 @@ use hushwire_client::payload::Payload;
 use hushwire_fuzz_checks::TARGETS;
 use hushwire_fuzz_checks::conversation::Step;
 use hushwire_fuzz_checks::fixtures::{
-    AUDIT_CHAIN_ID, RELAY_CHALLENGE, UNSEAL_KEY, audit_signer, auditor_key, pair,
+    AUDIT_CHAIN_ID, UNSEAL_KEY, audit_signer, auditor_key, pair, relay_challenge, relay_signer,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
@@ -209,8 +209,8 @@ fn decode_bundle(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
 fn relay_frame(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
     let t = "relay_frame";
     let device = IdentityKeyPair::generate(&mut ChaCha20Rng::from_seed([0x0e; 32]));
-    let credentials = Credentials::answer(device.public().clone(), 3, &RELAY_CHALLENGE, &device);
-    if !credentials.verify(&RELAY_CHALLENGE) {
+    let credentials = Credentials::answer(device.public().clone(), 3, relay_challenge(), &device);
+    if !credentials.verify(relay_challenge()) {
         return Err("made credentials do not verify".into());
     }
     let address = DeviceAddress {
@@ -265,10 +265,12 @@ fn relay_frame(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
         ("ack", FrameBody::Ack(vec![[1; 16], [2; 16]])),
         (
             "challenge",
-            FrameBody::Challenge(Challenge {
-                expires_at_ms: 1_700_000_030_000,
-                ..RELAY_CHALLENGE
-            }),
+            // Signed, so the seed reaches past the client's signature check.
+            FrameBody::Challenge(Challenge::new(
+                [0x0c; 32],
+                1_700_000_030_000,
+                relay_signer(),
+            )),
         ),
         ("ok", FrameBody::Ok),
         (

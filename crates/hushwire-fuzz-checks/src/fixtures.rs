@@ -19,12 +19,18 @@ pub const UNSEAL_KEY: [u8; 32] = [3; 32];
 /// The chain id [`crate::audit_record`] verifies logs against.
 pub const AUDIT_CHAIN_ID: [u8; 16] = *b"hushwire-fuzz-au";
 
-/// The challenge relay-frame credentials are checked against in [`crate::relay_frame`].
-pub const RELAY_CHALLENGE: Challenge = Challenge {
-    nonce: [0x0c; 32],
-    relay_id: *b"hushwire-fuzz-rl",
-    expires_at_ms: 1_700_000_000_000,
-};
+/// The relay whose key signs [`relay_challenge`].
+pub fn relay_signer() -> &'static IdentityKeyPair {
+    static SIGNER: OnceLock<IdentityKeyPair> = OnceLock::new();
+    SIGNER.get_or_init(|| IdentityKeyPair::generate(&mut ChaCha20Rng::from_seed([0x0d; 32])))
+}
+
+/// The challenge relay-frame credentials are checked against in [`crate::relay_frame`],
+/// signed by [`relay_signer`] as a relay signs its challenges.
+pub fn relay_challenge() -> &'static Challenge {
+    static CHALLENGE: OnceLock<Challenge> = OnceLock::new();
+    CHALLENGE.get_or_init(|| Challenge::new([0x0c; 32], 1_700_000_000_000, relay_signer()))
+}
 
 /// What the first message of [`Pair::first`] says.
 pub const FIRST_PLAINTEXT: &[u8] = b"hello";

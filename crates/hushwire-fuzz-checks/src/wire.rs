@@ -5,7 +5,7 @@ use hushwire::proto::relay::{Frame, FrameBody};
 use hushwire::proto::{Codec, PreKeyBundle};
 use hushwire::wire::Message;
 
-use crate::fixtures::RELAY_CHALLENGE;
+use crate::fixtures::relay_challenge;
 
 /// A session message (ratchet or prekey): decoding never panics, and whatever decodes
 /// re-encodes to the same bytes.
@@ -26,7 +26,9 @@ pub fn decode_bundle(data: &[u8]) {
 }
 
 /// A relay frame, from either side: decoding never panics, whatever decodes re-encodes to the
-/// same bytes, and the signature checks the relay runs on a decoded frame never panic.
+/// same bytes, and the signature checks run on a decoded frame never panic: the relay's on a
+/// device's answer and uploads, the client's on a challenge (the relay's signature under the
+/// key it presents) and a bundle.
 pub fn relay_frame(data: &[u8]) {
     let Ok(frame) = Frame::from_bytes(data) else {
         return;
@@ -34,8 +36,13 @@ pub fn relay_frame(data: &[u8]) {
     assert_eq!(frame.to_bytes(), data, "non-canonical relay frame accepted");
     match &frame.body {
         FrameBody::Register { credentials, .. } | FrameBody::Authenticate(credentials) => {
-            let _ = credentials.verify(&RELAY_CHALLENGE);
+            let _ = credentials.verify(relay_challenge());
             let _ = credentials.address();
+        }
+        FrameBody::Challenge(challenge) => {
+            let _ = challenge.verify_relay_signature();
+            let _ = challenge.relay_key.fingerprint();
+            let _ = challenge.signed_message(0);
         }
         FrameBody::UploadPreKeys {
             signed_prekey,

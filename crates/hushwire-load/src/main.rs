@@ -510,12 +510,29 @@ async fn run(args: Args) -> Result<bool, String> {
     // With PostgreSQL, two instances share one schema: senders use the first, receivers the
     // second, so every delivery crosses instances (LISTEN/NOTIFY).
     let extra: Vec<String> = match &args.database_url {
-        Some(url) => vec![
-            "--database-url".into(),
-            url.clone(),
-            "--database-schema".into(),
-            format!("hushwire_load_{}", std::process::id()),
-        ],
+        Some(url) => {
+            // One deployment, one relay key: made once, given to both instances (a relay on
+            // PostgreSQL never makes its own, docs/relay-protocol.md §3).
+            let key = data_dir.join("relay-key").display().to_string();
+            let made = std::process::Command::new(&bin)
+                .args(["--relay-key-file", &key, "relay-key"])
+                .output()
+                .map_err(|e| format!("hushwire-relay relay-key: {e}"))?;
+            if !made.status.success() {
+                return Err(format!(
+                    "hushwire-relay relay-key failed: {}",
+                    String::from_utf8_lossy(&made.stderr)
+                ));
+            }
+            vec![
+                "--database-url".into(),
+                url.clone(),
+                "--database-schema".into(),
+                format!("hushwire_load_{}", std::process::id()),
+                "--relay-key-file".into(),
+                key,
+            ]
+        }
         None => Vec::new(),
     };
     let mut relay = RelayProcess::start(&bin, &data_dir, &extra)?;

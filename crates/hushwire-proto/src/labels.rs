@@ -62,5 +62,13 @@ pub const KDF_EXPORT_WRAP: &[u8] = b"Hushwire v1 export key wrap";
 /// HKDF info for an export's payload key (salt: SHA-256 of the export header).
 pub const KDF_EXPORT_PAYLOAD: &[u8] = b"Hushwire v1 export payload";
 
-/// Signature context: a device answers a relay's authentication challenge.
-pub const SIG_RELAY_AUTH: &[u8] = b"Hushwire v1 relay auth";
+/// Signature context: a device answers a relay's login challenge, bound to the relay's key
+/// (`docs/relay-protocol.md` §3). Replaces version 1's `"Hushwire v1 relay auth"`, which bound
+/// only a hash of the relay's name.
+pub const SIG_RELAY_LOGIN: &[u8] = b"Hushwire v2 relay login";
+/// Signature context: a relay signs the challenge it sends with its relay identity key, so a
+/// client can check that the relay holds the key it presents (`docs/relay-protocol.md` §3).
+pub const SIG_RELAY_CHALLENGE: &[u8] = b"Hushwire v2 relay challenge";
+/// Hash prefix of a relay key's fingerprint (what `hushwire status` and the relay's start-up
+/// log show).
+pub const RELAY_KEY_FINGERPRINT: &[u8] = b"Hushwire v2 relay key fingerprint";

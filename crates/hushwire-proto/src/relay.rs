@@ -9,8 +9,12 @@
 //! on its own (challenge, delivery, prekey count) carry 0. Envelope payloads are opaque
 //! ciphertext: nothing here can decrypt them.
 
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
 use crate::codec::{Codec, DecodeError, Reader, put_bytes_u32};
-use crate::keys::SIGNATURE_LEN;
+use crate::keys::{Fingerprint, SIGNATURE_LEN, short_hex};
 use crate::signer::Signer;
 use crate::{IdentityKey, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey, labels};
 
@@ -52,29 +56,117 @@ impl DeviceAddress {
     }
 }
 
-/// The relay's fresh challenge, sent as the first frame of every connection.
+/// A relay deployment's long-term Ed25519 public key: the **relay key** (`relay-protocol.md`
+/// §3). Every instance of one deployment presents the same key; clients pin it at registration
+/// (`client.md` §5.16) and a login answer is bound to it, so an answer made for one deployment
+/// is refused by every other, whatever their names.
+///
+/// Any 32 bytes decode (so the frame codec stays total and canonical); whether they are a valid
+/// Ed25519 key is checked when a signature is verified under them. Equality is constant-time.
+#[derive(Clone, Copy)]
+pub struct RelayKey(pub [u8; 32]);
+
+impl RelayKey {
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// `SHA-256(RELAY_KEY_FINGERPRINT ‖ key)`: the name a person compares (the relay logs it at
+    /// start-up, `hushwire status` shows the pinned one).
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut h = Sha256::new();
+        h.update(labels::RELAY_KEY_FINGERPRINT);
+        h.update(self.0);
+        Fingerprint(h.finalize().into())
+    }
+
+    /// The Ed25519 key, if these bytes are a canonical, non-weak point.
+    fn verifying_key(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0)
+            .ok()
+            .filter(|k| !k.is_weak() && k.as_bytes() == &self.0)
+    }
+}
+
+impl PartialEq for RelayKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for RelayKey {}
+
+impl core::fmt::Debug for RelayKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "RelayKey({})", short_hex(&self.0))
+    }
+}
+
+/// The relay's fresh challenge, sent as the first frame of every connection:
+/// `nonce[32] ‖ relay_key[32] ‖ expires_at_ms[8] ‖ relay_signature[64]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Challenge {
     /// 32 random bytes, single use.
     pub nonce: [u8; 32],
-    /// The relay's identifier (so a signature for one relay is useless at another).
-    pub relay_id: [u8; 16],
+    /// The relay deployment's key: a device's answer is bound to it, so an answer for one
+    /// deployment is useless at another.
+    pub relay_key: RelayKey,
     /// When the challenge stops being accepted (relay clock, Unix milliseconds).
     pub expires_at_ms: u64,
+    /// The relay's signature over `SIG_RELAY_CHALLENGE ‖ relay_key ‖ nonce ‖ expires_at_ms`
+    /// ([`Challenge::relay_signed_message`]): proof that the relay holds `relay_key`.
+    pub relay_signature: [u8; SIGNATURE_LEN],
 }
 
 impl Challenge {
-    /// What a device signs (after the `SIG_RELAY_AUTH` context) to answer this challenge as
-    /// `device_id`: `relay_id[16] ‖ nonce[32] ‖ expires_at_ms[8] ‖ device_id[4]`.
-    pub fn signed_message(&self, device_id: u32) -> [u8; 60] {
-        let mut m = [0u8; 60];
-        let (a, rest) = m.split_at_mut(16);
-        a.copy_from_slice(&self.relay_id);
-        let (b, rest) = rest.split_at_mut(32);
+    /// A challenge from the relay whose key is `signer`, signed by it.
+    pub fn new<S: Signer + ?Sized>(nonce: [u8; 32], expires_at_ms: u64, signer: &S) -> Self {
+        let mut challenge = Self {
+            nonce,
+            relay_key: RelayKey(signer.verifying_key().to_bytes()),
+            expires_at_ms,
+            relay_signature: [0; SIGNATURE_LEN],
+        };
+        challenge.relay_signature = signer.sign(
+            labels::SIG_RELAY_CHALLENGE,
+            &challenge.relay_signed_message(),
+        );
+        challenge
+    }
+
+    /// What the relay signs (after the `SIG_RELAY_CHALLENGE` context):
+    /// `relay_key[32] ‖ nonce[32] ‖ expires_at_ms[8]`.
+    pub fn relay_signed_message(&self) -> [u8; 72] {
+        let mut m = [0u8; 72];
+        let (a, rest) = m.split_at_mut(32);
+        a.copy_from_slice(&self.relay_key.0);
+        let (b, c) = rest.split_at_mut(32);
         b.copy_from_slice(&self.nonce);
-        let (c, d) = rest.split_at_mut(8);
         c.copy_from_slice(&self.expires_at_ms.to_be_bytes());
-        d.copy_from_slice(&device_id.to_be_bytes());
+        m
+    }
+
+    /// Whether `relay_signature` verifies (strictly) under `relay_key`: the relay holds the
+    /// key it presents. A client checks this before it answers or pins anything.
+    pub fn verify_relay_signature(&self) -> bool {
+        self.relay_key.verifying_key().is_some_and(|key| {
+            crate::keys::verify_signature(
+                &key,
+                labels::SIG_RELAY_CHALLENGE,
+                &self.relay_signed_message(),
+                &self.relay_signature,
+            )
+        })
+    }
+
+    /// What a device signs (after the `SIG_RELAY_LOGIN` context) to answer this challenge as
+    /// `device_id`: `relay_key[32] ‖ nonce[32] ‖ expires_at_ms[8] ‖ device_id[4]`.
+    pub fn signed_message(&self, device_id: u32) -> [u8; 76] {
+        let mut m = [0u8; 76];
+        let (a, rest) = m.split_at_mut(72);
+        a.copy_from_slice(&self.relay_signed_message());
+        rest.copy_from_slice(&device_id.to_be_bytes());
         m
     }
 }
@@ -86,7 +178,7 @@ pub struct Credentials {
     pub identity: IdentityKey,
     /// The device's number.
     pub device_id: u32,
-    /// Signature over `SIG_RELAY_AUTH ‖ challenge.signed_message(device_id)`.
+    /// Signature over `SIG_RELAY_LOGIN ‖ challenge.signed_message(device_id)`.
     pub signature: [u8; SIGNATURE_LEN],
 }
 
@@ -103,14 +195,18 @@ impl Credentials {
         Self {
             identity,
             device_id,
-            signature: signer.sign(labels::SIG_RELAY_AUTH, &challenge.signed_message(device_id)),
+            signature: signer.sign(
+                labels::SIG_RELAY_LOGIN,
+                &challenge.signed_message(device_id),
+            ),
         }
     }
 
-    /// Checks the signature against `challenge`.
+    /// Checks the signature against `challenge` (the relay passes the challenge it sent, with
+    /// its own key: an answer made for another relay key fails here).
     pub fn verify(&self, challenge: &Challenge) -> bool {
         self.identity.verify(
-            labels::SIG_RELAY_AUTH,
+            labels::SIG_RELAY_LOGIN,
             &challenge.signed_message(self.device_id),
             &self.signature,
         )
@@ -390,8 +486,9 @@ impl Codec for Frame {
             }
             FrameBody::Challenge(c) => {
                 out.extend_from_slice(&c.nonce);
-                out.extend_from_slice(&c.relay_id);
+                out.extend_from_slice(&c.relay_key.0);
                 out.extend_from_slice(&c.expires_at_ms.to_be_bytes());
+                out.extend_from_slice(&c.relay_signature);
             }
             FrameBody::Ok => {}
             FrameBody::Error {
@@ -477,8 +574,9 @@ impl Codec for Frame {
             0x87 => FrameBody::StoreEpochSeen(r.u64("store epoch")?),
             0x80 => FrameBody::Challenge(Challenge {
                 nonce: r.array("nonce")?,
-                relay_id: r.array("relay id")?,
+                relay_key: RelayKey(r.array("relay key")?),
                 expires_at_ms: r.u64("expires at")?,
+                relay_signature: r.array("relay signature")?,
             }),
             0x81 => FrameBody::Ok,
             0x82 => FrameBody::Error {
@@ -566,8 +664,9 @@ mod tests {
             FrameBody::StoreEpochSeen(u64::MAX),
             FrameBody::Challenge(Challenge {
                 nonce: [3; 32],
-                relay_id: [4; 16],
+                relay_key: RelayKey([4; 32]),
                 expires_at_ms: 99,
+                relay_signature: [5; 64],
             }),
             FrameBody::Ok,
             FrameBody::Error {
@@ -650,6 +749,83 @@ mod tests {
                 len: usize::from(u16::MAX),
                 max: MAX_ACKS_PER_FRAME
             }
+        );
+    }
+
+    fn device() -> (ed25519_dalek::SigningKey, IdentityKey) {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[21; 32]);
+        let mut nine = [0u8; 32];
+        nine[0] = 9;
+        let dh = X25519PublicKey::from_array(nine, "k").unwrap();
+        let binding = signing.sign(
+            labels::SIG_IDENTITY_BINDING,
+            &crate::keys::identity_binding_message(signing.verifying_key().as_bytes(), &nine),
+        );
+        let identity = IdentityKey::new(signing.verifying_key().to_bytes(), dh, binding).unwrap();
+        (signing, identity)
+    }
+
+    /// The relay's signature proves it holds the key it presents; changing the key, the nonce
+    /// or the expiry breaks it.
+    #[test]
+    fn challenges_are_signed_by_the_relay_key() {
+        let relay = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let challenge = Challenge::new([2; 32], 1_000, &relay);
+        assert_eq!(challenge.relay_key.0, relay.verifying_key().to_bytes());
+        assert!(challenge.verify_relay_signature());
+        let other = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let mut swapped = challenge;
+        swapped.relay_key = RelayKey(other.verifying_key().to_bytes());
+        assert!(!swapped.verify_relay_signature(), "another relay's key");
+        let mut later = challenge;
+        later.expires_at_ms += 1;
+        assert!(!later.verify_relay_signature(), "another expiry");
+        let mut garbage = challenge;
+        garbage.relay_key = RelayKey([0xff; 32]);
+        assert!(!garbage.verify_relay_signature(), "not a point");
+        let bytes = Frame {
+            request_id: 0,
+            body: FrameBody::Challenge(challenge),
+        }
+        .to_bytes();
+        assert_eq!(bytes.len(), 6 + 32 + 32 + 8 + 64);
+    }
+
+    /// Issue 13: two relays with the same name (there is no name any more) and even the same
+    /// nonce and expiry: an answer made for relay A's key does not verify at relay B.
+    #[test]
+    fn an_answer_is_bound_to_the_relay_key() {
+        let (signing, identity) = device();
+        let a = Challenge::new(
+            [7; 32],
+            5_000,
+            &ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+        );
+        let b = Challenge::new(
+            [7; 32],
+            5_000,
+            &ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
+        );
+        let answer = Credentials::answer(identity, 4, &a, &signing);
+        assert!(answer.verify(&a));
+        assert!(!answer.verify(&b));
+        let mut m = Vec::from(labels::SIG_RELAY_LOGIN);
+        m.extend_from_slice(&a.relay_key.0);
+        m.extend_from_slice(&a.nonce);
+        m.extend_from_slice(&5_000u64.to_be_bytes());
+        m.extend_from_slice(&4u32.to_be_bytes());
+        let mut signed = Vec::from(labels::SIG_RELAY_LOGIN);
+        signed.extend_from_slice(&a.signed_message(4));
+        assert_eq!(signed, m, "the layout of relay-protocol.md §3");
+    }
+
+    #[test]
+    fn relay_key_fingerprints_differ_and_compare() {
+        assert_eq!(RelayKey([1; 32]), RelayKey([1; 32]));
+        assert_ne!(RelayKey([1; 32]), RelayKey([2; 32]));
+        assert_ne!(
+            RelayKey([1; 32]).fingerprint(),
+            RelayKey([2; 32]).fingerprint()
         );
     }
 

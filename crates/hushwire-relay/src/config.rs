@@ -108,10 +108,16 @@ pub struct Settings {
     /// Seconds between sweeps that delete envelopes past retention. Default: 60.
     #[arg(long, env = "HUSHWIRE_RELAY_EXPIRY_INTERVAL_SECS")]
     pub expiry_interval_secs: Option<u64>,
-    /// The relay's name; devices sign challenges bound to it. Give every instance of one
-    /// deployment the same name. Default: hushwire-relay.
-    #[arg(long, env = "HUSHWIRE_RELAY_NAME")]
+    /// No longer used: logins were bound to a hash of this name, and are now bound to the
+    /// relay key (--relay-key-file). Still accepted, so existing configurations keep loading.
+    #[arg(long, env = "HUSHWIRE_RELAY_NAME", hide = true)]
     pub relay_name: Option<String>,
+    /// The relay identity key file: the deployment's Ed25519 key, which signs every challenge
+    /// and which clients pin. Every instance of one deployment must be given the same file.
+    /// Created (mode 0600) on first start with SQLite; with --database-url it must exist
+    /// (`hushwire-relay relay-key` creates it). Default: <data-dir>/relay-key.
+    #[arg(long, env = "HUSHWIRE_RELAY_KEY_FILE")]
+    pub relay_key_file: Option<PathBuf>,
     /// TLS certificate chain (PEM). With --tls-key, the relay serves wss:// itself.
     #[arg(long, env = "HUSHWIRE_RELAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -179,8 +185,8 @@ pub struct Config {
     pub address_rate: u32,
     /// Seconds between expiry sweeps.
     pub expiry_interval_secs: u64,
-    /// Relay name.
-    pub relay_name: String,
+    /// The relay key file; `None`: `<data_dir>/relay-key`.
+    pub relay_key_file: Option<PathBuf>,
     /// TLS certificate chain.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key.
@@ -275,10 +281,7 @@ impl Settings {
                 .or(file.expiry_interval_secs)
                 .unwrap_or(60)
                 .max(1),
-            relay_name: self
-                .relay_name
-                .or(file.relay_name)
-                .unwrap_or_else(|| "hushwire-relay".into()),
+            relay_key_file: self.relay_key_file.or(file.relay_key_file),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             allow_plaintext_non_loopback: self.allow_plaintext_non_loopback
@@ -288,6 +291,13 @@ impl Settings {
 }
 
 impl Config {
+    /// Where the relay key file is (`--relay-key-file`, else `<data_dir>/relay-key`).
+    pub fn relay_key_path(&self) -> PathBuf {
+        self.relay_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("relay-key"))
+    }
+
     /// Refuses configurations that would be unsafe to run.
     pub fn check(&self) -> Result<(), String> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {

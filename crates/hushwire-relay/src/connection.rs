@@ -89,11 +89,9 @@ pub(crate) async fn serve<S: Store>(
     relay.metrics.open_connections.inc();
     let mut nonce = [0u8; 32];
     fill_random(&mut nonce);
-    let challenge = Challenge {
-        nonce,
-        relay_id: relay.relay_id,
-        expires_at_ms: now_ms() + CHALLENGE_LIFETIME_MS,
-    };
+    // Signed with the deployment's relay key: the device checks the signature, compares the
+    // key with the one it pinned, and binds its answer to it (relay-protocol.md §3).
+    let challenge = Challenge::new(nonce, now_ms() + CHALLENGE_LIFETIME_MS, &relay.relay_key);
     let mut conn = Connection {
         relay: relay.clone(),
         socket,

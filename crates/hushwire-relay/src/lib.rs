@@ -13,6 +13,7 @@ mod connection;
 pub mod metrics;
 pub mod pending;
 pub mod rate_limit;
+pub mod relay_key;
 pub mod server;
 pub mod storage;
 pub mod tls;
@@ -28,8 +29,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use ed25519_dalek::SigningKey;
 use hushwire_proto::relay::DeviceAddress;
-use sha2::Digest as _;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::Config;
@@ -60,15 +61,6 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The relay id devices sign challenges for: the first 16 bytes of SHA-256 of the name. It
-/// keeps a signature made for one deployment from being replayed at another.
-pub fn relay_id_from_name(name: &str) -> [u8; 16] {
-    let digest = sha2::Sha256::digest(name.as_bytes());
-    let mut id = [0u8; 16];
-    id.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-    id
-}
-
 /// What wakes a connected device's connection.
 #[derive(Default)]
 pub(crate) struct Wakers {
@@ -93,7 +85,9 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub struct Relay<S> {
     pub(crate) store: S,
     pub(crate) config: Config,
-    pub(crate) relay_id: [u8; 16],
+    /// The deployment's relay identity key: signs every challenge; logins are bound to its
+    /// public half (`relay_key.rs`).
+    pub(crate) relay_key: SigningKey,
     pub(crate) metrics: Metrics,
     pub(crate) device_limits: RateLimiter<DeviceAddress>,
     pub(crate) address_limits: RateLimiter<IpAddr>,
@@ -119,12 +113,13 @@ impl<S: Store> Relay<S> {
     pub fn new(
         store: S,
         config: Config,
+        relay_key: SigningKey,
         audit: audit_log::AuditLog,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         Arc::new(Self {
             audit,
-            relay_id: relay_id_from_name(&config.relay_name),
+            relay_key,
             device_limits: RateLimiter::new(config.device_rate),
             address_limits: RateLimiter::new(config.address_rate),
             send_limits: PairLimiter::new(config.sender_rate, config.sender_byte_rate),

@@ -58,6 +58,10 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         valid_days: u64,
     },
+    /// Create the relay key file if it does not exist yet (mode 0600), and print its
+    /// fingerprint: the deployment's identity, which clients pin at registration. Run it once
+    /// for a PostgreSQL deployment and give every instance the file (--relay-key-file).
+    RelayKey,
     /// Audit chain commands.
     Audit {
         #[command(subcommand)]
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::Invite { valid_days } => invite(config, valid_days).await,
+            Command::RelayKey => relay_key(&config),
             Command::Audit {
                 command: AuditCommand::Verify { json, data_dir },
             } => {
@@ -192,6 +197,23 @@ async fn invite(config: Config, valid_days: u64) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("{token_text}");
     eprintln!("single-use invite, valid for {valid_days} days; give it to one device's owner");
+    Ok(())
+}
+
+fn relay_key(config: &Config) -> Result<(), String> {
+    let path = config.relay_key_path();
+    let (key, created) = hushwire_relay::relay_key::load_or_create(&path)?;
+    println!("{}", hushwire_relay::relay_key::public(&key).fingerprint());
+    eprintln!(
+        "{} relay key {}: give every instance of this deployment this same file \
+         (--relay-key-file); clients pin the fingerprint above",
+        if created {
+            "created the"
+        } else {
+            "the existing"
+        },
+        path.display()
+    );
     Ok(())
 }
 

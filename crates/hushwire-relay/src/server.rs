@@ -206,6 +206,22 @@ pub async fn start<S: Store + Clone>(
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
     };
+    let key_path = config.relay_key_path();
+    // Several instances on one PostgreSQL database must present one key: an instance never
+    // makes its own there (relay_key.rs). Alone on SQLite, the first start creates it.
+    let relay_key = if config.database_url.is_some() {
+        crate::relay_key::load(&key_path)?
+    } else {
+        let (key, created) = crate::relay_key::load_or_create(&key_path)?;
+        if created {
+            tracing::info!(path = %key_path.display(), "created the relay key");
+        }
+        key
+    };
+    tracing::info!(
+        fingerprint = %crate::relay_key::public(&relay_key).fingerprint(),
+        "relay key (clients pin it; every instance of this deployment must show the same)"
+    );
     let (stop, shutdown) = watch::channel(false);
     let identity = AuditIdentity::load_or_create(&config.data_dir)?;
     let (audit, audit_writer) = AuditLog::start(store.clone(), identity, shutdown.clone())
@@ -217,7 +233,7 @@ pub async fn start<S: Store + Clone>(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let mut config = config;
     fit_open_file_limit(&mut config);
-    let relay = Relay::new(store, config, audit, shutdown.clone());
+    let relay = Relay::new(store, config, relay_key, audit, shutdown.clone());
     tokio::spawn(relay.clone().run_expiry());
     if let Some(pool) = listen_pool {
         tokio::spawn(listen_for_mail(relay.clone(), pool));

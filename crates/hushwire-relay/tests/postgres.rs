@@ -19,7 +19,9 @@ use hushwire_proto::relay::FrameBody;
 /// Two relay processes on one fresh PostgreSQL schema.
 fn two_instances(url: &str, name: &str) -> (RelayProcess, RelayProcess) {
     let schema = format!("hw_{name}_{}", common::rand_u64() % 1_000_000_000);
-    // Each instance has its own data dir: its own audit key and chain.
+    // Each instance has its own data dir: its own audit key and chain; the deployment has one
+    // relay key, given to both.
+    let key = common::shared_relay_key(name).display().to_string();
     let start = || {
         let dir = temp_dir(name);
         let data_dir = dir.display().to_string();
@@ -32,6 +34,8 @@ fn two_instances(url: &str, name: &str) -> (RelayProcess, RelayProcess) {
             url,
             "--database-schema",
             &schema,
+            "--relay-key-file",
+            &key,
         ];
         RelayProcess::spawn(dir, args.iter().map(|s| s.to_string()).collect())
     };
@@ -118,5 +122,42 @@ async fn postgres_store_epochs_are_shared_across_instances() {
     assert_eq!(
         a1.call(FrameBody::StoreEpoch(10)).await,
         FrameBody::StoreEpochSeen(9)
+    );
+}
+
+/// Every instance of a PostgreSQL deployment presents the deployment's one relay key (clients
+/// pin it), and an instance never makes a key of its own there: without the file it refuses to
+/// start and says how to make one.
+#[tokio::test]
+async fn postgres_instances_present_one_relay_key() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let (r1, r2) = two_instances(&url, "relaykey");
+    let (c1, c2) = (
+        common::connect(&r1.url()).await,
+        common::connect(&r2.url()).await,
+    );
+    assert_eq!(c1.challenge.relay_key, c2.challenge.relay_key);
+    assert!(c1.challenge.verify_relay_signature() && c2.challenge.verify_relay_signature());
+
+    let dir = temp_dir("relaykey-missing");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.display().to_string(),
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("relay-key` and give every instance"), "{err}");
+    assert!(
+        !dir.join("relay-key").exists(),
+        "an instance made its own key"
     );
 }

@@ -13,7 +13,63 @@ use std::collections::HashSet;
 
 use common::{Client, Device, RelayProcess, connect};
 use hushwire_proto::codec::Codec;
-use hushwire_proto::relay::{ErrorCode, Frame, FrameBody, OutgoingEnvelope};
+use hushwire_proto::relay::{Challenge, ErrorCode, Frame, FrameBody, OutgoingEnvelope};
+
+/// Issue 13: two deployments that share a name (the name no longer matters). Relay A could
+/// take relay B's challenge and hand it to a device that trusts A, with A's key in place of
+/// B's (A cannot re-sign it under B's key): the device's answer is bound to A's key, and B
+/// refuses it. The same device answering B's own challenge gets in.
+#[tokio::test]
+async fn a_login_answer_for_one_relay_key_is_refused_by_another_relay() {
+    let a = RelayProcess::start("key-a", &["--relay-name", "clinic"]);
+    let b = RelayProcess::start("key-b", &["--relay-name", "clinic"]);
+    let device = Device::new(77, 1);
+    Client::register(&b.url(), &device).await;
+
+    let key_a = connect(&a.url()).await.challenge.relay_key;
+    let mut victim = connect(&b.url()).await;
+    assert_ne!(
+        key_a, victim.challenge.relay_key,
+        "each deployment has its own key"
+    );
+    assert!(victim.challenge.verify_relay_signature());
+    // What the forwarding relay A shows the device: B's nonce and expiry, A's key.
+    let forwarded = Challenge {
+        relay_key: key_a,
+        ..victim.challenge
+    };
+    let answer = device.credentials(&forwarded);
+    assert_eq!(
+        victim.call(FrameBody::Authenticate(answer)).await,
+        FrameBody::Error {
+            code: ErrorCode::BadSignature,
+            retry_after_ms: 0
+        }
+    );
+    // Relay B's key file is where the documentation says, owner-only.
+    let key_file = b.data_dir.join("relay-key");
+    assert_eq!(std::fs::read(&key_file).unwrap().len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let mut honest = connect(&b.url()).await;
+    let answer = device.credentials(&honest.challenge);
+    assert_eq!(
+        honest.call(FrameBody::Authenticate(answer)).await,
+        FrameBody::Ok
+    );
+
+    // The key survives a restart: clients that pinned it keep logging in.
+    let key_b = honest.challenge.relay_key;
+    drop(honest);
+    let mut b = b;
+    b.crash_and_restart();
+    assert_eq!(connect(&b.url()).await.challenge.relay_key, key_b);
+}
 
 #[tokio::test]
 async fn two_devices_exchange_messages_online_and_offline() {

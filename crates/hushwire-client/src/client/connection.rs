@@ -9,9 +9,8 @@ use hushwire::proto::relay::{ErrorCode, FrameBody};
 
 use crate::error::{ClientError, Result};
 use crate::event::{ConnectionState, Event};
-use crate::link::{self, Greeting, Incoming, Link, RelayUrl};
+use crate::link::{self, Greeting, Incoming, Link, Pin, RelayUrl};
 use crate::os::rng;
-use crate::store;
 
 use super::Client;
 
@@ -39,15 +38,18 @@ impl Client {
     }
 
     /// Registers this device with the relay at `relay_url` (with an invite token where the relay
-    /// requires one) and publishes its prekeys. Remembers the relay for [`Client::connect`].
+    /// requires one) and publishes its prekeys. Remembers the relay for [`Client::connect`] and
+    /// pins the relay key it presented (`docs/client.md` §5.16): registering is the one way the
+    /// pin is set or changed.
     pub async fn register(&self, relay_url: &str, invite: Option<&str>) -> Result<()> {
         let url = RelayUrl::parse(relay_url)?;
         let account = self.inner.state.lock().await.account.clone();
-        let (link, incoming) = link::connect(
+        let (link, incoming, relay_key) = link::connect(
             &url,
             &self.inner.options.tls,
             &account,
             Greeting::Register(invite.map(str::as_bytes)),
+            Pin::Any,
             self.inner.options.request_timeout,
         )
         .await?;
@@ -61,14 +63,23 @@ impl Client {
         link.close().await;
         reader.abort();
         result?;
-        let mut state = self.inner.state.lock().await;
-        state.profile.relay_url = Some(url.as_str().to_owned());
-        let sealed = self
-            .inner
-            .vault
-            .seal_value("profile", b"", &state.profile, &mut rng());
-        let mut c = self.inner.db.acquire().await?;
-        store::put_meta(&mut c, "profile", &sealed).await
+        // A new registration (another relay, or the same one after the user checked a new key)
+        // may replace the pin; a relay key refused earlier no longer stops `connect`.
+        if let Ok(mut refused) = self.inner.relay_key_refused.lock() {
+            *refused = None;
+        }
+        self.pin_relay_key(relay_key, Some(url.as_str()), false)
+            .await
+    }
+
+    /// The error that stopped the connection for good because the relay's key changed.
+    fn relay_key_refused(&self) -> Option<ClientError> {
+        self.inner
+            .relay_key_refused
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .map(|(pinned, presented)| ClientError::RelayKeyChanged { pinned, presented })
     }
     /// Starts keeping a connection to the relay in the background: reconnects with exponential
     /// backoff, sends the outbox, receives and stores messages. Idempotent.
@@ -81,6 +92,11 @@ impl Client {
             .map_err(|_| ClientError::Connection("poisoned".into()))?;
         if supervisor.as_ref().is_some_and(|h| !h.is_finished()) {
             return Ok(());
+        }
+        // An explicit connect checks the relay's key afresh (it is refused again if it is
+        // still not the pinned one).
+        if let Ok(mut refused) = self.inner.relay_key_refused.lock() {
+            *refused = None;
         }
         let client = self.clone();
         *supervisor = Some(tokio::spawn(async move { client.supervise().await }));
@@ -107,6 +123,26 @@ impl Client {
             let started = std::time::Instant::now();
             let reason = match self.run_connection().await {
                 Ok(()) => "the relay closed the connection".to_owned(),
+                Err(ClientError::RelayKeyChanged { pinned, presented }) => {
+                    // Never retried: the next attempt would meet the same key, and answering
+                    // it is what the pin exists to prevent (docs/client.md §5.16).
+                    if let Ok(mut l) = self.inner.link.lock() {
+                        *l = None;
+                    }
+                    tracing::error!(%pinned, %presented, "the relay's key changed: not connecting");
+                    let e = ClientError::RelayKeyChanged {
+                        pinned: pinned.clone(),
+                        presented: presented.clone(),
+                    };
+                    if let Ok(mut refused) = self.inner.relay_key_refused.lock() {
+                        *refused = Some((pinned, presented));
+                    }
+                    self.set_state(ConnectionState::Disconnected {
+                        reason: e.to_string(),
+                        retry_in_ms: 0,
+                    });
+                    return;
+                }
                 Err(e @ ClientError::ConnectedElsewhere) => {
                     // Another copy of this device is online: reconnecting would only knock it
                     // off in turn. The app decides (docs/client.md §5.11).
@@ -149,25 +185,39 @@ impl Client {
 
     pub(super) async fn run_connection(&self) -> Result<()> {
         let url = self.relay().await?;
-        let account = self.inner.state.lock().await.account.clone();
+        let (account, pin) = {
+            let state = self.inner.state.lock().await;
+            let pin = state
+                .relay_pin
+                .as_ref()
+                .map_or(Pin::Any, |p| Pin::Expect(p.key()));
+            (state.account.clone(), pin)
+        };
         let connect = |greeting| {
             link::connect(
                 &url,
                 &self.inner.options.tls,
                 &account,
                 greeting,
+                pin,
                 self.inner.options.request_timeout,
             )
         };
-        let (link, mut incoming, registered_again) = match connect(Greeting::Authenticate).await {
-            Ok((link, incoming)) => (link, incoming, false),
+        let (link, mut incoming, relay_key, registered_again) = match connect(
+            Greeting::Authenticate,
+        )
+        .await
+        {
+            Ok((link, incoming, key)) => (link, incoming, key, false),
             // The relay lost this device (its data was restored or wiped): register the same
             // identity again, once, where the relay's policy allows it; its prekeys are
             // published below and its mailbox starts empty (what it held is lost, and senders
             // learn it from their missing receipts, §5.13).
             Err(ClientError::Relay(ErrorCode::UnknownDevice)) => {
                 match connect(Greeting::Register(None)).await {
-                    Ok((link, incoming)) => (link, incoming, true),
+                    Ok((link, incoming, key)) => (link, incoming, key, true),
+                    // Passed on as it is, so the supervisor stops rather than retries.
+                    Err(e @ ClientError::RelayKeyChanged { .. }) => return Err(e),
                     Err(e) => {
                         return Err(ClientError::Connection(format!(
                             "the relay does not know this device and would not register it again ({e}): run `hushwire register` (with an invite if the relay needs one)"
@@ -178,6 +228,15 @@ impl Client {
             Err(e) => return Err(e),
         };
         drop(account);
+        if matches!(pin, Pin::Any) {
+            // A store from before pinning: trust on this first successful login
+            // (docs/client.md §5.16).
+            self.pin_relay_key(relay_key, None, true).await?;
+            tracing::info!(
+                fingerprint = %relay_key.fingerprint(),
+                "pinned the relay key at the first login of a store that had none"
+            );
+        }
         if registered_again {
             tracing::warn!("the relay had lost this device: registered it again");
             let reader = tokio::spawn(drain(incoming));
@@ -266,6 +325,9 @@ impl Client {
         tokio::time::timeout(timeout, async {
             let mut state = self.connection_state();
             loop {
+                if let Some(e) = self.relay_key_refused() {
+                    return Err(e);
+                }
                 if *state.borrow_and_update() == ConnectionState::Connected
                     && let Some(link) = self.current_link()
                 {
@@ -300,6 +362,9 @@ impl Client {
         let mut state = self.connection_state();
         tokio::time::timeout(timeout, async {
             while *state.borrow_and_update() != ConnectionState::Connected {
+                if let Some(e) = self.relay_key_refused() {
+                    return Err(e);
+                }
                 if state.changed().await.is_err() {
                     return Err(ClientError::Connection("the client stopped".into()));
                 }

@@ -39,6 +39,7 @@ mod convergence_tests;
 mod healing;
 mod prekeys;
 mod receive;
+mod relay_pin;
 mod send;
 mod sessions;
 mod transcript_log;
@@ -46,6 +47,7 @@ mod transcripts;
 
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
 pub use healing::MAX_RESENDS;
+pub use relay_pin::RelayKeyPin;
 pub use transcripts::{AuditedTranscript, ExportSummary, TranscriptInfo, read_export};
 
 use crate::address::Address;
@@ -131,6 +133,8 @@ struct Profile {
 struct State {
     account: Account,
     profile: Profile,
+    /// The pinned relay key (`relay_pin.rs`).
+    relay_pin: Option<relay_pin::PinRecord>,
 }
 
 struct Inner {
@@ -149,6 +153,9 @@ struct Inner {
     /// Set when the store epoch must be reported before the next encryption: at each
     /// connection and after a backup (`docs/client.md` §5.14).
     epoch_unreported: std::sync::atomic::AtomicBool,
+    /// Set when the relay presented a key other than the pinned one (pinned, presented
+    /// fingerprints): the supervisor stopped, and waits report [`ClientError::RelayKeyChanged`].
+    relay_key_refused: StdMutex<Option<(String, String)>>,
     options: ClientOptions,
     /// Held for as long as any clone lives: one process per store (`store_lock.rs`).
     _lock: StoreLock,
@@ -215,9 +222,12 @@ impl Client {
         )
         .await?;
         tx.commit().await?;
-        Ok(Self::assemble(
-            path, db, vault, account, profile, options, lock,
-        ))
+        let state = State {
+            account,
+            profile,
+            relay_pin: None,
+        };
+        Ok(Self::assemble(path, db, vault, state, options, lock))
     }
 
     /// Takes the store's lock before anything reads or writes the store (§3.5).
@@ -264,8 +274,17 @@ impl Client {
             Some(p) => vault.open_value("profile", b"", &p)?,
             None => Profile::default(),
         };
+        let relay_pin = match store::get_relay_pin(&mut c).await? {
+            Some(p) => Some(vault.open_value("relay pin", b"", &p)?),
+            None => None,
+        };
         drop(c);
-        let client = Self::assemble(path, db, vault, account, profile, options, lock);
+        let state = State {
+            account,
+            profile,
+            relay_pin,
+        };
+        let client = Self::assemble(path, db, vault, state, options, lock);
         {
             let state = client.inner.state.lock().await;
             let mut tx = store::begin(&client.inner.db).await?;
@@ -302,8 +321,7 @@ impl Client {
         path: &Path,
         db: SqlitePool,
         vault: Vault,
-        account: Account,
-        profile: Profile,
+        state: State,
         options: ClientOptions,
         lock: StoreLock,
     ) -> Self {
@@ -314,7 +332,7 @@ impl Client {
                 db,
                 vault,
                 storage_key,
-                state: Mutex::new(State { account, profile }),
+                state: Mutex::new(state),
                 events: broadcast::channel(1024).0,
                 outbox_changed: Notify::new(),
                 connection: watch::channel(ConnectionState::Stopped).0,
@@ -322,6 +340,7 @@ impl Client {
                 held: StdMutex::new(std::collections::HashSet::new()),
                 supervisor: StdMutex::new(None),
                 epoch_unreported: std::sync::atomic::AtomicBool::new(true),
+                relay_key_refused: StdMutex::new(None),
                 options,
                 _lock: lock,
             }),

@@ -56,6 +56,22 @@ pub fn rand_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A PostgreSQL deployment's relay key file, made once with `hushwire-relay relay-key` (the
+/// relay never makes one by itself on PostgreSQL) and given to every instance.
+pub fn shared_relay_key(name: &str) -> PathBuf {
+    let path = temp_dir(name).join("relay-key");
+    let out = Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
+        .args(["--relay-key-file", &path.display().to_string(), "relay-key"])
+        .output()
+        .expect("relay-key runs");
+    assert!(
+        out.status.success(),
+        "relay-key failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 impl RelayProcess {
     /// Starts the relay with SQLite in a fresh data dir (plus `extra` flags).
     pub fn start(name: &str, extra: &[&str]) -> Self {
@@ -462,9 +478,11 @@ impl Engine {
                     name.replace('-', "_"),
                     rand_u64() % 1_000_000_000
                 );
+                let key = shared_relay_key(name);
                 (0..2)
                     .map(|_| {
-                        // Each instance has its own data dir: its own audit key and chain.
+                        // Each instance has its own data dir: its own audit key and chain; both
+                        // present the deployment's one relay key.
                         let dir = temp_dir(name);
                         let mut args: Vec<String> = [
                             "--listen",
@@ -475,6 +493,8 @@ impl Engine {
                             url,
                             "--database-schema",
                             &schema,
+                            "--relay-key-file",
+                            &key.display().to_string(),
                         ]
                         .iter()
                         .map(|s| s.to_string())
