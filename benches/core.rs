@@ -311,7 +311,7 @@ fn transcript(c: &mut Criterion) {
                 out.extend(w.record(r));
             }
             out.extend(w.end_transcript());
-            out.extend(w.finish());
+            out.extend(w.finish(&device));
             out
         })
     });

@@ -91,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.write_all(&export.record(&SealedRecord::from_bytes(&buf)?))?;
     }
     out.write_all(&export.end_transcript())?;
-    out.write_all(&export.finish())?;
+    out.write_all(&export.finish(&device))?;
     out.flush()?;
     drop(out);
     let exported = std::fs::metadata(dir.join("export"))?.len();
@@ -142,7 +142,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    reader.finish()?;
+    // The exporter's signature over every transcript's final state is at the end: only now
+    // are the records opened above to be trusted (docs/transcripts.md §6.6).
+    let exporter = reader.finish()?;
+    if exporter != *device.public() {
+        return Err("the export is signed by another identity".into());
+    }
     let verify_time = start.elapsed();
     eprintln!(
         "verify: {opened} records opened in {verify_time:.2?} ({:.0} MB/s)",

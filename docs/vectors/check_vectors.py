@@ -74,8 +74,9 @@ KDF_TRANSCRIPT_RECORD = b"Hushwire v1 transcript record key"
 TRANSCRIPT_GENESIS = b"Hushwire v1 transcript genesis"
 TRANSCRIPT_RECORD_HASH = b"Hushwire v1 transcript record hash"
 SIG_TRANSCRIPT_CHECKPOINT = b"Hushwire v1 transcript checkpoint"
-KDF_EXPORT_WRAP = b"Hushwire v1 export key wrap"
+KDF_EXPORT_WRAP = b"Hushwire v2 export key wrap"
 KDF_EXPORT_PAYLOAD = b"Hushwire v1 export payload"
+SIG_TRANSCRIPT_EXPORT = b"Hushwire v2 transcript export"
 
 BUNDLE_TYPE = 0x10
 RATCHET_MESSAGE_TYPE = 0x01
@@ -101,6 +102,7 @@ MAX_CIPHERTEXT_LEN = MAX_PLAINTEXT_LEN + TAG_LEN
 SEALED_RECORD_TYPE = 0x50
 CHECKPOINT_TYPE = 0x51
 EXPORT_TYPE = 0x60
+EXPORT_VERSION = 2  # the export format's own version (docs/transcripts.md §6.1); 1 is refused
 SEALED_HEADER_LEN = 2 + 8 + 32 + 24
 RECORD_FIXED_LEN = 1 + 32 + 16 + 8 + 8 + 1 + 4
 MAX_CONTENT_LEN = 64 * 1024
@@ -1582,37 +1584,60 @@ def chunk_nonce(index, last):
     return index.to_bytes(8, "big") + b"\x00\x00\x00" + bytes([1 if last else 0])
 
 
-def export_wrap_key(shared, ephemeral_public, recipient_public):
-    return hkdf(ephemeral_public + recipient_public, shared, KDF_EXPORT_WRAP, 32)
+def export_wrap_okm(shared, ephemeral_public, recipient_public):
+    """HKDF(salt = E || R, ikm = shared, KDF_EXPORT_WRAP, 44): wrap key (0..32), nonce (32..44)."""
+    return hkdf(ephemeral_public + recipient_public, shared, KDF_EXPORT_WRAP, 44)
+
+
+def export_wrap_ad(recipient_public, prefix, keys):
+    """R || version || type || recipient_count || every entry's R || E (docs/transcripts.md §6.2)."""
+    return recipient_public + prefix + keys
 
 
 def export_payload_key(header, file_key):
     return hkdf(sha256(header), file_key, KDF_EXPORT_PAYLOAD, 32)
 
 
-def read_export(data, auditor_secret):
+def export_state(tid, signer_fingerprint, count, head):
+    """One transcript's final state as signed (88 bytes, §6.6)."""
+    return tid + signer_fingerprint + count.to_bytes(8, "big") + head
+
+
+def export_signed_message(header, states):
+    """SHA-256(header) || transcript count[8] || SHA-256(states) (72 bytes, §6.6)."""
+    return sha256(header) + len(states).to_bytes(8, "big") + sha256(b"".join(states))
+
+
+def read_export(data, auditor_secret, expected_exporter=None):
     """An independent ExportReader (export.rs), stricter where the format allows: a chunk must
-    open under the nonce whose last flag says whether it ends the stream. Returns the header,
-    payload key, chunk list and item list."""
+    open under the nonce whose last flag says whether it ends the stream. Checks the exporter's
+    signature and each transcript's signed final state. Returns the header, payload key, chunk
+    list, item list and the exporter's identity."""
     r = Reader(data)
     v, t, count = r.u8("version"), r.u8("type"), r.u8("recipient count")
-    if v != PROTOCOL_VERSION or t != EXPORT_TYPE:
+    if v == 1 and t == EXPORT_TYPE:
+        raise DecodeError("version-1 export: unsigned, refused (§6.10)")
+    if v != EXPORT_VERSION or t != EXPORT_TYPE:
         raise DecodeError(f"export header {v:#04x} {t:#04x}")
     if not 1 <= count <= MAX_RECIPIENTS:
         raise DecodeError(f"recipient count {count}")
     auditor_public = x25519_public(auditor_secret)
-    file_key = None
+    keys, own = b"", None
     for _ in range(count):
         recipient = r.take(32, "recipient key")
         ephemeral = r.x25519("ephemeral key")
         wrapped = r.take(48, "wrapped file key")
-        if recipient == auditor_public and file_key is None:
-            wrap = export_wrap_key(x25519(auditor_secret, ephemeral), ephemeral, recipient)
-            file_key = aead_decrypt(wrap, bytes(12), b"", wrapped)
-            if file_key is None or len(file_key) != 32:
-                raise DecodeError("the file key does not unwrap")
-    if file_key is None:
+        keys += recipient + ephemeral
+        if recipient == auditor_public and own is None:
+            own = (ephemeral, wrapped)
+    if own is None:
         raise DecodeError("not a recipient")
+    ephemeral, wrapped = own
+    okm = export_wrap_okm(x25519(auditor_secret, ephemeral), ephemeral, auditor_public)
+    ad = export_wrap_ad(auditor_public, bytes([v, t, count]), keys)
+    file_key = aead_decrypt(okm[:32], okm[32:], ad, wrapped)
+    if file_key is None or len(file_key) != 32:
+        raise DecodeError("the file key does not unwrap")
     header = data[: r.pos]
     payload_key = export_payload_key(header, file_key)
     chunks, stream, index = [], b"", 0
@@ -1638,6 +1663,7 @@ def read_export(data, auditor_secret):
         raise DecodeError("no last chunk")
     # Items: tag[1] || length[4] || body. Grammar: (start checkpoint* record* end)* export-end.
     items, sr, state = [], Reader(stream), "between"
+    states, mismatch, current, exporter = [], None, None, None
     while sr.pos < len(stream):
         if state == "done":
             raise DecodeError("data after the export end item")
@@ -1649,18 +1675,50 @@ def read_export(data, auditor_secret):
         item = {"offset": offset, "tag": tag, "length": n, "body": body}
         if tag == ITEM_TRANSCRIPT_START and state == "between":
             b = Reader(body)
-            item["manifest"] = {"id": b.take(16, "transcript id"), "signer": read_identity(b),
-                                "key": b.take(32, "transcript key"), "record_count": b.u64("record count")}
+            item["manifest"] = m = {"id": b.take(16, "transcript id"), "signer": read_identity(b),
+                                    "key": b.take(32, "transcript key"), "record_count": b.u64("record count")}
             b.expect_empty("transcript start")
+            fp = sha256(FINGERPRINT + m["signer"]["signing"] + m["signer"]["dh"])
+            current = {"id": m["id"], "fingerprint": fp, "announced": m["record_count"], "seen": 0,
+                       "head": transcript_genesis(m["id"])}
             state = "checkpoints"
         elif tag == ITEM_CHECKPOINT and state == "checkpoints":
             item["checkpoint"] = parse_checkpoint(body)
-        elif tag == ITEM_RECORD and state in ("checkpoints", "records"):
+        elif tag == ITEM_RECORD and state in ("checkpoints", "records") and current["seen"] < current["announced"]:
             item["record"] = parse_sealed_record(body)
+            current["head"] = record_hash(current["id"], body)
+            current["seen"] += 1
             state = "records"
-        elif tag == ITEM_TRANSCRIPT_END and state in ("checkpoints", "records") and n == 0:
+        elif tag == ITEM_TRANSCRIPT_END and state in ("checkpoints", "records"):
+            b = Reader(body)
+            signed_count, signed_head = b.u64("final record count"), b.take(32, "final head hash")
+            b.expect_empty("transcript end")
+            if current["seen"] != current["announced"]:
+                raise DecodeError(f"a transcript announced {current['announced']} records but holds {current['seen']}")
+            item["final_state"] = {"record_count": signed_count, "head_hash": signed_head}
+            states.append(export_state(current["id"], current["fingerprint"], signed_count, signed_head))
+            if mismatch is None:
+                if current["seen"] > signed_count:
+                    mismatch = f"records appended after the signed state ({current['seen']} present, {signed_count} signed)"
+                elif current["seen"] < signed_count:
+                    mismatch = f"records removed ({current['seen']} present, {signed_count} signed)"
+                elif current["head"] != signed_head:
+                    mismatch = "records altered (the head differs from the signed one)"
             state = "between"
-        elif tag == ITEM_EXPORT_END and state == "between" and n == 0:
+        elif tag == ITEM_EXPORT_END and state == "between":
+            b = Reader(body)
+            exporter = read_identity(b)
+            signature = b.take(SIG_LEN, "export signature")
+            b.expect_empty("export end")
+            message = export_signed_message(header, states)
+            if not ed25519_verify(exporter["signing"], SIG_TRANSCRIPT_EXPORT + message, signature):
+                raise DecodeError("the exporter's signature does not verify")
+            exporter["fingerprint"] = sha256(FINGERPRINT + exporter["signing"] + exporter["dh"])
+            if expected_exporter is not None and exporter["fingerprint"] != expected_exporter:
+                raise DecodeError("signed by another identity than the expected exporter")
+            if mismatch is not None:
+                raise DecodeError(mismatch)
+            item["exporter"], item["signature"], item["signed_message"] = exporter, signature, message
             state = "done"
         else:
             raise DecodeError(f"item tag {tag:#04x} unexpected here")
@@ -1668,7 +1726,7 @@ def read_export(data, auditor_secret):
     if state != "done":
         raise DecodeError("the export ends without its end item")
     return {"header": header, "file_key": file_key, "payload_key": payload_key, "chunks": chunks,
-            "items": items, "stream": stream}
+            "items": items, "stream": stream, "exporter": exporter, "wrap_okm": okm, "wrap_ad": ad}
 
 
 def write_export(header, payload_key, stream):
@@ -1797,12 +1855,16 @@ def check_export(c, ej, tid, key, alice, sealed_bytes, checkpoint_bytes):
     shared = x25519(eph_secret, auditor_public)
     c.eq("export: shared secret = X25519(ephemeral, auditor)", h(ej["shared_secret"]), shared)
     c.eq("export: the auditor computes the same shared secret", shared, x25519(auditor_secret, eph_public))
-    wrap = export_wrap_key(shared, eph_public, auditor_public)
-    c.eq("export: wrap_key = HKDF(salt = ephemeral || recipient, ikm = shared, KDF_EXPORT_WRAP, 32)", h(ej["wrap_key"]), wrap)
-    wrapped = aead_encrypt(wrap, bytes(12), b"", file_key)
-    c.eq("export: wrapped_file_key = ChaCha20-Poly1305(wrap_key, 0^12, AD empty, file_key)", h(ej["wrapped_file_key"]), wrapped)
-    header = bytes([PROTOCOL_VERSION, EXPORT_TYPE, 1]) + auditor_public + eph_public + wrapped
-    c.eq("export: header = 01 60 01 || recipient || ephemeral || wrapped (115 bytes)", h(ej["header"]), header)
+    okm = export_wrap_okm(shared, eph_public, auditor_public)
+    c.eq("export: wrap_okm = HKDF(salt = ephemeral || recipient, ikm = shared, KDF_EXPORT_WRAP, 44)", h(ej["wrap_okm"]), okm)
+    c.eq("export: wrap_key = wrap_okm[0..32], wrap_nonce = wrap_okm[32..44]", (h(ej["wrap_key"]), h(ej["wrap_nonce"])), (okm[:32], okm[32:]))
+    prefix = bytes([EXPORT_VERSION, EXPORT_TYPE, 1])
+    wrap_ad = export_wrap_ad(auditor_public, prefix, auditor_public + eph_public)
+    c.eq("export: wrap_ad = recipient || 02 60 01 || recipient || ephemeral (99 bytes)", h(ej["wrap_ad"]), wrap_ad)
+    wrapped = aead_encrypt(okm[:32], okm[32:], wrap_ad, file_key)
+    c.eq("export: wrapped_file_key = ChaCha20-Poly1305(wrap_key, wrap_nonce, wrap_ad, file_key)", h(ej["wrapped_file_key"]), wrapped)
+    header = prefix + auditor_public + eph_public + wrapped
+    c.eq("export: header = 02 60 01 || recipient || ephemeral || wrapped (115 bytes)", h(ej["header"]), header)
     c.eq("export: header_sha256", h(ej["header_sha256"]), sha256(header))
     payload_key = export_payload_key(header, file_key)
     c.eq("export: payload_key = HKDF(salt = SHA-256(header), ikm = file_key, KDF_EXPORT_PAYLOAD, 32)", h(ej["payload_key"]), payload_key)
@@ -1810,8 +1872,9 @@ def check_export(c, ej, tid, key, alice, sealed_bytes, checkpoint_bytes):
 
     data = h(ej["bytes"])
     c.eq("export: bytes start with the header", header, data[: len(header)])
-    x = read_export(data, auditor_secret)
-    c.ok("export: reads with the auditor's secret alone (unwrap, payload key, every chunk, every item)")
+    x = read_export(data, auditor_secret, expected_exporter=alice["fingerprint"])
+    c.ok("export: reads with the auditor's secret alone (unwrap, payload key, every chunk, every item, the exporter's signature)")
+    c.eq("export: the exporter is alice", alice["identity"], x["exporter"]["bytes"])
     c.eq("export: reader's payload key", payload_key, x["payload_key"])
     c.eq("export: chunks (offset, lengths, nonce with index and last flag)", ej["chunks"], x["chunks"])
     c.true("export: more than one chunk, so both last flags are exercised", len(x["chunks"]) > 1)
@@ -1831,14 +1894,36 @@ def check_export(c, ej, tid, key, alice, sealed_bytes, checkpoint_bytes):
     c.eq("export: published item names (checkpoint / record indices)",
          [it.get("checkpoint", it.get("record")) for it in ej["items"]],
          [None] + list(range(len(checkpoint_bytes))) + list(range(len(sealed_bytes))) + [None, None])
+    for i in (0, -2, -1):
+        c.eq(f"export: item {i} body as published", h(ej["items"][i]["body"]), items[i]["body"])
     c.eq("export: items end with transcript end (0x04) and export end (0xff)", [ITEM_TRANSCRIPT_END, ITEM_EXPORT_END],
          [it["tag"] for it in items[-2:]])
+
+    # The exporter's signature (§6.6), re-derived from the records.
+    sj = ej["signature"]
+    head = record_hash(tid, sealed_bytes[-1])
+    c.eq("export: final state = 5 records, head = hash of the last record", (len(sealed_bytes), head), (sj["record_count"], h(sj["head_hash"])))
+    final = len(sealed_bytes).to_bytes(8, "big") + head
+    c.eq("export: transcript end body = record_count[8] || head_hash[32]", final, items[-2]["body"])
+    c.eq("export: transcript_end_body as published", h(sj["transcript_end_body"]), final)
+    state = export_state(tid, alice["fingerprint"], len(sealed_bytes), head)
+    c.eq("export: state entry = id || signer fingerprint || count || head (88 bytes)", [h(e) for e in sj["state_entries"]], [state])
+    c.eq("export: states_hash = SHA-256(state entries)", h(sj["states_hash"]), sha256(state))
+    message = export_signed_message(header, [state])
+    c.eq("export: signed message = SHA-256(header) || 1[8] || states_hash (72 bytes)", h(sj["signed_message"]), message)
+    c.true("export: Ed25519 signature verifies under alice's identity with SIG_TRANSCRIPT_EXPORT",
+           ed25519_verify(alice["signing"], SIG_TRANSCRIPT_EXPORT + message, h(sj["signature"])))
+    signature = ed25519_sign(alice["ed_seed"], SIG_TRANSCRIPT_EXPORT + message)
+    c.eq("export: deterministic re-signing gives the published signature", h(sj["signature"]), signature)
+    export_end = alice["identity"] + signature
+    c.eq("export: export end body = alice identity || signature (192 bytes)", (h(sj["export_end_body"]), export_end), (export_end, items[-1]["body"]))
+    c.eq("export: exporter fingerprint", sj["exporter_fingerprint"], alice["fingerprint"].hex())
 
     # Rebuild the whole export from the published parts and the draws.
     stream = item_bytes(ITEM_TRANSCRIPT_START, tid + alice["identity"] + key + len(sealed_bytes).to_bytes(8, "big"))
     stream += b"".join(item_bytes(ITEM_CHECKPOINT, cp) for cp in checkpoint_bytes)
     stream += b"".join(item_bytes(ITEM_RECORD, r) for r in sealed_bytes)
-    stream += item_bytes(ITEM_TRANSCRIPT_END, b"") + item_bytes(ITEM_EXPORT_END, b"")
+    stream += item_bytes(ITEM_TRANSCRIPT_END, final) + item_bytes(ITEM_EXPORT_END, export_end)
     c.eq("export: the decrypted item stream is exactly the framed items", stream, x["stream"])
     c.eq("export: re-sealing the item stream in 64 KiB chunks gives the published bytes", data, write_export(header, payload_key, stream))
 
@@ -1864,6 +1949,46 @@ def check_export(c, ej, tid, key, alice, sealed_bytes, checkpoint_bytes):
             continue
         refused.append(name)
     c.eq("export: altered header, altered body, dropped last chunk, swapped chunks, trailing byte are refused", [], refused)
+
+    # What a recipient can do with the file key and the transcript key, and what is refused.
+    def start(count):
+        return item_bytes(ITEM_TRANSCRIPT_START, tid + alice["identity"] + key + count.to_bytes(8, "big"))
+
+    cps = b"".join(item_bytes(ITEM_CHECKPOINT, cp) for cp in checkpoint_bytes)
+    recs = [item_bytes(ITEM_RECORD, r) for r in sealed_bytes]
+    record_key = transcript_record_key(tid, key)
+    last = parse_sealed_record(sealed_bytes[-1])
+    plain = xchacha20poly1305_decrypt(record_key, last["nonce"], tid + last["header_bytes"], last["ciphertext"])
+    forged_header = bytes([PROTOCOL_VERSION, SEALED_RECORD_TYPE]) + (5).to_bytes(8, "big") + head + bytes(24)
+    forged = encode_sealed_record(5, head, bytes(24), xchacha20poly1305_encrypt(record_key, bytes(24), tid + forged_header, plain))
+    c.true("export: a recipient can forge record 5 that authenticates and chains", open_sealed_record(tid, record_key, forged) is not None)
+    tail = item_bytes(ITEM_TRANSCRIPT_END, final) + item_bytes(ITEM_EXPORT_END, export_end)
+    refused = []
+    for name, body, why in (
+        ("a forged record appended", start(6) + cps + b"".join(recs) + item_bytes(ITEM_RECORD, forged) + tail, "appended"),
+        ("the last record removed", start(4) + cps + b"".join(recs[:-1]) + tail, "removed"),
+        ("the stated final state rewritten to the forgery",
+         start(6) + cps + b"".join(recs) + item_bytes(ITEM_RECORD, forged)
+         + item_bytes(ITEM_TRANSCRIPT_END, (6).to_bytes(8, "big") + record_hash(tid, forged)) + item_bytes(ITEM_EXPORT_END, export_end),
+         "signature"),
+    ):
+        try:
+            read_export(write_export(header, payload_key, body), auditor_secret)
+            refused.append(f"{name}: accepted")
+        except DecodeError as e:
+            if why not in str(e):
+                refused.append(f"{name}: refused for another reason ({e})")
+    c.eq("export: a recipient's forged, removed or re-stated records after the last checkpoint are refused", [], refused)
+    try:
+        read_export(data, auditor_secret, expected_exporter=bytes(32))
+        c.fail("export: another expected exporter is refused", ["read succeeded"])
+    except DecodeError as e:
+        c.true("export: another expected exporter is refused", "expected exporter" in str(e))
+    try:
+        read_export(bytes([1]) + data[1:], auditor_secret)
+        c.fail("export: a version-1 header is refused", ["read succeeded"])
+    except DecodeError as e:
+        c.true("export: a version-1 header is refused as unsigned", "version-1" in str(e))
     try:
         read_export(data, bytes(31) + b"\x01")
         c.fail("export: another key is not a recipient", ["read succeeded"])

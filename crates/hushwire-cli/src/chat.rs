@@ -498,6 +498,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
             );
         }
     }
+    crate::messages::sign_transcripts(&client).await;
     client.disconnect().await;
     Ok(ExitCode::from(code))
 }

@@ -417,19 +417,26 @@ Example:
         #[arg(long, value_name = "FILE", default_value = "auditor.key")]
         key: PathBuf,
     },
-    /// Verify an export: per transcript its id, signer, records, checkpoints and unsigned tail.
-    /// Any change to the file fails.
+    /// Verify an export: who signed it, and per transcript its id, signer, records,
+    /// checkpoints and unsigned tail. Any change to the file fails, and so does a record a
+    /// recipient forged after the last checkpoint.
     #[command(after_help = "\
-Example:
-  hushwire auditor verify bob.hwx --key auditor.key")]
+Examples:
+  hushwire auditor verify bob.hwx --key auditor.key
+  hushwire auditor verify bob.hwx --key auditor.key --exporter 3f2a…(64 hex digits)")]
     Verify {
         /// The export file.
         export: PathBuf,
         /// The auditor's secret key file (from `hushwire auditor keygen`).
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
+        /// The fingerprint (64 hex digits, obtained from the device out of band) of the device
+        /// that must have signed the export. Without it, the signer's fingerprint is printed
+        /// for you to compare.
+        #[arg(long, value_name = "FINGERPRINT")]
+        exporter: Option<String>,
     },
-    /// Verify an export and print its records.
+    /// Verify an export and print its records (only once the whole export has verified).
     #[command(after_help = "\
 Examples:
   hushwire auditor open bob.hwx --key auditor.key
@@ -440,6 +447,9 @@ Examples:
         /// The auditor's secret key file (from `hushwire auditor keygen`).
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
+        /// The fingerprint (64 hex digits) of the device that must have signed the export.
+        #[arg(long, value_name = "FINGERPRINT")]
+        exporter: Option<String>,
     },
 }
 

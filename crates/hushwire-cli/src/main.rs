@@ -102,12 +102,16 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Auditor { command } => match command {
             AuditorCommand::Keygen { out } => transcripts::auditor_keygen(g, &out),
             AuditorCommand::Pubkey { key } => transcripts::auditor_pubkey(g, &key),
-            AuditorCommand::Verify { export, key } => {
-                transcripts::auditor_read(g, &export, &key, false)
-            }
-            AuditorCommand::Open { export, key } => {
-                transcripts::auditor_read(g, &export, &key, true)
-            }
+            AuditorCommand::Verify {
+                export,
+                key,
+                exporter,
+            } => transcripts::auditor_read(g, &export, &key, exporter.as_deref(), false),
+            AuditorCommand::Open {
+                export,
+                key,
+                exporter,
+            } => transcripts::auditor_read(g, &export, &key, exporter.as_deref(), true),
         },
         Command::Audit {
             command: AuditCommand::Verify,

@@ -451,6 +451,15 @@ pub async fn send(
     Ok(ExitCode::from(EXIT_QUEUED))
 }
 
+/// Signs a checkpoint over every transcript's unsigned tail (the records this run added), so
+/// that `transcript verify` and exports show them as signed (`docs/transcripts.md` §5.7). A
+/// failure is reported and does not fail the command: the messages are stored either way.
+pub(crate) async fn sign_transcripts(client: &hushwire_client::Client) {
+    if let Err(e) = client.sign_unsigned_tails().await {
+        eprintln!("warning: the transcripts' new records could not be signed: {e}");
+    }
+}
+
 /// `recv`.
 pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
     let client = open(g).await?;
@@ -506,6 +515,7 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
         shown += show(g, &mut names, &Event::MessageReceived(message)).await;
         common::fault_point("recv-after-show");
     }
+    sign_transcripts(&client).await;
     let reason = connection_reason(&client);
     let connected = *client.connection_state().borrow() == ConnectionState::Connected;
     client.disconnect().await;

@@ -10,7 +10,7 @@ use hushwire_client::{
     AuditedTranscript, AuditorKey, Client, ContactId, Direction, MessageId, MessageState,
     TranscriptInfo, TranscriptRecord, TranscriptReport, read_export,
 };
-use hushwire_proto::X25519PublicKey;
+use hushwire_proto::{Fingerprint, X25519PublicKey};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -565,14 +565,29 @@ fn audited_json(t: &AuditedTranscript) -> Value {
     })
 }
 
-/// `auditor verify` and (with `show_records`) `auditor open`.
+/// An expected exporter's fingerprint, from 64 hex digits.
+fn parse_fingerprint(text: &str) -> CliResult<Fingerprint> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| {
+        fail(format!(
+            "{text:?} is not a fingerprint: expected 64 hex digits (the exporting device's, \
+             as `hushwire whoami` or `hushwire verify` shows it)"
+        ))
+    })?;
+    Ok(Fingerprint(bytes))
+}
+
+/// `auditor verify` and (with `show_records`) `auditor open`. Records are shown only once the
+/// whole export, its exporter's signature included, has verified.
 pub fn auditor_read(
     g: &Global,
     export: &Path,
     key_file: &Path,
+    exporter: Option<&str>,
     show_records: bool,
 ) -> CliResult<ExitCode> {
     let key = load_auditor_key(key_file)?;
+    let expected = exporter.map(parse_fingerprint).transpose()?;
     let file =
         File::open(export).map_err(|e| fail(format!("cannot open {}: {e}", export.display())))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -583,6 +598,7 @@ pub fn auditor_read(
     let mut progress = move |read: u64| progress_bar.set_position(read);
     let mut opened: Vec<Value> = Vec::new();
     let json_mode = g.json;
+    let mut shown: Vec<(AuditedTranscript, Vec<TranscriptRecord>)> = Vec::new();
     let mut on_transcript = |t: &AuditedTranscript, records: Vec<TranscriptRecord>| {
         if !show_records {
             return;
@@ -595,13 +611,16 @@ pub fn auditor_read(
             }
             opened.push(obj);
         } else {
-            println!("Transcript {} (signed by {}):", t.id, t.signer);
-            for r in &records {
-                println!("{}", record_line(r, None, "  ", false).as_str());
-            }
+            shown.push((t.clone(), records));
         }
     };
-    let result = read_export(&mut input, &key, &mut on_transcript, &mut progress);
+    let result = read_export(
+        &mut input,
+        &key,
+        expected.as_ref(),
+        &mut on_transcript,
+        &mut progress,
+    );
     bar.finish_and_clear();
     let audited = match result {
         Ok(a) => a,
@@ -609,19 +628,36 @@ pub fn auditor_read(
             if g.json {
                 println!("{}", json!({"ok": false, "error": e.to_string()}));
             }
-            return Err(fail(format!("{}: {e}", export.display())));
+            return Err(fail(format!(
+                "{}: REFUSED, do not trust any of its records: {e}",
+                export.display()
+            )));
         }
     };
     if g.json {
         let transcripts = if show_records {
             opened
         } else {
-            audited.iter().map(audited_json).collect()
+            audited.transcripts.iter().map(audited_json).collect()
         };
-        println!("{}", json!({"ok": true, "transcripts": transcripts}));
+        println!(
+            "{}",
+            json!({
+                "ok": true,
+                "exporter": audited.exporter,
+                "exporter_checked": audited.exporter_checked,
+                "transcripts": transcripts,
+            })
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    for t in &audited {
+    for (t, records) in &shown {
+        println!("Transcript {} (signed by {}):", t.id, t.signer);
+        for r in records {
+            println!("{}", record_line(r, None, "  ", false).as_str());
+        }
+    }
+    for t in &audited.transcripts {
         println!(
             "OK  transcript {}  signer {}  {}",
             t.id,
@@ -629,10 +665,19 @@ pub fn auditor_read(
             report_text(&t.report)
         );
     }
+    if audited.exporter_checked {
+        println!("Export signed by the expected device {}.", audited.exporter);
+    } else {
+        println!(
+            "Export signed by device {}: compare this fingerprint with the exporting device's \
+             (pass it as --exporter to have it checked).",
+            audited.exporter
+        );
+    }
     println!(
         "{}: {} transcript(s) verified.",
         export.display(),
-        audited.len()
+        audited.transcripts.len()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -566,6 +566,13 @@ fn an_auditor_opens_exactly_what_both_saw_and_detects_one_flipped_byte() {
     let (alice_saw, _) = alice.recv();
     assert_eq!(texts(&bob_saw), ["Is my prescription ready?"]);
     assert_eq!(texts(&alice_saw), ["Yes, pick it up after 3 pm."]);
+    // The end of alice's recv signed a checkpoint over her short transcript (2 records, far
+    // below the interval of 100): nothing is left in an unsigned tail.
+    let local = alice
+        .run_ok(&["transcript", "verify", "bob", "--json"])
+        .json();
+    assert_eq!(local["report"]["unsigned_tail"], 0, "{local}");
+    assert_eq!(local["report"]["records"], 2, "{local}");
 
     let work = TempDir::new().unwrap();
     let key = work.path().join("auditor.key");
@@ -624,6 +631,12 @@ fn an_auditor_opens_exactly_what_both_saw_and_detects_one_flipped_byte() {
     let alice_fp = alice.run_ok(&["whoami", "--json"]).json()["fingerprint"].clone();
     let bob_fp = bob.run_ok(&["whoami", "--json"]).json()["fingerprint"].clone();
     assert_eq!(transcripts[0]["signer"], alice_fp);
+    // The export is signed by alice's device; without --exporter the auditor is told who.
+    assert_eq!(opened["exporter"], alice_fp);
+    assert_eq!(opened["exporter_checked"], false);
+    let alice_fp_s = alice_fp.as_str().unwrap().to_owned();
+    let alice_fp_s = alice_fp_s.as_str();
+    let bob_fp_s = bob_fp.as_str().unwrap().to_owned();
     let records: Vec<(String, String, Value)> = transcripts[0]["records"]
         .as_array()
         .unwrap()
@@ -660,6 +673,57 @@ fn an_auditor_opens_exactly_what_both_saw_and_detects_one_flipped_byte() {
         "{}",
         verified.stdout
     );
+    assert!(
+        verified.stdout.contains(alice_fp_s) && verified.stdout.contains("compare"),
+        "{}",
+        verified.stdout
+    );
+    let checked = alice.run_ok(&[
+        "auditor",
+        "verify",
+        export_s,
+        "--key",
+        key_s,
+        "--exporter",
+        alice_fp_s,
+    ]);
+    assert!(
+        checked.stdout.contains("expected device"),
+        "{}",
+        checked.stdout
+    );
+    // Expecting bob's device: refused, naming the identity that did sign.
+    let wrong = alice
+        .run(&[
+            "auditor",
+            "verify",
+            export_s,
+            "--key",
+            key_s,
+            "--exporter",
+            &bob_fp_s,
+        ])
+        .failed("verify expecting another exporter");
+    assert!(
+        wrong.stderr.contains("not by the expected exporter") && wrong.stderr.contains(alice_fp_s),
+        "{}",
+        wrong.stderr
+    );
+    // A version-1 (unsigned) export is refused with a clear message.
+    let mut v1 = std::fs::read(&export).unwrap();
+    v1[0] = 1;
+    let v1_path = work.path().join("v1.hwx");
+    std::fs::write(&v1_path, &v1).unwrap();
+    let old = alice
+        .run(&[
+            "auditor",
+            "verify",
+            v1_path.to_str().unwrap(),
+            "--key",
+            key_s,
+        ])
+        .failed("verify a version-1 export");
+    assert!(old.stderr.contains("version-1"), "{}", old.stderr);
 
     // Another auditor's key opens nothing.
     let other = work.path().join("other.key");

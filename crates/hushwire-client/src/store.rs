@@ -510,6 +510,19 @@ pub(crate) async fn put_transcript_checkpoint(
     Ok(())
 }
 
+/// The greatest record count a stored checkpoint of this transcript covers (0 if none).
+pub(crate) async fn transcript_signed_count(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+) -> Result<u64> {
+    let count: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(count) FROM transcript_checkpoints WHERE contact_id = ?")
+            .bind(contact_id)
+            .fetch_one(c)
+            .await?;
+    Ok(count.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+}
+
 pub(crate) async fn transcript_checkpoints(
     c: &mut SqliteConnection,
     contact_id: i64,

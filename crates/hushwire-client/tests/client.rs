@@ -500,6 +500,9 @@ async fn an_export_opens_with_the_auditor_key_only_and_any_changed_byte_is_refus
     let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
     let auditor = AuditorKey::generate(&mut rng);
     let stranger = AuditorKey::generate(&mut rng);
+    // Two records, far below the interval: an unsigned tail, signed once, then nothing to sign.
+    assert_eq!(alice.sign_unsigned_tails().await.unwrap(), 1);
+    assert_eq!(alice.sign_unsigned_tails().await.unwrap(), 0);
     assert_eq!(alice.checkpoint_transcripts().await.unwrap(), 1);
     let mut export = Vec::new();
     let summary = alice
@@ -509,20 +512,22 @@ async fn an_export_opens_with_the_auditor_key_only_and_any_changed_byte_is_refus
     assert_eq!((summary.transcripts, summary.records), (1, 2));
 
     let mut opened = Vec::new();
+    let alice_fp = alice.address().await.fingerprint;
     let audited = read_export(
         &mut export.as_slice(),
         &auditor,
+        Some(&alice_fp),
         &mut |_, records| opened.extend(records),
         &mut |_| {},
     )
     .unwrap();
+    assert_eq!(audited.exporter, alice_fp.to_string());
+    assert!(audited.exporter_checked);
+    let audited = audited.transcripts;
     assert_eq!(audited.len(), 1);
     assert_eq!(audited[0].report.records, 2);
     assert_eq!(audited[0].report.unsigned_tail, 0);
-    assert_eq!(
-        audited[0].signer,
-        alice.address().await.fingerprint.to_string()
-    );
+    assert_eq!(audited[0].signer, alice_fp.to_string());
     let texts: Vec<_> = opened
         .iter()
         .map(|r| String::from_utf8(r.content.clone()).unwrap())
@@ -539,11 +544,29 @@ async fn an_export_opens_with_the_auditor_key_only_and_any_changed_byte_is_refus
         read_export(
             &mut export.as_slice(),
             &stranger,
+            None,
             &mut |_, _| {},
             &mut |_| {}
         )
         .is_err()
     );
+    // Expecting bob's device as the exporter: refused, naming alice's, and no record handed out.
+    let bob_fp = bob.address().await.fingerprint;
+    let mut handed = 0;
+    let wrong = read_export(
+        &mut export.as_slice(),
+        &auditor,
+        Some(&bob_fp),
+        &mut |_, records| handed += records.len(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        wrong.contains("expected exporter") && wrong.contains(&alice_fp.to_string()),
+        "{wrong}"
+    );
+    assert_eq!(handed, 0);
     for position in [10, export.len() / 2, export.len() - 1] {
         let mut tampered = export.clone();
         tampered[position] ^= 0x01;
@@ -551,6 +574,7 @@ async fn an_export_opens_with_the_auditor_key_only_and_any_changed_byte_is_refus
             read_export(
                 &mut tampered.as_slice(),
                 &auditor,
+                None,
                 &mut |_, _| {},
                 &mut |_| {}
             )
@@ -559,7 +583,7 @@ async fn an_export_opens_with_the_auditor_key_only_and_any_changed_byte_is_refus
         );
     }
     let cut = &export[..export.len() - 10];
-    assert!(read_export(&mut &cut[..], &auditor, &mut |_, _| {}, &mut |_| {}).is_err());
+    assert!(read_export(&mut &cut[..], &auditor, None, &mut |_, _| {}, &mut |_| {}).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -798,6 +822,7 @@ async fn archive_exports_are_written_automatically_and_open_with_the_archive_key
     read_export(
         &mut std::fs::File::open(&path).unwrap(),
         &archive_key,
+        None,
         &mut |_, records| {
             texts.extend(
                 records

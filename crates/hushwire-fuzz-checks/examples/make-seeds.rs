@@ -504,6 +504,18 @@ fn export(
         &[SealedRecord],
     )],
 ) -> Result<Vec<u8>> {
+    export_signed_by(transcripts, audit_signer())
+}
+
+/// [`export`], signed by `exporter`.
+fn export_signed_by(
+    transcripts: &[(
+        &TranscriptManifest,
+        &[TranscriptCheckpoint],
+        &[SealedRecord],
+    )],
+    exporter: &IdentityKeyPair,
+) -> Result<Vec<u8>> {
     let mut rng = ChaCha20Rng::from_seed([0x0f; 32]);
     let (mut writer, mut bytes) =
         ExportWriter::new(&[*auditor_key().public()], &mut rng).ok_or("export refused")?;
@@ -520,11 +532,13 @@ fn export(
         }
         bytes.extend(writer.end_transcript());
     }
-    bytes.extend(writer.finish());
+    bytes.extend(writer.finish(exporter));
 
     let mut reader = ExportReader::new(auditor_key());
     let items = reader.feed(&bytes)?;
-    reader.finish()?;
+    if reader.finish()? != *exporter.public() {
+        return Err("the export reads back signed by another identity".into());
+    }
     let mut transcripts_read = 0;
     let mut current = None;
     for item in items {
@@ -586,7 +600,17 @@ fn export_reader(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
     // The vectors' own export is sealed to another auditor: its header alone exercises the
     // recipient search.
     let header = hex_at(&v.transcript, "/export/header")?;
-    seeds.write(t, "vector-export-header", &with_split(0, &header))
+    seeds.write(t, "vector-export-header", &with_split(0, &header))?;
+    // A version-1 header (the unsigned format, refused before anything else is read).
+    let mut v1 = small.clone();
+    if let Some(version) = v1.first_mut() {
+        *version = 1;
+    }
+    seeds.write(t, "made-export-version-1", &with_split(3, &v1))?;
+    // The small export signed by another identity than the fixtures' exporter.
+    let other = IdentityKeyPair::generate(&mut ChaCha20Rng::from_seed([0x0c; 32]));
+    let stranger = export_signed_by(&[(&manifest, &first_two, &records[..2])], &other)?;
+    seeds.write(t, "made-export-other-exporter", &with_split(500, &stranger))
 }
 
 fn session_decrypt(seeds: &mut Seeds, v: &Vectors) -> Result<()> {

@@ -1,13 +1,13 @@
 //! Sealed transcripts and their exports (`docs/transcripts.md`): what a clinic stores, and the
 //! stream an auditor is handed by whoever stored it.
 
-use hushwire::proto::Codec;
+use hushwire::proto::{Codec, Fingerprint};
 use hushwire::transcript::{
     ExportError, ExportItem, ExportReader, SealedRecord, TranscriptCheckpoint, TranscriptId,
     TranscriptManifest, TranscriptRecord, TranscriptVerifier,
 };
 
-use crate::fixtures::auditor_key;
+use crate::fixtures::{audit_signer, auditor_key};
 
 /// The bytes as a sealed record, a transcript checkpoint and a record's plaintext encoding:
 /// decoding never panics, and whatever decodes re-encodes to the same bytes (records are
@@ -39,9 +39,11 @@ pub fn transcript_record(data: &[u8]) {
 
 /// An export read with the fixed [`auditor_key`]. The input is `split[2, big-endian] ‖ export`:
 /// the export is fed in two pieces cut at `split` (modulo its length + 1), then finished. No
-/// call panics; the outcome (items read, or the first error) is the same as feeding it whole,
-/// since the reader promises any split; and every transcript read is put through a
-/// [`TranscriptVerifier`], as an auditor would.
+/// call panics; the outcome (items read and the exporter, or the first error) is the same as
+/// feeding it whole, since the reader promises any split; reading it with the fixtures'
+/// exporter expected ([`audit_signer`], who signs the seeds) agrees with reading it without:
+/// the same result if that is who signed, `WrongExporter` naming the signer otherwise; and
+/// every transcript read is put through a [`TranscriptVerifier`], as an auditor would.
 pub fn export_reader(data: &[u8]) {
     let Some((split, export)) = data.split_first_chunk::<2>() else {
         return;
@@ -49,23 +51,52 @@ pub fn export_reader(data: &[u8]) {
     let at = usize::from(u16::from_be_bytes(*split)) % (export.len() + 1);
     let (head, tail) = export.split_at(at);
 
-    let whole = read_export(&[export]);
-    let pieces = read_export(&[head, tail]);
-    let outcome =
-        |r: &Result<Vec<ExportItem>, ExportError>| r.as_ref().map(Vec::len).map_err(|e| *e);
+    let whole = read_export(&[export], None);
+    let pieces = read_export(&[head, tail], None);
+    let outcome = |r: &Result<(Vec<ExportItem>, Fingerprint), ExportError>| {
+        r.as_ref()
+            .map(|(items, exporter)| (items.len(), *exporter))
+            .map_err(|e| *e)
+    };
     assert_eq!(
         outcome(&whole),
         outcome(&pieces),
         "reading the export whole and split at {at} disagree"
     );
-    if let Ok(items) = whole {
+    let expected = audit_signer().public().fingerprint();
+    let checked = read_export(&[export], Some(expected));
+    match &whole {
+        Ok((_, exporter)) if *exporter == expected => assert_eq!(
+            outcome(&checked),
+            outcome(&whole),
+            "the expected exporter changed the outcome"
+        ),
+        Ok((_, exporter)) => assert_eq!(
+            outcome(&checked),
+            Err(ExportError::WrongExporter { found: *exporter }),
+            "an export signed by someone else was accepted"
+        ),
+        Err(e) => assert_eq!(
+            outcome(&checked),
+            Err(*e),
+            "the expected exporter changed the error"
+        ),
+    }
+    if let Ok((items, _)) = whole {
         verify_transcripts(items);
     }
 }
 
-/// Feeds `parts` in order, then finishes: every item, or the first error.
-fn read_export(parts: &[&[u8]]) -> Result<Vec<ExportItem>, ExportError> {
-    let mut reader = ExportReader::new(auditor_key());
+/// Feeds `parts` in order, then finishes: every item and the exporter's fingerprint, or the
+/// first error.
+fn read_export(
+    parts: &[&[u8]],
+    exporter: Option<Fingerprint>,
+) -> Result<(Vec<ExportItem>, Fingerprint), ExportError> {
+    let mut reader = match exporter {
+        Some(fingerprint) => ExportReader::with_exporter(auditor_key(), fingerprint),
+        None => ExportReader::new(auditor_key()),
+    };
     let mut items = Vec::new();
     for part in parts {
         match reader.feed(part) {
@@ -77,7 +108,10 @@ fn read_export(parts: &[&[u8]]) -> Result<Vec<ExportItem>, ExportError> {
             }
         }
     }
-    reader.finish().map(|()| items)
+    // A reader that finished returns the identity whose signature it verified.
+    reader
+        .finish()
+        .map(|identity| (items, identity.fingerprint()))
 }
 
 /// Verifies each transcript of an export that was read to its end.

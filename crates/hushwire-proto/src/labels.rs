@@ -57,10 +57,14 @@ pub const TRANSCRIPT_GENESIS: &[u8] = b"Hushwire v1 transcript genesis";
 pub const TRANSCRIPT_RECORD_HASH: &[u8] = b"Hushwire v1 transcript record hash";
 /// Signature context: a device signs a transcript checkpoint.
 pub const SIG_TRANSCRIPT_CHECKPOINT: &[u8] = b"Hushwire v1 transcript checkpoint";
-/// HKDF info that wraps an export's file key to one recipient.
-pub const KDF_EXPORT_WRAP: &[u8] = b"Hushwire v1 export key wrap";
+/// HKDF info that derives the key and nonce wrapping an export's file key to one recipient
+/// (export format version 2; `docs/transcripts.md` §6.2).
+pub const KDF_EXPORT_WRAP: &[u8] = b"Hushwire v2 export key wrap";
 /// HKDF info for an export's payload key (salt: SHA-256 of the export header).
 pub const KDF_EXPORT_PAYLOAD: &[u8] = b"Hushwire v1 export payload";
+/// Signature context: the exporting device signs an export's header hash and the final state
+/// (record count, chain head) of every transcript in it (`docs/transcripts.md` §6.6).
+pub const SIG_TRANSCRIPT_EXPORT: &[u8] = b"Hushwire v2 transcript export";
 
 /// Signature context: a device answers a relay's login challenge, bound to the relay's key
 /// (`docs/relay-protocol.md` §3). Replaces version 1's `"Hushwire v1 relay auth"`, which bound

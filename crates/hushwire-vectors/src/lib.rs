@@ -980,7 +980,7 @@ fn transcript_export(
         bytes.extend(export.record(r));
     }
     bytes.extend(export.end_transcript());
-    bytes.extend(export.finish());
+    bytes.extend(export.finish(alice.identity()));
 
     // Recompute the key wrap and the payload key from the draws.
     let [file_key, ephemeral_secret] = export_draws
@@ -1005,16 +1005,12 @@ fn transcript_export(
     if shared != auditor_shared {
         return Err("X25519 disagrees between the two sides".into());
     }
-    let wrap_salt = [ephemeral_public, auditor_public].concat();
-    let wrap_key = hkdf32(&wrap_salt, &shared, labels::KDF_EXPORT_WRAP)?;
-    let wrapped = ChaCha20Poly1305::new(&wrap_key.into())
-        .encrypt(&[0u8; 12].into(), file_key.as_slice())
-        .map_err(|_| "wrap failed")?;
+    let wrap = export_wrap(&file_key, &ephemeral_public, &auditor_public, &shared)?;
     let expected_header = [
-        &[labels::PROTOCOL_VERSION, 0x60, 1][..],
+        &[hushwire::transcript::EXPORT_VERSION, 0x60, 1][..],
         &auditor_public,
         &ephemeral_public,
-        &wrapped,
+        &wrap.wrapped,
     ]
     .concat();
     if expected_header != header {
@@ -1083,15 +1079,19 @@ fn transcript_export(
             }
             0x04 => {
                 o.insert("kind".into(), json!("transcript end"));
+                o.insert("body".into(), json!(hex::encode(body)));
             }
             0xff => {
                 o.insert("kind".into(), json!("export end"));
+                o.insert("body".into(), json!(hex::encode(body)));
             }
             _ => return Err("unknown item tag".into()),
         }
         items.push(item);
         at += 5 + len as usize;
     }
+
+    let signature = export_signature(alice, writer, sealed, &header, &stream)?;
 
     // The core's reader must agree.
     let mut reader = ExportReader::new(&auditor);
@@ -1117,13 +1117,15 @@ fn transcript_export(
             ExportItem::TranscriptEnd => {}
         }
     }
-    reader.finish()?;
+    if reader.finish()? != *alice.identity_key() {
+        return Err("the reader names another exporter".into());
+    }
     if read + 1 != items.len() {
         return Err("the reader returned another number of items".into());
     }
 
     Ok(json!({
-        "description": "The transcript exported to one auditor key: ExportWriter::new, begin_transcript with all three checkpoints, the five records in order, end_transcript, finish. `file_key` and `ephemeral_secret` are the two draws of ExportWriter::new. `chunks` gives each body chunk's position in `bytes`, its nonce and lengths (every chunk but the last carries exactly 65 536 plaintext bytes); `items` gives each item's offset in the decrypted plaintext stream, its tag and length, and which published checkpoint or record its body is.",
+        "description": "The transcript exported to one auditor key, export format version 2 (docs/transcripts.md §6): ExportWriter::new, begin_transcript with all three checkpoints, the five records in order, end_transcript, finish signed by Alice's identity. `file_key` and `ephemeral_secret` are the two draws of ExportWriter::new. `wrap_okm` is HKDF(salt = ephemeral_public || recipient, ikm = shared_secret, KDF_EXPORT_WRAP, 44): `wrap_key` its first 32 bytes, `wrap_nonce` its last 12; `wrap_ad` the wrap's associated data (recipient || header[0..3] || each entry's recipient || ephemeral key). `chunks` gives each body chunk's position in `bytes`, its nonce and lengths (every chunk but the last carries exactly 65 536 plaintext bytes); `items` gives each item's offset in the decrypted plaintext stream, its tag and length, and which published checkpoint or record its body is (the transcript start, transcript end and export end bodies in full). `signature` is the exporter's signature (§6.6): each transcript's state entry, their SHA-256, the 72-byte signed message and the Ed25519 signature under SIG_TRANSCRIPT_EXPORT.",
         "auditor": {
             "draws": auditor_draws,
             "secret": hex::encode(*auditor_secret),
@@ -1134,15 +1136,110 @@ fn transcript_export(
         "ephemeral_secret": hex::encode(ephemeral_secret),
         "ephemeral_public": hex::encode(ephemeral_public),
         "shared_secret": hex::encode(shared),
-        "wrap_key": hex::encode(wrap_key),
-        "wrapped_file_key": hex::encode(&wrapped),
+        "wrap_okm": hex::encode(wrap.okm),
+        "wrap_key": hex::encode(wrap.okm.get(..32).unwrap_or_default()),
+        "wrap_nonce": hex::encode(wrap.okm.get(32..).unwrap_or_default()),
+        "wrap_ad": hex::encode(&wrap.ad),
+        "wrapped_file_key": hex::encode(&wrap.wrapped),
         "header": hex::encode(&header),
         "header_sha256": hex::encode(header_hash),
         "payload_key": hex::encode(payload_key),
         "chunk_len": CHUNK_LEN,
         "chunks": chunks,
         "items": items,
+        "signature": signature,
         "bytes": hex::encode(&bytes),
+    }))
+}
+
+/// The export key wrap of §6.2, recomputed from its inputs.
+struct Wrap {
+    okm: [u8; 44],
+    ad: Vec<u8>,
+    wrapped: Vec<u8>,
+}
+
+/// `okm = HKDF(salt = E ‖ R, ikm = shared, KDF_EXPORT_WRAP, 44)`, key = okm[..32], nonce =
+/// okm[32..]; AD = `R ‖ header[0..3] ‖ R ‖ E` for the one recipient (§6.2).
+fn export_wrap(
+    file_key: &[u8; 32],
+    ephemeral_public: &[u8; 32],
+    recipient: &[u8; 32],
+    shared: &[u8; 32],
+) -> Result<Wrap, Error> {
+    let salt = [&ephemeral_public[..], &recipient[..]].concat();
+    let mut okm = [0u8; 44];
+    Hkdf::<Sha256>::new(Some(&salt), shared)
+        .expand(labels::KDF_EXPORT_WRAP, &mut okm)
+        .map_err(|_| "HKDF expand failed")?;
+    let (key, nonce) = okm.split_at(32);
+    let ad = [
+        &recipient[..],
+        &[hushwire::transcript::EXPORT_VERSION, 0x60, 1],
+        &recipient[..],
+        &ephemeral_public[..],
+    ]
+    .concat();
+    let key: [u8; 32] = key.try_into()?;
+    let nonce: [u8; 12] = nonce.try_into()?;
+    let wrapped = ChaCha20Poly1305::new(&key.into())
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: file_key,
+                aad: &ad,
+            },
+        )
+        .map_err(|_| "wrap failed")?;
+    Ok(Wrap { okm, ad, wrapped })
+}
+
+/// The exporter's signature of §6.6, recomputed from the records and checked against the
+/// transcript-end and export-end items of the decrypted `stream`.
+fn export_signature(
+    alice: &Account,
+    writer: &TranscriptWriter,
+    sealed: &[SealedRecord],
+    header: &[u8],
+    stream: &[u8],
+) -> Result<Value, Error> {
+    let id = writer.id();
+    let head = sealed
+        .last()
+        .map_or_else(|| hushwire::transcript::genesis_hash(&id), |r| r.hash(&id));
+    let count = sealed.len() as u64;
+    let fingerprint = alice.identity_key().fingerprint();
+    let state = [&id.0[..], &fingerprint.0, &count.to_be_bytes(), &head].concat();
+    let states_hash = sha256(&[&state]);
+    let message = [&sha256(&[header])[..], &1u64.to_be_bytes(), &states_hash].concat();
+    let signature = alice
+        .identity()
+        .sign(labels::SIG_TRANSCRIPT_EXPORT, &message);
+    let transcript_end = [&count.to_be_bytes()[..], &head].concat();
+    let export_end = [&alice.identity_key().to_bytes()[..], &signature].concat();
+    let framed = |tag: u8, body: &[u8]| {
+        let mut item = vec![tag];
+        item.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+        item.extend_from_slice(body);
+        item
+    };
+    let tail = [framed(0x04, &transcript_end), framed(0xff, &export_end)].concat();
+    if !stream.ends_with(&tail) {
+        return Err(
+            "the transcript end and export end items differ from their recomputation".into(),
+        );
+    }
+    Ok(json!({
+        "exporter": hex::encode(alice.identity_key().to_bytes()),
+        "exporter_fingerprint": fingerprint.to_string(),
+        "record_count": count,
+        "head_hash": hex::encode(head),
+        "state_entries": [hex::encode(&state)],
+        "states_hash": hex::encode(states_hash),
+        "signed_message": hex::encode(&message),
+        "signature": hex::encode(signature),
+        "transcript_end_body": hex::encode(&transcript_end),
+        "export_end_body": hex::encode(&export_end),
     }))
 }
 

@@ -338,7 +338,7 @@ fn export(f: &Fixture, recipients: &[&AuditorKey]) -> Vec<u8> {
         out.extend(writer.record(r));
     }
     out.extend(writer.end_transcript());
-    out.extend(writer.finish());
+    out.extend(writer.finish(&f.device));
     out
 }
 
@@ -528,7 +528,7 @@ fn export_reader_enforces_item_order_and_counts() {
     let read_all = |bytes: &[u8]| -> Result<(), ExportError> {
         let mut r = ExportReader::new(&auditor);
         r.feed(bytes)?;
-        r.finish()
+        r.finish().map(|_| ())
     };
     // Announces 5 records, holds 4.
     let mut rng = ChaCha20Rng::from_seed([62; 32]);
@@ -538,7 +538,7 @@ fn export_reader_enforces_item_order_and_counts() {
         out.extend(w.record(r));
     }
     out.extend(w.end_transcript());
-    out.extend(w.finish());
+    out.extend(w.finish(&f.device));
     assert_eq!(
         read_all(&out).unwrap_err(),
         ExportError::RecordCountMismatch {
@@ -552,6 +552,397 @@ fn export_reader_enforces_item_order_and_counts() {
     out.extend(w.begin_transcript(&manifest(4), &[]));
     out.extend(w.record(&f.records[0]));
     out.extend(w.begin_transcript(&manifest(4), &f.checkpoints));
-    out.extend(w.finish());
+    out.extend(w.finish(&f.device));
     assert_eq!(read_all(&out).unwrap_err(), ExportError::UnexpectedItem);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed exports (docs/transcripts.md §6.2, §6.6, §6.10): what a recipient, who holds the file
+// key and the transcript key, can still not do.
+
+/// The file key an [`ExportWriter`] seeded with `seed` draws first (§1.2: file key, then one
+/// ephemeral secret per recipient).
+fn file_key_of(seed: [u8; 32]) -> [u8; 32] {
+    use rand_core::Rng as _;
+    let mut key = [0u8; 32];
+    ChaCha20Rng::from_seed(seed).fill_bytes(&mut key);
+    key
+}
+
+/// The payload key of §6.3, as a recipient computes it.
+fn payload_key(header: &[u8], file_key: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let salt: [u8; 32] = sha2::Sha256::digest(header).into();
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), file_key)
+        .expand(hushwire::proto::labels::KDF_EXPORT_PAYLOAD, &mut key)
+        .unwrap();
+    key
+}
+
+fn chunk_nonce(index: u64, last: bool) -> [u8; 12] {
+    let mut nonce = [0u8; 12];
+    nonce[..8].copy_from_slice(&index.to_be_bytes());
+    nonce[11] = u8::from(last);
+    nonce
+}
+
+/// What a recipient sees: the decrypted item stream of an export whose header is
+/// `header_len` bytes, as framed items `(tag, body)`.
+fn items_of(bytes: &[u8], header_len: usize, file_key: &[u8; 32]) -> Vec<(u8, Vec<u8>)> {
+    use chacha20poly1305::aead::{Aead as _, KeyInit as _};
+    let key = payload_key(&bytes[..header_len], file_key);
+    let cipher = chacha20poly1305::ChaCha20Poly1305::new(&key.into());
+    let mut rest = &bytes[header_len..];
+    let mut stream = Vec::new();
+    let mut index = 0;
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let sealed = &rest[4..4 + len];
+        rest = &rest[4 + len..];
+        let nonce = chunk_nonce(index, rest.is_empty());
+        stream.extend(cipher.decrypt(&nonce.into(), sealed).unwrap());
+        index += 1;
+    }
+    let mut items = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let len = u32::from_be_bytes(stream[at + 1..at + 5].try_into().unwrap()) as usize;
+        items.push((stream[at], stream[at + 5..at + 5 + len].to_vec()));
+        at += 5 + len;
+    }
+    items
+}
+
+/// What a recipient can write: `items` re-sealed under the same header and file key.
+fn reseal(header: &[u8], file_key: &[u8; 32], items: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    use chacha20poly1305::aead::{Aead as _, KeyInit as _};
+    let key = payload_key(header, file_key);
+    let cipher = chacha20poly1305::ChaCha20Poly1305::new(&key.into());
+    let mut stream = Vec::new();
+    for (tag, body) in items {
+        stream.push(*tag);
+        stream.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        stream.extend_from_slice(body);
+    }
+    let mut out = header.to_vec();
+    let pieces: Vec<&[u8]> = stream.chunks(hushwire::transcript::CHUNK_LEN).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let sealed = cipher
+            .encrypt(&chunk_nonce(i as u64, i + 1 == pieces.len()).into(), *piece)
+            .unwrap();
+        out.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
+        out.extend_from_slice(&sealed);
+    }
+    out
+}
+
+/// An open transcript of 7 records, checkpointed at 5 (records 5 and 6 are the unsigned tail),
+/// its writer, and its export (seed [71; 32]) to `auditor`, signed by the device.
+struct Tail {
+    f: Fixture,
+    auditor: AuditorKey,
+    header_len: usize,
+    file_key: [u8; 32],
+    bytes: Vec<u8>,
+}
+
+fn tail_export() -> Tail {
+    let mut rng = ChaCha20Rng::from_seed([70; 32]);
+    let device = IdentityKeyPair::generate(&mut rng);
+    let mut writer = TranscriptWriter::new(5, &mut rng);
+    let mut records = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut plaintexts = Vec::new();
+    for i in 0..7 {
+        let appended = writer
+            .append(&record(i), &device, 1000 + i, &mut rng)
+            .unwrap();
+        records.push(appended.record);
+        checkpoints.extend(appended.checkpoint);
+        plaintexts.push(record(i));
+    }
+    let f = Fixture {
+        device,
+        writer,
+        records,
+        checkpoints,
+        plaintexts,
+    };
+    let auditor = AuditorKey::generate(&mut rng);
+    let seed = [71; 32];
+    let (mut w, mut bytes) =
+        ExportWriter::new(&[*auditor.public()], &mut ChaCha20Rng::from_seed(seed)).unwrap();
+    let header_len = bytes.len();
+    let manifest = TranscriptManifest {
+        id: f.writer.id(),
+        signer: f.device.public().clone(),
+        key: f.writer.key().clone(),
+        record_count: 7,
+    };
+    bytes.extend(w.begin_transcript(&manifest, &f.checkpoints));
+    for r in &f.records {
+        bytes.extend(w.record(r));
+    }
+    bytes.extend(w.end_transcript());
+    bytes.extend(w.finish(&f.device));
+    Tail {
+        f,
+        auditor,
+        header_len,
+        file_key: file_key_of(seed),
+        bytes,
+    }
+}
+
+impl Tail {
+    fn items(&self) -> Vec<(u8, Vec<u8>)> {
+        items_of(&self.bytes, self.header_len, &self.file_key)
+    }
+
+    fn reseal(&self, items: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        reseal(&self.bytes[..self.header_len], &self.file_key, items)
+    }
+
+    /// A record a recipient forges with the transcript key: sealed as record `keep`, chained
+    /// to record `keep - 1`, so it authenticates and chains. Replaying the device's draws
+    /// rebuilds its writer (same id, key and records) up to `keep`: a stand-in for a forger's
+    /// own sealing code, which needs only the transcript key and the head.
+    fn forged_after(&self, keep: usize, text: &str) -> SealedRecord {
+        let mut rng = ChaCha20Rng::from_seed([70; 32]);
+        let _device = IdentityKeyPair::generate(&mut rng);
+        let stranger = IdentityKeyPair::generate(&mut ChaCha20Rng::from_seed([72; 32]));
+        let mut writer = TranscriptWriter::new(5, &mut rng);
+        for i in 0..keep {
+            let appended = writer
+                .append(&record(i as u64), &stranger, 0, &mut rng)
+                .unwrap();
+            assert_eq!(appended.record, self.f.records[i]);
+        }
+        let mut forged = record(keep as u64);
+        forged.content = text.as_bytes().to_vec();
+        writer
+            .append(&forged, &stranger, 0, &mut ChaCha20Rng::from_seed([72; 32]))
+            .unwrap()
+            .record
+    }
+
+    fn read(
+        &self,
+        bytes: &[u8],
+        exporter: Option<Fingerprint>,
+    ) -> Result<Fingerprint, ExportError> {
+        let mut reader = match exporter {
+            Some(fp) => ExportReader::with_exporter(&self.auditor, fp),
+            None => ExportReader::new(&self.auditor),
+        };
+        reader.feed(bytes)?;
+        reader.finish().map(|id| id.fingerprint())
+    }
+}
+
+/// Sets the record count a transcript-start item announces.
+fn announce(item: &mut (u8, Vec<u8>), count: u64) {
+    assert_eq!(item.0, 0x01);
+    let at = item.1.len() - 8;
+    item.1[at..].copy_from_slice(&count.to_be_bytes());
+}
+
+#[test]
+fn signed_export_names_its_exporter_and_checks_the_expected_one() {
+    let t = tail_export();
+    let device = t.f.device.public().fingerprint();
+    assert_eq!(t.read(&t.bytes, None).unwrap(), device);
+    assert_eq!(t.read(&t.bytes, Some(device)).unwrap(), device);
+    // The verified transcript still reports its unsigned tail: the export signature, not a
+    // checkpoint, is what pins records 5 and 6 now.
+    assert_eq!(
+        open_export(&t.bytes, &t.auditor, 4096).unwrap(),
+        t.f.plaintexts
+    );
+    // The items decrypt as the spec frames them: start, 1 checkpoint, 7 records, end, export end.
+    let tags: Vec<u8> = t.items().iter().map(|(tag, _)| *tag).collect();
+    assert_eq!(tags, [1, 2, 3, 3, 3, 3, 3, 3, 3, 4, 0xff]);
+}
+
+#[test]
+fn forged_record_after_the_last_checkpoint_is_refused() {
+    let t = tail_export();
+    let forged = t.forged_after(7, "the patient consented to everything");
+    // The forged record is a valid continuation: it authenticates under the transcript key and
+    // chains to record 6, so the transcript verifier alone (unsigned tail) would accept it.
+    assert!(forged.open(&t.f.writer.id(), t.f.writer.key()).is_some());
+    assert_eq!(forged.previous_hash, t.f.records[6].hash(&t.f.writer.id()));
+    let mut items = t.items();
+    announce(&mut items[0], 8);
+    items.insert(9, (3, forged.to_bytes()));
+    let bytes = t.reseal(&items);
+    assert!(open_export(&bytes, &t.auditor, 4096).is_err());
+    assert_eq!(
+        t.read(&bytes, None).unwrap_err(),
+        ExportError::RecordsAppended {
+            transcript: t.f.writer.id(),
+            signed: 7,
+            found: 8
+        }
+    );
+}
+
+#[test]
+fn altered_or_removed_tail_record_is_refused() {
+    let t = tail_export();
+    // Record 6 replaced by another version of itself, chained to record 5.
+    let other = t.forged_after(6, "no symptoms reported");
+    assert!(other.open(&t.f.writer.id(), t.f.writer.key()).is_some());
+    let mut items = t.items();
+    items[8] = (3, other.to_bytes());
+    assert_eq!(
+        t.read(&t.reseal(&items), None).unwrap_err(),
+        ExportError::RecordsAltered {
+            transcript: t.f.writer.id(),
+            records: 7
+        }
+    );
+    // Record 6 removed (and the announced count lowered to match).
+    let mut items = t.items();
+    announce(&mut items[0], 6);
+    items.remove(8);
+    assert_eq!(
+        t.read(&t.reseal(&items), None).unwrap_err(),
+        ExportError::RecordsRemoved {
+            transcript: t.f.writer.id(),
+            signed: 7,
+            found: 6
+        }
+    );
+    // The forger also rewrites the stated final state: the signature no longer verifies.
+    let mut items = t.items();
+    announce(&mut items[0], 6);
+    items.remove(8);
+    let end = items.iter().position(|(tag, _)| *tag == 4).unwrap();
+    let mut state = 6u64.to_be_bytes().to_vec();
+    state.extend_from_slice(&t.f.records[5].hash(&t.f.writer.id()));
+    items[end].1 = state;
+    assert_eq!(
+        t.read(&t.reseal(&items), None).unwrap_err(),
+        ExportError::BadExportSignature
+    );
+}
+
+#[test]
+fn export_signed_by_another_identity_is_refused_or_named() {
+    let t = tail_export();
+    let stranger = IdentityKeyPair::generate(&mut ChaCha20Rng::from_seed([73; 32]));
+    let device = t.f.device.public().fingerprint();
+    // A recipient re-signs the export (say, with a forged tail) with an identity of its own.
+    let (mut w, mut bytes) = ExportWriter::new(
+        &[*t.auditor.public()],
+        &mut ChaCha20Rng::from_seed([74; 32]),
+    )
+    .unwrap();
+    let manifest = TranscriptManifest {
+        id: t.f.writer.id(),
+        signer: t.f.device.public().clone(),
+        key: t.f.writer.key().clone(),
+        record_count: 7,
+    };
+    bytes.extend(w.begin_transcript(&manifest, &t.f.checkpoints));
+    for r in &t.f.records {
+        bytes.extend(w.record(r));
+    }
+    bytes.extend(w.end_transcript());
+    bytes.extend(w.finish(&stranger));
+    let found = stranger.public().fingerprint();
+    assert_eq!(
+        t.read(&bytes, Some(device)).unwrap_err(),
+        ExportError::WrongExporter { found }
+    );
+    // Without an expected exporter the reader names who signed, for the auditor to compare.
+    assert_eq!(t.read(&bytes, None).unwrap(), found);
+    // The device's identity with another identity's signature does not verify.
+    let mut items = items_of(
+        &bytes,
+        bytes.len() - t.bytes.len() + t.header_len,
+        &file_key_of([74; 32]),
+    );
+    let last = items.len() - 1;
+    let signature = items[last].1[128..].to_vec();
+    let mut body = t.f.device.public().to_bytes();
+    body.extend_from_slice(&signature);
+    items[last].1 = body;
+    let resealed = reseal(&bytes[..t.header_len], &file_key_of([74; 32]), &items);
+    assert_eq!(
+        t.read(&resealed, None).unwrap_err(),
+        ExportError::BadExportSignature
+    );
+}
+
+#[test]
+fn altered_header_fails_the_key_wrap() {
+    let f = fixture(3, 2);
+    let mut rng = ChaCha20Rng::from_seed([81; 32]);
+    let auditor = AuditorKey::generate(&mut rng);
+    let archive = AuditorKey::generate(&mut rng);
+    let third = AuditorKey::generate(&mut rng);
+    let bytes = export(&f, &[&auditor, &archive]);
+    let read = |bytes: &[u8]| {
+        let mut reader = ExportReader::new(&auditor);
+        reader.feed(bytes).map(|_| ())
+    };
+    assert_eq!(read(&bytes), Ok(()));
+    // The other entry's recipient key replaced (the archive swapped for another auditor): the
+    // first entry's wrap binds every entry's keys, so it no longer unwraps.
+    let mut swapped = bytes.clone();
+    swapped[3 + 112..3 + 112 + 32].copy_from_slice(third.public().as_bytes());
+    assert_eq!(read(&swapped), Err(ExportError::KeyUnwrapFailed));
+    // The other entry dropped (recipient count 1): refused at the wrap too.
+    let mut dropped = bytes[..3 + 112].to_vec();
+    dropped[2] = 1;
+    dropped.extend_from_slice(&bytes[3 + 224..]);
+    assert_eq!(read(&dropped), Err(ExportError::KeyUnwrapFailed));
+    // The other entry's wrapped key altered: not in the wrap's AD, but in the payload key.
+    let mut wrapped = bytes.clone();
+    wrapped[3 + 112 + 64] ^= 1;
+    assert_eq!(
+        read(&wrapped),
+        Err(ExportError::ChunkAuthenticationFailed { chunk: 0 })
+    );
+}
+
+#[test]
+fn version_1_exports_are_refused_with_a_clear_error() {
+    let f = fixture(3, 2);
+    let auditor = AuditorKey::generate(&mut ChaCha20Rng::from_seed([91; 32]));
+    let mut bytes = export(&f, &[&auditor]);
+    assert_eq!(bytes[0], hushwire::transcript::EXPORT_VERSION);
+    bytes[0] = 1;
+    let mut reader = ExportReader::new(&auditor);
+    let err = reader.feed(&bytes).unwrap_err();
+    assert_eq!(err, ExportError::UnsignedVersion1);
+    assert!(err.to_string().contains("version-1"), "{err}");
+    bytes[0] = 3;
+    let mut reader = ExportReader::new(&auditor);
+    assert_eq!(
+        reader.feed(&bytes).unwrap_err(),
+        ExportError::Malformed(hushwire::proto::codec::DecodeError::UnsupportedVersion {
+            version: 3
+        })
+    );
+}
+
+#[test]
+fn chunk_shorter_than_its_tag_is_an_invalid_value() {
+    let f = fixture(1, 1);
+    let auditor = AuditorKey::generate(&mut ChaCha20Rng::from_seed([92; 32]));
+    let bytes = export(&f, &[&auditor]);
+    let mut short = bytes[..115].to_vec();
+    short.extend_from_slice(&15u32.to_be_bytes());
+    short.extend_from_slice(&[0; 15]);
+    let mut reader = ExportReader::new(&auditor);
+    assert_eq!(
+        reader.feed(&short).unwrap_err(),
+        ExportError::Malformed(hushwire::proto::codec::DecodeError::InvalidValue {
+            field: "chunk length"
+        })
+    );
 }

@@ -48,7 +48,9 @@ mod transcripts;
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
 pub use healing::MAX_RESENDS;
 pub use relay_pin::RelayKeyPin;
-pub use transcripts::{AuditedTranscript, ExportSummary, TranscriptInfo, read_export};
+pub use transcripts::{
+    AuditedExport, AuditedTranscript, ExportSummary, TranscriptInfo, read_export,
+};
 
 use crate::address::Address;
 use crate::address::own_ref;

@@ -84,4 +84,33 @@ impl Client {
         tx.commit().await?;
         Ok(signed)
     }
+
+    /// Signs a checkpoint of each transcript that has records after its last checkpoint (an
+    /// unsigned tail, `docs/transcripts.md` §5.7), and of no other: run when a session of
+    /// receiving or chatting ends, so a short conversation is not left wholly unsigned and
+    /// repeated runs add no checkpoints. Returns how many transcripts were signed.
+    pub async fn sign_unsigned_tails(&self) -> Result<u64> {
+        let state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let mut signed = 0;
+        for contact_id in store::transcript_contacts(&mut tx).await? {
+            let Some(sealed) = store::transcript_writer(&mut tx, contact_id).await? else {
+                continue;
+            };
+            let writer = TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
+                .map_err(|_| ClientError::CorruptStore("transcript writer"))?;
+            if store::transcript_signed_count(&mut tx, contact_id).await? >= writer.len() {
+                continue;
+            }
+            let checkpoint = writer.checkpoint(state.account.identity(), now_ms());
+            self.store_checkpoint(&mut tx, &state.account, contact_id, &writer, &checkpoint)
+                .await?;
+            signed += 1;
+        }
+        if signed > 0 {
+            self.checkpoint_audit(&mut tx, &state.account).await?;
+        }
+        tx.commit().await?;
+        Ok(signed)
+    }
 }

@@ -4,9 +4,9 @@
 
 use std::io::{Read, Write};
 
-use hushwire::proto::X25519PublicKey;
 use hushwire::proto::audit::{self, AuditEvent};
 use hushwire::proto::codec::Codec as _;
+use hushwire::proto::{Fingerprint, X25519PublicKey};
 use hushwire::transcript::{
     AuditorKey, ExportItem, ExportReader, ExportWriter, SealedRecord, TranscriptCheckpoint,
     TranscriptManifest, TranscriptRecord, TranscriptReport, TranscriptVerifier, TranscriptWriter,
@@ -44,6 +44,19 @@ pub struct ExportSummary {
     pub records: u64,
     /// Bytes written.
     pub bytes: u64,
+}
+
+/// An export, read and verified: who signed it and its transcripts.
+#[derive(Clone, Debug)]
+pub struct AuditedExport {
+    /// Fingerprint of the identity that signed the export (hex): the exporting device. Its
+    /// signature covers every transcript's final state (`docs/transcripts.md` §6.6). When no
+    /// expected exporter was given, the auditor must compare it with the device's.
+    pub exporter: String,
+    /// True if the caller gave the expected exporter and the export is signed by it.
+    pub exporter_checked: bool,
+    /// The transcripts, in the export's order.
+    pub transcripts: Vec<AuditedTranscript>,
 }
 
 /// One transcript of an export, verified.
@@ -164,7 +177,11 @@ impl Client {
         out: &mut (dyn Write + Send),
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<ExportSummary> {
-        let identity = self.identity_key().await;
+        // The identity signs the export at its end (`docs/transcripts.md` §6.6). Cloned now:
+        // the lock order is state, then database connection, and the connection is held
+        // until the end.
+        let exporter = self.inner.state.lock().await.account.identity().clone();
+        let identity = exporter.public().clone();
         // One snapshot for the whole export (WAL readers do not block the writer): each
         // transcript's announced record count matches the records that follow it.
         let mut c = self.db().begin().await?;
@@ -229,7 +246,7 @@ impl Client {
                 recipients: u8::try_from(recipients.len()).unwrap_or(u8::MAX),
             });
         }
-        write(&export.finish(), &mut summary)?;
+        write(&export.finish(&exporter), &mut summary)?;
         out.flush()?;
         drop(c);
         for event in exported {
@@ -337,19 +354,30 @@ impl Reading {
     }
 }
 
-/// Reads an export with an auditor key, verifies every transcript in it, and hands each one's
-/// records to `on_transcript` once that transcript has verified. Any change to the file — one
-/// flipped byte, a cut, an extension — is an error. `progress` gets the bytes read so far.
+/// Reads an export with an auditor key, verifies every transcript in it and the exporter's
+/// signature over their final states, and only then hands each transcript's records to
+/// `on_transcript`. If `exporter` is given, the export must be signed by that identity (else
+/// an error naming the identity that did sign it); if not, [`AuditedExport::exporter`] says
+/// who signed, for the auditor to compare. Any change to the file — one flipped byte, a cut,
+/// an extension, a record forged by a recipient after the last checkpoint — is an error.
+/// `progress` gets the bytes read so far.
+///
+/// The records of every transcript are held in memory until the signature at the end of the
+/// export verifies (`docs/transcripts.md` §6.7).
 pub fn read_export(
     input: &mut dyn Read,
     key: &AuditorKey,
+    exporter: Option<&Fingerprint>,
     on_transcript: &mut dyn FnMut(&AuditedTranscript, Vec<TranscriptRecord>),
     progress: &mut dyn FnMut(u64),
-) -> Result<Vec<AuditedTranscript>> {
-    let mut reader = ExportReader::new(key);
+) -> Result<AuditedExport> {
+    let mut reader = match exporter {
+        Some(fingerprint) => ExportReader::with_exporter(key, *fingerprint),
+        None => ExportReader::new(key),
+    };
     let mut buffer = vec![0u8; 64 * 1024];
     let mut current: Option<Reading> = None;
-    let mut audited = Vec::new();
+    let mut verified: Vec<(AuditedTranscript, Vec<TranscriptRecord>)> = Vec::new();
     let mut read = 0u64;
     loop {
         let n = input.read(&mut buffer)?;
@@ -397,15 +425,25 @@ pub fn read_export(
                         let report = verifier
                             .finish()
                             .map_err(|e| fault(&format!("transcript {id}"), e))?;
-                        let done = AuditedTranscript { id, signer, report };
-                        on_transcript(&done, r.records);
-                        audited.push(done);
+                        verified.push((AuditedTranscript { id, signer, report }, r.records));
                     }
                 }
             }
         }
         progress(read);
     }
-    reader.finish().map_err(|e| fault("the export", e))?;
-    Ok(audited)
+    let found = reader
+        .finish()
+        .map_err(|e| fault("the export", e))?
+        .fingerprint();
+    let mut transcripts = Vec::with_capacity(verified.len());
+    for (done, records) in verified {
+        on_transcript(&done, records);
+        transcripts.push(done);
+    }
+    Ok(AuditedExport {
+        exporter: found.to_string(),
+        exporter_checked: exporter.is_some(),
+        transcripts,
+    })
 }

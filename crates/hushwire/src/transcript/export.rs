@@ -1,16 +1,17 @@
-//! Exports for auditors: one or more transcripts re-sealed to recipients' X25519 keys, as a
-//! single self-describing stream produced and consumed in bounded memory
-//! (`docs/transcripts.md` §6).
+//! Exports for auditors: one or more transcripts re-sealed to recipients' X25519 keys and
+//! signed by the exporting device, as a single self-describing stream produced and consumed in
+//! bounded memory (`docs/transcripts.md` §6; this is export format version 2).
 //!
 //! ```text
-//! header  = version[1] ‖ type[1]=0x60 ‖ recipient_count[1] ‖ recipients
+//! header  = version[1]=0x02 ‖ type[1]=0x60 ‖ recipient_count[1] ‖ recipients
 //! recipient = recipient_key[32] ‖ ephemeral_key[32] ‖ wrapped_file_key[48]
 //! body    = chunk*   chunk = length[4] ‖ ChaCha20-Poly1305(payload_key, nonce(i, last), chunk_plaintext)
 //! ```
 //!
-//! Each recipient entry wraps a random 32-byte file key: `wrap_key = HKDF-SHA256(salt =
-//! ephemeral_key ‖ recipient_key, ikm = X25519(ephemeral, recipient), info = KDF_EXPORT_WRAP)`,
-//! sealed with ChaCha20-Poly1305 under a zero nonce (each wrap key is used once). The body key is
+//! Each recipient entry wraps a random 32-byte file key: `wrap_key ‖ wrap_nonce =
+//! HKDF-SHA256(salt = ephemeral_key ‖ recipient_key, ikm = X25519(ephemeral, recipient), info =
+//! KDF_EXPORT_WRAP, L = 44)`, sealed with ChaCha20-Poly1305 whose associated data is the
+//! recipient's key and the header without the wrapped keys (§6.2). The body key is
 //! `payload_key = HKDF-SHA256(salt = SHA-256(header), ikm = file_key, info = KDF_EXPORT_PAYLOAD)`,
 //! so altering any header byte makes the body unreadable. Chunk `i`'s nonce is
 //! `i[8, big-endian] ‖ 0x00 0x00 0x00 ‖ last[1]`: a reordered, dropped or truncated chunk fails,
@@ -18,27 +19,44 @@
 //!
 //! The chunk plaintexts concatenate to a sequence of items, `tag[1] ‖ length[4] ‖ body`:
 //! `0x01` transcript start (`id[16] ‖ signer identity[128] ‖ transcript key[32] ‖
-//! record count[8]`), `0x02` checkpoint, `0x03` sealed record, `0x04` transcript end,
-//! `0xFF` end of export. Checkpoints precede the records they cover, so a reader verifies in
-//! one pass.
+//! record count[8]`), `0x02` checkpoint, `0x03` sealed record, `0x04` transcript end
+//! (`record count[8] ‖ head hash[32]`, the final state), `0xFF` end of export (`exporter
+//! identity[128] ‖ signature[64]`). The exporter signs the header's hash and every transcript's
+//! final state (§6.6), so a recipient, who holds the transcript keys, still cannot add, remove or
+//! alter records after the last checkpoint. Checkpoints precede the records they cover, so a
+//! reader verifies in one pass.
 
 use core::fmt;
 
 use hushwire_proto::codec::{Codec, DecodeError, Reader};
-use hushwire_proto::{IdentityKey, X25519PublicKey, labels};
+use hushwire_proto::keys::SIGNATURE_LEN;
+use hushwire_proto::{Fingerprint, IdentityKey, X25519PublicKey, labels};
 use rand_core::CryptoRng;
 use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use super::sealed::{
     MAX_RECORD_CIPHERTEXT_LEN, SealedRecord, TranscriptCheckpoint, TranscriptId, TranscriptKey,
+    genesis_hash, hash_encoded,
 };
 use crate::kdf::{aead_decrypt, aead_encrypt, hkdf};
-use crate::keys::{diffie_hellman, generate_x25519, x25519_from_secret};
+use crate::keys::{IdentityKeyPair, diffie_hellman, generate_x25519, x25519_from_secret};
 
 /// Wire type byte of an export header.
 pub const EXPORT_TYPE: u8 = 0x60;
+/// Format version of the exports this module writes and reads (`docs/transcripts.md` §6.1): 2,
+/// signed by the exporter. It is the export's own version, independent of the wire protocol's.
+pub const EXPORT_VERSION: u8 = 2;
+/// The version of unsigned exports, which are refused with [`ExportError::UnsignedVersion1`]
+/// (§6.10).
+const EXPORT_VERSION_UNSIGNED: u8 = 1;
+/// Bytes of the statement the exporter signs (§6.6): `SHA-256(header)[32] ‖
+/// transcript_count[8] ‖ states_hash[32]`.
+pub const EXPORT_SIGNED_MESSAGE_LEN: usize = 72;
+/// Body of a transcript-end item: `record_count[8] ‖ head_hash[32]`.
+const TRANSCRIPT_END_LEN: usize = 40;
 /// Plaintext bytes per chunk (64 KiB).
 pub const CHUNK_LEN: usize = 64 * 1024;
 /// The most recipients one export may name.
@@ -88,11 +106,14 @@ impl fmt::Debug for AuditorKey {
     }
 }
 
-/// Why an export could not be read.
+/// Why an export could not be read (`docs/transcripts.md` §6.9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportError {
     /// The header or an item is malformed.
     Malformed(DecodeError),
+    /// A version-1 export: it carries no exporter signature, so any of its recipients could have
+    /// forged its unsigned records. Refused; the device re-exports in version 2 (§6.10).
+    UnsignedVersion1,
     /// The export is not sealed to this key.
     NotARecipient,
     /// This key's entry did not unwrap: the header was altered.
@@ -115,6 +136,41 @@ pub enum ExportError {
         announced: u64,
         /// Records present.
         found: u64,
+    },
+    /// The exporter's signature (§6.6) does not verify under the identity named in the export:
+    /// the header, a transcript's identity or stated final state, or the signature was altered.
+    BadExportSignature,
+    /// The export is validly signed, but by another identity than the reader expected.
+    WrongExporter {
+        /// Fingerprint of the identity that did sign it.
+        found: Fingerprint,
+    },
+    /// A transcript holds more records than the exporter signed: records were appended after
+    /// the signed final state.
+    RecordsAppended {
+        /// The transcript.
+        transcript: TranscriptId,
+        /// Records the exporter signed.
+        signed: u64,
+        /// Records present.
+        found: u64,
+    },
+    /// A transcript holds fewer records than the exporter signed: records were removed.
+    RecordsRemoved {
+        /// The transcript.
+        transcript: TranscriptId,
+        /// Records the exporter signed.
+        signed: u64,
+        /// Records present.
+        found: u64,
+    },
+    /// A transcript holds as many records as the exporter signed, but they do not hash to the
+    /// signed chain head: a record (at the latest the last one) was altered or replaced.
+    RecordsAltered {
+        /// The transcript.
+        transcript: TranscriptId,
+        /// Records present (and signed).
+        records: u64,
     },
 }
 
@@ -141,6 +197,45 @@ impl fmt::Display for ExportError {
                     "a transcript announced {announced} records but holds {found}"
                 )
             }
+            Self::UnsignedVersion1 => f.write_str(
+                "this is a version-1 export, which is unsigned (its recipients could have forged \
+                 records in it); it is refused: export again from the device",
+            ),
+            Self::BadExportSignature => f.write_str(
+                "the exporter's signature does not verify: the export was forged or altered",
+            ),
+            Self::WrongExporter { found } => write!(
+                f,
+                "the export is signed by identity {found}, not by the expected exporter"
+            ),
+            Self::RecordsAppended {
+                transcript,
+                signed,
+                found,
+            } => write!(
+                f,
+                "forged export: transcript {transcript:?} holds {found} records but the exporter \
+                 signed {signed}: {} record(s) were appended after the signed state",
+                found.saturating_sub(*signed)
+            ),
+            Self::RecordsRemoved {
+                transcript,
+                signed,
+                found,
+            } => write!(
+                f,
+                "forged export: transcript {transcript:?} holds {found} records but the exporter \
+                 signed {signed}: {} record(s) were removed",
+                signed.saturating_sub(*found)
+            ),
+            Self::RecordsAltered {
+                transcript,
+                records,
+            } => write!(
+                f,
+                "forged export: the {records} records of transcript {transcript:?} do not hash to \
+                 the chain head the exporter signed: records were altered"
+            ),
         }
     }
 }
@@ -168,16 +263,99 @@ fn payload_key(header: &[u8], file_key: &[u8; 32]) -> Zeroizing<[u8; 32]> {
     hkdf::<32>(&salt, file_key, labels::KDF_EXPORT_PAYLOAD)
 }
 
-fn wrap_key(
+/// `HKDF-SHA256(salt = ephemeral ‖ recipient, ikm = shared, info = KDF_EXPORT_WRAP, L = 44)`:
+/// the wrap key (bytes 0..32) and the wrap nonce (bytes 32..44), §6.2.
+fn wrap_key_nonce(
     shared: &[u8; 32],
     ephemeral: &X25519PublicKey,
     recipient: &X25519PublicKey,
-) -> Zeroizing<[u8; 32]> {
+) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
     let mut salt = [0u8; 64];
     let (a, b) = salt.split_at_mut(32);
     a.copy_from_slice(ephemeral.as_bytes());
     b.copy_from_slice(recipient.as_bytes());
-    hkdf::<32>(&salt, shared, labels::KDF_EXPORT_WRAP)
+    let okm = hkdf::<44>(&salt, shared, labels::KDF_EXPORT_WRAP);
+    let mut key = Zeroizing::new([0u8; 32]);
+    let mut nonce = [0u8; 12];
+    let (k, n) = okm.split_at(32);
+    key.copy_from_slice(k);
+    nonce.copy_from_slice(n);
+    (key, nonce)
+}
+
+/// The wrap's associated data (§6.2): `recipient_key[32] ‖ header prefix[3] ‖` every entry's
+/// `recipient_key ‖ ephemeral_key` (64 · r bytes): the header without the wrapped keys, which
+/// the payload key covers.
+fn wrap_ad(recipient: &X25519PublicKey, prefix: &[u8; 3], keys: &[u8]) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(35 + keys.len());
+    ad.extend_from_slice(recipient.as_bytes());
+    ad.extend_from_slice(prefix);
+    ad.extend_from_slice(keys);
+    ad
+}
+
+/// The statement the exporter signs (§6.6): `SHA-256(header)[32] ‖ transcript_count[8] ‖
+/// states_hash[32]`, where `states_hash` is SHA-256 over every transcript's
+/// [`state_entry`], in order.
+fn export_message(
+    header_hash: &[u8; 32],
+    transcript_count: u64,
+    states_hash: &[u8; 32],
+) -> [u8; EXPORT_SIGNED_MESSAGE_LEN] {
+    let mut m = [0u8; EXPORT_SIGNED_MESSAGE_LEN];
+    let (h, rest) = m.split_at_mut(32);
+    let (c, s) = rest.split_at_mut(8);
+    h.copy_from_slice(header_hash);
+    c.copy_from_slice(&transcript_count.to_be_bytes());
+    s.copy_from_slice(states_hash);
+    m
+}
+
+/// One transcript's final state as signed (88 bytes): `transcript_id[16] ‖
+/// signer_fingerprint[32] ‖ record_count[8] ‖ head_hash[32]`.
+fn state_entry(
+    id: &TranscriptId,
+    signer: &Fingerprint,
+    record_count: u64,
+    head: &[u8; 32],
+) -> [u8; 88] {
+    let mut e = [0u8; 88];
+    let (i, rest) = e.split_at_mut(16);
+    let (f, rest) = rest.split_at_mut(32);
+    let (c, h) = rest.split_at_mut(8);
+    i.copy_from_slice(&id.0);
+    f.copy_from_slice(&signer.0);
+    c.copy_from_slice(&record_count.to_be_bytes());
+    h.copy_from_slice(head);
+    e
+}
+
+/// The final state of the transcript being written or read: its id, its signer's
+/// fingerprint, the records so far and the chain hash of the last (the genesis hash if none).
+#[derive(Clone, Copy)]
+struct Running {
+    id: TranscriptId,
+    signer: Fingerprint,
+    announced: u64,
+    seen: u64,
+    head: [u8; 32],
+}
+
+impl Running {
+    fn new(id: TranscriptId, signer: Fingerprint, announced: u64) -> Self {
+        Self {
+            id,
+            signer,
+            announced,
+            seen: 0,
+            head: genesis_hash(&id),
+        }
+    }
+
+    fn push(&mut self, encoding: &[u8]) {
+        self.head = hash_encoded(&self.id, encoding);
+        self.seen += 1;
+    }
 }
 
 /// What a transcript in an export starts with.
@@ -193,11 +371,16 @@ pub struct TranscriptManifest {
     pub record_count: u64,
 }
 
-/// Produces an export: feed it transcripts, write out every byte it returns, in order.
+/// Produces an export: feed it transcripts, write out every byte it returns, in order, and
+/// [`ExportWriter::finish`] signs it with the exporting device's identity.
 pub struct ExportWriter {
     payload_key: Zeroizing<[u8; 32]>,
     buffer: Zeroizing<Vec<u8>>,
     chunk_index: u64,
+    header_hash: [u8; 32],
+    states: Sha256,
+    transcript_count: u64,
+    current: Option<Running>,
 }
 
 impl ExportWriter {
@@ -213,23 +396,36 @@ impl ExportWriter {
         }
         let mut file_key = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(file_key.as_mut());
-        let mut header = vec![
-            labels::PROTOCOL_VERSION,
+        let prefix = [
+            EXPORT_VERSION,
             EXPORT_TYPE,
             u8::try_from(recipients.len()).ok()?,
         ];
+        // Every entry's keys first: each wrap's associated data covers all of them.
+        let mut keys = Vec::with_capacity(64 * recipients.len());
+        let mut shared = Vec::with_capacity(recipients.len());
         for recipient in recipients {
             let (ephemeral, ephemeral_public) = generate_x25519(rng);
-            let shared = diffie_hellman(&ephemeral, recipient)?;
-            let key = wrap_key(&shared, &ephemeral_public, recipient);
+            shared.push((diffie_hellman(&ephemeral, recipient)?, ephemeral_public));
+            keys.extend_from_slice(recipient.as_bytes());
+            keys.extend_from_slice(ephemeral_public.as_bytes());
+        }
+        let mut header = prefix.to_vec();
+        for (recipient, (secret, ephemeral_public)) in recipients.iter().zip(&shared) {
+            let (key, nonce) = wrap_key_nonce(secret, ephemeral_public, recipient);
+            let ad = wrap_ad(recipient, &prefix, &keys);
             header.extend_from_slice(recipient.as_bytes());
             header.extend_from_slice(ephemeral_public.as_bytes());
-            header.extend_from_slice(&aead_encrypt(&key, &[0u8; 12], &[], file_key.as_slice()));
+            header.extend_from_slice(&aead_encrypt(&key, &nonce, &ad, file_key.as_slice()));
         }
         let writer = Self {
             payload_key: payload_key(&header, &file_key),
             buffer: Zeroizing::new(Vec::with_capacity(CHUNK_LEN + MAX_ITEM_LEN)),
             chunk_index: 0,
+            header_hash: Sha256::digest(&header).into(),
+            states: Sha256::new(),
+            transcript_count: 0,
+            current: None,
         };
         Some((writer, header))
     }
@@ -275,6 +471,11 @@ impl ExportWriter {
         manifest.signer.encode(&mut body);
         body.extend_from_slice(manifest.key.to_bytes().as_slice());
         body.extend_from_slice(&manifest.record_count.to_be_bytes());
+        self.current = Some(Running::new(
+            manifest.id,
+            manifest.signer.fingerprint(),
+            manifest.record_count,
+        ));
         let mut out = self.item(ITEM_TRANSCRIPT_START, &body);
         for c in checkpoints {
             out.extend(self.item(ITEM_CHECKPOINT, &c.to_bytes()));
@@ -282,19 +483,43 @@ impl ExportWriter {
         out
     }
 
-    /// Adds one sealed record of the current transcript.
+    /// Adds one sealed record of the current transcript (the caller passes them in sequence
+    /// order); the writer keeps the chain hash of the last one for the signed final state.
     pub fn record(&mut self, record: &SealedRecord) -> Vec<u8> {
-        self.item(ITEM_RECORD, &record.to_bytes())
+        let encoding = record.to_bytes();
+        if let Some(t) = self.current.as_mut() {
+            t.push(&encoding);
+        }
+        self.item(ITEM_RECORD, &encoding)
     }
 
-    /// Ends the current transcript.
+    /// Ends the current transcript with its final state, `record_count[8] ‖ head_hash[32]`:
+    /// the records written since [`ExportWriter::begin_transcript`] and the chain hash of the
+    /// last (§6.5). The final signature covers it.
     pub fn end_transcript(&mut self) -> Vec<u8> {
-        self.item(ITEM_TRANSCRIPT_END, &[])
+        let mut body = [0u8; TRANSCRIPT_END_LEN];
+        if let Some(t) = self.current.take() {
+            let (count, head) = body.split_at_mut(8);
+            count.copy_from_slice(&t.seen.to_be_bytes());
+            head.copy_from_slice(&t.head);
+            self.states
+                .update(state_entry(&t.id, &t.signer, t.seen, &t.head));
+            self.transcript_count += 1;
+        }
+        self.item(ITEM_TRANSCRIPT_END, &body)
     }
 
-    /// Ends the export: the final chunk, marked last.
-    pub fn finish(mut self) -> Vec<u8> {
-        let mut out = self.item(ITEM_EXPORT_END, &[]);
+    /// Ends the export: signs, with the exporting device's identity, the header's hash and
+    /// every transcript's final state (`SIG_TRANSCRIPT_EXPORT`, §6.6), writes the export-end
+    /// item (`exporter[128] ‖ signature[64]`) and seals the final chunk, marked last.
+    pub fn finish(mut self, exporter: &IdentityKeyPair) -> Vec<u8> {
+        let states: [u8; 32] = std::mem::take(&mut self.states).finalize().into();
+        let message = export_message(&self.header_hash, self.transcript_count, &states);
+        let signature = exporter.sign(labels::SIG_TRANSCRIPT_EXPORT, &message);
+        let mut body = Vec::with_capacity(128 + SIGNATURE_LEN);
+        exporter.public().encode(&mut body);
+        body.extend_from_slice(&signature);
+        let mut out = self.item(ITEM_EXPORT_END, &body);
         let rest = std::mem::take(&mut *self.buffer);
         self.seal_chunk(&rest, true, &mut out);
         out
@@ -315,10 +540,23 @@ pub enum ExportItem {
 }
 
 /// Reads an export incrementally: [`ExportReader::feed`] it bytes as they arrive (any split),
-/// then [`ExportReader::finish`]. Memory stays bounded by one chunk plus one item.
+/// then [`ExportReader::finish`], which returns the identity that signed it. Memory stays
+/// bounded by one chunk plus one item.
+///
+/// Items are returned as they are decrypted, before the exporter's signature at the end of the
+/// stream is checked: nothing they say may be trusted until `finish` succeeds (§6.7).
 pub struct ExportReader {
     secret: StaticSecret,
     public: X25519PublicKey,
+    /// The identity that must have signed the export, if the caller knows it.
+    expected_exporter: Option<Fingerprint>,
+    header_hash: [u8; 32],
+    states: Sha256,
+    transcript_count: u64,
+    /// The first transcript whose records differ from its stated final state.
+    first_mismatch: Option<ExportError>,
+    /// The verified exporter, once the export-end item was read.
+    exporter: Option<IdentityKey>,
     /// Bytes not yet consumed (header, or a partial chunk).
     input: Vec<u8>,
     payload_key: Option<Zeroizing<[u8; 32]>>,
@@ -327,16 +565,24 @@ pub struct ExportReader {
     chunk_index: u64,
     saw_last_chunk: bool,
     saw_export_end: bool,
-    /// Inside a transcript: (records announced, records seen).
-    transcript: Option<(u64, u64)>,
+    /// Inside a transcript: its running state.
+    transcript: Option<Running>,
 }
 
 impl ExportReader {
-    /// A reader for exports sealed to `key`.
+    /// A reader for exports sealed to `key`, signed by any identity: [`ExportReader::finish`]
+    /// returns the signer, whose fingerprint the caller MUST compare with the device it expects
+    /// (§6.7).
     pub fn new(key: &AuditorKey) -> Self {
         Self {
             secret: key.secret.clone(),
             public: key.public,
+            expected_exporter: None,
+            header_hash: [0u8; 32],
+            states: Sha256::new(),
+            transcript_count: 0,
+            first_mismatch: None,
+            exporter: None,
             input: Vec::new(),
             payload_key: None,
             plaintext: Zeroizing::new(Vec::new()),
@@ -345,6 +591,15 @@ impl ExportReader {
             saw_export_end: false,
             transcript: None,
         }
+    }
+
+    /// A reader for exports sealed to `key` that must be signed by the identity whose
+    /// fingerprint is `exporter` (obtained out of band, `protocol.md` §3.3); any other valid
+    /// signer is [`ExportError::WrongExporter`].
+    pub fn with_exporter(key: &AuditorKey, exporter: Fingerprint) -> Self {
+        let mut reader = Self::new(key);
+        reader.expected_exporter = Some(exporter);
+        reader
     }
 
     /// Consumes `bytes`, returning every item completed by them.
@@ -414,14 +669,16 @@ impl ExportReader {
         result.map(|()| items)
     }
 
-    /// Checks that the export ended properly.
-    pub fn finish(self) -> Result<(), ExportError> {
+    /// Checks that the export ended properly and returns the identity that signed it (already
+    /// verified, and equal to the expected one if [`ExportReader::with_exporter`] gave one).
+    /// [`ExportError::Truncated`] if the stream ended early.
+    pub fn finish(self) -> Result<IdentityKey, ExportError> {
         // The export-end item is only accepted outside a transcript, so a complete export
         // cannot end inside one.
         if !self.saw_last_chunk || !self.saw_export_end || !self.plaintext.is_empty() {
             return Err(ExportError::Truncated);
         }
-        Ok(())
+        self.exporter.ok_or(ExportError::Truncated)
     }
 
     /// Parses the header once it is complete; `Ok(false)` if more bytes are needed.
@@ -431,7 +688,10 @@ impl ExportReader {
             return Ok(false);
         };
         if let [version, tag, count] = *prefix {
-            if version != labels::PROTOCOL_VERSION {
+            if version == EXPORT_VERSION_UNSIGNED && tag == EXPORT_TYPE {
+                return Err(ExportError::UnsignedVersion1);
+            }
+            if version != EXPORT_VERSION {
                 return Err(DecodeError::UnsupportedVersion { version }.into());
             }
             if tag != EXPORT_TYPE {
@@ -452,27 +712,36 @@ impl ExportReader {
             let Some(header) = self.input.get(..header_len) else {
                 return Ok(false);
             };
+            let prefix = [version, tag, u8::try_from(count).unwrap_or_default()];
+            // Every ephemeral key is validated, and every entry's keys are collected for the
+            // wrap's associated data, before the reader's own entry is opened.
             let mut entries = Reader::new(header.get(3..).unwrap_or_default());
-            let mut file_key = None;
+            let mut keys = Vec::with_capacity(64 * count);
+            let mut own = None;
             for _ in 0..count {
                 let recipient: [u8; 32] = entries.array("recipient key")?;
                 let ephemeral = X25519PublicKey::read_field(&mut entries, "ephemeral key")?;
                 let wrapped = entries.take(48, "wrapped file key")?;
-                if &recipient == self.public.as_bytes() && file_key.is_none() {
-                    let shared = diffie_hellman(&self.secret, &ephemeral)
-                        .ok_or(ExportError::KeyUnwrapFailed)?;
-                    let key = wrap_key(&shared, &ephemeral, &self.public);
-                    let unwrapped = aead_decrypt(&key, &[0u8; 12], &[], wrapped)
-                        .ok_or(ExportError::KeyUnwrapFailed)?;
-                    let bytes: [u8; 32] = unwrapped
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| ExportError::KeyUnwrapFailed)?;
-                    file_key = Some(Zeroizing::new(bytes));
+                keys.extend_from_slice(&recipient);
+                keys.extend_from_slice(ephemeral.as_bytes());
+                if own.is_none() && bool::from(recipient.ct_eq(self.public.as_bytes())) {
+                    own = Some((ephemeral, wrapped));
                 }
             }
-            let file_key = file_key.ok_or(ExportError::NotARecipient)?;
+            let (ephemeral, wrapped) = own.ok_or(ExportError::NotARecipient)?;
+            let shared =
+                diffie_hellman(&self.secret, &ephemeral).ok_or(ExportError::KeyUnwrapFailed)?;
+            let (key, nonce) = wrap_key_nonce(&shared, &ephemeral, &self.public);
+            let ad = wrap_ad(&self.public, &prefix, &keys);
+            let unwrapped =
+                aead_decrypt(&key, &nonce, &ad, wrapped).ok_or(ExportError::KeyUnwrapFailed)?;
+            let bytes: [u8; 32] = unwrapped
+                .as_slice()
+                .try_into()
+                .map_err(|_| ExportError::KeyUnwrapFailed)?;
+            let file_key = Zeroizing::new(bytes);
             self.payload_key = Some(payload_key(header, &file_key));
+            self.header_hash = Sha256::digest(header).into();
             self.input.drain(..header_len);
             return Ok(true);
         }
@@ -515,7 +784,7 @@ impl ExportReader {
             if self.saw_export_end {
                 return Err(ExportError::TrailingData);
             }
-            let item = match (tag, self.transcript) {
+            let item = match (tag, self.transcript.as_mut()) {
                 (ITEM_TRANSCRIPT_START, None) => {
                     let mut b = Reader::new(body);
                     let id = TranscriptId(b.array("transcript id")?);
@@ -523,7 +792,7 @@ impl ExportReader {
                     let key = TranscriptKey::from_bytes(b.array("transcript key")?);
                     let record_count = b.u64("record count")?;
                     b.expect_empty("transcript start")?;
-                    self.transcript = Some((record_count, 0));
+                    self.transcript = Some(Running::new(id, signer.fingerprint(), record_count));
                     Some(ExportItem::TranscriptStart(Box::new(TranscriptManifest {
                         id,
                         signer,
@@ -532,24 +801,27 @@ impl ExportReader {
                     })))
                 }
                 // Checkpoints precede every record of their transcript.
-                (ITEM_CHECKPOINT, Some((_, 0))) => Some(ExportItem::Checkpoint(
+                (ITEM_CHECKPOINT, Some(t)) if t.seen == 0 => Some(ExportItem::Checkpoint(
                     TranscriptCheckpoint::from_bytes(body)?,
                 )),
-                (ITEM_RECORD, Some((expected, seen))) if seen < expected => {
-                    self.transcript = Some((expected, seen + 1));
-                    Some(ExportItem::Record(SealedRecord::from_bytes(body)?))
+                (ITEM_RECORD, Some(t)) if t.seen < t.announced => {
+                    let record = SealedRecord::from_bytes(body)?;
+                    t.push(body);
+                    Some(ExportItem::Record(record))
                 }
-                (ITEM_TRANSCRIPT_END, Some((expected, seen))) if body.is_empty() => {
-                    if seen != expected {
-                        return Err(ExportError::RecordCountMismatch {
-                            announced: expected,
-                            found: seen,
-                        });
-                    }
+                (ITEM_TRANSCRIPT_END, Some(t)) => {
+                    let t = *t;
+                    // Copied (at most MAX_ITEM_LEN, checked above): the body borrows the
+                    // plaintext buffer, which the check below cannot hold while it updates
+                    // the reader.
+                    let body = body.to_vec();
+                    self.end_transcript(&t, &body)?;
                     self.transcript = None;
                     Some(ExportItem::TranscriptEnd)
                 }
-                (ITEM_EXPORT_END, None) if body.is_empty() => {
+                (ITEM_EXPORT_END, None) => {
+                    let body = body.to_vec();
+                    self.end_export(&body)?;
                     self.saw_export_end = true;
                     None
                 }
@@ -558,5 +830,73 @@ impl ExportReader {
             *offset += 5 + len;
             items.extend(item);
         }
+    }
+
+    /// A transcript-end item (§6.5): checks the announced count, folds the stated final state
+    /// into the signed statement, and remembers the first transcript whose records differ
+    /// from it (reported once the signature proves the statement genuine).
+    fn end_transcript(&mut self, t: &Running, body: &[u8]) -> Result<(), ExportError> {
+        let mut b = Reader::new(body);
+        let signed_count = b.u64("final record count")?;
+        let signed_head: [u8; 32] = b.array("final head hash")?;
+        b.expect_empty("transcript end")?;
+        if t.seen != t.announced {
+            return Err(ExportError::RecordCountMismatch {
+                announced: t.announced,
+                found: t.seen,
+            });
+        }
+        self.states
+            .update(state_entry(&t.id, &t.signer, signed_count, &signed_head));
+        self.transcript_count += 1;
+        if self.first_mismatch.is_none() {
+            self.first_mismatch = if t.seen > signed_count {
+                Some(ExportError::RecordsAppended {
+                    transcript: t.id,
+                    signed: signed_count,
+                    found: t.seen,
+                })
+            } else if t.seen < signed_count {
+                Some(ExportError::RecordsRemoved {
+                    transcript: t.id,
+                    signed: signed_count,
+                    found: t.seen,
+                })
+            } else if !bool::from(t.head.ct_eq(&signed_head)) {
+                Some(ExportError::RecordsAltered {
+                    transcript: t.id,
+                    records: t.seen,
+                })
+            } else {
+                None
+            };
+        }
+        Ok(())
+    }
+
+    /// The export-end item (§6.6): the exporter's identity and signature. Checks, in order, the
+    /// signature (under the identity given), the expected exporter, then that every
+    /// transcript's records are the final state signed.
+    fn end_export(&mut self, body: &[u8]) -> Result<(), ExportError> {
+        let mut b = Reader::new(body);
+        let exporter = IdentityKey::read(&mut b)?;
+        let signature: [u8; SIGNATURE_LEN] = b.array("export signature")?;
+        b.expect_empty("export end")?;
+        let states: [u8; 32] = std::mem::take(&mut self.states).finalize().into();
+        let message = export_message(&self.header_hash, self.transcript_count, &states);
+        if !exporter.verify(labels::SIG_TRANSCRIPT_EXPORT, &message, &signature) {
+            return Err(ExportError::BadExportSignature);
+        }
+        let found = exporter.fingerprint();
+        if let Some(expected) = self.expected_exporter
+            && !bool::from(expected.0.ct_eq(&found.0))
+        {
+            return Err(ExportError::WrongExporter { found });
+        }
+        if let Some(e) = self.first_mismatch {
+            return Err(e);
+        }
+        self.exporter = Some(exporter);
+        Ok(())
     }
 }

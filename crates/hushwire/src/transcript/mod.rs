@@ -7,7 +7,8 @@
 //! [`TranscriptVerifier`] (the device itself, or an auditor) says exactly which record was
 //! modified, removed, inserted or reordered, or whether records were cut off behind a
 //! checkpoint. [`ExportWriter`] re-seals transcripts to auditors' keys as one streamed file that
-//! keeps the signatures, so the auditor trusts nobody who stored it.
+//! keeps the signatures and adds the exporting device's own over every transcript's final
+//! state, so the auditor trusts nobody who stored or received it.
 //!
 //! Everything here is sans-IO: the caller stores records and writes export bytes.
 
@@ -19,8 +20,8 @@ mod verify;
 mod writer;
 
 pub use export::{
-    AuditorKey, CHUNK_LEN, ExportError, ExportItem, ExportReader, ExportWriter, MAX_RECIPIENTS,
-    TranscriptManifest,
+    AuditorKey, CHUNK_LEN, EXPORT_SIGNED_MESSAGE_LEN, EXPORT_VERSION, ExportError, ExportItem,
+    ExportReader, ExportWriter, MAX_RECIPIENTS, TranscriptManifest,
 };
 pub use record::{ContentType, Direction, MAX_CONTENT_LEN, TranscriptRecord};
 pub use retention::{RetentionPolicy, TranscriptActivity};

@@ -95,6 +95,15 @@ pub fn genesis_hash(id: &TranscriptId) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The chain hash of a sealed record given its encoding (§3.4), without decoding it again.
+pub(crate) fn hash_encoded(id: &TranscriptId, encoding: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(labels::TRANSCRIPT_RECORD_HASH);
+    h.update(id.0);
+    h.update(encoding);
+    h.finalize().into()
+}
+
 /// One record as stored: its position, the hash of the record before it, and the ciphertext.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct SealedRecord {
@@ -112,11 +121,7 @@ impl SealedRecord {
     /// `SHA-256(TRANSCRIPT_RECORD_HASH ‖ transcript_id ‖ encoding)`: the next record's
     /// `previous_hash`.
     pub fn hash(&self, id: &TranscriptId) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(labels::TRANSCRIPT_RECORD_HASH);
-        h.update(id.0);
-        h.update(self.to_bytes());
-        h.finalize().into()
+        hash_encoded(id, &self.to_bytes())
     }
 
     /// AEAD associated data: `transcript_id ‖` the sealed header (version, type, sequence,
