@@ -36,7 +36,7 @@ try:
         X25519PublicKey,
     )
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 except ImportError as e:  # pragma: no cover - environment check
     print(f"error: the Python package `cryptography` is required ({e}).")
     print("       Install it with:  pip install cryptography")
@@ -238,6 +238,11 @@ def sha3_512(data):
 
 def hkdf(salt, ikm, info, length):
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def hkdf_expand(prk, info, length):
+    """HKDF-Expand alone (RFC 5869 §2.3), for a key that is already pseudorandom."""
+    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(prk)
 
 
 def hmac_sha256(key, data):
@@ -716,7 +721,8 @@ def next_chain_key(ck):
 
 
 def aead_key_nonce(mk):
-    okm = hkdf(bytes(32), mk, KDF_MESSAGE_KEYS, 44)
+    # protocol.md §5.2: HKDF-Expand only; MK is already a uniformly random key.
+    okm = hkdf_expand(mk, KDF_MESSAGE_KEYS, 44)
     return okm[:32], okm[32:]
 
 

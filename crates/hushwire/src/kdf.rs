@@ -16,6 +16,16 @@ pub(crate) fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zero
     okm
 }
 
+/// HKDF-Expand alone (RFC 5869 §2.3) filling `N` bytes from a key that is already uniformly
+/// random (`prk`, 32 bytes), as RFC 5869 §3.3 allows: the Extract step would add nothing.
+pub(crate) fn hkdf_expand<const N: usize>(prk: &[u8; 32], info: &[u8]) -> Zeroizing<[u8; N]> {
+    let mut okm = Zeroizing::new([0u8; N]);
+    if let Ok(h) = Hkdf::<Sha256>::from_prk(prk) {
+        let _ = h.expand(info, okm.as_mut());
+    }
+    okm
+}
+
 /// Splits 96 bytes of KDF output into three 32-byte keys, in order.
 pub(crate) fn split_96(okm: &[u8; 96]) -> [Zeroizing<[u8; 32]>; 3] {
     let (a, rest) = okm.split_at(32);

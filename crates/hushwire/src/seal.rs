@@ -14,13 +14,12 @@
 
 use core::fmt;
 
-use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hushwire_proto::labels;
 use rand_core::CryptoRng;
 use subtle::ConstantTimeEq as _;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::cipher::provider;
 use crate::error::UnsealError;
 use crate::kdf::hkdf;
 
@@ -79,17 +78,7 @@ pub(crate) fn seal<R: CryptoRng + ?Sized>(
     out.push(kind);
     out.extend_from_slice(check.as_slice());
     out.extend_from_slice(&nonce);
-    let cipher = XChaCha20Poly1305::new(&(*enc_key).into());
-    // Fails only beyond 256 GiB; sealed state is bounded far below.
-    let ciphertext = cipher
-        .encrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: contents,
-                aad: &out,
-            },
-        )
-        .unwrap_or_default();
+    let ciphertext = provider().xseal(enc_key, &nonce, &out, contents);
     out.extend_from_slice(&ciphertext);
     out
 }
@@ -126,15 +115,8 @@ pub(crate) fn unseal(
     }
     let mut nonce_bytes = [0u8; 24];
     nonce_bytes.copy_from_slice(nonce);
-    let cipher = XChaCha20Poly1305::new(&(*enc_key).into());
-    cipher
-        .decrypt(
-            &XNonce::from(nonce_bytes),
-            Payload {
-                msg: ciphertext,
-                aad: header,
-            },
-        )
+    provider()
+        .xopen(enc_key, &nonce_bytes, header, ciphertext)
         .map(Zeroizing::new)
-        .map_err(|_| UnsealError::Corrupt)
+        .ok_or(UnsealError::Corrupt)
 }
