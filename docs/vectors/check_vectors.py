@@ -2100,6 +2100,10 @@ DOCUMENTED_FIELDS = {
                    "verification.cases[].verdict", "verification.cases[].verdict.ok", "verification.cases[].verdict.fault"]
     + [f"records[].{f}" for f in ("sequence", "time_ms", "encoded", "hash")]
     + [f"checkpoints[].{f}" for f in ("count", "time_ms", "head_hash", "encoded")],
+    "relay_login.json": ["description", "relay_secret_key", "relay_key", "relay_key_fingerprint", "nonce",
+                         "expires_at_ms", "challenge_signed_message", "relay_signature", "challenge", "identity_key",
+                         "device_id", "login_signed_message", "login_signature", "credentials", "other_relay"]
+    + [f"other_relay.{f}" for f in ("relay_secret_key", "relay_key", "challenge", "answer_verifies")],
 }
 
 
@@ -2512,6 +2516,128 @@ def check_payloads(c, pj):
             c.fail(f"payloads: invalid `{name}` is refused", [f"decoded to {decoded}"])
         except PayloadError as e:
             c.eq(f"payloads: invalid `{name}` is refused with its error", v["error"], e.json)
+    check_padding(c, pj)
+    return True
+
+
+PADDING_BLOCK = 256  # client.md §4.5
+
+
+def pad_payload(encoded):
+    """§4.5: payload || 0x00 * k, k the fewest bytes (0 to 255) making the length a multiple of 256."""
+    return encoded + bytes(-len(encoded) % PADDING_BLOCK)
+
+
+def decode_padded_payload(buf):
+    """§4.5: decode the payload from the start, then every remaining byte must be 0x00."""
+    pos = len(encode_payload(decode_payload_prefix(buf)))
+    if any(buf[pos:]):
+        raise PayloadError("InvalidValue", field="padding")
+    return decode_payload(buf[:pos])
+
+
+def decode_payload_prefix(buf):
+    """The payload at the start of `buf` (§4's layout gives its length), ignoring what follows."""
+    for end in range(min(len(buf), 2), len(buf) + 1):
+        try:
+            return decode_payload(buf[:end])
+        except PayloadError as e:
+            if e.json["error"] != "Truncated":
+                raise
+    return decode_payload(buf)
+
+
+def check_padding(c, pj):
+    """payloads.json `padded` and `padded_invalid`, by client.md §4.5 alone."""
+    c.eq("payloads: padding block", PADDING_BLOCK, pj["padding_block"])
+    valid = {v["name"]: v for v in pj["valid"]}
+    names = set()
+    for v in pj["padded"]:
+        name, padded = v["name"], h(v["padded"])
+        encoded = h(valid[name]["encoded"])
+        names.add(name)
+        c.eq(f"payloads: padded `{name}` is the encoding and zeros to a multiple of 256", pad_payload(encoded), padded)
+        c.true(f"payloads: padded `{name}` length is the next multiple of 256",
+               len(padded) % PADDING_BLOCK == 0 and len(padded) - PADDING_BLOCK < len(encoded) <= len(padded),
+               f"{len(encoded)} -> {len(padded)}")
+        c.true(f"payloads: padded `{name}` tail is zeros", not any(padded[len(encoded):]))
+        published = {k: x for k, x in valid[name].items() if k not in ("name", "encoded")}
+        try:
+            c.eq(f"payloads: padded `{name}` decodes to its fields", published, decode_padded_payload(padded))
+        except PayloadError as e:
+            c.fail(f"payloads: padded `{name}` decodes to its fields", [f"refused: {e.json}"])
+        tampered = padded[:-1] + b"\x01"
+        try:
+            decode_padded_payload(tampered)
+            c.fail(f"payloads: padded `{name}` with a non-zero last byte is refused", ["decoded"])
+        except PayloadError as e:
+            c.eq(f"payloads: padded `{name}` with a non-zero last byte is refused",
+                 {"error": "InvalidValue", "field": "padding"}, e.json)
+    c.eq("payloads: padded vectors for the message and the receipt", {"message", "receipt of two messages"}, names)
+    for v in pj["padded_invalid"]:
+        try:
+            decoded = decode_padded_payload(h(v["padded"]))
+            c.fail(f"payloads: padded invalid `{v['name']}` is refused", [f"decoded to {decoded}"])
+        except PayloadError as e:
+            c.eq(f"payloads: padded invalid `{v['name']}` is refused with its error", v["error"], e.json)
+
+
+# ---------------------------------------------------------------------------------------------
+# Relay login (docs/relay-protocol.md §3.2): the relay's signed challenge and the device's answer
+# ---------------------------------------------------------------------------------------------
+
+SIG_RELAY_CHALLENGE = b"Hushwire v2 relay challenge"
+SIG_RELAY_LOGIN = b"Hushwire v2 relay login"
+RELAY_KEY_FINGERPRINT = b"Hushwire v2 relay key fingerprint"
+
+
+def relay_challenge(relay_secret, nonce, expires_at_ms):
+    """§3.2 step 1: (relay_key, signed bytes after the label, signature, 136-byte body)."""
+    relay_key = ed25519_public(relay_secret)
+    signed = relay_key + nonce + expires_at_ms.to_bytes(8, "big")
+    signature = ed25519_sign(relay_secret, SIG_RELAY_CHALLENGE + signed)
+    return relay_key, signed, signature, nonce + relay_key + expires_at_ms.to_bytes(8, "big") + signature
+
+
+def check_relay_login(c, rj, keys):
+    c.eq("relay login: label lengths (27, 23)", (27, 23), (len(SIG_RELAY_CHALLENGE), len(SIG_RELAY_LOGIN)))
+    secret, nonce, expires = h(rj["relay_secret_key"]), h(rj["nonce"]), rj["expires_at_ms"]
+    relay_key, signed, signature, body = relay_challenge(secret, nonce, expires)
+    c.eq("relay login: relay_key from its secret", h(rj["relay_key"]), relay_key)
+    c.eq("relay login: relay_key_fingerprint = SHA-256(RELAY_KEY_FINGERPRINT || relay_key)",
+         h(rj["relay_key_fingerprint"]), sha256(RELAY_KEY_FINGERPRINT + relay_key))
+    c.eq("relay login: challenge signed bytes (72)", h(rj["challenge_signed_message"]), signed)
+    c.eq("relay login: relay_signature", h(rj["relay_signature"]), signature)
+    c.true("relay login: relay_signature verifies under relay_key",
+           ed25519_verify(relay_key, SIG_RELAY_CHALLENGE + signed, h(rj["relay_signature"])))
+    c.eq("relay login: challenge body (136 bytes)", h(rj["challenge"]), body)
+
+    # The device: Alice of keys.json, whose identity signing key has the Ed25519 seed draws[0].
+    alice = keys["alice"]
+    seed = h(alice["draws"][0])
+    device_id = rj["device_id"]
+    c.eq("relay login: the device is keys.json alice", (alice["identity_key"], alice["device_id"]),
+         (rj["identity_key"], device_id))
+    login = signed + device_id.to_bytes(4, "big")
+    c.eq("relay login: login signed bytes (76)", h(rj["login_signed_message"]), login)
+    login_signature = ed25519_sign(seed, SIG_RELAY_LOGIN + login)
+    c.eq("relay login: login_signature", h(rj["login_signature"]), login_signature)
+    c.eq("relay login: credentials = identity_key || device_id || signature", h(rj["credentials"]),
+         h(alice["identity_key"]) + device_id.to_bytes(4, "big") + login_signature)
+    signing_public = h(rj["identity_key"])[:32]
+    c.eq("relay login: identity_key starts with the Ed25519 key", h(alice["identity_signing_key"]), signing_public)
+    c.true("relay login: the answer verifies for this relay",
+           ed25519_verify(signing_public, SIG_RELAY_LOGIN + login, login_signature))
+
+    # Negative case: another deployment's challenge with the same nonce and expiry.
+    other = rj["other_relay"]
+    o_key, o_signed, _, o_body = relay_challenge(h(other["relay_secret_key"]), nonce, expires)
+    c.eq("relay login: other relay_key", h(other["relay_key"]), o_key)
+    c.eq("relay login: other challenge body", h(other["challenge"]), o_body)
+    verifies = ed25519_verify(signing_public, SIG_RELAY_LOGIN + o_signed + device_id.to_bytes(4, "big"),
+                              login_signature)
+    c.eq("relay login: the answer fails against another relay key", other["answer_verifies"], verifies)
+    c.true("relay login: answer_verifies is false", other["answer_verifies"] is False)
     return True
 
 
@@ -2547,6 +2673,7 @@ def main():
     c.section("xchacha", check_xchacha_intermediates, c, load("sealed_session.json"), load("transcript.json"))
     c.section("fields", check_documented_fields, c, load)
     c.section("payloads", check_payloads, c, load("payloads.json"))
+    c.section("relay login", check_relay_login, c, load("relay_login.json"), keys)
 
     print(f"{c.passed} passed, {c.failed} failed")
     return 0 if c.failed == 0 else 1

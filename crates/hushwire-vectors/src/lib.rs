@@ -25,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 mod audit_cases;
 mod payloads;
+mod relay_login;
 mod xchacha;
 pub use payloads::{decode_error_json, payload_json, reason_name};
 
@@ -223,6 +224,10 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
         ("transcript.json", pretty(&transcript)?),
         ("audit.json", pretty(&audit)?),
         ("payloads.json", pretty(&payloads::payloads()?)?),
+        (
+            "relay_login.json",
+            pretty(&relay_login::relay_login(&alice)?)?,
+        ),
     ])
 }
 

@@ -6,7 +6,8 @@ use hushwire::proto::codec::DecodeError;
 use hushwire::transcript::ContentType;
 use hushwire_client::MessageId;
 use hushwire_client::payload::{
-    MAX_CONTENT_LEN, MAX_RECEIPT_IDS, PAYLOAD_VERSION, Payload, ResetReason, content_type_byte,
+    MAX_CONTENT_LEN, MAX_RECEIPT_IDS, PADDING_BLOCK, PAYLOAD_VERSION, Payload, ResetReason,
+    content_type_byte, pad,
 };
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -159,12 +160,38 @@ pub fn payloads() -> Result<Value, Error> {
         }));
     }
 
+    // §4.5: the message and the receipt as a client encrypts them, and a padded message whose
+    // last padding byte is not zero.
+    let mut padded_json = Vec::new();
+    for (name, payload) in valid.get(..2).ok_or("valid payloads")? {
+        let padded = pad(&payload.encode());
+        if Payload::decode_padded(&padded).ok().as_ref() != Some(payload) {
+            return Err(format!("padded payload vector `{name}` does not decode").into());
+        }
+        padded_json.push(json!({"name": name, "padded": hex::encode(padded.as_slice())}));
+    }
+    let mut bad_padding = pad(&message_bytes).to_vec();
+    if let Some(last) = bad_padding.last_mut() {
+        *last = 0x01;
+    }
+    let Err(e) = Payload::decode_padded(&bad_padding) else {
+        return Err("a non-zero padding byte decodes".into());
+    };
+    let padded_invalid = [json!({
+        "name": "message, last padding byte 0x01",
+        "padded": hex::encode(&bad_padding),
+        "error": decode_error_json(&e),
+    })];
+
     Ok(json!({
-        "description": "The client's payload, the plaintext a client encrypts with a session (docs/client.md §4). `valid`: each payload's fields and its encoding; decoding `encoded` gives the fields, and encoding the fields gives `encoded`. `content` is hex; `content_text` is the same bytes as UTF-8 when the content type is text (0x01). `reason` is the session reset's reason byte. `invalid`: encodings every decoder refuses, with the error the reference decoder gives (`DecodeError` variant and fields, §4.4).",
+        "description": "The client's payload, the plaintext a client encrypts with a session (docs/client.md §4). `valid`: each payload's fields and its encoding; decoding `encoded` gives the fields, and encoding the fields gives `encoded`. `content` is hex; `content_text` is the same bytes as UTF-8 when the content type is text (0x01). `reason` is the session reset's reason byte. `invalid`: encodings every decoder refuses, with the error the reference decoder gives (`DecodeError` variant and fields, §4.4). `padded` (§4.5): the message and the receipt of `valid` (same `name`) as a client encrypts them, the encoding followed by zero bytes up to the next multiple of `padding_block` (256). `padded_invalid`: a padded payload with a non-zero padding byte, refused by the padded decoder with `error`.",
+        "padding_block": PADDING_BLOCK,
         "payload_version": PAYLOAD_VERSION,
         "max_content_len": MAX_CONTENT_LEN,
         "max_receipt_ids": MAX_RECEIPT_IDS,
         "valid": valid_json,
         "invalid": invalid_json,
+        "padded": padded_json,
+        "padded_invalid": padded_invalid,
     }))
 }
