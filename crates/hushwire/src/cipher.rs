@@ -147,8 +147,14 @@ pub struct RingAesGcm;
 
 #[cfg(feature = "ring")]
 impl RingAesGcm {
-    fn key(key: &[u8; 32]) -> Option<ring::aead::LessSafeKey> {
-        Self::key_for(&ring::aead::AES_256_GCM, key)
+    fn gcm_parts(
+        key: &[u8; 32],
+        nonce: &[u8; 12],
+    ) -> Option<(ring::aead::LessSafeKey, ring::aead::Nonce)> {
+        Some((
+            Self::key_for(&ring::aead::AES_256_GCM, key)?,
+            ring::aead::Nonce::assume_unique_for_key(*nonce),
+        ))
     }
 
     fn key_for(
@@ -177,6 +183,40 @@ impl RingAesGcm {
     }
 }
 
+/// Seals with a ring key: `ciphertext ‖ tag[16]`. A valid key never fails below the AEAD's
+/// limits, so the empty result (which no reader accepts) is unreachable.
+#[cfg(feature = "ring")]
+fn ring_seal(
+    parts: Option<(ring::aead::LessSafeKey, ring::aead::Nonce)>,
+    ad: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(plaintext.len() + 16);
+    buffer.extend_from_slice(plaintext);
+    match parts.map(|(k, n)| k.seal_in_place_append_tag(n, ring::aead::Aad::from(ad), &mut buffer))
+    {
+        Some(Ok(())) => buffer,
+        _ => Vec::new(),
+    }
+}
+
+/// Opens with a ring key; `None` if it does not authenticate.
+#[cfg(feature = "ring")]
+fn ring_open(
+    parts: Option<(ring::aead::LessSafeKey, ring::aead::Nonce)>,
+    ad: &[u8],
+    ciphertext: &[u8],
+) -> Option<Vec<u8>> {
+    let (key, nonce) = parts?;
+    let mut buffer = ciphertext.to_vec();
+    let len = key
+        .open_in_place(nonce, ring::aead::Aad::from(ad), &mut buffer)
+        .ok()?
+        .len();
+    buffer.truncate(len);
+    Some(buffer)
+}
+
 #[cfg(feature = "ring")]
 impl MessageCipher for RingAesGcm {
     fn name(&self) -> &'static str {
@@ -184,20 +224,7 @@ impl MessageCipher for RingAesGcm {
     }
 
     fn seal(&self, key: &[u8; 32], nonce: &[u8; 12], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let mut buffer = Vec::with_capacity(plaintext.len() + 16);
-        buffer.extend_from_slice(plaintext);
-        // A 32-byte key is always accepted and sealing fails only beyond GCM's limits, so the
-        // empty result (which no reader accepts) is unreachable.
-        match Self::key(key).map(|k| {
-            k.seal_in_place_append_tag(
-                ring::aead::Nonce::assume_unique_for_key(*nonce),
-                ring::aead::Aad::from(ad),
-                &mut buffer,
-            )
-        }) {
-            Some(Ok(())) => buffer,
-            _ => Vec::new(),
-        }
+        ring_seal(Self::gcm_parts(key, nonce), ad, plaintext)
     }
 
     fn open(
@@ -207,29 +234,11 @@ impl MessageCipher for RingAesGcm {
         ad: &[u8],
         ciphertext: &[u8],
     ) -> Option<Vec<u8>> {
-        let key = Self::key(key)?;
-        let mut buffer = ciphertext.to_vec();
-        let len = key
-            .open_in_place(
-                ring::aead::Nonce::assume_unique_for_key(*nonce),
-                ring::aead::Aad::from(ad),
-                &mut buffer,
-            )
-            .ok()?
-            .len();
-        buffer.truncate(len);
-        Some(buffer)
+        ring_open(Self::gcm_parts(key, nonce), ad, ciphertext)
     }
 
     fn xseal(&self, key: &[u8; 32], nonce: &[u8; 24], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let mut buffer = Vec::with_capacity(plaintext.len() + 16);
-        buffer.extend_from_slice(plaintext);
-        match Self::xchacha_parts(key, nonce)
-            .map(|(k, n)| k.seal_in_place_append_tag(n, ring::aead::Aad::from(ad), &mut buffer))
-        {
-            Some(Ok(())) => buffer,
-            _ => Vec::new(),
-        }
+        ring_seal(Self::xchacha_parts(key, nonce), ad, plaintext)
     }
 
     fn xopen(
@@ -239,14 +248,7 @@ impl MessageCipher for RingAesGcm {
         ad: &[u8],
         ciphertext: &[u8],
     ) -> Option<Vec<u8>> {
-        let (key, nonce) = Self::xchacha_parts(key, nonce)?;
-        let mut buffer = ciphertext.to_vec();
-        let len = key
-            .open_in_place(nonce, ring::aead::Aad::from(ad), &mut buffer)
-            .ok()?
-            .len();
-        buffer.truncate(len);
-        Some(buffer)
+        ring_open(Self::xchacha_parts(key, nonce), ad, ciphertext)
     }
 }
 
