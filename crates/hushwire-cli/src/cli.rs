@@ -89,6 +89,12 @@ Examples:
         /// Invite token, for relays that only let invited devices register.
         #[arg(long)]
         invite: Option<String>,
+        /// Replace the pinned relay key with the key of this fingerprint (64 hex digits). Needed
+        /// only when the relay's key changed: check the new fingerprint with the relay's
+        /// operator first. Without it, a relay presenting another key than the pinned one is
+        /// refused and nothing is sent to it.
+        #[arg(long, value_name = "FINGERPRINT")]
+        accept_relay_key: Option<String>,
     },
     /// Show this device's address (give it to your contacts) and fingerprint.
     #[command(after_help = "\

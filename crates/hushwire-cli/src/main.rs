@@ -59,8 +59,18 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
     let g = &cli.global;
     match cli.command {
         Command::Init { device_id } => messages::init(g, device_id).await,
-        Command::Register { relay_url, invite } => {
-            messages::register(g, &relay_url, invite.as_deref()).await
+        Command::Register {
+            relay_url,
+            invite,
+            accept_relay_key,
+        } => {
+            messages::register(
+                g,
+                &relay_url,
+                invite.as_deref(),
+                accept_relay_key.as_deref(),
+            )
+            .await
         }
         Command::Whoami { address } => messages::whoami(g, address).await,
         Command::Contact { command } => match command {

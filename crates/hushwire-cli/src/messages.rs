@@ -52,10 +52,29 @@ pub async fn init(g: &Global, device_id: u32) -> CliResult<ExitCode> {
 }
 
 /// `register`.
-pub async fn register(g: &Global, url: &str, invite: Option<&str>) -> CliResult<ExitCode> {
+pub async fn register(
+    g: &Global,
+    url: &str,
+    invite: Option<&str>,
+    accept_relay_key: Option<&str>,
+) -> CliResult<ExitCode> {
     let client = open(g).await?;
-    client.register(url, invite).await?;
+    let before = client.relay_key_pin().await.map(|p| p.fingerprint);
+    match accept_relay_key {
+        Some(fingerprint) => {
+            client
+                .register_accepting_relay_key(url, invite, fingerprint)
+                .await?
+        }
+        None => client.register(url, invite).await?,
+    }
     let relay_key = client.relay_key_pin().await.map(|p| p.fingerprint);
+    if let (Some(old), Some(new)) = (&before, &relay_key)
+        && old != new
+        && !g.json
+    {
+        println!("Replaced the pinned relay key {old} with {new}.");
+    }
     if g.json {
         println!("{}", json!({"registered": url, "relay_key": relay_key}));
     } else {

@@ -264,8 +264,8 @@ impl fmt::Display for ClientError {
                 "the relay's key changed: this device pinned relay key {pinned}, but the relay \
                  presents {presented}. It may be another relay trying to log in elsewhere as this \
                  device, so nothing was answered and the client will not retry. Ask the relay's \
-                 operator for its key fingerprint; only if it is the new one, run `hushwire \
-                 register` again to pin it"
+                 operator for its key fingerprint; only if it is the new one, pin it with \
+                 `hushwire register URL --accept-relay-key {presented}`"
             ),
             Self::Session(e) => write!(f, "session error: {e}"),
             Self::Io(e) => write!(f, "{e}"),

@@ -177,14 +177,17 @@ pub(crate) enum Greeting<'a> {
 }
 
 /// Which relay key the challenge must carry (`client.md` §5.16).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Pin {
     /// The pinned key: any other is [`ClientError::RelayKeyChanged`], before anything is
     /// answered.
     Expect(RelayKey),
-    /// No pin to check (registration, or a store from before pinning): whatever key the relay
-    /// proves it holds; the caller pins it once the relay has said `Ok`.
+    /// No pin to check (a first registration, or a store from before pinning): whatever key
+    /// the relay proves it holds; the caller pins it once the relay has said `Ok`.
     Any,
+    /// Registering again to replace a pin: only the key with this fingerprint (64 hex digits,
+    /// as the relay's operator reads it out), which the user accepted after checking it.
+    Accept(String),
 }
 
 /// The sending half of an authenticated connection, shared by the tasks that make requests.
@@ -231,13 +234,23 @@ pub(crate) async fn connect(
     };
     // The key first: a relay showing another key gets no answer at all, so an impostor
     // forwarding another deployment's challenge learns nothing it could use there.
-    if let Pin::Expect(pinned) = pin
-        && pinned != challenge.relay_key
+    if let Pin::Expect(pinned) = &pin
+        && *pinned != challenge.relay_key
     {
         return Err(ClientError::RelayKeyChanged {
             pinned: pinned.fingerprint().to_string(),
             presented: challenge.relay_key.fingerprint().to_string(),
         });
+    }
+    if let Pin::Accept(accepted) = &pin {
+        let presented = challenge.relay_key.fingerprint().to_string();
+        if !presented.eq_ignore_ascii_case(accepted.trim()) {
+            return Err(ClientError::Connection(format!(
+                "the relay presents key {presented}, not the key {} you accepted: nothing was \
+                 answered and the pin is unchanged",
+                accepted.trim()
+            )));
+        }
     }
     if !challenge.verify_relay_signature() {
         return Err(ClientError::Connection(

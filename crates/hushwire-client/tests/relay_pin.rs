@@ -133,8 +133,26 @@ async fn a_changed_relay_key_is_refused_with_a_typed_error_and_nothing_is_stored
     let reopened = Client::open(&path, &secret(), options()).await.unwrap();
     assert_eq!(reopened.relay_key_pin().await, Some(pin.clone()));
 
-    // Registering again is the one way to accept the new key.
-    reopened.register(&url, None).await.unwrap();
+    // Registering again does not accept it on its own: the pin holds, nothing changes.
+    match reopened.register(&url, None).await {
+        Err(ClientError::RelayKeyChanged { .. }) => {}
+        other => panic!("plain register replaced a pin: {other:?}"),
+    }
+    assert_eq!(reopened.relay_key_pin().await, Some(pin.clone()));
+    // Accepting another fingerprint than the one presented is refused too.
+    let wrong = "00".repeat(32);
+    assert!(
+        reopened
+            .register_accepting_relay_key(&url, None, &wrong)
+            .await
+            .is_err()
+    );
+    assert_eq!(reopened.relay_key_pin().await, Some(pin.clone()));
+    // Accepting the presented key's fingerprint, checked with the operator, replaces the pin.
+    reopened
+        .register_accepting_relay_key(&url, None, presented)
+        .await
+        .unwrap();
     let repinned = reopened.relay_key_pin().await.unwrap();
     assert_eq!(&repinned.fingerprint, presented);
     reopened.connect().await.unwrap();

@@ -41,7 +41,35 @@ impl Client {
     /// requires one) and publishes its prekeys. Remembers the relay for [`Client::connect`] and
     /// pins the relay key it presented (`docs/client.md` §5.16): registering is the one way the
     /// pin is set or changed.
+    ///
+    /// A device that already pinned a relay key registers only with a relay presenting that key
+    /// (else [`ClientError::RelayKeyChanged`], nothing answered): replacing a pin needs
+    /// [`Client::register_accepting_relay_key`] with the new key's fingerprint.
     pub async fn register(&self, relay_url: &str, invite: Option<&str>) -> Result<()> {
+        let pin = {
+            let state = self.inner.state.lock().await;
+            state
+                .relay_pin
+                .as_ref()
+                .map_or(Pin::Any, |p| Pin::Expect(p.key()))
+        };
+        self.register_with(relay_url, invite, pin).await
+    }
+
+    /// [`Client::register`] with a relay whose key differs from the pinned one: only a relay
+    /// presenting the key whose fingerprint is `fingerprint` (64 hex digits, checked with the
+    /// relay's operator) is answered, and its key replaces the pin (`docs/client.md` §5.16).
+    pub async fn register_accepting_relay_key(
+        &self,
+        relay_url: &str,
+        invite: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<()> {
+        self.register_with(relay_url, invite, Pin::Accept(fingerprint.to_owned()))
+            .await
+    }
+
+    async fn register_with(&self, relay_url: &str, invite: Option<&str>, pin: Pin) -> Result<()> {
         let url = RelayUrl::parse(relay_url)?;
         let account = self.inner.state.lock().await.account.clone();
         let (link, incoming, relay_key) = link::connect(
@@ -49,7 +77,7 @@ impl Client {
             &self.inner.options.tls,
             &account,
             Greeting::Register(invite.map(str::as_bytes)),
-            Pin::Any,
+            pin,
             self.inner.options.request_timeout,
         )
         .await?;
@@ -199,7 +227,7 @@ impl Client {
                 &self.inner.options.tls,
                 &account,
                 greeting,
-                pin,
+                pin.clone(),
                 self.inner.options.request_timeout,
             )
         };
