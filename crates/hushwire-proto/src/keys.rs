@@ -194,7 +194,14 @@ impl IdentityKey {
         let dh = X25519PublicKey::read_field(&mut r, "identity dh key")?;
         let binding = r.array("identity binding signature")?;
         r.expect_empty(Self::NAME)?;
-        let key = identity_signing_key(&signing)?;
+        // Decoded and checked for weakness, but not re-encoded: the canonical-encoding check
+        // (a point compression, a field inversion) passed before the identity was sealed.
+        let key = VerifyingKey::from_bytes(&signing)
+            .ok()
+            .filter(|k| !k.is_weak())
+            .ok_or(DecodeError::InvalidValue {
+                field: "identity signing key",
+            })?;
         Ok(Self {
             signing: key,
             dh,
