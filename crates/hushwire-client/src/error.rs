@@ -226,6 +226,11 @@ impl fmt::Display for ClientError {
                 "{u:?} is not a usable relay URL: use wss://host[:port], or ws:// on a loopback address"
             ),
             Self::Connection(reason) => write!(f, "relay connection failed: {reason}"),
+            Self::Relay(ErrorCode::RegistrationRefused) => f.write_str(
+                "the relay refused the registration: it registers only invited devices \
+                 (`--invite TOKEN`, from `hushwire-relay invite` on the relay's host), and the \
+                 invite given, if any, is unknown, used or expired",
+            ),
             Self::Relay(code) => write!(f, "the relay refused the request: {code:?}"),
             Self::RelayProtocol(e) => write!(f, "the relay sent a malformed frame: {e}"),
             Self::Timeout => f.write_str("the relay did not answer in time"),
@@ -299,3 +304,16 @@ impl From<std::io::Error> for ClientError {
 
 /// Shorthand for results of client operations.
 pub type Result<T, E = ClientError> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A newcomer saw only `RegistrationRefused`; the text must say what to do.
+    #[test]
+    fn a_refused_registration_says_an_invite_is_needed() {
+        let text = ClientError::Relay(ErrorCode::RegistrationRefused).to_string();
+        assert!(text.contains("--invite"), "{text}");
+        assert!(!text.contains("RegistrationRefused"), "{text}");
+    }
+}
