@@ -442,6 +442,22 @@ pub async fn send(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Not a passing outage: until the user settles the relay's key, nothing goes out, so this
+    // is a failure (exit 1), not "queued" (exit 3), for scripts too.
+    if let Err(e @ ClientError::RelayKeyChanged { .. }) = &synced {
+        if g.json {
+            println!(
+                "{}",
+                json!({"sent": false, "queued": true, "contact": contact.name, "id": id.to_string(), "reason": e.to_string()})
+            );
+        }
+        eprintln!(
+            "error: {e}\nThe message to {} stays stored on this device and goes out only once \
+             the relay presents the pinned key again or a new key is accepted.",
+            escape(&contact.name)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let why = match synced {
         _ if held.is_some() => format!(
             "the relay cannot take messages to {} now: {}",

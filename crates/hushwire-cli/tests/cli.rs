@@ -873,6 +873,70 @@ fn a_message_queued_while_the_relay_is_down_goes_out_on_the_next_connection() {
     );
 }
 
+/// Another relay on the registered relay's address, with another key: refused without an
+/// answer, reported as a failure (not as "queued"), and only `--accept-relay-key` with the new
+/// key's fingerprint replaces the pin (`docs/client.md` §5.16).
+#[test]
+fn a_relay_with_another_key_is_refused_until_its_fingerprint_is_accepted() {
+    let mut relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    let pinned = alice.run_ok(&["status", "--json"]).stdout;
+    relay.kill();
+    let other_dir = TempDir::new().unwrap();
+    let listen = format!("127.0.0.1:{}", relay.port);
+    let (child, url, port) = Relay::spawn(other_dir.path(), &listen, &[]);
+    let _impostor = Relay {
+        child,
+        url: url.clone(),
+        port,
+        dir: other_dir,
+    };
+
+    let refused = alice.run(&["send", "bob", "to the impostor?", "--wait", "5"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("the relay's key changed"),
+        "{}",
+        refused.stderr
+    );
+    let presented = refused
+        .stderr
+        .split("presents ")
+        .nth(1)
+        .and_then(|rest| rest.get(..64))
+        .expect("the error names the presented key")
+        .to_owned();
+    assert!(hex_only(&presented), "{presented}");
+
+    // Plain `register` does not accept the new key, nor does another fingerprint.
+    let again = alice.run(&["register", &url]);
+    assert!(!again.status.success(), "{}", again.stdout);
+    assert!(
+        again.stderr.contains("the relay's key changed"),
+        "{}",
+        again.stderr
+    );
+    let wrong = "0".repeat(64);
+    let wrong_out = alice.run(&["register", &url, "--accept-relay-key", &wrong]);
+    assert!(!wrong_out.status.success(), "{}", wrong_out.stdout);
+    assert_eq!(alice.run_ok(&["status", "--json"]).stdout, pinned);
+
+    // The fingerprint the operator confirms replaces the pin, and says so.
+    let accepted = alice.run_ok(&["register", &url, "--accept-relay-key", &presented]);
+    assert!(
+        accepted.stdout.contains("Replaced the pinned relay key"),
+        "{}",
+        accepted.stdout
+    );
+    assert!(
+        alice
+            .run_ok(&["status", "--json"])
+            .stdout
+            .contains(&presented)
+    );
+    drop(bob);
+}
+
 #[test]
 fn a_wss_relay_with_a_private_ca_is_trusted_with_ca_cert() {
     let work = TempDir::new().unwrap();
