@@ -1290,6 +1290,46 @@ fn a_contact_is_never_renamed_silently_and_can_be_renamed_and_removed() {
     assert_eq!(list[0]["name"], "bob");
 }
 
+/// A removed contact that writes again is shown with who it is (as a stranger would be), never
+/// under an empty name; its messages heal and arrive (newcomer review, finding 1).
+#[test]
+fn a_removed_contact_that_writes_again_comes_back_named_and_its_messages_arrive() {
+    let relay = Relay::start();
+    let (alice, bob) = pair(&relay);
+    alice.send("bob", "hello");
+    bob.recv();
+    bob.run_ok(&["contact", "remove", "alice"]);
+    alice.run_ok(&["send", "bob", "after the removal", "--json"]);
+    // Bob's sessions went with the contact: the message cannot be read, Bob asks for a new
+    // session, Alice sends again, Bob reads it.
+    let first = bob.run_ok(&["recv", "--json", "--wait", "5"]);
+    let named: Vec<Value> = first
+        .json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "new_contact")
+        .collect();
+    assert_eq!(named.len(), 1, "{}", first.stdout);
+    let name = named[0]["contact"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("unknown-"), "{name}");
+    let resent = alice.run_ok(&["recv", "--json", "--wait", "5"]);
+    assert!(
+        resent
+            .json_lines()
+            .iter()
+            .any(|e| e["event"] == "session_reset" && e["resent"] == 1),
+        "{}",
+        resent.stdout
+    );
+    let (got, _) = bob.recv();
+    assert_eq!(texts(&got), ["after the removal"]);
+    assert!(
+        got.iter().all(|(contact, _, _)| contact == &name),
+        "{got:?}"
+    );
+    let list = bob.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(list[0]["name"], name.as_str());
+}
+
 #[test]
 fn auditor_keygen_defaults_to_auditor_key_and_pubkey_prints_it_again() {
     let auditor = User::new();

@@ -146,7 +146,7 @@ impl Client {
     }
 
     /// The ids of removed contacts, sealed in the `meta` row `removed_contacts` (§5.15).
-    async fn removed_contacts(&self, c: &mut SqliteConnection) -> Result<Vec<i64>> {
+    pub(super) async fn removed_contacts(&self, c: &mut SqliteConnection) -> Result<Vec<i64>> {
         match store::get_meta(c, REMOVED_CONTACTS).await? {
             Some(sealed) => self
                 .inner
@@ -156,7 +156,11 @@ impl Client {
         }
     }
 
-    async fn save_removed_contacts(&self, c: &mut SqliteConnection, ids: &[i64]) -> Result<()> {
+    pub(super) async fn save_removed_contacts(
+        &self,
+        c: &mut SqliteConnection,
+        ids: &[i64],
+    ) -> Result<()> {
         let sealed =
             self.inner
                 .vault

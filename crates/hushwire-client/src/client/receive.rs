@@ -203,7 +203,11 @@ impl Client {
             self.inner.vault.blind_index(&place)
         };
         let digest = self.inner.vault.blind_index(bytes);
-        let contact = self.find_by_address(c, sender).await?;
+        let mut contact = self.find_by_address(c, sender).await?;
+        if let Some((id, record)) = &mut contact {
+            self.revive_removed_contact(c, *id, record, sender, events)
+                .await?;
+        }
         let mut last_error = None;
         let mut reset_reason = ResetReason::Undecryptable;
         if let Some((contact_id, record)) = &contact {
@@ -371,6 +375,34 @@ impl Client {
             account: Some(account),
             new_session: Some(new_base),
         })))
+    }
+
+    /// A removed contact (§5.15) that writes again comes back into the contact list the way a
+    /// stranger appears, as `unknown-<short address>` with a `NewContact` event, unverified:
+    /// its messages are shown with who sent them, never under an empty name, and the user
+    /// decides whether to rename, verify or remove it again.
+    async fn revive_removed_contact(
+        &self,
+        c: &mut SqliteConnection,
+        id: i64,
+        record: &mut ContactRecord,
+        sender: Address,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let mut removed = self.removed_contacts(c).await?;
+        if !removed.contains(&id) {
+            return Ok(());
+        }
+        removed.retain(|r| *r != id);
+        self.save_removed_contacts(c, &removed).await?;
+        record.name = format!("unknown-{}", sender.short());
+        record.verified = false;
+        self.save_contact(c, id, record).await?;
+        events.push(Event::NewContact {
+            contact: ContactId(id),
+            name: record.name.clone(),
+        });
+        Ok(())
     }
 
     /// Acts on a decrypted payload: a message is recorded, deduplicated and answered with a
