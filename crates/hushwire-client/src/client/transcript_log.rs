@@ -66,23 +66,7 @@ impl Client {
     /// Signs a checkpoint of every transcript as it stands now, so that no record is left in
     /// an unsigned tail (run before an export or at the end of a shift).
     pub async fn checkpoint_transcripts(&self) -> Result<u64> {
-        let state = self.inner.state.lock().await;
-        let mut tx = store::begin(&self.inner.db).await?;
-        let mut signed = 0;
-        for contact_id in store::transcript_contacts(&mut tx).await? {
-            let Some(sealed) = store::transcript_writer(&mut tx, contact_id).await? else {
-                continue;
-            };
-            let writer = TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
-                .map_err(|_| ClientError::CorruptStore("transcript writer"))?;
-            let checkpoint = writer.checkpoint(state.account.identity(), now_ms());
-            self.store_checkpoint(&mut tx, &state.account, contact_id, &writer, &checkpoint)
-                .await?;
-            signed += 1;
-        }
-        self.checkpoint_audit(&mut tx, &state.account).await?;
-        tx.commit().await?;
-        Ok(signed)
+        self.sign_checkpoints(false).await
     }
 
     /// Signs a checkpoint of each transcript that has records after its last checkpoint (an
@@ -90,6 +74,13 @@ impl Client {
     /// receiving or chatting ends, so a short conversation is not left wholly unsigned and
     /// repeated runs add no checkpoints. Returns how many transcripts were signed.
     pub async fn sign_unsigned_tails(&self) -> Result<u64> {
+        self.sign_checkpoints(true).await
+    }
+
+    /// Signs a checkpoint of every transcript (of those with an unsigned tail only, if
+    /// `only_unsigned`), then of the device's audit chain: always when signing every
+    /// transcript, and only if a transcript was signed otherwise. One transaction.
+    async fn sign_checkpoints(&self, only_unsigned: bool) -> Result<u64> {
         let state = self.inner.state.lock().await;
         let mut tx = store::begin(&self.inner.db).await?;
         let mut signed = 0;
@@ -99,7 +90,9 @@ impl Client {
             };
             let writer = TranscriptWriter::unseal(&sealed, &self.inner.storage_key)
                 .map_err(|_| ClientError::CorruptStore("transcript writer"))?;
-            if store::transcript_signed_count(&mut tx, contact_id).await? >= writer.len() {
+            if only_unsigned
+                && store::transcript_signed_count(&mut tx, contact_id).await? >= writer.len()
+            {
                 continue;
             }
             let checkpoint = writer.checkpoint(state.account.identity(), now_ms());
@@ -107,7 +100,7 @@ impl Client {
                 .await?;
             signed += 1;
         }
-        if signed > 0 {
+        if !only_unsigned || signed > 0 {
             self.checkpoint_audit(&mut tx, &state.account).await?;
         }
         tx.commit().await?;
