@@ -267,6 +267,7 @@ pub(crate) async fn connect(
         Greeting::Register(invite) => FrameBody::Register {
             credentials,
             invite: invite.map(<[u8]>::to_vec),
+            certificate: None,
         },
         Greeting::Authenticate => FrameBody::Authenticate(credentials),
     };

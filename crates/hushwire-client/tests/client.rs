@@ -866,6 +866,7 @@ impl RawDevice {
             .call(FrameBody::Register {
                 credentials,
                 invite: None,
+                certificate: None,
             })
             .await;
         assert_eq!(answer, FrameBody::Ok);

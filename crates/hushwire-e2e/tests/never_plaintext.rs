@@ -92,6 +92,7 @@ async fn register(url: &str, account: &Account) -> Socket {
         body: FrameBody::Register {
             credentials,
             invite: None,
+            certificate: None,
         },
     };
     socket

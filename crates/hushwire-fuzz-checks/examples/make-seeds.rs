@@ -224,6 +224,7 @@ fn relay_frame(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
             FrameBody::Register {
                 credentials: credentials.clone(),
                 invite: Some(b"clinic-invite".to_vec()),
+                certificate: None,
             },
         ),
         ("authenticate", FrameBody::Authenticate(credentials)),

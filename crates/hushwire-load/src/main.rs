@@ -229,6 +229,7 @@ impl Device {
             FrameBody::Register {
                 credentials,
                 invite: None,
+                certificate: None,
             }
         } else {
             FrameBody::Authenticate(credentials)

@@ -143,9 +143,16 @@ pub struct IdentityKey {
 /// y-coordinate ≥ p, or a sign bit on x = 0: the same point re-encoded would differ, so one key
 /// would have two fingerprints) and a key of small order (`docs/protocol.md` §3.1).
 fn identity_signing_key(bytes: &[u8; ED25519_KEY_LEN]) -> Result<VerifyingKey, DecodeError> {
-    let invalid = DecodeError::InvalidValue {
-        field: "identity signing key",
-    };
+    canonical_ed25519_key(bytes, "identity signing key")
+}
+
+/// Decodes an Ed25519 public key, refusing a non-canonical encoding and a key of small order
+/// (the rule for every long-term signing key: identities, organization keys).
+pub(crate) fn canonical_ed25519_key(
+    bytes: &[u8; ED25519_KEY_LEN],
+    field: &'static str,
+) -> Result<VerifyingKey, DecodeError> {
+    let invalid = DecodeError::InvalidValue { field };
     let key = VerifyingKey::from_bytes(bytes).map_err(|_| invalid)?;
     if key.is_weak() || key.to_edwards().compress().to_bytes() != *bytes {
         return Err(invalid);

@@ -76,3 +76,20 @@ pub const SIG_RELAY_CHALLENGE: &[u8] = b"Hushwire v2 relay challenge";
 /// Hash prefix of a relay key's fingerprint (what `hushwire status` and the relay's start-up
 /// log show).
 pub const RELAY_KEY_FINGERPRINT: &[u8] = b"Hushwire v2 relay key fingerprint";
+
+/// Hash prefix of an organization (clinic) key's fingerprint (`docs/clinic.md` §1).
+pub const ORG_KEY_FINGERPRINT: &[u8] = b"Hushwire v1 organization key fingerprint";
+/// Signature context: a clinic's organization key signs an agent certificate
+/// (`docs/clinic.md` §3).
+pub const SIG_AGENT_CERTIFICATE: &[u8] = b"Hushwire v1 agent certificate";
+/// Signature context: a clinic's organization key signs its revocation list
+/// (`docs/clinic.md` §4).
+pub const SIG_REVOCATION_LIST: &[u8] = b"Hushwire v1 revocation list";
+/// Signature context: a clinic's organization key signs its clinic link (`docs/clinic.md` §2).
+pub const SIG_CLINIC_LINK: &[u8] = b"Hushwire v1 clinic link";
+/// Signature context: a person's identity signs the list of their devices
+/// (`docs/clinic.md` §5).
+pub const SIG_DEVICE_LIST: &[u8] = b"Hushwire v1 device list";
+/// Signature context: a clinic administrator's identity signs a wipe command
+/// (`docs/clinic.md` §6).
+pub const SIG_WIPE_COMMAND: &[u8] = b"Hushwire v1 wipe command";

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod bundle;
+pub mod clinic;
 pub mod codec;
 pub mod keys;
 pub mod labels;

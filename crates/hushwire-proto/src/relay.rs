@@ -13,6 +13,7 @@ use ed25519_dalek::VerifyingKey;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use crate::clinic::{AgentCertificate, DeviceList, RevocationList, WipeCommand};
 use crate::codec::{Codec, DecodeError, Reader, put_bytes_u32};
 use crate::keys::{Fingerprint, SIGNATURE_LEN, short_hex};
 use crate::signer::Signer;
@@ -305,6 +306,17 @@ pub enum ErrorCode {
     /// what it already holds (`retry_after_ms` is 0). Other senders are not affected. (A
     /// sender that only sends too fast to one recipient gets `RateLimited`.)
     SenderQuota = 15,
+    /// The device's role does not allow this request (for example a patient or agent device
+    /// asking for an admin action, `docs/clinic.md` §7).
+    Forbidden = 16,
+    /// The device was suspended or wiped by the clinic's administrator: the relay refuses it.
+    Suspended = 17,
+    /// The certificate was refused: from another clinic, forged, expired, not yet valid,
+    /// revoked, or naming another identity than the device's (`docs/clinic.md` §3).
+    CertificateRefused = 18,
+    /// A signed list (revocation list, device list) was refused: its signature does not verify
+    /// or its sequence is not higher than the one the relay holds (a rollback).
+    ListRefused = 19,
 }
 
 impl ErrorCode {
@@ -333,6 +345,10 @@ impl ErrorCode {
             13 => OutOfOrder,
             14 => Internal,
             15 => SenderQuota,
+            16 => Forbidden,
+            17 => Suspended,
+            18 => CertificateRefused,
+            19 => ListRefused,
             _ => {
                 return Err(DecodeError::InvalidValue {
                     field: "error code",
@@ -345,12 +361,15 @@ impl ErrorCode {
 /// Every frame body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameBody {
-    /// Client: register a new device (with an invite token where the relay requires one).
+    /// Client: register a new device (with an invite token where the relay requires one, and
+    /// an agent certificate for a clinic's staff, `docs/clinic.md` §7).
     Register {
         /// The device's answer to the challenge.
         credentials: Credentials,
         /// The invite token, if any.
         invite: Option<Vec<u8>>,
+        /// The agent certificate of the device's identity, if the device is clinic staff.
+        certificate: Option<Box<AgentCertificate>>,
     },
     /// Client: authenticate as a registered device.
     Authenticate(Credentials),
@@ -375,6 +394,23 @@ pub enum FrameBody {
     /// The relay keeps the highest epoch each device reported and answers with the one it held
     /// before, so a device running from an older copy of its store learns so before it sends.
     StoreEpoch(u64),
+    /// Client: fetch the agent certificate the relay holds for an identity (by fingerprint).
+    FetchCertificate([u8; 32]),
+    /// Client: fetch the clinic's current revocation list.
+    FetchRevocationList,
+    /// Client (admin): publish a revocation list signed by the organization key.
+    PublishRevocationList(RevocationList),
+    /// Client (admin): suspend a device; the relay refuses it from then on.
+    SuspendDevice(DeviceAddress),
+    /// Client (admin): order a device wiped; the relay keeps the order, hands it to the device
+    /// at its next login and refuses the device from then on.
+    Wipe(Box<WipeCommand>),
+    /// Client: publish this identity's signed device list.
+    PublishDeviceList(DeviceList),
+    /// Client: fetch the device list of an identity (by fingerprint).
+    FetchDeviceList([u8; 32]),
+    /// Client: replace this identity's certificate (a renewal; same clinic, same subject).
+    UpdateCertificate(Box<AgentCertificate>),
     /// Relay: the connection's challenge.
     Challenge(Challenge),
     /// Relay: the request succeeded.
@@ -395,6 +431,15 @@ pub enum FrameBody {
     /// Relay: the answer to `StoreEpoch`: the highest epoch this device reported before it
     /// (0 if none).
     StoreEpochSeen(u64),
+    /// Relay: the answer to `FetchCertificate` (none if the identity holds no certificate).
+    Certificate(Option<Box<AgentCertificate>>),
+    /// Relay: the answer to `FetchRevocationList` (none if the clinic never published one).
+    RevocationList(Option<RevocationList>),
+    /// Relay: the answer to `FetchDeviceList` (none if the identity never published one).
+    DeviceList(Option<DeviceList>),
+    /// Relay: the answer to `Authenticate` for a device an admin ordered wiped: the signed
+    /// order, which the device checks before erasing its store. The relay closes after it.
+    Wiped(Box<WipeCommand>),
     /// Relay: how many one-time prekeys the device has left (sent after authentication and
     /// when they run low).
     PreKeyCount {
@@ -448,6 +493,22 @@ fn put_option<T>(out: &mut Vec<u8>, value: &Option<T>, encode: impl FnOnce(&T, &
     }
 }
 
+fn read_option<T>(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    read: impl FnOnce(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<Option<T>, DecodeError> {
+    if r.flag(field)? {
+        Ok(Some(read(r)?))
+    } else {
+        Ok(None)
+    }
+}
+
+fn read_certificate(r: &mut Reader<'_>) -> Result<Box<AgentCertificate>, DecodeError> {
+    AgentCertificate::read(r).map(Box::new)
+}
+
 impl Codec for Frame {
     const NAME: &'static str = "relay frame";
 
@@ -459,10 +520,26 @@ impl Codec for Frame {
             FrameBody::Register {
                 credentials,
                 invite,
+                certificate,
             } => {
                 credentials.encode(out);
                 put_option(out, invite, |t, out| put_bytes_u32(out, t));
+                put_option(out, certificate, |c, out| c.encode(out));
             }
+            FrameBody::FetchCertificate(fingerprint) | FrameBody::FetchDeviceList(fingerprint) => {
+                out.extend_from_slice(fingerprint);
+            }
+            FrameBody::FetchRevocationList => {}
+            FrameBody::PublishRevocationList(list) => list.encode(out),
+            FrameBody::SuspendDevice(address) => address.encode(out),
+            FrameBody::Wipe(command) | FrameBody::Wiped(command) => command.encode(out),
+            FrameBody::PublishDeviceList(list) => list.encode(out),
+            FrameBody::UpdateCertificate(certificate) => certificate.encode(out),
+            FrameBody::Certificate(certificate) => {
+                put_option(out, certificate, |c, out| c.encode(out));
+            }
+            FrameBody::RevocationList(list) => put_option(out, list, |l, out| l.encode(out)),
+            FrameBody::DeviceList(list) => put_option(out, list, |l, out| l.encode(out)),
             FrameBody::Authenticate(c) => c.encode(out),
             FrameBody::UploadPreKeys {
                 signed_prekey,
@@ -534,7 +611,24 @@ impl Codec for Frame {
                 } else {
                     None
                 },
+                certificate: read_option(r, "has certificate", read_certificate)?,
             },
+            0x08 => FrameBody::FetchCertificate(r.array("fingerprint")?),
+            0x09 => FrameBody::FetchRevocationList,
+            0x0a => FrameBody::PublishRevocationList(RevocationList::read(r)?),
+            0x0b => FrameBody::SuspendDevice(DeviceAddress::read(r)?),
+            0x0c => FrameBody::Wipe(Box::new(WipeCommand::read(r)?)),
+            0x0d => FrameBody::PublishDeviceList(DeviceList::read(r)?),
+            0x0e => FrameBody::FetchDeviceList(r.array("fingerprint")?),
+            0x0f => FrameBody::UpdateCertificate(read_certificate(r)?),
+            0x88 => FrameBody::Certificate(read_option(r, "has certificate", read_certificate)?),
+            0x89 => FrameBody::RevocationList(read_option(
+                r,
+                "has revocation list",
+                RevocationList::read,
+            )?),
+            0x8a => FrameBody::DeviceList(read_option(r, "has device list", DeviceList::read)?),
+            0x8b => FrameBody::Wiped(Box::new(WipeCommand::read(r)?)),
             0x02 => FrameBody::Authenticate(Credentials::read(r)?),
             0x03 => FrameBody::UploadPreKeys {
                 signed_prekey: if r.flag("has signed prekey")? {
@@ -629,6 +723,18 @@ impl Frame {
             FrameBody::Sent(_) => 0x84,
             FrameBody::Deliver(_) => 0x85,
             FrameBody::PreKeyCount { .. } => 0x86,
+            FrameBody::FetchCertificate(_) => 0x08,
+            FrameBody::FetchRevocationList => 0x09,
+            FrameBody::PublishRevocationList(_) => 0x0a,
+            FrameBody::SuspendDevice(_) => 0x0b,
+            FrameBody::Wipe(_) => 0x0c,
+            FrameBody::PublishDeviceList(_) => 0x0d,
+            FrameBody::FetchDeviceList(_) => 0x0e,
+            FrameBody::UpdateCertificate(_) => 0x0f,
+            FrameBody::Certificate(_) => 0x88,
+            FrameBody::RevocationList(_) => 0x89,
+            FrameBody::DeviceList(_) => 0x8a,
+            FrameBody::Wiped(_) => 0x8b,
         }
     }
 }
@@ -734,7 +840,8 @@ mod tests {
         assert_eq!(ErrorCode::QuotaExceeded, ErrorCode::MailboxFull);
         assert_eq!(error(15).unwrap(), body(ErrorCode::SenderQuota));
         assert_eq!(ErrorCode::SenderQuota as u16, 15);
-        assert!(error(16).is_err());
+        assert_eq!(error(19).unwrap(), body(ErrorCode::ListRefused));
+        assert!(error(20).is_err());
         assert!(error(0).is_err());
     }
 

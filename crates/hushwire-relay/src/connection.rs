@@ -268,6 +268,7 @@ impl<S: Store> Connection<S> {
                 FrameBody::Register {
                     credentials,
                     invite,
+                    ..
                 } => self.register(id, credentials, invite).await,
                 FrameBody::Authenticate(credentials) => self.authenticate(id, credentials).await,
                 _ => Err(error(id, ErrorCode::Unauthenticated)),

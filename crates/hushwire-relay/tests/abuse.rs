@@ -273,6 +273,7 @@ async fn registration_is_rate_limited_per_address() {
         .call(FrameBody::Register {
             credentials: credentials.clone(),
             invite: None,
+            certificate: None,
         })
         .await;
     let FrameBody::Error {
@@ -292,7 +293,8 @@ async fn registration_is_rate_limited_per_address() {
     assert!(matches!(
         c.call(FrameBody::Register {
             credentials,
-            invite: None
+            invite: None,
+            certificate: None
         })
         .await,
         FrameBody::Error {

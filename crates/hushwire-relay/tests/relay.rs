@@ -390,6 +390,7 @@ async fn invite_policy_refuses_without_a_valid_single_use_token() {
             c.call(FrameBody::Register {
                 credentials,
                 invite,
+                certificate: None,
             })
             .await
         }

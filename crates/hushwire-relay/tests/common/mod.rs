@@ -341,7 +341,8 @@ impl Client {
         assert_eq!(
             c.call(FrameBody::Register {
                 credentials,
-                invite: None
+                invite: None,
+                certificate: None
             })
             .await,
             FrameBody::Ok
