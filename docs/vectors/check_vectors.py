@@ -2072,6 +2072,13 @@ _ACCOUNT_FIELDS = ["device_id", "draws", "identity_signing_key", "identity_dh_ke
                    "last_resort_kem_prekey.id", "last_resort_kem_prekey.kind", "last_resort_kem_prekey.public",
                    "last_resort_kem_prekey.signature", "last_resort_kem_prekey.encoded"]
 _XCHACHA_FIELDS = ["hchacha20_input", "subkey", "chacha20poly1305_nonce"]
+# The checks clinic.json publishes (docs/clinic.md §3–§6), in order.
+CLINIC_CHECKS = ("now", "agent_certificate", "agent_certificate_with_revocation_list", "agent_certificate_expired",
+                 "agent_certificate_not_yet_valid", "agent_certificate_as_admin", "admin_certificate_as_admin",
+                 "foreign_certificate", "device_list_for_alice", "device_list_for_bob", "wipe_for_target",
+                 "wipe_for_another_device", "wipe_signed_by_an_agent")
+
+
 DOCUMENTED_FIELDS = {
     "keys.json": ["description", "alice", "bob", "bob.account", "bob.one_time_prekey", "bob.one_time_kem_prekey",
                   "bob_bundle", "safety_number"]
@@ -2104,6 +2111,15 @@ DOCUMENTED_FIELDS = {
                          "expires_at_ms", "challenge_signed_message", "relay_signature", "challenge", "identity_key",
                          "device_id", "login_signed_message", "login_signature", "credentials", "other_relay"]
     + [f"other_relay.{f}" for f in ("relay_secret_key", "relay_key", "challenge", "answer_verifies")],
+    "clinic.json": ["description", "org_secret_key", "org_key", "org_key_fingerprint", "other_org_secret_key",
+                    "clinic_name", "relay_url", "link", "link_text", "not_before", "not_after", "agent_certificate",
+                    "admin_certificate", "foreign_certificate", "revocation_list", "device_list", "wipe_command",
+                    "agent_wipe_command", "checks", "invalid", "invalid[].name", "invalid[].structure",
+                    "invalid[].bytes", "invalid[].field"]
+    + [f"revocation_list.{f}" for f in ("sequence", "issued_at", "serials", "bytes")]
+    + [f"device_list.{f}" for f in ("sequence", "devices", "bytes")]
+    + [f"wipe_command.{f}" for f in ("target_device_id", "issued_at", "nonce", "bytes")]
+    + [f"checks.{f}" for f in CLINIC_CHECKS],
 }
 
 
@@ -2641,6 +2657,294 @@ def check_relay_login(c, rj, keys):
     return True
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Clinic identities (docs/clinic.md)
+# ---------------------------------------------------------------------------------------------
+
+CLINIC_VERSION = 1
+ORG_KEY_FINGERPRINT = b"Hushwire v1 organization key fingerprint"
+SIG_AGENT_CERTIFICATE = b"Hushwire v1 agent certificate"
+SIG_REVOCATION_LIST = b"Hushwire v1 revocation list"
+SIG_CLINIC_LINK = b"Hushwire v1 clinic link"
+SIG_DEVICE_LIST = b"Hushwire v1 device list"
+SIG_WIPE_COMMAND = b"Hushwire v1 wipe command"
+ROLE_BITS = {"Agent": 0x01, "Supervisor": 0x02, "Admin": 0x04}
+
+
+class Refused(Exception):
+    """A clinic structure that does not decode; `field` is the field the spec names."""
+
+    def __init__(self, field):
+        super().__init__(field)
+        self.field = field
+
+
+class Cursor:
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def take(self, n, field):
+        if self.at + n > len(self.data):
+            raise Refused(field)
+        out = self.data[self.at:self.at + n]
+        self.at += n
+        return out
+
+    def int(self, n, field):
+        return int.from_bytes(self.take(n, field), "big")
+
+
+def clinic_header(cur, type_byte):
+    if cur.int(1, "version") != CLINIC_VERSION:
+        raise Refused("version")
+    if cur.int(1, "type") != type_byte:
+        raise Refused("type")
+
+
+FORBIDDEN_IN_NAME = {0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF} | set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+
+
+def clinic_name(cur, field):
+    """§1: 1..64 bytes of UTF-8, no control or bidi characters, no outer white space."""
+    n = cur.int(1, field)
+    if n > 64:
+        raise Refused(field)
+    raw = cur.take(n, field)
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused(field)
+    import unicodedata
+    if (not name or name != name.strip()
+            or any(unicodedata.category(ch) == "Cc" or ord(ch) in FORBIDDEN_IN_NAME for ch in name)):
+        raise Refused(field)
+    return name
+
+
+def parse_certificate(cur):
+    """§3: the signed part, its fields and the signature."""
+    start = cur.at
+    clinic_header(cur, 0x20)
+    org = cur.take(32, "organization key")
+    serial = cur.int(8, "serial")
+    subject = cur.take(128, "identity key")
+    name = clinic_name(cur, "agent name")
+    roles = cur.int(1, "roles")
+    if roles == 0 or roles & ~0x07:
+        raise Refused("roles")
+    not_before, not_after = cur.int(8, "not before"), cur.int(8, "not after")
+    if not_after <= not_before:
+        raise Refused("validity period")
+    signed = cur.data[start:cur.at]
+    signature = cur.take(64, "certificate signature")
+    return dict(org=org, serial=serial, subject=subject, name=name, roles=roles, not_before=not_before,
+                not_after=not_after, signed=signed, signature=signature)
+
+
+def parse_revocation_list(cur):
+    start = cur.at
+    clinic_header(cur, 0x21)
+    org, sequence, issued_at = cur.take(32, "organization key"), cur.int(8, "sequence"), cur.int(8, "issued at")
+    count = cur.int(2, "revoked count")
+    if count > 10_000:
+        raise Refused("revoked serials")
+    serials = []
+    for _ in range(count):
+        s = cur.int(8, "revoked serial")
+        if serials and s <= serials[-1]:
+            raise Refused("revoked serials (must be strictly increasing)")
+        serials.append(s)
+    signed = cur.data[start:cur.at]
+    return dict(org=org, sequence=sequence, issued_at=issued_at, serials=serials, signed=signed,
+                signature=cur.take(64, "revocation list signature"))
+
+
+def parse_device_list(cur):
+    start = cur.at
+    clinic_header(cur, 0x23)
+    identity, sequence = cur.take(32, "identity fingerprint"), cur.int(8, "sequence")
+    count = cur.int(1, "device count")
+    if count == 0:
+        raise Refused("device list (empty)")
+    if count > 16:
+        raise Refused("device list")
+    devices = []
+    for _ in range(count):
+        d = cur.int(4, "device id")
+        if devices and d <= devices[-1]:
+            raise Refused("device ids (must be strictly increasing)")
+        devices.append(d)
+    signed = cur.data[start:cur.at]
+    return dict(identity=identity, sequence=sequence, devices=devices, signed=signed,
+                signature=cur.take(64, "device list signature"))
+
+
+def parse_link(cur):
+    start = cur.at
+    clinic_header(cur, 0x22)
+    org = cur.take(32, "organization key")
+    name = clinic_name(cur, "clinic name")
+    url = cur.take(cur.int(1, "relay url"), "relay url")
+    signed = cur.data[start:cur.at]
+    signature = cur.take(64, "clinic link signature")
+    if not ed25519_verify(org, SIG_CLINIC_LINK + signed, signature):
+        raise Refused("clinic link signature")
+    return dict(org=org, name=name, url=url.decode("ascii"), signature=signature)
+
+
+def parse_wipe(cur):
+    start = cur.at
+    clinic_header(cur, 0x24)
+    fingerprint, device_id = cur.take(32, "target fingerprint"), cur.int(4, "target device id")
+    issued_at, nonce = cur.int(8, "issued at"), cur.take(16, "nonce")
+    issuer = parse_certificate(cur)
+    signed = cur.data[start:cur.at]
+    return dict(fingerprint=fingerprint, device_id=device_id, issued_at=issued_at, nonce=nonce, issuer=issuer,
+                signed=signed, signature=cur.take(64, "wipe signature"))
+
+
+def decode_whole(parse, data):
+    cur = Cursor(data)
+    value = parse(cur)
+    if cur.at != len(data):
+        raise Refused("trailing bytes")
+    return value
+
+
+def certificate_verdict(cert, org, now, revocations=None, role=None):
+    """§3's checks, in order; the names are those clinic.json publishes."""
+    if cert["org"] != org:
+        return "WrongClinic"
+    if not ed25519_verify(org, SIG_AGENT_CERTIFICATE + cert["signed"], cert["signature"]):
+        return "BadSignature"
+    if now < cert["not_before"]:
+        return f"NotYetValid {{ not_before: {cert['not_before']} }}"
+    if now >= cert["not_after"]:
+        return f"Expired {{ not_after: {cert['not_after']} }}"
+    if revocations is not None and cert["serial"] in revocations["serials"]:
+        return f"Revoked {{ serial: {cert['serial']} }}"
+    if role is not None and not cert["roles"] & ROLE_BITS[role]:
+        return f"MissingRole({role})"
+    return "accepted"
+
+
+def wipe_verdict(wipe, device, org, now, revocations):
+    """§6: target, clock, the issuer's admin certificate at issued_at, the issuer's signature."""
+    if (wipe["fingerprint"], wipe["device_id"]) != device:
+        return "WrongTarget"
+    if wipe["issued_at"] > now + 300:
+        return "FromTheFuture"
+    verdict = certificate_verdict(wipe["issuer"], org, wipe["issued_at"], revocations, "Admin")
+    if verdict != "accepted":
+        return f"Certificate({verdict})"
+    if not ed25519_verify(wipe["issuer"]["subject"][:32], SIG_WIPE_COMMAND + wipe["signed"], wipe["signature"]):
+        return "BadSignature"
+    return "accepted"
+
+
+def check_clinic(c, cj, keys):
+    import base64
+    org_secret, other_secret = h(cj["org_secret_key"]), h(cj["other_org_secret_key"])
+    org = ed25519_public(org_secret)
+    c.eq("clinic: org_key from its secret", h(cj["org_key"]), org)
+    c.eq("clinic: org_key_fingerprint = SHA-256(ORG_KEY_FINGERPRINT || org_key)",
+         h(cj["org_key_fingerprint"]), sha256(ORG_KEY_FINGERPRINT + org))
+
+    # §2: the link, rebuilt from its fields and signed.
+    name, url = cj["clinic_name"].encode(), cj["relay_url"].encode()
+    signed = bytes([1, 0x22]) + org + bytes([len(name)]) + name + bytes([len(url)]) + url
+    link = signed + ed25519_sign(org_secret, SIG_CLINIC_LINK + signed)
+    c.eq("clinic: link bytes", h(cj["link"]), link)
+    c.eq("clinic: link text = prefix || base64url(link) without padding", cj["link_text"],
+         "hushwire-clinic:" + base64.urlsafe_b64encode(link).decode().rstrip("="))
+    parsed = decode_whole(parse_link, link)
+    c.eq("clinic: link decodes to its fields", (parsed["name"], parsed["url"]), (cj["clinic_name"], cj["relay_url"]))
+
+    # §3: certificates, rebuilt from keys.json's identities.
+    def certificate(secret, serial, subject, name, roles):
+        n = name.encode()
+        body = (bytes([1, 0x20]) + ed25519_public(secret) + serial.to_bytes(8, "big") + subject + bytes([len(n)]) + n
+                + bytes([roles]) + cj["not_before"].to_bytes(8, "big") + cj["not_after"].to_bytes(8, "big"))
+        return body + ed25519_sign(secret, SIG_AGENT_CERTIFICATE + body)
+
+    alice_id, bob_id = h(keys["alice"]["identity_key"]), h(keys["bob"]["account"]["identity_key"])
+    agent_bytes = certificate(org_secret, 1, alice_id, "Dr. Ada Okafor", 0x03)
+    admin_bytes = certificate(org_secret, 2, bob_id, "Front Desk Admin", 0x04)
+    c.eq("clinic: agent certificate (Alice, agent+supervisor, serial 1)", h(cj["agent_certificate"]), agent_bytes)
+    c.eq("clinic: admin certificate (Bob, admin, serial 2)", h(cj["admin_certificate"]), admin_bytes)
+    c.eq("clinic: foreign certificate (another clinic's key)", h(cj["foreign_certificate"]),
+         certificate(other_secret, 1, alice_id, "Dr. Ada Okafor", 0x03))
+    agent = decode_whole(parse_certificate, agent_bytes)
+    admin = decode_whole(parse_certificate, admin_bytes)
+    foreign = decode_whole(parse_certificate, h(cj["foreign_certificate"]))
+
+    # §4: the revocation list.
+    rl = cj["revocation_list"]
+    body = (bytes([1, 0x21]) + org + rl["sequence"].to_bytes(8, "big") + rl["issued_at"].to_bytes(8, "big")
+            + len(rl["serials"]).to_bytes(2, "big") + b"".join(s.to_bytes(8, "big") for s in sorted(rl["serials"])))
+    c.eq("clinic: revocation list bytes", h(rl["bytes"]), body + ed25519_sign(org_secret, SIG_REVOCATION_LIST + body))
+    revocations = decode_whole(parse_revocation_list, h(rl["bytes"]))
+    c.true("clinic: revocation list verifies under org_key",
+           ed25519_verify(org, SIG_REVOCATION_LIST + revocations["signed"], revocations["signature"]))
+
+    # §5: Alice's device list, signed by her identity (Ed25519 seed = keys.json alice.draws[0]).
+    dl = cj["device_list"]
+    alice_fp = h(keys["alice"]["fingerprint"])
+    body = (bytes([1, 0x23]) + alice_fp + dl["sequence"].to_bytes(8, "big") + bytes([len(dl["devices"])])
+            + b"".join(d.to_bytes(4, "big") for d in dl["devices"]))
+    alice_seed, bob_seed = h(keys["alice"]["draws"][0]), h(keys["bob"]["account"]["draws"][0])
+    c.eq("clinic: device list bytes", h(dl["bytes"]), body + ed25519_sign(alice_seed, SIG_DEVICE_LIST + body))
+    devices = decode_whole(parse_device_list, h(dl["bytes"]))
+
+    def device_list_verdict(fingerprint, signing_key):
+        if devices["identity"] != fingerprint:
+            return "WrongIdentity"
+        ok = ed25519_verify(signing_key, SIG_DEVICE_LIST + devices["signed"], devices["signature"])
+        return "accepted" if ok else "BadSignature"
+
+    # §6: Bob's wipe of Alice's device 2, and the same order made by Alice (an agent).
+    wc = cj["wipe_command"]
+    body = (bytes([1, 0x24]) + alice_fp + wc["target_device_id"].to_bytes(4, "big") + wc["issued_at"].to_bytes(8, "big")
+            + h(wc["nonce"]) + admin_bytes)
+    c.eq("clinic: wipe command bytes (signed by Bob's identity)", h(wc["bytes"]),
+         body + ed25519_sign(bob_seed, SIG_WIPE_COMMAND + body))
+    wipe = decode_whole(parse_wipe, h(wc["bytes"]))
+    agent_wipe = decode_whole(parse_wipe, h(cj["agent_wipe_command"]))
+    c.eq("clinic: the agent's wipe embeds the agent certificate", agent_wipe["issuer"]["signed"], agent["signed"])
+
+    ch = cj["checks"]
+    now = ch["now"]
+    target = (alice_fp, wc["target_device_id"])
+    recomputed = {
+        "now": now,
+        "agent_certificate": certificate_verdict(agent, org, now),
+        "agent_certificate_with_revocation_list": certificate_verdict(agent, org, now, revocations),
+        "agent_certificate_expired": certificate_verdict(agent, org, cj["not_after"]),
+        "agent_certificate_not_yet_valid": certificate_verdict(agent, org, cj["not_before"] - 1),
+        "agent_certificate_as_admin": certificate_verdict(agent, org, now, None, "Admin"),
+        "admin_certificate_as_admin": certificate_verdict(admin, org, now, revocations, "Admin"),
+        "foreign_certificate": certificate_verdict(foreign, org, now),
+        "device_list_for_alice": device_list_verdict(alice_fp, h(keys["alice"]["identity_signing_key"])),
+        "device_list_for_bob": device_list_verdict(h(keys["bob"]["account"]["fingerprint"]), h(keys["bob"]["account"]["identity_signing_key"])),
+        "wipe_for_target": wipe_verdict(wipe, target, org, now, revocations),
+        "wipe_for_another_device": wipe_verdict(wipe, (alice_fp, 1), org, now, revocations),
+        "wipe_signed_by_an_agent": wipe_verdict(agent_wipe, target, org, now, None),
+    }
+    for k in CLINIC_CHECKS:
+        c.eq(f"clinic: check {k}", ch[k], recomputed[k])
+
+    parsers = {"clinic link": parse_link, "agent certificate": parse_certificate,
+               "revocation list": parse_revocation_list, "device list": parse_device_list}
+    for case in cj["invalid"]:
+        try:
+            decode_whole(parsers[case["structure"]], h(case["bytes"]))
+            got = "decoded"
+        except Refused as e:
+            got = e.field
+        c.eq(f"clinic: refused: {case['name']}", case["field"], got)
+    return True
+
 def main():
     here = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
@@ -2674,6 +2978,7 @@ def main():
     c.section("fields", check_documented_fields, c, load)
     c.section("payloads", check_payloads, c, load("payloads.json"))
     c.section("relay login", check_relay_login, c, load("relay_login.json"), keys)
+    c.section("clinic", check_clinic, c, load("clinic.json"), keys)
 
     print(f"{c.passed} passed, {c.failed} failed")
     return 0 if c.failed == 0 else 1

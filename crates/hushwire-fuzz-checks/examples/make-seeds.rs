@@ -80,6 +80,7 @@ fn main() -> Result<()> {
     unseal(&mut seeds, &vectors)?;
     conversation(&mut seeds)?;
     client_payload(&mut seeds, &vectors)?;
+    clinic_structures(&mut seeds, &vectors)?;
     println!("wrote {} seeds under {}", seeds.count, seeds.out.display());
     Ok(())
 }
@@ -117,6 +118,7 @@ struct Vectors {
     transcript: Value,
     audit: Value,
     payloads: Value,
+    clinic: Value,
 }
 
 impl Vectors {
@@ -134,6 +136,7 @@ impl Vectors {
             transcript: read("transcript.json")?,
             audit: read("audit.json")?,
             payloads: read("payloads.json")?,
+            clinic: read("clinic.json")?,
         })
     }
 }
@@ -868,6 +871,32 @@ fn client_payload(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
             return Err(format!("{name} does not round-trip").into());
         }
         seeds.write(t, name, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Every clinic structure of `clinic.json`, valid and invalid, and the link's text form.
+fn clinic_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
+    let t = "clinic_structures";
+    for (name, pointer) in [
+        ("link", "/link"),
+        ("agent-certificate", "/agent_certificate"),
+        ("admin-certificate", "/admin_certificate"),
+        ("revocation-list", "/revocation_list/bytes"),
+        ("device-list", "/device_list/bytes"),
+        ("wipe-command", "/wipe_command/bytes"),
+    ] {
+        seeds.write(t, &format!("vector-{name}"), &hex_at(&v.clinic, pointer)?)?;
+    }
+    let text = v.clinic["link_text"].as_str().ok_or("no link_text")?;
+    seeds.write(t, "vector-link-text", text.as_bytes())?;
+    let invalid = v.clinic["invalid"].as_array().ok_or("no invalid cases")?;
+    for (i, _) in invalid.iter().enumerate() {
+        seeds.write(
+            t,
+            &format!("vector-invalid-{i}"),
+            &hex_at(&v.clinic, &format!("/invalid/{i}/bytes"))?,
+        )?;
     }
     Ok(())
 }

@@ -25,6 +25,7 @@
 )]
 
 pub mod audit;
+pub mod clinic;
 pub mod conversation;
 pub mod fixtures;
 pub mod payload;
@@ -33,6 +34,7 @@ pub mod transcript;
 pub mod wire;
 
 pub use audit::audit_record;
+pub use clinic::clinic_structures;
 pub use conversation::conversation;
 pub use payload::client_payload;
 pub use session::{session_decrypt, unseal};
@@ -55,4 +57,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("unseal", unseal),
     ("conversation", conversation),
     ("client_payload", client_payload),
+    ("clinic_structures", clinic_structures),
 ];

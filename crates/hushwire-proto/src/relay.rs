@@ -803,6 +803,13 @@ mod tests {
                 one_time_prekeys: vec![OneTimePreKey { id: 2, key }],
                 one_time_kem_prekeys: vec![],
             },
+            FrameBody::FetchCertificate([8; 32]),
+            FrameBody::FetchRevocationList,
+            FrameBody::SuspendDevice(address),
+            FrameBody::FetchDeviceList([9; 32]),
+            FrameBody::Certificate(None),
+            FrameBody::RevocationList(None),
+            FrameBody::DeviceList(None),
         ];
         bodies
             .into_iter()

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 mod audit_cases;
+mod clinic;
 mod payloads;
 mod relay_login;
 mod xchacha;
@@ -228,6 +229,7 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
             "relay_login.json",
             pretty(&relay_login::relay_login(&alice)?)?,
         ),
+        ("clinic.json", pretty(&clinic::clinic(&alice, &bob)?)?),
     ])
 }
 
