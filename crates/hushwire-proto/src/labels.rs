@@ -93,3 +93,9 @@ pub const SIG_DEVICE_LIST: &[u8] = b"Hushwire v1 device list";
 /// Signature context: a clinic administrator's identity signs a wipe command
 /// (`docs/clinic.md` §6).
 pub const SIG_WIPE_COMMAND: &[u8] = b"Hushwire v1 wipe command";
+/// Hash prefix of a linking code's relay slot: `SHA-256(LINK_SLOT ‖ secret)`
+/// (`docs/clinic.md` §5.1).
+pub const LINK_SLOT: &[u8] = b"Hushwire v1 link slot";
+/// HKDF info of the key that seals a provisioning message under a linking code
+/// (`docs/clinic.md` §5.1).
+pub const KDF_LINK_KEY: &[u8] = b"Hushwire v1 link key";

@@ -19,6 +19,10 @@ use crate::keys::{Fingerprint, SIGNATURE_LEN, short_hex};
 use crate::signer::Signer;
 use crate::{IdentityKey, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey, labels};
 
+/// Largest sealed provisioning message a relay holds for device linking (17 KiB:
+/// `docs/clinic.md` §5.1 bounds it at 16,529 bytes).
+pub const MAX_PROVISIONING_LEN: usize = 17 * 1024;
+
 /// Largest envelope payload (96 KiB, as Signal's server): a 64 KiB message plus its prekey
 /// header fits with room to spare.
 pub const MAX_ENVELOPE_LEN: usize = 96 * 1024;
@@ -411,6 +415,17 @@ pub enum FrameBody {
     FetchDeviceList([u8; 32]),
     /// Client: replace this identity's certificate (a renewal; same clinic, same subject).
     UpdateCertificate(Box<AgentCertificate>),
+    /// Client: leave a sealed provisioning message for a device being linked, under the slot
+    /// its linking code names (`docs/clinic.md` §5.1). The relay keeps it for a few minutes.
+    PutProvisioning {
+        /// `SHA-256(LINK_SLOT ‖ secret)`.
+        slot: [u8; 32],
+        /// The sealed message, at most [`MAX_PROVISIONING_LEN`] bytes.
+        sealed: Vec<u8>,
+    },
+    /// Client (allowed before authentication): take the provisioning message filed under a
+    /// slot. The relay hands it out once.
+    TakeProvisioning([u8; 32]),
     /// Relay: the connection's challenge.
     Challenge(Challenge),
     /// Relay: the request succeeded.
@@ -440,6 +455,9 @@ pub enum FrameBody {
     /// Relay: the answer to `Authenticate` for a device an admin ordered wiped: the signed
     /// order, which the device checks before erasing its store. The relay closes after it.
     Wiped(Box<WipeCommand>),
+    /// Relay: the answer to `TakeProvisioning` (none if nothing is filed under the slot, or it
+    /// expired or was taken).
+    Provisioning(Option<Vec<u8>>),
     /// Relay: how many one-time prekeys the device has left (sent after authentication and
     /// when they run low).
     PreKeyCount {
@@ -530,6 +548,14 @@ impl Codec for Frame {
                 out.extend_from_slice(fingerprint);
             }
             FrameBody::FetchRevocationList => {}
+            FrameBody::PutProvisioning { slot, sealed } => {
+                out.extend_from_slice(slot);
+                put_bytes_u32(out, sealed);
+            }
+            FrameBody::TakeProvisioning(slot) => out.extend_from_slice(slot),
+            FrameBody::Provisioning(sealed) => {
+                put_option(out, sealed, |s, out| put_bytes_u32(out, s))
+            }
             FrameBody::PublishRevocationList(list) => list.encode(out),
             FrameBody::SuspendDevice(address) => address.encode(out),
             FrameBody::Wipe(command) | FrameBody::Wiped(command) => command.encode(out),
@@ -615,6 +641,17 @@ impl Codec for Frame {
             },
             0x08 => FrameBody::FetchCertificate(r.array("fingerprint")?),
             0x09 => FrameBody::FetchRevocationList,
+            0x10 => FrameBody::PutProvisioning {
+                slot: r.array("slot")?,
+                sealed: r
+                    .bytes_u32(MAX_PROVISIONING_LEN, "provisioning message")?
+                    .to_vec(),
+            },
+            0x11 => FrameBody::TakeProvisioning(r.array("slot")?),
+            0x8c => FrameBody::Provisioning(read_option(r, "has provisioning message", |r| {
+                Ok(r.bytes_u32(MAX_PROVISIONING_LEN, "provisioning message")?
+                    .to_vec())
+            })?),
             0x0a => FrameBody::PublishRevocationList(RevocationList::read(r)?),
             0x0b => FrameBody::SuspendDevice(DeviceAddress::read(r)?),
             0x0c => FrameBody::Wipe(Box::new(WipeCommand::read(r)?)),
@@ -725,6 +762,9 @@ impl Frame {
             FrameBody::PreKeyCount { .. } => 0x86,
             FrameBody::FetchCertificate(_) => 0x08,
             FrameBody::FetchRevocationList => 0x09,
+            FrameBody::PutProvisioning { .. } => 0x10,
+            FrameBody::TakeProvisioning(_) => 0x11,
+            FrameBody::Provisioning(_) => 0x8c,
             FrameBody::PublishRevocationList(_) => 0x0a,
             FrameBody::SuspendDevice(_) => 0x0b,
             FrameBody::Wipe(_) => 0x0c,
@@ -810,6 +850,13 @@ mod tests {
             FrameBody::Certificate(None),
             FrameBody::RevocationList(None),
             FrameBody::DeviceList(None),
+            FrameBody::PutProvisioning {
+                slot: [1; 32],
+                sealed: vec![2; 40],
+            },
+            FrameBody::TakeProvisioning([3; 32]),
+            FrameBody::Provisioning(Some(vec![4; 5])),
+            FrameBody::Provisioning(None),
         ];
         bodies
             .into_iter()

@@ -49,6 +49,18 @@ impl Account {
     /// prekey (id 2). `now` is the caller's clock in Unix seconds.
     pub fn new<R: CryptoRng + ?Sized>(device_id: u32, now: u64, rng: &mut R) -> Self {
         let identity = IdentityKeyPair::generate(rng);
+        Self::with_identity(identity, device_id, now, rng)
+    }
+
+    /// Creates an account for another device of an existing identity (a linked device,
+    /// [`crate::linking`]): the shared identity, this device's number, and prekeys of its own —
+    /// a signed prekey (id 1) and a last-resort ML-KEM prekey (id 2), signed over `device_id`.
+    pub fn with_identity<R: CryptoRng + ?Sized>(
+        identity: IdentityKeyPair,
+        device_id: u32,
+        now: u64,
+        rng: &mut R,
+    ) -> Self {
         let signed = SignedPreKeySecret::generate(&identity, device_id, 1, now, rng);
         let last_resort =
             KemPreKeySecret::generate(&identity, device_id, 2, KemPreKeyKind::LastResort, rng);

@@ -10,6 +10,7 @@
 //! - [`Session`] — a hybrid X25519 + ML-KEM-1024 handshake followed by the Double Ratchet.
 //! - [`wire`] — the session messages' explicit byte format.
 //! - [`StorageKey`] — sealed persistence of accounts and sessions under the caller's key.
+//! - [`linking`] — handing a person's identity to their new device under a one-time code.
 //!
 //! ```
 //! use hushwire::{Account, Session};
@@ -43,6 +44,7 @@ pub mod error;
 mod handshake;
 mod kdf;
 pub mod keys;
+pub mod linking;
 pub mod ratchet;
 pub mod seal;
 mod session;
