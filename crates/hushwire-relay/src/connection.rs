@@ -58,7 +58,7 @@ enum Close {
     /// then close with `code` and `reason` (`docs/relay-protocol.md` §1).
     Clinic {
         /// The last frame: an `Error` or, at login, `Wiped`.
-        frame: Frame,
+        frame: Box<Frame>,
         /// The WebSocket close code.
         code: u16,
         /// The close reason.
@@ -70,13 +70,13 @@ enum Close {
 /// answering `request_id` (0 while connected), then close 4003.
 fn suspended(request_id: u32) -> Close {
     Close::Clinic {
-        frame: Frame {
+        frame: Box::new(Frame {
             request_id,
             body: FrameBody::Error {
                 code: ErrorCode::Suspended,
                 retry_after_ms: 0,
             },
-        },
+        }),
         code: CLOSE_SUSPENDED,
         reason: "suspended by the clinic",
     }
@@ -86,13 +86,13 @@ fn suspended(request_id: u32) -> Close {
 /// connected), then close 4004.
 fn revoked(request_id: u32) -> Close {
     Close::Clinic {
-        frame: Frame {
+        frame: Box::new(Frame {
             request_id,
             body: FrameBody::Error {
                 code: ErrorCode::CertificateRefused,
                 retry_after_ms: 0,
             },
-        },
+        }),
         code: CLOSE_REVOKED,
         reason: "certificate revoked",
     }
@@ -1062,10 +1062,10 @@ impl<S: Store> Connection<S> {
             self.relay.refused("wiped", self.peer.ip());
             if at_login && let Some(command) = decode_stored::<WipeCommand>(&bytes) {
                 return Err(Close::Clinic {
-                    frame: Frame {
+                    frame: Box::new(Frame {
                         request_id: id,
                         body: FrameBody::Wiped(Box::new(command)),
-                    },
+                    }),
                     code: CLOSE_SUSPENDED,
                     reason: "suspended by the clinic",
                 });
