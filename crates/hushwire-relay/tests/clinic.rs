@@ -722,3 +722,97 @@ async fn an_expired_certificate_logs_in_without_its_role_until_renewed() {
         assert_eq!(answer, error(ErrorCode::Suspended));
     }
 }
+
+#[tokio::test]
+async fn every_admin_action_and_certificate_is_in_the_audit_chain() {
+    use hushwire_proto::audit::{AuditEvent, AuditRecord, DeviceRef};
+    use hushwire_proto::keys::Fingerprint;
+
+    let clinic = Clinic::new(12);
+    let mut relay = RelayProcess::start("clinic-audit", &["--clinic-link", &clinic.link]);
+    let url = relay.url();
+    let admin = Device::new(181, 1);
+    let mut admin_conn = registered(
+        &url,
+        &admin,
+        Some(&clinic.certify(21, &admin, &[Role::Admin])),
+    )
+    .await;
+    let (suspended, wiped) = (Device::new(182, 1), Device::new(183, 1));
+    registered(&url, &suspended, None).await;
+    let mut wiped_conn = registered(&url, &wiped, None).await;
+    let list = DeviceList::issue(&wiped.signing, &wiped.identity, 4, &[1]).unwrap();
+    assert_eq!(
+        wiped_conn.call(FrameBody::PublishDeviceList(list)).await,
+        FrameBody::Ok
+    );
+    let admin_cert = clinic.certify(21, &admin, &[Role::Admin]);
+    for body in [
+        FrameBody::SuspendDevice(suspended.address()),
+        FrameBody::Wipe(Box::new(WipeCommand::issue(
+            &admin.signing,
+            admin_cert,
+            wiped.address(),
+            now(),
+            [4; 16],
+        ))),
+        FrameBody::PublishRevocationList(clinic.revoke(6, &[5])),
+    ] {
+        assert_eq!(admin_conn.call(body).await, FrameBody::Ok);
+    }
+    drop((admin_conn, wiped_conn));
+    // Graceful stop: the audit writer flushes what it holds.
+    let pid = relay.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = relay.child.wait();
+
+    let db = relay.data_dir.join("relay.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let records: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT record FROM audit_records ORDER BY sequence")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let events: Vec<AuditEvent> = records
+        .iter()
+        .map(|r| AuditRecord::from_bytes(r).unwrap().event)
+        .collect();
+    let device = |d: &Device| DeviceRef {
+        fingerprint: Fingerprint(d.address().fingerprint),
+        device_id: d.device_id,
+    };
+    for expected in [
+        AuditEvent::CertificateAccepted {
+            device: device(&admin),
+            serial: 21,
+            roles: Role::Admin.bit(),
+        },
+        AuditEvent::DeviceListPublished {
+            identity: Fingerprint(wiped.address().fingerprint),
+            sequence: 4,
+        },
+        AuditEvent::DeviceSuspended {
+            device: device(&suspended),
+            by: device(&admin),
+        },
+        AuditEvent::WipeOrdered {
+            device: device(&wiped),
+            by: device(&admin),
+        },
+        AuditEvent::RevocationListPublished {
+            sequence: 6,
+            by: device(&admin),
+        },
+    ] {
+        assert!(events.contains(&expected), "{expected:?} not in {events:?}");
+    }
+    relay.kill();
+}
