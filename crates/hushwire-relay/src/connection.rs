@@ -7,6 +7,11 @@
 //!
 //! A malformed, oversized, unauthenticated or out-of-order frame gets an `Error` frame and the
 //! connection is closed; other connections are unaffected.
+//!
+//! With a clinic (`--clinic-link`) the connection also enforces roles (`docs/relay-protocol.md`
+//! §3.4): certificates at registration, the device's standing at login and whenever the clinic
+//! changes it (`Wakers::standing`), and admin-only frames, whose refusal (`Forbidden`) keeps the
+//! connection open.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -816,3 +816,57 @@ async fn every_admin_action_and_certificate_is_in_the_audit_chain() {
     }
     relay.kill();
 }
+
+/// Starts the relay binary with `args` and `env`, returns what it printed up to its listening
+/// line, and stops it.
+fn start_up_banner(args: &[&str], env: &[(&str, &str)]) -> String {
+    use std::io::{BufRead as _, BufReader};
+    let dir = common::temp_dir("clinic-config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+#[test]
+fn the_clinic_link_is_read_from_the_environment_and_the_config_file() {
+    let clinic = Clinic::new(13);
+    let fingerprint = clinic
+        .link
+        .parse::<ClinicLink>()
+        .unwrap()
+        .org()
+        .fingerprint()
+        .to_string();
+    for env_name in ["HUSHWIRE_RELAY_CLINIC_LINK", "HUSHWIRE_CLINIC_LINK"] {
+        let banner = start_up_banner(&[], &[(env_name, clinic.link.as_str())]);
+        assert!(
+            banner.contains(CLINIC_NAME) && banner.contains(&fingerprint),
+            "{env_name}: {banner}"
+        );
+    }
+    let file = common::temp_dir("clinic-config-file").join("relay.toml");
+    std::fs::write(&file, format!("clinic_link = \"{}\"\n", clinic.link)).unwrap();
+    let banner = start_up_banner(&["--config", &file.display().to_string()], &[]);
+    assert!(banner.contains(CLINIC_NAME), "config file: {banner}");
+    let banner = start_up_banner(&[], &[]);
+    assert!(banner.contains("no clinic configured"), "{banner}");
+}
