@@ -75,6 +75,14 @@ pub struct Settings {
     /// Registration attempts per minute from one IP address (bursts of this many). Default: 20.
     #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION_RATE")]
     pub registration_rate: Option<u32>,
+    /// `TakeProvisioning` requests per minute from one IP address (bursts of this many):
+    /// device linking is allowed before login, so this bounds guessing at slots. Default: 30.
+    #[arg(long, env = "HUSHWIRE_RELAY_PROVISIONING_RATE")]
+    pub provisioning_rate: Option<u32>,
+    /// Seconds the relay keeps a provisioning message (device linking, `docs/clinic.md` §5.1)
+    /// before it is forgotten: 1 to 600. Default: 600 (ten minutes).
+    #[arg(long, env = "HUSHWIRE_RELAY_PROVISIONING_TTL_SECS")]
+    pub provisioning_ttl_secs: Option<u64>,
     /// Most simultaneous WebSocket connections (HTTP 503 beyond). The relay raises its
     /// open-file limit at start-up and lowers this, with a warning, if the limit leaves too
     /// little headroom. Default: 20000.
@@ -175,6 +183,10 @@ pub struct Config {
     pub target_prekey_rate: u32,
     /// Registrations per minute per IP address.
     pub registration_rate: u32,
+    /// Provisioning takes per minute per IP address.
+    pub provisioning_rate: u32,
+    /// Seconds a provisioning message is kept (1 to [`MAX_PROVISIONING_TTL_SECS`]).
+    pub provisioning_ttl_secs: u64,
     /// Connection cap.
     pub max_connections: usize,
     /// Pending connections per IP address.
@@ -208,6 +220,10 @@ pub struct Config {
 /// The least `sender_byte_rate`: its burst (twice the rate) must hold one largest envelope
 /// payload (96 KiB), or such an envelope could never be sent.
 pub const MIN_SENDER_BYTE_RATE: u64 = 48 * 1024;
+
+/// The longest a provisioning message is kept (and the default): ten minutes
+/// (`docs/clinic.md` §5.1). A linking code is meant to be used at once.
+pub const MAX_PROVISIONING_TTL_SECS: u64 = 600;
 
 /// The environment variable clinic tools share for the clinic link; the relay reads it after
 /// `--clinic-link` and `HUSHWIRE_RELAY_CLINIC_LINK`.
@@ -263,6 +279,16 @@ impl Settings {
                 .or(file.registration_rate)
                 .unwrap_or(20)
                 .max(1),
+            provisioning_rate: self
+                .provisioning_rate
+                .or(file.provisioning_rate)
+                .unwrap_or(30)
+                .max(1),
+            provisioning_ttl_secs: self
+                .provisioning_ttl_secs
+                .or(file.provisioning_ttl_secs)
+                .unwrap_or(MAX_PROVISIONING_TTL_SECS)
+                .clamp(1, MAX_PROVISIONING_TTL_SECS),
             max_connections: self
                 .max_connections
                 .or(file.max_connections)

@@ -28,11 +28,14 @@ use sha2::Digest as _;
 
 use hushwire_proto::audit::{AuditEvent, AuthFailure, EnvelopeId};
 use hushwire_proto::clinic::{
-    AgentCertificate, CertificateError, OrgKey, RevocationList, WipeCommand, WipeError,
+    AgentCertificate, CertificateError, DeviceList, OrgKey, RevocationList, WipeCommand, WipeError,
 };
 
 use crate::audit_log::device_ref;
-use crate::storage::{ClaimedBundle, Enqueued, PreKeyUpload, Registration, Store};
+use crate::storage::{
+    ClaimedBundle, Enqueued, PreKeyUpload, Provisioned, Provisioning, Registration,
+    RegistrationPolicy, Store,
+};
 use crate::{CLOSE_REVOKED, CLOSE_SUSPENDED, Relay, Wakers, fill_random, now_ms};
 
 /// How long a challenge may be answered.
@@ -46,6 +49,21 @@ const DELIVERY_BYTES: usize = 1024 * 1024;
 const LOW_PREKEYS: u32 = 10;
 /// Most one-time prekeys of each kind the relay keeps per device.
 const MAX_ONE_TIME_PREKEYS: u32 = 1000;
+/// Most provisioning messages (device linking) one device may have filed and not yet taken
+/// (`docs/relay-protocol.md` §3.5).
+const MAX_LIVE_PROVISIONING: u32 = 4;
+
+/// How a registration stands with the identity's other devices (`docs/clinic.md` §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Linking {
+    /// The identity's first device, or a device already registered: the usual rules apply.
+    Usual,
+    /// A further device of an identity that has devices, named by its current device list: it
+    /// registers without the invite policy (it is the same person's device).
+    Linked,
+    /// A further device that the identity's device list does not name (or there is no list).
+    Refused,
+}
 
 /// Why the connection ends.
 enum Close {
@@ -84,6 +102,22 @@ fn suspended(request_id: u32) -> Close {
         }),
         code: CLOSE_SUSPENDED,
         reason: "suspended by the clinic",
+    }
+}
+
+/// The device's person removed it from their device list: `Suspended` answering `request_id`
+/// (0 while connected), then close 4003 with reason `removed from its device list`.
+fn removed(request_id: u32) -> Close {
+    Close::Clinic {
+        frame: Box::new(Frame {
+            request_id,
+            body: FrameBody::Error {
+                code: ErrorCode::Suspended,
+                retry_after_ms: 0,
+            },
+        }),
+        code: CLOSE_SUSPENDED,
+        reason: "removed from its device list",
     }
 }
 
@@ -355,6 +389,8 @@ impl<S: Store> Connection<S> {
                     certificate,
                 } => self.register(id, credentials, invite, certificate).await,
                 FrameBody::Authenticate(credentials) => self.authenticate(id, credentials).await,
+                // A device being linked has no identity at the relay yet (clinic.md §5.1).
+                FrameBody::TakeProvisioning(slot) => self.take_provisioning(id, slot).await,
                 _ => Err(error(id, ErrorCode::Unauthenticated)),
             };
         };
@@ -462,6 +498,9 @@ impl<S: Store> Connection<S> {
                 Ok(())
             }
             FrameBody::Send(envelopes) => {
+                if !self.on_device_lists(id, &envelopes).await? {
+                    return self.refuse(id, ErrorCode::UnknownDevice, 0).await;
+                }
                 let recipients: Vec<(DeviceAddress, u32)> = envelopes
                     .iter()
                     .map(|e| (e.recipient, e.payload.len() as u32))
@@ -611,8 +650,14 @@ impl<S: Store> Connection<S> {
                         sequence: list.sequence(),
                     },
                 );
+                // Devices no longer on the list close (here; other instances by NOTIFY).
+                self.relay.recheck_identity(&list.identity().0);
                 self.reply(id, FrameBody::Ok).await
             }
+            FrameBody::PutProvisioning { slot, sealed } => {
+                self.put_provisioning(id, device, slot, sealed).await
+            }
+            FrameBody::TakeProvisioning(slot) => self.take_provisioning(id, slot).await,
             FrameBody::UpdateCertificate(certificate) => {
                 self.update_certificate(id, device, &identity, *certificate)
                     .await
@@ -735,6 +780,20 @@ impl<S: Store> Connection<S> {
         if let Some(certificate) = certificate {
             return self.register_certified(id, credentials, *certificate).await;
         }
+        let linking = self.linking(id, &credentials).await?;
+        if linking == Linking::Refused {
+            return Err(self.auth_failed(
+                id,
+                AuthFailure::RegistrationRefused,
+                ErrorCode::RegistrationRefused,
+            ));
+        }
+        // A device its person's list names is theirs: no invite (clinic.md §5.1).
+        let policy = if linking == Linking::Linked {
+            RegistrationPolicy::Open
+        } else {
+            self.relay.config.registration
+        };
         let address = credentials.address();
         let invite_hash = invite.map(|t| <[u8; 32]>::from(sha2::Sha256::digest(&t)));
         let outcome = self
@@ -744,7 +803,7 @@ impl<S: Store> Connection<S> {
                 address,
                 credentials.identity.to_bytes(),
                 invite_hash,
-                self.relay.config.registration,
+                policy,
                 now_ms(),
             )
             .await
@@ -844,6 +903,14 @@ impl<S: Store> Connection<S> {
         let revocations = self.revocations(id).await?;
         if let Err(e) = certificate.verify(&org, now_secs(), revocations.as_ref()) {
             return refuse(self, &e.to_string());
+        }
+        // A further device of the identity needs its person's device list, as any other.
+        if self.linking(id, &credentials).await? == Linking::Refused {
+            return Err(self.auth_failed(
+                id,
+                AuthFailure::RegistrationRefused,
+                ErrorCode::RegistrationRefused,
+            ));
         }
         let address = credentials.address();
         let outcome = self
@@ -983,6 +1050,150 @@ impl<S: Store> Connection<S> {
         self.reply(id, FrameBody::Ok).await
     }
 
+    /// Where a registration of `credentials` stands with the identity's other devices
+    /// (`docs/clinic.md` §5.1): an identity's first device, or a device already registered,
+    /// follows the usual rules; a further device must be named by the identity's stored device
+    /// list, which must decode and verify under the identity. (A list published between this
+    /// check and the registration's commit is caught at login, [`Self::check_standing`].)
+    async fn linking(&mut self, id: u32, credentials: &Credentials) -> Result<Linking, Close> {
+        let address = credentials.address();
+        let store = &self.relay.store;
+        let known = store
+            .identity(address)
+            .await
+            .map_err(|e| internal(id, &e))?;
+        if known.is_some() {
+            return Ok(Linking::Usual);
+        }
+        let devices = store
+            .identity_devices(address.fingerprint)
+            .await
+            .map_err(|e| internal(id, &e))?;
+        if devices == 0 {
+            return Ok(Linking::Usual);
+        }
+        let list = store
+            .device_list(address.fingerprint)
+            .await
+            .map_err(|e| internal(id, &e))?
+            .and_then(|b| decode_stored::<DeviceList>(&b));
+        let named = list.is_some_and(|l| {
+            l.verify(&credentials.identity).is_ok() && l.contains(address.device_id)
+        });
+        if named {
+            Ok(Linking::Linked)
+        } else {
+            tracing::info!(
+                device = address.device_id,
+                "a further device of an identity is not on its device list"
+            );
+            Ok(Linking::Refused)
+        }
+    }
+
+    /// Whether every recipient of `envelopes` is on its identity's device list, for the
+    /// identities that published one (others are not concerned): one indexed lookup per
+    /// distinct recipient identity. The stored lists were verified when published.
+    async fn on_device_lists(
+        &mut self,
+        id: u32,
+        envelopes: &[hushwire_proto::relay::OutgoingEnvelope],
+    ) -> Result<bool, Close> {
+        let mut identities: Vec<[u8; 32]> = Vec::new();
+        for e in envelopes {
+            if !identities.contains(&e.recipient.fingerprint) {
+                identities.push(e.recipient.fingerprint);
+            }
+        }
+        for identity in identities {
+            let Some(list) = self
+                .relay
+                .store
+                .device_list(identity)
+                .await
+                .map_err(|e| internal(id, &e))?
+                .and_then(|b| decode_stored::<DeviceList>(&b))
+            else {
+                continue;
+            };
+            let removed = envelopes.iter().any(|e| {
+                e.recipient.fingerprint == identity && !list.contains(e.recipient.device_id)
+            });
+            if removed {
+                self.relay.refused("removed_device", self.peer.ip());
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// `PutProvisioning` (`docs/relay-protocol.md` §3.5): files the sealed message under
+    /// `slot` for the relay's provisioning lifetime. A slot already filed is `Forbidden`; a
+    /// device with [`MAX_LIVE_PROVISIONING`] messages filed is `RateLimited` (retry once one
+    /// is taken or expires). The connection stays open either way. Neither the slot nor the
+    /// bytes are logged.
+    async fn put_provisioning(
+        &mut self,
+        id: u32,
+        device: DeviceAddress,
+        slot: [u8; 32],
+        sealed: Vec<u8>,
+    ) -> Result<(), Close> {
+        let ttl_ms = self.relay.config.provisioning_ttl_secs.saturating_mul(1000);
+        let now = now_ms();
+        let outcome = self
+            .relay
+            .store
+            .put_provisioning(
+                Provisioning {
+                    slot,
+                    sealed,
+                    owner: device,
+                    expires_at_ms: now.saturating_add(ttl_ms),
+                },
+                now,
+                MAX_LIVE_PROVISIONING,
+            )
+            .await
+            .map_err(|e| internal(id, &e))?;
+        match outcome {
+            Provisioned::Stored => {
+                self.relay.metrics.provisioning_puts.inc();
+                self.reply(id, FrameBody::Ok).await
+            }
+            Provisioned::SlotTaken => self.forbidden(id).await,
+            Provisioned::TooMany => {
+                self.relay.refused("provisioning_slots", self.peer.ip());
+                let wait = u32::try_from(ttl_ms).unwrap_or(u32::MAX);
+                self.refuse(id, ErrorCode::RateLimited, wait).await
+            }
+        }
+    }
+
+    /// `TakeProvisioning` (before or after authentication): at most `--provisioning-rate` per
+    /// minute per IP address (`RateLimited`, the connection stays open); hands the message
+    /// filed under `slot` out once, if it has not expired, else `Provisioning(None)`.
+    async fn take_provisioning(&mut self, id: u32, slot: [u8; 32]) -> Result<(), Close> {
+        if let Err(wait) = self
+            .relay
+            .provisioning_limits
+            .check(&self.peer.ip(), Instant::now())
+        {
+            self.relay.refused("provisioning_rate", self.peer.ip());
+            return self.refuse(id, ErrorCode::RateLimited, wait).await;
+        }
+        let sealed = self
+            .relay
+            .store
+            .take_provisioning(slot, now_ms())
+            .await
+            .map_err(|e| internal(id, &e))?;
+        if sealed.is_some() {
+            self.relay.metrics.provisioning_takes.inc();
+        }
+        self.reply(id, FrameBody::Provisioning(sealed)).await
+    }
+
     /// The clinic's organization key, if the relay serves a clinic.
     fn org(&self) -> Option<OrgKey> {
         self.relay.clinic.as_ref().map(|c| *c.org())
@@ -1080,6 +1291,18 @@ impl<S: Store> Connection<S> {
         if standing.suspended {
             self.relay.refused("suspended", self.peer.ip());
             return Err(suspended(id));
+        }
+        // A list of the identity's that verifies and no longer names the device: its person
+        // removed it (clinic.md §5). Identities without a list are not concerned.
+        if let Some((_, identity)) = &self.device
+            && let Some(list) = standing
+                .device_list
+                .and_then(|b| decode_stored::<DeviceList>(&b))
+            && list.verify(identity).is_ok()
+            && !list.contains(address.device_id)
+        {
+            self.relay.refused("removed_device", self.peer.ip());
+            return Err(removed(id));
         }
         let Some(certificate) = standing
             .certificate

@@ -94,8 +94,9 @@ pub const CLOSE_SUSPENDED: u16 = 4003;
 /// (reason `certificate revoked`; `docs/relay-protocol.md` §1).
 pub const CLOSE_REVOKED: u16 = 4004;
 /// PostgreSQL `NOTIFY` channel on which one instance tells the others that the clinic changed
-/// a device's standing: payload `hex(fingerprint):device_id` (suspended or ordered wiped) or
-/// `revoked` (a new revocation list was stored).
+/// a device's standing: payload `hex(fingerprint):device_id` (suspended or ordered wiped),
+/// `revoked` (a new revocation list was stored) or `list:hex(fingerprint)` (the identity
+/// published a new device list: its devices no longer on it are closed).
 pub const STANDING_CHANNEL: &str = "hushwire_standing";
 
 /// Shared state of one relay instance.
@@ -116,6 +117,8 @@ pub struct Relay<S> {
     pub(crate) target_prekey_limits: RateLimiter<DeviceAddress>,
     /// Registration attempts per IP address.
     pub(crate) registration_limits: RateLimiter<IpAddr>,
+    /// Provisioning takes per IP address (allowed before login).
+    pub(crate) provisioning_limits: RateLimiter<IpAddr>,
     /// Devices connected to this instance, woken when mail arrives for them.
     pub(crate) connected: Mutex<HashMap<DeviceAddress, Arc<Wakers>>>,
     pub(crate) connection_slots: Arc<Semaphore>,
@@ -149,6 +152,7 @@ impl<S: Store> Relay<S> {
             fetch_limits: RateLimiter::per_minute(config.fetch_rate),
             target_prekey_limits: RateLimiter::per_minute(config.target_prekey_rate),
             registration_limits: RateLimiter::per_minute(config.registration_rate),
+            provisioning_limits: RateLimiter::per_minute(config.provisioning_rate),
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
             pending: pending::PendingConnections::new(
                 config.max_pending_per_address,
@@ -200,6 +204,18 @@ impl<S: Store> Relay<S> {
             && let Some(w) = map.get(device)
         {
             w.standing.notify_one();
+        }
+    }
+
+    /// Tells every connection on this instance of a device of `identity` (a fingerprint) that
+    /// the identity published a new device list: each checks again whether it is still on it.
+    pub(crate) fn recheck_identity(&self, identity: &[u8; 32]) {
+        if let Ok(map) = self.connected.lock() {
+            for (address, w) in map.iter() {
+                if address.fingerprint == *identity {
+                    w.standing.notify_one();
+                }
+            }
         }
     }
 
@@ -365,6 +381,13 @@ pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool)
                     Ok(n) if n.channel() == STANDING_CHANNEL => {
                         if n.payload() == "revoked" {
                             relay.recheck_certified();
+                        } else if let Some(identity) = n
+                            .payload()
+                            .strip_prefix("list:")
+                            .and_then(|h| hex::decode(h).ok())
+                            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        {
+                            relay.recheck_identity(&identity);
                         } else if let Some(device) = parse_notification(n.payload()) {
                             relay.recheck_standing(&device);
                         }

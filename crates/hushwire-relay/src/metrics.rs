@@ -34,6 +34,10 @@ pub struct Metrics {
     auth_failures: Family<Vec<(&'static str, &'static str)>, Counter>,
     /// Devices registered (new registrations only, not retried ones).
     pub registrations: Counter,
+    /// Provisioning messages filed (device linking).
+    pub provisioning_puts: Counter,
+    /// Provisioning messages handed out (a take that found nothing is not counted).
+    pub provisioning_takes: Counter,
 }
 
 impl Metrics {
@@ -53,6 +57,8 @@ impl Metrics {
             refusals: Family::default(),
             auth_failures: Family::default(),
             registrations: Counter::default(),
+            provisioning_puts: Counter::default(),
+            provisioning_takes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections accepted", m.connections.clone());
@@ -98,6 +104,16 @@ impl Metrics {
             "registrations",
             "Devices registered",
             m.registrations.clone(),
+        );
+        registry.register(
+            "provisioning_puts",
+            "Provisioning messages filed for device linking",
+            m.provisioning_puts.clone(),
+        );
+        registry.register(
+            "provisioning_takes",
+            "Provisioning messages handed out",
+            m.provisioning_takes.clone(),
         );
         Self { registry, ..m }
     }

@@ -112,6 +112,16 @@ async fn register(
     (c, answer)
 }
 
+/// Publishes `device`'s identity's device list naming `devices`, and expects `Ok`.
+async fn publish_list(c: &mut Client, device: &Device, sequence: u64, devices: &[u32]) {
+    let list = DeviceList::issue(&device.signing, &device.identity, sequence, devices).unwrap();
+    assert_eq!(
+        c.call(FrameBody::PublishDeviceList(list)).await,
+        FrameBody::Ok,
+        "device list refused"
+    );
+}
+
 /// Registers and expects `Ok`.
 async fn registered(url: &str, device: &Device, certificate: Option<&AgentCertificate>) -> Client {
     let (c, answer) = register(url, device, certificate).await;
@@ -185,8 +195,10 @@ async fn a_certified_agent_registers_without_invite_and_its_certificate_is_serve
             c.call(FrameBody::FetchCertificate([9; 32])).await,
             FrameBody::Certificate(None)
         );
-        // A second device of the agent registers with the same certificate, also uninvited.
+        // A second device of the agent registers with the same certificate, also uninvited,
+        // once the agent's device list names it (clinic.md §5.1).
         let second = Device::new(101, 2);
+        publish_list(&mut c, &agent, 1, &[1, 2]).await;
         registered(&b, &second, Some(&certificate)).await;
     }
 }
@@ -304,6 +316,7 @@ async fn refused_certificates_register_nothing() {
         // A patient's identity never acquires a role: not with a second device, not by renewal.
         let patient = Device::new(126, 1);
         let mut patient_conn = registered(&a, &patient, None).await;
+        publish_list(&mut patient_conn, &patient, 1, &[1, 2]).await;
         let patient_cert = clinic.certify(6, &patient, &[Role::Admin]);
         let (_, answer) = register(&b, &Device::new(126, 2), Some(&patient_cert)).await;
         assert_eq!(answer, error(ErrorCode::CertificateRefused));
@@ -465,6 +478,7 @@ async fn a_suspended_device_is_closed_and_refused() {
             registered(&a, &admin, Some(&clinic.certify(1, &admin, &[Role::Admin]))).await;
         let patient = Device::new(142, 1);
         let mut patient_conn = registered(&b, &patient, None).await;
+        publish_list(&mut patient_conn, &patient, 1, &[1, 2]).await;
         let other_device = Device::new(142, 2);
         let mut other_conn = registered(&b, &other_device, None).await;
 
@@ -880,6 +894,7 @@ async fn concurrent_publishes_of_one_sequence_store_exactly_one_list() {
         let admin = Device::new(191, 1);
         let cert = clinic.certify(1, &admin, &[Role::Admin]);
         let mut first = registered(&a, &admin, Some(&cert)).await;
+        publish_list(&mut first, &admin, 1, &[1, 2]).await;
         let second_device = Device::new(191, 2);
         let mut second = registered(&b, &second_device, Some(&cert)).await;
         for sequence in 1..=5u64 {

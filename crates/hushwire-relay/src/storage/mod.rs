@@ -85,6 +85,32 @@ pub struct Standing {
     pub wipe: Option<Vec<u8>>,
     /// The encoded agent certificate of the device's identity, if it holds one.
     pub certificate: Option<Vec<u8>>,
+    /// The encoded device list of the device's identity, if it published one.
+    pub device_list: Option<Vec<u8>>,
+}
+
+/// A provisioning message to file (`docs/clinic.md` §5.1): opaque sealed bytes under a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provisioning {
+    /// The slot the linking code names.
+    pub slot: [u8; 32],
+    /// The sealed message (opaque to the relay).
+    pub sealed: Vec<u8>,
+    /// The device that files it.
+    pub owner: DeviceAddress,
+    /// When it is forgotten (Unix milliseconds).
+    pub expires_at_ms: u64,
+}
+
+/// The result of filing a provisioning message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provisioned {
+    /// Filed.
+    Stored,
+    /// Refused: a live message is already filed under the slot.
+    SlotTaken,
+    /// Refused: the owner already has the most live messages allowed.
+    TooMany,
 }
 
 /// A `u64` sequence number as stored: 8 bytes big-endian, so that the databases' byte order
@@ -424,8 +450,35 @@ pub trait Store: Send + Sync + 'static {
         identity: [u8; 32],
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
 
+    /// How many devices the identity whose fingerprint is `identity` has registered.
+    fn identity_devices(
+        &self,
+        identity: [u8; 32],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Files a provisioning message at `now_ms`, first deleting every expired one: refused if
+    /// a live message is filed under its slot ([`Provisioned::SlotTaken`]) or its owner has
+    /// `max_live` live ones already ([`Provisioned::TooMany`]; atomic across instances).
+    fn put_provisioning(
+        &self,
+        message: Provisioning,
+        now_ms: u64,
+        max_live: u32,
+    ) -> impl Future<Output = Result<Provisioned, StoreError>> + Send;
+
+    /// Takes the message filed under `slot`: deletes it and returns its sealed bytes if it had
+    /// not expired at `now_ms`. Atomic: of concurrent takes of one slot, on any number of
+    /// instances, at most one gets the bytes.
+    fn take_provisioning(
+        &self,
+        slot: [u8; 32],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
     /// Stores the (already verified) encoded device `list` of `identity` if its `sequence` is
     /// higher than the stored one's (or none is stored), atomically. `false`: not newer.
+    /// PostgreSQL notifies [`crate::STANDING_CHANNEL`] (`list:hex(identity)`) so that every
+    /// instance re-checks the identity's connected devices.
     fn publish_device_list(
         &self,
         identity: [u8; 32],

@@ -37,8 +37,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
-    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy,
-    Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64, to_u64,
+    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Provisioned, Provisioning, Registration,
+    RegistrationPolicy, Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64,
+    to_u64,
 };
 
 /// The channel on which stored envelopes are announced (payload: hex fingerprint and device).
@@ -109,6 +110,12 @@ CREATE TABLE IF NOT EXISTS suspended_devices (
 CREATE TABLE IF NOT EXISTS pending_wipes (
     fingerprint BYTEA NOT NULL, device_id BIGINT NOT NULL, command BYTEA NOT NULL,
     ordered_at BIGINT NOT NULL, PRIMARY KEY (fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS provisioning (
+    slot BYTEA PRIMARY KEY, sealed BYTEA NOT NULL, owner_fingerprint BYTEA NOT NULL,
+    owner_device BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS provisioning_by_owner
+    ON provisioning (owner_fingerprint, owner_device);
+CREATE INDEX IF NOT EXISTS provisioning_by_expiry ON provisioning (expires_at);
 ";
 
 /// Fills the counters and positions for envelopes stored before they existed (a database from
@@ -1078,12 +1085,14 @@ impl Store for PostgresStore {
             .bind(fp(&device))
             .bind(dev(&device))
             .bind(fp(&device))
+            .bind(fp(&device))
             .fetch_one(&self.pool)
             .await?;
         Ok(Standing {
             suspended: row.try_get::<i64, _>(0)? > 0,
             wipe: row.try_get(1)?,
             certificate: row.try_get(2)?,
+            device_list: row.try_get(3)?,
         })
     }
 
@@ -1166,13 +1175,88 @@ impl Store for PostgresStore {
         sequence: u64,
         list: Vec<u8>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let stored = sqlx::query(sql::PUBLISH_DEVICE_LIST.postgres.as_str())
             .bind(identity.to_vec())
             .bind(sequence_key(sequence))
             .bind(list)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(stored.rows_affected() == 1)
+        if stored.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // Devices no longer on the list, connected to any instance, are closed.
+        notify_standing(&mut tx, format!("list:{}", hex::encode(identity))).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn identity_devices(&self, identity: [u8; 32]) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(sql::IDENTITY_DEVICES.postgres.as_str())
+            .bind(identity.to_vec())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(n))
+    }
+
+    async fn put_provisioning(
+        &self,
+        message: Provisioning,
+        now_ms: u64,
+        max_live: u32,
+    ) -> Result<Provisioned, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Serialises one owner's puts across instances, so that the count holds.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(7253, hashtext(encode($1, 'hex') || ':' || $2::text))",
+        )
+        .bind(fp(&message.owner))
+        .bind(dev(&message.owner))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sql::DELETE_EXPIRED_PROVISIONING.postgres.as_str())
+            .bind(to_i64(now_ms))
+            .execute(&mut *tx)
+            .await?;
+        let live: i64 = sqlx::query_scalar(sql::LIVE_PROVISIONING.postgres.as_str())
+            .bind(fp(&message.owner))
+            .bind(dev(&message.owner))
+            .bind(to_i64(now_ms))
+            .fetch_one(&mut *tx)
+            .await?;
+        if live >= i64::from(max_live) {
+            return Ok(Provisioned::TooMany);
+        }
+        let filed = sqlx::query(sql::INSERT_PROVISIONING.postgres.as_str())
+            .bind(message.slot.to_vec())
+            .bind(message.sealed)
+            .bind(fp(&message.owner))
+            .bind(dev(&message.owner))
+            .bind(to_i64(message.expires_at_ms))
+            .execute(&mut *tx)
+            .await?;
+        if filed.rows_affected() != 1 {
+            return Ok(Provisioned::SlotTaken);
+        }
+        tx.commit().await?;
+        Ok(Provisioned::Stored)
+    }
+
+    async fn take_provisioning(
+        &self,
+        slot: [u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        // One statement: a concurrent take of the same row waits for this one's delete and
+        // then finds nothing.
+        let row = sqlx::query(sql::TAKE_PROVISIONING.postgres.as_str())
+            .bind(slot.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get(0)?;
+        let expires_at: i64 = row.try_get(1)?;
+        Ok((to_u64(expires_at) > now_ms).then_some(sealed))
     }
 }
 

@@ -138,11 +138,35 @@ shared!(
         ordered_at = excluded.ordered_at"
 );
 shared!(
-    /// A device's standing in one query, `(fingerprint, device_id)` twice then `fingerprint`:
-    /// whether it is suspended (a count), its pending wipe order, its identity's certificate.
+    /// A device's standing in one query, `(fingerprint, device_id)` twice then `fingerprint`
+    /// twice: whether it is suspended (a count), its pending wipe order, its identity's
+    /// certificate and its identity's device list.
     STANDING = "SELECT (SELECT COUNT(*) FROM suspended_devices WHERE fingerprint = ? AND device_id = ?), \
         (SELECT command FROM pending_wipes WHERE fingerprint = ? AND device_id = ?), \
-        (SELECT certificate FROM certificates WHERE fingerprint = ?)"
+        (SELECT certificate FROM certificates WHERE fingerprint = ?), \
+        (SELECT list FROM device_lists WHERE fingerprint = ?)"
+);
+shared!(
+    /// Deletes provisioning messages that expired by `now` (lazily, at each put).
+    DELETE_EXPIRED_PROVISIONING = "DELETE FROM provisioning WHERE expires_at <= ?"
+);
+shared!(
+    /// How many live provisioning messages `(owner_fingerprint, owner_device)` has filed at
+    /// `now`.
+    LIVE_PROVISIONING = "SELECT COUNT(*) FROM provisioning WHERE owner_fingerprint = ? \
+        AND owner_device = ? AND expires_at > ?"
+);
+shared!(
+    /// Files `(slot, sealed, owner_fingerprint, owner_device, expires_at)` unless the slot is
+    /// filed already: no row changed means refused.
+    INSERT_PROVISIONING = "INSERT INTO provisioning (slot, sealed, owner_fingerprint, owner_device, \
+        expires_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (slot) DO NOTHING"
+);
+shared!(
+    /// Takes the provisioning message filed under `slot`: deletes it and returns `(sealed,
+    /// expires_at)`, in one statement. Of two concurrent takes (on any instances) only one
+    /// deletes the row and gets it back; the caller hands it out only if it had not expired.
+    TAKE_PROVISIONING = "DELETE FROM provisioning WHERE slot = ? RETURNING sealed, expires_at"
 );
 
 #[cfg(test)]

@@ -25,8 +25,9 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy,
-    Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64, to_u64,
+    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Provisioned, Provisioning, Registration,
+    RegistrationPolicy, Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64,
+    to_u64,
 };
 
 /// Most jobs committed together.
@@ -76,6 +77,12 @@ CREATE TABLE IF NOT EXISTS suspended_devices (
 CREATE TABLE IF NOT EXISTS pending_wipes (
     fingerprint BLOB NOT NULL, device_id INTEGER NOT NULL, command BLOB NOT NULL,
     ordered_at INTEGER NOT NULL, PRIMARY KEY (fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS provisioning (
+    slot BLOB PRIMARY KEY, sealed BLOB NOT NULL, owner_fingerprint BLOB NOT NULL,
+    owner_device INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS provisioning_by_owner
+    ON provisioning (owner_fingerprint, owner_device);
+CREATE INDEX IF NOT EXISTS provisioning_by_expiry ON provisioning (expires_at);
 ";
 
 /// What a job gives back to the writer: how to answer its caller once the transaction's fate
@@ -1268,12 +1275,14 @@ impl Store for SqliteStore {
             .bind(fp(&device))
             .bind(i64::from(device.device_id))
             .bind(fp(&device))
+            .bind(fp(&device))
             .fetch_one(&self.reads)
             .await?;
         Ok(Standing {
             suspended: row.try_get::<i64, _>(0)? > 0,
             wipe: row.try_get(1)?,
             certificate: row.try_get(2)?,
+            device_list: row.try_get(3)?,
         })
     }
 
@@ -1368,6 +1377,74 @@ impl Store for SqliteStore {
                     .execute(&mut *c)
                     .await?;
                 Ok(stored.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn identity_devices(&self, identity: [u8; 32]) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(sql::IDENTITY_DEVICES.sqlite)
+            .bind(identity.to_vec())
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(to_u64(n))
+    }
+
+    async fn put_provisioning(
+        &self,
+        message: Provisioning,
+        now_ms: u64,
+        max_live: u32,
+    ) -> Result<Provisioned, StoreError> {
+        // One writer: the count and the insert cannot interleave with another put.
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(sql::DELETE_EXPIRED_PROVISIONING.sqlite)
+                    .bind(to_i64(now_ms))
+                    .execute(&mut *c)
+                    .await?;
+                let live: i64 = sqlx::query_scalar(sql::LIVE_PROVISIONING.sqlite)
+                    .bind(fp(&message.owner))
+                    .bind(i64::from(message.owner.device_id))
+                    .bind(to_i64(now_ms))
+                    .fetch_one(&mut *c)
+                    .await?;
+                if live >= i64::from(max_live) {
+                    return Ok(Provisioned::TooMany);
+                }
+                let filed = sqlx::query(sql::INSERT_PROVISIONING.sqlite)
+                    .bind(message.slot.to_vec())
+                    .bind(message.sealed)
+                    .bind(fp(&message.owner))
+                    .bind(i64::from(message.owner.device_id))
+                    .bind(to_i64(message.expires_at_ms))
+                    .execute(&mut *c)
+                    .await?;
+                Ok(if filed.rows_affected() == 1 {
+                    Provisioned::Stored
+                } else {
+                    Provisioned::SlotTaken
+                })
+            })
+        })
+        .await
+    }
+
+    async fn take_provisioning(
+        &self,
+        slot: [u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.submit(false, move |c| {
+            Box::pin(async move {
+                let row = sqlx::query(sql::TAKE_PROVISIONING.sqlite)
+                    .bind(slot.to_vec())
+                    .fetch_optional(&mut *c)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let sealed: Vec<u8> = row.try_get(0)?;
+                let expires_at: i64 = row.try_get(1)?;
+                Ok((to_u64(expires_at) > now_ms).then_some(sealed))
             })
         })
         .await
