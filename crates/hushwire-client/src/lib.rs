@@ -43,8 +43,9 @@ mod vault;
 
 pub use address::Address;
 pub use client::{
-    AUDIT_CHECKPOINT_INTERVAL, ArchiveSettings, AuditedExport, AuditedTranscript, Client,
-    ClientOptions, ExportSummary, MAX_RESENDS, RelayKeyPin, TranscriptInfo, read_export,
+    AUDIT_CHECKPOINT_INTERVAL, AgentStatus, ArchiveSettings, AuditedExport, AuditedTranscript,
+    Client, ClientOptions, ClinicInfo, ExportSummary, MAX_RESENDS, RelayKeyPin, TranscriptInfo,
+    read_export,
 };
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};
