@@ -336,6 +336,9 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
             "NOT verified: run `hushwire verify` to compare safety numbers"
         }
     ));
+    if let Some(label) = common::agent_label(&contact.agent) {
+        screen.line(&format!("{}: {label}", escape(&contact.name)));
+    }
     screen.line(&format!(
         "The screen locks after {} s without typing.",
         lock_after.as_secs()

@@ -353,7 +353,7 @@ impl fmt::Display for ClientError {
             ),
             Self::BadClinicData { expected, reason } => write!(
                 f,
-                "that is not an {expected} ({reason}): give the one line of base64url (or a \
+                "that is not a valid {expected} ({reason}): give the one line of base64url (or a \
                  file holding it) that `hushwire` printed"
             ),
             Self::NoClinic => f.write_str(

@@ -57,4 +57,4 @@ pub use hushwire::transcript::{
 pub use link::TlsRoots;
 pub use payload::MAX_CONTENT_LEN;
 pub use store::SCHEMA_VERSION;
-pub use vault::{KdfParams, MIN_PASSPHRASE_CHARS, Secret};
+pub use vault::{KdfParams, MIN_PASSPHRASE_CHARS, Secret, open_secret_file, seal_secret_file};

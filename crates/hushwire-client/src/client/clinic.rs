@@ -772,12 +772,12 @@ fn overwrite_and_remove(path: &std::path::Path) -> std::io::Result<()> {
     };
     {
         let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
-        let zeros = vec![0u8; 64 * 1024];
+        let chunk = 64 * 1024u64;
         let mut left = len;
         while left > 0 {
-            let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
-            file.write_all(&zeros[..n])?;
-            left -= n as u64;
+            let n = left.min(chunk);
+            file.write_all(&vec![0u8; usize::try_from(n).unwrap_or(0)])?;
+            left -= n;
         }
         file.sync_all()?;
     }
