@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use hushwire_proto::clinic::ClinicLink;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::RegistrationPolicy;
@@ -118,6 +119,13 @@ pub struct Settings {
     /// (`hushwire-relay relay-key` creates it). Default: <data-dir>/relay-key.
     #[arg(long, env = "HUSHWIRE_RELAY_KEY_FILE")]
     pub relay_key_file: Option<PathBuf>,
+    /// The clinic this relay serves: its clinic link (`hushwire-clinic:…`, as the clinic
+    /// publishes it). The relay takes the clinic's organization key from it and then enforces
+    /// roles: agent certificates at registration, admin-only frames (suspend, wipe, revocation
+    /// lists). Also read from HUSHWIRE_CLINIC_LINK. Default: none (no clinic: certificates and
+    /// admin frames are refused).
+    #[arg(long, env = "HUSHWIRE_RELAY_CLINIC_LINK")]
+    pub clinic_link: Option<String>,
     /// TLS certificate chain (PEM). With --tls-key, the relay serves wss:// itself.
     #[arg(long, env = "HUSHWIRE_RELAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -187,6 +195,8 @@ pub struct Config {
     pub expiry_interval_secs: u64,
     /// The relay key file; `None`: `<data_dir>/relay-key`.
     pub relay_key_file: Option<PathBuf>,
+    /// The clinic link (public: the clinic's organization key, name and relay URL).
+    pub clinic_link: Option<String>,
     /// TLS certificate chain.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key.
@@ -198,6 +208,10 @@ pub struct Config {
 /// The least `sender_byte_rate`: its burst (twice the rate) must hold one largest envelope
 /// payload (96 KiB), or such an envelope could never be sent.
 pub const MIN_SENDER_BYTE_RATE: u64 = 48 * 1024;
+
+/// The environment variable clinic tools share for the clinic link; the relay reads it after
+/// `--clinic-link` and `HUSHWIRE_RELAY_CLINIC_LINK`.
+pub const CLINIC_LINK_ENV: &str = "HUSHWIRE_CLINIC_LINK";
 
 /// The default port: unassigned by IANA, easy to remember.
 pub const DEFAULT_PORT: u16 = 7700;
@@ -282,6 +296,16 @@ impl Settings {
                 .unwrap_or(60)
                 .max(1),
             relay_key_file: self.relay_key_file.or(file.relay_key_file),
+            // The flag, HUSHWIRE_RELAY_CLINIC_LINK, HUSHWIRE_CLINIC_LINK (the name clinic tools
+            // share), then the file.
+            clinic_link: self
+                .clinic_link
+                .or_else(|| {
+                    std::env::var(CLINIC_LINK_ENV)
+                        .ok()
+                        .filter(|s| !s.trim().is_empty())
+                })
+                .or(file.clinic_link),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             allow_plaintext_non_loopback: self.allow_plaintext_non_loopback
@@ -298,8 +322,21 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("relay-key"))
     }
 
+    /// The clinic, if a clinic link is configured; an error names why a given link is unusable
+    /// (its signature is checked as it is parsed).
+    pub fn clinic(&self) -> Result<Option<ClinicLink>, String> {
+        self.clinic_link
+            .as_deref()
+            .map(|text| {
+                text.parse::<ClinicLink>()
+                    .map_err(|e| format!("--clinic-link is not a valid clinic link: {e}"))
+            })
+            .transpose()
+    }
+
     /// Refuses configurations that would be unsafe to run.
     pub fn check(&self) -> Result<(), String> {
+        self.clinic()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("TLS needs both --tls-cert and --tls-key".into());
         }

@@ -7,6 +7,11 @@
 //!
 //! A malformed, oversized, unauthenticated or out-of-order frame gets an `Error` frame and the
 //! connection is closed; other connections are unaffected.
+//!
+//! With a clinic (`--clinic-link`) the connection also enforces roles (`docs/relay-protocol.md`
+//! §3.4): certificates at registration, the device's standing at login and whenever the clinic
+//! changes it (`Wakers::standing`), and admin-only frames, whose refusal (`Forbidden`) keeps the
+//! connection open.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,10 +27,13 @@ use hushwire_proto::{IdentityKey, KemPreKeyKind, PreKeyBundle};
 use sha2::Digest as _;
 
 use hushwire_proto::audit::{AuditEvent, AuthFailure, EnvelopeId};
+use hushwire_proto::clinic::{
+    AgentCertificate, CertificateError, OrgKey, RevocationList, WipeCommand, WipeError,
+};
 
 use crate::audit_log::device_ref;
 use crate::storage::{ClaimedBundle, Enqueued, PreKeyUpload, Registration, Store};
-use crate::{Relay, Wakers, fill_random, now_ms};
+use crate::{CLOSE_REVOKED, CLOSE_SUSPENDED, Relay, Wakers, fill_random, now_ms};
 
 /// How long a challenge may be answered.
 const CHALLENGE_LIFETIME_MS: u64 = 60_000;
@@ -51,6 +59,65 @@ enum Close {
     SlowReader,
     /// A message over `MAX_FRAME_LEN`: close with code 1009.
     TooBig,
+    /// The clinic refuses the device (suspended, wiped, certificate revoked): send `frame`,
+    /// then close with `code` and `reason` (`docs/relay-protocol.md` §1).
+    Clinic {
+        /// The last frame: an `Error` or, at login, `Wiped`.
+        frame: Box<Frame>,
+        /// The WebSocket close code.
+        code: u16,
+        /// The close reason.
+        reason: &'static str,
+    },
+}
+
+/// The device is suspended (or ordered wiped, once the order was handed over): `Suspended`
+/// answering `request_id` (0 while connected), then close 4003.
+fn suspended(request_id: u32) -> Close {
+    Close::Clinic {
+        frame: Box::new(Frame {
+            request_id,
+            body: FrameBody::Error {
+                code: ErrorCode::Suspended,
+                retry_after_ms: 0,
+            },
+        }),
+        code: CLOSE_SUSPENDED,
+        reason: "suspended by the clinic",
+    }
+}
+
+/// The device's certificate is revoked: `CertificateRefused` answering `request_id` (0 while
+/// connected), then close 4004.
+fn revoked(request_id: u32) -> Close {
+    Close::Clinic {
+        frame: Box::new(Frame {
+            request_id,
+            body: FrameBody::Error {
+                code: ErrorCode::CertificateRefused,
+                retry_after_ms: 0,
+            },
+        }),
+        code: CLOSE_REVOKED,
+        reason: "certificate revoked",
+    }
+}
+
+/// The relay's clock in Unix seconds, as certificates count time.
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// Decodes something the relay stored after checking it; a damaged row is logged and treated
+/// as absent rather than served.
+fn decode_stored<T: Codec>(bytes: &[u8]) -> Option<T> {
+    match T::from_bytes(bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!("a stored {} does not decode: {e}", T::NAME);
+            None
+        }
+    }
 }
 
 /// Whether a read failed because the message was over the size limit.
@@ -131,6 +198,18 @@ pub(crate) async fn serve<S: Store>(
             Some(Some(CloseFrame {
                 code: crate::CLOSE_TOO_BIG,
                 reason: "message too big".into(),
+            }))
+        }
+        Close::Clinic {
+            frame,
+            code,
+            reason,
+        } => {
+            tracing::info!(peer = %conn.peer, code, reason, "closing: refused by the clinic");
+            let _ = conn.send(&frame).await;
+            Some(Some(CloseFrame {
+                code,
+                reason: reason.into(),
             }))
         }
         Close::SlowReader => {
@@ -240,6 +319,11 @@ impl<S: Store> Connection<S> {
                 () = wakers.replaced.notified(), if self.device.is_some() => {
                     return Close::Replaced;
                 }
+                () = wakers.standing.notified(), if self.device.is_some() => {
+                    if let Err(close) = self.recheck_standing().await {
+                        return close;
+                    }
+                }
                 () = wakers.prekeys_low.notified(), if self.device.is_some() => {
                     if let Err(close) = self.send_prekey_count().await {
                         return close;
@@ -268,8 +352,8 @@ impl<S: Store> Connection<S> {
                 FrameBody::Register {
                     credentials,
                     invite,
-                    ..
-                } => self.register(id, credentials, invite).await,
+                    certificate,
+                } => self.register(id, credentials, invite, certificate).await,
                 FrameBody::Authenticate(credentials) => self.authenticate(id, credentials).await,
                 _ => Err(error(id, ErrorCode::Unauthenticated)),
             };
@@ -478,6 +562,116 @@ impl<S: Store> Connection<S> {
                     .map_err(|e| internal(id, &e))?;
                 self.reply(id, FrameBody::StoreEpochSeen(before)).await
             }
+            FrameBody::FetchCertificate(fingerprint) => {
+                let stored = self
+                    .relay
+                    .store
+                    .certificate(fingerprint)
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                let certificate = stored
+                    .and_then(|b| decode_stored::<AgentCertificate>(&b))
+                    .map(Box::new);
+                self.reply(id, FrameBody::Certificate(certificate)).await
+            }
+            FrameBody::FetchRevocationList => {
+                let list = self.revocations(id).await?;
+                self.reply(id, FrameBody::RevocationList(list)).await
+            }
+            FrameBody::FetchDeviceList(fingerprint) => {
+                let stored = self
+                    .relay
+                    .store
+                    .device_list(fingerprint)
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                let list = stored.and_then(|b| decode_stored(&b));
+                self.reply(id, FrameBody::DeviceList(list)).await
+            }
+            FrameBody::PublishDeviceList(list) => {
+                // Only the identity itself signs its list; the relay keeps the newest.
+                if list.verify(&identity).is_err() {
+                    self.relay.refused("list_refused", self.peer.ip());
+                    return self.refuse(id, ErrorCode::ListRefused, 0).await;
+                }
+                let stored = self
+                    .relay
+                    .store
+                    .publish_device_list(list.identity().0, list.sequence(), list.to_bytes())
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                if !stored {
+                    self.relay.refused("list_refused", self.peer.ip());
+                    return self.refuse(id, ErrorCode::ListRefused, 0).await;
+                }
+                self.relay.audit.record(
+                    now_ms(),
+                    AuditEvent::DeviceListPublished {
+                        identity: list.identity(),
+                        sequence: list.sequence(),
+                    },
+                );
+                self.reply(id, FrameBody::Ok).await
+            }
+            FrameBody::UpdateCertificate(certificate) => {
+                self.update_certificate(id, device, &identity, *certificate)
+                    .await
+            }
+            FrameBody::PublishRevocationList(list) => {
+                let Some((org, _, _)) = self.admin(id, &identity).await? else {
+                    return self.forbidden(id).await;
+                };
+                if !list.verify(&org) {
+                    self.relay.refused("list_refused", self.peer.ip());
+                    return self.refuse(id, ErrorCode::ListRefused, 0).await;
+                }
+                let stored = self
+                    .relay
+                    .store
+                    .publish_revocation_list(org.to_bytes(), list.sequence(), list.to_bytes())
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                if !stored {
+                    self.relay.refused("list_refused", self.peer.ip());
+                    return self.refuse(id, ErrorCode::ListRefused, 0).await;
+                }
+                self.relay.audit.record(
+                    now_ms(),
+                    AuditEvent::RevocationListPublished {
+                        sequence: list.sequence(),
+                        by: device_ref(&device),
+                    },
+                );
+                tracing::info!(
+                    sequence = list.sequence(),
+                    revoked = list.serials().len(),
+                    "the clinic published a revocation list"
+                );
+                // Connections of revoked certificates (here; other instances by NOTIFY) close.
+                self.relay.recheck_certified();
+                self.reply(id, FrameBody::Ok).await
+            }
+            FrameBody::SuspendDevice(target) => {
+                if self.admin(id, &identity).await?.is_none() {
+                    return self.forbidden(id).await;
+                }
+                self.relay
+                    .store
+                    .suspend(target, now_ms())
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                self.relay.audit.record(
+                    now_ms(),
+                    AuditEvent::DeviceSuspended {
+                        device: device_ref(&target),
+                        by: device_ref(&device),
+                    },
+                );
+                tracing::info!(device = target.device_id, "the clinic suspended a device");
+                self.relay.recheck_standing(&target);
+                self.reply(id, FrameBody::Ok).await
+            }
+            FrameBody::Wipe(command) => self.wipe(id, device, &identity, *command).await,
             FrameBody::Register { .. } | FrameBody::Authenticate(_) => {
                 Err(error(id, ErrorCode::OutOfOrder))
             }
@@ -525,6 +719,7 @@ impl<S: Store> Connection<S> {
         id: u32,
         credentials: Credentials,
         invite: Option<Vec<u8>>,
+        certificate: Option<Box<AgentCertificate>>,
     ) -> Result<(), Close> {
         // Before the challenge is used: a refused attempt may be retried on this connection
         // while its challenge lasts.
@@ -537,6 +732,9 @@ impl<S: Store> Connection<S> {
             return self.refuse(id, ErrorCode::RateLimited, wait).await;
         }
         self.check_challenge(id, &credentials)?;
+        if let Some(certificate) = certificate {
+            return self.register_certified(id, credentials, *certificate).await;
+        }
         let address = credentials.address();
         let invite_hash = invite.map(|t| <[u8; 32]>::from(sha2::Sha256::digest(&t)));
         let outcome = self
@@ -592,12 +790,6 @@ impl<S: Store> Connection<S> {
         address: DeviceAddress,
         identity: IdentityKey,
     ) -> Result<(), Close> {
-        self.relay.audit.record(
-            now_ms(),
-            AuditEvent::DeviceAuthenticated {
-                device: device_ref(&address),
-            },
-        );
         self.device = Some((address, identity));
         self.pending = None;
         if let Ok(mut map) = self.relay.connected.lock()
@@ -607,9 +799,317 @@ impl<S: Store> Connection<S> {
             // (on this instance) is closed, never left open and silent.
             older.replaced.notify_one();
         }
+        // Only now that the connection is in the map: a suspension or revocation committed
+        // after this read wakes it (`standing`), one committed before is seen here. A refusal
+        // closes the connection, and `serve` takes it out of the map again.
+        let serial = self.check_standing(id, address, true).await?;
+        if let Ok(mut held) = self.wakers.serial.lock() {
+            *held = serial;
+        }
+        self.relay.audit.record(
+            now_ms(),
+            AuditEvent::DeviceAuthenticated {
+                device: device_ref(&address),
+            },
+        );
         self.reply(id, FrameBody::Ok).await?;
         self.send_prekey_count().await?;
         self.deliver_pending().await
+    }
+
+    /// Registers a device that presents an agent certificate (`docs/relay-protocol.md` §3.4):
+    /// the relay must serve a clinic, the certificate must be that clinic's, verify now, not be
+    /// revoked, and certify this identity; no invite is needed. Any failure is
+    /// `CertificateRefused` and stores nothing.
+    async fn register_certified(
+        &mut self,
+        id: u32,
+        credentials: Credentials,
+        certificate: AgentCertificate,
+    ) -> Result<(), Close> {
+        let refuse = |this: &Self, why: &str| {
+            tracing::info!(reason = why, "certificate refused at registration");
+            Err(this.auth_failed(
+                id,
+                AuthFailure::RegistrationRefused,
+                ErrorCode::CertificateRefused,
+            ))
+        };
+        let Some(org) = self.org() else {
+            return refuse(self, "this relay serves no clinic");
+        };
+        if certificate.subject() != &credentials.identity {
+            return refuse(self, &CertificateError::WrongSubject.to_string());
+        }
+        let revocations = self.revocations(id).await?;
+        if let Err(e) = certificate.verify(&org, now_secs(), revocations.as_ref()) {
+            return refuse(self, &e.to_string());
+        }
+        let address = credentials.address();
+        let outcome = self
+            .relay
+            .store
+            .register_certified(
+                address,
+                credentials.identity.to_bytes(),
+                certificate.to_bytes(),
+                now_ms(),
+            )
+            .await
+            .map_err(|e| internal(id, &e))?;
+        match outcome {
+            Registration::Refused => {
+                return Err(self.auth_failed(
+                    id,
+                    AuthFailure::RegistrationRefused,
+                    ErrorCode::RegistrationRefused,
+                ));
+            }
+            Registration::PatientIdentity => {
+                return refuse(self, "the identity registered as a patient");
+            }
+            Registration::Registered => {
+                self.relay.metrics.registrations.inc();
+                self.relay.audit.record(
+                    now_ms(),
+                    AuditEvent::DeviceRegistered {
+                        device: device_ref(&address),
+                    },
+                );
+            }
+            Registration::AlreadyRegistered => {}
+        }
+        self.relay.audit.record(
+            now_ms(),
+            AuditEvent::CertificateAccepted {
+                device: device_ref(&address),
+                serial: certificate.serial(),
+                roles: certificate.roles().bits(),
+            },
+        );
+        tracing::info!(
+            device = address.device_id,
+            roles = %certificate.roles(),
+            "clinic staff device registered"
+        );
+        self.authenticated(id, address, credentials.identity).await
+    }
+
+    /// `UpdateCertificate`: a renewal. The identity must already hold a certificate (a
+    /// patient's never acquires one), and the new one must be the clinic's, for this identity,
+    /// and verify now; else `CertificateRefused` (the connection stays open).
+    async fn update_certificate(
+        &mut self,
+        id: u32,
+        device: DeviceAddress,
+        identity: &IdentityKey,
+        certificate: AgentCertificate,
+    ) -> Result<(), Close> {
+        let revocations = self.revocations(id).await?;
+        let valid = self.org().is_some_and(|org| {
+            certificate.subject() == identity
+                && certificate
+                    .verify(&org, now_secs(), revocations.as_ref())
+                    .is_ok()
+        });
+        let replaced = valid
+            && self
+                .relay
+                .store
+                .replace_certificate(device.fingerprint, certificate.to_bytes())
+                .await
+                .map_err(|e| internal(id, &e))?;
+        if !replaced {
+            self.relay.refused("certificate_refused", self.peer.ip());
+            return self.refuse(id, ErrorCode::CertificateRefused, 0).await;
+        }
+        if let Ok(mut held) = self.wakers.serial.lock() {
+            *held = Some(certificate.serial());
+        }
+        self.relay.audit.record(
+            now_ms(),
+            AuditEvent::CertificateAccepted {
+                device: device_ref(&device),
+                serial: certificate.serial(),
+                roles: certificate.roles().bits(),
+            },
+        );
+        self.reply(id, FrameBody::Ok).await
+    }
+
+    /// `Wipe`: only an admin, and only with an order it signed itself (the issuer's subject is
+    /// the requesting identity; else `Forbidden`), that verifies for the clinic now (a
+    /// certificate failure is `CertificateRefused`, a bad signature or a time in the future
+    /// `Forbidden`). The order is kept for the target, which is suspended and closed.
+    async fn wipe(
+        &mut self,
+        id: u32,
+        device: DeviceAddress,
+        identity: &IdentityKey,
+        command: WipeCommand,
+    ) -> Result<(), Close> {
+        let Some((org, _, revocations)) = self.admin(id, identity).await? else {
+            return self.forbidden(id).await;
+        };
+        if command.issuer().subject() != identity {
+            return self.forbidden(id).await;
+        }
+        match command.verify(&org, now_secs(), revocations.as_ref()) {
+            Ok(()) => {}
+            Err(WipeError::Certificate(_)) => {
+                self.relay.refused("certificate_refused", self.peer.ip());
+                return self.refuse(id, ErrorCode::CertificateRefused, 0).await;
+            }
+            Err(_) => return self.forbidden(id).await,
+        }
+        let target = command.target();
+        self.relay
+            .store
+            .order_wipe(target, command.to_bytes(), now_ms())
+            .await
+            .map_err(|e| internal(id, &e))?;
+        self.relay.audit.record(
+            now_ms(),
+            AuditEvent::WipeOrdered {
+                device: device_ref(&target),
+                by: device_ref(&device),
+            },
+        );
+        tracing::info!(
+            device = target.device_id,
+            "the clinic ordered a device wiped"
+        );
+        self.relay.recheck_standing(&target);
+        self.reply(id, FrameBody::Ok).await
+    }
+
+    /// The clinic's organization key, if the relay serves a clinic.
+    fn org(&self) -> Option<OrgKey> {
+        self.relay.clinic.as_ref().map(|c| *c.org())
+    }
+
+    /// The clinic's current revocation list, if the relay serves a clinic and holds one that
+    /// verifies.
+    async fn revocations(&mut self, id: u32) -> Result<Option<RevocationList>, Close> {
+        let Some(org) = self.org() else {
+            return Ok(None);
+        };
+        let stored = self
+            .relay
+            .store
+            .revocation_list(org.to_bytes())
+            .await
+            .map_err(|e| internal(id, &e))?;
+        Ok(stored
+            .and_then(|b| decode_stored::<RevocationList>(&b))
+            .filter(|list| list.verify(&org)))
+    }
+
+    /// The clinic's key, the identity's certificate and the current revocation list, if the
+    /// certificate verifies now (not expired, not revoked) and grants `admin`; `None` if not
+    /// (or if the relay serves no clinic): the request is `Forbidden`.
+    async fn admin(
+        &mut self,
+        id: u32,
+        identity: &IdentityKey,
+    ) -> Result<Option<(OrgKey, AgentCertificate, Option<RevocationList>)>, Close> {
+        let Some(org) = self.org() else {
+            return Ok(None);
+        };
+        let Some(certificate) = self
+            .relay
+            .store
+            .certificate(identity.fingerprint().0)
+            .await
+            .map_err(|e| internal(id, &e))?
+            .and_then(|b| decode_stored::<AgentCertificate>(&b))
+        else {
+            return Ok(None);
+        };
+        let revocations = self.revocations(id).await?;
+        let admin = certificate.subject() == identity
+            && certificate
+                .verify_role(
+                    &org,
+                    now_secs(),
+                    revocations.as_ref(),
+                    hushwire_proto::clinic::Role::Admin,
+                )
+                .is_ok();
+        Ok(admin.then_some((org, certificate, revocations)))
+    }
+
+    /// Answers `Forbidden`; the connection stays open.
+    async fn forbidden(&mut self, id: u32) -> Result<(), Close> {
+        self.relay.refused("forbidden", self.peer.ip());
+        self.refuse(id, ErrorCode::Forbidden, 0).await
+    }
+
+    /// The device's standing with the clinic (`docs/relay-protocol.md` §3.4): `Err` closes the
+    /// connection. At login (`at_login`) a pending wipe order is handed over as `Wiped`
+    /// answering `id`; while connected (`id` 0) a suspended or wiped device gets `Suspended`.
+    /// A revoked certificate gets `CertificateRefused`; an expired one is no refusal (the
+    /// device holds no role until it renews). Returns the serial of the identity's
+    /// certificate, if any.
+    async fn check_standing(
+        &mut self,
+        id: u32,
+        address: DeviceAddress,
+        at_login: bool,
+    ) -> Result<Option<u64>, Close> {
+        let standing = self
+            .relay
+            .store
+            .standing(address)
+            .await
+            .map_err(|e| internal(id, &e))?;
+        if let Some(bytes) = standing.wipe {
+            self.relay.refused("wiped", self.peer.ip());
+            if at_login && let Some(command) = decode_stored::<WipeCommand>(&bytes) {
+                return Err(Close::Clinic {
+                    frame: Box::new(Frame {
+                        request_id: id,
+                        body: FrameBody::Wiped(Box::new(command)),
+                    }),
+                    code: CLOSE_SUSPENDED,
+                    reason: "suspended by the clinic",
+                });
+            }
+            return Err(suspended(id));
+        }
+        if standing.suspended {
+            self.relay.refused("suspended", self.peer.ip());
+            return Err(suspended(id));
+        }
+        let Some(certificate) = standing
+            .certificate
+            .and_then(|b| decode_stored::<AgentCertificate>(&b))
+        else {
+            return Ok(None);
+        };
+        if let Some(org) = self.org() {
+            let revocations = self.revocations(id).await?;
+            if let Err(CertificateError::Revoked { .. }) =
+                certificate.verify(&org, now_secs(), revocations.as_ref())
+            {
+                self.relay.refused("certificate_revoked", self.peer.ip());
+                return Err(revoked(id));
+            }
+        }
+        Ok(Some(certificate.serial()))
+    }
+
+    /// The clinic changed something about this device (or revoked certificates): check again,
+    /// closing the connection if it is refused now.
+    async fn recheck_standing(&mut self) -> Result<(), Close> {
+        let Some((address, _)) = self.device else {
+            return Ok(());
+        };
+        let serial = self.check_standing(0, address, false).await?;
+        if let Ok(mut held) = self.wakers.serial.lock() {
+            *held = serial;
+        }
+        Ok(())
     }
 
     async fn send_prekey_count(&mut self) -> Result<(), Close> {

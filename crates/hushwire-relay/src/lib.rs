@@ -30,6 +30,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ed25519_dalek::SigningKey;
+use hushwire_proto::clinic::ClinicLink;
 use hushwire_proto::relay::DeviceAddress;
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -71,6 +72,12 @@ pub(crate) struct Wakers {
     /// A newer connection of the same device authenticated: this one closes with
     /// [`CLOSE_CONNECTED_ELSEWHERE`].
     pub(crate) replaced: Notify,
+    /// The clinic changed this device's standing (suspended, ordered wiped, or a revocation
+    /// list that may revoke its certificate): the connection checks it again from storage.
+    pub(crate) standing: Notify,
+    /// The serial of the certificate the device's identity held when it authenticated, if
+    /// any: a new revocation list wakes only the connections it may concern.
+    pub(crate) serial: Mutex<Option<u64>>,
 }
 
 /// WebSocket close code of a connection that another connection of the same device replaced
@@ -80,6 +87,16 @@ pub const CLOSE_CONNECTED_ELSEWHERE: u16 = 4001;
 /// WebSocket close code of a message over `MAX_FRAME_LEN` (RFC 6455 "message too big";
 /// `docs/relay-protocol.md` §1).
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code of a connection whose device the clinic's administrator suspended or
+/// ordered wiped (reason `suspended by the clinic`; `docs/relay-protocol.md` §1).
+pub const CLOSE_SUSPENDED: u16 = 4003;
+/// WebSocket close code of a connection whose device's agent certificate the clinic revoked
+/// (reason `certificate revoked`; `docs/relay-protocol.md` §1).
+pub const CLOSE_REVOKED: u16 = 4004;
+/// PostgreSQL `NOTIFY` channel on which one instance tells the others that the clinic changed
+/// a device's standing: payload `hex(fingerprint):device_id` (suspended or ordered wiped) or
+/// `revoked` (a new revocation list was stored).
+pub const STANDING_CHANNEL: &str = "hushwire_standing";
 
 /// Shared state of one relay instance.
 pub struct Relay<S> {
@@ -106,6 +123,9 @@ pub struct Relay<S> {
     pub(crate) pending: Arc<pending::PendingConnections>,
     pub(crate) audit: audit_log::AuditLog,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The clinic this relay serves (`--clinic-link`), if any: its organization key checks
+    /// agent certificates, revocation lists and wipe orders.
+    pub(crate) clinic: Option<ClinicLink>,
 }
 
 impl<S: Store> Relay<S> {
@@ -117,7 +137,10 @@ impl<S: Store> Relay<S> {
         audit: audit_log::AuditLog,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
+        // `Config::check` (run by `server::start`) refuses a link that does not parse.
+        let clinic = config.clinic().ok().flatten();
         Arc::new(Self {
+            clinic,
             audit,
             relay_key,
             device_limits: RateLimiter::new(config.device_rate),
@@ -167,6 +190,28 @@ impl<S: Store> Relay<S> {
             && let Some(w) = map.get(device)
         {
             w.mail.notify_one();
+        }
+    }
+
+    /// Tells the connection of `device` on this instance, if any, that the clinic changed its
+    /// standing (suspended, ordered wiped): it checks again and closes.
+    pub(crate) fn recheck_standing(&self, device: &DeviceAddress) {
+        if let Ok(map) = self.connected.lock()
+            && let Some(w) = map.get(device)
+        {
+            w.standing.notify_one();
+        }
+    }
+
+    /// Tells every connection on this instance whose device holds a certificate that a new
+    /// revocation list was stored: each checks again whether its certificate is revoked.
+    pub(crate) fn recheck_certified(&self) {
+        if let Ok(map) = self.connected.lock() {
+            for w in map.values() {
+                if w.serial.lock().is_ok_and(|s| s.is_some()) {
+                    w.standing.notify_one();
+                }
+            }
         }
     }
 
@@ -292,7 +337,9 @@ async fn metrics<S: Store>(State(relay): State<Arc<Relay<S>>>) -> impl IntoRespo
 }
 
 /// Listens for PostgreSQL `NOTIFY`s of stored envelopes (from any instance) and wakes the
-/// recipient's connection if it is on this instance. Reconnects after a failure.
+/// recipient's connection if it is on this instance; and for changes of a device's standing
+/// with the clinic ([`STANDING_CHANNEL`]), which make the connections concerned check again.
+/// Reconnects after a failure.
 pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool) {
     let mut shutdown = relay.shutdown.clone();
     loop {
@@ -304,7 +351,10 @@ pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool)
                 continue;
             }
         };
-        if let Err(e) = listener.listen(storage::NOTIFY_CHANNEL).await {
+        if let Err(e) = listener
+            .listen_all([storage::NOTIFY_CHANNEL, STANDING_CHANNEL])
+            .await
+        {
             tracing::warn!("cannot LISTEN for mail: {e}; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -312,6 +362,13 @@ pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool)
         loop {
             tokio::select! {
                 n = listener.recv() => match n {
+                    Ok(n) if n.channel() == STANDING_CHANNEL => {
+                        if n.payload() == "revoked" {
+                            relay.recheck_certified();
+                        } else if let Some(device) = parse_notification(n.payload()) {
+                            relay.recheck_standing(&device);
+                        }
+                    }
                     Ok(n) => {
                         if let Some(device) = parse_notification(n.payload()) {
                             relay.wake(&device);

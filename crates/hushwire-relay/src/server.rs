@@ -222,6 +222,17 @@ pub async fn start<S: Store + Clone>(
         fingerprint = %crate::relay_key::public(&relay_key).fingerprint(),
         "relay key (clients pin it; every instance of this deployment must show the same)"
     );
+    match config.clinic()? {
+        Some(clinic) => tracing::info!(
+            clinic = clinic.name(),
+            org_key = %clinic.org().fingerprint(),
+            "serving a clinic: agent certificates and admin frames are checked against its \
+             organization key"
+        ),
+        None => tracing::info!(
+            "no clinic configured (--clinic-link): certificates and admin frames are refused"
+        ),
+    }
     let (stop, shutdown) = watch::channel(false);
     let identity = AuditIdentity::load_or_create(&config.data_dir)?;
     let (audit, audit_writer) = AuditLog::start(store.clone(), identity, shutdown.clone())

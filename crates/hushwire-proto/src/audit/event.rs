@@ -296,6 +296,50 @@ pub enum AuditEvent {
         /// The transcript.
         transcript: TranscriptId,
     },
+    /// `0x50 ‖ device[36] ‖ serial[8] ‖ roles[1]` (46 bytes): the relay accepted a clinic's
+    /// agent certificate for a device's identity (at registration or renewal): the device now
+    /// holds the certified roles (`roles` is the certificate's flag byte: agent `0x01`,
+    /// supervisor `0x02`, admin `0x04`).
+    CertificateAccepted {
+        /// The device that presented it.
+        device: DeviceRef,
+        /// The certificate's serial number.
+        serial: u64,
+        /// The certified roles' flag byte.
+        roles: u8,
+    },
+    /// `0x51 ‖ device[36] ‖ by[36]` (73 bytes): a clinic administrator suspended a device at
+    /// the relay.
+    DeviceSuspended {
+        /// The suspended device.
+        device: DeviceRef,
+        /// The administrator's device.
+        by: DeviceRef,
+    },
+    /// `0x52 ‖ device[36] ‖ by[36]` (73 bytes): a clinic administrator ordered a device wiped
+    /// (the relay keeps the order and suspends the device).
+    WipeOrdered {
+        /// The device to wipe.
+        device: DeviceRef,
+        /// The administrator's device.
+        by: DeviceRef,
+    },
+    /// `0x53 ‖ sequence[8] ‖ by[36]` (45 bytes): a clinic administrator published a new
+    /// revocation list at the relay.
+    RevocationListPublished {
+        /// The list's sequence number.
+        sequence: u64,
+        /// The administrator's device.
+        by: DeviceRef,
+    },
+    /// `0x54 ‖ identity[32] ‖ sequence[8]` (41 bytes): a person published a new signed device
+    /// list at the relay.
+    DeviceListPublished {
+        /// The person's identity fingerprint.
+        identity: Fingerprint,
+        /// The list's sequence number.
+        sequence: u64,
+    },
 }
 
 impl AuditEvent {
@@ -322,6 +366,11 @@ impl AuditEvent {
             Self::TranscriptExported { .. } => 0x31,
             Self::TranscriptOpened { .. } => 0x32,
             Self::TranscriptShredded { .. } => 0x33,
+            Self::CertificateAccepted { .. } => 0x50,
+            Self::DeviceSuspended { .. } => 0x51,
+            Self::WipeOrdered { .. } => 0x52,
+            Self::RevocationListPublished { .. } => 0x53,
+            Self::DeviceListPublished { .. } => 0x54,
         }
     }
 }
@@ -434,6 +483,27 @@ impl Codec for AuditEvent {
                 by.encode(out);
             }
             Self::TranscriptShredded { transcript } => transcript.encode(out),
+            Self::CertificateAccepted {
+                device,
+                serial,
+                roles,
+            } => {
+                device.encode(out);
+                out.extend_from_slice(&serial.to_be_bytes());
+                out.push(*roles);
+            }
+            Self::DeviceSuspended { device, by } | Self::WipeOrdered { device, by } => {
+                device.encode(out);
+                by.encode(out);
+            }
+            Self::RevocationListPublished { sequence, by } => {
+                out.extend_from_slice(&sequence.to_be_bytes());
+                by.encode(out);
+            }
+            Self::DeviceListPublished { identity, sequence } => {
+                out.extend_from_slice(&identity.0);
+                out.extend_from_slice(&sequence.to_be_bytes());
+            }
         }
     }
 
@@ -530,6 +600,27 @@ impl Codec for AuditEvent {
             0x33 => Self::TranscriptShredded {
                 transcript: TranscriptId::read(r)?,
             },
+            0x50 => Self::CertificateAccepted {
+                device: DeviceRef::read(r)?,
+                serial: r.u64("certificate serial")?,
+                roles: r.u8("certified roles")?,
+            },
+            0x51 => Self::DeviceSuspended {
+                device: DeviceRef::read(r)?,
+                by: DeviceRef::read(r)?,
+            },
+            0x52 => Self::WipeOrdered {
+                device: DeviceRef::read(r)?,
+                by: DeviceRef::read(r)?,
+            },
+            0x53 => Self::RevocationListPublished {
+                sequence: r.u64("revocation list sequence")?,
+                by: DeviceRef::read(r)?,
+            },
+            0x54 => Self::DeviceListPublished {
+                identity: Fingerprint(r.array("identity fingerprint")?),
+                sequence: r.u64("device list sequence")?,
+            },
             _ => {
                 return Err(DecodeError::UnknownType {
                     structure: Self::NAME,
@@ -548,7 +639,7 @@ mod tests {
 
     #[test]
     fn every_event_round_trips_with_its_documented_tag_and_length() {
-        let expected: [(u8, usize); 20] = [
+        let expected: [(u8, usize); 25] = [
             (0x01, 37),
             (0x02, 37),
             (0x03, 2),
@@ -569,6 +660,11 @@ mod tests {
             (0x31, 26),
             (0x32, 53),
             (0x33, 17),
+            (0x50, 46),
+            (0x51, 73),
+            (0x52, 73),
+            (0x53, 45),
+            (0x54, 41),
         ];
         for (event, (tag, len)) in every_event().into_iter().zip(expected) {
             let bytes = event.to_bytes();

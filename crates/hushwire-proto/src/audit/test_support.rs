@@ -89,6 +89,18 @@ pub(crate) fn every_event() -> Vec<AuditEvent> {
         },
         AuditEvent::TranscriptOpened { transcript, by: b },
         AuditEvent::TranscriptShredded { transcript },
+        AuditEvent::CertificateAccepted {
+            device: a,
+            serial: 42,
+            roles: 0x05,
+        },
+        AuditEvent::DeviceSuspended { device: b, by: a },
+        AuditEvent::WipeOrdered { device: b, by: a },
+        AuditEvent::RevocationListPublished { sequence: 3, by: a },
+        AuditEvent::DeviceListPublished {
+            identity: Fingerprint([7; 32]),
+            sequence: 2,
+        },
     ]
 }
 
@@ -215,6 +227,23 @@ pub(crate) fn arb_event() -> impl Strategy<Value = AuditEvent> {
         }),
         id().prop_map(|t| AuditEvent::TranscriptShredded {
             transcript: TranscriptId(t)
+        }),
+        (d(), any::<u64>(), any::<u8>()).prop_map(|(device, serial, roles)| {
+            AuditEvent::CertificateAccepted {
+                device,
+                serial,
+                roles,
+            }
+        }),
+        (d(), d()).prop_map(|(device, by)| AuditEvent::DeviceSuspended { device, by }),
+        (d(), d()).prop_map(|(device, by)| AuditEvent::WipeOrdered { device, by }),
+        (any::<u64>(), d())
+            .prop_map(|(sequence, by)| AuditEvent::RevocationListPublished { sequence, by }),
+        (any::<[u8; 32]>(), any::<u64>()).prop_map(|(f, sequence)| {
+            AuditEvent::DeviceListPublished {
+                identity: Fingerprint(f),
+                sequence,
+            }
         }),
     ]
 }

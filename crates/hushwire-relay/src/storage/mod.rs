@@ -70,6 +70,27 @@ pub enum Registration {
     /// Refused: the address is taken by another identity, or the invite is missing, unknown,
     /// expired or used.
     Refused,
+    /// Refused (a registration with a certificate): the identity registered before without
+    /// one, as a patient, and a patient's identity never becomes staff.
+    PatientIdentity,
+}
+
+/// What the relay needs to know about a device at login (`docs/relay-protocol.md` §3.4), read
+/// in one query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// The clinic's administrator suspended the device.
+    pub suspended: bool,
+    /// The encoded wipe order an administrator gave for the device, if any.
+    pub wipe: Option<Vec<u8>>,
+    /// The encoded agent certificate of the device's identity, if it holds one.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// A `u64` sequence number as stored: 8 bytes big-endian, so that the databases' byte order
+/// (`memcmp`) is number order over the whole `u64` range.
+pub(crate) fn sequence_key(sequence: u64) -> Vec<u8> {
+    sequence.to_be_bytes().to_vec()
 }
 
 /// A prekey upload, already signature-checked, as encoded bytes with ids.
@@ -330,6 +351,87 @@ pub trait Store: Send + Sync + 'static {
         device: DeviceAddress,
         epoch: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Registers `address` with `identity` (encoded) as clinic staff, with the (already
+    /// verified) encoded `certificate` of its identity, in one transaction: no invite is needed.
+    /// Refused if the address is held by another identity; [`Registration::PatientIdentity`]
+    /// if the identity has registered devices but no certificate. Otherwise the certificate is
+    /// stored for the identity (replacing an earlier one).
+    fn register_certified(
+        &self,
+        address: DeviceAddress,
+        identity: Vec<u8>,
+        certificate: Vec<u8>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Registration, StoreError>> + Send;
+
+    /// The encoded certificate of the identity whose fingerprint is `identity`.
+    fn certificate(
+        &self,
+        identity: [u8; 32],
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Replaces the (already verified) certificate of `identity` if it holds one; `false` if it
+    /// holds none (a patient's identity does not acquire one this way).
+    fn replace_certificate(
+        &self,
+        identity: [u8; 32],
+        certificate: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A device's suspension, pending wipe and certificate.
+    fn standing(
+        &self,
+        device: DeviceAddress,
+    ) -> impl Future<Output = Result<Standing, StoreError>> + Send;
+
+    /// The encoded revocation list of the clinic whose organization key is `org`.
+    fn revocation_list(
+        &self,
+        org: [u8; 32],
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Stores the (already verified) encoded revocation `list` of clinic `org` if its
+    /// `sequence` is higher than the stored one's (or none is stored), atomically (across
+    /// instances on PostgreSQL, which then notifies [`crate::STANDING_CHANNEL`]). `false`: not
+    /// newer, nothing changed.
+    fn publish_revocation_list(
+        &self,
+        org: [u8; 32],
+        sequence: u64,
+        list: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Suspends `device` (PostgreSQL notifies [`crate::STANDING_CHANNEL`]).
+    fn suspend(
+        &self,
+        device: DeviceAddress,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Keeps the encoded wipe `command` for `device` and suspends it, in one transaction
+    /// (PostgreSQL notifies [`crate::STANDING_CHANNEL`]).
+    fn order_wipe(
+        &self,
+        device: DeviceAddress,
+        command: Vec<u8>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The encoded device list of the identity whose fingerprint is `identity`.
+    fn device_list(
+        &self,
+        identity: [u8; 32],
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Stores the (already verified) encoded device `list` of `identity` if its `sequence` is
+    /// higher than the stored one's (or none is stored), atomically. `false`: not newer.
+    fn publish_device_list(
+        &self,
+        identity: [u8; 32],
+        sequence: u64,
+        list: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// `i64` view of a `u64` time or count for databases without unsigned integers.

@@ -37,8 +37,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
-    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy, Store,
-    StoreError, Usage, frame_usage, sql, to_i64, to_u64,
+    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy,
+    Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64, to_u64,
 };
 
 /// The channel on which stored envelopes are announced (payload: hex fingerprint and device).
@@ -97,6 +97,18 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 CREATE TABLE IF NOT EXISTS store_epochs (
     fingerprint BYTEA NOT NULL, device_id BIGINT NOT NULL, epoch BIGINT NOT NULL,
     PRIMARY KEY (fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS certificates (
+    fingerprint BYTEA PRIMARY KEY, certificate BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS revocation_lists (
+    org_key BYTEA PRIMARY KEY, sequence BYTEA NOT NULL, list BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS device_lists (
+    fingerprint BYTEA PRIMARY KEY, sequence BYTEA NOT NULL, list BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS suspended_devices (
+    fingerprint BYTEA NOT NULL, device_id BIGINT NOT NULL, suspended_at BIGINT NOT NULL,
+    PRIMARY KEY (fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS pending_wipes (
+    fingerprint BYTEA NOT NULL, device_id BIGINT NOT NULL, command BYTEA NOT NULL,
+    ordered_at BIGINT NOT NULL, PRIMARY KEY (fingerprint, device_id));
 ";
 
 /// Fills the counters and positions for envelopes stored before they existed (a database from
@@ -977,6 +989,209 @@ impl Store for PostgresStore {
         tx.commit().await?;
         Ok(before.map_or(0, to_u64))
     }
+    async fn register_certified(
+        &self,
+        address: DeviceAddress,
+        identity: Vec<u8>,
+        certificate: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Registration, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Serialises registrations of one identity across instances (the patient check reads
+        // rows that a concurrent registration may be inserting).
+        sqlx::query("SELECT pg_advisory_xact_lock(7252, hashtext(encode($1, 'hex')))")
+            .bind(fp(&address))
+            .execute(&mut *tx)
+            .await?;
+        let existing: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT identity FROM devices WHERE fingerprint = $1 AND device_id = $2 FOR UPDATE",
+        )
+        .bind(fp(&address))
+        .bind(dev(&address))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if existing.as_ref().is_some_and(|e| *e != identity) {
+            return Ok(Registration::Refused);
+        }
+        let certified: i64 = sqlx::query_scalar(sql::HAS_CERTIFICATE.postgres.as_str())
+            .bind(fp(&address))
+            .fetch_one(&mut *tx)
+            .await?;
+        let devices: i64 = sqlx::query_scalar(sql::IDENTITY_DEVICES.postgres.as_str())
+            .bind(fp(&address))
+            .fetch_one(&mut *tx)
+            .await?;
+        if certified == 0 && devices > 0 {
+            return Ok(Registration::PatientIdentity);
+        }
+        sqlx::query(sql::UPSERT_CERTIFICATE.postgres.as_str())
+            .bind(fp(&address))
+            .bind(certificate)
+            .execute(&mut *tx)
+            .await?;
+        let outcome = if existing.is_some() {
+            Registration::AlreadyRegistered
+        } else {
+            let inserted = sqlx::query(
+                "INSERT INTO devices (fingerprint, device_id, identity, registered_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(fp(&address))
+            .bind(dev(&address))
+            .bind(identity)
+            .bind(to_i64(now_ms))
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() != 1 {
+                return Ok(Registration::Refused);
+            }
+            Registration::Registered
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn certificate(&self, identity: [u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::CERTIFICATE.postgres.as_str())
+            .bind(identity.to_vec())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn replace_certificate(
+        &self,
+        identity: [u8; 32],
+        certificate: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(sql::REPLACE_CERTIFICATE.postgres.as_str())
+            .bind(certificate)
+            .bind(identity.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(changed.rows_affected() == 1)
+    }
+
+    async fn standing(&self, device: DeviceAddress) -> Result<Standing, StoreError> {
+        let row = sqlx::query(sql::STANDING.postgres.as_str())
+            .bind(fp(&device))
+            .bind(dev(&device))
+            .bind(fp(&device))
+            .bind(dev(&device))
+            .bind(fp(&device))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Standing {
+            suspended: row.try_get::<i64, _>(0)? > 0,
+            wipe: row.try_get(1)?,
+            certificate: row.try_get(2)?,
+        })
+    }
+
+    async fn revocation_list(&self, org: [u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::REVOCATION_LIST.postgres.as_str())
+            .bind(org.to_vec())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn publish_revocation_list(
+        &self,
+        org: [u8; 32],
+        sequence: u64,
+        list: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let stored = sqlx::query(sql::PUBLISH_REVOCATION_LIST.postgres.as_str())
+            .bind(org.to_vec())
+            .bind(sequence_key(sequence))
+            .bind(list)
+            .execute(&mut *tx)
+            .await?;
+        if stored.rows_affected() != 1 {
+            return Ok(false);
+        }
+        notify_standing(&mut tx, "revoked".to_owned()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn suspend(&self, device: DeviceAddress, now_ms: u64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::SUSPEND.postgres.as_str())
+            .bind(fp(&device))
+            .bind(dev(&device))
+            .bind(to_i64(now_ms))
+            .execute(&mut *tx)
+            .await?;
+        notify_standing(&mut tx, device_payload(&device)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn order_wipe(
+        &self,
+        device: DeviceAddress,
+        command: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::ORDER_WIPE.postgres.as_str())
+            .bind(fp(&device))
+            .bind(dev(&device))
+            .bind(command)
+            .bind(to_i64(now_ms))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sql::SUSPEND.postgres.as_str())
+            .bind(fp(&device))
+            .bind(dev(&device))
+            .bind(to_i64(now_ms))
+            .execute(&mut *tx)
+            .await?;
+        notify_standing(&mut tx, device_payload(&device)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn device_list(&self, identity: [u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::DEVICE_LIST.postgres.as_str())
+            .bind(identity.to_vec())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn publish_device_list(
+        &self,
+        identity: [u8; 32],
+        sequence: u64,
+        list: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let stored = sqlx::query(sql::PUBLISH_DEVICE_LIST.postgres.as_str())
+            .bind(identity.to_vec())
+            .bind(sequence_key(sequence))
+            .bind(list)
+            .execute(&self.pool)
+            .await?;
+        Ok(stored.rows_affected() == 1)
+    }
+}
+
+/// `hex(fingerprint):device_id`, as the mailbox notifications name a device.
+fn device_payload(device: &DeviceAddress) -> String {
+    format!("{}:{}", hex::encode(device.fingerprint), device.device_id)
+}
+
+/// Tells every instance (at commit) that the clinic changed a device's standing.
+async fn notify_standing(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    payload: String,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::STANDING_CHANNEL)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -80,6 +80,71 @@ shared!(
     QUEUE_DEPTH = "SELECT COUNT(*) FROM envelopes"
 );
 
+shared!(
+    /// The agent certificate of identity `fingerprint`.
+    CERTIFICATE = "SELECT certificate FROM certificates WHERE fingerprint = ?"
+);
+shared!(
+    /// Replaces the certificate of identity `fingerprint`, if it holds one: `(certificate,
+    /// fingerprint)`.
+    REPLACE_CERTIFICATE = "UPDATE certificates SET certificate = ? WHERE fingerprint = ?"
+);
+shared!(
+    /// Stores (or replaces) the certificate of identity `(fingerprint, certificate)`.
+    UPSERT_CERTIFICATE = "INSERT INTO certificates (fingerprint, certificate) VALUES (?, ?) \
+        ON CONFLICT (fingerprint) DO UPDATE SET certificate = excluded.certificate"
+);
+shared!(
+    /// Whether identity `fingerprint` holds a certificate (a count, 0 or 1).
+    HAS_CERTIFICATE = "SELECT COUNT(*) FROM certificates WHERE fingerprint = ?"
+);
+shared!(
+    /// How many devices identity `fingerprint` has registered.
+    IDENTITY_DEVICES = "SELECT COUNT(*) FROM devices WHERE fingerprint = ?"
+);
+shared!(
+    /// The revocation list of the clinic whose organization key is `org_key`.
+    REVOCATION_LIST = "SELECT list FROM revocation_lists WHERE org_key = ?"
+);
+shared!(
+    /// Stores `(org_key, sequence, list)` only if no list of that clinic is stored or the
+    /// stored one has a lower sequence (an 8-byte big-endian blob, so byte order is number
+    /// order): atomic on both engines, across instances on PostgreSQL (the conflicting row is
+    /// locked and the condition judged on its latest version). One row changed: stored.
+    PUBLISH_REVOCATION_LIST = "INSERT INTO revocation_lists (org_key, sequence, list) VALUES (?, ?, ?) \
+        ON CONFLICT (org_key) DO UPDATE SET sequence = excluded.sequence, list = excluded.list \
+        WHERE revocation_lists.sequence < excluded.sequence"
+);
+shared!(
+    /// The device list of identity `fingerprint`.
+    DEVICE_LIST = "SELECT list FROM device_lists WHERE fingerprint = ?"
+);
+shared!(
+    /// Stores `(fingerprint, sequence, list)` only if newer, as [`PUBLISH_REVOCATION_LIST`].
+    PUBLISH_DEVICE_LIST = "INSERT INTO device_lists (fingerprint, sequence, list) VALUES (?, ?, ?) \
+        ON CONFLICT (fingerprint) DO UPDATE SET sequence = excluded.sequence, list = excluded.list \
+        WHERE device_lists.sequence < excluded.sequence"
+);
+shared!(
+    /// Suspends `(fingerprint, device_id, suspended_at)` (again: nothing changes).
+    SUSPEND = "INSERT INTO suspended_devices (fingerprint, device_id, suspended_at) VALUES (?, ?, ?) \
+        ON CONFLICT (fingerprint, device_id) DO NOTHING"
+);
+shared!(
+    /// Keeps the wipe order `(fingerprint, device_id, command, ordered_at)`; a later order
+    /// replaces an earlier one.
+    ORDER_WIPE = "INSERT INTO pending_wipes (fingerprint, device_id, command, ordered_at) VALUES (?, ?, ?, ?) \
+        ON CONFLICT (fingerprint, device_id) DO UPDATE SET command = excluded.command, \
+        ordered_at = excluded.ordered_at"
+);
+shared!(
+    /// A device's standing in one query, `(fingerprint, device_id)` twice then `fingerprint`:
+    /// whether it is suspended (a count), its pending wipe order, its identity's certificate.
+    STANDING = "SELECT (SELECT COUNT(*) FROM suspended_devices WHERE fingerprint = ? AND device_id = ?), \
+        (SELECT command FROM pending_wipes WHERE fingerprint = ? AND device_id = ?), \
+        (SELECT certificate FROM certificates WHERE fingerprint = ?)"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,8 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy, Store,
-    StoreError, Usage, frame_usage, sql, to_i64, to_u64,
+    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Registration, RegistrationPolicy,
+    Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64, to_u64,
 };
 
 /// Most jobs committed together.
@@ -64,6 +64,18 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 CREATE TABLE IF NOT EXISTS store_epochs (
     fingerprint BLOB NOT NULL, device_id INTEGER NOT NULL, epoch INTEGER NOT NULL,
     PRIMARY KEY (fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS certificates (
+    fingerprint BLOB PRIMARY KEY, certificate BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS revocation_lists (
+    org_key BLOB PRIMARY KEY, sequence BLOB NOT NULL, list BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS device_lists (
+    fingerprint BLOB PRIMARY KEY, sequence BLOB NOT NULL, list BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS suspended_devices (
+    fingerprint BLOB NOT NULL, device_id INTEGER NOT NULL, suspended_at INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS pending_wipes (
+    fingerprint BLOB NOT NULL, device_id INTEGER NOT NULL, command BLOB NOT NULL,
+    ordered_at INTEGER NOT NULL, PRIMARY KEY (fingerprint, device_id));
 ";
 
 /// What a job gives back to the writer: how to answer its caller once the transaction's fate
@@ -1169,6 +1181,193 @@ impl Store for SqliteStore {
                 .execute(&mut *c)
                 .await?;
                 Ok(before.map_or(0, to_u64))
+            })
+        })
+        .await
+    }
+    async fn register_certified(
+        &self,
+        address: DeviceAddress,
+        identity: Vec<u8>,
+        certificate: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Registration, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let existing: Option<Vec<u8>> = sqlx::query_scalar(sql::IDENTITY.sqlite)
+                    .bind(fp(&address))
+                    .bind(address.device_id)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                if existing.as_ref().is_some_and(|e| *e != identity) {
+                    return Ok(Registration::Refused);
+                }
+                let certified: i64 = sqlx::query_scalar(sql::HAS_CERTIFICATE.sqlite)
+                    .bind(fp(&address))
+                    .fetch_one(&mut *c)
+                    .await?;
+                let devices: i64 = sqlx::query_scalar(sql::IDENTITY_DEVICES.sqlite)
+                    .bind(fp(&address))
+                    .fetch_one(&mut *c)
+                    .await?;
+                if certified == 0 && devices > 0 {
+                    return Ok(Registration::PatientIdentity);
+                }
+                sqlx::query(sql::UPSERT_CERTIFICATE.sqlite)
+                    .bind(fp(&address))
+                    .bind(certificate)
+                    .execute(&mut *c)
+                    .await?;
+                if existing.is_some() {
+                    return Ok(Registration::AlreadyRegistered);
+                }
+                sqlx::query(
+                    "INSERT INTO devices (fingerprint, device_id, identity, registered_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(fp(&address))
+                .bind(address.device_id)
+                .bind(identity)
+                .bind(to_i64(now_ms))
+                .execute(&mut *c)
+                .await?;
+                Ok(Registration::Registered)
+            })
+        })
+        .await
+    }
+
+    async fn certificate(&self, identity: [u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::CERTIFICATE.sqlite)
+            .bind(identity.to_vec())
+            .fetch_optional(&self.reads)
+            .await?)
+    }
+
+    async fn replace_certificate(
+        &self,
+        identity: [u8; 32],
+        certificate: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.submit(false, move |c| {
+            Box::pin(async move {
+                let changed = sqlx::query(sql::REPLACE_CERTIFICATE.sqlite)
+                    .bind(certificate)
+                    .bind(identity.to_vec())
+                    .execute(&mut *c)
+                    .await?;
+                Ok(changed.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn standing(&self, device: DeviceAddress) -> Result<Standing, StoreError> {
+        let row = sqlx::query(sql::STANDING.sqlite)
+            .bind(fp(&device))
+            .bind(i64::from(device.device_id))
+            .bind(fp(&device))
+            .bind(i64::from(device.device_id))
+            .bind(fp(&device))
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(Standing {
+            suspended: row.try_get::<i64, _>(0)? > 0,
+            wipe: row.try_get(1)?,
+            certificate: row.try_get(2)?,
+        })
+    }
+
+    async fn revocation_list(&self, org: [u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::REVOCATION_LIST.sqlite)
+            .bind(org.to_vec())
+            .fetch_optional(&self.reads)
+            .await?)
+    }
+
+    async fn publish_revocation_list(
+        &self,
+        org: [u8; 32],
+        sequence: u64,
+        list: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.submit(false, move |c| {
+            Box::pin(async move {
+                let stored = sqlx::query(sql::PUBLISH_REVOCATION_LIST.sqlite)
+                    .bind(org.to_vec())
+                    .bind(sequence_key(sequence))
+                    .bind(list)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(stored.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn suspend(&self, device: DeviceAddress, now_ms: u64) -> Result<(), StoreError> {
+        self.submit(false, move |c| {
+            Box::pin(async move {
+                sqlx::query(sql::SUSPEND.sqlite)
+                    .bind(fp(&device))
+                    .bind(i64::from(device.device_id))
+                    .bind(to_i64(now_ms))
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn order_wipe(
+        &self,
+        device: DeviceAddress,
+        command: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(sql::ORDER_WIPE.sqlite)
+                    .bind(fp(&device))
+                    .bind(i64::from(device.device_id))
+                    .bind(command)
+                    .bind(to_i64(now_ms))
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query(sql::SUSPEND.sqlite)
+                    .bind(fp(&device))
+                    .bind(i64::from(device.device_id))
+                    .bind(to_i64(now_ms))
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn device_list(&self, identity: [u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::DEVICE_LIST.sqlite)
+            .bind(identity.to_vec())
+            .fetch_optional(&self.reads)
+            .await?)
+    }
+
+    async fn publish_device_list(
+        &self,
+        identity: [u8; 32],
+        sequence: u64,
+        list: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.submit(false, move |c| {
+            Box::pin(async move {
+                let stored = sqlx::query(sql::PUBLISH_DEVICE_LIST.sqlite)
+                    .bind(identity.to_vec())
+                    .bind(sequence_key(sequence))
+                    .bind(list)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(stored.rows_affected() == 1)
             })
         })
         .await
