@@ -896,6 +896,104 @@ mod tests {
         );
     }
 
+    /// The relay checks wipe orders too, but the device trusts only its own check: a forged
+    /// order, one from a non-admin, another clinic's, or one for another device erases nothing
+    /// and leaves the store usable; a verified one erases every file.
+    #[tokio::test]
+    async fn only_a_verified_wipe_order_erases_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("target.db");
+        let options = crate::ClientOptions {
+            kdf: crate::KdfParams::INSECURE_FOR_TESTS,
+            ..crate::ClientOptions::default()
+        };
+        let secret = crate::Secret::passphrase("correct horse battery staple");
+        let target = Client::create(&path, &secret, options.clone())
+            .await
+            .unwrap();
+        let org = SigningKey::from_bytes(&[7; 32]);
+        let other_org = SigningKey::from_bytes(&[8; 32]);
+        let own = target.address().await.to_device_address();
+        let mut rng = rng();
+        let admin = Account::new(1, 0, &mut rng);
+        let now = now_s();
+        let cert = |signer: &SigningKey, roles: &[Role]| {
+            AgentCertificate::issue(
+                signer,
+                1,
+                admin.identity_key().clone(),
+                "Sam Admin",
+                Roles::of(roles).unwrap(),
+                now - 60,
+                now + 3600,
+            )
+            .unwrap()
+        };
+        let order = |signer: &hushwire::IdentityKeyPair, c: AgentCertificate, to| {
+            WipeCommand::issue(signer, c, to, now, [1; 16])
+        };
+        let admin_cert = cert(&org, &[Role::Admin]);
+        // Before a clinic is pinned, nobody can order a wipe.
+        let error = target
+            .handle_wipe(&order(admin.identity(), admin_cert.clone(), own))
+            .await;
+        assert!(matches!(error, ClientError::WipeRefused(ref r) if r.contains("no clinic")));
+        *target.inner.halted.lock().unwrap() = None;
+        target
+            .add_clinic(&ClinicLink::issue(&org, "Lakeside Clinic", "ws://127.0.0.1:1").unwrap())
+            .await
+            .unwrap();
+        let intruder = Account::new(1, 0, &mut rng);
+        let other_device = hushwire::proto::relay::DeviceAddress {
+            fingerprint: own.fingerprint,
+            device_id: own.device_id + 1,
+        };
+        let refused = [
+            // Signed by someone else than the certificate's subject (a forgery).
+            (
+                order(intruder.identity(), admin_cert.clone(), own),
+                "not signed by its issuer",
+            ),
+            // An agent, not an admin.
+            (
+                order(admin.identity(), cert(&org, &[Role::Agent]), own),
+                "does not grant the admin role",
+            ),
+            // Another clinic's admin.
+            (
+                order(admin.identity(), cert(&other_org, &[Role::Admin]), own),
+                "another clinic",
+            ),
+            // For another device.
+            (
+                order(admin.identity(), admin_cert.clone(), other_device),
+                "another device",
+            ),
+        ];
+        for (command, reason) in refused {
+            match target.handle_wipe(&command).await {
+                ClientError::WipeRefused(r) => assert!(r.contains(reason), "{r}"),
+                other => panic!("expected WipeRefused, got {other:?}"),
+            }
+            *target.inner.halted.lock().unwrap() = None;
+            assert!(path.exists(), "nothing erased");
+            assert!(target.clinic().await.is_some(), "the store still works");
+        }
+        match target
+            .handle_wipe(&order(admin.identity(), admin_cert, own))
+            .await
+        {
+            ClientError::Wiped { by, clinic } => {
+                assert_eq!(by, "Sam Admin");
+                assert_eq!(clinic, "Lakeside Clinic");
+            }
+            other => panic!("expected Wiped, got {other:?}"),
+        }
+        assert!(!path.exists());
+        assert!(!dir.path().join("target.db-wal").exists());
+        assert!(!dir.path().join("target.db-shm").exists());
+    }
+
     #[test]
     fn overwrite_and_remove_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
