@@ -620,7 +620,7 @@ impl Client {
         Ok(())
     }
 
-    /// Before a message is encrypted for a contact (§8.4): a contact never checked is checked
+    /// Before a message is encrypted for a contact (`docs/client.md` §8.2): a contact never checked is checked
     /// now, and one whose certificate does not verify gets nothing.
     pub(super) async fn check_before_encrypting(&self, link: &Link, contact_id: i64) -> Result<()> {
         let unchecked = {
