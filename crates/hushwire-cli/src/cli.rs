@@ -107,7 +107,7 @@ Examples:
         accept_relay_key: Option<String>,
         /// Register as clinic staff with this agent certificate (a file, or the line
         /// `hushwire org certify` printed). It must certify this device's identity.
-        #[arg(long, value_name = "CERT")]
+        #[arg(long, value_name = "CERT", conflicts_with = "accept_relay_key")]
         certificate: Option<String>,
         /// Pin this clinic too (its `hushwire-clinic:` link, or a file holding it); the
         /// certificate must be the clinic's.

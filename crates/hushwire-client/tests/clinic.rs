@@ -461,3 +461,38 @@ async fn an_admins_wipe_erases_the_targets_store() {
         Err(ClientError::NotInitialized(_))
     ));
 }
+
+#[tokio::test]
+async fn a_renewed_certificate_is_installed_and_one_for_someone_else_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = Org::new(8, CLINIC);
+    let relay = relay(&dir.path().join("relay"), &org).await;
+    let url = relay.url();
+    let agent = staff(dir.path(), &url, &org, "Dr. Ada", 1, &[Role::Agent]).await;
+    let (stranger, _) = device(dir.path(), "stranger").await;
+    let theirs = org.certify(5, &stranger, "Eve", &[Role::Agent]).await;
+    assert!(matches!(
+        agent.install_certificate(&theirs).await,
+        Err(ClientError::CertificateNotOwn { ref name }) if name == "Eve"
+    ));
+    let renewed = org
+        .certify(2, &agent, "Dr. Ada Okafor", &[Role::Agent])
+        .await;
+    assert!(
+        agent.install_certificate(&renewed).await.is_err(),
+        "installing needs a connection"
+    );
+    assert_eq!(agent.own_certificate().await.unwrap().serial(), 1);
+    agent.connect().await.unwrap();
+    agent.wait_connected(WAIT).await.unwrap();
+    agent.install_certificate(&renewed).await.unwrap();
+    assert_eq!(agent.own_certificate().await.unwrap().serial(), 2);
+    agent.disconnect().await;
+
+    // A patient who checks the agent now sees the renewed name.
+    let (patient, ada, _) = patient_with(dir.path(), &url, &org.link, &agent).await;
+    assert!(matches!(
+        patient.agent_status(ada).await.unwrap(),
+        AgentStatus::Verified { ref name, .. } if name == "Dr. Ada Okafor"
+    ));
+}
