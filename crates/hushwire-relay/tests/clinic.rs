@@ -870,3 +870,37 @@ fn the_clinic_link_is_read_from_the_environment_and_the_config_file() {
     let banner = start_up_banner(&[], &[]);
     assert!(banner.contains("no clinic configured"), "{banner}");
 }
+
+#[tokio::test]
+async fn concurrent_publishes_of_one_sequence_store_exactly_one_list() {
+    let clinic = Clinic::new(14);
+    for engine in Engine::all().await {
+        let relays = clinic.start(&engine, "clinic-race", &[]);
+        let (a, b) = (relays[0].url(), relays[relays.len() - 1].url());
+        let admin = Device::new(191, 1);
+        let cert = clinic.certify(1, &admin, &[Role::Admin]);
+        let mut first = registered(&a, &admin, Some(&cert)).await;
+        let second_device = Device::new(191, 2);
+        let mut second = registered(&b, &second_device, Some(&cert)).await;
+        for sequence in 1..=5u64 {
+            // Two different lists with the same sequence, one from each instance at once.
+            let (x, y) = (
+                clinic.revoke(sequence, &[100 + sequence]),
+                clinic.revoke(sequence, &[200 + sequence]),
+            );
+            let (ax, ay) = tokio::join!(
+                first.call(FrameBody::PublishRevocationList(x.clone())),
+                second.call(FrameBody::PublishRevocationList(y.clone())),
+            );
+            let winner = match (&ax, &ay) {
+                (FrameBody::Ok, refused) if *refused == error(ErrorCode::ListRefused) => x,
+                (refused, FrameBody::Ok) if *refused == error(ErrorCode::ListRefused) => y,
+                other => panic!("exactly one publish must win on {engine:?}: {other:?}"),
+            };
+            assert_eq!(
+                first.call(FrameBody::FetchRevocationList).await,
+                FrameBody::RevocationList(Some(winner))
+            );
+        }
+    }
+}
