@@ -743,17 +743,32 @@ impl Client {
         error
     }
 
-    /// Erases every file of the store: the database closes, then each file (the database, its
-    /// write-ahead log and shared-memory index, the lock file) is overwritten with zeros,
+    /// Erases every file of the store: the database closes, then each file of it in its
+    /// directory — the database, its write-ahead log and shared-memory index, the lock file,
+    /// and the stores a restore set aside (`<store>.replaced-<time>` and their logs): every
+    /// name that is the store's followed by nothing, `-` or `.` — is overwritten with zeros,
     /// flushed, and deleted. The client is unusable afterwards.
     async fn erase_store(&self) -> std::io::Result<()> {
         self.inner.db.close().await;
         let path = &self.inner.path;
         let mut files = vec![path.clone()];
-        for suffix in ["-wal", "-shm", "-journal", ".lock"] {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            files.push(std::path::PathBuf::from(name));
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+            let dir = if dir.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                dir
+            };
+            let name = name.to_string_lossy().into_owned();
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let other = entry.file_name().to_string_lossy().into_owned();
+                let belongs = other
+                    .strip_prefix(&name)
+                    .is_some_and(|rest| rest.starts_with('-') || rest.starts_with('.'));
+                if belongs && entry.file_type()?.is_file() {
+                    files.push(entry.path());
+                }
+            }
         }
         for file in files {
             overwrite_and_remove(&file)?;
@@ -911,6 +926,12 @@ mod tests {
         let target = Client::create(&path, &secret, options.clone())
             .await
             .unwrap();
+        // A store a restore set aside holds the same kind of data: it goes too. A file that
+        // merely starts with the same letters is not the store's.
+        let aside = dir.path().join("target.db.replaced-1700000000000");
+        std::fs::write(&aside, b"an older copy of the store").unwrap();
+        let unrelated = dir.path().join("target.dbx");
+        std::fs::write(&unrelated, b"not the store's").unwrap();
         let org = SigningKey::from_bytes(&[7; 32]);
         let other_org = SigningKey::from_bytes(&[8; 32]);
         let own = target.address().await.to_device_address();
@@ -976,7 +997,7 @@ mod tests {
                 other => panic!("expected WipeRefused, got {other:?}"),
             }
             *target.inner.halted.lock().unwrap() = None;
-            assert!(path.exists(), "nothing erased");
+            assert!(path.exists() && aside.exists(), "nothing erased");
             assert!(target.clinic().await.is_some(), "the store still works");
         }
         match target
@@ -990,6 +1011,8 @@ mod tests {
             other => panic!("expected Wiped, got {other:?}"),
         }
         assert!(!path.exists());
+        assert!(!aside.exists());
+        assert!(unrelated.exists());
         assert!(!dir.path().join("target.db-wal").exists());
         assert!(!dir.path().join("target.db-shm").exists());
     }
