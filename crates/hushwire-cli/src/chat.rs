@@ -336,6 +336,9 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
             "NOT verified: run `hushwire verify` to compare safety numbers"
         }
     ));
+    if let Some(label) = common::agent_label(&contact.agent) {
+        screen.line(&format!("{}: {label}", escape(&contact.name)));
+    }
     screen.line(&format!(
         "The screen locks after {} s without typing.",
         lock_after.as_secs()
@@ -436,6 +439,10 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                     }
                     Err(RecvError::Closed) => break 0,
                 };
+                if matches!(event, Event::Wiped { .. }) {
+                    // The clinic's administrator wiped this device: the store is gone.
+                    break common::EXIT_WIPED;
+                }
                 if let Event::Connection(state) = &event {
                     if let Some(line) = connection_line(state, &mut last_state_connected) {
                         show(locked, &mut held, &mut screen, Zeroizing::new(line));
@@ -486,6 +493,12 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
         print!("{CLEAR}");
     }
     let _ = std::io::stdout().flush();
+    if code == common::EXIT_WIPED
+        && let Some(e) = client.stop_error()
+    {
+        // Nothing to sync or sign: the store was erased. Says who wiped it (exit status 5).
+        return Err(e.into());
+    }
     if code != EXIT_INTERRUPTED {
         // Give the relay a moment to take what was just typed; what it does not take stays
         // queued (Ctrl-C leaves at once).

@@ -20,8 +20,18 @@ Getting started (two people, one relay):
   hushwire verify bob                             # compare the safety number with bob
   hushwire chat bob
 
+A clinic (see `hushwire org --help`, `hushwire clinic --help`):
+  hushwire org init --name 'Lakeside Clinic' --relay wss://relay.lakeside.example
+  hushwire org certify \"$(hushwire certificate request)\" --name 'Dr. Ada Okafor' --roles agent
+  hushwire register wss://relay.lakeside.example --certificate CERT --clinic LINK   # the agent
+  hushwire clinic add LINK                                                          # a patient
+
+Exit status: 0 success, 1 error, 3 a message only queued (send), 5 this device was wiped by its
+clinic's administrator (its store is erased), 130 interrupted.
+
 Environment:
   HUSHWIRE_HOME                 the store's directory (like --home)
+  HUSHWIRE_ORG_DIR              the organization's directory for `hushwire org` (like --org-dir)
   HUSHWIRE_PASSPHRASE           the passphrase, for scripts (else --passphrase-file, else a prompt)
   HUSHWIRE_LOG                  log filter for diagnostics on stderr, e.g. `info`
   HUSHWIRE_INSECURE_FAST_KDF=1  TEST-ONLY: `init` derives the store key with insecure, fast
@@ -95,6 +105,84 @@ Examples:
         /// refused and nothing is sent to it.
         #[arg(long, value_name = "FINGERPRINT")]
         accept_relay_key: Option<String>,
+        /// Register as clinic staff with this agent certificate (a file, or the line
+        /// `hushwire org certify` printed). It must certify this device's identity.
+        #[arg(long, value_name = "CERT", conflicts_with = "accept_relay_key")]
+        certificate: Option<String>,
+        /// Pin this clinic too (its `hushwire-clinic:` link, or a file holding it); the
+        /// certificate must be the clinic's.
+        #[arg(long, value_name = "LINK", requires = "certificate")]
+        clinic: Option<String>,
+    },
+    /// A clinic's organization key, kept offline by its administrator: create it, certify
+    /// agents, revoke certificates, print the clinic link.
+    #[command(after_help = "\
+The organization key signs agent certificates, revocation lists and the clinic link. It is
+sealed under a passphrase in --org-dir (default $HOME/.hushwire-org): keep that directory on
+the administrator's machine, offline if possible, and back it up.
+
+Walkthrough:
+  hushwire org init --name 'Lakeside Clinic' --relay wss://relay.lakeside.example
+  hushwire org link                           # give the link (or its QR code) to patients
+  # on the agent's device:  hushwire certificate request   -> one line, send it to the admin
+  hushwire org certify REQUEST --name 'Dr. Ada Okafor' --roles agent --days 365
+  # on the agent's device:  hushwire register URL --certificate CERT --clinic LINK
+  hushwire org revoke 3                       # writes a signed revocation list
+  # on an admin's device:   hushwire org publish-revocations LIST
+  hushwire org show")]
+    Org {
+        /// The organization's directory (the sealed key and its state)
+        /// [default: $HOME/.hushwire-org]
+        #[arg(long, env = "HUSHWIRE_ORG_DIR", global = true, value_name = "DIR")]
+        org_dir: Option<PathBuf>,
+        /// Which organization command.
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// This device's agent certificate: the request to send to the clinic's administrator,
+    /// installing a renewed certificate, showing it.
+    #[command(after_help = "\
+Examples:
+  hushwire certificate request                # one line: send it to the administrator
+  hushwire certificate install cert.txt       # a renewed certificate (sent to the relay)
+  hushwire certificate show")]
+    Certificate {
+        /// Which certificate command.
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
+    /// The clinic this device belongs to: pin it from its link, show it.
+    #[command(after_help = "\
+A patient adds the clinic's link once (from its web site, a letter or a QR code). The link is
+signed by the clinic's organization key; from then on, contacts who hold a certificate of that
+clinic are shown as `Name \u{2014} verified agent of Clinic`, and one whose certificate fails
+(expired, revoked, another clinic's, forged) is shown with the reason and gets nothing.
+
+Examples:
+  hushwire clinic add hushwire-clinic:AQIi…
+  hushwire clinic add clinic-link.txt --invite 6f1c…    # registers at the clinic's relay
+  hushwire clinic show")]
+    Clinic {
+        /// Which clinic command.
+        #[command(subcommand)]
+        command: ClinicCommand,
+    },
+    /// Order a device of the clinic wiped (admin devices only).
+    #[command(after_help = "\
+Signs a wipe order with this device's identity and its admin certificate and hands it to the
+relay, which refuses the target from now on and gives it the order at its next login. The
+target checks the order (signed by an admin of its clinic, for this very device) and only then
+erases its store; it reports `This device was wiped by NAME, admin of CLINIC` and exits with
+status 5.
+
+Example:
+  hushwire wipe 3fa2…e9:2")]
+    Wipe {
+        /// The device's address (64 hex digits, a colon, the device id).
+        address: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
     },
     /// Show this device's address (give it to your contacts) and fingerprint.
     #[command(after_help = "\
@@ -351,6 +439,142 @@ Examples:
     List,
 }
 
+/// Organization commands (`hushwire org`).
+#[derive(Subcommand, Debug)]
+pub enum OrgCommand {
+    /// Create the organization key (sealed under a new passphrase) and the clinic's link.
+    #[command(after_help = "\
+Example:
+  hushwire org init --name 'Lakeside Clinic' --relay wss://relay.lakeside.example
+  hushwire org init --name 'Lakeside Clinic' --relay wss://relay.lakeside.example --org-dir /media/usb/org")]
+    Init {
+        /// The clinic's name as patients see it (1 to 64 bytes, no control characters).
+        #[arg(long)]
+        name: String,
+        /// The clinic's relay (wss://host, or ws:// on loopback), put into the clinic link.
+        #[arg(long, value_name = "URL")]
+        relay: String,
+    },
+    /// Certify an agent: signs their identity (the REQUEST their `hushwire certificate
+    /// request` printed) with a name, roles and a validity, and prints the certificate.
+    #[command(after_help = "\
+The certificate is one line of text: send it back to the agent, who registers with
+`hushwire register URL --certificate CERT --clinic LINK`. Each gets the next serial number
+(revoke it with `hushwire org revoke SERIAL`). Validity starts 5 minutes ago (clocks differ).
+
+Examples:
+  hushwire org certify AQID… --name 'Dr. Ada Okafor' --roles agent
+  hushwire org certify request.txt --name 'Sam Lee' --roles agent,admin --days 90 --out sam.cert")]
+    Certify {
+        /// The agent's request: the line `hushwire certificate request` printed, or a file.
+        request: String,
+        /// The agent's name as patients will see it (1 to 64 bytes, no control characters).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated roles: agent, supervisor, admin.
+        #[arg(long, value_parser = parse_roles)]
+        roles: hushwire_proto::clinic::Roles,
+        /// Days of validity (1 to 3650).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=3650))]
+        days: u64,
+        /// Also write the certificate to FILE (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a certificate by serial: signs the next revocation list and writes it to a file.
+    #[command(after_help = "\
+The list names every serial revoked so far and has a higher sequence number than the last one.
+It takes effect once an admin device publishes it to the relay:
+  hushwire org publish-revocations LIST        (on an admin's device)
+
+Examples:
+  hushwire org revoke 3
+  hushwire org revoke 3 --out /media/usb/revocations.txt")]
+    Revoke {
+        /// The certificate's serial number (`hushwire org show` lists them).
+        serial: u64,
+        /// Where to write the list [default: DIR/revocations-SEQUENCE.txt]; never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Publish a revocation list to the relay from this (admin) device.
+    #[command(after_help = "\
+Run it on a device registered with an admin certificate of the clinic (it uses --home, not
+--org-dir). The relay refuses a list that is not newer than the one it holds.
+
+Example:
+  hushwire org publish-revocations revocations-2.txt")]
+    PublishRevocations {
+        /// The list: the file `hushwire org revoke` wrote, or its line of text.
+        list: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Print the clinic link, and a QR code of it for phones.
+    #[command(after_help = "\
+Examples:
+  hushwire org link
+  hushwire org link --no-qr > clinic-link.txt")]
+    Link {
+        /// Print the link only, without the QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// Show the organization: name, key fingerprint, relay, certificates, revoked serials.
+    #[command(after_help = "\
+Examples:
+  hushwire org show
+  hushwire org show --json")]
+    Show,
+}
+
+/// `--roles agent,supervisor`.
+fn parse_roles(text: &str) -> Result<hushwire_proto::clinic::Roles, String> {
+    text.parse()
+}
+
+/// Certificate commands.
+#[derive(Subcommand, Debug)]
+pub enum CertificateCommand {
+    /// Print this device's certificate request (its identity key, one line of base64url).
+    #[command(after_help = "\
+Send the line to the clinic's administrator, who certifies it with `hushwire org certify`.
+It holds no secret.
+
+Example:
+  hushwire certificate request")]
+    Request,
+    /// Install a renewed certificate: checked, sent to the relay, stored.
+    #[command(after_help = "\
+Example:
+  hushwire certificate install ada-2027.cert")]
+    Install {
+        /// The certificate: a file, or the line `hushwire org certify` printed.
+        certificate: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Show this device's certificate and whether it verifies now.
+    Show,
+}
+
+/// Clinic commands.
+#[derive(Subcommand, Debug)]
+pub enum ClinicCommand {
+    /// Pin the clinic of a link; registers at its relay if this device is not registered yet.
+    Add {
+        /// The clinic link (`hushwire-clinic:…`), or a file holding it.
+        link: String,
+        /// Invite token, if the clinic's relay registers only invited devices.
+        #[arg(long)]
+        invite: Option<String>,
+    },
+    /// Show the pinned clinic: name, organization key fingerprint, relay, revocation list.
+    Show,
+}
+
 /// Transcript commands.
 #[derive(Subcommand, Debug)]
 pub enum TranscriptCommand {
@@ -519,6 +743,24 @@ impl Command {
                 OutboxCommand::List => "outbox list",
                 OutboxCommand::Cancel { .. } => "outbox cancel",
             },
+            Self::Org { command, .. } => match command {
+                OrgCommand::Init { .. } => "org init",
+                OrgCommand::Certify { .. } => "org certify",
+                OrgCommand::Revoke { .. } => "org revoke",
+                OrgCommand::PublishRevocations { .. } => "org publish-revocations",
+                OrgCommand::Link { .. } => "org link",
+                OrgCommand::Show => "org show",
+            },
+            Self::Certificate { command } => match command {
+                CertificateCommand::Request => "certificate request",
+                CertificateCommand::Install { .. } => "certificate install",
+                CertificateCommand::Show => "certificate show",
+            },
+            Self::Clinic { command } => match command {
+                ClinicCommand::Add { .. } => "clinic add",
+                ClinicCommand::Show => "clinic show",
+            },
+            Self::Wipe { .. } => "wipe",
             Self::Backup { .. } => "backup",
             Self::Restore { .. } => "restore",
         }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hushwire_client::{
-    Address, Client, ClientError, ClientOptions, ConnectionState, ContactId, ContentType, Event,
-    KdfParams, MessageState, Secret, TlsRoots, TranscriptReport,
+    Address, AgentStatus, Client, ClientError, ClientOptions, ConnectionState, ContactId,
+    ContentType, Event, KdfParams, MessageState, Secret, TlsRoots, TranscriptReport,
 };
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -35,9 +35,52 @@ pub fn fail(message: impl Into<String>) -> Failure {
     }
 }
 
+/// The exit code of any command that finds this device wiped by its clinic's administrator
+/// (its store is erased). Documented in `hushwire --help`.
+pub const EXIT_WIPED: u8 = 5;
+
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
-        fail(e.to_string())
+        let code = if matches!(e, ClientError::Wiped { .. }) {
+            EXIT_WIPED
+        } else {
+            1
+        };
+        Failure {
+            message: e.to_string(),
+            code,
+        }
+    }
+}
+
+/// How a contact's clinic status is shown, escaped for the terminal: `Name — verified agent of
+/// Clinic` (both names from signed data), `NOT a verified agent: <reason>`, or nothing for a
+/// patient or a contact not checked.
+pub fn agent_label(status: &AgentStatus) -> Option<String> {
+    match status {
+        AgentStatus::Verified { name, clinic, .. } => Some(format!(
+            "{} \u{2014} verified agent of {}",
+            escape(name),
+            escape(clinic)
+        )),
+        AgentStatus::Refused(reason) => Some(format!("NOT a verified agent: {reason}")),
+        _ => None,
+    }
+}
+
+/// A contact's clinic status in JSON.
+pub fn agent_json(status: &AgentStatus) -> Value {
+    match status {
+        AgentStatus::Verified {
+            name,
+            clinic,
+            roles,
+        } => json!({
+            "status": "verified", "name": name, "clinic": clinic, "roles": roles.to_string()
+        }),
+        AgentStatus::Refused(reason) => json!({"status": "refused", "reason": reason.to_string()}),
+        AgentStatus::NotAnAgent => json!({"status": "not_an_agent"}),
+        _ => json!({"status": "unchecked"}),
     }
 }
 
@@ -202,6 +245,32 @@ pub fn new_passphrase(g: &crate::cli::Global) -> CliResult<Secret> {
     Ok(Secret::passphrase(text.as_str()))
 }
 
+/// The passphrase of a clinic's organization key in `dir` (`hushwire org`): from the same
+/// sources as a store's (--passphrase-file, $HUSHWIRE_PASSPHRASE, a prompt), asked twice when
+/// `new` and typed.
+pub fn org_passphrase(g: &crate::cli::Global, dir: &Path, new: bool) -> CliResult<Secret> {
+    let text = match source(g) {
+        Source::File(f) => read_passphrase_file(&f)?,
+        Source::Env(p) => p,
+        Source::Prompt if new => {
+            let first = prompt(&format!(
+                "New passphrase for the organization key (at least {} characters): ",
+                hushwire_client::MIN_PASSPHRASE_CHARS
+            ))?;
+            let second = prompt("Repeat the passphrase: ")?;
+            if first != second {
+                return Err(fail("the two passphrases differ; nothing was created"));
+            }
+            first
+        }
+        Source::Prompt => prompt(&format!(
+            "Passphrase of the organization key in {}: ",
+            escape(&dir.display().to_string())
+        ))?,
+    };
+    Ok(Secret::passphrase(text.as_str()))
+}
+
 /// Whether the test-only fast key derivation was asked for.
 pub fn fast_kdf() -> Option<KdfParams> {
     std::env::var(FAST_KDF_VAR)
@@ -237,6 +306,10 @@ pub async fn wait_connected(client: &Client, wait: Duration) -> CliResult<()> {
         }
     })
     .await;
+    if let Some(e) = client.stop_error() {
+        // Wiped (its own exit code), a refused wipe order, or the relay's key changed.
+        return Err(e.into());
+    }
     if let ConnectionState::Disconnected {
         reason,
         retry_in_ms: 0,
@@ -466,8 +539,15 @@ pub async fn describe(
             obj.insert("sent_at_ms".into(), json!(m.sent_at_ms));
             obj.insert("received_at_ms".into(), json!(m.received_at_ms));
             content_json(&mut obj, m.content_type, &m.content);
+            let status = names
+                .client
+                .agent_status(m.contact)
+                .await
+                .unwrap_or(AgentStatus::Unchecked);
+            obj.insert("agent".into(), agent_json(&status));
+            let flag = agent_label(&status).map_or_else(String::new, |l| format!(" [{l}]"));
             let header = format!(
-                "[{}] {}:",
+                "[{}] {}{flag}:",
                 sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
                 escape(&m.contact_name),
             );
@@ -605,6 +685,22 @@ pub async fn describe(
             )),
             json!({"event": "store_rollback_detected", "contacts": contacts.len()}),
         )),
+        Event::AgentStatusChanged { contact, status } => {
+            let name = names.get(*contact).await;
+            let line = match (status, agent_label(status)) {
+                (AgentStatus::Refused(_), Some(label)) => format!(
+                    "warning: {} is {label}; nothing is sent to them",
+                    escape(&name)
+                ),
+                (_, Some(label)) => format!("notice: {} is {label}", escape(&name)),
+                _ => return None,
+            };
+            Some((
+                Zeroizing::new(line),
+                json!({"event": "agent_status", "contact": name, "agent": agent_json(status)}),
+            ))
+        }
+        // A wipe is reported once, as the command's error (exit status 5).
         Event::MessageStateChanged {
             contact,
             id,

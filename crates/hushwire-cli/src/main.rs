@@ -7,6 +7,7 @@
 
 mod chat;
 mod cli;
+mod clinic;
 mod common;
 mod display;
 mod healing;
@@ -18,7 +19,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use crate::cli::{
-    AuditCommand, AuditorCommand, Cli, Command, ContactCommand, OutboxCommand, TranscriptCommand,
+    AuditCommand, AuditorCommand, CertificateCommand, Cli, ClinicCommand, Command, ContactCommand,
+    OrgCommand, OutboxCommand, TranscriptCommand,
 };
 use crate::common::{CliResult, Failure};
 
@@ -62,7 +64,24 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Register {
             relay_url,
             invite,
+            certificate: Some(certificate),
+            clinic,
+            ..
+        } => {
+            clinic::register_agent(
+                g,
+                &relay_url,
+                invite.as_deref(),
+                &certificate,
+                clinic.as_deref(),
+            )
+            .await
+        }
+        Command::Register {
+            relay_url,
+            invite,
             accept_relay_key,
+            ..
         } => {
             messages::register(
                 g,
@@ -132,6 +151,41 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             OutboxCommand::List => healing::outbox_list(g).await,
             OutboxCommand::Cancel { id } => healing::outbox_cancel(g, &id).await,
         },
+        Command::Org { org_dir, command } => {
+            let dir = org_dir.as_deref();
+            match command {
+                OrgCommand::Init { name, relay } => clinic::org_init(g, dir, &name, &relay),
+                OrgCommand::Certify {
+                    request,
+                    name,
+                    roles,
+                    days,
+                    out,
+                } => clinic::org_certify(g, dir, &request, &name, roles, days, out.as_deref()),
+                OrgCommand::Revoke { serial, out } => {
+                    clinic::org_revoke(g, dir, serial, out.as_deref())
+                }
+                OrgCommand::PublishRevocations { list, wait } => {
+                    clinic::publish_revocations(g, &list, wait).await
+                }
+                OrgCommand::Link { no_qr } => clinic::org_link(g, dir, no_qr),
+                OrgCommand::Show => clinic::org_show(g, dir),
+            }
+        }
+        Command::Certificate { command } => match command {
+            CertificateCommand::Request => clinic::certificate_request(g).await,
+            CertificateCommand::Install { certificate, wait } => {
+                clinic::certificate_install(g, &certificate, wait).await
+            }
+            CertificateCommand::Show => clinic::certificate_show(g).await,
+        },
+        Command::Clinic { command } => match command {
+            ClinicCommand::Add { link, invite } => {
+                clinic::clinic_add(g, &link, invite.as_deref()).await
+            }
+            ClinicCommand::Show => clinic::clinic_show(g).await,
+        },
+        Command::Wipe { address, wait } => clinic::wipe(g, &address, wait).await,
         Command::Backup { out } => healing::backup(g, &out).await,
         Command::Restore {
             file,

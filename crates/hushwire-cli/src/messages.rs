@@ -183,6 +183,7 @@ fn contact_json(c: &Contact) -> serde_json::Value {
         "verified": c.verified,
         "identity_changed": c.identity_changed,
         "identity_known": c.identity_known,
+        "agent": common::agent_json(&c.agent),
     })
 }
 
@@ -222,6 +223,10 @@ pub async fn contact_list(g: &Global) -> CliResult<ExitCode> {
             },
             c.address
         );
+        if let Some(label) = common::agent_label(&c.agent) {
+            // `Name — verified agent of Clinic`, or why the certificate failed.
+            println!("{:width$}  {label}", "");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -529,6 +534,10 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
             r = &mut sync => break r,
         }
     };
+    if let Err(e @ (ClientError::Wiped { .. } | ClientError::WipeRefused(_))) = result {
+        // The store is gone (or must not be used): nothing more to read or sign.
+        return Err(e.into());
+    }
     loop {
         match events.try_recv() {
             Ok(Event::MessageReceived(_)) => {}

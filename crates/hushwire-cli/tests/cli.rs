@@ -1565,3 +1565,411 @@ fn export_force_never_replaces_the_store_a_directory_or_a_device() {
     export(&file).ok("export --force over an old export");
     assert!(!work.path().join("t.hwx.partial").exists());
 }
+
+// ----- clinics ------------------------------------------------------------------------------
+
+/// A loopback port nobody listens on right now (for a relay whose URL must be known before it
+/// starts: the clinic link names it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Relay {
+    /// A relay serving the clinic of `link` on `port`.
+    fn start_clinic(port: u16, link: &str) -> Self {
+        let dir = TempDir::new().unwrap();
+        let args = ["--clinic-link".as_ref(), std::ffi::OsStr::new(link)];
+        let (child, url, port) = Self::spawn(dir.path(), &format!("127.0.0.1:{port}"), &args);
+        Self {
+            child,
+            url,
+            port,
+            dir,
+        }
+    }
+}
+
+/// Runs `hushwire org --org-dir DIR ARGS…` as `user` (the passphrase is the same variable).
+fn org(user: &User, dir: &Path, args: &[&str]) -> Out {
+    let mut all = vec!["org", "--org-dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    user.run(&all)
+}
+
+/// The org directory's files, to show that a failed command changed nothing.
+fn org_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_clinic_walkthrough_verified_agent_revocation_and_wipe() {
+    let admin_machine = User::new();
+    let org_dir = admin_machine.home.parent().unwrap().join("org");
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/v1/websocket");
+    org(
+        &admin_machine,
+        &org_dir,
+        &["init", "--name", "Lakeside Clinic", "--relay", &url],
+    )
+    .ok("org init");
+    let link = org(&admin_machine, &org_dir, &["link", "--no-qr"]).ok("org link");
+    let link = link.stdout.trim().to_owned();
+    assert!(link.starts_with("hushwire-clinic:"), "{link}");
+    let with_qr = org(&admin_machine, &org_dir, &["link"]).ok("org link with QR");
+    assert!(
+        with_qr.stdout.lines().count() > 10,
+        "a QR code follows the link"
+    );
+    let relay = Relay::start_clinic(port, &link);
+    assert_eq!(relay.url, url);
+
+    // The agent asks for a certificate, gets one, registers with it and pins the clinic.
+    let agent = User::new();
+    agent.run_ok(&["init"]);
+    let request = agent
+        .run_ok(&["certificate", "request"])
+        .stdout
+        .trim()
+        .to_owned();
+    let cert = org(
+        &admin_machine,
+        &org_dir,
+        &[
+            "certify",
+            &request,
+            "--name",
+            "Dr. Ada Okafor",
+            "--roles",
+            "agent",
+        ],
+    )
+    .ok("org certify");
+    let cert = cert.stdout.trim().to_owned();
+    agent.run_ok(&["register", &url, "--certificate", &cert, "--clinic", &link]);
+    let agent_address = agent
+        .run_ok(&["whoami", "--address"])
+        .stdout
+        .trim()
+        .to_owned();
+    // An administrator's device, certified as admin.
+    let admin = User::new();
+    admin.run_ok(&["init"]);
+    let request = admin
+        .run_ok(&["certificate", "request"])
+        .stdout
+        .trim()
+        .to_owned();
+    let admin_cert = org(
+        &admin_machine,
+        &org_dir,
+        &[
+            "certify",
+            &request,
+            "--name",
+            "Sam Admin",
+            "--roles",
+            "admin",
+        ],
+    )
+    .ok("org certify admin");
+    admin.run_ok(&[
+        "register",
+        &url,
+        "--certificate",
+        admin_cert.stdout.trim(),
+        "--clinic",
+        &link,
+    ]);
+    let shown = org(&admin_machine, &org_dir, &["show", "--json"])
+        .ok("org show")
+        .json();
+    assert_eq!(shown["certificates"].as_array().unwrap().len(), 2);
+
+    // A patient adds the clinic's link: pinned and registered at its relay.
+    let patient = User::new();
+    patient.run_ok(&["init"]);
+    let added = patient.run_ok(&["clinic", "add", &link]);
+    assert!(
+        added.stdout.contains("Pinned the clinic Lakeside Clinic"),
+        "{}",
+        added.stdout
+    );
+    assert!(added.stdout.contains("Registered"), "{}", added.stdout);
+    let patient_address = patient
+        .run_ok(&["whoami", "--address"])
+        .stdout
+        .trim()
+        .to_owned();
+    patient.run_ok(&["contact", "add", "ada", &agent_address]);
+    patient.run_ok(&["send", "ada", "Is my prescription ready?"]);
+    let list = patient.run_ok(&["contact", "list"]);
+    assert!(
+        list.stdout
+            .contains("Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic"),
+        "{}",
+        list.stdout
+    );
+    let json = patient.run_ok(&["contact", "list", "--json"]).json();
+    assert_eq!(json[0]["agent"]["status"], "verified");
+    assert_eq!(json[0]["agent"]["clinic"], "Lakeside Clinic");
+
+    // The agent answers; the patient's recv shows who it is from.
+    let got = agent
+        .run_ok(&["recv", "--json", "--wait", "20"])
+        .json_lines();
+    let from = got
+        .iter()
+        .find(|e| e["event"] == "message")
+        .expect("the patient's message")["contact"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    agent.run_ok(&["send", &from, "Yes, since this morning."]);
+    let recv = patient.run_ok(&["recv", "--wait", "20"]);
+    assert!(
+        recv.stdout
+            .contains("ada [Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic]:"),
+        "{}",
+        recv.stdout
+    );
+
+    // The administrator revokes the agent; an admin device publishes the list.
+    org(&admin_machine, &org_dir, &["revoke", "1", "--out"]).failed("revoke without a file");
+    let revoked = org(&admin_machine, &org_dir, &["revoke", "1"]).ok("org revoke");
+    let list_file = org_dir.join("revocations-1.txt");
+    assert!(
+        revoked.stdout.contains(list_file.to_str().unwrap()),
+        "{}",
+        revoked.stdout
+    );
+    agent
+        .run(&["org", "publish-revocations", list_file.to_str().unwrap()])
+        .failed("an agent publishing");
+    admin.run_ok(&["org", "publish-revocations", list_file.to_str().unwrap()]);
+    patient.run_ok(&["recv", "--wait", "20"]);
+    let refused = patient
+        .run(&["send", "ada", "Hello?"])
+        .failed("send to a revoked agent");
+    assert!(
+        refused.stderr.contains("the clinic revoked certificate #1"),
+        "{}",
+        refused.stderr
+    );
+    let list = patient.run_ok(&["contact", "list"]);
+    assert!(
+        list.stdout
+            .contains("NOT a verified agent: the clinic revoked certificate #1"),
+        "{}",
+        list.stdout
+    );
+    let shown = patient.run_ok(&["clinic", "show", "--json"]).json();
+    assert_eq!(shown["revocation_sequence"], 1);
+
+    // The administrator wipes the patient's device: its next connection erases its store.
+    admin.run_ok(&["wipe", &patient_address]);
+    let wiped = patient.run(&["recv", "--wait", "20"]);
+    assert_eq!(wiped.status.code(), Some(5), "{}", wiped.stderr);
+    assert!(
+        wiped
+            .stderr
+            .contains("This device was wiped by Sam Admin, admin of Lakeside Clinic"),
+        "{}",
+        wiped.stderr
+    );
+    assert!(!patient.home.join("client.db").exists());
+    assert!(!patient.home.join("client.db-wal").exists());
+    let gone = patient.run(&["contact", "list"]).failed("a wiped store");
+    assert!(gone.stderr.contains("no Hushwire store"), "{}", gone.stderr);
+}
+
+#[test]
+fn org_commands_with_bad_input_change_nothing() {
+    let admin = User::new();
+    let dir = admin.home.parent().unwrap().join("org");
+    let missing = org(&admin, &dir, &["show"]).failed("org show without an org");
+    assert!(
+        missing.stderr.contains("no organization in"),
+        "{}",
+        missing.stderr
+    );
+    let bad = org(
+        &admin,
+        &dir,
+        &[
+            "init",
+            "--name",
+            "Bad\u{202e}Name",
+            "--relay",
+            "ws://127.0.0.1:1",
+        ],
+    )
+    .failed("a name with a direction override");
+    assert!(
+        bad.stderr.contains("not a usable clinic name"),
+        "{}",
+        bad.stderr
+    );
+    let bad = org(
+        &admin,
+        &dir,
+        &["init", "--name", "Lakeside", "--relay", "http://x"],
+    )
+    .failed("a relay that is no WebSocket URL");
+    assert!(
+        bad.stderr.contains("not a usable relay URL"),
+        "{}",
+        bad.stderr
+    );
+    assert!(!dir.exists(), "nothing created");
+    org(
+        &admin,
+        &dir,
+        &["init", "--name", "Lakeside", "--relay", "ws://127.0.0.1:1"],
+    )
+    .ok("org init");
+    let before = org_files(&dir);
+    assert_eq!(before.len(), 2);
+
+    let again = org(
+        &admin,
+        &dir,
+        &["init", "--name", "Other", "--relay", "ws://127.0.0.1:1"],
+    )
+    .failed("a second init");
+    assert!(again.stderr.contains("never replaced"), "{}", again.stderr);
+    let bad_request = org(
+        &admin,
+        &dir,
+        &[
+            "certify",
+            "not-a-request",
+            "--name",
+            "Ada",
+            "--roles",
+            "agent",
+        ],
+    )
+    .failed("a bad request");
+    assert!(
+        bad_request.stderr.contains("certificate request"),
+        "{}",
+        bad_request.stderr
+    );
+    let agent = User::new();
+    agent.run_ok(&["init"]);
+    let request = agent
+        .run_ok(&["certificate", "request"])
+        .stdout
+        .trim()
+        .to_owned();
+    let bad_roles = org(
+        &admin,
+        &dir,
+        &["certify", &request, "--name", "Ada", "--roles", "boss"],
+    )
+    .failed("an unknown role");
+    assert!(
+        bad_roles.stderr.contains("unknown role"),
+        "{}",
+        bad_roles.stderr
+    );
+    let bad_name = org(
+        &admin,
+        &dir,
+        &["certify", &request, "--name", " Ada", "--roles", "agent"],
+    )
+    .failed("a name with a leading space");
+    assert!(
+        bad_name.stderr.contains("not a usable agent name"),
+        "{}",
+        bad_name.stderr
+    );
+    let mut wrong = admin.command(&[
+        "org",
+        "--org-dir",
+        dir.to_str().unwrap(),
+        "certify",
+        &request,
+        "--name",
+        "Ada",
+        "--roles",
+        "agent",
+    ]);
+    wrong.env("HUSHWIRE_PASSPHRASE", "not the passphrase at all");
+    let wrong = run(wrong, &admin.home).failed("a wrong passphrase");
+    assert!(
+        wrong.stderr.contains("wrong passphrase"),
+        "{}",
+        wrong.stderr
+    );
+    let unknown = org(&admin, &dir, &["revoke", "42"]).failed("an unknown serial");
+    assert!(
+        unknown.stderr.contains("no certificate with serial 42"),
+        "{}",
+        unknown.stderr
+    );
+    assert_eq!(
+        org_files(&dir),
+        before,
+        "no failed command changed the org directory"
+    );
+
+    // A certificate for someone else is refused by the device before anything is sent.
+    let cert = org(
+        &admin,
+        &dir,
+        &["certify", &request, "--name", "Ada", "--roles", "agent"],
+    )
+    .ok("certify");
+    let other = User::new();
+    other.run_ok(&["init"]);
+    let link = org(&admin, &dir, &["link", "--no-qr"])
+        .ok("link")
+        .stdout
+        .trim()
+        .to_owned();
+    let refused = other
+        .run(&[
+            "register",
+            "ws://127.0.0.1:1",
+            "--certificate",
+            cert.stdout.trim(),
+            "--clinic",
+            &link,
+        ])
+        .failed("another identity's certificate");
+    assert!(
+        refused.stderr.contains("certifies another identity"),
+        "{}",
+        refused.stderr
+    );
+    let refused = other
+        .run(&["clinic", "add", "hushwire-clinic:AAAA"])
+        .failed("a bad link");
+    assert!(
+        refused.stderr.contains("not a valid clinic link"),
+        "{}",
+        refused.stderr
+    );
+    let shown = org(&admin, &dir, &["show"]).ok("org show");
+    assert!(shown.stdout.contains("Ada"), "{}", shown.stdout);
+}

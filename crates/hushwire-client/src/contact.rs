@@ -63,6 +63,8 @@ pub struct Contact {
     pub identity_changed: bool,
     /// Its identity key is known (a session exists or existed).
     pub identity_known: bool,
+    /// Whether it is a verified agent of the pinned clinic (`docs/client.md` §8).
+    pub agent: crate::client::AgentStatus,
 }
 
 impl core::fmt::Debug for Contact {
@@ -72,6 +74,10 @@ impl core::fmt::Debug for Contact {
             .field("address", &self.address)
             .field("verified", &self.verified)
             .field("identity_changed", &self.identity_changed)
+            .field(
+                "agent",
+                &matches!(self.agent, crate::client::AgentStatus::Verified { .. }),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +91,7 @@ impl Contact {
             verified: r.verified,
             identity_changed: r.identity_changed,
             identity_known: r.identity.is_some(),
+            agent: crate::client::AgentStatus::Unchecked,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use core::fmt;
 
+use hushwire::proto::clinic::{CertificateError, WipeCommand};
 use hushwire::proto::codec::DecodeError;
 use hushwire::proto::relay::ErrorCode;
 
@@ -135,6 +136,60 @@ pub enum ClientError {
     Audit(String),
     /// A transcript or export failed verification.
     Transcript(String),
+    /// The text is not a clinic link (`hushwire-clinic:` and base64url), or its signature does
+    /// not verify.
+    BadClinicLink(DecodeError),
+    /// The text or file is not an agent certificate, a revocation list or an identity key as
+    /// `hushwire` prints them (one line of base64url). Names what was expected.
+    BadClinicData {
+        /// What was expected (for example "agent certificate").
+        expected: &'static str,
+        /// Why it did not decode.
+        reason: String,
+    },
+    /// No clinic is pinned on this device (`hushwire clinic add LINK`).
+    NoClinic,
+    /// This device already pinned another clinic (another organization key): a device belongs
+    /// to one clinic. Both are organization key fingerprints.
+    OtherClinicPinned {
+        /// The pinned clinic's name.
+        pinned: String,
+        /// The name in the link or certificate given.
+        offered: String,
+    },
+    /// The agent certificate given is for another identity than this device's.
+    CertificateNotOwn {
+        /// The certified name.
+        name: String,
+    },
+    /// This device's own certificate does not verify (expired, revoked, another clinic's…).
+    OwnCertificateRefused(CertificateError),
+    /// This device holds no agent certificate (`hushwire register URL --certificate CERT`).
+    NoOwnCertificate,
+    /// The contact presents an agent certificate that does not verify under the pinned
+    /// clinic: nothing is sent to it. The reason says which check failed.
+    AgentNotVerified {
+        /// The contact's name.
+        contact: String,
+        /// Why the certificate was refused.
+        reason: CertificateError,
+    },
+    /// The revocation list is not signed by the pinned clinic's organization key.
+    ForeignRevocationList,
+    /// The relay handed this device a wipe order at login. Handled inside the client: an app
+    /// sees [`ClientError::Wiped`] or [`ClientError::WipeRefused`] instead.
+    WipeOrdered(Box<WipeCommand>),
+    /// A clinic administrator wiped this device: its store was erased. The client stopped.
+    Wiped {
+        /// The administrator's certified name.
+        by: String,
+        /// The clinic's name.
+        clinic: String,
+    },
+    /// The relay handed this device a wipe order that does not verify (forged, not from an
+    /// admin of the pinned clinic, for another device, or no clinic pinned): nothing was
+    /// erased. The client stopped (the relay refuses this device from now on).
+    WipeRefused(String),
 }
 
 impl fmt::Display for ClientError {
@@ -231,6 +286,21 @@ impl fmt::Display for ClientError {
                  (`--invite TOKEN`, from `hushwire-relay invite` on the relay's host), and the \
                  invite given, if any, is unknown, used or expired",
             ),
+            Self::Relay(ErrorCode::Forbidden) => f.write_str(
+                "the relay refused: this device's role does not allow it (an admin action needs \
+                 a device registered with an admin certificate of the clinic)",
+            ),
+            Self::Relay(ErrorCode::Suspended) => f.write_str(
+                "the relay refuses this device: the clinic's administrator suspended or wiped it",
+            ),
+            Self::Relay(ErrorCode::CertificateRefused) => f.write_str(
+                "the relay refused the agent certificate: it is from another clinic than the \
+                 relay's, forged, expired, not yet valid, revoked, or for another identity",
+            ),
+            Self::Relay(ErrorCode::ListRefused) => f.write_str(
+                "the relay refused the list: not signed by its clinic, or not newer than the one \
+                 it holds (a list is only ever replaced by a higher sequence)",
+            ),
             Self::Relay(code) => write!(f, "the relay refused the request: {code:?}"),
             Self::RelayProtocol(e) => write!(f, "the relay sent a malformed frame: {e}"),
             Self::Timeout => f.write_str("the relay did not answer in time"),
@@ -276,6 +346,53 @@ impl fmt::Display for ClientError {
             Self::Io(e) => write!(f, "{e}"),
             Self::Transcript(e) => write!(f, "transcript verification failed: {e}"),
             Self::Audit(e) => write!(f, "audit chain verification failed: {e}"),
+            Self::BadClinicLink(e) => write!(
+                f,
+                "that is not a valid clinic link ({e}): a clinic link starts with \
+                 `hushwire-clinic:` and comes from the clinic (`hushwire org link`)"
+            ),
+            Self::BadClinicData { expected, reason } => write!(
+                f,
+                "that is not a valid {expected} ({reason}): give the one line of base64url (or a \
+                 file holding it) that `hushwire` printed"
+            ),
+            Self::NoClinic => f.write_str(
+                "no clinic is pinned on this device: add the clinic's link first \
+                 (`hushwire clinic add LINK`)",
+            ),
+            Self::OtherClinicPinned { pinned, offered } => write!(
+                f,
+                "this device belongs to the clinic {pinned:?}; {offered:?} is another clinic \
+                 (another organization key). A device belongs to one clinic: use another home"
+            ),
+            Self::CertificateNotOwn { name } => write!(
+                f,
+                "the certificate (for {name:?}) certifies another identity than this device's: \
+                 ask the administrator to certify this device's request \
+                 (`hushwire certificate request`)"
+            ),
+            Self::OwnCertificateRefused(e) => write!(f, "this device's certificate: {e}"),
+            Self::NoOwnCertificate => f.write_str(
+                "this device holds no agent certificate (`hushwire register URL --certificate \
+                 CERT`, or `hushwire certificate install CERT`)",
+            ),
+            Self::AgentNotVerified { contact, reason } => write!(
+                f,
+                "{contact:?} is not a verified agent of the clinic: {reason}; nothing was sent"
+            ),
+            Self::ForeignRevocationList => f.write_str(
+                "the revocation list is not signed by this device's clinic; nothing changed",
+            ),
+            Self::WipeOrdered(_) => f.write_str("the relay handed over a wipe order"),
+            Self::Wiped { by, clinic } => {
+                write!(f, "This device was wiped by {by}, admin of {clinic}")
+            }
+            Self::WipeRefused(reason) => write!(
+                f,
+                "the relay handed this device a wipe order that does not verify ({reason}): \
+                 nothing was erased, but the relay refuses this device; tell the clinic's \
+                 administrator"
+            ),
         }
     }
 }

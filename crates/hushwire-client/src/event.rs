@@ -202,6 +202,22 @@ pub enum Event {
         /// The contacts whose sessions start again.
         contacts: Vec<ContactId>,
     },
+    /// Whether a contact is a verified agent of the pinned clinic changed: its certificate was
+    /// fetched, expired, or revoked, or a clinic was pinned (`docs/client.md` §8).
+    AgentStatusChanged {
+        /// Which contact.
+        contact: ContactId,
+        /// Its new status.
+        status: crate::client::AgentStatus,
+    },
+    /// A clinic administrator's verified wipe order erased this device's store
+    /// (`docs/client.md` §8.5). The client stopped and cannot be used any more.
+    Wiped {
+        /// The administrator's certified name (escape it before showing it on a terminal).
+        by: String,
+        /// The clinic's name, from its signed link.
+        clinic: String,
+    },
 }
 
 /// Where a sent message is (`docs/client.md` §5.13), from [`crate::Client::message_state`].

@@ -43,8 +43,9 @@ mod vault;
 
 pub use address::Address;
 pub use client::{
-    AUDIT_CHECKPOINT_INTERVAL, ArchiveSettings, AuditedExport, AuditedTranscript, Client,
-    ClientOptions, ExportSummary, MAX_RESENDS, RelayKeyPin, TranscriptInfo, read_export,
+    AUDIT_CHECKPOINT_INTERVAL, AgentStatus, ArchiveSettings, AuditedExport, AuditedTranscript,
+    Client, ClientOptions, ClinicInfo, ExportSummary, MAX_RESENDS, RelayKeyPin, TranscriptInfo,
+    read_export,
 };
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};
@@ -56,4 +57,4 @@ pub use hushwire::transcript::{
 pub use link::TlsRoots;
 pub use payload::MAX_CONTENT_LEN;
 pub use store::SCHEMA_VERSION;
-pub use vault::{KdfParams, MIN_PASSPHRASE_CHARS, Secret};
+pub use vault::{KdfParams, MIN_PASSPHRASE_CHARS, Secret, open_secret_file, seal_secret_file};

@@ -170,8 +170,12 @@ where
 
 /// How to present this device to the relay.
 pub(crate) enum Greeting<'a> {
-    /// Register a new device, with an invite token where the relay needs one.
-    Register(Option<&'a [u8]>),
+    /// Register a new device, with an invite token where the relay needs one, and the agent
+    /// certificate of a clinic's staff.
+    Register(
+        Option<&'a [u8]>,
+        Option<&'a hushwire::proto::clinic::AgentCertificate>,
+    ),
     /// Authenticate a registered device.
     Authenticate,
 }
@@ -264,10 +268,10 @@ pub(crate) async fn connect(
         account.identity(),
     );
     let body = match greeting {
-        Greeting::Register(invite) => FrameBody::Register {
+        Greeting::Register(invite, certificate) => FrameBody::Register {
             credentials,
             invite: invite.map(<[u8]>::to_vec),
-            certificate: None,
+            certificate: certificate.map(|c| Box::new(c.clone())),
         },
         Greeting::Authenticate => FrameBody::Authenticate(credentials),
     };
@@ -289,6 +293,8 @@ pub(crate) async fn connect(
     match answer.map(|f| f.body) {
         Some(FrameBody::Ok) => {}
         Some(FrameBody::Error { code, .. }) => return Err(ClientError::Relay(code)),
+        // A clinic's administrator ordered this device wiped: the caller checks the order.
+        Some(FrameBody::Wiped(command)) => return Err(ClientError::WipeOrdered(command)),
         _ => {
             return Err(ClientError::Connection(
                 "the relay did not answer the greeting".into(),

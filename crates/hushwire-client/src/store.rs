@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -110,6 +110,16 @@ const MIGRATIONS: &[&str] = &[
     // store migrated here has no pin yet: it pins at its first successful login.
     r"
     CREATE TABLE relay_pin (id INTEGER PRIMARY KEY CHECK (id = 1), sealed BLOB NOT NULL);
+    ",
+    // 3 → 4: clinics (`docs/client.md` §8). The pinned clinic (its signed link, this device's
+    // own agent certificate, the newest revocation list) in one sealed row, and per contact the
+    // agent certificate the relay served for it (or the fact that it served none), sealed.
+    r"
+    CREATE TABLE clinic (id INTEGER PRIMARY KEY CHECK (id = 1), sealed BLOB NOT NULL);
+    CREATE TABLE contact_certificates (
+        contact_id INTEGER PRIMARY KEY REFERENCES contacts(id),
+        sealed BLOB NOT NULL
+    );
     ",
 ];
 
@@ -210,6 +220,49 @@ pub(crate) async fn get_relay_pin(c: &mut SqliteConnection) -> Result<Option<Vec
 /// Replaces the sealed pinned relay key.
 pub(crate) async fn put_relay_pin(c: &mut SqliteConnection, sealed: &[u8]) -> Result<()> {
     sqlx::query("INSERT INTO relay_pin (id, sealed) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed")
+        .bind(sealed)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The sealed clinic row, if a clinic is pinned.
+pub(crate) async fn get_clinic(c: &mut SqliteConnection) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar("SELECT sealed FROM clinic WHERE id = 1")
+        .fetch_optional(c)
+        .await?)
+}
+
+/// Replaces the sealed clinic row.
+pub(crate) async fn put_clinic(c: &mut SqliteConnection, sealed: &[u8]) -> Result<()> {
+    sqlx::query("INSERT INTO clinic (id, sealed) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed")
+        .bind(sealed)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The sealed certificate record of a contact, if one was fetched.
+pub(crate) async fn get_contact_certificate(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+) -> Result<Option<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT sealed FROM contact_certificates WHERE contact_id = ?")
+            .bind(contact_id)
+            .fetch_optional(c)
+            .await?,
+    )
+}
+
+/// Replaces the sealed certificate record of a contact.
+pub(crate) async fn put_contact_certificate(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query("INSERT INTO contact_certificates (contact_id, sealed) VALUES (?, ?) ON CONFLICT (contact_id) DO UPDATE SET sealed = excluded.sealed")
+        .bind(contact_id)
         .bind(sealed)
         .execute(c)
         .await?;

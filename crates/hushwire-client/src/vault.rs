@@ -309,11 +309,113 @@ impl Vault {
     }
 }
 
+/// The first bytes of a file sealed by [`seal_secret_file`].
+const SEALED_FILE_MAGIC: &[u8; 8] = b"HWSEAL01";
+
+/// Seals a small secret for a file of its own (a clinic's organization key, `hushwire org`)
+/// the way a store is sealed: a master key from `secret` (Argon2id with a fresh salt and
+/// `params` for a passphrase), expanded into a values key and a check value, and the secret
+/// sealed as `purpose` with XChaCha20-Poly1305. Layout: `HWSEAL01 ‖ len[2] ‖ derivation ‖
+/// check[32] ‖ nonce[24] ‖ ciphertext ‖ tag[16]`. [`ClientError::WeakPassphrase`] for a short
+/// passphrase.
+pub fn seal_secret_file(
+    secret: &Secret,
+    params: KdfParams,
+    purpose: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let mut rng = crate::os::rng();
+    let derivation = KeyDerivation::new_for(secret, params, &mut rng)?;
+    let master = derivation.master_key(secret)?;
+    let vault = Vault::from_master(&master);
+    let header = postcard::to_allocvec(&derivation).unwrap_or_default();
+    let mut out = Vec::with_capacity(8 + 2 + header.len() + 32 + plaintext.len() + 40);
+    out.extend_from_slice(SEALED_FILE_MAGIC);
+    out.extend_from_slice(
+        &u16::try_from(header.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&vault.check_value());
+    out.extend_from_slice(&vault.seal(purpose, b"", plaintext, &mut rng));
+    Ok(out)
+}
+
+/// Opens a file sealed by [`seal_secret_file`] as `purpose`: [`ClientError::WrongSecret`] if
+/// `secret` is not the one it was sealed with, [`ClientError::CorruptStore`] if the file is
+/// not such a file or was altered.
+pub fn open_secret_file(
+    secret: &Secret,
+    purpose: &'static str,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    let bad = ClientError::CorruptStore(purpose);
+    let rest = sealed
+        .strip_prefix(SEALED_FILE_MAGIC.as_slice())
+        .ok_or(bad)?;
+    let (Some(len), Some(rest)) = (rest.get(..2), rest.get(2..)) else {
+        return Err(ClientError::CorruptStore(purpose));
+    };
+    let len = usize::from(u16::from_be_bytes(
+        len.try_into()
+            .map_err(|_| ClientError::CorruptStore(purpose))?,
+    ));
+    if rest.len() < len + 32 {
+        return Err(ClientError::CorruptStore(purpose));
+    }
+    let (header, rest) = rest.split_at(len);
+    let (check, body) = rest.split_at(32);
+    let derivation: KeyDerivation =
+        postcard::from_bytes(header).map_err(|_| ClientError::CorruptStore(purpose))?;
+    let master = derivation.master_key(secret)?;
+    let vault = Vault::from_master(&master);
+    if !vault.matches(check) {
+        return Err(ClientError::WrongSecret);
+    }
+    vault.open(purpose, b"", body)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use rand_core::SeedableRng as _;
+
+    #[test]
+    fn a_sealed_file_opens_only_with_its_secret_and_purpose() {
+        let secret = Secret::passphrase("correct horse battery");
+        let sealed =
+            seal_secret_file(&secret, KdfParams::INSECURE_FOR_TESTS, "org key", b"k").unwrap();
+        assert_eq!(
+            open_secret_file(&secret, "org key", &sealed)
+                .unwrap()
+                .as_slice(),
+            b"k"
+        );
+        assert!(matches!(
+            open_secret_file(
+                &Secret::passphrase("wrong horse battery"),
+                "org key",
+                &sealed
+            ),
+            Err(ClientError::WrongSecret)
+        ));
+        assert!(open_secret_file(&secret, "other", &sealed).is_err());
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(open_secret_file(&secret, "org key", &altered).is_err());
+        assert!(open_secret_file(&secret, "org key", b"HWSEAL01").is_err());
+        assert!(matches!(
+            seal_secret_file(
+                &Secret::passphrase("short"),
+                KdfParams::INSECURE_FOR_TESTS,
+                "k",
+                b""
+            ),
+            Err(ClientError::WeakPassphrase { .. })
+        ));
+    }
 
     #[test]
     fn sealed_values_are_bound_to_purpose_and_context() {

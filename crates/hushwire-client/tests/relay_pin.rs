@@ -178,10 +178,13 @@ async fn a_store_from_before_pinning_pins_at_its_first_login() {
         let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
-        sqlx::raw_sql("DROP TABLE relay_pin; PRAGMA user_version = 2;")
-            .execute(&mut c)
-            .await
-            .unwrap();
+        sqlx::raw_sql(
+            "DROP TABLE contact_certificates; DROP TABLE clinic; DROP TABLE relay_pin; \
+             PRAGMA user_version = 2;",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
     }
     let client = Client::open(&path, &secret(), options()).await.unwrap();
     assert_eq!(client.relay_key_pin().await, None, "nothing pinned yet");

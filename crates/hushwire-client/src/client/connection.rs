@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hushwire::proto::clinic::AgentCertificate;
 use hushwire::proto::relay::{ErrorCode, FrameBody};
 
 use crate::error::{ClientError, Result};
@@ -53,7 +54,9 @@ impl Client {
                 .as_ref()
                 .map_or(Pin::Any, |p| Pin::Expect(p.key()))
         };
-        self.register_with(relay_url, invite, pin).await
+        let certificate = self.registration_certificate().await;
+        self.register_with(relay_url, invite, pin, certificate.as_ref())
+            .await
     }
 
     /// [`Client::register`] with a relay whose key differs from the pinned one: only a relay
@@ -65,22 +68,38 @@ impl Client {
         invite: Option<&str>,
         fingerprint: &str,
     ) -> Result<()> {
-        self.register_with(relay_url, invite, Pin::Accept(fingerprint.to_owned()))
-            .await
+        let certificate = self.registration_certificate().await;
+        self.register_with(
+            relay_url,
+            invite,
+            Pin::Accept(fingerprint.to_owned()),
+            certificate.as_ref(),
+        )
+        .await
     }
 
-    async fn register_with(&self, relay_url: &str, invite: Option<&str>, pin: Pin) -> Result<()> {
+    pub(super) async fn register_with(
+        &self,
+        relay_url: &str,
+        invite: Option<&str>,
+        pin: Pin,
+        certificate: Option<&AgentCertificate>,
+    ) -> Result<()> {
         let url = RelayUrl::parse(relay_url)?;
         let account = self.inner.state.lock().await.account.clone();
-        let (link, incoming, relay_key) = link::connect(
+        let connected = link::connect(
             &url,
             &self.inner.options.tls,
             &account,
-            Greeting::Register(invite.map(str::as_bytes)),
+            Greeting::Register(invite.map(str::as_bytes), certificate),
             pin,
             self.inner.options.request_timeout,
         )
-        .await?;
+        .await;
+        let (link, incoming, relay_key) = match connected {
+            Err(ClientError::WipeOrdered(command)) => return Err(self.handle_wipe(&command).await),
+            other => other?,
+        };
         // Route answers while we upload.
         let reader = tokio::spawn(drain(incoming));
         let result = async {
@@ -100,8 +119,20 @@ impl Client {
             .await
     }
 
-    /// The error that stopped the connection for good because the relay's key changed.
+    /// Why the client stopped connecting for good, if it did: the relay's key changed
+    /// ([`ClientError::RelayKeyChanged`]), a clinic administrator wiped this device
+    /// ([`ClientError::Wiped`]), or the relay handed over a wipe order that does not verify
+    /// ([`ClientError::WipeRefused`]).
+    pub fn stop_error(&self) -> Option<ClientError> {
+        self.relay_key_refused()
+    }
+
+    /// The error that stopped the connection for good because the relay's key changed (or a
+    /// wipe order came).
     fn relay_key_refused(&self) -> Option<ClientError> {
+        if let Some(halt) = self.inner.halted.lock().ok().and_then(|h| h.clone()) {
+            return Some(halt.error());
+        }
         self.inner
             .relay_key_refused
             .lock()
@@ -171,6 +202,18 @@ impl Client {
                     });
                     return;
                 }
+                Err(e @ (ClientError::Wiped { .. } | ClientError::WipeRefused(_))) => {
+                    // Never retried: the relay refuses this device from now on, and a wiped
+                    // store is gone (docs/client.md §8.5).
+                    if let Ok(mut l) = self.inner.link.lock() {
+                        *l = None;
+                    }
+                    self.set_state(ConnectionState::Disconnected {
+                        reason: e.to_string(),
+                        retry_in_ms: 0,
+                    });
+                    return;
+                }
                 Err(e @ ClientError::ConnectedElsewhere) => {
                     // Another copy of this device is online: reconnecting would only knock it
                     // off in turn. The app decides (docs/client.md §5.11).
@@ -221,6 +264,7 @@ impl Client {
                 .map_or(Pin::Any, |p| Pin::Expect(p.key()));
             (state.account.clone(), pin)
         };
+        let certificate = self.registration_certificate().await;
         let connect = |greeting| {
             link::connect(
                 &url,
@@ -242,7 +286,7 @@ impl Client {
             // published below and its mailbox starts empty (what it held is lost, and senders
             // learn it from their missing receipts, §5.13).
             Err(ClientError::Relay(ErrorCode::UnknownDevice)) => {
-                match connect(Greeting::Register(None)).await {
+                match connect(Greeting::Register(None, certificate.as_ref())).await {
                     Ok((link, incoming, key)) => (link, incoming, key, true),
                     // Passed on as it is, so the supervisor stops rather than retries.
                     Err(e @ ClientError::RelayKeyChanged { .. }) => return Err(e),
@@ -253,6 +297,7 @@ impl Client {
                     }
                 }
             }
+            Err(ClientError::WipeOrdered(command)) => return Err(self.handle_wipe(&command).await),
             Err(e) => return Err(e),
         };
         drop(account);
@@ -310,6 +355,15 @@ impl Client {
         };
         let upkeep = async {
             let mut counts_rx = counts_rx;
+            // The clinic's revocation list and contacts' certificates, at every connection
+            // (docs/client.md §8.3); `sync` waits for it.
+            self.inner
+                .clinic_pending
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.clinic_upkeep(&link, true).await?;
+            self.inner
+                .clinic_pending
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             // Rotation is checked at every connection and hourly while connected.
             let mut hourly = tokio::time::interval(Duration::from_secs(3600));
             // Receipts are checked often enough that "not confirmed" shows within seconds of
@@ -325,6 +379,12 @@ impl Client {
                     }
                     _ = receipts.tick() => {
                         self.check_receipts().await?;
+                    }
+                    () = self.inner.clinic_check.notified() => {
+                        self.clinic_upkeep(&link, false).await?;
+                        self.inner
+                            .clinic_pending
+                            .store(false, std::sync::atomic::Ordering::SeqCst);
                     }
                     counts = counts_rx.recv() => match counts {
                         Some((one_time, kem)) => self.replenish(&link, one_time, kem).await?,
@@ -376,7 +436,12 @@ impl Client {
             }
             loop {
                 let changed = self.inner.outbox_changed.notified();
-                if self.pending_sendable().await? == 0 {
+                if self.pending_sendable().await? == 0
+                    && !self
+                        .inner
+                        .clinic_pending
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                {
                     return Ok(());
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;

@@ -121,16 +121,19 @@ impl Client {
 
     /// Every contact, in the order added (removed ones left out, §5.15).
     pub async fn contacts(&self) -> Result<Vec<Contact>> {
-        let _state = self.inner.state.lock().await;
+        let state = self.inner.state.lock().await;
         let mut c = self.inner.db.acquire().await?;
         let removed = self.removed_contacts(&mut c).await?;
-        Ok(self
-            .all_contacts(&mut c)
-            .await?
-            .iter()
-            .filter(|(id, _)| !removed.contains(id))
-            .map(|(id, r)| Contact::from_record(*id, r))
-            .collect())
+        let mut out = Vec::new();
+        for (id, record) in self.all_contacts(&mut c).await? {
+            if removed.contains(&id) {
+                continue;
+            }
+            let mut contact = Contact::from_record(id, &record);
+            contact.agent = self.status_with(&mut c, &state, id, &record).await?;
+            out.push(contact);
+        }
+        Ok(out)
     }
 
     /// Every contact, removed ones included (their transcripts are kept and listed).
@@ -331,6 +334,9 @@ impl Client {
         };
         let id = self.insert_contact(&mut tx, &record).await?;
         tx.commit().await?;
+        drop(state);
+        // Is the new contact an agent of the clinic? Asked at once if connected (`clinic.rs`).
+        self.request_clinic_check();
         Ok(ContactId(id))
     }
 

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 mod audit_log;
+mod clinic;
 mod connection;
 mod contacts;
 #[cfg(test)]
@@ -46,6 +47,7 @@ mod transcript_log;
 mod transcripts;
 
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
+pub use clinic::{AgentStatus, ClinicInfo};
 pub use healing::MAX_RESENDS;
 pub use relay_pin::RelayKeyPin;
 pub use transcripts::{
@@ -137,6 +139,29 @@ struct State {
     profile: Profile,
     /// The pinned relay key (`relay_pin.rs`).
     relay_pin: Option<relay_pin::PinRecord>,
+    /// The pinned clinic (`clinic.rs`).
+    clinic: Option<clinic::Clinic>,
+}
+
+/// Why the client stopped for good after a wipe order (`clinic.rs`).
+#[derive(Clone, Debug)]
+enum Halt {
+    /// A verified wipe erased the store.
+    Wiped { by: String, clinic: String },
+    /// The wipe order did not verify; nothing was erased.
+    WipeRefused(String),
+}
+
+impl Halt {
+    fn error(&self) -> ClientError {
+        match self {
+            Self::Wiped { by, clinic } => ClientError::Wiped {
+                by: by.clone(),
+                clinic: clinic.clone(),
+            },
+            Self::WipeRefused(reason) => ClientError::WipeRefused(reason.clone()),
+        }
+    }
 }
 
 struct Inner {
@@ -158,6 +183,12 @@ struct Inner {
     /// Set when the relay presented a key other than the pinned one (pinned, presented
     /// fingerprints): the supervisor stopped, and waits report [`ClientError::RelayKeyChanged`].
     relay_key_refused: StdMutex<Option<(String, String)>>,
+    /// Set when a wipe order stopped the client (erased or refused).
+    halted: StdMutex<Option<Halt>>,
+    /// Set while contacts' certificates wait to be checked (`clinic.rs`): `sync` waits.
+    clinic_pending: std::sync::atomic::AtomicBool,
+    /// Wakes the connection to check new contacts' certificates.
+    clinic_check: Notify,
     options: ClientOptions,
     /// Held for as long as any clone lives: one process per store (`store_lock.rs`).
     _lock: StoreLock,
@@ -228,6 +259,7 @@ impl Client {
             account,
             profile,
             relay_pin: None,
+            clinic: None,
         };
         Ok(Self::assemble(path, db, vault, state, options, lock))
     }
@@ -280,13 +312,16 @@ impl Client {
             Some(p) => Some(vault.open_value("relay pin", b"", &p)?),
             None => None,
         };
-        drop(c);
         let state = State {
             account,
             profile,
             relay_pin,
+            clinic: None,
         };
         let client = Self::assemble(path, db, vault, state, options, lock);
+        let clinic = client.load_clinic(&mut c).await?;
+        drop(c);
+        client.inner.state.lock().await.clinic = clinic;
         {
             let state = client.inner.state.lock().await;
             let mut tx = store::begin(&client.inner.db).await?;
@@ -343,6 +378,9 @@ impl Client {
                 supervisor: StdMutex::new(None),
                 epoch_unreported: std::sync::atomic::AtomicBool::new(true),
                 relay_key_refused: StdMutex::new(None),
+                halted: StdMutex::new(None),
+                clinic_pending: std::sync::atomic::AtomicBool::new(false),
+                clinic_check: Notify::new(),
                 options,
                 _lock: lock,
             }),
@@ -380,6 +418,10 @@ impl Client {
     }
 
     fn emit(&self, event: Event) {
+        if matches!(event, Event::NewContact { .. }) {
+            // A stranger wrote first: is it an agent of the clinic? (`clinic.rs`)
+            self.request_clinic_check();
+        }
         let _ = self.inner.events.send(event);
     }
 

@@ -64,6 +64,9 @@ impl Client {
         if record.identity_changed {
             return Err(ClientError::IdentityChangedUnverified(record.name));
         }
+        // A contact whose agent certificate does not verify gets nothing (`clinic.rs`).
+        self.check_sendable(&mut tx, &state, contact.0, &record)
+            .await?;
         self.append_transcript(
             &mut tx,
             &state.account,
@@ -390,6 +393,7 @@ impl Client {
         contact_id: i64,
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
+        self.check_before_encrypting(link, contact_id).await?;
         self.ensure_session(link, contact_id).await?;
         let (ciphertext, _header) = self.encrypt_outbox_row(row_id, contact_id, sealed).await?;
         Ok(ciphertext)
@@ -458,6 +462,7 @@ pub(super) fn is_per_contact(e: &ClientError) -> bool {
         e,
         ClientError::Relay(ErrorCode::NoPreKeys | ErrorCode::UnknownDevice | ErrorCode::BadPreKey)
             | ClientError::RelayIdentityMismatch(_)
+            | ClientError::AgentNotVerified { .. }
             | ClientError::Session(_)
     )
 }

@@ -1,0 +1,765 @@
+//! Clinics: the administrator's offline organization tools (`org`), an agent's certificate
+//! (`certificate`, `register --certificate`), a patient's pinned clinic (`clinic`), and remote
+//! wipe (`wipe`). `docs/client.md` §8.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use hushwire_client::{Address, Client, ClientError, KdfParams};
+use hushwire_proto::IdentityKey;
+use hushwire_proto::clinic::{
+    AgentCertificate, ClinicLink, RevocationList, Roles, check_name, check_relay_url,
+};
+use hushwire_proto::codec::Codec;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::cli::Global;
+use crate::common::{self, CliResult, fail, open};
+use crate::display::escape;
+
+/// The sealed organization key's file in the org directory.
+const KEY_FILE: &str = "org.key";
+/// The organization's state file.
+const STATE_FILE: &str = "org.json";
+/// What the organization key is sealed as.
+const KEY_PURPOSE: &str = "hushwire organization key";
+/// Certificates start this long before they are issued, so a device whose clock is a little
+/// behind accepts them at once.
+const BACKDATE_SECS: u64 = 300;
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// ----- reading what people paste ------------------------------------------------------------
+
+/// The text of an argument that is either a file (if one exists at that path) or the text.
+fn text_or_file(arg: &str) -> CliResult<String> {
+    let path = Path::new(arg);
+    if arg.len() < 4096 && path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", escape(arg))))?;
+        return Ok(text.trim().to_owned());
+    }
+    Ok(arg.trim().to_owned())
+}
+
+/// Decodes one line of base64url into a structure.
+fn decode_b64<T>(
+    arg: &str,
+    expected: &'static str,
+    read: fn(&[u8]) -> Result<T, String>,
+) -> CliResult<T> {
+    let text = text_or_file(arg)?;
+    let bad = |reason: String| -> common::Failure {
+        ClientError::BadClinicData { expected, reason }.into()
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text.as_bytes())
+        .map_err(|_| bad("not base64url".into()))?;
+    read(&bytes).map_err(bad)
+}
+
+fn read_certificate(arg: &str) -> CliResult<AgentCertificate> {
+    decode_b64(arg, "agent certificate", |b| {
+        AgentCertificate::from_bytes(b).map_err(|e| e.to_string())
+    })
+}
+
+fn read_revocation_list(arg: &str) -> CliResult<RevocationList> {
+    decode_b64(arg, "revocation list", |b| {
+        RevocationList::from_bytes(b).map_err(|e| e.to_string())
+    })
+}
+
+fn read_request(arg: &str) -> CliResult<IdentityKey> {
+    decode_b64(arg, "identity key (certificate request)", |b| {
+        IdentityKey::from_bytes(b).map_err(|e| e.to_string())
+    })
+}
+
+fn read_link(arg: &str) -> CliResult<ClinicLink> {
+    let text = text_or_file(arg)?;
+    text.parse::<ClinicLink>()
+        .map_err(|e| ClientError::BadClinicLink(e).into())
+}
+
+fn b64<T: Codec>(value: &T) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_bytes())
+}
+
+// ----- files ----------------------------------------------------------------------------------
+
+/// Writes `bytes` to `path` owner-only, through a temporary file renamed into place, so a
+/// failure leaves the old file (or none) and never half a file. `create_new` refuses to replace
+/// an existing file.
+fn write_private(path: &Path, bytes: &[u8], create_new: bool) -> CliResult<()> {
+    if create_new && path.exists() {
+        return Err(fail(format!(
+            "{} exists: it is never overwritten; choose another file",
+            path.display()
+        )));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(format!("cannot write {}: {e}", path.display()))
+    })
+}
+
+// ----- the organization -------------------------------------------------------------------------
+
+/// One certificate the organization issued, as `org.json` keeps it.
+#[derive(Clone, Serialize, Deserialize)]
+struct Issued {
+    serial: u64,
+    name: String,
+    roles: String,
+    /// The certified identity's fingerprint (64 hex digits).
+    fingerprint: String,
+    not_before: u64,
+    not_after: u64,
+}
+
+/// `org.json`: everything about the organization except its private key.
+#[derive(Clone, Serialize, Deserialize)]
+struct OrgState {
+    name: String,
+    relay_url: String,
+    /// The organization key's public half (64 hex digits).
+    org_key: String,
+    /// The clinic link, signed at `org init`.
+    link: String,
+    next_serial: u64,
+    certificates: Vec<Issued>,
+    revoked: Vec<u64>,
+    revocation_sequence: u64,
+}
+
+/// The organization's directory: `--org-dir`, `$HUSHWIRE_ORG_DIR`, or `$HOME/.hushwire-org`.
+fn org_dir(dir: Option<&Path>) -> CliResult<PathBuf> {
+    if let Some(d) = dir {
+        return Ok(d.to_owned());
+    }
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => Ok(PathBuf::from(h).join(".hushwire-org")),
+        _ => Err(fail(
+            "no home directory: pass --org-dir DIR or set HUSHWIRE_ORG_DIR",
+        )),
+    }
+}
+
+fn load_state(dir: &Path) -> CliResult<OrgState> {
+    let path = dir.join(STATE_FILE);
+    if !dir.join(KEY_FILE).exists() || !path.exists() {
+        return Err(fail(format!(
+            "no organization in {}: create one with `hushwire org init --name NAME --relay URL` \
+             (or pass the right --org-dir)",
+            dir.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        fail(format!(
+            "{} is damaged ({e}): restore it from a backup",
+            path.display()
+        ))
+    })
+}
+
+fn save_state(dir: &Path, state: &OrgState) -> CliResult<()> {
+    let text = serde_json::to_string_pretty(state).unwrap_or_default();
+    write_private(&dir.join(STATE_FILE), text.as_bytes(), false)
+}
+
+/// Unseals the organization key with the passphrase (checked against the state's public key).
+fn unseal_key(g: &Global, dir: &Path, state: &OrgState) -> CliResult<SigningKey> {
+    let path = dir.join(KEY_FILE);
+    let sealed =
+        std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    let secret = common::org_passphrase(g, dir, false)?;
+    let seed =
+        hushwire_client::open_secret_file(&secret, KEY_PURPOSE, &sealed).map_err(|e| match e {
+            ClientError::WrongSecret => {
+                fail("wrong passphrase: the organization key did not open; nothing changed")
+            }
+            ClientError::CorruptStore(_) => fail(format!(
+                "{} is damaged or not an organization key: restore it from a backup",
+                path.display()
+            )),
+            e => e.into(),
+        })?;
+    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(seed.as_slice().try_into().map_err(|_| {
+        fail(format!(
+            "{} is damaged: restore it from a backup",
+            path.display()
+        ))
+    })?);
+    let key = SigningKey::from_bytes(&seed);
+    if hex::encode(key.verifying_key().as_bytes()) != state.org_key {
+        return Err(fail(format!(
+            "the key in {} is not the one {} names: the directory was mixed up; restore both \
+             from the same backup",
+            KEY_FILE, STATE_FILE
+        )));
+    }
+    Ok(key)
+}
+
+/// `org init`.
+pub fn org_init(g: &Global, dir: Option<&Path>, name: &str, relay: &str) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    check_name(name).map_err(|_| {
+        fail(format!(
+            "{:?} is not a usable clinic name: 1 to 64 bytes, no control, invisible or \
+             direction-changing characters, no leading or trailing spaces",
+            escape(name)
+        ))
+    })?;
+    check_relay_url(relay).map_err(|_| {
+        fail(format!(
+            "{:?} is not a usable relay URL: wss://host[:port][/path] (or ws:// on loopback), at \
+             most 200 characters",
+            escape(relay)
+        ))
+    })?;
+    if dir.join(KEY_FILE).exists() || dir.join(STATE_FILE).exists() {
+        return Err(fail(format!(
+            "{} already holds an organization: it is never replaced (use another --org-dir)",
+            dir.display()
+        )));
+    }
+    let secret = common::org_passphrase(g, &dir, true)?;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut()).map_err(|e| fail(format!("no randomness: {e}")))?;
+    let key = SigningKey::from_bytes(&seed);
+    let params = common::fast_kdf().unwrap_or(KdfParams::DEFAULT);
+    let sealed = hushwire_client::seal_secret_file(&secret, params, KEY_PURPOSE, seed.as_slice())?;
+    let link = ClinicLink::issue(&key, name, relay)
+        .map_err(|e| fail(format!("cannot make the clinic link: {e}")))?;
+    let state = OrgState {
+        name: name.to_owned(),
+        relay_url: relay.to_owned(),
+        org_key: hex::encode(key.verifying_key().as_bytes()),
+        link: link.to_string(),
+        next_serial: 1,
+        certificates: Vec::new(),
+        revoked: Vec::new(),
+        revocation_sequence: 0,
+    };
+    common::create_home(&dir)?;
+    write_private(&dir.join(KEY_FILE), &sealed, true)?;
+    if let Err(e) = save_state(&dir, &state) {
+        let _ = std::fs::remove_file(dir.join(KEY_FILE));
+        return Err(e);
+    }
+    let fingerprint = link.org().fingerprint().to_string();
+    if g.json {
+        println!(
+            "{}",
+            json!({"name": name, "relay": relay, "org_fingerprint": fingerprint, "link": state.link, "dir": dir.display().to_string()})
+        );
+    } else {
+        println!(
+            "Created the organization key of {} in {}.",
+            escape(name),
+            dir.display()
+        );
+        println!("Organization key fingerprint: {fingerprint}");
+        println!(
+            "Clinic link (give it to patients and agents; `hushwire org link` shows a QR code):"
+        );
+        println!("{}", state.link);
+        println!(
+            "Keep {} and its passphrase safe: whoever holds both can certify agents.",
+            dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `org certify`.
+pub fn org_certify(
+    g: &Global,
+    dir: Option<&Path>,
+    request: &str,
+    name: &str,
+    roles: Roles,
+    days: u64,
+    out: Option<&Path>,
+) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    let mut state = load_state(&dir)?;
+    let subject = read_request(request)?;
+    check_name(name).map_err(|_| {
+        fail(format!(
+            "{:?} is not a usable agent name: 1 to 64 bytes, no control, invisible or \
+             direction-changing characters, no leading or trailing spaces",
+            escape(name)
+        ))
+    })?;
+    if let Some(out) = out
+        && out.exists()
+    {
+        return Err(fail(format!(
+            "{} exists: it is never overwritten",
+            out.display()
+        )));
+    }
+    let key = unseal_key(g, &dir, &state)?;
+    let now = now_s();
+    let not_before = now.saturating_sub(BACKDATE_SECS);
+    let not_after = now.saturating_add(days.saturating_mul(86_400));
+    let serial = state.next_serial;
+    let certificate = AgentCertificate::issue(
+        &key,
+        serial,
+        subject.clone(),
+        name,
+        roles,
+        not_before,
+        not_after,
+    )
+    .map_err(|e| fail(format!("cannot issue the certificate: {e}")))?;
+    let text = b64(&certificate);
+    state.next_serial += 1;
+    state.certificates.push(Issued {
+        serial,
+        name: name.to_owned(),
+        roles: roles.to_string(),
+        fingerprint: subject.fingerprint().to_string(),
+        not_before,
+        not_after,
+    });
+    if let Some(out) = out {
+        write_private(out, format!("{text}\n").as_bytes(), true)?;
+    }
+    if let Err(e) = save_state(&dir, &state) {
+        if let Some(out) = out {
+            let _ = std::fs::remove_file(out);
+        }
+        return Err(e);
+    }
+    if g.json {
+        println!(
+            "{}",
+            json!({"serial": serial, "name": name, "roles": roles.to_string(), "not_before": not_before, "not_after": not_after, "certificate": text})
+        );
+    } else {
+        eprintln!(
+            "Certified {} as {roles} (serial {serial}, valid {days} day(s)). Give the agent this \
+             certificate:",
+            escape(name)
+        );
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `org revoke`.
+pub fn org_revoke(
+    g: &Global,
+    dir: Option<&Path>,
+    serial: u64,
+    out: Option<&Path>,
+) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    let mut state = load_state(&dir)?;
+    if !state.certificates.iter().any(|c| c.serial == serial) {
+        return Err(fail(format!(
+            "no certificate with serial {serial} was issued by this organization (`hushwire org \
+             show` lists them); nothing changed"
+        )));
+    }
+    if state.revoked.contains(&serial) {
+        return Err(fail(format!(
+            "certificate {serial} is already revoked (in list {}); nothing changed",
+            state.revocation_sequence
+        )));
+    }
+    let sequence = state.revocation_sequence + 1;
+    let out = out
+        .map(Path::to_owned)
+        .unwrap_or_else(|| dir.join(format!("revocations-{sequence}.txt")));
+    if out.exists() {
+        return Err(fail(format!(
+            "{} exists: it is never overwritten; nothing changed",
+            out.display()
+        )));
+    }
+    let key = unseal_key(g, &dir, &state)?;
+    let mut revoked = state.revoked.clone();
+    revoked.push(serial);
+    revoked.sort_unstable();
+    let list = RevocationList::issue(&key, sequence, now_s(), &revoked)
+        .map_err(|e| fail(format!("cannot sign the revocation list: {e}")))?;
+    let text = b64(&list);
+    write_private(&out, format!("{text}\n").as_bytes(), true)?;
+    state.revoked = revoked;
+    state.revocation_sequence = sequence;
+    if let Err(e) = save_state(&dir, &state) {
+        let _ = std::fs::remove_file(&out);
+        return Err(e);
+    }
+    if g.json {
+        println!(
+            "{}",
+            json!({"sequence": sequence, "revoked": state.revoked, "file": out.display().to_string(), "list": text})
+        );
+    } else {
+        println!(
+            "Revoked certificate {serial}: revocation list {sequence} written to {}.",
+            out.display()
+        );
+        println!(
+            "It takes effect once an admin device publishes it: hushwire org publish-revocations {}",
+            out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `org link`.
+pub fn org_link(g: &Global, dir: Option<&Path>, no_qr: bool) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    let state = load_state(&dir)?;
+    // The stored link is checked like any pasted one: a damaged file prints nothing wrong.
+    let link: ClinicLink = state.link.parse().map_err(|e| {
+        fail(format!(
+            "the clinic link in {STATE_FILE} does not verify ({e})"
+        ))
+    })?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"link": state.link, "name": link.name(), "relay": link.relay_url()})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", state.link);
+    if !no_qr {
+        let code = qrcode::QrCode::new(state.link.as_bytes())
+            .map_err(|e| fail(format!("cannot make a QR code of the link: {e}")))?;
+        let image = code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build();
+        println!("{image}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `org show`.
+pub fn org_show(g: &Global, dir: Option<&Path>) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    let state = load_state(&dir)?;
+    let link: ClinicLink = state.link.parse().map_err(|e| {
+        fail(format!(
+            "the clinic link in {STATE_FILE} does not verify ({e})"
+        ))
+    })?;
+    let fingerprint = link.org().fingerprint().to_string();
+    if g.json {
+        let certs: Vec<_> = state
+            .certificates
+            .iter()
+            .map(|c| json!({"serial": c.serial, "name": c.name, "roles": c.roles, "fingerprint": c.fingerprint, "not_before": c.not_before, "not_after": c.not_after, "revoked": state.revoked.contains(&c.serial)}))
+            .collect();
+        println!(
+            "{}",
+            json!({"name": state.name, "org_fingerprint": fingerprint, "relay": state.relay_url, "certificates": certs, "revoked": state.revoked, "revocation_sequence": state.revocation_sequence})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Clinic:           {}", escape(&state.name));
+    println!("Organization key: {fingerprint}");
+    println!("Relay:            {}", escape(&state.relay_url));
+    println!("Directory:        {}", dir.display());
+    if state.certificates.is_empty() {
+        println!(
+            "Certificates:     none yet (`hushwire org certify REQUEST --name NAME --roles agent`)"
+        );
+    } else {
+        println!("Certificates:");
+        println!("  SERIAL  ROLES                     VALID UNTIL           NAME");
+        for c in &state.certificates {
+            let revoked = if state.revoked.contains(&c.serial) {
+                "  REVOKED"
+            } else {
+                ""
+            };
+            println!(
+                "  {:<6}  {:<24}  {}  {}{revoked}",
+                c.serial,
+                c.roles,
+                common::format_time(c.not_after.saturating_mul(1000)),
+                escape(&c.name)
+            );
+        }
+    }
+    if state.revoked.is_empty() {
+        println!("Revoked serials:  none");
+    } else {
+        let list: Vec<String> = state.revoked.iter().map(u64::to_string).collect();
+        println!(
+            "Revoked serials:  {} (revocation list {})",
+            list.join(", "),
+            state.revocation_sequence
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ----- devices ------------------------------------------------------------------------------
+
+/// Connects and waits for the relay, for the commands that need it.
+async fn connected(g: &Global, wait: u64) -> CliResult<Client> {
+    let client = open(g).await?;
+    client.connect().await?;
+    common::wait_connected(&client, Duration::from_secs(wait)).await?;
+    Ok(client)
+}
+
+/// `org publish-revocations`.
+pub async fn publish_revocations(g: &Global, list: &str, wait: u64) -> CliResult<ExitCode> {
+    let list = read_revocation_list(list)?;
+    let client = connected(g, wait).await?;
+    let result = client.publish_revocation_list(&list).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"published": list.sequence(), "revoked": list.serials()})
+        );
+    } else {
+        println!(
+            "Published revocation list {} ({} serial(s) revoked).",
+            list.sequence(),
+            list.serials().len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certificate request`.
+pub async fn certificate_request(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let identity = client.identity_key().await;
+    let text = URL_SAFE_NO_PAD.encode(identity.to_bytes());
+    if g.json {
+        println!(
+            "{}",
+            json!({"request": text, "fingerprint": identity.fingerprint().to_string()})
+        );
+    } else {
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certificate install`.
+pub async fn certificate_install(g: &Global, certificate: &str, wait: u64) -> CliResult<ExitCode> {
+    let certificate = read_certificate(certificate)?;
+    let client = connected(g, wait).await?;
+    let result = client.install_certificate(&certificate).await;
+    client.disconnect().await;
+    result?;
+    println!(
+        "Installed certificate {} for {} ({}), valid until {}.",
+        certificate.serial(),
+        escape(certificate.name()),
+        certificate.roles(),
+        common::format_time(certificate.not_after().saturating_mul(1000))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certificate show`.
+pub async fn certificate_show(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let Some(info) = client.clinic().await else {
+        return Err(ClientError::NoClinic.into());
+    };
+    let (Some(cert), Some(status)) = (info.own_certificate, info.own_certificate_status) else {
+        return Err(ClientError::NoOwnCertificate.into());
+    };
+    let status_text = match status {
+        Ok(()) => "valid".to_owned(),
+        Err(e) => format!("NOT VALID: {e}"),
+    };
+    if g.json {
+        println!(
+            "{}",
+            json!({"serial": cert.serial(), "name": cert.name(), "roles": cert.roles().to_string(), "clinic": info.name, "not_before": cert.not_before(), "not_after": cert.not_after(), "status": status_text})
+        );
+    } else {
+        println!("Certificate {} of {}", cert.serial(), escape(&info.name));
+        println!("Name:   {}", escape(cert.name()));
+        println!("Roles:  {}", cert.roles());
+        println!(
+            "Valid:  {} to {}",
+            common::format_time(cert.not_before().saturating_mul(1000)),
+            common::format_time(cert.not_after().saturating_mul(1000))
+        );
+        println!("Status: {status_text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `register URL --certificate CERT [--clinic LINK]`.
+pub async fn register_agent(
+    g: &Global,
+    url: &str,
+    invite: Option<&str>,
+    certificate: &str,
+    link: Option<&str>,
+) -> CliResult<ExitCode> {
+    let certificate = read_certificate(certificate)?;
+    let link = link.map(read_link).transpose()?;
+    let client = open(g).await?;
+    client
+        .register_agent(url, invite, &certificate, link.as_ref())
+        .await?;
+    let clinic = client.clinic().await.map(|c| c.name).unwrap_or_default();
+    if g.json {
+        println!(
+            "{}",
+            json!({"registered": url, "certificate": certificate.serial(), "name": certificate.name(), "clinic": clinic})
+        );
+    } else {
+        println!(
+            "Registered with {url} as {} \u{2014} {} of {} (certificate {}).",
+            escape(certificate.name()),
+            certificate.roles(),
+            escape(&clinic),
+            certificate.serial()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clinic add`.
+pub async fn clinic_add(g: &Global, link: &str, invite: Option<&str>) -> CliResult<ExitCode> {
+    let link = read_link(link)?;
+    let client = open(g).await?;
+    if let Some(pinned) = client.clinic().await
+        && pinned.org_fingerprint != link.org().fingerprint().to_string()
+    {
+        return Err(ClientError::OtherClinicPinned {
+            pinned: pinned.name,
+            offered: link.name().to_owned(),
+        }
+        .into());
+    }
+    let registered_now = if client.relay_url().await.is_none() {
+        // Registered first: if that fails, nothing is pinned.
+        client.register(link.relay_url(), invite).await?;
+        true
+    } else {
+        false
+    };
+    client.add_clinic(&link).await?;
+    let fingerprint = link.org().fingerprint().to_string();
+    if g.json {
+        println!(
+            "{}",
+            json!({"clinic": link.name(), "org_fingerprint": fingerprint, "relay": link.relay_url(), "registered": registered_now})
+        );
+    } else {
+        println!(
+            "Pinned the clinic {} (organization key {fingerprint}).",
+            escape(link.name())
+        );
+        if registered_now {
+            println!("Registered with its relay {}.", escape(link.relay_url()));
+        }
+        println!(
+            "Contacts holding one of its certificates are shown as verified agents of {}.",
+            escape(link.name())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clinic show`.
+pub async fn clinic_show(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let Some(info) = client.clinic().await else {
+        return Err(ClientError::NoClinic.into());
+    };
+    if g.json {
+        println!(
+            "{}",
+            json!({"name": info.name, "org_fingerprint": info.org_fingerprint, "relay": info.relay_url, "link": info.link, "revocation_sequence": info.revocation_sequence, "revoked": info.revoked_serials, "certificate": info.own_certificate.as_ref().map(|c| c.serial())})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Clinic:           {}", escape(&info.name));
+    println!("Organization key: {}", info.org_fingerprint);
+    println!("Relay:            {}", escape(&info.relay_url));
+    match info.revocation_sequence {
+        Some(seq) => println!(
+            "Revocation list:  {seq} ({} serial(s) revoked)",
+            info.revoked_serials.len()
+        ),
+        None => println!("Revocation list:  none yet"),
+    }
+    if let (Some(cert), Some(status)) = (&info.own_certificate, &info.own_certificate_status) {
+        println!(
+            "This device:      {} \u{2014} {} (certificate {}{})",
+            escape(cert.name()),
+            cert.roles(),
+            cert.serial(),
+            match status {
+                Ok(()) => String::new(),
+                Err(e) => format!(", NOT VALID: {e}"),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wipe ADDRESS`.
+pub async fn wipe(g: &Global, address: &str, wait: u64) -> CliResult<ExitCode> {
+    let target: Address = address.parse()?;
+    let client = connected(g, wait).await?;
+    let result = client.wipe_device(target).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!("{}", json!({"wipe_ordered": target.to_string()}));
+    } else {
+        println!(
+            "Ordered {target} wiped: the relay refuses it from now on and hands it the order at \
+             its next login."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
