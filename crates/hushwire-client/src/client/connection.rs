@@ -13,7 +13,7 @@ use crate::event::{ConnectionState, Event};
 use crate::link::{self, Greeting, Incoming, Link, Pin, RelayUrl};
 use crate::os::rng;
 
-use super::Client;
+use super::{Client, Halt};
 
 /// Name of the fault-injection variable for crash tests (see `docs/client.md` §6).
 pub(super) const FAULT_VAR: &str = "HUSHWIRE_CLIENT_FAULT";
@@ -121,8 +121,10 @@ impl Client {
 
     /// Why the client stopped connecting for good, if it did: the relay's key changed
     /// ([`ClientError::RelayKeyChanged`]), a clinic administrator wiped this device
-    /// ([`ClientError::Wiped`]), or the relay handed over a wipe order that does not verify
-    /// ([`ClientError::WipeRefused`]).
+    /// ([`ClientError::Wiped`]), the relay handed over a wipe order that does not verify
+    /// ([`ClientError::WipeRefused`]), or the relay refuses this device on the clinic's behalf
+    /// (`ClientError::Relay` with `Suspended` or `CertificateRefused`; an explicit
+    /// [`Client::connect`] asks again).
     pub fn stop_error(&self) -> Option<ClientError> {
         self.relay_key_refused()
     }
@@ -156,6 +158,13 @@ impl Client {
         // still not the pinned one).
         if let Ok(mut refused) = self.inner.relay_key_refused.lock() {
             *refused = None;
+        }
+        // And asks again whether the clinic still refuses this device (an administrator may
+        // have acted); a wipe stays final.
+        if let Ok(mut halted) = self.inner.halted.lock()
+            && matches!(*halted, Some(Halt::RefusedByClinic(_)))
+        {
+            *halted = None;
         }
         let client = self.clone();
         *supervisor = Some(tokio::spawn(async move { client.supervise().await }));
@@ -207,6 +216,27 @@ impl Client {
                     // store is gone (docs/client.md §8.5).
                     if let Ok(mut l) = self.inner.link.lock() {
                         *l = None;
+                    }
+                    self.set_state(ConnectionState::Disconnected {
+                        reason: e.to_string(),
+                        retry_in_ms: 0,
+                    });
+                    return;
+                }
+                Err(
+                    e @ ClientError::Relay(
+                        code @ (ErrorCode::Suspended | ErrorCode::CertificateRefused),
+                    ),
+                ) => {
+                    // The clinic refuses this device (suspended, removed from its device list,
+                    // or its certificate revoked): retrying cannot help until an administrator
+                    // acts, and hammering the relay would only fill its log (client.md §8.3).
+                    if let Ok(mut l) = self.inner.link.lock() {
+                        *l = None;
+                    }
+                    tracing::warn!(reason = %e, "the relay refuses this device: not reconnecting");
+                    if let Ok(mut halted) = self.inner.halted.lock() {
+                        *halted = Some(Halt::RefusedByClinic(code));
                     }
                     self.set_state(ConnectionState::Disconnected {
                         reason: e.to_string(),

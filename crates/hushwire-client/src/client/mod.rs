@@ -150,6 +150,10 @@ enum Halt {
     Wiped { by: String, clinic: String },
     /// The wipe order did not verify; nothing was erased.
     WipeRefused(String),
+    /// The relay refuses this device at login on the clinic's behalf (`Suspended`: suspended,
+    /// wiped or removed from its device list; `CertificateRefused`: its certificate revoked).
+    /// Retrying cannot help until an administrator acts; an explicit `connect` tries again.
+    RefusedByClinic(hushwire::proto::relay::ErrorCode),
 }
 
 impl Halt {
@@ -160,6 +164,7 @@ impl Halt {
                 clinic: clinic.clone(),
             },
             Self::WipeRefused(reason) => ClientError::WipeRefused(reason.clone()),
+            Self::RefusedByClinic(code) => ClientError::Relay(*code),
         }
     }
 }
