@@ -1784,9 +1784,19 @@ fn a_clinic_walkthrough_verified_agent_revocation_and_wipe() {
     let shown = patient.run_ok(&["clinic", "show", "--json"]).json();
     assert_eq!(shown["revocation_sequence"], 1);
 
-    // The administrator wipes the patient's device: its next connection erases its store.
-    admin.run_ok(&["wipe", &patient_address]);
-    let wiped = patient.run(&["recv", "--wait", "20"]);
+    // A patient's device is the patient's: the clinic cannot wipe it.
+    let refused = admin
+        .run(&["wipe", &patient_address])
+        .failed("wiping a patient's device");
+    assert!(
+        refused.stderr.contains("not a staff device of the clinic"),
+        "{}",
+        refused.stderr
+    );
+    // The administrator wipes the (revoked) agent's device: its next connection erases its
+    // store.
+    admin.run_ok(&["wipe", &agent_address]);
+    let wiped = agent.run(&["recv", "--wait", "20"]);
     assert_eq!(wiped.status.code(), Some(5), "{}", wiped.stderr);
     assert!(
         wiped
@@ -1795,10 +1805,12 @@ fn a_clinic_walkthrough_verified_agent_revocation_and_wipe() {
         "{}",
         wiped.stderr
     );
-    assert!(!patient.home.join("client.db").exists());
-    assert!(!patient.home.join("client.db-wal").exists());
-    let gone = patient.run(&["contact", "list"]).failed("a wiped store");
+    assert!(!agent.home.join("client.db").exists());
+    assert!(!agent.home.join("client.db-wal").exists());
+    let gone = agent.run(&["contact", "list"]).failed("a wiped store");
     assert!(gone.stderr.contains("no Hushwire store"), "{}", gone.stderr);
+    // The patient's store is untouched.
+    patient.run_ok(&["contact", "list"]);
 }
 
 #[test]

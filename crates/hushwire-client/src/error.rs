@@ -190,6 +190,10 @@ pub enum ClientError {
     /// admin of the pinned clinic, for another device, or no clinic pinned): nothing was
     /// erased. The client stopped (the relay refuses this device from now on).
     WipeRefused(String),
+    /// A wipe this device ordered was refused: only a staff device of the clinic (one whose
+    /// identity holds the clinic's certificate) can be wiped, never a patient's device nor the
+    /// ordering device itself (`docs/clinic.md` §6). Nothing was ordered.
+    WipeTargetRefused(&'static str),
 }
 
 impl fmt::Display for ClientError {
@@ -392,6 +396,13 @@ impl fmt::Display for ClientError {
                 "the relay handed this device a wipe order that does not verify ({reason}): \
                  nothing was erased, but the relay refuses this device; tell the clinic's \
                  administrator"
+            ),
+            Self::WipeTargetRefused(why) => write!(
+                f,
+                "the wipe was refused: {why}; only the clinic's staff devices (holding a \
+                 certificate of the clinic) can be wiped, never a patient's device nor this \
+                 device itself (suspend a patient's device at the relay instead); nothing was \
+                 ordered"
             ),
         }
     }

@@ -413,14 +413,18 @@ async fn an_admins_wipe_erases_the_targets_store() {
     let url = relay.url();
     let agent = staff(dir.path(), &url, &org, "Dr. Ada", 1, &[Role::Agent]).await;
     let admin = staff(dir.path(), &url, &org, "Sam Admin", 2, &[Role::Admin]).await;
-    let (patient, _, path) = patient_with(dir.path(), &url, &org.link, &agent).await;
+    let (patient, _, _) = patient_with(dir.path(), &url, &org.link, &agent).await;
     patient.disconnect().await;
+    // The lost device: a staff laptop at the front desk (only staff devices can be wiped).
+    let laptop = staff(dir.path(), &url, &org, "Front Desk", 3, &[Role::Agent]).await;
+    let path = dir.path().join("Front-Desk.db");
+    assert!(path.exists());
 
     // Only an admin may order a wipe: the agent's client refuses before sending anything.
     agent.connect().await.unwrap();
     agent.wait_connected(WAIT).await.unwrap();
     assert!(matches!(
-        agent.wipe_device(patient.address().await).await,
+        agent.wipe_device(laptop.address().await).await,
         Err(ClientError::OwnCertificateRefused(
             CertificateError::MissingRole(Role::Admin)
         ))
@@ -429,12 +433,25 @@ async fn an_admins_wipe_erases_the_targets_store() {
 
     admin.connect().await.unwrap();
     admin.wait_connected(WAIT).await.unwrap();
-    admin.wipe_device(patient.address().await).await.unwrap();
+    // A patient's device is the patient's, and an admin cannot wipe its own device.
+    for (target, what) in [
+        (patient.address().await, "patient"),
+        (admin.address().await, "itself"),
+    ] {
+        assert!(
+            matches!(
+                admin.wipe_device(target).await,
+                Err(ClientError::WipeTargetRefused(_))
+            ),
+            "{what}"
+        );
+    }
+    admin.wipe_device(laptop.address().await).await.unwrap();
     admin.disconnect().await;
 
-    let mut events = patient.events();
-    patient.connect().await.unwrap();
-    match patient.sync(WAIT).await {
+    let mut events = laptop.events();
+    laptop.connect().await.unwrap();
+    match laptop.sync(WAIT).await {
         Err(ClientError::Wiped { by, clinic }) => {
             assert_eq!(by, "Sam Admin");
             assert_eq!(clinic, CLINIC);
@@ -447,7 +464,7 @@ async fn an_admins_wipe_erases_the_targets_store() {
     }
     assert!(reported, "the wipe is reported as an event");
     assert!(matches!(
-        patient.stop_error(),
+        laptop.stop_error(),
         Some(ClientError::Wiped { .. })
     ));
     for suffix in ["", "-wal", "-shm"] {
@@ -455,7 +472,7 @@ async fn an_admins_wipe_erases_the_targets_store() {
         file.push(suffix);
         assert!(!Path::new(&file).exists(), "{file:?} is gone");
     }
-    drop(patient);
+    drop(laptop);
     assert!(matches!(
         Client::open(&path, &secret(), options()).await,
         Err(ClientError::NotInitialized(_))

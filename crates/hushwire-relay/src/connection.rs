@@ -1030,6 +1030,36 @@ impl<S: Store> Connection<S> {
             Err(_) => return self.forbidden(id).await,
         }
         let target = command.target();
+        // Only the clinic's own staff devices can be wiped (clinic.md §6): a registered device
+        // whose identity holds a certificate of this clinic, and not the ordering device itself
+        // (which would lock the clinic out of an admin device by mistake). A patient's device is
+        // the patient's; the clinic may suspend it at the relay, never erase it.
+        if target == device {
+            return self.forbidden(id).await;
+        }
+        if self
+            .relay
+            .store
+            .identity(target)
+            .await
+            .map_err(|e| internal(id, &e))?
+            .is_none()
+        {
+            self.relay.refused("unknown_device", self.peer.ip());
+            return self.refuse(id, ErrorCode::UnknownDevice, 0).await;
+        }
+        let staff = self
+            .relay
+            .store
+            .standing(target)
+            .await
+            .map_err(|e| internal(id, &e))?
+            .certificate
+            .and_then(|b| decode_stored::<AgentCertificate>(&b))
+            .is_some_and(|c| c.org() == &org);
+        if !staff {
+            return self.forbidden(id).await;
+        }
         self.relay
             .store
             .order_wipe(target, command.to_bytes(), now_ms())

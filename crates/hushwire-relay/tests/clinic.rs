@@ -518,8 +518,10 @@ async fn a_wipe_order_is_handed_over_at_every_login() {
         let agent = Device::new(152, 1);
         let agent_cert = clinic.certify(2, &agent, &[Role::Agent]);
         let mut agent_conn = registered(&a, &agent, Some(&agent_cert)).await;
+        // The lost device is a staff member's: only those can be wiped.
         let lost = Device::new(153, 1);
-        let mut lost_conn = registered(&b, &lost, None).await;
+        let lost_cert = clinic.certify(3, &lost, &[Role::Agent]);
+        let mut lost_conn = registered(&b, &lost, Some(&lost_cert)).await;
         let spared = Device::new(154, 1);
         registered(&b, &spared, None).await;
 
@@ -553,6 +555,44 @@ async fn a_wipe_order_is_handed_over_at_every_login() {
         assert_eq!(
             admin_conn.call(FrameBody::Wipe(Box::new(forged))).await,
             error(ErrorCode::Forbidden)
+        );
+        // A patient's device is the patient's: an admin's valid order for it is refused.
+        let patients = WipeCommand::issue(
+            &admin.signing,
+            admin_cert.clone(),
+            spared.address(),
+            now(),
+            [4; 16],
+        );
+        assert_eq!(
+            admin_conn.call(FrameBody::Wipe(Box::new(patients))).await,
+            error(ErrorCode::Forbidden),
+            "a patient's device"
+        );
+        // Nor can an admin wipe the device it orders from, or a device that does not exist.
+        let own = WipeCommand::issue(
+            &admin.signing,
+            admin_cert.clone(),
+            admin.address(),
+            now(),
+            [5; 16],
+        );
+        assert_eq!(
+            admin_conn.call(FrameBody::Wipe(Box::new(own))).await,
+            error(ErrorCode::Forbidden),
+            "the ordering device itself"
+        );
+        let nobody = WipeCommand::issue(
+            &admin.signing,
+            admin_cert.clone(),
+            Device::new(155, 1).address(),
+            now(),
+            [6; 16],
+        );
+        assert_eq!(
+            admin_conn.call(FrameBody::Wipe(Box::new(nobody))).await,
+            error(ErrorCode::UnknownDevice),
+            "an unregistered device"
         );
         let (_, answer) = login(&b, &spared).await;
         assert_eq!(
@@ -754,7 +794,9 @@ async fn every_admin_action_and_certificate_is_in_the_audit_chain() {
     .await;
     let (suspended, wiped) = (Device::new(182, 1), Device::new(183, 1));
     registered(&url, &suspended, None).await;
-    let mut wiped_conn = registered(&url, &wiped, None).await;
+    // Only a staff member's device can be wiped.
+    let wiped_cert = clinic.certify(22, &wiped, &[Role::Agent]);
+    let mut wiped_conn = registered(&url, &wiped, Some(&wiped_cert)).await;
     let list = DeviceList::issue(&wiped.signing, &wiped.identity, 4, &[1]).unwrap();
     assert_eq!(
         wiped_conn.call(FrameBody::PublishDeviceList(list)).await,

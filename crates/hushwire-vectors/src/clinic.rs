@@ -241,6 +241,19 @@ fn invalid_cases(
         "agent name",
     );
 
+    // "Dr. Ada Okafor" → "Dr. \u{200b} Okafor": a zero-width space in place of "Ada" (3 bytes
+    // each), so the name displays as if it held nothing there.
+    let mut b = cert.clone();
+    b.get_mut(name_at + 1 + 4..name_at + 1 + 7)
+        .ok_or("short certificate")?
+        .copy_from_slice("\u{200b}".as_bytes());
+    case(
+        "certificate whose name holds a zero-width space",
+        "agent certificate",
+        b,
+        "agent name",
+    );
+
     let mut b = cert.clone();
     let not_before = agent.not_before().to_be_bytes();
     b.get_mut(not_after_at..not_after_at + 8)

@@ -15,7 +15,7 @@ use hushwire::proto::clinic::{
     is_newer,
 };
 use hushwire::proto::codec::Codec as _;
-use hushwire::proto::relay::FrameBody;
+use hushwire::proto::relay::{ErrorCode, FrameBody};
 use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 
@@ -657,6 +657,13 @@ impl Client {
     pub async fn wipe_device(&self, target: Address) -> Result<()> {
         let command = {
             let state = self.inner.state.lock().await;
+            let own = Address {
+                fingerprint: state.account.identity_key().fingerprint(),
+                device_id: state.account.device_id(),
+            };
+            if target == own {
+                return Err(ClientError::WipeTargetRefused("that is this device"));
+            }
             let clinic = state.clinic.as_ref().ok_or(ClientError::NoClinic)?;
             let certificate = clinic
                 .own_certificate
@@ -682,9 +689,18 @@ impl Client {
             )
         };
         let link = self.require_link()?;
-        match link.call(FrameBody::Wipe(Box::new(command))).await? {
-            FrameBody::Ok => Ok(()),
-            _ => Err(unexpected()),
+        match link.call(FrameBody::Wipe(Box::new(command))).await {
+            Ok(FrameBody::Ok) => Ok(()),
+            Ok(_) => Err(unexpected()),
+            // This device's admin certificate was checked above: a refusal here is about the
+            // target (clinic.md §6).
+            Err(ClientError::Relay(ErrorCode::Forbidden)) => Err(ClientError::WipeTargetRefused(
+                "the device is not a staff device of the clinic",
+            )),
+            Err(ClientError::Relay(ErrorCode::UnknownDevice)) => Err(
+                ClientError::WipeTargetRefused("no such device is registered at the relay"),
+            ),
+            Err(e) => Err(e),
         }
     }
 

@@ -116,11 +116,33 @@ pub fn check_name(name: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Control characters, and the Unicode bidirectional embeddings, overrides and isolates (which
-/// can make a name display as another name), and the line/paragraph separators.
+/// Control characters; the Unicode bidirectional marks, embeddings, overrides and isolates (which
+/// can make a name display as another name); the line and paragraph separators; and the
+/// characters that display as nothing (zero-width spaces and joiners, invisible operators, soft
+/// hyphen, fillers, tags), so that two names that look the same are the same bytes.
 fn is_forbidden_in_name(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fffb}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
+        )
 }
 
 fn put_name(out: &mut Vec<u8>, name: &str) {
@@ -176,6 +198,12 @@ mod tests {
             "Ada\u{202e}kcaB",
             "Ada\u{2066}x",
             "\u{feff}Ada",
+            "Ada\u{200b}",
+            "A\u{00ad}da",
+            "Ada\u{061c}",
+            "Ada\u{2060}x",
+            "\u{3164}",
+            "Ada\u{e0041}",
             &"a".repeat(MAX_NAME_LEN + 1),
         ] {
             assert!(check_name(bad).is_err(), "{bad:?} should be refused");
