@@ -1784,6 +1784,16 @@ fn a_clinic_walkthrough_verified_agent_revocation_and_wipe() {
     let shown = patient.run_ok(&["clinic", "show", "--json"]).json();
     assert_eq!(shown["revocation_sequence"], 1);
 
+    // The revoked agent's own device is refused at once, with what to do (not after a timeout).
+    let refused = agent
+        .run(&["recv", "--wait", "20"])
+        .failed("a revoked agent's device");
+    assert!(
+        refused.stderr.contains("the clinic revoked it")
+            && refused.stderr.contains("--certificate NEW"),
+        "{}",
+        refused.stderr
+    );
     // A patient's device is the patient's: the clinic cannot wipe it.
     let refused = admin
         .run(&["wipe", &patient_address])

@@ -194,6 +194,11 @@ pub enum ClientError {
     /// identity holds the clinic's certificate) can be wiped, never a patient's device nor the
     /// ordering device itself (`docs/clinic.md` §6). Nothing was ordered.
     WipeTargetRefused(&'static str),
+    /// The relay refuses this device at login on the clinic's behalf, so the client stopped
+    /// reconnecting (`docs/client.md` §8.3): `Suspended` (an administrator suspended it, or its
+    /// person's device list no longer names it) or `CertificateRefused` (its agent certificate
+    /// was revoked). An explicit `connect` asks again.
+    RefusedByClinic(ErrorCode),
 }
 
 impl fmt::Display for ClientError {
@@ -396,6 +401,16 @@ impl fmt::Display for ClientError {
                 "the relay handed this device a wipe order that does not verify ({reason}): \
                  nothing was erased, but the relay refuses this device; tell the clinic's \
                  administrator"
+            ),
+            Self::RefusedByClinic(ErrorCode::CertificateRefused) => f.write_str(
+                "the relay refuses this device's agent certificate: the clinic revoked it (or it \
+                 no longer verifies); ask the clinic's administrator for a new certificate, then \
+                 `hushwire register URL --certificate NEW --clinic LINK`",
+            ),
+            Self::RefusedByClinic(_) => f.write_str(
+                "the relay refuses this device on the clinic's behalf: an administrator \
+                 suspended it, or its person's device list no longer names it; ask the clinic's \
+                 administrator",
             ),
             Self::WipeTargetRefused(why) => write!(
                 f,

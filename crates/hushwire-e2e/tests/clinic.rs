@@ -299,12 +299,12 @@ async fn scenario(postgres: Option<&str>) {
     // Ben's own device is refused by the relay from now on, and stops trying, saying why.
     ben.connect().await.unwrap();
     match ben.sync(WAIT).await {
-        Err(ClientError::Relay(ErrorCode::CertificateRefused)) => {}
-        other => panic!("expected the relay's CertificateRefused, got {other:?}"),
+        Err(ClientError::RefusedByClinic(ErrorCode::CertificateRefused)) => {}
+        other => panic!("expected RefusedByClinic(CertificateRefused), got {other:?}"),
     }
     assert!(matches!(
         ben.stop_error(),
-        Some(ClientError::Relay(ErrorCode::CertificateRefused))
+        Some(ClientError::RefusedByClinic(ErrorCode::CertificateRefused))
     ));
     ben.disconnect().await;
 

@@ -123,8 +123,7 @@ impl Client {
     /// ([`ClientError::RelayKeyChanged`]), a clinic administrator wiped this device
     /// ([`ClientError::Wiped`]), the relay handed over a wipe order that does not verify
     /// ([`ClientError::WipeRefused`]), or the relay refuses this device on the clinic's behalf
-    /// (`ClientError::Relay` with `Suspended` or `CertificateRefused`; an explicit
-    /// [`Client::connect`] asks again).
+    /// ([`ClientError::RefusedByClinic`]; an explicit [`Client::connect`] asks again).
     pub fn stop_error(&self) -> Option<ClientError> {
         self.relay_key_refused()
     }
@@ -223,11 +222,10 @@ impl Client {
                     });
                     return;
                 }
-                Err(
-                    e @ ClientError::Relay(
-                        code @ (ErrorCode::Suspended | ErrorCode::CertificateRefused),
-                    ),
-                ) => {
+                Err(ClientError::Relay(
+                    code @ (ErrorCode::Suspended | ErrorCode::CertificateRefused),
+                )) => {
+                    let e = ClientError::RefusedByClinic(code);
                     // The clinic refuses this device (suspended, removed from its device list,
                     // or its certificate revoked): retrying cannot help until an administrator
                     // acts, and hammering the relay would only fill its log (client.md §8.3).

@@ -164,7 +164,7 @@ impl Halt {
                 clinic: clinic.clone(),
             },
             Self::WipeRefused(reason) => ClientError::WipeRefused(reason.clone()),
-            Self::RefusedByClinic(code) => ClientError::Relay(*code),
+            Self::RefusedByClinic(code) => ClientError::RefusedByClinic(*code),
         }
     }
 }
