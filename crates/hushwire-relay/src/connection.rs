@@ -89,52 +89,52 @@ enum Close {
     },
 }
 
-/// The device is suspended (or ordered wiped, once the order was handed over): `Suspended`
-/// answering `request_id` (0 while connected), then close 4003.
+/// The clinic refuses the device: `code` answering `request_id` (0 while connected), then the
+/// WebSocket close `close` with `reason` (`docs/relay-protocol.md` §1).
+fn clinic_refusal(request_id: u32, code: ErrorCode, close: u16, reason: &'static str) -> Close {
+    Close::Clinic {
+        frame: Box::new(Frame {
+            request_id,
+            body: FrameBody::Error {
+                code,
+                retry_after_ms: 0,
+            },
+        }),
+        code: close,
+        reason,
+    }
+}
+
+/// The device is suspended (or ordered wiped, once the order was handed over): `Suspended`,
+/// then close 4003.
 fn suspended(request_id: u32) -> Close {
-    Close::Clinic {
-        frame: Box::new(Frame {
-            request_id,
-            body: FrameBody::Error {
-                code: ErrorCode::Suspended,
-                retry_after_ms: 0,
-            },
-        }),
-        code: CLOSE_SUSPENDED,
-        reason: "suspended by the clinic",
-    }
+    clinic_refusal(
+        request_id,
+        ErrorCode::Suspended,
+        CLOSE_SUSPENDED,
+        "suspended by the clinic",
+    )
 }
 
-/// The device's person removed it from their device list: `Suspended` answering `request_id`
-/// (0 while connected), then close 4003 with reason `removed from its device list`.
+/// The device's person removed it from their device list: `Suspended`, then close 4003 with
+/// reason `removed from its device list`.
 fn removed(request_id: u32) -> Close {
-    Close::Clinic {
-        frame: Box::new(Frame {
-            request_id,
-            body: FrameBody::Error {
-                code: ErrorCode::Suspended,
-                retry_after_ms: 0,
-            },
-        }),
-        code: CLOSE_SUSPENDED,
-        reason: "removed from its device list",
-    }
+    clinic_refusal(
+        request_id,
+        ErrorCode::Suspended,
+        CLOSE_SUSPENDED,
+        "removed from its device list",
+    )
 }
 
-/// The device's certificate is revoked: `CertificateRefused` answering `request_id` (0 while
-/// connected), then close 4004.
+/// The device's certificate is revoked: `CertificateRefused`, then close 4004.
 fn revoked(request_id: u32) -> Close {
-    Close::Clinic {
-        frame: Box::new(Frame {
-            request_id,
-            body: FrameBody::Error {
-                code: ErrorCode::CertificateRefused,
-                retry_after_ms: 0,
-            },
-        }),
-        code: CLOSE_REVOKED,
-        reason: "certificate revoked",
-    }
+    clinic_refusal(
+        request_id,
+        ErrorCode::CertificateRefused,
+        CLOSE_REVOKED,
+        "certificate revoked",
+    )
 }
 
 /// The relay's clock in Unix seconds, as certificates count time.

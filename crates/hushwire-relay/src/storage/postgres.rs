@@ -625,6 +625,32 @@ impl PostgresStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Stores a signed list under `key` if its `sequence` is higher than the stored one's (one
+    /// upsert, atomic across instances), then tells every instance to re-check standing
+    /// (`notice`) in the same transaction. Whether it was stored.
+    async fn publish_if_newer(
+        &self,
+        statement: &'static sql::Shared,
+        key: [u8; 32],
+        sequence: u64,
+        list: Vec<u8>,
+        notice: String,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let stored = sqlx::query(statement.postgres.as_str())
+            .bind(key.to_vec())
+            .bind(sequence_key(sequence))
+            .bind(list)
+            .execute(&mut *tx)
+            .await?;
+        if stored.rows_affected() != 1 {
+            return Ok(false);
+        }
+        notify_standing(&mut tx, notice).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The pool, for the LISTEN side of cross-instance wake-ups.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -1109,19 +1135,14 @@ impl Store for PostgresStore {
         sequence: u64,
         list: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let stored = sqlx::query(sql::PUBLISH_REVOCATION_LIST.postgres.as_str())
-            .bind(org.to_vec())
-            .bind(sequence_key(sequence))
-            .bind(list)
-            .execute(&mut *tx)
-            .await?;
-        if stored.rows_affected() != 1 {
-            return Ok(false);
-        }
-        notify_standing(&mut tx, "revoked".to_owned()).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.publish_if_newer(
+            &sql::PUBLISH_REVOCATION_LIST,
+            org,
+            sequence,
+            list,
+            "revoked".to_owned(),
+        )
+        .await
     }
 
     async fn suspend(&self, device: DeviceAddress, now_ms: u64) -> Result<(), StoreError> {
@@ -1175,20 +1196,15 @@ impl Store for PostgresStore {
         sequence: u64,
         list: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let stored = sqlx::query(sql::PUBLISH_DEVICE_LIST.postgres.as_str())
-            .bind(identity.to_vec())
-            .bind(sequence_key(sequence))
-            .bind(list)
-            .execute(&mut *tx)
-            .await?;
-        if stored.rows_affected() != 1 {
-            return Ok(false);
-        }
         // Devices no longer on the list, connected to any instance, are closed.
-        notify_standing(&mut tx, format!("list:{}", hex::encode(identity))).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.publish_if_newer(
+            &sql::PUBLISH_DEVICE_LIST,
+            identity,
+            sequence,
+            list,
+            format!("list:{}", hex::encode(identity)),
+        )
+        .await
     }
 
     async fn identity_devices(&self, identity: [u8; 32]) -> Result<u64, StoreError> {
