@@ -460,6 +460,10 @@ impl<S: Store> Connection<S> {
                     self.relay.refused("fetch_rate", self.peer.ip());
                     return self.refuse(id, ErrorCode::RateLimited, wait).await;
                 }
+                // A device its person removed is not handed out: nobody starts a session with it.
+                if !self.on_device_lists(id, &[target]).await? {
+                    return self.refuse(id, ErrorCode::UnknownDevice, 0).await;
+                }
                 let one_time = self
                     .relay
                     .target_prekey_limits
@@ -498,7 +502,9 @@ impl<S: Store> Connection<S> {
                 Ok(())
             }
             FrameBody::Send(envelopes) => {
-                if !self.on_device_lists(id, &envelopes).await? {
+                let recipients: Vec<DeviceAddress> =
+                    envelopes.iter().map(|e| e.recipient).collect();
+                if !self.on_device_lists(id, &recipients).await? {
                     return self.refuse(id, ErrorCode::UnknownDevice, 0).await;
                 }
                 let recipients: Vec<(DeviceAddress, u32)> = envelopes
@@ -1121,18 +1127,15 @@ impl<S: Store> Connection<S> {
         }
     }
 
-    /// Whether every recipient of `envelopes` is on its identity's device list, for the
-    /// identities that published one (others are not concerned): one indexed lookup per
-    /// distinct recipient identity. The stored lists were verified when published.
-    async fn on_device_lists(
-        &mut self,
-        id: u32,
-        envelopes: &[hushwire_proto::relay::OutgoingEnvelope],
-    ) -> Result<bool, Close> {
+    /// Whether every one of `devices` (a `Send`'s recipients, a `FetchBundle`'s target) is on
+    /// its identity's device list, for the identities that published one (others are not
+    /// concerned): one indexed lookup per distinct identity. The stored lists were verified
+    /// when published.
+    async fn on_device_lists(&mut self, id: u32, devices: &[DeviceAddress]) -> Result<bool, Close> {
         let mut identities: Vec<[u8; 32]> = Vec::new();
-        for e in envelopes {
-            if !identities.contains(&e.recipient.fingerprint) {
-                identities.push(e.recipient.fingerprint);
+        for d in devices {
+            if !identities.contains(&d.fingerprint) {
+                identities.push(d.fingerprint);
             }
         }
         for identity in identities {
@@ -1146,9 +1149,9 @@ impl<S: Store> Connection<S> {
             else {
                 continue;
             };
-            let removed = envelopes.iter().any(|e| {
-                e.recipient.fingerprint == identity && !list.contains(e.recipient.device_id)
-            });
+            let removed = devices
+                .iter()
+                .any(|d| d.fingerprint == identity && !list.contains(d.device_id));
             if removed {
                 self.relay.refused("removed_device", self.peer.ip());
                 return Ok(false);

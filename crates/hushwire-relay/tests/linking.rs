@@ -424,6 +424,13 @@ async fn a_device_removed_from_its_list_is_closed_refused_and_unreachable() {
                 .await,
             error(ErrorCode::UnknownDevice)
         );
+        // Nor is its bundle handed out, so no new session starts with it.
+        assert_eq!(
+            sender_conn
+                .call(FrameBody::FetchBundle(second.address()))
+                .await,
+            error(ErrorCode::UnknownDevice)
+        );
         // The device still on the list, and identities without a list, are unaffected.
         assert!(matches!(
             sender_conn.send_to(first.address(), b"still").await,
