@@ -134,7 +134,11 @@ Walkthrough:
   # on the agent's device:  hushwire register URL --certificate CERT --clinic LINK
   hushwire org revoke 3                       # writes a signed revocation list
   # on an admin's device:   hushwire org publish-revocations LIST
-  hushwire org show")]
+  hushwire org set-relay wss://relay2.lakeside.example   # the clinic moved its relay
+  hushwire org show
+
+Scripts pass the organization key's passphrase in $HUSHWIRE_ORG_PASSPHRASE (or
+--passphrase-file); $HUSHWIRE_PASSPHRASE is the devices' and is never used for it.")]
     Org {
         /// The organization's directory (the sealed key and its state)
         /// [default: $HOME/.hushwire-org]

@@ -2211,7 +2211,9 @@ fn org_wording_names_the_agent_the_file_and_the_passphrase() {
     }
     // The organization key's passphrase is never taken from the store's variable.
     let mut command = admin.command(&["org", "--org-dir", dir.to_str().unwrap(), "revoke", "1"]);
-    command.env_remove("HUSHWIRE_ORG_PASSPHRASE");
+    command
+        .env_remove("HUSHWIRE_ORG_PASSPHRASE")
+        .env("HUSHWIRE_PASSPHRASE", ORG_PASSPHRASE);
     let refused = run(command, &admin.home).failed("no org passphrase");
     assert!(!refused.stderr.contains("Revoked"), "{}", refused.stderr);
     let help = admin.run_ok(&["--help"]);
