@@ -548,7 +548,22 @@ Examples:
 Examples:
   hushwire org show
   hushwire org show --json")]
-    Show,
+    Show {
+        /// Also show an org.json that carries no signature (made before hushwire signed its
+        /// state), to check it before `hushwire org sign-state`.
+        #[arg(long)]
+        unsigned: bool,
+    },
+    /// Sign an org.json made before hushwire signed its state, after checking it with
+    /// `hushwire org show --unsigned`. A signed state is never re-signed.
+    #[command(after_help = "\
+Needs the organization key's passphrase. With revocations, the directory must hold the last
+revocation list (last-revocations.txt, or the revocations-N.txt `org revoke` wrote) and it must
+revoke exactly the serials org.json names.
+
+Example:
+  hushwire org show --unsigned && hushwire org sign-state")]
+    SignState,
 }
 
 /// `--roles agent,supervisor`.
@@ -772,7 +787,8 @@ impl Command {
                 OrgCommand::PublishRevocations { .. } => "org publish-revocations",
                 OrgCommand::SetRelay { .. } => "org set-relay",
                 OrgCommand::Link { .. } => "org link",
-                OrgCommand::Show => "org show",
+                OrgCommand::Show { .. } => "org show",
+                OrgCommand::SignState => "org sign-state",
             },
             Self::Certificate { command } => match command {
                 CertificateCommand::Request => "certificate request",

@@ -207,7 +207,11 @@ impl OrgState {
             ))
         };
         if self.signature.is_empty() {
-            return Err(changed("it carries no signature of the organization key"));
+            return Err(changed(
+                "it carries no signature of the organization key; if hushwire made it before \
+                 it signed its state, check it with `hushwire org show --unsigned` and sign it \
+                 with `hushwire org sign-state`",
+            ));
         }
         let signature: [u8; 64] = hex::decode(&self.signature)
             .ok()
@@ -765,6 +769,76 @@ pub fn org_set_relay(g: &Global, dir: Option<&Path>, relay: &str) -> CliResult<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `org sign-state`: signs an `org.json` written before hushwire signed its state, once the
+/// administrator has checked it. A state that carries a signature is never re-signed (a wrong
+/// one means an edit: restore a backup). With revocations, the last list the directory holds
+/// must be the state's last one and revoke exactly its serials.
+pub fn org_sign_state(g: &Global, dir: Option<&Path>) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    require_org(&dir)?;
+    let secret = common::org_passphrase(g, &dir, false)?;
+    let _lock = lock_org(&dir)?;
+    let mut state = load_state(&dir)?;
+    let key = unseal_key(&dir, &state, &secret)?;
+    if !state.signature.is_empty() {
+        let org = OrgKey::new(key.verifying_key())
+            .map_err(|e| fail(format!("the organization key is unusable: {e}")))?;
+        state.check_signature(&org)?;
+        return Err(fail(format!(
+            "{STATE_FILE} is already signed by the organization key; nothing changed"
+        )));
+    }
+    let last_path = dir.join(LAST_LIST_FILE);
+    let mut copy_last = None;
+    if state.revocation_sequence > 0 {
+        let numbered = dir.join(format!("revocations-{}.txt", state.revocation_sequence));
+        let source = if last_path.exists() {
+            last_path.clone()
+        } else {
+            numbered.clone()
+        };
+        let list = read_revocation_list(&source.display().to_string())
+            .ok()
+            .filter(|l| {
+                OrgKey::new(key.verifying_key()).is_ok_and(|org| l.verify(&org))
+                    && l.sequence() == state.revocation_sequence
+                    && l.serials() == state.revoked.as_slice()
+            })
+            .ok_or_else(|| {
+                fail(format!(
+                    "{STATE_FILE} says revocation list {} revokes {:?}, and no list of this \
+                     organization in {} or {} says the same: copy the file `hushwire org \
+                     revoke` wrote for list {} to {}, then run this again; nothing changed",
+                    state.revocation_sequence,
+                    state.revoked,
+                    last_path.display(),
+                    numbered.display(),
+                    state.revocation_sequence,
+                    last_path.display()
+                ))
+            })?;
+        if source != last_path {
+            copy_last = Some(format!("{}\n", b64(&list)));
+        }
+    }
+    if let Some(text) = &copy_last {
+        write_private(&last_path, text.as_bytes(), true)?;
+    }
+    if let Err(e) = save_state(&dir, &mut state, &key) {
+        if copy_last.is_some() {
+            let _ = std::fs::remove_file(&last_path);
+        }
+        return Err(e);
+    }
+    println!(
+        "Signed {STATE_FILE}: {} certificate(s), revoked serials {:?}. From now on hushwire \
+         refuses it if it is changed by anything else.",
+        state.certificates.len(),
+        state.revoked
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `org link`.
 pub fn org_link(g: &Global, dir: Option<&Path>, no_qr: bool) -> CliResult<ExitCode> {
     let dir = org_dir(dir)?;
@@ -797,9 +871,22 @@ pub fn org_link(g: &Global, dir: Option<&Path>, no_qr: bool) -> CliResult<ExitCo
 }
 
 /// `org show`.
-pub fn org_show(g: &Global, dir: Option<&Path>) -> CliResult<ExitCode> {
+pub fn org_show(g: &Global, dir: Option<&Path>, unsigned: bool) -> CliResult<ExitCode> {
     let dir = org_dir(dir)?;
-    let state = load_checked_state(&dir)?;
+    let state = if unsigned {
+        let state = load_state(&dir)?;
+        if state.signature.is_empty() {
+            eprintln!(
+                "warning: {STATE_FILE} is not signed: check what follows against your records \
+                 before `hushwire org sign-state`"
+            );
+        } else {
+            state.check_signature(&state.org_key()?)?;
+        }
+        state
+    } else {
+        load_checked_state(&dir)?
+    };
     let link: ClinicLink = state.link.parse().map_err(|e| {
         fail(format!(
             "the clinic link in {STATE_FILE} does not verify ({e})"

@@ -2223,3 +2223,71 @@ fn org_wording_names_the_agent_the_file_and_the_passphrase() {
         help.stdout
     );
 }
+
+#[test]
+fn an_org_state_from_before_signing_is_signed_only_as_its_last_revocation_list_says() {
+    let admin = User::new();
+    let dir = admin.home.parent().unwrap().join("org");
+    org(
+        &admin,
+        &dir,
+        &["init", "--name", "Lakeside", "--relay", "ws://127.0.0.1:1"],
+    )
+    .ok("org init");
+    let (_a, request_a) = certificate_request();
+    let (_b, request_b) = certificate_request();
+    for (request, name) in [(&request_a, "Ada"), (&request_b, "Ben")] {
+        org(
+            &admin,
+            &dir,
+            &["certify", request, "--name", name, "--roles", "agent"],
+        )
+        .ok("certify");
+    }
+    org(&admin, &dir, &["revoke", "1"]).ok("revoke 1");
+    let already = org(&admin, &dir, &["sign-state"]).failed("a signed state");
+    assert!(
+        already.stderr.contains("already signed"),
+        "{}",
+        already.stderr
+    );
+
+    // What an older hushwire left: no signature, no last-revocations.txt.
+    let state_path = dir.join("org.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("signature");
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    std::fs::remove_file(dir.join("last-revocations.txt")).unwrap();
+    let refused = org(&admin, &dir, &["revoke", "2"]).failed("an unsigned state");
+    assert!(
+        refused.stderr.contains("carries no signature") && refused.stderr.contains("sign-state"),
+        "{}",
+        refused.stderr
+    );
+    let shown = org(&admin, &dir, &["show", "--unsigned"]).ok("show --unsigned");
+    assert!(shown.stderr.contains("not signed"), "{}", shown.stderr);
+
+    // An unsigned state that un-revokes serial 1 is not signed.
+    let mut edited = state.clone();
+    edited["revoked"] = serde_json::json!([]);
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
+    let files = org_files(&dir);
+    let refused = org(&admin, &dir, &["sign-state"]).failed("an edited unsigned state");
+    assert!(
+        refused.stderr.contains("no list of this organization"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(org_files(&dir), files, "nothing changed");
+
+    // The genuine one is, with its last list recovered from revocations-1.txt.
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    org(&admin, &dir, &["sign-state"]).ok("sign-state");
+    assert!(dir.join("last-revocations.txt").exists());
+    let revoked = org(&admin, &dir, &["revoke", "2"]).ok("revoke 2");
+    assert!(
+        revoked.stdout.contains("revokes serial(s) 1, 2;"),
+        "{}",
+        revoked.stdout
+    );
+}
