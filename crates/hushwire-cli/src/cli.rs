@@ -32,7 +32,11 @@ clinic's administrator (its store is erased), 130 interrupted.
 Environment:
   HUSHWIRE_HOME                 the store's directory (like --home)
   HUSHWIRE_ORG_DIR              the organization's directory for `hushwire org` (like --org-dir)
-  HUSHWIRE_PASSPHRASE           the passphrase, for scripts (else --passphrase-file, else a prompt)
+  HUSHWIRE_PASSPHRASE           the store's passphrase, for scripts (else --passphrase-file, else a
+                                prompt)
+  HUSHWIRE_ORG_PASSPHRASE       the organization key's passphrase, for `hushwire org` init,
+                                certify, revoke and set-relay (else --passphrase-file, else a
+                                prompt); never the store's, so the two are not mixed up
   HUSHWIRE_LOG                  log filter for diagnostics on stderr, e.g. `info`
   HUSHWIRE_INSECURE_FAST_KDF=1  TEST-ONLY: `init` derives the store key with insecure, fast
                                 Argon2 parameters. Never use it for a real store."
@@ -57,7 +61,8 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
     /// Read the passphrase from the first line of FILE (otherwise $HUSHWIRE_PASSPHRASE, otherwise
-    /// a prompt on the terminal).
+    /// a prompt on the terminal). For `hushwire org` init, certify, revoke and set-relay it is
+    /// the organization key's passphrase (otherwise $HUSHWIRE_ORG_PASSPHRASE), not the device's.
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// Also trust this CA certificate (PEM) for wss:// relays with a private CA.
@@ -129,7 +134,11 @@ Walkthrough:
   # on the agent's device:  hushwire register URL --certificate CERT --clinic LINK
   hushwire org revoke 3                       # writes a signed revocation list
   # on an admin's device:   hushwire org publish-revocations LIST
-  hushwire org show")]
+  hushwire org set-relay wss://relay2.lakeside.example   # the clinic moved its relay
+  hushwire org show
+
+Scripts pass the organization key's passphrase in $HUSHWIRE_ORG_PASSPHRASE (or
+--passphrase-file); $HUSHWIRE_PASSPHRASE is the devices' and is never used for it.")]
     Org {
         /// The organization's directory (the sealed key and its state)
         /// [default: $HOME/.hushwire-org]
@@ -511,6 +520,19 @@ Example:
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
     },
+    /// Move the clinic to another relay: re-signs the clinic link with the new URL.
+    #[command(after_help = "\
+The organization key, its certificates and its revocations stay as they are; only the link
+changes. Start the new relay with the new link (`--clinic-link`) and give the link to patients
+and agents again (`hushwire org link`).
+
+Example:
+  hushwire org set-relay wss://relay2.lakeside.example")]
+    SetRelay {
+        /// The new relay (wss://host, or ws:// on loopback).
+        #[arg(value_name = "URL")]
+        relay: String,
+    },
     /// Print the clinic link, and a QR code of it for phones.
     #[command(after_help = "\
 Examples:
@@ -526,7 +548,22 @@ Examples:
 Examples:
   hushwire org show
   hushwire org show --json")]
-    Show,
+    Show {
+        /// Also show an org.json that carries no signature (made before hushwire signed its
+        /// state), to check it before `hushwire org sign-state`.
+        #[arg(long)]
+        unsigned: bool,
+    },
+    /// Sign an org.json made before hushwire signed its state, after checking it with
+    /// `hushwire org show --unsigned`. A signed state is never re-signed.
+    #[command(after_help = "\
+Needs the organization key's passphrase. With revocations, the directory must hold the last
+revocation list (last-revocations.txt, or the revocations-N.txt `org revoke` wrote) and it must
+revoke exactly the serials org.json names.
+
+Example:
+  hushwire org show --unsigned && hushwire org sign-state")]
+    SignState,
 }
 
 /// `--roles agent,supervisor`.
@@ -748,8 +785,10 @@ impl Command {
                 OrgCommand::Certify { .. } => "org certify",
                 OrgCommand::Revoke { .. } => "org revoke",
                 OrgCommand::PublishRevocations { .. } => "org publish-revocations",
+                OrgCommand::SetRelay { .. } => "org set-relay",
                 OrgCommand::Link { .. } => "org link",
-                OrgCommand::Show => "org show",
+                OrgCommand::Show { .. } => "org show",
+                OrgCommand::SignState => "org sign-state",
             },
             Self::Certificate { command } => match command {
                 CertificateCommand::Request => "certificate request",

@@ -10,12 +10,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
-use hushwire_client::{Address, Client, ClientError, KdfParams};
-use hushwire_proto::IdentityKey;
+use hushwire_client::{Address, Client, ClientError, KdfParams, Secret};
 use hushwire_proto::clinic::{
-    AgentCertificate, ClinicLink, RevocationList, Roles, check_name, check_relay_url,
+    AgentCertificate, ClinicLink, OrgKey, RevocationList, Roles, check_name,
 };
 use hushwire_proto::codec::Codec;
+use hushwire_proto::{IdentityKey, Signer as _, labels};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -28,6 +28,12 @@ use crate::display::escape;
 const KEY_FILE: &str = "org.key";
 /// The organization's state file.
 const STATE_FILE: &str = "org.json";
+/// The lock file every writing org command holds (empty; the lock is the operating system's).
+const LOCK_FILE: &str = "org.lock";
+/// The last revocation list signed, kept so the next one can be checked against it.
+const LAST_LIST_FILE: &str = "last-revocations.txt";
+/// How long a writing org command waits for another one on the same directory.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// What the organization key is sealed as.
 const KEY_PURPOSE: &str = "hushwire organization key";
 /// Certificates start this long before they are issued, so a device whose clock is a little
@@ -49,6 +55,19 @@ fn text_or_file(arg: &str) -> CliResult<String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| fail(format!("cannot read {}: {e}", escape(arg))))?;
         return Ok(text.trim().to_owned());
+    }
+    // Links, requests and certificates are base64url: no `/`, never `.txt`. Such an argument
+    // was meant as a file.
+    if arg.contains('/') || arg.ends_with(".txt") {
+        let what = if path.is_dir() {
+            "is a directory, not a file"
+        } else {
+            "does not exist"
+        };
+        return Err(fail(format!(
+            "{} {what}: give the path of the file, or paste its line of text itself",
+            escape(arg)
+        )));
     }
     Ok(arg.trim().to_owned())
 }
@@ -158,6 +177,121 @@ struct OrgState {
     certificates: Vec<Issued>,
     revoked: Vec<u64>,
     revocation_sequence: u64,
+    /// The organization key's signature (128 hex digits) over `SIG_ORG_STATE ‖` this state as
+    /// compact JSON with `signature` empty ([`OrgState::signed_bytes`]).
+    #[serde(default)]
+    signature: String,
+}
+
+impl OrgState {
+    /// The canonical bytes signed: the state as compact JSON (fields in declaration order) with
+    /// an empty signature.
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature.clear();
+        serde_json::to_vec(&unsigned).unwrap_or_default()
+    }
+
+    fn sign(&mut self, key: &SigningKey) {
+        let signature = key.sign(labels::SIG_ORG_STATE, &self.signed_bytes());
+        self.signature = hex::encode(signature);
+    }
+
+    /// Refuses a state whose signature does not verify with `org` (an edit made outside
+    /// hushwire, or a file from another organization).
+    fn check_signature(&self, org: &OrgKey) -> CliResult<()> {
+        let changed = |why: &str| {
+            fail(format!(
+                "{STATE_FILE} was changed outside hushwire ({why}): restore it from a backup; \
+                 nothing changed"
+            ))
+        };
+        if self.signature.is_empty() {
+            return Err(changed(
+                "it carries no signature of the organization key; if hushwire made it before \
+                 it signed its state, check it with `hushwire org show --unsigned` and sign it \
+                 with `hushwire org sign-state`",
+            ));
+        }
+        let signature: [u8; 64] = hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| changed("its signature is not 128 hex digits"))?;
+        if !org.verify(labels::SIG_ORG_STATE, &self.signed_bytes(), &signature) {
+            return Err(changed(
+                "its signature by the organization key does not match its content",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The organization key the state names.
+    fn org_key(&self) -> CliResult<OrgKey> {
+        hex::decode(&self.org_key)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .and_then(|b| OrgKey::from_bytes(&b).ok())
+            .ok_or_else(|| {
+                fail(format!(
+                    "{STATE_FILE} was changed outside hushwire (its organization key is not a \
+                     valid key): restore it from a backup; nothing changed"
+                ))
+            })
+    }
+}
+
+/// A held lock on the organization directory: released when dropped (the file is closed, or
+/// the process ends however it ends).
+struct OrgLock {
+    _file: std::fs::File,
+}
+
+/// Takes the exclusive lock of the org directory, waiting up to [`LOCK_WAIT`] for another
+/// writing org command to finish. Two writers at once would issue the same serial twice.
+fn lock_org(dir: &Path) -> CliResult<OrgLock> {
+    let path = dir.join(LOCK_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(&path)
+        .map_err(|e| fail(format!("cannot open the lock file {}: {e}", path.display())))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => return Ok(OrgLock { _file: file }),
+            Err(fs4::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(fail(format!(
+                    "another hushwire org command is running on {} (waited {} s): let it \
+                     finish, then run this one again; nothing changed",
+                    dir.display(),
+                    LOCK_WAIT.as_secs()
+                )));
+            }
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(fail(format!("cannot lock {}: {e}", path.display())));
+            }
+        }
+    }
+}
+
+/// Checks a relay URL by the rule devices dial by, before it goes into a clinic link.
+fn check_relay(relay: &str) -> CliResult<()> {
+    hushwire_client::check_relay_url(relay).map_err(|_| {
+        fail(format!(
+            "{:?} is not a usable relay URL: wss://host[:port][/path], or ws:// only on this \
+             machine (localhost, 127.0.0.1, [::1]); no user:password@; at most 200 characters. \
+             Devices refuse to dial anything else",
+            escape(relay)
+        ))
+    })
 }
 
 /// The organization's directory: `--org-dir`, `$HUSHWIRE_ORG_DIR`, or `$HOME/.hushwire-org`.
@@ -173,15 +307,29 @@ fn org_dir(dir: Option<&Path>) -> CliResult<PathBuf> {
     }
 }
 
-fn load_state(dir: &Path) -> CliResult<OrgState> {
-    let path = dir.join(STATE_FILE);
-    if !dir.join(KEY_FILE).exists() || !path.exists() {
+/// Refuses a directory without an organization (before asking for a passphrase).
+fn require_org(dir: &Path) -> CliResult<()> {
+    if !dir.join(KEY_FILE).exists() || !dir.join(STATE_FILE).exists() {
         return Err(fail(format!(
             "no organization in {}: create one with `hushwire org init --name NAME --relay URL` \
              (or pass the right --org-dir)",
             dir.display()
         )));
     }
+    Ok(())
+}
+
+/// Reads `org.json` and checks its signature against the key it names (for the commands that
+/// do not unseal the key; those check against the unsealed key, [`open_org`]).
+fn load_checked_state(dir: &Path) -> CliResult<OrgState> {
+    let state = load_state(dir)?;
+    state.check_signature(&state.org_key()?)?;
+    Ok(state)
+}
+
+fn load_state(dir: &Path) -> CliResult<OrgState> {
+    require_org(dir)?;
+    let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_str(&text).map_err(|e| {
@@ -192,19 +340,31 @@ fn load_state(dir: &Path) -> CliResult<OrgState> {
     })
 }
 
-fn save_state(dir: &Path, state: &OrgState) -> CliResult<()> {
+/// Signs the state with the organization key and writes it.
+fn save_state(dir: &Path, state: &mut OrgState, key: &SigningKey) -> CliResult<()> {
+    state.sign(key);
     let text = serde_json::to_string_pretty(state).unwrap_or_default();
     write_private(&dir.join(STATE_FILE), text.as_bytes(), false)
 }
 
+/// Reads the state and unseals the organization key with the passphrase; refuses a key that is
+/// not the one the state names and a state the key did not sign. Call with the lock held.
+fn open_org(dir: &Path, secret: &Secret) -> CliResult<(OrgState, SigningKey)> {
+    let state = load_state(dir)?;
+    let key = unseal_key(dir, &state, secret)?;
+    let org = OrgKey::new(key.verifying_key())
+        .map_err(|e| fail(format!("the organization key is unusable: {e}")))?;
+    state.check_signature(&org)?;
+    Ok((state, key))
+}
+
 /// Unseals the organization key with the passphrase (checked against the state's public key).
-fn unseal_key(g: &Global, dir: &Path, state: &OrgState) -> CliResult<SigningKey> {
+fn unseal_key(dir: &Path, state: &OrgState, secret: &Secret) -> CliResult<SigningKey> {
     let path = dir.join(KEY_FILE);
     let sealed =
         std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    let secret = common::org_passphrase(g, dir, false)?;
     let seed =
-        hushwire_client::open_secret_file(&secret, KEY_PURPOSE, &sealed).map_err(|e| match e {
+        hushwire_client::open_secret_file(secret, KEY_PURPOSE, &sealed).map_err(|e| match e {
             ClientError::WrongSecret => {
                 fail("wrong passphrase: the organization key did not open; nothing changed")
             }
@@ -241,19 +401,17 @@ pub fn org_init(g: &Global, dir: Option<&Path>, name: &str, relay: &str) -> CliR
             escape(name)
         ))
     })?;
-    check_relay_url(relay).map_err(|_| {
-        fail(format!(
-            "{:?} is not a usable relay URL: wss://host[:port][/path] (or ws:// on loopback), at \
-             most 200 characters",
-            escape(relay)
-        ))
-    })?;
-    if dir.join(KEY_FILE).exists() || dir.join(STATE_FILE).exists() {
-        return Err(fail(format!(
-            "{} already holds an organization: it is never replaced (use another --org-dir)",
-            dir.display()
-        )));
-    }
+    check_relay(relay)?;
+    let exists = |dir: &Path| -> CliResult<()> {
+        if dir.join(KEY_FILE).exists() || dir.join(STATE_FILE).exists() {
+            return Err(fail(format!(
+                "{} already holds an organization: it is never replaced (use another --org-dir)",
+                dir.display()
+            )));
+        }
+        Ok(())
+    };
+    exists(&dir)?;
     let secret = common::org_passphrase(g, &dir, true)?;
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::fill(seed.as_mut()).map_err(|e| fail(format!("no randomness: {e}")))?;
@@ -262,7 +420,7 @@ pub fn org_init(g: &Global, dir: Option<&Path>, name: &str, relay: &str) -> CliR
     let sealed = hushwire_client::seal_secret_file(&secret, params, KEY_PURPOSE, seed.as_slice())?;
     let link = ClinicLink::issue(&key, name, relay)
         .map_err(|e| fail(format!("cannot make the clinic link: {e}")))?;
-    let state = OrgState {
+    let mut state = OrgState {
         name: name.to_owned(),
         relay_url: relay.to_owned(),
         org_key: hex::encode(key.verifying_key().as_bytes()),
@@ -271,13 +429,40 @@ pub fn org_init(g: &Global, dir: Option<&Path>, name: &str, relay: &str) -> CliR
         certificates: Vec::new(),
         revoked: Vec::new(),
         revocation_sequence: 0,
+        signature: String::new(),
     };
+    let created = !dir.exists();
     common::create_home(&dir)?;
-    write_private(&dir.join(KEY_FILE), &sealed, true)?;
-    if let Err(e) = save_state(&dir, &state) {
-        let _ = std::fs::remove_file(dir.join(KEY_FILE));
+    // On failure, undo what this command made: the key file, and the directory it created.
+    let undo = |wrote_key: bool| {
+        if wrote_key {
+            let _ = std::fs::remove_file(dir.join(KEY_FILE));
+        }
+        if created {
+            let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+            let _ = std::fs::remove_dir(&dir);
+        }
+    };
+    let lock = match lock_org(&dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            undo(false);
+            return Err(e);
+        }
+    };
+    // Another init may have finished while this one waited.
+    exists(&dir)?;
+    if let Err(e) = write_private(&dir.join(KEY_FILE), &sealed, true) {
+        drop(lock);
+        undo(false);
         return Err(e);
     }
+    if let Err(e) = save_state(&dir, &mut state, &key) {
+        drop(lock);
+        undo(true);
+        return Err(e);
+    }
+    drop(lock);
     let fingerprint = link.org().fingerprint().to_string();
     if g.json {
         println!(
@@ -314,7 +499,7 @@ pub fn org_certify(
     out: Option<&Path>,
 ) -> CliResult<ExitCode> {
     let dir = org_dir(dir)?;
-    let mut state = load_state(&dir)?;
+    require_org(&dir)?;
     let subject = read_request(request)?;
     check_name(name).map_err(|_| {
         fail(format!(
@@ -331,7 +516,9 @@ pub fn org_certify(
             out.display()
         )));
     }
-    let key = unseal_key(g, &dir, &state)?;
+    let secret = common::org_passphrase(g, &dir, false)?;
+    let _lock = lock_org(&dir)?;
+    let (mut state, key) = open_org(&dir, &secret)?;
     let now = now_s();
     let not_before = now.saturating_sub(BACKDATE_SECS);
     let not_after = now.saturating_add(days.saturating_mul(86_400));
@@ -359,7 +546,7 @@ pub fn org_certify(
     if let Some(out) = out {
         write_private(out, format!("{text}\n").as_bytes(), true)?;
     }
-    if let Err(e) = save_state(&dir, &state) {
+    if let Err(e) = save_state(&dir, &mut state, &key) {
         if let Some(out) = out {
             let _ = std::fs::remove_file(out);
         }
@@ -372,13 +559,54 @@ pub fn org_certify(
         );
     } else {
         eprintln!(
-            "Certified {} as {roles} (serial {serial}, valid {days} day(s)). Give the agent this \
-             certificate:",
+            "Certified serial {serial}, valid {days} day(s). Give this certificate to {} (roles: \
+             {roles}):",
             escape(name)
         );
         println!("{text}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The last list `org revoke` signed (`LAST_LIST_FILE`), checked against the organization key
+/// and the state; `None` before the first.
+fn last_list(dir: &Path, state: &OrgState, key: &SigningKey) -> CliResult<Option<RevocationList>> {
+    let path = dir.join(LAST_LIST_FILE);
+    let restore = "restore it from a backup (it is a copy of the file `hushwire org revoke` \
+                   wrote last)";
+    if !path.exists() {
+        if state.revocation_sequence == 0 {
+            return Ok(None);
+        }
+        return Err(fail(format!(
+            "{} is missing: {restore}; nothing changed",
+            path.display()
+        )));
+    }
+    let list = read_revocation_list(&path.display().to_string()).map_err(|_| {
+        fail(format!(
+            "{} is damaged: {restore}; nothing changed",
+            path.display()
+        ))
+    })?;
+    let org = OrgKey::new(key.verifying_key())
+        .map_err(|e| fail(format!("the organization key is unusable: {e}")))?;
+    if !list.verify(&org) {
+        return Err(fail(format!(
+            "{} is not a revocation list of this organization: {restore}; nothing changed",
+            path.display()
+        )));
+    }
+    if list.sequence() < state.revocation_sequence {
+        return Err(fail(format!(
+            "{} holds revocation list {} but {STATE_FILE} says list {} was signed: {restore}; \
+             nothing changed",
+            path.display(),
+            list.sequence(),
+            state.revocation_sequence
+        )));
+    }
+    Ok(Some(list))
 }
 
 /// `org revoke`.
@@ -389,7 +617,17 @@ pub fn org_revoke(
     out: Option<&Path>,
 ) -> CliResult<ExitCode> {
     let dir = org_dir(dir)?;
-    let mut state = load_state(&dir)?;
+    // Unchecked, only for the errors worth giving before the passphrase prompt.
+    let unchecked = load_state(&dir)?;
+    if !unchecked.certificates.iter().any(|c| c.serial == serial) {
+        return Err(fail(format!(
+            "no certificate with serial {serial} was issued by this organization (`hushwire org \
+             show` lists them); nothing changed"
+        )));
+    }
+    let secret = common::org_passphrase(g, &dir, false)?;
+    let _lock = lock_org(&dir)?;
+    let (mut state, key) = open_org(&dir, &secret)?;
     if !state.certificates.iter().any(|c| c.serial == serial) {
         return Err(fail(format!(
             "no certificate with serial {serial} was issued by this organization (`hushwire org \
@@ -402,7 +640,36 @@ pub fn org_revoke(
             state.revocation_sequence
         )));
     }
+    let previous = last_list(&dir, &state, &key)?;
     let sequence = state.revocation_sequence + 1;
+    let mut revoked = state.revoked.clone();
+    revoked.push(serial);
+    revoked.sort_unstable();
+    revoked.dedup();
+    // A list never un-revokes: every serial of the last signed list stays in the next one.
+    if let Some(previous) = &previous {
+        let dropped: Vec<String> = previous
+            .serials()
+            .iter()
+            .filter(|s| !revoked.contains(s))
+            .map(u64::to_string)
+            .collect();
+        if !dropped.is_empty() {
+            return Err(fail(format!(
+                "the new list would drop serial(s) {} that revocation list {} revoked: a \
+                 revocation is never undone; restore {STATE_FILE} from a backup; nothing changed",
+                dropped.join(", "),
+                previous.sequence()
+            )));
+        }
+        if previous.sequence() >= sequence {
+            return Err(fail(format!(
+                "{STATE_FILE} is older than revocation list {} (restored from an old backup?): \
+                 restore the newest {STATE_FILE}; nothing changed",
+                previous.sequence()
+            )));
+        }
+    }
     let out = out
         .map(Path::to_owned)
         .unwrap_or_else(|| dir.join(format!("revocations-{sequence}.txt")));
@@ -412,18 +679,34 @@ pub fn org_revoke(
             out.display()
         )));
     }
-    let key = unseal_key(g, &dir, &state)?;
-    let mut revoked = state.revoked.clone();
-    revoked.push(serial);
-    revoked.sort_unstable();
     let list = RevocationList::issue(&key, sequence, now_s(), &revoked)
         .map_err(|e| fail(format!("cannot sign the revocation list: {e}")))?;
     let text = b64(&list);
-    write_private(&out, format!("{text}\n").as_bytes(), true)?;
+    let line = format!("{text}\n");
+    let last_path = dir.join(LAST_LIST_FILE);
+    let last_before = std::fs::read(&last_path).ok();
+    write_private(&out, line.as_bytes(), true)?;
+    let undo = |restore_last: bool| {
+        let _ = std::fs::remove_file(&out);
+        if restore_last {
+            match &last_before {
+                Some(bytes) => {
+                    let _ = write_private(&last_path, bytes, false);
+                }
+                None => {
+                    let _ = std::fs::remove_file(&last_path);
+                }
+            }
+        }
+    };
+    if let Err(e) = write_private(&last_path, line.as_bytes(), false) {
+        undo(false);
+        return Err(e);
+    }
     state.revoked = revoked;
     state.revocation_sequence = sequence;
-    if let Err(e) = save_state(&dir, &state) {
-        let _ = std::fs::remove_file(&out);
+    if let Err(e) = save_state(&dir, &mut state, &key) {
+        undo(true);
         return Err(e);
     }
     if g.json {
@@ -432,8 +715,11 @@ pub fn org_revoke(
             json!({"sequence": sequence, "revoked": state.revoked, "file": out.display().to_string(), "list": text})
         );
     } else {
+        let serials: Vec<String> = state.revoked.iter().map(u64::to_string).collect();
         println!(
-            "Revoked certificate {serial}: revocation list {sequence} written to {}.",
+            "Revoked certificate {serial}: revocation list {sequence} revokes serial(s) {}; \
+             written to {}.",
+            serials.join(", "),
             out.display()
         );
         println!(
@@ -444,10 +730,119 @@ pub fn org_revoke(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `org set-relay`.
+pub fn org_set_relay(g: &Global, dir: Option<&Path>, relay: &str) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    check_relay(relay)?;
+    require_org(&dir)?;
+    let secret = common::org_passphrase(g, &dir, false)?;
+    let _lock = lock_org(&dir)?;
+    let (mut state, key) = open_org(&dir, &secret)?;
+    if state.relay_url == relay {
+        return Err(fail(format!(
+            "the clinic's relay is already {}; nothing changed",
+            escape(relay)
+        )));
+    }
+    let link = ClinicLink::issue(&key, &state.name, relay)
+        .map_err(|e| fail(format!("cannot make the clinic link: {e}")))?;
+    let old = std::mem::replace(&mut state.relay_url, relay.to_owned());
+    state.link = link.to_string();
+    save_state(&dir, &mut state, &key)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"relay": relay, "previous_relay": old, "link": state.link})
+        );
+    } else {
+        println!(
+            "The clinic's relay is now {} (was {}). The new clinic link:",
+            escape(relay),
+            escape(&old)
+        );
+        println!("{}", state.link);
+        println!(
+            "Start the relay with it (--clinic-link), and give it to patients and agents \
+             (`hushwire org link` shows it with a QR code). Certificates stay valid."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `org sign-state`: signs an `org.json` written before hushwire signed its state, once the
+/// administrator has checked it. A state that carries a signature is never re-signed (a wrong
+/// one means an edit: restore a backup). With revocations, the last list the directory holds
+/// must be the state's last one and revoke exactly its serials.
+pub fn org_sign_state(g: &Global, dir: Option<&Path>) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    require_org(&dir)?;
+    let secret = common::org_passphrase(g, &dir, false)?;
+    let _lock = lock_org(&dir)?;
+    let mut state = load_state(&dir)?;
+    let key = unseal_key(&dir, &state, &secret)?;
+    if !state.signature.is_empty() {
+        let org = OrgKey::new(key.verifying_key())
+            .map_err(|e| fail(format!("the organization key is unusable: {e}")))?;
+        state.check_signature(&org)?;
+        return Err(fail(format!(
+            "{STATE_FILE} is already signed by the organization key; nothing changed"
+        )));
+    }
+    let last_path = dir.join(LAST_LIST_FILE);
+    let mut copy_last = None;
+    if state.revocation_sequence > 0 {
+        let numbered = dir.join(format!("revocations-{}.txt", state.revocation_sequence));
+        let source = if last_path.exists() {
+            last_path.clone()
+        } else {
+            numbered.clone()
+        };
+        let list = read_revocation_list(&source.display().to_string())
+            .ok()
+            .filter(|l| {
+                OrgKey::new(key.verifying_key()).is_ok_and(|org| l.verify(&org))
+                    && l.sequence() == state.revocation_sequence
+                    && l.serials() == state.revoked.as_slice()
+            })
+            .ok_or_else(|| {
+                fail(format!(
+                    "{STATE_FILE} says revocation list {} revokes {:?}, and no list of this \
+                     organization in {} or {} says the same: copy the file `hushwire org \
+                     revoke` wrote for list {} to {}, then run this again; nothing changed",
+                    state.revocation_sequence,
+                    state.revoked,
+                    last_path.display(),
+                    numbered.display(),
+                    state.revocation_sequence,
+                    last_path.display()
+                ))
+            })?;
+        if source != last_path {
+            copy_last = Some(format!("{}\n", b64(&list)));
+        }
+    }
+    if let Some(text) = &copy_last {
+        write_private(&last_path, text.as_bytes(), true)?;
+    }
+    if let Err(e) = save_state(&dir, &mut state, &key) {
+        if copy_last.is_some() {
+            let _ = std::fs::remove_file(&last_path);
+        }
+        return Err(e);
+    }
+    println!(
+        "Signed {STATE_FILE}: {} certificate(s), revoked serials {:?}. From now on hushwire \
+         refuses it if it is changed by anything else.",
+        state.certificates.len(),
+        state.revoked
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `org link`.
 pub fn org_link(g: &Global, dir: Option<&Path>, no_qr: bool) -> CliResult<ExitCode> {
     let dir = org_dir(dir)?;
-    let state = load_state(&dir)?;
+    let state = load_checked_state(&dir)?;
     // The stored link is checked like any pasted one: a damaged file prints nothing wrong.
     let link: ClinicLink = state.link.parse().map_err(|e| {
         fail(format!(
@@ -476,9 +871,22 @@ pub fn org_link(g: &Global, dir: Option<&Path>, no_qr: bool) -> CliResult<ExitCo
 }
 
 /// `org show`.
-pub fn org_show(g: &Global, dir: Option<&Path>) -> CliResult<ExitCode> {
+pub fn org_show(g: &Global, dir: Option<&Path>, unsigned: bool) -> CliResult<ExitCode> {
     let dir = org_dir(dir)?;
-    let state = load_state(&dir)?;
+    let state = if unsigned {
+        let state = load_state(&dir)?;
+        if state.signature.is_empty() {
+            eprintln!(
+                "warning: {STATE_FILE} is not signed: check what follows against your records \
+                 before `hushwire org sign-state`"
+            );
+        } else {
+            state.check_signature(&state.org_key()?)?;
+        }
+        state
+    } else {
+        load_checked_state(&dir)?
+    };
     let link: ClinicLink = state.link.parse().map_err(|e| {
         fail(format!(
             "the clinic link in {STATE_FILE} does not verify ({e})"

@@ -103,6 +103,9 @@ pub fn fault_point(name: &str) {
 pub const FAST_KDF_VAR: &str = "HUSHWIRE_INSECURE_FAST_KDF";
 /// The environment variable holding the passphrase for scripts and tests.
 pub const PASSPHRASE_VAR: &str = "HUSHWIRE_PASSPHRASE";
+/// The environment variable holding the organization key's passphrase (`hushwire org`): a
+/// different one from the store's, so scripts do not use one passphrase for both by accident.
+pub const ORG_PASSPHRASE_VAR: &str = "HUSHWIRE_ORG_PASSPHRASE";
 
 /// The home directory: `--home`, `$HUSHWIRE_HOME`, or `$HOME/.hushwire`.
 pub fn home(g: &crate::cli::Global) -> CliResult<PathBuf> {
@@ -177,10 +180,14 @@ enum Source {
 }
 
 fn source(g: &crate::cli::Global) -> Source {
+    source_from(g, PASSPHRASE_VAR)
+}
+
+fn source_from(g: &crate::cli::Global, var: &str) -> Source {
     if let Some(f) = &g.passphrase_file {
         return Source::File(f.clone());
     }
-    match std::env::var(PASSPHRASE_VAR) {
+    match std::env::var(var) {
         Ok(p) => Source::Env(Zeroizing::new(p)),
         Err(_) => Source::Prompt,
     }
@@ -246,10 +253,11 @@ pub fn new_passphrase(g: &crate::cli::Global) -> CliResult<Secret> {
 }
 
 /// The passphrase of a clinic's organization key in `dir` (`hushwire org`): from the same
-/// sources as a store's (--passphrase-file, $HUSHWIRE_PASSPHRASE, a prompt), asked twice when
+/// sources as a store's but its own variable (--passphrase-file, $HUSHWIRE_ORG_PASSPHRASE, a
+/// prompt), asked twice when
 /// `new` and typed.
 pub fn org_passphrase(g: &crate::cli::Global, dir: &Path, new: bool) -> CliResult<Secret> {
-    let text = match source(g) {
+    let text = match source_from(g, ORG_PASSPHRASE_VAR) {
         Source::File(f) => read_passphrase_file(&f)?,
         Source::Env(p) => p,
         Source::Prompt if new => {

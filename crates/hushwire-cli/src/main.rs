@@ -168,8 +168,10 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
                 OrgCommand::PublishRevocations { list, wait } => {
                     clinic::publish_revocations(g, &list, wait).await
                 }
+                OrgCommand::SetRelay { relay } => clinic::org_set_relay(g, dir, &relay),
                 OrgCommand::Link { no_qr } => clinic::org_link(g, dir, no_qr),
-                OrgCommand::Show => clinic::org_show(g, dir),
+                OrgCommand::Show { unsigned } => clinic::org_show(g, dir, unsigned),
+                OrgCommand::SignState => clinic::org_sign_state(g, dir),
             }
         }
         Command::Certificate { command } => match command {

@@ -1593,12 +1593,24 @@ impl Relay {
     }
 }
 
-/// Runs `hushwire org --org-dir DIR ARGS…` as `user` (the passphrase is the same variable).
-fn org(user: &User, dir: &Path, args: &[&str]) -> Out {
+/// `hushwire org --org-dir DIR ARGS…` as `user`, the organization key's passphrase in its own
+/// variable (and the store's variable removed, so nothing falls back to it).
+fn org_command(user: &User, dir: &Path, args: &[&str]) -> Command {
     let mut all = vec!["org", "--org-dir", dir.to_str().unwrap()];
     all.extend_from_slice(args);
-    user.run(&all)
+    let mut c = user.command(&all);
+    c.env_remove("HUSHWIRE_PASSPHRASE")
+        .env("HUSHWIRE_ORG_PASSPHRASE", ORG_PASSPHRASE);
+    c
 }
+
+/// Runs `hushwire org --org-dir DIR ARGS…` as `user`.
+fn org(user: &User, dir: &Path, args: &[&str]) -> Out {
+    run(org_command(user, dir, args), &user.home)
+}
+
+/// The organization key's passphrase in the tests: not the stores'.
+const ORG_PASSPHRASE: &str = "organization key passphrase for tests";
 
 /// The org directory's files, to show that a failed command changed nothing.
 fn org_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -1869,7 +1881,7 @@ fn org_commands_with_bad_input_change_nothing() {
     )
     .ok("org init");
     let before = org_files(&dir);
-    assert_eq!(before.len(), 2);
+    assert_eq!(before.len(), 3, "org.key, org.json and the empty org.lock");
 
     let again = org(
         &admin,
@@ -1925,18 +1937,12 @@ fn org_commands_with_bad_input_change_nothing() {
         "{}",
         bad_name.stderr
     );
-    let mut wrong = admin.command(&[
-        "org",
-        "--org-dir",
-        dir.to_str().unwrap(),
-        "certify",
-        &request,
-        "--name",
-        "Ada",
-        "--roles",
-        "agent",
-    ]);
-    wrong.env("HUSHWIRE_PASSPHRASE", "not the passphrase at all");
+    let mut wrong = org_command(
+        &admin,
+        &dir,
+        &["certify", &request, "--name", "Ada", "--roles", "agent"],
+    );
+    wrong.env("HUSHWIRE_ORG_PASSPHRASE", "not the passphrase at all");
     let wrong = run(wrong, &admin.home).failed("a wrong passphrase");
     assert!(
         wrong.stderr.contains("wrong passphrase"),
@@ -1994,4 +2000,316 @@ fn org_commands_with_bad_input_change_nothing() {
     );
     let shown = org(&admin, &dir, &["show"]).ok("org show");
     assert!(shown.stdout.contains("Ada"), "{}", shown.stdout);
+}
+
+/// A fresh device's certificate request.
+fn certificate_request() -> (User, String) {
+    let device = User::new();
+    device.run_ok(&["init"]);
+    let request = device
+        .run_ok(&["certificate", "request"])
+        .stdout
+        .trim()
+        .to_owned();
+    (device, request)
+}
+
+#[test]
+fn an_edited_org_state_is_refused_and_revocations_are_never_undone() {
+    let admin = User::new();
+    let dir = admin.home.parent().unwrap().join("org");
+    org(
+        &admin,
+        &dir,
+        &["init", "--name", "Lakeside", "--relay", "ws://127.0.0.1:1"],
+    )
+    .ok("org init");
+    let (_a, request_a) = certificate_request();
+    let (_b, request_b) = certificate_request();
+    for (request, name) in [(&request_a, "Ada"), (&request_b, "Ben")] {
+        org(
+            &admin,
+            &dir,
+            &["certify", request, "--name", name, "--roles", "agent"],
+        )
+        .ok("certify");
+    }
+    let state_path = dir.join("org.json");
+    let before_revoke = std::fs::read(&state_path).unwrap();
+    let revoked = org(&admin, &dir, &["revoke", "1"]).ok("revoke 1");
+    assert!(
+        revoked.stdout.contains("revokes serial(s) 1;"),
+        "{}",
+        revoked.stdout
+    );
+
+    // Un-revoking serial 1 by editing org.json: every command refuses, nothing changes.
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["revoked"] = serde_json::json!([]);
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let files = org_files(&dir);
+    for args in [&["revoke", "2"][..], &["show"], &["link", "--no-qr"]] {
+        let refused = org(&admin, &dir, args).failed("an edited org.json");
+        assert!(
+            refused
+                .stderr
+                .contains("org.json was changed outside hushwire ("),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+    let refused = org(
+        &admin,
+        &dir,
+        &["certify", &request_a, "--name", "Ada", "--roles", "agent"],
+    )
+    .failed("certify with an edited org.json");
+    assert!(
+        refused.stderr.contains("changed outside hushwire"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(org_files(&dir), files, "nothing changed");
+
+    // An older, genuinely signed org.json (a restored backup) cannot drop serial 1 either.
+    std::fs::write(&state_path, &before_revoke).unwrap();
+    let files = org_files(&dir);
+    let refused = org(&admin, &dir, &["revoke", "2"]).failed("an old org.json");
+    assert!(
+        refused
+            .stderr
+            .contains("would drop serial(s) 1 that revocation list 1 revoked"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(org_files(&dir), files, "nothing changed");
+}
+
+#[test]
+fn concurrent_org_certify_never_issues_one_serial_twice() {
+    let admin = User::new();
+    let dir = admin.home.parent().unwrap().join("org");
+    org(
+        &admin,
+        &dir,
+        &["init", "--name", "Lakeside", "--relay", "ws://127.0.0.1:1"],
+    )
+    .ok("org init");
+    let (_device, request) = certificate_request();
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            let name = format!("Agent {i}");
+            let mut c = org_command(
+                &admin,
+                &dir,
+                &[
+                    "certify", &request, "--name", &name, "--roles", "agent", "--json",
+                ],
+            );
+            c.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut serials = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            serials.push(v["serial"].as_u64().unwrap());
+        } else {
+            assert!(
+                stderr.contains("another hushwire org command is running on"),
+                "{stderr}"
+            );
+        }
+    }
+    assert!(!serials.is_empty());
+    let mut distinct = serials.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        serials.len(),
+        "duplicate serials: {serials:?}"
+    );
+    let shown = org(&admin, &dir, &["show", "--json"]).ok("show").json();
+    assert_eq!(
+        shown["certificates"].as_array().unwrap().len(),
+        serials.len(),
+        "{shown}"
+    );
+}
+
+#[test]
+fn org_relay_urls_follow_the_devices_rule_and_set_relay_moves_the_link() {
+    let admin = User::new();
+    let dir = admin.home.parent().unwrap().join("org");
+    for url in [
+        "ws://10.0.0.5:7700/v1/websocket",
+        "wss://user:pass@relay.example/",
+        "wss://user@relay.example/",
+        "wss://relay.example:notaport/",
+    ] {
+        let refused = org(
+            &admin,
+            &dir,
+            &["init", "--name", "Lakeside", "--relay", url],
+        )
+        .failed("a relay URL devices refuse");
+        assert!(
+            refused.stderr.contains("not a usable relay URL"),
+            "{url}: {}",
+            refused.stderr
+        );
+    }
+    assert!(!dir.exists(), "nothing created");
+    org(
+        &admin,
+        &dir,
+        &[
+            "init",
+            "--name",
+            "Lakeside",
+            "--relay",
+            "wss://relay.one.example",
+        ],
+    )
+    .ok("org init");
+    let files = org_files(&dir);
+    for url in ["ws://10.0.0.5:7700/v1/websocket", "wss://relay.one.example"] {
+        org(&admin, &dir, &["set-relay", url]).failed("a bad or unchanged relay");
+    }
+    assert_eq!(org_files(&dir), files, "nothing changed");
+    let moved = org(
+        &admin,
+        &dir,
+        &["set-relay", "wss://relay.two.example/v1/websocket"],
+    )
+    .ok("set-relay");
+    let link = org(&admin, &dir, &["link", "--json"]).ok("link").json();
+    assert_eq!(link["relay"], "wss://relay.two.example/v1/websocket");
+    assert!(moved.stdout.contains(link["link"].as_str().unwrap()));
+}
+
+#[test]
+fn org_wording_names_the_agent_the_file_and_the_passphrase() {
+    let admin = User::new();
+    let dir = admin.home.parent().unwrap().join("org");
+    org(
+        &admin,
+        &dir,
+        &["init", "--name", "Lakeside", "--relay", "ws://127.0.0.1:1"],
+    )
+    .ok("org init");
+    let (_device, request) = certificate_request();
+    let certified = org(
+        &admin,
+        &dir,
+        &["certify", &request, "--name", "Sam Lee", "--roles", "admin"],
+    )
+    .ok("certify");
+    assert!(
+        certified
+            .stderr
+            .contains("Give this certificate to Sam Lee (roles: admin):"),
+        "{}",
+        certified.stderr
+    );
+    let patient = User::new();
+    patient.run_ok(&["init"]);
+    for arg in ["/nonexistent/file", "clinic-link.txt"] {
+        let refused = patient
+            .run(&["clinic", "add", arg])
+            .failed("a file that does not exist");
+        assert!(
+            refused.stderr.contains(&format!("{arg} does not exist")),
+            "{}",
+            refused.stderr
+        );
+    }
+    // The organization key's passphrase is never taken from the store's variable.
+    let mut command = admin.command(&["org", "--org-dir", dir.to_str().unwrap(), "revoke", "1"]);
+    command
+        .env_remove("HUSHWIRE_ORG_PASSPHRASE")
+        .env("HUSHWIRE_PASSPHRASE", ORG_PASSPHRASE);
+    let refused = run(command, &admin.home).failed("no org passphrase");
+    assert!(!refused.stderr.contains("Revoked"), "{}", refused.stderr);
+    let help = admin.run_ok(&["--help"]);
+    assert!(
+        help.stdout.contains("HUSHWIRE_ORG_PASSPHRASE"),
+        "{}",
+        help.stdout
+    );
+}
+
+#[test]
+fn an_org_state_from_before_signing_is_signed_only_as_its_last_revocation_list_says() {
+    let admin = User::new();
+    let dir = admin.home.parent().unwrap().join("org");
+    org(
+        &admin,
+        &dir,
+        &["init", "--name", "Lakeside", "--relay", "ws://127.0.0.1:1"],
+    )
+    .ok("org init");
+    let (_a, request_a) = certificate_request();
+    let (_b, request_b) = certificate_request();
+    for (request, name) in [(&request_a, "Ada"), (&request_b, "Ben")] {
+        org(
+            &admin,
+            &dir,
+            &["certify", request, "--name", name, "--roles", "agent"],
+        )
+        .ok("certify");
+    }
+    org(&admin, &dir, &["revoke", "1"]).ok("revoke 1");
+    let already = org(&admin, &dir, &["sign-state"]).failed("a signed state");
+    assert!(
+        already.stderr.contains("already signed"),
+        "{}",
+        already.stderr
+    );
+
+    // What an older hushwire left: no signature, no last-revocations.txt.
+    let state_path = dir.join("org.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("signature");
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    std::fs::remove_file(dir.join("last-revocations.txt")).unwrap();
+    let refused = org(&admin, &dir, &["revoke", "2"]).failed("an unsigned state");
+    assert!(
+        refused.stderr.contains("carries no signature") && refused.stderr.contains("sign-state"),
+        "{}",
+        refused.stderr
+    );
+    let shown = org(&admin, &dir, &["show", "--unsigned"]).ok("show --unsigned");
+    assert!(shown.stderr.contains("not signed"), "{}", shown.stderr);
+
+    // An unsigned state that un-revokes serial 1 is not signed.
+    let mut edited = state.clone();
+    edited["revoked"] = serde_json::json!([]);
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
+    let files = org_files(&dir);
+    let refused = org(&admin, &dir, &["sign-state"]).failed("an edited unsigned state");
+    assert!(
+        refused.stderr.contains("no list of this organization"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(org_files(&dir), files, "nothing changed");
+
+    // The genuine one is, with its last list recovered from revocations-1.txt.
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    org(&admin, &dir, &["sign-state"]).ok("sign-state");
+    assert!(dir.join("last-revocations.txt").exists());
+    let revoked = org(&admin, &dir, &["revoke", "2"]).ok("revoke 2");
+    assert!(
+        revoked.stdout.contains("revokes serial(s) 1, 2;"),
+        "{}",
+        revoked.stdout
+    );
 }

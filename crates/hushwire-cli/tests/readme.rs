@@ -171,3 +171,148 @@ fn every_readme_walkthrough_command_runs_as_written() {
     assert!(opened.contains("Your results are ready."), "{opened}");
     assert!(opened.contains("hello from the README"), "{opened}");
 }
+
+/// The `sh` lines of the README section that starts with `heading`, comments cut off.
+fn section_commands(readme: &str, heading: &str) -> Vec<(String, String)> {
+    let start = readme.find(heading).expect("the README has the section");
+    let rest = &readme[start..];
+    let end = rest[2..].find("\n## ").map_or(rest.len(), |i| i + 2);
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in rest[..end].lines() {
+        if line.starts_with("```") {
+            in_sh = !in_sh && line.trim() == "```sh";
+            continue;
+        }
+        let (command, comment) = line.split_once("  #").unwrap_or((line, ""));
+        let command = command.trim();
+        if in_sh && (command.starts_with("hushwire ") || command.starts_with("cargo ")) {
+            commands.push((command.to_owned(), comment.to_owned()));
+        }
+    }
+    commands
+}
+
+#[test]
+fn every_readme_clinic_command_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let commands = section_commands(&readme, "## A clinic in ");
+    let title = format!("## A clinic in {} commands", commands.len());
+    assert!(readme.contains(&title), "the title counts them: {title}");
+
+    let cli = PathBuf::from(env!("CARGO_BIN_EXE_hushwire"));
+    let relay_bin = relay_bin(&cli);
+    let work = tempfile::TempDir::new().unwrap();
+    let tmp = format!("{}/", work.path().display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let path = format!(
+        "{}:{}",
+        cli.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut relay = None;
+    let mut outputs = Vec::new();
+    for (command, comment) in &commands {
+        let line = command
+            .replace("127.0.0.1:7701", &address)
+            .replace("/tmp/", &tmp)
+            .replace(
+                "cargo run --release -p hushwire-relay --",
+                &relay_bin.display().to_string(),
+            );
+        let mut child = Command::new("sh");
+        child
+            .arg("-c")
+            .arg(&line)
+            .env("PATH", &path)
+            .env("HUSHWIRE_PASSPHRASE", "correct horse battery staple")
+            .env(
+                "HUSHWIRE_ORG_PASSPHRASE",
+                "the organization key's passphrase",
+            )
+            .env("HUSHWIRE_INSECURE_FAST_KDF", "1")
+            .env("NO_COLOR", "1")
+            .env_remove("HUSHWIRE_HOME")
+            .env_remove("HUSHWIRE_ORG_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if command.starts_with("cargo ") {
+            // The relay runs until the end; wait until it listens.
+            let mut spawned = child.stdout(Stdio::null()).spawn().unwrap();
+            let mut lines = BufReader::new(spawned.stderr.take().unwrap()).lines();
+            for line in lines.by_ref() {
+                if line.unwrap().contains(&format!("ws://{address}")) {
+                    break;
+                }
+            }
+            std::thread::spawn(move || for _ in lines {});
+            relay = Some(spawned);
+            continue;
+        }
+        let out = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let expected = if comment.contains("refused") {
+            Some(1)
+        } else if comment.contains("exits 5") {
+            Some(5)
+        } else {
+            Some(0)
+        };
+        assert_eq!(
+            out.status.code(),
+            expected,
+            "README command: {command}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        outputs.push((command.clone(), stdout + &stderr));
+    }
+    let mut relay = relay.expect("the section starts the relay");
+    let _ = relay.kill();
+    let _ = relay.wait();
+
+    let pat_recv: Vec<&str> = outputs
+        .iter()
+        .filter(|(c, _)| c == "hushwire --home /tmp/pat recv")
+        .map(|(_, o)| o.as_str())
+        .collect();
+    assert!(
+        pat_recv[0].contains(
+            "ada [Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic]: Yes, since this \
+             morning."
+        ),
+        "{}",
+        pat_recv[0]
+    );
+    // The last command with `needle`.
+    let output = |needle: &str| {
+        outputs
+            .iter()
+            .rev()
+            .find(|(c, _)| c.contains(needle))
+            .map(|(_, o)| o.as_str())
+            .unwrap()
+    };
+    assert!(
+        output(" revoke 2").contains("revokes serial(s) 2;"),
+        "{}",
+        output(" revoke 2")
+    );
+    assert!(
+        output("send ada 'Hello?'").contains("the clinic revoked certificate #2"),
+        "{}",
+        output("send ada 'Hello?'")
+    );
+    assert!(
+        output("/tmp/ada recv").contains("wiped by Sam Lee, admin of Lakeside Clinic"),
+        "{}",
+        output("/tmp/ada recv")
+    );
+}

@@ -54,7 +54,7 @@ pub use hushwire::proto::audit::{AuditEvent, AuditRecord, AuditReport};
 pub use hushwire::transcript::{
     AuditorKey, ContentType, Direction, TranscriptRecord, TranscriptReport,
 };
-pub use link::TlsRoots;
+pub use link::{TlsRoots, check_relay_url};
 pub use payload::MAX_CONTENT_LEN;
 pub use store::SCHEMA_VERSION;
 pub use vault::{KdfParams, MIN_PASSPHRASE_CHARS, Secret, open_secret_file, seal_secret_file};

@@ -55,6 +55,10 @@ impl RelayUrl {
             return Err(bad());
         };
         let authority = rest.split('/').next().unwrap_or_default();
+        // `user:pass@host`: credentials have no place in a URL that is shown and shared.
+        if authority.contains('@') {
+            return Err(bad());
+        }
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
                 (h.to_owned(), p.parse::<u16>().map_err(|_| bad())?)
@@ -88,6 +92,19 @@ impl RelayUrl {
     pub(crate) fn as_str(&self) -> &str {
         &self.url
     }
+}
+
+/// Checks a relay URL by the rule the client dials by: `wss://host[:port][/path]` anywhere,
+/// `ws://` only on loopback (`localhost`, `127.0.0.0/8`, `[::1]`), no `user:pass@`, a numeric
+/// port. `Err(BadRelayUrl)` otherwise. Tools that put a URL into something others will dial
+/// (a clinic link) check it with this first.
+///
+/// # Errors
+/// [`ClientError::BadRelayUrl`] for a URL the client would refuse to dial.
+pub fn check_relay_url(url: &str) -> Result<()> {
+    hushwire::proto::clinic::check_relay_url(url)
+        .map_err(|_| ClientError::BadRelayUrl(url.chars().take(200).collect()))?;
+    RelayUrl::parse(url).map(|_| ())
 }
 
 /// TLS settings for dialling.
@@ -420,6 +437,11 @@ mod tests {
             "plain text off loopback"
         );
         assert!(RelayUrl::parse("http://127.0.0.1:7700").is_err());
+        assert!(RelayUrl::parse("wss://user:pass@relay.example/").is_err());
+        assert!(RelayUrl::parse("wss://user@relay.example/").is_err());
+        assert!(check_relay_url("ws://10.0.0.5:7700/v1/websocket").is_err());
+        assert!(check_relay_url("wss://relay.example/v1/websocket").is_ok());
+        assert!(check_relay_url("wss://relay .example").is_err());
         assert!(RelayUrl::parse("ws://127.0.0.1:notaport").is_err());
         assert_eq!(
             RelayUrl::parse("ws://127.0.0.1:7700")

@@ -87,6 +87,10 @@ pub const SIG_AGENT_CERTIFICATE: &[u8] = b"Hushwire v1 agent certificate";
 pub const SIG_REVOCATION_LIST: &[u8] = b"Hushwire v1 revocation list";
 /// Signature context: a clinic's organization key signs its clinic link (`docs/clinic.md` §2).
 pub const SIG_CLINIC_LINK: &[u8] = b"Hushwire v1 clinic link";
+/// Signature context: a clinic's organization key signs its administrator's state file
+/// (`org.json`: issued certificates, revoked serials, relay), so an edit made outside
+/// `hushwire org` is noticed (`docs/client.md` §8.4). Never sent to anyone.
+pub const SIG_ORG_STATE: &[u8] = b"Hushwire v1 organization state";
 /// Signature context: a person's identity signs the list of their devices
 /// (`docs/clinic.md` §5).
 pub const SIG_DEVICE_LIST: &[u8] = b"Hushwire v1 device list";
