@@ -1777,7 +1777,15 @@ fn a_clinic_walkthrough_verified_agent_revocation_and_wipe() {
         .run(&["org", "publish-revocations", list_file.to_str().unwrap()])
         .failed("an agent publishing");
     admin.run_ok(&["org", "publish-revocations", list_file.to_str().unwrap()]);
-    patient.run_ok(&["recv", "--wait", "20"]);
+    let told = patient.run_ok(&["recv", "--wait", "20"]);
+    let warning = "ada is NOT a verified agent: the clinic revoked certificate #1";
+    assert_eq!(
+        told.stdout.matches(warning).count() + told.stderr.matches(warning).count(),
+        1,
+        "the revocation is announced once:\n{}\n{}",
+        told.stdout,
+        told.stderr
+    );
     let refused = patient
         .run(&["send", "ada", "Hello?"])
         .failed("send to a revoked agent");

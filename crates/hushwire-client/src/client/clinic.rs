@@ -246,7 +246,16 @@ impl Client {
     /// Emits `AgentStatusChanged` for every contact whose status differs from `before`.
     async fn emit_status_changes(&self, before: &HashMap<i64, AgentStatus>) -> Result<()> {
         for (id, status) in self.all_statuses().await? {
-            if before.get(&id) != Some(&status) {
+            if before.get(&id) == Some(&status) {
+                continue;
+            }
+            let fresh = self
+                .inner
+                .announced_statuses
+                .lock()
+                .map(|mut announced| announced.insert(id, status.clone()) != Some(status.clone()))
+                .unwrap_or(true);
+            if fresh {
                 self.emit(Event::AgentStatusChanged {
                     contact: ContactId(id),
                     status,

@@ -190,6 +190,9 @@ struct Inner {
     relay_key_refused: StdMutex<Option<(String, String)>>,
     /// Set when a wipe order stopped the client (erased or refused).
     halted: StdMutex<Option<Halt>>,
+    /// The agent status last announced per contact (`AgentStatusChanged`): two checks that
+    /// run concurrently (the revocation list and a certificate fetch) announce a change once.
+    announced_statuses: StdMutex<std::collections::HashMap<i64, crate::AgentStatus>>,
     /// Set while contacts' certificates wait to be checked (`clinic.rs`): `sync` waits.
     clinic_pending: std::sync::atomic::AtomicBool,
     /// Wakes the connection to check new contacts' certificates.
@@ -384,6 +387,7 @@ impl Client {
                 epoch_unreported: std::sync::atomic::AtomicBool::new(true),
                 relay_key_refused: StdMutex::new(None),
                 halted: StdMutex::new(None),
+                announced_statuses: StdMutex::new(std::collections::HashMap::new()),
                 clinic_pending: std::sync::atomic::AtomicBool::new(false),
                 clinic_check: Notify::new(),
                 options,
