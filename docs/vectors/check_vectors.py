@@ -2120,6 +2120,8 @@ DOCUMENTED_FIELDS = {
     + [f"device_list.{f}" for f in ("sequence", "devices", "bytes")]
     + [f"wipe_command.{f}" for f in ("target_device_id", "issued_at", "nonce", "bytes")]
     + [f"checks.{f}" for f in CLINIC_CHECKS],
+    "linking.json": ["description", "seed", "code_draws", "relay_url", "code_text", "slot", "device_id", "relay_key",
+                     "extra", "seal_draws", "sealed"],
 }
 
 
@@ -2950,6 +2952,35 @@ def check_clinic(c, cj, keys):
         c.eq(f"clinic: refused: {case['name']}", case["field"], got)
     return True
 
+
+LINK_SLOT = b"Hushwire v1 link slot"
+KDF_LINK_KEY = b"Hushwire v1 link key"
+
+
+def check_linking(c, lj, keys):
+    """docs/clinic.md §5.1: the code's text, slot and key, and the sealed provisioning message."""
+    import base64
+    secret = h(lj["code_draws"][0])
+    c.eq("linking: draw sizes (secret 16, nonce 24)", [16, 24],
+         [len(h(lj["code_draws"][0])), len(h(lj["seal_draws"][0]))])
+    text = "hushwire-link:" + base64.urlsafe_b64encode(secret + lj["relay_url"].encode()).decode().rstrip("=")
+    c.eq("linking: code text = prefix || base64url(secret || relay_url)", lj["code_text"], text)
+    slot = sha256(LINK_SLOT + secret)
+    c.eq("linking: slot = SHA-256(LINK_SLOT || secret)", h(lj["slot"]), slot)
+    key = hkdf(bytes(32), secret, KDF_LINK_KEY, 32)
+    nonce = h(lj["seal_draws"][0])
+    alice = keys["alice"]
+    extra = h(lj["extra"])
+    plaintext = (h(alice["draws"][0]) + h(alice["draws"][1]) + lj["device_id"].to_bytes(4, "big")
+                 + h(lj["relay_key"]) + len(extra).to_bytes(4, "big") + extra)
+    sealed = bytes([1]) + nonce + xchacha20poly1305_encrypt(key, nonce, bytes([1]) + slot, plaintext)
+    c.eq("linking: sealed = 0x01 || nonce || XChaCha20-Poly1305(key, nonce, 0x01 || slot, plaintext)",
+         h(lj["sealed"]), sealed)
+    other = hkdf(bytes(32), bytes(16), KDF_LINK_KEY, 32)
+    opened = xchacha20poly1305_decrypt(other, nonce, bytes([1]) + slot, h(lj["sealed"])[25:])
+    c.true("linking: another code's key does not open it", opened is None)
+    return True
+
 def main():
     here = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
@@ -2984,6 +3015,7 @@ def main():
     c.section("payloads", check_payloads, c, load("payloads.json"))
     c.section("relay login", check_relay_login, c, load("relay_login.json"), keys)
     c.section("clinic", check_clinic, c, load("clinic.json"), keys)
+    c.section("linking", check_linking, c, load("linking.json"), keys)
 
     print(f"{c.passed} passed, {c.failed} failed")
     return 0 if c.failed == 0 else 1

@@ -25,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 mod audit_cases;
 mod clinic;
+mod linking;
 mod payloads;
 mod relay_login;
 mod xchacha;
@@ -230,6 +231,7 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
             pretty(&relay_login::relay_login(&alice)?)?,
         ),
         ("clinic.json", pretty(&clinic::clinic(&alice, &bob)?)?),
+        ("linking.json", pretty(&linking::linking(&alice)?)?),
     ])
 }
 
