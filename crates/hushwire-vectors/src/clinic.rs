@@ -183,6 +183,16 @@ pub fn clinic(alice: &Account, bob: &Account) -> Result<Value, Error> {
     }))
 }
 
+/// `bytes` with `replacement` written over it at `at`; an error, not a silent no-op, if the
+/// range falls outside `bytes`.
+fn replaced(bytes: &[u8], at: usize, replacement: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = bytes.to_vec();
+    out.get_mut(at..at + replacement.len())
+        .ok_or("an invalid case's change falls outside its encoding")?
+        .copy_from_slice(replacement);
+    Ok(out)
+}
+
 /// One-field changes of valid encodings, each refused by the decoder, with the field it names.
 fn invalid_cases(
     link: &ClinicLink,
@@ -202,118 +212,79 @@ fn invalid_cases(
         cases.push(json!({ "name": name, "structure": structure, "bytes": hex::encode(bytes), "field": field }));
     };
 
-    let mut b = link.to_bytes();
     let link_name_at = 2 + 32 + 1;
-    if let Some(byte) = b.get_mut(link_name_at) {
-        *byte ^= 0x20; // "Riverside" → "riverside": the signature no longer covers it.
-    }
+    // "Riverside" → "riverside": the signature no longer covers the name.
     case(
         "link with an altered name",
         "clinic link",
-        b,
+        replaced(&link.to_bytes(), link_name_at, b"r")?,
         "clinic link signature",
     );
-
-    let mut b = cert.clone();
-    if let Some(byte) = b.get_mut(roles_at) {
-        *byte = 0x08;
-    }
     case(
         "certificate with an unknown role bit",
         "agent certificate",
-        b,
+        replaced(&cert, roles_at, &[0x08])?,
         "roles",
     );
-    let mut b = cert.clone();
-    if let Some(byte) = b.get_mut(roles_at) {
-        *byte = 0x00;
-    }
-    case("certificate with no role", "agent certificate", b, "roles");
-
-    let mut b = cert.clone();
-    if let Some(byte) = b.get_mut(name_at + 1) {
-        *byte = 0x1b; // an escape character in the name
-    }
+    case(
+        "certificate with no role",
+        "agent certificate",
+        replaced(&cert, roles_at, &[0x00])?,
+        "roles",
+    );
+    // An escape character in the name.
     case(
         "certificate whose name holds a control character",
         "agent certificate",
-        b,
+        replaced(&cert, name_at + 1, &[0x1b])?,
         "agent name",
     );
-
     // "Dr. Ada Okafor" → "Dr. \u{200b} Okafor": a zero-width space in place of "Ada" (3 bytes
     // each), so the name displays as if it held nothing there.
-    let mut b = cert.clone();
-    b.get_mut(name_at + 1 + 4..name_at + 1 + 7)
-        .ok_or("short certificate")?
-        .copy_from_slice("\u{200b}".as_bytes());
     case(
         "certificate whose name holds a zero-width space",
         "agent certificate",
-        b,
+        replaced(&cert, name_at + 1 + 4, "\u{200b}".as_bytes())?,
         "agent name",
     );
-
-    let mut b = cert.clone();
-    let not_before = agent.not_before().to_be_bytes();
-    b.get_mut(not_after_at..not_after_at + 8)
-        .ok_or("short certificate")?
-        .copy_from_slice(&not_before);
     case(
         "certificate whose period is empty",
         "agent certificate",
-        b,
+        replaced(&cert, not_after_at, &agent.not_before().to_be_bytes())?,
         "validity period",
     );
-
-    let mut b = cert.clone();
-    if let Some(byte) = b.get_mut(0) {
-        *byte = 0x02;
-    }
     case(
         "certificate with version 2",
         "agent certificate",
-        b,
+        replaced(&cert, 0, &[0x02])?,
         "version",
     );
 
-    // Revocation list: header 2, org 32, sequence 8, issued_at 8, count 2, then the serials.
-    let mut b = revocations.to_bytes();
+    // Revocation list: header 2, org 32, sequence 8, issued_at 8, count 2, then the serials;
+    // the first two swapped.
+    let list = revocations.to_bytes();
     let first = 2 + 32 + 8 + 8 + 2;
-    let (a, c) = (first, first + 8);
-    let (x, y) = (
-        b.get(a..a + 8).ok_or("short list")?.to_vec(),
-        b.get(c..c + 8).ok_or("short list")?.to_vec(),
-    );
-    b.get_mut(a..a + 8).ok_or("short list")?.copy_from_slice(&y);
-    b.get_mut(c..c + 8).ok_or("short list")?.copy_from_slice(&x);
+    let serials = list.get(first..first + 16).ok_or("short list")?;
+    let (x, y) = serials.split_at(8);
     case(
         "revocation list with serials out of order",
         "revocation list",
-        b,
+        replaced(&list, first, &[y, x].concat())?,
         "revoked serials (must be strictly increasing)",
     );
 
     // Device list: header 2, identity 32, sequence 8, count 1.
     let count_at = 2 + 32 + 8;
-    let mut b = devices.to_bytes();
-    if let Some(byte) = b.get_mut(count_at) {
-        *byte = 0;
-    }
     case(
         "device list with no device",
         "device list",
-        b,
+        replaced(&devices.to_bytes(), count_at, &[0])?,
         "device list (empty)",
     );
-    let mut b = devices.to_bytes();
-    if let Some(byte) = b.get_mut(count_at) {
-        *byte = 17;
-    }
     case(
         "device list with 17 devices",
         "device list",
-        b,
+        replaced(&devices.to_bytes(), count_at, &[17])?,
         "device list",
     );
     Ok(Value::Array(cases))
