@@ -636,8 +636,7 @@ impl<S: Store> Connection<S> {
             FrameBody::PublishDeviceList(list) => {
                 // Only the identity itself signs its list; the relay keeps the newest.
                 if list.verify(&identity).is_err() {
-                    self.relay.refused("list_refused", self.peer.ip());
-                    return self.refuse(id, ErrorCode::ListRefused, 0).await;
+                    return self.list_refused(id).await;
                 }
                 let stored = self
                     .relay
@@ -646,8 +645,7 @@ impl<S: Store> Connection<S> {
                     .await
                     .map_err(|e| internal(id, &e))?;
                 if !stored {
-                    self.relay.refused("list_refused", self.peer.ip());
-                    return self.refuse(id, ErrorCode::ListRefused, 0).await;
+                    return self.list_refused(id).await;
                 }
                 self.relay.audit.record(
                     now_ms(),
@@ -673,8 +671,7 @@ impl<S: Store> Connection<S> {
                     return self.forbidden(id).await;
                 };
                 if !list.verify(&org) {
-                    self.relay.refused("list_refused", self.peer.ip());
-                    return self.refuse(id, ErrorCode::ListRefused, 0).await;
+                    return self.list_refused(id).await;
                 }
                 let stored = self
                     .relay
@@ -683,8 +680,7 @@ impl<S: Store> Connection<S> {
                     .await
                     .map_err(|e| internal(id, &e))?;
                 if !stored {
-                    self.relay.refused("list_refused", self.peer.ip());
-                    return self.refuse(id, ErrorCode::ListRefused, 0).await;
+                    return self.list_refused(id).await;
                 }
                 self.relay.audit.record(
                     now_ms(),
@@ -1287,6 +1283,13 @@ impl<S: Store> Connection<S> {
     async fn forbidden(&mut self, id: u32) -> Result<(), Close> {
         self.relay.refused("forbidden", self.peer.ip());
         self.refuse(id, ErrorCode::Forbidden, 0).await
+    }
+
+    /// Answers `ListRefused` (a signed list that does not verify, or is not newer than the
+    /// stored one); the connection stays open.
+    async fn list_refused(&mut self, id: u32) -> Result<(), Close> {
+        self.relay.refused("list_refused", self.peer.ip());
+        self.refuse(id, ErrorCode::ListRefused, 0).await
     }
 
     /// The device's standing with the clinic (`docs/relay-protocol.md` §3.4): `Err` closes the

@@ -1147,12 +1147,7 @@ impl Store for PostgresStore {
 
     async fn suspend(&self, device: DeviceAddress, now_ms: u64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(sql::SUSPEND.postgres.as_str())
-            .bind(fp(&device))
-            .bind(dev(&device))
-            .bind(to_i64(now_ms))
-            .execute(&mut *tx)
-            .await?;
+        suspend_on(&mut tx, device, now_ms).await?;
         notify_standing(&mut tx, device_payload(&device)).await?;
         tx.commit().await?;
         Ok(())
@@ -1172,12 +1167,7 @@ impl Store for PostgresStore {
             .bind(to_i64(now_ms))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(sql::SUSPEND.postgres.as_str())
-            .bind(fp(&device))
-            .bind(dev(&device))
-            .bind(to_i64(now_ms))
-            .execute(&mut *tx)
-            .await?;
+        suspend_on(&mut tx, device, now_ms).await?;
         notify_standing(&mut tx, device_payload(&device)).await?;
         tx.commit().await?;
         Ok(())
@@ -1282,6 +1272,21 @@ fn device_payload(device: &DeviceAddress) -> String {
 }
 
 /// Tells every instance (at commit) that the clinic changed a device's standing.
+/// Marks `device` suspended (again: nothing changes): what `suspend` and `order_wipe` share.
+async fn suspend_on(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    device: DeviceAddress,
+    now_ms: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql::SUSPEND.postgres.as_str())
+        .bind(fp(&device))
+        .bind(dev(&device))
+        .bind(to_i64(now_ms))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn notify_standing(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     payload: String,

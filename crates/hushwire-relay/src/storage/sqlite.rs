@@ -310,6 +310,29 @@ impl SqliteStore {
         self.queue(Job::Work(job), rx).await
     }
 
+    /// Stores a signed list under `key` if its `sequence` is higher than the stored one's (one
+    /// upsert, atomic by itself). Whether it was stored.
+    async fn publish_if_newer(
+        &self,
+        statement: &'static sql::Shared,
+        key: [u8; 32],
+        sequence: u64,
+        list: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.submit(false, move |c| {
+            Box::pin(async move {
+                let stored = sqlx::query(statement.sqlite)
+                    .bind(key.to_vec())
+                    .bind(sequence_key(sequence))
+                    .bind(list)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(stored.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
     /// Hands `job` to the writer and waits for its answer (given after the batch's commit).
     async fn queue<T>(
         &self,
@@ -818,6 +841,21 @@ where
     })
 }
 
+/// Marks `device` suspended (again: nothing changes): what `suspend` and `order_wipe` share.
+async fn suspend_on(
+    c: &mut SqliteConnection,
+    device: DeviceAddress,
+    now_ms: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql::SUSPEND.sqlite)
+        .bind(fp(&device))
+        .bind(i64::from(device.device_id))
+        .bind(to_i64(now_ms))
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
 fn fp(a: &DeviceAddress) -> Vec<u8> {
     a.fingerprint.to_vec()
 }
@@ -1299,31 +1337,13 @@ impl Store for SqliteStore {
         sequence: u64,
         list: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        self.submit(false, move |c| {
-            Box::pin(async move {
-                let stored = sqlx::query(sql::PUBLISH_REVOCATION_LIST.sqlite)
-                    .bind(org.to_vec())
-                    .bind(sequence_key(sequence))
-                    .bind(list)
-                    .execute(&mut *c)
-                    .await?;
-                Ok(stored.rows_affected() == 1)
-            })
-        })
-        .await
+        self.publish_if_newer(&sql::PUBLISH_REVOCATION_LIST, org, sequence, list)
+            .await
     }
 
     async fn suspend(&self, device: DeviceAddress, now_ms: u64) -> Result<(), StoreError> {
         self.submit(false, move |c| {
-            Box::pin(async move {
-                sqlx::query(sql::SUSPEND.sqlite)
-                    .bind(fp(&device))
-                    .bind(i64::from(device.device_id))
-                    .bind(to_i64(now_ms))
-                    .execute(&mut *c)
-                    .await?;
-                Ok(())
-            })
+            Box::pin(async move { suspend_on(c, device, now_ms).await })
         })
         .await
     }
@@ -1343,13 +1363,7 @@ impl Store for SqliteStore {
                     .bind(to_i64(now_ms))
                     .execute(&mut *c)
                     .await?;
-                sqlx::query(sql::SUSPEND.sqlite)
-                    .bind(fp(&device))
-                    .bind(i64::from(device.device_id))
-                    .bind(to_i64(now_ms))
-                    .execute(&mut *c)
-                    .await?;
-                Ok(())
+                suspend_on(c, device, now_ms).await
             })
         })
         .await
@@ -1368,18 +1382,8 @@ impl Store for SqliteStore {
         sequence: u64,
         list: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        self.submit(false, move |c| {
-            Box::pin(async move {
-                let stored = sqlx::query(sql::PUBLISH_DEVICE_LIST.sqlite)
-                    .bind(identity.to_vec())
-                    .bind(sequence_key(sequence))
-                    .bind(list)
-                    .execute(&mut *c)
-                    .await?;
-                Ok(stored.rows_affected() == 1)
-            })
-        })
-        .await
+        self.publish_if_newer(&sql::PUBLISH_DEVICE_LIST, identity, sequence, list)
+            .await
     }
 
     async fn identity_devices(&self, identity: [u8; 32]) -> Result<u64, StoreError> {
