@@ -358,6 +358,12 @@ impl Client {
         if let Ok(mut l) = self.inner.link.lock() {
             *l = Some(link.clone());
         }
+        // The clinic checks below are pending from before anyone can see this connection as
+        // connected: `sync` (on another thread) must never find `Connected` with the checks
+        // not yet begun and return before the revocation list was fetched.
+        self.inner
+            .clinic_pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.set_state(ConnectionState::Connected);
         let (counts_tx, counts_rx) = tokio::sync::mpsc::channel::<(u32, u32)>(4);
         let reader = async {
@@ -384,10 +390,7 @@ impl Client {
         let upkeep = async {
             let mut counts_rx = counts_rx;
             // The clinic's revocation list and contacts' certificates, at every connection
-            // (docs/client.md §8.3); `sync` waits for it.
-            self.inner
-                .clinic_pending
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            // (docs/client.md §8.3); `sync` waits for it (pending since before `Connected`).
             self.clinic_upkeep(&link, true).await?;
             self.inner
                 .clinic_pending
