@@ -2433,7 +2433,8 @@ def check_audit_cases(c, aj, chain_id):
 # ---------------------------------------------------------------------------------------------
 
 PAYLOAD_VERSION = 0x01
-PAYLOAD_MAX_CONTENT_LEN = MAX_PLAINTEXT_LEN - 31  # 65 505: 31 bytes surround the content (§4.1)
+# 65 469: a sent copy (§4.6), the largest payload, puts 67 bytes around the content (§4.1).
+PAYLOAD_MAX_CONTENT_LEN = MAX_PLAINTEXT_LEN - 67
 PAYLOAD_MAX_RECEIPT_IDS = 256
 RESET_REASONS = {0x01: "Undecryptable", 0x02: "KeyReused", 0x03: "TooFarAhead"}
 
@@ -2462,8 +2463,12 @@ def decode_payload(buf):
     if version != PAYLOAD_VERSION:
         raise PayloadError("UnsupportedVersion", version=version)
     kind = take(1, "payload kind")[0]
-    if kind == 0x01:  # §4.1 message
-        out = {"kind": 1, "message_id": take(16, "message id").hex()}
+    if kind in (0x01, 0x04):  # §4.1 message, §4.6 sent copy (the recipient, then a message)
+        out = {"kind": kind}
+        if kind == 0x04:
+            out["recipient_fingerprint"] = take(32, "recipient fingerprint").hex()
+            out["recipient_device"] = int.from_bytes(take(4, "recipient device"), "big")
+        out["message_id"] = take(16, "message id").hex()
         out["sent_at_ms"] = int.from_bytes(take(8, "sent at"), "big")
         out["content_type"] = take(1, "content type")[0]
         n = int.from_bytes(take(4, "content"), "big")
@@ -2497,7 +2502,9 @@ def decode_payload(buf):
 def encode_payload(p):
     """§4, from the fields alone."""
     out = bytes([PAYLOAD_VERSION, p["kind"]])
-    if p["kind"] == 1:
+    if p["kind"] == 4:
+        out += h(p["recipient_fingerprint"]) + p["recipient_device"].to_bytes(4, "big")
+    if p["kind"] in (1, 4):
         content = h(p["content"])
         out += h(p["message_id"]) + p["sent_at_ms"].to_bytes(8, "big") + bytes([p["content_type"]])
         out += len(content).to_bytes(4, "big") + content
@@ -2526,7 +2533,7 @@ def check_payloads(c, pj):
         c.eq(f"payloads: `{name}` fields", published, decoded)
         c.eq(f"payloads: `{name}` re-encodes", h(v["encoded"]), encode_payload(published))
         seen.add((v["kind"], v.get("reason")))
-    c.eq("payloads: each kind and reset reason", {(1, None), (2, None), (3, 1), (3, 2), (3, 3)}, seen)
+    c.eq("payloads: each kind and reset reason", {(1, None), (2, None), (3, 1), (3, 2), (3, 3), (4, None)}, seen)
     for v in pj["invalid"]:
         name = v["name"]
         try:

@@ -80,17 +80,27 @@ pub struct Global {
 pub enum Command {
     /// Create the encrypted store with a new identity and print this device's address.
     #[command(after_help = "\
-Example:
+Examples:
   hushwire --home /tmp/alice init
-  hushwire init --device-id 2        # a second device of the same person
+  hushwire --home /tmp/alice-phone init --link hushwire-link:Qm9…   # another device of yours
+
+A device of a person who already has one is linked, not created: run `hushwire devices link`
+on the device you have, then `init --link CODE` on the new one within ten minutes. It takes
+the same identity and registers at the same relay, and every message to you then reaches both.
 
 You are asked for a passphrase twice (at least 8 characters). It cannot be recovered.
 TEST-ONLY: with HUSHWIRE_INSECURE_FAST_KDF=1 the store key is derived with insecure, fast
 Argon2 parameters (for automated tests); a warning is printed. Never use it for a real store.")]
     Init {
-        /// The device id of this store's account.
-        #[arg(long, default_value_t = 1)]
+        /// The device id of this store's account (a new identity only; a linked device gets
+        /// its number from the code).
+        #[arg(long, default_value_t = 1, conflicts_with = "link")]
         device_id: u32,
+        /// Make this a further device of a person: the one-time code `hushwire devices link`
+        /// showed on one of their devices (or a file holding it). The store gets that
+        /// identity and registers at once.
+        #[arg(long, value_name = "CODE")]
+        link: Option<String>,
     },
     /// Register this device with a relay and publish its prekeys.
     #[command(after_help = "\
@@ -175,6 +185,20 @@ Examples:
         /// Which clinic command.
         #[command(subcommand)]
         command: ClinicCommand,
+    },
+    /// This person's devices: link a new one, list them, remove a lost one.
+    #[command(after_help = "\
+Your devices share one identity: whoever writes to you reaches all of them, and what one of
+them sends is copied to the others, so every device holds the whole conversation.
+
+Examples:
+  hushwire devices link             # shows a one-time code for the new device
+  hushwire devices list
+  hushwire devices remove 2         # a lost phone: the relay refuses it from now on")]
+    Devices {
+        /// Which devices command.
+        #[command(subcommand)]
+        command: DevicesCommand,
     },
     /// Order a device of the clinic wiped (admin devices only).
     #[command(after_help = "\
@@ -597,6 +621,39 @@ Example:
     Show,
 }
 
+/// Devices commands.
+#[derive(Subcommand, Debug)]
+pub enum DevicesCommand {
+    /// Link a new device: prints a one-time code to type on it (`hushwire init --link CODE`).
+    #[command(after_help = "\
+The code carries your identity's keys, sealed, through the relay: anyone who reads it before
+your new device uses it could become you. Type it only on your own device, within ten
+minutes; it works once.
+
+Examples:
+  hushwire devices link
+  hushwire devices link --code-only > /media/usb/code.txt   # then on the new device:
+  hushwire init --link /media/usb/code.txt")]
+    Link {
+        /// Print only the code (to write it to a file the new device reads).
+        #[arg(long)]
+        code_only: bool,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// List this person's devices (this one marked), as the newest signed list has them.
+    List,
+    /// Remove one of this person's devices: it stops receiving, and the relay refuses it.
+    Remove {
+        /// The device's number, as `hushwire devices list` shows it.
+        device_id: u32,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+}
+
 /// Clinic commands.
 #[derive(Subcommand, Debug)]
 pub enum ClinicCommand {
@@ -798,6 +855,11 @@ impl Command {
             Self::Clinic { command } => match command {
                 ClinicCommand::Add { .. } => "clinic add",
                 ClinicCommand::Show => "clinic show",
+            },
+            Self::Devices { command } => match command {
+                DevicesCommand::Link { .. } => "devices link",
+                DevicesCommand::List => "devices list",
+                DevicesCommand::Remove { .. } => "devices remove",
             },
             Self::Wipe { .. } => "wipe",
             Self::Backup { .. } => "backup",

@@ -49,7 +49,7 @@ fn now_s() -> u64 {
 // ----- reading what people paste ------------------------------------------------------------
 
 /// The text of an argument that is either a file (if one exists at that path) or the text.
-fn text_or_file(arg: &str) -> CliResult<String> {
+pub(crate) fn text_or_file(arg: &str) -> CliResult<String> {
     let path = Path::new(arg);
     if arg.len() < 4096 && path.is_file() {
         let text = std::fs::read_to_string(path)

@@ -9,6 +9,7 @@ mod chat;
 mod cli;
 mod clinic;
 mod common;
+mod devices;
 mod display;
 mod healing;
 mod messages;
@@ -20,7 +21,7 @@ use clap::Parser as _;
 
 use crate::cli::{
     AuditCommand, AuditorCommand, CertificateCommand, Cli, ClinicCommand, Command, ContactCommand,
-    OrgCommand, OutboxCommand, TranscriptCommand,
+    DevicesCommand, OrgCommand, OutboxCommand, TranscriptCommand,
 };
 use crate::common::{CliResult, Failure};
 
@@ -60,7 +61,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> CliResult<ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Init { device_id } => messages::init(g, device_id).await,
+        Command::Init {
+            link: Some(code), ..
+        } => devices::init_linked(g, &code).await,
+        Command::Init { device_id, .. } => messages::init(g, device_id).await,
         Command::Register {
             relay_url,
             invite,
@@ -186,6 +190,11 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
                 clinic::clinic_add(g, &link, invite.as_deref()).await
             }
             ClinicCommand::Show => clinic::clinic_show(g).await,
+        },
+        Command::Devices { command } => match command {
+            DevicesCommand::Link { code_only, wait } => devices::link(g, code_only, wait).await,
+            DevicesCommand::List => devices::list(g).await,
+            DevicesCommand::Remove { device_id, wait } => devices::remove(g, device_id, wait).await,
         },
         Command::Wipe { address, wait } => clinic::wipe(g, &address, wait).await,
         Command::Backup { out } => healing::backup(g, &out).await,

@@ -199,6 +199,12 @@ pub enum ClientError {
     /// person's device list no longer names it) or `CertificateRefused` (its agent certificate
     /// was revoked). An explicit `connect` asks again.
     RefusedByClinic(ErrorCode),
+    /// A device list was refused (`docs/client.md` §8.6): not signed by its person, a device
+    /// this device cannot remove, more than 16 devices, or the relay holds a newer one.
+    DeviceListRefused(String),
+    /// Linking a device failed (`docs/client.md` §8.6): a malformed, expired, used or wrong
+    /// code, or a relay other than the other device's.
+    Linking(String),
 }
 
 impl fmt::Display for ClientError {
@@ -412,6 +418,8 @@ impl fmt::Display for ClientError {
                  suspended it, or its person's device list no longer names it; ask the clinic's \
                  administrator",
             ),
+            Self::DeviceListRefused(why) => write!(f, "device list refused: {why}"),
+            Self::Linking(why) => write!(f, "linking this device failed: {why}"),
             Self::WipeTargetRefused(why) => write!(
                 f,
                 "the wipe was refused: {why}; only the clinic's staff devices (holding a \

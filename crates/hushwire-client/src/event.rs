@@ -210,6 +210,16 @@ pub enum Event {
         /// Its new status.
         status: crate::client::AgentStatus,
     },
+    /// Another of this person's devices sent a message; its copy is now in this device's
+    /// transcript of `contact` (`docs/client.md` §8.6).
+    SentByOtherDevice {
+        /// The contact it went to.
+        contact: ContactId,
+        /// The message.
+        id: MessageId,
+        /// The device that sent it.
+        device_id: u32,
+    },
     /// A clinic administrator's verified wipe order erased this device's store
     /// (`docs/client.md` §8.5). The client stopped and cannot be used any more.
     Wiped {
@@ -218,6 +228,35 @@ pub enum Event {
         /// The clinic's name, from its signed link.
         clinic: String,
     },
+}
+
+impl Event {
+    /// The contact an event is about, for the client to name the person rather than one of
+    /// the person's device rows (`devices.rs`).
+    pub(crate) fn contact_mut(&mut self) -> Option<&mut ContactId> {
+        match self {
+            Self::MessageReceived(m) => Some(&mut m.contact),
+            Self::MessageSent { contact, .. }
+            | Self::MessageDelivered { contact, .. }
+            | Self::GapDetected { contact, .. }
+            | Self::SendHeld { contact, .. }
+            | Self::NewContact { contact, .. }
+            | Self::IdentityChanged { contact }
+            | Self::MessageStateChanged { contact, .. }
+            | Self::SessionReset { contact, .. }
+            | Self::MessagesLost { contact, .. }
+            | Self::KeyReuseDetected { contact }
+            | Self::AgentStatusChanged { contact, .. }
+            | Self::SentByOtherDevice { contact, .. } => Some(contact),
+            Self::DecryptFailed { .. }
+            | Self::PreKeysReplenished { .. }
+            | Self::SignedPreKeyRotated
+            | Self::Connection(_)
+            | Self::RegisteredAgain
+            | Self::StoreRollbackDetected { .. }
+            | Self::Wiped { .. } => None,
+        }
+    }
 }
 
 /// Where a sent message is (`docs/client.md` §5.13), from [`crate::Client::message_state`].

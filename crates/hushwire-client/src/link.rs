@@ -331,6 +331,62 @@ pub(crate) async fn connect(
     Ok((link, incoming, challenge.relay_key))
 }
 
+/// Takes the provisioning message filed under `slot` (`relay-protocol.md` §3.5), before any
+/// login: the new device of a person has no identity at the relay yet. Returns the message (if
+/// the relay held one) and the relay key the challenge proved, which the caller compares with
+/// the one the message names once it has opened it.
+pub(crate) async fn take_provisioning(
+    url: &RelayUrl,
+    roots: &TlsRoots,
+    slot: [u8; 32],
+    timeout: Duration,
+) -> Result<(Option<Vec<u8>>, RelayKey)> {
+    let mut socket = tokio::time::timeout(timeout, dial(url, roots))
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+    let challenge = match tokio::time::timeout(timeout, read_frame(&mut socket))
+        .await
+        .map_err(|_| ClientError::Timeout)??
+    {
+        Some(Frame {
+            body: FrameBody::Challenge(c),
+            ..
+        }) => c,
+        _ => {
+            return Err(ClientError::Connection(
+                "the relay sent no challenge".into(),
+            ));
+        }
+    };
+    if !challenge.verify_relay_signature() {
+        return Err(ClientError::Connection(
+            "the relay's challenge is not signed by the relay key it presents".into(),
+        ));
+    }
+    socket
+        .send(Message::Binary(
+            Frame {
+                request_id: 1,
+                body: FrameBody::TakeProvisioning(slot),
+            }
+            .to_bytes()
+            .into(),
+        ))
+        .await
+        .map_err(|e| ClientError::Connection(e.to_string()))?;
+    let answer = tokio::time::timeout(timeout, read_frame(&mut socket))
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+    let _ = socket.close(None).await;
+    match answer.map(|f| f.body) {
+        Some(FrameBody::Provisioning(sealed)) => Ok((sealed, challenge.relay_key)),
+        Some(FrameBody::Error { code, .. }) => Err(ClientError::Relay(code)),
+        _ => Err(ClientError::Connection(
+            "the relay did not answer the linking request".into(),
+        )),
+    }
+}
+
 impl Link {
     fn id(&self) -> u32 {
         // Request id 0 is reserved for unsolicited frames; skip it on wrap.

@@ -3,10 +3,11 @@
 //!
 //! ```text
 //! version u8 = 1
-//! kind    u8 = 0x01 message | 0x02 receipt | 0x03 session reset
+//! kind    u8 = 0x01 message | 0x02 receipt | 0x03 session reset | 0x04 sent copy
 //! message: message_id[16] sent_at_ms u64 content_type u8 content (u32 length ‖ bytes)
 //! receipt: count u16 (1..=256) message_id[16] × count
 //! session reset: reason u8 (0x01 undecryptable | 0x02 key reused | 0x03 chain too far ahead)
+//! sent copy: recipient_fingerprint[32] recipient_device u32, then a message's fields
 //! ```
 //!
 //! Before encryption the payload is padded with zero bytes to a multiple of [`PADDING_BLOCK`]
@@ -25,10 +26,12 @@ pub const PAYLOAD_VERSION: u8 = 1;
 const KIND_MESSAGE: u8 = 0x01;
 const KIND_RECEIPT: u8 = 0x02;
 const KIND_SESSION_RESET: u8 = 0x03;
-/// Bytes a message payload adds around its content.
-const MESSAGE_OVERHEAD: usize = 1 + 1 + 16 + 8 + 1 + 4;
-/// Largest content one message carries.
-pub const MAX_CONTENT_LEN: usize = MAX_PLAINTEXT_LEN - MESSAGE_OVERHEAD;
+const KIND_SENT_COPY: u8 = 0x04;
+/// Bytes a sent copy adds around its content: a message's 31 and the recipient's address, 36.
+const SENT_COPY_OVERHEAD: usize = 1 + 1 + 32 + 4 + 16 + 8 + 1 + 4;
+/// Largest content one message carries: 65 469 bytes, so that the copy of any message sent to
+/// this person's other devices (§4.6), the largest payload, fits in one session message.
+pub const MAX_CONTENT_LEN: usize = MAX_PLAINTEXT_LEN - SENT_COPY_OVERHEAD;
 /// Most message ids one receipt acknowledges.
 pub const MAX_RECEIPT_IDS: usize = 256;
 /// Payloads are padded to a multiple of this many bytes before encryption (§4.5). It divides
@@ -65,6 +68,20 @@ pub enum Payload {
     /// The sender's device could not read a message from us: start a new session and send
     /// again what it has not confirmed (`docs/client.md` §5.13).
     SessionReset(ResetReason),
+    /// A message this person's other device sent to `recipient`, copied to this device so that
+    /// every device's transcript is complete (`docs/client.md` §4.6, §8.6).
+    SentCopy {
+        /// The device the message was sent to (the person is found by its fingerprint).
+        recipient: crate::Address,
+        /// The message's id.
+        id: MessageId,
+        /// When the other device sent it, Unix milliseconds.
+        sent_at_ms: u64,
+        /// What the content is.
+        content_type: ContentType,
+        /// At most [`MAX_CONTENT_LEN`] bytes, wiped when dropped.
+        content: Zeroizing<Vec<u8>>,
+    },
 }
 
 /// Why a device asks for a new session (`docs/client.md` §4.3, §5.13).
@@ -124,6 +141,21 @@ impl Payload {
             Self::SessionReset(reason) => {
                 out.push(KIND_SESSION_RESET);
                 out.push(*reason as u8);
+            }
+            Self::SentCopy {
+                recipient,
+                id,
+                sent_at_ms,
+                content_type,
+                content,
+            } => {
+                out.push(KIND_SENT_COPY);
+                out.extend_from_slice(&recipient.fingerprint.0);
+                out.extend_from_slice(&recipient.device_id.to_be_bytes());
+                out.extend_from_slice(&id.0);
+                out.extend_from_slice(&sent_at_ms.to_be_bytes());
+                out.push(content_type_byte(*content_type));
+                put_bytes_u32(&mut out, content);
             }
         }
         out
@@ -185,6 +217,16 @@ impl Payload {
                     });
                 }
             }),
+            KIND_SENT_COPY => Self::SentCopy {
+                recipient: crate::Address {
+                    fingerprint: hushwire::proto::Fingerprint(r.array("recipient fingerprint")?),
+                    device_id: r.u32("recipient device")?,
+                },
+                id: MessageId(r.array("message id")?),
+                sent_at_ms: r.u64("sent at")?,
+                content_type: content_type_from(r.u8("content type")?),
+                content: Zeroizing::new(r.bytes_u32(MAX_CONTENT_LEN, "content")?.to_vec()),
+            },
             _ => {
                 return Err(DecodeError::InvalidValue {
                     field: "payload kind",
@@ -264,5 +306,23 @@ mod tests {
         assert!(Payload::decode(&[1, 3]).is_err(), "no reason");
         assert!(Payload::decode(&[1, 3, 1, 0]).is_err(), "trailing byte");
         assert!(Payload::decode(&[1, 9]).is_err(), "unknown kind");
+        // A sent copy of the largest message is the largest payload: exactly the session's
+        // limit, so every message can be copied to this person's other devices.
+        let copy = Payload::SentCopy {
+            recipient: crate::Address {
+                fingerprint: hushwire::proto::Fingerprint([9; 32]),
+                device_id: 3,
+            },
+            id: MessageId([7; 16]),
+            sent_at_ms: 1,
+            content_type: ContentType::Text,
+            content: Zeroizing::new(vec![b'a'; MAX_CONTENT_LEN]),
+        };
+        let bytes = copy.encode();
+        assert_eq!(bytes.len(), MAX_PLAINTEXT_LEN);
+        assert!(Payload::decode(&bytes).unwrap() == copy);
+        for cut in [0, 2, 33, 37, 53, 61, 62, 66, bytes.len() - 1] {
+            assert!(Payload::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -120,6 +120,18 @@ const MIGRATIONS: &[&str] = &[
         contact_id INTEGER PRIMARY KEY REFERENCES contacts(id),
         sealed BLOB NOT NULL
     );
+    ",
+    // 4 → 5: several devices per person (`docs/client.md` §8.6). A contact row that is a
+    // further device of a person (`person_id`) or of this device's own person (`person_id`
+    // NULL), with its device id. And the newest verified device list of each identity, found
+    // by a blind index of the fingerprint, sealed.
+    r"
+    CREATE TABLE contact_devices (
+        contact_id INTEGER PRIMARY KEY REFERENCES contacts(id),
+        person_id INTEGER REFERENCES contacts(id),
+        device_id INTEGER NOT NULL
+    );
+    CREATE TABLE device_lists (identity_index BLOB PRIMARY KEY, sealed BLOB NOT NULL);
     ",
 ];
 
@@ -1068,6 +1080,92 @@ pub(crate) async fn remember_received_header(
 pub(crate) async fn prune_received_headers(c: &mut SqliteConnection, before_ms: u64) -> Result<()> {
     sqlx::query("DELETE FROM received_headers WHERE seen_ms < ?")
         .bind(ms(before_ms))
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// A contact row that is a further device of a person (`docs/client.md` §8.6).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeviceRow {
+    /// The row of the person it belongs to; `None` for this device's own other devices.
+    pub person_id: Option<i64>,
+    /// Its device id.
+    pub device_id: u32,
+}
+
+/// Every device row, by contact row id.
+pub(crate) async fn device_rows(
+    c: &mut SqliteConnection,
+) -> Result<std::collections::HashMap<i64, DeviceRow>> {
+    let rows = sqlx::query("SELECT contact_id, person_id, device_id FROM contact_devices")
+        .fetch_all(c)
+        .await?;
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let device_id: i64 = row.try_get("device_id")?;
+        out.insert(
+            row.try_get("contact_id")?,
+            DeviceRow {
+                person_id: row.try_get("person_id")?,
+                device_id: u32::try_from(device_id)
+                    .map_err(|_| ClientError::CorruptStore("device row"))?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Records (or updates) a device row.
+pub(crate) async fn put_device_row(
+    c: &mut SqliteConnection,
+    contact_id: i64,
+    row: DeviceRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO contact_devices (contact_id, person_id, device_id) VALUES (?, ?, ?) \
+         ON CONFLICT (contact_id) DO UPDATE SET person_id = excluded.person_id, \
+         device_id = excluded.device_id",
+    )
+    .bind(contact_id)
+    .bind(row.person_id)
+    .bind(i64::from(row.device_id))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The sealed newest device list held for an identity (by its blind index).
+pub(crate) async fn device_list(c: &mut SqliteConnection, index: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT sealed FROM device_lists WHERE identity_index = ?")
+            .bind(index)
+            .fetch_optional(c)
+            .await?,
+    )
+}
+
+/// Stores the newest device list of an identity (sealed), replacing the one held.
+pub(crate) async fn put_device_list(
+    c: &mut SqliteConnection,
+    index: &[u8],
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO device_lists (identity_index, sealed) VALUES (?, ?) \
+         ON CONFLICT (identity_index) DO UPDATE SET sealed = excluded.sealed",
+    )
+    .bind(index)
+    .bind(sealed)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Drops every queued outbox entry for one contact row (a device taken off its list).
+pub(crate) async fn delete_outbox_for(c: &mut SqliteConnection, contact_id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM outbox WHERE contact_id = ?")
+        .bind(contact_id)
         .execute(c)
         .await?;
     Ok(())

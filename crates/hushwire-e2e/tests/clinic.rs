@@ -249,6 +249,112 @@ async fn scenario(postgres: Option<&str>) {
     assert_eq!(replies.len(), 1, "the patient received Ada's reply");
     assert_eq!(replies[0].contact, ada_id);
 
+    // Several devices (client.md §8.6): Ada links a tablet, the patient a phone. Each new
+    // device takes its person's identity, clinic and certificate from the one-time code.
+    let code = ada.link_device().await.unwrap();
+    let ada_tablet = Client::join(
+        &dir.path().join("ada-tablet.db"),
+        &secret(),
+        options(),
+        &code,
+    )
+    .await
+    .unwrap();
+    ada_tablet.connect().await.unwrap();
+    ada_tablet.sync(WAIT).await.unwrap();
+    let code = patient.link_device().await.unwrap();
+    let phone = Client::join(&dir.path().join("phone.db"), &secret(), options(), &code)
+        .await
+        .unwrap();
+    assert_eq!(
+        phone.clinic().await.unwrap().name,
+        CLINIC,
+        "the phone pinned the clinic too"
+    );
+    phone.connect().await.unwrap();
+    phone.sync(WAIT).await.unwrap();
+    // The patient writes again: both of Ada's devices have it.
+    reconnect(&patient).await;
+    patient
+        .send_text(ada_id, "Also: do I need to fast before the test?")
+        .await
+        .unwrap();
+    patient.sync(WAIT).await.unwrap();
+    ada.sync(WAIT).await.unwrap();
+    ada_tablet.sync(WAIT).await.unwrap();
+    let texts = |unread: Vec<hushwire_client::ReceivedMessage>| {
+        unread
+            .into_iter()
+            .map(|m| String::from_utf8(m.content.to_vec()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let on_tablet = ada_tablet.unread().await.unwrap();
+    let tablet_patient = on_tablet[0].contact;
+    assert_eq!(
+        texts(on_tablet),
+        ["Also: do I need to fast before the test?"]
+    );
+    assert!(
+        texts(ada.unread().await.unwrap())
+            .contains(&"Also: do I need to fast before the test?".to_owned())
+    );
+    // Ada answers from the tablet: the patient's laptop and phone both show it, from
+    // "Dr. Ada Okafor — verified agent", and it is in the laptop's one conversation with Ada.
+    ada_tablet
+        .send_text(tablet_patient, "No fasting needed.")
+        .await
+        .unwrap();
+    ada_tablet.sync(WAIT).await.unwrap();
+    for device in [&patient, &phone] {
+        reconnect(device).await;
+        let got = device.unread().await.unwrap();
+        let last = got.last().expect("the reply arrived");
+        assert_eq!(
+            String::from_utf8(last.content.to_vec()).unwrap(),
+            "No fasting needed."
+        );
+        match device.agent_status(last.contact).await.unwrap() {
+            AgentStatus::Verified { name, clinic, .. } => {
+                assert_eq!((name.as_str(), clinic.as_str()), ("Dr. Ada Okafor", CLINIC));
+            }
+            other => panic!("expected Ada verified on every device, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        patient.unread().await.unwrap().last().unwrap().contact,
+        ada_id
+    );
+    // The phone is lost: the patient removes it. The relay refuses it, and Ada's next message
+    // reaches the laptop only.
+    patient.remove_device(2).await.unwrap();
+    assert!(
+        phone.sync(WAIT).await.is_err(),
+        "the removed phone is refused"
+    );
+    reconnect(&ada).await;
+    let patient_on_ada = ada.unread().await.unwrap()[0].contact;
+    ada.send_text(patient_on_ada, "See you Friday.")
+        .await
+        .unwrap();
+    ada.sync(WAIT).await.unwrap();
+    assert_eq!(
+        ada.outbox_len().await.unwrap(),
+        0,
+        "nothing waits for the removed phone"
+    );
+    reconnect(&patient).await;
+    assert_eq!(
+        texts(patient.unread().await.unwrap())
+            .last()
+            .map(String::as_str),
+        Some("See you Friday.")
+    );
+    phone.disconnect().await;
+    assert!(
+        !texts(phone.unread().await.unwrap()).contains(&"See you Friday.".to_owned()),
+        "the removed phone received nothing more"
+    );
+
     // Someone with an organization key of their own cannot register as the clinic's agent.
     let (mallory, _) = device(dir.path(), "mallory").await;
     let own_key = SigningKey::from_bytes(&[0x62; 32]);

@@ -3,7 +3,7 @@
 
 use hushwire_client::payload::{MAX_CONTENT_LEN, MAX_RECEIPT_IDS, PAYLOAD_VERSION, Payload};
 
-/// A client payload (message, receipt or session reset): decoding never panics, whatever
+/// A client payload (message, receipt, session reset or sent copy): decoding never panics, whatever
 /// decodes re-encodes to exactly the same bytes, and a decoded payload is within the limits
 /// §4 sets (so the encoder, which trusts its input, never has to drop or clamp anything).
 pub fn client_payload(data: &[u8]) {
@@ -41,6 +41,17 @@ pub fn client_payload(data: &[u8]) {
                 data,
                 [PAYLOAD_VERSION, 0x03, *reason as u8],
                 "reset bytes off"
+            );
+        }
+        Payload::SentCopy { content, .. } => {
+            assert!(
+                content.len() <= MAX_CONTENT_LEN,
+                "oversized content accepted"
+            );
+            assert_eq!(data.len(), 67 + content.len(), "sent copy length off");
+            assert!(
+                data.len() <= hushwire::wire::MAX_PLAINTEXT_LEN,
+                "a sent copy past the session's limit"
             );
         }
     }

@@ -84,6 +84,29 @@ pub fn payload_json(p: &Payload) -> Value {
             "reason": *reason as u8,
             "reason_name": reason_name(*reason),
         }),
+        Payload::SentCopy {
+            recipient,
+            id,
+            sent_at_ms,
+            content_type,
+            content,
+        } => {
+            let mut v = payload_json(&Payload::Message {
+                id: *id,
+                sent_at_ms: *sent_at_ms,
+                content_type: *content_type,
+                content: content.clone(),
+            });
+            if let Some(o) = v.as_object_mut() {
+                o.insert("kind".into(), json!(4));
+                o.insert(
+                    "recipient_fingerprint".into(),
+                    json!(hex::encode(recipient.fingerprint.0)),
+                );
+                o.insert("recipient_device".into(), json!(recipient.device_id));
+            }
+            v
+        }
     }
 }
 
@@ -111,6 +134,19 @@ pub fn payloads() -> Result<Value, Error> {
             "session reset, too far ahead",
             Payload::SessionReset(ResetReason::TooFarAhead),
         ),
+        (
+            "sent copy",
+            Payload::SentCopy {
+                recipient: hushwire_client::Address {
+                    fingerprint: hushwire::proto::Fingerprint([0x3c; 32]),
+                    device_id: 2,
+                },
+                id: MessageId(MESSAGE_ID),
+                sent_at_ms: SENT_AT_MS,
+                content_type: ContentType::Text,
+                content: Zeroizing::new(TEXT.as_bytes().to_vec()),
+            },
+        ),
     ];
     let mut valid_json = Vec::new();
     for (name, payload) in &valid {
@@ -131,10 +167,22 @@ pub fn payloads() -> Result<Value, Error> {
     too_long.extend_from_slice(&u32::try_from(MAX_CONTENT_LEN + 1)?.to_be_bytes());
     let mut receipt_257 = vec![PAYLOAD_VERSION, 0x02];
     receipt_257.extend_from_slice(&u16::try_from(MAX_RECEIPT_IDS + 1)?.to_be_bytes());
-    let invalid: [(&str, Vec<u8>); 9] = [
+    let copy_bytes = valid.get(5).ok_or("sent copy")?.1.encode();
+    let invalid: [(&str, Vec<u8>); 11] = [
         ("empty", vec![]),
         ("unsupported version", vec![0x02, 0x03, 0x01]),
-        ("unknown kind", vec![PAYLOAD_VERSION, 0x04]),
+        ("unknown kind", vec![PAYLOAD_VERSION, 0x05]),
+        (
+            "sent copy, truncated in the recipient device",
+            copy_bytes.get(..36).ok_or("short copy")?.to_vec(),
+        ),
+        (
+            "sent copy, truncated in the content",
+            copy_bytes
+                .get(..copy_bytes.len() - 1)
+                .ok_or("short copy")?
+                .to_vec(),
+        ),
         (
             "session reset, unknown reason 0x09",
             vec![PAYLOAD_VERSION, 0x03, 0x09],
@@ -184,7 +232,7 @@ pub fn payloads() -> Result<Value, Error> {
     })];
 
     Ok(json!({
-        "description": "The client's payload, the plaintext a client encrypts with a session (docs/client.md §4). `valid`: each payload's fields and its encoding; decoding `encoded` gives the fields, and encoding the fields gives `encoded`. `content` is hex; `content_text` is the same bytes as UTF-8 when the content type is text (0x01). `reason` is the session reset's reason byte. `invalid`: encodings every decoder refuses, with the error the reference decoder gives (`DecodeError` variant and fields, §4.4). `padded` (§4.5): the message and the receipt of `valid` (same `name`) as a client encrypts them, the encoding followed by zero bytes up to the next multiple of `padding_block` (256). `padded_invalid`: a padded payload with a non-zero padding byte, refused by the padded decoder with `error`.",
+        "description": "The client's payload, the plaintext a client encrypts with a session (docs/client.md §4). `valid`: each payload's fields and its encoding; decoding `encoded` gives the fields, and encoding the fields gives `encoded`. `content` is hex; `content_text` is the same bytes as UTF-8 when the content type is text (0x01). `reason` is the session reset's reason byte. A sent copy (kind 4, §4.6) has a message's fields and `recipient_fingerprint` (hex) and `recipient_device`. `invalid`: encodings every decoder refuses, with the error the reference decoder gives (`DecodeError` variant and fields, §4.4). `padded` (§4.5): the message and the receipt of `valid` (same `name`) as a client encrypts them, the encoding followed by zero bytes up to the next multiple of `padding_block` (256). `padded_invalid`: a padded payload with a non-zero padding byte, refused by the padded decoder with `error`.",
         "padding_block": PADDING_BLOCK,
         "payload_version": PAYLOAD_VERSION,
         "max_content_len": MAX_CONTENT_LEN,

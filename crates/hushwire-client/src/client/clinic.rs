@@ -441,6 +441,38 @@ impl Client {
         state.clinic.as_ref()?.own_certificate.clone()
     }
 
+    /// What a new device of this person takes over from this one when it is linked
+    /// (`devices.rs`): the pinned clinic, this device's certificate and the newest revocation
+    /// list, as the sealed `clinic` row holds them (postcard); empty without a clinic.
+    pub(super) fn clinic_provisioning_data(&self, state: &State) -> Vec<u8> {
+        state
+            .clinic
+            .as_ref()
+            .and_then(|c| postcard::to_allocvec(&c.record()).ok())
+            .unwrap_or_default()
+    }
+
+    /// Installs what [`Client::clinic_provisioning_data`] handed over (nothing if empty). It
+    /// came sealed from the person's own device under the linking code, and its link and
+    /// certificate are signed by the organization key, checked again as they are decoded.
+    pub(super) async fn install_provisioned_clinic(&self, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let record: ClinicRecord = postcard::from_bytes(data).map_err(|_| {
+            ClientError::Linking("the linking message's clinic part is damaged".into())
+        })?;
+        let clinic = Clinic::from_record(&record).map_err(|_| {
+            ClientError::Linking("the linking message's clinic part is damaged".into())
+        })?;
+        let mut state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        self.save_clinic(&mut tx, &clinic).await?;
+        tx.commit().await?;
+        state.clinic = Some(clinic);
+        Ok(())
+    }
+
     /// The agent certificate of this device to send at a registration (the stored one).
     pub(super) async fn registration_certificate(&self) -> Option<AgentCertificate> {
         self.own_certificate().await
@@ -632,6 +664,11 @@ impl Client {
     /// Before a message is encrypted for a contact (`docs/client.md` §8.2): a contact never checked is checked
     /// now, and one whose certificate does not verify gets nothing.
     pub(super) async fn check_before_encrypting(&self, link: &Link, contact_id: i64) -> Result<()> {
+        // A device row stands for its person, whose certificate it is; this device's own
+        // other devices are this person.
+        let Some(contact_id) = self.person_of(contact_id) else {
+            return Ok(());
+        };
         let unchecked = {
             let state = self.inner.state.lock().await;
             if state.clinic.is_none() {
@@ -773,7 +810,7 @@ impl Client {
     /// and the stores a restore set aside (`<store>.replaced-<time>` and their logs): every
     /// name that is the store's followed by nothing, `-` or `.` — is overwritten with zeros,
     /// flushed, and deleted. The client is unusable afterwards.
-    async fn erase_store(&self) -> std::io::Result<()> {
+    pub(super) async fn erase_store(&self) -> std::io::Result<()> {
         self.inner.db.close().await;
         let path = &self.inner.path;
         let mut files = vec![path.clone()];

@@ -392,6 +392,9 @@ impl Client {
             // The clinic's revocation list and contacts' certificates, at every connection
             // (docs/client.md §8.3); `sync` waits for it (pending since before `Connected`).
             self.clinic_upkeep(&link, true).await?;
+            // Whose devices messages go to (docs/client.md §8.6): at every connection, when a
+            // stranger writes, and every five minutes.
+            self.device_upkeep(&link).await?;
             self.inner
                 .clinic_pending
                 .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -402,6 +405,8 @@ impl Client {
             let receipt_check = (self.inner.options.receipt_timeout / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(15));
             let mut receipts = tokio::time::interval(receipt_check);
+            let mut device_lists = tokio::time::interval(Duration::from_secs(300));
+            device_lists.tick().await;
             loop {
                 tokio::select! {
                     _ = hourly.tick() => {
@@ -411,8 +416,12 @@ impl Client {
                     _ = receipts.tick() => {
                         self.check_receipts().await?;
                     }
+                    _ = device_lists.tick() => {
+                        self.device_upkeep(&link).await?;
+                    }
                     () = self.inner.clinic_check.notified() => {
                         self.clinic_upkeep(&link, false).await?;
+                        self.device_upkeep(&link).await?;
                         self.inner
                             .clinic_pending
                             .store(false, std::sync::atomic::Ordering::SeqCst);

@@ -73,12 +73,17 @@ impl Client {
         store::update_contact(c, id, &index, &sealed).await
     }
 
+    /// Every person's contact row (device rows left out), removed ones included.
     pub(super) async fn all_contacts(
         &self,
         c: &mut SqliteConnection,
     ) -> Result<Vec<(i64, ContactRecord)>> {
         let mut out = Vec::new();
         for row in store::contacts(c).await? {
+            // A person's further devices are rows of their own, never listed (`devices.rs`).
+            if self.device_row(row.id).is_some() {
+                continue;
+            }
             let record: ContactRecord =
                 self.inner
                     .vault

@@ -37,6 +37,7 @@ mod connection;
 mod contacts;
 #[cfg(test)]
 mod convergence_tests;
+mod devices;
 mod healing;
 mod prekeys;
 mod receive;
@@ -48,6 +49,7 @@ mod transcripts;
 
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
 pub use clinic::{AgentStatus, ClinicInfo};
+pub use devices::{OwnDevices, PersonDevices};
 pub use healing::MAX_RESENDS;
 pub use relay_pin::RelayKeyPin;
 pub use transcripts::{
@@ -198,6 +200,9 @@ struct Inner {
     /// Wakes the connection to check new contacts' certificates.
     clinic_check: Notify,
     options: ClientOptions,
+    /// Contact rows that are further devices of a person, or this device's own other devices
+    /// (`devices.rs`), as `contact_devices` holds them.
+    device_rows: StdMutex<std::collections::HashMap<i64, store::DeviceRow>>,
     /// Held for as long as any clone lives: one process per store (`store_lock.rs`).
     _lock: StoreLock,
 }
@@ -243,13 +248,37 @@ impl Client {
         if path.exists() {
             return Err(ClientError::AlreadyInitialized(path.to_owned()));
         }
+        let account = Account::new(options.device_id, now_ms() / 1000, &mut rng());
+        Self::create_locked(path, secret, options, account, lock).await
+    }
+
+    /// [`Client::create`] with a given account (a linked device's, `devices.rs`).
+    pub(super) async fn create_with_account(
+        path: &Path,
+        secret: &Secret,
+        options: ClientOptions,
+        account: Account,
+    ) -> Result<Self> {
+        let lock = Self::lock(path, &options)?;
+        if path.exists() {
+            return Err(ClientError::AlreadyInitialized(path.to_owned()));
+        }
+        Self::create_locked(path, secret, options, account, lock).await
+    }
+
+    async fn create_locked(
+        path: &Path,
+        secret: &Secret,
+        options: ClientOptions,
+        account: Account,
+        lock: StoreLock,
+    ) -> Result<Self> {
         let mut rng = rng();
         let derivation = KeyDerivation::new_for(secret, options.kdf, &mut rng)?;
         let master = derive_master(derivation.clone(), secret).await?;
         let vault = Vault::from_master(&master);
         let db = store::open(path, true).await?;
         let storage_key = vault.storage_key();
-        let account = Account::new(options.device_id, now_ms() / 1000, &mut rng);
         let profile = Profile::default();
         let mut tx = store::begin(&db).await?;
         let kdf = postcard::to_allocvec(&derivation).unwrap_or_default();
@@ -327,6 +356,7 @@ impl Client {
             clinic: None,
         };
         let client = Self::assemble(path, db, vault, state, options, lock);
+        client.load_device_rows(&mut c).await?;
         let clinic = client.load_clinic(&mut c).await?;
         drop(c);
         client.inner.state.lock().await.clinic = clinic;
@@ -390,6 +420,7 @@ impl Client {
                 announced_statuses: StdMutex::new(std::collections::HashMap::new()),
                 clinic_pending: std::sync::atomic::AtomicBool::new(false),
                 clinic_check: Notify::new(),
+                device_rows: StdMutex::new(std::collections::HashMap::new()),
                 options,
                 _lock: lock,
             }),
@@ -426,7 +457,26 @@ impl Client {
         self.inner.connection.subscribe()
     }
 
-    fn emit(&self, event: Event) {
+    fn emit(&self, mut event: Event) {
+        // Events name the person, never one of its device rows; what concerns only this
+        // device's own other devices (their sync copies) is not the app's business.
+        if let Some(contact) = event.contact_mut()
+            && let Some(row) = self.device_row(contact.0)
+        {
+            match row.person_id {
+                Some(person) => contact.0 = person,
+                None => return,
+            }
+        }
+        if let Event::StoreRollbackDetected { contacts } = &mut event {
+            let mut people: Vec<crate::ContactId> = contacts
+                .iter()
+                .filter_map(|c| self.person_of(c.0).map(crate::ContactId))
+                .collect();
+            people.sort_unstable();
+            people.dedup();
+            *contacts = people;
+        }
         if matches!(event, Event::NewContact { .. }) {
             // A stranger wrote first: is it an agent of the clinic? (`clinic.rs`)
             self.request_clinic_check();

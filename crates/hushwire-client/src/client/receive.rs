@@ -143,10 +143,16 @@ impl Client {
         }
         store::prune_received_headers(&mut tx, now.saturating_sub(SEEN_ENVELOPE_TTL_MS)).await?;
         tx.commit().await?;
+        let new_session = new_account.is_some();
         if let Some(account) = new_account {
             state.account = account;
         }
         drop(state);
+        if new_session {
+            // A new session may have told us a contact's identity: its device list (and, with
+            // a clinic, its certificate) can be checked now.
+            self.request_clinic_check();
+        }
         // After the commit: a sender woken now finds the receipt (and any reset) in the outbox.
         self.inner.outbox_changed.notify_one();
         for event in events {
@@ -319,6 +325,17 @@ impl Client {
                 }
                 (id, record.name)
             }
+            // A further device of a person known here (or of this device's own person): the
+            // same identity, so the same person (`devices.rs`).
+            None if let Some(person) = self.person_with_identity(c, state, sender).await? => {
+                match self
+                    .add_device_row(c, person, sender, session.remote_identity())
+                    .await?
+                {
+                    Ok(id) => (id, String::new()),
+                    Err(reason) => return Ok(Err(Failure::new(reason))),
+                }
+            }
             None => {
                 let name = format!("unknown-{}", sender.short());
                 let record = ContactRecord {
@@ -422,7 +439,53 @@ impl Client {
             new_session,
             ..
         } = decrypted;
-        match Payload::decode_padded(&plaintext) {
+        // The person the sending device belongs to (`devices.rs`): what it writes goes into
+        // that person's transcript, under that person's name. `None`: one of this device's
+        // own other devices.
+        let person = self.person_of(contact_id);
+        let name = match person {
+            Some(p) if p != contact_id => self.load_contact(c, p).await?.name,
+            _ => name,
+        };
+        let payload = match (person, Payload::decode_padded(&plaintext)) {
+            (
+                None,
+                Ok(Payload::SentCopy {
+                    recipient,
+                    id,
+                    sent_at_ms,
+                    content_type,
+                    content,
+                }),
+            ) => {
+                let copy = super::devices::SentCopy {
+                    recipient,
+                    id,
+                    sent_at_ms,
+                    content_type,
+                    content,
+                };
+                self.record_sent_copy(c, account, contact_id, copy, now, events)
+                    .await?;
+                return Ok(());
+            }
+            // Receipts between one person's devices are not sent; a reset heals their session.
+            (None, Ok(Payload::Receipt(_))) => return Ok(()),
+            (None, Ok(Payload::Message { .. })) | (Some(_), Ok(Payload::SentCopy { .. })) => {
+                let sender = self.load_contact(c, contact_id).await?.address();
+                let reason = "a sent copy from another person, or a message from one of this \
+                              person's own devices: neither is sent by Hushwire"
+                    .to_owned();
+                self.record_failure(c, sender, &reason, now).await?;
+                events.push(Event::DecryptFailed { sender, reason });
+                return Ok(());
+            }
+            (_, payload) => payload,
+        };
+        let person = person.unwrap_or(contact_id);
+        match payload {
+            // Handled above: only this person's own devices send copies.
+            Ok(Payload::SentCopy { .. }) => {}
             Err(e) => {
                 let sender = self.load_contact(c, contact_id).await?.address();
                 let reason = format!("the message decrypted but its payload is malformed: {e}");
@@ -433,7 +496,7 @@ impl Client {
                 for id in ids {
                     // Only the contact the message went to can confirm it.
                     let ours = store::sent_message(c, &id.0).await?;
-                    if ours.is_some_and(|m| m.contact_id != contact_id) {
+                    if ours.is_some_and(|m| m.contact_id != person) {
                         continue;
                     }
                     let from = [
@@ -447,13 +510,13 @@ impl Client {
                     let state = MessageState::Delivered.code();
                     if store::set_sent_state(c, &id.0, &from, state, true, now).await? {
                         events.push(Event::MessageStateChanged {
-                            contact: ContactId(contact_id),
+                            contact: ContactId(person),
                             id,
                             state: MessageState::Delivered,
                         });
                     }
                     events.push(Event::MessageDelivered {
-                        contact: ContactId(contact_id),
+                        contact: ContactId(person),
                         id,
                     });
                 }
@@ -468,7 +531,7 @@ impl Client {
                 content_type,
                 content,
             }) => {
-                if !store::mark_message_seen(c, contact_id, &id.0).await? {
+                if !store::mark_message_seen(c, person, &id.0).await? {
                     // Sent twice (a resend after a crash or a reset): shown once, but confirmed
                     // again, since the first receipt may be what was lost (§5.13).
                     self.queue(c, contact_id, None, &Payload::Receipt(vec![id]))
@@ -484,7 +547,7 @@ impl Client {
                     .append_transcript(
                         c,
                         account,
-                        contact_id,
+                        person,
                         &TranscriptRecord {
                             direction: Direction::Received,
                             sender,
@@ -498,11 +561,12 @@ impl Client {
                     .await?;
                 // Unread until the app says it showed it: a crash between storing and showing
                 // still shows it once, after the restart.
-                store::push_inbox(c, contact_id, sequence, &id.0).await?;
+                store::push_inbox(c, person, sequence, &id.0).await?;
+                // The receipt goes back to the device that sent the message.
                 self.queue(c, contact_id, None, &Payload::Receipt(vec![id]))
                     .await?;
                 events.push(Event::MessageReceived(ReceivedMessage {
-                    contact: ContactId(contact_id),
+                    contact: ContactId(person),
                     contact_name: name,
                     id,
                     sent_at_ms,

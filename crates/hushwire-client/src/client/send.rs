@@ -58,6 +58,10 @@ impl Client {
         rand_core::Rng::fill_bytes(&mut rng, &mut id);
         let id = MessageId(id);
         let now = now_ms();
+        // The app names people; their further devices are rows it never sees (`devices.rs`).
+        if self.device_row(contact.0).is_some() {
+            return Err(ClientError::UnknownContact(contact.to_string()));
+        }
         let state = self.inner.state.lock().await;
         let mut tx = store::begin(&self.inner.db).await?;
         let record = self.load_contact(&mut tx, contact.0).await?;
@@ -88,7 +92,24 @@ impl Client {
             content_type,
             content: Zeroizing::new(content.to_vec()),
         };
-        self.queue(&mut tx, contact.0, Some(id), &payload).await?;
+        // To every device of the person, and a copy to this person's other devices, so that
+        // every device's transcript is complete (`docs/client.md` §8.6).
+        for row in self.fan_out(&mut tx, contact.0, &record).await? {
+            self.queue(&mut tx, row, Some(id), &payload).await?;
+        }
+        let own_copies = self.own_copies(&mut tx, &state.account).await?;
+        if !own_copies.is_empty() {
+            let copy = Payload::SentCopy {
+                recipient: record.address(),
+                id,
+                sent_at_ms: now,
+                content_type,
+                content: Zeroizing::new(content.to_vec()),
+            };
+            for row in own_copies {
+                self.queue(&mut tx, row, Some(id), &copy).await?;
+            }
+        }
         // Kept until a receipt confirms it, so a session reset can send it again (§5.13).
         let kept = OutboxItem {
             message_id: Some(id.0),
@@ -122,15 +143,25 @@ impl Client {
         message_id: Option<MessageId>,
         payload: &Payload,
     ) -> Result<()> {
-        let row = store::push_outbox(c, contact_id).await?;
         let item = OutboxItem {
             message_id: message_id.map(|m| m.0),
             payload: payload.encode(),
         };
+        self.queue_item(c, contact_id, &item).await
+    }
+
+    /// Queues an outbox entry as it stands (`devices.rs` copies waiting ones to a new device).
+    pub(super) async fn queue_item(
+        &self,
+        c: &mut SqliteConnection,
+        contact_id: i64,
+        item: &OutboxItem,
+    ) -> Result<()> {
+        let row = store::push_outbox(c, contact_id).await?;
         let sealed = self
             .inner
             .vault
-            .seal_value("outbox", &row.to_be_bytes(), &item, &mut rng());
+            .seal_value("outbox", &row.to_be_bytes(), item, &mut rng());
         store::set_outbox_sealed(c, row, &sealed).await
     }
 
@@ -163,35 +194,47 @@ impl Client {
     pub async fn cancel(&self, id: MessageId) -> Result<ContactId> {
         let state = self.inner.state.lock().await;
         let mut tx = store::begin(&self.inner.db).await?;
+        // Every entry of the message: one per device of the person, and the copies to this
+        // person's other devices. Once any device's copy reached the relay, it is sent.
+        let sent = store::sent_message(&mut tx, &id.0).await?;
+        let queued = [MessageState::Queued.code(), MessageState::Retrying.code()];
+        let Some(person) = sent
+            .filter(|m| queued.contains(&m.state))
+            .map(|m| m.contact_id)
+        else {
+            return Err(ClientError::NotCancellable(id.to_string()));
+        };
+        let mut found = false;
         for row in store::outbox(&mut tx).await? {
             let item: OutboxItem =
                 self.inner
                     .vault
                     .open_value("outbox", &row.id.to_be_bytes(), &row.sealed)?;
-            if item.message_id != Some(id.0) {
-                continue;
+            if item.message_id == Some(id.0) {
+                store::delete_outbox(&mut tx, row.id).await?;
+                found = true;
             }
-            store::delete_outbox(&mut tx, row.id).await?;
-            let from = [MessageState::Queued.code(), MessageState::Retrying.code()];
-            let cancelled = MessageState::Cancelled.code();
-            store::set_sent_state(&mut tx, &id.0, &from, cancelled, true, now_ms()).await?;
-            let peer = self.load_contact(&mut tx, row.contact_id).await?.address();
-            let event = hushwire::proto::audit::AuditEvent::MessageCancelled {
-                device: crate::address::own_ref(&state.account),
-                peer: crate::address::device_ref(peer),
-                message_id: id.0,
-            };
-            self.audit(&mut tx, &state.account, event).await?;
-            tx.commit().await?;
-            drop(state);
-            self.emit(Event::MessageStateChanged {
-                contact: ContactId(row.contact_id),
-                id,
-                state: MessageState::Cancelled,
-            });
-            return Ok(ContactId(row.contact_id));
         }
-        Err(ClientError::NotCancellable(id.to_string()))
+        if !found {
+            return Err(ClientError::NotCancellable(id.to_string()));
+        }
+        let cancelled = MessageState::Cancelled.code();
+        store::set_sent_state(&mut tx, &id.0, &queued, cancelled, true, now_ms()).await?;
+        let peer = self.load_contact(&mut tx, person).await?.address();
+        let event = hushwire::proto::audit::AuditEvent::MessageCancelled {
+            device: crate::address::own_ref(&state.account),
+            peer: crate::address::device_ref(peer),
+            message_id: id.0,
+        };
+        self.audit(&mut tx, &state.account, event).await?;
+        tx.commit().await?;
+        drop(state);
+        self.emit(Event::MessageStateChanged {
+            contact: ContactId(person),
+            id,
+            state: MessageState::Cancelled,
+        });
+        Ok(ContactId(person))
     }
 
     /// Sends queued payloads in order, for as long as the connection lasts.
@@ -277,6 +320,16 @@ impl Client {
                             "unexpected answer to a send".into(),
                         ));
                     }
+                    // A device the relay no longer knows may have left its person's list: if the
+                    // newest list drops it, what waited for it is dropped too (`devices.rs`).
+                    Err(ClientError::Relay(ErrorCode::UnknownDevice))
+                        if self
+                            .refresh_device_list(link, self.person_of(row.contact_id))
+                            .await?
+                            && self.outbox_row_gone(row.id).await? =>
+                    {
+                        continue;
+                    }
                     Err(ClientError::Relay(
                         code @ (ErrorCode::MailboxFull
                         | ErrorCode::SenderQuota
@@ -355,10 +408,14 @@ impl Client {
             self.inner
                 .vault
                 .open_value("outbox", &row_id.to_be_bytes(), sealed)?;
+        // A copy to one of this person's own devices says nothing about the message's state.
+        let message_id = item
+            .message_id
+            .filter(|_| self.person_of(contact_id).is_some());
         let moved = {
             let mut tx = store::begin(&self.inner.db).await?;
             store::delete_outbox(&mut tx, row_id).await?;
-            let moved = match item.message_id {
+            let moved = match message_id {
                 Some(id) => {
                     let from = [MessageState::Queued.code(), MessageState::Retrying.code()];
                     let sent = MessageState::Sent.code();
@@ -369,7 +426,7 @@ impl Client {
             tx.commit().await?;
             moved
         };
-        if let Some(id) = item.message_id {
+        if let Some(id) = message_id {
             if moved {
                 self.emit(Event::MessageStateChanged {
                     contact: ContactId(contact_id),
@@ -377,10 +434,13 @@ impl Client {
                     state: MessageState::Sent,
                 });
             }
-            self.emit(Event::MessageSent {
-                contact: ContactId(contact_id),
-                id: MessageId(id),
-            });
+            // Once per message, not once per device of the person.
+            if moved {
+                self.emit(Event::MessageSent {
+                    contact: ContactId(contact_id),
+                    id: MessageId(id),
+                });
+            }
         }
         Ok(())
     }
@@ -394,7 +454,25 @@ impl Client {
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
         self.check_before_encrypting(link, contact_id).await?;
+        let identity_known = {
+            let mut c = self.inner.db.acquire().await?;
+            self.load_contact(&mut c, contact_id)
+                .await?
+                .identity
+                .is_some()
+        };
         self.ensure_session(link, contact_id).await?;
+        if !identity_known {
+            // The bundle just told us the person's identity, so its device list can be checked
+            // now: its other devices get this message too (`devices.rs`).
+            match self
+                .refresh_device_list(link, self.person_of(contact_id))
+                .await
+            {
+                Ok(_) | Err(ClientError::Relay(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let (ciphertext, _header) = self.encrypt_outbox_row(row_id, contact_id, sealed).await?;
         Ok(ciphertext)
     }
@@ -431,6 +509,11 @@ impl Client {
         tx.commit().await?;
         Ok((ciphertext, header))
     }
+    async fn outbox_row_gone(&self, row_id: i64) -> Result<bool> {
+        let mut c = self.inner.db.acquire().await?;
+        Ok(store::outbox_row(&mut c, row_id).await?.is_none())
+    }
+
     /// Outbox entries that can go out now: not for a contact awaiting re-verification, nor for
     /// one whose messages are held (no prekeys, unknown device, forged bundle).
     pub(super) async fn pending_sendable(&self) -> Result<usize> {

@@ -1,0 +1,144 @@
+//! `devices link | list | remove` and `init --link`: several devices per person
+//! (`docs/client.md` §8.6).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hushwire_client::{Client, ClientError};
+use serde_json::json;
+
+use crate::cli::Global;
+use crate::clinic::text_or_file;
+use crate::common::{self, CliResult, FAST_KDF_VAR, open};
+
+/// Opens the store and waits for the relay connection.
+async fn connected(g: &Global, wait: u64) -> CliResult<Client> {
+    let client = open(g).await?;
+    client.connect().await?;
+    common::wait_connected(&client, Duration::from_secs(wait)).await?;
+    Ok(client)
+}
+
+/// `devices link`.
+pub async fn link(g: &Global, code_only: bool, wait: u64) -> CliResult<ExitCode> {
+    let client = connected(g, wait).await?;
+    let result = client.link_device().await;
+    let own = client.devices().await;
+    client.disconnect().await;
+    let code = result?;
+    let own = own?;
+    let new_device = own.devices.iter().copied().max().unwrap_or_default();
+    if code_only {
+        println!("{}", code.as_str());
+    } else if g.json {
+        println!(
+            "{}",
+            json!({"code": code.as_str(), "device_id": new_device, "devices": own.devices})
+        );
+    } else {
+        println!("Type this on your new device within ten minutes (it works once):");
+        println!();
+        println!("  hushwire init --link {}", code.as_str());
+        println!();
+        println!(
+            "It becomes device {new_device} of yours. Keep the code to yourself: whoever uses it \
+             first becomes you. If it is not used, remove the device: hushwire devices remove \
+             {new_device}"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `devices list`.
+pub async fn list(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let own = client.devices().await?;
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "this_device": own.this_device,
+                "devices": own.devices,
+                "list_sequence": own.sequence,
+            })
+        );
+    } else {
+        for device in &own.devices {
+            let marker = if *device == own.this_device {
+                "  (this device)"
+            } else {
+                ""
+            };
+            println!("device {device}{marker}");
+        }
+        match own.sequence {
+            Some(s) => println!("(signed device list {s}, as of the last connection)"),
+            None => println!("(no other device linked: hushwire devices link adds one)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `devices remove`.
+pub async fn remove(g: &Global, device_id: u32, wait: u64) -> CliResult<ExitCode> {
+    let client = connected(g, wait).await?;
+    let result = client.remove_device(device_id).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!("{}", json!({"removed": device_id}));
+    } else {
+        println!(
+            "Removed device {device_id}: the relay refuses it from now on, and your contacts stop \
+             sending to it as they read your new device list."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `init --link CODE`.
+pub async fn init_linked(g: &Global, code: &str) -> CliResult<ExitCode> {
+    let home = common::home(g)?;
+    let path = home.join("client.db");
+    if path.exists() {
+        return Err(ClientError::AlreadyInitialized(path).into());
+    }
+    let code = text_or_file(code)?;
+    common::create_home(&home)?;
+    let mut options = common::options(g)?;
+    if let Some(kdf) = common::fast_kdf() {
+        eprintln!(
+            "WARNING: {FAST_KDF_VAR}=1: the store key is derived with INSECURE test parameters.\n\
+             WARNING: the passphrase gives this store NO protection. Use only for automated tests."
+        );
+        options.kdf = kdf;
+    }
+    let secret = common::new_passphrase(g)?;
+    let client = Client::join(&path, &secret, options, &code).await?;
+    let address = client.address().await;
+    let clinic = client.clinic().await;
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "address": address.to_string(),
+                "store": path.display().to_string(),
+                "relay": client.relay_url().await,
+            })
+        );
+    } else {
+        println!("Created {}", path.display());
+        println!(
+            "This is device {} of your identity {}.",
+            address.device_id, address.fingerprint
+        );
+        if let Some(url) = client.relay_url().await {
+            println!("Registered at {}", crate::display::escape(&url));
+        }
+        if let Some(clinic) = clinic {
+            println!("Clinic: {}", crate::display::escape(&clinic.name));
+        }
+        println!("Next: hushwire chat CONTACT, or hushwire recv");
+    }
+    Ok(ExitCode::SUCCESS)
+}
