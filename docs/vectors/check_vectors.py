@@ -2132,7 +2132,10 @@ DOCUMENTED_FIELDS = {
        for f in ("signing_seed", "dh_secret", "identity_key", "fingerprint", "certificate")]
     + [f"history[].{f}" for f in ("epoch", "what", "signer", "signer_device", "action", "role", "member", "devices",
                                   "issued_at", "bytes", "hash")]
-    + [f"invalid[].{f}" for f in ("name", "after", "now", "change", "rule", "error", "revocation_list")],
+    + [f"invalid[].{f}" for f in ("name", "after", "now", "change", "rule", "error", "revocation_list")]
+    + ["archive_policy", "queue_frames"]
+    + [f"archive_policy.{f}" for f in ("archive_secret", "archive_key", "retention_days", "bytes")]
+    + [f"queue_frames[].{f}" for f in ("name", "type", "bytes")],
 }
 
 
@@ -3278,6 +3281,41 @@ def check_membership(c, mj):
             got = str(err)
         c.eq(f"membership: refused: {case['name']}", case["error"], got)
         c.true(f"membership: {case['name']}: the rule names the error", case["error"].startswith(case["rule"]))
+
+    # §7.1: the archive policy, rebuilt and signed.
+    ap = mj["archive_policy"]
+    archive_key = x25519_public(h(ap["archive_secret"]))
+    c.eq("membership: archive_key = X25519 public key of archive_secret", h(ap["archive_key"]), archive_key)
+    body = bytes([1, 0x71]) + org + (1).to_bytes(8, "big") + archive_key + ap["retention_days"].to_bytes(2, "big")
+    policy = body + ed25519_sign(org_secret, b"Hushwire v1 archive policy" + body)
+    c.eq("membership: archive policy bytes (140, signed by the organization key)", h(ap["bytes"]), policy)
+    c.eq("membership: archive policy length", 140, len(policy))
+
+    # §5.2: whole queue frames, rebuilt from the history's bytes.
+    hist = [h(e["bytes"]) for e in mj["history"]]
+
+    def frame(t, body):
+        return bytes([1, t]) + (7).to_bytes(4, "big") + body
+
+    ben_fp = h(mj["people"]["ben"]["fingerprint"])
+    entry = (conversation + bytes([0x02]) + mj["t0"].to_bytes(8, "big") + (mj["t0"] + 420).to_bytes(8, "big")
+             + (8).to_bytes(8, "big"))
+    expected = {
+        "OpenConversation": frame(0x12, hist[0]),
+        "Claim": frame(0x15, hist[1]),
+        "HandOff": frame(0x16, bytes([2]) + hist[3] + hist[4] + (1).to_bytes(2, "big") + ben_fp
+                         + (1).to_bytes(4, "big") + (16).to_bytes(4, "big") + bytes([0x6e]) * 16),
+        "Queue": frame(0x8d, (1).to_bytes(2, "big") + entry),
+        "Claimed": frame(0x8e, conversation + (1).to_bytes(8, "big")),
+        "AlreadyClaimed": frame(0x8f, conversation + (2).to_bytes(8, "big")),
+        "Membership": frame(0x90, bytes([2]) + hist[0] + hist[1]),
+        "ArchivePolicy": frame(0x94, bytes([1]) + policy),
+    }
+    c.eq("membership: the queue frames published", sorted(expected), sorted(f["name"] for f in mj["queue_frames"]))
+    for f in mj["queue_frames"]:
+        want = expected.get(f["name"], b"")
+        c.eq(f"membership: queue frame {f['name']} bytes", h(f["bytes"]), want)
+        c.eq(f"membership: queue frame {f['name']} type", f["type"], want[1] if want else None)
     return True
 
 

@@ -927,6 +927,18 @@ fn conversation_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
             &hex_at(m, &format!("/invalid/{i}/change"))?,
         )?;
     }
+    seeds.write(
+        t,
+        "vector-archive-policy",
+        &hex_at(m, "/archive_policy/bytes")?,
+    )?;
+    for i in 0..array_len(m, "/queue_frames")? {
+        seeds.write(
+            t,
+            &format!("vector-queue-frame-{i}"),
+            &hex_at(m, &format!("/queue_frames/{i}/bytes"))?,
+        )?;
+    }
     let change = |k: usize| -> Result<Box<MembershipChange>> {
         Ok(Box::new(history.get(k).ok_or("short history")?.clone()))
     };

@@ -6,11 +6,13 @@
 
 use ed25519_dalek::SigningKey;
 use hushwire::proto::clinic::{AgentCertificate, DeviceList, OrgKey, RevocationList, Role, Roles};
+use hushwire::proto::conversation::queue::{NoteEnvelope, QueueEntry, QueueFrame, QueueState};
 use hushwire::proto::conversation::{
-    ChangeAction, ChangeProposal, ConversationId, MemberRole, MembershipChange, MembershipContext,
-    MembershipLog, genesis_hash,
+    ArchivePolicy, ChangeAction, ChangeProposal, ConversationId, MemberRole, MembershipChange,
+    MembershipContext, MembershipLog, genesis_hash,
 };
 use hushwire::proto::keys::identity_binding_message;
+use hushwire::proto::relay::DeviceAddress;
 use hushwire::proto::{Codec, IdentityKey, X25519PublicKey, labels};
 use serde_json::{Value, json};
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -26,6 +28,11 @@ const T0: u64 = 1_710_000_000;
 /// The verifier's clock for every case but the expired one.
 const NOW: u64 = T0 + 10_000;
 const CONVERSATION: [u8; 16] = *b"support-chat-001";
+/// The archive key's X25519 secret (`0x41` × 32) and the policy's retention (six years).
+const ARCHIVE_SECRET: [u8; 32] = [0x41; 32];
+const RETENTION_DAYS: u16 = 2190;
+/// The request id of every published client frame.
+const REQUEST_ID: u32 = 7;
 
 struct Person {
     name: &'static str,
@@ -540,8 +547,86 @@ pub fn membership() -> Result<Value, Error> {
         invalid.push(case);
     }
 
+    // The archive policy (§7.1) and one frame of each queue type that carries structure (§5.2).
+    let archive_key = PublicKey::from(&StaticSecret::from(ARCHIVE_SECRET)).to_bytes();
+    let policy = ArchivePolicy::issue(
+        &org_signer,
+        1,
+        X25519PublicKey::from_array(archive_key, "archive key")?,
+        RETENTION_DAYS,
+    )?;
+    if ArchivePolicy::from_bytes(&policy.to_bytes()).ok().as_ref() != Some(&policy)
+        || !policy.verify(&org)
+    {
+        return Err("the archive policy does not round-trip or verify".into());
+    }
+    let h = |k: usize| -> Result<MembershipChange, Error> {
+        Ok(MembershipChange::from_bytes(&hex::decode(
+            history
+                .get(k)
+                .and_then(|e| e["bytes"].as_str())
+                .ok_or("history")?,
+        )?)?)
+    };
+    let entry = QueueEntry {
+        conversation,
+        state: QueueState::HandedBack,
+        opened_at: T0,
+        waiting_since: T0 + 420,
+        epoch: 8,
+    };
+    let frames = [
+        (
+            "OpenConversation",
+            QueueFrame::OpenConversation(Box::new(h(0)?)),
+        ),
+        ("Claim", QueueFrame::Claim(Box::new(h(1)?))),
+        (
+            "HandOff",
+            QueueFrame::HandOff {
+                changes: vec![h(3)?, h(4)?],
+                notes: vec![NoteEnvelope {
+                    recipient: DeviceAddress {
+                        fingerprint: ben.identity.fingerprint().0,
+                        device_id: 1,
+                    },
+                    payload: vec![0x6e; 16],
+                }],
+            },
+        ),
+        ("Queue", QueueFrame::Queue(vec![entry])),
+        (
+            "Claimed",
+            QueueFrame::Claimed {
+                conversation,
+                epoch: 1,
+            },
+        ),
+        (
+            "AlreadyClaimed",
+            QueueFrame::AlreadyClaimed {
+                conversation,
+                epoch: 2,
+            },
+        ),
+        ("Membership", QueueFrame::Membership(vec![h(0)?, h(1)?])),
+        (
+            "ArchivePolicy",
+            QueueFrame::ArchivePolicy(Some(Box::new(policy.clone()))),
+        ),
+    ];
+    let mut queue_frames = Vec::new();
+    for (name, frame) in frames {
+        let bytes = frame.to_frame(REQUEST_ID);
+        if QueueFrame::from_frame(&bytes).ok() != Some((REQUEST_ID, frame.clone())) {
+            return Err(format!("queue frame {name} does not round-trip").into());
+        }
+        queue_frames
+            .push(json!({ "name": name, "type": frame.type_byte(), "bytes": hex::encode(bytes) }));
+    }
+
     Ok(json!({
-        "description": "A clinic conversation's membership history (docs/conversations.md §4), no randomness. `org_secret_key` is clinic.json's organization key seed. Each of `people` has an Ed25519 identity signing key from `signing_seed` (RFC 8032) and an X25519 identity key from `dh_secret`; `identity_key` = signing_key || dh_key || Ed25519 signature of (SIG_IDENTITY_BINDING || signing_key || dh_key), `fingerprint` its SHA-256(\"Hushwire v1 fingerprint\" || signing_key || dh_key); staff carry an agent certificate (clinic.md §3, valid `not_before`..`not_after`): Ada (serial 11) and Ben (serial 12) agent, Sue (serial 13) supervisor; the patient and the stranger have none (`certificate` empty). `patient_device_list` is the patient's device list (clinic.md §5: sequence 1, devices 1 and 2). `genesis_hash` = SHA-256(MEMBERSHIP_GENESIS || conversation_id || org_key). `history` is a valid history: change k (epoch k) issued at `t0` + 60 k, its fields, its `bytes` (§4.2) and `hash` = SHA-256(MEMBERSHIP_CHANGE_HASH || bytes); it verifies (§4.3) at `now` with the patient's device list and no revocation list, leaving `members`. `invalid` lists changes that must be refused: each is applied after the first `after` changes of `history`, at its own `now`, with `revocation_list` (signed by the organization key) when present; `rule` is the first rule of §4.3 it breaks and `error` the refusal as MembershipError's Debug form.",
+        "description": "A clinic conversation's membership history (docs/conversations.md §4), no randomness. `org_secret_key` is clinic.json's organization key seed. Each of `people` has an Ed25519 identity signing key from `signing_seed` (RFC 8032) and an X25519 identity key from `dh_secret`; `identity_key` = signing_key || dh_key || Ed25519 signature of (SIG_IDENTITY_BINDING || signing_key || dh_key), `fingerprint` its SHA-256(\"Hushwire v1 fingerprint\" || signing_key || dh_key); staff carry an agent certificate (clinic.md §3, valid `not_before`..`not_after`): Ada (serial 11) and Ben (serial 12) agent, Sue (serial 13) supervisor; the patient and the stranger have none (`certificate` empty). `patient_device_list` is the patient's device list (clinic.md §5: sequence 1, devices 1 and 2). `genesis_hash` = SHA-256(MEMBERSHIP_GENESIS || conversation_id || org_key). `history` is a valid history: change k (epoch k) issued at `t0` + 60 k, its fields, its `bytes` (§4.2) and `hash` = SHA-256(MEMBERSHIP_CHANGE_HASH || bytes); it verifies (§4.3) at `now` with the patient's device list and no revocation list, leaving `members`. `invalid` lists changes that must be refused: each is applied after the first `after` changes of `history`, at its own `now`, with `revocation_list` (signed by the organization key) when present; `rule` is the first rule of §4.3 it breaks and `error` the refusal as MembershipError's Debug form. `archive_policy` (§7.1) is signed by the organization key: sequence 1, the X25519 public key of `archive_secret`, `retention_days`. `queue_frames` (§5.2) are whole frames 0x01 || type || request_id (7) || body: OpenConversation (history 0), Claim (history 1), HandOff (history 3 and 4, one note envelope of 16 bytes 0x6e to Ben's device 1), Queue (one entry: the conversation, handed back, opened at t0, waiting since t0 + 420, epoch 8), Claimed (epoch 1), AlreadyClaimed (epoch 2), Membership (history 0 and 1), ArchivePolicy (the policy).",
         "org_secret_key": hex::encode(ORG_SECRET),
         "org_key": hex::encode(org.to_bytes()),
         "not_before": NOT_BEFORE,
@@ -561,5 +646,12 @@ pub fn membership() -> Result<Value, Error> {
         "history": history,
         "members": members,
         "invalid": invalid,
+        "archive_policy": {
+            "archive_secret": hex::encode(ARCHIVE_SECRET),
+            "archive_key": hex::encode(archive_key),
+            "retention_days": RETENTION_DAYS,
+            "bytes": hex::encode(policy.to_bytes()),
+        },
+        "queue_frames": queue_frames,
     }))
 }

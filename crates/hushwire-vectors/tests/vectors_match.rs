@@ -216,4 +216,12 @@ fn published_membership_history_and_refusals() {
         assert_eq!(err.rule(), case["rule"].as_str().unwrap());
         assert_eq!(format!("{err:?}"), case["error"].as_str().unwrap());
     }
+    // Each published queue frame decodes to its type and re-encodes to itself.
+    for f in v["queue_frames"].as_array().unwrap() {
+        use hushwire::proto::conversation::queue::QueueFrame;
+        let encoded = bytes(&f["bytes"]);
+        let (request_id, frame) = QueueFrame::from_frame(&encoded).unwrap();
+        assert_eq!(u64::from(frame.type_byte()), f["type"].as_u64().unwrap());
+        assert_eq!(frame.to_frame(request_id), encoded);
+    }
 }
