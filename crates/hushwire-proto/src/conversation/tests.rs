@@ -986,3 +986,30 @@ fn the_largest_change_is_max_change_len() {
     );
     assert_eq!(c.to_bytes().len(), MAX_CHANGE_LEN);
 }
+
+/// The queue's type bytes are exactly the ones `is_queue_type` names, and none is a frame the
+/// relay's `FrameBody` already decodes: when the relay part folds them in, nothing collides.
+#[test]
+fn queue_types_do_not_collide_with_relay_frames() {
+    use crate::relay::Frame;
+    let mut queue_types = 0;
+    for t in 0..=255u8 {
+        let mut r = crate::codec::Reader::new(&[]);
+        let unknown = matches!(
+            QueueFrame::read_body(t, &mut r),
+            Err(DecodeError::UnknownType { .. })
+        );
+        assert_eq!(!unknown, QueueFrame::is_queue_type(t), "type {t:#04x}");
+        if QueueFrame::is_queue_type(t) {
+            queue_types += 1;
+            assert!(
+                matches!(
+                    Frame::from_bytes(&[1, t, 0, 0, 0, 0]),
+                    Err(DecodeError::UnknownType { tag, .. }) if tag == t
+                ),
+                "type {t:#04x} is already a relay frame"
+            );
+        }
+    }
+    assert_eq!(queue_types, 11 + 8);
+}
