@@ -1020,6 +1020,14 @@ fn conversation_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
             },
         ),
         ("archive-policy-none", QueueFrame::ArchivePolicy(None)),
+        ("fetch-on-duty", QueueFrame::FetchOnDuty),
+        (
+            "on-duty-devices",
+            QueueFrame::OnDuty(vec![DeviceAddress {
+                fingerprint: [0x42; 32],
+                device_id: 1,
+            }]),
+        ),
     ];
     for (name, frame) in frames {
         seeds.write(t, &format!("made-queue-{name}"), &frame.to_frame(7))?;

@@ -21,6 +21,8 @@ pub const MAX_CHANGES_PER_FRAME: usize = 64;
 pub const MAX_NOTE_ENVELOPES: usize = 64;
 /// Largest note envelope: a session message carrying a one-line note, prekey header included.
 pub const MAX_NOTE_ENVELOPE_LEN: usize = 4096;
+/// Most device addresses in one `OnDuty` answer.
+pub const MAX_ON_DUTY_DEVICES: usize = 256;
 /// Most archive envelopes in one `ArchiveItems` answer (16 × at most 65.7 KB fits a frame).
 pub const MAX_ARCHIVE_ITEMS: usize = 16;
 /// Largest archive envelope: its header, the length prefix and the largest ciphertext.
@@ -213,6 +215,9 @@ pub enum QueueFrame {
     FetchArchivePolicy,
     /// `0x1c`, admin: `policy`: publish a new archive policy (a higher sequence).
     PublishArchivePolicy(Box<ArchivePolicy>),
+    /// `0x1d`, agent (empty body): the devices of the agents on duty, to seal a hand-off note to
+    /// when handing a conversation back to the queue.
+    FetchOnDuty,
     /// `0x8d`, relay: `count[2] ‖ entry × count` answering `FetchQueue`, oldest first.
     Queue(Vec<QueueEntry>),
     /// `0x8e`, relay: `conversation_id[16] ‖ epoch[8]`: the claim won; `epoch` is the claim's.
@@ -246,6 +251,9 @@ pub enum QueueFrame {
     },
     /// `0x94`, relay: `has_policy[1] ‖ policy?` answering `FetchArchivePolicy`.
     ArchivePolicy(Option<Box<ArchivePolicy>>),
+    /// `0x95`, relay: `count[2] ‖ device address[36] × count` (at most
+    /// [`MAX_ON_DUTY_DEVICES`]) answering `FetchOnDuty`.
+    OnDuty(Vec<DeviceAddress>),
 }
 
 fn read_change(r: &mut Reader<'_>) -> Result<Box<MembershipChange>, DecodeError> {
@@ -275,12 +283,14 @@ impl QueueFrame {
             Self::PublishArchivePolicy(_) => 0x1c,
             Self::ArchiveItems { .. } => 0x93,
             Self::ArchivePolicy(_) => 0x94,
+            Self::FetchOnDuty => 0x1d,
+            Self::OnDuty(_) => 0x95,
         }
     }
 
     /// Whether `type_byte` names a queue frame.
     pub fn is_queue_type(type_byte: u8) -> bool {
-        matches!(type_byte, 0x12..=0x1c | 0x8d..=0x94)
+        matches!(type_byte, 0x12..=0x1d | 0x8d..=0x95)
     }
 
     /// Appends the body.
@@ -365,6 +375,18 @@ impl QueueFrame {
                 }
                 None => out.push(0),
             },
+            Self::FetchOnDuty => {}
+            Self::OnDuty(devices) => {
+                out.extend_from_slice(
+                    &u16::try_from(devices.len())
+                        .unwrap_or(u16::MAX)
+                        .to_be_bytes(),
+                );
+                for d in devices {
+                    out.extend_from_slice(&d.fingerprint);
+                    out.extend_from_slice(&d.device_id.to_be_bytes());
+                }
+            }
         }
     }
 
@@ -462,6 +484,31 @@ impl QueueFrame {
             }
             0x91 => Self::MembershipChanged(read_change(r)?),
             0x92 => Self::QueueChanged(QueueEntry::read(r)?),
+            0x1d => Self::FetchOnDuty,
+            0x95 => {
+                let count = usize::from(r.u16("on-duty device count")?);
+                if count > MAX_ON_DUTY_DEVICES {
+                    return Err(DecodeError::TooLong {
+                        field: "on-duty devices",
+                        len: count,
+                        max: MAX_ON_DUTY_DEVICES,
+                    });
+                }
+                // 36 bytes an address: refuse a count the input cannot hold before allocating.
+                if r.left() < count.saturating_mul(36) {
+                    return Err(DecodeError::Truncated {
+                        field: "on-duty devices",
+                    });
+                }
+                let mut devices = Vec::with_capacity(count);
+                for _ in 0..count {
+                    devices.push(DeviceAddress {
+                        fingerprint: r.array("fingerprint")?,
+                        device_id: r.u32("device id")?,
+                    });
+                }
+                Self::OnDuty(devices)
+            }
             0x19 => Self::PutArchive(Box::new(ArchiveEnvelope::read(r)?)),
             0x1a => Self::FetchArchive {
                 conversation: ConversationId::read(r)?,

@@ -838,6 +838,14 @@ fn queue_frames_round_trip_and_are_bounded() {
             items: vec![archive_envelope(), archive_envelope()],
         },
         QueueFrame::ArchivePolicy(None),
+        QueueFrame::FetchOnDuty,
+        QueueFrame::OnDuty(vec![
+            DeviceAddress {
+                fingerprint: [3; 32],
+                device_id: 1,
+            };
+            2
+        ]),
     ];
     let mut types = Vec::new();
     for f in &frames {
@@ -866,6 +874,16 @@ fn queue_frames_round_trip_and_are_bounded() {
         QueueFrame::from_frame(&[1, 0x93, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17]),
         Err(DecodeError::TooLong { max: 16, .. })
     ));
+    assert!(matches!(
+        QueueFrame::from_frame(&[1, 0x95, 0, 0, 0, 0, 1, 1]),
+        Err(DecodeError::TooLong { max: 256, .. })
+    ));
+    assert_eq!(
+        QueueFrame::from_frame(&[1, 0x95, 0, 0, 0, 0, 0, 2]),
+        Err(DecodeError::Truncated {
+            field: "on-duty devices"
+        })
+    );
     assert!(matches!(
         QueueFrame::from_frame(&[1, 0x90, 0, 0, 0, 0, 65]),
         Err(DecodeError::TooLong { max: 64, .. })
@@ -1011,5 +1029,5 @@ fn queue_types_do_not_collide_with_relay_frames() {
             );
         }
     }
-    assert_eq!(queue_types, 11 + 8);
+    assert_eq!(queue_types, 12 + 9);
 }
