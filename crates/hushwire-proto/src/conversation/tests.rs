@@ -1031,3 +1031,34 @@ fn queue_types_do_not_collide_with_relay_frames() {
     }
     assert_eq!(queue_types, 12 + 9);
 }
+
+#[test]
+fn a_certificate_not_yet_valid_cannot_claim() {
+    let w = world();
+    let mut early = person(10);
+    early.certificate = Some(
+        AgentCertificate::issue(
+            &w.org_key,
+            20,
+            early.identity.clone(),
+            "Early",
+            Roles::of(&[Role::Agent]).unwrap(),
+            T0 + 1_000,
+            NOT_AFTER,
+        )
+        .unwrap(),
+    );
+    let mut log = MembershipLog::new(CONV, w.org);
+    log.apply(
+        &change(&log, &w.patient, 1, Add, Patient, &w.patient, &[1]),
+        &w.ctx(),
+    )
+    .unwrap();
+    let c = change(&log, &early, 1, Add, Agent, &early, &[1]);
+    assert_eq!(
+        refused(&mut log, &c, &w.ctx()),
+        MembershipError::SignerCertificate(CertificateError::NotYetValid {
+            not_before: T0 + 1_000
+        })
+    );
+}
