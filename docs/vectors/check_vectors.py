@@ -2135,7 +2135,9 @@ DOCUMENTED_FIELDS = {
     + [f"invalid[].{f}" for f in ("name", "after", "now", "change", "rule", "error", "revocation_list")]
     + ["archive_policy", "queue_frames"]
     + [f"archive_policy.{f}" for f in ("archive_secret", "archive_key", "retention_days", "bytes")]
-    + [f"queue_frames[].{f}" for f in ("name", "type", "bytes")],
+    + [f"queue_frames[].{f}" for f in ("name", "type", "bytes")]
+    + ["archive_seal"]
+    + [f"archive_seal.{f}" for f in ("seed", "draws", "sender", "sender_device", "epoch", "payload", "envelope")],
 }
 
 
@@ -3316,6 +3318,24 @@ def check_membership(c, mj):
         want = expected.get(f["name"], b"")
         c.eq(f"membership: queue frame {f['name']} bytes", h(f["bytes"]), want)
         c.eq(f"membership: queue frame {f['name']} type", f["type"], want[1] if want else None)
+
+    # §7.3: one message sealed to the archive key, and opened with its secret.
+    sj = mj["archive_seal"]
+    e = h(sj["draws"][0])
+    c.eq("membership: archive seal draws one 32-byte secret", [32], [len(h(d)) for d in sj["draws"]])
+    ephemeral = x25519_public(e)
+    shared = x25519(e, archive_key)
+    okm = hkdf(conversation, shared, b"Hushwire v1 archive seal" + ephemeral + archive_key, 56)
+    ad = bytes([1, 0x72]) + conversation + (1).to_bytes(8, "big") + ephemeral
+    archived = (h(mj["people"][sj["sender"]]["fingerprint"]) + sj["sender_device"].to_bytes(4, "big")
+                + sj["epoch"].to_bytes(8, "big") + h(sj["payload"]))
+    ct = xchacha20poly1305_encrypt(okm[:32], okm[32:56], ad, archived)
+    c.eq("membership: archive envelope = AD || len || XChaCha20-Poly1305(okm key, okm nonce, AD, archived)",
+         h(sj["envelope"]), ad + len(ct).to_bytes(4, "big") + ct)
+    shared_back = x25519(h(ap["archive_secret"]), ephemeral)
+    okm_back = hkdf(conversation, shared_back, b"Hushwire v1 archive seal" + ephemeral + archive_key, 56)
+    c.eq("membership: the archive secret opens it",
+         archived, xchacha20poly1305_decrypt(okm_back[:32], okm_back[32:56], ad, h(sj["envelope"])[62:]))
     return True
 
 

@@ -932,6 +932,11 @@ fn conversation_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
         "vector-archive-policy",
         &hex_at(m, "/archive_policy/bytes")?,
     )?;
+    seeds.write(
+        t,
+        "vector-archive-envelope",
+        &hex_at(m, "/archive_seal/envelope")?,
+    )?;
     for i in 0..array_len(m, "/queue_frames")? {
         seeds.write(
             t,

@@ -8,8 +8,8 @@ use ed25519_dalek::SigningKey;
 use hushwire::proto::clinic::{AgentCertificate, DeviceList, OrgKey, RevocationList, Role, Roles};
 use hushwire::proto::conversation::queue::{NoteEnvelope, QueueEntry, QueueFrame, QueueState};
 use hushwire::proto::conversation::{
-    ArchivePolicy, ChangeAction, ChangeProposal, ConversationId, MemberRole, MembershipChange,
-    MembershipContext, MembershipLog, genesis_hash,
+    ArchiveEnvelope, ArchivePolicy, ChangeAction, ChangeProposal, ConversationId, MemberRole,
+    MembershipChange, MembershipContext, MembershipLog, genesis_hash,
 };
 use hushwire::proto::keys::identity_binding_message;
 use hushwire::proto::relay::DeviceAddress;
@@ -17,7 +17,8 @@ use hushwire::proto::{Codec, IdentityKey, X25519PublicKey, labels};
 use serde_json::{Value, json};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::Error;
+use crate::{Error, RecordingRng};
+use hushwire::archive::{ArchiveSecretKey, ArchivedMessage};
 
 /// `clinic.json`'s organization key seed.
 const ORG_SECRET: [u8; 32] = [0x4f; 32];
@@ -31,6 +32,10 @@ const CONVERSATION: [u8; 16] = *b"support-chat-001";
 /// The archive key's X25519 secret (`0x41` × 32) and the policy's retention (six years).
 const ARCHIVE_SECRET: [u8; 32] = [0x41; 32];
 const RETENTION_DAYS: u16 = 2190;
+/// The seed of the ChaCha20 RNG that draws the archive seal's ephemeral secret.
+const ARCHIVE_SEAL_SEED: [u8; 32] = [0x53; 32];
+/// The archived message's padded payload: a client message payload (kind 0x01) padded to 256.
+const ARCHIVED_TEXT: &[u8] = b"Your results are ready; the nurse will call you today.";
 /// The request id of every published client frame.
 const REQUEST_ID: u32 = 7;
 
@@ -625,8 +630,29 @@ pub fn membership() -> Result<Value, Error> {
             .push(json!({ "name": name, "type": frame.type_byte(), "bytes": hex::encode(bytes) }));
     }
 
+    // §7.3: one message sealed to the archive key.
+    let archive = ArchiveSecretKey::from_secret_bytes(ARCHIVE_SECRET).ok_or("archive key")?;
+    if archive.public() != policy.archive_key() {
+        return Err("the archive secret does not match the policy".into());
+    }
+    let mut payload = vec![0x01, 0x01];
+    payload.extend_from_slice(ARCHIVED_TEXT);
+    payload.resize(256, 0);
+    let archived = ArchivedMessage {
+        sender: ada.identity.fingerprint(),
+        sender_device: 1,
+        epoch: log.next_epoch(),
+        payload,
+    };
+    let mut rng = RecordingRng::new(ARCHIVE_SEAL_SEED);
+    let envelope = hushwire::archive::seal(&policy, conversation, &archived, &mut rng)?;
+    let seal_draws = rng.take();
+    if archive.open(&ArchiveEnvelope::from_bytes(&envelope.to_bytes())?)? != archived {
+        return Err("the archive envelope does not open to what was sealed".into());
+    }
+
     Ok(json!({
-        "description": "A clinic conversation's membership history (docs/conversations.md §4), no randomness. `org_secret_key` is clinic.json's organization key seed. Each of `people` has an Ed25519 identity signing key from `signing_seed` (RFC 8032) and an X25519 identity key from `dh_secret`; `identity_key` = signing_key || dh_key || Ed25519 signature of (SIG_IDENTITY_BINDING || signing_key || dh_key), `fingerprint` its SHA-256(\"Hushwire v1 fingerprint\" || signing_key || dh_key); staff carry an agent certificate (clinic.md §3, valid `not_before`..`not_after`): Ada (serial 11) and Ben (serial 12) agent, Sue (serial 13) supervisor; the patient and the stranger have none (`certificate` empty). `patient_device_list` is the patient's device list (clinic.md §5: sequence 1, devices 1 and 2). `genesis_hash` = SHA-256(MEMBERSHIP_GENESIS || conversation_id || org_key). `history` is a valid history: change k (epoch k) issued at `t0` + 60 k, its fields, its `bytes` (§4.2) and `hash` = SHA-256(MEMBERSHIP_CHANGE_HASH || bytes); it verifies (§4.3) at `now` with the patient's device list and no revocation list, leaving `members`. `invalid` lists changes that must be refused: each is applied after the first `after` changes of `history`, at its own `now`, with `revocation_list` (signed by the organization key) when present; `rule` is the first rule of §4.3 it breaks and `error` the refusal as MembershipError's Debug form. `archive_policy` (§7.1) is signed by the organization key: sequence 1, the X25519 public key of `archive_secret`, `retention_days`. `queue_frames` (§5.2) are whole frames 0x01 || type || request_id (7) || body: OpenConversation (history 0), Claim (history 1), HandOff (history 3 and 4, one note envelope of 16 bytes 0x6e to Ben's device 1), Queue (one entry: the conversation, handed back, opened at t0, waiting since t0 + 420, epoch 8), Claimed (epoch 1), AlreadyClaimed (epoch 2), Membership (history 0 and 1), ArchivePolicy (the policy).",
+        "description": "A clinic conversation's membership history (docs/conversations.md §4), no randomness. `org_secret_key` is clinic.json's organization key seed. Each of `people` has an Ed25519 identity signing key from `signing_seed` (RFC 8032) and an X25519 identity key from `dh_secret`; `identity_key` = signing_key || dh_key || Ed25519 signature of (SIG_IDENTITY_BINDING || signing_key || dh_key), `fingerprint` its SHA-256(\"Hushwire v1 fingerprint\" || signing_key || dh_key); staff carry an agent certificate (clinic.md §3, valid `not_before`..`not_after`): Ada (serial 11) and Ben (serial 12) agent, Sue (serial 13) supervisor; the patient and the stranger have none (`certificate` empty). `patient_device_list` is the patient's device list (clinic.md §5: sequence 1, devices 1 and 2). `genesis_hash` = SHA-256(MEMBERSHIP_GENESIS || conversation_id || org_key). `history` is a valid history: change k (epoch k) issued at `t0` + 60 k, its fields, its `bytes` (§4.2) and `hash` = SHA-256(MEMBERSHIP_CHANGE_HASH || bytes); it verifies (§4.3) at `now` with the patient's device list and no revocation list, leaving `members`. `invalid` lists changes that must be refused: each is applied after the first `after` changes of `history`, at its own `now`, with `revocation_list` (signed by the organization key) when present; `rule` is the first rule of §4.3 it breaks and `error` the refusal as MembershipError's Debug form. `archive_policy` (§7.1) is signed by the organization key: sequence 1, the X25519 public key of `archive_secret`, `retention_days`. `queue_frames` (§5.2) are whole frames 0x01 || type || request_id (7) || body: OpenConversation (history 0), Claim (history 1), HandOff (history 3 and 4, one note envelope of 16 bytes 0x6e to Ben's device 1), Queue (one entry: the conversation, handed back, opened at t0, waiting since t0 + 420, epoch 8), Claimed (epoch 1), AlreadyClaimed (epoch 2), Membership (history 0 and 1), ArchivePolicy (the policy). `archive_seal` (§7.3) is one message sealed to the archive key: the ChaCha20 RNG seeded with `seed` draws the ephemeral X25519 secret e (`draws`); archived = Ada's fingerprint || `sender_device` || `epoch` || `payload` (each big-endian), E = X25519(e, 9), shared = X25519(e, archive_key), okm = HKDF-SHA256(salt = conversation_id, ikm = shared, info = KDF_ARCHIVE_SEAL || E || archive_key, L = 56), `envelope` = 0x01 || 0x72 || conversation_id || policy sequence 1 || E || len[4] || XChaCha20-Poly1305(okm[0..32], okm[32..56], AD = the 58 bytes before len, archived).",
         "org_secret_key": hex::encode(ORG_SECRET),
         "org_key": hex::encode(org.to_bytes()),
         "not_before": NOT_BEFORE,
@@ -653,5 +679,14 @@ pub fn membership() -> Result<Value, Error> {
             "bytes": hex::encode(policy.to_bytes()),
         },
         "queue_frames": queue_frames,
+        "archive_seal": {
+            "seed": hex::encode(ARCHIVE_SEAL_SEED),
+            "draws": seal_draws,
+            "sender": "ada",
+            "sender_device": archived.sender_device,
+            "epoch": archived.epoch,
+            "payload": hex::encode(&archived.payload),
+            "envelope": hex::encode(envelope.to_bytes()),
+        },
     }))
 }
