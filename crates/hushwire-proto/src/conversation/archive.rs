@@ -168,7 +168,7 @@ pub struct ArchiveEnvelope {
     pub policy_sequence: u64,
     /// The sender's ephemeral X25519 key for this message.
     pub ephemeral: X25519PublicKey,
-    /// XChaCha20-Poly1305 output: archived plaintext ‖ tag[16].
+    /// XChaCha20-Poly1305 output: the archived plaintext, then the 16-byte tag.
     pub ciphertext: Vec<u8>,
 }
 
