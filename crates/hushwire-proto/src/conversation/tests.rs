@@ -1062,3 +1062,84 @@ fn a_certificate_not_yet_valid_cannot_claim() {
         })
     );
 }
+
+mod scripts {
+    //! Random scripts of attempted changes by everyone in a small cast: whatever is accepted
+    //! replays to the same state from its bytes, the state stays within its invariants, and a
+    //! device is a member exactly when its last accepted change added it.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One attempt: who signs (index into the cast) with which device, add or remove, a role
+    /// (0: the member's natural role, else that role byte), whom, which devices. Biased towards
+    /// device 1 and natural roles so that a fair share of attempts is accepted.
+    type Attempt = (usize, u32, bool, u8, usize, Vec<u32>);
+
+    fn attempt() -> impl Strategy<Value = Attempt> {
+        (
+            0usize..6,
+            prop_oneof![3 => Just(1u32), 1 => Just(2u32)],
+            any::<bool>(),
+            prop_oneof![3 => Just(0u8), 1 => 1u8..4],
+            0usize..6,
+            proptest::collection::vec(prop_oneof![3 => Just(1u32), 1 => 2u32..4], 1..3),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn accepted_histories_replay_and_keep_their_invariants(script in proptest::collection::vec(attempt(), 1..40)) {
+            let w = world();
+            let cast = [&w.patient, &w.ada, &w.ben, &w.sue, &w.stranger, &w.ada];
+            // From a claimed conversation: the patient's device 1 and Ada's device 1.
+            let (mut log, mut accepted) = claimed(&w);
+            // What the last accepted change said about each (identity, device).
+            let mut last: Vec<(crate::keys::Fingerprint, u32, bool)> = vec![
+                (w.patient.identity.fingerprint(), 1, true),
+                (w.ada.identity.fingerprint(), 1, true),
+            ];
+            for (signer, device, add, role, member, devices) in script {
+                let natural = [Patient, Agent, Agent, Supervisor, Patient, Agent][member];
+                let role = if role == 0 { natural } else { MemberRole::from_u8(role).unwrap() };
+                let action = if add { Add } else { Remove };
+                // A staff add for someone without a certificate does not even encode.
+                if action == Add && role.is_staff() && cast[member].certificate.is_none() {
+                    continue;
+                }
+                let c = change(&log, cast[signer], device, action, role, cast[member], &devices);
+                let before = (log.next_epoch(), log.head());
+                match log.apply(&c, &w.ctx()) {
+                    Ok(()) => {
+                        let fp = cast[member].identity.fingerprint();
+                        for d in c.devices() {
+                            last.retain(|(f, x, _)| !(*f == fp && x == d));
+                            last.push((fp, *d, add));
+                        }
+                        accepted.push(c);
+                    }
+                    Err(_) => prop_assert_eq!((log.next_epoch(), log.head()), before),
+                }
+            }
+            prop_assert!(log.device_count() <= MAX_CONVERSATION_DEVICES);
+            prop_assert_eq!(log.next_epoch(), accepted.len() as u64);
+            for (fp, d, added) in &last {
+                prop_assert_eq!(log.is_member(fp, *d), *added);
+            }
+            let replayed = MembershipLog::verify_all(CONV, w.org, &accepted, &w.ctx()).unwrap();
+            prop_assert_eq!(replayed.head(), log.head());
+            prop_assert_eq!(replayed.members(), log.members());
+            // Only the patient's identity holds the patient role; only certified staff the others.
+            for m in log.members() {
+                let is_patient = m.identity() == &w.patient.identity;
+                prop_assert_eq!(m.role() == Patient, is_patient);
+                if m.role() == Supervisor {
+                    prop_assert!(m.identity() == &w.sue.identity);
+                }
+            }
+        }
+    }
+}
