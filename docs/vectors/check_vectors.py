@@ -2122,6 +2122,22 @@ DOCUMENTED_FIELDS = {
     + [f"checks.{f}" for f in CLINIC_CHECKS],
     "linking.json": ["description", "seed", "code_draws", "relay_url", "code_text", "slot", "device_id", "relay_key",
                      "extra", "seal_draws", "sealed"],
+    # docs/conversations.md §11.
+    "conversation_membership.json": ["description", "org_secret_key", "org_key", "not_before", "not_after", "t0",
+                                     "now", "conversation_id", "people", "patient_device_list", "genesis_hash",
+                                     "history", "members", "invalid", "members[].member", "members[].role",
+                                     "members[].devices"]
+    + [f"people.{p}" for p in ("patient", "ada", "ben", "sue", "stranger")]
+    + [f"people.{p}.{f}" for p in ("patient", "ada", "ben", "sue", "stranger")
+       for f in ("signing_seed", "dh_secret", "identity_key", "fingerprint", "certificate")]
+    + [f"history[].{f}" for f in ("epoch", "what", "signer", "signer_device", "action", "role", "member", "devices",
+                                  "issued_at", "bytes", "hash")]
+    + [f"invalid[].{f}" for f in ("name", "after", "now", "change", "rule", "error", "revocation_list")]
+    + ["archive_policy", "queue_frames"]
+    + [f"archive_policy.{f}" for f in ("archive_secret", "archive_key", "retention_days", "bytes")]
+    + [f"queue_frames[].{f}" for f in ("name", "type", "bytes")]
+    + ["archive_seal"]
+    + [f"archive_seal.{f}" for f in ("seed", "draws", "sender", "sender_device", "epoch", "payload", "envelope")],
 }
 
 
@@ -2988,6 +3004,348 @@ def check_linking(c, lj, keys):
     c.true("linking: another code's key does not open it", opened is None)
     return True
 
+
+# docs/conversations.md §4: membership changes and the rules every client checks.
+SIG_MEMBERSHIP_CHANGE = b"Hushwire v1 membership change"
+MEMBERSHIP_GENESIS = b"Hushwire v1 membership genesis"
+MEMBERSHIP_CHANGE_HASH = b"Hushwire v1 membership change hash"
+MEMBER_ROLES = {1: "patient", 2: "agent", 3: "supervisor"}
+CHANGE_ACTIONS = {1: "add", 2: "remove"}
+MAX_CONVERSATION_DEVICES = 32
+
+
+def parse_change(cur):
+    """§4.2: the fields, the signed part and the signature; form rules only."""
+    start = cur.at
+    if cur.int(1, "version") != 1:
+        raise Refused("version")
+    if cur.int(1, "type") != 0x70:
+        raise Refused("type")
+    conversation, epoch = cur.take(16, "conversation id"), cur.int(8, "epoch")
+    previous, issued_at = cur.take(32, "previous hash"), cur.int(8, "issued at")
+    action = CHANGE_ACTIONS.get(cur.int(1, "change action"))
+    if action is None:
+        raise Refused("change action")
+    role = MEMBER_ROLES.get(cur.int(1, "member role"))
+    if role is None:
+        raise Refused("member role")
+    member = cur.take(128, "identity key")
+    count = cur.int(1, "change device count")
+    if count == 0:
+        raise Refused("change devices (empty)")
+    if count > 16:
+        raise Refused("change devices")
+    devices = []
+    for _ in range(count):
+        d = cur.int(4, "device id")
+        if devices and d <= devices[-1]:
+            raise Refused("change devices (must be strictly increasing)")
+        devices.append(d)
+
+    def certificate(flag):
+        present = cur.int(1, flag)
+        if present not in (0, 1):
+            raise Refused(flag)
+        return parse_certificate(cur) if present else None
+
+    member_cert = certificate("has member certificate")
+    if (member_cert is not None) != (action == "add" and role != "patient"):
+        raise Refused("member certificate (present exactly when staff is added)")
+    signer, signer_device = cur.take(128, "identity key"), cur.int(4, "signer device id")
+    signer_cert = certificate("has signer certificate")
+    signed = cur.data[start:cur.at]
+    signature = cur.take(64, "membership change signature")
+    return dict(conversation=conversation, epoch=epoch, previous=previous, issued_at=issued_at, action=action,
+                role=role, member=member, devices=devices, member_cert=member_cert, signer=signer,
+                signer_device=signer_device, signer_cert=signer_cert, signed=signed, signature=signature,
+                hash=sha256(MEMBERSHIP_CHANGE_HASH + signed + signature))
+
+
+def identity_fingerprint(identity):
+    return sha256(FINGERPRINT + identity[:64])
+
+
+class MembershipRefused(Exception):
+    pass
+
+
+class MembershipVerifier:
+    """§4.3, written from the table: apply() raises MembershipRefused with MembershipError's Debug
+    form for the first rule a change breaks, and changes nothing then."""
+
+    def __init__(self, conversation, org):
+        self.conversation, self.org = conversation, org
+        self.next_epoch, self.last_issued_at = 0, 0
+        self.head = sha256(MEMBERSHIP_GENESIS + conversation + org)
+        self.members = []  # [fingerprint, role, sorted devices, name-less]
+        self.removed = set()  # (fingerprint, device)
+
+    def member(self, fp):
+        return next((m for m in self.members if m[0] == fp), None)
+
+    def certificate_error(self, cert, subject, at, revocations, role=None):
+        verdict = certificate_verdict(cert, self.org, at)
+        if verdict != "accepted":
+            return verdict
+        if revocations is not None:
+            if revocations["org"] != self.org:
+                return "ForeignRevocationList"
+            if at >= revocations["issued_at"] and cert["serial"] in revocations["serials"]:
+                return f"Revoked {{ serial: {cert['serial']} }}"
+        if cert["subject"] != subject:
+            return "WrongSubject"
+        if role is not None and not cert["roles"] & ROLE_BITS[role]:
+            return f"MissingRole({role})"
+        return None
+
+    def check_patient_devices(self, ch, device_list):
+        if device_list is None:
+            return
+        if device_list["identity"] != identity_fingerprint(ch["member"]):
+            raise MembershipRefused("PatientDeviceList(WrongIdentity)")
+        if not ed25519_verify(ch["member"][:32], SIG_DEVICE_LIST + device_list["signed"], device_list["signature"]):
+            raise MembershipRefused("PatientDeviceList(BadSignature)")
+        for d in ch["devices"]:
+            if d not in device_list["devices"]:
+                raise MembershipRefused(f"DeviceNotListed {{ device_id: {d} }}")
+
+    def apply(self, ch, now, revocations=None, device_list=None):
+        R = MembershipRefused
+        if ch["conversation"] != self.conversation:
+            raise R("WrongConversation")
+        if ch["epoch"] < self.next_epoch:
+            raise R(f"EpochRollback {{ expected: {self.next_epoch}, found: {ch['epoch']} }}")
+        if ch["epoch"] > self.next_epoch:
+            raise R(f"EpochGap {{ expected: {self.next_epoch}, found: {ch['epoch']} }}")
+        if ch["previous"] != self.head:
+            raise R("WrongPreviousHash")
+        if ch["issued_at"] < self.last_issued_at:
+            raise R(f"TimeWentBackwards {{ previous: {self.last_issued_at}, issued_at: {ch['issued_at']} }}")
+        if ch["issued_at"] > now + 300:
+            raise R(f"FromTheFuture {{ issued_at: {ch['issued_at']} }}")
+        if not ed25519_verify(ch["signer"][:32], SIG_MEMBERSHIP_CHANGE + ch["signed"], ch["signature"]):
+            raise R("BadSignature")
+        if ch["signer_cert"] is not None:
+            e = self.certificate_error(ch["signer_cert"], ch["signer"], ch["issued_at"], revocations)
+            if e:
+                raise R(f"SignerCertificate({e})")
+        if ch["member_cert"] is not None:
+            role = "Supervisor" if ch["role"] == "supervisor" else "Agent"
+            e = self.certificate_error(ch["member_cert"], ch["member"], ch["issued_at"], revocations, role)
+            if e:
+                raise R(f"MemberCertificate({e})")
+        signer, member = identity_fingerprint(ch["signer"]), identity_fingerprint(ch["member"])
+        staff_signer = ch["signer_cert"] is not None
+        claimed = any(m[1] == "agent" for m in self.members)
+        if self.next_epoch == 0:
+            if (ch["action"] != "add" or ch["role"] != "patient" or signer != member or staff_signer
+                    or ch["signer_device"] not in ch["devices"]):
+                raise R("NotOpenedByPatient")
+            self.check_patient_devices(ch, device_list)
+            return self.commit(ch, member)
+        m = self.member(signer)
+        if m is None or ch["signer_device"] not in m[2]:
+            self_join = (signer == member and ch["action"] == "add" and ch["role"] != "patient" and staff_signer
+                         and ch["signer_device"] in ch["devices"])
+            if not self_join:
+                if (signer, ch["signer_device"]) in self.removed:
+                    raise R(f"SignerRemoved {{ device_id: {ch['signer_device']} }}")
+                raise R("SignerNotMember")
+            if ch["role"] == "agent" and claimed:
+                raise R("ClaimWhileClaimed")
+            return self.commit(ch, member)
+        if staff_signer != (m[1] != "patient"):
+            raise R("SignerCertificatePresence")
+        if m[1] == "supervisor" and (ch["action"] != "remove" or member != signer):
+            raise R("ReadOnlySigner")
+        if m[1] == "patient":
+            if member != signer or ch["role"] != "patient":
+                raise R("PatientAddsStranger" if ch["action"] == "add" else "PatientRemovesStaff")
+            if ch["action"] == "add":
+                self.check_patient_devices(ch, device_list)
+        if m[1] == "agent" and ch["role"] == "patient":
+            raise R("StaffAddsPatientDevice" if ch["action"] == "add" else "StaffRemovesPatient")
+        return self.commit(ch, member)
+
+    def commit(self, ch, member):
+        R = MembershipRefused
+        current = self.member(member)
+        if current is not None and current[1] != ch["role"]:
+            raise R("RoleMismatch")
+        members = [[f, r, list(d)] for f, r, d in self.members]
+        removed = set(self.removed)
+        entry = next((x for x in members if x[0] == member), None)
+        if ch["action"] == "add":
+            if entry is None:
+                entry = [member, ch["role"], []]
+                members.append(entry)
+            for d in ch["devices"]:
+                if d in entry[2]:
+                    raise R(f"AlreadyMember {{ device_id: {d} }}")
+                entry[2].append(d)
+            entry[2].sort()
+            count = sum(len(x[2]) for x in members)
+            if count > MAX_CONVERSATION_DEVICES:
+                raise R(f"TooManyDevices {{ count: {count} }}")
+            removed -= {(member, d) for d in ch["devices"]}
+        else:
+            if entry is None:
+                raise R(f"NotAMember {{ device_id: {ch['devices'][0]} }}")
+            for d in ch["devices"]:
+                if d not in entry[2]:
+                    raise R(f"NotAMember {{ device_id: {d} }}")
+                entry[2].remove(d)
+                removed.add((member, d))
+            members = [x for x in members if x[2]]
+        self.members, self.removed = members, removed
+        self.next_epoch += 1
+        self.head = ch["hash"]
+        self.last_issued_at = ch["issued_at"]
+
+
+MEMBERSHIP_PEOPLE = ("patient", "ada", "ben", "sue", "stranger")
+
+
+def check_membership(c, mj):
+    """docs/conversations.md §4: identities, certificates and every change rebuilt from the spec, then
+    the history and the invalid cases verified by MembershipVerifier."""
+    import copy
+    org_secret = h(mj["org_secret_key"])
+    org = ed25519_public(org_secret)
+    c.eq("membership: org_key from its secret", h(mj["org_key"]), org)
+    conversation = h(mj["conversation_id"])
+    people, ids = {}, {}
+    certs = {"ada": (11, "Ada", 0x01), "ben": (12, "Ben", 0x01), "sue": (13, "Sue", 0x02)}
+    for who in MEMBERSHIP_PEOPLE:
+        pj = mj["people"][who]
+        seed, dh_secret = h(pj["signing_seed"]), h(pj["dh_secret"])
+        signing, dh = ed25519_public(seed), x25519_public(dh_secret)
+        identity = signing + dh + ed25519_sign(seed, SIG_IDENTITY_BINDING + signing + dh)
+        c.eq(f"membership: {who}'s identity key from its seeds", h(pj["identity_key"]), identity)
+        c.eq(f"membership: {who}'s fingerprint", h(pj["fingerprint"]), identity_fingerprint(identity))
+        cert = b""
+        if who in certs:
+            serial, name, roles = certs[who]
+            n = name.encode()
+            body = (bytes([1, 0x20]) + org + serial.to_bytes(8, "big") + identity + bytes([len(n)]) + n
+                    + bytes([roles]) + mj["not_before"].to_bytes(8, "big") + mj["not_after"].to_bytes(8, "big"))
+            cert = body + ed25519_sign(org_secret, SIG_AGENT_CERTIFICATE + body)
+        c.eq(f"membership: {who}'s certificate", h(pj["certificate"]), cert)
+        people[who] = dict(seed=seed, identity=identity, cert=cert)
+        ids[identity_fingerprint(identity)] = who
+
+    patient = people["patient"]
+    body = (bytes([1, 0x23]) + identity_fingerprint(patient["identity"]) + (1).to_bytes(8, "big") + bytes([2])
+            + (1).to_bytes(4, "big") + (2).to_bytes(4, "big"))
+    c.eq("membership: the patient's device list (sequence 1, devices 1 and 2)", h(mj["patient_device_list"]),
+         body + ed25519_sign(patient["seed"], SIG_DEVICE_LIST + body))
+    device_list = decode_whole(parse_device_list, h(mj["patient_device_list"]))
+    genesis = sha256(MEMBERSHIP_GENESIS + conversation + org)
+    c.eq("membership: genesis_hash = SHA-256(MEMBERSHIP_GENESIS || conversation_id || org_key)",
+         h(mj["genesis_hash"]), genesis)
+
+    # §4.2: every change of the history, rebuilt from its fields.
+    previous = genesis
+    verifier = MembershipVerifier(conversation, org)
+    prefixes = [copy.deepcopy(verifier)]
+    for k, e in enumerate(mj["history"]):
+        signer, member = people[e["signer"].lower()], people[e["member"].lower()]
+        action = {"add": 1, "remove": 2}[e["action"]]
+        role = {"patient": 1, "agent": 2, "supervisor": 3}[e["role"]]
+        body = (bytes([1, 0x70]) + conversation + k.to_bytes(8, "big") + previous
+                + (mj["t0"] + 60 * k).to_bytes(8, "big") + bytes([action, role]) + member["identity"]
+                + bytes([len(e["devices"])]) + b"".join(d.to_bytes(4, "big") for d in e["devices"]))
+        body += (b"\x01" + member["cert"]) if action == 1 and role != 1 else b"\x00"
+        body += signer["identity"] + e["signer_device"].to_bytes(4, "big")
+        body += (b"\x01" + signer["cert"]) if signer["cert"] else b"\x00"
+        change = body + ed25519_sign(signer["seed"], SIG_MEMBERSHIP_CHANGE + body)
+        c.eq(f"membership: change {k} ({e['what']}) bytes", h(e["bytes"]), change)
+        c.eq(f"membership: change {k} hash = SHA-256(MEMBERSHIP_CHANGE_HASH || change)", h(e["hash"]),
+             sha256(MEMBERSHIP_CHANGE_HASH + change))
+        c.eq(f"membership: change {k} epoch and time", (e["epoch"], e["issued_at"]), (k, mj["t0"] + 60 * k))
+        previous = sha256(MEMBERSHIP_CHANGE_HASH + change)
+        try:
+            verifier.apply(decode_whole(parse_change, h(e["bytes"])), mj["now"], None, device_list)
+            got = "accepted"
+        except (MembershipRefused, Refused) as err:
+            got = str(err)
+        c.eq(f"membership: change {k} is accepted", "accepted", got)
+        prefixes.append(copy.deepcopy(verifier))
+    c.eq("membership: the members after the history",
+         mj["members"],
+         [dict(member=ids[f] if ids[f] == "patient" else ids[f].capitalize(), role=r, devices=d)
+          for f, r, d in verifier.members])
+
+    for case in mj["invalid"]:
+        v = copy.deepcopy(prefixes[case["after"]])
+        revocations = None
+        if "revocation_list" in case:
+            revocations = decode_whole(parse_revocation_list, h(case["revocation_list"]))
+            c.true(f"membership: {case['name']}: the revocation list is the clinic's",
+                   ed25519_verify(org, SIG_REVOCATION_LIST + revocations["signed"], revocations["signature"]))
+        try:
+            v.apply(decode_whole(parse_change, h(case["change"])), case["now"], revocations, device_list)
+            got = "accepted"
+        except (MembershipRefused, Refused) as err:
+            got = str(err)
+        c.eq(f"membership: refused: {case['name']}", case["error"], got)
+        c.true(f"membership: {case['name']}: the rule names the error", case["error"].startswith(case["rule"]))
+
+    # §7.1: the archive policy, rebuilt and signed.
+    ap = mj["archive_policy"]
+    archive_key = x25519_public(h(ap["archive_secret"]))
+    c.eq("membership: archive_key = X25519 public key of archive_secret", h(ap["archive_key"]), archive_key)
+    body = bytes([1, 0x71]) + org + (1).to_bytes(8, "big") + archive_key + ap["retention_days"].to_bytes(2, "big")
+    policy = body + ed25519_sign(org_secret, b"Hushwire v1 archive policy" + body)
+    c.eq("membership: archive policy bytes (140, signed by the organization key)", h(ap["bytes"]), policy)
+    c.eq("membership: archive policy length", 140, len(policy))
+
+    # §5.2: whole queue frames, rebuilt from the history's bytes.
+    hist = [h(e["bytes"]) for e in mj["history"]]
+
+    def frame(t, body):
+        return bytes([1, t]) + (7).to_bytes(4, "big") + body
+
+    ben_fp = h(mj["people"]["ben"]["fingerprint"])
+    entry = (conversation + bytes([0x02]) + mj["t0"].to_bytes(8, "big") + (mj["t0"] + 420).to_bytes(8, "big")
+             + (8).to_bytes(8, "big"))
+    expected = {
+        "OpenConversation": frame(0x12, hist[0]),
+        "Claim": frame(0x15, hist[1]),
+        "HandOff": frame(0x16, bytes([2]) + hist[3] + hist[4] + (1).to_bytes(2, "big") + ben_fp
+                         + (1).to_bytes(4, "big") + (16).to_bytes(4, "big") + bytes([0x6e]) * 16),
+        "Queue": frame(0x8d, (1).to_bytes(2, "big") + entry),
+        "Claimed": frame(0x8e, conversation + (1).to_bytes(8, "big")),
+        "AlreadyClaimed": frame(0x8f, conversation + (2).to_bytes(8, "big")),
+        "Membership": frame(0x90, bytes([2]) + hist[0] + hist[1]),
+        "ArchivePolicy": frame(0x94, bytes([1]) + policy),
+    }
+    c.eq("membership: the queue frames published", sorted(expected), sorted(f["name"] for f in mj["queue_frames"]))
+    for f in mj["queue_frames"]:
+        want = expected.get(f["name"], b"")
+        c.eq(f"membership: queue frame {f['name']} bytes", h(f["bytes"]), want)
+        c.eq(f"membership: queue frame {f['name']} type", f["type"], want[1] if want else None)
+
+    # §7.3: one message sealed to the archive key, and opened with its secret.
+    sj = mj["archive_seal"]
+    e = h(sj["draws"][0])
+    c.eq("membership: archive seal draws one 32-byte secret", [32], [len(h(d)) for d in sj["draws"]])
+    ephemeral = x25519_public(e)
+    shared = x25519(e, archive_key)
+    okm = hkdf(conversation, shared, b"Hushwire v1 archive seal" + ephemeral + archive_key, 56)
+    ad = bytes([1, 0x72]) + conversation + (1).to_bytes(8, "big") + ephemeral
+    archived = (h(mj["people"][sj["sender"]]["fingerprint"]) + sj["sender_device"].to_bytes(4, "big")
+                + sj["epoch"].to_bytes(8, "big") + h(sj["payload"]))
+    ct = xchacha20poly1305_encrypt(okm[:32], okm[32:56], ad, archived)
+    c.eq("membership: archive envelope = AD || len || XChaCha20-Poly1305(okm key, okm nonce, AD, archived)",
+         h(sj["envelope"]), ad + len(ct).to_bytes(4, "big") + ct)
+    shared_back = x25519(h(ap["archive_secret"]), ephemeral)
+    okm_back = hkdf(conversation, shared_back, b"Hushwire v1 archive seal" + ephemeral + archive_key, 56)
+    c.eq("membership: the archive secret opens it",
+         archived, xchacha20poly1305_decrypt(okm_back[:32], okm_back[32:56], ad, h(sj["envelope"])[62:]))
+    return True
+
+
 def main():
     here = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
@@ -3023,6 +3381,7 @@ def main():
     c.section("relay login", check_relay_login, c, load("relay_login.json"), keys)
     c.section("clinic", check_clinic, c, load("clinic.json"), keys)
     c.section("linking", check_linking, c, load("linking.json"), keys)
+    c.section("membership", check_membership, c, load("conversation_membership.json"))
 
     print(f"{c.passed} passed, {c.failed} failed")
     return 0 if c.failed == 0 else 1

@@ -81,6 +81,7 @@ fn main() -> Result<()> {
     conversation(&mut seeds)?;
     client_payload(&mut seeds, &vectors)?;
     clinic_structures(&mut seeds, &vectors)?;
+    conversation_structures(&mut seeds, &vectors)?;
     println!("wrote {} seeds under {}", seeds.count, seeds.out.display());
     Ok(())
 }
@@ -119,6 +120,7 @@ struct Vectors {
     audit: Value,
     payloads: Value,
     clinic: Value,
+    membership: Value,
 }
 
 impl Vectors {
@@ -137,6 +139,7 @@ impl Vectors {
             audit: read("audit.json")?,
             payloads: read("payloads.json")?,
             clinic: read("clinic.json")?,
+            membership: read("conversation_membership.json")?,
         })
     }
 }
@@ -897,6 +900,142 @@ fn clinic_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
             &format!("vector-invalid-{i}"),
             &hex_at(&v.clinic, &format!("/invalid/{i}/bytes"))?,
         )?;
+    }
+    Ok(())
+}
+
+/// `conversation_membership.json`'s changes one by one, its whole history back to back, its
+/// refused changes, and queue frames and an archive envelope built from them.
+fn conversation_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
+    use hushwire::proto::X25519PublicKey;
+    use hushwire::proto::conversation::queue::{NoteEnvelope, QueueEntry, QueueFrame, QueueState};
+    use hushwire::proto::conversation::{ArchiveEnvelope, MembershipChange};
+
+    let t = "conversation_structures";
+    let m = &v.membership;
+    let history: Vec<MembershipChange> = decode_each(m, "/history", "/bytes")?;
+    let mut all = Vec::new();
+    for (k, change) in history.iter().enumerate() {
+        seeds.write(t, &format!("vector-change-{k}"), &change.to_bytes())?;
+        all.extend_from_slice(&change.to_bytes());
+    }
+    seeds.write_sized(t, "vector-history", &all, 16 * 1024)?;
+    for i in 0..array_len(m, "/invalid")? {
+        seeds.write(
+            t,
+            &format!("vector-invalid-{i}"),
+            &hex_at(m, &format!("/invalid/{i}/change"))?,
+        )?;
+    }
+    seeds.write(
+        t,
+        "vector-archive-policy",
+        &hex_at(m, "/archive_policy/bytes")?,
+    )?;
+    seeds.write(
+        t,
+        "vector-archive-envelope",
+        &hex_at(m, "/archive_seal/envelope")?,
+    )?;
+    for i in 0..array_len(m, "/queue_frames")? {
+        seeds.write(
+            t,
+            &format!("vector-queue-frame-{i}"),
+            &hex_at(m, &format!("/queue_frames/{i}/bytes"))?,
+        )?;
+    }
+    let change = |k: usize| -> Result<Box<MembershipChange>> {
+        Ok(Box::new(history.get(k).ok_or("short history")?.clone()))
+    };
+    let entry = QueueEntry {
+        conversation: history.first().ok_or("empty history")?.conversation(),
+        state: QueueState::New,
+        opened_at: 1_710_000_000,
+        waiting_since: 1_710_000_000,
+        epoch: 1,
+    };
+    let mut nine = [0u8; 32];
+    nine[0] = 9;
+    let envelope = ArchiveEnvelope {
+        conversation: entry.conversation,
+        policy_sequence: 1,
+        ephemeral: X25519PublicKey::from_array(nine, "ephemeral key")?,
+        ciphertext: vec![0x5a; 16 + 256],
+    };
+    seeds.write(t, "made-archive-envelope", &envelope.to_bytes())?;
+    let frames = [
+        ("open", QueueFrame::OpenConversation(change(0)?)),
+        ("on-duty", QueueFrame::SetOnDuty(true)),
+        ("fetch-queue", QueueFrame::FetchQueue),
+        ("claim", QueueFrame::Claim(change(1)?)),
+        (
+            "hand-off",
+            QueueFrame::HandOff {
+                changes: vec![*change(3)?, *change(4)?],
+                notes: vec![NoteEnvelope {
+                    recipient: DeviceAddress {
+                        fingerprint: [0x42; 32],
+                        device_id: 1,
+                    },
+                    payload: vec![0x6e; 300],
+                }],
+            },
+        ),
+        ("publish-change", QueueFrame::PublishChange(change(5)?)),
+        (
+            "fetch-membership",
+            QueueFrame::FetchMembership {
+                conversation: entry.conversation,
+                from_epoch: 0,
+            },
+        ),
+        ("queue", QueueFrame::Queue(vec![entry, entry])),
+        (
+            "claimed",
+            QueueFrame::Claimed {
+                conversation: entry.conversation,
+                epoch: 1,
+            },
+        ),
+        (
+            "already-claimed",
+            QueueFrame::AlreadyClaimed {
+                conversation: entry.conversation,
+                epoch: 2,
+            },
+        ),
+        (
+            "membership",
+            QueueFrame::Membership(vec![*change(0)?, *change(1)?]),
+        ),
+        (
+            "membership-changed",
+            QueueFrame::MembershipChanged(change(2)?),
+        ),
+        ("queue-changed", QueueFrame::QueueChanged(entry)),
+        (
+            "put-archive",
+            QueueFrame::PutArchive(Box::new(envelope.clone())),
+        ),
+        (
+            "archive-items",
+            QueueFrame::ArchiveItems {
+                next_index: 1,
+                items: vec![envelope],
+            },
+        ),
+        ("archive-policy-none", QueueFrame::ArchivePolicy(None)),
+        ("fetch-on-duty", QueueFrame::FetchOnDuty),
+        (
+            "on-duty-devices",
+            QueueFrame::OnDuty(vec![DeviceAddress {
+                fingerprint: [0x42; 32],
+                device_id: 1,
+            }]),
+        ),
+    ];
+    for (name, frame) in frames {
+        seeds.write(t, &format!("made-queue-{name}"), &frame.to_frame(7))?;
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ pub mod audit;
 pub mod clinic;
 pub mod conversation;
 pub mod fixtures;
+pub mod membership;
 pub mod payload;
 pub mod session;
 pub mod transcript;
@@ -36,6 +37,7 @@ pub mod wire;
 pub use audit::audit_record;
 pub use clinic::clinic_structures;
 pub use conversation::conversation;
+pub use membership::conversation_structures;
 pub use payload::client_payload;
 pub use session::{session_decrypt, unseal};
 pub use transcript::{export_reader, transcript_record};
@@ -58,4 +60,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("conversation", conversation),
     ("client_payload", client_payload),
     ("clinic_structures", clinic_structures),
+    ("conversation_structures", conversation_structures),
 ];

@@ -103,3 +103,19 @@ pub const LINK_SLOT: &[u8] = b"Hushwire v1 link slot";
 /// HKDF info of the key that seals a provisioning message under a linking code
 /// (`docs/clinic.md` §5.1).
 pub const KDF_LINK_KEY: &[u8] = b"Hushwire v1 link key";
+
+/// Signature context: a member's identity signs a conversation's membership change
+/// (`docs/conversations.md` §4.2).
+pub const SIG_MEMBERSHIP_CHANGE: &[u8] = b"Hushwire v1 membership change";
+/// Hash prefix of a conversation's genesis value, followed by its id and the clinic's
+/// organization key (`docs/conversations.md` §4.2).
+pub const MEMBERSHIP_GENESIS: &[u8] = b"Hushwire v1 membership genesis";
+/// Hash prefix of a membership change's hash, followed by its encoding
+/// (`docs/conversations.md` §4.2).
+pub const MEMBERSHIP_CHANGE_HASH: &[u8] = b"Hushwire v1 membership change hash";
+/// Signature context: a clinic's organization key signs its archive policy
+/// (`docs/conversations.md` §7.1).
+pub const SIG_ARCHIVE_POLICY: &[u8] = b"Hushwire v1 archive policy";
+/// HKDF info prefix of the key and nonce that seal a message to the clinic's archive key
+/// (`docs/conversations.md` §7.3).
+pub const KDF_ARCHIVE_SEAL: &[u8] = b"Hushwire v1 archive seal";

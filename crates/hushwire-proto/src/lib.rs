@@ -15,6 +15,7 @@ pub mod audit;
 pub mod bundle;
 pub mod clinic;
 pub mod codec;
+pub mod conversation;
 pub mod keys;
 pub mod labels;
 pub mod relay;

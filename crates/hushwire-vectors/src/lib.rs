@@ -26,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 mod audit_cases;
 mod clinic;
 mod linking;
+mod membership;
 mod payloads;
 mod relay_login;
 mod xchacha;
@@ -232,6 +233,10 @@ pub fn generate() -> Result<Vec<(&'static str, String)>, Error> {
         ),
         ("clinic.json", pretty(&clinic::clinic(&alice, &bob)?)?),
         ("linking.json", pretty(&linking::linking(&alice)?)?),
+        (
+            "conversation_membership.json",
+            pretty(&membership::membership()?)?,
+        ),
     ])
 }
 

@@ -161,3 +161,67 @@ fn published_clinic_structures_decode_and_invalid_ones_are_refused() {
         assert_eq!(field_of(e), case["field"].as_str().unwrap(), "{name}");
     }
 }
+
+/// `conversation_membership.json` against the proto code itself: the published history verifies
+/// from its bytes, and each invalid change, applied after its prefix, is refused with the
+/// published rule and error (`docs/conversations.md` §4.3).
+#[test]
+fn published_membership_history_and_refusals() {
+    use hushwire::proto::Codec;
+    use hushwire::proto::clinic::{DeviceList, OrgKey, RevocationList};
+    use hushwire::proto::conversation::{
+        ConversationId, MembershipChange, MembershipContext, MembershipLog,
+    };
+
+    let v: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(hushwire_vectors::default_dir().join("conversation_membership.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let bytes = |value: &serde_json::Value| hex::decode(value.as_str().unwrap()).unwrap();
+    let org = OrgKey::from_bytes(&bytes(&v["org_key"]).try_into().unwrap()).unwrap();
+    let conversation = ConversationId(bytes(&v["conversation_id"]).try_into().unwrap());
+    let devices = DeviceList::from_bytes(&bytes(&v["patient_device_list"])).unwrap();
+    let history: Vec<MembershipChange> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| MembershipChange::from_bytes(&bytes(&e["bytes"])).unwrap())
+        .collect();
+    let ctx = |now: u64, revocations| MembershipContext {
+        revocations,
+        patient_devices: Some(&devices),
+        now,
+    };
+    let now = v["now"].as_u64().unwrap();
+    let log = MembershipLog::verify_all(conversation, org, &history, &ctx(now, None)).unwrap();
+    assert_eq!(log.head().to_vec(), bytes(&v["history"][8]["hash"]));
+    let invalid = v["invalid"].as_array().unwrap();
+    assert!(invalid.len() >= 15);
+    for case in invalid {
+        let after = usize::try_from(case["after"].as_u64().unwrap()).unwrap();
+        let mut log =
+            MembershipLog::verify_all(conversation, org, &history[..after], &ctx(now, None))
+                .unwrap();
+        let list = case
+            .get("revocation_list")
+            .map(|l| RevocationList::from_bytes(&bytes(l)).unwrap());
+        let change = MembershipChange::from_bytes(&bytes(&case["change"])).unwrap();
+        let case_ctx = MembershipContext {
+            revocations: list.as_ref(),
+            patient_devices: Some(&devices),
+            now: case["now"].as_u64().unwrap(),
+        };
+        let err = log.apply(&change, &case_ctx).unwrap_err();
+        assert_eq!(err.rule(), case["rule"].as_str().unwrap());
+        assert_eq!(format!("{err:?}"), case["error"].as_str().unwrap());
+    }
+    // Each published queue frame decodes to its type and re-encodes to itself.
+    for f in v["queue_frames"].as_array().unwrap() {
+        use hushwire::proto::conversation::queue::QueueFrame;
+        let encoded = bytes(&f["bytes"]);
+        let (request_id, frame) = QueueFrame::from_frame(&encoded).unwrap();
+        assert_eq!(u64::from(frame.type_byte()), f["type"].as_u64().unwrap());
+        assert_eq!(frame.to_frame(request_id), encoded);
+    }
+}

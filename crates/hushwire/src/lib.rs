@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 mod account;
+pub mod archive;
 pub mod cipher;
 pub mod error;
 mod handshake;
