@@ -164,3 +164,22 @@ test('secrets stay inside WebAssembly objects', () => {
   alice.free();
   assert.throws(() => alice.fingerprint());
 });
+
+test('the browser build (target/wasm/web) loads and talks to the Node build', async () => {
+  const fs = require('node:fs');
+  const path = require('node:path');
+  const { pathToFileURL } = require('node:url');
+  const webDir =
+    process.env.HUSHWIRE_WASM_WEB_DIR ||
+    path.join(path.dirname(require.resolve('./common.js')), '..', '..', '..', 'target', 'wasm', 'web');
+  const web = await import(pathToFileURL(path.join(webDir, 'hushwire_wasm.js')).href);
+  // A browser passes a URL to `init`; here the module's bytes are given directly.
+  web.initSync({ module: fs.readFileSync(path.join(webDir, 'hushwire_wasm_bg.wasm')) });
+
+  const inBrowser = new web.Account(1, now());
+  const inNode = new Account(2, now());
+  const toNode = web.Session.initiate(inBrowser, inNode.prekeyBundle());
+  const fromBrowser = inNode.accept(toNode.encrypt(utf8('from the web build'))).takeSession();
+  assert.equal(text(toNode.decrypt(fromBrowser.encrypt(utf8('from the node build')))), 'from the node build');
+  assert.equal(toNode.safetyNumber(), fromBrowser.safetyNumber());
+});

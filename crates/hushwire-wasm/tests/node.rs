@@ -1,7 +1,7 @@
 //! The WebAssembly build, checked in Node: runs `scripts/build-wasm.sh` (release build for
 //! wasm32-unknown-unknown, then `wasm-bindgen`) and `node --test crates/hushwire-wasm/js-tests/`
-//! (the published vectors reproduced through the JS API, and a JS round trip), and asserts both
-//! succeed.
+//! (the published vectors reproduced through the JS API, JS round trips, and the browser build
+//! loaded beside the Node one), and asserts both succeed.
 //!
 //! Without the wasm32-unknown-unknown target, a `wasm-bindgen` matching Cargo.lock, or `node`,
 //! it prints a loud SKIPPED line saying which, and passes, unless `HUSHWIRE_REQUIRE_WASM=1`
@@ -123,6 +123,7 @@ fn webassembly_build_passes_the_node_checks() {
         let out = Command::new("node")
             .args(["--test", "crates/hushwire-wasm/js-tests/"])
             .env("HUSHWIRE_WASM_NODE_DIR", out_dir.join("node"))
+            .env("HUSHWIRE_WASM_WEB_DIR", out_dir.join("web"))
             .current_dir(&root)
             .output()
             .expect("node did not start");
@@ -142,13 +143,14 @@ fn webassembly_build_passes_the_node_checks() {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("node's report has no `# {label}` line"))
     };
-    assert!(count("pass") >= 9, "too few JS checks ran:\n{report}");
+    assert!(count("pass") >= 10, "too few JS checks ran:\n{report}");
     assert_eq!(count("fail"), 0);
     assert_eq!(count("skipped"), 0);
     for name in [
         "published vectors through the WebAssembly API",
         "conversation.json: 30 messages, reordered, every wire byte and gap",
         "a conversation between two accounts made in JavaScript",
+        "the browser build (target/wasm/web) loads and talks to the Node build",
     ] {
         assert!(
             report
