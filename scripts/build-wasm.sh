@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Hushwire core's WebAssembly package (crates/hushwire-wasm, issue 16 part 1):
 #
-#   target/wasm/web/    hushwire_wasm.js + hushwire_wasm_bg.wasm (+ .d.ts), an ES module for browsers
+#   target/wasm/web/    hushwire_wasm.js, hushwire_wasm_bg.wasm, .d.ts: an ES module for browsers
 #   target/wasm/node/   the same module for Node.js (CommonJS), which js-tests/ load
 #
 #   scripts/build-wasm.sh            # then: node --test crates/hushwire-wasm/js-tests/
@@ -28,7 +28,8 @@ if ! command -v wasm-bindgen >/dev/null; then
 fi
 have=$(wasm-bindgen --version | awk '{ print $2 }')
 if [ "$have" != "$want" ]; then
-  echo "wasm-bindgen $have is installed but Cargo.lock has $want: cargo install wasm-bindgen-cli --version $want --force" >&2
+  echo "wasm-bindgen $have is installed but Cargo.lock has $want:" \
+    "cargo install wasm-bindgen-cli --version $want --force" >&2
   exit 2
 fi
 

@@ -145,10 +145,10 @@ pub struct Account(hushwire::Account);
 #[wasm_bindgen]
 impl Account {
     /// Creates an account for device number `deviceId`: a new identity, a signed prekey (id 1)
-    /// and a last-resort ML-KEM-1024 prekey (id 2), §3.3–§3.7. `nowSeconds` is the time in Unix
-    /// seconds (`Math.floor(Date.now() / 1000)`), recorded as the signed prekey's creation time.
-    /// Throws if `nowSeconds` is not a whole number in `0..=2^53` or the platform has no secure
-    /// random generator.
+    /// and a last-resort ML-KEM-1024 prekey (id 2), §3.1, §3.5, §3.7, §3.11. `nowSeconds` is the
+    /// time in Unix seconds (`Math.floor(Date.now() / 1000)`), recorded as the signed prekey's
+    /// creation time. Throws if `nowSeconds` is not a whole number in `0..=2^53` or the platform
+    /// has no secure random generator.
     #[wasm_bindgen(constructor)]
     pub fn new(device_id: u32, now_seconds: f64) -> Result<Account> {
         let now = unix_seconds(now_seconds)?;
@@ -161,19 +161,19 @@ impl Account {
         self.0.device_id()
     }
 
-    /// The public identity key as encoded on the wire (§3.2): Ed25519 key (32), X25519 key (32),
-    /// binding signature (64).
+    /// The public identity key as encoded on the wire (§3.1, §3.2): Ed25519 key (32), X25519
+    /// key (32), binding signature (64).
     #[wasm_bindgen(js_name = identityKey)]
     pub fn identity_key(&self) -> Vec<u8> {
         self.0.identity_key().to_bytes()
     }
 
-    /// The identity's fingerprint (§3.2): 64 lowercase hex digits, what a person compares.
+    /// The identity's fingerprint (§3.3): 64 lowercase hex digits, what a person compares.
     pub fn fingerprint(&self) -> String {
         self.0.identity_key().fingerprint().to_string()
     }
 
-    /// The prekey bundle a relay would hand out (§3.8), encoded: the current signed prekey, the
+    /// The prekey bundle a relay would hand out (§3.10), encoded: the current signed prekey, the
     /// lowest unused one-time X25519 prekey if any, the lowest unused one-time ML-KEM prekey or
     /// else the last-resort one. The account does not mark these keys used; only `accept` does.
     /// Throws only if the account holds no signed prekey (it always does after `new`).
@@ -218,7 +218,7 @@ impl Account {
         to_u32(self.0.one_time_prekey_counts().1)
     }
 
-    /// Accepts a prekey message (a session's first message, §4.5): runs the responder's
+    /// Accepts a prekey message (a session's first message, §4.8): runs the responder's
     /// handshake, decrypts the message and, only if it authenticates, uses up the one-time
     /// prekeys it named. Throws with the core's reason (unknown or used prekey, authentication
     /// failed, malformed message, ...); on any error the account is unchanged.
@@ -308,29 +308,29 @@ pub struct Session(hushwire::Session);
 
 #[wasm_bindgen]
 impl Session {
-    /// Starts a session from the peer's encoded prekey bundle (§4.4), as `account`'s identity.
+    /// Starts a session from the peer's encoded prekey bundle (§4.7), as `account`'s identity.
     /// Throws if the bundle is malformed or a signature or key in it is invalid (§3.9), or if
     /// there is no secure randomness. Until the peer replies, `encrypt` makes prekey messages.
     pub fn initiate(account: &Account, bundle: &[u8]) -> Result<Session> {
         Self::initiate_with(account, bundle, &mut os_rng()?)
     }
 
-    /// Encrypts `plaintext` (at most 65 536 bytes) as the next message and returns its wire
-    /// bytes (a prekey message until the peer's first reply has been decrypted, §5.1). Throws
+    /// Encrypts `plaintext` (at most 65 536 bytes, §6.4) as the next message and returns its wire
+    /// bytes (a prekey message until the peer's first reply has been decrypted, §6.2). Throws
     /// if the plaintext is too long.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
         self.0.encrypt(plaintext).map_err(Error::new)
     }
 
-    /// Decrypts a message of this session (§5.4), in any order within the skipped-key bounds.
-    /// Throws "authentication failed" for an altered or foreign message, and the core's other
-    /// reasons (duplicate, too far ahead, malformed); on any error the session is unchanged and
-    /// goes on working.
+    /// Decrypts a message of this session (§5.3), in any order within the skipped-key bounds
+    /// (§5.4). Throws "message failed authentication" for an altered or foreign message, and the
+    /// core's other reasons (already decrypted, too far ahead, malformed, §6.5); on any error the
+    /// session is unchanged and goes on working.
     pub fn decrypt(&mut self, message: &[u8]) -> Result<Vec<u8>> {
         self.decrypt_with(message, &mut os_rng()?)
     }
 
-    /// The safety number both people compare (§3.10): 60 digits, shown in twelve groups of five.
+    /// The safety number both people compare (§3.4): 60 digits, shown in twelve groups of five.
     #[wasm_bindgen(js_name = safetyNumber)]
     pub fn safety_number(&self) -> String {
         self.0.safety_number().digits().to_owned()
@@ -638,6 +638,29 @@ mod tests {
         assert!(StorageKey::new(&[0; 31]).is_err());
         assert!(Account::new(1, -1.0).is_err());
         assert!(Account::new(1, 0.5).is_err());
+    }
+
+    /// Debug output shows no secret: an account made from known bytes (its Ed25519 seed is
+    /// `[7; 32]`), its session and a storage key print none of them.
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let account = VectorRng::new(&[7; 160]).new_account(1, 0.0).unwrap();
+        let peer = VectorRng::new(&[9; 160]).new_account(2, 0.0).unwrap();
+        let session = VectorRng::new(&[5; 96])
+            .initiate(&account, &peer.prekey_bundle().unwrap())
+            .unwrap();
+        let key = StorageKey::new(&[0x5a; 32]).unwrap();
+        assert_eq!(format!("{key:?}"), "StorageKey(..)");
+        for text in [
+            format!("{account:?}"),
+            format!("{account:#?}"),
+            format!("{session:?}"),
+            format!("{session:#?}"),
+        ] {
+            for secret in ["7, 7, 7", "0707", "5, 5, 5", "0505", "90, 90", "5a5a"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
     }
 
     #[test]
