@@ -68,9 +68,9 @@ impl From<Error> for JsValue {
 
 type Result<T> = core::result::Result<T, Error>;
 
-/// A ChaCha20 generator seeded from the platform's secure generator, as the native client does
-/// (`hushwire-client/src/os.rs`): `crypto.getRandomValues` on WebAssembly. Fails (rather than
-/// continuing with a weak seed) if the platform has none.
+/// A fresh ChaCha20 generator for one call, seeded from the platform's secure generator as the
+/// native client does (`crates/hushwire-client/src/os.rs`): `crypto.getRandomValues` on
+/// WebAssembly. Fails (rather than continuing with a weak seed) if the platform has none.
 fn os_rng() -> Result<ChaCha20Rng> {
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::fill(seed.as_mut())
@@ -105,7 +105,7 @@ fn to_u32(n: usize) -> u32 {
 // ---------------------------------------------------------------------------------------------
 
 /// The key accounts and sessions are sealed under (`docs/protocol.md` §7): 32 bytes the caller
-/// derives or keeps (for example from a passphrase, or a non-extractable WebCrypto key's output).
+/// derives or keeps (for example from a passphrase with Argon2id, `docs/client.md`).
 /// Zeroized when freed; JavaScript's copy of the bytes is the caller's to overwrite.
 #[wasm_bindgen]
 pub struct StorageKey(hushwire::StorageKey);
@@ -115,13 +115,14 @@ impl StorageKey {
     /// Wraps 32 key bytes. Throws if `bytes` is not exactly 32 bytes long.
     #[wasm_bindgen(constructor)]
     pub fn new(bytes: &[u8]) -> Result<StorageKey> {
-        let array: [u8; 32] = bytes.try_into().map_err(|_| {
-            Error::new(format_args!(
+        let mut array = Zeroizing::new([0u8; 32]);
+        if bytes.len() != array.len() {
+            return Err(Error::new(format_args!(
                 "a storage key is 32 bytes, not {}",
                 bytes.len()
-            ))
-        })?;
-        let array = Zeroizing::new(array);
+            )));
+        }
+        array.copy_from_slice(bytes);
         Ok(Self(hushwire::StorageKey::from_bytes(*array)))
     }
 }
