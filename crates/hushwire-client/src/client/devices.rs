@@ -99,6 +99,18 @@ impl Client {
         Ok(())
     }
 
+    /// After a transaction that may have made device rows failed: the map follows the store
+    /// again (a row that was rolled back must not receive outbox entries).
+    pub(super) async fn reload_device_rows(&self) {
+        let reloaded = match self.inner.db.acquire().await {
+            Ok(mut c) => self.load_device_rows(&mut c).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = reloaded {
+            tracing::warn!(error = %e, "could not reload the device rows");
+        }
+    }
+
     // ----- device lists ---------------------------------------------------------------------
 
     fn list_index(&self, fingerprint: &Fingerprint) -> [u8; 32] {
@@ -322,21 +334,29 @@ impl Client {
         };
         let state = self.inner.state.lock().await;
         let own_device = state.account.device_id();
-        let mut tx = store::begin(&self.inner.db).await?;
-        let changed = match self
-            .apply_device_list(&mut tx, person, &identity, &list, own_device)
-            .await
-        {
-            Ok(changed) => changed,
-            Err(ClientError::DeviceListRefused(reason)) => {
-                // A relay serving someone else's list: refused, and said so once in the log.
-                tracing::warn!(%reason, "a device list from the relay was refused");
-                false
-            }
-            Err(e) => return Err(e),
-        };
-        tx.commit().await?;
+        let applied = async {
+            let mut tx = store::begin(&self.inner.db).await?;
+            let changed = match self
+                .apply_device_list(&mut tx, person, &identity, &list, own_device)
+                .await
+            {
+                Ok(changed) => changed,
+                Err(ClientError::DeviceListRefused(reason)) => {
+                    // A relay serving someone else's list: refused, and said so in the log.
+                    tracing::warn!(%reason, "a device list from the relay was refused");
+                    false
+                }
+                Err(e) => return Err(e),
+            };
+            tx.commit().await?;
+            Ok(changed)
+        }
+        .await;
         drop(state);
+        if applied.is_err() {
+            self.reload_device_rows().await;
+        }
+        let changed = applied?;
         if changed {
             self.inner.outbox_changed.notify_one();
         }
@@ -453,11 +473,19 @@ impl Client {
         }
         let state = self.inner.state.lock().await;
         let own_device = state.account.device_id();
-        let mut tx = store::begin(&self.inner.db).await?;
-        self.apply_device_list(&mut tx, None, &identity, &list, own_device)
-            .await?;
-        tx.commit().await?;
+        let applied = async {
+            let mut tx = store::begin(&self.inner.db).await?;
+            self.apply_device_list(&mut tx, None, &identity, &list, own_device)
+                .await?;
+            tx.commit().await?;
+            Ok::<(), ClientError>(())
+        }
+        .await;
         drop(state);
+        if applied.is_err() {
+            self.reload_device_rows().await;
+        }
+        applied?;
         self.inner.outbox_changed.notify_one();
         Ok(())
     }

@@ -104,9 +104,14 @@ impl Client {
         // In a task of its own: the connection's select! may drop the reader at any await, and
         // a receive must either finish (commit, then update memory) or not start.
         let client = self.clone();
-        tokio::spawn(async move { client.receive_now(delivery).await })
+        let result = tokio::spawn(async move { client.receive_now(delivery).await })
             .await
-            .map_err(|_| ClientError::Connection("the receive task failed".into()))?
+            .map_err(|_| ClientError::Connection("the receive task failed".into()))?;
+        if result.is_err() {
+            // A device row made in the transaction that failed is gone again (`devices.rs`).
+            self.reload_device_rows().await;
+        }
+        result
     }
 
     pub(super) async fn receive_now(&self, delivery: Delivery) -> Result<()> {
