@@ -562,6 +562,25 @@ pub async fn describe(
             let line = message_block(&header, "", &content_text(m.content_type, &m.content));
             Some((Zeroizing::new(line), Value::Object(obj)))
         }
+        Event::SentByOtherDevice {
+            message: m,
+            device_id,
+        } => {
+            let mut obj = serde_json::Map::new();
+            obj.insert("event".into(), json!("sent_by_other_device"));
+            obj.insert("contact".into(), json!(m.contact_name));
+            obj.insert("device".into(), json!(device_id));
+            obj.insert("id".into(), json!(m.id.to_string()));
+            obj.insert("sent_at_ms".into(), json!(m.sent_at_ms));
+            content_json(&mut obj, m.content_type, &m.content);
+            let header = format!(
+                "[{}] you, from your device {device_id}, to {}:",
+                sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
+                escape(&m.contact_name),
+            );
+            let line = message_block(&header, "", &content_text(m.content_type, &m.content));
+            Some((Zeroizing::new(line), Value::Object(obj)))
+        }
         Event::MessageDelivered { contact, id } => {
             let name = names.get(*contact).await;
             let line = format!("(delivered to {}: message {id})", escape(&name));

@@ -211,12 +211,11 @@ pub enum Event {
         status: crate::client::AgentStatus,
     },
     /// Another of this person's devices sent a message; its copy is now in this device's
-    /// transcript of `contact` (`docs/client.md` §8.6).
+    /// transcript of the contact it went to (`docs/client.md` §8.6).
     SentByOtherDevice {
-        /// The contact it went to.
-        contact: ContactId,
-        /// The message.
-        id: MessageId,
+        /// The message: `contact` and `contact_name` are the contact it went to,
+        /// `received_at_ms` when the copy arrived here. Its `Debug` shows no content.
+        message: ReceivedMessage,
         /// The device that sent it.
         device_id: u32,
     },
@@ -246,8 +245,8 @@ impl Event {
             | Self::SessionReset { contact, .. }
             | Self::MessagesLost { contact, .. }
             | Self::KeyReuseDetected { contact }
-            | Self::AgentStatusChanged { contact, .. }
-            | Self::SentByOtherDevice { contact, .. } => Some(contact),
+            | Self::AgentStatusChanged { contact, .. } => Some(contact),
+            Self::SentByOtherDevice { message, .. } => Some(&mut message.contact),
             Self::DecryptFailed { .. }
             | Self::PreKeysReplenished { .. }
             | Self::SignedPreKeyRotated

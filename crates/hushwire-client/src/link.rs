@@ -225,6 +225,29 @@ pub(crate) struct Incoming {
     link: Arc<Link>,
 }
 
+/// Dials the relay and reads the challenge it opens every connection with.
+async fn dial_for_challenge(
+    url: &RelayUrl,
+    roots: &TlsRoots,
+    timeout: Duration,
+) -> Result<(Socket, hushwire::proto::relay::Challenge)> {
+    let mut socket = tokio::time::timeout(timeout, dial(url, roots))
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+    match tokio::time::timeout(timeout, read_frame(&mut socket))
+        .await
+        .map_err(|_| ClientError::Timeout)??
+    {
+        Some(Frame {
+            body: FrameBody::Challenge(c),
+            ..
+        }) => Ok((socket, c)),
+        _ => Err(ClientError::Connection(
+            "the relay sent no challenge".into(),
+        )),
+    }
+}
+
 /// Dials the relay and answers its challenge as `account`, if the challenge is signed by the
 /// key it carries and that key is the one `pin` expects. Returns once the relay said `Ok`, with
 /// the relay's key.
@@ -236,23 +259,7 @@ pub(crate) async fn connect(
     pin: Pin,
     timeout: Duration,
 ) -> Result<(Arc<Link>, Incoming, RelayKey)> {
-    let mut socket = tokio::time::timeout(timeout, dial(url, roots))
-        .await
-        .map_err(|_| ClientError::Timeout)??;
-    let challenge = match tokio::time::timeout(timeout, read_frame(&mut socket))
-        .await
-        .map_err(|_| ClientError::Timeout)??
-    {
-        Some(Frame {
-            body: FrameBody::Challenge(c),
-            ..
-        }) => c,
-        _ => {
-            return Err(ClientError::Connection(
-                "the relay sent no challenge".into(),
-            ));
-        }
-    };
+    let (mut socket, challenge) = dial_for_challenge(url, roots, timeout).await?;
     // The key first: a relay showing another key gets no answer at all, so an impostor
     // forwarding another deployment's challenge learns nothing it could use there.
     if let Pin::Expect(pinned) = &pin
@@ -341,23 +348,7 @@ pub(crate) async fn take_provisioning(
     slot: [u8; 32],
     timeout: Duration,
 ) -> Result<(Option<Vec<u8>>, RelayKey)> {
-    let mut socket = tokio::time::timeout(timeout, dial(url, roots))
-        .await
-        .map_err(|_| ClientError::Timeout)??;
-    let challenge = match tokio::time::timeout(timeout, read_frame(&mut socket))
-        .await
-        .map_err(|_| ClientError::Timeout)??
-    {
-        Some(Frame {
-            body: FrameBody::Challenge(c),
-            ..
-        }) => c,
-        _ => {
-            return Err(ClientError::Connection(
-                "the relay sent no challenge".into(),
-            ));
-        }
-    };
+    let (mut socket, challenge) = dial_for_challenge(url, roots, timeout).await?;
     if !challenge.verify_relay_signature() {
         return Err(ClientError::Connection(
             "the relay's challenge is not signed by the relay key it presents".into(),

@@ -75,11 +75,8 @@ async fn next_message(events: &mut broadcast::Receiver<Event>) -> (ContactId, St
 async fn next_copy(events: &mut broadcast::Receiver<Event>) -> (ContactId, u32) {
     tokio::time::timeout(WAIT, async {
         loop {
-            if let Event::SentByOtherDevice {
-                contact, device_id, ..
-            } = events.recv().await.unwrap()
-            {
-                return (contact, device_id);
+            if let Event::SentByOtherDevice { message, device_id } = events.recv().await.unwrap() {
+                return (message.contact, device_id);
             }
         }
     })

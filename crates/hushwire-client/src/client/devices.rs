@@ -237,25 +237,7 @@ impl Client {
             if self.find_by_address(c, address).await?.is_some() {
                 continue;
             }
-            let record = ContactRecord {
-                name: format!("device {device}"),
-                fingerprint: fingerprint.0,
-                device_id: device,
-                identity: Some(identity.to_bytes()),
-                verified: false,
-                identity_changed: false,
-                added_at_ms: now_ms(),
-            };
-            let id = self.insert_contact(c, &record).await?;
-            let row = DeviceRow {
-                person_id: person,
-                device_id: device,
-            };
-            store::put_device_row(c, id, row).await?;
-            if let Ok(mut map) = self.inner.device_rows.lock() {
-                map.insert(id, row);
-            }
-            added.push(id);
+            added.push(self.insert_device_row(c, person, address, identity).await?);
         }
         if !added.is_empty() {
             self.copy_unconfirmed_messages(c, person, &added).await?;
@@ -708,10 +690,25 @@ impl Client {
                 list.sequence()
             )));
         }
+        Ok(Ok(self
+            .insert_device_row(c, person, sender, identity)
+            .await?))
+    }
+
+    /// Makes the device row of `address`, a device of `person` (`None`: this device's own
+    /// person) with `identity`, and records it in the in-memory map (reloaded if the
+    /// transaction fails).
+    async fn insert_device_row(
+        &self,
+        c: &mut SqliteConnection,
+        person: Option<i64>,
+        address: Address,
+        identity: &IdentityKey,
+    ) -> Result<i64> {
         let record = ContactRecord {
-            name: format!("device {}", sender.device_id),
-            fingerprint: sender.fingerprint.0,
-            device_id: sender.device_id,
+            name: format!("device {}", address.device_id),
+            fingerprint: address.fingerprint.0,
+            device_id: address.device_id,
             identity: Some(identity.to_bytes()),
             verified: false,
             identity_changed: false,
@@ -720,13 +717,13 @@ impl Client {
         let id = self.insert_contact(c, &record).await?;
         let row = DeviceRow {
             person_id: person,
-            device_id: sender.device_id,
+            device_id: address.device_id,
         };
         store::put_device_row(c, id, row).await?;
         if let Ok(mut map) = self.inner.device_rows.lock() {
             map.insert(id, row);
         }
-        Ok(Ok(id))
+        Ok(id)
     }
 
     /// Records what another of this person's devices sent (`from`: its row): in the
@@ -752,6 +749,10 @@ impl Client {
                 .await?
             {
                 Some(person) => person,
+                // A copy of a message to this very person: Hushwire sends none.
+                None if copy.recipient.fingerprint == account.identity_key().fingerprint() => {
+                    return Ok(());
+                }
                 None => {
                     let name = format!("unknown-{}", copy.recipient.short());
                     let record = ContactRecord {
@@ -791,9 +792,17 @@ impl Client {
             },
         )
         .await?;
+        let contact_name = self.load_contact(c, person).await?.name;
         events.push(crate::Event::SentByOtherDevice {
-            contact: ContactId(person),
-            id: copy.id,
+            message: crate::ReceivedMessage {
+                contact: ContactId(person),
+                contact_name,
+                id: copy.id,
+                sent_at_ms: copy.sent_at_ms,
+                received_at_ms: now,
+                content_type: copy.content_type,
+                content: copy.content,
+            },
             device_id: self.device_row(from).map_or(0, |r| r.device_id),
         });
         Ok(())
