@@ -82,7 +82,7 @@ pub enum Command {
     #[command(after_help = "\
 Examples:
   hushwire --home /tmp/alice init
-  hushwire --home /tmp/alice-phone init --link hushwire-link:Qm9…   # another device of yours
+  hushwire --home /tmp/alice-phone init --link -      # another device of yours: paste the code
 
 A device of a person who already has one is linked, not created: run `hushwire devices link`
 on the device you have, then `init --link CODE` on the new one within ten minutes. It takes
@@ -97,8 +97,9 @@ Argon2 parameters (for automated tests); a warning is printed. Never use it for 
         #[arg(long, default_value_t = 1, conflicts_with = "link")]
         device_id: u32,
         /// Make this a further device of a person: the one-time code `hushwire devices link`
-        /// showed on one of their devices (or a file holding it). The store gets that
-        /// identity and registers at once.
+        /// showed on one of their devices, a file holding it, or `-` to read it from standard
+        /// input (keeps it out of shell history). The store gets that identity and registers
+        /// at once.
         #[arg(long, value_name = "CODE")]
         link: Option<String>,
     },

@@ -30,15 +30,24 @@ pub async fn link(g: &Global, code_only: bool, wait: u64) -> CliResult<ExitCode>
     let new_device = own.devices.iter().copied().max().unwrap_or_default();
     if code_only {
         println!("{}", code.as_str());
+        eprintln!(
+            "This code makes a new device {new_device} of yours: keep it secret, use it within \
+             ten minutes, then delete it. Unused, remove the device: hushwire devices remove \
+             {new_device}"
+        );
     } else if g.json {
         println!(
             "{}",
             json!({"code": code.as_str(), "device_id": new_device, "devices": own.devices})
         );
     } else {
-        println!("Type this on your new device within ten minutes (it works once):");
+        println!("On your new device, within ten minutes, run");
         println!();
-        println!("  hushwire init --link {}", code.as_str());
+        println!("  hushwire init --link -");
+        println!();
+        println!("and paste this code when it asks (it works once):");
+        println!();
+        println!("  {}", code.as_str());
         println!();
         println!(
             "It becomes device {new_device} of yours. Keep the code to yourself: whoever uses it \
@@ -73,7 +82,10 @@ pub async fn list(g: &Global) -> CliResult<ExitCode> {
         }
         match own.sequence {
             Some(s) => println!("(signed device list {s}, as of the last connection)"),
-            None => println!("(no other device linked: hushwire devices link adds one)"),
+            None => println!(
+                "(no device list seen: none was published, or this device has not connected \
+                 since it was linked; hushwire devices link adds a device)"
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -103,7 +115,20 @@ pub async fn init_linked(g: &Global, code: &str) -> CliResult<ExitCode> {
     if path.exists() {
         return Err(ClientError::AlreadyInitialized(path).into());
     }
-    let code = text_or_file(code)?;
+    // `-`: the code from standard input, so it stays out of the shell's history and the
+    // process list.
+    let code = if code == "-" {
+        if common::stdin_is_tty() {
+            eprint!("Paste the linking code (hushwire devices link shows it): ");
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| common::fail(format!("cannot read the code from standard input: {e}")))?;
+        zeroize::Zeroizing::new(line.trim().to_owned())
+    } else {
+        zeroize::Zeroizing::new(text_or_file(code)?)
+    };
     common::create_home(&home)?;
     let mut options = common::options(g)?;
     if let Some(kdf) = common::fast_kdf() {

@@ -418,9 +418,9 @@ pub async fn send(
                         held = Some(reason);
                         break Err(ClientError::Timeout);
                     }
-                    // Ours is at the relay: done (another contact's held messages need not
-                    // hold this command up).
-                    Ok(Event::MessageSent { id: sent, .. }) if sent == id => break Ok(()),
+                    // Ours is at the relay for one device; the sync goes on until its copies
+                    // for the contact's other devices and this person's are there too
+                    // (held contacts, another's included, do not keep the sync waiting).
                     Ok(event) => seen.push(event),
                     Err(RecvError::Lagged(n)) => lagged(n),
                     Err(RecvError::Closed) => break sync.await,

@@ -202,6 +202,9 @@ pub enum ClientError {
     /// A device list was refused (`docs/client.md` §8.6): not signed by its person, a device
     /// this device cannot remove, more than 16 devices, or the relay holds a newer one.
     DeviceListRefused(String),
+    /// The contact's newest signed device list names none of the devices this device knows
+    /// (`docs/client.md` §8.6): nothing was sent or recorded.
+    NoDeviceLeft(String),
     /// Linking a device failed (`docs/client.md` §8.6): a malformed, expired, used or wrong
     /// code, or a relay other than the other device's.
     Linking(String),
@@ -414,12 +417,18 @@ impl fmt::Display for ClientError {
                  `hushwire register URL --certificate NEW --clinic LINK`",
             ),
             Self::RefusedByClinic(_) => f.write_str(
-                "the relay refuses this device on the clinic's behalf: an administrator \
-                 suspended it, or its person's device list no longer names it; ask the clinic's \
-                 administrator",
+                "the relay refuses this device: it was removed from its person's device list \
+                 (`hushwire devices list` on another of your devices shows the list), or a \
+                 clinic's administrator suspended or wiped it; a removed device cannot come \
+                 back: link a new one with `hushwire devices link`",
             ),
             Self::DeviceListRefused(why) => write!(f, "device list refused: {why}"),
             Self::Linking(why) => write!(f, "linking this device failed: {why}"),
+            Self::NoDeviceLeft(name) => write!(
+                f,
+                "{name} has no device left that messages can go to: their signed device list \
+                 removed every device this device knows; nothing was sent"
+            ),
             Self::WipeTargetRefused(why) => write!(
                 f,
                 "the wipe was refused: {why}; only the clinic's staff devices (holding a \

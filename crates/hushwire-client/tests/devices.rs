@@ -261,6 +261,16 @@ async fn a_linked_device_gets_every_message_and_a_removed_one_stops() {
             .iter()
             .any(|(_, t)| t == "only for the laptop")
     );
+
+    // A removed device never comes back: the next device gets a number never used, and the
+    // old phone stays refused even though the list changed again.
+    let _code = alice.link_device().await.unwrap();
+    assert_eq!(alice.devices().await.unwrap().devices, vec![1, 3]);
+    phone.connect().await.unwrap();
+    assert!(
+        phone.sync(WAIT).await.is_err(),
+        "the removed phone is still refused"
+    );
 }
 
 #[tokio::test]
@@ -291,4 +301,18 @@ async fn a_wrong_or_malformed_code_creates_nothing() {
         .await
         .unwrap();
     assert_eq!(phone.address().await.device_id, 2);
+
+    // The relay keeps at most four unused codes of a device: the fifth is refused, with what
+    // to do, and the device it would have added is not left on the list.
+    for _ in 0..4 {
+        alice.link_device().await.unwrap();
+    }
+    let before = alice.devices().await.unwrap();
+    assert_eq!(before.devices.len(), 6);
+    let fifth = alice.link_device().await;
+    assert!(
+        matches!(&fifth, Err(ClientError::Linking(why)) if why.contains("four unused")),
+        "{fifth:?}"
+    );
+    assert_eq!(alice.devices().await.unwrap().devices, before.devices);
 }

@@ -638,14 +638,58 @@ impl<S: Store> Connection<S> {
                 if list.verify(&identity).is_err() {
                     return self.list_refused(id).await;
                 }
+                // A device once removed stays out (clinic.md §5): a list adding it again is
+                // refused, so a lost phone cannot come back under its old number.
+                let fingerprint = list.identity().0;
+                let previous = self
+                    .relay
+                    .store
+                    .device_list(fingerprint)
+                    .await
+                    .map_err(|e| internal(id, &e))?
+                    .and_then(|b| DeviceList::from_bytes(&b).ok());
+                let added = list
+                    .devices()
+                    .iter()
+                    .filter(|d| !previous.as_ref().is_some_and(|p| p.contains(**d)));
+                for &device_id in added {
+                    let standing = self
+                        .relay
+                        .store
+                        .standing(DeviceAddress {
+                            fingerprint,
+                            device_id,
+                        })
+                        .await
+                        .map_err(|e| internal(id, &e))?;
+                    if standing.suspended {
+                        return self.list_refused(id).await;
+                    }
+                }
                 let stored = self
                     .relay
                     .store
-                    .publish_device_list(list.identity().0, list.sequence(), list.to_bytes())
+                    .publish_device_list(fingerprint, list.sequence(), list.to_bytes())
                     .await
                     .map_err(|e| internal(id, &e))?;
                 if !stored {
                     return self.list_refused(id).await;
+                }
+                // Each device the new list drops is suspended for good, on every instance.
+                for &device_id in previous.as_ref().map_or(&[][..], DeviceList::devices) {
+                    if !list.contains(device_id) {
+                        self.relay
+                            .store
+                            .suspend(
+                                DeviceAddress {
+                                    fingerprint,
+                                    device_id,
+                                },
+                                now_ms(),
+                            )
+                            .await
+                            .map_err(|e| internal(id, &e))?;
+                    }
                 }
                 self.relay.audit.record(
                     now_ms(),
@@ -1324,10 +1368,8 @@ impl<S: Store> Connection<S> {
             }
             return Err(suspended(id));
         }
-        if standing.suspended {
-            self.relay.refused("suspended", self.peer.ip());
-            return Err(suspended(id));
-        }
+        // Said first: a removed device is also suspended for good (so that it never comes
+        // back), but its person removed it, and the reason says so.
         // A list of the identity's that verifies and no longer names the device: its person
         // removed it (clinic.md §5). Identities without a list are not concerned.
         if let Some((_, identity)) = &self.device
@@ -1339,6 +1381,10 @@ impl<S: Store> Connection<S> {
         {
             self.relay.refused("removed_device", self.peer.ip());
             return Err(removed(id));
+        }
+        if standing.suspended {
+            self.relay.refused("suspended", self.peer.ip());
+            return Err(suspended(id));
         }
         let Some(certificate) = standing
             .certificate

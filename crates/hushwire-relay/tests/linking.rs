@@ -440,15 +440,24 @@ async fn a_device_removed_from_its_list_is_closed_refused_and_unreachable() {
             first_conn.send_to(sender.address(), b"no list").await,
             FrameBody::Sent(_)
         ));
-        // Putting it back on a newer list lets it in again.
+        // A removed device never comes back, so a lost phone cannot return under its old
+        // number: a newer list naming it again is refused, and it stays refused at login.
         assert_eq!(
             first_conn
                 .call(FrameBody::PublishDeviceList(list(&first, 3, &[1, 2])))
                 .await,
-            FrameBody::Ok
+            error(ErrorCode::ListRefused),
+            "{engine:?}"
         );
         let (_, answer) = login(&a, &second).await;
-        assert_eq!(answer, FrameBody::Ok, "{engine:?}");
+        assert_eq!(answer, error(ErrorCode::Suspended), "{engine:?}");
+        // A device never listed before may be added.
+        assert_eq!(
+            first_conn
+                .call(FrameBody::PublishDeviceList(list(&first, 3, &[1, 3])))
+                .await,
+            FrameBody::Ok
+        );
         let (_, answer) = login(&b, &first).await;
         assert_eq!(answer, FrameBody::Ok);
     }

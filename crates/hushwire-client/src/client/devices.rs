@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use hushwire::linking::{LinkingCode, Provisioning};
 use hushwire::proto::clinic::{DeviceList, is_newer};
 use hushwire::proto::codec::Codec as _;
-use hushwire::proto::relay::{FrameBody, RelayKey};
+use hushwire::proto::relay::{ErrorCode, FrameBody, RelayKey};
 use hushwire::proto::{Fingerprint, IdentityKey};
 use sqlx::SqliteConnection;
 use zeroize::Zeroizing;
@@ -29,6 +29,9 @@ use crate::store::{self, DeviceRow};
 use crate::vault::Secret;
 
 use super::{Client, ClientOptions};
+
+/// The `meta` row remembering the highest device number this person's lists ever named.
+const HIGHEST_OWN_DEVICE: &str = "highest_own_device";
 
 /// This device's person's devices, as [`Client::devices`] shows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +215,16 @@ impl Client {
             &mut rng(),
         );
         store::put_device_list(c, &self.list_index(&fingerprint), &sealed).await?;
+        if person.is_none() {
+            let highest = store::get_meta(c, HIGHEST_OWN_DEVICE)
+                .await?
+                .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                .map_or(0, u32::from_be_bytes);
+            let listed = list.devices().iter().copied().max().unwrap_or(0);
+            if listed > highest {
+                store::put_meta(c, HIGHEST_OWN_DEVICE, &listed.to_be_bytes()).await?;
+            }
+        }
         // Which devices already have a row (the person's own row included).
         let mut known: HashMap<u32, i64> = HashMap::new();
         let mut added = Vec::new();
@@ -415,6 +428,16 @@ impl Client {
         })
     }
 
+    /// The highest device number this person's lists ever named, as far as this device saw
+    /// (`meta` row `highest_own_device`): a new device is numbered above it.
+    async fn highest_own_device(&self) -> Result<u32> {
+        let mut c = self.inner.db.acquire().await?;
+        Ok(store::get_meta(&mut c, HIGHEST_OWN_DEVICE)
+            .await?
+            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+            .map_or(0, u32::from_be_bytes))
+    }
+
     async fn own_fingerprint(&self) -> (Fingerprint, u32) {
         let state = self.inner.state.lock().await;
         (
@@ -482,18 +505,45 @@ impl Client {
         // The newest own list first: another device may have linked one meanwhile.
         self.refresh_device_list(&link, None).await?;
         let own = self.devices().await?;
-        let next = own
-            .devices
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(own.this_device)
-            .max(own.this_device)
-            .checked_add(1)
-            .ok_or_else(|| ClientError::DeviceListRefused("no device number left".into()))?;
-        let mut devices = own.devices.clone();
-        devices.push(next);
+        if own.devices.len() >= hushwire::proto::clinic::MAX_DEVICES {
+            return Err(ClientError::DeviceListRefused(format!(
+                "you have {} devices, the most one list holds: remove one first (hushwire \
+                 devices remove N)",
+                own.devices.len()
+            )));
+        }
         let url = self.relay_url().await.ok_or(ClientError::NotRegistered)?;
+        // A number never used before by this person, so that a removed device can never come
+        // back under it (the relay refuses a list naming a removed device: try the next).
+        let mut next = self.highest_own_device().await?.max(own.this_device);
+        for &d in &own.devices {
+            next = next.max(d);
+        }
+        let mut published = None;
+        for _ in 0..8 {
+            next = next
+                .checked_add(1)
+                .ok_or_else(|| ClientError::DeviceListRefused("no device number left".into()))?;
+            let mut devices = own.devices.clone();
+            devices.push(next);
+            match self.publish_own_list(&link, &devices).await {
+                Ok(()) => {
+                    published = Some(next);
+                    break;
+                }
+                Err(ClientError::DeviceListRefused(_)) => {
+                    self.refresh_device_list(&link, None).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(next) = published else {
+            return Err(ClientError::DeviceListRefused(
+                "the relay refused every new device number: another of your devices may be \
+                 changing the list; try again"
+                    .into(),
+            ));
+        };
         let code = LinkingCode::generate(&url, &mut rng())
             .map_err(|e| ClientError::Linking(e.to_string()))?;
         let sealed = {
@@ -512,18 +562,31 @@ impl Client {
             .seal(&code, &mut rng())
             .map_err(|e| ClientError::Linking(e.to_string()))?
         };
-        self.publish_own_list(&link, &devices).await?;
-        match link
+        let filed = link
             .call(FrameBody::PutProvisioning {
                 slot: code.slot(),
                 sealed,
             })
-            .await?
-        {
-            FrameBody::Ok => Ok(code.to_text()),
-            _ => Err(ClientError::Connection(
-                "unexpected answer to a provisioning message".into(),
-            )),
+            .await;
+        match filed {
+            Ok(FrameBody::Ok) => Ok(code.to_text()),
+            other => {
+                // No code to show: the device just listed must not stay on the list.
+                if let Err(e) = self.publish_own_list(&link, &own.devices).await {
+                    tracing::warn!(error = %e, "could not take an unused device off the list");
+                }
+                Err(match other {
+                    Err(ClientError::Relay(ErrorCode::RateLimited)) => ClientError::Linking(
+                        "this device has four unused linking codes at the relay already: use \
+                         one, or wait until they expire (ten minutes after each was shown)"
+                            .into(),
+                    ),
+                    Err(e) => e,
+                    Ok(_) => ClientError::Connection(
+                        "unexpected answer to a provisioning message".into(),
+                    ),
+                })
+            }
         }
     }
 
@@ -611,6 +674,15 @@ impl Client {
         let account = provisioning.into_account(now_ms() / 1000, &mut rng());
         let client = Self::create_with_account(path, secret, options, account).await?;
         let joined = async {
+            // The relay key and the clinic first: a store a crash leaves unregistered still
+            // pins the key the code carried, and `register` completes it.
+            client
+                .pin_relay_key(
+                    RelayKey(provisioning.relay_key),
+                    Some(code.relay_url()),
+                    false,
+                )
+                .await?;
             client
                 .install_provisioned_clinic(&provisioning.extra)
                 .await?;

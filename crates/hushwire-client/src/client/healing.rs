@@ -170,7 +170,13 @@ impl Client {
         store::reset_outbox_ciphertexts(c, contact_id).await?;
         let states = UNCONFIRMED.map(MessageState::code);
         let mut resent = 0;
-        for row in store::sent_messages(c, Some(contact_id), &states).await? {
+        // What was sent to the person this device belongs to (`devices.rs`) goes to the device
+        // that asked; this person's own other devices are sent no messages, only copies.
+        let unconfirmed = match self.person_of(contact_id) {
+            Some(person) => store::sent_messages(c, Some(person), &states).await?,
+            None => Vec::new(),
+        };
+        for row in unconfirmed {
             let id = MessageId(row.message_id);
             let Some(sealed) = row.sealed else { continue };
             let state = if row.resends >= MAX_RESENDS {
