@@ -9,19 +9,20 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::{WAIT, options, secret};
 use hushwire_client::{
-    AuditorKey, Client, ClientError, ClientOptions, ContactId, Direction, Event, KdfParams,
-    MessageState, Secret, read_export,
+    AuditorKey, Client, ClientError, ClientOptions, ContactId, Direction, Event, MessageState,
+    Secret, read_export,
 };
 use hushwire_relay::config::Settings;
 use hushwire_relay::storage::SqliteStore;
 use rand_core::SeedableRng as _;
 use tokio::sync::broadcast;
-
-const WAIT: Duration = Duration::from_secs(20);
 
 struct Relay {
     url: String,
@@ -31,34 +32,12 @@ struct Relay {
 
 async fn relay() -> Relay {
     let dir = tempfile::tempdir().unwrap();
-    let config = Settings {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.path().to_owned()),
-        ..Settings::default()
-    }
-    .resolve(Settings::default());
-    let store = SqliteStore::open(&dir.path().join("relay.db"))
-        .await
-        .unwrap();
-    let running = hushwire_relay::server::start(store, config, None)
-        .await
-        .unwrap();
+    let running = common::relay(dir.path()).await;
     Relay {
         url: running.url(),
         _running: running,
         _dir: dir,
     }
-}
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        kdf: KdfParams::INSECURE_FOR_TESTS,
-        ..ClientOptions::default()
-    }
-}
-
-fn secret() -> Secret {
-    Secret::passphrase("correct horse battery staple")
 }
 
 async fn user(dir: &Path, name: &str, relay: &Relay) -> (Client, PathBuf) {

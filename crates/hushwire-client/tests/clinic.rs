@@ -10,121 +10,17 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use hushwire_client::{
-    AgentStatus, Client, ClientError, ClientOptions, ContactId, Event, KdfParams, Secret,
-};
-use hushwire_proto::clinic::{
-    AgentCertificate, CertificateError, ClinicLink, RevocationList, Role, Roles,
-};
+use common::clinic::{Org, staff};
+use common::{WAIT, clinic_relay, device, options, secret};
+use hushwire_client::{AgentStatus, Client, ClientError, ContactId, Event};
+use hushwire_proto::clinic::{CertificateError, ClinicLink, Role, Roles};
 use hushwire_proto::relay::ErrorCode;
-use hushwire_relay::config::Settings;
-use hushwire_relay::server::Running;
-use hushwire_relay::storage::SqliteStore;
 
-const WAIT: Duration = Duration::from_secs(20);
 const CLINIC: &str = "Lakeside Clinic";
-
-/// A clinic's organization key and its link (the relay URL in it is not used here: devices
-/// register with the relay's real URL).
-struct Org {
-    key: SigningKey,
-    link: ClinicLink,
-}
-
-impl Org {
-    fn new(seed: u8, name: &str) -> Self {
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        let link = ClinicLink::issue(&key, name, "ws://127.0.0.1:7700").unwrap();
-        Self { key, link }
-    }
-
-    async fn certify(
-        &self,
-        serial: u64,
-        device: &Client,
-        name: &str,
-        roles: &[Role],
-    ) -> AgentCertificate {
-        let now = now();
-        AgentCertificate::issue(
-            &self.key,
-            serial,
-            device.identity_key().await,
-            name,
-            Roles::of(roles).unwrap(),
-            now - 60,
-            now + 3600,
-        )
-        .unwrap()
-    }
-
-    fn revoke(&self, sequence: u64, serials: &[u64]) -> RevocationList {
-        RevocationList::issue(&self.key, sequence, now(), serials).unwrap()
-    }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-async fn relay(dir: &Path, org: &Org) -> Running {
-    let config = Settings {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.to_owned()),
-        clinic_link: Some(org.link.to_string()),
-        ..Settings::default()
-    }
-    .resolve(Settings::default());
-    std::fs::create_dir_all(dir).unwrap();
-    let store = SqliteStore::open(&dir.join("relay.db")).await.unwrap();
-    hushwire_relay::server::start(store, config, None)
-        .await
-        .unwrap()
-}
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        kdf: KdfParams::INSECURE_FOR_TESTS,
-        ..ClientOptions::default()
-    }
-}
-
-fn secret() -> Secret {
-    Secret::passphrase("correct horse battery staple")
-}
-
-async fn device(dir: &Path, name: &str) -> (Client, PathBuf) {
-    let path = dir.join(format!("{name}.db"));
-    (
-        Client::create(&path, &secret(), options()).await.unwrap(),
-        path,
-    )
-}
-
-/// A clinic's staff device, registered with its certificate and the clinic pinned.
-async fn staff(
-    dir: &Path,
-    url: &str,
-    org: &Org,
-    name: &str,
-    serial: u64,
-    roles: &[Role],
-) -> Client {
-    let (client, _) = device(dir, &name.replace(' ', "-")).await;
-    let cert = org.certify(serial, &client, name, roles).await;
-    client
-        .register_agent(url, None, &cert, Some(&org.link))
-        .await
-        .unwrap();
-    client
-}
 
 /// A patient who pinned `link` and added `agent` as a contact, connected and synced.
 async fn patient_with(
@@ -149,9 +45,9 @@ async fn patient_with(
 async fn a_certified_agent_is_a_verified_agent_of_the_clinic_to_a_patient() {
     let dir = tempfile::tempdir().unwrap();
     let org = Org::new(1, CLINIC);
-    let relay = relay(&dir.path().join("relay"), &org).await;
+    let relay = clinic_relay(&dir.path().join("relay"), &org).await;
     let url = relay.url();
-    let agent = staff(dir.path(), &url, &org, "Dr. Ada Okafor", 1, &[Role::Agent]).await;
+    let (agent, _) = staff(dir.path(), &url, &org, "Dr. Ada Okafor", 1, &[Role::Agent]).await;
     assert_eq!(agent.own_certificate().await.unwrap().serial(), 1);
     assert_eq!(agent.clinic().await.unwrap().name, CLINIC);
 
@@ -205,10 +101,10 @@ async fn a_certified_agent_is_a_verified_agent_of_the_clinic_to_a_patient() {
 async fn a_revoked_agent_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let org = Org::new(2, CLINIC);
-    let relay = relay(&dir.path().join("relay"), &org).await;
+    let relay = clinic_relay(&dir.path().join("relay"), &org).await;
     let url = relay.url();
-    let agent = staff(dir.path(), &url, &org, "Dr. Ada", 7, &[Role::Agent]).await;
-    let admin = staff(
+    let (agent, _) = staff(dir.path(), &url, &org, "Dr. Ada", 7, &[Role::Agent]).await;
+    let (admin, _) = staff(
         dir.path(),
         &url,
         &org,
@@ -276,7 +172,7 @@ async fn a_certificate_from_another_clinic_is_refused() {
 
     // On the agent's side: a certificate of another clinic than the link's is refused before
     // anything is sent, and nothing is pinned.
-    let relay_ours = relay(&dir.path().join("relay-ours"), &ours).await;
+    let relay_ours = clinic_relay(&dir.path().join("relay-ours"), &ours).await;
     let (agent, _) = device(dir.path(), "mallory").await;
     let foreign = theirs
         .certify(1, &agent, "Dr. Mallory", &[Role::Agent])
@@ -306,9 +202,9 @@ async fn a_certificate_from_another_clinic_is_refused() {
 
     // On a patient's side: the other clinic's relay serves its own agent's certificate; a
     // patient who pinned our clinic sees it refused, and sends nothing to it.
-    let relay_theirs = relay(&dir.path().join("relay-theirs"), &theirs).await;
+    let relay_theirs = clinic_relay(&dir.path().join("relay-theirs"), &theirs).await;
     let url = relay_theirs.url();
-    let other_agent = staff(dir.path(), &url, &theirs, "Dr. Other", 1, &[Role::Agent]).await;
+    let (other_agent, _) = staff(dir.path(), &url, &theirs, "Dr. Other", 1, &[Role::Agent]).await;
     let (patient, id, _) = patient_with(dir.path(), &url, &ours.link, &other_agent).await;
     assert_eq!(
         patient.agent_status(id).await.unwrap(),
@@ -333,10 +229,10 @@ async fn a_certificate_from_another_clinic_is_refused() {
 async fn an_older_revocation_list_does_not_replace_a_newer_one() {
     let dir = tempfile::tempdir().unwrap();
     let org = Org::new(5, CLINIC);
-    let relay = relay(&dir.path().join("relay"), &org).await;
+    let relay = clinic_relay(&dir.path().join("relay"), &org).await;
     let url = relay.url();
-    let agent = staff(dir.path(), &url, &org, "Dr. Ada", 1, &[Role::Agent]).await;
-    let admin = staff(dir.path(), &url, &org, "Sam Admin", 2, &[Role::Admin]).await;
+    let (agent, _) = staff(dir.path(), &url, &org, "Dr. Ada", 1, &[Role::Agent]).await;
+    let (admin, _) = staff(dir.path(), &url, &org, "Sam Admin", 2, &[Role::Admin]).await;
     // The relay holds list 1 (nothing revoked).
     admin.connect().await.unwrap();
     admin.wait_connected(WAIT).await.unwrap();
@@ -409,14 +305,14 @@ async fn an_older_revocation_list_does_not_replace_a_newer_one() {
 async fn an_admins_wipe_erases_the_targets_store() {
     let dir = tempfile::tempdir().unwrap();
     let org = Org::new(7, CLINIC);
-    let relay = relay(&dir.path().join("relay"), &org).await;
+    let relay = clinic_relay(&dir.path().join("relay"), &org).await;
     let url = relay.url();
-    let agent = staff(dir.path(), &url, &org, "Dr. Ada", 1, &[Role::Agent]).await;
-    let admin = staff(dir.path(), &url, &org, "Sam Admin", 2, &[Role::Admin]).await;
+    let (agent, _) = staff(dir.path(), &url, &org, "Dr. Ada", 1, &[Role::Agent]).await;
+    let (admin, _) = staff(dir.path(), &url, &org, "Sam Admin", 2, &[Role::Admin]).await;
     let (patient, _, _) = patient_with(dir.path(), &url, &org.link, &agent).await;
     patient.disconnect().await;
     // The lost device: a staff laptop at the front desk (only staff devices can be wiped).
-    let laptop = staff(dir.path(), &url, &org, "Front Desk", 3, &[Role::Agent]).await;
+    let (laptop, _) = staff(dir.path(), &url, &org, "Front Desk", 3, &[Role::Agent]).await;
     let path = dir.path().join("Front-Desk.db");
     assert!(path.exists());
 
@@ -483,9 +379,9 @@ async fn an_admins_wipe_erases_the_targets_store() {
 async fn a_renewed_certificate_is_installed_and_one_for_someone_else_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let org = Org::new(8, CLINIC);
-    let relay = relay(&dir.path().join("relay"), &org).await;
+    let relay = clinic_relay(&dir.path().join("relay"), &org).await;
     let url = relay.url();
-    let agent = staff(dir.path(), &url, &org, "Dr. Ada", 1, &[Role::Agent]).await;
+    let (agent, _) = staff(dir.path(), &url, &org, "Dr. Ada", 1, &[Role::Agent]).await;
     let (stranger, _) = device(dir.path(), "stranger").await;
     let theirs = org.certify(5, &stranger, "Eve", &[Role::Agent]).await;
     assert!(matches!(

@@ -10,43 +10,13 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::Path;
-use std::time::Duration;
 
-use hushwire_client::{
-    Client, ClientError, ClientOptions, ContactId, Direction, Event, KdfParams, Secret,
-};
-use hushwire_relay::config::Settings;
-use hushwire_relay::server::Running;
-use hushwire_relay::storage::SqliteStore;
+use common::{WAIT, options, relay, secret};
+use hushwire_client::{Client, ClientError, ContactId, Direction, Event};
 use tokio::sync::broadcast;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn relay(dir: &Path) -> Running {
-    let config = Settings {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.to_owned()),
-        ..Settings::default()
-    }
-    .resolve(Settings::default());
-    std::fs::create_dir_all(dir).unwrap();
-    let store = SqliteStore::open(&dir.join("relay.db")).await.unwrap();
-    hushwire_relay::server::start(store, config, None)
-        .await
-        .unwrap()
-}
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        kdf: KdfParams::INSECURE_FOR_TESTS,
-        ..ClientOptions::default()
-    }
-}
-
-fn secret() -> Secret {
-    Secret::passphrase("correct horse battery staple")
-}
 
 async fn user(dir: &Path, name: &str, url: &str) -> Client {
     let client = Client::create(&dir.join(format!("{name}.db")), &secret(), options())

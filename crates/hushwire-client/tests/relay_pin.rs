@@ -10,41 +10,13 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hushwire_client::{Client, ClientError, ClientOptions, ConnectionState, KdfParams, Secret};
-use hushwire_relay::config::Settings;
-use hushwire_relay::server::Running;
-use hushwire_relay::storage::SqliteStore;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A relay keeping its data (and its relay key) in `dir`, on `port` (0: any).
-async fn relay(dir: &Path, port: u16) -> Running {
-    let config = Settings {
-        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        data_dir: Some(dir.to_owned()),
-        ..Settings::default()
-    }
-    .resolve(Settings::default());
-    std::fs::create_dir_all(dir).unwrap();
-    let store = SqliteStore::open(&dir.join("relay.db")).await.unwrap();
-    hushwire_relay::server::start(store, config, None)
-        .await
-        .unwrap()
-}
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        kdf: KdfParams::INSECURE_FOR_TESTS,
-        ..ClientOptions::default()
-    }
-}
-
-fn secret() -> Secret {
-    Secret::passphrase("correct horse battery staple")
-}
+use common::{WAIT, options, relay, relay_on, secret};
+use hushwire_client::{Client, ClientError, ConnectionState};
 
 /// What a refused connection must leave untouched: every `meta` row (profile, account…), the
 /// sealed pin, and the audit chain's length.
@@ -72,7 +44,7 @@ async fn snapshot(path: &Path) -> (Vec<(String, Vec<u8>)>, Vec<Vec<u8>>, i64) {
 async fn a_changed_relay_key_is_refused_with_a_typed_error_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let relay_dir = dir.path().join("relay");
-    let first = relay(&relay_dir, 0).await;
+    let first = relay(&relay_dir).await;
     let port = first.address.port();
     let url = first.url();
     let path: PathBuf = dir.path().join("alice.db");
@@ -95,7 +67,7 @@ async fn a_changed_relay_key_is_refused_with_a_typed_error_and_nothing_is_stored
     // Another deployment now answers at the same address (here: the relay lost its key file
     // and made a new one).
     std::fs::remove_file(relay_dir.join("relay-key")).unwrap();
-    let second = relay(&relay_dir, port).await;
+    let second = relay_on(&relay_dir, port).await;
     assert_eq!(second.url(), url);
     let before = snapshot(&path).await;
     client.connect().await.unwrap();
@@ -166,7 +138,7 @@ async fn a_changed_relay_key_is_refused_with_a_typed_error_and_nothing_is_stored
 #[tokio::test]
 async fn a_store_from_before_pinning_pins_at_its_first_login() {
     let dir = tempfile::tempdir().unwrap();
-    let running = relay(&dir.path().join("relay"), 0).await;
+    let running = relay(&dir.path().join("relay")).await;
     let path = dir.path().join("old.db");
     {
         let client = Client::create(&path, &secret(), options()).await.unwrap();

@@ -12,14 +12,19 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
+// The client's own integration tests' helpers: the clinic's organization key, its staff
+// devices, and the options and secret of every test store.
+#[path = "../../hushwire-client/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
+use common::clinic::{Org, now, staff};
+use common::{device, options, secret};
 use ed25519_dalek::SigningKey;
-use hushwire_client::{
-    AgentStatus, Client, ClientError, ClientOptions, ContactId, KdfParams, Secret,
-};
-use hushwire_proto::clinic::{AgentCertificate, CertificateError, ClinicLink, Role, Roles};
+use hushwire_client::{AgentStatus, Client, ClientError, ContactId};
+use hushwire_proto::clinic::{CertificateError, ClinicLink, Role};
 use hushwire_proto::relay::ErrorCode;
 use hushwire_relay::config::Settings;
 use hushwire_relay::server::Running;
@@ -27,24 +32,6 @@ use hushwire_relay::storage::{PostgresStore, SqliteStore};
 
 const WAIT: Duration = Duration::from_secs(30);
 const CLINIC: &str = "Harbour Family Clinic";
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        kdf: KdfParams::INSECURE_FOR_TESTS,
-        ..ClientOptions::default()
-    }
-}
-
-fn secret() -> Secret {
-    Secret::passphrase("e2e clinic passphrase")
-}
 
 /// The relays of one run: one on SQLite, or two instances on one PostgreSQL schema (the
 /// deployment's one relay key in a shared file).
@@ -110,58 +97,6 @@ async fn postgres_url() -> Option<String> {
     }
 }
 
-struct Clinic {
-    key: SigningKey,
-    link: ClinicLink,
-}
-
-impl Clinic {
-    async fn certify(
-        &self,
-        serial: u64,
-        device: &Client,
-        name: &str,
-        roles: &[Role],
-    ) -> AgentCertificate {
-        AgentCertificate::issue(
-            &self.key,
-            serial,
-            device.identity_key().await,
-            name,
-            Roles::of(roles).unwrap(),
-            now() - 60,
-            now() + 86_400,
-        )
-        .unwrap()
-    }
-}
-
-async fn device(dir: &Path, name: &str) -> (Client, PathBuf) {
-    let path = dir.join(format!("{name}.db"));
-    (
-        Client::create(&path, &secret(), options()).await.unwrap(),
-        path,
-    )
-}
-
-/// A staff device registered at `url` with its certificate, the clinic pinned.
-async fn staff(
-    dir: &Path,
-    url: &str,
-    clinic: &Clinic,
-    serial: u64,
-    name: &str,
-    roles: &[Role],
-) -> (Client, PathBuf) {
-    let (client, path) = device(dir, &name.replace(' ', "-")).await;
-    let cert = clinic.certify(serial, &client, name, roles).await;
-    client
-        .register_agent(url, None, &cert, Some(&clinic.link))
-        .await
-        .unwrap();
-    (client, path)
-}
-
 async fn reconnect(client: &Client) {
     client.disconnect().await;
     client.connect().await.unwrap();
@@ -172,18 +107,18 @@ async fn scenario(postgres: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::from_bytes(&[0x61; 32]);
     let link = ClinicLink::issue(&key, CLINIC, "wss://chat.harbour.example").unwrap();
-    let clinic = Clinic { key, link };
+    let clinic = Org { key, link };
     let relays = relays(&dir.path().join("relays"), &clinic.link, postgres).await;
     let url = |i: usize| relays[i % relays.len()].url();
 
     // The clinic: an administrator and three agents, spread over the instances.
-    let (admin, _) = staff(dir.path(), &url(0), &clinic, 1, "Sam Admin", &[Role::Admin]).await;
+    let (admin, _) = staff(dir.path(), &url(0), &clinic, "Sam Admin", 1, &[Role::Admin]).await;
     let (ada, _) = staff(
         dir.path(),
         &url(0),
         &clinic,
-        2,
         "Dr. Ada Okafor",
+        2,
         &[Role::Agent],
     )
     .await;
@@ -191,12 +126,12 @@ async fn scenario(postgres: Option<&str>) {
         dir.path(),
         &url(1),
         &clinic,
-        3,
         "Ben Ortiz",
+        3,
         &[Role::Agent, Role::Supervisor],
     )
     .await;
-    let (cal, cal_path) = staff(dir.path(), &url(1), &clinic, 4, "Cal Reyes", &[Role::Agent]).await;
+    let (cal, cal_path) = staff(dir.path(), &url(1), &clinic, "Cal Reyes", 4, &[Role::Agent]).await;
 
     // The patient pins the clinic from its link and adds the three agents.
     let (patient, _) = device(dir.path(), "patient").await;
@@ -358,7 +293,7 @@ async fn scenario(postgres: Option<&str>) {
     // Someone with an organization key of their own cannot register as the clinic's agent.
     let (mallory, _) = device(dir.path(), "mallory").await;
     let own_key = SigningKey::from_bytes(&[0x62; 32]);
-    let own = Clinic {
+    let own = Org {
         link: ClinicLink::issue(&own_key, CLINIC, "wss://chat.harbour.example").unwrap(),
         key: own_key,
     };
