@@ -286,6 +286,20 @@ pub fn fast_kdf() -> Option<KdfParams> {
         .then_some(KdfParams::INSECURE_FOR_TESTS)
 }
 
+/// The options of a store about to be created: with the insecure test key derivation (and a
+/// loud warning) when `HUSHWIRE_INSECURE_FAST_KDF=1`.
+pub fn new_store_options(g: &crate::cli::Global) -> CliResult<ClientOptions> {
+    let mut options = options(g)?;
+    if let Some(kdf) = fast_kdf() {
+        eprintln!(
+            "WARNING: {FAST_KDF_VAR}=1: the store key is derived with INSECURE test parameters.\n\
+             WARNING: the passphrase gives this store NO protection. Use only for automated tests."
+        );
+        options.kdf = kdf;
+    }
+    Ok(options)
+}
+
 /// Opens the store: asks for the passphrase only once the store is known to exist.
 pub async fn open(g: &crate::cli::Global) -> CliResult<Client> {
     let path = store_path(g)?;

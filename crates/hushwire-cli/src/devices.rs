@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::Global;
 use crate::clinic::text_or_file;
-use crate::common::{self, CliResult, FAST_KDF_VAR, open};
+use crate::common::{self, CliResult, open};
 
 /// Opens the store and waits for the relay connection.
 async fn connected(g: &Global, wait: u64) -> CliResult<Client> {
@@ -130,14 +130,7 @@ pub async fn init_linked(g: &Global, code: &str) -> CliResult<ExitCode> {
         zeroize::Zeroizing::new(text_or_file(code)?)
     };
     common::create_home(&home)?;
-    let mut options = common::options(g)?;
-    if let Some(kdf) = common::fast_kdf() {
-        eprintln!(
-            "WARNING: {FAST_KDF_VAR}=1: the store key is derived with INSECURE test parameters.\n\
-             WARNING: the passphrase gives this store NO protection. Use only for automated tests."
-        );
-        options.kdf = kdf;
-    }
+    let options = common::new_store_options(g)?;
     let secret = common::new_passphrase(g)?;
     let client = Client::join(&path, &secret, options, &code).await?;
     let address = client.address().await;

@@ -10,9 +10,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::cli::Global;
-use crate::common::{
-    self, CliResult, FAST_KDF_VAR, Names, connection_reason, describe, fail, open,
-};
+use crate::common::{self, CliResult, Names, connection_reason, describe, fail, open};
 use crate::display::escape;
 
 /// Exit code of `send` when the message is only queued.
@@ -26,15 +24,8 @@ pub async fn init(g: &Global, device_id: u32) -> CliResult<ExitCode> {
         return Err(ClientError::AlreadyInitialized(path).into());
     }
     common::create_home(&home)?;
-    let mut options = common::options(g)?;
+    let mut options = common::new_store_options(g)?;
     options.device_id = device_id;
-    if let Some(kdf) = common::fast_kdf() {
-        eprintln!(
-            "WARNING: {FAST_KDF_VAR}=1: the store key is derived with INSECURE test parameters.\n\
-             WARNING: the passphrase gives this store NO protection. Use only for automated tests."
-        );
-        options.kdf = kdf;
-    }
     let secret = common::new_passphrase(g)?;
     let client = Client::create(&path, &secret, options).await?;
     let address = client.address().await;
