@@ -25,9 +25,9 @@ pub async fn link(g: &Global, code_only: bool, wait: u64) -> CliResult<ExitCode>
     let result = client.link_device().await;
     let own = client.devices().await;
     client.disconnect().await;
-    let code = result?;
+    let linked = result?;
     let own = own?;
-    let new_device = own.devices.iter().copied().max().unwrap_or_default();
+    let (code, new_device) = (&linked.code, linked.device_id);
     if code_only {
         println!("{}", code.as_str());
         eprintln!(

@@ -46,6 +46,9 @@ pub enum ClientError {
     },
     /// A stored value failed to open: the file was altered or is corrupt.
     CorruptStore(&'static str),
+    /// The store file holds no key derivation parameters: its creation was interrupted (a
+    /// crash during `create` or `join`) before anything was stored in it.
+    StoreIncomplete(std::path::PathBuf),
     /// The local database failed.
     Database(sqlx::Error),
     /// No contact by that name or id.
@@ -243,6 +246,14 @@ impl fmt::Display for ClientError {
                 f,
                 "the store has schema version {found}; this version understands up to {supported}: upgrade Hushwire"
             ),
+            Self::StoreIncomplete(p) => write!(
+                f,
+                "the store {} was never finished (its creation was interrupted) and holds \
+                 nothing: remove it and its -wal, -shm and .lock files, then create it again \
+                 (hushwire init; for a linked device, a new code from hushwire devices link, and \
+                 remove the unused device number there with hushwire devices remove)",
+                p.display()
+            ),
             Self::CorruptStore(what) => write!(
                 f,
                 "the local store is damaged ({what} did not authenticate): restore it from a backup"
@@ -302,14 +313,17 @@ impl fmt::Display for ClientError {
             Self::Relay(ErrorCode::RegistrationRefused) => f.write_str(
                 "the relay refused the registration: it registers only invited devices \
                  (`--invite TOKEN`, from `hushwire-relay invite` on the relay's host), and the \
-                 invite given, if any, is unknown, used or expired",
+                 invite given, if any, is unknown, used or expired; or this is a further device \
+                 of a person whose device list does not name it (link it again with \
+                 `hushwire devices link`)",
             ),
             Self::Relay(ErrorCode::Forbidden) => f.write_str(
                 "the relay refused: this device's role does not allow it (an admin action needs \
                  a device registered with an admin certificate of the clinic)",
             ),
             Self::Relay(ErrorCode::Suspended) => f.write_str(
-                "the relay refuses this device: the clinic's administrator suspended or wiped it",
+                "the relay refuses this device: it was removed from its person's device list, \
+                 or a clinic's administrator suspended or wiped it",
             ),
             Self::Relay(ErrorCode::CertificateRefused) => f.write_str(
                 "the relay refused the agent certificate: it is from another clinic than the \
@@ -418,9 +432,9 @@ impl fmt::Display for ClientError {
             ),
             Self::RefusedByClinic(_) => f.write_str(
                 "the relay refuses this device: it was removed from its person's device list \
-                 (`hushwire devices list` on another of your devices shows the list), or a \
-                 clinic's administrator suspended or wiped it; a removed device cannot come \
-                 back: link a new one with `hushwire devices link`",
+                 (`hushwire devices list` on another of your devices shows the list; a removed \
+                 device cannot come back: link a new one with `hushwire devices link`), or, \
+                 with a clinic, its administrator suspended or wiped it",
             ),
             Self::DeviceListRefused(why) => write!(f, "device list refused: {why}"),
             Self::Linking(why) => write!(f, "linking this device failed: {why}"),

@@ -87,7 +87,7 @@ async fn a_linked_device_gets_every_message_and_a_removed_one_stops() {
     );
 
     // Alice links a second device with a one-time code.
-    let code = alice.link_device().await.unwrap();
+    let code = alice.link_device().await.unwrap().code;
     assert!(code.starts_with("hushwire-link:"), "{}", code.as_str());
     let own = alice.devices().await.unwrap();
     assert_eq!((own.devices.clone(), own.sequence), (vec![1, 2], Some(1)));
@@ -234,7 +234,7 @@ async fn a_linked_device_gets_every_message_and_a_removed_one_stops() {
 
     // A removed device never comes back: the next device gets a number never used, and the
     // old phone stays refused even though the list changed again.
-    let _code = alice.link_device().await.unwrap();
+    assert_eq!(alice.link_device().await.unwrap().device_id, 3);
     assert_eq!(alice.devices().await.unwrap().devices, vec![1, 3]);
     phone.connect().await.unwrap();
     assert!(
@@ -255,7 +255,7 @@ async fn a_wrong_or_malformed_code_creates_nothing() {
         "{malformed:?}"
     );
     // A well-formed code nobody filed.
-    let code = alice.link_device().await.unwrap();
+    let code = alice.link_device().await.unwrap().code;
     let mut other: Vec<char> = code.chars().collect();
     let i = "hushwire-link:".len() + 3;
     other[i] = if other[i] == 'A' { 'B' } else { 'A' };
@@ -285,4 +285,30 @@ async fn a_wrong_or_malformed_code_creates_nothing() {
         "{fifth:?}"
     );
     assert_eq!(alice.devices().await.unwrap().devices, before.devices);
+}
+
+#[tokio::test]
+async fn two_devices_linking_at_once_get_different_numbers_and_both_stay_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = relay(&dir.path().join("relay")).await;
+    let alice = user(dir.path(), "alice", &running.url()).await;
+    let code = alice.link_device().await.unwrap().code;
+    let phone = Client::join(&dir.path().join("phone.db"), &secret(), options(), &code)
+        .await
+        .unwrap();
+    phone.connect().await.unwrap();
+    phone.sync(WAIT).await.unwrap();
+    for round in 0..3 {
+        let (a, b) = tokio::join!(alice.link_device(), phone.link_device());
+        let (a, b) = (a.unwrap().device_id, b.unwrap().device_id);
+        assert_ne!(a, b, "round {round}");
+        alice.disconnect().await;
+        alice.connect().await.unwrap();
+        alice.sync(WAIT).await.unwrap();
+        let listed = alice.devices().await.unwrap().devices;
+        assert!(
+            listed.contains(&a) && listed.contains(&b),
+            "round {round}: {a} and {b} both on {listed:?}"
+        );
+    }
 }

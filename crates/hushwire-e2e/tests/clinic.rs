@@ -186,7 +186,7 @@ async fn scenario(postgres: Option<&str>) {
 
     // Several devices (client.md §8.6): Ada links a tablet, the patient a phone. Each new
     // device takes its person's identity, clinic and certificate from the one-time code.
-    let code = ada.link_device().await.unwrap();
+    let code = ada.link_device().await.unwrap().code;
     let ada_tablet = Client::join(
         &dir.path().join("ada-tablet.db"),
         &secret(),
@@ -197,7 +197,7 @@ async fn scenario(postgres: Option<&str>) {
     .unwrap();
     ada_tablet.connect().await.unwrap();
     ada_tablet.sync(WAIT).await.unwrap();
-    let code = patient.link_device().await.unwrap();
+    let code = patient.link_device().await.unwrap().code;
     let phone = Client::join(&dir.path().join("phone.db"), &secret(), options(), &code)
         .await
         .unwrap();

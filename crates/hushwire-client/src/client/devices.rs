@@ -45,6 +45,23 @@ pub struct OwnDevices {
     pub sequence: Option<u64>,
 }
 
+/// A device being linked ([`Client::link_device`]): the one-time code to type on it, and the
+/// number it will have. `Debug` shows the number only: the code is a secret.
+pub struct LinkedDevice {
+    /// `hushwire-link:…`: type it on the new device within ten minutes ([`Client::join`]).
+    pub code: Zeroizing<String>,
+    /// The new device's number, on this person's signed list already.
+    pub device_id: u32,
+}
+
+impl core::fmt::Debug for LinkedDevice {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LinkedDevice")
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A device list of an identity known here, as [`Client::contact_devices`] shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersonDevices {
@@ -498,9 +515,10 @@ impl Client {
     /// Links a new device to this person (`hushwire devices link`): picks the next device
     /// number, publishes a device list naming it, leaves the identity sealed under a one-time
     /// code at the relay, and returns the code's text (`hushwire-link:…`), to type on the new
-    /// device within ten minutes ([`Client::join`]). The code is a secret: show it, never log
-    /// it. Needs a connection; [`ClientError::DeviceListRefused`] beyond 16 devices.
-    pub async fn link_device(&self) -> Result<Zeroizing<String>> {
+    /// device within ten minutes ([`Client::join`]), with the device's number. The code is a
+    /// secret: show it, never log it. Needs a connection; [`ClientError::DeviceListRefused`]
+    /// beyond 16 devices.
+    pub async fn link_device(&self) -> Result<LinkedDevice> {
         let link = self.require_connection()?;
         // The newest own list first: another device may have linked one meanwhile.
         self.refresh_device_list(&link, None).await?;
@@ -514,34 +532,41 @@ impl Client {
         }
         let url = self.relay_url().await.ok_or(ClientError::NotRegistered)?;
         // A number never used before by this person, so that a removed device can never come
-        // back under it (the relay refuses a list naming a removed device: try the next).
-        let mut next = self.highest_own_device().await?.max(own.this_device);
-        for &d in &own.devices {
-            next = next.max(d);
-        }
+        // back under it. The relay refuses a list adding a removed (suspended) number, and one
+        // that is not newer (another of the person's devices published meanwhile): then the
+        // list is read again and the next try jumps past numbers this device never saw.
         let mut published = None;
-        for _ in 0..8 {
-            next = next
-                .checked_add(1)
+        let mut own = own;
+        for attempt in 0..8u32 {
+            let mut next = self.highest_own_device().await?.max(own.this_device);
+            for &d in &own.devices {
+                next = next.max(d);
+            }
+            let jump = if attempt == 0 {
+                1
+            } else {
+                1 + rand_core::Rng::next_u32(&mut rng()) % 4096
+            };
+            let next = next
+                .checked_add(jump)
                 .ok_or_else(|| ClientError::DeviceListRefused("no device number left".into()))?;
             let mut devices = own.devices.clone();
             devices.push(next);
             match self.publish_own_list(&link, &devices).await {
                 Ok(()) => {
-                    published = Some(next);
+                    published = Some((next, own.devices.clone()));
                     break;
                 }
                 Err(ClientError::DeviceListRefused(_)) => {
                     self.refresh_device_list(&link, None).await?;
+                    own = self.devices().await?;
                 }
                 Err(e) => return Err(e),
             }
         }
-        let Some(next) = published else {
+        let Some((next, previous)) = published else {
             return Err(ClientError::DeviceListRefused(
-                "the relay refused every new device number: another of your devices may be \
-                 changing the list; try again"
-                    .into(),
+                "the relay refused eight device numbers in a row; try again in a moment".into(),
             ));
         };
         let code = LinkingCode::generate(&url, &mut rng())
@@ -569,10 +594,13 @@ impl Client {
             })
             .await;
         match filed {
-            Ok(FrameBody::Ok) => Ok(code.to_text()),
+            Ok(FrameBody::Ok) => Ok(LinkedDevice {
+                code: code.to_text(),
+                device_id: next,
+            }),
             other => {
                 // No code to show: the device just listed must not stay on the list.
-                if let Err(e) = self.publish_own_list(&link, &own.devices).await {
+                if let Err(e) = self.publish_own_list(&link, &previous).await {
                     tracing::warn!(error = %e, "could not take an unused device off the list");
                 }
                 Err(match other {

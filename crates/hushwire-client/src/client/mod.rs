@@ -49,7 +49,7 @@ mod transcripts;
 
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
 pub use clinic::{AgentStatus, ClinicInfo};
-pub use devices::{OwnDevices, PersonDevices};
+pub use devices::{LinkedDevice, OwnDevices, PersonDevices};
 pub use healing::MAX_RESENDS;
 pub use relay_pin::RelayKeyPin;
 pub use transcripts::{
@@ -324,7 +324,7 @@ impl Client {
         let mut c = db.acquire().await?;
         let kdf = store::get_meta(&mut c, "kdf")
             .await?
-            .ok_or(ClientError::CorruptStore("key derivation parameters"))?;
+            .ok_or_else(|| ClientError::StoreIncomplete(path.to_owned()))?;
         let derivation: KeyDerivation = postcard::from_bytes(&kdf)
             .map_err(|_| ClientError::CorruptStore("key derivation parameters"))?;
         let master = derive_master(derivation.clone(), secret).await?;
