@@ -187,6 +187,23 @@ fn a_malformed_origin_or_web_dir_is_a_start_up_error() {
         assert!(!out.status.success(), "{args:?} started");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+    // The environment's list is comma-separated, and checked the same way.
+    let data = temp_dir("bad-origin-env");
+    let out = Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env(
+            "HUSHWIRE_RELAY_ALLOW_ORIGIN",
+            "https://ok.example,ftp://clinic.example",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("\"ftp://clinic.example\" is not a web origin"),
+        "{stderr}"
+    );
 }
 
 /// A web directory with a page, a script, a module, a subdirectory without an index, and a
