@@ -304,6 +304,17 @@ async fn traversal_out_of_the_web_dir_is_refused() {
             "{target} leaked the file"
         );
     }
+    // A link inside the directory that leads out of it is not followed out.
+    std::os::unix::fs::symlink(web.join("../secret.txt"), web.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(web.join(".."), web.join("up")).unwrap();
+    for target in ["/link.txt", "/up/secret.txt"] {
+        let (status, _, body) = get(relay.port, "GET", target).await;
+        assert_eq!(status, 404, "{target}");
+        assert!(
+            !body.windows(14).any(|w| w == b"SECRET-OUTSIDE"),
+            "{target}"
+        );
+    }
 }
 
 #[tokio::test]
