@@ -140,6 +140,25 @@ pub struct Settings {
     /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "HUSHWIRE_RELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// A web origin (`https://clinic.example`, `https://clinic.example:8443`: scheme, host and
+    /// optional port, nothing else) whose pages may open a WebSocket to this relay; repeat the
+    /// flag for each site (comma-separated in the environment, a list in the file). A
+    /// WebSocket request with an `Origin` header not listed is refused (HTTP 403); requests
+    /// without one (native clients) are not affected. Default: none, so every browser page is
+    /// refused: a clinic embedding its widget names its site here.
+    #[arg(
+        long = "allow-origin",
+        value_name = "ORIGIN",
+        env = "HUSHWIRE_RELAY_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+    /// Serve the built web widget and console from this directory, read-only (no listings;
+    /// HTML never cached; a content security policy without inline script). Default: none
+    /// (the relay serves no files).
+    #[arg(long, env = "HUSHWIRE_RELAY_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// DANGER: serve plaintext WebSocket on a non-loopback address. Only for a TLS-terminating
     /// proxy on a trusted network segment.
     #[arg(long, env = "HUSHWIRE_RELAY_ALLOW_PLAINTEXT_NON_LOOPBACK")]
@@ -213,6 +232,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// TLS private key.
     pub tls_key: Option<PathBuf>,
+    /// Web origins allowed to open a WebSocket (as given; checked by [`Config::check`]).
+    pub allow_origin: Vec<String>,
+    /// Directory of static web files, if any.
+    pub web_dir: Option<PathBuf>,
     /// Plaintext on non-loopback allowed.
     pub allow_plaintext_non_loopback: bool,
 }
@@ -334,6 +357,12 @@ impl Settings {
                 .or(file.clinic_link),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
+            allow_origin: if self.allow_origin.is_empty() {
+                file.allow_origin
+            } else {
+                self.allow_origin
+            },
+            web_dir: self.web_dir.or(file.web_dir),
             allow_plaintext_non_loopback: self.allow_plaintext_non_loopback
                 || file.allow_plaintext_non_loopback,
         }
@@ -360,9 +389,27 @@ impl Config {
             .transpose()
     }
 
+    /// The allowed web origins, each in its serialized form ([`parse_origin`]); an error names
+    /// the first malformed one.
+    pub fn allowed_origins(&self) -> Result<Vec<String>, String> {
+        self.allow_origin
+            .iter()
+            .map(|o| {
+                parse_origin(o)
+                    .map_err(|e| format!("--allow-origin {o:?} is not a web origin: {e}"))
+            })
+            .collect()
+    }
+
     /// Refuses configurations that would be unsafe to run.
     pub fn check(&self) -> Result<(), String> {
         self.clinic()?;
+        self.allowed_origins()?;
+        if let Some(dir) = &self.web_dir
+            && !dir.is_dir()
+        {
+            return Err(format!("--web-dir {} is not a directory", dir.display()));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("TLS needs both --tls-cert and --tls-key".into());
         }
@@ -376,5 +423,121 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// A web origin in its RFC 6454 serialization: `scheme://host[:port]` with the scheme and host
+/// in lower case and the scheme's default port (80, 443) left out. Only `http` and `https`
+/// origins with a DNS name, an IPv4 address or a bracketed IPv6 address are accepted; a path,
+/// a query, user information or a trailing slash is an error, so that a configured origin
+/// means exactly one site. The `Origin` header a browser sends is put through the same
+/// function and compared whole, never by prefix.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or("expected scheme://host[:port]")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return Err(format!("scheme {scheme:?} is not http or https")),
+    };
+    if rest.is_empty() {
+        return Err("no host".into());
+    }
+    if let Some(c) = rest
+        .chars()
+        .find(|c| matches!(c, '/' | '?' | '#' | '@' | '\\'))
+    {
+        return Err(format!(
+            "{c:?} is not allowed: an origin is only scheme://host[:port], without a path"
+        ));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (address, after) = v6.split_once(']').ok_or("unclosed [ in an IPv6 host")?;
+        address
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{address:?} is not an IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("junk after the IPv6 host")?),
+        };
+        (format!("[{}]", address.to_ascii_lowercase()), port)
+    } else {
+        let (host, port) = match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(format!("{host:?} is not a host name or address"));
+        }
+        (host.to_ascii_lowercase(), port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) => {
+            let n = if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) {
+                p.parse::<u16>().ok().filter(|n| *n != 0)
+            } else {
+                None
+            };
+            Some(n.ok_or_else(|| format!("{p:?} is not a port"))?)
+        }
+    };
+    Ok(match port {
+        Some(p) if p != default_port => format!("{scheme}://{host}:{p}"),
+        _ => format!("{scheme}://{host}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_origin;
+
+    #[test]
+    fn origins_are_serialized_and_malformed_ones_refused() {
+        assert_eq!(
+            parse_origin("HTTPS://Clinic.Example").as_deref(),
+            Ok("https://clinic.example")
+        );
+        assert_eq!(
+            parse_origin("https://clinic.example:443").as_deref(),
+            Ok("https://clinic.example")
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:8080").as_deref(),
+            Ok("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            parse_origin("https://[::1]:9").as_deref(),
+            Ok("https://[::1]:9")
+        );
+        for bad in [
+            "clinic.example",
+            "https://clinic.example/",
+            "https://clinic.example/widget",
+            "ftp://clinic.example",
+            "https://user@clinic.example",
+            "https://clinic.example:0",
+            "https://clinic.example:99999",
+            "https://",
+            "https://-bad.example",
+            "https://clinic..example",
+            "null",
+            "*",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad} was accepted");
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod relay_key;
 pub mod server;
 pub mod storage;
 pub mod tls;
+mod web;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -129,6 +130,8 @@ pub struct Relay<S> {
     /// The clinic this relay serves (`--clinic-link`), if any: its organization key checks
     /// agent certificates, revocation lists and wipe orders.
     pub(crate) clinic: Option<ClinicLink>,
+    /// Web origins allowed to open a WebSocket (`--allow-origin`), serialized.
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 impl<S: Store> Relay<S> {
@@ -142,8 +145,11 @@ impl<S: Store> Relay<S> {
     ) -> Arc<Self> {
         // `Config::check` (run by `server::start`) refuses a link that does not parse.
         let clinic = config.clinic().ok().flatten();
+        // Likewise a malformed origin (refused, it would never match anyway).
+        let allowed_origins = config.allowed_origins().unwrap_or_default();
         Arc::new(Self {
             clinic,
+            allowed_origins,
             audit,
             relay_key,
             device_limits: RateLimiter::new(config.device_rate),
@@ -251,6 +257,16 @@ impl<S: Store> Relay<S> {
         } else {
             router
         };
+        let router = match &self.config.web_dir {
+            Some(dir) => {
+                let files = web::WebFiles::new(dir.clone(), &self.allowed_origins);
+                router.fallback(move |method: axum::http::Method, uri: axum::http::Uri| {
+                    let files = files.clone();
+                    async move { files.serve(method, uri).await }
+                })
+            }
+            None => router,
+        };
         router.with_state(self.clone())
     }
 
@@ -310,8 +326,21 @@ async fn websocket<S: Store>(
     State(relay): State<Arc<Relay<S>>>,
     ConnectInfo(server::PeerAddr(peer)): ConnectInfo<server::PeerAddr>,
     place: Option<axum::Extension<Arc<pending::PendingPlace>>>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // Before anything else: a page on another site must not use a visitor's browser to
+    // connect (cross-site WebSocket hijacking), nor spend this relay's connection budget.
+    if web::check_origin(&headers, &relay.allowed_origins) == web::OriginCheck::Refused {
+        relay.metrics.refused("origin");
+        let origin = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(not text)");
+        let origin: String = origin.chars().take(100).collect();
+        tracing::info!(reason = "origin", peer = %peer.ip(), origin = %origin.escape_debug(), "refused");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
     if let Err(wait) = relay
         .address_limits
         .check(&peer.ip(), std::time::Instant::now())

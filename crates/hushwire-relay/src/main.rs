@@ -26,6 +26,7 @@ use sha2::Digest as _;
 ///   hushwire-relay --registration invite             # only invited devices may register
 ///   hushwire-relay invite --valid-days 7             # print a single-use invite token
 ///   hushwire-relay --database-url postgres://relay@db/hushwire   # one of several instances
+///   hushwire-relay --allow-origin https://clinic.example --web-dir ./web/dist   # browsers
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
