@@ -183,6 +183,19 @@ async fn a_linked_device_gets_every_message_and_a_removed_one_stops() {
     );
     assert_eq!(bob.contacts().await.unwrap().len(), 1);
 
+    // Queued while offline, a message waiting for both of Alice's devices is listed once,
+    // under Alice, and cancelled as a whole.
+    bob.disconnect().await;
+    let queued = bob.send_text(to_alice, "never mind").await.unwrap();
+    assert_eq!(
+        bob.queued_messages().await.unwrap(),
+        vec![(to_alice, queued)]
+    );
+    assert_eq!(bob.cancel(queued).await.unwrap(), to_alice);
+    assert_eq!(bob.outbox_len().await.unwrap(), 0);
+    bob.connect().await.unwrap();
+    bob.sync(WAIT).await.unwrap();
+
     // A device cannot remove itself, nor one that is not on the list.
     assert!(matches!(
         alice.remove_device(1).await,

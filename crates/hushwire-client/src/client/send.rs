@@ -175,7 +175,8 @@ impl Client {
         Ok(store::outbox(&mut c).await?.len())
     }
     /// The messages still in the outbox (not yet held by the relay), oldest first, with their
-    /// recipients. Receipts and session resets are not listed.
+    /// recipients. Receipts and session resets are not listed; a message waiting for several
+    /// devices of its recipient is listed once, under the person (`docs/client.md` §8.6).
     pub async fn queued_messages(&self) -> Result<Vec<(ContactId, MessageId)>> {
         let mut c = self.inner.db.acquire().await?;
         let mut out = Vec::new();
@@ -184,8 +185,12 @@ impl Client {
                 self.inner
                     .vault
                     .open_value("outbox", &row.id.to_be_bytes(), &row.sealed)?;
-            if let Some(id) = item.message_id {
-                out.push((ContactId(row.contact_id), MessageId(id)));
+            // Copies to this person's own devices are not messages to anyone.
+            if let (Some(id), Some(person)) = (item.message_id, self.person_of(row.contact_id)) {
+                let entry = (ContactId(person), MessageId(id));
+                if !out.contains(&entry) {
+                    out.push(entry);
+                }
             }
         }
         Ok(out)
