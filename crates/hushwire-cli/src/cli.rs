@@ -123,7 +123,13 @@ Examples:
         accept_relay_key: Option<String>,
         /// Register as clinic staff with this agent certificate (a file, or the line
         /// `hushwire org certify` printed). It must certify this device's identity.
-        #[arg(long, value_name = "CERT", conflicts_with = "accept_relay_key")]
+        // base64url text may begin with `-`: a value, never a flag.
+        #[arg(
+            long,
+            value_name = "CERT",
+            conflicts_with = "accept_relay_key",
+            allow_hyphen_values = true
+        )]
         certificate: Option<String>,
         /// Pin this clinic too (its `hushwire-clinic:` link, or a file holding it); the
         /// certificate must be the clinic's.
@@ -501,6 +507,8 @@ Examples:
   hushwire org certify request.txt --name 'Sam Lee' --roles agent,admin --days 90 --out sam.cert")]
     Certify {
         /// The agent's request: the line `hushwire certificate request` printed, or a file.
+        // base64url text may begin with `-` (one request in 64): a value, never a flag.
+        #[arg(allow_hyphen_values = true)]
         request: String,
         /// The agent's name as patients will see it (1 to 64 bytes, no control characters).
         #[arg(long)]
@@ -540,6 +548,7 @@ Example:
   hushwire org publish-revocations revocations-2.txt")]
     PublishRevocations {
         /// The list: the file `hushwire org revoke` wrote, or its line of text.
+        #[arg(allow_hyphen_values = true)]
         list: String,
         /// Seconds to wait for the relay.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -613,6 +622,7 @@ Example:
   hushwire certificate install ada-2027.cert")]
     Install {
         /// The certificate: a file, or the line `hushwire org certify` printed.
+        #[arg(allow_hyphen_values = true)]
         certificate: String,
         /// Seconds to wait for the relay.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -904,5 +914,34 @@ mod tests {
             .map(|(_, t)| t.as_str())
             .unwrap_or_default();
         assert!(recv.contains(r"(`\x1b`, `\u{202e}`)"), "{recv}");
+    }
+
+    /// Requests, certificates and revocation lists are base64url: one in 64 begins with `-`,
+    /// which must be taken as the value it is, not as an unknown flag.
+    #[test]
+    fn base64url_values_beginning_with_a_hyphen_are_values() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("hushwire").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())
+        };
+        let cases: [&[&str]; 4] = [
+            &[
+                "org", "certify", "-Yab", "--name", "Ada", "--roles", "agent",
+            ],
+            &["certificate", "install", "-Yab"],
+            &["org", "publish-revocations", "-Yab"],
+            &[
+                "register",
+                "ws://127.0.0.1:1/v1/websocket",
+                "--certificate",
+                "-Yab",
+                "--clinic",
+                "x",
+            ],
+        ];
+        for args in cases {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(format!("{cli:?}").contains("\"-Yab\""), "{args:?}");
+        }
     }
 }
