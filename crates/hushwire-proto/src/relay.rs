@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::clinic::{AgentCertificate, DeviceList, RevocationList, WipeCommand};
 use crate::codec::{Codec, DecodeError, Reader, put_bytes_u32};
+use crate::conversation::queue::{QueueError, QueueFrame};
 use crate::keys::{Fingerprint, SIGNATURE_LEN, short_hex};
 use crate::signer::Signer;
 use crate::{IdentityKey, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey, labels};
@@ -321,6 +322,20 @@ pub enum ErrorCode {
     /// A signed list (revocation list, device list) was refused: its signature does not verify
     /// or its sequence is not higher than the one the relay holds (a rollback).
     ListRefused = 19,
+    /// `OpenConversation` with a conversation id already in use (`docs/conversations.md` §5.3).
+    ConversationExists = 20,
+    /// No conversation with this id at the relay (`docs/conversations.md` §5.3).
+    UnknownConversation = 21,
+    /// The device is not a member of the conversation: a hand-off by an agent not on it, a
+    /// fetch by a stranger, an envelope to a device removed from it (`docs/conversations.md`
+    /// §5.3).
+    NotOnConversation = 22,
+    /// The relay's own check of a membership change (`docs/conversations.md` §4.3) failed; the
+    /// client recomputes the rule to show it.
+    MembershipRefused = 23,
+    /// The change's epoch is not the relay's next one: another change came first. Fetch the
+    /// history (`FetchMembership`) and try again (`docs/conversations.md` §5.3).
+    StaleEpoch = 24,
 }
 
 impl ErrorCode {
@@ -328,6 +343,18 @@ impl ErrorCode {
     /// still compile; new code should say `MailboxFull`.
     #[allow(non_upper_case_globals)]
     pub const QuotaExceeded: Self = Self::MailboxFull;
+}
+
+impl From<QueueError> for ErrorCode {
+    fn from(error: QueueError) -> Self {
+        match error {
+            QueueError::ConversationExists => Self::ConversationExists,
+            QueueError::UnknownConversation => Self::UnknownConversation,
+            QueueError::NotOnConversation => Self::NotOnConversation,
+            QueueError::MembershipRefused => Self::MembershipRefused,
+            QueueError::StaleEpoch => Self::StaleEpoch,
+        }
+    }
 }
 
 impl ErrorCode {
@@ -353,6 +380,11 @@ impl ErrorCode {
             17 => Suspended,
             18 => CertificateRefused,
             19 => ListRefused,
+            20 => ConversationExists,
+            21 => UnknownConversation,
+            22 => NotOnConversation,
+            23 => MembershipRefused,
+            24 => StaleEpoch,
             _ => {
                 return Err(DecodeError::InvalidValue {
                     field: "error code",
@@ -466,6 +498,10 @@ pub enum FrameBody {
         /// One-time ML-KEM prekeys left.
         kem_one_time: u32,
     },
+    /// The clinic's conversations and queue (types `0x12`–`0x1d` from clients, `0x8d`–`0x95`
+    /// from the relay; `docs/conversations.md` §5.2): their bodies are
+    /// [`QueueFrame`]'s.
+    Queue(Box<QueueFrame>),
 }
 
 /// A frame: a request id and a body.
@@ -619,6 +655,7 @@ impl Codec for Frame {
                 out.extend_from_slice(&one_time.to_be_bytes());
                 out.extend_from_slice(&kem_one_time.to_be_bytes());
             }
+            FrameBody::Queue(frame) => frame.encode_body(out),
         }
     }
 
@@ -731,6 +768,9 @@ impl Codec for Frame {
                 one_time: r.u32("one-time count")?,
                 kem_one_time: r.u32("kem one-time count")?,
             },
+            tag if QueueFrame::is_queue_type(tag) => {
+                FrameBody::Queue(Box::new(QueueFrame::read_body(tag, r)?))
+            }
             tag => {
                 return Err(DecodeError::UnknownType {
                     structure: Self::NAME,
@@ -775,6 +815,7 @@ impl Frame {
             FrameBody::RevocationList(_) => 0x89,
             FrameBody::DeviceList(_) => 0x8a,
             FrameBody::Wiped(_) => 0x8b,
+            FrameBody::Queue(ref frame) => frame.type_byte(),
         }
     }
 }
@@ -895,8 +936,31 @@ mod tests {
         assert_eq!(error(15).unwrap(), body(ErrorCode::SenderQuota));
         assert_eq!(ErrorCode::SenderQuota as u16, 15);
         assert_eq!(error(19).unwrap(), body(ErrorCode::ListRefused));
-        assert!(error(20).is_err());
+        for queue_error in [
+            QueueError::ConversationExists,
+            QueueError::UnknownConversation,
+            QueueError::NotOnConversation,
+            QueueError::MembershipRefused,
+            QueueError::StaleEpoch,
+        ] {
+            let code = ErrorCode::from(queue_error);
+            assert_eq!(code as u16, queue_error.code());
+            assert_eq!(error(queue_error.code()).unwrap(), body(code));
+        }
+        assert!(error(25).is_err());
         assert!(error(0).is_err());
+    }
+
+    #[test]
+    fn queue_frames_travel_inside_relay_frames() {
+        let frame = QueueFrame::SetOnDuty(true);
+        let bytes = frame.to_frame(9);
+        let decoded = Frame::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded.request_id, 9);
+        assert_eq!(decoded.body, FrameBody::Queue(Box::new(frame)));
+        assert_eq!(decoded.to_bytes(), bytes);
+        // A queue type with a body that does not decode is an error, not a panic.
+        assert!(Frame::from_bytes(&[labels::PROTOCOL_VERSION, 0x13, 0, 0, 0, 1, 7]).is_err());
     }
 
     #[test]

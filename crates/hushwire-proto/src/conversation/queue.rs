@@ -1,8 +1,8 @@
 //! The bodies of the clinic queue's relay frames (`docs/conversations.md` §5), their type bytes
 //! and error codes. A frame is `version[1]=1 ‖ type[1] ‖ request_id[4] ‖ body` exactly as in
 //! `crate::relay`; [`QueueFrame::to_frame`] and [`QueueFrame::from_frame`] write and read that
-//! whole frame. The relay's `FrameBody` does not carry these yet: that, and the relay's
-//! behaviour, is part of the relay work (§5.4).
+//! whole frame. The relay's `crate::relay::FrameBody::Queue` carries them, and the relay's
+//! `ErrorCode` 20–24 are these [`QueueError`]s (`From<QueueError>`).
 
 use core::fmt;
 

@@ -1005,11 +1005,11 @@ fn the_largest_change_is_max_change_len() {
     assert_eq!(c.to_bytes().len(), MAX_CHANGE_LEN);
 }
 
-/// The queue's type bytes are exactly the ones `is_queue_type` names, and none is a frame the
-/// relay's `FrameBody` already decodes: when the relay part folds them in, nothing collides.
+/// The queue's type bytes are exactly the ones `is_queue_type` names, and the relay's frame
+/// decoder hands each of them, and only them, to `QueueFrame` (`FrameBody::Queue`).
 #[test]
 fn queue_types_do_not_collide_with_relay_frames() {
-    use crate::relay::Frame;
+    use crate::relay::{Frame, FrameBody};
     let mut queue_types = 0;
     for t in 0..=255u8 {
         let mut r = crate::codec::Reader::new(&[]);
@@ -1018,14 +1018,24 @@ fn queue_types_do_not_collide_with_relay_frames() {
             Err(DecodeError::UnknownType { .. })
         );
         assert_eq!(!unknown, QueueFrame::is_queue_type(t), "type {t:#04x}");
+        let as_relay_frame = Frame::from_bytes(&[1, t, 0, 0, 0, 0]);
         if QueueFrame::is_queue_type(t) {
             queue_types += 1;
-            assert!(
-                matches!(
-                    Frame::from_bytes(&[1, t, 0, 0, 0, 0]),
-                    Err(DecodeError::UnknownType { tag, .. }) if tag == t
+            match as_relay_frame {
+                Ok(frame) => assert!(
+                    matches!(frame.body, FrameBody::Queue(ref q) if q.type_byte() == t),
+                    "type {t:#04x} decoded as {:?}",
+                    frame.body
                 ),
-                "type {t:#04x} is already a relay frame"
+                Err(e) => assert!(
+                    !matches!(e, DecodeError::UnknownType { .. }),
+                    "type {t:#04x}: {e}"
+                ),
+            }
+        } else if let Ok(frame) = as_relay_frame {
+            assert!(
+                !matches!(frame.body, FrameBody::Queue(_)),
+                "type {t:#04x} is not a queue type"
             );
         }
     }
