@@ -35,9 +35,11 @@ pub const MAX_PREKEYS_PER_UPLOAD: usize = 100;
 pub const MAX_ACKS_PER_FRAME: usize = 256;
 /// Longest invite token.
 pub const MAX_INVITE_LEN: usize = 64;
-/// Largest frame either side sends: a full `Send` frame (header 6, list count 2, then per
-/// envelope an address 36, a length 4 and the payload).
-pub const MAX_FRAME_LEN: usize = 6 + 2 + MAX_ENVELOPES_PER_FRAME * (36 + 4 + MAX_ENVELOPE_LEN);
+/// Largest frame either side sends (1 573 536 bytes): a full `ConversationSend` frame (header
+/// 6, conversation id 16 and epoch 8, list count 2, then per envelope an address 36, a length
+/// 4 and the payload; `docs/conversations.md` §5.2), 24 bytes more than a full `Send`.
+pub const MAX_FRAME_LEN: usize =
+    6 + 16 + 8 + 2 + MAX_ENVELOPES_PER_FRAME * (36 + 4 + MAX_ENVELOPE_LEN);
 
 /// A device's address: its identity's fingerprint and its device number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -559,6 +561,26 @@ fn read_option<T>(
     }
 }
 
+/// `count[2] ‖ (address[36] ‖ len[4] ‖ payload)*`, at most [`MAX_ENVELOPES_PER_FRAME`] of at
+/// most [`MAX_ENVELOPE_LEN`] bytes (the body of `Send`, and of `ConversationSend` after its
+/// header).
+pub(crate) fn read_envelopes(r: &mut Reader<'_>) -> Result<Vec<OutgoingEnvelope>, DecodeError> {
+    read_list(r, MAX_ENVELOPES_PER_FRAME, "envelopes", |r| {
+        Ok(OutgoingEnvelope {
+            recipient: DeviceAddress::read(r)?,
+            payload: r.bytes_u32(MAX_ENVELOPE_LEN, "envelope payload")?.to_vec(),
+        })
+    })
+}
+
+/// Appends `envelopes` as [`read_envelopes`] reads them.
+pub(crate) fn put_envelopes(out: &mut Vec<u8>, envelopes: &[OutgoingEnvelope]) {
+    put_list(out, envelopes, |e, out| {
+        e.recipient.encode(out);
+        put_bytes_u32(out, &e.payload);
+    });
+}
+
 fn read_certificate(r: &mut Reader<'_>) -> Result<Box<AgentCertificate>, DecodeError> {
     AgentCertificate::read(r).map(Box::new)
 }
@@ -615,10 +637,7 @@ impl Codec for Frame {
                 put_list(out, one_time_kem_prekeys, |k, out| k.encode(out));
             }
             FrameBody::FetchBundle(a) => a.encode(out),
-            FrameBody::Send(envelopes) => put_list(out, envelopes, |e, out| {
-                e.recipient.encode(out);
-                put_bytes_u32(out, &e.payload);
-            }),
+            FrameBody::Send(envelopes) => put_envelopes(out, envelopes),
             FrameBody::Ack(ids) => put_list(out, ids, |id, out| out.extend_from_slice(id)),
             FrameBody::StoreEpoch(epoch) | FrameBody::StoreEpochSeen(epoch) => {
                 out.extend_from_slice(&epoch.to_be_bytes());
@@ -729,12 +748,7 @@ impl Codec for Frame {
                 )?,
             },
             0x04 => FrameBody::FetchBundle(DeviceAddress::read(r)?),
-            0x05 => FrameBody::Send(read_list(r, MAX_ENVELOPES_PER_FRAME, "envelopes", |r| {
-                Ok(OutgoingEnvelope {
-                    recipient: DeviceAddress::read(r)?,
-                    payload: r.bytes_u32(MAX_ENVELOPE_LEN, "envelope payload")?.to_vec(),
-                })
-            })?),
+            0x05 => FrameBody::Send(read_envelopes(r)?),
             0x06 => FrameBody::Ack(read_list(r, MAX_ACKS_PER_FRAME, "acks", |r| {
                 r.array("server id")
             })?),

@@ -11,7 +11,7 @@ use super::membership::MembershipChange;
 use crate::audit::ConversationId;
 use crate::codec::{Codec, DecodeError, Reader, put_bytes_u32};
 use crate::labels::PROTOCOL_VERSION;
-use crate::relay::DeviceAddress;
+use crate::relay::{DeviceAddress, OutgoingEnvelope, put_envelopes, read_envelopes};
 
 /// Most entries in one `Queue` answer.
 pub const MAX_QUEUE_ENTRIES: usize = 256;
@@ -218,6 +218,22 @@ pub enum QueueFrame {
     /// `0x1d`, agent (empty body): the devices of the agents on duty, to seal a hand-off note to
     /// when handing a conversation back to the queue.
     FetchOnDuty,
+    /// `0x1e`, member that writes: `conversation_id[16] ‖ epoch[8] ‖ count[2] ‖ (address[36] ‖
+    /// len[4] ‖ session message)*` (at most 16 envelopes of at most 96 KiB, as `Send`): one
+    /// conversation message fanned out to member devices (§2), at the membership epoch the
+    /// sender verified. The relay answers `Sent` (`0x84`) like `Send`, or `StaleEpoch` (24) if
+    /// its head epoch is another (the sender fetches the history and re-encrypts for the
+    /// current members), `NotOnConversation` (22) if the sender or a recipient is not a member
+    /// at the head, `UnknownConversation` (21). A conversation of more than 17 devices needs
+    /// several frames, each checked on its own.
+    ConversationSend {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The membership epoch the sender encrypted for: the number of changes it applied.
+        epoch: u64,
+        /// One session message per recipient device.
+        envelopes: Vec<OutgoingEnvelope>,
+    },
     /// `0x8d`, relay: `count[2] ‖ entry × count` answering `FetchQueue`, oldest first.
     Queue(Vec<QueueEntry>),
     /// `0x8e`, relay: `conversation_id[16] ‖ epoch[8]`: the claim won; `epoch` is the claim's.
@@ -284,13 +300,14 @@ impl QueueFrame {
             Self::ArchiveItems { .. } => 0x93,
             Self::ArchivePolicy(_) => 0x94,
             Self::FetchOnDuty => 0x1d,
+            Self::ConversationSend { .. } => 0x1e,
             Self::OnDuty(_) => 0x95,
         }
     }
 
     /// Whether `type_byte` names a queue frame.
     pub fn is_queue_type(type_byte: u8) -> bool {
-        matches!(type_byte, 0x12..=0x1d | 0x8d..=0x95)
+        matches!(type_byte, 0x12..=0x1e | 0x8d..=0x95)
     }
 
     /// Appends the body.
@@ -376,6 +393,15 @@ impl QueueFrame {
                 None => out.push(0),
             },
             Self::FetchOnDuty => {}
+            Self::ConversationSend {
+                conversation,
+                epoch,
+                envelopes,
+            } => {
+                out.extend_from_slice(&conversation.0);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                put_envelopes(out, envelopes);
+            }
             Self::OnDuty(devices) => {
                 out.extend_from_slice(
                     &u16::try_from(devices.len())
@@ -485,6 +511,11 @@ impl QueueFrame {
             0x91 => Self::MembershipChanged(read_change(r)?),
             0x92 => Self::QueueChanged(QueueEntry::read(r)?),
             0x1d => Self::FetchOnDuty,
+            0x1e => Self::ConversationSend {
+                conversation: ConversationId::read(r)?,
+                epoch: r.u64("epoch")?,
+                envelopes: read_envelopes(r)?,
+            },
             0x95 => {
                 let count = usize::from(r.u16("on-duty device count")?);
                 if count > MAX_ON_DUTY_DEVICES {

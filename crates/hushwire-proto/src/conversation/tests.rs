@@ -839,6 +839,20 @@ fn queue_frames_round_trip_and_are_bounded() {
         },
         QueueFrame::ArchivePolicy(None),
         QueueFrame::FetchOnDuty,
+        QueueFrame::ConversationSend {
+            conversation: CONV,
+            epoch: 3,
+            envelopes: vec![
+                crate::relay::OutgoingEnvelope {
+                    recipient: DeviceAddress {
+                        fingerprint: [4; 32],
+                        device_id: 1,
+                    },
+                    payload: vec![5; 200],
+                };
+                2
+            ],
+        },
         QueueFrame::OnDuty(vec![
             DeviceAddress {
                 fingerprint: [3; 32],
@@ -1039,7 +1053,7 @@ fn queue_types_do_not_collide_with_relay_frames() {
             );
         }
     }
-    assert_eq!(queue_types, 12 + 9);
+    assert_eq!(queue_types, 13 + 9);
 }
 
 #[test]
