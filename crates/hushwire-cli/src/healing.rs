@@ -191,7 +191,7 @@ pub async fn outbox_list(g: &Global) -> CliResult<ExitCode> {
 
 /// Takes one queued message out of the outbox.
 pub async fn outbox_cancel(g: &Global, id: &str) -> CliResult<ExitCode> {
-    let id: hushwire_client::MessageId = id.parse()?;
+    let id: hushwire_client::MessageId = id.parse().map_err(hushwire_client::ClientError::from)?;
     let client = common::open(g).await?;
     let contact = client.cancel(id).await?;
     let name = common::Names::new(&client).get(contact).await;

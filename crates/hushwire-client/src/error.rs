@@ -464,6 +464,12 @@ impl std::error::Error for ClientError {
     }
 }
 
+impl From<hushwire::payload::InvalidMessageId> for ClientError {
+    fn from(e: hushwire::payload::InvalidMessageId) -> Self {
+        Self::BadMessageId(e.0)
+    }
+}
+
 impl From<sqlx::Error> for ClientError {
     fn from(e: sqlx::Error) -> Self {
         Self::Database(e)

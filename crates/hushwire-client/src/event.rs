@@ -8,33 +8,7 @@ use zeroize::Zeroizing;
 use crate::address::Address;
 use crate::contact::ContactId;
 
-/// A message's id: 16 random bytes chosen by the sending client, shown as hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(pub [u8; 16]);
-
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl core::str::FromStr for MessageId {
-    type Err = crate::error::ClientError;
-
-    /// 32 hex digits, as [`MessageId`]'s `Display` writes them.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut id = [0u8; 16];
-        hex::decode_to_slice(s.trim(), &mut id)
-            .map_err(|_| crate::error::ClientError::BadMessageId(s.chars().take(40).collect()))?;
-        Ok(Self(id))
-    }
-}
-
-impl fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MessageId({self})")
-    }
-}
+pub use hushwire::payload::MessageId;
 
 /// A message received from a contact. Its content is PHI: `Debug` shows its length only, and
 /// the buffer is wiped when dropped.

@@ -36,7 +36,7 @@ mod error;
 mod event;
 mod link;
 mod os;
-pub mod payload;
+pub use hushwire::payload;
 mod store;
 mod store_lock;
 mod vault;

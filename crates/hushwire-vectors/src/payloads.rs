@@ -101,7 +101,7 @@ pub fn payload_json(p: &Payload) -> Value {
                 o.insert("kind".into(), json!(4));
                 o.insert(
                     "recipient_fingerprint".into(),
-                    json!(hex::encode(recipient.fingerprint.0)),
+                    json!(hex::encode(recipient.fingerprint)),
                 );
                 o.insert("recipient_device".into(), json!(recipient.device_id));
             }
@@ -137,8 +137,8 @@ pub fn payloads() -> Result<Value, Error> {
         (
             "sent copy",
             Payload::SentCopy {
-                recipient: hushwire_client::Address {
-                    fingerprint: hushwire::proto::Fingerprint([0x3c; 32]),
+                recipient: hushwire::proto::relay::DeviceAddress {
+                    fingerprint: [0x3c; 32],
                     device_id: 2,
                 },
                 id: MessageId(MESSAGE_ID),

@@ -46,6 +46,7 @@ mod handshake;
 mod kdf;
 pub mod keys;
 pub mod linking;
+pub mod payload;
 pub mod ratchet;
 pub mod seal;
 mod session;

@@ -464,7 +464,7 @@ impl Client {
                 }),
             ) => {
                 let copy = super::devices::SentCopy {
-                    recipient,
+                    recipient: crate::Address::from_device_address(recipient),
                     id,
                     sent_at_ms,
                     content_type,

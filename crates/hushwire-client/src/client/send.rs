@@ -104,7 +104,7 @@ impl Client {
         let own_copies = self.own_copies(&mut tx, &state.account).await?;
         if !own_copies.is_empty() {
             let copy = Payload::SentCopy {
-                recipient: record.address(),
+                recipient: record.address().to_device_address(),
                 id,
                 sent_at_ms: now,
                 content_type,

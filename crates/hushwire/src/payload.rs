@@ -1,4 +1,4 @@
-//! What the client puts inside a session message (the ratchet's plaintext), byte for byte in
+//! What a client puts inside a session message (the ratchet's plaintext), byte for byte in
 //! `docs/client.md` §4:
 //!
 //! ```text
@@ -14,12 +14,61 @@
 //! (256) bytes, so a ciphertext's length tells only which 256-byte bucket it falls in
 //! (`docs/client.md` §4.5).
 
-use hushwire::proto::codec::{DecodeError, Reader, put_bytes_u32};
-use hushwire::transcript::ContentType;
-use hushwire::wire::MAX_PLAINTEXT_LEN;
+use core::fmt;
+
+use hushwire_proto::codec::{DecodeError, Reader, put_bytes_u32};
 use zeroize::Zeroizing;
 
-use crate::MessageId;
+use crate::transcript::ContentType;
+use crate::wire::MAX_PLAINTEXT_LEN;
+
+/// A message's id: 16 random bytes chosen by the sending client, shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub [u8; 16]);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// Text that is not a message id (32 hex digits); holds at most its first 40 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidMessageId(pub String);
+
+impl fmt::Display for InvalidMessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not a message id (32 hex digits): {:?}", self.0)
+    }
+}
+
+impl core::str::FromStr for MessageId {
+    type Err = InvalidMessageId;
+
+    /// 32 hex digits (either case, surrounding blanks ignored), as `Display` writes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidMessageId(s.chars().take(40).collect());
+        let digits = s.trim().as_bytes();
+        if digits.len() != 32 {
+            return Err(invalid());
+        }
+        let mut id = [0u8; 16];
+        for (byte, pair) in id.iter_mut().zip(digits.chunks_exact(2)) {
+            let text = core::str::from_utf8(pair).map_err(|_| invalid())?;
+            *byte = u8::from_str_radix(text, 16).map_err(|_| invalid())?;
+        }
+        Ok(Self(id))
+    }
+}
 
 /// Payload format version.
 pub const PAYLOAD_VERSION: u8 = 1;
@@ -72,7 +121,7 @@ pub enum Payload {
     /// every device's transcript is complete (`docs/client.md` §4.6, §8.6).
     SentCopy {
         /// The device the message was sent to (the person is found by its fingerprint).
-        recipient: crate::Address,
+        recipient: hushwire_proto::relay::DeviceAddress,
         /// The message's id.
         id: MessageId,
         /// When the other device sent it, Unix milliseconds.
@@ -150,7 +199,7 @@ impl Payload {
                 content,
             } => {
                 out.push(KIND_SENT_COPY);
-                out.extend_from_slice(&recipient.fingerprint.0);
+                out.extend_from_slice(&recipient.fingerprint);
                 out.extend_from_slice(&recipient.device_id.to_be_bytes());
                 out.extend_from_slice(&id.0);
                 out.extend_from_slice(&sent_at_ms.to_be_bytes());
@@ -218,8 +267,8 @@ impl Payload {
                 }
             }),
             KIND_SENT_COPY => Self::SentCopy {
-                recipient: crate::Address {
-                    fingerprint: hushwire::proto::Fingerprint(r.array("recipient fingerprint")?),
+                recipient: hushwire_proto::relay::DeviceAddress {
+                    fingerprint: r.array("recipient fingerprint")?,
                     device_id: r.u32("recipient device")?,
                 },
                 id: MessageId(r.array("message id")?),
@@ -241,6 +290,16 @@ impl Payload {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+
+    #[test]
+    fn message_ids_read_back_what_they_print() {
+        let id = MessageId([0xab; 16]);
+        assert_eq!(id.to_string().parse::<MessageId>(), Ok(id));
+        assert_eq!(" ABABABABABABABABABABABABABABABAB ".parse::<MessageId>(), Ok(id));
+        for bad in ["", "ab", &"g".repeat(32), &"é".repeat(16), &"ab".repeat(17)] {
+            assert!(bad.parse::<MessageId>().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn padding_rounds_up_to_256_and_decodes_back() {
@@ -309,8 +368,8 @@ mod tests {
         // A sent copy of the largest message is the largest payload: exactly the session's
         // limit, so every message can be copied to this person's other devices.
         let copy = Payload::SentCopy {
-            recipient: crate::Address {
-                fingerprint: hushwire::proto::Fingerprint([9; 32]),
+            recipient: hushwire_proto::relay::DeviceAddress {
+                fingerprint: [9; 32],
                 device_id: 3,
             },
             id: MessageId([7; 16]),
