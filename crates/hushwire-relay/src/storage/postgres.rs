@@ -37,9 +37,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
-    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Provisioned, Provisioning, Registration,
-    RegistrationPolicy, Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64,
-    to_u64, ConversationUpdate, StoredArchiveEnvelope, StoredConversation,
+    ClaimedBundle, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload, Provisioned,
+    Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
+    StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql, to_i64,
+    to_u64,
 };
 
 /// The channel on which stored envelopes are announced (payload: hex fingerprint and device).

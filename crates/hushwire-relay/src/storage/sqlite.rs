@@ -25,9 +25,10 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Provisioned, Provisioning, Registration,
-    RegistrationPolicy, Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64,
-    to_u64, ConversationUpdate, StoredArchiveEnvelope, StoredConversation,
+    ClaimedBundle, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload, Provisioned,
+    Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
+    StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql, to_i64,
+    to_u64,
 };
 
 /// Most jobs committed together.
