@@ -372,10 +372,23 @@ impl<S: Store> Connection<S> {
         if stored.clinic != org.to_bytes() {
             return Ok(None);
         }
+        // Only the changes up to the head read above: a change stored since (by a racing
+        // request, on any instance) is not part of this view, and the compare-and-set on the
+        // head epoch refuses whatever is decided on this view.
+        if stored.head_epoch > u64::from(MAX_HISTORY) {
+            return Err(internal(
+                id,
+                &crate::storage::StoreError::Corrupt("conversation history too long".into()),
+            ));
+        }
         let changes = self
             .relay
             .store
-            .conversation_changes(conversation.0, 0, MAX_HISTORY)
+            .conversation_changes(
+                conversation.0,
+                0,
+                u32::try_from(stored.head_epoch).unwrap_or(MAX_HISTORY),
+            )
             .await
             .map_err(|e| internal(id, &e))?;
         let replay = MembershipContext {
@@ -457,16 +470,6 @@ impl<S: Store> Connection<S> {
             return Ok(Err(Refusal::Code(C::Malformed, "malformed")));
         };
         let conversation = first.conversation();
-        // Every change is signed by the device that sends it.
-        if changes.iter().any(|c| {
-            c.signer().fingerprint() != identity.fingerprint()
-                || c.signer_device() != device.device_id
-        }) {
-            return Ok(Err(Refusal::Code(
-                C::MembershipRefused,
-                "membership_refused",
-            )));
-        }
         let now = now_secs();
         let (stored, mut log) = if kind == Kind::Open {
             if first.epoch() != 0 || changes.len() != 1 {
@@ -498,6 +501,16 @@ impl<S: Store> Connection<S> {
             };
             (Some(stored), log)
         };
+        // Every change is signed by the device that sends it.
+        if changes.iter().any(|c| {
+            c.signer().fingerprint() != identity.fingerprint()
+                || c.signer_device() != device.device_id
+        }) {
+            return Ok(Err(Refusal::Code(
+                C::MembershipRefused,
+                "membership_refused",
+            )));
+        }
         if changes.iter().any(|c| c.conversation() != conversation) {
             return Ok(Err(Refusal::Code(
                 C::MembershipRefused,
