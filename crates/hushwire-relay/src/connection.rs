@@ -706,9 +706,23 @@ impl<S: Store> Connection<S> {
         device: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
     ) -> Result<(), Close> {
+        let body = self.store_envelopes(id, device, envelopes).await?;
+        self.reply(id, body).await
+    }
+
+    /// What `send_envelopes` answers (`Sent` or an error), without answering.
+    async fn store_envelopes(
+        &mut self,
+        id: u32,
+        device: DeviceAddress,
+        envelopes: Vec<OutgoingEnvelope>,
+    ) -> Result<FrameBody, Close> {
         let recipients: Vec<DeviceAddress> = envelopes.iter().map(|e| e.recipient).collect();
         if !self.on_device_lists(id, &recipients).await? {
-            return self.refuse(id, ErrorCode::UnknownDevice, 0).await;
+            return Ok(FrameBody::Error {
+                code: ErrorCode::UnknownDevice,
+                retry_after_ms: 0,
+            });
         }
         let recipients: Vec<(DeviceAddress, u32)> = envelopes
             .iter()
@@ -725,7 +739,10 @@ impl<S: Store> Connection<S> {
             );
             if let Err(wait) = taken {
                 self.relay.refused("sender_rate", self.peer.ip());
-                return self.refuse(id, ErrorCode::RateLimited, wait).await;
+                return Ok(FrameBody::Error {
+                    code: ErrorCode::RateLimited,
+                    retry_after_ms: wait,
+                });
             }
         }
         let started = Instant::now();
@@ -776,11 +793,7 @@ impl<S: Store> Connection<S> {
                 }
             }
         };
-        self.send(&Frame {
-            request_id: id,
-            body,
-        })
-        .await
+        Ok(body)
     }
 
     /// Checks the challenge answer; on success the connection belongs to that device.

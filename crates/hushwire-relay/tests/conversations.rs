@@ -539,15 +539,13 @@ async fn open_claim_hand_off_refusals_supervisor_and_pushes() {
             "{engine:?}"
         );
         assert_eq!(membership_len(&mut p, conv).await, 3, "{engine:?}");
-        assert!(
-            matches!(
-                a.call(q(QueueFrame::HandOff {
-                    changes: vec![add_ben.clone(), remove_ada.clone()],
-                    notes: vec![note_to(&ben)],
-                }))
-                .await,
-                FrameBody::Sent(r) if r.len() == 1
-            ),
+        assert_eq!(
+            a.call(q(QueueFrame::HandOff {
+                changes: vec![add_ben.clone(), remove_ada.clone()],
+                notes: vec![note_to(&ben)],
+            }))
+            .await,
+            FrameBody::Ok,
             "{engine:?}"
         );
         h.accept(&remove_ada);
@@ -600,15 +598,13 @@ async fn open_claim_hand_off_refusals_supervisor_and_pushes() {
             &ben,
             Some(&ben_cert),
         );
-        assert!(
-            matches!(
-                b.call(q(QueueFrame::HandOff {
-                    changes: vec![back.clone()],
-                    notes: vec![note_to(&ada)],
-                }))
-                .await,
-                FrameBody::Sent(_)
-            ),
+        assert_eq!(
+            b.call(q(QueueFrame::HandOff {
+                changes: vec![back.clone()],
+                notes: vec![note_to(&ada)],
+            }))
+            .await,
+            FrameBody::Ok,
             "{engine:?}"
         );
         h.accept(&back);
@@ -714,4 +710,60 @@ async fn racing_claims_exactly_one_wins() {
         assert_eq!(ada_wins + ben_wins, 20);
         eprintln!("{engine:?}: Ada won {ada_wins}, Ben won {ben_wins} of 20 racing claims");
     }
+}
+
+#[tokio::test]
+async fn opening_needs_the_patients_device_list_and_a_clinic() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-list");
+        let patient = Device::new(21, 1);
+        let mut p = Peer::register(&relays[0].url(), &patient, None).await;
+        let mut h = History::new(&clinic, 21);
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        // No published device list: refused, and nothing is stored.
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            error(ErrorCode::MembershipRefused),
+            "{engine:?}"
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::FetchMembership {
+                conversation: h.conversation,
+                from_epoch: 0
+            }))
+            .await,
+            error(ErrorCode::UnknownConversation),
+            "{engine:?}"
+        );
+        let list = DeviceList::issue(&patient.signing, &patient.identity, 2, &[1, 2]).unwrap();
+        assert_eq!(
+            p.call(FrameBody::PublishDeviceList(list)).await,
+            FrameBody::Ok
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&open);
+        assert_eq!(membership_len(&mut p, h.conversation).await, 1);
+    }
+    // A relay without a clinic has no queue.
+    let plain = RelayProcess::start("conversation-no-clinic", &[]);
+    let patient = Device::new(22, 1);
+    let mut p = Peer::register(&plain.url(), &patient, None).await;
+    assert_eq!(
+        p.call(q(QueueFrame::FetchArchivePolicy)).await,
+        error(ErrorCode::Forbidden)
+    );
 }

@@ -568,6 +568,20 @@ impl<S: Store> Connection<S> {
             Some(p) => self.patient_list(id, p).await?,
             None => None,
         };
+        // Rule 14 at the relay: patient devices are added only from the patient's published,
+        // verifying device list (`PublishDeviceList` first).
+        let adds_patient_devices = changes
+            .iter()
+            .any(|c| c.action() == ChangeAction::Add && c.role() == MemberRole::Patient);
+        if adds_patient_devices && patient_devices.is_none() {
+            self.relay
+                .metrics
+                .membership_refused("no patient device list");
+            return Ok(Err(Refusal::Code(
+                C::MembershipRefused,
+                "membership_refused",
+            )));
+        }
         let ctx = MembershipContext {
             revocations: revocations.as_ref(),
             patient_devices: patient_devices.as_ref(),
@@ -787,9 +801,15 @@ impl<S: Store> Connection<S> {
                     payload: n.payload,
                 })
                 .collect();
-            // The hand-off is stored; the notes are delivered as ordinary envelopes, and the
-            // answer is `Sent`'s (an error if a quota refuses them).
-            return self.send_envelopes(id, device, envelopes).await.map(Ok);
+            // The hand-off is stored; the notes are delivered as ordinary envelopes. The answer
+            // is `Ok`, or the error that refused the notes (a quota, a rate): the hand-off
+            // stands either way.
+            let body = match self.store_envelopes(id, device, envelopes).await? {
+                FrameBody::Sent(_) => FrameBody::Ok,
+                refused => refused,
+            };
+            self.reply(id, body).await?;
+            return Ok(Ok(()));
         }
         self.reply(id, FrameBody::Ok).await?;
         Ok(Ok(()))
