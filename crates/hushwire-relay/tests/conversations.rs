@@ -767,3 +767,114 @@ async fn opening_needs_the_patients_device_list_and_a_clinic() {
         error(ErrorCode::Forbidden)
     );
 }
+
+#[tokio::test]
+async fn removed_devices_are_told_and_a_patient_leaving_closes_the_conversation() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-removal");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, ben, sue) = (
+            Device::new(31, 1),
+            Device::new(32, 1),
+            Device::new(33, 1),
+            Device::new(34, 1),
+        );
+        let ada_cert = clinic.certify(31, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(32, &ben, &[Role::Agent]);
+        let sue_cert = clinic.certify(33, &sue, &[Role::Supervisor]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        let mut a = Peer::register(&url(1), &ada, Some(&ada_cert)).await;
+        let mut b = Peer::register(&url(0), &ben, Some(&ben_cert)).await;
+        let mut s = Peer::register(&url(1), &sue, Some(&sue_cert)).await;
+        assert_eq!(b.call(q(QueueFrame::SetOnDuty(true))).await, FrameBody::Ok);
+
+        let mut h = History::new(&clinic, 31);
+        let conv = h.conversation;
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok
+        );
+        h.accept(&open);
+        let claim = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert!(matches!(
+            a.call(q(QueueFrame::Claim(Box::new(claim.clone())))).await,
+            FrameBody::Queue(f) if matches!(*f, QueueFrame::Claimed { .. })
+        ));
+        h.accept(&claim);
+        let join = h.change(
+            ChangeAction::Add,
+            MemberRole::Supervisor,
+            &sue,
+            Some(&sue_cert),
+            &sue,
+            Some(&sue_cert),
+        );
+        assert_eq!(
+            s.call(q(QueueFrame::PublishChange(Box::new(join.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&join);
+        // The agent removes the supervisor: the supervisor's device is told it is out.
+        let out = h.change(
+            ChangeAction::Remove,
+            MemberRole::Supervisor,
+            &sue,
+            None,
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PublishChange(Box::new(out.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&out);
+        s.wait_for("its removal", |s| s.membership_pushes(conv).contains(&3))
+            .await;
+        // The patient leaves: the conversation is closed, the on-duty agent is told, the agent
+        // on it gets the change.
+        let leave = h.change(
+            ChangeAction::Remove,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::PublishChange(Box::new(leave.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        b.wait_for("QueueChanged(Closed)", |b| {
+            b.queue_pushes(conv).contains(&QueueState::Closed)
+        })
+        .await;
+        a.wait_for("the patient's departure", |a| {
+            a.membership_pushes(conv).contains(&4)
+        })
+        .await;
+    }
+}
