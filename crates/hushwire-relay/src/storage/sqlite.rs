@@ -1645,6 +1645,18 @@ impl Store for SqliteStore {
         device: DeviceAddress,
         limit: u32,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
+        // Every delivery round asks; most devices have no push waiting. A read on the read
+        // pool answers that without a job for the single writer (whose batches carry sends).
+        let waiting: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM conversation_pushes WHERE fingerprint = ? AND device_id = ? LIMIT 1",
+        )
+        .bind(fp(&device))
+        .bind(i64::from(device.device_id))
+        .fetch_optional(&self.reads)
+        .await?;
+        if waiting.is_none() {
+            return Ok(Vec::new());
+        }
         self.write(move |c| {
             Box::pin(async move {
                 let rows = sqlx::query(sql::TAKE_PUSHES.sqlite)
