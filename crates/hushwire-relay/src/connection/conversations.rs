@@ -682,7 +682,9 @@ impl<S: Store> Connection<S> {
             waiting_since,
             epoch: log.next_epoch(),
         };
-        if old_state != Some(state) {
+        // Also while it waits: its entry's epoch (which a claim must carry) changed.
+        let waiting = matches!(state, QueueState::New | QueueState::HandedBack);
+        if old_state != Some(state) || waiting {
             let frame = push_frame(QueueFrame::QueueChanged(new_entry));
             for target in &on_duty {
                 pushes.push((*target, frame.clone()));
