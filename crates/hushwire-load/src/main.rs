@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 mod attack;
+mod claims;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::IdentityKeyPair;
 use hushwire::proto::codec::Codec;
@@ -74,6 +75,14 @@ struct Args {
     /// --in-flight that the schedule never waits for an ack.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Instead of a throughput run, the clinic queue: this many patients open a conversation
+    /// at once and --agents agents race to claim each; prints claim latency p50/p99 and PASS
+    /// when every conversation was won exactly once (two instances with --database-url).
+    #[arg(long, default_value_t = 0)]
+    claims: usize,
+    /// Agents racing in --claims mode.
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
 }
 
 /// A relay process this tool owns.
@@ -505,6 +514,20 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     if let Some(mode) = args.attack {
         return attack::run(mode, &bin, &args).await;
+    }
+    if args.claims > 0 {
+        let dir = std::env::temp_dir().join(format!("hushwire-claims-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let outcome = claims::run(
+            &bin,
+            &dir,
+            args.claims,
+            args.agents,
+            args.database_url.as_deref(),
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return outcome;
     }
     let data_dir = std::env::temp_dir().join(format!("hushwire-load-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
