@@ -295,7 +295,10 @@ mod tests {
     fn message_ids_read_back_what_they_print() {
         let id = MessageId([0xab; 16]);
         assert_eq!(id.to_string().parse::<MessageId>(), Ok(id));
-        assert_eq!(" ABABABABABABABABABABABABABABABAB ".parse::<MessageId>(), Ok(id));
+        assert_eq!(
+            " ABABABABABABABABABABABABABABABAB ".parse::<MessageId>(),
+            Ok(id)
+        );
         for bad in ["", "ab", &"g".repeat(32), &"é".repeat(16), &"ab".repeat(17)] {
             assert!(bad.parse::<MessageId>().is_err(), "{bad:?}");
         }

@@ -29,6 +29,9 @@ pub const SEAL_VERSION: u8 = 1;
 pub const KIND_SESSION: u8 = 0x30;
 /// Kind byte of a sealed [`crate::Account`].
 pub const KIND_ACCOUNT: u8 = 0x31;
+/// Kind byte of a sealed application value ([`seal_value`]): what a client keeps beside its
+/// account and sessions (the browser client's IndexedDB records, `docs/browser.md`).
+pub const KIND_VALUE: u8 = 0x32;
 /// Largest sealed blob accepted (16 MiB): more than any account or session reaches.
 pub const MAX_SEALED_LEN: usize = 16 * 1024 * 1024;
 const HEADER_LEN: usize = 2 + 16 + 24;
@@ -81,6 +84,22 @@ pub(crate) fn seal<R: CryptoRng + ?Sized>(
     let ciphertext = provider().xseal(enc_key, &nonce, &out, contents);
     out.extend_from_slice(&ciphertext);
     out
+}
+
+/// Seals arbitrary bytes under `key` in the same format as accounts and sessions, with the kind
+/// byte [`KIND_VALUE`], drawing the 24-byte nonce from `rng`.
+pub fn seal_value<R: CryptoRng + ?Sized>(
+    contents: &[u8],
+    key: &StorageKey,
+    rng: &mut R,
+) -> Vec<u8> {
+    seal(KIND_VALUE, contents, key, rng)
+}
+
+/// Opens bytes sealed by [`seal_value`]: "wrong key", "corrupt" and the other
+/// [`UnsealError`]s as for accounts and sessions.
+pub fn unseal_value(sealed: &[u8], key: &StorageKey) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
+    unseal(KIND_VALUE, sealed, key)
 }
 
 /// Opens a blob sealed as `kind`.
