@@ -165,9 +165,27 @@ export class HushwireClient {
   private open(): void {
     if (this.stopped) return;
     this.status("Connecting…");
-    const socket = new WebSocket(this.relayUrl);
+    let socket: WebSocket;
+    try {
+      socket = new WebSocket(this.relayUrl);
+    } catch (e) {
+      // Refused before any connection (a content security policy, a malformed URL).
+      this.status(`Cannot reach the relay: ${(e as Error).message}`);
+      this.retryLater();
+      return;
+    }
     socket.binaryType = "arraybuffer";
     this.socket = socket;
+    // A connection that does not open within 10 s (a stalled network, or one the page's
+    // content security policy silently blocks) is given up and retried with backoff.
+    const stalled = setTimeout(() => {
+      if (this.socket === socket && socket.readyState !== WebSocket.OPEN) {
+        this.socket = undefined;
+        socket.close();
+        this.retryLater();
+      }
+    }, 10_000);
+    socket.onopen = () => clearTimeout(stalled);
     this.authenticated = false;
     let first = true;
     socket.onmessage = (event) => {
@@ -197,6 +215,7 @@ export class HushwireClient {
       }
     };
     socket.onclose = (event) => {
+      clearTimeout(stalled);
       if (this.socket !== socket) return;
       this.authenticated = false;
       for (const w of this.pending.values()) w.reject(new Error("the connection closed"));
@@ -206,12 +225,16 @@ export class HushwireClient {
         this.stopped = true;
         return;
       }
-      if (this.stopped) return;
-      const delay = this.backoffMs * (0.5 + Math.random() / 2);
-      this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
-      this.status(`Not connected. Retrying in ${Math.round(delay / 1000)} s…`);
-      setTimeout(() => this.open(), delay);
+      this.retryLater();
     };
+  }
+
+  private retryLater(): void {
+    if (this.stopped) return;
+    const delay = this.backoffMs * (0.5 + Math.random() / 2);
+    this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
+    this.status(`Not connected. Retrying in ${Math.round(delay / 1000)} s…`);
+    setTimeout(() => this.open(), delay);
   }
 
   /** Sends a frame and waits for its answer (or a synthetic Ok-less close). */

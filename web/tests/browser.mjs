@@ -230,6 +230,8 @@ await step("erase_leaves_nothing_readable", page, async () => {
 
 await step("other_origin_cannot_connect", null, async () => {
   const other = await context.newPage();
+  const otherErrors = [];
+  other.on("pageerror", (e) => otherErrors.push(String(e)));
   try {
     await other.goto(`${OTHER}/widget.html`);
     // A WebSocket from this page to the same relay carries Origin http://localhost:PORT, which
@@ -247,12 +249,25 @@ await step("other_origin_cannot_connect", null, async () => {
     await other.fill("#hw-passphrase", PASS);
     await other.click(".hw-unlock button[type=submit]");
     await other.waitForSelector(".hw-messages", { state: "attached", timeout: 60_000 });
-    await other.waitForTimeout(2500);
+    // The widget reports that it cannot connect (and keeps retrying with backoff).
+    const reported = await other
+      .waitForFunction(
+        () => {
+          const t = document.querySelector(".hw-status")?.textContent ?? "";
+          return /Not connected|Cannot reach/.test(t) ? t : false;
+        },
+        null,
+        { timeout: 30_000 },
+      )
+      .then((h) => h.jsonValue())
+      .catch(() => undefined);
     const connectedAttr = await other.getAttribute(".hw-widget", "data-connected");
-    const status = await other.textContent(".hw-status");
+    const status = reported ?? (await other.textContent(".hw-status"));
     await other.screenshot({ path: join(OUT, "other_origin_cannot_connect.png"), fullPage: true });
     assert(outcome === "error", `a WebSocket from the other origin: ${outcome}`);
     assert(connectedAttr !== "true", `the widget connected: ${status}`);
+    assert(/Not connected|Cannot reach/.test(status), `the widget says: ${status}`);
+    assert(otherErrors.length === 0, `the page threw: ${otherErrors}`);
     // And the same request from the allowed origin opens (the refusal is the origin's).
     const allowed = await page.evaluate(
       (url) =>
@@ -271,6 +286,34 @@ await step("other_origin_cannot_connect", null, async () => {
   } finally {
     await other.close();
   }
+});
+
+await step("console_chats_with_cli", page, async () => {
+  await page.goto(`${BASE}/console/`);
+  await page.fill("#pass", "console passphrase 1");
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#own-address", { timeout: 60_000 });
+  const address = (await page.textContent("#own-address")).trim();
+  await page.waitForFunction(() => /Connected/.test(document.getElementById("status")?.textContent ?? ""), null, {
+    timeout: 30_000,
+  });
+  await cli("contact", "add", "console", address);
+  await cli("send", "console", "Hello console <b>bold</b>");
+  await page.waitForSelector(".list button", { timeout: 30_000 });
+  await page.click(".list button");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".panel li")].some((e) => e.textContent === "Patient: Hello console <b>bold</b>"),
+    null,
+    { timeout: 30_000 },
+  );
+  assert((await page.$$(".panel b")).length === 0, "markup rendered in the console");
+  const safety = await page.textContent(".panel .safety");
+  assert(/(\d{5} ){11}\d{5}/.test(safety), `safety number: ${safety}`);
+  await page.fill(".panel textarea", "Hello from the console");
+  await page.click(".panel button[type=submit]");
+  const got = await agentReceives(1);
+  assert(got.includes("Hello from the console"), `the CLI received ${JSON.stringify(got)}`);
+  return safety;
 });
 
 await step("timings_in_chromium", page, async () => {

@@ -322,6 +322,7 @@ fn widget_and_client_in_chromium() {
         "idle_lock_clears_the_screen",
         "erase_leaves_nothing_readable",
         "other_origin_cannot_connect",
+        "console_chats_with_cli",
         "timings_in_chromium",
     ] {
         let at = results
