@@ -525,7 +525,7 @@ impl StorageKey {
     }
 
     /// Seals arbitrary bytes (`hushwire::seal::seal_value`: XChaCha20-Poly1305, the account
-    /// and session format with kind 0x32).
+    /// and session format with kind 0x33).
     #[wasm_bindgen(js_name = sealValue)]
     pub fn seal_value(&self, value: &[u8]) -> Result<Vec<u8>> {
         Ok(hushwire::seal::seal_value(value, &self.0, &mut os_rng()?))
