@@ -151,6 +151,8 @@ fn webassembly_build_passes_the_node_checks() {
         "conversation.json: 30 messages, reordered, every wire byte and gap",
         "a conversation between two accounts made in JavaScript",
         "the browser build (target/wasm/web) loads and talks to the Node build",
+        "a login answer to the published challenge verifies only under the pinned relay key",
+        "payloads, frames, Argon2id and sealed values",
     ] {
         assert!(
             report

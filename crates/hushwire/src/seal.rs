@@ -29,6 +29,9 @@ pub const SEAL_VERSION: u8 = 1;
 pub const KIND_SESSION: u8 = 0x30;
 /// Kind byte of a sealed [`crate::Account`].
 pub const KIND_ACCOUNT: u8 = 0x31;
+/// Kind byte of a sealed application value ([`seal_value`]): what a client keeps beside its
+/// account and sessions (the browser client's IndexedDB records, `docs/browser.md`).
+pub const KIND_VALUE: u8 = 0x33;
 /// Largest sealed blob accepted (16 MiB): more than any account or session reaches.
 pub const MAX_SEALED_LEN: usize = 16 * 1024 * 1024;
 const HEADER_LEN: usize = 2 + 16 + 24;
@@ -83,6 +86,22 @@ pub(crate) fn seal<R: CryptoRng + ?Sized>(
     out
 }
 
+/// Seals arbitrary bytes under `key` in the same format as accounts and sessions, with the kind
+/// byte [`KIND_VALUE`], drawing the 24-byte nonce from `rng`.
+pub fn seal_value<R: CryptoRng + ?Sized>(
+    contents: &[u8],
+    key: &StorageKey,
+    rng: &mut R,
+) -> Vec<u8> {
+    seal(KIND_VALUE, contents, key, rng)
+}
+
+/// Opens bytes sealed by [`seal_value`]: "wrong key", "corrupt" and the other
+/// [`UnsealError`]s as for accounts and sessions.
+pub fn unseal_value(sealed: &[u8], key: &StorageKey) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
+    unseal(KIND_VALUE, sealed, key)
+}
+
 /// Opens a blob sealed as `kind`.
 pub(crate) fn unseal(
     kind: u8,
@@ -119,4 +138,37 @@ pub(crate) fn unseal(
         .xopen(enc_key, &nonce_bytes, header, ciphertext)
         .map(Zeroizing::new)
         .ok_or(UnsealError::Corrupt)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng as _;
+
+    /// Sealed values open under their key only, and no other sealed kind opens as a value
+    /// (nor a value as another kind), so a browser record cannot be swapped for an account.
+    #[test]
+    fn values_are_their_own_kind() {
+        let mut rng = ChaCha20Rng::from_seed([1; 32]);
+        let key = StorageKey::from_bytes([2; 32]);
+        let sealed = seal_value(b"record", &key, &mut rng);
+        assert_eq!(unseal_value(&sealed, &key).unwrap().as_slice(), b"record");
+        assert_eq!(
+            unseal_value(&sealed, &StorageKey::from_bytes([3; 32])).unwrap_err(),
+            UnsealError::WrongKey
+        );
+        for kind in [KIND_SESSION, KIND_ACCOUNT, 0x32] {
+            assert!(unseal_value(&seal(kind, b"x", &key, &mut rng), &key).is_err());
+            assert!(unseal(kind, &sealed, &key).is_err());
+        }
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            unseal_value(&altered, &key).unwrap_err(),
+            UnsealError::Corrupt
+        );
+    }
 }

@@ -1,0 +1,149 @@
+// The browser store: one IndexedDB database per store name, one object store `kv` whose
+// values are all sealed by the WebAssembly core (`StorageKey.sealValue`, XChaCha20-Poly1305),
+// except `kdf`, which holds only the Argon2id salt and parameters needed to derive the key.
+// Nothing here encrypts by itself.
+
+import * as hw from "./wasm";
+
+/** Argon2id parameters: the native client's (64 MiB, 3 passes, 1 lane; docs/browser.md). */
+export const KDF_MEMORY_KIB = 64 * 1024;
+export const KDF_ITERATIONS = 3;
+
+const OBJECT_STORE = "kv";
+
+export function databaseName(store: string): string {
+  return `hushwire-${store}`;
+}
+
+function request<T>(r: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+
+export async function openDatabase(store: string): Promise<IDBDatabase> {
+  const open = indexedDB.open(databaseName(store), 1);
+  open.onupgradeneeded = () => {
+    open.result.createObjectStore(OBJECT_STORE);
+  };
+  return request(open);
+}
+
+/** Deletes the whole database: what "erase this browser's copy" does. */
+export async function deleteDatabase(store: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const r = indexedDB.deleteDatabase(databaseName(store));
+    r.onsuccess = () => resolve();
+    r.onerror = () => reject(r.error);
+    r.onblocked = () => resolve();
+  });
+}
+
+interface KdfRecord {
+  salt: Uint8Array;
+  memoryKib: number;
+  iterations: number;
+  check: Uint8Array; // a sealed known value: tells a wrong passphrase from a new store
+}
+
+const CHECK = new TextEncoder().encode("hushwire browser store v1");
+
+/** A store opened with its key. Every get/put seals or opens through the wasm core. */
+export class SealedStore {
+  private constructor(
+    private db: IDBDatabase,
+    private key: hw.StorageKey,
+  ) {}
+
+  /** Whether a store of this name already holds a passphrase record. */
+  static async exists(store: string): Promise<boolean> {
+    const db = await openDatabase(store);
+    try {
+      const tx = db.transaction(OBJECT_STORE, "readonly");
+      const kdf = await request(tx.objectStore(OBJECT_STORE).get("kdf"));
+      return kdf !== undefined;
+    } finally {
+      db.close();
+    }
+  }
+
+  /**
+   * Opens (or creates) the store under a passphrase: Argon2id in WebAssembly with the salt kept
+   * in the store. Throws "wrong passphrase" if the sealed check value does not open.
+   */
+  static async unlock(store: string, passphrase: string): Promise<SealedStore> {
+    const db = await openDatabase(store);
+    const tx = db.transaction(OBJECT_STORE, "readonly");
+    const kdf = (await request(tx.objectStore(OBJECT_STORE).get("kdf"))) as KdfRecord | undefined;
+    if (kdf) {
+      const key = hw.deriveStorageKey(passphrase, kdf.salt, kdf.memoryKib, kdf.iterations);
+      try {
+        key.openValue(kdf.check);
+      } catch {
+        key.free();
+        db.close();
+        throw new Error("wrong passphrase");
+      }
+      return new SealedStore(db, key);
+    }
+    const salt = crypto.getRandomValues(new Uint8Array(16));
+    const key = hw.deriveStorageKey(passphrase, salt, KDF_MEMORY_KIB, KDF_ITERATIONS);
+    const record: KdfRecord = {
+      salt,
+      memoryKib: KDF_MEMORY_KIB,
+      iterations: KDF_ITERATIONS,
+      check: key.sealValue(CHECK),
+    };
+    const w = db.transaction(OBJECT_STORE, "readwrite");
+    w.objectStore(OBJECT_STORE).put(record, "kdf");
+    await new Promise<void>((resolve, reject) => {
+      w.oncomplete = () => resolve();
+      w.onerror = () => reject(w.error);
+    });
+    return new SealedStore(db, key);
+  }
+
+  /** A store under a random key that exists only in this tab (a one-off chat). */
+  static async ephemeral(store: string): Promise<SealedStore> {
+    await deleteDatabase(store);
+    return new SealedStore(await openDatabase(store), hw.StorageKey.random());
+  }
+
+  get storageKey(): hw.StorageKey {
+    return this.key;
+  }
+
+  async getBytes(name: string): Promise<Uint8Array | undefined> {
+    const tx = this.db.transaction(OBJECT_STORE, "readonly");
+    const sealed = (await request(tx.objectStore(OBJECT_STORE).get(name))) as Uint8Array | undefined;
+    return sealed === undefined ? undefined : this.key.openValue(sealed);
+  }
+
+  async getJson<T>(name: string): Promise<T | undefined> {
+    const bytes = await this.getBytes(name);
+    return bytes === undefined ? undefined : (JSON.parse(new TextDecoder().decode(bytes)) as T);
+  }
+
+  /** Seals and writes several values in one transaction; resolves once it is durable. */
+  async put(values: Record<string, Uint8Array | object>): Promise<void> {
+    const sealed: [string, Uint8Array][] = Object.entries(values).map(([k, v]) => [
+      k,
+      this.key.sealValue(
+        v instanceof Uint8Array ? v : new TextEncoder().encode(JSON.stringify(v)),
+      ),
+    ]);
+    const tx = this.db.transaction(OBJECT_STORE, "readwrite", { durability: "strict" });
+    for (const [k, v] of sealed) tx.objectStore(OBJECT_STORE).put(v, k);
+    await new Promise<void>((resolve, reject) => {
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  }
+
+  close(): void {
+    this.db.close();
+    this.key.free();
+  }
+}

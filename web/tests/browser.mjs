@@ -1,0 +1,330 @@
+// Browser tests in real Chromium (headless, driven by playwright-core), run by
+// crates/hushwire-wasm/tests/browser.rs, which builds everything, starts a real relay with
+// --web-dir and --allow-origin, sets up a clinic and an agent with the `hushwire` CLI, and passes:
+//
+//   HW_BASE         http://127.0.0.1:PORT (the allowed origin; the relay serves the site)
+//   HW_OTHER_BASE   http://localhost:PORT (same relay, an origin that is NOT allowed)
+//   HW_OUT          output folder: results.json and one screenshot per case
+//   HW_CLI          the hushwire binary; HW_AGENT_HOME its home; HUSHWIRE_PASSPHRASE set
+//   HW_AGENT_NAME   the agent's certified name
+//   HW_CHROMIUM     the Chromium binary
+//
+// Writes HW_OUT/results.json: { cases: { name: { ok, detail } }, figures: {...} }. Each case
+// records its own failure and the script goes on, so one failure does not hide the others.
+
+import { chromium } from "playwright-core";
+import { execFile } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+const env = process.env;
+const BASE = env.HW_BASE;
+const OTHER = env.HW_OTHER_BASE;
+const OUT = env.HW_OUT;
+const PASS = "patient passphrase 1";
+mkdirSync(OUT, { recursive: true });
+
+const cases = {};
+const figures = {};
+const log = (...a) => console.log("[browser]", ...a);
+
+async function cli(...args) {
+  const { stdout } = await run(env.HW_CLI, ["--home", env.HW_AGENT_HOME, ...args], {
+    env: { ...env, NO_COLOR: "1" },
+    timeout: 60_000,
+  });
+  return stdout;
+}
+
+async function step(name, page, body) {
+  log("case", name);
+  try {
+    const detail = await body();
+    cases[name] = { ok: true, detail: detail ?? "" };
+  } catch (e) {
+    cases[name] = { ok: false, detail: String(e?.stack ?? e) };
+    log("FAILED", name, e);
+  }
+  if (page && !page.isClosed()) {
+    await page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true }).catch(() => {});
+  }
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+async function unlock(page) {
+  await page.fill("#hw-passphrase", PASS);
+  await page.click(".hw-unlock button[type=submit]");
+  await page.waitForSelector(".hw-messages", { state: "attached", timeout: 60_000 });
+  return Number(await page.getAttribute(".hw-widget", "data-unlock-ms"));
+}
+
+async function connected(page) {
+  await page.waitForSelector('.hw-widget[data-connected="true"]', { timeout: 30_000 });
+}
+
+async function send(page, text) {
+  await page.fill("#hw-input", text);
+  await page.press("#hw-input", "Enter");
+}
+
+/** Runs `hushwire recv --json` until `want` texts from the patient have arrived. */
+async function agentReceives(want, timeoutMs = 60_000) {
+  const got = [];
+  const until = Date.now() + timeoutMs;
+  while (got.length < want && Date.now() < until) {
+    const out = await cli("recv", "--json", "--wait", "5");
+    for (const line of out.split("\n")) {
+      if (!line.trim()) continue;
+      const j = JSON.parse(line);
+      if (typeof j.text === "string") got.push(j.text);
+    }
+  }
+  return got;
+}
+
+const browser = await chromium.launch({
+  executablePath: env.HW_CHROMIUM,
+  headless: true,
+  args: ["--no-sandbox"],
+});
+const context = await browser.newContext({ viewport: { width: 360, height: 740 } });
+const page = await context.newPage();
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+page.on("dialog", (d) => void d.accept());
+let patient = "";
+
+await step("chat_with_cli_agent", page, async () => {
+  const t0 = Date.now();
+  await page.goto(`${BASE}/widget.html`);
+  await page.waitForSelector("#hw-passphrase", { state: "visible" });
+  figures.loadToUsableMs = Date.now() - t0;
+  figures.firstUnlockMs = await unlock(page);
+  await connected(page);
+  patient = await page.getAttribute(".hw-widget", "data-address");
+  assert(/^[0-9a-f]{64}:1$/.test(patient), `patient address ${patient}`);
+  const clinic = await page.textContent(".hw-clinic");
+  assert(clinic === "Test Clinic", `clinic name shown: ${clinic}`);
+  await send(page, "Hello from the browser");
+  await page.waitForSelector('.hw-out[data-state="sent"]', { timeout: 30_000 });
+  await cli("contact", "add", "pat", patient);
+  const got = await agentReceives(1);
+  assert(got.includes("Hello from the browser"), `the agent received ${JSON.stringify(got)}`);
+  await page.waitForSelector('.hw-out[data-state="delivered"]', { timeout: 30_000 });
+  await cli("send", "pat", "Good morning, how can I help?");
+  await page.waitForSelector(".hw-in", { timeout: 30_000 });
+  const reply = await page.textContent(".hw-in .hw-text");
+  assert(reply === "Good morning, how can I help?", `reply shown as ${reply}`);
+  await page.waitForFunction(
+    (name) => document.querySelector(".hw-agent")?.textContent?.includes(name),
+    env.HW_AGENT_NAME,
+    { timeout: 15_000 },
+  );
+  return `patient ${patient}; agent line: ${await page.textContent(".hw-agent")}`;
+});
+
+const IMG = '<img src=x onerror="window.__pwned=1">';
+const SCRIPT = "<script>window.__pwned=2</script>";
+await step("markup_is_shown_as_text", page, async () => {
+  await cli("send", "pat", IMG);
+  await cli("send", "pat", SCRIPT);
+  await page.waitForFunction(() => document.querySelectorAll(".hw-in").length >= 3, null, {
+    timeout: 30_000,
+  });
+  const texts = await page.$$eval(".hw-in .hw-text", (els) => els.map((e) => e.textContent));
+  assert(texts.includes(IMG) && texts.includes(SCRIPT), `texts ${JSON.stringify(texts)}`);
+  const elements = await page.$$eval(".hw-widget img, .hw-widget script", (e) => e.length);
+  assert(elements === 0, `${elements} img/script elements inside the widget`);
+  await page.waitForTimeout(500);
+  const pwned = await page.evaluate(() => window.__pwned);
+  assert(pwned === undefined, `injected code ran: ${pwned}`);
+});
+
+await step("second_tab_is_refused", null, async () => {
+  const second = await context.newPage();
+  await second.goto(`${BASE}/widget.html`);
+  await second.waitForSelector(".hw-refused", { timeout: 15_000 });
+  const text = await second.textContent(".hw-refused");
+  await second.screenshot({ path: join(OUT, "second_tab_is_refused.png"), fullPage: true });
+  await second.close();
+  assert(/already open in another tab/.test(text), text);
+});
+
+await step("throughput_browser_to_cli", page, async () => {
+  const n = 40;
+  const t0 = Date.now();
+  for (let i = 0; i < n; i++) await send(page, `bulk ${i}`);
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('.hw-out[data-state="sent"], .hw-out[data-state="delivered"]').length >= n + 1,
+    n,
+    { timeout: 120_000 },
+  );
+  const sentMs = Date.now() - t0;
+  const got = await agentReceives(n, 120_000);
+  const totalMs = Date.now() - t0;
+  assert(got.filter((t) => t.startsWith("bulk ")).length === n, `agent got ${got.length}`);
+  figures.browserSendPerS = (n * 1000) / sentMs;
+  figures.browserToCliPerS = (n * 1000) / totalMs;
+  return `${n} messages: relay holds all after ${sentMs} ms; the CLI received all after ${totalMs} ms`;
+});
+
+await step("reload_keeps_the_conversation", page, async () => {
+  await page.reload();
+  await page.waitForSelector("#hw-passphrase");
+  figures.reloadUnlockMs = await unlock(page);
+  const texts = await page.$$eval(".hw-text", (els) => els.map((e) => e.textContent));
+  assert(texts.includes("Hello from the browser"), `after reload: ${JSON.stringify(texts.slice(0, 5))}`);
+  assert(texts.includes(IMG), "the agent's messages are kept");
+  await connected(page);
+  await cli("send", "pat", "After your reload");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent === "After your reload"),
+    null,
+    { timeout: 30_000 },
+  );
+});
+
+await step("idle_lock_clears_the_screen", page, async () => {
+  await page.goto(`${BASE}/widget-idle.html`);
+  await unlock(page);
+  assert((await page.$$(".hw-text")).length > 0, "messages shown after unlock");
+  // widget-idle.html locks after 3 s without a key or pointer event.
+  await page.waitForSelector("#hw-passphrase", { timeout: 15_000 });
+  const body = await page.evaluate(() => document.body.innerText);
+  assert(!body.includes("Hello from the browser") && !body.includes("After your reload"), "text left on screen");
+  assert((await page.$$(".hw-text")).length === 0, "message elements left in the DOM");
+  assert(/Locked/.test(await page.textContent(".hw-status")), "status says locked");
+});
+
+await step("erase_leaves_nothing_readable", page, async () => {
+  await page.goto(`${BASE}/widget.html`);
+  await unlock(page);
+  await page.click(".hw-erase");
+  await page.waitForSelector(".hw-erased", { timeout: 15_000 });
+  const dbs = await page.evaluate(async () => (await indexedDB.databases()).map((d) => d.name));
+  assert(!dbs.includes("hushwire-widget"), `databases left: ${JSON.stringify(dbs)}`);
+  // Opening it again finds an empty, new database: nothing of the chat is left.
+  const left = await page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const r = indexedDB.open("hushwire-widget");
+        r.onupgradeneeded = () => resolve("created anew (empty)");
+        r.onsuccess = () => {
+          const names = [...r.result.objectStoreNames];
+          r.result.close();
+          resolve(names.length ? `stores: ${names}` : "empty");
+        };
+      }),
+  );
+  await page.evaluate(() => indexedDB.deleteDatabase("hushwire-widget"));
+  const body = await page.evaluate(() => document.body.innerText);
+  assert(!body.includes("Hello from the browser"), "text left on screen");
+  assert(left !== undefined && !String(left).startsWith("stores"), `database: ${left}`);
+  return String(left);
+});
+
+await step("other_origin_cannot_connect", null, async () => {
+  const other = await context.newPage();
+  const otherErrors = [];
+  other.on("pageerror", (e) => otherErrors.push(String(e)));
+  try {
+    await other.goto(`${OTHER}/widget.html`);
+    // A WebSocket from this page to the same relay carries Origin http://localhost:PORT, which
+    // is not on --allow-origin: the relay answers 403 and the socket never opens.
+    const outcome = await other.evaluate(
+      (url) =>
+        new Promise((resolve) => {
+          const ws = new WebSocket(url);
+          ws.onopen = () => resolve("open");
+          ws.onerror = () => resolve("error");
+          setTimeout(() => resolve("timeout"), 10_000);
+        }),
+      OTHER.replace("http", "ws") + "/v1/websocket",
+    );
+    await other.fill("#hw-passphrase", PASS);
+    await other.click(".hw-unlock button[type=submit]");
+    await other.waitForSelector(".hw-messages", { state: "attached", timeout: 60_000 });
+    // The widget reports that it cannot connect (and keeps retrying with backoff).
+    const reported = await other
+      .waitForFunction(
+        () => {
+          const t = document.querySelector(".hw-status")?.textContent ?? "";
+          return /Not connected|Cannot reach/.test(t) ? t : false;
+        },
+        null,
+        { timeout: 30_000 },
+      )
+      .then((h) => h.jsonValue())
+      .catch(() => undefined);
+    const connectedAttr = await other.getAttribute(".hw-widget", "data-connected");
+    const status = reported ?? (await other.textContent(".hw-status"));
+    await other.screenshot({ path: join(OUT, "other_origin_cannot_connect.png"), fullPage: true });
+    assert(outcome === "error", `a WebSocket from the other origin: ${outcome}`);
+    assert(connectedAttr !== "true", `the widget connected: ${status}`);
+    assert(/Not connected|Cannot reach/.test(status), `the widget says: ${status}`);
+    assert(otherErrors.length === 0, `the page threw: ${otherErrors}`);
+    // And the same request from the allowed origin opens (the refusal is the origin's).
+    const allowed = await page.evaluate(
+      (url) =>
+        new Promise((resolve) => {
+          const ws = new WebSocket(url);
+          ws.onopen = () => {
+            ws.close();
+            resolve("open");
+          };
+          ws.onerror = () => resolve("error");
+        }),
+      BASE.replace("http", "ws") + "/v1/websocket",
+    );
+    assert(allowed === "open", `from the allowed origin: ${allowed}`);
+    return `other origin: ${outcome}; widget status: ${status}`;
+  } finally {
+    await other.close();
+  }
+});
+
+await step("console_chats_with_cli", page, async () => {
+  await page.goto(`${BASE}/console/`);
+  await page.fill("#pass", "console passphrase 1");
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#own-address", { timeout: 60_000 });
+  const address = (await page.textContent("#own-address")).trim();
+  await page.waitForFunction(() => /Connected/.test(document.getElementById("status")?.textContent ?? ""), null, {
+    timeout: 30_000,
+  });
+  await cli("contact", "add", "console", address);
+  await cli("send", "console", "Hello console <b>bold</b>");
+  await page.waitForSelector(".list button", { timeout: 30_000 });
+  await page.click(".list button");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".panel li")].some((e) => e.textContent === "Patient: Hello console <b>bold</b>"),
+    null,
+    { timeout: 30_000 },
+  );
+  assert((await page.$$(".panel b")).length === 0, "markup rendered in the console");
+  const safety = await page.textContent(".panel .safety");
+  assert(/(\d{5} ){11}\d{5}/.test(safety), `safety number: ${safety}`);
+  await page.fill(".panel textarea", "Hello from the console");
+  await page.click(".panel button[type=submit]");
+  const got = await agentReceives(1);
+  assert(got.includes("Hello from the console"), `the CLI received ${JSON.stringify(got)}`);
+  return safety;
+});
+
+await step("timings_in_chromium", page, async () => {
+  await page.goto(`${BASE}/bench/index.html`);
+  await page.waitForFunction(() => document.getElementById("result")?.textContent?.startsWith("{"), null, {
+    timeout: 120_000,
+  });
+  Object.assign(figures, JSON.parse(await page.textContent("#result")));
+});
+
+figures.pageErrors = pageErrors;
+await browser.close();
+writeFileSync(join(OUT, "results.json"), JSON.stringify({ cases, figures }, null, 2));
+log(JSON.stringify({ cases: Object.fromEntries(Object.entries(cases).map(([k, v]) => [k, v.ok])), figures }));

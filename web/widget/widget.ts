@@ -1,0 +1,285 @@
+// The patient widget: one script tag on a clinic's page.
+//
+//   <script src="/hushwire-widget.js" data-clinic-link="hushwire-clinic:..." data-agent="FP:ID">
+//
+// INTERIM: clinic conversations and the clinic queue are not available yet, so the widget
+// opens a pairwise chat with the one device address in `data-agent`. It will move to the clinic
+// queue (docs/conversations.md) when that lands; `data-agent` will then go away.
+//
+// Optional: `data-lock-after` (seconds of inactivity before the screen clears and locks;
+// default 300), `data-store` (the IndexedDB store name; default "widget").
+//
+// Every peer-supplied or user-supplied text is set with `textContent`, never as HTML.
+
+import * as hw from "../src/wasm";
+import { HushwireClient, ChatMessage } from "../src/client";
+import { SealedStore, deleteDatabase } from "../src/store";
+
+const script = document.currentScript as HTMLScriptElement | null;
+const base = new URL(".", script?.src ?? location.href);
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string> = {},
+  text?: string,
+): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+const STATE_TEXT: Record<string, string> = {
+  queued: "waiting to send",
+  sent: "sent",
+  delivered: "delivered",
+  failed: "not sent",
+};
+
+class Widget {
+  private root = el("section", { class: "hw-widget", role: "region", "aria-label": "Secure chat" });
+  private header = el("header", { class: "hw-header" });
+  private clinicName = el("h2", { class: "hw-clinic", id: "hw-clinic-name" });
+  private agentLine = el("p", { class: "hw-agent" });
+  private statusLine = el("p", { class: "hw-status", role: "status", "aria-live": "polite" });
+  private body = el("div", { class: "hw-body" });
+  private client?: HushwireClient;
+  private lockTimer?: number;
+  private releaseLock?: () => void;
+  private clinic?: hw.Clinic;
+  private relayUrl = "";
+
+  constructor(
+    private clinicLink: string,
+    private agent: string,
+    private lockAfterMs: number,
+    private storeName: string,
+  ) {
+    this.header.append(this.clinicName, this.agentLine);
+    this.root.append(this.header, this.statusLine, this.body);
+    this.root.setAttribute("aria-labelledby", "hw-clinic-name");
+    document.body.append(this.root);
+    for (const ev of ["keydown", "pointerdown", "input"]) {
+      this.root.addEventListener(ev, () => this.touch());
+    }
+  }
+
+  async start(): Promise<void> {
+    const css = el("link", { rel: "stylesheet", href: new URL("hushwire-widget.css", base).href });
+    document.head.append(css);
+    this.status("Loading…");
+    await hw.loadWasm(new URL("hushwire_wasm_bg.wasm", base));
+    try {
+      this.clinic = hw.Clinic.parse(this.clinicLink);
+      this.clinicName.textContent = this.clinic.name;
+      this.relayUrl = this.clinic.relayUrl;
+    } catch (e) {
+      this.clinicName.textContent = "Unverified clinic link";
+      this.status(`This page's clinic link does not verify: ${(e as Error).message}`);
+      return;
+    }
+    // One tab per store: the Web Locks API. A second tab is refused with a clear message.
+    const granted = await new Promise<boolean>((resolve) => {
+      void navigator.locks.request(
+        `hushwire-store-${this.storeName}`,
+        { ifAvailable: true },
+        (lock) => {
+          if (!lock) {
+            resolve(false);
+            return undefined;
+          }
+          resolve(true);
+          return new Promise<void>((release) => (this.releaseLock = release));
+        },
+      );
+    });
+    if (!granted) {
+      this.body.replaceChildren(
+        el(
+          "p",
+          { class: "hw-refused", role: "alert" },
+          "This chat is already open in another tab or window. Close it there, then reload this page.",
+        ),
+      );
+      this.status("Open in another tab");
+      return;
+    }
+    await this.showUnlock();
+  }
+
+  private status(text: string): void {
+    this.statusLine.textContent = text;
+  }
+
+  private async showUnlock(): Promise<void> {
+    const exists = await SealedStore.exists(this.storeName);
+    const form = el("form", { class: "hw-unlock", "aria-label": exists ? "Unlock chat" : "Start chat" });
+    const intro = el(
+      "p",
+      {},
+      exists
+        ? "Enter your chat passphrase to see this conversation."
+        : "Choose a passphrase (at least 8 characters). It protects this browser's copy of the chat; it cannot be recovered.",
+    );
+    const label = el("label", { for: "hw-passphrase" }, "Passphrase");
+    const input = el("input", {
+      id: "hw-passphrase",
+      type: "password",
+      autocomplete: exists ? "current-password" : "new-password",
+      minlength: "8",
+      required: "",
+    });
+    const button = el("button", { type: "submit" }, exists ? "Unlock" : "Start secure chat");
+    const error = el("p", { class: "hw-error", role: "alert" });
+    form.append(intro, label, input, button, error);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (input.value.length < 8) {
+        error.textContent = "The passphrase needs at least 8 characters.";
+        return;
+      }
+      button.disabled = true;
+      this.status("Unlocking…");
+      const passphrase = input.value;
+      input.value = "";
+      // Let the status paint before Argon2id occupies the thread.
+      setTimeout(() => {
+        void this.unlock(passphrase).catch((e: Error) => {
+          button.disabled = false;
+          error.textContent = e.message === "wrong passphrase" ? "Wrong passphrase." : e.message;
+          this.status("Locked");
+        });
+      }, 20);
+    });
+    this.body.replaceChildren(form);
+    input.focus();
+    this.status(exists ? "Locked" : "Not started");
+  }
+
+  private async unlock(passphrase: string): Promise<void> {
+    const t0 = performance.now();
+    const store = await SealedStore.unlock(this.storeName, passphrase);
+    this.root.dataset.unlockMs = String(Math.round(performance.now() - t0));
+    const client = await HushwireClient.open(store, this.relayUrl, {
+      onChange: () => this.render(),
+      onStatus: (text, connected) => {
+        this.status(text);
+        this.root.dataset.connected = String(connected);
+        if (connected && this.clinic) {
+          void client.agentName(this.clinic, this.agent).then((name) => {
+            this.agentLine.textContent = name
+              ? `You are talking to ${name} (verified by ${this.clinic?.name ?? "the clinic"})`
+              : "Agent identity: not certified yet";
+          });
+        }
+      },
+    });
+    this.client = client;
+    await client.addPeer(this.agent);
+    this.root.dataset.address = client.address;
+    this.showChat();
+    client.connect();
+    this.touch();
+  }
+
+  private list = el("ol", { class: "hw-messages", "aria-label": "Messages", "aria-live": "polite" });
+
+  private showChat(): void {
+    this.list = el("ol", { class: "hw-messages", "aria-label": "Messages", "aria-live": "polite" });
+    const form = el("form", { class: "hw-compose", "aria-label": "Write a message" });
+    const label = el("label", { for: "hw-input", class: "hw-visually-hidden" }, "Message");
+    const input = el("textarea", { id: "hw-input", rows: "2", maxlength: "4000" });
+    const send = el("button", { type: "submit" }, "Send");
+    form.append(label, input, send);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = input.value.trim();
+      if (!text || !this.client) return;
+      input.value = "";
+      void this.client.sendText(this.agent, text);
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    const you = el("p", { class: "hw-you" });
+    you.textContent = `Your device: ${this.client?.address ?? ""}`;
+    const erase = el("button", { type: "button", class: "hw-erase" }, "End chat and erase this browser's copy");
+    erase.addEventListener("click", () => void this.erase());
+    const lock = el("button", { type: "button", class: "hw-lock" }, "Lock now");
+    lock.addEventListener("click", () => void this.lock());
+    const tools = el("div", { class: "hw-tools" });
+    tools.append(lock, erase);
+    this.body.replaceChildren(this.list, form, tools, you);
+    this.render();
+    input.focus();
+  }
+
+  private render(): void {
+    const conversation = this.client?.conversations.get(this.agent);
+    if (!conversation) return;
+    this.list.replaceChildren(...conversation.messages.map((m) => this.item(m)));
+    this.list.lastElementChild?.scrollIntoView({ block: "end" });
+  }
+
+  private item(m: ChatMessage): HTMLLIElement {
+    const li = el("li", { class: m.outgoing ? "hw-out" : "hw-in", "data-id": m.id });
+    const who = el("span", { class: "hw-who" }, m.outgoing ? "You" : "Clinic");
+    const text = el("span", { class: "hw-text" }); // peer text: textContent only
+    text.textContent = m.text;
+    const time = new Date(m.sentAtMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const meta = el("span", { class: "hw-meta" }, m.outgoing ? `${time} · ${STATE_TEXT[m.state ?? "sent"]}` : time);
+    if (m.outgoing) li.dataset.state = m.state ?? "";
+    li.append(who, text, meta);
+    return li;
+  }
+
+  private touch(): void {
+    if (!this.client) return;
+    if (this.lockTimer !== undefined) clearTimeout(this.lockTimer);
+    this.lockTimer = window.setTimeout(() => void this.lock(), this.lockAfterMs);
+  }
+
+  /** Clears the screen and forgets the key; the passphrase opens it again. */
+  private async lock(): Promise<void> {
+    if (this.lockTimer !== undefined) clearTimeout(this.lockTimer);
+    this.lockTimer = undefined;
+    const client = this.client;
+    this.client = undefined;
+    this.body.replaceChildren();
+    this.agentLine.textContent = "";
+    client?.close();
+    this.root.dataset.locked = "true";
+    await this.showUnlock();
+    this.status("Locked after inactivity. Enter your passphrase to continue.");
+  }
+
+  private async erase(): Promise<void> {
+    if (!confirm("End this chat and erase every trace of it from this browser?")) return;
+    if (this.lockTimer !== undefined) clearTimeout(this.lockTimer);
+    const client = this.client;
+    this.client = undefined;
+    client?.close();
+    await deleteDatabase(this.storeName);
+    this.body.replaceChildren(
+      el("p", { class: "hw-erased", role: "status" }, "The chat has ended and this browser's copy was erased."),
+    );
+    this.agentLine.textContent = "";
+    this.status("Erased");
+    this.root.dataset.erased = "true";
+    this.releaseLock?.();
+  }
+}
+
+const link = script?.dataset.clinicLink ?? "";
+const agent = script?.dataset.agent ?? "";
+const lockAfter = Number(script?.dataset.lockAfter ?? "300");
+const storeName = script?.dataset.store ?? "widget";
+const widget = new Widget(link, agent, Math.max(1, lockAfter) * 1000, storeName);
+void widget.start().catch((e: Error) => {
+  const p = el("p", { role: "alert" });
+  p.textContent = `The secure chat could not start: ${e.message}`;
+  document.body.append(p);
+});
