@@ -21,7 +21,7 @@ use hushwire_proto::X25519PublicKey;
 use hushwire_proto::audit::ConversationId;
 use hushwire_proto::clinic::{AgentCertificate, ClinicLink, DeviceList, OrgKey, Role, Roles};
 use hushwire_proto::codec::Codec;
-use hushwire_proto::conversation::queue::{QueueFrame, QueueState};
+use hushwire_proto::conversation::queue::{NoteEnvelope, QueueFrame, QueueState};
 use hushwire_proto::conversation::{
     ArchiveEnvelope, ChangeAction, ChangeProposal, MemberRole, MembershipChange, genesis_hash,
 };
@@ -747,5 +747,176 @@ async fn racing_claimants_on_sqlite_win_each_conversation_exactly_once() {
         for h in &histories[i * 5..i * 5 + 5] {
             assert_eq!(membership_len(&mut pp, h.conversation).await, 2);
         }
+    }
+}
+
+/// Hand-offs with an invalid second change or notes to non-staff store nothing; sends to
+/// non-members, archive envelopes for unknown conversations, archive reads by agents and a
+/// removed agent's sends are refused.
+#[tokio::test]
+async fn hand_offs_sends_and_archive_from_hostile_members() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "attacks-handoff");
+        let url = relays[0].url();
+        let (patient, ada, ben, stranger) = (
+            Device::new(70, 1),
+            Device::new(71, 1),
+            Device::new(72, 1),
+            Device::new(73, 1),
+        );
+        let ada_cert = clinic.certify(71, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(72, &ben, &[Role::Agent]);
+        let mut p = Peer::register(&url, &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        let mut a = Peer::register(&url, &ada, Some(&ada_cert)).await;
+        let mut x = Peer::register(&url, &stranger, None).await;
+        publish_list(&mut x, &stranger, &[1]).await;
+        let (mut h, answer) = open(&mut p, &clinic, &patient, 70).await;
+        assert_eq!(answer, FrameBody::Ok, "{engine:?}");
+        let conv = h.conversation;
+        let claim = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert!(matches!(
+            a.call(q(QueueFrame::Claim(Box::new(claim.clone())))).await,
+            FrameBody::Queue(f) if matches!(*f, QueueFrame::Claimed { .. })
+        ));
+        h.accept(&claim);
+
+        // A hand-off whose second change is invalid (a forged signature): nothing stored.
+        let add_ben = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ben,
+            Some(&ben_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        let mut next = History {
+            conversation: conv,
+            head: h.head,
+            epoch: h.epoch,
+        };
+        next.accept(&add_ben);
+        let remove_ada = next.change(
+            ChangeAction::Remove,
+            MemberRole::Agent,
+            &ada,
+            None,
+            &ada,
+            Some(&ada_cert),
+        );
+        let mut forged = remove_ada.to_bytes();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let forged = MembershipChange::from_bytes(&forged).unwrap();
+        assert_eq!(
+            a.call(q(QueueFrame::HandOff {
+                changes: vec![add_ben.clone(), forged],
+                notes: Vec::new(),
+            }))
+            .await,
+            error(ErrorCode::MembershipRefused),
+            "{engine:?}"
+        );
+        assert_eq!(membership_len(&mut p, conv).await, 2, "{engine:?}");
+        // Notes to the patient, to a stranger or to an unregistered address: refused, nothing
+        // stored, nothing delivered.
+        let unregistered = Device::new(74, 9);
+        for to in [&patient, &stranger, &unregistered] {
+            assert_eq!(
+                a.call(q(QueueFrame::HandOff {
+                    changes: vec![add_ben.clone(), remove_ada.clone()],
+                    notes: vec![NoteEnvelope {
+                        recipient: to.address(),
+                        payload: b"note".to_vec(),
+                    }],
+                }))
+                .await,
+                error(ErrorCode::NotOnConversation),
+                "{engine:?}"
+            );
+            assert_eq!(membership_len(&mut p, conv).await, 2, "{engine:?}");
+        }
+
+        // Sends to a non-member are refused.
+        assert_eq!(
+            a.call(q(QueueFrame::ConversationSend {
+                conversation: conv,
+                epoch: h.epoch,
+                envelopes: vec![envelope(&patient, b"hi"), envelope(&stranger, b"hi")],
+            }))
+            .await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        // The stranger cannot send into the conversation either.
+        assert_eq!(
+            x.call(q(QueueFrame::ConversationSend {
+                conversation: conv,
+                epoch: h.epoch,
+                envelopes: vec![envelope(&patient, b"hi")],
+            }))
+            .await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        // Archive: an unknown conversation; an agent reading it.
+        assert_eq!(
+            a.call(q(QueueFrame::PutArchive(Box::new(archive_envelope(
+                History::new(&clinic, 75).conversation
+            )))))
+            .await,
+            error(ErrorCode::UnknownConversation),
+            "{engine:?}"
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::FetchArchive {
+                conversation: conv,
+                from_index: 0,
+            }))
+            .await,
+            error(ErrorCode::Forbidden),
+            "{engine:?}"
+        );
+
+        // Ada leaves (hand back); her later sends at the new head are refused.
+        let leave = h.change(
+            ChangeAction::Remove,
+            MemberRole::Agent,
+            &ada,
+            None,
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PublishChange(Box::new(leave.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&leave);
+        assert_eq!(
+            a.call(q(QueueFrame::ConversationSend {
+                conversation: conv,
+                epoch: h.epoch,
+                envelopes: vec![envelope(&patient, b"still here")],
+            }))
+            .await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PutArchive(Box::new(archive_envelope(conv)))))
+                .await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
     }
 }
