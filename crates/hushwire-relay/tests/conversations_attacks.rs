@@ -920,3 +920,34 @@ async fn hand_offs_sends_and_archive_from_hostile_members() {
         );
     }
 }
+
+/// The archive has no quota and a patient is a writer: without a rate, one device could file
+/// 64 KiB envelopes as fast as frames go. 120 a minute per device, bursts of as many.
+#[tokio::test]
+async fn archive_floods_are_rate_limited_per_device() {
+    let clinic = Clinic::new();
+    let relays = clinic.start(&Engine::Sqlite, "attacks-archive");
+    let url = relays[0].url();
+    let patient = Device::new(76, 1);
+    let mut p = Peer::register(&url, &patient, None).await;
+    publish_list(&mut p, &patient, &[1]).await;
+    let (h, answer) = open(&mut p, &clinic, &patient, 76).await;
+    assert_eq!(answer, FrameBody::Ok);
+    let mut filed = 0;
+    for _ in 0..200 {
+        match p
+            .call(q(QueueFrame::PutArchive(Box::new(archive_envelope(
+                h.conversation,
+            )))))
+            .await
+        {
+            FrameBody::Ok => filed += 1,
+            FrameBody::Error {
+                code: ErrorCode::RateLimited,
+                retry_after_ms,
+            } => assert!(retry_after_ms > 0 && retry_after_ms <= 1_000),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!((120..=122).contains(&filed), "filed {filed}");
+}

@@ -257,6 +257,14 @@ impl<S: Store> Connection<S> {
                         .refuse_queue(id, ErrorCode::NotOnConversation, "not_on_conversation")
                         .await;
                 }
+                if let Err(wait) = self
+                    .relay
+                    .archive_limits
+                    .check(&device, std::time::Instant::now())
+                {
+                    self.relay.refused("archive_rate", self.peer.ip());
+                    return self.refuse(id, ErrorCode::RateLimited, wait).await;
+                }
                 self.relay
                     .store
                     .put_archive(
