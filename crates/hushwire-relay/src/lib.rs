@@ -120,6 +120,9 @@ pub struct Relay<S> {
     pub(crate) registration_limits: RateLimiter<IpAddr>,
     /// Provisioning takes per IP address (allowed before login).
     pub(crate) provisioning_limits: RateLimiter<IpAddr>,
+    /// `PutArchive` per filing device: the archive has no quota, so its growth is bounded by
+    /// this rate (`docs/relay-protocol.md` §3.6).
+    pub(crate) archive_limits: RateLimiter<hushwire_proto::relay::DeviceAddress>,
     /// Devices connected to this instance, woken when mail arrives for them.
     pub(crate) connected: Mutex<HashMap<DeviceAddress, Arc<Wakers>>>,
     pub(crate) connection_slots: Arc<Semaphore>,
@@ -159,6 +162,7 @@ impl<S: Store> Relay<S> {
             target_prekey_limits: RateLimiter::per_minute(config.target_prekey_rate),
             registration_limits: RateLimiter::per_minute(config.registration_rate),
             provisioning_limits: RateLimiter::per_minute(config.provisioning_rate),
+            archive_limits: RateLimiter::per_minute(ARCHIVE_PER_MINUTE),
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
             pending: pending::PendingConnections::new(
                 config.max_pending_per_address,
@@ -480,3 +484,7 @@ fn parse_notification(payload: &str) -> Option<DeviceAddress> {
         device_id: device.parse().ok()?,
     })
 }
+
+/// Archive envelopes one device may file per minute (bursts of as many): one per message
+/// written, at a human pace.
+pub(crate) const ARCHIVE_PER_MINUTE: u32 = 120;

@@ -24,6 +24,14 @@ use crate::audit_log::device_ref;
 use crate::now_ms;
 use crate::storage::{ConversationUpdate, Store, StoredConversation};
 
+/// Conversations waiting in the queue (new or handed back) that one identity may be a member of
+/// when it opens another (`docs/relay-protocol.md` §3.6): beyond, `OpenConversation` is
+/// `RateLimited`. A claimed conversation does not count: it took an agent's attention.
+const MAX_OPEN_PER_IDENTITY: u64 = 8;
+
+/// The `retry_after_ms` of that refusal: an agent claims on a human's time scale.
+const OPEN_RETRY_AFTER_MS: u32 = 60_000;
+
 /// A stored history is re-read to rebuild the membership; longer ones are not served.
 const MAX_HISTORY: u32 = 4096;
 
@@ -118,6 +126,21 @@ impl<S: Store> Connection<S> {
         };
         match frame {
             QueueFrame::OpenConversation(change) => {
+                // One identity keeps at most `MAX_OPEN_PER_IDENTITY` conversations waiting:
+                // else one registered device could grow the queue, the stored histories and the
+                // pushes to every on-duty agent without bound.
+                let open = self
+                    .relay
+                    .store
+                    .open_conversations_of(identity.fingerprint().0)
+                    .await
+                    .map_err(|e| internal(id, &e))?;
+                if open >= MAX_OPEN_PER_IDENTITY {
+                    self.relay.refused("open_conversations", self.peer.ip());
+                    return self
+                        .refuse(id, ErrorCode::RateLimited, OPEN_RETRY_AFTER_MS)
+                        .await;
+                }
                 self.change_frame(id, device, identity, vec![*change], Kind::Open, Vec::new())
                     .await
             }
@@ -233,6 +256,14 @@ impl<S: Store> Connection<S> {
                     return self
                         .refuse_queue(id, ErrorCode::NotOnConversation, "not_on_conversation")
                         .await;
+                }
+                if let Err(wait) = self
+                    .relay
+                    .archive_limits
+                    .check(&device, std::time::Instant::now())
+                {
+                    self.relay.refused("archive_rate", self.peer.ip());
+                    return self.refuse(id, ErrorCode::RateLimited, wait).await;
                 }
                 self.relay
                     .store

@@ -564,6 +564,13 @@ pub trait Store: Send + Sync + 'static {
         pushes: Vec<(DeviceAddress, Vec<u8>)>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// How many conversations waiting in the queue (new or handed back) have a member device of
+    /// `fingerprint`.
+    fn open_conversations_of(
+        &self,
+        fingerprint: [u8; 32],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// The conversation `id`, if stored.
     fn conversation(
         &self,

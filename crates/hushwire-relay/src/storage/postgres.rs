@@ -1323,6 +1323,14 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
+    async fn open_conversations_of(&self, fingerprint: [u8; 32]) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(sql::OPEN_CONVERSATIONS_OF.postgres.as_str())
+            .bind(fingerprint.to_vec())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(super::to_u64(count))
+    }
+
     async fn conversation(&self, id: [u8; 16]) -> Result<Option<StoredConversation>, StoreError> {
         let row = sqlx::query(sql::CONVERSATION.postgres.as_str())
             .bind(id.to_vec())

@@ -227,6 +227,12 @@ shared!(
         ORDER BY fingerprint, device_id"
 );
 shared!(
+    /// How many conversations waiting in the queue (new or handed back) have a member device of
+    /// identity `fingerprint`.
+    OPEN_CONVERSATIONS_OF = "SELECT COUNT(DISTINCT m.conversation) FROM conversation_members m \
+        JOIN conversations c ON c.id = m.conversation WHERE m.fingerprint = ? AND c.state IN (1, 2)"
+);
+shared!(
     /// Up to `limit` conversations in the queue (new or handed back), longest waiting first.
     WAITING = "SELECT id, clinic, head_epoch, head_hash, state, opened_at, waiting_since, claimed, \
         last_activity FROM conversations WHERE state IN (1, 2) ORDER BY waiting_since, id LIMIT ?"

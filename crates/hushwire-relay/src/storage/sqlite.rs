@@ -1515,6 +1515,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn open_conversations_of(&self, fingerprint: [u8; 32]) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(sql::OPEN_CONVERSATIONS_OF.sqlite)
+            .bind(fingerprint.to_vec())
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(super::to_u64(count))
+    }
+
     async fn conversation(&self, id: [u8; 16]) -> Result<Option<StoredConversation>, StoreError> {
         let row = sqlx::query(sql::CONVERSATION.sqlite)
             .bind(id.to_vec())
