@@ -125,6 +125,18 @@ export class SealedStore {
     return bytes === undefined ? undefined : (JSON.parse(new TextDecoder().decode(bytes)) as T);
   }
 
+  /** Every value whose name starts with `prefix`, opened, in name order (one transaction). */
+  async getPrefix(prefix: string): Promise<[string, Uint8Array][]> {
+    const tx = this.db.transaction(OBJECT_STORE, "readonly");
+    const range = IDBKeyRange.bound(prefix, `${prefix}\uffff`);
+    const os = tx.objectStore(OBJECT_STORE);
+    const [keys, values] = await Promise.all([
+      request(os.getAllKeys(range)),
+      request(os.getAll(range)),
+    ]);
+    return keys.map((k, i) => [String(k), this.key.openValue(values[i] as Uint8Array)]);
+  }
+
   /** Seals and writes several values in one transaction; resolves once it is durable. */
   async put(values: Record<string, Uint8Array | object>): Promise<void> {
     const sealed: [string, Uint8Array][] = Object.entries(values).map(([k, v]) => [

@@ -161,7 +161,7 @@ class Widget {
     const store = await SealedStore.unlock(this.storeName, passphrase);
     this.root.dataset.unlockMs = String(Math.round(performance.now() - t0));
     const client = await HushwireClient.open(store, this.relayUrl, {
-      onChange: () => this.render(),
+      onChange: () => this.scheduleRender(),
       onStatus: (text, connected) => {
         this.status(text);
         this.root.dataset.connected = String(connected);
@@ -176,6 +176,11 @@ class Widget {
     });
     this.client = client;
     await client.addPeer(this.agent);
+    // Test pages only (`data-test-hooks="1"`, set by crates/hushwire-wasm/tests/browser.rs): the
+    // client for API-level measurements. A clinic's page never sets it.
+    if (script?.dataset.testHooks === "1") {
+      (window as unknown as { hushwireTest?: object }).hushwireTest = { client, agent: this.agent };
+    }
     this.root.dataset.address = client.address;
     this.showChat();
     client.connect();
@@ -215,6 +220,18 @@ class Widget {
     this.body.replaceChildren(this.list, form, tools, you);
     this.render();
     input.focus();
+  }
+
+  private renderPending = false;
+
+  /** Redraws at most once a frame, however many messages changed since the last one. */
+  private scheduleRender(): void {
+    if (this.renderPending) return;
+    this.renderPending = true;
+    requestAnimationFrame(() => {
+      this.renderPending = false;
+      this.render();
+    });
   }
 
   private render(): void {
