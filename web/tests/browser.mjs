@@ -324,6 +324,66 @@ await step("erase_leaves_nothing_readable", page, async () => {
   return String(left);
 });
 
+// "Chat without saving": the store is sealed (outside the wasm seal) by WebCrypto AES-GCM
+// under a non-extractable key held only in the tab's memory. After a reload the records are
+// still in IndexedDB, but nothing that could open them is: no CryptoKey, no Argon2id record.
+await step("one_off_chat_dies_with_the_tab", page, async () => {
+  await page.goto(`${BASE}/widget.html`);
+  await page.click(".hw-oneoff");
+  await page.waitForSelector(".hw-messages", { state: "attached", timeout: 60_000 });
+  assert((await page.getAttribute(".hw-widget", "data-one-off")) === "true", "not one-off");
+  await connected(page);
+  const address = await page.getAttribute(".hw-widget", "data-address");
+  assert(/^[0-9a-f]{64}:1$/.test(address) && address !== patient, `one-off address ${address}`);
+  await send(page, "One-off secret 31415");
+  await page.waitForSelector('.hw-out[data-state="sent"]', { timeout: 30_000 });
+  await cli("contact", "add", "oneoff", address);
+  const got = await agentReceives(1);
+  assert(got.includes("One-off secret 31415"), `the agent received ${JSON.stringify(got)}`);
+  await cli("send", "oneoff", "Reply to the one-off chat");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent === "Reply to the one-off chat"),
+    null,
+    { timeout: 30_000 },
+  );
+  await page.reload();
+  await page.waitForSelector(".hw-oneoff");
+  const stored = await page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const r = indexedDB.open("hushwire-widget-oneoff");
+        r.onerror = () => reject(r.error);
+        r.onsuccess = () => {
+          const tx = r.result.transaction("kv", "readonly");
+          const keys = tx.objectStore("kv").getAllKeys();
+          const values = tx.objectStore("kv").getAll();
+          tx.oncomplete = () => {
+            r.result.close();
+            const latin1 = (v) => (v instanceof Uint8Array ? Array.from(v, (b) => String.fromCharCode(b)).join("") : "");
+            resolve({
+              keys: keys.result.map(String),
+              types: [...new Set(values.result.map((v) => Object.prototype.toString.call(v)))],
+              plaintext: values.result.some((v) => /One-off secret|Reply to the one-off/.test(latin1(v))),
+            });
+          };
+        };
+      }),
+  );
+  assert(stored.keys.includes("account") && stored.keys.some((k) => k.startsWith("msg:")), `records: ${stored.keys}`);
+  assert(!stored.keys.includes("kdf"), "a key-derivation record was stored");
+  assert(stored.types.length === 1 && stored.types[0] === "[object Uint8Array]", `value types: ${stored.types}`);
+  assert(!stored.plaintext, "a message's text is readable in IndexedDB");
+  const body = await page.evaluate(() => document.body.innerText);
+  assert(!body.includes("One-off secret") && !body.includes("Reply to the one-off"), "text on screen after reload");
+  // Starting again is a new chat: a new identity, no old messages.
+  await page.click(".hw-oneoff");
+  await page.waitForSelector(".hw-messages", { state: "attached", timeout: 60_000 });
+  const again = await page.getAttribute(".hw-widget", "data-address");
+  assert(again !== address, "the same identity came back");
+  assert((await page.$$(".hw-text")).length === 0, "old messages came back");
+  return `${stored.keys.length} sealed records left after reload (${stored.keys.filter((k) => k.startsWith("msg:")).length} messages), none openable`;
+});
+
 await step("other_origin_cannot_connect", null, async () => {
   const other = await context.newPage();
   const otherErrors = [];

@@ -332,6 +332,7 @@ fn widget_and_client_in_chromium() {
         "reload_keeps_the_conversation",
         "idle_lock_clears_the_screen",
         "erase_leaves_nothing_readable",
+        "one_off_chat_dies_with_the_tab",
         "other_origin_cannot_connect",
         "console_chats_with_cli",
         "timings_in_chromium",
