@@ -24,6 +24,8 @@ const BASE = env.HW_BASE;
 const OTHER = env.HW_OTHER_BASE;
 const OUT = env.HW_OUT;
 const PASS = "patient passphrase 1";
+// Messages in each API-level throughput case (500 unless HW_API_N says otherwise).
+const API_N = Number(env.HW_API_N ?? 500);
 mkdirSync(OUT, { recursive: true });
 
 const cases = {};
@@ -182,7 +184,7 @@ await step("throughput_browser_to_cli", page, async () => {
 // would queue them), stored, encrypted in a batch, sent in frames of 16, pipelined. The CLI
 // receives concurrently (`hushwire recv` in a loop, each run with its own Argon2id unlock).
 await step("throughput_api_browser_to_cli", page, async () => {
-  const n = 500;
+  const n = API_N;
   const t0 = Date.now();
   const receiving = agentReceives(n, 240_000).then(
     (got) => ({ got, ms: Date.now() - t0 }),
@@ -218,7 +220,7 @@ await step("throughput_api_browser_to_cli", page, async () => {
 
 // Rust → browser: `hushwire chat` sends N lines; the tab decrypts and stores them in batches.
 await step("throughput_cli_to_browser", page, async () => {
-  const n = 500;
+  const n = API_N;
   const chat = spawn(env.HW_CLI, ["--home", env.HW_AGENT_HOME, "chat", "pat"], {
     env: { ...env, NO_COLOR: "1" },
     stdio: ["pipe", "ignore", "pipe"],
@@ -275,7 +277,7 @@ await step("reload_keeps_the_conversation", page, async () => {
       rust: new Set(c.messages.filter((m) => m.text.startsWith("rust ")).map((m) => m.text)).size,
     };
   });
-  assert(kept.api === 500 && kept.rust === 500, `after reload: ${JSON.stringify(kept)}`);
+  assert(kept.api === API_N && kept.rust === API_N, `after reload: ${JSON.stringify(kept)}`);
   await connected(page);
   await cli("send", "pat", "After your reload");
   await page.waitForFunction(
