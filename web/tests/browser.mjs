@@ -386,6 +386,59 @@ await step("one_off_chat_dies_with_the_tab", page, async () => {
   return `${stored.keys.length} sealed records left after reload (${stored.keys.filter((k) => k.startsWith("msg:")).length} messages), none openable`;
 });
 
+// The relay key pinned at registration: a client registered at this test's relay, reopened
+// against a second relay (its own key) on the same store, stops with "the relay's key changed"
+// and answers nothing. Driven through the client's API, since the widget's relay URL is the
+// clinic link's (signed), and in a context that bypasses the page's CSP, whose connect-src would
+// otherwise stop the socket to the second relay before any key is seen.
+await step("relay_key_pin_refuses", null, async () => {
+  const pinContext = await browser.newContext({ bypassCSP: true, viewport: { width: 360, height: 740 } });
+  const pinPage = await pinContext.newPage();
+  try {
+    await pinPage.goto(`${BASE}/widget.html`);
+    await pinPage.click(".hw-oneoff");
+    await pinPage.waitForSelector(".hw-messages", { state: "attached", timeout: 60_000 });
+    const outcome = await pinPage.evaluate(
+      async ({ good, other }) => {
+        const { HushwireClient, SealedStore } = window.hushwireTest;
+        const waitFor = (statuses, re) =>
+          new Promise((resolve) => {
+            const check = () => (statuses.some((t) => re.test(t)) ? resolve(true) : setTimeout(check, 50));
+            check();
+            setTimeout(() => resolve(false), 20_000);
+          });
+        const first = [];
+        const a = await HushwireClient.open(await SealedStore.unlock("pin-test", "pin test passphrase"), good, {
+          onStatus: (t) => first.push(t),
+        });
+        a.connect();
+        const registered = await waitFor(first, /^Connected$/);
+        const pinned = a.relayKeyFingerprint;
+        a.close();
+        const second = [];
+        const b = await HushwireClient.open(await SealedStore.unlock("pin-test", "pin test passphrase"), other, {
+          onStatus: (t) => second.push(t),
+        });
+        b.connect();
+        const refused = await waitFor(second, /key changed/);
+        await new Promise((r) => setTimeout(r, 2500)); // no reconnect loop after the refusal
+        b.close();
+        return { registered, pinned, refused, second };
+      },
+      { good: env.HW_RELAY_URL, other: env.HW_OTHER_RELAY_URL },
+    );
+    assert(outcome.registered && /^[0-9a-f]{64}$/.test(outcome.pinned), `registration: ${JSON.stringify(outcome)}`);
+    assert(outcome.refused, `the other relay was not refused: ${JSON.stringify(outcome.second)}`);
+    assert(!outcome.second.some((t) => /^Connected$/.test(t)), `connected to the other relay: ${outcome.second}`);
+    const after = outcome.second.slice(outcome.second.findIndex((t) => /key changed/.test(t)) + 1);
+    assert(!after.some((t) => /Connecting|Retrying/.test(t)), `it kept retrying: ${outcome.second}`);
+    return outcome.second.join(" | ");
+  } finally {
+    await pinPage.screenshot({ path: join(OUT, "relay_key_pin_refuses.png"), fullPage: true }).catch(() => {});
+    await pinContext.close();
+  }
+});
+
 await step("other_origin_cannot_connect", null, async () => {
   const other = await context.newPage();
   const otherErrors = [];

@@ -205,7 +205,12 @@ class Widget {
     // Test pages only (`data-test-hooks="1"`, set by crates/hushwire-wasm/tests/browser.rs): the
     // client for API-level measurements. A clinic's page never sets it.
     if (script?.dataset.testHooks === "1") {
-      (window as unknown as { hushwireTest?: object }).hushwireTest = { client, agent: this.agent };
+      (window as unknown as { hushwireTest?: object }).hushwireTest = {
+        client,
+        agent: this.agent,
+        HushwireClient,
+        SealedStore,
+      };
     }
     this.root.dataset.address = client.address;
     this.showChat();

@@ -259,6 +259,30 @@ fn widget_and_client_in_chromium() {
         }
     }
     std::thread::spawn(move || for _ in lines {});
+    // A second relay with its own key, which the pin must refuse (`relay_key_pin_refuses`).
+    let other_port = free_port();
+    let mut other_relay = Relay(
+        Command::new(bin.join("hushwire-relay"))
+            .args(["--listen", &format!("127.0.0.1:{other_port}"), "--data-dir"])
+            .arg(work.join("other-relay-data"))
+            .args(["--allow-origin", &origin, "serve"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut other_lines = BufReader::new(other_relay.0.stderr.take().unwrap()).lines();
+    for line in other_lines.by_ref() {
+        if line
+            .unwrap()
+            .contains(&format!("ws://127.0.0.1:{other_port}"))
+        {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in other_lines {});
     cli(&[
         "--home",
         agent,
@@ -304,6 +328,11 @@ fn widget_and_client_in_chromium() {
         .current_dir(&root)
         .env("HW_BASE", &origin)
         .env("HW_OTHER_BASE", format!("http://localhost:{port}"))
+        .env("HW_RELAY_URL", &url)
+        .env(
+            "HW_OTHER_RELAY_URL",
+            format!("ws://127.0.0.1:{other_port}/v1/websocket"),
+        )
         .env("HW_OUT", &out)
         .env("HW_CLI", bin.join("hushwire"))
         .env("HW_AGENT_HOME", agent)
@@ -313,6 +342,7 @@ fn widget_and_client_in_chromium() {
         .output()
         .expect("node did not start");
     drop(relay);
+    drop(other_relay);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("== web/tests/browser.mjs\n{stdout}\n{stderr}");
@@ -333,6 +363,7 @@ fn widget_and_client_in_chromium() {
         "idle_lock_clears_the_screen",
         "erase_leaves_nothing_readable",
         "one_off_chat_dies_with_the_tab",
+        "relay_key_pin_refuses",
         "other_origin_cannot_connect",
         "console_chats_with_cli",
         "timings_in_chromium",
