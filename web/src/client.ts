@@ -15,12 +15,39 @@ export interface ChatMessage {
   text: string;
   sentAtMs: number;
   state?: MessageState;
+  seq?: number; // the record's number: stored as `msg:<peer>:<seq>`, one record per message
+  ciphertext?: string; // hex; an encrypted queued message not yet taken by the relay
 }
 
 export interface Conversation {
   peer: string; // fingerprint:deviceId
-  messages: ChatMessage[];
+  messages: ChatMessage[]; // in memory; stored one record per message (`msg:<peer>:<seq>`)
   agentName?: string; // from a verified agent certificate
+}
+
+/** The largest number of envelopes in one `Send` frame (the relay's limit). */
+const ENVELOPES_PER_FRAME = 16;
+/** The largest number of deliveries decrypted, stored and acknowledged together. */
+const DELIVERIES_PER_BATCH = 256;
+
+function messageKey(peer: string, seq: number): string {
+  return `msg:${peer}:${seq.toString().padStart(12, "0")}`;
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 interface Meta {
@@ -38,8 +65,12 @@ export interface ClientEvents {
 const DEVICE_ID = 1;
 const ONE_TIME_PREKEYS = 20;
 
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  let s = "";
+  for (const b of bytes) s += HEX[b];
+  return s;
 }
 
 function fromHex(hex: string): Uint8Array {
@@ -73,6 +104,14 @@ export class HushwireClient {
   private sessions = new Map<string, hw.Session>();
   readonly conversations = new Map<string, Conversation>();
   relayKeyFingerprint = "";
+  /** `peer|id` → message, so receipts and duplicates cost O(1) however long the history. */
+  private byId = new Map<string, ChatMessage>();
+  private nextSeq = new Map<string, number>();
+  private unsaved: [string, ChatMessage][] = [];
+  private saving?: Promise<void>;
+  private flushing?: Promise<void>;
+  private inbox: hw.Incoming[] = [];
+  private draining?: Promise<void>;
 
   private constructor(
     readonly store: SealedStore,
@@ -100,16 +139,50 @@ export class HushwireClient {
     }
     const client = new HushwireClient(store, account, meta, relayUrl, events);
     client.relayKeyFingerprint = meta.relayKeyFingerprint ?? "";
+    const decoder = new TextDecoder();
     for (const peer of meta.peers) {
       const sealed = await store.getBytes(`session:${peer}`);
       if (sealed) client.sessions.set(peer, hw.Session.unseal(sealed, store.storageKey));
-      const conversation = (await store.getJson<Conversation>(`conversation:${peer}`)) ?? {
-        peer,
-        messages: [],
-      };
+      const stored = await store.getJson<Partial<Conversation>>(`conversation:${peer}`);
+      const conversation: Conversation = { peer, messages: [], agentName: stored?.agentName };
+      const records = await store.getPrefix(`msg:${peer}:`);
+      conversation.messages = records.map(([, v]) => JSON.parse(decoder.decode(v)) as ChatMessage);
+      if (stored?.messages?.length) {
+        // An older store kept the whole history in one value: move it to one record a message.
+        let seq = conversation.messages.length;
+        const moved: Record<string, object> = {};
+        for (const m of stored.messages) {
+          m.seq = seq++;
+          moved[messageKey(peer, m.seq)] = m;
+          conversation.messages.push(m);
+        }
+        await store.put({ ...moved, [`conversation:${peer}`]: { peer, agentName: stored.agentName } });
+      }
       client.conversations.set(peer, conversation);
+      client.index(peer, conversation);
     }
     return client;
+  }
+
+  private index(peer: string, c: Conversation): void {
+    let next = 0;
+    for (const m of c.messages) {
+      this.byId.set(`${peer}|${m.id}`, m);
+      next = Math.max(next, (m.seq ?? 0) + 1);
+    }
+    this.nextSeq.set(peer, next);
+  }
+
+  private takeSeq(peer: string): number {
+    const seq = this.nextSeq.get(peer) ?? 0;
+    this.nextSeq.set(peer, seq + 1);
+    return seq;
+  }
+
+  private remember(peer: string, c: Conversation, m: ChatMessage): void {
+    m.seq = this.takeSeq(peer);
+    c.messages.push(m);
+    this.byId.set(`${peer}|${m.id}`, m);
   }
 
   get address(): string {
@@ -126,13 +199,16 @@ export class HushwireClient {
 
   /** Adds a conversation with `peer` (saved at once). */
   async addPeer(peer: string): Promise<Conversation> {
+    const known = this.conversations.get(peer);
+    if (known) return known;
     return this.serial.run(async () => {
       let c = this.conversations.get(peer);
       if (!c) {
         c = { peer, messages: [] };
         this.conversations.set(peer, c);
+        this.nextSeq.set(peer, 0);
         this.meta.peers.push(peer);
-        await this.store.put({ meta: this.meta, [`conversation:${peer}`]: c });
+        await this.store.put({ meta: this.meta, [`conversation:${peer}`]: { peer } });
       }
       return c;
     });
@@ -211,7 +287,8 @@ export class HushwireClient {
         this.pending.delete(frame.requestId);
         waiter.resolve(frame);
       } else if (frame.kind === "deliver") {
-        void this.serial.run(() => this.receive(frame));
+        this.inbox.push(frame);
+        this.scheduleDrain();
       }
     };
     socket.onclose = (event) => {
@@ -284,39 +361,51 @@ export class HushwireClient {
     this.backoffMs = 1000;
     this.status("Connected", true);
     // The queue: everything not yet held by the relay goes now, in order.
-    void this.serial.run(() => this.flush());
+    this.scheduleFlush();
   }
 
   // ------------------------------------------------------------------------------------------
   // Sending
   // ------------------------------------------------------------------------------------------
 
-  /** Queues a text message: stored first (state "queued"), then sent when connected. */
+  /**
+   * Queues a text message: stored first (state "queued", its own record), then sent when
+   * connected. Messages queued together are stored in one transaction and sent together.
+   */
   async sendText(peer: string, text: string): Promise<ChatMessage> {
     const conversation = await this.addPeer(peer);
-    return this.serial.run(async () => {
-      const message: ChatMessage = {
-        id: toHex(crypto.getRandomValues(new Uint8Array(16))),
-        outgoing: true,
-        text,
-        sentAtMs: Date.now(),
-        state: "queued",
-      };
-      conversation.messages.push(message);
-      await this.saveConversation(peer);
-      this.events.onChange?.(peer);
-      if (this.authenticated) await this.flush();
-      return message;
-    });
+    const message: ChatMessage = {
+      id: toHex(crypto.getRandomValues(new Uint8Array(16))),
+      outgoing: true,
+      text,
+      sentAtMs: Date.now(),
+      state: "queued",
+    };
+    this.remember(peer, conversation, message);
+    this.unsaved.push([peer, message]);
+    this.events.onChange?.(peer);
+    await this.persistQueued();
+    return message;
   }
 
-  private async saveConversation(peer: string, extra: Record<string, Uint8Array | object> = {}) {
-    const c = this.conversations.get(peer);
-    const session = this.sessions.get(peer);
-    await this.store.put({
-      ...(c ? { [`conversation:${peer}`]: c } : {}),
-      ...(session ? { [`session:${peer}`]: session.seal(this.store.storageKey) } : {}),
-      ...extra,
+  /** Stores every message queued since the last call in one transaction, then flushes. */
+  private persistQueued(): Promise<void> {
+    this.saving ??= this.serial.run(async () => {
+      this.saving = undefined;
+      const batch = this.unsaved.splice(0);
+      const records: Record<string, object> = {};
+      for (const [peer, m] of batch) records[messageKey(peer, m.seq ?? 0)] = m;
+      await this.store.put(records);
+      this.scheduleFlush();
+    });
+    return this.saving;
+  }
+
+  private scheduleFlush(): void {
+    if (!this.authenticated) return;
+    this.flushing ??= this.serial.run(async () => {
+      this.flushing = undefined;
+      await this.flush();
     });
   }
 
@@ -330,23 +419,68 @@ export class HushwireClient {
     return session;
   }
 
-  /** Encrypts and sends every queued message, oldest first; runs inside `serial`. */
+  /**
+   * Encrypts every queued message of each peer, stores the ratchet state with the messages
+   * (and their ciphertexts) in one transaction, then sends them in frames of up to 16
+   * envelopes, all frames in flight at once. Runs inside `serial`.
+   */
   private async flush(): Promise<void> {
     for (const c of this.conversations.values()) {
-      for (const m of c.messages) {
-        if (!this.authenticated || m.state !== "queued") continue;
-        const session = await this.sessionFor(c.peer);
-        const ciphertext = session.encrypt(hw.encodeTextMessage(fromHex(m.id), m.sentAtMs, m.text));
-        // The ratchet state is stored before the ciphertext leaves: no key is used twice.
-        await this.saveConversation(c.peer);
-        const answer = await this.call((id) => hw.sendFrame(id, c.peer, ciphertext));
-        if (answer.kind === "sent") {
-          m.state = "sent";
-          await this.saveConversation(c.peer);
-          this.events.onChange?.(c.peer);
-        } else {
-          return; // stays queued; retried on the next connection
+      if (!this.authenticated) return;
+      const queued = c.messages.filter((m) => m.outgoing && m.state === "queued");
+      if (queued.length === 0) continue;
+      let session: hw.Session;
+      try {
+        session = await this.sessionFor(c.peer);
+      } catch {
+        continue; // stays queued; retried on the next connection
+      }
+      const fresh = queued.filter((m) => m.ciphertext === undefined);
+      if (fresh.length > 0) {
+        const records: Record<string, Uint8Array | object> = {};
+        for (const m of fresh) {
+          const payload = hw.encodeTextMessage(fromHex(m.id), m.sentAtMs, m.text);
+          m.ciphertext = toHex(session.encrypt(payload));
+          records[messageKey(c.peer, m.seq ?? 0)] = m;
         }
+        // The ratchet state is stored before any ciphertext leaves: no key is used twice, and
+        // a reload sends the very same ciphertexts again.
+        records[`session:${c.peer}`] = session.seal(this.store.storageKey);
+        await this.store.put(records);
+      }
+      const inFlight = chunks(queued, ENVELOPES_PER_FRAME).map((group) => {
+        const parts = group.map((m) => fromHex(m.ciphertext ?? ""));
+        const lengths = Uint32Array.from(parts, (p) => p.length);
+        const answer = this.call((id) => hw.sendFrameMany(id, c.peer, concat(parts), lengths));
+        return { group, answer: answer.catch(() => undefined) };
+      });
+      const sent: ChatMessage[] = [];
+      let retryAfterMs: number | undefined;
+      let refused = false;
+      for (const { group, answer } of inFlight) {
+        const a = await answer;
+        if (a?.kind === "sent") {
+          for (const m of group) {
+            m.state = "sent";
+            delete m.ciphertext;
+          }
+          sent.push(...group);
+        } else {
+          refused = true; // stays queued with its ciphertext; sent again later
+          if (a?.kind === "error" && a.errorName === "RateLimited") {
+            retryAfterMs = Math.max(retryAfterMs ?? 0, a.retryAfterMs || 1000);
+          }
+        }
+      }
+      if (sent.length > 0) {
+        const records: Record<string, object> = {};
+        for (const m of sent) records[messageKey(c.peer, m.seq ?? 0)] = m;
+        await this.store.put(records);
+        this.events.onChange?.(c.peer);
+      }
+      if (refused) {
+        if (retryAfterMs !== undefined) setTimeout(() => this.scheduleFlush(), retryAfterMs);
+        return;
       }
     }
   }
@@ -355,86 +489,124 @@ export class HushwireClient {
   // Receiving
   // ------------------------------------------------------------------------------------------
 
-  /** One delivery: decrypt, store, and only then acknowledge and send a receipt. */
-  private async receive(frame: hw.Incoming): Promise<void> {
-    const peer = frame.sender;
-    const serverId = frame.serverIds;
-    const ciphertext = frame.payload;
-    let plaintext: Uint8Array | undefined;
-    const existing = this.sessions.get(peer);
-    if (existing) {
-      try {
-        plaintext = existing.decrypt(ciphertext);
-      } catch {
-        plaintext = undefined;
-      }
-    }
-    let accepted = false;
-    if (plaintext === undefined && hw.isPrekeyMessage(ciphertext)) {
-      try {
-        const a = this.account.accept(ciphertext);
-        plaintext = a.plaintext;
-        existing?.free();
-        this.sessions.set(peer, a.takeSession());
-        accepted = true;
-      } catch {
-        plaintext = undefined;
-      }
-    }
-    if (plaintext === undefined) {
-      // Undecryptable (lost state, a replay): acknowledge so the mailbox does not jam.
-      await this.ack(serverId);
-      return;
-    }
-    let payload: hw.DecodedPayload;
-    try {
-      payload = hw.decodePayload(plaintext);
-    } catch {
-      await this.ack(serverId);
-      return;
-    }
-    const conversation = this.conversations.get(peer) ?? { peer, messages: [] };
-    if (!this.conversations.has(peer)) {
-      this.conversations.set(peer, conversation);
-      this.meta.peers.push(peer);
-    }
-    let receipt: string | undefined;
-    if (payload.kind === "message") {
-      if (!conversation.messages.some((m) => m.id === payload.messageId)) {
-        conversation.messages.push({
-          id: payload.messageId,
-          outgoing: false,
-          text: payload.text,
-          sentAtMs: payload.sentAtMs,
-        });
-      }
-      receipt = payload.messageId;
-    } else if (payload.kind === "receipt") {
-      for (const id of payload.receiptIds) {
-        const m = conversation.messages.find((x) => x.id === id && x.outgoing);
-        if (m) m.state = "delivered";
-      }
-    }
-    // Store before acknowledge (docs/client.md §5): the message, the session and the account
-    // (one-time prekey used up) are durable before the relay may delete the envelope.
-    await this.saveConversation(peer, {
-      meta: this.meta,
-      ...(accepted ? { account: this.account.seal(this.store.storageKey) } : {}),
+  private scheduleDrain(): void {
+    this.draining ??= this.serial.run(async () => {
+      this.draining = undefined;
+      const batch = this.inbox.splice(0, DELIVERIES_PER_BATCH);
+      if (this.inbox.length > 0) this.scheduleDrain();
+      await this.receive(batch);
     });
-    this.events.onChange?.(peer);
-    await this.ack(serverId);
-    if (receipt) {
-      const session = this.sessions.get(peer);
-      if (session) {
-        const ct = session.encrypt(hw.encodeReceipt([receipt]));
-        await this.saveConversation(peer);
-        await this.call((id) => hw.sendFrame(id, peer, ct)).catch(() => undefined);
-      }
-    }
   }
 
-  private async ack(serverId: Uint8Array): Promise<void> {
-    await this.call((id) => hw.ackFrame(id, serverId)).catch(() => undefined);
+  /**
+   * Consecutive deliveries: decrypt each, store all the messages, sessions and the account in
+   * one transaction, and only then acknowledge them together and send the delivered receipts.
+   */
+  private async receive(frames: hw.Incoming[]): Promise<void> {
+    const serverIds: Uint8Array[] = [];
+    const records: Record<string, Uint8Array | object> = {};
+    const touched = new Set<string>();
+    const receipts = new Map<string, string[]>();
+    let accepted = false;
+    let metaChanged = false;
+    for (const frame of frames) {
+      const peer = frame.sender;
+      serverIds.push(frame.serverIds);
+      const ciphertext = frame.payload;
+      let plaintext: Uint8Array | undefined;
+      const existing = this.sessions.get(peer);
+      if (existing) {
+        try {
+          plaintext = existing.decrypt(ciphertext);
+        } catch {
+          plaintext = undefined;
+        }
+      }
+      if (plaintext === undefined && hw.isPrekeyMessage(ciphertext)) {
+        try {
+          const a = this.account.accept(ciphertext);
+          plaintext = a.plaintext;
+          existing?.free();
+          this.sessions.set(peer, a.takeSession());
+          accepted = true;
+        } catch {
+          plaintext = undefined;
+        }
+      }
+      // Undecryptable (lost state, a replay) or undecodable: acknowledged with the rest so the
+      // mailbox does not jam.
+      if (plaintext === undefined) continue;
+      touched.add(peer);
+      let payload: hw.DecodedPayload;
+      try {
+        payload = hw.decodePayload(plaintext);
+      } catch {
+        continue;
+      }
+      let conversation = this.conversations.get(peer);
+      if (!conversation) {
+        conversation = { peer, messages: [] };
+        this.conversations.set(peer, conversation);
+        this.nextSeq.set(peer, 0);
+        this.meta.peers.push(peer);
+        records[`conversation:${peer}`] = { peer };
+        metaChanged = true;
+      }
+      if (payload.kind === "message") {
+        if (!this.byId.has(`${peer}|${payload.messageId}`)) {
+          const m: ChatMessage = {
+            id: payload.messageId,
+            outgoing: false,
+            text: payload.text,
+            sentAtMs: payload.sentAtMs,
+          };
+          this.remember(peer, conversation, m);
+          records[messageKey(peer, m.seq ?? 0)] = m;
+        }
+        const list = receipts.get(peer) ?? [];
+        list.push(payload.messageId);
+        receipts.set(peer, list);
+      } else if (payload.kind === "receipt") {
+        for (const id of payload.receiptIds) {
+          const m = this.byId.get(`${peer}|${id}`);
+          if (m?.outgoing && m.state !== "delivered") {
+            m.state = "delivered";
+            delete m.ciphertext;
+            records[messageKey(peer, m.seq ?? 0)] = m;
+          }
+        }
+      }
+    }
+    // The receipts are encrypted now so that the session stored below is the one after them.
+    const outgoing: [string, Uint8Array[]][] = [];
+    for (const [peer, ids] of receipts) {
+      const session = this.sessions.get(peer);
+      if (!session) continue;
+      outgoing.push([peer, chunks(ids, 64).map((part) => session.encrypt(hw.encodeReceipt(part)))]);
+    }
+    for (const peer of touched) {
+      const session = this.sessions.get(peer);
+      if (session) records[`session:${peer}`] = session.seal(this.store.storageKey);
+    }
+    if (metaChanged) records.meta = this.meta;
+    if (accepted) records.account = this.account.seal(this.store.storageKey);
+    // Store before acknowledge (docs/client.md §5): the messages, sessions and account (one-time
+    // prekey used up) are durable before the relay may delete the envelopes.
+    if (Object.keys(records).length > 0) await this.store.put(records);
+    for (const peer of touched) this.events.onChange?.(peer);
+    const answers: Promise<unknown>[] = [];
+    if (serverIds.length > 0) {
+      answers.push(this.call((id) => hw.ackFrame(id, concat(serverIds))).catch(() => undefined));
+    }
+    for (const [peer, cts] of outgoing) {
+      for (const group of chunks(cts, ENVELOPES_PER_FRAME)) {
+        const lengths = Uint32Array.from(group, (p) => p.length);
+        answers.push(
+          this.call((id) => hw.sendFrameMany(id, peer, concat(group), lengths)).catch(() => undefined),
+        );
+      }
+    }
+    await Promise.all(answers);
   }
 
   /** The agent's certified name, if the relay holds a certificate that `clinic` verifies. */

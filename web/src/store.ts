@@ -49,12 +49,76 @@ interface KdfRecord {
 
 const CHECK = new TextEncoder().encode("hushwire browser store v1");
 
-/** A store opened with its key. Every get/put seals or opens through the wasm core. */
+/** The database name suffix of one-off chats (`hushwire-<store>-oneoff`). */
+export const ONE_OFF_SUFFIX = "-oneoff";
+
+/**
+ * A store opened with its key. Every get/put seals or opens through the wasm core; a one-off
+ * store also seals every value, outside that, with WebCrypto AES-GCM under a non-extractable
+ * key that exists only in this tab's memory (`SealedStore.oneOff`).
+ */
 export class SealedStore {
   private constructor(
     private db: IDBDatabase,
     private key: hw.StorageKey,
+    private tabKey?: CryptoKey,
   ) {}
+
+  /** Whether this store dies with the tab (a one-off chat). */
+  get isOneOff(): boolean {
+    return this.tabKey !== undefined;
+  }
+
+  /**
+   * A one-off chat's store: database `hushwire-<store>-oneoff`, emptied first (what a closed
+   * tab left is unreadable anyway). Values are sealed by the wasm core under a random
+   * `StorageKey` that lives only in WebAssembly memory, and that sealed value again by WebCrypto
+   * AES-GCM (random 96-bit IV, the record's name as associated data) under a non-extractable
+   * 256-bit key generated here and held only by this object: it is never written anywhere,
+   * cannot be exported, and goes with the tab, after which the records cannot be opened.
+   */
+  static async oneOff(store: string): Promise<SealedStore> {
+    const name = store + ONE_OFF_SUFFIX;
+    await deleteDatabase(name);
+    const tabKey = await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, [
+      "encrypt",
+      "decrypt",
+    ]);
+    return new SealedStore(await openDatabase(name), hw.StorageKey.random(), tabKey);
+  }
+
+  private async outer(name: string, sealed: Uint8Array): Promise<Uint8Array> {
+    if (!this.tabKey) return sealed;
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const additionalData = new TextEncoder().encode(name);
+    const ct = new Uint8Array(
+      await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData },
+        this.tabKey,
+        sealed as Uint8Array<ArrayBuffer>,
+      ),
+    );
+    const out = new Uint8Array(12 + ct.length);
+    out.set(iv);
+    out.set(ct, 12);
+    return out;
+  }
+
+  private async inner(name: string, stored: Uint8Array): Promise<Uint8Array> {
+    if (!this.tabKey) return stored;
+    const additionalData = new TextEncoder().encode(name);
+    return new Uint8Array(
+      await crypto.subtle.decrypt(
+        { name: "AES-GCM", iv: stored.subarray(0, 12) as Uint8Array<ArrayBuffer>, additionalData },
+        this.tabKey,
+        stored.subarray(12) as Uint8Array<ArrayBuffer>,
+      ),
+    );
+  }
+
+  private async open(name: string, stored: Uint8Array): Promise<Uint8Array> {
+    return this.key.openValue(await this.inner(name, stored));
+  }
 
   /** Whether a store of this name already holds a passphrase record. */
   static async exists(store: string): Promise<boolean> {
@@ -104,12 +168,6 @@ export class SealedStore {
     return new SealedStore(db, key);
   }
 
-  /** A store under a random key that exists only in this tab (a one-off chat). */
-  static async ephemeral(store: string): Promise<SealedStore> {
-    await deleteDatabase(store);
-    return new SealedStore(await openDatabase(store), hw.StorageKey.random());
-  }
-
   get storageKey(): hw.StorageKey {
     return this.key;
   }
@@ -117,12 +175,29 @@ export class SealedStore {
   async getBytes(name: string): Promise<Uint8Array | undefined> {
     const tx = this.db.transaction(OBJECT_STORE, "readonly");
     const sealed = (await request(tx.objectStore(OBJECT_STORE).get(name))) as Uint8Array | undefined;
-    return sealed === undefined ? undefined : this.key.openValue(sealed);
+    return sealed === undefined ? undefined : this.open(name, sealed);
   }
 
   async getJson<T>(name: string): Promise<T | undefined> {
     const bytes = await this.getBytes(name);
     return bytes === undefined ? undefined : (JSON.parse(new TextDecoder().decode(bytes)) as T);
+  }
+
+  /** Every value whose name starts with `prefix`, opened, in name order (one transaction). */
+  async getPrefix(prefix: string): Promise<[string, Uint8Array][]> {
+    const tx = this.db.transaction(OBJECT_STORE, "readonly");
+    const range = IDBKeyRange.bound(prefix, `${prefix}\uffff`);
+    const os = tx.objectStore(OBJECT_STORE);
+    const [keys, values] = await Promise.all([
+      request(os.getAllKeys(range)),
+      request(os.getAll(range)),
+    ]);
+    return Promise.all(
+      keys.map(async (k, i): Promise<[string, Uint8Array]> => [
+        String(k),
+        await this.open(String(k), values[i] as Uint8Array),
+      ]),
+    );
   }
 
   /** Seals and writes several values in one transaction; resolves once it is durable. */
@@ -133,6 +208,11 @@ export class SealedStore {
         v instanceof Uint8Array ? v : new TextEncoder().encode(JSON.stringify(v)),
       ),
     ]);
+    // All sealing is done before the transaction opens (one that waits on anything else
+    // commits early).
+    if (this.tabKey) {
+      for (const entry of sealed) entry[1] = await this.outer(entry[0], entry[1]);
+    }
     const tx = this.db.transaction(OBJECT_STORE, "readwrite", { durability: "strict" });
     for (const [k, v] of sealed) tx.objectStore(OBJECT_STORE).put(v, k);
     await new Promise<void>((resolve, reject) => {

@@ -13,7 +13,7 @@
 
 import * as hw from "../src/wasm";
 import { HushwireClient, ChatMessage } from "../src/client";
-import { SealedStore, deleteDatabase } from "../src/store";
+import { ONE_OFF_SUFFIX, SealedStore, deleteDatabase } from "../src/store";
 
 const script = document.currentScript as HTMLScriptElement | null;
 const base = new URL(".", script?.src ?? location.href);
@@ -48,6 +48,7 @@ class Widget {
   private releaseLock?: () => void;
   private clinic?: hw.Clinic;
   private relayUrl = "";
+  private oneOff = false;
 
   constructor(
     private clinicLink: string,
@@ -131,7 +132,26 @@ class Widget {
     });
     const button = el("button", { type: "submit" }, exists ? "Unlock" : "Start secure chat");
     const error = el("p", { class: "hw-error", role: "alert" });
-    form.append(intro, label, input, button, error);
+    // A one-off chat: nothing this browser keeps can be read once the tab is closed.
+    const oneOff = el("button", { type: "button", class: "hw-oneoff" }, "Chat without saving");
+    const oneOffNote = el(
+      "p",
+      { class: "hw-note", id: "hw-oneoff-note" },
+      "Nothing readable stays in this browser after you close the tab; the conversation cannot be reopened.",
+    );
+    oneOff.setAttribute("aria-describedby", "hw-oneoff-note");
+    oneOff.addEventListener("click", () => {
+      button.disabled = true;
+      oneOff.disabled = true;
+      this.status("Starting…");
+      void this.unlock(undefined).catch((e: Error) => {
+        button.disabled = false;
+        oneOff.disabled = false;
+        error.textContent = e.message;
+        this.status("Not started");
+      });
+    });
+    form.append(intro, label, input, button, error, oneOff, oneOffNote);
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       if (input.value.length < 8) {
@@ -156,12 +176,18 @@ class Widget {
     this.status(exists ? "Locked" : "Not started");
   }
 
-  private async unlock(passphrase: string): Promise<void> {
+  /** Opens the saved chat under `passphrase`, or (without one) starts a one-off chat. */
+  private async unlock(passphrase: string | undefined): Promise<void> {
     const t0 = performance.now();
-    const store = await SealedStore.unlock(this.storeName, passphrase);
+    const store =
+      passphrase === undefined
+        ? await SealedStore.oneOff(this.storeName)
+        : await SealedStore.unlock(this.storeName, passphrase);
+    this.oneOff = store.isOneOff;
+    this.root.dataset.oneOff = String(this.oneOff);
     this.root.dataset.unlockMs = String(Math.round(performance.now() - t0));
     const client = await HushwireClient.open(store, this.relayUrl, {
-      onChange: () => this.render(),
+      onChange: () => this.scheduleRender(),
       onStatus: (text, connected) => {
         this.status(text);
         this.root.dataset.connected = String(connected);
@@ -176,6 +202,16 @@ class Widget {
     });
     this.client = client;
     await client.addPeer(this.agent);
+    // Test pages only (`data-test-hooks="1"`, set by crates/hushwire-wasm/tests/browser.rs): the
+    // client for API-level measurements. A clinic's page never sets it.
+    if (script?.dataset.testHooks === "1") {
+      (window as unknown as { hushwireTest?: object }).hushwireTest = {
+        client,
+        agent: this.agent,
+        HushwireClient,
+        SealedStore,
+      };
+    }
     this.root.dataset.address = client.address;
     this.showChat();
     client.connect();
@@ -217,6 +253,18 @@ class Widget {
     input.focus();
   }
 
+  private renderPending = false;
+
+  /** Redraws at most once a frame, however many messages changed since the last one. */
+  private scheduleRender(): void {
+    if (this.renderPending) return;
+    this.renderPending = true;
+    requestAnimationFrame(() => {
+      this.renderPending = false;
+      this.render();
+    });
+  }
+
   private render(): void {
     const conversation = this.client?.conversations.get(this.agent);
     if (!conversation) return;
@@ -244,6 +292,11 @@ class Widget {
 
   /** Clears the screen and forgets the key; the passphrase opens it again. */
   private async lock(): Promise<void> {
+    if (this.oneOff) {
+      // A one-off chat has no passphrase to reopen it: locking ends it.
+      await this.erase(false);
+      return;
+    }
     if (this.lockTimer !== undefined) clearTimeout(this.lockTimer);
     this.lockTimer = undefined;
     const client = this.client;
@@ -256,13 +309,13 @@ class Widget {
     this.status("Locked after inactivity. Enter your passphrase to continue.");
   }
 
-  private async erase(): Promise<void> {
-    if (!confirm("End this chat and erase every trace of it from this browser?")) return;
+  private async erase(ask = true): Promise<void> {
+    if (ask && !confirm("End this chat and erase every trace of it from this browser?")) return;
     if (this.lockTimer !== undefined) clearTimeout(this.lockTimer);
     const client = this.client;
     this.client = undefined;
     client?.close();
-    await deleteDatabase(this.storeName);
+    await deleteDatabase(this.oneOff ? this.storeName + ONE_OFF_SUFFIX : this.storeName);
     this.body.replaceChildren(
       el("p", { class: "hw-erased", role: "status" }, "The chat has ended and this browser's copy was erased."),
     );

@@ -184,6 +184,40 @@ pub fn send_frame(request_id: u32, address: &str, payload: &[u8]) -> Result<Vec<
     ))
 }
 
+/// The `Send` frame carrying several envelopes to `address` (at most 16, the relay's limit per
+/// frame): `payloads` is the session messages concatenated, `lengths` the length of each.
+#[wasm_bindgen(js_name = sendFrameMany)]
+pub fn send_frame_many(
+    request_id: u32,
+    address: &str,
+    payloads: &[u8],
+    lengths: &[u32],
+) -> Result<Vec<u8>> {
+    use hushwire::proto::relay::MAX_ENVELOPES_PER_FRAME;
+    if lengths.is_empty() || lengths.len() > MAX_ENVELOPES_PER_FRAME {
+        return Err(Error::new("a Send frame carries 1 to 16 envelopes"));
+    }
+    let recipient = parse_address(address)?;
+    let mut envelopes = Vec::with_capacity(lengths.len());
+    let mut rest = payloads;
+    for &len in lengths {
+        let len = len as usize;
+        if len > rest.len() {
+            return Err(Error::new("the lengths exceed the payloads"));
+        }
+        let (one, tail) = rest.split_at(len);
+        envelopes.push(OutgoingEnvelope {
+            recipient,
+            payload: one.to_vec(),
+        });
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(Error::new("the lengths do not cover the payloads"));
+    }
+    Ok(frame(request_id, FrameBody::Send(envelopes)))
+}
+
 /// The `Ack` frame for the delivered envelopes whose server ids are `serverIds` (16 bytes
 /// each, concatenated; at most 256). An empty list is the "mailbox drained" barrier.
 #[wasm_bindgen(js_name = ackFrame)]
@@ -652,6 +686,16 @@ mod tests {
         assert!(
             matches!(Frame::from_bytes(&send).unwrap().body, FrameBody::Send(ref e) if e[0].recipient == parse_address(&address).unwrap())
         );
+        let many = send_frame_many(5, &address, b"abcdef", &[1, 2, 3]).unwrap();
+        let FrameBody::Send(envelopes) = Frame::from_bytes(&many).unwrap().body else {
+            panic!("not Send");
+        };
+        let parts: Vec<&[u8]> = envelopes.iter().map(|e| e.payload.as_slice()).collect();
+        assert_eq!(parts, [&b"a"[..], b"bc", b"def"]);
+        assert!(send_frame_many(5, &address, b"abc", &[1, 1]).is_err());
+        assert!(send_frame_many(5, &address, b"ab", &[1, 2]).is_err());
+        assert!(send_frame_many(5, &address, b"", &[]).is_err());
+        assert!(send_frame_many(5, &address, &[0; 17], &[1; 17]).is_err());
         assert!(fetch_bundle_frame(1, "nope").is_err());
         assert!(ack_frame(1, &[0; 15]).is_err());
         assert!(
