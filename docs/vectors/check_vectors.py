@@ -2167,12 +2167,14 @@ def check_documented_fields(c, load):
 # docs/audit.md §3: event tag -> encoded length (tag included).
 AUDIT_EVENT_LEN = {0x01: 37, 0x02: 37, 0x03: 2, 0x04: 37, 0x08: 45, 0x09: 77, 0x10: 93, 0x11: 53, 0x12: 53,
                    0x13: 41, 0x20: 89, 0x21: 73, 0x22: 73, 0x23: 37, 0x24: 74, 0x25: 89, 0x30: 25, 0x31: 26,
-                   0x32: 53, 0x33: 17}
+                   0x32: 53, 0x33: 17, 0x50: 46, 0x51: 73, 0x52: 73, 0x53: 45, 0x54: 41, 0x55: 53,
+                   0x56: 95, 0x57: 53, 0x58: 93, 0x59: 69, 0x5a: 53}
 
 
 def audit_record_decodes(enc):
     """docs/audit.md §2–§4: version 0x01, type 0x40, a known event tag, exactly its length, and the
-    two constrained fields (AuthFailure 0x01..0x05, requested_by_peer 0x00/0x01)."""
+    constrained fields (AuthFailure 0x01..0x05, requested_by_peer 0x00/0x01, and MembershipChanged's
+    action 0x01/0x02 and role 0x01..0x03)."""
     if len(enc) < 51 or enc[0] != PROTOCOL_VERSION or enc[1] != 0x40:
         return False
     tag = enc[50]
@@ -2181,6 +2183,8 @@ def audit_record_decodes(enc):
     if tag == 0x03 and enc[51] not in range(1, 6):
         return False
     if tag == 0x24 and enc[-1] not in (0, 1):
+        return False
+    if tag == 0x56 and (enc[111] not in (1, 2) or enc[112] not in (1, 2, 3)):
         return False
     return True
 

@@ -13,6 +13,8 @@
 //! changes it (`Wakers::standing`), and admin-only frames, whose refusal (`Forbidden`) keeps the
 //! connection open.
 
+mod conversations;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ use futures_util::StreamExt as _;
 use hushwire_proto::codec::Codec;
 use hushwire_proto::relay::{
     Challenge, Credentials, DeviceAddress, ErrorCode, Frame, FrameBody, MAX_PREKEYS_PER_UPLOAD,
+    OutgoingEnvelope,
 };
 use hushwire_proto::{IdentityKey, KemPreKeyKind, PreKeyBundle};
 use sha2::Digest as _;
@@ -501,84 +504,8 @@ impl<S: Store> Connection<S> {
                 );
                 Ok(())
             }
-            FrameBody::Send(envelopes) => {
-                let recipients: Vec<DeviceAddress> =
-                    envelopes.iter().map(|e| e.recipient).collect();
-                if !self.on_device_lists(id, &recipients).await? {
-                    return self.refuse(id, ErrorCode::UnknownDevice, 0).await;
-                }
-                let recipients: Vec<(DeviceAddress, u32)> = envelopes
-                    .iter()
-                    .map(|e| (e.recipient, e.payload.len() as u32))
-                    .collect();
-                // The per-(sender, recipient) rate, in envelopes and bytes: one sender cannot
-                // flood one mailbox faster than the recipient can plausibly read it.
-                for (recipient, adding) in crate::storage::frame_usage(&envelopes) {
-                    let taken = self.relay.send_limits.take(
-                        &(device, recipient),
-                        u32::try_from(adding.envelopes).unwrap_or(u32::MAX),
-                        u64::try_from(adding.bytes).unwrap_or(u64::MAX),
-                        Instant::now(),
-                    );
-                    if let Err(wait) = taken {
-                        self.relay.refused("sender_rate", self.peer.ip());
-                        return self.refuse(id, ErrorCode::RateLimited, wait).await;
-                    }
-                }
-                let started = Instant::now();
-                let count = envelopes.len() as u64;
-                let outcome = self
-                    .relay
-                    .store
-                    .enqueue(device, envelopes, now_ms(), self.relay.mailbox_limits())
-                    .await
-                    .map_err(|e| internal(id, &e))?;
-                self.relay
-                    .metrics
-                    .store_latency
-                    .observe(started.elapsed().as_secs_f64());
-                let body = match outcome {
-                    Enqueued::Stored(receipts) => {
-                        self.relay.metrics.envelopes_stored.inc_by(count);
-                        for ((recipient, size), receipt) in recipients.iter().zip(&receipts) {
-                            self.relay.audit.record(
-                                receipt.server_time_ms,
-                                AuditEvent::EnvelopeStored {
-                                    sender: device_ref(&device),
-                                    recipient: device_ref(recipient),
-                                    envelope: EnvelopeId(receipt.server_id),
-                                    size: *size,
-                                },
-                            );
-                            self.relay.wake(recipient);
-                        }
-                        FrameBody::Sent(receipts)
-                    }
-                    Enqueued::UnknownRecipient(_) => FrameBody::Error {
-                        code: ErrorCode::UnknownDevice,
-                        retry_after_ms: 0,
-                    },
-                    Enqueued::MailboxFull(_) => {
-                        self.relay.refused("mailbox_full", self.peer.ip());
-                        FrameBody::Error {
-                            code: ErrorCode::MailboxFull,
-                            retry_after_ms: 0,
-                        }
-                    }
-                    Enqueued::SenderQuota(_) => {
-                        self.relay.refused("sender_quota", self.peer.ip());
-                        FrameBody::Error {
-                            code: ErrorCode::SenderQuota,
-                            retry_after_ms: 0,
-                        }
-                    }
-                };
-                self.send(&Frame {
-                    request_id: id,
-                    body,
-                })
-                .await
-            }
+            FrameBody::Send(envelopes) => self.send_envelopes(id, device, envelopes).await,
+            FrameBody::Queue(frame) => self.queue_frame(id, device, &identity, *frame).await,
             FrameBody::Ack(ids) => {
                 let deleted = self
                     .relay
@@ -769,6 +696,104 @@ impl<S: Store> Connection<S> {
             // Frames only the relay sends.
             _ => Err(error(id, ErrorCode::Malformed)),
         }
+    }
+
+    /// `Send`'s work (and `ConversationSend`'s once its conversation checks passed): device
+    /// lists, rates, quotas, storage, receipts, audit and wake-ups.
+    async fn send_envelopes(
+        &mut self,
+        id: u32,
+        device: DeviceAddress,
+        envelopes: Vec<OutgoingEnvelope>,
+    ) -> Result<(), Close> {
+        let body = self.store_envelopes(id, device, envelopes).await?;
+        self.reply(id, body).await
+    }
+
+    /// What `send_envelopes` answers (`Sent` or an error), without answering.
+    async fn store_envelopes(
+        &mut self,
+        id: u32,
+        device: DeviceAddress,
+        envelopes: Vec<OutgoingEnvelope>,
+    ) -> Result<FrameBody, Close> {
+        let recipients: Vec<DeviceAddress> = envelopes.iter().map(|e| e.recipient).collect();
+        if !self.on_device_lists(id, &recipients).await? {
+            return Ok(FrameBody::Error {
+                code: ErrorCode::UnknownDevice,
+                retry_after_ms: 0,
+            });
+        }
+        let recipients: Vec<(DeviceAddress, u32)> = envelopes
+            .iter()
+            .map(|e| (e.recipient, e.payload.len() as u32))
+            .collect();
+        // The per-(sender, recipient) rate, in envelopes and bytes: one sender cannot
+        // flood one mailbox faster than the recipient can plausibly read it.
+        for (recipient, adding) in crate::storage::frame_usage(&envelopes) {
+            let taken = self.relay.send_limits.take(
+                &(device, recipient),
+                u32::try_from(adding.envelopes).unwrap_or(u32::MAX),
+                u64::try_from(adding.bytes).unwrap_or(u64::MAX),
+                Instant::now(),
+            );
+            if let Err(wait) = taken {
+                self.relay.refused("sender_rate", self.peer.ip());
+                return Ok(FrameBody::Error {
+                    code: ErrorCode::RateLimited,
+                    retry_after_ms: wait,
+                });
+            }
+        }
+        let started = Instant::now();
+        let count = envelopes.len() as u64;
+        let outcome = self
+            .relay
+            .store
+            .enqueue(device, envelopes, now_ms(), self.relay.mailbox_limits())
+            .await
+            .map_err(|e| internal(id, &e))?;
+        self.relay
+            .metrics
+            .store_latency
+            .observe(started.elapsed().as_secs_f64());
+        let body = match outcome {
+            Enqueued::Stored(receipts) => {
+                self.relay.metrics.envelopes_stored.inc_by(count);
+                for ((recipient, size), receipt) in recipients.iter().zip(&receipts) {
+                    self.relay.audit.record(
+                        receipt.server_time_ms,
+                        AuditEvent::EnvelopeStored {
+                            sender: device_ref(&device),
+                            recipient: device_ref(recipient),
+                            envelope: EnvelopeId(receipt.server_id),
+                            size: *size,
+                        },
+                    );
+                    self.relay.wake(recipient);
+                }
+                FrameBody::Sent(receipts)
+            }
+            Enqueued::UnknownRecipient(_) => FrameBody::Error {
+                code: ErrorCode::UnknownDevice,
+                retry_after_ms: 0,
+            },
+            Enqueued::MailboxFull(_) => {
+                self.relay.refused("mailbox_full", self.peer.ip());
+                FrameBody::Error {
+                    code: ErrorCode::MailboxFull,
+                    retry_after_ms: 0,
+                }
+            }
+            Enqueued::SenderQuota(_) => {
+                self.relay.refused("sender_quota", self.peer.ip());
+                FrameBody::Error {
+                    code: ErrorCode::SenderQuota,
+                    retry_after_ms: 0,
+                }
+            }
+        };
+        Ok(body)
     }
 
     /// Checks the challenge answer; on success the connection belongs to that device.
@@ -1442,6 +1467,23 @@ impl<S: Store> Connection<S> {
         let Some((device, _)) = self.device else {
             return Ok(());
         };
+        // Conversation pushes first (MembershipChanged, QueueChanged), already encoded frames.
+        loop {
+            let pushes = self
+                .relay
+                .store
+                .take_pushes(device, DELIVERY_BATCH)
+                .await
+                .map_err(|e| internal(0, &e))?;
+            let full = pushes.len() == DELIVERY_BATCH as usize;
+            for frame in pushes {
+                self.relay.metrics.frames_out.inc();
+                self.write(Message::Binary(frame.into())).await?;
+            }
+            if !full {
+                break;
+            }
+        }
         loop {
             let mut batch = self
                 .relay

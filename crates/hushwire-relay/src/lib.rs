@@ -189,6 +189,39 @@ impl<S: Store> Relay<S> {
 
     /// Counts a refusal under `reason` (a fixed name: `docs/relay-protocol.md` §6) and logs it
     /// at INFO with the peer's address: metadata only, never a key or a payload.
+    /// Deletes archive envelopes older than the clinic's archive policy's retention, counted
+    /// from each conversation's last activity (`docs/conversations.md` §7.4).
+    async fn expire_archive(&self) {
+        let Some(org) = self.clinic.as_ref().map(|c| *c.org()) else {
+            return;
+        };
+        let policy = match self.store.archive_policy(org.to_bytes()).await {
+            Ok(Some(bytes)) => {
+                <hushwire_proto::conversation::ArchivePolicy as hushwire_proto::codec::Codec>::from_bytes(&bytes)
+                    .ok()
+                    .filter(|p| p.verify(&org))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("archive expiry: cannot read the policy: {e}");
+                None
+            }
+        };
+        let Some(policy) = policy else {
+            return;
+        };
+        let keep_ms = u64::from(policy.retention_days()).saturating_mul(86_400_000);
+        match self
+            .store
+            .expire_archive(now_ms().saturating_sub(keep_ms))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired archive envelopes past retention"),
+            Err(e) => tracing::warn!("archive expiry sweep failed: {e}"),
+        }
+    }
+
     pub(crate) fn refused(&self, reason: &'static str, peer: IpAddr) {
         self.metrics.refused(reason);
         tracing::info!(reason, %peer, "refused");
@@ -309,6 +342,7 @@ impl<S: Store> Relay<S> {
                 }
                 Err(e) => tracing::warn!("expiry sweep failed: {e}"),
             }
+            self.expire_archive().await;
             if let Ok(depth) = self.store.queue_depth().await {
                 self.metrics
                     .queue_depth

@@ -38,6 +38,12 @@ pub struct Metrics {
     pub provisioning_puts: Counter,
     /// Provisioning messages handed out (a take that found nothing is not counted).
     pub provisioning_takes: Counter,
+    /// Claims of a conversation in the queue that won.
+    pub claims_won: Counter,
+    /// Claims that lost (answered `AlreadyClaimed`).
+    pub claims_lost: Counter,
+    /// Membership changes the relay refused, by the rule they broke (`conversations.md` §4.3).
+    membership_refusals: Family<Vec<(&'static str, &'static str)>, Counter>,
 }
 
 impl Metrics {
@@ -59,6 +65,9 @@ impl Metrics {
             registrations: Counter::default(),
             provisioning_puts: Counter::default(),
             provisioning_takes: Counter::default(),
+            claims_won: Counter::default(),
+            claims_lost: Counter::default(),
+            membership_refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections accepted", m.connections.clone());
@@ -115,6 +124,21 @@ impl Metrics {
             "Provisioning messages handed out",
             m.provisioning_takes.clone(),
         );
+        registry.register(
+            "claims_won",
+            "Conversation claims that won",
+            m.claims_won.clone(),
+        );
+        registry.register(
+            "claims_lost",
+            "Conversation claims answered AlreadyClaimed",
+            m.claims_lost.clone(),
+        );
+        registry.register(
+            "membership_refusals",
+            "Membership changes refused, by rule",
+            m.membership_refusals.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -128,6 +152,13 @@ impl Metrics {
     /// Counts one refusal under `reason`.
     pub fn refused(&self, reason: &'static str) {
         self.refusals.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// Counts one refused membership change under its rule's name.
+    pub fn membership_refused(&self, rule: &'static str) {
+        self.membership_refusals
+            .get_or_create(&vec![("rule", rule)])
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -4,6 +4,7 @@
 use core::fmt;
 
 use crate::codec::{Codec, DecodeError, Reader};
+use crate::conversation::{ChangeAction, MemberRole};
 use crate::keys::Fingerprint;
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
@@ -340,6 +341,68 @@ pub enum AuditEvent {
         /// The list's sequence number.
         sequence: u64,
     },
+    /// `0x55 ‖ conversation[16] ‖ patient[36]` (53 bytes): the relay accepted a clinic
+    /// conversation's first membership change (`conversations.md` §9).
+    ConversationOpened {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The patient device that opened it.
+        patient: DeviceRef,
+    },
+    /// `0x56 ‖ conversation[16] ‖ epoch[8] ‖ by[36] ‖ action[1] ‖ role[1] ‖ member[32]`
+    /// (95 bytes): a verified membership change was applied (`action` 0x01 add, 0x02 remove;
+    /// `role` 0x01 patient, 0x02 agent, 0x03 supervisor; `member` the identity's fingerprint).
+    MembershipChanged {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The change's epoch.
+        epoch: u64,
+        /// The device that signed it.
+        by: DeviceRef,
+        /// Add or remove.
+        action: ChangeAction,
+        /// The member's role.
+        role: MemberRole,
+        /// The member identity's fingerprint.
+        member: Fingerprint,
+    },
+    /// `0x57 ‖ conversation[16] ‖ by[36]` (53 bytes): an agent's claim of a conversation in the
+    /// queue won.
+    ConversationClaimed {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The claiming agent's device.
+        by: DeviceRef,
+    },
+    /// `0x58 ‖ conversation[16] ‖ by[36] ‖ to[36] ‖ count[4]` (93 bytes): a device shared
+    /// earlier messages with a newly added device.
+    HistoryShared {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The sharing device.
+        by: DeviceRef,
+        /// The device the history was shared with.
+        to: DeviceRef,
+        /// How many messages.
+        count: u32,
+    },
+    /// `0x59 ‖ conversation[16] ‖ by[36] ‖ message_id[16]` (69 bytes): a message was recalled.
+    MessageRecalled {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The recalling device.
+        by: DeviceRef,
+        /// The recalled message's id.
+        message_id: [u8; 16],
+    },
+    /// `0x5a ‖ conversation[16] ‖ by[36]` (53 bytes): a supervisor opened a conversation's
+    /// archive.
+    ArchiveOpened {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The supervisor's device.
+        by: DeviceRef,
+    },
 }
 
 impl AuditEvent {
@@ -371,6 +434,12 @@ impl AuditEvent {
             Self::WipeOrdered { .. } => 0x52,
             Self::RevocationListPublished { .. } => 0x53,
             Self::DeviceListPublished { .. } => 0x54,
+            Self::ConversationOpened { .. } => 0x55,
+            Self::MembershipChanged { .. } => 0x56,
+            Self::ConversationClaimed { .. } => 0x57,
+            Self::HistoryShared { .. } => 0x58,
+            Self::MessageRecalled { .. } => 0x59,
+            Self::ArchiveOpened { .. } => 0x5a,
         }
     }
 }
@@ -504,6 +573,50 @@ impl Codec for AuditEvent {
                 out.extend_from_slice(&identity.0);
                 out.extend_from_slice(&sequence.to_be_bytes());
             }
+            Self::ConversationOpened {
+                conversation,
+                patient: by,
+            }
+            | Self::ConversationClaimed { conversation, by }
+            | Self::ArchiveOpened { conversation, by } => {
+                conversation.encode(out);
+                by.encode(out);
+            }
+            Self::MembershipChanged {
+                conversation,
+                epoch,
+                by,
+                action,
+                role,
+                member,
+            } => {
+                conversation.encode(out);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                by.encode(out);
+                out.push(action.to_u8());
+                out.push(role.to_u8());
+                out.extend_from_slice(&member.0);
+            }
+            Self::HistoryShared {
+                conversation,
+                by,
+                to,
+                count,
+            } => {
+                conversation.encode(out);
+                by.encode(out);
+                to.encode(out);
+                out.extend_from_slice(&count.to_be_bytes());
+            }
+            Self::MessageRecalled {
+                conversation,
+                by,
+                message_id,
+            } => {
+                conversation.encode(out);
+                by.encode(out);
+                out.extend_from_slice(message_id);
+            }
         }
     }
 
@@ -621,6 +734,37 @@ impl Codec for AuditEvent {
                 identity: Fingerprint(r.array("identity fingerprint")?),
                 sequence: r.u64("device list sequence")?,
             },
+            0x55 => Self::ConversationOpened {
+                conversation: ConversationId::read(r)?,
+                patient: DeviceRef::read(r)?,
+            },
+            0x56 => Self::MembershipChanged {
+                conversation: ConversationId::read(r)?,
+                epoch: r.u64("membership epoch")?,
+                by: DeviceRef::read(r)?,
+                action: ChangeAction::from_u8(r.u8("change action")?)?,
+                role: MemberRole::from_u8(r.u8("member role")?)?,
+                member: Fingerprint(r.array("member fingerprint")?),
+            },
+            0x57 => Self::ConversationClaimed {
+                conversation: ConversationId::read(r)?,
+                by: DeviceRef::read(r)?,
+            },
+            0x58 => Self::HistoryShared {
+                conversation: ConversationId::read(r)?,
+                by: DeviceRef::read(r)?,
+                to: DeviceRef::read(r)?,
+                count: r.u32("shared message count")?,
+            },
+            0x59 => Self::MessageRecalled {
+                conversation: ConversationId::read(r)?,
+                by: DeviceRef::read(r)?,
+                message_id: r.array("message id")?,
+            },
+            0x5a => Self::ArchiveOpened {
+                conversation: ConversationId::read(r)?,
+                by: DeviceRef::read(r)?,
+            },
             _ => {
                 return Err(DecodeError::UnknownType {
                     structure: Self::NAME,
@@ -639,7 +783,7 @@ mod tests {
 
     #[test]
     fn every_event_round_trips_with_its_documented_tag_and_length() {
-        let expected: [(u8, usize); 25] = [
+        let expected: [(u8, usize); 31] = [
             (0x01, 37),
             (0x02, 37),
             (0x03, 2),
@@ -665,6 +809,12 @@ mod tests {
             (0x52, 73),
             (0x53, 45),
             (0x54, 41),
+            (0x55, 53),
+            (0x56, 95),
+            (0x57, 53),
+            (0x58, 93),
+            (0x59, 69),
+            (0x5a, 53),
         ];
         for (event, (tag, len)) in every_event().into_iter().zip(expected) {
             let bytes = event.to_bytes();
@@ -689,6 +839,41 @@ mod tests {
         }
         for b in [0x00, 0x06, 0xff] {
             assert!(AuthFailure::from_byte(b).is_err());
+        }
+    }
+
+    #[test]
+    fn membership_changed_refuses_unknown_action_and_role_bytes() {
+        let event = AuditEvent::MembershipChanged {
+            conversation: ConversationId([1; 16]),
+            epoch: 3,
+            by: device(2),
+            action: ChangeAction::Remove,
+            role: MemberRole::Supervisor,
+            member: Fingerprint([4; 32]),
+        };
+        let bytes = event.to_bytes();
+        // tag 1, conversation 16, epoch 8, by 36: action at 61, role at 62.
+        assert_eq!((bytes[61], bytes[62]), (0x02, 0x03));
+        for (at, bad, field) in [
+            (61, 0x00, "change action"),
+            (61, 0x03, "change action"),
+            (62, 0x00, "member role"),
+            (62, 0x04, "member role"),
+        ] {
+            let mut b = bytes.clone();
+            b[at] = bad;
+            assert_eq!(
+                AuditEvent::from_bytes(&b),
+                Err(DecodeError::InvalidValue { field }),
+                "byte {at} = {bad:#04x}"
+            );
+        }
+        for len in 0..bytes.len() {
+            assert!(
+                AuditEvent::from_bytes(&bytes[..len]).is_err(),
+                "prefix {len}"
+            );
         }
     }
 }

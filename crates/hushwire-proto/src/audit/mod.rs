@@ -58,8 +58,8 @@ pub const CHECKPOINT_LEN: usize = 130;
 /// Length of an encoded [`AuditRecord`] before its event: `version ‖ type ‖ sequence ‖ time_ms ‖
 /// previous_hash`.
 pub const RECORD_HEADER_LEN: usize = 50;
-/// Length of the longest encoded [`AuditEvent`] (`EnvelopeStored`).
-pub const MAX_EVENT_LEN: usize = 93;
+/// Length of the longest encoded [`AuditEvent`] (`MembershipChanged`).
+pub const MAX_EVENT_LEN: usize = 95;
 
 /// How many of the most recent record hashes an [`AuditVerifier`] keeps, to tell a byte-identical
 /// copy of an earlier record ([`AuditFault::Duplicated`]) from a different record that reuses

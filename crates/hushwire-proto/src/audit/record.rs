@@ -44,7 +44,7 @@ impl AuditRecord {
 impl Codec for AuditRecord {
     const NAME: &'static str = "audit record";
 
-    /// `version[1] ‖ type[1]=0x40 ‖ sequence[8] ‖ time_ms[8] ‖ previous_hash[32] ‖ event[2..=93]`.
+    /// `version[1] ‖ type[1]=0x40 ‖ sequence[8] ‖ time_ms[8] ‖ previous_hash[32] ‖ event[2..=95]`.
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(labels::PROTOCOL_VERSION);
         out.push(RECORD_TYPE);

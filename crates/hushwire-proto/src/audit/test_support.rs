@@ -101,6 +101,37 @@ pub(crate) fn every_event() -> Vec<AuditEvent> {
             identity: Fingerprint([7; 32]),
             sequence: 2,
         },
+        AuditEvent::ConversationOpened {
+            conversation: ConversationId([8; 16]),
+            patient: a,
+        },
+        AuditEvent::MembershipChanged {
+            conversation: ConversationId([8; 16]),
+            epoch: 1,
+            by: b,
+            action: crate::conversation::ChangeAction::Add,
+            role: crate::conversation::MemberRole::Agent,
+            member: Fingerprint([9; 32]),
+        },
+        AuditEvent::ConversationClaimed {
+            conversation: ConversationId([8; 16]),
+            by: b,
+        },
+        AuditEvent::HistoryShared {
+            conversation: ConversationId([8; 16]),
+            by: b,
+            to: a,
+            count: 12,
+        },
+        AuditEvent::MessageRecalled {
+            conversation: ConversationId([8; 16]),
+            by: a,
+            message_id: [10; 16],
+        },
+        AuditEvent::ArchiveOpened {
+            conversation: ConversationId([8; 16]),
+            by: b,
+        },
     ]
 }
 
@@ -244,6 +275,60 @@ pub(crate) fn arb_event() -> impl Strategy<Value = AuditEvent> {
                 identity: Fingerprint(f),
                 sequence,
             }
+        }),
+        (id(), d()).prop_map(|(c, patient)| AuditEvent::ConversationOpened {
+            conversation: ConversationId(c),
+            patient
+        }),
+        (
+            id(),
+            any::<u64>(),
+            d(),
+            any::<bool>(),
+            0u8..3,
+            any::<[u8; 32]>()
+        )
+            .prop_map(|(c, epoch, by, add, role, member)| {
+                use crate::conversation::{ChangeAction, MemberRole};
+                AuditEvent::MembershipChanged {
+                    conversation: ConversationId(c),
+                    epoch,
+                    by,
+                    action: if add {
+                        ChangeAction::Add
+                    } else {
+                        ChangeAction::Remove
+                    },
+                    role: [
+                        MemberRole::Patient,
+                        MemberRole::Agent,
+                        MemberRole::Supervisor,
+                    ][usize::from(role)],
+                    member: Fingerprint(member),
+                }
+            }),
+        (id(), d()).prop_map(|(c, by)| AuditEvent::ConversationClaimed {
+            conversation: ConversationId(c),
+            by
+        }),
+        (id(), d(), d(), any::<u32>()).prop_map(|(c, by, to, count)| {
+            AuditEvent::HistoryShared {
+                conversation: ConversationId(c),
+                by,
+                to,
+                count,
+            }
+        }),
+        (id(), d(), any::<[u8; 16]>()).prop_map(|(c, by, message_id)| {
+            AuditEvent::MessageRecalled {
+                conversation: ConversationId(c),
+                by,
+                message_id,
+            }
+        }),
+        (id(), d()).prop_map(|(c, by)| AuditEvent::ArchiveOpened {
+            conversation: ConversationId(c),
+            by
         }),
     ]
 }

@@ -250,6 +250,72 @@ pub(crate) fn frame_usage(envelopes: &[OutgoingEnvelope]) -> Vec<(DeviceAddress,
     out
 }
 
+/// A clinic conversation as the relay stores it (`docs/conversations.md` §6): its clinic, the
+/// head of its verified membership history and its place in the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredConversation {
+    /// The conversation id.
+    pub id: [u8; 16],
+    /// The clinic's organization key.
+    pub clinic: [u8; 32],
+    /// The next epoch: the number of changes stored.
+    pub head_epoch: u64,
+    /// The hash of the last change.
+    pub head_hash: [u8; 32],
+    /// The queue state byte (`QueueState`: 1 new, 2 handed back, 3 claimed, 4 closed).
+    pub state: u8,
+    /// When the patient opened it (Unix seconds, relay clock).
+    pub opened_at: u64,
+    /// Since when it waits in the queue (Unix seconds).
+    pub waiting_since: u64,
+    /// Whether an agent is on it.
+    pub claimed: bool,
+    /// The last change, message or archive envelope (Unix milliseconds): retention counts from it.
+    pub last_activity_ms: u64,
+}
+
+/// Changes to append to a conversation, applied only if its head epoch is still `expected_epoch`
+/// (and, for a claim, it is still unclaimed): a compare-and-set, so that across relay instances
+/// exactly one of two racing changes is stored.
+#[derive(Clone, Debug)]
+pub struct ConversationUpdate {
+    /// The conversation.
+    pub id: [u8; 16],
+    /// The head epoch the changes were verified against.
+    pub expected_epoch: u64,
+    /// Refuse (store nothing) if the conversation is claimed.
+    pub require_unclaimed: bool,
+    /// The encoded changes, epochs `expected_epoch`, `expected_epoch + 1`, ...
+    pub changes: Vec<Vec<u8>>,
+    /// The new head hash, queue state, waiting time and claim.
+    pub head_hash: [u8; 32],
+    /// The new queue state byte.
+    pub state: u8,
+    /// The new waiting time (Unix seconds).
+    pub waiting_since: u64,
+    /// Whether an agent is on it after the changes.
+    pub claimed: bool,
+    /// The member devices at the new head (replacing the stored ones).
+    pub members: Vec<DeviceAddress>,
+    /// Frames to push to devices, stored with the changes (`MembershipChanged`, `QueueChanged`).
+    pub pushes: Vec<(DeviceAddress, Vec<u8>)>,
+    /// Now (Unix milliseconds).
+    pub now_ms: u64,
+}
+
+/// One archive envelope as stored, with who filed it and when (`conversations.md` §5.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredArchiveEnvelope {
+    /// Its position in the conversation's archive, from 0.
+    pub index: u64,
+    /// The encoded envelope.
+    pub envelope: Vec<u8>,
+    /// The authenticated device that filed it.
+    pub filed_by: DeviceAddress,
+    /// When (Unix milliseconds).
+    pub filed_at_ms: u64,
+}
+
 /// The relay's storage. Implementations must make each method atomic, and `enqueue` durable
 /// before it returns.
 pub trait Store: Send + Sync + 'static {
@@ -485,6 +551,115 @@ pub trait Store: Send + Sync + 'static {
         sequence: u64,
         list: Vec<u8>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    // ---- Clinic conversations (docs/conversations.md §5.4, §6) ----
+
+    /// Stores a new conversation with its epoch-0 change, member devices and pushes; `false`
+    /// (nothing stored) if the id is taken.
+    fn open_conversation(
+        &self,
+        conversation: StoredConversation,
+        change: Vec<u8>,
+        members: Vec<DeviceAddress>,
+        pushes: Vec<(DeviceAddress, Vec<u8>)>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The conversation `id`, if stored.
+    fn conversation(
+        &self,
+        id: [u8; 16],
+    ) -> impl Future<Output = Result<Option<StoredConversation>, StoreError>> + Send;
+
+    /// Up to `limit` stored changes from `from_epoch`, in epoch order.
+    fn conversation_changes(
+        &self,
+        id: [u8; 16],
+        from_epoch: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
+
+    /// The member devices at the conversation's head.
+    fn conversation_members(
+        &self,
+        id: [u8; 16],
+    ) -> impl Future<Output = Result<Vec<DeviceAddress>, StoreError>> + Send;
+
+    /// Applies `update` iff the head epoch is still the expected one (and the conversation is
+    /// unclaimed when required); whether it was applied. Nothing is stored otherwise.
+    fn update_conversation(
+        &self,
+        update: ConversationUpdate,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Up to `limit` conversations waiting in the queue (new or handed back), oldest first.
+    fn waiting_conversations(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredConversation>, StoreError>> + Send;
+
+    /// Marks an agent's device on or off duty.
+    fn set_on_duty(
+        &self,
+        device: DeviceAddress,
+        on_duty: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` devices on duty.
+    fn on_duty(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<DeviceAddress>, StoreError>> + Send;
+
+    /// Stores frames to push to devices (and wakes their connections on any instance).
+    fn push(
+        &self,
+        pushes: Vec<(DeviceAddress, Vec<u8>)>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes (deletes and returns) up to `limit` pushes for `device`, oldest first.
+    fn take_pushes(
+        &self,
+        device: DeviceAddress,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
+
+    /// Files an archive envelope at the conversation's next index; returns the index.
+    fn put_archive(
+        &self,
+        id: [u8; 16],
+        envelope: Vec<u8>,
+        filed_by: DeviceAddress,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` archive envelopes of a conversation from `from_index`.
+    fn archive(
+        &self,
+        id: [u8; 16],
+        from_index: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredArchiveEnvelope>, StoreError>> + Send;
+
+    /// The clinic's archive policy with the highest sequence, if any.
+    fn archive_policy(
+        &self,
+        org: [u8; 32],
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Stores an archive policy if its sequence is higher than the stored one's.
+    fn publish_archive_policy(
+        &self,
+        org: [u8; 32],
+        sequence: u64,
+        policy: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes the archive envelopes of conversations whose last activity is before
+    /// `before_ms`; how many.
+    fn expire_archive(
+        &self,
+        before_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// `i64` view of a `u64` time or count for databases without unsigned integers.

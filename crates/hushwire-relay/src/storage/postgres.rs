@@ -37,8 +37,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
-    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Provisioned, Provisioning, Registration,
-    RegistrationPolicy, Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64,
+    ClaimedBundle, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload, Provisioned,
+    Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
+    StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql, to_i64,
     to_u64,
 };
 
@@ -116,6 +117,30 @@ CREATE TABLE IF NOT EXISTS provisioning (
 CREATE INDEX IF NOT EXISTS provisioning_by_owner
     ON provisioning (owner_fingerprint, owner_device);
 CREATE INDEX IF NOT EXISTS provisioning_by_expiry ON provisioning (expires_at);
+CREATE TABLE IF NOT EXISTS conversations (
+    id BYTEA PRIMARY KEY, clinic BYTEA NOT NULL, head_epoch BIGINT NOT NULL, head_hash BYTEA NOT NULL,
+    state BIGINT NOT NULL, opened_at BIGINT NOT NULL, waiting_since BIGINT NOT NULL,
+    claimed BIGINT NOT NULL, last_activity BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS conversations_waiting ON conversations (state, waiting_since);
+CREATE TABLE IF NOT EXISTS conversation_changes (
+    conversation BYTEA NOT NULL, epoch BIGINT NOT NULL, change BYTEA NOT NULL,
+    PRIMARY KEY (conversation, epoch));
+CREATE TABLE IF NOT EXISTS conversation_members (
+    conversation BYTEA NOT NULL, fingerprint BYTEA NOT NULL, device_id BIGINT NOT NULL,
+    PRIMARY KEY (conversation, fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS on_duty (
+    fingerprint BYTEA NOT NULL, device_id BIGINT NOT NULL, PRIMARY KEY (fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS conversation_pushes (
+    position BIGSERIAL PRIMARY KEY, fingerprint BYTEA NOT NULL,
+    device_id BIGINT NOT NULL, frame BYTEA NOT NULL);
+CREATE INDEX IF NOT EXISTS conversation_pushes_by_device
+    ON conversation_pushes (fingerprint, device_id, position);
+CREATE TABLE IF NOT EXISTS archive_envelopes (
+    conversation BYTEA NOT NULL, position BIGINT NOT NULL, envelope BYTEA NOT NULL,
+    filed_by_fingerprint BYTEA NOT NULL, filed_by_device BIGINT NOT NULL, filed_at BIGINT NOT NULL,
+    PRIMARY KEY (conversation, position));
+CREATE TABLE IF NOT EXISTS archive_policies (
+    org_key BYTEA PRIMARY KEY, sequence BYTEA NOT NULL, policy BYTEA NOT NULL);
 ";
 
 /// Fills the counters and positions for envelopes stored before they existed (a database from
@@ -1264,6 +1289,290 @@ impl Store for PostgresStore {
         let expires_at: i64 = row.try_get(1)?;
         Ok((to_u64(expires_at) > now_ms).then_some(sealed))
     }
+    async fn open_conversation(
+        &self,
+        conversation: StoredConversation,
+        change: Vec<u8>,
+        members: Vec<DeviceAddress>,
+        pushes: Vec<(DeviceAddress, Vec<u8>)>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(sql::INSERT_CONVERSATION.postgres.as_str())
+            .bind(conversation.id.to_vec())
+            .bind(conversation.clinic.to_vec())
+            .bind(to_i64(conversation.head_epoch))
+            .bind(conversation.head_hash.to_vec())
+            .bind(i64::from(conversation.state))
+            .bind(to_i64(conversation.opened_at))
+            .bind(to_i64(conversation.waiting_since))
+            .bind(i64::from(conversation.claimed))
+            .bind(to_i64(conversation.last_activity_ms))
+            .execute(&mut *tx)
+            .await?;
+        if inserted.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(sql::INSERT_CHANGE.postgres.as_str())
+            .bind(conversation.id.to_vec())
+            .bind(0i64)
+            .bind(change)
+            .execute(&mut *tx)
+            .await?;
+        store_members_and_pushes(&mut tx, conversation.id, &members, &pushes).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn conversation(&self, id: [u8; 16]) -> Result<Option<StoredConversation>, StoreError> {
+        let row = sqlx::query(sql::CONVERSATION.postgres.as_str())
+            .bind(id.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(sql::conversation_from_row).transpose()
+    }
+
+    async fn conversation_changes(
+        &self,
+        id: [u8; 16],
+        from_epoch: u64,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::CHANGES.postgres.as_str())
+            .bind(id.to_vec())
+            .bind(to_i64(from_epoch))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn conversation_members(&self, id: [u8; 16]) -> Result<Vec<DeviceAddress>, StoreError> {
+        let rows = sqlx::query(sql::MEMBERS.postgres.as_str())
+            .bind(id.to_vec())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| address_at(r, 0).ok_or_else(|| StoreError::Corrupt("member row".into())))
+            .collect()
+    }
+
+    async fn update_conversation(&self, update: ConversationUpdate) -> Result<bool, StoreError> {
+        // The compare-and-set: `UPDATE … WHERE id = $id AND head_epoch = $n [AND claimed = 0]`
+        // updates one row or none, and the row lock it takes makes a racing instance's update
+        // wait for this transaction and then match nothing. Exactly one claim wins.
+        let mut tx = self.pool.begin().await?;
+        let next = update.expected_epoch + update.changes.len() as u64;
+        let updated = sqlx::query(sql::UPDATE_CONVERSATION_HEAD.postgres.as_str())
+            .bind(to_i64(next))
+            .bind(update.head_hash.to_vec())
+            .bind(i64::from(update.state))
+            .bind(to_i64(update.waiting_since))
+            .bind(i64::from(update.claimed))
+            .bind(to_i64(update.now_ms))
+            .bind(update.id.to_vec())
+            .bind(to_i64(update.expected_epoch))
+            .bind(i64::from(update.require_unclaimed))
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for (i, change) in update.changes.into_iter().enumerate() {
+            sqlx::query(sql::INSERT_CHANGE.postgres.as_str())
+                .bind(update.id.to_vec())
+                .bind(to_i64(update.expected_epoch + i as u64))
+                .bind(change)
+                .execute(&mut *tx)
+                .await?;
+        }
+        store_members_and_pushes(&mut tx, update.id, &update.members, &update.pushes).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn waiting_conversations(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<StoredConversation>, StoreError> {
+        let rows = sqlx::query(sql::WAITING.postgres.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(sql::conversation_from_row).collect()
+    }
+
+    async fn set_on_duty(&self, device: DeviceAddress, on_duty: bool) -> Result<(), StoreError> {
+        let statement = if on_duty {
+            &sql::SET_ON_DUTY
+        } else {
+            &sql::SET_OFF_DUTY
+        };
+        sqlx::query(statement.postgres.as_str())
+            .bind(fp(&device))
+            .bind(dev(&device))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn on_duty(&self, limit: u32) -> Result<Vec<DeviceAddress>, StoreError> {
+        let rows = sqlx::query(sql::ON_DUTY.postgres.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| address_at(r, 0).ok_or_else(|| StoreError::Corrupt("on-duty row".into())))
+            .collect()
+    }
+
+    async fn push(&self, pushes: Vec<(DeviceAddress, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        store_pushes(&mut tx, &pushes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_pushes(
+        &self,
+        device: DeviceAddress,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = sqlx::query(sql::TAKE_PUSHES.postgres.as_str())
+            .bind(fp(&device))
+            .bind(dev(&device))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut taken: Vec<(i64, Vec<u8>)> = rows
+            .iter()
+            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+            .collect();
+        taken.sort_by_key(|(position, _)| *position);
+        Ok(taken.into_iter().map(|(_, frame)| frame).collect())
+    }
+
+    async fn put_archive(
+        &self,
+        id: [u8; 16],
+        envelope: Vec<u8>,
+        filed_by: DeviceAddress,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The conversation's row lock serialises two instances filing for one conversation.
+        sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+            .bind(id.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        let index: i64 = sqlx::query_scalar(
+            "INSERT INTO archive_envelopes (conversation, position, envelope, \
+             filed_by_fingerprint, filed_by_device, filed_at) \
+             SELECT $1, COALESCE(MAX(position) + 1, 0), $2, $3, $4, $5 \
+             FROM archive_envelopes WHERE conversation = $1 RETURNING position",
+        )
+        .bind(id.to_vec())
+        .bind(envelope)
+        .bind(fp(&filed_by))
+        .bind(dev(&filed_by))
+        .bind(to_i64(now_ms))
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(sql::TOUCH_CONVERSATION.postgres.as_str())
+            .bind(to_i64(now_ms))
+            .bind(id.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(to_u64(index))
+    }
+
+    async fn archive(
+        &self,
+        id: [u8; 16],
+        from_index: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredArchiveEnvelope>, StoreError> {
+        let rows = sqlx::query(sql::ARCHIVE.postgres.as_str())
+            .bind(id.to_vec())
+            .bind(to_i64(from_index))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(sql::archive_from_row).collect()
+    }
+
+    async fn archive_policy(&self, org: [u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::ARCHIVE_POLICY.postgres.as_str())
+            .bind(org.to_vec())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn publish_archive_policy(
+        &self,
+        org: [u8; 32],
+        sequence: u64,
+        policy: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let stored = sqlx::query(sql::PUBLISH_ARCHIVE_POLICY.postgres.as_str())
+            .bind(org.to_vec())
+            .bind(sequence_key(sequence))
+            .bind(policy)
+            .execute(&self.pool)
+            .await?;
+        Ok(stored.rows_affected() == 1)
+    }
+
+    async fn expire_archive(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::EXPIRE_ARCHIVE.postgres.as_str())
+            .bind(to_i64(before_ms))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Replaces a conversation's member devices and stores pushes, inside the caller's transaction.
+async fn store_members_and_pushes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: [u8; 16],
+    members: &[DeviceAddress],
+    pushes: &[(DeviceAddress, Vec<u8>)],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql::DELETE_MEMBERS.postgres.as_str())
+        .bind(id.to_vec())
+        .execute(&mut **tx)
+        .await?;
+    for m in members {
+        sqlx::query(sql::INSERT_MEMBER.postgres.as_str())
+            .bind(id.to_vec())
+            .bind(fp(m))
+            .bind(dev(m))
+            .execute(&mut **tx)
+            .await?;
+    }
+    store_pushes(tx, pushes).await
+}
+
+/// Stores pushes and announces them on [`NOTIFY_CHANNEL`] (delivered at commit), so the
+/// instance holding each device's connection wakes it, as for mail.
+async fn store_pushes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    pushes: &[(DeviceAddress, Vec<u8>)],
+) -> Result<(), sqlx::Error> {
+    for (device, frame) in pushes {
+        sqlx::query(sql::INSERT_PUSH.postgres.as_str())
+            .bind(fp(device))
+            .bind(dev(device))
+            .bind(frame.clone())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(device_payload(device))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `hex(fingerprint):device_id`, as the mailbox notifications name a device.

@@ -182,3 +182,147 @@ mod tests {
         assert_eq!(QUEUE_DEPTH.postgres.as_str(), QUEUE_DEPTH.sqlite);
     }
 }
+
+// ---- Clinic conversations (docs/conversations.md §5.4, §6) ----
+
+shared!(
+    /// Inserts a conversation `(id, clinic, head_epoch, head_hash, state, opened_at,
+    /// waiting_since, claimed, last_activity)` unless its id is taken.
+    INSERT_CONVERSATION = "INSERT INTO conversations (id, clinic, head_epoch, head_hash, state, opened_at, \
+        waiting_since, claimed, last_activity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+);
+shared!(
+    /// The conversation `id`.
+    CONVERSATION = "SELECT id, clinic, head_epoch, head_hash, state, opened_at, waiting_since, claimed, \
+        last_activity FROM conversations WHERE id = ?"
+);
+shared!(
+    /// The compare-and-set of a membership update: sets `(head_epoch, head_hash, state,
+    /// waiting_since, claimed, last_activity)` where `id` and the expected head epoch match, and,
+    /// when the next parameter is 1, the conversation is not claimed. One row or none.
+    UPDATE_CONVERSATION_HEAD = "UPDATE conversations SET head_epoch = ?, head_hash = ?, state = ?, \
+        waiting_since = ?, claimed = ?, last_activity = ? \
+        WHERE id = ? AND head_epoch = ? AND (? = 0 OR claimed = 0)"
+);
+shared!(
+    /// Stores change `(conversation, epoch, change)`.
+    INSERT_CHANGE = "INSERT INTO conversation_changes (conversation, epoch, change) VALUES (?, ?, ?)"
+);
+shared!(
+    /// Up to `limit` changes of `conversation` from `epoch`.
+    CHANGES = "SELECT change FROM conversation_changes WHERE conversation = ? AND epoch >= ? \
+        ORDER BY epoch LIMIT ?"
+);
+shared!(
+    /// Forgets the member devices of `conversation` (before storing the new head's).
+    DELETE_MEMBERS = "DELETE FROM conversation_members WHERE conversation = ?"
+);
+shared!(
+    /// A member device `(conversation, fingerprint, device_id)` at the head.
+    INSERT_MEMBER = "INSERT INTO conversation_members (conversation, fingerprint, device_id) VALUES (?, ?, ?)"
+);
+shared!(
+    /// The member devices of `conversation` at the head.
+    MEMBERS = "SELECT fingerprint, device_id FROM conversation_members WHERE conversation = ? \
+        ORDER BY fingerprint, device_id"
+);
+shared!(
+    /// Up to `limit` conversations in the queue (new or handed back), longest waiting first.
+    WAITING = "SELECT id, clinic, head_epoch, head_hash, state, opened_at, waiting_since, claimed, \
+        last_activity FROM conversations WHERE state IN (1, 2) ORDER BY waiting_since, id LIMIT ?"
+);
+shared!(
+    /// Puts `(fingerprint, device_id)` on duty (again: nothing changes).
+    SET_ON_DUTY = "INSERT INTO on_duty (fingerprint, device_id) VALUES (?, ?) \
+        ON CONFLICT (fingerprint, device_id) DO NOTHING"
+);
+shared!(
+    /// Takes `(fingerprint, device_id)` off duty.
+    SET_OFF_DUTY = "DELETE FROM on_duty WHERE fingerprint = ? AND device_id = ?"
+);
+shared!(
+    /// Up to `limit` devices on duty.
+    ON_DUTY = "SELECT fingerprint, device_id FROM on_duty ORDER BY fingerprint, device_id LIMIT ?"
+);
+shared!(
+    /// A push `(fingerprint, device_id, frame)`.
+    INSERT_PUSH = "INSERT INTO conversation_pushes (fingerprint, device_id, frame) VALUES (?, ?, ?)"
+);
+shared!(
+    /// Takes up to `limit` pushes of `(fingerprint, device_id)`, oldest first (the caller sorts
+    /// by the returned position).
+    TAKE_PUSHES = "DELETE FROM conversation_pushes WHERE position IN (SELECT position FROM \
+        conversation_pushes WHERE fingerprint = ? AND device_id = ? ORDER BY position LIMIT ?) \
+        RETURNING position, frame"
+);
+shared!(
+    /// Touches a conversation's last activity `(last_activity, id)`.
+    TOUCH_CONVERSATION = "UPDATE conversations SET last_activity = ? WHERE id = ?"
+);
+shared!(
+    /// Up to `limit` archive envelopes of `conversation` from `position`.
+    ARCHIVE = "SELECT position, envelope, filed_by_fingerprint, filed_by_device, filed_at \
+        FROM archive_envelopes WHERE conversation = ? AND position >= ? ORDER BY position LIMIT ?"
+);
+shared!(
+    /// The archive policy of `org`.
+    ARCHIVE_POLICY = "SELECT policy FROM archive_policies WHERE org_key = ?"
+);
+shared!(
+    /// Stores `(org, sequence, policy)` if newer than the stored one.
+    PUBLISH_ARCHIVE_POLICY = "INSERT INTO archive_policies (org_key, sequence, policy) VALUES (?, ?, ?) \
+        ON CONFLICT (org_key) DO UPDATE SET sequence = excluded.sequence, policy = excluded.policy \
+        WHERE archive_policies.sequence < excluded.sequence"
+);
+shared!(
+    /// Deletes the archive envelopes of conversations whose last activity is before `time`.
+    EXPIRE_ARCHIVE = "DELETE FROM archive_envelopes WHERE conversation IN \
+        (SELECT id FROM conversations WHERE last_activity < ?)"
+);
+
+/// A `StoredConversation` from a row of `CONVERSATION` or `WAITING`.
+pub(crate) fn conversation_from_row<R: sqlx::Row>(
+    row: &R,
+) -> Result<super::StoredConversation, super::StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let corrupt = || super::StoreError::Corrupt("conversation row".into());
+    let bytes = |i: usize| row.try_get::<Vec<u8>, _>(i).map_err(|_| corrupt());
+    let int = |i: usize| {
+        row.try_get::<i64, _>(i)
+            .map_err(|_| corrupt())
+            .map(super::to_u64)
+    };
+    Ok(super::StoredConversation {
+        id: bytes(0)?.try_into().map_err(|_| corrupt())?,
+        clinic: bytes(1)?.try_into().map_err(|_| corrupt())?,
+        head_epoch: int(2)?,
+        head_hash: bytes(3)?.try_into().map_err(|_| corrupt())?,
+        state: u8::try_from(int(4)?).map_err(|_| corrupt())?,
+        opened_at: int(5)?,
+        waiting_since: int(6)?,
+        claimed: int(7)? != 0,
+        last_activity_ms: int(8)?,
+    })
+}
+
+/// A `StoredArchiveEnvelope` from a row of `ARCHIVE`.
+pub(crate) fn archive_from_row<R: sqlx::Row>(
+    row: &R,
+) -> Result<super::StoredArchiveEnvelope, super::StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let corrupt = || super::StoreError::Corrupt("archive row".into());
+    Ok(super::StoredArchiveEnvelope {
+        index: super::to_u64(row.try_get::<i64, _>(0).map_err(|_| corrupt())?),
+        envelope: row.try_get(1).map_err(|_| corrupt())?,
+        filed_by: super::sqlite::address_at(row, 2).ok_or_else(corrupt)?,
+        filed_at_ms: super::to_u64(row.try_get::<i64, _>(4).map_err(|_| corrupt())?),
+    })
+}

@@ -25,8 +25,9 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedBundle, Enqueued, MailboxLimits, PreKeyUpload, Provisioned, Provisioning, Registration,
-    RegistrationPolicy, Standing, Store, StoreError, Usage, frame_usage, sequence_key, sql, to_i64,
+    ClaimedBundle, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload, Provisioned,
+    Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
+    StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql, to_i64,
     to_u64,
 };
 
@@ -83,6 +84,30 @@ CREATE TABLE IF NOT EXISTS provisioning (
 CREATE INDEX IF NOT EXISTS provisioning_by_owner
     ON provisioning (owner_fingerprint, owner_device);
 CREATE INDEX IF NOT EXISTS provisioning_by_expiry ON provisioning (expires_at);
+CREATE TABLE IF NOT EXISTS conversations (
+    id BLOB PRIMARY KEY, clinic BLOB NOT NULL, head_epoch INTEGER NOT NULL, head_hash BLOB NOT NULL,
+    state INTEGER NOT NULL, opened_at INTEGER NOT NULL, waiting_since INTEGER NOT NULL,
+    claimed INTEGER NOT NULL, last_activity INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS conversations_waiting ON conversations (state, waiting_since);
+CREATE TABLE IF NOT EXISTS conversation_changes (
+    conversation BLOB NOT NULL, epoch INTEGER NOT NULL, change BLOB NOT NULL,
+    PRIMARY KEY (conversation, epoch));
+CREATE TABLE IF NOT EXISTS conversation_members (
+    conversation BLOB NOT NULL, fingerprint BLOB NOT NULL, device_id INTEGER NOT NULL,
+    PRIMARY KEY (conversation, fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS on_duty (
+    fingerprint BLOB NOT NULL, device_id INTEGER NOT NULL, PRIMARY KEY (fingerprint, device_id));
+CREATE TABLE IF NOT EXISTS conversation_pushes (
+    position INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint BLOB NOT NULL,
+    device_id INTEGER NOT NULL, frame BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS conversation_pushes_by_device
+    ON conversation_pushes (fingerprint, device_id, position);
+CREATE TABLE IF NOT EXISTS archive_envelopes (
+    conversation BLOB NOT NULL, position INTEGER NOT NULL, envelope BLOB NOT NULL,
+    filed_by_fingerprint BLOB NOT NULL, filed_by_device INTEGER NOT NULL, filed_at INTEGER NOT NULL,
+    PRIMARY KEY (conversation, position));
+CREATE TABLE IF NOT EXISTS archive_policies (
+    org_key BLOB PRIMARY KEY, sequence BLOB NOT NULL, policy BLOB NOT NULL);
 ";
 
 /// What a job gives back to the writer: how to answer its caller once the transaction's fate
@@ -1453,6 +1478,299 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn open_conversation(
+        &self,
+        conversation: StoredConversation,
+        change: Vec<u8>,
+        members: Vec<DeviceAddress>,
+        pushes: Vec<(DeviceAddress, Vec<u8>)>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let inserted = sqlx::query(sql::INSERT_CONVERSATION.sqlite)
+                    .bind(conversation.id.to_vec())
+                    .bind(conversation.clinic.to_vec())
+                    .bind(to_i64(conversation.head_epoch))
+                    .bind(conversation.head_hash.to_vec())
+                    .bind(i64::from(conversation.state))
+                    .bind(to_i64(conversation.opened_at))
+                    .bind(to_i64(conversation.waiting_since))
+                    .bind(i64::from(conversation.claimed))
+                    .bind(to_i64(conversation.last_activity_ms))
+                    .execute(&mut *c)
+                    .await?;
+                if inserted.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(sql::INSERT_CHANGE.sqlite)
+                    .bind(conversation.id.to_vec())
+                    .bind(0i64)
+                    .bind(change)
+                    .execute(&mut *c)
+                    .await?;
+                store_members_and_pushes(c, conversation.id, &members, &pushes).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn conversation(&self, id: [u8; 16]) -> Result<Option<StoredConversation>, StoreError> {
+        let row = sqlx::query(sql::CONVERSATION.sqlite)
+            .bind(id.to_vec())
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(sql::conversation_from_row).transpose()
+    }
+
+    async fn conversation_changes(
+        &self,
+        id: [u8; 16],
+        from_epoch: u64,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::CHANGES.sqlite)
+            .bind(id.to_vec())
+            .bind(to_i64(from_epoch))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?)
+    }
+
+    async fn conversation_members(&self, id: [u8; 16]) -> Result<Vec<DeviceAddress>, StoreError> {
+        let rows = sqlx::query(sql::MEMBERS.sqlite)
+            .bind(id.to_vec())
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter()
+            .map(|r| address_at(r, 0).ok_or_else(|| StoreError::Corrupt("member row".into())))
+            .collect()
+    }
+
+    async fn update_conversation(&self, update: ConversationUpdate) -> Result<bool, StoreError> {
+        // One writer and one transaction: the compare-and-set comes first, and when it matches
+        // no row nothing else is written.
+        self.write(move |c| {
+            Box::pin(async move {
+                let next = update.expected_epoch + update.changes.len() as u64;
+                let updated = sqlx::query(sql::UPDATE_CONVERSATION_HEAD.sqlite)
+                    .bind(to_i64(next))
+                    .bind(update.head_hash.to_vec())
+                    .bind(i64::from(update.state))
+                    .bind(to_i64(update.waiting_since))
+                    .bind(i64::from(update.claimed))
+                    .bind(to_i64(update.now_ms))
+                    .bind(update.id.to_vec())
+                    .bind(to_i64(update.expected_epoch))
+                    .bind(i64::from(update.require_unclaimed))
+                    .execute(&mut *c)
+                    .await?;
+                if updated.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                for (i, change) in update.changes.into_iter().enumerate() {
+                    sqlx::query(sql::INSERT_CHANGE.sqlite)
+                        .bind(update.id.to_vec())
+                        .bind(to_i64(update.expected_epoch + i as u64))
+                        .bind(change)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                store_members_and_pushes(c, update.id, &update.members, &update.pushes).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn waiting_conversations(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<StoredConversation>, StoreError> {
+        let rows = sqlx::query(sql::WAITING.sqlite)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(sql::conversation_from_row).collect()
+    }
+
+    async fn set_on_duty(&self, device: DeviceAddress, on_duty: bool) -> Result<(), StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let statement = if on_duty {
+                    sql::SET_ON_DUTY.sqlite
+                } else {
+                    sql::SET_OFF_DUTY.sqlite
+                };
+                sqlx::query(statement)
+                    .bind(fp(&device))
+                    .bind(i64::from(device.device_id))
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn on_duty(&self, limit: u32) -> Result<Vec<DeviceAddress>, StoreError> {
+        let rows = sqlx::query(sql::ON_DUTY.sqlite)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter()
+            .map(|r| address_at(r, 0).ok_or_else(|| StoreError::Corrupt("on-duty row".into())))
+            .collect()
+    }
+
+    async fn push(&self, pushes: Vec<(DeviceAddress, Vec<u8>)>) -> Result<(), StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                for (device, frame) in pushes {
+                    sqlx::query(sql::INSERT_PUSH.sqlite)
+                        .bind(fp(&device))
+                        .bind(i64::from(device.device_id))
+                        .bind(frame)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn take_pushes(
+        &self,
+        device: DeviceAddress,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let rows = sqlx::query(sql::TAKE_PUSHES.sqlite)
+                    .bind(fp(&device))
+                    .bind(i64::from(device.device_id))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *c)
+                    .await?;
+                let mut taken: Vec<(i64, Vec<u8>)> = rows
+                    .iter()
+                    .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+                    .collect();
+                taken.sort_by_key(|(position, _)| *position);
+                Ok(taken.into_iter().map(|(_, frame)| frame).collect())
+            })
+        })
+        .await
+    }
+
+    async fn put_archive(
+        &self,
+        id: [u8; 16],
+        envelope: Vec<u8>,
+        filed_by: DeviceAddress,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let index: i64 = sqlx::query_scalar(
+                    "INSERT INTO archive_envelopes (conversation, position, envelope, \
+                     filed_by_fingerprint, filed_by_device, filed_at) \
+                     SELECT ?1, COALESCE(MAX(position) + 1, 0), ?2, ?3, ?4, ?5 \
+                     FROM archive_envelopes WHERE conversation = ?1 RETURNING position",
+                )
+                .bind(id.to_vec())
+                .bind(envelope)
+                .bind(fp(&filed_by))
+                .bind(i64::from(filed_by.device_id))
+                .bind(to_i64(now_ms))
+                .fetch_one(&mut *c)
+                .await?;
+                sqlx::query(sql::TOUCH_CONVERSATION.sqlite)
+                    .bind(to_i64(now_ms))
+                    .bind(id.to_vec())
+                    .execute(&mut *c)
+                    .await?;
+                Ok(to_u64(index))
+            })
+        })
+        .await
+    }
+
+    async fn archive(
+        &self,
+        id: [u8; 16],
+        from_index: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredArchiveEnvelope>, StoreError> {
+        let rows = sqlx::query(sql::ARCHIVE.sqlite)
+            .bind(id.to_vec())
+            .bind(to_i64(from_index))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(sql::archive_from_row).collect()
+    }
+
+    async fn archive_policy(&self, org: [u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(sql::ARCHIVE_POLICY.sqlite)
+            .bind(org.to_vec())
+            .fetch_optional(&self.reads)
+            .await?)
+    }
+
+    async fn publish_archive_policy(
+        &self,
+        org: [u8; 32],
+        sequence: u64,
+        policy: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.publish_if_newer(&sql::PUBLISH_ARCHIVE_POLICY, org, sequence, policy)
+            .await
+    }
+
+    async fn expire_archive(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let done = sqlx::query(sql::EXPIRE_ARCHIVE.sqlite)
+                    .bind(to_i64(before_ms))
+                    .execute(&mut *c)
+                    .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+}
+
+/// Replaces a conversation's member devices and stores pushes, inside the caller's transaction.
+async fn store_members_and_pushes(
+    c: &mut SqliteConnection,
+    id: [u8; 16],
+    members: &[DeviceAddress],
+    pushes: &[(DeviceAddress, Vec<u8>)],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql::DELETE_MEMBERS.sqlite)
+        .bind(id.to_vec())
+        .execute(&mut *c)
+        .await?;
+    for m in members {
+        sqlx::query(sql::INSERT_MEMBER.sqlite)
+            .bind(id.to_vec())
+            .bind(fp(m))
+            .bind(i64::from(m.device_id))
+            .execute(&mut *c)
+            .await?;
+    }
+    for (device, frame) in pushes {
+        sqlx::query(sql::INSERT_PUSH.sqlite)
+            .bind(fp(device))
+            .bind(i64::from(device.device_id))
+            .bind(frame.clone())
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Tallies deleted `(recipient_fingerprint, recipient_device)` rows per recipient (shared by

@@ -1,0 +1,880 @@
+//! Clinic conversations and the queue at the relay (`docs/conversations.md` §5.4): opening,
+//! listing, claiming (exactly one of racing claims wins, also across two instances on one
+//! PostgreSQL database), hand-offs, refusals that store nothing, `ConversationSend` checks, the
+//! read-only supervisor and the archive, and the pushes. Each test runs on SQLite and, when it
+//! answers, on PostgreSQL with two relay instances (else a loud SKIPPED line for it).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{Client, Device, Engine, RelayProcess, connect, next_frame};
+use ed25519_dalek::SigningKey;
+use hushwire_proto::X25519PublicKey;
+use hushwire_proto::audit::ConversationId;
+use hushwire_proto::clinic::{AgentCertificate, ClinicLink, DeviceList, OrgKey, Role, Roles};
+use hushwire_proto::codec::Codec;
+use hushwire_proto::conversation::queue::{NoteEnvelope, QueueFrame, QueueState};
+use hushwire_proto::conversation::{
+    ArchiveEnvelope, ChangeAction, ChangeProposal, MemberRole, MembershipChange, genesis_hash,
+};
+use hushwire_proto::relay::{Delivery, ErrorCode, FrameBody, OutgoingEnvelope};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn error(code: ErrorCode) -> FrameBody {
+    FrameBody::Error {
+        code,
+        retry_after_ms: 0,
+    }
+}
+
+fn q(frame: QueueFrame) -> FrameBody {
+    FrameBody::Queue(Box::new(frame))
+}
+
+struct Clinic {
+    org: SigningKey,
+    link: ClinicLink,
+}
+
+impl Clinic {
+    fn new() -> Self {
+        let org = SigningKey::from_bytes(&[0xc1; 32]);
+        let link = ClinicLink::issue(&org, "Riverside Clinic", "wss://relay.example").unwrap();
+        Self { org, link }
+    }
+
+    fn org_key(&self) -> OrgKey {
+        *self.link.org()
+    }
+
+    fn certify(&self, serial: u64, device: &Device, roles: &[Role]) -> AgentCertificate {
+        AgentCertificate::issue(
+            &self.org,
+            serial,
+            device.identity.clone(),
+            "Dr. Ada Okafor",
+            Roles::of(roles).unwrap(),
+            now() - 60,
+            now() + 3600,
+        )
+        .unwrap()
+    }
+
+    fn start(&self, engine: &Engine, name: &str) -> Vec<RelayProcess> {
+        let link = self.link.to_string();
+        engine.start(name, &["--clinic-link", link.as_str()])
+    }
+}
+
+/// A connected device that keeps what the relay pushes (request id 0) and delivers.
+struct Peer {
+    c: Client,
+    pushes: Vec<QueueFrame>,
+    deliveries: Vec<Delivery>,
+}
+
+impl Peer {
+    async fn register(url: &str, device: &Device, certificate: Option<&AgentCertificate>) -> Self {
+        let mut c = connect(url).await;
+        let credentials = device.credentials(&c.challenge);
+        let answer = c
+            .call(FrameBody::Register {
+                credentials,
+                invite: None,
+                certificate: certificate.map(|c| Box::new(c.clone())),
+            })
+            .await;
+        assert_eq!(answer, FrameBody::Ok, "registration refused");
+        Self {
+            c,
+            pushes: Vec::new(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    async fn call(&mut self, body: FrameBody) -> FrameBody {
+        let id = self.c.request(body).await;
+        loop {
+            let frame = next_frame(&mut self.c.socket).await.expect("an answer");
+            match frame.body {
+                FrameBody::Deliver(d) => self.deliveries.push(d),
+                FrameBody::Queue(push) if frame.request_id == 0 => self.pushes.push(*push),
+                FrameBody::PreKeyCount { .. } if frame.request_id == 0 => {}
+                body if frame.request_id == id => return body,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until `want` holds for what was collected (10 s per frame at most).
+    async fn wait_for(&mut self, what: &str, want: impl Fn(&Self) -> bool) {
+        while !want(self) {
+            let frame = next_frame(&mut self.c.socket)
+                .await
+                .unwrap_or_else(|| panic!("no frame while waiting for {what}"));
+            match frame.body {
+                FrameBody::Deliver(d) => self.deliveries.push(d),
+                FrameBody::Queue(push) if frame.request_id == 0 => self.pushes.push(*push),
+                _ => {}
+            }
+        }
+    }
+
+    fn membership_pushes(&self, conversation: ConversationId) -> Vec<u64> {
+        self.pushes
+            .iter()
+            .filter_map(|p| match p {
+                QueueFrame::MembershipChanged(c) if c.conversation() == conversation => {
+                    Some(c.epoch())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn queue_pushes(&self, conversation: ConversationId) -> Vec<QueueState> {
+        self.pushes
+            .iter()
+            .filter_map(|p| match p {
+                QueueFrame::QueueChanged(e) if e.conversation == conversation => Some(e.state),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A conversation's history as the test's clients see it.
+struct History {
+    conversation: ConversationId,
+    head: [u8; 32],
+    epoch: u64,
+}
+
+impl History {
+    fn new(clinic: &Clinic, n: u8) -> Self {
+        let mut id = [n; 16];
+        id[..8].copy_from_slice(&common::rand_u64().to_be_bytes());
+        let conversation = ConversationId(id);
+        Self {
+            conversation,
+            head: genesis_hash(&conversation, &clinic.org_key()),
+            epoch: 0,
+        }
+    }
+
+    /// A change at the next epoch (not applied: see `accept`).
+    #[allow(clippy::too_many_arguments)]
+    fn change(
+        &self,
+        action: ChangeAction,
+        role: MemberRole,
+        member: &Device,
+        member_certificate: Option<&AgentCertificate>,
+        signer: &Device,
+        signer_certificate: Option<&AgentCertificate>,
+    ) -> MembershipChange {
+        self.change_at(
+            self.epoch,
+            self.head,
+            action,
+            role,
+            member,
+            member_certificate,
+            signer,
+            signer_certificate,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn change_at(
+        &self,
+        epoch: u64,
+        previous_hash: [u8; 32],
+        action: ChangeAction,
+        role: MemberRole,
+        member: &Device,
+        member_certificate: Option<&AgentCertificate>,
+        signer: &Device,
+        signer_certificate: Option<&AgentCertificate>,
+    ) -> MembershipChange {
+        MembershipChange::sign(
+            ChangeProposal {
+                conversation: self.conversation,
+                epoch,
+                previous_hash,
+                issued_at: now(),
+                action,
+                role,
+                member: member.identity.clone(),
+                devices: vec![member.device_id],
+                member_certificate: member_certificate.cloned(),
+            },
+            &signer.signing,
+            signer.identity.clone(),
+            signer.device_id,
+            signer_certificate.cloned(),
+        )
+        .unwrap()
+    }
+
+    fn accept(&mut self, change: &MembershipChange) {
+        assert_eq!(change.epoch(), self.epoch);
+        self.head = change.hash();
+        self.epoch += 1;
+    }
+}
+
+async fn publish_list(p: &mut Peer, device: &Device, devices: &[u32]) {
+    let list = DeviceList::issue(&device.signing, &device.identity, 1, devices).unwrap();
+    assert_eq!(
+        p.call(FrameBody::PublishDeviceList(list)).await,
+        FrameBody::Ok
+    );
+}
+
+fn envelope(to: &Device, payload: &[u8]) -> OutgoingEnvelope {
+    OutgoingEnvelope {
+        recipient: to.address(),
+        payload: payload.to_vec(),
+    }
+}
+
+fn archive_envelope(conversation: ConversationId) -> ArchiveEnvelope {
+    let k = SigningKey::from_bytes(&[0x3e; 32]);
+    ArchiveEnvelope {
+        conversation,
+        policy_sequence: 1,
+        ephemeral: X25519PublicKey::from_array(
+            k.verifying_key().to_montgomery().to_bytes(),
+            "ephemeral",
+        )
+        .unwrap(),
+        ciphertext: vec![7; 64],
+    }
+}
+
+async fn membership_len(p: &mut Peer, conversation: ConversationId) -> usize {
+    match p
+        .call(q(QueueFrame::FetchMembership {
+            conversation,
+            from_epoch: 0,
+        }))
+        .await
+    {
+        FrameBody::Queue(m) => match *m {
+            QueueFrame::Membership(changes) => changes.len(),
+            other => panic!("not a membership: {other:?}"),
+        },
+        other => panic!("not a membership: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn open_claim_hand_off_refusals_supervisor_and_pushes() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversations");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, ben, sue, stranger) = (
+            Device::new(1, 1),
+            Device::new(2, 1),
+            Device::new(3, 1),
+            Device::new(4, 1),
+            Device::new(5, 1),
+        );
+        let ada_cert = clinic.certify(1, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(2, &ben, &[Role::Agent]);
+        let sue_cert = clinic.certify(3, &sue, &[Role::Supervisor]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        let mut a = Peer::register(&url(1), &ada, Some(&ada_cert)).await;
+        let mut b = Peer::register(&url(0), &ben, Some(&ben_cert)).await;
+        let mut s = Peer::register(&url(1), &sue, Some(&sue_cert)).await;
+        let mut x = Peer::register(&url(0), &stranger, None).await;
+
+        // Agents only: on duty, the queue.
+        assert_eq!(a.call(q(QueueFrame::SetOnDuty(true))).await, FrameBody::Ok);
+        assert_eq!(b.call(q(QueueFrame::SetOnDuty(true))).await, FrameBody::Ok);
+        assert_eq!(
+            s.call(q(QueueFrame::FetchQueue)).await,
+            error(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::SetOnDuty(true))).await,
+            error(ErrorCode::Forbidden)
+        );
+
+        // Open: the on-duty agents learn of it, the queue lists it at epoch 1.
+        let mut h = History::new(&clinic, 1);
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&open);
+        assert_eq!(
+            x.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            error(ErrorCode::ConversationExists),
+            "{engine:?}"
+        );
+        let conv = h.conversation;
+        a.wait_for("QueueChanged(New)", |a| {
+            a.queue_pushes(conv).contains(&QueueState::New)
+        })
+        .await;
+        match a.call(q(QueueFrame::FetchQueue)).await {
+            FrameBody::Queue(f) => match *f {
+                QueueFrame::Queue(entries) => {
+                    let e = entries.iter().find(|e| e.conversation == conv).unwrap();
+                    assert_eq!((e.state, e.epoch), (QueueState::New, 1), "{engine:?}");
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+
+        // Refusals store nothing: a patient adding a stranger, a bad signature, a claim
+        // signed for another device.
+        let stranger_add = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &stranger,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::PublishChange(Box::new(stranger_add))))
+                .await,
+            error(ErrorCode::MembershipRefused),
+            "{engine:?}"
+        );
+        let claim_a = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        let mut forged = claim_a.to_bytes();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let forged = MembershipChange::from_bytes(&forged).unwrap();
+        assert_eq!(
+            a.call(q(QueueFrame::Claim(Box::new(forged)))).await,
+            error(ErrorCode::MembershipRefused),
+            "{engine:?}"
+        );
+        assert_eq!(membership_len(&mut p, conv).await, 1, "{engine:?}");
+
+        // Ada claims; Ben's claim at the same epoch loses and learns the next epoch.
+        assert_eq!(
+            a.call(q(QueueFrame::Claim(Box::new(claim_a.clone()))))
+                .await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 1
+            }),
+            "{engine:?}"
+        );
+        h.accept(&claim_a);
+        let claim_b = h.change_at(
+            1,
+            genesis_hash(&conv, &clinic.org_key()),
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ben,
+            Some(&ben_cert),
+            &ben,
+            Some(&ben_cert),
+        );
+        assert_eq!(
+            b.call(q(QueueFrame::Claim(Box::new(claim_b)))).await,
+            q(QueueFrame::AlreadyClaimed {
+                conversation: conv,
+                epoch: 2
+            }),
+            "{engine:?}"
+        );
+        p.wait_for("MembershipChanged(1)", |p| {
+            p.membership_pushes(conv).contains(&1)
+        })
+        .await;
+        b.wait_for("QueueChanged(Claimed)", |b| {
+            b.queue_pushes(conv).contains(&QueueState::Claimed)
+        })
+        .await;
+
+        // ConversationSend: only at the head epoch, only between members.
+        let send = |epoch, to: &Device| {
+            q(QueueFrame::ConversationSend {
+                conversation: conv,
+                epoch,
+                envelopes: vec![envelope(to, b"sealed for a member")],
+            })
+        };
+        assert_eq!(
+            p.call(send(1, &ada)).await,
+            error(ErrorCode::StaleEpoch),
+            "{engine:?}"
+        );
+        assert_eq!(
+            p.call(send(2, &ben)).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert!(
+            matches!(p.call(send(2, &ada)).await, FrameBody::Sent(r) if r.len() == 1),
+            "{engine:?}"
+        );
+        a.wait_for("the patient's message", |a| {
+            a.deliveries.iter().any(|d| d.sender == patient.address())
+        })
+        .await;
+
+        // A supervisor joins read-only: no archive filing, but reading it; an agent cannot.
+        let join = h.change(
+            ChangeAction::Add,
+            MemberRole::Supervisor,
+            &sue,
+            Some(&sue_cert),
+            &sue,
+            Some(&sue_cert),
+        );
+        assert_eq!(
+            s.call(q(QueueFrame::PublishChange(Box::new(join.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&join);
+        let filed = archive_envelope(conv);
+        assert_eq!(
+            s.call(q(QueueFrame::PutArchive(Box::new(filed.clone()))))
+                .await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PutArchive(Box::new(filed.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        let fetch = q(QueueFrame::FetchArchive {
+            conversation: conv,
+            from_index: 0,
+        });
+        assert_eq!(a.call(fetch.clone()).await, error(ErrorCode::Forbidden));
+        assert_eq!(
+            s.call(fetch).await,
+            q(QueueFrame::ArchiveItems {
+                next_index: 1,
+                items: vec![filed]
+            }),
+            "{engine:?}"
+        );
+        // A read-only supervisor cannot send to the conversation.
+        assert_eq!(
+            s.call(send(3, &patient)).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+
+        // Hand-off to Ben, with a note to Ben only.
+        let add_ben = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ben,
+            Some(&ben_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        h.accept(&add_ben);
+        let remove_ada = h.change(
+            ChangeAction::Remove,
+            MemberRole::Agent,
+            &ada,
+            None,
+            &ada,
+            Some(&ada_cert),
+        );
+        let note_to = |to: &Device| NoteEnvelope {
+            recipient: to.address(),
+            payload: b"sealed note".to_vec(),
+        };
+        // A note to the patient is refused, and nothing is stored.
+        assert_eq!(
+            a.call(q(QueueFrame::HandOff {
+                changes: vec![add_ben.clone(), remove_ada.clone()],
+                notes: vec![note_to(&patient)],
+            }))
+            .await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert_eq!(membership_len(&mut p, conv).await, 3, "{engine:?}");
+        assert_eq!(
+            a.call(q(QueueFrame::HandOff {
+                changes: vec![add_ben.clone(), remove_ada.clone()],
+                notes: vec![note_to(&ben)],
+            }))
+            .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&remove_ada);
+        b.wait_for("the hand-off pushes and note", |b| {
+            let epochs = b.membership_pushes(conv);
+            epochs.contains(&3)
+                && epochs.contains(&4)
+                && b.deliveries.iter().any(|d| d.sender == ada.address())
+        })
+        .await;
+        // The other members learn of both changes (the signing device gets no push of its own
+        // changes).
+        p.wait_for("the hand-off", |p| {
+            let epochs = p.membership_pushes(conv);
+            epochs.contains(&3) && epochs.contains(&4)
+        })
+        .await;
+
+        // The removed agent can sign nothing more, nor receive conversation messages.
+        let by_removed = h.change(
+            ChangeAction::Remove,
+            MemberRole::Agent,
+            &ben,
+            None,
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PublishChange(Box::new(by_removed))))
+                .await,
+            error(ErrorCode::MembershipRefused),
+            "{engine:?}"
+        );
+        assert_eq!(
+            p.call(send(5, &ada)).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert!(
+            matches!(p.call(send(5, &ben)).await, FrameBody::Sent(_)),
+            "{engine:?}"
+        );
+
+        // Ben hands it back to the queue, with a note to the on-duty Ada.
+        let back = h.change(
+            ChangeAction::Remove,
+            MemberRole::Agent,
+            &ben,
+            None,
+            &ben,
+            Some(&ben_cert),
+        );
+        assert_eq!(
+            b.call(q(QueueFrame::HandOff {
+                changes: vec![back.clone()],
+                notes: vec![note_to(&ada)],
+            }))
+            .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&back);
+        a.wait_for("QueueChanged(HandedBack)", |a| {
+            a.queue_pushes(conv).contains(&QueueState::HandedBack)
+        })
+        .await;
+        match a.call(q(QueueFrame::FetchQueue)).await {
+            FrameBody::Queue(f) => match *f {
+                QueueFrame::Queue(entries) => {
+                    let e = entries.iter().find(|e| e.conversation == conv).unwrap();
+                    assert_eq!(
+                        (e.state, e.epoch),
+                        (QueueState::HandedBack, 6),
+                        "{engine:?}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        // Ada may claim it again.
+        let reclaim = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::Claim(Box::new(reclaim)))).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 6
+            }),
+            "{engine:?}"
+        );
+        assert_eq!(membership_len(&mut s, conv).await, 7, "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn racing_claims_exactly_one_wins() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-race");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, ben) = (Device::new(11, 1), Device::new(12, 1), Device::new(13, 1));
+        let ada_cert = clinic.certify(11, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(12, &ben, &[Role::Agent]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        // On PostgreSQL the two agents are on different instances.
+        let mut a = Peer::register(&url(0), &ada, Some(&ada_cert)).await;
+        let mut b = Peer::register(&url(1), &ben, Some(&ben_cert)).await;
+        let (mut ada_wins, mut ben_wins) = (0, 0);
+        for round in 0..20u8 {
+            let mut h = History::new(&clinic, round);
+            let open = h.change(
+                ChangeAction::Add,
+                MemberRole::Patient,
+                &patient,
+                None,
+                &patient,
+                None,
+            );
+            assert_eq!(
+                p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                    .await,
+                FrameBody::Ok
+            );
+            h.accept(&open);
+            let claim = |agent: &Device, cert: &AgentCertificate| {
+                q(QueueFrame::Claim(Box::new(h.change(
+                    ChangeAction::Add,
+                    MemberRole::Agent,
+                    agent,
+                    Some(cert),
+                    agent,
+                    Some(cert),
+                ))))
+            };
+            let (ca, cb) = (claim(&ada, &ada_cert), claim(&ben, &ben_cert));
+            let (ra, rb) = tokio::join!(a.call(ca), b.call(cb));
+            let won = q(QueueFrame::Claimed {
+                conversation: h.conversation,
+                epoch: 1,
+            });
+            let lost = q(QueueFrame::AlreadyClaimed {
+                conversation: h.conversation,
+                epoch: 2,
+            });
+            if ra == won {
+                assert_eq!(rb, lost, "round {round} on {engine:?}");
+                ada_wins += 1;
+            } else {
+                assert_eq!((&ra, &rb), (&lost, &won), "round {round} on {engine:?}");
+                ben_wins += 1;
+            }
+            assert_eq!(membership_len(&mut p, h.conversation).await, 2);
+        }
+        assert_eq!(ada_wins + ben_wins, 20);
+        eprintln!("{engine:?}: Ada won {ada_wins}, Ben won {ben_wins} of 20 racing claims");
+    }
+}
+
+#[tokio::test]
+async fn opening_needs_the_patients_device_list_and_a_clinic() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-list");
+        let patient = Device::new(21, 1);
+        let mut p = Peer::register(&relays[0].url(), &patient, None).await;
+        let mut h = History::new(&clinic, 21);
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        // No published device list: refused, and nothing is stored.
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            error(ErrorCode::MembershipRefused),
+            "{engine:?}"
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::FetchMembership {
+                conversation: h.conversation,
+                from_epoch: 0
+            }))
+            .await,
+            error(ErrorCode::UnknownConversation),
+            "{engine:?}"
+        );
+        let list = DeviceList::issue(&patient.signing, &patient.identity, 2, &[1, 2]).unwrap();
+        assert_eq!(
+            p.call(FrameBody::PublishDeviceList(list)).await,
+            FrameBody::Ok
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&open);
+        assert_eq!(membership_len(&mut p, h.conversation).await, 1);
+    }
+    // A relay without a clinic has no queue.
+    let plain = RelayProcess::start("conversation-no-clinic", &[]);
+    let patient = Device::new(22, 1);
+    let mut p = Peer::register(&plain.url(), &patient, None).await;
+    assert_eq!(
+        p.call(q(QueueFrame::FetchArchivePolicy)).await,
+        error(ErrorCode::Forbidden)
+    );
+}
+
+#[tokio::test]
+async fn removed_devices_are_told_and_a_patient_leaving_closes_the_conversation() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-removal");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, ben, sue) = (
+            Device::new(31, 1),
+            Device::new(32, 1),
+            Device::new(33, 1),
+            Device::new(34, 1),
+        );
+        let ada_cert = clinic.certify(31, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(32, &ben, &[Role::Agent]);
+        let sue_cert = clinic.certify(33, &sue, &[Role::Supervisor]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        let mut a = Peer::register(&url(1), &ada, Some(&ada_cert)).await;
+        let mut b = Peer::register(&url(0), &ben, Some(&ben_cert)).await;
+        let mut s = Peer::register(&url(1), &sue, Some(&sue_cert)).await;
+        assert_eq!(b.call(q(QueueFrame::SetOnDuty(true))).await, FrameBody::Ok);
+
+        let mut h = History::new(&clinic, 31);
+        let conv = h.conversation;
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok
+        );
+        h.accept(&open);
+        let claim = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert!(matches!(
+            a.call(q(QueueFrame::Claim(Box::new(claim.clone())))).await,
+            FrameBody::Queue(f) if matches!(*f, QueueFrame::Claimed { .. })
+        ));
+        h.accept(&claim);
+        let join = h.change(
+            ChangeAction::Add,
+            MemberRole::Supervisor,
+            &sue,
+            Some(&sue_cert),
+            &sue,
+            Some(&sue_cert),
+        );
+        assert_eq!(
+            s.call(q(QueueFrame::PublishChange(Box::new(join.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&join);
+        // The agent removes the supervisor: the supervisor's device is told it is out.
+        let out = h.change(
+            ChangeAction::Remove,
+            MemberRole::Supervisor,
+            &sue,
+            None,
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PublishChange(Box::new(out.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&out);
+        s.wait_for("its removal", |s| s.membership_pushes(conv).contains(&3))
+            .await;
+        // The patient leaves: the conversation is closed, the on-duty agent is told, the agent
+        // on it gets the change.
+        let leave = h.change(
+            ChangeAction::Remove,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::PublishChange(Box::new(leave.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        b.wait_for("QueueChanged(Closed)", |b| {
+            b.queue_pushes(conv).contains(&QueueState::Closed)
+        })
+        .await;
+        a.wait_for("the patient's departure", |a| {
+            a.membership_pushes(conv).contains(&4)
+        })
+        .await;
+    }
+}
