@@ -1,0 +1,361 @@
+//! Clinic conversations (`docs/conversations.md`): a patient opens a conversation with its
+//! pinned clinic, agents list the queue and claim, and every member verifies the signed
+//! membership history (§4.3) before believing it.
+//!
+//! Built so far: opening, on-duty, the queue, claiming, fetching and verifying the history, and
+//! the member list with verified names. The verified history is kept in memory only (fetched
+//! again from the relay after a restart); fan-out, receipts, recall and hand-off are specified,
+//! not built (§0).
+
+use std::collections::HashMap;
+
+use hushwire::proto::clinic::{DeviceList, Role};
+use hushwire::proto::conversation::queue::{QueueEntry, QueueFrame};
+use hushwire::proto::conversation::{
+    ChangeAction, ChangeProposal, ConversationId, MemberRole, MembershipChange, MembershipContext,
+    MembershipLog,
+};
+use hushwire::proto::keys::Fingerprint;
+use hushwire::proto::relay::{ErrorCode, FrameBody};
+
+use super::Client;
+use crate::error::{ClientError, Result};
+use crate::os::{now_ms, rng};
+
+/// One conversation as this device verified it.
+pub(super) struct Conv {
+    log: MembershipLog,
+    /// Staff names from the certificates of the changes that added them (verified by the log).
+    names: HashMap<[u8; 32], String>,
+}
+
+/// One member of a conversation, as the verified history shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationMember {
+    /// The member's identity fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Patient, agent or supervisor.
+    pub role: MemberRole,
+    /// Its member devices.
+    pub devices: Vec<u32>,
+    /// "Name — verified agent of Clinic" for staff (from the certificate the history
+    /// verified), "patient" for the patient.
+    pub shown: String,
+}
+
+/// How a claim ended: losing a race is an answer, not an error (§5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This agent is now on the conversation.
+    Claimed,
+    /// Another agent claimed it first; nothing changed here.
+    AlreadyClaimed,
+}
+
+fn refused(what: &str, code: ErrorCode) -> ClientError {
+    let why = match code {
+        ErrorCode::ConversationExists => "the relay already has a conversation with this id",
+        ErrorCode::UnknownConversation => "the relay knows no such conversation",
+        ErrorCode::NotOnConversation => "this device is not a member of the conversation",
+        ErrorCode::MembershipRefused => "the relay refused the membership change",
+        ErrorCode::StaleEpoch => "another change came first (fetch and try again)",
+        ErrorCode::Forbidden => "this device's certificate lacks the role it needs",
+        _ => return ClientError::Relay(code),
+    };
+    ClientError::Conversation(format!("{what}: {why} ({code:?})"))
+}
+
+fn unexpected() -> ClientError {
+    ClientError::Connection("unexpected answer to a conversation request".into())
+}
+
+/// What signing a change needs from this device.
+struct Me {
+    identity: hushwire::proto::keys::IdentityKey,
+    device: u32,
+    certificate: Option<hushwire::proto::clinic::AgentCertificate>,
+    org: hushwire::proto::clinic::OrgKey,
+    clinic_name: String,
+    revocations: Option<hushwire::proto::clinic::RevocationList>,
+}
+
+impl Client {
+    async fn me(&self) -> Result<Me> {
+        let state = self.inner.state.lock().await;
+        let clinic = state.clinic.as_ref().ok_or(ClientError::NoClinic)?;
+        Ok(Me {
+            identity: state.account.identity_key().clone(),
+            device: state.account.device_id(),
+            certificate: clinic.own_certificate().cloned(),
+            org: *clinic.link().org(),
+            clinic_name: clinic.link().name().to_owned(),
+            revocations: clinic.revocations().cloned(),
+        })
+    }
+
+    async fn sign_change(&self, proposal: ChangeProposal, me: &Me) -> Result<MembershipChange> {
+        let state = self.inner.state.lock().await;
+        MembershipChange::sign(
+            proposal,
+            state.account.identity(),
+            me.identity.clone(),
+            me.device,
+            me.certificate.clone(),
+        )
+        .map_err(|e| ClientError::Conversation(format!("the change does not encode: {e}")))
+    }
+
+    async fn queue_call(&self, what: &str, frame: QueueFrame) -> Result<QueueFrame> {
+        let link = self.require_link()?;
+        match link.call(FrameBody::Queue(Box::new(frame))).await {
+            Ok(FrameBody::Queue(answer)) => Ok(*answer),
+            Ok(FrameBody::Ok) => Ok(QueueFrame::FetchQueue),
+            Ok(_) => Err(unexpected()),
+            Err(ClientError::Relay(code)) => Err(refused(what, code)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies `change` to `conv` under this device's context; the rule it breaks otherwise.
+    async fn verify(&self, conv: &mut Conv, change: &MembershipChange, me: &Me) -> Result<()> {
+        let patient_list: Option<DeviceList> = match conv.log.patient() {
+            Some(p) => {
+                let mut c = self.inner.db.acquire().await?;
+                self.held_list(&mut c, &p).await?
+            }
+            None if change.epoch() == 0 => {
+                let mut c = self.inner.db.acquire().await?;
+                self.held_list(&mut c, &change.signer().fingerprint())
+                    .await?
+            }
+            None => None,
+        };
+        let ctx = MembershipContext {
+            revocations: me.revocations.as_ref(),
+            patient_devices: patient_list.as_ref(),
+            now: now_ms() / 1000,
+        };
+        conv.log.apply(change, &ctx).map_err(|e| {
+            ClientError::Conversation(format!(
+                "membership change at epoch {} refused: {e:?} (rule: {})",
+                change.epoch(),
+                e.rule()
+            ))
+        })?;
+        if let Some(cert) = change.member_certificate() {
+            conv.names.insert(
+                change.member().fingerprint().0,
+                format!("{} — verified agent of {}", cert.name(), me.clinic_name),
+            );
+        }
+        Ok(())
+    }
+
+    /// Patient: opens a conversation with the pinned clinic (§5.1): a random 16-byte id and
+    /// the epoch-0 change adding this person's listed devices. Publishes this person's device
+    /// list first if none is held (the relay checks rule 14 against it). Needs a connection.
+    pub async fn open_conversation(&self) -> Result<ConversationId> {
+        let me = self.me().await?;
+        if me.certificate.is_some() {
+            return Err(ClientError::Conversation(
+                "staff devices do not open conversations; patients do".into(),
+            ));
+        }
+        let link = self.require_link()?;
+        let held = {
+            let mut c = self.inner.db.acquire().await?;
+            self.held_list(&mut c, &me.identity.fingerprint()).await?
+        };
+        let devices = match held {
+            Some(list) => list.devices().to_vec(),
+            None => {
+                self.publish_own_list(&link, &[me.device]).await?;
+                vec![me.device]
+            }
+        };
+        let mut id = [0u8; 16];
+        rand_core::Rng::fill_bytes(&mut rng(), &mut id);
+        let conversation = ConversationId(id);
+        let proposal = ChangeProposal {
+            conversation,
+            epoch: 0,
+            previous_hash: hushwire::proto::conversation::genesis_hash(&conversation, &me.org),
+            issued_at: now_ms() / 1000,
+            action: ChangeAction::Add,
+            role: MemberRole::Patient,
+            member: me.identity.clone(),
+            devices,
+            member_certificate: None,
+        };
+        let change = self.sign_change(proposal, &me).await?;
+        let mut conv = Conv {
+            log: MembershipLog::new(conversation, me.org),
+            names: HashMap::new(),
+        };
+        self.verify(&mut conv, &change, &me).await?;
+        self.queue_call(
+            "open",
+            QueueFrame::OpenConversation(Box::new(change.clone())),
+        )
+        .await?;
+        self.conversations_mut().insert(id, conv);
+        Ok(conversation)
+    }
+
+    fn conversations_mut(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Conv>> {
+        match self.inner.conversations.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Staff: whether this device receives `QueueChanged` pushes (§5.1).
+    pub async fn set_on_duty(&self, on_duty: bool) -> Result<()> {
+        self.queue_call("on duty", QueueFrame::SetOnDuty(on_duty))
+            .await
+            .map(drop)
+    }
+
+    /// Agent: the conversations waiting in the queue, oldest first.
+    pub async fn conversation_queue(&self) -> Result<Vec<QueueEntry>> {
+        match self.queue_call("queue", QueueFrame::FetchQueue).await? {
+            QueueFrame::Queue(entries) => Ok(entries),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Fetches the conversation's history from the relay from the first epoch not verified
+    /// here, and verifies each change (§4.3). A refused change stops the fetch and is reported;
+    /// what was verified before it stays.
+    pub async fn refresh_membership(&self, conversation: ConversationId) -> Result<()> {
+        let me = self.me().await?;
+        let mut conv = self
+            .conversations_mut()
+            .remove(&conversation.0)
+            .unwrap_or(Conv {
+                log: MembershipLog::new(conversation, me.org),
+                names: HashMap::new(),
+            });
+        let result = async {
+            loop {
+                let from_epoch = conv.log.next_epoch();
+                let answer = self
+                    .queue_call(
+                        "fetch membership",
+                        QueueFrame::FetchMembership {
+                            conversation,
+                            from_epoch,
+                        },
+                    )
+                    .await?;
+                let QueueFrame::Membership(changes) = answer else {
+                    return Err(unexpected());
+                };
+                if changes.is_empty() {
+                    return Ok(());
+                }
+                for change in &changes {
+                    self.verify(&mut conv, change, &me).await?;
+                }
+            }
+        }
+        .await;
+        if conv.log.next_epoch() > 0 {
+            self.conversations_mut().insert(conversation.0, conv);
+        }
+        result
+    }
+
+    /// Agent: claims a conversation in the queue (§5.1 step 3): fetches and verifies its
+    /// history, then sends a self-join as agent at the next epoch. Exactly one of racing
+    /// claims wins; the others get [`ClaimOutcome::AlreadyClaimed`] and nothing changes.
+    pub async fn claim(&self, conversation: ConversationId) -> Result<ClaimOutcome> {
+        let me = self.me().await?;
+        let Some(cert) = me.certificate.clone() else {
+            return Err(ClientError::Conversation(
+                "only an agent of the clinic can claim (no certificate on this device)".into(),
+            ));
+        };
+        if !cert.roles().contains(Role::Agent) {
+            return Err(ClientError::Conversation(
+                "this device's certificate has no agent role".into(),
+            ));
+        }
+        self.refresh_membership(conversation).await?;
+        let (epoch, previous_hash) = {
+            let convs = self.conversations_mut();
+            let conv = convs.get(&conversation.0).ok_or_else(|| {
+                ClientError::Conversation("the relay sent no history for it".into())
+            })?;
+            if conv.log.is_claimed() {
+                return Err(ClientError::Conversation(
+                    "already claimed: an agent is on this conversation".into(),
+                ));
+            }
+            (conv.log.next_epoch(), conv.log.head())
+        };
+        let proposal = ChangeProposal {
+            conversation,
+            epoch,
+            previous_hash,
+            issued_at: now_ms() / 1000,
+            action: ChangeAction::Add,
+            role: MemberRole::Agent,
+            member: me.identity.clone(),
+            devices: vec![me.device],
+            member_certificate: Some(cert),
+        };
+        let change = self.sign_change(proposal, &me).await?;
+        match self
+            .queue_call("claim", QueueFrame::Claim(Box::new(change.clone())))
+            .await
+        {
+            Ok(QueueFrame::Claimed { .. }) => {
+                let mut conv = self
+                    .conversations_mut()
+                    .remove(&conversation.0)
+                    .ok_or_else(unexpected)?;
+                let applied = self.verify(&mut conv, &change, &me).await;
+                self.conversations_mut().insert(conversation.0, conv);
+                applied.map(|()| ClaimOutcome::Claimed)
+            }
+            Ok(QueueFrame::AlreadyClaimed { .. }) => Ok(ClaimOutcome::AlreadyClaimed),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The conversation's members as this device verified them (fetching the history first
+    /// when connected), staff named from their certificates.
+    pub async fn members(&self, conversation: ConversationId) -> Result<Vec<ConversationMember>> {
+        if self.current_link().is_some() {
+            self.refresh_membership(conversation).await?;
+        }
+        let convs = self.conversations_mut();
+        let conv = convs.get(&conversation.0).ok_or_else(|| {
+            ClientError::Conversation("no verified history of this conversation here".into())
+        })?;
+        Ok(conv
+            .log
+            .members()
+            .iter()
+            .map(|m| {
+                let fingerprint = m.identity().fingerprint();
+                let shown = match m.role() {
+                    MemberRole::Patient => "patient".to_owned(),
+                    role => conv
+                        .names
+                        .get(&fingerprint.0)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{role:?} (name not known on this device)")),
+                };
+                ConversationMember {
+                    fingerprint,
+                    role: m.role(),
+                    devices: m.devices().to_vec(),
+                    shown,
+                }
+            })
+            .collect())
+    }
+}
