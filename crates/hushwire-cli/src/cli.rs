@@ -272,6 +272,33 @@ Example:
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
     },
+    /// Supervisor: read along in a conversation without writing.
+    #[command(after_help = "\
+Only `--read-only` exists: a supervisor never writes. Leave again with `hushwire leave`.
+
+Example:
+  hushwire join --read-only 5f0c9a1e2b3d4c5e6f708192a3b4c5d6")]
+    Join {
+        /// Join as a read-only supervisor (required).
+        #[arg(long, required = true)]
+        read_only: bool,
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Staff: leave a conversation; an agent's leaving hands it back to the queue.
+    #[command(after_help = "\
+Example:
+  hushwire leave 5f0c9a1e2b3d4c5e6f708192a3b4c5d6")]
+    Leave {
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
     /// Order a device of the clinic wiped (admin devices only).
     #[command(after_help = "\
 Signs a wipe order with this device's identity and its admin certificate and hands it to the
@@ -943,6 +970,8 @@ impl Command {
             Self::Queue { .. } => "queue",
             Self::Claim { .. } => "claim",
             Self::Members { .. } => "members",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
             Self::Backup { .. } => "backup",
             Self::Restore { .. } => "restore",
         }

@@ -158,3 +158,39 @@ pub async fn members(g: &Global, conversation: &str, wait: u64) -> CliResult<Exi
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `join --read-only CONVERSATION`.
+pub async fn join(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let client = connected(g, wait).await?;
+    let result = client.join_read_only(id).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"conversation": hex(&id), "joined": "read-only"})
+        );
+    } else {
+        println!("Joined {} read-only.", hex(&id));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `leave CONVERSATION`.
+pub async fn leave(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let client = connected(g, wait).await?;
+    let result = client.leave(id).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!("{}", json!({"conversation": hex(&id), "left": true}));
+    } else {
+        println!(
+            "Left {} (an agent's leaving puts it back in the queue).",
+            hex(&id)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -202,6 +202,10 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::OnDuty { state, wait } => conversations::on_duty(g, state == "on", wait).await,
         Command::Queue { wait } => conversations::queue(g, wait).await,
         Command::Claim { conversation, wait } => conversations::claim(g, &conversation, wait).await,
+        Command::Join {
+            conversation, wait, ..
+        } => conversations::join(g, &conversation, wait).await,
+        Command::Leave { conversation, wait } => conversations::leave(g, &conversation, wait).await,
         Command::Members { conversation, wait } => {
             conversations::members(g, &conversation, wait).await
         }

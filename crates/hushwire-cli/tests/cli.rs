@@ -2439,4 +2439,22 @@ fn a_patient_opens_a_conversation_one_agent_claims_and_members_are_verified() {
         "{}",
         members.stdout
     );
+    // Hand back to the queue, and a supervisor reads along.
+    ada.run_ok(&["leave", &id]);
+    assert!(ada.run_ok(&["queue"]).stdout.contains(&id));
+    let not_on = ada.run(&["leave", &id]).failed("leave twice");
+    assert!(
+        not_on.stderr.contains("not on the conversation"),
+        "{}",
+        not_on.stderr
+    );
+    ben.run(&["join", &id]).failed("join without --read-only");
+    ben.run_ok(&["join", "--read-only", &id]);
+    let members = patient.run_ok(&["members", &id]);
+    assert!(
+        members.stdout.contains("supervisor (read-only): Ben Marsh"),
+        "{}",
+        members.stdout
+    );
+    ben.run_ok(&["leave", &id]);
 }

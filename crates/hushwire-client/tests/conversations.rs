@@ -26,7 +26,7 @@ const CLINIC: &str = "Lakeside Clinic";
 const AGENT_ROLES: &[Role] = &[Role::Agent, Role::Supervisor];
 
 #[tokio::test]
-async fn a_patient_opens_and_exactly_one_of_two_racing_agents_claims() {
+async fn a_patient_opens_one_of_two_racing_agents_claims_hands_back_and_a_supervisor_reads_along() {
     let dir = tempfile::tempdir().unwrap();
     let org = Org::new(1, CLINIC);
     let relay = clinic_relay(&dir.path().join("relay"), &org).await;
@@ -90,5 +90,41 @@ async fn a_patient_opens_and_exactly_one_of_two_racing_agents_claims() {
             format!("{name} — verified agent of {CLINIC}")
         );
     }
+
+    // The winner hands the conversation back to the queue; the other agent takes it.
+    winner.leave(conversation).await.unwrap();
+    let queue = loser.conversation_queue().await.unwrap();
+    assert_eq!(queue.len(), 1, "back in the queue");
+    assert_eq!(
+        loser.claim(conversation).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // The agent who left is no longer on it: leaving again is refused, nothing sent.
+    assert!(matches!(
+        winner.leave(conversation).await,
+        Err(ClientError::Conversation(_))
+    ));
+
+    // A supervisor joins read-only, is listed as such, and leaves.
+    let (sue, _) = staff(dir.path(), &url, &org, "Sue Park", 3, &[Role::Supervisor]).await;
+    sue.connect().await.unwrap();
+    sue.sync(WAIT).await.unwrap();
+    assert!(
+        matches!(
+            sue.claim(conversation).await,
+            Err(ClientError::Conversation(_))
+        ),
+        "a supervisor cannot claim"
+    );
+    sue.join_read_only(conversation).await.unwrap();
+    let members = patient.members(conversation).await.unwrap();
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[2].role, MemberRole::Supervisor);
+    assert_eq!(
+        members[2].shown,
+        format!("Sue Park — verified supervisor of {CLINIC}")
+    );
+    sue.leave(conversation).await.unwrap();
+    assert_eq!(patient.members(conversation).await.unwrap().len(), 2);
     drop(relay);
 }

@@ -38,8 +38,8 @@ pub struct ConversationMember {
     pub role: MemberRole,
     /// Its member devices.
     pub devices: Vec<u32>,
-    /// "Name — verified agent of Clinic" for staff (from the certificate the history
-    /// verified), "patient" for the patient.
+    /// "Name — verified agent of Clinic" ("… supervisor of …") for staff, from the
+    /// certificate the history verified; "patient" for the patient.
     pub shown: String,
 }
 
@@ -145,7 +145,16 @@ impl Client {
         if let Some(cert) = change.member_certificate() {
             conv.names.insert(
                 change.member().fingerprint().0,
-                format!("{} — verified agent of {}", cert.name(), me.clinic_name),
+                format!(
+                    "{} — verified {} of {}",
+                    cert.name(),
+                    if change.role() == MemberRole::Supervisor {
+                        "supervisor"
+                    } else {
+                        "agent"
+                    },
+                    me.clinic_name
+                ),
             );
         }
         Ok(())
@@ -357,5 +366,127 @@ impl Client {
                 }
             })
             .collect())
+    }
+
+    /// Signs a change of this device's own membership at the verified head (after fetching
+    /// the history), sends it in `frame`, and applies it here once the relay accepted it.
+    async fn change_own_membership(
+        &self,
+        what: &str,
+        conversation: ConversationId,
+        action: ChangeAction,
+        role: MemberRole,
+        frame: fn(MembershipChange) -> QueueFrame,
+    ) -> Result<()> {
+        let me = self.me().await?;
+        let Some(cert) = me.certificate.clone() else {
+            return Err(ClientError::Conversation(format!(
+                "{what}: only staff of the clinic can (no certificate on this device)"
+            )));
+        };
+        self.refresh_membership(conversation).await?;
+        let (epoch, previous_hash) = {
+            let convs = self.conversations_mut();
+            let conv = convs.get(&conversation.0).ok_or_else(|| {
+                ClientError::Conversation(format!("{what}: the relay sent no history"))
+            })?;
+            (conv.log.next_epoch(), conv.log.head())
+        };
+        let proposal = ChangeProposal {
+            conversation,
+            epoch,
+            previous_hash,
+            issued_at: now_ms() / 1000,
+            action,
+            role,
+            member: me.identity.clone(),
+            devices: vec![me.device],
+            member_certificate: (action == ChangeAction::Add).then_some(cert),
+        };
+        let change = self.sign_change(proposal, &me).await?;
+        // Checked here first: a change this device's own history refuses is never sent.
+        let mut conv = self
+            .conversations_mut()
+            .remove(&conversation.0)
+            .ok_or_else(unexpected)?;
+        let mut trial = Conv {
+            log: conv.log.clone(),
+            names: HashMap::new(),
+        };
+        let checked = self.verify(&mut trial, &change, &me).await;
+        let sent = match checked {
+            Ok(()) => self.queue_call(what, frame(change.clone())).await.map(drop),
+            Err(e) => Err(e),
+        };
+        let applied = match sent {
+            Ok(()) => self.verify(&mut conv, &change, &me).await,
+            Err(e) => Err(e),
+        };
+        self.conversations_mut().insert(conversation.0, conv);
+        applied
+    }
+
+    /// Supervisor: joins a conversation read-only (a self-join as supervisor, §5.1 step 5).
+    pub async fn join_read_only(&self, conversation: ConversationId) -> Result<()> {
+        self.change_own_membership(
+            "join read-only",
+            conversation,
+            ChangeAction::Add,
+            MemberRole::Supervisor,
+            |c| QueueFrame::PublishChange(Box::new(c)),
+        )
+        .await
+    }
+
+    /// Staff: leaves a conversation. An agent hands it back to the queue (`HandOff` with its
+    /// own removal and no note); a supervisor publishes its own removal.
+    pub async fn leave(&self, conversation: ConversationId) -> Result<()> {
+        let me = self.me().await?;
+        self.refresh_membership(conversation).await?;
+        let role = {
+            let convs = self.conversations_mut();
+            convs
+                .get(&conversation.0)
+                .and_then(|conv| {
+                    conv.log
+                        .members()
+                        .iter()
+                        .find(|m| m.identity() == &me.identity)
+                        .map(|m| m.role())
+                })
+                .ok_or_else(|| {
+                    ClientError::Conversation(
+                        "leave: this device is not on the conversation".into(),
+                    )
+                })?
+        };
+        match role {
+            MemberRole::Agent => {
+                self.change_own_membership(
+                    "hand back to the queue",
+                    conversation,
+                    ChangeAction::Remove,
+                    MemberRole::Agent,
+                    |c| QueueFrame::HandOff {
+                        changes: vec![c],
+                        notes: Vec::new(),
+                    },
+                )
+                .await
+            }
+            MemberRole::Supervisor => {
+                self.change_own_membership(
+                    "leave",
+                    conversation,
+                    ChangeAction::Remove,
+                    MemberRole::Supervisor,
+                    |c| QueueFrame::PublishChange(Box::new(c)),
+                )
+                .await
+            }
+            MemberRole::Patient => Err(ClientError::Conversation(
+                "leave: the patient does not leave its own conversation".into(),
+            )),
+        }
     }
 }
