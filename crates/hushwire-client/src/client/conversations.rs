@@ -3,13 +3,14 @@
 //! membership history (§4.3) before believing it.
 //!
 //! Built so far: opening, on-duty, the queue, claiming, fetching and verifying the history, and
-//! the member list with verified names. The verified history is kept in memory only (fetched
-//! again from the relay after a restart); fan-out, receipts, recall and hand-off are specified,
+//! the member list with verified names. The verified history is sealed in the store (table
+//! `conversations`) and checked again when loaded; fan-out, receipts, recall and hand-off are specified,
 //! not built (§0).
 
 use std::collections::HashMap;
 
 use hushwire::proto::clinic::{DeviceList, Role};
+use hushwire::proto::codec::Codec;
 use hushwire::proto::conversation::queue::{QueueEntry, QueueFrame};
 use hushwire::proto::conversation::{
     ChangeAction, ChangeProposal, ConversationId, MemberRole, MembershipChange, MembershipContext,
@@ -21,10 +22,14 @@ use hushwire::proto::relay::{ErrorCode, FrameBody};
 use super::Client;
 use crate::error::{ClientError, Result};
 use crate::os::{now_ms, rng};
+use crate::store;
 
 /// One conversation as this device verified it.
 pub(super) struct Conv {
     log: MembershipLog,
+    /// The encodings of the changes `log` applied, in epoch order: what the store keeps
+    /// (sealed) and replays through the same checks when it loads the conversation.
+    changes: Vec<Vec<u8>>,
     /// Staff names from the certificates of the changes that added them (verified by the log).
     names: HashMap<[u8; 32], String>,
 }
@@ -157,7 +162,59 @@ impl Client {
                 ),
             );
         }
+        conv.changes.push(change.to_bytes());
         Ok(())
+    }
+
+    fn conversation_index(&self, conversation: &ConversationId) -> [u8; 32] {
+        let mut bytes = b"conversation:".to_vec();
+        bytes.extend_from_slice(&conversation.0);
+        self.inner.vault.blind_index(&bytes)
+    }
+
+    /// Seals the conversation's verified history into the store, then keeps it in memory.
+    async fn put_conv(&self, conversation: ConversationId, conv: Conv) -> Result<()> {
+        let sealed =
+            self.inner
+                .vault
+                .seal_value("conversation", &conversation.0, &conv.changes, &mut rng());
+        let stored = async {
+            let mut c = self.inner.db.acquire().await?;
+            store::put_conversation(&mut c, &self.conversation_index(&conversation), &sealed).await
+        }
+        .await;
+        self.conversations_mut().insert(conversation.0, conv);
+        stored
+    }
+
+    /// The conversation's verified history: from memory, else from the store (every change
+    /// checked again, §4.3), else empty.
+    async fn take_conv(&self, conversation: ConversationId, me: &Me) -> Result<Conv> {
+        if let Some(conv) = self.conversations_mut().remove(&conversation.0) {
+            return Ok(conv);
+        }
+        let mut conv = Conv {
+            log: MembershipLog::new(conversation, me.org),
+            changes: Vec::new(),
+            names: HashMap::new(),
+        };
+        let index = self.conversation_index(&conversation);
+        let sealed = {
+            let mut c = self.inner.db.acquire().await?;
+            store::conversation(&mut c, &index).await?
+        };
+        if let Some(sealed) = sealed {
+            let changes: Vec<Vec<u8>> =
+                self.inner
+                    .vault
+                    .open_value("conversation", &conversation.0, &sealed)?;
+            for bytes in &changes {
+                let change = MembershipChange::from_bytes(bytes)
+                    .map_err(|_| ClientError::CorruptStore("conversation"))?;
+                self.verify(&mut conv, &change, me).await?;
+            }
+        }
+        Ok(conv)
     }
 
     /// Patient: opens a conversation with the pinned clinic (§5.1): a random 16-byte id and
@@ -199,6 +256,7 @@ impl Client {
         let change = self.sign_change(proposal, &me).await?;
         let mut conv = Conv {
             log: MembershipLog::new(conversation, me.org),
+            changes: Vec::new(),
             names: HashMap::new(),
         };
         self.verify(&mut conv, &change, &me).await?;
@@ -207,7 +265,7 @@ impl Client {
             QueueFrame::OpenConversation(Box::new(change.clone())),
         )
         .await?;
-        self.conversations_mut().insert(id, conv);
+        self.put_conv(conversation, conv).await?;
         Ok(conversation)
     }
 
@@ -238,13 +296,7 @@ impl Client {
     /// what was verified before it stays.
     pub async fn refresh_membership(&self, conversation: ConversationId) -> Result<()> {
         let me = self.me().await?;
-        let mut conv = self
-            .conversations_mut()
-            .remove(&conversation.0)
-            .unwrap_or(Conv {
-                log: MembershipLog::new(conversation, me.org),
-                names: HashMap::new(),
-            });
+        let mut conv = self.take_conv(conversation, &me).await?;
         let result = async {
             loop {
                 let from_epoch = conv.log.next_epoch();
@@ -270,7 +322,7 @@ impl Client {
         }
         .await;
         if conv.log.next_epoch() > 0 {
-            self.conversations_mut().insert(conversation.0, conv);
+            self.put_conv(conversation, conv).await?;
         }
         result
     }
@@ -325,7 +377,7 @@ impl Client {
                     .remove(&conversation.0)
                     .ok_or_else(unexpected)?;
                 let applied = self.verify(&mut conv, &change, &me).await;
-                self.conversations_mut().insert(conversation.0, conv);
+                self.put_conv(conversation, conv).await?;
                 applied.map(|()| ClaimOutcome::Claimed)
             }
             Ok(QueueFrame::AlreadyClaimed { .. }) => Ok(ClaimOutcome::AlreadyClaimed),
@@ -339,6 +391,12 @@ impl Client {
     pub async fn members(&self, conversation: ConversationId) -> Result<Vec<ConversationMember>> {
         if self.current_link().is_some() {
             self.refresh_membership(conversation).await?;
+        } else {
+            let me = self.me().await?;
+            let conv = self.take_conv(conversation, &me).await?;
+            if conv.log.next_epoch() > 0 {
+                self.conversations_mut().insert(conversation.0, conv);
+            }
         }
         let convs = self.conversations_mut();
         let conv = convs.get(&conversation.0).ok_or_else(|| {
@@ -411,6 +469,7 @@ impl Client {
             .ok_or_else(unexpected)?;
         let mut trial = Conv {
             log: conv.log.clone(),
+            changes: Vec::new(),
             names: HashMap::new(),
         };
         let checked = self.verify(&mut trial, &change, &me).await;
@@ -422,7 +481,7 @@ impl Client {
             Ok(()) => self.verify(&mut conv, &change, &me).await,
             Err(e) => Err(e),
         };
-        self.conversations_mut().insert(conversation.0, conv);
+        self.put_conv(conversation, conv).await?;
         applied
     }
 
