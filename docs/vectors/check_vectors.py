@@ -2456,6 +2456,11 @@ PAYLOAD_VERSION = 0x01
 # 65 469: a sent copy (§4.6), the largest payload, puts 67 bytes around the content (§4.1).
 PAYLOAD_MAX_CONTENT_LEN = MAX_PLAINTEXT_LEN - 67
 PAYLOAD_MAX_RECEIPT_IDS = 256
+# conversations.md §8: a conversation message's 55 bytes around its content fit one session message.
+PAYLOAD_MAX_CONVERSATION_CONTENT_LEN = MAX_PLAINTEXT_LEN - 55
+PAYLOAD_MAX_SHARED_MESSAGES = 64
+PAYLOAD_MAX_NOTE_LEN = 200
+RECALL_WINDOW_MS = 600_000
 RESET_REASONS = {0x01: "Undecryptable", 0x02: "KeyReused", 0x03: "TooFarAhead"}
 
 
@@ -2512,6 +2517,74 @@ def decode_payload(buf):
         if reason not in RESET_REASONS:
             raise PayloadError("InvalidValue", field="reset reason")
         out = {"kind": 3, "reason": reason, "reason_name": RESET_REASONS[reason]}
+    elif kind == 0x05:  # conversations.md §8.1 conversation message
+        out = {"kind": 5, "conversation_id": take(16, "conversation id").hex(),
+               "epoch": int.from_bytes(take(8, "epoch"), "big")}
+        out["message_id"] = take(16, "message id").hex()
+        out["sent_at_ms"] = int.from_bytes(take(8, "sent at"), "big")
+        out["content_type"] = take(1, "content type")[0]
+        n = int.from_bytes(take(4, "content"), "big")
+        if n > PAYLOAD_MAX_CONVERSATION_CONTENT_LEN:
+            raise PayloadError("TooLong", field="content", len=n, max=PAYLOAD_MAX_CONVERSATION_CONTENT_LEN)
+        content = take(n, "content")
+        out["content"] = content.hex()
+        if out["content_type"] == 0x01:
+            try:
+                out["content_text"] = content.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+    elif kind == 0x06:  # §8.2 conversation receipt
+        conversation = take(16, "conversation id").hex()
+        status = take(1, "receipt status")[0]
+        if status not in (0x01, 0x02):
+            raise PayloadError("InvalidValue", field="receipt status")
+        count = int.from_bytes(take(2, "receipt count"), "big")
+        if not 1 <= count <= PAYLOAD_MAX_RECEIPT_IDS:
+            raise PayloadError("InvalidValue", field="receipt count")
+        out = {"kind": 6, "conversation_id": conversation, "status": status,
+               "message_ids": [take(16, "message id").hex() for _ in range(count)]}
+    elif kind == 0x07:  # §8.3 recall
+        out = {"kind": 7, "conversation_id": take(16, "conversation id").hex(),
+               "message_id": take(16, "message id").hex(),
+               "recalled_at_ms": int.from_bytes(take(8, "recalled at"), "big")}
+    elif kind == 0x08:  # §8.4 history share
+        conversation = take(16, "conversation id").hex()
+        count = int.from_bytes(take(2, "shared count"), "big")
+        if not 1 <= count <= PAYLOAD_MAX_SHARED_MESSAGES:
+            raise PayloadError("InvalidValue", field="shared count")
+        shared = []
+        for _ in range(count):
+            fingerprint = take(32, "shared sender").hex()
+            device = int.from_bytes(take(4, "shared sender"), "big")
+            n = int.from_bytes(take(4, "shared message"), "big")
+            if n > MAX_PLAINTEXT_LEN:
+                raise PayloadError("TooLong", field="shared message", len=n, max=MAX_PLAINTEXT_LEN)
+            inner = take(n, "shared message")
+            if inner[:2] != bytes([PAYLOAD_VERSION, 0x05]):  # a share never nests a share
+                raise PayloadError("InvalidValue", field="shared message")
+            try:
+                message = decode_payload(inner)
+            except PayloadError:
+                raise PayloadError("InvalidValue", field="shared message")
+            if message["kind"] != 5 or message["conversation_id"] != conversation:
+                raise PayloadError("InvalidValue", field="shared message")
+            shared.append({"sender_fingerprint": fingerprint, "sender_device": device, "message": message})
+        out = {"kind": 8, "conversation_id": conversation, "shared": shared}
+    elif kind == 0x09:  # §8.5 staff note: one line under clinic.md §1's name rules, 1..200 bytes
+        conversation = take(16, "conversation id").hex()
+        n = take(1, "note")[0]
+        if n > PAYLOAD_MAX_NOTE_LEN:
+            raise PayloadError("TooLong", field="note", len=n, max=PAYLOAD_MAX_NOTE_LEN)
+        raw = take(n, "note")
+        try:
+            note = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PayloadError("InvalidValue", field="note")
+        import unicodedata
+        if (not note or note != note.strip()
+                or any(unicodedata.category(ch) == "Cc" or ord(ch) in FORBIDDEN_IN_NAME for ch in note)):
+            raise PayloadError("InvalidValue", field="note")
+        out = {"kind": 9, "conversation_id": conversation, "note": note}
     else:
         raise PayloadError("InvalidValue", field="payload kind")
     if pos != len(buf):
@@ -2530,8 +2603,27 @@ def encode_payload(p):
         out += len(content).to_bytes(4, "big") + content
     elif p["kind"] == 2:
         out += len(p["message_ids"]).to_bytes(2, "big") + b"".join(h(i) for i in p["message_ids"])
-    else:
+    elif p["kind"] == 3:
         out += bytes([p["reason"]])
+    elif p["kind"] == 5:
+        content = h(p["content"])
+        out += h(p["conversation_id"]) + p["epoch"].to_bytes(8, "big")
+        out += h(p["message_id"]) + p["sent_at_ms"].to_bytes(8, "big") + bytes([p["content_type"]])
+        out += len(content).to_bytes(4, "big") + content
+    elif p["kind"] == 6:
+        out += h(p["conversation_id"]) + bytes([p["status"]])
+        out += len(p["message_ids"]).to_bytes(2, "big") + b"".join(h(i) for i in p["message_ids"])
+    elif p["kind"] == 7:
+        out += h(p["conversation_id"]) + h(p["message_id"]) + p["recalled_at_ms"].to_bytes(8, "big")
+    elif p["kind"] == 8:
+        out += h(p["conversation_id"]) + len(p["shared"]).to_bytes(2, "big")
+        for m in p["shared"]:
+            inner = encode_payload(m["message"])
+            out += h(m["sender_fingerprint"]) + m["sender_device"].to_bytes(4, "big")
+            out += len(inner).to_bytes(4, "big") + inner
+    else:
+        note = p["note"].encode("utf-8")
+        out += h(p["conversation_id"]) + bytes([len(note)]) + note
     return out
 
 
@@ -2541,6 +2633,11 @@ def check_payloads(c, pj):
     c.eq("payloads: version", PAYLOAD_VERSION, pj["payload_version"])
     c.eq("payloads: MAX_CONTENT_LEN", PAYLOAD_MAX_CONTENT_LEN, pj["max_content_len"])
     c.eq("payloads: MAX_RECEIPT_IDS", PAYLOAD_MAX_RECEIPT_IDS, pj["max_receipt_ids"])
+    c.eq("payloads: MAX_CONVERSATION_CONTENT_LEN (65 536 - 55)", PAYLOAD_MAX_CONVERSATION_CONTENT_LEN,
+         pj["max_conversation_content_len"])
+    c.eq("payloads: MAX_SHARED_MESSAGES", PAYLOAD_MAX_SHARED_MESSAGES, pj["max_shared_messages"])
+    c.eq("payloads: MAX_NOTE_LEN", PAYLOAD_MAX_NOTE_LEN, pj["max_note_len"])
+    c.eq("payloads: RECALL_WINDOW_MS", RECALL_WINDOW_MS, pj["recall_window_ms"])
     seen = set()
     for v in pj["valid"]:
         name = v["name"]
@@ -2553,7 +2650,9 @@ def check_payloads(c, pj):
         c.eq(f"payloads: `{name}` fields", published, decoded)
         c.eq(f"payloads: `{name}` re-encodes", h(v["encoded"]), encode_payload(published))
         seen.add((v["kind"], v.get("reason")))
-    c.eq("payloads: each kind and reset reason", {(1, None), (2, None), (3, 1), (3, 2), (3, 3), (4, None)}, seen)
+    c.eq("payloads: each kind and reset reason",
+         {(1, None), (2, None), (3, 1), (3, 2), (3, 3), (4, None), (5, None), (6, None), (7, None), (8, None),
+          (9, None)}, seen)
     for v in pj["invalid"]:
         name = v["name"]
         try:

@@ -207,6 +207,98 @@ Examples:
         #[command(subcommand)]
         command: DevicesCommand,
     },
+    /// Patient: open a conversation with your pinned clinic; prints its id.
+    #[command(after_help = "\
+You write to the clinic, not to a person: the conversation waits in the clinic's queue until an
+agent on duty claims it. Your devices are its members from the start (your device list is
+published first if the relay has none).
+
+Example:
+  hushwire open-conversation")]
+    OpenConversation {
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Staff: be told when the queue changes (on) or not (off).
+    #[command(after_help = "\
+Examples:
+  hushwire on-duty on
+  hushwire on-duty off")]
+    OnDuty {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Agent: list the conversations waiting in the clinic's queue, oldest first.
+    #[command(after_help = "\
+Each line is a conversation id (give it to `claim`), its state and since when it waits.
+
+Example:
+  hushwire queue")]
+    Queue {
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Agent: take a conversation from the queue.
+    #[command(after_help = "\
+The claim is a signed membership change adding this device as the agent. If another agent
+claimed it first, the claim fails with that reason and nothing changes.
+
+Example:
+  hushwire claim 5f0c9a1e2b3d4c5e6f708192a3b4c5d6")]
+    Claim {
+        /// The conversation id (32 hex digits, from `hushwire queue`).
+        conversation: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Who is in a conversation, verified from its signed history.
+    #[command(after_help = "\
+Staff are named from their clinic certificate (\"Name, verified agent of Clinic\"); every
+membership change was checked by this device, not taken from the relay on trust.
+
+Example:
+  hushwire members 5f0c9a1e2b3d4c5e6f708192a3b4c5d6")]
+    Members {
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Supervisor: read along in a conversation without writing.
+    #[command(after_help = "\
+Only `--read-only` exists: a supervisor never writes. Leave again with `hushwire leave`.
+
+Example:
+  hushwire join --read-only 5f0c9a1e2b3d4c5e6f708192a3b4c5d6")]
+    Join {
+        /// Join as a read-only supervisor (required).
+        #[arg(long, required = true)]
+        read_only: bool,
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Staff: leave a conversation; an agent's leaving hands it back to the queue.
+    #[command(after_help = "\
+Example:
+  hushwire leave 5f0c9a1e2b3d4c5e6f708192a3b4c5d6")]
+    Leave {
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
     /// Order a device of the clinic wiped (admin devices only).
     #[command(after_help = "\
 Signs a wipe order with this device's identity and its admin certificate and hands it to the
@@ -873,6 +965,13 @@ impl Command {
                 DevicesCommand::Remove { .. } => "devices remove",
             },
             Self::Wipe { .. } => "wipe",
+            Self::OpenConversation { .. } => "open-conversation",
+            Self::OnDuty { .. } => "on-duty",
+            Self::Queue { .. } => "queue",
+            Self::Claim { .. } => "claim",
+            Self::Members { .. } => "members",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
             Self::Backup { .. } => "backup",
             Self::Restore { .. } => "restore",
         }

@@ -9,6 +9,7 @@ mod chat;
 mod cli;
 mod clinic;
 mod common;
+mod conversations;
 mod devices;
 mod display;
 mod healing;
@@ -197,6 +198,17 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             DevicesCommand::Remove { device_id, wait } => devices::remove(g, device_id, wait).await,
         },
         Command::Wipe { address, wait } => clinic::wipe(g, &address, wait).await,
+        Command::OpenConversation { wait } => conversations::open_conversation(g, wait).await,
+        Command::OnDuty { state, wait } => conversations::on_duty(g, state == "on", wait).await,
+        Command::Queue { wait } => conversations::queue(g, wait).await,
+        Command::Claim { conversation, wait } => conversations::claim(g, &conversation, wait).await,
+        Command::Join {
+            conversation, wait, ..
+        } => conversations::join(g, &conversation, wait).await,
+        Command::Leave { conversation, wait } => conversations::leave(g, &conversation, wait).await,
+        Command::Members { conversation, wait } => {
+            conversations::members(g, &conversation, wait).await
+        }
         Command::Backup { out } => healing::backup(g, &out).await,
         Command::Restore {
             file,

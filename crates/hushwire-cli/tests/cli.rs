@@ -2321,3 +2321,140 @@ fn an_org_state_from_before_signing_is_signed_only_as_its_last_revocation_list_s
         revoked.stdout
     );
 }
+
+/// A staff device certified by the clinic in `org_dir` with `roles`, registered at `url`.
+fn certified_staff(
+    admin_machine: &User,
+    org_dir: &Path,
+    url: &str,
+    link: &str,
+    name: &str,
+    roles: &str,
+) -> User {
+    let staff = User::new();
+    staff.run_ok(&["init"]);
+    let request = staff
+        .run_ok(&["certificate", "request"])
+        .stdout
+        .trim()
+        .to_owned();
+    let cert = org(
+        admin_machine,
+        org_dir,
+        &["certify", &request, "--name", name, "--roles", roles],
+    )
+    .ok("org certify");
+    staff.run_ok(&[
+        "register",
+        url,
+        "--certificate",
+        cert.stdout.trim(),
+        "--clinic",
+        link,
+    ]);
+    staff
+}
+
+#[test]
+fn a_patient_opens_a_conversation_one_agent_claims_and_members_are_verified() {
+    let admin_machine = User::new();
+    let org_dir = admin_machine.home.parent().unwrap().join("org");
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/v1/websocket");
+    org(
+        &admin_machine,
+        &org_dir,
+        &["init", "--name", "Lakeside Clinic", "--relay", &url],
+    )
+    .ok("org init");
+    let link = org(&admin_machine, &org_dir, &["link", "--no-qr"]).ok("org link");
+    let link = link.stdout.trim().to_owned();
+    let _relay = Relay::start_clinic(port, &link);
+    // Agents also hold the supervisor role: the relay lets only members and supervisors fetch
+    // a history, which a claim needs (see docs/conversations.md §0).
+    let ada = certified_staff(
+        &admin_machine,
+        &org_dir,
+        &url,
+        &link,
+        "Dr. Ada Okafor",
+        "agent,supervisor",
+    );
+    let ben = certified_staff(
+        &admin_machine,
+        &org_dir,
+        &url,
+        &link,
+        "Ben Marsh",
+        "agent,supervisor",
+    );
+    let patient = User::new();
+    patient.run_ok(&["init"]);
+    patient.run_ok(&["clinic", "add", &link]);
+
+    ada.run_ok(&["on-duty", "on"]);
+    assert!(
+        ada.run_ok(&["queue"])
+            .stdout
+            .contains("The queue is empty.")
+    );
+    // A staff device does not open conversations: a clear refusal.
+    let refused = ada.run(&["open-conversation"]).failed("staff opening");
+    assert!(refused.stderr.contains("patients do"), "{}", refused.stderr);
+
+    let opened = patient.run_ok(&["open-conversation", "--json"]).json();
+    let id = opened["conversation"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    let queue = ada.run_ok(&["queue", "--json"]).json();
+    assert_eq!(queue[0]["conversation"], id.as_str());
+
+    // Bad ids are refused before anything is sent.
+    let bad = ada.run(&["claim", "not-an-id"]).failed("bad id");
+    assert!(
+        bad.stderr.contains("not a conversation id"),
+        "{}",
+        bad.stderr
+    );
+
+    let claimed = ada.run_ok(&["claim", &id]);
+    assert!(claimed.stdout.contains("Claimed"), "{}", claimed.stdout);
+    let late = ben.run(&["claim", &id]).failed("second claim");
+    assert!(late.stderr.contains("already claimed"), "{}", late.stderr);
+    assert!(
+        ada.run_ok(&["queue"])
+            .stdout
+            .contains("The queue is empty.")
+    );
+
+    let members = patient.run_ok(&["members", &id]);
+    assert!(
+        members
+            .stdout
+            .contains("agent: Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic"),
+        "{}",
+        members.stdout
+    );
+    assert!(
+        members.stdout.contains("patient: patient"),
+        "{}",
+        members.stdout
+    );
+    // Hand back to the queue, and a supervisor reads along.
+    ada.run_ok(&["leave", &id]);
+    assert!(ada.run_ok(&["queue"]).stdout.contains(&id));
+    let not_on = ada.run(&["leave", &id]).failed("leave twice");
+    assert!(
+        not_on.stderr.contains("not on the conversation"),
+        "{}",
+        not_on.stderr
+    );
+    ben.run(&["join", &id]).failed("join without --read-only");
+    ben.run_ok(&["join", "--read-only", &id]);
+    let members = patient.run_ok(&["members", &id]);
+    assert!(
+        members.stdout.contains("supervisor (read-only): Ben Marsh"),
+        "{}",
+        members.stdout
+    );
+    ben.run_ok(&["leave", &id]);
+}

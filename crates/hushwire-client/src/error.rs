@@ -98,6 +98,9 @@ pub enum ClientError {
     Connection(String),
     /// The relay refused a request.
     Relay(ErrorCode),
+    /// A clinic conversation request was refused, by this device's check (the rule of
+    /// `conversations.md` §4.3) or by the relay (its code, §5.3); nothing changed.
+    Conversation(String),
     /// The relay sent bytes that do not decode.
     RelayProtocol(DecodeError),
     /// The relay did not answer in time.
@@ -388,6 +391,7 @@ impl fmt::Display for ClientError {
                 "that is not a valid {expected} ({reason}): give the one line of base64url (or a \
                  file holding it) that `hushwire` printed"
             ),
+            Self::Conversation(why) => write!(f, "conversation: {why}; nothing changed"),
             Self::NoClinic => f.write_str(
                 "no clinic is pinned on this device: add the clinic's link first \
                  (`hushwire clinic add LINK`)",

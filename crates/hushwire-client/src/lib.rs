@@ -44,8 +44,8 @@ mod vault;
 pub use address::Address;
 pub use client::{
     AUDIT_CHECKPOINT_INTERVAL, AgentStatus, ArchiveSettings, AuditedExport, AuditedTranscript,
-    Client, ClientOptions, ClinicInfo, ExportSummary, LinkedDevice, MAX_RESENDS, OwnDevices,
-    PersonDevices, RelayKeyPin, TranscriptInfo, read_export,
+    ClaimOutcome, Client, ClientOptions, ClinicInfo, ConversationMember, ExportSummary,
+    LinkedDevice, MAX_RESENDS, OwnDevices, PersonDevices, RelayKeyPin, TranscriptInfo, read_export,
 };
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};

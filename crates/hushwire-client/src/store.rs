@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -132,6 +132,11 @@ const MIGRATIONS: &[&str] = &[
         device_id INTEGER NOT NULL
     );
     CREATE TABLE device_lists (identity_index BLOB PRIMARY KEY, sealed BLOB NOT NULL);
+    ",
+    // v6: clinic conversations (`conversations.md`): each conversation's verified membership
+    // history (the changes' encodings, in epoch order), found by a blind index of its id, sealed.
+    r"
+    CREATE TABLE conversations (id_index BLOB PRIMARY KEY, sealed BLOB NOT NULL);
     ",
 ];
 
@@ -1168,5 +1173,35 @@ pub(crate) async fn delete_outbox_for(c: &mut SqliteConnection, contact_id: i64)
         .bind(contact_id)
         .execute(c)
         .await?;
+    Ok(())
+}
+
+/// The sealed membership history of a conversation, by the blind index of its id.
+pub(crate) async fn conversation(
+    c: &mut SqliteConnection,
+    index: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT sealed FROM conversations WHERE id_index = ?")
+            .bind(index)
+            .fetch_optional(c)
+            .await?,
+    )
+}
+
+/// Stores a conversation's verified membership history (sealed), replacing the one held.
+pub(crate) async fn put_conversation(
+    c: &mut SqliteConnection,
+    index: &[u8],
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO conversations (id_index, sealed) VALUES (?, ?) \
+         ON CONFLICT (id_index) DO UPDATE SET sealed = excluded.sealed",
+    )
+    .bind(index)
+    .bind(sealed)
+    .execute(c)
+    .await?;
     Ok(())
 }

@@ -4,10 +4,18 @@
 //! ```text
 //! version u8 = 1
 //! kind    u8 = 0x01 message | 0x02 receipt | 0x03 session reset | 0x04 sent copy
+//!              | 0x05 conversation message | 0x06 conversation receipt | 0x07 recall
+//!              | 0x08 history share | 0x09 staff note        (docs/conversations.md §8)
 //! message: message_id[16] sent_at_ms u64 content_type u8 content (u32 length ‖ bytes)
 //! receipt: count u16 (1..=256) message_id[16] × count
 //! session reset: reason u8 (0x01 undecryptable | 0x02 key reused | 0x03 chain too far ahead)
 //! sent copy: recipient_fingerprint[32] recipient_device u32, then a message's fields
+//! conversation message: conversation_id[16] epoch u64, then a message's fields
+//! conversation receipt: conversation_id[16] status u8 count u16 (1..=256) message_id[16] × count
+//! recall: conversation_id[16] message_id[16] recalled_at_ms u64
+//! history share: conversation_id[16] count u16 (1..=64)
+//!                (sender_fingerprint[32] sender_device u32 u32 length ‖ conversation message)*
+//! staff note: conversation_id[16] note_len u8 (1..=200) note
 //! ```
 //!
 //! Before encryption the payload is padded with zero bytes to a multiple of [`PADDING_BLOCK`]
@@ -17,6 +25,8 @@
 use core::fmt;
 
 use hushwire_proto::codec::{DecodeError, Reader, put_bytes_u32};
+use hushwire_proto::conversation::ConversationId;
+use hushwire_proto::relay::DeviceAddress;
 use zeroize::Zeroizing;
 
 use crate::transcript::ContentType;
@@ -76,6 +86,25 @@ const KIND_MESSAGE: u8 = 0x01;
 const KIND_RECEIPT: u8 = 0x02;
 const KIND_SESSION_RESET: u8 = 0x03;
 const KIND_SENT_COPY: u8 = 0x04;
+const KIND_CONVERSATION_MESSAGE: u8 = 0x05;
+const KIND_CONVERSATION_RECEIPT: u8 = 0x06;
+const KIND_RECALL: u8 = 0x07;
+const KIND_HISTORY_SHARE: u8 = 0x08;
+const KIND_STAFF_NOTE: u8 = 0x09;
+/// Bytes a conversation message adds around its content: version, kind, conversation id 16,
+/// epoch 8, message id 16, sent at 8, content type 1, length 4.
+const CONVERSATION_MESSAGE_OVERHEAD: usize = 1 + 1 + 16 + 8 + 16 + 8 + 1 + 4;
+/// Largest content of one conversation message: 65 481 bytes, so that the payload fits one
+/// session message (`docs/conversations.md` §8.1). A sender's own other devices are members and
+/// receive the same payload, so no sent copy has to hold it.
+pub const MAX_CONVERSATION_CONTENT_LEN: usize = MAX_PLAINTEXT_LEN - CONVERSATION_MESSAGE_OVERHEAD;
+/// Most messages one history share carries (§8.4); more take several payloads.
+pub const MAX_SHARED_MESSAGES: usize = 64;
+/// Longest hand-off note, in bytes of UTF-8 (§8.5).
+pub const MAX_NOTE_LEN: usize = 200;
+/// A recall is honoured only if it reaches the relay at most this long after the message did
+/// (both times from `Deliver`, §8.3).
+pub const RECALL_WINDOW_MS: u64 = 600_000;
 /// Bytes a sent copy adds around its content: a message's 31 and the recipient's address, 36.
 const SENT_COPY_OVERHEAD: usize = 1 + 1 + 32 + 4 + 16 + 8 + 1 + 4;
 /// Largest content one message carries: 65 469 bytes, so that the copy of any message sent to
@@ -131,6 +160,126 @@ pub enum Payload {
         /// At most [`MAX_CONTENT_LEN`] bytes, wiped when dropped.
         content: Zeroizing<Vec<u8>>,
     },
+    /// A message to a clinic conversation (`docs/conversations.md` §8.1).
+    ConversationMessage(ConversationMessage),
+    /// Delivered or read, per member, for messages of one conversation (§8.2).
+    ConversationReceipt {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Delivered or read.
+        status: ReceiptStatus,
+        /// 1 to [`MAX_RECEIPT_IDS`] message ids.
+        ids: Vec<MessageId>,
+    },
+    /// The sender withdraws one of its messages (§8.3). Shown, never erased.
+    Recall {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The recalled message.
+        id: MessageId,
+        /// The recaller's clock, Unix milliseconds: shown, not trusted.
+        recalled_at_ms: u64,
+    },
+    /// Earlier messages shared with a newly added member's devices (§8.4).
+    HistoryShare {
+        /// The conversation.
+        conversation: ConversationId,
+        /// 1 to [`MAX_SHARED_MESSAGES`] messages of this conversation, each with its sender.
+        messages: Vec<SharedMessage>,
+    },
+    /// A hand-off note, to staff devices only (§8.5).
+    StaffNote {
+        /// The conversation.
+        conversation: ConversationId,
+        /// One line, 1 to [`MAX_NOTE_LEN`] bytes, under the display-name rules (`clinic.md` §1)
+        /// except length; wiped when dropped.
+        note: Zeroizing<String>,
+    },
+}
+
+/// A conversation message's fields (`docs/conversations.md` §8.1).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConversationMessage {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The membership epoch the sender encrypted under (its verified head's next epoch).
+    pub epoch: u64,
+    /// Chosen by the sender: 16 random bytes.
+    pub id: MessageId,
+    /// The sender's clock, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// What the content is.
+    pub content_type: ContentType,
+    /// At most [`MAX_CONVERSATION_CONTENT_LEN`] bytes, wiped when dropped.
+    pub content: Zeroizing<Vec<u8>>,
+}
+
+/// One message of a history share: who sent it, and the message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedMessage {
+    /// The device that sent it (as the sharer recorded it).
+    pub sender: DeviceAddress,
+    /// The message, of the share's conversation.
+    pub message: ConversationMessage,
+}
+
+/// A conversation receipt's status (§8.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReceiptStatus {
+    /// The device stored the message.
+    Delivered = 0x01,
+    /// The message was shown to its user.
+    Read = 0x02,
+}
+
+impl ConversationMessage {
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(KIND_CONVERSATION_MESSAGE);
+        out.extend_from_slice(&self.conversation.0);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
+        out.push(content_type_byte(self.content_type));
+        put_bytes_u32(out, &self.content);
+    }
+
+    /// Reads the fields after the kind byte.
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            conversation: ConversationId(r.array("conversation id")?),
+            epoch: r.u64("epoch")?,
+            id: MessageId(r.array("message id")?),
+            sent_at_ms: r.u64("sent at")?,
+            content_type: content_type_from(r.u8("content type")?),
+            content: Zeroizing::new(
+                r.bytes_u32(MAX_CONVERSATION_CONTENT_LEN, "content")?
+                    .to_vec(),
+            ),
+        })
+    }
+
+    /// The payload's bytes, unpadded.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(vec![PAYLOAD_VERSION]);
+        self.write(&mut out);
+        out
+    }
+}
+
+/// A history share's inner payload: `0x01 ‖ 0x05 ‖` a conversation message's fields, nothing
+/// after them.
+fn read_shared_message(bytes: &[u8]) -> Result<ConversationMessage, DecodeError> {
+    let mut r = Reader::new(bytes);
+    if r.u8("payload version")? != PAYLOAD_VERSION
+        || r.u8("payload kind")? != KIND_CONVERSATION_MESSAGE
+    {
+        return Err(DecodeError::InvalidValue {
+            field: "shared message",
+        });
+    }
+    let message = ConversationMessage::read(&mut r)?;
+    r.expect_empty("shared message")?;
+    Ok(message)
 }
 
 /// Why a device asks for a new session (`docs/client.md` §4.3, §5.13).
@@ -206,8 +355,67 @@ impl Payload {
                 out.push(content_type_byte(*content_type));
                 put_bytes_u32(&mut out, content);
             }
+            Self::ConversationMessage(message) => message.write(&mut out),
+            Self::ConversationReceipt {
+                conversation,
+                status,
+                ids,
+            } => {
+                out.push(KIND_CONVERSATION_RECEIPT);
+                out.extend_from_slice(&conversation.0);
+                out.push(*status as u8);
+                let count = u16::try_from(ids.len().min(MAX_RECEIPT_IDS)).unwrap_or(0);
+                out.extend_from_slice(&count.to_be_bytes());
+                for id in ids.iter().take(MAX_RECEIPT_IDS) {
+                    out.extend_from_slice(&id.0);
+                }
+            }
+            Self::Recall {
+                conversation,
+                id,
+                recalled_at_ms,
+            } => {
+                out.push(KIND_RECALL);
+                out.extend_from_slice(&conversation.0);
+                out.extend_from_slice(&id.0);
+                out.extend_from_slice(&recalled_at_ms.to_be_bytes());
+            }
+            Self::HistoryShare {
+                conversation,
+                messages,
+            } => {
+                out.push(KIND_HISTORY_SHARE);
+                out.extend_from_slice(&conversation.0);
+                let count = u16::try_from(messages.len().min(MAX_SHARED_MESSAGES)).unwrap_or(0);
+                out.extend_from_slice(&count.to_be_bytes());
+                for shared in messages.iter().take(MAX_SHARED_MESSAGES) {
+                    out.extend_from_slice(&shared.sender.fingerprint);
+                    out.extend_from_slice(&shared.sender.device_id.to_be_bytes());
+                    put_bytes_u32(&mut out, &shared.message.encode());
+                }
+            }
+            Self::StaffNote { conversation, note } => {
+                out.push(KIND_STAFF_NOTE);
+                out.extend_from_slice(&conversation.0);
+                // Notes are checked on construction (`staff_note`); a longer one would not
+                // decode.
+                out.push(u8::try_from(note.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(note.as_bytes());
+            }
         }
         out
+    }
+
+    /// A staff note, if `note` is one line of 1 to [`MAX_NOTE_LEN`] bytes under the
+    /// display-name rules (`clinic.md` §1) except length; `InvalidValue { field: "note" }`
+    /// otherwise.
+    pub fn staff_note(conversation: ConversationId, note: &str) -> Result<Self, DecodeError> {
+        hushwire_proto::clinic::check_line(note, MAX_NOTE_LEN)
+            .map_err(|_| DecodeError::InvalidValue { field: "note" })?;
+        Ok(Self::StaffNote {
+            conversation,
+            note: Zeroizing::new(note.to_owned()),
+        })
     }
 
     /// Decodes a payload; bounded and total (`docs/client.md` §4.4): every refusal is a
@@ -276,6 +484,85 @@ impl Payload {
                 content_type: content_type_from(r.u8("content type")?),
                 content: Zeroizing::new(r.bytes_u32(MAX_CONTENT_LEN, "content")?.to_vec()),
             },
+            KIND_CONVERSATION_MESSAGE => Self::ConversationMessage(ConversationMessage::read(r)?),
+            KIND_CONVERSATION_RECEIPT => {
+                let conversation = ConversationId(r.array("conversation id")?);
+                let status = match r.u8("receipt status")? {
+                    0x01 => ReceiptStatus::Delivered,
+                    0x02 => ReceiptStatus::Read,
+                    _ => {
+                        return Err(DecodeError::InvalidValue {
+                            field: "receipt status",
+                        });
+                    }
+                };
+                let count = usize::from(r.u16("receipt count")?);
+                if count == 0 || count > MAX_RECEIPT_IDS {
+                    return Err(DecodeError::InvalidValue {
+                        field: "receipt count",
+                    });
+                }
+                let mut ids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    ids.push(MessageId(r.array("message id")?));
+                }
+                Self::ConversationReceipt {
+                    conversation,
+                    status,
+                    ids,
+                }
+            }
+            KIND_RECALL => Self::Recall {
+                conversation: ConversationId(r.array("conversation id")?),
+                id: MessageId(r.array("message id")?),
+                recalled_at_ms: r.u64("recalled at")?,
+            },
+            KIND_HISTORY_SHARE => {
+                let conversation = ConversationId(r.array("conversation id")?);
+                let count = usize::from(r.u16("shared count")?);
+                if count == 0 || count > MAX_SHARED_MESSAGES {
+                    return Err(DecodeError::InvalidValue {
+                        field: "shared count",
+                    });
+                }
+                let mut messages = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let sender = DeviceAddress {
+                        fingerprint: r.array("shared sender")?,
+                        device_id: r.u32("shared sender")?,
+                    };
+                    let bytes = r.bytes_u32(MAX_PLAINTEXT_LEN, "shared message")?;
+                    // The inner payload is a whole conversation message of this conversation,
+                    // unpadded. Its kind is checked before anything else is read, so a share
+                    // never nests another share (no recursion).
+                    let message = read_shared_message(bytes)
+                        .ok()
+                        .filter(|m| m.conversation == conversation)
+                        .ok_or(DecodeError::InvalidValue {
+                            field: "shared message",
+                        })?;
+                    messages.push(SharedMessage { sender, message });
+                }
+                Self::HistoryShare {
+                    conversation,
+                    messages,
+                }
+            }
+            KIND_STAFF_NOTE => {
+                let conversation = ConversationId(r.array("conversation id")?);
+                let len = usize::from(r.u8("note")?);
+                if len > MAX_NOTE_LEN {
+                    return Err(DecodeError::TooLong {
+                        field: "note",
+                        len,
+                        max: MAX_NOTE_LEN,
+                    });
+                }
+                let bytes = r.take(len, "note")?;
+                let note = core::str::from_utf8(bytes)
+                    .map_err(|_| DecodeError::InvalidValue { field: "note" })?;
+                Self::staff_note(conversation, note)?
+            }
             _ => {
                 return Err(DecodeError::InvalidValue {
                     field: "payload kind",
@@ -386,5 +673,107 @@ mod tests {
         for cut in [0, 2, 33, 37, 53, 61, 62, 66, bytes.len() - 1] {
             assert!(Payload::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    fn conversation_message(len: usize) -> ConversationMessage {
+        ConversationMessage {
+            conversation: ConversationId([0xc0; 16]),
+            epoch: 3,
+            id: MessageId([7; 16]),
+            sent_at_ms: 1,
+            content_type: ContentType::Text,
+            content: Zeroizing::new(vec![b'a'; len]),
+        }
+    }
+
+    #[test]
+    fn conversation_payloads_round_trip_within_the_session_limit() {
+        let largest =
+            Payload::ConversationMessage(conversation_message(MAX_CONVERSATION_CONTENT_LEN));
+        let bytes = largest.encode();
+        assert_eq!(bytes.len(), MAX_PLAINTEXT_LEN);
+        assert!(Payload::decode(&bytes).unwrap() == largest);
+        assert_eq!(pad(&bytes).len(), MAX_PLAINTEXT_LEN);
+        let conversation = ConversationId([0xc0; 16]);
+        let all = [
+            Payload::ConversationMessage(conversation_message(5)),
+            Payload::ConversationReceipt {
+                conversation,
+                status: ReceiptStatus::Delivered,
+                ids: vec![MessageId([1; 16])],
+            },
+            Payload::Recall {
+                conversation,
+                id: MessageId([1; 16]),
+                recalled_at_ms: 9,
+            },
+            Payload::HistoryShare {
+                conversation,
+                messages: vec![SharedMessage {
+                    sender: DeviceAddress {
+                        fingerprint: [2; 32],
+                        device_id: 4,
+                    },
+                    message: conversation_message(3),
+                }],
+            },
+            Payload::staff_note(conversation, "Call back about the lab — not urgent").unwrap(),
+        ];
+        for payload in &all {
+            let bytes = payload.encode();
+            assert!(Payload::decode(&bytes).unwrap() == *payload);
+            assert!(Payload::decode_padded(&pad(&bytes)).unwrap() == *payload);
+            for cut in 0..bytes.len() {
+                assert!(Payload::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn conversation_payloads_refuse_what_the_spec_refuses() {
+        let conversation = ConversationId([0xc0; 16]);
+        for bad in [
+            "",
+            " padded",
+            "two\nlines",
+            "bidi \u{202e}",
+            &"x".repeat(201),
+        ] {
+            assert!(Payload::staff_note(conversation, bad).is_err(), "{bad:?}");
+        }
+        assert!(Payload::staff_note(conversation, &"x".repeat(200)).is_ok());
+        // A share of a message of another conversation, or nesting a share, is refused.
+        let share = |inner: Zeroizing<Vec<u8>>| {
+            let mut out = vec![PAYLOAD_VERSION, KIND_HISTORY_SHARE];
+            out.extend_from_slice(&conversation.0);
+            out.extend_from_slice(&[0, 1]);
+            out.extend_from_slice(&[2; 36]);
+            put_bytes_u32(&mut out, &inner);
+            out
+        };
+        let mut foreign = conversation_message(1);
+        foreign.conversation = ConversationId([0xc1; 16]);
+        let nested = share(conversation_message(1).encode());
+        assert!(Payload::decode(&nested).is_ok());
+        for bad in [
+            share(foreign.encode()),
+            share(Zeroizing::new(nested.clone())),
+        ] {
+            assert_eq!(
+                Payload::decode(&bad).err(),
+                Some(DecodeError::InvalidValue {
+                    field: "shared message"
+                })
+            );
+        }
+        // Unknown receipt status; a receipt of no id.
+        let mut receipt = vec![PAYLOAD_VERSION, KIND_CONVERSATION_RECEIPT];
+        receipt.extend_from_slice(&conversation.0);
+        assert!(Payload::decode(&[receipt.as_slice(), &[3, 0, 1], &[0; 16]].concat()).is_err());
+        assert!(Payload::decode(&[receipt.as_slice(), &[1, 0, 0]].concat()).is_err());
+        assert!(
+            Payload::decode(&[PAYLOAD_VERSION, 0x0a]).is_err(),
+            "unknown kind"
+        );
     }
 }

@@ -47,6 +47,21 @@ pub(super) struct Clinic {
 }
 
 impl Clinic {
+    /// The pinned clinic's link.
+    pub(super) fn link(&self) -> &ClinicLink {
+        &self.link
+    }
+
+    /// This device's own certificate, if it is staff of the clinic.
+    pub(super) fn own_certificate(&self) -> Option<&AgentCertificate> {
+        self.own_certificate.as_ref()
+    }
+
+    /// The newest revocation list held (verified when stored).
+    pub(super) fn revocations(&self) -> Option<&RevocationList> {
+        self.revocations.as_ref()
+    }
+
     fn record(&self) -> ClinicRecord {
         ClinicRecord {
             link: self.link.to_bytes(),
@@ -478,7 +493,7 @@ impl Client {
         self.own_certificate().await
     }
 
-    fn require_link(&self) -> Result<std::sync::Arc<Link>> {
+    pub(super) fn require_link(&self) -> Result<std::sync::Arc<Link>> {
         self.current_link().ok_or_else(|| {
             ClientError::Connection(
                 "not connected to the relay (connect first, then try again)".into(),

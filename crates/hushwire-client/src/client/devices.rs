@@ -466,7 +466,11 @@ impl Client {
     /// Signs and publishes this person's device list with `devices`, one sequence above the
     /// held one, and applies it here. [`ClientError::DeviceListRefused`] if the relay keeps a
     /// newer list (another device published meanwhile: refresh and try again).
-    async fn publish_own_list(&self, link: &crate::link::Link, devices: &[u32]) -> Result<()> {
+    pub(super) async fn publish_own_list(
+        &self,
+        link: &crate::link::Link,
+        devices: &[u32],
+    ) -> Result<()> {
         let (identity, list) = {
             let state = self.inner.state.lock().await;
             let mut c = self.inner.db.acquire().await?;

@@ -37,6 +37,7 @@ mod connection;
 mod contacts;
 #[cfg(test)]
 mod convergence_tests;
+mod conversations;
 mod devices;
 mod healing;
 mod prekeys;
@@ -49,6 +50,7 @@ mod transcripts;
 
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
 pub use clinic::{AgentStatus, ClinicInfo};
+pub use conversations::{ClaimOutcome, ConversationMember};
 pub use devices::{LinkedDevice, OwnDevices, PersonDevices};
 pub use healing::MAX_RESENDS;
 pub use relay_pin::RelayKeyPin;
@@ -195,6 +197,9 @@ struct Inner {
     /// The agent status last announced per contact (`AgentStatusChanged`): two checks that
     /// run concurrently (the revocation list and a certificate fetch) announce a change once.
     announced_statuses: StdMutex<std::collections::HashMap<i64, crate::AgentStatus>>,
+    /// The verified membership of each clinic conversation this device knows
+    /// (`conversations.rs`); in memory only for now.
+    conversations: StdMutex<std::collections::HashMap<[u8; 16], conversations::Conv>>,
     /// Set while contacts' certificates wait to be checked (`clinic.rs`): `sync` waits.
     clinic_pending: std::sync::atomic::AtomicBool,
     /// Wakes the connection to check new contacts' certificates.
@@ -418,6 +423,7 @@ impl Client {
                 relay_key_refused: StdMutex::new(None),
                 halted: StdMutex::new(None),
                 announced_statuses: StdMutex::new(std::collections::HashMap::new()),
+                conversations: StdMutex::new(std::collections::HashMap::new()),
                 clinic_pending: std::sync::atomic::AtomicBool::new(false),
                 clinic_check: Notify::new(),
                 device_rows: StdMutex::new(std::collections::HashMap::new()),

@@ -491,6 +491,22 @@ impl Client {
         match payload {
             // Handled above: only this person's own devices send copies.
             Ok(Payload::SentCopy { .. }) => {}
+            // Clinic conversations (`docs/conversations.md` §8) are not built into this client
+            // yet: the payload is recorded and reported, never shown as a two-party message.
+            Ok(
+                Payload::ConversationMessage(_)
+                | Payload::ConversationReceipt { .. }
+                | Payload::Recall { .. }
+                | Payload::HistoryShare { .. }
+                | Payload::StaffNote { .. },
+            ) => {
+                let sender = self.load_contact(c, contact_id).await?.address();
+                let reason = "a clinic conversation payload, which this client does not read yet \
+                              (conversations.md §0)"
+                    .to_owned();
+                self.record_failure(c, sender, &reason, now).await?;
+                events.push(Event::DecryptFailed { sender, reason });
+            }
             Err(e) => {
                 let sender = self.load_contact(c, contact_id).await?.address();
                 let reason = format!("the message decrypted but its payload is malformed: {e}");

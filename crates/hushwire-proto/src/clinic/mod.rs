@@ -104,13 +104,20 @@ impl fmt::Debug for OrgKey {
 /// no control characters and no bidirectional-override characters, no leading or trailing
 /// white space. Names are shown to people; these rules make what is shown what was signed.
 pub fn check_name(name: &str) -> Result<(), DecodeError> {
-    let invalid = DecodeError::InvalidValue {
+    check_line(name, MAX_NAME_LEN).map_err(|_| DecodeError::InvalidValue {
         field: "display name",
-    };
-    if name.is_empty() || name.len() > MAX_NAME_LEN || name.trim() != name {
+    })
+}
+
+/// One line of text under the display-name rules except its length: 1 to `max_len` bytes, no
+/// refused character (see [`check_name`]), no leading or trailing white space. Used for a
+/// hand-off note (`conversations.md` §8.5), which is longer than a name.
+pub fn check_line(line: &str, max_len: usize) -> Result<(), DecodeError> {
+    let invalid = DecodeError::InvalidValue { field: "line" };
+    if line.is_empty() || line.len() > max_len || line.trim() != line {
         return Err(invalid);
     }
-    if name.chars().any(is_forbidden_in_name) {
+    if line.chars().any(is_forbidden_in_name) {
         return Err(invalid);
     }
     Ok(())

@@ -1,0 +1,196 @@
+//! Clinic conversations (`docs/conversations.md` §10): open one (patient), go on duty, list the
+//! queue, claim, and list the verified members. Each command connects, does one thing, and
+//! disconnects; a refusal names the rule or the relay's code and changes nothing.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hushwire_client::{ClaimOutcome, Client};
+use hushwire_proto::conversation::{ConversationId, MemberRole};
+use serde_json::json;
+
+use crate::cli::Global;
+use crate::common::{self, CliResult, fail, open};
+use crate::display::escape;
+
+async fn connected(g: &Global, wait: u64) -> CliResult<Client> {
+    let client = open(g).await?;
+    client.connect().await?;
+    common::wait_connected(&client, Duration::from_secs(wait)).await?;
+    Ok(client)
+}
+
+fn hex(id: &ConversationId) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A conversation id: 32 hex digits, as `open-conversation` and `queue` print it.
+pub fn parse_conversation(text: &str) -> CliResult<ConversationId> {
+    let digits = text.trim();
+    let bad = || {
+        fail(format!(
+            "not a conversation id (32 hex digits, as `hushwire queue` prints): {:?}",
+            escape(&digits.chars().take(40).collect::<String>())
+        ))
+    };
+    if digits.len() != 32 || !digits.is_ascii() {
+        return Err(bad());
+    }
+    let mut id = [0u8; 16];
+    for (byte, pair) in id.iter_mut().zip(digits.as_bytes().chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+    }
+    Ok(ConversationId(id))
+}
+
+/// `open-conversation`.
+pub async fn open_conversation(g: &Global, wait: u64) -> CliResult<ExitCode> {
+    let client = connected(g, wait).await?;
+    let result = client.open_conversation().await;
+    client.disconnect().await;
+    let id = result?;
+    if g.json {
+        println!("{}", json!({"conversation": hex(&id)}));
+    } else {
+        println!(
+            "Opened conversation {} with your clinic; it waits in the clinic's queue.",
+            hex(&id)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `on-duty on|off`.
+pub async fn on_duty(g: &Global, on: bool, wait: u64) -> CliResult<ExitCode> {
+    let client = connected(g, wait).await?;
+    let result = client.set_on_duty(on).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!("{}", json!({"on_duty": on}));
+    } else if on {
+        println!("On duty: the relay tells this device when the queue changes.");
+    } else {
+        println!("Off duty.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `queue`.
+pub async fn queue(g: &Global, wait: u64) -> CliResult<ExitCode> {
+    let client = connected(g, wait).await?;
+    let result = client.conversation_queue().await;
+    client.disconnect().await;
+    let entries = result?;
+    if g.json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                json!({"conversation": hex(&e.conversation), "state": format!("{:?}", e.state),
+                       "opened_at": e.opened_at, "waiting_since": e.waiting_since,
+                       "epoch": e.epoch})
+            })
+            .collect();
+        println!("{}", json!(list));
+    } else if entries.is_empty() {
+        println!("The queue is empty.");
+    } else {
+        for e in &entries {
+            println!(
+                "{}  {:?}  waiting since {} (Unix seconds)",
+                hex(&e.conversation),
+                e.state,
+                e.waiting_since
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `claim CONVERSATION`.
+pub async fn claim(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let client = connected(g, wait).await?;
+    let result = client.claim(id).await;
+    client.disconnect().await;
+    match result? {
+        ClaimOutcome::Claimed => {
+            if g.json {
+                println!("{}", json!({"conversation": hex(&id), "claimed": true}));
+            } else {
+                println!("Claimed {}: you are the agent on it.", hex(&id));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClaimOutcome::AlreadyClaimed => Err(fail(format!(
+            "conversation {} was claimed by another agent first; nothing changed",
+            hex(&id)
+        ))),
+    }
+}
+
+/// `members CONVERSATION`.
+pub async fn members(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let client = connected(g, wait).await?;
+    let result = client.members(id).await;
+    client.disconnect().await;
+    let members = result?;
+    if g.json {
+        let list: Vec<_> = members
+            .iter()
+            .map(|m| {
+                json!({"fingerprint": m.fingerprint.to_string(), "role": format!("{:?}", m.role),
+                       "devices": m.devices, "shown": m.shown})
+            })
+            .collect();
+        println!("{}", json!(list));
+    } else {
+        for m in &members {
+            let role = match m.role {
+                MemberRole::Patient => "patient",
+                MemberRole::Agent => "agent",
+                MemberRole::Supervisor => "supervisor (read-only)",
+            };
+            println!("{role}: {} (devices {:?})", escape(&m.shown), m.devices);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `join --read-only CONVERSATION`.
+pub async fn join(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let client = connected(g, wait).await?;
+    let result = client.join_read_only(id).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"conversation": hex(&id), "joined": "read-only"})
+        );
+    } else {
+        println!("Joined {} read-only.", hex(&id));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `leave CONVERSATION`.
+pub async fn leave(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let client = connected(g, wait).await?;
+    let result = client.leave(id).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!("{}", json!({"conversation": hex(&id), "left": true}));
+    } else {
+        println!(
+            "Left {} (an agent's leaving puts it back in the queue).",
+            hex(&id)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

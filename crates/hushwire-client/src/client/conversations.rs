@@ -1,0 +1,551 @@
+//! Clinic conversations (`docs/conversations.md`): a patient opens a conversation with its
+//! pinned clinic, agents list the queue and claim, and every member verifies the signed
+//! membership history (§4.3) before believing it.
+//!
+//! Built so far: opening, on-duty, the queue, claiming, fetching and verifying the history, and
+//! the member list with verified names. The verified history is sealed in the store (table
+//! `conversations`) and checked again when loaded; fan-out, receipts, recall and hand-off are specified,
+//! not built (§0).
+
+use std::collections::HashMap;
+
+use hushwire::proto::clinic::{DeviceList, Role};
+use hushwire::proto::codec::Codec;
+use hushwire::proto::conversation::queue::{QueueEntry, QueueFrame};
+use hushwire::proto::conversation::{
+    ChangeAction, ChangeProposal, ConversationId, MemberRole, MembershipChange, MembershipContext,
+    MembershipLog,
+};
+use hushwire::proto::keys::Fingerprint;
+use hushwire::proto::relay::{ErrorCode, FrameBody};
+
+use super::Client;
+use crate::error::{ClientError, Result};
+use crate::os::{now_ms, rng};
+use crate::store;
+
+/// One conversation as this device verified it.
+pub(super) struct Conv {
+    log: MembershipLog,
+    /// The encodings of the changes `log` applied, in epoch order: what the store keeps
+    /// (sealed) and replays through the same checks when it loads the conversation.
+    changes: Vec<Vec<u8>>,
+    /// Staff names from the certificates of the changes that added them (verified by the log).
+    names: HashMap<[u8; 32], String>,
+}
+
+/// One member of a conversation, as the verified history shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationMember {
+    /// The member's identity fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Patient, agent or supervisor.
+    pub role: MemberRole,
+    /// Its member devices.
+    pub devices: Vec<u32>,
+    /// "Name — verified agent of Clinic" ("… supervisor of …") for staff, from the
+    /// certificate the history verified; "patient" for the patient.
+    pub shown: String,
+}
+
+/// How a claim ended: losing a race is an answer, not an error (§5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This agent is now on the conversation.
+    Claimed,
+    /// Another agent claimed it first; nothing changed here.
+    AlreadyClaimed,
+}
+
+fn refused(what: &str, code: ErrorCode) -> ClientError {
+    let why = match code {
+        ErrorCode::ConversationExists => "the relay already has a conversation with this id",
+        ErrorCode::UnknownConversation => "the relay knows no such conversation",
+        ErrorCode::NotOnConversation => "this device is not a member of the conversation",
+        ErrorCode::MembershipRefused => "the relay refused the membership change",
+        ErrorCode::StaleEpoch => "another change came first (fetch and try again)",
+        ErrorCode::Forbidden => "this device's certificate lacks the role it needs",
+        _ => return ClientError::Relay(code),
+    };
+    ClientError::Conversation(format!("{what}: {why} ({code:?})"))
+}
+
+fn unexpected() -> ClientError {
+    ClientError::Connection("unexpected answer to a conversation request".into())
+}
+
+/// What signing a change needs from this device.
+struct Me {
+    identity: hushwire::proto::keys::IdentityKey,
+    device: u32,
+    certificate: Option<hushwire::proto::clinic::AgentCertificate>,
+    org: hushwire::proto::clinic::OrgKey,
+    clinic_name: String,
+    revocations: Option<hushwire::proto::clinic::RevocationList>,
+}
+
+impl Client {
+    async fn me(&self) -> Result<Me> {
+        let state = self.inner.state.lock().await;
+        let clinic = state.clinic.as_ref().ok_or(ClientError::NoClinic)?;
+        Ok(Me {
+            identity: state.account.identity_key().clone(),
+            device: state.account.device_id(),
+            certificate: clinic.own_certificate().cloned(),
+            org: *clinic.link().org(),
+            clinic_name: clinic.link().name().to_owned(),
+            revocations: clinic.revocations().cloned(),
+        })
+    }
+
+    async fn sign_change(&self, proposal: ChangeProposal, me: &Me) -> Result<MembershipChange> {
+        let state = self.inner.state.lock().await;
+        MembershipChange::sign(
+            proposal,
+            state.account.identity(),
+            me.identity.clone(),
+            me.device,
+            me.certificate.clone(),
+        )
+        .map_err(|e| ClientError::Conversation(format!("the change does not encode: {e}")))
+    }
+
+    async fn queue_call(&self, what: &str, frame: QueueFrame) -> Result<QueueFrame> {
+        let link = self.require_link()?;
+        match link.call(FrameBody::Queue(Box::new(frame))).await {
+            Ok(FrameBody::Queue(answer)) => Ok(*answer),
+            Ok(FrameBody::Ok) => Ok(QueueFrame::FetchQueue),
+            Ok(_) => Err(unexpected()),
+            Err(ClientError::Relay(code)) => Err(refused(what, code)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies `change` to `conv` under this device's context; the rule it breaks otherwise.
+    async fn verify(&self, conv: &mut Conv, change: &MembershipChange, me: &Me) -> Result<()> {
+        let patient_list: Option<DeviceList> = match conv.log.patient() {
+            Some(p) => {
+                let mut c = self.inner.db.acquire().await?;
+                self.held_list(&mut c, &p).await?
+            }
+            None if change.epoch() == 0 => {
+                let mut c = self.inner.db.acquire().await?;
+                self.held_list(&mut c, &change.signer().fingerprint())
+                    .await?
+            }
+            None => None,
+        };
+        let ctx = MembershipContext {
+            revocations: me.revocations.as_ref(),
+            patient_devices: patient_list.as_ref(),
+            now: now_ms() / 1000,
+        };
+        conv.log.apply(change, &ctx).map_err(|e| {
+            ClientError::Conversation(format!(
+                "membership change at epoch {} refused: {e:?} (rule: {})",
+                change.epoch(),
+                e.rule()
+            ))
+        })?;
+        if let Some(cert) = change.member_certificate() {
+            conv.names.insert(
+                change.member().fingerprint().0,
+                format!(
+                    "{} — verified {} of {}",
+                    cert.name(),
+                    if change.role() == MemberRole::Supervisor {
+                        "supervisor"
+                    } else {
+                        "agent"
+                    },
+                    me.clinic_name
+                ),
+            );
+        }
+        conv.changes.push(change.to_bytes());
+        Ok(())
+    }
+
+    fn conversation_index(&self, conversation: &ConversationId) -> [u8; 32] {
+        let mut bytes = b"conversation:".to_vec();
+        bytes.extend_from_slice(&conversation.0);
+        self.inner.vault.blind_index(&bytes)
+    }
+
+    /// Seals the conversation's verified history into the store, then keeps it in memory.
+    async fn put_conv(&self, conversation: ConversationId, conv: Conv) -> Result<()> {
+        let sealed =
+            self.inner
+                .vault
+                .seal_value("conversation", &conversation.0, &conv.changes, &mut rng());
+        let stored = async {
+            let mut c = self.inner.db.acquire().await?;
+            store::put_conversation(&mut c, &self.conversation_index(&conversation), &sealed).await
+        }
+        .await;
+        self.conversations_mut().insert(conversation.0, conv);
+        stored
+    }
+
+    /// The conversation's verified history: from memory, else from the store (every change
+    /// checked again, §4.3), else empty.
+    async fn take_conv(&self, conversation: ConversationId, me: &Me) -> Result<Conv> {
+        if let Some(conv) = self.conversations_mut().remove(&conversation.0) {
+            return Ok(conv);
+        }
+        let mut conv = Conv {
+            log: MembershipLog::new(conversation, me.org),
+            changes: Vec::new(),
+            names: HashMap::new(),
+        };
+        let index = self.conversation_index(&conversation);
+        let sealed = {
+            let mut c = self.inner.db.acquire().await?;
+            store::conversation(&mut c, &index).await?
+        };
+        if let Some(sealed) = sealed {
+            let changes: Vec<Vec<u8>> =
+                self.inner
+                    .vault
+                    .open_value("conversation", &conversation.0, &sealed)?;
+            for bytes in &changes {
+                let change = MembershipChange::from_bytes(bytes)
+                    .map_err(|_| ClientError::CorruptStore("conversation"))?;
+                self.verify(&mut conv, &change, me).await?;
+            }
+        }
+        Ok(conv)
+    }
+
+    /// Patient: opens a conversation with the pinned clinic (§5.1): a random 16-byte id and
+    /// the epoch-0 change adding this person's listed devices. Publishes this person's device
+    /// list first if none is held (the relay checks rule 14 against it). Needs a connection.
+    pub async fn open_conversation(&self) -> Result<ConversationId> {
+        let me = self.me().await?;
+        if me.certificate.is_some() {
+            return Err(ClientError::Conversation(
+                "staff devices do not open conversations; patients do".into(),
+            ));
+        }
+        let link = self.require_link()?;
+        let held = {
+            let mut c = self.inner.db.acquire().await?;
+            self.held_list(&mut c, &me.identity.fingerprint()).await?
+        };
+        let devices = match held {
+            Some(list) => list.devices().to_vec(),
+            None => {
+                self.publish_own_list(&link, &[me.device]).await?;
+                vec![me.device]
+            }
+        };
+        let mut id = [0u8; 16];
+        rand_core::Rng::fill_bytes(&mut rng(), &mut id);
+        let conversation = ConversationId(id);
+        let proposal = ChangeProposal {
+            conversation,
+            epoch: 0,
+            previous_hash: hushwire::proto::conversation::genesis_hash(&conversation, &me.org),
+            issued_at: now_ms() / 1000,
+            action: ChangeAction::Add,
+            role: MemberRole::Patient,
+            member: me.identity.clone(),
+            devices,
+            member_certificate: None,
+        };
+        let change = self.sign_change(proposal, &me).await?;
+        let mut conv = Conv {
+            log: MembershipLog::new(conversation, me.org),
+            changes: Vec::new(),
+            names: HashMap::new(),
+        };
+        self.verify(&mut conv, &change, &me).await?;
+        self.queue_call(
+            "open",
+            QueueFrame::OpenConversation(Box::new(change.clone())),
+        )
+        .await?;
+        self.put_conv(conversation, conv).await?;
+        Ok(conversation)
+    }
+
+    fn conversations_mut(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Conv>> {
+        match self.inner.conversations.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Staff: whether this device receives `QueueChanged` pushes (§5.1).
+    pub async fn set_on_duty(&self, on_duty: bool) -> Result<()> {
+        self.queue_call("on duty", QueueFrame::SetOnDuty(on_duty))
+            .await
+            .map(drop)
+    }
+
+    /// Agent: the conversations waiting in the queue, oldest first.
+    pub async fn conversation_queue(&self) -> Result<Vec<QueueEntry>> {
+        match self.queue_call("queue", QueueFrame::FetchQueue).await? {
+            QueueFrame::Queue(entries) => Ok(entries),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Fetches the conversation's history from the relay from the first epoch not verified
+    /// here, and verifies each change (§4.3). A refused change stops the fetch and is reported;
+    /// what was verified before it stays.
+    pub async fn refresh_membership(&self, conversation: ConversationId) -> Result<()> {
+        let me = self.me().await?;
+        let mut conv = self.take_conv(conversation, &me).await?;
+        let result = async {
+            loop {
+                let from_epoch = conv.log.next_epoch();
+                let answer = self
+                    .queue_call(
+                        "fetch membership",
+                        QueueFrame::FetchMembership {
+                            conversation,
+                            from_epoch,
+                        },
+                    )
+                    .await?;
+                let QueueFrame::Membership(changes) = answer else {
+                    return Err(unexpected());
+                };
+                if changes.is_empty() {
+                    return Ok(());
+                }
+                for change in &changes {
+                    self.verify(&mut conv, change, &me).await?;
+                }
+            }
+        }
+        .await;
+        if conv.log.next_epoch() > 0 {
+            self.put_conv(conversation, conv).await?;
+        }
+        result
+    }
+
+    /// Agent: claims a conversation in the queue (§5.1 step 3): fetches and verifies its
+    /// history, then sends a self-join as agent at the next epoch. Exactly one of racing
+    /// claims wins; the others get [`ClaimOutcome::AlreadyClaimed`] and nothing changes.
+    pub async fn claim(&self, conversation: ConversationId) -> Result<ClaimOutcome> {
+        let me = self.me().await?;
+        let Some(cert) = me.certificate.clone() else {
+            return Err(ClientError::Conversation(
+                "only an agent of the clinic can claim (no certificate on this device)".into(),
+            ));
+        };
+        if !cert.roles().contains(Role::Agent) {
+            return Err(ClientError::Conversation(
+                "this device's certificate has no agent role".into(),
+            ));
+        }
+        self.refresh_membership(conversation).await?;
+        let (epoch, previous_hash) = {
+            let convs = self.conversations_mut();
+            let conv = convs.get(&conversation.0).ok_or_else(|| {
+                ClientError::Conversation("the relay sent no history for it".into())
+            })?;
+            if conv.log.is_claimed() {
+                return Err(ClientError::Conversation(
+                    "already claimed: an agent is on this conversation".into(),
+                ));
+            }
+            (conv.log.next_epoch(), conv.log.head())
+        };
+        let proposal = ChangeProposal {
+            conversation,
+            epoch,
+            previous_hash,
+            issued_at: now_ms() / 1000,
+            action: ChangeAction::Add,
+            role: MemberRole::Agent,
+            member: me.identity.clone(),
+            devices: vec![me.device],
+            member_certificate: Some(cert),
+        };
+        let change = self.sign_change(proposal, &me).await?;
+        match self
+            .queue_call("claim", QueueFrame::Claim(Box::new(change.clone())))
+            .await
+        {
+            Ok(QueueFrame::Claimed { .. }) => {
+                let mut conv = self
+                    .conversations_mut()
+                    .remove(&conversation.0)
+                    .ok_or_else(unexpected)?;
+                let applied = self.verify(&mut conv, &change, &me).await;
+                self.put_conv(conversation, conv).await?;
+                applied.map(|()| ClaimOutcome::Claimed)
+            }
+            Ok(QueueFrame::AlreadyClaimed { .. }) => Ok(ClaimOutcome::AlreadyClaimed),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The conversation's members as this device verified them (fetching the history first
+    /// when connected), staff named from their certificates.
+    pub async fn members(&self, conversation: ConversationId) -> Result<Vec<ConversationMember>> {
+        if self.current_link().is_some() {
+            self.refresh_membership(conversation).await?;
+        } else {
+            let me = self.me().await?;
+            let conv = self.take_conv(conversation, &me).await?;
+            if conv.log.next_epoch() > 0 {
+                self.conversations_mut().insert(conversation.0, conv);
+            }
+        }
+        let convs = self.conversations_mut();
+        let conv = convs.get(&conversation.0).ok_or_else(|| {
+            ClientError::Conversation("no verified history of this conversation here".into())
+        })?;
+        Ok(conv
+            .log
+            .members()
+            .iter()
+            .map(|m| {
+                let fingerprint = m.identity().fingerprint();
+                let shown = match m.role() {
+                    MemberRole::Patient => "patient".to_owned(),
+                    role => conv
+                        .names
+                        .get(&fingerprint.0)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{role:?} (name not known on this device)")),
+                };
+                ConversationMember {
+                    fingerprint,
+                    role: m.role(),
+                    devices: m.devices().to_vec(),
+                    shown,
+                }
+            })
+            .collect())
+    }
+
+    /// Signs a change of this device's own membership at the verified head (after fetching
+    /// the history), sends it in `frame`, and applies it here once the relay accepted it.
+    async fn change_own_membership(
+        &self,
+        what: &str,
+        conversation: ConversationId,
+        action: ChangeAction,
+        role: MemberRole,
+        frame: fn(MembershipChange) -> QueueFrame,
+    ) -> Result<()> {
+        let me = self.me().await?;
+        let Some(cert) = me.certificate.clone() else {
+            return Err(ClientError::Conversation(format!(
+                "{what}: only staff of the clinic can (no certificate on this device)"
+            )));
+        };
+        self.refresh_membership(conversation).await?;
+        let (epoch, previous_hash) = {
+            let convs = self.conversations_mut();
+            let conv = convs.get(&conversation.0).ok_or_else(|| {
+                ClientError::Conversation(format!("{what}: the relay sent no history"))
+            })?;
+            (conv.log.next_epoch(), conv.log.head())
+        };
+        let proposal = ChangeProposal {
+            conversation,
+            epoch,
+            previous_hash,
+            issued_at: now_ms() / 1000,
+            action,
+            role,
+            member: me.identity.clone(),
+            devices: vec![me.device],
+            member_certificate: (action == ChangeAction::Add).then_some(cert),
+        };
+        let change = self.sign_change(proposal, &me).await?;
+        // Checked here first: a change this device's own history refuses is never sent.
+        let mut conv = self
+            .conversations_mut()
+            .remove(&conversation.0)
+            .ok_or_else(unexpected)?;
+        let mut trial = Conv {
+            log: conv.log.clone(),
+            changes: Vec::new(),
+            names: HashMap::new(),
+        };
+        let checked = self.verify(&mut trial, &change, &me).await;
+        let sent = match checked {
+            Ok(()) => self.queue_call(what, frame(change.clone())).await.map(drop),
+            Err(e) => Err(e),
+        };
+        let applied = match sent {
+            Ok(()) => self.verify(&mut conv, &change, &me).await,
+            Err(e) => Err(e),
+        };
+        self.put_conv(conversation, conv).await?;
+        applied
+    }
+
+    /// Supervisor: joins a conversation read-only (a self-join as supervisor, §5.1 step 5).
+    pub async fn join_read_only(&self, conversation: ConversationId) -> Result<()> {
+        self.change_own_membership(
+            "join read-only",
+            conversation,
+            ChangeAction::Add,
+            MemberRole::Supervisor,
+            |c| QueueFrame::PublishChange(Box::new(c)),
+        )
+        .await
+    }
+
+    /// Staff: leaves a conversation. An agent hands it back to the queue (`HandOff` with its
+    /// own removal and no note); a supervisor publishes its own removal.
+    pub async fn leave(&self, conversation: ConversationId) -> Result<()> {
+        let me = self.me().await?;
+        self.refresh_membership(conversation).await?;
+        let role = {
+            let convs = self.conversations_mut();
+            convs
+                .get(&conversation.0)
+                .and_then(|conv| {
+                    conv.log
+                        .members()
+                        .iter()
+                        .find(|m| m.identity() == &me.identity)
+                        .map(|m| m.role())
+                })
+                .ok_or_else(|| {
+                    ClientError::Conversation(
+                        "leave: this device is not on the conversation".into(),
+                    )
+                })?
+        };
+        match role {
+            MemberRole::Agent => {
+                self.change_own_membership(
+                    "hand back to the queue",
+                    conversation,
+                    ChangeAction::Remove,
+                    MemberRole::Agent,
+                    |c| QueueFrame::HandOff {
+                        changes: vec![c],
+                        notes: Vec::new(),
+                    },
+                )
+                .await
+            }
+            MemberRole::Supervisor => {
+                self.change_own_membership(
+                    "leave",
+                    conversation,
+                    ChangeAction::Remove,
+                    MemberRole::Supervisor,
+                    |c| QueueFrame::PublishChange(Box::new(c)),
+                )
+                .await
+            }
+            MemberRole::Patient => Err(ClientError::Conversation(
+                "leave: the patient does not leave its own conversation".into(),
+            )),
+        }
+    }
+}
