@@ -490,6 +490,9 @@ pub fn decode_payload(plaintext: &[u8]) -> Result<DecodedPayload> {
                 kind: "sentCopy",
                 ..empty
             },
+            // Conversation payloads (docs/conversations.md §8): not handled by the browser
+            // client yet, reported as "other" so the caller shows them as unreadable.
+            _ => empty,
         },
     )
 }
