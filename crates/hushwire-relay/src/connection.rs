@@ -1322,6 +1322,19 @@ impl<S: Store> Connection<S> {
         id: u32,
         identity: &IdentityKey,
     ) -> Result<Option<(OrgKey, AgentCertificate, Option<RevocationList>)>, Close> {
+        self.certified(id, identity, hushwire_proto::clinic::Role::Admin)
+            .await
+    }
+
+    /// The clinic's key, the identity's certificate and the current revocation list, if the
+    /// identity's stored certificate names it, verifies now (not expired, not revoked) and grants
+    /// `role`; `None` if not, or if the relay serves no clinic.
+    async fn certified(
+        &mut self,
+        id: u32,
+        identity: &IdentityKey,
+        role: hushwire_proto::clinic::Role,
+    ) -> Result<Option<(OrgKey, AgentCertificate, Option<RevocationList>)>, Close> {
         let Some(org) = self.org() else {
             return Ok(None);
         };
@@ -1336,16 +1349,11 @@ impl<S: Store> Connection<S> {
             return Ok(None);
         };
         let revocations = self.revocations(id).await?;
-        let admin = certificate.subject() == identity
+        let granted = certificate.subject() == identity
             && certificate
-                .verify_role(
-                    &org,
-                    now_secs(),
-                    revocations.as_ref(),
-                    hushwire_proto::clinic::Role::Admin,
-                )
+                .verify_role(&org, now_secs(), revocations.as_ref(), role)
                 .is_ok();
-        Ok(admin.then_some((org, certificate, revocations)))
+        Ok(granted.then_some((org, certificate, revocations)))
     }
 
     /// Answers `Forbidden`; the connection stays open.

@@ -7,7 +7,7 @@
 
 use hushwire_proto::IdentityKey;
 use hushwire_proto::audit::{AuditEvent, ConversationId};
-use hushwire_proto::clinic::{AgentCertificate, DeviceList, Role};
+use hushwire_proto::clinic::{DeviceList, Role};
 use hushwire_proto::codec::Codec;
 use hushwire_proto::conversation::queue::{
     MAX_ARCHIVE_ITEMS, MAX_CHANGES_PER_FRAME, MAX_ON_DUTY_DEVICES, MAX_QUEUE_ENTRIES, NoteEnvelope,
@@ -360,24 +360,7 @@ impl<S: Store> Connection<S> {
         identity: &IdentityKey,
         role: Role,
     ) -> Result<bool, Close> {
-        let Some(org) = self.org() else {
-            return Ok(false);
-        };
-        let Some(certificate) = self
-            .relay
-            .store
-            .certificate(identity.fingerprint().0)
-            .await
-            .map_err(|e| internal(id, &e))?
-            .and_then(|b| decode_stored::<AgentCertificate>(&b))
-        else {
-            return Ok(false);
-        };
-        let revocations = self.revocations(id).await?;
-        Ok(certificate.subject() == identity
-            && certificate
-                .verify_role(&org, now_secs(), revocations.as_ref(), role)
-                .is_ok())
+        Ok(self.certified(id, identity, role).await?.is_some())
     }
 
     /// The stored conversation of this relay's clinic and its membership rebuilt from the
