@@ -1633,18 +1633,7 @@ fn org_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn a_clinic_walkthrough_verified_agent_revocation_and_wipe() {
-    let admin_machine = User::new();
-    let org_dir = admin_machine.home.parent().unwrap().join("org");
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}/v1/websocket");
-    org(
-        &admin_machine,
-        &org_dir,
-        &["init", "--name", "Lakeside Clinic", "--relay", &url],
-    )
-    .ok("org init");
-    let link = org(&admin_machine, &org_dir, &["link", "--no-qr"]).ok("org link");
-    let link = link.stdout.trim().to_owned();
+    let (admin_machine, org_dir, port, url, link) = lakeside_org();
     assert!(link.starts_with("hushwire-clinic:"), "{link}");
     let with_qr = org(&admin_machine, &org_dir, &["link"]).ok("org link with QR");
     assert!(
@@ -1655,62 +1644,21 @@ fn a_clinic_walkthrough_verified_agent_revocation_and_wipe() {
     assert_eq!(relay.url, url);
 
     // The agent asks for a certificate, gets one, registers with it and pins the clinic.
-    let agent = User::new();
-    agent.run_ok(&["init"]);
-    let request = agent
-        .run_ok(&["certificate", "request"])
-        .stdout
-        .trim()
-        .to_owned();
-    let cert = org(
+    let agent = certified_staff(
         &admin_machine,
         &org_dir,
-        &[
-            "certify",
-            &request,
-            "--name",
-            "Dr. Ada Okafor",
-            "--roles",
-            "agent",
-        ],
-    )
-    .ok("org certify");
-    let cert = cert.stdout.trim().to_owned();
-    agent.run_ok(&["register", &url, "--certificate", &cert, "--clinic", &link]);
+        &url,
+        &link,
+        "Dr. Ada Okafor",
+        "agent",
+    );
     let agent_address = agent
         .run_ok(&["whoami", "--address"])
         .stdout
         .trim()
         .to_owned();
     // An administrator's device, certified as admin.
-    let admin = User::new();
-    admin.run_ok(&["init"]);
-    let request = admin
-        .run_ok(&["certificate", "request"])
-        .stdout
-        .trim()
-        .to_owned();
-    let admin_cert = org(
-        &admin_machine,
-        &org_dir,
-        &[
-            "certify",
-            &request,
-            "--name",
-            "Sam Admin",
-            "--roles",
-            "admin",
-        ],
-    )
-    .ok("org certify admin");
-    admin.run_ok(&[
-        "register",
-        &url,
-        "--certificate",
-        admin_cert.stdout.trim(),
-        "--clinic",
-        &link,
-    ]);
+    let admin = certified_staff(&admin_machine, &org_dir, &url, &link, "Sam Admin", "admin");
     let shown = org(&admin_machine, &org_dir, &["show", "--json"])
         .ok("org show")
         .json();
@@ -2322,6 +2270,24 @@ fn an_org_state_from_before_signing_is_signed_only_as_its_last_revocation_list_s
     );
 }
 
+/// An administrator's machine with a new organization key for "Lakeside Clinic" whose relay is
+/// on a free port: `(admin machine, org dir, port, relay URL, clinic link)`.
+fn lakeside_org() -> (User, PathBuf, u16, String, String) {
+    let admin_machine = User::new();
+    let org_dir = admin_machine.home.parent().unwrap().join("org");
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/v1/websocket");
+    org(
+        &admin_machine,
+        &org_dir,
+        &["init", "--name", "Lakeside Clinic", "--relay", &url],
+    )
+    .ok("org init");
+    let link = org(&admin_machine, &org_dir, &["link", "--no-qr"]).ok("org link");
+    let link = link.stdout.trim().to_owned();
+    (admin_machine, org_dir, port, url, link)
+}
+
 /// A staff device certified by the clinic in `org_dir` with `roles`, registered at `url`.
 fn certified_staff(
     admin_machine: &User,
@@ -2357,18 +2323,7 @@ fn certified_staff(
 
 #[test]
 fn a_patient_opens_a_conversation_one_agent_claims_and_members_are_verified() {
-    let admin_machine = User::new();
-    let org_dir = admin_machine.home.parent().unwrap().join("org");
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}/v1/websocket");
-    org(
-        &admin_machine,
-        &org_dir,
-        &["init", "--name", "Lakeside Clinic", "--relay", &url],
-    )
-    .ok("org init");
-    let link = org(&admin_machine, &org_dir, &["link", "--no-qr"]).ok("org link");
-    let link = link.stdout.trim().to_owned();
+    let (admin_machine, org_dir, port, url, link) = lakeside_org();
     let _relay = Relay::start_clinic(port, &link);
     // Agents also hold the supervisor role: the relay lets only members and supervisors fetch
     // a history, which a claim needs (see docs/conversations.md §0).
