@@ -223,6 +223,64 @@ pub struct SharedMessage {
     pub message: ConversationMessage,
 }
 
+/// `message_id[16] ‖ sent_at_ms[8] ‖ content_type[1] ‖ content_len[4] ‖ content`: the fields every
+/// message-carrying payload ends with (kinds 0x01, 0x04, 0x05).
+fn put_message_fields(
+    out: &mut Vec<u8>,
+    id: MessageId,
+    sent_at_ms: u64,
+    content_type: ContentType,
+    content: &[u8],
+) {
+    out.extend_from_slice(&id.0);
+    out.extend_from_slice(&sent_at_ms.to_be_bytes());
+    out.push(content_type_byte(content_type));
+    put_bytes_u32(out, content);
+}
+
+/// A message's id, send time, content type and content, as [`read_message_fields`] returns them.
+type MessageFields = (MessageId, u64, ContentType, Zeroizing<Vec<u8>>);
+
+/// Reads what [`put_message_fields`] writes, refusing content over `max_content` bytes before
+/// allocating.
+fn read_message_fields(
+    r: &mut Reader<'_>,
+    max_content: usize,
+) -> Result<MessageFields, DecodeError> {
+    Ok((
+        MessageId(r.array("message id")?),
+        r.u64("sent at")?,
+        content_type_from(r.u8("content type")?),
+        Zeroizing::new(r.bytes_u32(max_content, "content")?.to_vec()),
+    ))
+}
+
+/// `count[2] ‖ message_id[16] × count`, at most [`MAX_RECEIPT_IDS`] ids (receipt kinds 0x02 and
+/// 0x06).
+fn put_receipt_ids(out: &mut Vec<u8>, ids: &[MessageId]) {
+    let count = u16::try_from(ids.len().min(MAX_RECEIPT_IDS)).unwrap_or(0);
+    out.extend_from_slice(&count.to_be_bytes());
+    for id in ids.iter().take(MAX_RECEIPT_IDS) {
+        out.extend_from_slice(&id.0);
+    }
+}
+
+/// Reads what [`put_receipt_ids`] writes: 1 to [`MAX_RECEIPT_IDS`] ids, else
+/// `InvalidValue { field: "receipt count" }` before allocating.
+fn read_receipt_ids(r: &mut Reader<'_>) -> Result<Vec<MessageId>, DecodeError> {
+    let count = usize::from(r.u16("receipt count")?);
+    if count == 0 || count > MAX_RECEIPT_IDS {
+        return Err(DecodeError::InvalidValue {
+            field: "receipt count",
+        });
+    }
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        ids.push(MessageId(r.array("message id")?));
+    }
+    Ok(ids)
+}
+
 /// A conversation receipt's status (§8.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ReceiptStatus {
@@ -237,24 +295,28 @@ impl ConversationMessage {
         out.push(KIND_CONVERSATION_MESSAGE);
         out.extend_from_slice(&self.conversation.0);
         out.extend_from_slice(&self.epoch.to_be_bytes());
-        out.extend_from_slice(&self.id.0);
-        out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
-        out.push(content_type_byte(self.content_type));
-        put_bytes_u32(out, &self.content);
+        put_message_fields(
+            out,
+            self.id,
+            self.sent_at_ms,
+            self.content_type,
+            &self.content,
+        );
     }
 
     /// Reads the fields after the kind byte.
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let conversation = ConversationId(r.array("conversation id")?);
+        let epoch = r.u64("epoch")?;
+        let (id, sent_at_ms, content_type, content) =
+            read_message_fields(r, MAX_CONVERSATION_CONTENT_LEN)?;
         Ok(Self {
-            conversation: ConversationId(r.array("conversation id")?),
-            epoch: r.u64("epoch")?,
-            id: MessageId(r.array("message id")?),
-            sent_at_ms: r.u64("sent at")?,
-            content_type: content_type_from(r.u8("content type")?),
-            content: Zeroizing::new(
-                r.bytes_u32(MAX_CONVERSATION_CONTENT_LEN, "content")?
-                    .to_vec(),
-            ),
+            conversation,
+            epoch,
+            id,
+            sent_at_ms,
+            content_type,
+            content,
         })
     }
 
@@ -323,18 +385,11 @@ impl Payload {
                 content,
             } => {
                 out.push(KIND_MESSAGE);
-                out.extend_from_slice(&id.0);
-                out.extend_from_slice(&sent_at_ms.to_be_bytes());
-                out.push(content_type_byte(*content_type));
-                put_bytes_u32(&mut out, content);
+                put_message_fields(&mut out, *id, *sent_at_ms, *content_type, content);
             }
             Self::Receipt(ids) => {
                 out.push(KIND_RECEIPT);
-                let count = u16::try_from(ids.len().min(MAX_RECEIPT_IDS)).unwrap_or(0);
-                out.extend_from_slice(&count.to_be_bytes());
-                for id in ids.iter().take(MAX_RECEIPT_IDS) {
-                    out.extend_from_slice(&id.0);
-                }
+                put_receipt_ids(&mut out, ids);
             }
             Self::SessionReset(reason) => {
                 out.push(KIND_SESSION_RESET);
@@ -350,10 +405,7 @@ impl Payload {
                 out.push(KIND_SENT_COPY);
                 out.extend_from_slice(&recipient.fingerprint);
                 out.extend_from_slice(&recipient.device_id.to_be_bytes());
-                out.extend_from_slice(&id.0);
-                out.extend_from_slice(&sent_at_ms.to_be_bytes());
-                out.push(content_type_byte(*content_type));
-                put_bytes_u32(&mut out, content);
+                put_message_fields(&mut out, *id, *sent_at_ms, *content_type, content);
             }
             Self::ConversationMessage(message) => message.write(&mut out),
             Self::ConversationReceipt {
@@ -364,11 +416,7 @@ impl Payload {
                 out.push(KIND_CONVERSATION_RECEIPT);
                 out.extend_from_slice(&conversation.0);
                 out.push(*status as u8);
-                let count = u16::try_from(ids.len().min(MAX_RECEIPT_IDS)).unwrap_or(0);
-                out.extend_from_slice(&count.to_be_bytes());
-                for id in ids.iter().take(MAX_RECEIPT_IDS) {
-                    out.extend_from_slice(&id.0);
-                }
+                put_receipt_ids(&mut out, ids);
             }
             Self::Recall {
                 conversation,
@@ -445,25 +493,17 @@ impl Payload {
             return Err(DecodeError::UnsupportedVersion { version });
         }
         let payload = match r.u8("payload kind")? {
-            KIND_MESSAGE => Self::Message {
-                id: MessageId(r.array("message id")?),
-                sent_at_ms: r.u64("sent at")?,
-                content_type: content_type_from(r.u8("content type")?),
-                content: Zeroizing::new(r.bytes_u32(MAX_CONTENT_LEN, "content")?.to_vec()),
-            },
-            KIND_RECEIPT => {
-                let count = usize::from(r.u16("receipt count")?);
-                if count == 0 || count > MAX_RECEIPT_IDS {
-                    return Err(DecodeError::InvalidValue {
-                        field: "receipt count",
-                    });
+            KIND_MESSAGE => {
+                let (id, sent_at_ms, content_type, content) =
+                    read_message_fields(r, MAX_CONTENT_LEN)?;
+                Self::Message {
+                    id,
+                    sent_at_ms,
+                    content_type,
+                    content,
                 }
-                let mut ids = Vec::with_capacity(count);
-                for _ in 0..count {
-                    ids.push(MessageId(r.array("message id")?));
-                }
-                Self::Receipt(ids)
             }
+            KIND_RECEIPT => Self::Receipt(read_receipt_ids(r)?),
             KIND_SESSION_RESET => Self::SessionReset(match r.u8("reset reason")? {
                 0x01 => ResetReason::Undecryptable,
                 0x02 => ResetReason::KeyReused,
@@ -474,16 +514,21 @@ impl Payload {
                     });
                 }
             }),
-            KIND_SENT_COPY => Self::SentCopy {
-                recipient: hushwire_proto::relay::DeviceAddress {
+            KIND_SENT_COPY => {
+                let recipient = hushwire_proto::relay::DeviceAddress {
                     fingerprint: r.array("recipient fingerprint")?,
                     device_id: r.u32("recipient device")?,
-                },
-                id: MessageId(r.array("message id")?),
-                sent_at_ms: r.u64("sent at")?,
-                content_type: content_type_from(r.u8("content type")?),
-                content: Zeroizing::new(r.bytes_u32(MAX_CONTENT_LEN, "content")?.to_vec()),
-            },
+                };
+                let (id, sent_at_ms, content_type, content) =
+                    read_message_fields(r, MAX_CONTENT_LEN)?;
+                Self::SentCopy {
+                    recipient,
+                    id,
+                    sent_at_ms,
+                    content_type,
+                    content,
+                }
+            }
             KIND_CONVERSATION_MESSAGE => Self::ConversationMessage(ConversationMessage::read(r)?),
             KIND_CONVERSATION_RECEIPT => {
                 let conversation = ConversationId(r.array("conversation id")?);
@@ -496,16 +541,7 @@ impl Payload {
                         });
                     }
                 };
-                let count = usize::from(r.u16("receipt count")?);
-                if count == 0 || count > MAX_RECEIPT_IDS {
-                    return Err(DecodeError::InvalidValue {
-                        field: "receipt count",
-                    });
-                }
-                let mut ids = Vec::with_capacity(count);
-                for _ in 0..count {
-                    ids.push(MessageId(r.array("message id")?));
-                }
+                let ids = read_receipt_ids(r)?;
                 Self::ConversationReceipt {
                     conversation,
                     status,
