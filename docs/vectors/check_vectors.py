@@ -2484,6 +2484,23 @@ def decode_payload(buf):
         pos += n
         return out
 
+    def message_fields(out, max_content):
+        """message_id, sent_at_ms, content_type, content: the end of kinds 0x01, 0x04, 0x05."""
+        out["message_id"] = take(16, "message id").hex()
+        out["sent_at_ms"] = int.from_bytes(take(8, "sent at"), "big")
+        out["content_type"] = take(1, "content type")[0]
+        n = int.from_bytes(take(4, "content"), "big")
+        if n > max_content:
+            raise PayloadError("TooLong", field="content", len=n, max=max_content)
+        content = take(n, "content")
+        out["content"] = content.hex()
+        # The decoder does not check UTF-8 (§4.4); the vectors show text content as text too.
+        if out["content_type"] == 0x01:
+            try:
+                out["content_text"] = content.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+
     version = take(1, "payload version")[0]
     if version != PAYLOAD_VERSION:
         raise PayloadError("UnsupportedVersion", version=version)
@@ -2493,20 +2510,7 @@ def decode_payload(buf):
         if kind == 0x04:
             out["recipient_fingerprint"] = take(32, "recipient fingerprint").hex()
             out["recipient_device"] = int.from_bytes(take(4, "recipient device"), "big")
-        out["message_id"] = take(16, "message id").hex()
-        out["sent_at_ms"] = int.from_bytes(take(8, "sent at"), "big")
-        out["content_type"] = take(1, "content type")[0]
-        n = int.from_bytes(take(4, "content"), "big")
-        if n > PAYLOAD_MAX_CONTENT_LEN:
-            raise PayloadError("TooLong", field="content", len=n, max=PAYLOAD_MAX_CONTENT_LEN)
-        content = take(n, "content")
-        out["content"] = content.hex()
-        # The decoder does not check UTF-8 (§4.4); the vectors show text content as text too.
-        if out["content_type"] == 0x01:
-            try:
-                out["content_text"] = content.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
+        message_fields(out, PAYLOAD_MAX_CONTENT_LEN)
     elif kind == 0x02:  # §4.2 receipt
         count = int.from_bytes(take(2, "receipt count"), "big")
         if not 1 <= count <= PAYLOAD_MAX_RECEIPT_IDS:
@@ -2520,19 +2524,7 @@ def decode_payload(buf):
     elif kind == 0x05:  # conversations.md §8.1 conversation message
         out = {"kind": 5, "conversation_id": take(16, "conversation id").hex(),
                "epoch": int.from_bytes(take(8, "epoch"), "big")}
-        out["message_id"] = take(16, "message id").hex()
-        out["sent_at_ms"] = int.from_bytes(take(8, "sent at"), "big")
-        out["content_type"] = take(1, "content type")[0]
-        n = int.from_bytes(take(4, "content"), "big")
-        if n > PAYLOAD_MAX_CONVERSATION_CONTENT_LEN:
-            raise PayloadError("TooLong", field="content", len=n, max=PAYLOAD_MAX_CONVERSATION_CONTENT_LEN)
-        content = take(n, "content")
-        out["content"] = content.hex()
-        if out["content_type"] == 0x01:
-            try:
-                out["content_text"] = content.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
+        message_fields(out, PAYLOAD_MAX_CONVERSATION_CONTENT_LEN)
     elif kind == 0x06:  # §8.2 conversation receipt
         conversation = take(16, "conversation id").hex()
         status = take(1, "receipt status")[0]
