@@ -193,6 +193,61 @@ pub enum Event {
         /// The device that sent it.
         device_id: u32,
     },
+    /// A message of a clinic conversation arrived from a member that could send it at its
+    /// epoch (`docs/conversations.md` §8.1), or a hand-off note for staff (`staff_note`). Its
+    /// `Debug` shows no content; escape the text before showing it.
+    ConversationMessageReceived(crate::ConversationMessageView),
+    /// A member device confirmed a conversation message (§8.2): delivered or read.
+    ConversationReceipt {
+        /// The conversation.
+        conversation: hushwire::proto::conversation::ConversationId,
+        /// The message.
+        id: MessageId,
+        /// The confirming member.
+        member: hushwire::proto::Fingerprint,
+        /// Its device.
+        device: u32,
+        /// Delivered or read.
+        status: hushwire::payload::ReceiptStatus,
+    },
+    /// A conversation message was recalled by its sender (§8.3): show it as "recalled by
+    /// `by` at `at_ms`", never erase it.
+    ConversationMessageRecalled {
+        /// The conversation.
+        conversation: hushwire::proto::conversation::ConversationId,
+        /// The message.
+        id: MessageId,
+        /// Who recalled it, as shown ("Name — verified agent of Clinic", "patient", "you").
+        by: String,
+        /// When (the relay's time, Unix ms).
+        at_ms: u64,
+    },
+    /// The verified membership of a conversation changed (§5.1 step 7): one line per change,
+    /// such as "Dana Reyes — verified agent of Lakeside Clinic joined as agent".
+    ConversationMembershipChanged {
+        /// The conversation.
+        conversation: hushwire::proto::conversation::ConversationId,
+        /// What changed, in epoch order.
+        changes: Vec<String>,
+    },
+    /// A membership change the relay pushed does not verify here (§4.3): the conversation's
+    /// history stays as it was, and the reason is shown.
+    ConversationRefused {
+        /// The conversation.
+        conversation: hushwire::proto::conversation::ConversationId,
+        /// Why (the broken rule).
+        reason: String,
+    },
+    /// The clinic's queue changed (an on-duty agent's push, §5.4).
+    QueueChanged(hushwire::proto::conversation::queue::QueueEntry),
+    /// Copies of conversation messages for the clinic's archive wait (§7): the clinic has not
+    /// published an archive policy yet.
+    ArchiveUnavailable {
+        /// Copies waiting.
+        waiting: usize,
+        /// Why.
+        reason: String,
+    },
     /// A clinic administrator's verified wipe order erased this device's store
     /// (`docs/client.md` §8.5). The client stopped and cannot be used any more.
     Wiped {
@@ -227,7 +282,14 @@ impl Event {
             | Self::Connection(_)
             | Self::RegisteredAgain
             | Self::StoreRollbackDetected { .. }
-            | Self::Wiped { .. } => None,
+            | Self::Wiped { .. }
+            | Self::ConversationMessageReceived(_)
+            | Self::ConversationReceipt { .. }
+            | Self::ConversationMessageRecalled { .. }
+            | Self::ConversationMembershipChanged { .. }
+            | Self::ConversationRefused { .. }
+            | Self::QueueChanged(_)
+            | Self::ArchiveUnavailable { .. } => None,
         }
     }
 }

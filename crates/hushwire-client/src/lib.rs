@@ -43,9 +43,10 @@ mod vault;
 
 pub use address::Address;
 pub use client::{
-    AUDIT_CHECKPOINT_INTERVAL, AgentStatus, ArchiveSettings, AuditedExport, AuditedTranscript,
-    ClaimOutcome, Client, ClientOptions, ClinicInfo, ConversationMember, ExportSummary,
-    LinkedDevice, MAX_RESENDS, OwnDevices, PersonDevices, RelayKeyPin, TranscriptInfo, read_export,
+    AUDIT_CHECKPOINT_INTERVAL, AgentStatus, ArchiveEntry, ArchiveSettings, AuditedExport,
+    AuditedTranscript, ClaimOutcome, Client, ClientOptions, ClinicInfo, ConversationMember,
+    ConversationMessageView, ExportSummary, LinkedDevice, MAX_RESENDS, OwnDevices, PersonDevices,
+    RelayKeyPin, TranscriptInfo, read_export,
 };
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};

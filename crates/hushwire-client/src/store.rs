@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -137,6 +137,23 @@ const MIGRATIONS: &[&str] = &[
     // history (the changes' encodings, in epoch order), found by a blind index of its id, sealed.
     r"
     CREATE TABLE conversations (id_index BLOB PRIMARY KEY, sealed BLOB NOT NULL);
+    ",
+    // v7: conversation messages (`conversations.md` §8, `client.md` §3.3): each message sent or
+    // received, found by a blind index of its conversation and of (conversation, message id),
+    // sealed with its receipts and recall; conversation payloads received but not yet checked
+    // against the membership (stored with the delivery, acted on after it); archive copies
+    // waiting to be sealed to the clinic's archive key and filed.
+    r"
+    CREATE TABLE conversation_messages (
+        id INTEGER PRIMARY KEY,
+        conversation_index BLOB NOT NULL,
+        message_index BLOB NOT NULL UNIQUE,
+        sealed BLOB NOT NULL
+    );
+    CREATE INDEX conversation_messages_by_conversation
+        ON conversation_messages (conversation_index, id);
+    CREATE TABLE conversation_inbound (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
+    CREATE TABLE archive_outbox (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
     ",
 ];
 
@@ -1204,4 +1221,141 @@ pub(crate) async fn put_conversation(
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// A stored conversation message: its row id and sealed record.
+pub(crate) struct ConversationMessageRow {
+    pub id: i64,
+    pub sealed: Vec<u8>,
+}
+
+/// Records a conversation message; `false` (nothing written) if one with the same
+/// `message_index` is held already (a duplicate).
+pub(crate) async fn insert_conversation_message(
+    c: &mut SqliteConnection,
+    conversation_index: &[u8],
+    message_index: &[u8],
+    sealed: &[u8],
+) -> Result<Option<i64>> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO conversation_messages (conversation_index, message_index, sealed) \
+         VALUES (?, ?, ?) ON CONFLICT (message_index) DO NOTHING RETURNING id",
+    )
+    .bind(conversation_index)
+    .bind(message_index)
+    .bind(sealed)
+    .fetch_optional(c)
+    .await?;
+    Ok(id)
+}
+
+/// The conversation message with `message_index`, if held.
+pub(crate) async fn conversation_message(
+    c: &mut SqliteConnection,
+    message_index: &[u8],
+) -> Result<Option<ConversationMessageRow>> {
+    Ok(
+        sqlx::query("SELECT id, sealed FROM conversation_messages WHERE message_index = ?")
+            .bind(message_index)
+            .fetch_optional(c)
+            .await?
+            .map(|r| ConversationMessageRow {
+                id: r.get(0),
+                sealed: r.get(1),
+            }),
+    )
+}
+
+/// Replaces a conversation message's sealed record (a receipt or a recall arrived).
+pub(crate) async fn update_conversation_message(
+    c: &mut SqliteConnection,
+    id: i64,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query("UPDATE conversation_messages SET sealed = ? WHERE id = ?")
+        .bind(sealed)
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// A conversation's messages in the order recorded here.
+pub(crate) async fn conversation_messages(
+    c: &mut SqliteConnection,
+    conversation_index: &[u8],
+) -> Result<Vec<ConversationMessageRow>> {
+    Ok(sqlx::query(
+        "SELECT id, sealed FROM conversation_messages WHERE conversation_index = ? ORDER BY id",
+    )
+    .bind(conversation_index)
+    .fetch_all(c)
+    .await?
+    .into_iter()
+    .map(|r| ConversationMessageRow {
+        id: r.get(0),
+        sealed: r.get(1),
+    })
+    .collect())
+}
+
+/// Adds a row to one of the two sealed work queues, `conversation_inbound` or
+/// `archive_outbox`; returns its id.
+pub(crate) async fn push_work(c: &mut SqliteConnection, queue: WorkQueue) -> Result<i64> {
+    let sql = match queue {
+        WorkQueue::Inbound => "INSERT INTO conversation_inbound (sealed) VALUES (x'') RETURNING id",
+        WorkQueue::Archive => "INSERT INTO archive_outbox (sealed) VALUES (x'') RETURNING id",
+    };
+    Ok(sqlx::query_scalar(sql).fetch_one(c).await?)
+}
+
+/// Sets a work row's sealed value (sealed under its id, so it is written after the insert).
+pub(crate) async fn set_work(
+    c: &mut SqliteConnection,
+    queue: WorkQueue,
+    id: i64,
+    sealed: &[u8],
+) -> Result<()> {
+    let sql = match queue {
+        WorkQueue::Inbound => "UPDATE conversation_inbound SET sealed = ? WHERE id = ?",
+        WorkQueue::Archive => "UPDATE archive_outbox SET sealed = ? WHERE id = ?",
+    };
+    sqlx::query(sql).bind(sealed).bind(id).execute(c).await?;
+    Ok(())
+}
+
+/// Every row of a work queue, oldest first: `(id, sealed)`.
+pub(crate) async fn work(
+    c: &mut SqliteConnection,
+    queue: WorkQueue,
+) -> Result<Vec<(i64, Vec<u8>)>> {
+    let sql = match queue {
+        WorkQueue::Inbound => "SELECT id, sealed FROM conversation_inbound ORDER BY id",
+        WorkQueue::Archive => "SELECT id, sealed FROM archive_outbox ORDER BY id",
+    };
+    Ok(sqlx::query(sql)
+        .fetch_all(c)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Removes a work row once it was acted on.
+pub(crate) async fn delete_work(c: &mut SqliteConnection, queue: WorkQueue, id: i64) -> Result<()> {
+    let sql = match queue {
+        WorkQueue::Inbound => "DELETE FROM conversation_inbound WHERE id = ?",
+        WorkQueue::Archive => "DELETE FROM archive_outbox WHERE id = ?",
+    };
+    sqlx::query(sql).bind(id).execute(c).await?;
+    Ok(())
+}
+
+/// The two sealed work queues of clinic conversations (schema v7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkQueue {
+    /// Conversation payloads received, to be checked against the membership and acted on.
+    Inbound,
+    /// Archive copies of sent messages, to be sealed to the archive key and filed.
+    Archive,
 }

@@ -374,6 +374,16 @@ impl Client {
                         self.receive(delivery).await?;
                         fault_point("before-ack");
                         link.post(FrameBody::Ack(vec![server_id])).await?;
+                        // Conversation payloads whose membership is verified here are acted on
+                        // at once; the others wait for the worker, which may fetch (a fetch's
+                        // answer comes through this reader, so the reader never waits on one).
+                        self.process_conversation_inbound(None).await?;
+                    }
+                    FrameBody::Queue(push) => {
+                        if let Ok(mut pushes) = self.inner.pushes.lock() {
+                            pushes.push(*push);
+                        }
+                        self.inner.conversation_work.notify_one();
                     }
                     FrameBody::PreKeyCount {
                         one_time,
@@ -398,6 +408,8 @@ impl Client {
             self.inner
                 .clinic_pending
                 .store(false, std::sync::atomic::Ordering::SeqCst);
+            // Conversation payloads that waited for a connection to fetch a history.
+            self.conversation_upkeep(&link).await?;
             // Rotation is checked at every connection and hourly while connected.
             let mut hourly = tokio::time::interval(Duration::from_secs(3600));
             // Receipts are checked often enough that "not confirmed" shows within seconds of
@@ -418,6 +430,9 @@ impl Client {
                     }
                     _ = device_lists.tick() => {
                         self.device_upkeep(&link).await?;
+                    }
+                    () = self.inner.conversation_work.notified() => {
+                        self.conversation_upkeep(&link).await?;
                     }
                     () = self.inner.clinic_check.notified() => {
                         self.clinic_upkeep(&link, false).await?;

@@ -25,13 +25,14 @@ use crate::os::{now_ms, rng};
 use crate::store;
 
 /// One conversation as this device verified it.
+#[derive(Clone)]
 pub(super) struct Conv {
-    log: MembershipLog,
+    pub(super) log: MembershipLog,
     /// The encodings of the changes `log` applied, in epoch order: what the store keeps
     /// (sealed) and replays through the same checks when it loads the conversation.
-    changes: Vec<Vec<u8>>,
+    pub(super) changes: Vec<Vec<u8>>,
     /// Staff names from the certificates of the changes that added them (verified by the log).
-    names: HashMap<[u8; 32], String>,
+    pub(super) names: HashMap<[u8; 32], String>,
 }
 
 /// One member of a conversation, as the verified history shows it.
@@ -110,7 +111,7 @@ impl Client {
         .map_err(|e| ClientError::Conversation(format!("the change does not encode: {e}")))
     }
 
-    async fn queue_call(&self, what: &str, frame: QueueFrame) -> Result<QueueFrame> {
+    pub(super) async fn queue_call(&self, what: &str, frame: QueueFrame) -> Result<QueueFrame> {
         let link = self.require_link()?;
         match link.call(FrameBody::Queue(Box::new(frame))).await {
             Ok(FrameBody::Queue(answer)) => Ok(*answer),
@@ -166,7 +167,7 @@ impl Client {
         Ok(())
     }
 
-    fn conversation_index(&self, conversation: &ConversationId) -> [u8; 32] {
+    pub(super) fn conversation_index(&self, conversation: &ConversationId) -> [u8; 32] {
         let mut bytes = b"conversation:".to_vec();
         bytes.extend_from_slice(&conversation.0);
         self.inner.vault.blind_index(&bytes)
@@ -227,18 +228,7 @@ impl Client {
                 "staff devices do not open conversations; patients do".into(),
             ));
         }
-        let link = self.require_link()?;
-        let held = {
-            let mut c = self.inner.db.acquire().await?;
-            self.held_list(&mut c, &me.identity.fingerprint()).await?
-        };
-        let devices = match held {
-            Some(list) => list.devices().to_vec(),
-            None => {
-                self.publish_own_list(&link, &[me.device]).await?;
-                vec![me.device]
-            }
-        };
+        let devices = self.ensure_own_list(&me).await?;
         let mut id = [0u8; 16];
         rand_core::Rng::fill_bytes(&mut rng(), &mut id);
         let conversation = ConversationId(id);
@@ -269,6 +259,19 @@ impl Client {
         Ok(conversation)
     }
 
+    /// A copy of the conversation's verified history (memory, else the store, checked again),
+    /// `None` if this device has none. Needs a pinned clinic.
+    pub(super) async fn conv_snapshot(&self, conversation: ConversationId) -> Result<Option<Conv>> {
+        let me = self.me().await?;
+        let conv = self.take_conv(conversation, &me).await?;
+        if conv.log.next_epoch() == 0 {
+            return Ok(None);
+        }
+        let copy = conv.clone();
+        self.conversations_mut().insert(conversation.0, conv);
+        Ok(Some(copy))
+    }
+
     fn conversations_mut(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Conv>> {
         match self.inner.conversations.lock() {
             Ok(g) => g,
@@ -276,8 +279,31 @@ impl Client {
         }
     }
 
-    /// Staff: whether this device receives `QueueChanged` pushes (§5.1).
+    /// This person's devices from the list held, publishing a list of this device alone if
+    /// none is held: the relay checks a patient's devices against it (rule 14), and a hand-off
+    /// to an agent adds the devices its list names.
+    async fn ensure_own_list(&self, me: &Me) -> Result<Vec<u32>> {
+        let held = {
+            let mut c = self.inner.db.acquire().await?;
+            self.held_list(&mut c, &me.identity.fingerprint()).await?
+        };
+        match held {
+            Some(list) => Ok(list.devices().to_vec()),
+            None => {
+                let link = self.require_link()?;
+                self.publish_own_list(&link, &[me.device]).await?;
+                Ok(vec![me.device])
+            }
+        }
+    }
+
+    /// Staff: whether this device receives `QueueChanged` pushes (§5.1). Going on duty also
+    /// publishes this person's device list if none is held, so a hand-off can name it.
     pub async fn set_on_duty(&self, on_duty: bool) -> Result<()> {
+        if on_duty {
+            let me = self.me().await?;
+            self.ensure_own_list(&me).await?;
+        }
         self.queue_call("on duty", QueueFrame::SetOnDuty(on_duty))
             .await
             .map(drop)
@@ -342,6 +368,7 @@ impl Client {
                 "this device's certificate has no agent role".into(),
             ));
         }
+        self.ensure_own_list(&me).await?;
         self.refresh_membership(conversation).await?;
         let (epoch, previous_hash) = {
             let convs = self.conversations_mut();
@@ -547,5 +574,234 @@ impl Client {
                 "leave: the patient does not leave its own conversation".into(),
             )),
         }
+    }
+
+    /// Agent on the conversation: hands it off (§5.1 step 4) to a named agent of the clinic
+    /// (two changes in one `HandOff`: add them with their certificate and published devices,
+    /// then remove oneself) or, with `to = None`, back to the queue (remove oneself). A
+    /// one-line `note` (at most 200 bytes, `clinic.md` §1 rules) goes to staff devices only —
+    /// the staff members after the hand-off and, handing back, the agents on duty — never to
+    /// the patient. Checked here before anything is sent: this device must be an agent on the
+    /// conversation, the target an agent of the clinic whose certificate verifies.
+    pub async fn handoff(
+        &self,
+        conversation: ConversationId,
+        to: Option<Fingerprint>,
+        note: Option<&str>,
+    ) -> Result<()> {
+        let me = self.me().await?;
+        if me.certificate.is_none() {
+            return Err(ClientError::Conversation(
+                "hand-off: only an agent of the clinic can (no certificate on this device)".into(),
+            ));
+        }
+        let note = match note {
+            Some(text) => Some(
+                hushwire::payload::Payload::staff_note(conversation, text).map_err(|e| {
+                    ClientError::Conversation(format!("hand-off note refused: {e}"))
+                })?,
+            ),
+            None => None,
+        };
+        let link = self.require_link()?;
+        self.refresh_membership(conversation).await?;
+        let conv = self
+            .conv_snapshot(conversation)
+            .await?
+            .ok_or_else(|| ClientError::Conversation("hand-off: no history here".into()))?;
+        let my_role = conv
+            .log
+            .members()
+            .iter()
+            .find(|m| m.identity() == &me.identity)
+            .map(|m| m.role());
+        if my_role != Some(MemberRole::Agent) {
+            return Err(ClientError::Conversation(
+                "hand-off: this device is not an agent on the conversation".into(),
+            ));
+        }
+        let my_devices: Vec<u32> = conv
+            .log
+            .members()
+            .iter()
+            .find(|m| m.identity() == &me.identity)
+            .map(|m| m.devices().to_vec())
+            .unwrap_or_default();
+        let mut changes = Vec::new();
+        let mut epoch = conv.log.next_epoch();
+        let mut previous_hash = conv.log.head();
+        let mut trial = conv.clone();
+        if let Some(target) = to {
+            if target == me.identity.fingerprint() {
+                return Err(ClientError::Conversation(
+                    "hand-off: to yourself changes nothing".into(),
+                ));
+            }
+            let (identity, certificate, devices) = self.fetch_agent(&link, target).await?;
+            let proposal = ChangeProposal {
+                conversation,
+                epoch,
+                previous_hash,
+                issued_at: now_ms() / 1000,
+                action: ChangeAction::Add,
+                role: MemberRole::Agent,
+                member: identity,
+                devices,
+                member_certificate: Some(certificate),
+            };
+            let add = self.sign_change(proposal, &me).await?;
+            self.verify(&mut trial, &add, &me).await?;
+            epoch += 1;
+            previous_hash = add.hash();
+            changes.push(add);
+        }
+        let proposal = ChangeProposal {
+            conversation,
+            epoch,
+            previous_hash,
+            issued_at: now_ms() / 1000,
+            action: ChangeAction::Remove,
+            role: MemberRole::Agent,
+            member: me.identity.clone(),
+            devices: my_devices,
+            member_certificate: None,
+        };
+        let remove = self.sign_change(proposal, &me).await?;
+        // Checked here first: a hand-off this device's own history refuses is never sent.
+        self.verify(&mut trial, &remove, &me).await?;
+        changes.push(remove);
+        let notes = match note {
+            Some(payload) => {
+                let recipients = self
+                    .note_recipients(&link, &trial, to.is_none(), &me)
+                    .await?;
+                self.encrypt_notes(&link, &trial, &recipients, &payload)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let answer = self
+            .queue_call(
+                "hand-off",
+                QueueFrame::HandOff {
+                    changes: changes.clone(),
+                    notes,
+                },
+            )
+            .await;
+        // The changes are fetched and verified like any others (what the relay stored).
+        let refreshed = self.refresh_membership(conversation).await;
+        answer.map(drop)?;
+        refreshed
+    }
+
+    /// An agent of the clinic by identity fingerprint: its identity key and certificate (from
+    /// the relay, verified with the clinic key, the agent role and the revocation list held)
+    /// and its published device list (signed by that identity).
+    async fn fetch_agent(
+        &self,
+        link: &crate::link::Link,
+        target: Fingerprint,
+    ) -> Result<(
+        hushwire::proto::keys::IdentityKey,
+        hushwire::proto::clinic::AgentCertificate,
+        Vec<u32>,
+    )> {
+        let certificate = match link.call(FrameBody::FetchCertificate(target.0)).await? {
+            FrameBody::Certificate(Some(c)) => c,
+            FrameBody::Certificate(None) => {
+                return Err(ClientError::Conversation(format!(
+                    "hand-off: {} has no certificate of the clinic at the relay",
+                    hex::encode(&target.0[..8])
+                )));
+            }
+            _ => return Err(unexpected()),
+        };
+        if certificate.subject().fingerprint() != target {
+            return Err(ClientError::Conversation(
+                "hand-off: the relay answered another identity's certificate".into(),
+            ));
+        }
+        if !certificate.roles().contains(Role::Agent) {
+            return Err(ClientError::Conversation(format!(
+                "hand-off: {} is not an agent of the clinic (certificate roles lack agent)",
+                certificate.name()
+            )));
+        }
+        let identity = certificate.subject().clone();
+        let devices = match link.call(FrameBody::FetchDeviceList(target.0)).await? {
+            FrameBody::DeviceList(Some(list)) => {
+                list.verify(&identity).map_err(|e| {
+                    ClientError::Conversation(format!(
+                        "hand-off: the agent's device list does not verify: {e:?}"
+                    ))
+                })?;
+                list.devices().to_vec()
+            }
+            FrameBody::DeviceList(None) => {
+                return Err(ClientError::Conversation(format!(
+                    "hand-off: {} has published no device list (it must connect once first)",
+                    certificate.name()
+                )));
+            }
+            _ => return Err(unexpected()),
+        };
+        Ok((identity, *certificate, devices))
+    }
+
+    /// Who a hand-off note goes to: every staff device of the conversation after the hand-off
+    /// and, handing back to the queue, every on-duty device, except this one. Each with its
+    /// identity key (members': from the history; on-duty: from its certificate, verified).
+    async fn note_recipients(
+        &self,
+        link: &crate::link::Link,
+        after: &Conv,
+        to_queue: bool,
+        me: &Me,
+    ) -> Result<Vec<(hushwire::proto::keys::IdentityKey, u32)>> {
+        let mut out: Vec<(hushwire::proto::keys::IdentityKey, u32)> = Vec::new();
+        for m in after.log.members() {
+            if m.role() == MemberRole::Patient {
+                continue;
+            }
+            for &d in m.devices() {
+                out.push((m.identity().clone(), d));
+            }
+        }
+        if to_queue {
+            let on_duty = match self.queue_call("on duty", QueueFrame::FetchOnDuty).await? {
+                QueueFrame::OnDuty(devices) => devices,
+                _ => return Err(unexpected()),
+            };
+            for address in on_duty {
+                if out.iter().any(|(k, d)| {
+                    k.fingerprint().0 == address.fingerprint && *d == address.device_id
+                }) {
+                    continue;
+                }
+                match link
+                    .call(FrameBody::FetchCertificate(address.fingerprint))
+                    .await?
+                {
+                    FrameBody::Certificate(Some(c))
+                        if c.subject().fingerprint().0 == address.fingerprint
+                            && c.verify(&me.org, now_ms() / 1000, None).is_ok()
+                            && c.roles().contains(Role::Agent)
+                            && !me
+                                .revocations
+                                .as_ref()
+                                .is_some_and(|l| l.is_revoked(c.serial())) =>
+                    {
+                        out.push((c.subject().clone(), address.device_id));
+                    }
+                    _ => {
+                        tracing::warn!("an on-duty device without a valid certificate gets no note")
+                    }
+                }
+            }
+        }
+        out.retain(|(k, d)| !(k == &me.identity && *d == me.device));
+        out.truncate(64);
+        Ok(out)
     }
 }

@@ -37,6 +37,7 @@ mod connection;
 mod contacts;
 #[cfg(test)]
 mod convergence_tests;
+mod conversation_messages;
 mod conversations;
 mod devices;
 mod healing;
@@ -50,6 +51,7 @@ mod transcripts;
 
 pub use audit_log::AUDIT_CHECKPOINT_INTERVAL;
 pub use clinic::{AgentStatus, ClinicInfo};
+pub use conversation_messages::{ArchiveEntry, ConversationMessageView};
 pub use conversations::{ClaimOutcome, ConversationMember};
 pub use devices::{LinkedDevice, OwnDevices, PersonDevices};
 pub use healing::MAX_RESENDS;
@@ -200,6 +202,17 @@ struct Inner {
     /// The verified membership of each clinic conversation this device knows
     /// (`conversations.rs`); in memory only for now.
     conversations: StdMutex<std::collections::HashMap<[u8; 16], conversations::Conv>>,
+    /// The clinic's archive policy once fetched and verified (`conversation_messages.rs`).
+    archive_policy: StdMutex<Option<hushwire::proto::conversation::ArchivePolicy>>,
+    /// Queue pushes (`MembershipChanged`, `QueueChanged`) the reader passed on, for the
+    /// connection's worker (which may fetch, so the reader does not act on them itself).
+    pushes: StdMutex<Vec<hushwire::proto::conversation::queue::QueueFrame>>,
+    /// Wakes the connection's worker: pushes or conversation payloads to act on.
+    conversation_work: Notify,
+    /// Held while received conversation payloads are acted on, so the reader and the worker
+    /// never act on one twice (the reader only tries it: it must never wait on the worker,
+    /// whose fetches it answers).
+    inbound_lock: Mutex<()>,
     /// Set while contacts' certificates wait to be checked (`clinic.rs`): `sync` waits.
     clinic_pending: std::sync::atomic::AtomicBool,
     /// Wakes the connection to check new contacts' certificates.
@@ -424,6 +437,10 @@ impl Client {
                 halted: StdMutex::new(None),
                 announced_statuses: StdMutex::new(std::collections::HashMap::new()),
                 conversations: StdMutex::new(std::collections::HashMap::new()),
+                archive_policy: StdMutex::new(None),
+                pushes: StdMutex::new(Vec::new()),
+                conversation_work: Notify::new(),
+                inbound_lock: Mutex::new(()),
                 clinic_pending: std::sync::atomic::AtomicBool::new(false),
                 clinic_check: Notify::new(),
                 device_rows: StdMutex::new(std::collections::HashMap::new()),

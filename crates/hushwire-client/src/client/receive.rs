@@ -133,8 +133,14 @@ impl Client {
             Ok(Some(mut decrypted)) => {
                 new_account = decrypted.account.take();
                 let signer = new_account.as_ref().unwrap_or(&state.account);
-                self.deliver_payload(&mut tx, signer, decrypted, now, &mut events)
-                    .await?;
+                self.deliver_payload(
+                    &mut tx,
+                    signer,
+                    decrypted,
+                    (now, delivery.server_time_ms),
+                    &mut events,
+                )
+                .await?;
             }
             Ok(None) => {} // a duplicate
             Err(Failure { reason, reset }) => {
@@ -434,7 +440,7 @@ impl Client {
         c: &mut SqliteConnection,
         account: &Account,
         decrypted: Decrypted,
-        now: u64,
+        (now, server_time_ms): (u64, u64),
         events: &mut Vec<Event>,
     ) -> Result<()> {
         let Decrypted {
@@ -491,8 +497,8 @@ impl Client {
         match payload {
             // Handled above: only this person's own devices send copies.
             Ok(Payload::SentCopy { .. }) => {}
-            // Clinic conversations (`docs/conversations.md` §8) are not built into this client
-            // yet: the payload is recorded and reported, never shown as a two-party message.
+            // Clinic conversations (`docs/conversations.md` §8): stored with the delivery, acted
+            // on once the membership they name is verified (`conversation_messages.rs`).
             Ok(
                 Payload::ConversationMessage(_)
                 | Payload::ConversationReceipt { .. }
@@ -501,11 +507,8 @@ impl Client {
                 | Payload::StaffNote { .. },
             ) => {
                 let sender = self.load_contact(c, contact_id).await?.address();
-                let reason = "a clinic conversation payload, which this client does not read yet \
-                              (conversations.md §0)"
-                    .to_owned();
-                self.record_failure(c, sender, &reason, now).await?;
-                events.push(Event::DecryptFailed { sender, reason });
+                self.store_conversation_inbound(c, sender, server_time_ms, now, &plaintext)
+                    .await?;
             }
             Err(e) => {
                 let sender = self.load_contact(c, contact_id).await?.address();

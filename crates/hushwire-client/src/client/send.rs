@@ -250,6 +250,7 @@ impl Client {
     pub(super) async fn flush_outbox(&self, link: &Link) -> Result<()> {
         // Why each held contact is held, so each reason is reported once.
         let mut reported = std::collections::HashMap::<i64, String>::new();
+        let mut archive_warned = false;
         loop {
             let changed = self.inner.outbox_changed.notified();
             tokio::pin!(changed);
@@ -316,12 +317,29 @@ impl Client {
                         Err(e) => return Err(e),
                     },
                 };
-                let sent = link
-                    .call(FrameBody::Send(vec![OutgoingEnvelope {
-                        recipient: record.address().to_device_address(),
-                        payload: ciphertext,
-                    }]))
-                    .await;
+                let envelope = OutgoingEnvelope {
+                    recipient: record.address().to_device_address(),
+                    payload: ciphertext,
+                };
+                // A conversation payload travels in `ConversationSend` at the verified head
+                // epoch, so the relay can refuse it to a device removed meanwhile
+                // (`conversations.md` §4.4).
+                let sent = match self.outbox_conversation(row.id, &row.sealed)? {
+                    Some(conversation) => {
+                        match self
+                            .send_conversation_envelope(link, row.id, conversation, envelope)
+                            .await
+                        {
+                            Ok(true) => Ok(FrameBody::Sent(Vec::new())),
+                            Ok(false) => {
+                                progressed = true;
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => link.call(FrameBody::Send(vec![envelope])).await,
+                };
                 match sent {
                     Ok(FrameBody::Sent(_)) => {}
                     Ok(_) => {
@@ -371,6 +389,10 @@ impl Client {
                 if let Ok(mut shared) = self.inner.held.lock() {
                     shared.remove(&row.contact_id);
                 }
+                progressed = true;
+            }
+            // Archive copies of conversation messages (`conversations.md` §7.3).
+            if self.flush_archive(link, &mut archive_warned).await? > 0 {
                 progressed = true;
             }
             if !progressed {
@@ -523,6 +545,25 @@ impl Client {
         tx.commit().await?;
         Ok((ciphertext, header))
     }
+    /// Encrypts `payload` with the contact row's active session at once, outside the outbox
+    /// (a hand-off note, which travels inside its frame), and saves the advanced session.
+    pub(super) async fn encrypt_now(&self, contact_id: i64, payload: &Payload) -> Result<Vec<u8>> {
+        let _state = self.inner.state.lock().await;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let mut sessions = self.load_sessions(&mut tx, contact_id).await?;
+        let Some(StoredSession { session, .. }) = sessions.first_mut().filter(|s| s.active) else {
+            return Err(ClientError::Session(
+                "no active session with the contact".into(),
+            ));
+        };
+        let (ciphertext, _header) = session
+            .encrypt_message(&crate::payload::pad(&payload.encode()))
+            .map_err(session_error)?;
+        self.save_session(&mut tx, contact_id, session).await?;
+        tx.commit().await?;
+        Ok(ciphertext)
+    }
+
     async fn outbox_row_gone(&self, row_id: i64) -> Result<bool> {
         let mut c = self.inner.db.acquire().await?;
         Ok(store::outbox_row(&mut c, row_id).await?.is_none())
