@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hushwire_client::{Client, ClientError, ConnectionState, Event, MessageId, Secret};
+use hushwire_client::{Client, ClientError, ConnectionState, Contact, Event, MessageId, Secret};
+use hushwire_proto::conversation::ConversationId;
 use rustyline::error::ReadlineError;
 use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::history::DefaultHistory;
@@ -62,9 +63,52 @@ Commands (never sent):
   /help   this list
   /lock   lock the screen now (the passphrase unlocks it)
   /quit   leave the chat (also Ctrl-D); Ctrl-C leaves with exit status 130
+  /recall in a clinic conversation: recall the last message you sent here (within 10 minutes;
+          every member then sees it as recalled by you)
 Any other line is sent. A line starting with / is a command; to send one, start it with //
 (`//shrug` sends `/shrug`). Up and Down recall the lines you sent in this chat; Ctrl-R searches
 them; the usual editing keys work (Ctrl-A, Ctrl-E, Ctrl-W, Ctrl-U, arrows).";
+
+/// Whom a chat is with.
+enum Target {
+    /// A contact: the two-party chat.
+    Contact(Contact),
+    /// A clinic conversation (`docs/conversations.md`): everyone on it reads what is sent.
+    Conversation(ConversationId),
+}
+
+/// `chat TARGET`: a contact's name first; else a conversation id (32 hex digits); else the
+/// pinned clinic (its name, or the word `clinic`), for which a patient opens a new
+/// conversation.
+async fn resolve(client: &Client, target: &str) -> CliResult<Target> {
+    match client.contact(target).await {
+        Ok(contact) => return Ok(Target::Contact(contact)),
+        Err(ClientError::UnknownContact(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let Ok(id) = crate::conversations::parse_conversation(target) {
+        return Ok(Target::Conversation(id));
+    }
+    if let Some(clinic) = client.clinic().await
+        && (target.eq_ignore_ascii_case("clinic") || target.eq_ignore_ascii_case(&clinic.name))
+    {
+        common::wait_connected(client, Duration::from_secs(30)).await?;
+        let id = client.open_conversation().await?;
+        println!(
+            "Opened conversation {} with {}: it waits in the clinic's queue until an agent \
+             answers. Come back to it with `hushwire chat {}`.",
+            common::conversation_hex(&id),
+            escape(&clinic.name),
+            common::conversation_hex(&id)
+        );
+        return Ok(Target::Conversation(id));
+    }
+    Err(common::fail(format!(
+        "no contact named {}, and it is neither a conversation id (32 hex digits) nor your \
+         clinic's name: `hushwire contact list` lists contacts, `hushwire queue` conversations",
+        escape(target)
+    )))
+}
 
 /// State shared between the async chat and the line editor's thread.
 struct Shared {
@@ -205,6 +249,7 @@ enum Input<'a> {
     Help,
     Lock,
     Quit,
+    Recall,
     Unknown(&'a str),
 }
 
@@ -223,6 +268,7 @@ fn parse_input(line: &str) -> Input<'_> {
             "/help" | "/?" => Input::Help,
             "/lock" => Input::Lock,
             "/quit" | "/exit" => Input::Quit,
+            "/recall" => Input::Recall,
             other => Input::Unknown(other),
         };
     }
@@ -268,9 +314,9 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
         ));
     }
     let client = open(g).await?;
-    let contact = client.contact(name).await?;
     let mut events = client.events();
     client.connect().await?;
+    let target = resolve(&client, name).await?;
     let tty = std::io::stdin().is_terminal();
     let lock_after = Duration::from_secs(lock_after);
     let shared = Arc::new(Shared {
@@ -327,29 +373,41 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
     });
 
     let mut names = Names::new(&client);
-    screen.line(&format!(
-        "Chat with {} ({}). Type a message and press Enter to send; /help lists commands, /quit leaves.",
-        escape(&contact.name),
-        if contact.verified && !contact.identity_changed {
-            "verified"
-        } else {
-            "NOT verified: run `hushwire verify` to compare safety numbers"
+    let label = match &target {
+        Target::Contact(contact) => {
+            screen.line(&format!(
+                "Chat with {} ({}). Type a message and press Enter to send; /help lists commands, /quit leaves.",
+                escape(&contact.name),
+                if contact.verified && !contact.identity_changed {
+                    "verified"
+                } else {
+                    "NOT verified: run `hushwire verify` to compare safety numbers"
+                }
+            ));
+            if let Some(label) = common::agent_label(&contact.agent) {
+                screen.line(&format!("{}: {label}", escape(&contact.name)));
+            }
+            contact.name.clone()
         }
-    ));
-    if let Some(label) = common::agent_label(&contact.agent) {
-        screen.line(&format!("{}: {label}", escape(&contact.name)));
-    }
+        Target::Conversation(id) => {
+            conversation_intro(&client, *id, &mut screen).await?;
+            common::conversation_hex(id)
+        }
+    };
     screen.line(&format!(
         "The screen locks after {} s without typing.",
         lock_after.as_secs()
     ));
-    // Marked read before printing, as in recv: a crash never shows a message twice.
-    for message in client.unread().await? {
-        let id = message.id;
-        client.mark_read(&[id]).await?;
-        if let Some((line, _)) = describe(&mut names, &Event::MessageReceived(message), true).await
-        {
-            screen.line(line.as_str());
+    if let Target::Contact(_) = &target {
+        // Marked read before printing, as in recv: a crash never shows a message twice.
+        for message in client.unread().await? {
+            let id = message.id;
+            client.mark_read(&[id]).await?;
+            if let Some((line, _)) =
+                describe(&mut names, &Event::MessageReceived(message), true).await
+            {
+                screen.line(line.as_str());
+            }
         }
     }
 
@@ -358,10 +416,12 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
     let mut held: Vec<Zeroizing<String>> = Vec::new();
     // Messages printed are marked read; those held behind the lock are marked at unlock.
     let mut held_ids = Vec::new();
+    let mut held_conversation: Vec<MessageId> = Vec::new();
     // What each message sent in this chat was, for its delivery line.
     let mut sent: HashMap<MessageId, String> = HashMap::new();
     let mut last_state_connected: Option<bool> = None;
     let mut held_reported = std::collections::HashSet::new();
+    let mut last_sent: Option<MessageId> = None;
     let _ = ask.send(ReadNext { remember: None });
     shared.touch();
     let code = loop {
@@ -390,6 +450,10 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                         screen.line("Unlocked.");
                         let shown = std::mem::take(&mut held_ids);
                         client.mark_read(&shown).await?;
+                        if let Target::Conversation(id) = &target {
+                            let shown = std::mem::take(&mut held_conversation);
+                            client.mark_conversation_read(*id, &shown).await?;
+                        }
                         for h in held.drain(..) {
                             screen.line(h.as_str());
                         }
@@ -410,7 +474,21 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                          line with // to send a line beginning with /)",
                         escape(command)
                     )),
-                    Input::Send(text) => match client.send_text(contact.id, text).await {
+                    Input::Recall => match (&target, last_sent) {
+                        (Target::Conversation(id), Some(message)) => {
+                            match client.recall(*id, message).await {
+                                Ok(()) => screen.line("(your last message was recalled: every member sees it as recalled)"),
+                                Err(e) => screen.line(&format!("error: {}", escape(&e.to_string()))),
+                            }
+                        }
+                        (Target::Conversation(_), None) => {
+                            screen.line("nothing to recall: you sent no message in this chat");
+                        }
+                        (Target::Contact(_), _) => {
+                            screen.line("/recall works in clinic conversations only; nothing was sent");
+                        }
+                    },
+                    Input::Send(text) => match send(&client, &target, text).await {
                         Ok(id) => {
                             let now = now_ms();
                             if tty {
@@ -419,6 +497,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                             let header = format!("[{}] you:", common::format_clock(now));
                             screen.line(&message_block(&header, "", text));
                             sent.insert(id, summary(text, now));
+                            last_sent = Some(id);
                             remember = Some(line.clone());
                         }
                         Err(e) => screen.line(&format!("error: {}", escape(&e.to_string()))),
@@ -432,7 +511,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                     Err(RecvError::Lagged(n)) => {
                         let note = Zeroizing::new(format!(
                             "note: {n} event(s) were not shown; see `hushwire transcript open {}`",
-                            escape(&contact.name)
+                            escape(&label)
                         ));
                         show(locked, &mut held, &mut screen, note);
                         continue;
@@ -463,6 +542,24 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                     && !held_reported.insert((*c, reason.clone()))
                 {
                     continue;
+                }
+                // In a conversation: only its own messages, receipts and changes, once each.
+                if let Target::Conversation(id) = &target {
+                    match conversation_event(&event, *id, &sent, locked) {
+                        Shown::Skip => continue,
+                        Shown::Line(line) => {
+                            show(locked, &mut held, &mut screen, Zeroizing::new(line));
+                            continue;
+                        }
+                        Shown::Read(message) => {
+                            if locked {
+                                held_conversation.push(message);
+                            } else {
+                                client.mark_conversation_read(*id, &[message]).await?;
+                            }
+                        }
+                        Shown::Describe => {}
+                    }
                 }
                 if let Event::MessageReceived(m) = &event {
                     if locked {
@@ -514,6 +611,116 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
     crate::messages::sign_transcripts(&client).await;
     client.disconnect().await;
     Ok(ExitCode::from(code))
+}
+
+/// Sends a line to the chat's contact or conversation.
+async fn send(client: &Client, target: &Target, text: &str) -> hushwire_client::Result<MessageId> {
+    match target {
+        Target::Contact(contact) => client.send_text(contact.id, text).await,
+        Target::Conversation(id) => client.send_text_to_conversation(*id, text).await,
+    }
+}
+
+/// The opening lines of a conversation chat: who is on it (verified), then what was said.
+async fn conversation_intro(
+    client: &Client,
+    id: ConversationId,
+    screen: &mut Screen,
+) -> CliResult<()> {
+    // What the relay holds for this device is stored first, so the history shown is current.
+    let _ = client.sync(Duration::from_secs(10)).await;
+    let members = client.members(id).await?;
+    screen.line(&format!(
+        "Conversation {}. Type a message and press Enter to send; /help lists commands, /quit leaves.",
+        common::conversation_hex(&id)
+    ));
+    for m in &members {
+        screen.line(&format!("  on it: {}", escape(&m.shown)));
+    }
+    if !members
+        .iter()
+        .any(|m| m.role == hushwire_proto::conversation::MemberRole::Agent)
+    {
+        screen.line("  (no agent yet: it waits in the clinic's queue)");
+    }
+    let mut unread = Vec::new();
+    for m in client.conversation_messages(id).await? {
+        let header = format!(
+            "[{}] {}{}:",
+            common::format_clock(m.sent_at_ms),
+            if m.staff_note { "staff note from " } else { "" },
+            escape(&m.sender_shown)
+        );
+        let text = match &m.recalled {
+            Some((by, at)) => format!("(recalled by {by} at {})", common::format_clock(*at)),
+            None => String::from_utf8_lossy(&m.content).into_owned(),
+        };
+        screen.line(&message_block(&header, "", &text));
+        if !m.outgoing {
+            unread.push(m.id);
+        }
+    }
+    client.mark_conversation_read(id, &unread).await?;
+    Ok(())
+}
+
+/// How a conversation chat treats an event.
+enum Shown {
+    /// Not about this conversation's people, or said already.
+    Skip,
+    /// A line of its own.
+    Line(String),
+    /// A message of this conversation: shown as any message is, and marked read once shown.
+    Read(MessageId),
+    /// Shown as everywhere else (connection, failures).
+    Describe,
+}
+
+fn conversation_event(
+    event: &Event,
+    id: ConversationId,
+    sent: &HashMap<MessageId, String>,
+    locked: bool,
+) -> Shown {
+    match event {
+        Event::ConversationMessageReceived(m) if m.conversation == id => {
+            if m.outgoing || locked {
+                Shown::Describe
+            } else {
+                Shown::Read(m.id)
+            }
+        }
+        Event::ConversationReceipt {
+            conversation,
+            id: message,
+            status,
+            ..
+        } if *conversation == id => match sent.get(message) {
+            Some(what) => Shown::Line(format!(
+                "({} by a member: {what})",
+                if *status == hushwire_client::payload::ReceiptStatus::Read {
+                    "read"
+                } else {
+                    "delivered"
+                }
+            )),
+            None => Shown::Skip,
+        },
+        // Members without a session here become contact rows; not news in a conversation.
+        Event::NewContact { .. }
+        | Event::ConversationMessageReceived(_)
+        | Event::ConversationReceipt { .. }
+        | Event::MessageReceived(_)
+        | Event::MessageDelivered { .. }
+        | Event::QueueChanged(_) => Shown::Skip,
+        Event::ConversationMessageRecalled { conversation, .. }
+        | Event::ConversationMembershipChanged { conversation, .. }
+            if *conversation != id =>
+        {
+            Shown::Skip
+        }
+        _ => Shown::Describe,
+    }
 }
 
 /// Clears the screen and its scrollback and shows the lock prompt (`idle`: after that long

@@ -288,6 +288,47 @@ Example:
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
     },
+    /// Agent on a conversation: hand it to another agent, or back to the queue, with a note.
+    #[command(after_help = "\
+AGENT is a contact's name or an identity fingerprint (64 hex digits); the agent must hold the
+clinic's agent certificate and have gone on duty once (which publishes its device list). `queue`
+hands the conversation back to the clinic's queue. In one signed step the agent is added and you
+are removed; the patient sees who answers now. The --note (one line, at most 200 bytes) goes to
+staff devices only (the new agent, supervisors, and when handing back, the agents on duty),
+never to the patient.
+
+Examples:
+  hushwire handoff 5f0c9a1e2b3d4c5e6f708192a3b4c5d6 ben --note \"penicillin allergy\"
+  hushwire handoff 5f0c9a1e2b3d4c5e6f708192a3b4c5d6 queue")]
+    Handoff {
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// The agent to hand to (contact name or 64-hex fingerprint), or `queue`.
+        to: String,
+        /// A one-line note for staff only.
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+        note: Option<String>,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Recall a message you sent to a conversation, within 10 minutes of sending it.
+    #[command(after_help = "\
+Every member's device then shows the message as recalled by you (with the time); it is not
+erased: the clinic's record keeps it. Message ids are shown by `hushwire chat` (`--json`) and in
+the events of `hushwire watch --json`. In `hushwire chat`, /recall recalls your last message.
+
+Example:
+  hushwire recall 5f0c9a1e2b3d4c5e6f708192a3b4c5d6 0123456789abcdef0123456789abcdef")]
+    Recall {
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// The message id (32 hex digits).
+        message: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
     /// Staff: leave a conversation; an agent's leaving hands it back to the queue.
     #[command(after_help = "\
 Example:
@@ -396,7 +437,7 @@ Examples:
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
     },
-    /// Chat interactively: incoming messages appear as they arrive, each line you type is sent.
+    /// Chat interactively with a contact, or in a clinic conversation (a patient: `chat clinic`).
     #[command(after_help = "\
 Type /quit (or press Ctrl-D) to leave; Ctrl-C leaves at once with exit status 130. Leaving
 clears the screen and its scrollback; /quit waits up to 5 s for the relay to take what you typed
@@ -408,11 +449,19 @@ After --lock-after seconds without a key pressed (at most 3600) the screen and i
 are cleared and locked (automatic logoff), and the half-typed line is discarded; messages that
 arrive meanwhile are kept and shown once you enter the passphrase again. /lock locks at once.
 
+TARGET is a contact's name; else a conversation id (32 hex digits: everyone on the conversation
+reads what you send, and you see who answers, verified from the clinic's certificates); else
+your pinned clinic's name or the word `clinic`, which opens a new conversation with the clinic
+(a patient's way in: it waits in the clinic's queue until an agent on duty answers). In a
+conversation, /recall recalls the last message you sent (within 10 minutes).
+
 Examples:
   hushwire chat bob
-  hushwire chat clinic --lock-after 120")]
+  hushwire chat clinic --lock-after 120
+  hushwire chat 5f0c9a1e2b3d4c5e6f708192a3b4c5d6")]
     Chat {
-        /// The contact's name.
+        /// A contact's name, a conversation id, or your clinic (`clinic`).
+        #[arg(value_name = "TARGET")]
         name: String,
         /// Seconds without a key pressed before the screen locks (1 to 3600).
         #[arg(long, default_value_t = 300, value_name = "SECS",
@@ -972,6 +1021,8 @@ impl Command {
             Self::Members { .. } => "members",
             Self::Join { .. } => "join",
             Self::Leave { .. } => "leave",
+            Self::Handoff { .. } => "handoff",
+            Self::Recall { .. } => "recall",
             Self::Backup { .. } => "backup",
             Self::Restore { .. } => "restore",
         }

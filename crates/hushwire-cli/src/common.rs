@@ -758,8 +758,90 @@ pub async fn describe(
                 json!({"event": "message_state", "contact": name, "id": id.to_string(), "state": format!("{state:?}")}),
             ))
         }
+        Event::ConversationMessageReceived(m) => {
+            let mut obj = serde_json::Map::new();
+            obj.insert(
+                "event".into(),
+                json!(if m.staff_note {
+                    "staff_note"
+                } else {
+                    "conversation_message"
+                }),
+            );
+            obj.insert("conversation".into(), json!(conversation_hex(&m.conversation)));
+            obj.insert("from".into(), json!(m.sender_shown));
+            obj.insert("id".into(), json!(m.id.to_string()));
+            obj.insert("sent_at_ms".into(), json!(m.sent_at_ms));
+            content_json(&mut obj, m.content_type, &m.content);
+            let header = format!(
+                "[{}] {}{}:",
+                sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
+                if m.staff_note { "staff note from " } else { "" },
+                escape(&m.sender_shown),
+            );
+            let line = message_block(&header, "", &content_text(m.content_type, &m.content));
+            Some((Zeroizing::new(line), Value::Object(obj)))
+        }
+        Event::ConversationMessageRecalled {
+            conversation,
+            id,
+            by,
+            at_ms,
+        } => Some((
+            Zeroizing::new(format!(
+                "(message {id} was recalled by {} at {})",
+                escape(by),
+                format_clock(*at_ms)
+            )),
+            json!({"event": "recalled", "conversation": conversation_hex(conversation),
+                   "id": id.to_string(), "by": by, "at_ms": at_ms}),
+        )),
+        Event::ConversationMembershipChanged {
+            conversation,
+            changes,
+        } => Some((
+            Zeroizing::new(
+                changes
+                    .iter()
+                    .map(|c| format!("({})", escape(c)))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            json!({"event": "membership", "conversation": conversation_hex(conversation),
+                   "changes": changes}),
+        )),
+        Event::ConversationRefused {
+            conversation,
+            reason,
+        } => Some((
+            Zeroizing::new(format!(
+                "warning: a membership change of conversation {} was refused: {}",
+                conversation_hex(conversation),
+                escape(reason)
+            )),
+            json!({"event": "membership_refused", "conversation": conversation_hex(conversation),
+                   "reason": reason}),
+        )),
+        Event::QueueChanged(entry) => Some((
+            Zeroizing::new(format!(
+                "(queue: conversation {} is {:?})",
+                conversation_hex(&entry.conversation),
+                entry.state
+            )),
+            json!({"event": "queue", "conversation": conversation_hex(&entry.conversation),
+                   "state": format!("{:?}", entry.state)}),
+        )),
+        Event::ArchiveUnavailable { waiting, reason } => Some((
+            Zeroizing::new(format!("warning: {} ({waiting} waiting)", escape(reason))),
+            json!({"event": "archive_unavailable", "waiting": waiting, "reason": reason}),
+        )),
         _ => None,
     }
+}
+
+/// A conversation id as the commands print and take it: 32 lowercase hex digits.
+pub fn conversation_hex(id: &hushwire_proto::conversation::ConversationId) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -5,24 +5,23 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hushwire_client::{ClaimOutcome, Client};
+use hushwire_client::{ClaimOutcome, Client, MessageId};
 use hushwire_proto::conversation::{ConversationId, MemberRole};
+use hushwire_proto::keys::Fingerprint;
 use serde_json::json;
 
 use crate::cli::Global;
 use crate::common::{self, CliResult, fail, open};
 use crate::display::escape;
 
-async fn connected(g: &Global, wait: u64) -> CliResult<Client> {
+pub async fn connected(g: &Global, wait: u64) -> CliResult<Client> {
     let client = open(g).await?;
     client.connect().await?;
     common::wait_connected(&client, Duration::from_secs(wait)).await?;
     Ok(client)
 }
 
-fn hex(id: &ConversationId) -> String {
-    id.0.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::common::conversation_hex as hex;
 
 /// A conversation id: 32 hex digits, as `open-conversation` and `queue` print it.
 pub fn parse_conversation(text: &str) -> CliResult<ConversationId> {
@@ -191,6 +190,116 @@ pub async fn leave(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitC
             "Left {} (an agent's leaving puts it back in the queue).",
             hex(&id)
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `handoff CONVERSATION AGENT|queue [--note TEXT]`.
+pub async fn handoff(
+    g: &Global,
+    conversation: &str,
+    to: &str,
+    note: Option<&str>,
+    wait: u64,
+) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let client = connected(g, wait).await?;
+    let result = async {
+        let target = if to == "queue" {
+            None
+        } else {
+            Some(agent_fingerprint(&client, to).await?)
+        };
+        client.handoff(id, target, note).await?;
+        CliResult::Ok(target)
+    }
+    .await;
+    client.disconnect().await;
+    let target = result?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"conversation": hex(&id), "handed_to": target.map_or_else(|| "queue".to_owned(), |f| f.to_string())})
+        );
+    } else if target.is_some() {
+        println!(
+            "Handed {} to {}; you are no longer on it.",
+            hex(&id),
+            escape(to)
+        );
+    } else {
+        println!(
+            "Handed {} back to the queue; you are no longer on it.",
+            hex(&id)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An agent named by contact name or by its identity fingerprint (64 hex digits).
+async fn agent_fingerprint(client: &Client, to: &str) -> CliResult<Fingerprint> {
+    match client.contact(to).await {
+        Ok(contact) => return Ok(contact.address.fingerprint),
+        Err(hushwire_client::ClientError::UnknownContact(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let digits = to.trim();
+    let mut bytes = [0u8; 32];
+    if digits.len() == 64
+        && digits.is_ascii()
+        && bytes
+            .iter_mut()
+            .zip(digits.as_bytes().chunks_exact(2))
+            .all(|(b, pair)| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+                    .map(|v| *b = v)
+                    .is_some()
+            })
+    {
+        return Ok(Fingerprint(bytes));
+    }
+    Err(fail(format!(
+        "no contact named {} and not an identity fingerprint (64 hex digits); nothing changed",
+        escape(&to.chars().take(80).collect::<String>())
+    )))
+}
+
+/// `recall CONVERSATION MESSAGE`.
+pub async fn recall(
+    g: &Global,
+    conversation: &str,
+    message: &str,
+    wait: u64,
+) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let message: MessageId = message.trim().parse().map_err(|_| {
+        fail(format!(
+            "not a message id (32 hex digits): {}",
+            escape(&message.chars().take(40).collect::<String>())
+        ))
+    })?;
+    let client = connected(g, wait).await?;
+    let result = client.recall(id, message).await;
+    let synced = match &result {
+        Ok(()) => client.sync(Duration::from_secs(wait)).await.is_ok(),
+        Err(_) => false,
+    };
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"conversation": hex(&id), "recalled": message.to_string(), "delivered_to_relay": synced})
+        );
+    } else {
+        println!("Recalled message {message}: every member sees it as recalled by you.");
+        if !synced {
+            eprintln!(
+                "note: the recall is queued; it goes out the next time a hushwire command connects"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -206,6 +206,17 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             conversation, wait, ..
         } => conversations::join(g, &conversation, wait).await,
         Command::Leave { conversation, wait } => conversations::leave(g, &conversation, wait).await,
+        Command::Handoff {
+            conversation,
+            to,
+            note,
+            wait,
+        } => conversations::handoff(g, &conversation, &to, note.as_deref(), wait).await,
+        Command::Recall {
+            conversation,
+            message,
+            wait,
+        } => conversations::recall(g, &conversation, &message, wait).await,
         Command::Members { conversation, wait } => {
             conversations::members(g, &conversation, wait).await
         }

@@ -2413,3 +2413,112 @@ fn a_patient_opens_a_conversation_one_agent_claims_and_members_are_verified() {
     );
     ben.run_ok(&["leave", &id]);
 }
+
+/// Runs `chat TARGET` with `input` on its standard input; returns stdout (the run must succeed).
+fn chat_with(user: &User, target: &str, input: &str) -> String {
+    let mut chat = user
+        .command(&["chat", target])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = chat.stdin.take().unwrap();
+        write!(stdin, "{input}").unwrap();
+    }
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_recall() {
+    let (admin_machine, org_dir, port, url, link) = lakeside_org();
+    let _relay = Relay::start_clinic(port, &link);
+    let ada = certified_staff(
+        &admin_machine,
+        &org_dir,
+        &url,
+        &link,
+        "Dr. Ada Okafor",
+        "agent,supervisor",
+    );
+    let ben = certified_staff(
+        &admin_machine,
+        &org_dir,
+        &url,
+        &link,
+        "Ben Marsh",
+        "agent,supervisor",
+    );
+    let patient = User::new();
+    patient.run_ok(&["init"]);
+    patient.run_ok(&["clinic", "add", &link]);
+    ben.run_ok(&["on-duty", "on"]);
+
+    // The patient's way in: `chat clinic` opens a conversation with the pinned clinic.
+    let opened = chat_with(&patient, "clinic", "/quit\n");
+    assert!(opened.contains("Opened conversation"), "{opened}");
+    let id = ada.run_ok(&["queue", "--json"]).json()[0]["conversation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(opened.contains(&id), "{opened}");
+    ada.run_ok(&["claim", &id]);
+
+    // The patient sees who answers, verified, and writes; HTML stays text.
+    let said = chat_with(&patient, &id, "I have a <b>rash</b>\n/quit\n");
+    assert!(
+        said.contains("on it: Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic"),
+        "{said}"
+    );
+    assert!(said.contains("you: I have a <b>rash</b>"), "{said}");
+    let ada_view = chat_with(&ada, &id, "Sorry, wrong text\n/recall\n/quit\n");
+    assert!(
+        ada_view.contains("patient: I have a <b>rash</b>"),
+        "{ada_view}"
+    );
+    assert!(ada_view.contains("was recalled"), "{ada_view}");
+
+    // A hand-off to Ben with a note only staff see; bad targets change nothing.
+    let bad = ada.run(&["handoff", &id, "nobody"]).failed("unknown agent");
+    assert!(bad.stderr.contains("no contact named"), "{}", bad.stderr);
+    let ben_fp = ben.run_ok(&["whoami", "--json"]).json()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ada.run_ok(&["handoff", &id, &ben_fp, "--note", "penicillin allergy"]);
+    let not_on = ada.run(&["handoff", &id, "queue"]).failed("hand-off twice");
+    assert!(
+        not_on.stderr.contains("not an agent on"),
+        "{}",
+        not_on.stderr
+    );
+    let ben_view = chat_with(&ben, &id, "Hello, I am Ben\n/quit\n");
+    assert!(
+        ben_view.contains("staff note from Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic: penicillin allergy"),
+        "{ben_view}"
+    );
+    let patient_view = chat_with(&patient, &id, "/quit\n");
+    assert!(
+        patient_view
+            .contains("Ben Marsh \u{2014} verified agent of Lakeside Clinic: Hello, I am Ben"),
+        "{patient_view}"
+    );
+    assert!(
+        patient_view.contains("recalled by Dr. Ada Okafor"),
+        "{patient_view}"
+    );
+    assert!(
+        !patient_view.contains("penicillin"),
+        "the note is for staff only: {patient_view}"
+    );
+    assert!(
+        !patient_view.contains("on it: Dr. Ada Okafor"),
+        "{patient_view}"
+    );
+    // Ada, removed, receives nothing said after the hand-off.
+    let ada_after = chat_with(&ada, &id, "/quit\n");
+    assert!(!ada_after.contains("Hello, I am Ben"), "{ada_after}");
+}

@@ -492,6 +492,7 @@ impl Client {
             loop {
                 let changed = self.inner.outbox_changed.notified();
                 if self.pending_sendable().await? == 0
+                    && !self.conversation_work_pending().await?
                     && !self
                         .inner
                         .clinic_pending

@@ -1355,8 +1355,32 @@ impl Client {
         }
     }
 
-    /// The conversation work of a connection: pushes, inbound payloads, archive copies.
+    /// Whether pushes or received conversation payloads wait to be acted on (`sync` waits).
+    pub(super) async fn conversation_work_pending(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering;
+        if self.inner.conversation_working.load(Ordering::SeqCst)
+            || self.inner.pushes.lock().is_ok_and(|p| !p.is_empty())
+        {
+            return Ok(true);
+        }
+        let mut c = self.inner.db.acquire().await?;
+        Ok(!store::work(&mut c, WorkQueue::Inbound).await?.is_empty())
+    }
+
+    /// The conversation work of a connection: pushes, then received payloads.
     pub(super) async fn conversation_upkeep(&self, link: &Link) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        self.inner
+            .conversation_working
+            .store(true, Ordering::SeqCst);
+        let result = self.conversation_upkeep_now(link).await;
+        self.inner
+            .conversation_working
+            .store(false, Ordering::SeqCst);
+        result
+    }
+
+    async fn conversation_upkeep_now(&self, link: &Link) -> Result<()> {
         let pushes: Vec<QueueFrame> = self
             .inner
             .pushes

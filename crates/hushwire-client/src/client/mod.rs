@@ -213,6 +213,8 @@ struct Inner {
     /// never act on one twice (the reader only tries it: it must never wait on the worker,
     /// whose fetches it answers).
     inbound_lock: Mutex<()>,
+    /// Set while the connection's worker acts on pushes and payloads (`sync` waits for it).
+    conversation_working: std::sync::atomic::AtomicBool,
     /// Set while contacts' certificates wait to be checked (`clinic.rs`): `sync` waits.
     clinic_pending: std::sync::atomic::AtomicBool,
     /// Wakes the connection to check new contacts' certificates.
@@ -441,6 +443,7 @@ impl Client {
                 pushes: StdMutex::new(Vec::new()),
                 conversation_work: Notify::new(),
                 inbound_lock: Mutex::new(()),
+                conversation_working: std::sync::atomic::AtomicBool::new(false),
                 clinic_pending: std::sync::atomic::AtomicBool::new(false),
                 clinic_check: Notify::new(),
                 device_rows: StdMutex::new(std::collections::HashMap::new()),
