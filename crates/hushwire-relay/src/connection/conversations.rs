@@ -10,8 +10,8 @@ use hushwire_proto::audit::{AuditEvent, ConversationId};
 use hushwire_proto::clinic::{DeviceList, Role};
 use hushwire_proto::codec::Codec;
 use hushwire_proto::conversation::queue::{
-    MAX_ARCHIVE_ITEMS, MAX_CHANGES_PER_FRAME, MAX_ON_DUTY_DEVICES, MAX_QUEUE_ENTRIES, NoteEnvelope,
-    QueueEntry, QueueFrame, QueueState,
+    ArchiveItem, MAX_ARCHIVE_ITEMS, MAX_CHANGES_PER_FRAME, MAX_ON_DUTY_DEVICES, MAX_QUEUE_ENTRIES,
+    NoteEnvelope, QueueEntry, QueueFrame, QueueState,
 };
 use hushwire_proto::conversation::{
     ArchivePolicy, ChangeAction, MemberRole, MembershipChange, MembershipContext, MembershipLog,
@@ -316,9 +316,18 @@ impl<S: Store> Connection<S> {
                     .await
                     .map_err(|e| internal(id, &e))?;
                 let next_index = stored.last().map_or(from_index, |s| s.index + 1);
+                // Each envelope with the authenticated device that filed it and when, so the
+                // archive reader can check the filer against the membership at the message's
+                // epoch (`docs/conversations.md` §7.3).
                 let items = stored
                     .iter()
-                    .filter_map(|s| decode_stored(&s.envelope))
+                    .filter_map(|s| {
+                        decode_stored(&s.envelope).map(|envelope| ArchiveItem {
+                            filer: s.filed_by,
+                            filed_at_ms: s.filed_at_ms,
+                            envelope,
+                        })
+                    })
                     .collect();
                 self.reply(
                     id,
