@@ -908,7 +908,9 @@ fn clinic_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
 /// refused changes, and queue frames and an archive envelope built from them.
 fn conversation_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
     use hushwire::proto::X25519PublicKey;
-    use hushwire::proto::conversation::queue::{NoteEnvelope, QueueEntry, QueueFrame, QueueState};
+    use hushwire::proto::conversation::queue::{
+        ArchiveItem, NoteEnvelope, QueueEntry, QueueFrame, QueueState,
+    };
     use hushwire::proto::conversation::{ArchiveEnvelope, MembershipChange};
 
     let t = "conversation_structures";
@@ -1021,7 +1023,14 @@ fn conversation_structures(seeds: &mut Seeds, v: &Vectors) -> Result<()> {
             "archive-items",
             QueueFrame::ArchiveItems {
                 next_index: 1,
-                items: vec![envelope],
+                items: vec![ArchiveItem {
+                    filer: DeviceAddress {
+                        fingerprint: [0x42; 32],
+                        device_id: 1,
+                    },
+                    filed_at_ms: 1_710_000_000_000,
+                    envelope,
+                }],
             },
         ),
         ("archive-policy-none", QueueFrame::ArchivePolicy(None)),

@@ -16,6 +16,7 @@ mod conversation_support;
 
 use common::{Device, Engine, RelayProcess};
 use conversation_support::*;
+use hushwire_proto::audit::ConversationId;
 use hushwire_proto::clinic::{AgentCertificate, DeviceList, Role};
 use hushwire_proto::codec::Codec;
 use hushwire_proto::conversation::queue::{NoteEnvelope, QueueFrame, QueueState};
@@ -219,25 +220,37 @@ async fn open_claim_hand_off_refusals_supervisor_and_pushes() {
             error(ErrorCode::NotOnConversation),
             "{engine:?}"
         );
+        let before_filing = now_ms();
         assert_eq!(
             a.call(q(QueueFrame::PutArchive(Box::new(filed.clone()))))
                 .await,
             FrameBody::Ok,
             "{engine:?}"
         );
+        let after_filing = now_ms();
         let fetch = q(QueueFrame::FetchArchive {
             conversation: conv,
             from_index: 0,
         });
         assert_eq!(a.call(fetch.clone()).await, error(ErrorCode::Forbidden));
-        assert_eq!(
-            s.call(fetch).await,
-            q(QueueFrame::ArchiveItems {
-                next_index: 1,
-                items: vec![filed]
-            }),
-            "{engine:?}"
-        );
+        // The supervisor reads the envelope with the device that filed it and when (the relay's
+        // clock, between the test's readings before and after the filing).
+        match s.call(fetch).await {
+            FrameBody::Queue(f) => match *f {
+                QueueFrame::ArchiveItems { next_index, items } => {
+                    assert_eq!((next_index, items.len()), (1, 1), "{engine:?}");
+                    assert_eq!(items[0].envelope, filed, "{engine:?}");
+                    assert_eq!(items[0].filer, ada.address(), "{engine:?}");
+                    assert!(
+                        (before_filing..=after_filing).contains(&items[0].filed_at_ms),
+                        "{engine:?}: filed at {} not in {before_filing}..={after_filing}",
+                        items[0].filed_at_ms
+                    );
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
         // A read-only supervisor cannot send to the conversation.
         assert_eq!(
             s.call(send(3, &patient)).await,
@@ -383,6 +396,192 @@ async fn open_claim_hand_off_refusals_supervisor_and_pushes() {
             "{engine:?}"
         );
         assert_eq!(membership_len(&mut s, conv).await, 7, "{engine:?}");
+    }
+}
+
+/// The changes `p` fetches from epoch 0 (at most 64).
+async fn fetch_history(p: &mut Peer, conversation: ConversationId) -> Vec<MembershipChange> {
+    match p
+        .call(q(QueueFrame::FetchMembership {
+            conversation,
+            from_epoch: 0,
+        }))
+        .await
+    {
+        FrameBody::Queue(m) => match *m {
+            QueueFrame::Membership(changes) => changes,
+            other => panic!("not a membership: {other:?}"),
+        },
+        other => panic!("not a membership: {other:?}"),
+    }
+}
+
+/// A claim must name the head's hash, so an agent reads the history of a conversation waiting in
+/// the queue (new or handed back) before claiming it, with no other role than agent; once it is
+/// claimed or closed only its members (and the patient's devices and supervisors) may read it,
+/// and a device without a certificate never may.
+#[tokio::test]
+async fn an_agent_reads_a_waiting_history_to_claim_it_and_not_once_claimed() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-agent-fetch");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, ben, stranger) = (
+            Device::new(35, 1),
+            Device::new(36, 1),
+            Device::new(37, 1),
+            Device::new(38, 1),
+        );
+        // Agent role only: no supervisor role to read histories with.
+        let ada_cert = clinic.certify(35, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(36, &ben, &[Role::Agent]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        // On PostgreSQL the two agents are on different instances.
+        let mut a = Peer::register(&url(0), &ada, Some(&ada_cert)).await;
+        let mut b = Peer::register(&url(1), &ben, Some(&ben_cert)).await;
+        let mut x = Peer::register(&url(1), &stranger, None).await;
+        let mut h = History::new(&clinic, 35);
+        let conv = h.conversation;
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&open);
+        let not_on = error(ErrorCode::NotOnConversation);
+        let fetch = q(QueueFrame::FetchMembership {
+            conversation: conv,
+            from_epoch: 0,
+        });
+
+        // A device without a certificate may not read a waiting conversation's history.
+        assert_eq!(x.call(fetch.clone()).await, not_on, "{engine:?}");
+
+        // Ada reads it (state New) and claims on the head she read: she wins.
+        let read = fetch_history(&mut a, conv).await;
+        assert_eq!(read, vec![open.clone()], "{engine:?}");
+        let on_read = History {
+            conversation: conv,
+            head: read.last().unwrap().hash(),
+            epoch: u64::try_from(read.len()).unwrap(),
+        };
+        let claim = on_read.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::Claim(Box::new(claim.clone())))).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 1
+            }),
+            "{engine:?}"
+        );
+        h.accept(&claim);
+
+        // Claimed: Ben, an agent not on it, is refused; the stranger still is; Ada, a member,
+        // reads both changes.
+        assert_eq!(b.call(fetch.clone()).await, not_on, "{engine:?}");
+        assert_eq!(x.call(fetch.clone()).await, not_on, "{engine:?}");
+        assert_eq!(fetch_history(&mut a, conv).await.len(), 2, "{engine:?}");
+
+        // Handed back (Ada leaves): Ben may read it again and claims on what he read.
+        let leave = h.change(
+            ChangeAction::Remove,
+            MemberRole::Agent,
+            &ada,
+            None,
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PublishChange(Box::new(leave.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&leave);
+        let read = fetch_history(&mut b, conv).await;
+        assert_eq!(read, vec![open, claim, leave], "{engine:?}");
+        assert_eq!(read.last().unwrap().hash(), h.head, "{engine:?}");
+        let reclaim = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ben,
+            Some(&ben_cert),
+            &ben,
+            Some(&ben_cert),
+        );
+        assert_eq!(
+            b.call(q(QueueFrame::Claim(Box::new(reclaim)))).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 3
+            }),
+            "{engine:?}"
+        );
+        // Ada, no longer a member, is refused now that Ben holds it.
+        assert_eq!(a.call(fetch).await, not_on, "{engine:?}");
+
+        // A conversation closed while waiting (the patient left before any claim) is not in the
+        // queue: an agent not on it may not read it.
+        let mut closed = History::new(&clinic, 39);
+        let open = closed.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        closed.accept(&open);
+        assert_eq!(
+            fetch_history(&mut a, closed.conversation).await.len(),
+            1,
+            "{engine:?}"
+        );
+        let gone = closed.change(
+            ChangeAction::Remove,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::PublishChange(Box::new(gone)))).await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::FetchMembership {
+                conversation: closed.conversation,
+                from_epoch: 0,
+            }))
+            .await,
+            not_on,
+            "{engine:?}"
+        );
     }
 }
 

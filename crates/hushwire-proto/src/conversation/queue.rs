@@ -23,7 +23,8 @@ pub const MAX_NOTE_ENVELOPES: usize = 64;
 pub const MAX_NOTE_ENVELOPE_LEN: usize = 4096;
 /// Most device addresses in one `OnDuty` answer.
 pub const MAX_ON_DUTY_DEVICES: usize = 256;
-/// Most archive envelopes in one `ArchiveItems` answer (16 × at most 65.7 KB fits a frame).
+/// Most archive items in one `ArchiveItems` answer (16 × at most 65 706 bytes, 1 051 296 bytes,
+/// fits a frame).
 pub const MAX_ARCHIVE_ITEMS: usize = 16;
 /// Largest archive envelope: its header, the length prefix and the largest ciphertext.
 pub const MAX_ARCHIVE_ENVELOPE_LEN: usize =
@@ -160,6 +161,46 @@ impl QueueEntry {
     }
 }
 
+/// One archived envelope as the relay returns it in `ArchiveItems` (`conversations.md` §5.2,
+/// §7.3): `filer[36] ‖ filed_at_ms[8] ‖ len[4] ‖ envelope` (48 bytes and the envelope, at most
+/// 48 + [`MAX_ARCHIVE_ENVELOPE_LEN`] = 65 706 bytes). `filer` and `filed_at_ms` are the relay's
+/// word, not signed by anyone: the archive reader checks the filer against the verified
+/// membership at the epoch sealed inside the envelope, and flags a message whose filer was not a
+/// member device that writes at that epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveItem {
+    /// The authenticated device that filed the envelope with `PutArchive` (its connection's
+    /// identity fingerprint and device number).
+    pub filer: DeviceAddress,
+    /// When the relay stored it: Unix milliseconds, relay clock.
+    pub filed_at_ms: u64,
+    /// The envelope as filed (§7.2).
+    pub envelope: ArchiveEnvelope,
+}
+
+impl ArchiveItem {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.filer.fingerprint);
+        out.extend_from_slice(&self.filer.device_id.to_be_bytes());
+        out.extend_from_slice(&self.filed_at_ms.to_be_bytes());
+        put_bytes_u32(out, &self.envelope.to_bytes());
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let filer = DeviceAddress {
+            fingerprint: r.array("archive filer fingerprint")?,
+            device_id: r.u32("archive filer device id")?,
+        };
+        let filed_at_ms = r.u64("archive filed at")?;
+        let bytes = r.bytes_u32(MAX_ARCHIVE_ENVELOPE_LEN, "archive item")?;
+        Ok(Self {
+            filer,
+            filed_at_ms,
+            envelope: ArchiveEnvelope::from_bytes(bytes)?,
+        })
+    }
+}
+
 /// A note envelope: `address[36] ‖ len[4] ‖ session message[≤ 4096]`, a session message to one
 /// staff device carrying the hand-off note. Opaque to the relay.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,7 +234,10 @@ pub enum QueueFrame {
     /// `0x17`, member or joining supervisor: any other change (a patient's new device, a
     /// supervisor joining read-only or leaving, an agent adding a supervisor).
     PublishChange(Box<MembershipChange>),
-    /// `0x18`, member: `conversation_id[16] ‖ from_epoch[8]`: the history from an epoch.
+    /// `0x18`: `conversation_id[16] ‖ from_epoch[8]`: the history from an epoch. For a member
+    /// device, a device of the patient's identity, a supervisor of the clinic, or an agent of the
+    /// clinic while the conversation waits in the queue (new or handed back, to build a claim on
+    /// the head); anyone else gets `NotOnConversation` (§5.2, §5.4).
     FetchMembership {
         /// The conversation.
         conversation: ConversationId,
@@ -257,13 +301,15 @@ pub enum QueueFrame {
     MembershipChanged(Box<MembershipChange>),
     /// `0x92`, relay, pushed to on-duty agents: a queue entry appeared, changed or left.
     QueueChanged(QueueEntry),
-    /// `0x93`, relay: `next_index[8] ‖ count[1] ‖ (len[4] ‖ envelope) × count` answering
-    /// `FetchArchive` (at most [`MAX_ARCHIVE_ITEMS`]; `next_index` is where to ask next).
+    /// `0x93`, relay: `next_index[8] ‖ count[1] ‖ (filer[36] ‖ filed_at_ms[8] ‖ len[4] ‖
+    /// envelope) × count` answering `FetchArchive` (at most [`MAX_ARCHIVE_ITEMS`]; `next_index`
+    /// is where to ask next). Each item carries the device that filed it and when
+    /// ([`ArchiveItem`]).
     ArchiveItems {
         /// The position after the last envelope returned.
         next_index: u64,
-        /// The envelopes, in the order the relay filed them.
-        items: Vec<ArchiveEnvelope>,
+        /// The envelopes with their filer and time, in the order the relay filed them.
+        items: Vec<ArchiveItem>,
     },
     /// `0x94`, relay: `has_policy[1] ‖ policy?` answering `FetchArchivePolicy`.
     ArchivePolicy(Option<Box<ArchivePolicy>>),
@@ -382,7 +428,7 @@ impl QueueFrame {
                 out.extend_from_slice(&next_index.to_be_bytes());
                 out.push(u8::try_from(items.len()).unwrap_or(u8::MAX));
                 for item in items {
-                    put_bytes_u32(out, &item.to_bytes());
+                    item.encode(out);
                 }
             }
             Self::ArchivePolicy(policy) => match policy {
@@ -557,10 +603,16 @@ impl QueueFrame {
                         max: MAX_ARCHIVE_ITEMS,
                     });
                 }
+                // At least 48 bytes an item (filer, time, length): refuse a count the input
+                // cannot hold before allocating.
+                if r.left() < count.saturating_mul(48) {
+                    return Err(DecodeError::Truncated {
+                        field: "archive items",
+                    });
+                }
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let bytes = r.bytes_u32(MAX_ARCHIVE_ENVELOPE_LEN, "archive item")?;
-                    items.push(ArchiveEnvelope::from_bytes(bytes)?);
+                    items.push(ArchiveItem::read(r)?);
                 }
                 Self::ArchiveItems { next_index, items }
             }

@@ -4,7 +4,7 @@
 
 use ed25519_dalek::SigningKey;
 
-use super::queue::{NoteEnvelope, QueueEntry, QueueError, QueueFrame, QueueState};
+use super::queue::{ArchiveItem, NoteEnvelope, QueueEntry, QueueError, QueueFrame, QueueState};
 use super::*;
 use crate::clinic::{
     AgentCertificate, CertificateError, DeviceList, OrgKey, RevocationList, Role, Roles,
@@ -835,7 +835,10 @@ fn queue_frames_round_trip_and_are_bounded() {
         )),
         QueueFrame::ArchiveItems {
             next_index: 2,
-            items: vec![archive_envelope(), archive_envelope()],
+            items: vec![
+                archive_item(1, 1_700_000_000_123),
+                archive_item(2, u64::MAX),
+            ],
         },
         QueueFrame::ArchivePolicy(None),
         QueueFrame::FetchOnDuty,
@@ -888,6 +891,15 @@ fn queue_frames_round_trip_and_are_bounded() {
         QueueFrame::from_frame(&[1, 0x93, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17]),
         Err(DecodeError::TooLong { max: 16, .. })
     ));
+    // 16 items announced, fewer than 16 × 48 bytes left.
+    let mut short = vec![1, 0x93, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16];
+    short.extend_from_slice(&[0; 16 * 48 - 1]);
+    assert_eq!(
+        QueueFrame::from_frame(&short),
+        Err(DecodeError::Truncated {
+            field: "archive items"
+        })
+    );
     assert!(matches!(
         QueueFrame::from_frame(&[1, 0x95, 0, 0, 0, 0, 1, 1]),
         Err(DecodeError::TooLong { max: 256, .. })
@@ -929,6 +941,72 @@ fn queue_frames_round_trip_and_are_bounded() {
     }
     assert_eq!(QueueError::from_code(19), None);
     assert_eq!(QueueError::from_code(25), None);
+}
+
+fn archive_item(device_id: u32, filed_at_ms: u64) -> ArchiveItem {
+    ArchiveItem {
+        filer: DeviceAddress {
+            fingerprint: [0x66; 32],
+            device_id,
+        },
+        filed_at_ms,
+        envelope: archive_envelope(),
+    }
+}
+
+/// `ArchiveItems` (§5.2): `next_index[8] ‖ count[1] ‖ (filer[36] ‖ filed_at_ms[8] ‖ len[4] ‖
+/// envelope) × count`, byte for byte, and an item's envelope is decoded (not carried opaque).
+#[test]
+fn archive_items_carry_the_filer_and_the_time() {
+    let item = archive_item(7, 0x0102_0304_0506_0708);
+    let envelope = item.envelope.to_bytes();
+    let frame = QueueFrame::ArchiveItems {
+        next_index: 5,
+        items: vec![item],
+    }
+    .to_frame(9);
+    let mut expected = vec![1, 0x93, 0, 0, 0, 9];
+    expected.extend_from_slice(&5u64.to_be_bytes());
+    expected.push(1);
+    expected.extend_from_slice(&[0x66; 32]);
+    expected.extend_from_slice(&7u32.to_be_bytes());
+    expected.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    expected.extend_from_slice(&u32::try_from(envelope.len()).unwrap().to_be_bytes());
+    expected.extend_from_slice(&envelope);
+    assert_eq!(frame, expected);
+    assert_eq!(frame.len(), 6 + 9 + 48 + envelope.len());
+    // An item whose envelope is not an archive envelope is refused.
+    let mut bad = frame.clone();
+    bad[6 + 9 + 48 + 1] = 0x71; // the envelope's type byte
+    assert!(QueueFrame::from_frame(&bad).is_err());
+    // A length past the largest envelope is refused before reading it.
+    let mut long = frame[..6 + 9 + 44].to_vec();
+    long.extend_from_slice(
+        &u32::try_from(queue::MAX_ARCHIVE_ENVELOPE_LEN + 1)
+            .unwrap()
+            .to_be_bytes(),
+    );
+    assert!(matches!(
+        QueueFrame::from_frame(&long),
+        Err(DecodeError::TooLong { .. })
+    ));
+    // The largest answer fits a frame.
+    let largest = QueueFrame::ArchiveItems {
+        next_index: u64::MAX,
+        items: vec![
+            ArchiveItem {
+                envelope: ArchiveEnvelope {
+                    ciphertext: vec![0; MAX_ARCHIVE_CIPHERTEXT_LEN],
+                    ..archive_envelope()
+                },
+                ..archive_item(u32::MAX, u64::MAX)
+            };
+            queue::MAX_ARCHIVE_ITEMS
+        ],
+    }
+    .to_frame(1);
+    assert!(largest.len() <= queue::MAX_QUEUE_FRAME_LEN);
+    assert!(QueueFrame::from_frame(&largest).is_ok());
 }
 
 #[test]

@@ -10,8 +10,8 @@ use hushwire_proto::audit::{AuditEvent, ConversationId};
 use hushwire_proto::clinic::{DeviceList, Role};
 use hushwire_proto::codec::Codec;
 use hushwire_proto::conversation::queue::{
-    MAX_ARCHIVE_ITEMS, MAX_CHANGES_PER_FRAME, MAX_ON_DUTY_DEVICES, MAX_QUEUE_ENTRIES, NoteEnvelope,
-    QueueEntry, QueueFrame, QueueState,
+    ArchiveItem, MAX_ARCHIVE_ITEMS, MAX_CHANGES_PER_FRAME, MAX_ON_DUTY_DEVICES, MAX_QUEUE_ENTRIES,
+    NoteEnvelope, QueueEntry, QueueFrame, QueueState,
 };
 use hushwire_proto::conversation::{
     ArchivePolicy, ChangeAction, MemberRole, MembershipChange, MembershipContext, MembershipLog,
@@ -211,25 +211,45 @@ impl<S: Store> Connection<S> {
                 conversation,
                 from_epoch,
             } => {
-                let Some((_, log)) = self.load(id, conversation).await? else {
+                // `load` answers only conversations of this relay's clinic.
+                let Some((stored, log)) = self.load(id, conversation).await? else {
                     return self
                         .refuse_queue(id, ErrorCode::UnknownConversation, "unknown_conversation")
                         .await;
                 };
                 // Members; any device of the patient's identity (a new device learning the
-                // history); a supervisor of the clinic (to verify the archive).
+                // history); a supervisor of the clinic (to verify the archive); an agent of the
+                // clinic while the conversation waits in the queue (new or handed back), since a
+                // claim must name the head's hash. Once claimed (or closed) a non-member agent
+                // is refused again.
+                let waiting = matches!(
+                    state_of(stored.state),
+                    QueueState::New | QueueState::HandedBack
+                ) && !log.is_claimed();
                 let allowed = role_of(&log, &device).is_some()
                     || log.patient().is_some_and(|p| p.0 == device.fingerprint)
-                    || self.has_role(id, identity, Role::Supervisor).await?;
+                    || self.has_role(id, identity, Role::Supervisor).await?
+                    || (waiting && self.has_role(id, identity, Role::Agent).await?);
                 if !allowed {
                     return self
                         .refuse_queue(id, ErrorCode::NotOnConversation, "not_on_conversation")
                         .await;
                 }
+                // Only the changes up to the head the permission was decided on: a change
+                // stored since (a racing claim, on any instance) is not shown to a device that
+                // may no longer read the history; it asks again from the next epoch.
+                let limit = stored
+                    .head_epoch
+                    .saturating_sub(from_epoch)
+                    .min(MAX_CHANGES_PER_FRAME as u64);
                 let changes = self
                     .relay
                     .store
-                    .conversation_changes(conversation.0, from_epoch, MAX_CHANGES_PER_FRAME as u32)
+                    .conversation_changes(
+                        conversation.0,
+                        from_epoch,
+                        u32::try_from(limit).unwrap_or(0),
+                    )
                     .await
                     .map_err(|e| internal(id, &e))?
                     .iter()
@@ -296,9 +316,18 @@ impl<S: Store> Connection<S> {
                     .await
                     .map_err(|e| internal(id, &e))?;
                 let next_index = stored.last().map_or(from_index, |s| s.index + 1);
+                // Each envelope with the authenticated device that filed it and when, so the
+                // archive reader can check the filer against the membership at the message's
+                // epoch (`docs/conversations.md` §7.3).
                 let items = stored
                     .iter()
-                    .filter_map(|s| decode_stored(&s.envelope))
+                    .filter_map(|s| {
+                        decode_stored(&s.envelope).map(|envelope| ArchiveItem {
+                            filer: s.filed_by,
+                            filed_at_ms: s.filed_at_ms,
+                            envelope,
+                        })
+                    })
                     .collect();
                 self.reply(
                     id,

@@ -24,6 +24,17 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
+/// The test's clock in Unix milliseconds (the relay's runs on the same machine).
+pub fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
 pub fn error(code: ErrorCode) -> FrameBody {
     FrameBody::Error {
         code,
