@@ -2325,15 +2325,13 @@ fn certified_staff(
 fn a_patient_opens_a_conversation_one_agent_claims_and_members_are_verified() {
     let (admin_machine, org_dir, port, url, link) = lakeside_org();
     let _relay = Relay::start_clinic(port, &link);
-    // Agents also hold the supervisor role: the relay lets only members and supervisors fetch
-    // a history, which a claim needs (see docs/conversations.md §0).
     let ada = certified_staff(
         &admin_machine,
         &org_dir,
         &url,
         &link,
         "Dr. Ada Okafor",
-        "agent,supervisor",
+        "agent",
     );
     let ben = certified_staff(
         &admin_machine,
@@ -2442,16 +2440,9 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         &url,
         &link,
         "Dr. Ada Okafor",
-        "agent,supervisor",
+        "agent",
     );
-    let ben = certified_staff(
-        &admin_machine,
-        &org_dir,
-        &url,
-        &link,
-        "Ben Marsh",
-        "agent,supervisor",
-    );
+    let ben = certified_staff(&admin_machine, &org_dir, &url, &link, "Ben Marsh", "agent");
     let patient = User::new();
     patient.run_ok(&["init"]);
     patient.run_ok(&["clinic", "add", &link]);

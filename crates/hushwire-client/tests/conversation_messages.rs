@@ -24,9 +24,8 @@ use hushwire_proto::conversation::{ArchivePolicy, ConversationId};
 
 const CLINIC: &str = "Lakeside Clinic";
 
-// Until every relay lets a plain agent fetch a queued conversation's history, the agents here
-// also hold the supervisor role (see tests/conversations.rs).
-const AGENT_ROLES: &[Role] = &[Role::Agent, Role::Supervisor];
+// Plain agents, without the supervisor role: they cannot open the archive.
+const AGENT_ROLES: &[Role] = &[Role::Agent];
 
 /// Polls `client`'s view of `conversation` until `done` holds (or fails after [`WAIT`]).
 async fn wait_until(
@@ -193,7 +192,11 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
     // The patient is told who answers now.
     let deadline = Instant::now() + WAIT;
     let mut told = Vec::new();
-    while told.len() < 2 && Instant::now() < deadline {
+    let left = |told: &[String]| {
+        told.iter()
+            .any(|l| l.contains("Dr. Ada Okafor") && l.contains("left"))
+    };
+    while !left(&told) && Instant::now() < deadline {
         if let Ok(Ok(Event::ConversationMembershipChanged { changes, .. })) =
             tokio::time::timeout(Duration::from_millis(200), patient_events.recv()).await
         {
@@ -301,7 +304,8 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
         "the recall is in the archive"
     );
     assert!(entries.iter().all(|e| e.member_at_epoch), "{entries:?}");
-    // Another key opens nothing.
+    // Only supervisors read the archive; another key opens nothing.
+    assert!(ben.open_archive(conversation, &archive_key).await.is_err());
     let other = ArchiveSecretKey::from_secret_bytes([0x43; 32]).unwrap();
     assert!(sue.open_archive(conversation, &other).await.is_err());
     drop(relay);

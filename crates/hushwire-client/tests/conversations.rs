@@ -20,10 +20,9 @@ use hushwire_proto::conversation::MemberRole;
 
 const CLINIC: &str = "Lakeside Clinic";
 
-// The relay lets only members, the patient's devices and supervisors fetch a history
-// (`FetchMembership`), and a claim must name the head's hash: so the agents here also hold
-// the supervisor role. (Integrator: the relay should let agents fetch a queued conversation.)
-const AGENT_ROLES: &[Role] = &[Role::Agent, Role::Supervisor];
+// Plain agents: the relay lets an agent read a waiting conversation's history, which a claim
+// needs (its head's hash).
+const AGENT_ROLES: &[Role] = &[Role::Agent];
 
 #[tokio::test]
 async fn a_patient_opens_one_of_two_racing_agents_claims_hands_back_and_a_supervisor_reads_along() {

@@ -152,9 +152,11 @@ pub struct ArchiveEntry {
     pub sender_shown: String,
     /// The membership epoch it was sent under.
     pub epoch: u64,
-    /// Whether the sender was a member that writes at that epoch in the verified history;
-    /// `false` flags the entry (§7.3).
+    /// Whether the sender was a member that writes at that epoch in the verified history and
+    /// is the device the relay saw file the entry; `false` flags the entry (§7.3).
     pub member_at_epoch: bool,
+    /// When the relay filed it (its clock, Unix ms).
+    pub filed_at_ms: u64,
     /// The payload the members received: a message, a recall, a receipt. PHI: `Debug`
     /// shows no content.
     pub payload: Payload,
@@ -383,8 +385,12 @@ impl Client {
 
     /// The conversation's verified history, fetched first when connected.
     async fn current_conv(&self, conversation: ConversationId) -> Result<Conv> {
-        if self.current_link().is_some() {
-            self.refresh_membership(conversation).await?;
+        if self.current_link().is_some()
+            && self.fetch_history(conversation).await? == super::conversations::History::NotReadable
+        {
+            return Err(conversation_error(
+                "this device is not a member of the conversation (any more)",
+            ));
         }
         self.conv_snapshot(conversation)
             .await?
@@ -706,7 +712,7 @@ impl Client {
                 let Some(_link) = link else {
                     continue; // the connection's worker fetches the history and comes back
                 };
-                if let Err(e) = self.refresh_membership(conversation).await {
+                if let Err(e) = self.fetch_history(conversation).await {
                     tracing::warn!(error = %e, "a conversation's history could not be fetched");
                 }
                 conv = self.conv_snapshot(conversation).await?;
@@ -985,9 +991,20 @@ impl Client {
     ) -> Result<bool> {
         let recipient = Address::from_device_address(envelope.recipient);
         for attempt in 0..2 {
-            let Some(conv) = self.conv_snapshot(conversation).await? else {
-                self.refresh_membership(conversation).await?;
-                continue;
+            let readable = match self.conv_snapshot(conversation).await? {
+                Some(_) if attempt == 0 => true,
+                _ => {
+                    self.fetch_history(conversation).await?
+                        == super::conversations::History::Current
+                }
+            };
+            let conv = self.conv_snapshot(conversation).await?;
+            let Some(conv) = conv.filter(|_| readable) else {
+                // Not on the conversation any more: nothing goes out for it (§4.4).
+                let mut c = self.inner.db.acquire().await?;
+                store::delete_outbox(&mut c, row_id).await?;
+                tracing::info!("a conversation envelope was dropped: this device is off it");
+                return Ok(false);
             };
             let (me, device) = self.own_fingerprint_and_device().await;
             let still = role_at(
@@ -1023,9 +1040,8 @@ impl Client {
                 Err(ClientError::Relay(ErrorCode::StaleEpoch | ErrorCode::NotOnConversation))
                     if attempt == 0 =>
                 {
-                    // Another change came first: verify it, then send to whoever is still a
-                    // member (§4.4).
-                    self.refresh_membership(conversation).await?;
+                    // Another change came first: the next attempt verifies it, then sends to
+                    // whoever is still a member (§4.4).
                 }
                 Err(e) => return Err(e),
             }
@@ -1259,8 +1275,8 @@ impl Client {
             if items.is_empty() {
                 break;
             }
-            for envelope in &items {
-                let opened = key.open(envelope).map_err(|e| {
+            for item in &items {
+                let opened = key.open(&item.envelope).map_err(|e| {
                     conversation_error(format!(
                         "an archive envelope does not open with this key: {e:?}"
                     ))
@@ -1268,15 +1284,20 @@ impl Client {
                 let payload = Payload::decode_padded(&opened.payload).map_err(|e| {
                     conversation_error(format!("an archived payload is malformed: {e}"))
                 })?;
-                let member_at_epoch = conv.as_ref().is_some_and(|c| {
-                    role_at(
-                        &c.changes,
-                        opened.epoch,
-                        &opened.sender,
-                        opened.sender_device,
-                    )
-                    .is_some_and(MemberRole::can_write)
-                });
+                // The sender inside is a claim (the seal is no signature): it must be the
+                // device the relay saw file it, a member that writes at the entry's epoch.
+                let filer = Address::from_device_address(item.filer);
+                let member_at_epoch = filer.fingerprint == opened.sender
+                    && filer.device_id == opened.sender_device
+                    && conv.as_ref().is_some_and(|c| {
+                        role_at(
+                            &c.changes,
+                            opened.epoch,
+                            &opened.sender,
+                            opened.sender_device,
+                        )
+                        .is_some_and(MemberRole::can_write)
+                    });
                 entries.push(ArchiveEntry {
                     sender_shown: conv
                         .as_ref()
@@ -1285,6 +1306,7 @@ impl Client {
                     sender_device: opened.sender_device,
                     epoch: opened.epoch,
                     member_at_epoch,
+                    filed_at_ms: item.filed_at_ms,
                     payload,
                 });
             }
@@ -1316,7 +1338,7 @@ impl Client {
                     .conv_snapshot(conversation)
                     .await?
                     .map_or(0, |c| c.log.next_epoch());
-                match self.refresh_membership(conversation).await {
+                match self.apply_pushed(&change).await {
                     Ok(()) => {}
                     Err(ClientError::Conversation(why)) => {
                         tracing::warn!("a pushed membership change could not be verified");

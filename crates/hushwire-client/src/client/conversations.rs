@@ -49,6 +49,16 @@ pub struct ConversationMember {
     pub shown: String,
 }
 
+/// What fetching a conversation's history found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum History {
+    /// Verified up to the relay's head.
+    Current,
+    /// The relay does not let this device read it (`NotOnConversation`); what was verified
+    /// here before stays.
+    NotReadable,
+}
+
 /// How a claim ended: losing a race is an answer, not an error (§5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimOutcome {
@@ -112,13 +122,20 @@ impl Client {
     }
 
     pub(super) async fn queue_call(&self, what: &str, frame: QueueFrame) -> Result<QueueFrame> {
+        self.queue_call_raw(frame).await.map_err(|e| match e {
+            ClientError::Relay(code) => refused(what, code),
+            e => e,
+        })
+    }
+
+    /// A queue request whose refusal stays `ClientError::Relay(code)`, for callers that act on
+    /// the code.
+    async fn queue_call_raw(&self, frame: QueueFrame) -> Result<QueueFrame> {
         let link = self.require_link()?;
-        match link.call(FrameBody::Queue(Box::new(frame))).await {
-            Ok(FrameBody::Queue(answer)) => Ok(*answer),
-            Ok(FrameBody::Ok) => Ok(QueueFrame::FetchQueue),
-            Ok(_) => Err(unexpected()),
-            Err(ClientError::Relay(code)) => Err(refused(what, code)),
-            Err(e) => Err(e),
+        match link.call(FrameBody::Queue(Box::new(frame))).await? {
+            FrameBody::Queue(answer) => Ok(*answer),
+            FrameBody::Ok => Ok(QueueFrame::FetchQueue),
+            _ => Err(unexpected()),
         }
     }
 
@@ -319,27 +336,45 @@ impl Client {
 
     /// Fetches the conversation's history from the relay from the first epoch not verified
     /// here, and verifies each change (§4.3). A refused change stops the fetch and is reported;
-    /// what was verified before it stays.
+    /// what was verified before it stays. A device the relay no longer lets read the history
+    /// (removed, or an agent not on a claimed conversation) gets
+    /// [`ClientError::Conversation`] saying so.
     pub async fn refresh_membership(&self, conversation: ConversationId) -> Result<()> {
+        match self.fetch_history(conversation).await? {
+            History::Current => Ok(()),
+            History::NotReadable => Err(refused("fetch membership", ErrorCode::NotOnConversation)),
+        }
+    }
+
+    /// [`Self::refresh_membership`], telling "not readable by this device" apart: what was
+    /// verified here stays, and the caller decides (a removed member keeps its history).
+    pub(super) async fn fetch_history(&self, conversation: ConversationId) -> Result<History> {
         let me = self.me().await?;
         let mut conv = self.take_conv(conversation, &me).await?;
         let result = async {
             loop {
                 let from_epoch = conv.log.next_epoch();
-                let answer = self
-                    .queue_call(
-                        "fetch membership",
-                        QueueFrame::FetchMembership {
-                            conversation,
-                            from_epoch,
-                        },
-                    )
-                    .await?;
+                let answer = match self
+                    .queue_call_raw(QueueFrame::FetchMembership {
+                        conversation,
+                        from_epoch,
+                    })
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(ClientError::Relay(ErrorCode::NotOnConversation)) => {
+                        return Ok(History::NotReadable);
+                    }
+                    Err(ClientError::Relay(code)) => {
+                        return Err(refused("fetch membership", code));
+                    }
+                    Err(e) => return Err(e),
+                };
                 let QueueFrame::Membership(changes) = answer else {
                     return Err(unexpected());
                 };
                 if changes.is_empty() {
-                    return Ok(());
+                    return Ok(History::Current);
                 }
                 for change in &changes {
                     self.verify(&mut conv, change, &me).await?;
@@ -351,6 +386,26 @@ impl Client {
             self.put_conv(conversation, conv).await?;
         }
         result
+    }
+
+    /// A change the relay pushed (§5.4): applied at once if it is the next one here (so a
+    /// device just removed, which may no longer fetch, still learns of its removal), else the
+    /// history is fetched. Returns whether the history moved.
+    pub(super) async fn apply_pushed(&self, change: &MembershipChange) -> Result<()> {
+        let conversation = change.conversation();
+        let me = self.me().await?;
+        let mut conv = self.take_conv(conversation, &me).await?;
+        if change.epoch() == conv.log.next_epoch() && conv.log.next_epoch() > 0 {
+            let applied = self.verify(&mut conv, change, &me).await;
+            self.put_conv(conversation, conv).await?;
+            return applied;
+        }
+        if conv.log.next_epoch() > 0 {
+            self.put_conv(conversation, conv).await?;
+        }
+        match self.fetch_history(conversation).await? {
+            History::Current | History::NotReadable => Ok(()),
+        }
     }
 
     /// Agent: claims a conversation in the queue (§5.1 step 3): fetches and verifies its
@@ -369,7 +424,12 @@ impl Client {
             ));
         }
         self.ensure_own_list(&me).await?;
-        self.refresh_membership(conversation).await?;
+        if self.fetch_history(conversation).await? == History::NotReadable {
+            // The relay shows a claimed conversation only to those on it.
+            return Err(ClientError::Conversation(
+                "already claimed: an agent is on this conversation".into(),
+            ));
+        }
         let (epoch, previous_hash) = {
             let convs = self.conversations_mut();
             let conv = convs.get(&conversation.0).ok_or_else(|| {
@@ -417,7 +477,9 @@ impl Client {
     /// when connected), staff named from their certificates.
     pub async fn members(&self, conversation: ConversationId) -> Result<Vec<ConversationMember>> {
         if self.current_link().is_some() {
-            self.refresh_membership(conversation).await?;
+            // A device no longer on it keeps the history it verified (its removal included,
+            // when the relay's push reached it).
+            self.fetch_history(conversation).await?;
         } else {
             let me = self.me().await?;
             let conv = self.take_conv(conversation, &me).await?;
@@ -528,7 +590,8 @@ impl Client {
     /// own removal and no note); a supervisor publishes its own removal.
     pub async fn leave(&self, conversation: ConversationId) -> Result<()> {
         let me = self.me().await?;
-        self.refresh_membership(conversation).await?;
+        // A device off the conversation keeps its verified history, which says so.
+        self.fetch_history(conversation).await?;
         let role = {
             let convs = self.conversations_mut();
             convs
@@ -604,7 +667,7 @@ impl Client {
             None => None,
         };
         let link = self.require_link()?;
-        self.refresh_membership(conversation).await?;
+        self.fetch_history(conversation).await?;
         let conv = self
             .conv_snapshot(conversation)
             .await?
@@ -689,10 +752,10 @@ impl Client {
                 },
             )
             .await;
-        // The changes are fetched and verified like any others (what the relay stored).
-        let refreshed = self.refresh_membership(conversation).await;
-        answer.map(drop)?;
-        refreshed
+        answer?;
+        // Stored by the relay as verified here: this device, now off the conversation, may no
+        // longer fetch its history.
+        self.put_conv(conversation, trial).await
     }
 
     /// An agent of the clinic by identity fingerprint: its identity key and certificate (from
