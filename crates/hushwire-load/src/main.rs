@@ -196,6 +196,14 @@ impl RelayProcess {
     }
 }
 
+/// A relay this tool started does not outlive it, whichever way a mode ends (an error returned
+/// early included).
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
