@@ -119,10 +119,10 @@ for size, padded in (("256B", 256), ("4KiB", 4096)):
         two_plain = two["upload_without_archive"] + two["download"]
         two_sealed = two["upload"] + two["download"]
         print()
-        print("| member devices | session message | uploaded (with archive) | downloaded | on the wire | per receiving device | ÷ two-party | ÷ n = 2 with archive |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| member devices | session message | uploaded: without archive / with | downloaded | per receiving device without archive | ÷ two-party | per receiving device with archive | ÷ n = 2 with archive | ÷ two-party without archive |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for n in members:
             w = wire[(padded, n)]
-            total = w["upload"] + w["download"]
-            per = total / (n - 1)
-            print(f"| {n} | {w['session_message']} B | {w['upload']} B ({w['upload_without_archive']} B without) | {w['download']} B | {total} B | {per:.0f} B | {per / two_plain:.2f} | {per / two_sealed:.2f} |")
+            plain_per = (w["upload_without_archive"] + w["download"]) / (n - 1)
+            sealed_per = (w["upload"] + w["download"]) / (n - 1)
+            print(f"| {n} | {w['session_message']} B | {w['upload_without_archive']} / {w['upload']} B | {w['download']} B | {plain_per:.0f} B | {plain_per / two_plain:.2f} | {sealed_per:.0f} B | {sealed_per / two_sealed:.2f} | {sealed_per / two_plain:.2f} |")
