@@ -15,6 +15,14 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use hushwire::archive::{ArchiveSecretKey, ArchivedMessage};
+use hushwire::payload::{ConversationMessage, MessageId, Payload, pad};
+use hushwire::proto::codec::Codec as _;
+use hushwire::proto::conversation::queue::QueueFrame;
+use hushwire::proto::conversation::{ArchiveEnvelope, ArchivePolicy, ConversationId};
+use hushwire::proto::relay::{
+    Delivery, DeviceAddress, Frame, FrameBody, MAX_ENVELOPES_PER_FRAME, OutgoingEnvelope,
+};
 use hushwire::proto::{Fingerprint, Signer as _};
 use hushwire::transcript::{
     AuditorKey, ContentType, Direction, ExportWriter, TranscriptManifest, TranscriptRecord,
@@ -385,8 +393,220 @@ fn primitives(c: &mut Criterion) {
     g.finish();
 }
 
+/// Member devices of the conversations measured: a two-party chat, a support chat with a few
+/// devices, and the largest pairwise fan-out allowed (`docs/conversations.md` §2).
+const FANOUT_MEMBERS: [usize; 4] = [2, 5, 10, 32];
+/// Content lengths and what they pad to (`client.md` §4.5): a one-line message (80 bytes of text,
+/// 135 bytes of payload, padded to 256) and one whose payload pads to exactly 4 KiB.
+const FANOUT_SIZES: [(usize, usize, &str); 2] = [(80, 256, "256B"), (4096 - 55, 4096, "4KiB")];
+
+/// One sender's side of a clinic conversation: an established Double Ratchet session with every
+/// other member device (real handshake, one reply each, so none sends a prekey message) and the
+/// clinic's archive policy.
+struct FanoutConversation {
+    sender: Fingerprint,
+    id: ConversationId,
+    epoch: u64,
+    sessions: Vec<(DeviceAddress, Session)>,
+    policy: ArchivePolicy,
+}
+
+impl FanoutConversation {
+    fn new(members: usize, rng: &mut ChaCha20Rng) -> Self {
+        let sender = Account::new(1, 0, rng);
+        let sessions = (1..members)
+            .map(|i| {
+                let mut peer = Account::new(u32::try_from(i).unwrap() + 1, 0, rng);
+                peer.generate_one_time_prekeys(1, rng);
+                let mut ours =
+                    Session::initiate(sender.identity(), &peer.prekey_bundle().unwrap(), rng)
+                        .unwrap();
+                let first = ours.encrypt(b"hi").unwrap();
+                let mut theirs = peer.accept(&first, rng).unwrap().session;
+                ours.decrypt(&theirs.encrypt(b"hello").unwrap(), rng)
+                    .unwrap();
+                let address = DeviceAddress {
+                    fingerprint: peer.identity().public().fingerprint().0,
+                    device_id: peer.device_id(),
+                };
+                (address, ours)
+            })
+            .collect();
+        let org = IdentityKeyPair::generate(rng);
+        let archive = ArchiveSecretKey::generate(rng);
+        Self {
+            sender: sender.identity().public().fingerprint(),
+            id: ConversationId([0xc0; 16]),
+            epoch: 3,
+            sessions,
+            policy: ArchivePolicy::issue(&org, 1, *archive.public(), 2190).unwrap(),
+        }
+    }
+
+    /// One conversation message as §2 sends it: the payload encoded and padded once, encrypted
+    /// over every member session, and (with `archive`) sealed once to the archive key (§7.3).
+    fn send(
+        &mut self,
+        content: &[u8],
+        archive: bool,
+        rng: &mut ChaCha20Rng,
+    ) -> (Vec<OutgoingEnvelope>, Option<ArchiveEnvelope>) {
+        let payload = Payload::ConversationMessage(ConversationMessage {
+            conversation: self.id,
+            epoch: self.epoch,
+            id: MessageId([5; 16]),
+            sent_at_ms: 1_764_547_200_000,
+            content_type: ContentType::Text,
+            content: content.to_vec().into(),
+        })
+        .encode();
+        let padded = pad(&payload);
+        let envelopes = self
+            .sessions
+            .iter_mut()
+            .map(|(recipient, session)| OutgoingEnvelope {
+                recipient: *recipient,
+                payload: session.encrypt(&padded).unwrap(),
+            })
+            .collect();
+        let sealed = archive.then(|| {
+            let message = ArchivedMessage {
+                sender: self.sender,
+                sender_device: 1,
+                epoch: self.epoch,
+                payload: padded.to_vec(),
+            };
+            hushwire::archive::seal(&self.policy, self.id, &message, rng).unwrap()
+        });
+        (envelopes, sealed)
+    }
+}
+
+/// Bytes of one conversation message on the wire, counted from real frames around the real
+/// ciphertexts: what the sender uploads (`ConversationSend` frames of at most 16 envelopes and one
+/// `PutArchive`, `conversations.md` §5.2) and what the recipients download (one `Deliver` frame
+/// each, `relay-protocol.md` §2). WebSocket and TLS framing are not counted.
+fn wire_bytes(
+    conversation: ConversationId,
+    epoch: u64,
+    envelopes: &[OutgoingEnvelope],
+    archive: Option<&ArchiveEnvelope>,
+) -> (usize, usize) {
+    let frame = |body| Frame {
+        request_id: 7,
+        body,
+    };
+    let queue = |q| frame(FrameBody::Queue(Box::new(q))).to_bytes().len();
+    let upload: usize = envelopes
+        .chunks(MAX_ENVELOPES_PER_FRAME)
+        .map(|chunk| {
+            queue(QueueFrame::ConversationSend {
+                conversation,
+                epoch,
+                envelopes: chunk.to_vec(),
+            })
+        })
+        .sum::<usize>()
+        + archive.map_or(0, |a| queue(QueueFrame::PutArchive(Box::new(a.clone()))));
+    let download = envelopes
+        .iter()
+        .map(|e| {
+            frame(FrameBody::Deliver(Delivery {
+                server_id: [1; 16],
+                sender: DeviceAddress {
+                    fingerprint: [2; 32],
+                    device_id: 1,
+                },
+                server_time_ms: 1,
+                payload: e.payload.clone(),
+            }))
+            .to_bytes()
+            .len()
+        })
+        .sum();
+    (upload, download)
+}
+
+/// A message to a conversation of n member devices by pairwise fan-out (`conversations.md` §2):
+/// n − 1 session encryptions, alone (`nN/fanout`) and with the archive seal
+/// (`nN/fanout+archive`), plus the seal alone. Throughput is in receiving devices, so
+/// criterion's elements/s is devices reached per second; `python3 benches/summary.py` prints the
+/// per-device ratios against n = 2. Every encryption is a sending-chain step: Hushwire takes its
+/// X25519 ratchet step when it decrypts a reply (`ratchet::DoubleRatchet::decrypt`), so a change
+/// of direction costs the receiving side, not this. The wire bytes of each case, counted from the
+/// frames, are printed and written to `<target>/criterion/fanout_bytes.json`.
+fn fanout(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::from_seed([15; 32]);
+    let mut conversations: Vec<(usize, FanoutConversation)> = FANOUT_MEMBERS
+        .iter()
+        .map(|&n| (n, FanoutConversation::new(n, &mut rng)))
+        .collect();
+    let mut bytes = Vec::new();
+    for (content_len, padded, name) in FANOUT_SIZES {
+        let content = vec![b'a'; content_len];
+        let mut g = c.benchmark_group(format!("fanout_{name}"));
+        for (n, conversation) in &mut conversations {
+            let (envelopes, sealed) = conversation.send(&content, true, &mut rng);
+            assert_eq!(sealed.as_ref().unwrap().ciphertext.len(), 44 + padded + 16);
+            let (upload, download) = wire_bytes(
+                conversation.id,
+                conversation.epoch,
+                &envelopes,
+                sealed.as_ref(),
+            );
+            let (upload_plain, _) =
+                wire_bytes(conversation.id, conversation.epoch, &envelopes, None);
+            let ciphertext = envelopes.first().unwrap().payload.len();
+            println!(
+                "fanout bytes: padded {padded} B, {n} member devices: session message {ciphertext} B, upload {upload} B ({upload_plain} B without the archive), download {download} B, total {} B",
+                upload + download
+            );
+            bytes.push(format!(
+                "{{\"padded\": {padded}, \"members\": {n}, \"session_message\": {ciphertext}, \"upload\": {upload}, \"upload_without_archive\": {upload_plain}, \"download\": {download}}}"
+            ));
+            g.throughput(Throughput::Elements(*n as u64 - 1));
+            g.bench_function(format!("n{n}/fanout"), |b| {
+                b.iter(|| conversation.send(black_box(&content), false, &mut rng))
+            });
+            g.bench_function(format!("n{n}/fanout+archive"), |b| {
+                b.iter(|| conversation.send(black_box(&content), true, &mut rng))
+            });
+        }
+        let (_, conversation) = conversations.first().unwrap();
+        let message = ArchivedMessage {
+            sender: conversation.sender,
+            sender_device: 1,
+            epoch: conversation.epoch,
+            payload: vec![0; padded],
+        };
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("archive_seal", |b| {
+            b.iter(|| {
+                hushwire::archive::seal(
+                    &conversation.policy,
+                    conversation.id,
+                    black_box(&message),
+                    &mut rng,
+                )
+                .unwrap()
+            })
+        });
+        g.finish();
+    }
+    // Beside criterion's own output, for benches/summary.py.
+    if let Some(target) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|t| t.join("criterion")))
+        && target.is_dir()
+    {
+        let json = format!("[\n  {}\n]\n", bytes.join(",\n  "));
+        std::fs::write(target.join("fanout_bytes.json"), json).unwrap();
+    }
+}
+
 criterion_group!(
     benches,
+    fanout,
     handshake,
     steady_chain,
     ratchet,

@@ -3,7 +3,9 @@
 
 Reads criterion's estimates (target/criterion/<group>/<bench>/new/estimates.json) and prints:
   1. Hushwire / vodozemac for each paired operation (below 1.00 means Hushwire is faster);
-  2. each Hushwire handshake over the sum of the primitive operations it performs.
+  2. each Hushwire handshake over the sum of the primitive operations it performs;
+  3. clinic conversations by pairwise fan-out: time and wire bytes per receiving device
+     against a two-party message (groups fanout_256B and fanout_4KiB, fanout_bytes.json).
 Usage: python3 benches/summary.py [target-dir]
 """
 import json
@@ -84,3 +86,43 @@ if all(p.values()):
     print("|---|---|")
     for name, ns in p.items():
         print(f"| {name} | {fmt(ns)} |")
+
+# Clinic conversations: pairwise fan-out (docs/conversations.md §2), per receiving device
+# against a two-party message (n = 2), from the `fanout_*` groups of the same run.
+members = (2, 5, 10, 32)
+bytes_path = os.path.join(root, "fanout_bytes.json")
+wire = {}
+if os.path.exists(bytes_path):
+    with open(bytes_path) as f:
+        for row in json.load(f):
+            wire[(row["padded"], row["members"])] = row
+for size, padded in (("256B", 256), ("4KiB", 4096)):
+    group = f"fanout_{size}"
+    plain = {n: estimate(group, f"n{n}/fanout") for n in members}
+    sealed = {n: estimate(group, f"n{n}/fanout+archive") for n in members}
+    if not plain[2] or not sealed[2]:
+        continue
+    seal = estimate(group, "archive_seal")
+    print()
+    print(f"Payload padded to {size}; archive seal alone: {fmt(seal)}")
+    print()
+    print("| member devices | fan-out | per receiving device | ÷ two-party | fan-out + archive | per receiving device | ÷ n = 2 with archive | ÷ two-party without archive |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in members:
+        a, b = plain[n], sealed[n]
+        if not a or not b:
+            continue
+        pa, pb = a / (n - 1), b / (n - 1)
+        print(f"| {n} | {fmt(a)} | {fmt(pa)} | {pa / plain[2]:.2f} | {fmt(b)} | {fmt(pb)} | {pb / sealed[2]:.2f} | {pb / plain[2]:.2f} |")
+    if all((padded, n) in wire for n in members):
+        two = wire[(padded, 2)]
+        two_plain = two["upload_without_archive"] + two["download"]
+        two_sealed = two["upload"] + two["download"]
+        print()
+        print("| member devices | session message | uploaded: without archive / with | downloaded | per receiving device without archive | ÷ two-party | per receiving device with archive | ÷ n = 2 with archive | ÷ two-party without archive |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for n in members:
+            w = wire[(padded, n)]
+            plain_per = (w["upload_without_archive"] + w["download"]) / (n - 1)
+            sealed_per = (w["upload"] + w["download"]) / (n - 1)
+            print(f"| {n} | {w['session_message']} B | {w['upload_without_archive']} / {w['upload']} B | {w['download']} B | {plain_per:.0f} B | {plain_per / two_plain:.2f} | {sealed_per:.0f} B | {sealed_per / two_sealed:.2f} | {sealed_per / two_plain:.2f} |")

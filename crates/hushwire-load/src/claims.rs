@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hushwire::IdentityKeyPair;
 use hushwire::proto::audit::ConversationId;
-use hushwire::proto::clinic::{AgentCertificate, ClinicLink, DeviceList, Role, Roles};
+use hushwire::proto::clinic::{AgentCertificate, ClinicLink, DeviceList, OrgKey, Role, Roles};
 use hushwire::proto::conversation::queue::QueueFrame;
 use hushwire::proto::conversation::{
     ChangeAction, ChangeProposal, MemberRole, MembershipChange, genesis_hash,
@@ -20,17 +20,21 @@ use rand_core::SeedableRng as _;
 
 use super::{RelayProcess, Socket, next_frame, percentile, send};
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn key(seed: u64) -> IdentityKeyPair {
+pub(crate) fn key(seed: u64) -> IdentityKeyPair {
     IdentityKeyPair::generate(&mut ChaCha20Rng::seed_from_u64(seed))
 }
 
-async fn call(socket: &mut Socket, id: u32, body: FrameBody) -> Result<FrameBody, String> {
+pub(crate) async fn call(
+    socket: &mut Socket,
+    id: u32,
+    body: FrameBody,
+) -> Result<FrameBody, String> {
     send(
         socket,
         Frame {
@@ -53,6 +57,17 @@ async fn register(
     identity: &IdentityKeyPair,
     certificate: Option<AgentCertificate>,
 ) -> Result<Socket, String> {
+    register_device(url, identity, 1, certificate).await
+}
+
+/// Connects and registers `identity` as `device_id` (with `certificate` for staff); a device
+/// after the first needs the identity's device list published first.
+pub(crate) async fn register_device(
+    url: &str,
+    identity: &IdentityKeyPair,
+    device_id: u32,
+    certificate: Option<AgentCertificate>,
+) -> Result<Socket, String> {
     let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| e.to_string())?;
@@ -61,7 +76,8 @@ async fn register(
             break c;
         }
     };
-    let credentials = Credentials::answer(identity.public().clone(), 1, &challenge, identity);
+    let credentials =
+        Credentials::answer(identity.public().clone(), device_id, &challenge, identity);
     let body = FrameBody::Register {
         credentials,
         invite: None,
@@ -73,21 +89,22 @@ async fn register(
     }
 }
 
-fn q(frame: QueueFrame) -> FrameBody {
+pub(crate) fn q(frame: QueueFrame) -> FrameBody {
     FrameBody::Queue(Box::new(frame))
 }
 
-/// Runs the claim benchmark; whether it passed.
-pub async fn run(
+/// Starts the relay serving a clinic of organization key `org` (`--clinic-link`); with
+/// `database_url`, two instances sharing one PostgreSQL schema (`hushwire_{schema}_{pid}`) and
+/// one relay key. Waits until they listen.
+pub(crate) async fn start_clinic_relays(
     bin: &Path,
     dir: &Path,
-    patients: usize,
-    agents: usize,
+    org: &IdentityKeyPair,
     database_url: Option<&str>,
-) -> Result<bool, String> {
-    let org = key(0xc1a1);
+    schema: &str,
+) -> Result<(OrgKey, Vec<RelayProcess>), String> {
     let link =
-        ClinicLink::issue(&org, "Load Clinic", "wss://relay.example").map_err(|e| e.to_string())?;
+        ClinicLink::issue(org, "Load Clinic", "wss://relay.example").map_err(|e| e.to_string())?;
     let org_key = *link.org();
     let mut extra = vec!["--clinic-link".to_string(), link.to_string()];
     if let Some(url) = database_url {
@@ -103,7 +120,7 @@ pub async fn run(
             "--database-url".into(),
             url.into(),
             "--database-schema".into(),
-            format!("hushwire_claims_{}", std::process::id()),
+            format!("hushwire_{schema}_{}", std::process::id()),
             "--relay-key-file".into(),
             key_file,
         ]);
@@ -115,6 +132,19 @@ pub async fn run(
         relays.push(RelayProcess::start(bin, &second, &extra)?);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok((org_key, relays))
+}
+
+/// Runs the claim benchmark; whether it passed.
+pub async fn run(
+    bin: &Path,
+    dir: &Path,
+    patients: usize,
+    agents: usize,
+    database_url: Option<&str>,
+) -> Result<bool, String> {
+    let org = key(0xc1a1);
+    let (org_key, relays) = start_clinic_relays(bin, dir, &org, database_url, "claims").await?;
     let urls: Vec<String> = relays.iter().map(RelayProcess::url).collect();
 
     // Agents, with certificates of the clinic, alternating between instances.

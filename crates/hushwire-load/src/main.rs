@@ -25,6 +25,7 @@ use clap::Parser;
 
 mod attack;
 mod claims;
+mod conversations;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::IdentityKeyPair;
 use hushwire::proto::codec::Codec;
@@ -83,6 +84,17 @@ struct Args {
     /// Agents racing in --claims mode.
     #[arg(long, default_value_t = 4)]
     agents: usize,
+    /// Instead of a throughput run of pairs: --devices devices in clinic conversations of this
+    /// many member devices (a patient's and an agent's, opened and claimed), sending
+    /// `ConversationSend` to the other members, and the same devices sending plain two-party
+    /// `Send`, alternately in one run; prints delivered envelopes/s of both, their ratio and
+    /// PASS when the conversation figure is at least the two-party one. --messages counts
+    /// conversation messages (each D − 1 envelopes); the two-party phase sends as many envelopes.
+    #[arg(long, default_value_t = 0)]
+    conversation_devices: usize,
+    /// Rounds of (two-party, conversation) in --conversation-devices mode.
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
 }
 
 /// A relay process this tool owns.
@@ -193,6 +205,14 @@ impl RelayProcess {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A relay this tool started does not outlive it, whichever way a mode ends (an error returned
+/// early included).
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -526,6 +546,13 @@ async fn run(args: Args) -> Result<bool, String> {
             args.database_url.as_deref(),
         )
         .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return outcome;
+    }
+    if args.conversation_devices > 0 {
+        let dir = std::env::temp_dir().join(format!("hushwire-conv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let outcome = conversations::run(&bin, &dir, &args).await;
         let _ = std::fs::remove_dir_all(&dir);
         return outcome;
     }
