@@ -216,6 +216,9 @@ published first if the relay has none).
 Example:
   hushwire open-conversation")]
     OpenConversation {
+        /// Print the conversation id alone (for scripts: `"$(cat conv.txt)"`).
+        #[arg(long)]
+        id_only: bool,
         /// Seconds to wait for the relay.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
@@ -290,7 +293,8 @@ Example:
     },
     /// Agent on a conversation: hand it to another agent, or back to the queue, with a note.
     #[command(after_help = "\
-AGENT is a contact's name or an identity fingerprint (64 hex digits); the agent must hold the
+AGENT is a contact's name, an address (`hushwire whoami --address` on the agent's device) or an
+identity fingerprint (64 hex digits); the agent must hold the
 clinic's agent certificate and have gone on duty once (which publishes its device list). `queue`
 hands the conversation back to the clinic's queue. In one signed step the agent is added and you
 are removed; the patient sees who answers now. The --note (one line, at most 200 bytes) goes to
@@ -303,7 +307,7 @@ Examples:
     Handoff {
         /// The conversation id (32 hex digits).
         conversation: String,
-        /// The agent to hand to (contact name or 64-hex fingerprint), or `queue`.
+        /// The agent to hand to (contact name, address or 64-hex fingerprint), or `queue`.
         to: String,
         /// A one-line note for staff only.
         #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
@@ -404,11 +408,15 @@ Examples:
 Exits 0 once the relay holds the message, 3 if it is only queued (the relay was not reachable
 within --wait; it goes out the next time any hushwire command connects), 1 on an error.
 
+NAME may also be a clinic conversation's id (32 hex digits): everyone on the conversation gets
+the message (`hushwire chat` for a live conversation).
+
 Examples:
   hushwire send bob 'Your results are ready.'
-  echo 'Please call the clinic.' | hushwire send bob")]
+  echo 'Please call the clinic.' | hushwire send bob
+  hushwire send 5f0c9a1e2b3d4c5e6f708192a3b4c5d6 'The rash is spreading.'")]
     Send {
-        /// The contact's name.
+        /// The contact's name, or a conversation id.
         name: String,
         /// The text (read from standard input when absent).
         message: Option<String>,

@@ -44,12 +44,14 @@ pub fn parse_conversation(text: &str) -> CliResult<ConversationId> {
 }
 
 /// `open-conversation`.
-pub async fn open_conversation(g: &Global, wait: u64) -> CliResult<ExitCode> {
+pub async fn open_conversation(g: &Global, id_only: bool, wait: u64) -> CliResult<ExitCode> {
     let client = connected(g, wait).await?;
     let result = client.open_conversation().await;
     client.disconnect().await;
     let id = result?;
-    if g.json {
+    if id_only && !g.json {
+        println!("{}", hex(&id));
+    } else if g.json {
         println!("{}", json!({"conversation": hex(&id)}));
     } else {
         println!(
@@ -236,12 +238,17 @@ pub async fn handoff(
     Ok(ExitCode::SUCCESS)
 }
 
-/// An agent named by contact name or by its identity fingerprint (64 hex digits).
+/// An agent named by contact name, by its address (`whoami --address`) or by its identity
+/// fingerprint (64 hex digits).
 async fn agent_fingerprint(client: &Client, to: &str) -> CliResult<Fingerprint> {
     match client.contact(to).await {
         Ok(contact) => return Ok(contact.address.fingerprint),
         Err(hushwire_client::ClientError::UnknownContact(_)) => {}
         Err(e) => return Err(e.into()),
+    }
+    // An address (`whoami --address`) names the person: its fingerprint.
+    if let Ok(address) = to.parse::<hushwire_client::Address>() {
+        return Ok(address.fingerprint);
     }
     let digits = to.trim();
     let mut bytes = [0u8; 32];
@@ -261,7 +268,8 @@ async fn agent_fingerprint(client: &Client, to: &str) -> CliResult<Fingerprint> 
         return Ok(Fingerprint(bytes));
     }
     Err(fail(format!(
-        "no contact named {} and not an identity fingerprint (64 hex digits); nothing changed",
+        "no contact named {} and not an address or identity fingerprint (64 hex digits); \
+         nothing changed",
         escape(&to.chars().take(80).collect::<String>())
     )))
 }

@@ -198,7 +198,9 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             DevicesCommand::Remove { device_id, wait } => devices::remove(g, device_id, wait).await,
         },
         Command::Wipe { address, wait } => clinic::wipe(g, &address, wait).await,
-        Command::OpenConversation { wait } => conversations::open_conversation(g, wait).await,
+        Command::OpenConversation { id_only, wait } => {
+            conversations::open_conversation(g, id_only, wait).await
+        }
         Command::OnDuty { state, wait } => conversations::on_duty(g, state == "on", wait).await,
         Command::Queue { wait } => conversations::queue(g, wait).await,
         Command::Claim { conversation, wait } => conversations::claim(g, &conversation, wait).await,

@@ -387,7 +387,17 @@ pub async fn send(
         return Err(fail("the message is empty; nothing was sent"));
     }
     let client = open(g).await?;
-    let contact = client.contact(name).await?;
+    let contact = match client.contact(name).await {
+        Ok(contact) => contact,
+        // A clinic conversation's id: everyone on it gets the message.
+        Err(ClientError::UnknownContact(_))
+            if crate::conversations::parse_conversation(name).is_ok() =>
+        {
+            let id = crate::conversations::parse_conversation(name)?;
+            return send_to_conversation(g, client, id, &text, wait).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     if client.relay_url().await.is_none() {
         return Err(ClientError::NotRegistered.into());
     }
@@ -489,6 +499,44 @@ pub(crate) async fn sign_transcripts(client: &hushwire_client::Client) {
     if let Err(e) = client.sign_unsigned_tails().await {
         eprintln!("warning: the transcripts' new records could not be signed: {e}");
     }
+}
+
+/// `send CONVERSATION TEXT`: to every other member of a clinic conversation.
+async fn send_to_conversation(
+    g: &Global,
+    client: hushwire_client::Client,
+    conversation: hushwire_proto::conversation::ConversationId,
+    text: &str,
+    wait: u64,
+) -> CliResult<ExitCode> {
+    client.connect().await?;
+    common::wait_connected(&client, Duration::from_secs(wait)).await?;
+    let sent = client.send_text_to_conversation(conversation, text).await;
+    let synced = match &sent {
+        Ok(_) => client.sync(Duration::from_secs(wait)).await.is_ok(),
+        Err(_) => false,
+    };
+    client.disconnect().await;
+    let id = sent?;
+    let hex = common::conversation_hex(&conversation);
+    if g.json {
+        println!(
+            "{}",
+            json!({"sent": synced, "conversation": hex, "id": id.to_string()})
+        );
+    } else if synced {
+        println!("Sent to conversation {hex} (message {id}).");
+    } else {
+        println!(
+            "Queued for conversation {hex} (message {id}); it goes out the next time a \
+             hushwire command connects."
+        );
+    }
+    Ok(if synced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_QUEUED)
+    })
 }
 
 /// `recv`.

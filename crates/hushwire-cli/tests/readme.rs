@@ -300,6 +300,40 @@ fn every_readme_clinic_command_runs_as_written() {
             .map(|(_, o)| o.as_str())
             .unwrap()
     };
+    // The live chat: Ada reads the patient, hands off with a note only Ben (staff) gets, and
+    // the patient sees who answers now, verified, never the note.
+    let ada_reads = outputs
+        .iter()
+        .find(|(c, o)| c.contains("/tmp/ada recv") && o.contains("rash"))
+        .map(|(_, o)| o.as_str());
+    assert!(
+        ada_reads.is_some_and(|o| o.contains("patient: I have had a rash since Monday.")),
+        "{ada_reads:?}"
+    );
+    let ben = output("/tmp/ben recv");
+    assert!(
+        ben.contains(
+            "staff note from Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic: Allergic \
+             to penicillin."
+        ),
+        "{ben}"
+    );
+    let pat = outputs
+        .iter()
+        .find(|(c, o)| c.contains("/tmp/pat recv") && o.contains("Ben here"))
+        .map_or("", |(_, o)| o.as_str());
+    assert!(
+        pat.contains(
+            "Ben Marsh \u{2014} verified agent of Lakeside Clinic: Ben here: I have your notes."
+        ),
+        "{pat}"
+    );
+    assert!(!pat.contains("penicillin"), "{pat}");
+    assert!(
+        output("/tmp/pat members").contains("agent: Ben Marsh \u{2014} verified agent"),
+        "{}",
+        output("/tmp/pat members")
+    );
     assert!(
         output(" revoke 2").contains("revokes serial(s) 2;"),
         "{}",
