@@ -646,10 +646,11 @@ async fn conversation_intro(
     let mut unread = Vec::new();
     for m in client.conversation_messages(id).await? {
         let header = format!(
-            "[{}] {}{}:",
+            "[{}] {}{}{}:",
             common::format_clock(m.sent_at_ms),
             if m.staff_note { "staff note from " } else { "" },
-            escape(&m.sender_shown)
+            escape(&m.sender_shown),
+            common::shared_suffix(m.shared_by.as_deref()),
         );
         let text = match &m.recalled {
             Some((by, at)) => format!("(recalled by {by} at {})", common::format_clock(*at)),

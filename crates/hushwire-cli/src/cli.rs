@@ -296,8 +296,9 @@ Example:
 AGENT is a contact's name, an address (`hushwire whoami --address` on the agent's device) or an
 identity fingerprint (64 hex digits); the agent must hold the
 clinic's agent certificate and have gone on duty once (which publishes its device list). `queue`
-hands the conversation back to the clinic's queue. In one signed step the agent is added and you
-are removed; the patient sees who answers now. The --note (one line, at most 200 bytes) goes to
+hands the conversation back to the clinic's queue. The agent is added, the conversation so far
+(the messages on this device, not notes, not recalled ones) is shared with them unless
+--no-history (recorded in the audit log), and you are removed; the patient sees who answers now. The --note (one line, at most 200 bytes) goes to
 staff devices only (the new agent, supervisors, and when handing back, the agents on duty),
 never to the patient.
 
@@ -312,6 +313,9 @@ Examples:
         /// A one-line note for staff only.
         #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
         note: Option<String>,
+        /// Do not share the conversation so far with the new agent.
+        #[arg(long)]
+        no_history: bool,
         /// Seconds to wait for the relay.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,

@@ -773,11 +773,15 @@ pub async fn describe(
             obj.insert("id".into(), json!(m.id.to_string()));
             obj.insert("sent_at_ms".into(), json!(m.sent_at_ms));
             content_json(&mut obj, m.content_type, &m.content);
+            if let Some(by) = &m.shared_by {
+                obj.insert("shared_by".into(), json!(by));
+            }
             let header = format!(
-                "[{}] {}{}:",
+                "[{}] {}{}{}:",
                 sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
                 if m.staff_note { "staff note from " } else { "" },
                 escape(&m.sender_shown),
+                shared_suffix(m.shared_by.as_deref()),
             );
             let line = message_block(&header, "", &content_text(m.content_type, &m.content));
             Some((Zeroizing::new(line), Value::Object(obj)))
@@ -837,6 +841,11 @@ pub async fn describe(
         )),
         _ => None,
     }
+}
+
+/// How a message received in a history share says so: ` (shared by …)`, escaped.
+pub fn shared_suffix(shared_by: Option<&str>) -> String {
+    shared_by.map_or_else(String::new, |by| format!(" (shared by {})", escape(by)))
 }
 
 /// A conversation id as the commands print and take it: 32 lowercase hex digits.

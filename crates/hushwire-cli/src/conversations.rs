@@ -202,6 +202,7 @@ pub async fn handoff(
     conversation: &str,
     to: &str,
     note: Option<&str>,
+    share_history: bool,
     wait: u64,
 ) -> CliResult<ExitCode> {
     let id = parse_conversation(conversation)?;
@@ -212,7 +213,7 @@ pub async fn handoff(
         } else {
             Some(agent_fingerprint(&client, to).await?)
         };
-        client.handoff(id, target, note).await?;
+        client.handoff(id, target, note, share_history).await?;
         CliResult::Ok(target)
     }
     .await;

@@ -212,8 +212,12 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             conversation,
             to,
             note,
+            no_history,
             wait,
-        } => conversations::handoff(g, &conversation, &to, note.as_deref(), wait).await,
+        } => {
+            let share = !no_history;
+            conversations::handoff(g, &conversation, &to, note.as_deref(), share, wait).await
+        }
         Command::Recall {
             conversation,
             message,

@@ -2491,6 +2491,10 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         ben_view.contains("staff note from Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic: penicillin allergy"),
         "{ben_view}"
     );
+    assert!(
+        ben_view.contains("patient (shared by Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic): I have a <b>rash</b>"),
+        "the hand-off shared the conversation so far: {ben_view}"
+    );
     let patient_view = chat_with(&patient, &id, "/quit\n");
     assert!(
         patient_view

@@ -318,6 +318,13 @@ fn every_readme_clinic_command_runs_as_written() {
         ),
         "{ben}"
     );
+    assert!(
+        ben.contains(
+            "patient (shared by Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic): I \
+             have had a rash since Monday."
+        ),
+        "{ben}"
+    );
     let pat = outputs
         .iter()
         .find(|(c, o)| c.contains("/tmp/pat recv") && o.contains("Ben here"))

@@ -106,10 +106,25 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
     );
 
     let conversation = patient.open_conversation().await.unwrap();
+    // Written while waiting in the queue: to the clinic, so the agent who claims reads it.
+    patient
+        .send_text_to_conversation(conversation, "Hello, is anyone there?")
+        .await
+        .unwrap();
+    patient.sync(WAIT).await.unwrap();
     assert_eq!(
         ada.claim(conversation).await.unwrap(),
         ClaimOutcome::Claimed
     );
+    let waiting = wait_until(
+        &ada,
+        conversation,
+        "the message written while waiting",
+        |m| has_text(m, "Hello, is anyone there?"),
+    )
+    .await;
+    assert_eq!(waiting[0].sender_shown, "patient");
+    assert_eq!(waiting[0].shared_by.as_deref(), Some("patient"));
 
     // The patient writes; the agent reads it and the patient sees "delivered", then "read".
     let mut patient_events = patient.events();
@@ -180,6 +195,7 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
         conversation,
         Some(ben_fingerprint),
         Some("penicillin allergy noted"),
+        true,
     )
     .await
     .unwrap();
@@ -189,6 +205,22 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
     .await;
     let note = ben_view.iter().find(|m| m.staff_note).unwrap();
     assert_eq!(text(note), "penicillin allergy noted");
+    // Ada shared the conversation so far with Ben: he reads it, marked as shared by her, and
+    // the recalled message is not in it.
+    let shared = wait_until(&ben, conversation, "the shared history", |m| {
+        has_text(m, "I have a rash since Monday") && has_text(m, "Hello, is anyone there?")
+    })
+    .await;
+    let rash = shared
+        .iter()
+        .find(|m| text(m) == "I have a rash since Monday")
+        .unwrap();
+    assert_eq!(rash.sender_shown, "patient");
+    assert_eq!(
+        rash.shared_by.as_deref(),
+        Some(format!("Dr. Ada Okafor — verified agent of {CLINIC}").as_str())
+    );
+    assert!(!has_text(&shared, "Take 400 mg ibuprofen (wrong patient)"));
     // The patient is told who answers now.
     let deadline = Instant::now() + WAIT;
     let mut told = Vec::new();

@@ -56,6 +56,9 @@ struct MessageRecord {
     receipts: Vec<([u8; 32], u32, u8)>,
     /// Who recalled it and when (relay time), if recalled.
     recalled: Option<([u8; 32], u64)>,
+    /// For a message received in a history share (§4.5): the member who shared it. Its
+    /// content is that member's word, not the sender's.
+    shared_by: Option<[u8; 32]>,
 }
 
 /// A received conversation payload waiting to be checked and acted on (`conversation_inbound`).
@@ -126,6 +129,9 @@ pub struct ConversationMessageView {
     pub receipts: Vec<(Fingerprint, u32, ReceiptStatus)>,
     /// Who recalled it and when (relay time, Unix ms).
     pub recalled: Option<(String, u64)>,
+    /// For a message received in a history share: who shared it (its content is that
+    /// member's word, not the sender's signature, §4.5).
+    pub shared_by: Option<String>,
 }
 
 impl core::fmt::Debug for ConversationMessageView {
@@ -446,6 +452,7 @@ impl Client {
             content: Zeroizing::new(content.to_vec()),
             receipts: Vec::new(),
             recalled: None,
+            shared_by: None,
         };
         self.record_message(&mut tx, &conversation, &record).await?;
         self.queue_to_members(
@@ -798,6 +805,7 @@ impl Client {
                             content: m.content.clone(),
                             receipts: Vec::new(),
                             recalled: None,
+                            shared_by: None,
                         };
                         if self.record_message(&mut tx, &conversation, &record).await? {
                             if i_write && sender != me {
@@ -926,6 +934,7 @@ impl Client {
                         content: Zeroizing::new(note.as_bytes().to_vec()),
                         receipts: Vec::new(),
                         recalled: None,
+                        shared_by: None,
                     };
                     self.record_message(&mut tx, &conversation, &record).await?;
                     events.push(Event::ConversationMessageReceived(to_view(
@@ -937,10 +946,64 @@ impl Client {
                     None
                 }
             }
-            Payload::HistoryShare { .. } => Some(
-                "a history share, which this client does not accept yet (conversations.md §4.5)"
-                    .into(),
-            ),
+            Payload::HistoryShare { messages, .. } => {
+                // The sharer may have left since (a hand-off shares, then removes the agent):
+                // it must have been a member that writes; each message is checked below.
+                if !ever_in_role(
+                    &conv.changes,
+                    &sender,
+                    &[MemberRole::Patient, MemberRole::Agent],
+                ) {
+                    Some("a history share from someone who never wrote in the conversation".into())
+                } else {
+                    let mut refused = 0usize;
+                    for shared in messages {
+                        let from = Address::from_device_address(shared.sender);
+                        let m = shared.message;
+                        // Only what its sender could have sent: a member that writes at the
+                        // message's epoch, of this conversation.
+                        let could = m.conversation == conversation
+                            && m.epoch >= 1
+                            && m.epoch <= head
+                            && role_at(&conv.changes, m.epoch, &from.fingerprint, from.device_id)
+                                .is_some_and(MemberRole::can_write);
+                        if !could {
+                            refused += 1;
+                            continue;
+                        }
+                        let record = MessageRecord {
+                            sender: from.fingerprint.0,
+                            sender_device: from.device_id,
+                            outgoing: from.fingerprint == me,
+                            kind: 0,
+                            epoch: m.epoch,
+                            id: m.id.0,
+                            sent_at_ms: m.sent_at_ms,
+                            received_at_ms: item.received_at_ms,
+                            server_time_ms: item.server_time_ms,
+                            content_type: content_type_byte(m.content_type),
+                            content: m.content.clone(),
+                            receipts: Vec::new(),
+                            recalled: None,
+                            shared_by: Some(sender.0),
+                        };
+                        if self.record_message(&mut tx, &conversation, &record).await? {
+                            events.push(Event::ConversationMessageReceived(to_view(
+                                conversation,
+                                &record,
+                                Some(conv),
+                                &me,
+                            )));
+                        }
+                    }
+                    (refused > 0).then(|| {
+                        format!(
+                            "{refused} message(s) of a history share whose sender was not a \
+                             member that writes at their epoch"
+                        )
+                    })
+                }
+            }
             _ => Some("not a conversation payload".into()),
         };
         if let Some(reason) = refusal.as_ref() {
@@ -1321,6 +1384,243 @@ impl Client {
         Ok(entries)
     }
 
+    /// Shares this conversation's messages held here with a member's devices (§4.5): each
+    /// message that is not a staff note and not recalled, in `HistoryShare` payloads (§8.4: at
+    /// most 64 messages and about 60 KB each), queued like any conversation payload, with a
+    /// `HistoryShared` audit record per device. `with` must be a member now. Returns the
+    /// number of messages shared (0: nothing to share). A member decides this: nothing is
+    /// shared implicitly except what a patient wrote while waiting in the queue
+    /// ([`Self::share_waiting_messages`]).
+    pub async fn share_history(
+        &self,
+        conversation: ConversationId,
+        with: Fingerprint,
+    ) -> Result<usize> {
+        let conv = self.current_conv(conversation).await?;
+        self.share_records(conversation, &conv, with, |r| {
+            r.kind == 0 && r.recalled.is_none()
+        })
+        .await
+    }
+
+    /// A patient's device, when an agent joins: shares the messages this person wrote while no
+    /// agent was on the conversation (written to the clinic, so the agent who answers reads
+    /// them; §4.5).
+    async fn share_waiting_messages(
+        &self,
+        conversation: ConversationId,
+        conv: &Conv,
+        agent: Fingerprint,
+    ) -> Result<usize> {
+        let me = self.own_fingerprint_and_device().await.0;
+        self.share_records(conversation, conv, agent, |r| {
+            r.kind == 0
+                && r.recalled.is_none()
+                && r.sender == me.0
+                && !members_at(&conv.changes, r.epoch)
+                    .iter()
+                    .any(|m| m.1 == MemberRole::Agent)
+        })
+        .await
+    }
+
+    /// The held messages `wanted` picks, as `HistoryShare` message lists (§8.4: at most 64
+    /// messages and about 60 KB of payload each), and how many.
+    async fn collect_share(
+        &self,
+        c: &mut SqliteConnection,
+        conversation: ConversationId,
+        wanted: impl Fn(&MessageRecord) -> bool,
+    ) -> Result<(Vec<Vec<hushwire::payload::SharedMessage>>, usize)> {
+        /// Room for one payload's messages, below the session's 65 536-byte plaintext.
+        const SHARE_BYTES: usize = 60_000;
+        /// What one shared message adds around its content (sender, lengths, message fields).
+        const SHARED_OVERHEAD: usize = 100;
+        let rows = store::conversation_messages(c, &self.conversation_index(&conversation)).await?;
+        let mut shares: Vec<Vec<hushwire::payload::SharedMessage>> = Vec::new();
+        let mut room = 0;
+        let mut count = 0;
+        for row in rows {
+            let r = self.open_record(row.id, &row.sealed)?;
+            let size = r.content.len() + SHARED_OVERHEAD;
+            if !wanted(&r) || size > SHARE_BYTES {
+                continue;
+            }
+            let full = shares
+                .last()
+                .is_none_or(|s| s.len() >= hushwire::payload::MAX_SHARED_MESSAGES);
+            if full || size > room {
+                shares.push(Vec::new());
+                room = SHARE_BYTES;
+            }
+            room -= size;
+            count += 1;
+            if let Some(last) = shares.last_mut() {
+                last.push(hushwire::payload::SharedMessage {
+                    sender: Address {
+                        fingerprint: Fingerprint(r.sender),
+                        device_id: r.sender_device,
+                    }
+                    .to_device_address(),
+                    message: ConversationMessage {
+                        conversation,
+                        epoch: r.epoch,
+                        id: MessageId(r.id),
+                        sent_at_ms: r.sent_at_ms,
+                        content_type: content_type_of(r.content_type),
+                        content: r.content.clone(),
+                    },
+                });
+            }
+        }
+        Ok((shares, count))
+    }
+
+    async fn share_records(
+        &self,
+        conversation: ConversationId,
+        conv: &Conv,
+        with: Fingerprint,
+        wanted: impl Fn(&MessageRecord) -> bool,
+    ) -> Result<usize> {
+        let member = Self::member_of(conv, with)?;
+        let state = self.inner.state.lock().await;
+        Self::writer_role(
+            conv,
+            &state.account.identity_key().fingerprint(),
+            state.account.device_id(),
+        )?;
+        let mut tx = store::begin(&self.inner.db).await?;
+        let (shares, count) = self.collect_share(&mut tx, conversation, wanted).await?;
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut events = Vec::new();
+        let shown = conv.shown(&with, member.role());
+        for &device in member.devices() {
+            let row = self
+                .member_row(
+                    &mut tx,
+                    &state,
+                    member.identity(),
+                    device,
+                    &shown,
+                    &mut events,
+                )
+                .await?;
+            for messages in &shares {
+                let payload = Payload::HistoryShare {
+                    conversation,
+                    messages: messages.clone(),
+                };
+                self.queue(&mut tx, row, None, &payload).await?;
+            }
+            let audit = history_shared(&state.account, conversation, with, device, count);
+            self.audit(&mut tx, &state.account, audit).await?;
+        }
+        tx.commit().await?;
+        drop(state);
+        self.inner.outbox_changed.notify_one();
+        for event in events {
+            self.emit(event);
+        }
+        Ok(count)
+    }
+
+    fn member_of(conv: &Conv, with: Fingerprint) -> Result<hushwire::proto::conversation::Member> {
+        conv.log
+            .members()
+            .iter()
+            .find(|m| m.identity().fingerprint() == with)
+            .cloned()
+            .ok_or_else(|| {
+                conversation_error("history can be shared only with a member of the conversation")
+            })
+    }
+
+    /// A hand-off's history share (§5.1 step 4 with §4.5): sent now, in `ConversationSend` at
+    /// `conv`'s head (the new agent added, this device not yet removed), so it is out before
+    /// this device leaves. Every held message that is not a staff note and not recalled.
+    pub(super) async fn share_now(
+        &self,
+        link: &Link,
+        conversation: ConversationId,
+        conv: &Conv,
+        with: Fingerprint,
+    ) -> Result<usize> {
+        let member = Self::member_of(conv, with)?;
+        let (shares, count) = {
+            let mut c = self.inner.db.acquire().await?;
+            self.collect_share(&mut c, conversation, |r| {
+                r.kind == 0 && r.recalled.is_none()
+            })
+            .await?
+        };
+        if count == 0 {
+            return Ok(0);
+        }
+        let shown = conv.shown(&with, member.role());
+        for &device in member.devices() {
+            let row = {
+                let state = self.inner.state.lock().await;
+                let mut events = Vec::new();
+                let mut tx = store::begin(&self.inner.db).await?;
+                let row = self
+                    .member_row(
+                        &mut tx,
+                        &state,
+                        member.identity(),
+                        device,
+                        &shown,
+                        &mut events,
+                    )
+                    .await?;
+                let audit = history_shared(&state.account, conversation, with, device, count);
+                self.audit(&mut tx, &state.account, audit).await?;
+                tx.commit().await?;
+                drop(state);
+                for event in events {
+                    self.emit(event);
+                }
+                row
+            };
+            self.ensure_session(link, row).await?;
+            let mut envelopes = Vec::new();
+            for messages in &shares {
+                let payload = Payload::HistoryShare {
+                    conversation,
+                    messages: messages.clone(),
+                };
+                envelopes.push(OutgoingEnvelope {
+                    recipient: Address {
+                        fingerprint: with,
+                        device_id: device,
+                    }
+                    .to_device_address(),
+                    payload: self.encrypt_now(row, &payload).await?,
+                });
+            }
+            for chunk in envelopes.chunks(16) {
+                match link
+                    .call(FrameBody::Queue(Box::new(QueueFrame::ConversationSend {
+                        conversation,
+                        epoch: conv.log.next_epoch(),
+                        envelopes: chunk.to_vec(),
+                    })))
+                    .await?
+                {
+                    FrameBody::Sent(_) => {}
+                    _ => {
+                        return Err(ClientError::Connection(
+                            "unexpected answer to a conversation send".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(count)
+    }
+
     /// Archive copies waiting to be filed.
     pub async fn archive_pending(&self) -> Result<usize> {
         let mut c = self.inner.db.acquire().await?;
@@ -1351,13 +1651,29 @@ impl Client {
                     Err(e) => return Err(e),
                 }
                 if let Some(conv) = self.conv_snapshot(conversation).await? {
-                    let changes: Vec<String> = conv
+                    let new: Vec<MembershipChange> = conv
                         .changes
                         .iter()
                         .skip(usize::try_from(before).unwrap_or(usize::MAX))
                         .filter_map(|b| MembershipChange::from_bytes(b).ok())
-                        .map(|c| conv.describe(&c))
                         .collect();
+                    let me = self.own_fingerprint_and_device().await.0;
+                    if conv.log.patient() == Some(me) {
+                        for change in &new {
+                            if change.action() == ChangeAction::Add
+                                && change.role() == MemberRole::Agent
+                            {
+                                let agent = change.member().fingerprint();
+                                if let Err(e) = self
+                                    .share_waiting_messages(conversation, &conv, agent)
+                                    .await
+                                {
+                                    tracing::warn!(error = %e, "waiting messages not shared");
+                                }
+                            }
+                        }
+                    }
+                    let changes: Vec<String> = new.iter().map(|c| conv.describe(c)).collect();
                     if !changes.is_empty() {
                         self.emit(Event::ConversationMembershipChanged {
                             conversation,
@@ -1484,6 +1800,26 @@ fn to_view(
             })
             .collect(),
         recalled: r.recalled.map(|(by, at)| (shown(&Fingerprint(by)), at)),
+        shared_by: r.shared_by.map(|by| shown(&Fingerprint(by))),
+    }
+}
+
+/// The audit record of sharing `count` messages with one device (§9, `0x58`).
+fn history_shared(
+    account: &hushwire::Account,
+    conversation: ConversationId,
+    with: Fingerprint,
+    device: u32,
+    count: usize,
+) -> hushwire::proto::audit::AuditEvent {
+    hushwire::proto::audit::AuditEvent::HistoryShared {
+        conversation,
+        by: crate::address::own_ref(account),
+        to: hushwire::proto::audit::DeviceRef {
+            fingerprint: with,
+            device_id: device,
+        },
+        count: u32::try_from(count).unwrap_or(u32::MAX),
     }
 }
 
@@ -1553,6 +1889,7 @@ mod tests {
             content: Zeroizing::new(b"x".to_vec()),
             receipts: Vec::new(),
             recalled: None,
+            shared_by: None,
         }
     }
 

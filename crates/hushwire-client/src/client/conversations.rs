@@ -645,12 +645,17 @@ impl Client {
     /// one-line `note` (at most 200 bytes, `clinic.md` §1 rules) goes to staff devices only —
     /// the staff members after the hand-off and, handing back, the agents on duty — never to
     /// the patient. Checked here before anything is sent: this device must be an agent on the
-    /// conversation, the target an agent of the clinic whose certificate verifies.
+    /// conversation, the target an agent of the clinic whose certificate verifies. With
+    /// `share_history`, the conversation so far (messages held here, not staff notes, not
+    /// recalled) is shared with the new agent (§4.5, a `HistoryShared` audit record per
+    /// device): then the agent is added first, the history sent, and this device removed, in
+    /// three steps instead of one `HandOff` of two changes.
     pub async fn handoff(
         &self,
         conversation: ConversationId,
         to: Option<Fingerprint>,
         note: Option<&str>,
+        share_history: bool,
     ) -> Result<()> {
         let me = self.me().await?;
         if me.certificate.is_none() {
@@ -694,6 +699,7 @@ impl Client {
         let mut epoch = conv.log.next_epoch();
         let mut previous_hash = conv.log.head();
         let mut trial = conv.clone();
+        let mut after_add = None;
         if let Some(target) = to {
             if target == me.identity.fingerprint() {
                 return Err(ClientError::Conversation(
@@ -714,6 +720,7 @@ impl Client {
             };
             let add = self.sign_change(proposal, &me).await?;
             self.verify(&mut trial, &add, &me).await?;
+            after_add = Some(trial.clone());
             epoch += 1;
             previous_hash = add.hash();
             changes.push(add);
@@ -743,16 +750,33 @@ impl Client {
             }
             None => Vec::new(),
         };
-        let answer = self
-            .queue_call(
-                "hand-off",
-                QueueFrame::HandOff {
-                    changes: changes.clone(),
-                    notes,
-                },
+        // Sharing the history (§4.5) needs the new agent on the conversation and this device
+        // still on it: the add goes first on its own, the history, then the removal.
+        if let (true, Some(target), Some(after_add)) = (share_history, to, after_add) {
+            let remove = changes.pop().ok_or_else(unexpected)?;
+            self.queue_call(
+                "hand-off (adding the agent)",
+                QueueFrame::PublishChange(Box::new(changes.remove(0))),
             )
-            .await;
-        answer?;
+            .await?;
+            self.put_conv(conversation, after_add.clone()).await?;
+            let still_on = |e: ClientError| {
+                ClientError::Conversation(format!(
+                    "the agent was added, but you are still on the conversation ({e}): run the \
+                     hand-off again, or leave"
+                ))
+            };
+            self.share_now(&link, conversation, &after_add, target)
+                .await
+                .map_err(still_on)?;
+            changes = vec![remove];
+            self.queue_call("hand-off", QueueFrame::HandOff { changes, notes })
+                .await
+                .map_err(still_on)?;
+        } else {
+            self.queue_call("hand-off", QueueFrame::HandOff { changes, notes })
+                .await?;
+        }
         // Stored by the relay as verified here: this device, now off the conversation, may no
         // longer fetch its history.
         self.put_conv(conversation, trial).await
