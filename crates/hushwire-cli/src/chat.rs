@@ -373,6 +373,8 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
     });
 
     let mut names = Names::new(&client);
+    // Messages the conversation's opening lines showed: not shown again as they arrive.
+    let mut intro_shown = std::collections::HashSet::new();
     let label = match &target {
         Target::Contact(contact) => {
             screen.line(&format!(
@@ -390,7 +392,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
             contact.name.clone()
         }
         Target::Conversation(id) => {
-            conversation_intro(&client, *id, &mut screen).await?;
+            intro_shown = conversation_intro(&client, *id, &mut screen).await?;
             common::conversation_hex(id)
         }
     };
@@ -545,7 +547,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                 }
                 // In a conversation: only its own messages, receipts and changes, once each.
                 if let Target::Conversation(id) = &target {
-                    match conversation_event(&event, *id, &sent, locked) {
+                    match conversation_event(&event, *id, &sent, &intro_shown, locked) {
                         Shown::Skip => continue,
                         Shown::Line(line) => {
                             show(locked, &mut held, &mut screen, Zeroizing::new(line));
@@ -626,7 +628,7 @@ async fn conversation_intro(
     client: &Client,
     id: ConversationId,
     screen: &mut Screen,
-) -> CliResult<()> {
+) -> CliResult<std::collections::HashSet<MessageId>> {
     // What the relay holds for this device is stored first, so the history shown is current.
     let _ = client.sync(Duration::from_secs(10)).await;
     let members = client.members(id).await?;
@@ -637,13 +639,25 @@ async fn conversation_intro(
     for m in &members {
         screen.line(&format!("  on it: {}", escape(&m.shown)));
     }
+    let me = client.identity_key().await.fingerprint();
+    match members.iter().find(|m| m.fingerprint == me).map(|m| m.role) {
+        None => screen.line(
+            "You are not on this conversation (or no longer): you see what this device holds; \
+             nothing you type is sent.",
+        ),
+        Some(hushwire_proto::conversation::MemberRole::Supervisor) => {
+            screen.line("You read along (supervisor, read-only): nothing you type is sent.");
+        }
+        Some(_) => {}
+    }
     if !members
         .iter()
         .any(|m| m.role == hushwire_proto::conversation::MemberRole::Agent)
     {
-        screen.line("  (no agent yet: it waits in the clinic's queue)");
+        screen.line("  (no agent on it now: it waits in the clinic's queue)");
     }
     let mut unread = Vec::new();
+    let mut shown = std::collections::HashSet::new();
     for m in client.conversation_messages(id).await? {
         let header = format!(
             "[{}] {}{}{}:",
@@ -657,12 +671,13 @@ async fn conversation_intro(
             None => String::from_utf8_lossy(&m.content).into_owned(),
         };
         screen.line(&message_block(&header, "", &text));
+        shown.insert(m.id);
         if !m.outgoing {
             unread.push(m.id);
         }
     }
     client.mark_conversation_read(id, &unread).await?;
-    Ok(())
+    Ok(shown)
 }
 
 /// How a conversation chat treats an event.
@@ -681,9 +696,11 @@ fn conversation_event(
     event: &Event,
     id: ConversationId,
     sent: &HashMap<MessageId, String>,
+    shown: &std::collections::HashSet<MessageId>,
     locked: bool,
 ) -> Shown {
     match event {
+        Event::ConversationMessageReceived(m) if shown.contains(&m.id) => Shown::Skip,
         Event::ConversationMessageReceived(m) if m.conversation == id => {
             if m.outgoing || locked {
                 Shown::Describe

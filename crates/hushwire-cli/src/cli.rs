@@ -323,8 +323,9 @@ Examples:
     /// Recall a message you sent to a conversation, within 10 minutes of sending it.
     #[command(after_help = "\
 Every member's device then shows the message as recalled by you (with the time); it is not
-erased: the clinic's record keeps it. Message ids are shown by `hushwire chat` (`--json`) and in
-the events of `hushwire watch --json`. In `hushwire chat`, /recall recalls your last message.
+erased: the clinic's record keeps it. `hushwire send CONVERSATION TEXT` prints the message id
+(`recv --json` shows the ids of what others send). In `hushwire chat`, /recall recalls your last
+message.
 
 Example:
   hushwire recall 5f0c9a1e2b3d4c5e6f708192a3b4c5d6 0123456789abcdef0123456789abcdef")]

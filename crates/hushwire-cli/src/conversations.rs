@@ -189,7 +189,7 @@ pub async fn leave(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitC
         println!("{}", json!({"conversation": hex(&id), "left": true}));
     } else {
         println!(
-            "Left {} (an agent's leaving puts it back in the queue).",
+            "Left {}: you are no longer on it (an agent leaving hands it back to the queue).",
             hex(&id)
         );
     }

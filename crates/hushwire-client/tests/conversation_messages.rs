@@ -336,6 +336,23 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
         "the recall is in the archive"
     );
     assert!(entries.iter().all(|e| e.member_at_epoch), "{entries:?}");
+    // Ben's certificate is revoked: the member list stops calling him verified.
+    assert!(
+        patient
+            .import_revocation_list(&org.revoke(1, &[2]))
+            .await
+            .unwrap()
+    );
+    let members = patient.members(conversation).await.unwrap();
+    let ben_shown = &members
+        .iter()
+        .find(|m| m.fingerprint == ben_fingerprint)
+        .unwrap()
+        .shown;
+    assert!(
+        ben_shown.starts_with("Ben Marsh — agent certificate REVOKED by Lakeside Clinic"),
+        "{ben_shown}"
+    );
     // Only supervisors read the archive; another key opens nothing.
     assert!(ben.open_archive(conversation, &archive_key).await.is_err());
     let other = ArchiveSecretKey::from_secret_bytes([0x43; 32]).unwrap();

@@ -323,7 +323,7 @@ impl Client {
                 .map_err(conversation_error);
         }
         let record = ContactRecord {
-            name: format!("{shown} ({})", address.short()),
+            name: format!("{shown}-{}", address.short()),
             fingerprint: address.fingerprint.0,
             device_id: device,
             identity: Some(identity.to_bytes()),
@@ -355,7 +355,7 @@ impl Client {
         let mut queued = 0;
         for member in conv.log.members() {
             let fingerprint = member.identity().fingerprint();
-            let shown = conv.shown(&fingerprint, member.role());
+            let shown = conv.label(&fingerprint);
             for &device in member.devices() {
                 if fingerprint == me && device == this_device {
                     continue;
@@ -1253,7 +1253,7 @@ impl Client {
                 let state = self.inner.state.lock().await;
                 let mut events = Vec::new();
                 let mut tx = store::begin(&self.inner.db).await?;
-                let shown = conv.shown_ever(&identity.fingerprint());
+                let shown = conv.label(&identity.fingerprint());
                 let row = self
                     .member_row(&mut tx, &state, identity, *device, &shown, &mut events)
                     .await?;
@@ -1496,7 +1496,7 @@ impl Client {
             return Ok(0);
         }
         let mut events = Vec::new();
-        let shown = conv.shown(&with, member.role());
+        let shown = conv.label(&with);
         for &device in member.devices() {
             let row = self
                 .member_row(
@@ -1559,7 +1559,7 @@ impl Client {
         if count == 0 {
             return Ok(0);
         }
-        let shown = conv.shown(&with, member.role());
+        let shown = conv.label(&with);
         for &device in member.devices() {
             let row = {
                 let state = self.inner.state.lock().await;
@@ -1839,10 +1839,20 @@ impl Conv {
         }
     }
 
+    /// A contact name's first part for a member (its certificate name, or "patient"), with no
+    /// claim of verification in it: a contact's name is the user's and does not follow later
+    /// revocations; the member list and messages show the verified status.
+    pub(super) fn label(&self, who: &Fingerprint) -> String {
+        self.names.get(&who.0).map_or_else(
+            || "patient".to_owned(),
+            |staff| staff.name.split_whitespace().collect::<Vec<_>>().join("-"),
+        )
+    }
+
     /// How someone who is or was a member is shown.
     pub(super) fn shown_ever(&self, who: &Fingerprint) -> String {
-        if let Some(name) = self.names.get(&who.0) {
-            return name.clone();
+        if let Some(staff) = self.names.get(&who.0) {
+            return staff.shown(self.revocations.as_ref());
         }
         if self.log.patient().as_ref() == Some(who) {
             return "patient".into();

@@ -31,8 +31,24 @@ pub(super) struct Conv {
     /// The encodings of the changes `log` applied, in epoch order: what the store keeps
     /// (sealed) and replays through the same checks when it loads the conversation.
     pub(super) changes: Vec<Vec<u8>>,
-    /// Staff names from the certificates of the changes that added them (verified by the log).
-    pub(super) names: HashMap<[u8; 32], String>,
+    /// Staff from the certificates of the changes that added them (verified by the log).
+    pub(super) names: HashMap<[u8; 32], StaffName>,
+    /// The clinic's revocation list held when this copy was taken: a member whose certificate
+    /// it revokes is shown as revoked, not verified.
+    pub(super) revocations: Option<hushwire::proto::clinic::RevocationList>,
+}
+
+/// A staff member as the certificate in the change that added them names them.
+#[derive(Clone)]
+pub(super) struct StaffName {
+    /// The certificate's name.
+    pub(super) name: String,
+    /// "agent" or "supervisor".
+    role: &'static str,
+    /// The certificate's serial, checked against the revocation list when shown.
+    serial: u64,
+    /// The clinic's name, from its signed link.
+    clinic: String,
 }
 
 /// One member of a conversation, as the verified history shows it.
@@ -47,6 +63,24 @@ pub struct ConversationMember {
     /// "Name — verified agent of Clinic" ("… supervisor of …") for staff, from the
     /// certificate the history verified; "patient" for the patient.
     pub shown: String,
+}
+
+impl StaffName {
+    /// "Name — verified agent of Clinic", or, once the clinic revoked the certificate (in the
+    /// revocation list this device holds), "Name — certificate REVOKED by Clinic".
+    pub(super) fn shown(
+        &self,
+        revocations: Option<&hushwire::proto::clinic::RevocationList>,
+    ) -> String {
+        if revocations.is_some_and(|l| l.is_revoked(self.serial)) {
+            format!(
+                "{} — {} certificate REVOKED by {} (not verified)",
+                self.name, self.role, self.clinic
+            )
+        } else {
+            format!("{} — verified {} of {}", self.name, self.role, self.clinic)
+        }
+    }
 }
 
 /// What fetching a conversation's history found.
@@ -168,16 +202,16 @@ impl Client {
         if let Some(cert) = change.member_certificate() {
             conv.names.insert(
                 change.member().fingerprint().0,
-                format!(
-                    "{} — verified {} of {}",
-                    cert.name(),
-                    if change.role() == MemberRole::Supervisor {
+                StaffName {
+                    name: cert.name().to_owned(),
+                    role: if change.role() == MemberRole::Supervisor {
                         "supervisor"
                     } else {
                         "agent"
                     },
-                    me.clinic_name
-                ),
+                    serial: cert.serial(),
+                    clinic: me.clinic_name.clone(),
+                },
             );
         }
         conv.changes.push(change.to_bytes());
@@ -215,6 +249,7 @@ impl Client {
             log: MembershipLog::new(conversation, me.org),
             changes: Vec::new(),
             names: HashMap::new(),
+            revocations: None,
         };
         let index = self.conversation_index(&conversation);
         let sealed = {
@@ -265,6 +300,7 @@ impl Client {
             log: MembershipLog::new(conversation, me.org),
             changes: Vec::new(),
             names: HashMap::new(),
+            revocations: None,
         };
         self.verify(&mut conv, &change, &me).await?;
         self.queue_call(
@@ -284,7 +320,8 @@ impl Client {
         if conv.log.next_epoch() == 0 {
             return Ok(None);
         }
-        let copy = conv.clone();
+        let mut copy = conv.clone();
+        copy.revocations = me.revocations;
         self.conversations_mut().insert(conversation.0, conv);
         Ok(Some(copy))
     }
@@ -480,15 +517,8 @@ impl Client {
             // A device no longer on it keeps the history it verified (its removal included,
             // when the relay's push reached it).
             self.fetch_history(conversation).await?;
-        } else {
-            let me = self.me().await?;
-            let conv = self.take_conv(conversation, &me).await?;
-            if conv.log.next_epoch() > 0 {
-                self.conversations_mut().insert(conversation.0, conv);
-            }
         }
-        let convs = self.conversations_mut();
-        let conv = convs.get(&conversation.0).ok_or_else(|| {
+        let conv = self.conv_snapshot(conversation).await?.ok_or_else(|| {
             ClientError::Conversation("no verified history of this conversation here".into())
         })?;
         Ok(conv
@@ -497,19 +527,11 @@ impl Client {
             .iter()
             .map(|m| {
                 let fingerprint = m.identity().fingerprint();
-                let shown = match m.role() {
-                    MemberRole::Patient => "patient".to_owned(),
-                    role => conv
-                        .names
-                        .get(&fingerprint.0)
-                        .cloned()
-                        .unwrap_or_else(|| format!("{role:?} (name not known on this device)")),
-                };
                 ConversationMember {
                     fingerprint,
                     role: m.role(),
                     devices: m.devices().to_vec(),
-                    shown,
+                    shown: conv.shown(&fingerprint, m.role()),
                 }
             })
             .collect())
@@ -560,6 +582,7 @@ impl Client {
             log: conv.log.clone(),
             changes: Vec::new(),
             names: HashMap::new(),
+            revocations: None,
         };
         let checked = self.verify(&mut trial, &change, &me).await;
         let sent = match checked {
@@ -665,8 +688,13 @@ impl Client {
         }
         let note = match note {
             Some(text) => Some(
-                hushwire::payload::Payload::staff_note(conversation, text).map_err(|e| {
-                    ClientError::Conversation(format!("hand-off note refused: {e}"))
+                hushwire::payload::Payload::staff_note(conversation, text).map_err(|_| {
+                    ClientError::Conversation(format!(
+                        "hand-off note refused: it must be one line of 1 to {} bytes, without \
+                         control, invisible or bidirectional characters (this one has {} bytes)",
+                        hushwire::payload::MAX_NOTE_LEN,
+                        text.len()
+                    ))
                 })?,
             ),
             None => None,
