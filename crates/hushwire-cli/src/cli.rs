@@ -291,6 +291,26 @@ Example:
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
     },
+    /// Supervisor: read a conversation's archive at the relay with the clinic's archive key.
+    #[command(after_help = "\
+KEY-FILE is the archive key `hushwire org archive-policy` wrote, sealed under the organization
+key's passphrase (asked for, or $HUSHWIRE_ORG_PASSPHRASE). Each entry is checked against the
+conversation's verified membership: one whose sender was not a member that writes at its epoch,
+or not the device the relay saw file it, is marked NOT VERIFIED. Opening an archive is recorded
+in this device's audit log. Text is shown escaped, never interpreted by the terminal.
+
+Example:
+  hushwire archive 5f0c9a1e2b3d4c5e6f708192a3b4c5d6 --key-file archive-key-1796100000.sealed")]
+    Archive {
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// The sealed archive private key.
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
     /// Agent on a conversation: hand it to another agent, or back to the queue, with a note.
     #[command(after_help = "\
 AGENT is a contact's name, an address (`hushwire whoami --address` on the agent's device) or an
@@ -693,6 +713,40 @@ Examples:
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Create the clinic's archive key and sign an archive policy naming it (retention in days).
+    #[command(after_help = "\
+Every conversation message is also sealed to the clinic's archive key (docs/conversations.md
+§7), so the clinic's record does not depend on an agent's device. This makes a new archive key
+pair: the policy (public key, retention, signed by the organization key) goes to
+DIR/archive-policy-SEQUENCE.txt, to be published from an admin device with `hushwire org
+publish-archive-policy`; the private key goes to DIR/archive-key-SEQUENCE.sealed, sealed under
+the organization key's passphrase, for the clinic's supervisors (`hushwire archive`). The
+sequence is the signing time in seconds, so a newer policy replaces an older one. Neither file
+is ever overwritten.
+
+Example:
+  hushwire org archive-policy --retention-days 2190")]
+    ArchivePolicy {
+        /// Days the relay keeps archived messages after a conversation's last activity
+        /// (1 to 65535).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u16).range(1..))]
+        retention_days: u16,
+    },
+    /// Publish the clinic's archive policy to the relay from this (admin) device.
+    #[command(after_help = "\
+Run it on a device registered with an admin certificate of the clinic. Senders then seal a copy
+of every conversation message to the policy's key; the relay refuses a policy that is not newer
+than the one it holds, or not signed by the clinic.
+
+Example:
+  hushwire org publish-archive-policy archive-policy-1796100000.txt")]
+    PublishArchivePolicy {
+        /// The policy: the file `hushwire org archive-policy` wrote, or its line of text.
+        policy: String,
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
     /// Publish a revocation list to the relay from this (admin) device.
     #[command(after_help = "\
 Run it on a device registered with an admin certificate of the clinic (it uses --home, not
@@ -1007,6 +1061,8 @@ impl Command {
                 OrgCommand::Certify { .. } => "org certify",
                 OrgCommand::Revoke { .. } => "org revoke",
                 OrgCommand::PublishRevocations { .. } => "org publish-revocations",
+                OrgCommand::ArchivePolicy { .. } => "org archive-policy",
+                OrgCommand::PublishArchivePolicy { .. } => "org publish-archive-policy",
                 OrgCommand::SetRelay { .. } => "org set-relay",
                 OrgCommand::Link { .. } => "org link",
                 OrgCommand::Show { .. } => "org show",
@@ -1035,6 +1091,7 @@ impl Command {
             Self::Join { .. } => "join",
             Self::Leave { .. } => "leave",
             Self::Handoff { .. } => "handoff",
+            Self::Archive { .. } => "archive",
             Self::Recall { .. } => "recall",
             Self::Backup { .. } => "backup",
             Self::Restore { .. } => "restore",

@@ -36,6 +36,8 @@ const LAST_LIST_FILE: &str = "last-revocations.txt";
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// What the organization key is sealed as.
 const KEY_PURPOSE: &str = "hushwire organization key";
+/// The sealing purpose of an archive private key file (`org archive-policy`).
+const ARCHIVE_KEY_PURPOSE: &str = "hushwire archive key";
 /// Certificates start this long before they are issued, so a device whose clock is a little
 /// behind accepts them at once.
 const BACKDATE_SECS: u64 = 300;
@@ -1168,6 +1170,181 @@ pub async fn wipe(g: &Global, address: &str, wait: u64) -> CliResult<ExitCode> {
             "Ordered {target} wiped: the relay refuses it from now on and hands it the order at \
              its next login."
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `org archive-policy --retention-days DAYS`.
+pub fn org_archive_policy(
+    g: &Global,
+    dir: Option<&Path>,
+    retention_days: u16,
+) -> CliResult<ExitCode> {
+    let dir = org_dir(dir)?;
+    require_org(&dir)?;
+    let secret = common::org_passphrase(g, &dir, false)?;
+    let _lock = lock_org(&dir)?;
+    let (_state, key) = open_org(&dir, &secret)?;
+    let sequence = now_s();
+    let policy_path = dir.join(format!("archive-policy-{sequence}.txt"));
+    let key_path = dir.join(format!("archive-key-{sequence}.sealed"));
+    if policy_path.exists() || key_path.exists() {
+        return Err(fail(format!(
+            "{} or {} exists (a policy was signed this second): try again; nothing changed",
+            policy_path.display(),
+            key_path.display()
+        )));
+    }
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut()).map_err(|e| fail(format!("no randomness: {e}")))?;
+    let archive = hushwire::archive::ArchiveSecretKey::from_secret_bytes(*seed)
+        .ok_or_else(|| fail("the random archive key was unusable; try again"))?;
+    let policy = hushwire_proto::conversation::ArchivePolicy::issue(
+        &key,
+        sequence,
+        *archive.public(),
+        retention_days,
+    )
+    .map_err(|e| fail(format!("cannot sign the archive policy: {e}")))?;
+    let params = common::fast_kdf().unwrap_or(KdfParams::DEFAULT);
+    let sealed = hushwire_client::seal_secret_file(
+        &secret,
+        params,
+        ARCHIVE_KEY_PURPOSE,
+        archive.to_secret_bytes().as_slice(),
+    )?;
+    write_private(&key_path, &sealed, true)?;
+    if let Err(e) = write_private(&policy_path, format!("{}\n", b64(&policy)).as_bytes(), true) {
+        let _ = std::fs::remove_file(&key_path);
+        return Err(e);
+    }
+    if g.json {
+        println!(
+            "{}",
+            json!({"sequence": sequence, "retention_days": retention_days,
+                   "policy": policy_path.display().to_string(),
+                   "key": key_path.display().to_string()})
+        );
+    } else {
+        println!(
+            "Signed archive policy {sequence} (retention {retention_days} days): {}\n\
+             The archive's private key is in {}, sealed under the organization key's passphrase: \
+             give it to the clinic's supervisors and keep a backup (without it the archive cannot \
+             be read).\nPublish the policy from an admin device: hushwire org \
+             publish-archive-policy {}",
+            policy_path.display(),
+            key_path.display(),
+            policy_path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `org publish-archive-policy POLICY`.
+pub async fn publish_archive_policy(g: &Global, policy: &str, wait: u64) -> CliResult<ExitCode> {
+    let policy = decode_b64(policy, "archive policy", |b| {
+        hushwire_proto::conversation::ArchivePolicy::from_bytes(b).map_err(|e| e.to_string())
+    })?;
+    let client = connected(g, wait).await?;
+    let result = client.publish_archive_policy(&policy).await;
+    client.disconnect().await;
+    result?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"published": policy.sequence(), "retention_days": policy.retention_days()})
+        );
+    } else {
+        println!(
+            "Published archive policy {} (retention {} days): conversation messages are now \
+             also sealed to its key.",
+            policy.sequence(),
+            policy.retention_days()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `archive CONVERSATION --key-file FILE`.
+pub async fn open_archive(
+    g: &Global,
+    conversation: &str,
+    key_file: &Path,
+    wait: u64,
+) -> CliResult<ExitCode> {
+    let id = crate::conversations::parse_conversation(conversation)?;
+    let sealed = std::fs::read(key_file)
+        .map_err(|e| fail(format!("cannot read {}: {e}", key_file.display())))?;
+    let secret = common::org_passphrase(g, key_file, false)?;
+    let bytes = hushwire_client::open_secret_file(&secret, ARCHIVE_KEY_PURPOSE, &sealed).map_err(
+        |e| match e {
+            ClientError::WrongSecret => {
+                fail("wrong passphrase: the archive key did not open (it is sealed under the organization key's passphrase)")
+            }
+            _ => fail(format!(
+                "{} is not an archive key file (`hushwire org archive-policy` writes one)",
+                key_file.display()
+            )),
+        },
+    )?;
+    let seed: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| fail(format!("{} is damaged", key_file.display())))?;
+    let key = hushwire::archive::ArchiveSecretKey::from_secret_bytes(seed)
+        .ok_or_else(|| fail(format!("{} is damaged", key_file.display())))?;
+    let client = connected(g, wait).await?;
+    let result = client.open_archive(id, &key).await;
+    client.disconnect().await;
+    let entries = result?;
+    let mut out = Vec::new();
+    for e in &entries {
+        let flag = if e.member_at_epoch {
+            ""
+        } else {
+            " [NOT VERIFIED: not a member that writes at its epoch, or not the device that filed it]"
+        };
+        let line = match &e.payload {
+            hushwire::payload::Payload::ConversationMessage(m) => {
+                let header = format!(
+                    "[{}] {} (device {}){flag}:",
+                    common::format_clock(m.sent_at_ms),
+                    escape(&e.sender_shown),
+                    e.sender_device
+                );
+                if g.json {
+                    out.push(
+                        json!({"kind": "message", "id": m.id.to_string(), "from": e.sender_shown,
+                        "device": e.sender_device, "epoch": e.epoch, "verified": e.member_at_epoch,
+                        "sent_at_ms": m.sent_at_ms, "filed_at_ms": e.filed_at_ms,
+                        "text": String::from_utf8_lossy(&m.content)}),
+                    );
+                    continue;
+                }
+                crate::display::message_block(&header, "", &String::from_utf8_lossy(&m.content))
+            }
+            hushwire::payload::Payload::Recall { id: message, .. } => {
+                if g.json {
+                    out.push(
+                        json!({"kind": "recall", "id": message.to_string(), "from": e.sender_shown,
+                        "verified": e.member_at_epoch, "filed_at_ms": e.filed_at_ms}),
+                    );
+                    continue;
+                }
+                format!(
+                    "[{}] {}{flag} recalled message {message}",
+                    common::format_clock(e.filed_at_ms),
+                    escape(&e.sender_shown)
+                )
+            }
+            _ => continue,
+        };
+        println!("{line}");
+    }
+    if g.json {
+        println!("{}", json!(out));
+    } else if entries.is_empty() {
+        println!("The archive holds nothing for this conversation.");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -173,6 +173,12 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
                 OrgCommand::PublishRevocations { list, wait } => {
                     clinic::publish_revocations(g, &list, wait).await
                 }
+                OrgCommand::ArchivePolicy { retention_days } => {
+                    clinic::org_archive_policy(g, dir, retention_days)
+                }
+                OrgCommand::PublishArchivePolicy { policy, wait } => {
+                    clinic::publish_archive_policy(g, &policy, wait).await
+                }
                 OrgCommand::SetRelay { relay } => clinic::org_set_relay(g, dir, &relay),
                 OrgCommand::Link { no_qr } => clinic::org_link(g, dir, no_qr),
                 OrgCommand::Show { unsigned } => clinic::org_show(g, dir, unsigned),
@@ -208,6 +214,11 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             conversation, wait, ..
         } => conversations::join(g, &conversation, wait).await,
         Command::Leave { conversation, wait } => conversations::leave(g, &conversation, wait).await,
+        Command::Archive {
+            conversation,
+            key_file,
+            wait,
+        } => clinic::open_archive(g, &conversation, &key_file, wait).await,
         Command::Handoff {
             conversation,
             to,

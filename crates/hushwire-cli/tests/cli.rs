@@ -2443,6 +2443,25 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         "agent",
     );
     let ben = certified_staff(&admin_machine, &org_dir, &url, &link, "Ben Marsh", "agent");
+    // The clinic's archive: a policy signed offline, published by an admin device.
+    let sam = certified_staff(
+        &admin_machine,
+        &org_dir,
+        &url,
+        &link,
+        "Sam Lee",
+        "admin,supervisor",
+    );
+    let signed = org(
+        &admin_machine,
+        &org_dir,
+        &["archive-policy", "--retention-days", "30", "--json"],
+    )
+    .ok("org archive-policy")
+    .json();
+    let policy_file = signed["policy"].as_str().unwrap().to_owned();
+    let key_file = signed["key"].as_str().unwrap().to_owned();
+    sam.run_ok(&["org", "publish-archive-policy", &policy_file]);
     let patient = User::new();
     patient.run_ok(&["init"]);
     patient.run_ok(&["clinic", "add", &link]);
@@ -2516,4 +2535,38 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
     // Ada, removed, receives nothing said after the hand-off.
     let ada_after = chat_with(&ada, &id, "/quit\n");
     assert!(!ada_after.contains("Hello, I am Ben"), "{ada_after}");
+
+    // A supervisor reads the clinic's archive with the archive key: every message, verified.
+    let mut read = sam.command(&["archive", &id, "--key-file", &key_file]);
+    read.env("HUSHWIRE_ORG_PASSPHRASE", ORG_PASSPHRASE);
+    let archive = run(read, &sam.home).ok("archive");
+    for wanted in [
+        "patient (device 1): I have a <b>rash</b>",
+        "Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic (device 1): Sorry, wrong text",
+        "Ben Marsh \u{2014} verified agent of Lakeside Clinic (device 1): Hello, I am Ben",
+        "recalled message",
+    ] {
+        assert!(
+            archive.stdout.contains(wanted),
+            "{wanted}: {}",
+            archive.stdout
+        );
+    }
+    assert!(
+        !archive.stdout.contains("NOT VERIFIED"),
+        "{}",
+        archive.stdout
+    );
+    // A wrong passphrase opens nothing; a patient cannot read the archive.
+    let mut wrong = sam.command(&["archive", &id, "--key-file", &key_file]);
+    wrong.env("HUSHWIRE_ORG_PASSPHRASE", "not the passphrase at all");
+    let refused = run(wrong, &sam.home).failed("wrong archive passphrase");
+    assert!(
+        refused.stderr.contains("wrong passphrase"),
+        "{}",
+        refused.stderr
+    );
+    let mut by_patient = patient.command(&["archive", &id, "--key-file", &key_file]);
+    by_patient.env("HUSHWIRE_ORG_PASSPHRASE", ORG_PASSPHRASE);
+    run(by_patient, &patient.home).failed("a patient reading the archive");
 }

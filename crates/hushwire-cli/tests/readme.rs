@@ -341,6 +341,13 @@ fn every_readme_clinic_command_runs_as_written() {
         "{}",
         output("/tmp/pat members")
     );
+    let archive = output("/tmp/sam archive");
+    assert!(
+        archive.contains("patient (device 1): I have had a rash since Monday.")
+            && archive.contains("Ben here: I have your notes.")
+            && !archive.contains("NOT VERIFIED"),
+        "{archive}"
+    );
     assert!(
         output(" revoke 2").contains("revokes serial(s) 2;"),
         "{}",
