@@ -66,19 +66,45 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
     let org = Org::new(7, CLINIC);
     let relay = clinic_relay(&dir.path().join("relay"), &org).await;
     let url = relay.url();
-    let (ada, _) = staff(dir.path(), &url, &org, "Dr. Ada Okafor", 1, AGENT_ROLES).await;
-    let (ben, _) = staff(dir.path(), &url, &org, "Ben Marsh", 2, AGENT_ROLES).await;
-    let (sue, _) = staff(
+    clinic_conversation(dir.path(), &org, [url.as_str(); 4]).await;
+    drop(relay);
+}
+
+/// The same across two relay instances sharing PostgreSQL: the patient and Ben on one, Ada and
+/// the supervisor on the other, so every message, push, claim and hand-off crosses instances.
+#[tokio::test]
+async fn the_same_conversation_across_two_relay_instances_on_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = Org::new(8, CLINIC);
+    let Some(relays) = common::clinic_relays_on_postgres(dir.path(), &org).await else {
+        return;
+    };
+    let (a, b) = (relays[0].url(), relays[1].url());
+    clinic_conversation(
         dir.path(),
-        &url,
         &org,
+        [a.as_str(), b.as_str(), a.as_str(), b.as_str()],
+    )
+    .await;
+    drop(relays);
+}
+
+/// The conversation both tests run; `urls`: where the patient, Ada, Ben and Sue register.
+async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) {
+    let [patient_url, ada_url, ben_url, sue_url] = urls;
+    let (ada, _) = staff(dir, ada_url, org, "Dr. Ada Okafor", 1, AGENT_ROLES).await;
+    let (ben, _) = staff(dir, ben_url, org, "Ben Marsh", 2, AGENT_ROLES).await;
+    let (sue, _) = staff(
+        dir,
+        sue_url,
+        org,
         "Sue Park",
         3,
         &[Role::Supervisor, Role::Admin],
     )
     .await;
-    let (patient, _) = device(dir.path(), "patient").await;
-    patient.register(&url, None).await.unwrap();
+    let (patient, _) = device(dir, "patient").await;
+    patient.register(patient_url, None).await.unwrap();
     patient.add_clinic(&org.link).await.unwrap();
     for c in [&ada, &ben, &sue, &patient] {
         c.connect().await.unwrap();
@@ -357,5 +383,4 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
     assert!(ben.open_archive(conversation, &archive_key).await.is_err());
     let other = ArchiveSecretKey::from_secret_bytes([0x43; 32]).unwrap();
     assert!(sue.open_archive(conversation, &other).await.is_err());
-    drop(relay);
 }
