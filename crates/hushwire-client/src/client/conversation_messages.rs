@@ -61,6 +61,35 @@ struct MessageRecord {
     shared_by: Option<[u8; 32]>,
 }
 
+impl MessageRecord {
+    /// A message of kind `0x05` that `from` sent, received in `item` (directly, or in a share
+    /// by `shared_by`).
+    fn of(
+        m: &ConversationMessage,
+        from: Address,
+        me: &Fingerprint,
+        item: &Inbound,
+        shared_by: Option<Fingerprint>,
+    ) -> Self {
+        Self {
+            sender: from.fingerprint.0,
+            sender_device: from.device_id,
+            outgoing: from.fingerprint == *me,
+            kind: 0,
+            epoch: m.epoch,
+            id: m.id.0,
+            sent_at_ms: m.sent_at_ms,
+            received_at_ms: item.received_at_ms,
+            server_time_ms: item.server_time_ms,
+            content_type: content_type_byte(m.content_type),
+            content: m.content.clone(),
+            receipts: Vec::new(),
+            recalled: None,
+            shared_by: shared_by.map(|f| f.0),
+        }
+    }
+}
+
 /// A received conversation payload waiting to be checked and acted on (`conversation_inbound`).
 #[derive(Serialize, Deserialize)]
 struct Inbound {
@@ -791,22 +820,11 @@ impl Client {
                         Some("a conversation message from a read-only supervisor".into())
                     }
                     Some(_) => {
-                        let record = MessageRecord {
-                            sender: sender.0,
-                            sender_device: item.sender_device,
-                            outgoing: sender == me,
-                            kind: 0,
-                            epoch: m.epoch,
-                            id: m.id.0,
-                            sent_at_ms: m.sent_at_ms,
-                            received_at_ms: item.received_at_ms,
-                            server_time_ms: item.server_time_ms,
-                            content_type: content_type_byte(m.content_type),
-                            content: m.content.clone(),
-                            receipts: Vec::new(),
-                            recalled: None,
-                            shared_by: None,
+                        let from = Address {
+                            fingerprint: sender,
+                            device_id: item.sender_device,
                         };
+                        let record = MessageRecord::of(&m, from, &me, item, None);
                         if self.record_message(&mut tx, &conversation, &record).await? {
                             if i_write && sender != me {
                                 let receipt = Payload::ConversationReceipt {
@@ -971,22 +989,7 @@ impl Client {
                             refused += 1;
                             continue;
                         }
-                        let record = MessageRecord {
-                            sender: from.fingerprint.0,
-                            sender_device: from.device_id,
-                            outgoing: from.fingerprint == me,
-                            kind: 0,
-                            epoch: m.epoch,
-                            id: m.id.0,
-                            sent_at_ms: m.sent_at_ms,
-                            received_at_ms: item.received_at_ms,
-                            server_time_ms: item.server_time_ms,
-                            content_type: content_type_byte(m.content_type),
-                            content: m.content.clone(),
-                            receipts: Vec::new(),
-                            recalled: None,
-                            shared_by: Some(sender.0),
-                        };
+                        let record = MessageRecord::of(&m, from, &me, item, Some(sender));
                         if self.record_message(&mut tx, &conversation, &record).await? {
                             events.push(Event::ConversationMessageReceived(to_view(
                                 conversation,
