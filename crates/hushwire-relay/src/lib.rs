@@ -10,6 +10,7 @@
 pub mod audit_log;
 pub mod config;
 mod connection;
+pub mod membership_cache;
 pub mod metrics;
 pub mod pending;
 pub mod rate_limit;
@@ -108,6 +109,8 @@ pub struct Relay<S> {
     /// public half (`relay_key.rs`).
     pub(crate) relay_key: SigningKey,
     pub(crate) metrics: Metrics,
+    /// Verified conversation memberships at their stored heads (`docs/relay-protocol.md` §3.6).
+    pub(crate) memberships: membership_cache::MembershipCache,
     pub(crate) device_limits: RateLimiter<DeviceAddress>,
     pub(crate) address_limits: RateLimiter<IpAddr>,
     /// Envelopes and bytes per (sender, recipient).
@@ -169,6 +172,7 @@ impl<S: Store> Relay<S> {
                 config.max_pending,
             ),
             metrics: Metrics::new(),
+            memberships: membership_cache::MembershipCache::default(),
             connected: Mutex::new(HashMap::new()),
             store,
             config,

@@ -816,3 +816,125 @@ async fn removed_devices_are_told_and_a_patient_leaving_closes_the_conversation(
         .await;
     }
 }
+
+/// The relay keeps verified memberships in memory (`docs/relay-protocol.md` §3.6); one kept by
+/// instance A is never used once instance B has stored a change (on PostgreSQL the patient is
+/// on A, the agent and the supervisor on B): A's next `ConversationSend` at the old epoch is
+/// `StaleEpoch`, and at the new epoch it is checked against the new member set, both when a
+/// member joined (now a recipient) and when one was removed (no longer one).
+#[tokio::test]
+async fn a_membership_kept_in_memory_is_not_used_past_another_instances_change() {
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-cache");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, sue) = (Device::new(41, 1), Device::new(42, 1), Device::new(43, 1));
+        let ada_cert = clinic.certify(41, &ada, &[Role::Agent]);
+        let sue_cert = clinic.certify(42, &sue, &[Role::Supervisor]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        let mut a = Peer::register(&url(1), &ada, Some(&ada_cert)).await;
+        let mut s = Peer::register(&url(1), &sue, Some(&sue_cert)).await;
+
+        let mut h = History::new(&clinic, 41);
+        let conv = h.conversation;
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok
+        );
+        h.accept(&open);
+        let claim = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert!(matches!(
+            a.call(q(QueueFrame::Claim(Box::new(claim.clone())))).await,
+            FrameBody::Queue(f) if matches!(*f, QueueFrame::Claimed { .. })
+        ));
+        h.accept(&claim);
+        let send = |epoch, to: &Device| {
+            q(QueueFrame::ConversationSend {
+                conversation: conv,
+                epoch,
+                envelopes: vec![envelope(to, b"sealed for a member")],
+            })
+        };
+        let sent = |answer: &FrameBody| matches!(answer, FrameBody::Sent(r) if r.len() == 1);
+        // Instance A now holds the membership at epoch 2 (patient and agent); twice, so the
+        // second is answered from what it keeps.
+        for _ in 0..2 {
+            assert!(sent(&p.call(send(2, &ada)).await), "{engine:?}");
+            assert_eq!(
+                p.call(send(2, &sue)).await,
+                error(ErrorCode::NotOnConversation),
+                "{engine:?}"
+            );
+        }
+
+        // The supervisor joins on instance B.
+        let join = h.change(
+            ChangeAction::Add,
+            MemberRole::Supervisor,
+            &sue,
+            Some(&sue_cert),
+            &sue,
+            Some(&sue_cert),
+        );
+        assert_eq!(
+            s.call(q(QueueFrame::PublishChange(Box::new(join.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&join);
+        assert_eq!(
+            p.call(send(2, &ada)).await,
+            error(ErrorCode::StaleEpoch),
+            "{engine:?}"
+        );
+        assert!(sent(&p.call(send(3, &sue)).await), "{engine:?}");
+        assert!(sent(&p.call(send(3, &ada)).await), "{engine:?}");
+
+        // The agent removes the supervisor on instance B.
+        let out = h.change(
+            ChangeAction::Remove,
+            MemberRole::Supervisor,
+            &sue,
+            None,
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PublishChange(Box::new(out.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&out);
+        assert_eq!(
+            p.call(send(3, &sue)).await,
+            error(ErrorCode::StaleEpoch),
+            "{engine:?}"
+        );
+        assert_eq!(
+            p.call(send(4, &sue)).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert!(sent(&p.call(send(4, &ada)).await), "{engine:?}");
+        assert_eq!(membership_len(&mut p, conv).await, 4, "{engine:?}");
+    }
+}

@@ -5,6 +5,8 @@
 //! the conversation's head epoch, so that across instances exactly one of two racing changes
 //! (two claims) is stored. The relay learns only what §6 lists.
 
+use std::sync::Arc;
+
 use hushwire_proto::IdentityKey;
 use hushwire_proto::audit::{AuditEvent, ConversationId};
 use hushwire_proto::clinic::{DeviceList, Role};
@@ -392,29 +394,65 @@ impl<S: Store> Connection<S> {
         Ok(self.certified(id, identity, role).await?.is_some())
     }
 
-    /// The stored conversation of this relay's clinic and its membership rebuilt from the
-    /// stored history (which was verified when stored, so it is replayed without today's
-    /// revocation list and device list: a change made before a revocation stays valid).
+    /// The stored conversation of this relay's clinic and its verified membership at the head
+    /// read (`docs/relay-protocol.md` §3.6): one read of the conversation row, then the
+    /// membership from the instance's cache if it holds that same head, else rebuilt from the
+    /// stored history.
     async fn load(
         &mut self,
         id: u32,
         conversation: ConversationId,
-    ) -> Result<Option<(StoredConversation, MembershipLog)>, Close> {
+    ) -> Result<Option<(StoredConversation, Arc<MembershipLog>)>, Close> {
+        let Some(stored) = self.stored_conversation(id, conversation).await? else {
+            return Ok(None);
+        };
+        let log = self.membership(id, &stored).await?;
+        Ok(Some((stored, log)))
+    }
+
+    /// The stored conversation row, if it is one of this relay's clinic.
+    async fn stored_conversation(
+        &mut self,
+        id: u32,
+        conversation: ConversationId,
+    ) -> Result<Option<StoredConversation>, Close> {
         let Some(org) = self.org() else {
             return Ok(None);
         };
-        let Some(stored) = self
+        Ok(self
             .relay
             .store
             .conversation(conversation.0)
             .await
             .map_err(|e| internal(id, &e))?
-        else {
-            return Ok(None);
-        };
-        if stored.clinic != org.to_bytes() {
-            return Ok(None);
+            .filter(|c| c.clinic == org.to_bytes()))
+    }
+
+    /// The membership at the head of `stored` (a row of this relay's clinic). From the cache
+    /// when it holds the conversation at exactly the stored head epoch and head hash: a change
+    /// stored since, on any instance, moved the stored head, so a cached membership is never
+    /// used past it. Otherwise rebuilt from the stored history, which was verified when stored,
+    /// so it is replayed without today's revocation list and device list (a change made before
+    /// a revocation stays valid: the cache changes nothing there), and kept.
+    async fn membership(
+        &mut self,
+        id: u32,
+        stored: &StoredConversation,
+    ) -> Result<Arc<MembershipLog>, Close> {
+        if let Some(log) =
+            self.relay
+                .memberships
+                .get(stored.id, stored.head_epoch, &stored.head_hash)
+        {
+            return Ok(log);
         }
+        let Some(org) = self.org() else {
+            return Err(internal(
+                id,
+                &crate::storage::StoreError::Corrupt("no clinic".into()),
+            ));
+        };
+        let conversation = ConversationId(stored.id);
         // Only the changes up to the head read above: a change stored since (by a racing
         // request, on any instance) is not part of this view, and the compare-and-set on the
         // head epoch refuses whatever is decided on this view.
@@ -457,7 +495,10 @@ impl<S: Store> Connection<S> {
                 &crate::storage::StoreError::Corrupt("conversation head".into()),
             ));
         }
-        Ok(Some((stored, log)))
+        let log = Arc::new(log);
+        // Kept under its own head: if the stored head hash disagreed, it would never be used.
+        self.relay.memberships.insert(stored.id, Arc::clone(&log));
+        Ok(log)
     }
 
     /// The patient's stored device list, if it verifies for the patient.
@@ -542,7 +583,7 @@ impl<S: Store> Connection<S> {
                     "unknown_conversation",
                 )));
             };
-            (Some(stored), log)
+            (Some(stored), Arc::unwrap_or_clone(log))
         };
         // Every change is signed by the device that sends it.
         if changes.iter().any(|c| {
@@ -794,6 +835,11 @@ impl<S: Store> Connection<S> {
             }
             return Ok(Err(Refusal::Code(C::StaleEpoch, "stale_epoch")));
         }
+        // Stored at this head by the compare-and-set, after the verification above (which was
+        // stricter than a replay: it also checked the revocation and device lists).
+        self.relay
+            .memberships
+            .insert(conversation.0, Arc::new(log.clone()));
         for target in &targets {
             self.relay.wake(target);
         }
@@ -886,14 +932,8 @@ impl<S: Store> Connection<S> {
         epoch: u64,
         envelopes: Vec<OutgoingEnvelope>,
     ) -> Result<(), Close> {
-        let Some(stored) = self
-            .relay
-            .store
-            .conversation(conversation.0)
-            .await
-            .map_err(|e| internal(id, &e))?
-            .filter(|c| self.org().is_some_and(|o| o.to_bytes() == c.clinic))
-        else {
+        // One read of the conversation row; the epoch is checked before any membership work.
+        let Some(stored) = self.stored_conversation(id, conversation).await? else {
             return self
                 .refuse_queue(id, ErrorCode::UnknownConversation, "unknown_conversation")
                 .await;
@@ -903,16 +943,7 @@ impl<S: Store> Connection<S> {
                 .refuse_queue(id, ErrorCode::StaleEpoch, "stale_epoch")
                 .await;
         }
-        let Some((_, log)) = self.load(id, conversation).await? else {
-            return self
-                .refuse_queue(id, ErrorCode::UnknownConversation, "unknown_conversation")
-                .await;
-        };
-        if log.next_epoch() != epoch {
-            return self
-                .refuse_queue(id, ErrorCode::StaleEpoch, "stale_epoch")
-                .await;
-        }
+        let log = self.membership(id, &stored).await?;
         let sender_writes = role_of(&log, &device).is_some_and(MemberRole::can_write);
         let recipients_members = envelopes
             .iter()
