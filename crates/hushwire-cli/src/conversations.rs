@@ -99,10 +99,10 @@ pub async fn queue(g: &Global, wait: u64) -> CliResult<ExitCode> {
     } else {
         for e in &entries {
             println!(
-                "{}  {:?}  waiting since {} (Unix seconds)",
+                "{}  {:?}  waiting since {}",
                 hex(&e.conversation),
                 e.state,
-                e.waiting_since
+                crate::common::format_time(e.waiting_since.saturating_mul(1000))
             );
         }
     }
