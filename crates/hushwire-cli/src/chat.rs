@@ -659,13 +659,7 @@ async fn conversation_intro(
     let mut unread = Vec::new();
     let mut shown = std::collections::HashSet::new();
     for m in client.conversation_messages(id).await? {
-        let header = format!(
-            "[{}] {}{}{}:",
-            common::format_clock(m.sent_at_ms),
-            if m.staff_note { "staff note from " } else { "" },
-            escape(&m.sender_shown),
-            common::shared_suffix(m.shared_by.as_deref()),
-        );
+        let header = common::conversation_header(&m, &common::format_clock(m.sent_at_ms));
         let text = match &m.recalled {
             Some((by, at)) => format!("(recalled by {by} at {})", common::format_clock(*at)),
             None => String::from_utf8_lossy(&m.content).into_owned(),

@@ -776,12 +776,9 @@ pub async fn describe(
             if let Some(by) = &m.shared_by {
                 obj.insert("shared_by".into(), json!(by));
             }
-            let header = format!(
-                "[{}] {}{}{}:",
-                sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
-                if m.staff_note { "staff note from " } else { "" },
-                escape(&m.sender_shown),
-                shared_suffix(m.shared_by.as_deref()),
+            let header = conversation_header(
+                m,
+                &sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
             );
             let line = message_block(&header, "", &content_text(m.content_type, &m.content));
             Some((Zeroizing::new(line), Value::Object(obj)))
@@ -843,9 +840,17 @@ pub async fn describe(
     }
 }
 
-/// How a message received in a history share says so: ` (shared by …)`, escaped.
-pub fn shared_suffix(shared_by: Option<&str>) -> String {
-    shared_by.map_or_else(String::new, |by| format!(" (shared by {})", escape(by)))
+/// The header line of a conversation message shown at `time`: `[time] sender:`, a staff note
+/// and a message received in a history share saying so, every name escaped.
+pub fn conversation_header(m: &hushwire_client::ConversationMessageView, time: &str) -> String {
+    format!(
+        "[{time}] {}{}{}:",
+        if m.staff_note { "staff note from " } else { "" },
+        escape(&m.sender_shown),
+        m.shared_by
+            .as_deref()
+            .map_or_else(String::new, |by| format!(" (shared by {})", escape(by))),
+    )
 }
 
 /// A conversation id as the commands print and take it: 32 lowercase hex digits.

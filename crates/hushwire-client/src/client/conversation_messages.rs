@@ -368,6 +368,34 @@ impl Client {
         Ok(row)
     }
 
+    /// [`Self::member_row`] in a transaction of its own, for what is encrypted now rather than
+    /// queued (hand-off notes, a hand-off's history share), committed with `audit`'s record if
+    /// one is given; the events it raises are emitted after the commit.
+    async fn member_row_now(
+        &self,
+        identity: &hushwire::proto::keys::IdentityKey,
+        device: u32,
+        label: &str,
+        audit: Option<&dyn Fn(&hushwire::Account) -> hushwire::proto::audit::AuditEvent>,
+    ) -> Result<i64> {
+        let state = self.inner.state.lock().await;
+        let mut events = Vec::new();
+        let mut tx = store::begin(&self.inner.db).await?;
+        let row = self
+            .member_row(&mut tx, &state, identity, device, label, &mut events)
+            .await?;
+        if let Some(audit) = audit {
+            self.audit(&mut tx, &state.account, audit(&state.account))
+                .await?;
+        }
+        tx.commit().await?;
+        drop(state);
+        for event in events {
+            self.emit(event);
+        }
+        Ok(row)
+    }
+
     /// Queues `payload` for every member device at the verified head except this one (the
     /// sender's own other devices included, §2). `message_id`: the message it carries.
     async fn queue_to_members(
@@ -1159,7 +1187,7 @@ impl Client {
         let Some(policy) = policy else {
             return Ok(None);
         };
-        if policy.org() != &org || !policy.verify(&org) {
+        if !policy.verify(&org) {
             return Err(conversation_error(
                 "the relay's archive policy is not signed by the pinned clinic",
             ));
@@ -1252,21 +1280,8 @@ impl Client {
     ) -> Result<Vec<hushwire::proto::conversation::queue::NoteEnvelope>> {
         let mut notes = Vec::new();
         for (identity, device) in recipients {
-            let row = {
-                let state = self.inner.state.lock().await;
-                let mut events = Vec::new();
-                let mut tx = store::begin(&self.inner.db).await?;
-                let shown = conv.label(&identity.fingerprint());
-                let row = self
-                    .member_row(&mut tx, &state, identity, *device, &shown, &mut events)
-                    .await?;
-                tx.commit().await?;
-                drop(state);
-                for event in events {
-                    self.emit(event);
-                }
-                row
-            };
+            let label = conv.label(&identity.fingerprint());
+            let row = self.member_row_now(identity, *device, &label, None).await?;
             if let Err(e) = self.ensure_session(link, row).await {
                 tracing::warn!(error = %e, "no session with a staff device: it gets no note");
                 continue;
@@ -1293,7 +1308,7 @@ impl Client {
             let clinic = state.clinic.as_ref().ok_or(ClientError::NoClinic)?;
             *clinic.link().org()
         };
-        if policy.org() != &org || !policy.verify(&org) {
+        if !policy.verify(&org) {
             return Err(conversation_error(
                 "the archive policy is not signed by the pinned clinic's key",
             ));
@@ -1564,29 +1579,12 @@ impl Client {
         }
         let shown = conv.label(&with);
         for &device in member.devices() {
-            let row = {
-                let state = self.inner.state.lock().await;
-                let mut events = Vec::new();
-                let mut tx = store::begin(&self.inner.db).await?;
-                let row = self
-                    .member_row(
-                        &mut tx,
-                        &state,
-                        member.identity(),
-                        device,
-                        &shown,
-                        &mut events,
-                    )
-                    .await?;
-                let audit = history_shared(&state.account, conversation, with, device, count);
-                self.audit(&mut tx, &state.account, audit).await?;
-                tx.commit().await?;
-                drop(state);
-                for event in events {
-                    self.emit(event);
-                }
-                row
+            let audit = |account: &hushwire::Account| {
+                history_shared(account, conversation, with, device, count)
             };
+            let row = self
+                .member_row_now(member.identity(), device, &shown, Some(&audit))
+                .await?;
             self.ensure_session(link, row).await?;
             let mut envelopes = Vec::new();
             for messages in &shares {
