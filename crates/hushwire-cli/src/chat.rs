@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::cli::Global;
-use crate::common::{self, CliResult, Names, describe, open};
+use crate::common::{self, CliResult, Names, describe, now_ms, open};
 use crate::display::{escape, message_block};
 
 /// Clears the screen and its scrollback, and homes the cursor.
@@ -744,12 +744,6 @@ fn lock_screen(shared: &Shared, screen: &mut Screen, idle: Option<Duration>) {
         None => "Locked.".to_owned(),
     };
     screen.line(&format!("{CLEAR}{why} Enter passphrase to unlock:"));
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Prints a line, or keeps it for after the unlock.

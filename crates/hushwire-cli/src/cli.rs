@@ -358,6 +358,45 @@ Example:
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
     },
+    /// List the clinic conversations this device holds, most recently active first.
+    #[command(after_help = "\
+Shows each conversation's id, when this device last recorded something in it (a message, a
+note, a membership change) and whether it is under a legal hold. Nothing is sent to the relay.
+
+Example:
+  hushwire conversations")]
+    Conversations,
+    /// Staff: place or lift a legal hold on a conversation (retention never deletes it while held).
+    #[command(after_help = "\
+The clinic's retention (`hushwire retention`) deletes conversations from staff devices once
+their last activity is older than the clinic's retention period; a conversation under a legal
+hold stays until the hold is lifted. The hold is kept on this device only: place it on each
+staff device that holds the conversation.
+
+Examples:
+  hushwire legal-hold 5f0c9a1e2b3d4c5e6f708192a3b4c5d6 on
+  hushwire legal-hold 5f0c9a1e2b3d4c5e6f708192a3b4c5d6 off")]
+    LegalHold {
+        /// The conversation id (32 hex digits).
+        conversation: String,
+        /// `on` places the hold, `off` lifts it.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Staff: apply the clinic's retention now (it also runs at every connection and hourly).
+    #[command(after_help = "\
+Deletes from this device every conversation whose last activity is older than the retention
+period in the clinic's signed archive policy (`org archive-policy --retention-days N`), unless it
+is under a legal hold. The deletion overwrites the freed space in the store. A patient's device
+keeps its own copy; the relay applies the same period to the clinic's archive.
+
+Example:
+  hushwire retention")]
+    Retention {
+        /// Seconds to wait for the relay (the archive policy is read from it).
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        wait: u64,
+    },
     /// Staff: leave a conversation; an agent's leaving hands it back to the queue.
     #[command(after_help = "\
 Example:
@@ -1093,6 +1132,9 @@ impl Command {
             Self::Handoff { .. } => "handoff",
             Self::Archive { .. } => "archive",
             Self::Recall { .. } => "recall",
+            Self::Conversations => "conversations",
+            Self::LegalHold { .. } => "legal-hold",
+            Self::Retention { .. } => "retention",
             Self::Backup { .. } => "backup",
             Self::Restore { .. } => "restore",
         }

@@ -367,6 +367,13 @@ pub fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
 }
 
+/// The current time, Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `YYYY-MM-DD HH:MM:SSZ` (UTC) for Unix milliseconds.
 pub fn format_time(ms: u64) -> String {
     let secs = ms / 1000;

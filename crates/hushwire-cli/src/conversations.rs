@@ -312,3 +312,81 @@ pub async fn recall(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `conversations`: what this device holds, from its store only.
+pub async fn list(g: &Global) -> CliResult<ExitCode> {
+    let client = open(g).await?;
+    let held = client.conversations().await?;
+    if g.json {
+        let list: Vec<_> = held
+            .iter()
+            .map(|s| {
+                json!({"conversation": hex(&s.id), "last_activity_ms": s.last_activity_ms,
+                       "legal_hold": s.legal_hold})
+            })
+            .collect();
+        println!("{}", json!(list));
+    } else if held.is_empty() {
+        println!("No conversations on this device.");
+    } else {
+        for s in &held {
+            println!(
+                "{}  last activity {}{}",
+                hex(&s.id),
+                crate::common::format_time(s.last_activity_ms),
+                if s.legal_hold { "  LEGAL HOLD" } else { "" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `legal-hold CONVERSATION on|off`.
+pub async fn legal_hold(g: &Global, conversation: &str, hold: bool) -> CliResult<ExitCode> {
+    let id = parse_conversation(conversation)?;
+    let client = open(g).await?;
+    client.set_legal_hold(id, hold).await?;
+    if g.json {
+        println!("{}", json!({"conversation": hex(&id), "legal_hold": hold}));
+    } else if hold {
+        println!(
+            "Legal hold placed on {}: retention keeps it on this device until the hold is lifted.",
+            hex(&id)
+        );
+    } else {
+        println!(
+            "Legal hold lifted from {}: retention deletes it once its last activity is older \
+             than the clinic's retention period.",
+            hex(&id)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `retention`: applies the clinic's retention now.
+pub async fn retention(g: &Global, wait: u64) -> CliResult<ExitCode> {
+    let client = connected(g, wait).await?;
+    let result = client.apply_retention(common::now_ms()).await;
+    client.disconnect().await;
+    let report = result?;
+    if g.json {
+        let deleted: Vec<String> = report.deleted.iter().map(hex).collect();
+        println!(
+            "{}",
+            json!({"retention_days": report.retention_days, "deleted": deleted,
+                   "held": report.held, "kept": report.kept})
+        );
+    } else {
+        println!(
+            "Retention: {} days. Deleted {} conversation(s); kept {} (recent) and {} (legal hold).",
+            report.retention_days,
+            report.deleted.len(),
+            report.kept,
+            report.held
+        );
+        for id in &report.deleted {
+            println!("  deleted {}", hex(id));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

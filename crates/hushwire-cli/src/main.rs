@@ -234,6 +234,12 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             message,
             wait,
         } => conversations::recall(g, &conversation, &message, wait).await,
+        Command::Conversations => conversations::list(g).await,
+        Command::LegalHold {
+            conversation,
+            state,
+        } => conversations::legal_hold(g, &conversation, state == "on").await,
+        Command::Retention { wait } => conversations::retention(g, wait).await,
         Command::Members { conversation, wait } => {
             conversations::members(g, &conversation, wait).await
         }

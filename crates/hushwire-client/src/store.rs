@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -154,6 +154,12 @@ const MIGRATIONS: &[&str] = &[
         ON conversation_messages (conversation_index, id);
     CREATE TABLE conversation_inbound (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
     CREATE TABLE archive_outbox (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
+    ",
+    // v8: one entry per conversation held (`conversations.md` §7.4, `client.md` §3.3), by the
+    // blind index of its id: the id itself, its last activity and legal hold, sealed. The
+    // history is sealed under the conversation id, so without this nothing could list them.
+    "
+    CREATE TABLE conversation_entries (id_index BLOB PRIMARY KEY, sealed BLOB NOT NULL);
     ",
 ];
 
@@ -1221,6 +1227,83 @@ pub(crate) async fn put_conversation(
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// A conversation's sealed entry (id, last activity, legal hold), by its blind index.
+pub(crate) async fn conversation_entry(
+    c: &mut SqliteConnection,
+    index: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT sealed FROM conversation_entries WHERE id_index = ?")
+            .bind(index)
+            .fetch_optional(c)
+            .await?,
+    )
+}
+
+/// Stores a conversation's sealed entry, replacing the one held.
+pub(crate) async fn put_conversation_entry(
+    c: &mut SqliteConnection,
+    index: &[u8],
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO conversation_entries (id_index, sealed) VALUES (?, ?) \
+         ON CONFLICT (id_index) DO UPDATE SET sealed = excluded.sealed",
+    )
+    .bind(index)
+    .bind(sealed)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Every conversation entry: `(blind index, sealed entry)`.
+pub(crate) async fn conversation_entries(
+    c: &mut SqliteConnection,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    Ok(
+        sqlx::query("SELECT id_index, sealed FROM conversation_entries ORDER BY id_index")
+            .fetch_all(c)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+    )
+}
+
+/// Deletes conversations (retention, `conversations.md` §7.4): their entries, histories and
+/// messages, in one transaction with `secure_delete` on (SQLite overwrites the freed content),
+/// then empties the write-ahead log, so the file keeps no copy of what was deleted.
+pub(crate) async fn delete_conversations(pool: &SqlitePool, indexes: &[[u8; 32]]) -> Result<()> {
+    let mut c = pool.acquire().await?;
+    sqlx::query("PRAGMA secure_delete = ON")
+        .execute(&mut *c)
+        .await?;
+    let deleted = async {
+        let mut tx = sqlx::Connection::begin(&mut *c).await?;
+        for index in indexes {
+            for sql in [
+                "DELETE FROM conversation_messages WHERE conversation_index = ?",
+                "DELETE FROM conversations WHERE id_index = ?",
+                "DELETE FROM conversation_entries WHERE id_index = ?",
+            ] {
+                sqlx::query(sql).bind(&index[..]).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *c)
+            .await?;
+        Ok::<(), ClientError>(())
+    }
+    .await;
+    // The pool's connection goes back as it was: secure_delete costs writes on every delete.
+    sqlx::query("PRAGMA secure_delete = OFF")
+        .execute(&mut *c)
+        .await?;
+    deleted
 }
 
 /// A stored conversation message: its row id and sealed record.

@@ -1,7 +1,8 @@
 //! Messages in clinic conversations (`docs/conversations.md` §2, §7, §8) through a real relay in
-//! this process: fan-out to the verified members, receipts per member, a recall, a hand-off to
-//! a named agent with a note only staff see, a removed agent that receives nothing sent after
-//! its removal, a read-only supervisor, and the clinic's archive opened with its key.
+//! this process: a patient on two devices, two agents racing to claim, fan-out to every device
+//! of the verified members, receipts per member, a recall on every device, a hand-off to an
+//! agent on two devices with a note only staff see, a removed agent that receives nothing sent
+//! after its removal, a read-only supervisor, and the clinic's archive opened with its key.
 
 #![allow(
     clippy::unwrap_used,
@@ -68,12 +69,13 @@ async fn members_talk_a_recall_shows_everywhere_a_handoff_note_stays_with_staff_
     let org = Org::new(7, CLINIC);
     let relay = clinic_relay(&dir.path().join("relay"), &org).await;
     let url = relay.url();
-    clinic_conversation(dir.path(), &org, [url.as_str(); 4]).await;
+    clinic_conversation(dir.path(), &org, [url.as_str(); 5]).await;
     drop(relay);
 }
 
-/// The same across two relay instances sharing PostgreSQL: the patient and Ben on one, Ada and
-/// the supervisor on the other, so every message, push, claim and hand-off crosses instances.
+/// The same across two relay instances sharing PostgreSQL: the patient and Ben on one, Ada,
+/// Cy and the supervisor on the other, so every message, push, claim (Ben's and Cy's race) and
+/// hand-off crosses instances.
 #[tokio::test]
 async fn the_same_conversation_across_two_relay_instances_on_postgresql() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,17 +87,39 @@ async fn the_same_conversation_across_two_relay_instances_on_postgresql() {
     clinic_conversation(
         dir.path(),
         &org,
-        [a.as_str(), b.as_str(), a.as_str(), b.as_str()],
+        [a.as_str(), b.as_str(), a.as_str(), b.as_str(), b.as_str()],
     )
     .await;
     drop(relays);
 }
 
-/// The conversation both tests run; `urls`: where the patient, Ada, Ben and Sue register.
-async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) {
-    let [patient_url, ada_url, ben_url, sue_url] = urls;
+/// A second device of the person `of` (`hushwire devices link`, then `init --link CODE`),
+/// connected and synced. It registers where `of` is registered (the code names that relay).
+async fn second_device(dir: &std::path::Path, of: &Client, name: &str) -> Client {
+    let code = of.link_device().await.unwrap().code;
+    let device = Client::join(
+        &dir.join(format!("{name}.db")),
+        &common::secret(),
+        common::options(),
+        &code,
+    )
+    .await
+    .unwrap();
+    device.connect().await.unwrap();
+    device.sync(WAIT).await.unwrap();
+    device
+}
+
+/// The conversation both tests run; `urls`: where the patient, Ada, Ben, Cy and Sue register
+/// (second devices register beside their first). The patient writes from a laptop and a phone;
+/// Ben and Cy race to claim and exactly one wins; the winner answers, recalls a wrong answer
+/// and hands off to Ada, who works on two devices; the winner, removed, gets nothing sent
+/// after; Sue joins read-only and opens the archive.
+async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) {
+    let [patient_url, ada_url, ben_url, cy_url, sue_url] = urls;
     let (ada, _) = staff(dir, ada_url, org, "Dr. Ada Okafor", 1, AGENT_ROLES).await;
     let (ben, _) = staff(dir, ben_url, org, "Ben Marsh", 2, AGENT_ROLES).await;
+    let (cy, _) = staff(dir, cy_url, org, "Cy Moreno", 4, AGENT_ROLES).await;
     let (sue, _) = staff(
         dir,
         sue_url,
@@ -108,11 +132,15 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) 
     let (patient, _) = device(dir, "patient").await;
     patient.register(patient_url, None).await.unwrap();
     patient.add_clinic(&org.link).await.unwrap();
-    for c in [&ada, &ben, &sue, &patient] {
+    for c in [&ada, &ben, &cy, &sue, &patient] {
         c.connect().await.unwrap();
         c.sync(WAIT).await.unwrap();
     }
+    // The patient's phone and Ada's tablet: every message goes to every device of a member.
+    let phone = second_device(dir, &patient, "patient-phone").await;
+    let tablet = second_device(dir, &ada, "ada-tablet").await;
     ben.set_on_duty(true).await.unwrap();
+    cy.set_on_duty(true).await.unwrap();
 
     // The clinic's archive key: published by an admin, verified by every sender.
     let archive_key = ArchiveSecretKey::from_secret_bytes([0x42; 32]).unwrap();
@@ -140,12 +168,31 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) 
         .await
         .unwrap();
     patient.sync(WAIT).await.unwrap();
+    // Ben and Cy race to claim it: exactly one wins, the other is told and changes nothing.
+    let (by_ben, by_cy) = tokio::join!(ben.claim(conversation), cy.claim(conversation));
+    let outcomes = [by_ben.unwrap(), by_cy.unwrap()];
     assert_eq!(
-        ada.claim(conversation).await.unwrap(),
-        ClaimOutcome::Claimed
+        outcomes
+            .iter()
+            .filter(|o| **o == ClaimOutcome::Claimed)
+            .count(),
+        1,
+        "exactly one claim wins: {outcomes:?}"
     );
+    let (first, first_name, first_serial, loser) = if outcomes[0] == ClaimOutcome::Claimed {
+        (&ben, "Ben Marsh", 2, &cy)
+    } else {
+        (&cy, "Cy Moreno", 4, &ben)
+    };
+    let first_shown = format!("{first_name} — verified agent of {CLINIC}");
+    assert!(matches!(
+        loser
+            .send_text_to_conversation(conversation, "I have it too")
+            .await,
+        Err(ClientError::Conversation(_))
+    ));
     let waiting = wait_until(
-        &ada,
+        first,
         conversation,
         "the message written while waiting",
         |m| has_text(m, "Hello, is anyone there?"),
@@ -153,108 +200,123 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) 
     .await;
     assert_eq!(waiting[0].sender_shown, "patient");
     assert_eq!(waiting[0].shared_by.as_deref(), Some("patient"));
+    // The patient's own other device holds what the laptop wrote, as sent.
+    let on_phone = wait_until(&phone, conversation, "the laptop's message", |m| {
+        has_text(m, "Hello, is anyone there?")
+    })
+    .await;
+    assert!(on_phone[0].outgoing, "{on_phone:?}");
 
-    // The patient writes; the agent reads it and the patient sees "delivered", then "read".
-    let mut patient_events = patient.events();
-    let hello = patient
+    // The patient writes from the phone; the agent reads it and the phone sees "delivered",
+    // then "read"; the laptop holds it too.
+    let hello = phone
         .send_text_to_conversation(conversation, "I have a rash since Monday")
         .await
         .unwrap();
-    let seen = wait_until(&ada, conversation, "the patient's message", |m| {
+    let seen = wait_until(first, conversation, "the patient's message", |m| {
         has_text(m, "I have a rash since Monday")
     })
     .await;
-    assert_eq!(seen[0].sender_shown, "patient");
-    assert!(!seen[0].outgoing);
-    wait_until(&patient, conversation, "a delivered receipt", |m| {
+    let rash = seen
+        .iter()
+        .find(|m| text(m) == "I have a rash since Monday")
+        .unwrap();
+    assert_eq!(rash.sender_shown, "patient");
+    assert!(!rash.outgoing);
+    wait_until(&patient, conversation, "the phone's message", |m| {
+        m.iter().any(|m| m.id == hello && m.outgoing)
+    })
+    .await;
+    wait_until(&phone, conversation, "a delivered receipt", |m| {
         m.iter()
             .any(|m| m.id == hello && m.receipts.iter().any(|r| r.2 == ReceiptStatus::Delivered))
     })
     .await;
-    ada.mark_conversation_read(conversation, &[hello])
+    first
+        .mark_conversation_read(conversation, &[hello])
         .await
         .unwrap();
-    wait_until(&patient, conversation, "a read receipt", |m| {
+    wait_until(&phone, conversation, "a read receipt", |m| {
         m.iter()
             .any(|m| m.id == hello && m.receipts.iter().any(|r| r.2 == ReceiptStatus::Read))
     })
     .await;
 
-    // The agent answers; the patient sees who answers, from the verified certificate.
-    let wrong = ada
+    // The agent answers; both of the patient's devices show who answers, from the verified
+    // certificate.
+    let mut patient_events = patient.events();
+    let wrong = first
         .send_text_to_conversation(conversation, "Take 400 mg ibuprofen (wrong patient)")
         .await
         .unwrap();
-    let answer = wait_until(&patient, conversation, "the agent's answer", |m| {
-        m.iter().any(|m| m.id == wrong)
-    })
-    .await;
-    let answer = answer.iter().find(|m| m.id == wrong).unwrap();
-    assert_eq!(
-        answer.sender_shown,
-        format!("Dr. Ada Okafor — verified agent of {CLINIC}")
-    );
+    for device in [&patient, &phone] {
+        let answer = wait_until(device, conversation, "the agent's answer", |m| {
+            m.iter().any(|m| m.id == wrong)
+        })
+        .await;
+        let answer = answer.iter().find(|m| m.id == wrong).unwrap();
+        assert_eq!(answer.sender_shown, first_shown);
+    }
 
     // A recall shows on every device as recalled, by whom; the content is kept, not erased.
-    ada.recall(conversation, wrong).await.unwrap();
-    let recalled = wait_until(&patient, conversation, "the recall", |m| {
-        m.iter().any(|m| m.id == wrong && m.recalled.is_some())
-    })
-    .await;
-    let recalled = recalled.iter().find(|m| m.id == wrong).unwrap();
-    assert_eq!(
-        recalled.recalled.as_ref().unwrap().0,
-        format!("Dr. Ada Okafor — verified agent of {CLINIC}")
-    );
-    assert!(!recalled.content.is_empty(), "kept for the record");
+    first.recall(conversation, wrong).await.unwrap();
+    for device in [&patient, &phone] {
+        let recalled = wait_until(device, conversation, "the recall", |m| {
+            m.iter().any(|m| m.id == wrong && m.recalled.is_some())
+        })
+        .await;
+        let recalled = recalled.iter().find(|m| m.id == wrong).unwrap();
+        assert_eq!(recalled.recalled.as_ref().unwrap().0, first_shown);
+        assert!(!recalled.content.is_empty(), "kept for the record");
+    }
     // Only the sender recalls; a recall twice is refused; nothing changes.
     assert!(matches!(
         patient.recall(conversation, wrong).await,
         Err(ClientError::Conversation(_))
     ));
     assert!(matches!(
-        ada.recall(conversation, wrong).await,
+        first.recall(conversation, wrong).await,
         Err(ClientError::Conversation(_))
     ));
 
-    // Ada hands the conversation to Ben with a note the patient never sees.
-    let ben_fingerprint = ben.identity_key().await.fingerprint();
-    ada.handoff(
-        conversation,
-        Some(ben_fingerprint),
-        Some("penicillin allergy noted"),
-        true,
-    )
-    .await
-    .unwrap();
-    let ben_view = wait_until(&ben, conversation, "the hand-off note", |m| {
-        m.iter().any(|m| m.staff_note)
-    })
-    .await;
-    let note = ben_view.iter().find(|m| m.staff_note).unwrap();
-    assert_eq!(text(note), "penicillin allergy noted");
-    // Ada shared the conversation so far with Ben: he reads it, marked as shared by her, and
-    // the recalled message is not in it.
-    let shared = wait_until(&ben, conversation, "the shared history", |m| {
-        has_text(m, "I have a rash since Monday") && has_text(m, "Hello, is anyone there?")
-    })
-    .await;
-    let rash = shared
-        .iter()
-        .find(|m| text(m) == "I have a rash since Monday")
+    // The winner hands the conversation to Ada with a note the patient never sees. Both of
+    // Ada's devices get the note and the conversation so far, marked as shared by the winner,
+    // without the recalled message.
+    let ada_fingerprint = ada.identity_key().await.fingerprint();
+    first
+        .handoff(
+            conversation,
+            Some(ada_fingerprint),
+            Some("penicillin allergy noted"),
+            true,
+        )
+        .await
         .unwrap();
-    assert_eq!(rash.sender_shown, "patient");
-    assert_eq!(
-        rash.shared_by.as_deref(),
-        Some(format!("Dr. Ada Okafor — verified agent of {CLINIC}").as_str())
-    );
-    assert!(!has_text(&shared, "Take 400 mg ibuprofen (wrong patient)"));
+    for device in [&ada, &tablet] {
+        let view = wait_until(device, conversation, "the hand-off note", |m| {
+            m.iter().any(|m| m.staff_note)
+        })
+        .await;
+        let note = view.iter().find(|m| m.staff_note).unwrap();
+        assert_eq!(text(note), "penicillin allergy noted");
+        let shared = wait_until(device, conversation, "the shared history", |m| {
+            has_text(m, "I have a rash since Monday") && has_text(m, "Hello, is anyone there?")
+        })
+        .await;
+        let rash = shared
+            .iter()
+            .find(|m| text(m) == "I have a rash since Monday")
+            .unwrap();
+        assert_eq!(rash.sender_shown, "patient");
+        assert_eq!(rash.shared_by.as_deref(), Some(first_shown.as_str()));
+        assert!(!has_text(&shared, "Take 400 mg ibuprofen (wrong patient)"));
+    }
     // The patient is told who answers now.
     let deadline = Instant::now() + WAIT;
     let mut told = Vec::new();
     let left = |told: &[String]| {
         told.iter()
-            .any(|l| l.contains("Dr. Ada Okafor") && l.contains("left"))
+            .any(|l| l.contains(first_name) && l.contains("left"))
     };
     while !left(&told) && Instant::now() < deadline {
         if let Ok(Ok(Event::ConversationMembershipChanged { changes, .. })) =
@@ -265,50 +327,68 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) 
     }
     assert!(
         told.iter()
-            .any(|l| l.contains("Ben Marsh — verified agent of Lakeside Clinic joined")),
+            .any(|l| l.contains("Dr. Ada Okafor — verified agent of Lakeside Clinic joined")),
         "{told:?}"
     );
-    assert!(
-        told.iter()
-            .any(|l| l.contains("Dr. Ada Okafor") && l.contains("left"))
-    );
+    assert!(left(&told), "{told:?}");
 
-    // The patient writes again: Ben reads it; Ada, removed, receives nothing.
+    // The patient writes again: both of Ada's devices read it; the first agent, removed,
+    // receives nothing. Ada answers from her tablet; her other device holds it as sent.
     patient
-        .send_text_to_conversation(conversation, "Thanks, is Dr. Okafor still there?")
+        .send_text_to_conversation(conversation, "Thanks, is the first agent still there?")
         .await
         .unwrap();
-    wait_until(&ben, conversation, "the message after the hand-off", |m| {
-        has_text(m, "Thanks, is Dr. Okafor still there?")
-    })
-    .await;
-    ben.send_text_to_conversation(conversation, "I am Ben, I have your notes")
+    for device in [&ada, &tablet] {
+        wait_until(
+            device,
+            conversation,
+            "the message after the hand-off",
+            |m| has_text(m, "Thanks, is the first agent still there?"),
+        )
+        .await;
+    }
+    let answer = tablet
+        .send_text_to_conversation(conversation, "I am Dr. Okafor, I have your notes")
         .await
         .unwrap();
-    wait_until(&patient, conversation, "Ben's answer", |m| {
-        has_text(m, "I am Ben, I have your notes")
+    for device in [&patient, &phone] {
+        let view = wait_until(device, conversation, "Ada's answer", |m| {
+            m.iter().any(|m| m.id == answer)
+        })
+        .await;
+        let answer = view.iter().find(|m| m.id == answer).unwrap();
+        assert_eq!(
+            answer.sender_shown,
+            format!("Dr. Ada Okafor — verified agent of {CLINIC}")
+        );
+    }
+    wait_until(&ada, conversation, "the tablet's answer", |m| {
+        m.iter().any(|m| m.id == answer && m.outgoing)
     })
     .await;
-    ada.sync(WAIT).await.unwrap();
-    let ada_view = ada.conversation_messages(conversation).await.unwrap();
+    first.sync(WAIT).await.unwrap();
+    let first_view = first.conversation_messages(conversation).await.unwrap();
     assert!(
-        !has_text(&ada_view, "Thanks, is Dr. Okafor still there?")
-            && !has_text(&ada_view, "I am Ben, I have your notes"),
+        !has_text(&first_view, "Thanks, is the first agent still there?")
+            && !has_text(&first_view, "I am Dr. Okafor, I have your notes"),
         "a removed agent gets nothing sent after its removal"
     );
     assert!(matches!(
-        ada.send_text_to_conversation(conversation, "still here")
+        first
+            .send_text_to_conversation(conversation, "still here")
             .await,
         Err(ClientError::Conversation(_))
     ));
-    // The patient never holds the staff note.
-    let patient_view = patient.conversation_messages(conversation).await.unwrap();
-    assert!(patient_view.iter().all(|m| !m.staff_note));
-    assert!(!has_text(&patient_view, "penicillin allergy noted"));
+    // The patient's devices never hold the staff note.
+    for device in [&patient, &phone] {
+        let view = device.conversation_messages(conversation).await.unwrap();
+        assert!(view.iter().all(|m| !m.staff_note));
+        assert!(!has_text(&view, "penicillin allergy noted"));
+    }
 
     // A supervisor joins read-only: reads what follows, writes nothing.
     sue.join_read_only(conversation).await.unwrap();
-    patient
+    phone
         .send_text_to_conversation(conversation, "The rash is spreading")
         .await
         .unwrap();
@@ -330,7 +410,7 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) 
 
     // The clinic's archive: every message and the recall, sealed by their senders, each from a
     // member at its epoch.
-    for c in [&patient, &ada, &ben] {
+    for c in [&patient, &phone, first, &ada, &tablet] {
         let start = Instant::now();
         while c.archive_pending().await.unwrap() > 0 {
             assert!(start.elapsed() < WAIT, "archive copies not filed");
@@ -346,10 +426,11 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) 
         })
         .collect();
     for wanted in [
+        "Hello, is anyone there?",
         "I have a rash since Monday",
         "Take 400 mg ibuprofen (wrong patient)",
-        "Thanks, is Dr. Okafor still there?",
-        "I am Ben, I have your notes",
+        "Thanks, is the first agent still there?",
+        "I am Dr. Okafor, I have your notes",
         "The rash is spreading",
     ] {
         assert!(
@@ -364,25 +445,165 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 4]) 
         "the recall is in the archive"
     );
     assert!(entries.iter().all(|e| e.member_at_epoch), "{entries:?}");
-    // Ben's certificate is revoked: the member list stops calling him verified.
+    // The first agent's certificate is revoked: the member list stops calling it verified.
     assert!(
         patient
-            .import_revocation_list(&org.revoke(1, &[2]))
+            .import_revocation_list(&org.revoke(1, &[first_serial]))
             .await
             .unwrap()
     );
+    let first_fingerprint = first.identity_key().await.fingerprint();
     let members = patient.members(conversation).await.unwrap();
-    let ben_shown = &members
+    let first_now = &members
         .iter()
-        .find(|m| m.fingerprint == ben_fingerprint)
+        .find(|m| m.fingerprint == first_fingerprint)
         .unwrap()
         .shown;
     assert!(
-        ben_shown.starts_with("Ben Marsh — agent certificate REVOKED by Lakeside Clinic"),
-        "{ben_shown}"
+        first_now.starts_with(&format!(
+            "{first_name} — agent certificate REVOKED by Lakeside Clinic"
+        )),
+        "{first_now}"
     );
     // Only supervisors read the archive; another key opens nothing.
-    assert!(ben.open_archive(conversation, &archive_key).await.is_err());
+    assert!(
+        first
+            .open_archive(conversation, &archive_key)
+            .await
+            .is_err()
+    );
     let other = ArchiveSecretKey::from_secret_bytes([0x43; 32]).unwrap();
     assert!(sue.open_archive(conversation, &other).await.is_err());
+}
+
+/// The clinic's retention on a staff device (§7.4): a conversation whose last activity is older
+/// than the archive policy's `retention_days` is deleted from the device, unless under a legal
+/// hold; a patient's device keeps its own copy.
+#[tokio::test]
+async fn retention_deletes_old_conversations_from_staff_devices_except_under_a_legal_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = Org::new(9, CLINIC);
+    let relay = clinic_relay(&dir.path().join("relay"), &org).await;
+    let url = relay.url();
+    let (ada, _) = staff(dir.path(), &url, &org, "Dr. Ada Okafor", 1, AGENT_ROLES).await;
+    let (sue, _) = staff(
+        dir.path(),
+        &url,
+        &org,
+        "Sue Park",
+        2,
+        &[Role::Supervisor, Role::Admin],
+    )
+    .await;
+    let mut patients = Vec::new();
+    for name in ["patient-1", "patient-2"] {
+        let (patient, _) = device(dir.path(), name).await;
+        patient.register(&url, None).await.unwrap();
+        patient.add_clinic(&org.link).await.unwrap();
+        patients.push(patient);
+    }
+    for c in [&ada, &sue].into_iter().chain(&patients) {
+        c.connect().await.unwrap();
+        c.sync(WAIT).await.unwrap();
+    }
+    let day_ms = 86_400_000u64;
+    let now = || {
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    // No policy yet: no retention period, so nothing is deleted and the agent is told why.
+    assert!(matches!(
+        ada.apply_retention(now() + 365 * day_ms).await,
+        Err(ClientError::Conversation(why)) if why.contains("no archive policy")
+    ));
+    let archive_key = ArchiveSecretKey::from_secret_bytes([0x42; 32]).unwrap();
+    let policy = ArchivePolicy::issue(&org.key, 1, *archive_key.public(), 30).unwrap();
+    sue.publish_archive_policy(&policy).await.unwrap();
+
+    let mut conversations = Vec::new();
+    for patient in &patients {
+        let conversation = patient.open_conversation().await.unwrap();
+        patient
+            .send_text_to_conversation(conversation, "My prescription ran out")
+            .await
+            .unwrap();
+        patient.sync(WAIT).await.unwrap();
+        assert_eq!(
+            ada.claim(conversation).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        wait_until(&ada, conversation, "the waiting message", |m| {
+            has_text(m, "My prescription ran out")
+        })
+        .await;
+        conversations.push(conversation);
+    }
+    let [kept, dropped] = [conversations[0], conversations[1]];
+    let listed = ada.conversations().await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .all(|s| !s.legal_hold && s.last_activity_ms <= now())
+    );
+    ada.set_legal_hold(kept, true).await.unwrap();
+
+    // Within the period nothing goes; after it, the one without a hold does.
+    let report = ada.apply_retention(now() + 29 * day_ms).await.unwrap();
+    assert_eq!(
+        (
+            report.retention_days,
+            report.deleted.len(),
+            report.held,
+            report.kept
+        ),
+        (30, 0, 0, 2)
+    );
+    let report = ada.apply_retention(now() + 31 * day_ms).await.unwrap();
+    assert_eq!(report.deleted, vec![dropped]);
+    assert_eq!((report.held, report.kept), (1, 0));
+    let listed = ada.conversations().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.id, s.legal_hold))
+            .collect::<Vec<_>>(),
+        vec![(kept, true)]
+    );
+    assert!(
+        !has_text(
+            &ada.conversation_messages(dropped).await.unwrap_or_default(),
+            "My prescription ran out"
+        ),
+        "the deleted conversation's messages are gone"
+    );
+    assert!(has_text(
+        &ada.conversation_messages(kept).await.unwrap(),
+        "My prescription ran out"
+    ));
+
+    // A patient's copy is the patient's: the clinic's retention does not apply to it.
+    assert!(matches!(
+        patients[1].apply_retention(now() + 31 * day_ms).await,
+        Err(ClientError::Conversation(why)) if why.contains("staff")
+    ));
+    assert!(has_text(
+        &patients[1].conversation_messages(dropped).await.unwrap(),
+        "My prescription ran out"
+    ));
+    // A hold on a conversation not held here is refused; lifting the hold lets it go.
+    assert!(matches!(
+        ada.set_legal_hold(dropped, true).await,
+        Err(ClientError::Conversation(_))
+    ));
+    ada.set_legal_hold(kept, false).await.unwrap();
+    let report = ada.apply_retention(now() + 31 * day_ms).await.unwrap();
+    assert_eq!(report.deleted, vec![kept]);
+    assert!(ada.conversations().await.unwrap().is_empty());
+    drop(relay);
 }

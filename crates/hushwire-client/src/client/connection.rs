@@ -424,6 +424,7 @@ impl Client {
                     _ = hourly.tick() => {
                         self.rotate_if_due(&link).await?;
                         self.archive_if_due().await?;
+                        self.retention_if_due().await;
                     }
                     _ = receipts.tick() => {
                         self.check_receipts().await?;

@@ -307,6 +307,7 @@ impl Client {
             return Ok(false);
         };
         store::update_conversation_message(c, row, &self.seal_record(row, record)).await?;
+        self.touch_conversation(c, conversation).await?;
         Ok(true)
     }
 
@@ -713,9 +714,10 @@ impl Client {
             received_at_ms: now,
             payload: Zeroizing::new(plaintext.to_vec()),
         };
-        self.push_work(c, WorkQueue::Inbound, &item).await?;
-        self.inner.conversation_work.notify_one();
-        Ok(())
+        // No wake-up here: this runs inside the receive transaction, so a worker woken now
+        // could look before the row is committed. The reader acts on it after the commit and
+        // wakes the worker for what it cannot act on itself.
+        self.push_work(c, WorkQueue::Inbound, &item).await
     }
 
     /// Acts on the received conversation payloads, oldest first. With `link`, a payload whose
@@ -774,7 +776,11 @@ impl Client {
             };
             if !known(&conv) {
                 let Some(_link) = link else {
-                    continue; // the connection's worker fetches the history and comes back
+                    // The connection's worker fetches the history and comes back. Woken here,
+                    // after this row was committed: a wake-up before the commit could find
+                    // nothing, and the payload would wait for the next unrelated push.
+                    self.inner.conversation_work.notify_one();
+                    continue;
                 };
                 if let Err(e) = self.fetch_history(conversation).await {
                     tracing::warn!(error = %e, "a conversation's history could not be fetched");
@@ -1154,7 +1160,7 @@ impl Client {
     /// The clinic's archive policy: held, else fetched and verified under the pinned clinic
     /// key (§7.1: a relay cannot substitute its own archive key). `None` if the clinic has
     /// published none.
-    async fn archive_policy(&self, link: &Link) -> Result<Option<ArchivePolicy>> {
+    pub(super) async fn archive_policy(&self, link: &Link) -> Result<Option<ArchivePolicy>> {
         if let Some(policy) = self
             .inner
             .archive_policy

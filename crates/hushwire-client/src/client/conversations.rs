@@ -231,8 +231,12 @@ impl Client {
                 .vault
                 .seal_value("conversation", &conversation.0, &conv.changes, &mut rng());
         let stored = async {
-            let mut c = self.inner.db.acquire().await?;
-            store::put_conversation(&mut c, &self.conversation_index(&conversation), &sealed).await
+            let mut tx = store::begin(&self.inner.db).await?;
+            store::put_conversation(&mut tx, &self.conversation_index(&conversation), &sealed)
+                .await?;
+            self.touch_conversation(&mut tx, &conversation).await?;
+            tx.commit().await?;
+            Ok::<(), ClientError>(())
         }
         .await;
         self.conversations_mut().insert(conversation.0, conv);

@@ -44,6 +44,7 @@ mod healing;
 mod prekeys;
 mod receive;
 mod relay_pin;
+mod retention;
 mod send;
 mod sessions;
 mod transcript_log;
@@ -56,6 +57,7 @@ pub use conversations::{ClaimOutcome, ConversationMember};
 pub use devices::{LinkedDevice, OwnDevices, PersonDevices};
 pub use healing::MAX_RESENDS;
 pub use relay_pin::RelayKeyPin;
+pub use retention::{ConversationSummary, RetentionReport};
 pub use transcripts::{
     AuditedExport, AuditedTranscript, ExportSummary, TranscriptInfo, read_export,
 };
