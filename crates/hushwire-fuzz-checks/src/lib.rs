@@ -9,7 +9,7 @@
 //! - **canonicity**: whatever decodes re-encodes to exactly the input bytes, so one value has
 //!   one encoding and signatures or hashes over encodings cannot be malleated;
 //! - **state safety**: input that is refused leaves persistent state byte-identical;
-//! - for [`conversation`], the protocol invariants of two parties under an adversarial network;
+//! - for [`conversation()`], the protocol invariants of two parties under an adversarial network;
 //!   for [`conversation_members`], those of a clinic conversation of six member devices (pairwise
 //!   fan-out, signed membership changes, members that learn them late).
 //!

@@ -60,10 +60,11 @@ use zeroize::Zeroizing;
 
 use crate::fixtures::{FIRST_PLAINTEXT, session_state};
 
-/// The most steps one program runs. Every honest send puts at most one message into each
-/// pairwise chain, so no chain skips more than this many keys and no session keeps more than
-/// `5 × 256` of them: within the ratchet's bounds (1000 skipped in one chain, 2000 kept), so
-/// only the bound on chains ([`hushwire::ratchet::MAX_SKIPPED_CHAINS`]) can lose a message.
+/// The most steps one program runs. A step sends at most one message over each pairwise
+/// session (a send makes one copy per recipient, a forge one copy), and a session receives only
+/// from its one peer, so no session skips or keeps more than this many keys: within the
+/// ratchet's bounds (1000 skipped in one chain, 2000 kept), so only the bound on chains
+/// ([`hushwire::ratchet::MAX_SKIPPED_CHAINS`]) can lose a message.
 pub const MAX_STEPS: usize = 256;
 
 /// How many devices take part.
@@ -265,7 +266,13 @@ pub struct Clinic {
     /// The history every run starts from: the patient's device 1 opens, Ada's device 1
     /// claims, the patient adds its device 2.
     pub opening: Vec<MembershipChange>,
+    /// `opening_logs[e]`: the verified history after the first `e` changes of
+    /// [`Clinic::opening`], so a run does not verify them again.
+    pub opening_logs: Vec<MembershipLog>,
 }
+
+/// The devices the changes of [`Clinic::opening`] add, and the devices that sign them.
+const OPENING: [(usize, usize); 3] = [(0, 0), (2, 2), (1, 0)];
 
 /// The clinic, built on first use (six accounts and fifteen handshakes: far more than a run).
 pub fn clinic() -> &'static Clinic {
@@ -335,18 +342,20 @@ pub fn clinic() -> &'static Clinic {
                 sessions[b][a] = Some(inbound.session);
             }
         }
-        let mut log = MembershipLog::new(CONVERSATION, org);
+        let mut opening_logs = vec![MembershipLog::new(CONVERSATION, org)];
         let mut opening = Vec::new();
         let ctx = MembershipContext {
             revocations: None,
             patient_devices: Some(&patient_devices),
             now: NOW,
         };
-        for (add, signer) in [(0, 0), (2, 2), (1, 0)] {
-            let change = sign_change(&people, &log, true, add, signer).expect("sign");
+        for (device, signer) in OPENING {
+            let mut log = opening_logs[opening_logs.len() - 1].clone();
+            let change = sign_change(&people, &log, true, device, signer).expect("sign");
             log.apply(&change, &ctx)
                 .expect("the opening history verifies");
             opening.push(change);
+            opening_logs.push(log);
         }
         Clinic {
             org,
@@ -354,6 +363,7 @@ pub fn clinic() -> &'static Clinic {
             patient_devices,
             sessions,
             opening,
+            opening_logs,
         }
     })
 }
@@ -401,7 +411,8 @@ fn fingerprint(people: &[Person], device: usize) -> Fingerprint {
     people[DEVICE[device].0].identity.public().fingerprint()
 }
 
-/// The client's rule (`role_at`, §8): whether `device` was a member that writes in `log`.
+/// The client's rule (`role_at`, §8): whether device `device_id` of `who` is a member that
+/// writes (not a read-only supervisor) in `log`.
 fn writes_in(log: &MembershipLog, who: &IdentityKey, device_id: u32) -> bool {
     let fp = who.fingerprint();
     log.members()
@@ -571,13 +582,8 @@ pub fn conversation_members_stats(data: &[u8]) -> Stats {
 
 impl<'c> Run<'c> {
     fn new(clinic: &'c Clinic) -> Self {
-        let mut logs = vec![MembershipLog::new(CONVERSATION, clinic.org)];
         let mut model = vec![Members::new()];
-        for (change, device) in clinic.opening.iter().zip([0, 2, 1]) {
-            let mut log = logs[logs.len() - 1].clone();
-            log.apply(change, &context(clinic))
-                .expect("the opening history verifies");
-            logs.push(log);
+        for (device, _) in OPENING {
             let mut members = model[model.len() - 1].clone();
             members.insert(device);
             model.push(members);
@@ -596,7 +602,7 @@ impl<'c> Run<'c> {
         Self {
             clinic,
             sessions: clinic.sessions.clone(),
-            logs,
+            logs: clinic.opening_logs.clone(),
             changes: clinic.opening.clone(),
             model,
             known: [head; DEVICES],
