@@ -82,6 +82,7 @@ fn main() -> Result<()> {
     client_payload(&mut seeds, &vectors)?;
     clinic_structures(&mut seeds, &vectors)?;
     conversation_structures(&mut seeds, &vectors)?;
+    conversation_members(&mut seeds)?;
     println!("wrote {} seeds under {}", seeds.count, seeds.out.display());
     Ok(())
 }
@@ -809,6 +810,139 @@ fn conversation(seeds: &mut Seeds) -> Result<()> {
     let mut random = [0u8; 512];
     ChaCha20Rng::from_seed([0x13; 32]).fill_bytes(&mut random);
     seeds.write("conversation", "made-random-steps", &random)
+}
+
+/// Programs for the several-member conversation: the ordinary life of a support chat (every
+/// member sends, every copy arrives), membership churn with a device that learns it late, the
+/// adversarial network steps, forged messages from a supervisor and a removed agent, and a long
+/// random program (libFuzzer lengthens inputs slowly; a stateful target needs long ones).
+fn conversation_members(seeds: &mut Seeds) -> Result<()> {
+    use hushwire_fuzz_checks::members::Step::{self, *};
+    let t = "conversation_members";
+    let program = |steps: &[Step]| {
+        let mut out = Vec::new();
+        for s in steps {
+            s.encode(&mut out);
+        }
+        out
+    };
+    // A signer byte of 6 or more: the device a client would sign with.
+    const AUTO: u8 = 0xff;
+    let mut chat = Vec::new();
+    for device in [0, 2, 1, 2] {
+        chat.push(Send { device });
+        // Two other member devices: each copy delivered, the newest first.
+        chat.extend([Deliver { pick: 1 }, Deliver { pick: 0 }]);
+    }
+    seeds.write(t, "made-chat", &program(&chat))?;
+    let churn = [
+        Change {
+            add: true,
+            device: 4,
+            signer: AUTO,
+        },
+        Change {
+            add: true,
+            device: 3,
+            signer: AUTO,
+        },
+        Send { device: 4 },
+        Lag { device: 1 },
+        Change {
+            add: false,
+            device: 4,
+            signer: AUTO,
+        },
+        Change {
+            add: true,
+            device: 5,
+            signer: AUTO,
+        },
+        // Device 1 sends at a stale epoch: the copy for Ben is dropped, not sent.
+        Send { device: 1 },
+        Send { device: 5 },
+        Deliver { pick: 0 },
+        Deliver { pick: 4 },
+        Deliver { pick: 2 },
+        Sync { device: 1 },
+        Send { device: 3 },
+        Deliver { pick: 1 },
+        Change {
+            add: false,
+            device: 5,
+            signer: AUTO,
+        },
+        // Ben, removed, tries to remove Ada: refused (§4.3 rule 9, `SignerRemoved`).
+        Change {
+            add: false,
+            device: 2,
+            signer: 4,
+        },
+        Change {
+            add: false,
+            device: 1,
+            signer: AUTO,
+        },
+        Send { device: 0 },
+        Deliver { pick: 0 },
+        Deliver { pick: 0 },
+        Deliver { pick: 0 },
+        Deliver { pick: 0 },
+    ];
+    seeds.write(t, "made-membership-churn", &program(&churn))?;
+    let adversarial = [
+        Send { device: 0 },
+        Send { device: 2 },
+        Send { device: 0 },
+        Tamper {
+            pick: 1,
+            byte: 40,
+            bit: 3,
+        },
+        Deliver { pick: 4 },
+        Duplicate { pick: 0 },
+        Reload { device: 1 },
+        Drop { pick: 1 },
+        Deliver { pick: 0 },
+        Deliver { pick: 0 },
+        Change {
+            add: true,
+            device: 5,
+            signer: AUTO,
+        },
+        Forge {
+            sender: 5,
+            recipient: 0,
+            epoch: 4,
+        },
+        Forge {
+            sender: 4,
+            recipient: 2,
+            epoch: 4,
+        },
+        Forge {
+            sender: 1,
+            recipient: 2,
+            epoch: 5,
+        },
+        Forge {
+            sender: 1,
+            recipient: 2,
+            epoch: 0,
+        },
+        Deliver { pick: 1 },
+        Deliver { pick: 1 },
+        Deliver { pick: 1 },
+        Deliver { pick: 1 },
+        Deliver { pick: 1 },
+        Duplicate { pick: 2 },
+        Reload { device: 2 },
+        Deliver { pick: 0 },
+    ];
+    seeds.write(t, "made-adversarial", &program(&adversarial))?;
+    let mut random = [0u8; 700];
+    ChaCha20Rng::from_seed([0x14; 32]).fill_bytes(&mut random);
+    seeds.write(t, "made-random-steps", &random)
 }
 
 /// `name` as a file name: lower case, runs of anything but letters and digits made one `-`.

@@ -9,7 +9,9 @@
 //! - **canonicity**: whatever decodes re-encodes to exactly the input bytes, so one value has
 //!   one encoding and signatures or hashes over encodings cannot be malleated;
 //! - **state safety**: input that is refused leaves persistent state byte-identical;
-//! - for [`conversation`], the protocol invariants of two parties under an adversarial network.
+//! - for [`conversation()`], the protocol invariants of two parties under an adversarial network;
+//!   for [`conversation_members`], those of a clinic conversation of six member devices (pairwise
+//!   fan-out, signed membership changes, members that learn them late).
 //!
 //! Everything keyed is built from fixed ChaCha20 seeds in [`fixtures`], so a crash reproduces
 //! from its input alone.
@@ -28,6 +30,7 @@ pub mod audit;
 pub mod clinic;
 pub mod conversation;
 pub mod fixtures;
+pub mod members;
 pub mod membership;
 pub mod payload;
 pub mod session;
@@ -37,6 +40,7 @@ pub mod wire;
 pub use audit::audit_record;
 pub use clinic::clinic_structures;
 pub use conversation::conversation;
+pub use members::conversation_members;
 pub use membership::conversation_structures;
 pub use payload::client_payload;
 pub use session::{session_decrypt, unseal};
@@ -61,4 +65,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("client_payload", client_payload),
     ("clinic_structures", clinic_structures),
     ("conversation_structures", conversation_structures),
+    ("conversation_members", conversation_members),
 ];
