@@ -604,3 +604,89 @@ async fn retention_deletes_old_conversations_from_staff_devices_except_under_a_l
     assert!(ada.conversations().await.unwrap().is_empty());
     drop(relay);
 }
+
+/// A patient links a phone after opening a conversation: the phone is added to it, reads what
+/// follows and writes in it; removing the phone takes it off again, and the agent's verified
+/// history (opened while the old list was in force) still verifies.
+#[tokio::test]
+async fn a_device_linked_or_removed_after_opening_joins_or_leaves_the_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = Org::new(10, CLINIC);
+    let relay = clinic_relay(&dir.path().join("relay"), &org).await;
+    let url = relay.url();
+    let (ada, _) = staff(dir.path(), &url, &org, "Dr. Ada Okafor", 1, AGENT_ROLES).await;
+    let (patient, _) = device(dir.path(), "patient").await;
+    patient.register(&url, None).await.unwrap();
+    patient.add_clinic(&org.link).await.unwrap();
+    for c in [&ada, &patient] {
+        c.connect().await.unwrap();
+        c.sync(WAIT).await.unwrap();
+    }
+    let conversation = patient.open_conversation().await.unwrap();
+    patient
+        .send_text_to_conversation(conversation, "Is the clinic open today?")
+        .await
+        .unwrap();
+    patient.sync(WAIT).await.unwrap();
+    assert_eq!(
+        ada.claim(conversation).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    wait_until(&ada, conversation, "the waiting message", |m| {
+        has_text(m, "Is the clinic open today?")
+    })
+    .await;
+
+    let phone = second_device(dir.path(), &patient, "patient-phone").await;
+    let patient_devices = |members: &[hushwire_client::ConversationMember]| {
+        members
+            .iter()
+            .find(|m| m.role == hushwire_proto::conversation::MemberRole::Patient)
+            .map(|m| m.devices.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        patient_devices(&patient.members(conversation).await.unwrap()),
+        vec![1, 2]
+    );
+    ada.refresh_membership(conversation).await.unwrap();
+    ada.send_text_to_conversation(conversation, "Yes, until 6 pm")
+        .await
+        .unwrap();
+    wait_until(
+        &phone,
+        conversation,
+        "the agent's answer on the new phone",
+        |m| has_text(m, "Yes, until 6 pm"),
+    )
+    .await;
+    phone
+        .send_text_to_conversation(conversation, "Thanks, from my phone")
+        .await
+        .unwrap();
+    wait_until(&ada, conversation, "the phone's message", |m| {
+        has_text(m, "Thanks, from my phone")
+    })
+    .await;
+
+    // The phone is removed: the conversation drops it, and the agent's history still verifies
+    // although its first change names a device no longer on the patient's list.
+    patient.remove_device(2).await.unwrap();
+    assert_eq!(
+        patient_devices(&patient.members(conversation).await.unwrap()),
+        vec![1]
+    );
+    ada.refresh_membership(conversation).await.unwrap();
+    assert_eq!(
+        patient_devices(&ada.members(conversation).await.unwrap()),
+        vec![1]
+    );
+    ada.send_text_to_conversation(conversation, "Anything else?")
+        .await
+        .unwrap();
+    wait_until(&patient, conversation, "the agent's next message", |m| {
+        has_text(m, "Anything else?")
+    })
+    .await;
+    drop(relay);
+}

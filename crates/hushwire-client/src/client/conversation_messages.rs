@@ -479,6 +479,7 @@ impl Client {
             });
         }
         let conv = self.current_conv(conversation).await?;
+        self.refresh_member_lists(&conv).await;
         let mut id = [0u8; 16];
         rand_core::Rng::fill_bytes(&mut rng(), &mut id);
         let now = now_ms();
@@ -531,6 +532,39 @@ impl Client {
             self.emit(event);
         }
         Ok(MessageId(id))
+    }
+
+    /// Reads a member's device list again from the relay when the membership names a device
+    /// the list held here leaves out (the person linked a device since): a session is made only
+    /// with a device its person lists (`client.md` §8.6). A failure is logged: the send then
+    /// holds that device's copy and says why, as for any unlisted device.
+    async fn refresh_member_lists(&self, conv: &Conv) {
+        let Some(link) = self.current_link() else {
+            return;
+        };
+        let (me, _) = self.own_fingerprint_and_device().await;
+        for member in conv.log.members() {
+            let fingerprint = member.identity().fingerprint();
+            if fingerprint == me {
+                continue;
+            }
+            let held = async {
+                let mut c = self.inner.db.acquire().await?;
+                let list = self.held_list(&mut c, &fingerprint).await?;
+                let person = self.person_by_fingerprint(&mut c, &fingerprint).await?;
+                Ok::<_, ClientError>((list, person))
+            }
+            .await;
+            let Ok((Some(list), Some(person))) = held else {
+                continue;
+            };
+            if member.devices().iter().all(|d| list.contains(*d)) {
+                continue;
+            }
+            if let Err(e) = self.refresh_device_list(&link, Some(person)).await {
+                tracing::warn!(error = %e, "a member's device list could not be read again");
+            }
+        }
     }
 
     /// Sends UTF-8 text to a conversation.

@@ -24,6 +24,14 @@ use crate::error::{ClientError, Result};
 use crate::os::{now_ms, rng};
 use crate::store;
 
+/// Whose change [`Client::verify`] checks: this device's own, before it is sent, or one
+/// received from the relay (a history fetched, a push, the store).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verifying {
+    Proposal,
+    Received,
+}
+
 /// One conversation as this device verified it.
 #[derive(Clone)]
 pub(super) struct Conv {
@@ -174,8 +182,20 @@ impl Client {
     }
 
     /// Applies `change` to `conv` under this device's context; the rule it breaks otherwise.
-    async fn verify(&self, conv: &mut Conv, change: &MembershipChange, me: &Me) -> Result<()> {
+    /// Rule 14 (the patient's devices are on the patient's device list) is checked only for a
+    /// change this device proposes: the relay checked a received one against the list in force
+    /// when it accepted it, and the list held here may have changed since (a device linked or
+    /// removed), while both are signed by the patient's identity, so checking it again later
+    /// adds nothing and would refuse a history that was valid (`conversations.md` §4.3).
+    async fn verify(
+        &self,
+        conv: &mut Conv,
+        change: &MembershipChange,
+        me: &Me,
+        verifying: Verifying,
+    ) -> Result<()> {
         let patient_list: Option<DeviceList> = match conv.log.patient() {
+            _ if verifying == Verifying::Received => None,
             Some(p) => {
                 let mut c = self.inner.db.acquire().await?;
                 self.held_list(&mut c, &p).await?
@@ -268,7 +288,8 @@ impl Client {
             for bytes in &changes {
                 let change = MembershipChange::from_bytes(bytes)
                     .map_err(|_| ClientError::CorruptStore("conversation"))?;
-                self.verify(&mut conv, &change, me).await?;
+                self.verify(&mut conv, &change, me, Verifying::Received)
+                    .await?;
             }
         }
         Ok(conv)
@@ -306,7 +327,8 @@ impl Client {
             names: HashMap::new(),
             revocations: None,
         };
-        self.verify(&mut conv, &change, &me).await?;
+        self.verify(&mut conv, &change, &me, Verifying::Proposal)
+            .await?;
         self.queue_call(
             "open",
             QueueFrame::OpenConversation(Box::new(change.clone())),
@@ -418,7 +440,8 @@ impl Client {
                     return Ok(History::Current);
                 }
                 for change in &changes {
-                    self.verify(&mut conv, change, &me).await?;
+                    self.verify(&mut conv, change, &me, Verifying::Received)
+                        .await?;
                 }
             }
         }
@@ -437,7 +460,9 @@ impl Client {
         let me = self.me().await?;
         let mut conv = self.take_conv(conversation, &me).await?;
         if change.epoch() == conv.log.next_epoch() && conv.log.next_epoch() > 0 {
-            let applied = self.verify(&mut conv, change, &me).await;
+            let applied = self
+                .verify(&mut conv, change, &me, Verifying::Received)
+                .await;
             self.put_conv(conversation, conv).await?;
             return applied;
         }
@@ -504,7 +529,9 @@ impl Client {
                     .conversations_mut()
                     .remove(&conversation.0)
                     .ok_or_else(unexpected)?;
-                let applied = self.verify(&mut conv, &change, &me).await;
+                let applied = self
+                    .verify(&mut conv, &change, &me, Verifying::Received)
+                    .await;
                 self.put_conv(conversation, conv).await?;
                 applied.map(|()| ClaimOutcome::Claimed)
             }
@@ -541,21 +568,26 @@ impl Client {
             .collect())
     }
 
-    /// Signs a change of this device's own membership at the verified head (after fetching
-    /// the history), sends it in `frame`, and applies it here once the relay accepted it.
+    /// Signs a change of this person's own membership at the verified head (after fetching
+    /// the history): `devices` (`None`: this device) added or removed in `role`; sends it in
+    /// `frame`, and applies it here once the relay accepted it. Staff sign with their
+    /// certificate; the patient (role patient) without one, for its own devices (rule 12).
     async fn change_own_membership(
         &self,
         what: &str,
         conversation: ConversationId,
-        action: ChangeAction,
-        role: MemberRole,
+        (action, role, devices): (ChangeAction, MemberRole, Option<Vec<u32>>),
         frame: fn(MembershipChange) -> QueueFrame,
     ) -> Result<()> {
         let me = self.me().await?;
-        let Some(cert) = me.certificate.clone() else {
-            return Err(ClientError::Conversation(format!(
-                "{what}: only staff of the clinic can (no certificate on this device)"
-            )));
+        let cert = match (me.certificate.clone(), role) {
+            (None, MemberRole::Patient) => None,
+            (Some(cert), MemberRole::Agent | MemberRole::Supervisor) => Some(cert),
+            _ => {
+                return Err(ClientError::Conversation(format!(
+                    "{what}: only staff of the clinic can (no certificate on this device)"
+                )));
+            }
         };
         self.refresh_membership(conversation).await?;
         let (epoch, previous_hash) = {
@@ -573,8 +605,8 @@ impl Client {
             action,
             role,
             member: me.identity.clone(),
-            devices: vec![me.device],
-            member_certificate: (action == ChangeAction::Add).then_some(cert),
+            devices: devices.unwrap_or_else(|| vec![me.device]),
+            member_certificate: cert.filter(|_| action == ChangeAction::Add),
         };
         let change = self.sign_change(proposal, &me).await?;
         // Checked here first: a change this device's own history refuses is never sent.
@@ -588,13 +620,18 @@ impl Client {
             names: HashMap::new(),
             revocations: None,
         };
-        let checked = self.verify(&mut trial, &change, &me).await;
+        let checked = self
+            .verify(&mut trial, &change, &me, Verifying::Proposal)
+            .await;
         let sent = match checked {
             Ok(()) => self.queue_call(what, frame(change.clone())).await.map(drop),
             Err(e) => Err(e),
         };
         let applied = match sent {
-            Ok(()) => self.verify(&mut conv, &change, &me).await,
+            Ok(()) => {
+                self.verify(&mut conv, &change, &me, Verifying::Proposal)
+                    .await
+            }
             Err(e) => Err(e),
         };
         self.put_conv(conversation, conv).await?;
@@ -606,8 +643,7 @@ impl Client {
         self.change_own_membership(
             "join read-only",
             conversation,
-            ChangeAction::Add,
-            MemberRole::Supervisor,
+            (ChangeAction::Add, MemberRole::Supervisor, None),
             |c| QueueFrame::PublishChange(Box::new(c)),
         )
         .await
@@ -641,8 +677,7 @@ impl Client {
                 self.change_own_membership(
                     "hand back to the queue",
                     conversation,
-                    ChangeAction::Remove,
-                    MemberRole::Agent,
+                    (ChangeAction::Remove, MemberRole::Agent, None),
                     |c| QueueFrame::HandOff {
                         changes: vec![c],
                         notes: Vec::new(),
@@ -654,8 +689,7 @@ impl Client {
                 self.change_own_membership(
                     "leave",
                     conversation,
-                    ChangeAction::Remove,
-                    MemberRole::Supervisor,
+                    (ChangeAction::Remove, MemberRole::Supervisor, None),
                     |c| QueueFrame::PublishChange(Box::new(c)),
                 )
                 .await
@@ -664,6 +698,77 @@ impl Client {
                 "leave: the patient does not leave its own conversation".into(),
             )),
         }
+    }
+
+    /// Patient: brings this person's devices in every conversation held here in line with
+    /// its device list (after `link_device` or `remove_device`): a linked device is added, a
+    /// removed one removed (rule 12), so a new phone receives what follows in conversations
+    /// opened before it and the relay never routes to a removed device. A conversation that
+    /// fails is reported and the others are still brought in line.
+    pub(super) async fn sync_own_devices_in_conversations(&self) -> Result<()> {
+        let me = match self.me().await {
+            Ok(me) => me,
+            Err(ClientError::NoClinic) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if me.certificate.is_some() {
+            return Ok(());
+        }
+        let Some(list) = ({
+            let mut c = self.inner.db.acquire().await?;
+            self.held_list(&mut c, &me.identity.fingerprint()).await?
+        }) else {
+            return Ok(());
+        };
+        let mut failed = None;
+        for summary in self.conversations().await? {
+            let conversation = summary.id;
+            if let Err(e) = self.fetch_history(conversation).await {
+                failed = Some(e);
+                continue;
+            }
+            let Some(conv) = self.conv_snapshot(conversation).await? else {
+                continue;
+            };
+            let Some(mine) = conv
+                .log
+                .members()
+                .iter()
+                .find(|m| m.identity().fingerprint() == me.identity.fingerprint())
+                .map(|m| m.devices().to_vec())
+            else {
+                continue;
+            };
+            let add: Vec<u32> = list
+                .devices()
+                .iter()
+                .copied()
+                .filter(|d| !mine.contains(d))
+                .collect();
+            let remove: Vec<u32> = mine
+                .iter()
+                .copied()
+                .filter(|d| !list.contains(*d) && *d != me.device)
+                .collect();
+            for (action, devices) in [(ChangeAction::Add, add), (ChangeAction::Remove, remove)] {
+                if devices.is_empty() {
+                    continue;
+                }
+                if let Err(e) = self
+                    .change_own_membership(
+                        "bring your devices in line",
+                        conversation,
+                        (action, MemberRole::Patient, Some(devices)),
+                        |c| QueueFrame::PublishChange(Box::new(c)),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "a conversation's devices could not be updated");
+                    failed = Some(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Agent on the conversation: hands it off (§5.1 step 4) to a named agent of the clinic
@@ -751,7 +856,8 @@ impl Client {
                 member_certificate: Some(certificate),
             };
             let add = self.sign_change(proposal, &me).await?;
-            self.verify(&mut trial, &add, &me).await?;
+            self.verify(&mut trial, &add, &me, Verifying::Proposal)
+                .await?;
             after_add = Some(trial.clone());
             epoch += 1;
             previous_hash = add.hash();
@@ -770,7 +876,8 @@ impl Client {
         };
         let remove = self.sign_change(proposal, &me).await?;
         // Checked here first: a hand-off this device's own history refuses is never sent.
-        self.verify(&mut trial, &remove, &me).await?;
+        self.verify(&mut trial, &remove, &me, Verifying::Proposal)
+            .await?;
         changes.push(remove);
         let notes = match note {
             Some(payload) => {

@@ -598,10 +598,16 @@ impl Client {
             })
             .await;
         match filed {
-            Ok(FrameBody::Ok) => Ok(LinkedDevice {
-                code: code.to_text(),
-                device_id: next,
-            }),
+            Ok(FrameBody::Ok) => {
+                // A patient's conversations include the new device from now on (§8.6).
+                if let Err(e) = self.sync_own_devices_in_conversations().await {
+                    tracing::warn!(error = %e, "the new device was not added to every conversation");
+                }
+                Ok(LinkedDevice {
+                    code: code.to_text(),
+                    device_id: next,
+                })
+            }
             other => {
                 // No code to show: the device just listed must not stay on the list.
                 if let Err(e) = self.publish_own_list(&link, &previous).await {
@@ -650,7 +656,12 @@ impl Client {
             .copied()
             .filter(|d| *d != device_id)
             .collect();
-        self.publish_own_list(&link, &devices).await
+        self.publish_own_list(&link, &devices).await?;
+        // The relay refuses the removed device from now on: conversations drop it too.
+        if let Err(e) = self.sync_own_devices_in_conversations().await {
+            tracing::warn!(error = %e, "the removed device was not taken off every conversation");
+        }
+        Ok(())
     }
 
     fn require_connection(&self) -> Result<std::sync::Arc<crate::link::Link>> {
@@ -913,7 +924,7 @@ impl Client {
     }
 
     /// The live person (not a device row) whose identity has this fingerprint, if any.
-    async fn person_by_fingerprint(
+    pub(super) async fn person_by_fingerprint(
         &self,
         c: &mut SqliteConnection,
         fingerprint: &Fingerprint,

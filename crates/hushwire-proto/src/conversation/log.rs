@@ -19,8 +19,11 @@ pub struct MembershipContext<'a> {
     /// key (`RevocationList::verify`), if it holds one. A certificate it names is refused for
     /// every change issued at or after the list's `issued_at`.
     pub revocations: Option<&'a RevocationList>,
-    /// The patient's current device list (signed by the patient's identity), if the verifier
-    /// holds one: a device the patient adds must be on it.
+    /// The patient's current device list (signed by the patient's identity): a device the
+    /// patient adds must be on it (rule 14). Give it when a change is made (the relay accepting
+    /// it, a client checking its own before sending); `None` when replaying a history received,
+    /// whose changes were checked against the list in force when they were made
+    /// (`conversations.md` §4.3).
     pub patient_devices: Option<&'a DeviceList>,
     /// The verifier's clock (Unix seconds): a change issued more than
     /// [`MAX_CLOCK_SKEW_SECS`] after it is refused.
