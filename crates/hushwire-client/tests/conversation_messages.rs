@@ -548,6 +548,10 @@ async fn retention_deletes_old_conversations_from_staff_devices_except_under_a_l
             .iter()
             .all(|s| !s.legal_hold && s.last_activity_ms <= now())
     );
+    // Looking at a conversation is not activity: it does not postpone retention.
+    ada.members(kept).await.unwrap();
+    ada.refresh_membership(kept).await.unwrap();
+    assert_eq!(ada.conversations().await.unwrap(), listed);
     ada.set_legal_hold(kept, true).await.unwrap();
 
     // Within the period nothing goes; after it, the one without a hold does.
@@ -592,6 +596,10 @@ async fn retention_deletes_old_conversations_from_staff_devices_except_under_a_l
     assert!(has_text(
         &patients[1].conversation_messages(dropped).await.unwrap(),
         "My prescription ran out"
+    ));
+    assert!(matches!(
+        patients[1].set_legal_hold(dropped, true).await,
+        Err(ClientError::Conversation(why)) if why.contains("staff")
     ));
     // A hold on a conversation not held here is refused; lifting the hold lets it go.
     assert!(matches!(

@@ -307,7 +307,7 @@ impl Client {
             return Ok(false);
         };
         store::update_conversation_message(c, row, &self.seal_record(row, record)).await?;
-        self.touch_conversation(c, conversation).await?;
+        self.touch_conversation(c, conversation, now_ms()).await?;
         Ok(true)
     }
 

@@ -254,7 +254,10 @@ impl Client {
             let mut tx = store::begin(&self.inner.db).await?;
             store::put_conversation(&mut tx, &self.conversation_index(&conversation), &sealed)
                 .await?;
-            self.touch_conversation(&mut tx, &conversation).await?;
+            // The newest change's time, not now: storing a history again is not activity.
+            let newest = conv.log.last_issued_at().saturating_mul(1000);
+            self.touch_conversation(&mut tx, &conversation, newest)
+                .await?;
             tx.commit().await?;
             Ok::<(), ClientError>(())
         }

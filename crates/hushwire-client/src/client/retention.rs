@@ -13,6 +13,11 @@ use crate::error::{ClientError, Result};
 use crate::os::{now_ms, rng};
 use crate::store;
 
+/// Whether an entry whose last activity is `last` needs no write for activity at `at`.
+fn held_is_current(last: u64, at: u64) -> bool {
+    last != 0 && last >= at
+}
+
 /// Milliseconds in a day: `retention_days` × this is `RetentionPolicy::keep_for_ms`.
 const DAY_MS: u64 = 86_400_000;
 
@@ -65,24 +70,31 @@ impl Client {
             .is_some_and(|c| c.own_certificate().is_some())
     }
 
-    /// Records activity in `conversation` now (in the caller's transaction): creates its entry
-    /// if this is the first, keeps its legal hold.
+    /// Records activity in `conversation` at `at_ms` (in the caller's transaction): creates its
+    /// entry if this is the first, keeps its legal hold, and never moves the last activity
+    /// back. Storing a history again without a new change passes the newest change's time, so
+    /// looking at a conversation does not postpone its retention.
     pub(super) async fn touch_conversation(
         &self,
         c: &mut SqliteConnection,
         conversation: &ConversationId,
+        at_ms: u64,
     ) -> Result<()> {
         let index = self.conversation_index(conversation);
-        let legal_hold = match store::conversation_entry(c, &index).await? {
-            Some(sealed) => self.open_entry(&index, &sealed)?.legal_hold,
-            None => false,
+        let held = match store::conversation_entry(c, &index).await? {
+            Some(sealed) => Some(self.open_entry(&index, &sealed)?),
+            None => None,
         };
+        let (last, legal_hold) = held.map_or((0, false), |e| (e.last_activity_ms, e.legal_hold));
+        if held_is_current(last, at_ms) {
+            return Ok(());
+        }
         self.put_entry(
             c,
             &index,
             &ConversationEntry {
                 id: conversation.0,
-                last_activity_ms: now_ms(),
+                last_activity_ms: last.max(at_ms),
                 legal_hold,
             },
         )
@@ -124,10 +136,17 @@ impl Client {
         Ok(out)
     }
 
-    /// Places a legal hold on a conversation held here (`hold`) or lifts it: retention never
-    /// deletes a held conversation. [`ClientError::Conversation`] if this device holds no such
-    /// conversation.
+    /// Staff: places a legal hold on a conversation held here (`hold`) or lifts it: retention
+    /// never deletes a held conversation. [`ClientError::Conversation`] on a device that is not
+    /// staff, or if this device holds no such conversation.
     pub async fn set_legal_hold(&self, conversation: ConversationId, hold: bool) -> Result<()> {
+        if !self.is_staff().await {
+            return Err(ClientError::Conversation(
+                "legal holds are for a clinic's staff devices (retention does not apply to a \
+                 patient's copy); this device has no agent certificate"
+                    .into(),
+            ));
+        }
         let index = self.conversation_index(&conversation);
         let mut tx = store::begin(&self.inner.db).await?;
         let Some(sealed) = store::conversation_entry(&mut tx, &index).await? else {

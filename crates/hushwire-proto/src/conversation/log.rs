@@ -312,6 +312,12 @@ impl MembershipLog {
     pub fn next_epoch(&self) -> u64 {
         self.next_epoch
     }
+    /// The `issued_at` of the newest change applied (Unix seconds; 0 before the first): when
+    /// the membership last changed, by its signer's clock.
+    pub fn last_issued_at(&self) -> u64 {
+        self.last_issued_at
+    }
+
     /// The hash the next change must name as `previous_hash`.
     pub fn head(&self) -> [u8; 32] {
         self.head
