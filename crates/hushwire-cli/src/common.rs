@@ -783,9 +783,14 @@ pub async fn describe(
             if let Some(by) = &m.shared_by {
                 obj.insert("shared_by".into(), json!(by));
             }
-            let header = conversation_header(
-                m,
-                &sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
+            // Which conversation: an agent answering several must never mix them up.
+            let header = format!(
+                "{} (conversation {})",
+                conversation_header(
+                    m,
+                    &sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
+                ),
+                conversation_hex(&m.conversation)
             );
             let line = message_block(&header, "", &content_text(m.content_type, &m.content));
             Some((Zeroizing::new(line), Value::Object(obj)))

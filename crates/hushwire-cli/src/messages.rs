@@ -562,8 +562,11 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
                             held.push(name);
                         }
                     }
-                    // Messages are shown from the unread list below, once each.
-                    if !matches!(event, Event::MessageReceived(_)) {
+                    // Messages are shown from the unread lists below, once each.
+                    if !matches!(
+                        event,
+                        Event::MessageReceived(_) | Event::ConversationMessageReceived(_)
+                    ) {
                         show(g, &mut names, &event).await;
                     }
                 }
@@ -579,7 +582,7 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
     }
     loop {
         match events.try_recv() {
-            Ok(Event::MessageReceived(_)) => {}
+            Ok(Event::MessageReceived(_) | Event::ConversationMessageReceived(_)) => {}
             Ok(event) => {
                 show(g, &mut names, &event).await;
             }
@@ -597,6 +600,13 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
         client.mark_read(&[id]).await?;
         shown += show(g, &mut names, &Event::MessageReceived(message)).await;
         common::fault_point("recv-after-show");
+    }
+    // Conversation messages likewise, whichever command received them (`send`, `members`…).
+    for message in client.unread_conversation_messages().await? {
+        client
+            .mark_conversation_shown(message.conversation, &[message.id])
+            .await?;
+        shown += show(g, &mut names, &Event::ConversationMessageReceived(message)).await;
     }
     sign_transcripts(&client).await;
     let reason = connection_reason(&client);
@@ -655,7 +665,10 @@ async fn show(g: &Global, names: &mut Names, event: &Event) -> u64 {
     } else {
         println!("{}", line.as_str());
     }
-    u64::from(matches!(event, Event::MessageReceived(_)))
+    u64::from(matches!(
+        event,
+        Event::MessageReceived(_) | Event::ConversationMessageReceived(_)
+    ))
 }
 
 #[cfg(test)]

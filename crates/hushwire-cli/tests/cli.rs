@@ -2532,6 +2532,21 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         !patient_view.contains("on it: Dr. Ada Okafor"),
         "{patient_view}"
     );
+    // A message another command received first is still shown by `recv`, once, with its
+    // conversation (review finding: `members` used to swallow it).
+    ben.run_ok(&["send", &id, "Your results are in"]);
+    patient.run_ok(&["members", &id]);
+    let got = patient.run_ok(&["recv"]).stdout;
+    assert!(
+        got.contains("Your results are in") && got.contains(&format!("(conversation {id})")),
+        "{got}"
+    );
+    let again = patient.run_ok(&["recv"]);
+    assert!(
+        !again.stdout.contains("Your results are in"),
+        "{}",
+        again.stdout
+    );
     // Ada, removed, receives nothing said after the hand-off.
     let ada_after = chat_with(&ada, &id, "/quit\n");
     assert!(!ada_after.contains("Hello, I am Ben"), "{ada_after}");

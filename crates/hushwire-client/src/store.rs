@@ -158,8 +158,12 @@ const MIGRATIONS: &[&str] = &[
     // v8: one entry per conversation held (`conversations.md` §7.4, `client.md` §3.3), by the
     // blind index of its id: the id itself, its last activity and legal hold, sealed. The
     // history is sealed under the conversation id, so without this nothing could list them.
+    // And the messages received and not yet shown (`recv` shows each once, §5.6).
     "
     CREATE TABLE conversation_entries (id_index BLOB PRIMARY KEY, sealed BLOB NOT NULL);
+    CREATE TABLE conversation_unread (
+        message_row INTEGER PRIMARY KEY REFERENCES conversation_messages(id) ON DELETE CASCADE
+    );
     ",
 ];
 
@@ -1285,6 +1289,8 @@ pub(crate) async fn delete_conversations(pool: &SqlitePool, indexes: &[[u8; 32]]
         let mut tx = sqlx::Connection::begin(&mut *c).await?;
         for index in indexes {
             for sql in [
+                "DELETE FROM conversation_unread WHERE message_row IN \
+                 (SELECT id FROM conversation_messages WHERE conversation_index = ?)",
                 "DELETE FROM conversation_messages WHERE conversation_index = ?",
                 "DELETE FROM conversations WHERE id_index = ?",
                 "DELETE FROM conversation_entries WHERE id_index = ?",
@@ -1304,6 +1310,48 @@ pub(crate) async fn delete_conversations(pool: &SqlitePool, indexes: &[[u8; 32]]
         .execute(&mut *c)
         .await?;
     deleted
+}
+
+/// Marks a stored conversation message as received and not yet shown.
+pub(crate) async fn add_unread_conversation_message(
+    c: &mut SqliteConnection,
+    message_row: i64,
+) -> Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO conversation_unread (message_row) VALUES (?)")
+        .bind(message_row)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The conversation messages not yet shown, oldest first: `(row, conversation index, sealed)`.
+pub(crate) async fn unread_conversation_messages(
+    c: &mut SqliteConnection,
+) -> Result<Vec<(i64, Vec<u8>, Vec<u8>)>> {
+    Ok(sqlx::query(
+        "SELECT m.id, m.conversation_index, m.sealed FROM conversation_unread u \
+         JOIN conversation_messages m ON m.id = u.message_row ORDER BY m.id",
+    )
+    .fetch_all(c)
+    .await?
+    .into_iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect())
+}
+
+/// Marks the conversation message with `message_index` as shown.
+pub(crate) async fn remove_unread_conversation_message(
+    c: &mut SqliteConnection,
+    message_index: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM conversation_unread WHERE message_row = \
+         (SELECT id FROM conversation_messages WHERE message_index = ?)",
+    )
+    .bind(message_index)
+    .execute(c)
+    .await?;
+    Ok(())
 }
 
 /// A stored conversation message: its row id and sealed record.

@@ -307,6 +307,9 @@ impl Client {
             return Ok(false);
         };
         store::update_conversation_message(c, row, &self.seal_record(row, record)).await?;
+        if !record.outgoing {
+            store::add_unread_conversation_message(c, row).await?;
+        }
         self.touch_conversation(c, conversation, now_ms()).await?;
         Ok(true)
     }
@@ -675,6 +678,7 @@ impl Client {
                 "no verified history of this conversation here",
             ));
         };
+        self.mark_conversation_shown(conversation, ids).await?;
         let state = self.inner.state.lock().await;
         let me = state.account.identity_key().fingerprint();
         if Self::writer_role(&conv, &me, state.account.device_id()).is_err() {
@@ -706,6 +710,56 @@ impl Client {
         for event in events {
             self.emit(event);
         }
+        Ok(())
+    }
+
+    /// The conversation messages (and staff notes) received here and not yet shown, from every
+    /// conversation, oldest first: what `recv` prints, each once, whichever command received
+    /// it. [`Self::mark_conversation_shown`] (or [`Self::mark_conversation_read`]) takes them
+    /// off.
+    pub async fn unread_conversation_messages(&self) -> Result<Vec<ConversationMessageView>> {
+        let me = self.own_fingerprint_and_device().await.0;
+        let rows = {
+            let mut c = self.inner.db.acquire().await?;
+            store::unread_conversation_messages(&mut c).await?
+        };
+        let held = self.conversations().await?;
+        let mut views = Vec::with_capacity(rows.len());
+        let mut convs: std::collections::HashMap<[u8; 16], Option<Conv>> =
+            std::collections::HashMap::new();
+        for (row, conversation_index, sealed) in rows {
+            let Some(conversation) = held
+                .iter()
+                .map(|s| s.id)
+                .find(|id| self.conversation_index(id)[..] == conversation_index[..])
+            else {
+                continue;
+            };
+            let conv = match convs.entry(conversation.0) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.conv_snapshot(conversation).await?)
+                }
+            };
+            let record = self.open_record(row, &sealed)?;
+            views.push(to_view(conversation, &record, conv.as_ref(), &me));
+        }
+        Ok(views)
+    }
+
+    /// Marks conversation messages as shown on this device (no receipt is sent; a read receipt
+    /// is [`Self::mark_conversation_read`]).
+    pub async fn mark_conversation_shown(
+        &self,
+        conversation: ConversationId,
+        ids: &[MessageId],
+    ) -> Result<()> {
+        let mut tx = store::begin(&self.inner.db).await?;
+        for id in ids {
+            let index = self.message_index(&conversation, &id.0);
+            store::remove_unread_conversation_message(&mut tx, &index).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
