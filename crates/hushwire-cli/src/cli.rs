@@ -57,7 +57,8 @@ pub struct Global {
     #[arg(long, env = "HUSHWIRE_HOME", global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// Machine-readable JSON output (read commands: whoami, contact list, verify, recv,
-    /// transcript list/verify/open, auditor verify/open, audit verify).
+    /// transcript list/verify/open, auditor verify/open, audit verify, queue, members,
+    /// conversations, legal-hold, retention).
     #[arg(long, global = true)]
     pub json: bool,
     /// Read the passphrase from the first line of FILE (otherwise $HUSHWIRE_PASSPHRASE, otherwise
@@ -223,15 +224,15 @@ Example:
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
     },
-    /// Staff: be told when the queue changes (on) or not (off).
+    /// Agent: be told when the queue changes (on) or not (off).
     #[command(after_help = "\
 Examples:
   hushwire on-duty on
   hushwire on-duty off")]
     OnDuty {
         /// `on` or `off`.
-        #[arg(value_parser = ["on", "off"])]
-        state: String,
+        #[arg(value_parser = on_off, action = clap::ArgAction::Set)]
+        state: bool,
         /// Seconds to wait for the relay.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
@@ -316,7 +317,9 @@ Example:
 AGENT is a contact's name, an address (`hushwire whoami --address` on the agent's device) or an
 identity fingerprint (64 hex digits); the agent must hold the
 clinic's agent certificate and have gone on duty once (which publishes its device list). `queue`
-hands the conversation back to the clinic's queue. The agent is added, the conversation so far
+hands the conversation back to the clinic's queue: the next agent to claim it gets the note, but
+not the conversation so far (only what the patient writes from then on; hand it to a named agent
+to share the history). To a named agent: the agent is added, the conversation so far
 (the messages on this device, not notes, not recalled ones) is shared with them unless
 --no-history (recorded in the audit log), and you are removed; the patient sees who answers now. The --note (one line, at most 200 bytes) goes to
 staff devices only (the new agent, supervisors, and when handing back, the agents on duty),
@@ -380,8 +383,8 @@ Examples:
         /// The conversation id (32 hex digits).
         conversation: String,
         /// `on` places the hold, `off` lifts it.
-        #[arg(value_parser = ["on", "off"])]
-        state: String,
+        #[arg(value_parser = on_off, action = clap::ArgAction::Set)]
+        state: bool,
     },
     /// Staff: apply the clinic's retention now (it also runs at every connection and hourly).
     #[command(after_help = "\
@@ -473,7 +476,8 @@ Exits 0 once the relay holds the message, 3 if it is only queued (the relay was 
 within --wait; it goes out the next time any hushwire command connects), 1 on an error.
 
 NAME may also be a clinic conversation's id (32 hex digits): everyone on the conversation gets
-the message (`hushwire chat` for a live conversation).
+the message (`hushwire chat` for a live conversation). A conversation message needs the relay
+(the membership is checked first): with the relay unreachable it exits 1 and nothing is queued.
 
 Examples:
   hushwire send bob 'Your results are ready.'
@@ -1141,6 +1145,19 @@ impl Command {
     }
 }
 
+/// `on` or `off`; anything else is refused with the input shown escaped (clap's own list
+/// check would echo it raw, escape sequences and all, to the terminal).
+fn on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!(
+            "expected `on` or `off`, not {}",
+            crate::display::escape(&other.chars().take(40).collect::<String>())
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1154,6 +1171,18 @@ mod tests {
         for sub in cmd.get_subcommands_mut() {
             all_help(sub, &name, out);
         }
+    }
+
+    #[test]
+    fn an_on_off_argument_is_refused_with_the_input_escaped() {
+        assert_eq!(super::on_off("on"), Ok(true));
+        assert_eq!(super::on_off("off"), Ok(false));
+        let refused = super::on_off("\u{1b}]0;PWNED\u{7}\u{1b}[31mon").unwrap_err();
+        assert!(
+            !refused.contains('\u{1b}') && !refused.contains('\u{7}'),
+            "{refused}"
+        );
+        assert!(super::on_off("ON").is_err());
     }
 
     #[test]

@@ -785,12 +785,12 @@ pub async fn describe(
             }
             // Which conversation: an agent answering several must never mix them up.
             let header = format!(
-                "{} (conversation {})",
+                "(conversation {}) {}",
+                conversation_hex(&m.conversation),
                 conversation_header(
                     m,
                     &sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
-                ),
-                conversation_hex(&m.conversation)
+                )
             );
             let line = message_block(&header, "", &content_text(m.content_type, &m.content));
             Some((Zeroizing::new(line), Value::Object(obj)))

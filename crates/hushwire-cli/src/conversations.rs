@@ -378,7 +378,8 @@ pub async fn retention(g: &Global, wait: u64) -> CliResult<ExitCode> {
         );
     } else {
         println!(
-            "Retention: {} days. Deleted {} conversation(s); kept {} (recent) and {} (legal hold).",
+            "Retention: {} days. Deleted {} conversation(s); kept {} active within the period \
+             and {} older one(s) under a legal hold.",
             report.retention_days,
             report.deleted.len(),
             report.kept,

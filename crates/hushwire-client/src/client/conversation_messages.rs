@@ -1428,6 +1428,11 @@ impl Client {
         conversation: ConversationId,
         key: &hushwire::archive::ArchiveSecretKey,
     ) -> Result<Vec<ArchiveEntry>> {
+        self.require_role(
+            "read the archive",
+            hushwire::proto::clinic::Role::Supervisor,
+        )
+        .await?;
         self.refresh_membership(conversation).await?;
         let conv = self.conv_snapshot(conversation).await?;
         let mut entries = Vec::new();

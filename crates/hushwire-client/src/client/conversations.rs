@@ -214,7 +214,7 @@ impl Client {
         };
         conv.log.apply(change, &ctx).map_err(|e| {
             ClientError::Conversation(format!(
-                "membership change at epoch {} refused: {e:?} (rule: {})",
+                "membership change at epoch {} refused: {e} (rule {})",
                 change.epoch(),
                 e.rule()
             ))
@@ -394,6 +394,7 @@ impl Client {
 
     /// Agent: the conversations waiting in the queue, oldest first.
     pub async fn conversation_queue(&self) -> Result<Vec<QueueEntry>> {
+        self.require_role("see the queue", Role::Agent).await?;
         match self.queue_call("queue", QueueFrame::FetchQueue).await? {
             QueueFrame::Queue(entries) => Ok(entries),
             _ => Err(unexpected()),
@@ -641,8 +642,40 @@ impl Client {
         applied
     }
 
+    /// Refuses, with the reason in plain words, a device whose certificate does not grant
+    /// `role` (the relay would refuse with `Forbidden` or `NotOnConversation`, which says less).
+    pub(super) async fn require_role(&self, what: &str, role: Role) -> Result<()> {
+        let me = self.me().await?;
+        match me.certificate {
+            None => Err(ClientError::Conversation(format!(
+                "{what}: only the clinic's staff with the {role} role can; this device has no \
+                 agent certificate"
+            ))),
+            Some(cert) if !cert.roles().contains(role) => Err(ClientError::Conversation(format!(
+                "{what}: only the clinic's staff with the {role} role can; this device's \
+                 certificate does not grant it"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Supervisor: joins a conversation read-only (a self-join as supervisor, §5.1 step 5).
     pub async fn join_read_only(&self, conversation: ConversationId) -> Result<()> {
+        self.require_role("join read-only", Role::Supervisor)
+            .await?;
+        let me = self.me().await?;
+        let member = |conv: Option<Conv>| {
+            conv.is_some_and(|c| c.log.is_member(&me.identity.fingerprint(), me.device))
+        };
+        if member(self.conv_snapshot(conversation).await?) {
+            // Current, not only as last seen here: it may have been removed since.
+            self.refresh_membership(conversation).await?;
+            if member(self.conv_snapshot(conversation).await?) {
+                return Err(ClientError::Conversation(
+                    "join read-only: this device already reads along in this conversation".into(),
+                ));
+            }
+        }
         self.change_own_membership(
             "join read-only",
             conversation,
