@@ -1306,9 +1306,11 @@ pub async fn open_archive(
         };
         let line = match &e.payload {
             hushwire::payload::Payload::ConversationMessage(m) => {
+                // The message id, so a recall line ("recalled message …") names which one.
                 let header = format!(
-                    "[{}] {} (device {}){flag}:",
+                    "[{}] message {} {} (device {}){flag}:",
                     common::format_clock(m.sent_at_ms),
+                    m.id,
                     escape(&e.sender_shown),
                     e.sender_device
                 );
