@@ -1203,63 +1203,61 @@ pub(crate) async fn delete_outbox_for(c: &mut SqliteConnection, contact_id: i64)
     Ok(())
 }
 
-/// The sealed membership history of a conversation, by the blind index of its id.
-pub(crate) async fn conversation(
-    c: &mut SqliteConnection,
-    index: &[u8],
-) -> Result<Option<Vec<u8>>> {
-    Ok(
-        sqlx::query_scalar("SELECT sealed FROM conversations WHERE id_index = ?")
-            .bind(index)
-            .fetch_optional(c)
-            .await?,
-    )
+/// The tables that keep one sealed value per blind index: a conversation's verified
+/// membership history (`conversations`) and its entry (`conversation_entries`: id, last
+/// activity, legal hold).
+#[derive(Clone, Copy)]
+pub(crate) enum Indexed {
+    Conversation,
+    ConversationEntry,
 }
 
-/// Stores a conversation's verified membership history (sealed), replacing the one held.
-pub(crate) async fn put_conversation(
+impl Indexed {
+    fn select(self) -> &'static str {
+        match self {
+            Self::Conversation => "SELECT sealed FROM conversations WHERE id_index = ?",
+            Self::ConversationEntry => "SELECT sealed FROM conversation_entries WHERE id_index = ?",
+        }
+    }
+
+    fn upsert(self) -> &'static str {
+        match self {
+            Self::Conversation => {
+                "INSERT INTO conversations (id_index, sealed) VALUES (?, ?) \
+                 ON CONFLICT (id_index) DO UPDATE SET sealed = excluded.sealed"
+            }
+            Self::ConversationEntry => {
+                "INSERT INTO conversation_entries (id_index, sealed) VALUES (?, ?) \
+                 ON CONFLICT (id_index) DO UPDATE SET sealed = excluded.sealed"
+            }
+        }
+    }
+}
+
+/// The sealed value of `table` under the blind index `index`, if held.
+pub(crate) async fn indexed(
     c: &mut SqliteConnection,
+    table: Indexed,
+    index: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar(table.select())
+        .bind(index)
+        .fetch_optional(c)
+        .await?)
+}
+
+/// Stores the sealed value of `table` under `index`, replacing the one held.
+pub(crate) async fn put_indexed(
+    c: &mut SqliteConnection,
+    table: Indexed,
     index: &[u8],
     sealed: &[u8],
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO conversations (id_index, sealed) VALUES (?, ?) \
-         ON CONFLICT (id_index) DO UPDATE SET sealed = excluded.sealed",
-    )
-    .bind(index)
-    .bind(sealed)
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
-/// A conversation's sealed entry (id, last activity, legal hold), by its blind index.
-pub(crate) async fn conversation_entry(
-    c: &mut SqliteConnection,
-    index: &[u8],
-) -> Result<Option<Vec<u8>>> {
-    Ok(
-        sqlx::query_scalar("SELECT sealed FROM conversation_entries WHERE id_index = ?")
-            .bind(index)
-            .fetch_optional(c)
-            .await?,
-    )
-}
-
-/// Stores a conversation's sealed entry, replacing the one held.
-pub(crate) async fn put_conversation_entry(
-    c: &mut SqliteConnection,
-    index: &[u8],
-    sealed: &[u8],
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO conversation_entries (id_index, sealed) VALUES (?, ?) \
-         ON CONFLICT (id_index) DO UPDATE SET sealed = excluded.sealed",
-    )
-    .bind(index)
-    .bind(sealed)
-    .execute(c)
-    .await?;
+    sqlx::query(table.upsert())
+        .bind(index)
+        .bind(sealed)
+        .execute(c)
+        .await?;
     Ok(())
 }
 

@@ -110,6 +110,26 @@ async fn second_device(dir: &std::path::Path, of: &Client, name: &str) -> Client
     device
 }
 
+/// A conversation `patient` opens and writes `first` in while it waits, which `agent` claims
+/// and reads.
+async fn claimed_conversation(patient: &Client, agent: &Client, first: &str) -> ConversationId {
+    let conversation = patient.open_conversation().await.unwrap();
+    patient
+        .send_text_to_conversation(conversation, first)
+        .await
+        .unwrap();
+    patient.sync(WAIT).await.unwrap();
+    assert_eq!(
+        agent.claim(conversation).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    wait_until(agent, conversation, "the waiting message", |m| {
+        has_text(m, first)
+    })
+    .await;
+    conversation
+}
+
 /// The conversation both tests run; `urls`: where the patient, Ada, Ben, Cy and Sue register
 /// (second devices register beside their first). The patient writes from a laptop and a phone;
 /// Ben and Cy race to claim and exactly one wins; the winner answers, recalls a wrong answer
@@ -524,21 +544,7 @@ async fn retention_deletes_old_conversations_from_staff_devices_except_under_a_l
 
     let mut conversations = Vec::new();
     for patient in &patients {
-        let conversation = patient.open_conversation().await.unwrap();
-        patient
-            .send_text_to_conversation(conversation, "My prescription ran out")
-            .await
-            .unwrap();
-        patient.sync(WAIT).await.unwrap();
-        assert_eq!(
-            ada.claim(conversation).await.unwrap(),
-            ClaimOutcome::Claimed
-        );
-        wait_until(&ada, conversation, "the waiting message", |m| {
-            has_text(m, "My prescription ran out")
-        })
-        .await;
-        conversations.push(conversation);
+        conversations.push(claimed_conversation(patient, &ada, "My prescription ran out").await);
     }
     let [kept, dropped] = [conversations[0], conversations[1]];
     let listed = ada.conversations().await.unwrap();
@@ -630,20 +636,7 @@ async fn a_device_linked_or_removed_after_opening_joins_or_leaves_the_conversati
         c.connect().await.unwrap();
         c.sync(WAIT).await.unwrap();
     }
-    let conversation = patient.open_conversation().await.unwrap();
-    patient
-        .send_text_to_conversation(conversation, "Is the clinic open today?")
-        .await
-        .unwrap();
-    patient.sync(WAIT).await.unwrap();
-    assert_eq!(
-        ada.claim(conversation).await.unwrap(),
-        ClaimOutcome::Claimed
-    );
-    wait_until(&ada, conversation, "the waiting message", |m| {
-        has_text(m, "Is the clinic open today?")
-    })
-    .await;
+    let conversation = claimed_conversation(&patient, &ada, "Is the clinic open today?").await;
 
     let phone = second_device(dir.path(), &patient, "patient-phone").await;
     let patient_devices = |members: &[hushwire_client::ConversationMember]| {

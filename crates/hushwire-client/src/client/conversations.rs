@@ -252,8 +252,8 @@ impl Client {
                 .seal_value("conversation", &conversation.0, &conv.changes, &mut rng());
         let stored = async {
             let mut tx = store::begin(&self.inner.db).await?;
-            store::put_conversation(&mut tx, &self.conversation_index(&conversation), &sealed)
-                .await?;
+            let index = self.conversation_index(&conversation);
+            store::put_indexed(&mut tx, store::Indexed::Conversation, &index, &sealed).await?;
             // The newest change's time, not now: storing a history again is not activity.
             let newest = conv.log.last_issued_at().saturating_mul(1000);
             self.touch_conversation(&mut tx, &conversation, newest)
@@ -281,7 +281,7 @@ impl Client {
         let index = self.conversation_index(&conversation);
         let sealed = {
             let mut c = self.inner.db.acquire().await?;
-            store::conversation(&mut c, &index).await?
+            store::indexed(&mut c, store::Indexed::Conversation, &index).await?
         };
         if let Some(sealed) = sealed {
             let changes: Vec<Vec<u8>> =

@@ -81,7 +81,7 @@ impl Client {
         at_ms: u64,
     ) -> Result<()> {
         let index = self.conversation_index(conversation);
-        let held = match store::conversation_entry(c, &index).await? {
+        let held = match store::indexed(c, store::Indexed::ConversationEntry, &index).await? {
             Some(sealed) => Some(self.open_entry(&index, &sealed)?),
             None => None,
         };
@@ -117,7 +117,7 @@ impl Client {
             .inner
             .vault
             .seal_value(Self::entry_label(), index, entry, &mut rng());
-        store::put_conversation_entry(c, index, &sealed).await
+        store::put_indexed(c, store::Indexed::ConversationEntry, index, &sealed).await
     }
 
     /// The conversations this device holds, most recently active first.
@@ -149,7 +149,9 @@ impl Client {
         }
         let index = self.conversation_index(&conversation);
         let mut tx = store::begin(&self.inner.db).await?;
-        let Some(sealed) = store::conversation_entry(&mut tx, &index).await? else {
+        let Some(sealed) =
+            store::indexed(&mut tx, store::Indexed::ConversationEntry, &index).await?
+        else {
             return Err(ClientError::Conversation(format!(
                 "this device holds no conversation {}",
                 hex::encode(conversation.0)
