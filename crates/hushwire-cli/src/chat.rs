@@ -661,7 +661,11 @@ async fn conversation_intro(
     for m in client.conversation_messages(id).await? {
         let header = common::conversation_header(&m, &common::format_clock(m.sent_at_ms));
         let text = match &m.recalled {
-            Some((by, at)) => format!("(recalled by {by} at {})", common::format_clock(*at)),
+            Some((by, at)) => format!(
+                "(recalled by {} at {})",
+                crate::display::escape(by),
+                common::format_clock(*at)
+            ),
             None => String::from_utf8_lossy(&m.content).into_owned(),
         };
         screen.line(&message_block(&header, "", &text));

@@ -231,8 +231,7 @@ Examples:
   hushwire on-duty off")]
     OnDuty {
         /// `on` or `off`.
-        #[arg(value_parser = on_off, action = clap::ArgAction::Set)]
-        state: bool,
+        state: String,
         /// Seconds to wait for the relay.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         wait: u64,
@@ -383,8 +382,7 @@ Examples:
         /// The conversation id (32 hex digits).
         conversation: String,
         /// `on` places the hold, `off` lifts it.
-        #[arg(value_parser = on_off, action = clap::ArgAction::Set)]
-        state: bool,
+        state: String,
     },
     /// Staff: apply the clinic's retention now (it also runs at every connection and hourly).
     #[command(after_help = "\
@@ -1145,9 +1143,9 @@ impl Command {
     }
 }
 
-/// `on` or `off`; anything else is refused with the input shown escaped (clap's own list
-/// check would echo it raw, escape sequences and all, to the terminal).
-fn on_off(text: &str) -> Result<bool, String> {
+/// `on` or `off`; anything else is refused with the input shown escaped, and only so (clap's
+/// own value check quotes the input itself, with bidirectional characters raw).
+pub(crate) fn on_off(text: &str) -> Result<bool, String> {
     match text {
         "on" => Ok(true),
         "off" => Ok(false),

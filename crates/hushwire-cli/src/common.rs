@@ -779,7 +779,14 @@ pub async fn describe(
             obj.insert("from".into(), json!(m.sender_shown));
             obj.insert("id".into(), json!(m.id.to_string()));
             obj.insert("sent_at_ms".into(), json!(m.sent_at_ms));
-            content_json(&mut obj, m.content_type, &m.content);
+            // A recalled message is shown as recalled, never its text (as in `chat`); the text
+            // stays in the clinic's record.
+            match &m.recalled {
+                Some((by, at)) => {
+                    obj.insert("recalled".into(), json!({"by": by, "at_ms": at}));
+                }
+                None => content_json(&mut obj, m.content_type, &m.content),
+            }
             if let Some(by) = &m.shared_by {
                 obj.insert("shared_by".into(), json!(by));
             }
@@ -792,7 +799,11 @@ pub async fn describe(
                     &sent_and_arrival(m.sent_at_ms, m.received_at_ms, clock_only),
                 )
             );
-            let line = message_block(&header, "", &content_text(m.content_type, &m.content));
+            let text = match &m.recalled {
+                Some((by, at)) => format!("(recalled by {} at {})", escape(by), format_clock(*at)),
+                None => content_text(m.content_type, &m.content),
+            };
+            let line = message_block(&header, "", &text);
             Some((Zeroizing::new(line), Value::Object(obj)))
         }
         Event::ConversationMessageRecalled {
@@ -802,7 +813,8 @@ pub async fn describe(
             at_ms,
         } => Some((
             Zeroizing::new(format!(
-                "(message {id} was recalled by {} at {})",
+                "(conversation {}) (message {id} was recalled by {} at {})",
+                conversation_hex(conversation),
                 escape(by),
                 format_clock(*at_ms)
             )),
@@ -816,7 +828,7 @@ pub async fn describe(
             Zeroizing::new(
                 changes
                     .iter()
-                    .map(|c| format!("({})", escape(c)))
+                    .map(|c| format!("(conversation {}) ({})", conversation_hex(conversation), escape(c)))
                     .collect::<Vec<_>>()
                     .join("\n"),
             ),

@@ -214,11 +214,21 @@ pub async fn handoff(
             Some(agent_fingerprint(&client, to).await?)
         };
         client.handoff(id, target, note, share_history).await?;
-        CliResult::Ok(target)
+        // The new agent as the verified history names them (their certificate), not as typed.
+        let shown = match target {
+            Some(f) => client
+                .members(id)
+                .await
+                .ok()
+                .and_then(|m| m.into_iter().find(|m| m.fingerprint == f))
+                .map(|m| m.shown),
+            None => None,
+        };
+        CliResult::Ok((target, shown))
     }
     .await;
     client.disconnect().await;
-    let target = result?;
+    let (target, shown) = result?;
     if g.json {
         println!(
             "{}",
@@ -228,7 +238,7 @@ pub async fn handoff(
         println!(
             "Handed {} to {}; you are no longer on it.",
             hex(&id),
-            escape(to)
+            escape(shown.as_deref().unwrap_or(to))
         );
     } else {
         println!(

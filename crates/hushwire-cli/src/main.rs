@@ -207,7 +207,9 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::OpenConversation { id_only, wait } => {
             conversations::open_conversation(g, id_only, wait).await
         }
-        Command::OnDuty { state, wait } => conversations::on_duty(g, state, wait).await,
+        Command::OnDuty { state, wait } => {
+            conversations::on_duty(g, cli::on_off(&state).map_err(common::fail)?, wait).await
+        }
         Command::Queue { wait } => conversations::queue(g, wait).await,
         Command::Claim { conversation, wait } => conversations::claim(g, &conversation, wait).await,
         Command::Join {
@@ -238,7 +240,10 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::LegalHold {
             conversation,
             state,
-        } => conversations::legal_hold(g, &conversation, state).await,
+        } => {
+            let hold = cli::on_off(&state).map_err(common::fail)?;
+            conversations::legal_hold(g, &conversation, hold).await
+        }
         Command::Retention { wait } => conversations::retention(g, wait).await,
         Command::Members { conversation, wait } => {
             conversations::members(g, &conversation, wait).await

@@ -2547,6 +2547,22 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         "{}",
         again.stdout
     );
+    // A message recalled before the patient's recv is shown as recalled, never its text.
+    let sent = ben
+        .run_ok(&["send", &id, "Results for another patient"])
+        .stdout;
+    let message = sent
+        .split("(message ")
+        .nth(1)
+        .and_then(|rest| rest.get(..32))
+        .unwrap()
+        .to_owned();
+    ben.run_ok(&["recall", &id, &message]);
+    let got = patient.run_ok(&["recv"]).stdout;
+    assert!(
+        got.contains("(recalled by Ben Marsh") && !got.contains("Results for another patient"),
+        "{got}"
+    );
     // Ada, removed, receives nothing said after the hand-off.
     let ada_after = chat_with(&ada, &id, "/quit\n");
     assert!(!ada_after.contains("Hello, I am Ben"), "{ada_after}");

@@ -689,5 +689,34 @@ async fn a_device_linked_or_removed_after_opening_joins_or_leaves_the_conversati
         has_text(m, "Anything else?")
     })
     .await;
+
+    // Ada hands it back to the queue; the patient writes while no agent is on it, then goes
+    // offline; Ben claims it. At its next connection the patient's device learns of the claim
+    // and shares what it wrote while waiting: nothing written to the clinic is lost.
+    let (ben, _) = staff(dir.path(), &url, &org, "Ben Marsh", 2, AGENT_ROLES).await;
+    ben.connect().await.unwrap();
+    ben.sync(WAIT).await.unwrap();
+    ada.leave(conversation).await.unwrap();
+    patient.refresh_membership(conversation).await.unwrap();
+    patient
+        .send_text_to_conversation(conversation, "Hello? Is anyone still there?")
+        .await
+        .unwrap();
+    patient.sync(WAIT).await.unwrap();
+    patient.disconnect().await;
+    assert_eq!(
+        ben.claim(conversation).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    patient.connect().await.unwrap();
+    patient.sync(WAIT).await.unwrap();
+    patient.refresh_membership(conversation).await.unwrap();
+    wait_until(
+        &ben,
+        conversation,
+        "the message written while handed back",
+        |m| has_text(m, "Hello? Is anyone still there?"),
+    )
+    .await;
     drop(relay);
 }

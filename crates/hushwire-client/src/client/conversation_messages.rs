@@ -1520,6 +1520,37 @@ impl Client {
         .await
     }
 
+    /// What follows changes newly verified here (from `from_epoch`), however they were learned
+    /// (a push, or a history fetched by any call, also on a device that was offline when an
+    /// agent joined): on the patient's device, the messages written while no agent was on the
+    /// conversation are shared with each agent who joined (§4.5). A failure is logged; the
+    /// next change learned tries again for its agent.
+    pub(super) async fn after_new_changes(&self, conversation: ConversationId, from_epoch: u64) {
+        let Ok(Some(conv)) = self.conv_snapshot(conversation).await else {
+            return;
+        };
+        let me = self.own_fingerprint_and_device().await.0;
+        if conv.log.patient() != Some(me) {
+            return;
+        }
+        let joined: Vec<Fingerprint> = conv
+            .changes
+            .iter()
+            .skip(usize::try_from(from_epoch).unwrap_or(usize::MAX))
+            .filter_map(|b| MembershipChange::from_bytes(b).ok())
+            .filter(|c| c.action() == ChangeAction::Add && c.role() == MemberRole::Agent)
+            .map(|c| c.member().fingerprint())
+            .collect();
+        for agent in joined {
+            if let Err(e) = self
+                .share_waiting_messages(conversation, &conv, agent)
+                .await
+            {
+                tracing::warn!(error = %e, "waiting messages not shared");
+            }
+        }
+    }
+
     /// A patient's device, when an agent joins: shares the messages this person wrote while no
     /// agent was on the conversation (written to the clinic, so the agent who answers reads
     /// them; §4.5).
@@ -1757,22 +1788,6 @@ impl Client {
                         .skip(usize::try_from(before).unwrap_or(usize::MAX))
                         .filter_map(|b| MembershipChange::from_bytes(b).ok())
                         .collect();
-                    let me = self.own_fingerprint_and_device().await.0;
-                    if conv.log.patient() == Some(me) {
-                        for change in &new {
-                            if change.action() == ChangeAction::Add
-                                && change.role() == MemberRole::Agent
-                            {
-                                let agent = change.member().fingerprint();
-                                if let Err(e) = self
-                                    .share_waiting_messages(conversation, &conv, agent)
-                                    .await
-                                {
-                                    tracing::warn!(error = %e, "waiting messages not shared");
-                                }
-                            }
-                        }
-                    }
                     let changes: Vec<String> = new.iter().map(|c| conv.describe(c)).collect();
                     if !changes.is_empty() {
                         self.emit(Event::ConversationMembershipChanged {

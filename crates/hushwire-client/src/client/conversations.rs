@@ -418,6 +418,7 @@ impl Client {
     pub(super) async fn fetch_history(&self, conversation: ConversationId) -> Result<History> {
         let me = self.me().await?;
         let mut conv = self.take_conv(conversation, &me).await?;
+        let before = conv.log.next_epoch();
         let result = async {
             loop {
                 let from_epoch = conv.log.next_epoch();
@@ -450,8 +451,12 @@ impl Client {
             }
         }
         .await;
-        if conv.log.next_epoch() > 0 {
+        let after = conv.log.next_epoch();
+        if after > 0 {
             self.put_conv(conversation, conv).await?;
+        }
+        if after > before {
+            self.after_new_changes(conversation, before).await;
         }
         result
     }
@@ -464,10 +469,14 @@ impl Client {
         let me = self.me().await?;
         let mut conv = self.take_conv(conversation, &me).await?;
         if change.epoch() == conv.log.next_epoch() && conv.log.next_epoch() > 0 {
+            let before = conv.log.next_epoch();
             let applied = self
                 .verify(&mut conv, change, &me, Verifying::Received)
                 .await;
             self.put_conv(conversation, conv).await?;
+            if applied.is_ok() {
+                self.after_new_changes(conversation, before).await;
+            }
             return applied;
         }
         if conv.log.next_epoch() > 0 {

@@ -799,11 +799,20 @@ impl Client {
         if let Some(list) = self.held_list(c, &sender.fingerprint).await?
             && !list.contains(sender.device_id)
         {
-            return Ok(Err(format!(
-                "device {} is not on its person's device list (sequence {})",
-                sender.device_id,
-                list.sequence()
-            )));
+            // Device numbers are never reused and always grow (`link_device`): a number above
+            // every listed one is a device linked after the list held here, not a removed one
+            // (the relay refuses removed devices anyway). Accepted, and the person's list is
+            // read again at once: a newer list that leaves it out drops it (§8.6). Refusing
+            // it would lose a new phone's first message for good.
+            let newer = list.devices().iter().all(|d| *d < sender.device_id);
+            if !newer {
+                return Ok(Err(format!(
+                    "device {} is not on its person's device list (sequence {})",
+                    sender.device_id,
+                    list.sequence()
+                )));
+            }
+            self.request_clinic_check();
         }
         Ok(Ok(self
             .insert_device_row(c, person, sender, identity)
