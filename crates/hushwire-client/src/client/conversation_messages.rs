@@ -287,12 +287,15 @@ impl Client {
             .open_value("conversation message", &row.to_be_bytes(), sealed)
     }
 
-    /// Records a message; `false` if it was held already (a duplicate).
+    /// Records a message; `false` if it was held already (a duplicate). Everything not written
+    /// on this very device (`own_device`) goes on the unread list, this person's other devices'
+    /// messages included (`recv` shows them as sent by you).
     async fn record_message(
         &self,
         c: &mut SqliteConnection,
         conversation: &ConversationId,
         record: &MessageRecord,
+        own_device: u32,
     ) -> Result<bool> {
         let index = self.message_index(conversation, &record.id);
         // Sealed under its row id, known only after the insert: a placeholder first.
@@ -307,7 +310,7 @@ impl Client {
             return Ok(false);
         };
         store::update_conversation_message(c, row, &self.seal_record(row, record)).await?;
-        if !record.outgoing {
+        if !record.outgoing || record.sender_device != own_device {
             store::add_unread_conversation_message(c, row).await?;
         }
         self.touch_conversation(c, conversation, now_ms()).await?;
@@ -516,7 +519,8 @@ impl Client {
             recalled: None,
             shared_by: None,
         };
-        self.record_message(&mut tx, &conversation, &record).await?;
+        self.record_message(&mut tx, &conversation, &record, device)
+            .await?;
         self.queue_to_members(
             &mut tx,
             &state,
@@ -921,7 +925,8 @@ impl Client {
         let sender_role_now = role_at(&conv.changes, head, &sender, item.sender_device);
         let state = self.inner.state.lock().await;
         let me = state.account.identity_key().fingerprint();
-        let i_write = Self::writer_role(conv, &me, state.account.device_id()).is_ok();
+        let own_device = state.account.device_id();
+        let i_write = Self::writer_role(conv, &me, own_device).is_ok();
         let i_am_staff = state
             .clinic
             .as_ref()
@@ -947,7 +952,10 @@ impl Client {
                             device_id: item.sender_device,
                         };
                         let record = MessageRecord::of(&m, from, &me, item, None);
-                        if self.record_message(&mut tx, &conversation, &record).await? {
+                        if self
+                            .record_message(&mut tx, &conversation, &record, own_device)
+                            .await?
+                        {
                             if i_write && sender != me {
                                 let receipt = Payload::ConversationReceipt {
                                     conversation,
@@ -1076,7 +1084,8 @@ impl Client {
                         recalled: None,
                         shared_by: None,
                     };
-                    self.record_message(&mut tx, &conversation, &record).await?;
+                    self.record_message(&mut tx, &conversation, &record, own_device)
+                        .await?;
                     events.push(Event::ConversationMessageReceived(to_view(
                         conversation,
                         &record,
@@ -1112,7 +1121,10 @@ impl Client {
                             continue;
                         }
                         let record = MessageRecord::of(&m, from, &me, item, Some(sender));
-                        if self.record_message(&mut tx, &conversation, &record).await? {
+                        if self
+                            .record_message(&mut tx, &conversation, &record, own_device)
+                            .await?
+                        {
                             events.push(Event::ConversationMessageReceived(to_view(
                                 conversation,
                                 &record,
@@ -1988,8 +2000,27 @@ impl Conv {
         } else {
             format!(" (by {})", self.shown_ever(&change.signer().fingerprint()))
         };
+        // A member that stays, with devices added or removed (a patient linking a phone), is
+        // not someone joining or leaving. Judged on the history as held now.
+        let devices = change
+            .devices()
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let now = self
+            .log
+            .members()
+            .iter()
+            .find(|m| m.identity().fingerprint() == change.member().fingerprint());
         match change.action() {
+            ChangeAction::Add
+                if now.is_some_and(|m| m.devices().len() > change.devices().len()) =>
+            {
+                format!("{who} added device {devices}{by}")
+            }
             ChangeAction::Add => format!("{who} joined as {role}{by}"),
+            ChangeAction::Remove if now.is_some() => format!("{who} removed device {devices}{by}"),
             ChangeAction::Remove => format!("{who} left{by}"),
         }
     }
