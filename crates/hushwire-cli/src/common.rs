@@ -58,11 +58,26 @@ impl From<ClientError> for Failure {
 /// patient or a contact not checked.
 pub fn agent_label(status: &AgentStatus) -> Option<String> {
     match status {
-        AgentStatus::Verified { name, clinic, .. } => Some(format!(
-            "{} \u{2014} verified agent of {}",
-            escape(name),
-            escape(clinic)
-        )),
+        AgentStatus::Verified {
+            name,
+            clinic,
+            roles,
+        } => {
+            use hushwire_proto::clinic::Role;
+            // What the certificate grants: a supervisor without the agent role is no agent.
+            let what = if roles.contains(Role::Agent) {
+                "agent"
+            } else if roles.contains(Role::Supervisor) {
+                "supervisor"
+            } else {
+                "staff member"
+            };
+            Some(format!(
+                "{} \u{2014} verified {what} of {}",
+                escape(name),
+                escape(clinic)
+            ))
+        }
         AgentStatus::Refused(reason) => Some(format!("NOT a verified agent: {reason}")),
         _ => None,
     }

@@ -189,7 +189,8 @@ pub async fn leave(g: &Global, conversation: &str, wait: u64) -> CliResult<ExitC
         println!("{}", json!({"conversation": hex(&id), "left": true}));
     } else {
         println!(
-            "Left {}: you are no longer on it (an agent leaving hands it back to the queue).",
+            "Left {}: you are no longer on it (when the last agent leaves, it waits in the \
+             clinic's queue).",
             hex(&id)
         );
     }

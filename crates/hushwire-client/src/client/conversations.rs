@@ -514,6 +514,11 @@ impl Client {
             let conv = convs.get(&conversation.0).ok_or_else(|| {
                 ClientError::Conversation("the relay sent no history for it".into())
             })?;
+            if conv.log.is_member(&me.identity.fingerprint(), me.device) {
+                return Err(ClientError::Conversation(
+                    "you are already on this conversation".into(),
+                ));
+            }
             if conv.log.is_claimed() {
                 return Err(ClientError::Conversation(
                     "already claimed: an agent is on this conversation".into(),
