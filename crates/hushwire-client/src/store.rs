@@ -731,6 +731,19 @@ pub(crate) async fn remember_base_key(
 /// Whether any session, with any contact past or present, ever had this base key: replay
 /// detection is account-wide, so a replaced or removed contact cannot make an old prekey message
 /// new again.
+/// Whether a message with this digest (the blind index of its bytes) was decrypted here within
+/// the received-header window: a replay of the very same bytes. A scan, on the rare path of a
+/// prekey message for a session no longer held.
+pub(crate) async fn message_digest_seen(c: &mut SqliteConnection, digest: &[u8]) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT 1 FROM received_headers WHERE message_digest = ? LIMIT 1",
+    )
+    .bind(digest)
+    .fetch_optional(c)
+    .await?
+    .is_some())
+}
+
 pub(crate) async fn base_key_known(c: &mut SqliteConnection, base_key: &[u8]) -> Result<bool> {
     Ok(
         sqlx::query_scalar::<_, i64>("SELECT 1 FROM session_base_keys WHERE base_key = ? LIMIT 1")

@@ -338,34 +338,156 @@ impl World {
     }
 }
 
+/// 32 random interleavings per run, or `HUSHWIRE_CONVERGENCE_CASES`.
+fn convergence_cases() -> u32 {
+    std::env::var("HUSHWIRE_CONVERGENCE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
+/// Applies `ops`, lets both sides settle, then checks that a message each side sends
+/// afterwards arrives exactly once and that nothing is shown twice.
+fn check_converges(ops: &[Op]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut world = World::new().await;
+        for op in ops {
+            world.apply(op).await;
+        }
+        let rounds = world.settle().await;
+        assert!(
+            rounds.is_some(),
+            "did not settle within {SETTLE_ROUNDS} rounds after {ops:?}"
+        );
+
+        // Afterwards each side's next message arrives exactly once.
+        for i in 0..2 {
+            let peer = world.devices[i].peer;
+            world
+                .client(i)
+                .send_text(peer, &format!("final-{i}"))
+                .await
+                .unwrap();
+        }
+        let rounds = world.settle().await;
+        assert!(
+            rounds.is_some(),
+            "final messages did not settle after {ops:?}"
+        );
+        for i in 0..2 {
+            let texts = world.unread_texts(1 - i).await;
+            let finals = texts.iter().filter(|t| **t == format!("final-{i}")).count();
+            assert_eq!(
+                finals, 1,
+                "final-{i} at the peer {finals} times after {ops:?}: {texts:?}"
+            );
+            let unique: HashSet<_> = texts.iter().collect();
+            assert_eq!(
+                unique.len(),
+                texts.len(),
+                "a message shown twice after {ops:?}: {texts:?}"
+            );
+        }
+    });
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    // `HUSHWIRE_CONVERGENCE_CASES` raises the count when hunting a rare interleaving.
+    #![proptest_config(ProptestConfig { cases: convergence_cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn two_clients_always_converge_after_any_faults(ops in proptest::collection::vec(op(), 10..60)) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let mut world = World::new().await;
-            for op in &ops {
-                world.apply(op).await;
-            }
-            let rounds = world.settle().await;
-            assert!(rounds.is_some(), "did not settle within {SETTLE_ROUNDS} rounds after {ops:?}");
-
-            // Afterwards each side's next message arrives exactly once.
-            for i in 0..2 {
-                let peer = world.devices[i].peer;
-                world.client(i).send_text(peer, &format!("final-{i}")).await.unwrap();
-            }
-            let rounds = world.settle().await;
-            assert!(rounds.is_some(), "final messages did not settle after {ops:?}");
-            for i in 0..2 {
-                let texts = world.unread_texts(1 - i).await;
-                let finals = texts.iter().filter(|t| **t == format!("final-{i}")).count();
-                assert_eq!(finals, 1, "final-{i} at the peer {finals} times after {ops:?}: {texts:?}");
-                let unique: HashSet<_> = texts.iter().collect();
-                assert_eq!(unique.len(), texts.len(), "a message shown twice after {ops:?}: {texts:?}");
-            }
-        });
+        check_converges(&ops);
     }
+}
+
+/// A shrunk case from the same hunt (shrinking a flaky failure: kept as a quick check of a
+/// rolled-back sender and a restarted receiver).
+#[test]
+fn a_rolled_back_sender_and_a_restarted_receiver_converge() {
+    use Op::*;
+    check_converges(&[
+        Snapshot(1),
+        Send(1),
+        Pump(1),
+        Restore(1),
+        Pump(0),
+        Send(0),
+        Send(0),
+        Deliver(0, 3_313_616_507_996_941),
+        Restart(0),
+        Deliver(0, 8_958_162_216_542_789_041),
+    ]);
+}
+
+/// Found by a 600-case hunt for the CI failure: after rollbacks on both sides, side 1 writes
+/// its final message on a session side 0 no longer holds; side 0 took the prekey message for a
+/// replay and dropped it silently. In about 70 % of runs before the fix (the session chosen
+/// depends on which random base key is smaller).
+#[test]
+fn a_message_on_a_session_the_receiver_dropped_is_sent_again() {
+    use Op::*;
+    check_converges(&[
+        Deliver(0, 17_573_700_270_493_349_229),
+        Send(0),
+        Deliver(0, 5_768_438_045_425_970_342),
+        Deliver(1, 16_186_706_913_830_350_294),
+        RollBackAndSend(1),
+        Pump(1),
+        Deliver(0, 6_212_315_018_762_203_462),
+        Deliver(1, 12_676_536_602_653_611_489),
+        Snapshot(1),
+        Deliver(0, 6_394_419_108_461_703_536),
+        Send(1),
+        Deliver(1, 8_833_639_939_028_926_419),
+        Deliver(0, 14_420_400_672_586_599_966),
+        Duplicate(1, 4_683_147_151_952_020_141),
+        Deliver(1, 6_691_909_618_076_362_621),
+        Send(0),
+        Send(0),
+        Deliver(0, 5_372_137_182_163_930_357),
+        Restart(0),
+        Deliver(0, 6_868_478_158_459_218_423),
+        Restore(1),
+        Send(1),
+        Deliver(0, 16_491_323_943_788_513_337),
+        Deliver(1, 252_976_248_710_318_221),
+        Deliver(1, 10_837_825_577_797_034_075),
+        Rotate(1),
+        Pump(1),
+        Pump(1),
+        Snapshot(1),
+        Pump(1),
+        Deliver(1, 11_509_961_158_803_050_030),
+        Deliver(1, 4_078_342_073_375_806_342),
+        Pump(1),
+        Send(0),
+        Snapshot(0),
+        RollBackAndSend(1),
+        Snapshot(1),
+        Snapshot(1),
+        Rotate(1),
+        Pump(0),
+        Pump(0),
+        RollBackAndSend(1),
+        RollBackAndSend(1),
+        Send(1),
+        Rotate(0),
+        Pump(1),
+        Send(1),
+        Snapshot(1),
+        Deliver(0, 11_793_731_399_955_304_517),
+        Deliver(0, 14_523_487_742_557_161_315),
+        Restore(0),
+        Deliver(1, 16_084_262_172_132_651_620),
+        Deliver(0, 1_148_065_349_124_414_520),
+        Restart(1),
+        Deliver(0, 2_327_504_149_004_885_501),
+        Deliver(0, 8_551_696_426_923_256_347),
+        Deliver(1, 15_215_538_440_136_447_541),
+    ]);
 }

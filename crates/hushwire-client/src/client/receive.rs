@@ -308,12 +308,24 @@ impl Client {
                 "the message's identity is not the sender the relay named".into(),
             )));
         }
-        // A prekey message for a session this account ever had, with any contact, is a replay
-        // (its session has moved on, was pruned, or belonged to a contact since replaced):
-        // accepting it again would overwrite or resurrect a session. Treated as a duplicate.
+        // A prekey message for a session this account ever had, with any contact, is never
+        // accepted again: that would overwrite or resurrect a session. The very bytes seen
+        // before are a replay (the relay delivering an old message again): a duplicate. Other
+        // bytes are a new message on a session this device no longer holds (pruned, or lost
+        // with a rollback of this store) while the sender still writes on it: dropping it
+        // silently would lose it, so a new session is asked for and the sender sends it again
+        // (§5.2, §5.3).
         if store::base_key_known(c, prekey.base_key.as_bytes()).await? {
-            tracing::info!("a replayed prekey message was ignored");
-            return Ok(Ok(None));
+            if store::message_digest_seen(c, &digest).await? {
+                tracing::info!("a replayed prekey message was ignored");
+                return Ok(Ok(None));
+            }
+            return Ok(Err(Failure {
+                reason: "a message on a session this device no longer holds: a new session is \
+                         requested and the sender sends it again"
+                    .into(),
+                reset,
+            }));
         }
         let mut account = state.account.clone();
         let inbound = match account.accept(bytes, &mut rng()) {
