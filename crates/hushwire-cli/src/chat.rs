@@ -560,7 +560,16 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                                 client.mark_conversation_read(*id, &[message]).await?;
                             }
                         }
-                        Shown::Describe => {}
+                        Shown::Describe => {
+                            // Shown here, live: `recv` need not show it again.
+                            if matches!(
+                                event,
+                                Event::ConversationMembershipChanged { .. }
+                                    | Event::ConversationMessageRecalled { .. }
+                            ) {
+                                client.take_conversation_notices(Some(*id)).await?;
+                            }
+                        }
                     }
                 }
                 if let Event::MessageReceived(m) = &event {
@@ -675,6 +684,8 @@ async fn conversation_intro(
         }
     }
     client.mark_conversation_read(id, &unread).await?;
+    // The members and recalls just listed include every change and recall not shown yet.
+    client.take_conversation_notices(Some(id)).await?;
     Ok(shown)
 }
 

@@ -344,10 +344,20 @@ async fn report_side_events(client: &Client, events: &[Event]) {
     }
 }
 
-/// A message from standard input: reads at most [`hushwire_client::MAX_CONTENT_LEN`] bytes
-/// plus a line ending and one more, so a huge input is refused without being held in memory.
+/// The longest message `send` reads from standard input: the larger of the two-party and the
+/// conversation limits (65,469 and 65,481 bytes). The client then refuses a two-party message
+/// over its own limit with `MessageTooLong`, naming that limit.
+const STDIN_LIMIT: usize =
+    if hushwire_client::MAX_CONTENT_LEN > hushwire_client::payload::MAX_CONVERSATION_CONTENT_LEN {
+        hushwire_client::MAX_CONTENT_LEN
+    } else {
+        hushwire_client::payload::MAX_CONVERSATION_CONTENT_LEN
+    };
+
+/// A message from standard input: reads at most [`STDIN_LIMIT`] bytes plus a line ending and
+/// one more, so a huge input is refused without being held in memory.
 fn read_message(input: impl Read) -> CliResult<zeroize::Zeroizing<String>> {
-    let limit = hushwire_client::MAX_CONTENT_LEN;
+    let limit = STDIN_LIMIT;
     let mut bytes = zeroize::Zeroizing::new(Vec::new());
     // "\r\n" may follow a message of exactly the limit; one byte more means it is too long.
     let cap = limit + 3;
@@ -582,7 +592,14 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
     }
     loop {
         match events.try_recv() {
-            Ok(Event::MessageReceived(_) | Event::ConversationMessageReceived(_)) => {}
+            // Messages and conversation notices are shown from the store below: once each,
+            // also those another command received.
+            Ok(
+                Event::MessageReceived(_)
+                | Event::ConversationMessageReceived(_)
+                | Event::ConversationMembershipChanged { .. }
+                | Event::ConversationMessageRecalled { .. },
+            ) => {}
             Ok(event) => {
                 show(g, &mut names, &event).await;
             }
@@ -601,12 +618,32 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
         shown += show(g, &mut names, &Event::MessageReceived(message)).await;
         common::fault_point("recv-after-show");
     }
-    // Conversation messages likewise, whichever command received them (`send`, `members`…).
+    // Conversation messages likewise, whichever command received them (`send`, `members`…),
+    // after the membership changes (who answers now) and before the recalls that name them.
+    let (recalls, changes): (Vec<Event>, Vec<Event>) = client
+        .take_conversation_notices(None)
+        .await?
+        .into_iter()
+        .partition(|e| matches!(e, Event::ConversationMessageRecalled { .. }));
+    for notice in &changes {
+        show(g, &mut names, notice).await;
+    }
+    let mut shown_now = std::collections::HashSet::new();
     for message in client.unread_conversation_messages().await? {
         client
             .mark_conversation_shown(message.conversation, &[message.id])
             .await?;
+        shown_now.insert(message.id);
         shown += show(g, &mut names, &Event::ConversationMessageReceived(message)).await;
+    }
+    for notice in &recalls {
+        // A message just shown was shown as recalled already.
+        if let Event::ConversationMessageRecalled { id, .. } = notice
+            && shown_now.contains(id)
+        {
+            continue;
+        }
+        show(g, &mut names, notice).await;
     }
     sign_transcripts(&client).await;
     let reason = connection_reason(&client);
@@ -677,7 +714,9 @@ mod tests {
 
     #[test]
     fn send_from_stdin_reads_at_most_the_limit_and_states_it() {
-        let limit = hushwire_client::MAX_CONTENT_LEN;
+        let limit = super::STDIN_LIMIT;
+        assert!(limit >= hushwire_client::MAX_CONTENT_LEN);
+        assert!(limit >= hushwire_client::payload::MAX_CONVERSATION_CONTENT_LEN);
         // An endless input: reading it all would never finish.
         let err = match super::read_message(std::io::repeat(b'a')) {
             Ok(_) => String::new(),

@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -162,6 +162,19 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE conversation_entries (id_index BLOB PRIMARY KEY, sealed BLOB NOT NULL);
     CREATE TABLE conversation_unread (
+        message_row INTEGER PRIMARY KEY REFERENCES conversation_messages(id) ON DELETE CASCADE
+    );
+    ",
+    // v9: the conversation notices not yet shown (`client.md` §5.6), so `recv` shows each
+    // membership change and recall once whichever command learned it: per conversation (by
+    // its blind index) the epoch up to which its membership changes were shown, and the
+    // recalled messages whose recall was not shown.
+    "
+    CREATE TABLE conversation_notices_shown (
+        id_index BLOB PRIMARY KEY,
+        shown_epoch INTEGER NOT NULL
+    );
+    CREATE TABLE conversation_recalls_unshown (
         message_row INTEGER PRIMARY KEY REFERENCES conversation_messages(id) ON DELETE CASCADE
     );
     ",
@@ -1302,6 +1315,9 @@ pub(crate) async fn delete_conversations(pool: &SqlitePool, indexes: &[[u8; 32]]
             for sql in [
                 "DELETE FROM conversation_unread WHERE message_row IN \
                  (SELECT id FROM conversation_messages WHERE conversation_index = ?)",
+                "DELETE FROM conversation_recalls_unshown WHERE message_row IN \
+                 (SELECT id FROM conversation_messages WHERE conversation_index = ?)",
+                "DELETE FROM conversation_notices_shown WHERE id_index = ?",
                 "DELETE FROM conversation_messages WHERE conversation_index = ?",
                 "DELETE FROM conversations WHERE id_index = ?",
                 "DELETE FROM conversation_entries WHERE id_index = ?",
@@ -1321,6 +1337,87 @@ pub(crate) async fn delete_conversations(pool: &SqlitePool, indexes: &[[u8; 32]]
         .execute(&mut *c)
         .await?;
     deleted
+}
+
+/// Starts counting a conversation's shown membership changes at `epoch` (its head when first
+/// stored here: what this device learned with it is not news); no change if it is counted.
+pub(crate) async fn init_notices_shown(
+    c: &mut SqliteConnection,
+    id_index: &[u8],
+    epoch: u64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO conversation_notices_shown (id_index, shown_epoch) VALUES (?, ?)",
+    )
+    .bind(id_index)
+    .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The epoch up to which a conversation's membership changes were shown, if counted.
+pub(crate) async fn notices_shown(
+    c: &mut SqliteConnection,
+    id_index: &[u8],
+) -> Result<Option<u64>> {
+    let epoch: Option<i64> =
+        sqlx::query_scalar("SELECT shown_epoch FROM conversation_notices_shown WHERE id_index = ?")
+            .bind(id_index)
+            .fetch_optional(c)
+            .await?;
+    Ok(epoch.map(|e| u64::try_from(e).unwrap_or(0)))
+}
+
+/// Records that a conversation's membership changes before `epoch` were shown.
+pub(crate) async fn set_notices_shown(
+    c: &mut SqliteConnection,
+    id_index: &[u8],
+    epoch: u64,
+) -> Result<()> {
+    sqlx::query("UPDATE conversation_notices_shown SET shown_epoch = ? WHERE id_index = ?")
+        .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+        .bind(id_index)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Marks a stored conversation message's recall as not yet shown.
+pub(crate) async fn add_unshown_recall(c: &mut SqliteConnection, message_row: i64) -> Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO conversation_recalls_unshown (message_row) VALUES (?)")
+        .bind(message_row)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The recalled messages whose recall was not shown, oldest first: `(row, conversation index,
+/// sealed)`.
+pub(crate) async fn unshown_recalls(
+    c: &mut SqliteConnection,
+) -> Result<Vec<(i64, Vec<u8>, Vec<u8>)>> {
+    Ok(sqlx::query(
+        "SELECT m.id, m.conversation_index, m.sealed FROM conversation_recalls_unshown u \
+         JOIN conversation_messages m ON m.id = u.message_row ORDER BY m.id",
+    )
+    .fetch_all(c)
+    .await?
+    .into_iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect())
+}
+
+/// Marks a recall as shown.
+pub(crate) async fn remove_unshown_recall(
+    c: &mut SqliteConnection,
+    message_row: i64,
+) -> Result<()> {
+    sqlx::query("DELETE FROM conversation_recalls_unshown WHERE message_row = ?")
+        .bind(message_row)
+        .execute(c)
+        .await?;
+    Ok(())
 }
 
 /// Marks a stored conversation message as received and not yet shown.

@@ -351,6 +351,36 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
         "{told:?}"
     );
     assert!(left(&told), "{told:?}");
+    // The same notices are kept until shown, whichever command received them (`recv` shows
+    // each once): the phone, which showed nothing yet, holds the hand-off and the recall.
+    let deadline = Instant::now() + WAIT;
+    let (mut lines, mut recalls) = (Vec::new(), Vec::new());
+    while !(lines.iter().any(|l: &String| l.contains("Dr. Ada Okafor")) && left(&lines))
+        && Instant::now() < deadline
+    {
+        for notice in phone
+            .take_conversation_notices(Some(conversation))
+            .await
+            .unwrap()
+        {
+            match notice {
+                Event::ConversationMembershipChanged { changes, .. } => lines.extend(changes),
+                Event::ConversationMessageRecalled { id, by, .. } => recalls.push((id, by)),
+                other => panic!("not a notice: {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left(&lines), "{lines:?}");
+    assert_eq!(recalls, vec![(wrong, first_shown.clone())]);
+    assert!(
+        phone
+            .take_conversation_notices(None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "each notice is taken once"
+    );
 
     // The patient writes again: both of Ada's devices read it; the first agent, removed,
     // receives nothing. Ada answers from her tablet; her other device holds it as sent.

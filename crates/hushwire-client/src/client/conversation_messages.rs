@@ -281,6 +281,18 @@ impl Client {
         )
     }
 
+    /// A stored message's recall, if recalled: `(message id, who recalled it, when)`.
+    pub(super) fn recall_of(
+        &self,
+        row: i64,
+        sealed: &[u8],
+    ) -> Result<Option<(MessageId, Fingerprint, u64)>> {
+        let record = self.open_record(row, sealed)?;
+        Ok(record
+            .recalled
+            .map(|(by, at)| (MessageId(record.id), Fingerprint(by), at)))
+    }
+
     fn open_record(&self, row: i64, sealed: &[u8]) -> Result<MessageRecord> {
         self.inner
             .vault
@@ -727,15 +739,14 @@ impl Client {
             let mut c = self.inner.db.acquire().await?;
             store::unread_conversation_messages(&mut c).await?
         };
-        let held = self.conversations().await?;
+        let held = self.conversations_by_index().await?;
         let mut views = Vec::with_capacity(rows.len());
         let mut convs: std::collections::HashMap<[u8; 16], Option<Conv>> =
             std::collections::HashMap::new();
         for (row, conversation_index, sealed) in rows {
-            let Some(conversation) = held
-                .iter()
-                .map(|s| s.id)
-                .find(|id| self.conversation_index(id)[..] == conversation_index[..])
+            let Some(conversation) = <[u8; 32]>::try_from(conversation_index.as_slice())
+                .ok()
+                .and_then(|i| held.get(&i).copied())
             else {
                 continue;
             };
@@ -1047,10 +1058,19 @@ impl Client {
                                     &self.seal_record(stored.id, &record),
                                 )
                                 .await?;
+                                // `recv` shows it once, whichever command received it.
+                                store::add_unshown_recall(&mut tx, stored.id).await?;
+                                // This person's other device recalled it: "you", as on
+                                // the device that did.
+                                let by = if sender == me {
+                                    "you".into()
+                                } else {
+                                    conv.shown_ever(&sender)
+                                };
                                 events.push(Event::ConversationMessageRecalled {
                                     conversation,
                                     id,
-                                    by: conv.shown_ever(&sender),
+                                    by,
                                     at_ms: item.server_time_ms,
                                 });
                             }
@@ -1249,7 +1269,7 @@ impl Client {
         Err(ClientError::Relay(ErrorCode::StaleEpoch))
     }
 
-    async fn own_fingerprint_and_device(&self) -> (Fingerprint, u32) {
+    pub(super) async fn own_fingerprint_and_device(&self) -> (Fingerprint, u32) {
         let state = self.inner.state.lock().await;
         (
             state.account.identity_key().fingerprint(),

@@ -254,6 +254,7 @@ impl Client {
             let mut tx = store::begin(&self.inner.db).await?;
             let index = self.conversation_index(&conversation);
             store::put_indexed(&mut tx, store::Indexed::Conversation, &index, &sealed).await?;
+            store::init_notices_shown(&mut tx, &index, conv.log.next_epoch()).await?;
             // The newest change's time, not now: storing a history again is not activity.
             let newest = conv.log.last_issued_at().saturating_mul(1000);
             self.touch_conversation(&mut tx, &conversation, newest)

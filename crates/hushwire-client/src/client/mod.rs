@@ -41,6 +41,7 @@ mod conversation_messages;
 mod conversations;
 mod devices;
 mod healing;
+mod notices;
 mod prekeys;
 mod receive;
 mod relay_pin;

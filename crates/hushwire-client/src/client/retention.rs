@@ -136,6 +136,19 @@ impl Client {
         Ok(out)
     }
 
+    /// Every conversation held here, by the blind index of its id (how the store's rows name
+    /// them): computed once per call, so a list of rows is matched without recomputing it.
+    pub(super) async fn conversations_by_index(
+        &self,
+    ) -> Result<std::collections::HashMap<[u8; 32], ConversationId>> {
+        Ok(self
+            .conversations()
+            .await?
+            .into_iter()
+            .map(|s| (self.conversation_index(&s.id), s.id))
+            .collect())
+    }
+
     /// Staff: places a legal hold on a conversation held here (`hold`) or lifts it: retention
     /// never deletes a held conversation. [`ClientError::Conversation`] on a device that is not
     /// staff, or if this device holds no such conversation.
