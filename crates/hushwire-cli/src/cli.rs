@@ -37,6 +37,9 @@ Environment:
   HUSHWIRE_ORG_PASSPHRASE       the organization key's passphrase, for `hushwire org` init,
                                 certify, revoke and set-relay (else --passphrase-file, else a
                                 prompt); never the store's, so the two are not mixed up
+  HUSHWIRE_ARCHIVE_PASSPHRASE   the clinic archive key's passphrase, for `org archive-policy`
+                                and `archive` (else a prompt); its own, so supervisors never
+                                need the organization key's
   HUSHWIRE_LOG                  log filter for diagnostics on stderr, e.g. `info`
   HUSHWIRE_INSECURE_FAST_KDF=1  TEST-ONLY: `init` derives the store key with insecure, fast
                                 Argon2 parameters. Never use it for a real store."
@@ -293,8 +296,8 @@ Example:
     },
     /// Supervisor: read a conversation's archive at the relay with the clinic's archive key.
     #[command(after_help = "\
-KEY-FILE is the archive key `hushwire org archive-policy` wrote, sealed under the organization
-key's passphrase (asked for, or $HUSHWIRE_ORG_PASSPHRASE). Each entry is checked against the
+KEY-FILE is the archive key `hushwire org archive-policy` wrote, sealed under the archive
+passphrase chosen then (asked for, or $HUSHWIRE_ARCHIVE_PASSPHRASE), not the organization key's. Each entry is checked against the
 conversation's verified membership: one whose sender was not a member that writes at its epoch,
 or not the device the relay saw file it, is marked NOT VERIFIED. Opening an archive is recorded
 in this device's audit log. Text is shown escaped, never interpreted by the terminal.
@@ -761,7 +764,8 @@ Every conversation message is also sealed to the clinic's archive key (docs/conv
 pair: the policy (public key, retention, signed by the organization key) goes to
 DIR/archive-policy-SEQUENCE.txt, to be published from an admin device with `hushwire org
 publish-archive-policy`; the private key goes to DIR/archive-key-SEQUENCE.sealed, sealed under
-the organization key's passphrase, for the clinic's supervisors (`hushwire archive`). The
+a new archive passphrase (asked for twice, or $HUSHWIRE_ARCHIVE_PASSPHRASE), for the clinic's
+supervisors (`hushwire archive`), who then never need the organization key's passphrase. The
 sequence is the signing time in seconds, so a newer policy replaces an older one. Neither file
 is ever overwritten.
 

@@ -1206,9 +1206,11 @@ pub fn org_archive_policy(
         retention_days,
     )
     .map_err(|e| fail(format!("cannot sign the archive policy: {e}")))?;
+    // Its own passphrase: supervisors who read the archive never hold the organization key's.
+    let archive_secret = common::archive_passphrase(true)?;
     let params = common::fast_kdf().unwrap_or(KdfParams::DEFAULT);
     let sealed = hushwire_client::seal_secret_file(
-        &secret,
+        &archive_secret,
         params,
         ARCHIVE_KEY_PURPOSE,
         archive.to_secret_bytes().as_slice(),
@@ -1228,9 +1230,9 @@ pub fn org_archive_policy(
     } else {
         println!(
             "Signed archive policy {sequence} (retention {retention_days} days): {}\n\
-             The archive's private key is in {}, sealed under the organization key's passphrase: \
-             give it to the clinic's supervisors and keep a backup (without it the archive cannot \
-             be read).\nPublish the policy from an admin device: hushwire org \
+             The archive's private key is in {}, sealed under the archive passphrase just given: \
+             give both to the clinic's supervisors and keep a backup (without it the archive \
+             cannot be read).\nPublish the policy from an admin device: hushwire org \
              publish-archive-policy {}",
             policy_path.display(),
             key_path.display(),
@@ -1275,12 +1277,13 @@ pub async fn open_archive(
     let id = crate::conversations::parse_conversation(conversation)?;
     let sealed = std::fs::read(key_file)
         .map_err(|e| fail(format!("cannot read {}: {e}", key_file.display())))?;
-    let secret = common::org_passphrase(g, key_file, false)?;
+    let secret = common::archive_passphrase(false)?;
     let bytes = hushwire_client::open_secret_file(&secret, ARCHIVE_KEY_PURPOSE, &sealed).map_err(
         |e| match e {
-            ClientError::WrongSecret => {
-                fail("wrong passphrase: the archive key did not open (it is sealed under the organization key's passphrase)")
-            }
+            ClientError::WrongSecret => fail(
+                "wrong passphrase: the archive key did not open (it is sealed under the archive \
+                 passphrase chosen at `org archive-policy`, not the organization key's)",
+            ),
             _ => fail(format!(
                 "{} is not an archive key file (`hushwire org archive-policy` writes one)",
                 key_file.display()

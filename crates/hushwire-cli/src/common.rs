@@ -121,6 +121,9 @@ pub const PASSPHRASE_VAR: &str = "HUSHWIRE_PASSPHRASE";
 /// The environment variable holding the organization key's passphrase (`hushwire org`): a
 /// different one from the store's, so scripts do not use one passphrase for both by accident.
 pub const ORG_PASSPHRASE_VAR: &str = "HUSHWIRE_ORG_PASSPHRASE";
+/// The environment variable holding the clinic archive key's passphrase (`org archive-policy`,
+/// `archive`): its own, so a supervisor who reads the archive never needs the organization key's.
+pub const ARCHIVE_PASSPHRASE_VAR: &str = "HUSHWIRE_ARCHIVE_PASSPHRASE";
 
 /// The home directory: `--home`, `$HUSHWIRE_HOME`, or `$HOME/.hushwire`.
 pub fn home(g: &crate::cli::Global) -> CliResult<PathBuf> {
@@ -291,6 +294,35 @@ pub fn org_passphrase(g: &crate::cli::Global, dir: &Path, new: bool) -> CliResul
             escape(&dir.display().to_string())
         ))?,
     };
+    Ok(Secret::passphrase(text.as_str()))
+}
+
+/// The archive key file's passphrase: `$HUSHWIRE_ARCHIVE_PASSPHRASE`, or a prompt (twice for a
+/// new key). Never `--passphrase-file`, which names the store's or the organization key's, so
+/// one command never uses one passphrase for two keys by accident.
+pub fn archive_passphrase(new: bool) -> CliResult<Secret> {
+    let text = match std::env::var(ARCHIVE_PASSPHRASE_VAR) {
+        Ok(p) => Zeroizing::new(p),
+        Err(_) if new => {
+            let first = prompt(&format!(
+                "New passphrase for the clinic's archive key, for its supervisors (at least {} \
+                 characters; not the organization key's): ",
+                hushwire_client::MIN_PASSPHRASE_CHARS
+            ))?;
+            let second = prompt("Repeat the passphrase: ")?;
+            if first != second {
+                return Err(fail("the two passphrases differ; nothing was created"));
+            }
+            first
+        }
+        Err(_) => prompt("Passphrase of the clinic's archive key: ")?,
+    };
+    if new && text.chars().count() < hushwire_client::MIN_PASSPHRASE_CHARS {
+        return Err(fail(format!(
+            "the archive key's passphrase must have at least {} characters; nothing was created",
+            hushwire_client::MIN_PASSPHRASE_CHARS
+        )));
+    }
     Ok(Secret::passphrase(text.as_str()))
 }
 

@@ -1600,9 +1600,13 @@ fn org_command(user: &User, dir: &Path, args: &[&str]) -> Command {
     all.extend_from_slice(args);
     let mut c = user.command(&all);
     c.env_remove("HUSHWIRE_PASSPHRASE")
-        .env("HUSHWIRE_ORG_PASSPHRASE", ORG_PASSPHRASE);
+        .env("HUSHWIRE_ORG_PASSPHRASE", ORG_PASSPHRASE)
+        .env("HUSHWIRE_ARCHIVE_PASSPHRASE", ARCHIVE_PASSPHRASE);
     c
 }
+
+/// The archive key's passphrase in the tests: neither the organization key's nor the stores'.
+const ARCHIVE_PASSPHRASE: &str = "archive key passphrase for tests";
 
 /// Runs `hushwire org --org-dir DIR ARGS…` as `user`.
 fn org(user: &User, dir: &Path, args: &[&str]) -> Out {
@@ -2563,13 +2567,34 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         got.contains("(recalled by Ben Marsh") && !got.contains("Results for another patient"),
         "{got}"
     );
+    // A recall another command received first is still shown by `recv`, once (review finding:
+    // notices were events only, so `members` swallowed them).
+    let sent = ben
+        .run_ok(&["send", &id, "Lab slip for the wrong chart"])
+        .stdout;
+    let message = sent
+        .split("(message ")
+        .nth(1)
+        .and_then(|rest| rest.get(..32))
+        .unwrap()
+        .to_owned();
+    assert!(patient.run_ok(&["recv"]).stdout.contains("Lab slip"));
+    ben.run_ok(&["recall", &id, &message]);
+    patient.run_ok(&["members", &id]);
+    let got = patient.run_ok(&["recv"]).stdout;
+    assert!(
+        got.contains(&format!("(message {message} was recalled by Ben Marsh")),
+        "{got}"
+    );
+    let again = patient.run_ok(&["recv"]).stdout;
+    assert!(!again.contains("was recalled"), "shown once: {again}");
     // Ada, removed, receives nothing said after the hand-off.
     let ada_after = chat_with(&ada, &id, "/quit\n");
     assert!(!ada_after.contains("Hello, I am Ben"), "{ada_after}");
 
     // A supervisor reads the clinic's archive with the archive key: every message, verified.
     let mut read = sam.command(&["archive", &id, "--key-file", &key_file]);
-    read.env("HUSHWIRE_ORG_PASSPHRASE", ORG_PASSPHRASE);
+    read.env("HUSHWIRE_ARCHIVE_PASSPHRASE", ARCHIVE_PASSPHRASE);
     let archive = run(read, &sam.home).ok("archive");
     for wanted in [
         "patient (device 1): I have a <b>rash</b>",
@@ -2590,7 +2615,8 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
     );
     // A wrong passphrase opens nothing; a patient cannot read the archive.
     let mut wrong = sam.command(&["archive", &id, "--key-file", &key_file]);
-    wrong.env("HUSHWIRE_ORG_PASSPHRASE", "not the passphrase at all");
+    // The organization key's passphrase is not the archive's.
+    wrong.env("HUSHWIRE_ARCHIVE_PASSPHRASE", ORG_PASSPHRASE);
     let refused = run(wrong, &sam.home).failed("wrong archive passphrase");
     assert!(
         refused.stderr.contains("wrong passphrase"),
@@ -2598,6 +2624,6 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         refused.stderr
     );
     let mut by_patient = patient.command(&["archive", &id, "--key-file", &key_file]);
-    by_patient.env("HUSHWIRE_ORG_PASSPHRASE", ORG_PASSPHRASE);
+    by_patient.env("HUSHWIRE_ARCHIVE_PASSPHRASE", ARCHIVE_PASSPHRASE);
     run(by_patient, &patient.home).failed("a patient reading the archive");
 }

@@ -237,6 +237,10 @@ fn every_readme_clinic_command_runs_as_written() {
                 "HUSHWIRE_ORG_PASSPHRASE",
                 "the organization key's passphrase",
             )
+            .env(
+                "HUSHWIRE_ARCHIVE_PASSPHRASE",
+                "the clinic archive's passphrase",
+            )
             .env("HUSHWIRE_INSECURE_FAST_KDF", "1")
             .env("NO_COLOR", "1")
             .env_remove("HUSHWIRE_HOME")
