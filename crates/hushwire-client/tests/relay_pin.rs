@@ -151,7 +151,8 @@ async fn a_store_from_before_pinning_pins_at_its_first_login() {
             .await
             .unwrap();
         sqlx::raw_sql(
-            "DROP TABLE conversation_unread; DROP TABLE conversation_entries; DROP TABLE conversation_messages; DROP TABLE conversation_inbound; \
+            "DROP TABLE conversation_recalls_unshown; DROP TABLE conversation_notices_shown; \
+             DROP TABLE conversation_unread; DROP TABLE conversation_entries; DROP TABLE conversation_messages; DROP TABLE conversation_inbound; \
              DROP TABLE archive_outbox; \
              DROP TABLE conversations; DROP TABLE device_lists; DROP TABLE contact_devices; DROP TABLE contact_certificates; \
              DROP TABLE clinic; DROP TABLE relay_pin; \
