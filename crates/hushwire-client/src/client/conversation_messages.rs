@@ -208,7 +208,8 @@ impl core::fmt::Debug for ArchiveEntry {
 }
 
 /// The membership after the first `epoch` changes of a verified history: `(fingerprint, role,
-/// devices)` per member. The changes were verified when they were applied (§4.3).
+/// devices)` per member. The changes were verified when they were applied (§4.3), so an agent
+/// joining by itself while agents are on it was a takeover (rule 9): they left with it.
 fn members_at(changes: &[Vec<u8>], epoch: u64) -> Vec<(Fingerprint, MemberRole, Vec<u32>)> {
     let mut members: Vec<(Fingerprint, MemberRole, Vec<u32>)> = Vec::new();
     let take = usize::try_from(epoch).unwrap_or(usize::MAX);
@@ -217,6 +218,16 @@ fn members_at(changes: &[Vec<u8>], epoch: u64) -> Vec<(Fingerprint, MemberRole, 
             continue;
         };
         let fingerprint = change.member().fingerprint();
+        let signer = change.signer().fingerprint();
+        let claim = change.action() == ChangeAction::Add
+            && change.role() == MemberRole::Agent
+            && signer == fingerprint
+            && !members
+                .iter()
+                .any(|m| m.0 == signer && m.2.contains(&change.signer_device()));
+        if claim {
+            members.retain(|m| m.1 != MemberRole::Agent);
+        }
         match (
             change.action(),
             members.iter_mut().find(|m| m.0 == fingerprint),
@@ -1573,13 +1584,29 @@ impl Client {
         agent: Fingerprint,
     ) -> Result<usize> {
         let me = self.own_fingerprint_and_device().await.0;
+        // Also what it wrote after the clinic revoked every agent on it (by the list held
+        // here, from its issue time): nobody verified could read that either (§4.3 rule 9).
+        let unanswered = |epoch: u64, sent_at_ms: u64| {
+            let agents: Vec<Fingerprint> = members_at(&conv.changes, epoch)
+                .into_iter()
+                .filter(|m| m.1 == MemberRole::Agent)
+                .map(|m| m.0)
+                .collect();
+            agents.is_empty()
+                || conv.revocations.as_ref().is_some_and(|list| {
+                    sent_at_ms / 1000 >= list.issued_at()
+                        && agents.iter().all(|a| {
+                            conv.names
+                                .get(&a.0)
+                                .is_some_and(|n| list.is_revoked(n.serial))
+                        })
+                })
+        };
         self.share_records(conversation, conv, agent, |r| {
             r.kind == 0
                 && r.recalled.is_none()
                 && r.sender == me.0
-                && !members_at(&conv.changes, r.epoch)
-                    .iter()
-                    .any(|m| m.1 == MemberRole::Agent)
+                && unanswered(r.epoch, r.sent_at_ms)
         })
         .await
     }
