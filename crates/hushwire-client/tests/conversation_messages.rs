@@ -518,6 +518,14 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
         .await
         .unwrap();
     patient.sync(WAIT).await.unwrap();
+    // The supervisor, still on it, reads it (the patient encrypts to no revoked device).
+    wait_until(
+        &sue,
+        conversation,
+        "the message after the revocation",
+        |m| has_text(m, "Hello? Is anyone still there?"),
+    )
+    .await;
     assert_eq!(
         loser.claim(conversation).await.unwrap(),
         ClaimOutcome::Claimed

@@ -415,7 +415,9 @@ impl Client {
     }
 
     /// Queues `payload` for every member device at the verified head except this one (the
-    /// sender's own other devices included, §2). `message_id`: the message it carries.
+    /// sender's own other devices included, §2), and except staff whose certificate the
+    /// clinic's revocation list held here revokes (§4.3 rule 9: a revoked agent gets nothing new,
+    /// before as after a takeover). `message_id`: the message it carries.
     async fn queue_to_members(
         &self,
         c: &mut SqliteConnection,
@@ -429,6 +431,14 @@ impl Client {
         let this_device = state.account.device_id();
         let mut queued = 0;
         for member in conv.log.members() {
+            let revoked = conv.revocations.as_ref().is_some_and(|list| {
+                member
+                    .certificate_serial()
+                    .is_some_and(|serial| list.is_revoked(serial))
+            });
+            if revoked {
+                continue;
+            }
             let fingerprint = member.identity().fingerprint();
             let shown = conv.label(&fingerprint);
             for &device in member.devices() {
