@@ -526,10 +526,26 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
         |m| has_text(m, "Hello? Is anyone still there?"),
     )
     .await;
+    let mut patient_events = patient.events();
     assert_eq!(
         loser.claim(conversation).await.unwrap(),
         ClaimOutcome::Claimed
     );
+    // The patient is told who took over from whom.
+    let mut told = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let took_over = |told: &[String]| {
+        told.iter()
+            .any(|l| l.contains("taking over from Dr. Ada Okafor"))
+    };
+    while !took_over(&told) && Instant::now() < deadline {
+        if let Ok(Ok(Event::ConversationMembershipChanged { changes, .. })) =
+            tokio::time::timeout(Duration::from_millis(200), patient_events.recv()).await
+        {
+            told.extend(changes);
+        }
+    }
+    assert!(took_over(&told), "{told:?}");
     let loser_fingerprint = loser.identity_key().await.fingerprint();
     let start = Instant::now();
     loop {

@@ -2050,11 +2050,31 @@ impl Conv {
             .members()
             .iter()
             .find(|m| m.identity().fingerprint() == change.member().fingerprint());
+        // A claim while agents were on it was a takeover (§4.3 rule 9): they left with it.
+        let before = members_at(&self.changes, change.epoch());
+        let self_join = change.signer().fingerprint() == change.member().fingerprint()
+            && !before.iter().any(|m| {
+                m.0 == change.signer().fingerprint() && m.2.contains(&change.signer_device())
+            });
+        let replaced: Vec<String> = before
+            .iter()
+            .filter(|m| m.1 == MemberRole::Agent)
+            .map(|m| self.shown_ever(&m.0))
+            .collect();
         match change.action() {
             ChangeAction::Add
                 if now.is_some_and(|m| m.devices().len() > change.devices().len()) =>
             {
                 format!("{who} added device {devices}{by}")
+            }
+            ChangeAction::Add
+                if change.role() == MemberRole::Agent && self_join && !replaced.is_empty() =>
+            {
+                format!(
+                    "{who} joined as {role}, taking over from {} (certificate revoked by the \
+                     clinic; they left the conversation)",
+                    replaced.join(", ")
+                )
             }
             ChangeAction::Add => format!("{who} joined as {role}{by}"),
             ChangeAction::Remove if now.is_some() => format!("{who} removed device {devices}{by}"),
