@@ -1128,3 +1128,151 @@ async fn revoking_the_only_agent_puts_the_conversation_back_in_the_queue() {
         .await;
     }
 }
+
+/// §4.3 rule 9 at the relay: while one agent on the conversation holds a certificate the list
+/// does not name, it stays claimed (no hand-back, no history for others, a claim loses); once
+/// every agent on it is revoked, a third agent takes it over.
+#[tokio::test]
+async fn a_conversation_stays_claimed_while_one_of_its_agents_is_not_revoked() {
+    use hushwire_proto::clinic::RevocationList;
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-two-agents");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, ben, cy, admin) = (
+            Device::new(61, 1),
+            Device::new(62, 1),
+            Device::new(63, 1),
+            Device::new(64, 1),
+            Device::new(65, 1),
+        );
+        let ada_cert = clinic.certify(61, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(62, &ben, &[Role::Agent]);
+        let cy_cert = clinic.certify(63, &cy, &[Role::Agent]);
+        let admin_cert = clinic.certify(64, &admin, &[Role::Admin]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        let mut a = Peer::register(&url(1), &ada, Some(&ada_cert)).await;
+        let mut c = Peer::register(&url(1), &cy, Some(&cy_cert)).await;
+        let mut m = Peer::register(&url(0), &admin, Some(&admin_cert)).await;
+
+        let mut h = History::new(&clinic, 61);
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok
+        );
+        h.accept(&open);
+        let conv = h.conversation;
+        let claim = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::Claim(Box::new(claim.clone())))).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 1
+            }),
+            "{engine:?}"
+        );
+        h.accept(&claim);
+        // Ada adds Ben: two agents on it.
+        let add_ben = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ben,
+            Some(&ben_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PublishChange(Box::new(add_ben.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&add_ben);
+        let cy_claim = |h: &History| {
+            q(QueueFrame::Claim(Box::new(h.change(
+                ChangeAction::Add,
+                MemberRole::Agent,
+                &cy,
+                Some(&cy_cert),
+                &cy,
+                Some(&cy_cert),
+            ))))
+        };
+        let fetch = q(QueueFrame::FetchMembership {
+            conversation: conv,
+            from_epoch: 0,
+        });
+
+        // Only Ada is revoked: Ben still answers.
+        let ada_only = RevocationList::issue(&clinic.org, 1, now(), &[61]).unwrap();
+        assert_eq!(
+            m.call(FrameBody::PublishRevocationList(ada_only)).await,
+            FrameBody::Ok
+        );
+        assert_eq!(
+            c.call(fetch.clone()).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert_eq!(
+            c.call(cy_claim(&h)).await,
+            q(QueueFrame::AlreadyClaimed {
+                conversation: conv,
+                epoch: 3
+            }),
+            "{engine:?}"
+        );
+        assert_eq!(membership_len(&mut p, conv).await, 3, "{engine:?}");
+
+        // Both revoked: Cy reads the history and takes over.
+        let both = RevocationList::issue(&clinic.org, 2, now(), &[61, 62]).unwrap();
+        assert_eq!(
+            m.call(FrameBody::PublishRevocationList(both)).await,
+            FrameBody::Ok
+        );
+        assert_eq!(membership_len(&mut c, conv).await, 3, "{engine:?}");
+        assert_eq!(
+            c.call(cy_claim(&h)).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 3
+            }),
+            "{engine:?}"
+        );
+        assert_eq!(membership_len(&mut p, conv).await, 4, "{engine:?}");
+        // Only the patient and Cy are members now: a message to Ben is refused.
+        let send = |to: &Device| {
+            q(QueueFrame::ConversationSend {
+                conversation: conv,
+                epoch: 4,
+                envelopes: vec![envelope(to, b"sealed for a member")],
+            })
+        };
+        assert_eq!(
+            p.call(send(&ben)).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert!(
+            matches!(p.call(send(&cy)).await, FrameBody::Sent(r) if r.len() == 1),
+            "{engine:?}"
+        );
+    }
+}
