@@ -2126,7 +2126,10 @@ DOCUMENTED_FIELDS = {
     "conversation_membership.json": ["description", "org_secret_key", "org_key", "not_before", "not_after", "t0",
                                      "now", "conversation_id", "people", "patient_device_list", "genesis_hash",
                                      "history", "members", "invalid", "members[].member", "members[].role",
-                                     "members[].devices"]
+                                     "members[].devices", "takeovers", "takeovers[].name", "takeovers[].after",
+                                     "takeovers[].now", "takeovers[].change", "takeovers[].revocation_list",
+                                     "takeovers[].members", "takeovers[].members[].member",
+                                     "takeovers[].members[].role", "takeovers[].members[].devices"]
     + [f"people.{p}" for p in ("patient", "ada", "ben", "sue", "stranger")]
     + [f"people.{p}.{f}" for p in ("patient", "ada", "ben", "sue", "stranger")
        for f in ("signing_seed", "dh_secret", "identity_key", "fingerprint", "certificate")]
@@ -3172,7 +3175,7 @@ class MembershipVerifier:
         self.conversation, self.org = conversation, org
         self.next_epoch, self.last_issued_at = 0, 0
         self.head = sha256(MEMBERSHIP_GENESIS + conversation + org)
-        self.members = []  # [fingerprint, role, sorted devices, name-less]
+        self.members = []  # [fingerprint, role, sorted devices, certificate serial or None]
         self.removed = set()  # (fingerprint, device)
 
     def member(self, fp):
@@ -3247,7 +3250,20 @@ class MembershipVerifier:
                     raise R(f"SignerRemoved {{ device_id: {ch['signer_device']} }}")
                 raise R("SignerNotMember")
             if ch["role"] == "agent" and claimed:
-                raise R("ClaimWhileClaimed")
+                # Rule 9, takeover: every agent on it was added under a certificate the
+                # verifier's (clinic's) list names; they leave with the claim.
+                agents = [m for m in self.members if m[1] == "agent"]
+                if (revocations is None or revocations["org"] != self.org
+                        or not all(m[3] is not None and m[3] in revocations["serials"] for m in agents)):
+                    raise R("ClaimWhileClaimed")
+                before = (self.members, self.removed)
+                self.removed = self.removed | {(m[0], d) for m in agents for d in m[2]}
+                self.members = [m for m in self.members if m[1] != "agent"]
+                try:
+                    return self.commit(ch, member)
+                except MembershipRefused:
+                    self.members, self.removed = before
+                    raise
             return self.commit(ch, member)
         if staff_signer != (m[1] != "patient"):
             raise R("SignerCertificatePresence")
@@ -3267,13 +3283,15 @@ class MembershipVerifier:
         current = self.member(member)
         if current is not None and current[1] != ch["role"]:
             raise R("RoleMismatch")
-        members = [[f, r, list(d)] for f, r, d in self.members]
+        members = [[f, r, list(d), serial] for f, r, d, serial in self.members]
         removed = set(self.removed)
         entry = next((x for x in members if x[0] == member), None)
         if ch["action"] == "add":
             if entry is None:
-                entry = [member, ch["role"], []]
+                entry = [member, ch["role"], [], None]
                 members.append(entry)
+            if ch["member_cert"] is not None:
+                entry[3] = ch["member_cert"]["serial"]
             for d in ch["devices"]:
                 if d in entry[2]:
                     raise R(f"AlreadyMember {{ device_id: {d} }}")
@@ -3369,7 +3387,7 @@ def check_membership(c, mj):
     c.eq("membership: the members after the history",
          mj["members"],
          [dict(member=ids[f] if ids[f] == "patient" else ids[f].capitalize(), role=r, devices=d)
-          for f, r, d in verifier.members])
+          for f, r, d, _ in verifier.members])
 
     for case in mj["invalid"]:
         v = copy.deepcopy(prefixes[case["after"]])
@@ -3385,6 +3403,31 @@ def check_membership(c, mj):
             got = str(err)
         c.eq(f"membership: refused: {case['name']}", case["error"], got)
         c.true(f"membership: {case['name']}: the rule names the error", case["error"].startswith(case["rule"]))
+
+    # §4.3 rule 9: claims that take over from revoked agents, who leave with them.
+    c.true("membership: takeover cases are published", len(mj.get("takeovers", [])) > 0)
+    for case in mj.get("takeovers", []):
+        revocations = decode_whole(parse_revocation_list, h(case["revocation_list"]))
+        c.true(f"membership: {case['name']}: the revocation list is the clinic's",
+               ed25519_verify(org, SIG_REVOCATION_LIST + revocations["signed"], revocations["signature"]))
+        change = decode_whole(parse_change, h(case["change"]))
+        v = copy.deepcopy(prefixes[case["after"]])
+        try:
+            v.apply(change, case["now"], None, device_list)
+            got = "accepted"
+        except (MembershipRefused, Refused) as err:
+            got = str(err)
+        c.eq(f"membership: {case['name']}: refused without the list", "ClaimWhileClaimed", got)
+        v = copy.deepcopy(prefixes[case["after"]])
+        try:
+            v.apply(change, case["now"], revocations, device_list)
+            got = "accepted"
+        except (MembershipRefused, Refused) as err:
+            got = str(err)
+        c.eq(f"membership: takeover: {case['name']}", "accepted", got)
+        c.eq(f"membership: {case['name']}: the members after it", case["members"],
+             [dict(member=ids[f] if ids[f] == "patient" else ids[f].capitalize(), role=r, devices=d)
+              for f, r, d, _ in v.members])
 
     # §7.1: the archive policy, rebuilt and signed.
     ap = mj["archive_policy"]

@@ -495,12 +495,28 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
         "the recall is in the archive"
     );
     assert!(entries.iter().all(|e| e.member_at_epoch), "{entries:?}");
-    // Ada's certificate is revoked: the member list stops calling her verified.
+    // Ada's certificate is revoked: the member list stops calling her verified, and the
+    // patient is told no verified agent is on the conversation (§4.3 rule 9).
+    let mut patient_events = patient.events();
+    let revoked = org.revoke(1, &[1]);
+    assert!(patient.import_revocation_list(&revoked).await.unwrap());
+    let mut told = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !told
+        .iter()
+        .any(|l: &String| l.starts_with("no verified agent is on this conversation"))
+        && Instant::now() < deadline
+    {
+        if let Ok(Ok(Event::ConversationMembershipChanged { changes, .. })) =
+            tokio::time::timeout(Duration::from_millis(200), patient_events.recv()).await
+        {
+            told.extend(changes);
+        }
+    }
     assert!(
-        patient
-            .import_revocation_list(&org.revoke(1, &[1]))
-            .await
-            .unwrap()
+        told.iter()
+            .any(|l| l.starts_with("no verified agent is on this conversation")),
+        "{told:?}"
     );
     let members = patient.members(conversation).await.unwrap();
     let ada_now = &members
@@ -521,6 +537,73 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
     );
     let other = ArchiveSecretKey::from_secret_bytes([0x43; 32]).unwrap();
     assert!(sue.open_archive(conversation, &other).await.is_err());
+
+    // The clinic publishes the list (Sue is an admin): the conversation is back in the queue,
+    // and the agent who lost the first race takes it over. From then on the patient's messages
+    // reach the new agent, with what the patient wrote since Ada was revoked, and never Ada's
+    // devices: she is no longer a member.
+    sue.publish_revocation_list(&revoked).await.unwrap();
+    patient
+        .send_text_to_conversation(conversation, "Hello? Is anyone still there?")
+        .await
+        .unwrap();
+    patient.sync(WAIT).await.unwrap();
+    // The supervisor, still on it, reads it (the patient encrypts to no revoked device).
+    wait_until(
+        &sue,
+        conversation,
+        "the message after the revocation",
+        |m| has_text(m, "Hello? Is anyone still there?"),
+    )
+    .await;
+    let mut patient_events = patient.events();
+    assert_eq!(
+        loser.claim(conversation).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // The patient is told who took over from whom.
+    let mut told = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let took_over = |told: &[String]| {
+        told.iter()
+            .any(|l| l.contains("taking over from Dr. Ada Okafor"))
+    };
+    while !took_over(&told) && Instant::now() < deadline {
+        if let Ok(Ok(Event::ConversationMembershipChanged { changes, .. })) =
+            tokio::time::timeout(Duration::from_millis(200), patient_events.recv()).await
+        {
+            told.extend(changes);
+        }
+    }
+    assert!(took_over(&told), "{told:?}");
+    let loser_fingerprint = loser.identity_key().await.fingerprint();
+    let start = Instant::now();
+    loop {
+        let members = patient.members(conversation).await.unwrap();
+        if members.iter().any(|m| m.fingerprint == loser_fingerprint) {
+            assert!(
+                members.iter().all(|m| m.fingerprint != ada_fingerprint),
+                "the revoked agent left with the takeover: {members:?}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the takeover did not reach the patient"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    patient
+        .send_text_to_conversation(conversation, "My rash is worse today")
+        .await
+        .unwrap();
+    wait_until(
+        loser,
+        conversation,
+        "the patient's message after the takeover",
+        |m| has_text(m, "My rash is worse today") && has_text(m, "Hello? Is anyone still there?"),
+    )
+    .await;
 }
 
 /// The clinic's retention on a staff device (§7.4): a conversation whose last activity is older

@@ -667,6 +667,9 @@ impl<S: Store> Connection<S> {
                 );
                 // Connections of revoked certificates (here; other instances by NOTIFY) close.
                 self.relay.recheck_certified();
+                // Conversations whose every agent is now revoked wait in the queue again
+                // (`conversations.md` §4.3 rule 9, §5.4).
+                self.requeue_revoked(id, &list).await?;
                 self.reply(id, FrameBody::Ok).await
             }
             FrameBody::SuspendDevice(target) => {

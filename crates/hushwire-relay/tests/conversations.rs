@@ -938,3 +938,341 @@ async fn a_membership_kept_in_memory_is_not_used_past_another_instances_change()
         assert_eq!(membership_len(&mut p, conv).await, 4, "{engine:?}");
     }
 }
+
+/// §4.3 rule 9, §5.4: the clinic revokes the certificate of the only agent on a conversation;
+/// publishing the list puts it back in the queue (on-duty agents are told, it is listed and its
+/// history readable), another agent's claim takes it over across instances, and the revoked
+/// agent's device no longer receives the conversation's messages.
+#[tokio::test]
+async fn revoking_the_only_agent_puts_the_conversation_back_in_the_queue() {
+    use hushwire_proto::clinic::RevocationList;
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-revoked");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, ben, admin, other) = (
+            Device::new(51, 1),
+            Device::new(52, 1),
+            Device::new(53, 1),
+            Device::new(54, 1),
+            Device::new(55, 1),
+        );
+        let ada_cert = clinic.certify(51, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(52, &ben, &[Role::Agent]);
+        let admin_cert = clinic.certify(53, &admin, &[Role::Admin]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        let mut a = Peer::register(&url(1), &ada, Some(&ada_cert)).await;
+        let mut b = Peer::register(&url(1), &ben, Some(&ben_cert)).await;
+        let mut m = Peer::register(&url(0), &admin, Some(&admin_cert)).await;
+        assert_eq!(b.call(q(QueueFrame::SetOnDuty(true))).await, FrameBody::Ok);
+
+        // The patient opens, Ada claims; Ben cannot claim it nor read it.
+        let mut h = History::new(&clinic, 51);
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok
+        );
+        h.accept(&open);
+        let conv = h.conversation;
+        let claim = |h: &History, agent: &Device, cert: &AgentCertificate| {
+            q(QueueFrame::Claim(Box::new(h.change(
+                ChangeAction::Add,
+                MemberRole::Agent,
+                agent,
+                Some(cert),
+                agent,
+                Some(cert),
+            ))))
+        };
+        let ada_claim = claim(&h, &ada, &ada_cert);
+        assert_eq!(
+            a.call(ada_claim.clone()).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 1
+            }),
+            "{engine:?}"
+        );
+        let FrameBody::Queue(f) = ada_claim else {
+            unreachable!()
+        };
+        let QueueFrame::Claim(c) = *f else {
+            unreachable!()
+        };
+        h.accept(&c);
+        assert_eq!(
+            b.call(claim(&h, &ben, &ben_cert)).await,
+            q(QueueFrame::AlreadyClaimed {
+                conversation: conv,
+                epoch: 2
+            }),
+            "{engine:?}"
+        );
+        let fetch = q(QueueFrame::FetchMembership {
+            conversation: conv,
+            from_epoch: 0,
+        });
+        assert_eq!(
+            b.call(fetch.clone()).await,
+            error(ErrorCode::NotOnConversation)
+        );
+
+        // A list naming another serial changes nothing.
+        let unrelated = RevocationList::issue(&clinic.org, 1, now(), &[99]).unwrap();
+        assert_eq!(
+            m.call(FrameBody::PublishRevocationList(unrelated)).await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        assert_eq!(
+            b.call(fetch.clone()).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        // The clinic revokes Ada's certificate: the conversation waits again (handed back at
+        // its epoch 2), Ben is told, finds it in the queue and may read its history.
+        let revoked = RevocationList::issue(&clinic.org, 2, now(), &[51, 99]).unwrap();
+        assert_eq!(
+            m.call(FrameBody::PublishRevocationList(revoked)).await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        b.wait_for("QueueChanged(HandedBack)", |b| {
+            b.queue_pushes(conv).contains(&QueueState::HandedBack)
+        })
+        .await;
+        match b.call(q(QueueFrame::FetchQueue)).await {
+            FrameBody::Queue(f) => match *f {
+                QueueFrame::Queue(entries) => {
+                    let e = entries.iter().find(|e| e.conversation == conv).unwrap();
+                    assert_eq!(
+                        (e.state, e.epoch),
+                        (QueueState::HandedBack, 2),
+                        "{engine:?}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(membership_len(&mut b, conv).await, 2, "{engine:?}");
+        // Ada's device (revoked, its connection closed) is still a member until the takeover.
+        drop(a);
+
+        // Ben's claim takes over (on the other instance than the patient, on PostgreSQL).
+        let ben_claim = claim(&h, &ben, &ben_cert);
+        assert_eq!(
+            b.call(ben_claim.clone()).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 2
+            }),
+            "{engine:?}"
+        );
+        let FrameBody::Queue(f) = ben_claim else {
+            unreachable!()
+        };
+        let QueueFrame::Claim(c) = *f else {
+            unreachable!()
+        };
+        h.accept(&c);
+        // Another agent's claim now loses.
+        let other_cert = clinic.certify(54, &other, &[Role::Agent]);
+        let mut o = Peer::register(&url(0), &other, Some(&other_cert)).await;
+        assert_eq!(
+            o.call(claim(&h, &other, &other_cert)).await,
+            q(QueueFrame::AlreadyClaimed {
+                conversation: conv,
+                epoch: 3
+            }),
+            "{engine:?}"
+        );
+        // The patient learns of the claim; its messages reach Ben, not Ada any more.
+        p.wait_for("Ben's claim", |p| p.membership_pushes(conv).contains(&2))
+            .await;
+        assert_eq!(membership_len(&mut p, conv).await, 3, "{engine:?}");
+        let send = |to: &Device| {
+            q(QueueFrame::ConversationSend {
+                conversation: conv,
+                epoch: 3,
+                envelopes: vec![envelope(to, b"sealed for a member")],
+            })
+        };
+        assert_eq!(
+            p.call(send(&ada)).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert!(
+            matches!(p.call(send(&ben)).await, FrameBody::Sent(r) if r.len() == 1),
+            "{engine:?}"
+        );
+        b.wait_for("the patient's message", |b| {
+            b.deliveries.iter().any(|d| d.sender == patient.address())
+        })
+        .await;
+        // Ben's queue knows it is claimed again.
+        b.wait_for("QueueChanged(Claimed)", |b| {
+            b.queue_pushes(conv).contains(&QueueState::Claimed)
+        })
+        .await;
+    }
+}
+
+/// §4.3 rule 9 at the relay: while one agent on the conversation holds a certificate the list
+/// does not name, it stays claimed (no hand-back, no history for others, a claim loses); once
+/// every agent on it is revoked, a third agent takes it over.
+#[tokio::test]
+async fn a_conversation_stays_claimed_while_one_of_its_agents_is_not_revoked() {
+    use hushwire_proto::clinic::RevocationList;
+    for engine in Engine::all().await {
+        let clinic = Clinic::new();
+        let relays = clinic.start(&engine, "conversation-two-agents");
+        let url = |i: usize| relays[i % relays.len()].url();
+        let (patient, ada, ben, cy, admin) = (
+            Device::new(61, 1),
+            Device::new(62, 1),
+            Device::new(63, 1),
+            Device::new(64, 1),
+            Device::new(65, 1),
+        );
+        let ada_cert = clinic.certify(61, &ada, &[Role::Agent]);
+        let ben_cert = clinic.certify(62, &ben, &[Role::Agent]);
+        let cy_cert = clinic.certify(63, &cy, &[Role::Agent]);
+        let admin_cert = clinic.certify(64, &admin, &[Role::Admin]);
+        let mut p = Peer::register(&url(0), &patient, None).await;
+        publish_list(&mut p, &patient, &[1]).await;
+        let mut a = Peer::register(&url(1), &ada, Some(&ada_cert)).await;
+        let mut c = Peer::register(&url(1), &cy, Some(&cy_cert)).await;
+        let mut m = Peer::register(&url(0), &admin, Some(&admin_cert)).await;
+
+        let mut h = History::new(&clinic, 61);
+        let open = h.change(
+            ChangeAction::Add,
+            MemberRole::Patient,
+            &patient,
+            None,
+            &patient,
+            None,
+        );
+        assert_eq!(
+            p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+                .await,
+            FrameBody::Ok
+        );
+        h.accept(&open);
+        let conv = h.conversation;
+        let claim = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ada,
+            Some(&ada_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::Claim(Box::new(claim.clone())))).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 1
+            }),
+            "{engine:?}"
+        );
+        h.accept(&claim);
+        // Ada adds Ben: two agents on it.
+        let add_ben = h.change(
+            ChangeAction::Add,
+            MemberRole::Agent,
+            &ben,
+            Some(&ben_cert),
+            &ada,
+            Some(&ada_cert),
+        );
+        assert_eq!(
+            a.call(q(QueueFrame::PublishChange(Box::new(add_ben.clone()))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        h.accept(&add_ben);
+        let cy_claim = |h: &History| {
+            q(QueueFrame::Claim(Box::new(h.change(
+                ChangeAction::Add,
+                MemberRole::Agent,
+                &cy,
+                Some(&cy_cert),
+                &cy,
+                Some(&cy_cert),
+            ))))
+        };
+        let fetch = q(QueueFrame::FetchMembership {
+            conversation: conv,
+            from_epoch: 0,
+        });
+
+        // Only Ada is revoked: Ben still answers.
+        let ada_only = RevocationList::issue(&clinic.org, 1, now(), &[61]).unwrap();
+        assert_eq!(
+            m.call(FrameBody::PublishRevocationList(ada_only)).await,
+            FrameBody::Ok
+        );
+        assert_eq!(
+            c.call(fetch.clone()).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert_eq!(
+            c.call(cy_claim(&h)).await,
+            q(QueueFrame::AlreadyClaimed {
+                conversation: conv,
+                epoch: 3
+            }),
+            "{engine:?}"
+        );
+        assert_eq!(membership_len(&mut p, conv).await, 3, "{engine:?}");
+
+        // Both revoked: Cy reads the history and takes over.
+        let both = RevocationList::issue(&clinic.org, 2, now(), &[61, 62]).unwrap();
+        assert_eq!(
+            m.call(FrameBody::PublishRevocationList(both)).await,
+            FrameBody::Ok
+        );
+        assert_eq!(membership_len(&mut c, conv).await, 3, "{engine:?}");
+        assert_eq!(
+            c.call(cy_claim(&h)).await,
+            q(QueueFrame::Claimed {
+                conversation: conv,
+                epoch: 3
+            }),
+            "{engine:?}"
+        );
+        assert_eq!(membership_len(&mut p, conv).await, 4, "{engine:?}");
+        // Only the patient and Cy are members now: a message to Ben is refused.
+        let send = |to: &Device| {
+            q(QueueFrame::ConversationSend {
+                conversation: conv,
+                epoch: 4,
+                envelopes: vec![envelope(to, b"sealed for a member")],
+            })
+        };
+        assert_eq!(
+            p.call(send(&ben)).await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
+        assert!(
+            matches!(p.call(send(&cy)).await, FrameBody::Sent(r) if r.len() == 1),
+            "{engine:?}"
+        );
+    }
+}

@@ -300,6 +300,10 @@ pub fn membership() -> Result<Value, Error> {
 
     // Invalid changes: (name, number of valid changes before it, change, now, revocation list).
     let revoked_ada = RevocationList::issue(&org_signer, 1, T0 + 200, &[11])?;
+    // §4.3 rule 9: lists for the takeover cases, issued after Ada's claim (t0 + 60).
+    let revoked_sue = RevocationList::issue(&org_signer, 2, T0 + 150, &[13])?;
+    let revoked_ada_later = RevocationList::issue(&org_signer, 3, T0 + 150, &[11, 13])?;
+    let revoked_ada_last = RevocationList::issue(&org_signer, 4, T0 + 500, &[11])?;
     let at = |k: usize| -> Result<&MembershipLog, Error> {
         logs.get(k).ok_or_else(|| "no such prefix".into())
     };
@@ -458,6 +462,19 @@ pub fn membership() -> Result<Value, Error> {
         None,
     ));
     cases.push((
+        "Ben claims while Ada is on it, with a revocation list naming only another certificate",
+        3,
+        sign(
+            at(3)?,
+            &s(&ben, 1, Add, Agent, &ben, &[1]),
+            time(3),
+            None,
+            None,
+        )?,
+        NOW,
+        Some(&revoked_sue),
+    ));
+    cases.push((
         "Ben claims while Ada is on the conversation",
         2,
         sign(
@@ -550,6 +567,67 @@ pub fn membership() -> Result<Value, Error> {
             );
         }
         invalid.push(case);
+    }
+
+    // §4.3 rule 9: a claim that takes over from revoked agents (they leave with it).
+    let mut takeovers = Vec::new();
+    for (name, after, change, list) in [
+        (
+            "Ben claims after a revocation list naming Ada, the only agent on it: she leaves",
+            3,
+            sign(
+                at(3)?,
+                &s(&ben, 1, Add, Agent, &ben, &[1]),
+                time(3),
+                None,
+                None,
+            )?,
+            &revoked_ada_later,
+        ),
+        (
+            "Ben claims after a revocation list naming Ada, who claimed it again at epoch 8",
+            9,
+            sign(
+                at(9)?,
+                &s(&ben, 1, Add, Agent, &ben, &[1]),
+                time(9),
+                None,
+                None,
+            )?,
+            &revoked_ada_last,
+        ),
+    ] {
+        let mut prefix = at(after)?.clone();
+        if !prefix.agents_all_revoked(Some(list)) {
+            return Err(format!("takeover case {name:?}: the agents are not all revoked").into());
+        }
+        let ctx = MembershipContext {
+            revocations: Some(list),
+            patient_devices: Some(&device_list),
+            now: NOW,
+        };
+        prefix
+            .apply(&change, &ctx)
+            .map_err(|e| format!("takeover case {name:?} refused: {e}"))?;
+        let members: Vec<Value> = prefix
+            .members()
+            .iter()
+            .map(|m| {
+                let name = people
+                    .iter()
+                    .find(|p| p.identity == *m.identity())
+                    .map_or("?", |p| p.name);
+                json!({ "member": name, "role": role_name(m.role()), "devices": m.devices() })
+            })
+            .collect();
+        takeovers.push(json!({
+            "name": name,
+            "after": after,
+            "now": NOW,
+            "change": hex::encode(change.to_bytes()),
+            "revocation_list": hex::encode(list.to_bytes()),
+            "members": members,
+        }));
     }
 
     // The archive policy (§7.1) and one frame of each queue type that carries structure (§5.2).
@@ -652,7 +730,7 @@ pub fn membership() -> Result<Value, Error> {
     }
 
     Ok(json!({
-        "description": "A clinic conversation's membership history (docs/conversations.md §4), no randomness. `org_secret_key` is clinic.json's organization key seed. Each of `people` has an Ed25519 identity signing key from `signing_seed` (RFC 8032) and an X25519 identity key from `dh_secret`; `identity_key` = signing_key || dh_key || Ed25519 signature of (SIG_IDENTITY_BINDING || signing_key || dh_key), `fingerprint` its SHA-256(\"Hushwire v1 fingerprint\" || signing_key || dh_key); staff carry an agent certificate (clinic.md §3, valid `not_before`..`not_after`): Ada (serial 11) and Ben (serial 12) agent, Sue (serial 13) supervisor; the patient and the stranger have none (`certificate` empty). `patient_device_list` is the patient's device list (clinic.md §5: sequence 1, devices 1 and 2). `genesis_hash` = SHA-256(MEMBERSHIP_GENESIS || conversation_id || org_key). `history` is a valid history: change k (epoch k) issued at `t0` + 60 k, its fields, its `bytes` (§4.2) and `hash` = SHA-256(MEMBERSHIP_CHANGE_HASH || bytes); it verifies (§4.3) at `now` with the patient's device list and no revocation list, leaving `members`. `invalid` lists changes that must be refused: each is applied after the first `after` changes of `history`, at its own `now`, with `revocation_list` (signed by the organization key) when present; `rule` is the first rule of §4.3 it breaks and `error` the refusal as MembershipError's Debug form. `archive_policy` (§7.1) is signed by the organization key: sequence 1, the X25519 public key of `archive_secret`, `retention_days`. `queue_frames` (§5.2) are whole frames 0x01 || type || request_id (7) || body: OpenConversation (history 0), Claim (history 1), HandOff (history 3 and 4, one note envelope of 16 bytes 0x6e to Ben's device 1), Queue (one entry: the conversation, handed back, opened at t0, waiting since t0 + 420, epoch 8), Claimed (epoch 1), AlreadyClaimed (epoch 2), Membership (history 0 and 1), ArchivePolicy (the policy). `archive_seal` (§7.3) is one message sealed to the archive key: the ChaCha20 RNG seeded with `seed` draws the ephemeral X25519 secret e (`draws`); archived = Ada's fingerprint || `sender_device` || `epoch` || `payload` (each big-endian), E = X25519(e, 9), shared = X25519(e, archive_key), okm = HKDF-SHA256(salt = conversation_id, ikm = shared, info = KDF_ARCHIVE_SEAL || E || archive_key, L = 56), `envelope` = 0x01 || 0x72 || conversation_id || policy sequence 1 || E || len[4] || XChaCha20-Poly1305(okm[0..32], okm[32..56], AD = the 58 bytes before len, archived).",
+        "description": "A clinic conversation's membership history (docs/conversations.md §4), no randomness. `org_secret_key` is clinic.json's organization key seed. Each of `people` has an Ed25519 identity signing key from `signing_seed` (RFC 8032) and an X25519 identity key from `dh_secret`; `identity_key` = signing_key || dh_key || Ed25519 signature of (SIG_IDENTITY_BINDING || signing_key || dh_key), `fingerprint` its SHA-256(\"Hushwire v1 fingerprint\" || signing_key || dh_key); staff carry an agent certificate (clinic.md §3, valid `not_before`..`not_after`): Ada (serial 11) and Ben (serial 12) agent, Sue (serial 13) supervisor; the patient and the stranger have none (`certificate` empty). `patient_device_list` is the patient's device list (clinic.md §5: sequence 1, devices 1 and 2). `genesis_hash` = SHA-256(MEMBERSHIP_GENESIS || conversation_id || org_key). `history` is a valid history: change k (epoch k) issued at `t0` + 60 k, its fields, its `bytes` (§4.2) and `hash` = SHA-256(MEMBERSHIP_CHANGE_HASH || bytes); it verifies (§4.3) at `now` with the patient's device list and no revocation list, leaving `members`. `invalid` lists changes that must be refused: each is applied after the first `after` changes of `history`, at its own `now`, with `revocation_list` (signed by the organization key) when present; `rule` is the first rule of §4.3 it breaks and `error` the refusal as MembershipError's Debug form. `takeovers` lists claims that must be accepted (two) (§4.3 rule 9): each applied after the first `after` changes, at `now`, with `revocation_list`, which names the certificate every agent on the conversation was added with; the revoked agents leave with the claim (their devices count as removed), leaving `members`. `archive_policy` (§7.1) is signed by the organization key: sequence 1, the X25519 public key of `archive_secret`, `retention_days`. `queue_frames` (§5.2) are whole frames 0x01 || type || request_id (7) || body: OpenConversation (history 0), Claim (history 1), HandOff (history 3 and 4, one note envelope of 16 bytes 0x6e to Ben's device 1), Queue (one entry: the conversation, handed back, opened at t0, waiting since t0 + 420, epoch 8), Claimed (epoch 1), AlreadyClaimed (epoch 2), Membership (history 0 and 1), ArchivePolicy (the policy). `archive_seal` (§7.3) is one message sealed to the archive key: the ChaCha20 RNG seeded with `seed` draws the ephemeral X25519 secret e (`draws`); archived = Ada's fingerprint || `sender_device` || `epoch` || `payload` (each big-endian), E = X25519(e, 9), shared = X25519(e, archive_key), okm = HKDF-SHA256(salt = conversation_id, ikm = shared, info = KDF_ARCHIVE_SEAL || E || archive_key, L = 56), `envelope` = 0x01 || 0x72 || conversation_id || policy sequence 1 || E || len[4] || XChaCha20-Poly1305(okm[0..32], okm[32..56], AD = the 58 bytes before len, archived).",
         "org_secret_key": hex::encode(ORG_SECRET),
         "org_key": hex::encode(org.to_bytes()),
         "not_before": NOT_BEFORE,
@@ -672,6 +750,7 @@ pub fn membership() -> Result<Value, Error> {
         "history": history,
         "members": members,
         "invalid": invalid,
+        "takeovers": takeovers,
         "archive_policy": {
             "archive_secret": hex::encode(ARCHIVE_SECRET),
             "archive_key": hex::encode(archive_key),

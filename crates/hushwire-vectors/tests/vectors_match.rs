@@ -221,6 +221,44 @@ fn published_membership_history_and_refusals() {
         assert_eq!(err.rule(), case["rule"].as_str().unwrap());
         assert_eq!(format!("{err:?}"), case["error"].as_str().unwrap());
     }
+    // §4.3 rule 9: each takeover is accepted with its list, and the revoked agents leave.
+    let takeovers = v["takeovers"].as_array().unwrap();
+    assert!(!takeovers.is_empty());
+    for case in takeovers {
+        let after = usize::try_from(case["after"].as_u64().unwrap()).unwrap();
+        let mut log =
+            MembershipLog::verify_all(conversation, org, &history[..after], &ctx(now, None))
+                .unwrap();
+        let list = RevocationList::from_bytes(&bytes(&case["revocation_list"])).unwrap();
+        let change = MembershipChange::from_bytes(&bytes(&case["change"])).unwrap();
+        let mut without = log.clone();
+        assert!(without.apply(&change, &ctx(now, None)).is_err());
+        let with_list = MembershipContext {
+            revocations: Some(&list),
+            patient_devices: Some(&devices),
+            now: case["now"].as_u64().unwrap(),
+        };
+        log.apply(&change, &with_list).unwrap();
+        let published: Vec<Vec<u64>> = case["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                m["devices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap())
+                    .collect()
+            })
+            .collect();
+        let got: Vec<Vec<u64>> = log
+            .members()
+            .iter()
+            .map(|m| m.devices().iter().map(|d| u64::from(*d)).collect())
+            .collect();
+        assert_eq!(got, published, "{}", case["name"]);
+    }
     // Each published queue frame decodes to its type and re-encodes to itself.
     for f in v["queue_frames"].as_array().unwrap() {
         use hushwire::proto::conversation::queue::QueueFrame;

@@ -190,6 +190,11 @@ fn worth_refetching(status: &AgentStatus) -> bool {
     )
 }
 
+/// The notice of a conversation whose every agent the clinic revoked (`conversations.md` §4.3
+/// rule 9).
+pub(crate) const UNANSWERED: &str = "no verified agent is on this conversation any more (the clinic \
+     revoked the agent's certificate); it is back in the clinic's queue";
+
 impl Client {
     // ----- loading and saving ---------------------------------------------------------------
 
@@ -534,14 +539,64 @@ impl Client {
                 return Ok(false);
             }
             let mut clinic = clinic.clone();
-            clinic.revocations = Some(list.clone());
+            let old = clinic.revocations.replace(list.clone());
             let mut tx = store::begin(&self.inner.db).await?;
             self.save_clinic(&mut tx, &clinic).await?;
             tx.commit().await?;
             state.clinic = Some(clinic);
+            drop(state);
+            self.tell_unanswered_conversations(old.as_ref(), list);
         }
         self.emit_status_changes(&before).await?;
         Ok(true)
+    }
+
+    /// After a newer revocation list was taken: each conversation held here whose agents the
+    /// new list all revokes (and the old one did not) is announced as without a verified agent
+    /// and back in the clinic's queue (`conversations.md` §4.3 rule 9, §5.4).
+    fn tell_unanswered_conversations(&self, old: Option<&RevocationList>, new: &RevocationList) {
+        let unanswered: Vec<_> = {
+            let convs = match self.inner.conversations.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            convs
+                .values()
+                .filter(|c| c.log.agents_all_revoked(Some(new)) && !c.log.agents_all_revoked(old))
+                .map(|c| c.log.conversation())
+                .collect()
+        };
+        for conversation in unanswered {
+            self.emit(crate::Event::ConversationMembershipChanged {
+                conversation,
+                changes: vec![UNANSWERED.to_owned()],
+            });
+        }
+    }
+
+    /// Fetches the clinic's newest revocation list from the relay and keeps it if it is newer
+    /// than the one held (`clinic.md` §4). Whether a newer list is now held; a relay that
+    /// cannot answer (or no connection) is `false`, logged.
+    pub(super) async fn refresh_revocation_list(&self) -> bool {
+        let Some(link) = self.current_link() else {
+            return false;
+        };
+        match link.call(FrameBody::FetchRevocationList).await {
+            Ok(FrameBody::RevocationList(Some(list))) => {
+                match self.import_revocation_list(&list).await {
+                    Ok(newer) => newer,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the relay's revocation list was not taken");
+                        false
+                    }
+                }
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "the relay did not serve a revocation list");
+                false
+            }
+        }
     }
 
     /// Publishes a revocation list to the relay (admin devices only; the relay refuses others

@@ -208,7 +208,8 @@ impl core::fmt::Debug for ArchiveEntry {
 }
 
 /// The membership after the first `epoch` changes of a verified history: `(fingerprint, role,
-/// devices)` per member. The changes were verified when they were applied (§4.3).
+/// devices)` per member. The changes were verified when they were applied (§4.3), so an agent
+/// joining by itself while agents are on it was a takeover (rule 9): they left with it.
 fn members_at(changes: &[Vec<u8>], epoch: u64) -> Vec<(Fingerprint, MemberRole, Vec<u32>)> {
     let mut members: Vec<(Fingerprint, MemberRole, Vec<u32>)> = Vec::new();
     let take = usize::try_from(epoch).unwrap_or(usize::MAX);
@@ -217,6 +218,16 @@ fn members_at(changes: &[Vec<u8>], epoch: u64) -> Vec<(Fingerprint, MemberRole, 
             continue;
         };
         let fingerprint = change.member().fingerprint();
+        let signer = change.signer().fingerprint();
+        let claim = change.action() == ChangeAction::Add
+            && change.role() == MemberRole::Agent
+            && signer == fingerprint
+            && !members
+                .iter()
+                .any(|m| m.0 == signer && m.2.contains(&change.signer_device()));
+        if claim {
+            members.retain(|m| m.1 != MemberRole::Agent);
+        }
         match (
             change.action(),
             members.iter_mut().find(|m| m.0 == fingerprint),
@@ -416,7 +427,9 @@ impl Client {
     }
 
     /// Queues `payload` for every member device at the verified head except this one (the
-    /// sender's own other devices included, §2). `message_id`: the message it carries.
+    /// sender's own other devices included, §2), and except staff whose certificate the
+    /// clinic's revocation list held here revokes (§4.3 rule 9: a revoked agent gets nothing new,
+    /// before as after a takeover). `message_id`: the message it carries.
     async fn queue_to_members(
         &self,
         c: &mut SqliteConnection,
@@ -430,6 +443,14 @@ impl Client {
         let this_device = state.account.device_id();
         let mut queued = 0;
         for member in conv.log.members() {
+            let revoked = conv.revocations.as_ref().is_some_and(|list| {
+                member
+                    .certificate_serial()
+                    .is_some_and(|serial| list.is_revoked(serial))
+            });
+            if revoked {
+                continue;
+            }
             let fingerprint = member.identity().fingerprint();
             let shown = conv.label(&fingerprint);
             for &device in member.devices() {
@@ -1593,13 +1614,29 @@ impl Client {
         agent: Fingerprint,
     ) -> Result<usize> {
         let me = self.own_fingerprint_and_device().await.0;
+        // Also what it wrote after the clinic revoked every agent on it (by the list held
+        // here, from its issue time): nobody verified could read that either (§4.3 rule 9).
+        let unanswered = |epoch: u64, sent_at_ms: u64| {
+            let agents: Vec<Fingerprint> = members_at(&conv.changes, epoch)
+                .into_iter()
+                .filter(|m| m.1 == MemberRole::Agent)
+                .map(|m| m.0)
+                .collect();
+            agents.is_empty()
+                || conv.revocations.as_ref().is_some_and(|list| {
+                    sent_at_ms / 1000 >= list.issued_at()
+                        && agents.iter().all(|a| {
+                            conv.names
+                                .get(&a.0)
+                                .is_some_and(|n| list.is_revoked(n.serial))
+                        })
+                })
+        };
         self.share_records(conversation, conv, agent, |r| {
             r.kind == 0
                 && r.recalled.is_none()
                 && r.sender == me.0
-                && !members_at(&conv.changes, r.epoch)
-                    .iter()
-                    .any(|m| m.1 == MemberRole::Agent)
+                && unanswered(r.epoch, r.sent_at_ms)
         })
         .await
     }
@@ -2033,11 +2070,31 @@ impl Conv {
             .members()
             .iter()
             .find(|m| m.identity().fingerprint() == change.member().fingerprint());
+        // A claim while agents were on it was a takeover (§4.3 rule 9): they left with it.
+        let before = members_at(&self.changes, change.epoch());
+        let self_join = change.signer().fingerprint() == change.member().fingerprint()
+            && !before.iter().any(|m| {
+                m.0 == change.signer().fingerprint() && m.2.contains(&change.signer_device())
+            });
+        let replaced: Vec<String> = before
+            .iter()
+            .filter(|m| m.1 == MemberRole::Agent)
+            .map(|m| self.shown_ever(&m.0))
+            .collect();
         match change.action() {
             ChangeAction::Add
                 if now.is_some_and(|m| m.devices().len() > change.devices().len()) =>
             {
                 format!("{who} added device {devices}{by}")
+            }
+            ChangeAction::Add
+                if change.role() == MemberRole::Agent && self_join && !replaced.is_empty() =>
+            {
+                format!(
+                    "{who} joined as {role}, taking over from {} (certificate revoked by the \
+                     clinic; they left the conversation)",
+                    replaced.join(", ")
+                )
             }
             ChangeAction::Add => format!("{who} joined as {role}{by}"),
             ChangeAction::Remove if now.is_some() => format!("{who} removed device {devices}{by}"),

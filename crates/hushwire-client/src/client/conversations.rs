@@ -54,7 +54,7 @@ pub(super) struct StaffName {
     /// "agent" or "supervisor".
     role: &'static str,
     /// The certificate's serial, checked against the revocation list when shown.
-    serial: u64,
+    pub(super) serial: u64,
     /// The clinic's name, from its signed link.
     clinic: String,
 }
@@ -212,7 +212,22 @@ impl Client {
             patient_devices: patient_list.as_ref(),
             now: now_ms() / 1000,
         };
-        conv.log.apply(change, &ctx).map_err(|e| {
+        let mut applied = conv.log.apply(change, &ctx);
+        // A takeover (§4.3 rule 9) needs the list that revoked the agents on it: a list held
+        // here from before refuses it, so the newest is fetched once and the change checked
+        // again with it.
+        if verifying == Verifying::Received
+            && applied == Err(hushwire::proto::conversation::MembershipError::ClaimWhileClaimed)
+            && self.refresh_revocation_list().await
+        {
+            let newest = self.me().await?.revocations;
+            let ctx = MembershipContext {
+                revocations: newest.as_ref(),
+                ..ctx
+            };
+            applied = conv.log.apply(change, &ctx);
+        }
+        applied.map_err(|e| {
             ClientError::Conversation(format!(
                 "membership change at epoch {} refused: {e} (rule {})",
                 change.epoch(),
@@ -504,6 +519,10 @@ impl Client {
             ));
         }
         self.ensure_own_list(&me).await?;
+        // The clinic's newest list: a conversation whose agents it all revokes may be taken
+        // over (§4.3 rule 9).
+        self.refresh_revocation_list().await;
+        let me = self.me().await?;
         if self.fetch_history(conversation).await? == History::NotReadable {
             // The relay shows a claimed conversation only to those on it.
             return Err(ClientError::Conversation(
@@ -520,7 +539,8 @@ impl Client {
                     "you are already on this conversation".into(),
                 ));
             }
-            if conv.log.is_claimed() {
+            // Claimable: no agent on it, or every agent on it revoked (§4.3 rule 9).
+            if !conv.log.is_claimable(me.revocations.as_ref()) {
                 return Err(ClientError::Conversation(
                     "already claimed: an agent is on this conversation".into(),
                 ));

@@ -83,7 +83,9 @@ pub enum MembershipError {
     /// Rule 9: the signing device is not a member, and the change is not a staff member
     /// joining by itself.
     SignerNotMember,
-    /// Rule 9: an agent joins by itself (a claim) while another agent is on the conversation.
+    /// Rule 9: an agent joins by itself (a claim) while another agent is on the conversation
+    /// whose certificate the verifier's revocation list does not name (a takeover needs every
+    /// agent on it revoked).
     ClaimWhileClaimed,
     /// Rule 10: a staff member signs without presenting its certificate, or the patient
     /// presents one.
@@ -233,12 +235,14 @@ impl fmt::Display for MembershipError {
 
 impl std::error::Error for MembershipError {}
 
-/// One identity in a conversation: its role and its member devices.
+/// One identity in a conversation: its role, its member devices and, for staff, the serial of
+/// the certificate it was added with (`conversations.md` §4.3, rule 9).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     identity: IdentityKey,
     role: MemberRole,
     devices: Vec<u32>,
+    certificate_serial: Option<u64>,
 }
 
 impl Member {
@@ -253,6 +257,18 @@ impl Member {
     /// Its member devices, ascending (never empty).
     pub fn devices(&self) -> &[u32] {
         &self.devices
+    }
+    /// The serial of the certificate presented when its devices were last added (the member
+    /// certificate of that change, `clinic.md` §3); `None` for the patient. What a revocation
+    /// list is checked against for a takeover (`conversations.md` §4.3, rule 9).
+    pub fn certificate_serial(&self) -> Option<u64> {
+        self.certificate_serial
+    }
+    /// Whether this member is staff whose certificate `list` names (the list must be the
+    /// clinic's: the caller verified it under the organization key).
+    fn revoked_by(&self, list: &RevocationList) -> bool {
+        self.certificate_serial
+            .is_some_and(|serial| list.is_revoked(serial))
     }
 }
 
@@ -338,6 +354,29 @@ impl MembershipLog {
     /// Whether an agent is on the conversation (else it is waiting in the queue).
     pub fn is_claimed(&self) -> bool {
         self.members.iter().any(|m| m.role == MemberRole::Agent)
+    }
+
+    /// Whether agents are on the conversation and `revocations` (the clinic's list, verified
+    /// under its key) names the certificate of every one of them: no verified agent answers it,
+    /// it is back in the clinic's queue and any agent may take it over with a claim
+    /// (`conversations.md` §4.3, rule 9; §5.4). False without a list, with another clinic's
+    /// list, or with no agent on it (then it waits in the queue anyway).
+    pub fn agents_all_revoked(&self, revocations: Option<&RevocationList>) -> bool {
+        let Some(list) = revocations.filter(|l| l.org() == &self.org) else {
+            return false;
+        };
+        let mut agents = self
+            .members
+            .iter()
+            .filter(|m| m.role == MemberRole::Agent)
+            .peekable();
+        agents.peek().is_some() && agents.all(|m| m.revoked_by(list))
+    }
+
+    /// Whether the conversation waits for an agent: none is on it, or every agent on it is
+    /// revoked by `revocations` (`conversations.md` §4.3, rule 9): a claim is then accepted.
+    pub fn is_claimable(&self, revocations: Option<&RevocationList>) -> bool {
+        !self.is_claimed() || self.agents_all_revoked(revocations)
     }
 
     fn member(&self, identity: &Fingerprint) -> Option<&Member> {
@@ -436,8 +475,12 @@ impl MembershipLog {
                     E::SignerNotMember
                 });
             }
-            if change.role() == MemberRole::Agent && self.is_claimed() {
-                return Err(E::ClaimWhileClaimed);
+            if change.role() == MemberRole::Agent {
+                if !self.is_claimable(ctx.revocations) {
+                    return Err(E::ClaimWhileClaimed);
+                }
+                // A takeover: the revoked agents are gone from this change on.
+                return self.commit_claim(change, ctx.revocations);
             }
             return self.commit(change);
         };
@@ -528,6 +571,30 @@ impl MembershipLog {
         }
     }
 
+    /// A claim (rule 9) takes effect: the agents on the conversation, all revoked by
+    /// `revocations` if any is on it, leave it (their devices count as removed, as if each had
+    /// left in this change), then rule 15 and the claim apply. Unchanged on a refusal.
+    fn commit_claim(
+        &mut self,
+        change: &MembershipChange,
+        revocations: Option<&RevocationList>,
+    ) -> Result<(), MembershipError> {
+        let before = (self.members.clone(), self.removed.clone());
+        if self.is_claimed() && self.agents_all_revoked(revocations) {
+            for m in self.members.iter().filter(|m| m.role == MemberRole::Agent) {
+                let fingerprint = m.identity.fingerprint();
+                self.removed
+                    .extend(m.devices.iter().map(|d| (fingerprint, *d)));
+            }
+            self.members.retain(|m| m.role != MemberRole::Agent);
+        }
+        let result = self.commit(change);
+        if result.is_err() {
+            (self.members, self.removed) = before;
+        }
+        result
+    }
+
     /// Rule 15, then the change takes effect.
     fn commit(&mut self, change: &MembershipChange) -> Result<(), MembershipError> {
         use MembershipError as E;
@@ -550,10 +617,14 @@ impl MembershipLog {
                             identity: change.member().clone(),
                             role: change.role(),
                             devices: Vec::new(),
+                            certificate_serial: None,
                         });
                         members.last_mut().ok_or(E::RoleMismatch)?
                     }
                 };
+                if let Some(cert) = change.member_certificate() {
+                    entry.certificate_serial = Some(cert.serial());
+                }
                 for &d in change.devices() {
                     if entry.devices.contains(&d) {
                         return Err(E::AlreadyMember { device_id: d });

@@ -1245,3 +1245,167 @@ mod scripts {
         }
     }
 }
+
+/// `ctx` with `list` as the verifier's revocation list.
+fn with_list<'a>(w: &'a World, list: &'a RevocationList) -> MembershipContext<'a> {
+    MembershipContext {
+        revocations: Some(list),
+        ..w.ctx()
+    }
+}
+
+#[test]
+fn a_claim_takes_over_when_every_agent_on_it_is_revoked() {
+    let w = world();
+    let (mut log, mut changes) = claimed(&w);
+    assert_eq!(log.members()[1].certificate_serial(), Some(1));
+    assert_eq!(log.members()[0].certificate_serial(), None);
+    // Without a list naming Ada, Ben cannot claim.
+    let claim = change(&log, &w.ben, 1, Add, Agent, &w.ben, &[1]);
+    assert_eq!(
+        refused(&mut log, &claim, &w.ctx()),
+        MembershipError::ClaimWhileClaimed
+    );
+    // The clinic revokes Ada's certificate (serial 1) after her claim (issued at T0 + 1): the
+    // conversation is claimable again.
+    let revoked = RevocationList::issue(&w.org_key, 1, T0 + 2, &[1]).unwrap();
+    assert!(!log.agents_all_revoked(None));
+    assert!(log.agents_all_revoked(Some(&revoked)));
+    assert!(log.is_claimable(Some(&revoked)));
+    log.apply(&claim, &with_list(&w, &revoked)).unwrap();
+    changes.push(claim);
+    // Ada's device is gone with the takeover: Ben and the patient remain, nobody else.
+    let members: Vec<_> = log
+        .members()
+        .iter()
+        .map(|m| (m.role(), m.devices().to_vec()))
+        .collect();
+    assert_eq!(members, vec![(Patient, vec![1]), (Agent, vec![1])]);
+    assert!(!log.is_member(&w.ada.identity.fingerprint(), 1));
+    assert!(log.is_member(&w.ben.identity.fingerprint(), 1));
+    assert_eq!(log.device_count(), 2);
+    assert!(!log.agents_all_revoked(Some(&revoked)));
+    // Ada's device counts as removed: even without the list (a backdated change), it is out.
+    let c = change(&log, &w.ada, 1, Remove, Agent, &w.ben, &[1]);
+    assert_eq!(
+        refused(&mut log, &c, &w.ctx()),
+        MembershipError::SignerRemoved { device_id: 1 }
+    );
+    // The history verifies with the list, and with a later list still naming Ada (a verifier
+    // holds only the newest; lists grow): its issue date does not undo the takeover.
+    assert!(MembershipLog::verify_all(CONV, w.org, &changes, &with_list(&w, &revoked)).is_ok());
+    let later = RevocationList::issue(&w.org_key, 2, T0 + 5_000, &[1, 9]).unwrap();
+    let again = MembershipLog::verify_all(CONV, w.org, &changes, &with_list(&w, &later)).unwrap();
+    assert_eq!(again.members(), log.members());
+    // A verifier without the list refuses the takeover (it must fetch the clinic's list).
+    assert_eq!(
+        MembershipLog::verify_all(CONV, w.org, &changes, &w.ctx()).unwrap_err(),
+        (2, MembershipError::ClaimWhileClaimed)
+    );
+}
+
+#[test]
+fn a_takeover_needs_every_agent_revoked() {
+    let w = world();
+    let cat = staff(&w.org_key, 6, 4, "Cat", &[Role::Agent]);
+    let (mut log, _) = claimed(&w);
+    // Ada adds Ben: two agents on it; Sue joins read-only.
+    let c = change(&log, &w.ada, 1, Add, Agent, &w.ben, &[1]);
+    log.apply(&c, &w.ctx()).unwrap();
+    let c = change(&log, &w.sue, 1, Add, Supervisor, &w.sue, &[1]);
+    log.apply(&c, &w.ctx()).unwrap();
+    // Only Ada is revoked (and Sue, whose presence is no claim): Ben still answers.
+    let ada_only = RevocationList::issue(&w.org_key, 1, T0, &[1, 3]).unwrap();
+    let claim = change(&log, &cat, 1, Add, Agent, &cat, &[1]);
+    assert!(!log.agents_all_revoked(Some(&ada_only)));
+    assert_eq!(
+        refused(&mut log, &claim, &with_list(&w, &ada_only)),
+        MembershipError::ClaimWhileClaimed
+    );
+    // Both agents revoked: Cat takes over, both leave; Sue (a supervisor) stays.
+    let both = RevocationList::issue(&w.org_key, 2, T0, &[1, 2]).unwrap();
+    log.apply(&claim, &with_list(&w, &both)).unwrap();
+    let roles: Vec<_> = log.members().iter().map(|m| m.role()).collect();
+    assert_eq!(roles, vec![Patient, Supervisor, Agent]);
+    assert!(log.is_member(&cat.identity.fingerprint(), 1));
+    assert!(!log.is_member(&w.ben.identity.fingerprint(), 1));
+    // A list of another clinic names nobody: no takeover.
+    let (log2, _) = claimed(&w);
+    let foreign = RevocationList::issue(&SigningKey::from_bytes(&[0x50; 32]), 1, T0, &[1]).unwrap();
+    assert!(!log2.agents_all_revoked(Some(&foreign)));
+    assert!(!log2.is_claimable(Some(&foreign)));
+}
+
+#[test]
+fn a_takeover_checks_the_certificate_an_agent_was_last_added_with() {
+    let w = world();
+    let (mut log, _) = claimed(&w);
+    // Ada adds her device 2 under a renewed certificate (serial 7).
+    let renewed = Person {
+        key: w.ada.key.clone(),
+        identity: w.ada.identity.clone(),
+        certificate: Some(
+            AgentCertificate::issue(
+                &w.org_key,
+                7,
+                w.ada.identity.clone(),
+                "Ada",
+                Roles::of(&[Role::Agent]).unwrap(),
+                NOT_BEFORE,
+                NOT_AFTER,
+            )
+            .unwrap(),
+        ),
+    };
+    let c = change(&log, &w.ada, 1, Add, Agent, &renewed, &[2]);
+    log.apply(&c, &w.ctx()).unwrap();
+    assert_eq!(log.members()[1].certificate_serial(), Some(7));
+    // Revoking the old certificate (serial 1) does not free the conversation: Ada holds 7.
+    let old = RevocationList::issue(&w.org_key, 1, T0, &[1]).unwrap();
+    let claim = change(&log, &w.ben, 1, Add, Agent, &w.ben, &[1]);
+    assert_eq!(
+        refused(&mut log, &claim, &with_list(&w, &old)),
+        MembershipError::ClaimWhileClaimed
+    );
+    // Revoking 7 does: both of Ada's devices leave with the takeover.
+    let new = RevocationList::issue(&w.org_key, 2, T0, &[7]).unwrap();
+    log.apply(&claim, &with_list(&w, &new)).unwrap();
+    assert!(!log.is_member(&w.ada.identity.fingerprint(), 1));
+    assert!(!log.is_member(&w.ada.identity.fingerprint(), 2));
+    assert_eq!(log.device_count(), 2);
+}
+
+#[test]
+fn a_refused_takeover_changes_nothing() {
+    let w = world();
+    // Replaying (no device list): the patient holds 17 devices, Ada one.
+    let ctx = MembershipContext {
+        patient_devices: None,
+        ..w.ctx()
+    };
+    let mut log = MembershipLog::new(CONV, w.org);
+    let sixteen: Vec<u32> = (1..=16).collect();
+    let c = change(&log, &w.patient, 1, Add, Patient, &w.patient, &sixteen);
+    log.apply(&c, &ctx).unwrap();
+    let c = change(&log, &w.patient, 1, Add, Patient, &w.patient, &[17]);
+    log.apply(&c, &ctx).unwrap();
+    let c = change(&log, &w.ada, 1, Add, Agent, &w.ada, &[1]);
+    log.apply(&c, &ctx).unwrap();
+    // Ben's takeover with 16 devices passes rule 9 but would make 33 devices (rule 15): it is
+    // refused and Ada is still on the conversation, her device not counted as removed.
+    let revoked = RevocationList::issue(&w.org_key, 1, T0, &[1]).unwrap();
+    let ctx_revoked = MembershipContext {
+        revocations: Some(&revoked),
+        ..ctx
+    };
+    let claim = change(&log, &w.ben, 1, Add, Agent, &w.ben, &sixteen);
+    assert_eq!(
+        refused(&mut log, &claim, &ctx_revoked),
+        MembershipError::TooManyDevices { count: 33 }
+    );
+    assert!(log.is_member(&w.ada.identity.fingerprint(), 1));
+    assert!(log.agents_all_revoked(Some(&revoked)));
+    // Ada (without the list: she signs backdated) is not treated as removed.
+    let c = change(&log, &w.ada, 1, Add, Supervisor, &w.sue, &[1]);
+    log.apply(&c, &ctx).unwrap();
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hushwire_proto::IdentityKey;
 use hushwire_proto::audit::{AuditEvent, ConversationId};
-use hushwire_proto::clinic::{DeviceList, Role};
+use hushwire_proto::clinic::{DeviceList, RevocationList, Role};
 use hushwire_proto::codec::Codec;
 use hushwire_proto::conversation::queue::{
     ArchiveItem, MAX_ARCHIVE_ITEMS, MAX_CHANGES_PER_FRAME, MAX_ON_DUTY_DEVICES, MAX_QUEUE_ENTRIES,
@@ -224,10 +224,11 @@ impl<S: Store> Connection<S> {
                 // clinic while the conversation waits in the queue (new or handed back), since a
                 // claim must name the head's hash. Once claimed (or closed) a non-member agent
                 // is refused again.
+                // (An agent whose certificate is revoked does not count: §4.3 rule 9.)
                 let waiting = matches!(
                     state_of(stored.state),
                     QueueState::New | QueueState::HandedBack
-                ) && !log.is_claimed();
+                ) && log.is_claimable(self.revocations(id).await?.as_ref());
                 let allowed = role_of(&log, &device).is_some()
                     || log.patient().is_some_and(|p| p.0 == device.fingerprint)
                     || self.has_role(id, identity, Role::Supervisor).await?
@@ -478,9 +479,29 @@ impl<S: Store> Connection<S> {
             now: u64::MAX / 2,
         };
         let mut log = MembershipLog::new(conversation, org);
+        // A takeover claim (§4.3 rule 9) was accepted because the relay's list named every
+        // agent on the conversation: it is replayed with the current list (lists only grow).
+        let mut revocations = None;
         for bytes in &changes {
-            let applied = decode_stored::<MembershipChange>(bytes)
-                .is_some_and(|c| log.apply(&c, &replay).is_ok());
+            let Some(change) = decode_stored::<MembershipChange>(bytes) else {
+                tracing::error!("a stored conversation change does not decode");
+                return Err(internal(
+                    id,
+                    &crate::storage::StoreError::Corrupt("conversation history".into()),
+                ));
+            };
+            let mut applied = log.apply(&change, &replay);
+            if applied == Err(hushwire_proto::conversation::MembershipError::ClaimWhileClaimed) {
+                if revocations.is_none() {
+                    revocations = Some(self.revocations(id).await?);
+                }
+                let with_list = MembershipContext {
+                    revocations: revocations.as_ref().and_then(Option::as_ref),
+                    ..replay
+                };
+                applied = log.apply(&change, &with_list);
+            }
+            let applied = applied.is_ok();
             if !applied {
                 tracing::error!("a stored conversation history does not verify");
                 return Err(internal(
@@ -602,7 +623,10 @@ impl<S: Store> Connection<S> {
             )));
         }
         let before = log.clone();
-        let was_claimed = log.is_claimed();
+        // Claimed: an agent is on it whose certificate the relay's list does not name (§4.3
+        // rule 9: a conversation whose every agent is revoked waits in the queue again).
+        let revocations = self.revocations(id).await?;
+        let was_claimed = !log.is_claimable(revocations.as_ref());
         // A hand-off comes from an agent on the conversation.
         if kind == Kind::HandOff && role_of(&log, &device) != Some(MemberRole::Agent) {
             return Ok(Err(Refusal::Code(
@@ -639,7 +663,6 @@ impl<S: Store> Connection<S> {
         }
         // Verify every change with the clients' rules, with the relay's revocation list and
         // the patient's stored device list (rule 14).
-        let revocations = self.revocations(id).await?;
         let patient_key = if kind == Kind::Open {
             Some(first.signer().clone())
         } else {
@@ -681,7 +704,7 @@ impl<S: Store> Connection<S> {
                 )));
             }
         }
-        let claimed = log.is_claimed();
+        let claimed = !log.is_claimable(revocations.as_ref());
         match kind {
             // A claim adds an agent to an unclaimed conversation.
             Kind::Claim if !claimed => {
@@ -782,7 +805,10 @@ impl<S: Store> Connection<S> {
                 .update_conversation(ConversationUpdate {
                     id: conversation.0,
                     expected_epoch: stored.head_epoch,
-                    require_unclaimed: claimed && !was_claimed,
+                    // A claim of a conversation with no agent also needs the stored flag
+                    // unclaimed; a takeover (agents on it, all revoked) relies on the head
+                    // epoch alone, which every change moves, so exactly one claim wins either way.
+                    require_unclaimed: claimed && !before.is_claimed(),
                     changes: encoded,
                     head_hash: log.head(),
                     state: state_byte(state),
@@ -904,6 +930,112 @@ impl<S: Store> Connection<S> {
         }
         self.reply(id, FrameBody::Ok).await?;
         Ok(Ok(()))
+    }
+
+    /// After the clinic's new revocation `list` was stored: every claimed conversation of the
+    /// clinic whose agents are all revoked by it goes back to the queue (handed back, waiting
+    /// from now) and the on-duty agents get its `QueueChanged`, as when an agent hands back
+    /// (`docs/conversations.md` §4.3 rule 9, §5.4). No change is stored; each is a
+    /// compare-and-set on the head epoch, read again if a change came first.
+    pub(super) async fn requeue_revoked(
+        &mut self,
+        id: u32,
+        list: &RevocationList,
+    ) -> Result<(), Close> {
+        const PAGE: u32 = 256;
+        let Some(org) = self.org() else {
+            return Ok(());
+        };
+        let mut after = None;
+        loop {
+            let page = self
+                .relay
+                .store
+                .claimed_conversations(after, PAGE)
+                .await
+                .map_err(|e| internal(id, &e))?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.id);
+            for stored in page.iter().filter(|c| c.clinic == org.to_bytes()) {
+                self.requeue_if_revoked(id, stored.clone(), list).await?;
+            }
+            if page.len() < PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One conversation of [`Self::requeue_revoked`].
+    async fn requeue_if_revoked(
+        &mut self,
+        id: u32,
+        mut stored: StoredConversation,
+        list: &RevocationList,
+    ) -> Result<(), Close> {
+        // A change stored meanwhile moves the head: read it again (a few times at most; a
+        // conversation that keeps changing has an agent at work, whose next change or the
+        // next list decides).
+        for _ in 0..4 {
+            let log = self.membership(id, &stored).await?;
+            if state_of(stored.state) != QueueState::Claimed || !log.agents_all_revoked(Some(list))
+            {
+                return Ok(());
+            }
+            let now = now_secs();
+            let on_duty = self
+                .relay
+                .store
+                .on_duty(MAX_ON_DUTY_DEVICES as u32)
+                .await
+                .map_err(|e| internal(id, &e))?;
+            let entry = QueueEntry {
+                conversation: ConversationId(stored.id),
+                state: QueueState::HandedBack,
+                opened_at: stored.opened_at,
+                waiting_since: now,
+                epoch: stored.head_epoch,
+            };
+            let frame = push_frame(QueueFrame::QueueChanged(entry));
+            let pushes: Vec<_> = on_duty.iter().map(|d| (*d, frame.clone())).collect();
+            let applied = self
+                .relay
+                .store
+                .update_conversation(ConversationUpdate {
+                    id: stored.id,
+                    expected_epoch: stored.head_epoch,
+                    require_unclaimed: false,
+                    changes: Vec::new(),
+                    head_hash: stored.head_hash,
+                    state: state_byte(QueueState::HandedBack),
+                    waiting_since: now,
+                    claimed: false,
+                    members: member_devices(&log),
+                    pushes,
+                    now_ms: now_ms(),
+                })
+                .await
+                .map_err(|e| internal(id, &e))?;
+            if applied {
+                tracing::info!("a conversation whose agents are all revoked is back in the queue");
+                for target in &on_duty {
+                    self.relay.wake(target);
+                }
+                return Ok(());
+            }
+            match self
+                .relay
+                .store
+                .conversation(stored.id)
+                .await
+                .map_err(|e| internal(id, &e))?
+            {
+                Some(again) => stored = again,
+                None => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     async fn already_claimed(

@@ -604,6 +604,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<StoredConversation>, StoreError>> + Send;
 
+    /// Up to `limit` claimed conversations whose id sorts after `after` (from the first when
+    /// `None`), by id: to page through them when a revocation list is published
+    /// (`docs/conversations.md` §5.4).
+    fn claimed_conversations(
+        &self,
+        after: Option<[u8; 16]>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredConversation>, StoreError>> + Send;
+
     /// Marks an agent's device on or off duty.
     fn set_on_duty(
         &self,

@@ -1408,6 +1408,20 @@ impl Store for PostgresStore {
         rows.iter().map(sql::conversation_from_row).collect()
     }
 
+    async fn claimed_conversations(
+        &self,
+        after: Option<[u8; 16]>,
+        limit: u32,
+    ) -> Result<Vec<StoredConversation>, StoreError> {
+        let rows = sqlx::query(sql::CLAIMED_AFTER.postgres.as_str())
+            // An empty id sorts before every id.
+            .bind(after.map_or_else(Vec::new, |a| a.to_vec()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(sql::conversation_from_row).collect()
+    }
+
     async fn set_on_duty(&self, device: DeviceAddress, on_duty: bool) -> Result<(), StoreError> {
         let statement = if on_duty {
             &sql::SET_ON_DUTY

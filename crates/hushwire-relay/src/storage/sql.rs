@@ -238,6 +238,12 @@ shared!(
         last_activity FROM conversations WHERE state IN (1, 2) ORDER BY waiting_since, id LIMIT ?"
 );
 shared!(
+    /// Up to `limit` claimed conversations whose id is after `id`, by id: the ones a new
+    /// revocation list may put back in the queue (`conversations.md` §5.4).
+    CLAIMED_AFTER = "SELECT id, clinic, head_epoch, head_hash, state, opened_at, waiting_since, claimed, \
+        last_activity FROM conversations WHERE state = 3 AND id > ? ORDER BY id LIMIT ?"
+);
+shared!(
     /// Puts `(fingerprint, device_id)` on duty (again: nothing changes).
     SET_ON_DUTY = "INSERT INTO on_duty (fingerprint, device_id) VALUES (?, ?) \
         ON CONFLICT (fingerprint, device_id) DO NOTHING"

@@ -1602,6 +1602,20 @@ impl Store for SqliteStore {
         rows.iter().map(sql::conversation_from_row).collect()
     }
 
+    async fn claimed_conversations(
+        &self,
+        after: Option<[u8; 16]>,
+        limit: u32,
+    ) -> Result<Vec<StoredConversation>, StoreError> {
+        let rows = sqlx::query(sql::CLAIMED_AFTER.sqlite)
+            // An empty id sorts before every id.
+            .bind(after.map_or_else(Vec::new, |a| a.to_vec()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(sql::conversation_from_row).collect()
+    }
+
     async fn set_on_duty(&self, device: DeviceAddress, on_duty: bool) -> Result<(), StoreError> {
         self.write(move |c| {
             Box::pin(async move {
