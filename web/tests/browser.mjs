@@ -628,6 +628,23 @@ await step("clinic_conversation_with_cli_agent", page, async () => {
   await send(page, "Hello second agent");
   const got2 = await receivesAs(env.HW_AGENT2_HOME, ["Hello second agent"]);
   assert(got2.includes("Hello second agent"), `the second agent received ${JSON.stringify(got2)}`);
+  // A reload: the stored history verifies again, the current agent is shown, and the
+  // conversation goes on.
+  await page.reload();
+  await page.waitForSelector("#hw-passphrase");
+  await unlock(page);
+  await page.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, secondLine, {
+    timeout: 30_000,
+  });
+  const kept = await page.$$eval(".hw-text", (els) => els.map((e) => e.textContent));
+  assert(kept.includes(WAITING) && kept.includes("Second agent here."), `after reload: ${JSON.stringify(kept)}`);
+  await connected(page);
+  await cliAs(env.HW_AGENT2_HOME, "send", conv, "After your reload, still here.");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent === "After your reload, still here."),
+    null,
+    { timeout: 30_000 },
+  );
   // The clinic's archive: every message the widget wrote, sealed to the archive key.
   const keyFile = (await run("sh", ["-c", `ls ${env.HW_ORG_DIR}/archive-key-*.sealed`])).stdout.trim();
   const archive = await cliAs(env.HW_AGENT2_HOME, "archive", conv, "--key-file", keyFile);
