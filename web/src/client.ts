@@ -949,7 +949,8 @@ export class HushwireClient {
    * then sent in `ConversationSend` frames. Written while no agent is on it, a message is
    * "held" (shared when an agent claims, §4.5). `StaleEpoch` or `NotOnConversation`: the
    * history is fetched and the stored ciphertexts go again to the devices still members
-   * (§4.4); a removed device gets nothing.
+   * (§4.4); a removed device gets nothing, and a message none of whose recipients stayed is
+   * encrypted again for the members at the new head.
    */
   private async flushConversation(c: Conversation): Promise<void> {
     const m = this.membership;
@@ -984,6 +985,7 @@ export class HushwireClient {
     }
     const sending = c.messages.filter((x) => x.outgoing && x.state === "queued" && x.envelopes);
     const updated: Record<string, object> = {};
+    let requeued = false;
     for (let attempt = 0; attempt < 2 && sending.length > 0; attempt++) {
       const inFlight = sending.map((x) => ({
         x,
@@ -1011,9 +1013,12 @@ export class HushwireClient {
       for (const x of sending) {
         x.envelopes = (x.envelopes ?? []).filter(([to]) => members.has(to));
         if (x.envelopes.length === 0) {
-          // Every recipient left: nobody it was written for may read it now.
-          x.state = m.isClaimed ? "failed" : "held";
+          // Every device it was encrypted for has left, and the relay took no copy (all its
+          // frames were refused): nobody has read it, so it is written again, at the verified
+          // head, for the members now (or held for the next agent if none is on).
           delete x.envelopes;
+          delete x.epoch;
+          requeued = true;
         }
         updated[messageKey(c.peer, x.seq ?? 0)] = x;
       }
@@ -1024,6 +1029,7 @@ export class HushwireClient {
       await this.store.put(updated);
       this.events.onChange?.(c.peer);
     }
+    if (requeued) this.scheduleFlush();
   }
 
   /** §7.3: each message not yet archived is sealed to the clinic's archive key and filed. */

@@ -645,10 +645,33 @@ await step("clinic_conversation_with_cli_agent", page, async () => {
     null,
     { timeout: 30_000 },
   );
+  // §4.4: the tab misses a change (its pushes are dropped here), so its next message goes out
+  // at a stale epoch, encrypted for an agent who has left. The relay refuses it (StaleEpoch);
+  // the widget fetches and verifies the history, drops the copy for the removed agent, and
+  // writes the message again for the agent on the conversation now.
+  await page.evaluate(() => {
+    window.hushwireTest.client.learnPushed = async () => undefined;
+  });
+  const first = (await cli("whoami", "--address")).trim();
+  await cliAs(env.HW_AGENT2_HOME, "handoff", conv, first, "--note", "Back to you");
+  await send(page, "Written at a stale epoch");
+  await page.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, agentLine, {
+    timeout: 30_000,
+  });
+  const gotStale = await receivesAs(env.HW_AGENT_HOME, ["Written at a stale epoch"]);
+  assert(gotStale.includes("Written at a stale epoch"), `after StaleEpoch the agent received ${JSON.stringify(gotStale)}`);
+  await page.waitForFunction(
+    () =>
+      [...document.querySelectorAll(".hw-out")].some(
+        (e) => e.querySelector(".hw-text")?.textContent === "Written at a stale epoch" && e.dataset.state === "delivered",
+      ),
+    null,
+    { timeout: 30_000 },
+  );
   // The clinic's archive: every message the widget wrote, sealed to the archive key.
   const keyFile = (await run("sh", ["-c", `ls ${env.HW_ORG_DIR}/archive-key-*.sealed`])).stdout.trim();
   const archive = await cliAs(env.HW_AGENT2_HOME, "archive", conv, "--key-file", keyFile);
-  for (const text of [WAITING, "Since the claim: it itches", "Hello second agent"]) {
+  for (const text of [WAITING, "Since the claim: it itches", "Hello second agent", "Written at a stale epoch"]) {
     assert(archive.includes(text), `the archive lacks ${text}:\n${archive}`);
   }
   assert(!/NOT VERIFIED/.test(archive), `archive entries flagged:\n${archive}`);
