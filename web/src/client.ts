@@ -27,6 +27,8 @@ export interface ChatMessage {
   notice?: boolean; // a membership event (who joined or left), not a message
   envelopes?: [string, string][]; // outgoing: [recipient device, ciphertext hex] not yet sent
   archived?: boolean; // false: its archive copy is not filed yet
+  serverTimeMs?: number; // incoming: the relay's time of its delivery (recall window, §8.3)
+  recalled?: string; // "Recalled by Name at HH:MM": shown instead of the text, which is kept
 }
 
 export interface Conversation {
@@ -607,7 +609,9 @@ export class HushwireClient {
       }
       if (payload.conversation !== "") {
         // A clinic conversation's payload: checked against the verified membership.
-        if (await this.conversationInbound(peer, payload, records, convReceipts)) convChanged = true;
+        if (await this.conversationInbound(peer, frame.serverTimeMs, payload, records, convReceipts)) {
+          convChanged = true;
+        }
         payload.free();
         continue;
       }
@@ -1057,6 +1061,7 @@ export class HushwireClient {
    */
   private async conversationInbound(
     peer: string,
+    serverTimeMs: number,
     payload: hw.DecodedPayload,
     records: Record<string, Uint8Array | object>,
     receipts: Map<string, string[]>,
@@ -1082,6 +1087,7 @@ export class HushwireClient {
             epoch: payload.epoch,
             sender: peer,
             senderName: name || undefined,
+            serverTimeMs,
           }
         : {
             id: `refused-${payload.messageId}`,
@@ -1108,7 +1114,32 @@ export class HushwireClient {
       }
       return changed;
     }
-    // Recalls, history shares and staff notes are not acted on by the patient widget yet.
+    if (payload.kind === "recall") {
+      // §8.3: only the message's sender (same identity) within 10 minutes on the relay's
+      // clock. The text is withheld from display, not erased; a refused recall is shown.
+      const x = this.byId.get(`${cp}|${payload.messageId}`);
+      const sameSender = x?.sender !== undefined && fingerprintOf(x.sender) === fingerprintOf(peer);
+      const inTime =
+        x?.serverTimeMs !== undefined && serverTimeMs - x.serverTimeMs <= hw.recallWindowMs();
+      if (x && sameSender && inTime) {
+        if (x.recalled) return false;
+        const at = new Date(payload.sentAtMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+        x.recalled = `Recalled by ${x.senderName ?? "the clinic"} at ${at}`;
+        records[messageKey(cp, x.seq ?? 0)] = x;
+        return true;
+      }
+      const notice: ChatMessage = {
+        id: `refused-recall-${payload.messageId}-${serverTimeMs}`,
+        outgoing: false,
+        notice: true,
+        text: "A recall was refused: too late, or not from the message's sender.",
+        sentAtMs: Date.now(),
+      };
+      this.remember(cp, c, notice);
+      records[messageKey(cp, notice.seq ?? 0)] = notice;
+      return true;
+    }
+    // History shares and staff notes are not for a patient's device.
     return false;
   }
 

@@ -606,6 +606,18 @@ await step("clinic_conversation_with_cli_agent", page, async () => {
   assert(who.includes(env.HW_AGENT_NAME), `the reply is shown from ${JSON.stringify(who)}`);
   assert((await page.$$(".hw-widget img, .hw-widget b")).length === 0, "markup rendered");
   assert((await page.evaluate(() => window.__pwned)) === undefined, "injected code ran");
+  // §8.3: the agent recalls that reply: shown as recalled by the agent, the text withheld.
+  const replyId = await page.$$eval(".hw-in", (els) =>
+    els.find((e) => e.querySelector(".hw-text")?.textContent.startsWith("Thanks, I see it."))?.dataset.id,
+  );
+  await cli("recall", conv, replyId);
+  await page.waitForFunction(
+    (id) => /^Recalled by /.test(document.querySelector(`.hw-in[data-id="${id}"] .hw-text`)?.textContent ?? ""),
+    replyId,
+    { timeout: 30_000 },
+  );
+  const recalledText = await page.textContent(`.hw-in[data-id="${replyId}"] .hw-text`);
+  assert(recalledText.startsWith(`Recalled by ${env.HW_AGENT_NAME} at `), `recall shown as ${recalledText}`);
   // A change of agent: a hand-off to the second agent, verified and shown.
   const second = (await cliAs(env.HW_AGENT2_HOME, "whoami", "--address")).trim();
   await cliAs(env.HW_AGENT2_HOME, "on-duty", "on"); // publishes its device list, which a hand-off names

@@ -293,8 +293,8 @@ class Widget {
     }
     const li = el("li", { class: m.outgoing ? "hw-out" : "hw-in", "data-id": m.id });
     const who = el("span", { class: "hw-who" }, m.outgoing ? "You" : (m.senderName ?? "Clinic"));
-    const text = el("span", { class: "hw-text" }); // peer text: textContent only
-    text.textContent = m.text;
+    const text = el("span", { class: m.recalled ? "hw-text hw-recalled" : "hw-text" }); // textContent only
+    text.textContent = m.recalled ?? m.text;
     const time = new Date(m.sentAtMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const meta = el("span", { class: "hw-meta" }, m.outgoing ? `${time} · ${STATE_TEXT[m.state ?? "sent"]}` : time);
     if (m.outgoing) li.dataset.state = m.state ?? "";

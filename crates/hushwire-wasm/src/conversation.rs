@@ -765,6 +765,13 @@ impl Clinic {
     }
 }
 
+/// How long after a message its sender may recall it, judged on the relay's times
+/// (`docs/conversations.md` §8.3): `hushwire::payload::RECALL_WINDOW_MS`.
+#[wasm_bindgen(js_name = recallWindowMs)]
+pub fn recall_window_ms() -> f64 {
+    to_f64(hushwire::payload::RECALL_WINDOW_MS)
+}
+
 /// The hex id of a conversation, for callers comparing with `DecodedPayload.conversation`.
 #[wasm_bindgen(js_name = conversationHex)]
 pub fn conversation_hex(conversation: &[u8]) -> Result<String> {

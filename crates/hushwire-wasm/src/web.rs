@@ -532,10 +532,13 @@ pub fn decode_payload(plaintext: &[u8]) -> Result<DecodedPayload> {
                 ..empty
             },
             Payload::Recall {
-                conversation, id, ..
+                conversation,
+                id,
+                recalled_at_ms,
             } => DecodedPayload {
                 kind: "recall",
                 message_id: id.to_string(),
+                sent_at_ms: recalled_at_ms,
                 conversation: conversation.to_string(),
                 ..empty
             },
@@ -571,7 +574,8 @@ impl DecodedPayload {
     pub fn message_id(&self) -> String {
         self.message_id.clone()
     }
-    /// A message's sender clock, Unix milliseconds.
+    /// A message's sender clock, Unix milliseconds (a recall's `recalled_at_ms`: shown, not
+    /// trusted).
     #[wasm_bindgen(getter, js_name = sentAtMs)]
     pub fn sent_at_ms(&self) -> f64 {
         #[allow(clippy::cast_precision_loss)]
