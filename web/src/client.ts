@@ -7,7 +7,10 @@
 import * as hw from "./wasm";
 import { SealedStore } from "./store";
 
-export type MessageState = "queued" | "sent" | "delivered" | "failed";
+// "held": a clinic conversation's message written while no agent is on it (waiting in the
+// queue): stored, sealed to the archive, and shared with the agent who claims (conversations.md
+// §4.5); nobody else holds a session to send it to yet.
+export type MessageState = "queued" | "held" | "sent" | "delivered" | "failed";
 
 export interface ChatMessage {
   id: string; // 32 hex digits
@@ -17,6 +20,15 @@ export interface ChatMessage {
   state?: MessageState;
   seq?: number; // the record's number: stored as `msg:<peer>:<seq>`, one record per message
   ciphertext?: string; // hex; an encrypted queued message not yet taken by the relay
+  // Clinic conversations (docs/conversations.md):
+  epoch?: number; // the membership epoch it was written at
+  sender?: string; // incoming: the sending device (a verified member at `epoch`)
+  senderName?: string; // incoming: the sender's certified name, from the verified membership
+  notice?: boolean; // a membership event (who joined or left), not a message
+  envelopes?: [string, string][]; // outgoing: [recipient device, ciphertext hex] not yet sent
+  archived?: boolean; // false: its archive copy is not filed yet
+  serverTimeMs?: number; // incoming: the relay's time of its delivery (recall window, §8.3)
+  recalled?: string; // "Recalled by Name at HH:MM": shown instead of the text, which is kept
 }
 
 export interface Conversation {
@@ -55,11 +67,27 @@ interface Meta {
   relayKeyFingerprint?: string;
   registered: boolean;
   peers: string[];
+  clinic?: ClinicState;
+}
+
+/** The patient's conversation with the clinic (docs/conversations.md §5.1). */
+interface ClinicState {
+  id: string; // the conversation id, 32 hex digits
+  changes: string[]; // the verified membership changes, hex, in epoch order
+  deviceList: boolean; // this device's device list is published (rule 14)
+  opened: boolean; // the relay accepted OpenConversation
+}
+
+/** The pseudo-peer a clinic conversation's messages are kept under (`msg:conv:<id>:<seq>`). */
+export function conversationPeer(id: string): string {
+  return `conv:${id}`;
 }
 
 export interface ClientEvents {
   onChange?(peer: string): void;
   onStatus?(text: string, connected: boolean): void;
+  /** The clinic conversation's verified membership changed (or was first learned). */
+  onMembership?(): void;
 }
 
 const DEVICE_ID = 1;
@@ -112,6 +140,10 @@ export class HushwireClient {
   private flushing?: Promise<void>;
   private inbox: hw.Incoming[] = [];
   private draining?: Promise<void>;
+  /** Clinic mode: the patient's conversation with the clinic, verified in WebAssembly. */
+  private membership?: hw.Membership;
+  /** The clinic's archive policy (hex), verified under the clinic's key, if it has one. */
+  private archivePolicy?: string;
 
   private constructor(
     readonly store: SealedStore,
@@ -119,13 +151,19 @@ export class HushwireClient {
     private meta: Meta,
     private relayUrl: string,
     private events: ClientEvents,
+    private clinic?: hw.Clinic,
   ) {}
 
-  /** Opens the client's state from `store`, creating an account the first time. */
+  /**
+   * Opens the client's state from `store`, creating an account the first time. With `clinic`
+   * the client is a patient writing to the clinic: it opens one conversation with it (waiting
+   * in the clinic's queue until an agent claims it), kept under `clinicPeer`.
+   */
   static async open(
     store: SealedStore,
     relayUrl: string,
     events: ClientEvents = {},
+    clinic?: hw.Clinic,
   ): Promise<HushwireClient> {
     const sealedAccount = await store.getBytes("account");
     let account: hw.Account;
@@ -137,12 +175,26 @@ export class HushwireClient {
       meta = { registered: false, peers: [] };
       await store.put({ account: account.seal(store.storageKey), meta });
     }
-    const client = new HushwireClient(store, account, meta, relayUrl, events);
+    const client = new HushwireClient(store, account, meta, relayUrl, events, clinic);
     client.relayKeyFingerprint = meta.relayKeyFingerprint ?? "";
     const decoder = new TextDecoder();
+    // Every session, also those with the members of a clinic conversation (not peers).
+    for (const [name, sealed] of await store.getPrefix("session:")) {
+      client.sessions.set(name.slice("session:".length), hw.Session.unseal(sealed, store.storageKey));
+    }
+    if (clinic) {
+      if (!meta.clinic) {
+        // The conversation id is chosen now; the relay learns it when the conversation opens.
+        meta.clinic = { id: toHex(hw.newConversationId()), changes: [], deviceList: false, opened: false };
+        meta.peers.push(conversationPeer(meta.clinic.id));
+        await store.put({ meta, [`conversation:${conversationPeer(meta.clinic.id)}`]: { peer: conversationPeer(meta.clinic.id) } });
+      }
+      // The stored history is verified again, change by change, as it is loaded.
+      client.membership = new hw.Membership(clinic, fromHex(meta.clinic.id));
+      const now = Math.floor(Date.now() / 1000);
+      for (const change of meta.clinic.changes) client.membership.apply(fromHex(change), now);
+    }
     for (const peer of meta.peers) {
-      const sealed = await store.getBytes(`session:${peer}`);
-      if (sealed) client.sessions.set(peer, hw.Session.unseal(sealed, store.storageKey));
       const stored = await store.getJson<Partial<Conversation>>(`conversation:${peer}`);
       const conversation: Conversation = { peer, messages: [], agentName: stored?.agentName };
       const records = await store.getPrefix(`msg:${peer}:`);
@@ -230,6 +282,8 @@ export class HushwireClient {
     this.socket = undefined;
     for (const s of this.sessions.values()) s.free();
     this.sessions.clear();
+    this.membership?.free();
+    this.membership = undefined;
     this.account.free();
     this.store.close();
   }
@@ -289,6 +343,9 @@ export class HushwireClient {
       } else if (frame.kind === "deliver") {
         this.inbox.push(frame);
         this.scheduleDrain();
+      } else if (frame.kind === "queue" && frame.queueKind === "membershipChanged") {
+        // A change the relay accepted, pushed to member devices: verified here in order.
+        void this.serial.run(() => this.learnPushed(frame)).catch(() => undefined);
       }
     };
     socket.onclose = (event) => {
@@ -359,6 +416,7 @@ export class HushwireClient {
       await this.store.put({ meta: this.meta });
     }
     this.backoffMs = 1000;
+    if (this.clinic) await this.syncConversation();
     this.status("Connected", true);
     // The queue: everything not yet held by the relay goes now, in order.
     this.scheduleFlush();
@@ -427,6 +485,10 @@ export class HushwireClient {
   private async flush(): Promise<void> {
     for (const c of this.conversations.values()) {
       if (!this.authenticated) return;
+      if (this.membership && c.peer === this.clinicPeer) {
+        await this.flushConversation(c);
+        continue;
+      }
       const queued = c.messages.filter((m) => m.outgoing && m.state === "queued");
       if (queued.length === 0) continue;
       let session: hw.Session;
@@ -509,6 +571,8 @@ export class HushwireClient {
     const receipts = new Map<string, string[]>();
     let accepted = false;
     let metaChanged = false;
+    const convReceipts = new Map<string, string[]>();
+    let convChanged = false;
     for (const frame of frames) {
       const peer = frame.sender;
       serverIds.push(frame.serverIds);
@@ -541,6 +605,14 @@ export class HushwireClient {
       try {
         payload = hw.decodePayload(plaintext);
       } catch {
+        continue;
+      }
+      if (payload.conversation !== "") {
+        // A clinic conversation's payload: checked against the verified membership.
+        if (await this.conversationInbound(peer, frame.serverTimeMs, payload, records, convReceipts)) {
+          convChanged = true;
+        }
+        payload.free();
         continue;
       }
       let conversation = this.conversations.get(peer);
@@ -584,6 +656,18 @@ export class HushwireClient {
       if (!session) continue;
       outgoing.push([peer, chunks(ids, 64).map((part) => session.encrypt(hw.encodeReceipt(part)))]);
     }
+    const convOutgoing: [string, Uint8Array][] = [];
+    const membership = this.membership;
+    if (membership) {
+      for (const [peer, ids] of convReceipts) {
+        const session = this.sessions.get(peer);
+        if (!session) continue;
+        for (const part of chunks(ids, 256)) {
+          convOutgoing.push([peer, session.encrypt(hw.encodeConversationReceipt(membership.conversationId, part))]);
+        }
+      }
+      if (convChanged) records.meta = this.meta;
+    }
     for (const peer of touched) {
       const session = this.sessions.get(peer);
       if (session) records[`session:${peer}`] = session.seal(this.store.storageKey);
@@ -594,7 +678,14 @@ export class HushwireClient {
     // prekey used up) are durable before the relay may delete the envelopes.
     if (Object.keys(records).length > 0) await this.store.put(records);
     for (const peer of touched) this.events.onChange?.(peer);
+    if (convChanged) this.events.onChange?.(this.clinicPeer);
     const answers: Promise<unknown>[] = [];
+    if (membership && convOutgoing.length > 0) {
+      // Delivered receipts to each member device that wrote, in ConversationSend (§8.2).
+      for (const group of chunks(convOutgoing, ENVELOPES_PER_FRAME)) {
+        answers.push(this.sendToMembers(group).catch(() => undefined));
+      }
+    }
     if (serverIds.length > 0) {
       answers.push(this.call((id) => hw.ackFrame(id, concat(serverIds))).catch(() => undefined));
     }
@@ -607,6 +698,449 @@ export class HushwireClient {
       }
     }
     await Promise.all(answers);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // The clinic conversation (docs/conversations.md): the patient's side
+  // ------------------------------------------------------------------------------------------
+
+  /** The pseudo-peer the clinic conversation's messages are kept under ("" without a clinic). */
+  get clinicPeer(): string {
+    return this.meta.clinic ? conversationPeer(this.meta.clinic.id) : "";
+  }
+
+  /** The clinic conversation's id, 32 hex digits ("" without a clinic). */
+  get conversationId(): string {
+    return this.meta.clinic?.id ?? "";
+  }
+
+  /** Whether the relay accepted the conversation (it is in the clinic's queue or claimed). */
+  get conversationOpen(): boolean {
+    return this.meta.clinic?.opened ?? false;
+  }
+
+  /**
+   * The agents on the conversation now, each as "Name — verified agent of Clinic": the name is
+   * that of the clinic certificate which the membership change adding them carried, verified
+   * in WebAssembly under the clinic's key (rules 6 and 7). Empty while it waits in the queue.
+   */
+  verifiedAgents(): string[] {
+    const m = this.membership;
+    if (!m || !this.clinic) return [];
+    const clinicName = this.clinic.name;
+    return m
+      .members()
+      .filter((x) => x.role === "agent")
+      .map((x) => `${x.name} — verified agent of ${clinicName}`);
+  }
+
+  /** Run at every login (inside `serial`): publish, open, catch up on the history, policy. */
+  private async syncConversation(): Promise<void> {
+    const state = this.meta.clinic;
+    const clinic = this.clinic;
+    if (!state || !clinic || !this.membership) return;
+    if (!state.deviceList) {
+      // Rule 14: the relay checks the opening change's devices against the patient's list.
+      const answer = await this.call((id) => this.account.publishDeviceListFrame(id, 1));
+      // ListRefused: a list of this identity is held already (published before a crash).
+      if (answer.kind !== "ok" && answer.errorName !== "ListRefused") {
+        throw new Error(`the device list was refused: ${answer.errorName}`);
+      }
+      state.deviceList = true;
+      await this.store.put({ meta: this.meta });
+    }
+    if (!state.opened) {
+      // A change signed before a reload but never confirmed was not kept: sign it anew.
+      const membership = new hw.Membership(clinic, fromHex(state.id));
+      this.membership.free();
+      this.membership = membership;
+      const answer = await this.call((id) =>
+        this.account.openConversationFrame(membership, id, Math.floor(Date.now() / 1000)),
+      );
+      if (answer.kind === "ok") {
+        state.opened = true;
+        await this.store.put({ ...this.recordChanges(0), meta: this.meta });
+        this.events.onChange?.(this.clinicPeer);
+      } else if (answer.errorName === "ConversationExists") {
+        // Opened before a reload with another signature: the relay's history is fetched below.
+        state.opened = true;
+        this.membership = new hw.Membership(clinic, fromHex(state.id));
+        membership.free();
+        await this.store.put({ meta: this.meta });
+      } else {
+        this.membership = new hw.Membership(clinic, fromHex(state.id));
+        membership.free();
+        throw new Error(`the clinic refused the conversation: ${answer.errorName}`);
+      }
+    }
+    await this.refreshMembership();
+    // The clinic's archive policy (§7.1): used only if it verifies under the clinic's key.
+    const policy = await this.call((id) => hw.fetchArchivePolicyFrame(id)).catch(() => undefined);
+    const bytes = policy?.archivePolicy;
+    if (bytes && bytes.length > 0) {
+      try {
+        clinic.verifyArchivePolicy(bytes);
+        this.archivePolicy = toHex(bytes);
+      } catch {
+        this.archivePolicy = undefined;
+      }
+    }
+    this.events.onMembership?.();
+  }
+
+  /**
+   * Notes the changes verified from index `from` on in `meta.clinic.changes` and as notices in
+   * the conversation; returns the records to store (the caller stores them with `meta`).
+   */
+  private recordChanges(from: number): Record<string, object> {
+    const m = this.membership;
+    const state = this.meta.clinic;
+    const records: Record<string, object> = {};
+    if (!m || !state) return records;
+    const peer = this.clinicPeer;
+    const c = this.conversations.get(peer);
+    for (let i = from; i < m.nextEpoch; i++) {
+      if (i >= state.changes.length) state.changes.push(toHex(m.change(i)));
+      if (!c) continue;
+      const notice: ChatMessage = {
+        id: `change-${i}`,
+        outgoing: false,
+        notice: true,
+        text: m.describe(i),
+        sentAtMs: Date.now(),
+      };
+      if (this.byId.has(`${peer}|${notice.id}`)) continue;
+      this.remember(peer, c, notice);
+      records[messageKey(peer, notice.seq ?? 0)] = notice;
+    }
+    return records;
+  }
+
+  /** Applies changes in order; returns the fingerprints of agents who joined. Throws on the first refusal. */
+  private applyChanges(changes: Uint8Array[]): string[] {
+    const m = this.membership;
+    if (!m) return [];
+    const agentsBefore = new Set(m.members().filter((x) => x.role === "agent").map((x) => x.fingerprint));
+    const now = Math.floor(Date.now() / 1000);
+    for (const change of changes) m.apply(change, now);
+    return m
+      .members()
+      .filter((x) => x.role === "agent" && !agentsBefore.has(x.fingerprint))
+      .map((x) => x.fingerprint);
+  }
+
+  /** Fetches the history from the verified head, verifies and keeps it (inside `serial`). */
+  private async refreshMembership(): Promise<void> {
+    const m = this.membership;
+    const state = this.meta.clinic;
+    if (!m || !state?.opened) return;
+    for (let round = 0; round < 16; round++) {
+      const from = m.nextEpoch;
+      const answer = await this.call((id) => hw.fetchMembershipFrame(id, m.conversationId, from));
+      if (answer.queueKind !== "membership" || answer.changeCount === 0) return;
+      const changes: Uint8Array[] = [];
+      for (let i = 0; i < answer.changeCount; i++) changes.push(answer.change(i));
+      let joined: string[] = [];
+      let refused: Error | undefined;
+      try {
+        joined = this.applyChanges(changes);
+      } catch (e) {
+        refused = e as Error; // what verified before the refused change is kept
+      }
+      await this.afterChanges(from, joined);
+      if (refused) throw refused;
+    }
+  }
+
+  /** A pushed change: applied when it is the next one, else the history is fetched. */
+  private async learnPushed(frame: hw.Incoming): Promise<void> {
+    const m = this.membership;
+    if (!m || !this.meta.clinic?.opened) return;
+    const from = m.nextEpoch;
+    let joined: string[];
+    try {
+      joined = this.applyChanges([frame.change(0)]);
+    } catch {
+      await this.refreshMembership(); // a gap (or another conversation's): fetch and verify
+      return;
+    }
+    await this.afterChanges(from, joined);
+  }
+
+  /** Stores newly verified changes, shows them, and shares waiting messages with new agents. */
+  private async afterChanges(from: number, joinedAgents: string[]): Promise<void> {
+    if (!this.membership || this.membership.nextEpoch === from) return;
+    const records = this.recordChanges(from);
+    await this.store.put({ ...records, meta: this.meta });
+    this.events.onChange?.(this.clinicPeer);
+    this.events.onMembership?.();
+    for (const agent of joinedAgents) {
+      await this.shareWaiting(agent).catch(() => undefined);
+    }
+    this.scheduleFlush();
+  }
+
+  /**
+   * §4.5: what this patient wrote while no agent was on the conversation is shared with the
+   * agent who joined, in HistoryShare payloads to each of the agent's member devices.
+   */
+  private async shareWaiting(agentFingerprint: string): Promise<void> {
+    const m = this.membership;
+    const c = this.conversations.get(this.clinicPeer);
+    if (!m || !c) return;
+    const agent = m.members().find((x) => x.fingerprint === agentFingerprint);
+    if (!agent) return;
+    const waiting = c.messages.filter(
+      (x) => x.outgoing && !x.notice && x.epoch !== undefined && x.state !== "queued" && !m.agentOnAt(x.epoch),
+    );
+    if (waiting.length === 0) return;
+    const payloads = chunks(waiting, 32).map((group) =>
+      hw.encodeHistoryShare(
+        m.conversationId,
+        this.address,
+        concat(group.map((x) => fromHex(x.id))),
+        Float64Array.from(group, (x) => x.epoch ?? 0),
+        Float64Array.from(group, (x) => x.sentAtMs),
+        group.map((x) => x.text),
+      ),
+    );
+    const envelopes: [string, Uint8Array][] = [];
+    const records: Record<string, Uint8Array | object> = {};
+    for (const device of agent.devices) {
+      const session = await this.sessionFor(device);
+      for (const p of payloads) envelopes.push([device, session.encrypt(p)]);
+      records[`session:${device}`] = session.seal(this.store.storageKey);
+    }
+    await this.store.put(records);
+    let shared = false;
+    for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
+      const answer = await this.sendToMembers(group);
+      shared ||= answer.kind === "sent";
+    }
+    if (shared) {
+      const updated: Record<string, object> = {};
+      for (const x of waiting) {
+        if (x.state === "held") {
+          x.state = "sent";
+          updated[messageKey(c.peer, x.seq ?? 0)] = x;
+        }
+      }
+      await this.store.put(updated);
+      this.events.onChange?.(c.peer);
+    }
+  }
+
+  /** One `ConversationSend` frame at the verified head epoch. */
+  private sendToMembers(envelopes: [string, Uint8Array][]): Promise<hw.Incoming> {
+    const m = this.membership;
+    if (!m) return Promise.reject(new Error("no clinic conversation"));
+    const parts = envelopes.map(([, ct]) => ct);
+    return this.call((id) =>
+      hw.conversationSendFrame(
+        id,
+        m.conversationId,
+        m.nextEpoch,
+        envelopes.map(([to]) => to),
+        concat(parts),
+        Uint32Array.from(parts, (p) => p.length),
+      ),
+    );
+  }
+
+  /**
+   * The clinic conversation's queued messages (inside `serial`): each encrypted once per other
+   * member device at the verified head epoch (pairwise fan-out, §2), stored with the sessions,
+   * then sent in `ConversationSend` frames. Written while no agent is on it, a message is
+   * "held" (shared when an agent claims, §4.5). `StaleEpoch` or `NotOnConversation`: the
+   * history is fetched and the stored ciphertexts go again to the devices still members
+   * (§4.4); a removed device gets nothing, and a message none of whose recipients stayed is
+   * encrypted again for the members at the new head.
+   */
+  private async flushConversation(c: Conversation): Promise<void> {
+    const m = this.membership;
+    if (!m || !this.meta.clinic?.opened) return;
+    const queued = c.messages.filter((x) => x.outgoing && x.state === "queued");
+    const fresh = queued.filter((x) => x.envelopes === undefined);
+    if (fresh.length > 0) {
+      const epoch = m.nextEpoch;
+      const recipients = m.recipients(this.address);
+      const records: Record<string, Uint8Array | object> = {};
+      const sessions: hw.Session[] = [];
+      try {
+        for (const to of recipients) sessions.push(await this.sessionFor(to));
+      } catch {
+        return; // a member's bundle is not available now: stays queued
+      }
+      for (const x of fresh) {
+        x.epoch = epoch;
+        const payload = hw.encodeConversationMessage(m.conversationId, epoch, fromHex(x.id), x.sentAtMs, x.text);
+        x.envelopes = recipients.map((to, i) => [to, toHex(sessions[i].encrypt(payload))]);
+        if (recipients.length === 0) {
+          x.state = "held";
+          delete x.envelopes;
+        }
+        if (this.archivePolicy) x.archived = false;
+        records[messageKey(c.peer, x.seq ?? 0)] = x;
+      }
+      recipients.forEach((to, i) => (records[`session:${to}`] = sessions[i].seal(this.store.storageKey)));
+      // As for two-party messages: the ratchet state is stored before any ciphertext leaves.
+      await this.store.put(records);
+      this.events.onChange?.(c.peer);
+    }
+    const sending = c.messages.filter((x) => x.outgoing && x.state === "queued" && x.envelopes);
+    const updated: Record<string, object> = {};
+    let requeued = false;
+    for (let attempt = 0; attempt < 2 && sending.length > 0; attempt++) {
+      const inFlight = sending.map((x) => ({
+        x,
+        answers: chunks(x.envelopes ?? [], ENVELOPES_PER_FRAME).map((group) =>
+          this.sendToMembers(group.map(([to, ct]) => [to, fromHex(ct)])).catch(() => undefined),
+        ),
+      }));
+      let stale = false;
+      const again: ChatMessage[] = [];
+      for (const { x, answers } of inFlight) {
+        const results = await Promise.all(answers);
+        if (results.every((a) => a?.kind === "sent")) {
+          x.state = "sent";
+          delete x.envelopes;
+          updated[messageKey(c.peer, x.seq ?? 0)] = x;
+        } else {
+          stale ||= results.some((a) => a?.errorName === "StaleEpoch" || a?.errorName === "NotOnConversation");
+          again.push(x);
+        }
+      }
+      sending.splice(0, sending.length, ...again);
+      if (!stale || sending.length === 0) break;
+      await this.refreshMembership();
+      const members = new Set(m.recipients(this.address));
+      for (const x of sending) {
+        x.envelopes = (x.envelopes ?? []).filter(([to]) => members.has(to));
+        if (x.envelopes.length === 0) {
+          // Every device it was encrypted for has left, and the relay took no copy (all its
+          // frames were refused): nobody has read it, so it is written again, at the verified
+          // head, for the members now (or held for the next agent if none is on).
+          delete x.envelopes;
+          delete x.epoch;
+          requeued = true;
+        }
+        updated[messageKey(c.peer, x.seq ?? 0)] = x;
+      }
+      sending.splice(0, sending.length, ...sending.filter((x) => x.envelopes));
+    }
+    await this.fileArchive(c, updated);
+    if (Object.keys(updated).length > 0) {
+      await this.store.put(updated);
+      this.events.onChange?.(c.peer);
+    }
+    if (requeued) this.scheduleFlush();
+  }
+
+  /** §7.3: each message not yet archived is sealed to the clinic's archive key and filed. */
+  private async fileArchive(c: Conversation, updated: Record<string, object>): Promise<void> {
+    const m = this.membership;
+    const policy = this.archivePolicy;
+    if (!m || !policy || !this.clinic) return;
+    for (const x of c.messages) {
+      if (!x.outgoing || x.archived !== false || x.epoch === undefined || x.state === "queued") continue;
+      const payload = hw.encodeConversationMessage(m.conversationId, x.epoch, fromHex(x.id), x.sentAtMs, x.text);
+      const clinic = this.clinic;
+      const answer = await this.call((id) =>
+        clinic.putArchiveFrame(id, fromHex(policy), m.conversationId, this.address, x.epoch ?? 0, payload),
+      ).catch(() => undefined);
+      if (answer?.kind !== "ok") return; // tried again at the next flush
+      x.archived = true;
+      updated[messageKey(c.peer, x.seq ?? 0)] = x;
+    }
+  }
+
+  /**
+   * A clinic conversation payload from `peer` (inside `receive`): a message is kept only if its
+   * sender was a member that writes at its epoch (fetched first if not verified yet);
+   * receipts mark this patient's messages delivered. Returns whether anything changed.
+   */
+  private async conversationInbound(
+    peer: string,
+    serverTimeMs: number,
+    payload: hw.DecodedPayload,
+    records: Record<string, Uint8Array | object>,
+    receipts: Map<string, string[]>,
+  ): Promise<boolean> {
+    const m = this.membership;
+    const c = this.conversations.get(this.clinicPeer);
+    if (!m || !c || payload.conversation !== this.meta.clinic?.id) return false;
+    const cp = c.peer;
+    if (payload.kind === "conversationMessage" || payload.kind === "conversationBinary") {
+      if (payload.epoch >= m.nextEpoch) await this.refreshMembership().catch(() => undefined);
+      if (this.byId.has(`${cp}|${payload.messageId}`)) {
+        receipts.set(peer, [...(receipts.get(peer) ?? []), payload.messageId]);
+        return false;
+      }
+      const member = m.writerAt(payload.epoch, peer);
+      const name = m.staffName(fingerprintOf(peer));
+      const x: ChatMessage = member
+        ? {
+            id: payload.messageId,
+            outgoing: false,
+            text: payload.kind === "conversationMessage" ? payload.text : "(an attachment this chat cannot show)",
+            sentAtMs: payload.sentAtMs,
+            epoch: payload.epoch,
+            sender: peer,
+            senderName: name || undefined,
+            serverTimeMs,
+          }
+        : {
+            id: `refused-${payload.messageId}`,
+            outgoing: false,
+            notice: true,
+            text: "A message from a device that was not on the conversation was refused.",
+            sentAtMs: Date.now(),
+          };
+      this.remember(cp, c, x);
+      records[messageKey(cp, x.seq ?? 0)] = x;
+      if (member) receipts.set(peer, [...(receipts.get(peer) ?? []), payload.messageId]);
+      return true;
+    }
+    if (payload.kind === "conversationDelivered" || payload.kind === "conversationRead") {
+      let changed = false;
+      for (const id of payload.receiptIds) {
+        const x = this.byId.get(`${cp}|${id}`);
+        if (x?.outgoing && x.state !== "delivered") {
+          x.state = "delivered";
+          delete x.envelopes;
+          records[messageKey(cp, x.seq ?? 0)] = x;
+          changed = true;
+        }
+      }
+      return changed;
+    }
+    if (payload.kind === "recall") {
+      // §8.3: only the message's sender (same identity) within 10 minutes on the relay's
+      // clock. The text is withheld from display, not erased; a refused recall is shown.
+      const x = this.byId.get(`${cp}|${payload.messageId}`);
+      const sameSender = x?.sender !== undefined && fingerprintOf(x.sender) === fingerprintOf(peer);
+      const inTime =
+        x?.serverTimeMs !== undefined && serverTimeMs - x.serverTimeMs <= hw.recallWindowMs();
+      if (x && sameSender && inTime) {
+        if (x.recalled) return false;
+        const at = new Date(payload.sentAtMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+        x.recalled = `Recalled by ${x.senderName ?? "the clinic"} at ${at}`;
+        records[messageKey(cp, x.seq ?? 0)] = x;
+        return true;
+      }
+      const notice: ChatMessage = {
+        id: `refused-recall-${payload.messageId}-${serverTimeMs}`,
+        outgoing: false,
+        notice: true,
+        text: "A recall was refused: too late, or not from the message's sender.",
+        sentAtMs: Date.now(),
+      };
+      this.remember(cp, c, notice);
+      records[messageKey(cp, notice.seq ?? 0)] = notice;
+      return true;
+    }
+    // History shares and staff notes are not for a patient's device.
+    return false;
   }
 
   /** The agent's certified name, if the relay holds a certificate that `clinic` verifies. */

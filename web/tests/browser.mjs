@@ -527,6 +527,170 @@ await step("console_chats_with_cli", page, async () => {
   return safety;
 });
 
+// The clinic mode (no data-agent): the widget opens a conversation with the clinic, which
+// waits in the queue; the CLI agent goes on duty, sees it in `hushwire queue` and claims it. The
+// widget verifies the membership in WebAssembly and shows "Name — verified agent of Clinic";
+// what the patient wrote while waiting is shared with the agent who claims; both write; markup
+// from the agent is text; the agent hands the conversation to a second agent, which the widget
+// shows; the second agent (a supervisor too) reads the widget's archive copies.
+async function cliAs(home, ...args) {
+  const { stdout } = await run(env.HW_CLI, ["--home", home, ...args], {
+    env: { ...env, NO_COLOR: "1" },
+    timeout: 60_000,
+  });
+  return stdout;
+}
+
+async function receivesAs(home, wanted, timeoutMs = 60_000) {
+  const got = [];
+  const until = Date.now() + timeoutMs;
+  while (!wanted.every((w) => got.includes(w)) && Date.now() < until) {
+    const out = await cliAs(home, "recv", "--json", "--wait", "3").catch((e) => {
+      if (typeof e?.stdout !== "string") throw e;
+      return e.stdout;
+    });
+    for (const line of out.split("\n")) {
+      if (!line.trim()) continue;
+      const j = JSON.parse(line);
+      if (typeof j.text === "string") got.push(j.text);
+    }
+  }
+  return got;
+}
+
+await step("clinic_conversation_with_cli_agent", page, async () => {
+  const t0 = Date.now();
+  await page.goto(`${BASE}/widget-clinic.html`);
+  await page.waitForSelector("#hw-passphrase", { state: "visible" });
+  await unlock(page);
+  await connected(page);
+  const conv = await page.getAttribute(".hw-widget", "data-conversation");
+  assert(/^[0-9a-f]{32}$/.test(conv), `conversation id ${conv}`);
+  await page.waitForFunction(() => /Waiting for the clinic/.test(document.querySelector(".hw-agent")?.textContent ?? ""), null, {
+    timeout: 30_000,
+  });
+  // Written while the conversation waits in the queue: held, then shared with the claiming agent.
+  const WAITING = "I have had a rash since Monday <b>(waiting)</b>";
+  await send(page, WAITING);
+  await page.waitForSelector('.hw-out[data-state="held"]', { timeout: 30_000 });
+  await cli("on-duty", "on");
+  const queue = await cli("queue");
+  assert(queue.includes(conv), `the queue does not list ${conv}:\n${queue}`);
+  const tClaim = Date.now();
+  await cli("claim", conv);
+  const agentLine = `${env.HW_AGENT_NAME} — verified agent of Test Clinic`;
+  await page.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, agentLine, {
+    timeout: 30_000,
+  });
+  const claimShownMs = Date.now() - tClaim;
+  await page.waitForFunction(
+    (want) => [...document.querySelectorAll(".hw-notice")].some((e) => e.textContent === `${want} joined the conversation`),
+    agentLine,
+    { timeout: 30_000 },
+  );
+  // The waiting message went to the agent in a history share.
+  await page.waitForSelector('.hw-out[data-state="sent"], .hw-out[data-state="delivered"]', { timeout: 30_000 });
+  await send(page, "Since the claim: it itches");
+  const got = await receivesAs(env.HW_AGENT_HOME, [WAITING, "Since the claim: it itches"]);
+  assert(got.includes(WAITING), `the waiting message did not reach the agent: ${JSON.stringify(got)}`);
+  assert(got.includes("Since the claim: it itches"), `the agent received ${JSON.stringify(got)}`);
+  await page.waitForSelector('.hw-out[data-state="delivered"]', { timeout: 30_000 });
+  // The agent writes to the conversation; markup is shown as text, with the verified name.
+  await cli("send", conv, "Thanks, I see it. <img src=x onerror=\"window.__pwned=3\">");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent.startsWith("Thanks, I see it.")),
+    null,
+    { timeout: 30_000 },
+  );
+  const who = await page.$$eval(".hw-in .hw-who", (els) => els.map((e) => e.textContent));
+  assert(who.includes(env.HW_AGENT_NAME), `the reply is shown from ${JSON.stringify(who)}`);
+  assert((await page.$$(".hw-widget img, .hw-widget b")).length === 0, "markup rendered");
+  assert((await page.evaluate(() => window.__pwned)) === undefined, "injected code ran");
+  // §8.3: the agent recalls that reply: shown as recalled by the agent, the text withheld.
+  const replyId = await page.$$eval(".hw-in", (els) =>
+    els.find((e) => e.querySelector(".hw-text")?.textContent.startsWith("Thanks, I see it."))?.dataset.id,
+  );
+  await cli("recall", conv, replyId);
+  await page.waitForFunction(
+    (id) => /^Recalled by /.test(document.querySelector(`.hw-in[data-id="${id}"] .hw-text`)?.textContent ?? ""),
+    replyId,
+    { timeout: 30_000 },
+  );
+  const recalledText = await page.textContent(`.hw-in[data-id="${replyId}"] .hw-text`);
+  assert(recalledText.startsWith(`Recalled by ${env.HW_AGENT_NAME} at `), `recall shown as ${recalledText}`);
+  // A change of agent: a hand-off to the second agent, verified and shown.
+  const second = (await cliAs(env.HW_AGENT2_HOME, "whoami", "--address")).trim();
+  await cliAs(env.HW_AGENT2_HOME, "on-duty", "on"); // publishes its device list, which a hand-off names
+  await cli("handoff", conv, second, "--note", "Rash since Monday");
+  const secondLine = `${env.HW_AGENT2_NAME} — verified agent of Test Clinic`;
+  await page.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, secondLine, {
+    timeout: 30_000,
+  });
+  await page.waitForFunction(
+    (gone) => [...document.querySelectorAll(".hw-notice")].some((e) => e.textContent === `${gone} left the conversation`),
+    agentLine,
+    { timeout: 30_000 },
+  );
+  await cliAs(env.HW_AGENT2_HOME, "send", conv, "Second agent here.");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent === "Second agent here."),
+    null,
+    { timeout: 30_000 },
+  );
+  await send(page, "Hello second agent");
+  const got2 = await receivesAs(env.HW_AGENT2_HOME, ["Hello second agent"]);
+  assert(got2.includes("Hello second agent"), `the second agent received ${JSON.stringify(got2)}`);
+  // A reload: the stored history verifies again, the current agent is shown, and the
+  // conversation goes on.
+  await page.reload();
+  await page.waitForSelector("#hw-passphrase");
+  await unlock(page);
+  await page.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, secondLine, {
+    timeout: 30_000,
+  });
+  const kept = await page.$$eval(".hw-text", (els) => els.map((e) => e.textContent));
+  assert(kept.includes(WAITING) && kept.includes("Second agent here."), `after reload: ${JSON.stringify(kept)}`);
+  await connected(page);
+  await cliAs(env.HW_AGENT2_HOME, "send", conv, "After your reload, still here.");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent === "After your reload, still here."),
+    null,
+    { timeout: 30_000 },
+  );
+  // §4.4: the tab misses a change (its pushes are dropped here), so its next message goes out
+  // at a stale epoch, encrypted for an agent who has left. The relay refuses it (StaleEpoch);
+  // the widget fetches and verifies the history, drops the copy for the removed agent, and
+  // writes the message again for the agent on the conversation now.
+  await page.evaluate(() => {
+    window.hushwireTest.client.learnPushed = async () => undefined;
+  });
+  const first = (await cli("whoami", "--address")).trim();
+  await cliAs(env.HW_AGENT2_HOME, "handoff", conv, first, "--note", "Back to you");
+  await send(page, "Written at a stale epoch");
+  await page.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, agentLine, {
+    timeout: 30_000,
+  });
+  const gotStale = await receivesAs(env.HW_AGENT_HOME, ["Written at a stale epoch"]);
+  assert(gotStale.includes("Written at a stale epoch"), `after StaleEpoch the agent received ${JSON.stringify(gotStale)}`);
+  await page.waitForFunction(
+    () =>
+      [...document.querySelectorAll(".hw-out")].some(
+        (e) => e.querySelector(".hw-text")?.textContent === "Written at a stale epoch" && e.dataset.state === "delivered",
+      ),
+    null,
+    { timeout: 30_000 },
+  );
+  // The clinic's archive: every message the widget wrote, sealed to the archive key.
+  const keyFile = (await run("sh", ["-c", `ls ${env.HW_ORG_DIR}/archive-key-*.sealed`])).stdout.trim();
+  const archive = await cliAs(env.HW_AGENT2_HOME, "archive", conv, "--key-file", keyFile);
+  for (const text of [WAITING, "Since the claim: it itches", "Hello second agent", "Written at a stale epoch"]) {
+    assert(archive.includes(text), `the archive lacks ${text}:\n${archive}`);
+  }
+  assert(!/NOT VERIFIED/.test(archive), `archive entries flagged:\n${archive}`);
+  figures.clinicClaimShownMs = claimShownMs;
+  return `conversation ${conv}; claim shown after ${claimShownMs} ms; whole case ${Date.now() - t0} ms`;
+});
+
 await step("timings_in_chromium", page, async () => {
   await page.goto(`${BASE}/bench/index.html`);
   await page.waitForFunction(() => document.getElementById("result")?.textContent?.startsWith("{"), null, {

@@ -1,10 +1,12 @@
 // The patient widget: one script tag on a clinic's page.
 //
-//   <script src="/hushwire-widget.js" data-clinic-link="hushwire-clinic:..." data-agent="FP:ID">
+//   <script src="/hushwire-widget.js" data-clinic-link="hushwire-clinic:...">
 //
-// INTERIM: clinic conversations and the clinic queue are not available yet, so the widget
-// opens a pairwise chat with the one device address in `data-agent`. It will move to the clinic
-// queue (docs/conversations.md) when that lands; `data-agent` will then go away.
+// The patient writes to the clinic: the widget opens a conversation with it (docs/
+// conversations.md), which waits in the clinic's queue until an agent claims it; who answers is
+// shown from the membership history verified in WebAssembly ("Name — verified agent of Clinic").
+// `data-agent="FP:ID"` instead chats two-party with that one device (the earlier mode, kept for
+// clinics whose relay does not serve conversations).
 //
 // Optional: `data-lock-after` (seconds of inactivity before the screen clears and locks;
 // default 300), `data-store` (the IndexedDB store name; default "widget").
@@ -31,6 +33,7 @@ function el<K extends keyof HTMLElementTagNameMap>(
 
 const STATE_TEXT: Record<string, string> = {
   queued: "waiting to send",
+  held: "waiting for an agent",
   sent: "sent",
   delivered: "delivered",
   failed: "not sent",
@@ -49,6 +52,8 @@ class Widget {
   private clinic?: hw.Clinic;
   private relayUrl = "";
   private oneOff = false;
+  /** Whose messages are shown: the clinic conversation's pseudo-peer, or `data-agent`. */
+  private peer = "";
 
   constructor(
     private clinicLink: string,
@@ -186,12 +191,14 @@ class Widget {
     this.oneOff = store.isOneOff;
     this.root.dataset.oneOff = String(this.oneOff);
     this.root.dataset.unlockMs = String(Math.round(performance.now() - t0));
+    const clinicMode = this.agent === "";
     const client = await HushwireClient.open(store, this.relayUrl, {
       onChange: () => this.scheduleRender(),
+      onMembership: () => this.showAgents(),
       onStatus: (text, connected) => {
         this.status(text);
         this.root.dataset.connected = String(connected);
-        if (connected && this.clinic) {
+        if (connected && this.clinic && !clinicMode) {
           void client.agentName(this.clinic, this.agent).then((name) => {
             this.agentLine.textContent = name
               ? `You are talking to ${name} (verified by ${this.clinic?.name ?? "the clinic"})`
@@ -199,15 +206,22 @@ class Widget {
           });
         }
       },
-    });
+    }, clinicMode ? this.clinic : undefined);
     this.client = client;
-    await client.addPeer(this.agent);
+    if (clinicMode) {
+      this.peer = client.clinicPeer;
+      this.root.dataset.conversation = client.conversationId;
+      this.showAgents();
+    } else {
+      this.peer = this.agent;
+    }
+    await client.addPeer(this.peer);
     // Test pages only (`data-test-hooks="1"`, set by crates/hushwire-wasm/tests/browser.rs): the
     // client for API-level measurements. A clinic's page never sets it.
     if (script?.dataset.testHooks === "1") {
       (window as unknown as { hushwireTest?: object }).hushwireTest = {
         client,
-        agent: this.agent,
+        agent: this.peer,
         HushwireClient,
         SealedStore,
       };
@@ -232,7 +246,7 @@ class Widget {
       const text = input.value.trim();
       if (!text || !this.client) return;
       input.value = "";
-      void this.client.sendText(this.agent, text);
+      void this.client.sendText(this.peer, text);
     });
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) {
@@ -266,22 +280,39 @@ class Widget {
   }
 
   private render(): void {
-    const conversation = this.client?.conversations.get(this.agent);
+    const conversation = this.client?.conversations.get(this.peer);
     if (!conversation) return;
     this.list.replaceChildren(...conversation.messages.map((m) => this.item(m)));
     this.list.lastElementChild?.scrollIntoView({ block: "end" });
   }
 
   private item(m: ChatMessage): HTMLLIElement {
+    if (m.notice) {
+      // A verified membership change (or a refusal): text only, like every message.
+      return el("li", { class: "hw-notice", role: "note", "data-id": m.id }, m.text);
+    }
     const li = el("li", { class: m.outgoing ? "hw-out" : "hw-in", "data-id": m.id });
-    const who = el("span", { class: "hw-who" }, m.outgoing ? "You" : "Clinic");
-    const text = el("span", { class: "hw-text" }); // peer text: textContent only
-    text.textContent = m.text;
+    const who = el("span", { class: "hw-who" }, m.outgoing ? "You" : (m.senderName ?? "Clinic"));
+    const text = el("span", { class: m.recalled ? "hw-text hw-recalled" : "hw-text" }); // textContent only
+    text.textContent = m.recalled ?? m.text;
     const time = new Date(m.sentAtMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const meta = el("span", { class: "hw-meta" }, m.outgoing ? `${time} · ${STATE_TEXT[m.state ?? "sent"]}` : time);
     if (m.outgoing) li.dataset.state = m.state ?? "";
     li.append(who, text, meta);
     return li;
+  }
+
+  /** Clinic mode: who answers, from the verified membership. */
+  private showAgents(): void {
+    const client = this.client;
+    if (!client || this.agent !== "") return;
+    const agents = client.verifiedAgents();
+    this.agentLine.textContent = agents.length
+      ? agents.join("; ")
+      : client.conversationOpen
+        ? "Waiting for the clinic's next available agent…"
+        : "Opening a conversation with the clinic…";
+    this.root.dataset.agents = String(agents.length);
   }
 
   private touch(): void {

@@ -152,11 +152,14 @@ test('secrets stay inside WebAssembly objects', () => {
       .filter((n) => !['constructor', 'free'].includes(n) && !n.startsWith('__'))
       .sort();
   // answerChallenge returns a signed login frame and uploadPrekeysFrame public prekeys
-  // (web/, issue 16 part 2): neither carries a secret.
+  // (web/, issue 16 part 2); publishDeviceListFrame a signed device list and
+  // openConversationFrame a signed membership change (docs/conversations.md §4.2): none carries
+  // a secret.
   assert.deepEqual(methods(Account), [
     'accept', 'address', 'answerChallenge', 'deviceId', 'fingerprint',
     'generateOneTimeKemPrekeys', 'generateOneTimePrekeys', 'identityKey',
-    'oneTimeKemPrekeyCount', 'oneTimePrekeyCount', 'prekeyBundle', 'seal', 'uploadPrekeysFrame',
+    'oneTimeKemPrekeyCount', 'oneTimePrekeyCount', 'openConversationFrame', 'prekeyBundle',
+    'publishDeviceListFrame', 'seal', 'uploadPrekeysFrame',
   ]);
   assert.deepEqual(methods(Session), [
     'awaitingReply', 'decrypt', 'encrypt', 'missingMessages', 'remoteFingerprint',

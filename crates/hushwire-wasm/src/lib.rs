@@ -27,7 +27,9 @@
 // `forbid` as in every crate of the workspace: wasm-bindgen's generated glue compiles under it.
 #![forbid(unsafe_code)]
 
+mod conversation;
 mod web;
+pub use conversation::*;
 pub use web::*;
 
 use core::convert::Infallible;

@@ -6,7 +6,7 @@
 
 use core::str::FromStr as _;
 
-use hushwire::payload::{MessageId, Payload, pad};
+use hushwire::payload::{MessageId, Payload, ReceiptStatus, pad};
 use hushwire::proto::clinic::{AgentCertificate, ClinicLink};
 use hushwire::proto::codec::Codec;
 use hushwire::proto::relay::{
@@ -17,9 +17,10 @@ use hushwire::wire::PREKEY_MESSAGE_TYPE;
 use wasm_bindgen::prelude::*;
 use zeroize::Zeroizing;
 
+use crate::conversation::SharedText;
 use crate::{Account, Error, Result, StorageKey, count, os_rng, unix_seconds};
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use core::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -43,7 +44,7 @@ fn unhex32(text: &str) -> Result<[u8; 32]> {
 
 /// A device address as the CLI prints it (`hushwire whoami --address`): 64 hex digits of the
 /// identity fingerprint, a colon, the device number.
-fn parse_address(text: &str) -> Result<DeviceAddress> {
+pub(crate) fn parse_address(text: &str) -> Result<DeviceAddress> {
     let invalid = || Error::new("a device address is 64 hex digits, a colon and a device number");
     let (fp, id) = text.trim().split_once(':').ok_or_else(invalid)?;
     Ok(DeviceAddress {
@@ -52,15 +53,15 @@ fn parse_address(text: &str) -> Result<DeviceAddress> {
     })
 }
 
-fn format_address(a: &DeviceAddress) -> String {
+pub(crate) fn format_address(a: &DeviceAddress) -> String {
     format!("{}:{}", hex(&a.fingerprint), a.device_id)
 }
 
-fn frame(request_id: u32, body: FrameBody) -> Vec<u8> {
+pub(crate) fn frame(request_id: u32, body: FrameBody) -> Vec<u8> {
     Frame { request_id, body }.to_bytes()
 }
 
-fn millis(ms: f64) -> Result<u64> {
+pub(crate) fn millis(ms: f64) -> Result<u64> {
     unix_seconds(ms).map_err(|_| Error::new("a time must be whole milliseconds in 0..=2^53"))
 }
 
@@ -275,6 +276,12 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Incoming> {
     })
 }
 
+impl Incoming {
+    pub(crate) fn body(&self) -> &FrameBody {
+        &self.body
+    }
+}
+
 #[wasm_bindgen]
 impl Incoming {
     /// The request id echoed by the relay (0 for frames it sends on its own).
@@ -284,7 +291,7 @@ impl Incoming {
     }
 
     /// `challenge`, `ok`, `error`, `bundle`, `sent`, `deliver`, `prekeyCount`, `certificate`,
-    /// `wiped`, or `other`.
+    /// `wiped`, `queue` (see `queueKind`), or `other`.
     #[wasm_bindgen(getter)]
     pub fn kind(&self) -> String {
         match &self.body {
@@ -297,6 +304,7 @@ impl Incoming {
             FrameBody::PreKeyCount { .. } => "prekeyCount",
             FrameBody::Certificate(_) => "certificate",
             FrameBody::Wiped(_) => "wiped",
+            FrameBody::Queue(_) => "queue",
             _ => "other",
         }
         .to_owned()
@@ -447,6 +455,9 @@ pub struct DecodedPayload {
     sent_at_ms: u64,
     text: String,
     receipt_ids: Vec<String>,
+    conversation: String,
+    epoch: u64,
+    shared: Vec<SharedText>,
 }
 
 /// Decodes a decrypted plaintext. Throws for bytes that are not a payload.
@@ -458,6 +469,9 @@ pub fn decode_payload(plaintext: &[u8]) -> Result<DecodedPayload> {
         sent_at_ms: 0,
         text: String::new(),
         receipt_ids: Vec::new(),
+        conversation: String::new(),
+        epoch: 0,
+        shared: Vec::new(),
     };
     Ok(
         match Payload::decode_padded(plaintext).map_err(Error::new)? {
@@ -490,16 +504,67 @@ pub fn decode_payload(plaintext: &[u8]) -> Result<DecodedPayload> {
                 kind: "sentCopy",
                 ..empty
             },
-            // Conversation payloads (docs/conversations.md §8): not handled by the browser
-            // client yet, reported as "other" so the caller shows them as unreadable.
-            _ => empty,
+            // Conversation payloads (docs/conversations.md §8).
+            Payload::ConversationMessage(m) => DecodedPayload {
+                kind: if m.content_type == ContentType::Text {
+                    "conversationMessage"
+                } else {
+                    "conversationBinary"
+                },
+                message_id: m.id.to_string(),
+                sent_at_ms: m.sent_at_ms,
+                text: String::from_utf8_lossy(&m.content).into_owned(),
+                conversation: m.conversation.to_string(),
+                epoch: m.epoch,
+                ..empty
+            },
+            Payload::ConversationReceipt {
+                conversation,
+                status,
+                ids,
+            } => DecodedPayload {
+                kind: match status {
+                    ReceiptStatus::Delivered => "conversationDelivered",
+                    ReceiptStatus::Read => "conversationRead",
+                },
+                receipt_ids: ids.iter().map(ToString::to_string).collect(),
+                conversation: conversation.to_string(),
+                ..empty
+            },
+            Payload::Recall {
+                conversation,
+                id,
+                recalled_at_ms,
+            } => DecodedPayload {
+                kind: "recall",
+                message_id: id.to_string(),
+                sent_at_ms: recalled_at_ms,
+                conversation: conversation.to_string(),
+                ..empty
+            },
+            Payload::HistoryShare {
+                conversation,
+                messages,
+            } => DecodedPayload {
+                kind: "historyShare",
+                conversation: conversation.to_string(),
+                shared: messages.iter().map(SharedText::from_shared).collect(),
+                ..empty
+            },
+            Payload::StaffNote { conversation, .. } => DecodedPayload {
+                kind: "staffNote",
+                conversation: conversation.to_string(),
+                ..empty
+            },
         },
     )
 }
 
 #[wasm_bindgen]
 impl DecodedPayload {
-    /// `message`, `binary`, `receipt`, `sessionReset`, `sentCopy` or `other`.
+    /// `message`, `binary`, `receipt`, `sessionReset`, `sentCopy`; for clinic conversations
+    /// `conversationMessage`, `conversationBinary`, `conversationDelivered`, `conversationRead`,
+    /// `recall`, `historyShare`, `staffNote`; or `other`.
     #[wasm_bindgen(getter)]
     pub fn kind(&self) -> String {
         self.kind.to_owned()
@@ -509,7 +574,8 @@ impl DecodedPayload {
     pub fn message_id(&self) -> String {
         self.message_id.clone()
     }
-    /// A message's sender clock, Unix milliseconds.
+    /// A message's sender clock, Unix milliseconds (a recall's `recalled_at_ms`: shown, not
+    /// trusted).
     #[wasm_bindgen(getter, js_name = sentAtMs)]
     pub fn sent_at_ms(&self) -> f64 {
         #[allow(clippy::cast_precision_loss)]
@@ -525,6 +591,23 @@ impl DecodedPayload {
     #[wasm_bindgen(getter, js_name = receiptIds)]
     pub fn receipt_ids(&self) -> Vec<String> {
         self.receipt_ids.clone()
+    }
+    /// A conversation payload's conversation id, 32 hex digits (empty for two-party kinds).
+    #[wasm_bindgen(getter)]
+    pub fn conversation(&self) -> String {
+        self.conversation.clone()
+    }
+    /// A conversation message's membership epoch.
+    #[wasm_bindgen(getter)]
+    pub fn epoch(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let epoch = self.epoch as f64;
+        epoch
+    }
+    /// A history share's messages.
+    #[wasm_bindgen(getter)]
+    pub fn shared(&self) -> Vec<SharedText> {
+        self.shared.clone()
     }
 }
 
@@ -585,6 +668,12 @@ impl StorageKey {
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct Clinic(ClinicLink);
+
+impl Clinic {
+    pub(crate) fn link(&self) -> &ClinicLink {
+        &self.0
+    }
+}
 
 #[wasm_bindgen]
 impl Clinic {

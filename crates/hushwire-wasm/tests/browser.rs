@@ -30,6 +30,7 @@ use std::time::Duration;
 
 const PASSPHRASE: &str = "agent passphrase 1";
 const AGENT_NAME: &str = "Dr. Test Agent";
+const SECOND_AGENT_NAME: &str = "Dr. Second Agent";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -294,6 +295,66 @@ fn widget_and_client_in_chromium() {
         link_file.to_str().unwrap(),
     ]);
     let agent_address = agent_address_later();
+    // A second agent, to whom the first hands the clinic conversation (`clinic_conversation_*`).
+    let agent2 = work.join("agent2");
+    let agent2 = agent2.to_str().unwrap();
+    cli(&["--home", agent2, "init"]);
+    let request2 = work.join("agent2.request");
+    std::fs::write(
+        &request2,
+        cli(&["--home", agent2, "certificate", "request"]),
+    )
+    .unwrap();
+    let cert2 = work.join("agent2.cert");
+    cli(&[
+        "org",
+        "--org-dir",
+        org,
+        "certify",
+        request2.to_str().unwrap(),
+        "--name",
+        SECOND_AGENT_NAME,
+        "--roles",
+        "agent,admin,supervisor",
+        "--out",
+        cert2.to_str().unwrap(),
+    ]);
+    cli(&[
+        "--home",
+        agent2,
+        "register",
+        &url,
+        "--certificate",
+        cert2.to_str().unwrap(),
+        "--clinic",
+        link_file.to_str().unwrap(),
+    ]);
+    // The clinic's archive policy (§7.1), published from the second agent's (admin) device, so
+    // that the widget files archive copies, which that agent (also a supervisor) then reads.
+    cli(&[
+        "org",
+        "--org-dir",
+        org,
+        "archive-policy",
+        "--retention-days",
+        "30",
+    ]);
+    let policy = std::fs::read_dir(org)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("archive-policy-") && n.ends_with(".txt"))
+        })
+        .expect("org archive-policy wrote no policy file");
+    cli(&[
+        "--home",
+        agent2,
+        "org",
+        "publish-archive-policy",
+        policy.to_str().unwrap(),
+    ]);
     for (page, lock_after) in [("widget.html", 600), ("widget-idle.html", 3)] {
         std::fs::write(
             site.join(page),
@@ -309,6 +370,19 @@ fn widget_and_client_in_chromium() {
         )
         .unwrap();
     }
+    // The clinic mode: no `data-agent`; the widget opens a conversation with the clinic.
+    std::fs::write(
+        site.join("widget-clinic.html"),
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>Test Clinic</title></head><body><h1>Test Clinic</h1>\n\
+             <script src=\"/hushwire-widget.js\" data-clinic-link=\"{link}\" \
+             data-store=\"clinic\" data-lock-after=\"600\" data-test-hooks=\"1\"></script>\n\
+             </body></html>\n"
+        ),
+    )
+    .unwrap();
 
     // 4. The relay refuses an upgrade from an origin not on --allow-origin, before the upgrade.
     let refused = upgrade_status(port, &format!("http://localhost:{port}"));
@@ -337,6 +411,10 @@ fn widget_and_client_in_chromium() {
         .env("HW_CLI", bin.join("hushwire"))
         .env("HW_AGENT_HOME", agent)
         .env("HW_AGENT_NAME", AGENT_NAME)
+        .env("HW_AGENT2_HOME", agent2)
+        .env("HW_AGENT2_NAME", SECOND_AGENT_NAME)
+        .env("HW_ORG_DIR", org)
+        .env("HUSHWIRE_ORG_PASSPHRASE", "organization passphrase")
         .env("HW_CHROMIUM", chromium())
         .env("HUSHWIRE_PASSPHRASE", PASSPHRASE)
         .output()
@@ -366,6 +444,7 @@ fn widget_and_client_in_chromium() {
         "relay_key_pin_refuses",
         "other_origin_cannot_connect",
         "console_chats_with_cli",
+        "clinic_conversation_with_cli_agent",
         "timings_in_chromium",
     ] {
         let at = results
