@@ -742,6 +742,7 @@ fn conversation_event(
         | Event::QueueChanged(_) => Shown::Skip,
         Event::ConversationMessageRecalled { conversation, .. }
         | Event::ConversationMembershipChanged { conversation, .. }
+        | Event::ConversationUnanswered { conversation }
             if *conversation != id =>
         {
             Shown::Skip

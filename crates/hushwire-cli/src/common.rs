@@ -882,6 +882,14 @@ pub async fn describe(
             json!({"event": "membership", "conversation": conversation_hex(conversation),
                    "changes": changes}),
         )),
+        Event::ConversationUnanswered { conversation } => Some((
+            Zeroizing::new(format!(
+                "(conversation {}) (no verified agent is on this conversation any more: the \
+                 clinic revoked the agent's certificate; it is back in the clinic's queue)",
+                conversation_hex(conversation)
+            )),
+            json!({"event": "unanswered", "conversation": conversation_hex(conversation)}),
+        )),
         Event::ConversationRefused {
             conversation,
             reason,

@@ -230,6 +230,15 @@ pub enum Event {
         /// What changed, in epoch order.
         changes: Vec<String>,
     },
+    /// Every agent on a conversation held here now holds a certificate the clinic revoked (a
+    /// newer revocation list was taken): no verified agent answers it, and the relay put it
+    /// back in the clinic's queue until another agent claims it (`conversations.md` §4.3 rule
+    /// 9, §5.4). Not a membership change: the revoked agents leave with the claim that takes
+    /// over.
+    ConversationUnanswered {
+        /// The conversation.
+        conversation: hushwire::proto::conversation::ConversationId,
+    },
     /// A membership change the relay pushed does not verify here (§4.3): the conversation's
     /// history stays as it was, and the reason is shown.
     ConversationRefused {
@@ -287,6 +296,7 @@ impl Event {
             | Self::ConversationReceipt { .. }
             | Self::ConversationMessageRecalled { .. }
             | Self::ConversationMembershipChanged { .. }
+            | Self::ConversationUnanswered { .. }
             | Self::ConversationRefused { .. }
             | Self::QueueChanged(_)
             | Self::ArchiveUnavailable { .. } => None,

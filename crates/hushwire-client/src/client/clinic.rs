@@ -190,11 +190,6 @@ fn worth_refetching(status: &AgentStatus) -> bool {
     )
 }
 
-/// The notice of a conversation whose every agent the clinic revoked (`conversations.md` §4.3
-/// rule 9).
-pub(crate) const UNANSWERED: &str = "no verified agent is on this conversation any more (the clinic \
-     revoked the agent's certificate); it is back in the clinic's queue";
-
 impl Client {
     // ----- loading and saving ---------------------------------------------------------------
 
@@ -567,10 +562,7 @@ impl Client {
                 .collect()
         };
         for conversation in unanswered {
-            self.emit(crate::Event::ConversationMembershipChanged {
-                conversation,
-                changes: vec![UNANSWERED.to_owned()],
-            });
+            self.emit(crate::Event::ConversationUnanswered { conversation });
         }
     }
 
