@@ -566,6 +566,7 @@ pub async fn chat(g: &Global, name: &str, lock_after: u64) -> CliResult<ExitCode
                                 event,
                                 Event::ConversationMembershipChanged { .. }
                                     | Event::ConversationMessageRecalled { .. }
+                                    | Event::ConversationUnanswered { .. }
                             ) {
                                 client.take_conversation_notices(Some(*id)).await?;
                             }
@@ -661,9 +662,9 @@ async fn conversation_intro(
     }
     if !members
         .iter()
-        .any(|m| m.role == hushwire_proto::conversation::MemberRole::Agent)
+        .any(|m| m.role == hushwire_proto::conversation::MemberRole::Agent && !m.revoked)
     {
-        screen.line("  (no agent on it now: it waits in the clinic's queue)");
+        screen.line("  (no verified agent on it now: it waits in the clinic's queue)");
     }
     let mut unread = Vec::new();
     let mut shown = std::collections::HashSet::new();

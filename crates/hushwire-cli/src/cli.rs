@@ -502,6 +502,12 @@ characters in names and texts are shown escaped (`\\x1b`, `\\u{202e}`), and a me
 lines is printed as one block of lines starting with `    | `. With --json: one JSON object per
 line, with the exact text.
 
+Clinic conversations too, each line starting with `(conversation ID)`: who joined or left
+(verified names; a hand-off, a takeover from a revoked agent), the messages (staff notes on
+staff devices only), recalls, and a conversation left with no verified agent. Each is shown
+once, also when another command (`send`, `members`, `queue`) received it first; `hushwire chat
+ID` shows a conversation's whole history.
+
 Each message is marked read just before it is printed, so a recv that is killed never shows a
 message twice; one killed between the mark and the print is not shown by recv again (it is in
 `hushwire transcript open`).

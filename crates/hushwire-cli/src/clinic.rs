@@ -1208,6 +1208,17 @@ pub fn org_archive_policy(
     .map_err(|e| fail(format!("cannot sign the archive policy: {e}")))?;
     // Its own passphrase: supervisors who read the archive never hold the organization key's.
     let archive_secret = common::archive_passphrase(true)?;
+    if let (Secret::Passphrase(org), Secret::Passphrase(archive)) = (&secret, &archive_secret)
+        && bool::from(subtle::ConstantTimeEq::ct_eq(
+            org.as_bytes(),
+            archive.as_bytes(),
+        ))
+    {
+        return Err(fail(
+            "the archive key's passphrase must differ from the organization key's: supervisors \
+             who read the archive must not be able to certify staff; nothing was created",
+        ));
+    }
     let params = common::fast_kdf().unwrap_or(KdfParams::DEFAULT);
     let sealed = hushwire_client::seal_secret_file(
         &archive_secret,
@@ -1280,10 +1291,12 @@ pub async fn open_archive(
     let secret = common::archive_passphrase(false)?;
     let bytes = hushwire_client::open_secret_file(&secret, ARCHIVE_KEY_PURPOSE, &sealed).map_err(
         |e| match e {
-            ClientError::WrongSecret => fail(
-                "wrong passphrase: the archive key did not open (it is sealed under the archive \
-                 passphrase chosen at `org archive-policy`, not the organization key's)",
-            ),
+            ClientError::WrongSecret => fail(format!(
+                "wrong passphrase: {} did not open. The archive key (archive-key-SEQUENCE.sealed) \
+                 is sealed under the archive passphrase chosen at `org archive-policy`, not the \
+                 organization key's; is this the archive key file?",
+                escape(&key_file.display().to_string())
+            )),
             _ => fail(format!(
                 "{} is not an archive key file (`hushwire org archive-policy` writes one)",
                 key_file.display()

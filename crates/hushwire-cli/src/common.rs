@@ -223,15 +223,36 @@ fn read_passphrase_file(path: &Path) -> CliResult<Zeroizing<String>> {
     Ok(Zeroizing::new(line.to_owned()))
 }
 
-fn prompt(text: &str) -> CliResult<Zeroizing<String>> {
+/// Asks on the terminal; without one, the error names `instead`, what to use then.
+fn prompt_or(text: &str, instead: &str) -> CliResult<Zeroizing<String>> {
     rpassword::prompt_password(text)
         .map(Zeroizing::new)
         .map_err(|e| {
             fail(format!(
-                "cannot ask for the passphrase ({e}): there is no terminal; use --passphrase-file \
-                 FILE or set {PASSPHRASE_VAR}"
+                "cannot ask for the passphrase ({e}): there is no terminal; {instead}"
             ))
         })
+}
+
+/// A store's passphrase from the terminal.
+fn prompt(text: &str) -> CliResult<Zeroizing<String>> {
+    prompt_or(
+        text,
+        &format!("use --passphrase-file FILE or set {PASSPHRASE_VAR}"),
+    )
+}
+
+/// The organization key's passphrase from the terminal.
+fn org_prompt(text: &str) -> CliResult<Zeroizing<String>> {
+    prompt_or(
+        text,
+        &format!("use --passphrase-file FILE or set {ORG_PASSPHRASE_VAR}"),
+    )
+}
+
+/// The archive key's passphrase from the terminal.
+fn archive_prompt(text: &str) -> CliResult<Zeroizing<String>> {
+    prompt_or(text, &format!("set {ARCHIVE_PASSPHRASE_VAR}"))
 }
 
 /// The prompt for an existing store's passphrase: names the home it unlocks, so a user with
@@ -279,17 +300,17 @@ pub fn org_passphrase(g: &crate::cli::Global, dir: &Path, new: bool) -> CliResul
         Source::File(f) => read_passphrase_file(&f)?,
         Source::Env(p) => p,
         Source::Prompt if new => {
-            let first = prompt(&format!(
+            let first = org_prompt(&format!(
                 "New passphrase for the organization key (at least {} characters): ",
                 hushwire_client::MIN_PASSPHRASE_CHARS
             ))?;
-            let second = prompt("Repeat the passphrase: ")?;
+            let second = org_prompt("Repeat the passphrase: ")?;
             if first != second {
                 return Err(fail("the two passphrases differ; nothing was created"));
             }
             first
         }
-        Source::Prompt => prompt(&format!(
+        Source::Prompt => org_prompt(&format!(
             "Passphrase of the organization key in {}: ",
             escape(&dir.display().to_string())
         ))?,
@@ -304,18 +325,18 @@ pub fn archive_passphrase(new: bool) -> CliResult<Secret> {
     let text = match std::env::var(ARCHIVE_PASSPHRASE_VAR) {
         Ok(p) => Zeroizing::new(p),
         Err(_) if new => {
-            let first = prompt(&format!(
+            let first = archive_prompt(&format!(
                 "New passphrase for the clinic's archive key, for its supervisors (at least {} \
                  characters; not the organization key's): ",
                 hushwire_client::MIN_PASSPHRASE_CHARS
             ))?;
-            let second = prompt("Repeat the passphrase: ")?;
+            let second = archive_prompt("Repeat the passphrase: ")?;
             if first != second {
                 return Err(fail("the two passphrases differ; nothing was created"));
             }
             first
         }
-        Err(_) => prompt("Passphrase of the clinic's archive key: ")?,
+        Err(_) => archive_prompt("Passphrase of the clinic's archive key: ")?,
     };
     if new && text.chars().count() < hushwire_client::MIN_PASSPHRASE_CHARS {
         return Err(fail(format!(
@@ -904,9 +925,9 @@ pub async fn describe(
         )),
         Event::QueueChanged(entry) => Some((
             Zeroizing::new(format!(
-                "(queue: conversation {} is {:?})",
+                "(queue: conversation {} {})",
                 conversation_hex(&entry.conversation),
-                entry.state
+                queue_state_text(entry.state)
             )),
             json!({"event": "queue", "conversation": conversation_hex(&entry.conversation),
                    "state": format!("{:?}", entry.state)}),
@@ -991,5 +1012,17 @@ mod tests {
             sent_and_arrival(sent + 3_600_000, sent, false),
             "2023-11-14 23:13:20Z, arrived 2023-11-14 22:13:20Z"
         );
+    }
+}
+
+/// A queue state in words, for text output (`--json` keeps the state's name: `New`,
+/// `HandedBack`, `Claimed`, `Closed`).
+pub fn queue_state_text(state: hushwire_proto::conversation::queue::QueueState) -> &'static str {
+    use hushwire_proto::conversation::queue::QueueState;
+    match state {
+        QueueState::New => "new, waiting for an agent",
+        QueueState::HandedBack => "handed back, waiting for an agent",
+        QueueState::Claimed => "claimed by an agent",
+        QueueState::Closed => "closed",
     }
 }

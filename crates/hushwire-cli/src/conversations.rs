@@ -99,9 +99,9 @@ pub async fn queue(g: &Global, wait: u64) -> CliResult<ExitCode> {
     } else {
         for e in &entries {
             println!(
-                "{}  {:?}  waiting since {}",
+                "{}  {}, since {}",
                 hex(&e.conversation),
-                e.state,
+                crate::common::queue_state_text(e.state),
                 crate::common::format_time(e.waiting_since.saturating_mul(1000))
             );
         }

@@ -61,7 +61,22 @@ pub async fn link(g: &Global, code_only: bool, wait: u64) -> CliResult<ExitCode>
 /// `devices list`.
 pub async fn list(g: &Global) -> CliResult<ExitCode> {
     let client = open(g).await?;
-    let own = client.devices().await?;
+    let mut own = client.devices().await?;
+    // A device just linked has not read its person's list yet (lists are read at each
+    // connection): read it now rather than say none was seen. Offline, the note below says so.
+    if own.sequence.is_none() && client.relay_url().await.is_some() {
+        let read = async {
+            client.connect().await?;
+            common::wait_connected(&client, Duration::from_secs(10)).await?;
+            client.sync(Duration::from_secs(10)).await?;
+            client.devices().await.map_err(Into::into)
+        };
+        let fresh: CliResult<_> = read.await;
+        client.disconnect().await;
+        if let Ok(fresh) = fresh {
+            own = fresh;
+        }
+    }
     if g.json {
         println!(
             "{}",

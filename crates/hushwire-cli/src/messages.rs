@@ -572,11 +572,9 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
                             held.push(name);
                         }
                     }
-                    // Messages are shown from the unread lists below, once each.
-                    if !matches!(
-                        event,
-                        Event::MessageReceived(_) | Event::ConversationMessageReceived(_)
-                    ) {
+                    // Messages and conversation notices are shown from the store below,
+                    // once each.
+                    if !is_kept_until_shown(&event) {
                         show(g, &mut names, &event).await;
                     }
                 }
@@ -594,12 +592,7 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
         match events.try_recv() {
             // Messages and conversation notices are shown from the store below: once each,
             // also those another command received.
-            Ok(
-                Event::MessageReceived(_)
-                | Event::ConversationMessageReceived(_)
-                | Event::ConversationMembershipChanged { .. }
-                | Event::ConversationMessageRecalled { .. },
-            ) => {}
+            Ok(event) if is_kept_until_shown(&event) => {}
             Ok(event) => {
                 show(g, &mut names, &event).await;
             }
@@ -684,6 +677,19 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Events the store keeps until shown (`recv` shows them from there, once each, whichever
+/// command received them): messages and conversation notices.
+fn is_kept_until_shown(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::MessageReceived(_)
+            | Event::ConversationMessageReceived(_)
+            | Event::ConversationMembershipChanged { .. }
+            | Event::ConversationMessageRecalled { .. }
+            | Event::ConversationUnanswered { .. }
+    )
 }
 
 fn lagged(n: u64) {

@@ -2509,6 +2509,19 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         "{}",
         not_on.stderr
     );
+    // Each membership change is shown once by recv, also after another command learned it
+    // (review findings: shown twice; swallowed by `members`).
+    ben.run_ok(&["members", &id]);
+    let ben_recv = ben.run_ok(&["recv"]).stdout;
+    let joined =
+        "Ben Marsh \u{2014} verified agent of Lakeside Clinic joined as agent (by Dr. Ada Okafor";
+    assert_eq!(ben_recv.matches(joined).count(), 1, "{ben_recv}");
+    let patient_recv = patient.run_ok(&["recv"]).stdout;
+    assert_eq!(patient_recv.matches(joined).count(), 1, "{patient_recv}");
+    let left = "Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic left";
+    assert_eq!(patient_recv.matches(left).count(), 1, "{patient_recv}");
+    let again = patient.run_ok(&["recv"]).stdout;
+    assert!(!again.contains(joined) && !again.contains(left), "{again}");
     let ben_view = chat_with(&ben, &id, "Hello, I am Ben\n/quit\n");
     assert!(
         ben_view.contains("staff note from Dr. Ada Okafor \u{2014} verified agent of Lakeside Clinic: penicillin allergy"),

@@ -352,6 +352,14 @@ fn every_readme_clinic_command_runs_as_written() {
             && !archive.contains("NOT VERIFIED"),
         "{archive}"
     );
+    // The phone, just linked, lists both devices from the signed list, not "none seen".
+    let phone = output("/tmp/pat-phone devices list");
+    assert!(
+        phone.contains("device 1\n")
+            && phone.contains("device 2  (this device)")
+            && phone.contains("signed device list"),
+        "{phone}"
+    );
     assert!(
         output(" revoke 2").contains("revokes serial(s) 2;"),
         "{}",

@@ -167,12 +167,14 @@ const MIGRATIONS: &[&str] = &[
     ",
     // v9: the conversation notices not yet shown (`client.md` §5.6), so `recv` shows each
     // membership change and recall once whichever command learned it: per conversation (by
-    // its blind index) the epoch up to which its membership changes were shown, and the
-    // recalled messages whose recall was not shown.
+    // its blind index) the epoch up to which its membership changes were shown and the head
+    // epoch (plus one) at which "no verified agent" was last shown, and the recalled messages
+    // whose recall was not shown.
     "
     CREATE TABLE conversation_notices_shown (
         id_index BLOB PRIMARY KEY,
-        shown_epoch INTEGER NOT NULL
+        shown_epoch INTEGER NOT NULL,
+        unanswered_shown INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE conversation_recalls_unshown (
         message_row INTEGER PRIMARY KEY REFERENCES conversation_messages(id) ON DELETE CASCADE
@@ -1339,8 +1341,8 @@ pub(crate) async fn delete_conversations(pool: &SqlitePool, indexes: &[[u8; 32]]
     deleted
 }
 
-/// Starts counting a conversation's shown membership changes at `epoch` (its head when first
-/// stored here: what this device learned with it is not news); no change if it is counted.
+/// Starts counting a conversation's shown membership changes at `epoch`; no change if it is
+/// counted already.
 pub(crate) async fn init_notices_shown(
     c: &mut SqliteConnection,
     id_index: &[u8],
@@ -1356,30 +1358,37 @@ pub(crate) async fn init_notices_shown(
     Ok(())
 }
 
-/// The epoch up to which a conversation's membership changes were shown, if counted.
+/// What of a conversation's notices was shown, if counted: `(the epoch up to which its
+/// membership changes were shown, the head epoch plus one at which "no verified agent" was
+/// last shown or 0)`.
 pub(crate) async fn notices_shown(
     c: &mut SqliteConnection,
     id_index: &[u8],
-) -> Result<Option<u64>> {
-    let epoch: Option<i64> =
-        sqlx::query_scalar("SELECT shown_epoch FROM conversation_notices_shown WHERE id_index = ?")
-            .bind(id_index)
-            .fetch_optional(c)
-            .await?;
-    Ok(epoch.map(|e| u64::try_from(e).unwrap_or(0)))
+) -> Result<Option<(u64, u64)>> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT shown_epoch, unanswered_shown FROM conversation_notices_shown WHERE id_index = ?",
+    )
+    .bind(id_index)
+    .fetch_optional(c)
+    .await?;
+    Ok(row.map(|(e, u)| (u64::try_from(e).unwrap_or(0), u64::try_from(u).unwrap_or(0))))
 }
 
-/// Records that a conversation's membership changes before `epoch` were shown.
+/// Records what of a conversation's notices was shown (the pair [`notices_shown`] returns).
 pub(crate) async fn set_notices_shown(
     c: &mut SqliteConnection,
     id_index: &[u8],
-    epoch: u64,
+    (epoch, unanswered): (u64, u64),
 ) -> Result<()> {
-    sqlx::query("UPDATE conversation_notices_shown SET shown_epoch = ? WHERE id_index = ?")
-        .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
-        .bind(id_index)
-        .execute(c)
-        .await?;
+    sqlx::query(
+        "UPDATE conversation_notices_shown SET shown_epoch = ?, unanswered_shown = ? \
+         WHERE id_index = ?",
+    )
+    .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+    .bind(i64::try_from(unanswered).unwrap_or(i64::MAX))
+    .bind(id_index)
+    .execute(c)
+    .await?;
     Ok(())
 }
 

@@ -596,6 +596,24 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
         |m| has_text(m, "My rash is worse today") && has_text(m, "Hello? Is anyone still there?"),
     )
     .await;
+    // The revoked agent cannot hand over: the patient's device shared the conversation so far
+    // with the agent taking over, without the recalled message.
+    let taken_over = wait_until(
+        loser,
+        conversation,
+        "the conversation so far, shared by the patient",
+        |m| has_text(m, "Thanks, is the first agent still there?"),
+    )
+    .await;
+    assert!(!has_text(
+        &taken_over,
+        "Take 400 mg ibuprofen (wrong patient)"
+    ));
+    let shared = taken_over
+        .iter()
+        .find(|m| text(m) == "Thanks, is the first agent still there?")
+        .unwrap();
+    assert_eq!(shared.shared_by.as_deref(), Some("patient"));
 }
 
 /// The clinic's retention on a staff device (§7.4): a conversation whose last activity is older

@@ -173,6 +173,7 @@ fn widget_and_client_in_chromium() {
                 .args(args)
                 .env("HUSHWIRE_PASSPHRASE", PASSPHRASE)
                 .env("HUSHWIRE_ORG_PASSPHRASE", "organization passphrase")
+                .env("HUSHWIRE_ARCHIVE_PASSPHRASE", "archive passphrase")
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null()),
             &format!("hushwire {}", args.join(" ")),
@@ -415,6 +416,7 @@ fn widget_and_client_in_chromium() {
         .env("HW_AGENT2_NAME", SECOND_AGENT_NAME)
         .env("HW_ORG_DIR", org)
         .env("HUSHWIRE_ORG_PASSPHRASE", "organization passphrase")
+        .env("HUSHWIRE_ARCHIVE_PASSPHRASE", "archive passphrase")
         .env("HW_CHROMIUM", chromium())
         .env("HUSHWIRE_PASSPHRASE", PASSPHRASE)
         .output()

@@ -1064,7 +1064,12 @@ impl Client {
             Payload::Recall { id, .. } => {
                 let index = self.message_index(&conversation, &id.0);
                 match store::conversation_message(&mut tx, &index).await? {
-                    None => Some(format!("a recall of message {id}, which is not held here")),
+                    // A message this device never held (sent before it was linked or
+                    // added): nothing here to mark, and nothing wrong to report.
+                    None => {
+                        tracing::info!("a recall of a message not held here was ignored");
+                        None
+                    }
                     Some(stored) => {
                         let mut record = self.open_record(stored.id, &stored.sealed)?;
                         if let Some(why) = recall_refusal(&record, &sender, item.server_time_ms, id)
@@ -1586,20 +1591,36 @@ impl Client {
         if conv.log.patient() != Some(me) {
             return;
         }
-        let joined: Vec<Fingerprint> = conv
+        // Each agent that joined, and whether it took over from revoked agents (agents were
+        // on it just before its claim: rule 9 let it claim only because they are revoked).
+        let joined: Vec<(Fingerprint, bool)> = conv
             .changes
             .iter()
             .skip(usize::try_from(from_epoch).unwrap_or(usize::MAX))
             .filter_map(|b| MembershipChange::from_bytes(b).ok())
             .filter(|c| c.action() == ChangeAction::Add && c.role() == MemberRole::Agent)
-            .map(|c| c.member().fingerprint())
+            .map(|c| {
+                let takeover = c.signer().fingerprint() == c.member().fingerprint()
+                    && members_at(&conv.changes, c.epoch())
+                        .iter()
+                        .any(|m| m.1 == MemberRole::Agent);
+                (c.member().fingerprint(), takeover)
+            })
             .collect();
-        for agent in joined {
-            if let Err(e) = self
-                .share_waiting_messages(conversation, &conv, agent)
+        for (agent, takeover) in joined {
+            let shared = if takeover {
+                // The revoked agent cannot hand over: the patient's device shares the
+                // conversation so far, so the agent taking over does not start blind (§4.5).
+                self.share_records(conversation, &conv, agent, |r| {
+                    r.kind == 0 && r.recalled.is_none()
+                })
                 .await
-            {
-                tracing::warn!(error = %e, "waiting messages not shared");
+            } else {
+                self.share_waiting_messages(conversation, &conv, agent)
+                    .await
+            };
+            if let Err(e) = shared {
+                tracing::warn!(error = %e, "messages not shared with the agent who joined");
             }
         }
     }
@@ -2058,18 +2079,17 @@ impl Conv {
             format!(" (by {})", self.shown_ever(&change.signer().fingerprint()))
         };
         // A member that stays, with devices added or removed (a patient linking a phone), is
-        // not someone joining or leaving. Judged on the history as held now.
+        // not someone joining or leaving.
         let devices = change
             .devices()
             .iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let now = self
-            .log
-            .members()
-            .iter()
-            .find(|m| m.identity().fingerprint() == change.member().fingerprint());
+        // The member as this change left it (not as it is now: a notice shown later must
+        // read as the change did then).
+        let after = members_at(&self.changes, change.epoch().saturating_add(1));
+        let now = after.iter().find(|m| m.0 == change.member().fingerprint());
         // A claim while agents were on it was a takeover (§4.3 rule 9): they left with it.
         let before = members_at(&self.changes, change.epoch());
         let self_join = change.signer().fingerprint() == change.member().fingerprint()
@@ -2082,9 +2102,7 @@ impl Conv {
             .map(|m| self.shown_ever(&m.0))
             .collect();
         match change.action() {
-            ChangeAction::Add
-                if now.is_some_and(|m| m.devices().len() > change.devices().len()) =>
-            {
+            ChangeAction::Add if now.is_some_and(|m| m.2.len() > change.devices().len()) => {
                 format!("{who} added device {devices}{by}")
             }
             ChangeAction::Add

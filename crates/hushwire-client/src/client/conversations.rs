@@ -71,6 +71,9 @@ pub struct ConversationMember {
     /// "Name — verified agent of Clinic" ("… supervisor of …") for staff, from the
     /// certificate the history verified; "patient" for the patient.
     pub shown: String,
+    /// Staff whose certificate the clinic's revocation list held here names: no longer
+    /// verified, sent nothing (`conversations.md` §4.3 rule 9).
+    pub revoked: bool,
 }
 
 impl StaffName {
@@ -117,7 +120,10 @@ fn refused(what: &str, code: ErrorCode) -> ClientError {
         ErrorCode::NotOnConversation => "this device is not a member of the conversation",
         ErrorCode::MembershipRefused => "the relay refused the membership change",
         ErrorCode::StaleEpoch => "another change came first (fetch and try again)",
-        ErrorCode::Forbidden => "this device's certificate lacks the role it needs",
+        ErrorCode::Forbidden => {
+            "this device holds no clinic certificate with the role it needs (staff only: an \
+             agent's, a supervisor's or an admin's, as the command's help says)"
+        }
         _ => return ClientError::Relay(code),
     };
     ClientError::Conversation(format!("{what}: {why} ({code:?})"))
@@ -269,7 +275,9 @@ impl Client {
             let mut tx = store::begin(&self.inner.db).await?;
             let index = self.conversation_index(&conversation);
             store::put_indexed(&mut tx, store::Indexed::Conversation, &index, &sealed).await?;
-            store::init_notices_shown(&mut tx, &index, conv.log.next_epoch()).await?;
+            // From the first change: a device handed a conversation, or linked to a patient
+            // on it, is told how it came to be (changes it signed itself are skipped).
+            store::init_notices_shown(&mut tx, &index, 0).await?;
             // The newest change's time, not now: storing a history again is not activity.
             let newest = conv.log.last_issued_at().saturating_mul(1000);
             self.touch_conversation(&mut tx, &conversation, newest)
@@ -602,6 +610,9 @@ impl Client {
                     role: m.role(),
                     devices: m.devices().to_vec(),
                     shown: conv.shown(&fingerprint, m.role()),
+                    revoked: conv.revocations.as_ref().is_some_and(|list| {
+                        m.certificate_serial().is_some_and(|s| list.is_revoked(s))
+                    }),
                 }
             })
             .collect())
@@ -1037,7 +1048,8 @@ impl Client {
             }
             FrameBody::DeviceList(None) => {
                 return Err(ClientError::Conversation(format!(
-                    "hand-off: {} has published no device list (it must connect once first)",
+                    "hand-off: {} has published no device list yet: it is published when \
+                     that agent goes on duty once (`hushwire on-duty on` on its device)",
                     certificate.name()
                 )));
             }

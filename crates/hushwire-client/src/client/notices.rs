@@ -20,8 +20,9 @@ use crate::store;
 impl Client {
     /// The membership changes and recalls not shown yet — in every conversation held here, or
     /// in `only` — as [`Event::ConversationMembershipChanged`] (one per conversation, its
-    /// changes in epoch order) followed by [`Event::ConversationMessageRecalled`] (oldest message
-    /// first). Each is marked shown as it is taken, so it is returned at most once: a crash
+    /// changes in epoch order, from its first change on), [`Event::ConversationUnanswered`]
+    /// (once per head while every agent on it is revoked), then
+    /// [`Event::ConversationMessageRecalled`] (oldest message first). Each is marked shown as it is taken, so it is returned at most once: a crash
     /// after this call loses the notice, never shows it twice; the conversation's history
     /// (`members`, `chat CONVERSATION`) still has it. Changes this very device made are not
     /// news to it and are skipped (its own command reported them); its other devices' are
@@ -46,13 +47,22 @@ impl Client {
             };
             let head = conv.log.next_epoch();
             let mut c = self.inner.db.acquire().await?;
-            let Some(shown) = store::notices_shown(&mut c, &index).await? else {
+            let Some((shown, unanswered_shown)) = store::notices_shown(&mut c, &index).await?
+            else {
                 continue;
             };
-            if shown >= head {
+            // "No verified agent": once per head (a later takeover and revocation is news).
+            let unanswered = conv.log.agents_all_revoked(conv.revocations.as_ref())
+                && unanswered_shown != head + 1;
+            if shown >= head && !unanswered {
                 continue;
             }
-            store::set_notices_shown(&mut c, &index, head).await?;
+            let marker = if unanswered {
+                head + 1
+            } else {
+                unanswered_shown
+            };
+            store::set_notices_shown(&mut c, &index, (head, marker)).await?;
             drop(c);
             let changes: Vec<String> = conv
                 .changes
@@ -67,6 +77,9 @@ impl Client {
                     conversation: id,
                     changes,
                 });
+            }
+            if unanswered {
+                events.push(Event::ConversationUnanswered { conversation: id });
             }
         }
         let rows = {
