@@ -958,6 +958,18 @@ pub fn conversation_hex(id: &hushwire_proto::conversation::ConversationId) -> St
     id.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A queue state in words, for text output (`--json` keeps the state's name: `New`,
+/// `HandedBack`, `Claimed`, `Closed`).
+pub fn queue_state_text(state: hushwire_proto::conversation::queue::QueueState) -> &'static str {
+    use hushwire_proto::conversation::queue::QueueState;
+    match state {
+        QueueState::New => "new, waiting for an agent",
+        QueueState::HandedBack => "handed back, waiting for an agent",
+        QueueState::Claimed => "claimed by an agent",
+        QueueState::Closed => "closed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -1012,17 +1024,5 @@ mod tests {
             sent_and_arrival(sent + 3_600_000, sent, false),
             "2023-11-14 23:13:20Z, arrived 2023-11-14 22:13:20Z"
         );
-    }
-}
-
-/// A queue state in words, for text output (`--json` keeps the state's name: `New`,
-/// `HandedBack`, `Claimed`, `Closed`).
-pub fn queue_state_text(state: hushwire_proto::conversation::queue::QueueState) -> &'static str {
-    use hushwire_proto::conversation::queue::QueueState;
-    match state {
-        QueueState::New => "new, waiting for an agent",
-        QueueState::HandedBack => "handed back, waiting for an agent",
-        QueueState::Claimed => "claimed by an agent",
-        QueueState::Closed => "closed",
     }
 }
