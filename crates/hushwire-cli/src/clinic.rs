@@ -1210,8 +1210,8 @@ pub fn org_archive_policy(
     let archive_secret = common::archive_passphrase(true)?;
     if let (Secret::Passphrase(org), Secret::Passphrase(archive)) = (&secret, &archive_secret)
         && bool::from(subtle::ConstantTimeEq::ct_eq(
-            org.as_bytes(),
-            archive.as_bytes(),
+            org.trim().as_bytes(),
+            archive.trim().as_bytes(),
         ))
     {
         return Err(fail(

@@ -2511,6 +2511,8 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
     );
     // Each membership change is shown once by recv, also after another command learned it
     // (review findings: shown twice; swallowed by `members`).
+    // `queue` receives the hand-off's push and acts on it before it disconnects.
+    ben.run_ok(&["queue"]);
     ben.run_ok(&["members", &id]);
     let ben_recv = ben.run_ok(&["recv"]).stdout;
     let joined =

@@ -172,6 +172,22 @@ impl Client {
 
     /// Stops the background connection.
     pub async fn disconnect(&self) {
+        // The relay delivers a queue push once (`relay-protocol.md` §3.6): one received and not
+        // yet acted on would be lost with this connection (a hand-off a short command such as
+        // `queue` received would never be learned). Act on it first, for at most 5 s.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // Pushes only: a stored payload waiting for an epoch may wait for good, and is acted
+        // on at the next connection anyway.
+        while *self.inner.connection.borrow() == ConnectionState::Connected
+            && (self.inner.pushes.lock().is_ok_and(|p| !p.is_empty())
+                || self
+                    .inner
+                    .conversation_working
+                    .load(std::sync::atomic::Ordering::SeqCst))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let handle = self.inner.supervisor.lock().ok().and_then(|mut s| s.take());
         if let Some(handle) = handle {
             handle.abort();

@@ -1016,8 +1016,20 @@ impl Client {
                 }
             }
             Payload::ConversationReceipt { status, ids, .. } => {
-                if sender_role_now.is_none() {
-                    Some("a receipt from a device that is not a member".into())
+                // A member that read a message and then left (a hand-off) confirms it after its
+                // removal: taken. Only someone never on the conversation is refused.
+                if sender_role_now.is_none()
+                    && !ever_in_role(
+                        &conv.changes,
+                        &sender,
+                        &[
+                            MemberRole::Patient,
+                            MemberRole::Agent,
+                            MemberRole::Supervisor,
+                        ],
+                    )
+                {
+                    Some("a receipt from someone never on the conversation".into())
                 } else {
                     for id in ids {
                         let index = self.message_index(&conversation, &id.0);

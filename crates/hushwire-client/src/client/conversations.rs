@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use hushwire::proto::clinic::{DeviceList, Role};
+use hushwire::proto::clinic::{DeviceList, RevocationList, Role};
 use hushwire::proto::codec::Codec;
 use hushwire::proto::conversation::queue::{QueueEntry, QueueFrame};
 use hushwire::proto::conversation::{
@@ -221,17 +221,22 @@ impl Client {
         let mut applied = conv.log.apply(change, &ctx);
         // A takeover (§4.3 rule 9) needs the list that revoked the agents on it: a list held
         // here from before refuses it, so the newest is fetched once and the change checked
-        // again with it.
+        // again with it — also when the connection took that list meanwhile (the fetch then
+        // finds nothing newer, but the list held is not the one this check used).
         if verifying == Verifying::Received
             && applied == Err(hushwire::proto::conversation::MembershipError::ClaimWhileClaimed)
-            && self.refresh_revocation_list().await
         {
+            self.refresh_revocation_list().await;
             let newest = self.me().await?.revocations;
-            let ctx = MembershipContext {
-                revocations: newest.as_ref(),
-                ..ctx
-            };
-            applied = conv.log.apply(change, &ctx);
+            if newest.as_ref().map(RevocationList::sequence)
+                != me.revocations.as_ref().map(RevocationList::sequence)
+            {
+                let ctx = MembershipContext {
+                    revocations: newest.as_ref(),
+                    ..ctx
+                };
+                applied = conv.log.apply(change, &ctx);
+            }
         }
         applied.map_err(|e| {
             ClientError::Conversation(format!(

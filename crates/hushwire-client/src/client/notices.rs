@@ -51,8 +51,15 @@ impl Client {
             else {
                 continue;
             };
-            // "No verified agent": once per head (a later takeover and revocation is news).
-            let unanswered = conv.log.agents_all_revoked(conv.revocations.as_ref())
+            // "No verified agent": once per head (a later takeover and revocation is news),
+            // and only to a device still on the conversation (not to an agent that left it).
+            let on_it = conv
+                .log
+                .members()
+                .iter()
+                .any(|m| m.identity().fingerprint() == me && m.devices().contains(&my_device));
+            let unanswered = on_it
+                && conv.log.agents_all_revoked(conv.revocations.as_ref())
                 && unanswered_shown != head + 1;
             if shown >= head && !unanswered {
                 continue;
