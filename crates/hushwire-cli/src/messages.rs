@@ -612,31 +612,42 @@ pub async fn recv(g: &Global, wait: u64) -> CliResult<ExitCode> {
         common::fault_point("recv-after-show");
     }
     // Conversation messages likewise, whichever command received them (`send`, `members`…),
-    // after the membership changes (who answers now) and before the recalls that name them.
-    let (recalls, changes): (Vec<Event>, Vec<Event>) = client
+    // in time order with the conversation notices (who joined or left, recalls): a hand-off
+    // after a message is shown after it.
+    enum Item {
+        Message(hushwire_client::ConversationMessageView),
+        Notice(Event),
+    }
+    let mut items: Vec<(u64, Item)> = client
         .take_conversation_notices(None)
         .await?
         .into_iter()
-        .partition(|e| matches!(e, Event::ConversationMessageRecalled { .. }));
-    for notice in &changes {
-        show(g, &mut names, notice).await;
-    }
-    let mut shown_now = std::collections::HashSet::new();
-    for message in client.unread_conversation_messages().await? {
-        client
-            .mark_conversation_shown(message.conversation, &[message.id])
-            .await?;
-        shown_now.insert(message.id);
-        shown += show(g, &mut names, &Event::ConversationMessageReceived(message)).await;
-    }
-    for notice in &recalls {
-        // A message just shown was shown as recalled already.
-        if let Event::ConversationMessageRecalled { id, .. } = notice
-            && shown_now.contains(id)
-        {
-            continue;
+        .map(|n| (n.at_ms, Item::Notice(n.event)))
+        .collect();
+    let messages = client.unread_conversation_messages().await?;
+    let shown_now: std::collections::HashSet<_> = messages.iter().map(|m| m.id).collect();
+    items.extend(
+        messages
+            .into_iter()
+            .map(|m| (m.sent_at_ms, Item::Message(m))),
+    );
+    // Stable: notices stay in their order, messages in the order they arrived.
+    items.sort_by_key(|(at, _)| *at);
+    for (_, item) in items {
+        match item {
+            Item::Message(message) => {
+                client
+                    .mark_conversation_shown(message.conversation, &[message.id])
+                    .await?;
+                shown += show(g, &mut names, &Event::ConversationMessageReceived(message)).await;
+            }
+            // A message shown now is shown as recalled already.
+            Item::Notice(Event::ConversationMessageRecalled { id, .. })
+                if shown_now.contains(&id) => {}
+            Item::Notice(notice) => {
+                show(g, &mut names, &notice).await;
+            }
         }
-        show(g, &mut names, notice).await;
     }
     sign_transcripts(&client).await;
     let reason = connection_reason(&client);

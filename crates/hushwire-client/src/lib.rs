@@ -45,8 +45,9 @@ pub use address::Address;
 pub use client::{
     AUDIT_CHECKPOINT_INTERVAL, AgentStatus, ArchiveEntry, ArchiveSettings, AuditedExport,
     AuditedTranscript, ClaimOutcome, Client, ClientOptions, ClinicInfo, ConversationMember,
-    ConversationMessageView, ConversationSummary, ExportSummary, LinkedDevice, MAX_RESENDS,
-    OwnDevices, PersonDevices, RelayKeyPin, RetentionReport, TranscriptInfo, read_export,
+    ConversationMessageView, ConversationNotice, ConversationSummary, ExportSummary, LinkedDevice,
+    MAX_RESENDS, OwnDevices, PersonDevices, RelayKeyPin, RetentionReport, TranscriptInfo,
+    read_export,
 };
 pub use contact::{Contact, ContactId};
 pub use error::{ClientError, Result};

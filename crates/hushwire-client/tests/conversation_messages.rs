@@ -363,7 +363,7 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
             .await
             .unwrap()
         {
-            match notice {
+            match notice.event {
                 Event::ConversationMembershipChanged { changes, .. } => lines.extend(changes),
                 Event::ConversationMessageRecalled { id, by, .. } => recalls.push((id, by)),
                 other => panic!("not a notice: {other:?}"),

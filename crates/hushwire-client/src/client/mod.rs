@@ -57,6 +57,7 @@ pub use conversation_messages::{ArchiveEntry, ConversationMessageView};
 pub use conversations::{ClaimOutcome, ConversationMember};
 pub use devices::{LinkedDevice, OwnDevices, PersonDevices};
 pub use healing::MAX_RESENDS;
+pub use notices::ConversationNotice;
 pub use relay_pin::RelayKeyPin;
 pub use retention::{ConversationSummary, RetentionReport};
 pub use transcripts::{

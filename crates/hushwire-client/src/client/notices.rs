@@ -17,31 +17,39 @@ use hushwire::proto::codec::Codec as _;
 use crate::event::Event;
 use crate::store;
 
+/// A conversation notice not shown yet ([`Client::take_conversation_notices`]), with its time
+/// so it can be shown in order among the messages.
+#[derive(Clone, Debug)]
+pub struct ConversationNotice {
+    /// When it happened (Unix ms): a change's `issued_at`, a recall's relay time, for "no
+    /// verified agent" the revocation list's `issued_at`.
+    pub at_ms: u64,
+    /// [`Event::ConversationMembershipChanged`] (one change), [`Event::ConversationUnanswered`]
+    /// or [`Event::ConversationMessageRecalled`].
+    pub event: Event,
+}
+
 impl Client {
-    /// The membership changes and recalls not shown yet — in every conversation held here, or
-    /// in `only` — as [`Event::ConversationMembershipChanged`] (one per conversation, its
-    /// changes in epoch order, from its first change on), [`Event::ConversationUnanswered`]
-    /// (once per head while every agent on it is revoked), then
-    /// [`Event::ConversationMessageRecalled`] (oldest message first). Each is marked shown as it is taken, so it is returned at most once: a crash
-    /// after this call loses the notice, never shows it twice; the conversation's history
-    /// (`members`, `chat CONVERSATION`) still has it. Changes this very device made are not
-    /// news to it and are skipped (its own command reported them); its other devices' are
-    /// shown.
+    /// The membership changes, "no verified agent" notices and recalls not shown yet — in
+    /// every conversation held here, or in `only` — oldest first ([`ConversationNotice::at_ms`]).
+    /// A conversation's changes count from its first one, described as each left the
+    /// membership; "no verified agent" comes once per head while every agent on it is revoked,
+    /// and only to a device still on it. Each is marked shown as it is taken, so it is returned
+    /// at most once: a crash after this call loses the notice, never shows it twice; the
+    /// conversation's history (`members`, `chat CONVERSATION`) still has it. Changes this very
+    /// device made are not news to it and are skipped (its own command reported them); its
+    /// other devices' are shown.
     pub async fn take_conversation_notices(
         &self,
         only: Option<ConversationId>,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<Vec<ConversationNotice>> {
         let (me, my_device) = self.own_fingerprint_and_device().await;
         let by_index: HashMap<[u8; 32], ConversationId> = match only {
             Some(id) => HashMap::from([(self.conversation_index(&id), id)]),
             None => self.conversations_by_index().await?,
         };
-        // In a stable order (by id), whatever the map's.
-        let mut held: Vec<([u8; 32], ConversationId)> =
-            by_index.iter().map(|(i, id)| (*i, *id)).collect();
-        held.sort_by_key(|(_, id)| id.0);
-        let mut events = Vec::new();
-        for (index, id) in held {
+        let mut notices = Vec::new();
+        for (&index, &id) in &by_index {
             let Some(conv) = self.conv_snapshot(id).await? else {
                 continue;
             };
@@ -71,22 +79,30 @@ impl Client {
             };
             store::set_notices_shown(&mut c, &index, (head, marker)).await?;
             drop(c);
-            let changes: Vec<String> = conv
+            for change in conv
                 .changes
                 .iter()
                 .skip(usize::try_from(shown).unwrap_or(usize::MAX))
                 .filter_map(|b| MembershipChange::from_bytes(b).ok())
                 .filter(|ch| !(ch.signer().fingerprint() == me && ch.signer_device() == my_device))
-                .map(|ch| conv.describe(&ch))
-                .collect();
-            if !changes.is_empty() {
-                events.push(Event::ConversationMembershipChanged {
-                    conversation: id,
-                    changes,
+            {
+                notices.push(ConversationNotice {
+                    at_ms: change.issued_at().saturating_mul(1000),
+                    event: Event::ConversationMembershipChanged {
+                        conversation: id,
+                        changes: vec![conv.describe(&change)],
+                    },
                 });
             }
             if unanswered {
-                events.push(Event::ConversationUnanswered { conversation: id });
+                let at_ms = conv
+                    .revocations
+                    .as_ref()
+                    .map_or(0, |l| l.issued_at().saturating_mul(1000));
+                notices.push(ConversationNotice {
+                    at_ms,
+                    event: Event::ConversationUnanswered { conversation: id },
+                });
             }
         }
         let rows = {
@@ -115,13 +131,18 @@ impl Client {
                     None => "a member whose name is not known here".to_owned(),
                 }
             };
-            events.push(Event::ConversationMessageRecalled {
-                conversation,
-                id,
-                by,
+            notices.push(ConversationNotice {
                 at_ms,
+                event: Event::ConversationMessageRecalled {
+                    conversation,
+                    id,
+                    by,
+                    at_ms,
+                },
             });
         }
-        Ok(events)
+        // Oldest first; a stable sort keeps a conversation's changes in epoch order.
+        notices.sort_by_key(|n| n.at_ms);
+        Ok(notices)
     }
 }
