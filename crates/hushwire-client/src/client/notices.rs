@@ -1,4 +1,5 @@
-//! Conversation notices shown once (`docs/client.md` §5.6): a membership change ("Ben Marsh —
+//! Conversation notices shown once (`docs/client.md` §3.3, tables `conversation_notices_shown`
+//! and `conversation_recalls_unshown`): a membership change ("Ben Marsh —
 //! verified agent of Lakeside Clinic joined as agent") and a recall are events when they
 //! arrive, but the command that receives them may not be the one that shows them (`members`
 //! fetches a history, `send` receives a recall). Like conversation messages, they are kept
@@ -7,13 +8,11 @@
 
 use std::collections::HashMap;
 
-use hushwire::proto::conversation::ConversationId;
-use hushwire::proto::conversation::MembershipChange;
+use hushwire::proto::codec::Codec as _;
+use hushwire::proto::conversation::{ConversationId, MembershipChange};
 
 use super::Client;
 use crate::error::Result;
-use hushwire::proto::codec::Codec as _;
-
 use crate::event::Event;
 use crate::store;
 
