@@ -3320,6 +3320,18 @@ MEMBERSHIP_PEOPLE = ("patient", "ada", "ben", "sue", "stranger")
 
 
 def check_membership(c, mj):
+    def shown_members(v):
+        """The verifier's members as the vectors list them."""
+        return [dict(member=ids[f] if ids[f] == "patient" else ids[f].capitalize(), role=r, devices=d)
+                for f, r, d, _ in v.members]
+
+    def verdict(v, change, now, revocations):
+        """Applies `change` to the verifier `v` (§4.3): "accepted", or the refusal's name."""
+        try:
+            v.apply(change, now, revocations, device_list)
+            return "accepted"
+        except (MembershipRefused, Refused) as err:
+            return str(err)
     """docs/conversations.md §4: identities, certificates and every change rebuilt from the spec, then
     the history and the invalid cases verified by MembershipVerifier."""
     import copy
@@ -3377,17 +3389,12 @@ def check_membership(c, mj):
              sha256(MEMBERSHIP_CHANGE_HASH + change))
         c.eq(f"membership: change {k} epoch and time", (e["epoch"], e["issued_at"]), (k, mj["t0"] + 60 * k))
         previous = sha256(MEMBERSHIP_CHANGE_HASH + change)
-        try:
-            verifier.apply(decode_whole(parse_change, h(e["bytes"])), mj["now"], None, device_list)
-            got = "accepted"
-        except (MembershipRefused, Refused) as err:
-            got = str(err)
+        got = verdict(verifier, decode_whole(parse_change, h(e["bytes"])), mj["now"], None)
         c.eq(f"membership: change {k} is accepted", "accepted", got)
         prefixes.append(copy.deepcopy(verifier))
     c.eq("membership: the members after the history",
          mj["members"],
-         [dict(member=ids[f] if ids[f] == "patient" else ids[f].capitalize(), role=r, devices=d)
-          for f, r, d, _ in verifier.members])
+         shown_members(verifier))
 
     for case in mj["invalid"]:
         v = copy.deepcopy(prefixes[case["after"]])
@@ -3396,11 +3403,7 @@ def check_membership(c, mj):
             revocations = decode_whole(parse_revocation_list, h(case["revocation_list"]))
             c.true(f"membership: {case['name']}: the revocation list is the clinic's",
                    ed25519_verify(org, SIG_REVOCATION_LIST + revocations["signed"], revocations["signature"]))
-        try:
-            v.apply(decode_whole(parse_change, h(case["change"])), case["now"], revocations, device_list)
-            got = "accepted"
-        except (MembershipRefused, Refused) as err:
-            got = str(err)
+        got = verdict(v, decode_whole(parse_change, h(case["change"])), case["now"], revocations)
         c.eq(f"membership: refused: {case['name']}", case["error"], got)
         c.true(f"membership: {case['name']}: the rule names the error", case["error"].startswith(case["rule"]))
 
@@ -3412,22 +3415,13 @@ def check_membership(c, mj):
                ed25519_verify(org, SIG_REVOCATION_LIST + revocations["signed"], revocations["signature"]))
         change = decode_whole(parse_change, h(case["change"]))
         v = copy.deepcopy(prefixes[case["after"]])
-        try:
-            v.apply(change, case["now"], None, device_list)
-            got = "accepted"
-        except (MembershipRefused, Refused) as err:
-            got = str(err)
+        got = verdict(v, change, case["now"], None)
         c.eq(f"membership: {case['name']}: refused without the list", "ClaimWhileClaimed", got)
         v = copy.deepcopy(prefixes[case["after"]])
-        try:
-            v.apply(change, case["now"], revocations, device_list)
-            got = "accepted"
-        except (MembershipRefused, Refused) as err:
-            got = str(err)
+        got = verdict(v, change, case["now"], revocations)
         c.eq(f"membership: takeover: {case['name']}", "accepted", got)
         c.eq(f"membership: {case['name']}: the members after it", case["members"],
-             [dict(member=ids[f] if ids[f] == "patient" else ids[f].capitalize(), role=r, devices=d)
-              for f, r, d, _ in v.members])
+             shown_members(v))
 
     # §7.1: the archive policy, rebuilt and signed.
     ap = mj["archive_policy"]
