@@ -1613,6 +1613,16 @@ fn org(user: &User, dir: &Path, args: &[&str]) -> Out {
     run(org_command(user, dir, args), &user.home)
 }
 
+/// The message id `send` prints ("… (message ID)") of a conversation message.
+fn sent_message_id(stdout: &str) -> String {
+    stdout
+        .split("(message ")
+        .nth(1)
+        .and_then(|rest| rest.get(..32))
+        .unwrap()
+        .to_owned()
+}
+
 /// The organization key's passphrase in the tests: not the stores'.
 const ORG_PASSPHRASE: &str = "organization key passphrase for tests";
 
@@ -2567,15 +2577,10 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
         again.stdout
     );
     // A message recalled before the patient's recv is shown as recalled, never its text.
-    let sent = ben
-        .run_ok(&["send", &id, "Results for another patient"])
-        .stdout;
-    let message = sent
-        .split("(message ")
-        .nth(1)
-        .and_then(|rest| rest.get(..32))
-        .unwrap()
-        .to_owned();
+    let message = sent_message_id(
+        &ben.run_ok(&["send", &id, "Results for another patient"])
+            .stdout,
+    );
     ben.run_ok(&["recall", &id, &message]);
     let got = patient.run_ok(&["recv"]).stdout;
     assert!(
@@ -2584,15 +2589,10 @@ fn a_patient_and_two_agents_chat_in_a_conversation_with_a_handoff_note_and_a_rec
     );
     // A recall another command received first is still shown by `recv`, once (review finding:
     // notices were events only, so `members` swallowed them).
-    let sent = ben
-        .run_ok(&["send", &id, "Lab slip for the wrong chart"])
-        .stdout;
-    let message = sent
-        .split("(message ")
-        .nth(1)
-        .and_then(|rest| rest.get(..32))
-        .unwrap()
-        .to_owned();
+    let message = sent_message_id(
+        &ben.run_ok(&["send", &id, "Lab slip for the wrong chart"])
+            .stdout,
+    );
     assert!(patient.run_ok(&["recv"]).stdout.contains("Lab slip"));
     ben.run_ok(&["recall", &id, &message]);
     patient.run_ok(&["members", &id]);
