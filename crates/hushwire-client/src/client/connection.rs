@@ -179,11 +179,7 @@ impl Client {
         // Pushes only: a stored payload waiting for an epoch may wait for good, and is acted
         // on at the next connection anyway.
         while *self.inner.connection.borrow() == ConnectionState::Connected
-            && (self.inner.pushes.lock().is_ok_and(|p| !p.is_empty())
-                || self
-                    .inner
-                    .conversation_working
-                    .load(std::sync::atomic::Ordering::SeqCst))
+            && self.pushes_pending()
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1912,14 +1912,19 @@ impl Client {
 
     /// Whether pushes or received conversation payloads wait to be acted on (`sync` waits).
     pub(super) async fn conversation_work_pending(&self) -> Result<bool> {
-        use std::sync::atomic::Ordering;
-        if self.inner.conversation_working.load(Ordering::SeqCst)
-            || self.inner.pushes.lock().is_ok_and(|p| !p.is_empty())
-        {
+        if self.pushes_pending() {
             return Ok(true);
         }
         let mut c = self.inner.db.acquire().await?;
         Ok(!store::work(&mut c, WorkQueue::Inbound).await?.is_empty())
+    }
+
+    /// Whether queue pushes wait to be acted on, or the worker is acting on them now.
+    pub(super) fn pushes_pending(&self) -> bool {
+        self.inner
+            .conversation_working
+            .load(std::sync::atomic::Ordering::SeqCst)
+            || self.inner.pushes.lock().is_ok_and(|p| !p.is_empty())
     }
 
     /// The conversation work of a connection: pushes, then received payloads.
