@@ -15,16 +15,18 @@
 
 mod conversations;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire_proto::codec::Codec;
 use hushwire_proto::relay::{
-    Challenge, Credentials, DeviceAddress, ErrorCode, Frame, FrameBody, MAX_PREKEYS_PER_UPLOAD,
-    OutgoingEnvelope,
+    Challenge, Credentials, Delivery, DeviceAddress, ErrorCode, Frame, FrameBody,
+    MAX_PREKEYS_PER_UPLOAD, OutgoingEnvelope,
 };
 use hushwire_proto::{IdentityKey, KemPreKeyKind, PreKeyBundle};
 use sha2::Digest as _;
@@ -178,6 +180,9 @@ struct Connection<S> {
     wakers: Arc<Wakers>,
     /// Position of the last envelope delivered on this connection.
     cursor: i64,
+    /// The mailbox was read since login and since the live queue last overflowed: the live
+    /// queue holds everything committed since (`live.rs`).
+    caught_up: bool,
     /// This connection's place among pending connections, given back at authentication.
     pending: Option<Arc<crate::pending::PendingPlace>>,
 }
@@ -205,6 +210,7 @@ pub(crate) async fn serve<S: Store>(
         device: None,
         wakers: Arc::new(Wakers::default()),
         cursor: 0,
+        caught_up: false,
         pending,
     };
     let outcome = conn.run().await;
@@ -305,7 +311,23 @@ impl<S: Store> Connection<S> {
     /// Writes and flushes one message, within the write timeout: a peer that does not read
     /// is closed instead of holding the relay's memory and this task for ever.
     async fn write(&mut self, message: Message) -> Result<(), Close> {
-        match tokio::time::timeout(self.relay.write_timeout(), self.socket.send(message)).await {
+        self.write_all([message]).await
+    }
+
+    /// Writes `messages` and flushes once (one system call for a delivery round, not one per
+    /// envelope), all within the write timeout.
+    async fn write_all(
+        &mut self,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<(), Close> {
+        let socket = &mut self.socket;
+        let written = async move {
+            for message in messages {
+                socket.feed(message).await?;
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(self.relay.write_timeout(), written).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Close::Gone),
             Err(_) => Err(Close::SlowReader),
@@ -602,6 +624,8 @@ impl<S: Store> Connection<S> {
                 if !stored {
                     return self.list_refused(id).await;
                 }
+                // Sends checked from now on see the new list (`device_lists.rs`).
+                self.relay.device_lists.invalidate(&fingerprint);
                 // Each device the new list drops is suspended for good, on every instance.
                 for &device_id in previous.as_ref().map_or(&[][..], DeviceList::devices) {
                     if !list.contains(device_id) {
@@ -773,7 +797,9 @@ impl<S: Store> Connection<S> {
                             size: *size,
                         },
                     );
-                    self.relay.wake(recipient);
+                    if !self.relay.live_delivery {
+                        self.relay.wake(recipient);
+                    }
                 }
                 FrameBody::Sent(receipts)
             }
@@ -1207,14 +1233,24 @@ impl<S: Store> Connection<S> {
             }
         }
         for identity in identities {
-            let Some(list) = self
-                .relay
-                .store
-                .device_list(identity)
-                .await
-                .map_err(|e| internal(id, &e))?
-                .and_then(|b| decode_stored::<DeviceList>(&b))
-            else {
+            let list = match self.relay.device_lists.get(&identity) {
+                (Some(cached), _) => cached,
+                (None, generation) => {
+                    let read = self
+                        .relay
+                        .store
+                        .device_list(identity)
+                        .await
+                        .map_err(|e| internal(id, &e))?
+                        .and_then(|b| decode_stored::<DeviceList>(&b))
+                        .map(Arc::new);
+                    self.relay
+                        .device_lists
+                        .fill(identity, read.clone(), generation);
+                    read
+                }
+            };
+            let Some(list) = list else {
                 continue;
             };
             let removed = devices
@@ -1473,12 +1509,42 @@ impl<S: Store> Connection<S> {
         .await
     }
 
-    /// Sends every stored envelope not yet sent on this connection.
+    /// Sends every stored envelope not yet sent on this connection, and any conversation
+    /// pushes waiting for it. With live delivery (`live.rs`) the envelopes come from the
+    /// connection's live queue, and the mailbox is read only at login and after the queue
+    /// overflowed; otherwise it is read on every wake-up.
     async fn deliver_pending(&mut self) -> Result<(), Close> {
         let Some((device, _)) = self.device else {
             return Ok(());
         };
         // Conversation pushes first (MembershipChanged, QueueChanged), already encoded frames.
+        if self.wakers.pushes.swap(false, Ordering::SeqCst) {
+            self.deliver_pushes(device).await?;
+        }
+        // Taken before the mailbox is read: whatever the queue dropped was committed before
+        // its overflow flag was set, so before this take, so the read below returns it.
+        let (live, overflowed) = if self.relay.live_delivery {
+            self.wakers
+                .live
+                .lock()
+                .map_or_else(|_| (VecDeque::new(), true), |mut q| q.take())
+        } else {
+            (VecDeque::new(), true)
+        };
+        if overflowed && self.relay.live_delivery {
+            self.relay.metrics.live_overflows.inc();
+        }
+        if overflowed || !self.caught_up {
+            self.read_mailbox(device).await?;
+            self.caught_up = self.relay.live_delivery;
+        }
+        let cursor = self.cursor;
+        let fresh: Vec<(i64, Delivery)> = live.into_iter().filter(|(p, _)| *p > cursor).collect();
+        self.deliver(device, fresh).await
+    }
+
+    /// Sends the conversation pushes waiting in storage, oldest first.
+    async fn deliver_pushes(&mut self, device: DeviceAddress) -> Result<(), Close> {
         loop {
             let pushes = self
                 .relay
@@ -1487,14 +1553,18 @@ impl<S: Store> Connection<S> {
                 .await
                 .map_err(|e| internal(0, &e))?;
             let full = pushes.len() == DELIVERY_BATCH as usize;
-            for frame in pushes {
-                self.relay.metrics.frames_out.inc();
-                self.write(Message::Binary(frame.into())).await?;
-            }
+            self.relay.metrics.frames_out.inc_by(pushes.len() as u64);
+            self.write_all(pushes.into_iter().map(|f| Message::Binary(f.into())))
+                .await?;
             if !full {
-                break;
+                return Ok(());
             }
         }
+    }
+
+    /// Reads the mailbox after this connection's cursor and sends all of it, a bounded batch
+    /// at a time.
+    async fn read_mailbox(&mut self, device: DeviceAddress) -> Result<(), Close> {
         loop {
             let mut batch = self
                 .relay
@@ -1517,27 +1587,42 @@ impl<S: Store> Connection<S> {
                 batch.truncate(keep);
                 full = true;
             }
-            for (position, delivery) in batch {
-                self.cursor = position;
-                let envelope = EnvelopeId(delivery.server_id);
-                self.send(&Frame {
-                    request_id: 0,
-                    body: FrameBody::Deliver(delivery),
-                })
-                .await?;
-                self.relay.metrics.envelopes_delivered.inc();
-                self.relay.audit.record(
-                    now_ms(),
-                    AuditEvent::EnvelopeDelivered {
-                        recipient: device_ref(&device),
-                        envelope,
-                    },
-                );
-            }
+            self.deliver(device, batch).await?;
             if !full {
                 return Ok(());
             }
         }
+    }
+
+    /// Sends `batch` (in position order) as `Deliver` frames, flushed once, and moves the
+    /// cursor past it.
+    async fn deliver(
+        &mut self,
+        device: DeviceAddress,
+        batch: impl IntoIterator<Item = (i64, Delivery)>,
+    ) -> Result<(), Close> {
+        let now = now_ms();
+        let mut frames = Vec::new();
+        for (position, delivery) in batch {
+            self.cursor = position;
+            self.relay.audit.record(
+                now,
+                AuditEvent::EnvelopeDelivered {
+                    recipient: device_ref(&device),
+                    envelope: EnvelopeId(delivery.server_id),
+                },
+            );
+            let frame = Frame {
+                request_id: 0,
+                body: FrameBody::Deliver(delivery),
+            };
+            frames.push(Message::Binary(frame.to_bytes().into()));
+        }
+        let count = frames.len() as u64;
+        self.relay.metrics.frames_out.inc_by(count);
+        self.write_all(frames).await?;
+        self.relay.metrics.envelopes_delivered.inc_by(count);
+        Ok(())
     }
 }
 

@@ -10,6 +10,8 @@
 pub mod audit_log;
 pub mod config;
 mod connection;
+pub mod device_lists;
+mod live;
 pub mod membership_cache;
 pub mod metrics;
 pub mod pending;
@@ -20,9 +22,8 @@ pub mod storage;
 pub mod tls;
 mod web;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -34,9 +35,11 @@ use axum::routing::get;
 use ed25519_dalek::SigningKey;
 use hushwire_proto::clinic::ClinicLink;
 use hushwire_proto::relay::DeviceAddress;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
+use crate::live::Connected;
+pub(crate) use crate::live::Wakers;
 use crate::metrics::Metrics;
 use crate::rate_limit::{PairLimiter, RateLimiter};
 use crate::storage::Store;
@@ -62,24 +65,6 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// What wakes a connected device's connection.
-#[derive(Default)]
-pub(crate) struct Wakers {
-    /// Envelopes arrived.
-    pub(crate) mail: Notify,
-    /// Its one-time prekeys run low.
-    pub(crate) prekeys_low: Notify,
-    /// A newer connection of the same device authenticated: this one closes with
-    /// [`CLOSE_CONNECTED_ELSEWHERE`].
-    pub(crate) replaced: Notify,
-    /// The clinic changed this device's standing (suspended, ordered wiped, or a revocation
-    /// list that may revoke its certificate): the connection checks it again from storage.
-    pub(crate) standing: Notify,
-    /// The serial of the certificate the device's identity held when it authenticated, if
-    /// any: a new revocation list wakes only the connections it may concern.
-    pub(crate) serial: Mutex<Option<u64>>,
 }
 
 /// WebSocket close code of a connection that another connection of the same device replaced
@@ -111,6 +96,8 @@ pub struct Relay<S> {
     pub(crate) metrics: Metrics,
     /// Verified conversation memberships at their stored heads (`docs/relay-protocol.md` §3.6).
     pub(crate) memberships: membership_cache::MembershipCache,
+    /// Published device lists, for the send path's check (`device_lists.rs`).
+    pub(crate) device_lists: device_lists::DeviceListCache,
     pub(crate) device_limits: RateLimiter<DeviceAddress>,
     pub(crate) address_limits: RateLimiter<IpAddr>,
     /// Envelopes and bytes per (sender, recipient).
@@ -127,7 +114,10 @@ pub struct Relay<S> {
     /// this rate (`docs/relay-protocol.md` §3.6).
     pub(crate) archive_limits: RateLimiter<hushwire_proto::relay::DeviceAddress>,
     /// Devices connected to this instance, woken when mail arrives for them.
-    pub(crate) connected: Mutex<HashMap<DeviceAddress, Arc<Wakers>>>,
+    pub(crate) connected: Arc<Connected>,
+    /// The store hands each envelope to [`Relay::connected`] right after its commit
+    /// (`live.rs`), so a connection reads its mailbox only at login and after an overflow.
+    pub(crate) live_delivery: bool,
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Connections accepted but not yet authenticated.
     pub(crate) pending: Arc<pending::PendingConnections>,
@@ -153,6 +143,8 @@ impl<S: Store> Relay<S> {
         let clinic = config.clinic().ok().flatten();
         // Likewise a malformed origin (refused, it would never match anyway).
         let allowed_origins = config.allowed_origins().unwrap_or_default();
+        let connected = Arc::new(Connected::default());
+        let live_delivery = store.listen_for_commits(connected.clone());
         Arc::new(Self {
             clinic,
             allowed_origins,
@@ -173,7 +165,9 @@ impl<S: Store> Relay<S> {
             ),
             metrics: Metrics::new(),
             memberships: membership_cache::MembershipCache::default(),
-            connected: Mutex::new(HashMap::new()),
+            device_lists: device_lists::DeviceListCache::default(),
+            connected,
+            live_delivery,
             store,
             config,
             shutdown,
@@ -244,6 +238,17 @@ impl<S: Store> Relay<S> {
         }
     }
 
+    /// Wakes the connection of `device` on this instance, if any, to deliver conversation
+    /// pushes just stored for it (and any new envelopes).
+    pub(crate) fn wake_pushes(&self, device: &DeviceAddress) {
+        if let Ok(map) = self.connected.lock()
+            && let Some(w) = map.get(device)
+        {
+            w.pushes.store(true, std::sync::atomic::Ordering::SeqCst);
+            w.mail.notify_one();
+        }
+    }
+
     /// Tells the connection of `device` on this instance, if any, that the clinic changed its
     /// standing (suspended, ordered wiped): it checks again and closes.
     pub(crate) fn recheck_standing(&self, device: &DeviceAddress) {
@@ -257,6 +262,7 @@ impl<S: Store> Relay<S> {
     /// Tells every connection on this instance of a device of `identity` (a fingerprint) that
     /// the identity published a new device list: each checks again whether it is still on it.
     pub(crate) fn recheck_identity(&self, identity: &[u8; 32]) {
+        self.device_lists.invalidate(identity);
         if let Ok(map) = self.connected.lock() {
             for (address, w) in map.iter() {
                 if address.fingerprint == *identity {
@@ -446,6 +452,8 @@ pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool)
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        // Lists published while no notification could arrive are not in the cache any more.
+        relay.device_lists.clear();
         loop {
             tokio::select! {
                 n = listener.recv() => match n {
@@ -464,7 +472,9 @@ pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool)
                         }
                     }
                     Ok(n) => {
-                        if let Some(device) = parse_notification(n.payload()) {
+                        if let Some(device) = n.payload().strip_prefix("push:").and_then(parse_notification) {
+                            relay.wake_pushes(&device);
+                        } else if let Some(device) = parse_notification(n.payload()) {
                             relay.wake(&device);
                         }
                     }

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub envelopes_delivered: Counter,
     /// Envelopes expired unread.
     pub envelopes_expired: Counter,
+    /// Times a connection's live queue overflowed, so it read its mailbox instead
+    /// (`live.rs`): a slow reader, or a burst larger than one delivery round.
+    pub live_overflows: Counter,
     /// Envelopes waiting, as of the last expiry sweep.
     pub queue_depth: Gauge,
     /// Time for a store operation to become durable, in seconds.
@@ -58,6 +61,7 @@ impl Metrics {
             envelopes_stored: Counter::default(),
             envelopes_delivered: Counter::default(),
             envelopes_expired: Counter::default(),
+            live_overflows: Counter::default(),
             queue_depth: Gauge::default(),
             store_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             refusals: Family::default(),
@@ -92,6 +96,11 @@ impl Metrics {
             "envelopes_expired",
             "Envelopes expired unread",
             m.envelopes_expired.clone(),
+        );
+        registry.register(
+            "live_overflows",
+            "Live delivery queues that overflowed (the connection read its mailbox instead)",
+            m.live_overflows.clone(),
         );
         registry.register("queue_depth", "Envelopes waiting", m.queue_depth.clone());
         registry.register(

@@ -113,3 +113,56 @@ async fn mailbox_quota_holds_with_16_concurrent_senders() {
         assert!(more.is_empty(), "{engine:?}: {} more delivered", more.len());
     }
 }
+
+/// A recipient that stops reading while 400 envelopes of 60 KiB (far more than the socket
+/// buffers hold) are stored for it, then reads again, gets every one, once, in the order they
+/// were sent. On SQLite its connection's live queue (`live.rs`) must have overflowed meanwhile,
+/// so the mailbox read that follows an overflow is what this checks there.
+#[tokio::test]
+async fn a_stalled_reader_gets_everything_in_order_after_its_live_queue_overflowed() {
+    const N: u32 = 400;
+    for engine in Engine::all().await {
+        let relays = engine.start(
+            "stall",
+            &[
+                "--sender-rate",
+                "100000",
+                "--sender-byte-rate",
+                "1000000000",
+                "--write-timeout-secs",
+                "120",
+            ],
+        );
+        let bob = Device::new(250, 1);
+        let mut b = Client::register(&relays[0].url(), &bob).await;
+        let mut a = Client::register(&relays[relays.len() - 1].url(), &Device::new(251, 1)).await;
+        for n in 0..N {
+            let mut payload = n.to_be_bytes().to_vec();
+            payload.resize(60 * 1024, 0x5a);
+            let answer = a.send_to(bob.address(), &payload).await;
+            assert!(
+                matches!(answer, FrameBody::Sent(_)),
+                "{engine:?}: {answer:?}"
+            );
+        }
+        let received = b.receive(N as usize).await;
+        let order: Vec<u32> = received
+            .iter()
+            .map(|d| u32::from_be_bytes(d.payload[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            order,
+            (0..N).collect::<Vec<_>>(),
+            "{engine:?}: missing, twice or out of order"
+        );
+        if matches!(engine, Engine::Sqlite) {
+            let text = common::metrics(relays[0].port).await;
+            let overflows =
+                common::sample(&text, "hushwire_relay_live_overflows_total").unwrap_or(0.0);
+            assert!(
+                overflows >= 1.0,
+                "the live queue never overflowed, so this test did not exercise the read after an overflow"
+            );
+        }
+    }
+}

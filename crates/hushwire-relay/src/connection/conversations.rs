@@ -867,7 +867,7 @@ impl<S: Store> Connection<S> {
             .memberships
             .insert(conversation.0, Arc::new(log.clone()));
         for target in &targets {
-            self.relay.wake(target);
+            self.relay.wake_pushes(target);
         }
         // Audit: metadata only.
         let by = device_ref(&device);
@@ -1020,7 +1020,7 @@ impl<S: Store> Connection<S> {
             if applied {
                 tracing::info!("a conversation whose agents are all revoked is back in the queue");
                 for target in &on_duty {
-                    self.relay.wake(target);
+                    self.relay.wake_pushes(target);
                 }
                 return Ok(());
             }

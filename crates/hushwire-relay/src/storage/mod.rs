@@ -316,9 +316,38 @@ pub struct StoredArchiveEnvelope {
     pub filed_at_ms: u64,
 }
 
+/// An envelope just committed to its recipient's mailbox at `position`.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// Whose mailbox.
+    pub recipient: DeviceAddress,
+    /// Its mailbox position (what `pending` orders by and reads after).
+    pub position: i64,
+    /// The envelope as it is delivered.
+    pub delivery: Delivery,
+}
+
+/// Told of envelopes right after the commit that stored them, every one, in commit order
+/// (which is position order), so a connected recipient can be sent them without reading them
+/// back (`live.rs`, `docs/relay-protocol.md` §5). Called on the store's writer: it must not
+/// block.
+pub trait CommitListener: Send + Sync + 'static {
+    /// The envelopes of one commit, in position order.
+    fn committed(&self, envelopes: Vec<Committed>);
+}
+
 /// The relay's storage. Implementations must make each method atomic, and `enqueue` durable
 /// before it returns.
 pub trait Store: Send + Sync + 'static {
+    /// Asks the store to tell `listener` of every envelope it commits from now on, in commit
+    /// order, and returns whether it will. A store that cannot promise that order (PostgreSQL:
+    /// several instances commit to one mailbox) returns `false`, and connections read their
+    /// mailbox on every wake-up instead.
+    fn listen_for_commits(&self, listener: std::sync::Arc<dyn CommitListener>) -> bool {
+        let _ = listener;
+        false
+    }
+
     /// Registers `address` with `identity` (encoded), consuming `invite` when the policy asks
     /// for one.
     fn register(

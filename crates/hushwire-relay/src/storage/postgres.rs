@@ -1575,8 +1575,9 @@ async fn store_members_and_pushes(
     store_pushes(tx, pushes).await
 }
 
-/// Stores pushes and announces them on [`NOTIFY_CHANNEL`] (delivered at commit), so the
-/// instance holding each device's connection wakes it, as for mail.
+/// Stores pushes and announces them on [`NOTIFY_CHANNEL`] (delivered at commit) with payload
+/// `push:hex(fingerprint):device_id`, so the instance holding each device's connection wakes
+/// it and reads its pushes (a plain mail wake-up does not read them).
 async fn store_pushes(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     pushes: &[(DeviceAddress, Vec<u8>)],
@@ -1590,7 +1591,7 @@ async fn store_pushes(
             .await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
-            .bind(device_payload(device))
+            .bind(format!("push:{}", device_payload(device)))
             .execute(&mut **tx)
             .await?;
     }

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr as _;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -25,10 +25,10 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedBundle, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload, Provisioned,
-    Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
-    StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql, to_i64,
-    to_u64,
+    ClaimedBundle, CommitListener, Committed, ConversationUpdate, Enqueued, MailboxLimits,
+    PreKeyUpload, Provisioned, Provisioning, Registration, RegistrationPolicy, Standing, Store,
+    StoreError, StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql,
+    to_i64, to_u64,
 };
 
 /// Most jobs committed together.
@@ -154,11 +154,13 @@ const MAX_DELETE_ROWS: usize = 10_000;
 /// Most rows in one audit record `INSERT` (3 parameters each).
 const MAX_AUDIT_ROWS: usize = 1024;
 
-/// `INSERT` of `rows` envelopes.
+/// `INSERT` of `rows` envelopes, returning each one's `(server_id, position)` (two columns,
+/// where the acknowledgements' `DELETE` in the same query returns six).
 fn insert_envelopes_sql(rows: usize) -> String {
     format!(
         "INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, \
-         sender_fingerprint, sender_device, server_time, payload) VALUES {};\n",
+         sender_fingerprint, sender_device, server_time, payload) VALUES {} \
+         RETURNING server_id, position;\n",
         placeholders(rows, 7)
     )
 }
@@ -255,6 +257,8 @@ pub struct SqliteStore {
     reads: SqlitePool,
     writes: mpsc::Sender<Job>,
     cache: Arc<Mutex<MailboxCache>>,
+    /// Told of each batch's envelopes after its commit (`Store::listen_for_commits`).
+    listener: Arc<OnceLock<Arc<dyn CommitListener>>>,
 }
 
 impl SqliteStore {
@@ -287,12 +291,14 @@ impl SqliteStore {
             .await?;
         let (writes, jobs) = mpsc::channel(4096);
         let cache = Arc::new(Mutex::new(MailboxCache::default()));
-        tokio::spawn(run_writer(writer, jobs, cache.clone()));
+        let listener = Arc::new(OnceLock::new());
+        tokio::spawn(run_writer(writer, jobs, cache.clone(), listener.clone()));
         tokio::spawn(run_checkpoints(checkpointer, writes.downgrade()));
         Ok(Self {
             reads,
             writes,
             cache,
+            listener,
         })
     }
 
@@ -481,6 +487,7 @@ async fn run_writer(
     mut conn: SqliteConnection,
     mut jobs: mpsc::Receiver<Job>,
     cache: Arc<Mutex<MailboxCache>>,
+    listener: Arc<OnceLock<Arc<dyn CommitListener>>>,
 ) {
     let mut stats = WriterStats::default();
     let mut stats_since = Instant::now();
@@ -552,7 +559,14 @@ async fn run_writer(
         } else {
             stats.round_trips += 1;
             match hot.write(&mut conn, !began).await {
-                Ok(deleted) => {
+                Ok((deleted, committed)) => {
+                    // Before the senders hear `Sent`: the recipients' connections can write
+                    // while the senders' answers are on their way.
+                    if let Some(listener) = listener.get()
+                        && !committed.is_empty()
+                    {
+                        listener.committed(committed);
+                    }
                     hot.answer(&cache, acks, deleted, &mut answers);
                     true
                 }
@@ -593,6 +607,9 @@ struct EnvelopeRow {
     time_ms: u64,
     payload: Vec<u8>,
 }
+
+/// Acknowledged envelopes deleted by a batch: `(server_id, recipient)` to its sender and size.
+type Deleted = HashMap<([u8; 16], DeviceAddress), (DeviceAddress, Usage)>;
 
 /// A batch's stores and acknowledgements, written in one round trip.
 #[derive(Default)]
@@ -665,13 +682,14 @@ impl HotPath {
     /// One query: `BEGIN` (if `begin`), the `DELETE`, the `INSERT` and `COMMIT`. sqlx runs a
     /// query of several statements in one call to its worker thread, binding the arguments in
     /// order. Not cached (its text depends on the batch's size); preparing it costs far less
-    /// than the round trips it saves. Returns the `(server_id, recipient)` deleted. On `Err`
-    /// the statements after the failing one did not run: the caller rolls back.
+    /// than the round trips it saves. Returns the `(server_id, recipient)` deleted and the
+    /// envelopes stored, in position order. On `Err` the statements after the failing one did
+    /// not run: the caller rolls back.
     async fn write(
         &mut self,
         c: &mut SqliteConnection,
         begin: bool,
-    ) -> Result<HashMap<([u8; 16], DeviceAddress), (DeviceAddress, Usage)>, sqlx::Error> {
+    ) -> Result<(Deleted, Vec<Committed>), sqlx::Error> {
         let mut sql = String::new();
         if begin {
             sql.push_str("BEGIN IMMEDIATE;\n");
@@ -690,7 +708,7 @@ impl HotPath {
                 .bind(fp(recipient))
                 .bind(recipient.device_id);
         }
-        for row in std::mem::take(&mut self.rows) {
+        for row in &self.rows {
             query = query
                 .bind(row.id.to_vec())
                 .bind(fp(&row.recipient))
@@ -698,11 +716,16 @@ impl HotPath {
                 .bind(fp(&row.sender))
                 .bind(row.sender.device_id)
                 .bind(to_i64(row.time_ms))
-                .bind(row.payload);
+                .bind(row.payload.as_slice());
         }
         let mut deleted = HashMap::new();
+        let mut positions = HashMap::with_capacity(self.rows.len());
         for row in query.fetch_all(&mut *c).await? {
             let id: Vec<u8> = row.try_get(0)?;
+            if row.columns().len() == 2 {
+                positions.insert(id, row.try_get::<i64, _>(1)?);
+                continue;
+            }
             let (Some(recipient), Some(sender)) = (address_at(&row, 1), address_at(&row, 3)) else {
                 continue;
             };
@@ -715,7 +738,23 @@ impl HotPath {
                 deleted.insert((id, recipient), (sender, freed));
             }
         }
-        Ok(deleted)
+        let mut committed: Vec<Committed> = std::mem::take(&mut self.rows)
+            .into_iter()
+            .filter_map(|row| {
+                Some(Committed {
+                    recipient: row.recipient,
+                    position: *positions.get(row.id.as_slice())?,
+                    delivery: Delivery {
+                        server_id: row.id,
+                        sender: row.sender,
+                        server_time_ms: row.time_ms,
+                        payload: row.payload,
+                    },
+                })
+            })
+            .collect();
+        committed.sort_by_key(|c| c.position);
+        Ok((deleted, committed))
     }
 
     /// After the write: updates the cache and answers. Each ack job gets the ids of its own
@@ -725,7 +764,7 @@ impl HotPath {
         self,
         cache: &Mutex<MailboxCache>,
         acks: Vec<AckJob>,
-        mut deleted: HashMap<([u8; 16], DeviceAddress), (DeviceAddress, Usage)>,
+        mut deleted: Deleted,
         answers: &mut Vec<Reply>,
     ) {
         if let Ok(mut m) = cache.lock() {
@@ -886,6 +925,12 @@ fn fp(a: &DeviceAddress) -> Vec<u8> {
 }
 
 impl Store for SqliteStore {
+    /// The writer is the only connection that writes and positions only grow, so commit
+    /// order is position order: the listener is told of every envelope after its commit.
+    fn listen_for_commits(&self, listener: Arc<dyn CommitListener>) -> bool {
+        self.listener.set(listener).is_ok()
+    }
+
     async fn register(
         &self,
         address: DeviceAddress,
