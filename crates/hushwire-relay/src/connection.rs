@@ -1538,8 +1538,22 @@ impl<S: Store> Connection<S> {
             self.read_mailbox(device).await?;
             self.caught_up = self.relay.live_delivery;
         }
-        let cursor = self.cursor;
-        let fresh: Vec<(i64, Delivery)> = live.into_iter().filter(|(p, _)| *p > cursor).collect();
+        let mut fresh: Vec<(i64, Delivery)> = Vec::with_capacity(live.len());
+        for (position, delivery) in live {
+            let last = fresh.last().map_or(self.cursor, |(p, _)| *p);
+            if position <= last {
+                continue; // a read sent it already
+            }
+            if self.relay.consecutive_positions && position != last + 1 {
+                // One was missed (a notification lost while the listener reconnected): what
+                // came before it, then the mailbox from there, which holds this one (it was
+                // committed before its notification was sent).
+                self.deliver(device, std::mem::take(&mut fresh)).await?;
+                self.read_mailbox(device).await?;
+                continue;
+            }
+            fresh.push((position, delivery));
+        }
         self.deliver(device, fresh).await
     }
 

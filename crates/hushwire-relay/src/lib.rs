@@ -115,9 +115,13 @@ pub struct Relay<S> {
     pub(crate) archive_limits: RateLimiter<hushwire_proto::relay::DeviceAddress>,
     /// Devices connected to this instance, woken when mail arrives for them.
     pub(crate) connected: Arc<Connected>,
-    /// The store hands each envelope to [`Relay::connected`] right after its commit
-    /// (`live.rs`), so a connection reads its mailbox only at login and after an overflow.
+    /// Envelopes reach [`Relay::connected`] right after their commit (`live.rs`): from the
+    /// SQLite writer, or in PostgreSQL's mailbox notifications. A connection then reads its
+    /// mailbox only at login, after its live queue overflowed, and when told to.
     pub(crate) live_delivery: bool,
+    /// Mailbox positions are consecutive: a live envelope that is not the next one after the
+    /// last delivered makes the connection read its mailbox (PostgreSQL).
+    pub(crate) consecutive_positions: bool,
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Connections accepted but not yet authenticated.
     pub(crate) pending: Arc<pending::PendingConnections>,
@@ -144,7 +148,8 @@ impl<S: Store> Relay<S> {
         // Likewise a malformed origin (refused, it would never match anyway).
         let allowed_origins = config.allowed_origins().unwrap_or_default();
         let connected = Arc::new(Connected::default());
-        let live_delivery = store.listen_for_commits(connected.clone());
+        let consecutive_positions = store.mailbox_positions_consecutive();
+        let live_delivery = store.listen_for_commits(connected.clone()) || consecutive_positions;
         Arc::new(Self {
             clinic,
             allowed_origins,
@@ -168,6 +173,7 @@ impl<S: Store> Relay<S> {
             device_lists: device_lists::DeviceListCache::default(),
             connected,
             live_delivery,
+            consecutive_positions,
             store,
             config,
             shutdown,
@@ -229,12 +235,13 @@ impl<S: Store> Relay<S> {
         tracing::info!(reason, %peer, "refused");
     }
 
-    /// Wakes the connection of `device` on this instance, if any, to deliver new envelopes.
+    /// Wakes the connection of `device` on this instance, if any, to read its mailbox and
+    /// deliver what it has not sent yet.
     pub fn wake(&self, device: &DeviceAddress) {
         if let Ok(map) = self.connected.lock()
             && let Some(w) = map.get(device)
         {
-            w.mail.notify_one();
+            w.read_mailbox();
         }
     }
 
@@ -452,8 +459,10 @@ pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool)
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        // Lists published while no notification could arrive are not in the cache any more.
+        // Lists published while no notification could arrive are not in the cache any more,
+        // and every connection reads its mailbox for envelopes whose notification was missed.
         relay.device_lists.clear();
+        relay.connected.read_all_mailboxes();
         loop {
             tokio::select! {
                 n = listener.recv() => match n {
@@ -472,7 +481,9 @@ pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool)
                         }
                     }
                     Ok(n) => {
-                        if let Some(device) = n.payload().strip_prefix("push:").and_then(parse_notification) {
+                        if let Some(committed) = storage::parse_delivery_notice(n.payload()) {
+                            storage::CommitListener::committed(&*relay.connected, vec![committed]);
+                        } else if let Some(device) = n.payload().strip_prefix("push:").and_then(parse_notification) {
                             relay.wake_pushes(&device);
                         } else if let Some(device) = parse_notification(n.payload()) {
                             relay.wake(&device);

@@ -12,6 +12,12 @@
 //! `overflowed` flag was set. So after one read of its mailbox (at login), the queue alone is
 //! complete until it overflows, and after an overflow one more read (from the connection's
 //! cursor) makes it complete again. Envelopes a read also returned are skipped by position.
+//!
+//! With PostgreSQL, several instances commit to one mailbox and the envelopes arrive in
+//! `NOTIFY` payloads (small ones only; a larger one's notification just sets the flag), which
+//! a dropped listener connection can miss. There a mailbox's positions are consecutive, so the
+//! connection delivers a live envelope only if it is the one right after the last delivered,
+//! and reads its mailbox when one is not.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
@@ -49,13 +55,19 @@ impl LiveQueue {
         if self.items.len() >= LIVE_ENVELOPES
             || (!self.items.is_empty() && self.bytes + len > LIVE_BYTES)
         {
-            self.items = VecDeque::new();
-            self.bytes = 0;
-            self.overflowed = true;
+            self.mark_read_needed();
             return;
         }
         self.bytes += len;
         self.items.push_back((position, delivery));
+    }
+
+    /// Makes the next [`LiveQueue::take`] ask for a mailbox read (something was stored that
+    /// did not come through this queue).
+    fn mark_read_needed(&mut self) {
+        self.items = VecDeque::new();
+        self.bytes = 0;
+        self.overflowed = true;
     }
 
     /// Everything queued, in commit order, and whether envelopes were left out since the last
@@ -89,6 +101,17 @@ pub(crate) struct Wakers {
     pub(crate) serial: Mutex<Option<u64>>,
 }
 
+impl Wakers {
+    /// Makes the connection read its mailbox on its next round (envelopes were stored that its
+    /// live queue does not hold) and wakes it.
+    pub(crate) fn read_mailbox(&self) {
+        if let Ok(mut queue) = self.live.lock() {
+            queue.mark_read_needed();
+        }
+        self.mail.notify_one();
+    }
+}
+
 impl Default for Wakers {
     fn default() -> Self {
         Self {
@@ -113,6 +136,18 @@ impl Connected {
         &self,
     ) -> LockResult<MutexGuard<'_, HashMap<DeviceAddress, std::sync::Arc<Wakers>>>> {
         self.0.lock()
+    }
+}
+
+impl Connected {
+    /// Every connection reads its mailbox on its next round (notifications may have been
+    /// missed).
+    pub(crate) fn read_all_mailboxes(&self) {
+        if let Ok(map) = self.0.lock() {
+            for w in map.values() {
+                w.read_mailbox();
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::future::Future;
 
 use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
 
-pub use postgres::{NOTIFY_CHANNEL, PostgresStore};
+pub use postgres::{NOTIFY_CHANNEL, PostgresStore, delivery_notice, parse_delivery_notice};
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Details go to the log; clients only learn that it was internal.
@@ -345,6 +345,14 @@ pub trait Store: Send + Sync + 'static {
     /// mailbox on every wake-up instead.
     fn listen_for_commits(&self, listener: std::sync::Arc<dyn CommitListener>) -> bool {
         let _ = listener;
+        false
+    }
+
+    /// Whether each mailbox's positions are consecutive (1, 2, 3, … with none skipped, though
+    /// acknowledged ones are gone), so that an envelope handed over live whose position is not
+    /// the one after the last delivered shows that one was missed (PostgreSQL, whose
+    /// notifications carry small envelopes: `live.rs`).
+    fn mailbox_positions_consecutive(&self) -> bool {
         false
     }
 

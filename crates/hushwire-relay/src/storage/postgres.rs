@@ -37,8 +37,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
-    ClaimedBundle, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload, Provisioned,
-    Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
+    ClaimedBundle, Committed, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload,
+    Provisioned, Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
     StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql, to_i64,
     to_u64,
 };
@@ -473,6 +473,10 @@ async fn write_batch(
     let mut batch = StoreArrays::default();
     let mut added: BTreeMap<DeviceAddress, Usage> = BTreeMap::new();
     let mut added_pairs: BTreeMap<(DeviceAddress, DeviceAddress), Usage> = BTreeMap::new();
+    // One notification per envelope small enough to ride in it (`delivery_notice`), in
+    // position order; one plain wake-up per mailbox that also got a larger one.
+    let mut notices: Vec<String> = Vec::new();
+    let mut wake_only: BTreeSet<DeviceAddress> = BTreeSet::new();
     'jobs: for job in enqueues.iter_mut() {
         for (recipient, adding) in frame_usage(&job.envelopes) {
             let Some((total, _)) = held.get(&recipient) else {
@@ -509,6 +513,22 @@ async fn write_batch(
                 *last
             });
             let id = crate::random_id();
+            let committed = Committed {
+                recipient: e.recipient,
+                position,
+                delivery: Delivery {
+                    server_id: id,
+                    sender: job.sender,
+                    server_time_ms: job.now_ms,
+                    payload: Vec::new(),
+                },
+            };
+            match delivery_notice(&committed, &e.payload) {
+                Some(notice) => notices.push(notice),
+                None => {
+                    wake_only.insert(e.recipient);
+                }
+            }
             batch.ids.push(id.to_vec());
             batch.to_fp.push(fp(&e.recipient));
             batch.to_dev.push(dev(&e.recipient));
@@ -525,10 +545,7 @@ async fn write_batch(
         outcomes.push(Enqueued::Stored(receipts));
     }
     if !batch.ids.is_empty() {
-        let notices: Vec<String> = added
-            .keys()
-            .map(|r| format!("{}:{}", hex::encode(r.fingerprint), r.device_id))
-            .collect();
+        notices.extend(wake_only.iter().map(device_payload));
         sqlx::query(STORE_BATCH)
             .bind(batch.ids)
             .bind(batch.to_fp)
@@ -683,6 +700,12 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
+    /// Each mailbox's positions are handed out one after the other under its counter row's
+    /// lock, so they are consecutive, and a connection can tell a missed notification.
+    fn mailbox_positions_consecutive(&self) -> bool {
+        true
+    }
+
     async fn register(
         &self,
         address: DeviceAddress,
@@ -1598,6 +1621,63 @@ async fn store_pushes(
     Ok(())
 }
 
+/// Largest payload a mailbox notification carries (hex, so twice this, plus about 230
+/// characters of addresses and ids: under PostgreSQL's 8,000-byte limit on a payload).
+pub const INLINE_PAYLOAD_MAX: usize = 3_800;
+
+/// The mailbox notification that carries `committed` with `payload` (`docs/relay-protocol.md`
+/// §5, live delivery): `d:` then, colon-separated, the recipient's fingerprint (hex) and
+/// device, the envelope's mailbox position, server id (hex), the sender's fingerprint (hex)
+/// and device, the relay's time (ms) and the payload (hex). `None` if the payload is larger
+/// than [`INLINE_PAYLOAD_MAX`].
+pub fn delivery_notice(committed: &Committed, payload: &[u8]) -> Option<String> {
+    if payload.len() > INLINE_PAYLOAD_MAX {
+        return None;
+    }
+    let d = &committed.delivery;
+    Some(format!(
+        "d:{}:{}:{}:{}:{}:{}:{}:{}",
+        hex::encode(committed.recipient.fingerprint),
+        committed.recipient.device_id,
+        committed.position,
+        hex::encode(d.server_id),
+        hex::encode(d.sender.fingerprint),
+        d.sender.device_id,
+        d.server_time_ms,
+        hex::encode(payload),
+    ))
+}
+
+/// A [`delivery_notice`] read back; `None` for any other payload or a malformed one.
+pub fn parse_delivery_notice(notice: &str) -> Option<Committed> {
+    let mut parts = notice.strip_prefix("d:")?.split(':');
+    let address = |parts: &mut std::str::Split<'_, char>| -> Option<DeviceAddress> {
+        Some(DeviceAddress {
+            fingerprint: hex::decode(parts.next()?).ok()?.try_into().ok()?,
+            device_id: parts.next()?.parse().ok()?,
+        })
+    };
+    let recipient = address(&mut parts)?;
+    let position = parts.next()?.parse().ok()?;
+    let server_id = hex::decode(parts.next()?).ok()?.try_into().ok()?;
+    let sender = address(&mut parts)?;
+    let server_time_ms = parts.next()?.parse().ok()?;
+    let payload = hex::decode(parts.next()?).ok()?;
+    if parts.next().is_some() || payload.len() > INLINE_PAYLOAD_MAX {
+        return None;
+    }
+    Some(Committed {
+        recipient,
+        position,
+        delivery: Delivery {
+            server_id,
+            sender,
+            server_time_ms,
+            payload,
+        },
+    })
+}
+
 /// `hex(fingerprint):device_id`, as the mailbox notifications name a device.
 fn device_payload(device: &DeviceAddress) -> String {
     format!("{}:{}", hex::encode(device.fingerprint), device.device_id)
@@ -1643,6 +1723,47 @@ mod tests {
     use futures_util::future::join_all;
 
     use super::*;
+
+    #[test]
+    fn a_delivery_notice_reads_back_and_fits_a_notification() {
+        let committed = Committed {
+            recipient: DeviceAddress {
+                fingerprint: [0xab; 32],
+                device_id: u32::MAX,
+            },
+            position: i64::MAX,
+            delivery: Delivery {
+                server_id: [0xcd; 16],
+                sender: DeviceAddress {
+                    fingerprint: [0xef; 32],
+                    device_id: 7,
+                },
+                server_time_ms: u64::MAX,
+                payload: Vec::new(),
+            },
+        };
+        let payload = vec![0x11; INLINE_PAYLOAD_MAX];
+        let notice = delivery_notice(&committed, &payload).unwrap();
+        assert!(notice.len() < 8000, "{} bytes: PostgreSQL refuses 8,000", notice.len());
+        let back = parse_delivery_notice(&notice).unwrap();
+        assert_eq!(back.recipient, committed.recipient);
+        assert_eq!(back.position, committed.position);
+        assert_eq!(back.delivery.server_id, committed.delivery.server_id);
+        assert_eq!(back.delivery.sender, committed.delivery.sender);
+        assert_eq!(back.delivery.server_time_ms, u64::MAX);
+        assert_eq!(back.delivery.payload, payload);
+        assert!(delivery_notice(&committed, &[0; INLINE_PAYLOAD_MAX + 1]).is_none());
+        // Mail wake-ups, pushes and damaged notices are not deliveries.
+        for other in [
+            device_payload(&committed.recipient),
+            format!("push:{}", device_payload(&committed.recipient)),
+            notice.replace(":7:", ":x:"),
+            format!("{notice}:00"),
+            notice[..notice.len() - 1].to_string(),
+        ] {
+            assert!(parse_delivery_notice(&other).is_none(), "{other:.80}");
+        }
+    }
 
     fn device(n: u8) -> DeviceAddress {
         DeviceAddress {
