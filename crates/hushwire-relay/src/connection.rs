@@ -22,6 +22,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire_proto::codec::Codec;
 use hushwire_proto::relay::{
@@ -47,6 +49,9 @@ use crate::{CLOSE_REVOKED, CLOSE_SUSPENDED, Relay, Wakers, fill_random, now_ms};
 const CHALLENGE_LIFETIME_MS: u64 = 60_000;
 /// Envelopes fetched from storage per delivery round.
 const DELIVERY_BATCH: u32 = 64;
+/// Most `Send` and `Ack` frames of one connection waiting for their batch's commit; beyond it
+/// the connection reads no further frame until the oldest is answered.
+const MAX_ANSWERS_IN_FLIGHT: usize = 64;
 /// Most payload bytes one connection holds to write at a time (its outbound queue); always at
 /// least one envelope. With the write timeout this bounds what a slow reader costs.
 const DELIVERY_BYTES: usize = 1024 * 1024;
@@ -183,6 +188,9 @@ struct Connection<S> {
     /// The mailbox was read since login and since the live queue last overflowed: the live
     /// queue holds everything committed since (`live.rs`).
     caught_up: bool,
+    /// Answers to `Send` and `Ack` frames whose batch is still committing, in frame order
+    /// (at most [`MAX_ANSWERS_IN_FLIGHT`]): the connection reads and delivers meanwhile.
+    answers: FuturesOrdered<BoxFuture<'static, Result<Frame, Close>>>,
     /// This connection's place among pending connections, given back at authentication.
     pending: Option<Arc<crate::pending::PendingPlace>>,
 }
@@ -211,6 +219,7 @@ pub(crate) async fn serve<S: Store>(
         wakers: Arc::new(Wakers::default()),
         cursor: 0,
         caught_up: false,
+        answers: FuturesOrdered::new(),
         pending,
     };
     let outcome = conn.run().await;
@@ -355,7 +364,16 @@ impl<S: Store> Connection<S> {
                 () = tokio::time::sleep_until(unauthenticated_until.into()), if self.device.is_none() => {
                     return error(0, ErrorCode::ChallengeExpired);
                 }
-                message = self.socket.next() => {
+                Some(answer) = self.answers.next(), if !self.answers.is_empty() => {
+                    let sent = match answer {
+                        Ok(frame) => self.send(&frame).await,
+                        Err(close) => Err(close),
+                    };
+                    if let Err(close) = sent {
+                        return close;
+                    }
+                }
+                message = self.socket.next(), if self.answers.len() < MAX_ANSWERS_IN_FLIGHT => {
                     last_seen = Instant::now();
                     pinged = false;
                     let bytes = match message {
@@ -529,23 +547,32 @@ impl<S: Store> Connection<S> {
             FrameBody::Send(envelopes) => self.send_envelopes(id, device, envelopes).await,
             FrameBody::Queue(frame) => self.queue_frame(id, device, &identity, *frame).await,
             FrameBody::Ack(ids) => {
-                let deleted = self
+                // Answered in turn (see `send_envelopes`): deliveries go on meanwhile.
+                let submitted = self
                     .relay
                     .store
-                    .ack(device, ids)
+                    .submit_ack(device, ids)
                     .await
                     .map_err(|e| internal(id, &e))?;
-                // Only what was really this device's and really deleted enters the audit chain.
-                for server_id in deleted {
-                    self.relay.audit.record(
-                        now_ms(),
-                        AuditEvent::EnvelopeAcknowledged {
-                            recipient: device_ref(&device),
-                            envelope: EnvelopeId(server_id),
-                        },
-                    );
-                }
-                self.reply(id, FrameBody::Ok).await
+                let relay = self.relay.clone();
+                self.answers.push_back(Box::pin(async move {
+                    let deleted = submitted.wait().await.map_err(|e| internal(id, &e))?;
+                    // Only what was really this device's and really deleted enters the chain.
+                    for server_id in deleted {
+                        relay.audit.record(
+                            now_ms(),
+                            AuditEvent::EnvelopeAcknowledged {
+                                recipient: device_ref(&device),
+                                envelope: EnvelopeId(server_id),
+                            },
+                        );
+                    }
+                    Ok(Frame {
+                        request_id: id,
+                        body: FrameBody::Ok,
+                    })
+                }));
+                Ok(())
             }
             FrameBody::StoreEpoch(epoch) => {
                 let before = self
@@ -726,15 +753,23 @@ impl<S: Store> Connection<S> {
     }
 
     /// `Send`'s work (and `ConversationSend`'s once its conversation checks passed): device
-    /// lists, rates, quotas, storage, receipts, audit and wake-ups.
+    /// lists, rates, quotas, storage, receipts, audit and wake-ups. Answered in turn with the
+    /// connection's other answers in flight, so the next frame is taken while this one's batch
+    /// commits.
     async fn send_envelopes(
         &mut self,
         id: u32,
         device: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
     ) -> Result<(), Close> {
-        let body = self.store_envelopes(id, device, envelopes).await?;
-        self.reply(id, body).await
+        let answer = self.submit_envelopes(id, device, envelopes).await?;
+        self.answers.push_back(Box::pin(async move {
+            Ok(Frame {
+                request_id: id,
+                body: answer.await?,
+            })
+        }));
+        Ok(())
     }
 
     /// What `send_envelopes` answers (`Sent` or an error), without answering.
@@ -744,12 +779,26 @@ impl<S: Store> Connection<S> {
         device: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
     ) -> Result<FrameBody, Close> {
+        self.submit_envelopes(id, device, envelopes).await?.await
+    }
+
+    /// Checks a send (device lists, rates) and hands it to the store; the future answers
+    /// (`Sent` or an error) once it is stored, and records its audit events and metrics.
+    async fn submit_envelopes(
+        &mut self,
+        id: u32,
+        device: DeviceAddress,
+        envelopes: Vec<OutgoingEnvelope>,
+    ) -> Result<BoxFuture<'static, Result<FrameBody, Close>>, Close> {
+        let refused = |code, retry_after_ms| -> BoxFuture<'static, Result<FrameBody, Close>> {
+            Box::pin(std::future::ready(Ok(FrameBody::Error {
+                code,
+                retry_after_ms,
+            })))
+        };
         let recipients: Vec<DeviceAddress> = envelopes.iter().map(|e| e.recipient).collect();
         if !self.on_device_lists(id, &recipients).await? {
-            return Ok(FrameBody::Error {
-                code: ErrorCode::UnknownDevice,
-                retry_after_ms: 0,
-            });
+            return Ok(refused(ErrorCode::UnknownDevice, 0));
         }
         let recipients: Vec<(DeviceAddress, u32)> = envelopes
             .iter()
@@ -766,63 +815,65 @@ impl<S: Store> Connection<S> {
             );
             if let Err(wait) = taken {
                 self.relay.refused("sender_rate", self.peer.ip());
-                return Ok(FrameBody::Error {
-                    code: ErrorCode::RateLimited,
-                    retry_after_ms: wait,
-                });
+                return Ok(refused(ErrorCode::RateLimited, wait));
             }
         }
         let started = Instant::now();
         let count = envelopes.len() as u64;
-        let outcome = self
+        let submitted = self
             .relay
             .store
-            .enqueue(device, envelopes, now_ms(), self.relay.mailbox_limits())
+            .submit_enqueue(device, envelopes, now_ms(), self.relay.mailbox_limits())
             .await
             .map_err(|e| internal(id, &e))?;
-        self.relay
-            .metrics
-            .store_latency
-            .observe(started.elapsed().as_secs_f64());
-        let body = match outcome {
-            Enqueued::Stored(receipts) => {
-                self.relay.metrics.envelopes_stored.inc_by(count);
-                for ((recipient, size), receipt) in recipients.iter().zip(&receipts) {
-                    self.relay.audit.record(
-                        receipt.server_time_ms,
-                        AuditEvent::EnvelopeStored {
-                            sender: device_ref(&device),
-                            recipient: device_ref(recipient),
-                            envelope: EnvelopeId(receipt.server_id),
-                            size: *size,
-                        },
-                    );
-                    if !self.relay.live_delivery {
-                        self.relay.wake(recipient);
+        let relay = self.relay.clone();
+        let peer = self.peer.ip();
+        Ok(Box::pin(async move {
+            let outcome = submitted.wait().await.map_err(|e| internal(id, &e))?;
+            relay
+                .metrics
+                .store_latency
+                .observe(started.elapsed().as_secs_f64());
+            let body = match outcome {
+                Enqueued::Stored(receipts) => {
+                    relay.metrics.envelopes_stored.inc_by(count);
+                    for ((recipient, size), receipt) in recipients.iter().zip(&receipts) {
+                        relay.audit.record(
+                            receipt.server_time_ms,
+                            AuditEvent::EnvelopeStored {
+                                sender: device_ref(&device),
+                                recipient: device_ref(recipient),
+                                envelope: EnvelopeId(receipt.server_id),
+                                size: *size,
+                            },
+                        );
+                        if !relay.live_delivery {
+                            relay.wake(recipient);
+                        }
+                    }
+                    FrameBody::Sent(receipts)
+                }
+                Enqueued::UnknownRecipient(_) => FrameBody::Error {
+                    code: ErrorCode::UnknownDevice,
+                    retry_after_ms: 0,
+                },
+                Enqueued::MailboxFull(_) => {
+                    relay.refused("mailbox_full", peer);
+                    FrameBody::Error {
+                        code: ErrorCode::MailboxFull,
+                        retry_after_ms: 0,
                     }
                 }
-                FrameBody::Sent(receipts)
-            }
-            Enqueued::UnknownRecipient(_) => FrameBody::Error {
-                code: ErrorCode::UnknownDevice,
-                retry_after_ms: 0,
-            },
-            Enqueued::MailboxFull(_) => {
-                self.relay.refused("mailbox_full", self.peer.ip());
-                FrameBody::Error {
-                    code: ErrorCode::MailboxFull,
-                    retry_after_ms: 0,
+                Enqueued::SenderQuota(_) => {
+                    relay.refused("sender_quota", peer);
+                    FrameBody::Error {
+                        code: ErrorCode::SenderQuota,
+                        retry_after_ms: 0,
+                    }
                 }
-            }
-            Enqueued::SenderQuota(_) => {
-                self.relay.refused("sender_quota", self.peer.ip());
-                FrameBody::Error {
-                    code: ErrorCode::SenderQuota,
-                    retry_after_ms: 0,
-                }
-            }
-        };
-        Ok(body)
+            };
+            Ok(body)
+        }))
     }
 
     /// Checks the challenge answer; on success the connection belongs to that device.

@@ -166,3 +166,57 @@ async fn a_stalled_reader_gets_everything_in_order_after_its_live_queue_overflow
         }
     }
 }
+
+/// One connection with 200 `Send` frames in flight at once (the relay takes the next frame
+/// while earlier ones commit) and a recipient acknowledging each delivery at once: every frame
+/// is answered `Sent`, in the order sent, and the recipient gets the envelopes in that order,
+/// each once.
+#[tokio::test]
+async fn pipelined_sends_are_stored_and_answered_in_order() {
+    const N: u32 = 200;
+    for engine in Engine::all().await {
+        let relays = engine.start("pipeline", &["--sender-rate", "100000"]);
+        let bob = Device::new(252, 1);
+        let mut b = Client::register(&relays[0].url(), &bob).await;
+        let mut a = Client::register(&relays[relays.len() - 1].url(), &Device::new(253, 1)).await;
+        let mut ids = Vec::new();
+        for n in 0..N {
+            ids.push(
+                a.request(FrameBody::Send(vec![
+                    hushwire_proto::relay::OutgoingEnvelope {
+                        recipient: bob.address(),
+                        payload: n.to_be_bytes().to_vec(),
+                    },
+                ]))
+                .await,
+            );
+        }
+        let receiving = tokio::spawn(async move {
+            let mut order = Vec::new();
+            while order.len() < N as usize {
+                let frame = common::next_frame(&mut b.socket).await.expect("a delivery");
+                if let FrameBody::Deliver(d) = frame.body {
+                    order.push(u32::from_be_bytes(d.payload[..4].try_into().unwrap()));
+                    b.request(FrameBody::Ack(vec![d.server_id])).await;
+                }
+            }
+            order
+        });
+        let mut answered = Vec::new();
+        while answered.len() < ids.len() {
+            let frame = common::next_frame(&mut a.socket).await.expect("an answer");
+            match frame.body {
+                FrameBody::Sent(_) => answered.push(frame.request_id),
+                FrameBody::PreKeyCount { .. } => {}
+                other => panic!("{engine:?}: {other:?}"),
+            }
+        }
+        assert_eq!(answered, ids, "{engine:?}: answers out of order");
+        let order = receiving.await.unwrap();
+        assert_eq!(
+            order,
+            (0..N).collect::<Vec<_>>(),
+            "{engine:?}: delivered out of order"
+        );
+    }
+}

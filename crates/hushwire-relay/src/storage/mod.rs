@@ -316,6 +316,17 @@ pub struct StoredArchiveEnvelope {
     pub filed_at_ms: u64,
 }
 
+/// What a write job submitted to a store's writer answers, after the commit of its batch.
+#[derive(Debug)]
+pub struct Answer<T>(pub(crate) tokio::sync::oneshot::Receiver<Result<T, StoreError>>);
+
+impl<T> Answer<T> {
+    /// Waits for the commit. [`StoreError::Closed`] if the writer stopped first.
+    pub async fn wait(self) -> Result<T, StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 /// An envelope just committed to its recipient's mailbox at `position`.
 #[derive(Clone, Debug)]
 pub struct Committed {
@@ -405,16 +416,34 @@ pub trait Store: Send + Sync + 'static {
         one_time: bool,
     ) -> impl Future<Output = Result<Option<ClaimedBundle>, StoreError>> + Send;
 
-    /// Stores envelopes from `sender`, all or none, durably before returning, if every
-    /// recipient is registered and its mailbox stays within `limits` (checked atomically with
-    /// the insert, whatever the concurrency and the number of instances).
+    /// Stores envelopes from `sender`, all or none, durably before its [`Answer`] comes, if
+    /// every recipient is registered and its mailbox stays within `limits` (checked atomically
+    /// with the insert, whatever the concurrency and the number of instances). Returns once
+    /// the store has taken the job, so a connection can take its next frame while the batch
+    /// commits; jobs submitted one after the other are stored in that order.
+    fn submit_enqueue(
+        &self,
+        sender: DeviceAddress,
+        envelopes: Vec<OutgoingEnvelope>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> impl Future<Output = Result<Answer<Enqueued>, StoreError>> + Send;
+
+    /// [`Store::submit_enqueue`], waiting for the answer.
     fn enqueue(
         &self,
         sender: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Enqueued, StoreError>> + Send {
+        async move {
+            self.submit_enqueue(sender, envelopes, now_ms, limits)
+                .await?
+                .wait()
+                .await
+        }
+    }
 
     /// Envelopes for `recipient` stored after position `after` (0 for all), oldest first, with
     /// the position of each. Positions grow per recipient in the order envelopes become
@@ -427,13 +456,23 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(i64, Delivery)>, StoreError>> + Send;
 
-    /// Deletes acknowledged envelopes of `recipient`; returns the ids that were deleted (ids of
-    /// other devices' envelopes, or of none, delete nothing).
+    /// Deletes acknowledged envelopes of `recipient`; the [`Answer`] is the ids that were
+    /// deleted (ids of other devices' envelopes, or of none, delete nothing). Returns once the
+    /// store has taken the job, as [`Store::submit_enqueue`] does.
+    fn submit_ack(
+        &self,
+        recipient: DeviceAddress,
+        server_ids: Vec<[u8; 16]>,
+    ) -> impl Future<Output = Result<Answer<Vec<[u8; 16]>>, StoreError>> + Send;
+
+    /// [`Store::submit_ack`], waiting for the answer.
     fn ack(
         &self,
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
-    ) -> impl Future<Output = Result<Vec<[u8; 16]>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<[u8; 16]>, StoreError>> + Send {
+        async move { self.submit_ack(recipient, server_ids).await?.wait().await }
+    }
 
     /// Deletes envelopes stored before `before_ms`; returns how many, per recipient.
     fn expire(

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
 use super::{
-    ClaimedBundle, Committed, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload,
+    Answer, ClaimedBundle, Committed, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload,
     Provisioned, Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
     StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql, to_i64,
     to_u64,
@@ -654,17 +654,17 @@ impl PostgresStore {
         Ok(Self { pool, writes })
     }
 
-    /// Hands `job` to the writer and waits for its answer (given after its batch's commit).
-    async fn queue<T>(
+    /// Hands `job` to the writer; its answer comes after the batch's commit.
+    async fn submit_job<T>(
         &self,
         job: Job,
         rx: oneshot::Receiver<Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<Answer<T>, StoreError> {
         self.writes
             .send(job)
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(Answer(rx))
     }
 
     /// Stores a signed list under `key` if its `sequence` is higher than the stored one's (one
@@ -914,13 +914,13 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn enqueue(
+    async fn submit_enqueue(
         &self,
         sender: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> Result<Enqueued, StoreError> {
+    ) -> Result<Answer<Enqueued>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let job = EnqueueJob {
             sender,
@@ -929,7 +929,7 @@ impl Store for PostgresStore {
             limits,
             reply,
         };
-        self.queue(Job::Enqueue(job), rx).await
+        self.submit_job(Job::Enqueue(job), rx).await
     }
 
     async fn pending(
@@ -952,18 +952,18 @@ impl Store for PostgresStore {
         rows.iter().map(row_to_delivery).collect()
     }
 
-    async fn ack(
+    async fn submit_ack(
         &self,
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
-    ) -> Result<Vec<[u8; 16]>, StoreError> {
+    ) -> Result<Answer<Vec<[u8; 16]>>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let job = AckJob {
             recipient,
             server_ids,
             reply,
         };
-        self.queue(Job::Ack(job), rx).await
+        self.submit_job(Job::Ack(job), rx).await
     }
 
     async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
@@ -1744,7 +1744,11 @@ mod tests {
         };
         let payload = vec![0x11; INLINE_PAYLOAD_MAX];
         let notice = delivery_notice(&committed, &payload).unwrap();
-        assert!(notice.len() < 8000, "{} bytes: PostgreSQL refuses 8,000", notice.len());
+        assert!(
+            notice.len() < 8000,
+            "{} bytes: PostgreSQL refuses 8,000",
+            notice.len()
+        );
         let back = parse_delivery_notice(&notice).unwrap();
         assert_eq!(back.recipient, committed.recipient);
         assert_eq!(back.position, committed.position);

@@ -25,7 +25,7 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimedBundle, CommitListener, Committed, ConversationUpdate, Enqueued, MailboxLimits,
+    Answer, ClaimedBundle, CommitListener, Committed, ConversationUpdate, Enqueued, MailboxLimits,
     PreKeyUpload, Provisioned, Provisioning, Registration, RegistrationPolicy, Standing, Store,
     StoreError, StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql,
     to_i64, to_u64,
@@ -370,11 +370,20 @@ impl SqliteStore {
         job: Job,
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        self.submit_job(job, rx).await?.wait().await
+    }
+
+    /// Hands `job` to the writer; its answer comes after the batch's commit.
+    async fn submit_job<T>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<Answer<T>, StoreError> {
         self.writes
             .send(job)
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(Answer(rx))
     }
 }
 
@@ -1127,13 +1136,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enqueue(
+    async fn submit_enqueue(
         &self,
         sender: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> Result<Enqueued, StoreError> {
+    ) -> Result<Answer<Enqueued>, StoreError> {
         let ids: Vec<[u8; 16]> = envelopes.iter().map(|_| crate::random_id()).collect();
         let (reply, rx) = oneshot::channel();
         let job = EnqueueJob {
@@ -1144,7 +1153,7 @@ impl Store for SqliteStore {
             limits,
             reply,
         };
-        self.queue(Job::Enqueue(job), rx).await
+        self.submit_job(Job::Enqueue(job), rx).await
     }
 
     async fn pending(
@@ -1166,18 +1175,18 @@ impl Store for SqliteStore {
         rows.into_iter().map(|row| row_to_delivery(&row)).collect()
     }
 
-    async fn ack(
+    async fn submit_ack(
         &self,
         recipient: DeviceAddress,
         server_ids: Vec<[u8; 16]>,
-    ) -> Result<Vec<[u8; 16]>, StoreError> {
+    ) -> Result<Answer<Vec<[u8; 16]>>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let job = AckJob {
             recipient,
             server_ids,
             reply,
         };
-        self.queue(Job::Ack(job), rx).await
+        self.submit_job(Job::Ack(job), rx).await
     }
 
     async fn expire(&self, before_ms: u64) -> Result<Vec<(DeviceAddress, u64)>, StoreError> {
