@@ -451,8 +451,16 @@ pub async fn listen_for_mail<S: Store>(relay: Arc<Relay<S>>, pool: sqlx::PgPool)
                 continue;
             }
         };
+        let mailbox = match storage::mailbox_channel(&pool).await {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::warn!("cannot name the mailbox channel: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         if let Err(e) = listener
-            .listen_all([storage::NOTIFY_CHANNEL, STANDING_CHANNEL])
+            .listen_all([mailbox.as_str(), STANDING_CHANNEL])
             .await
         {
             tracing::warn!("cannot LISTEN for mail: {e}; retrying");

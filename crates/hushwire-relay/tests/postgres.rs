@@ -96,6 +96,51 @@ async fn postgres_delivers_live_across_instances() {
     );
 }
 
+/// Two deployments in two schemas of one database, with the same device addresses (the same
+/// identities registered on both): an envelope stored in one (whose notification carries it)
+/// never reaches the other's connection.
+#[tokio::test]
+async fn postgres_schemas_never_hear_each_others_mailboxes() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let (a1, _a2) = two_instances(&url, "tenant_a");
+    let (b1, _b2) = two_instances(&url, "tenant_b");
+    let (alice, bob) = (Device::new(41, 1), Device::new(42, 1));
+    let mut alice_a = Client::register(&a1.url(), &alice).await;
+    let mut bob_a = Client::register(&a1.url(), &bob).await;
+    let mut alice_b = Client::register(&b1.url(), &alice).await;
+    let mut bob_b = Client::register(&b1.url(), &bob).await;
+    assert!(matches!(
+        alice_b.send_to(bob.address(), b"for tenant b").await,
+        FrameBody::Sent(_)
+    ));
+    assert_eq!(bob_b.receive(1).await[0].payload, b"for tenant b");
+    assert!(matches!(
+        alice_a.send_to(bob.address(), b"for tenant a").await,
+        FrameBody::Sent(_)
+    ));
+    // Tenant A's Bob gets its own envelope first and only: tenant B's, had it leaked, was
+    // stored (and announced) before it.
+    let got = bob_a.receive(1).await;
+    assert_eq!(got[0].payload, b"for tenant a");
+    let more = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        common::next_frame(&mut bob_a.socket),
+    )
+    .await;
+    assert!(
+        !matches!(
+            more,
+            Ok(Some(hushwire_proto::relay::Frame {
+                body: FrameBody::Deliver(_),
+                ..
+            }))
+        ),
+        "a delivery from another schema: {more:?}"
+    );
+}
+
 /// `client.md` §5.14 over two PostgreSQL instances: the highest store epoch is shared, so a
 /// device reporting an old epoch to either instance learns it is behind.
 #[tokio::test]

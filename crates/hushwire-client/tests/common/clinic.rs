@@ -48,6 +48,15 @@ impl Org {
     }
 }
 
+/// Waits until the clock is in a later second than when called (certificate and list times
+/// are in whole seconds).
+pub async fn next_second() {
+    let start = now();
+    while now() <= start {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now()

@@ -12,7 +12,7 @@ use std::future::Future;
 
 use hushwire_proto::relay::{Delivery, DeviceAddress, OutgoingEnvelope, Receipt};
 
-pub use postgres::{NOTIFY_CHANNEL, PostgresStore, delivery_notice, parse_delivery_notice};
+pub use postgres::{PostgresStore, delivery_notice, mailbox_channel, parse_delivery_notice};
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Details go to the log; clients only learn that it was internal.

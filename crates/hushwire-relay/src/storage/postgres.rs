@@ -1,7 +1,8 @@
 //! PostgreSQL storage, for several relay instances sharing one database. One-time prekeys are
 //! claimed with `FOR UPDATE SKIP LOCKED`, so concurrent claims on any number of instances never
-//! hand out the same key. A `NOTIFY` on channel `hushwire_mailbox` for each mailbox a commit
-//! stored envelopes in wakes whichever instance holds the recipient's connection.
+//! hand out the same key. A `NOTIFY` on the schema's mailbox channel ([`mailbox_channel`]) for
+//! each envelope a commit stored (carrying it if small: [`delivery_notice`]) reaches whichever
+//! instance holds the recipient's connection.
 //!
 //! **Group commit.** Sends and acknowledgements go through one writer task per instance (as on
 //! SQLite): it takes whatever is queued (up to [`MAX_BATCH`] jobs) and runs it as one
@@ -43,8 +44,22 @@ use super::{
     to_u64,
 };
 
-/// The channel on which stored envelopes are announced (payload: hex fingerprint and device).
-pub const NOTIFY_CHANNEL: &str = "hushwire_mailbox";
+/// The `NOTIFY` channel on which stored envelopes and pushes are announced, as an SQL
+/// expression: `hushwire_mailbox_` and 16 hex digits of the MD5 of the schema, so that
+/// deployments sharing one database in different schemas (`--database-schema`) never hear each
+/// other's mailboxes (a notification can carry an envelope, `delivery_notice`).
+macro_rules! mailbox_channel {
+    () => {
+        "('hushwire_mailbox_' || left(md5(current_schema()), 16))"
+    };
+}
+
+/// The name of this connection's schema's mailbox channel, for `LISTEN`.
+pub async fn mailbox_channel(pool: &PgPool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(concat!("SELECT ", mailbox_channel!()))
+        .fetch_one(pool)
+        .await
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -251,7 +266,8 @@ const SENDER_SHARES: &str = "
 /// One statement for a batch's accepted envelopes: stores them (eight arrays, one element per
 /// envelope), adds them to the counters (per recipient: five arrays; per pair: six) and
 /// notifies each recipient's channel.
-const STORE_BATCH: &str = "
+const STORE_BATCH: &str = concat!(
+    "
     WITH stored AS (
         INSERT INTO envelopes (server_id, recipient_fingerprint, recipient_device, sender_fingerprint,
           sender_device, server_time, payload, mailbox_position)
@@ -271,7 +287,10 @@ const STORE_BATCH: &str = "
         ON CONFLICT (recipient_fingerprint, recipient_device, sender_fingerprint, sender_device)
         DO UPDATE SET envelopes = mailbox_senders.envelopes + EXCLUDED.envelopes,
           bytes = mailbox_senders.bytes + EXCLUDED.bytes)
-    SELECT pg_notify($20, n) FROM UNNEST($21::text[]) AS n";
+    SELECT pg_notify(",
+    mailbox_channel!(),
+    ", n) FROM UNNEST($20::text[]) AS n"
+);
 
 /// Most jobs one writer transaction takes.
 const MAX_BATCH: usize = 256;
@@ -576,7 +595,6 @@ async fn write_batch(
                     .collect::<Vec<_>>(),
             )
             .bind(added_pairs.values().map(|u| u.bytes).collect::<Vec<_>>())
-            .bind(NOTIFY_CHANNEL)
             .bind(notices)
             .execute(&mut *tx)
             .await?;
@@ -1598,7 +1616,7 @@ async fn store_members_and_pushes(
     store_pushes(tx, pushes).await
 }
 
-/// Stores pushes and announces them on [`NOTIFY_CHANNEL`] (delivered at commit) with payload
+/// Stores pushes and announces them on the mailbox channel ([`mailbox_channel`]) (delivered at commit) with payload
 /// `push:hex(fingerprint):device_id`, so the instance holding each device's connection wakes
 /// it and reads its pushes (a plain mail wake-up does not read them).
 async fn store_pushes(
@@ -1612,8 +1630,7 @@ async fn store_pushes(
             .bind(frame.clone())
             .execute(&mut **tx)
             .await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
+        sqlx::query(concat!("SELECT pg_notify(", mailbox_channel!(), ", $1)"))
             .bind(format!("push:{}", device_payload(device)))
             .execute(&mut **tx)
             .await?;
