@@ -717,7 +717,7 @@ mod tests {
         };
         let push = crate::web::frame(
             0,
-            FrameBody::Queue(Box::new(QueueFrame::QueueChanged(entry.clone()))),
+            FrameBody::Queue(Box::new(QueueFrame::QueueChanged(entry))),
         );
         let incoming = crate::web::decode_frame(&push).unwrap();
         assert_eq!(incoming.queue_kind(), "queueChanged");
