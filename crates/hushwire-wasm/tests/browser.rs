@@ -415,6 +415,7 @@ fn widget_and_client_in_chromium() {
         .env("HW_AGENT2_HOME", agent2)
         .env("HW_AGENT2_NAME", SECOND_AGENT_NAME)
         .env("HW_ORG_DIR", org)
+        .env("HW_CLINIC_LINK", &link)
         .env("HUSHWIRE_ORG_PASSPHRASE", "organization passphrase")
         .env("HUSHWIRE_ARCHIVE_PASSPHRASE", "archive passphrase")
         .env("HW_CHROMIUM", chromium())
@@ -447,6 +448,7 @@ fn widget_and_client_in_chromium() {
         "other_origin_cannot_connect",
         "console_chats_with_cli",
         "clinic_conversation_with_cli_agent",
+        "console_agent_with_widget_patient",
         "timings_in_chromium",
     ] {
         let at = results
