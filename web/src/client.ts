@@ -1216,20 +1216,25 @@ export class HushwireClient {
       return changed;
     }
     if (payload.kind === "historyShare") {
-      // §4.5: only the sharer's own messages, each written at an epoch where that device wrote.
+      // §4.5, as the Rust client: the sharer must have written on the conversation (a hand-off
+      // shares, then removes the agent), and each message is kept only if its own sender was a
+      // member that writes at the message's epoch.
+      let sharerWrote = false;
+      for (let e = 0; e <= m.nextEpoch && !sharerWrote; e++) sharerWrote = m.writerAt(e, peer);
       let changed = false;
       for (const s of payload.shared) {
         const sender = s.sender;
         if (
-          sender === peer &&
+          sharerWrote &&
           !this.byId.has(`${cp}|${s.messageId}`) &&
-          s.epoch < m.nextEpoch &&
+          s.epoch >= 1 &&
+          s.epoch <= m.nextEpoch &&
           m.writerAt(s.epoch, sender)
         ) {
           const name = m.staffName(fingerprintOf(sender));
           const x: ChatMessage = {
             id: s.messageId,
-            outgoing: false,
+            outgoing: sender === this.address,
             text: s.text,
             sentAtMs: s.sentAtMs,
             epoch: s.epoch,
@@ -1238,9 +1243,10 @@ export class HushwireClient {
             serverTimeMs,
             shared: true,
           };
+          if (x.outgoing) x.state = "sent";
           this.remember(cp, c, x);
           records[messageKey(cp, x.seq ?? 0)] = x;
-          ack(s.messageId);
+          if (!x.outgoing && sender === peer) ack(s.messageId);
           changed = true;
         }
         s.free();
@@ -1597,15 +1603,18 @@ export class HushwireClient {
   /**
    * Hands the conversation under `peer` to a named colleague (`hushwire handoff CONVERSATION
    * AGENT`, without a note): `colleague` is their fingerprint or address. Their certificate and
-   * device list come from the relay and are verified by the core; the two changes (add them,
-   * remove this device) are signed, checked, and sent as one `HandOff`. Returns their
+   * device list come from the relay and are verified by the core. As the CLI does by default,
+   * the conversation so far is shared with them (`shareHistory`): the change adding them goes
+   * first (`PublishChange`), then the history share to their devices, then this device's
+   * removal (`HandOff`); without sharing, both changes go in one `HandOff`. Returns their
    * certified name. This device is then off the conversation (its history kept, read only).
    */
-  async handOff(peer: string, colleague: string): Promise<string> {
+  async handOff(peer: string, colleague: string, shareHistory = true): Promise<string> {
     const cs = this.convOf(peer);
+    const c = this.conversations.get(peer);
     const clinic = this.clinic;
     const cert = this.ownCertificate;
-    if (!cs || !clinic || !cert) throw new Error("Not a conversation this console is on.");
+    if (!cs || !c || !clinic || !cert) throw new Error("Not a conversation this console is on.");
     const fingerprint = fingerprintOf(colleague.trim().toLowerCase());
     if (!/^[0-9a-f]{64}$/.test(fingerprint)) {
       throw new Error("Give the colleague's fingerprint or address (64 hex digits, optionally :device).");
@@ -1621,23 +1630,85 @@ export class HushwireClient {
       }
       const now = Math.floor(Date.now() / 1000);
       const name = clinic.verifyAgent(theirs, now, fingerprint);
-      const listAnswer = await this.call((id) => hw.fetchDeviceListFrame(id, fingerprint));
-      let sent: Uint8Array | undefined;
-      const answer = await this.call(
-        (rid) => (sent = this.account.handOffFrame(cs.membership, cert, rid, now, theirs, listAnswer.deviceList)),
-      );
-      if (answer.kind !== "ok" || !sent) {
-        throw new Error(
+      const list = (await this.call((id) => hw.fetchDeviceListFrame(id, fingerprint))).deviceList;
+      const refused = (answer: hw.Incoming) =>
+        new Error(
           answer.errorName === "StaleEpoch"
             ? "The conversation changed meanwhile: look at it again and retry."
             : `The relay refused the hand-off (${answer.errorName || answer.kind}).`,
         );
+      const none = new Uint8Array();
+      if (shareHistory) {
+        let add: Uint8Array | undefined;
+        const added = await this.call(
+          (rid) => (add = this.account.addColleagueFrame(cs.membership, cert, rid, now, theirs, list)),
+        );
+        if (added.kind !== "ok" || !add) throw refused(added);
+        const from = cs.membership.nextEpoch;
+        cs.membership.applyOwnFrame(add, now);
+        await this.afterChanges(cs, from, []);
+        try {
+          await this.shareHistory(cs, c, fingerprint);
+        } catch (e) {
+          throw new Error(
+            `${name} was added, but you are still on the conversation (the history could not be shared: ${(e as Error).message}): hand off again, or reply`,
+          );
+        }
       }
+      let sent: Uint8Array | undefined;
+      const answer = await this.call(
+        (rid) =>
+          (sent = shareHistory
+            ? this.account.handOffFrame(cs.membership, cert, rid, now, none, none)
+            : this.account.handOffFrame(cs.membership, cert, rid, now, theirs, list)),
+      );
+      if (answer.kind !== "ok" || !sent) throw refused(answer);
       const from = cs.membership.nextEpoch;
       cs.membership.applyOwnFrame(sent, now);
       await this.afterChanges(cs, from, []);
       return name;
     });
+  }
+
+  /**
+   * §4.5 at a hand-off: the conversation's text messages so far (the patient's, this device's,
+   * other agents'; recalled ones left out, as the CLI does), each under its sender, in
+   * HistoryShare payloads to each of the colleague's member devices.
+   */
+  private async shareHistory(cs: ConvRuntime, c: Conversation, colleague: string): Promise<void> {
+    const m = cs.membership;
+    const member = m.members().find((x) => x.fingerprint === colleague);
+    if (!member) throw new Error("the colleague is not on the conversation");
+    const messages = c.messages.filter(
+      (x) =>
+        !x.notice &&
+        !x.recalled &&
+        x.epoch !== undefined &&
+        (x.outgoing ? x.state !== "queued" && x.state !== "failed" : x.sender !== undefined),
+    );
+    if (messages.length === 0) return;
+    const payloads = chunks(messages, 32).map((group) =>
+      hw.encodeHistoryShareFrom(
+        m.conversationId,
+        group.map((x) => (x.outgoing ? this.address : (x.sender ?? ""))),
+        concat(group.map((x) => fromHex(x.id))),
+        Float64Array.from(group, (x) => x.epoch ?? 0),
+        Float64Array.from(group, (x) => x.sentAtMs),
+        group.map((x) => x.text),
+      ),
+    );
+    const envelopes: [string, Uint8Array][] = [];
+    const records: Record<string, Uint8Array | object> = {};
+    for (const device of member.devices) {
+      const session = await this.sessionFor(device);
+      for (const p of payloads) envelopes.push([device, session.encrypt(p)]);
+      records[`session:${device}`] = session.seal(this.store.storageKey);
+    }
+    await this.store.put(records);
+    for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
+      const answer = await this.sendToMembers(cs, group);
+      if (answer.kind !== "sent") throw new Error(answer.errorName || answer.kind);
+    }
   }
 
   /** The agent's certified name, if the relay holds a certificate that `clinic` verifies. */

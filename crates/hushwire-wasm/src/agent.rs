@@ -226,52 +226,13 @@ impl Account {
         let mut epoch = membership.log.next_epoch();
         let mut previous_hash = membership.log.head();
         if !colleague_certificate.is_empty() {
-            let cert = AgentCertificate::from_bytes(colleague_certificate).map_err(|e| {
-                Error::new(format_args!(
-                    "the colleague's certificate is unreadable: {e}"
-                ))
-            })?;
-            cert.verify_role(membership.clinic.org(), now, None, Role::Agent)
-                .map_err(|e| {
-                    Error::new(format_args!(
-                        "{} is not a verified agent of {}: {e}",
-                        cert.name(),
-                        membership.clinic.name()
-                    ))
-                })?;
-            if cert.subject() == me {
-                return Err(Error::new("a hand-off to yourself changes nothing"));
-            }
-            if colleague_device_list.is_empty() {
-                return Err(Error::new(format_args!(
-                    "{} has published no device list yet: it is published when they go on duty \
-                     once",
-                    cert.name()
-                )));
-            }
-            let list = DeviceList::from_bytes(colleague_device_list).map_err(|e| {
-                Error::new(format_args!(
-                    "the colleague's device list is unreadable: {e}"
-                ))
-            })?;
-            list.verify(cert.subject()).map_err(|e| {
-                Error::new(format_args!(
-                    "{}'s device list does not verify: {e:?}",
-                    cert.name()
-                ))
-            })?;
-            let proposal = ChangeProposal {
-                conversation: membership.log.conversation(),
-                epoch,
-                previous_hash,
-                issued_at: now,
-                action: ChangeAction::Add,
-                role: MemberRole::Agent,
-                member: cert.subject().clone(),
-                devices: list.devices().to_vec(),
-                member_certificate: Some(cert),
-            };
-            let add = self.sign(proposal, certificate)?;
+            let add = self.colleague_add(
+                membership,
+                certificate,
+                now,
+                colleague_certificate,
+                colleague_device_list,
+            )?;
             epoch += 1;
             previous_hash = add.hash();
             changes.push(add);
@@ -299,7 +260,107 @@ impl Account {
     }
 }
 
+#[wasm_bindgen]
 impl Account {
+    /// The first step of a hand-off that shares the conversation so far with the colleague (as
+    /// `hushwire handoff` does by default): the `PublishChange` frame adding the colleague as
+    /// agent (their certificate and device list checked as for `handOffFrame`), checked on a
+    /// copy of the history. This device stays on the conversation to send the history share;
+    /// `handOffFrame` without a colleague then removes it.
+    #[wasm_bindgen(js_name = addColleagueFrame)]
+    pub fn add_colleague_frame(
+        &self,
+        membership: &Membership,
+        certificate: &OwnCertificate,
+        request_id: u32,
+        now_seconds: f64,
+        colleague_certificate: &[u8],
+        colleague_device_list: &[u8],
+    ) -> Result<Vec<u8>> {
+        let now = unix_seconds(now_seconds)?;
+        if membership
+            .log
+            .members()
+            .iter()
+            .find(|m| m.identity() == self.0.identity_key())
+            .is_none_or(|m| m.role() != MemberRole::Agent)
+        {
+            return Err(Error::new("you are not an agent on this conversation"));
+        }
+        let add = self.colleague_add(
+            membership,
+            certificate,
+            now,
+            colleague_certificate,
+            colleague_device_list,
+        )?;
+        check(membership, std::slice::from_ref(&add), now)?;
+        Ok(frame(
+            request_id,
+            FrameBody::Queue(Box::new(QueueFrame::PublishChange(Box::new(add)))),
+        ))
+    }
+}
+
+impl Account {
+    /// The change adding the colleague (certificate checked under the clinic's key with the
+    /// agent role, device list under the certificate's identity) at `membership`'s next epoch.
+    fn colleague_add(
+        &self,
+        membership: &Membership,
+        certificate: &OwnCertificate,
+        now: u64,
+        colleague_certificate: &[u8],
+        colleague_device_list: &[u8],
+    ) -> Result<MembershipChange> {
+        let cert = AgentCertificate::from_bytes(colleague_certificate).map_err(|e| {
+            Error::new(format_args!(
+                "the colleague's certificate is unreadable: {e}"
+            ))
+        })?;
+        cert.verify_role(membership.clinic.org(), now, None, Role::Agent)
+            .map_err(|e| {
+                Error::new(format_args!(
+                    "{} is not a verified agent of {}: {e}",
+                    cert.name(),
+                    membership.clinic.name()
+                ))
+            })?;
+        if cert.subject() == self.0.identity_key() {
+            return Err(Error::new("a hand-off to yourself changes nothing"));
+        }
+        if colleague_device_list.is_empty() {
+            return Err(Error::new(format_args!(
+                "{} has published no device list yet: it is published when they go on duty \
+                 once",
+                cert.name()
+            )));
+        }
+        let list = DeviceList::from_bytes(colleague_device_list).map_err(|e| {
+            Error::new(format_args!(
+                "the colleague's device list is unreadable: {e}"
+            ))
+        })?;
+        list.verify(cert.subject()).map_err(|e| {
+            Error::new(format_args!(
+                "{}'s device list does not verify: {e:?}",
+                cert.name()
+            ))
+        })?;
+        let proposal = ChangeProposal {
+            conversation: membership.log.conversation(),
+            epoch: membership.log.next_epoch(),
+            previous_hash: membership.log.head(),
+            issued_at: now,
+            action: ChangeAction::Add,
+            role: MemberRole::Agent,
+            member: cert.subject().clone(),
+            devices: list.devices().to_vec(),
+            member_certificate: Some(cert),
+        };
+        self.sign(proposal, certificate)
+    }
+
     fn sign(
         &self,
         proposal: ChangeProposal,
@@ -684,6 +745,51 @@ mod tests {
                 .hand_off_frame(&m, &own, 5, now(), &theirs, &wrong_list)
                 .is_err()
         );
+        // The sharing hand-off: the colleague added first (PublishChange), this device still
+        // on it to share the history, then the removal alone.
+        let mut shared = Membership::new(&clinic, &id).unwrap();
+        for i in 0..2 {
+            shared.apply(&m.change(i), now()).unwrap();
+        }
+        let add = console
+            .add_colleague_frame(&shared, &own, 5, now(), &theirs, &list)
+            .unwrap();
+        assert!(matches!(
+            Frame::from_bytes(&add).unwrap().body,
+            FrameBody::Queue(ref q) if matches!(**q, QueueFrame::PublishChange(_))
+        ));
+        shared.apply_own_frame(&add, now()).unwrap();
+        assert!(shared.writes_now(&console.address()).unwrap());
+        assert!(shared.writes_now(&colleague.address()).unwrap());
+        let share = crate::conversation::encode_history_share_from(
+            &id,
+            vec![patient.address(), console.address()],
+            &[1; 32],
+            &[1.0, 2.0],
+            &[5.0, 6.0],
+            vec!["from the patient".into(), "from the console".into()],
+        )
+        .unwrap();
+        let decoded = crate::web::decode_payload(&share).unwrap();
+        let texts: Vec<(String, String)> = decoded
+            .shared()
+            .iter()
+            .map(|t| (t.sender(), t.text()))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                (patient.address(), "from the patient".to_owned()),
+                (console.address(), "from the console".to_owned())
+            ]
+        );
+        let leave = console
+            .hand_off_frame(&shared, &own, 6, now(), &[], &[])
+            .unwrap();
+        shared.apply_own_frame(&leave, now()).unwrap();
+        assert!(!shared.writes_now(&console.address()).unwrap());
+        assert!(shared.is_claimed());
+
         let hand_off = console
             .hand_off_frame(&m, &own, 5, now(), &theirs, &list)
             .unwrap();
@@ -698,6 +804,11 @@ mod tests {
         assert!(m.writes_now(&colleague.address()).unwrap());
         assert!(m.describe(3, None).starts_with("Dr. Console"));
         // Off the conversation: no second hand-off.
+        assert!(
+            console
+                .add_colleague_frame(&m, &own, 6, now(), &theirs, &list)
+                .is_err()
+        );
         assert!(
             console
                 .hand_off_frame(&m, &own, 6, now(), &[], &[])

@@ -651,17 +651,61 @@ pub fn encode_history_share(
     sent_at_ms: &[f64],
     texts: Vec<String>,
 ) -> Result<Vec<u8>> {
+    let senders = vec![sender.to_owned(); texts.len()];
+    history_share(
+        conversation,
+        &senders,
+        message_ids,
+        epochs,
+        sent_at_ms,
+        &texts,
+    )
+}
+
+/// A history share as `encodeHistoryShare`, each message with its own sender (`senders[i]`, an
+/// address): what an agent handing a conversation over shares — the patient's messages and its
+/// own (`hushwire handoff` shares the conversation so far).
+#[wasm_bindgen(js_name = encodeHistoryShareFrom)]
+pub fn encode_history_share_from(
+    conversation: &[u8],
+    senders: Vec<String>,
+    message_ids: &[u8],
+    epochs: &[f64],
+    sent_at_ms: &[f64],
+    texts: Vec<String>,
+) -> Result<Vec<u8>> {
+    history_share(
+        conversation,
+        &senders,
+        message_ids,
+        epochs,
+        sent_at_ms,
+        &texts,
+    )
+}
+
+fn history_share(
+    conversation: &[u8],
+    senders: &[String],
+    message_ids: &[u8],
+    epochs: &[f64],
+    sent_at_ms: &[f64],
+    texts: &[String],
+) -> Result<Vec<u8>> {
     let n = texts.len();
     if n == 0 || n > MAX_SHARED_MESSAGES {
         return Err(Error::new("a history share carries 1 to 64 messages"));
     }
-    if message_ids.len() != 16 * n || epochs.len() != n || sent_at_ms.len() != n {
+    if message_ids.len() != 16 * n
+        || epochs.len() != n
+        || sent_at_ms.len() != n
+        || senders.len() != n
+    {
         return Err(Error::new(
-            "one id, epoch, time and text per shared message",
+            "one sender, id, epoch, time and text per shared message",
         ));
     }
     let conversation = conversation_id(conversation)?;
-    let sender = parse_address(sender)?;
     let mut messages = Vec::with_capacity(n);
     for (i, text) in texts.iter().enumerate() {
         let id = message_ids
@@ -671,8 +715,9 @@ pub fn encode_history_share(
         let at = *sent_at_ms
             .get(i)
             .ok_or_else(|| Error::new("missing time"))?;
+        let sender = senders.get(i).ok_or_else(|| Error::new("missing sender"))?;
         messages.push(SharedMessage {
-            sender,
+            sender: parse_address(sender)?,
             message: text_message(
                 conversation,
                 whole(epoch, "an epoch")?,
