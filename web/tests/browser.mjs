@@ -700,7 +700,8 @@ await step("clinic_conversation_with_cli_agent", page, async () => {
 // conversation arrive in the live queue (a QueueChanged push), claims it, and the two write both
 // ways (markup shown as text on both sides) with delivered and read states; a read receipt is
 // sent only while the widget's tab is visible. The console then hands the conversation to a CLI
-// agent, who receives the patient's next message.
+// agent, sharing the conversation so far with it (as `hushwire handoff` does), and the CLI agent
+// receives the patient's next message.
 const CONSOLE_AGENT = "Dr. Console Agent";
 
 async function orgCertify(request, name) {
@@ -724,7 +725,7 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   const t0 = Date.now();
   const inPanel = (conv, sel) => `.panel[data-conversation="${conv}"] ${sel}`;
   // 1. A certified agent device.
-  await agentPage.goto(`${BASE}/console/`);
+  await agentPage.goto(`${BASE}/console/test.html`); // the console with test hooks (step 6)
   await agentPage.fill("#pass", "agent console passphrase");
   await agentPage.click("button[type=submit]");
   await agentPage.waitForSelector("#cert-request", { timeout: 60_000 });
@@ -853,6 +854,40 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
     FROM_PATIENT,
     { timeout: 30_000 },
   );
+  // Throughput both ways through the clients' APIs (the test hooks), every message arriving
+  // once: figures for docs/performance.md, not a threshold.
+  const N = Number(env.HW_CONSOLE_N ?? 200);
+  const perfTexts = (page, sel, prefix) =>
+    page.$$eval(sel, (els, p) => els.map((e) => e.textContent).filter((t) => t.startsWith(p)), prefix);
+  const t1 = Date.now();
+  await agentPage.evaluate(
+    ([peer, n]) => Promise.all(Array.from({ length: n }, (_, i) => window.hushwireTest.client.sendText(peer, `console perf ${i}`))),
+    [`conv:${conv}`, N],
+  );
+  await patientPage.waitForFunction(
+    (n) => [...document.querySelectorAll(".hw-in .hw-text")].filter((e) => e.textContent.startsWith("console perf ")).length >= n,
+    N,
+    { timeout: 180_000, polling: 250 },
+  );
+  const consoleToWidgetMs = Date.now() - t1;
+  const toWidget = await perfTexts(patientPage, ".hw-in .hw-text", "console perf ");
+  assert(toWidget.length === N && new Set(toWidget).size === N, `console → widget: ${toWidget.length} shown, ${new Set(toWidget).size} distinct`);
+  const t2 = Date.now();
+  await patientPage.evaluate(
+    (n) => Promise.all(Array.from({ length: n }, (_, i) => window.hushwireTest.client.sendText(window.hushwireTest.agent, `widget perf ${i}`))),
+    N,
+  );
+  await agentPage.waitForFunction(
+    ([sel, n]) => [...document.querySelectorAll(sel)].filter((e) => e.textContent.startsWith("widget perf ")).length >= n,
+    [inPanel(conv, "li.in .text"), N],
+    { timeout: 180_000, polling: 250 },
+  );
+  const widgetToConsoleMs = Date.now() - t2;
+  const toConsole = await perfTexts(agentPage, inPanel(conv, "li.in .text"), "widget perf ");
+  assert(toConsole.length === N && new Set(toConsole).size === N, `widget → console: ${toConsole.length} shown, ${new Set(toConsole).size} distinct`);
+  figures.consoleWidgetN = N;
+  figures.consoleToWidgetMsgPerS = Math.round((N * 1000) / consoleToWidgetMs);
+  figures.widgetToConsoleMsgPerS = Math.round((N * 1000) / widgetToConsoleMs);
   // 5. Hand-off to a named colleague, a CLI agent, who receives the patient's next message.
   await cliAs(env.HW_AGENT2_HOME, "on-duty", "on"); // publishes its device list, which a hand-off names
   const second = (await cliAs(env.HW_AGENT2_HOME, "whoami", "--address")).trim();
@@ -876,11 +911,46 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   );
   const AFTER = "After the hand-off: to the CLI agent";
   await send(patientPage, AFTER);
-  const got = await receivesAs(env.HW_AGENT2_HOME, [AFTER]);
-  assert(got.includes(AFTER), `the CLI agent received ${JSON.stringify(got)}`);
+  // The conversation so far reached the CLI agent in the console's history share (the patient's
+  // messages and the console's, each checked by the CLI against the membership), and then the
+  // patient's next message.
+  const got = await receivesAs(env.HW_AGENT2_HOME, [FROM_PATIENT, FROM_AGENT, AFTER], 120_000);
+  for (const want of [FROM_PATIENT, FROM_AGENT, AFTER]) {
+    assert(got.includes(want), `the CLI agent did not receive ${want}: ${JSON.stringify(got)}`);
+  }
   const consoleTexts = await agentPage.$$eval(inPanel(conv, "li .text"), (els) => els.map((e) => e.textContent));
   assert(!consoleTexts.includes(AFTER), "the console received a message after it left");
   await patientPage.screenshot({ path: join(OUT, "console_agent_with_widget_patient-widget.png"), fullPage: true });
+  // 6. A lost race: a second patient's conversation is in the console's queue, the console
+  // misses the push saying it was claimed (held back through the test hook), the CLI agent
+  // claims it, then the console tries: "Another agent took it", and the entry leaves the queue.
+  const raceContext = await browser.newContext({ viewport: { width: 360, height: 740 } }); // a second patient
+  const racePage = await raceContext.newPage();
+  racePage.on("pageerror", (e) => pageErrors.push(`widget 2: ${e}`));
+  await racePage.goto(`${BASE}/widget-clinic.html`);
+  await racePage.waitForSelector("#hw-passphrase", { state: "visible" });
+  await unlock(racePage);
+  await connected(racePage);
+  const conv2 = await racePage.getAttribute(".hw-widget", "data-conversation");
+  assert(/^[0-9a-f]{32}$/.test(conv2) && conv2 !== conv, `second conversation ${conv2}`);
+  await agentPage.waitForSelector(`#queue button.claim[data-conversation="${conv2}"]`, { timeout: 30_000 });
+  await agentPage.evaluate(() => {
+    window.hushwireTest.client.noteQueue = () => undefined;
+  });
+  await cli("claim", conv2);
+  await racePage.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, `${env.HW_AGENT_NAME} — verified agent of Test Clinic`, {
+    timeout: 30_000,
+  });
+  assert((await agentPage.$(`#queue button.claim[data-conversation="${conv2}"]`)) !== null, "the claim button left before the race");
+  await agentPage.click(`#queue button.claim[data-conversation="${conv2}"]`);
+  await agentPage.waitForFunction(
+    () => document.getElementById("console-alert")?.textContent === "Another agent took it: that patient is already being answered.",
+    null,
+    { timeout: 30_000 },
+  );
+  await agentPage.waitForFunction((c) => !document.querySelector(`#queue [data-conversation="${c}"]`), conv2, { timeout: 10_000 });
+  assert((await agentPage.$(`.panel[data-conversation="${conv2}"]`)) === null, "a panel opened for a conversation the console lost");
+  await raceContext.close();
   figures.consoleQueueShownMs = queueShownMs;
   return `conversation ${conv}; queue push shown after ${queueShownMs} ms; whole case ${Date.now() - t0} ms`;
 });

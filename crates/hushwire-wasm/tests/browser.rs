@@ -385,6 +385,19 @@ fn widget_and_client_in_chromium() {
     )
     .unwrap();
 
+    // The console with test hooks (the client on `window.hushwireTest`, as the widget's
+    // `data-test-hooks`), for the lost claim race of `console_agent_with_widget_patient`.
+    let console_page = std::fs::read_to_string(site.join("console/index.html")).unwrap();
+    assert!(console_page.contains("<html lang=\"en\">"));
+    std::fs::write(
+        site.join("console/test.html"),
+        console_page.replace(
+            "<html lang=\"en\">",
+            "<html lang=\"en\" data-test-hooks=\"1\">",
+        ),
+    )
+    .unwrap();
+
     // 4. The relay refuses an upgrade from an origin not on --allow-origin, before the upgrade.
     let refused = upgrade_status(port, &format!("http://localhost:{port}"));
     assert!(
