@@ -357,7 +357,18 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
           say(`Could not hand off: ${err.message}`);
         });
     });
-    children.push(form, hand);
+    const back = el("button", { type: "button", class: "hand-back" }, "Hand back to the queue");
+    back.addEventListener("click", () => {
+      back.disabled = true;
+      void c
+        .handBack(peer)
+        .then(() => say("Handed back to the queue: the next agent on duty can claim it."))
+        .catch((err: Error) => {
+          back.disabled = false;
+          say(`Could not hand it back: ${err.message}`);
+        });
+    });
+    children.push(form, hand, back);
   } else {
     children.push(el("p", { class: "left" }, "You are no longer on this conversation (its history is kept here, read only)."));
   }

@@ -1467,7 +1467,9 @@ export class HushwireClient {
     if (replace) this.queue.clear();
     for (const e of entries) {
       const id = e.conversation;
-      if ((e.state === "new" || e.state === "handedBack") && !this.convs.has(id)) {
+      const held = this.convs.get(id);
+      // A conversation this device handed back (or was removed from) may be claimed again.
+      if ((e.state === "new" || e.state === "handedBack") && (!held || !held.membership.writesNow(this.address))) {
         this.queue.set(id, { conversation: id, state: e.state, openedAt: e.openedAt, waitingSince: e.waitingSince });
       } else {
         this.queue.delete(id);
@@ -1562,6 +1564,8 @@ export class HushwireClient {
     if (!/^[0-9a-f]{32}$/.test(id)) throw new Error("Not a conversation id.");
     return this.serial.run(async () => {
       if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      const held = this.convs.get(id);
+      if (held) return this.claimAgain(held, cert);
       const cs: ConvRuntime = {
         state: { id, changes: [], deviceList: true, opened: true },
         membership: new hw.Membership(clinic, fromHex(id)),
@@ -1597,6 +1601,66 @@ export class HushwireClient {
       cs.membership.applyOwnFrame(sent, now);
       await this.keep(cs);
       return "claimed";
+    });
+  }
+
+  /** Claims a conversation this device holds already (handed back by it): on its kept history. */
+  private async claimAgain(cs: ConvRuntime, cert: hw.OwnCertificate): Promise<"claimed" | "taken"> {
+    const taken = () => {
+      this.queue.delete(cs.state.id);
+      this.events.onQueue?.();
+      return "taken" as const;
+    };
+    await this.refreshMembership(cs).catch(() => undefined);
+    const now = Math.floor(Date.now() / 1000);
+    let sent: Uint8Array | undefined;
+    let answer: hw.Incoming;
+    try {
+      answer = await this.call((rid) => (sent = this.account.claimFrame(cs.membership, cert, rid, now)));
+    } catch (e) {
+      if (/already claimed/.test((e as Error).message)) return taken();
+      throw e;
+    }
+    if (answer.queueKind === "alreadyClaimed" || answer.errorName === "StaleEpoch" || answer.errorName === "NotOnConversation") {
+      return taken();
+    }
+    if (answer.queueKind !== "claimed" || !sent) {
+      throw new Error(`The relay refused the claim (${answer.errorName || answer.kind}).`);
+    }
+    const from = cs.membership.nextEpoch;
+    cs.membership.applyOwnFrame(sent, now);
+    await this.afterChanges(cs, from, []);
+    this.queue.delete(cs.state.id);
+    this.events.onQueue?.();
+    return "claimed";
+  }
+
+  /**
+   * Hands the conversation under `peer` back to the clinic's queue (`hushwire handoff
+   * CONVERSATION queue`, without a note): the core signs this device's removal and checks it;
+   * the conversation waits for the next agent, and this device keeps its history read only.
+   */
+  async handBack(peer: string): Promise<void> {
+    const cs = this.convOf(peer);
+    const cert = this.ownCertificate;
+    if (!cs || !cert) throw new Error("Not a conversation this console is on.");
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      await this.refreshMembership(cs);
+      const now = Math.floor(Date.now() / 1000);
+      const none = new Uint8Array();
+      let sent: Uint8Array | undefined;
+      const answer = await this.call(
+        (rid) => (sent = this.account.handOffFrame(cs.membership, cert, rid, now, none, none)),
+      );
+      if (answer.kind !== "ok" || !sent) {
+        throw new Error(`The relay refused to hand it back (${answer.errorName || answer.kind}).`);
+      }
+      const from = cs.membership.nextEpoch;
+      cs.membership.applyOwnFrame(sent, now);
+      await this.afterChanges(cs, from, []);
+      // The queue push may have come before this answer, while the device was still on it.
+      if (this.meta.agent?.onDuty) await this.loadQueue();
     });
   }
 

@@ -854,6 +854,31 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
     FROM_PATIENT,
     { timeout: 30_000 },
   );
+  // Hand back to the queue: the patient sees the agent leave and waits; the conversation is in
+  // the console's queue again (handed back) and the console claims it again.
+  await agentPage.click(inPanel(conv, "button.hand-back"));
+  await agentPage.waitForFunction(
+    () => document.getElementById("console-alert")?.textContent === "Handed back to the queue: the next agent on duty can claim it.",
+    null,
+    { timeout: 30_000 },
+  );
+  await agentPage.waitForSelector(inPanel(conv, "p.left"), { timeout: 30_000 });
+  await patientPage.waitForFunction(() => /Waiting for the clinic/.test(document.querySelector(".hw-agent")?.textContent ?? ""), null, {
+    timeout: 30_000,
+  });
+  await agentPage.waitForSelector(`#queue button.claim[data-conversation="${conv}"]`, { timeout: 30_000 });
+  assert(/handed back/.test(await agentPage.textContent(`#queue li[data-conversation="${conv}"]`)), "the queue entry does not say handed back");
+  await agentPage.click(`#queue button.claim[data-conversation="${conv}"]`);
+  await agentPage.waitForSelector(inPanel(conv, ".reply textarea"), { timeout: 30_000 });
+  await patientPage.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, agentLine, {
+    timeout: 30_000,
+  });
+  const rejoined = await agentPage.$$eval(inPanel(conv, "li.notice"), (els) => els.map((e) => e.textContent));
+  assert(
+    rejoined.filter((t) => t === `You (${agentLine}) joined the conversation`).length === 2 &&
+      rejoined.includes(`You (${agentLine}) left the conversation`),
+    `after hand-back and claim: ${JSON.stringify(rejoined)}`,
+  );
   // Throughput both ways through the clients' APIs (the test hooks), every message arriving
   // once: figures for docs/performance.md, not a threshold.
   const N = Number(env.HW_CONSOLE_N ?? 200);
