@@ -976,6 +976,19 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   await agentPage.waitForFunction((c) => !document.querySelector(`#queue [data-conversation="${c}"]`), conv2, { timeout: 10_000 });
   assert((await agentPage.$(`.panel[data-conversation="${conv2}"]`)) === null, "a panel opened for a conversation the console lost");
   await raceContext.close();
+  // 7. A reload: the stored link, certificate and histories are verified again; the console is
+  // certified, on duty, and shows the handed-off conversation read only with its messages.
+  await agentPage.reload();
+  await agentPage.fill("#pass", "agent console passphrase");
+  await agentPage.click("button[type=submit]");
+  await agentPage.waitForSelector("#agent-identity", { timeout: 60_000 });
+  const again = await agentPage.textContent("#agent-identity");
+  assert(again.startsWith(`${agentLine} (roles: agent`), `after reload: ${again}`);
+  await agentPage.waitForFunction(() => document.body.dataset.connected === "true", null, { timeout: 30_000 });
+  assert((await agentPage.getAttribute("#duty", "aria-pressed")) === "true", "not on duty after reload");
+  await agentPage.waitForSelector(inPanel(conv, "p.left"), { timeout: 30_000 });
+  const kept = await agentPage.$$eval(inPanel(conv, "li .text"), (els) => els.map((e) => e.textContent));
+  assert(kept.includes(FROM_PATIENT) && kept.includes(FROM_AGENT) && kept.includes(WAITING), `after reload the console shows ${kept.length} texts`);
   figures.consoleQueueShownMs = queueShownMs;
   return `conversation ${conv}; queue push shown after ${queueShownMs} ms; whole case ${Date.now() - t0} ms`;
 });
