@@ -107,8 +107,12 @@ async function unlock(passphrase: string): Promise<void> {
   if (document.documentElement.dataset.testHooks === "1") {
     (window as unknown as { hushwireTest?: object }).hushwireTest = { client: c };
   }
-  if (c.isAgent) showAgentConsole();
-  else if (c.registered) showPairwise();
+  if (c.isAgent && c.certificateSummary) showAgentConsole();
+  else if (c.isAgent) {
+    // The stored certificate no longer verifies (expired, say): import a renewed one.
+    showSetup();
+    c.connect();
+  } else if (c.registered) showPairwise();
   else showSetup();
 }
 
@@ -135,7 +139,8 @@ function scheduleRender(peer: string): void {
 function showSetup(): void {
   const c = client;
   if (!c) return;
-  const intro = el("h2", {}, "Set up this console as a clinic agent's device");
+  const intro = el("h2", {}, c.isAgent ? "Renew this console's certificate" : "Set up this console as a clinic agent's device");
+  const problem = el("p", { role: "alert" }, c.agentProblem);
   const fp = el("p", {}, "This console's identity fingerprint: ");
   fp.append(el("span", { class: "mono", id: "own-fingerprint" }, c.fingerprint));
   const request = c.certificateRequest;
@@ -187,7 +192,8 @@ function showSetup(): void {
     {},
     "Without a certificate the console registers as an ordinary device and can never become clinic staff later.",
   );
-  main.replaceChildren(intro, fp, reqLabel, reqText, cmdLabel, cmd, form, el("hr"), pairwise, note);
+  if (c.isAgent) main.replaceChildren(intro, problem, fp, reqLabel, reqText, cmdLabel, cmd, form);
+  else main.replaceChildren(intro, fp, reqLabel, reqText, cmdLabel, cmd, form, el("hr"), pairwise, note);
   linkInput.focus();
   statusLine.textContent = "Not registered yet";
 }

@@ -82,6 +82,7 @@ interface AgentState {
   deviceList: boolean; // this identity's device list is published (a hand-off names it)
   onDuty: boolean;
   conversations: ClinicState[]; // the conversations this device claimed or was handed
+  renewal?: boolean; // a renewed certificate imported while offline: UpdateCertificate at login
 }
 
 /** A conversation this device takes part in, with its verified membership. */
@@ -311,6 +312,8 @@ export class HushwireClient {
   /** Connects and keeps reconnecting (1 s doubling to 30 s, with jitter) until `close`. */
   connect(): void {
     this.stopped = false;
+    // Already connected or connecting (the console connects before a renewal, then again).
+    if (this.socket && this.socket.readyState <= WebSocket.OPEN) return;
     this.open();
   }
 
@@ -1415,6 +1418,7 @@ export class HushwireClient {
           "This console already registered at the relay without a certificate, as a patient would, and the relay never makes such an identity staff. Erase this browser's console data and set the console up again.",
         );
       }
+      let renewal = false;
       if (this.meta.registered && this.authenticated) {
         const answer = await this.call((id) => this.account.updateCertificateFrame(id, cert));
         if (answer.kind !== "ok") {
@@ -1422,6 +1426,8 @@ export class HushwireClient {
           cert.free();
           throw new Error(`The relay refused the certificate (${answer.errorName}).`);
         }
+      } else if (this.meta.registered) {
+        renewal = true; // sent at the next login
       }
       const before = this.meta.agent;
       this.meta.agent = {
@@ -1430,6 +1436,7 @@ export class HushwireClient {
         deviceList: before?.deviceList ?? false,
         onDuty: before?.onDuty ?? false,
         conversations: before?.conversations ?? [],
+        renewal,
       };
       if (!before) this.clinic = clinic;
       else clinic.free();
@@ -1444,7 +1451,16 @@ export class HushwireClient {
   /** Agent login (inside `serial`): device list, duty, queue, the histories, the archive policy. */
   private async syncAgent(): Promise<void> {
     const a = this.meta.agent;
+    const cert = this.ownCertificate;
     if (!a) return;
+    if (!cert) return; // an expired or unreadable certificate: no staff role until a renewal
+    if (a.renewal) {
+      // A renewed certificate imported while offline (`hushwire certificate install`).
+      const answer = await this.call((id) => this.account.updateCertificateFrame(id, cert));
+      if (answer.kind !== "ok") throw new Error(`the relay refused the renewed certificate (${answer.errorName})`);
+      a.renewal = false;
+      await this.store.put({ meta: this.meta });
+    }
     if (!a.deviceList) {
       // As `hushwire on-duty on` does: a colleague's hand-off names the devices of this list.
       const answer = await this.call((id) => this.account.publishDeviceListFrame(id, 1));
