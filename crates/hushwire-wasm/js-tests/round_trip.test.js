@@ -154,10 +154,11 @@ test('secrets stay inside WebAssembly objects', () => {
   // answerChallenge returns a signed login frame and uploadPrekeysFrame public prekeys
   // (web/, issue 16 part 2); publishDeviceListFrame a signed device list and
   // openConversationFrame a signed membership change (docs/conversations.md §4.2); the agent
-  // console's certificateRequest the public identity key, claimFrame and handOffFrame signed
-  // changes, updateCertificateFrame the (public) certificate: none carries a secret.
+  // console's certificateRequest the public identity key, addColleagueFrame, claimFrame and
+  // handOffFrame signed changes, updateCertificateFrame the (public) certificate: none carries a
+  // secret.
   assert.deepEqual(methods(Account), [
-    'accept', 'address', 'answerChallenge', 'certificateRequest', 'claimFrame', 'deviceId',
+    'accept', 'addColleagueFrame', 'address', 'answerChallenge', 'certificateRequest', 'claimFrame', 'deviceId',
     'fingerprint', 'generateOneTimeKemPrekeys', 'generateOneTimePrekeys', 'handOffFrame',
     'identityKey', 'oneTimeKemPrekeyCount', 'oneTimePrekeyCount', 'openConversationFrame',
     'prekeyBundle', 'publishDeviceListFrame', 'seal', 'updateCertificateFrame',
