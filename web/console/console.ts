@@ -326,8 +326,8 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
     "staff",
   );
   const ol = el("ol", { "aria-label": "Messages", "aria-live": "polite", class: "messages" });
-  for (const m of conversation?.messages ?? []) ol.append(agentItem(m));
   const onIt = c.writesOn(peer);
+  for (const m of conversation?.messages ?? []) ol.append(agentItem(m, onIt ? peer : ""));
   const children: HTMLElement[] = [title, facts, ol];
   if (onIt) {
     const form = el("form", { "aria-label": "Reply", class: "reply" });
@@ -395,7 +395,8 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
   if (document.visibilityState === "visible") void c.markRead(peer);
 }
 
-function agentItem(m: ChatMessage): HTMLLIElement {
+/** One message; with `peer` (this device is on the conversation) its own sent messages can be recalled. */
+function agentItem(m: ChatMessage, peer: string): HTMLLIElement {
   if (m.notice) return el("li", { class: "notice", role: "note", "data-id": m.id }, m.text);
   const li = el("li", { class: m.outgoing ? "out" : "in", "data-id": m.id });
   const who = el("span", { class: "who" }, m.outgoing ? "You" : (m.senderName ?? "Patient"));
@@ -408,6 +409,26 @@ function agentItem(m: ChatMessage): HTMLLIElement {
   );
   if (m.outgoing) li.dataset.state = m.state ?? "";
   li.append(who, el("span", {}, ": "), text, el("span", {}, " "), meta);
+  const recallable =
+    peer &&
+    m.outgoing &&
+    !m.recalled &&
+    (m.state === "sent" || m.state === "delivered" || m.state === "read") &&
+    Date.now() - m.sentAtMs < hw.recallWindowMs();
+  if (recallable) {
+    const recall = el("button", { type: "button", class: "recall", "aria-label": "Recall this message" }, "Recall");
+    recall.addEventListener("click", () => {
+      recall.disabled = true;
+      void client
+        ?.recall(peer, m.id)
+        .then(() => say("Recalled: the patient sees that you withdrew it."))
+        .catch((err: Error) => {
+          recall.disabled = false;
+          say(`Could not recall: ${err.message}`);
+        });
+    });
+    li.append(el("span", {}, " "), recall);
+  }
   return li;
 }
 

@@ -1286,6 +1286,56 @@ export class HushwireClient {
   }
 
   /**
+   * Recalls this device's message `id` of the conversation under `peer` (§8.3, `hushwire
+   * recall`): a Recall payload fanned out to every other member device at the verified head
+   * (the sessions stored before it leaves), filed to the clinic's archive when it has a policy,
+   * and the message then shown as recalled here. Members apply it only within 10 minutes on the
+   * relay's times; past that, or for a message not sent yet, it is refused here in words.
+   */
+  async recall(peer: string, id: string): Promise<void> {
+    const cs = this.convOf(peer);
+    const x = this.byId.get(`${peer}|${id}`);
+    if (!cs || !x || !x.outgoing || x.notice) throw new Error("Only your own messages can be recalled.");
+    if (x.recalled) return;
+    if (x.state === "queued" || x.state === "held" || x.state === "failed") {
+      throw new Error("This message has not reached the relay yet.");
+    }
+    if (Date.now() - x.sentAtMs > hw.recallWindowMs()) {
+      throw new Error("Too late: a message can be recalled within 10 minutes of sending it.");
+    }
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      await this.refreshMembership(cs);
+      const m = cs.membership;
+      const at = Date.now();
+      const payload = hw.encodeRecall(m.conversationId, fromHex(id), at);
+      const envelopes: [string, Uint8Array][] = [];
+      const records: Record<string, Uint8Array | object> = {};
+      for (const to of m.recipients(this.address)) {
+        const session = await this.sessionFor(to);
+        envelopes.push([to, session.encrypt(payload)]);
+        records[`session:${to}`] = session.seal(this.store.storageKey);
+      }
+      await this.store.put(records);
+      for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
+        const answer = await this.sendToMembers(cs, group);
+        if (answer.kind !== "sent") throw new Error(`The relay refused the recall (${answer.errorName || answer.kind}).`);
+      }
+      const policy = this.archivePolicy;
+      const clinic = this.clinic;
+      if (policy && clinic) {
+        // As the CLI: the recall is filed too, so the archive shows what was withdrawn.
+        await this.call((rid) =>
+          clinic.putArchiveFrame(rid, fromHex(policy), m.conversationId, this.address, m.nextEpoch, payload),
+        ).catch(() => undefined);
+      }
+      x.recalled = `You recalled this message at ${new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+      await this.store.put({ [messageKey(peer, x.seq ?? 0)]: x });
+      this.events.onChange?.(peer);
+    });
+  }
+
+  /**
    * Read receipts (§8.2, status read): every message of the conversation under `peer` from
    * another member that is shown now and not yet acknowledged as read. The caller decides
    * "shown": the widget and the console call this only while the page is visible and the

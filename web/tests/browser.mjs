@@ -835,6 +835,25 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
     [inPanel(conv, "li.out"), WHILE_HIDDEN],
     { timeout: 30_000 },
   );
+  // §8.3: the console recalls that message; the widget shows it recalled by the console's agent.
+  const hiddenId = await agentPage.$$eval(
+    inPanel(conv, "li.out"),
+    (els, want) => els.find((e) => e.querySelector(".text")?.textContent === want)?.dataset.id,
+    WHILE_HIDDEN,
+  );
+  await agentPage.click(inPanel(conv, `li.out[data-id="${hiddenId}"] button.recall`));
+  await patientPage.waitForFunction(
+    (id) => /^Recalled by /.test(document.querySelector(`.hw-in[data-id="${id}"] .hw-text`)?.textContent ?? ""),
+    hiddenId,
+    { timeout: 30_000 },
+  );
+  const recalledShown = await patientPage.textContent(`.hw-in[data-id="${hiddenId}"] .hw-text`);
+  assert(recalledShown.startsWith(`Recalled by ${CONSOLE_AGENT} at `), `the widget shows ${recalledShown}`);
+  await agentPage.waitForFunction(
+    (sel) => /^You recalled this message at /.test(document.querySelector(sel)?.textContent ?? ""),
+    inPanel(conv, `li.out[data-id="${hiddenId}"] .text`),
+    { timeout: 30_000 },
+  );
   const FROM_PATIENT = "Patient to the console <script>window.__pwned=5</script>";
   await send(patientPage, FROM_PATIENT);
   await agentPage.waitForFunction(

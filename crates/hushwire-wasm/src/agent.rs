@@ -783,6 +783,11 @@ mod tests {
                 (console.address(), "from the console".to_owned())
             ]
         );
+        let recall = crate::conversation::encode_recall(&id, &[9; 16], 1234.0).unwrap();
+        let decoded = crate::web::decode_payload(&recall).unwrap();
+        assert_eq!(decoded.kind(), "recall");
+        assert_eq!(decoded.message_id(), "09".repeat(16));
+        assert!(crate::conversation::encode_recall(&id, &[9; 15], 1.0).is_err());
         let leave = console
             .hand_off_frame(&shared, &own, 6, now(), &[], &[])
             .unwrap();

@@ -601,6 +601,24 @@ pub fn encode_conversation_message(
     Ok(pad(&Payload::ConversationMessage(message).encode()).to_vec())
 }
 
+/// A recall (kind `0x07`, §8.3) of this device's own message `messageId` (16 bytes), padded;
+/// `recalledAtMs` is this device's clock (shown, not trusted). Members apply it only from the
+/// message's sender within `recallWindowMs` on the relay's times.
+#[wasm_bindgen(js_name = encodeRecall)]
+pub fn encode_recall(
+    conversation: &[u8],
+    message_id: &[u8],
+    recalled_at_ms: f64,
+) -> Result<Vec<u8>> {
+    Ok(pad(&Payload::Recall {
+        conversation: conversation_id(conversation)?,
+        id: self::message_id(message_id)?,
+        recalled_at_ms: millis(recalled_at_ms)?,
+    }
+    .encode())
+    .to_vec())
+}
+
 /// A delivered receipt (kind `0x06`) for messages of the conversation whose ids are given as
 /// 32-hex-digit strings (1 to 256).
 #[wasm_bindgen(js_name = encodeConversationReceipt)]
