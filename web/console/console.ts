@@ -1,10 +1,19 @@
-// The agent console (modest): unlock, the list of conversations (pairwise for now), several
-// open side by side, reply, and each patient device's verified fingerprint and safety number.
-// Served by the relay (`--web-dir`) at /console/; it connects to the same host's relay.
-// Every peer text is set with textContent.
+// The agent console, served by the relay (`--web-dir`) at /console/; it connects to the same
+// host's relay. Two ways to use it:
+//
+// - a clinic agent console (docs/browser.md "Agent console"): this device shows its certificate
+//   request and the command the clinic's administrator runs, imports the certificate (checked in
+//   WebAssembly under the clinic link's organization key), registers presenting it and
+//   publishes its device list as `hushwire register --certificate` and `on-duty on` do; then on
+//   duty, the live queue, claim, several conversations side by side, reply, the verified
+//   members, delivered and read states, hand-off to a named colleague;
+// - two-party only (no certificate): the modest console it was before, for a widget's
+//   `data-agent`.
+//
+// Every peer text is set with textContent; every check and signature is the core's.
 
 import * as hw from "../src/wasm";
-import { HushwireClient, fingerprintOf } from "../src/client";
+import { HushwireClient, fingerprintOf, type ChatMessage } from "../src/client";
 import { SealedStore } from "../src/store";
 
 const main = document.getElementById("main") as HTMLElement;
@@ -14,12 +23,33 @@ const open = new Set<string>();
 let client: HushwireClient | undefined;
 let panels: HTMLElement;
 let list: HTMLElement;
+let queueList: HTMLElement | undefined;
+let dutyButton: HTMLButtonElement | undefined;
+let alertLine: HTMLElement | undefined;
+
+const STATE_TEXT: Record<string, string> = {
+  queued: "waiting to send",
+  held: "waiting",
+  sent: "sent",
+  delivered: "delivered",
+  read: "read",
+  failed: "not sent",
+};
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, text?: string) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   if (text !== undefined) e.textContent = text;
   return e;
+}
+
+function time(ms: number): string {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** Shows a problem (or an outcome) in plain words, announced to screen readers. */
+function say(text: string): void {
+  if (alertLine) alertLine.textContent = text;
 }
 
 async function start(): Promise<void> {
@@ -60,15 +90,357 @@ async function start(): Promise<void> {
 
 async function unlock(passphrase: string): Promise<void> {
   const store = await SealedStore.unlock("console", passphrase);
-  client = await HushwireClient.open(store, relayUrl, {
-    onChange: (peer) => {
-      renderList();
-      if (open.has(peer)) renderPanel(peer);
+  const c = await HushwireClient.open(store, relayUrl, {
+    onChange: (peer) => scheduleRender(peer),
+    onMembership: () => {
+      for (const peer of open) scheduleRender(peer);
     },
-    onStatus: (text) => (statusLine.textContent = text),
+    onQueue: () => renderQueue(),
+    onStatus: (text, connected) => {
+      statusLine.textContent = text;
+      document.body.dataset.connected = String(connected);
+    },
   });
+  client = c;
+  // Test pages only (`<html data-test-hooks="1">`, written by crates/hushwire-wasm/tests/browser.rs
+  // as console/test.html): the client, so a test can hold back queue pushes. /console/ never sets it.
+  if (document.documentElement.dataset.testHooks === "1") {
+    (window as unknown as { hushwireTest?: object }).hushwireTest = { client: c };
+  }
+  if (c.isAgent && c.certificateSummary) showAgentConsole();
+  else if (c.isAgent) {
+    // The stored certificate no longer verifies (expired, say): import a renewed one.
+    showSetup();
+    c.connect();
+  } else if (c.registered) showPairwise();
+  else showSetup();
+}
+
+const dirty = new Set<string>();
+let renderPending = false;
+
+/** Redraws the list and the changed panels at most once a frame, however many messages changed. */
+function scheduleRender(peer: string): void {
+  dirty.add(peer);
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => {
+    renderPending = false;
+    renderList();
+    for (const p of dirty) if (open.has(p)) renderPanel(p);
+    dirty.clear();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setting up: a certified agent device, or two-party only
+// ---------------------------------------------------------------------------------------------
+
+function showSetup(): void {
+  const c = client;
+  if (!c) return;
+  const intro = el("h2", {}, c.isAgent ? "Renew this console's certificate" : "Set up this console as a clinic agent's device");
+  const problem = el("p", { role: "alert" }, c.agentProblem);
+  const fp = el("p", {}, "This console's identity fingerprint: ");
+  fp.append(el("span", { class: "mono", id: "own-fingerprint" }, c.fingerprint));
+  const request = c.certificateRequest;
+  const reqLabel = el("p", {}, "Its certificate request (no secret; send it to your clinic's administrator):");
+  const reqText = el("pre", { class: "mono", id: "cert-request", tabindex: "0", "aria-label": "Certificate request" }, request);
+  const cmdLabel = el("p", {}, "The administrator certifies it on the organization key's computer with:");
+  const cmd = el(
+    "pre",
+    { class: "mono", id: "certify-command", tabindex: "0", "aria-label": "Command for the administrator" },
+    `hushwire org certify ${request} --name 'Your Name' --roles agent`,
+  );
+  const form = el("form", { "aria-label": "Import the certificate", id: "setup-form" });
+  const linkLabel = el("label", { for: "clinic-link" }, "Your clinic's link (hushwire-clinic:…)");
+  const linkInput = el("textarea", { id: "clinic-link", rows: "2", required: "" });
+  const certLabel = el("label", { for: "certificate" }, "The certificate the administrator sent (paste the line)");
+  const certInput = el("textarea", { id: "certificate", rows: "3" });
+  const fileLabel = el("label", { for: "certificate-file" }, "…or choose the certificate file");
+  const fileInput = el("input", { id: "certificate-file", type: "file", accept: ".cert,.txt,text/plain" });
+  const submit = el("button", { type: "submit" }, "Import the certificate and register");
+  const error = el("p", { role: "alert", id: "setup-error" });
+  form.append(linkLabel, linkInput, certLabel, certInput, fileLabel, fileInput, submit, error);
+  fileInput.addEventListener("change", () => {
+    const file = fileInput.files?.[0];
+    if (!file) return;
+    if (file.size > 16 * 1024) {
+      error.textContent = "That file is far too large to be a certificate.";
+      return;
+    }
+    void file.text().then((t) => (certInput.value = t.trim()));
+  });
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    submit.disabled = true;
+    error.textContent = "";
+    void c
+      .installCertificate(linkInput.value, certInput.value)
+      .then(() => {
+        showAgentConsole();
+      })
+      .catch((err: Error) => {
+        error.textContent = err.message;
+        submit.disabled = false;
+      });
+  });
+  const pairwise = el("button", { type: "button", id: "pairwise-only" }, "Use without a certificate (two-party chats only)");
+  pairwise.addEventListener("click", () => showPairwise());
+  const note = el(
+    "p",
+    {},
+    "Without a certificate the console registers as an ordinary device and can never become clinic staff later.",
+  );
+  if (c.isAgent) main.replaceChildren(intro, problem, fp, reqLabel, reqText, cmdLabel, cmd, form);
+  else main.replaceChildren(intro, fp, reqLabel, reqText, cmdLabel, cmd, form, el("hr"), pairwise, note);
+  linkInput.focus();
+  statusLine.textContent = "Not registered yet";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clinic agent console
+// ---------------------------------------------------------------------------------------------
+
+function showAgentConsole(): void {
+  const c = client;
+  if (!c) return;
+  const cert = c.certificateSummary;
+  const who = el("p", { id: "agent-identity" });
+  who.textContent = cert
+    ? `${cert.name} — verified agent of ${c.clinicName} (roles: ${cert.roles}; certificate valid until ${new Date(cert.notAfter * 1000).toLocaleDateString()})`
+    : c.agentProblem;
+  const fp = el("p", {}, "This device: ");
+  fp.append(el("span", { class: "mono", id: "own-address" }, c.address));
+  alertLine = el("p", { role: "alert", id: "console-alert" });
+  dutyButton = el("button", { type: "button", id: "duty", "aria-pressed": String(c.onDuty) });
+  dutyButton.addEventListener("click", () => {
+    const on = !c.onDuty;
+    if (dutyButton) dutyButton.disabled = true;
+    void c
+      .setOnDuty(on)
+      .then(() => say(on ? "You are on duty." : "You are off duty."))
+      .catch((e: Error) => say(e.message))
+      .finally(() => {
+        if (dutyButton) dutyButton.disabled = false;
+        renderQueue();
+      });
+  });
+  const queueHeading = el("h2", { id: "queue-heading" }, "Waiting patients");
+  queueList = el("ul", { class: "queue", id: "queue", "aria-labelledby": "queue-heading", "aria-live": "polite" });
+  const convHeading = el("h2", { id: "conversations-heading" }, "Your conversations");
+  list = el("ul", { class: "list", "aria-labelledby": "conversations-heading" });
+  panels = el("div", { class: "panels" });
+  main.replaceChildren(who, fp, dutyButton, alertLine, queueHeading, queueList, convHeading, list, panels);
+  document.body.dataset.mode = "agent";
+  renderQueue();
+  renderList();
+  for (const peer of c.conversations.keys()) if (peer.startsWith("conv:")) openPanel(peer);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") for (const peer of open) void client?.markRead(peer);
+  });
+  if (cert) c.connect();
+}
+
+function renderQueue(): void {
+  const c = client;
+  if (!c || !queueList || !dutyButton) return;
+  dutyButton.textContent = c.onDuty ? "Go off duty" : "Go on duty";
+  dutyButton.setAttribute("aria-pressed", String(c.onDuty));
+  if (!c.onDuty) {
+    queueList.replaceChildren(el("li", {}, "Go on duty to see the patients waiting."));
+    return;
+  }
+  const items = [...c.queue.values()].sort((a, b) => a.waitingSince - b.waitingSince);
+  if (items.length === 0) {
+    queueList.replaceChildren(el("li", {}, "Nobody is waiting."));
+    return;
+  }
+  queueList.replaceChildren(
+    ...items.map((q) => {
+      const li = el("li", { "data-conversation": q.conversation });
+      const what = q.state === "handedBack" ? "handed back to the queue" : "new";
+      li.append(
+        el("span", {}, `Patient conversation ${q.conversation.slice(0, 8)}… (${what}), waiting since ${time(q.waitingSince * 1000)} `),
+      );
+      const claim = el("button", { type: "button", class: "claim", "data-conversation": q.conversation }, "Claim");
+      claim.setAttribute("aria-label", `Claim the conversation ${q.conversation.slice(0, 8)}`);
+      claim.addEventListener("click", () => {
+        claim.disabled = true;
+        void c
+          .claim(q.conversation)
+          .then((outcome) => {
+            if (outcome === "taken") {
+              say("Another agent took it: that patient is already being answered.");
+            } else {
+              say("Claimed: the conversation is open below.");
+              openPanel(`conv:${q.conversation}`);
+            }
+          })
+          .catch((e: Error) => {
+            claim.disabled = false;
+            say(`Could not claim: ${e.message}`);
+          });
+      });
+      li.append(claim);
+      return li;
+    }),
+  );
+}
+
+function patientLabel(peer: string): string {
+  const patient = client?.members(peer).find((m) => m.role === "patient");
+  return patient ? `Patient ${patient.fingerprint.slice(0, 12)}…` : `Conversation ${peer.slice(5, 13)}…`;
+}
+
+function renderAgentPanel(peer: string, panel: HTMLElement): void {
+  const c = client;
+  if (!c) return;
+  const conversation = c.conversations.get(peer);
+  const id = panel.id;
+  const members = c.members(peer);
+  const patient = members.find((m) => m.role === "patient");
+  const title = el("h2", {}, patientLabel(peer));
+  const facts = el("dl", { class: "facts" });
+  const fact = (term: string, value: string, cls = "") => {
+    facts.append(el("dt", {}, term), el("dd", cls ? { class: cls } : {}, value));
+  };
+  fact("Conversation", peer.slice(5), "mono");
+  if (patient) {
+    fact("Patient identity (verified member)", patient.fingerprint, "mono patient-fingerprint");
+    for (const device of patient.devices) {
+      const safety = c.safetyNumber(device);
+      fact(
+        `Patient device ${device.split(":")[1]}`,
+        safety ? `safety number ${safety.match(/.{1,5}/g)?.join(" ")}` : "no session yet",
+        "mono safety",
+      );
+    }
+  }
+  const staff = members.filter((m) => m.role !== "patient");
+  fact(
+    "Staff on it",
+    staff.length
+      ? staff.map((m) => `${m.name} — verified ${m.role} of ${c.clinicName}${m.fingerprint === c.fingerprint ? " (you)" : ""}`).join("; ")
+      : "nobody",
+    "staff",
+  );
+  const ol = el("ol", { "aria-label": "Messages", "aria-live": "polite", class: "messages" });
+  const onIt = c.writesOn(peer);
+  for (const m of conversation?.messages ?? []) ol.append(agentItem(m, onIt ? peer : ""));
+  const children: HTMLElement[] = [title, facts, ol];
+  if (onIt) {
+    const form = el("form", { "aria-label": "Reply", class: "reply" });
+    const label = el("label", { for: `${id}-reply` }, "Reply");
+    const input = el("textarea", { id: `${id}-reply`, rows: "2", maxlength: "4000" });
+    form.append(label, input, el("button", { type: "submit" }, "Send"));
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const text = input.value.trim();
+      if (!text) return;
+      input.value = "";
+      void c.sendText(peer, text);
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    const hand = el("form", { "aria-label": "Hand off to a colleague", class: "handoff" });
+    const handLabel = el("label", { for: `${id}-handoff` }, "Hand off to colleague (their fingerprint or address)");
+    const handInput = el("input", { id: `${id}-handoff`, size: "40", autocomplete: "off" });
+    const handButton = el("button", { type: "submit" }, "Hand off");
+    hand.append(handLabel, handInput, handButton);
+    hand.addEventListener("submit", (e) => {
+      e.preventDefault();
+      handButton.disabled = true;
+      void c
+        .handOff(peer, handInput.value)
+        .then((name) => say(`Handed off to ${name}. You have left the conversation.`))
+        .catch((err: Error) => {
+          handButton.disabled = false;
+          say(`Could not hand off: ${err.message}`);
+        });
+    });
+    const back = el("button", { type: "button", class: "hand-back" }, "Hand back to the queue");
+    back.addEventListener("click", () => {
+      back.disabled = true;
+      void c
+        .handBack(peer)
+        .then(() => say("Handed back to the queue: the next agent on duty can claim it."))
+        .catch((err: Error) => {
+          back.disabled = false;
+          say(`Could not hand it back: ${err.message}`);
+        });
+    });
+    children.push(form, hand, back);
+  } else {
+    children.push(el("p", { class: "left" }, "You are no longer on this conversation (its history is kept here, read only)."));
+  }
+  const close = el("button", { type: "button" }, "Close");
+  close.addEventListener("click", () => {
+    open.delete(peer);
+    panel.remove();
+  });
+  children.push(close);
+  const hadFocus = panel.contains(document.activeElement) ? (document.activeElement as HTMLElement).id : "";
+  const draft = (document.getElementById(`${id}-reply`) as HTMLTextAreaElement | null)?.value ?? "";
+  panel.replaceChildren(...children);
+  const reply = document.getElementById(`${id}-reply`) as HTMLTextAreaElement | null;
+  if (reply && draft) reply.value = draft;
+  if (hadFocus) document.getElementById(hadFocus)?.focus();
+  ol.lastElementChild?.scrollIntoView({ block: "end" });
+  // On the screen of a visible page: read receipts for what the patient wrote.
+  if (document.visibilityState === "visible") void c.markRead(peer);
+}
+
+/** One message; with `peer` (this device is on the conversation) its own sent messages can be recalled. */
+function agentItem(m: ChatMessage, peer: string): HTMLLIElement {
+  if (m.notice) return el("li", { class: "notice", role: "note", "data-id": m.id }, m.text);
+  const li = el("li", { class: m.outgoing ? "out" : "in", "data-id": m.id });
+  const who = el("span", { class: "who" }, m.outgoing ? "You" : (m.senderName ?? "Patient"));
+  const text = el("span", { class: m.recalled ? "text recalled" : "text" });
+  text.textContent = m.recalled ?? m.text; // textContent only: markup stays text
+  const meta = el(
+    "span",
+    { class: "meta" },
+    m.outgoing ? `${time(m.sentAtMs)} · ${STATE_TEXT[m.state ?? "sent"]}` : `${time(m.sentAtMs)}${m.shared ? " · written while waiting" : ""}`,
+  );
+  if (m.outgoing) li.dataset.state = m.state ?? "";
+  li.append(who, el("span", {}, ": "), text, el("span", {}, " "), meta);
+  const recallable =
+    peer &&
+    m.outgoing &&
+    !m.recalled &&
+    (m.state === "sent" || m.state === "delivered" || m.state === "read") &&
+    Date.now() - m.sentAtMs < hw.recallWindowMs();
+  if (recallable) {
+    const recall = el("button", { type: "button", class: "recall", "aria-label": "Recall this message" }, "Recall");
+    recall.addEventListener("click", () => {
+      recall.disabled = true;
+      void client
+        ?.recall(peer, m.id)
+        .then(() => say("Recalled: the patient sees that you withdrew it."))
+        .catch((err: Error) => {
+          recall.disabled = false;
+          say(`Could not recall: ${err.message}`);
+        });
+    });
+    li.append(el("span", {}, " "), recall);
+  }
+  return li;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two-party only (no certificate)
+// ---------------------------------------------------------------------------------------------
+
+function showPairwise(): void {
+  const c = client;
+  if (!c) return;
   const me = el("p", {}, "This console's address (give it to patients' widgets as data-agent): ");
-  me.append(el("span", { class: "mono", id: "own-address" }, client.address));
+  me.append(el("span", { class: "mono", id: "own-address" }, c.address));
   const add = el("form", { "aria-label": "Open a conversation by address" });
   const addLabel = el("label", { for: "peer" }, "Patient device address");
   const addInput = el("input", { id: "peer", size: "40" });
@@ -84,19 +456,26 @@ async function unlock(passphrase: string): Promise<void> {
   panels = el("div", { class: "panels" });
   main.replaceChildren(me, add, list, panels);
   renderList();
-  client.connect();
+  c.connect();
 }
 
 function renderList(): void {
-  if (!client) return;
+  const c = client;
+  if (!c || !list) return;
+  const agent = c.isAgent;
   list.replaceChildren(
-    ...[...client.conversations.values()].map((c) => {
-      const li = el("li");
-      const b = el("button", { type: "button" }, `Patient ${fingerprintOf(c.peer).slice(0, 12)}… (${c.messages.length})`);
-      b.addEventListener("click", () => openPanel(c.peer));
-      li.append(b);
-      return li;
-    }),
+    ...[...c.conversations.values()]
+      .filter((x) => agent === x.peer.startsWith("conv:"))
+      .map((x) => {
+        const li = el("li");
+        const label = agent
+          ? `${patientLabel(x.peer)} (${x.messages.filter((m) => !m.notice).length})`
+          : `Patient ${fingerprintOf(x.peer).slice(0, 12)}… (${x.messages.length})`;
+        const b = el("button", { type: "button" }, label);
+        b.addEventListener("click", () => openPanel(x.peer));
+        li.append(b);
+        return li;
+      }),
   );
 }
 
@@ -106,12 +485,17 @@ function openPanel(peer: string): void {
 }
 
 function renderPanel(peer: string): void {
-  if (!client) return;
-  const id = `panel-${fingerprintOf(peer).slice(0, 16)}`;
+  if (!client || !panels) return;
+  const id = `panel-${peer.startsWith("conv:") ? peer.slice(5, 21) : fingerprintOf(peer).slice(0, 16)}`;
   let panel = document.getElementById(id);
   if (!panel) {
-    panel = el("section", { class: "panel", id, "aria-label": `Conversation with ${peer}` });
+    panel = el("section", { class: "panel", id, "aria-label": `Conversation with ${peer.startsWith("conv:") ? patientLabel(peer) : peer}` });
+    if (peer.startsWith("conv:")) panel.dataset.conversation = peer.slice(5);
     panels.append(panel);
+  }
+  if (client.isAgent) {
+    renderAgentPanel(peer, panel);
+    return;
   }
   const c = client.conversations.get(peer);
   const title = el("h2", {}, `Patient device ${peer}`);

@@ -10,7 +10,9 @@ import { SealedStore } from "./store";
 // "held": a clinic conversation's message written while no agent is on it (waiting in the
 // queue): stored, sealed to the archive, and shared with the agent who claims (conversations.md
 // §4.5); nobody else holds a session to send it to yet.
-export type MessageState = "queued" | "held" | "sent" | "delivered" | "failed";
+// "read": a clinic conversation's message some member's device showed on a visible screen (a
+// read receipt, conversations.md §8.2); "delivered" when a member's device stored it.
+export type MessageState = "queued" | "held" | "sent" | "delivered" | "read" | "failed";
 
 export interface ChatMessage {
   id: string; // 32 hex digits
@@ -29,6 +31,8 @@ export interface ChatMessage {
   archived?: boolean; // false: its archive copy is not filed yet
   serverTimeMs?: number; // incoming: the relay's time of its delivery (recall window, §8.3)
   recalled?: string; // "Recalled by Name at HH:MM": shown instead of the text, which is kept
+  readSent?: boolean; // incoming, clinic conversation: this device's read receipt went out
+  shared?: boolean; // incoming: came in a history share (written before this device joined)
 }
 
 export interface Conversation {
@@ -68,6 +72,31 @@ interface Meta {
   registered: boolean;
   peers: string[];
   clinic?: ClinicState;
+  agent?: AgentState;
+}
+
+/** The agent console: this device is clinic staff (docs/browser.md "Agent console"). */
+interface AgentState {
+  link: string; // the clinic link, verified at every open
+  certificate: string; // this device's certificate (base64url), verified at every open
+  deviceList: boolean; // this identity's device list is published (a hand-off names it)
+  onDuty: boolean;
+  conversations: ClinicState[]; // the conversations this device claimed or was handed
+  renewal?: boolean; // a renewed certificate imported while offline: UpdateCertificate at login
+}
+
+/** A conversation this device takes part in, with its verified membership. */
+interface ConvRuntime {
+  state: ClinicState;
+  membership: hw.Membership;
+}
+
+/** A conversation waiting in the clinic's queue (FetchQueue, QueueChanged pushes). */
+export interface QueueItem {
+  conversation: string; // 32 hex digits
+  state: string; // "new" or "handedBack"
+  openedAt: number; // Unix seconds
+  waitingSince: number; // Unix seconds
 }
 
 /** The patient's conversation with the clinic (docs/conversations.md §5.1). */
@@ -88,6 +117,8 @@ export interface ClientEvents {
   onStatus?(text: string, connected: boolean): void;
   /** The clinic conversation's verified membership changed (or was first learned). */
   onMembership?(): void;
+  /** Agent console: the clinic's queue changed (`queue`). */
+  onQueue?(): void;
 }
 
 const DEVICE_ID = 1;
@@ -140,8 +171,14 @@ export class HushwireClient {
   private flushing?: Promise<void>;
   private inbox: hw.Incoming[] = [];
   private draining?: Promise<void>;
-  /** Clinic mode: the patient's conversation with the clinic, verified in WebAssembly. */
-  private membership?: hw.Membership;
+  /** Clinic conversations by id (the patient's one, or those an agent is on), verified in WebAssembly. */
+  private convs = new Map<string, ConvRuntime>();
+  /** Agent console: this device's certificate, verified under the clinic's key. */
+  private ownCertificate?: hw.OwnCertificate;
+  /** Agent console: why the stored certificate no longer verifies ("" if it does). */
+  agentProblem = "";
+  /** Agent console, on duty: the conversations waiting in the clinic's queue, by id. */
+  readonly queue = new Map<string, QueueItem>();
   /** The clinic's archive policy (hex), verified under the clinic's key, if it has one. */
   private archivePolicy?: string;
 
@@ -190,10 +227,12 @@ export class HushwireClient {
         await store.put({ meta, [`conversation:${conversationPeer(meta.clinic.id)}`]: { peer: conversationPeer(meta.clinic.id) } });
       }
       // The stored history is verified again, change by change, as it is loaded.
-      client.membership = new hw.Membership(clinic, fromHex(meta.clinic.id));
+      const membership = new hw.Membership(clinic, fromHex(meta.clinic.id));
       const now = Math.floor(Date.now() / 1000);
-      for (const change of meta.clinic.changes) client.membership.apply(fromHex(change), now);
+      for (const change of meta.clinic.changes) membership.apply(fromHex(change), now);
+      client.convs.set(meta.clinic.id, { state: meta.clinic, membership });
     }
+    if (meta.agent) client.loadAgent(meta.agent);
     for (const peer of meta.peers) {
       const stored = await store.getJson<Partial<Conversation>>(`conversation:${peer}`);
       const conversation: Conversation = { peer, messages: [], agentName: stored?.agentName };
@@ -273,6 +312,8 @@ export class HushwireClient {
   /** Connects and keeps reconnecting (1 s doubling to 30 s, with jitter) until `close`. */
   connect(): void {
     this.stopped = false;
+    // Already connected or connecting (the console connects before a renewal, then again).
+    if (this.socket && this.socket.readyState <= WebSocket.OPEN) return;
     this.open();
   }
 
@@ -282,8 +323,10 @@ export class HushwireClient {
     this.socket = undefined;
     for (const s of this.sessions.values()) s.free();
     this.sessions.clear();
-    this.membership?.free();
-    this.membership = undefined;
+    for (const cs of this.convs.values()) cs.membership.free();
+    this.convs.clear();
+    this.ownCertificate?.free();
+    this.ownCertificate = undefined;
     this.account.free();
     this.store.close();
   }
@@ -346,6 +389,9 @@ export class HushwireClient {
       } else if (frame.kind === "queue" && frame.queueKind === "membershipChanged") {
         // A change the relay accepted, pushed to member devices: verified here in order.
         void this.serial.run(() => this.learnPushed(frame)).catch(() => undefined);
+      } else if (frame.kind === "queue" && frame.queueKind === "queueChanged") {
+        // On duty: a conversation appeared in the queue, changed, or left it (claimed, closed).
+        this.noteQueue(frame.queueEntries, false);
       }
     };
     socket.onclose = (event) => {
@@ -392,13 +438,23 @@ export class HushwireClient {
     const register = !this.meta.registered;
     const pinned = this.meta.relayKey ? new Uint8Array(this.meta.relayKey) : undefined;
     const seen = hw.decodeFrame(challenge);
-    const answer = this.account.answerChallenge(challenge, pinned, register, 1);
+    if (this.meta.agent && !this.ownCertificate && register) {
+      throw new Error("this console has no valid certificate yet: import one first");
+    }
+    // An agent console registers presenting its certificate (as `hushwire register --certificate`).
+    const certificate = register && this.ownCertificate ? this.ownCertificate.bytes() : undefined;
+    const answer = this.account.answerChallenge(challenge, pinned, register, 1, certificate);
     const reply = new Promise<hw.Incoming>((resolve, reject) =>
       this.pending.set(1, { resolve, reject }),
     );
     socket.send(answer as Uint8Array<ArrayBuffer>);
     const result = await reply;
     if (result.kind !== "ok") {
+      if (result.errorName === "CertificateRefused") {
+        throw new Error(
+          "the relay refused this console's certificate (not the clinic's, expired, revoked, or this identity registered before without one)",
+        );
+      }
       throw new Error(result.errorName || "the relay closed the connection");
     }
     this.authenticated = true;
@@ -416,7 +472,8 @@ export class HushwireClient {
       await this.store.put({ meta: this.meta });
     }
     this.backoffMs = 1000;
-    if (this.clinic) await this.syncConversation();
+    if (this.meta.clinic) await this.syncConversation();
+    if (this.meta.agent) await this.syncAgent();
     this.status("Connected", true);
     // The queue: everything not yet held by the relay goes now, in order.
     this.scheduleFlush();
@@ -485,8 +542,9 @@ export class HushwireClient {
   private async flush(): Promise<void> {
     for (const c of this.conversations.values()) {
       if (!this.authenticated) return;
-      if (this.membership && c.peer === this.clinicPeer) {
-        await this.flushConversation(c);
+      const cs = this.convOf(c.peer);
+      if (cs) {
+        await this.flushConversation(c, cs);
         continue;
       }
       const queued = c.messages.filter((m) => m.outgoing && m.state === "queued");
@@ -571,8 +629,10 @@ export class HushwireClient {
     const receipts = new Map<string, string[]>();
     let accepted = false;
     let metaChanged = false;
+    // Clinic conversations: delivered receipts by "conversation id|sending device", and the
+    // conversations (their pseudo-peers) that changed.
     const convReceipts = new Map<string, string[]>();
-    let convChanged = false;
+    const convChanged = new Set<string>();
     for (const frame of frames) {
       const peer = frame.sender;
       serverIds.push(frame.serverIds);
@@ -609,8 +669,9 @@ export class HushwireClient {
       }
       if (payload.conversation !== "") {
         // A clinic conversation's payload: checked against the verified membership.
-        if (await this.conversationInbound(peer, frame.serverTimeMs, payload, records, convReceipts)) {
-          convChanged = true;
+        const cs = this.convs.get(payload.conversation);
+        if (cs && (await this.conversationInbound(cs, peer, frame.serverTimeMs, payload, records, convReceipts))) {
+          convChanged.add(conversationPeer(cs.state.id));
         }
         payload.free();
         continue;
@@ -656,18 +717,19 @@ export class HushwireClient {
       if (!session) continue;
       outgoing.push([peer, chunks(ids, 64).map((part) => session.encrypt(hw.encodeReceipt(part)))]);
     }
-    const convOutgoing: [string, Uint8Array][] = [];
-    const membership = this.membership;
-    if (membership) {
-      for (const [peer, ids] of convReceipts) {
-        const session = this.sessions.get(peer);
-        if (!session) continue;
-        for (const part of chunks(ids, 256)) {
-          convOutgoing.push([peer, session.encrypt(hw.encodeConversationReceipt(membership.conversationId, part))]);
-        }
-      }
-      if (convChanged) records.meta = this.meta;
+    const convOutgoing: [ConvRuntime, [string, Uint8Array][]][] = [];
+    for (const [key, ids] of convReceipts) {
+      const [id, peer] = key.split("|");
+      const cs = this.convs.get(id);
+      const session = this.sessions.get(peer);
+      if (!cs || !session) continue;
+      const envelopes: [string, Uint8Array][] = chunks(ids, 256).map((part) => [
+        peer,
+        session.encrypt(hw.encodeConversationReceipt(cs.membership.conversationId, part)),
+      ]);
+      convOutgoing.push([cs, envelopes]);
     }
+    if (convChanged.size > 0) records.meta = this.meta;
     for (const peer of touched) {
       const session = this.sessions.get(peer);
       if (session) records[`session:${peer}`] = session.seal(this.store.storageKey);
@@ -678,12 +740,12 @@ export class HushwireClient {
     // prekey used up) are durable before the relay may delete the envelopes.
     if (Object.keys(records).length > 0) await this.store.put(records);
     for (const peer of touched) this.events.onChange?.(peer);
-    if (convChanged) this.events.onChange?.(this.clinicPeer);
+    for (const peer of convChanged) this.events.onChange?.(peer);
     const answers: Promise<unknown>[] = [];
-    if (membership && convOutgoing.length > 0) {
-      // Delivered receipts to each member device that wrote, in ConversationSend (§8.2).
-      for (const group of chunks(convOutgoing, ENVELOPES_PER_FRAME)) {
-        answers.push(this.sendToMembers(group).catch(() => undefined));
+    // Delivered receipts to each member device that wrote, in ConversationSend (§8.2).
+    for (const [cs, envelopes] of convOutgoing) {
+      for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
+        answers.push(this.sendToMembers(cs, group).catch(() => undefined));
       }
     }
     if (serverIds.length > 0) {
@@ -701,7 +763,7 @@ export class HushwireClient {
   }
 
   // ------------------------------------------------------------------------------------------
-  // The clinic conversation (docs/conversations.md): the patient's side
+  // Clinic conversations (docs/conversations.md): the patient's side and the agent console's
   // ------------------------------------------------------------------------------------------
 
   /** The pseudo-peer the clinic conversation's messages are kept under ("" without a clinic). */
@@ -719,13 +781,24 @@ export class HushwireClient {
     return this.meta.clinic?.opened ?? false;
   }
 
+  /** The patient's conversation (clinic mode). */
+  private get patientConv(): ConvRuntime | undefined {
+    return this.meta.clinic ? this.convs.get(this.meta.clinic.id) : undefined;
+  }
+
+  /** The conversation kept under the pseudo-peer `peer` (`conv:<id>`), if this device is on it. */
+  private convOf(peer: string): ConvRuntime | undefined {
+    return peer.startsWith("conv:") ? this.convs.get(peer.slice(5)) : undefined;
+  }
+
   /**
    * The agents on the conversation now, each as "Name — verified agent of Clinic": the name is
    * that of the clinic certificate which the membership change adding them carried, verified
    * in WebAssembly under the clinic's key (rules 6 and 7). Empty while it waits in the queue.
+   * Without `peer`, the patient's conversation.
    */
-  verifiedAgents(): string[] {
-    const m = this.membership;
+  verifiedAgents(peer?: string): string[] {
+    const m = (peer ? this.convOf(peer) : this.patientConv)?.membership;
     if (!m || !this.clinic) return [];
     const clinicName = this.clinic.name;
     return m
@@ -734,11 +807,29 @@ export class HushwireClient {
       .map((x) => `${x.name} — verified agent of ${clinicName}`);
   }
 
+  /** The verified members of the conversation kept under `peer` (agent console). */
+  members(peer: string): { fingerprint: string; role: string; name: string; devices: string[] }[] {
+    const m = this.convOf(peer)?.membership;
+    if (!m) return [];
+    return m.members().map((x) => {
+      const out = { fingerprint: x.fingerprint, role: x.role, name: x.name, devices: x.devices };
+      x.free();
+      return out;
+    });
+  }
+
+  /** Whether this device writes on the conversation under `peer` now (not handed off). */
+  writesOn(peer: string): boolean {
+    const m = this.convOf(peer)?.membership;
+    return m ? m.writesNow(this.address) : false;
+  }
+
   /** Run at every login (inside `serial`): publish, open, catch up on the history, policy. */
   private async syncConversation(): Promise<void> {
     const state = this.meta.clinic;
     const clinic = this.clinic;
-    if (!state || !clinic || !this.membership) return;
+    const cs = this.patientConv;
+    if (!state || !clinic || !cs) return;
     if (!state.deviceList) {
       // Rule 14: the relay checks the opening change's devices against the patient's list.
       const answer = await this.call((id) => this.account.publishDeviceListFrame(id, 1));
@@ -752,29 +843,36 @@ export class HushwireClient {
     if (!state.opened) {
       // A change signed before a reload but never confirmed was not kept: sign it anew.
       const membership = new hw.Membership(clinic, fromHex(state.id));
-      this.membership.free();
-      this.membership = membership;
+      cs.membership.free();
+      cs.membership = membership;
       const answer = await this.call((id) =>
         this.account.openConversationFrame(membership, id, Math.floor(Date.now() / 1000)),
       );
       if (answer.kind === "ok") {
         state.opened = true;
-        await this.store.put({ ...this.recordChanges(0), meta: this.meta });
+        await this.store.put({ ...this.recordChanges(cs, 0), meta: this.meta });
         this.events.onChange?.(this.clinicPeer);
       } else if (answer.errorName === "ConversationExists") {
         // Opened before a reload with another signature: the relay's history is fetched below.
         state.opened = true;
-        this.membership = new hw.Membership(clinic, fromHex(state.id));
+        cs.membership = new hw.Membership(clinic, fromHex(state.id));
         membership.free();
         await this.store.put({ meta: this.meta });
       } else {
-        this.membership = new hw.Membership(clinic, fromHex(state.id));
+        cs.membership = new hw.Membership(clinic, fromHex(state.id));
         membership.free();
         throw new Error(`the clinic refused the conversation: ${answer.errorName}`);
       }
     }
-    await this.refreshMembership();
-    // The clinic's archive policy (§7.1): used only if it verifies under the clinic's key.
+    await this.refreshMembership(cs);
+    await this.fetchArchivePolicy();
+    this.events.onMembership?.();
+  }
+
+  /** The clinic's archive policy (§7.1): used only if it verifies under the clinic's key. */
+  private async fetchArchivePolicy(): Promise<void> {
+    const clinic = this.clinic;
+    if (!clinic) return;
     const policy = await this.call((id) => hw.fetchArchivePolicyFrame(id)).catch(() => undefined);
     const bytes = policy?.archivePolicy;
     if (bytes && bytes.length > 0) {
@@ -785,20 +883,20 @@ export class HushwireClient {
         this.archivePolicy = undefined;
       }
     }
-    this.events.onMembership?.();
   }
 
   /**
-   * Notes the changes verified from index `from` on in `meta.clinic.changes` and as notices in
-   * the conversation; returns the records to store (the caller stores them with `meta`).
+   * Notes the changes verified from index `from` on in the conversation's stored changes and
+   * as notices in the conversation (described by the core; for the agent console from staff's
+   * side); returns the records to store (the caller stores them with `meta`).
    */
-  private recordChanges(from: number): Record<string, object> {
-    const m = this.membership;
-    const state = this.meta.clinic;
+  private recordChanges(cs: ConvRuntime, from: number): Record<string, object> {
+    const m = cs.membership;
+    const state = cs.state;
     const records: Record<string, object> = {};
-    if (!m || !state) return records;
-    const peer = this.clinicPeer;
+    const peer = conversationPeer(state.id);
     const c = this.conversations.get(peer);
+    const viewer = this.meta.agent ? this.fingerprint : undefined;
     for (let i = from; i < m.nextEpoch; i++) {
       if (i >= state.changes.length) state.changes.push(toHex(m.change(i)));
       if (!c) continue;
@@ -806,7 +904,7 @@ export class HushwireClient {
         id: `change-${i}`,
         outgoing: false,
         notice: true,
-        text: m.describe(i),
+        text: m.describe(i, viewer),
         sentAtMs: Date.now(),
       };
       if (this.byId.has(`${peer}|${notice.id}`)) continue;
@@ -817,9 +915,8 @@ export class HushwireClient {
   }
 
   /** Applies changes in order; returns the fingerprints of agents who joined. Throws on the first refusal. */
-  private applyChanges(changes: Uint8Array[]): string[] {
-    const m = this.membership;
-    if (!m) return [];
+  private applyChanges(cs: ConvRuntime, changes: Uint8Array[]): string[] {
+    const m = cs.membership;
     const agentsBefore = new Set(m.members().filter((x) => x.role === "agent").map((x) => x.fingerprint));
     const now = Math.floor(Date.now() / 1000);
     for (const change of changes) m.apply(change, now);
@@ -830,10 +927,9 @@ export class HushwireClient {
   }
 
   /** Fetches the history from the verified head, verifies and keeps it (inside `serial`). */
-  private async refreshMembership(): Promise<void> {
-    const m = this.membership;
-    const state = this.meta.clinic;
-    if (!m || !state?.opened) return;
+  private async refreshMembership(cs: ConvRuntime): Promise<void> {
+    const m = cs.membership;
+    if (!cs.state.opened) return;
     for (let round = 0; round < 16; round++) {
       const from = m.nextEpoch;
       const answer = await this.call((id) => hw.fetchMembershipFrame(id, m.conversationId, from));
@@ -843,39 +939,43 @@ export class HushwireClient {
       let joined: string[] = [];
       let refused: Error | undefined;
       try {
-        joined = this.applyChanges(changes);
+        joined = this.applyChanges(cs, changes);
       } catch (e) {
         refused = e as Error; // what verified before the refused change is kept
       }
-      await this.afterChanges(from, joined);
+      await this.afterChanges(cs, from, joined);
       if (refused) throw refused;
     }
   }
 
   /** A pushed change: applied when it is the next one, else the history is fetched. */
   private async learnPushed(frame: hw.Incoming): Promise<void> {
-    const m = this.membership;
-    if (!m || !this.meta.clinic?.opened) return;
-    const from = m.nextEpoch;
+    let cs = this.convs.get(frame.conversationHex);
+    // Agent console: a colleague handed this device a conversation it did not know.
+    if (!cs && this.meta.agent) cs = await this.adopt(frame.conversationHex);
+    if (!cs || !cs.state.opened) return;
+    const from = cs.membership.nextEpoch;
     let joined: string[];
     try {
-      joined = this.applyChanges([frame.change(0)]);
+      joined = this.applyChanges(cs, [frame.change(0)]);
     } catch {
-      await this.refreshMembership(); // a gap (or another conversation's): fetch and verify
+      await this.refreshMembership(cs); // a gap (or one applied already): fetch and verify
       return;
     }
-    await this.afterChanges(from, joined);
+    await this.afterChanges(cs, from, joined);
   }
 
   /** Stores newly verified changes, shows them, and shares waiting messages with new agents. */
-  private async afterChanges(from: number, joinedAgents: string[]): Promise<void> {
-    if (!this.membership || this.membership.nextEpoch === from) return;
-    const records = this.recordChanges(from);
+  private async afterChanges(cs: ConvRuntime, from: number, joinedAgents: string[]): Promise<void> {
+    if (cs.membership.nextEpoch === from) return;
+    const records = this.recordChanges(cs, from);
     await this.store.put({ ...records, meta: this.meta });
-    this.events.onChange?.(this.clinicPeer);
+    this.events.onChange?.(conversationPeer(cs.state.id));
     this.events.onMembership?.();
-    for (const agent of joinedAgents) {
-      await this.shareWaiting(agent).catch(() => undefined);
+    if (cs === this.patientConv) {
+      for (const agent of joinedAgents) {
+        await this.shareWaiting(cs, agent).catch(() => undefined);
+      }
     }
     this.scheduleFlush();
   }
@@ -884,10 +984,10 @@ export class HushwireClient {
    * §4.5: what this patient wrote while no agent was on the conversation is shared with the
    * agent who joined, in HistoryShare payloads to each of the agent's member devices.
    */
-  private async shareWaiting(agentFingerprint: string): Promise<void> {
-    const m = this.membership;
-    const c = this.conversations.get(this.clinicPeer);
-    if (!m || !c) return;
+  private async shareWaiting(cs: ConvRuntime, agentFingerprint: string): Promise<void> {
+    const m = cs.membership;
+    const c = this.conversations.get(conversationPeer(cs.state.id));
+    if (!c) return;
     const agent = m.members().find((x) => x.fingerprint === agentFingerprint);
     if (!agent) return;
     const waiting = c.messages.filter(
@@ -914,7 +1014,7 @@ export class HushwireClient {
     await this.store.put(records);
     let shared = false;
     for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
-      const answer = await this.sendToMembers(group);
+      const answer = await this.sendToMembers(cs, group);
       shared ||= answer.kind === "sent";
     }
     if (shared) {
@@ -931,9 +1031,8 @@ export class HushwireClient {
   }
 
   /** One `ConversationSend` frame at the verified head epoch. */
-  private sendToMembers(envelopes: [string, Uint8Array][]): Promise<hw.Incoming> {
-    const m = this.membership;
-    if (!m) return Promise.reject(new Error("no clinic conversation"));
+  private sendToMembers(cs: ConvRuntime, envelopes: [string, Uint8Array][]): Promise<hw.Incoming> {
+    const m = cs.membership;
     const parts = envelopes.map(([, ct]) => ct);
     return this.call((id) =>
       hw.conversationSendFrame(
@@ -948,7 +1047,7 @@ export class HushwireClient {
   }
 
   /**
-   * The clinic conversation's queued messages (inside `serial`): each encrypted once per other
+   * A clinic conversation's queued messages (inside `serial`): each encrypted once per other
    * member device at the verified head epoch (pairwise fan-out, §2), stored with the sessions,
    * then sent in `ConversationSend` frames. Written while no agent is on it, a message is
    * "held" (shared when an agent claims, §4.5). `StaleEpoch` or `NotOnConversation`: the
@@ -956,9 +1055,9 @@ export class HushwireClient {
    * (§4.4); a removed device gets nothing, and a message none of whose recipients stayed is
    * encrypted again for the members at the new head.
    */
-  private async flushConversation(c: Conversation): Promise<void> {
-    const m = this.membership;
-    if (!m || !this.meta.clinic?.opened) return;
+  private async flushConversation(c: Conversation, cs: ConvRuntime): Promise<void> {
+    const m = cs.membership;
+    if (!cs.state.opened) return;
     const queued = c.messages.filter((x) => x.outgoing && x.state === "queued");
     const fresh = queued.filter((x) => x.envelopes === undefined);
     if (fresh.length > 0) {
@@ -994,7 +1093,7 @@ export class HushwireClient {
       const inFlight = sending.map((x) => ({
         x,
         answers: chunks(x.envelopes ?? [], ENVELOPES_PER_FRAME).map((group) =>
-          this.sendToMembers(group.map(([to, ct]) => [to, fromHex(ct)])).catch(() => undefined),
+          this.sendToMembers(cs, group.map(([to, ct]) => [to, fromHex(ct)])).catch(() => undefined),
         ),
       }));
       let stale = false;
@@ -1012,7 +1111,7 @@ export class HushwireClient {
       }
       sending.splice(0, sending.length, ...again);
       if (!stale || sending.length === 0) break;
-      await this.refreshMembership();
+      await this.refreshMembership(cs);
       const members = new Set(m.recipients(this.address));
       for (const x of sending) {
         x.envelopes = (x.envelopes ?? []).filter(([to]) => members.has(to));
@@ -1028,7 +1127,7 @@ export class HushwireClient {
       }
       sending.splice(0, sending.length, ...sending.filter((x) => x.envelopes));
     }
-    await this.fileArchive(c, updated);
+    await this.fileArchive(cs, c, updated);
     if (Object.keys(updated).length > 0) {
       await this.store.put(updated);
       this.events.onChange?.(c.peer);
@@ -1037,10 +1136,10 @@ export class HushwireClient {
   }
 
   /** §7.3: each message not yet archived is sealed to the clinic's archive key and filed. */
-  private async fileArchive(c: Conversation, updated: Record<string, object>): Promise<void> {
-    const m = this.membership;
+  private async fileArchive(cs: ConvRuntime, c: Conversation, updated: Record<string, object>): Promise<void> {
+    const m = cs.membership;
     const policy = this.archivePolicy;
-    if (!m || !policy || !this.clinic) return;
+    if (!policy || !this.clinic) return;
     for (const x of c.messages) {
       if (!x.outgoing || x.archived !== false || x.epoch === undefined || x.state === "queued") continue;
       const payload = hw.encodeConversationMessage(m.conversationId, x.epoch, fromHex(x.id), x.sentAtMs, x.text);
@@ -1057,23 +1156,27 @@ export class HushwireClient {
   /**
    * A clinic conversation payload from `peer` (inside `receive`): a message is kept only if its
    * sender was a member that writes at its epoch (fetched first if not verified yet);
-   * receipts mark this patient's messages delivered. Returns whether anything changed.
+   * receipts mark this device's messages delivered or read; a history share (agent side) adds
+   * the sharer's own messages written at epochs where it wrote. Returns whether anything changed.
    */
   private async conversationInbound(
+    cs: ConvRuntime,
     peer: string,
     serverTimeMs: number,
     payload: hw.DecodedPayload,
     records: Record<string, Uint8Array | object>,
     receipts: Map<string, string[]>,
   ): Promise<boolean> {
-    const m = this.membership;
-    const c = this.conversations.get(this.clinicPeer);
-    if (!m || !c || payload.conversation !== this.meta.clinic?.id) return false;
-    const cp = c.peer;
+    const m = cs.membership;
+    const cp = conversationPeer(cs.state.id);
+    const c = this.conversations.get(cp);
+    if (!c) return false;
+    const key = `${cs.state.id}|${peer}`;
+    const ack = (id: string) => receipts.set(key, [...(receipts.get(key) ?? []), id]);
     if (payload.kind === "conversationMessage" || payload.kind === "conversationBinary") {
-      if (payload.epoch >= m.nextEpoch) await this.refreshMembership().catch(() => undefined);
+      if (payload.epoch >= m.nextEpoch) await this.refreshMembership(cs).catch(() => undefined);
       if (this.byId.has(`${cp}|${payload.messageId}`)) {
-        receipts.set(peer, [...(receipts.get(peer) ?? []), payload.messageId]);
+        ack(payload.messageId);
         return false;
       }
       const member = m.writerAt(payload.epoch, peer);
@@ -1098,19 +1201,58 @@ export class HushwireClient {
           };
       this.remember(cp, c, x);
       records[messageKey(cp, x.seq ?? 0)] = x;
-      if (member) receipts.set(peer, [...(receipts.get(peer) ?? []), payload.messageId]);
+      if (member) ack(payload.messageId);
       return true;
     }
     if (payload.kind === "conversationDelivered" || payload.kind === "conversationRead") {
+      // §8.2: per member device; shown as the furthest any member reached (read > delivered).
+      const read = payload.kind === "conversationRead";
       let changed = false;
       for (const id of payload.receiptIds) {
         const x = this.byId.get(`${cp}|${id}`);
-        if (x?.outgoing && x.state !== "delivered") {
-          x.state = "delivered";
-          delete x.envelopes;
+        if (!x?.outgoing || x.state === "read" || (!read && x.state === "delivered")) continue;
+        x.state = read ? "read" : "delivered";
+        delete x.envelopes;
+        records[messageKey(cp, x.seq ?? 0)] = x;
+        changed = true;
+      }
+      return changed;
+    }
+    if (payload.kind === "historyShare") {
+      // §4.5, as the Rust client: the sharer must have written on the conversation (a hand-off
+      // shares, then removes the agent), and each message is kept only if its own sender was a
+      // member that writes at the message's epoch.
+      let sharerWrote = false;
+      for (let e = 0; e <= m.nextEpoch && !sharerWrote; e++) sharerWrote = m.writerAt(e, peer);
+      let changed = false;
+      for (const s of payload.shared) {
+        const sender = s.sender;
+        if (
+          sharerWrote &&
+          !this.byId.has(`${cp}|${s.messageId}`) &&
+          s.epoch >= 1 &&
+          s.epoch <= m.nextEpoch &&
+          m.writerAt(s.epoch, sender)
+        ) {
+          const name = m.staffName(fingerprintOf(sender));
+          const x: ChatMessage = {
+            id: s.messageId,
+            outgoing: sender === this.address,
+            text: s.text,
+            sentAtMs: s.sentAtMs,
+            epoch: s.epoch,
+            sender,
+            senderName: name || undefined,
+            serverTimeMs,
+            shared: true,
+          };
+          if (x.outgoing) x.state = "sent";
+          this.remember(cp, c, x);
           records[messageKey(cp, x.seq ?? 0)] = x;
+          if (!x.outgoing && sender === peer) ack(s.messageId);
           changed = true;
         }
+        s.free();
       }
       return changed;
     }
@@ -1124,7 +1266,7 @@ export class HushwireClient {
       if (x && sameSender && inTime) {
         if (x.recalled) return false;
         const at = new Date(payload.sentAtMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-        x.recalled = `Recalled by ${x.senderName ?? "the clinic"} at ${at}`;
+        x.recalled = `Recalled by ${x.senderName ?? (this.meta.agent ? "the patient" : "the clinic")} at ${at}`;
         records[messageKey(cp, x.seq ?? 0)] = x;
         return true;
       }
@@ -1139,8 +1281,564 @@ export class HushwireClient {
       records[messageKey(cp, notice.seq ?? 0)] = notice;
       return true;
     }
-    // History shares and staff notes are not for a patient's device.
+    // Staff notes are not shown here (the browser does not open them yet).
     return false;
+  }
+
+  /**
+   * Recalls this device's message `id` of the conversation under `peer` (§8.3, `hushwire
+   * recall`): a Recall payload fanned out to every other member device at the verified head
+   * (the sessions stored before it leaves), filed to the clinic's archive when it has a policy,
+   * and the message then shown as recalled here. Members apply it only within 10 minutes on the
+   * relay's times; past that, or for a message not sent yet, it is refused here in words.
+   */
+  async recall(peer: string, id: string): Promise<void> {
+    const cs = this.convOf(peer);
+    const x = this.byId.get(`${peer}|${id}`);
+    if (!cs || !x || !x.outgoing || x.notice) throw new Error("Only your own messages can be recalled.");
+    if (x.recalled) return;
+    if (x.state === "queued" || x.state === "held" || x.state === "failed") {
+      throw new Error("This message has not reached the relay yet.");
+    }
+    if (Date.now() - x.sentAtMs > hw.recallWindowMs()) {
+      throw new Error("Too late: a message can be recalled within 10 minutes of sending it.");
+    }
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      await this.refreshMembership(cs);
+      const m = cs.membership;
+      const at = Date.now();
+      const payload = hw.encodeRecall(m.conversationId, fromHex(id), at);
+      const envelopes: [string, Uint8Array][] = [];
+      const records: Record<string, Uint8Array | object> = {};
+      for (const to of m.recipients(this.address)) {
+        const session = await this.sessionFor(to);
+        envelopes.push([to, session.encrypt(payload)]);
+        records[`session:${to}`] = session.seal(this.store.storageKey);
+      }
+      await this.store.put(records);
+      for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
+        const answer = await this.sendToMembers(cs, group);
+        if (answer.kind !== "sent") throw new Error(`The relay refused the recall (${answer.errorName || answer.kind}).`);
+      }
+      const policy = this.archivePolicy;
+      const clinic = this.clinic;
+      if (policy && clinic) {
+        // As the CLI: the recall is filed too, so the archive shows what was withdrawn.
+        await this.call((rid) =>
+          clinic.putArchiveFrame(rid, fromHex(policy), m.conversationId, this.address, m.nextEpoch, payload),
+        ).catch(() => undefined);
+      }
+      x.recalled = `You recalled this message at ${new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+      await this.store.put({ [messageKey(peer, x.seq ?? 0)]: x });
+      this.events.onChange?.(peer);
+    });
+  }
+
+  /**
+   * Read receipts (§8.2, status read): every message of the conversation under `peer` from
+   * another member that is shown now and not yet acknowledged as read. The caller decides
+   * "shown": the widget and the console call this only while the page is visible and the
+   * conversation on screen. Sent once per message, to its sending device.
+   */
+  async markRead(peer: string): Promise<void> {
+    const cs = this.convOf(peer);
+    const c = this.conversations.get(peer);
+    if (!cs || !c) return;
+    if (!c.messages.some((x) => !x.outgoing && !x.notice && x.sender && !x.readSent)) return;
+    await this.serial.run(async () => {
+      if (!this.authenticated) return;
+      const m = cs.membership;
+      const bySender = new Map<string, ChatMessage[]>();
+      for (const x of c.messages) {
+        if (x.outgoing || x.notice || !x.sender || x.readSent) continue;
+        bySender.set(x.sender, [...(bySender.get(x.sender) ?? []), x]);
+      }
+      const members = new Set(m.recipients(this.address));
+      const records: Record<string, Uint8Array | object> = {};
+      const envelopes: [string, Uint8Array][] = [];
+      for (const [sender, list] of bySender) {
+        const session = this.sessions.get(sender);
+        for (const x of list) {
+          x.readSent = true;
+          records[messageKey(peer, x.seq ?? 0)] = x;
+        }
+        // A device no longer on the conversation gets no receipt (the relay would refuse it).
+        if (!session || !members.has(sender)) continue;
+        for (const part of chunks(list, 256)) {
+          envelopes.push([sender, session.encrypt(hw.encodeConversationReadReceipt(m.conversationId, part.map((x) => x.id)))]);
+        }
+        records[`session:${sender}`] = session.seal(this.store.storageKey);
+      }
+      await this.store.put(records);
+      for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
+        await this.sendToMembers(cs, group).catch(() => undefined);
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // The agent console (docs/browser.md "Agent console"): certificate, duty, queue, claim,
+  // hand-off. Every check and signature is the core's (crates/hushwire-wasm/src/agent.rs).
+  // ------------------------------------------------------------------------------------------
+
+  /** Whether this device is set up as a clinic agent console (a certificate imported). */
+  get isAgent(): boolean {
+    return this.meta.agent !== undefined;
+  }
+
+  /** Whether this device registered at the relay (then without a certificate it is a patient for good). */
+  get registered(): boolean {
+    return this.meta.registered;
+  }
+
+  /** This device's certificate request (`hushwire org certify` reads it): its identity key. */
+  get certificateRequest(): string {
+    return this.account.certificateRequest();
+  }
+
+  /** The certified name and roles of this console's certificate ("" without one). */
+  get certificateSummary(): { name: string; roles: string; notAfter: number } | undefined {
+    const c = this.ownCertificate;
+    return c ? { name: c.name, roles: c.roles, notAfter: c.notAfter } : undefined;
+  }
+
+  /** The clinic's name (agent console, or the widget's clinic). */
+  get clinicName(): string {
+    return this.clinic?.name ?? "";
+  }
+
+  get onDuty(): boolean {
+    return this.meta.agent?.onDuty ?? false;
+  }
+
+  /** Verifies the stored link and certificate again (at every open); keeps what verifies. */
+  private loadAgent(a: AgentState): void {
+    try {
+      this.clinic = hw.Clinic.parse(a.link);
+    } catch (e) {
+      this.agentProblem = `The stored clinic link no longer verifies: ${(e as Error).message}`;
+      return;
+    }
+    const clinic = this.clinic;
+    try {
+      this.ownCertificate = clinic.verifyOwnCertificate(a.certificate, this.account, Math.floor(Date.now() / 1000));
+    } catch (e) {
+      this.agentProblem = `This console's certificate no longer verifies: ${(e as Error).message}. Import a renewed one.`;
+    }
+    const now = Math.floor(Date.now() / 1000);
+    for (const state of a.conversations) {
+      const membership = new hw.Membership(clinic, fromHex(state.id));
+      try {
+        for (const change of state.changes) membership.apply(fromHex(change), now);
+      } catch {
+        // kept up to the refused change; the relay's history is fetched at login
+      }
+      this.convs.set(state.id, { state, membership });
+    }
+  }
+
+  /**
+   * Imports this console's certificate: `link` (the clinic's `hushwire-clinic:` link) must
+   * verify, and the certificate (the line `hushwire org certify` printed) must verify under
+   * its organization key, for this device's identity, with the agent role — all in
+   * WebAssembly. A console not registered yet registers presenting it at the next connection;
+   * a certified console already registered installs it as a renewal (`UpdateCertificate`).
+   * Returns the certified name. Throws in plain words.
+   */
+  async installCertificate(link: string, certificate: string): Promise<string> {
+    return this.serial.run(async () => {
+      let clinic: hw.Clinic;
+      try {
+        clinic = hw.Clinic.parse(link);
+      } catch (e) {
+        throw new Error(`The clinic link does not verify: ${(e as Error).message}`);
+      }
+      let cert: hw.OwnCertificate;
+      try {
+        cert = clinic.verifyOwnCertificate(certificate, this.account, Math.floor(Date.now() / 1000));
+      } catch (e) {
+        clinic.free();
+        throw e;
+      }
+      if (this.meta.registered && !this.meta.agent) {
+        clinic.free();
+        cert.free();
+        throw new Error(
+          "This console already registered at the relay without a certificate, as a patient would, and the relay never makes such an identity staff. Erase this browser's console data and set the console up again.",
+        );
+      }
+      let renewal = false;
+      if (this.meta.registered && this.authenticated) {
+        const answer = await this.call((id) => this.account.updateCertificateFrame(id, cert));
+        if (answer.kind !== "ok") {
+          clinic.free();
+          cert.free();
+          throw new Error(`The relay refused the certificate (${answer.errorName}).`);
+        }
+      } else if (this.meta.registered) {
+        renewal = true; // sent at the next login
+      }
+      const before = this.meta.agent;
+      this.meta.agent = {
+        link: link.trim(),
+        certificate: cert.text,
+        deviceList: before?.deviceList ?? false,
+        onDuty: before?.onDuty ?? false,
+        conversations: before?.conversations ?? [],
+        renewal,
+      };
+      if (!before) this.clinic = clinic;
+      else clinic.free();
+      this.ownCertificate?.free();
+      this.ownCertificate = cert;
+      this.agentProblem = "";
+      await this.store.put({ meta: this.meta });
+      return cert.name;
+    });
+  }
+
+  /** Agent login (inside `serial`): device list, duty, queue, the histories, the archive policy. */
+  private async syncAgent(): Promise<void> {
+    const a = this.meta.agent;
+    const cert = this.ownCertificate;
+    if (!a) return;
+    if (!cert) return; // an expired or unreadable certificate: no staff role until a renewal
+    if (a.renewal) {
+      // A renewed certificate imported while offline (`hushwire certificate install`).
+      const answer = await this.call((id) => this.account.updateCertificateFrame(id, cert));
+      if (answer.kind !== "ok") throw new Error(`the relay refused the renewed certificate (${answer.errorName})`);
+      a.renewal = false;
+      await this.store.put({ meta: this.meta });
+    }
+    if (!a.deviceList) {
+      // As `hushwire on-duty on` does: a colleague's hand-off names the devices of this list.
+      const answer = await this.call((id) => this.account.publishDeviceListFrame(id, 1));
+      if (answer.kind !== "ok" && answer.errorName !== "ListRefused") {
+        throw new Error(`the device list was refused: ${answer.errorName}`);
+      }
+      a.deviceList = true;
+      await this.store.put({ meta: this.meta });
+    }
+    if (a.onDuty) {
+      await this.call((id) => hw.setOnDutyFrame(id, true));
+      await this.loadQueue();
+    }
+    for (const cs of this.convs.values()) await this.refreshMembership(cs).catch(() => undefined);
+    await this.fetchArchivePolicy();
+    this.events.onMembership?.();
+  }
+
+  private noteQueue(entries: hw.QueueEntryInfo[], replace: boolean): void {
+    if (replace) this.queue.clear();
+    for (const e of entries) {
+      const id = e.conversation;
+      const held = this.convs.get(id);
+      // A conversation this device handed back (or was removed from) may be claimed again.
+      if ((e.state === "new" || e.state === "handedBack") && (!held || !held.membership.writesNow(this.address))) {
+        this.queue.set(id, { conversation: id, state: e.state, openedAt: e.openedAt, waitingSince: e.waitingSince });
+      } else {
+        this.queue.delete(id);
+      }
+      e.free();
+    }
+    this.events.onQueue?.();
+  }
+
+  private async loadQueue(): Promise<void> {
+    const answer = await this.call((id) => hw.fetchQueueFrame(id));
+    if (answer.queueKind !== "queue") throw new Error(`the relay refused the queue: ${answer.errorName}`);
+    this.noteQueue(answer.queueEntries, true);
+  }
+
+  /** Goes on or off duty (`hushwire on-duty on|off`): on duty, the queue is listed and kept live. */
+  async setOnDuty(on: boolean): Promise<void> {
+    const a = this.meta.agent;
+    if (!a) throw new Error("This console has no certificate yet.");
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      const answer = await this.call((id) => hw.setOnDutyFrame(id, on));
+      if (answer.kind !== "ok") throw new Error(`The relay refused (${answer.errorName}).`);
+      a.onDuty = on;
+      await this.store.put({ meta: this.meta });
+      if (on) await this.loadQueue();
+      else this.noteQueue([], true);
+    });
+  }
+
+  /** Starts keeping a conversation this device is on (claimed or handed to it). */
+  private async keep(cs: ConvRuntime): Promise<void> {
+    const a = this.meta.agent;
+    if (!a) return;
+    a.conversations.push(cs.state);
+    this.convs.set(cs.state.id, cs);
+    const peer = conversationPeer(cs.state.id);
+    const c: Conversation = { peer, messages: [] };
+    this.conversations.set(peer, c);
+    this.nextSeq.set(peer, 0);
+    this.meta.peers.push(peer);
+    const records = this.recordChanges(cs, 0);
+    await this.store.put({ ...records, meta: this.meta, [`conversation:${peer}`]: { peer } });
+    this.queue.delete(cs.state.id);
+    this.events.onQueue?.();
+    this.events.onChange?.(peer);
+    this.events.onMembership?.();
+  }
+
+  /** A conversation a push names that this device does not hold: kept if it is on it now. */
+  private async adopt(id: string): Promise<ConvRuntime | undefined> {
+    if (!this.clinic || !/^[0-9a-f]{32}$/.test(id)) return undefined;
+    const cs: ConvRuntime = {
+      state: { id, changes: [], deviceList: true, opened: true },
+      membership: new hw.Membership(this.clinic, fromHex(id)),
+    };
+    try {
+      await this.fetchInto(cs);
+    } catch {
+      cs.membership.free();
+      return undefined;
+    }
+    if (!cs.membership.writesNow(this.address)) {
+      cs.membership.free();
+      return undefined;
+    }
+    await this.keep(cs);
+    return cs;
+  }
+
+  /** Fetches and verifies a conversation's whole history into `cs` (not stored). */
+  private async fetchInto(cs: ConvRuntime): Promise<void> {
+    const m = cs.membership;
+    const now = Math.floor(Date.now() / 1000);
+    for (let round = 0; round < 64; round++) {
+      const answer = await this.call((id) => hw.fetchMembershipFrame(id, m.conversationId, m.nextEpoch));
+      if (answer.kind === "error") throw new Error(answer.errorName);
+      if (answer.queueKind !== "membership" || answer.changeCount === 0) return;
+      for (let i = 0; i < answer.changeCount; i++) m.apply(answer.change(i), now);
+    }
+  }
+
+  /**
+   * Claims a waiting conversation (`hushwire claim`): its history is fetched and verified, the
+   * claim signed and checked by the core, then sent. "taken" when another agent was first
+   * (the relay shows a claimed conversation only to those on it, or answers AlreadyClaimed).
+   */
+  async claim(id: string): Promise<"claimed" | "taken"> {
+    const clinic = this.clinic;
+    const cert = this.ownCertificate;
+    if (!clinic || !cert) throw new Error(this.agentProblem || "This console has no certificate yet.");
+    if (!/^[0-9a-f]{32}$/.test(id)) throw new Error("Not a conversation id.");
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      const held = this.convs.get(id);
+      if (held) return this.claimAgain(held, cert);
+      const cs: ConvRuntime = {
+        state: { id, changes: [], deviceList: true, opened: true },
+        membership: new hw.Membership(clinic, fromHex(id)),
+      };
+      const taken = () => {
+        cs.membership.free();
+        this.queue.delete(id);
+        this.events.onQueue?.();
+        return "taken" as const;
+      };
+      try {
+        await this.fetchInto(cs);
+      } catch (e) {
+        if ((e as Error).message === "NotOnConversation") return taken();
+        cs.membership.free();
+        throw new Error(`The conversation's history could not be verified: ${(e as Error).message}`);
+      }
+      let sent: Uint8Array | undefined;
+      let answer: hw.Incoming;
+      const now = Math.floor(Date.now() / 1000);
+      try {
+        answer = await this.call((rid) => (sent = this.account.claimFrame(cs.membership, cert, rid, now)));
+      } catch (e) {
+        if (/already claimed/.test((e as Error).message)) return taken();
+        cs.membership.free();
+        throw e;
+      }
+      if (answer.queueKind === "alreadyClaimed" || answer.errorName === "StaleEpoch") return taken();
+      if (answer.queueKind !== "claimed" || !sent) {
+        cs.membership.free();
+        throw new Error(`The relay refused the claim (${answer.errorName || answer.kind}).`);
+      }
+      cs.membership.applyOwnFrame(sent, now);
+      await this.keep(cs);
+      return "claimed";
+    });
+  }
+
+  /** Claims a conversation this device holds already (handed back by it): on its kept history. */
+  private async claimAgain(cs: ConvRuntime, cert: hw.OwnCertificate): Promise<"claimed" | "taken"> {
+    const taken = () => {
+      this.queue.delete(cs.state.id);
+      this.events.onQueue?.();
+      return "taken" as const;
+    };
+    await this.refreshMembership(cs).catch(() => undefined);
+    const now = Math.floor(Date.now() / 1000);
+    let sent: Uint8Array | undefined;
+    let answer: hw.Incoming;
+    try {
+      answer = await this.call((rid) => (sent = this.account.claimFrame(cs.membership, cert, rid, now)));
+    } catch (e) {
+      if (/already claimed/.test((e as Error).message)) return taken();
+      throw e;
+    }
+    if (answer.queueKind === "alreadyClaimed" || answer.errorName === "StaleEpoch" || answer.errorName === "NotOnConversation") {
+      return taken();
+    }
+    if (answer.queueKind !== "claimed" || !sent) {
+      throw new Error(`The relay refused the claim (${answer.errorName || answer.kind}).`);
+    }
+    const from = cs.membership.nextEpoch;
+    cs.membership.applyOwnFrame(sent, now);
+    await this.afterChanges(cs, from, []);
+    this.queue.delete(cs.state.id);
+    this.events.onQueue?.();
+    return "claimed";
+  }
+
+  /**
+   * Hands the conversation under `peer` back to the clinic's queue (`hushwire handoff
+   * CONVERSATION queue`, without a note): the core signs this device's removal and checks it;
+   * the conversation waits for the next agent, and this device keeps its history read only.
+   */
+  async handBack(peer: string): Promise<void> {
+    const cs = this.convOf(peer);
+    const cert = this.ownCertificate;
+    if (!cs || !cert) throw new Error("Not a conversation this console is on.");
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      await this.refreshMembership(cs);
+      const now = Math.floor(Date.now() / 1000);
+      const none = new Uint8Array();
+      let sent: Uint8Array | undefined;
+      const answer = await this.call(
+        (rid) => (sent = this.account.handOffFrame(cs.membership, cert, rid, now, none, none)),
+      );
+      if (answer.kind !== "ok" || !sent) {
+        throw new Error(`The relay refused to hand it back (${answer.errorName || answer.kind}).`);
+      }
+      const from = cs.membership.nextEpoch;
+      cs.membership.applyOwnFrame(sent, now);
+      await this.afterChanges(cs, from, []);
+      // The queue push may have come before this answer, while the device was still on it.
+      if (this.meta.agent?.onDuty) await this.loadQueue();
+    });
+  }
+
+  /**
+   * Hands the conversation under `peer` to a named colleague (`hushwire handoff CONVERSATION
+   * AGENT`, without a note): `colleague` is their fingerprint or address. Their certificate and
+   * device list come from the relay and are verified by the core. As the CLI does by default,
+   * the conversation so far is shared with them (`shareHistory`): the change adding them goes
+   * first (`PublishChange`), then the history share to their devices, then this device's
+   * removal (`HandOff`); without sharing, both changes go in one `HandOff`. Returns their
+   * certified name. This device is then off the conversation (its history kept, read only).
+   */
+  async handOff(peer: string, colleague: string, shareHistory = true): Promise<string> {
+    const cs = this.convOf(peer);
+    const c = this.conversations.get(peer);
+    const clinic = this.clinic;
+    const cert = this.ownCertificate;
+    if (!cs || !c || !clinic || !cert) throw new Error("Not a conversation this console is on.");
+    const fingerprint = fingerprintOf(colleague.trim().toLowerCase());
+    if (!/^[0-9a-f]{64}$/.test(fingerprint)) {
+      throw new Error("Give the colleague's fingerprint or address (64 hex digits, optionally :device).");
+    }
+    if (fingerprint === this.fingerprint) throw new Error("A hand-off to yourself changes nothing.");
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      await this.refreshMembership(cs);
+      const certAnswer = await this.call((id) => hw.fetchCertificateFrame(id, fingerprint));
+      const theirs = certAnswer.certificate;
+      if (certAnswer.kind !== "certificate" || theirs.length === 0) {
+        throw new Error("That person holds no certificate of the clinic at the relay.");
+      }
+      const now = Math.floor(Date.now() / 1000);
+      const name = clinic.verifyAgent(theirs, now, fingerprint);
+      const list = (await this.call((id) => hw.fetchDeviceListFrame(id, fingerprint))).deviceList;
+      const refused = (answer: hw.Incoming) =>
+        new Error(
+          answer.errorName === "StaleEpoch"
+            ? "The conversation changed meanwhile: look at it again and retry."
+            : `The relay refused the hand-off (${answer.errorName || answer.kind}).`,
+        );
+      const none = new Uint8Array();
+      if (shareHistory) {
+        let add: Uint8Array | undefined;
+        const added = await this.call(
+          (rid) => (add = this.account.addColleagueFrame(cs.membership, cert, rid, now, theirs, list)),
+        );
+        if (added.kind !== "ok" || !add) throw refused(added);
+        const from = cs.membership.nextEpoch;
+        cs.membership.applyOwnFrame(add, now);
+        await this.afterChanges(cs, from, []);
+        try {
+          await this.shareHistory(cs, c, fingerprint);
+        } catch (e) {
+          throw new Error(
+            `${name} was added, but you are still on the conversation (the history could not be shared: ${(e as Error).message}): hand off again, or reply`,
+          );
+        }
+      }
+      let sent: Uint8Array | undefined;
+      const answer = await this.call(
+        (rid) =>
+          (sent = shareHistory
+            ? this.account.handOffFrame(cs.membership, cert, rid, now, none, none)
+            : this.account.handOffFrame(cs.membership, cert, rid, now, theirs, list)),
+      );
+      if (answer.kind !== "ok" || !sent) throw refused(answer);
+      const from = cs.membership.nextEpoch;
+      cs.membership.applyOwnFrame(sent, now);
+      await this.afterChanges(cs, from, []);
+      return name;
+    });
+  }
+
+  /**
+   * §4.5 at a hand-off: the conversation's text messages so far (the patient's, this device's,
+   * other agents'; recalled ones left out, as the CLI does), each under its sender, in
+   * HistoryShare payloads to each of the colleague's member devices.
+   */
+  private async shareHistory(cs: ConvRuntime, c: Conversation, colleague: string): Promise<void> {
+    const m = cs.membership;
+    const member = m.members().find((x) => x.fingerprint === colleague);
+    if (!member) throw new Error("the colleague is not on the conversation");
+    const messages = c.messages.filter(
+      (x) =>
+        !x.notice &&
+        !x.recalled &&
+        x.epoch !== undefined &&
+        (x.outgoing ? x.state !== "queued" && x.state !== "failed" : x.sender !== undefined),
+    );
+    if (messages.length === 0) return;
+    const payloads = chunks(messages, 32).map((group) =>
+      hw.encodeHistoryShareFrom(
+        m.conversationId,
+        group.map((x) => (x.outgoing ? this.address : (x.sender ?? ""))),
+        concat(group.map((x) => fromHex(x.id))),
+        Float64Array.from(group, (x) => x.epoch ?? 0),
+        Float64Array.from(group, (x) => x.sentAtMs),
+        group.map((x) => x.text),
+      ),
+    );
+    const envelopes: [string, Uint8Array][] = [];
+    const records: Record<string, Uint8Array | object> = {};
+    for (const device of member.devices) {
+      const session = await this.sessionFor(device);
+      for (const p of payloads) envelopes.push([device, session.encrypt(p)]);
+      records[`session:${device}`] = session.seal(this.store.storageKey);
+    }
+    await this.store.put(records);
+    for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
+      const answer = await this.sendToMembers(cs, group);
+      if (answer.kind !== "sent") throw new Error(answer.errorName || answer.kind);
+    }
   }
 
   /** The agent's certified name, if the relay holds a certificate that `clinic` verifies. */

@@ -503,6 +503,9 @@ await step("console_chats_with_cli", page, async () => {
   await page.goto(`${BASE}/console/`);
   await page.fill("#pass", "console passphrase 1");
   await page.click("button[type=submit]");
+  // A new console asks first whether to set up as a certified clinic agent: two-party only here.
+  await page.waitForSelector("#pairwise-only", { timeout: 60_000 });
+  await page.click("#pairwise-only");
   await page.waitForSelector("#own-address", { timeout: 60_000 });
   const address = (await page.textContent("#own-address")).trim();
   await page.waitForFunction(() => /Connected/.test(document.getElementById("status")?.textContent ?? ""), null, {
@@ -690,6 +693,325 @@ await step("clinic_conversation_with_cli_agent", page, async () => {
   figures.clinicClaimShownMs = claimShownMs;
   return `conversation ${conv}; claim shown after ${claimShownMs} ms; whole case ${Date.now() - t0} ms`;
 });
+
+// The agent console over clinic conversations: the console shows its certificate request and
+// the administrator's command, refuses a certificate for another identity and imports its own
+// (checked in WebAssembly), registers presenting it, goes on duty and sees a widget patient's
+// conversation arrive in the live queue (a QueueChanged push), claims it, and the two write both
+// ways (markup shown as text on both sides) with delivered and read states; a read receipt is
+// sent only while the widget's tab is visible. The console then hands the conversation to a CLI
+// agent, sharing the conversation so far with it (as `hushwire handoff` does), and the CLI agent
+// receives the patient's next message.
+const CONSOLE_AGENT = "Dr. Console Agent";
+
+async function orgCertify(request, name) {
+  const { stdout } = await run(
+    env.HW_CLI,
+    ["org", "--org-dir", env.HW_ORG_DIR, "certify", request, "--name", name, "--roles", "agent"],
+    { env: { ...env, NO_COLOR: "1" }, timeout: 60_000 },
+  );
+  return stdout.trim();
+}
+
+const consoleContext = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+const agentPage = await consoleContext.newPage();
+agentPage.on("pageerror", (e) => pageErrors.push(`console: ${e}`));
+agentPage.on("dialog", (d) => void d.accept());
+const patientContext = await browser.newContext({ viewport: { width: 360, height: 740 } });
+const patientPage = await patientContext.newPage();
+patientPage.on("pageerror", (e) => pageErrors.push(`widget: ${e}`));
+
+await step("console_agent_with_widget_patient", agentPage, async () => {
+  const t0 = Date.now();
+  const inPanel = (conv, sel) => `.panel[data-conversation="${conv}"] ${sel}`;
+  // 1. A certified agent device.
+  await agentPage.goto(`${BASE}/console/test.html`); // the console with test hooks (step 6)
+  await agentPage.fill("#pass", "agent console passphrase");
+  await agentPage.click("button[type=submit]");
+  await agentPage.waitForSelector("#cert-request", { timeout: 60_000 });
+  const request = (await agentPage.textContent("#cert-request")).trim();
+  assert(/^[A-Za-z0-9_-]{40,}$/.test(request), `certificate request ${request}`);
+  const command = await agentPage.textContent("#certify-command");
+  assert(command.startsWith(`hushwire org certify ${request} --name `), `command shown: ${command}`);
+  assert(/^[0-9a-f]{64}$/.test((await agentPage.textContent("#own-fingerprint")).trim()), "fingerprint shown");
+  await agentPage.fill("#clinic-link", env.HW_CLINIC_LINK);
+  // Someone else's certificate (the first CLI agent's identity) is refused, in words.
+  const notMine = await orgCertify((await cli("certificate", "request")).trim(), "Not This Console");
+  await agentPage.fill("#certificate", notMine);
+  await agentPage.click("#setup-form button[type=submit]");
+  await agentPage.waitForFunction(() => /another identity/.test(document.getElementById("setup-error")?.textContent ?? ""), null, {
+    timeout: 10_000,
+  });
+  assert((await agentPage.$("#agent-identity")) === null, "a certificate for another identity was accepted");
+  await agentPage.fill("#certificate", await orgCertify(request, CONSOLE_AGENT));
+  await agentPage.click("#setup-form button[type=submit]");
+  await agentPage.waitForSelector("#agent-identity", { timeout: 30_000 });
+  const identity = await agentPage.textContent("#agent-identity");
+  const agentLine = `${CONSOLE_AGENT} — verified agent of Test Clinic`;
+  assert(identity.startsWith(`${agentLine} (roles: agent`), `identity shown: ${identity}`);
+  await agentPage.waitForFunction(() => document.body.dataset.connected === "true", null, { timeout: 30_000 });
+  // 2. On duty; a patient opens a conversation, which the live queue shows.
+  await agentPage.click("#duty");
+  await agentPage.waitForFunction(() => document.getElementById("duty")?.getAttribute("aria-pressed") === "true", null, {
+    timeout: 30_000,
+  });
+  await patientPage.goto(`${BASE}/widget-clinic.html`);
+  await patientPage.waitForSelector("#hw-passphrase", { state: "visible" });
+  await unlock(patientPage);
+  await connected(patientPage);
+  const conv = await patientPage.getAttribute(".hw-widget", "data-conversation");
+  assert(/^[0-9a-f]{32}$/.test(conv), `conversation id ${conv}`);
+  const WAITING = "Console case: written while waiting <i>not italic</i>";
+  await send(patientPage, WAITING);
+  await patientPage.waitForSelector('.hw-out[data-state="held"]', { timeout: 30_000 });
+  const tQueue = Date.now();
+  await agentPage.waitForSelector(`#queue button.claim[data-conversation="${conv}"]`, { timeout: 30_000 });
+  const queueShownMs = Date.now() - tQueue;
+  // 3. Claim: the patient sees the console's certified name; the console sees the patient's
+  // verified identity and what was written while waiting (shared at the claim).
+  await agentPage.click(`#queue button.claim[data-conversation="${conv}"]`);
+  await agentPage.waitForSelector(inPanel(conv, ".reply textarea"), { timeout: 30_000 });
+  await agentPage.waitForFunction((c) => !document.querySelector(`#queue [data-conversation="${c}"]`), conv, { timeout: 30_000 });
+  await patientPage.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, agentLine, {
+    timeout: 30_000,
+  });
+  const patientAddress = await patientPage.getAttribute(".hw-widget", "data-address");
+  const shownPatient = (await agentPage.textContent(inPanel(conv, ".patient-fingerprint"))).trim();
+  assert(shownPatient === patientAddress.split(":")[0], `patient identity shown ${shownPatient}, is ${patientAddress}`);
+  const notices = await agentPage.$$eval(inPanel(conv, "li.notice"), (els) => els.map((e) => e.textContent));
+  assert(notices.includes("The patient opened the conversation"), `notices ${JSON.stringify(notices)}`);
+  assert(notices.includes(`You (${agentLine}) joined the conversation`), `notices ${JSON.stringify(notices)}`);
+  await agentPage.waitForFunction(
+    ([sel, want]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === want),
+    [inPanel(conv, "li.in .text"), WAITING],
+    { timeout: 30_000 },
+  );
+  // 4. Both ways; markup is text on both sides.
+  const FROM_AGENT = 'Console reply <img src=x onerror="window.__pwned=4"> <b>bold</b>';
+  await agentPage.fill(inPanel(conv, ".reply textarea"), FROM_AGENT);
+  await agentPage.press(inPanel(conv, ".reply textarea"), "Enter");
+  await patientPage.waitForFunction(
+    (want) => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent === want),
+    FROM_AGENT,
+    { timeout: 30_000 },
+  );
+  const who = await patientPage.$$eval(".hw-in .hw-who", (els) => els.map((e) => e.textContent));
+  assert(who.includes(CONSOLE_AGENT), `the reply is shown from ${JSON.stringify(who)}`);
+  assert((await patientPage.$$(".hw-widget img, .hw-widget b, .hw-widget i")).length === 0, "markup rendered in the widget");
+  // The widget's tab is visible: a read receipt, shown as "read" in the console.
+  const outState = (text) =>
+    agentPage.$$eval(
+      inPanel(conv, "li.out"),
+      (els, want) => els.find((e) => e.querySelector(".text")?.textContent === want)?.dataset.state,
+      text,
+    );
+  await agentPage.waitForFunction(
+    ([sel, want]) => [...document.querySelectorAll(sel)].some((e) => e.querySelector(".text")?.textContent === want && e.dataset.state === "read"),
+    [inPanel(conv, "li.out"), FROM_AGENT],
+    { timeout: 30_000 },
+  );
+  // A hidden tab stores and acknowledges (delivered) but sends no read receipt until shown.
+  await patientPage.evaluate(() => {
+    Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  const WHILE_HIDDEN = "Sent while the patient's tab is hidden";
+  await agentPage.fill(inPanel(conv, ".reply textarea"), WHILE_HIDDEN);
+  await agentPage.press(inPanel(conv, ".reply textarea"), "Enter");
+  await agentPage.waitForFunction(
+    ([sel, want]) => [...document.querySelectorAll(sel)].some((e) => e.querySelector(".text")?.textContent === want && e.dataset.state === "delivered"),
+    [inPanel(conv, "li.out"), WHILE_HIDDEN],
+    { timeout: 30_000 },
+  );
+  await new Promise((r) => setTimeout(r, 1500));
+  const stillDelivered = await outState(WHILE_HIDDEN);
+  assert(stillDelivered === "delivered", `while hidden the console shows ${stillDelivered}`);
+  await patientPage.evaluate(() => {
+    Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "visible" });
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  await agentPage.waitForFunction(
+    ([sel, want]) => [...document.querySelectorAll(sel)].some((e) => e.querySelector(".text")?.textContent === want && e.dataset.state === "read"),
+    [inPanel(conv, "li.out"), WHILE_HIDDEN],
+    { timeout: 30_000 },
+  );
+  // §8.3: the console recalls that message; the widget shows it recalled by the console's agent.
+  const hiddenId = await agentPage.$$eval(
+    inPanel(conv, "li.out"),
+    (els, want) => els.find((e) => e.querySelector(".text")?.textContent === want)?.dataset.id,
+    WHILE_HIDDEN,
+  );
+  await agentPage.click(inPanel(conv, `li.out[data-id="${hiddenId}"] button.recall`));
+  await patientPage.waitForFunction(
+    (id) => /^Recalled by /.test(document.querySelector(`.hw-in[data-id="${id}"] .hw-text`)?.textContent ?? ""),
+    hiddenId,
+    { timeout: 30_000 },
+  );
+  const recalledShown = await patientPage.textContent(`.hw-in[data-id="${hiddenId}"] .hw-text`);
+  assert(recalledShown.startsWith(`Recalled by ${CONSOLE_AGENT} at `), `the widget shows ${recalledShown}`);
+  await agentPage.waitForFunction(
+    (sel) => /^You recalled this message at /.test(document.querySelector(sel)?.textContent ?? ""),
+    inPanel(conv, `li.out[data-id="${hiddenId}"] .text`),
+    { timeout: 30_000 },
+  );
+  const FROM_PATIENT = "Patient to the console <script>window.__pwned=5</script>";
+  await send(patientPage, FROM_PATIENT);
+  await agentPage.waitForFunction(
+    ([sel, want]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === want),
+    [inPanel(conv, "li.in .text"), FROM_PATIENT],
+    { timeout: 30_000 },
+  );
+  assert((await agentPage.$$(".panel img, .panel b, .panel i, .panel script")).length === 0, "markup rendered in the console");
+  assert((await agentPage.evaluate(() => window.__pwned)) === undefined, "injected code ran in the console");
+  assert((await patientPage.evaluate(() => window.__pwned)) === undefined, "injected code ran in the widget");
+  // The console's page is visible: the patient's message is read; the widget says so.
+  await patientPage.waitForFunction(
+    (want) =>
+      [...document.querySelectorAll(".hw-out")].some(
+        (e) => e.querySelector(".hw-text")?.textContent === want && e.dataset.state === "read" && / · read$/.test(e.querySelector(".hw-meta")?.textContent ?? ""),
+      ),
+    FROM_PATIENT,
+    { timeout: 30_000 },
+  );
+  // Hand back to the queue: the patient sees the agent leave and waits; the conversation is in
+  // the console's queue again (handed back) and the console claims it again.
+  await agentPage.click(inPanel(conv, "button.hand-back"));
+  await agentPage.waitForFunction(
+    () => document.getElementById("console-alert")?.textContent === "Handed back to the queue: the next agent on duty can claim it.",
+    null,
+    { timeout: 30_000 },
+  );
+  await agentPage.waitForSelector(inPanel(conv, "p.left"), { timeout: 30_000 });
+  await patientPage.waitForFunction(() => /Waiting for the clinic/.test(document.querySelector(".hw-agent")?.textContent ?? ""), null, {
+    timeout: 30_000,
+  });
+  await agentPage.waitForSelector(`#queue button.claim[data-conversation="${conv}"]`, { timeout: 30_000 });
+  assert(/handed back/.test(await agentPage.textContent(`#queue li[data-conversation="${conv}"]`)), "the queue entry does not say handed back");
+  await agentPage.click(`#queue button.claim[data-conversation="${conv}"]`);
+  await agentPage.waitForSelector(inPanel(conv, ".reply textarea"), { timeout: 30_000 });
+  await patientPage.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, agentLine, {
+    timeout: 30_000,
+  });
+  const rejoined = await agentPage.$$eval(inPanel(conv, "li.notice"), (els) => els.map((e) => e.textContent));
+  assert(
+    rejoined.filter((t) => t === `You (${agentLine}) joined the conversation`).length === 2 &&
+      rejoined.includes(`You (${agentLine}) left the conversation`),
+    `after hand-back and claim: ${JSON.stringify(rejoined)}`,
+  );
+  // Throughput both ways through the clients' APIs (the test hooks), every message arriving
+  // once: figures for docs/performance.md, not a threshold.
+  const N = Number(env.HW_CONSOLE_N ?? 200);
+  const perfTexts = (page, sel, prefix) =>
+    page.$$eval(sel, (els, p) => els.map((e) => e.textContent).filter((t) => t.startsWith(p)), prefix);
+  const t1 = Date.now();
+  await agentPage.evaluate(
+    ([peer, n]) => Promise.all(Array.from({ length: n }, (_, i) => window.hushwireTest.client.sendText(peer, `console perf ${i}`))),
+    [`conv:${conv}`, N],
+  );
+  await patientPage.waitForFunction(
+    (n) => [...document.querySelectorAll(".hw-in .hw-text")].filter((e) => e.textContent.startsWith("console perf ")).length >= n,
+    N,
+    { timeout: 180_000, polling: 250 },
+  );
+  const consoleToWidgetMs = Date.now() - t1;
+  const toWidget = await perfTexts(patientPage, ".hw-in .hw-text", "console perf ");
+  assert(toWidget.length === N && new Set(toWidget).size === N, `console → widget: ${toWidget.length} shown, ${new Set(toWidget).size} distinct`);
+  const t2 = Date.now();
+  await patientPage.evaluate(
+    (n) => Promise.all(Array.from({ length: n }, (_, i) => window.hushwireTest.client.sendText(window.hushwireTest.agent, `widget perf ${i}`))),
+    N,
+  );
+  await agentPage.waitForFunction(
+    ([sel, n]) => [...document.querySelectorAll(sel)].filter((e) => e.textContent.startsWith("widget perf ")).length >= n,
+    [inPanel(conv, "li.in .text"), N],
+    { timeout: 180_000, polling: 250 },
+  );
+  const widgetToConsoleMs = Date.now() - t2;
+  const toConsole = await perfTexts(agentPage, inPanel(conv, "li.in .text"), "widget perf ");
+  assert(toConsole.length === N && new Set(toConsole).size === N, `widget → console: ${toConsole.length} shown, ${new Set(toConsole).size} distinct`);
+  figures.consoleWidgetN = N;
+  figures.consoleToWidgetMsgPerS = Math.round((N * 1000) / consoleToWidgetMs);
+  figures.widgetToConsoleMsgPerS = Math.round((N * 1000) / widgetToConsoleMs);
+  // 5. Hand-off to a named colleague, a CLI agent, who receives the patient's next message.
+  await cliAs(env.HW_AGENT2_HOME, "on-duty", "on"); // publishes its device list, which a hand-off names
+  const second = (await cliAs(env.HW_AGENT2_HOME, "whoami", "--address")).trim();
+  await agentPage.fill(inPanel(conv, ".handoff input"), second);
+  await agentPage.click(inPanel(conv, ".handoff button[type=submit]"));
+  await agentPage.waitForFunction(
+    (name) => document.getElementById("console-alert")?.textContent === `Handed off to ${name}. You have left the conversation.`,
+    env.HW_AGENT2_NAME,
+    { timeout: 30_000 },
+  );
+  await agentPage.waitForSelector(inPanel(conv, "p.left"), { timeout: 30_000 });
+  assert((await agentPage.$(inPanel(conv, ".reply"))) === null, "the console can still write after the hand-off");
+  const secondLine = `${env.HW_AGENT2_NAME} — verified agent of Test Clinic`;
+  await patientPage.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, secondLine, {
+    timeout: 30_000,
+  });
+  await patientPage.waitForFunction(
+    (gone) => [...document.querySelectorAll(".hw-notice")].some((e) => e.textContent === `${gone} left the conversation`),
+    agentLine,
+    { timeout: 30_000 },
+  );
+  const AFTER = "After the hand-off: to the CLI agent";
+  await send(patientPage, AFTER);
+  // The conversation so far reached the CLI agent in the console's history share (the patient's
+  // messages and the console's, each checked by the CLI against the membership), and then the
+  // patient's next message.
+  const got = await receivesAs(env.HW_AGENT2_HOME, [FROM_PATIENT, FROM_AGENT, AFTER], 120_000);
+  for (const want of [FROM_PATIENT, FROM_AGENT, AFTER]) {
+    assert(got.includes(want), `the CLI agent did not receive ${want}: ${JSON.stringify(got)}`);
+  }
+  const consoleTexts = await agentPage.$$eval(inPanel(conv, "li .text"), (els) => els.map((e) => e.textContent));
+  assert(!consoleTexts.includes(AFTER), "the console received a message after it left");
+  await patientPage.screenshot({ path: join(OUT, "console_agent_with_widget_patient-widget.png"), fullPage: true });
+  // 6. A lost race: a second patient's conversation is in the console's queue, the console
+  // misses the push saying it was claimed (held back through the test hook), the CLI agent
+  // claims it, then the console tries: "Another agent took it", and the entry leaves the queue.
+  const raceContext = await browser.newContext({ viewport: { width: 360, height: 740 } }); // a second patient
+  const racePage = await raceContext.newPage();
+  racePage.on("pageerror", (e) => pageErrors.push(`widget 2: ${e}`));
+  await racePage.goto(`${BASE}/widget-clinic.html`);
+  await racePage.waitForSelector("#hw-passphrase", { state: "visible" });
+  await unlock(racePage);
+  await connected(racePage);
+  const conv2 = await racePage.getAttribute(".hw-widget", "data-conversation");
+  assert(/^[0-9a-f]{32}$/.test(conv2) && conv2 !== conv, `second conversation ${conv2}`);
+  await agentPage.waitForSelector(`#queue button.claim[data-conversation="${conv2}"]`, { timeout: 30_000 });
+  await agentPage.evaluate(() => {
+    window.hushwireTest.client.noteQueue = () => undefined;
+  });
+  await cli("claim", conv2);
+  await racePage.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, `${env.HW_AGENT_NAME} — verified agent of Test Clinic`, {
+    timeout: 30_000,
+  });
+  assert((await agentPage.$(`#queue button.claim[data-conversation="${conv2}"]`)) !== null, "the claim button left before the race");
+  await agentPage.click(`#queue button.claim[data-conversation="${conv2}"]`);
+  await agentPage.waitForFunction(
+    () => document.getElementById("console-alert")?.textContent === "Another agent took it: that patient is already being answered.",
+    null,
+    { timeout: 30_000 },
+  );
+  await agentPage.waitForFunction((c) => !document.querySelector(`#queue [data-conversation="${c}"]`), conv2, { timeout: 10_000 });
+  assert((await agentPage.$(`.panel[data-conversation="${conv2}"]`)) === null, "a panel opened for a conversation the console lost");
+  await raceContext.close();
+  // 7. A reload: the stored link, certificate and histories are verified again; the console is
+  // certified, on duty, and shows the handed-off conversation read only with its messages.
+  await agentPage.reload();
+  await agentPage.fill("#pass", "agent console passphrase");
+  await agentPage.click("button[type=submit]");
+  await agentPage.waitForSelector("#agent-identity", { timeout: 60_000 });
+  const again = await agentPage.textContent("#agent-identity");
+  assert(again.startsWith(`${agentLine} (roles: agent`), `after reload: ${again}`);
+  await agentPage.waitForFunction(() => document.body.dataset.connected === "true", null, { timeout: 30_000 });
+  assert((await agentPage.getAttribute("#duty", "aria-pressed")) === "true", "not on duty after reload");
+  await agentPage.waitForSelector(inPanel(conv, "p.left"), { timeout: 30_000 });
+  const kept = await agentPage.$$eval(inPanel(conv, "li .text"), (els) => els.map((e) => e.textContent));
+  assert(kept.includes(FROM_PATIENT) && kept.includes(FROM_AGENT) && kept.includes(WAITING), `after reload the console shows ${kept.length} texts`);
+  figures.consoleQueueShownMs = queueShownMs;
+  return `conversation ${conv}; queue push shown after ${queueShownMs} ms; whole case ${Date.now() - t0} ms`;
+});
+await patientContext.close();
 
 await step("timings_in_chromium", page, async () => {
   await page.goto(`${BASE}/bench/index.html`);

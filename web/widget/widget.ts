@@ -36,6 +36,7 @@ const STATE_TEXT: Record<string, string> = {
   held: "waiting for an agent",
   sent: "sent",
   delivered: "delivered",
+  read: "read",
   failed: "not sent",
 };
 
@@ -230,6 +231,9 @@ class Widget {
     this.showChat();
     client.connect();
     this.touch();
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && this.client === client) this.scheduleRender();
+    });
   }
 
   private list = el("ol", { class: "hw-messages", "aria-label": "Messages", "aria-live": "polite" });
@@ -284,6 +288,9 @@ class Widget {
     if (!conversation) return;
     this.list.replaceChildren(...conversation.messages.map((m) => this.item(m)));
     this.list.lastElementChild?.scrollIntoView({ block: "end" });
+    // Clinic mode: the agents' messages are on the screen of a visible tab now: read receipts
+    // (conversations.md §8.2). A hidden tab sends none until it is shown (visibilitychange).
+    if (this.agent === "" && document.visibilityState === "visible") void this.client?.markRead(this.peer);
   }
 
   private item(m: ChatMessage): HTMLLIElement {

@@ -153,13 +153,16 @@ test('secrets stay inside WebAssembly objects', () => {
       .sort();
   // answerChallenge returns a signed login frame and uploadPrekeysFrame public prekeys
   // (web/, issue 16 part 2); publishDeviceListFrame a signed device list and
-  // openConversationFrame a signed membership change (docs/conversations.md §4.2): none carries
-  // a secret.
+  // openConversationFrame a signed membership change (docs/conversations.md §4.2); the agent
+  // console's certificateRequest the public identity key, addColleagueFrame, claimFrame and
+  // handOffFrame signed changes, updateCertificateFrame the (public) certificate: none carries a
+  // secret.
   assert.deepEqual(methods(Account), [
-    'accept', 'address', 'answerChallenge', 'deviceId', 'fingerprint',
-    'generateOneTimeKemPrekeys', 'generateOneTimePrekeys', 'identityKey',
-    'oneTimeKemPrekeyCount', 'oneTimePrekeyCount', 'openConversationFrame', 'prekeyBundle',
-    'publishDeviceListFrame', 'seal', 'uploadPrekeysFrame',
+    'accept', 'addColleagueFrame', 'address', 'answerChallenge', 'certificateRequest', 'claimFrame', 'deviceId',
+    'fingerprint', 'generateOneTimeKemPrekeys', 'generateOneTimePrekeys', 'handOffFrame',
+    'identityKey', 'oneTimeKemPrekeyCount', 'oneTimePrekeyCount', 'openConversationFrame',
+    'prekeyBundle', 'publishDeviceListFrame', 'seal', 'updateCertificateFrame',
+    'uploadPrekeysFrame',
   ]);
   assert.deepEqual(methods(Session), [
     'awaitingReply', 'decrypt', 'encrypt', 'missingMessages', 'remoteFingerprint',

@@ -30,7 +30,7 @@ use crate::{Account, Error, Result, os_rng, unix_seconds};
 /// The largest number of envelopes in one `ConversationSend` frame (as `Send`).
 const ENVELOPES_PER_FRAME: usize = 16;
 
-fn conversation_id(bytes: &[u8]) -> Result<ConversationId> {
+pub(crate) fn conversation_id(bytes: &[u8]) -> Result<ConversationId> {
     bytes
         .try_into()
         .map(ConversationId)
@@ -45,7 +45,7 @@ fn message_id(bytes: &[u8]) -> Result<MessageId> {
 }
 
 /// A whole number in `0..=2^53` from JavaScript (an epoch, a sequence number).
-fn whole(n: f64, what: &str) -> Result<u64> {
+pub(crate) fn whole(n: f64, what: &str) -> Result<u64> {
     unix_seconds(n).map_err(|_| Error::new(format_args!("{what} must be a whole number")))
 }
 
@@ -222,13 +222,18 @@ impl Incoming {
 #[wasm_bindgen]
 impl Incoming {
     /// For queue frames: `membership` (an answer to `FetchMembership`), `membershipChanged` (a
-    /// push), `archivePolicy`, or `queueOther`; `""` for other frames.
+    /// push), `archivePolicy`, `queue` (an answer to `FetchQueue`), `queueChanged` (a push to
+    /// on-duty agents), `claimed`, `alreadyClaimed`, or `queueOther`; `""` for other frames.
     #[wasm_bindgen(getter, js_name = queueKind)]
     pub fn queue_kind(&self) -> String {
         match self.queue() {
             Some(QueueFrame::Membership(_)) => "membership",
             Some(QueueFrame::MembershipChanged(_)) => "membershipChanged",
             Some(QueueFrame::ArchivePolicy(_)) => "archivePolicy",
+            Some(QueueFrame::Queue(_)) => "queue",
+            Some(QueueFrame::QueueChanged(_)) => "queueChanged",
+            Some(QueueFrame::Claimed { .. }) => "claimed",
+            Some(QueueFrame::AlreadyClaimed { .. }) => "alreadyClaimed",
             Some(_) => "queueOther",
             None => "",
         }
@@ -270,8 +275,8 @@ impl Incoming {
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct Membership {
-    clinic: hushwire::proto::clinic::ClinicLink,
-    log: MembershipLog,
+    pub(crate) clinic: hushwire::proto::clinic::ClinicLink,
+    pub(crate) log: MembershipLog,
     /// `states[k]`: the membership after `k` changes (`states[0]` is empty).
     states: Vec<MembershipLog>,
     changes: Vec<MembershipChange>,
@@ -425,22 +430,37 @@ impl Membership {
         self.name_of(&fingerprint_hex.trim().to_ascii_lowercase())
     }
 
-    /// A one-line account of change `index`, for the patient: who joined or left, with the
-    /// staff member's certified name and the clinic's name ("Dr. Ada — verified agent of
-    /// Lakeside Clinic joined the conversation").
-    pub fn describe(&self, index: u32) -> String {
+    /// A one-line account of change `index`. Without `staffFingerprint`, for the patient: who
+    /// joined or left, with the staff member's certified name and the clinic's name ("Dr. Ada —
+    /// verified agent of Lakeside Clinic joined the conversation"). With it (64 hex digits, the
+    /// viewing staff member's identity), for the agent console: the patient's changes are told
+    /// in the third person and the viewer's own as "You (…)".
+    pub fn describe(&self, index: u32, staff_fingerprint: Option<String>) -> String {
         let Some(change) = self.changes.get(crate::count(index)) else {
             return String::new();
         };
+        let viewer = staff_fingerprint.map(|f| f.trim().to_ascii_lowercase());
         let fingerprint = change.member().fingerprint().to_string();
         let who = match change.role() {
             MemberRole::Patient => {
-                return match (change.action(), change.epoch()) {
-                    (_, 0) => "You opened the conversation; it waits for the clinic's next agent"
-                        .to_owned(),
-                    (ChangeAction::Add, _) => "You added a device to the conversation".to_owned(),
-                    (ChangeAction::Remove, _) => {
+                let staff = viewer.is_some();
+                return match (change.action(), change.epoch(), staff) {
+                    (_, 0, false) => {
+                        "You opened the conversation; it waits for the clinic's next agent"
+                            .to_owned()
+                    }
+                    (_, 0, true) => "The patient opened the conversation".to_owned(),
+                    (ChangeAction::Add, _, false) => {
+                        "You added a device to the conversation".to_owned()
+                    }
+                    (ChangeAction::Add, _, true) => {
+                        "The patient added a device to the conversation".to_owned()
+                    }
+                    (ChangeAction::Remove, _, false) => {
                         "You removed a device from the conversation".to_owned()
+                    }
+                    (ChangeAction::Remove, _, true) => {
+                        "The patient removed a device from the conversation".to_owned()
                     }
                 };
             }
@@ -455,6 +475,11 @@ impl Membership {
                 self.clinic.name()
             ),
         };
+        let who = if viewer.as_deref() == Some(fingerprint.as_str()) {
+            format!("You ({who})")
+        } else {
+            who
+        };
         match change.action() {
             ChangeAction::Add => format!("{who} joined the conversation"),
             ChangeAction::Remove => format!("{who} left the conversation"),
@@ -463,7 +488,7 @@ impl Membership {
 }
 
 impl Membership {
-    fn apply_change(&mut self, change: MembershipChange, now: u64) -> Result<()> {
+    pub(crate) fn apply_change(&mut self, change: MembershipChange, now: u64) -> Result<()> {
         let ctx = MembershipContext {
             revocations: None,
             patient_devices: None,
@@ -485,7 +510,7 @@ impl Membership {
         Ok(usize::try_from(epoch).ok().and_then(|e| self.states.get(e)))
     }
 
-    fn name_of(&self, fingerprint_hex: &str) -> String {
+    pub(crate) fn name_of(&self, fingerprint_hex: &str) -> String {
         self.changes
             .iter()
             .rev()
@@ -576,6 +601,24 @@ pub fn encode_conversation_message(
     Ok(pad(&Payload::ConversationMessage(message).encode()).to_vec())
 }
 
+/// A recall (kind `0x07`, §8.3) of this device's own message `messageId` (16 bytes), padded;
+/// `recalledAtMs` is this device's clock (shown, not trusted). Members apply it only from the
+/// message's sender within `recallWindowMs` on the relay's times.
+#[wasm_bindgen(js_name = encodeRecall)]
+pub fn encode_recall(
+    conversation: &[u8],
+    message_id: &[u8],
+    recalled_at_ms: f64,
+) -> Result<Vec<u8>> {
+    Ok(pad(&Payload::Recall {
+        conversation: conversation_id(conversation)?,
+        id: self::message_id(message_id)?,
+        recalled_at_ms: millis(recalled_at_ms)?,
+    }
+    .encode())
+    .to_vec())
+}
+
 /// A delivered receipt (kind `0x06`) for messages of the conversation whose ids are given as
 /// 32-hex-digit strings (1 to 256).
 #[wasm_bindgen(js_name = encodeConversationReceipt)]
@@ -583,6 +626,20 @@ pub fn encode_conversation_receipt(
     conversation: &[u8],
     message_ids: Vec<String>,
 ) -> Result<Vec<u8>> {
+    receipt(conversation, &message_ids, ReceiptStatus::Delivered)
+}
+
+/// A read receipt (kind `0x06`, status `0x02`, §8.2): the messages (32-hex-digit ids, 1 to 256)
+/// were shown on this device's screen while it was visible.
+#[wasm_bindgen(js_name = encodeConversationReadReceipt)]
+pub fn encode_conversation_read_receipt(
+    conversation: &[u8],
+    message_ids: Vec<String>,
+) -> Result<Vec<u8>> {
+    receipt(conversation, &message_ids, ReceiptStatus::Read)
+}
+
+fn receipt(conversation: &[u8], message_ids: &[String], status: ReceiptStatus) -> Result<Vec<u8>> {
     if message_ids.is_empty() || message_ids.len() > MAX_RECEIPT_IDS {
         return Err(Error::new("a receipt names 1 to 256 messages"));
     }
@@ -592,7 +649,7 @@ pub fn encode_conversation_receipt(
         .collect::<Result<Vec<_>>>()?;
     Ok(pad(&Payload::ConversationReceipt {
         conversation: conversation_id(conversation)?,
-        status: ReceiptStatus::Delivered,
+        status,
         ids,
     }
     .encode())
@@ -612,17 +669,61 @@ pub fn encode_history_share(
     sent_at_ms: &[f64],
     texts: Vec<String>,
 ) -> Result<Vec<u8>> {
+    let senders = vec![sender.to_owned(); texts.len()];
+    history_share(
+        conversation,
+        &senders,
+        message_ids,
+        epochs,
+        sent_at_ms,
+        &texts,
+    )
+}
+
+/// A history share as `encodeHistoryShare`, each message with its own sender (`senders[i]`, an
+/// address): what an agent handing a conversation over shares — the patient's messages and its
+/// own (`hushwire handoff` shares the conversation so far).
+#[wasm_bindgen(js_name = encodeHistoryShareFrom)]
+pub fn encode_history_share_from(
+    conversation: &[u8],
+    senders: Vec<String>,
+    message_ids: &[u8],
+    epochs: &[f64],
+    sent_at_ms: &[f64],
+    texts: Vec<String>,
+) -> Result<Vec<u8>> {
+    history_share(
+        conversation,
+        &senders,
+        message_ids,
+        epochs,
+        sent_at_ms,
+        &texts,
+    )
+}
+
+fn history_share(
+    conversation: &[u8],
+    senders: &[String],
+    message_ids: &[u8],
+    epochs: &[f64],
+    sent_at_ms: &[f64],
+    texts: &[String],
+) -> Result<Vec<u8>> {
     let n = texts.len();
     if n == 0 || n > MAX_SHARED_MESSAGES {
         return Err(Error::new("a history share carries 1 to 64 messages"));
     }
-    if message_ids.len() != 16 * n || epochs.len() != n || sent_at_ms.len() != n {
+    if message_ids.len() != 16 * n
+        || epochs.len() != n
+        || sent_at_ms.len() != n
+        || senders.len() != n
+    {
         return Err(Error::new(
-            "one id, epoch, time and text per shared message",
+            "one sender, id, epoch, time and text per shared message",
         ));
     }
     let conversation = conversation_id(conversation)?;
-    let sender = parse_address(sender)?;
     let mut messages = Vec::with_capacity(n);
     for (i, text) in texts.iter().enumerate() {
         let id = message_ids
@@ -632,8 +733,9 @@ pub fn encode_history_share(
         let at = *sent_at_ms
             .get(i)
             .ok_or_else(|| Error::new("missing time"))?;
+        let sender = senders.get(i).ok_or_else(|| Error::new("missing sender"))?;
         messages.push(SharedMessage {
-            sender,
+            sender: parse_address(sender)?,
             message: text_message(
                 conversation,
                 whole(epoch, "an epoch")?,
@@ -869,13 +971,13 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert!(membership.describe(0).contains("waits"));
+        assert!(membership.describe(0, None).contains("waits"));
 
         let claim_bytes = claim(&membership, &agent, &org, "Dr. Ada");
         membership.apply(&claim_bytes, NOW as f64).unwrap();
         assert!(membership.is_claimed());
         assert_eq!(
-            membership.describe(1),
+            membership.describe(1, None),
             "Dr. Ada — verified agent of Test Clinic joined the conversation"
         );
         assert_eq!(

@@ -27,8 +27,10 @@
 // `forbid` as in every crate of the workspace: wasm-bindgen's generated glue compiles under it.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod conversation;
 mod web;
+pub use agent::*;
 pub use conversation::*;
 pub use web::*;
 

@@ -85,7 +85,8 @@ impl Account {
     /// registration, then pin `Incoming.relayKey`), that the relay's signature verifies under
     /// it, and returns the encoded `Register` (if `register`) or `Authenticate` frame with
     /// request id `requestId`. Throws, answering nothing, if the key changed or the signature
-    /// fails.
+    /// fails. With `certificate` (this device's, `OwnCertificate.bytes` of
+    /// `Clinic.verifyOwnCertificate`) the `Register` presents it, as `hushwire register --certificate` does: the device registers as staff.
     #[wasm_bindgen(js_name = answerChallenge)]
     pub fn answer_challenge(
         &self,
@@ -93,6 +94,7 @@ impl Account {
         pinned_relay_key: Option<Vec<u8>>,
         register: bool,
         request_id: u32,
+        certificate: Option<Vec<u8>>,
     ) -> Result<Vec<u8>> {
         let challenge = match Frame::from_bytes(challenge_frame).map_err(Error::new)?.body {
             FrameBody::Challenge(c) => c,
@@ -127,7 +129,12 @@ impl Account {
             FrameBody::Register {
                 credentials,
                 invite: None,
-                certificate: None,
+                certificate: match certificate {
+                    Some(bytes) => Some(Box::new(
+                        AgentCertificate::from_bytes(&bytes).map_err(Error::new)?,
+                    )),
+                    None => None,
+                },
             }
         } else {
             FrameBody::Authenticate(credentials)
@@ -291,7 +298,7 @@ impl Incoming {
     }
 
     /// `challenge`, `ok`, `error`, `bundle`, `sent`, `deliver`, `prekeyCount`, `certificate`,
-    /// `wiped`, `queue` (see `queueKind`), or `other`.
+    /// `wiped`, `queue` (see `queueKind`), `deviceList`, or `other`.
     #[wasm_bindgen(getter)]
     pub fn kind(&self) -> String {
         match &self.body {
@@ -305,6 +312,7 @@ impl Incoming {
             FrameBody::Certificate(_) => "certificate",
             FrameBody::Wiped(_) => "wiped",
             FrameBody::Queue(_) => "queue",
+            FrameBody::DeviceList(_) => "deviceList",
             _ => "other",
         }
         .to_owned()
@@ -732,7 +740,7 @@ mod tests {
         let account = Account::new(1, 1_700_000_000.0).unwrap();
         let pin = decode_frame(&challenge).unwrap().relay_key();
         let answer = account
-            .answer_challenge(&challenge, Some(pin.clone()), false, 7)
+            .answer_challenge(&challenge, Some(pin.clone()), false, 7, None)
             .unwrap();
         let decoded = Frame::from_bytes(&answer).unwrap();
         assert_eq!(decoded.request_id, 7);
@@ -744,13 +752,17 @@ mod tests {
         };
         assert!(credentials.verify(&c));
         let err = account
-            .answer_challenge(&challenge, Some(vec![1; 32]), true, 1)
+            .answer_challenge(&challenge, Some(vec![1; 32]), true, 1, None)
             .unwrap_err();
         assert!(err.message().contains("key changed"), "{err}");
         assert!(matches!(
-            Frame::from_bytes(&account.answer_challenge(&challenge, None, true, 1).unwrap())
-                .unwrap()
-                .body,
+            Frame::from_bytes(
+                &account
+                    .answer_challenge(&challenge, None, true, 1, None)
+                    .unwrap()
+            )
+            .unwrap()
+            .body,
             FrameBody::Register { .. }
         ));
     }

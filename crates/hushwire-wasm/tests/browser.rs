@@ -385,6 +385,19 @@ fn widget_and_client_in_chromium() {
     )
     .unwrap();
 
+    // The console with test hooks (the client on `window.hushwireTest`, as the widget's
+    // `data-test-hooks`), for the lost claim race of `console_agent_with_widget_patient`.
+    let console_page = std::fs::read_to_string(site.join("console/index.html")).unwrap();
+    assert!(console_page.contains("<html lang=\"en\">"));
+    std::fs::write(
+        site.join("console/test.html"),
+        console_page.replace(
+            "<html lang=\"en\">",
+            "<html lang=\"en\" data-test-hooks=\"1\">",
+        ),
+    )
+    .unwrap();
+
     // 4. The relay refuses an upgrade from an origin not on --allow-origin, before the upgrade.
     let refused = upgrade_status(port, &format!("http://localhost:{port}"));
     assert!(
@@ -415,6 +428,7 @@ fn widget_and_client_in_chromium() {
         .env("HW_AGENT2_HOME", agent2)
         .env("HW_AGENT2_NAME", SECOND_AGENT_NAME)
         .env("HW_ORG_DIR", org)
+        .env("HW_CLINIC_LINK", &link)
         .env("HUSHWIRE_ORG_PASSPHRASE", "organization passphrase")
         .env("HUSHWIRE_ARCHIVE_PASSPHRASE", "archive passphrase")
         .env("HW_CHROMIUM", chromium())
@@ -447,6 +461,7 @@ fn widget_and_client_in_chromium() {
         "other_origin_cannot_connect",
         "console_chats_with_cli",
         "clinic_conversation_with_cli_agent",
+        "console_agent_with_widget_patient",
         "timings_in_chromium",
     ] {
         let at = results
