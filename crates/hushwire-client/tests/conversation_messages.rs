@@ -495,6 +495,14 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
         "the recall is in the archive"
     );
     assert!(entries.iter().all(|e| e.member_at_epoch), "{entries:?}");
+    // Written while the patient's device is offline and has not learned of the revocation
+    // yet: queued for Ada's devices too. Once the list is held those entries are dropped, not
+    // sent (rule 9: a revoked agent gets nothing new), and Sue still gets the message.
+    patient.disconnect().await;
+    patient
+        .send_text_to_conversation(conversation, "Written before the list reached me")
+        .await
+        .unwrap();
     // Ada's certificate is revoked: the member list stops calling her verified, and the
     // patient is told no verified agent is on the conversation (§4.3 rule 9).
     let mut patient_events = patient.events();
@@ -515,6 +523,29 @@ async fn clinic_conversation(dir: &std::path::Path, org: &Org, urls: [&str; 5]) 
         }
     }
     assert!(told, "the patient is told no verified agent is on it");
+    patient.connect().await.unwrap();
+    patient.sync(WAIT).await.unwrap();
+    wait_until(
+        &sue,
+        conversation,
+        "the message written before the list",
+        |m| has_text(m, "Written before the list reached me"),
+    )
+    .await;
+    ada.sync(WAIT).await.unwrap();
+    // Nothing is left queued for Ada's two devices (it used to stay, retried for ever).
+    assert_eq!(
+        patient.outbox_len().await.unwrap(),
+        0,
+        "entries for a revoked agent stayed"
+    );
+    assert!(
+        !has_text(
+            &ada.conversation_messages(conversation).await.unwrap(),
+            "Written before the list reached me"
+        ),
+        "an entry queued for a revoked agent was sent"
+    );
     let members = patient.members(conversation).await.unwrap();
     let ada_now = &members
         .iter()

@@ -443,12 +443,7 @@ impl Client {
         let this_device = state.account.device_id();
         let mut queued = 0;
         for member in conv.log.members() {
-            let revoked = conv.revocations.as_ref().is_some_and(|list| {
-                member
-                    .certificate_serial()
-                    .is_some_and(|serial| list.is_revoked(serial))
-            });
-            if revoked {
+            if is_revoked(conv, member) {
                 continue;
             }
             let fingerprint = member.identity().fingerprint();
@@ -1235,6 +1230,33 @@ impl Client {
                 .vault
                 .open_value("outbox", &row_id.to_be_bytes(), sealed)?;
         Ok(conversation_of_payload(&item.payload))
+    }
+
+    /// Drops outbox entry `row_id` of `conversation` if its recipient is staff whose
+    /// certificate the clinic's revocation list held here revokes: queued before this device
+    /// learned of the revocation, it is never encrypted or sent (§4.3 rule 9: a revoked agent
+    /// gets nothing new, as in `queue_to_members`). Whether it was dropped.
+    pub(super) async fn drop_if_revoked_recipient(
+        &self,
+        row_id: i64,
+        conversation: ConversationId,
+        recipient: &Address,
+    ) -> Result<bool> {
+        let Some(conv) = self.conv_snapshot(conversation).await? else {
+            return Ok(false);
+        };
+        let revoked = conv
+            .log
+            .members()
+            .iter()
+            .find(|m| m.identity().fingerprint() == recipient.fingerprint)
+            .is_some_and(|m| is_revoked(&conv, m));
+        if revoked {
+            let mut c = self.inner.db.acquire().await?;
+            store::delete_outbox(&mut c, row_id).await?;
+            tracing::info!("a conversation envelope for a revoked agent's device was dropped");
+        }
+        Ok(revoked)
     }
 
     /// Sends one encrypted conversation envelope at the verified head epoch. `Ok(true)`: the
@@ -2136,6 +2158,15 @@ impl Conv {
             ChangeAction::Remove => format!("{who} left{by}"),
         }
     }
+}
+
+/// Whether the clinic's revocation list held with `conv` revokes `member`'s certificate.
+fn is_revoked(conv: &Conv, member: &hushwire_proto::conversation::Member) -> bool {
+    conv.revocations.as_ref().is_some_and(|list| {
+        member
+            .certificate_serial()
+            .is_some_and(|serial| list.is_revoked(serial))
+    })
 }
 
 #[cfg(test)]

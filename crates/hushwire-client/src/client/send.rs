@@ -296,6 +296,15 @@ impl Client {
                 }) else {
                     continue;
                 };
+                let conversation = self.outbox_conversation(row.id, &row.sealed)?;
+                if let Some(conversation) = conversation
+                    && self
+                        .drop_if_revoked_recipient(row.id, conversation, &record.address())
+                        .await?
+                {
+                    progressed = true;
+                    continue;
+                }
                 let ciphertext = match row.ciphertext {
                     Some(c) => c,
                     None => match self
@@ -324,7 +333,7 @@ impl Client {
                 // A conversation payload travels in `ConversationSend` at the verified head
                 // epoch, so the relay can refuse it to a device removed meanwhile
                 // (`conversations.md` §4.4).
-                let sent = match self.outbox_conversation(row.id, &row.sealed)? {
+                let sent = match conversation {
                     Some(conversation) => {
                         match self
                             .send_conversation_envelope(link, row.id, conversation, envelope)
