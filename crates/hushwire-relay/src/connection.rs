@@ -52,6 +52,10 @@ const DELIVERY_BATCH: u32 = 64;
 /// Most `Send` and `Ack` frames of one connection waiting for their batch's commit; beyond it
 /// the connection reads no further frame until the oldest is answered.
 const MAX_ANSWERS_IN_FLIGHT: usize = 64;
+/// Most payload bytes (2 MiB) of one connection's unanswered `Send` frames: beyond it the
+/// connection reads no further frame until answers free room, so pipelining holds about as
+/// much memory per connection as one largest frame did without it (one frame always goes).
+const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
 /// Most payload bytes one connection holds to write at a time (its outbound queue); always at
 /// least one envelope. With the write timeout this bounds what a slow reader costs.
 const DELIVERY_BYTES: usize = 1024 * 1024;
@@ -81,6 +85,9 @@ enum Close {
     Error(u32, ErrorCode, u32),
     /// The peer went away or the socket failed.
     Gone,
+    /// The relay is shutting down: answers of frames already committed are sent, then the
+    /// connection closes.
+    Shutdown,
     /// A newer connection of the same device took over: close with code 4001.
     Replaced,
     /// A write did not complete within the write timeout: the peer does not read.
@@ -191,6 +198,10 @@ struct Connection<S> {
     /// Answers to `Send` and `Ack` frames whose batch is still committing, in frame order
     /// (at most [`MAX_ANSWERS_IN_FLIGHT`]): the connection reads and delivers meanwhile.
     answers: FuturesOrdered<BoxFuture<'static, Result<Frame, Close>>>,
+    /// The payload bytes of each answer in `answers`, in the same order, and their sum: with
+    /// [`MAX_ANSWER_BYTES`] they bound what one connection has waiting in storage's queue.
+    answer_bytes: VecDeque<usize>,
+    answer_bytes_total: usize,
     /// This connection's place among pending connections, given back at authentication.
     pending: Option<Arc<crate::pending::PendingPlace>>,
 }
@@ -220,9 +231,19 @@ pub(crate) async fn serve<S: Store>(
         cursor: 0,
         caught_up: false,
         answers: FuturesOrdered::new(),
+        answer_bytes: VecDeque::new(),
+        answer_bytes_total: 0,
         pending,
     };
     let outcome = conn.run().await;
+    if !matches!(outcome, Close::Gone | Close::SlowReader) {
+        // Frames taken before the one that ended the connection were handed to storage: their
+        // answers (`Sent`, `Ok`) go out first, so a client never resends what is stored.
+        conn.finish_answers().await;
+    }
+    if let Close::Error(_, ErrorCode::Malformed, _) = &outcome {
+        relay.refused("malformed", conn.peer.ip());
+    }
     let close_frame = match outcome {
         Close::Error(request_id, code, retry_after_ms) => {
             tracing::debug!(peer = %conn.peer, ?code, "closing connection after error");
@@ -237,7 +258,7 @@ pub(crate) async fn serve<S: Store>(
                 .await;
             Some(None)
         }
-        Close::Gone => Some(None),
+        Close::Gone | Close::Shutdown => Some(None),
         Close::Replaced => {
             tracing::info!(peer = %conn.peer, "connection replaced by a newer one of its device");
             Some(Some(CloseFrame {
@@ -290,6 +311,34 @@ pub(crate) async fn serve<S: Store>(
 }
 
 impl<S: Store> Connection<S> {
+    /// Queues the answer to a `Send` or `Ack` of `bytes` payload bytes, sent in turn once its
+    /// batch has committed.
+    fn push_answer(&mut self, bytes: usize, answer: BoxFuture<'static, Result<Frame, Close>>) {
+        self.answers.push_back(answer);
+        self.answer_bytes.push_back(bytes);
+        self.answer_bytes_total += bytes;
+    }
+
+    /// Sends the oldest answer, now ready.
+    async fn answered(&mut self, answer: Result<Frame, Close>) -> Result<(), Close> {
+        let bytes = self.answer_bytes.pop_front().unwrap_or(0);
+        self.answer_bytes_total = self.answer_bytes_total.saturating_sub(bytes);
+        self.send(&answer?).await
+    }
+
+    /// Waits for every answer still in flight and sends it (each commit takes milliseconds; the
+    /// whole wait is bounded by the write timeout), before the connection closes.
+    async fn finish_answers(&mut self) {
+        let deadline = Instant::now() + self.relay.write_timeout();
+        while let Ok(Some(answer)) =
+            tokio::time::timeout_at(deadline.into(), self.answers.next()).await
+        {
+            if self.answered(answer).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Answers request `request_id`.
     async fn reply(&mut self, request_id: u32, body: FrameBody) -> Result<(), Close> {
         self.send(&Frame { request_id, body }).await
@@ -365,15 +414,12 @@ impl<S: Store> Connection<S> {
                     return error(0, ErrorCode::ChallengeExpired);
                 }
                 Some(answer) = self.answers.next(), if !self.answers.is_empty() => {
-                    let sent = match answer {
-                        Ok(frame) => self.send(&frame).await,
-                        Err(close) => Err(close),
-                    };
-                    if let Err(close) = sent {
+                    if let Err(close) = self.answered(answer).await {
                         return close;
                     }
                 }
-                message = self.socket.next(), if self.answers.len() < MAX_ANSWERS_IN_FLIGHT => {
+                message = self.socket.next(), if self.answers.len() < MAX_ANSWERS_IN_FLIGHT
+                    && self.answer_bytes_total < MAX_ANSWER_BYTES => {
                     last_seen = Instant::now();
                     pinged = false;
                     let bytes = match message {
@@ -418,7 +464,7 @@ impl<S: Store> Connection<S> {
                         return close;
                     }
                 }
-                _ = shutdown.changed() => return Close::Gone,
+                _ = shutdown.changed() => return Close::Shutdown,
             }
         }
     }
@@ -557,23 +603,26 @@ impl<S: Store> Connection<S> {
                     .await
                     .map_err(|e| internal(id, &e))?;
                 let relay = self.relay.clone();
-                self.answers.push_back(Box::pin(async move {
-                    let deleted = submitted.wait().await.map_err(|e| internal(id, &e))?;
-                    // Only what was really this device's and really deleted enters the chain.
-                    for server_id in deleted {
-                        relay.audit.record(
-                            now_ms(),
-                            AuditEvent::EnvelopeAcknowledged {
-                                recipient: device_ref(&device),
-                                envelope: EnvelopeId(server_id),
-                            },
-                        );
-                    }
-                    Ok(Frame {
-                        request_id: id,
-                        body: FrameBody::Ok,
-                    })
-                }));
+                self.push_answer(
+                    0,
+                    Box::pin(async move {
+                        let deleted = submitted.wait().await.map_err(|e| internal(id, &e))?;
+                        // Only what was really this device's and really deleted enters the chain.
+                        for server_id in deleted {
+                            relay.audit.record(
+                                now_ms(),
+                                AuditEvent::EnvelopeAcknowledged {
+                                    recipient: device_ref(&device),
+                                    envelope: EnvelopeId(server_id),
+                                },
+                            );
+                        }
+                        Ok(Frame {
+                            request_id: id,
+                            body: FrameBody::Ok,
+                        })
+                    }),
+                );
                 Ok(())
             }
             FrameBody::StoreEpoch(epoch) => {
@@ -764,13 +813,17 @@ impl<S: Store> Connection<S> {
         device: DeviceAddress,
         envelopes: Vec<OutgoingEnvelope>,
     ) -> Result<(), Close> {
+        let bytes = envelopes.iter().map(|e| e.payload.len()).sum();
         let answer = self.submit_envelopes(id, device, envelopes).await?;
-        self.answers.push_back(Box::pin(async move {
-            Ok(Frame {
-                request_id: id,
-                body: answer.await?,
-            })
-        }));
+        self.push_answer(
+            bytes,
+            Box::pin(async move {
+                Ok(Frame {
+                    request_id: id,
+                    body: answer.await?,
+                })
+            }),
+        );
         Ok(())
     }
 

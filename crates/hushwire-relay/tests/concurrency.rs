@@ -220,3 +220,42 @@ async fn pipelined_sends_are_stored_and_answered_in_order() {
         );
     }
 }
+
+/// A malformed frame after 20 pipelined `Send` frames closes the connection, but only after
+/// the 20 stored sends were answered `Sent`: a client must not resend what the relay holds.
+#[tokio::test]
+async fn answers_of_stored_sends_go_out_before_a_malformed_frame_closes() {
+    for engine in Engine::all().await {
+        let relays = engine.start("malformed-pipeline", &["--sender-rate", "100000"]);
+        let bob = Device::new(254, 1);
+        drop(Client::register(&relays[0].url(), &bob).await);
+        let mut a = Client::register(&relays[0].url(), &Device::new(255, 1)).await;
+        let mut ids = Vec::new();
+        for n in 0..20u32 {
+            ids.push(
+                a.request(FrameBody::Send(vec![
+                    hushwire_proto::relay::OutgoingEnvelope {
+                        recipient: bob.address(),
+                        payload: n.to_be_bytes().to_vec(),
+                    },
+                ]))
+                .await,
+            );
+        }
+        a.send_raw(vec![0x01, 0x7f, 0, 0, 3, 231]).await;
+        let mut answered = Vec::new();
+        let mut refused = false;
+        while let Some(frame) = common::next_frame(&mut a.socket).await {
+            match frame.body {
+                FrameBody::Sent(_) => answered.push(frame.request_id),
+                FrameBody::Error { code, .. } => {
+                    assert_eq!(code, ErrorCode::Malformed, "{engine:?}");
+                    refused = true;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(answered, ids, "{engine:?}: a stored send went unanswered");
+        assert!(refused, "{engine:?}: the malformed frame was not refused");
+    }
+}

@@ -641,12 +641,20 @@ impl PostgresStore {
                 .max_connections(1)
                 .connect_with(options.clone())
                 .await?;
+            // `IF NOT EXISTS` does not stop two instances starting together from both creating
+            // it (one then fails on pg_namespace's unique index): the same advisory lock as the
+            // tables' creation below serialises them.
+            let mut tx = admin.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7251)")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS \"{}\"",
                 schema.replace('"', "")
             )))
-            .execute(&admin)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             admin.close().await;
             options = options.options([("search_path", schema)]);
         }
