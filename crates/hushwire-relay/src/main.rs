@@ -307,6 +307,7 @@ async fn verify_chain<S: Store>(
     checkpoints.sort_by_key(|c| c.count);
     let mut next_checkpoint = checkpoints.into_iter().peekable();
     let mut from = 0u64;
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     loop {
         let batch = store
             .audit_records(identity.chain_id, from, 1000)
@@ -326,9 +327,14 @@ async fn verify_chain<S: Store>(
                 }
             }
         }
-        eprint!("\rverified {from} records");
+        // Progress on a terminal only: redirected, `\r` makes one endless line.
+        if progress {
+            eprint!("\rverified {from} records");
+        }
     }
-    eprintln!();
+    if progress {
+        eprintln!();
+    }
     for c in next_checkpoint {
         if let Err(fault) = verifier.push_checkpoint(&c) {
             return Ok(Err(fault));
