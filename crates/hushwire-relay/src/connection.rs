@@ -893,15 +893,18 @@ impl<S: Store> Connection<S> {
                 Enqueued::Stored(receipts) => {
                     relay.metrics.envelopes_stored.inc_by(count);
                     for ((recipient, size), receipt) in recipients.iter().zip(&receipts) {
-                        relay.audit.record(
-                            receipt.server_time_ms,
-                            AuditEvent::EnvelopeStored {
-                                sender: device_ref(&device),
-                                recipient: device_ref(recipient),
-                                envelope: EnvelopeId(receipt.server_id),
-                                size: *size,
-                            },
-                        );
+                        // Recorded at the commit when the store tells of it (`live.rs`).
+                        if !relay.commits_audited {
+                            relay.audit.record(
+                                receipt.server_time_ms,
+                                AuditEvent::EnvelopeStored {
+                                    sender: device_ref(&device),
+                                    recipient: device_ref(recipient),
+                                    envelope: EnvelopeId(receipt.server_id),
+                                    size: *size,
+                                },
+                            );
+                        }
                         if !relay.live_delivery {
                             relay.wake(recipient);
                         }

@@ -122,10 +122,13 @@ pub struct Relay<S> {
     /// Mailbox positions are consecutive: a live envelope that is not the next one after the
     /// last delivered makes the connection read its mailbox (PostgreSQL).
     pub(crate) consecutive_positions: bool,
+    /// The store tells of every commit (SQLite): each stored envelope's audit record is
+    /// written there, before any delivery of it, not by the sender's connection.
+    pub(crate) commits_audited: bool,
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Connections accepted but not yet authenticated.
     pub(crate) pending: Arc<pending::PendingConnections>,
-    pub(crate) audit: audit_log::AuditLog,
+    pub(crate) audit: Arc<audit_log::AuditLog>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The clinic this relay serves (`--clinic-link`), if any: its organization key checks
     /// agent certificates, revocation lists and wipe orders.
@@ -148,8 +151,13 @@ impl<S: Store> Relay<S> {
         // Likewise a malformed origin (refused, it would never match anyway).
         let allowed_origins = config.allowed_origins().unwrap_or_default();
         let connected = Arc::new(Connected::default());
+        let audit = Arc::new(audit);
         let consecutive_positions = store.mailbox_positions_consecutive();
-        let live_delivery = store.listen_for_commits(connected.clone()) || consecutive_positions;
+        let commits_audited = store.listen_for_commits(Arc::new(live::CommitSink {
+            connected: connected.clone(),
+            audit: audit.clone(),
+        }));
+        let live_delivery = commits_audited || consecutive_positions;
         Arc::new(Self {
             clinic,
             allowed_origins,
@@ -174,6 +182,7 @@ impl<S: Store> Relay<S> {
             connected,
             live_delivery,
             consecutive_positions,
+            commits_audited,
             store,
             config,
             shutdown,

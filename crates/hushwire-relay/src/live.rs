@@ -26,6 +26,9 @@ use std::sync::{LockResult, Mutex, MutexGuard};
 use hushwire_proto::relay::{Delivery, DeviceAddress};
 use tokio::sync::Notify;
 
+use hushwire_proto::audit::{AuditEvent, EnvelopeId};
+
+use crate::audit_log::{AuditLog, device_ref};
 use crate::storage::{CommitListener, Committed};
 
 /// Most envelopes a connection's live queue holds; one more and it overflows (the connection
@@ -164,6 +167,31 @@ impl CommitListener for Connected {
                 w.mail.notify_one();
             }
         }
+    }
+}
+
+/// What a store that tells of its commits (SQLite) is given: each committed envelope enters
+/// the audit chain as stored, then goes to its recipient's live queue, so the chain never
+/// shows an envelope delivered before it was stored.
+pub(crate) struct CommitSink {
+    pub(crate) connected: std::sync::Arc<Connected>,
+    pub(crate) audit: std::sync::Arc<AuditLog>,
+}
+
+impl CommitListener for CommitSink {
+    fn committed(&self, envelopes: Vec<Committed>) {
+        for c in &envelopes {
+            self.audit.record(
+                c.delivery.server_time_ms,
+                AuditEvent::EnvelopeStored {
+                    sender: device_ref(&c.delivery.sender),
+                    recipient: device_ref(&c.recipient),
+                    envelope: EnvelopeId(c.delivery.server_id),
+                    size: u32::try_from(c.delivery.payload.len()).unwrap_or(u32::MAX),
+                },
+            );
+        }
+        self.connected.committed(envelopes);
     }
 }
 

@@ -878,3 +878,56 @@ async fn store_epochs_keep_the_highest_and_survive_a_restart() {
         FrameBody::StoreEpochSeen(0)
     );
 }
+
+/// With live delivery an envelope can reach its recipient before the sender hears `Sent`: the
+/// audit chain must still show each envelope stored before it was delivered (the record is
+/// written at the commit, `live.rs`).
+#[tokio::test]
+async fn the_audit_chain_shows_every_envelope_stored_before_delivered() {
+    use hushwire_proto::audit::{AuditEvent, AuditRecord};
+    use sqlx::Row as _;
+    let relay = RelayProcess::start("audit-order", &["--sender-rate", "100000"]);
+    let bob = Device::new(90, 1);
+    let mut b = Client::register(&relay.url(), &bob).await;
+    let mut a = Client::register(&relay.url(), &Device::new(91, 1)).await;
+    for n in 0..40u8 {
+        assert!(matches!(
+            a.send_to(bob.address(), &[n]).await,
+            FrameBody::Sent(_)
+        ));
+    }
+    let delivered = b.receive(40).await;
+    // Audit records are flushed every 500 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        relay.data_dir.join("relay.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows = sqlx::query("SELECT record FROM audit_records ORDER BY sequence")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let events: Vec<AuditEvent> = rows
+        .iter()
+        .map(|r| {
+            AuditRecord::from_bytes(&r.get::<Vec<u8>, _>(0))
+                .unwrap()
+                .event
+        })
+        .collect();
+    for d in &delivered {
+        let at = |stored: bool| {
+            events.iter().position(|e| match e {
+                AuditEvent::EnvelopeStored { envelope, .. } => stored && envelope.0 == d.server_id,
+                AuditEvent::EnvelopeDelivered { envelope, .. } => {
+                    !stored && envelope.0 == d.server_id
+                }
+                _ => false,
+            })
+        };
+        let (stored, shown) = (at(true), at(false));
+        assert!(stored.is_some() && shown.is_some(), "both recorded");
+        assert!(stored < shown, "delivered before stored in the audit chain");
+    }
+}
