@@ -36,8 +36,9 @@ const LAST_LIST_FILE: &str = "last-revocations.txt";
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// What the organization key is sealed as.
 const KEY_PURPOSE: &str = "hushwire organization key";
-/// The sealing purpose of an archive private key file (`org archive-policy`).
-const ARCHIVE_KEY_PURPOSE: &str = "hushwire archive key";
+/// The sealing purpose of an archive private key file (`org archive-policy`): the core's, so
+/// the browser console opens the same files (`hushwire::sealed_file`).
+const ARCHIVE_KEY_PURPOSE: &str = hushwire::archive::ARCHIVE_KEY_FILE_PURPOSE;
 /// Certificates start this long before they are issued, so a device whose clock is a little
 /// behind accepts them at once.
 const BACKDATE_SECS: u64 = 300;

@@ -8,9 +8,9 @@
 
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac as _};
 use hushwire::StorageKey;
+use hushwire::sealed_file::{SealedFileError, expand};
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -21,149 +21,31 @@ use crate::error::{ClientError, Result};
 
 /// HKDF info for the key the core's sealed objects (account, sessions, transcript writers) use.
 const INFO_STORAGE: &[u8] = b"hushwire-client v1 storage key";
-/// HKDF info for the key the client's own sealed values use.
-const INFO_VALUES: &[u8] = b"hushwire-client v1 values key";
+// The values key, the check value and the associated data's prefix are the sealed-file
+// format's (`hushwire::sealed_file`): a store's values are sealed the same way.
+use hushwire::sealed_file::{AD_PREFIX, INFO_CHECK, INFO_VALUES};
 /// HKDF info for the key of blind indexes (keyed hashes of addresses, so the store can look a
 /// contact up without holding the address in the clear).
 const INFO_INDEX: &[u8] = b"hushwire-client v1 index key";
-/// HKDF info for the value stored to recognise the right secret.
-const INFO_CHECK: &[u8] = b"hushwire-client v1 key check";
-/// Prefix of every sealed value's associated data.
-const AD_PREFIX: &[u8] = b"hushwire-client v1 value\x00";
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
-/// Shortest passphrase accepted when creating a store.
-pub const MIN_PASSPHRASE_CHARS: usize = 8;
+// The secret, its cost parameters and the derivation of the master key live in the core
+// (`hushwire::sealed_file`), beside the sealed-file format, so WebAssembly can open the files
+// the CLI writes; the store uses the same derivation.
+pub(crate) use hushwire::sealed_file::KeyDerivation;
+pub use hushwire::sealed_file::{KdfParams, MIN_PASSPHRASE_CHARS, Secret};
 
-/// What unlocks a store.
-pub enum Secret {
-    /// A passphrase, stretched with Argon2id (parameters stored in the store).
-    Passphrase(Zeroizing<String>),
-    /// A 32-byte key from the embedding app (a platform keystore, an HSM): used as the master key.
-    Key(Zeroizing<[u8; 32]>),
-}
-
-impl Secret {
-    /// A passphrase secret.
-    pub fn passphrase(passphrase: impl Into<String>) -> Self {
-        Self::Passphrase(Zeroizing::new(passphrase.into()))
-    }
-
-    /// A raw 32-byte key secret.
-    pub fn key(key: [u8; 32]) -> Self {
-        Self::Key(Zeroizing::new(key))
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Passphrase(_) => "passphrase",
-            Self::Key(_) => "key",
-        }
-    }
-}
-
-impl core::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Secret::{}(<redacted>)", self.kind())
-    }
-}
-
-/// Argon2id cost parameters, stored beside the salt so a store keeps opening after the defaults
-/// change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KdfParams {
-    /// Memory in KiB.
-    pub memory_kib: u32,
-    /// Passes over the memory.
-    pub iterations: u32,
-    /// Lanes.
-    pub parallelism: u32,
-}
-
-impl KdfParams {
-    /// The default: 64 MiB, 3 passes, 1 lane (RFC 9106's second recommended option, and above
-    /// OWASP's minimum for Argon2id). About half a second on a laptop core.
-    pub const DEFAULT: Self = Self {
-        memory_kib: 64 * 1024,
-        iterations: 3,
-        parallelism: 1,
-    };
-
-    /// Cheap parameters for tests and examples only: they give a passphrase no protection.
-    pub const INSECURE_FOR_TESTS: Self = Self {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
-}
-
-/// How the master key is derived, stored in the clear in the store's `meta` table.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum KeyDerivation {
-    /// Argon2id over the passphrase with this salt.
-    Argon2id { params: KdfParams, salt: [u8; 16] },
-    /// The secret is the master key.
-    RawKey,
-}
-
-impl KeyDerivation {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Argon2id { .. } => "passphrase",
-            Self::RawKey => "key",
-        }
-    }
-
-    /// A new derivation for `secret`, with a fresh salt for passphrases.
-    pub(crate) fn new_for<R: CryptoRng + ?Sized>(
-        secret: &Secret,
-        params: KdfParams,
-        rng: &mut R,
-    ) -> Result<Self> {
-        Ok(match secret {
-            Secret::Passphrase(p) => {
-                if p.chars().count() < MIN_PASSPHRASE_CHARS {
-                    return Err(ClientError::WeakPassphrase {
-                        min_chars: MIN_PASSPHRASE_CHARS,
-                    });
-                }
-                let mut salt = [0u8; 16];
-                rng.fill_bytes(&mut salt);
-                Self::Argon2id { params, salt }
+impl From<SealedFileError> for ClientError {
+    fn from(e: SealedFileError) -> Self {
+        match e {
+            SealedFileError::WeakPassphrase { min_chars } => Self::WeakPassphrase { min_chars },
+            SealedFileError::SecretKindMismatch { expected } => {
+                Self::SecretKindMismatch { expected }
             }
-            Secret::Key(_) => Self::RawKey,
-        })
-    }
-
-    /// The master key `secret` yields under this derivation.
-    pub(crate) fn master_key(&self, secret: &Secret) -> Result<Zeroizing<[u8; 32]>> {
-        let mut master = Zeroizing::new([0u8; 32]);
-        match (self, secret) {
-            (Self::Argon2id { params, salt }, Secret::Passphrase(p)) => {
-                let argon_params = argon2::Params::new(
-                    params.memory_kib,
-                    params.iterations,
-                    params.parallelism,
-                    Some(32),
-                )
-                .map_err(|_| ClientError::CorruptStore("key derivation parameters"))?;
-                argon2::Argon2::new(
-                    argon2::Algorithm::Argon2id,
-                    argon2::Version::V0x13,
-                    argon_params,
-                )
-                .hash_password_into(p.as_bytes(), salt, master.as_mut())
-                .map_err(|_| ClientError::CorruptStore("key derivation parameters"))?;
-            }
-            (Self::RawKey, Secret::Key(k)) => master.copy_from_slice(k.as_slice()),
-            _ => {
-                return Err(ClientError::SecretKindMismatch {
-                    expected: self.kind(),
-                });
-            }
+            SealedFileError::WrongSecret => Self::WrongSecret,
+            SealedFileError::Malformed => Self::CorruptStore("key derivation parameters"),
         }
-        Ok(master)
     }
 }
 
@@ -174,13 +56,6 @@ pub(crate) struct Vault {
     values: [u8; 32],
     index: [u8; 32],
     check: [u8; 32],
-}
-
-fn expand(master: &[u8; 32], info: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    // 32 bytes is far below HKDF-SHA256's output limit: expansion cannot fail.
-    let _ = Hkdf::<Sha256>::new(None, master).expand(info, &mut out);
-    out
 }
 
 impl Vault {
@@ -309,15 +184,9 @@ impl Vault {
     }
 }
 
-/// The first bytes of a file sealed by [`seal_secret_file`].
-const SEALED_FILE_MAGIC: &[u8; 8] = b"HWSEAL01";
-
-/// Seals a small secret for a file of its own (a clinic's organization key, `hushwire org`)
-/// the way a store is sealed: a master key from `secret` (Argon2id with a fresh salt and
-/// `params` for a passphrase), expanded into a values key and a check value, and the secret
-/// sealed as `purpose` with XChaCha20-Poly1305. Layout: `HWSEAL01 ‖ len[2] ‖ derivation ‖
-/// check[32] ‖ nonce[24] ‖ ciphertext ‖ tag[16]`. [`ClientError::WeakPassphrase`] for a short
-/// passphrase.
+/// Seals a small secret for a file of its own (a clinic's organization key or archive key,
+/// `hushwire org`) in the core's sealed-file format ([`hushwire::sealed_file`], layout in
+/// `docs/conversations.md` §7.5). [`ClientError::WeakPassphrase`] for a short passphrase.
 pub fn seal_secret_file(
     secret: &Secret,
     params: KdfParams,
@@ -325,21 +194,9 @@ pub fn seal_secret_file(
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
     let mut rng = crate::os::rng();
-    let derivation = KeyDerivation::new_for(secret, params, &mut rng)?;
-    let master = derivation.master_key(secret)?;
-    let vault = Vault::from_master(&master);
-    let header = postcard::to_allocvec(&derivation).unwrap_or_default();
-    let mut out = Vec::with_capacity(8 + 2 + header.len() + 32 + plaintext.len() + 40);
-    out.extend_from_slice(SEALED_FILE_MAGIC);
-    out.extend_from_slice(
-        &u16::try_from(header.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&vault.check_value());
-    out.extend_from_slice(&vault.seal(purpose, b"", plaintext, &mut rng));
-    Ok(out)
+    Ok(hushwire::sealed_file::seal(
+        secret, params, purpose, plaintext, &mut rng,
+    )?)
 }
 
 /// Opens a file sealed by [`seal_secret_file`] as `purpose`: [`ClientError::WrongSecret`] if
@@ -350,30 +207,10 @@ pub fn open_secret_file(
     purpose: &'static str,
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let bad = ClientError::CorruptStore(purpose);
-    let rest = sealed
-        .strip_prefix(SEALED_FILE_MAGIC.as_slice())
-        .ok_or(bad)?;
-    let (Some(len), Some(rest)) = (rest.get(..2), rest.get(2..)) else {
-        return Err(ClientError::CorruptStore(purpose));
-    };
-    let len = usize::from(u16::from_be_bytes(
-        len.try_into()
-            .map_err(|_| ClientError::CorruptStore(purpose))?,
-    ));
-    if rest.len() < len + 32 {
-        return Err(ClientError::CorruptStore(purpose));
-    }
-    let (header, rest) = rest.split_at(len);
-    let (check, body) = rest.split_at(32);
-    let derivation: KeyDerivation =
-        postcard::from_bytes(header).map_err(|_| ClientError::CorruptStore(purpose))?;
-    let master = derivation.master_key(secret)?;
-    let vault = Vault::from_master(&master);
-    if !vault.matches(check) {
-        return Err(ClientError::WrongSecret);
-    }
-    vault.open(purpose, b"", body)
+    hushwire::sealed_file::open(secret, purpose, sealed).map_err(|e| match e {
+        SealedFileError::Malformed => ClientError::CorruptStore(purpose),
+        e => e.into(),
+    })
 }
 
 #[cfg(test)]
@@ -437,31 +274,5 @@ mod tests {
         flipped[30] ^= 1;
         assert!(vault.open("contact", b"1", &flipped).is_err());
         assert!(vault.open("contact", b"1", &sealed[..20]).is_err());
-    }
-
-    #[test]
-    fn passphrase_derivation_is_deterministic_and_secret_kinds_do_not_mix() {
-        let mut rng = rand_chacha::ChaCha20Rng::from_seed([4; 32]);
-        let secret = Secret::passphrase("correct horse battery");
-        let kdf = KeyDerivation::new_for(&secret, KdfParams::INSECURE_FOR_TESTS, &mut rng).unwrap();
-        let a = kdf.master_key(&secret).unwrap();
-        let b = kdf
-            .master_key(&Secret::passphrase("correct horse battery"))
-            .unwrap();
-        assert_eq!(*a, *b);
-        let other = kdf
-            .master_key(&Secret::passphrase("correct horse battery!"))
-            .unwrap();
-        assert_ne!(*a, *other);
-        assert!(matches!(
-            kdf.master_key(&Secret::key([1; 32])),
-            Err(ClientError::SecretKindMismatch {
-                expected: "passphrase"
-            })
-        ));
-        assert!(matches!(
-            KeyDerivation::new_for(&Secret::passphrase("short"), KdfParams::DEFAULT, &mut rng),
-            Err(ClientError::WeakPassphrase { .. })
-        ));
     }
 }

@@ -60,3 +60,24 @@ test('payloads, frames, Argon2id and sealed values', () => {
   assert.throws(() => other.openValue(sealed), /different key/);
   assert.throws(() => StorageKey.random().openValue(sealed));
 });
+
+test('an archive key file the CLI wrote opens in WebAssembly; a wrong passphrase is refused', () => {
+  const fs = require('node:fs');
+  const path = require('node:path');
+  const fixtures = path.resolve(__dirname, '..', '..', 'hushwire', 'tests', 'fixtures');
+  const file = new Uint8Array(fs.readFileSync(path.join(fixtures, 'archive-key-v1.sealed')));
+  const policyText = fs.readFileSync(path.join(fixtures, 'archive-policy-v1.txt'), 'utf8').trim();
+  const policy = new Uint8Array(Buffer.from(policyText, 'base64url'));
+  const key = hushwire.ArchiveKey.openFile(file, 'archive passphrase');
+  assert.equal(key.publicKey.length, 32);
+  assert.equal(key.matchesPolicy(policy), true);
+  key.free();
+  assert.throws(
+    () => hushwire.ArchiveKey.openFile(file, 'organization passphrase'),
+    /^Error: wrong passphrase: the archive key file did not open/,
+  );
+  assert.throws(
+    () => hushwire.ArchiveKey.openFile(new Uint8Array([1, 2, 3]), 'archive passphrase'),
+    /not an archive key file/,
+  );
+});

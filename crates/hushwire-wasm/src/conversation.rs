@@ -812,6 +812,62 @@ impl SharedText {
 // The clinic archive (docs/conversations.md §7)
 // ---------------------------------------------------------------------------------------------
 
+/// The clinic's archive private key, opened from the file `hushwire org archive-policy` wrote
+/// (`conversations.md` §7.5). The key stays inside WebAssembly: JavaScript holds only this
+/// handle (free it when done), and sees the public key.
+#[wasm_bindgen]
+pub struct ArchiveKey(hushwire::archive::ArchiveSecretKey);
+
+#[wasm_bindgen]
+impl ArchiveKey {
+    /// Opens an archive key file (`archive-key-SEQUENCE.sealed`) with its passphrase (Argon2id
+    /// at the cost the file names, bounded). The passphrase is zeroized once used, never kept.
+    /// Throws, in plain words, on a wrong passphrase or a file that is not an archive key file.
+    #[wasm_bindgen(js_name = openFile)]
+    pub fn open_file(file: &[u8], passphrase: String) -> Result<ArchiveKey> {
+        use hushwire::sealed_file::{SealedFileError, Secret};
+        let secret = Secret::Passphrase(Zeroizing::new(passphrase));
+        let seed = hushwire::sealed_file::open(
+            &secret,
+            hushwire::archive::ARCHIVE_KEY_FILE_PURPOSE,
+            file,
+        )
+        .map_err(|e| match e {
+            SealedFileError::WrongSecret => Error::new(
+                "wrong passphrase: the archive key file did not open. It is sealed under the \
+                 archive passphrase chosen at `hushwire org archive-policy`, not the \
+                 organization key's nor a device's",
+            ),
+            _ => Error::new(
+                "this is not an archive key file (`hushwire org archive-policy` writes \
+                 archive-key-SEQUENCE.sealed), or it is damaged",
+            ),
+        })?;
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            seed.as_slice()
+                .try_into()
+                .map_err(|_| Error::new("the archive key file is damaged"))?,
+        );
+        hushwire::archive::ArchiveSecretKey::from_secret_bytes(*seed)
+            .map(ArchiveKey)
+            .ok_or_else(|| Error::new("the archive key file is damaged"))
+    }
+
+    /// The archive public key (32 bytes), as an archive policy names it.
+    #[wasm_bindgen(getter, js_name = publicKey)]
+    pub fn public_key(&self) -> Vec<u8> {
+        self.0.public().as_bytes().to_vec()
+    }
+
+    /// Whether the encoded archive policy `policy` names this key (its signature is checked
+    /// separately, with `Clinic.verifyArchivePolicy`).
+    #[wasm_bindgen(js_name = matchesPolicy)]
+    pub fn matches_policy(&self, policy: &[u8]) -> Result<bool> {
+        let policy = ArchivePolicy::from_bytes(policy).map_err(Error::new)?;
+        Ok(policy.archive_key() == self.0.public())
+    }
+}
+
 #[wasm_bindgen]
 impl Clinic {
     /// Checks an encoded archive policy (`Incoming.archivePolicy`) under this clinic's

@@ -153,6 +153,7 @@ fn webassembly_build_passes_the_node_checks() {
         "the browser build (target/wasm/web) loads and talks to the Node build",
         "a login answer to the published challenge verifies only under the pinned relay key",
         "payloads, frames, Argon2id and sealed values",
+        "an archive key file the CLI wrote opens in WebAssembly; a wrong passphrase is refused",
     ] {
         assert!(
             report

@@ -28,6 +28,9 @@ use crate::keys::{diffie_hellman, generate_x25519, x25519_from_secret};
 
 /// Largest padded payload an archive envelope carries: the session's plaintext limit.
 pub const MAX_ARCHIVED_PAYLOAD_LEN: usize = 65_536;
+/// The purpose an archive key file (`hushwire org archive-policy`) is sealed as
+/// ([`crate::sealed_file`]): its plaintext is the 32-byte archive secret key.
+pub const ARCHIVE_KEY_FILE_PURPOSE: &str = "hushwire archive key";
 /// Bytes of the archived plaintext before the payload: sender fingerprint 32, device 4, epoch 8.
 const ARCHIVED_HEADER_LEN: usize = 32 + 4 + 8;
 

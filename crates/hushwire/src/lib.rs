@@ -49,6 +49,7 @@ pub mod linking;
 pub mod payload;
 pub mod ratchet;
 pub mod seal;
+pub mod sealed_file;
 mod session;
 pub mod transcript;
 pub mod wire;

@@ -258,6 +258,7 @@ pub(super) async fn derive_master(
     tokio::task::spawn_blocking(move || derivation.master_key(&secret))
         .await
         .map_err(|_| ClientError::CorruptStore("key derivation"))?
+        .map_err(ClientError::from)
 }
 
 fn session_error(e: impl core::fmt::Display) -> ClientError {
