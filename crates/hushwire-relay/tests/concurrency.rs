@@ -20,6 +20,24 @@ use hushwire_proto::relay::{ErrorCode, FrameBody};
 
 const SENDERS: u8 = 16;
 
+/// Sends `n` one-envelope `Send` frames to `to` without waiting for any answer (payload: the
+/// frame's number, 4 bytes big-endian); their request ids in order.
+async fn send_without_waiting(
+    client: &mut Client,
+    to: hushwire_proto::relay::DeviceAddress,
+    n: u32,
+) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let envelope = hushwire_proto::relay::OutgoingEnvelope {
+            recipient: to,
+            payload: i.to_be_bytes().to_vec(),
+        };
+        ids.push(client.request(FrameBody::Send(vec![envelope])).await);
+    }
+    ids
+}
+
 /// 16 senders on all instances send 100 envelopes each while the recipient stays connected:
 /// every one of the 1,600 arrives on that one open connection, none twice.
 #[tokio::test]
@@ -179,18 +197,7 @@ async fn pipelined_sends_are_stored_and_answered_in_order() {
         let bob = Device::new(252, 1);
         let mut b = Client::register(&relays[0].url(), &bob).await;
         let mut a = Client::register(&relays[relays.len() - 1].url(), &Device::new(253, 1)).await;
-        let mut ids = Vec::new();
-        for n in 0..N {
-            ids.push(
-                a.request(FrameBody::Send(vec![
-                    hushwire_proto::relay::OutgoingEnvelope {
-                        recipient: bob.address(),
-                        payload: n.to_be_bytes().to_vec(),
-                    },
-                ]))
-                .await,
-            );
-        }
+        let ids = send_without_waiting(&mut a, bob.address(), N).await;
         let receiving = tokio::spawn(async move {
             let mut order = Vec::new();
             while order.len() < N as usize {
@@ -230,18 +237,7 @@ async fn answers_of_stored_sends_go_out_before_a_malformed_frame_closes() {
         let bob = Device::new(254, 1);
         drop(Client::register(&relays[0].url(), &bob).await);
         let mut a = Client::register(&relays[0].url(), &Device::new(255, 1)).await;
-        let mut ids = Vec::new();
-        for n in 0..20u32 {
-            ids.push(
-                a.request(FrameBody::Send(vec![
-                    hushwire_proto::relay::OutgoingEnvelope {
-                        recipient: bob.address(),
-                        payload: n.to_be_bytes().to_vec(),
-                    },
-                ]))
-                .await,
-            );
-        }
+        let ids = send_without_waiting(&mut a, bob.address(), 20).await;
         a.send_raw(vec![0x01, 0x7f, 0, 0, 3, 231]).await;
         let mut answered = Vec::new();
         let mut refused = false;
