@@ -524,6 +524,23 @@ export class HushwireClient {
     });
   }
 
+  /** Encrypts every payload for every device, in order, and stores each device's session
+   *  after them in one write (a history share to a member's devices). */
+  private async encryptForDevices(
+    devices: string[],
+    payloads: Uint8Array[],
+  ): Promise<[string, Uint8Array][]> {
+    const envelopes: [string, Uint8Array][] = [];
+    const records: Record<string, Uint8Array | object> = {};
+    for (const device of devices) {
+      const session = await this.sessionFor(device);
+      for (const p of payloads) envelopes.push([device, session.encrypt(p)]);
+      records[`session:${device}`] = session.seal(this.store.storageKey);
+    }
+    await this.store.put(records);
+    return envelopes;
+  }
+
   private async sessionFor(peer: string): Promise<hw.Session> {
     let session = this.sessions.get(peer);
     if (session) return session;
@@ -1004,14 +1021,7 @@ export class HushwireClient {
         group.map((x) => x.text),
       ),
     );
-    const envelopes: [string, Uint8Array][] = [];
-    const records: Record<string, Uint8Array | object> = {};
-    for (const device of agent.devices) {
-      const session = await this.sessionFor(device);
-      for (const p of payloads) envelopes.push([device, session.encrypt(p)]);
-      records[`session:${device}`] = session.seal(this.store.storageKey);
-    }
-    await this.store.put(records);
+    const envelopes = await this.encryptForDevices(agent.devices, payloads);
     let shared = false;
     for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
       const answer = await this.sendToMembers(cs, group);
@@ -1827,14 +1837,7 @@ export class HushwireClient {
         group.map((x) => x.text),
       ),
     );
-    const envelopes: [string, Uint8Array][] = [];
-    const records: Record<string, Uint8Array | object> = {};
-    for (const device of member.devices) {
-      const session = await this.sessionFor(device);
-      for (const p of payloads) envelopes.push([device, session.encrypt(p)]);
-      records[`session:${device}`] = session.seal(this.store.storageKey);
-    }
-    await this.store.put(records);
+    const envelopes = await this.encryptForDevices(member.devices, payloads);
     for (const group of chunks(envelopes, ENVELOPES_PER_FRAME)) {
       const answer = await this.sendToMembers(cs, group);
       if (answer.kind !== "sent") throw new Error(answer.errorName || answer.kind);
