@@ -214,13 +214,7 @@ impl Account {
     ) -> Result<Vec<u8>> {
         let now = unix_seconds(now_seconds)?;
         let me = self.0.identity_key();
-        let mine = membership
-            .log
-            .members()
-            .iter()
-            .find(|m| m.identity() == me)
-            .filter(|m| m.role() == MemberRole::Agent)
-            .ok_or_else(|| Error::new("you are not an agent on this conversation"))?;
+        let mine = self.own_agent_member(membership)?;
         let my_devices = mine.devices().to_vec();
         let mut changes = Vec::with_capacity(2);
         let mut epoch = membership.log.next_epoch();
@@ -278,15 +272,7 @@ impl Account {
         colleague_device_list: &[u8],
     ) -> Result<Vec<u8>> {
         let now = unix_seconds(now_seconds)?;
-        if membership
-            .log
-            .members()
-            .iter()
-            .find(|m| m.identity() == self.0.identity_key())
-            .is_none_or(|m| m.role() != MemberRole::Agent)
-        {
-            return Err(Error::new("you are not an agent on this conversation"));
-        }
+        self.own_agent_member(membership)?;
         let add = self.colleague_add(
             membership,
             certificate,
@@ -303,6 +289,20 @@ impl Account {
 }
 
 impl Account {
+    /// This identity's member entry on the conversation, if it is on it as agent.
+    fn own_agent_member<'m>(
+        &self,
+        membership: &'m Membership,
+    ) -> Result<&'m hushwire::proto::conversation::Member> {
+        membership
+            .log
+            .members()
+            .iter()
+            .find(|m| m.identity() == self.0.identity_key())
+            .filter(|m| m.role() == MemberRole::Agent)
+            .ok_or_else(|| Error::new("you are not an agent on this conversation"))
+    }
+
     /// The change adding the colleague (certificate checked under the clinic's key with the
     /// agent role, device list under the certificate's identity) at `membership`'s next epoch.
     fn colleague_add(
