@@ -26,6 +26,7 @@ use clap::Parser;
 mod attack;
 mod claims;
 mod conversations;
+mod scratch;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::IdentityKeyPair;
 use hushwire::proto::codec::Codec;
@@ -56,7 +57,8 @@ struct Args {
     /// The relay binary (default: `hushwire-relay` beside this one).
     #[arg(long)]
     relay_bin: Option<PathBuf>,
-    /// PostgreSQL URL: run two relay instances on it (senders on one, receivers on the other).
+    /// PostgreSQL URL: run two relay instances on it (senders on one, receivers on the other),
+    /// in a schema of their own (`hushwire_<mode>_<pid>`) that is dropped when the run ends.
     #[arg(long)]
     database_url: Option<String>,
     /// Extra devices that only connect and idle, to measure memory per idle connection.
@@ -515,7 +517,17 @@ fn latency_line(name: &str, samples: &Mutex<Vec<u64>>) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    let database_url = args.database_url.clone();
+    let outcome = run(args).await;
+    // Every mode's relay instances are gone by now (each `RelayProcess` is killed when dropped).
+    if let Some(url) = database_url {
+        match scratch::drop_run_schemas(&url).await {
+            Ok(n) => eprintln!("dropped {n} PostgreSQL schema(s) of this run"),
+            Err(e) => eprintln!("warning: this run's PostgreSQL schemas were not dropped: {e}"),
+        }
+    }
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
