@@ -797,6 +797,17 @@ impl Codec for Frame {
 }
 
 impl Frame {
+    /// The `request_id` of an encoded frame whose body may not decode (relay-protocol.md §2):
+    /// bytes 2..6 of the 6-byte header, big-endian, or 0 when the header itself is short. The
+    /// relay echoes it in the `Error` it answers a malformed frame with, so a client can tell
+    /// which of its requests was refused.
+    pub fn request_id_of(bytes: &[u8]) -> u32 {
+        bytes
+            .get(2..6)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_be_bytes)
+    }
+
     fn type_byte(&self) -> u8 {
         match self.body {
             FrameBody::Register { .. } => 0x01,

@@ -470,7 +470,8 @@ impl<S: Store> Connection<S> {
     }
 
     async fn handle(&mut self, bytes: &[u8]) -> Result<(), Close> {
-        let frame = Frame::from_bytes(bytes).map_err(|_| error(0, ErrorCode::Malformed))?;
+        let frame = Frame::from_bytes(bytes)
+            .map_err(|_| error(Frame::request_id_of(bytes), ErrorCode::Malformed))?;
         let id = frame.request_id;
         let Some((device, identity)) = self.device.clone() else {
             return match frame.body {
@@ -905,7 +906,7 @@ impl<S: Store> Connection<S> {
                                 },
                             );
                         }
-                        if !relay.live_delivery {
+                        if !relay.live_delivery() {
                             relay.wake(recipient);
                         }
                     }
@@ -1632,7 +1633,7 @@ impl<S: Store> Connection<S> {
         }
         // Taken before the mailbox is read: whatever the queue dropped was committed before
         // its overflow flag was set, so before this take, so the read below returns it.
-        let (live, overflowed) = if self.relay.live_delivery {
+        let (live, overflowed) = if self.relay.live_delivery() {
             self.wakers
                 .live
                 .lock()
@@ -1640,12 +1641,12 @@ impl<S: Store> Connection<S> {
         } else {
             (VecDeque::new(), true)
         };
-        if overflowed && self.relay.live_delivery {
+        if overflowed && self.relay.live_delivery() {
             self.relay.metrics.live_overflows.inc();
         }
         if overflowed || !self.caught_up {
             self.read_mailbox(device).await?;
-            self.caught_up = self.relay.live_delivery;
+            self.caught_up = self.relay.live_delivery();
         }
         let mut fresh: Vec<(i64, Delivery)> = Vec::with_capacity(live.len());
         for (position, delivery) in live {

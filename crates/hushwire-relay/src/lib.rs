@@ -115,10 +115,6 @@ pub struct Relay<S> {
     pub(crate) archive_limits: RateLimiter<hushwire_proto::relay::DeviceAddress>,
     /// Devices connected to this instance, woken when mail arrives for them.
     pub(crate) connected: Arc<Connected>,
-    /// Envelopes reach [`Relay::connected`] right after their commit (`live.rs`): from the
-    /// SQLite writer, or in PostgreSQL's mailbox notifications. A connection then reads its
-    /// mailbox only at login, after its live queue overflowed, and when told to.
-    pub(crate) live_delivery: bool,
     /// Mailbox positions are consecutive: a live envelope that is not the next one after the
     /// last delivered makes the connection read its mailbox (PostgreSQL).
     pub(crate) consecutive_positions: bool,
@@ -157,7 +153,6 @@ impl<S: Store> Relay<S> {
             connected: connected.clone(),
             audit: audit.clone(),
         }));
-        let live_delivery = commits_audited || consecutive_positions;
         Arc::new(Self {
             clinic,
             allowed_origins,
@@ -180,13 +175,19 @@ impl<S: Store> Relay<S> {
             memberships: membership_cache::MembershipCache::default(),
             device_lists: device_lists::DeviceListCache::default(),
             connected,
-            live_delivery,
             consecutive_positions,
             commits_audited,
             store,
             config,
             shutdown,
         })
+    }
+
+    /// Whether envelopes reach [`Relay::connected`] right after their commit (`live.rs`): from
+    /// the SQLite writer, or in PostgreSQL's mailbox notifications. A connection then reads its
+    /// mailbox only at login, after its live queue overflowed, and when told to.
+    pub(crate) fn live_delivery(&self) -> bool {
+        self.commits_audited || self.consecutive_positions
     }
 
     /// How long one write to a connection may take before its peer counts as not reading.

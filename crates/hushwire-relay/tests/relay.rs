@@ -194,6 +194,11 @@ async fn one_time_prekeys_are_handed_out_at_most_once_under_concurrency() {
 
 /// Connects, optionally authenticates, sends `bytes`, and returns the error code the relay answers.
 async fn error_for(url: &str, device: Option<&Device>, bytes: Vec<u8>) -> ErrorCode {
+    error_frame_for(url, device, bytes).await.1
+}
+
+/// The `request_id` and code of the `Error` that answers `bytes`.
+async fn error_frame_for(url: &str, device: Option<&Device>, bytes: Vec<u8>) -> (u32, ErrorCode) {
     let mut c = connect(url).await;
     if let Some(d) = device {
         let creds = d.credentials(&c.challenge);
@@ -210,7 +215,7 @@ async fn error_for(url: &str, device: Option<&Device>, bytes: Vec<u8>) -> ErrorC
                 common::next_frame(&mut c.socket).await.is_none(),
                 "connection stays open after {code:?}"
             );
-            return code;
+            return (frame.request_id, code);
         }
     }
 }
@@ -236,15 +241,20 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
         }]),
     }
     .to_bytes();
-    // Truncated.
+    // Truncated: the error names the refused request (its header is whole).
     assert_eq!(
-        error_for(
+        error_frame_for(
             &url,
             Some(&carol),
             valid_send[..valid_send.len() - 1].to_vec()
         )
         .await,
-        ErrorCode::Malformed
+        (7, ErrorCode::Malformed)
+    );
+    // Too short for a header: request id 0.
+    assert_eq!(
+        error_frame_for(&url, Some(&carol), valid_send[..4].to_vec()).await,
+        (0, ErrorCode::Malformed)
     );
     // Wrong version.
     let mut wrong_version = valid_send.clone();
