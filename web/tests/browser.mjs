@@ -1049,6 +1049,18 @@ await step("console_opens_the_clinic_archive", agentPage, async () => {
   assert((await agentPage.$$("#archive-entries li")).length === 0, "entries shown after a wrong passphrase");
   assert((await agentPage.$("#archive-download-json")) === null, "an export offered after a wrong passphrase");
   assert((await agentPage.inputValue("#archive-passphrase")) === "", "the passphrase stayed in its field");
+  // Another clinic's archive key file (the core's fixture) with its own, right, passphrase: it
+  // opens, but it is not the key this clinic's archive policy names.
+  await agentPage.setInputFiles("#archive-key-file", "crates/hushwire/tests/fixtures/archive-key-v1.sealed");
+  await agentPage.fill("#archive-passphrase", "archive passphrase");
+  await agentPage.click("#archive-form button[type=submit]");
+  await agentPage.waitForFunction(
+    () => /^This archive key is not the one the clinic's archive policy names/.test(document.getElementById("archive-error")?.textContent ?? ""),
+    null,
+    { timeout: 60_000 },
+  );
+  assert((await agentPage.$$("#archive-entries li")).length === 0, "entries shown with another clinic's key");
+  await agentPage.setInputFiles("#archive-key-file", keyFile);
   // The right one, from the keyboard (Enter in the passphrase field).
   const tOpen = Date.now();
   await agentPage.fill("#archive-passphrase", env.HUSHWIRE_ARCHIVE_PASSPHRASE);
