@@ -6,14 +6,16 @@
 //   WebAssembly under the clinic link's organization key), registers presenting it and
 //   publishes its device list as `hushwire register --certificate` and `on-duty on` do; then on
 //   duty, the live queue, claim, several conversations side by side, reply, the verified
-//   members, delivered and read states, hand-off to a named colleague;
+//   members, delivered and read states, hand-off to a named colleague; for a supervisor's
+//   certificate, "Open the clinic archive" (the archive key file opened, and every envelope
+//   opened and checked, in WebAssembly) with its JSON and text export;
 // - two-party only (no certificate): the modest console it was before, for a widget's
 //   `data-agent`.
 //
 // Every peer text is set with textContent; every check and signature is the core's.
 
 import * as hw from "../src/wasm";
-import { HushwireClient, fingerprintOf, type ChatMessage } from "../src/client";
+import { HushwireClient, fingerprintOf, type ArchiveRecord, type ChatMessage } from "../src/client";
 import { SealedStore } from "../src/store";
 
 const main = document.getElementById("main") as HTMLElement;
@@ -232,6 +234,7 @@ function showAgentConsole(): void {
   list = el("ul", { class: "list", "aria-labelledby": "conversations-heading" });
   panels = el("div", { class: "panels" });
   main.replaceChildren(who, fp, dutyButton, alertLine, queueHeading, queueList, convHeading, list, panels);
+  if (cert && cert.roles.split(/[\s,]+/).includes("supervisor")) main.append(archiveSection(c));
   document.body.dataset.mode = "agent";
   renderQueue();
   renderList();
@@ -430,6 +433,210 @@ function agentItem(m: ChatMessage, peer: string): HTMLLIElement {
     li.append(el("span", {}, " "), recall);
   }
   return li;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clinic archive (supervisors; docs/conversations.md §7, `hushwire archive`)
+// ---------------------------------------------------------------------------------------------
+
+/** The archive key file is small (conversations.md §7.5: an opener refuses more than 64 KiB). */
+const MAX_ARCHIVE_KEY_FILE = 64 * 1024;
+
+/** "[HH:MM:SS]" of the relay's or a sender's clock, in UTC, as `hushwire archive` prints it. */
+function clock(ms: number): string {
+  const s = Math.floor(ms / 1000) % 86_400;
+  const two = (n: number) => String(n).padStart(2, "0");
+  return `${two(Math.floor(s / 3600))}:${two(Math.floor((s % 3600) / 60))}:${two(s % 60)}`;
+}
+
+const NOT_VERIFIED = "NOT VERIFIED: not a member that writes at its epoch, or not the device that filed it";
+
+/**
+ * The supervisor's view: the archive key file and its passphrase, a conversation, then its
+ * archive opened and checked in WebAssembly, shown as text and exported as `hushwire archive`
+ * would print it (`--json` or not).
+ */
+function archiveSection(c: HushwireClient): HTMLElement {
+  const section = el("section", { class: "archive", id: "archive", "aria-labelledby": "archive-heading" });
+  const heading = el("h2", { id: "archive-heading" }, "Open the clinic archive");
+  const intro = el(
+    "p",
+    {},
+    "For supervisors: the clinic's record of a conversation, sealed to the archive key. Choose the archive key file " +
+      "(archive-key-….sealed, written by hushwire org archive-policy) and type its passphrase (the archive passphrase, " +
+      "not the organization key's). The key is opened and used inside WebAssembly, and forgotten once the archive is read.",
+  );
+  const form = el("form", { "aria-label": "Open the clinic archive", id: "archive-form", class: "archive-form" });
+  const fileLabel = el("label", { for: "archive-key-file" }, "Archive key file");
+  const fileInput = el("input", { id: "archive-key-file", type: "file", accept: ".sealed", required: "" });
+  const passLabel = el("label", { for: "archive-passphrase" }, "Archive key passphrase");
+  const passInput = el("input", { id: "archive-passphrase", type: "password", autocomplete: "off", required: "" });
+  const convLabel = el("label", { for: "archive-conversation" }, "Conversation id (32 hex digits)");
+  const convInput = el("input", {
+    id: "archive-conversation",
+    size: "36",
+    autocomplete: "off",
+    spellcheck: "false",
+    required: "",
+    pattern: "[0-9a-fA-F]{32}",
+    list: "archive-conversations",
+  });
+  const known = el("datalist", { id: "archive-conversations" });
+  for (const peer of c.conversations.keys()) if (peer.startsWith("conv:")) known.append(el("option", { value: peer.slice(5) }));
+  const submit = el("button", { type: "submit" }, "Open the archive");
+  const error = el("p", { role: "alert", id: "archive-error" });
+  const view = el("div", { id: "archive-view" });
+  form.append(fileLabel, fileInput, passLabel, passInput, convLabel, convInput, known, submit);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    error.textContent = "";
+    const file = fileInput.files?.[0];
+    const passphrase = passInput.value;
+    const conversation = convInput.value.trim().toLowerCase();
+    if (!file) {
+      error.textContent = "Choose the archive key file first.";
+      return;
+    }
+    if (file.size > MAX_ARCHIVE_KEY_FILE) {
+      error.textContent = "That file is far too large to be an archive key file.";
+      return;
+    }
+    passInput.value = "";
+    submit.disabled = true;
+    submit.textContent = "Opening…";
+    // Argon2id takes a moment: let the button's state paint first.
+    setTimeout(() => {
+      void openArchive(c, file, passphrase, conversation)
+        .then(({ records, conversation: id }) => showArchive(view, id, records))
+        .catch((err: Error) => {
+          const m = err.message;
+          error.textContent = m.charAt(0).toUpperCase() + m.slice(1);
+        })
+        .finally(() => {
+          submit.disabled = false;
+          submit.textContent = "Open the archive";
+        });
+    }, 20);
+  });
+  section.append(heading, intro, form, error, view);
+  return section;
+}
+
+/** Opens the key file (in WebAssembly), reads the archive with it, and frees the key. */
+async function openArchive(
+  c: HushwireClient,
+  file: File,
+  passphrase: string,
+  conversation: string,
+): Promise<{ records: ArchiveRecord[]; conversation: string }> {
+  if (!/^[0-9a-f]{32}$/.test(conversation)) throw new Error("A conversation id is 32 hex digits (0-9, a-f).");
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const key = hw.ArchiveKey.openFile(bytes, passphrase);
+  try {
+    return { records: await c.readArchive(conversation, key), conversation };
+  } finally {
+    key.free();
+  }
+}
+
+function showArchive(view: HTMLElement, conversation: string, records: ArchiveRecord[]): void {
+  const flagged = records.filter((r) => !r.verified).length;
+  const title = el("h3", { id: "archive-view-heading" }, `Archive of conversation ${conversation}`);
+  const summary = el(
+    "p",
+    { id: "archive-summary" },
+    records.length === 0
+      ? "The archive holds nothing for this conversation."
+      : `${records.length} entries, oldest first; ${flagged === 0 ? "none flagged" : `${flagged} flagged as not verified`}. Times are UTC.`,
+  );
+  const ol = el("ol", { id: "archive-entries", class: "archive-entries", "aria-labelledby": "archive-view-heading" });
+  for (const r of records) ol.append(archiveItem(r));
+  const downloads = el("div", { class: "archive-downloads" });
+  const json = el("button", { type: "button", id: "archive-download-json" }, "Download JSON");
+  json.addEventListener("click", () =>
+    download(`archive-${conversation}.json`, "application/json", archiveJson(records)),
+  );
+  const text = el("button", { type: "button", id: "archive-download-text" }, "Download text");
+  text.addEventListener("click", () => download(`archive-${conversation}.txt`, "text/plain", archiveText(records)));
+  downloads.append(json, text);
+  const close = el("button", { type: "button", id: "archive-close" }, "Close the archive");
+  close.addEventListener("click", () => view.replaceChildren());
+  view.replaceChildren(title, summary, ol, downloads, close);
+  title.setAttribute("tabindex", "-1");
+  title.focus();
+}
+
+/** One entry, every peer text through textContent. */
+function archiveItem(r: ArchiveRecord): HTMLLIElement {
+  const li = el("li", { "data-id": r.id, "data-kind": r.kind, "data-verified": String(r.verified) });
+  if (!r.verified) li.classList.add("flagged");
+  const when = el("span", { class: "when" }, `[${clock(r.kind === "message" ? r.sentAtMs : r.filedAtMs)}]`);
+  const who = el("span", { class: "who" }, `${r.from} (device ${r.device})`);
+  li.append(when, el("span", {}, " "), who);
+  if (!r.verified) li.append(el("span", {}, " "), el("strong", { class: "flag" }, NOT_VERIFIED));
+  if (r.kind === "message") {
+    li.append(el("span", {}, ": "));
+    li.append(el("span", { class: "text" }, r.text)); // textContent only: markup stays text
+    if (r.recalledBy) {
+      li.classList.add("recalled");
+      li.append(el("span", { class: "recall-mark" }, ` — recalled by ${r.recalledBy} at ${clock(r.recallAtMs)} (kept in the archive)`));
+    }
+  } else {
+    li.append(el("span", { class: "text" }, ` recalled message ${r.id}`));
+  }
+  return li;
+}
+
+/** The entries as `hushwire --json archive` prints them: the same objects and field names. */
+function archiveJson(records: ArchiveRecord[]): string {
+  const out = records.map((r) =>
+    r.kind === "message"
+      ? {
+          kind: "message",
+          id: r.id,
+          from: r.from,
+          device: r.device,
+          epoch: r.epoch,
+          verified: r.verified,
+          sent_at_ms: r.sentAtMs,
+          filed_at_ms: r.filedAtMs,
+          text: r.text,
+        }
+      : { kind: "recall", id: r.id, from: r.from, verified: r.verified, filed_at_ms: r.filedAtMs },
+  );
+  return `${JSON.stringify(out)}\n`;
+}
+
+/** Control and bidirectional characters shown as escapes, so the file cannot drive a terminal. */
+function visible(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (ch) =>
+    `\\u{${ch.charCodeAt(0).toString(16)}}`,
+  );
+}
+
+/** The entries as `hushwire archive` prints them (lines of a message's text continued below). */
+function archiveText(records: ArchiveRecord[]): string {
+  if (records.length === 0) return "The archive holds nothing for this conversation.\n";
+  const flag = (r: ArchiveRecord) => (r.verified ? "" : ` [${NOT_VERIFIED}]`);
+  const lines = records.map((r) => {
+    if (r.kind === "recall") return `[${clock(r.filedAtMs)}] ${visible(r.from)}${flag(r)} recalled message ${r.id}`;
+    const header = `[${clock(r.sentAtMs)}] message ${r.id} ${visible(r.from)} (device ${r.device})${flag(r)}:`;
+    const text = r.text.replace(/\n$/, "");
+    if (!text.includes("\n")) return `${header} ${visible(text)}`;
+    return [header, ...text.split("\n").map((l) => `    | ${visible(l.replace(/\r$/, ""))}`)].join("\n");
+  });
+  return `${lines.join("\n")}\n`;
+}
+
+/** Hands `body` to the browser as a file download (a Blob behind a short-lived object URL). */
+function download(name: string, type: string, body: string): void {
+  const url = URL.createObjectURL(new Blob([body], { type }));
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -99,6 +99,27 @@ export interface QueueItem {
   waitingSince: number; // Unix seconds
 }
 
+/**
+ * One entry of a conversation's clinic archive as a supervisor reads it (`readArchive`), opened
+ * and checked in WebAssembly (`hw.ArchiveReading`, docs/conversations.md §7.3). Its text is PHI:
+ * shown with textContent only.
+ */
+export interface ArchiveRecord {
+  kind: "message" | "recall";
+  id: string; // the message id (for a recall: the message recalled), 32 hex digits
+  from: string; // how the verified membership names the sender
+  sender: string; // the sending device the entry names, fingerprint:deviceId
+  device: number;
+  epoch: number;
+  verified: boolean; // a member device that writes at that epoch, and the device that filed it
+  sentAtMs: number; // a message's time on its sender's clock
+  recalledAtMs: number; // a recall's time on its sender's clock
+  filedAtMs: number; // when the relay filed it (its clock)
+  text: string;
+  recalledBy: string; // a message a verified recall from its sender names: who ("" if none)
+  recallAtMs: number;
+}
+
 /** The patient's conversation with the clinic (docs/conversations.md §5.1). */
 interface ClinicState {
   id: string; // the conversation id, 32 hex digits
@@ -1625,6 +1646,91 @@ export class HushwireClient {
       if (answer.kind === "error") throw new Error(answer.errorName);
       if (answer.queueKind !== "membership" || answer.changeCount === 0) return;
       for (let i = 0; i < answer.changeCount; i++) m.apply(answer.change(i), now);
+    }
+  }
+
+  /**
+   * Supervisor: reads conversation `id`'s clinic archive as `hushwire archive` does (§7.3):
+   * `key` (opened from the archive key file, it stays in WebAssembly) must be the one the
+   * clinic's archive policy names (fetched again and verified under the clinic's key); the
+   * conversation's history is fetched and verified from epoch 0; then every envelope the relay
+   * returns for `FetchArchive` is opened and checked against it in WebAssembly. Messages and
+   * recalls, oldest first, as the CLI lists them. Throws in plain words (no such conversation,
+   * not a supervisor, an envelope that does not open) and then shows nothing.
+   */
+  async readArchive(id: string, key: hw.ArchiveKey): Promise<ArchiveRecord[]> {
+    const clinic = this.clinic;
+    if (!clinic || !this.ownCertificate) throw new Error(this.agentProblem || "This console has no certificate yet.");
+    if (!/^[0-9a-f]{32}$/.test(id)) throw new Error("A conversation id is 32 hex digits (0-9, a-f).");
+    if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+    await this.fetchArchivePolicy();
+    const policy = this.archivePolicy;
+    if (!policy) throw new Error("The clinic has published no archive policy that verifies: there is no archive to read.");
+    if (!key.matchesPolicy(fromHex(policy))) {
+      throw new Error(
+        "This archive key is not the one the clinic's archive policy names: choose the clinic's current archive key file.",
+      );
+    }
+    const cs: ConvRuntime = {
+      state: { id, changes: [], deviceList: true, opened: true },
+      membership: new hw.Membership(clinic, fromHex(id)),
+    };
+    const reading = new hw.ArchiveReading(fromHex(id));
+    try {
+      try {
+        await this.fetchInto(cs);
+      } catch (e) {
+        const why = (e as Error).message;
+        throw new Error(
+          why === "UnknownConversation"
+            ? "The relay has no such conversation of this clinic."
+            : why === "NotOnConversation"
+              ? "The relay does not show this conversation's history to this console (a supervisor's certificate is needed)."
+              : `The conversation's history could not be verified: ${why}`,
+        );
+      }
+      let from = 0;
+      for (;;) {
+        const answer = await this.call((rid) => hw.fetchArchiveFrame(rid, fromHex(id), from));
+        if (answer.kind === "error") {
+          throw new Error(
+            answer.errorName === "Forbidden"
+              ? "The relay refused: reading the archive needs a supervisor's certificate."
+              : `The relay refused to return the archive: ${answer.errorName}`,
+          );
+        }
+        if (answer.queueKind !== "archiveItems" || answer.archiveItemCount === 0) break;
+        reading.addItems(key, answer, cs.membership);
+        const next = answer.archiveNextIndex;
+        if (next <= from) break;
+        from = next;
+      }
+      const records: ArchiveRecord[] = [];
+      for (const e of reading.entries()) {
+        const kind = e.kind;
+        if (kind === "message" || kind === "recall") {
+          records.push({
+            kind,
+            id: e.id,
+            from: e.from,
+            sender: e.sender,
+            device: e.device,
+            epoch: e.epoch,
+            verified: e.verified,
+            sentAtMs: e.sentAtMs,
+            recalledAtMs: e.recalledAtMs,
+            filedAtMs: e.filedAtMs,
+            text: e.text,
+            recalledBy: e.recalledBy,
+            recallAtMs: e.recallAtMs,
+          });
+        }
+        e.free();
+      }
+      return records;
+    } finally {
+      reading.free();
+      cs.membership.free();
     }
   }
 

@@ -14,7 +14,7 @@
 
 import { chromium } from "playwright-core";
 import { execFile, spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -704,14 +704,17 @@ await step("clinic_conversation_with_cli_agent", page, async () => {
 // receives the patient's next message.
 const CONSOLE_AGENT = "Dr. Console Agent";
 
-async function orgCertify(request, name) {
+async function orgCertify(request, name, roles = "agent") {
   const { stdout } = await run(
     env.HW_CLI,
-    ["org", "--org-dir", env.HW_ORG_DIR, "certify", request, "--name", name, "--roles", "agent"],
+    ["org", "--org-dir", env.HW_ORG_DIR, "certify", request, "--name", name, "--roles", roles],
     { env: { ...env, NO_COLOR: "1" }, timeout: 60_000 },
   );
   return stdout.trim();
 }
+
+// What the console case did, which the archive case then finds in the clinic's archive.
+const consoleCase = {};
 
 const consoleContext = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
 const agentPage = await consoleContext.newPage();
@@ -743,7 +746,9 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
     timeout: 10_000,
   });
   assert((await agentPage.$("#agent-identity")) === null, "a certificate for another identity was accepted");
-  await agentPage.fill("#certificate", await orgCertify(request, CONSOLE_AGENT));
+  // Agent and supervisor: the supervisor role is what lets it read the clinic archive
+  // (`console_opens_the_clinic_archive`, after this case).
+  await agentPage.fill("#certificate", await orgCertify(request, CONSOLE_AGENT, "agent,supervisor"));
   await agentPage.click("#setup-form button[type=submit]");
   await agentPage.waitForSelector("#agent-identity", { timeout: 30_000 });
   const identity = await agentPage.textContent("#agent-identity");
@@ -760,8 +765,10 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   await unlock(patientPage);
   await connected(patientPage);
   const conv = await patientPage.getAttribute(".hw-widget", "data-conversation");
+  consoleCase.conv = conv;
   assert(/^[0-9a-f]{32}$/.test(conv), `conversation id ${conv}`);
   const WAITING = "Console case: written while waiting <i>not italic</i>";
+  consoleCase.WAITING = WAITING;
   await send(patientPage, WAITING);
   await patientPage.waitForSelector('.hw-out[data-state="held"]', { timeout: 30_000 });
   const tQueue = Date.now();
@@ -841,6 +848,7 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
     (els, want) => els.find((e) => e.querySelector(".text")?.textContent === want)?.dataset.id,
     WHILE_HIDDEN,
   );
+  Object.assign(consoleCase, { FROM_AGENT, WHILE_HIDDEN, hiddenId });
   await agentPage.click(inPanel(conv, `li.out[data-id="${hiddenId}"] button.recall`));
   await patientPage.waitForFunction(
     (id) => /^Recalled by /.test(document.querySelector(`.hw-in[data-id="${id}"] .hw-text`)?.textContent ?? ""),
@@ -855,6 +863,7 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
     { timeout: 30_000 },
   );
   const FROM_PATIENT = "Patient to the console <script>window.__pwned=5</script>";
+  consoleCase.FROM_PATIENT = FROM_PATIENT;
   await send(patientPage, FROM_PATIENT);
   await agentPage.waitForFunction(
     ([sel, want]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === want),
@@ -901,6 +910,7 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   // Throughput both ways through the clients' APIs (the test hooks), every message arriving
   // once: figures for docs/performance.md, not a threshold.
   const N = Number(env.HW_CONSOLE_N ?? 200);
+  consoleCase.N = N;
   const perfTexts = (page, sel, prefix) =>
     page.$$eval(sel, (els, p) => els.map((e) => e.textContent).filter((t) => t.startsWith(p)), prefix);
   const t1 = Date.now();
@@ -1010,6 +1020,118 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   assert(kept.includes(FROM_PATIENT) && kept.includes(FROM_AGENT) && kept.includes(WAITING), `after reload the console shows ${kept.length} texts`);
   figures.consoleQueueShownMs = queueShownMs;
   return `conversation ${conv}; queue push shown after ${queueShownMs} ms; whole case ${Date.now() - t0} ms`;
+});
+// The supervisor's "Open the clinic archive" view in the same console (certified agent and
+// supervisor above): a wrong passphrase is refused in words and shows nothing; the right one
+// opens the key file in WebAssembly, the conversation's archive is fetched (`FetchArchive`,
+// as `hushwire archive`), every envelope opened and checked against the verified membership in
+// WebAssembly; the patient's and the console's messages are shown as text (markup included),
+// the recalled one marked, none flagged; the JSON export parses and equals what `hushwire
+// --json archive` prints for the same conversation, and the text export holds the same lines.
+await step("console_opens_the_clinic_archive", agentPage, async () => {
+  const t0 = Date.now();
+  const { conv, WAITING, FROM_AGENT, FROM_PATIENT, WHILE_HIDDEN, hiddenId, N } = consoleCase;
+  assert(conv && hiddenId && FROM_PATIENT && N, "the console case did not get far enough to have an archive");
+  const keyFile = (await run("sh", ["-c", `ls ${env.HW_ORG_DIR}/archive-key-*.sealed`])).stdout.trim();
+  await agentPage.waitForSelector("#archive-form", { timeout: 30_000 });
+  for (const id of ["archive-key-file", "archive-passphrase", "archive-conversation"]) {
+    assert((await agentPage.$(`label[for="${id}"]`)) !== null, `no label for #${id}`);
+  }
+  // A wrong passphrase (the organization key's): an alert in words, nothing shown.
+  await agentPage.setInputFiles("#archive-key-file", keyFile);
+  await agentPage.fill("#archive-conversation", conv);
+  await agentPage.fill("#archive-passphrase", env.HUSHWIRE_ORG_PASSPHRASE);
+  await agentPage.click("#archive-form button[type=submit]");
+  await agentPage.waitForFunction(() => /^Wrong passphrase: the archive key file did not open/.test(document.getElementById("archive-error")?.textContent ?? ""), null, {
+    timeout: 60_000,
+  });
+  assert((await agentPage.getAttribute("#archive-error", "role")) === "alert", "the error is not an alert");
+  assert((await agentPage.$$("#archive-entries li")).length === 0, "entries shown after a wrong passphrase");
+  assert((await agentPage.$("#archive-download-json")) === null, "an export offered after a wrong passphrase");
+  assert((await agentPage.inputValue("#archive-passphrase")) === "", "the passphrase stayed in its field");
+  // Another clinic's archive key file (the core's fixture) with its own, right, passphrase: it
+  // opens, but it is not the key this clinic's archive policy names.
+  await agentPage.setInputFiles("#archive-key-file", "crates/hushwire/tests/fixtures/archive-key-v1.sealed");
+  await agentPage.fill("#archive-passphrase", "archive passphrase");
+  await agentPage.click("#archive-form button[type=submit]");
+  await agentPage.waitForFunction(
+    () => /^This archive key is not the one the clinic's archive policy names/.test(document.getElementById("archive-error")?.textContent ?? ""),
+    null,
+    { timeout: 60_000 },
+  );
+  assert((await agentPage.$$("#archive-entries li")).length === 0, "entries shown with another clinic's key");
+  await agentPage.setInputFiles("#archive-key-file", keyFile);
+  // The right one, from the keyboard (Enter in the passphrase field).
+  const tOpen = Date.now();
+  await agentPage.fill("#archive-passphrase", env.HUSHWIRE_ARCHIVE_PASSPHRASE);
+  await agentPage.press("#archive-passphrase", "Enter");
+  await agentPage.waitForSelector("#archive-entries li", { timeout: 120_000 });
+  const openMs = Date.now() - tOpen;
+  assert((await agentPage.textContent("#archive-error")) === "", "an error stayed after opening");
+  const shown = await agentPage.$$eval("#archive-entries li", (els) =>
+    els.map((e) => ({
+      kind: e.dataset.kind,
+      id: e.dataset.id,
+      verified: e.dataset.verified,
+      who: e.querySelector(".who")?.textContent ?? "",
+      text: e.querySelector(".text")?.textContent ?? "",
+      recalled: e.classList.contains("recalled"),
+      mark: e.querySelector(".recall-mark")?.textContent ?? "",
+      flag: e.querySelector(".flag")?.textContent ?? "",
+    })),
+  );
+  const message = (text) => shown.find((e) => e.kind === "message" && e.text === text);
+  const staffLine = `${CONSOLE_AGENT} — verified agent of Test Clinic`;
+  for (const text of [WAITING, FROM_PATIENT]) {
+    assert(message(text)?.who.startsWith("patient (device "), `the patient's ${text} shown as ${JSON.stringify(message(text))}`);
+  }
+  for (const text of [FROM_AGENT, WHILE_HIDDEN]) {
+    assert(message(text)?.who.startsWith(`${staffLine} (device `), `the console's ${text} shown as ${JSON.stringify(message(text))}`);
+  }
+  assert(message(WHILE_HIDDEN).id === hiddenId && message(WHILE_HIDDEN).recalled, "the recalled message is not marked");
+  assert(message(WHILE_HIDDEN).mark.startsWith(` — recalled by ${staffLine} at `), `recall mark ${message(WHILE_HIDDEN).mark}`);
+  assert(!message(FROM_AGENT).recalled && !message(FROM_PATIENT).recalled, "a message not recalled is marked recalled");
+  assert(shown.some((e) => e.kind === "recall" && e.id === hiddenId), "the recall itself is not listed");
+  assert(shown.every((e) => e.verified === "true" && e.flag === ""), `flagged entries: ${JSON.stringify(shown.filter((e) => e.verified !== "true"))}`);
+  // The 200 + 200 throughput messages: each at most once. Not all of them are in the archive:
+  // the relay files at most 120 envelopes per device and minute (relay-protocol.md §6) and the
+  // clients retry a refused copy only at their next send, which a console that has handed the
+  // conversation off never makes (see docs/browser.md). The CLI's reading below must agree.
+  for (const [prefix, key] of [["console perf ", "consoleArchivePerfFromConsole"], ["widget perf ", "consoleArchivePerfFromWidget"]]) {
+    const perf = shown.filter((e) => e.text.startsWith(prefix)).map((e) => e.text);
+    assert(perf.length > 0 && perf.length <= N && new Set(perf).size === perf.length, `${prefix}: ${perf.length} in the archive view, ${new Set(perf).size} distinct`);
+    figures[key] = perf.length;
+  }
+  assert((await agentPage.$$("#archive img, #archive b, #archive i, #archive script")).length === 0, "markup rendered in the archive view");
+  assert((await agentPage.evaluate(() => window.__pwned)) === undefined, "injected code ran in the archive view");
+  // The JSON export: parses, one object per entry shown, in order, and equal to the CLI's.
+  const [jsonDownload] = await Promise.all([agentPage.waitForEvent("download"), agentPage.click("#archive-download-json")]);
+  assert(jsonDownload.suggestedFilename() === `archive-${conv}.json`, `file name ${jsonDownload.suggestedFilename()}`);
+  const exported = JSON.parse(readFileSync(await jsonDownload.path(), "utf8"));
+  assert(Array.isArray(exported) && exported.length === shown.length, `the JSON holds ${exported.length} entries, ${shown.length} shown`);
+  exported.forEach((e, i) => {
+    assert(e.kind === shown[i].kind && e.id === shown[i].id, `JSON entry ${i} is not the entry shown`);
+    if (e.kind === "message") assert(e.text === shown[i].text, `JSON entry ${i} text differs`);
+  });
+  const recalledJson = exported.find((e) => e.kind === "message" && e.id === hiddenId);
+  assert(recalledJson?.text === WHILE_HIDDEN && recalledJson.verified === true, "the recalled message's text is not kept in the export");
+  const cliJson = JSON.parse(
+    (await cliAs(env.HW_AGENT2_HOME, "--json", "archive", conv, "--key-file", keyFile)).trim().split("\n").pop(),
+  );
+  const canonical = (list) => JSON.stringify(list.map((o) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)))));
+  assert(canonical(exported) === canonical(cliJson), `the export differs from hushwire --json archive:\n${canonical(exported).slice(0, 600)}\n${canonical(cliJson).slice(0, 600)}`);
+  // The text export: the CLI's lines.
+  const [textDownload] = await Promise.all([agentPage.waitForEvent("download"), agentPage.click("#archive-download-text")]);
+  const text = readFileSync(await textDownload.path(), "utf8");
+  const lines = text.trimEnd().split("\n");
+  assert(lines.length === shown.length, `the text export has ${lines.length} lines for ${shown.length} entries`);
+  assert(lines.some((l) => l.endsWith(`recalled message ${hiddenId}`) && l.includes(staffLine)), "the text export lacks the recall");
+  assert(lines.some((l) => l.includes(` message ${hiddenId} ${staffLine} (device `) && l.endsWith(`: ${WHILE_HIDDEN}`)), "the text export lacks the recalled message");
+  assert(lines.some((l) => / message [0-9a-f]{32} patient \(device \d+\): /.test(l) && l.endsWith(FROM_PATIENT)), "the text export lacks the patient's message");
+  assert(!/NOT VERIFIED/.test(text), "the text export flags entries");
+  figures.consoleArchiveEntries = shown.length;
+  figures.consoleArchiveOpenMs = openMs;
+  return `${shown.length} entries opened in ${openMs} ms (Argon2id, fetch, open and check); whole case ${Date.now() - t0} ms`;
 });
 await patientContext.close();
 

@@ -223,7 +223,9 @@ impl Incoming {
 impl Incoming {
     /// For queue frames: `membership` (an answer to `FetchMembership`), `membershipChanged` (a
     /// push), `archivePolicy`, `queue` (an answer to `FetchQueue`), `queueChanged` (a push to
-    /// on-duty agents), `claimed`, `alreadyClaimed`, or `queueOther`; `""` for other frames.
+    /// on-duty agents), `claimed`, `alreadyClaimed`, `archiveItems` (an answer to
+    /// `FetchArchive`, read with `ArchiveReading.addItems`), or `queueOther`; `""` for other
+    /// frames.
     #[wasm_bindgen(getter, js_name = queueKind)]
     pub fn queue_kind(&self) -> String {
         match self.queue() {
@@ -234,6 +236,7 @@ impl Incoming {
             Some(QueueFrame::QueueChanged(_)) => "queueChanged",
             Some(QueueFrame::Claimed { .. }) => "claimed",
             Some(QueueFrame::AlreadyClaimed { .. }) => "alreadyClaimed",
+            Some(QueueFrame::ArchiveItems { .. }) => "archiveItems",
             Some(_) => "queueOther",
             None => "",
         }
@@ -405,14 +408,7 @@ impl Membership {
     #[wasm_bindgen(js_name = writerAt)]
     pub fn writer_at(&self, epoch: f64, address: &str) -> Result<bool> {
         let address = parse_address(address)?;
-        let Some(state) = self.state(epoch)? else {
-            return Ok(false);
-        };
-        Ok(state.members().iter().any(|m| {
-            m.role().can_write()
-                && m.identity().fingerprint().0 == address.fingerprint
-                && m.devices().contains(&address.device_id)
-        }))
+        Ok(self.writes_at(whole(epoch, "an epoch")?, &address))
     }
 
     /// Whether an agent was on the conversation at `epoch` (false for an epoch not verified
@@ -503,6 +499,41 @@ impl Membership {
         self.states.push(self.log.clone());
         self.changes.push(change);
         Ok(())
+    }
+
+    /// Whether device `address` was a member that writes (patient or agent) after the first
+    /// `epoch` changes; false for an epoch not verified yet.
+    pub(crate) fn writes_at(&self, epoch: u64, address: &DeviceAddress) -> bool {
+        let Some(state) = usize::try_from(epoch).ok().and_then(|e| self.states.get(e)) else {
+            return false;
+        };
+        state.members().iter().any(|m| {
+            m.role().can_write()
+                && m.identity().fingerprint().0 == address.fingerprint
+                && m.devices().contains(&address.device_id)
+        })
+    }
+
+    /// How someone who is or was a member is named, as the Rust client's archive reader names
+    /// them (`Conv::shown_ever`): staff by the certificate their last adding change carried
+    /// ("Name — verified agent of Clinic"), the patient as "patient".
+    pub(crate) fn shown_ever(&self, who: &Fingerprint) -> String {
+        let staff = self.changes.iter().rev().find_map(|c| {
+            c.member_certificate()
+                .filter(|cert| cert.subject().fingerprint() == *who)
+                .map(|cert| (cert.name().to_owned(), c.role()))
+        });
+        if let Some((name, role)) = staff {
+            let role = match role {
+                MemberRole::Supervisor => "supervisor",
+                _ => "agent",
+            };
+            return format!("{name} — verified {role} of {}", self.clinic.name());
+        }
+        if self.log.patient().as_ref() == Some(who) {
+            return "patient".into();
+        }
+        "a member whose name is not known here".into()
     }
 
     fn state(&self, epoch: f64) -> Result<Option<&MembershipLog>> {
@@ -818,6 +849,19 @@ impl SharedText {
 #[wasm_bindgen]
 pub struct ArchiveKey(hushwire::archive::ArchiveSecretKey);
 
+impl ArchiveKey {
+    /// The private key, for the archive reader (`crate::archive`); never handed to JavaScript.
+    pub(crate) fn secret(&self) -> &hushwire::archive::ArchiveSecretKey {
+        &self.0
+    }
+
+    /// A handle on `key` (native tests; JavaScript opens a key file with `openFile`).
+    #[cfg(test)]
+    pub(crate) fn from_secret(key: hushwire::archive::ArchiveSecretKey) -> Self {
+        Self(key)
+    }
+}
+
 #[wasm_bindgen]
 impl ArchiveKey {
     /// Opens an archive key file (`archive-key-SEQUENCE.sealed`) with its passphrase (Argon2id
@@ -937,7 +981,7 @@ pub fn conversation_hex(conversation: &[u8]) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
@@ -955,7 +999,7 @@ mod tests {
     }
 
     /// The claim an agent's client would make (`hushwire claim`), signed with its certificate.
-    fn claim(
+    pub(crate) fn claim(
         membership: &Membership,
         agent: &Account,
         org: &hushwire::IdentityKeyPair,

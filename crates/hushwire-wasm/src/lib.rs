@@ -28,9 +28,11 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod archive;
 mod conversation;
 mod web;
 pub use agent::*;
+pub use archive::*;
 pub use conversation::*;
 pub use web::*;
 

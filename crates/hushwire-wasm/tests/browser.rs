@@ -462,6 +462,7 @@ fn widget_and_client_in_chromium() {
         "console_chats_with_cli",
         "clinic_conversation_with_cli_agent",
         "console_agent_with_widget_patient",
+        "console_opens_the_clinic_archive",
         "timings_in_chromium",
     ] {
         let at = results
