@@ -340,6 +340,21 @@ async fn open_claim_hand_off_refusals_supervisor_and_pushes() {
             matches!(p.call(send(5, &ben)).await, FrameBody::Sent(_)),
             "{engine:?}"
         );
+        // But it still files the archive copies of what it wrote while on it (§7.3): a copy
+        // refused now would be missing from the clinic's record for good. A supervisor who
+        // never wrote here is still refused.
+        assert_eq!(
+            a.call(q(QueueFrame::PutArchive(Box::new(archive_envelope(conv)))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        assert_eq!(
+            s.call(q(QueueFrame::PutArchive(Box::new(archive_envelope(conv)))))
+                .await,
+            error(ErrorCode::NotOnConversation),
+            "{engine:?}"
+        );
 
         // Ben hands it back to the queue, with a note to the on-duty Ada.
         let back = h.change(

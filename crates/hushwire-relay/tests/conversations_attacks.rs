@@ -652,8 +652,16 @@ async fn hand_offs_sends_and_archive_from_hostile_members() {
             error(ErrorCode::NotOnConversation),
             "{engine:?}"
         );
+        // She may still file the archive copies of what she wrote while on it (§7.3); the
+        // stranger, never a member, may not.
         assert_eq!(
             a.call(q(QueueFrame::PutArchive(Box::new(archive_envelope(conv)))))
+                .await,
+            FrameBody::Ok,
+            "{engine:?}"
+        );
+        assert_eq!(
+            x.call(q(QueueFrame::PutArchive(Box::new(archive_envelope(conv)))))
                 .await,
             error(ErrorCode::NotOnConversation),
             "{engine:?}"

@@ -1439,12 +1439,14 @@ impl Client {
             {
                 Ok(_) => {}
                 Err(ClientError::Relay(ErrorCode::RateLimited)) => break,
-                // No longer a member that writes (removed meanwhile): the copy cannot be filed
-                // by this device; the other members' copies stand.
+                // Never a member that writes here (the relay takes copies from devices that left,
+                // `conversations.md` §7.3): this device cannot file it; the others' copies stand.
                 Err(ClientError::Relay(
                     ErrorCode::NotOnConversation | ErrorCode::UnknownConversation,
                 )) => {
-                    tracing::warn!("an archive copy was refused: not a member any more");
+                    tracing::warn!(
+                        "an archive copy was refused: this device never wrote on the conversation"
+                    );
                 }
                 Err(e) => return Err(e),
             }

@@ -270,16 +270,14 @@ impl<S: Store> Connection<S> {
                     .await
             }
             QueueFrame::PutArchive(envelope) => {
-                let Some((_, log)) = self.load(id, envelope.conversation).await? else {
+                let Some((stored, log)) = self.load(id, envelope.conversation).await? else {
                     return self
                         .refuse_queue(id, ErrorCode::UnknownConversation, "unknown_conversation")
                         .await;
                 };
-                if !role_of(&log, &device).is_some_and(MemberRole::can_write) {
-                    return self
-                        .refuse_queue(id, ErrorCode::NotOnConversation, "not_on_conversation")
-                        .await;
-                }
+                let writes_now = role_of(&log, &device).is_some_and(MemberRole::can_write);
+                // Before reading the history below: a device that never wrote here cannot make
+                // the relay read it more than the archive rate allows.
                 if let Err(wait) = self
                     .relay
                     .archive_limits
@@ -287,6 +285,11 @@ impl<S: Store> Connection<S> {
                 {
                     self.relay.refused("archive_rate", self.peer.ip());
                     return self.refuse(id, ErrorCode::RateLimited, wait).await;
+                }
+                if !writes_now && !self.wrote_here(id, &stored, &device).await? {
+                    return self
+                        .refuse_queue(id, ErrorCode::NotOnConversation, "not_on_conversation")
+                        .await;
                 }
                 self.relay
                     .store
@@ -409,6 +412,45 @@ impl<S: Store> Connection<S> {
         };
         let log = self.membership(id, &stored).await?;
         Ok(Some((stored, log)))
+    }
+
+    /// Whether a change of `stored`'s history added `device` as a member that writes: an agent
+    /// who handed the conversation off may still file the archive copies of what it wrote
+    /// while on it (`conversations.md` §7.3; the reader checks each copy's sender against the
+    /// membership at the copy's own epoch). Reads the stored changes, verified when they were
+    /// stored, up to the head, a page at a time.
+    async fn wrote_here(
+        &mut self,
+        id: u32,
+        stored: &StoredConversation,
+        device: &DeviceAddress,
+    ) -> Result<bool, Close> {
+        let mut from_epoch = 0;
+        while from_epoch < stored.head_epoch {
+            let page = self
+                .relay
+                .store
+                .conversation_changes(stored.id, from_epoch, MAX_CHANGES_PER_FRAME as u32)
+                .await
+                .map_err(|e| internal(id, &e))?;
+            if page.is_empty() {
+                break;
+            }
+            from_epoch += page.len() as u64;
+            let added_as_writer = page
+                .iter()
+                .filter_map(|b| decode_stored::<MembershipChange>(b))
+                .any(|c| {
+                    c.action() == ChangeAction::Add
+                        && c.role().can_write()
+                        && c.member().fingerprint().0 == device.fingerprint
+                        && c.devices().contains(&device.device_id)
+                });
+            if added_as_writer {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The stored conversation row, if it is one of this relay's clinic.
