@@ -74,10 +74,16 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     attackers: usize,
     /// Offered load in messages per second over all senders (0: as fast as acks allow). Each
-    /// sender sends on a fixed schedule, so latency is measured at that rate; give enough
+    /// sender sends on a fixed schedule, the senders' schedules evenly staggered, so the relay
+    /// sees one message every 1/rate seconds and latency is measured at that rate; give enough
     /// --in-flight that the schedule never waits for an ack.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// With --rate: every sender sends at the same instants instead of taking turns, so the
+    /// relay sees bursts of one message per sender (50 senders at 100 msgs/s: 50 at once every
+    /// half second). Bursts, not a steady rate: what many patients answering one broadcast do.
+    #[arg(long)]
+    in_step: bool,
     /// Instead of a throughput run, the clinic queue: this many patients open a conversation
     /// at once and --agents agents race to claim each; prints claim latency p50/p99 and PASS
     /// when every conversation was won exactly once (two instances with --database-url).
@@ -347,11 +353,20 @@ async fn run_sender(
     shared: Shared,
 ) {
     let Shared { url, stats, start } = shared;
-    // With --rate, message n of this sender is due at `begin + n × pace`.
+    // With --rate, message n of sender i (of S) is due at `begin + (n + i/S) × pace`: each
+    // sender keeps its pace and the senders take turns, so the relay sees a steady stream of
+    // `rate` messages a second. (Without the stagger every sender sent at the same instants: at
+    // 100 msgs/s from 50 senders, a burst of 50 every half second, whose last message waited
+    // for the others' commits; that measured bursts, not a rate.)
     let senders = (args.devices / 2).max(1) as f64;
     let pace = (args.rate > 0).then(|| Duration::from_secs_f64(senders / args.rate as f64));
+    let stagger = if args.in_step {
+        0.0
+    } else {
+        f64::from(index) / senders
+    };
     let begin = Instant::now();
-    let due = |n: u64| pace.map(|p| begin + p.mul_f64(n as f64));
+    let due = |n: u64| pace.map(|p| begin + p.mul_f64(n as f64 + stagger));
     let mut next = 0u64;
     while next < count {
         let current = url.lock().map(|u| u.clone()).unwrap_or_default();
