@@ -241,8 +241,12 @@ pub(crate) async fn serve<S: Store>(
         // answers (`Sent`, `Ok`) go out first, so a client never resends what is stored.
         conn.finish_answers().await;
     }
-    if let Close::Error(_, ErrorCode::Malformed, _) = &outcome {
-        relay.refused("malformed", conn.peer.ip());
+    match &outcome {
+        Close::Error(_, ErrorCode::Malformed, _) => relay.refused("malformed", conn.peer.ip()),
+        Close::Error(_, ErrorCode::Unauthenticated, _) => {
+            relay.refused("unauthenticated", conn.peer.ip());
+        }
+        _ => {}
     }
     let close_frame = match outcome {
         Close::Error(request_id, code, retry_after_ms) => {

@@ -256,3 +256,26 @@ async fn metrics_listen_apart_and_count_registrations_and_auth_failures() {
         "{text}"
     );
 }
+
+/// A second relay on a data directory in use refuses to start and names the first one's
+/// process: two instances on one directory lost half the audit chain and delivered some
+/// envelopes twice. Once the first is gone, the directory serves again.
+#[test]
+fn a_second_relay_on_one_data_directory_refuses_to_start() {
+    let mut first = RelayProcess::start("one-dir", &[]);
+    let out = relay_bin()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&first.data_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second relay started: {err}");
+    assert!(
+        err.contains(&format!("process {}", first.child.id())),
+        "{err}"
+    );
+    assert!(err.contains("another --data-dir"), "{err}");
+    // The lock goes with the process, however it ends: a restart after kill -9 serves.
+    first.crash_and_restart();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", first.port)).is_ok());
+}

@@ -268,10 +268,27 @@ async fn bad_input_gets_its_error_and_the_relay_keeps_serving() {
         error_for(&url, Some(&carol), vec![0x42; 100]).await,
         ErrorCode::Malformed
     );
-    // Unauthenticated.
+    // Unauthenticated: refused and counted, as every refusal is (§6).
     assert_eq!(
         error_for(&url, None, valid_send.clone()).await,
         ErrorCode::Unauthenticated
+    );
+    let text = common::metrics(relay.port).await;
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"hushwire_relay_refusals_total{reason="unauthenticated"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"hushwire_relay_refusals_total{reason="malformed"}"#
+        ),
+        Some(4.0),
+        "{text}"
     );
     // A frame only the relay sends.
     assert_eq!(
