@@ -38,14 +38,13 @@ pub enum Attack {
 
 /// Runs `mode`; `Ok(true)` for PASS.
 pub async fn run(mode: Attack, bin: &Path, args: &Args) -> Result<bool, String> {
-    let dir = std::env::temp_dir().join(format!("hushwire-attack-{}", std::process::id()));
+    let dir = crate::scratch::scratch_dir("attack");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let outcome = match mode {
         Attack::Flood => flood(bin, &dir).await,
         Attack::SlowReaders => slow_readers(bin, &dir, args.attackers).await,
         Attack::Pending => pending(bin, &dir, args.attackers).await,
     };
-    let _ = std::fs::remove_dir_all(&dir);
     let (pass, line) = outcome?;
     println!("{} {mode:?}: {line}", if pass { "PASS" } else { "FAIL" });
     Ok(pass)

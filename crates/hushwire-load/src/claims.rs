@@ -108,14 +108,7 @@ pub(crate) async fn start_clinic_relays(
     let org_key = *link.org();
     let mut extra = vec!["--clinic-link".to_string(), link.to_string()];
     if let Some(url) = database_url {
-        let key_file = dir.join("relay-key").display().to_string();
-        let made = std::process::Command::new(bin)
-            .args(["--relay-key-file", &key_file, "relay-key"])
-            .output()
-            .map_err(|e| format!("hushwire-relay relay-key: {e}"))?;
-        if !made.status.success() {
-            return Err("hushwire-relay relay-key failed".into());
-        }
+        let key_file = crate::make_relay_key(bin, dir)?;
         extra.extend([
             "--database-url".into(),
             url.into(),

@@ -30,7 +30,9 @@ mod scratch;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hushwire::IdentityKeyPair;
 use hushwire::proto::codec::Codec;
-use hushwire::proto::relay::{Credentials, DeviceAddress, Frame, FrameBody, OutgoingEnvelope};
+use hushwire::proto::relay::{
+    Credentials, DeviceAddress, Frame, FrameBody, MAX_ENVELOPE_LEN, OutgoingEnvelope,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng as _;
 use tokio_tungstenite::tungstenite::Message;
@@ -179,7 +181,7 @@ impl RelayProcess {
         let port = loop {
             let line = lines
                 .next()
-                .ok_or("relay exited before listening")?
+                .ok_or_else(|| format!("{} exited before listening", bin.display()))?
                 .map_err(|e| e.to_string())?;
             if let Some(i) = line.find("://127.0.0.1:") {
                 let rest = line.get(i + "://127.0.0.1:".len()..).unwrap_or_default();
@@ -213,6 +215,18 @@ impl RelayProcess {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// An error if the relay ended on its own (this tool ends it only with [`Self::kill`]):
+    /// the run could then never finish, and waiting for it would hang.
+    fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(format!(
+                "the relay on port {} exited during the run ({status})",
+                self.port
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -324,11 +338,12 @@ struct Stats {
     delivered: Mutex<HashMap<(u32, u64), u32>>,
 }
 
-fn payload(sender: u32, seq: u64, start: Instant, size: usize) -> Vec<u8> {
+/// Message `seq` of `sender`, carrying its send time (`sent_at`, µs since the run's start).
+fn payload(sender: u32, seq: u64, sent_at: u64, size: usize) -> Vec<u8> {
     let mut p = Vec::with_capacity(size.max(20));
     p.extend_from_slice(&sender.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
+    p.extend_from_slice(&sent_at.to_be_bytes());
     p.resize(size.max(20), 0x5a);
     p
 }
@@ -386,11 +401,20 @@ async fn run_sender(
                     break;
                 }
                 let request_id = u32::try_from(next % u64::from(u32::MAX - 2)).unwrap_or(0) + 2;
+                // On a schedule, latency counts from when the message was due, not from when
+                // this task got round to it: a sender running late (the machine, or acks slower
+                // than the schedule) must not hide the wait ("coordinated omission").
+                let sent_at = due(next).unwrap_or_else(Instant::now);
                 let frame = Frame {
                     request_id,
                     body: FrameBody::Send(vec![OutgoingEnvelope {
                         recipient: to,
-                        payload: payload(index, next, start, args.size),
+                        payload: payload(
+                            index,
+                            next,
+                            sent_at.saturating_duration_since(start).as_micros() as u64,
+                            args.size,
+                        ),
                     }]),
                 };
                 if send(&mut socket, frame).await.is_err() {
@@ -398,7 +422,7 @@ async fn run_sender(
                     break;
                 }
                 stats.sent.fetch_add(1, Ordering::Relaxed);
-                pending.insert(request_id, (next, Instant::now()));
+                pending.insert(request_id, (next, sent_at));
                 next += 1;
             }
             if failed {
@@ -534,8 +558,14 @@ fn latency_line(name: &str, samples: &Mutex<Vec<u64>>) -> String {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let database_url = args.database_url.clone();
-    let outcome = run(args).await;
-    // Every mode's relay instances are gone by now (each `RelayProcess` is killed when dropped).
+    // Ctrl-C or SIGTERM drops the run: each `RelayProcess` in it is killed as it is dropped.
+    let outcome = tokio::select! {
+        outcome = run(args) => outcome,
+        signal = interrupted() => Err(format!(
+            "interrupted by {signal}: the relays this run started were stopped"
+        )),
+    };
+    scratch::remove_run_dirs();
     if let Some(url) = database_url {
         match scratch::drop_run_schemas(&url).await {
             Ok(n) => eprintln!("dropped {n} PostgreSQL schema(s) of this run"),
@@ -552,7 +582,67 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Waits for Ctrl-C (SIGINT) or SIGTERM; the signal's name.
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}
+
+/// Makes `<dir>/relay-key` with `bin relay-key` (the instances of one PostgreSQL deployment
+/// share one key: a relay on PostgreSQL never makes its own, docs/relay-protocol.md §3); its
+/// path.
+pub(crate) fn make_relay_key(bin: &Path, dir: &Path) -> Result<String, String> {
+    let key = dir.join("relay-key").display().to_string();
+    let made = Command::new(bin)
+        .args(["--relay-key-file", &key, "relay-key"])
+        .output()
+        .map_err(|e| format!("cannot run {} relay-key: {e}", bin.display()))?;
+    if !made.status.success() {
+        return Err(format!(
+            "{} relay-key failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&made.stderr).trim()
+        ));
+    }
+    Ok(key)
+}
+
+/// Refuses arguments that would make a run hang or measure nothing, before any relay starts.
+fn check_args(args: &Args) -> Result<(), String> {
+    if args.devices < 2 {
+        return Err(format!(
+            "--devices {} is too few: a run needs at least 2 (a sender and its receiver)",
+            args.devices
+        ));
+    }
+    if args.in_flight == 0 {
+        return Err("--in-flight must be at least 1".into());
+    }
+    if args.size > MAX_ENVELOPE_LEN {
+        return Err(format!(
+            "--size {} is over the relay's envelope limit of {MAX_ENVELOPE_LEN} bytes (96 KiB): \
+             every send would be refused",
+            args.size
+        ));
+    }
+    if args.in_step && args.rate == 0 {
+        return Err("--in-step needs --rate (it sets how the rate is offered)".into());
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<bool, String> {
+    check_args(&args)?;
     let bin = match &args.relay_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()
@@ -563,9 +653,9 @@ async fn run(args: Args) -> Result<bool, String> {
         return attack::run(mode, &bin, &args).await;
     }
     if args.claims > 0 {
-        let dir = std::env::temp_dir().join(format!("hushwire-claims-{}", std::process::id()));
+        let dir = scratch::scratch_dir("claims");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let outcome = claims::run(
+        return claims::run(
             &bin,
             &dir,
             args.claims,
@@ -573,35 +663,19 @@ async fn run(args: Args) -> Result<bool, String> {
             args.database_url.as_deref(),
         )
         .await;
-        let _ = std::fs::remove_dir_all(&dir);
-        return outcome;
     }
     if args.conversation_devices > 0 {
-        let dir = std::env::temp_dir().join(format!("hushwire-conv-{}", std::process::id()));
+        let dir = scratch::scratch_dir("conv");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let outcome = conversations::run(&bin, &dir, &args).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        return outcome;
+        return conversations::run(&bin, &dir, &args).await;
     }
-    let data_dir = std::env::temp_dir().join(format!("hushwire-load-{}", std::process::id()));
+    let data_dir = scratch::scratch_dir("load");
     std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
     // With PostgreSQL, two instances share one schema: senders use the first, receivers the
     // second, so every delivery crosses instances (LISTEN/NOTIFY).
     let extra: Vec<String> = match &args.database_url {
         Some(url) => {
-            // One deployment, one relay key: made once, given to both instances (a relay on
-            // PostgreSQL never makes its own, docs/relay-protocol.md §3).
-            let key = data_dir.join("relay-key").display().to_string();
-            let made = std::process::Command::new(&bin)
-                .args(["--relay-key-file", &key, "relay-key"])
-                .output()
-                .map_err(|e| format!("hushwire-relay relay-key: {e}"))?;
-            if !made.status.success() {
-                return Err(format!(
-                    "hushwire-relay relay-key failed: {}",
-                    String::from_utf8_lossy(&made.stderr)
-                ));
-            }
+            let key = make_relay_key(&bin, &data_dir)?;
             vec![
                 "--database-url".into(),
                 url.clone(),
@@ -614,7 +688,7 @@ async fn run(args: Args) -> Result<bool, String> {
         None => Vec::new(),
     };
     let mut relay = RelayProcess::start(&bin, &data_dir, &extra)?;
-    let second = match &args.database_url {
+    let mut second = match &args.database_url {
         Some(_) => {
             let dir = data_dir.join("second");
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -698,6 +772,10 @@ async fn run(args: Args) -> Result<bool, String> {
     while tasks.iter().any(|t| !t.is_finished()) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         rss_peak = rss_peak.max(relay.rss_kib());
+        relay.check_alive()?;
+        if let Some(second) = second.as_mut() {
+            second.check_alive()?;
+        }
         if kills_done < args.kills && last_kill.elapsed() >= kill_every {
             relay.kill();
             relay = RelayProcess::start(&bin, &data_dir, &extra)?;
@@ -723,7 +801,6 @@ async fn run(args: Args) -> Result<bool, String> {
     if let Some(mut second) = second {
         second.kill();
     }
-    let _ = std::fs::remove_dir_all(&data_dir);
 
     let sent = stats.sent.load(Ordering::Relaxed);
     let acked_ids = stats
@@ -742,8 +819,13 @@ async fn run(args: Args) -> Result<bool, String> {
         .count();
     let duplicates: u32 = delivered.values().map(|n| n - 1).sum();
     let unique = delivered.len() as u64;
+    let offered = match (args.rate, args.in_step) {
+        (0, _) => "as fast as acks allow".to_owned(),
+        (r, false) => format!("{r} msgs/s steady"),
+        (r, true) => format!("{r} msgs/s in step"),
+    };
     println!(
-        "devices {}, messages {}, in flight {}, payload {} B, kills {kills_done}",
+        "devices {}, messages {}, in flight {}, payload {} B, offered {offered}, kills {kills_done}",
         devices.len(),
         per_sender * pairs as u64,
         args.in_flight,
@@ -770,5 +852,22 @@ async fn run(args: Args) -> Result<bool, String> {
         "sent {sent}, acked {}, delivered {unique}, lost {lost}, duplicated {duplicates}",
         acked_ids.len()
     );
+    let delivered_rate = unique as f64 / elapsed.as_secs_f64();
+    if args.rate > 0 && delivered_rate < 0.95 * args.rate as f64 {
+        println!(
+            "warning: the offered {} msgs/s was not kept ({delivered_rate:.0} delivered): \
+             latencies count from when each message was due, so they include that wait; \
+             give more --in-flight or a lower --rate",
+            args.rate
+        );
+    }
+    if kills_done < args.kills {
+        println!(
+            "FAIL: only {kills_done} of {} kills happened before the run ended (one every \
+             0.7 s): send more --messages",
+            args.kills
+        );
+        return Ok(false);
+    }
     Ok(lost == 0)
 }

@@ -1,11 +1,31 @@
-//! The PostgreSQL schemas a run made, dropped when it ends.
+//! What a run leaves outside its process, removed when it ends however it ends (an error, a
+//! relay that died, Ctrl-C or SIGTERM): its data directories under the system's temporary
+//! directory and, with `--database-url`, its PostgreSQL schemas.
 //!
-//! With `--database-url`, every mode gives its relay instances a schema of their own,
+//! Every mode keeps its relays' files in `hushwire-<mode>-<pid>` ([`scratch_dir`]). With
+//! `--database-url`, every mode gives its relay instances a schema of their own,
 //! `hushwire_<mode>_<pid>` (`hushwire_load_`, `hushwire_claims_`, `hushwire_conv_`), so
 //! runs never see each other's mailboxes. Each run holds about as much as it sent (30,000
 //! envelopes are tens of MB): left behind, they filled the shared database run after run.
 
+use std::path::PathBuf;
+
 use sqlx::Connection;
+
+/// The modes' directory names: `hushwire-<mode>-<pid>` under the temporary directory.
+const MODES: [&str; 4] = ["load", "claims", "conv", "attack"];
+
+/// The data directory of `mode` (one of [`MODES`]) in this run.
+pub(crate) fn scratch_dir(mode: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("hushwire-{mode}-{}", std::process::id()))
+}
+
+/// Removes every mode's data directory of this run (those that exist).
+pub(crate) fn remove_run_dirs() {
+    for mode in MODES {
+        let _ = std::fs::remove_dir_all(scratch_dir(mode));
+    }
+}
 
 /// Drops every schema named `hushwire_<mode>_<pid>` of this process. Returns how many it
 /// dropped. Runs after the relay instances were killed; a schema still locked by a dying
