@@ -688,6 +688,16 @@ pub async fn describe(
                 json!({"event": "gap", "contact": name, "missing": missing}),
             ))
         }
+        Event::GapClosed { contact } => {
+            let name = names.get(*contact).await;
+            Some((
+                Zeroizing::new(format!(
+                    "notice: no message from {} is missing any more (the earlier warning is resolved)",
+                    escape(&name)
+                )),
+                json!({"event": "gap_closed", "contact": name}),
+            ))
+        }
         Event::DecryptFailed { sender, reason } => {
             let contacts = names.client.contacts().await.unwrap_or_default();
             let name = contact_at(

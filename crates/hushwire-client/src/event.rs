@@ -87,6 +87,13 @@ pub enum Event {
         /// How many are missing in the contact's session right now.
         missing: usize,
     },
+    /// The messages a [`Event::GapDetected`] reported missing from a contact are no longer
+    /// missing: each has arrived, or was given up and reported with [`Event::MessagesLost`].
+    /// An app clears its "messages missing" warning (`docs/client.md` §5.4).
+    GapClosed {
+        /// Whose messages.
+        contact: ContactId,
+    },
     /// A message could not be decrypted. It was acknowledged to the relay (it could never be
     /// read) and recorded; nothing else changed.
     DecryptFailed {
@@ -276,6 +283,7 @@ impl Event {
             Self::MessageSent { contact, .. }
             | Self::MessageDelivered { contact, .. }
             | Self::GapDetected { contact, .. }
+            | Self::GapClosed { contact }
             | Self::SendHeld { contact, .. }
             | Self::NewContact { contact, .. }
             | Self::IdentityChanged { contact }

@@ -491,3 +491,44 @@ fn a_message_on_a_session_the_receiver_dropped_is_sent_again() {
         Deliver(1, 15_215_538_440_136_447_541),
     ]);
 }
+
+/// `GapDetected` when later messages overtake earlier ones, and `GapClosed` once the last
+/// missing one arrives (not before): the warning a person sees is taken back (`client.md` §5.5).
+#[test]
+fn a_gap_is_reported_and_then_reported_closed() {
+    use crate::event::Event;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut w = World::new().await;
+        // A session both ways first (a new inbound session's first message is not checked),
+        // every receipt delivered.
+        w.apply(&Op::Send(0)).await;
+        assert!(w.settle().await.is_some());
+        for _ in 0..3 {
+            w.apply(&Op::Send(0)).await;
+        }
+        w.apply(&Op::Pump(0)).await;
+        assert_eq!(w.network[1].len(), 3);
+        let mut events = w.client(1).events();
+        let gaps = |events: &mut tokio::sync::broadcast::Receiver<Event>| {
+            let mut seen = Vec::new();
+            while let Ok(e) = events.try_recv() {
+                match e {
+                    Event::GapDetected { missing, .. } => seen.push(format!("gap {missing}")),
+                    Event::GapClosed { .. } => seen.push("closed".to_owned()),
+                    _ => {}
+                }
+            }
+            seen
+        };
+        w.apply(&Op::Deliver(1, 2)).await; // the third first: two missing
+        assert_eq!(gaps(&mut events), ["gap 2"]);
+        w.apply(&Op::Deliver(1, 0)).await; // the first: one still missing
+        assert_eq!(gaps(&mut events), Vec::<String>::new());
+        w.apply(&Op::Deliver(1, 0)).await; // the second: none missing
+        assert_eq!(gaps(&mut events), ["closed"]);
+    });
+}

@@ -247,6 +247,12 @@ impl Client {
                                 contact: ContactId(*contact_id),
                                 missing,
                             });
+                        } else if missing == 0 && missing_before > 0 {
+                            // The last missing one arrived (or the rest were given up, reported
+                            // below): the earlier warning no longer holds.
+                            events.push(Event::GapClosed {
+                                contact: ContactId(*contact_id),
+                            });
                         }
                         let lost = session.discarded_message_keys() - discarded_before;
                         if lost > 0 {
