@@ -1121,6 +1121,11 @@ await step("console_opens_the_clinic_archive", agentPage, async () => {
     figures[key] = perf.length;
   }
   log(`throughput copies in the archive: ${JSON.stringify(counts)}`);
+  // Nothing was dropped as refused for good (both devices wrote on the conversation).
+  for (const [p, sel] of [[agentPage, "li.notice"], [patientPage, ".hw-notice"]]) {
+    const dropped = await p.$$eval(sel, (els) => els.map((e) => e.textContent).filter((t) => /^The clinic's archive refused/.test(t)));
+    assert(dropped.length === 0, `a copy was dropped: ${JSON.stringify(dropped)}`);
+  }
   for (const [who, c] of Object.entries(counts)) {
     assert(
       c.inArchive === N && c.distinct === N && c.missing === 0,
