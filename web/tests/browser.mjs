@@ -1006,7 +1006,9 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   assert((await agentPage.$(`.panel[data-conversation="${conv2}"]`)) === null, "a panel opened for a conversation the console lost");
   await raceContext.close();
   // 7. A reload: the stored link, certificate and histories are verified again; the console is
-  // certified, on duty, and shows the handed-off conversation read only with its messages.
+  // certified, on duty, and shows the handed-off conversation read only with its messages. The
+  // archive copies it has not filed yet (the relay's rate) are filed after it (the archive case).
+  figures.consoleArchivePendingAtReload = await agentPage.evaluate(() => window.hushwireTest.client.pendingArchiveCopies);
   await agentPage.reload();
   await agentPage.fill("#pass", "agent console passphrase");
   await agentPage.click("button[type=submit]");
