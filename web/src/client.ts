@@ -28,11 +28,28 @@ export interface ChatMessage {
   senderName?: string; // incoming: the sender's certified name, from the verified membership
   notice?: boolean; // a membership event (who joined or left), not a message
   envelopes?: [string, string][]; // outgoing: [recipient device, ciphertext hex] not yet sent
-  archived?: boolean; // false: its archive copy is not filed yet
+  archived?: boolean; // false: its archive copy is not filed yet (filed in order, even after a reload)
+  recallArchive?: RecallCopy; // outgoing, recalled: the recall's archive copy, not filed yet
+  archiveRefused?: string; // the relay refused its archive copy for good: its error's name
   serverTimeMs?: number; // incoming: the relay's time of its delivery (recall window, §8.3)
   recalled?: string; // "Recalled by Name at HH:MM": shown instead of the text, which is kept
   readSent?: boolean; // incoming, clinic conversation: this device's read receipt went out
   shared?: boolean; // incoming: came in a history share (written before this device joined)
+}
+
+/** A recall's archive copy waiting to be filed (§7.3): what rebuilds the very payload sent. */
+interface RecallCopy {
+  atMs: number; // the recall's time, in its payload
+  epoch: number; // the verified head it was sent at
+  afterSeq: number; // filed after the copies of the messages up to this record number
+}
+
+/** An archive copy (§7.3) of this device's message or recall, rebuilt from its stored record. */
+interface ArchiveCopy {
+  cs: ConvRuntime;
+  c: Conversation;
+  x: ChatMessage;
+  recall: boolean;
 }
 
 export interface Conversation {
@@ -45,6 +62,17 @@ export interface Conversation {
 const ENVELOPES_PER_FRAME = 16;
 /** The largest number of deliveries decrypted, stored and acknowledged together. */
 const DELIVERIES_PER_BATCH = 256;
+/**
+ * Archive filing (§7.3) after `RateLimited` (120 copies a minute per device, relay-protocol.md
+ * §6): the relay's `retry_after_ms`, but at least 1 s (a token or two refilled, not one request
+ * per token) and at most 60 s (the whole minute refilled).
+ */
+const FILING_RETRY_MIN_MS = 1_000;
+const FILING_RETRY_MAX_MS = 60_000;
+/** Filing again after a refusal that is neither the rate nor for good (the relay's trouble). */
+const FILING_RETRY_AFTER_ERROR_MS = 30_000;
+/** Copies filed per turn in `serial`: a backlog does not hold up receiving and sending. */
+const COPIES_PER_FILING_TURN = 16;
 
 function messageKey(peer: string, seq: number): string {
   return `msg:${peer}:${seq.toString().padStart(12, "0")}`;
@@ -202,6 +230,9 @@ export class HushwireClient {
   readonly queue = new Map<string, QueueItem>();
   /** The clinic's archive policy (hex), verified under the clinic's key, if it has one. */
   private archivePolicy?: string;
+  /** Archive filing: the turn queued in `serial`, and the one timer waiting out the relay's rate. */
+  private filing?: Promise<void>;
+  private filingTimer?: ReturnType<typeof setTimeout>;
 
   private constructor(
     readonly store: SealedStore,
@@ -340,6 +371,8 @@ export class HushwireClient {
 
   close(): void {
     this.stopped = true;
+    clearTimeout(this.filingTimer);
+    this.filingTimer = undefined;
     this.socket?.close();
     this.socket = undefined;
     for (const s of this.sessions.values()) s.free();
@@ -496,8 +529,11 @@ export class HushwireClient {
     if (this.meta.clinic) await this.syncConversation();
     if (this.meta.agent) await this.syncAgent();
     this.status("Connected", true);
-    // The queue: everything not yet held by the relay goes now, in order.
+    // The queue: everything not yet held by the relay goes now, in order; then the archive
+    // copies still to file (refused for the rate before a reload, or of a conversation this
+    // device no longer writes on).
     this.scheduleFlush();
+    this.scheduleFiling();
   }
 
   // ------------------------------------------------------------------------------------------
@@ -1158,30 +1194,165 @@ export class HushwireClient {
       }
       sending.splice(0, sending.length, ...sending.filter((x) => x.envelopes));
     }
-    await this.fileArchive(cs, c, updated);
     if (Object.keys(updated).length > 0) {
       await this.store.put(updated);
       this.events.onChange?.(c.peer);
     }
     if (requeued) this.scheduleFlush();
+    // What went (or is held for an agent) is filed to the clinic's archive next, in order.
+    this.scheduleFiling();
   }
 
-  /** §7.3: each message not yet archived is sealed to the clinic's archive key and filed. */
-  private async fileArchive(cs: ConvRuntime, c: Conversation, updated: Record<string, object>): Promise<void> {
-    const m = cs.membership;
-    const policy = this.archivePolicy;
-    if (!policy || !this.clinic) return;
-    for (const x of c.messages) {
-      if (!x.outgoing || x.archived !== false || x.epoch === undefined || x.state === "queued") continue;
-      const payload = hw.encodeConversationMessage(m.conversationId, x.epoch, fromHex(x.id), x.sentAtMs, x.text);
-      const clinic = this.clinic;
-      const answer = await this.call((id) =>
-        clinic.putArchiveFrame(id, fromHex(policy), m.conversationId, this.address, x.epoch ?? 0, payload),
-      ).catch(() => undefined);
-      if (answer?.kind !== "ok") return; // tried again at the next flush
-      x.archived = true;
-      updated[messageKey(c.peer, x.seq ?? 0)] = x;
+  // ------------------------------------------------------------------------------------------
+  // The clinic archive (docs/conversations.md §7.3): filing this device's copies
+  // ------------------------------------------------------------------------------------------
+
+  /** How many archive copies of this device's messages and recalls wait to be filed. */
+  get pendingArchiveCopies(): number {
+    let n = 0;
+    for (const cs of this.convs.values()) {
+      for (const x of this.conversations.get(conversationPeer(cs.state.id))?.messages ?? []) {
+        if (x.outgoing && x.archived === false) n++;
+        if (x.outgoing && x.recallArchive) n++;
+      }
     }
+    return n;
+  }
+
+  /** Queues a filing turn in `serial`, unless one is queued already or the relay's rate is awaited. */
+  private scheduleFiling(): void {
+    if (!this.authenticated || this.filingTimer !== undefined) return;
+    this.filing ??= this.serial
+      .run(async () => {
+        this.filing = undefined;
+        await this.fileArchiveCopies();
+      })
+      .catch(() => this.fileLater(FILING_RETRY_AFTER_ERROR_MS)); // the store failed: later
+  }
+
+  /** The one filing timer: filing resumes after `ms`, kept between the floor and the ceiling. */
+  private fileLater(ms: number): void {
+    if (this.filingTimer !== undefined || this.stopped) return;
+    const delay = Math.min(Math.max(ms, FILING_RETRY_MIN_MS), FILING_RETRY_MAX_MS);
+    this.filingTimer = setTimeout(() => {
+      this.filingTimer = undefined;
+      this.scheduleFiling();
+    }, delay);
+  }
+
+  /**
+   * The copies waiting to be filed, per conversation in the order they were written: a
+   * message's once it went to the members (or is held for an agent), a recall's after the
+   * messages written before it. Every one is rebuilt from the message's stored record (kept
+   * there, `archived: false`, from before the message itself was sent), so none is lost to a
+   * reload.
+   */
+  private archiveCopies(): ArchiveCopy[] {
+    const copies: ArchiveCopy[] = [];
+    for (const cs of this.convs.values()) {
+      const c = this.conversations.get(conversationPeer(cs.state.id));
+      if (!c || !cs.state.opened) continue;
+      const mine: [number, ArchiveCopy][] = [];
+      for (const x of c.messages) {
+        if (!x.outgoing) continue;
+        if (x.archived === false && x.epoch !== undefined && x.state !== "queued") {
+          mine.push([x.seq ?? 0, { cs, c, x, recall: false }]);
+        }
+        if (x.recallArchive) mine.push([x.recallArchive.afterSeq + 0.5, { cs, c, x, recall: true }]);
+      }
+      copies.push(...mine.sort(([a], [b]) => a - b).map(([, copy]) => copy));
+    }
+    return copies;
+  }
+
+  /**
+   * One filing turn (inside `serial`): up to 16 copies, oldest first, one request in flight,
+   * each sealed to the clinic's archive key by the core and filed with `PutArchive`; a copy the
+   * relay took is stored as filed at once (a reload files only what is left; a copy whose `Ok`
+   * was lost with the connection is filed again, the clinic's record then holding it twice
+   * rather than not at all). `RateLimited`: the rest waits for the relay's `retry_after_ms`
+   * (one timer). `NotOnConversation` or `UnknownConversation`: the relay takes copies from any
+   * device that ever wrote on the conversation, so this device never did and never will: its
+   * copies of that conversation are dropped, which the conversation shows in a line and the
+   * console logs (no content). Another refusal: again in 30 s; the connection gone: at the next
+   * login.
+   */
+  private async fileArchiveCopies(): Promise<void> {
+    const policy = this.archivePolicy;
+    const clinic = this.clinic;
+    if (!policy || !clinic || this.filingTimer !== undefined) return;
+    const refused = new Map<ConvRuntime, { c: Conversation; why: string; records: Record<string, object> }>();
+    let requests = 0;
+    try {
+      for (const copy of this.archiveCopies()) {
+        const { cs, c, x, recall } = copy;
+        const dropped = refused.get(cs);
+        if (dropped) {
+          // The refusal is about this device on this conversation, not one copy: the rest go too.
+          this.dropCopy(copy, dropped.why);
+          dropped.records[messageKey(c.peer, x.seq ?? 0)] = x;
+          continue;
+        }
+        if (!this.authenticated) return;
+        if (requests++ === COPIES_PER_FILING_TURN) {
+          this.scheduleFiling(); // the rest in the next turn, after what waits in `serial`
+          return;
+        }
+        const m = cs.membership;
+        const epoch = recall ? (x.recallArchive?.epoch ?? 0) : (x.epoch ?? 0);
+        const payload = recall
+          ? hw.encodeRecall(m.conversationId, fromHex(x.id), x.recallArchive?.atMs ?? 0)
+          : hw.encodeConversationMessage(m.conversationId, epoch, fromHex(x.id), x.sentAtMs, x.text);
+        const answer = await this.call((id) =>
+          clinic.putArchiveFrame(id, fromHex(policy), m.conversationId, this.address, epoch, payload),
+        ).catch(() => undefined);
+        if (answer === undefined) return; // not connected: filed after the next login
+        if (answer.kind === "ok") {
+          if (recall) delete x.recallArchive;
+          else x.archived = true;
+          await this.store.put({ [messageKey(c.peer, x.seq ?? 0)]: x });
+        } else if (answer.errorName === "NotOnConversation" || answer.errorName === "UnknownConversation") {
+          this.dropCopy(copy, answer.errorName);
+          refused.set(cs, { c, why: answer.errorName, records: { [messageKey(c.peer, x.seq ?? 0)]: x } });
+        } else {
+          this.fileLater(answer.errorName === "RateLimited" ? answer.retryAfterMs : FILING_RETRY_AFTER_ERROR_MS);
+          return;
+        }
+      }
+    } finally {
+      for (const [cs, { c, why, records }] of refused) await this.noteRefusedCopies(cs, c, why, records);
+    }
+  }
+
+  /** A copy the relay refused for good: no longer waiting, and the refusal kept with it. */
+  private dropCopy({ x, recall }: ArchiveCopy, why: string): void {
+    if (recall) delete x.recallArchive;
+    else delete x.archived;
+    x.archiveRefused = why;
+  }
+
+  /**
+   * Stores the dropped copies' records with one line in the conversation saying how many the
+   * clinic's record lacks, and logs it with the conversation id and the relay's error only.
+   */
+  private async noteRefusedCopies(
+    cs: ConvRuntime,
+    c: Conversation,
+    why: string,
+    records: Record<string, object>,
+  ): Promise<void> {
+    const count = Object.keys(records).length;
+    console.warn(`hushwire: conversation ${cs.state.id}: the relay refused this device's archive copies (${why}); ${count} dropped, not filed`);
+    const notice: ChatMessage = {
+      id: `archive-refused-${Date.now()}`,
+      outgoing: false,
+      notice: true,
+      text: `The clinic's archive refused ${count === 1 ? "the copy of a message" : `the copies of ${count} messages`} from this device (${why}): the clinic's record of this conversation lacks ${count === 1 ? "it" : "them"}.`,
+      sentAtMs: Date.now(),
+    };
+    this.remember(c.peer, c, notice);
+    await this.store.put({ ...records, [messageKey(c.peer, notice.seq ?? 0)]: notice });
+    this.events.onChange?.(c.peer);
   }
 
   /**
@@ -1352,17 +1523,15 @@ export class HushwireClient {
         const answer = await this.sendToMembers(cs, group);
         if (answer.kind !== "sent") throw new Error(`The relay refused the recall (${answer.errorName || answer.kind}).`);
       }
-      const policy = this.archivePolicy;
-      const clinic = this.clinic;
-      if (policy && clinic) {
-        // As the CLI: the recall is filed too, so the archive shows what was withdrawn.
-        await this.call((rid) =>
-          clinic.putArchiveFrame(rid, fromHex(policy), m.conversationId, this.address, m.nextEpoch, payload),
-        ).catch(() => undefined);
+      if (this.archivePolicy) {
+        // As the CLI: the recall is filed too, so the archive shows what was withdrawn; its copy
+        // is stored with the recall, then filed after the copies of what was written before it.
+        x.recallArchive = { atMs: at, epoch: m.nextEpoch, afterSeq: (this.nextSeq.get(peer) ?? 1) - 1 };
       }
       x.recalled = `You recalled this message at ${new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
       await this.store.put({ [messageKey(peer, x.seq ?? 0)]: x });
       this.events.onChange?.(peer);
+      this.scheduleFiling();
     });
   }
 
