@@ -6,7 +6,8 @@
 //   WebAssembly under the clinic link's organization key), registers presenting it and
 //   publishes its device list as `hushwire register --certificate` and `on-duty on` do; then on
 //   duty, the live queue, claim, several conversations side by side, reply, the verified
-//   members, delivered and read states, hand-off to a named colleague; for a supervisor's
+//   members, delivered and read states, hand-off to a named colleague or back to the queue with
+//   an optional note for staff (shown to the staff who receive it as "Note from …"); for a supervisor's
 //   certificate, "Open the clinic archive" (the archive key file opened, and every envelope
 //   opened and checked, in WebAssembly) with its JSON and text export;
 // - two-party only (no certificate): the modest console it was before, for a widget's
@@ -105,9 +106,10 @@ async function unlock(passphrase: string): Promise<void> {
   });
   client = c;
   // Test pages only (`<html data-test-hooks="1">`, written by crates/hushwire-wasm/tests/browser.rs
-  // as console/test.html): the client, so a test can hold back queue pushes. /console/ never sets it.
+  // as console/test.html): the client, so a test can hold back queue pushes, and `openPanel`, to open
+  // a conversation handed to this console. /console/ never sets it.
   if (document.documentElement.dataset.testHooks === "1") {
-    (window as unknown as { hushwireTest?: object }).hushwireTest = { client: c };
+    (window as unknown as { hushwireTest?: object }).hushwireTest = { client: c, openPanel };
   }
   if (c.isAgent && c.certificateSummary) showAgentConsole();
   else if (c.isAgent) {
@@ -286,6 +288,13 @@ function renderQueue(): void {
           });
       });
       li.append(claim);
+      // A note handed back with it (§5.2): staff only, as text.
+      const notes = c.queueNotesFor(q.conversation);
+      if (notes.length > 0) {
+        const ul = el("ul", { class: "queue-notes", "aria-label": "Hand-off notes" });
+        for (const n of notes) ul.append(staffNoteItem(n));
+        li.append(ul);
+      }
       return li;
     }),
   );
@@ -350,6 +359,27 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
         form.requestSubmit();
       }
     });
+    // The hand-off note (`hushwire handoff --note`): one line for staff only, with either hand-off.
+    const noteBox = el("div", { class: "handoff-note" });
+    const noteInput = el("input", {
+      id: `${id}-note`,
+      size: "40",
+      autocomplete: "off",
+      "aria-describedby": `${id}-note-hint`,
+    });
+    const noteHint = el("span", { id: `${id}-note-hint`, class: "meta" }, noteHintText(""));
+    noteInput.addEventListener("input", () => {
+      noteHint.textContent = noteHintText(noteInput.value);
+    });
+    noteBox.append(el("label", { for: `${id}-note` }, "Note for staff with the hand-off (optional, one line)"), noteInput, noteHint);
+    /** The note to send, or undefined (and said why) if it is too long to send. */
+    const noteToSend = (): string | undefined => {
+      const bytes = new TextEncoder().encode(noteInput.value.trim()).length;
+      if (bytes <= hw.staffNoteMaxLen()) return noteInput.value;
+      say(`The note is ${bytes} bytes long; a note is at most ${hw.staffNoteMaxLen()} bytes. Shorten it, then hand off.`);
+      noteInput.focus();
+      return undefined;
+    };
     const hand = el("form", { "aria-label": "Hand off to a colleague", class: "handoff" });
     const handLabel = el("label", { for: `${id}-handoff` }, "Hand off to colleague (their fingerprint or address)");
     const handInput = el("input", { id: `${id}-handoff`, size: "40", autocomplete: "off" });
@@ -357,9 +387,11 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
     hand.append(handLabel, handInput, handButton);
     hand.addEventListener("submit", (e) => {
       e.preventDefault();
+      const note = noteToSend();
+      if (note === undefined) return;
       handButton.disabled = true;
       void c
-        .handOff(peer, handInput.value)
+        .handOff(peer, handInput.value, true, note)
         .then((name) => say(`Handed off to ${name}. You have left the conversation.`))
         .catch((err: Error) => {
           handButton.disabled = false;
@@ -368,16 +400,18 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
     });
     const back = el("button", { type: "button", class: "hand-back" }, "Hand back to the queue");
     back.addEventListener("click", () => {
+      const note = noteToSend();
+      if (note === undefined) return;
       back.disabled = true;
       void c
-        .handBack(peer)
+        .handBack(peer, note)
         .then(() => say("Handed back to the queue: the next agent on duty can claim it."))
         .catch((err: Error) => {
           back.disabled = false;
           say(`Could not hand it back: ${err.message}`);
         });
     });
-    children.push(form, hand, back);
+    children.push(form, noteBox, hand, back);
   } else {
     children.push(el("p", { class: "left" }, "You are no longer on this conversation (its history is kept here, read only)."));
   }
@@ -389,18 +423,42 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
   children.push(close);
   const hadFocus = panel.contains(document.activeElement) ? (document.activeElement as HTMLElement).id : "";
   const draft = (document.getElementById(`${id}-reply`) as HTMLTextAreaElement | null)?.value ?? "";
+  const noteDraft = (document.getElementById(`${id}-note`) as HTMLInputElement | null)?.value ?? "";
   panel.replaceChildren(...children);
   const reply = document.getElementById(`${id}-reply`) as HTMLTextAreaElement | null;
   if (reply && draft) reply.value = draft;
+  const noteField = document.getElementById(`${id}-note`) as HTMLInputElement | null;
+  if (noteField && noteDraft) {
+    noteField.value = noteDraft;
+    noteField.dispatchEvent(new Event("input"));
+  }
   if (hadFocus) document.getElementById(hadFocus)?.focus();
   ol.lastElementChild?.scrollIntoView({ block: "end" });
   // On the screen of a visible page: read receipts for what the patient wrote.
   if (document.visibilityState === "visible") void c.markRead(peer);
 }
 
+/** "N of 200 bytes" under the hand-off note field. */
+function noteHintText(note: string): string {
+  const bytes = new TextEncoder().encode(note.trim()).length;
+  const max = hw.staffNoteMaxLen();
+  return bytes > max ? `${bytes} of ${max} bytes: too long` : `${bytes} of ${max} bytes; staff only, never shown to the patient`;
+}
+
+/** A hand-off note (§8.5): marked as for staff only, its text as text. */
+function staffNoteItem(m: ChatMessage): HTMLLIElement {
+  const li = el("li", { class: "staff-note", role: "note", "data-id": m.id });
+  const who = el("span", { class: "who" }, m.outgoing ? "Your note for staff" : `Note from ${m.senderName ?? "a colleague"}`);
+  const text = el("span", { class: "text" });
+  text.textContent = m.text; // textContent only: markup stays text
+  li.append(who, el("span", {}, ": "), text, el("span", {}, " "), el("span", { class: "meta" }, `${time(m.sentAtMs)} · staff only`));
+  return li;
+}
+
 /** One message; with `peer` (this device is on the conversation) its own sent messages can be recalled. */
 function agentItem(m: ChatMessage, peer: string): HTMLLIElement {
   if (m.notice) return el("li", { class: "notice", role: "note", "data-id": m.id }, m.text);
+  if (m.staffNote) return staffNoteItem(m);
   const li = el("li", { class: m.outgoing ? "out" : "in", "data-id": m.id });
   const who = el("span", { class: "who" }, m.outgoing ? "You" : (m.senderName ?? "Patient"));
   const text = el("span", { class: m.recalled ? "text recalled" : "text" });

@@ -35,6 +35,7 @@ export interface ChatMessage {
   recalled?: string; // "Recalled by Name at HH:MM": shown instead of the text, which is kept
   readSent?: boolean; // incoming, clinic conversation: this device's read receipt went out
   shared?: boolean; // incoming: came in a history share (written before this device joined)
+  staffNote?: boolean; // agent console: a hand-off note for staff only (§8.5), never the patient's
 }
 
 /** A recall's archive copy waiting to be filed (§7.3): what rebuilds the very payload sent. */
@@ -111,6 +112,10 @@ interface AgentState {
   onDuty: boolean;
   conversations: ClinicState[]; // the conversations this device claimed or was handed
   renewal?: boolean; // a renewed certificate imported while offline: UpdateCertificate at login
+  // Hand-off notes for conversations waiting in the queue that this device does not hold (a
+  // note handed back to the queue goes to the agents on duty, §5.2): shown with the queue entry,
+  // moved into the conversation when this device takes it up.
+  queueNotes?: Record<string, ChatMessage[]>;
 }
 
 /** A conversation this device takes part in, with its verified membership. */
@@ -744,6 +749,12 @@ export class HushwireClient {
       if (payload.conversation !== "") {
         // A clinic conversation's payload: checked against the verified membership.
         const cs = this.convs.get(payload.conversation);
+        if (!cs && payload.kind === "staffNote" && this.meta.agent) {
+          // A note handed back to the queue, to this on-duty console (§5.2).
+          if (await this.queueNoteInbound(payload.conversation, peer, frame.serverTimeMs, payload.text)) metaChanged = true;
+          payload.free();
+          continue;
+        }
         if (cs && (await this.conversationInbound(cs, peer, frame.serverTimeMs, payload, records, convReceipts))) {
           convChanged.add(conversationPeer(cs.state.id));
         }
@@ -1483,7 +1494,7 @@ export class HushwireClient {
       records[messageKey(cp, notice.seq ?? 0)] = notice;
       return true;
     }
-    // Staff notes are not shown here (the browser does not open them yet).
+    if (payload.kind === "staffNote") return this.staffNoteInbound(cs, c, peer, serverTimeMs, payload.text, records);
     return false;
   }
 
@@ -1778,6 +1789,11 @@ export class HushwireClient {
     this.nextSeq.set(peer, 0);
     this.meta.peers.push(peer);
     const records = this.recordChanges(cs, 0);
+    for (const note of a.queueNotes?.[cs.state.id] ?? []) {
+      this.remember(peer, c, note);
+      records[messageKey(peer, note.seq ?? 0)] = note;
+    }
+    if (a.queueNotes) delete a.queueNotes[cs.state.id];
     await this.store.put({ ...records, meta: this.meta, [`conversation:${peer}`]: { peer } });
     this.queue.delete(cs.state.id);
     this.events.onQueue?.();
@@ -1988,21 +2004,24 @@ export class HushwireClient {
 
   /**
    * Hands the conversation under `peer` back to the clinic's queue (`hushwire handoff
-   * CONVERSATION queue`, without a note): the core signs this device's removal and checks it;
-   * the conversation waits for the next agent, and this device keeps its history read only.
+   * CONVERSATION queue [--note TEXT]`): the core signs this device's removal and checks it;
+   * the conversation waits for the next agent, and this device keeps its history read only. A
+   * `note` (one line, at most 200 bytes) goes to the staff left on it and the agents on duty.
    */
-  async handBack(peer: string): Promise<void> {
+  async handBack(peer: string, note = ""): Promise<void> {
     const cs = this.convOf(peer);
     const cert = this.ownCertificate;
     if (!cs || !cert) throw new Error("Not a conversation this console is on.");
+    const notePayload = this.staffNotePayload(cs, note); // refused here, before anything is sent
     return this.serial.run(async () => {
       if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
       await this.refreshMembership(cs);
       const now = Math.floor(Date.now() / 1000);
       const none = new Uint8Array();
+      const notes = notePayload ? await this.staffNoteEnvelopes(cs, notePayload, true) : [];
       let sent: Uint8Array | undefined;
       const answer = await this.call(
-        (rid) => (sent = this.account.handOffFrame(cs.membership, cert, rid, now, none, none)),
+        (rid) => (sent = this.handOffFrame(cs, cert, rid, now, none, none, notes)),
       );
       if (answer.kind !== "ok" || !sent) {
         throw new Error(`The relay refused to hand it back (${answer.errorName || answer.kind}).`);
@@ -2010,6 +2029,7 @@ export class HushwireClient {
       const from = cs.membership.nextEpoch;
       cs.membership.applyOwnFrame(sent, now);
       await this.afterChanges(cs, from, []);
+      if (notePayload) await this.keepOwnNote(cs, note, notes.length);
       // The queue push may have come before this answer, while the device was still on it.
       if (this.meta.agent?.onDuty) await this.loadQueue();
     });
@@ -2017,19 +2037,22 @@ export class HushwireClient {
 
   /**
    * Hands the conversation under `peer` to a named colleague (`hushwire handoff CONVERSATION
-   * AGENT`, without a note): `colleague` is their fingerprint or address. Their certificate and
+   * AGENT [--note TEXT]`): `colleague` is their fingerprint or address. Their certificate and
    * device list come from the relay and are verified by the core. As the CLI does by default,
    * the conversation so far is shared with them (`shareHistory`): the change adding them goes
    * first (`PublishChange`), then the history share to their devices, then this device's
-   * removal (`HandOff`); without sharing, both changes go in one `HandOff`. Returns their
-   * certified name. This device is then off the conversation (its history kept, read only).
+   * removal (`HandOff`, carrying the `note` for the staff devices on it then: the colleague's
+   * and any supervisor's); without sharing, both changes go in one `HandOff` (no note then).
+   * Returns their certified name. This device is then off the conversation (read only).
    */
-  async handOff(peer: string, colleague: string, shareHistory = true): Promise<string> {
+  async handOff(peer: string, colleague: string, shareHistory = true, note = ""): Promise<string> {
     const cs = this.convOf(peer);
     const c = this.conversations.get(peer);
     const clinic = this.clinic;
     const cert = this.ownCertificate;
     if (!cs || !c || !clinic || !cert) throw new Error("Not a conversation this console is on.");
+    const notePayload = this.staffNotePayload(cs, note); // refused here, before anything is sent
+    if (notePayload && !shareHistory) throw new Error("A note goes only with a hand-off that shares the conversation.");
     const fingerprint = fingerprintOf(colleague.trim().toLowerCase());
     if (!/^[0-9a-f]{64}$/.test(fingerprint)) {
       throw new Error("Give the colleague's fingerprint or address (64 hex digits, optionally :device).");
@@ -2070,17 +2093,20 @@ export class HushwireClient {
           );
         }
       }
+      // The colleague is on it now (added above): the note goes to the staff devices but this one.
+      const notes = notePayload ? await this.staffNoteEnvelopes(cs, notePayload, false) : [];
       let sent: Uint8Array | undefined;
       const answer = await this.call(
         (rid) =>
           (sent = shareHistory
-            ? this.account.handOffFrame(cs.membership, cert, rid, now, none, none)
+            ? this.handOffFrame(cs, cert, rid, now, none, none, notes)
             : this.account.handOffFrame(cs.membership, cert, rid, now, theirs, list)),
       );
       if (answer.kind !== "ok" || !sent) throw refused(answer);
       const from = cs.membership.nextEpoch;
       cs.membership.applyOwnFrame(sent, now);
       await this.afterChanges(cs, from, []);
+      if (notePayload) await this.keepOwnNote(cs, note, notes.length);
       return name;
     });
   }
@@ -2117,6 +2143,198 @@ export class HushwireClient {
       const answer = await this.sendToMembers(cs, group);
       if (answer.kind !== "sent") throw new Error(answer.errorName || answer.kind);
     }
+  }
+
+  /**
+   * A hand-off note's StaffNote payload (§8.5), encoded by the core, or undefined for no note.
+   * Throws, in words, for a note that is not one line of at most 200 bytes (`clinic.md` §1).
+   */
+  private staffNotePayload(cs: ConvRuntime, note: string): Uint8Array | undefined {
+    const text = note.trim();
+    if (text === "") return undefined;
+    const bytes = new TextEncoder().encode(text).length;
+    if (bytes > hw.staffNoteMaxLen()) {
+      throw new Error(`The note is ${bytes} bytes long; a note is at most ${hw.staffNoteMaxLen()} bytes (one line).`);
+    }
+    try {
+      return hw.encodeStaffNote(cs.membership.conversationId, text);
+    } catch (e) {
+      throw new Error(`The note was refused: ${(e as Error).message}.`);
+    }
+  }
+
+  /**
+   * §5.2, as `hushwire handoff --note` chooses them: every device of every staff member of the
+   * verified membership but this identity and, handing back (`toQueue`), every device of the
+   * agents on duty (`FetchOnDuty`) whose certificate verifies under the clinic's key with the
+   * agent role. Never a patient's device (the relay refuses the hand-off then). The note is
+   * encrypted by the core for each over its pairwise session, the sessions stored before the
+   * frame leaves; a device without a session or bundle gets no note, as in the CLI.
+   */
+  private async staffNoteEnvelopes(cs: ConvRuntime, payload: Uint8Array, toQueue: boolean): Promise<[string, Uint8Array][]> {
+    const devices = new Set<string>();
+    for (const m of cs.membership.members()) {
+      if (m.role !== "patient" && m.fingerprint !== this.fingerprint) for (const d of m.devices) devices.add(d);
+      m.free();
+    }
+    const clinic = this.clinic;
+    if (toQueue && clinic) {
+      const answer = await this.call((id) => hw.fetchOnDutyFrame(id));
+      if (answer.queueKind !== "onDuty") throw new Error(`The relay did not list the agents on duty (${answer.errorName || answer.kind}).`);
+      const now = Math.floor(Date.now() / 1000);
+      for (const d of answer.onDutyDevices) {
+        const fingerprint = fingerprintOf(d);
+        if (devices.has(d) || fingerprint === this.fingerprint) continue;
+        const cert = await this.call((id) => hw.fetchCertificateFrame(id, fingerprint));
+        try {
+          if (cert.kind === "certificate" && cert.certificate.length > 0) {
+            clinic.verifyAgent(cert.certificate, now, fingerprint);
+            devices.add(d);
+          }
+        } catch {
+          // Not a verified agent of this clinic: no note for that device.
+        }
+      }
+    }
+    const envelopes: [string, Uint8Array][] = [];
+    for (const d of [...devices].slice(0, 64)) {
+      try {
+        envelopes.push(...(await this.encryptForDevices([d], [payload])));
+      } catch {
+        // No session and no bundle for it: that device gets no note (the CLI's rule).
+      }
+    }
+    return envelopes;
+  }
+
+  /** This console's own hand-off note, kept in its read-only copy of the conversation. */
+  private async keepOwnNote(cs: ConvRuntime, note: string, devices: number): Promise<void> {
+    const cp = conversationPeer(cs.state.id);
+    const c = this.conversations.get(cp);
+    if (!c) return;
+    const x: ChatMessage = {
+      id: `note-own-${Date.now()}`,
+      outgoing: true,
+      staffNote: true,
+      sentAtMs: Date.now(),
+      // No staff device to give it to (nobody else on it or on duty): said where it is shown.
+      text: devices > 0 ? note.trim() : `${note.trim()} (no other staff device could receive it)`,
+    };
+    this.remember(cp, c, x);
+    await this.store.put({ [messageKey(cp, x.seq ?? 0)]: x });
+    this.events.onChange?.(cp);
+  }
+
+  /**
+   * A staff note for conversation `id`, which this device does not hold (a hand-back's note to
+   * the agents on duty, §5.2): its history is fetched and verified from epoch 0 (an agent may
+   * while it waits in the queue), and the note kept only from a device that was an agent on it,
+   * as the Rust client keeps it; until this device takes the conversation up it is shown with
+   * the queue entry. Nothing is kept if the history cannot be read (claimed by someone else).
+   * At most 16 notes a conversation and 64 conversations are kept. Returns whether it was kept.
+   */
+  private async queueNoteInbound(id: string, peer: string, serverTimeMs: number, text: string): Promise<boolean> {
+    const a = this.meta.agent;
+    if (!a || !this.ownCertificate || !this.clinic || !/^[0-9a-f]{32}$/.test(id)) return false;
+    const cs: ConvRuntime = {
+      state: { id, changes: [], deviceList: true, opened: true },
+      membership: new hw.Membership(this.clinic, fromHex(id)),
+    };
+    try {
+      await this.fetchInto(cs);
+      const m = cs.membership;
+      const name = m.staffName(fingerprintOf(peer));
+      let agent = false;
+      for (let e = 1; e <= m.nextEpoch && !agent; e++) agent = name !== "" && m.writerAt(e, peer);
+      if (!agent) return false;
+      const notes = (a.queueNotes ??= {});
+      const list = notes[id] ?? [];
+      const noteId = `note-${serverTimeMs}-${peer}`;
+      if (list.some((x) => x.id === noteId)) return false;
+      list.push({ id: noteId, outgoing: false, staffNote: true, text, sentAtMs: serverTimeMs, sender: peer, senderName: name, serverTimeMs, readSent: true });
+      notes[id] = list.slice(-16);
+      for (const old of Object.keys(notes).slice(0, -64)) delete notes[old];
+      this.events.onQueue?.();
+      return true;
+    } catch {
+      return false;
+    } finally {
+      cs.membership.free();
+    }
+  }
+
+  /** The hand-off notes received for conversation `id` while it waits in the queue. */
+  queueNotesFor(id: string): ChatMessage[] {
+    return this.meta.agent?.queueNotes?.[id] ?? [];
+  }
+
+  /** The HandOff frame, with the note envelopes when there are any. */
+  private handOffFrame(
+    cs: ConvRuntime,
+    cert: hw.OwnCertificate,
+    rid: number,
+    now: number,
+    theirs: Uint8Array,
+    list: Uint8Array,
+    notes: [string, Uint8Array][],
+  ): Uint8Array {
+    if (notes.length === 0) return this.account.handOffFrame(cs.membership, cert, rid, now, theirs, list);
+    return this.account.handOffFrameWithNotes(
+      cs.membership,
+      cert,
+      rid,
+      now,
+      theirs,
+      list,
+      notes.map(([d]) => d),
+      concat(notes.map(([, m]) => m)),
+      Uint32Array.from(notes, ([, m]) => m.length),
+    );
+  }
+
+  /**
+   * A staff note received (§8.5), kept as the Rust client keeps it: only on a staff device, and
+   * only from a device that was an agent on the conversation (a member that writes with a
+   * certified staff name). Shown as "Note from Name: …", marked staff only; a refused note is
+   * said as such. The patient's widget never keeps one (it is sent to staff devices only).
+   */
+  private staffNoteInbound(
+    cs: ConvRuntime,
+    c: Conversation,
+    peer: string,
+    serverTimeMs: number,
+    text: string,
+    records: Record<string, Uint8Array | object>,
+  ): boolean {
+    if (!this.meta.agent || !this.ownCertificate) return false; // not staff: ignored, never shown
+    const m = cs.membership;
+    const cp = conversationPeer(cs.state.id);
+    const name = m.staffName(fingerprintOf(peer));
+    let agent = false;
+    for (let e = 1; e <= m.nextEpoch && !agent; e++) agent = name !== "" && m.writerAt(e, peer);
+    const x: ChatMessage = agent
+      ? {
+          id: `note-${serverTimeMs}-${peer}`,
+          outgoing: false,
+          staffNote: true,
+          text,
+          sentAtMs: serverTimeMs,
+          sender: peer,
+          senderName: name,
+          serverTimeMs,
+          readSent: true, // a note is not a message: no receipt for it (§8.2 names message ids)
+        }
+      : {
+          id: `refused-note-${serverTimeMs}-${peer}`,
+          outgoing: false,
+          notice: true,
+          text: "A staff note from someone who was never an agent on this conversation was refused.",
+          sentAtMs: Date.now(),
+        };
+    if (this.byId.has(`${cp}|${x.id}`)) return false;
+    this.remember(cp, c, x);
+    records[messageKey(cp, x.seq ?? 0)] = x;
+    return true;
   }
 
   /** The agent's certified name, if the relay holds a certificate that `clinic` verifies. */

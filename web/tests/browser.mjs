@@ -713,6 +713,32 @@ async function orgCertify(request, name, roles = "agent") {
   return stdout.trim();
 }
 
+// `hushwire recv --json` as `home` until every text in `wanted` came: the JSON events (a staff
+// note is `{"event": "staff_note", "from": …, "text": …}`).
+async function eventsAs(home, wanted, timeoutMs = 60_000) {
+  const got = [];
+  const until = Date.now() + timeoutMs;
+  while (!wanted.every((w) => got.some((j) => j.text === w)) && Date.now() < until) {
+    const out = await cliAs(home, "recv", "--json", "--wait", "3").catch((e) => {
+      if (typeof e?.stdout !== "string") throw e;
+      return e.stdout;
+    });
+    for (const line of out.split("\n")) if (line.trim()) got.push(JSON.parse(line));
+  }
+  return got;
+}
+
+// The widget never shows a staff note: neither its text nor a record of it in the client.
+async function widgetHasNo(page, text) {
+  return page.evaluate((t) => {
+    const inDom = document.body.textContent.includes(t) || document.body.innerHTML.includes(t);
+    const kept = [...(window.hushwireTest?.client?.conversations?.values() ?? [])].some((c) =>
+      c.messages.some((m) => m.staffNote || m.text.includes(t)),
+    );
+    return !inDom && !kept;
+  }, text);
+}
+
 // What the console case did, which the archive case then finds in the clinic's archive.
 const consoleCase = {};
 
@@ -883,7 +909,11 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
     { timeout: 30_000 },
   );
   // Hand back to the queue: the patient sees the agent leave and waits; the conversation is in
-  // the console's queue again (handed back) and the console claims it again.
+  // the console's queue again (handed back) and the console claims it again. With a note for
+  // staff (§5.2): to the agents on duty, here the first CLI agent, which shows it as a staff note.
+  assert((await agentPage.$(`label[for="${await agentPage.getAttribute(inPanel(conv, ".handoff-note input"), "id")}"]`)) !== null, "the note field has no label");
+  const HANDBACK_NOTE = "Handed back by the console: please call the patient back";
+  await agentPage.fill(inPanel(conv, ".handoff-note input"), HANDBACK_NOTE);
   await agentPage.click(inPanel(conv, "button.hand-back"));
   await agentPage.waitForFunction(
     () => document.getElementById("console-alert")?.textContent === "Handed back to the queue: the next agent on duty can claim it.",
@@ -896,6 +926,13 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   });
   await agentPage.waitForSelector(`#queue button.claim[data-conversation="${conv}"]`, { timeout: 30_000 });
   assert(/handed back/.test(await agentPage.textContent(`#queue li[data-conversation="${conv}"]`)), "the queue entry does not say handed back");
+  await agentPage.waitForSelector(inPanel(conv, "li.staff-note"), { timeout: 10_000 });
+  const ownBackNote = await agentPage.textContent(inPanel(conv, "li.staff-note"));
+  assert(ownBackNote.startsWith(`Your note for staff: ${HANDBACK_NOTE} `), `the console shows its note as ${ownBackNote}`);
+  const backEvents = await eventsAs(env.HW_AGENT_HOME, [HANDBACK_NOTE]);
+  const backNote = backEvents.find((j) => j.text === HANDBACK_NOTE);
+  assert(backNote?.event === "staff_note" && backNote.conversation === conv && backNote.from.startsWith(CONSOLE_AGENT), `the on-duty CLI agent got ${JSON.stringify(backEvents)}`);
+  assert(await widgetHasNo(patientPage, HANDBACK_NOTE), "the widget shows the hand-back note");
   await agentPage.click(`#queue button.claim[data-conversation="${conv}"]`);
   await agentPage.waitForSelector(inPanel(conv, ".reply textarea"), { timeout: 30_000 });
   await patientPage.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, agentLine, {
@@ -945,6 +982,19 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   // 5. Hand-off to a named colleague, a CLI agent, who receives the patient's next message.
   await cliAs(env.HW_AGENT2_HOME, "on-duty", "on"); // publishes its device list, which a hand-off names
   const second = (await cliAs(env.HW_AGENT2_HOME, "whoami", "--address")).trim();
+  // A note over 200 bytes (101 two-byte letters) is refused in words and nothing is sent.
+  await agentPage.fill(inPanel(conv, ".handoff-note input"), "é".repeat(101));
+  await agentPage.fill(inPanel(conv, ".handoff input"), second);
+  await agentPage.click(inPanel(conv, ".handoff button[type=submit]"));
+  await agentPage.waitForFunction(
+    () => /^The note is 202 bytes long; a note is at most 200 bytes/.test(document.getElementById("console-alert")?.textContent ?? ""),
+    null,
+    { timeout: 10_000 },
+  );
+  assert((await agentPage.$(inPanel(conv, ".reply"))) !== null, "a hand-off went with a note that is too long");
+  // The note (markup in it stays text) goes with the hand-off to the CLI agent, staff only.
+  const NOTE_TO_CLI = 'Console note: allergic to <b>penicillin</b> & "latex"';
+  await agentPage.fill(inPanel(conv, ".handoff-note input"), NOTE_TO_CLI);
   await agentPage.fill(inPanel(conv, ".handoff input"), second);
   await agentPage.click(inPanel(conv, ".handoff button[type=submit]"));
   await agentPage.waitForFunction(
@@ -968,10 +1018,20 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   // The conversation so far reached the CLI agent in the console's history share (the patient's
   // messages and the console's, each checked by the CLI against the membership), and then the
   // patient's next message.
-  const got = await receivesAs(env.HW_AGENT2_HOME, [FROM_PATIENT, FROM_AGENT, AFTER], 120_000);
+  const events = await eventsAs(env.HW_AGENT2_HOME, [FROM_PATIENT, FROM_AGENT, AFTER, NOTE_TO_CLI], 120_000);
+  const got = events.map((j) => j.text);
   for (const want of [FROM_PATIENT, FROM_AGENT, AFTER]) {
     assert(got.includes(want), `the CLI agent did not receive ${want}: ${JSON.stringify(got)}`);
   }
+  // The note reached the CLI agent as a staff note from the console's agent (`hushwire recv`).
+  const noteEvent = events.find((j) => j.text === NOTE_TO_CLI);
+  assert(
+    noteEvent?.event === "staff_note" && noteEvent.conversation === conv && noteEvent.from.startsWith(CONSOLE_AGENT),
+    `the CLI agent's note event: ${JSON.stringify(noteEvent)}`,
+  );
+  const ownNotes = await agentPage.$$eval(inPanel(conv, "li.staff-note .text"), (els) => els.map((e) => e.textContent));
+  assert(ownNotes.includes(NOTE_TO_CLI), `the console shows its notes as ${JSON.stringify(ownNotes)}`);
+  assert(await widgetHasNo(patientPage, "allergic to"), "the widget shows the hand-off note");
   const consoleTexts = await agentPage.$$eval(inPanel(conv, "li .text"), (els) => els.map((e) => e.textContent));
   assert(!consoleTexts.includes(AFTER), "the console received a message after it left");
   await patientPage.screenshot({ path: join(OUT, "console_agent_with_widget_patient-widget.png"), fullPage: true });
@@ -1004,6 +1064,48 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   );
   await agentPage.waitForFunction((c) => !document.querySelector(`#queue [data-conversation="${c}"]`), conv2, { timeout: 10_000 });
   assert((await agentPage.$(`.panel[data-conversation="${conv2}"]`)) === null, "a panel opened for a conversation the console lost");
+  // The CLI agent hands that conversation back to the queue with a note holding markup: the
+  // console, on duty and not on it, shows the note with the queue entry ("Note from …", staff
+  // only, as text). The CLI agent claims it again and hands it to the console by name with
+  // another note: the console takes it up and shows both notes in it; the patient neither.
+  await agentPage.evaluate(() => {
+    delete window.hushwireTest.client.noteQueue; // the queue pushes arrive again
+  });
+  const QUEUE_NOTE = 'CLI queue note <i>y</i> <script>window.__pwned=7</script> call back';
+  await cli("handoff", conv2, "queue", "--note", QUEUE_NOTE);
+  await agentPage.waitForFunction(
+    ([sel, want]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === want),
+    [`#queue li[data-conversation="${conv2}"] li.staff-note .text`, QUEUE_NOTE],
+    { timeout: 30_000 },
+  );
+  const queueNoteWho = await agentPage.textContent(`#queue li[data-conversation="${conv2}"] li.staff-note .who`);
+  assert(queueNoteWho === `Note from ${env.HW_AGENT_NAME}`, `the queue note is shown from ${queueNoteWho}`);
+  assert((await agentPage.$$("#queue img, #queue b, #queue i, #queue script")).length === 0, "markup in a queue note rendered");
+  await cli("claim", conv2);
+  const NOTE_FROM_CLI = 'CLI note <b>x</b> <img src=x onerror="window.__pwned=6"> see the lab';
+  const consoleAddress = await agentPage.evaluate(() => window.hushwireTest.client.address);
+  await cli("handoff", conv2, consoleAddress, "--note", NOTE_FROM_CLI);
+  const inPanel2 = (sel) => inPanel(conv2, sel);
+  await agentPage.waitForFunction((c) => window.hushwireTest.client.conversations.has(`conv:${c}`), conv2, { timeout: 30_000 });
+  await agentPage.evaluate((c) => window.hushwireTest.openPanel?.(`conv:${c}`), conv2);
+  await agentPage.waitForFunction(
+    ([sel, want]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === want),
+    [inPanel2("li.staff-note .text"), NOTE_FROM_CLI],
+    { timeout: 30_000 },
+  );
+  const panelNotes = await agentPage.$$eval(inPanel2("li.staff-note"), (els) =>
+    els.map((e) => [e.querySelector(".who")?.textContent, e.querySelector(".text")?.textContent]),
+  );
+  for (const want of [QUEUE_NOTE, NOTE_FROM_CLI]) {
+    assert(panelNotes.some(([who, text]) => who === `Note from ${env.HW_AGENT_NAME}` && text === want), `the panel's notes: ${JSON.stringify(panelNotes)}`);
+  }
+  assert((await agentPage.getAttribute(inPanel2("li.staff-note"), "role")) === "note", "the note is not marked as a note");
+  assert(/staff only/.test(await agentPage.textContent(inPanel2("li.staff-note .meta"))), "the note is not marked staff only");
+  assert((await agentPage.$$(".panel img, .panel b, .panel i, .panel script")).length === 0, "markup in a note rendered in the console");
+  assert((await agentPage.evaluate(() => window.__pwned)) === undefined, "a note's markup ran in the console");
+  await racePage.waitForFunction(() => /Dr\. Console Agent/.test(document.querySelector(".hw-agent")?.textContent ?? ""), null, { timeout: 30_000 });
+  assert(await widgetHasNo(racePage, "see the lab") && (await widgetHasNo(racePage, "call back")), "the second patient's widget shows a note");
+  await agentPage.screenshot({ path: join(OUT, "console_agent_with_widget_patient-notes.png"), fullPage: true });
   await raceContext.close();
   // 7. A reload: the stored link, certificate and histories are verified again; the console is
   // certified, on duty, and shows the handed-off conversation read only with its messages. The

@@ -286,7 +286,8 @@ class Widget {
   private render(): void {
     const conversation = this.client?.conversations.get(this.peer);
     if (!conversation) return;
-    this.list.replaceChildren(...conversation.messages.map((m) => this.item(m)));
+    // A staff note is for staff only (conversations.md §8.5): never shown to the patient.
+    this.list.replaceChildren(...conversation.messages.filter((m) => !m.staffNote).map((m) => this.item(m)));
     this.list.lastElementChild?.scrollIntoView({ block: "end" });
     // Clinic mode: the agents' messages are on the screen of a visible tab now: read receipts
     // (conversations.md §8.2). A hidden tab sends none until it is shown (visibilitychange).

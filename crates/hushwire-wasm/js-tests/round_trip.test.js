@@ -155,12 +155,13 @@ test('secrets stay inside WebAssembly objects', () => {
   // (web/, issue 16 part 2); publishDeviceListFrame a signed device list and
   // openConversationFrame a signed membership change (docs/conversations.md §4.2); the agent
   // console's certificateRequest the public identity key, addColleagueFrame, claimFrame and
-  // handOffFrame signed changes, updateCertificateFrame the (public) certificate: none carries a
-  // secret.
+  // handOffFrame signed changes (handOffFrameWithNotes with the note envelopes, already
+  // encrypted by Session.encrypt), updateCertificateFrame the (public) certificate: none carries
+  // a secret.
   assert.deepEqual(methods(Account), [
     'accept', 'addColleagueFrame', 'address', 'answerChallenge', 'certificateRequest', 'claimFrame', 'deviceId',
     'fingerprint', 'generateOneTimeKemPrekeys', 'generateOneTimePrekeys', 'handOffFrame',
-    'identityKey', 'oneTimeKemPrekeyCount', 'oneTimePrekeyCount', 'openConversationFrame',
+    'handOffFrameWithNotes', 'identityKey', 'oneTimeKemPrekeyCount', 'oneTimePrekeyCount', 'openConversationFrame',
     'prekeyBundle', 'publishDeviceListFrame', 'seal', 'updateCertificateFrame',
     'uploadPrekeysFrame',
   ]);

@@ -199,3 +199,24 @@ test('archive envelopes open and are checked against the membership in WebAssemb
   assert.equal(reading.length, before + 1);
   for (const o of [p, a, r, away, misfiled, reading, elsewhere, other, key, membership, clinic]) o.free();
 });
+
+test('a hand-off note (StaffNote, conversations.md §8.5) is encoded by the core, travels encrypted and decodes as text', () => {
+  const conversation = crypto.getRandomValues(new Uint8Array(16));
+  assert.equal(hushwire.staffNoteMaxLen(), 200);
+  const note = 'Allergic to <b>penicillin</b> — é';
+  const padded = hushwire.encodeStaffNote(conversation, note);
+  assert.equal(padded.length % 256, 0);
+  const agent = new Account(1, 1_700_000_000);
+  const colleague = new Account(1, 1_700_000_000);
+  const ciphertext = Session.initiate(agent, colleague.prekeyBundle()).encrypt(padded);
+  const p = hushwire.decodePayload(colleague.accept(ciphertext).plaintext);
+  assert.equal(p.kind, 'staffNote');
+  assert.equal(p.text, note);
+  assert.equal(p.conversation, hex(conversation));
+  // 201 bytes, two lines, empty: refused in words, without the note's text.
+  assert.throws(() => hushwire.encodeStaffNote(conversation, 'é'.repeat(100) + 'x'), /at most|1 to 200 bytes.*201 bytes/);
+  assert.throws(() => hushwire.encodeStaffNote(conversation, 'two\nlines'), /one line/);
+  assert.throws(() => hushwire.encodeStaffNote(conversation, ''), /one line/);
+  assert.throws(() => hushwire.encodeStaffNote(conversation.slice(1), 'ok'), /16 bytes/);
+  assert.equal(hushwire.fetchOnDutyFrame(7)[1], 0x1d);
+});

@@ -1,7 +1,8 @@
 //! The agent console's side of clinic conversations (issue 16 part 4, `docs/browser.md`): this
 //! device's certificate request and certificate (checked under the clinic's organization key),
 //! registering with it, going on duty, the queue frames an agent sends and receives, claiming,
-//! and handing a conversation to a named colleague. Each change is signed here and verified on a
+//! and handing a conversation to a named colleague or back to the queue (with the note envelopes
+//! of `staff_note.rs`). Each change is signed here and verified on a
 //! copy of the verified history (`MembershipLog`, the relay's and the Rust client's rules) before
 //! its frame is returned: a claim or hand-off this device's own history refuses is never sent.
 
@@ -212,45 +213,47 @@ impl Account {
         colleague_certificate: &[u8],
         colleague_device_list: &[u8],
     ) -> Result<Vec<u8>> {
-        let now = unix_seconds(now_seconds)?;
-        let me = self.0.identity_key();
-        let mine = self.own_agent_member(membership)?;
-        let my_devices = mine.devices().to_vec();
-        let mut changes = Vec::with_capacity(2);
-        let mut epoch = membership.log.next_epoch();
-        let mut previous_hash = membership.log.head();
-        if !colleague_certificate.is_empty() {
-            let add = self.colleague_add(
-                membership,
-                certificate,
-                now,
-                colleague_certificate,
-                colleague_device_list,
-            )?;
-            epoch += 1;
-            previous_hash = add.hash();
-            changes.push(add);
-        }
-        let proposal = ChangeProposal {
-            conversation: membership.log.conversation(),
-            epoch,
-            previous_hash,
-            issued_at: now,
-            action: ChangeAction::Remove,
-            role: MemberRole::Agent,
-            member: me.clone(),
-            devices: my_devices,
-            member_certificate: None,
-        };
-        changes.push(self.sign(proposal, certificate)?);
-        check(membership, &changes, now)?;
-        Ok(frame(
+        self.hand_off(
+            membership,
+            certificate,
             request_id,
-            FrameBody::Queue(Box::new(QueueFrame::HandOff {
-                changes,
-                notes: Vec::new(),
-            })),
-        ))
+            now_seconds,
+            (colleague_certificate, colleague_device_list),
+            Vec::new(),
+        )
+    }
+
+    /// `handOffFrame` with a hand-off note (`hushwire handoff … --note TEXT`, §5.2): the
+    /// `HandOff` frame carries the note envelopes, `noteAddresses[i]` (a staff device,
+    /// `fingerprint:device`) receiving the `noteLengths[i]` bytes of `noteMessages` that follow
+    /// the earlier ones — each a `StaffNote` payload (`encodeStaffNote`) encrypted with
+    /// `Session.encrypt` for that device. 0 to 64 envelopes of at most 4 096 bytes each; the
+    /// relay refuses the hand-off (`NotOnConversation`) if one is for a device that is not
+    /// staff. The changes are signed and checked as for `handOffFrame`.
+    #[wasm_bindgen(js_name = handOffFrameWithNotes)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn hand_off_frame_with_notes(
+        &self,
+        membership: &Membership,
+        certificate: &OwnCertificate,
+        request_id: u32,
+        now_seconds: f64,
+        colleague_certificate: &[u8],
+        colleague_device_list: &[u8],
+        note_addresses: Vec<String>,
+        note_messages: &[u8],
+        note_lengths: &[u32],
+    ) -> Result<Vec<u8>> {
+        let notes =
+            crate::staff_note::note_envelopes(&note_addresses, note_messages, note_lengths)?;
+        self.hand_off(
+            membership,
+            certificate,
+            request_id,
+            now_seconds,
+            (colleague_certificate, colleague_device_list),
+            notes,
+        )
     }
 }
 
@@ -289,6 +292,56 @@ impl Account {
 }
 
 impl Account {
+    /// The `HandOff` frame: the change adding the colleague (if `colleague`'s certificate is
+    /// not empty) and this identity's removal, signed and checked on a copy of the history,
+    /// with `notes`.
+    fn hand_off(
+        &self,
+        membership: &Membership,
+        certificate: &OwnCertificate,
+        request_id: u32,
+        now_seconds: f64,
+        (colleague_certificate, colleague_device_list): (&[u8], &[u8]),
+        notes: Vec<hushwire::proto::conversation::queue::NoteEnvelope>,
+    ) -> Result<Vec<u8>> {
+        let now = unix_seconds(now_seconds)?;
+        let me = self.0.identity_key();
+        let mine = self.own_agent_member(membership)?;
+        let my_devices = mine.devices().to_vec();
+        let mut changes = Vec::with_capacity(2);
+        let mut epoch = membership.log.next_epoch();
+        let mut previous_hash = membership.log.head();
+        if !colleague_certificate.is_empty() {
+            let add = self.colleague_add(
+                membership,
+                certificate,
+                now,
+                colleague_certificate,
+                colleague_device_list,
+            )?;
+            epoch += 1;
+            previous_hash = add.hash();
+            changes.push(add);
+        }
+        let proposal = ChangeProposal {
+            conversation: membership.log.conversation(),
+            epoch,
+            previous_hash,
+            issued_at: now,
+            action: ChangeAction::Remove,
+            role: MemberRole::Agent,
+            member: me.clone(),
+            devices: my_devices,
+            member_certificate: None,
+        };
+        changes.push(self.sign(proposal, certificate)?);
+        check(membership, &changes, now)?;
+        Ok(frame(
+            request_id,
+            FrameBody::Queue(Box::new(QueueFrame::HandOff { changes, notes })),
+        ))
+    }
+
     /// This identity's member entry on the conversation, if it is on it as agent.
     fn own_agent_member<'m>(
         &self,

@@ -224,7 +224,8 @@ impl Incoming {
     /// For queue frames: `membership` (an answer to `FetchMembership`), `membershipChanged` (a
     /// push), `archivePolicy`, `queue` (an answer to `FetchQueue`), `queueChanged` (a push to
     /// on-duty agents), `claimed`, `alreadyClaimed`, `archiveItems` (an answer to
-    /// `FetchArchive`, read with `ArchiveReading.addItems`), or `queueOther`; `""` for other
+    /// `FetchArchive`, read with `ArchiveReading.addItems`), `onDuty` (an answer to
+    /// `FetchOnDuty`, read with `onDutyDevices`), or `queueOther`; `""` for other
     /// frames.
     #[wasm_bindgen(getter, js_name = queueKind)]
     pub fn queue_kind(&self) -> String {
@@ -237,6 +238,7 @@ impl Incoming {
             Some(QueueFrame::Claimed { .. }) => "claimed",
             Some(QueueFrame::AlreadyClaimed { .. }) => "alreadyClaimed",
             Some(QueueFrame::ArchiveItems { .. }) => "archiveItems",
+            Some(QueueFrame::OnDuty(_)) => "onDuty",
             Some(_) => "queueOther",
             None => "",
         }

@@ -30,10 +30,12 @@
 mod agent;
 mod archive;
 mod conversation;
+mod staff_note;
 mod web;
 pub use agent::*;
 pub use archive::*;
 pub use conversation::*;
+pub use staff_note::*;
 pub use web::*;
 
 use core::convert::Infallible;

@@ -559,8 +559,10 @@ pub fn decode_payload(plaintext: &[u8]) -> Result<DecodedPayload> {
                 shared: messages.iter().map(SharedText::from_shared).collect(),
                 ..empty
             },
-            Payload::StaffNote { conversation, .. } => DecodedPayload {
+            // §8.5: for staff devices only; the console shows it marked as a staff note.
+            Payload::StaffNote { conversation, note } => DecodedPayload {
                 kind: "staffNote",
+                text: note.as_str().to_owned(),
                 conversation: conversation.to_string(),
                 ..empty
             },
@@ -590,7 +592,8 @@ impl DecodedPayload {
         let ms = self.sent_at_ms as f64;
         ms
     }
-    /// A text message's text (invalid UTF-8 replaced). Display it as text, never as HTML.
+    /// A text message's text (invalid UTF-8 replaced), or a staff note's one line. Display it as
+    /// text, never as HTML.
     #[wasm_bindgen(getter)]
     pub fn text(&self) -> String {
         self.text.clone()
