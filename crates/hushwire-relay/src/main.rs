@@ -224,32 +224,35 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Takes `<data-dir>/relay.lock` for as long as this process serves: one data directory, one
+/// Locks the data directory for as long as this process serves: one data directory, one
 /// instance. The directory holds the instance's audit key and chain (and, on SQLite, its
 /// database): two relays on one directory each appended to the one chain from their own head in
 /// memory, so about half the records were lost while `audit verify` still passed, and the
-/// SQLite mailbox delivered some envelopes twice. The operating system releases the lock when
+/// SQLite mailbox delivered some envelopes twice. The lock is an advisory lock on the directory
+/// itself (on Unix), so deleting a file cannot lift it; `<data-dir>/relay.lock` holds the
+/// holder's process id for the refusal's message. The operating system releases the lock when
 /// the process ends, however it ends, so a crash leaves nothing to clean up.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
-    use std::io::{Read as _, Seek as _, Write as _};
+fn lock_data_dir(dir: &std::path::Path) -> Result<(std::fs::File, std::fs::File), String> {
+    use std::io::{Read as _, Write as _};
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
-    let path = dir.join("relay.lock");
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
+    let pid_path = dir.join("relay.lock");
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match fs4::FileExt::try_lock(&file) {
+    let locked = std::fs::File::open(dir);
+    #[cfg(not(unix))]
+    let locked = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("relay.dirlock"));
+    let locked = locked.map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    match fs4::FileExt::try_lock(&locked) {
         Ok(()) => {}
         Err(fs4::TryLockError::WouldBlock) => {
             let mut holder = String::new();
-            let _ = (&file).take(32).read_to_string(&mut holder);
+            if let Ok(file) = std::fs::File::open(&pid_path) {
+                let _ = file.take(32).read_to_string(&mut holder);
+            }
             let pid: String = holder.chars().filter(char::is_ascii_digit).collect();
             let who = if pid.is_empty() {
                 "another hushwire-relay".to_owned()
@@ -264,16 +267,22 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
             ));
         }
         Err(fs4::TryLockError::Error(e)) => {
-            return Err(format!("cannot lock {}: {e}", path.display()));
+            return Err(format!("cannot lock {}: {e}", dir.display()));
         }
     }
-    let write = |file: &mut std::fs::File| -> std::io::Result<()> {
-        file.set_len(0)?;
-        file.seek(std::io::SeekFrom::Start(0))?;
-        writeln!(file, "{}", std::process::id())
-    };
-    write(&mut file).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(file)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut pid_file = options
+        .open(&pid_path)
+        .map_err(|e| format!("cannot open {}: {e}", pid_path.display()))?;
+    writeln!(pid_file, "{}", std::process::id())
+        .map_err(|e| format!("cannot write {}: {e}", pid_path.display()))?;
+    Ok((locked, pid_file))
 }
 
 async fn serve(config: Config) -> Result<(), String> {

@@ -275,6 +275,17 @@ fn a_second_relay_on_one_data_directory_refuses_to_start() {
         "{err}"
     );
     assert!(err.contains("another --data-dir"), "{err}");
+    // The lock is on the directory: deleting the file that names the holder does not lift it.
+    std::fs::remove_file(first.data_dir.join("relay.lock")).unwrap();
+    let again = relay_bin()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&first.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "a second relay started once relay.lock was deleted"
+    );
     // The lock goes with the process, however it ends: a restart after kill -9 serves.
     first.crash_and_restart();
     assert!(std::net::TcpStream::connect(("127.0.0.1", first.port)).is_ok());
