@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,13 @@ struct Args {
     rounds: u32,
 }
 
+/// Set once Ctrl-C, SIGTERM or SIGHUP arrived ([`interrupted`]): a relay start, which waits
+/// without yielding to the runtime, checks it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How long a relay may take to print that it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A relay process this tool owns.
 struct RelayProcess {
     child: Child,
@@ -177,22 +184,58 @@ impl RelayProcess {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
+        // The relay's log is read on a thread of its own (and drained there for the relay's
+        // whole life, so it never blocks on a full pipe); this waits for the "listening" line
+        // at most START_TIMEOUT, and gives up at once on Ctrl-C: a relay that neither listens
+        // nor exits (stuck connecting to a database, say) must not hang the tool.
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut forward = true;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                forward = forward && lines_tx.send(line).is_ok();
+            }
+        });
+        let started = Instant::now();
         let port = loop {
-            let line = lines
-                .next()
-                .ok_or_else(|| format!("{} exited before listening", bin.display()))?
-                .map_err(|e| e.to_string())?;
+            let fail = |child: &mut Child, why: String| {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(why)
+            };
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return fail(
+                    &mut child,
+                    format!("interrupted while {} started", bin.display()),
+                );
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return fail(
+                    &mut child,
+                    format!(
+                        "{} did not start listening within {} s",
+                        bin.display(),
+                        START_TIMEOUT.as_secs()
+                    ),
+                );
+            }
+            let line = match lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => line,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return fail(
+                        &mut child,
+                        format!("{} exited before listening", bin.display()),
+                    );
+                }
+            };
             if let Some(i) = line.find("://127.0.0.1:") {
                 let rest = line.get(i + "://127.0.0.1:".len()..).unwrap_or_default();
-                break rest
-                    .split('/')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .ok_or("unparsable port")?;
+                match rest.split('/').next().and_then(|p| p.parse().ok()) {
+                    Some(port) => break port,
+                    None => return fail(&mut child, format!("unparsable port in: {line}")),
+                }
             }
         };
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
         Ok(Self { child, port })
     }
 
@@ -558,11 +601,19 @@ fn latency_line(name: &str, samples: &Mutex<Vec<u64>>) -> String {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let database_url = args.database_url.clone();
-    // Ctrl-C or SIGTERM drops the run: each `RelayProcess` in it is killed as it is dropped.
+    // Ctrl-C, SIGTERM or SIGHUP drops the run: each `RelayProcess` in it is killed as it is
+    // dropped. The signal is awaited on a task of its own, which keeps running while a relay
+    // start blocks this one, and raises INTERRUPTED for that start to see.
+    let (signalled, signal) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let name = interrupted().await;
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        let _ = signalled.send(name);
+    });
     let outcome = tokio::select! {
         outcome = run(args) => outcome,
-        signal = interrupted() => Err(format!(
-            "interrupted by {signal}: the relays this run started were stopped"
+        Ok(name) = signal => Err(format!(
+            "interrupted by {name}: the relays this run started were stopped"
         )),
     };
     scratch::remove_run_dirs();
@@ -582,15 +633,19 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM; the signal's name.
+/// Waits for Ctrl-C (SIGINT), SIGTERM or SIGHUP (a closed terminal); the signal's name.
 async fn interrupted() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        if let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
             return tokio::select! {
                 _ = tokio::signal::ctrl_c() => "Ctrl-C",
                 _ = term.recv() => "SIGTERM",
+                _ = hangup.recv() => "SIGHUP",
             };
         }
     }
