@@ -157,8 +157,18 @@ fn widget_and_client_in_chromium() {
     // `cargo test --workspace` builds both binaries itself (the CLI's and the relay's own tests
     // use them); built here only when missing, as crates/hushwire-cli/tests/readme.rs does, so
     // that this test does not rebuild them under other features.
-    let bin = root.join("target/debug");
-    if !bin.join("hushwire").exists() || !bin.join("hushwire-relay").exists() {
+    // `HUSHWIRE_BROWSER_BIN_DIR=target/release` runs the same cases against release binaries
+    // built beforehand (`cargo build --release -p hushwire-relay -p hushwire-cli`): the
+    // browser <-> Rust client throughput figures of docs/performance.md.
+    let bin = std::env::var_os("HUSHWIRE_BROWSER_BIN_DIR")
+        .map_or_else(|| root.join("target/debug"), |dir| root.join(dir));
+    if std::env::var_os("HUSHWIRE_BROWSER_BIN_DIR").is_some() {
+        assert!(
+            bin.join("hushwire").exists() && bin.join("hushwire-relay").exists(),
+            "HUSHWIRE_BROWSER_BIN_DIR={} holds no hushwire and hushwire-relay binaries",
+            bin.display()
+        );
+    } else if !bin.join("hushwire").exists() || !bin.join("hushwire-relay").exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         run(
             Command::new(cargo)
