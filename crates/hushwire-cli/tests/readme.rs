@@ -227,6 +227,13 @@ fn every_readme_clinic_command_runs_as_written() {
                 "cargo run --release -p hushwire-relay --",
                 &relay_bin.display().to_string(),
             );
+        // The relay's line runs under `exec`: killing the shell at the end must kill the relay
+        // (its `$(cat …)` kept the shell as the parent, and every run left a relay behind).
+        let line = if command.starts_with("cargo ") {
+            format!("exec {line}")
+        } else {
+            line
+        };
         let mut child = Command::new("sh");
         child
             .arg("-c")
