@@ -41,7 +41,8 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Parser, Clone)]
 #[command(version)]
 struct Args {
-    /// Simulated devices (half send, half receive).
+    /// Simulated devices (half send, half receive): an even number, or with
+    /// --conversation-devices a multiple of it.
     #[arg(long, default_value_t = 100)]
     devices: usize,
     /// Messages to send in total.
@@ -678,6 +679,21 @@ fn check_args(args: &Args) -> Result<(), String> {
         return Err(format!(
             "--devices {} is too few: a run needs at least 2 (a sender and its receiver)",
             args.devices
+        ));
+    }
+    if !args.devices.is_multiple_of(2) && args.conversation_devices == 0 {
+        return Err(format!(
+            "--devices {} is odd: devices run in pairs (a sender and its receiver); give {} or {}",
+            args.devices,
+            args.devices - 1,
+            args.devices + 1
+        ));
+    }
+    if args.conversation_devices > 0 && !args.devices.is_multiple_of(args.conversation_devices) {
+        return Err(format!(
+            "--devices {} is not a multiple of --conversation-devices {}: every conversation \
+             has that many member devices",
+            args.devices, args.conversation_devices
         ));
     }
     if args.in_flight == 0 {

@@ -17,128 +17,138 @@ use crate::storage::RegistrationPolicy;
 pub struct Settings {
     /// Address to listen on. Non-loopback addresses require TLS in front (see
     /// --allow-plaintext-non-loopback). Default: 127.0.0.1:7700.
-    #[arg(long, env = "HUSHWIRE_RELAY_LISTEN")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Serve `/metrics` (and `/healthz`) on this address instead of the main one, so that
     /// metrics need not be reachable where clients connect (plain HTTP). Default: on the main
     /// address.
-    #[arg(long, env = "HUSHWIRE_RELAY_METRICS_LISTEN")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Directory for the embedded SQLite database and the audit key (created if missing).
     /// Default: ./hushwire-relay-data.
-    #[arg(long, env = "HUSHWIRE_RELAY_DATA_DIR")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL (postgres://…). When set, PostgreSQL replaces the embedded SQLite store,
     /// so several relay instances can share one database.
-    #[arg(long, env = "HUSHWIRE_RELAY_DATABASE_URL")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_DATABASE_URL")]
     pub database_url: Option<String>,
     /// PostgreSQL schema to use (created if missing); default: the connection's search path.
-    #[arg(long, env = "HUSHWIRE_RELAY_DATABASE_SCHEMA")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
     /// Who may register: `open`, or `invite` (single-use tokens from `hushwire-relay invite`).
     /// Default: open. A clinic deployment reachable over a network should use `invite`.
-    #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION", value_enum)]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_REGISTRATION", value_enum)]
     pub registration: Option<RegistrationPolicy>,
     /// Days an undelivered envelope is kept before it expires. Default: 30.
-    #[arg(long, env = "HUSHWIRE_RELAY_RETENTION_DAYS")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_RETENTION_DAYS")]
     pub retention_days: Option<u64>,
     /// Most envelopes waiting for one device, from all senders together. Default: 10000.
-    #[arg(long, env = "HUSHWIRE_RELAY_MAILBOX_QUOTA")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_MAILBOX_QUOTA")]
     pub mailbox_quota: Option<u32>,
     /// Most payload bytes waiting for one device, from all senders together. Default:
     /// 268435456 (256 MiB).
-    #[arg(long, env = "HUSHWIRE_RELAY_MAILBOX_BYTES")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_MAILBOX_BYTES")]
     pub mailbox_bytes: Option<u64>,
     /// Most envelopes one sender may have waiting in one device's mailbox (its share).
     /// Default: 1000.
-    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_QUOTA")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_SENDER_QUOTA")]
     pub sender_quota: Option<u32>,
     /// Most payload bytes one sender may have waiting in one device's mailbox. Default:
     /// 33554432 (32 MiB).
-    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_QUOTA_BYTES")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_SENDER_QUOTA_BYTES")]
     pub sender_quota_bytes: Option<u64>,
     /// Envelopes per second one sender may send to one recipient (bursts of twice this).
     /// Default: 50.
-    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_RATE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_SENDER_RATE")]
     pub sender_rate: Option<u32>,
     /// Payload bytes per second one sender may send to one recipient (bursts of twice this;
     /// at least 49152, so that one largest envelope fits a burst). Default: 4194304 (4 MiB/s).
-    #[arg(long, env = "HUSHWIRE_RELAY_SENDER_BYTE_RATE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_SENDER_BYTE_RATE")]
     pub sender_byte_rate: Option<u64>,
     /// Bundle fetches per minute one device may make (bursts of this many). Default: 60.
-    #[arg(long, env = "HUSHWIRE_RELAY_FETCH_RATE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_FETCH_RATE")]
     pub fetch_rate: Option<u32>,
     /// One-time prekeys per minute the relay hands out of one device's bundle (bursts of this
     /// many); fetches beyond it get a bundle without one-time keys. Default: 20.
-    #[arg(long, env = "HUSHWIRE_RELAY_TARGET_PREKEY_RATE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_TARGET_PREKEY_RATE")]
     pub target_prekey_rate: Option<u32>,
     /// Registration attempts per minute from one IP address (bursts of this many). Default: 20.
-    #[arg(long, env = "HUSHWIRE_RELAY_REGISTRATION_RATE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_REGISTRATION_RATE")]
     pub registration_rate: Option<u32>,
     /// `TakeProvisioning` requests per minute from one IP address (bursts of this many):
     /// device linking is allowed before login, so this bounds guessing at slots. Default: 30.
-    #[arg(long, env = "HUSHWIRE_RELAY_PROVISIONING_RATE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_PROVISIONING_RATE")]
     pub provisioning_rate: Option<u32>,
     /// Seconds the relay keeps a provisioning message (device linking, `docs/clinic.md` §5.1)
     /// before it is forgotten: 1 to 600. Default: 600 (ten minutes).
-    #[arg(long, env = "HUSHWIRE_RELAY_PROVISIONING_TTL_SECS")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_PROVISIONING_TTL_SECS")]
     pub provisioning_ttl_secs: Option<u64>,
     /// Most simultaneous WebSocket connections (HTTP 503 beyond). The relay raises its
     /// open-file limit at start-up and lowers this, with a warning, if the limit leaves too
     /// little headroom. Default: 20000.
-    #[arg(long, env = "HUSHWIRE_RELAY_MAX_CONNECTIONS")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Most connections one IP address may hold before its device authenticates (HTTP
     /// requests not yet upgraded, challenges not yet answered); more are closed at once.
     /// Default: 128.
-    #[arg(long, env = "HUSHWIRE_RELAY_MAX_PENDING_PER_ADDRESS")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_MAX_PENDING_PER_ADDRESS")]
     pub max_pending_per_address: Option<usize>,
     /// Most not-yet-authenticated connections from all addresses together. Default: 4096.
-    #[arg(long, env = "HUSHWIRE_RELAY_MAX_PENDING")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_MAX_PENDING")]
     pub max_pending: Option<usize>,
     /// Seconds a new connection has to send its HTTP request headers. Default: 10.
-    #[arg(long, env = "HUSHWIRE_RELAY_HEADER_READ_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
     /// Seconds without traffic before a connection is pinged, and twice that before it is
     /// closed. Default: 60.
-    #[arg(long, env = "HUSHWIRE_RELAY_IDLE_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
     /// Seconds one write to a connection may take; a peer that does not read for that long is
     /// closed (its envelopes stay in the mailbox). Default: 10.
-    #[arg(long, env = "HUSHWIRE_RELAY_WRITE_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
     /// Frames per second one device may send (token bucket; bursts of twice this). Default: 500.
-    #[arg(long, env = "HUSHWIRE_RELAY_DEVICE_RATE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_DEVICE_RATE")]
     pub device_rate: Option<u32>,
     /// New connections per second from one IP address (bursts of twice this; HTTP 429
     /// beyond). Default: 50.
-    #[arg(long, env = "HUSHWIRE_RELAY_ADDRESS_RATE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_ADDRESS_RATE")]
     pub address_rate: Option<u32>,
     /// Seconds between sweeps that delete envelopes past retention. Default: 60.
-    #[arg(long, env = "HUSHWIRE_RELAY_EXPIRY_INTERVAL_SECS")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_EXPIRY_INTERVAL_SECS")]
     pub expiry_interval_secs: Option<u64>,
     /// No longer used: logins were bound to a hash of this name, and are now bound to the
     /// relay key (--relay-key-file). Still accepted, so existing configurations keep loading.
-    #[arg(long, env = "HUSHWIRE_RELAY_NAME", hide = true)]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_NAME", hide = true)]
     pub relay_name: Option<String>,
     /// The relay identity key file: the deployment's Ed25519 key, which signs every challenge
     /// and which clients pin. Every instance of one deployment must be given the same file.
     /// Created (mode 0600) on first start with SQLite; with --database-url it must exist
     /// (`hushwire-relay relay-key` creates it). Default: <data-dir>/relay-key.
-    #[arg(long, env = "HUSHWIRE_RELAY_KEY_FILE")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_KEY_FILE")]
     pub relay_key_file: Option<PathBuf>,
     /// The clinic this relay serves: its clinic link (`hushwire-clinic:…`, as the clinic
     /// publishes it). The relay takes the clinic's organization key from it and then enforces
     /// roles: agent certificates at registration, admin-only frames (suspend, wipe, revocation
     /// lists). Also read from HUSHWIRE_CLINIC_LINK. Default: none (no clinic: certificates and
     /// admin frames are refused).
-    #[arg(long, env = "HUSHWIRE_RELAY_CLINIC_LINK")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_CLINIC_LINK")]
     pub clinic_link: Option<String>,
     /// TLS certificate chain (PEM). With --tls-key, the relay serves wss:// itself.
-    #[arg(long, env = "HUSHWIRE_RELAY_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUSHWIRE_RELAY_TLS_CERT",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "HUSHWIRE_RELAY_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUSHWIRE_RELAY_TLS_KEY",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// A web origin (`https://clinic.example`, `https://clinic.example:8443`: scheme, host and
     /// optional port, nothing else) whose pages may open a WebSocket to this relay; repeat the
@@ -148,6 +158,7 @@ pub struct Settings {
     /// refused: a clinic embedding its widget names its site here.
     #[arg(
         long = "allow-origin",
+        global = true,
         value_name = "ORIGIN",
         env = "HUSHWIRE_RELAY_ALLOW_ORIGIN",
         value_delimiter = ','
@@ -157,11 +168,15 @@ pub struct Settings {
     /// Serve the built web widget and console from this directory, read-only (no listings;
     /// HTML never cached; a content security policy without inline script). Default: none
     /// (the relay serves no files).
-    #[arg(long, env = "HUSHWIRE_RELAY_WEB_DIR")]
+    #[arg(long, global = true, env = "HUSHWIRE_RELAY_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
     /// DANGER: serve plaintext WebSocket on a non-loopback address. Only for a TLS-terminating
     /// proxy on a trusted network segment.
-    #[arg(long, env = "HUSHWIRE_RELAY_ALLOW_PLAINTEXT_NON_LOOPBACK")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUSHWIRE_RELAY_ALLOW_PLAINTEXT_NON_LOOPBACK"
+    )]
     #[serde(default)]
     pub allow_plaintext_non_loopback: bool,
 }
@@ -238,6 +253,10 @@ pub struct Config {
     pub web_dir: Option<PathBuf>,
     /// Plaintext on non-loopback allowed.
     pub allow_plaintext_non_loopback: bool,
+    /// Settings given out of their range and the value used instead, in words (the relay
+    /// logs each as a warning at start-up, so a typo such as `--sender-rate 0` is seen).
+    #[serde(skip)]
+    pub adjusted: Vec<String>,
 }
 
 /// The least `sender_byte_rate`: its burst (twice the rate) must hold one largest envelope
@@ -258,7 +277,7 @@ pub const DEFAULT_PORT: u16 = 7700;
 impl Settings {
     /// Fills unset values from `file`, then from defaults.
     pub fn resolve(self, file: Settings) -> Config {
-        Config {
+        let mut config = Config {
             listen: self
                 .listen
                 .or(file.listen)
@@ -285,33 +304,28 @@ impl Settings {
                 .sender_quota_bytes
                 .or(file.sender_quota_bytes)
                 .unwrap_or(32 << 20),
-            sender_rate: self.sender_rate.or(file.sender_rate).unwrap_or(50).max(1),
+            sender_rate: self.sender_rate.or(file.sender_rate).unwrap_or(50),
             sender_byte_rate: self
                 .sender_byte_rate
                 .or(file.sender_byte_rate)
-                .unwrap_or(4 << 20)
-                .max(MIN_SENDER_BYTE_RATE),
-            fetch_rate: self.fetch_rate.or(file.fetch_rate).unwrap_or(60).max(1),
+                .unwrap_or(4 << 20),
+            fetch_rate: self.fetch_rate.or(file.fetch_rate).unwrap_or(60),
             target_prekey_rate: self
                 .target_prekey_rate
                 .or(file.target_prekey_rate)
-                .unwrap_or(20)
-                .max(1),
+                .unwrap_or(20),
             registration_rate: self
                 .registration_rate
                 .or(file.registration_rate)
-                .unwrap_or(20)
-                .max(1),
+                .unwrap_or(20),
             provisioning_rate: self
                 .provisioning_rate
                 .or(file.provisioning_rate)
-                .unwrap_or(30)
-                .max(1),
+                .unwrap_or(30),
             provisioning_ttl_secs: self
                 .provisioning_ttl_secs
                 .or(file.provisioning_ttl_secs)
-                .unwrap_or(MAX_PROVISIONING_TTL_SECS)
-                .clamp(1, MAX_PROVISIONING_TTL_SECS),
+                .unwrap_or(MAX_PROVISIONING_TTL_SECS),
             max_connections: self
                 .max_connections
                 .or(file.max_connections)
@@ -319,31 +333,26 @@ impl Settings {
             max_pending_per_address: self
                 .max_pending_per_address
                 .or(file.max_pending_per_address)
-                .unwrap_or(128)
-                .max(1),
-            max_pending: self.max_pending.or(file.max_pending).unwrap_or(4096).max(1),
+                .unwrap_or(128),
+            max_pending: self.max_pending.or(file.max_pending).unwrap_or(4096),
             header_read_timeout_secs: self
                 .header_read_timeout_secs
                 .or(file.header_read_timeout_secs)
-                .unwrap_or(10)
-                .max(1),
+                .unwrap_or(10),
             idle_timeout_secs: self
                 .idle_timeout_secs
                 .or(file.idle_timeout_secs)
-                .unwrap_or(60)
-                .max(1),
+                .unwrap_or(60),
             write_timeout_secs: self
                 .write_timeout_secs
                 .or(file.write_timeout_secs)
-                .unwrap_or(10)
-                .max(1),
-            device_rate: self.device_rate.or(file.device_rate).unwrap_or(500).max(1),
-            address_rate: self.address_rate.or(file.address_rate).unwrap_or(50).max(1),
+                .unwrap_or(10),
+            device_rate: self.device_rate.or(file.device_rate).unwrap_or(500),
+            address_rate: self.address_rate.or(file.address_rate).unwrap_or(50),
             expiry_interval_secs: self
                 .expiry_interval_secs
                 .or(file.expiry_interval_secs)
-                .unwrap_or(60)
-                .max(1),
+                .unwrap_or(60),
             relay_key_file: self.relay_key_file.or(file.relay_key_file),
             // The flag, HUSHWIRE_RELAY_CLINIC_LINK, HUSHWIRE_CLINIC_LINK (the name clinic tools
             // share), then the file.
@@ -365,11 +374,57 @@ impl Settings {
             web_dir: self.web_dir.or(file.web_dir),
             allow_plaintext_non_loopback: self.allow_plaintext_non_loopback
                 || file.allow_plaintext_non_loopback,
-        }
+            adjusted: Vec::new(),
+        };
+        config.keep_in_range();
+        config
     }
 }
 
 impl Config {
+    /// Brings settings below their least useful value (a rate or limit of 0 would refuse
+    /// everything; a byte rate under [`MIN_SENDER_BYTE_RATE`] could never pass one largest
+    /// envelope) or above their greatest into range, noting each in `adjusted`.
+    fn keep_in_range(&mut self) {
+        macro_rules! at_least {
+            ($($field:ident >= $min:expr),* $(,)?) => {$(
+                if self.$field < $min {
+                    self.adjusted.push(format!(
+                        "{} {} is below its least value: using {}",
+                        stringify!($field), self.$field, $min
+                    ));
+                    self.$field = $min;
+                }
+            )*};
+        }
+        at_least!(
+            sender_rate >= 1,
+            sender_byte_rate >= MIN_SENDER_BYTE_RATE,
+            fetch_rate >= 1,
+            target_prekey_rate >= 1,
+            registration_rate >= 1,
+            provisioning_rate >= 1,
+            provisioning_ttl_secs >= 1,
+            max_pending_per_address >= 1,
+            max_pending >= 1,
+            max_connections >= 1,
+            header_read_timeout_secs >= 1,
+            idle_timeout_secs >= 1,
+            write_timeout_secs >= 1,
+            device_rate >= 1,
+            address_rate >= 1,
+            expiry_interval_secs >= 1,
+        );
+        if self.provisioning_ttl_secs > MAX_PROVISIONING_TTL_SECS {
+            self.adjusted.push(format!(
+                "provisioning_ttl_secs {} is above its greatest value: using \
+                 {MAX_PROVISIONING_TTL_SECS}",
+                self.provisioning_ttl_secs
+            ));
+            self.provisioning_ttl_secs = MAX_PROVISIONING_TTL_SECS;
+        }
+    }
+
     /// Where the relay key file is (`--relay-key-file`, else `<data_dir>/relay-key`).
     pub fn relay_key_path(&self) -> PathBuf {
         self.relay_key_file
@@ -503,7 +558,32 @@ pub fn parse_origin(text: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_origin;
+    use super::{MAX_PROVISIONING_TTL_SECS, MIN_SENDER_BYTE_RATE, Settings, parse_origin};
+
+    #[test]
+    fn settings_out_of_range_are_brought_in_and_named() {
+        let given = Settings {
+            sender_rate: Some(0),
+            sender_byte_rate: Some(1),
+            provisioning_ttl_secs: Some(MAX_PROVISIONING_TTL_SECS + 1),
+            idle_timeout_secs: Some(30),
+            ..Settings::default()
+        };
+        let config = given.resolve(Settings::default());
+        assert_eq!(config.sender_rate, 1);
+        assert_eq!(config.sender_byte_rate, MIN_SENDER_BYTE_RATE);
+        assert_eq!(config.provisioning_ttl_secs, MAX_PROVISIONING_TTL_SECS);
+        assert_eq!(config.idle_timeout_secs, 30, "a setting in range is kept");
+        assert_eq!(config.adjusted.len(), 3, "{:?}", config.adjusted);
+        assert!(config.adjusted[0].starts_with("sender_rate 0 is below"));
+        assert!(config.adjusted[2].contains("above its greatest value: using 600"));
+        assert!(
+            Settings::default()
+                .resolve(Settings::default())
+                .adjusted
+                .is_empty()
+        );
+    }
 
     #[test]
     fn origins_are_serialized_and_malformed_ones_refused() {

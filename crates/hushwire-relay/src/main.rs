@@ -73,17 +73,14 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Verify this instance's audit chain: every record's hash link and every checkpoint's
-    /// signature by the relay's audit key (in --data-dir). Exits 1 and names the first fault
-    /// (which record was modified, removed, inserted or reordered, or a truncation).
+    /// signature by the relay's audit key (in --data-dir: its audit key, and its SQLite store
+    /// unless --database-url is given). A directory without a relay store is refused, never
+    /// created. Exits 1 and names the first fault (which record was modified, removed,
+    /// inserted or reordered, or a truncation).
     Verify {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-        /// The relay's data directory (its audit key, and its SQLite store unless
-        /// --database-url is given). Default: the relay's --data-dir (./hushwire-relay-data).
-        /// A directory without a relay store is refused, never created.
-        #[arg(long = "data-dir", value_name = "DATA_DIR")]
-        data_dir: Option<PathBuf>,
     },
 }
 
@@ -120,14 +117,8 @@ fn main() -> ExitCode {
             Command::Invite { valid_days } => invite(config, valid_days).await,
             Command::RelayKey => relay_key(&config),
             Command::Audit {
-                command: AuditCommand::Verify { json, data_dir },
-            } => {
-                let mut config = config;
-                if let Some(dir) = data_dir {
-                    config.data_dir = dir;
-                }
-                audit_verify(config, json).await
-            }
+                command: AuditCommand::Verify { json },
+            } => audit_verify(config, json).await,
         }
     });
     match result {
@@ -410,15 +401,17 @@ async fn run<S: Store + Clone>(
     config: Config,
     listen_pool: Option<sqlx::PgPool>,
 ) -> Result<(), String> {
-    let printed = settings_line(&config);
     let running = hushwire_relay::server::start(store, config, listen_pool).await?;
-    tracing::info!(settings = %printed, "configuration");
-    tracing::info!(
-        "listening on {} (health: /healthz, metrics: /metrics)",
-        running.url()
-    );
-    if let Some(at) = running.metrics_address {
-        tracing::info!("metrics on http://{at}/metrics (not on the main address)");
+    tracing::info!(settings = %settings_line(&running.config), "configuration");
+    match running.metrics_address {
+        None => tracing::info!(
+            "listening on {} (health: /healthz, metrics: /metrics)",
+            running.url()
+        ),
+        Some(at) => {
+            tracing::info!("listening on {} (health: /healthz)", running.url());
+            tracing::info!("metrics on http://{at}/metrics (not on the main address)");
+        }
     }
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; finishing writes in progress");
@@ -454,5 +447,38 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, Command};
+    use clap::{CommandFactory, Parser};
+
+    /// Server settings are accepted before or after a subcommand (`invite --data-dir D` and
+    /// `--data-dir D invite` mean the same), and each is given once.
+    #[test]
+    fn settings_go_before_or_after_the_subcommand() {
+        for args in [
+            ["hushwire-relay", "invite", "--data-dir", "d"],
+            ["hushwire-relay", "--data-dir", "d", "invite"],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            assert!(matches!(cli.command, Some(Command::Invite { .. })));
+            assert_eq!(
+                cli.settings.data_dir.as_deref(),
+                Some(std::path::Path::new("d"))
+            );
+        }
+        let cli = Cli::try_parse_from(["hushwire-relay", "serve", "--listen", "127.0.0.1:1"])
+            .expect("parses");
+        assert_eq!(cli.settings.listen.map(|a| a.port()), Some(1));
+        let cli = Cli::try_parse_from(["hushwire-relay", "audit", "verify", "--data-dir", "d"])
+            .expect("parses");
+        assert_eq!(
+            cli.settings.data_dir.as_deref(),
+            Some(std::path::Path::new("d"))
+        );
+        Cli::command().debug_assert();
     }
 }

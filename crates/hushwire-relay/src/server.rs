@@ -162,6 +162,9 @@ pub struct Running {
     pub scheme: &'static str,
     /// Where `/metrics` is served when it has an address of its own (`--metrics-listen`).
     pub metrics_address: Option<SocketAddr>,
+    /// The configuration in force: as given, except `max_connections` lowered to what the
+    /// open-file limit holds.
+    pub config: Config,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), String>>,
     audit_writer: JoinHandle<()>,
@@ -193,6 +196,9 @@ pub async fn start<S: Store + Clone>(
     listen_pool: Option<sqlx::PgPool>,
 ) -> Result<Running, String> {
     config.check()?;
+    for adjusted in &config.adjusted {
+        tracing::warn!("setting out of range: {adjusted}");
+    }
     if config.registration == crate::storage::RegistrationPolicy::Open
         && !config.listen.ip().is_loopback()
     {
@@ -291,6 +297,7 @@ pub async fn start<S: Store + Clone>(
     Ok(Running {
         address,
         metrics_address,
+        config: relay.config.clone(),
         scheme,
         stop,
         server,
