@@ -1291,3 +1291,86 @@ async fn a_conversation_stays_claimed_while_one_of_its_agents_is_not_revoked() {
         );
     }
 }
+
+/// Reading a conversation's archive is PHI access: the relay records `ArchiveOpened` (who, which
+/// conversation) in its audit chain once per reading (the first page, `from_index` 0), whichever
+/// client read it (`docs/conversations.md` §9). A refused read records nothing.
+#[tokio::test]
+async fn reading_the_archive_is_recorded_in_the_relay_audit_chain() {
+    use hushwire_proto::audit::{AuditEvent, AuditRecord, DeviceRef};
+    use hushwire_proto::keys::Fingerprint;
+
+    let clinic = Clinic::new();
+    let mut relays = clinic.start(&Engine::Sqlite, "archive-audit");
+    let url = relays[0].url();
+    let (patient, ada, sue) = (Device::new(1, 1), Device::new(2, 1), Device::new(4, 1));
+    let ada_cert = clinic.certify(1, &ada, &[Role::Agent]);
+    let sue_cert = clinic.certify(3, &sue, &[Role::Supervisor]);
+    let mut p = Peer::register(&url, &patient, None).await;
+    publish_list(&mut p, &patient, &[1]).await;
+    let mut a = Peer::register(&url, &ada, Some(&ada_cert)).await;
+    let mut s = Peer::register(&url, &sue, Some(&sue_cert)).await;
+    let mut h = History::new(&clinic, 1);
+    let open = h.change(
+        ChangeAction::Add,
+        MemberRole::Patient,
+        &patient,
+        None,
+        &patient,
+        None,
+    );
+    assert_eq!(
+        p.call(q(QueueFrame::OpenConversation(Box::new(open.clone()))))
+            .await,
+        FrameBody::Ok
+    );
+    h.accept(&open);
+    let conv = h.conversation;
+    let fetch = |from_index| {
+        q(QueueFrame::FetchArchive {
+            conversation: conv,
+            from_index,
+        })
+    };
+    // Refused (no supervisor role): not a reading.
+    assert_eq!(a.call(fetch(0)).await, error(ErrorCode::Forbidden));
+    // Two readings from the start, and a later page of one of them.
+    for from in [0, 5, 0] {
+        assert!(matches!(s.call(fetch(from)).await, FrameBody::Queue(_)));
+    }
+    drop((p, a, s));
+    // Graceful stop: the audit writer flushes what it holds.
+    let relay = &mut relays[0];
+    let pid = relay.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = relay.child.wait();
+    let db = relay.data_dir.join("relay.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let records: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT record FROM audit_records ORDER BY sequence")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let opened: Vec<AuditEvent> = records
+        .iter()
+        .map(|r| AuditRecord::from_bytes(r).unwrap().event)
+        .filter(|e| matches!(e, AuditEvent::ArchiveOpened { .. }))
+        .collect();
+    let by = DeviceRef {
+        fingerprint: Fingerprint(sue.address().fingerprint),
+        device_id: sue.address().device_id,
+    };
+    let expected = AuditEvent::ArchiveOpened {
+        conversation: conv,
+        by,
+    };
+    assert_eq!(opened, vec![expected.clone(), expected]);
+}

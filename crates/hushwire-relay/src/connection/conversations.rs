@@ -322,6 +322,18 @@ impl<S: Store> Connection<S> {
                     .await
                     .map_err(|e| internal(id, &e))?;
                 let next_index = stored.last().map_or(from_index, |s| s.index + 1);
+                // Who read a conversation's record is PHI access the clinic must be able to
+                // show (HIPAA audit controls), whichever client read it (the browser console
+                // keeps no audit chain of its own): one record per reading, at its first page.
+                if from_index == 0 {
+                    self.relay.audit.record(
+                        now_ms(),
+                        AuditEvent::ArchiveOpened {
+                            conversation,
+                            by: device_ref(&device),
+                        },
+                    );
+                }
                 // Each envelope with the authenticated device that filed it and when, so the
                 // archive reader can check the filer against the membership at the message's
                 // epoch (`docs/conversations.md` §7.3).
