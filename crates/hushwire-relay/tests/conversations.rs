@@ -1372,5 +1372,5 @@ async fn reading_the_archive_is_recorded_in_the_relay_audit_chain() {
         conversation: conv,
         by,
     };
-    assert_eq!(opened, vec![expected.clone(), expected]);
+    assert_eq!(opened, vec![expected, expected]);
 }
