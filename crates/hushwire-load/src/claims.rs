@@ -137,9 +137,10 @@ pub async fn run(
     database_url: Option<&str>,
 ) -> Result<bool, String> {
     let org = key(0xc1a1);
-    let (org_key, relays) = start_clinic_relays(bin, dir, &org, database_url, "claims").await?;
+    let (org_key, mut relays) = start_clinic_relays(bin, dir, &org, database_url, "claims").await?;
     let urls: Vec<String> = relays.iter().map(RelayProcess::url).collect();
 
+    let outcome: Result<bool, String> = async {
     // Agents, with certificates of the clinic, alternating between instances.
     let mut agent_sockets = Vec::new();
     let mut agent_keys = Vec::new();
@@ -294,4 +295,7 @@ pub async fn run(
     );
     println!("{}", if exactly_once { "PASS" } else { "FAIL" });
     Ok(exactly_once)
+    }
+    .await;
+    outcome.map_err(|e| crate::blame_relay(&mut relays, e))
 }

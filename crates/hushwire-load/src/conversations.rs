@@ -410,11 +410,12 @@ pub async fn run(bin: &Path, dir: &Path, args: &Args) -> Result<bool, String> {
     let total = per_device * devices as u64 * fan;
 
     let org = key(0xc1a1);
-    let (org_key, relays) =
+    let (org_key, mut relays) =
         start_clinic_relays(bin, dir, &org, args.database_url.as_deref(), "conv").await?;
     let urls: Vec<String> = relays.iter().map(RelayProcess::url).collect();
-    // The relays are killed when `relays` is dropped, on every way out.
-    async {
+    // The relays are killed when `relays` is dropped, on every way out; an error after one of
+    // them died names that first.
+    let outcome = async {
         let mut groups = Vec::new();
         for g in 0..conversations {
             groups.push(open_and_claim(&urls, &org, &org_key, g, d).await?);
@@ -502,5 +503,6 @@ pub async fn run(bin: &Path, dir: &Path, args: &Args) -> Result<bool, String> {
         );
         Ok::<bool, String>(pass)
     }
-    .await
+    .await;
+    outcome.map_err(|e| crate::blame_relay(&mut relays, e))
 }

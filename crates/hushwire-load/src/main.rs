@@ -274,6 +274,21 @@ impl RelayProcess {
     }
 }
 
+/// The error a mode ended with, led by the cause when one of its relays has exited: a dead relay
+/// otherwise shows only as "connection reset" on some device. Waits up to 0.5 s for the exit to
+/// be seen (the connection breaks a moment before the process is reaped).
+pub(crate) fn blame_relay(relays: &mut [RelayProcess], error: String) -> String {
+    for _ in 0..10 {
+        for relay in relays.iter_mut() {
+            if let Err(dead) = relay.check_alive() {
+                return format!("{dead}; then: {error}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    error
+}
+
 /// A relay this tool started does not outlive it, whichever way a mode ends (an error returned
 /// early included).
 impl Drop for RelayProcess {
