@@ -165,8 +165,10 @@ fn envelope_bytes(conversation: [u8; 16], variant: u8) -> Vec<u8> {
     e.to_bytes()
 }
 
-/// What the store tests check on either engine. `insert_conversation` adds a conversation row
-/// with the given last activity (for the expiry sweep; filing works without one).
+/// What the store tests check on either engine, through `store` and `other` (two stores on one
+/// database for PostgreSQL, as two instances; the same store twice for SQLite). No conversation
+/// row exists here, so on PostgreSQL no row lock serialises the racing filings: the unique
+/// `(conversation, digest)` key alone keeps them once.
 async fn store_checks<S: Store + Clone>(store: S, other: S, engine: &str) {
     // Racing identical filings, through two stores (on PostgreSQL two pools, as two instances
     // would): one stores, the others are repeats of the same index.
