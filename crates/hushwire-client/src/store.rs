@@ -15,7 +15,7 @@ use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use crate::error::{ClientError, Result};
 
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`. A released
 /// migration is never edited: changes come as a new entry. (Nothing is released yet: until the
@@ -179,6 +179,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE conversation_recalls_unshown (
         message_row INTEGER PRIMARY KEY REFERENCES conversation_messages(id) ON DELETE CASCADE
     );
+    ",
+    // v10: an archive copy is sealed to the archive key once (`conversations.md` §7.3): the
+    // envelope, sealed under the store's key, is kept with the copy before it is first filed
+    // and sent again, byte for byte, on every retry, so a repeat is one the relay recognises.
+    // A copy queued by an earlier version has none (`NULL`) and gets it at its first filing.
+    "
+    ALTER TABLE archive_outbox ADD COLUMN envelope BLOB;
     ",
 ];
 
@@ -1596,6 +1603,47 @@ pub(crate) async fn delete_work(c: &mut SqliteConnection, queue: WorkQueue, id: 
         WorkQueue::Archive => "DELETE FROM archive_outbox WHERE id = ?",
     };
     sqlx::query(sql).bind(id).execute(c).await?;
+    Ok(())
+}
+
+/// An archive copy waiting to be filed (`archive_outbox`): its row id, the sealed copy and,
+/// once sealed for filing, the sealed archive envelope (schema v10).
+pub(crate) struct ArchiveOutboxRow {
+    /// The row id (the context of both sealed values).
+    pub(crate) id: i64,
+    /// `ArchiveCopy`, sealed.
+    pub(crate) sealed: Vec<u8>,
+    /// The archive envelope's bytes, sealed; `None` until the copy is first filed.
+    pub(crate) envelope: Option<Vec<u8>>,
+}
+
+/// Every archive copy waiting to be filed, oldest first.
+pub(crate) async fn archive_outbox(c: &mut SqliteConnection) -> Result<Vec<ArchiveOutboxRow>> {
+    Ok(
+        sqlx::query("SELECT id, sealed, envelope FROM archive_outbox ORDER BY id")
+            .fetch_all(c)
+            .await?
+            .into_iter()
+            .map(|r| ArchiveOutboxRow {
+                id: r.get(0),
+                sealed: r.get(1),
+                envelope: r.get(2),
+            })
+            .collect(),
+    )
+}
+
+/// Keeps an archive copy's envelope, sealed (before it is first sent: every retry sends it).
+pub(crate) async fn set_archive_envelope(
+    c: &mut SqliteConnection,
+    id: i64,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query("UPDATE archive_outbox SET envelope = ? WHERE id = ?")
+        .bind(sealed)
+        .bind(id)
+        .execute(c)
+        .await?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use hushwire::payload::{
 use hushwire::proto::codec::Codec as _;
 use hushwire::proto::conversation::queue::QueueFrame;
 use hushwire::proto::conversation::{
-    ArchivePolicy, ChangeAction, ConversationId, MemberRole, MembershipChange,
+    ArchiveEnvelope, ArchivePolicy, ChangeAction, ConversationId, MemberRole, MembershipChange,
 };
 use hushwire::proto::keys::Fingerprint;
 use hushwire::proto::relay::{ErrorCode, FrameBody, OutgoingEnvelope};
@@ -1386,51 +1386,80 @@ impl Client {
 
     /// Seals and files the waiting archive copies (§7.3). Returns how many were filed; copies
     /// wait while the clinic has no archive policy (reported once per connection).
+    ///
+    /// Each copy is sealed once: the envelope is kept (sealed under the store's key, column
+    /// `archive_outbox.envelope`) before it is first sent, and every later attempt, after a
+    /// lost answer, a dropped connection or a restart, sends exactly those bytes, which the
+    /// relay recognises as a repeat (§5.2) and does not store again. A copy already sealed is
+    /// sent as sealed even if a newer policy has come since: it may already be in the archive.
     pub(super) async fn flush_archive(&self, link: &Link, warned: &mut bool) -> Result<usize> {
         let rows = {
             let mut c = self.inner.db.acquire().await?;
-            store::work(&mut c, WorkQueue::Archive).await?
+            store::archive_outbox(&mut c).await?
         };
         if rows.is_empty() {
             return Ok(0);
         }
-        let Some(policy) = self.archive_policy(link).await? else {
-            if !*warned {
-                *warned = true;
-                tracing::warn!(
-                    waiting = rows.len(),
-                    "no archive policy: archive copies wait"
-                );
-                self.emit(Event::ArchiveUnavailable {
-                    waiting: rows.len(),
-                    reason: "the clinic has not published an archive policy; copies of \
-                             conversation messages wait here until it does"
-                        .into(),
-                });
-            }
-            return Ok(0);
-        };
+        // Fetched (and verified) once per flush, when a copy needs sealing.
+        let mut policy: Option<Option<ArchivePolicy>> = None;
         let (me, device) = self.own_fingerprint_and_device().await;
         let mut filed = 0;
-        for (row, sealed) in rows {
-            let copy: ArchiveCopy = self.inner.vault.open_value(
-                work_label(WorkQueue::Archive),
-                &row.to_be_bytes(),
-                &sealed,
-            )?;
-            let message = hushwire::archive::ArchivedMessage {
-                sender: me,
-                sender_device: device,
-                epoch: copy.epoch,
-                payload: copy.payload.to_vec(),
+        for row in rows {
+            let context = row.id.to_be_bytes();
+            let envelope = if let Some(sealed) = &row.envelope {
+                let bytes = self
+                    .inner
+                    .vault
+                    .open(ARCHIVE_ENVELOPE_LABEL, &context, sealed)?;
+                ArchiveEnvelope::from_bytes(&bytes)
+                    .map_err(|_| ClientError::CorruptStore(ARCHIVE_ENVELOPE_LABEL))?
+            } else {
+                // Sealed now, under the newest verified policy, and kept before it is sent.
+                if policy.is_none() {
+                    policy = Some(self.archive_policy(link).await?);
+                }
+                let Some(policy) = policy.as_ref().and_then(Option::as_ref) else {
+                    if !*warned {
+                        *warned = true;
+                        tracing::warn!("no archive policy: archive copies wait");
+                        self.emit(Event::ArchiveUnavailable {
+                            waiting: self.archive_pending().await.unwrap_or(0),
+                            reason: "the clinic has not published an archive policy; copies of \
+                                     conversation messages wait here until it does"
+                                .into(),
+                        });
+                    }
+                    // Copies sealed earlier (by a policy held then) may still be filed.
+                    continue;
+                };
+                let copy: ArchiveCopy = self.inner.vault.open_value(
+                    work_label(WorkQueue::Archive),
+                    &context,
+                    &row.sealed,
+                )?;
+                let message = hushwire::archive::ArchivedMessage {
+                    sender: me,
+                    sender_device: device,
+                    epoch: copy.epoch,
+                    payload: copy.payload.to_vec(),
+                };
+                let envelope = hushwire::archive::seal(
+                    policy,
+                    ConversationId(copy.conversation),
+                    &message,
+                    &mut rng(),
+                )
+                .map_err(|e| conversation_error(format!("archive seal: {e:?}")))?;
+                let sealed = self.inner.vault.seal(
+                    ARCHIVE_ENVELOPE_LABEL,
+                    &context,
+                    &envelope.to_bytes(),
+                    &mut rng(),
+                );
+                let mut c = self.inner.db.acquire().await?;
+                store::set_archive_envelope(&mut c, row.id, &sealed).await?;
+                envelope
             };
-            let envelope = hushwire::archive::seal(
-                &policy,
-                ConversationId(copy.conversation),
-                &message,
-                &mut rng(),
-            )
-            .map_err(|e| conversation_error(format!("archive seal: {e:?}")))?;
             match link
                 .call(FrameBody::Queue(Box::new(QueueFrame::PutArchive(
                     Box::new(envelope),
@@ -1451,7 +1480,7 @@ impl Client {
                 Err(e) => return Err(e),
             }
             let mut c = self.inner.db.acquire().await?;
-            store::delete_work(&mut c, WorkQueue::Archive, row).await?;
+            store::delete_work(&mut c, WorkQueue::Archive, row.id).await?;
             filed += 1;
         }
         Ok(filed)
@@ -2068,6 +2097,10 @@ fn history_shared(
         count: u32::try_from(count).unwrap_or(u32::MAX),
     }
 }
+
+/// Vault purpose of an archive copy's envelope as sealed for filing (`archive_outbox.envelope`,
+/// context the row id, `client.md` §2.6).
+const ARCHIVE_ENVELOPE_LABEL: &str = "archive envelope";
 
 fn work_label(queue: WorkQueue) -> &'static str {
     match queue {

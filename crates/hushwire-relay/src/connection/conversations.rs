@@ -277,7 +277,9 @@ impl<S: Store> Connection<S> {
                 };
                 let writes_now = role_of(&log, &device).is_some_and(MemberRole::can_write);
                 // Before reading the history below: a device that never wrote here cannot make
-                // the relay read it more than the archive rate allows.
+                // the relay read it more than the archive rate allows. An identical repeat (a
+                // retry whose `Ok` was lost) counts too: it is a request like any other, and a
+                // device within the rate never needs more than one retry per copy.
                 if let Err(wait) = self
                     .relay
                     .archive_limits
@@ -291,7 +293,10 @@ impl<S: Store> Connection<S> {
                         .refuse_queue(id, ErrorCode::NotOnConversation, "not_on_conversation")
                         .await;
                 }
-                self.relay
+                // Idempotent per filer (`conversations.md` §5.2): the same bytes from the same
+                // device again are answered `Ok` and not stored a second time.
+                let filing = self
+                    .relay
                     .store
                     .put_archive(
                         envelope.conversation.0,
@@ -301,6 +306,12 @@ impl<S: Store> Connection<S> {
                     )
                     .await
                     .map_err(|e| internal(id, &e))?;
+                if filing.repeat {
+                    tracing::debug!(
+                        index = filing.index,
+                        "archive envelope filed again: kept once"
+                    );
+                }
                 self.reply(id, FrameBody::Ok).await
             }
             QueueFrame::FetchArchive {

@@ -316,6 +316,35 @@ pub struct StoredArchiveEnvelope {
     pub filed_at_ms: u64,
 }
 
+/// What [`Store::put_archive`] did with an envelope (`conversations.md` §5.2, §5.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiveFiling {
+    /// The envelope's position in the conversation's archive: a new one, or for a repeat the
+    /// position the first filing was given.
+    pub index: u64,
+    /// The same device had already filed these exact bytes for this conversation: nothing
+    /// was stored (no second position, the conversation's last activity not moved).
+    pub repeat: bool,
+}
+
+/// Domain label of [`archive_filing_digest`].
+const ARCHIVE_FILING_LABEL: &[u8] = b"Hushwire v1 archive filing";
+
+/// The key under which a filing is remembered (table `archive_filings`, `relay-protocol.md`
+/// §7): SHA-256 of `"Hushwire v1 archive filing" ‖ filer fingerprint[32] ‖ filer
+/// device_id[4, big-endian] ‖ envelope bytes`. Per filer, so the same bytes filed by another
+/// device are another filing (the reader checks each filer, §7.3); 32 bytes whatever the
+/// envelope's size, so a repeat is found by one index lookup, never by reading the blobs.
+pub fn archive_filing_digest(filed_by: &DeviceAddress, envelope: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(ARCHIVE_FILING_LABEL);
+    h.update(filed_by.fingerprint);
+    h.update(filed_by.device_id.to_be_bytes());
+    h.update(envelope);
+    h.finalize().into()
+}
+
 /// What a write job submitted to a store's writer answers, after the commit of its batch.
 #[derive(Debug)]
 pub struct Answer<T>(pub(crate) tokio::sync::oneshot::Receiver<Result<T, StoreError>>);
@@ -715,14 +744,22 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
 
-    /// Files an archive envelope at the conversation's next index; returns the index.
+    /// Files an archive envelope at the conversation's next index, with who filed it and when,
+    /// and touches the conversation's last activity; all in one transaction.
+    ///
+    /// Idempotent per filer (`conversations.md` §5.2): if `filed_by` already filed these exact
+    /// bytes for this conversation (same [`archive_filing_digest`]), nothing is written and the
+    /// first filing's index comes back with `repeat` set. Two identical filings racing, on one
+    /// instance or several, store one envelope: the `(conversation, digest)` key is unique and
+    /// inserted with `ON CONFLICT DO NOTHING` in the filing's transaction. An error stores
+    /// nothing.
     fn put_archive(
         &self,
         id: [u8; 16],
         envelope: Vec<u8>,
         filed_by: DeviceAddress,
         now_ms: u64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<ArchiveFiling, StoreError>> + Send;
 
     /// Up to `limit` archive envelopes of a conversation from `from_index`.
     fn archive(
@@ -747,7 +784,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes the archive envelopes of conversations whose last activity is before
-    /// `before_ms`; how many.
+    /// `before_ms`, with what was remembered of their filings (`archive_filings`), in one
+    /// transaction; how many envelopes.
     fn expire_archive(
         &self,
         before_ms: u64,

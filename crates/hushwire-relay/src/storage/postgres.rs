@@ -36,12 +36,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::{address_at, expired_by_recipient, row_to_delivery};
+use super::sqlite::{address_at, expired_by_recipient, filing_of_row, row_to_delivery};
 use super::{
-    Answer, ClaimedBundle, Committed, ConversationUpdate, Enqueued, MailboxLimits, PreKeyUpload,
-    Provisioned, Provisioning, Registration, RegistrationPolicy, Standing, Store, StoreError,
-    StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql, to_i64,
-    to_u64,
+    Answer, ArchiveFiling, ClaimedBundle, Committed, ConversationUpdate, Enqueued, MailboxLimits,
+    PreKeyUpload, Provisioned, Provisioning, Registration, RegistrationPolicy, Standing, Store,
+    StoreError, StoredArchiveEnvelope, StoredConversation, Usage, archive_filing_digest,
+    frame_usage, sequence_key, sql, to_i64, to_u64,
 };
 
 /// The `NOTIFY` channel on which stored envelopes and pushes are announced, as an SQL
@@ -156,6 +156,9 @@ CREATE TABLE IF NOT EXISTS archive_envelopes (
     PRIMARY KEY (conversation, position));
 CREATE TABLE IF NOT EXISTS archive_policies (
     org_key BYTEA PRIMARY KEY, sequence BYTEA NOT NULL, policy BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS archive_filings (
+    conversation BYTEA NOT NULL, digest BYTEA NOT NULL, position BIGINT NOT NULL,
+    PRIMARY KEY (conversation, digest));
 ";
 
 /// Fills the counters and positions for envelopes stored before they existed (a database from
@@ -670,9 +673,18 @@ impl PostgresStore {
         let fresh: bool = sqlx::query_scalar("SELECT to_regclass('mailboxes') IS NULL")
             .fetch_one(&mut *tx)
             .await?;
+        let filings_fresh: bool =
+            sqlx::query_scalar("SELECT to_regclass('archive_filings') IS NULL")
+                .fetch_one(&mut *tx)
+                .await?;
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
         if fresh {
             sqlx::raw_sql(BACKFILL).execute(&mut *tx).await?;
+        }
+        // In the transaction that creates the table, under the lock: a database of an earlier
+        // version gets `archive_filings` filled once, by whichever instance starts first.
+        if filings_fresh {
+            backfill_archive_filings(&mut tx).await?;
         }
         tx.commit().await?;
         let (writes, jobs) = mpsc::channel(4096);
@@ -1527,33 +1539,57 @@ impl Store for PostgresStore {
         envelope: Vec<u8>,
         filed_by: DeviceAddress,
         now_ms: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<ArchiveFiling, StoreError> {
+        let digest = archive_filing_digest(&filed_by, &envelope);
         let mut tx = self.pool.begin().await?;
-        // The conversation's row lock serialises two instances filing for one conversation.
+        // The conversation's row lock serialises two instances filing for one conversation, so
+        // positions are handed out one at a time. Two identical filings racing: the second
+        // waits here until the first commits, then (read committed: each statement sees what
+        // was committed before it) finds its `(conversation, digest)` and stores nothing. Even
+        // without the lock, `ON CONFLICT DO NOTHING` on the unique key waits for the other
+        // transaction's insert of the same key and does nothing once it commits.
         sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
             .bind(id.to_vec())
             .execute(&mut *tx)
             .await?;
-        let index: i64 = sqlx::query_scalar(
-            "INSERT INTO archive_envelopes (conversation, position, envelope, \
-             filed_by_fingerprint, filed_by_device, filed_at) \
-             SELECT $1, COALESCE(MAX(position) + 1, 0), $2, $3, $4, $5 \
-             FROM archive_envelopes WHERE conversation = $1 RETURNING position",
-        )
-        .bind(id.to_vec())
-        .bind(envelope)
-        .bind(fp(&filed_by))
-        .bind(dev(&filed_by))
-        .bind(to_i64(now_ms))
-        .fetch_one(&mut *tx)
-        .await?;
+        let claimed: Option<i64> = sqlx::query_scalar(sql::CLAIM_ARCHIVE_FILING.postgres.as_str())
+            .bind(id.to_vec())
+            .bind(digest.to_vec())
+            .bind(id.to_vec())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(index) = claimed else {
+            let index: i64 = sqlx::query_scalar(sql::ARCHIVE_FILING.postgres.as_str())
+                .bind(id.to_vec())
+                .bind(digest.to_vec())
+                .fetch_one(&mut *tx)
+                .await?;
+            // Nothing was written: the rollback only ends the transaction (and its lock).
+            tx.rollback().await?;
+            return Ok(ArchiveFiling {
+                index: to_u64(index),
+                repeat: true,
+            });
+        };
+        sqlx::query(sql::INSERT_ARCHIVE.postgres.as_str())
+            .bind(id.to_vec())
+            .bind(index)
+            .bind(envelope)
+            .bind(fp(&filed_by))
+            .bind(dev(&filed_by))
+            .bind(to_i64(now_ms))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(sql::TOUCH_CONVERSATION.postgres.as_str())
             .bind(to_i64(now_ms))
             .bind(id.to_vec())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(to_u64(index))
+        Ok(ArchiveFiling {
+            index: to_u64(index),
+            repeat: false,
+        })
     }
 
     async fn archive(
@@ -1594,11 +1630,54 @@ impl Store for PostgresStore {
     }
 
     async fn expire_archive(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::EXPIRE_ARCHIVE_FILINGS.postgres.as_str())
+            .bind(to_i64(before_ms))
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query(sql::EXPIRE_ARCHIVE.postgres.as_str())
             .bind(to_i64(before_ms))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// Envelopes read per page by [`backfill_archive_filings`].
+const BACKFILL_PAGE: i64 = 256;
+
+/// Remembers the filing of every archive envelope stored by a relay version without
+/// `archive_filings` (`relay-protocol.md` §7), as on SQLite (`sqlite::filing_of_row` computes
+/// the same digest): once, in the transaction that creates the table, page by page in key
+/// order.
+async fn backfill_archive_filings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<(), StoreError> {
+    let mut after: (Vec<u8>, i64) = (Vec::new(), -1);
+    loop {
+        let rows = sqlx::query(sql::ARCHIVE_PAGE.postgres.as_str())
+            .bind(after.0.clone())
+            .bind(after.0.clone())
+            .bind(after.1)
+            .bind(BACKFILL_PAGE)
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &rows {
+            let (conversation, position, digest) = filing_of_row(row)?;
+            if let Some(digest) = digest {
+                sqlx::query(sql::BACKFILL_ARCHIVE_FILING.postgres.as_str())
+                    .bind(conversation.clone())
+                    .bind(digest.to_vec())
+                    .bind(position)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            after = (conversation, position);
+        }
+        if i64::try_from(rows.len()).unwrap_or(i64::MAX) < BACKFILL_PAGE {
+            return Ok(());
+        }
     }
 }
 

@@ -291,6 +291,46 @@ shared!(
     EXPIRE_ARCHIVE = "DELETE FROM archive_envelopes WHERE conversation IN \
         (SELECT id FROM conversations WHERE last_activity < ?)"
 );
+shared!(
+    /// Deletes the filings remembered for the same conversations as `EXPIRE_ARCHIVE` (`time`),
+    /// in its transaction: nothing of an expired conversation's archive is kept.
+    EXPIRE_ARCHIVE_FILINGS = "DELETE FROM archive_filings WHERE conversation IN \
+        (SELECT id FROM conversations WHERE last_activity < ?)"
+);
+shared!(
+    /// Claims the filing `(conversation, digest)` at the conversation's next archive position
+    /// (the third parameter is the conversation again); returns that position, or no row when
+    /// the filing is already known (a repeat: the unique key, whatever transaction stored it
+    /// first, committed or racing, `ON CONFLICT DO NOTHING`). The `SELECT`'s `WHERE` also keeps
+    /// SQLite from reading `ON CONFLICT` as a join constraint.
+    CLAIM_ARCHIVE_FILING = "INSERT INTO archive_filings (conversation, digest, position) \
+        SELECT ?, ?, COALESCE(MAX(position) + 1, 0) FROM archive_envelopes WHERE conversation = ? \
+        ON CONFLICT (conversation, digest) DO NOTHING RETURNING position"
+);
+shared!(
+    /// The position of the known filing `(conversation, digest)`.
+    ARCHIVE_FILING = "SELECT position FROM archive_filings WHERE conversation = ? AND digest = ?"
+);
+shared!(
+    /// An archive envelope `(conversation, position, envelope, filed_by_fingerprint,
+    /// filed_by_device, filed_at)`.
+    INSERT_ARCHIVE = "INSERT INTO archive_envelopes (conversation, position, envelope, \
+        filed_by_fingerprint, filed_by_device, filed_at) VALUES (?, ?, ?, ?, ?, ?)"
+);
+shared!(
+    /// Up to `limit` stored envelopes `(conversation, position, envelope, filed_by_fingerprint,
+    /// filed_by_device)` after `(conversation, position)` in key order: the upgrade's backfill
+    /// of `archive_filings` walks them page by page.
+    ARCHIVE_PAGE = "SELECT conversation, position, envelope, filed_by_fingerprint, filed_by_device \
+        FROM archive_envelopes WHERE (conversation > ? OR (conversation = ? AND position > ?)) \
+        ORDER BY conversation, position LIMIT ?"
+);
+shared!(
+    /// Remembers a filing `(conversation, digest, position)` found by the backfill; an earlier
+    /// position with the same key (true duplicates stored by an older relay) stays.
+    BACKFILL_ARCHIVE_FILING = "INSERT INTO archive_filings (conversation, digest, position) \
+        VALUES (?, ?, ?) ON CONFLICT (conversation, digest) DO NOTHING"
+);
 
 /// A `StoredConversation` from a row of `CONVERSATION` or `WAITING`.
 pub(crate) fn conversation_from_row<R: sqlx::Row>(

@@ -25,10 +25,10 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Answer, ClaimedBundle, CommitListener, Committed, ConversationUpdate, Enqueued, MailboxLimits,
-    PreKeyUpload, Provisioned, Provisioning, Registration, RegistrationPolicy, Standing, Store,
-    StoreError, StoredArchiveEnvelope, StoredConversation, Usage, frame_usage, sequence_key, sql,
-    to_i64, to_u64,
+    Answer, ArchiveFiling, ClaimedBundle, CommitListener, Committed, ConversationUpdate, Enqueued,
+    MailboxLimits, PreKeyUpload, Provisioned, Provisioning, Registration, RegistrationPolicy,
+    Standing, Store, StoreError, StoredArchiveEnvelope, StoredConversation, Usage,
+    archive_filing_digest, frame_usage, sequence_key, sql, to_i64, to_u64,
 };
 
 /// Most jobs committed together.
@@ -108,6 +108,9 @@ CREATE TABLE IF NOT EXISTS archive_envelopes (
     PRIMARY KEY (conversation, position));
 CREATE TABLE IF NOT EXISTS archive_policies (
     org_key BLOB PRIMARY KEY, sequence BLOB NOT NULL, policy BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS archive_filings (
+    conversation BLOB NOT NULL, digest BLOB NOT NULL, position INTEGER NOT NULL,
+    PRIMARY KEY (conversation, digest));
 ";
 
 /// What a job gives back to the writer: how to answer its caller once the transaction's fate
@@ -283,7 +286,19 @@ impl SqliteStore {
         let mut writer =
             SqliteConnection::connect_with(&options.clone().pragma("wal_autocheckpoint", "0"))
                 .await?;
-        sqlx::raw_sql(SCHEMA).execute(&mut writer).await?;
+        // One transaction: a data directory of an earlier version gets `archive_filings` and
+        // its backfill together, or neither (and tries again at the next start).
+        let mut tx = writer.begin().await?;
+        let filings_fresh: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) = 0 FROM sqlite_master WHERE type = 'table' AND name = 'archive_filings'",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        if filings_fresh != 0 {
+            backfill_archive_filings(&mut tx).await?;
+        }
+        tx.commit().await?;
         let checkpointer = SqliteConnection::connect_with(&options).await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
@@ -1758,28 +1773,47 @@ impl Store for SqliteStore {
         envelope: Vec<u8>,
         filed_by: DeviceAddress,
         now_ms: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<ArchiveFiling, StoreError> {
+        let digest = archive_filing_digest(&filed_by, &envelope);
+        // The writer is SQLite's only writing connection, so two filings never interleave; the
+        // unique `(conversation, digest)` key makes the repeat a no-op all the same.
         self.write(move |c| {
             Box::pin(async move {
-                let index: i64 = sqlx::query_scalar(
-                    "INSERT INTO archive_envelopes (conversation, position, envelope, \
-                     filed_by_fingerprint, filed_by_device, filed_at) \
-                     SELECT ?1, COALESCE(MAX(position) + 1, 0), ?2, ?3, ?4, ?5 \
-                     FROM archive_envelopes WHERE conversation = ?1 RETURNING position",
-                )
-                .bind(id.to_vec())
-                .bind(envelope)
-                .bind(fp(&filed_by))
-                .bind(i64::from(filed_by.device_id))
-                .bind(to_i64(now_ms))
-                .fetch_one(&mut *c)
-                .await?;
+                let claimed: Option<i64> = sqlx::query_scalar(sql::CLAIM_ARCHIVE_FILING.sqlite)
+                    .bind(id.to_vec())
+                    .bind(digest.to_vec())
+                    .bind(id.to_vec())
+                    .fetch_optional(&mut *c)
+                    .await?;
+                let Some(index) = claimed else {
+                    let index: i64 = sqlx::query_scalar(sql::ARCHIVE_FILING.sqlite)
+                        .bind(id.to_vec())
+                        .bind(digest.to_vec())
+                        .fetch_one(&mut *c)
+                        .await?;
+                    return Ok(ArchiveFiling {
+                        index: to_u64(index),
+                        repeat: true,
+                    });
+                };
+                sqlx::query(sql::INSERT_ARCHIVE.sqlite)
+                    .bind(id.to_vec())
+                    .bind(index)
+                    .bind(envelope)
+                    .bind(fp(&filed_by))
+                    .bind(i64::from(filed_by.device_id))
+                    .bind(to_i64(now_ms))
+                    .execute(&mut *c)
+                    .await?;
                 sqlx::query(sql::TOUCH_CONVERSATION.sqlite)
                     .bind(to_i64(now_ms))
                     .bind(id.to_vec())
                     .execute(&mut *c)
                     .await?;
-                Ok(to_u64(index))
+                Ok(ArchiveFiling {
+                    index: to_u64(index),
+                    repeat: false,
+                })
             })
         })
         .await
@@ -1820,6 +1854,10 @@ impl Store for SqliteStore {
     async fn expire_archive(&self, before_ms: u64) -> Result<u64, StoreError> {
         self.write(move |c| {
             Box::pin(async move {
+                sqlx::query(sql::EXPIRE_ARCHIVE_FILINGS.sqlite)
+                    .bind(to_i64(before_ms))
+                    .execute(&mut *c)
+                    .await?;
                 let done = sqlx::query(sql::EXPIRE_ARCHIVE.sqlite)
                     .bind(to_i64(before_ms))
                     .execute(&mut *c)
@@ -1829,6 +1867,60 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Envelopes read per page by [`backfill_archive_filings`].
+const BACKFILL_PAGE: i64 = 256;
+
+/// Remembers the filing of every archive envelope stored by a relay version without
+/// `archive_filings` (`relay-protocol.md` §7), so that a copy filed before the upgrade and
+/// repeated after it is still a repeat. Runs once, in the transaction that creates the table:
+/// it reads every stored envelope once, page by page in key order; filings never do.
+async fn backfill_archive_filings(c: &mut SqliteConnection) -> Result<(), StoreError> {
+    let mut after: (Vec<u8>, i64) = (Vec::new(), -1);
+    loop {
+        let rows = sqlx::query(sql::ARCHIVE_PAGE.sqlite)
+            .bind(after.0.clone())
+            .bind(after.0.clone())
+            .bind(after.1)
+            .bind(BACKFILL_PAGE)
+            .fetch_all(&mut *c)
+            .await?;
+        for row in &rows {
+            let (conversation, position, digest) = filing_of_row(row)?;
+            if let Some(digest) = digest {
+                sqlx::query(sql::BACKFILL_ARCHIVE_FILING.sqlite)
+                    .bind(conversation.clone())
+                    .bind(digest.to_vec())
+                    .bind(position)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            after = (conversation, position);
+        }
+        if i64::try_from(rows.len()).unwrap_or(i64::MAX) < BACKFILL_PAGE {
+            return Ok(());
+        }
+    }
+}
+
+/// A stored envelope's key and filing digest.
+pub(super) type FilingOfRow = (Vec<u8>, i64, Option<[u8; 32]>);
+
+/// `(conversation, position, filing digest)` of a row of `ARCHIVE_PAGE`; no digest for a row
+/// whose filer does not read back (it is served as before, only never recognised as repeated).
+pub(super) fn filing_of_row<R: sqlx::Row>(row: &R) -> Result<FilingOfRow, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let corrupt = || StoreError::Corrupt("archive row".into());
+    let conversation: Vec<u8> = row.try_get(0).map_err(|_| corrupt())?;
+    let position: i64 = row.try_get(1).map_err(|_| corrupt())?;
+    let envelope: Vec<u8> = row.try_get(2).map_err(|_| corrupt())?;
+    let digest = address_at(row, 3).map(|filed_by| archive_filing_digest(&filed_by, &envelope));
+    Ok((conversation, position, digest))
 }
 
 /// Replaces a conversation's member devices and stores pushes, inside the caller's transaction.
