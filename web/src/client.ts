@@ -29,6 +29,7 @@ export interface ChatMessage {
   notice?: boolean; // a membership event (who joined or left), not a message
   envelopes?: [string, string][]; // outgoing: [recipient device, ciphertext hex] not yet sent
   archived?: boolean; // false: its archive copy is not filed yet (filed in order, even after a reload)
+  archiveEnvelope?: string; // hex: its archive copy, sealed once, resent byte for byte until filed
   recallArchive?: RecallCopy; // outgoing, recalled: the recall's archive copy, not filed yet
   archiveRefused?: string; // the relay refused its archive copy for good: its error's name
   serverTimeMs?: number; // incoming: the relay's time of its delivery (recall window, §8.3)
@@ -43,6 +44,7 @@ interface RecallCopy {
   atMs: number; // the recall's time, in its payload
   epoch: number; // the verified head it was sent at
   afterSeq: number; // filed after the copies of the messages up to this record number
+  envelope?: string; // hex: the copy, sealed once, resent byte for byte until filed
 }
 
 /** An archive copy (§7.3) of this device's message or recall, rebuilt from its stored record. */
@@ -74,6 +76,14 @@ const FILING_RETRY_MAX_MS = 60_000;
 const FILING_RETRY_AFTER_ERROR_MS = 30_000;
 /** Copies filed per turn in `serial`: a backlog does not hold up receiving and sending. */
 const COPIES_PER_FILING_TURN = 16;
+/**
+ * While archive copies wait for a verified archive policy (none published, or none that
+ * verifies), the policy is fetched again after 5 s, then 10, 20 … at most every 5 minutes (one
+ * timer; back to 5 s at each login, which fetches it too), as the Rust client asks again while
+ * its copies wait.
+ */
+const POLICY_RETRY_MIN_MS = 5_000;
+const POLICY_RETRY_MAX_MS = 300_000;
 
 function messageKey(peer: string, seq: number): string {
   return `msg:${peer}:${seq.toString().padStart(12, "0")}`;
@@ -159,6 +169,7 @@ interface ClinicState {
   changes: string[]; // the verified membership changes, hex, in epoch order
   deviceList: boolean; // this device's device list is published (rule 14)
   opened: boolean; // the relay accepted OpenConversation
+  archiveWaitShown?: boolean; // its line "copies wait for the archive policy" is shown (once a wait)
 }
 
 /** The pseudo-peer a clinic conversation's messages are kept under (`msg:conv:<id>:<seq>`). */
@@ -235,6 +246,11 @@ export class HushwireClient {
   readonly queue = new Map<string, QueueItem>();
   /** The clinic's archive policy (hex), verified under the clinic's key, if it has one. */
   private archivePolicy?: string;
+  /** Its sequence: a policy the relay returns replaces it only with a higher one (§7.1). */
+  private archivePolicySequence = 0;
+  /** Copies wait for a policy: the one timer fetching it again, and its next delay. */
+  private policyTimer?: ReturnType<typeof setTimeout>;
+  private policyRetryMs = POLICY_RETRY_MIN_MS;
   /** Archive filing: the turn queued in `serial`, and the one timer waiting out the relay's rate. */
   private filing?: Promise<void>;
   private filingTimer?: ReturnType<typeof setTimeout>;
@@ -378,6 +394,8 @@ export class HushwireClient {
     this.stopped = true;
     clearTimeout(this.filingTimer);
     this.filingTimer = undefined;
+    clearTimeout(this.policyTimer);
+    this.policyTimer = undefined;
     this.socket?.close();
     this.socket = undefined;
     for (const s of this.sessions.values()) s.free();
@@ -531,6 +549,10 @@ export class HushwireClient {
       await this.store.put({ meta: this.meta });
     }
     this.backoffMs = 1000;
+    // The archive policy is fetched below: a timer waiting to fetch it again starts over.
+    clearTimeout(this.policyTimer);
+    this.policyTimer = undefined;
+    this.policyRetryMs = POLICY_RETRY_MIN_MS;
     if (this.meta.clinic) await this.syncConversation();
     if (this.meta.agent) await this.syncAgent();
     this.status("Connected", true);
@@ -954,7 +976,12 @@ export class HushwireClient {
     this.events.onMembership?.();
   }
 
-  /** The clinic's archive policy (§7.1): used only if it verifies under the clinic's key. */
+  /**
+   * The clinic's archive policy (§7.1): used only if it verifies under the clinic's key, and
+   * kept until one with a higher sequence verifies (a relay can neither substitute its own key
+   * nor take the clinic back to an older one). None published, or one that does not verify:
+   * the policy held so far (if any) stays, and copies needing one wait (`fileArchiveCopies`).
+   */
   private async fetchArchivePolicy(): Promise<void> {
     const clinic = this.clinic;
     if (!clinic) return;
@@ -962,12 +989,34 @@ export class HushwireClient {
     const bytes = policy?.archivePolicy;
     if (bytes && bytes.length > 0) {
       try {
-        clinic.verifyArchivePolicy(bytes);
-        this.archivePolicy = toHex(bytes);
+        const sequence = clinic.verifyArchivePolicy(bytes);
+        if (this.archivePolicy === undefined || sequence > this.archivePolicySequence) {
+          this.archivePolicy = toHex(bytes);
+          this.archivePolicySequence = sequence;
+        }
       } catch {
-        this.archivePolicy = undefined;
+        // Not the clinic's: ignored (logged without its bytes).
+        console.warn("hushwire: the relay's archive policy does not verify under the clinic's key; ignored");
       }
     }
+  }
+
+  /**
+   * Copies wait for a policy: the one timer fetches it again (5 s doubling to 5 minutes), then
+   * files what it can. Not while disconnected: the next login fetches it anyway.
+   */
+  private fetchPolicyLater(): void {
+    if (this.policyTimer !== undefined || this.stopped) return;
+    const delay = this.policyRetryMs;
+    this.policyRetryMs = Math.min(this.policyRetryMs * 2, POLICY_RETRY_MAX_MS);
+    this.policyTimer = setTimeout(() => {
+      this.policyTimer = undefined;
+      if (!this.authenticated) return;
+      void this.serial
+        .run(() => this.fetchArchivePolicy())
+        .then(() => this.scheduleFiling())
+        .catch(() => undefined);
+    }, delay);
   }
 
   /**
@@ -1156,7 +1205,9 @@ export class HushwireClient {
           x.state = "held";
           delete x.envelopes;
         }
-        if (this.archivePolicy) x.archived = false;
+        // Every message this device writes here has an archive copy, kept with it from now on
+        // whether or not the clinic's policy is known yet: filed once it is (§7.3).
+        x.archived = false;
         records[messageKey(c.peer, x.seq ?? 0)] = x;
       }
       recipients.forEach((to, i) => (records[`session:${to}`] = sessions[i].seal(this.store.storageKey)));
@@ -1277,22 +1328,30 @@ export class HushwireClient {
   }
 
   /**
-   * One filing turn (inside `serial`): up to 16 copies, oldest first, one request in flight,
-   * each sealed to the clinic's archive key by the core and filed with `PutArchive`; a copy the
-   * relay took is stored as filed at once (a reload files only what is left; a copy whose `Ok`
-   * was lost with the connection is filed again, the clinic's record then holding it twice
-   * rather than not at all). `RateLimited`: the rest waits for the relay's `retry_after_ms`
-   * (one timer). `NotOnConversation` or `UnknownConversation`: the relay takes copies from any
-   * device that ever wrote on the conversation, so this device never did and never will: its
-   * copies of that conversation are dropped, which the conversation shows in a line and the
-   * console logs (no content). Another refusal: again in 30 s; the connection gone: at the next
-   * login.
+   * One filing turn (inside `serial`): up to 16 copies, oldest first, one request in flight.
+   * Each copy is sealed to the clinic's archive key by the core **once**
+   * (`Clinic.sealArchiveEnvelope`) and the envelope stored in the message's record before its
+   * first attempt; every attempt, after a lost `Ok`, a reconnect or a reload, files exactly
+   * those bytes (`putArchiveEnvelopeFrame`), so the relay can tell a retry from a new copy
+   * (§7.3). A copy sealed under a policy since replaced by a newer one is still filed as sealed
+   * (its envelope names its policy's sequence, whose key file opens it): sealing it again could
+   * put a second, different copy in the archive if the first had reached it; copies not sealed
+   * yet are sealed under the newest verified policy, as the Rust client seals each copy under
+   * the policy it holds when it files it. A copy that needs sealing while no verified policy is
+   * known waits (with those after it), the conversation says so once (`noteArchiveWaiting`)
+   * and the policy is fetched again later (`fetchPolicyLater`). A copy the relay took is stored
+   * as filed at once (a reload files only what is left). `RateLimited`: the rest waits for the
+   * relay's `retry_after_ms` (one timer). `NotOnConversation` or `UnknownConversation`: the
+   * relay takes copies from any device that ever wrote on the conversation, so this device
+   * never did and never will: its copies of that conversation are dropped, which the
+   * conversation shows in a line and the console logs (no content). Another refusal: again in
+   * 30 s; the connection gone: at the next login.
    */
   private async fileArchiveCopies(): Promise<void> {
-    const policy = this.archivePolicy;
     const clinic = this.clinic;
-    if (!policy || !clinic || this.filingTimer !== undefined) return;
+    if (!clinic || this.filingTimer !== undefined) return;
     const refused = new Map<ConvRuntime, { c: Conversation; why: string; records: Record<string, object> }>();
+    const waiting = new Map<ConvRuntime, { c: Conversation; count: number }>();
     let requests = 0;
     try {
       for (const copy of this.archiveCopies()) {
@@ -1304,24 +1363,37 @@ export class HushwireClient {
           dropped.records[messageKey(c.peer, x.seq ?? 0)] = x;
           continue;
         }
+        const held = waiting.get(cs);
+        if (held) {
+          held.count++; // in order: nothing after a copy waiting for the policy goes before it
+          continue;
+        }
         if (!this.authenticated) return;
+        const stored = recall ? x.recallArchive?.envelope : x.archiveEnvelope;
+        if (stored === undefined && this.archivePolicy === undefined) {
+          waiting.set(cs, { c, count: 1 });
+          continue;
+        }
         if (requests++ === COPIES_PER_FILING_TURN) {
           this.scheduleFiling(); // the rest in the next turn, after what waits in `serial`
           return;
         }
-        const m = cs.membership;
-        const epoch = recall ? (x.recallArchive?.epoch ?? 0) : (x.epoch ?? 0);
-        const payload = recall
-          ? hw.encodeRecall(m.conversationId, fromHex(x.id), x.recallArchive?.atMs ?? 0)
-          : hw.encodeConversationMessage(m.conversationId, epoch, fromHex(x.id), x.sentAtMs, x.text);
-        const answer = await this.call((id) =>
-          clinic.putArchiveFrame(id, fromHex(policy), m.conversationId, this.address, epoch, payload),
-        ).catch(() => undefined);
+        const envelope = stored ?? (await this.sealCopy(clinic, copy));
+        const answer = await this.putArchive(fromHex(envelope));
         if (answer === undefined) return; // not connected: filed after the next login
         if (answer.kind === "ok") {
           if (recall) delete x.recallArchive;
-          else x.archived = true;
-          await this.store.put({ [messageKey(c.peer, x.seq ?? 0)]: x });
+          else {
+            x.archived = true;
+            delete x.archiveEnvelope;
+          }
+          const records: Record<string, object> = { [messageKey(c.peer, x.seq ?? 0)]: x };
+          if (cs.state.archiveWaitShown) {
+            // The wait is over: a later one is told again.
+            delete cs.state.archiveWaitShown;
+            records.meta = this.meta;
+          }
+          await this.store.put(records);
         } else if (answer.errorName === "NotOnConversation" || answer.errorName === "UnknownConversation") {
           this.dropCopy(copy, answer.errorName);
           refused.set(cs, { c, why: answer.errorName, records: { [messageKey(c.peer, x.seq ?? 0)]: x } });
@@ -1332,14 +1404,85 @@ export class HushwireClient {
       }
     } finally {
       for (const [cs, { c, why, records }] of refused) await this.noteRefusedCopies(cs, c, why, records);
+      if (waiting.size > 0) {
+        for (const [cs, { c, count }] of waiting) await this.noteArchiveWaiting(cs, c, count);
+        this.fetchPolicyLater();
+      }
     }
+  }
+
+  /**
+   * Seals `copy` once under the held policy and stores the envelope in its record before it is
+   * filed; returns it (hex). A failed store leaves the record as it was (nothing is sent).
+   */
+  private async sealCopy(clinic: hw.Clinic, { cs, c, x, recall }: ArchiveCopy): Promise<string> {
+    const policy = this.archivePolicy;
+    if (policy === undefined) throw new Error("no archive policy");
+    const m = cs.membership;
+    const epoch = recall ? (x.recallArchive?.epoch ?? 0) : (x.epoch ?? 0);
+    const payload = recall
+      ? hw.encodeRecall(m.conversationId, fromHex(x.id), x.recallArchive?.atMs ?? 0)
+      : hw.encodeConversationMessage(m.conversationId, epoch, fromHex(x.id), x.sentAtMs, x.text);
+    const envelope = toHex(clinic.sealArchiveEnvelope(fromHex(policy), m.conversationId, this.address, epoch, payload));
+    const target = recall ? x.recallArchive : x;
+    if (!target) throw new Error("no recall copy");
+    if (recall) (target as RecallCopy).envelope = envelope;
+    else (target as ChatMessage).archiveEnvelope = envelope;
+    try {
+      await this.store.put({ [messageKey(c.peer, x.seq ?? 0)]: x });
+    } catch (e) {
+      if (recall) delete (target as RecallCopy).envelope;
+      else delete (target as ChatMessage).archiveEnvelope;
+      throw e;
+    }
+    return envelope;
+  }
+
+  /**
+   * Files one sealed archive envelope with `PutArchive`: the relay's answer, or `undefined` if
+   * the connection is gone (the browser test wraps it to lose an `Ok` and to see the bytes).
+   */
+  private putArchive(envelope: Uint8Array): Promise<hw.Incoming | undefined> {
+    return this.call((id) => hw.putArchiveEnvelopeFrame(id, envelope)).catch(() => undefined);
   }
 
   /** A copy the relay refused for good: no longer waiting, and the refusal kept with it. */
   private dropCopy({ x, recall }: ArchiveCopy, why: string): void {
     if (recall) delete x.recallArchive;
-    else delete x.archived;
+    else {
+      delete x.archived;
+      delete x.archiveEnvelope;
+    }
     x.archiveRefused = why;
+  }
+
+  /**
+   * Copies of this conversation wait for the clinic's archive policy: one line in the
+   * conversation says so (once per wait: not again until a copy of it has been filed, also
+   * after a reload), and the page's console logs the conversation id and the count only (as
+   * the Rust client's `ArchiveUnavailable`).
+   */
+  private async noteArchiveWaiting(cs: ConvRuntime, c: Conversation, count: number): Promise<void> {
+    if (cs.state.archiveWaitShown) return;
+    console.warn(`hushwire: conversation ${cs.state.id}: no verified archive policy; ${count} archive copies wait`);
+    const notice: ChatMessage = {
+      id: `archive-waiting-${Date.now()}`,
+      outgoing: false,
+      notice: true,
+      text: "The clinic has not published an archive policy this device can verify yet: the copies of messages from this device for the clinic's record wait here and are filed as soon as it has one.",
+      sentAtMs: Date.now(),
+    };
+    cs.state.archiveWaitShown = true;
+    this.remember(c.peer, c, notice);
+    try {
+      await this.store.put({ meta: this.meta, [messageKey(c.peer, notice.seq ?? 0)]: notice });
+    } catch (e) {
+      delete cs.state.archiveWaitShown;
+      c.messages.pop();
+      this.byId.delete(`${c.peer}|${notice.id}`);
+      throw e;
+    }
+    this.events.onChange?.(c.peer);
   }
 
   /**
@@ -1501,7 +1644,7 @@ export class HushwireClient {
   /**
    * Recalls this device's message `id` of the conversation under `peer` (§8.3, `hushwire
    * recall`): a Recall payload fanned out to every other member device at the verified head
-   * (the sessions stored before it leaves), filed to the clinic's archive when it has a policy,
+   * (the sessions stored before it leaves), filed to the clinic's archive (once it has a policy),
    * and the message then shown as recalled here. Members apply it only within 10 minutes on the
    * relay's times; past that, or for a message not sent yet, it is refused here in words.
    */
@@ -1534,11 +1677,10 @@ export class HushwireClient {
         const answer = await this.sendToMembers(cs, group);
         if (answer.kind !== "sent") throw new Error(`The relay refused the recall (${answer.errorName || answer.kind}).`);
       }
-      if (this.archivePolicy) {
-        // As the CLI: the recall is filed too, so the archive shows what was withdrawn; its copy
-        // is stored with the recall, then filed after the copies of what was written before it.
-        x.recallArchive = { atMs: at, epoch: m.nextEpoch, afterSeq: (this.nextSeq.get(peer) ?? 1) - 1 };
-      }
+      // As the CLI: the recall is filed too, so the archive shows what was withdrawn; its copy
+      // is stored with the recall (policy known yet or not), then filed after the copies of what
+      // was written before it.
+      x.recallArchive = { atMs: at, epoch: m.nextEpoch, afterSeq: (this.nextSeq.get(peer) ?? 1) - 1 };
       x.recalled = `You recalled this message at ${new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
       await this.store.put({ [messageKey(peer, x.seq ?? 0)]: x });
       this.events.onChange?.(peer);

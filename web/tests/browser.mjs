@@ -7,6 +7,7 @@
 //   HW_OUT          output folder: results.json and one screenshot per case
 //   HW_CLI          the hushwire binary; HW_AGENT_HOME its home; HUSHWIRE_PASSPHRASE set
 //   HW_AGENT_NAME   the agent's certified name
+//   HW_ARCHIVE_POLICY_FILE  the clinic's signed archive policy, published by the first clinic case
 //   HW_CHROMIUM     the Chromium binary
 //
 // Writes HW_OUT/results.json: { cases: { name: { ok, detail } }, figures: {...} }. Each case
@@ -561,8 +562,163 @@ async function receivesAs(home, wanted, timeoutMs = 60_000) {
   return got;
 }
 
+// The clinic's archive policy is published here, from the second agent's (admin) device, and
+// not at set-up: the first clinic case below writes before it exists. Once only; a case that
+// needs it publishes it if that case did not get so far.
+let policyPublished = false;
+async function publishArchivePolicy() {
+  if (policyPublished) return;
+  await cliAs(env.HW_AGENT2_HOME, "org", "publish-archive-policy", env.HW_ARCHIVE_POLICY_FILE);
+  policyPublished = true;
+}
+
+// docs/conversations.md §7.3 in the browser, before anything else in the clinic: a widget
+// patient writes while the clinic has published no archive policy. Every message gets an archive
+// copy kept with it (a reload keeps them waiting), the conversation says once that they wait,
+// and when the policy is published the client, fetching it again while copies wait, files them:
+// the supervisor's `hushwire archive` has each exactly once. What the tab sends is read from the
+// WebSocket itself (Playwright's `framesent`): a `PutArchive` frame is the 6-byte header and the
+// archive envelope, `01 72 ‖ conversation id ‖ …`. Then, through the client's `putArchive` seam
+// (test hooks): a copy the relay refuses for good (`UnknownConversation`: the seam files that
+// one copy under an id the relay does not know, since a patient's own conversation always takes
+// its copies) is dropped, not tried again, and said in words, while the next copy still files;
+// and a copy whose `Ok` is lost (the relay stored it, the client never learns) is sent again
+// after a reload as the very same bytes, sealed once and kept in the store.
+const archiveContext = await browser.newContext({ viewport: { width: 360, height: 740 } });
+const archivePage = await archiveContext.newPage();
+archivePage.on("pageerror", (e) => pageErrors.push(`archive widget: ${e}`));
+await step("archive_copies_wait_for_the_policy", archivePage, async () => {
+  const t0 = Date.now();
+  const sent = []; // every binary frame the tab sent, as hex
+  archivePage.on("websocket", (ws) =>
+    ws.on("framesent", (f) => {
+      if (typeof f.payload !== "string") sent.push(Buffer.from(f.payload).toString("hex"));
+    }),
+  );
+  await archivePage.goto(`${BASE}/widget-clinic.html`);
+  await archivePage.waitForSelector("#hw-passphrase", { state: "visible" });
+  await unlock(archivePage);
+  await connected(archivePage);
+  const conv = await archivePage.getAttribute(".hw-widget", "data-conversation");
+  assert(/^[0-9a-f]{32}$/.test(conv), `conversation id ${conv}`);
+  // The envelopes (hex) of the PutArchive frames sent for this conversation, in order.
+  const filed = () => sent.filter((h) => h.slice(12, 48) === `0172${conv}`).map((h) => h.slice(12));
+  const filedElsewhere = () => sent.filter((h) => h.slice(12, 16) === "0172" && h.slice(16, 48) !== conv);
+  const pending = () => archivePage.evaluate(() => window.hushwireTest.client.pendingArchiveCopies);
+  const waitLines = () =>
+    archivePage.$$eval(".hw-notice", (els) =>
+      els.filter((e) => e.textContent.startsWith("The clinic has not published an archive policy")).length,
+    );
+  const heldCount = (n) =>
+    archivePage.waitForFunction((k) => document.querySelectorAll('.hw-out[data-state="held"]').length === k, n, { timeout: 30_000 });
+  const BEFORE = ["Before the policy: first", "Before the policy: second", "Before the policy: third"];
+  await send(archivePage, BEFORE[0]);
+  await send(archivePage, BEFORE[1]);
+  await heldCount(2);
+  await archivePage.waitForFunction(
+    () => [...document.querySelectorAll(".hw-notice")].some((e) => e.textContent.startsWith("The clinic has not published an archive policy")),
+    null,
+    { timeout: 15_000 },
+  );
+  const line = await archivePage.$$eval(".hw-notice", (els) => els.map((e) => e.textContent).find((t) => t.startsWith("The clinic has not published")));
+  assert(/wait here and are filed as soon as it has one\.$/.test(line), `the waiting line says ${line}`);
+  assert((await pending()) === 2, `copies waiting: ${await pending()}`);
+  await send(archivePage, BEFORE[2]);
+  await heldCount(3);
+  await archivePage.waitForFunction(() => window.hushwireTest.client.pendingArchiveCopies === 3, null, { timeout: 15_000 });
+  // A reload: the copies are kept with the messages, still waiting; the line is not repeated.
+  await archivePage.reload();
+  await archivePage.waitForSelector("#hw-passphrase");
+  await unlock(archivePage);
+  await connected(archivePage);
+  await heldCount(3);
+  assert((await pending()) === 3, `copies waiting after the reload: ${await pending()}`);
+  await archivePage.waitForTimeout(1_000); // the login's filing turn has run
+  assert((await waitLines()) === 1, `the waiting line shown ${await waitLines()} times`);
+  assert(filed().length === 0, `filed without a policy: ${filed().length}`);
+  // The clinic publishes its policy: the tab, fetching it again while copies wait, files them.
+  const tPublished = Date.now();
+  await publishArchivePolicy();
+  await archivePage.waitForFunction(() => window.hushwireTest.client.pendingArchiveCopies === 0, null, { timeout: 30_000 });
+  figures.archiveFiledAfterPolicyMs = Date.now() - tPublished;
+  const first = filed();
+  assert(first.length === 3 && new Set(first).size === 3, `PutArchive frames for the three copies: ${first.length}`);
+
+  // Refused for good: the seam files the next copy under an unknown conversation id.
+  await archivePage.evaluate(() => {
+    const c = window.hushwireTest.client;
+    const put = c.putArchive.bind(c);
+    window.__archiveHook = "refuse";
+    c.putArchive = async (envelope) => {
+      const hook = window.__archiveHook;
+      window.__archiveHook = undefined;
+      if (hook === "refuse") {
+        const other = envelope.slice();
+        other.set(crypto.getRandomValues(new Uint8Array(16)), 2); // the conversation id
+        return put(other);
+      }
+      const answer = await put(envelope);
+      if (hook !== "lose") return answer;
+      window.__archiveLost = answer?.kind; // the relay stored it; the Ok is lost on the way
+      return undefined;
+    };
+  });
+  const REFUSED = "This copy the archive refuses";
+  await send(archivePage, REFUSED);
+  const refusedLine =
+    "The clinic's archive refused the copy of a message from this device (UnknownConversation): the clinic's record of this conversation lacks it.";
+  await archivePage.waitForFunction(
+    (want) => [...document.querySelectorAll(".hw-notice")].some((e) => e.textContent === want),
+    refusedLine,
+    { timeout: 30_000 },
+  );
+  const refusedRecord = await archivePage.evaluate(
+    ([peer, text]) => window.hushwireTest.client.conversations.get(peer).messages.find((m) => m.text === text),
+    [`conv:${conv}`, REFUSED],
+  );
+  assert(refusedRecord.archiveRefused === "UnknownConversation", `refused copy kept as ${refusedRecord.archiveRefused}`);
+  assert(refusedRecord.archived === undefined && refusedRecord.archiveEnvelope === undefined, "the refused copy still waits");
+  assert((await pending()) === 0, `copies waiting after the refusal: ${await pending()}`);
+  assert(filedElsewhere().length === 1, `the refused copy was sent ${filedElsewhere().length} times`);
+
+  // The Ok of the next copy is lost: its sealed envelope stays stored; after a reload it is
+  // filed again, byte for byte.
+  const LOST = "This copy's Ok is lost";
+  await archivePage.evaluate(() => (window.__archiveHook = "lose"));
+  await send(archivePage, LOST);
+  await archivePage.waitForFunction(() => window.__archiveLost !== undefined, null, { timeout: 30_000 });
+  assert((await archivePage.evaluate(() => window.__archiveLost)) === "ok", "the relay did not take the copy whose Ok is lost");
+  for (let i = 0; i < 50 && filed().length < 4; i++) await archivePage.waitForTimeout(100);
+  const stored = await archivePage.evaluate(
+    ([peer, text]) => window.hushwireTest.client.conversations.get(peer).messages.find((m) => m.text === text)?.archiveEnvelope,
+    [`conv:${conv}`, LOST],
+  );
+  assert(typeof stored === "string" && filed().at(-1) === stored, "the envelope sent is not the one stored");
+  await archivePage.reload();
+  await archivePage.waitForSelector("#hw-passphrase");
+  await unlock(archivePage);
+  await connected(archivePage);
+  await archivePage.waitForFunction(() => window.hushwireTest.client.pendingArchiveCopies === 0, null, { timeout: 30_000 });
+  const again = filed().slice(3);
+  assert(again.length === 2 && again[0] === stored && again[1] === stored, `after the lost Ok the tab sent ${again.length} envelopes, the same bytes: ${again.every((e) => e === stored)}`);
+  assert(filedElsewhere().length === 1, `the refused copy was tried again: ${filedElsewhere().length}`);
+
+  // The supervisor's archive: the copies written before the policy exactly once, the refused
+  // one not at all, the one whose Ok was lost there.
+  const keyFile = (await run("sh", ["-c", `ls ${env.HW_ORG_DIR}/archive-key-*.sealed`])).stdout.trim();
+  const archive = await cliAs(env.HW_AGENT2_HOME, "archive", conv, "--key-file", keyFile);
+  const times = (text) => archive.split(text).length - 1;
+  for (const text of BEFORE) assert(times(text) === 1, `the archive has "${text}" ${times(text)} times:\n${archive}`);
+  assert(times(REFUSED) === 0, `the refused copy is in the archive:\n${archive}`);
+  assert(times(LOST) >= 1, `the archive lacks the copy whose Ok was lost:\n${archive}`);
+  assert(!/NOT VERIFIED/.test(archive), `archive entries flagged:\n${archive}`);
+  return `conversation ${conv}; filed ${figures.archiveFiledAfterPolicyMs} ms after the policy was published; whole case ${Date.now() - t0} ms`;
+});
+await archiveContext.close();
+
 await step("clinic_conversation_with_cli_agent", page, async () => {
   const t0 = Date.now();
+  await publishArchivePolicy(); // if the case before did not get so far
   await page.goto(`${BASE}/widget-clinic.html`);
   await page.waitForSelector("#hw-passphrase", { state: "visible" });
   await unlock(page);

@@ -85,8 +85,8 @@ test('an archive key file the CLI wrote opens in WebAssembly; a wrong passphrase
 // docs/conversations.md §7.3: the supervisor's archive reader (`ArchiveReading`), on the published
 // vectors: the clinic, the conversation's nine verified changes and the vectors' archive policy,
 // whose key js-tests/fixtures/archive-key-vector.sealed holds (sealed as `hushwire org
-// archive-policy` seals it). Envelopes are sealed by `Clinic.putArchiveFrame`, as members file
-// them. Hostile envelopes are errors, never panics, and keep nothing.
+// archive-policy` seals it). Envelopes are sealed by `Clinic.sealArchiveEnvelope`, as members seal
+// them (once per copy, filed with `putArchiveEnvelopeFrame`). Hostile envelopes are errors, never panics, and keep nothing.
 test('archive envelopes open and are checked against the membership in WebAssembly; hostile ones are refused', () => {
   const fs = require('node:fs');
   const path = require('node:path');
@@ -102,10 +102,20 @@ test('archive envelopes open and are checked against the membership in WebAssemb
   assert.equal(hex(key.publicKey), m.archive_policy.archive_key);
   assert.equal(key.matchesPolicy(policy), true);
 
+  const id0 = (b) => new Uint8Array(16).fill(b);
   const ada = `${m.people.ada.fingerprint}:1`;
   const patient = `${m.people.patient.fingerprint}:2`;
-  // A member's archive copy: the PutArchive frame (version, type, request id) then the envelope.
-  const sealed = (sender, epoch, payload) => clinic.putArchiveFrame(1, policy, conversation, sender, epoch, payload).slice(6);
+  // A member's archive copy, sealed once; the PutArchive frame (version, type, request id) then
+  // carries those very bytes on every attempt.
+  const sealed = (sender, epoch, payload) => clinic.sealArchiveEnvelope(policy, conversation, sender, epoch, payload);
+  const once = sealed(patient, 9, hushwire.encodeConversationMessage(conversation, 9, id0(9), 900, 'sealed once'));
+  assert.notDeepEqual(once, sealed(patient, 9, hushwire.encodeConversationMessage(conversation, 9, id0(9), 900, 'sealed once')));
+  for (const requestId of [1, 2]) {
+    const put = hushwire.putArchiveEnvelopeFrame(requestId, once);
+    assert.deepEqual([...put.slice(0, 2)], [...hushwire.putArchiveEnvelopeFrame(9, once).slice(0, 2)]);
+    assert.deepEqual(put.slice(6), once);
+  }
+  assert.throws(() => hushwire.putArchiveEnvelopeFrame(1, once.slice(0, 30)), /not an archive envelope/);
   const id = (b) => new Uint8Array(16).fill(b);
   const MARKUP = 'Results <img src=x onerror="alert(1)"> ready';
   const byPatient = sealed(patient, 9, hushwire.encodeConversationMessage(conversation, 9, id(1), 1000, 'from the patient'));

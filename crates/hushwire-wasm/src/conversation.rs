@@ -15,8 +15,8 @@ use hushwire::proto::clinic::DeviceList;
 use hushwire::proto::codec::Codec;
 use hushwire::proto::conversation::queue::QueueFrame;
 use hushwire::proto::conversation::{
-    ArchivePolicy, ChangeAction, ChangeProposal, ConversationId, MemberRole, MembershipChange,
-    MembershipContext, MembershipLog, genesis_hash,
+    ArchiveEnvelope, ArchivePolicy, ChangeAction, ChangeProposal, ConversationId, MemberRole,
+    MembershipChange, MembershipContext, MembershipLog, genesis_hash,
 };
 use hushwire::proto::keys::Fingerprint;
 use hushwire::proto::relay::{DeviceAddress, FrameBody, OutgoingEnvelope};
@@ -932,11 +932,15 @@ impl Clinic {
 
     /// Seals the padded conversation payload `payload` that `sender` (this device's address)
     /// wrote at `epoch` to the archive key of `policy` (which must verify under this clinic,
-    /// §7.3), and returns the `PutArchive` frame filing it.
-    #[wasm_bindgen(js_name = putArchiveFrame)]
-    pub fn put_archive_frame(
+    /// §7.3), and returns the encoded archive envelope (§7.2). The seal draws a fresh ephemeral
+    /// key, so every call gives different bytes: a client seals each copy **once**, stores the
+    /// envelope, and files exactly those bytes on every attempt (`putArchiveEnvelopeFrame`), so
+    /// a retry after a lost `Ok` is the same envelope, which the relay can recognise.
+    /// Throws, in words, on a malformed or foreign policy, a malformed address or conversation
+    /// id, or a payload too long to seal.
+    #[wasm_bindgen(js_name = sealArchiveEnvelope)]
+    pub fn seal_archive_envelope(
         &self,
-        request_id: u32,
         policy: &[u8],
         conversation: &[u8],
         sender: &str,
@@ -961,12 +965,30 @@ impl Clinic {
             },
             &mut os_rng()?,
         )
-        .map_err(Error::new)?;
-        Ok(frame(
-            request_id,
-            FrameBody::Queue(Box::new(QueueFrame::PutArchive(Box::new(envelope)))),
-        ))
+        .map_err(|e| Error::new(format_args!("the archive copy could not be sealed: {e}")))?;
+        Ok(envelope.to_bytes())
     }
+}
+
+/// The `PutArchive` frame (§5.2) filing the encoded archive envelope `envelope` (from
+/// `Clinic.sealArchiveEnvelope`) byte for byte: nothing is sealed again, so every attempt to
+/// file one copy sends the same envelope. Throws, in words, if `envelope` is not a well-formed
+/// archive envelope.
+#[wasm_bindgen(js_name = putArchiveEnvelopeFrame)]
+pub fn put_archive_envelope_frame(request_id: u32, envelope: &[u8]) -> Result<Vec<u8>> {
+    let decoded = ArchiveEnvelope::from_bytes(envelope)
+        .map_err(|e| Error::new(format_args!("this is not an archive envelope: {e}")))?;
+    // The frame carries the envelope's encoding; only bytes that encode back to themselves are
+    // accepted, so what is filed is exactly what was stored.
+    if decoded.to_bytes() != envelope {
+        return Err(Error::new(
+            "this is not an archive envelope in its one encoding",
+        ));
+    }
+    Ok(frame(
+        request_id,
+        FrameBody::Queue(Box::new(QueueFrame::PutArchive(Box::new(decoded)))),
+    ))
 }
 
 /// How long after a message its sender may recall it, judged on the relay's times
@@ -1189,5 +1211,69 @@ pub(crate) mod tests {
         assert!(conversation_send_frame(9, &id, 3.0, vec![], b"", &[]).is_err());
         assert!(fetch_membership_frame(1, &id, 0.5).is_err());
         assert!(!fetch_archive_policy_frame(1).is_empty());
+    }
+
+    /// An archive copy is sealed once and its bytes filed as they are: every `PutArchive` frame
+    /// made from them carries the very same envelope (a retry is recognisable), while each
+    /// seal is fresh; bytes that are not an envelope, or a policy of another clinic, are
+    /// refused in words.
+    #[test]
+    #[allow(clippy::cast_precision_loss)]
+    fn an_archive_copy_is_sealed_once_and_filed_byte_for_byte() {
+        let (clinic, org) = clinic_and_org();
+        let secret = hushwire::archive::ArchiveSecretKey::generate(&mut os_rng().unwrap());
+        let policy = ArchivePolicy::issue(&org, 1, *secret.public(), 30).unwrap();
+        let patient = Account::new(1, NOW as f64).unwrap();
+        let id = new_conversation_id().unwrap();
+        let payload = encode_conversation_message(&id, 0.0, &[7; 16], 1.0, "rash").unwrap();
+        let me = patient.address();
+        let sealed = clinic
+            .seal_archive_envelope(&policy.to_bytes(), &id, &me, 0.0, &payload)
+            .unwrap();
+        let again = clinic
+            .seal_archive_envelope(&policy.to_bytes(), &id, &me, 0.0, &payload)
+            .unwrap();
+        assert_ne!(sealed, again, "each seal draws a fresh ephemeral key");
+
+        let frames = [
+            put_archive_envelope_frame(5, &sealed).unwrap(),
+            put_archive_envelope_frame(6, &sealed).unwrap(),
+        ];
+        for f in &frames {
+            let FrameBody::Queue(q) = Frame::from_bytes(f).unwrap().body else {
+                panic!("not a queue frame");
+            };
+            let QueueFrame::PutArchive(envelope) = *q else {
+                panic!("not PutArchive");
+            };
+            assert_eq!(envelope.to_bytes(), sealed);
+            let opened = secret.open(&envelope).unwrap();
+            assert_eq!(opened.payload, payload);
+            assert_eq!(opened.epoch, 0);
+        }
+        assert_eq!(
+            frames[0][6..],
+            frames[1][6..],
+            "the same bytes on every attempt"
+        );
+
+        let bad = put_archive_envelope_frame(1, &sealed[..40]).unwrap_err();
+        assert!(bad.to_string().contains("not an archive envelope"), "{bad}");
+        let mut trailing = sealed.clone();
+        trailing.push(0);
+        assert!(put_archive_envelope_frame(1, &trailing).is_err());
+        let (other, _) = clinic_and_org();
+        let foreign = other
+            .seal_archive_envelope(&policy.to_bytes(), &id, &me, 0.0, &payload)
+            .unwrap_err();
+        assert!(
+            foreign.to_string().contains("not signed by this clinic"),
+            "{foreign}"
+        );
+        assert!(
+            clinic
+                .seal_archive_envelope(&policy.to_bytes(), &id[..15], &me, 0.0, &payload)
+                .is_err()
+        );
     }
 }

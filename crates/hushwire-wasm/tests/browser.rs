@@ -340,8 +340,10 @@ fn widget_and_client_in_chromium() {
         "--clinic",
         link_file.to_str().unwrap(),
     ]);
-    // The clinic's archive policy (§7.1), published from the second agent's (admin) device, so
-    // that the widget files archive copies, which that agent (also a supervisor) then reads.
+    // The clinic's archive policy (§7.1), signed here; `browser.mjs` publishes it from the
+    // second agent's (admin) device only after a widget has written in a clinic conversation
+    // (`archive_copies_wait_for_the_policy`), so that the copies written before it are shown
+    // waiting and then filed; that agent (also a supervisor) reads them.
     cli(&[
         "org",
         "--org-dir",
@@ -359,13 +361,6 @@ fn widget_and_client_in_chromium() {
                 .is_some_and(|n| n.starts_with("archive-policy-") && n.ends_with(".txt"))
         })
         .expect("org archive-policy wrote no policy file");
-    cli(&[
-        "--home",
-        agent2,
-        "org",
-        "publish-archive-policy",
-        policy.to_str().unwrap(),
-    ]);
     for (page, lock_after) in [("widget.html", 600), ("widget-idle.html", 3)] {
         std::fs::write(
             site.join(page),
@@ -438,6 +433,7 @@ fn widget_and_client_in_chromium() {
         .env("HW_AGENT2_HOME", agent2)
         .env("HW_AGENT2_NAME", SECOND_AGENT_NAME)
         .env("HW_ORG_DIR", org)
+        .env("HW_ARCHIVE_POLICY_FILE", &policy)
         .env("HW_CLINIC_LINK", &link)
         .env("HUSHWIRE_ORG_PASSPHRASE", "organization passphrase")
         .env("HUSHWIRE_ARCHIVE_PASSPHRASE", "archive passphrase")
@@ -470,6 +466,7 @@ fn widget_and_client_in_chromium() {
         "relay_key_pin_refuses",
         "other_origin_cannot_connect",
         "console_chats_with_cli",
+        "archive_copies_wait_for_the_policy",
         "clinic_conversation_with_cli_agent",
         "console_agent_with_widget_patient",
         "console_opens_the_clinic_archive",
