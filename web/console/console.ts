@@ -8,8 +8,10 @@
 //   duty, the live queue, claim, several conversations side by side, reply, the verified
 //   members, delivered and read states, hand-off to a named colleague or back to the queue with
 //   an optional note for staff (shown to the staff who receive it as "Note from …"); for a supervisor's
-//   certificate, "Open the clinic archive" (the archive key file opened, and every envelope
-//   opened and checked, in WebAssembly) with its JSON and text export;
+//   certificate, "Read along (supervisor)" (joining a conversation read-only, its panel marked
+//   "Reading along — read only" without composer, and "Stop reading along") and "Open the
+//   clinic archive" (the archive key file opened, and every envelope opened and checked, in
+//   WebAssembly) with its JSON and text export;
 // - two-party only (no certificate): the modest console it was before, for a widget's
 //   `data-agent`.
 //
@@ -235,8 +237,11 @@ function showAgentConsole(): void {
   const convHeading = el("h2", { id: "conversations-heading" }, "Your conversations");
   list = el("ul", { class: "list", "aria-labelledby": "conversations-heading" });
   panels = el("div", { class: "panels" });
-  main.replaceChildren(who, fp, dutyButton, alertLine, queueHeading, queueList, convHeading, list, panels);
-  if (cert && cert.roles.split(/[\s,]+/).includes("supervisor")) main.append(archiveSection(c));
+  const supervisor = cert !== undefined && cert.roles.split(/[\s,]+/).includes("supervisor");
+  main.replaceChildren(who, fp, dutyButton, alertLine, queueHeading, queueList);
+  if (supervisor) main.append(readAlongSection(c));
+  main.append(convHeading, list, panels);
+  if (supervisor) main.append(archiveSection(c));
   document.body.dataset.mode = "agent";
   renderQueue();
   renderList();
@@ -245,6 +250,72 @@ function showAgentConsole(): void {
     if (document.visibilityState === "visible") for (const peer of open) void client?.markRead(peer);
   });
   if (cert) c.connect();
+}
+
+/** An error message from the core or the client as a sentence (capital first). */
+function sentence(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/**
+ * Supervisors (`hushwire join --read-only CONVERSATION`): a conversation id, checked here (hex,
+ * 32 digits) before anything is sent; the client and the core then check the role and the
+ * rules, and the relay decides. The conversation opens in a read-only panel.
+ */
+function readAlongSection(c: HushwireClient): HTMLElement {
+  const section = el("section", { class: "read-along-join", id: "read-along", "aria-labelledby": "read-along-heading" });
+  const heading = el("h2", { id: "read-along-heading" }, "Read along (supervisor)");
+  const intro = el(
+    "p",
+    {},
+    "Join a conversation of the clinic read-only: you see what the patient and the agents write from now on; " +
+      "the patient and the agents see that a supervisor reads along. You never write in it.",
+  );
+  const form = el("form", { id: "read-along-form", "aria-label": "Read along in a conversation" });
+  const label = el("label", { for: "read-along-conversation" }, "Conversation id (32 hex digits)");
+  const input = el("input", {
+    id: "read-along-conversation",
+    size: "36",
+    autocomplete: "off",
+    spellcheck: "false",
+    "aria-describedby": "read-along-error",
+  });
+  const submit = el("button", { type: "submit", id: "read-along-submit" }, "Read along");
+  const error = el("p", { role: "alert", id: "read-along-error" });
+  form.append(label, input, submit);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    error.textContent = "";
+    const id = input.value.trim().toLowerCase();
+    if (id === "") {
+      error.textContent = "Type the conversation id first.";
+      return;
+    }
+    if (!/^[0-9a-f]+$/.test(id)) {
+      error.textContent = "That is not a conversation id: it has characters other than hex digits (0-9, a-f).";
+      return;
+    }
+    if (id.length !== 32) {
+      error.textContent = `That is not a conversation id: it has ${id.length} hex digits, a conversation id has 32.`;
+      return;
+    }
+    submit.disabled = true;
+    void c
+      .joinReadOnly(id)
+      .then(() => {
+        input.value = "";
+        say("You read along in the conversation: its panel is below, read only.");
+        openPanel(`conv:${id}`);
+      })
+      .catch((err: Error) => {
+        error.textContent = `Could not read along: ${sentence(err.message)}`;
+      })
+      .finally(() => {
+        submit.disabled = false;
+      });
+  });
+  section.append(heading, intro, form, error);
+  return section;
 }
 
 function renderQueue(): void {
@@ -338,10 +409,40 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
     "staff",
   );
   const ol = el("ol", { "aria-label": "Messages", "aria-live": "polite", class: "messages" });
-  const onIt = c.writesOn(peer);
+  const supervised = c.supervised(peer);
+  const onIt = !supervised && c.writesOn(peer);
   for (const m of conversation?.messages ?? []) ol.append(agentItem(m, onIt ? peer : ""));
   const children: HTMLElement[] = [title, facts, ol];
-  if (onIt) {
+  panel.classList.toggle("read-along", supervised);
+  if (supervised) {
+    // Supervision (§5.1 step 5): read only — no composer, no hand-off, no recall.
+    const reading = c.readsAlong(peer);
+    children.splice(
+      1,
+      0,
+      el(
+        "p",
+        { class: "read-only-mark", role: "note" },
+        reading ? "Reading along — read only" : "Read along — read only; you stopped reading along",
+      ),
+    );
+    if (reading) {
+      const stop = el("button", { type: "button", class: "stop-reading" }, "Stop reading along");
+      stop.addEventListener("click", () => {
+        stop.disabled = true;
+        void c
+          .leave(peer)
+          .then(() => say("You stopped reading along: nothing written from now on reaches this console."))
+          .catch((err: Error) => {
+            stop.disabled = false;
+            say(`Could not stop reading along: ${sentence(err.message)}`);
+          });
+      });
+      children.push(stop);
+    } else {
+      children.push(el("p", { class: "left" }, "You no longer read along in this conversation (what you read is kept here, read only)."));
+    }
+  } else if (onIt) {
     const form = el("form", { "aria-label": "Reply", class: "reply" });
     const label = el("label", { for: `${id}-reply` }, "Reply");
     const input = el("textarea", { id: `${id}-reply`, rows: "2", maxlength: "4000" });
@@ -733,8 +834,9 @@ function renderList(): void {
       .filter((x) => agent === x.peer.startsWith("conv:"))
       .map((x) => {
         const li = el("li");
+        const reading = agent && c.supervised(x.peer) ? (c.readsAlong(x.peer) ? " — reading along" : " — read along, left") : "";
         const label = agent
-          ? `${patientLabel(x.peer)} (${x.messages.filter((m) => !m.notice).length})`
+          ? `${patientLabel(x.peer)}${reading} (${x.messages.filter((m) => !m.notice).length})`
           : `Patient ${fingerprintOf(x.peer).slice(0, 12)}… (${x.messages.length})`;
         const b = el("button", { type: "button" }, label);
         b.addEventListener("click", () => openPanel(x.peer));

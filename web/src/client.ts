@@ -170,6 +170,9 @@ interface ClinicState {
   deviceList: boolean; // this device's device list is published (rule 14)
   opened: boolean; // the relay accepted OpenConversation
   archiveWaitShown?: boolean; // its line "copies wait for the archive policy" is shown (once a wait)
+  // Agent console: this device joined it read-only as a supervisor (§5.1 step 5), reading along
+  // or, once it stopped, keeping what it read. Never written to, never filed from.
+  supervised?: boolean;
 }
 
 /** The pseudo-peer a clinic conversation's messages are kept under (`msg:conv:<id>:<seq>`). */
@@ -572,6 +575,7 @@ export class HushwireClient {
    * connected. Messages queued together are stored in one transaction and sent together.
    */
   async sendText(peer: string, text: string): Promise<ChatMessage> {
+    this.refuseReadOnly(peer, "send");
     const conversation = await this.addPeer(peer);
     const message: ChatMessage = {
       id: toHex(crypto.getRandomValues(new Uint8Array(16))),
@@ -1313,7 +1317,9 @@ export class HushwireClient {
     const copies: ArchiveCopy[] = [];
     for (const cs of this.convs.values()) {
       const c = this.conversations.get(conversationPeer(cs.state.id));
-      if (!c || !cs.state.opened) continue;
+      // A conversation read along as supervisor: this device never writes there, so it has
+      // nothing to file (and the relay would refuse it: NotOnConversation).
+      if (!c || !cs.state.opened || cs.state.supervised) continue;
       const mine: [number, ArchiveCopy][] = [];
       for (const x of c.messages) {
         if (!x.outgoing) continue;
@@ -1528,7 +1534,12 @@ export class HushwireClient {
     const c = this.conversations.get(cp);
     if (!c) return false;
     const key = `${cs.state.id}|${peer}`;
-    const ack = (id: string) => receipts.set(key, [...(receipts.get(key) ?? []), id]);
+    // Delivered receipts go from a member that writes only (§8.2; ConversationSend is for
+    // writers): a supervisor reading along sends none, as the Rust client.
+    const iWrite = m.writesNow(this.address);
+    const ack = (id: string) => {
+      if (iWrite) receipts.set(key, [...(receipts.get(key) ?? []), id]);
+    };
     if (payload.kind === "conversationMessage" || payload.kind === "conversationBinary") {
       if (payload.epoch >= m.nextEpoch) await this.refreshMembership(cs).catch(() => undefined);
       if (this.byId.has(`${cp}|${payload.messageId}`)) {
@@ -1649,6 +1660,7 @@ export class HushwireClient {
    * relay's times; past that, or for a message not sent yet, it is refused here in words.
    */
   async recall(peer: string, id: string): Promise<void> {
+    this.refuseReadOnly(peer, "recall");
     const cs = this.convOf(peer);
     const x = this.byId.get(`${peer}|${id}`);
     if (!cs || !x || !x.outgoing || x.notice) throw new Error("Only your own messages can be recalled.");
@@ -1698,6 +1710,8 @@ export class HushwireClient {
     const cs = this.convOf(peer);
     const c = this.conversations.get(peer);
     if (!cs || !c) return;
+    // A supervisor reading along sends no read receipts (§8.2: from members that write).
+    if (cs.state.supervised || !cs.membership.writesNow(this.address)) return;
     if (!c.messages.some((x) => !x.outgoing && !x.notice && x.sender && !x.readSent)) return;
     await this.serial.run(async () => {
       if (!this.authenticated) return;
@@ -2061,6 +2075,131 @@ export class HushwireClient {
     }
   }
 
+  /** Whether this console joined the conversation under `peer` as a supervisor (reading along, or stopped). */
+  supervised(peer: string): boolean {
+    return this.convOf(peer)?.state.supervised ?? false;
+  }
+
+  /** Whether this console reads along in the conversation under `peer` now (a supervisor member). */
+  readsAlong(peer: string): boolean {
+    const fingerprint = this.fingerprint;
+    return this.members(peer).some((x) => x.fingerprint === fingerprint && x.role === "supervisor");
+  }
+
+  /**
+   * Refuses, in words, what a supervisor never does in a conversation it reads along (or read
+   * along) in: write, recall, hand off. The core would refuse the changes and the relay the
+   * messages; this says why before anything is stored or sent.
+   */
+  private refuseReadOnly(peer: string, what: "send" | "recall" | "hand off"): void {
+    if (!this.supervised(peer) && !this.readsAlong(peer)) return;
+    const verb = what === "send" ? "write in" : what === "recall" ? "recall messages in" : "hand off";
+    throw new Error(`This conversation is read only for you: a supervisor reading along does not ${verb} it.`);
+  }
+
+  /**
+   * Supervision (`hushwire join --read-only CONVERSATION`, docs/conversations.md §5.1 step 5):
+   * needs the supervisor role in this console's certificate. The conversation's history is
+   * fetched and verified, the core signs the self-join as supervisor and checks it on a copy,
+   * then it goes in `PublishChange`. Once the relay accepts it, the conversation is kept as the
+   * agent's are (stored, verified again at every open): what its members fan out to this device
+   * is decrypted and shown, membership changes verified. Nothing is kept if anything refuses.
+   * Throws in plain words.
+   */
+  async joinReadOnly(id: string): Promise<void> {
+    const clinic = this.clinic;
+    const cert = this.ownCertificate;
+    if (!clinic || !cert) throw new Error(this.agentProblem || "This console has no certificate yet.");
+    if (!cert.roles.split(/[\s,]+/).includes("supervisor")) {
+      throw new Error("Only a supervisor reads along: this console's certificate does not grant the supervisor role.");
+    }
+    if (!/^[0-9a-f]{32}$/.test(id)) throw new Error("A conversation id is 32 hex digits (0-9, a-f).");
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      const refused = (answer: hw.Incoming) =>
+        new Error(
+          answer.errorName === "StaleEpoch"
+            ? "The conversation changed meanwhile: try again."
+            : answer.errorName === "Forbidden" || answer.errorName === "NotOnConversation"
+              ? `The relay refused: this console may not read along in that conversation (${answer.errorName}).`
+              : `The relay refused to let you read along (${answer.errorName || answer.kind}).`,
+        );
+      const now = Math.floor(Date.now() / 1000);
+      const held = this.convs.get(id);
+      if (held) {
+        // Read along (or was on it) before: joined again on the history kept here, made current.
+        await this.refreshMembership(held).catch(() => undefined);
+        if (this.readsAlong(conversationPeer(id))) throw new Error("You already read along in this conversation.");
+        let sent: Uint8Array | undefined;
+        const answer = await this.call((rid) => (sent = this.account.joinReadOnlyFrame(held.membership, cert, rid, now)));
+        if (answer.kind !== "ok" || !sent) throw refused(answer);
+        const from = held.membership.nextEpoch;
+        held.membership.applyOwnFrame(sent, now);
+        held.state.supervised = true;
+        await this.afterChanges(held, from, []);
+        return;
+      }
+      const cs: ConvRuntime = {
+        state: { id, changes: [], deviceList: true, opened: true, supervised: true },
+        membership: new hw.Membership(clinic, fromHex(id)),
+      };
+      try {
+        try {
+          await this.fetchInto(cs);
+        } catch (e) {
+          const why = (e as Error).message;
+          throw new Error(
+            why === "UnknownConversation"
+              ? "The relay has no such conversation of this clinic."
+              : why === "NotOnConversation" || why === "Forbidden"
+                ? "The relay does not show this conversation's history to this console (a supervisor's certificate is needed)."
+                : `The conversation's history could not be verified: ${why}`,
+          );
+        }
+        if (cs.membership.nextEpoch === 0) throw new Error("The relay has no such conversation of this clinic.");
+        let sent: Uint8Array | undefined;
+        const answer = await this.call((rid) => (sent = this.account.joinReadOnlyFrame(cs.membership, cert, rid, now)));
+        if (answer.kind !== "ok" || !sent) throw refused(answer);
+        cs.membership.applyOwnFrame(sent, now);
+      } catch (e) {
+        cs.membership.free();
+        throw e;
+      }
+      await this.keep(cs);
+    });
+  }
+
+  /**
+   * A supervisor stops reading along (`hushwire leave CONVERSATION`, §5.1 step 5): the core
+   * signs this identity's removal as supervisor at the verified next epoch and checks it; it
+   * goes in `PublishChange`. The conversation stays listed here with what was read, as left;
+   * the relay gives this device nothing written afterwards. Throws in plain words.
+   */
+  async leave(peer: string): Promise<void> {
+    const cs = this.convOf(peer);
+    const cert = this.ownCertificate;
+    if (!cs || !cert) throw new Error("Not a conversation this console is on.");
+    if (!this.readsAlong(peer)) throw new Error("You do not read along in this conversation.");
+    return this.serial.run(async () => {
+      if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
+      await this.refreshMembership(cs);
+      const now = Math.floor(Date.now() / 1000);
+      let sent: Uint8Array | undefined;
+      const answer = await this.call((rid) => (sent = this.account.leaveReadOnlyFrame(cs.membership, cert, rid, now)));
+      if (answer.kind !== "ok" || !sent) {
+        throw new Error(
+          answer.errorName === "StaleEpoch"
+            ? "The conversation changed meanwhile: try again."
+            : `The relay refused (${answer.errorName || answer.kind}): you still read along.`,
+        );
+      }
+      const from = cs.membership.nextEpoch;
+      cs.membership.applyOwnFrame(sent, now);
+      cs.state.supervised = true;
+      await this.afterChanges(cs, from, []);
+    });
+  }
+
   /**
    * Claims a waiting conversation (`hushwire claim`): its history is fetched and verified, the
    * claim signed and checked by the core, then sent. "taken" when another agent was first
@@ -2151,6 +2290,7 @@ export class HushwireClient {
    * `note` (one line, at most 200 bytes) goes to the staff left on it and the agents on duty.
    */
   async handBack(peer: string, note = ""): Promise<void> {
+    this.refuseReadOnly(peer, "hand off");
     const cs = this.convOf(peer);
     const cert = this.ownCertificate;
     if (!cs || !cert) throw new Error("Not a conversation this console is on.");
@@ -2188,6 +2328,7 @@ export class HushwireClient {
    * Returns their certified name. This device is then off the conversation (read only).
    */
   async handOff(peer: string, colleague: string, shareHistory = true, note = ""): Promise<string> {
+    this.refuseReadOnly(peer, "hand off");
     const cs = this.convOf(peer);
     const c = this.conversations.get(peer);
     const clinic = this.clinic;

@@ -1424,6 +1424,192 @@ await step("console_opens_the_clinic_archive", agentPage, async () => {
   figures.consoleArchiveOpenMs = openMs;
   return `${shown.length} entries opened in ${openMs} ms (Argon2id, fetch, open and check); whole case ${Date.now() - t0} ms`;
 });
+// Read-only supervision in the same console (certified agent and supervisor above; `hushwire
+// join --read-only` / `leave`, conversations.md §5.1 step 5): a new widget patient's
+// conversation, claimed by the CLI agent. A bad conversation id is refused in words before any
+// request; the console joins read-only (the core signs the self-join as supervisor); its panel
+// is marked "Reading along — read only" with no composer, hand-off or recall, and the verified
+// members; the widget shows that a supervisor reads along; what the patient and the agent write
+// afterwards appears in the console as text (markup inert); the client refuses to write there;
+// a reload keeps it; "Stop reading along" publishes the removal, which the widget shows, and
+// what is written afterwards never reaches the console.
+await step("console_supervisor_reads_along", agentPage, async () => {
+  const t0 = Date.now();
+  const inPanel = (conv, sel) => `.panel[data-conversation="${conv}"] ${sel}`;
+  const identity = await agentPage.textContent("#agent-identity").catch(() => "");
+  assert(/roles: agent, ?supervisor/.test(identity ?? ""), `the console is not a certified supervisor: ${identity}`);
+  await agentPage.waitForSelector("#read-along-form", { timeout: 30_000 });
+  assert((await agentPage.$('label[for="read-along-conversation"]')) !== null, "no label for the conversation id");
+  assert((await agentPage.getAttribute("#read-along-error", "role")) === "alert", "the read-along error is not an alert");
+  // A new patient, whose conversation the CLI agent claims.
+  const supContext = await browser.newContext({ viewport: { width: 360, height: 740 } });
+  const patientP = await supContext.newPage();
+  patientP.on("pageerror", (e) => pageErrors.push(`widget (supervised): ${e}`));
+  try {
+    await patientP.goto(`${BASE}/widget-clinic.html`);
+    await patientP.waitForSelector("#hw-passphrase", { state: "visible" });
+    await unlock(patientP);
+    await connected(patientP);
+    const conv = await patientP.getAttribute(".hw-widget", "data-conversation");
+    assert(/^[0-9a-f]{32}$/.test(conv), `conversation id ${conv}`);
+    await patientP.waitForFunction(() => /Waiting for the clinic/.test(document.querySelector(".hw-agent")?.textContent ?? ""), null, {
+      timeout: 30_000,
+    });
+    await cli("claim", conv);
+    const agentLine = `${env.HW_AGENT_NAME} — verified agent of Test Clinic`;
+    await patientP.waitForFunction((want) => document.querySelector(".hw-agent")?.textContent === want, agentLine, { timeout: 30_000 });
+    // 1. Bad ids: refused in words by the console, and no request reaches the client.
+    await agentPage.evaluate(() => {
+      const c = window.hushwireTest.client;
+      const original = c.joinReadOnly.bind(c);
+      window.__joinCalls = 0;
+      c.joinReadOnly = (id) => {
+        window.__joinCalls++;
+        return original(id);
+      };
+    });
+    const panelsBefore = await agentPage.$$eval(".panel", (els) => els.length);
+    for (const [bad, want] of [
+      [`${conv.slice(0, 30)}zz`, /^That is not a conversation id: it has characters other than hex digits/],
+      [conv.slice(0, 20), /^That is not a conversation id: it has 20 hex digits, a conversation id has 32\.$/],
+    ]) {
+      await agentPage.fill("#read-along-conversation", bad);
+      await agentPage.click("#read-along-submit");
+      await agentPage.waitForFunction((re) => new RegExp(re).test(document.getElementById("read-along-error")?.textContent ?? ""), want.source, {
+        timeout: 10_000,
+      });
+    }
+    assert((await agentPage.evaluate(() => window.__joinCalls)) === 0, "a bad id reached the client");
+    assert((await agentPage.$$eval(".panel", (els) => els.length)) === panelsBefore, "a panel opened for a bad id");
+    // The client refuses one too (in words), and a conversation the relay does not have.
+    const apiBad = await agentPage.evaluate(() => window.hushwireTest.client.joinReadOnly("xyz").then(() => "joined", (e) => e.message));
+    assert(/32 hex digits/.test(apiBad), `the client took a bad id: ${apiBad}`);
+    const unknown = "0".repeat(32);
+    await agentPage.fill("#read-along-conversation", unknown);
+    await agentPage.click("#read-along-submit");
+    await agentPage.waitForFunction(() => /^Could not read along: /.test(document.getElementById("read-along-error")?.textContent ?? ""), null, {
+      timeout: 30_000,
+    });
+    const unknownError = await agentPage.textContent("#read-along-error");
+    assert((await agentPage.$(`.panel[data-conversation="${unknown}"]`)) === null, "a panel opened for an unknown conversation");
+    assert(
+      !(await agentPage.evaluate((c) => window.hushwireTest.client.conversations.has(`conv:${c}`), unknown)),
+      "an unknown conversation was kept",
+    );
+    // 2. Join read-only.
+    await agentPage.fill("#read-along-conversation", conv);
+    await agentPage.click("#read-along-submit");
+    await agentPage.waitForSelector(inPanel(conv, ".read-only-mark"), { timeout: 30_000 });
+    assert((await agentPage.textContent("#read-along-error")) === "", "an error stayed after joining");
+    assert((await agentPage.textContent(inPanel(conv, ".read-only-mark"))) === "Reading along — read only", "the read-only mark");
+    for (const sel of ["textarea", "form.reply", "form.handoff", ".hand-back", ".handoff-note", "button.recall"]) {
+      assert((await agentPage.$(inPanel(conv, sel))) === null, `the read-only panel has ${sel}`);
+    }
+    assert((await agentPage.$(inPanel(conv, "button.stop-reading"))) !== null, "no Stop reading along button");
+    const patientAddress = await patientP.getAttribute(".hw-widget", "data-address");
+    const shownPatient = (await agentPage.textContent(inPanel(conv, ".patient-fingerprint"))).trim();
+    assert(shownPatient === patientAddress.split(":")[0], `patient identity shown ${shownPatient}, is ${patientAddress}`);
+    const staff = await agentPage.textContent(inPanel(conv, "dd.staff"));
+    assert(staff.includes(agentLine), `staff shown: ${staff}`);
+    assert(staff.includes(`${CONSOLE_AGENT} — verified supervisor of Test Clinic (you)`), `staff shown: ${staff}`);
+    const supervisorLine = `${CONSOLE_AGENT} — verified supervisor of Test Clinic`;
+    const consoleNotices = await agentPage.$$eval(inPanel(conv, "li.notice"), (els) => els.map((e) => e.textContent));
+    assert(consoleNotices.includes(`You (${supervisorLine}) are reading along (read only)`), `console notices ${JSON.stringify(consoleNotices)}`);
+    // The patient is told, as text, and the agent shown is still the agent.
+    await patientP.waitForFunction(
+      (want) => [...document.querySelectorAll(".hw-notice")].some((e) => e.textContent === want),
+      `${supervisorLine} is reading along (read only)`,
+      { timeout: 30_000 },
+    );
+    assert((await patientP.textContent(".hw-agent")) === agentLine, "the widget shows the supervisor as its agent");
+    // 3. Written after the join, by the patient and by the agent: shown in the console as text.
+    const FROM_PATIENT = 'Supervised: patient <img src=x onerror="window.__pwned=7"> <b>bold</b>';
+    const FROM_AGENT = 'Supervised: agent <img src=x onerror="window.__pwned=8"> <i>it</i>';
+    await send(patientP, FROM_PATIENT);
+    await cli("send", conv, FROM_AGENT);
+    for (const want of [FROM_PATIENT, FROM_AGENT]) {
+      await agentPage.waitForFunction(
+        ([sel, text]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === text),
+        [inPanel(conv, "li .text"), want],
+        { timeout: 30_000 },
+      );
+    }
+    const who = await agentPage.$$eval(inPanel(conv, "li.in"), (els) =>
+      els.map((e) => [e.querySelector(".who")?.textContent, e.querySelector(".text")?.textContent]),
+    );
+    assert(who.some(([w, t]) => w === "Patient" && t === FROM_PATIENT), `shown as ${JSON.stringify(who)}`);
+    assert(who.some(([w, t]) => w === env.HW_AGENT_NAME && t === FROM_AGENT), `shown as ${JSON.stringify(who)}`);
+    assert((await agentPage.$$(".panel img, .panel b, .panel i, #read-along img")).length === 0, "markup rendered in the read-only panel");
+    assert((await agentPage.evaluate(() => window.__pwned)) === undefined, "injected code ran in the console");
+    // 4. The client refuses to write, recall or hand off there, in words, and keeps nothing.
+    const refusals = await agentPage.evaluate(async (c) => {
+      const client = window.hushwireTest.client;
+      const peer = `conv:${c}`;
+      const outcome = (p) => p.then(() => "done", (e) => e.message);
+      return {
+        send: await outcome(client.sendText(peer, "a supervisor must not write this")),
+        handBack: await outcome(client.handBack(peer)),
+        handOff: await outcome(client.handOff(peer, client.fingerprint.replace(/^./, "0"))),
+        outgoing: client.conversations.get(peer).messages.filter((m) => m.outgoing).length,
+        pendingArchive: client.pendingArchiveCopies,
+      };
+    }, conv);
+    assert(/^This conversation is read only for you: a supervisor reading along does not write in it/.test(refusals.send), `sendText: ${refusals.send}`);
+    assert(/read only for you/.test(refusals.handBack) && /read only for you/.test(refusals.handOff), `hand-off: ${JSON.stringify(refusals)}`);
+    assert(refusals.outgoing === 0, `the read-only conversation holds ${refusals.outgoing} outgoing messages`);
+    const gotPatient = await receivesAs(env.HW_AGENT_HOME, [FROM_PATIENT]);
+    assert(gotPatient.includes(FROM_PATIENT), `the agent did not receive the patient's message: ${JSON.stringify(gotPatient)}`);
+    assert(!gotPatient.includes("a supervisor must not write this"), "the supervisor's text reached the agent");
+    // 5. A reload: still listed and shown as read along, with what was read.
+    await agentPage.reload();
+    await agentPage.fill("#pass", "agent console passphrase");
+    await agentPage.click("button[type=submit]");
+    await agentPage.waitForSelector(inPanel(conv, ".read-only-mark"), { timeout: 60_000 });
+    await agentPage.waitForFunction(() => document.body.dataset.connected === "true", null, { timeout: 30_000 });
+    assert((await agentPage.textContent(inPanel(conv, ".read-only-mark"))) === "Reading along — read only", "the mark after reload");
+    assert((await agentPage.$(inPanel(conv, "textarea"))) === null, "a composer after reload");
+    const kept = await agentPage.$$eval(inPanel(conv, "li .text"), (els) => els.map((e) => e.textContent));
+    assert(kept.includes(FROM_PATIENT) && kept.includes(FROM_AGENT), `after reload: ${JSON.stringify(kept)}`);
+    const listed = await agentPage.$$eval(".list button", (els) => els.map((e) => e.textContent));
+    assert(listed.some((t) => t.includes("— reading along")), `the list after reload: ${JSON.stringify(listed)}`);
+    // 6. Stop reading along: the removal is published; the widget shows it; nothing after it
+    // reaches the console.
+    await agentPage.click(inPanel(conv, "button.stop-reading"));
+    await agentPage.waitForSelector(inPanel(conv, "p.left"), { timeout: 30_000 });
+    assert((await agentPage.$(inPanel(conv, "button.stop-reading"))) === null, "still a Stop button after leaving");
+    await patientP.waitForFunction(
+      (want) => [...document.querySelectorAll(".hw-notice")].some((e) => e.textContent === want),
+      `${supervisorLine} stopped reading along`,
+      { timeout: 30_000 },
+    );
+    const AFTER_PATIENT = "Supervised: written by the patient after the supervisor left";
+    const AFTER_AGENT = "Supervised: written by the agent after the supervisor left";
+    await send(patientP, AFTER_PATIENT);
+    await cli("send", conv, AFTER_AGENT);
+    const gotAfter = await receivesAs(env.HW_AGENT_HOME, [AFTER_PATIENT]);
+    assert(gotAfter.includes(AFTER_PATIENT), `the agent did not receive the patient's later message: ${JSON.stringify(gotAfter)}`);
+    await patientP.waitForFunction(
+      (t) => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent === t),
+      AFTER_AGENT,
+      { timeout: 30_000 },
+    );
+    await agentPage.waitForTimeout(3000); // time for anything misrouted to arrive
+    const leaked = await agentPage.evaluate(
+      ([c, texts]) => {
+        const held = window.hushwireTest.client.conversations.get(`conv:${c}`)?.messages ?? [];
+        return texts.filter((t) => document.body.textContent.includes(t) || held.some((m) => m.text === t));
+      },
+      [conv, [AFTER_PATIENT, AFTER_AGENT]],
+    );
+    assert(leaked.length === 0, `written after leaving, yet in the console: ${JSON.stringify(leaked)}`);
+    const listedAfter = await agentPage.$$eval(".list button", (els) => els.map((e) => e.textContent));
+    assert(listedAfter.some((t) => t.includes("— read along, left")), `the list after leaving: ${JSON.stringify(listedAfter)}`);
+    await patientP.screenshot({ path: join(OUT, "console_supervisor_reads_along-widget.png"), fullPage: true });
+    return `conversation ${conv}; unknown id refused: ${unknownError}; whole case ${Date.now() - t0} ms`;
+  } finally {
+    await supContext.close();
+  }
+});
 await patientContext.close();
 
 await step("timings_in_chromium", page, async () => {

@@ -161,8 +161,8 @@ test('secrets stay inside WebAssembly objects', () => {
   assert.deepEqual(methods(Account), [
     'accept', 'addColleagueFrame', 'address', 'answerChallenge', 'certificateRequest', 'claimFrame', 'deviceId',
     'fingerprint', 'generateOneTimeKemPrekeys', 'generateOneTimePrekeys', 'handOffFrame',
-    'handOffFrameWithNotes', 'identityKey', 'oneTimeKemPrekeyCount', 'oneTimePrekeyCount', 'openConversationFrame',
-    'prekeyBundle', 'publishDeviceListFrame', 'seal', 'updateCertificateFrame',
+    'handOffFrameWithNotes', 'identityKey', 'joinReadOnlyFrame', 'leaveReadOnlyFrame', 'oneTimeKemPrekeyCount',
+    'oneTimePrekeyCount', 'openConversationFrame', 'prekeyBundle', 'publishDeviceListFrame', 'seal', 'updateCertificateFrame',
     'uploadPrekeysFrame',
   ]);
   assert.deepEqual(methods(Session), [

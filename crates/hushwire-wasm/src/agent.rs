@@ -2,9 +2,11 @@
 //! device's certificate request and certificate (checked under the clinic's organization key),
 //! registering with it, going on duty, the queue frames an agent sends and receives, claiming,
 //! and handing a conversation to a named colleague or back to the queue (with the note envelopes
-//! of `staff_note.rs`). Each change is signed here and verified on a
+//! of `staff_note.rs`), and a supervisor joining a conversation read-only and leaving it
+//! (`docs/conversations.md` §5.1 step 5). Each change is signed here and verified on a
 //! copy of the verified history (`MembershipLog`, the relay's and the Rust client's rules) before
-//! its frame is returned: a claim or hand-off this device's own history refuses is never sent.
+//! its frame is returned: a claim, hand-off or supervision change this device's own history
+//! refuses is never sent.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -176,22 +178,85 @@ impl Account {
             ));
         }
         let now = unix_seconds(now_seconds)?;
-        let proposal = ChangeProposal {
-            conversation: membership.log.conversation(),
-            epoch: membership.log.next_epoch(),
-            previous_hash: membership.log.head(),
-            issued_at: now,
-            action: ChangeAction::Add,
-            role: MemberRole::Agent,
-            member: me.clone(),
-            devices: vec![self.0.device_id()],
-            member_certificate: Some(certificate.0.clone()),
-        };
-        let change = self.sign(proposal, certificate)?;
-        check(membership, std::slice::from_ref(&change), now)?;
+        let change = self.own_change(
+            membership,
+            certificate,
+            now,
+            (ChangeAction::Add, MemberRole::Agent),
+        )?;
         Ok(frame(
             request_id,
             FrameBody::Queue(Box::new(QueueFrame::Claim(Box::new(change)))),
+        ))
+    }
+
+    /// Supervision (`hushwire join --read-only CONVERSATION`, §5.1 step 5): joins the
+    /// conversation `membership` holds (its history fetched up to the relay's head) read-only.
+    /// Signs the self-join adding this device as supervisor, with `certificate` (which must grant
+    /// the supervisor role), at the verified next epoch, checks it on a copy of the history
+    /// (rules 1-15), and returns the `PublishChange` frame. Throws in words when the certificate
+    /// is not a supervisor's or this device is on the conversation already.
+    #[wasm_bindgen(js_name = joinReadOnlyFrame)]
+    pub fn join_read_only_frame(
+        &self,
+        membership: &Membership,
+        certificate: &OwnCertificate,
+        request_id: u32,
+        now_seconds: f64,
+    ) -> Result<Vec<u8>> {
+        if !certificate.0.roles().contains(Role::Supervisor) {
+            return Err(Error::new(
+                "only a supervisor reads along: this console's certificate does not grant the \
+                 supervisor role",
+            ));
+        }
+        let me = self.0.identity_key();
+        if let Some(mine) = membership.log.members().iter().find(|m| m.identity() == me) {
+            return Err(Error::new(if mine.role() == MemberRole::Supervisor {
+                "you already read along in this conversation"
+            } else {
+                "you are on this conversation already (as its agent): a member does not join it \
+                 again as supervisor"
+            }));
+        }
+        let now = unix_seconds(now_seconds)?;
+        let change = self.own_change(
+            membership,
+            certificate,
+            now,
+            (ChangeAction::Add, MemberRole::Supervisor),
+        )?;
+        Ok(frame(
+            request_id,
+            FrameBody::Queue(Box::new(QueueFrame::PublishChange(Box::new(change)))),
+        ))
+    }
+
+    /// A supervisor stops reading along (`hushwire leave CONVERSATION` as supervisor, §5.1 step
+    /// 5): signs the removal of this identity's member devices as supervisor at the verified
+    /// next epoch (rule 11: the one change a supervisor signs), checks it on a copy of the
+    /// history, and returns the `PublishChange` frame. Throws in words when this device does not
+    /// read along in the conversation.
+    #[wasm_bindgen(js_name = leaveReadOnlyFrame)]
+    pub fn leave_read_only_frame(
+        &self,
+        membership: &Membership,
+        certificate: &OwnCertificate,
+        request_id: u32,
+        now_seconds: f64,
+    ) -> Result<Vec<u8>> {
+        let now = unix_seconds(now_seconds)?;
+        self.own_member(membership, MemberRole::Supervisor)
+            .map_err(|_| Error::new("you do not read along in this conversation"))?;
+        let change = self.own_change(
+            membership,
+            certificate,
+            now,
+            (ChangeAction::Remove, MemberRole::Supervisor),
+        )?;
+        Ok(frame(
+            request_id,
+            FrameBody::Queue(Box::new(QueueFrame::PublishChange(Box::new(change)))),
         ))
     }
 
@@ -275,7 +340,7 @@ impl Account {
         colleague_device_list: &[u8],
     ) -> Result<Vec<u8>> {
         let now = unix_seconds(now_seconds)?;
-        self.own_agent_member(membership)?;
+        self.own_member(membership, MemberRole::Agent)?;
         let add = self.colleague_add(
             membership,
             certificate,
@@ -306,7 +371,7 @@ impl Account {
     ) -> Result<Vec<u8>> {
         let now = unix_seconds(now_seconds)?;
         let me = self.0.identity_key();
-        let mine = self.own_agent_member(membership)?;
+        let mine = self.own_member(membership, MemberRole::Agent)?;
         let my_devices = mine.devices().to_vec();
         let mut changes = Vec::with_capacity(2);
         let mut epoch = membership.log.next_epoch();
@@ -342,18 +407,55 @@ impl Account {
         ))
     }
 
-    /// This identity's member entry on the conversation, if it is on it as agent.
-    fn own_agent_member<'m>(
+    /// This identity's member entry on the conversation, if it is on it with `role`.
+    fn own_member<'m>(
         &self,
         membership: &'m Membership,
+        role: MemberRole,
     ) -> Result<&'m hushwire::proto::conversation::Member> {
         membership
             .log
             .members()
             .iter()
             .find(|m| m.identity() == self.0.identity_key())
-            .filter(|m| m.role() == MemberRole::Agent)
-            .ok_or_else(|| Error::new("you are not an agent on this conversation"))
+            .filter(|m| m.role() == role)
+            .ok_or_else(|| {
+                Error::new(match role {
+                    MemberRole::Supervisor => "you do not read along in this conversation",
+                    _ => "you are not an agent on this conversation",
+                })
+            })
+    }
+
+    /// A change about this identity alone at `membership`'s next epoch (a claim, a supervisor's
+    /// self-join or its own removal): an addition carries this device and `certificate` as the
+    /// member certificate (rule 9, self-join); a removal names this identity's member devices.
+    /// Signed, then checked on a copy of the history: a change it refuses is never returned.
+    fn own_change(
+        &self,
+        membership: &Membership,
+        certificate: &OwnCertificate,
+        now: u64,
+        (action, role): (ChangeAction, MemberRole),
+    ) -> Result<MembershipChange> {
+        let devices = match action {
+            ChangeAction::Add => vec![self.0.device_id()],
+            ChangeAction::Remove => self.own_member(membership, role)?.devices().to_vec(),
+        };
+        let proposal = ChangeProposal {
+            conversation: membership.log.conversation(),
+            epoch: membership.log.next_epoch(),
+            previous_hash: membership.log.head(),
+            issued_at: now,
+            action,
+            role,
+            member: self.0.identity_key().clone(),
+            devices,
+            member_certificate: (action == ChangeAction::Add).then(|| certificate.0.clone()),
+        };
+        let change = self.sign(proposal, certificate)?;
+        check(membership, std::slice::from_ref(&change), now)?;
+        Ok(change)
     }
 
     /// The change adding the colleague (certificate checked under the clinic's key with the
@@ -872,6 +974,118 @@ mod tests {
                 .hand_off_frame(&m, &own, 6, now(), &[], &[])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_supervisor_joins_read_only_and_leaves_and_the_rules_refuse_the_rest() {
+        let org = hushwire::IdentityKeyPair::generate(&mut os_rng().unwrap());
+        let link =
+            ClinicLink::issue(&org, "Test Clinic", "ws://127.0.0.1:7700/v1/websocket").unwrap();
+        let clinic = Clinic::parse(&link.to_string()).unwrap();
+        let supervisor = Account::new(1, now()).unwrap();
+        let agent = Account::new(1, now()).unwrap();
+        let patient = Account::new(1, now()).unwrap();
+        let own = |who: &Account, name: &str, roles: &[Role]| {
+            clinic
+                .verify_own_certificate(&certify(&org, who, name, roles), who, now())
+                .unwrap()
+        };
+        let sup = own(&supervisor, "Sue", &[Role::Agent, Role::Supervisor]);
+        let ada = own(&agent, "Ada", &[Role::Agent]);
+
+        // A patient opens; an agent claims.
+        let id = new_conversation_id().unwrap();
+        let mut patient_view = Membership::new(&clinic, &id).unwrap();
+        patient
+            .open_conversation_frame(&mut patient_view, 2, now())
+            .unwrap();
+        let mut m = Membership::new(&clinic, &id).unwrap();
+        m.apply(&patient_view.change(0), now()).unwrap();
+        let claim = agent.claim_frame(&m, &ada, 3, now()).unwrap();
+        m.apply_own_frame(&claim, now()).unwrap();
+
+        // Without the supervisor role: refused in words, before any frame.
+        let err = agent.join_read_only_frame(&m, &ada, 4, now()).unwrap_err();
+        assert!(err.message().contains("supervisor role"), "{err}");
+        let err = supervisor
+            .join_read_only_frame(&m, &own(&supervisor, "Sue", &[Role::Agent]), 4, now())
+            .unwrap_err();
+        assert!(err.message().contains("supervisor role"), "{err}");
+
+        // The self-join as supervisor: a PublishChange whose change verifies (rule 9 self-join,
+        // rule 7 member certificate with the supervisor role), as every member applies it.
+        let join = supervisor.join_read_only_frame(&m, &sup, 4, now()).unwrap();
+        let FrameBody::Queue(q) = Frame::from_bytes(&join).unwrap().body else {
+            panic!("not a queue frame");
+        };
+        let QueueFrame::PublishChange(change) = *q else {
+            panic!("not a PublishChange");
+        };
+        assert_eq!(change.role(), MemberRole::Supervisor);
+        assert_eq!(change.action(), ChangeAction::Add);
+        let mut patients = Membership::new(&clinic, &id).unwrap();
+        for i in 0..2 {
+            patients.apply(&m.change(i), now()).unwrap();
+        }
+        patients.apply(&change.to_bytes(), now()).unwrap();
+        m.apply_own_frame(&join, now()).unwrap();
+        assert_eq!(
+            patients.describe(2, None),
+            "Sue — verified supervisor of Test Clinic is reading along (read only)"
+        );
+        // A member now, who reads along and never writes; the agent is still the one on it.
+        assert!(!m.writes_now(&supervisor.address()).unwrap());
+        assert!(m.writes_now(&agent.address()).unwrap());
+        assert!(
+            m.recipients(&patient.address())
+                .unwrap()
+                .contains(&supervisor.address())
+        );
+        assert!(m.is_claimed());
+        // Joining again is refused in words; so is the agent joining as supervisor, and an
+        // agent's change from the supervisor (rule 11, and a supervisor is no agent).
+        let err = supervisor
+            .join_read_only_frame(&m, &sup, 5, now())
+            .unwrap_err();
+        assert!(err.message().contains("already read along"), "{err}");
+        let err = supervisor
+            .hand_off_frame(&m, &sup, 5, now(), &[], &[])
+            .unwrap_err();
+        assert!(err.message().contains("not an agent"), "{err}");
+        assert!(supervisor.claim_frame(&m, &sup, 5, now()).is_err());
+        let err = agent.leave_read_only_frame(&m, &ada, 5, now()).unwrap_err();
+        assert!(err.message().contains("do not read along"), "{err}");
+
+        // Leaving: its own removal at the next epoch, which verifies; then it is off it.
+        let leave = supervisor
+            .leave_read_only_frame(&m, &sup, 5, now())
+            .unwrap();
+        let FrameBody::Queue(q) = Frame::from_bytes(&leave).unwrap().body else {
+            panic!("not a queue frame");
+        };
+        let QueueFrame::PublishChange(change) = *q else {
+            panic!("not a PublishChange");
+        };
+        assert_eq!(change.action(), ChangeAction::Remove);
+        assert_eq!(change.epoch(), 3);
+        patients.apply(&change.to_bytes(), now()).unwrap();
+        m.apply_own_frame(&leave, now()).unwrap();
+        assert!(
+            !m.recipients(&patient.address())
+                .unwrap()
+                .contains(&supervisor.address())
+        );
+        assert_eq!(
+            m.describe(
+                3,
+                Some(supervisor.0.identity_key().fingerprint().to_string())
+            ),
+            "You (Sue — verified supervisor of Test Clinic) stopped reading along"
+        );
+        let err = supervisor
+            .leave_read_only_frame(&m, &sup, 6, now())
+            .unwrap_err();
+        assert!(err.message().contains("do not read along"), "{err}");
     }
 
     #[test]

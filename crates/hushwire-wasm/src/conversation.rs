@@ -432,7 +432,8 @@ impl Membership {
     /// joined or left, with the staff member's certified name and the clinic's name ("Dr. Ada —
     /// verified agent of Lakeside Clinic joined the conversation"). With it (64 hex digits, the
     /// viewing staff member's identity), for the agent console: the patient's changes are told
-    /// in the third person and the viewer's own as "You (…)".
+    /// in the third person and the viewer's own as "You (…)". A supervisor's joining and leaving
+    /// are told as "… is reading along (read only)" and "… stopped reading along".
     pub fn describe(&self, index: u32, staff_fingerprint: Option<String>) -> String {
         let Some(change) = self.changes.get(crate::count(index)) else {
             return String::new();
@@ -468,19 +469,26 @@ impl Membership {
                 self.clinic.name()
             ),
             MemberRole::Supervisor => format!(
-                "{} — verified supervisor of {} (reading along)",
+                "{} — verified supervisor of {}",
                 self.name_of(&fingerprint),
                 self.clinic.name()
             ),
         };
-        let who = if viewer.as_deref() == Some(fingerprint.as_str()) {
-            format!("You ({who})")
-        } else {
-            who
-        };
-        match change.action() {
-            ChangeAction::Add => format!("{who} joined the conversation"),
-            ChangeAction::Remove => format!("{who} left the conversation"),
+        let own = viewer.as_deref() == Some(fingerprint.as_str());
+        let who = if own { format!("You ({who})") } else { who };
+        // A supervisor reads along (read-only, §5.1 step 5): said so, to the patient too.
+        match (change.action(), change.role(), own) {
+            (ChangeAction::Add, MemberRole::Supervisor, false) => {
+                format!("{who} is reading along (read only)")
+            }
+            (ChangeAction::Add, MemberRole::Supervisor, true) => {
+                format!("{who} are reading along (read only)")
+            }
+            (ChangeAction::Remove, MemberRole::Supervisor, _) => {
+                format!("{who} stopped reading along")
+            }
+            (ChangeAction::Add, _, _) => format!("{who} joined the conversation"),
+            (ChangeAction::Remove, _, _) => format!("{who} left the conversation"),
         }
     }
 }

@@ -470,6 +470,7 @@ fn widget_and_client_in_chromium() {
         "clinic_conversation_with_cli_agent",
         "console_agent_with_widget_patient",
         "console_opens_the_clinic_archive",
+        "console_supervisor_reads_along",
         "timings_in_chromium",
     ] {
         let at = results
