@@ -152,7 +152,11 @@ function showSetup(): void {
   const request = c.certificateRequest;
   const reqLabel = el("p", {}, "Its certificate request (no secret; send it to your clinic's administrator):");
   const reqText = el("pre", { class: "mono", id: "cert-request", tabindex: "0", "aria-label": "Certificate request" }, request);
-  const cmdLabel = el("p", {}, "The administrator certifies it on the organization key's computer with:");
+  const cmdLabel = el(
+    "p",
+    {},
+    "The administrator certifies it on the organization key's computer with (for a supervisor: --roles supervisor, or agent,supervisor):",
+  );
   const cmd = el(
     "pre",
     { class: "mono", id: "certify-command", tabindex: "0", "aria-label": "Command for the administrator" },
@@ -213,8 +217,10 @@ function showAgentConsole(): void {
   if (!c) return;
   const cert = c.certificateSummary;
   const who = el("p", { id: "agent-identity" });
+  const agent = c.hasRole("agent");
+  const supervisor = c.hasRole("supervisor");
   who.textContent = cert
-    ? `${cert.name} — verified agent of ${c.clinicName} (roles: ${cert.roles}; certificate valid until ${new Date(cert.notAfter * 1000).toLocaleDateString()})`
+    ? `${cert.name} — verified ${agent ? "agent" : "supervisor"} of ${c.clinicName} (roles: ${cert.roles}; certificate valid until ${new Date(cert.notAfter * 1000).toLocaleDateString()})`
     : c.agentProblem;
   const fp = el("p", {}, "This device: ");
   fp.append(el("span", { class: "mono", id: "own-address" }, c.address));
@@ -237,8 +243,10 @@ function showAgentConsole(): void {
   const convHeading = el("h2", { id: "conversations-heading" }, "Your conversations");
   list = el("ul", { class: "list", "aria-labelledby": "conversations-heading" });
   panels = el("div", { class: "panels" });
-  const supervisor = cert !== undefined && cert.roles.split(/[\s,]+/).includes("supervisor");
-  main.replaceChildren(who, fp, dutyButton, alertLine, queueHeading, queueList);
+  // A supervisor who is not an agent has no duty and no queue: it reads along and opens the
+  // archive. Before the certificate is read (cert undefined) the agent's page is shown.
+  if (agent || !cert) main.replaceChildren(who, fp, dutyButton, alertLine, queueHeading, queueList);
+  else main.replaceChildren(who, fp, alertLine);
   if (supervisor) main.append(readAlongSection(c));
   main.append(convHeading, list, panels);
   if (supervisor) main.append(archiveSection(c));

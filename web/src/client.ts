@@ -190,6 +190,9 @@ export interface ClientEvents {
 }
 
 const DEVICE_ID = 1;
+/** What a supervisor-only console is told when it tries an agent's work (duty, claiming). */
+const ONLY_AGENTS =
+  "Only an agent goes on duty and answers patients: this console's certificate grants the supervisor role, not the agent role.";
 const ONE_TIME_PREKEYS = 20;
 
 const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
@@ -1754,6 +1757,16 @@ export class HushwireClient {
     return this.meta.agent !== undefined;
   }
 
+  /**
+   * Whether this console's certificate grants `role` (`agent`, `supervisor`, `admin`): an agent
+   * goes on duty and claims; a supervisor who is not also an agent only reads along and opens
+   * the archive.
+   */
+  hasRole(role: "agent" | "supervisor" | "admin"): boolean {
+    const cert = this.ownCertificate;
+    return cert !== undefined && cert.roles.split(/[\s,]+/).includes(role);
+  }
+
   /** Whether this device registered at the relay (then without a certificate it is a patient for good). */
   get registered(): boolean {
     return this.meta.registered;
@@ -1887,7 +1900,7 @@ export class HushwireClient {
       a.deviceList = true;
       await this.store.put({ meta: this.meta });
     }
-    if (a.onDuty) {
+    if (a.onDuty && this.hasRole("agent")) {
       await this.call((id) => hw.setOnDutyFrame(id, true));
       await this.loadQueue();
     }
@@ -1922,6 +1935,7 @@ export class HushwireClient {
   async setOnDuty(on: boolean): Promise<void> {
     const a = this.meta.agent;
     if (!a) throw new Error("This console has no certificate yet.");
+    if (!this.hasRole("agent")) throw new Error(ONLY_AGENTS);
     return this.serial.run(async () => {
       if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
       const answer = await this.call((id) => hw.setOnDutyFrame(id, on));
@@ -2110,7 +2124,7 @@ export class HushwireClient {
     const clinic = this.clinic;
     const cert = this.ownCertificate;
     if (!clinic || !cert) throw new Error(this.agentProblem || "This console has no certificate yet.");
-    if (!cert.roles.split(/[\s,]+/).includes("supervisor")) {
+    if (!this.hasRole("supervisor")) {
       throw new Error("Only a supervisor reads along: this console's certificate does not grant the supervisor role.");
     }
     if (!/^[0-9a-f]{32}$/.test(id)) throw new Error("A conversation id is 32 hex digits (0-9, a-f).");
@@ -2209,6 +2223,7 @@ export class HushwireClient {
     const clinic = this.clinic;
     const cert = this.ownCertificate;
     if (!clinic || !cert) throw new Error(this.agentProblem || "This console has no certificate yet.");
+    if (!this.hasRole("agent")) throw new Error(ONLY_AGENTS);
     if (!/^[0-9a-f]{32}$/.test(id)) throw new Error("Not a conversation id.");
     return this.serial.run(async () => {
       if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");

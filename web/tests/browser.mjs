@@ -1433,6 +1433,7 @@ await step("console_opens_the_clinic_archive", agentPage, async () => {
 // afterwards appears in the console as text (markup inert); the client refuses to write there;
 // a reload keeps it; "Stop reading along" publishes the removal, which the widget shows, and
 // what is written afterwards never reaches the console.
+let supervisedConv; // the conversation of `console_supervisor_reads_along`, for the next case
 await step("console_supervisor_reads_along", agentPage, async () => {
   const t0 = Date.now();
   const inPanel = (conv, sel) => `.panel[data-conversation="${conv}"] ${sel}`;
@@ -1452,6 +1453,7 @@ await step("console_supervisor_reads_along", agentPage, async () => {
     await connected(patientP);
     const conv = await patientP.getAttribute(".hw-widget", "data-conversation");
     assert(/^[0-9a-f]{32}$/.test(conv), `conversation id ${conv}`);
+    supervisedConv = conv;
     await patientP.waitForFunction(() => /Waiting for the clinic/.test(document.querySelector(".hw-agent")?.textContent ?? ""), null, {
       timeout: 30_000,
     });
@@ -1611,6 +1613,44 @@ await step("console_supervisor_reads_along", agentPage, async () => {
   }
 });
 await patientContext.close();
+
+// A supervisor who is not an agent (`--roles supervisor`): the console takes the certificate,
+// names it a supervisor, shows no duty and no queue, refuses an agent's work in words, and reads
+// along.
+const supOnlyContext = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+const supOnlyPage = await supOnlyContext.newPage();
+supOnlyPage.on("pageerror", (e) => pageErrors.push(`supervisor console: ${e}`));
+await step("console_supervisor_only", supOnlyPage, async () => {
+  const t0 = Date.now();
+  assert(supervisedConv, "no conversation from the case before");
+  await supOnlyPage.goto(`${BASE}/console/test.html`);
+  await supOnlyPage.fill("#pass", "supervisor console passphrase");
+  await supOnlyPage.click("button[type=submit]");
+  await supOnlyPage.waitForSelector("#cert-request", { timeout: 60_000 });
+  const request = (await supOnlyPage.textContent("#cert-request")).trim();
+  await supOnlyPage.fill("#clinic-link", env.HW_CLINIC_LINK);
+  await supOnlyPage.fill("#certificate", await orgCertify(request, "Sam Supervisor", "supervisor"));
+  await supOnlyPage.click("#setup-form button[type=submit]");
+  await supOnlyPage.waitForSelector("#agent-identity", { timeout: 60_000 });
+  const identity = await supOnlyPage.textContent("#agent-identity");
+  assert(identity.startsWith("Sam Supervisor — verified supervisor of Test Clinic (roles: supervisor;"), `identity shown: ${identity}`);
+  for (const sel of ["#duty", "#queue"]) assert((await supOnlyPage.$(sel)) === null, `a supervisor-only console shows ${sel}`);
+  for (const sel of ["#read-along-form", "#archive-form"]) assert((await supOnlyPage.$(sel)) !== null, `no ${sel}`);
+  await supOnlyPage.waitForFunction(() => window.hushwireTest?.client?.authenticated === true, null, { timeout: 30_000 });
+  const refusals = await supOnlyPage.evaluate(async (conv) => {
+    const c = window.hushwireTest.client;
+    const why = async (p) => p.then(() => "done", (e) => String(e.message));
+    return [await why(c.setOnDuty(true)), await why(c.claim(conv))];
+  }, supervisedConv);
+  for (const r of refusals) assert(/^Only an agent goes on duty and answers patients/.test(r), `an agent's work was not refused: ${JSON.stringify(refusals)}`);
+  await supOnlyPage.fill("#read-along-conversation", supervisedConv);
+  await supOnlyPage.click("#read-along-submit");
+  const mark = `.panel[data-conversation="${supervisedConv}"] .read-only-mark`;
+  await supOnlyPage.waitForSelector(mark, { timeout: 30_000 });
+  assert((await supOnlyPage.textContent(mark)) === "Reading along — read only", "the read-only mark");
+  return `conversation ${supervisedConv}; refused: ${refusals[0]}; whole case ${Date.now() - t0} ms`;
+});
+await supOnlyContext.close();
 
 await step("timings_in_chromium", page, async () => {
   await page.goto(`${BASE}/bench/index.html`);

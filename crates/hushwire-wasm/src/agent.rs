@@ -81,7 +81,8 @@ impl Clinic {
     /// Checks the certificate `text` (the line `hushwire org certify` printed, or the content
     /// of its `--out` file) for `account`'s device at `nowSeconds`: it must decode, be issued by
     /// this clinic's organization key with a valid signature, be valid now, certify exactly this
-    /// device's identity and grant the agent role. Throws with the reason in plain words.
+    /// device's identity and grant the agent or the supervisor role (a supervisor alone reads
+    /// along and opens the archive, never claims). Throws with the reason in plain words.
     #[wasm_bindgen(js_name = verifyOwnCertificate)]
     pub fn verify_own_certificate(
         &self,
@@ -107,18 +108,22 @@ impl Clinic {
         })?;
         let cert = AgentCertificate::from_bytes(&bytes)
             .map_err(|e| Error::new(format_args!("this is not a certificate: {e}")))?;
-        cert.verify_role(
-            self.link().org(),
-            unix_seconds(now_seconds)?,
-            None,
-            Role::Agent,
-        )
-        .map_err(|e| {
-            Error::new(format_args!(
-                "the certificate does not verify for {}: {e}",
-                self.link().name()
-            ))
-        })?;
+        cert.verify(self.link().org(), unix_seconds(now_seconds)?, None)
+            .map_err(|e| {
+                Error::new(format_args!(
+                    "the certificate does not verify for {}: {e}",
+                    self.link().name()
+                ))
+            })?;
+        // A supervisor who is not also an agent reads along and opens the archive; the
+        // queue and claiming need the agent role, which the core checks where they are signed.
+        if !cert.roles().contains(Role::Agent) && !cert.roles().contains(Role::Supervisor) {
+            return Err(Error::new(
+                "the certificate grants neither the agent nor the supervisor role: the console \
+                 is for the clinic's agents and supervisors (ask the administrator for `--roles \
+                 agent` or `--roles supervisor`)",
+            ));
+        }
         if cert.subject() != account.0.identity_key() {
             return Err(Error::new(
                 "the certificate is for another identity, not this console: ask the \
@@ -771,13 +776,19 @@ mod tests {
             .unwrap();
         assert_eq!(request, console.0.identity_key().to_bytes());
         // Certificates: the right one verifies; another clinic's, another identity's, one
-        // without the agent role, an expired one and garbage are refused in words.
+        // without the agent or supervisor role, an expired one and garbage are refused in words.
         let text = certify(&org, &console, "Dr. Console", &[Role::Agent]);
         let own = clinic
             .verify_own_certificate(&text, &console, now())
             .unwrap();
         assert_eq!(own.name(), "Dr. Console");
         assert_eq!(own.text(), text);
+        // A supervisor who is not an agent: accepted (reading along, the archive).
+        let supervisor = certify(&org, &console, "Dr. Sup", &[Role::Supervisor]);
+        let own_sup = clinic
+            .verify_own_certificate(&supervisor, &console, now())
+            .unwrap();
+        assert_eq!(own_sup.roles(), "supervisor");
         for (bad, why) in [
             (
                 certify(&other_org, &console, "X", &[Role::Agent]),
@@ -788,8 +799,8 @@ mod tests {
                 "another identity",
             ),
             (
-                certify(&org, &console, "X", &[Role::Supervisor]),
-                "does not verify",
+                certify(&org, &console, "X", &[Role::Admin]),
+                "neither the agent nor the supervisor role",
             ),
             ("not base64 !".to_owned(), "not a certificate"),
             (String::new(), "paste"),

@@ -471,6 +471,7 @@ fn widget_and_client_in_chromium() {
         "console_agent_with_widget_patient",
         "console_opens_the_clinic_archive",
         "console_supervisor_reads_along",
+        "console_supervisor_only",
         "timings_in_chromium",
     ] {
         let at = results
