@@ -16,6 +16,11 @@
 //   `data-agent`.
 //
 // Every peer text is set with textContent; every check and signature is the core's.
+//
+// Automatic logoff: after `data-lock-after` seconds without a key, pointer, wheel or input event
+// (on the page's <html>; default 600) or on "Lock now", the console reloads itself: the client,
+// every key in WebAssembly memory and every patient's text on the page are gone, and the
+// passphrase opens it again.
 
 import * as hw from "../src/wasm";
 import { HushwireClient, fingerprintOf, type ArchiveRecord, type ChatMessage } from "../src/client";
@@ -57,6 +62,53 @@ function say(text: string): void {
   if (alertLine) alertLine.textContent = text;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Automatic logoff (HIPAA § 164.312(a)(2)(iii), docs/browser.md "Agent console")
+// ---------------------------------------------------------------------------------------------
+
+const LOCK_AFTER_DEFAULT_S = 600;
+/** Set for the page load that follows a lock, to say why the console is locked. */
+const LOCKED_KEY = "hushwire-console-locked";
+let idleTimer: number | undefined;
+
+/** Seconds of inactivity before the console locks: `data-lock-after` if it is a number ≥ 1. */
+function lockAfterSeconds(): number {
+  const raw = document.documentElement.dataset.lockAfter;
+  const n = raw === undefined ? NaN : Number(raw);
+  if (raw !== undefined && !(Number.isFinite(n) && n >= 1)) {
+    console.warn(`hushwire console: data-lock-after="${raw}" is not a number of seconds ≥ 1; locking after ${LOCK_AFTER_DEFAULT_S} s`);
+  }
+  return Number.isFinite(n) && n >= 1 ? n : LOCK_AFTER_DEFAULT_S;
+}
+
+/** Locks by reloading: nothing of the unlocked console survives in the page or its memory. */
+function lockConsole(why: "idle" | "asked"): void {
+  if (idleTimer !== undefined) clearTimeout(idleTimer);
+  client?.close();
+  client = undefined;
+  main.replaceChildren();
+  try {
+    sessionStorage.setItem(LOCKED_KEY, why);
+  } catch {
+    // Storage refused (private mode settings): the console still locks, without the reason.
+  }
+  location.reload();
+}
+
+/** Starts the inactivity timer and the "Lock now" button, once the console is unlocked. */
+function armIdleLock(): void {
+  const ms = lockAfterSeconds() * 1000;
+  const restart = () => {
+    if (idleTimer !== undefined) clearTimeout(idleTimer);
+    idleTimer = window.setTimeout(() => lockConsole("idle"), ms);
+  };
+  for (const ev of ["keydown", "pointerdown", "wheel", "input"]) document.addEventListener(ev, restart, { passive: true });
+  restart();
+  const lockNow = el("button", { type: "button", id: "lock-now" }, "Lock now");
+  lockNow.addEventListener("click", () => lockConsole("asked"));
+  statusLine.after(lockNow);
+}
+
 async function start(): Promise<void> {
   await hw.loadWasm(new URL("../hushwire_wasm_bg.wasm", location.href));
   const granted = await new Promise<boolean>((resolve) => {
@@ -89,7 +141,20 @@ async function start(): Promise<void> {
     }, 20);
   });
   main.replaceChildren(form);
-  statusLine.textContent = "Locked";
+  let why: string | null = null;
+  try {
+    why = sessionStorage.getItem(LOCKED_KEY);
+    sessionStorage.removeItem(LOCKED_KEY);
+  } catch {
+    why = null;
+  }
+  const idle = lockAfterSeconds();
+  statusLine.textContent =
+    why === "idle"
+      ? `Locked after ${idle < 120 ? `${idle} s` : `${Math.round(idle / 60)} min`} of inactivity. Enter the passphrase to continue.`
+      : why === "asked"
+        ? "Locked. Enter the passphrase to continue."
+        : "Locked";
   input.focus();
 }
 
@@ -107,6 +172,7 @@ async function unlock(passphrase: string): Promise<void> {
     },
   });
   client = c;
+  armIdleLock();
   // Test pages only (`<html data-test-hooks="1">`, written by crates/hushwire-wasm/tests/browser.rs
   // as console/test.html): the client, so a test can hold back queue pushes, and `openPanel`, to open
   // a conversation handed to this console. /console/ never sets it.

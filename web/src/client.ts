@@ -229,6 +229,8 @@ export class HushwireClient {
   private pending = new Map<number, { resolve(f: hw.Incoming): void; reject(e: Error): void }>();
   private serial = new Serial();
   private backoffMs = 1000;
+  /** Connection attempts that failed since the last login: said in the status until one works. */
+  private failedAttempts = 0;
   private stopped = false;
   private authenticated = false;
   private sessions = new Map<string, hw.Session>();
@@ -420,7 +422,9 @@ export class HushwireClient {
 
   private open(): void {
     if (this.stopped) return;
-    this.status("Connecting…");
+    // After a failure the status keeps saying so while it tries again (a page its relay does not
+    // allow, or a network down, must not look like a connection about to open).
+    this.status(this.failedAttempts === 0 ? "Connecting…" : `${this.cannotConnect()} Trying again now…`);
     let socket: WebSocket;
     try {
       socket = new WebSocket(this.relayUrl);
@@ -496,8 +500,15 @@ export class HushwireClient {
     if (this.stopped) return;
     const delay = this.backoffMs * (0.5 + Math.random() / 2);
     this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
-    this.status(`Not connected. Retrying in ${Math.round(delay / 1000)} s…`);
+    this.failedAttempts++;
+    this.status(`${this.cannotConnect()} Trying again in ${Math.max(1, Math.round(delay / 1000))} s…`);
     setTimeout(() => this.open(), delay);
+  }
+
+  /** The status while connections fail: what happened, and that nothing written is lost. */
+  private cannotConnect(): string {
+    const n = this.failedAttempts;
+    return `Cannot connect to the chat service (${n} ${n === 1 ? "try" : "tries"}); what you write waits here and is sent once connected. If this lasts, the service may be down or may not allow this page.`;
   }
 
   /** Sends a frame and waits for its answer (or a synthetic Ok-less close). */
@@ -555,6 +566,7 @@ export class HushwireClient {
       await this.store.put({ meta: this.meta });
     }
     this.backoffMs = 1000;
+    this.failedAttempts = 0;
     // The archive policy is fetched below: a timer waiting to fetch it again starts over.
     clearTimeout(this.policyTimer);
     this.policyTimer = undefined;

@@ -432,7 +432,7 @@ await step("relay_key_pin_refuses", null, async () => {
     assert(outcome.refused, `the other relay was not refused: ${JSON.stringify(outcome.second)}`);
     assert(!outcome.second.some((t) => /^Connected$/.test(t)), `connected to the other relay: ${outcome.second}`);
     const after = outcome.second.slice(outcome.second.findIndex((t) => /key changed/.test(t)) + 1);
-    assert(!after.some((t) => /Connecting|Retrying/.test(t)), `it kept retrying: ${outcome.second}`);
+    assert(!after.some((t) => /Connecting|Retrying|Trying again|Cannot connect/.test(t)), `it kept retrying: ${outcome.second}`);
     return outcome.second.join(" | ");
   } finally {
     await pinPage.screenshot({ path: join(OUT, "relay_key_pin_refuses.png"), fullPage: true }).catch(() => {});
@@ -466,7 +466,7 @@ await step("other_origin_cannot_connect", null, async () => {
       .waitForFunction(
         () => {
           const t = document.querySelector(".hw-status")?.textContent ?? "";
-          return /Not connected|Cannot reach/.test(t) ? t : false;
+          return /^Cannot connect to the chat service \(\d+ tr(y|ies)\)/.test(t) ? t : false;
         },
         null,
         { timeout: 30_000 },
@@ -478,7 +478,15 @@ await step("other_origin_cannot_connect", null, async () => {
     await other.screenshot({ path: join(OUT, "other_origin_cannot_connect.png"), fullPage: true });
     assert(outcome === "error", `a WebSocket from the other origin: ${outcome}`);
     assert(connectedAttr !== "true", `the widget connected: ${status}`);
-    assert(/Not connected|Cannot reach/.test(status), `the widget says: ${status}`);
+    assert(/^Cannot connect to the chat service/.test(status), `the widget says: ${status}`);
+    // It keeps saying so while it tries again (never a bare "Connecting…", which looked like a
+    // connection about to open).
+    const later = [];
+    for (let i = 0; i < 6; i++) {
+      await other.waitForTimeout(500);
+      later.push(await other.textContent(".hw-status"));
+    }
+    assert(later.every((t) => /^Cannot connect to the chat service/.test(t)), `the widget said meanwhile: ${JSON.stringify(later)}`);
     assert(otherErrors.length === 0, `the page threw: ${otherErrors}`);
     // And the same request from the allowed origin opens (the refusal is the origin's).
     const allowed = await page.evaluate(
@@ -1649,6 +1657,49 @@ await step("console_supervisor_only", supOnlyPage, async () => {
   await supOnlyPage.waitForSelector(mark, { timeout: 30_000 });
   assert((await supOnlyPage.textContent(mark)) === "Reading along — read only", "the read-only mark");
   return `conversation ${supervisedConv}; refused: ${refusals[0]}; whole case ${Date.now() - t0} ms`;
+});
+
+// Automatic logoff of the console: a page with `data-lock-after="3"` (browser.rs writes it) locks
+// after 3 s without input, leaving no patient's or staff member's text on the page, and
+// "Lock now" locks at once; the passphrase opens it again.
+await step("console_idle_lock", supOnlyPage, async () => {
+  const t0 = Date.now();
+  const mark = `.panel[data-conversation="${supervisedConv}"] .read-only-mark`;
+  await supOnlyPage.goto(`${BASE}/console/lock-test.html`);
+  const unlockConsole = async () => {
+    await supOnlyPage.waitForSelector("#pass", { timeout: 30_000 });
+    await supOnlyPage.fill("#pass", "supervisor console passphrase");
+    await supOnlyPage.click("button[type=submit]");
+    await supOnlyPage.waitForSelector(mark, { timeout: 60_000 });
+  };
+  await unlockConsole();
+  assert((await supOnlyPage.$("#lock-now")) !== null, "no Lock now button");
+  const unlockedAt = Date.now();
+  // No input from here: the console locks by itself.
+  await supOnlyPage.waitForFunction(
+    () => /^Locked after 3 s of inactivity\./.test(document.getElementById("status")?.textContent ?? ""),
+    null,
+    { timeout: 20_000 },
+  );
+  const lockedAfterMs = Date.now() - unlockedAt;
+  assert(lockedAfterMs >= 2_500, `locked after ${lockedAfterMs} ms, before its 3 s`);
+  const left = await supOnlyPage.evaluate(() => ({
+    panels: document.querySelectorAll(".panel").length,
+    text: document.body.textContent ?? "",
+  }));
+  assert(left.panels === 0, `${left.panels} panels left on the locked page`);
+  for (const gone of ["Sam Supervisor", "Reading along", supervisedConv]) {
+    assert(!left.text.includes(gone), `"${gone}" is still on the locked page`);
+  }
+  assert((await supOnlyPage.$("#pass")) !== null, "no passphrase field on the locked page");
+  // Open again; then "Lock now".
+  await unlockConsole();
+  await supOnlyPage.click("#lock-now");
+  await supOnlyPage.waitForFunction(() => document.getElementById("status")?.textContent === "Locked. Enter the passphrase to continue.", null, {
+    timeout: 20_000,
+  });
+  assert((await supOnlyPage.$$(".panel")).length === 0, "a panel is left after Lock now");
+  return `locked by itself ${lockedAfterMs} ms after the unlock (data-lock-after 3 s); whole case ${Date.now() - t0} ms`;
 });
 await supOnlyContext.close();
 

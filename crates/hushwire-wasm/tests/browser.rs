@@ -402,6 +402,13 @@ fn widget_and_client_in_chromium() {
         ),
     )
     .unwrap();
+    // The console locking after 3 s without input (`console_idle_lock`), as a clinic sets
+    // `data-lock-after` on its page.
+    std::fs::write(
+        site.join("console/lock-test.html"),
+        console_page.replace("<html lang=\"en\">", "<html lang=\"en\" data-lock-after=\"3\">"),
+    )
+    .unwrap();
 
     // 4. The relay refuses an upgrade from an origin not on --allow-origin, before the upgrade.
     let refused = upgrade_status(port, &format!("http://localhost:{port}"));
@@ -472,6 +479,7 @@ fn widget_and_client_in_chromium() {
         "console_opens_the_clinic_archive",
         "console_supervisor_reads_along",
         "console_supervisor_only",
+        "console_idle_lock",
         "timings_in_chromium",
     ] {
         let at = results
