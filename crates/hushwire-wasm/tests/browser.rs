@@ -406,7 +406,10 @@ fn widget_and_client_in_chromium() {
     // `data-lock-after` on its page.
     std::fs::write(
         site.join("console/lock-test.html"),
-        console_page.replace("<html lang=\"en\">", "<html lang=\"en\" data-lock-after=\"3\">"),
+        console_page.replace(
+            "<html lang=\"en\">",
+            "<html lang=\"en\" data-lock-after=\"3\">",
+        ),
     )
     .unwrap();
 
