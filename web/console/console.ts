@@ -109,6 +109,15 @@ function armIdleLock(): void {
   statusLine.after(lockNow);
 }
 
+// A message just written is stored when its turn in the client's queue comes: leaving before
+// that would lose it, so the browser asks first.
+window.addEventListener("beforeunload", (event) => {
+  if (client?.savingMessages) {
+    event.preventDefault();
+    event.returnValue = "";
+  }
+});
+
 async function start(): Promise<void> {
   await hw.loadWasm(new URL("../hushwire_wasm_bg.wasm", location.href));
   const granted = await new Promise<boolean>((resolve) => {

@@ -229,6 +229,8 @@ export class HushwireClient {
   private pending = new Map<number, { resolve(f: hw.Incoming): void; reject(e: Error): void }>();
   private serial = new Serial();
   private backoffMs = 1000;
+  /** `sendText` calls whose message is not stored yet (`savingMessages`). */
+  private savesInFlight = 0;
   /** Connection attempts that failed since the last login: said in the status until one works. */
   private failedAttempts = 0;
   private stopped = false;
@@ -602,8 +604,22 @@ export class HushwireClient {
     this.remember(peer, conversation, message);
     this.unsaved.push([peer, message]);
     this.events.onChange?.(peer);
-    await this.persistQueued();
+    this.savesInFlight++;
+    try {
+      await this.persistQueued();
+    } finally {
+      this.savesInFlight--;
+    }
     return message;
+  }
+
+  /**
+   * Whether a message handed to `sendText` is not on disk yet (its write waits its turn behind
+   * the client's serial queue, which may be awaiting the relay): a page asks before it unloads
+   * then (`beforeunload`), or the message would be lost with the tab.
+   */
+  get savingMessages(): boolean {
+    return this.savesInFlight > 0;
   }
 
   /** Stores every message queued since the last call in one transaction, then flushes. */
@@ -2240,6 +2256,9 @@ export class HushwireClient {
     return this.serial.run(async () => {
       if (!this.authenticated) throw new Error("Not connected to the relay yet; try again in a moment.");
       const held = this.convs.get(id);
+      if (held && this.readsAlong(conversationPeer(id))) {
+        throw new Error("You read along in this conversation as a supervisor: stop reading along first, then claim it.");
+      }
       if (held) return this.claimAgain(held, cert);
       const cs: ConvRuntime = {
         state: { id, changes: [], deviceList: true, opened: true },
@@ -2304,6 +2323,9 @@ export class HushwireClient {
     }
     const from = cs.membership.nextEpoch;
     cs.membership.applyOwnFrame(sent, now);
+    // A supervisor who read along and stopped, now claiming as an agent: from here on it writes
+    // (stored with the changes below, so a reload keeps it writable).
+    delete cs.state.supervised;
     await this.afterChanges(cs, from, []);
     this.queue.delete(cs.state.id);
     this.events.onQueue?.();

@@ -196,8 +196,17 @@ await step("throughput_api_browser_to_cli", page, async () => {
     const t0 = performance.now();
     const sends = [];
     for (let i = 0; i < n; i++) sends.push(client.sendText(agent, `api ${i}`));
+    // While messages are not on disk yet, leaving the page asks first (the widget's
+    // beforeunload handler cancels the unload); once they are, it does not.
+    const leaving = () => {
+      const event = new Event("beforeunload", { cancelable: true });
+      window.dispatchEvent(event);
+      return event.defaultPrevented;
+    };
+    const askedWhileSaving = client.savingMessages && leaving();
     await Promise.all(sends);
     const storedMs = performance.now() - t0;
+    const askedWhenSaved = client.savingMessages || leaving();
     const conversation = client.conversations.get(agent);
     await new Promise((resolve) => {
       const check = () =>
@@ -206,8 +215,10 @@ await step("throughput_api_browser_to_cli", page, async () => {
           : resolve();
       check();
     });
-    return { storedMs, sentMs: performance.now() - t0 };
+    return { storedMs, sentMs: performance.now() - t0, askedWhileSaving, askedWhenSaved };
   }, n);
+  assert(r.askedWhileSaving === true, "leaving the page while messages were being stored did not ask first");
+  assert(r.askedWhenSaved === false, "leaving the page asked although every message was stored");
   const { got, ms, error } = await receiving;
   if (error) throw error;
   const api = got.filter((t) => t.startsWith("api "));
@@ -1614,6 +1625,22 @@ await step("console_supervisor_reads_along", agentPage, async () => {
     assert(leaked.length === 0, `written after leaving, yet in the console: ${JSON.stringify(leaked)}`);
     const listedAfter = await agentPage.$$eval(".list button", (els) => els.map((e) => e.textContent));
     assert(listedAfter.some((t) => t.includes("— read along, left")), `the list after leaving: ${JSON.stringify(listedAfter)}`);
+    // 6. Having read along does not keep an agent read only: the CLI agent hands the conversation
+    // back to the queue and this console (also an agent, on duty) claims it from its queue: the
+    // panel has a composer again, and its reply reaches the patient.
+    await cli("handoff", conv, "queue");
+    await agentPage.waitForSelector(`#queue button.claim[data-conversation="${conv}"]`, { timeout: 30_000 });
+    await agentPage.click(`#queue button.claim[data-conversation="${conv}"]`);
+    await agentPage.waitForSelector(inPanel(conv, ".reply textarea"), { timeout: 30_000 });
+    assert((await agentPage.$(inPanel(conv, ".read-only-mark"))) === null, "the claimed panel is still marked read only");
+    const CLAIMED_REPLY = "Supervised: the console claimed it after reading along";
+    await agentPage.fill(inPanel(conv, ".reply textarea"), CLAIMED_REPLY);
+    await agentPage.press(inPanel(conv, ".reply textarea"), "Enter");
+    await patientP.waitForFunction(
+      (want) => [...document.querySelectorAll(".hw-in .hw-text")].some((e) => e.textContent === want),
+      CLAIMED_REPLY,
+      { timeout: 30_000 },
+    );
     await patientP.screenshot({ path: join(OUT, "console_supervisor_reads_along-widget.png"), fullPage: true });
     return `conversation ${conv}; unknown id refused: ${unknownError}; whole case ${Date.now() - t0} ms`;
   } finally {

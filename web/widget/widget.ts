@@ -69,6 +69,14 @@ class Widget {
     for (const ev of ["keydown", "pointerdown", "input"]) {
       this.root.addEventListener(ev, () => this.touch());
     }
+    // A message just written is stored when its turn in the client's queue comes: leaving the
+    // page before that would lose it, so the browser asks first.
+    window.addEventListener("beforeunload", (event) => {
+      if (this.client?.savingMessages) {
+        event.preventDefault();
+        event.returnValue = "";
+      }
+    });
   }
 
   async start(): Promise<void> {
