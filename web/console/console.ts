@@ -789,7 +789,7 @@ function showArchive(view: HTMLElement, conversation: string, records: ArchiveRe
     { id: "archive-summary" },
     records.length === 0
       ? "The archive holds nothing for this conversation."
-      : `${records.length} entries, oldest first; ${flagged === 0 ? "none flagged" : `${flagged} flagged as not verified`}. Times are UTC.`,
+      : `${records.length} entries, in the order the relay filed them; ${flagged === 0 ? "none flagged" : `${flagged} flagged as not verified`}. Times are UTC.`,
   );
   const ol = el("ol", { id: "archive-entries", class: "archive-entries", "aria-labelledby": "archive-view-heading" });
   for (const r of records) ol.append(archiveItem(r));

@@ -253,10 +253,11 @@ pub struct Config {
     pub web_dir: Option<PathBuf>,
     /// Plaintext on non-loopback allowed.
     pub allow_plaintext_non_loopback: bool,
-    /// Settings given out of their range and the value used instead, in words (the relay
-    /// logs each as a warning at start-up, so a typo such as `--sender-rate 0` is seen).
+    /// Settings given out of their range and the value used instead, and settings in range
+    /// but rarely meant (`retention_days` 0), in words: the relay logs each as a warning at
+    /// start-up, so a typo such as `--sender-rate 0` is seen.
     #[serde(skip)]
-    pub adjusted: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 /// The least `sender_byte_rate`: its burst (twice the rate) must hold one largest envelope
@@ -266,6 +267,11 @@ pub const MIN_SENDER_BYTE_RATE: u64 = 48 * 1024;
 /// The longest a provisioning message is kept (and the default): ten minutes
 /// (`docs/clinic.md` §5.1). A linking code is meant to be used at once.
 pub const MAX_PROVISIONING_TTL_SECS: u64 = 600;
+
+/// The longest an undelivered envelope is kept (`retention_days`): 10 years. Longer would only
+/// let a typo keep mail forever; the clinic's archive has its own retention (§7.4 of
+/// `conversations.md`).
+pub const MAX_RETENTION_DAYS: u64 = 3650;
 
 /// The environment variable clinic tools share for the clinic link; the relay reads it after
 /// `--clinic-link` and `HUSHWIRE_RELAY_CLINIC_LINK`.
@@ -374,7 +380,7 @@ impl Settings {
             web_dir: self.web_dir.or(file.web_dir),
             allow_plaintext_non_loopback: self.allow_plaintext_non_loopback
                 || file.allow_plaintext_non_loopback,
-            adjusted: Vec::new(),
+            warnings: Vec::new(),
         };
         config.keep_in_range();
         config
@@ -389,7 +395,7 @@ impl Config {
         macro_rules! at_least {
             ($($field:ident >= $min:expr),* $(,)?) => {$(
                 if self.$field < $min {
-                    self.adjusted.push(format!(
+                    self.warnings.push(format!(
                         "{} {} is below its least value: using {}",
                         stringify!($field), self.$field, $min
                     ));
@@ -415,8 +421,24 @@ impl Config {
             address_rate >= 1,
             expiry_interval_secs >= 1,
         );
+        if self.retention_days == 0 {
+            // Kept: a test deployment may want mail expired at once; said, as a production
+            // relay given 0 by mistake would delete undelivered mail within a sweep.
+            self.warnings.push(
+                "retention_days 0: undelivered envelopes are deleted at the next expiry sweep \
+                 (every expiry_interval_secs)"
+                    .into(),
+            );
+        }
+        if self.retention_days > MAX_RETENTION_DAYS {
+            self.warnings.push(format!(
+                "retention_days {} is above its greatest value: using {MAX_RETENTION_DAYS}",
+                self.retention_days
+            ));
+            self.retention_days = MAX_RETENTION_DAYS;
+        }
         if self.provisioning_ttl_secs > MAX_PROVISIONING_TTL_SECS {
-            self.adjusted.push(format!(
+            self.warnings.push(format!(
                 "provisioning_ttl_secs {} is above its greatest value: using \
                  {MAX_PROVISIONING_TTL_SECS}",
                 self.provisioning_ttl_secs
@@ -563,6 +585,7 @@ mod tests {
     #[test]
     fn settings_out_of_range_are_brought_in_and_named() {
         let given = Settings {
+            retention_days: Some(0),
             sender_rate: Some(0),
             sender_byte_rate: Some(1),
             provisioning_ttl_secs: Some(MAX_PROVISIONING_TTL_SECS + 1),
@@ -574,13 +597,21 @@ mod tests {
         assert_eq!(config.sender_byte_rate, MIN_SENDER_BYTE_RATE);
         assert_eq!(config.provisioning_ttl_secs, MAX_PROVISIONING_TTL_SECS);
         assert_eq!(config.idle_timeout_secs, 30, "a setting in range is kept");
-        assert_eq!(config.adjusted.len(), 3, "{:?}", config.adjusted);
-        assert!(config.adjusted[0].starts_with("sender_rate 0 is below"));
-        assert!(config.adjusted[2].contains("above its greatest value: using 600"));
+        assert_eq!(config.retention_days, 0, "0 is kept, with a warning");
+        assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
+        assert!(config.warnings[0].starts_with("sender_rate 0 is below"));
+        assert!(config.warnings[2].starts_with("retention_days 0: undelivered envelopes"));
+        assert!(config.warnings[3].contains("above its greatest value: using 600"));
+        let long = Settings {
+            retention_days: Some(99_999_999_999),
+            ..Settings::default()
+        }
+        .resolve(Settings::default());
+        assert_eq!(long.retention_days, super::MAX_RETENTION_DAYS);
         assert!(
             Settings::default()
                 .resolve(Settings::default())
-                .adjusted
+                .warnings
                 .is_empty()
         );
     }

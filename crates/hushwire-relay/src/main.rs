@@ -55,8 +55,9 @@ enum Command {
     /// Issue a single-use invite token for registration (prints it once; only its hash is
     /// stored).
     Invite {
-        /// Days until the token expires.
-        #[arg(long, default_value_t = 7)]
+        /// Days until the token expires: 1 to 365. The relay must have served this --data-dir
+        /// (or --database-url) before: a directory without its store is refused, never created.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=365))]
         valid_days: u64,
     },
     /// Create the relay key file if it does not exist yet (mode 0600), and print its
@@ -171,7 +172,7 @@ async fn invite(config: Config, valid_days: u64) -> Result<(), String> {
     getrandom::fill(&mut token).map_err(|e| format!("no randomness: {e}"))?;
     let token_text = hex::encode(token);
     let hash: [u8; 32] = sha2::Sha256::digest(token_text.as_bytes()).into();
-    let expires = now_ms() + valid_days.saturating_mul(86_400_000);
+    let expires = now_ms().saturating_add(valid_days.saturating_mul(86_400_000));
     match &config.database_url {
         Some(url) => {
             open_postgres(&config, url)
@@ -180,6 +181,15 @@ async fn invite(config: Config, valid_days: u64) -> Result<(), String> {
                 .await
         }
         None => {
+            // A token written into a store no relay serves (a mistyped --data-dir) would be
+            // refused at registration with no clue why: refuse it here instead.
+            if !config.data_dir.join("relay.db").exists() {
+                return Err(format!(
+                    "no relay store in {}: give the --data-dir the relay serves (it creates its \
+                     store at its first start)",
+                    config.data_dir.display()
+                ));
+            }
             open_sqlite(&config)
                 .await?
                 .create_invite(hash, expires)
@@ -480,5 +490,11 @@ mod tests {
             Some(std::path::Path::new("d"))
         );
         Cli::command().debug_assert();
+        for days in ["0", "366", "999999999999"] {
+            assert!(
+                Cli::try_parse_from(["hushwire-relay", "invite", "--valid-days", days]).is_err(),
+                "--valid-days {days} accepted"
+            );
+        }
     }
 }

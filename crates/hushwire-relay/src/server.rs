@@ -196,8 +196,8 @@ pub async fn start<S: Store + Clone>(
     listen_pool: Option<sqlx::PgPool>,
 ) -> Result<Running, String> {
     config.check()?;
-    for adjusted in &config.adjusted {
-        tracing::warn!("setting out of range: {adjusted}");
+    for warning in &config.warnings {
+        tracing::warn!("setting: {warning}");
     }
     if config.registration == crate::storage::RegistrationPolicy::Open
         && !config.listen.ip().is_loopback()

@@ -121,8 +121,9 @@ fn refused(what: &str, code: ErrorCode) -> ClientError {
         ErrorCode::MembershipRefused => "the relay refused the membership change",
         ErrorCode::StaleEpoch => "another change came first (fetch and try again)",
         ErrorCode::Forbidden => {
-            "this device holds no clinic certificate with the role it needs (staff only: an \
-             agent's, a supervisor's or an admin's, as the command's help says)"
+            "the relay refused: this device's clinic certificate lacks the role this needs \
+             (see the command's help: on duty, the queue and claiming need the agent role; \
+             reading along and the archive the supervisor role)"
         }
         _ => return ClientError::Relay(code),
     };
