@@ -53,13 +53,22 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string,
   return e;
 }
 
+/**
+ * Peer text (a message, a name, a note, an archive entry) in its own bidirectional isolate: a
+ * `<bdi>` (direction from its own text, `unicode-bidi: isolate`), so an override character in
+ * it (U+202E) can never reorder the labels, time or status around it. Text only, never HTML.
+ */
+function isolated(text: string, attrs: Record<string, string> = {}): HTMLElement {
+  return el("bdi", { dir: "auto", ...attrs }, text);
+}
+
 function time(ms: number): string {
   return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
 /** Shows a problem (or an outcome) in plain words, announced to screen readers. */
-function say(text: string): void {
-  if (alertLine) alertLine.textContent = text;
+function say(...parts: (string | Node)[]): void {
+  alertLine?.replaceChildren(...parts);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -128,24 +137,52 @@ async function start(): Promise<void> {
   });
   if (!granted) {
     main.replaceChildren(el("p", { role: "alert" }, "The console is already open in another tab. Use that tab."));
+    statusLine.textContent = "Open in another tab";
     return;
   }
-  const form = el("form", { "aria-label": "Unlock the console" });
-  const label = el("label", { for: "pass" }, "Console passphrase");
-  const input = el("input", { id: "pass", type: "password", required: "", minlength: "8" });
-  const button = el("button", { type: "submit" }, "Unlock");
-  const error = el("p", { role: "alert" });
-  form.append(label, input, button, error);
+  // First run (no store yet): the passphrase is chosen, typed twice, at least 8 characters
+  // (the widget's rule), so a typo cannot silently become it.
+  const firstRun = !(await SealedStore.exists("console"));
+  const form = el("form", { "aria-label": firstRun ? "Choose the console passphrase" : "Unlock the console" });
+  const label = el("label", { for: "pass" }, firstRun ? "Choose a passphrase (at least 8 characters)" : "Console passphrase");
+  const input = el("input", {
+    id: "pass",
+    type: "password",
+    required: "",
+    minlength: "8",
+    autocomplete: firstRun ? "new-password" : "current-password",
+  });
+  const confirmLabel = el("label", { for: "pass-confirm" }, "Type it again");
+  const confirmInput = el("input", { id: "pass-confirm", type: "password", required: "", autocomplete: "new-password" });
+  const button = el("button", { type: "submit" }, firstRun ? "Set the passphrase" : "Unlock");
+  const error = el("p", { role: "alert", id: "pass-error" });
+  if (firstRun) form.append(label, input, confirmLabel, confirmInput, button, error);
+  else form.append(label, input, button, error);
+  for (const field of [input, confirmInput]) field.addEventListener("input", () => (error.textContent = ""));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
+    error.textContent = "";
+    if (firstRun && input.value.length < 8) {
+      error.textContent = "The passphrase needs at least 8 characters.";
+      return;
+    }
+    if (firstRun && input.value !== confirmInput.value) {
+      error.textContent = "The two passphrases differ: type the same passphrase in both fields.";
+      confirmInput.value = "";
+      confirmInput.focus();
+      return;
+    }
     button.disabled = true;
     statusLine.textContent = "Unlocking…";
     const pass = input.value;
     input.value = "";
+    confirmInput.value = "";
     setTimeout(() => {
       void unlock(pass).catch((err: Error) => {
         button.disabled = false;
-        error.textContent = err.message;
+        error.textContent = err.message === "wrong passphrase" ? "Wrong passphrase." : sentence(err.message);
+        statusLine.textContent = firstRun ? "Not set up yet" : "Locked";
+        input.focus();
       });
     }, 20);
   });
@@ -163,7 +200,9 @@ async function start(): Promise<void> {
       ? `Locked after ${idle < 120 ? `${idle} s` : `${Math.round(idle / 60)} min`} of inactivity. Enter the passphrase to continue.`
       : why === "asked"
         ? "Locked. Enter the passphrase to continue."
-        : "Locked";
+        : firstRun
+          ? "Not set up yet"
+          : "Locked";
   input.focus();
 }
 
@@ -247,7 +286,10 @@ function showSetup(): void {
   const submit = el("button", { type: "submit" }, "Import the certificate and register");
   const error = el("p", { role: "alert", id: "setup-error" });
   form.append(linkLabel, linkInput, certLabel, certInput, fileLabel, fileInput, submit, error);
+  // An error line is about what was submitted: gone once the link or the certificate changes.
+  for (const field of [linkInput, certInput]) field.addEventListener("input", () => (error.textContent = ""));
   fileInput.addEventListener("change", () => {
+    error.textContent = "";
     const file = fileInput.files?.[0];
     if (!file) return;
     if (file.size > 16 * 1024) {
@@ -294,9 +336,14 @@ function showAgentConsole(): void {
   const who = el("p", { id: "agent-identity" });
   const agent = c.hasRole("agent");
   const supervisor = c.hasRole("supervisor");
-  who.textContent = cert
-    ? `${cert.name} — verified ${agent ? "agent" : "supervisor"} of ${c.clinicName} (roles: ${cert.roles}; certificate valid until ${new Date(cert.notAfter * 1000).toLocaleDateString()})`
-    : c.agentProblem;
+  if (cert) {
+    who.replaceChildren(
+      isolated(cert.name),
+      ` — verified ${agent ? "agent" : "supervisor"} of `,
+      isolated(c.clinicName),
+      ` (roles: ${cert.roles}; certificate valid until ${isoDate(cert.notAfter)})`,
+    );
+  } else who.textContent = c.agentProblem;
   const fp = el("p", {}, "This device: ");
   fp.append(el("span", { class: "mono", id: "own-address" }, c.address));
   alertLine = el("p", { role: "alert", id: "console-alert" });
@@ -335,6 +382,12 @@ function showAgentConsole(): void {
   if (cert) c.connect();
 }
 
+/** A date as YYYY-MM-DD (UTC): unambiguous whatever the browser's locale. */
+function isoDate(unixSeconds: number): string {
+  const d = new Date(unixSeconds * 1000);
+  return Number.isNaN(d.getTime()) ? `${unixSeconds} (Unix seconds)` : d.toISOString().slice(0, 10);
+}
+
 /** An error message from the core or the client as a sentence (capital first). */
 function sentence(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1);
@@ -366,6 +419,7 @@ function readAlongSection(c: HushwireClient): HTMLElement {
   const submit = el("button", { type: "submit", id: "read-along-submit" }, "Read along");
   const error = el("p", { role: "alert", id: "read-along-error" });
   form.append(label, input, submit);
+  input.addEventListener("input", () => (error.textContent = ""));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     error.textContent = "";
@@ -468,8 +522,10 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
   const patient = members.find((m) => m.role === "patient");
   const title = el("h2", {}, patientLabel(peer));
   const facts = el("dl", { class: "facts" });
-  const fact = (term: string, value: string, cls = "") => {
-    facts.append(el("dt", {}, term), el("dd", cls ? { class: cls } : {}, value));
+  const fact = (term: string, value: string | (string | Node)[], cls = "") => {
+    const dd = el("dd", cls ? { class: cls } : {});
+    dd.append(...(typeof value === "string" ? [value] : value));
+    facts.append(el("dt", {}, term), dd);
   };
   fact("Conversation", peer.slice(5), "mono");
   if (patient) {
@@ -487,7 +543,13 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
   fact(
     "Staff on it",
     staff.length
-      ? staff.map((m) => `${m.name} — verified ${m.role} of ${c.clinicName}${m.fingerprint === c.fingerprint ? " (you)" : ""}`).join("; ")
+      ? staff.flatMap((m, i) => [
+          ...(i > 0 ? ["; "] : []),
+          isolated(m.name),
+          ` — verified ${m.role} of `,
+          isolated(c.clinicName),
+          m.fingerprint === c.fingerprint ? " (you)" : "",
+        ])
       : "nobody",
     "staff",
   );
@@ -576,7 +638,7 @@ function renderAgentPanel(peer: string, panel: HTMLElement): void {
       handButton.disabled = true;
       void c
         .handOff(peer, handInput.value, true, note)
-        .then((name) => say(`Handed off to ${name}. You have left the conversation.`))
+        .then((name) => say("Handed off to ", isolated(name), ". You have left the conversation."))
         .catch((err: Error) => {
           handButton.disabled = false;
           say(`Could not hand off: ${err.message}`);
@@ -632,21 +694,26 @@ function noteHintText(note: string): string {
 /** A hand-off note (§8.5): marked as for staff only, its text as text. */
 function staffNoteItem(m: ChatMessage): HTMLLIElement {
   const li = el("li", { class: "staff-note", role: "note", "data-id": m.id });
-  const who = el("span", { class: "who" }, m.outgoing ? "Your note for staff" : `Note from ${m.senderName ?? "a colleague"}`);
-  const text = el("span", { class: "text" });
-  text.textContent = m.text; // textContent only: markup stays text
+  const who = el("span", { class: "who" });
+  if (m.outgoing) who.textContent = "Your note for staff";
+  else who.append("Note from ", isolated(m.senderName ?? "a colleague"));
+  const text = isolated(m.text, { class: "text" }); // textContent only: markup stays text
   li.append(who, el("span", {}, ": "), text, el("span", {}, " "), el("span", { class: "meta" }, `${time(m.sentAtMs)} · staff only`));
   return li;
 }
 
 /** One message; with `peer` (this device is on the conversation) its own sent messages can be recalled. */
 function agentItem(m: ChatMessage, peer: string): HTMLLIElement {
-  if (m.notice) return el("li", { class: "notice", role: "note", "data-id": m.id }, m.text);
+  if (m.notice) {
+    const notice = el("li", { class: "notice", role: "note", "data-id": m.id });
+    notice.append(isolated(m.text));
+    return notice;
+  }
   if (m.staffNote) return staffNoteItem(m);
   const li = el("li", { class: m.outgoing ? "out" : "in", "data-id": m.id });
-  const who = el("span", { class: "who" }, m.outgoing ? "You" : (m.senderName ?? "Patient"));
-  const text = el("span", { class: m.recalled ? "text recalled" : "text" });
-  text.textContent = m.recalled ?? m.text; // textContent only: markup stays text
+  const who = isolated(m.outgoing ? "You" : (m.senderName ?? "Patient"), { class: "who" });
+  // textContent only, in its own isolate: the time and state after it stay where they are.
+  const text = isolated(m.recalled ?? m.text, { class: m.recalled ? "text recalled" : "text" });
   const meta = el(
     "span",
     { class: "meta" },
@@ -729,6 +796,9 @@ function archiveSection(c: HushwireClient): HTMLElement {
   const error = el("p", { role: "alert", id: "archive-error" });
   const view = el("div", { id: "archive-view" });
   form.append(fileLabel, fileInput, passLabel, passInput, convLabel, convInput, known, submit);
+  // An error line is about what was submitted: gone once a field changes.
+  form.addEventListener("input", () => (error.textContent = ""));
+  form.addEventListener("change", () => (error.textContent = ""));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     error.textContent = "";
@@ -813,15 +883,18 @@ function archiveItem(r: ArchiveRecord): HTMLLIElement {
   const li = el("li", { "data-id": r.id, "data-kind": r.kind, "data-verified": String(r.verified) });
   if (!r.verified) li.classList.add("flagged");
   const when = el("span", { class: "when" }, `[${clock(r.kind === "message" ? r.sentAtMs : r.filedAtMs)}]`);
-  const who = el("span", { class: "who" }, `${r.from} (device ${r.device})`);
+  const who = el("span", { class: "who" });
+  who.append(isolated(r.from), ` (device ${r.device})`);
   li.append(when, el("span", {}, " "), who);
   if (!r.verified) li.append(el("span", {}, " "), el("strong", { class: "flag" }, NOT_VERIFIED));
   if (r.kind === "message") {
     li.append(el("span", {}, ": "));
-    li.append(el("span", { class: "text" }, r.text)); // textContent only: markup stays text
+    li.append(isolated(r.text, { class: "text" })); // textContent only: markup stays text
     if (r.recalledBy) {
       li.classList.add("recalled");
-      li.append(el("span", { class: "recall-mark" }, ` — recalled by ${r.recalledBy} at ${clock(r.recallAtMs)} (kept in the archive)`));
+      const mark = el("span", { class: "recall-mark" }, " — recalled by ");
+      mark.append(isolated(r.recalledBy), ` at ${clock(r.recallAtMs)} (kept in the archive)`);
+      li.append(mark);
     }
   } else {
     li.append(el("span", { class: "text" }, ` recalled message ${r.id}`));
@@ -849,24 +922,18 @@ function archiveJson(records: ArchiveRecord[]): string {
   return `${JSON.stringify(out)}\n`;
 }
 
-/** Control and bidirectional characters shown as escapes, so the file cannot drive a terminal. */
-function visible(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (ch) =>
-    `\\u{${ch.charCodeAt(0).toString(16)}}`,
-  );
-}
-
-/** The entries as `hushwire archive` prints them (lines of a message's text continued below). */
+/**
+ * The entries as `hushwire archive` prints them (lines of a message's text continued below):
+ * names and texts escaped by the core's own function, the CLI's (`hw.escapeText`,
+ * `hw.messageBlock`), so control and format characters read exactly as in the CLI's output.
+ */
 function archiveText(records: ArchiveRecord[]): string {
   if (records.length === 0) return "The archive holds nothing for this conversation.\n";
   const flag = (r: ArchiveRecord) => (r.verified ? "" : ` [${NOT_VERIFIED}]`);
   const lines = records.map((r) => {
-    if (r.kind === "recall") return `[${clock(r.filedAtMs)}] ${visible(r.from)}${flag(r)} recalled message ${r.id}`;
-    const header = `[${clock(r.sentAtMs)}] message ${r.id} ${visible(r.from)} (device ${r.device})${flag(r)}:`;
-    const text = r.text.replace(/\n$/, "");
-    if (!text.includes("\n")) return `${header} ${visible(text)}`;
-    return [header, ...text.split("\n").map((l) => `    | ${visible(l.replace(/\r$/, ""))}`)].join("\n");
+    if (r.kind === "recall") return `[${clock(r.filedAtMs)}] ${hw.escapeText(r.from)}${flag(r)} recalled message ${r.id}`;
+    const header = `[${clock(r.sentAtMs)}] message ${r.id} ${hw.escapeText(r.from)} (device ${r.device})${flag(r)}:`;
+    return hw.messageBlock(header, r.text);
   });
   return `${lines.join("\n")}\n`;
 }
@@ -960,7 +1027,8 @@ function renderPanel(peer: string): void {
   const ol = el("ol", { "aria-label": "Messages", "aria-live": "polite" });
   for (const m of c?.messages ?? []) {
     const li = el("li", { class: m.outgoing ? "out" : "in" });
-    li.textContent = `${m.outgoing ? "You" : "Patient"}: ${m.text}${m.outgoing ? ` (${m.state ?? ""})` : ""}`;
+    li.append(`${m.outgoing ? "You" : "Patient"}: `, isolated(m.text, { class: "text" }));
+    if (m.outgoing) li.append(` (${m.state ?? ""})`);
     ol.append(li);
   }
   const form = el("form", { "aria-label": "Reply" });

@@ -138,14 +138,40 @@ await step("chat_with_cli_agent", page, async () => {
 
 const IMG = '<img src=x onerror="window.__pwned=1">';
 const SCRIPT = "<script>window.__pwned=2</script>";
+// A right-to-left override in a text is isolated (`<bdi>`): it cannot pull the time after it.
+const BIDI = "CON_CANARY \u202egnp.exe\u202c";
+/** Where `text` is shown under `sel`: whether that element isolates it, and the meta after it. */
+const isolation = (p, sel, text, metaSel) =>
+  p.$$eval(
+    sel,
+    (els, [want, metaSel]) => {
+      const e = els.find((x) => x.textContent === want);
+      if (!e) return null;
+      const meta = e.parentElement?.querySelector(metaSel);
+      return {
+        tag: e.tagName,
+        dir: e.getAttribute("dir"),
+        bidi: getComputedStyle(e).unicodeBidi,
+        metaAfter: !!meta && meta !== e && !e.contains(meta) && !!(e.compareDocumentPosition(meta) & Node.DOCUMENT_POSITION_FOLLOWING),
+      };
+    },
+    [text, metaSel],
+  );
+const assertIsolated = (where, got) =>
+  assert(
+    got && got.tag === "BDI" && got.dir === "auto" && got.bidi === "isolate" && got.metaAfter,
+    `${where}: the text with U+202E is not isolated before its time: ${JSON.stringify(got)}`,
+  );
 await step("markup_is_shown_as_text", page, async () => {
   await cli("send", "pat", IMG);
   await cli("send", "pat", SCRIPT);
-  await page.waitForFunction(() => document.querySelectorAll(".hw-in").length >= 3, null, {
+  await cli("send", "pat", BIDI);
+  await page.waitForFunction(() => document.querySelectorAll(".hw-in").length >= 4, null, {
     timeout: 30_000,
   });
   const texts = await page.$$eval(".hw-in .hw-text", (els) => els.map((e) => e.textContent));
-  assert(texts.includes(IMG) && texts.includes(SCRIPT), `texts ${JSON.stringify(texts)}`);
+  assert(texts.includes(IMG) && texts.includes(SCRIPT) && texts.includes(BIDI), `texts ${JSON.stringify(texts)}`);
+  assertIsolated("widget, incoming", await isolation(page, ".hw-in .hw-text", BIDI, ".hw-meta"));
   const elements = await page.$$eval(".hw-widget img, .hw-widget script", (e) => e.length);
   assert(elements === 0, `${elements} img/script elements inside the widget`);
   await page.waitForTimeout(500);
@@ -159,8 +185,28 @@ await step("second_tab_is_refused", null, async () => {
   await second.waitForSelector(".hw-refused", { timeout: 15_000 });
   const text = await second.textContent(".hw-refused");
   await second.screenshot({ path: join(OUT, "second_tab_is_refused.png"), fullPage: true });
-  await second.close();
   assert(/already open in another tab/.test(text), text);
+  // A page whose script tag has a malformed setting: the widget stops with a sentence, no page
+  // error, nothing registered; a missing clinic link is named as missing.
+  const link = await second.$eval("script[data-clinic-link]", (e) => e.dataset.clinicLink);
+  const errors = [];
+  second.on("pageerror", (e) => errors.push(String(e)));
+  const html = (attrs) =>
+    `<!doctype html><html><head><title>bad settings</title></head><body><script src="/hushwire-widget.js" ${attrs}></script></body></html>`;
+  const esc = (t) => t.replace(/&/g, "&amp;").replace(/"/g, "&quot;").replace(/</g, "&lt;");
+  for (const [name, attrs, want] of [
+    ["agent", `data-clinic-link="${esc(link)}" data-agent="zz&lt;b&gt;" data-store="bad-settings"`, /data-agent attribute is not a device address/],
+    ["link", `data-store="bad-settings"`, /has no data-clinic-link attribute/],
+  ]) {
+    await second.route(`${BASE}/bad-settings-${name}.html`, (route) => route.fulfill({ contentType: "text/html", body: html(attrs) }));
+    await second.goto(`${BASE}/bad-settings-${name}.html`);
+    await second.waitForSelector(".hw-settings-error", { timeout: 15_000 });
+    const said = await second.textContent(".hw-settings-error");
+    assert(want.test(said), `bad ${name}: ${said}`);
+    assert((await second.$$("#hw-passphrase, .hw-widget b")).length === 0, `bad ${name}: the widget went on`);
+  }
+  await second.close();
+  assert(errors.length === 0, `page errors: ${errors.join("; ")}`);
 });
 
 await step("throughput_browser_to_cli", page, async () => {
@@ -521,7 +567,16 @@ await step("other_origin_cannot_connect", null, async () => {
 
 await step("console_chats_with_cli", page, async () => {
   await page.goto(`${BASE}/console/`);
+  // First run: the passphrase is chosen and typed twice; a mismatch is refused in words.
+  assert((await page.textContent("label[for=pass]")).startsWith("Choose a passphrase"), "no first-run label");
   await page.fill("#pass", "console passphrase 1");
+  await page.fill("#pass-confirm", "console passphrase 2");
+  await page.click("button[type=submit]");
+  const mismatch = await page.textContent("#pass-error");
+  assert(/passphrases differ/.test(mismatch), `a mismatch says ${mismatch}`);
+  assert((await page.$("#pairwise-only")) === null, "a mismatched passphrase was taken");
+  await page.fill("#pass-confirm", "console passphrase 1");
+  assert((await page.textContent("#pass-error")) === "", "the mismatch line stayed after typing");
   await page.click("button[type=submit]");
   // A new console asks first whether to set up as a certified clinic agent: two-party only here.
   await page.waitForSelector("#pairwise-only", { timeout: 60_000 });
@@ -932,6 +987,7 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   // 1. A certified agent device.
   await agentPage.goto(`${BASE}/console/test.html`); // the console with test hooks (step 6)
   await agentPage.fill("#pass", "agent console passphrase");
+  await agentPage.fill("#pass-confirm", "agent console passphrase");
   await agentPage.click("button[type=submit]");
   await agentPage.waitForSelector("#cert-request", { timeout: 60_000 });
   const request = (await agentPage.textContent("#cert-request")).trim();
@@ -940,9 +996,16 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   assert(command.startsWith(`hushwire org certify ${request} --name `), `command shown: ${command}`);
   assert(/^[0-9a-f]{64}$/.test((await agentPage.textContent("#own-fingerprint")).trim()), "fingerprint shown");
   await agentPage.fill("#clinic-link", env.HW_CLINIC_LINK);
+  // Not a certificate at all: said in words, not as a decoder's detail.
+  await agentPage.fill("#certificate", "notacert");
+  await agentPage.click("#setup-form button[type=submit]");
+  await agentPage.waitForFunction(() => /this is not a certificate \(it is not the line/.test(document.getElementById("setup-error")?.textContent ?? ""), null, {
+    timeout: 10_000,
+  });
   // Someone else's certificate (the first CLI agent's identity) is refused, in words.
   const notMine = await orgCertify((await cli("certificate", "request")).trim(), "Not This Console");
   await agentPage.fill("#certificate", notMine);
+  assert((await agentPage.textContent("#setup-error")) === "", "the error line stayed after the certificate changed");
   await agentPage.click("#setup-form button[type=submit]");
   await agentPage.waitForFunction(() => /another identity/.test(document.getElementById("setup-error")?.textContent ?? ""), null, {
     timeout: 10_000,
@@ -956,6 +1019,7 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   const identity = await agentPage.textContent("#agent-identity");
   const agentLine = `${CONSOLE_AGENT} — verified agent of Test Clinic`;
   assert(identity.startsWith(`${agentLine} (roles: agent`), `identity shown: ${identity}`);
+  assert(/certificate valid until \d{4}-\d{2}-\d{2}\)$/.test(identity), `the expiry is not YYYY-MM-DD: ${identity}`);
   await agentPage.waitForFunction(() => document.body.dataset.connected === "true", null, { timeout: 30_000 });
   // 2. On duty; a patient opens a conversation, which the live queue shows.
   await agentPage.click("#duty");
@@ -1064,7 +1128,7 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
     inPanel(conv, `li.out[data-id="${hiddenId}"] .text`),
     { timeout: 30_000 },
   );
-  const FROM_PATIENT = "Patient to the console <script>window.__pwned=5</script>";
+  const FROM_PATIENT = `Patient to the console <script>window.__pwned=5</script> ${BIDI}`;
   consoleCase.FROM_PATIENT = FROM_PATIENT;
   await send(patientPage, FROM_PATIENT);
   await agentPage.waitForFunction(
@@ -1075,6 +1139,8 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   assert((await agentPage.$$(".panel img, .panel b, .panel i, .panel script")).length === 0, "markup rendered in the console");
   assert((await agentPage.evaluate(() => window.__pwned)) === undefined, "injected code ran in the console");
   assert((await patientPage.evaluate(() => window.__pwned)) === undefined, "injected code ran in the widget");
+  assertIsolated("console, incoming", await isolation(agentPage, inPanel(conv, "li.in .text"), FROM_PATIENT, ".meta"));
+  assertIsolated("widget, outgoing", await isolation(patientPage, ".hw-out .hw-text", FROM_PATIENT, ".hw-meta"));
   // The console's page is visible: the patient's message is read; the widget says so.
   await patientPage.waitForFunction(
     (want) =>
@@ -1288,6 +1354,11 @@ await step("console_agent_with_widget_patient", agentPage, async () => {
   // archive copies it has not filed yet (the relay's rate) are filed after it (the archive case).
   figures.consoleArchivePendingAtReload = await agentPage.evaluate(() => window.hushwireTest.client.pendingArchiveCopies);
   await agentPage.reload();
+  // A wrong passphrase: said, and the status line is back to Locked (not "Unlocking…").
+  await agentPage.fill("#pass", "not the agent console passphrase");
+  await agentPage.click("button[type=submit]");
+  await agentPage.waitForFunction(() => document.getElementById("pass-error")?.textContent === "Wrong passphrase.", null, { timeout: 60_000 });
+  assert((await agentPage.textContent("#status")) === "Locked", `status after a wrong passphrase: ${await agentPage.textContent("#status")}`);
   await agentPage.fill("#pass", "agent console passphrase");
   await agentPage.click("button[type=submit]");
   await agentPage.waitForSelector("#agent-identity", { timeout: 60_000 });
@@ -1377,6 +1448,11 @@ await step("console_opens_the_clinic_archive", agentPage, async () => {
     })),
   );
   const message = (text) => shown.find((e) => e.kind === "message" && e.text === text);
+  // The archive view isolates each text and name (U+202E in the patient's message).
+  const archived = await agentPage.$$eval("#archive-entries li .text, #archive-entries li .who bdi", (els, want) =>
+    els.filter((e) => e.textContent === want || e.matches(".who bdi")).map((e) => `${e.tagName}:${e.getAttribute("dir")}`),
+  FROM_PATIENT);
+  assert(archived.length >= 2 && archived.every((t) => t === "BDI:auto"), `archive view not isolated: ${JSON.stringify(archived.slice(0, 4))}`);
   const staffLine = `${CONSOLE_AGENT} — verified agent of Test Clinic`;
   for (const text of [WAITING, FROM_PATIENT]) {
     assert(message(text)?.who.startsWith("patient (device "), `the patient's ${text} shown as ${JSON.stringify(message(text))}`);
@@ -1437,7 +1513,7 @@ await step("console_opens_the_clinic_archive", agentPage, async () => {
   assert(lines.length === shown.length, `the text export has ${lines.length} lines for ${shown.length} entries`);
   assert(lines.some((l) => l.endsWith(`recalled message ${hiddenId}`) && l.includes(staffLine)), "the text export lacks the recall");
   assert(lines.some((l) => l.includes(` message ${hiddenId} ${staffLine} (device `) && l.endsWith(`: ${WHILE_HIDDEN}`)), "the text export lacks the recalled message");
-  assert(lines.some((l) => / message [0-9a-f]{32} patient \(device \d+\): /.test(l) && l.endsWith(FROM_PATIENT)), "the text export lacks the patient's message");
+  assert(lines.some((l) => / message [0-9a-f]{32} patient \(device \d+\): /.test(l) && l.endsWith(FROM_PATIENT.replace("\u202e", "\\u{202e}").replace("\u202c", "\\u{202c}"))), "the text export lacks the patient's message (escaped as the CLI does)");
   assert(!/NOT VERIFIED/.test(text), "the text export flags entries");
   figures.consoleArchiveEntries = shown.length;
   figures.consoleArchiveOpenMs = openMs;
@@ -1660,6 +1736,7 @@ await step("console_supervisor_only", supOnlyPage, async () => {
   assert(supervisedConv, "no conversation from the case before");
   await supOnlyPage.goto(`${BASE}/console/test.html`);
   await supOnlyPage.fill("#pass", "supervisor console passphrase");
+  await supOnlyPage.fill("#pass-confirm", "supervisor console passphrase");
   await supOnlyPage.click("button[type=submit]");
   await supOnlyPage.waitForSelector("#cert-request", { timeout: 60_000 });
   const request = (await supOnlyPage.textContent("#cert-request")).trim();

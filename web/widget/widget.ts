@@ -31,6 +31,15 @@ function el<K extends keyof HTMLElementTagNameMap>(
   return e;
 }
 
+/**
+ * Peer- or user-supplied text (a message, a name) in its own bidirectional isolate: a `<bdi>`
+ * (direction from its own text, `unicode-bidi: isolate`), so an override character in it
+ * (U+202E) can never reorder the labels, time or status around it. Text only, never HTML.
+ */
+function isolated(text: string, attrs: Record<string, string> = {}): HTMLElement {
+  return el("bdi", { dir: "auto", ...attrs }, text);
+}
+
 const STATE_TEXT: Record<string, string> = {
   queued: "waiting to send",
   held: "waiting for an agent",
@@ -86,7 +95,7 @@ class Widget {
     await hw.loadWasm(new URL("hushwire_wasm_bg.wasm", base));
     try {
       this.clinic = hw.Clinic.parse(this.clinicLink);
-      this.clinicName.textContent = this.clinic.name;
+      this.clinicName.replaceChildren(isolated(this.clinic.name));
       this.relayUrl = this.clinic.relayUrl;
     } catch (e) {
       this.clinicName.textContent = "Unverified clinic link";
@@ -209,9 +218,15 @@ class Widget {
         this.root.dataset.connected = String(connected);
         if (connected && this.clinic && !clinicMode) {
           void client.agentName(this.clinic, this.agent).then((name) => {
-            this.agentLine.textContent = name
-              ? `You are talking to ${name} (verified by ${this.clinic?.name ?? "the clinic"})`
-              : "Agent identity: not certified yet";
+            if (name) {
+              this.agentLine.replaceChildren(
+                "You are talking to ",
+                isolated(name),
+                " (verified by ",
+                isolated(this.clinic?.name ?? "the clinic"),
+                ")",
+              );
+            } else this.agentLine.textContent = "Agent identity: not certified yet";
           });
         }
       },
@@ -305,12 +320,14 @@ class Widget {
   private item(m: ChatMessage): HTMLLIElement {
     if (m.notice) {
       // A verified membership change (or a refusal): text only, like every message.
-      return el("li", { class: "hw-notice", role: "note", "data-id": m.id }, m.text);
+      const notice = el("li", { class: "hw-notice", role: "note", "data-id": m.id });
+      notice.append(isolated(m.text));
+      return notice;
     }
     const li = el("li", { class: m.outgoing ? "hw-out" : "hw-in", "data-id": m.id });
-    const who = el("span", { class: "hw-who" }, m.outgoing ? "You" : (m.senderName ?? "Clinic"));
-    const text = el("span", { class: m.recalled ? "hw-text hw-recalled" : "hw-text" }); // textContent only
-    text.textContent = m.recalled ?? m.text;
+    const who = isolated(m.outgoing ? "You" : (m.senderName ?? "Clinic"), { class: "hw-who" });
+    // textContent only, in its own isolate: the time and state after it stay where they are.
+    const text = isolated(m.recalled ?? m.text, { class: m.recalled ? "hw-text hw-recalled" : "hw-text" });
     const time = new Date(m.sentAtMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const meta = el("span", { class: "hw-meta" }, m.outgoing ? `${time} · ${STATE_TEXT[m.state ?? "sent"]}` : time);
     if (m.outgoing) li.dataset.state = m.state ?? "";
@@ -322,12 +339,23 @@ class Widget {
   private showAgents(): void {
     const client = this.client;
     if (!client || this.agent !== "") return;
-    const agents = client.verifiedAgents();
-    this.agentLine.textContent = agents.length
-      ? agents.join("; ")
-      : client.conversationOpen
+    // "Name — verified agent of Clinic", as client.verifiedAgents() words it, each name isolated.
+    const agents = client.members(this.peer).filter((m) => m.role === "agent");
+    const clinicName = this.clinic?.name ?? "the clinic";
+    if (agents.length) {
+      this.agentLine.replaceChildren(
+        ...agents.flatMap((a, i) => [
+          ...(i > 0 ? ["; "] : []),
+          isolated(a.name),
+          " — verified agent of ",
+          isolated(clinicName),
+        ]),
+      );
+    } else {
+      this.agentLine.textContent = client.conversationOpen
         ? "Waiting for the clinic's next available agent…"
         : "Opening a conversation with the clinic…";
+    }
     this.root.dataset.agents = String(agents.length);
   }
 
@@ -373,13 +401,70 @@ class Widget {
   }
 }
 
-const link = script?.dataset.clinicLink ?? "";
-const agent = script?.dataset.agent ?? "";
-const lockAfter = Number(script?.dataset.lockAfter ?? "300");
-const storeName = script?.dataset.store ?? "widget";
-const widget = new Widget(link, agent, Math.max(1, lockAfter) * 1000, storeName);
-void widget.start().catch((e: Error) => {
+/** The default of `data-lock-after`, in seconds. */
+const DEFAULT_LOCK_AFTER = 300;
+
+interface Settings {
+  clinicLink: string;
+  agent: string;
+  lockAfterMs: number;
+  storeName: string;
+}
+
+/**
+ * The script tag's data-* settings, each checked before anything starts: a setting that
+ * cannot work is a sentence for the page (the widget stops, nothing registered), not a
+ * codec error later or a message that waits forever. A lock delay that is not a positive
+ * number of seconds falls back to the default with a console warning (never "lock at once").
+ */
+function readSettings(data: DOMStringMap): Settings | string {
+  const clinicLink = (data.clinicLink ?? "").trim();
+  if (clinicLink === "") {
+    return "The page's script tag has no data-clinic-link attribute: the clinic's link (hushwire-clinic:…) is needed.";
+  }
+  const agent = (data.agent ?? "").trim();
+  if (agent !== "") {
+    const m = /^([0-9a-fA-F]{64}):(\d{1,10})$/.exec(agent);
+    if (!m || Number(m[2]) > 0xffff_ffff) {
+      return "The page's data-agent attribute is not a device address (64 hex digits, a colon and a device number).";
+    }
+  }
+  let lockAfter = DEFAULT_LOCK_AFTER;
+  if (data.lockAfter !== undefined) {
+    const n = Number(data.lockAfter.trim());
+    if (data.lockAfter.trim() !== "" && Number.isFinite(n) && n >= 1 && n <= 86_400) lockAfter = Math.floor(n);
+    else {
+      console.warn(
+        `hushwire: data-lock-after must be a number of seconds from 1 to 86400; using the default ${DEFAULT_LOCK_AFTER}`,
+      );
+    }
+  }
+  const storeName = data.store ?? "widget";
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(storeName)) {
+    return "The page's data-store attribute is not a store name (1 to 64 letters, digits, - or _).";
+  }
+  return { clinicLink, agent, lockAfterMs: lockAfter * 1000, storeName };
+}
+
+const settings = readSettings(script?.dataset ?? {});
+if (typeof settings === "string") {
+  // A setting that cannot work: said in words where the chat would be; nothing starts.
+  const root = el("section", { class: "hw-widget", role: "region", "aria-label": "Secure chat" });
+  const css = el("link", { rel: "stylesheet", href: new URL("hushwire-widget.css", base).href });
+  document.head.append(css);
+  root.append(
+    el("h2", { class: "hw-clinic" }, "Secure chat unavailable"),
+    el("p", { class: "hw-status hw-settings-error", role: "alert" }, settings),
+  );
+  document.body.append(root);
+  console.error(`hushwire: ${settings}`);
+} else {
+  const widget = new Widget(settings.clinicLink, settings.agent, settings.lockAfterMs, settings.storeName);
+  void widget.start().catch(failed);
+}
+
+function failed(e: Error): void {
   const p = el("p", { role: "alert" });
   p.textContent = `The secure chat could not start: ${e.message}`;
   document.body.append(p);
-});
+}

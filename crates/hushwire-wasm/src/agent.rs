@@ -100,14 +100,17 @@ impl Clinic {
                  hundred characters)",
             ));
         }
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| {
+        // Not a certificate at all (not base64url, or bytes that do not decode as one): said in
+        // words, not as the decoder's detail ("unsupported protocol version 158").
+        let not_a_certificate = || {
             Error::new(
-                "this is not a certificate: it is not the one line of letters, digits, - and _ \
-                 that `hushwire org certify` prints",
+                "this is not a certificate (it is not the line `hushwire org certify` prints)",
             )
-        })?;
-        let cert = AgentCertificate::from_bytes(&bytes)
-            .map_err(|e| Error::new(format_args!("this is not a certificate: {e}")))?;
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| not_a_certificate())?;
+        let cert = AgentCertificate::from_bytes(&bytes).map_err(|_| not_a_certificate())?;
         cert.verify(self.link().org(), unix_seconds(now_seconds)?, None)
             .map_err(|e| {
                 Error::new(format_args!(
@@ -115,6 +118,13 @@ impl Clinic {
                     self.link().name()
                 ))
             })?;
+        // Whose it is first: another identity's certificate is the wrong one whatever its roles.
+        if cert.subject() != account.0.identity_key() {
+            return Err(Error::new(
+                "the certificate is for another identity, not this console: ask the \
+                 administrator to certify this console's request",
+            ));
+        }
         // A supervisor who is not also an agent reads along and opens the archive; the
         // queue and claiming need the agent role, which the core checks where they are signed.
         if !cert.roles().contains(Role::Agent) && !cert.roles().contains(Role::Supervisor) {
@@ -122,12 +132,6 @@ impl Clinic {
                 "the certificate grants neither the agent nor the supervisor role: the console \
                  is for the clinic's agents and supervisors (ask the administrator for `--roles \
                  agent` or `--roles supervisor`)",
-            ));
-        }
-        if cert.subject() != account.0.identity_key() {
-            return Err(Error::new(
-                "the certificate is for another identity, not this console: ask the \
-                 administrator to certify this console's request",
             ));
         }
         Ok(OwnCertificate(cert))
@@ -802,7 +806,20 @@ mod tests {
                 certify(&org, &console, "X", &[Role::Admin]),
                 "neither the agent nor the supervisor role",
             ),
-            ("not base64 !".to_owned(), "not a certificate"),
+            // Another identity's certificate without a console role: whose it is, said first.
+            (
+                certify(&org, &colleague, "X", &[Role::Admin]),
+                "another identity",
+            ),
+            (
+                "not base64 !".to_owned(),
+                "this is not a certificate (it is not the line",
+            ),
+            // Base64url that is no certificate: not the decoder's "unsupported protocol version".
+            (
+                "notacert".to_owned(),
+                "this is not a certificate (it is not the line",
+            ),
             (String::new(), "paste"),
             ("A".repeat(10_000), "too long"),
         ] {

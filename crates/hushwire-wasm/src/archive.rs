@@ -17,6 +17,24 @@ use crate::conversation::{ArchiveKey, Membership, conversation_id, whole};
 use crate::web::{Incoming, format_address, frame, millis, parse_address};
 use crate::{Error, Result};
 
+/// One untrusted text (a name) as `hushwire archive` prints it on one line: the core's
+/// `hushwire::display::escape`, the CLI's own function (control and format characters as
+/// `\x07` or `\u{202e}`, newlines escaped, long runs of spaces as `[N spaces]`).
+#[wasm_bindgen(js_name = escapeText)]
+#[must_use]
+pub fn escape_text(text: &str) -> String {
+    hushwire::display::escape(text)
+}
+
+/// A message under its header as `hushwire archive` prints it to a file (no wrapping): the
+/// core's `hushwire::display::message_block_for`, which the CLI calls, so the console's text
+/// export is the CLI's lines.
+#[wasm_bindgen(js_name = messageBlock)]
+#[must_use]
+pub fn message_block(header: &str, text: &str) -> String {
+    hushwire::display::message_block_for(header, "", text, None)
+}
+
 #[allow(clippy::cast_precision_loss)]
 fn to_f64(n: u64) -> f64 {
     n as f64
@@ -587,6 +605,26 @@ mod tests {
         );
         assert!(fetch_archive_frame(1, &f.id, 0.5).is_err());
         assert!(fetch_archive_frame(1, &f.id[..15], 0.0).is_err());
+    }
+
+    #[test]
+    fn the_console_escapes_untrusted_text_as_the_cli_does() {
+        // BEL, a zero-width space, a right-to-left override and a newline: the CLI's escapes
+        // (crates/hushwire-cli/src/display.rs re-exports the same core functions).
+        let text = "a\u{7}b\u{200b}c\u{202e}d\ne";
+        assert_eq!(escape_text(text), hushwire::display::escape(text));
+        assert_eq!(escape_text(text), "a\\x07b\\u{200b}c\\u{202e}d\\x0ae");
+        let header = "[10:00:00] message 1 Dr. A (device 1):";
+        assert_eq!(
+            message_block(header, text),
+            hushwire::display::message_block_for(header, "", text, None)
+        );
+        assert_eq!(
+            message_block("H:", text),
+            "H:\n    | a\\x07b\\u{200b}c\\u{202e}d\n    | e"
+        );
+        assert_eq!(message_block("H:", "one line\n"), "H: one line");
+        assert_eq!(message_block("H:", "x\r\ny"), "H:\n    | x\n    | y");
     }
 
     /// `js-tests/fixtures/archive-key-vector.sealed` is the published vectors' archive secret

@@ -41,6 +41,7 @@
 mod account;
 pub mod archive;
 pub mod cipher;
+pub mod display;
 pub mod error;
 mod handshake;
 mod kdf;
