@@ -354,7 +354,14 @@ await step("idle_lock_clears_the_screen", page, async () => {
   const body = await page.evaluate(() => document.body.innerText);
   assert(!body.includes("Hello from the browser") && !body.includes("After your reload"), "text left on screen");
   assert((await page.$$(".hw-text")).length === 0, "message elements left in the DOM");
-  assert(/Locked/.test(await page.textContent(".hw-status")), "status says locked");
+  assert(/^Locked after inactivity\./.test(await page.textContent(".hw-status")), "status says locked after inactivity");
+  const named = await page.evaluate(() => ["conversation", "address", "connected"].filter((k) => k in document.querySelector(".hw-widget").dataset));
+  assert(named.length === 0, `the locked widget still carries data-${named.join(", data-")}`);
+  // "Lock now" says it was asked for, not inactivity.
+  await unlock(page);
+  await page.click(".hw-lock");
+  await page.waitForSelector("#hw-passphrase", { timeout: 15_000 });
+  assert((await page.textContent(".hw-status")) === "Locked. Enter your passphrase to continue.", "Lock now status");
 });
 
 await step("erase_leaves_nothing_readable", page, async () => {

@@ -286,7 +286,7 @@ class Widget {
     const erase = el("button", { type: "button", class: "hw-erase" }, "End chat and erase this browser's copy");
     erase.addEventListener("click", () => void this.erase());
     const lock = el("button", { type: "button", class: "hw-lock" }, "Lock now");
-    lock.addEventListener("click", () => void this.lock());
+    lock.addEventListener("click", () => void this.lock("asked"));
     const tools = el("div", { class: "hw-tools" });
     tools.append(lock, erase);
     this.body.replaceChildren(this.list, form, tools, you);
@@ -362,11 +362,11 @@ class Widget {
   private touch(): void {
     if (!this.client) return;
     if (this.lockTimer !== undefined) clearTimeout(this.lockTimer);
-    this.lockTimer = window.setTimeout(() => void this.lock(), this.lockAfterMs);
+    this.lockTimer = window.setTimeout(() => void this.lock("idle"), this.lockAfterMs);
   }
 
   /** Clears the screen and forgets the key; the passphrase opens it again. */
-  private async lock(): Promise<void> {
+  private async lock(why: "idle" | "asked"): Promise<void> {
     if (this.oneOff) {
       // A one-off chat has no passphrase to reopen it: locking ends it.
       await this.erase(false);
@@ -380,8 +380,12 @@ class Widget {
     this.agentLine.textContent = "";
     client?.close();
     this.root.dataset.locked = "true";
+    // Nothing that names this chat stays on the page while it is locked.
+    for (const key of ["conversation", "address", "connected"]) delete this.root.dataset[key];
     await this.showUnlock();
-    this.status("Locked after inactivity. Enter your passphrase to continue.");
+    this.status(
+      why === "idle" ? "Locked after inactivity. Enter your passphrase to continue." : "Locked. Enter your passphrase to continue.",
+    );
   }
 
   private async erase(ask = true): Promise<void> {
