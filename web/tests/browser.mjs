@@ -4,6 +4,8 @@
 //
 //   HW_BASE         http://127.0.0.1:PORT (the allowed origin; the relay serves the site)
 //   HW_OTHER_BASE   http://localhost:PORT (same relay, an origin that is NOT allowed)
+//   HW_EMBED_BASE   http://127.0.0.1:EMBED_PORT (also allowed: the clinic's own site, served
+//                   here from HW_EMBED_PAGE, which embeds the widget from HW_BASE)
 //   HW_OUT          output folder: results.json and one screenshot per case
 //   HW_CLI          the hushwire binary; HW_AGENT_HOME its home; HUSHWIRE_PASSPHRASE set
 //   HW_AGENT_NAME   the agent's certified name
@@ -15,6 +17,7 @@
 
 import { chromium } from "playwright-core";
 import { execFile, spawn } from "node:child_process";
+import { createServer } from "node:http";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -569,6 +572,67 @@ await step("other_origin_cannot_connect", null, async () => {
     return `other origin: ${outcome}; widget status: ${status}`;
   } finally {
     await other.close();
+  }
+});
+
+await step("widget_embedded_on_the_clinics_site", null, async () => {
+  // The clinic's own site, on another origin than the relay, with the content security policy
+  // the README asks of it: the widget's script, module (fetched with CORS) and stylesheet from
+  // the relay's origin, its WebSocket to the relay.
+  const relay = new URL(BASE);
+  const csp =
+    `default-src 'self'; script-src 'self' ${relay.origin} 'wasm-unsafe-eval'; ` +
+    `connect-src 'self' ${relay.origin} ws://${relay.host}; style-src 'self' ${relay.origin}; ` +
+    "object-src 'none'; base-uri 'none'";
+  const html = readFileSync(env.HW_EMBED_PAGE);
+  const server = createServer((req, res) => {
+    if (req.url === "/") {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8", "content-security-policy": csp });
+      res.end(html);
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  const embed = new URL(env.HW_EMBED_BASE);
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(Number(embed.port), embed.hostname, resolve);
+  });
+  const embedContext = await browser.newContext({ viewport: { width: 360, height: 740 } });
+  const site = await embedContext.newPage();
+  const errors = [];
+  site.on("pageerror", (e) => errors.push(String(e)));
+  site.on("console", (m) => {
+    if (/Refused|CORS|blocked/i.test(m.text())) errors.push(`console: ${m.text()}`);
+  });
+  try {
+    await site.goto(`${embed.origin}/`);
+    const origins = await site.evaluate(() => [location.origin, document.querySelector("script[src]")?.src]);
+    assert(origins[0] === embed.origin && origins[0] !== relay.origin, `the page's origin: ${origins[0]}`);
+    assert(origins[1].startsWith(relay.origin + "/"), `the script's: ${origins[1]}`);
+    await site.waitForSelector("#hw-passphrase", { state: "visible", timeout: 60_000 });
+    await unlock(site);
+    await connected(site);
+    const address = await site.getAttribute(".hw-widget", "data-address");
+    assert(/^[0-9a-f]{64}:1$/.test(address), `address ${address}`);
+    // The stylesheet (a <link> to the relay's origin) applies.
+    const display = await site.evaluate(() => getComputedStyle(document.querySelector(".hw-widget")).display);
+    const sheet = await site.evaluate(() => [...document.styleSheets].some((s) => s.href?.endsWith("/hushwire-widget.css")));
+    assert(sheet, "the widget's stylesheet was not loaded");
+    await send(site, "Hello from the clinic's own site");
+    await site.waitForSelector('.hw-out[data-state="sent"]', { timeout: 30_000 });
+    const got = [];
+    for (const until = Date.now() + 30_000; !got.includes("Hello from the clinic's own site") && Date.now() < until; ) {
+      got.push(...(await agentReceives(1, 10_000)));
+    }
+    assert(got.includes("Hello from the clinic's own site"), `the agent received ${JSON.stringify(got)}`);
+    await site.screenshot({ path: join(OUT, "widget_embedded_on_the_clinics_site.png"), fullPage: true });
+    assert(errors.length === 0, `the page reported: ${errors.join("; ")}`);
+    return `page ${origins[0]}, widget from ${relay.origin}; ${address} connected; widget display ${display}`;
+  } finally {
+    await site.screenshot({ path: join(OUT, "widget_embedded_on_the_clinics_site.png"), fullPage: true }).catch(() => {});
+    await embedContext.close();
+    await new Promise((resolve) => server.close(resolve));
   }
 });
 

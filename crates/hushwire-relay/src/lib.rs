@@ -324,10 +324,14 @@ impl<S: Store> Relay<S> {
         let router = match &self.config.web_dir {
             Some(dir) => {
                 let files = web::WebFiles::new(dir.clone(), &self.allowed_origins);
-                router.fallback(move |method: axum::http::Method, uri: axum::http::Uri| {
-                    let files = files.clone();
-                    async move { files.serve(method, uri).await }
-                })
+                router.fallback(
+                    move |method: axum::http::Method,
+                          uri: axum::http::Uri,
+                          headers: axum::http::HeaderMap| {
+                        let files = files.clone();
+                        async move { files.serve(method, uri, &headers).await }
+                    },
+                )
             }
             None => router,
         };

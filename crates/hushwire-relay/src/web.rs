@@ -45,6 +45,19 @@ pub(crate) fn check_origin(headers: &HeaderMap, allowed: &[String]) -> OriginChe
 pub(crate) struct WebFiles {
     root: PathBuf,
     csp: HeaderValue,
+    /// The allowed origins (serialized), which may also read the files from their own pages
+    /// (CORS): a clinic's site embeds the widget served here, and the widget fetches its
+    /// WebAssembly module from this origin.
+    allowed: Vec<String>,
+}
+
+/// What a URL path names under the root.
+enum Found {
+    /// A regular file: its bytes and content type.
+    File(Vec<u8>, &'static str),
+    /// A directory with an `index.html`, named without the trailing slash: relative links in
+    /// its page would resolve against the parent, so the client is sent to the path with `/`.
+    Directory,
 }
 
 impl WebFiles {
@@ -65,17 +78,22 @@ impl WebFiles {
             // Origins are checked at start-up: only ASCII letters, digits and `:/.[]-`.
             csp: HeaderValue::from_str(&csp)
                 .unwrap_or(HeaderValue::from_static("default-src 'none'")),
+            allowed: allowed.to_vec(),
         })
     }
 
-    /// `GET`/`HEAD` of `uri`: the file, or 404 for anything missing, hidden, outside the root
-    /// or a directory without `index.html` (no listings).
-    pub(crate) async fn serve(&self, method: Method, uri: Uri) -> Response {
+    /// `GET`/`HEAD` of `uri`: the file, a redirect to `path/` for a directory with an
+    /// `index.html` named without the slash, or 404 for anything missing, hidden, outside the
+    /// root, a directory without `index.html` (no listings) or a file named with a trailing
+    /// slash. A request from an allowed origin (its `Origin` header) may read the answer from
+    /// that origin's pages (`Access-Control-Allow-Origin`).
+    pub(crate) async fn serve(&self, method: Method, uri: Uri, request: &HeaderMap) -> Response {
         let mut response = if method != Method::GET && method != Method::HEAD {
             (StatusCode::METHOD_NOT_ALLOWED, [("allow", "GET, HEAD")]).into_response()
         } else {
             match self.read(uri.path()).await {
-                Some((bytes, mime)) => {
+                Some(Found::Directory) => redirect_to_directory(&uri),
+                Some(Found::File(bytes, mime)) => {
                     let mut r = if method == Method::HEAD {
                         let length = bytes.len();
                         let mut r = ().into_response();
@@ -114,31 +132,73 @@ impl WebFiles {
             HeaderName::from_static("referrer-policy"),
             HeaderValue::from_static("no-referrer"),
         );
+        // The answer depends on `Origin` (allowed or not), so a cache must not hand one
+        // origin's answer to another.
+        headers.insert(axum::http::header::VARY, HeaderValue::from_static("Origin"));
+        if (method == Method::GET || method == Method::HEAD)
+            && check_origin(request, &self.allowed) == OriginCheck::Allowed
+        {
+            // Exactly the request's origin (the one a browser compares with), never `*`, never
+            // with credentials: the files are public, but only the named sites may read them
+            // from their pages.
+            if let Some(origin) = request.get(axum::http::header::ORIGIN) {
+                headers.insert(
+                    axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    origin.clone(),
+                );
+            }
+        }
         response
     }
 
-    /// The bytes and type of the file at URL path `path`, if it is a regular file inside the
-    /// root (after following links).
-    async fn read(&self, path: &str) -> Option<(Vec<u8>, &'static str)> {
+    /// What URL path `path` names: a regular file inside the root (after following links), or
+    /// a directory with an index named without the trailing slash.
+    async fn read(&self, path: &str) -> Option<Found> {
         let relative = url_path(path)?;
         let root = tokio::fs::canonicalize(&self.root).await.ok()?;
         let mut file = tokio::fs::canonicalize(root.join(&relative)).await.ok()?;
         if !file.starts_with(&root) {
             return None;
         }
+        let named_as_directory = path.ends_with('/');
         if tokio::fs::metadata(&file).await.ok()?.is_dir() {
             file = tokio::fs::canonicalize(file.join("index.html"))
                 .await
                 .ok()?;
-            if !file.starts_with(&root) {
+            if !file.starts_with(&root) || !tokio::fs::metadata(&file).await.ok()?.is_file() {
                 return None;
             }
+            if !named_as_directory {
+                return Some(Found::Directory);
+            }
+        } else if named_as_directory {
+            // `/chat.html/`: a file is not a directory.
+            return None;
         }
         if !tokio::fs::metadata(&file).await.ok()?.is_file() {
             return None;
         }
         let bytes = tokio::fs::read(&file).await.ok()?;
-        Some((bytes, mime(&file)))
+        Some(Found::File(bytes, mime(&file)))
+    }
+}
+
+/// `308` to the request's path with a slash added, and its query: a path on this host only
+/// (leading slashes collapsed to one, so `//other.example` cannot become a link to another
+/// host); 404 if that is not a header value.
+fn redirect_to_directory(uri: &Uri) -> Response {
+    let mut location = format!("/{}/", uri.path().trim_start_matches('/'));
+    if let Some(query) = uri.query() {
+        location.push('?');
+        location.push_str(query);
+    }
+    match HeaderValue::from_str(&location) {
+        Ok(value) => {
+            let mut r = (StatusCode::PERMANENT_REDIRECT, "").into_response();
+            r.headers_mut().insert(axum::http::header::LOCATION, value);
+            r
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
 

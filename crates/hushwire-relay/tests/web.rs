@@ -45,9 +45,20 @@ async fn upgrade_from(relay: &RelayProcess, origin: &str) -> Result<(), u16> {
 /// A raw HTTP/1.1 request line target (not normalized by any client): status, headers (names
 /// in lower case) and body.
 async fn get(port: u16, method: &str, target: &str) -> (u16, HashMap<String, String>, Vec<u8>) {
+    get_with(port, method, target, "").await
+}
+
+/// [`get`] with `extra` header lines (each ending in `\r\n`).
+async fn get_with(
+    port: u16,
+    method: &str,
+    target: &str,
+    extra: &str,
+) -> (u16, HashMap<String, String>, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(
-        format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await
     .unwrap();
@@ -221,6 +232,12 @@ fn web_dir(name: &str) -> std::path::PathBuf {
     std::fs::write(web.join("assets/app.js"), b"console.log('widget');").unwrap();
     std::fs::write(web.join("assets/core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     std::fs::write(web.join(".hidden"), b"HIDDEN").unwrap();
+    std::fs::create_dir_all(web.join("console")).unwrap();
+    std::fs::write(
+        web.join("console/index.html"),
+        b"<!doctype html><title>console</title>",
+    )
+    .unwrap();
     web
 }
 
@@ -325,4 +342,120 @@ async fn without_a_web_dir_no_files_are_served() {
         assert_eq!(status, 404, "{target}");
         assert!(!headers.contains_key("content-security-policy"), "{target}");
     }
+}
+
+#[tokio::test]
+async fn an_allowed_origin_may_read_the_files_from_its_pages() {
+    let web = web_dir("web-cors");
+    let relay = RelayProcess::start(
+        "web-cors",
+        &[
+            "--web-dir",
+            &web.display().to_string(),
+            "--allow-origin",
+            "https://clinic.example",
+            "--allow-origin",
+            "http://localhost:7902",
+        ],
+    );
+    // The clinic's page (another origin) embeds the widget: its script, module and stylesheet
+    // are read from the page, with CORS for the WebAssembly module's fetch.
+    for (origin, target) in [
+        ("https://clinic.example", "/assets/core.wasm"),
+        ("http://localhost:7902", "/assets/core.wasm"),
+        ("http://localhost:7902", "/assets/app.js"),
+        ("https://clinic.example", "/index.html"),
+    ] {
+        for method in ["GET", "HEAD"] {
+            let (status, headers, _) =
+                get_with(relay.port, method, target, &format!("Origin: {origin}\r\n")).await;
+            assert_eq!(status, 200, "{method} {target} from {origin}");
+            assert_eq!(
+                headers
+                    .get("access-control-allow-origin")
+                    .map(String::as_str),
+                Some(origin),
+                "{method} {target} from {origin}"
+            );
+            assert_eq!(headers["vary"], "Origin", "{method} {target} from {origin}");
+            assert!(!headers.contains_key("access-control-allow-credentials"));
+        }
+    }
+    // Another origin, a look-alike, `null`, or two `Origin` headers: the file, but no grant (the
+    // browser then refuses the page's read); the same `Vary`, so a cache keeps them apart.
+    for extra in [
+        "Origin: https://evil.example\r\n",
+        "Origin: https://clinic.example.evil.com\r\n",
+        "Origin: http://localhost:7903\r\n",
+        "Origin: null\r\n",
+        "Origin: https://clinic.example\r\nOrigin: https://evil.example\r\n",
+        "",
+    ] {
+        let (status, headers, body) = get_with(relay.port, "GET", "/assets/core.wasm", extra).await;
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, b"\0asm\x01\0\0\0".as_slice()),
+            "{extra:?}"
+        );
+        assert!(
+            !headers.contains_key("access-control-allow-origin"),
+            "{extra:?}: {headers:?}"
+        );
+        assert_eq!(headers["vary"], "Origin", "{extra:?}");
+    }
+    // Writing is not granted to anyone.
+    let (status, headers, _) = get_with(
+        relay.port,
+        "POST",
+        "/assets/core.wasm",
+        "Origin: https://clinic.example\r\n",
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert!(!headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn a_directory_named_without_its_slash_is_redirected_and_a_file_with_one_is_404() {
+    let web = web_dir("web-slash");
+    let relay = RelayProcess::start("web-slash", &["--web-dir", &web.display().to_string()]);
+    // `/console` would serve the page with its relative `console.js` resolving to `/console.js`.
+    for (target, location) in [
+        ("/console", "/console/"),
+        ("/console?lang=en&x=%2F", "/console/?lang=en&x=%2F"),
+        // Never to another host: `//console` is not a link to the host `console`.
+        ("//console", "/console/"),
+        ("///console", "/console/"),
+    ] {
+        for method in ["GET", "HEAD"] {
+            let (status, headers, _) = get(relay.port, method, target).await;
+            assert_eq!(status, 308, "{method} {target}");
+            assert_eq!(headers["location"], location, "{method} {target}");
+        }
+    }
+    let (status, _, body) = get(relay.port, "GET", "/console/").await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, b"<!doctype html><title>console</title>".as_slice())
+    );
+    // A directory without an index is not redirected (there is nothing to serve there).
+    let (status, headers, _) = get(relay.port, "GET", "/assets").await;
+    assert_eq!(status, 404);
+    assert!(!headers.contains_key("location"));
+    // A file is not a directory.
+    for target in [
+        "/index.html/",
+        "/console/index.html/",
+        "/assets/app.js/",
+        "/assets/app.js//",
+    ] {
+        let (status, _, body) = get(relay.port, "GET", target).await;
+        assert_eq!(
+            (status, body.as_slice()),
+            (404, b"not found\n".as_slice()),
+            "{target}"
+        );
+    }
+    let (status, _, _) = get(relay.port, "GET", "/console/index.html").await;
+    assert_eq!(status, 200);
 }

@@ -7,6 +7,8 @@
 //!    `certificate request`, `org certify`, `register --certificate`);
 //! 3. starts a real relay on a free port with `--web-dir` (the built site plus two widget
 //!    pages carrying the script tag), `--allow-origin http://127.0.0.1:PORT` and the link;
+//!    a second allowed origin `http://127.0.0.1:EMBED_PORT` is the clinic's own site, served by
+//!    `browser.mjs`, whose page embeds the widget from the relay's origin;
 //! 4. checks that an upgrade request from another origin is answered 403;
 //! 5. runs `web/tests/browser.mjs` (playwright-core driving `/usr/bin/chromium` headless) and
 //!    asserts every case it reports; screenshots and `results.json` stay in
@@ -236,6 +238,9 @@ fn widget_and_client_in_chromium() {
             .to_owned()
     };
     let origin = format!("http://127.0.0.1:{port}");
+    // The clinic's own site on another origin, which embeds the widget served by the relay
+    // (`widget_embedded_on_the_clinics_site`).
+    let embed_origin = format!("http://127.0.0.1:{}", free_port());
     let mut relay = Relay(
         Command::new(bin.join("hushwire-relay"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -243,6 +248,8 @@ fn widget_and_client_in_chromium() {
             .args([
                 "--allow-origin",
                 &origin,
+                "--allow-origin",
+                &embed_origin,
                 "--clinic-link",
                 &link,
                 "--web-dir",
@@ -390,6 +397,24 @@ fn widget_and_client_in_chromium() {
     )
     .unwrap();
 
+    // The clinic's own page (served by `browser.mjs` on `embed_origin`, not by the relay): the
+    // widget's script from the relay's origin, which fetches its module and stylesheet from
+    // there too.
+    let embed_page = work.join("embed.html");
+    std::fs::write(
+        &embed_page,
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>Test Clinic's own site</title></head><body><h1>Test Clinic</h1>\n\
+             <script src=\"{origin}/hushwire-widget.js\" data-clinic-link=\"{link}\" \
+             data-agent=\"{agent_address}\" data-store=\"embedded\" data-lock-after=\"600\" \
+             data-test-hooks=\"1\"></script>\n\
+             </body></html>\n"
+        ),
+    )
+    .unwrap();
+
     // The console with test hooks (the client on `window.hushwireTest`, as the widget's
     // `data-test-hooks`), for the lost claim race of `console_agent_with_widget_patient`.
     let console_page = std::fs::read_to_string(site.join("console/index.html")).unwrap();
@@ -431,6 +456,8 @@ fn widget_and_client_in_chromium() {
         .current_dir(&root)
         .env("HW_BASE", &origin)
         .env("HW_OTHER_BASE", format!("http://localhost:{port}"))
+        .env("HW_EMBED_BASE", &embed_origin)
+        .env("HW_EMBED_PAGE", &embed_page)
         .env("HW_RELAY_URL", &url)
         .env(
             "HW_OTHER_RELAY_URL",
@@ -475,6 +502,7 @@ fn widget_and_client_in_chromium() {
         "one_off_chat_dies_with_the_tab",
         "relay_key_pin_refuses",
         "other_origin_cannot_connect",
+        "widget_embedded_on_the_clinics_site",
         "console_chats_with_cli",
         "archive_copies_wait_for_the_policy",
         "clinic_conversation_with_cli_agent",
