@@ -593,6 +593,16 @@ export class HushwireClient {
    */
   async sendText(peer: string, text: string): Promise<ChatMessage> {
     this.refuseReadOnly(peer, "send");
+    // Counted from the call on: the message is the caller's until it is on disk.
+    this.savesInFlight++;
+    try {
+      return await this.queueText(peer, text);
+    } finally {
+      this.savesInFlight--;
+    }
+  }
+
+  private async queueText(peer: string, text: string): Promise<ChatMessage> {
     const conversation = await this.addPeer(peer);
     const message: ChatMessage = {
       id: toHex(crypto.getRandomValues(new Uint8Array(16))),
@@ -604,12 +614,7 @@ export class HushwireClient {
     this.remember(peer, conversation, message);
     this.unsaved.push([peer, message]);
     this.events.onChange?.(peer);
-    this.savesInFlight++;
-    try {
-      await this.persistQueued();
-    } finally {
-      this.savesInFlight--;
-    }
+    await this.persistQueued();
     return message;
   }
 

@@ -144,11 +144,12 @@ const SCRIPT = "<script>window.__pwned=2</script>";
 // A right-to-left override in a text is isolated (`<bdi>`): it cannot pull the time after it.
 const BIDI = "CON_CANARY \u202egnp.exe\u202c";
 /** Where `text` is shown under `sel`: whether that element isolates it, and the meta after it. */
+// One evaluation (not `$$eval`, whose query and function are two round trips): a message
+// re-rendered in between (its state changing) would be detached and have no computed style.
 const isolation = (p, sel, text, metaSel) =>
-  p.$$eval(
-    sel,
-    (els, [want, metaSel]) => {
-      const e = els.find((x) => x.textContent === want);
+  p.evaluate(
+    ([sel, want, metaSel]) => {
+      const e = [...document.querySelectorAll(sel)].find((x) => x.textContent === want);
       if (!e) return null;
       const meta = e.parentElement?.querySelector(metaSel);
       return {
@@ -158,7 +159,7 @@ const isolation = (p, sel, text, metaSel) =>
         metaAfter: !!meta && meta !== e && !e.contains(meta) && !!(e.compareDocumentPosition(meta) & Node.DOCUMENT_POSITION_FOLLOWING),
       };
     },
-    [text, metaSel],
+    [sel, text, metaSel],
   );
 const assertIsolated = (where, got) =>
   assert(
