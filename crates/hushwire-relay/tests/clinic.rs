@@ -818,15 +818,7 @@ async fn every_admin_action_and_certificate_is_in_the_audit_chain() {
     }
     drop((admin_conn, wiped_conn));
     // Graceful stop: the audit writer flushes what it holds.
-    let pid = relay.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = relay.child.wait();
+    relay.stop_gracefully();
 
     let db = relay.data_dir.join("relay.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))

@@ -1341,15 +1341,7 @@ async fn reading_the_archive_is_recorded_in_the_relay_audit_chain() {
     drop((p, a, s));
     // Graceful stop: the audit writer flushes what it holds.
     let relay = &mut relays[0];
-    let pid = relay.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = relay.child.wait();
+    relay.stop_gracefully();
     let db = relay.data_dir.join("relay.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await

@@ -60,18 +60,6 @@ fn wait_for_records(dir: &Path, records: u64) -> String {
     }
 }
 
-fn sigterm(relay: &mut RelayProcess) {
-    let pid = relay.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = relay.child.wait();
-}
-
 /// After kill -9 the chain's tail is unsigned; the next start signs it before serving. A
 /// graceful stop signs records that were already written without a checkpoint. (Issue 12: 14
 /// kill -9 restarts left 2,957 records and no checkpoint.)
@@ -106,7 +94,7 @@ async fn the_audit_chain_is_signed_at_start_up_after_a_crash_and_at_every_shutdo
     drop(Client::register(&relay.url(), &Device::new(131, 1)).await);
     let flushed = wait_for_records(&relay.data_dir, before);
     assert!(field(&flushed, "unsigned_tail") > 0, "{flushed}");
-    sigterm(&mut relay);
+    relay.stop_gracefully();
     let (ok, report, err) = verify(&relay.data_dir);
     assert!(ok, "{report} {err}");
     assert_eq!(field(&report, "unsigned_tail"), 0, "{report}");

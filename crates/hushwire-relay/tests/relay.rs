@@ -522,15 +522,7 @@ async fn audit_chain_records_metadata_and_verify_detects_tampering() {
     );
     drop((a, b));
     // Graceful stop: the audit writer flushes and signs a final checkpoint.
-    let pid = relay.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = relay.child.wait();
+    relay.stop_gracefully();
 
     let verify = |dir: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_hushwire-relay"))

@@ -146,6 +146,20 @@ impl RelayProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM and wait for the exit: the relay's graceful stop, after which its audit writer
+    /// has flushed what it held and signed a final checkpoint.
+    pub fn stop_gracefully(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL, then start again on the same data dir (a new port).
     pub fn crash_and_restart(&mut self) {
         self.kill();
